@@ -1,0 +1,64 @@
+"""Run the user's script unmodified, with ``deepspeed.initialize`` timing the engine it returns."""
+
+from __future__ import annotations
+
+import functools
+import os
+import runpy
+import sys
+import traceback
+
+from simtune.errors import ConfigError
+from simtune.probe.argv import ProbeUsageError, parse_probe_argv
+from simtune.probe.instrument import Instrument, end_process
+from simtune.probe.protocol import CANNOT_START_PREFIX, ProbeSettings
+
+
+def install(instrument: Instrument) -> None:
+    """Replace ``deepspeed.initialize`` so the engine it returns is attached to ``instrument``.
+
+    Scripts (and Hugging Face's accelerate) look the function up on the ``deepspeed`` module when
+    they call or import it, which happens after this.
+    """
+    import deepspeed
+
+    original = deepspeed.initialize
+
+    @functools.wraps(original)
+    def initialize(*args, **kwargs):
+        result = original(*args, **kwargs)
+        instrument.attach(result[0])
+        return result
+
+    deepspeed.initialize = initialize
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        invocation = parse_probe_argv(argv)
+        settings = ProbeSettings.read(invocation.settings_path)
+    except (ProbeUsageError, ConfigError, OSError, ValueError, TypeError) as exc:
+        print(f"{CANNOT_START_PREFIX} {exc}", file=sys.stderr)
+        return 2
+    script = os.path.abspath(invocation.script)
+    if not os.path.isfile(script):
+        print(f"{CANNOT_START_PREFIX} the training script {invocation.script} does not exist.",
+              file=sys.stderr)
+        return 2
+
+    instrument = Instrument(settings)
+    install(instrument)
+    sys.argv = invocation.script_argv()
+    sys.path[0] = os.path.dirname(script)
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            if not isinstance(exc.code, int):
+                print(exc.code, file=sys.stderr)
+            end_process(exc.code if isinstance(exc.code, int) else 1)
+    except BaseException:
+        traceback.print_exc()
+        end_process(1)
+    instrument.report_no_metrics()

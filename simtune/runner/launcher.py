@@ -1,0 +1,251 @@
+"""The launcher command and environment of one experiment, and free rendezvous ports.
+
+The command (one argv list, never a shell string)::
+
+    deepspeed (--num_nodes 1 --num_gpus N | --num_accelerators N on CPU
+               | [--hostfile F] --include host:0,1@host2:0,1)
+              --master_port P --module simtune.probe --simtune-probe=<result_dir>/probe.json
+              SCRIPT ARGS...
+
+``--num_gpus`` when the experiment takes the first N slots of this machine, ``--include``
+otherwise (DeepSpeed refuses both together). A hostfile that names only this machine adds
+``--no_ssh_check --master_addr 127.0.0.1`` (no ssh to oneself); a single remote host adds
+``--force_multi`` (DeepSpeed would otherwise start it here).
+In ARGS the DeepSpeed config after ``--deepspeed``/``--deepspeed_config`` (also the ``=``
+forms) becomes ``<result_dir>/ds_config.json``, and each ``arg_mappings`` flag is set to the
+experiment's value (the value after the flag replaced, or flag and value appended; booleans as
+``true``/``false``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from simtune.errors import InputError, LaunchError
+from simtune.probe.protocol import PROBE_FLAG
+from simtune.runner.experiment import Experiment
+from simtune.runner.resources import Resources, SlotAssignment, local_hostnames
+
+CONFIG_FLAGS = ("--deepspeed", "--deepspeed_config")
+"""Script flags that name the DeepSpeed config (Hugging Face uses the first, DeepSpeed's own
+``add_config_arguments`` the second, with ``--deepspeed`` as a bare switch)."""
+
+ENV_FILE_NAME = "deepspeed_env"
+"""Per-experiment file the launcher exports to every node (passed as ``DS_ENV_FILE``)."""
+
+_ports_in_use: set[int] = set()
+_ports_lock = threading.Lock()
+
+
+# -- ports ------------------------------------------------------------------------------------------
+def free_port() -> int:
+    """A TCP port free now and not handed out by this process since (until :func:`release_port`)."""
+    with _ports_lock:
+        for _ in range(64):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.bind(("", 0))
+                port = probe.getsockname()[1]
+            if port not in _ports_in_use:
+                _ports_in_use.add(port)
+                return port
+    raise LaunchError("No free TCP port could be found for the rendezvous.")
+
+
+def release_port(port: int) -> None:
+    """Let :func:`free_port` hand ``port`` out again (the experiment using it has ended)."""
+    with _ports_lock:
+        _ports_in_use.discard(port)
+
+
+# -- script arguments -------------------------------------------------------------------------------
+def _value_index(args: Sequence[str], index: int) -> int | None:
+    """Index of the value of the flag at ``index`` given as ``--flag VALUE``, or None if bare."""
+    following = index + 1
+    if following < len(args) and not args[following].startswith("--"):
+        return following
+    return None
+
+
+def with_config_path(args: Sequence[str], config_path: str) -> list[str]:
+    """``args`` with every DeepSpeed config path replaced by ``config_path`` (a new list)."""
+    out = list(args)
+    replaced = False
+    for index, arg in enumerate(args):
+        name, has_value, _ = arg.partition("=")
+        if name not in CONFIG_FLAGS:
+            continue
+        if has_value:
+            out[index] = f"{name}={config_path}"
+            replaced = True
+        elif (value_index := _value_index(args, index)) is not None:
+            out[value_index] = config_path
+            replaced = True
+    if not replaced:
+        raise InputError(
+            "The training script's arguments name no DeepSpeed config: pass it as "
+            "--deepspeed ds_config.json or --deepspeed_config ds_config.json."
+        )
+    return out
+
+
+def with_flag(args: Sequence[str], flag: str, value: str) -> list[str]:
+    """``args`` with ``flag`` set to ``value``: each occurrence's value replaced, else appended."""
+    out = list(args)
+    found = False
+    index = 0
+    while index < len(out):
+        name, has_value, _ = out[index].partition("=")
+        if name == flag:
+            found = True
+            if has_value:
+                out[index] = f"{flag}={value}"
+            elif (value_index := _value_index(out, index)) is not None:
+                out[value_index] = value
+            else:
+                out.insert(index + 1, value)
+        index += 1
+    return out if found else [*out, flag, value]
+
+
+def format_flag_value(value: Any) -> str:
+    """How a config value is written on a command line: booleans as ``true``/``false``,
+    whole floats as integers (``5e8`` -> ``500000000``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _find_nested(config: Mapping[str, Any], key: str) -> Any:
+    for value in config.values():
+        if isinstance(value, Mapping):
+            if key in value and not isinstance(value[key], (Mapping, list)):
+                return value[key]
+            found = _find_nested(value, key)
+            if found is not None:
+                return found
+    return None
+
+
+def experiment_value(key: str, ds_config: Mapping[str, Any], trial: Any) -> Any:
+    """The experiment's value of ``key``: a top-level config value, else the trial's field of
+    that name (e.g. ``activation_checkpointing``), else the first nested config value."""
+    value = ds_config.get(key)
+    if value is not None and not isinstance(value, (Mapping, list)):
+        return value
+    if trial is not None and hasattr(trial, key):
+        return getattr(trial, key)
+    return _find_nested(ds_config, key)
+
+
+def mapped_args(args: Sequence[str], arg_mappings: Mapping[str, str] | None,
+                ds_config: Mapping[str, Any], trial: Any) -> list[str]:
+    """``args`` with each mapped flag set to the experiment's value (unset or "auto" values skipped)."""
+    out = list(args)
+    for key, flag in (arg_mappings or {}).items():
+        value = experiment_value(key.strip(), ds_config, trial)
+        if value is None or value == "auto":
+            continue
+        out = with_flag(out, flag.strip(), format_flag_value(value))
+    return out
+
+
+# -- the command ------------------------------------------------------------------------------------
+def deepspeed_launcher() -> str:
+    """The ``deepspeed`` launcher of this Python environment (else the one on PATH)."""
+    beside = Path(sys.executable).with_name("deepspeed")
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("deepspeed")
+    if found is None:
+        raise LaunchError("The deepspeed launcher was not found: install DeepSpeed in this environment.")
+    return found
+
+
+def launcher_args(resources: Resources, slots: SlotAssignment, port: int) -> list[str]:
+    """The launcher's own arguments: which slots and which rendezvous port."""
+    if resources.is_first_local_slots(slots):
+        count_flag = "--num_accelerators" if resources.accelerator == "cpu" else "--num_gpus"
+        placement = ["--num_nodes", "1", count_flag, str(resources.num_gpus)]
+    else:
+        placement = [] if resources.hostfile is None else ["--hostfile", resources.hostfile]
+        placement += ["--include", slots.include_arg()]
+        if resources.hostfile is not None and len(slots.hosts) == 1:
+            if slots.hosts[0] in local_hostnames():
+                placement += ["--no_ssh_check", "--master_addr", "127.0.0.1"]
+            else:
+                placement += ["--force_multi"]
+    return [*placement, "--master_port", str(port)]
+
+
+def build_command(
+    experiment: Experiment,
+    workload: tuple[str, Sequence[str]],
+    resources: Resources,
+    slots: SlotAssignment,
+    port: int,
+    result_dir: str | os.PathLike,
+    *,
+    arg_mappings: Mapping[str, str] | None = None,
+    probe: bool = True,
+    config_path: str | os.PathLike | None = None,
+) -> list[str]:
+    """The argv that runs ``experiment``; with ``probe=False`` the plain training command.
+    The script gets ``config_path`` (default ``<result_dir>/ds_config.json``) as its config."""
+    script, args = workload
+    result_dir = Path(result_dir)
+    script_args = with_config_path(args, str(config_path or result_dir / "ds_config.json"))
+    script_args = mapped_args(script_args, arg_mappings, experiment.ds_config, experiment.trial)
+    probe_part = ["--module", "simtune.probe", f"{PROBE_FLAG}={result_dir / 'probe.json'}"] if probe else []
+    return [deepspeed_launcher(), *launcher_args(resources, slots, port), *probe_part, script, *script_args]
+
+
+# -- the environment --------------------------------------------------------------------------------
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            key, has_value, value = line.partition("=")
+            if has_value and key.strip() and not key.lstrip().startswith("#"):
+                values[key.strip()] = value
+    return values
+
+
+def launch_env(resources: Resources, result_dir: str | os.PathLike,
+               base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The launcher's environment, and ``<result_dir>/deepspeed_env`` for the other nodes.
+
+    On CPU: ``DS_ACCELERATOR=cpu``, ``LOCAL_SIZE`` = processes per node (DeepSpeed's CPU device
+    count) and ``OMP_NUM_THREADS = cores // processes running at once on the host`` (without it
+    the ranks oversubscribe the cores and step times are noise). Always ``PYTHONUNBUFFERED=1``.
+    The file merges the user's ``~/.deepspeed_env`` and ``./.deepspeed_env`` (the launcher reads
+    neither once ``DS_ENV_FILE`` names another file) with these variables, which win.
+    """
+    ours = {"PYTHONUNBUFFERED": "1"}
+    if resources.accelerator == "cpu":
+        threads = max(1, usable_cores() // max(1, resources.processes_at_once_per_host()))
+        ours.update(DS_ACCELERATOR="cpu", LOCAL_SIZE=str(resources.num_gpus), OMP_NUM_THREADS=str(threads))
+    exported: dict[str, str] = {}
+    for folder in (Path.home(), Path.cwd()):
+        exported.update(_read_env_file(folder / ".deepspeed_env"))
+    exported.update(ours)
+    env_file = Path(result_dir) / ENV_FILE_NAME
+    env_file.write_text("".join(f"{key}={value}\n" for key, value in exported.items()), encoding="utf-8")
+    env = dict(os.environ if base is None else base)
+    env.update(ours)
+    env["DS_ENV_FILE"] = str(env_file)
+    return env

@@ -1,0 +1,45 @@
+"""A tiny DeepSpeed training program for the tests: an MLP on random data.
+
+Run as a user would: ``deepspeed tiny_train.py --deepspeed cfg.json --batch_size 4``. The flags
+that make it misbehave on purpose (``--fail_batch_size``, ``--sleep_s``, ``--steps``) let the
+tests produce each outcome of a real run.
+"""
+
+import argparse
+import time
+
+import deepspeed
+import torch
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--local_rank", type=int, default=-1)
+parser.add_argument("--deepspeed", required=True, help="DeepSpeed config JSON")
+parser.add_argument("--batch_size", type=int, default=2)
+parser.add_argument("--hidden", type=int, default=128)
+parser.add_argument("--steps", type=int, default=50, help="optimizer steps to train")
+parser.add_argument("--sleep_s", type=float, default=0.0, help="sleep before training")
+parser.add_argument("--fail_batch_size", type=int, default=0, help="raise when --batch_size is this")
+args = parser.parse_args()
+
+if args.sleep_s:
+    time.sleep(args.sleep_s)
+if args.batch_size == args.fail_batch_size:
+    raise ValueError(f"tiny_train was asked to fail (batch size {args.batch_size})")
+
+torch.manual_seed(0)
+model = torch.nn.Sequential(
+    torch.nn.Linear(args.hidden, 4 * args.hidden),
+    torch.nn.GELU(),
+    torch.nn.Linear(4 * args.hidden, args.hidden),
+)
+engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
+                                       config=args.deepspeed)
+if engine.train_micro_batch_size_per_gpu() != args.batch_size:
+    raise ValueError("--batch_size does not match train_micro_batch_size_per_gpu")
+
+for _ in range(args.steps * engine.gradient_accumulation_steps()):
+    x = torch.randn(args.batch_size, args.hidden, device=engine.device)
+    loss = (engine(x) - x).pow(2).mean()
+    engine.backward(loss)
+    engine.step()
+print(f"tiny_train finished {engine.global_steps} steps")
