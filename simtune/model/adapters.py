@@ -1,0 +1,93 @@
+"""Build the cost model's inputs from simtune's own objects: a workload, a hardware profile and a
+trial of the tuning space. The only module of the model that reads other parts of simtune.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+from simtune.errors import ProfileError
+from simtune.hardware.profile import CollectiveFit, HardwareProfile
+from simtune.model.inputs import (CollectiveCost, Collectives, ComputeCurves, EfficiencyCurve, HardwareSpec,
+                                  ModelSpec, TrainConfig)
+from simtune.space import Trial
+from simtune.workloads.analysis import (forward_flops, largest_layer_params, parameter_count,
+                                        parameter_tensor_numels)
+from simtune.workloads.presets import Workload
+
+KNOB_FIELDS = ("reduce_bucket_size", "allgather_bucket_size", "overlap_comm", "contiguous_gradients",
+               "reduce_scatter", "stage3_prefetch_bucket_size", "stage3_param_persistence_threshold",
+               "stage3_max_live_parameters", "stage3_max_reuse_distance")
+"""ZeRO keys of a DeepSpeed config that are TrainConfig fields of the same name."""
+
+_INT_FIELDS = frozenset(k for k in KNOB_FIELDS if k.endswith(("_size", "_threshold", "_parameters", "_distance")))
+
+
+def model_spec(workload: Workload, activation_bytes_per_sample_per_layer: Optional[float] = None) -> ModelSpec:
+    """The model's numbers from the workload's closed-form analysis (forward FLOPs of one sample)."""
+    return ModelSpec(
+        parameter_count=parameter_count(workload), num_layers=workload.num_layers,
+        hidden_size=workload.hidden_size, num_heads=workload.num_heads,
+        intermediate_size=workload.intermediate_size, vocab_size=workload.vocab_size,
+        seq_len=workload.seq_len, flops_per_sample_forward=float(forward_flops(workload).total(1)),
+        largest_layer_params=largest_layer_params(workload),
+        activation_bytes_per_sample_per_layer=activation_bytes_per_sample_per_layer,
+        param_tensor_numels=parameter_tensor_numels(workload))
+
+
+def _collectives(table: Mapping[str, CollectiveFit]) -> Optional[Collectives]:
+    ops = ("allreduce", "allgather", "reduce_scatter")
+    if not all(op in table for op in ops):
+        return None
+    costs = [CollectiveCost(latency_s=table[op].latency_s, bandwidth_bytes_per_s=table[op].bandwidth_bytes_per_s)
+             for op in ops]
+    return Collectives(*costs)
+
+
+def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None) -> HardwareSpec:
+    """The model's hardware numbers from a profile. The device optimizer is ``optimizer_impl``
+    when given, else the fastest fit measured on the device."""
+    curves = {dtype: EfficiencyCurve(tuple((p.work_flop, p.flop_per_s) for p in curve.points))
+              for dtype, curve in profile.compute.curves.items()}
+    if "fp32" not in curves:
+        raise ProfileError(f"Hardware profile {profile.name!r} has no fp32 compute curve.")
+    fits = profile.optimizer.fits
+    if optimizer_impl is not None:
+        if optimizer_impl not in fits:
+            raise ProfileError(f"Hardware profile {profile.name!r} has no optimizer fit {optimizer_impl!r}.")
+        fit = fits[optimizer_impl]
+    else:
+        on_device = [f for f in fits.values() if f.device == profile.device.kind]
+        if not on_device:
+            raise ProfileError(f"Hardware profile {profile.name!r} has no optimizer fit on {profile.device.kind}.")
+        fit = min(on_device, key=lambda f: f.s_per_param)
+    collectives = profile.collectives
+    device = profile.device
+    return HardwareSpec(
+        device_memory_bytes=device.memory_bytes, usable_memory_bytes=device.usable_memory_bytes,
+        fixed_overhead_bytes=device.fixed_overhead_bytes,
+        compute=ComputeCurves(fp32=curves["fp32"], bf16=curves.get("bf16"), fp16=curves.get("fp16")),
+        optimizer_s_per_param=fit.s_per_param,
+        collectives=_collectives(collectives.intra_node) if collectives.applicable else None,
+        h2d_bandwidth_bytes_per_s=profile.offload.h2d_bytes_per_s,
+        d2h_bandwidth_bytes_per_s=profile.offload.d2h_bytes_per_s,
+        cpu_adam_s_per_param=profile.offload.cpu_adam_s_per_param,
+        ranks_per_node=device.count_per_node, nodes=device.nodes,
+        inter_node_collectives=_collectives(collectives.inter_node) if collectives.applicable else None,
+        overlap_capable=device.kind == "cuda", host_memory_bytes=profile.offload.host_memory_bytes)
+
+
+def train_config(trial: Trial, *, dp_degree: int, precision: str, mp_degree: int = 1,
+                 knobs: Optional[Mapping[str, Any]] = None) -> TrainConfig:
+    """The model's configuration for a trial. ``knobs`` are the experiment's ZeRO values
+    (``TuningSpace.knob_values``; default: the trial's tuned ones); keys the model does not use
+    and None ("auto") values leave DeepSpeed's defaults."""
+    values = dict(trial.zero_knobs if knobs is None else knobs)
+    fields = {key: (int(float(values[key])) if key in _INT_FIELDS else bool(values[key]))
+              for key in KNOB_FIELDS if values.get(key) is not None}
+    return TrainConfig(
+        stage=trial.stage, micro_batch_size=trial.micro_batch_size,
+        gradient_accumulation_steps=trial.gradient_accumulation_steps, dp_degree=dp_degree,
+        mp_degree=mp_degree, precision=precision, offload_optimizer=trial.offload_optimizer != "none",
+        offload_param=trial.offload_param != "none", activation_checkpointing=trial.activation_checkpointing,
+        **fields)

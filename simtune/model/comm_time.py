@@ -1,0 +1,101 @@
+"""Communication time of the collectives each ZeRO stage issues, as DeepSpeed 0.19.8 issues them.
+
+One call moving S bytes (S as nccl-tests defines it: the buffer for allreduce, the whole gathered
+or scattered array for allgather and reduce-scatter) over a group of n ranks takes
+
+    t = latency_s + S * f / busbw,   f = 2(n-1)/n (allreduce), (n-1)/n (allgather, reduce-scatter)
+
+(NVIDIA/nccl-tests doc/PERFORMANCE.md), so k calls moving S in total take k*latency + S*f/busbw.
+Bucket counts come from :meth:`ParamLayout.bucket_count` (greedy filling in backward order).
+
+- stage 0 (engine.py ``buffered_allreduce_fallback``): at the accumulation boundary, allreduce of
+  all b*P gradient bytes in pieces of 5e8 elements.
+- stage 1 (stage_1_and_2.py ``reduce_gradients``): at the boundary, the gradients pass through
+  the ``reduce_bucket_size`` buckets and each bucket is allreduced (``average_tensor`` with the
+  default ``use_multi_rank_bucket_allreduce``, and ``gradient_reduction_w_predivide`` without
+  reduce_scatter, both allreduce); after the optimizer, one ``all_gather_into_tensor`` of the
+  flat b*P buffer (``allgather_bucket_size`` only matters on torch without it).
+- stage 2: the same bucketed allreduce, in every micro-step's backward (gradient hooks), and
+  the same allgather after the optimizer.
+- stage 3 (stage3.py, partitioned_param_coordinator.py): in every micro-step, one allgather per
+  non-persistent tensor in forward, again in backward for the parameters released after forward,
+  and a bucketed reduce-scatter of the b*P gradients during backward. No allgather after the
+  optimizer: each rank updates its own partition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simtune.model.inputs import CollectiveCost, HardwareSpec, ModelSpec, TrainConfig
+from simtune.model.memory_buffers import STAGE0_ALLREDUCE_ELEMENTS, kept_gathered_elements
+from simtune.model.shards import Shards
+
+
+def allreduce_factor(n: int) -> float:
+    return 2.0 * (n - 1) / n
+
+
+def gather_scatter_factor(n: int) -> float:
+    return (n - 1) / n
+
+
+def collective_s(cost: CollectiveCost, factor: float, total_bytes: float, calls: int) -> float:
+    if calls <= 0 or total_bytes <= 0:
+        return 0.0
+    return calls * cost.latency_s + total_bytes * factor / cost.bandwidth_bytes_per_s
+
+
+@dataclass(frozen=True)
+class CommTimes:
+    reduce_per_micro_s: float = 0.0
+    """Gradient reduction issued in every micro-step's backward (stages 2, 3)."""
+    reduce_at_boundary_s: float = 0.0
+    """Gradient reduction issued once per optimizer step (stages 0, 1)."""
+    reduce_last_call_s: float = 0.0
+    """One reduction call: issued after the last gradient, it cannot hide behind backward."""
+    gather_forward_s: float = 0.0
+    """Stage 3: parameter allgathers in each forward."""
+    gather_backward_s: float = 0.0
+    """Stage 3: allgathers in each backward of the parameters released after forward."""
+    gather_first_call_s: float = 0.0
+    """Stage 3: one allgather call, the first fetch of a pass, which no prefetch hides."""
+    gather_after_step_s: float = 0.0
+    """Stages 1/2: allgather of the updated parameters after the optimizer."""
+
+
+NO_COMMUNICATION = CommTimes()
+
+
+def communication(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig) -> CommTimes:
+    n = c.dp_degree
+    if n == 1:
+        return NO_COMMUNICATION
+    costs = hw.collectives_for(n * c.mp_degree)
+    b = c.bytes_per_element
+    grad_bytes = b * s.params
+    if c.stage == 0:
+        calls = -(-s.params // STAGE0_ALLREDUCE_ELEMENTS)
+        return CommTimes(reduce_at_boundary_s=collective_s(costs.allreduce, allreduce_factor(n), grad_bytes, calls))
+    calls = m.layout.bucket_count(c.reduce_bucket_size)
+    bucket_bytes = b * min(c.reduce_bucket_size, s.params)
+    if c.stage in (1, 2):
+        f = allreduce_factor(n)
+        reduce_s = collective_s(costs.allreduce, f, grad_bytes, calls)
+        last_s = collective_s(costs.allreduce, f, bucket_bytes, 1)
+        gather_s = collective_s(costs.allgather, gather_scatter_factor(n), b * s.flat, 1)
+        if c.stage == 1:
+            return CommTimes(reduce_at_boundary_s=reduce_s, reduce_last_call_s=last_s, gather_after_step_s=gather_s)
+        return CommTimes(reduce_per_micro_s=reduce_s, reduce_last_call_s=last_s, gather_after_step_s=gather_s)
+    f = gather_scatter_factor(n)
+    reduce_s = collective_s(costs.reduce_scatter, f, grad_bytes, calls)
+    last_s = collective_s(costs.reduce_scatter, f, bucket_bytes, 1)
+    nonpersistent = s.params - s.persistent
+    gather_calls = max(1, len(m.layout.numels) - s.persistent_tensors)
+    released = nonpersistent - kept_gathered_elements(m, s, c)
+    forward_s = collective_s(costs.allgather, f, b * nonpersistent, gather_calls)
+    backward_calls = -(-gather_calls * released // nonpersistent) if nonpersistent else 0
+    backward_s = collective_s(costs.allgather, f, b * released, backward_calls)
+    first_s = collective_s(costs.allgather, f, b * nonpersistent / gather_calls, 1)
+    return CommTimes(reduce_per_micro_s=reduce_s, reduce_last_call_s=last_s, gather_forward_s=forward_s,
+                     gather_backward_s=backward_s, gather_first_call_s=first_s)

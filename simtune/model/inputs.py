@@ -1,0 +1,271 @@
+"""The cost model's inputs: exactly the numbers it needs, as small frozen dataclasses.
+
+Units are in the names. One FLOP convention throughout: a multiply-add is 2 FLOPs.
+Bad values raise a :class:`~simtune.errors.SimtuneError` subclass naming the field and value:
+:class:`~simtune.errors.WorkloadError` for a model, :class:`~simtune.errors.ProfileError` for
+hardware, :class:`~simtune.errors.ConfigError` for a training configuration.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Optional
+
+from simtune.errors import ConfigError, ProfileError, WorkloadError
+from simtune.model.layout import ParamLayout, transformer_param_numels
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2}
+
+
+def _require(ok: bool, error: type, message: str) -> None:
+    if not ok:
+        raise error(message)
+
+
+def _positive(error: type, owner: str, **values: float) -> None:
+    for name, value in values.items():
+        _require(value is not None and value > 0, error, f"{owner}.{name} must be positive, got {value!r}.")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the model needs to know about the network being trained (whole model, before any
+    parallelism). A transformer shape drives the activation formulas; the parameter tensor sizes
+    drive partition padding, ZeRO-3 persistence and bucket counts."""
+
+    parameter_count: int
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    intermediate_size: int
+    vocab_size: int
+    seq_len: int
+    flops_per_sample_forward: float
+    """Forward FLOPs for one sample of seq_len tokens (multiply-add = 2 FLOPs)."""
+    largest_layer_params: int
+    """Largest parameter count held directly by one module (DeepSpeed's largest_layer_params)."""
+    activation_bytes_per_sample_per_layer: Optional[float] = None
+    """Measured activation bytes of one layer for one sample, at the training precision; None
+    means the Korthikanti et al. (2022) closed form is used."""
+    param_tensor_numels: Optional[tuple[int, ...]] = None
+    """Element count of every parameter tensor in registration order; None derives a GPT-2-like
+    list from the transformer shape."""
+
+    def __post_init__(self) -> None:
+        _positive(WorkloadError, "ModelSpec", parameter_count=self.parameter_count,
+                  num_layers=self.num_layers, hidden_size=self.hidden_size, num_heads=self.num_heads,
+                  intermediate_size=self.intermediate_size, vocab_size=self.vocab_size,
+                  seq_len=self.seq_len, flops_per_sample_forward=self.flops_per_sample_forward,
+                  largest_layer_params=self.largest_layer_params)
+        if self.activation_bytes_per_sample_per_layer is not None:
+            _positive(WorkloadError, "ModelSpec",
+                      activation_bytes_per_sample_per_layer=self.activation_bytes_per_sample_per_layer)
+        if self.param_tensor_numels is not None:
+            _require(len(self.param_tensor_numels) > 0 and all(n >= 0 for n in self.param_tensor_numels),
+                     WorkloadError, "ModelSpec.param_tensor_numels must be a non-empty list of "
+                     "non-negative sizes.")
+
+    @cached_property
+    def layout(self) -> ParamLayout:
+        """Per-tensor facts, computed once per model and cached per knob value."""
+        numels = self.param_tensor_numels or transformer_param_numels(
+            self.num_layers, self.hidden_size, self.intermediate_size, self.vocab_size, self.seq_len)
+        return ParamLayout(tuple(numels))
+
+
+@dataclass(frozen=True)
+class EfficiencyCurve:
+    """Achieved FLOP/s as a function of work size (FLOPs of one matmul): piecewise linear in
+    log10(work size) between the points, constant beyond the end points."""
+
+    points: tuple[tuple[float, float], ...]
+    """(work_flop, achieved_flop_per_s) pairs, strictly increasing in work_flop."""
+
+    def __post_init__(self) -> None:
+        _require(len(self.points) > 0, ProfileError, "EfficiencyCurve.points must hold at least one point.")
+        for work, rate in self.points:
+            _positive(ProfileError, "EfficiencyCurve.points", work_flop=work, achieved_flop_per_s=rate)
+        works = [w for w, _ in self.points]
+        _require(all(a < b for a, b in zip(works, works[1:])), ProfileError,
+                 f"EfficiencyCurve.points must be sorted by increasing work size, got {works}.")
+
+    @cached_property
+    def _log_works(self) -> tuple[float, ...]:
+        return tuple(math.log10(w) for w, _ in self.points)
+
+    def flop_per_s(self, work_flop: float) -> float:
+        pts = self.points
+        if work_flop <= pts[0][0]:
+            return pts[0][1]
+        if work_flop >= pts[-1][0]:
+            return pts[-1][1]
+        logs = self._log_works
+        x = math.log10(work_flop)
+        i = bisect_right(logs, x)
+        x0, x1 = logs[i - 1], logs[i]
+        y0, y1 = pts[i - 1][1], pts[i][1]
+        return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+@dataclass(frozen=True)
+class CollectiveCost:
+    """t(bytes) = latency_s + bytes * ring_factor / bandwidth_bytes_per_s, where
+    bandwidth_bytes_per_s is the bus bandwidth in the nccl-tests sense."""
+
+    latency_s: float
+    bandwidth_bytes_per_s: float
+
+    def __post_init__(self) -> None:
+        _require(self.latency_s >= 0, ProfileError, f"CollectiveCost.latency_s must be >= 0, got {self.latency_s!r}.")
+        _positive(ProfileError, "CollectiveCost", bandwidth_bytes_per_s=self.bandwidth_bytes_per_s)
+
+
+@dataclass(frozen=True)
+class Collectives:
+    """The three collectives ZeRO issues, for one process layout."""
+
+    allreduce: CollectiveCost
+    allgather: CollectiveCost
+    reduce_scatter: CollectiveCost
+
+
+@dataclass(frozen=True)
+class ComputeCurves:
+    """Achieved FLOP/s curves per compute precision; fp16/bf16 may be absent on hardware
+    without them."""
+
+    fp32: EfficiencyCurve
+    bf16: Optional[EfficiencyCurve] = None
+    fp16: Optional[EfficiencyCurve] = None
+
+    def for_precision(self, precision: str) -> EfficiencyCurve:
+        curve = getattr(self, precision)
+        if curve is None:
+            raise ProfileError(f"The hardware profile has no {precision} compute curve.")
+        return curve
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    """What the model needs to know about one device, its host and its interconnect."""
+
+    device_memory_bytes: int
+    usable_memory_bytes: int
+    """What training may use: device memory less what the runtime reserves."""
+    fixed_overhead_bytes: int
+    """Allocated before any model state: context, workspaces, allocator slack."""
+    compute: ComputeCurves
+    optimizer_s_per_param: float
+    """Adam step on the device, seconds per parameter of the local shard."""
+    collectives: Optional[Collectives]
+    """Costs within a node; None when unknown (a one-rank calibration)."""
+    h2d_bandwidth_bytes_per_s: float
+    d2h_bandwidth_bytes_per_s: float
+    cpu_adam_s_per_param: Optional[float]
+    """Host Adam step (optimizer offload), seconds per parameter; None when unknown."""
+    ranks_per_node: int = 1
+    nodes: int = 1
+    inter_node_collectives: Optional[Collectives] = None
+    """Costs when a group spans nodes; None uses ``collectives``."""
+    overlap_capable: bool = True
+    """False where communication cannot run beside compute (DeepSpeed on CPU has no streams)."""
+    host_memory_bytes: Optional[int] = None
+    """Host memory per node, checked against offloaded states when given."""
+
+    def __post_init__(self) -> None:
+        _positive(ProfileError, "HardwareSpec", device_memory_bytes=self.device_memory_bytes,
+                  usable_memory_bytes=self.usable_memory_bytes,
+                  optimizer_s_per_param=self.optimizer_s_per_param,
+                  h2d_bandwidth_bytes_per_s=self.h2d_bandwidth_bytes_per_s,
+                  d2h_bandwidth_bytes_per_s=self.d2h_bandwidth_bytes_per_s,
+                  ranks_per_node=self.ranks_per_node, nodes=self.nodes)
+        if self.cpu_adam_s_per_param is not None:
+            _positive(ProfileError, "HardwareSpec", cpu_adam_s_per_param=self.cpu_adam_s_per_param)
+        _require(self.usable_memory_bytes <= self.device_memory_bytes, ProfileError,
+                 f"HardwareSpec.usable_memory_bytes ({self.usable_memory_bytes}) exceeds "
+                 f"device_memory_bytes ({self.device_memory_bytes}).")
+        _require(self.fixed_overhead_bytes >= 0, ProfileError,
+                 f"HardwareSpec.fixed_overhead_bytes must be >= 0, got {self.fixed_overhead_bytes!r}.")
+        if self.host_memory_bytes is not None:
+            _positive(ProfileError, "HardwareSpec", host_memory_bytes=self.host_memory_bytes)
+
+    def collectives_for(self, group_size: int) -> Collectives:
+        """Intra-node costs while a group fits in a node, inter-node costs beyond."""
+        if group_size > self.ranks_per_node and self.inter_node_collectives is not None:
+            return self.inter_node_collectives
+        if self.collectives is None:
+            raise ProfileError("The hardware profile has no collective costs, so more than one rank "
+                               "cannot be estimated (calibrate on several ranks).")
+        return self.collectives
+
+    def cpu_adam_rate(self) -> float:
+        if self.cpu_adam_s_per_param is None:
+            raise ProfileError("The hardware profile has no CPU Adam rate, so optimizer offload "
+                               "cannot be estimated.")
+        return self.cpu_adam_s_per_param
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training configuration, with DeepSpeed 0.19.8's defaults for every ZeRO knob."""
+
+    stage: int
+    micro_batch_size: int
+    gradient_accumulation_steps: int = 1
+    dp_degree: int = 1
+    mp_degree: int = 1
+    precision: str = "bf16"
+    reduce_bucket_size: int = 500_000_000
+    allgather_bucket_size: int = 500_000_000
+    overlap_comm: Optional[bool] = None
+    """None is DeepSpeed's default: on for stage 3, off otherwise."""
+    contiguous_gradients: bool = True
+    reduce_scatter: bool = True
+    stage3_prefetch_bucket_size: int = 50_000_000
+    stage3_param_persistence_threshold: int = 100_000
+    stage3_max_live_parameters: int = 1_000_000_000
+    stage3_max_reuse_distance: int = 1_000_000_000
+    offload_optimizer: bool = False
+    offload_param: bool = False
+    activation_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.stage in (0, 1, 2, 3), ConfigError, f"TrainConfig.stage must be 0, 1, 2 or 3, got {self.stage!r}.")
+        _positive(ConfigError, "TrainConfig", micro_batch_size=self.micro_batch_size,
+                  gradient_accumulation_steps=self.gradient_accumulation_steps,
+                  dp_degree=self.dp_degree, mp_degree=self.mp_degree,
+                  reduce_bucket_size=self.reduce_bucket_size,
+                  allgather_bucket_size=self.allgather_bucket_size)
+        _require(self.precision in PRECISIONS, ConfigError,
+                 f"TrainConfig.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
+        for name in ("stage3_prefetch_bucket_size", "stage3_param_persistence_threshold",
+                     "stage3_max_live_parameters", "stage3_max_reuse_distance"):
+            value = getattr(self, name)
+            _require(value >= 0, ConfigError, f"TrainConfig.{name} must be >= 0, got {value!r}.")
+        _require(not self.offload_param or self.stage == 3, ConfigError,
+                 f"Parameter offload needs ZeRO stage 3, got stage {self.stage}.")
+        _require(not self.offload_optimizer or self.stage >= 1, ConfigError,
+                 "Optimizer offload needs ZeRO stage 1, 2 or 3, got stage 0.")
+
+    @property
+    def bytes_per_element(self) -> int:
+        return BYTES_PER_ELEMENT[self.precision]
+
+    @property
+    def overlap(self) -> bool:
+        """overlap_comm as DeepSpeed resolves it."""
+        return self.stage == 3 if self.overlap_comm is None else self.overlap_comm
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.micro_batch_size * self.gradient_accumulation_steps * self.dp_degree
+
+
+__all__ = [
+    "BYTES_PER_ELEMENT", "PRECISIONS", "CollectiveCost", "Collectives", "ComputeCurves",
+    "EfficiencyCurve", "HardwareSpec", "ModelSpec", "TrainConfig",
+]

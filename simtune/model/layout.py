@@ -1,0 +1,123 @@
+"""Facts about a model's parameter tensors that ZeRO's memory and communication depend on.
+
+A :class:`ParamLayout` is built once per model; each query is cached per knob value, so the
+search pays for a tensor walk only the first time it meets a data-parallel degree or a bucket
+size. Tensor order is registration order (forward order); backward visits it reversed.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from itertools import accumulate
+
+
+def transformer_param_numels(num_layers: int, hidden_size: int, intermediate_size: int,
+                             vocab_size: int, max_positions: int) -> tuple[int, ...]:
+    """Parameter tensor sizes of a GPT-2-shaped decoder in registration order: token and
+    position embeddings (the output head tied to the token embedding), then per layer
+    LayerNorm, fused QKV, attention projection, LayerNorm, MLP in, MLP out (weights and biases),
+    then the final LayerNorm."""
+    h, f = hidden_size, intermediate_size
+    layer = (h, h, h * 3 * h, 3 * h, h * h, h, h, h, h * f, f, f * h, h)
+    return (vocab_size * h, max_positions * h) + layer * num_layers + (h, h)
+
+
+class ParamLayout:
+    """Cached per-tensor queries over one model's parameter tensor sizes."""
+
+    __slots__ = ("numels", "total", "largest", "_sorted", "_sorted_prefix", "_cache")
+
+    def __init__(self, numels: tuple[int, ...]) -> None:
+        self.numels = numels
+        self.total = sum(numels)
+        self.largest = max(numels)
+        self._sorted = tuple(sorted(numels))
+        self._sorted_prefix = (0,) + tuple(accumulate(self._sorted))
+        self._cache: dict = {}
+
+    def persistent(self, threshold: int) -> tuple[int, int]:
+        """(elements, tensors) of the tensors ZeRO-3 keeps whole on every rank: those with at
+        most ``threshold`` elements (stage3_param_persistence_threshold; partition_parameters.py
+        marks ``ds_persist`` with ``ds_numel <= threshold``)."""
+        k = bisect_right(self._sorted, threshold)
+        return self._sorted_prefix[k], k
+
+    def max_partition_overlap(self, dp: int) -> int:
+        """Largest, over ranks, element count of the tensors that touch a rank's slice of the
+        ZeRO-1/2 flat buffer. DeepSpeed keeps whole gradients for these tensors
+        (``params_in_partition`` in stage_1_and_2.py), so a tensor straddling a slice boundary
+        counts on both sides. The flat buffer is padded to a multiple of 2 * dp elements."""
+        key = ("overlap", dp)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        align = 2 * dp
+        part = -(-self.total // align) * align // dp
+        best = 0
+        offset = 0
+        spans = []
+        for n in self.numels:
+            if n:
+                spans.append((offset, offset + n))
+            offset += n
+        first = 0
+        for rank in range(dp):
+            start, end = rank * part, (rank + 1) * part
+            while first < len(spans) and spans[first][1] <= start:
+                first += 1
+            total = 0
+            i = first
+            while i < len(spans) and spans[i][0] < end:
+                total += spans[i][1] - spans[i][0]
+                i += 1
+            best = max(best, total)
+        self._cache[key] = best
+        return best
+
+    def partition_numel(self, dp: int) -> int:
+        """Elements of one rank's ZeRO-3 parameter partition: each tensor is split on its own
+        into dp pieces of ceil(n / dp) elements (``partition_numel`` in partition_parameters.py)."""
+        key = ("partition", dp)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._cache[key] = sum(-(-n // dp) for n in self.numels)
+        return hit
+
+    def bucket_count(self, bucket_elements: int) -> int:
+        """Reductions issued while gradients fill buckets of ``bucket_elements`` in backward
+        order: a bucket is reduced when the next gradient would overflow it; a gradient larger
+        than the bucket is reduced on its own."""
+        key = ("buckets", bucket_elements)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        count = 0
+        filled = 0
+        for n in reversed(self.numels):
+            if not n:
+                continue
+            if filled and filled + n > bucket_elements:
+                count += 1
+                filled = 0
+            filled += n
+        count += 1 if filled else 0
+        self._cache[key] = count
+        return count
+
+    def reuse_kept_numel(self, threshold: int, reuse_distance: int) -> int:
+        """Elements of non-persistent tensors ZeRO-3 keeps gathered after their forward use
+        because the backward reuses them within ``reuse_distance`` elements of trace
+        (stage3_max_reuse_distance). From a tensor's forward use to its backward use the trace
+        visits every later tensor twice (rest of forward, start of backward): 2 * after."""
+        key = ("reuse", threshold, reuse_distance)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        kept = 0
+        after = 0
+        for n in reversed(self.numels):
+            if n > threshold and 2 * after < reuse_distance:
+                kept += n
+            after += n
+        self._cache[key] = kept
+        return kept

@@ -1,0 +1,78 @@
+"""Peak device memory per rank: every term on its own, and their combination.
+
+    total = parameters + gradients + master weights + optimizer states     (model states)
+          + gradient buckets + gathered parameters                         (held through the step)
+          + max(activations + logits + communication scratch, step transient)
+          + fixed overhead
+
+Activations, logits and a reduction's scratch copy live during forward/backward; the optimizer
+step's fp32 gradients appear after them, so the two phases share one slot (max). Gradients are
+counted whole beside the activations, which over-counts stages 0/1 (their gradients grow while
+activations are freed): the total is an upper bound on the peak.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from simtune.model import memory_activations as act
+from simtune.model import memory_buffers as buf
+from simtune.model import memory_states as st
+from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
+from simtune.model.shards import Shards, shards
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    parameters_bytes: int
+    gradients_bytes: int
+    master_weights_bytes: int
+    optimizer_states_bytes: int
+    gradient_buckets_bytes: int
+    gathered_parameters_bytes: int
+    comm_scratch_bytes: int
+    activations_bytes: int
+    logits_bytes: int
+    step_transient_bytes: int
+    fixed_overhead_bytes: int
+    total_bytes: int
+    usable_bytes: int
+    host_bytes: int
+    """Offloaded states per rank in host memory."""
+    feasible: bool
+    """total fits in usable device memory, and offloaded states fit in host memory when known."""
+
+    @property
+    def model_states_bytes(self) -> int:
+        return (self.parameters_bytes + self.gradients_bytes + self.master_weights_bytes
+                + self.optimizer_states_bytes)
+
+
+def estimate_memory(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
+                    sizes: Optional[Shards] = None) -> MemoryEstimate:
+    s = sizes if sizes is not None else shards(model, config)
+    params = st.parameter_bytes(s, config)
+    grads = st.gradient_bytes(s, config)
+    master = st.master_weight_bytes(s, config)
+    optim = st.optimizer_state_bytes(s, config)
+    buckets = buf.gradient_bucket_bytes(s, config)
+    gathered = buf.gathered_parameter_bytes(model, s, config)
+    scratch = buf.comm_scratch_bytes(s, config)
+    activations = act.activation_bytes(model, config)
+    logits = act.logits_bytes(model, config)
+    transient = buf.step_transient_bytes(s, config)
+    fixed = hardware.fixed_overhead_bytes
+    total = (params + grads + master + optim + buckets + gathered
+             + max(activations + logits + scratch, transient) + fixed)
+    host = st.host_bytes(s, config)
+    feasible = total <= hardware.usable_memory_bytes
+    if feasible and host and hardware.host_memory_bytes is not None:
+        feasible = host * hardware.ranks_per_node <= hardware.host_memory_bytes
+    return MemoryEstimate(
+        parameters_bytes=params, gradients_bytes=grads, master_weights_bytes=master,
+        optimizer_states_bytes=optim, gradient_buckets_bytes=buckets,
+        gathered_parameters_bytes=gathered, comm_scratch_bytes=scratch,
+        activations_bytes=activations, logits_bytes=logits, step_transient_bytes=transient,
+        fixed_overhead_bytes=fixed, total_bytes=total, usable_bytes=hardware.usable_memory_bytes,
+        host_bytes=host, feasible=feasible)

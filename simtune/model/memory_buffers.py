@@ -1,0 +1,79 @@
+"""Buffer memory per rank: communication buckets, ZeRO-3 gathered parameters, transients.
+
+Device bytes for one rank; b is the byte size of the compute precision.
+
+- Gradient buckets (stage_1_and_2.py ``setup_buckets``; stage3.py ``_setup_for_real_optimizer``):
+  with contiguous gradients DeepSpeed allocates ``reduce_bucket_size`` elements at once, whatever
+  the model size: b * RBS, twice for stages 1/2 with overlap_comm (double buffering). Stages 1/2
+  allocate it at the first gradient of a backward, stage 3 at start-up. CPU offload (stages 1/2)
+  adds a b-byte staging buffer of the largest tensor.
+- Gathered parameters (stage 3, partitioned_param_coordinator.py): after a module's forward its
+  parameters stay gathered when the backward reuses them within ``stage3_max_reuse_distance``
+  elements of trace, and prefetching keeps up to ``stage3_max_live_parameters`` of them; one
+  module in flight and one prefetch bucket come on top.
+- Communication scratch: one reduction flattens its bucket into a new tensor (stage 0:
+  engine.py ``buffered_allreduce_fallback`` in pieces of 5e8 elements; stages 1-3: one bucket).
+- Step transient: the optimizer step builds fp32 gradients for the elements it updates
+  (fp16/unfused_optimizer.py and fused_optimizer.py for stage 0 mixed precision,
+  ``single_grad_partition`` in stage_1_and_2.py and stage3.py); on the host when offloaded.
+"""
+
+from __future__ import annotations
+
+from simtune.model.inputs import ModelSpec, TrainConfig
+from simtune.model.shards import Shards
+
+STAGE0_ALLREDUCE_ELEMENTS = 500_000_000
+"""engine.py MEMORY_OPT_ALLREDUCE_SIZE: stage 0 reduces gradients in pieces of this many."""
+
+
+def gradient_bucket_bytes(s: Shards, c: TrainConfig) -> int:
+    b = c.bytes_per_element
+    if c.stage == 0:
+        return 0
+    if c.stage == 3:
+        return b * c.reduce_bucket_size if c.contiguous_gradients else 0
+    total = 0
+    if c.contiguous_gradients or c.offload_optimizer:
+        total = b * c.reduce_bucket_size * (2 if c.overlap else 1)
+    if c.offload_optimizer:
+        total += b * s.largest_tensor
+    return total
+
+
+def kept_gathered_elements(model: ModelSpec, s: Shards, c: TrainConfig) -> int:
+    """Stage-3 parameters still gathered when the forward ends (elements)."""
+    if c.stage != 3:
+        return 0
+    nonpersistent = s.params - s.persistent
+    reuse = model.layout.reuse_kept_numel(c.stage3_param_persistence_threshold,
+                                          c.stage3_max_reuse_distance) // c.mp_degree
+    live = min(c.stage3_max_live_parameters, nonpersistent) if c.stage3_prefetch_bucket_size > 0 else 0
+    return min(nonpersistent, max(reuse, live))
+
+
+def gathered_parameter_bytes(model: ModelSpec, s: Shards, c: TrainConfig) -> int:
+    """b * min(non-persistent, kept + the largest module in flight + one prefetch bucket)."""
+    if c.stage != 3:
+        return 0
+    kept = kept_gathered_elements(model, s, c)
+    prefetch = 0
+    if c.stage3_prefetch_bucket_size > 0:
+        prefetch = min(c.stage3_prefetch_bucket_size, max(0, c.stage3_max_live_parameters - kept))
+    nonpersistent = s.params - s.persistent
+    return c.bytes_per_element * min(nonpersistent, kept + s.largest_layer + prefetch)
+
+
+def comm_scratch_bytes(s: Shards, c: TrainConfig) -> int:
+    if c.dp_degree == 1:
+        return 0
+    piece = STAGE0_ALLREDUCE_ELEMENTS if c.stage == 0 else c.reduce_bucket_size
+    return c.bytes_per_element * min(piece, s.params)
+
+
+def step_transient_bytes(s: Shards, c: TrainConfig) -> int:
+    if c.stage == 0:
+        return 0 if c.precision == "fp32" else 4 * s.params
+    if c.offload_optimizer:
+        return 0
+    return 4 * (s.flat_partition if c.stage in (1, 2) else s.partition)

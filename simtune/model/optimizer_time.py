@@ -1,0 +1,57 @@
+"""Optimizer step and offload transfer time per optimizer step on one rank.
+
+    optimizer_s = local elements * seconds per parameter
+                  (the device Adam rate, or the CPU Adam rate when the optimizer is offloaded)
+
+with local elements P (stage 0), the flat slice (stages 1/2) or the partition (stage 3).
+
+Offload transfers (b = compute precision bytes), counted as exposed time:
+- optimizer offload, stages 1/2 (stage_1_and_2.py): the slice's gradients go to the host at the
+  boundary (b * slice, d2h) and the updated b-byte slice comes back (h2d); with accumulation each
+  micro-step also round-trips the accumulated gradients of the tensors touching the slice
+  (``async_accumulate_grad_in_cpu_via_gpu``).
+- optimizer offload, stage 3 (stage3.py): the gradient partition lives on the host, so every
+  micro-step's reduced partition goes d2h; the updated partition comes back h2d unless the
+  parameters are offloaded too.
+- parameter offload (stage 3): every gather first uploads the partitions it needs (h2d).
+"""
+
+from __future__ import annotations
+
+from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
+from simtune.model.memory_buffers import kept_gathered_elements
+from simtune.model.shards import Shards
+
+
+def local_elements(s: Shards, c: TrainConfig) -> int:
+    if c.stage == 0:
+        return s.params
+    return s.flat_partition if c.stage in (1, 2) else s.partition
+
+
+def optimizer_s(s: Shards, hw: HardwareSpec, c: TrainConfig) -> float:
+    rate = hw.cpu_adam_rate() if c.offload_optimizer else hw.optimizer_s_per_param
+    return local_elements(s, c) * rate
+
+
+def offload_transfer_s(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig) -> float:
+    if not (c.offload_optimizer or c.offload_param):
+        return 0.0
+    b = c.bytes_per_element
+    gas = c.gradient_accumulation_steps
+    d2h = h2d = 0.0
+    if c.offload_optimizer and c.stage in (1, 2):
+        d2h += b * s.flat_partition
+        h2d += b * s.flat_partition
+        if gas > 1:
+            d2h += gas * b * s.grads_in_partition
+            h2d += (gas - 1) * b * s.grads_in_partition
+    elif c.offload_optimizer:
+        d2h += gas * b * s.partition
+        if not c.offload_param:
+            h2d += b * s.partition
+    if c.offload_param:
+        nonpersistent = s.params - s.persistent
+        released = nonpersistent - kept_gathered_elements(m, s, c)
+        h2d += gas * b * (nonpersistent + released) / c.dp_degree
+    return d2h / hw.d2h_bandwidth_bytes_per_s + h2d / hw.h2d_bandwidth_bytes_per_s

@@ -1,0 +1,98 @@
+"""Step time per optimizer step: every term on its own, and how they combine.
+
+One optimizer step runs gas micro-steps (forward, backward, recompute), the last of which is
+the accumulation boundary, then the boundary work:
+
+    step_s = (gas - 1) * micro_s + boundary_micro_s + boundary_reduce_s
+             + gather_after_step_s + optimizer_s + offload_transfer_s
+
+Overlap (overlap_comm, on hardware that can run communication beside compute): the
+overlappable communication of a phase runs beside its compute except its last call, which
+starts when the compute ends:
+
+    phase_s = max(compute_s, comm_s - last_call_s) + last_call_s
+
+Backward overlaps gradient reductions issued by the gradient hooks (stage 2 every micro-step,
+stage 1 at the boundary micro-step); stage 3 with prefetch also overlaps parameter allgathers
+with forward and backward (the first fetch of the forward is exposed). Without overlap every
+term adds up. ``hidden_comm_s`` is what overlap saved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from simtune.model import compute_time as ct
+from simtune.model.comm_time import communication
+from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
+from simtune.model.optimizer_time import offload_transfer_s, optimizer_s
+from simtune.model.shards import Shards, shards
+
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    """Seconds per optimizer step on one rank (all gas micro-steps and the boundary)."""
+
+    forward_s: float
+    backward_s: float
+    recompute_s: float
+    grad_reduce_s: float
+    param_gather_s: float
+    optimizer_s: float
+    offload_transfer_s: float
+    hidden_comm_s: float
+    step_s: float
+
+    @property
+    def exposed_comm_s(self) -> float:
+        return self.grad_reduce_s + self.param_gather_s - self.hidden_comm_s
+
+
+def _side_by_side(compute_s: float, comm_s: float, last_call_s: float) -> float:
+    if comm_s <= 0.0:
+        return compute_s
+    last = min(last_call_s, comm_s)
+    return max(compute_s, comm_s - last) + last
+
+
+def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
+                  sizes: Optional[Shards] = None) -> TimeEstimate:
+    s = sizes if sizes is not None else shards(model, config)
+    c = config
+    gas = c.gradient_accumulation_steps
+    fwd = ct.forward_s(model, hardware, c)
+    bwd = ct.backward_s(fwd)
+    rec = ct.recompute_s(fwd, c)
+    comm = communication(model, s, hardware, c)
+    overlap = c.overlap and hardware.overlap_capable
+    prefetch = overlap and c.stage == 3 and c.stage3_prefetch_bucket_size > 0
+
+    if prefetch:
+        fwd_phase = _side_by_side(fwd, comm.gather_forward_s, comm.gather_first_call_s)
+        bwd_serial, bwd_hidable = bwd + rec, comm.reduce_per_micro_s + comm.gather_backward_s
+    else:
+        fwd_phase = fwd + comm.gather_forward_s
+        bwd_serial, bwd_hidable = bwd + rec + comm.gather_backward_s, comm.reduce_per_micro_s
+
+    def backward_phase(extra_reduce_s: float) -> float:
+        hidable = bwd_hidable + extra_reduce_s
+        if overlap:
+            return _side_by_side(bwd_serial, hidable, comm.reduce_last_call_s)
+        return bwd_serial + hidable
+
+    boundary_in_hooks = comm.reduce_at_boundary_s if c.stage == 1 and overlap else 0.0
+    micro = fwd_phase + backward_phase(0.0)
+    boundary_micro = fwd_phase + backward_phase(boundary_in_hooks)
+    opt = optimizer_s(s, hardware, c)
+    offload = offload_transfer_s(model, s, hardware, c)
+    step = ((gas - 1) * micro + boundary_micro + comm.reduce_at_boundary_s - boundary_in_hooks
+            + comm.gather_after_step_s + opt + offload)
+
+    grad_reduce = gas * comm.reduce_per_micro_s + comm.reduce_at_boundary_s
+    param_gather = gas * (comm.gather_forward_s + comm.gather_backward_s) + comm.gather_after_step_s
+    serial_sum = gas * (fwd + bwd + rec) + grad_reduce + param_gather + opt + offload
+    return TimeEstimate(forward_s=gas * fwd, backward_s=gas * bwd, recompute_s=gas * rec,
+                        grad_reduce_s=grad_reduce, param_gather_s=param_gather, optimizer_s=opt,
+                        offload_transfer_s=offload, hidden_comm_s=max(0.0, serial_sum - step),
+                        step_s=step)

@@ -1,0 +1,45 @@
+import pytest
+
+from simtune.errors import ProfileError
+from simtune.hardware.registry import load_profile
+from simtune.model.adapters import hardware_spec, model_spec, train_config
+from simtune.model.estimate import estimate
+from simtune.space import Trial
+from simtune.workloads.analysis import parameter_count
+from simtune.workloads.presets import load_workload
+
+
+def test_model_spec_carries_the_workload_analysis():
+    workload = load_workload("gpt2")
+    spec = model_spec(workload)
+    assert spec.parameter_count == parameter_count(workload) == sum(spec.param_tensor_numels)
+    assert spec.largest_layer_params == workload.vocab_size * workload.hidden_size
+    assert spec.flops_per_sample_forward > 2 * spec.parameter_count * workload.seq_len * 0.5
+
+
+def test_hardware_spec_from_a_shipped_profile():
+    profile = load_profile("dgx-a100-80gb")
+    spec = hardware_spec(profile)
+    assert spec.usable_memory_bytes == profile.device.usable_memory_bytes
+    assert spec.ranks_per_node == profile.device.count_per_node and spec.overlap_capable
+    assert spec.collectives.allreduce.bandwidth_bytes_per_s == profile.collectives.intra_node["allreduce"].bandwidth_bytes_per_s
+    assert spec.compute.bf16 is not None
+    with pytest.raises(ProfileError, match="no optimizer fit"):
+        hardware_spec(profile, optimizer_impl="sgd")
+
+
+def test_train_config_takes_trial_knobs_and_offload():
+    trial = Trial(3, 4, 2, {"reduce_bucket_size": 5e7, "overlap_comm": False, "allgather_partitions": True},
+                  offload_optimizer="cpu", activation_checkpointing=True)
+    config = train_config(trial, dp_degree=8, precision="bf16")
+    assert (config.stage, config.micro_batch_size, config.gradient_accumulation_steps) == (3, 4, 2)
+    assert config.reduce_bucket_size == 50_000_000 and config.overlap_comm is False
+    assert config.offload_optimizer and not config.offload_param and config.activation_checkpointing
+    auto = train_config(Trial(2, 1), dp_degree=2, precision="fp32", knobs={"reduce_bucket_size": None})
+    assert auto.reduce_bucket_size == 500_000_000 and not auto.overlap
+
+
+def test_a_shipped_preset_on_a_shipped_profile_estimates():
+    e = estimate(model_spec(load_workload("gpt2-medium")), hardware_spec(load_profile("dgx-h100-80gb")),
+                 train_config(Trial(2, 8), dp_degree=8, precision="bf16"))
+    assert e.feasible and e.time.step_s > 0 and e.metrics.throughput_samples_per_s > 0

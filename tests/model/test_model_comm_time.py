@@ -1,0 +1,67 @@
+import pytest
+
+from simtune.model.comm_time import (allreduce_factor, collective_s, communication, gather_scatter_factor)
+from simtune.model.inputs import CollectiveCost, Collectives, TrainConfig
+from simtune.model.shards import shards
+
+LAT, BW = 20e-6, 200e9
+
+
+def comm(model, hardware, **kwargs):
+    config = TrainConfig(micro_batch_size=1, **kwargs)
+    return communication(model, shards(model, config), hardware, config)
+
+
+def test_nccl_tests_ring_factors():
+    assert allreduce_factor(8) == pytest.approx(2 * 7 / 8)
+    assert gather_scatter_factor(8) == pytest.approx(7 / 8)
+    cost = CollectiveCost(latency_s=1e-5, bandwidth_bytes_per_s=1e9)
+    assert collective_s(cost, 1.75, 1e9, 3) == pytest.approx(3e-5 + 1.75)
+    assert collective_s(cost, 1.75, 0, 3) == 0.0
+
+
+def test_single_rank_communicates_nothing(gpt2, hardware):
+    for stage in range(4):
+        c = comm(gpt2, hardware, stage=stage, dp_degree=1)
+        assert c.reduce_per_micro_s == c.reduce_at_boundary_s == c.gather_forward_s == c.gather_after_step_s == 0
+
+
+def test_stage0_allreduces_all_gradients_once(gpt2, hardware):
+    c = comm(gpt2, hardware, stage=0, dp_degree=8, precision="bf16")
+    expected = LAT + 2 * gpt2.parameter_count * allreduce_factor(8) / BW
+    assert c.reduce_at_boundary_s == pytest.approx(expected) and c.reduce_per_micro_s == 0
+
+
+def test_stage1_reduces_at_the_boundary_and_stage2_every_micro_step(gpt2, hardware):
+    z1 = comm(gpt2, hardware, stage=1, dp_degree=8, reduce_bucket_size=10_000_000)
+    z2 = comm(gpt2, hardware, stage=2, dp_degree=8, reduce_bucket_size=10_000_000)
+    assert z1.reduce_at_boundary_s > 0 and z1.reduce_per_micro_s == 0
+    assert z2.reduce_per_micro_s == pytest.approx(z1.reduce_at_boundary_s) and z2.reduce_at_boundary_s == 0
+    flat = shards(gpt2, TrainConfig(stage=1, micro_batch_size=1, dp_degree=8)).flat
+    assert z1.gather_after_step_s == pytest.approx(LAT + 2 * flat * gather_scatter_factor(8) / BW)
+
+
+def test_smaller_buckets_pay_more_latency(gpt2, hardware):
+    big = comm(gpt2, hardware, stage=2, dp_degree=8, reduce_bucket_size=500_000_000)
+    small = comm(gpt2, hardware, stage=2, dp_degree=8, reduce_bucket_size=1_000_000)
+    calls = gpt2.layout.bucket_count(1_000_000)
+    assert calls > 50
+    assert small.reduce_per_micro_s - big.reduce_per_micro_s == pytest.approx((calls - 1) * LAT)
+
+
+def test_stage3_gathers_in_forward_and_only_released_parameters_in_backward(gpt2, hardware):
+    kept = comm(gpt2, hardware, stage=3, dp_degree=8)
+    released = comm(gpt2, hardware, stage=3, dp_degree=8, stage3_max_reuse_distance=0, stage3_prefetch_bucket_size=0)
+    assert kept.gather_forward_s == pytest.approx(released.gather_forward_s)
+    assert kept.gather_forward_s > 0
+    assert kept.gather_backward_s == 0  # a 124M model is reused within the default distance
+    assert released.gather_backward_s == pytest.approx(released.gather_forward_s)
+    assert kept.reduce_per_micro_s > 0 and kept.gather_after_step_s == 0
+
+
+def test_groups_spanning_nodes_use_inter_node_costs(gpt2, make_hardware):
+    slow = CollectiveCost(latency_s=LAT, bandwidth_bytes_per_s=BW / 10)
+    hardware = make_hardware(inter_node_collectives=Collectives(slow, slow, slow), nodes=2)
+    within = comm(gpt2, hardware, stage=0, dp_degree=8)
+    across = comm(gpt2, hardware, stage=0, dp_degree=16)
+    assert across.reduce_at_boundary_s > 9 * within.reduce_at_boundary_s

@@ -1,0 +1,46 @@
+import pytest
+
+from simtune.errors import ConfigError, ProfileError, SimtuneError, WorkloadError
+from simtune.model.inputs import EfficiencyCurve, TrainConfig
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(stage=4, micro_batch_size=1), ConfigError, "stage"),
+    (dict(stage=1, micro_batch_size=0), ConfigError, "micro_batch_size"),
+    (dict(stage=1, micro_batch_size=1, precision="int8"), ConfigError, "precision"),
+    (dict(stage=2, micro_batch_size=1, offload_param=True), ConfigError, "stage 3"),
+    (dict(stage=0, micro_batch_size=1, offload_optimizer=True), ConfigError, "stage 1"),
+])
+def test_bad_train_config_raises_one_sentence(kwargs, error, words):
+    with pytest.raises(error) as caught:
+        TrainConfig(**kwargs)
+    message = str(caught.value)
+    assert words in message and message.endswith(".") and "\n" not in message
+    assert isinstance(caught.value, SimtuneError)
+
+
+def test_bad_model_and_hardware_name_the_field(make_gpt2, make_hardware):
+    with pytest.raises(WorkloadError, match="hidden_size"):
+        make_gpt2(hidden_size=0)
+    with pytest.raises(ProfileError, match="usable_memory_bytes"):
+        make_hardware(usable_memory_bytes=100 * 2**30)
+    with pytest.raises(ProfileError, match="sorted"):
+        EfficiencyCurve(((2e9, 1e12), (1e9, 2e12)))
+
+
+def test_overlap_follows_deepspeed_default():
+    assert TrainConfig(stage=3, micro_batch_size=1).overlap
+    assert not TrainConfig(stage=2, micro_batch_size=1).overlap
+    assert TrainConfig(stage=2, micro_batch_size=1, overlap_comm=True).overlap
+
+
+def test_curve_is_log_linear_between_points_and_flat_outside():
+    curve = EfficiencyCurve(((1e9, 10.0), (1e11, 30.0)))
+    assert curve.flop_per_s(1e10) == pytest.approx(20.0)
+    assert curve.flop_per_s(1e6) == 10.0
+    assert curve.flop_per_s(1e14) == 30.0
+
+
+def test_missing_precision_curve_is_a_profile_error(hardware):
+    with pytest.raises(ProfileError, match="fp16"):
+        hardware.compute.for_precision("fp16")

@@ -1,0 +1,39 @@
+from simtune.model.layout import ParamLayout, transformer_param_numels
+
+
+def test_gpt2_small_has_124m_parameters():
+    assert sum(transformer_param_numels(12, 768, 3072, 50257, 1024)) == 124_439_808
+
+
+def test_persistent_counts_tensors_up_to_the_threshold():
+    layout = ParamLayout((10, 100, 5, 1000))
+    assert layout.persistent(100) == (115, 3)
+    assert layout.persistent(4) == (0, 0)
+
+
+def test_partition_overlap_counts_straddling_tensors_whole():
+    # 12 elements in 3 tensors, slices of 6: each rank touches two whole tensors
+    assert ParamLayout((4, 4, 4)).max_partition_overlap(2) == 8
+    # slices align with tensors: nothing straddles
+    assert ParamLayout((6, 6)).max_partition_overlap(2) == 6
+
+
+def test_partition_numel_pads_each_tensor():
+    assert ParamLayout((5, 3)).partition_numel(2) == 3 + 2
+
+
+def test_bucket_count_fills_greedily_in_backward_order():
+    layout = ParamLayout((3, 3, 3))
+    assert layout.bucket_count(6) == 2
+    assert layout.bucket_count(9) == 1
+    assert layout.bucket_count(2) == 3  # each oversized gradient on its own
+
+
+def test_reuse_keeps_tensors_whose_backward_comes_within_the_distance():
+    layout = ParamLayout((10, 10, 10))
+    # distances to the backward reuse, last tensor first: 0, 20, 40
+    assert layout.reuse_kept_numel(0, 0) == 0
+    assert layout.reuse_kept_numel(0, 1) == 10
+    assert layout.reuse_kept_numel(0, 21) == 20
+    assert layout.reuse_kept_numel(0, 41) == 30
+    assert layout.reuse_kept_numel(10, 41) == 0  # persistent tensors are never gathered

@@ -1,0 +1,44 @@
+from simtune.model.inputs import TrainConfig
+from simtune.model.memory import estimate_memory
+
+
+def test_total_is_states_buffers_phase_max_and_overhead(gpt2, hardware):
+    m = estimate_memory(gpt2, hardware, TrainConfig(stage=2, micro_batch_size=4, dp_degree=8))
+    expected = (m.model_states_bytes + m.gradient_buckets_bytes + m.gathered_parameters_bytes
+                + max(m.activations_bytes + m.logits_bytes + m.comm_scratch_bytes, m.step_transient_bytes)
+                + m.fixed_overhead_bytes)
+    assert m.total_bytes == expected and m.fixed_overhead_bytes == hardware.fixed_overhead_bytes
+
+
+def test_feasible_compares_with_usable_memory(gpt2, make_hardware):
+    config = TrainConfig(stage=2, micro_batch_size=4, dp_degree=8)
+    needed = estimate_memory(gpt2, make_hardware(), config).total_bytes
+    assert estimate_memory(gpt2, make_hardware(usable_memory_bytes=needed), config).feasible
+    assert not estimate_memory(gpt2, make_hardware(usable_memory_bytes=needed - 1), config).feasible
+
+
+def test_host_memory_limits_offload_when_known(gpt2, make_hardware):
+    config = TrainConfig(stage=2, micro_batch_size=1, dp_degree=8, offload_optimizer=True)
+    host = estimate_memory(gpt2, make_hardware(), config).host_bytes
+    assert host > 0
+    assert estimate_memory(gpt2, make_hardware(host_memory_bytes=8 * host), config).feasible
+    assert not estimate_memory(gpt2, make_hardware(host_memory_bytes=8 * host - 1), config).feasible
+
+
+def test_more_micro_batch_needs_more_memory(gpt2, hardware):
+    totals = [estimate_memory(gpt2, hardware, TrainConfig(stage=3, micro_batch_size=mbs, dp_degree=8)).total_bytes
+              for mbs in (1, 2, 4, 8)]
+    assert totals == sorted(totals) and len(set(totals)) == 4
+
+
+def test_checkpointing_needs_less_memory(gpt2, hardware):
+    plain = estimate_memory(gpt2, hardware, TrainConfig(stage=1, micro_batch_size=8, dp_degree=8))
+    ckpt = estimate_memory(gpt2, hardware, TrainConfig(stage=1, micro_batch_size=8, dp_degree=8,
+                                                       activation_checkpointing=True))
+    assert ckpt.activations_bytes < plain.activations_bytes and ckpt.total_bytes < plain.total_bytes
+
+
+def test_higher_stage_needs_less_model_state_memory(gpt2, hardware):
+    states = [estimate_memory(gpt2, hardware, TrainConfig(stage=s, micro_batch_size=1, dp_degree=8)).model_states_bytes
+              for s in range(4)]
+    assert states == sorted(states, reverse=True) and len(set(states)) == 4

@@ -1,0 +1,66 @@
+from simtune.model.inputs import TrainConfig
+from simtune.model.memory_buffers import (STAGE0_ALLREDUCE_ELEMENTS, comm_scratch_bytes, gathered_parameter_bytes,
+                                          gradient_bucket_bytes, kept_gathered_elements, step_transient_bytes)
+from simtune.model.shards import shards
+
+RBS = 50_000_000
+
+
+def test_buckets_are_allocated_at_full_reduce_bucket_size(gpt2):
+    z0 = TrainConfig(stage=0, micro_batch_size=1, dp_degree=8)
+    z2 = TrainConfig(stage=2, micro_batch_size=1, dp_degree=8, reduce_bucket_size=RBS)
+    z2_overlap = TrainConfig(stage=2, micro_batch_size=1, dp_degree=8, reduce_bucket_size=RBS, overlap_comm=True)
+    z3 = TrainConfig(stage=3, micro_batch_size=1, dp_degree=8, reduce_bucket_size=RBS)
+    assert gradient_bucket_bytes(shards(gpt2, z0), z0) == 0
+    assert gradient_bucket_bytes(shards(gpt2, z2), z2) == 2 * RBS
+    assert gradient_bucket_bytes(shards(gpt2, z2_overlap), z2_overlap) == 2 * 2 * RBS  # double buffer
+    assert gradient_bucket_bytes(shards(gpt2, z3), z3) == 2 * RBS  # stage 3 has one, even with overlap
+
+
+def test_stage3_small_model_keeps_all_gathered_parameters(gpt2):
+    """With the default reuse distance (1e9) a 124M model's parameters are all reused in time."""
+    config = TrainConfig(stage=3, micro_batch_size=1, dp_degree=8)
+    s = shards(gpt2, config)
+    nonpersistent = s.params - s.persistent
+    assert kept_gathered_elements(gpt2, s, config) == nonpersistent
+    assert gathered_parameter_bytes(gpt2, s, config) == 2 * nonpersistent
+
+
+def test_stage3_without_reuse_or_prefetch_holds_one_module(gpt2):
+    config = TrainConfig(stage=3, micro_batch_size=1, dp_degree=8, stage3_max_reuse_distance=0,
+                         stage3_prefetch_bucket_size=0)
+    s = shards(gpt2, config)
+    assert kept_gathered_elements(gpt2, s, config) == 0
+    assert gathered_parameter_bytes(gpt2, s, config) == 2 * gpt2.largest_layer_params
+
+
+def test_stage3_max_live_parameters_bounds_the_prefetch_kept_set(gpt2):
+    config = TrainConfig(stage=3, micro_batch_size=1, dp_degree=8, stage3_max_reuse_distance=0,
+                         stage3_max_live_parameters=10_000_000)
+    assert kept_gathered_elements(gpt2, shards(gpt2, config), config) == 10_000_000
+
+
+def test_no_gathered_parameters_below_stage3(gpt2):
+    config = TrainConfig(stage=2, micro_batch_size=1, dp_degree=8)
+    assert gathered_parameter_bytes(gpt2, shards(gpt2, config), config) == 0
+
+
+def test_scratch_is_one_reduction_piece(gpt2):
+    z0 = TrainConfig(stage=0, micro_batch_size=1, dp_degree=8)
+    z1 = TrainConfig(stage=1, micro_batch_size=1, dp_degree=8, reduce_bucket_size=RBS)
+    single = TrainConfig(stage=1, micro_batch_size=1, dp_degree=1)
+    assert comm_scratch_bytes(shards(gpt2, z0), z0) == 2 * min(STAGE0_ALLREDUCE_ELEMENTS, gpt2.parameter_count)
+    assert comm_scratch_bytes(shards(gpt2, z1), z1) == 2 * RBS
+    assert comm_scratch_bytes(shards(gpt2, single), single) == 0
+
+
+def test_step_builds_fp32_gradients_for_the_updated_elements(gpt2):
+    p = gpt2.parameter_count
+    fp32 = TrainConfig(stage=0, micro_batch_size=1, precision="fp32")
+    bf16 = TrainConfig(stage=0, micro_batch_size=1, precision="bf16")
+    z2 = TrainConfig(stage=2, micro_batch_size=1, dp_degree=8)
+    offload = TrainConfig(stage=2, micro_batch_size=1, dp_degree=8, offload_optimizer=True)
+    assert step_transient_bytes(shards(gpt2, fp32), fp32) == 0  # Adam updates fp32 parameters in place
+    assert step_transient_bytes(shards(gpt2, bf16), bf16) == 4 * p
+    assert step_transient_bytes(shards(gpt2, z2), z2) == 4 * shards(gpt2, z2).flat_partition
+    assert step_transient_bytes(shards(gpt2, offload), offload) == 0

@@ -1,0 +1,151 @@
+"""The model-state memory terms against the bytes live DeepSpeed engines hold (2 CPU ranks, gloo).
+
+One launch of count_model_states.py runs every case in turn; each case's prediction must be
+within 2% of the largest count over ranks:
+
+- outside the optimizer step (end of backward before the boundary reduction, after backward):
+  parameters + gradients + master weights + optimizer states + gradient buckets;
+- inside the optimizer step: parameters + master weights + optimizer states + the step's fp32
+  gradients, plus what the stage still holds then (stage 0 and 3 gradients, the stage-3 bucket);
+- ZeRO-3 after forward: the parameters still gathered.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simtune.model.inputs import ModelSpec, TrainConfig
+from simtune.model.memory_buffers import gradient_bucket_bytes, kept_gathered_elements, step_transient_bytes
+from simtune.model.memory_states import gradient_bytes, master_weight_bytes, optimizer_state_bytes, parameter_bytes
+from simtune.model.shards import shards
+from simtune.runner.launcher import free_port, release_port
+from simtune.runner.runner import remove_shm_buffers
+
+PROGRAM = Path(__file__).with_name("count_model_states.py")
+TOLERANCE = 0.02
+SMALL_BUCKETS = {"reduce_bucket_size": 200_000, "allgather_bucket_size": 200_000}
+
+
+def _case(name, stage, precision, gas=1, **zero):
+    return {"name": name, "precision": precision, "gradient_accumulation_steps": gas,
+            "zero_optimization": {"stage": stage, **SMALL_BUCKETS, **zero}}
+
+
+CASES = [
+    _case("z0-fp32", 0, "fp32"),
+    _case("z0-bf16-gas2", 0, "bf16", gas=2),
+    _case("z1-fp32", 1, "fp32"),
+    _case("z1-bf16-gas2-overlap", 1, "bf16", gas=2, overlap_comm=True),
+    _case("z2-fp32-gas2-overlap", 2, "fp32", gas=2, overlap_comm=True),
+    _case("z2-bf16", 2, "bf16"),
+    _case("z3-fp32-persist5000", 3, "fp32", stage3_param_persistence_threshold=5000),
+    _case("z3-bf16-gas2", 3, "bf16", gas=2),
+]
+FP16_CASES = [_case("z2-fp16", 2, "fp16"), _case("z3-fp16", 3, "fp16")]
+
+
+def fp16_supported() -> bool:
+    import torch
+
+    return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+
+
+def train_config(case: dict) -> TrainConfig:
+    zero = case["zero_optimization"]
+    return TrainConfig(
+        stage=zero["stage"], micro_batch_size=4, gradient_accumulation_steps=case["gradient_accumulation_steps"],
+        dp_degree=2, precision=case["precision"], reduce_bucket_size=zero["reduce_bucket_size"],
+        allgather_bucket_size=zero["allgather_bucket_size"], overlap_comm=zero.get("overlap_comm"),
+        stage3_param_persistence_threshold=zero.get("stage3_param_persistence_threshold", 100_000))
+
+
+def model_spec(numels: list[int]) -> ModelSpec:
+    return ModelSpec(parameter_count=sum(numels), num_layers=3, hidden_size=256, num_heads=4,
+                     intermediate_size=1024, vocab_size=1000, seq_len=16,
+                     flops_per_sample_forward=2.0 * sum(numels) * 16, largest_layer_params=max(numels),
+                     param_tensor_numels=tuple(numels))
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    cases = CASES + (FP16_CASES if fp16_supported() else [])
+    work = tmp_path_factory.mktemp("model_states")
+    (work / "cases.json").write_text(json.dumps(cases))
+    out = work / "counts.json"
+    port = free_port()
+    env = dict(os.environ, DS_ACCELERATOR="cpu", LOCAL_SIZE="2", OMP_NUM_THREADS="1")
+    deepspeed = Path(sys.executable).with_name("deepspeed")
+    try:
+        run = subprocess.run([str(deepspeed), "--num_accelerators", "2", "--master_port", str(port), str(PROGRAM),
+                              str(work / "cases.json"), str(out)], env=env, cwd=work, capture_output=True,
+                             text=True, timeout=240)
+    finally:
+        remove_shm_buffers(port)
+        release_port(port)
+    assert run.returncode == 0 and out.exists(), run.stdout[-3000:] + run.stderr[-3000:]
+    data = json.loads(out.read_text())
+    return model_spec(data["param_numels"]), {c["name"]: c["points"] for c in data["cases"]}
+
+
+def _close(predicted: int, counted: int) -> bool:
+    return abs(predicted - counted) <= TOLERANCE * counted
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_states_outside_the_step_match_deepspeed(measured, case):
+    model, counts = measured
+    points = counts[case["name"]]
+    c = train_config(case)
+    s = shards(model, c)
+    predicted = (parameter_bytes(s, c) + gradient_bytes(s, c) + master_weight_bytes(s, c)
+                 + optimizer_state_bytes(s, c) + gradient_bucket_bytes(s, c))
+    counted = max(max(points["before_reduce"]), max(points["after_backward"]))
+    assert _close(predicted, counted), (predicted, counted)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_states_inside_the_step_match_deepspeed(measured, case):
+    model, counts = measured
+    c = train_config(case)
+    s = shards(model, c)
+    predicted = (parameter_bytes(s, c) + master_weight_bytes(s, c) + optimizer_state_bytes(s, c)
+                 + step_transient_bytes(s, c))
+    if c.stage in (0, 3):
+        predicted += gradient_bytes(s, c)
+    if c.stage == 3:
+        predicted += gradient_bucket_bytes(s, c)
+    counted = max(counts[case["name"]]["in_step"])
+    assert _close(predicted, counted), (predicted, counted)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [c for c in CASES if c["zero_optimization"]["stage"] == 3],
+                         ids=lambda c: c["name"])
+def test_stage3_parameters_gathered_after_forward_match_deepspeed(measured, case):
+    model, counts = measured
+    points = counts[case["name"]]
+    c = train_config(case)
+    s = shards(model, c)
+    predicted = c.bytes_per_element * kept_gathered_elements(model, s, c)
+    counted = max(points["after_forward"]) - max(points["after_step"])
+    assert predicted > 0 and _close(predicted, counted), (predicted, counted)
+
+
+@pytest.mark.slow
+def test_fp16_states_match_deepspeed(measured):
+    if not fp16_supported():
+        pytest.skip("fp16 needs oneDNN fp16 support on this CPU (torch.ops.mkldnn._is_mkldnn_fp16_supported())")
+    model, counts = measured
+    for case in FP16_CASES:
+        c = train_config(case)
+        s = shards(model, c)
+        predicted = (parameter_bytes(s, c) + gradient_bytes(s, c) + master_weight_bytes(s, c)
+                     + optimizer_state_bytes(s, c) + gradient_bucket_bytes(s, c))
+        points = counts[case["name"]]
+        assert _close(predicted, max(max(points["before_reduce"]), max(points["after_backward"]))), case["name"]

@@ -1,0 +1,75 @@
+import pytest
+
+from simtune.errors import ProfileError
+
+from simtune.model.inputs import TrainConfig
+from simtune.model.step_time import estimate_time
+
+
+def serial_sum(t) -> float:
+    return (t.forward_s + t.backward_s + t.recompute_s + t.grad_reduce_s + t.param_gather_s + t.optimizer_s
+            + t.offload_transfer_s)
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_without_overlap_the_step_is_the_sum_of_its_terms(gpt2, make_hardware, stage):
+    t = estimate_time(gpt2, make_hardware(overlap_capable=False), TrainConfig(stage=stage, micro_batch_size=4,
+                                                                              dp_degree=8))
+    assert t.step_s == pytest.approx(serial_sum(t)) and t.hidden_comm_s == pytest.approx(0, abs=1e-12)
+
+
+def test_overlap_hides_stage2_reduction_behind_backward(gpt2, hardware):
+    buckets = dict(stage=2, micro_batch_size=4, dp_degree=8, reduce_bucket_size=10_000_000)
+    off = estimate_time(gpt2, hardware, TrainConfig(**buckets))
+    on = estimate_time(gpt2, hardware, TrainConfig(**buckets, overlap_comm=True))
+    assert on.step_s < off.step_s and on.hidden_comm_s > 0
+    assert on.step_s == pytest.approx(serial_sum(on) - on.hidden_comm_s)
+    assert on.exposed_comm_s >= 0
+
+
+def test_one_bucket_cannot_overlap(gpt2, hardware):
+    """The default 5e8-element bucket holds all 124M gradients: reduced after the backward."""
+    t = estimate_time(gpt2, hardware, TrainConfig(stage=2, micro_batch_size=4, dp_degree=8, overlap_comm=True))
+    assert t.hidden_comm_s == pytest.approx(0, abs=1e-12)
+
+
+def test_checkpointing_adds_one_forward(gpt2, hardware):
+    plain = estimate_time(gpt2, hardware, TrainConfig(stage=0, micro_batch_size=4))
+    ckpt = estimate_time(gpt2, hardware, TrainConfig(stage=0, micro_batch_size=4, activation_checkpointing=True))
+    assert ckpt.recompute_s == pytest.approx(plain.forward_s)
+    assert ckpt.step_s == pytest.approx(plain.step_s + plain.forward_s)
+
+
+def test_accumulation_repeats_micro_steps_but_not_the_boundary(gpt2, hardware):
+    one = estimate_time(gpt2, hardware, TrainConfig(stage=1, micro_batch_size=4, dp_degree=8))
+    four = estimate_time(gpt2, hardware, TrainConfig(stage=1, micro_batch_size=4, dp_degree=8,
+                                                     gradient_accumulation_steps=4))
+    micro = one.forward_s + one.backward_s
+    assert four.step_s == pytest.approx(one.step_s + 3 * micro)
+    assert four.grad_reduce_s == pytest.approx(one.grad_reduce_s)
+
+
+def test_stage2_accumulation_reduces_every_micro_step(gpt2, hardware):
+    one = estimate_time(gpt2, hardware, TrainConfig(stage=2, micro_batch_size=4, dp_degree=8))
+    four = estimate_time(gpt2, hardware, TrainConfig(stage=2, micro_batch_size=4, dp_degree=8,
+                                                     gradient_accumulation_steps=4))
+    assert four.grad_reduce_s == pytest.approx(4 * one.grad_reduce_s)
+
+
+def test_cpu_offload_uses_the_cpu_adam_rate_and_pays_transfers(gpt2, hardware):
+    device = estimate_time(gpt2, hardware, TrainConfig(stage=2, micro_batch_size=4, dp_degree=8))
+    offload = estimate_time(gpt2, hardware, TrainConfig(stage=2, micro_batch_size=4, dp_degree=8,
+                                                        offload_optimizer=True))
+    ratio = hardware.cpu_adam_s_per_param / hardware.optimizer_s_per_param
+    assert offload.optimizer_s == pytest.approx(ratio * device.optimizer_s)
+    assert offload.offload_transfer_s > 0 and device.offload_transfer_s == 0
+    assert offload.step_s > device.step_s
+
+
+def test_unknown_collectives_or_cpu_adam_fail_only_when_needed(gpt2, make_hardware):
+    hardware = make_hardware(collectives=None, cpu_adam_s_per_param=None)
+    assert estimate_time(gpt2, hardware, TrainConfig(stage=2, micro_batch_size=1)).step_s > 0
+    with pytest.raises(ProfileError, match="collective"):
+        estimate_time(gpt2, hardware, TrainConfig(stage=2, micro_batch_size=1, dp_degree=8))
+    with pytest.raises(ProfileError, match="CPU Adam"):
+        estimate_time(gpt2, hardware, TrainConfig(stage=2, micro_batch_size=1, offload_optimizer=True))
