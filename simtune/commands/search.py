@@ -1,0 +1,309 @@
+"""``simtune search``: find the fastest DeepSpeed configuration for a workload."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from simtune.commands.base import Command
+from simtune.dsconfig import AutotuningConfig, load_ds_config
+from simtune.errors import InputError
+from simtune.outputs import (
+    OPTIMAL_CONFIG_FILE,
+    command_text,
+    lr_advice,
+    optimal_config,
+    optimizer_type,
+    results_document,
+    write_outputs,
+    write_results_json,
+)
+from simtune.progress import Progress
+from simtune.runner import Resources, Runner
+from simtune.runner.launcher import (
+    deepspeed_launcher,
+    free_port,
+    launch_env,
+    launcher_args,
+    mapped_args,
+    release_port,
+    with_config_path,
+)
+from simtune.runner.resources import DEFAULT_HOSTFILE, detect_accelerator
+from simtune.runner.runner import DEFAULT_MASTER_PORT, remove_shm_buffers
+from simtune.space import TuningSpace
+from simtune.strategies.measure import MeasuredSearch, MeasureOptions, Measurement
+from simtune.workloads import TRAIN_PROGRAM, load_workload
+
+STRATEGIES = ("measure",)
+"""--strategy choices; "measure" runs every candidate for real (DeepSpeed's method)."""
+
+DEFAULT_MODEL = "gpt2-tiny"
+DEFAULT_SEQ_LEN = 64
+"""Model mode with no --model: the tiny built-in GPT-2 at 64 tokens, a search of a few minutes on CPU."""
+
+DEFAULT_CPU_PROCESSES = 2
+"""Processes per experiment on a machine without GPUs when --num_gpus is not given."""
+
+CPU_MAX_MICRO_BATCH_SIZE = 16
+"""max_train_micro_batch_size_per_gpu of the built-in config on CPU: CPU steps are slow, and a
+CPU process that runs out of memory makes the machine swap instead of failing fast."""
+
+CHECKPOINTING_FLAG = "--gradient_checkpointing"
+"""The built-in training program's activation-checkpointing flag (mapped in model mode)."""
+
+CONFIG_FLAGS = ("--deepspeed", "--deepspeed_config")
+
+
+def default_ds_config(accelerator: str) -> dict[str, Any]:
+    """The config model mode uses without --deepspeed: every ZeRO stage, AdamW, mbs from 1;
+    bf16 on GPU, fp32 on CPU."""
+    config: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "optimizer": {"type": "AdamW", "params": {"lr": 1e-4, "weight_decay": 0.0}},
+        "zero_optimization": {"stage": "all"},
+    }
+    if accelerator == "cpu":
+        config["autotuning"] = {"max_train_micro_batch_size_per_gpu": CPU_MAX_MICRO_BATCH_SIZE}
+    else:
+        config["bf16"] = {"enabled": True}
+    return config
+
+
+@dataclass(frozen=True)
+class Program:
+    """What each experiment runs: a script and its arguments, and where its config came from."""
+
+    script: str
+    args: tuple[str, ...]
+    mode: str
+    """"model" (the built-in program) or "script" (the user's)."""
+    config_path: str | None
+    """The user's DeepSpeed config file; None when model mode uses the built-in one."""
+    label: str
+
+
+def config_path_in(args: list[str] | tuple[str, ...]) -> str | None:
+    """The DeepSpeed config a script receives: the value of --deepspeed / --deepspeed_config."""
+    for index, arg in enumerate(args):
+        name, has_value, value = arg.partition("=")
+        if name not in CONFIG_FLAGS:
+            continue
+        if has_value and value:
+            return value
+        if index + 1 < len(args) and not args[index + 1].startswith("--"):
+            return args[index + 1]
+    return None
+
+
+class SearchCommand(Command):
+    """Find the fastest DeepSpeed configuration: ZeRO stage, micro-batch size, accumulation, knobs.
+
+    Model mode (no script): a built-in model preset or a Hugging Face config.json, trained on
+    synthetic tokens: simtune search --model gpt2 --seq-len 512 [--deepspeed ds.json].
+    Without --model: gpt2-tiny at 64 tokens. Script mode: your training script and its arguments
+    after the options, as the deepspeed launcher takes them:
+    simtune search --num_gpus 8 train.py --deepspeed ds.json --per_device_train_batch_size 4.
+    The "autotuning" section of the DeepSpeed config is honoured; each flag below wins over it.
+    Results: results_dir/summary.txt, ds_config_optimal.json, cmd_optimal.txt, results.json.
+    """
+
+    name = "search"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        what = parser.add_argument_group("what to train")
+        what.add_argument("--model", help=f"model preset name or Hugging Face config.json (model mode; "
+                                          f"default {DEFAULT_MODEL} when no script is given)")
+        what.add_argument("--seq-len", "--seq_len", dest="seq_len", type=int,
+                          help=f"tokens per sample in model mode (default: the preset's; {DEFAULT_SEQ_LEN} "
+                               f"for {DEFAULT_MODEL} chosen by default)")
+        what.add_argument("--deepspeed", metavar="PATH",
+                          help="DeepSpeed config JSON in model mode (script mode: pass it to the script)")
+        where = parser.add_argument_group("resources (the deepspeed launcher's meaning)")
+        where.add_argument("--num_gpus", "--gpus", "--num_accelerators", dest="num_gpus", type=int,
+                           help=f"GPUs per node of each experiment (CPU processes without GPUs; "
+                                f"default: all GPUs, or {DEFAULT_CPU_PROCESSES} CPU processes)")
+        where.add_argument("--num_nodes", type=int, help="nodes of each experiment (needs --hostfile)")
+        where.add_argument("--hostfile", help="DeepSpeed hostfile (hostname slots=N lines)")
+        how = parser.add_argument_group("search (each wins over the config's \"autotuning\" section)")
+        how.add_argument("--strategy", choices=STRATEGIES, default="measure",
+                         help="measure: run every candidate for real, in DeepSpeed's order (default)")
+        how.add_argument("--results_dir", "--results-dir", dest="results_dir")
+        how.add_argument("--exps_dir", "--exps-dir", dest="exps_dir")
+        how.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=None,
+                         help="run experiments again even when their results exist (default: reuse them)")
+        how.add_argument("--metric", help="throughput (default), latency or FLOPS")
+        how.add_argument("--tuner_type", "--tuner-type", dest="tuner_type",
+                         help="gridsearch (default), random or model_based: the ZeRO knob tuner")
+        how.add_argument("--fast", action=argparse.BooleanOptionalAction, default=None,
+                         help="tune only stage and micro-batch size (default); --no-fast also tunes ZeRO knobs")
+        how.add_argument("--stop-at-worse-stage", action=argparse.BooleanOptionalAction, default=True,
+                         help="skip later stages once a stage is more than 5%% worse than the best so far "
+                              "(default on)")
+        how.add_argument("--timeout", type=float, metavar="SECONDS", help="time-out of one experiment")
+        how.add_argument("--memory-budget", "--memory_budget", dest="memory_budget", metavar="SIZE",
+                         help="per-process memory limit, e.g. 1.5GB (stands in for device memory on CPU)")
+        how.add_argument("--run", action="store_true",
+                         help="after tuning, train with the optimal configuration (cmd_optimal.txt)")
+        parser.add_argument("script", nargs=argparse.REMAINDER,
+                            help="script mode: the training script and its arguments")
+
+    # ------------------------------------------------------------------------------------------
+    def run(self, args: argparse.Namespace) -> int:
+        program = self.program(args)
+        resources = self.resources(args)
+        ds_config = load_ds_config(program.config_path) if program.config_path else \
+            default_ds_config(resources.accelerator)
+        autotuning = self.autotuning(args, ds_config, program)
+        for key in ("results_dir", "exps_dir"):
+            folder = Path(getattr(autotuning, key))
+            if folder.exists() and not folder.is_dir():
+                raise InputError(f"The {key} {folder} is an existing file, not a folder.")
+        space = TuningSpace.from_config(ds_config, autotuning, world_size=resources.world_size,
+                                        user_args=program.args)
+        runner = Runner(
+            (program.script, program.args), resources, autotuning.results_dir, autotuning.exps_dir,
+            arg_mappings=autotuning.arg_mappings, timeout_s=autotuning.experiment_timeout_s,
+            overwrite=autotuning.overwrite, memory_budget_bytes=autotuning.memory_budget_bytes,
+            start_profile_step=autotuning.start_profile_step, end_profile_step=autotuning.end_profile_step,
+        )
+        progress = Progress(metric=autotuning.metric, quiet=args.quiet)
+        progress.note(f"{program.label}; {resources.world_size} {resources.accelerator} process(es) per "
+                      f"experiment; stages {list(space.stages)}; metric {autotuning.metric}; "
+                      f"results in {autotuning.results_dir}")
+        search = MeasuredSearch(space, runner, MeasureOptions(stop_at_worse_stage=args.stop_at_worse_stage,
+                                                            parallel=len(runner.slot_sets)), progress=progress)
+        started = time.monotonic()
+        try:
+            outcome = search.run()
+        except KeyboardInterrupt:
+            partial = search.outcome()
+            Path(autotuning.results_dir).mkdir(parents=True, exist_ok=True)
+            path = write_results_json(autotuning.results_dir,
+                                      results_document(partial, time.monotonic() - started, interrupted=True))
+            print(f"simtune: interrupted: {len(partial.measurements)} finished experiment(s) are kept in "
+                  f"{autotuning.results_dir} (listed in {path}); the same command reuses them unless "
+                  f"--overwrite is given.", file=sys.stderr)
+            return 130
+        elapsed_s = time.monotonic() - started
+        return self.report(args, outcome, elapsed_s, runner, space, ds_config, program)
+
+    def report(self, args, outcome, elapsed_s: float, runner, space, ds_config: dict, program: Program) -> int:
+        """Write the outputs, print the summary and the best configuration; train with it on --run."""
+        results_dir = Path(space.autotuning.results_dir)
+        best = outcome.best
+        advice = command = None
+        if best is not None:
+            if program.config_path is not None:  # the built-in config's batch is not the user's
+                advice = lr_advice(space.user_train_batch_size, best.ds_config.get("train_batch_size"),
+                                   optimizer_type(ds_config))
+            command = command_text(*optimal_command(runner, best, results_dir.resolve() / OPTIMAL_CONFIG_FILE))
+        written = write_outputs(results_dir, outcome, elapsed_s, optimal_command=command, advice=advice)
+        print(written.summary_text, end="")
+        if best is None:
+            print(f"simtune: no experiment ran successfully; the reasons are in {written.results_path} and "
+                  f"each experiment's stderr.log under {results_dir}.", file=sys.stderr)
+            return 1
+        print(f"\nBest configuration ({written.optimal_config_path}):")
+        print(json.dumps(optimal_config(best), indent=2))
+        print(f"\nTrain with it ({written.optimal_command_path}):\n  {command}")
+        if advice is not None:
+            print(f"\nLearning rate: {advice.text}")
+        if args.run:
+            return train_with_optimal(runner, best, written.optimal_config_path)
+        return 0
+
+    # ------------------------------------------------------------------------------------------
+    def program(self, args: argparse.Namespace) -> Program:
+        """The script and arguments each experiment runs (model mode or script mode)."""
+        if args.script:
+            script, *script_args = args.script
+            if args.model is not None or args.seq_len is not None:
+                raise InputError("Give either --model (model mode) or a training script (script mode), not both.")
+            if args.deepspeed is not None:
+                raise InputError("In script mode pass --deepspeed after the script, as the script receives it.")
+            if not os.path.isfile(script):
+                raise InputError(f"The training script {script} does not exist.")
+            config = config_path_in(script_args)
+            if config is None:
+                raise InputError(f"The arguments of {script} name no DeepSpeed config: add --deepspeed ds_config.json.")
+            return Program(os.path.abspath(script), tuple(script_args), "script", config,
+                           f"script mode: {script}")
+        model = args.model or DEFAULT_MODEL
+        seq_len = args.seq_len if args.seq_len is not None else (None if args.model else DEFAULT_SEQ_LEN)
+        if seq_len is not None and seq_len < 1:
+            raise InputError(f"--seq-len must be a positive number of tokens, not {seq_len}.")
+        workload = load_workload(model, seq_len)
+        if os.path.exists(model):
+            model = os.path.abspath(model)
+        config = os.path.abspath(args.deepspeed) if args.deepspeed else None
+        program_args = ("--model", model, "--seq-len", str(workload.seq_len),
+                        "--deepspeed", config or "ds_config.json")
+        return Program(str(TRAIN_PROGRAM), program_args, "model", config,
+                       f"model mode: {workload.name}, {workload.seq_len} tokens per sample")
+
+    def resources(self, args: argparse.Namespace) -> Resources:
+        for flag, value in (("--num_gpus", args.num_gpus), ("--num_nodes", args.num_nodes)):
+            if value is not None and value < 1:
+                raise InputError(f"{flag} must be at least 1, not {value}.")
+        num_gpus = args.num_gpus
+        if num_gpus is None and args.hostfile is None and not os.path.isfile(DEFAULT_HOSTFILE) \
+                and detect_accelerator() == "cpu":
+            num_gpus = DEFAULT_CPU_PROCESSES
+        return Resources.resolve(num_gpus=num_gpus, num_nodes=args.num_nodes, hostfile=args.hostfile)
+
+    def autotuning(self, args: argparse.Namespace, ds_config: dict, program: Program) -> AutotuningConfig:
+        """The config's "autotuning" section with the command-line values applied."""
+        autotuning = AutotuningConfig.from_dict(ds_config.get("autotuning")).with_overrides(
+            results_dir=args.results_dir,
+            exps_dir=args.exps_dir,
+            overwrite=args.overwrite,
+            metric=args.metric,
+            tuner_type=args.tuner_type,
+            fast=args.fast,
+            experiment_timeout_s=args.timeout,
+            memory_budget_bytes=args.memory_budget,
+        )
+        if program.mode == "model":
+            mappings = dict(autotuning.arg_mappings or {})
+            mappings.setdefault("activation_checkpointing", CHECKPOINTING_FLAG)
+            autotuning = autotuning.with_overrides(arg_mappings=mappings)
+        return autotuning
+
+
+# ----------------------------------------------------------------------------------------------
+# the optimal command
+def optimal_command(runner, best: Measurement, config_path: Path, port: int | None = None
+                    ) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) that train with the optimal config: the runner's launcher command for the
+    best experiment with no probe, the script's config flag pointing at ``config_path`` and the
+    mapped flags set to the best experiment's values."""
+    script, args = runner.workload
+    script_args = mapped_args(with_config_path(args, str(config_path)), runner.arg_mappings,
+                              best.ds_config, best.trial)
+    argv = [deepspeed_launcher(),
+            *launcher_args(runner.resources, runner.slot_sets[0], port or DEFAULT_MASTER_PORT),
+            script, *script_args]
+    env = launch_env(runner.resources, config_path.parent, base={})
+    return argv, env
+
+
+def train_with_optimal(runner, best: Measurement, config_path: Path) -> int:
+    """Run the optimal command here (on a free rendezvous port) and return its exit code."""
+    port = free_port()
+    try:
+        argv, env = optimal_command(runner, best, config_path, port)
+        print(f"\nsimtune: training with the optimal configuration: {command_text(argv)}", file=sys.stderr,
+              flush=True)
+        return subprocess.run(argv, env={**os.environ, **env}, check=False).returncode
+    finally:
+        remove_shm_buffers(port)
+        release_port(port)

@@ -1,0 +1,111 @@
+"""Real searches through the command line: 2 CPU processes (gloo), 5 DeepSpeed launches in all."""
+
+import json
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+
+from simtune.cli import main
+from simtune.outputs import parse_summary_table
+
+TINY_TRAIN = Path(__file__).parent / "data" / "tiny_train.py"
+EXPERIMENT_FILES = ("cmd.txt", "ds_config.json", "exp.json", "metrics.json", "stdout.log", "stderr.log")
+SHORT_WINDOW = {"start_profile_step": 2, "end_profile_step": 3}
+
+
+def write_json(path, document):
+    path.write_text(json.dumps(document))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_model_mode_search_writes_deepspeeds_layout_and_a_rerun_launches_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = write_json(tmp_path / "ds.json", {
+        "train_micro_batch_size_per_gpu": [1, 2],
+        "zero_optimization": {"stage": 1},
+        "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
+        "autotuning": {"enabled": True, **SHORT_WINDOW},
+    })
+    argv = ["search", "--model", "gpt2-tiny", "--seq-len", "32", "--deepspeed", config, "--num_gpus", "2",
+            "--results_dir", "res", "--exps_dir", "exps"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    names = ["z1_gas2_tmbspg1", "z1_gas1_tmbspg2"]
+    results, exps = tmp_path / "res", tmp_path / "exps"
+    for name in names:
+        assert (exps / f"{name}.json").is_file()
+        for file_name in EXPERIMENT_FILES:
+            assert (results / name / file_name).is_file(), (name, file_name)
+        assert json.loads((results / name / "exp.json").read_text())["status"] == "ok"
+
+    summary = (results / "summary.txt").read_text()
+    rows = {row["tuning_space"]: row for row in parse_summary_table(summary)}
+    assert set(rows) == {"z1", "global"}
+    assert rows["global"]["num_experiments"] == "2" and rows["global"]["best_exp_name"] in names
+    assert "Total number of experiments: 2." in summary
+    assert summary.splitlines()[0] in out and "Best configuration" in out
+
+    optimal = json.loads((results / "ds_config_optimal.json").read_text())
+    best = rows["global"]["best_exp_name"]
+    assert "autotuning" not in optimal
+    assert optimal == json.loads((results / best / "ds_config.json").read_text())
+    command = shlex.split((results / "cmd_optimal.txt").read_text())
+    assert "simtune.probe" not in command and not any(arg.startswith("--simtune-probe") for arg in command)
+    assert command[command.index("--deepspeed") + 1] == str(results.resolve() / "ds_config_optimal.json")
+    assert "DS_ACCELERATOR=cpu" in command and "LOCAL_SIZE=2" in command
+    document = json.loads((results / "results.json").read_text())
+    assert sorted(e["name"] for e in document["experiments"]) == sorted(names)
+    assert all(e["status"] == "ok" and e["metrics"]["throughput"] > 0 for e in document["experiments"])
+
+    stamps = {name: (results / name / "stdout.log").stat().st_mtime_ns for name in names}
+    assert main(argv + ["-q"]) == 0
+    again = json.loads((results / "results.json").read_text())
+    assert all(e["status"] == "ok" and e["reused"] for e in again["experiments"])
+    assert {name: (results / name / "stdout.log").stat().st_mtime_ns for name in names} == stamps
+    assert again["best"] == document["best"]
+    assert "(reused)" not in capsys.readouterr().err  # -q: no progress lines
+
+
+@pytest.mark.slow
+def test_script_mode_maps_flags_and_run_trains_with_the_optimal_command(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    config = write_json(tmp_path / "ds.json", {
+        "train_micro_batch_size_per_gpu": [2],
+        "zero_optimization": {"stage": 0},
+        "optimizer": {"type": "SGD", "params": {"lr": 0.01}},
+        "autotuning": {"arg_mappings": {"train_micro_batch_size_per_gpu ": "--batch_size"}, **SHORT_WINDOW},
+    })
+    code = main(["search", "--num_gpus", "2", "--run", str(TINY_TRAIN), "--deepspeed", config,
+                 "--batch_size", "1", "--steps", "4"])
+    captured = capfd.readouterr()
+    assert code == 0, captured.err
+    results = tmp_path / "autotuning_results"
+    assert json.loads((results / "z0_gas1_tmbspg2" / "exp.json").read_text())["status"] == "ok"
+    command = shlex.split((results / "cmd_optimal.txt").read_text())
+    assert command[command.index("--batch_size") + 1] == "2"
+    assert command[command.index("--deepspeed") + 1].endswith("ds_config_optimal.json")
+    assert "tiny_train finished 4 steps" in captured.out  # --run trained to the end, no probe
+    # the user's global batch (train mbs 2 x 2 processes) is the chosen one: no learning-rate advice
+    assert "Learning rate" not in (results / "summary.txt").read_text()
+
+
+@pytest.mark.slow
+def test_a_memory_budget_makes_experiments_fail_as_oom(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = write_json(tmp_path / "ds.json", {"train_micro_batch_size_per_gpu": [1],
+                                               "zero_optimization": {"stage": 0},
+                                               "autotuning": SHORT_WINDOW})
+    code = main(["search", "--model", "gpt2-tiny", "--seq-len", "32", "--deepspeed", config,
+                 "--memory-budget", "10MB"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "no experiment ran successfully" in err
+    document = json.loads((tmp_path / "autotuning_results" / "results.json").read_text())
+    (experiment,) = document["experiments"]
+    assert experiment["status"] == "oom" and "out of memory" in experiment["reason"]
+    assert not (tmp_path / "autotuning_results" / "ds_config_optimal.json").exists()
+    summary = (tmp_path / "autotuning_results" / "summary.txt").read_text()
+    assert "Failed experiments: 1 (oom 1)." in summary
