@@ -1,0 +1,109 @@
+"""Forward and backward time of transformer-shaped work.
+
+Matmul: a linear layer of a transformer MLP, ``y = x W^T`` with ``x: [tokens, hidden]`` and
+``W: [4 hidden, hidden]``. The forward is one matmul of ``2 * tokens * hidden * 4 hidden`` FLOPs
+(2 FLOPs per multiply-add); the backward is two matmuls of the same size (input gradient and
+weight gradient), so 2x the forward FLOPs. The backward is timed with ``torch.autograd.grad`` on
+a retained graph, i.e. the real backward kernels.
+
+Element-wise: GELU, layer norm (over the last dimension) and softmax (over the last dimension)
+on ``[rows, width]`` tensors, forward and backward. These are memory-bound, so they are reported
+per element, not per FLOP.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from calib.device import TORCH_DTYPES, Device
+from calib.timing import measure
+
+CPU_MATMUL_SHAPES = [(32, 64), (64, 128), (128, 256), (256, 256), (256, 512), (512, 512)]
+CPU_MATMUL_SHAPES_QUICK = [(64, 128), (256, 256), (512, 512)]
+CUDA_MATMUL_SHAPES = [(512, 512), (1024, 1024), (2048, 2048), (4096, 4096), (8192, 4096), (8192, 8192)]
+CUDA_MATMUL_SHAPES_QUICK = [(1024, 1024), (4096, 4096), (8192, 8192)]
+
+CPU_ELEMENTS = [2**12, 2**15, 2**18, 2**21]
+CPU_ELEMENTS_QUICK = [2**14, 2**18, 2**21]
+CUDA_ELEMENTS = [2**20, 2**23, 2**26, 2**28]
+CUDA_ELEMENTS_QUICK = [2**20, 2**24, 2**28]
+
+ELEMENTWISE_OPS = ("gelu", "layer_norm", "softmax")
+
+
+def _matmul_point(device: Device, dtype_name: str, tokens: int, hidden: int, warmup: int, repeats: int) -> dict:
+    dtype = TORCH_DTYPES[dtype_name]
+    x = torch.randn(tokens, hidden, dtype=dtype, device=device.torch_device, requires_grad=True)
+    w = torch.randn(4 * hidden, hidden, dtype=dtype, device=device.torch_device, requires_grad=True)
+    with torch.no_grad():
+        w.mul_(hidden**-0.5)
+    y = F.linear(x, w)
+    grad_y = torch.randn_like(y)
+    min_repeat_s = 2e-3
+    with torch.no_grad():
+        fwd = measure(lambda: F.linear(x, w), device.sync, warmup, repeats, min_repeat_s)
+    bwd = measure(
+        lambda: torch.autograd.grad(y, (x, w), grad_y, retain_graph=True), device.sync, warmup, repeats, min_repeat_s
+    )
+    return {
+        "dtype": dtype_name,
+        "tokens": tokens,
+        "hidden": hidden,
+        "out_features": 4 * hidden,
+        "fwd_flop": 2 * tokens * hidden * 4 * hidden,
+        "bwd_flop": 4 * tokens * hidden * 4 * hidden,
+        "fwd": fwd,
+        "bwd": bwd,
+    }
+
+
+def _elementwise_fn(op: str, width: int):
+    if op == "gelu":
+        return F.gelu
+    if op == "layer_norm":
+        return lambda t: F.layer_norm(t, (width,))
+    if op == "softmax":
+        return lambda t: torch.softmax(t, dim=-1)
+    raise ValueError(op)
+
+
+def _elementwise_point(
+    device: Device, dtype_name: str, op: str, elements: int, width: int, warmup: int, repeats: int
+) -> dict:
+    dtype = TORCH_DTYPES[dtype_name]
+    rows = max(1, elements // width)
+    x = torch.randn(rows, width, dtype=dtype, device=device.torch_device, requires_grad=True)
+    fn = _elementwise_fn(op, width)
+    y = fn(x)
+    grad_y = torch.randn_like(y)
+    with torch.no_grad():
+        fwd = measure(lambda: fn(x), device.sync, warmup, repeats, 1e-3)
+    bwd = measure(lambda: torch.autograd.grad(y, (x,), grad_y, retain_graph=True), device.sync, warmup, repeats, 1e-3)
+    return {"op": op, "dtype": dtype_name, "elements": rows * width, "width": width, "fwd": fwd, "bwd": bwd}
+
+
+def run(device: Device, dtypes: dict[str, str], quick: bool) -> dict:
+    """Matmul and element-wise timings for every supported dtype."""
+    cuda = device.kind == "cuda"
+    if cuda:
+        shapes = CUDA_MATMUL_SHAPES_QUICK if quick else CUDA_MATMUL_SHAPES
+        sizes = CUDA_ELEMENTS_QUICK if quick else CUDA_ELEMENTS
+        width = 1024
+    else:
+        shapes = CPU_MATMUL_SHAPES_QUICK if quick else CPU_MATMUL_SHAPES
+        sizes = CPU_ELEMENTS_QUICK if quick else CPU_ELEMENTS
+        width = 256
+    warmup, repeats = (1, 3) if quick else (2, 5)
+    matmul, elementwise = [], []
+    for dtype_name, support in dtypes.items():
+        if support != "ok":
+            continue
+        for tokens, hidden in shapes:
+            matmul.append(_matmul_point(device, dtype_name, tokens, hidden, warmup, repeats))
+        for op in ELEMENTWISE_OPS:
+            for elements in sizes:
+                elementwise.append(_elementwise_point(device, dtype_name, op, elements, width, warmup, repeats))
+    if cuda:
+        torch.cuda.empty_cache()
+    return {"dtypes": dtypes, "matmul": matmul, "elementwise": elementwise}

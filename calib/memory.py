@@ -1,0 +1,80 @@
+"""Usable memory, the fixed overhead training cannot use, and copy bandwidth.
+
+CUDA: total device memory, free memory after the CUDA context and the process group exist (what
+training can still use), and the caching allocator's slack (reserved minus allocated) after an
+allocation pattern of mixed sizes. Copy bandwidth: pinned host memory to device and back.
+
+CPU: total RAM, available RAM, and this process's resident set size (RSS) after importing torch
+and deepspeed and initialising the process group (the baseline every rank pays before training).
+There is no host-device link, so the bandwidth recorded is that of a memory copy in RAM.
+"""
+
+from __future__ import annotations
+
+import psutil
+import torch
+
+from calib.device import Device
+from calib.timing import measure
+
+CUDA_COPY_BYTES = [2**24, 2**27, 2**29]
+CPU_COPY_BYTES = [2**22, 2**24, 2**26]
+
+
+def baseline(device: Device) -> dict:
+    """Memory figures taken before any benchmark allocates."""
+    vm = psutil.virtual_memory()
+    out = {
+        "host_total_bytes": vm.total,
+        "host_available_bytes": vm.available,
+        "rss_bytes": psutil.Process().memory_info().rss,
+    }
+    if device.kind == "cuda":
+        free, total = torch.cuda.mem_get_info(device.torch_device)
+        out.update({"device_total_bytes": total, "device_free_bytes": free})
+        out["allocator_slack_bytes"] = _allocator_slack(device)
+    return out
+
+
+def _allocator_slack(device: Device) -> int:
+    """Reserved-minus-allocated bytes left by a mix of transformer-like tensor sizes."""
+    torch.cuda.empty_cache()
+    sizes = [3 * 2**20 + 512, 2**20 + 4096, 7 * 2**18, 2**22 + 13, 5 * 2**19] * 8
+    kept = []
+    for i, numel in enumerate(sizes):
+        t = torch.empty(numel, dtype=torch.float16, device=device.torch_device)
+        if i % 3:
+            kept.append(t)
+    slack = torch.cuda.memory_reserved(device.torch_device) - torch.cuda.memory_allocated(device.torch_device)
+    del kept
+    torch.cuda.empty_cache()
+    return int(slack)
+
+
+def copy_bandwidth(device: Device, quick: bool) -> dict:
+    """Copy timings: pinned host<->device on CUDA, RAM->RAM on CPU."""
+    warmup, repeats = (1, 3) if quick else (2, 5)
+    points = []
+    if device.kind == "cuda":
+        for nbytes in CUDA_COPY_BYTES:
+            host = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+            dev = torch.empty(nbytes, dtype=torch.uint8, device=device.torch_device)
+            h2d = measure(lambda: dev.copy_(host, non_blocking=True), device.sync, warmup, repeats)
+            d2h = measure(lambda: host.copy_(dev, non_blocking=True), device.sync, warmup, repeats)
+            d2d_dst = torch.empty_like(dev)
+            d2d = measure(lambda: d2d_dst.copy_(dev), device.sync, warmup, repeats)
+            points += [
+                {"direction": "h2d", "bytes": nbytes, **h2d},
+                {"direction": "d2h", "bytes": nbytes, **d2h},
+                {"direction": "d2d", "bytes": nbytes, **d2d},
+            ]
+            del host, dev, d2d_dst
+        torch.cuda.empty_cache()
+        return {"kind": "pinned_host_device", "points": points}
+    sizes = CPU_COPY_BYTES[1:] if quick else CPU_COPY_BYTES
+    for nbytes in sizes:
+        src = torch.ones(nbytes, dtype=torch.uint8)
+        dst = torch.empty_like(src)
+        stats = measure(lambda: dst.copy_(src), device.sync, warmup, repeats)
+        points.append({"direction": "host_memcpy", "bytes": nbytes, **stats})
+    return {"kind": "cpu_memcpy", "points": points}

@@ -1,0 +1,138 @@
+"""Time of one optimizer step as a function of the number of parameters.
+
+The step of Adam-type optimizers is memory-bound: it reads and writes the fp32 parameter, its
+gradient and two moments per parameter, so its time is close to ``a + b * params``. Parameters
+are split over several tensors, as in a model, so the multi-tensor (foreach) paths are exercised.
+
+Sizes start where the parameters, gradients and moments no longer fit in the CPU caches (a few
+MiB), since models are larger than that and the per-parameter cost changes when the state leaves
+the caches.
+
+Implementations: torch's AdamW (for-loop, foreach and fused where torch offers them on this
+device), DeepSpeed's FusedAdam on CUDA and DeepSpeedCPUAdam on the host. DeepSpeed's ops are
+used only when already built (installed with the package or present in the JIT cache): building
+them takes tens of seconds, so a missing op is recorded as unavailable, never built here.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from calib.device import Device
+from calib.timing import measure
+
+CPU_PARAMS = [2**18, 2**20, 2**21, 2**22]
+CPU_PARAMS_QUICK = [2**18, 2**20, 2**22]
+CUDA_PARAMS = [2**20, 2**23, 2**26, 2**28]
+CUDA_PARAMS_QUICK = [2**20, 2**24, 2**28]
+TENSORS_PER_MODEL = 8
+
+
+def _op_prebuilt(builder) -> str | None:
+    """None if the DeepSpeed op can be loaded without compiling, else why not."""
+    from deepspeed.git_version_info import installed_ops
+
+    if installed_ops.get(builder.name, False):
+        return None
+    from torch.utils.cpp_extension import _get_build_directory
+
+    build_dir = _get_build_directory(builder.name, verbose=False)
+    if os.path.exists(os.path.join(build_dir, f"{builder.name}.so")):
+        return None
+    return f"op {builder.name} is not built (it is JIT-compiled on first use, which calibration does not wait for)"
+
+
+def _make_params(total: int, device: torch.device) -> list[torch.nn.Parameter]:
+    per_tensor = max(1, total // TENSORS_PER_MODEL)
+    params = []
+    for _ in range(TENSORS_PER_MODEL):
+        p = torch.nn.Parameter(torch.randn(per_tensor, device=device))
+        p.grad = torch.randn_like(p) * 1e-3
+        params.append(p)
+    return params
+
+
+def _torch_adamw(variant: str):
+    def make(params):
+        if variant == "foreach":
+            return torch.optim.AdamW(params, lr=1e-4, foreach=True)
+        if variant == "fused":
+            return torch.optim.AdamW(params, lr=1e-4, fused=True)
+        return torch.optim.AdamW(params, lr=1e-4, foreach=False)
+
+    return make
+
+
+def _always(make):
+    """A resolver for an optimizer that is always available."""
+    return lambda: (make, None)
+
+
+def _deepspeed_cpu_adam():
+    from deepspeed.ops.op_builder import CPUAdamBuilder
+
+    reason = _op_prebuilt(CPUAdamBuilder())
+    if reason:
+        return None, reason
+    from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+    return (lambda params: DeepSpeedCPUAdam(params, lr=1e-4, adamw_mode=True)), None
+
+
+def _deepspeed_fused_adam():
+    from deepspeed.ops.op_builder import FusedAdamBuilder
+
+    reason = _op_prebuilt(FusedAdamBuilder())
+    if reason:
+        return None, reason
+    from deepspeed.ops.adam import FusedAdam
+
+    return (lambda params: FusedAdam(params, lr=1e-4, adam_w_mode=True)), None
+
+
+def _time_impl(make, device: Device, torch_device: torch.device, sizes: list[int], warmup: int, repeats: int) -> dict:
+    sync = device.sync if torch_device.type == "cuda" else (lambda: None)
+    points = []
+    for total in sizes:
+        params = _make_params(total, torch_device)
+        optimizer = make(params)
+        point = measure(optimizer.step, sync, warmup, repeats)
+        point["params"] = sum(p.numel() for p in params)
+        points.append(point)
+        del optimizer, params
+    return {"device": torch_device.type, "dtype": "fp32", "points": points}
+
+
+def run(device: Device, quick: bool) -> dict:
+    """Step timings per implementation; an implementation that cannot run records why."""
+    cuda = device.kind == "cuda"
+    warmup, repeats = (1, 3) if quick else (2, 5)
+    dev_sizes = (CUDA_PARAMS_QUICK if quick else CUDA_PARAMS) if cuda else (CPU_PARAMS_QUICK if quick else CPU_PARAMS)
+    host_sizes = CPU_PARAMS_QUICK if quick else CPU_PARAMS
+    torch_adamw = {variant: _always(_torch_adamw(variant)) for variant in ("foreach", "fused", "for_loop")}
+    candidates = [
+        ("torch_adamw_foreach", torch_adamw["foreach"], device.torch_device, dev_sizes),
+        ("torch_adamw_fused", torch_adamw["fused"], device.torch_device, dev_sizes),
+    ]
+    if cuda:
+        candidates.append(("deepspeed_fused_adam", _deepspeed_fused_adam, device.torch_device, dev_sizes))
+        candidates.append(("torch_adamw_foreach_host", torch_adamw["foreach"], torch.device("cpu"), host_sizes))
+    else:
+        candidates.append(("torch_adamw_for_loop", torch_adamw["for_loop"], device.torch_device, dev_sizes))
+    candidates.append(("deepspeed_cpu_adam", _deepspeed_cpu_adam, torch.device("cpu"), host_sizes))
+
+    impls: dict[str, dict] = {}
+    for name, resolve, torch_device, sizes in candidates:
+        try:
+            make, reason = resolve()
+            if make is None:
+                impls[name] = {"unavailable": reason}
+                continue
+            impls[name] = _time_impl(make, device, torch_device, sizes, warmup, repeats)
+        except Exception as exc:  # a missing or broken op must never fail calibration
+            impls[name] = {"unavailable": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+    if cuda:
+        torch.cuda.empty_cache()
+    return {"impls": impls}

@@ -1,0 +1,186 @@
+"""Run every calibration microbenchmark on every rank and print one JSON line on rank 0.
+
+Started by the DeepSpeed launcher, e.g. on two CPU processes::
+
+    DS_ACCELERATOR=cpu LOCAL_SIZE=2 OMP_NUM_THREADS=1 \
+        deepspeed --num_accelerators 2 --master_port <free port> --module calib.run_all --out raw.json
+
+Sections, in order: memory baseline (before anything is allocated), copy bandwidth, compute
+(matmul and element-wise, forward and backward), optimizer step, collectives. All ranks run every
+section at the same time, as in training, and rank 0 reports its own compute and optimizer
+timings; a collective's time per repeat is that of the rank that entered it last. The output holds raw measurements
+only (min/median/max per point); ``simtune.calibration`` fits them into a hardware profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import sys
+import time
+
+SCHEMA = 1
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="calib.run_all", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=None, help="also write the JSON result to this file (rank 0)")
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def _combine_ranks(per_rank: list[dict]) -> dict:
+    """Merge every rank's collective samples: per repeat, the time of the rank that arrived last.
+
+    After the barrier a rank that is scheduled late enters the collective late, and the others
+    wait for it inside the call; the last rank to arrive waits for no one, so the smallest of
+    the ranks' times is the collective's own cost.
+    """
+    from calib.timing import stats
+
+    first = per_rank[0]
+    ops = {}
+    for op, points in first["ops"].items():
+        merged = []
+        for i, point in enumerate(points):
+            columns = [r["ops"][op][i]["samples_s"] for r in per_rank]
+            last_arrival = [min(values) for values in zip(*columns)]
+            merged.append({"elements": point["elements"], "bytes": point["bytes"], **stats(last_arrival)})
+        ops[op] = merged
+    return {"ranks": first["ranks"], "dtype": first["dtype"], "ops": ops}
+
+
+def _versions(device, dist) -> dict:
+    import deepspeed
+    import torch
+
+    nccl = None
+    if device.kind == "cuda":
+        try:
+            version = torch.cuda.nccl.version()
+            nccl = ".".join(str(v) for v in version) if isinstance(version, tuple) else str(version)
+        except Exception:  # noqa: BLE001 - a version string is informative only
+            nccl = None
+    return {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "nccl": nccl,
+        "deepspeed": deepspeed.__version__,
+        "python": platform.python_version(),
+        "backend": torch.distributed.get_backend(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    started = time.perf_counter()
+    import torch
+    from deepspeed import comm as dist
+
+    from calib import collectives, compute, memory, optimizer
+    from calib.device import current_device, dtype_support
+
+    local_rank = int(os.environ.get("LOCAL_RANK", args.local_rank or 0))
+    device = current_device(local_rank)
+    dist.init_distributed(verbose=False)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    ranks_per_node = int(os.environ.get("LOCAL_SIZE", world))
+    nodes = int(os.environ.get("CROSS_SIZE", max(1, world // max(1, ranks_per_node))))
+    sections: dict[str, float] = {"startup_s": time.perf_counter() - started}
+
+    def timed(name, fn):
+        t0 = time.perf_counter()
+        value = fn()
+        sections[f"{name}_s"] = time.perf_counter() - t0
+        return value
+
+    dist.barrier()  # on NCCL the first collective creates the communicator: count its memory
+    mem = memory.baseline(device)
+    copy = timed("copy", lambda: memory.copy_bandwidth(device, args.quick))
+    dtypes = dtype_support(device)
+    comp = timed("compute", lambda: compute.run(device, dtypes, args.quick))
+    dist.barrier()
+    opt = timed("optimizer", lambda: optimizer.run(device, args.quick))
+    dist.barrier()
+
+    coll_dtype = collectives.collective_dtype(device)
+    world_samples = intra_samples = None
+    if world > 1:
+        world_samples = timed(
+            "collectives", lambda: collectives.run_group(dist, device, None, world, coll_dtype, args.quick)
+        )
+        if nodes > 1 and ranks_per_node > 1:
+            node_groups = [
+                dist.new_group(list(range(n * ranks_per_node, (n + 1) * ranks_per_node))) for n in range(nodes)
+            ]
+            my_group = node_groups[rank // ranks_per_node]
+            intra_samples = timed(
+                "collectives_intra_node",
+                lambda: collectives.run_group(dist, device, my_group, ranks_per_node, coll_dtype, args.quick),
+            )
+
+    gathered: list = [None] * world
+    dist.all_gather_object(gathered, {"memory": mem, "world": world_samples, "intra": intra_samples})
+    dist.barrier()
+
+    if rank == 0:
+        if world > 1:
+            coll = {"applicable": True, "world": _combine_ranks([g["world"] for g in gathered])}
+            if intra_samples is not None:
+                node0 = [g["intra"] for g in gathered[:ranks_per_node]]
+                coll["intra_node"] = _combine_ranks(node0)
+        else:
+            coll = {"applicable": False, "reason": "one rank: there is nothing to communicate"}
+        result = {
+            "calib_schema": SCHEMA,
+            "quick": args.quick,
+            "environment": {
+                "host": socket.gethostname(),
+                "device_kind": device.kind,
+                "device_name": device.name,
+                "world_size": world,
+                "ranks_per_node": ranks_per_node,
+                "nodes": nodes,
+                "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                "torch_threads": torch.get_num_threads(),
+                "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+                "command": " ".join(sys.argv),
+                **_versions(device, dist),
+            },
+            "memory": {
+                "kind": device.kind,
+                **mem,
+                "rss_bytes_per_rank": [g["memory"]["rss_bytes"] for g in gathered],
+            },
+            "copy": copy,
+            "compute": comp,
+            "optimizer": opt,
+            "collectives": coll,
+            "sections_s": sections,
+        }
+        result["elapsed_s"] = time.perf_counter() - started
+        line = json.dumps(result, separators=(",", ":"))
+        if args.out:
+            tmp = f"{args.out}.tmp{os.getpid()}"
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+            os.replace(tmp, args.out)
+    try:
+        dist.barrier()
+        torch.distributed.destroy_process_group()
+    except Exception:  # noqa: BLE001 - tearing down must not hide the result
+        pass
+    if rank == 0:
+        sys.stderr.flush()
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    # Leave without interpreter teardown: nothing may print after the JSON line.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,286 @@
+"""Turn the raw output of ``calib.run_all`` into a measured :class:`HardwareProfile`.
+
+Pure apart from reading the clock for the date: the raw JSON in, a validated profile out.
+Every fit uses the fastest repeat of each point (``min_s``): the cost model predicts what the
+hardware achieves, and on a shared machine the median mixes in other processes' interference
+(medians and maxima stay in the profile next to each fit; see docs/calibration.md).
+
+- compute curve (per dtype): x = FLOPs of one matmul (``2 * tokens * hidden * out``), y = the
+  FLOPs of forward and backward (3x that) over the forward + backward time;
+- peak FLOP/s: the vendor peak of a spec profile of the same device when one is known (or the
+  highest rate measured, if that is higher), else the highest rate measured (CPUs);
+- element-wise ops and the optimizer step: :func:`fit_line` of time against size;
+- collectives: :func:`fit_collective` (latency and bus bandwidth);
+- copies: the slope of time against bytes; a copy of N bytes reads N and writes N, so the
+  memory bandwidth (bytes moved per second) is 2 / slope and the copy rate 1 / slope;
+- memory: CUDA: fixed overhead = total - free after the context and the communicator exist,
+  plus the caching allocator's slack; CPU: the RAM share of one rank (total / ranks per node),
+  fixed overhead = the largest baseline RSS of a rank.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from typing import Mapping, Optional
+
+from simtune.calibration.fit import FitError, fit_collective, fit_line, stats_from_dict
+from simtune.errors import SimtuneError
+from simtune.hardware.profile import (
+    SCHEMA_VERSION,
+    CollectivePoint,
+    CollectivesProfile,
+    ComputeCurve,
+    ComputeProfile,
+    CopyPoint,
+    DeviceInfo,
+    ElementwiseFit,
+    ElementwisePoint,
+    HardwareProfile,
+    MatmulMeasurement,
+    OffloadProfile,
+    OptimizerFit,
+    OptimizerProfile,
+    Provenance,
+    RatePoint,
+    SizePoint,
+)
+
+RAW_SCHEMA = 1
+HOST_OPTIMIZER_PREFERENCE = (
+    "deepspeed_cpu_adam",
+    "torch_adamw_foreach_host",
+    "torch_adamw_fused",
+    "torch_adamw_foreach",
+    "torch_adamw_for_loop",
+)
+
+
+class RawOutputError(SimtuneError):
+    """The calibration program's output is not what this simtune expects."""
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9._-]+", "-", text.lower())).strip("-.") or "unknown"
+
+
+def default_name(raw: Mapping) -> str:
+    """``cpu-2proc-<host>`` on CPU; ``<gpu>-<n>gpu-<host>`` (``<nodes>x<n>gpu``) on GPUs."""
+    env = raw["environment"]
+    per_node, nodes, host = env["ranks_per_node"], env["nodes"], _slug(env["host"])
+    count = f"{nodes}x{per_node}" if nodes > 1 else f"{per_node}"
+    if env["device_kind"] == "cpu":
+        return f"cpu-{count}proc-{host}"
+    return f"{_slug(env['device_name'])}-{count}gpu-{host}"
+
+
+def _compute(raw: Mapping, reference_peaks: Mapping[str, float]) -> tuple[ComputeProfile, dict, list[str]]:
+    matmul = tuple(
+        MatmulMeasurement(
+            dtype=m["dtype"],
+            tokens=int(m["tokens"]),
+            hidden=int(m["hidden"]),
+            out_features=int(m["out_features"]),
+            fwd_flop=float(m["fwd_flop"]),
+            fwd=stats_from_dict(m["fwd"]),
+            bwd=stats_from_dict(m["bwd"]),
+        )
+        for m in raw["matmul"]
+    )
+    rates: dict[str, dict[float, float]] = {}
+    for m in matmul:
+        rate = 3.0 * m.fwd_flop / (m.fwd.min_s + m.bwd.min_s)
+        per_dtype = rates.setdefault(m.dtype, {})
+        per_dtype[m.fwd_flop] = max(rate, per_dtype.get(m.fwd_flop, 0.0))
+    curves = {
+        dtype: ComputeCurve(dtype=dtype, points=tuple(RatePoint(w, r) for w, r in sorted(points.items())))
+        for dtype, points in rates.items()
+    }
+    peaks, notes = {}, []
+    for dtype, curve in curves.items():
+        best = max(p.flop_per_s for p in curve.points)
+        vendor = reference_peaks.get(dtype)
+        if vendor is None:
+            peaks[dtype] = best
+            notes.append(f"peak_flop_per_s[{dtype}] is the highest rate measured (no vendor peak known).")
+        elif best > vendor:
+            peaks[dtype] = best
+            notes.append(
+                f"peak_flop_per_s[{dtype}]: measured {best:.4g} exceeds the spec peak {vendor:.4g}; kept the measured."
+            )
+        else:
+            peaks[dtype] = vendor
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for e in raw["elementwise"]:
+        groups.setdefault((e["op"], e["dtype"]), []).append(e)
+    elementwise = []
+    for (op, dtype), entries in sorted(groups.items()):
+        entries.sort(key=lambda e: e["elements"])
+        points = tuple(
+            ElementwisePoint(int(e["elements"]), stats_from_dict(e["fwd"]), stats_from_dict(e["bwd"])) for e in entries
+        )
+        line = fit_line(
+            [p.elements for p in points], [p.fwd.min_s + p.bwd.min_s for p in points], what=f"{op} ({dtype})"
+        )
+        elementwise.append(ElementwiseFit(op, dtype, line.intercept, line.slope, line.r2, points))
+    unsupported = {d: why for d, why in raw["dtypes"].items() if why != "ok"}
+    return ComputeProfile(curves, tuple(elementwise), matmul, unsupported), peaks, notes
+
+
+def _optimizer(raw: Mapping) -> OptimizerProfile:
+    fits, unavailable = {}, {}
+    for impl, data in raw["impls"].items():
+        if "unavailable" in data:
+            unavailable[impl] = data["unavailable"] or "unavailable"
+            continue
+        points = tuple(
+            SizePoint(int(p["params"]), stats_from_dict(p)) for p in sorted(data["points"], key=lambda p: p["params"])
+        )
+        try:
+            line = fit_line([p.size for p in points], [p.stats.min_s for p in points], what=f"{impl} optimizer step")
+        except FitError as exc:
+            unavailable[impl] = f"measured but not fitted: {exc}"
+            continue
+        fits[impl] = OptimizerFit(impl, data["device"], line.intercept, line.slope, line.r2, points)
+    return OptimizerProfile(fits=fits, unavailable=unavailable)
+
+
+def _collectives(raw: Mapping, env: Mapping) -> CollectivesProfile:
+    backend = env.get("backend")
+    if not raw.get("applicable"):
+        return CollectivesProfile(False, raw.get("reason", "not applicable"), backend, {}, {})
+
+    def table(group: Mapping) -> dict:
+        out = {}
+        for op, points in group["ops"].items():
+            parsed = [CollectivePoint(int(p["elements"]), int(p["bytes"]), stats_from_dict(p)) for p in points]
+            out[op] = fit_collective(op, int(group["ranks"]), group["dtype"], parsed)
+        return out
+
+    world = table(raw["world"])
+    if env["nodes"] > 1:
+        intra = table(raw["intra_node"]) if "intra_node" in raw else {}
+        note = f"measured on {env['nodes']} nodes x {env['ranks_per_node']} ranks ({backend})"
+        return CollectivesProfile(True, note, backend, intra, world)
+    note = f"measured on {env['world_size']} ranks of one node ({backend})"
+    return CollectivesProfile(True, note, backend, world, {})
+
+
+def _copy_rate(points: tuple[CopyPoint, ...], direction: str) -> Optional[float]:
+    chosen = [p for p in points if p.direction == direction]
+    if len(chosen) < 2:
+        return chosen[0].bytes / chosen[0].stats.min_s if chosen else None
+    return 1.0 / fit_line([p.bytes for p in chosen], [p.stats.min_s for p in chosen], what=f"{direction} copy").slope
+
+
+def _offload_and_bandwidth(
+    raw_copy: Mapping, optimizer: OptimizerProfile, host_memory_bytes: Optional[int]
+) -> tuple[OffloadProfile, float]:
+    points = tuple(
+        CopyPoint(p["direction"], int(p["bytes"]), stats_from_dict(p))
+        for p in sorted(raw_copy["points"], key=lambda p: (p["direction"], p["bytes"]))
+    )
+    host_impl = next(
+        (impl for impl in HOST_OPTIMIZER_PREFERENCE if impl in optimizer.fits and optimizer.fits[impl].device == "cpu"),
+        None,
+    )
+    cpu_adam = optimizer.fits[host_impl].s_per_param if host_impl else None
+    if raw_copy["kind"] == "pinned_host_device":
+        memory_bw = 2.0 * _copy_rate(points, "d2d")
+        offload = OffloadProfile(
+            "pinned_host_device", _copy_rate(points, "h2d"), _copy_rate(points, "d2h"), None, cpu_adam, host_impl,
+            host_memory_bytes, points,
+        )
+    else:
+        copy_rate = _copy_rate(points, "host_memcpy")
+        memory_bw = 2.0 * copy_rate
+        offload = OffloadProfile(
+            "cpu_memcpy", copy_rate, copy_rate, copy_rate, cpu_adam, host_impl, host_memory_bytes, points
+        )
+    return offload, memory_bw
+
+
+def _device(raw_memory: Mapping, env: Mapping, peaks: dict, memory_bw: float) -> DeviceInfo:
+    per_node, nodes = int(env["ranks_per_node"]), int(env["nodes"])
+    if raw_memory["kind"] == "cuda":
+        total = int(raw_memory["device_total_bytes"])
+        fixed = total - int(raw_memory["device_free_bytes"]) + int(raw_memory.get("allocator_slack_bytes", 0))
+    else:
+        total = int(raw_memory["host_total_bytes"]) // per_node
+        fixed = max(int(b) for b in raw_memory["rss_bytes_per_rank"])
+    return DeviceInfo(
+        name=env["device_name"],
+        kind=raw_memory["kind"],
+        count_per_node=per_node,
+        nodes=nodes,
+        memory_bytes=total,
+        usable_memory_bytes=total - fixed,
+        fixed_overhead_bytes=fixed,
+        memory_bandwidth_bytes_per_s=memory_bw,
+        peak_flop_per_s=peaks,
+    )
+
+
+def build_profile(
+    raw: Mapping,
+    *,
+    name: Optional[str] = None,
+    command: str = "simtune calibrate",
+    reference_peaks: Optional[Mapping[str, float]] = None,
+    reference_name: Optional[str] = None,
+    date: Optional[str] = None,
+) -> HardwareProfile:
+    """A measured profile from ``calib.run_all`` output (not yet validated or saved)."""
+    if not isinstance(raw, Mapping) or raw.get("calib_schema") != RAW_SCHEMA:
+        found = raw.get("calib_schema") if isinstance(raw, Mapping) else type(raw).__name__
+        raise RawOutputError(f"The calibration output has calib_schema {found!r}; this simtune reads {RAW_SCHEMA}.")
+    try:
+        env = raw["environment"]
+        compute, peaks, notes = _compute(raw["compute"], reference_peaks or {})
+        optimizer = _optimizer(raw["optimizer"])
+        host_memory = raw["memory"].get("host_total_bytes")
+        offload, memory_bw = _offload_and_bandwidth(raw["copy"], optimizer, int(host_memory) if host_memory else None)
+        device = _device(raw["memory"], env, peaks, memory_bw)
+        collectives = _collectives(raw["collectives"], env)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RawOutputError(
+            f"The calibration output lacks or garbles a field ({type(exc).__name__}: {exc})."
+        ) from None
+    if device.kind == "cpu":
+        notes.append(
+            "CPU: memory_bytes is the RAM share of one rank; fixed_overhead_bytes the baseline RSS of a rank; "
+            "memory bandwidth and offload.host_memcpy_bytes_per_s come from a RAM-to-RAM copy (no host-device link)."
+        )
+    if raw.get("quick"):
+        notes.append("Calibrated with --quick: fewer sizes and repeats.")
+    sources = ["measured by calib.run_all under the DeepSpeed launcher"]
+    if reference_name:
+        sources.append(f"vendor peak FLOP/s from the spec profile {reference_name}")
+    provenance = Provenance(
+        kind="measured",
+        date=date or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        command=command,
+        host=env.get("host"),
+        device_name=device.name,
+        device_count=device.count,
+        torch_version=env.get("torch"),
+        cuda_version=env.get("cuda"),
+        nccl_version=env.get("nccl"),
+        deepspeed_version=env.get("deepspeed"),
+        sources=tuple(sources),
+        assumptions={
+            "omp_num_threads": str(env.get("omp_num_threads")),
+            "cuda_matmul_allow_tf32": str(env.get("cuda_matmul_allow_tf32")),
+        },
+        notes=tuple(notes),
+    )
+    return HardwareProfile(
+        schema_version=SCHEMA_VERSION,
+        name=name or default_name(raw),
+        device=device,
+        compute=compute,
+        optimizer=optimizer,
+        collectives=collectives,
+        offload=offload,
+        provenance=provenance,
+    )

@@ -1,0 +1,136 @@
+"""``calibrate()``: measure this machine layout, fit a hardware profile and save it.
+
+One real launch of ``calib.run_all`` on ``num_gpus`` ranks per node (CPU processes with gloo when
+there is no GPU), then :func:`simtune.calibration.build.build_profile`, validation and
+:func:`simtune.hardware.save_profile`. The default name comes from the device, the count and the
+host (``cpu-2proc-<host>``, ``nvidia-h100-80gb-hbm3-8gpu-<host>``), the default folder is
+``~/.simtune/profiles``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+from simtune.calibration.build import build_profile
+from simtune.calibration.launch import LaunchResult, detect_accelerator, launch
+from simtune.errors import InputError
+from simtune.hardware.profile import HardwareProfile
+from simtune.hardware.registry import check_name, list_profiles, read_profile_file, same_hardware_key, save_profile
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    profile: HardwareProfile
+    path: Path
+    """The profile file written."""
+    wall_s: float
+    """Wall time of the launch (start of the launcher to its exit)."""
+    launch: LaunchResult
+
+
+def calibrate_command(num_gpus: int, num_nodes: int, hostfile, name, out, quick: bool) -> str:
+    """The ``simtune calibrate`` command line that asks for this calibration (for provenance)."""
+    parts = ["simtune", "calibrate", "--gpus", str(num_gpus)]
+    if num_nodes != 1 or hostfile:
+        parts += ["--num_nodes", str(num_nodes)]
+    if hostfile:
+        parts += ["--hostfile", str(hostfile)]
+    if name:
+        parts += ["--name", name]
+    if out:
+        parts += ["--out", str(out)]
+    if quick:
+        parts.append("--quick")
+    return shlex.join(parts)
+
+
+def _check_request(num_gpus: int, num_nodes: int, hostfile) -> None:
+    if isinstance(num_gpus, bool) or not isinstance(num_gpus, int) or num_gpus < 1:
+        raise InputError(f"--gpus must be a whole number of at least 1, not {num_gpus!r}.")
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
+        raise InputError(f"--num_nodes must be a whole number of at least 1, not {num_nodes!r}.")
+    if num_nodes > 1 and not hostfile:
+        raise InputError(f"--num_nodes {num_nodes} needs a --hostfile that names the nodes.")
+    if hostfile and not Path(hostfile).is_file():
+        raise InputError(f"The hostfile {hostfile} does not exist.")
+
+
+def _check_local_gpus(num_gpus: int, hostfile, accelerator: str) -> None:
+    if accelerator == "cuda" and not hostfile:
+        import torch
+
+        available = torch.cuda.device_count()
+        if num_gpus > available:
+            raise InputError(f"--gpus {num_gpus} asks for more GPUs than the {available} on this machine.")
+
+
+def _reference_peaks(device_name: str) -> tuple[dict, Optional[str]]:
+    """Vendor peaks from a spec profile of the same device (any count), if one is known."""
+    wanted = same_hardware_key(device_name, 0)[0]
+    for entry in list_profiles():
+        if entry.kind == "spec" and same_hardware_key(entry.device_name, 0)[0] == wanted:
+            return dict(read_profile_file(entry.path).device.peak_flop_per_s), entry.name
+    return {}, None
+
+
+def run_calibration(
+    num_gpus: int,
+    num_nodes: int = 1,
+    hostfile: Optional[Union[str, os.PathLike]] = None,
+    name: Optional[str] = None,
+    out: Optional[Union[str, os.PathLike]] = None,
+    quick: bool = False,
+    *,
+    timeout_s: float = 900.0,
+    command: Optional[str] = None,
+) -> CalibrationResult:
+    """Calibrate and save; also returns where the profile went and how long the launch took."""
+    if name is not None:
+        check_name(name)
+    _check_request(num_gpus, num_nodes, hostfile)
+    accelerator = detect_accelerator()
+    _check_local_gpus(num_gpus, hostfile, accelerator)
+    hostfile = str(Path(hostfile).resolve()) if hostfile else None
+    work_dir = Path(tempfile.mkdtemp(prefix="simtune-calibrate-"))
+    result = launch(
+        num_gpus, work_dir, num_nodes=num_nodes, hostfile=hostfile, quick=quick, accelerator=accelerator,
+        timeout_s=timeout_s,
+    )
+    peaks, reference = _reference_peaks(result.raw["environment"]["device_name"])
+    profile = build_profile(
+        result.raw,
+        name=name,
+        command=command or calibrate_command(num_gpus, num_nodes, hostfile, name, out, quick),
+        reference_peaks=peaks,
+        reference_name=reference,
+    )
+    launcher_note = "launcher: " + shlex.join(result.command[1:]).replace(str(work_dir), "<tmp>")
+    profile = dataclasses.replace(
+        profile,
+        provenance=dataclasses.replace(profile.provenance, notes=profile.provenance.notes + (launcher_note,)),
+    )
+    path = save_profile(profile, out)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return CalibrationResult(profile=profile, path=path, wall_s=result.wall_s, launch=result)
+
+
+def calibrate(
+    num_gpus: int,
+    num_nodes: int = 1,
+    hostfile: Optional[Union[str, os.PathLike]] = None,
+    name: Optional[str] = None,
+    out: Optional[Union[str, os.PathLike]] = None,
+    quick: bool = False,
+) -> HardwareProfile:
+    """Measure ``num_gpus`` ranks per node on ``num_nodes`` nodes; save and return the profile.
+
+    ``out`` is a file (``.json``) or a folder for ``<name>.json``; default ``~/.simtune/profiles``.
+    """
+    return run_calibration(num_gpus, num_nodes, hostfile, name, out, quick).profile

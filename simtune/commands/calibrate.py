@@ -1,0 +1,111 @@
+"""``simtune calibrate``: measure this machine layout and save a hardware profile."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+
+from simtune.commands.base import Command
+
+DEFAULT_CPU_PROCESSES = 2
+"""Ranks on a machine without GPUs when --gpus is not given."""
+
+
+def _default_gpus() -> int:
+    from simtune.calibration.launch import detect_accelerator
+
+    if detect_accelerator() == "cpu":
+        return DEFAULT_CPU_PROCESSES
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def format_flop_rate(value: float) -> str:
+    return f"{value / 1e12:.3g} TFLOP/s" if value >= 1e12 else f"{value / 1e9:.3g} GFLOP/s"
+
+
+def format_bytes(value: float) -> str:
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(value) >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value:.0f} B"
+
+
+class CalibrateCommand(Command):
+    """Measure this machine and save a hardware profile for the cost model.
+
+    One real run through the DeepSpeed launcher, on every rank at once (NCCL on GPUs; on a
+    machine without GPUs, CPU processes with gloo): forward/backward matmul and element-wise
+    timings per dtype, the optimizer step per implementation, allreduce/allgather/reduce-scatter/
+    broadcast at several message sizes (fitted to latency + bytes / bus bandwidth), copy bandwidth
+    and usable memory. Under a minute (2 CPU processes: about 15 s, --quick about 11 s).
+
+    The profile is saved as NAME.json in ~/.simtune/profiles (or --out) and records the command,
+    the date, the versions and every raw measurement next to its fitted value.
+    Example: simtune calibrate --gpus 8 --name my-dgx
+    """
+
+    name = "calibrate"
+
+    @classmethod
+    def description(cls) -> str:
+        return inspect.cleandoc(cls.__doc__ or "")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--gpus", "--num_gpus", "--num_accelerators", dest="num_gpus", type=int,
+                            help=f"ranks per node: GPUs (CPU processes without GPUs; default: all GPUs, "
+                                 f"or {DEFAULT_CPU_PROCESSES} CPU processes)")
+        parser.add_argument("--num_nodes", type=int, default=1, help="nodes (needs --hostfile; default 1)")
+        parser.add_argument("--hostfile", help="DeepSpeed hostfile (hostname slots=N lines)")
+        parser.add_argument("--name", help="profile name (default: from the device, count and host, "
+                                           "e.g. cpu-2proc-myhost)")
+        parser.add_argument("--out", help="file (.json) or folder to save to (default ~/.simtune/profiles)")
+        parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+        parser.add_argument("--timeout", type=float, default=900.0, metavar="SECONDS",
+                            help="stop the calibration run after this long (default 900)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from simtune.calibration import run_calibration
+
+        num_gpus = args.num_gpus if args.num_gpus is not None else _default_gpus()
+        if not args.quiet:
+            print(f"simtune: calibrating {num_gpus} rank(s) per node on {args.num_nodes} node(s)"
+                  f"{' (quick)' if args.quick else ''}...", file=sys.stderr, flush=True)
+        result = run_calibration(num_gpus, args.num_nodes, args.hostfile, args.name, args.out, args.quick,
+                                 timeout_s=args.timeout)
+        profile = result.profile
+        print(f"Calibrated {profile.device.name} x {profile.device.count} in {result.wall_s:.1f} s.")
+        print(f"Saved {profile.name} to {result.path}")
+        for line in summary_lines(profile):
+            print(line)
+        return 0
+
+
+def summary_lines(profile) -> list[str]:
+    """The fitted numbers a user checks first: memory, compute, optimizer, collectives."""
+    device = profile.device
+    lines = [
+        f"  memory per device   {format_bytes(device.memory_bytes)}, "
+        f"usable {format_bytes(device.usable_memory_bytes)}, "
+        f"fixed overhead {format_bytes(device.fixed_overhead_bytes)}",
+        f"  memory bandwidth    {device.memory_bandwidth_bytes_per_s / 1e9:.1f} GB/s",
+    ]
+    for dtype, curve in profile.compute.curves.items():
+        best = max(p.flop_per_s for p in curve.points)
+        lines.append(f"  compute {dtype:<11} up to {format_flop_rate(best)} "
+                     f"(peak {format_flop_rate(device.peak_flop_per_s[dtype])})")
+    for impl, fit in profile.optimizer.fits.items():
+        lines.append(f"  optimizer {impl:<26} {fit.s_per_param * 1e9:.3g} ns/param ({fit.device})")
+    for impl, why in profile.optimizer.unavailable.items():
+        lines.append(f"  optimizer {impl:<26} unavailable: {why}")
+    collectives = profile.collectives
+    if not collectives.applicable:
+        lines.append(f"  collectives         not applicable: {collectives.note}")
+    for scope, table in (("intra-node", collectives.intra_node), ("inter-node", collectives.inter_node)):
+        for op, fit in table.items():
+            r2 = "n/a" if fit.r2 is None else f"{fit.r2:.3f}"
+            lines.append(f"  {scope} {op:<15} latency {fit.latency_s * 1e6:8.1f} us  "
+                         f"bus bandwidth {fit.bandwidth_bytes_per_s / 1e9:8.2f} GB/s  R^2 {r2}")
+    return lines

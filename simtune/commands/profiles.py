@@ -1,0 +1,111 @@
+"""``simtune profiles``: list the hardware profiles, or show one."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+
+from simtune.commands.base import Command
+from simtune.commands.calibrate import format_bytes, summary_lines
+
+
+class ProfilesCommand(Command):
+    """List the hardware profiles (spec and measured), or show one with `profiles show NAME`.
+
+    Profiles are searched in $SIMTUNE_PROFILE_PATH, then ~/.simtune/profiles, then the shipped
+    hardware_profiles/ folder. For the same hardware (device name and count) a measured profile
+    wins over a spec one; the list marks the spec one as superseded.
+    Examples: simtune profiles; simtune profiles show dgx-a100-80gb; simtune profiles show NAME --json
+    """
+
+    name = "profiles"
+
+    @classmethod
+    def description(cls) -> str:
+        return inspect.cleandoc(cls.__doc__ or "")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("action", nargs="?", choices=("list", "show"), default="list",
+                            help="list (default) or show NAME")
+        parser.add_argument("profile", nargs="?", metavar="NAME", help="profile name or JSON path (for show)")
+        parser.add_argument("--json", action="store_true", help="show: print the profile's JSON")
+
+    def run(self, args: argparse.Namespace) -> int:
+        if args.action == "show":
+            return self._show(args)
+        return self._list(args)
+
+    def _list(self, args: argparse.Namespace) -> int:
+        from simtune.hardware import list_profiles, profile_problems
+
+        entries = list_profiles()
+        rows = [("NAME", "KIND", "DEVICE", "COUNT", "MEMORY", "WHERE")]
+        for e in entries:
+            kind = e.kind if e.superseded_by is None else f"{e.kind} (superseded by {e.superseded_by})"
+            rows.append((e.name, kind, e.device_name, str(e.device_count), format_bytes(e.memory_bytes), str(e.path)))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+        for row in rows:
+            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+        if not entries:
+            print("(no hardware profiles found)")
+        for problem in profile_problems():
+            print(f"simtune: warning: skipped {problem.path}: {problem.message}")
+        return 0
+
+    def _show(self, args: argparse.Namespace) -> int:
+        from simtune.errors import InputError
+        from simtune.hardware import load_profile, profile_to_dict
+
+        if not args.profile:
+            raise InputError("Say which profile to show: simtune profiles show NAME.")
+        profile = load_profile(args.profile)
+        if args.json:
+            print(json.dumps(profile_to_dict(profile), indent=2))
+            return 0
+        for line in describe(profile):
+            print(line)
+        return 0
+
+
+def describe(profile) -> list[str]:
+    """A readable page about one profile: what it is, where its numbers come from, the fits."""
+    device, prov = profile.device, profile.provenance
+    lines = [
+        f"{profile.name}  ({prov.kind}, schema {profile.schema_version})",
+        f"  device              {device.name} ({device.kind}) x {device.count_per_node} per node"
+        f" x {device.nodes} node(s)",
+        f"  date                {prov.date}",
+        f"  command             {prov.command}",
+    ]
+    if prov.host:
+        lines.append(f"  host                {prov.host}")
+    versions = ", ".join(f"{label} {value}" for label, value in (
+        ("torch", prov.torch_version), ("CUDA", prov.cuda_version), ("NCCL", prov.nccl_version),
+        ("DeepSpeed", prov.deepspeed_version)) if value)
+    if versions:
+        lines.append(f"  versions            {versions}")
+    lines += summary_lines(profile)
+    offload = profile.offload
+    link = "RAM copy (no host-device link)" if offload.kind == "cpu_memcpy" else offload.kind
+    lines.append(f"  host<->device       h2d {offload.h2d_bytes_per_s / 1e9:.1f} GB/s, "
+                 f"d2h {offload.d2h_bytes_per_s / 1e9:.1f} GB/s ({link})")
+    if offload.cpu_adam_s_per_param is not None:
+        lines.append(
+            f"  host optimizer      {offload.cpu_adam_s_per_param * 1e9:.3g} ns/param ({offload.cpu_adam_impl})"
+        )
+    if offload.host_memory_bytes:
+        lines.append(f"  host memory         {format_bytes(offload.host_memory_bytes)} per node")
+    if profile.compute.unsupported_dtypes:
+        for dtype, why in profile.compute.unsupported_dtypes.items():
+            lines.append(f"  dtype {dtype:<13} {why}")
+    if prov.assumptions:
+        lines.append("  assumptions:")
+        lines += [f"    {key}: {value}" for key, value in prov.assumptions.items()]
+    if prov.sources:
+        lines.append("  sources:")
+        lines += [f"    - {source}" for source in prov.sources]
+    if prov.notes:
+        lines.append("  notes:")
+        lines += [f"    - {note}" for note in prov.notes]
+    return lines

@@ -1,0 +1,336 @@
+"""A hardware profile: what the cost model knows about one machine layout.
+
+Every fitted number sits next to the raw measurements it was fitted from (``points``), and the
+``provenance`` says whether the profile was measured by ``simtune calibrate`` or derived from
+vendor specifications (``kind = "spec"``, with the sources and the assumed efficiencies).
+
+Conventions: one FLOP convention, 2 FLOPs per multiply-add; times in seconds (``_s``), sizes in
+bytes (``_bytes``), rates per second (``_per_s``). Collective bandwidths are NCCL *bus*
+bandwidths (nccl-tests ``doc/PERFORMANCE.md``): a collective on ``n`` ranks over a total array of
+``S`` bytes takes ``latency_s + bus_factor(op, n) * S / bandwidth_bytes_per_s``.
+
+This module is pure: no torch, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+SCHEMA_VERSION = 1
+
+COLLECTIVE_OPS = ("allreduce", "allgather", "reduce_scatter", "broadcast")
+DTYPES = ("fp32", "bf16", "fp16")
+DEVICE_KINDS = ("cuda", "cpu")
+PROFILE_KINDS = ("spec", "measured")
+
+
+def bus_factor(op: str, ranks: int) -> float:
+    """Bytes each rank's busiest link carries per byte of the total array (ring algorithms).
+
+    From nccl-tests ``doc/PERFORMANCE.md``: allreduce 2(n-1)/n; allgather and reduce-scatter
+    (n-1)/n of the total array; broadcast 1. With one rank nothing moves (0).
+    """
+    if ranks < 1:
+        raise ValueError(f"ranks must be at least 1, got {ranks}")
+    if ranks == 1:
+        return 0.0
+    if op == "allreduce":
+        return 2.0 * (ranks - 1) / ranks
+    if op in ("allgather", "reduce_scatter"):
+        return (ranks - 1) / ranks
+    if op == "broadcast":
+        return 1.0
+    raise ValueError(f"unknown collective {op!r}; expected one of {', '.join(COLLECTIVE_OPS)}")
+
+
+def interpolate_log(points: tuple[tuple[float, float], ...], x: float) -> float:
+    """Piecewise-linear interpolation in log(x) through sorted (x, y) points, clamped at the ends."""
+    if not points:
+        raise ValueError("no points to interpolate")
+    if x <= points[0][0]:
+        return points[0][1]
+    if x >= points[-1][0]:
+        return points[-1][1]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 <= x <= x1:
+            w = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return y0 + w * (y1 - y0)
+    return points[-1][1]  # unreachable for sorted points
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Seconds of one call: min, median and max over ``repeats`` timed repeats."""
+
+    min_s: float
+    median_s: float
+    max_s: float
+    repeats: int
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The accelerator (or CPU process) and its memory, per device."""
+
+    name: str
+    """As the runtime reports it (``torch.cuda.get_device_name``), or "CPU <model>"."""
+    kind: str
+    """"cuda" or "cpu"."""
+    count_per_node: int
+    """Devices (ranks) per node."""
+    nodes: int
+    memory_bytes: int
+    """Memory of one device; on CPU, the RAM share of one rank (total RAM / ranks per node)."""
+    usable_memory_bytes: int
+    """What training can allocate: memory_bytes - fixed_overhead_bytes."""
+    fixed_overhead_bytes: int
+    """CUDA context, communicator buffers and allocator slack; on CPU the baseline RSS of a rank."""
+    memory_bandwidth_bytes_per_s: float
+    """Device memory bandwidth (HBM for spec profiles, a measured device-to-device copy otherwise)."""
+    peak_flop_per_s: Mapping[str, float]
+    """Peak dense FLOP/s per dtype (vendor number; on CPU the highest rate measured)."""
+
+    @property
+    def count(self) -> int:
+        """All devices: count_per_node * nodes."""
+        return self.count_per_node * self.nodes
+
+
+@dataclass(frozen=True)
+class RatePoint:
+    """Achieved FLOP/s for a matmul of ``work_flop`` FLOPs."""
+
+    work_flop: float
+    flop_per_s: float
+
+
+@dataclass(frozen=True)
+class ComputeCurve:
+    """Achieved FLOP/s as a function of work size, for one dtype."""
+
+    dtype: str
+    points: tuple[RatePoint, ...]
+
+    def flop_per_s(self, work_flop: float) -> float:
+        """Interpolated piecewise-linearly in log(work_flop), clamped to the measured range."""
+        return interpolate_log(tuple((p.work_flop, p.flop_per_s) for p in self.points), work_flop)
+
+
+@dataclass(frozen=True)
+class MatmulMeasurement:
+    """One measured linear layer ``[tokens, hidden] x [hidden, out_features]``."""
+
+    dtype: str
+    tokens: int
+    hidden: int
+    out_features: int
+    fwd_flop: float
+    """2 * tokens * hidden * out_features; the backward is twice this."""
+    fwd: Stats
+    bwd: Stats
+
+
+@dataclass(frozen=True)
+class ElementwisePoint:
+    elements: int
+    fwd: Stats
+    bwd: Stats
+
+
+@dataclass(frozen=True)
+class ElementwiseFit:
+    """Forward + backward time of a memory-bound op: ``intercept_s + s_per_element * elements``."""
+
+    op: str
+    dtype: str
+    intercept_s: float
+    s_per_element: float
+    r2: Optional[float]
+    points: tuple[ElementwisePoint, ...]
+
+    def time_s(self, elements: float) -> float:
+        return self.intercept_s + self.s_per_element * elements
+
+
+@dataclass(frozen=True)
+class ComputeProfile:
+    curves: Mapping[str, ComputeCurve]
+    """Per dtype; the x axis is the FLOPs of one matmul, the y axis FLOP/s over forward+backward."""
+    elementwise: tuple[ElementwiseFit, ...]
+    matmul_points: tuple[MatmulMeasurement, ...]
+    """The raw measurements the curves come from (empty for spec profiles)."""
+    unsupported_dtypes: Mapping[str, str]
+    """dtype -> why it was not measured."""
+
+    def flop_per_s(self, dtype: str, work_flop: float) -> float:
+        if dtype not in self.curves:
+            raise KeyError(f"no compute curve for dtype {dtype!r}; profile has {', '.join(sorted(self.curves))}")
+        return self.curves[dtype].flop_per_s(work_flop)
+
+    def elementwise_fit(self, op: str, dtype: str) -> Optional[ElementwiseFit]:
+        for fit in self.elementwise:
+            if fit.op == op and fit.dtype == dtype:
+                return fit
+        return None
+
+
+@dataclass(frozen=True)
+class SizePoint:
+    """A timing at one size (parameters for the optimizer)."""
+
+    size: int
+    stats: Stats
+
+
+@dataclass(frozen=True)
+class OptimizerFit:
+    """Time of one optimizer step: ``intercept_s + s_per_param * params`` (memory-bound)."""
+
+    impl: str
+    device: str
+    """Where the step runs: "cuda" or "cpu" (the host, as with optimizer offload)."""
+    intercept_s: float
+    s_per_param: float
+    r2: Optional[float]
+    points: tuple[SizePoint, ...]
+
+    def step_s(self, params: float) -> float:
+        return self.intercept_s + self.s_per_param * params
+
+
+@dataclass(frozen=True)
+class OptimizerProfile:
+    fits: Mapping[str, OptimizerFit]
+    """Per implementation, e.g. torch_adamw_foreach, torch_adamw_fused, deepspeed_cpu_adam."""
+    unavailable: Mapping[str, str]
+    """Implementation -> why it was not measured."""
+
+    def step_s(self, impl: str, params: float) -> float:
+        if impl not in self.fits:
+            raise KeyError(f"no optimizer fit for {impl!r}; profile has {', '.join(sorted(self.fits))}")
+        return self.fits[impl].step_s(params)
+
+
+@dataclass(frozen=True)
+class CollectivePoint:
+    """One measured message size: the total array in elements and bytes."""
+
+    elements: int
+    bytes: int
+    stats: Stats
+
+
+@dataclass(frozen=True)
+class CollectiveFit:
+    """``t = latency_s + bus_factor(op, n) * total_bytes / bandwidth_bytes_per_s``."""
+
+    op: str
+    ranks: int
+    """Ranks the points were measured on (spec profiles: the ranks of one node)."""
+    dtype: str
+    latency_s: float
+    bandwidth_bytes_per_s: float
+    """Bus bandwidth (nccl-tests busbw)."""
+    r2: Optional[float]
+    """Coefficient of determination of the fit (on the fastest repeat per size); None for spec profiles."""
+    points: tuple[CollectivePoint, ...]
+
+    def time_s(self, total_bytes: float, ranks: Optional[int] = None) -> float:
+        """Time of one call over a total array of ``total_bytes`` on ``ranks`` ranks (default: as measured)."""
+        n = self.ranks if ranks is None else ranks
+        if n <= 1:
+            return 0.0
+        return self.latency_s + bus_factor(self.op, n) * total_bytes / self.bandwidth_bytes_per_s
+
+
+@dataclass(frozen=True)
+class CollectivesProfile:
+    applicable: bool
+    """False when calibrated on one rank (nothing to communicate)."""
+    note: str
+    backend: Optional[str]
+    """"nccl", "gloo", ... (None for spec profiles: NCCL is assumed)."""
+    intra_node: Mapping[str, CollectiveFit]
+    """Collectives among the devices of one node."""
+    inter_node: Mapping[str, CollectiveFit]
+    """Collectives spanning nodes (empty when not known)."""
+
+    def fit_for(self, op: str, nodes: int = 1) -> CollectiveFit:
+        table = self.inter_node if nodes > 1 and self.inter_node else self.intra_node
+        if op not in table:
+            raise KeyError(f"no collective fit for {op!r} ({'inter' if nodes > 1 else 'intra'}-node)")
+        return table[op]
+
+    def time_s(self, op: str, total_bytes: float, ranks: int, nodes: int = 1) -> float:
+        if ranks <= 1:
+            return 0.0
+        return self.fit_for(op, nodes).time_s(total_bytes, ranks)
+
+
+@dataclass(frozen=True)
+class CopyPoint:
+    direction: str
+    """"h2d", "d2h", "d2d" (CUDA) or "host_memcpy" (CPU)."""
+    bytes: int
+    stats: Stats
+
+
+@dataclass(frozen=True)
+class OffloadProfile:
+    """Host<->device copies and the host optimizer, for optimizer and parameter offload."""
+
+    kind: str
+    """"pinned_host_device" (CUDA, measured), "cpu_memcpy" (CPU: there is no host-device link, so
+    h2d and d2h are the rate of a RAM-to-RAM copy) or "spec"."""
+    h2d_bytes_per_s: float
+    d2h_bytes_per_s: float
+    host_memcpy_bytes_per_s: Optional[float]
+    cpu_adam_s_per_param: Optional[float]
+    """Host optimizer step per parameter of a rank's shard (None when unknown)."""
+    cpu_adam_impl: Optional[str]
+    """Which optimizer fit cpu_adam_s_per_param comes from (DeepSpeedCPUAdam when it was built),
+    or "spec" for a derived number."""
+    host_memory_bytes: Optional[int]
+    """Host RAM of one node (None when unknown)."""
+    points: tuple[CopyPoint, ...]
+
+
+@dataclass(frozen=True)
+class Provenance:
+    kind: str
+    """"spec" (from vendor numbers and stated assumptions) or "measured" (simtune calibrate)."""
+    date: str
+    command: str
+    host: Optional[str]
+    device_name: str
+    device_count: int
+    torch_version: Optional[str]
+    cuda_version: Optional[str]
+    nccl_version: Optional[str]
+    deepspeed_version: Optional[str]
+    sources: tuple[str, ...]
+    assumptions: Mapping[str, str]
+    """Name -> value and reason, e.g. "compute_efficiency": "0.5 of peak (DeepSpeed BERT 52%)"."""
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    schema_version: int
+    name: str
+    device: DeviceInfo
+    compute: ComputeProfile
+    optimizer: OptimizerProfile
+    collectives: CollectivesProfile
+    offload: OffloadProfile
+    provenance: Provenance
+
+    @property
+    def kind(self) -> str:
+        return self.provenance.kind
+
+    def efficiency(self, dtype: str, work_flop: float) -> float:
+        """Achieved over peak FLOP/s for a matmul of ``work_flop`` FLOPs."""
+        return self.compute.flop_per_s(dtype, work_flop) / self.device.peak_flop_per_s[dtype]

@@ -1,0 +1,193 @@
+"""Where hardware profiles live, and loading and saving them.
+
+Folders, searched in this order (the first file of a name wins, except that a measured profile
+beats a spec one of the same name):
+
+1. each folder in ``SIMTUNE_PROFILE_PATH`` (separated like ``PATH``),
+2. the user folder ``~/.simtune/profiles`` (where ``simtune calibrate`` saves by default),
+3. the shipped ``hardware_profiles/`` folder next to the package.
+
+A profile named ``NAME`` is the file ``NAME.json``. For the same hardware (same device name,
+compared case- and space-insensitively, and the same device count) a measured profile always
+wins over a spec one: :func:`list_profiles` marks the spec one as superseded and
+:func:`find_profile_for` returns the measured one. :func:`load_profile` loads exactly the
+profile it is given (by name or path).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+from simtune.errors import ProfileError
+from simtune.hardware.profile import HardwareProfile
+from simtune.hardware.serialize import profile_from_dict, profile_to_dict, validate
+
+PROFILE_PATH_ENV = "SIMTUNE_PROFILE_PATH"
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "hardware_profiles"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def user_dir() -> Path:
+    """``~/.simtune/profiles`` (resolved now, so a changed HOME is honoured)."""
+    return Path.home() / ".simtune" / "profiles"
+
+
+def profile_dirs() -> list[tuple[Path, str]]:
+    """``(folder, origin)`` in search order; origin is "env", "user" or "shipped"."""
+    dirs: list[tuple[Path, str]] = []
+    for part in os.environ.get(PROFILE_PATH_ENV, "").split(os.pathsep):
+        if part.strip():
+            dirs.append((Path(part).expanduser(), "env"))
+    dirs.append((user_dir(), "user"))
+    dirs.append((SHIPPED_DIR, "shipped"))
+    return dirs
+
+
+def same_hardware_key(device_name: str, device_count: int) -> tuple[str, int]:
+    """Device names compared without case and with runs of spaces collapsed."""
+    return (" ".join(device_name.lower().split()), device_count)
+
+
+@dataclass(frozen=True)
+class ProfileEntry:
+    """One profile found on disk, as ``simtune profiles`` lists it."""
+
+    name: str
+    kind: str
+    device_name: str
+    device_count: int
+    memory_bytes: int
+    path: Path
+    origin: str
+    superseded_by: Optional[str] = None
+    """For a spec profile: the measured profile of the same hardware that wins over it."""
+
+
+@dataclass(frozen=True)
+class ProfileProblem:
+    """A file in a profile folder that is not a valid profile."""
+
+    path: Path
+    message: str
+
+
+def read_profile_file(path: Union[str, os.PathLike]) -> HardwareProfile:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProfileError(f"Hardware profile file {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"Hardware profile file {path} cannot be read ({exc}).") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProfileError(f"Hardware profile file {path} is not valid JSON (line {exc.lineno}: {exc.msg}).") from None
+    return profile_from_dict(data, source=str(path))
+
+
+def _scan() -> tuple[list[ProfileEntry], list[ProfileProblem]]:
+    chosen: dict[str, ProfileEntry] = {}
+    problems: list[ProfileProblem] = []
+    for folder, origin in profile_dirs():
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*.json")):
+            try:
+                profile = read_profile_file(path)
+            except ProfileError as exc:
+                problems.append(ProfileProblem(path, str(exc)))
+                continue
+            entry = ProfileEntry(
+                name=path.stem,
+                kind=profile.kind,
+                device_name=profile.device.name,
+                device_count=profile.device.count,
+                memory_bytes=profile.device.memory_bytes,
+                path=path,
+                origin=origin,
+            )
+            earlier = chosen.get(entry.name)
+            if earlier is None or (earlier.kind == "spec" and entry.kind == "measured"):
+                chosen[entry.name] = entry
+    measured = {}
+    for entry in chosen.values():
+        if entry.kind == "measured":
+            measured.setdefault(same_hardware_key(entry.device_name, entry.device_count), entry.name)
+    entries = []
+    for entry in sorted(chosen.values(), key=lambda e: e.name):
+        winner = measured.get(same_hardware_key(entry.device_name, entry.device_count))
+        if entry.kind == "spec" and winner is not None:
+            entry = dataclasses.replace(entry, superseded_by=winner)
+        entries.append(entry)
+    return entries, problems
+
+
+def list_profiles() -> list[ProfileEntry]:
+    """Every valid profile in the profile folders, by name (invalid files are left out)."""
+    return _scan()[0]
+
+
+def profile_problems() -> list[ProfileProblem]:
+    """Files in the profile folders that are not valid profiles, with why."""
+    return _scan()[1]
+
+
+def find_profile_for(device_name: str, device_count: int) -> Optional[ProfileEntry]:
+    """The profile for this hardware: a measured one if any, else a spec one, else None."""
+    key = same_hardware_key(device_name, device_count)
+    matches = [e for e in list_profiles() if same_hardware_key(e.device_name, e.device_count) == key]
+    matches.sort(key=lambda e: (e.kind != "measured", e.name))
+    return matches[0] if matches else None
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.endswith(".json") or os.sep in text or (os.altsep is not None and os.altsep in text)
+
+
+def load_profile(path_or_name: Union[str, os.PathLike]) -> HardwareProfile:
+    """A profile from a JSON file path, or by name from the profile folders."""
+    text = os.fspath(path_or_name)
+    if _looks_like_path(text) or Path(text).is_file():
+        return read_profile_file(text)
+    for entry in list_profiles():
+        if entry.name == text:
+            return read_profile_file(entry.path)
+    names = ", ".join(e.name for e in list_profiles()) or "none"
+    raise ProfileError(f"No hardware profile is named {text!r} (available: {names}).")
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name or ""):
+        raise ProfileError(
+            f"Hardware profile name {name!r} must start with a letter or digit and hold only letters, "
+            "digits, '.', '_' and '-'."
+        )
+    return name
+
+
+def save_profile(profile: HardwareProfile, path: Union[str, os.PathLike, None] = None) -> Path:
+    """Validate and write ``profile``; ``path`` is a file, or a folder for ``<name>.json``
+    (default: the user folder). Returns the file written."""
+    check_name(profile.name)
+    validate(profile)
+    target = Path(path).expanduser() if path is not None else user_dir()
+    if target.suffix != ".json":
+        target = target / f"{profile.name}.json"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent, suffix=".tmp", delete=False) as f:
+            json.dump(profile_to_dict(profile), f, indent=2)
+            f.write("\n")
+        os.chmod(f.name, 0o644)
+        os.replace(f.name, target)
+    except OSError as exc:
+        raise ProfileError(f"Hardware profile {profile.name!r} cannot be written to {target} ({exc}).") from None
+    return target

@@ -1,0 +1,432 @@
+"""Hardware profiles to and from JSON-ready dicts, with validation.
+
+:func:`profile_from_dict` is the only way a profile is read, and :func:`profile_to_dict` followed
+by :func:`profile_from_dict` is how a built profile is checked before it is saved. Any problem
+raises :class:`simtune.errors.ProfileError` with one sentence that names the field (as a dotted
+path, e.g. ``collectives.intra_node.allreduce.bandwidth_bytes_per_s``) and its value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Optional
+
+from simtune.errors import ProfileError
+from simtune.hardware.profile import (
+    COLLECTIVE_OPS,
+    DEVICE_KINDS,
+    DTYPES,
+    PROFILE_KINDS,
+    SCHEMA_VERSION,
+    CollectiveFit,
+    CollectivePoint,
+    CollectivesProfile,
+    ComputeCurve,
+    ComputeProfile,
+    CopyPoint,
+    DeviceInfo,
+    ElementwiseFit,
+    ElementwisePoint,
+    HardwareProfile,
+    MatmulMeasurement,
+    OffloadProfile,
+    OptimizerFit,
+    OptimizerProfile,
+    Provenance,
+    RatePoint,
+    SizePoint,
+    Stats,
+)
+
+_MISSING = object()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def profile_to_dict(profile: HardwareProfile) -> dict:
+    """A JSON-ready dict of plain dicts, lists and scalars."""
+    return _plain(dataclasses.asdict(profile))
+
+
+class _Node:
+    """One JSON object being read, with its dotted path for messages."""
+
+    def __init__(self, data: Any, path: str, source: str):
+        self.path = path
+        self.source = source
+        if not isinstance(data, dict):
+            self.fail_value(path, data, "a JSON object")
+        self.data = data
+
+    def _where(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def fail_value(self, path: str, value: Any, rule: str):
+        shown = repr(value) if not isinstance(value, (dict, list, tuple)) else type(value).__name__
+        raise ProfileError(f"Hardware profile {self.source}: {path} is {shown}, but it must be {rule}.")
+
+    def get(self, key: str, optional: bool = False) -> Any:
+        value = self.data.get(key, _MISSING)
+        if value is _MISSING:
+            if optional:
+                return None
+            raise ProfileError(f"Hardware profile {self.source} has no field {self._where(key)}.")
+        return value
+
+    def text(self, key: str, choices: tuple[str, ...] | None = None, optional: bool = False) -> Optional[str]:
+        value = self.get(key, optional)
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or (choices is None and not value.strip()):
+            self.fail_value(self._where(key), value, "a non-empty string")
+        if choices is not None and value not in choices:
+            self.fail_value(self._where(key), value, f"one of {', '.join(choices)}")
+        return value
+
+    def integer(self, key: str, minimum: int) -> int:
+        value = self.get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail_value(self._where(key), value, "an integer")
+        if value < minimum:
+            self.fail_value(self._where(key), value, "greater than 0" if minimum == 1 else f"at least {minimum}")
+        return value
+
+    def number(
+        self,
+        key: str,
+        *,
+        positive: bool = False,
+        non_negative: bool = False,
+        maximum: float | None = None,
+        optional: bool = False,
+    ) -> Optional[float]:
+        value = self.get(key, optional)
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            self.fail_value(self._where(key), value, "a finite number")
+        if positive and value <= 0:
+            self.fail_value(self._where(key), value, "greater than 0")
+        if non_negative and value < 0:
+            self.fail_value(self._where(key), value, "at least 0")
+        if maximum is not None and value > maximum:
+            self.fail_value(self._where(key), value, f"at most {maximum}")
+        return float(value)
+
+    def child(self, key: str) -> "_Node":
+        return _Node(self.get(key), self._where(key), self.source)
+
+    def children(self, key: str) -> list["_Node"]:
+        value = self.get(key)
+        if not isinstance(value, list):
+            self.fail_value(self._where(key), value, "a list")
+        return [_Node(item, f"{self._where(key)}[{i}]", self.source) for i, item in enumerate(value)]
+
+    def keyed(self, key: str) -> dict[str, "_Node"]:
+        value = self.get(key)
+        if not isinstance(value, dict):
+            self.fail_value(self._where(key), value, "a JSON object")
+        return {name: _Node(item, f"{self._where(key)}.{name}", self.source) for name, item in value.items()}
+
+    def strings(self, key: str) -> dict[str, str]:
+        value = self.get(key)
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            self.fail_value(self._where(key), value, "a JSON object of strings")
+        return dict(value)
+
+    def string_list(self, key: str) -> tuple[str, ...]:
+        value = self.get(key)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.fail_value(self._where(key), value, "a list of strings")
+        return tuple(value)
+
+
+def _stats(node: _Node) -> Stats:
+    stats = Stats(
+        min_s=node.number("min_s", non_negative=True),
+        median_s=node.number("median_s", non_negative=True),
+        max_s=node.number("max_s", non_negative=True),
+        repeats=node.integer("repeats", 1),
+    )
+    if not stats.min_s <= stats.median_s <= stats.max_s:
+        node.fail_value(f"{node.path}.median_s", stats.median_s, f"between min_s {stats.min_s} and max_s {stats.max_s}")
+    return stats
+
+
+def _r2(node: _Node) -> Optional[float]:
+    return node.number("r2", maximum=1.0, optional=True)
+
+
+def _device(node: _Node) -> DeviceInfo:
+    raw_peaks = node.get("peak_flop_per_s")
+    if not isinstance(raw_peaks, dict) or not raw_peaks:
+        node.fail_value(f"{node.path}.peak_flop_per_s", raw_peaks, "a JSON object with at least one dtype")
+    peaks = {}
+    for dtype, value in raw_peaks.items():
+        if dtype not in DTYPES:
+            node.fail_value(f"{node.path}.peak_flop_per_s", dtype, f"keyed by dtypes among {', '.join(DTYPES)}")
+        peaks[dtype] = _positive_value(node, "peak_flop_per_s", dtype, value)
+    device = DeviceInfo(
+        name=node.text("name"),
+        kind=node.text("kind", DEVICE_KINDS),
+        count_per_node=node.integer("count_per_node", 1),
+        nodes=node.integer("nodes", 1),
+        memory_bytes=node.integer("memory_bytes", 1),
+        usable_memory_bytes=node.integer("usable_memory_bytes", 1),
+        fixed_overhead_bytes=node.integer("fixed_overhead_bytes", 0),
+        memory_bandwidth_bytes_per_s=node.number("memory_bandwidth_bytes_per_s", positive=True),
+        peak_flop_per_s=peaks,
+    )
+    if device.usable_memory_bytes > device.memory_bytes:
+        node.fail_value(
+            f"{node.path}.usable_memory_bytes",
+            device.usable_memory_bytes,
+            f"at most memory_bytes ({device.memory_bytes})",
+        )
+    if device.fixed_overhead_bytes >= device.memory_bytes:
+        node.fail_value(
+            f"{node.path}.fixed_overhead_bytes",
+            device.fixed_overhead_bytes,
+            f"below memory_bytes ({device.memory_bytes})",
+        )
+    return device
+
+
+def _positive_value(node: _Node, key: str, name: str, value: Any) -> float:
+    path = f"{node.path}.{key}.{name}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        node.fail_value(path, value, "a finite number")
+    if value <= 0:
+        node.fail_value(path, value, "greater than 0")
+    return float(value)
+
+
+def _increasing(node: _Node, path: str, values: list[float]) -> None:
+    for before, after in zip(values, values[1:]):
+        if after <= before:
+            node.fail_value(path, after, f"larger than the size before it ({before}): points are sorted by size")
+
+
+def _compute(node: _Node, peaks: dict[str, float]) -> ComputeProfile:
+    curves = {}
+    for dtype, curve_node in node.keyed("curves").items():
+        if dtype not in peaks:
+            node.fail_value(f"{curve_node.path}", dtype, "a dtype that device.peak_flop_per_s lists")
+        points = []
+        for point_node in curve_node.children("points"):
+            point = RatePoint(
+                work_flop=point_node.number("work_flop", positive=True),
+                flop_per_s=point_node.number("flop_per_s", positive=True),
+            )
+            efficiency = point.flop_per_s / peaks[dtype]
+            if efficiency > 1.0 + 1e-9:
+                point_node.fail_value(
+                    f"{point_node.path}.flop_per_s",
+                    point.flop_per_s,
+                    f"at most the peak {peaks[dtype]:.4g} (efficiency {efficiency:.3g} > 1)",
+                )
+            points.append(point)
+        if not points:
+            curve_node.fail_value(f"{curve_node.path}.points", [], "a list with at least one point")
+        _increasing(curve_node, f"{curve_node.path}.points", [p.work_flop for p in points])
+        if curve_node.text("dtype") != dtype:
+            curve_node.fail_value(f"{curve_node.path}.dtype", curve_node.get("dtype"), f"{dtype!r} (its key)")
+        curves[dtype] = ComputeCurve(dtype=dtype, points=tuple(points))
+    if not curves:
+        node.fail_value(f"{node.path}.curves", {}, "a JSON object with at least one dtype")
+    elementwise = []
+    for fit_node in node.children("elementwise"):
+        elementwise.append(
+            ElementwiseFit(
+                op=fit_node.text("op"),
+                dtype=fit_node.text("dtype", DTYPES),
+                intercept_s=fit_node.number("intercept_s", non_negative=True),
+                s_per_element=fit_node.number("s_per_element", positive=True),
+                r2=_r2(fit_node),
+                points=tuple(
+                    ElementwisePoint(
+                        elements=p.integer("elements", 1), fwd=_stats(p.child("fwd")), bwd=_stats(p.child("bwd"))
+                    )
+                    for p in fit_node.children("points")
+                ),
+            )
+        )
+    matmul = tuple(
+        MatmulMeasurement(
+            dtype=m.text("dtype", DTYPES),
+            tokens=m.integer("tokens", 1),
+            hidden=m.integer("hidden", 1),
+            out_features=m.integer("out_features", 1),
+            fwd_flop=m.number("fwd_flop", positive=True),
+            fwd=_stats(m.child("fwd")),
+            bwd=_stats(m.child("bwd")),
+        )
+        for m in node.children("matmul_points")
+    )
+    return ComputeProfile(
+        curves=curves,
+        elementwise=tuple(elementwise),
+        matmul_points=matmul,
+        unsupported_dtypes=node.strings("unsupported_dtypes"),
+    )
+
+
+def _size_points(node: _Node, key: str) -> tuple[SizePoint, ...]:
+    points = tuple(SizePoint(size=p.integer("size", 1), stats=_stats(p.child("stats"))) for p in node.children(key))
+    _increasing(node, f"{node.path}.{key}", [p.size for p in points])
+    return points
+
+
+def _optimizer(node: _Node) -> OptimizerProfile:
+    fits = {}
+    for impl, fit_node in node.keyed("fits").items():
+        fits[impl] = OptimizerFit(
+            impl=fit_node.text("impl"),
+            device=fit_node.text("device", DEVICE_KINDS),
+            intercept_s=fit_node.number("intercept_s", non_negative=True),
+            s_per_param=fit_node.number("s_per_param", positive=True),
+            r2=_r2(fit_node),
+            points=_size_points(fit_node, "points"),
+        )
+        if fits[impl].impl != impl:
+            fit_node.fail_value(f"{fit_node.path}.impl", fits[impl].impl, f"{impl!r} (its key)")
+    return OptimizerProfile(fits=fits, unavailable=node.strings("unavailable"))
+
+
+def _collective_table(node: _Node, key: str) -> dict[str, CollectiveFit]:
+    table = {}
+    for op, fit_node in node.keyed(key).items():
+        if op not in COLLECTIVE_OPS:
+            fit_node.fail_value(fit_node.path, op, f"one of {', '.join(COLLECTIVE_OPS)}")
+        points = tuple(
+            CollectivePoint(
+                elements=p.integer("elements", 1), bytes=p.integer("bytes", 1), stats=_stats(p.child("stats"))
+            )
+            for p in fit_node.children("points")
+        )
+        _increasing(fit_node, f"{fit_node.path}.points", [p.bytes for p in points])
+        fit = CollectiveFit(
+            op=fit_node.text("op", COLLECTIVE_OPS),
+            ranks=fit_node.integer("ranks", 2),
+            dtype=fit_node.text("dtype", DTYPES),
+            latency_s=fit_node.number("latency_s", non_negative=True),
+            bandwidth_bytes_per_s=fit_node.number("bandwidth_bytes_per_s", positive=True),
+            r2=_r2(fit_node),
+            points=points,
+        )
+        if fit.op != op:
+            fit_node.fail_value(f"{fit_node.path}.op", fit.op, f"{op!r} (its key)")
+        table[op] = fit
+    return table
+
+
+def _collectives(node: _Node) -> CollectivesProfile:
+    applicable = node.get("applicable")
+    if not isinstance(applicable, bool):
+        node.fail_value(f"{node.path}.applicable", applicable, "true or false")
+    profile = CollectivesProfile(
+        applicable=applicable,
+        note=_text_or_empty(node, "note"),
+        backend=node.text("backend", optional=True),
+        intra_node=_collective_table(node, "intra_node"),
+        inter_node=_collective_table(node, "inter_node"),
+    )
+    if applicable and not profile.intra_node and not profile.inter_node:
+        node.fail_value(f"{node.path}.intra_node", {}, "non-empty when collectives are applicable")
+    return profile
+
+
+def _text_or_empty(node: _Node, key: str) -> str:
+    value = node.get(key)
+    if not isinstance(value, str):
+        node.fail_value(f"{node.path}.{key}", value, "a string")
+    return value
+
+
+def _offload(node: _Node) -> OffloadProfile:
+    points = tuple(
+        CopyPoint(direction=p.text("direction"), bytes=p.integer("bytes", 1), stats=_stats(p.child("stats")))
+        for p in node.children("points")
+    )
+    return OffloadProfile(
+        kind=node.text("kind", ("pinned_host_device", "cpu_memcpy", "spec")),
+        h2d_bytes_per_s=node.number("h2d_bytes_per_s", positive=True),
+        d2h_bytes_per_s=node.number("d2h_bytes_per_s", positive=True),
+        host_memcpy_bytes_per_s=node.number("host_memcpy_bytes_per_s", positive=True, optional=True),
+        cpu_adam_s_per_param=node.number("cpu_adam_s_per_param", positive=True, optional=True),
+        cpu_adam_impl=node.text("cpu_adam_impl", optional=True),
+        host_memory_bytes=_optional_count(node, "host_memory_bytes"),
+        points=points,
+    )
+
+
+def _optional_count(node: _Node, key: str) -> Optional[int]:
+    if node.get(key) is None:
+        return None
+    return node.integer(key, 1)
+
+
+def _optional_text(node: _Node, key: str) -> Optional[str]:
+    value = node.get(key)
+    if value is not None and not isinstance(value, str):
+        node.fail_value(f"{node.path}.{key}", value, "a string or null")
+    return value
+
+
+def _provenance(node: _Node) -> Provenance:
+    provenance = Provenance(
+        kind=node.text("kind", PROFILE_KINDS),
+        date=node.text("date"),
+        command=node.text("command"),
+        host=_optional_text(node, "host"),
+        device_name=node.text("device_name"),
+        device_count=node.integer("device_count", 1),
+        torch_version=_optional_text(node, "torch_version"),
+        cuda_version=_optional_text(node, "cuda_version"),
+        nccl_version=_optional_text(node, "nccl_version"),
+        deepspeed_version=_optional_text(node, "deepspeed_version"),
+        sources=node.string_list("sources"),
+        assumptions=node.strings("assumptions"),
+        notes=node.string_list("notes"),
+    )
+    if provenance.kind == "spec" and not provenance.sources:
+        node.fail_value(f"{node.path}.sources", [], "a non-empty list for a spec profile")
+    return provenance
+
+
+def profile_from_dict(data: Any, source: str = "<dict>") -> HardwareProfile:
+    """Read and validate a profile; ``source`` names it in error messages (a path or a name)."""
+    if not isinstance(data, dict):
+        raise ProfileError(f"Hardware profile {source} is not a JSON object.")
+    root = _Node(data, "", source)
+    version = root.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ProfileError(
+            f"Hardware profile {source} has schema_version {version!r}, but this simtune reads only "
+            f"schema_version {SCHEMA_VERSION} (recalibrate with simtune calibrate to get a current profile)."
+        )
+    device = _device(root.child("device"))
+    profile = HardwareProfile(
+        schema_version=SCHEMA_VERSION,
+        name=root.text("name"),
+        device=device,
+        compute=_compute(root.child("compute"), dict(device.peak_flop_per_s)),
+        optimizer=_optimizer(root.child("optimizer")),
+        collectives=_collectives(root.child("collectives")),
+        offload=_offload(root.child("offload")),
+        provenance=_provenance(root.child("provenance")),
+    )
+    return profile
+
+
+def validate(profile: HardwareProfile) -> HardwareProfile:
+    """Check a profile built in code with the same rules as one read from disk."""
+    return profile_from_dict(profile_to_dict(profile), source=repr(profile.name))
+

@@ -1,0 +1,133 @@
+"""From calib.run_all output to a validated measured profile (no launch)."""
+
+import pytest
+
+from simtune.calibration import build_profile, default_name
+from simtune.calibration.build import RawOutputError
+from simtune.hardware import bus_factor, load_profile, save_profile, validate
+
+# calib.run_all output with known answers
+LATENCY_S = {"allreduce": 2e-4, "allgather": 1e-4, "reduce_scatter": 1.5e-4, "broadcast": 5e-5}
+BUS_BANDWIDTH = {"allreduce": 2e9, "allgather": 1e9, "reduce_scatter": 1.2e9, "broadcast": 4e9}
+ADAM_S_PER_PARAM = 1.5e-9
+GELU_S_PER_ELEMENT = 8e-10
+COPY_BYTES_PER_S = 10e9
+FP32_RATE = 1e11
+
+
+def stats(seconds: float) -> dict:
+    """Fits use the fastest repeat: that one carries the known answer."""
+    return {"min_s": seconds, "median_s": 1.1 * seconds, "max_s": 1.3 * seconds, "repeats": 5, "inner": 1}
+
+
+def raw_output(ranks: int = 2, applicable: bool = True) -> dict:
+    matmul = []
+    for tokens, hidden in [(64, 128), (256, 256), (512, 512)]:
+        fwd_flop = 2 * tokens * hidden * 4 * hidden
+        rate = FP32_RATE * min(1.0, fwd_flop / 1e8)  # slower for small work
+        matmul.append({
+            "dtype": "fp32", "tokens": tokens, "hidden": hidden, "out_features": 4 * hidden,
+            "fwd_flop": fwd_flop, "bwd_flop": 2 * fwd_flop,
+            "fwd": stats(fwd_flop / rate), "bwd": stats(2 * fwd_flop / rate),
+        })
+    elementwise = [
+        {"op": "gelu", "dtype": "fp32", "elements": n, "width": 256,
+         "fwd": stats(1e-5 + 0.4 * GELU_S_PER_ELEMENT * n), "bwd": stats(0.6 * GELU_S_PER_ELEMENT * n)}
+        for n in (2**14, 2**18, 2**21)
+    ]
+    ops = {
+        op: [
+            {"elements": n, "bytes": 4 * n, **stats(LATENCY_S[op] + bus_factor(op, ranks) * 4 * n / BUS_BANDWIDTH[op])}
+            for n in (2**16, 2**18, 2**20, 2**22)
+        ]
+        for op in LATENCY_S
+    }
+    collectives = (
+        {"applicable": True, "world": {"ranks": ranks, "dtype": "fp32", "ops": ops}}
+        if applicable
+        else {"applicable": False, "reason": "one rank: there is nothing to communicate"}
+    )
+    return {
+        "calib_schema": 1,
+        "quick": True,
+        "environment": {
+            "host": "test-host", "device_kind": "cpu", "device_name": "CPU Test", "world_size": ranks,
+            "ranks_per_node": ranks, "nodes": 1, "omp_num_threads": "1", "torch_threads": 1,
+            "cuda_matmul_allow_tf32": False, "torch": "2.x", "cuda": None, "nccl": None,
+            "deepspeed": "0.x", "python": "3.x", "backend": "gloo",
+        },
+        "memory": {
+            "kind": "cpu", "host_total_bytes": 16 * 2**30, "host_available_bytes": 12 * 2**30,
+            "rss_bytes": 300 * 2**20, "rss_bytes_per_rank": [300 * 2**20, 310 * 2**20][:ranks],
+        },
+        "copy": {"kind": "cpu_memcpy", "points": [
+            {"direction": "host_memcpy", "bytes": b, **stats(b / COPY_BYTES_PER_S)} for b in (2**22, 2**24, 2**26)
+        ]},
+        "compute": {"dtypes": {"fp32": "ok", "bf16": "unsupported: test", "fp16": "unsupported: test"},
+                    "matmul": matmul, "elementwise": elementwise},
+        "optimizer": {"impls": {
+            "torch_adamw_fused": {"device": "cpu", "dtype": "fp32", "points": [
+                {"params": p, **stats(1e-4 + ADAM_S_PER_PARAM * p)} for p in (2**16, 2**19, 2**22)
+            ]},
+            "deepspeed_cpu_adam": {"unavailable": "op cpu_adam is not built"},
+        }},
+        "collectives": collectives,
+        "sections_s": {},
+        "elapsed_s": 1.0,
+    }
+
+
+
+
+def test_build_recovers_the_known_answers(tmp_path):
+    profile = validate(build_profile(raw_output(), command="simtune calibrate --gpus 2 --quick", date="2026-01-01"))
+    assert profile.name == "cpu-2proc-test-host"
+    assert profile.kind == "measured"
+    device = profile.device
+    assert device.count_per_node == 2 and device.kind == "cpu"
+    assert device.memory_bytes == 8 * 2**30  # RAM share of one rank
+    assert device.fixed_overhead_bytes == 310 * 2**20  # largest baseline RSS
+    assert device.usable_memory_bytes == device.memory_bytes - device.fixed_overhead_bytes
+    assert device.memory_bandwidth_bytes_per_s == pytest.approx(2 * COPY_BYTES_PER_S)
+    for op, fit in profile.collectives.intra_node.items():
+        assert fit.latency_s == pytest.approx(LATENCY_S[op], rel=1e-6)
+        assert fit.bandwidth_bytes_per_s == pytest.approx(BUS_BANDWIDTH[op], rel=1e-6)
+        assert fit.r2 == pytest.approx(1.0)
+    assert profile.collectives.inter_node == {}
+    assert profile.optimizer.fits["torch_adamw_fused"].s_per_param == pytest.approx(ADAM_S_PER_PARAM)
+    assert "deepspeed_cpu_adam" in profile.optimizer.unavailable
+    assert profile.offload.kind == "cpu_memcpy"
+    assert profile.offload.h2d_bytes_per_s == pytest.approx(COPY_BYTES_PER_S)
+    assert profile.offload.cpu_adam_impl == "torch_adamw_fused"
+    gelu = profile.compute.elementwise_fit("gelu", "fp32")
+    assert gelu.s_per_element == pytest.approx(GELU_S_PER_ELEMENT)
+    curve = profile.compute.curves["fp32"]
+    assert [p.flop_per_s for p in curve.points] == sorted(p.flop_per_s for p in curve.points)
+    assert device.peak_flop_per_s["fp32"] == pytest.approx(FP32_RATE)  # CPU: best measured
+    assert profile.compute.unsupported_dtypes.keys() == {"bf16", "fp16"}
+    assert load_profile(save_profile(profile, tmp_path)) == profile
+
+
+def test_vendor_peak_is_used_when_known():
+    profile = build_profile(raw_output(), reference_peaks={"fp32": 4 * FP32_RATE}, reference_name="spec-x")
+    assert profile.device.peak_flop_per_s["fp32"] == 4 * FP32_RATE
+    assert profile.efficiency("fp32", 1e12) == pytest.approx(0.25)
+    assert any("spec-x" in s for s in profile.provenance.sources)
+
+
+def test_one_rank_has_no_collectives():
+    profile = validate(build_profile(raw_output(ranks=1, applicable=False)))
+    assert not profile.collectives.applicable and profile.collectives.intra_node == {}
+    assert default_name(raw_output(ranks=1)) == "cpu-1proc-test-host"
+
+
+def test_other_raw_schema_is_rejected():
+    raw = raw_output()
+    raw["calib_schema"] = 7
+    with pytest.raises(RawOutputError, match="calib_schema 7"):
+        build_profile(raw)
+    del raw["calib_schema"]
+    raw = raw_output()
+    del raw["memory"]
+    with pytest.raises(RawOutputError, match="lacks or garbles"):
+        build_profile(raw)

@@ -1,0 +1,43 @@
+"""`simtune profiles` and `simtune profiles show` through the real command line."""
+
+import dataclasses
+
+import pytest
+
+from simtune.cli import main
+from simtune.hardware import load_profile, save_profile
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SIMTUNE_PROFILE_PATH", raising=False)
+
+
+def test_profiles_lists_spec_and_measured(capsys):
+    spec = load_profile("dgx-h100-80gb")
+    measured = dataclasses.replace(spec.provenance, kind="measured")
+    save_profile(dataclasses.replace(spec, name="lab-h100", provenance=measured))
+    assert main(["profiles"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert {"dgx2-v100-32gb", "dgx-a100-80gb", "dgx-h100-80gb", "hgx-h200-141gb", "lab-h100"} <= set(lines)
+    assert "superseded by lab-h100" in lines["dgx-h100-80gb"]
+    assert " measured " in lines["lab-h100"] and "80.0 GiB" in lines["lab-h100"]
+    assert ".simtune/profiles/lab-h100.json" in lines["lab-h100"]
+
+
+def test_profiles_show(capsys):
+    assert main(["profiles", "show", "dgx2-v100-32gb"]) == 0
+    out = capsys.readouterr().out
+    assert "Tesla V100-SXM3-32GB (cuda) x 16 per node" in out
+    assert "compute_efficiency" in out and "intra-node allreduce" in out
+    assert main(["profiles", "show", "dgx2-v100-32gb", "--json"]) == 0
+    assert '"schema_version": 1' in capsys.readouterr().out
+
+
+def test_profiles_show_errors(capsys):
+    assert main(["profiles", "show", "missing-profile"]) == 2
+    assert "No hardware profile is named 'missing-profile'" in capsys.readouterr().err
+    assert main(["profiles", "show"]) == 2
+    assert "Say which profile to show" in capsys.readouterr().err

@@ -1,0 +1,63 @@
+"""The profile dataclasses' own arithmetic: ring factors, interpolation, time formulas."""
+
+import math
+
+import pytest
+
+from simtune.hardware import (
+    CollectiveFit,
+    CollectivesProfile,
+    ComputeCurve,
+    OptimizerFit,
+    RatePoint,
+    bus_factor,
+    interpolate_log,
+    load_profile,
+)
+
+
+def test_bus_factors_are_the_nccl_tests_ones():
+    assert bus_factor("allreduce", 8) == pytest.approx(2 * 7 / 8)
+    assert bus_factor("allgather", 8) == pytest.approx(7 / 8)
+    assert bus_factor("reduce_scatter", 2) == pytest.approx(0.5)
+    assert bus_factor("broadcast", 16) == 1.0
+    assert bus_factor("allreduce", 1) == 0.0
+    with pytest.raises(ValueError):
+        bus_factor("alltoall", 4)
+
+
+def test_interpolation_is_linear_in_log_size_and_clamped():
+    points = ((1e6, 10.0), (1e8, 30.0))
+    assert interpolate_log(points, 1e7) == pytest.approx(20.0)  # halfway in log10
+    assert interpolate_log(points, 1e3) == 10.0
+    assert interpolate_log(points, 1e12) == 30.0
+    curve = ComputeCurve("fp32", (RatePoint(1e6, 1e9), RatePoint(1e9, 4e9)))
+    assert curve.flop_per_s(math.sqrt(1e6 * 1e9)) == pytest.approx(2.5e9)
+
+
+def test_collective_time_uses_bus_bandwidth_and_ranks():
+    fit = CollectiveFit("allreduce", 2, "fp32", latency_s=1e-4, bandwidth_bytes_per_s=1e9, r2=1.0, points=())
+    # 2 ranks: factor 1, 1 GB -> 1 s + latency
+    assert fit.time_s(1e9) == pytest.approx(1.0001)
+    # 8 ranks: factor 1.75
+    assert fit.time_s(1e9, ranks=8) == pytest.approx(1.75 + 1e-4)
+    assert fit.time_s(1e9, ranks=1) == 0.0
+    table = CollectivesProfile(True, "", "gloo", {"allreduce": fit}, {})
+    assert table.time_s("allreduce", 1e9, ranks=2) == pytest.approx(1.0001)
+    assert table.fit_for("allreduce", nodes=4) is fit  # no inter-node fits: intra-node ones
+
+
+def test_optimizer_step_is_linear_in_params():
+    fit = OptimizerFit("torch_adamw_fused", "cpu", 1e-3, 2e-9, 0.99, ())
+    assert fit.step_s(1e6) == pytest.approx(1e-3 + 2e-3)
+
+
+def test_spec_profile_queries():
+    profile = load_profile("dgx-h100-80gb")
+    assert profile.kind == "spec"
+    assert profile.device.count == 8
+    assert profile.efficiency("bf16", 1e11) == pytest.approx(0.5)
+    intra = profile.collectives.fit_for("allreduce", nodes=1)
+    inter = profile.collectives.fit_for("allreduce", nodes=2)
+    assert intra.bandwidth_bytes_per_s == pytest.approx(0.8 * 450e9)
+    assert inter.bandwidth_bytes_per_s == pytest.approx(0.8 * 400e9 / 8)

@@ -1,0 +1,92 @@
+"""JSON round trip and validation: bad profiles are rejected with one sentence naming field and value."""
+
+import copy
+import json
+
+import pytest
+
+from simtune.errors import ProfileError
+from simtune.hardware import SHIPPED_DIR, load_profile, profile_from_dict, profile_to_dict, save_profile
+
+
+@pytest.fixture
+def good() -> dict:
+    return json.loads((SHIPPED_DIR / "dgx-a100-80gb.json").read_text())
+
+
+def test_round_trip_is_lossless(tmp_path):
+    profile = load_profile("dgx-a100-80gb")
+    path = save_profile(profile, tmp_path)
+    assert path == tmp_path / "dgx-a100-80gb.json"
+    again = load_profile(path)
+    assert again == profile
+    assert profile_to_dict(again) == profile_to_dict(profile)
+
+
+def _error(data: dict) -> str:
+    with pytest.raises(ProfileError) as info:
+        profile_from_dict(data, source="x.json")
+    message = str(info.value)
+    assert message.count(". ") == 0 and message.endswith(".") and "\n" not in message  # one sentence
+    return message
+
+
+def test_wrong_schema_version(good):
+    good["schema_version"] = 2
+    message = _error(good)
+    assert "schema_version 2" in message and "schema_version 1" in message
+
+
+def test_missing_field(good):
+    del good["device"]["memory_bytes"]
+    assert "has no field device.memory_bytes" in _error(good)
+
+
+def test_negative_bandwidth(good):
+    good["collectives"]["intra_node"]["allgather"]["bandwidth_bytes_per_s"] = -5.0
+    message = _error(good)
+    assert "collectives.intra_node.allgather.bandwidth_bytes_per_s is -5.0" in message
+    assert "greater than 0" in message
+
+
+def test_zero_memory(good):
+    good["device"]["memory_bytes"] = 0
+    message = _error(good)
+    assert "device.memory_bytes is 0" in message and "greater than 0" in message
+
+
+def test_efficiency_above_one(good):
+    peak = good["device"]["peak_flop_per_s"]["bf16"]
+    good["compute"]["curves"]["bf16"]["points"][0]["flop_per_s"] = 1.5 * peak
+    message = _error(good)
+    assert "compute.curves.bf16.points[0].flop_per_s" in message and "efficiency 1.5 > 1" in message
+
+
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (
+            lambda d: d["device"].__setitem__("usable_memory_bytes", d["device"]["memory_bytes"] + 1),
+            "usable_memory_bytes",
+        ),
+        (lambda d: d["collectives"]["inter_node"]["allreduce"].__setitem__("latency_s", -1e-6), "latency_s"),
+        (lambda d: d["collectives"]["intra_node"]["allreduce"].__setitem__("r2", 1.2), "r2"),
+        (lambda d: d["optimizer"]["fits"]["torch_adamw_fused"].__setitem__("s_per_param", 0.0), "s_per_param"),
+        (lambda d: d["provenance"].__setitem__("kind", "guessed"), "provenance.kind"),
+        (lambda d: d["device"].__setitem__("count_per_node", "8"), "count_per_node"),
+        (lambda d: d["offload"].__setitem__("h2d_bytes_per_s", float("nan")), "h2d_bytes_per_s"),
+    ],
+)
+def test_other_impossible_values(good, mutate, field):
+    bad = copy.deepcopy(good)
+    mutate(bad)
+    assert field in _error(bad)
+
+
+def test_file_errors_are_profile_errors(tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ProfileError, match="not valid JSON"):
+        load_profile(broken)
+    with pytest.raises(ProfileError, match="does not exist"):
+        load_profile(tmp_path / "absent.json")
