@@ -1,0 +1,37 @@
+"""Built-in workloads: model presets as data, closed-form counts, and the training program.
+
+``TRAIN_PROGRAM`` is the path of the script the DeepSpeed launcher runs in model mode.
+"""
+
+from pathlib import Path
+
+from simtune.workloads.analysis import (
+    ForwardFlops,
+    ModuleParams,
+    flops_per_sample,
+    forward_flops,
+    largest_layer_params,
+    module_parameters,
+    parameter_count,
+    parameter_tensor_numels,
+)
+from simtune.workloads.presets import Workload, build_hf_config, build_model, list_presets, load_workload
+
+TRAIN_PROGRAM: Path = Path(__file__).with_name("train.py")
+
+__all__ = [
+    "TRAIN_PROGRAM",
+    "ForwardFlops",
+    "ModuleParams",
+    "Workload",
+    "build_hf_config",
+    "build_model",
+    "flops_per_sample",
+    "forward_flops",
+    "largest_layer_params",
+    "list_presets",
+    "load_workload",
+    "module_parameters",
+    "parameter_count",
+    "parameter_tensor_numels",
+]
