@@ -303,6 +303,7 @@ class Runner:
             finally:
                 _kill_group(process, signal.SIGKILL)  # whatever of the group is left
                 process.wait()
+                _wait_group_gone(process.pid)
                 with self._lock:
                     self._running.discard(process)
         return process.returncode, timed_out, time.monotonic() - started
@@ -314,6 +315,18 @@ def _kill_group(process: subprocess.Popen, sig: signal.Signals) -> None:
         os.killpg(process.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _wait_group_gone(pgid: int, timeout_s: float = 10.0) -> None:
+    """Wait until no process of the group is left: SIGKILL is delivered asynchronously, and a
+    rank still exiting would hold its port and shared-memory buffers for the next experiment."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
 
 
 def _read_text(path: Path) -> str:
