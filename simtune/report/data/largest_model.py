@@ -1,0 +1,66 @@
+"""The largest model of the workload's family that fits, per ZeRO stage, GPU count and offload.
+
+The ladder (:func:`simtune.planning.family_ladder`) holds the family's published shapes and
+larger ones with the largest shape's aspect ratio, about doubling the parameters each step. A
+member fits when some configuration of the stage fits at micro-batch size 1 (any bucket size,
+overlap and stage-3 memory setting of the planning grid, with or without activation
+checkpointing); the answer is the member before the first that does not fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from simtune.hardware.profile import HardwareProfile
+from simtune.model import ModelSpec
+from simtune.planning import OFFLOAD_MODES, FamilyMember, hardware_for, largest_fitting_model
+
+
+@dataclass(frozen=True)
+class LargestModelCell:
+    profile: str
+    gpus: int
+    stage: int
+    offload: str
+    index: Optional[int]
+    """Ladder index of the largest member that fits; None when none does."""
+    beyond_ladder: bool
+
+
+@dataclass(frozen=True)
+class LargestModels:
+    family: str
+    labels: tuple[str, ...]
+    parameters: tuple[int, ...]
+    extrapolated: tuple[bool, ...]
+    cells: tuple[LargestModelCell, ...]
+    """Only the (stage, offload) pairs that apply: optimizer offload from stage 1, parameter
+    offload at stage 3."""
+
+    def cell(self, profile: str, gpus: int, stage: int, offload: str) -> Optional[LargestModelCell]:
+        for c in self.cells:
+            if (c.profile, c.gpus, c.stage, c.offload) == (profile, gpus, stage, offload):
+                return c
+        return None
+
+    def parameters_of(self, cell: LargestModelCell) -> Optional[int]:
+        return None if cell.index is None else self.parameters[cell.index]
+
+
+def largest_models(ladder: Sequence[FamilyMember], specs: Sequence[ModelSpec], profiles: Sequence[HardwareProfile],
+                   gpu_counts: Sequence[int], precisions: dict[str, str],
+                   stages: Sequence[int] = (0, 1, 2, 3), offloads: Sequence[str] = OFFLOAD_MODES) -> LargestModels:
+    cells = []
+    for profile in profiles:
+        for gpus in sorted(gpu_counts):
+            hardware = hardware_for(profile, gpus)
+            for stage in stages:
+                for offload in offloads:
+                    found = largest_fitting_model(specs, hardware, stage, gpus, precisions[profile.name], offload)
+                    if found is not None:
+                        cells.append(LargestModelCell(profile.name, gpus, stage, offload, found.index,
+                                                      found.beyond_ladder))
+    family = ladder[0].workload.family if ladder else ""
+    return LargestModels(family, tuple(m.label for m in ladder), tuple(m.parameters for m in ladder),
+                         tuple(m.extrapolated for m in ladder), tuple(cells))
