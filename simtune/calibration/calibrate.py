@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Optional, Union
 
 from simtune.calibration.build import build_profile
-from simtune.calibration.launch import LaunchResult, detect_accelerator, launch
+from simtune.calibration.launch import LaunchResult, launch
 from simtune.errors import InputError
 from simtune.hardware.profile import HardwareProfile
 from simtune.hardware.registry import check_name, list_profiles, read_profile_file, same_hardware_key, save_profile
+from simtune.runner.resources import Resources, detect_accelerator
+
+PathArg = Optional[Union[str, os.PathLike]]
 
 
 @dataclass(frozen=True)
@@ -62,15 +65,6 @@ def _check_request(num_gpus: int, num_nodes: int, hostfile) -> None:
         raise InputError(f"The hostfile {hostfile} does not exist.")
 
 
-def _check_local_gpus(num_gpus: int, hostfile, accelerator: str) -> None:
-    if accelerator == "cuda" and not hostfile:
-        import torch
-
-        available = torch.cuda.device_count()
-        if num_gpus > available:
-            raise InputError(f"--gpus {num_gpus} asks for more GPUs than the {available} on this machine.")
-
-
 def _reference_peaks(device_name: str) -> tuple[dict, Optional[str]]:
     """Vendor peaks from a spec profile of the same device (any count), if one is known."""
     wanted = same_hardware_key(device_name, 0)[0]
@@ -80,23 +74,16 @@ def _reference_peaks(device_name: str) -> tuple[dict, Optional[str]]:
     return {}, None
 
 
-def run_calibration(
-    num_gpus: int,
-    num_nodes: int = 1,
-    hostfile: Optional[Union[str, os.PathLike]] = None,
-    name: Optional[str] = None,
-    out: Optional[Union[str, os.PathLike]] = None,
-    quick: bool = False,
-    *,
-    timeout_s: float = 900.0,
-    command: Optional[str] = None,
-) -> CalibrationResult:
+def run_calibration(num_gpus: int, num_nodes: int = 1, hostfile: PathArg = None, name: Optional[str] = None,
+                    out: PathArg = None, quick: bool = False, *, timeout_s: float = 900.0,
+                    command: Optional[str] = None) -> CalibrationResult:
     """Calibrate and save; also returns where the profile went and how long the launch took."""
     if name is not None:
         check_name(name)
     _check_request(num_gpus, num_nodes, hostfile)
     accelerator = detect_accelerator()
-    _check_local_gpus(num_gpus, hostfile, accelerator)
+    if not hostfile:
+        Resources.local(num_gpus=num_gpus, accelerator=accelerator)  # refuses more GPUs than this machine has
     hostfile = str(Path(hostfile).resolve()) if hostfile else None
     work_dir = Path(tempfile.mkdtemp(prefix="simtune-calibrate-"))
     result = launch(
@@ -121,14 +108,8 @@ def run_calibration(
     return CalibrationResult(profile=profile, path=path, wall_s=result.wall_s, launch=result)
 
 
-def calibrate(
-    num_gpus: int,
-    num_nodes: int = 1,
-    hostfile: Optional[Union[str, os.PathLike]] = None,
-    name: Optional[str] = None,
-    out: Optional[Union[str, os.PathLike]] = None,
-    quick: bool = False,
-) -> HardwareProfile:
+def calibrate(num_gpus: int, num_nodes: int = 1, hostfile: PathArg = None, name: Optional[str] = None,
+              out: PathArg = None, quick: bool = False) -> HardwareProfile:
     """Measure ``num_gpus`` ranks per node on ``num_nodes`` nodes; save and return the profile.
 
     ``out`` is a file (``.json``) or a folder for ``<name>.json``; default ``~/.simtune/profiles``.

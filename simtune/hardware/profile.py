@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Mapping, Optional, TypeVar
 
 SCHEMA_VERSION = 1
 
@@ -24,6 +24,8 @@ COLLECTIVE_OPS = ("allreduce", "allgather", "reduce_scatter", "broadcast")
 DTYPES = ("fp32", "bf16", "fp16")
 DEVICE_KINDS = ("cuda", "cpu")
 PROFILE_KINDS = ("spec", "measured")
+
+_Entry = TypeVar("_Entry")
 
 
 def bus_factor(op: str, ranks: int) -> float:
@@ -58,6 +60,13 @@ def interpolate_log(points: tuple[tuple[float, float], ...], x: float) -> float:
             w = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0))
             return y0 + w * (y1 - y0)
     return points[-1][1]  # unreachable for sorted points
+
+
+def _entry(table: Mapping[str, _Entry], key: str, what: str) -> _Entry:
+    """``table[key]``, else a KeyError that names ``what`` and the keys the profile has."""
+    if key not in table:
+        raise KeyError(f"no {what} {key!r}; the profile has {', '.join(sorted(table)) or 'none'}")
+    return table[key]
 
 
 @dataclass(frozen=True)
@@ -165,9 +174,7 @@ class ComputeProfile:
     """dtype -> why it was not measured."""
 
     def flop_per_s(self, dtype: str, work_flop: float) -> float:
-        if dtype not in self.curves:
-            raise KeyError(f"no compute curve for dtype {dtype!r}; profile has {', '.join(sorted(self.curves))}")
-        return self.curves[dtype].flop_per_s(work_flop)
+        return _entry(self.curves, dtype, "compute curve for dtype").flop_per_s(work_flop)
 
     def elementwise_fit(self, op: str, dtype: str) -> Optional[ElementwiseFit]:
         for fit in self.elementwise:
@@ -208,9 +215,7 @@ class OptimizerProfile:
     """Implementation -> why it was not measured."""
 
     def step_s(self, impl: str, params: float) -> float:
-        if impl not in self.fits:
-            raise KeyError(f"no optimizer fit for {impl!r}; profile has {', '.join(sorted(self.fits))}")
-        return self.fits[impl].step_s(params)
+        return _entry(self.fits, impl, "optimizer fit for").step_s(params)
 
 
 @dataclass(frozen=True)
@@ -258,10 +263,9 @@ class CollectivesProfile:
     """Collectives spanning nodes (empty when not known)."""
 
     def fit_for(self, op: str, nodes: int = 1) -> CollectiveFit:
-        table = self.inter_node if nodes > 1 and self.inter_node else self.intra_node
-        if op not in table:
-            raise KeyError(f"no collective fit for {op!r} ({'inter' if nodes > 1 else 'intra'}-node)")
-        return table[op]
+        inter = nodes > 1 and bool(self.inter_node)
+        table = self.inter_node if inter else self.intra_node
+        return _entry(table, op, f"{'inter' if inter else 'intra'}-node collective fit for")
 
     def time_s(self, op: str, total_bytes: float, ranks: int, nodes: int = 1) -> float:
         if ranks <= 1:

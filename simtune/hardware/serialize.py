@@ -168,11 +168,12 @@ def _device(node: _Node) -> DeviceInfo:
     raw_peaks = node.get("peak_flop_per_s")
     if not isinstance(raw_peaks, dict) or not raw_peaks:
         node.fail_value(f"{node.path}.peak_flop_per_s", raw_peaks, "a JSON object with at least one dtype")
+    peaks_node = node.child("peak_flop_per_s")
     peaks = {}
-    for dtype, value in raw_peaks.items():
+    for dtype in raw_peaks:
         if dtype not in DTYPES:
-            node.fail_value(f"{node.path}.peak_flop_per_s", dtype, f"keyed by dtypes among {', '.join(DTYPES)}")
-        peaks[dtype] = _positive_value(node, "peak_flop_per_s", dtype, value)
+            node.fail_value(peaks_node.path, dtype, f"keyed by dtypes among {', '.join(DTYPES)}")
+        peaks[dtype] = peaks_node.number(dtype, positive=True)
     device = DeviceInfo(
         name=node.text("name"),
         kind=node.text("kind", DEVICE_KINDS),
@@ -197,15 +198,6 @@ def _device(node: _Node) -> DeviceInfo:
             f"below memory_bytes ({device.memory_bytes})",
         )
     return device
-
-
-def _positive_value(node: _Node, key: str, name: str, value: Any) -> float:
-    path = f"{node.path}.{key}.{name}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        node.fail_value(path, value, "a finite number")
-    if value <= 0:
-        node.fail_value(path, value, "greater than 0")
-    return float(value)
 
 
 def _increasing(node: _Node, path: str, values: list[float]) -> None:

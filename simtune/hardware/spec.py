@@ -24,6 +24,7 @@ Derivations:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -87,6 +88,35 @@ class SpecSheet:
     notes: tuple[str, ...] = ()
 
 
+_TF32_NOTE = "fp32 uses the CUDA-core peak: torch leaves TF32 matmuls off by default."
+_DGX_H100_NIC_SOURCE = (
+    "docs.nvidia.com/dgx-basepod (core components): DGX H100/H200 has eight single-port ConnectX-7, "
+    "up to 400 Gb/s InfiniBand"
+)
+
+_DGX_H100 = SpecSheet(
+    name="dgx-h100-80gb",
+    device_name="NVIDIA H100 80GB HBM3",
+    gpus_per_node=8,
+    memory_bytes=80 * GIB,
+    peak_flop_per_s={"bf16": 989.4e12, "fp16": 989.4e12, "fp32": 66.9e12},
+    hbm_bytes_per_s=3.35e12,
+    nvlink_per_direction_bytes_per_s=450e9,
+    nic_bits_per_s=400e9,
+    nic_is_assumed=False,
+    pcie_per_direction_bytes_per_s=63e9,
+    pcie_generation="PCIe 5.0 x16",
+    host_memory_bytes=2048 * GIB,
+    host_memory_bytes_per_s=614.4e9,
+    host_description="2 x Xeon Platinum 8480C, 8 DDR5-4800 channels each (2 x 307.2 GB/s), 2 TB",
+    sources=(
+        "glennklockwood.com/garden/processors/h100: 989.4 TFLOPS bf16 dense, 66.9 TFLOPS fp32, 3.35 TB/s HBM3, "
+        "NVLink4 900 GB/s bidirectional (450 per direction)",
+        _DGX_H100_NIC_SOURCE,
+    ),
+    notes=(_TF32_NOTE,),
+)
+
 SHEETS = (
     SpecSheet(
         name="dgx2-v100-32gb",
@@ -135,54 +165,22 @@ SHEETS = (
             "glennklockwood.com/garden/processors/A100 (from the NVIDIA datasheet): 312 TFLOPS fp16/bf16 dense, "
             "19.5 TFLOPS fp32, 2.039 TB/s HBM2e (80 GB), NVLink3 600 GB/s bidirectional (300 per direction)",
         ),
-        notes=("fp32 uses the CUDA-core peak: torch leaves TF32 matmuls off by default.",),
+        notes=(_TF32_NOTE,),
     ),
-    SpecSheet(
-        name="dgx-h100-80gb",
-        device_name="NVIDIA H100 80GB HBM3",
-        gpus_per_node=8,
-        memory_bytes=80 * GIB,
-        peak_flop_per_s={"bf16": 989.4e12, "fp16": 989.4e12, "fp32": 66.9e12},
-        hbm_bytes_per_s=3.35e12,
-        nvlink_per_direction_bytes_per_s=450e9,
-        nic_bits_per_s=400e9,
-        nic_is_assumed=False,
-        pcie_per_direction_bytes_per_s=63e9,
-        pcie_generation="PCIe 5.0 x16",
-        host_memory_bytes=2048 * GIB,
-        host_memory_bytes_per_s=614.4e9,
-        host_description="2 x Xeon Platinum 8480C, 8 DDR5-4800 channels each (2 x 307.2 GB/s), 2 TB",
-        sources=(
-            "glennklockwood.com/garden/processors/h100: 989.4 TFLOPS bf16 dense, 66.9 TFLOPS fp32, 3.35 TB/s HBM3, "
-            "NVLink4 900 GB/s bidirectional (450 per direction)",
-            "docs.nvidia.com/dgx-basepod (core components): DGX H100/H200 has eight single-port ConnectX-7, "
-            "up to 400 Gb/s InfiniBand",
-        ),
-        notes=("fp32 uses the CUDA-core peak: torch leaves TF32 matmuls off by default.",),
-    ),
-    SpecSheet(
+    _DGX_H100,
+    # The H200 is an H100 with more and faster HBM: the same compute, links and host.
+    dataclasses.replace(
+        _DGX_H100,
         name="hgx-h200-141gb",
         device_name="NVIDIA H200",
-        gpus_per_node=8,
         memory_bytes=141 * GIB,
-        peak_flop_per_s={"bf16": 989.4e12, "fp16": 989.4e12, "fp32": 66.9e12},
         hbm_bytes_per_s=4.8e12,
-        nvlink_per_direction_bytes_per_s=450e9,
-        nic_bits_per_s=400e9,
-        nic_is_assumed=False,
-        pcie_per_direction_bytes_per_s=63e9,
-        pcie_generation="PCIe 5.0 x16",
-        host_memory_bytes=2048 * GIB,
-        host_memory_bytes_per_s=614.4e9,
-        host_description="2 x Xeon Platinum 8480C, 8 DDR5-4800 channels each (2 x 307.2 GB/s), 2 TB",
         sources=(
             "lzwjava.github.io/nvidia-h200-gpu-specs-en and saulelectric.com/nvidia-h200.html: 141 GB HBM3e, "
             "4.8 TB/s, same compute as H100 (989 TFLOPS bf16 dense; 1979 is the sparse figure)",
             "glennklockwood.com/garden/processors/h100: NVLink4 900 GB/s bidirectional (450 per direction)",
-            "docs.nvidia.com/dgx-basepod (core components): DGX H100/H200 has eight single-port ConnectX-7, "
-            "up to 400 Gb/s InfiniBand",
+            _DGX_H100_NIC_SOURCE,
         ),
-        notes=("fp32 uses the CUDA-core peak: torch leaves TF32 matmuls off by default.",),
     ),
 )
 

@@ -1,4 +1,5 @@
-"""The launcher command and environment of one experiment, and free rendezvous ports.
+"""The launcher command and environment of one experiment, free rendezvous ports, and running a
+launch as one process group (stopped whole at a time-out).
 
 The command (one argv list, never a shell string)::
 
@@ -21,11 +22,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import IO, Any, Callable, Mapping, Sequence
 
 from simtune.errors import InputError, LaunchError
 from simtune.probe.protocol import PROBE_FLAG
@@ -38,6 +42,9 @@ CONFIG_FLAGS = ("--deepspeed", "--deepspeed_config")
 
 ENV_FILE_NAME = "deepspeed_env"
 """Per-experiment file the launcher exports to every node (passed as ``DS_ENV_FILE``)."""
+
+STOP_GRACE_S = 5.0
+"""After a time-out: seconds between SIGTERM to the process group and SIGKILL."""
 
 _ports_in_use: set[int] = set()
 _ports_lock = threading.Lock()
@@ -215,6 +222,18 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def rank_env(accelerator: str, local_size: int, processes_on_host: int) -> dict[str, str]:
+    """The variables every rank needs: ``PYTHONUNBUFFERED=1``; on CPU also ``DS_ACCELERATOR=cpu``,
+    ``LOCAL_SIZE = local_size`` (processes per node: DeepSpeed's CPU device count) and
+    ``OMP_NUM_THREADS = cores // processes_on_host`` (without it the ranks oversubscribe the cores
+    and step times are noise)."""
+    env = {"PYTHONUNBUFFERED": "1"}
+    if accelerator == "cpu":
+        threads = max(1, usable_cores() // max(1, processes_on_host))
+        env.update(DS_ACCELERATOR="cpu", LOCAL_SIZE=str(local_size), OMP_NUM_THREADS=str(threads))
+    return env
+
+
 def _read_env_file(path: Path) -> dict[str, str]:
     values: dict[str, str] = {}
     if path.is_file():
@@ -229,16 +248,12 @@ def launch_env(resources: Resources, result_dir: str | os.PathLike,
                base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The launcher's environment, and ``<result_dir>/deepspeed_env`` for the other nodes.
 
-    On CPU: ``DS_ACCELERATOR=cpu``, ``LOCAL_SIZE`` = processes per node (DeepSpeed's CPU device
-    count) and ``OMP_NUM_THREADS = cores // processes running at once on the host`` (without it
-    the ranks oversubscribe the cores and step times are noise). Always ``PYTHONUNBUFFERED=1``.
-    The file merges the user's ``~/.deepspeed_env`` and ``./.deepspeed_env`` (the launcher reads
-    neither once ``DS_ENV_FILE`` names another file) with these variables, which win.
+    The variables are :func:`rank_env`'s, with the cores shared among the processes of every
+    experiment running at once on the host. The file merges the user's ``~/.deepspeed_env`` and
+    ``./.deepspeed_env`` (the launcher reads neither once ``DS_ENV_FILE`` names another file) with
+    these variables, which win.
     """
-    ours = {"PYTHONUNBUFFERED": "1"}
-    if resources.accelerator == "cpu":
-        threads = max(1, usable_cores() // max(1, resources.processes_at_once_per_host()))
-        ours.update(DS_ACCELERATOR="cpu", LOCAL_SIZE=str(resources.num_gpus), OMP_NUM_THREADS=str(threads))
+    ours = rank_env(resources.accelerator, resources.num_gpus, resources.processes_at_once_per_host())
     exported: dict[str, str] = {}
     for folder in (Path.home(), Path.cwd()):
         exported.update(_read_env_file(folder / ".deepspeed_env"))
@@ -249,3 +264,69 @@ def launch_env(resources: Resources, result_dir: str | os.PathLike,
     env.update(ours)
     env["DS_ENV_FILE"] = str(env_file)
     return env
+
+
+# -- running one launch -----------------------------------------------------------------------------
+def kill_group(process: subprocess.Popen, sig: int) -> None:
+    """Send ``sig`` to the process group ``process`` leads (it was started in a new session)."""
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait_group_gone(pgid: int, timeout_s: float = 10.0) -> None:
+    """Wait until no process of the group is left: SIGKILL is delivered asynchronously, and a
+    rank still exiting would hold its port and shared-memory buffers for the next launch."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
+
+
+def run_process_group(
+    command: Sequence[str],
+    env: Mapping[str, str],
+    cwd: str | os.PathLike,
+    stdout: IO,
+    stderr: IO,
+    timeout_s: float | None,
+    *,
+    on_start: Callable[[subprocess.Popen], None] | None = None,
+    on_end: Callable[[subprocess.Popen], None] | None = None,
+) -> tuple[int, bool, float]:
+    """Run ``command`` in a new session, so the launcher and every rank it starts share one
+    process group; returns (exit code, timed out, wall seconds).
+
+    At ``timeout_s`` (None: no limit) the group gets SIGTERM, and SIGKILL ``STOP_GRACE_S`` later.
+    However the run ends (exit, time-out, or an exception such as an interrupt), what is left of
+    the group is killed and this returns only once none of its processes is left.
+    ``on_start(process)`` and ``on_end(process)`` bracket the run (e.g. to stop it from another
+    thread with :func:`kill_group`).
+    """
+    started = time.monotonic()
+    timed_out = False
+    process = subprocess.Popen(list(command), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                               env=dict(env), cwd=cwd, start_new_session=True)
+    try:
+        if on_start is not None:
+            on_start(process)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            kill_group(process, signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                pass
+    finally:
+        kill_group(process, signal.SIGKILL)  # whatever of the group is left
+        process.wait()
+        _wait_group_gone(process.pid)
+        if on_end is not None:
+            on_end(process)
+    return process.returncode, timed_out, time.monotonic() - started

@@ -98,6 +98,11 @@ def first_exception(stderr: str) -> str | None:
     return found
 
 
+def last_line(text: str) -> str:
+    """The last non-blank line of ``text`` (rank prefix removed), or ``""``."""
+    return next((line.strip() for line in reversed(_lines(text)) if line.strip()), "")
+
+
 def _probe_line(text: str, prefix: str) -> str | None:
     for line in _lines(text):
         if line.startswith(prefix):
@@ -149,7 +154,7 @@ def classify(*, returncode: int | None, timed_out: bool, timeout_s: float | None
             return Outcome("crashed", _short(line))
     if signals:
         return Outcome("crashed", f"a process was killed by {_signal_name(signals[0])}")
-    last = next((line.strip() for line in reversed(_lines(stderr)) if line.strip()), "")
+    last = last_line(stderr)
     code = "no exit code" if returncode is None else f"exit code {returncode}"
     if returncode == 0:
         return Outcome("crashed", "the run ended without writing metrics.json")

@@ -25,7 +25,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -37,8 +36,10 @@ from simtune.runner.launcher import (
     build_command,
     deepspeed_launcher,
     free_port,
+    kill_group,
     launch_env,
     release_port,
+    run_process_group,
     with_config_path,
 )
 from simtune.runner.outcome import classify, read_metrics
@@ -50,9 +51,6 @@ Progress = Callable[[str, int, int, ExperimentResult], None]
 
 DEFAULT_MASTER_PORT = 29500
 """DeepSpeed's default rendezvous port, used in commands meant for the user to run."""
-
-STOP_GRACE_S = 5.0
-"""After a time-out: seconds between SIGTERM to the process group and SIGKILL."""
 
 SHM_DIR = Path("/dev/shm")
 
@@ -202,7 +200,7 @@ class Runner:
         with self._lock:
             running = list(self._running)
         for process in running:
-            _kill_group(process, signal.SIGKILL)
+            kill_group(process, signal.SIGKILL)
 
     def _run_one(self, index: int, total: int, experiment: Experiment,
                  slots: SlotAssignment) -> ExperimentResult:
@@ -280,53 +278,20 @@ class Runner:
                                 str(result_dir), wall_s)
 
     def _execute(self, command: list[str], env: dict[str, str],
-                 result_dir: Path) -> tuple[int | None, bool, float]:
-        """Run ``command`` in a new session with its logs in ``result_dir``; stop it at the
-        time-out. Returns (exit code, timed out, wall seconds)."""
-        started = time.monotonic()
-        timed_out = False
+                 result_dir: Path) -> tuple[int, bool, float]:
+        """Run ``command`` with its logs in ``result_dir``, stopped at the time-out
+        (:func:`run_process_group`). Returns (exit code, timed out, wall seconds)."""
         with open(result_dir / "stdout.log", "wb") as out, open(result_dir / "stderr.log", "wb") as err:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                       env=env, cwd=self.cwd, start_new_session=True)
-            with self._lock:
-                self._running.add(process)
-            try:
-                try:
-                    process.wait(timeout=self.timeout_s)
-                except subprocess.TimeoutExpired:
-                    timed_out = True
-                    _kill_group(process, signal.SIGTERM)
-                    try:
-                        process.wait(timeout=STOP_GRACE_S)
-                    except subprocess.TimeoutExpired:
-                        pass
-            finally:
-                _kill_group(process, signal.SIGKILL)  # whatever of the group is left
-                process.wait()
-                _wait_group_gone(process.pid)
-                with self._lock:
-                    self._running.discard(process)
-        return process.returncode, timed_out, time.monotonic() - started
+            return run_process_group(command, env, self.cwd, out, err, self.timeout_s,
+                                     on_start=self._track, on_end=self._untrack)
 
+    def _track(self, process: subprocess.Popen) -> None:
+        with self._lock:
+            self._running.add(process)
 
-def _kill_group(process: subprocess.Popen, sig: signal.Signals) -> None:
-    """Send ``sig`` to the process group the launch started (its session leader's pid)."""
-    try:
-        os.killpg(process.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _wait_group_gone(pgid: int, timeout_s: float = 10.0) -> None:
-    """Wait until no process of the group is left: SIGKILL is delivered asynchronously, and a
-    rank still exiting would hold its port and shared-memory buffers for the next experiment."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return
-        time.sleep(0.05)
+    def _untrack(self, process: subprocess.Popen) -> None:
+        with self._lock:
+            self._running.discard(process)
 
 
 def _read_text(path: Path) -> str:

@@ -11,8 +11,8 @@ from simtune.calibration.launch import (
     build_env,
     failure_reason,
     parse_output,
-    remove_shm_buffers,
 )
+from simtune.runner.runner import remove_shm_buffers
 from simtune.cli import main
 from simtune.errors import InputError
 from simtune.calibration import calibrate
@@ -65,7 +65,7 @@ def test_shm_buffers_of_the_port_are_removed_and_no_others():
     for path in [*mine, other]:
         Path(path).write_bytes(b"x")
     try:
-        assert sorted(remove_shm_buffers(1)) == sorted(mine)
+        assert remove_shm_buffers(1) == len(mine)
         assert not any(os.path.exists(p) for p in mine) and os.path.exists(other)
     finally:
         for path in [*mine, other]:

@@ -1,3 +1,4 @@
+import os
 import socket
 
 import pytest
@@ -10,6 +11,7 @@ from simtune.runner.launcher import (
     launch_env,
     mapped_args,
     release_port,
+    run_process_group,
     with_config_path,
 )
 from simtune.runner.resources import Resources
@@ -115,3 +117,32 @@ def test_shm_buffers_of_one_port_are_removed(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     assert remove_shm_buffers(40001, tmp_path) == 2
     assert [p.name for p in tmp_path.iterdir()] == [names[2]]
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_process_group_is_stopped_whole_at_the_time_out(tmp_path):
+    started = []
+    with open(tmp_path / "out.log", "w") as out, open(tmp_path / "err.log", "w") as err:
+        # a child in the background stands for the ranks the launcher starts
+        returncode, timed_out, wall_s = run_process_group(
+            ["sh", "-c", "sleep 60 & echo started; wait"], dict(os.environ), tmp_path, out, err, 1.0,
+            on_start=started.append,
+        )
+    assert timed_out and returncode != 0 and 1.0 <= wall_s < 15.0
+    assert (tmp_path / "out.log").read_text() == "started\n"
+    assert not _group_alive(started[0].pid)
+
+
+def test_process_group_exit_code_and_callbacks(tmp_path):
+    seen = []
+    with open(tmp_path / "out.log", "w") as out, open(tmp_path / "err.log", "w") as err:
+        result = run_process_group(["sh", "-c", "exit 3"], dict(os.environ), tmp_path, out, err, None,
+                                   on_start=lambda p: seen.append("start"), on_end=lambda p: seen.append("end"))
+    assert result[:2] == (3, False) and seen == ["start", "end"]
