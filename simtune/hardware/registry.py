@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import re
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +31,31 @@ from simtune.hardware.profile import HardwareProfile
 from simtune.hardware.serialize import profile_from_dict, profile_to_dict, validate
 
 PROFILE_PATH_ENV = "SIMTUNE_PROFILE_PATH"
-SHIPPED_DIR = Path(__file__).resolve().parents[2] / "hardware_profiles"
+HOME_ENV = "SIMTUNE_HOME"
+
+
+def _shipped_dir() -> Path:
+    """The shipped ``hardware_profiles/``: beside the package in a source checkout (editable
+    install), else where a wheel installs its data files (``<prefix>/share/simtune/``)."""
+    beside = Path(__file__).resolve().parents[2] / "hardware_profiles"
+    installed = Path(sys.prefix) / "share" / "simtune" / "hardware_profiles"
+    return beside if beside.is_dir() or not installed.is_dir() else installed
+
+
+SHIPPED_DIR = _shipped_dir()
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
+def simtune_home() -> Path:
+    """simtune's own folder: ``$SIMTUNE_HOME`` when set, else ``~/.simtune`` (resolved at each
+    call, so a changed environment is honoured)."""
+    env = os.environ.get(HOME_ENV, "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".simtune"
+
+
 def user_dir() -> Path:
-    """``~/.simtune/profiles`` (resolved now, so a changed HOME is honoured)."""
-    return Path.home() / ".simtune" / "profiles"
+    """``<simtune home>/profiles``: where ``simtune calibrate`` saves by default."""
+    return simtune_home() / "profiles"
 
 
 def profile_dirs() -> list[tuple[Path, str]]:

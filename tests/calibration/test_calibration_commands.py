@@ -11,6 +11,7 @@ from simtune.hardware import load_profile, save_profile
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SIMTUNE_HOME", raising=False)
     monkeypatch.delenv("SIMTUNE_PROFILE_PATH", raising=False)
 
 

@@ -23,6 +23,7 @@ SPEC_NAMES = {"dgx2-v100-32gb", "dgx-a100-80gb", "dgx-h100-80gb", "hgx-h200-141g
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SIMTUNE_HOME", raising=False)
     monkeypatch.delenv("SIMTUNE_PROFILE_PATH", raising=False)
 
 
@@ -85,3 +86,9 @@ def test_unknown_name_and_bad_name():
         load_profile("nope")
     with pytest.raises(ProfileError, match="must start with a letter or digit"):
         save_profile(dataclasses.replace(load_profile("dgx-a100-80gb"), name="../escape"))
+
+
+def test_simtune_home_moves_the_user_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMTUNE_HOME", str(tmp_path / "elsewhere"))
+    from simtune.hardware.registry import user_dir
+    assert user_dir() == tmp_path / "elsewhere" / "profiles"
