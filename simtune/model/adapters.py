@@ -74,7 +74,8 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
         cpu_adam_s_per_param=profile.offload.cpu_adam_s_per_param,
         ranks_per_node=device.count_per_node, nodes=device.nodes,
         inter_node_collectives=_collectives(collectives.inter_node) if collectives.applicable else None,
-        overlap_capable=device.kind == "cuda", host_memory_bytes=profile.offload.host_memory_bytes)
+        overlap_capable=device.kind == "cuda", host_memory_bytes=profile.offload.host_memory_bytes,
+        resident_on_touch=device.kind == "cpu")
 
 
 def train_config(trial: Trial, *, dp_degree: int, precision: str, mp_degree: int = 1,

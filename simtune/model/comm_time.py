@@ -19,8 +19,9 @@ Bucket counts come from :meth:`ParamLayout.bucket_count` (greedy filling in back
   the same allgather after the optimizer.
 - stage 3 (stage3.py, partitioned_param_coordinator.py): in every micro-step, one allgather per
   non-persistent tensor in forward, again in backward for the parameters released after forward,
-  and a bucketed reduce-scatter of the b*P gradients during backward. No allgather after the
-  optimizer: each rank updates its own partition.
+  and a bucketed reduce-scatter of the b*P gradients during backward. After the optimizer only
+  the persistent parameters are gathered again (each rank updated its partition of them), one
+  call per persistent tensor (``_post_step``); the others are gathered at their next use.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ class CommTimes:
     """Stage 3: one allgather call, the first fetch of a pass, which no prefetch hides."""
     gather_after_step_s: float = 0.0
     """Stages 1/2: allgather of the updated parameters after the optimizer."""
+    gather_persistent_after_step_s: float = 0.0
+    """Stage 3: allgather of the updated persistent parameters after the optimizer, one call per
+    persistent tensor (stage3.py ``_post_step`` -> ``all_gather`` of ``persistent_parameters``)."""
 
 
 NO_COMMUNICATION = CommTimes()
@@ -97,5 +101,7 @@ def communication(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig) -> 
     backward_calls = -(-gather_calls * released // nonpersistent) if nonpersistent else 0
     backward_s = collective_s(costs.allgather, f, b * released, backward_calls)
     first_s = collective_s(costs.allgather, f, b * nonpersistent / gather_calls, 1)
+    persistent_s = collective_s(costs.allgather, f, b * s.persistent, s.persistent_tensors)
     return CommTimes(reduce_per_micro_s=reduce_s, reduce_last_call_s=last_s, gather_forward_s=forward_s,
-                     gather_backward_s=backward_s, gather_first_call_s=first_s)
+                     gather_backward_s=backward_s, gather_first_call_s=first_s,
+                     gather_persistent_after_step_s=persistent_s)

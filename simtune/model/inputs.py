@@ -54,6 +54,12 @@ class ModelSpec:
     param_tensor_numels: Optional[tuple[int, ...]] = None
     """Element count of every parameter tensor in registration order; None derives a GPT-2-like
     list from the transformer shape."""
+    measured_compute: Optional["MeasuredCompute"] = None
+    """Forward and backward seconds measured for this model on the hardware being estimated, in
+    the training precision; None computes them from FLOPs and the hardware's efficiency curve."""
+    measured_memory: Optional["MeasuredMemory"] = None
+    """Activation peaks (and, on CPU, process overheads) measured on the hardware being estimated;
+    None uses the activation formulas."""
 
     def __post_init__(self) -> None:
         _positive(WorkloadError, "ModelSpec", parameter_count=self.parameter_count,
@@ -75,6 +81,166 @@ class ModelSpec:
         numels = self.param_tensor_numels or transformer_param_numels(
             self.num_layers, self.hidden_size, self.intermediate_size, self.vocab_size, self.seq_len)
         return ParamLayout(tuple(numels))
+
+
+def linear_in_mbs(sizes: tuple[int, ...], values: tuple[float, ...], micro_batch_size: float) -> float:
+    """Piecewise-linear interpolation of values measured at increasing micro-batch sizes; beyond
+    the ends the nearest segment's slope continues (per extra sample), and with one point the
+    value is proportional to the micro-batch size. A flat or falling end segment (noise) falls
+    back to proportional scaling, so one more sample never costs nothing."""
+    if len(sizes) == 1:
+        return values[0] * micro_batch_size / sizes[0]
+    i = min(max(bisect_right(sizes, micro_batch_size), 1), len(sizes) - 1)
+    m0, m1, y0, y1 = sizes[i - 1], sizes[i], values[i - 1], values[i]
+    value = y0 + (y1 - y0) * (micro_batch_size - m0) / (m1 - m0)
+    if micro_batch_size > m1 and y1 <= y0:
+        return values[-1] * micro_batch_size / sizes[-1]
+    if value <= 0.0:
+        return values[0] * micro_batch_size / sizes[0]
+    return value
+
+
+def clamped_in_mbs(rows: list[tuple[int, tuple[float, ...]]], micro_batch_size: float) -> tuple[float, ...]:
+    """Values measured at a few micro-batch sizes (sorted): linear between them, the nearest
+    end's values beyond (a correction measured at two sizes is not extrapolated)."""
+    if micro_batch_size <= rows[0][0] or len(rows) == 1:
+        return rows[0][1] if micro_batch_size <= rows[0][0] else rows[-1][1]
+    if micro_batch_size >= rows[-1][0]:
+        return rows[-1][1]
+    i = bisect_right([r[0] for r in rows], micro_batch_size)
+    (m0, v0), (m1, v1) = rows[i - 1], rows[i]
+    w = (micro_batch_size - m0) / (m1 - m0)
+    return tuple(a + (b - a) * w for a, b in zip(v0, v1))
+
+
+def _by_stage(rows: tuple[tuple, ...]) -> dict[int, list[tuple[int, tuple[float, ...]]]]:
+    """(stage, mbs, values...) rows grouped by stage and sorted by micro-batch size."""
+    grouped: dict[int, list[tuple[int, tuple[float, ...]]]] = {}
+    for stage, mbs, *values in rows:
+        grouped.setdefault(stage, []).append((mbs, tuple(values)))
+    return {stage: sorted(items) for stage, items in grouped.items()}
+
+
+def _sorted_sizes(owner: str, sizes: list[int]) -> None:
+    _require(len(sizes) > 0, WorkloadError, f"{owner} must hold at least one point.")
+    _require(all(m > 0 for m in sizes), WorkloadError, f"{owner} micro-batch sizes must be positive, got {sizes}.")
+    _require(all(a < b for a, b in zip(sizes, sizes[1:])), WorkloadError,
+             f"{owner} must be sorted by increasing micro-batch size, got {sizes}.")
+
+
+@dataclass(frozen=True)
+class MeasuredCompute:
+    """Times of one model measured on the hardware being estimated (one rank, mp 1), from the
+    workload calibration. Per micro-step, at a few micro-batch sizes (interpolated with
+    :func:`linear_in_mbs`): forward and backward seconds, and the backward with activation
+    checkpointing. Per ZeRO stage, what DeepSpeed's engine adds to the model's own work that the
+    cost model's terms do not hold (Python hooks, bookkeeping, synchronisation between ranks),
+    measured with real engines at one micro-batch size and taken as independent of it."""
+
+    points: tuple[tuple[int, float, float], ...]
+    """(micro_batch_size, forward_s, backward_s), strictly increasing in micro_batch_size."""
+    checkpointed_backward: Optional[tuple[tuple[int, float], ...]] = None
+    """(micro_batch_size, backward_s) with activation checkpointing (recomputation included)."""
+    stage_overheads: tuple[tuple[int, int, float, float, float, float], ...] = ()
+    """(stage, micro_batch_size, per forward call, per backward call, per step call, per
+    micro-step outside the engine's calls) seconds, measured at one or more sizes per stage."""
+    reduce_call_overheads: tuple[tuple[int, int, float], ...] = ()
+    """(stage, micro_batch_size, seconds): what one more gradient-reduction call (one more bucket)
+    costs the engine beyond the collective's own time (its Python work, the wait for the other
+    ranks), from engines with small buckets; the per-backward overhead above excludes it."""
+
+    def __post_init__(self) -> None:
+        _sorted_sizes("MeasuredCompute.points", [p[0] for p in self.points])
+        for mbs, fwd, bwd in self.points:
+            _positive(WorkloadError, "MeasuredCompute.points", forward_s=fwd, backward_s=bwd)
+        if self.checkpointed_backward is not None:
+            _sorted_sizes("MeasuredCompute.checkpointed_backward", [p[0] for p in self.checkpointed_backward])
+
+    @cached_property
+    def _columns(self) -> tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...]]:
+        return (tuple(p[0] for p in self.points), tuple(p[1] for p in self.points), tuple(p[2] for p in self.points))
+
+    @cached_property
+    def _overheads(self) -> dict[int, list[tuple[int, tuple[float, ...]]]]:
+        return _by_stage(self.stage_overheads)
+
+    def forward_s(self, micro_batch_size: float) -> float:
+        sizes, fwd, _ = self._columns
+        return linear_in_mbs(sizes, fwd, micro_batch_size)
+
+    def backward_s(self, micro_batch_size: float) -> float:
+        sizes, _, bwd = self._columns
+        return linear_in_mbs(sizes, bwd, micro_batch_size)
+
+    def recompute_s(self, micro_batch_size: float) -> Optional[float]:
+        """Checkpointed backward minus plain backward (at least 0); None when not measured."""
+        if not self.checkpointed_backward:
+            return None
+        sizes = tuple(p[0] for p in self.checkpointed_backward)
+        ckpt = linear_in_mbs(sizes, tuple(p[1] for p in self.checkpointed_backward), micro_batch_size)
+        return max(0.0, ckpt - self.backward_s(micro_batch_size))
+
+    @cached_property
+    def _call_overheads(self) -> dict[int, list[tuple[int, tuple[float, ...]]]]:
+        return _by_stage(self.reduce_call_overheads)
+
+    def reduce_call_overhead(self, stage: int, micro_batch_size: float = 1) -> float:
+        """Seconds per reduction call at a stage (linear in the micro-batch size between the
+        measured sizes, constant beyond); 0 when not measured."""
+        rows = self._call_overheads.get(stage)
+        return 0.0 if not rows else clamped_in_mbs(rows, micro_batch_size)[0]
+
+    def overheads(self, stage: int, micro_batch_size: float = 1) -> tuple[float, ...]:
+        """(forward, backward, step, loop) engine seconds at a stage, linear in the micro-batch
+        size between the measured sizes and constant beyond them; zeros when not measured."""
+        rows = self._overheads.get(stage)
+        return (0.0, 0.0, 0.0, 0.0) if not rows else clamped_in_mbs(rows, micro_batch_size)
+
+
+@dataclass(frozen=True)
+class MeasuredMemory:
+    """Memory of one model measured on the hardware being estimated (workload calibration)."""
+
+    activation_peaks: tuple[tuple[int, int, Optional[int]], ...]
+    """(micro_batch_size, peak bytes of forward + backward above what was held before, gradients
+    left out, the same with activation checkpointing or None). The logits and loss are inside."""
+    process_overhead_bytes: int = 0
+    """Where device memory is the process's memory (CPU): what the training program's code and
+    libraries hold above the profile's fixed overhead."""
+    zero_runtime_bytes: int = 0
+    """Where device memory is the process's memory (CPU): what ZeRO's runtime (stages 1-3) loads
+    on first use."""
+    stage_residuals: tuple[tuple[int, int, int], ...] = ()
+    """(stage, micro_batch_size, bytes): what real engines held at their peak beyond the cost
+    model's terms (allocator growth, temporaries), measured at one or more sizes per stage."""
+
+    @cached_property
+    def _residuals(self) -> dict[int, list[tuple[int, tuple[float, ...]]]]:
+        return _by_stage(self.stage_residuals)
+
+    def residual_bytes(self, stage: int, micro_batch_size: float) -> int:
+        """Linear in the micro-batch size between the measured sizes, constant beyond; 0 when
+        not measured."""
+        rows = self._residuals.get(stage)
+        return 0 if not rows else int(clamped_in_mbs(rows, micro_batch_size)[0])
+
+    def __post_init__(self) -> None:
+        _sorted_sizes("MeasuredMemory.activation_peaks", [p[0] for p in self.activation_peaks])
+        _require(self.process_overhead_bytes >= 0 and self.zero_runtime_bytes >= 0, WorkloadError,
+                 "MeasuredMemory overheads must be >= 0.")
+
+    def activations_bytes(self, micro_batch_size: int, checkpointing: bool) -> Optional[int]:
+        """Interpolated peak; None with checkpointing when that was not measured."""
+        pts = self.activation_peaks
+        if checkpointing:
+            if any(p[2] is None for p in pts):
+                return None
+            values = tuple(float(p[2]) for p in pts)
+        else:
+            values = tuple(float(p[1]) for p in pts)
+        if min(values) <= 0:
+            return None
+        return int(linear_in_mbs(tuple(p[0] for p in pts), values, micro_batch_size))
 
 
 @dataclass(frozen=True)
@@ -175,6 +341,10 @@ class HardwareSpec:
     """False where communication cannot run beside compute (DeepSpeed on CPU has no streams)."""
     host_memory_bytes: Optional[int] = None
     """Host memory per node, checked against offloaded states when given."""
+    resident_on_touch: bool = False
+    """True where memory is counted as the process's resident set (CPU): an allocation counts only
+    as far as it is written, so a gradient bucket larger than the gradients it receives costs
+    only what they fill."""
 
     def __post_init__(self) -> None:
         _positive(ProfileError, "HardwareSpec", device_memory_bytes=self.device_memory_bytes,
@@ -267,5 +437,6 @@ class TrainConfig:
 
 __all__ = [
     "BYTES_PER_ELEMENT", "PRECISIONS", "CollectiveCost", "Collectives", "ComputeCurves",
-    "EfficiencyCurve", "HardwareSpec", "ModelSpec", "TrainConfig",
+    "EfficiencyCurve", "HardwareSpec", "MeasuredCompute", "MeasuredMemory", "ModelSpec", "TrainConfig",
+    "linear_in_mbs",
 ]

@@ -3,12 +3,19 @@
     total = parameters + gradients + master weights + optimizer states     (model states)
           + gradient buckets + gathered parameters                         (held through the step)
           + max(activations + logits + communication scratch, step transient)
-          + fixed overhead
+          + fixed overhead + runtime overhead (measured: on CPU the program's code and ZeRO's
+            runtime; the real engines' residual)
 
 Activations, logits and a reduction's scratch copy live during forward/backward; the optimizer
 step's fp32 gradients appear after them, so the two phases share one slot (max). Gradients are
 counted whole beside the activations, which over-counts stages 0/1 (their gradients grow while
 activations are freed): the total is an upper bound on the peak.
+
+With a measured activation peak (``ModelSpec.measured_memory``) the activations term is that
+peak, logits and loss included (the logits term is then 0). Where memory is the process's
+resident set (``HardwareSpec.resident_on_touch``, CPU), buckets count only what gradients fill,
+and the program's and ZeRO runtime's measured memory is added. With a workload calibration the
+residual of real engines (their measured peak less these terms) is added too.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ class MemoryEstimate:
     logits_bytes: int
     step_transient_bytes: int
     fixed_overhead_bytes: int
+    runtime_overhead_bytes: int
     total_bytes: int
     usable_bytes: int
     host_bytes: int
@@ -59,12 +67,18 @@ def estimate_memory(model: ModelSpec, hardware: HardwareSpec, config: TrainConfi
     buckets = buf.gradient_bucket_bytes(s, config)
     gathered = buf.gathered_parameter_bytes(model, s, config)
     scratch = buf.comm_scratch_bytes(s, config)
-    activations = act.activation_bytes(model, config)
-    logits = act.logits_bytes(model, config)
+    buckets = buf.resident_bucket_bytes(buckets, s, config) if hardware.resident_on_touch else buckets
+    measured = act.measured_activation_bytes(model, config)
+    if measured is None:
+        activations = act.activation_bytes(model, config)
+        logits = act.logits_bytes(model, config)
+    else:
+        activations, logits = measured, 0
     transient = buf.step_transient_bytes(s, config)
     fixed = hardware.fixed_overhead_bytes
+    runtime = act.runtime_overhead_bytes(model, config)
     total = (params + grads + master + optim + buckets + gathered
-             + max(activations + logits + scratch, transient) + fixed)
+             + max(activations + logits + scratch, transient) + fixed + runtime)
     host = st.host_bytes(s, config)
     feasible = total <= hardware.usable_memory_bytes
     if feasible and host and hardware.host_memory_bytes is not None:
@@ -74,5 +88,5 @@ def estimate_memory(model: ModelSpec, hardware: HardwareSpec, config: TrainConfi
         optimizer_states_bytes=optim, gradient_buckets_bytes=buckets,
         gathered_parameters_bytes=gathered, comm_scratch_bytes=scratch,
         activations_bytes=activations, logits_bytes=logits, step_transient_bytes=transient,
-        fixed_overhead_bytes=fixed, total_bytes=total, usable_bytes=hardware.usable_memory_bytes,
-        host_bytes=host, feasible=feasible)
+        fixed_overhead_bytes=fixed, runtime_overhead_bytes=runtime, total_bytes=total,
+        usable_bytes=hardware.usable_memory_bytes, host_bytes=host, feasible=feasible)

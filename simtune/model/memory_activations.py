@@ -23,6 +23,8 @@ keeps for backward, divided by t (vocabulary-parallel head).
 
 from __future__ import annotations
 
+from typing import Optional
+
 from simtune.model.inputs import ModelSpec, TrainConfig
 
 
@@ -44,6 +46,26 @@ def activation_bytes(m: ModelSpec, c: TrainConfig) -> int:
     else:
         per_sample = m.num_layers * per_layer
     return int(c.micro_batch_size * per_sample)
+
+
+def measured_activation_bytes(m: ModelSpec, c: TrainConfig) -> Optional[int]:
+    """The measured peak of forward + backward (logits and loss inside) at this micro-batch size,
+    divided by mp; None without a measurement (or without one for checkpointing)."""
+    if m.measured_memory is None:
+        return None
+    value = m.measured_memory.activations_bytes(c.micro_batch_size, c.activation_checkpointing)
+    return None if value is None else value // c.mp_degree
+
+
+def runtime_overhead_bytes(m: ModelSpec, c: TrainConfig) -> int:
+    """Measured memory beyond the model's terms: the program itself and, at stages 1-3, ZeRO's
+    runtime (both only where device memory is the process's memory, i.e. on CPU; the
+    calibration leaves them 0 elsewhere), and the engines' residual at this stage and size."""
+    mm = m.measured_memory
+    if mm is None:
+        return 0
+    extra = mm.zero_runtime_bytes if c.stage >= 1 else 0
+    return mm.process_overhead_bytes + extra + mm.residual_bytes(c.stage, c.micro_batch_size) // c.mp_degree
 
 
 def logits_bytes(m: ModelSpec, c: TrainConfig) -> int:

@@ -41,6 +41,18 @@ def gradient_bucket_bytes(s: Shards, c: TrainConfig) -> int:
     return total
 
 
+def resident_bucket_bytes(allocated: int, s: Shards, c: TrainConfig) -> int:
+    """Buckets as a resident set counts them (CPU): each bucket is written only as far as the
+    gradients placed in it, at most the whole model's: b * min(RBS, P) per bucket."""
+    if allocated == 0:
+        return 0
+    b = c.bytes_per_element
+    per_bucket = b * min(c.reduce_bucket_size, s.params)
+    count = 2 if c.stage in (1, 2) and c.overlap else 1
+    staging = b * s.largest_tensor if c.stage in (1, 2) and c.offload_optimizer else 0
+    return min(allocated, count * per_bucket + staging)
+
+
 def kept_gathered_elements(model: ModelSpec, s: Shards, c: TrainConfig) -> int:
     """Stage-3 parameters still gathered when the forward ends (elements)."""
     if c.stage != 3:

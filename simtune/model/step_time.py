@@ -5,6 +5,10 @@ the accumulation boundary, then the boundary work:
 
     step_s = (gas - 1) * micro_s + boundary_micro_s + boundary_reduce_s
              + gather_after_step_s + optimizer_s + offload_transfer_s
+             + engine overhead (measured per stage by the workload calibration, when given)
+
+The same sum is reported by phase, as the engine's calls split it (forward calls, backward calls,
+the step call); the boundary reduction of stages 0/1 runs inside the engine's backward.
 
 Overlap (overlap_comm, on hardware that can run communication beside compute): the
 overlappable communication of a phase runs beside its compute except its last call, which
@@ -43,6 +47,16 @@ class TimeEstimate:
     offload_transfer_s: float
     hidden_comm_s: float
     step_s: float
+    engine_overhead_s: float = 0.0
+    """What DeepSpeed's engine adds beyond these terms (measured per stage by the workload
+    calibration; 0 without one)."""
+    forward_phase_s: float = 0.0
+    """The engine's forward calls of one optimizer step: forward compute, stage-3 gathers."""
+    backward_phase_s: float = 0.0
+    """The engine's backward calls: backward, recomputation, the reductions (stages 0/1 at the
+    boundary, stages 2/3 in the hooks), stage-3 gathers of released parameters."""
+    step_phase_s: float = 0.0
+    """The engine's step call: optimizer, gathers after it, offload copies."""
 
     @property
     def exposed_comm_s(self) -> float:
@@ -62,8 +76,8 @@ def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
     c = config
     gas = c.gradient_accumulation_steps
     fwd = ct.forward_s(model, hardware, c)
-    bwd = ct.backward_s(fwd)
-    rec = ct.recompute_s(fwd, c)
+    bwd = ct.micro_backward_s(model, c, fwd)
+    rec = ct.micro_recompute_s(model, c, fwd)
     comm = communication(model, s, hardware, c)
     overlap = c.overlap and hardware.overlap_capable
     prefetch = overlap and c.stage == 3 and c.stage3_prefetch_bucket_size > 0
@@ -82,17 +96,34 @@ def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
         return bwd_serial + hidable
 
     boundary_in_hooks = comm.reduce_at_boundary_s if c.stage == 1 and overlap else 0.0
-    micro = fwd_phase + backward_phase(0.0)
-    boundary_micro = fwd_phase + backward_phase(boundary_in_hooks)
     opt = optimizer_s(s, hardware, c)
     offload = offload_transfer_s(model, s, hardware, c)
-    step = ((gas - 1) * micro + boundary_micro + comm.reduce_at_boundary_s - boundary_in_hooks
-            + comm.gather_after_step_s + opt + offload)
+    forward_phase = gas * fwd_phase
+    backward_phase_total = ((gas - 1) * backward_phase(0.0) + backward_phase(boundary_in_hooks)
+                            + comm.reduce_at_boundary_s - boundary_in_hooks)
+    gathers_after = comm.gather_after_step_s + comm.gather_persistent_after_step_s
+    step_phase = gathers_after + opt + offload
+    overhead = loop = 0.0
+    if model.measured_compute is not None:
+        mc = model.measured_compute
+        o_fwd, o_bwd, o_step, o_loop = mc.overheads(c.stage, c.micro_batch_size)
+        calls = 0.0
+        if c.stage >= 1 and c.dp_degree > 1:
+            per_step = 1 if c.stage == 1 else gas  # stage 1 reduces at the boundary only
+            calls = per_step * model.layout.bucket_count(c.reduce_bucket_size)
+        o_calls = calls * mc.reduce_call_overhead(c.stage, c.micro_batch_size)
+        overhead = gas * (o_fwd + o_bwd + o_loop) + o_step + o_calls
+        forward_phase += gas * o_fwd
+        backward_phase_total += gas * o_bwd + o_calls
+        step_phase += o_step
+        loop = gas * o_loop
+    step = max(forward_phase + backward_phase_total + step_phase + loop, 1e-9)
 
     grad_reduce = gas * comm.reduce_per_micro_s + comm.reduce_at_boundary_s
-    param_gather = gas * (comm.gather_forward_s + comm.gather_backward_s) + comm.gather_after_step_s
-    serial_sum = gas * (fwd + bwd + rec) + grad_reduce + param_gather + opt + offload
+    param_gather = gas * (comm.gather_forward_s + comm.gather_backward_s) + gathers_after
+    serial_sum = gas * (fwd + bwd + rec) + grad_reduce + param_gather + opt + offload + overhead
     return TimeEstimate(forward_s=gas * fwd, backward_s=gas * bwd, recompute_s=gas * rec,
                         grad_reduce_s=grad_reduce, param_gather_s=param_gather, optimizer_s=opt,
                         offload_transfer_s=offload, hidden_comm_s=max(0.0, serial_sum - step),
-                        step_s=step)
+                        step_s=step, engine_overhead_s=overhead, forward_phase_s=forward_phase,
+                        backward_phase_s=backward_phase_total, step_phase_s=step_phase)

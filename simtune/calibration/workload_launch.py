@@ -1,0 +1,339 @@
+"""Model mode: measure a workload in one launch, on every rank of one node at once.
+
+The DeepSpeed launcher starts each rank as
+``python -m simtune.calibration.workload_launch --local_rank=N --request=REQUEST.json``; the
+ranks run side by side, so they share the machine as training ranks do (on CPU: the cores, caches
+and memory bandwidth; ``OMP_NUM_THREADS`` = cores / ranks). Each rank, in order:
+
+1. reads its resident memory after importing torch and DeepSpeed and joining the process group
+   (the hardware profile's fixed overhead is this same reading), then after importing the model's
+   library, building the model and running one forward and backward: the difference, less the
+   model's fp32 parameters and gradients, is the program's own memory (code, kernel caches,
+   thread and allocator pools);
+2. measures the model itself (:func:`~simtune.calibration.workload_measure.measure_module`);
+3. builds a ZeRO-2 engine of a tiny model: what it adds is the memory of ZeRO's runtime (code
+   it loads on first use), which the cost model adds at stages 1-3 on CPU;
+4. for each ZeRO stage and two micro-batch sizes (1 and the middle measured size) builds a real
+   engine of the model (DeepSpeed's default knobs, no accumulation; at stages 1-3 a second one
+   with buckets of 1/8 of the model, which issues several reductions), reads its peak memory over
+   building, ``deepspeed.initialize`` and ``ENGINE_MEMORY_STEPS`` steps, then times its
+   forward, backward and step calls over ``ENGINE_STEPS`` steps, timing the bare model on the
+   same batch size in each iteration too (the pair gives what the engine adds). Stage 3 comes
+   last: its engine replaces torch's linear function for the rest of the process, as ZeRO-3
+   training does.
+
+Each rank writes ``rank<N>.json``; :func:`measure_with_launch` merges them (times: mean over
+ranks of the medians; memory: the largest rank).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from simtune.calibration.workload import (ENGINE_TIMES, EngineMeasurement, TimeStats, WorkloadCalibration,
+                                          WorkloadCalibrationError)
+
+ENGINE_MEMORY_STEPS = 6
+"""Steps inside the engine's peak-memory reading (the heap grows over the first few)."""
+ENGINE_STEPS = 12
+PREFIX = "simtune-workload:"
+
+
+def engine_config(stage: int, micro_batch_size: int, world_size: int, precision: str, device: str,
+                  reduce_bucket_size: Optional[int] = None) -> dict:
+    """A DeepSpeed config for one measuring engine: AdamW (torch's on CPU, as the training
+    program uses it), DeepSpeed's default ZeRO knobs unless a reduce_bucket_size is given."""
+    zero: dict[str, Any] = {"stage": stage}
+    if reduce_bucket_size is not None:
+        zero["reduce_bucket_size"] = reduce_bucket_size
+    config: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": 1,
+        "train_batch_size": micro_batch_size * world_size,
+        "optimizer": {"type": "AdamW", "params": {"lr": 1e-4, "weight_decay": 0.0}},
+        "zero_optimization": zero,
+    }
+    if device == "cpu":
+        config["optimizer"]["params"]["torch_adam"] = True
+    if precision in ("bf16", "fp16"):
+        config[precision] = {"enabled": True}
+    return config
+
+
+def _stats(samples: list[float]) -> TimeStats:
+    return TimeStats(min(samples), statistics.median(samples), max(samples), len(samples))
+
+
+def run_engine(stage: int, micro_batch_size: int, workload: Any, module: Any, make_batch: Any, request: Any,
+               world: int, device: Any, sync: Any, reduce_bucket_size: Optional[int] = None) -> EngineMeasurement:
+    """Build a real engine of the workload's model and measure it: the peak memory above what was
+    held before (building the model, ``deepspeed.initialize`` and ``ENGINE_MEMORY_STEPS`` steps),
+    then ``ENGINE_STEPS`` steps timed call by call, each after the bare ``module``'s forward and
+    backward on the same batch size (the pair)."""
+    import deepspeed
+    import torch
+
+    from simtune.calibration.workload_measure import PeakMemory, build_measured_model, timed_once
+
+    gc.collect()
+    torch.distributed.barrier()
+    with PeakMemory(device) as peak:
+        trained = build_measured_model(workload, "fp32", device)
+        engine, *_ = deepspeed.initialize(model=trained, model_parameters=list(trained.parameters()),
+                                          config=engine_config(stage, micro_batch_size, world, request.precision,
+                                                               device.type, reduce_bucket_size))
+        for _ in range(ENGINE_MEMORY_STEPS):
+            engine.backward(engine(**make_batch(micro_batch_size)).loss)
+            engine.step()
+    samples: dict[str, list[float]] = {k: [] for k in ENGINE_TIMES}
+    loss_of = lambda out: out.loss  # noqa: E731
+    for _ in range(ENGINE_STEPS):
+        torch.distributed.barrier()
+        module_forward, module_backward = timed_once(module, make_batch(micro_batch_size), loss_of, sync)
+        torch.distributed.barrier()
+        sync()
+        t0 = time.perf_counter()
+        batch = make_batch(micro_batch_size)
+        t1 = time.perf_counter()
+        loss = engine(**batch).loss
+        sync()
+        t2 = time.perf_counter()
+        engine.backward(loss)
+        sync()
+        t3 = time.perf_counter()
+        engine.step()
+        sync()
+        t4 = time.perf_counter()
+        samples["forward"].append(t2 - t1)
+        samples["backward"].append(t3 - t2)
+        samples["step"].append(t4 - t3)
+        samples["loop"].append(t1 - t0)
+        samples["module_forward"].append(module_forward)
+        samples["module_backward"].append(module_backward)
+    del engine, trained, loss
+    return EngineMeasurement(stage=stage, world_size=world, micro_batch_size=micro_batch_size,
+                             peak_bytes=peak.peak_bytes, reduce_bucket_size=reduce_bucket_size,
+                             **{k: _stats(v) for k, v in samples.items()})
+
+
+SMALL_BUCKETS = 8
+"""The extra engines of stages 1-3 reduce gradients in buckets of about 1/SMALL_BUCKETS of the
+model, so that they issue several reduction calls where the default bucket issues one or few."""
+
+
+def small_bucket_elements(model: Any) -> int:
+    """reduce_bucket_size of the extra engines: 1/SMALL_BUCKETS of the parameters (even, as
+    DeepSpeed wants bucket sizes)."""
+    params = sum(p.numel() for p in {p.data_ptr(): p for p in model.parameters()}.values())
+    return max(2, (params // SMALL_BUCKETS) // 2 * 2)
+
+
+def engine_micro_batch_sizes(measured_sizes: list[int]) -> tuple[int, ...]:
+    """Micro-batch sizes the engines run at: 1 and the middle of the measured sizes (the engine
+    overheads are interpolated between them)."""
+    middle = measured_sizes[len(measured_sizes) // 2] if measured_sizes else 1
+    return tuple(sorted({1, middle}))
+
+
+def _zero_runtime_bytes(precision: str, world_size: int, device: Any) -> int:
+    """Resident memory added by a first ZeRO engine (stage 2) of a tiny model: the code and state
+    ZeRO's runtime loads on first use. (A ZeRO-3 engine is not built here: it would replace
+    torch's linear function for the rest of the process, which ZeRO-1/2 training never sees.)"""
+    import deepspeed
+    import torch
+
+    from simtune.calibration.workload_measure import release_free_heap, rss_bytes
+
+    gc.collect()
+    release_free_heap()
+    before = rss_bytes()
+    tiny = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 64)).to(device)
+    engine, *_ = deepspeed.initialize(model=tiny, model_parameters=list(tiny.parameters()),
+                                      config=engine_config(2, 1, world_size, precision, device.type))
+    added = max(0, rss_bytes() - before)
+    del engine, tiny
+    return added
+
+
+def rank_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--request", required=True)
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=int(os.environ.get("LOCAL_RANK", "0")))
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    data = json.loads(Path(args.request).read_text())
+    out_dir = Path(data.pop("out_dir"))
+    stages = tuple(data.pop("stages"))
+
+    import deepspeed
+    import torch
+    from deepspeed.accelerator import get_accelerator
+
+    from simtune.calibration.workload_measure import (Request, build_measured_model, calibration_from, device_text,
+                                                      hf_checkpointing, measure_module, release_free_heap,
+                                                      rss_bytes, token_batches)
+    from simtune.workloads.presets import build_model, load_workload
+
+    data["micro_batch_sizes"] = tuple(data["micro_batch_sizes"])
+    request = Request(**data)
+    deepspeed.init_distributed()
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    get_accelerator().set_device(args.local_rank)
+    device = torch.device(get_accelerator().current_device_name())
+    cpu = device.type == "cpu"
+    if cpu and not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(request.threads)
+    sync = (lambda: None) if cpu else torch.cuda.synchronize
+    try:
+        release_free_heap()
+        base = rss_bytes()
+        workload = load_workload(request.model, seq_len=request.seq_len)
+        torch.manual_seed(1234)
+        fp32_model = build_model(workload).to(device)
+        fp32_bytes = sum(p.numel() * p.element_size() for p in {p.data_ptr(): p for p in fp32_model.parameters()}.values())
+        first = token_batches(workload, device, seed=99)(1)
+        fp32_model(**first).loss.backward()  # what the first iteration leaves behind
+        program = max(0, rss_bytes() - base - 2 * fp32_bytes)
+        del fp32_model, first
+
+        model = build_measured_model(workload, request.precision, device)
+        make_batch = token_batches(workload, device, seed=4321 + rank)
+        torch.distributed.barrier()
+        measured = measure_module(model, make_batch, micro_batch_sizes=request.micro_batch_sizes,
+                                  repeats=request.repeats, memory_limit_bytes=request.memory_limit_bytes,
+                                  checkpointing=hf_checkpointing(model), barrier=torch.distributed.barrier)
+        zero_runtime = _zero_runtime_bytes(request.precision, world, device)
+        calibration = calibration_from(
+            request, workload, model, measured, device_text=device_text(device), started=started, ranks=world,
+            base_rss_bytes=base if cpu else 0, program_overhead_bytes=program if cpu else 0,
+            zero_runtime_bytes=zero_runtime if cpu else 0)
+        sizes = engine_micro_batch_sizes([m.micro_batch_size for m in measured[0]])
+        small = small_bucket_elements(model)
+        engines = []
+        for stage in stages:
+            for mbs in sizes:
+                engines.append(run_engine(stage, mbs, workload, model, make_batch, request, world, device, sync))
+                if stage >= 1:
+                    engines.append(run_engine(stage, mbs, workload, model, make_batch, request, world, device, sync,
+                                              reduce_bucket_size=small))
+        calibration = dataclasses.replace(calibration, engines=tuple(engines))
+        (out_dir / f"rank{rank}.json").write_text(json.dumps(calibration.to_dict()))
+    except BaseException as exc:  # every rank must leave, or the launch hangs in a collective
+        import traceback
+
+        traceback.print_exc()
+        print(f"{PREFIX} failed on rank {rank}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)
+    torch.distributed.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skips ZeRO-3's abort at interpreter exit
+
+
+# ---------------------------------------------------------------------- the host side
+def _mean_stats(items: list[TimeStats]) -> TimeStats:
+    return TimeStats(min_s=min(s.min_s for s in items), median_s=statistics.fmean(s.median_s for s in items),
+                     max_s=max(s.max_s for s in items), repeats=sum(s.repeats for s in items))
+
+
+def merge_ranks(parts: list[WorkloadCalibration]) -> WorkloadCalibration:
+    """One calibration from every rank's: times are the mean of the ranks' medians (min of mins,
+    max of maxes), memory the largest rank's."""
+    first = parts[0]
+    measurements = []
+    for rows in zip(*(p.measurements for p in parts)):
+        def mean(name: str, rows=rows) -> TimeStats | None:
+            values = [getattr(r, name) for r in rows]
+            return None if any(v is None for v in values) else _mean_stats(values)
+
+        def most(name: str, rows=rows) -> int | None:
+            values = [getattr(r, name) for r in rows]
+            return None if any(v is None for v in values) else max(values)
+
+        measurements.append(dataclasses.replace(
+            rows[0], forward=mean("forward"), backward=mean("backward"), peak_bytes=most("peak_bytes"),
+            activation_peak_bytes=most("activation_peak_bytes"), forward_checkpointed=mean("forward_checkpointed"),
+            backward_checkpointed=mean("backward_checkpointed"),
+            activation_peak_checkpointed_bytes=most("activation_peak_checkpointed_bytes")))
+    engines = [dataclasses.replace(rows[0], peak_bytes=max(r.peak_bytes for r in rows),
+                                   **{k: _mean_stats([getattr(r, k) for r in rows]) for k in ENGINE_TIMES})
+               for rows in zip(*(p.engines for p in parts))]
+    return dataclasses.replace(
+        first, measurements=tuple(measurements), engines=tuple(engines),
+        base_rss_bytes=max(p.base_rss_bytes for p in parts),
+        program_overhead_bytes=max(p.program_overhead_bytes for p in parts),
+        zero_runtime_bytes=max(p.zero_runtime_bytes for p in parts), seconds=max(p.seconds for p in parts))
+
+
+def run_in_own_group(command: list[str], env: dict[str, str], timeout_s: float) -> tuple[int, str]:
+    """Run a launch in a new session; on a time-out or an interrupt end its whole process group
+    (the launcher and every rank), then re-raise. Returns the exit code and the output."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout_s)
+        return process.returncode, output
+    except BaseException:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(timeout=5)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        raise
+
+
+def measure_with_launch(request: Any, num_gpus: int, *, stages: tuple[int, ...] = (0, 1, 2, 3),
+                        timeout_s: float = 900.0) -> WorkloadCalibration:
+    """Run the measurement under the DeepSpeed launcher on ``num_gpus`` local ranks; merge."""
+    from simtune.runner.launcher import deepspeed_launcher, free_port, launch_env, launcher_args, release_port
+    from simtune.runner.resources import Resources
+    from simtune.runner.runner import remove_shm_buffers
+
+    started = time.perf_counter()
+    resources = Resources.resolve(num_gpus=num_gpus)
+    with tempfile.TemporaryDirectory(prefix="simtune-workload-") as folder:
+        request_path = Path(folder) / "request.json"
+        request_path.write_text(json.dumps({**dataclasses.asdict(request), "out_dir": folder, "stages": list(stages)}))
+        port = free_port()
+        command = [deepspeed_launcher(), *launcher_args(resources, resources.concurrent_slots()[0], port),
+                   "--module", "simtune.calibration.workload_launch", f"--request={request_path}"]
+        env = launch_env(resources, folder)
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        try:
+            returncode, output = run_in_own_group(command, env, timeout_s)
+        except subprocess.TimeoutExpired:
+            raise WorkloadCalibrationError(
+                f"Measuring {request.model} took longer than {timeout_s:.0f} s and was stopped.") from None
+        finally:
+            remove_shm_buffers(port)
+            release_port(port)
+        parts = sorted(Path(folder).glob("rank*.json"))
+        if returncode != 0 or len(parts) != resources.world_size:
+            lines = [line.strip() for line in output.splitlines() if PREFIX in line or "Error" in line]
+            reason = lines[-1] if lines else f"exit code {returncode}"
+            raise WorkloadCalibrationError(f"Measuring {request.model} in a launch failed: {reason.rstrip('.')}.")
+        merged = merge_ranks([WorkloadCalibration.from_dict(json.loads(p.read_text())) for p in parts])
+    return dataclasses.replace(merged, seconds=time.perf_counter() - started)
+
+
+if __name__ == "__main__":
+    sys.exit(rank_main(sys.argv[1:]))

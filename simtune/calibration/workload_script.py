@@ -1,0 +1,291 @@
+"""Script mode: measure the model of the user's own training script, unmodified, in one launch.
+
+The DeepSpeed launcher starts every rank as
+
+    python -m simtune.calibration.workload_script --simtune-probe=REQUEST.json SCRIPT ARGS...
+
+with the script's DeepSpeed config rendered at ZeRO stage 0 (so no gradient hook communicates).
+Like the probe, this wraps ``deepspeed.initialize`` and runs the script. At the engine's first
+forward call it takes the batch the script passes, and on every rank at once (so ranks that share
+a machine contend as in training) measures ``engine.module`` directly, outside the engine, with
+:func:`simtune.calibration.workload_measure.measure_module`: other micro-batch sizes are made by
+repeating or cutting the captured batch along its first dimension. Rank 0 writes the calibration
+JSON; every rank then leaves with ``os._exit(0)``. The loss is the model output's ``.loss`` when
+it has one, else the sum of its first tensor (the script's own loss, computed outside the model,
+is not seen).
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import os
+import runpy
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from simtune.calibration.workload import (DEFAULT_MICRO_BATCH_SIZES, WorkloadCalibration, WorkloadCalibrationError,
+                                          _say, cache_path, fingerprint, read_cached, save, script_identity)
+
+PREFIX = "simtune-workload:"
+
+
+def _resize(value: Any, size: int, batch: int) -> Any:
+    """``value`` with its first dimension made ``size`` when it is the batch dimension."""
+    import torch
+
+    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch:
+        repeats = -(-size // batch)
+        return torch.cat([value] * repeats, dim=0)[:size] if repeats > 1 else value[:size]
+    return value
+
+
+def batch_maker(args: tuple, kwargs: dict, batch: int):
+    """A function of the micro-batch size giving keyword inputs for the module (positional
+    inputs become ``__arg0``, ... and are passed back positionally by :func:`call_module`)."""
+    inputs = {f"__arg{i}": a for i, a in enumerate(args)}
+    inputs.update(kwargs)
+
+    def make(size: int) -> dict:
+        return {k: _resize(v, size, batch) for k, v in inputs.items()}
+
+    return make
+
+
+class _Positional:
+    """Calls the module with ``__argN`` keys turned back into positional arguments."""
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+
+    def __call__(self, **inputs: Any) -> Any:
+        positional = [inputs.pop(f"__arg{i}") for i in range(len(inputs)) if f"__arg{i}" in inputs]
+        return self.module(*positional, **inputs)
+
+
+def loss_of(output: Any) -> Any:
+    if getattr(output, "loss", None) is not None:
+        return output.loss
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    elif isinstance(output, dict):
+        output = next(iter(output.values()))
+    if hasattr(output, "logits"):
+        output = output.logits
+    return output.float().sum()
+
+
+def _batch_size(args: tuple, kwargs: dict) -> int:
+    import torch
+
+    for value in list(args) + list(kwargs.values()):
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return int(value.shape[0])
+    raise WorkloadCalibrationError("The engine's first forward call passed no tensor with a batch dimension.")
+
+
+def measure_engine(engine: Any, args: tuple, kwargs: dict, request: dict) -> WorkloadCalibration:
+    """Measure ``engine.module`` on a batch captured from the script (every rank runs this)."""
+    import torch
+
+    from simtune.calibration.workload_measure import (derived_activations, flops_per_sample, hf_checkpointing,
+                                                      measure_module, model_shape, parameter_facts)
+
+    started = time.perf_counter()
+    module = engine.module
+    batch = _batch_size(args, kwargs)
+    make = batch_maker(args, kwargs, batch)
+    wrapper = _Positional(module)
+
+    class _Adapter(torch.nn.Module):
+        """What measure_module needs: parameters, modules and keyword calls."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
+
+        def forward(self, **inputs: Any) -> Any:
+            return wrapper(**inputs)
+
+    adapter = _Adapter()
+    count, numels, largest = parameter_facts(module)
+    results, flops, counter, notes = measure_module(
+        adapter, make, micro_batch_sizes=request["micro_batch_sizes"], repeats=request["repeats"],
+        memory_limit_bytes=request["memory_limit_bytes"], loss_of=loss_of, checkpointing=hf_checkpointing(module))
+    total, per_layer = derived_activations(results)
+    seq_len = request.get("seq_len")
+    if not seq_len:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        seq_len = int(ids.shape[1]) if isinstance(ids, torch.Tensor) and ids.dim() > 1 else 1
+    device = next(module.parameters()).device
+    return WorkloadCalibration(
+        fingerprint=request["fingerprint"], name=request["name"], mode="script", seq_len=seq_len,
+        precision=request["precision"], profile_name=request["profile_name"],
+        device=device.type if device.type == "cpu" else f"cuda {torch.cuda.get_device_name()}",
+        threads=torch.get_num_threads(), shape=model_shape(module), parameter_count=count,
+        param_tensor_numels=numels, largest_layer_params=largest,
+        flops_per_sample_forward=flops_per_sample(flops), flops_counter=counter, flops_by_micro_batch=tuple(flops),
+        saved_bytes_per_sample=total, saved_bytes_per_sample_per_layer=per_layer, measurements=tuple(results),
+        engines=(), ranks=int(os.environ.get("WORLD_SIZE", "1")), base_rss_bytes=0, program_overhead_bytes=0,
+        zero_runtime_bytes=0,
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        torch_version=torch.__version__, seconds=time.perf_counter() - started,
+        notes=tuple(notes) + (f"measured on a batch of {batch} captured from the script's first forward",))
+
+
+def calibrate_script(script: str, args: Sequence[str], ds_config: Mapping[str, Any], profile: Any, *,
+                     precision: str, num_gpus: int, seq_len: Optional[int] = None,
+                     micro_batch_sizes: Sequence[int] = DEFAULT_MICRO_BATCH_SIZES, repeats: int = 10,
+                     cache_dir: Optional[os.PathLike | str] = None, refresh: bool = False,
+                     timeout_s: float = 900.0, log: Optional[Callable[[str], None]] = _say) -> WorkloadCalibration:
+    """Measure the model of the user's script in one launch on ``num_gpus`` local ranks (its
+    DeepSpeed config at stage 0, micro-batch as the user set it or 1, no accumulation), or return
+    the cached measurement for the same script, arguments, modification time, sequence length,
+    precision and profile."""
+    from simtune.calibration.workload_launch import run_in_own_group
+    from simtune.runner.launcher import (deepspeed_launcher, free_port, launch_env, launcher_args, release_port,
+                                         with_config_path)
+    from simtune.runner.resources import Resources
+    from simtune.runner.runner import remove_shm_buffers
+
+    key = fingerprint(script_identity(script, args), seq_len or 0, precision, profile.name)
+    path = cache_path(cache_dir, key)
+    if not refresh:
+        cached = read_cached(path)
+        if cached is not None and cached.fingerprint == key:
+            if log:
+                log(f"workload calibration of {script} ({precision}, profile {profile.name}) read from the "
+                    f"cache {path}; not measured again.")
+            return cached
+    resources = Resources.resolve(num_gpus=num_gpus)
+    with tempfile.TemporaryDirectory(prefix="simtune-script-") as folder:
+        config_path = Path(folder) / "ds_config.json"
+        request_path = Path(folder) / "request.json"
+        out_path = Path(folder) / "calibration.json"
+        config_path.write_text(json.dumps(stage_zero_config(ds_config, resources.world_size)))
+        request_path.write_text(json.dumps({
+            "name": str(Path(script).resolve()), "precision": precision, "profile_name": profile.name,
+            "fingerprint": key, "micro_batch_sizes": list(micro_batch_sizes), "repeats": repeats,
+            "memory_limit_bytes": int(profile.device.usable_memory_bytes), "seq_len": seq_len,
+            "out": str(out_path)}))
+        port = free_port()
+        command = [deepspeed_launcher(), *launcher_args(resources, resources.concurrent_slots()[0], port),
+                   "--module", "simtune.calibration.workload_script", f"--simtune-probe={request_path}",
+                   os.path.abspath(script), *with_config_path(args, str(config_path))]
+        if log:
+            log(f"measuring the model of {script} in one launch on {num_gpus} rank(s)...")
+        try:
+            returncode, output = run_in_own_group(command, launch_env(resources, folder), timeout_s)
+        except subprocess.TimeoutExpired:
+            raise WorkloadCalibrationError(f"Measuring the model of {script} took longer than {timeout_s:.0f} s.") from None
+        finally:
+            remove_shm_buffers(port)
+            release_port(port)
+        if not out_path.is_file():
+            lines = [line for line in output.splitlines() if PREFIX in line or "Error" in line]
+            raise WorkloadCalibrationError(
+                f"Measuring the model of {script} failed: {lines[-1].strip() if lines else f'exit code {returncode}'}.")
+        calibration = WorkloadCalibration.from_dict(json.loads(out_path.read_text()))
+    save(calibration, path)
+    if log:
+        log(f"workload calibration saved to {path} ({calibration.seconds:.1f} s of measurement).")
+    return calibration
+
+
+def stage_zero_config(ds_config: Mapping[str, Any], world_size: int) -> dict[str, Any]:
+    """The user's config for the measuring launch: ZeRO stage 0 (no gradient hooks, no
+    partitioning), no offload, no accumulation, the user's micro-batch size when it is a number
+    (else 1), and no "autotuning" section."""
+    config = json.loads(json.dumps(ds_config))
+    config.pop("autotuning", None)
+    zero = config.get("zero_optimization")
+    if isinstance(zero, dict):
+        config["zero_optimization"] = {"stage": 0}
+    mbs = config.get("train_micro_batch_size_per_gpu")
+    if isinstance(mbs, list):
+        mbs = min(m for m in mbs if isinstance(m, int)) if any(isinstance(m, int) for m in mbs) else 1
+    if isinstance(mbs, bool) or not isinstance(mbs, int) or mbs < 1:
+        mbs = 1
+    config["train_micro_batch_size_per_gpu"] = mbs
+    config["gradient_accumulation_steps"] = 1
+    config["train_batch_size"] = mbs * world_size
+    return config
+
+
+def _finish(code: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from simtune.probe.argv import ProbeUsageError, parse_probe_argv
+
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        invocation = parse_probe_argv(argv)
+        with open(invocation.settings_path, encoding="utf-8") as handle:
+            request = json.load(handle)
+    except (ProbeUsageError, OSError, ValueError) as exc:
+        print(f"{PREFIX} cannot start: {exc}", file=sys.stderr)
+        return 2
+    script = os.path.abspath(invocation.script)
+    import deepspeed
+
+    original = deepspeed.initialize
+
+    @functools.wraps(original)
+    def initialize(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        engine = result[0]
+        forward = engine.forward
+
+        def first_forward(*f_args: Any, **f_kwargs: Any) -> Any:
+            engine.forward = forward
+            try:
+                calibration = measure_engine(engine, f_args, f_kwargs, request)
+                rank = int(os.environ.get("RANK", "0"))
+                if rank == 0:
+                    data = calibration.to_dict()
+                    temporary = request["out"] + ".tmp"
+                    with open(temporary, "w", encoding="utf-8") as handle:
+                        json.dump(data, handle)
+                    os.replace(temporary, request["out"])
+                    print(f"{PREFIX} wrote {request['out']}", flush=True)
+                import deepspeed.comm as comm
+
+                if comm.is_initialized():
+                    comm.barrier()
+            except BaseException as exc:  # report and end every rank: the launch must not hang
+                traceback.print_exc()
+                print(f"{PREFIX} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                _finish(1)
+            _finish(0)
+
+        engine.forward = first_forward
+        return result
+
+    deepspeed.initialize = initialize
+    sys.argv = invocation.script_argv()
+    sys.path[0] = os.path.dirname(script)
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            _finish(exc.code if isinstance(exc.code, int) else 1)
+    except BaseException:
+        traceback.print_exc()
+        _finish(1)
+    print(f"{PREFIX} failed: the script ended without calling the engine's forward.", file=sys.stderr)
+    _finish(4)
+    return 4
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""``simtune estimate``: the cost model's prediction for one model, hardware profile and layout."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+from typing import Any, Optional
+
+from simtune.commands.base import Command
+from simtune.errors import InputError
+
+MEMORY_TERMS = ("parameters", "gradients", "master_weights", "optimizer_states", "gradient_buckets",
+                "gathered_parameters", "comm_scratch", "activations", "logits", "step_transient",
+                "fixed_overhead", "runtime_overhead")
+"""MemoryEstimate fields (without ``_bytes``), in the order printed; ``total`` follows."""
+
+TIME_TERMS = ("forward", "backward", "recompute", "grad_reduce", "param_gather", "optimizer",
+              "offload_transfer", "engine_overhead", "hidden_comm")
+"""TimeEstimate fields (without ``_s``); ``hidden_comm`` is what overlap saved (subtracted);
+``step`` follows."""
+
+DEFAULT_MODEL = "gpt2"
+
+
+def _positive(name: str, value: Optional[int]) -> None:
+    if value is not None and value < 1:
+        raise InputError(f"{name} must be a positive integer, not {value}.")
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def _size(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of elements such as 5e8, not {text!r}") from None
+    if value < 1 or not value.is_integer():
+        raise argparse.ArgumentTypeError(f"expected a positive whole number of elements, not {text!r}")
+    return int(value)
+
+
+def fmt_bytes(value: float) -> str:
+    return f"{value / 1e9:.2f} GB" if value >= 1e8 else f"{value / 1e6:.1f} MB"
+
+
+def fmt_seconds(value: float) -> str:
+    return f"{value:.3f} s" if value >= 1 else f"{value * 1e3:.2f} ms"
+
+
+def estimate_document(estimate: Any, config: dict[str, Any], profile_name: str) -> dict[str, Any]:
+    """The ``--json`` object: every memory and time term, the metrics, the configuration."""
+    memory = estimate.memory
+    time = estimate.time
+    document = {
+        "memory_bytes": {**{term: getattr(memory, f"{term}_bytes") for term in MEMORY_TERMS},
+                         "total": memory.total_bytes},
+        "host_memory_bytes": memory.host_bytes,
+        "usable_memory_bytes": memory.usable_bytes,
+        "time_s": {**{term: getattr(time, f"{term}_s") for term in TIME_TERMS}, "step": time.step_s},
+        "throughput": estimate.metrics.throughput_samples_per_s,
+        "latency_ms": estimate.metrics.latency_ms,
+        "flops_per_gpu": estimate.metrics.flops_per_gpu,
+        "feasible": estimate.feasible,
+        "config": config,
+        "profile": profile_name,
+    }
+    return document
+
+
+class EstimateCommand(Command):
+    """Predict memory per GPU and step time of one training configuration, without running it.
+
+    The cost model (docs/cost-model.md) for a model preset or config.json on any hardware profile
+    and GPU count: memory per GPU term by term, time per optimizer step term by term, throughput,
+    and whether it fits. Without --mbs it takes the largest micro-batch size predicted to fit and
+    lists that size for every ZeRO stage; without --stage it shows the stage with the best
+    predicted throughput. A workload calibration of the same model on the same profile (made by a
+    search on that machine) is used when cached; otherwise FLOPs go through the profile's curve.
+    Example: simtune estimate --model gpt2-xl --profile dgx2-v100-32gb --gpus 16 --stage 2 --json
+    """
+
+    name = "estimate"
+
+    @classmethod
+    def description(cls) -> str:
+        return inspect.cleandoc(cls.__doc__ or "")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--model", default=DEFAULT_MODEL,
+                            help=f"model preset or path of a Hugging Face config.json (default {DEFAULT_MODEL})")
+        parser.add_argument("--profile",
+                            help="hardware profile name or JSON path (required; simtune profiles lists them)")
+        parser.add_argument("--gpus", "--num_gpus", dest="gpus", type=int,
+                            help="GPUs per node (default: the profile's)")
+        parser.add_argument("--num_nodes", type=int, default=1, help="nodes (default 1)")
+        parser.add_argument("--stage", type=int, choices=(0, 1, 2, 3),
+                            help="ZeRO stage (default: the fastest that fits)")
+        parser.add_argument("--mbs", type=int, help="micro-batch size per GPU (default: the largest that fits)")
+        parser.add_argument("--gas", type=int, default=1, help="gradient accumulation steps (default 1)")
+        parser.add_argument("--seq-len", "--seq_len", dest="seq_len", type=int,
+                            help="tokens per sample (default: the preset's)")
+        parser.add_argument("--precision", choices=("bf16", "fp16", "fp32"),
+                            help="training precision (default: bf16 where the profile has it, else fp16, else fp32)")
+        parser.add_argument("--offload-optimizer", "--offload_optimizer", dest="offload_optimizer",
+                            choices=("none", "cpu"), default="none", help="optimizer offload (stages 1-3)")
+        parser.add_argument("--offload-param", "--offload_param", dest="offload_param",
+                            choices=("none", "cpu"), default="none", help="parameter offload (stage 3)")
+        parser.add_argument("--checkpointing", "--activation-checkpointing", dest="checkpointing",
+                            type=_bool, nargs="?", const=True, default=False, metavar="true|false",
+                            help="activation checkpointing (default off; the flag alone turns it on)")
+        parser.add_argument("--reduce-bucket-size", "--reduce_bucket_size", dest="reduce_bucket_size", type=_size,
+                            help="reduce_bucket_size in elements (default DeepSpeed's 5e8)")
+        parser.add_argument("--overlap-comm", "--overlap_comm", dest="overlap_comm", type=_bool, metavar="true|false",
+                            help="overlap_comm (default DeepSpeed's: on at stage 3 only)")
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from simtune.hardware.registry import load_profile
+        from simtune.predict import Predictor, default_precision
+        from simtune.workloads.presets import load_workload
+
+        if not args.profile:
+            raise InputError("simtune estimate needs --profile NAME: a hardware profile (simtune profiles lists them).")
+        for name in ("gpus", "num_nodes", "mbs", "gas", "seq_len"):
+            _positive(f"--{name.replace('_', '-') if name != 'num_nodes' else name}", getattr(args, name))
+        profile = load_profile(args.profile)
+        per_node = profile.device.count_per_node
+        gpus = args.gpus if args.gpus is not None else per_node
+        if gpus > per_node:
+            raise InputError(f"Profile {profile.name} has {per_node} devices per node, so --gpus {gpus} "
+                             f"is too many (use --num_nodes for more nodes).")
+        world = gpus * args.num_nodes
+        workload = load_workload(args.model, seq_len=args.seq_len)
+        precision = args.precision or default_precision(profile)
+        source = _calibration_for(workload, profile, precision)
+        predictor = Predictor.from_parts(None, source or workload, profile, world_size=world,
+                                         precision=precision, nodes=args.num_nodes)
+        knobs = {}
+        if args.reduce_bucket_size is not None:
+            knobs["reduce_bucket_size"] = args.reduce_bucket_size
+        if args.overlap_comm is not None:
+            knobs["overlap_comm"] = args.overlap_comm
+        settings = dict(gradient_accumulation_steps=args.gas, zero_knobs=knobs,
+                        offload_optimizer=args.offload_optimizer, offload_param=args.offload_param,
+                        activation_checkpointing=args.checkpointing)
+        _check_offload(args)
+        stages = (args.stage,) if args.stage is not None else (0, 1, 2, 3)
+        largest = {}
+        if args.mbs is None:
+            for stage in stages:
+                if stage == 0 and args.offload_optimizer != "none" or stage != 3 and args.offload_param != "none":
+                    largest[stage] = 0
+                    continue
+                largest[stage] = predictor.max_micro_batch_size(stage, **settings)
+        trial = _choose(predictor, stages, args, settings, largest)
+        estimate = predictor.predict(trial)
+        config = {
+            "model": workload.name, "parameters": predictor.model.parameter_count, "seq_len": workload.seq_len,
+            "precision": precision, "stage": trial.stage, "micro_batch_size": trial.micro_batch_size,
+            "gradient_accumulation_steps": trial.gradient_accumulation_steps, "gpus_per_node": gpus,
+            "num_nodes": args.num_nodes, "world_size": world,
+            "train_batch_size": trial.micro_batch_size * trial.gradient_accumulation_steps * world,
+            "offload_optimizer": trial.offload_optimizer, "offload_param": trial.offload_param,
+            "activation_checkpointing": trial.activation_checkpointing, **knobs,
+            "compute_source": "workload calibration on this hardware" if predictor.measured_compute_used
+            else "FLOPs / profile compute curve",
+        }
+        if args.json:
+            document = estimate_document(estimate, config, profile.name)
+            if largest:
+                document["max_micro_batch_size"] = {str(s): m for s, m in largest.items()}
+            print(json.dumps(document, indent=2))
+            return 0
+        for line in _text(estimate, config, profile, largest):
+            print(line)
+        return 0
+
+
+def _check_offload(args: argparse.Namespace) -> None:
+    if args.stage is not None and args.offload_param != "none" and args.stage != 3:
+        raise InputError(f"--offload-param needs ZeRO stage 3, not stage {args.stage}.")
+    if args.stage == 0 and args.offload_optimizer != "none":
+        raise InputError("--offload-optimizer needs ZeRO stage 1, 2 or 3, not stage 0.")
+
+
+def _calibration_for(workload: Any, profile: Any, precision: str) -> Any:
+    """The cached workload calibration of these inputs, or None."""
+    from simtune.calibration.workload import cache_path, fingerprint, model_identity, read_cached
+
+    key = fingerprint(model_identity(workload), workload.seq_len, precision, profile.name)
+    cached = read_cached(cache_path(None, key))
+    if cached is not None and cached.fingerprint == key:
+        print(f"simtune: using the cached workload calibration of {workload.name} on {profile.name}.",
+              file=sys.stderr)
+        return cached
+    return None
+
+
+def _choose(predictor: Any, stages: tuple[int, ...], args: argparse.Namespace, settings: dict,
+            largest: dict[int, int]) -> Any:
+    """The trial to show: the given stage and mbs; else the fastest stage that fits at its
+    largest micro-batch size; else (nothing fits) the most memory-frugal one at mbs 1."""
+    from simtune.space import Trial
+
+    def trial(stage: int, mbs: int) -> Trial:
+        try:
+            return Trial(stage=stage, micro_batch_size=mbs, **settings)
+        except ValueError as exc:
+            raise InputError(f"The configuration is not valid: {exc}.") from None
+
+    candidates = []
+    for stage in stages:
+        if stage == 0 and args.offload_optimizer != "none" or stage != 3 and args.offload_param != "none":
+            continue
+        mbs = args.mbs if args.mbs is not None else largest.get(stage, 0)
+        if mbs >= 1:
+            candidates.append(trial(stage, mbs))
+    feasible = [(predictor.predict(t), t) for t in candidates]
+    feasible = [(e, t) for e, t in feasible if e.feasible]
+    if len(stages) == 1 and candidates:
+        return candidates[0]
+    if feasible:
+        return max(feasible, key=lambda pair: pair[0].metrics.throughput_samples_per_s)[1]
+    if candidates:
+        return candidates[-1]
+    return trial(stages[-1], args.mbs or 1)
+
+
+def _text(estimate: Any, config: dict[str, Any], profile: Any, largest: dict[int, int]) -> list[str]:
+    m, t, metrics = estimate.memory, estimate.time, estimate.metrics
+    device = profile.device
+    offload = [f"{what} offload to cpu"
+               for what, key in (("optimizer", "offload_optimizer"), ("parameter", "offload_param"))
+               if config[key] != "none"]
+    lines = [
+        f"{config['model']}: {config['parameters']:,} parameters, seq {config['seq_len']}, {config['precision']}",
+        f"hardware: {profile.name} ({device.name}), {config['gpus_per_node']} per node x {config['num_nodes']} node(s)",
+        f"configuration: ZeRO {config['stage']}, micro-batch {config['micro_batch_size']}, accumulation "
+        f"{config['gradient_accumulation_steps']}, global batch {config['train_batch_size']}"
+        + (", " + ", ".join(offload) if offload else "")
+        + (", activation checkpointing" if config["activation_checkpointing"] else ""),
+        f"compute times from: {config['compute_source']}",
+        "",
+        "memory per GPU",
+    ]
+    for term in MEMORY_TERMS:
+        value = getattr(m, f"{term}_bytes")
+        if value:
+            lines.append(f"  {term.replace('_', ' '):<22} {fmt_bytes(value):>10}")
+    verdict = "fits" if estimate.feasible else "DOES NOT FIT"
+    lines.append(f"  {'total':<22} {fmt_bytes(m.total_bytes):>10}   of {fmt_bytes(m.usable_bytes)} usable: {verdict}")
+    if m.host_bytes:
+        lines.append(f"  {'host (offloaded)':<22} {fmt_bytes(m.host_bytes):>10}")
+    lines += ["", "time per optimizer step"]
+    for term in TIME_TERMS:
+        value = getattr(t, f"{term}_s")
+        if abs(value) > 1e-6 * t.step_s:
+            label = "hidden by overlap" if term == "hidden_comm" else term.replace("_", " ")
+            lines.append(f"  {label:<22} {('-' if term == 'hidden_comm' else '') + fmt_seconds(value):>10}")
+    lines.append(f"  {'step':<22} {fmt_seconds(t.step_s):>10}")
+    lines += ["", f"throughput {metrics.throughput_samples_per_s:.4g} samples/s, latency {metrics.latency_ms:.4g} ms, "
+                  f"{metrics.flops_per_gpu / 1e12:.3g} TFLOP/s per GPU"]
+    if largest:
+        lines += ["", "largest micro-batch size predicted to fit, per ZeRO stage:"]
+        for stage, mbs in largest.items():
+            lines.append(f"  stage {stage}: {mbs if mbs else 'none (one sample does not fit)'}")
+    return lines

@@ -1,0 +1,126 @@
+"""Workload calibration of gpt2-tiny, measured for real in this process: counts, FLOPs, saved
+bytes, timings, the cache, and the Predictor built from it."""
+
+import dataclasses
+import json
+
+import pytest
+
+from simtune.calibration.workload import (WorkloadCalibration, WorkloadCalibrationError, cache_path,
+                                          calibrate_workload, fingerprint, model_identity, script_identity)
+from simtune.errors import WorkloadError
+from simtune.hardware.registry import load_profile
+from simtune.predict import Predictor
+from simtune.space import Trial
+from simtune.workloads import forward_flops, load_workload, parameter_count, parameter_tensor_numels
+from simtune.workloads.analysis import largest_layer_params
+
+SIZES = (1, 2, 4)
+
+
+def cpu_profile(name="cpu-2proc-test"):
+    """A shipped profile relabelled as a 2-process CPU machine (only the name, kind and ranks matter here)."""
+    base = load_profile("dgx-a100-80gb")
+    device = dataclasses.replace(base.device, kind="cpu", count_per_node=2, name="CPU test")
+    fits = {k: dataclasses.replace(f, device="cpu") for k, f in base.optimizer.fits.items()}
+    optimizer = dataclasses.replace(base.optimizer, fits=fits)
+    return dataclasses.replace(base, name=name, device=device, optimizer=optimizer)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_workload("gpt2-tiny", seq_len=64)
+
+
+@pytest.fixture(scope="module")
+def measured(tiny, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    messages = []
+    calibration = calibrate_workload(tiny, cpu_profile(), precision="fp32", micro_batch_sizes=SIZES, repeats=3,
+                                     cache_dir=cache, in_process=True, log=messages.append)
+    return calibration, cache, messages
+
+
+def test_counts_match_the_closed_form(tiny, measured):
+    c, _, _ = measured
+    assert c.parameter_count == parameter_count(tiny)
+    assert c.param_tensor_numels == parameter_tensor_numels(tiny)
+    assert c.largest_layer_params == largest_layer_params(tiny)
+    assert c.flops_counter == "fvcore"
+    assert c.flops_per_sample_forward == pytest.approx(forward_flops(tiny).total(1), rel=0.01)
+    assert dict(c.flops_by_micro_batch)[2] == pytest.approx(forward_flops(tiny).total(2), rel=0.01)
+    assert c.shape.num_layers == 2 and c.shape.hidden_size == 128 and c.seq_len == 64
+    assert c.mode == "model" and c.precision == "fp32" and c.threads == 1 and not c.from_cache
+
+
+def test_timings_are_positive_medians_at_every_size(measured):
+    c, _, _ = measured
+    assert [m.micro_batch_size for m in c.measurements] == list(SIZES)
+    for m in c.measurements:
+        for stats in (m.forward, m.backward):
+            assert 0 < stats.min_s <= stats.median_s <= stats.max_s and stats.repeats == 3
+        assert m.peak_bytes > 0
+    first, last = c.measurements[0], c.measurements[-1]
+    assert last.forward.median_s + last.backward.median_s > first.forward.median_s + first.backward.median_s
+
+
+def test_saved_bytes_grow_linearly_with_the_micro_batch(measured):
+    c, _, _ = measured
+    saved = {m.micro_batch_size: m.saved_bytes for m in c.measurements}
+    assert saved[1] > 0
+    assert saved[4] == pytest.approx(2 * saved[2], rel=0.02)
+    assert saved[2] == pytest.approx(2 * saved[1], rel=0.10)  # one sample may take another kernel path
+    layers = {m.micro_batch_size: dict(m.saved_bytes_by_layer) for m in c.measurements}
+    assert set(layers[1]) == {"transformer.h.0", "transformer.h.1", "other"}
+    assert layers[4]["transformer.h.0"] == layers[4]["transformer.h.1"]
+    assert sum(layers[4].values()) == saved[4]
+    assert c.saved_bytes_per_sample == pytest.approx(saved[4] / 4, rel=0.05)
+    assert c.saved_bytes_per_sample_per_layer == pytest.approx(layers[4]["transformer.h.0"] / 4, rel=0.05)
+
+
+def test_the_second_call_reads_the_cache(tiny, measured):
+    c, cache, messages = measured
+    again_messages = []
+    again = calibrate_workload(tiny, cpu_profile(), precision="fp32", micro_batch_sizes=SIZES, repeats=3,
+                               cache_dir=cache, in_process=True, log=again_messages.append)
+    assert again.from_cache and again == c
+    assert len(again_messages) == 1 and "read from the cache" in again_messages[0]
+    assert any("measuring" in m for m in messages)
+    other = fingerprint(model_identity(tiny), 64, "bf16", "cpu-2proc-test")
+    assert not cache_path(cache, other).exists()
+
+
+def test_fingerprint_changes_with_every_input(tiny, tmp_path):
+    base = fingerprint(model_identity(tiny), 64, "fp32", "p")
+    assert fingerprint(model_identity(tiny), 64, "fp32", "p") == base
+    assert len({base, fingerprint(model_identity(tiny), 32, "fp32", "p"),
+                fingerprint(model_identity(tiny), 64, "bf16", "p"), fingerprint(model_identity(tiny), 64, "fp32", "q"),
+                fingerprint(model_identity(load_workload("bert-tiny", seq_len=64)), 64, "fp32", "p")}) == 5
+    script = tmp_path / "train.py"
+    script.write_text("print(1)\n")
+    first = script_identity(str(script), ["--a", "1"])
+    assert script_identity(str(script), ["--a", "2"]) != first
+    with pytest.raises(WorkloadError, match="does not exist"):
+        script_identity(str(tmp_path / "missing.py"), [])
+
+
+def test_json_round_trip_and_schema_check(measured, tmp_path):
+    c, _, _ = measured
+    data = json.loads(json.dumps(c.to_dict()))
+    assert WorkloadCalibration.from_dict(data) == c
+    with pytest.raises(WorkloadCalibrationError, match="schema version"):
+        WorkloadCalibration.from_dict({**data, "schema_version": 99})
+
+
+def test_predictor_from_the_calibration_uses_its_numbers(measured):
+    c, _, _ = measured
+    profile = cpu_profile()
+    p = Predictor.from_parts(None, c, profile, world_size=2, precision="fp32")
+    assert p.measured_compute_used
+    e = p.predict(Trial(stage=0, micro_batch_size=2))
+    two = next(m for m in c.measurements if m.micro_batch_size == 2)
+    assert e.time.forward_s == pytest.approx(two.forward.median_s)
+    assert e.time.backward_s == pytest.approx(two.backward.median_s)
+    assert p.model.parameter_count == c.parameter_count
+    elsewhere = Predictor.from_parts(None, c, cpu_profile("another-machine"), world_size=2, precision="fp32")
+    assert not elsewhere.measured_compute_used

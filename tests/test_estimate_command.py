@@ -1,0 +1,111 @@
+"""``simtune estimate``: the printed breakdown, the --json schema, and bad inputs."""
+
+import json
+
+import pytest
+
+from simtune.cli import main
+from simtune.commands.estimate import MEMORY_TERMS, TIME_TERMS
+from simtune.hardware.registry import load_profile
+from simtune.predict import Predictor
+from simtune.space import Trial
+from simtune.workloads import load_workload
+
+
+@pytest.fixture(autouse=True)
+def empty_cache(tmp_path, monkeypatch):
+    """No workload calibration is cached: estimates come from the closed form and the profile."""
+    monkeypatch.setenv("SIMTUNE_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def run_json(capsys, argv):
+    code = main(["estimate", *argv, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_json_schema_and_values(capsys):
+    doc = run_json(capsys, ["--model", "gpt2-xl", "--profile", "dgx2-v100-32gb", "--gpus", "16", "--stage", "2",
+                            "--mbs", "2", "--gas", "4"])
+    assert set(doc) >= {"memory_bytes", "time_s", "throughput", "latency_ms", "flops_per_gpu", "feasible", "config",
+                        "profile"}
+    assert list(doc["memory_bytes"]) == [*MEMORY_TERMS, "total"]
+    assert list(doc["time_s"]) == [*TIME_TERMS, "step"]
+    assert all(isinstance(v, int) and v >= 0 for v in doc["memory_bytes"].values())
+    assert all(isinstance(v, float) and v >= 0 for v in doc["time_s"].values())
+    held = sum(doc["memory_bytes"][t] for t in MEMORY_TERMS)
+    assert doc["memory_bytes"]["total"] <= held  # the step transient shares a slot with activations
+    assert doc["profile"] == "dgx2-v100-32gb" and doc["feasible"] is True
+    config = doc["config"]
+    assert (config["stage"], config["micro_batch_size"], config["gradient_accumulation_steps"]) == (2, 2, 4)
+    assert config["world_size"] == 16 and config["train_batch_size"] == 128 and config["precision"] == "fp16"
+    assert doc["throughput"] == pytest.approx(128 / doc["time_s"]["step"])
+    assert doc["latency_ms"] == pytest.approx(1000 * doc["time_s"]["step"])
+    # the same numbers as the Predictor's
+    p = Predictor.from_parts(None, load_workload("gpt2-xl"), load_profile("dgx2-v100-32gb"), world_size=16,
+                             precision="fp16")
+    e = p.predict(Trial(stage=2, micro_batch_size=2, gradient_accumulation_steps=4))
+    assert doc["memory_bytes"]["total"] == e.memory.total_bytes
+    assert doc["time_s"]["step"] == pytest.approx(e.time.step_s)
+
+
+def test_without_mbs_the_largest_fitting_size_is_taken_and_listed_per_stage(capsys):
+    doc = run_json(capsys, ["--model", "gpt2-xl", "--profile", "dgx2-v100-32gb", "--gpus", "16"])
+    largest = doc["max_micro_batch_size"]
+    assert set(largest) == {"0", "1", "2", "3"} and largest["0"] == 0 and largest["3"] >= 1
+    stage = doc["config"]["stage"]
+    assert doc["config"]["micro_batch_size"] == largest[str(stage)] and doc["feasible"]
+    fixed = run_json(capsys, ["--model", "gpt2-xl", "--profile", "dgx2-v100-32gb", "--gpus", "16", "--stage", "3"])
+    assert list(fixed["max_micro_batch_size"]) == ["3"] and fixed["config"]["stage"] == 3
+
+
+def test_offload_and_checkpointing_move_memory(capsys):
+    base = ["--model", "gpt2-large", "--profile", "dgx-a100-80gb", "--gpus", "8", "--stage", "2", "--mbs", "8"]
+    plain = run_json(capsys, base)
+    offloaded = run_json(capsys, [*base, "--offload-optimizer", "cpu", "--checkpointing"])
+    assert offloaded["host_memory_bytes"] > 0 == plain["host_memory_bytes"]
+    assert offloaded["memory_bytes"]["optimizer_states"] == 0 < plain["memory_bytes"]["optimizer_states"]
+    assert offloaded["memory_bytes"]["activations"] < plain["memory_bytes"]["activations"] / 4
+    assert offloaded["time_s"]["recompute"] > 0 == plain["time_s"]["recompute"]
+    assert offloaded["config"]["activation_checkpointing"] is True
+
+
+def test_text_breakdown(capsys):
+    code = main(["estimate", "--model", "gpt2", "--profile", "dgx-a100-80gb", "--gpus", "8", "--stage", "1",
+                 "--seq-len", "512", "--precision", "bf16", "--num_nodes", "2"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for needle in ("memory per GPU", "optimizer states", "total", "time per optimizer step", "forward", "step",
+                   "samples/s", "largest micro-batch size predicted to fit", "stage 1:", "8 per node x 2 node(s)",
+                   "seq 512"):
+        assert needle in out, needle
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--model", "gpt5-huge", "--profile", "dgx-a100-80gb"], "neither a model preset"),
+    (["--model", "gpt2", "--profile", "no-such-profile"], "no-such-profile"),
+    (["--model", "gpt2", "--profile", "dgx-a100-80gb", "--gpus", "0"], "--gpus must be a positive integer"),
+    (["--model", "gpt2", "--profile", "dgx-a100-80gb", "--gpus", "16"], "8 devices per node"),
+    (["--model", "gpt2", "--profile", "dgx-a100-80gb", "--mbs", "-1"], "--mbs must be a positive integer"),
+    (["--model", "gpt2", "--profile", "dgx-a100-80gb", "--stage", "5"], "invalid choice"),
+    (["--model", "gpt2", "--profile", "dgx-a100-80gb", "--seq-len", "4096"], "exceeds the 1024 positions"),
+    (["--model", "gpt2", "--profile", "dgx2-v100-32gb", "--precision", "bf16"], "no bf16 compute curve"),
+    (["--model", "gpt2", "--profile", "dgx-a100-80gb", "--stage", "2", "--offload-param", "cpu"], "needs ZeRO stage 3"),
+    (["--model", "gpt2", "--profile", "dgx-a100-80gb", "--stage", "0", "--offload-optimizer", "cpu"],
+     "needs ZeRO stage 1, 2 or 3"),
+    (["--model", "gpt2", "--profile", "dgx-a100-80gb", "--reduce-bucket-size", "lots"], "number of elements"),
+    (["--profile", "dgx-a100-80gb", "--checkpointing", "maybe"], "expected true or false"),
+])
+def test_bad_inputs_are_one_sentence_and_exit_2(capsys, argv, needle):
+    code = main(["estimate", *argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("simtune: error: ") and "Traceback" not in err
+    assert needle in lines[0]
+
+
+def test_missing_profile_flag_is_an_error(capsys):
+    assert main(["estimate", "--model", "gpt2"]) == 2
+    assert "--profile" in capsys.readouterr().err
