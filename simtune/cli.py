@@ -17,13 +17,17 @@ import simtune
 from simtune import __version__
 from simtune.commands import Command, SearchCommand
 from simtune.commands.calibrate import CalibrateCommand
+from simtune.commands.estimate import EstimateCommand
 from simtune.commands.profiles import ProfilesCommand
+from simtune.commands.report import ReportCommand
 from simtune.errors import InputError, SimtuneError
 
 COMMANDS: tuple[type[Command], ...] = (
     SearchCommand,
     CalibrateCommand,
     ProfilesCommand,
+    EstimateCommand,
+    ReportCommand,
 )
 """Every command, in the order ``simtune -h`` lists them."""
 

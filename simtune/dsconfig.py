@@ -180,7 +180,8 @@ class AutotuningConfig:
 
     # --- simtune's own keys ---
     verify_top: int = 3
-    """How many of the best predicted configurations are run for real."""
+    """How many of the best predicted configurations are run for real (0: none, the predicted
+    best is returned)."""
     profile: str | None = None
     """Hardware profile (name or JSON path) for the cost model; None: the one for this machine."""
     search_trials: int = 200
@@ -281,10 +282,10 @@ class AutotuningConfig:
             "tuner_num_trials",
             "min_train_micro_batch_size_per_gpu",
             "max_train_micro_batch_size_per_gpu",
-            "verify_top",
             "search_trials",
         ):
             v[name] = _positive_int(v[name], f"autotuning.{name}")
+        v["verify_top"] = _non_negative_int(v["verify_top"], "autotuning.verify_top")
         if v["end_profile_step"] < v["start_profile_step"]:
             raise ConfigError(
                 f"autotuning.end_profile_step ({v['end_profile_step']}) must not be smaller than "
@@ -336,6 +337,14 @@ def _positive_int(value: Any, name: str) -> int:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, not {value!r}.")
+    return value
+
+
+def _non_negative_int(value: Any, name: str) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name} must be a whole number of at least 0, not {value!r}.")
     return value
 
 

@@ -11,6 +11,13 @@
 - ``cmd_optimal.txt``: the command that trains with it (no probe, no autotuning, so it trains for
   real), environment variables first.
 - ``results.json``: every experiment (name, trial, status, reason, metrics) and the decisions.
+- ``predictions.json`` (model-driven searches): every verified configuration with its trial, the
+  predicted terms and metrics, the measured metrics and the error; with ``--verify-top 0`` the
+  best prediction of each stage.
+
+A model-driven search passes a :class:`ModelReport`: summary.txt then also gives the method, the
+number of real experiments, the calibration, search, verification and total times, the check of
+the study against the enumerated space, and a predicted-vs-measured table.
 
 docs/outputs.md describes every field.
 """
@@ -29,6 +36,7 @@ from typing import Any, Mapping, Sequence
 from simtune.strategies.measure import Measurement, SearchOutcome
 
 SUMMARY_FILE = "summary.txt"
+PREDICTIONS_FILE = "predictions.json"
 OPTIMAL_CONFIG_FILE = "ds_config_optimal.json"
 OPTIMAL_COMMAND_FILE = "cmd_optimal.txt"
 RESULTS_FILE = "results.json"
@@ -40,6 +48,99 @@ METRIC_DESCRIPTIONS = {
     "latency": "ms per optimizer step, lower is better",
     "FLOPS": "flop/s per GPU, higher is better",
 }
+
+
+# ------------------------------------------------------------------------------------------------
+# what a model-driven search adds
+@dataclass(frozen=True)
+class PredictionRow:
+    """One configuration the model predicted and (unless predicted only) that ran for real."""
+
+    name: str
+    trial: Mapping[str, Any]
+    status: str
+    """The run's outcome (ok, oom, crashed, timeout), or "predicted" when it was not run."""
+    predicted: float
+    """Predicted value of the search metric."""
+    measured: float | None
+    error: float | None
+    """(predicted - measured) / measured; None when nothing was measured."""
+    why: str
+    """Why it was chosen for verification."""
+    reused: bool = False
+    replaces: str | None = None
+    predicted_metrics: Mapping[str, float] | None = None
+    measured_metrics: Mapping[str, Any] | None = None
+    terms: Mapping[str, Any] | None = None
+    """Every predicted memory and time term, and the corrections applied."""
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    """The model-driven search's account of itself (see the module docstring)."""
+
+    profile: str
+    profile_kind: str
+    """"measured" or "spec"."""
+    predicted_only: bool
+    space_points: int
+    study_name: str
+    study_storage: str
+    study_trials: int
+    study_resumed_from: int
+    enumeration: str | None
+    """The study-versus-enumeration sentence, or None when the space was too large to enumerate."""
+    enumeration_gap: float | None
+    error_estimate: float
+    error_source: str
+    calibration_s: float
+    search_s: float
+    verification_s: float
+    total_s: float
+    real_experiments: int
+    """Experiments launched by this search."""
+    reused_experiments: int
+    """Experiments taken from an earlier run's results (overwrite false)."""
+    rows: tuple[PredictionRow, ...] = ()
+    calibration_note: str | None = None
+    residual_path: str | None = None
+
+
+def _percent(value: float | None) -> str | None:
+    return None if value is None else f"{value:+.1%}"
+
+
+def prediction_table(report: ModelReport) -> str:
+    """Predicted beside measured, one row per verified (or, predicted only, predicted) configuration."""
+    headers = ["exp_name", "status", "predicted_val", "measured_val", "error", "why"]
+    rows = [[r.name, f"{r.status} (reused)" if r.reused else r.status, r.predicted, r.measured,
+             _percent(r.error), r.why + (f" (replaces {r.replaces})" if r.replaces else "")] for r in report.rows]
+    return pipe_table(headers, rows)
+
+
+def model_lines(report: ModelReport) -> list[str]:
+    """The lines summary.txt adds for a model-driven search."""
+    what = ("the best prediction is returned, nothing was run (--verify-top 0)" if report.predicted_only
+            else f"the best predictions were run for real and the measured best is returned")
+    lines = [f"Method: simulate: hardware profile {report.profile} ({report.profile_kind}); "
+             f"{report.study_trials} Optuna trials over {report.space_points} configurations "
+             f"(study {report.study_name} in {report.study_storage}); {what}."]
+    if report.calibration_note:
+        lines.append(f"Calibration: {report.calibration_note}.")
+    lines.append(f"Real experiments: {report.real_experiments} launched, {report.reused_experiments} reused "
+                 f"from earlier runs.")
+    lines.append(f"Time: calibration {report.calibration_s:.1f} s, search {report.search_s:.1f} s, "
+                 f"verification {report.verification_s:.1f} s, total {report.total_s:.1f} s.")
+    if report.enumeration is not None:
+        lines.append(f"Model check: {report.enumeration}.")
+    else:
+        lines.append(f"Model check: the space has {report.space_points} configurations, too many to enumerate; "
+                     f"the study's best is not compared with the true optimum.")
+    lines.append(f"Model error estimate: {report.error_estimate:.1%} ({report.error_source}).")
+    if report.rows:
+        lines += ["", "Predicted vs measured" if not report.predicted_only else "Predicted best per stage",
+                  prediction_table(report)]
+    return lines
 
 
 # ------------------------------------------------------------------------------------------------
@@ -107,17 +208,33 @@ def format_duration(seconds: float) -> str:
     return f"{total // 3600}:{total % 3600 // 60:02d}:{total % 60:02d}"
 
 
+def predicted_rows(report: ModelReport, best_name: str | None) -> list[SummaryRow]:
+    """Predicted only: a row per stage with its best prediction (no experiment), then the global
+    row with ``best_name`` (the first row when it is not among them)."""
+    ordered = sorted(report.rows, key=lambda r: (r.trial.get("stage", 0), r.name))
+    rows = [SummaryRow(f"z{r.trial.get('stage')}", 0, r.predicted, r.name, 0, r.predicted) for r in ordered]
+    best = next((r for r in report.rows if r.name == best_name), report.rows[0] if report.rows else None)
+    if best is not None:
+        rows.append(SummaryRow(GLOBAL_SPACE, 0, best.predicted, best.name, 0, best.predicted))
+    return rows
+
+
 def format_summary(
     outcome: SearchOutcome,
     elapsed_s: float,
     *,
     advice: "LrAdvice | None" = None,
     predicted: Mapping[str, float] | None = None,
+    model: ModelReport | None = None,
 ) -> str:
-    """The text of summary.txt."""
-    rows = summary_rows(outcome, predicted)
+    """The text of summary.txt. ``model``: a model-driven search's report (adds its lines; with
+    ``model.predicted_only`` the rows hold the predicted best of each stage, the first row of
+    ``model.rows`` being the best overall)."""
+    predicted_only = model is not None and model.predicted_only
+    rows = (predicted_rows(model, outcome.best.name if outcome.best else None) if predicted_only
+            else summary_rows(outcome, predicted))
     headers = [*DEEPSPEED_COLUMNS, "num_failed"]
-    with_prediction = predicted is not None
+    with_prediction = predicted is not None or predicted_only
     if with_prediction:
         headers.append("predicted_metric_val")
     table_rows = [
@@ -132,6 +249,8 @@ def format_summary(
         f"Total number of experiments: {len(outcome.measurements)}.",
         f"Metric: {outcome.metric} ({METRIC_DESCRIPTIONS.get(outcome.metric, '')}).",
     ]
+    if predicted_only:
+        lines.append("Predicted only: nothing was run; best_metric_val holds the model's prediction.")
     failures: dict[str, int] = {}
     for m in outcome.measurements:
         if not m.ok:  # an "ok" run without the metric (FLOPS that could not be counted) counts too
@@ -144,23 +263,44 @@ def format_summary(
         lines.append("Failed experiments: 0.")
     if outcome.best is None:
         lines.append("No experiment ran successfully, so there is no optimal configuration.")
+    elif predicted_only or outcome.best.status == "predicted":
+        lines.append(f"Optimal (predicted, not measured): {outcome.best.name} "
+                     f"({outcome.metric} {outcome.best.value:g} predicted).")
     else:
         lines.append(f"Optimal: {outcome.best.name} ({outcome.metric} {outcome.best.value:g}), "
                      f"results in {outcome.best.result_dir}.")
+    if model is not None:
+        lines.extend(model_lines(model))
+        lines.append("")
     lines.extend(f"Note: {note}." for note in outcome.notes)
     if advice is not None:
         lines.append(f"Learning rate: {advice.text}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def parse_summary_table(text: str) -> list[dict[str, str]]:
-    """The rows of summary.txt's table as {column: cell} (the alignment rule skipped)."""
-    table = [line for line in text.splitlines() if line.startswith("|")]
+    """The rows of summary.txt's first table (DeepSpeed's) as {column: cell}, the alignment rule
+    skipped; later tables (predicted vs measured) are not part of it."""
+    table: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+        elif table:
+            break
     if not table:
         return []
     split = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table]
     headers = split[0]
     return [dict(zip(headers, cells)) for cells in split[1:] if not re.fullmatch(r"[:\-| ]+", "".join(cells))]
+
+
+def parse_prediction_table(text: str) -> list[dict[str, str]]:
+    """The rows of summary.txt's predicted-vs-measured table (empty when there is none)."""
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        if line in ("Predicted vs measured", "Predicted best per stage"):
+            return parse_summary_table("\n".join(lines[index + 1:]))
+    return []
 
 
 # ------------------------------------------------------------------------------------------------
@@ -247,9 +387,10 @@ def measurement_record(m: Measurement) -> dict[str, Any]:
 
 
 def results_document(outcome: SearchOutcome, elapsed_s: float, *, advice: LrAdvice | None = None,
-                     predicted: Mapping[str, float] | None = None, interrupted: bool = False) -> dict[str, Any]:
-    """The content of results.json."""
-    return {
+                     predicted: Mapping[str, float] | None = None, interrupted: bool = False,
+                     model: ModelReport | None = None) -> dict[str, Any]:
+    """The content of results.json (``strategy``, ``profile`` and ``model`` for a model-driven search)."""
+    document: dict[str, Any] = {
         "metric": outcome.metric,
         "lower_is_better": outcome.lower_is_better,
         "best": outcome.best.name if outcome.best else None,
@@ -266,6 +407,31 @@ def results_document(outcome: SearchOutcome, elapsed_s: float, *, advice: LrAdvi
         "predicted": dict(predicted) if predicted is not None else None,
         "lr_advice": asdict(advice) if advice is not None else None,
     }
+    if model is not None:
+        details = asdict(model)
+        details.pop("rows")
+        document.update(strategy="simulate", profile=model.profile, model=details)
+    return document
+
+
+def predictions_document(outcome: SearchOutcome, model: ModelReport) -> dict[str, Any]:
+    """The content of predictions.json: every verified (or predicted-best) configuration."""
+    return {
+        "metric": outcome.metric,
+        "lower_is_better": outcome.lower_is_better,
+        "profile": model.profile,
+        "predicted_only": model.predicted_only,
+        "error_estimate": model.error_estimate,
+        "predictions": [
+            {"name": r.name, "trial": dict(r.trial), "status": r.status, "reused": r.reused,
+             "predicted_metric_value": r.predicted, "measured_metric_value": r.measured, "error": r.error,
+             "why": r.why, "replaces": r.replaces,
+             "predicted_metrics": dict(r.predicted_metrics) if r.predicted_metrics is not None else None,
+             "measured_metrics": dict(r.measured_metrics) if r.measured_metrics is not None else None,
+             "terms": r.terms}
+            for r in model.rows
+        ],
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -277,6 +443,7 @@ class WrittenOutputs:
     optimal_config_path: Path | None
     optimal_command_path: Path | None
     summary_text: str
+    predictions_path: Path | None = None
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -300,15 +467,23 @@ def write_outputs(
     optimal_command: str | None = None,
     advice: LrAdvice | None = None,
     predicted: Mapping[str, float] | None = None,
+    model: ModelReport | None = None,
 ) -> WrittenOutputs:
-    """Write summary.txt, results.json and, when an experiment succeeded, ds_config_optimal.json
-    and cmd_optimal.txt (``optimal_command``: its text, built by the caller, who knows the launcher)."""
+    """Write summary.txt, results.json and, when an experiment succeeded (or, predicted only, a
+    configuration is predicted best), ds_config_optimal.json and cmd_optimal.txt
+    (``optimal_command``: its text, built by the caller, who knows the launcher); with ``model``
+    also predictions.json."""
     folder = Path(results_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    summary = format_summary(outcome, elapsed_s, advice=advice, predicted=predicted)
+    summary = format_summary(outcome, elapsed_s, advice=advice, predicted=predicted, model=model)
     summary_path = folder / SUMMARY_FILE
     _write_text(summary_path, summary)
-    results_path = write_results_json(folder, results_document(outcome, elapsed_s, advice=advice, predicted=predicted))
+    results_path = write_results_json(folder, results_document(outcome, elapsed_s, advice=advice, predicted=predicted,
+                                                               model=model))
+    predictions_path = None
+    if model is not None:
+        predictions_path = folder / PREDICTIONS_FILE
+        _write_text(predictions_path, json.dumps(predictions_document(outcome, model), indent=2, default=str) + "\n")
     config_path = command_path = None
     for stale in (OPTIMAL_CONFIG_FILE, OPTIMAL_COMMAND_FILE):  # from an earlier search
         (folder / stale).unlink(missing_ok=True)
@@ -318,4 +493,4 @@ def write_outputs(
         if optimal_command is not None:
             command_path = folder / OPTIMAL_COMMAND_FILE
             _write_text(command_path, optimal_command + "\n")
-    return WrittenOutputs(summary_path, results_path, config_path, command_path, summary)
+    return WrittenOutputs(summary_path, results_path, config_path, command_path, summary, predictions_path)

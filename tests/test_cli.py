@@ -130,7 +130,7 @@ def test_an_interrupt_keeps_what_finished(workdir, capsys, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Runner, "run", interrupted)
-    code = main(["search", "-q", "--results_dir", "res"])
+    code = main(["search", "-q", "--strategy", "measure", "--results_dir", "res"])
     err = capsys.readouterr().err
     assert code == 130
     assert "interrupted: 0 finished experiment(s) are kept in res" in err

@@ -29,8 +29,8 @@ def test_model_mode_search_writes_deepspeeds_layout_and_a_rerun_launches_nothing
         "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
         "autotuning": {"enabled": True, **SHORT_WINDOW},
     })
-    argv = ["search", "--model", "gpt2-tiny", "--seq-len", "32", "--deepspeed", config, "--num_gpus", "2",
-            "--results_dir", "res", "--exps_dir", "exps"]
+    argv = ["search", "--strategy", "measure", "--model", "gpt2-tiny", "--seq-len", "32", "--deepspeed", config,
+            "--num_gpus", "2", "--results_dir", "res", "--exps_dir", "exps"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     names = ["z1_gas2_tmbspg1", "z1_gas1_tmbspg2"]
@@ -78,7 +78,7 @@ def test_script_mode_maps_flags_and_run_trains_with_the_optimal_command(tmp_path
         "optimizer": {"type": "SGD", "params": {"lr": 0.01}},
         "autotuning": {"arg_mappings": {"train_micro_batch_size_per_gpu ": "--batch_size"}, **SHORT_WINDOW},
     })
-    code = main(["search", "--num_gpus", "2", "--run", str(TINY_TRAIN), "--deepspeed", config,
+    code = main(["search", "--strategy", "measure", "--num_gpus", "2", "--run", str(TINY_TRAIN), "--deepspeed", config,
                  "--batch_size", "1", "--steps", "4"])
     captured = capfd.readouterr()
     assert code == 0, captured.err
@@ -98,7 +98,7 @@ def test_a_memory_budget_makes_experiments_fail_as_oom(tmp_path, monkeypatch, ca
     config = write_json(tmp_path / "ds.json", {"train_micro_batch_size_per_gpu": [1],
                                                "zero_optimization": {"stage": 0},
                                                "autotuning": SHORT_WINDOW})
-    code = main(["search", "--model", "gpt2-tiny", "--seq-len", "32", "--deepspeed", config,
+    code = main(["search", "--strategy", "measure", "--model", "gpt2-tiny", "--seq-len", "32", "--deepspeed", config,
                  "--memory-budget", "10MB"])
     err = capsys.readouterr().err
     assert code == 1

@@ -174,12 +174,19 @@ def test_start_step_must_be_at_least_one():
 
 @pytest.mark.parametrize(
     "key", ["num_tuning_micro_batch_sizes", "tuner_num_trials", "tuner_early_stopping", "mp_size",
-            "verify_top", "search_trials", "max_train_batch_size"]
+            "search_trials", "max_train_batch_size"]
 )
 @pytest.mark.parametrize("bad", [0, -3, 2.5, "4", True])
 def test_non_positive_counts(key, bad):
     with pytest.raises(ConfigError, match=f"{key} must be a positive integer"):
         AutotuningConfig.from_dict({key: bad})
+
+
+def test_verify_top_may_be_zero_but_not_negative():
+    assert AutotuningConfig.from_dict({"verify_top": 0}).verify_top == 0
+    for bad in (-1, 2.5, "4", True):
+        with pytest.raises(ConfigError, match="verify_top must be a whole number of at least 0"):
+            AutotuningConfig.from_dict({"verify_top": bad})
 
 
 def test_integral_float_counts_accepted():

@@ -1,4 +1,9 @@
-"""``simtune search``: find the fastest DeepSpeed configuration for a workload."""
+"""``simtune search``: find the fastest DeepSpeed configuration for a workload.
+
+Two strategies: ``simulate`` (the default: calibrate, search the whole space against the cost
+model, run only the top ``--verify-top`` predictions; :mod:`simtune.strategies.simulate`) and
+``measure`` (every candidate run for real in DeepSpeed's order; :mod:`simtune.strategies.measure`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +23,7 @@ from simtune.dsconfig import AutotuningConfig, load_ds_config
 from simtune.errors import InputError
 from simtune.outputs import (
     OPTIMAL_CONFIG_FILE,
+    ModelReport,
     command_text,
     lr_advice,
     optimal_config,
@@ -25,6 +32,8 @@ from simtune.outputs import (
     write_outputs,
     write_results_json,
 )
+from simtune.hardware import load_profile
+from simtune.predict import Predictor, default_precision, precision_of
 from simtune.progress import Progress
 from simtune.runner import Resources, Runner
 from simtune.runner.launcher import (
@@ -40,10 +49,14 @@ from simtune.runner.resources import DEFAULT_HOSTFILE, detect_accelerator
 from simtune.runner.runner import DEFAULT_MASTER_PORT, remove_shm_buffers
 from simtune.space import TuningSpace
 from simtune.strategies.measure import MeasuredSearch, MeasureOptions, Measurement
+from simtune.strategies.model_inputs import (choose_profile, choose_script_workload, choose_workload, load_residual,
+                                             profile_fingerprint)
+from simtune.strategies.simulate import SimulatedSearch, SimulateOptions, model_report
 from simtune.workloads import TRAIN_PROGRAM, load_workload
 
-STRATEGIES = ("measure",)
-"""--strategy choices; "measure" runs every candidate for real (DeepSpeed's method)."""
+STRATEGIES = ("simulate", "measure")
+"""--strategy choices: "simulate" searches against the cost model and runs the top predictions
+(the default); "measure" runs every candidate for real (DeepSpeed's method)."""
 
 DEFAULT_MODEL = "gpt2-tiny"
 DEFAULT_SEQ_LEN = 64
@@ -62,9 +75,9 @@ CHECKPOINTING_FLAG = "--gradient_checkpointing"
 CONFIG_FLAGS = ("--deepspeed", "--deepspeed_config")
 
 
-def default_ds_config(accelerator: str) -> dict[str, Any]:
+def default_ds_config(accelerator: str, half: str = "bf16") -> dict[str, Any]:
     """The config model mode uses without --deepspeed: every ZeRO stage, AdamW, mbs from 1;
-    bf16 on GPU, fp32 on CPU."""
+    ``half`` ("bf16", or "fp16" for GPUs without bf16) on GPU, fp32 on CPU."""
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": 1,
@@ -74,7 +87,7 @@ def default_ds_config(accelerator: str) -> dict[str, Any]:
     if accelerator == "cpu":
         config["autotuning"] = {"max_train_micro_batch_size_per_gpu": CPU_MAX_MICRO_BATCH_SIZE}
     else:
-        config["bf16"] = {"enabled": True}
+        config[half] = {"enabled": True}
     return config
 
 
@@ -89,6 +102,9 @@ class Program:
     config_path: str | None
     """The user's DeepSpeed config file; None when model mode uses the built-in one."""
     label: str
+    model: str | None = None
+    """Model mode: the preset name or config.json path."""
+    seq_len: int | None = None
 
 
 def config_path_in(args: list[str] | tuple[str, ...]) -> str | None:
@@ -112,8 +128,14 @@ class SearchCommand(Command):
     Without --model: gpt2-tiny at 64 tokens. Script mode: your training script and its arguments
     after the options, as the deepspeed launcher takes them:
     simtune search --num_gpus 8 train.py --deepspeed ds.json --per_device_train_batch_size 4.
+    Strategy simulate (default): calibrate this machine if no hardware profile fits it, search
+    every configuration against the cost model (an Optuna study in results_dir/study.db, resumed
+    when interrupted), run the --verify-top best predictions for real and return the measured
+    best; --verify-top 0 returns the predicted best for any --profile and GPU count without
+    running anything. Strategy measure: every candidate runs for real, in DeepSpeed's order.
     The "autotuning" section of the DeepSpeed config is honoured; each flag below wins over it.
-    Results: results_dir/summary.txt, ds_config_optimal.json, cmd_optimal.txt, results.json.
+    Results: results_dir/summary.txt, ds_config_optimal.json, cmd_optimal.txt, results.json
+    (and predictions.json with simulate).
     """
 
     name = "search"
@@ -134,8 +156,17 @@ class SearchCommand(Command):
         where.add_argument("--num_nodes", type=int, help="nodes of each experiment (needs --hostfile)")
         where.add_argument("--hostfile", help="DeepSpeed hostfile (hostname slots=N lines)")
         how = parser.add_argument_group("search (each wins over the config's \"autotuning\" section)")
-        how.add_argument("--strategy", choices=STRATEGIES, default="measure",
-                         help="measure: run every candidate for real, in DeepSpeed's order (default)")
+        how.add_argument("--strategy", choices=STRATEGIES, default="simulate",
+                         help="simulate: search against the cost model, run the top predictions (default); "
+                              "measure: run every candidate for real, in DeepSpeed's order")
+        how.add_argument("--verify-top", "--verify_top", dest="verify_top", type=int, metavar="K",
+                         help="simulate: how many of the best predictions run for real (default 3; 0: none, "
+                              "the predicted best is returned)")
+        how.add_argument("--profile", metavar="NAME|PATH",
+                         help="simulate: the hardware profile of the cost model (default: the one that fits this "
+                              "machine; calibrated first when none does)")
+        how.add_argument("--trials", "--search-trials", dest="trials", type=int, metavar="N",
+                         help="simulate: trials of the Optuna study (default 200)")
         how.add_argument("--results_dir", "--results-dir", dest="results_dir")
         how.add_argument("--exps_dir", "--exps-dir", dest="exps_dir")
         how.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=None,
@@ -158,10 +189,26 @@ class SearchCommand(Command):
 
     # ------------------------------------------------------------------------------------------
     def run(self, args: argparse.Namespace) -> int:
+        started = time.monotonic()
+        for flag, value, low in (("--verify-top", args.verify_top, 0), ("--trials", args.trials, 1)):
+            if value is not None and value < low:
+                raise InputError(f"{flag} must be at least {low}, not {value}.")
         program = self.program(args)
-        resources = self.resources(args)
-        ds_config = load_ds_config(program.config_path) if program.config_path else \
-            default_ds_config(resources.accelerator)
+        strategy = args.strategy
+        file_config = load_ds_config(program.config_path) if program.config_path else None
+        with warnings.catch_warnings():  # read again below, where its warnings are shown once
+            warnings.simplefilter("ignore")
+            file_section = AutotuningConfig.from_dict((file_config or {}).get("autotuning"))
+        verify_top = args.verify_top if args.verify_top is not None else file_section.verify_top
+        profile_name = args.profile or file_section.profile
+        predicted_only = strategy == "simulate" and verify_top == 0
+        half = "bf16"
+        if predicted_only and profile_name is not None:
+            resources = self.planned_resources(args, profile_name)
+            half = "fp16" if default_precision(load_profile(profile_name)) == "fp16" else "bf16"
+        else:
+            resources = self.resources(args)
+        ds_config = file_config if file_config is not None else default_ds_config(resources.accelerator, half)
         autotuning = self.autotuning(args, ds_config, program)
         for key in ("results_dir", "exps_dir"):
             folder = Path(getattr(autotuning, key))
@@ -177,26 +224,78 @@ class SearchCommand(Command):
         )
         progress = Progress(metric=autotuning.metric, quiet=args.quiet)
         progress.note(f"{program.label}; {resources.world_size} {resources.accelerator} process(es) per "
-                      f"experiment; stages {list(space.stages)}; metric {autotuning.metric}; "
+                      f"experiment; stages {list(space.stages)}; metric {autotuning.metric}; strategy {strategy}; "
                       f"results in {autotuning.results_dir}")
+        if strategy == "simulate":
+            return self.simulate(args, program, resources, ds_config, space, runner, progress, started)
         search = MeasuredSearch(space, runner, MeasureOptions(stop_at_worse_stage=args.stop_at_worse_stage,
                                                             parallel=len(runner.slot_sets)), progress=progress)
-        started = time.monotonic()
         try:
             outcome = search.run()
         except KeyboardInterrupt:
-            partial = search.outcome()
-            Path(autotuning.results_dir).mkdir(parents=True, exist_ok=True)
-            path = write_results_json(autotuning.results_dir,
-                                      results_document(partial, time.monotonic() - started, interrupted=True))
-            print(f"simtune: interrupted: {len(partial.measurements)} finished experiment(s) are kept in "
-                  f"{autotuning.results_dir} (listed in {path}); the same command reuses them unless "
-                  f"--overwrite is given.", file=sys.stderr)
-            return 130
+            return interrupted(autotuning.results_dir, search.outcome(), time.monotonic() - started)
         elapsed_s = time.monotonic() - started
         return self.report(args, outcome, elapsed_s, runner, space, ds_config, program)
 
-    def report(self, args, outcome, elapsed_s: float, runner, space, ds_config: dict, program: Program) -> int:
+    # ------------------------------------------------------------------------------------------
+    def simulate(self, args, program: Program, resources: Resources, ds_config: dict, space: TuningSpace,
+                 runner: Runner, progress: Progress, started: float) -> int:
+        """The model-driven search: profile, workload, study, verification, outputs."""
+        autotuning = space.autotuning
+        verify_top = autotuning.verify_top
+        choice = choose_profile(autotuning.profile, resources, say=progress.note)
+        profile = choice.profile
+        if verify_top > 0 and not choice.local:
+            raise InputError(f"Hardware profile {profile.name!r} describes {profile.device.count} x "
+                             f"{profile.device.name}, not this machine's {resources.world_size} process(es), so its "
+                             f"predictions cannot be verified here: use --verify-top 0 or a profile of this machine.")
+        precision = precision_of(ds_config)
+        if program.mode == "script":
+            chosen = choose_script_workload(program.script, program.args, ds_config, profile, precision=precision,
+                                            num_gpus=resources.num_gpus, local=choice.local, say=progress.note)
+        else:
+            chosen = choose_workload(load_workload(program.model, program.seq_len), profile, precision=precision,
+                                     measure=verify_top > 0 and choice.local, say=progress.note,
+                                     num_gpus=resources.num_gpus)
+        residual = load_residual(profile)
+        predictor = Predictor.from_parts(space, chosen.model, profile, world_size=resources.world_size,
+                                         precision=precision, nodes=resources.num_nodes)
+        options = SimulateOptions(verify_top=verify_top, search_trials=autotuning.search_trials,
+                                  parallel=len(runner.slot_sets))
+        identity = {"profile": profile.name, "profile_numbers": profile_fingerprint(profile),
+                    "workload": chosen.key, "workload_source": chosen.how, "precision": precision,
+                    "world_size": resources.world_size, "nodes": resources.num_nodes, "program": program.args}
+        search = SimulatedSearch(space, predictor, runner, results_dir=autotuning.results_dir, residual=residual,
+                                 workload=chosen.key, identity=identity, options=options,
+                                 memory_budget_bytes=autotuning.memory_budget_bytes, progress=progress)
+        try:
+            result = search.run()
+        except KeyboardInterrupt:  # the residual model is not saved: a resumed search predicts as this one did
+            partial = search.partial_outcome()
+            return interrupted(autotuning.results_dir, partial, time.monotonic() - started,
+                               kept=f"the study in {Path(autotuning.results_dir) / 'study.db'} and ")
+        saved = search.save_residual()
+        if saved is not None:
+            progress.note(f"residual model updated with {len(result.verifications)} measurement(s): {saved}")
+        calibration_s = choice.seconds + chosen.seconds
+        notes = []
+        if choice.how == "calibrated":
+            notes.append(f"this machine was calibrated first ({choice.seconds:.1f} s, profile saved to {choice.path})")
+        if chosen.how == "measured":
+            notes.append(f"the workload was measured ({chosen.seconds:.1f} s, cached for the next search)")
+        elif chosen.how == "closed-form":
+            notes.append("the workload's numbers come from the closed-form analysis of the preset")
+        else:
+            notes.append("the workload's measurement was read from the cache")
+        report = model_report(result, space, profile=profile.name, profile_kind=profile.kind,
+                              calibration_s=calibration_s, total_s=time.monotonic() - started,
+                              calibration_note="; ".join(notes) or None,
+                              residual_file=str(saved) if saved else None)
+        return self.report(args, result.outcome, time.monotonic() - started, runner, space, ds_config, program,
+                           model=report, predictions=result.predictions, runnable=choice.local)
+
+    def report(self, args, outcome, elapsed_s: float, runner, space, ds_config: dict, program: Program, *,
+               model: ModelReport | None = None, predictions: dict | None = None, runnable: bool = True) -> int:
         """Write the outputs, print the summary and the best configuration; train with it on --run."""
         results_dir = Path(space.autotuning.results_dir)
         best = outcome.best
@@ -206,18 +305,27 @@ class SearchCommand(Command):
                 advice = lr_advice(space.user_train_batch_size, best.ds_config.get("train_batch_size"),
                                    optimizer_type(ds_config))
             command = command_text(*optimal_command(runner, best, results_dir.resolve() / OPTIMAL_CONFIG_FILE))
-        written = write_outputs(results_dir, outcome, elapsed_s, optimal_command=command, advice=advice)
+        written = write_outputs(results_dir, outcome, elapsed_s, optimal_command=command, advice=advice,
+                                predicted=predictions, model=model)
         print(written.summary_text, end="")
         if best is None:
-            print(f"simtune: no experiment ran successfully; the reasons are in {written.results_path} and "
-                  f"each experiment's stderr.log under {results_dir}.", file=sys.stderr)
+            if model is not None and model.predicted_only:
+                print("simtune: no configuration is predicted to fit in memory on this hardware profile.",
+                      file=sys.stderr)
+            else:
+                print(f"simtune: no experiment ran successfully; the reasons are in {written.results_path} and "
+                      f"each experiment's stderr.log under {results_dir}.", file=sys.stderr)
             return 1
-        print(f"\nBest configuration ({written.optimal_config_path}):")
+        kind = "predicted, not measured" if best.status == "predicted" else "measured"
+        print(f"\nBest configuration, {kind} ({written.optimal_config_path}):")
         print(json.dumps(optimal_config(best), indent=2))
         print(f"\nTrain with it ({written.optimal_command_path}):\n  {command}")
         if advice is not None:
             print(f"\nLearning rate: {advice.text}")
         if args.run:
+            if not runnable:
+                raise InputError("--run trains on this machine, but the configuration was predicted for the "
+                                 "hardware of another profile.")
             return train_with_optimal(runner, best, written.optimal_config_path)
         return 0
 
@@ -248,7 +356,7 @@ class SearchCommand(Command):
         program_args = ("--model", model, "--seq-len", str(workload.seq_len),
                         "--deepspeed", config or "ds_config.json")
         return Program(str(TRAIN_PROGRAM), program_args, "model", config,
-                       f"model mode: {workload.name}, {workload.seq_len} tokens per sample")
+                       f"model mode: {workload.name}, {workload.seq_len} tokens per sample", model, workload.seq_len)
 
     def resources(self, args: argparse.Namespace) -> Resources:
         for flag, value in (("--num_gpus", args.num_gpus), ("--num_nodes", args.num_nodes)):
@@ -259,6 +367,24 @@ class SearchCommand(Command):
                 and detect_accelerator() == "cpu":
             num_gpus = DEFAULT_CPU_PROCESSES
         return Resources.resolve(num_gpus=num_gpus, num_nodes=args.num_nodes, hostfile=args.hostfile)
+
+    def planned_resources(self, args: argparse.Namespace, profile_name: str) -> Resources:
+        """Predictions only, for the hardware of a profile: that hardware's accelerator, --num_gpus
+        per node (default: the profile's) on --num_nodes nodes, whatever this machine has."""
+        for flag, value in (("--num_gpus", args.num_gpus), ("--num_nodes", args.num_nodes)):
+            if value is not None and value < 1:
+                raise InputError(f"{flag} must be at least 1, not {value}.")
+        profile = load_profile(profile_name)
+        if args.hostfile is not None:
+            return Resources.from_hostfile(args.hostfile, num_gpus=args.num_gpus, num_nodes=args.num_nodes,
+                                           accelerator=profile.device.kind)
+        per_node = args.num_gpus or profile.device.count_per_node
+        nodes = args.num_nodes or 1
+        if nodes == 1:
+            hosts = (("localhost", per_node),)
+        else:
+            hosts = tuple((f"worker-{i}", per_node) for i in range(nodes))
+        return Resources(hosts=hosts, num_gpus=per_node, num_nodes=nodes, accelerator=profile.device.kind)
 
     def autotuning(self, args: argparse.Namespace, ds_config: dict, program: Program) -> AutotuningConfig:
         """The config's "autotuning" section with the command-line values applied."""
@@ -271,12 +397,25 @@ class SearchCommand(Command):
             fast=args.fast,
             experiment_timeout_s=args.timeout,
             memory_budget_bytes=args.memory_budget,
+            verify_top=args.verify_top,
+            profile=args.profile,
+            search_trials=args.trials,
         )
         if program.mode == "model":
             mappings = dict(autotuning.arg_mappings or {})
             mappings.setdefault("activation_checkpointing", CHECKPOINTING_FLAG)
             autotuning = autotuning.with_overrides(arg_mappings=mappings)
         return autotuning
+
+
+def interrupted(results_dir: str, partial, elapsed_s: float, kept: str = "") -> int:
+    """Ctrl-C: write results.json with what finished, say what is kept; exit code 130."""
+    Path(results_dir).mkdir(parents=True, exist_ok=True)
+    path = write_results_json(results_dir, results_document(partial, elapsed_s, interrupted=True))
+    print(f"simtune: interrupted: {kept}{len(partial.measurements)} finished experiment(s) are kept in "
+          f"{results_dir} (listed in {path}); the same command reuses them unless --overwrite is given.",
+          file=sys.stderr)
+    return 130
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ positions (at least one per sequence). Rank 0 prints the loss every ``--log-inte
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -87,10 +88,16 @@ def limit_threads() -> int:
 
 
 def read_ds_config(path: str) -> dict[str, Any]:
+    """The config at ``path``, or, where no such file exists, the base64 (URL-safe) JSON that
+    DeepSpeed's own autotuner passes in place of the path (as DeepSpeedConfig accepts it)."""
     try:
         config = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise WorkloadError(f"DeepSpeed config {path} does not exist.") from None
+    except OSError as exc:  # no such file, or a name too long to be one
+        try:
+            config = json.loads(base64.urlsafe_b64decode(path.encode()).decode())
+        except (ValueError, UnicodeError):
+            reason = "does not exist" if isinstance(exc, FileNotFoundError) else f"cannot be read ({exc.strerror})"
+            raise WorkloadError(f"DeepSpeed config {path} {reason}.") from None
     except json.JSONDecodeError as exc:
         raise WorkloadError(f"DeepSpeed config {path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
     if not isinstance(config, dict):

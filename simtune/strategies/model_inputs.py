@@ -1,0 +1,167 @@
+"""What the model-driven search needs before it can predict: a hardware profile, the workload's
+numbers and the residual model.
+
+- Profile: the one named (``--profile`` / ``autotuning.profile``), else the one
+  :func:`simtune.hardware.find_profile_for` finds for this machine's device and process count
+  (a measured profile wins over a spec one), else a quick calibration of this machine
+  (:func:`simtune.calibration.run_calibration` with ``quick=True``), saved to the user profile
+  folder so the next search finds it.
+- Workload: measured on this machine (:func:`simtune.calibration.workload.calibrate_workload`,
+  cached) when the search runs experiments here with a profile of this machine; otherwise a
+  cached measurement of the same inputs if there is one, else the closed-form analysis of the
+  preset (nothing is measured when predictions are all that is asked for). In script mode the
+  model of the user's script is measured in one launch
+  (:func:`simtune.calibration.workload_script.calibrate_script`, cached).
+- Residual model: ``~/.simtune/profiles/residuals/<profile>.json`` (:mod:`simtune.residual`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from simtune.hardware import HardwareProfile, find_profile_for, load_profile, profile_to_dict
+from simtune.residual import ResidualModel, residual_path
+from simtune.runner.resources import Resources, detect_accelerator
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it (the name calibration records)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def local_device_name(accelerator: str | None = None) -> str:
+    """The device name a calibration of this machine records: the CUDA device's name, or
+    ``CPU <model>`` (``accelerator`` defaults to what this machine runs experiments on)."""
+    if accelerator is None:
+        accelerator = detect_accelerator()
+    if accelerator == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    return f"CPU {cpu_model_name()}"
+
+
+def same_device(a: str, b: str) -> bool:
+    return " ".join(a.lower().split()) == " ".join(b.lower().split())
+
+
+@dataclass(frozen=True)
+class ProfileChoice:
+    profile: HardwareProfile
+    how: str
+    """"named", "found" or "calibrated"."""
+    local: bool
+    """True when the profile describes this machine and process layout (experiments can verify it)."""
+    seconds: float = 0.0
+    """Calibration wall time (0 unless calibrated now)."""
+    path: str = ""
+
+
+def profile_fingerprint(profile: HardwareProfile) -> str:
+    """Changes when the profile's numbers change (a recalibration is another model)."""
+    text = json.dumps(profile_to_dict(profile), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def choose_profile(name: str | None, resources: Resources, *, say: Callable[[str], None]) -> ProfileChoice:
+    """The hardware profile of the search (see the module docstring)."""
+    if name is not None:
+        profile = load_profile(name)
+        local = (profile.device.kind == detect_accelerator() and profile.device.count == resources.world_size
+                 and same_device(profile.device.name, local_device_name()))
+        return ProfileChoice(profile, "named", local)
+    device = local_device_name(resources.accelerator)
+    entry = find_profile_for(device, resources.world_size)
+    if entry is not None:
+        profile = load_profile(entry.path)
+        say(f"hardware profile {entry.name} ({entry.kind}) fits this machine ({device}, "
+            f"{resources.world_size} process(es)); {entry.path}")
+        return ProfileChoice(profile, "found", True, path=str(entry.path))
+    from simtune.calibration import run_calibration
+
+    say(f"no hardware profile fits this machine ({device}, {resources.world_size} "
+        f"{'GPU' if resources.accelerator == 'cuda' else 'CPU process'}(es)); calibrating it first "
+        f"(simtune calibrate --quick: one short launch of microbenchmarks)")
+    started = time.monotonic()
+    result = run_calibration(resources.num_gpus, resources.num_nodes, resources.hostfile, quick=True)
+    seconds = time.monotonic() - started
+    say(f"calibrated in {seconds:.1f} s: profile {result.profile.name} saved to {result.path}")
+    return ProfileChoice(result.profile, "calibrated", True, seconds, str(result.path))
+
+
+@dataclass(frozen=True)
+class WorkloadChoice:
+    model: Any
+    """A Workload (closed form) or a WorkloadCalibration (measured)."""
+    key: str
+    """Names the workload in the residual model and the study."""
+    how: str
+    """"measured", "cached" or "closed-form"."""
+    seconds: float = 0.0
+
+
+def workload_key(workload: Any, precision: str) -> str:
+    """``<name>@<seq_len>/<precision>#<hash of the Hugging Face config>``."""
+    digest = hashlib.sha256(json.dumps(workload.hf_config, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{workload.name}@{workload.seq_len}/{precision}#{digest}"
+
+
+def choose_workload(workload: Any, profile: HardwareProfile, *, precision: str, measure: bool,
+                    say: Callable[[str], None], num_gpus: int | None = None) -> WorkloadChoice:
+    """The workload as the predictor takes it (see the module docstring)."""
+    from simtune.calibration import workload as wc
+
+    key = workload_key(workload, precision)
+    if measure:
+        started = time.monotonic()
+        calibration = wc.calibrate_workload(workload, profile, precision=precision, num_gpus=num_gpus, log=say)
+        return WorkloadChoice(calibration, key, "cached" if calibration.from_cache else "measured",
+                              0.0 if calibration.from_cache else time.monotonic() - started)
+    fingerprint = wc.fingerprint(wc.model_identity(workload), workload.seq_len, precision, profile.name)
+    cached = wc.read_cached(wc.cache_path(None, fingerprint))
+    if cached is not None and cached.fingerprint == fingerprint:
+        say(f"workload {workload.name}: using the cached measurement {wc.cache_path(None, fingerprint)}")
+        return WorkloadChoice(cached, key, "cached")
+    return WorkloadChoice(workload, key, "closed-form")
+
+
+def choose_script_workload(script: str, args: Any, ds_config: Any, profile: HardwareProfile, *, precision: str,
+                           num_gpus: int, local: bool, say: Callable[[str], None]) -> WorkloadChoice:
+    """Script mode: the model of the user's script, measured in one launch here
+    (:func:`simtune.calibration.workload_script.calibrate_script`, cached), or read from the cache."""
+    from simtune.calibration import workload as wc
+    from simtune.calibration.workload_script import calibrate_script
+    from simtune.errors import InputError
+
+    identity = wc.script_identity(script, args)
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    key = f"script:{identity['script']}/{precision}#{digest}"
+    if not local:
+        fingerprint = wc.fingerprint(identity, 0, precision, profile.name)
+        cached = wc.read_cached(wc.cache_path(None, fingerprint))
+        if cached is None or cached.fingerprint != fingerprint:
+            raise InputError(f"Predicting for profile {profile.name!r} in script mode needs the script's model "
+                             f"measured first, which takes a launch on the hardware of that profile: use model mode "
+                             f"(--model) for hardware you do not have.")
+        return WorkloadChoice(cached, key, "cached")
+    started = time.monotonic()
+    calibration = calibrate_script(script, args, ds_config, profile, precision=precision, num_gpus=num_gpus, log=say)
+    return WorkloadChoice(calibration, key, "cached" if calibration.from_cache else "measured",
+                          0.0 if calibration.from_cache else time.monotonic() - started)
+
+
+def load_residual(profile: HardwareProfile) -> ResidualModel:
+    """The residual model stored for a profile (empty when none is)."""
+    return ResidualModel.load(residual_path(profile.name), profile=profile.name)

@@ -1,0 +1,268 @@
+"""The Optuna study of the model-driven search: every dimension of the space against the model,
+kept in SQLite so that a search can be resumed and inspected.
+
+Storage: ``optuna.storages.RDBStorage("sqlite:///<results_dir>/study.db")``, one study per
+(workload, tuning space, hardware profile, residual model, metric): :func:`study_name` hashes them,
+so a changed input starts a new study in the same file and an unchanged one continues where it
+stopped. The sampler works on an in-memory copy of the stored study (Optuna's TPE rereads every
+trial for each parameter it draws, which costs ~0.1 s per trial through SQLAlchemy) and each
+finished trial is added to the stored study at once, in one transaction (``study.add_trial``;
+SQLite in WAL mode with ``synchronous=NORMAL``: durable when the process is killed, without a disk
+flush per write). A killed search therefore loses at most the trial that was being drawn; a
+resumed one loads the stored trials into the sampler's copy and continues. Trials a killed
+process left RUNNING in the stored study (none with this scheme, but possible with others) are
+marked FAIL.
+
+Trials, in this order, until ``n_trials`` have completed:
+
+1. anchors, enqueued when the study is created: per stage, the largest micro-batch size predicted
+   to fit at the largest gas the batch limit allows and at gas 1, and the smallest at gas 1
+   (DeepSpeed's own starting points);
+2. TPE (Bergstra et al. 2011, "Algorithms for Hyper-Parameter Optimization"; Optuna's
+   ``TPESampler``, multivariate and grouped for the stage-conditional dimensions, seeded);
+3. a local polish (the last ``POLISH_SHARE`` of the trials): the unseen neighbours
+   (:meth:`ModelSpace.neighbours`) of the best feasible trials are enqueued, best first; when
+   every neighbour of the top trials is known, TPE draws the rest.
+
+The study stops early once every point of the space has been evaluated (small spaces).
+
+Out of memory is a constraint, not a penalty: every trial records
+``trial.set_constraint("memory", (predicted peak - limit) / limit)``; Optuna's constrained TPE
+ranks infeasible trials below every feasible one, and ``study.best_trial`` is the best feasible
+trial. The objective value of an infeasible trial stays its predicted metric, so the study shows
+what an infeasible configuration would have given. Each trial's user attributes hold the
+experiment name, the full trial and the prediction (step time, memory, limit), so
+``optuna.load_study(study_name=..., storage="sqlite:///.../study.db").trials_dataframe()`` shows
+everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from simtune.space import Trial
+from simtune.strategies.forecast import Forecast, Forecaster
+from simtune.strategies.model_space import ModelSpace
+
+STUDY_FILE = "study.db"
+POLISH_SHARE = 0.25
+"""Share of the trials spent on the local polish of the best trials."""
+POLISH_TOP = 5
+"""How many of the best feasible trials the polish looks around."""
+N_STARTUP_TRIALS = 20
+"""Random trials before TPE models the results (anchors count)."""
+TRIAL_ATTR = "trial"
+NAME_ATTR = "name"
+
+
+def study_name(*parts: Any) -> str:
+    """``simtune-<hash>`` of the inputs that define the study's values."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return "simtune-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def storage_url(results_dir: str | Path) -> str:
+    return f"sqlite:///{Path(results_dir).resolve() / STUDY_FILE}"
+
+
+def open_storage(results_dir: str | Path):
+    """The RDB storage of ``results_dir/study.db`` (created when missing), WAL journal."""
+    import optuna
+    from sqlalchemy import event
+
+    Path(results_dir).mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.RDBStorage(storage_url(results_dir),
+                                         engine_kwargs={"connect_args": {"timeout": 60}})
+
+    def pragmas(connection, _record) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(storage.engine, "connect", pragmas)
+    storage.engine.dispose()  # connections opened from now on get the pragmas
+    return storage
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """What the study holds once it has run."""
+
+    name: str
+    storage: str
+    completed: int
+    """Trials completed in the study (this run and earlier ones)."""
+    resumed_from: int
+    """Trials that had completed before this run (0 for a new study)."""
+    forecasts: tuple[Forecast, ...]
+    """The distinct points evaluated, best first (feasible before infeasible)."""
+    best: Forecast | None
+    """The best feasible point (``study.best_trial``)."""
+    seconds: float
+
+
+class ModelStudy:
+    """Runs (or resumes) the study of one search."""
+
+    def __init__(self, model_space: ModelSpace, forecaster: Forecaster, *, storage: Any, name: str,
+                 seed: int = 0, progress: Callable[[str], None] | None = None):
+        self.model_space = model_space
+        self.forecaster = forecaster
+        self.storage = storage
+        self.name = name
+        self.seed = seed
+        self.progress = progress or (lambda message: None)
+
+    # ---------------------------------------------------------------------------- running
+    def run(self, n_trials: int) -> StudyResult:
+        import time
+
+        import optuna
+
+        started = time.monotonic()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        direction = "minimize" if self.forecaster.lower_is_better else "maximize"
+        durable = optuna.create_study(storage=self.storage, study_name=self.name, direction=direction,
+                                      load_if_exists=True)
+        self._fail_stale_trials(durable)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=N_STARTUP_TRIALS,
+                                                 multivariate=True, group=True)
+        working = optuna.create_study(direction=direction, sampler=sampler)
+        finished = self._finished(durable)
+        working.add_trials(finished)
+        resumed_from = done = len(finished)
+        if not done:
+            durable.set_user_attr("space", self.model_space.describe())
+            durable.set_user_attr("metric", self.forecaster.metric)
+        else:
+            self.progress(f"study {self.name}: {done} of {n_trials} trials already done, resuming")
+        seen = {Trial.from_dict(t.user_attrs[TRIAL_ATTR]) for t in finished}
+        for anchor in self.anchors():
+            if anchor not in seen:
+                working.enqueue_trial(self.model_space.params(anchor), skip_if_exists=True)
+        polish_from = n_trials - int(n_trials * POLISH_SHARE)
+        report_every = max(1, n_trials // 4)
+        size = self.model_space.size()
+        while done < n_trials:
+            if len(seen) >= size:
+                self.progress(f"study: all {size} configurations evaluated after {done} trials; the study stops")
+                break
+            if done >= polish_from and not self._has_waiting(working):
+                self._enqueue_polish(working)
+            working.optimize(self._objective, n_trials=1, catch=())
+            last = working.get_trials(deepcopy=False)[self._last_number]
+            durable.add_trial(last)  # committed: a killed search keeps it
+            seen.add(Trial.from_dict(last.user_attrs[TRIAL_ATTR]))
+            done += 1
+            if done % report_every == 0 or done == n_trials:
+                best = self._best(working)
+                lead = f"; best so far {best.name} {self._fmt(best.value)}" if best else ""
+                self.progress(f"study: {done}/{n_trials} trials{lead}")
+        return self.result(working, resumed_from, time.monotonic() - started)
+
+    def _objective(self, trial) -> float:
+        self._last_number = trial.number
+        point = self.model_space.sample(trial)
+        forecast = self.forecaster.forecast(point)
+        trial.set_user_attr(NAME_ATTR, forecast.name)
+        trial.set_user_attr(TRIAL_ATTR, point.to_dict())
+        trial.set_user_attr("predicted_step_s", forecast.step_s)
+        trial.set_user_attr("predicted_memory_bytes", forecast.memory_bytes)
+        trial.set_user_attr("memory_limit_bytes", forecast.limit_bytes)
+        trial.set_user_attr("feasible", forecast.feasible)
+        excess = (forecast.memory_bytes - forecast.limit_bytes) / max(1, forecast.limit_bytes)
+        trial.set_constraint("memory", max(excess, 1e-9) if not forecast.feasible else min(excess, 0.0))
+        return forecast.value
+
+    # ---------------------------------------------------------------------------- helpers
+    def anchors(self) -> list[Trial]:
+        """DeepSpeed's starting points per stage: the largest mbs predicted to fit (at the
+        largest gas and at gas 1) and the smallest mbs, other dimensions at their first choice."""
+        points = []
+        for d in self.model_space.stages:
+            top = d.predicted_max_mbs if d.predicted_max_mbs in d.micro_batch_sizes else d.micro_batch_sizes[-1]
+            for mbs, gas in ((top, len(self.model_space.gas_choices(top))), (top, 1),
+                             (d.micro_batch_sizes[0], 1)):
+                points.append(next(self.model_space.variants(d.stage, mbs, gas)))
+        return list(dict.fromkeys(points))
+
+    @staticmethod
+    def _fail_stale_trials(study) -> None:
+        """Trials left RUNNING by a killed process are marked FAIL (model trials take
+        milliseconds; nothing else runs them)."""
+        from optuna.trial import TrialState
+
+        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            study._storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)  # noqa: SLF001
+
+    @staticmethod
+    def _completed(study) -> int:
+        from optuna.trial import TrialState
+
+        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+    @staticmethod
+    def _has_waiting(study) -> bool:
+        from optuna.trial import TrialState
+
+        return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+    def _enqueue_polish(self, study) -> None:
+        """Enqueue one unseen neighbour of the best feasible points (best point first)."""
+        seen = {Trial.from_dict(t.user_attrs[TRIAL_ATTR]) for t in self._finished(study)}
+        ranked = self._ranked(study)
+        for forecast in [f for f in ranked if f.feasible][:POLISH_TOP]:
+            fresh = [n for n in self.model_space.neighbours(forecast.trial) if n not in seen]
+            if fresh:
+                best = min(self.forecaster.forecast_many(fresh), key=self.forecaster.sort_key)
+                study.enqueue_trial(self.model_space.params(best.trial))
+                return
+
+    @staticmethod
+    def _finished(study) -> list:
+        from optuna.trial import TrialState
+
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return [t for t in trials if TRIAL_ATTR in t.user_attrs]
+
+    def _ranked(self, study) -> list[Forecast]:
+        trials = list(dict.fromkeys(Trial.from_dict(t.user_attrs[TRIAL_ATTR]) for t in self._finished(study)))
+        return sorted(self.forecaster.forecast_many(trials), key=self.forecaster.sort_key)
+
+    def _best(self, study) -> Forecast | None:
+        ranked = self._ranked(study)
+        return ranked[0] if ranked and ranked[0].feasible else None
+
+    def result(self, study, resumed_from: int, seconds: float) -> StudyResult:
+        ranked = self._ranked(study)
+        best = ranked[0] if ranked and ranked[0].feasible else None
+        return StudyResult(self.name, storage_url_of(self.storage), self._completed(study), resumed_from,
+                           tuple(ranked), best, seconds)
+
+    def _fmt(self, value: float) -> str:
+        from simtune.progress import format_value
+
+        return format_value(value)
+
+
+def storage_url_of(storage: Any) -> str:
+    url = getattr(getattr(storage, "engine", None), "url", None)
+    return str(url) if url is not None else str(storage)
+
+
+def study_trials(study_name_: str, results_dir: str | Path) -> Sequence[Any]:
+    """The completed trials of a stored study (for inspection and tests)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=study_name_, storage=storage_url(results_dir))
+    return study.get_trials(states=(TrialState.COMPLETE,))

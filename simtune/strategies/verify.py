@@ -1,0 +1,193 @@
+"""Verification: the chosen predictions run for real, failures replaced, the model told.
+
+Candidates come from :func:`simtune.strategies.doubt.choose_candidates`, as many at a time as the
+runner has slot sets (side by side when the resources allow). Each result is a
+:class:`~simtune.strategies.measure.Measurement`. Until ``k`` experiments have succeeded:
+
+- a success adds a step-time sample to the residual model (measured / predicted) and, with
+  the measured peak, a memory sample;
+- a candidate predicted to fit that runs out of memory adds a memory sample: the memory
+  correction of its stage rises to at least ``limit / predicted`` (:mod:`simtune.residual`), the
+  remaining candidates are predicted again with it (some become infeasible), and the next
+  candidate is verified in its place;
+- a crash or time-out is recorded and replaced by the next candidate (the model is not blamed).
+
+At most ``k + max_replacements`` experiments run (``max_replacements`` defaults to ``k``). Each
+experiment name runs at most once; with overwrite false the runner reuses an experiment already
+recorded in results_dir, so a resumed search runs nothing twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from simtune.progress import Progress, format_value
+from simtune.residual import MemorySample, ResidualModel, TimeSample
+from simtune.space import Trial, TuningSpace
+from simtune.strategies.doubt import Candidate, choose_candidates
+from simtune.strategies.forecast import Forecast, Forecaster
+from simtune.strategies.measure import Measurement, RunnerLike, SUCCESS_STATUSES, default_experiment
+
+
+@dataclass(frozen=True)
+class Verification:
+    """One verified prediction: what was predicted when it was chosen, and what was measured."""
+
+    forecast: Forecast
+    measurement: Measurement
+    reason: str
+    """Why it was chosen."""
+    replaces: str | None = None
+    """The failed candidate it stands in for."""
+
+    @property
+    def error(self) -> float | None:
+        """(predicted - measured) / measured of the metric; None when the run failed."""
+        measured = self.measurement.value
+        if measured is None or measured == 0:
+            return None
+        return (self.forecast.value - measured) / measured
+
+
+@dataclass(frozen=True)
+class VerifyOutcome:
+    verifications: tuple[Verification, ...]
+    notes: tuple[str, ...]
+
+
+class Verifier:
+    """Runs candidates until ``k`` succeed (see the module docstring)."""
+
+    def __init__(self, space: TuningSpace, runner: RunnerLike, forecaster: Forecaster, *, k: int, error: float,
+                 parallel: int = 1, max_replacements: int | None = None, progress: Progress | None = None,
+                 on_result: Callable[[Verification], None] | None = None,
+                 make_experiment: Callable[[str, Trial, dict], Any] = default_experiment):
+        self.space = space
+        self.runner = runner
+        self.forecaster = forecaster
+        self.k = k
+        self.error = error
+        self.parallel = max(1, parallel)
+        self.max_runs = k + (k if max_replacements is None else max_replacements)
+        self.progress = progress or Progress(metric=space.autotuning.metric, quiet=True)
+        self.on_result = on_result or (lambda verification: None)
+        self.make_experiment = make_experiment
+        self._ok: list[Measurement] = []
+
+    @property
+    def residual(self) -> ResidualModel:
+        return self.forecaster.residual
+
+    def run(self, pool: Sequence[Trial]) -> VerifyOutcome:
+        """Verify candidates drawn from ``pool`` (the distinct points the search predicted)."""
+        pool = list(dict.fromkeys(pool))
+        done: list[Verification] = []
+        notes: list[str] = []
+        pending_replacements: list[str] = []
+        while True:
+            succeeded = [v for v in done if v.measurement.ok]
+            room = min(self.k - len(succeeded), self.max_runs - len(done))
+            if room <= 0:
+                if len(succeeded) < self.k and len(done) >= self.max_runs:
+                    notes.append(f"stopped after {len(done)} experiments, {len(succeeded)} of them successful: "
+                                 f"at most {self.k} replacement(s) are tried")
+                break
+            tried = {v.forecast.name for v in done}
+            ranked = sorted(self.forecaster.forecast_many(pool), key=self.forecaster.sort_key)
+            left = [f for f in ranked if f.feasible and f.name not in tried]
+            covered = [v.forecast for v in succeeded]
+            best_value = ranked[0].value if ranked and ranked[0].feasible else None
+            batch = choose_candidates(left, min(room, self.parallel), error=self.error,
+                                      lower_is_better=self.forecaster.lower_is_better, covered=covered,
+                                      best_value=best_value)
+            if not batch:
+                if len(succeeded) < self.k:
+                    notes.append(f"no other configuration is predicted to fit, so {len(succeeded)} of "
+                                 f"{self.k} verification(s) succeeded")
+                break
+            replaces = [pending_replacements.pop(0) if pending_replacements else None for _ in batch]
+            for verification in self._run_batch(batch, replaces, len(succeeded)):
+                done.append(verification)
+                self.on_result(verification)
+                note = self._learn(verification)
+                if note:
+                    notes.append(note)
+                if not verification.measurement.ok:
+                    pending_replacements.append(verification.forecast.name)
+        return VerifyOutcome(tuple(done), tuple(notes))
+
+    # ---------------------------------------------------------------------------- running
+    def _run_batch(self, batch: Sequence[Candidate], replaces: Sequence[str | None],
+                   succeeded: int) -> list[Verification]:
+        experiments = []
+        for i, (candidate, replaced) in enumerate(zip(batch, replaces)):
+            f = candidate.forecast
+            instead = f" in place of {replaced}" if replaced else ""
+            self.progress.note(f"verifying {succeeded + i + 1}/{self.k}: {f.name}{instead} (predicted "
+                               f"{self.forecaster.metric} {format_value(f.value)}; {candidate.reason})")
+            experiments.append(self.make_experiment(f.name, f.trial, self.space.render(f.trial)))
+        self.progress.started([e.name for e in experiments])
+        results = {r.name: r for r in self.runner.run(experiments)}
+        out = []
+        for candidate, replaced, experiment in zip(batch, replaces, experiments):
+            measurement = self._measurement(candidate.forecast, results[experiment.name], experiment.ds_config)
+            out.append(Verification(candidate.forecast, measurement, candidate.reason, replaced))
+        return out
+
+    def _measurement(self, forecast: Forecast, result: Any, ds_config) -> Measurement:
+        metrics = result.metrics if isinstance(result.metrics, dict) or hasattr(result.metrics, "get") else None
+        value = None
+        if result.status in SUCCESS_STATUSES and metrics is not None:
+            raw = metrics.get(self.space.autotuning.metric_key)
+            if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+                value = float(raw)
+        reason = result.reason or ("" if value is not None else
+                                   f"no {self.space.autotuning.metric_key} in metrics.json")
+        return Measurement(name=forecast.name, trial=forecast.trial, status=result.status, reason=reason,
+                           metrics=metrics, value=value, result_dir=str(result.result_dir),
+                           wall_s=float(result.wall_s or 0.0), phase="verify",
+                           reused=bool(getattr(result, "reused", False)), ds_config=ds_config)
+
+    # ---------------------------------------------------------------------------- learning
+    def _learn(self, v: Verification) -> str:
+        """Feed the result to the residual model; a note when the model was corrected."""
+        m, f = v.measurement, v.forecast
+        workload = self.forecaster.workload
+        predicted_bytes = int(f.estimate.memory.total_bytes)
+        if m.ok:
+            step_s = (m.metrics or {}).get("step_time_s")
+            if isinstance(step_s, (int, float)) and step_s > 0 and f.features is not None:
+                self.residual.add_time(TimeSample(workload, f.name, dict(f.features), f.base_step_s, float(step_s)))
+            peak = (m.metrics or {}).get("peak_memory_bytes")
+            self.residual.add_memory(MemorySample(workload, f.name, f.trial.stage, predicted_bytes, f.limit_bytes,
+                                                  "ok", int(peak) if isinstance(peak, (int, float)) else None))
+            self._report(v)
+            return ""
+        self.progress.finished(m.name, m.status, m.reason, None, self._leader())
+        if m.status != "oom":
+            return f"{m.name} was predicted to fit but ended {m.status} ({m.reason}); the next candidate is verified"
+        before = self.residual.memory_factor(workload, f.trial.stage)
+        self.residual.add_memory(MemorySample(workload, f.name, f.trial.stage, predicted_bytes, f.limit_bytes, "oom"))
+        after = self.residual.memory_factor(workload, f.trial.stage)
+        self.forecaster.forget()
+        return (f"{m.name} was predicted to fit ({f.memory_bytes / 2**20:.0f} MiB of {f.limit_bytes / 2**20:.0f} MiB) "
+                f"but ran out of memory: stage {f.trial.stage} memory predictions are now multiplied by "
+                f"{after:.2f} (was {before:.2f}) and the next candidate is verified")
+
+    def _report(self, v: Verification) -> None:
+        m = v.measurement
+        error = v.error
+        detail = f"predicted {format_value(v.forecast.value)}, error {error:+.1%}" if error is not None else ""
+        status = f"{m.status} (reused)" if m.reused else m.status
+        self._ok.append(m)
+        self.progress.finished(m.name, status, detail, m.value, self._leader())
+        if detail:
+            self.progress.note(f"{m.name}: measured {format_value(m.value)}, {detail}")
+
+    def _leader(self):
+        best = None
+        for m in self._ok:
+            if m.ok and (best is None or self.forecaster.better(m.value, best.value)):
+                best = m
+        return (best.name, best.value) if best else None

@@ -1,0 +1,120 @@
+"""Verification of the best predictions against the runner's in-memory twin: only K experiments (plus
+replacements) run, a predicted-feasible candidate that runs out of memory teaches the model and is
+replaced, and the measured best is returned."""
+
+import pytest
+
+from simtune.dsconfig import AutotuningConfig
+from simtune.hardware import load_profile
+from simtune.predict import Predictor
+from simtune.residual import ResidualModel
+from simtune.space import TuningSpace
+from simtune.strategies.simulate import SimulatedSearch, SimulateOptions
+from simtune.strategies.twin import TwinRunner, metrics_for
+from simtune.workloads import load_workload
+
+CONFIG = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": "all"},
+          "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}}, "bf16": {"enabled": True},
+          "autotuning": {"max_train_batch_size": 256}}
+WORKLOAD = "gpt2-medium@512"
+
+
+@pytest.fixture(scope="module")
+def setup():
+    space = TuningSpace.from_config(CONFIG, AutotuningConfig.from_dict(CONFIG["autotuning"]), world_size=8)
+    predictor = Predictor.from_parts(space, load_workload("gpt2-medium", 512), load_profile("dgx-a100-80gb"),
+                                     world_size=8, precision="bf16")
+    return space, predictor
+
+
+def truth(space, predictor, *, oom=lambda t: False, crash=lambda t: False):
+    """Measured = predicted step time x 1.2, and ZeRO-3 x 1.5 more (a cost the model misses)."""
+    def outcome(trial):
+        if oom(trial):
+            return "oom"
+        if crash(trial):
+            return "crashed"
+        step_s = predictor.predict(trial).time.step_s * 1.2 * (1.5 if trial.stage == 3 else 1.0)
+        batch = space.global_batch(trial)
+        return {**metrics_for(batch / step_s, train_batch_size=batch), "step_time_s": step_s,
+                "peak_memory_bytes": predictor.predict(trial).memory.total_bytes}
+    return outcome
+
+
+def search(tmp_path, space, predictor, runner, **options):
+    return SimulatedSearch(space, predictor, runner, results_dir=tmp_path, residual=ResidualModel(),
+                           workload=WORKLOAD, options=SimulateOptions(search_trials=60, **options))
+
+
+def test_only_the_top_k_run_and_the_measured_best_is_returned(tmp_path, setup):
+    space, predictor = setup
+    runner = TwinRunner(truth(space, predictor))
+    simulated = search(tmp_path, space, predictor, runner, verify_top=3)
+    result = simulated.run()
+    assert len(runner.launched) == 3 == len(result.verifications)
+    assert len({e.name for e in runner.launched}) == 3
+    measured = [v.measurement for v in result.verifications]
+    assert result.outcome.best == max(measured, key=lambda m: m.value)
+    assert all(m.phase == "verify" and m.status == "ok" for m in measured)
+    # the model's ranking is spread over its doubt: three different stages, as all are within 10%
+    assert len({v.forecast.trial.stage for v in result.verifications}) == 3
+    # every verification fed the residual model, which errs by the factor it was shown
+    assert len(simulated.residual.time_samples) == 3
+    for v in result.verifications:
+        assert v.error == pytest.approx(v.forecast.value / v.measurement.value - 1)
+    assert result.predictions == {v.forecast.name: v.forecast.value for v in result.verifications}
+
+
+def test_a_candidate_that_runs_out_of_memory_is_replaced_and_teaches_the_model(tmp_path, setup):
+    space, predictor = setup
+    top = search(tmp_path / "plan", space, predictor, None, verify_top=0).run().predicted_best
+
+    def too_big(trial):  # the true memory of the leader's stage is higher than predicted
+        return trial.stage == top.trial.stage and trial.micro_batch_size >= top.trial.micro_batch_size
+
+    runner = TwinRunner(truth(space, predictor, oom=too_big))
+    simulated = search(tmp_path / "run", space, predictor, runner, verify_top=2)
+    result = simulated.run()
+    first, *rest = result.verifications
+    assert first.forecast.name == top.name and first.measurement.status == "oom"
+    assert first.forecast.feasible  # it was predicted to fit
+    assert len(runner.launched) == 3 and [v.measurement.status for v in rest] == ["ok", "ok"]
+    assert rest[0].replaces == top.name
+    assert not any(too_big(v.forecast.trial) for v in rest)  # the corrected model avoids the region
+    factor = simulated.residual.memory_factor(WORKLOAD, top.trial.stage)
+    assert top.estimate.memory.total_bytes * factor > top.limit_bytes
+    assert any("ran out of memory" in note and "multiplied by" in note for note in result.outcome.notes)
+    assert result.outcome.best.status == "ok" and result.outcome.best in [v.measurement for v in rest]
+    failed = [m for m in result.outcome.measurements if m.status == "oom"]
+    assert [m.name for m in failed] == [top.name]
+
+
+def test_replacements_are_capped(tmp_path, setup):
+    space, predictor = setup
+    runner = TwinRunner(truth(space, predictor, crash=lambda t: True))
+    result = search(tmp_path, space, predictor, runner, verify_top=2).run()
+    assert len(runner.launched) == 4  # K plus K replacements
+    assert result.outcome.best is None
+    assert any("stopped after 4 experiments" in note for note in result.outcome.notes)
+
+
+def test_verifications_run_side_by_side_when_slots_allow(tmp_path, setup):
+    space, predictor = setup
+    runner = TwinRunner(truth(space, predictor))
+    search(tmp_path, space, predictor, runner, verify_top=3, parallel=2).run()
+    assert [len(batch) for batch in runner.batches] == [2, 1]
+
+
+def test_the_residual_is_saved_only_when_something_was_measured(tmp_path, setup):
+    space, predictor = setup
+    residual = ResidualModel(path=tmp_path / "residuals" / "p.json")
+    nothing = SimulatedSearch(space, predictor, None, results_dir=tmp_path / "a", residual=residual,
+                              workload=WORKLOAD, options=SimulateOptions(verify_top=0, search_trials=20))
+    nothing.run()
+    assert nothing.save_residual() is None and not residual.path.exists()
+    runner = TwinRunner(truth(space, predictor))
+    measured = SimulatedSearch(space, predictor, runner, results_dir=tmp_path / "b", residual=residual,
+                               workload=WORKLOAD, options=SimulateOptions(verify_top=1, search_trials=20))
+    measured.run()
+    assert measured.save_residual() == residual.path
+    assert len(ResidualModel.load(residual.path).time_samples) == 1
