@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from simtune.hardware.registry import simtune_home
 from simtune.errors import SimtuneError, WorkloadError
 from simtune.model.inputs import MeasuredCompute, MeasuredMemory, ModelSpec
 
@@ -49,9 +50,10 @@ class WorkloadCalibrationError(SimtuneError):
 
 
 def default_cache_dir() -> Path:
-    """``$SIMTUNE_CACHE_DIR`` when set, else ``~/.simtune/cache``."""
+    """``$SIMTUNE_CACHE_DIR`` when set, else ``<simtune home>/cache`` (``$SIMTUNE_HOME`` or
+    ``~/.simtune``)."""
     env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".simtune" / "cache"
+    return Path(env).expanduser() if env else simtune_home() / "cache"
 
 
 @dataclass(frozen=True)
