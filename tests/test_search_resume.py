@@ -34,7 +34,7 @@ STUDY_CONFIG = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stag
 
 
 def start(argv, cwd, home):
-    env = {**os.environ, "HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "HOME": str(home), "SIMTUNE_HOME": str(home / ".simtune"), "PYTHONUNBUFFERED": "1"}
     env.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))  # the JIT-built ops of the real home
     return subprocess.Popen([sys.executable, "-m", "simtune", *argv], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -103,6 +103,7 @@ def test_a_search_killed_in_its_study_keeps_every_finished_trial(tmp_path, monke
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SIMTUNE_HOME", str(tmp_path / "home" / ".simtune"))
     total = len(before) + 15
     assert main([*argv[:-1], "--trials", str(total)]) == 0
     after = stored_trials(tmp_path / "res")
@@ -152,6 +153,7 @@ def test_the_main_command_killed_after_one_verification_resumes_without_rerunnin
     # the same command again, in this process
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("SIMTUNE_HOME", str(home / ".simtune"))
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", os.environ.get("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir())))
     capfd.readouterr()
     assert main(["search"]) == 0
