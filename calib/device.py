@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import platform
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
+from simtune.runner.resources import cpu_model_name
 
 
 @dataclass(frozen=True)
@@ -16,17 +17,6 @@ class Device:
     torch_device: torch.device
     name: str
     sync: Callable[[], None]
-
-
-def _cpu_model_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def _no_sync() -> None:
@@ -44,7 +34,7 @@ def current_device(local_rank: int) -> Device:
             name=torch.cuda.get_device_name(local_rank),
             sync=torch.cuda.synchronize,
         )
-    return Device(kind="cpu", torch_device=torch.device("cpu"), name=f"CPU {_cpu_model_name()}", sync=_no_sync)
+    return Device(kind="cpu", torch_device=torch.device("cpu"), name=f"CPU {cpu_model_name()}", sync=_no_sync)
 
 
 def dtype_support(device: Device) -> dict[str, str]:

@@ -15,6 +15,7 @@ does the same per request), e.g. 16 GPUs on one host with 8 per experiment gives
 from __future__ import annotations
 
 import os
+import platform
 import re
 import socket
 from dataclasses import dataclass
@@ -29,6 +30,18 @@ ACCELERATORS = ("cuda", "cpu")
 
 _HOSTFILE_LINE = re.compile(r"^(\S+)\s+slots\s*=\s*(\d+)\s*(#.*)?$")
 
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it (the name calibration records)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 def local_hostnames() -> frozenset[str]:
     """Names under which this machine may appear in a hostfile."""

@@ -19,26 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from simtune.hardware import HardwareProfile, find_profile_for, load_profile, profile_to_dict
 from simtune.residual import ResidualModel, residual_path
-from simtune.runner.resources import Resources, detect_accelerator
-
-
-def cpu_model_name() -> str:
-    """The CPU's model name as /proc/cpuinfo gives it (the name calibration records)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+from simtune.runner.resources import Resources, cpu_model_name, detect_accelerator
 
 
 def local_device_name(accelerator: str | None = None) -> str:
