@@ -33,7 +33,6 @@ import dataclasses
 import gc
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -279,25 +278,17 @@ def merge_ranks(parts: list[WorkloadCalibration]) -> WorkloadCalibration:
 
 
 def run_in_own_group(command: list[str], env: dict[str, str], timeout_s: float) -> tuple[int, str]:
-    """Run a launch in a new session; on a time-out or an interrupt end its whole process group
-    (the launcher and every rank), then re-raise. Returns the exit code and the output."""
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
-    try:
-        output, _ = process.communicate(timeout=timeout_s)
-        return process.returncode, output
-    except BaseException:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                process.wait(timeout=5)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        raise
+    """Run a launch with the runner's process-group handling (a time-out or an interrupt ends the
+    launcher and every rank); returns the exit code and the output. Raises
+    ``subprocess.TimeoutExpired`` at the time-out."""
+    from simtune.runner.launcher import run_process_group
+
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
+        returncode, timed_out, _ = run_process_group(command, env, os.getcwd(), log, subprocess.STDOUT, timeout_s)
+        if timed_out:
+            raise subprocess.TimeoutExpired(command, timeout_s)
+        log.seek(0)
+        return returncode, log.read()
 
 
 def measure_with_launch(request: Any, num_gpus: int, *, stages: tuple[int, ...] = (0, 1, 2, 3),
