@@ -279,4 +279,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The run is over and the process group is gone; skip interpreter teardown, where ZeRO-3's
+    # leftover state can still abort the process (SIGABRT) after a successful run.
+    os._exit(exit_code)
