@@ -43,3 +43,6 @@ for _ in range(args.steps * engine.gradient_accumulation_steps()):
     engine.backward(loss)
     engine.step()
 print(f"tiny_train finished {engine.global_steps} steps")
+# a well-behaved script ends its process group; gloo's worker threads can otherwise abort the
+# interpreter at exit ("terminate called without an active exception")
+torch.distributed.destroy_process_group()
