@@ -280,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     exit_code = main()
+    if "simtune.probe.main" in sys.modules:
+        # Under the probe: returning lets it say why no metrics were written (it ends the process).
+        sys.exit(exit_code)
     sys.stdout.flush()
     sys.stderr.flush()
     # The run is over and the process group is gone; skip interpreter teardown, where ZeRO-3's

@@ -147,3 +147,19 @@ def test_two_rank_zero3_bf16_run_of_bert_tiny_with_checkpointing(tmp_path):
     assert sorted(losses) == [1, 2] and all(math.isfinite(loss) for loss in losses.values())
     assert "gradient checkpointing True" in output
     assert "terminate called" not in output
+
+
+@pytest.mark.slow
+def test_under_the_probe_a_run_shorter_than_the_window_says_why_it_has_no_metrics(tmp_path):
+    """The program's own fast exit must leave the probe its last word when steps run out."""
+    from simtune.runner import Resources, Runner
+    from simtune.runner.experiment import Experiment
+
+    runner = Runner((str(TRAIN_PROGRAM), ("--model", "gpt2-tiny", "--seq-len", "16", "--steps", "2",
+                                          "--deepspeed", "ds_config.json")),
+                    Resources.local(num_gpus=2, accelerator="cpu"), tmp_path / "results", tmp_path / "exps",
+                    timeout_s=240, start_profile_step=2, end_profile_step=4)
+    result, = runner.run([Experiment("z0_gas1_tmbspg1", None, {"train_micro_batch_size_per_gpu": 1,
+                                                               "zero_optimization": {"stage": 0}})])
+    assert result.status == "crashed"
+    assert result.reason == "no metrics: the script ended after 2 optimizer steps, before end_profile_step 4"
