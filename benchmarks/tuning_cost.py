@@ -21,8 +21,8 @@ machine (2 CPU processes with gloo, one thread each):
    behaviour and are reported, not worked around.
 
 For each: wall time, real experiments, the configuration chosen. Then every chosen configuration
-is run again through simtune's runner (end-to-end step time over steps 3..5), the configurations
-in alternation, ``--repeats`` times, and the median throughput is compared.
+is run again through simtune's runner (end-to-end step time over the same window, steps 3..22), the
+configurations in alternation, ``--repeats`` times, and the median throughput is compared.
 
 Targets: simtune's total wall time at most 1/5 of the measured exploration's, and its chosen
 configuration's re-measured throughput within 3% of the best any tuner found.
@@ -68,8 +68,11 @@ CONFIG = {
     "optimizer": {"type": "AdamW", "params": {"lr": 1e-4, "weight_decay": 0.0}},
     "zero_optimization": {"stage": "all"},
     "autotuning": {"fast": False, "max_train_micro_batch_size_per_gpu": 16, "start_profile_step": 3,
-                   "end_profile_step": 5},
+                   "end_profile_step": 22},
 }
+"""The space and the measurement window every tuner gets: 20 measured steps, the built-in CPU
+config's window (DeepSpeed's 3..5 leaves one run's throughput too noisy to rank by on 2 CPU
+processes: benchmarks/results/measurement_noise.txt)."""
 
 
 def log(message: str) -> None:
@@ -191,6 +194,19 @@ def deepspeed_tuner(folder: Path, timeout_s: float) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # re-measuring the choices
+def canonical(value):
+    """``value`` with whole floats written as integers: DeepSpeed's autotuner writes
+    ``"weight_decay": 0`` where simtune keeps the user's ``0.0``, and the two configurations
+    train identically, so they are re-measured as one."""
+    if isinstance(value, dict):
+        return {key: canonical(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def remeasure(configs: dict[str, dict], folder: Path, repeats: int) -> dict[str, list[float]]:
     """Run each distinct configuration ``repeats`` times, the configurations in alternation; the
     throughput of each run (samples/s), by tuner label."""
@@ -202,12 +218,13 @@ def remeasure(configs: dict[str, dict], folder: Path, repeats: int) -> dict[str,
     distinct: dict[str, dict] = {}
     owners: dict[str, list[str]] = {}
     for label, config in configs.items():
-        key = json.dumps(config, sort_keys=True)
+        key = json.dumps(canonical(config), sort_keys=True)
         distinct.setdefault(key, config)
         owners.setdefault(key, []).append(label)
     runner = Runner((str(TRAIN_PROGRAM), ("--model", MODEL, "--seq-len", SEQ_LEN, "--deepspeed", "ds_config.json")),
                     Resources.local(num_gpus=2, accelerator="cpu"), folder / "results", folder / "exps",
-                    overwrite=True, timeout_s=600)
+                    overwrite=True, timeout_s=600, start_profile_step=CONFIG["autotuning"]["start_profile_step"],
+                    end_profile_step=CONFIG["autotuning"]["end_profile_step"])
     measured: dict[str, list[float]] = {key: [] for key in distinct}
     keys = list(distinct)
     for repeat in range(repeats):
@@ -312,7 +329,8 @@ def verified_by_simtune(work: Path, config: dict | None) -> tuple[str, float] | 
         return None
     for e in json.loads((results / "results.json").read_text())["experiments"]:
         path = results / e["name"] / "ds_config.json"
-        if e.get("metric_value") is not None and path.exists() and json.loads(path.read_text()) == config:
+        if e.get("metric_value") is not None and path.exists() and \
+                canonical(json.loads(path.read_text())) == canonical(config):
             return e["name"], float(e["metric_value"])
     return None
 
@@ -328,7 +346,8 @@ def render(work: Path, data: dict) -> str:
         f"1-minute load average at start {loads['start']:.2f} (" +
         ", ".join(f"{k} {v:.2f}" for k, v in loads.items() if k != "start") + ")",
         f"# workload {MODEL}, {SEQ_LEN} tokens, AdamW, fp32; 2 CPU processes (gloo), OMP_NUM_THREADS=1; space: "
-        f"ZeRO stages 0-3, mbs up to 16, ZeRO knobs (fast: false); total benchmark time {data['total_s']:.0f} s",
+        f"ZeRO stages 0-3, mbs up to 16, ZeRO knobs (fast: false); steps {CONFIG['autotuning']['start_profile_step']}.."
+        f"{CONFIG['autotuning']['end_profile_step']} measured; total benchmark time {data['total_s']:.0f} s",
         "",
         f"| tuner | wall_s | real experiments | chosen | re-measured samples/s (median of {repeats}, min..max) "
         f"| vs best |",
@@ -382,7 +401,7 @@ def render(work: Path, data: dict) -> str:
             lines.append(f"noise: the re-measured ranges overlap (simtune simulate {min(own):.1f}..{max(own):.1f}, "
                          f"{best_label} {min(runs):.1f}..{max(runs):.1f})")
         verified = verified_by_simtune(work, tuners[best_label]["config"]) if gap > 0 else None
-        if verified is not None:
+        if verified is not None and verified[0] != sim.get("chosen"):
             lines.append(f"noise: simtune simulate verified the best choice too ({verified[0]}), but its one run "
                          f"measured {verified[1]:.1f} samples/s, below the run of the configuration it returned")
     lines += ["", *residual_check(work)]
@@ -395,7 +414,7 @@ def render(work: Path, data: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5, help="re-measurements of each choice (default 5)")
+    parser.add_argument("--repeats", type=int, default=7, help="re-measurements of each choice (default 7)")
     parser.add_argument("--max-wait-s", type=float, default=3600, help="longest wait for a quiet machine")
     parser.add_argument("--timeout-s", type=float, default=3600, help="longest run of one tuner")
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (default: a temporary folder)")

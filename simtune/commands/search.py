@@ -69,6 +69,13 @@ CPU_MAX_MICRO_BATCH_SIZE = 16
 """max_train_micro_batch_size_per_gpu of the built-in config on CPU: CPU steps are slow, and a
 CPU process that runs out of memory makes the machine swap instead of failing fast."""
 
+CPU_PROFILE_STEPS = (3, 22)
+"""start/end_profile_step of the built-in config on CPU: 20 measured steps instead of DeepSpeed's
+3..5. On 2 CPU processes (benchmarks/results/measurement_noise.txt) the run-to-run coefficient of
+variation of one configuration's throughput falls from 6% to 3%, and stage 2, whose first steps
+are still slow, is no longer read 18% below its steady speed, for 0.2-1.1 s more per experiment
+of the tiny preset. Verification decides from one run."""
+
 CHECKPOINTING_FLAG = "--gradient_checkpointing"
 """The built-in training program's activation-checkpointing flag (mapped in model mode)."""
 
@@ -77,7 +84,8 @@ CONFIG_FLAGS = ("--deepspeed", "--deepspeed_config")
 
 def default_ds_config(accelerator: str, half: str = "bf16") -> dict[str, Any]:
     """The config model mode uses without --deepspeed: every ZeRO stage, AdamW, mbs from 1;
-    ``half`` ("bf16", or "fp16" for GPUs without bf16) on GPU, fp32 on CPU."""
+    ``half`` ("bf16", or "fp16" for GPUs without bf16) on GPU, fp32 and a 20-step measurement
+    window on CPU."""
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": 1,
@@ -85,7 +93,8 @@ def default_ds_config(accelerator: str, half: str = "bf16") -> dict[str, Any]:
         "zero_optimization": {"stage": "all"},
     }
     if accelerator == "cpu":
-        config["autotuning"] = {"max_train_micro_batch_size_per_gpu": CPU_MAX_MICRO_BATCH_SIZE}
+        config["autotuning"] = {"max_train_micro_batch_size_per_gpu": CPU_MAX_MICRO_BATCH_SIZE,
+                                "start_profile_step": CPU_PROFILE_STEPS[0], "end_profile_step": CPU_PROFILE_STEPS[1]}
     else:
         config[half] = {"enabled": True}
     return config
@@ -319,9 +328,7 @@ class SearchCommand(Command):
         kind = "predicted, not measured" if best.status == "predicted" else "measured"
         print(f"\nBest configuration, {kind} ({written.optimal_config_path}):")
         print(json.dumps(optimal_config(best), indent=2))
-        print(f"\nTrain with it ({written.optimal_command_path}):\n  {command}")
-        if advice is not None:
-            print(f"\nLearning rate: {advice.text}")
+        print(f"\nTrain with it ({written.optimal_command_path}):\n  {command}")  # the summary gave the lr advice
         if args.run:
             if not runnable:
                 raise InputError("--run trains on this machine, but the configuration was predicted for the "
