@@ -143,14 +143,17 @@ def calibrate_script(script: str, args: Sequence[str], ds_config: Mapping[str, A
                      precision: str, num_gpus: int, seq_len: Optional[int] = None,
                      micro_batch_sizes: Sequence[int] = DEFAULT_MICRO_BATCH_SIZES, repeats: int = 10,
                      cache_dir: Optional[os.PathLike | str] = None, refresh: bool = False,
-                     timeout_s: float = 900.0, log: Optional[Callable[[str], None]] = _say) -> WorkloadCalibration:
+                     timeout_s: float = 900.0, log: Optional[Callable[[str], None]] = _say,
+                     arg_mappings: Optional[Mapping[str, str]] = None) -> WorkloadCalibration:
     """Measure the model of the user's script in one launch on ``num_gpus`` local ranks (its
-    DeepSpeed config at stage 0, micro-batch as the user set it or 1, no accumulation), or return
-    the cached measurement for the same script, arguments, modification time, sequence length,
-    precision and profile."""
+    DeepSpeed config at stage 0, micro-batch as the user set it or 1, no accumulation, and the
+    ``arg_mappings`` flags set to match, as for an experiment: a Hugging Face Trainer refuses a
+    config that disagrees with its arguments), or return the cached measurement for the same
+    script, arguments, modification time, sequence length, precision and profile."""
     from simtune.calibration.workload_launch import run_in_own_group
-    from simtune.runner.launcher import (deepspeed_launcher, free_port, launch_env, launcher_args, release_port,
-                                         with_config_path)
+    from simtune.runner.launcher import (deepspeed_launcher, free_port, launch_env, launcher_args, mapped_args,
+                                         release_port, with_config_path)
+    from simtune.runner.outcome import first_exception
     from simtune.runner.resources import Resources
     from simtune.runner.runner import remove_shm_buffers
 
@@ -168,7 +171,8 @@ def calibrate_script(script: str, args: Sequence[str], ds_config: Mapping[str, A
         config_path = Path(folder) / "ds_config.json"
         request_path = Path(folder) / "request.json"
         out_path = Path(folder) / "calibration.json"
-        config_path.write_text(json.dumps(stage_zero_config(ds_config, resources.world_size)))
+        config = stage_zero_config(ds_config, resources.world_size)
+        config_path.write_text(json.dumps(config))
         request_path.write_text(json.dumps({
             "name": str(Path(script).resolve()), "precision": precision, "profile_name": profile.name,
             "fingerprint": key, "micro_batch_sizes": list(micro_batch_sizes), "repeats": repeats,
@@ -177,7 +181,8 @@ def calibrate_script(script: str, args: Sequence[str], ds_config: Mapping[str, A
         port = free_port()
         command = [deepspeed_launcher(), *launcher_args(resources, resources.concurrent_slots()[0], port),
                    "--module", "simtune.calibration.workload_script", f"--simtune-probe={request_path}",
-                   os.path.abspath(script), *with_config_path(args, str(config_path))]
+                   os.path.abspath(script), *mapped_args(with_config_path(args, str(config_path)), arg_mappings, config,
+                                                          None)]
         if log:
             log(f"measuring the model of {script} in one launch on {num_gpus} rank(s)...")
         try:
@@ -189,8 +194,8 @@ def calibrate_script(script: str, args: Sequence[str], ds_config: Mapping[str, A
             release_port(port)
         if not out_path.is_file():
             lines = [line for line in output.splitlines() if PREFIX in line or "Error" in line]
-            raise WorkloadCalibrationError(
-                f"Measuring the model of {script} failed: {lines[-1].strip() if lines else f'exit code {returncode}'}.")
+            reason = first_exception(output) or (lines[-1].strip() if lines else f"exit code {returncode}")
+            raise WorkloadCalibrationError(f"Measuring the model of {script} failed: {reason.rstrip('.:')}.")
         calibration = WorkloadCalibration.from_dict(json.loads(out_path.read_text()))
     save(calibration, path)
     if log:

@@ -261,7 +261,8 @@ class SearchCommand(Command):
         precision = precision_of(ds_config)
         if program.mode == "script":
             chosen = choose_script_workload(program.script, program.args, ds_config, profile, precision=precision,
-                                            num_gpus=resources.num_gpus, local=choice.local, say=progress.note)
+                                            num_gpus=resources.num_gpus, local=choice.local, say=progress.note,
+                                            arg_mappings=autotuning.arg_mappings)
         else:
             chosen = choose_workload(load_workload(program.model, program.seq_len), profile, precision=precision,
                                      measure=verify_top > 0 and choice.local, say=progress.note,

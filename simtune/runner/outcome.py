@@ -73,6 +73,19 @@ def _lines(text: str) -> list[str]:
     return [_RANK_PREFIX.sub("", line.rstrip()) for line in text.splitlines()]
 
 
+def with_details(message: str, after: list[str], most: int = 6) -> str:
+    """An exception line that ends with ':' and the list items printed under it (``- ...``, as
+    the Hugging Face Trainer lists the config values it refuses), on one line."""
+    if not message.rstrip().endswith(":"):
+        return message
+    items = []
+    for line in after[:most]:
+        if not line.lstrip().startswith("- "):
+            break
+        items.append(line.strip()[2:].strip())
+    return f"{message.rstrip()} {'; '.join(items)}" if items else message
+
+
 def first_exception(stderr: str) -> str | None:
     """The exception line ending the first traceback (the last of its chain), or None."""
     lines = _lines(stderr)
@@ -87,7 +100,7 @@ def first_exception(stderr: str) -> str | None:
             index += 1
         if index >= len(lines):
             return found
-        found = lines[index]
+        found = with_details(lines[index], lines[index + 1:])
         following = index + 1
         while following < len(lines) and not lines[following].strip():
             following += 1

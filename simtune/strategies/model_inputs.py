@@ -21,7 +21,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Optional
 
 from simtune.hardware import HardwareProfile, find_profile_for, load_profile, profile_to_dict
 from simtune.residual import ResidualModel, residual_path
@@ -125,9 +125,11 @@ def choose_workload(workload: Any, profile: HardwareProfile, *, precision: str, 
 
 
 def choose_script_workload(script: str, args: Any, ds_config: Any, profile: HardwareProfile, *, precision: str,
-                           num_gpus: int, local: bool, say: Callable[[str], None]) -> WorkloadChoice:
+                           num_gpus: int, local: bool, say: Callable[[str], None],
+                           arg_mappings: Optional[Mapping[str, str]] = None) -> WorkloadChoice:
     """Script mode: the model of the user's script, measured in one launch here
-    (:func:`simtune.calibration.workload_script.calibrate_script`, cached), or read from the cache."""
+    (:func:`simtune.calibration.workload_script.calibrate_script`, cached; ``arg_mappings`` set
+    the script's flags to the measuring config), or read from the cache."""
     from simtune.calibration import workload as wc
     from simtune.calibration.workload_script import calibrate_script
     from simtune.errors import InputError
@@ -144,7 +146,8 @@ def choose_script_workload(script: str, args: Any, ds_config: Any, profile: Hard
                              f"(--model) for hardware you do not have.")
         return WorkloadChoice(cached, key, "cached")
     started = time.monotonic()
-    calibration = calibrate_script(script, args, ds_config, profile, precision=precision, num_gpus=num_gpus, log=say)
+    calibration = calibrate_script(script, args, ds_config, profile, precision=precision, num_gpus=num_gpus, log=say,
+                                   arg_mappings=arg_mappings)
     return WorkloadChoice(calibration, key, "cached" if calibration.from_cache else "measured",
                           0.0 if calibration.from_cache else time.monotonic() - started)
 

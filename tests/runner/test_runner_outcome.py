@@ -38,6 +38,18 @@ def test_first_traceback_chain_gives_the_reason():
     assert _classify(TRACEBACK) == ("crashed", "ValueError: hidden size missing")
 
 
+def test_an_exception_that_lists_its_details_keeps_them():
+    stderr = ("Traceback (most recent call last):\n  File \"train.py\", line 3, in <module>\n"
+              "ValueError: Please correct the following DeepSpeed config values that mismatch TrainingArguments"
+              " values:\n- ds train_micro_batch_size_per_gpu=1 vs hf per_device_train_batch_size=4\n"
+              "- ds gradient_accumulation_steps=1 vs hf gradient_accumulation_steps=2\n"
+              "The easiest method is to set these DeepSpeed config values to 'auto'.\n")
+    assert first_exception(stderr) == (
+        "ValueError: Please correct the following DeepSpeed config values that mismatch TrainingArguments values: "
+        "ds train_micro_batch_size_per_gpu=1 vs hf per_device_train_batch_size=4; "
+        "ds gradient_accumulation_steps=1 vs hf gradient_accumulation_steps=2")
+
+
 def test_warnings_mentioning_error_do_not_fail_a_run():
     stderr = "UserWarning: this error is harmless\nsome ERROR text\n"
     assert first_exception(stderr) is None
