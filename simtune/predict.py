@@ -143,7 +143,8 @@ class Predictor:
             calibration = workload_or_calibration
             measured = calibration.matches(profile.name, precision)
             cpu = profile.device.kind == "cpu"
-            model = calibration.model_spec(with_measured_compute=measured, process_overheads=cpu)
+            model = calibration.model_spec(with_measured_compute=measured, process_overheads=cpu,
+                                           stage_overheads=calibration.script_stage_overheads() if measured else ())
             if measured and calibration.engines:
                 overheads, calls, residuals = engine_residuals(calibration, model, hardware, precision)
                 model = calibration.model_spec(with_measured_compute=True, stage_overheads=overheads,

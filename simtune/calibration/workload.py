@@ -179,6 +179,12 @@ class WorkloadCalibration:
     seconds: float
     """Wall time of the measurement."""
     notes: tuple[str, ...] = ()
+    script_overhead: Optional[TimeStats] = None
+    """Script mode: seconds per micro-step the script spent outside the engine's forward,
+    backward and step calls (data loading, its own bookkeeping, a Trainer's callbacks), timed over
+    steps of the measuring run; the same at every ZeRO stage. None in model mode."""
+    script_overhead_micro_batch_size: Optional[int] = None
+    """The micro-batch size those steps ran at."""
     from_cache: bool = field(default=False, compare=False)
     """True when this object was read from the cache rather than measured now (not saved)."""
 
@@ -189,6 +195,15 @@ class WorkloadCalibration:
 
     def _sorted(self) -> list[MicroBatchMeasurement]:
         return sorted(self.measurements, key=lambda m: m.micro_batch_size)
+
+    def script_stage_overheads(self) -> tuple[tuple, ...]:
+        """The script's own work per micro-step as the cost model's per-stage overhead rows
+        ((stage, mbs, forward, backward, step, loop) with only the loop set), the same at every
+        stage; () without a script measurement."""
+        if self.script_overhead is None or not self.script_overhead_micro_batch_size:
+            return ()
+        loop = max(0.0, self.script_overhead.median_s)
+        return tuple((stage, self.script_overhead_micro_batch_size, 0.0, 0.0, 0.0, loop) for stage in range(4))
 
     def measured_compute(self, stage_overheads: tuple = (), reduce_call_overheads: tuple = ()) -> MeasuredCompute:
         """Median forward and backward seconds per measured micro-batch size (and checkpointed
@@ -250,6 +265,7 @@ class WorkloadCalibration:
             values["flops_by_micro_batch"] = tuple(tuple(p) for p in values["flops_by_micro_batch"])
             values["notes"] = tuple(values.get("notes", ()))
             values["measurements"] = tuple(_measurement(m) for m in values["measurements"])
+            values["script_overhead"] = _stats(values.get("script_overhead"))
             values["engines"] = tuple(
                 EngineMeasurement(stage=e["stage"], world_size=e["world_size"], micro_batch_size=e["micro_batch_size"],
                                   peak_bytes=e["peak_bytes"], reduce_bucket_size=e.get("reduce_bucket_size"),

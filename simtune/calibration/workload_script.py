@@ -5,9 +5,12 @@ The DeepSpeed launcher starts every rank as
     python -m simtune.calibration.workload_script --simtune-probe=REQUEST.json SCRIPT ARGS...
 
 with the script's DeepSpeed config rendered at ZeRO stage 0 (so no gradient hook communicates).
-Like the probe, this wraps ``deepspeed.initialize`` and runs the script. At the engine's first
-forward call it takes the batch the script passes, and on every rank at once (so ranks that share
-a machine contend as in training) measures ``engine.module`` directly, outside the engine, with
+Like the probe, this wraps ``deepspeed.initialize`` and runs the script. The script trains
+``WARM_STEPS + TIMED_STEPS`` steps while :class:`StepClock` times its own work between the
+engine's calls (data loading, a Trainer's bookkeeping: work the cost model adds to every step at
+every stage). At the next forward call it takes the batch the script passes (the last one if the
+script ends first), and on every rank at once (so ranks that share a machine contend as in
+training) measures ``engine.module`` directly, outside the engine, with
 :func:`simtune.calibration.workload_measure.measure_module`: other micro-batch sizes are made by
 repeating or cutting the captured batch along its first dimension. Rank 0 writes the calibration
 JSON; every rank then leaves with ``os._exit(0)``. The loss is the model output's ``.loss`` when
@@ -90,8 +93,52 @@ def _batch_size(args: tuple, kwargs: dict) -> int:
     raise WorkloadCalibrationError("The engine's first forward call passed no tensor with a batch dimension.")
 
 
-def measure_engine(engine: Any, args: tuple, kwargs: dict, request: dict) -> WorkloadCalibration:
-    """Measure ``engine.module`` on a batch captured from the script (every rank runs this)."""
+WARM_STEPS = 2
+"""Steps of the script before its own work is timed (first steps allocate and compile)."""
+TIMED_STEPS = 6
+"""Steps over which the script's own work per step is timed."""
+
+
+class StepClock:
+    """Times what the script does between the engine's calls. Each micro-step is the wall time
+    from the end of one ``engine.step()`` to the end of the next; less the time inside the
+    engine's forward, backward and step calls, the rest is the script's own work (the measuring
+    launch runs without accumulation, so a micro-step is an optimizer step)."""
+
+    def __init__(self) -> None:
+        self.inside = 0.0
+        self.last_end: Optional[float] = None
+        self.steps = 0
+        self.samples: list[float] = []
+
+    def wrap(self, call: Any, is_step: bool = False) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                ended = time.perf_counter()
+                self.inside += ended - started
+                if is_step:
+                    self.step_ended(ended)
+
+        return timed
+
+    def step_ended(self, now: float) -> None:
+        self.steps += 1
+        if self.last_end is not None and self.steps > WARM_STEPS:
+            self.samples.append(max(0.0, now - self.last_end - self.inside))
+        self.last_end, self.inside = now, 0.0
+
+    @property
+    def done(self) -> bool:
+        return len(self.samples) >= TIMED_STEPS
+
+
+def measure_engine(engine: Any, args: tuple, kwargs: dict, request: dict,
+                   script_overhead: Sequence[float] = ()) -> WorkloadCalibration:
+    """Measure ``engine.module`` on a batch captured from the script (every rank runs this);
+    ``script_overhead``: the script's own seconds per step as :class:`StepClock` timed them."""
     import torch
 
     from simtune.calibration.workload_measure import (derived_activations, flops_per_sample, hf_checkpointing,
@@ -136,7 +183,19 @@ def measure_engine(engine: Any, args: tuple, kwargs: dict, request: dict) -> Wor
         zero_runtime_bytes=0,
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         torch_version=torch.__version__, seconds=time.perf_counter() - started,
-        notes=tuple(notes) + (f"measured on a batch of {batch} captured from the script's first forward",))
+        notes=tuple(notes) + (f"measured on a batch of {batch} captured from the script's forward after "
+                              f"{len(script_overhead)} timed step(s)",),
+        script_overhead=_time_stats(script_overhead) if script_overhead else None,
+        script_overhead_micro_batch_size=batch if script_overhead else None)
+
+
+def _time_stats(samples: Sequence[float]) -> Any:
+    import statistics
+
+    from simtune.calibration.workload import TimeStats
+
+    return TimeStats(min_s=min(samples), median_s=statistics.median(samples), max_s=max(samples),
+                     repeats=len(samples))
 
 
 def calibrate_script(script: str, args: Sequence[str], ds_config: Mapping[str, Any], profile: Any, *,
@@ -245,35 +304,48 @@ def main(argv: list[str] | None = None) -> int:
 
     original = deepspeed.initialize
 
+    clock = StepClock()
+    last: dict[str, Any] = {}
+
+    def measure_and_end(engine: Any, f_args: tuple, f_kwargs: dict) -> None:
+        try:
+            calibration = measure_engine(engine, f_args, f_kwargs, request, clock.samples)
+            rank = int(os.environ.get("RANK", "0"))
+            if rank == 0:
+                data = calibration.to_dict()
+                temporary = request["out"] + ".tmp"
+                with open(temporary, "w", encoding="utf-8") as handle:
+                    json.dump(data, handle)
+                os.replace(temporary, request["out"])
+                print(f"{PREFIX} wrote {request['out']}", flush=True)
+            import deepspeed.comm as comm
+
+            if comm.is_initialized():
+                comm.barrier()
+        except BaseException as exc:  # report and end every rank: the launch must not hang
+            traceback.print_exc()
+            print(f"{PREFIX} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            _finish(1)
+        _finish(0)
+
     @functools.wraps(original)
     def initialize(*args: Any, **kwargs: Any) -> Any:
         result = original(*args, **kwargs)
         engine = result[0]
-        forward = engine.forward
+        forward = clock.wrap(engine.forward)
 
-        def first_forward(*f_args: Any, **f_kwargs: Any) -> Any:
-            engine.forward = forward
-            try:
-                calibration = measure_engine(engine, f_args, f_kwargs, request)
-                rank = int(os.environ.get("RANK", "0"))
-                if rank == 0:
-                    data = calibration.to_dict()
-                    temporary = request["out"] + ".tmp"
-                    with open(temporary, "w", encoding="utf-8") as handle:
-                        json.dump(data, handle)
-                    os.replace(temporary, request["out"])
-                    print(f"{PREFIX} wrote {request['out']}", flush=True)
-                import deepspeed.comm as comm
+        def watched_forward(*f_args: Any, **f_kwargs: Any) -> Any:
+            # the script's steps run (and are timed) until TIMED_STEPS are in; the forward after
+            # them is the batch the model is measured on
+            if clock.done:
+                engine.forward = forward
+                measure_and_end(engine, f_args, f_kwargs)
+            last.update(engine=engine, args=f_args, kwargs=f_kwargs)
+            return forward(*f_args, **f_kwargs)
 
-                if comm.is_initialized():
-                    comm.barrier()
-            except BaseException as exc:  # report and end every rank: the launch must not hang
-                traceback.print_exc()
-                print(f"{PREFIX} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-                _finish(1)
-            _finish(0)
-
-        engine.forward = first_forward
+        engine.forward = watched_forward
+        engine.backward = clock.wrap(engine.backward)
+        engine.step = clock.wrap(engine.step, is_step=True)
         return result
 
     deepspeed.initialize = initialize
@@ -287,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:
         traceback.print_exc()
         _finish(1)
+    if last:  # the script ended within the timed steps: measure on its last batch
+        measure_and_end(last["engine"], last["args"], last["kwargs"])
     print(f"{PREFIX} failed: the script ended without calling the engine's forward.", file=sys.stderr)
     _finish(4)
     return 4

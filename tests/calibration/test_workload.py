@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from simtune.calibration.workload import (WorkloadCalibration, WorkloadCalibrationError, cache_path,
+from simtune.calibration.workload import (TimeStats, WorkloadCalibration, WorkloadCalibrationError, cache_path,
                                           calibrate_workload, fingerprint, model_identity, script_identity)
 from simtune.errors import WorkloadError
 from simtune.hardware.registry import load_profile
@@ -124,3 +124,38 @@ def test_predictor_from_the_calibration_uses_its_numbers(measured):
     assert p.model.parameter_count == c.parameter_count
     elsewhere = Predictor.from_parts(None, c, cpu_profile("another-machine"), world_size=2, precision="fp32")
     assert not elsewhere.measured_compute_used
+
+
+def test_a_scripts_own_work_is_added_to_every_step_at_every_stage(measured):
+    c, _, _ = measured
+    profile = cpu_profile()
+    own = TimeStats(min_s=0.002, median_s=0.003, max_s=0.004, repeats=6)
+    scripted = dataclasses.replace(c, mode="script", script_overhead=own, script_overhead_micro_batch_size=1)
+    assert WorkloadCalibration.from_dict(json.loads(json.dumps(scripted.to_dict()))) == scripted
+    plain = Predictor.from_parts(None, c, profile, world_size=2, precision="fp32")
+    with_own = Predictor.from_parts(None, scripted, profile, world_size=2, precision="fp32")
+    for stage in range(4):
+        for gas in (1, 3):
+            trial = Trial(stage=stage, micro_batch_size=4, gradient_accumulation_steps=gas)
+            added = with_own.predict(trial).time.step_s - plain.predict(trial).time.step_s
+            assert added == pytest.approx(gas * 0.003)  # once per micro-step, whatever the stage and size
+
+
+def test_the_step_clock_counts_only_what_runs_outside_the_engine():
+    from simtune.calibration import workload_script as ws
+
+    clock = ws.StepClock()
+    now = [0.0]
+    engine_call = clock.wrap(lambda seconds: now.__setitem__(0, now[0] + seconds))
+    step_call = clock.wrap(lambda seconds: now.__setitem__(0, now[0] + seconds), is_step=True)
+    real = ws.time.perf_counter
+    ws.time.perf_counter = lambda: now[0]
+    try:
+        for _ in range(ws.WARM_STEPS + ws.TIMED_STEPS + 1):
+            now[0] += 0.5  # the script's own work (data, bookkeeping)
+            engine_call(1.0)  # forward
+            engine_call(2.0)  # backward
+            step_call(0.25)
+    finally:
+        ws.time.perf_counter = real
+    assert clock.done and clock.samples[:ws.TIMED_STEPS] == [0.5] * ws.TIMED_STEPS

@@ -125,3 +125,10 @@ def test_script_mode_measures_a_hugging_face_trainer_script(tmp_path, monkeypatc
     assert c.shape.num_layers == 2 and c.shape.hidden_size == 64
     assert [m.micro_batch_size for m in c.measurements] == [1, 2]
     assert all(m.forward.median_s > 0 and m.backward.median_s > 0 for m in c.measurements)
+    # the Trainer's own work around the engine's calls, timed over its steps, at the measuring size
+    assert c.script_overhead is not None and c.script_overhead.repeats == 6
+    assert 0 < c.script_overhead.min_s <= c.script_overhead.median_s <= c.script_overhead.max_s
+    assert c.script_overhead_micro_batch_size == 1
+    loops = {row[0]: row[1:] for row in c.script_stage_overheads()}
+    assert sorted(loops) == [0, 1, 2, 3]
+    assert all(row == (1, 0.0, 0.0, 0.0, c.script_overhead.median_s) for row in loops.values())
