@@ -79,7 +79,7 @@ def test_script_mode_maps_flags_and_run_trains_with_the_optimal_command(tmp_path
         "autotuning": {"arg_mappings": {"train_micro_batch_size_per_gpu ": "--batch_size"}, **SHORT_WINDOW},
     })
     code = main(["search", "--strategy", "measure", "--num_gpus", "2", "--run", str(TINY_TRAIN), "--deepspeed", config,
-                 "--batch_size", "1", "--steps", "4"])
+                 "--batch_size", "1", "--steps", "4", "--hard_exit"])
     captured = capfd.readouterr()
     assert code == 0, captured.err
     results = tmp_path / "autotuning_results"
