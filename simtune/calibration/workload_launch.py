@@ -77,27 +77,38 @@ def _stats(samples: list[float]) -> TimeStats:
 
 def run_engine(stage: int, micro_batch_size: int, workload: Any, module: Any, make_batch: Any, request: Any,
                world: int, device: Any, sync: Any, reduce_bucket_size: Optional[int] = None) -> EngineMeasurement:
-    """Build a real engine of the workload's model and measure it: the peak memory above what was
-    held before (building the model, ``deepspeed.initialize`` and ``ENGINE_MEMORY_STEPS`` steps),
-    then ``ENGINE_STEPS`` steps timed call by call, each after the bare ``module``'s forward and
-    backward on the same batch size (the pair)."""
+    """Build a real engine of the workload's model and measure it (:func:`measure_real_engine`)."""
+    from simtune.calibration.workload_measure import build_measured_model
+
+    return measure_real_engine(stage, micro_batch_size, lambda: build_measured_model(workload, "fp32", device),
+                               module, make_batch, lambda out: out.loss, request.precision, world, device, sync,
+                               reduce_bucket_size)
+
+
+def measure_real_engine(stage: int, micro_batch_size: int, build: Any, module: Any, make_batch: Any, loss_of: Any,
+                        precision: str, world: int, device: Any, sync: Any,
+                        reduce_bucket_size: Optional[int] = None) -> EngineMeasurement:
+    """Build a real engine around ``build()`` (a new model) and measure it: the peak memory above
+    what was held before (building the model, ``deepspeed.initialize`` and
+    ``ENGINE_MEMORY_STEPS`` steps), then ``ENGINE_STEPS`` steps timed call by call, each after the
+    bare ``module``'s forward and backward on the same batch size (the pair). ``loss_of`` takes
+    the loss from a model's output."""
     import deepspeed
     import torch
 
-    from simtune.calibration.workload_measure import PeakMemory, build_measured_model, timed_once
+    from simtune.calibration.workload_measure import PeakMemory, timed_once
 
     gc.collect()
     torch.distributed.barrier()
     with PeakMemory(device) as peak:
-        trained = build_measured_model(workload, "fp32", device)
+        trained = build()
         engine, *_ = deepspeed.initialize(model=trained, model_parameters=list(trained.parameters()),
-                                          config=engine_config(stage, micro_batch_size, world, request.precision,
+                                          config=engine_config(stage, micro_batch_size, world, precision,
                                                                device.type, reduce_bucket_size))
         for _ in range(ENGINE_MEMORY_STEPS):
-            engine.backward(engine(**make_batch(micro_batch_size)).loss)
+            engine.backward(loss_of(engine(**make_batch(micro_batch_size))))
             engine.step()
     samples: dict[str, list[float]] = {k: [] for k in ENGINE_TIMES}
-    loss_of = lambda out: out.loss  # noqa: E731
     for _ in range(ENGINE_STEPS):
         torch.distributed.barrier()
         module_forward, module_backward = timed_once(module, make_batch(micro_batch_size), loss_of, sync)
@@ -106,7 +117,7 @@ def run_engine(stage: int, micro_batch_size: int, workload: Any, module: Any, ma
         t0 = time.perf_counter()
         batch = make_batch(micro_batch_size)
         t1 = time.perf_counter()
-        loss = engine(**batch).loss
+        loss = loss_of(engine(**batch))
         sync()
         t2 = time.perf_counter()
         engine.backward(loss)

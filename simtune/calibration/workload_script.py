@@ -148,23 +148,12 @@ def measure_engine(engine: Any, args: tuple, kwargs: dict, request: dict,
     module = engine.module
     batch = _batch_size(args, kwargs)
     make = batch_maker(args, kwargs, batch)
-    wrapper = _Positional(module)
-
-    class _Adapter(torch.nn.Module):
-        """What measure_module needs: parameters, modules and keyword calls."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = module
-
-        def forward(self, **inputs: Any) -> Any:
-            return wrapper(**inputs)
-
-    adapter = _Adapter()
+    adapter = keyword_module(module)
     count, numels, largest = parameter_facts(module)
     results, flops, counter, notes = measure_module(
         adapter, make, micro_batch_sizes=request["micro_batch_sizes"], repeats=request["repeats"],
         memory_limit_bytes=request["memory_limit_bytes"], loss_of=loss_of, checkpointing=hf_checkpointing(module))
+    engines = stage_engines(module, adapter, make, [m.micro_batch_size for m in results], request["precision"])
     total, per_layer = derived_activations(results)
     seq_len = request.get("seq_len")
     if not seq_len:
@@ -179,7 +168,7 @@ def measure_engine(engine: Any, args: tuple, kwargs: dict, request: dict,
         param_tensor_numels=numels, largest_layer_params=largest,
         flops_per_sample_forward=flops_per_sample(flops), flops_counter=counter, flops_by_micro_batch=tuple(flops),
         saved_bytes_per_sample=total, saved_bytes_per_sample_per_layer=per_layer, measurements=tuple(results),
-        engines=(), ranks=int(os.environ.get("WORLD_SIZE", "1")), base_rss_bytes=0, program_overhead_bytes=0,
+        engines=engines, ranks=int(os.environ.get("WORLD_SIZE", "1")), base_rss_bytes=0, program_overhead_bytes=0,
         zero_runtime_bytes=0,
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         torch_version=torch.__version__, seconds=time.perf_counter() - started,
@@ -187,6 +176,52 @@ def measure_engine(engine: Any, args: tuple, kwargs: dict, request: dict,
                               f"{len(script_overhead)} timed step(s)",),
         script_overhead=_time_stats(script_overhead) if script_overhead else None,
         script_overhead_micro_batch_size=batch if script_overhead else None)
+
+
+def keyword_module(module: Any) -> Any:
+    """``module`` behind keyword calls (what measure_module and the engines are given): the
+    ``__argN`` inputs of :func:`batch_maker` go back in positionally."""
+    import torch
+
+    class KeywordModule(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
+            self.call = _Positional(module)
+
+        def forward(self, **inputs: Any) -> Any:
+            return self.call(**inputs)
+
+    return KeywordModule()
+
+
+def stage_engines(module: Any, adapter: Any, make: Any, measured_sizes: Sequence[int], precision: str) -> tuple:
+    """Real engines of copies of the script's model at every ZeRO stage, measured as model mode
+    measures its engines (:func:`simtune.calibration.workload_launch.measure_real_engine`: two
+    micro-batch sizes, a second engine with small buckets at stages 1-3; stage 3 last, since
+    its engine replaces torch's linear function for the rest of the process)."""
+    import copy
+
+    import torch
+
+    from simtune.calibration.workload_launch import (engine_micro_batch_sizes, measure_real_engine,
+                                                     small_bucket_elements)
+
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    device = next(module.parameters()).device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    module.zero_grad(set_to_none=True)
+    build = lambda: keyword_module(copy.deepcopy(module))  # noqa: E731
+    small = small_bucket_elements(module)
+    engines = []
+    for stage in (0, 1, 2, 3):
+        for mbs in engine_micro_batch_sizes(list(measured_sizes)):
+            engines.append(measure_real_engine(stage, mbs, build, adapter, make, loss_of, precision, world, device,
+                                               sync))
+            if stage >= 1:
+                engines.append(measure_real_engine(stage, mbs, build, adapter, make, loss_of, precision, world,
+                                                   device, sync, reduce_bucket_size=small))
+    return tuple(engines)
 
 
 def _time_stats(samples: Sequence[float]) -> Any:
@@ -308,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     last: dict[str, Any] = {}
 
     def measure_and_end(engine: Any, f_args: tuple, f_kwargs: dict) -> None:
+        deepspeed.initialize = original  # the measuring engines are not the script's
         try:
             calibration = measure_engine(engine, f_args, f_kwargs, request, clock.samples)
             rank = int(os.environ.get("RANK", "0"))

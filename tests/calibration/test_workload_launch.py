@@ -100,6 +100,10 @@ def test_script_mode_measures_the_scripts_own_model(tmp_path):
     assert [m.micro_batch_size for m in c.measurements] == [1, 2, 4]
     saved = {m.micro_batch_size: m.saved_bytes for m in c.measurements}
     assert saved[4] == pytest.approx(2 * saved[2], rel=0.05)
+    # real engines of copies of the script's model at every stage, as in model mode
+    assert sorted({e.stage for e in c.engines}) == [0, 1, 2, 3]
+    assert all(e.world_size == 2 and e.forward.median_s > 0 and e.step.median_s > 0 for e in c.engines)
+    assert {e.stage for e in c.engines if e.reduce_bucket_size is not None} == {1, 2, 3}
     messages = []
     again = calibrate_script(str(TRAIN_PROGRAM), args, config, profile, precision="fp32", num_gpus=2,
                              cache_dir=tmp_path, log=messages.append)
@@ -132,3 +136,4 @@ def test_script_mode_measures_a_hugging_face_trainer_script(tmp_path, monkeypatc
     loops = {row[0]: row[1:] for row in c.script_stage_overheads()}
     assert sorted(loops) == [0, 1, 2, 3]
     assert all(row == (1, 0.0, 0.0, 0.0, c.script_overhead.median_s) for row in loops.values())
+    assert sorted({e.stage for e in c.engines}) == [0, 1, 2, 3]
