@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import statistics
 import os
 import sys
 from dataclasses import dataclass, field
@@ -64,6 +65,12 @@ class TimeStats:
     median_s: float
     max_s: float
     repeats: int
+
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> "TimeStats":
+        """Min, median and max of timed samples (at least one)."""
+        return cls(min_s=min(samples), median_s=statistics.median(samples), max_s=max(samples),
+                   repeats=len(samples))
 
 
 @dataclass(frozen=True)
@@ -328,6 +335,19 @@ def read_cached(path: Path) -> Optional[WorkloadCalibration]:
         return None
 
 
+def cached_measurement(key: str, cache_dir: Optional[os.PathLike | str], refresh: bool, what: str,
+                       log: Optional[Callable[[str], None]]) -> tuple[Path, Optional[WorkloadCalibration]]:
+    """Where the measurement of fingerprint ``key`` is cached, and the cached one unless
+    ``refresh`` (saying so through ``log``: "workload calibration of ``what`` read from ...")."""
+    path = cache_path(cache_dir, key)
+    cached = None if refresh else read_cached(path)
+    if cached is None or cached.fingerprint != key:
+        return path, None
+    if log:
+        log(f"workload calibration of {what} read from the cache {path}; not measured again.")
+    return path, cached
+
+
 def save(calibration: WorkloadCalibration, path: Path) -> Path:
     """Write atomically (a search running beside another never reads half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -362,14 +382,10 @@ def calibrate_workload(workload: Any, profile: Any, *, precision: str, num_gpus:
     if not isinstance(workload, Workload):
         raise TypeError(f"calibrate_workload takes a Workload, not {type(workload).__name__}")
     key = fingerprint(model_identity(workload), workload.seq_len, precision, profile.name)
-    path = cache_path(cache_dir, key)
-    if not refresh:
-        cached = read_cached(path)
-        if cached is not None and cached.fingerprint == key:
-            if log:
-                log(f"workload calibration of {workload.name} (seq {workload.seq_len}, {precision}, "
-                    f"profile {profile.name}) read from the cache {path}; not measured again.")
-            return cached
+    path, cached = cached_measurement(key, cache_dir, refresh, f"{workload.name} (seq {workload.seq_len}, "
+                                      f"{precision}, profile {profile.name})", log)
+    if cached is not None:
+        return cached
     from simtune.calibration import workload_measure as wm
 
     ranks = num_gpus if num_gpus is not None else profile.device.count_per_node
@@ -402,6 +418,6 @@ def rank_threads(profile: Any) -> int:
 
 __all__ = [
     "DEFAULT_MICRO_BATCH_SIZES", "EngineMeasurement", "MicroBatchMeasurement", "ModelShape", "TimeStats",
-    "WorkloadCalibration", "WorkloadCalibrationError", "cache_path", "calibrate_workload", "default_cache_dir",
-    "fingerprint", "model_identity", "rank_threads", "read_cached", "save", "script_identity",
+    "WorkloadCalibration", "WorkloadCalibrationError", "cache_path", "cached_measurement", "calibrate_workload",
+    "default_cache_dir", "fingerprint", "model_identity", "rank_threads", "read_cached", "save", "script_identity",
 ]

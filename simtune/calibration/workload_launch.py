@@ -71,10 +71,6 @@ def engine_config(stage: int, micro_batch_size: int, world_size: int, precision:
     return config
 
 
-def _stats(samples: list[float]) -> TimeStats:
-    return TimeStats(min(samples), statistics.median(samples), max(samples), len(samples))
-
-
 def run_engine(stage: int, micro_batch_size: int, workload: Any, module: Any, make_batch: Any, request: Any,
                world: int, device: Any, sync: Any, reduce_bucket_size: Optional[int] = None) -> EngineMeasurement:
     """Build a real engine of the workload's model and measure it (:func:`measure_real_engine`)."""
@@ -135,7 +131,7 @@ def measure_real_engine(stage: int, micro_batch_size: int, build: Any, module: A
     del engine, trained, loss
     return EngineMeasurement(stage=stage, world_size=world, micro_batch_size=micro_batch_size,
                              peak_bytes=peak.peak_bytes, reduce_bucket_size=reduce_bucket_size,
-                             **{k: _stats(v) for k, v in samples.items()})
+                             **{k: TimeStats.of(v) for k, v in samples.items()})
 
 
 SMALL_BUCKETS = 8

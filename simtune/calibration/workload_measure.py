@@ -244,11 +244,6 @@ def saved_tensor_bytes(model: Any, forward: Callable[[], Any], layers: Sequence[
     return sum(by_layer.values()), by_layer, result
 
 
-def _stats(samples: list[float]) -> TimeStats:
-    return TimeStats(min_s=min(samples), median_s=statistics.median(samples), max_s=max(samples),
-                     repeats=len(samples))
-
-
 def _slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     """Least-squares slope of y over x (through the origin when there is one point)."""
     if len(xs) == 1:
@@ -392,10 +387,10 @@ def measure_module(model: Any, make_batch: Callable[[int], dict], *, micro_batch
         saved, by_layer, peak, ckpt_peak = memory[mbs]
         with_ckpt = checkpointing is not None
         results.append(MicroBatchMeasurement(
-            micro_batch_size=mbs, forward=_stats(plain[mbs][0]), backward=_stats(plain[mbs][1]), saved_bytes=saved,
+            micro_batch_size=mbs, forward=TimeStats.of(plain[mbs][0]), backward=TimeStats.of(plain[mbs][1]), saved_bytes=saved,
             saved_bytes_by_layer=tuple(by_layer.items()), peak_bytes=peak, activation_peak_bytes=max(0, peak - grads),
-            forward_checkpointed=_stats(ckpt[mbs][0]) if with_ckpt else None,
-            backward_checkpointed=_stats(ckpt[mbs][1]) if with_ckpt else None,
+            forward_checkpointed=TimeStats.of(ckpt[mbs][0]) if with_ckpt else None,
+            backward_checkpointed=TimeStats.of(ckpt[mbs][1]) if with_ckpt else None,
             activation_peak_checkpointed_bytes=ckpt_peak))
     return results, flops, counter, notes
 

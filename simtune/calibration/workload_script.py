@@ -24,7 +24,6 @@ import datetime
 import functools
 import json
 import os
-import runpy
 import subprocess
 import sys
 import tempfile
@@ -33,8 +32,9 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from simtune.calibration.workload import (DEFAULT_MICRO_BATCH_SIZES, WorkloadCalibration, WorkloadCalibrationError,
-                                          _say, cache_path, fingerprint, read_cached, save, script_identity)
+from simtune.calibration.workload import (DEFAULT_MICRO_BATCH_SIZES, TimeStats, WorkloadCalibration,
+                                          WorkloadCalibrationError, _say, cached_measurement, fingerprint, save,
+                                          script_identity)
 
 PREFIX = "simtune-workload:"
 
@@ -174,7 +174,7 @@ def measure_engine(engine: Any, args: tuple, kwargs: dict, request: dict,
         torch_version=torch.__version__, seconds=time.perf_counter() - started,
         notes=tuple(notes) + (f"measured on a batch of {batch} captured from the script's forward after "
                               f"{len(script_overhead)} timed step(s)",),
-        script_overhead=_time_stats(script_overhead) if script_overhead else None,
+        script_overhead=TimeStats.of(script_overhead) if script_overhead else None,
         script_overhead_micro_batch_size=batch if script_overhead else None)
 
 
@@ -224,15 +224,6 @@ def stage_engines(module: Any, adapter: Any, make: Any, measured_sizes: Sequence
     return tuple(engines)
 
 
-def _time_stats(samples: Sequence[float]) -> Any:
-    import statistics
-
-    from simtune.calibration.workload import TimeStats
-
-    return TimeStats(min_s=min(samples), median_s=statistics.median(samples), max_s=max(samples),
-                     repeats=len(samples))
-
-
 def calibrate_script(script: str, args: Sequence[str], ds_config: Mapping[str, Any], profile: Any, *,
                      precision: str, num_gpus: int, seq_len: Optional[int] = None,
                      micro_batch_sizes: Sequence[int] = DEFAULT_MICRO_BATCH_SIZES, repeats: int = 10,
@@ -252,14 +243,10 @@ def calibrate_script(script: str, args: Sequence[str], ds_config: Mapping[str, A
     from simtune.runner.runner import remove_shm_buffers
 
     key = fingerprint(script_identity(script, args), seq_len or 0, precision, profile.name)
-    path = cache_path(cache_dir, key)
-    if not refresh:
-        cached = read_cached(path)
-        if cached is not None and cached.fingerprint == key:
-            if log:
-                log(f"workload calibration of {script} ({precision}, profile {profile.name}) read from the "
-                    f"cache {path}; not measured again.")
-            return cached
+    path, cached = cached_measurement(key, cache_dir, refresh, f"{script} ({precision}, profile {profile.name})",
+                                      log)
+    if cached is not None:
+        return cached
     resources = Resources.resolve(num_gpus=num_gpus)
     with tempfile.TemporaryDirectory(prefix="simtune-script-") as folder:
         config_path = Path(folder) / "ds_config.json"
@@ -325,6 +312,7 @@ def _finish(code: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from simtune.probe.argv import ProbeUsageError, parse_probe_argv
+    from simtune.probe.main import run_as_main
 
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -385,16 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         return result
 
     deepspeed.initialize = initialize
-    sys.argv = invocation.script_argv()
-    sys.path[0] = os.path.dirname(script)
-    try:
-        runpy.run_path(script, run_name="__main__")
-    except SystemExit as exc:
-        if exc.code not in (None, 0):
-            _finish(exc.code if isinstance(exc.code, int) else 1)
-    except BaseException:
-        traceback.print_exc()
-        _finish(1)
+    run_as_main(script, invocation.script_argv(), _finish)
     if last:  # the script ended within the timed steps: measure on its last batch
         measure_and_end(last["engine"], last["args"], last["kwargs"])
     print(f"{PREFIX} failed: the script ended without calling the engine's forward.", file=sys.stderr)

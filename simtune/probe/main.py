@@ -7,6 +7,7 @@ import os
 import runpy
 import sys
 import traceback
+from typing import Any, Callable
 
 from simtune.errors import ConfigError
 from simtune.probe.argv import ProbeUsageError, parse_probe_argv
@@ -33,6 +34,24 @@ def install(instrument: Instrument) -> None:
     deepspeed.initialize = initialize
 
 
+def run_as_main(script: str, argv: list[str], end: Callable[[int], Any]) -> None:
+    """Run the user's ``script`` as ``__main__`` with ``sys.argv = argv`` and its folder first on
+    ``sys.path``, as ``python script`` would; a non-zero exit or an exception (printed) ends the
+    process through ``end(code)``. Returns when the script ends normally."""
+    sys.argv = list(argv)
+    sys.path[0] = os.path.dirname(script)
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            if not isinstance(exc.code, int):
+                print(exc.code, file=sys.stderr)
+            end(exc.code if isinstance(exc.code, int) else 1)
+    except BaseException:
+        traceback.print_exc()
+        end(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -49,16 +68,5 @@ def main(argv: list[str] | None = None) -> int:
 
     instrument = Instrument(settings)
     install(instrument)
-    sys.argv = invocation.script_argv()
-    sys.path[0] = os.path.dirname(script)
-    try:
-        runpy.run_path(script, run_name="__main__")
-    except SystemExit as exc:
-        if exc.code not in (None, 0):
-            if not isinstance(exc.code, int):
-                print(exc.code, file=sys.stderr)
-            end_process(exc.code if isinstance(exc.code, int) else 1)
-    except BaseException:
-        traceback.print_exc()
-        end_process(1)
+    run_as_main(script, invocation.script_argv(), end_process)
     instrument.report_no_metrics()
