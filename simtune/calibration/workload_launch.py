@@ -13,7 +13,7 @@ and memory bandwidth; ``OMP_NUM_THREADS`` = cores / ranks). Each rank, in order:
 2. measures the model itself (:func:`~simtune.calibration.workload_measure.measure_module`);
 3. builds a ZeRO-2 engine of a tiny model: what it adds is the memory of ZeRO's runtime (code
    it loads on first use), which the cost model adds at stages 1-3 on CPU;
-4. for each ZeRO stage and two micro-batch sizes (1 and the middle measured size) builds a real
+4. for each ZeRO stage, at the middle measured micro-batch size, builds a real
    engine of the model (DeepSpeed's default knobs, no accumulation; at stages 1-3 a second one
    with buckets of 1/8 of the model, which issues several reductions), reads its peak memory over
    building, ``deepspeed.initialize`` and ``ENGINE_MEMORY_STEPS`` steps, then times its
@@ -147,10 +147,10 @@ def small_bucket_elements(model: Any) -> int:
 
 
 def engine_micro_batch_sizes(measured_sizes: list[int]) -> tuple[int, ...]:
-    """Micro-batch sizes the engines run at: 1 and the middle of the measured sizes (the engine
-    overheads are interpolated between them)."""
+    """Micro-batch sizes the engines run at: the middle of the measured sizes (the engine
+    overheads are taken as the same at every size)."""
     middle = measured_sizes[len(measured_sizes) // 2] if measured_sizes else 1
-    return tuple(sorted({1, middle}))
+    return (middle,)
 
 
 def _zero_runtime_bytes(precision: str, world_size: int, device: Any) -> int:
