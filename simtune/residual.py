@@ -10,7 +10,18 @@ their held-out error (leave-one-out up to 10 samples, 5-fold beyond), and the on
 smallest wins (the trees only from ``MIN_SAMPLES_FOR_TREES`` samples on):
 
 - ``identity``: no correction (r = 0);
-- ``mean``: one systematic factor, the mean of r over the samples;
+- ``local``: the mean of r over the samples near x, shrunk toward 0 where there are few
+  (a kernel-weighted mean with a prior of ``PRIOR_SAMPLES`` samples at r = 0, Nadaraya 1964 /
+  Watson 1964 with a ridge term):
+
+      r(x) = sum_i k(x, x_i) r_i / (PRIOR_SAMPLES + sum_i k(x, x_i))
+      k(x, x_i) = exp(-1/2 sum_f ((x_f - x_i,f) / REGION_SCALES[f])^2)
+
+  over the stage, log2 micro-batch size, log2 accumulation, offload and checkpointing. A factor
+  learnt from runs that all sit in one region (verifications are the top predictions, often one
+  micro-batch size at a few stages) corrects that region and fades away from it, instead of
+  moving every other configuration by the same amount; a factor seen across the space corrects
+  across the space;
 - ``xgboost``: gradient-boosted trees on the features (Chen and Guestrin 2016, "XGBoost: A
   Scalable Tree Boosting System"), shallow and few because samples are few.
 
@@ -18,8 +29,9 @@ Corrections are fitted on the samples of one workload (another model's errors do
 this one). The held-out error (mean |corrected - measured| / measured) of the winner is the
 model's own error estimate, which the search uses as its doubt. A workload with fewer than
 ``MIN_SAMPLES_FOR_ERROR`` samples takes the held-out error of the other workloads' samples of the
-profile once one common factor is removed (the ``mean`` corrector's: a uniform error does not
-change a ranking), and ``DEFAULT_ERROR`` when there are too few of those too.
+profile once one common factor is removed (their mean r: a uniform error does not change a
+ranking), and ``DEFAULT_ERROR`` when there are too few of those too; with fewer than
+``MIN_SAMPLES_FOR_ERROR`` samples of its own, its samples still correct it (``local``).
 
 Memory. A run that went out of memory although predicted to fit proves the true peak exceeds
 the limit it ran under, so the model under-predicts that configuration by at least
@@ -59,7 +71,15 @@ MAX_SAMPLES = 2000
 """Oldest samples are dropped beyond this."""
 RATIO_BOUNDS = (0.1, 10.0)
 """A correction factor is clipped to this range."""
-CORRECTORS = ("identity", "mean", "xgboost")
+CORRECTORS = ("identity", "local", "xgboost")
+PRIOR_SAMPLES = 1.0
+"""Weight of the prior r = 0 in the local corrector: one sample at a point corrects it by half
+its log ratio, three by three quarters."""
+REGION_SCALES = {"stage": 0.5, "log2_mbs": 1.0, "log2_gas": 1.0, "offload_optimizer": 0.5, "offload_param": 0.5,
+                 "activation_checkpointing": 0.5}
+"""Kernel widths of the local corrector: a sample keeps weight 0.61 at twice or half its
+micro-batch size or accumulation, 0.14 at the next ZeRO stage or across an offload or
+checkpointing switch, 0.02 two stages away."""
 
 _BOOL_KNOBS = ("overlap_comm", "contiguous_gradients", "reduce_scatter")
 _SIZE_KNOBS = ("reduce_bucket_size", "allgather_bucket_size", "stage3_prefetch_bucket_size",
@@ -158,7 +178,7 @@ class Corrector:
     """The fitted step-time correction and its held-out error."""
 
     kind: str
-    """identity, mean or xgboost."""
+    """identity, local or xgboost."""
     held_out_error: float | None
     """Mean relative error of corrected predictions on held-out samples; None: too few samples."""
     base_error: float | None
@@ -202,6 +222,34 @@ class _Trees:
 
 def _fit_trees(samples: Sequence[TimeSample]) -> _Trees:
     return _Trees(samples)
+
+
+class _Local:
+    """The kernel-weighted mean of ln(measured/predicted), shrunk toward 0 (module docstring)."""
+
+    def __init__(self, samples: Sequence[TimeSample]):
+        import numpy as np
+
+        self.points = _region(s.features for s in samples)
+        self.log_ratios = np.array([s.log_ratio for s in samples], dtype=float)
+
+    def predict(self, rows: Iterable[Mapping[str, float]]):
+        import numpy as np
+
+        query = _region(rows)
+        if not len(query):
+            return np.zeros(0)
+        squared = ((query[:, None, :] - self.points[None, :, :]) ** 2).sum(axis=2)
+        weights = np.exp(-0.5 * squared)
+        return weights @ self.log_ratios / (PRIOR_SAMPLES + weights.sum(axis=1))
+
+
+def _region(rows: Iterable[Mapping[str, float]]):
+    """Feature rows in kernel-width units (:data:`REGION_SCALES`)."""
+    import numpy as np
+
+    return np.array([[float(r.get(f, 0.0)) / w for f, w in REGION_SCALES.items()] for r in rows],
+                    dtype=float).reshape(-1, len(REGION_SCALES))
 
 
 def _folds(n: int) -> list[list[int]]:
@@ -264,15 +312,14 @@ class ResidualModel:
         if not samples:
             fitted = (Corrector("identity", None, None), None)
         elif len(samples) < MIN_SAMPLES_FOR_ERROR:
-            mean = sum(s.log_ratio for s in samples) / len(samples)
-            fitted = (Corrector("mean", None, None, samples=len(samples)), mean)
+            fitted = (Corrector("local", None, None, samples=len(samples)), _Local(samples))
         else:
             errors = self.held_out_errors(samples)
-            candidates = CORRECTORS if len(samples) >= MIN_SAMPLES_FOR_TREES else ("identity", "mean")
+            candidates = CORRECTORS if len(samples) >= MIN_SAMPLES_FOR_TREES else ("identity", "local")
             kind = min(candidates, key=lambda k: (errors[k], CORRECTORS.index(k)))
             state = None
-            if kind == "mean":
-                state = sum(s.log_ratio for s in samples) / len(samples)
+            if kind == "local":
+                state = _Local(samples)
             elif kind == "xgboost":
                 state = _fit_trees(samples)
             fitted = (Corrector(kind, errors[kind], errors["identity"], errors, len(samples)), state)
@@ -281,10 +328,11 @@ class ResidualModel:
 
     @staticmethod
     def held_out_errors(samples: Sequence[TimeSample]) -> dict[str, float]:
-        """Mean relative error of each corrector's predictions of held-out samples."""
+        """Mean relative error of each corrector's predictions of held-out samples, and under
+        ``"mean"`` that of one common factor (the mean log ratio of the rest)."""
         import numpy as np
 
-        errors = {kind: [] for kind in CORRECTORS}
+        errors: dict[str, list[float]] = {kind: [] for kind in (*CORRECTORS, "mean")}
         for fold in _folds(len(samples)):
             train = [s for i, s in enumerate(samples) if i not in fold]
             test = [samples[i] for i in fold]
@@ -293,10 +341,13 @@ class ResidualModel:
             mean = sum(s.log_ratio for s in train) / len(train)
             trees = _fit_trees(train)
             tree_log = trees.predict(_matrix(test))
-            for s, r in zip(test, np.asarray(tree_log, dtype=float)):
+            local_log = _Local(train).predict(s.features for s in test)
+            for s, r, q in zip(test, np.asarray(tree_log, dtype=float), local_log):
                 errors["identity"].append(_relative_error(s.predicted_step_s, s.measured_step_s))
                 errors["mean"].append(_relative_error(s.predicted_step_s * _clip(math.exp(mean)),
                                                       s.measured_step_s))
+                errors["local"].append(_relative_error(s.predicted_step_s * _clip(math.exp(float(q))),
+                                                       s.measured_step_s))
                 errors["xgboost"].append(_relative_error(s.predicted_step_s * _clip(math.exp(float(r))),
                                                          s.measured_step_s))
         return {kind: (sum(v) / len(v) if v else float("inf")) for kind, v in errors.items()}
@@ -306,8 +357,8 @@ class ResidualModel:
         corrector, state = self._fit(workload)
         if corrector.kind == "identity" or not features:
             return [1.0] * len(features)
-        if corrector.kind == "mean":
-            return [_clip(math.exp(state))] * len(features)
+        if corrector.kind == "local":
+            return [_clip(math.exp(float(r))) for r in state.predict(features)]
         predicted = state.predict(_matrix([TimeSample("", "", f, 1.0, 1.0) for f in features]))
         return [_clip(math.exp(float(r))) for r in predicted]
 
