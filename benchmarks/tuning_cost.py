@@ -5,9 +5,9 @@ space (every ZeRO stage, micro-batch sizes up to 16, the ZeRO knobs: ``"fast": f
 machine (2 CPU processes with gloo, one thread each):
 
 1. ``simtune search --verify-top 3`` (the simulated strategy), from a fresh home folder, so the
-   calibration of the machine and the measurement of the workload are part of its cost; then the
-   same command again in a new results folder with that home ("next search"): the machine and
-   the workload are known, and the residual model has the first search's three runs;
+   calibration of the machine and the measurement of the workload (one launch) are part of its
+   cost; then the same command again in a new results folder with that home ("next search"): the
+   machine and the workload are known, and the residual model has the first search's three runs;
 2. ``simtune search --strategy measure --no-stop-at-worse-stage`` with the ``gridsearch`` and
    with the ``model_based`` knob tuner (DeepSpeed's exploration order, every candidate run for
    real, every stage explored as DeepSpeed's code does: its README's rule of skipping the stages
@@ -147,7 +147,7 @@ def simtune_tuner(folder: Path, extra: list[str], home: Path | None, timeout_s: 
         record["calibration_s"] = model.get("calibration_s")
         record["search_s"] = model.get("search_s")
         record["verification_s"] = model.get("verification_s")
-        record["extra_launches"] = 0 if calibrated_before else 2
+        record["extra_launches"] = 0 if calibrated_before else 1
         record["error_estimate"] = model.get("error_estimate")
         record["error_source"] = model.get("error_source")
     return record
@@ -358,7 +358,7 @@ def render(work: Path, data: dict) -> str:
         median = medians.get(label)
         experiments = str(t["experiments"])
         if t.get("extra_launches"):
-            experiments += " + 1 calibration launch + 1 workload measurement launch"
+            experiments += " + 1 launch that calibrates the machine and measures the workload"
         if t.get("failed"):
             experiments += f" ({len(t['failed'])} without metrics)"
         chosen = f"{t['chosen'] or '-'}: {describe(t['config'])}"

@@ -75,8 +75,12 @@ def _versions(device, dist) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
+def measure(quick: bool = False, local_rank: int | None = None, after_baseline=None) -> dict | None:
+    """Every section on every rank (joining the process group when no one has); the raw result on
+    rank 0, None on the others. The process group is left as it was found, so a program can run
+    this first and go on with its own work (``simtune.calibration.workload_launch`` does);
+    ``after_baseline()``, when given, runs once the memory baseline is read, before any benchmark
+    allocates."""
     started = time.perf_counter()
     import torch
     from deepspeed import comm as dist
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     from calib import collectives, compute, memory, optimizer
     from calib.device import current_device, dtype_support
 
-    local_rank = int(os.environ.get("LOCAL_RANK", args.local_rank or 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", local_rank or 0))
     device = current_device(local_rank)
     dist.init_distributed(verbose=False)
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -100,18 +104,20 @@ def main(argv: list[str] | None = None) -> int:
 
     dist.barrier()  # on NCCL the first collective creates the communicator: count its memory
     mem = memory.baseline(device)
-    copy = timed("copy", lambda: memory.copy_bandwidth(device, args.quick))
+    if after_baseline is not None:
+        after_baseline()
+    copy = timed("copy", lambda: memory.copy_bandwidth(device, quick))
     dtypes = dtype_support(device)
-    comp = timed("compute", lambda: compute.run(device, dtypes, args.quick))
+    comp = timed("compute", lambda: compute.run(device, dtypes, quick))
     dist.barrier()
-    opt = timed("optimizer", lambda: optimizer.run(device, args.quick))
+    opt = timed("optimizer", lambda: optimizer.run(device, quick))
     dist.barrier()
 
     coll_dtype = collectives.collective_dtype(device)
     world_samples = intra_samples = None
     if world > 1:
         world_samples = timed(
-            "collectives", lambda: collectives.run_group(dist, device, None, world, coll_dtype, args.quick)
+            "collectives", lambda: collectives.run_group(dist, device, None, world, coll_dtype, quick)
         )
         if nodes > 1 and ranks_per_node > 1:
             node_groups = [
@@ -120,49 +126,61 @@ def main(argv: list[str] | None = None) -> int:
             my_group = node_groups[rank // ranks_per_node]
             intra_samples = timed(
                 "collectives_intra_node",
-                lambda: collectives.run_group(dist, device, my_group, ranks_per_node, coll_dtype, args.quick),
+                lambda: collectives.run_group(dist, device, my_group, ranks_per_node, coll_dtype, quick),
             )
 
     gathered: list = [None] * world
     dist.all_gather_object(gathered, {"memory": mem, "world": world_samples, "intra": intra_samples})
     dist.barrier()
 
+    if rank != 0:
+        return None
+    if world > 1:
+        coll = {"applicable": True, "world": _combine_ranks([g["world"] for g in gathered])}
+        if intra_samples is not None:
+            node0 = [g["intra"] for g in gathered[:ranks_per_node]]
+            coll["intra_node"] = _combine_ranks(node0)
+    else:
+        coll = {"applicable": False, "reason": "one rank: there is nothing to communicate"}
+    result = {
+        "calib_schema": SCHEMA,
+        "quick": quick,
+        "environment": {
+            "host": socket.gethostname(),
+            "device_kind": device.kind,
+            "device_name": device.name,
+            "world_size": world,
+            "ranks_per_node": ranks_per_node,
+            "nodes": nodes,
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "torch_threads": torch.get_num_threads(),
+            "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+            "command": " ".join(sys.argv),
+            **_versions(device, dist),
+        },
+        "memory": {
+            "kind": device.kind,
+            **mem,
+            "rss_bytes_per_rank": [g["memory"]["rss_bytes"] for g in gathered],
+        },
+        "copy": copy,
+        "compute": comp,
+        "optimizer": opt,
+        "collectives": coll,
+        "sections_s": sections,
+    }
+    result["elapsed_s"] = time.perf_counter() - started
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    result = measure(args.quick, args.local_rank)
+    import torch
+    from deepspeed import comm as dist
+
+    rank = dist.get_rank()
     if rank == 0:
-        if world > 1:
-            coll = {"applicable": True, "world": _combine_ranks([g["world"] for g in gathered])}
-            if intra_samples is not None:
-                node0 = [g["intra"] for g in gathered[:ranks_per_node]]
-                coll["intra_node"] = _combine_ranks(node0)
-        else:
-            coll = {"applicable": False, "reason": "one rank: there is nothing to communicate"}
-        result = {
-            "calib_schema": SCHEMA,
-            "quick": args.quick,
-            "environment": {
-                "host": socket.gethostname(),
-                "device_kind": device.kind,
-                "device_name": device.name,
-                "world_size": world,
-                "ranks_per_node": ranks_per_node,
-                "nodes": nodes,
-                "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-                "torch_threads": torch.get_num_threads(),
-                "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
-                "command": " ".join(sys.argv),
-                **_versions(device, dist),
-            },
-            "memory": {
-                "kind": device.kind,
-                **mem,
-                "rss_bytes_per_rank": [g["memory"]["rss_bytes"] for g in gathered],
-            },
-            "copy": copy,
-            "compute": comp,
-            "optimizer": opt,
-            "collectives": coll,
-            "sections_s": sections,
-        }
-        result["elapsed_s"] = time.perf_counter() - started
         line = json.dumps(result, separators=(",", ":"))
         if args.out:
             tmp = f"{args.out}.tmp{os.getpid()}"

@@ -121,7 +121,7 @@ def prediction_table(report: ModelReport) -> str:
 def model_lines(report: ModelReport) -> list[str]:
     """The lines summary.txt adds for a model-driven search."""
     what = ("the best prediction is returned, nothing was run (--verify-top 0)" if report.predicted_only
-            else f"the best predictions were run for real and the measured best is returned")
+            else "the best predictions were run for real and the measured best is returned")
     lines = [f"Method: simulate: hardware profile {report.profile} ({report.profile_kind}); "
              f"{report.study_trials} Optuna trials over {report.space_points} configurations "
              f"(study {report.study_name} in {report.study_storage}); {what}."]

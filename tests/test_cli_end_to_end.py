@@ -1,7 +1,6 @@
 """Real searches through the command line: 2 CPU processes (gloo), 5 DeepSpeed launches in all."""
 
 import json
-import os
 import shlex
 from pathlib import Path
 

@@ -3,10 +3,10 @@ experiment is lost or run again.
 
 The first test kills a predictions-only search in its study (nothing launched). The second runs
 the README's main command, ``simtune search`` on 2 CPU processes with gpt2-tiny, for real: it
-calibrates this machine, measures the workload, studies the model and verifies the top 3
-predictions; it is killed right after its first verification and run again. Real launches: the
-calibration, the workload measurement, the first verification, the second one (killed in flight
-and run again), the third: 6 in all.
+calibrates this machine and measures the workload (one launch), studies the model and verifies
+the top 3 predictions; it is killed right after its first verification and run again. Real
+launches: the calibration with the workload measurement, the first verification, the second one
+(killed in flight and run again), the third: 5 in all.
 """
 
 import json
@@ -145,6 +145,7 @@ def test_the_main_command_killed_after_one_verification_resumes_without_rerunnin
     assert json.loads((results / first / "exp.json").read_text())["status"] == "ok"
     profiles = list((home / ".simtune" / "profiles").glob("cpu-*proc-*.json"))
     assert len(profiles) == 1, "the machine was calibrated first and its profile saved"
+    assert len(list((home / ".simtune" / "cache").glob("workload-*.json"))) == 1, "the workload measurement cached"
     profile_stamp = profiles[0].stat().st_mtime_ns
     trials_before = stored_trials(results)
     residual_file = home / ".simtune" / "profiles" / "residuals" / f"{profiles[0].stem}.json"

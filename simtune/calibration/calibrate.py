@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-from simtune.calibration.build import build_profile
 from simtune.calibration.launch import LaunchResult, launch
 from simtune.errors import InputError
 from simtune.hardware.profile import HardwareProfile
@@ -74,6 +73,19 @@ def _reference_peaks(device_name: str) -> tuple[dict, Optional[str]]:
     return {}, None
 
 
+def save_measured_profile(raw: dict, *, command: str, note: str, name: Optional[str] = None,
+                          out: PathArg = None) -> tuple[HardwareProfile, Path]:
+    """Fit a profile to ``calib.run_all``'s raw output (vendor peaks from a spec profile of the
+    same device when one is known), add ``note`` to its provenance, save it; (profile, file)."""
+    from simtune.calibration.build import build_profile  # numpy and scipy: not in the measuring ranks
+
+    peaks, reference = _reference_peaks(raw["environment"]["device_name"])
+    profile = build_profile(raw, name=name, command=command, reference_peaks=peaks, reference_name=reference)
+    profile = dataclasses.replace(
+        profile, provenance=dataclasses.replace(profile.provenance, notes=profile.provenance.notes + (note,)))
+    return profile, save_profile(profile, out)
+
+
 def run_calibration(num_gpus: int, num_nodes: int = 1, hostfile: PathArg = None, name: Optional[str] = None,
                     out: PathArg = None, quick: bool = False, *, timeout_s: float = 900.0,
                     command: Optional[str] = None) -> CalibrationResult:
@@ -90,20 +102,10 @@ def run_calibration(num_gpus: int, num_nodes: int = 1, hostfile: PathArg = None,
         num_gpus, work_dir, num_nodes=num_nodes, hostfile=hostfile, quick=quick, accelerator=accelerator,
         timeout_s=timeout_s,
     )
-    peaks, reference = _reference_peaks(result.raw["environment"]["device_name"])
-    profile = build_profile(
-        result.raw,
-        name=name,
-        command=command or calibrate_command(num_gpus, num_nodes, hostfile, name, out, quick),
-        reference_peaks=peaks,
-        reference_name=reference,
-    )
     launcher_note = "launcher: " + shlex.join(result.command[1:]).replace(str(work_dir), "<tmp>")
-    profile = dataclasses.replace(
-        profile,
-        provenance=dataclasses.replace(profile.provenance, notes=profile.provenance.notes + (launcher_note,)),
-    )
-    path = save_profile(profile, out)
+    profile, path = save_measured_profile(
+        result.raw, command=command or calibrate_command(num_gpus, num_nodes, hostfile, name, out, quick),
+        note=launcher_note, name=name, out=out)
     shutil.rmtree(work_dir, ignore_errors=True)
     return CalibrationResult(profile=profile, path=path, wall_s=result.wall_s, launch=result)
 

@@ -410,9 +410,14 @@ def calibrate_workload(workload: Any, profile: Any, *, precision: str, num_gpus:
 
 def rank_threads(profile: Any) -> int:
     """Threads one rank gets: cores / ranks per node on a CPU profile, else torch's default."""
+    return threads_per_rank(profile.device.kind, profile.device.count_per_node)
+
+
+def threads_per_rank(device_kind: str, ranks_per_node: int) -> int:
+    """cores / ranks per node on CPU (the training ranks share the cores), else all cores."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if profile.device.kind == "cpu":
-        return max(1, cores // max(1, profile.device.count_per_node))
+    if device_kind == "cpu":
+        return max(1, cores // max(1, ranks_per_node))
     return cores
 
 
@@ -420,4 +425,5 @@ __all__ = [
     "DEFAULT_MICRO_BATCH_SIZES", "EngineMeasurement", "MicroBatchMeasurement", "ModelShape", "TimeStats",
     "WorkloadCalibration", "WorkloadCalibrationError", "cache_path", "cached_measurement", "calibrate_workload",
     "default_cache_dir", "fingerprint", "model_identity", "rank_threads", "read_cached", "save", "script_identity",
+    "threads_per_rank",
 ]

@@ -24,6 +24,11 @@ and memory bandwidth; ``OMP_NUM_THREADS`` = cores / ranks). Each rank, in order:
 
 Each rank writes ``rank<N>.json``; :func:`measure_with_launch` merges them (times: mean over
 ranks of the medians; memory: the largest rank).
+
+When the machine has no hardware profile yet, the same launch first runs the machine's quick
+calibration (:func:`calib.run_all.measure`, exactly what ``simtune calibrate --quick`` runs; rank 0
+writes its raw output) and takes the memory limit from it: one launch instead of two, which saves
+the launcher's start, the imports and the process group's rendezvous (some 7 s on 2 CPU processes).
 """
 
 from __future__ import annotations
@@ -173,6 +178,47 @@ def _zero_runtime_bytes(precision: str, world_size: int, device: Any) -> int:
     return added
 
 
+def _program_memory(request: Any, device: Any) -> tuple[Any, int, int]:
+    """(the workload, resident memory before it is loaded, what loading it, building the model and
+    its first forward and backward add beyond its fp32 parameters and gradients: the program's
+    own memory)."""
+    import torch
+
+    from simtune.calibration.workload_measure import release_free_heap, rss_bytes, token_batches
+    from simtune.workloads.presets import build_model, load_workload
+
+    release_free_heap()
+    base = rss_bytes()
+    workload = load_workload(request.model, seq_len=request.seq_len)
+    torch.manual_seed(1234)
+    model = build_model(workload).to(device)
+    fp32_bytes = sum(p.numel() * p.element_size() for p in {p.data_ptr(): p for p in model.parameters()}.values())
+    first = token_batches(workload, device, seed=99)(1)
+    model(**first).loss.backward()  # what the first iteration leaves behind
+    program = max(0, rss_bytes() - base - 2 * fp32_bytes)
+    del model, first
+    return workload, base, program
+
+
+def _calibrate_machine(raw_path: str, local_rank: int, after_baseline: Any) -> int:
+    """The machine's quick calibration on every rank (``after_baseline()`` runs once its memory
+    baseline is read); rank 0 writes the raw output to ``raw_path``. Returns the memory a rank may
+    use (the profile's), the same on every rank."""
+    import torch
+
+    from calib.run_all import measure
+
+    raw = measure(quick=True, local_rank=local_rank, after_baseline=after_baseline)
+    limit: list[Any] = [None]
+    if raw is not None:
+        from simtune.calibration.build import build_profile  # scipy: imported after the baseline
+
+        Path(raw_path).write_text(json.dumps(raw, separators=(",", ":")))
+        limit[0] = int(build_profile(raw).device.usable_memory_bytes)
+    torch.distributed.broadcast_object_list(limit, src=0)
+    return int(limit[0])
+
+
 def rank_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--request", required=True)
@@ -182,15 +228,14 @@ def rank_main(argv: list[str]) -> int:
     data = json.loads(Path(args.request).read_text())
     out_dir = Path(data.pop("out_dir"))
     stages = tuple(data.pop("stages"))
+    machine_raw = data.pop("machine_raw", None)
 
     import deepspeed
     import torch
     from deepspeed.accelerator import get_accelerator
 
     from simtune.calibration.workload_measure import (Request, build_measured_model, calibration_from, device_text,
-                                                      hf_checkpointing, measure_module, release_free_heap,
-                                                      rss_bytes, token_batches)
-    from simtune.workloads.presets import build_model, load_workload
+                                                      hf_checkpointing, measure_module, token_batches)
 
     data["micro_batch_sizes"] = tuple(data["micro_batch_sizes"])
     request = Request(**data)
@@ -203,16 +248,16 @@ def rank_main(argv: list[str]) -> int:
         torch.set_num_threads(request.threads)
     sync = (lambda: None) if cpu else torch.cuda.synchronize
     try:
-        release_free_heap()
-        base = rss_bytes()
-        workload = load_workload(request.model, seq_len=request.seq_len)
-        torch.manual_seed(1234)
-        fp32_model = build_model(workload).to(device)
-        fp32_bytes = sum(p.numel() * p.element_size() for p in {p.data_ptr(): p for p in fp32_model.parameters()}.values())
-        first = token_batches(workload, device, seed=99)(1)
-        fp32_model(**first).loss.backward()  # what the first iteration leaves behind
-        program = max(0, rss_bytes() - base - 2 * fp32_bytes)
-        del fp32_model, first
+        memory: list[tuple[Any, int, int]] = []
+        if machine_raw:
+            # the program's memory is read right after the calibration's baseline, before its
+            # benchmarks leave their own allocations behind, as a launch of its own would read it
+            limit = _calibrate_machine(machine_raw, args.local_rank,
+                                       lambda: memory.append(_program_memory(request, device)))
+            request = dataclasses.replace(request, memory_limit_bytes=limit)
+        else:
+            memory.append(_program_memory(request, device))
+        workload, base, program = memory[0]
 
         model = build_measured_model(workload, request.precision, device)
         make_batch = token_batches(workload, device, seed=4321 + rank)
@@ -299,8 +344,10 @@ def run_in_own_group(command: list[str], env: dict[str, str], timeout_s: float) 
 
 
 def measure_with_launch(request: Any, num_gpus: int, *, stages: tuple[int, ...] = (0, 1, 2, 3),
-                        timeout_s: float = 900.0) -> WorkloadCalibration:
-    """Run the measurement under the DeepSpeed launcher on ``num_gpus`` local ranks; merge."""
+                        timeout_s: float = 900.0, machine_raw: Optional[Path] = None) -> WorkloadCalibration:
+    """Run the measurement under the DeepSpeed launcher on ``num_gpus`` local ranks; merge.
+    With ``machine_raw``, the launch calibrates the machine first and writes the raw output there
+    (the request's memory limit is then the one measured)."""
     from simtune.runner.launcher import deepspeed_launcher, free_port, launch_env, launcher_args, release_port
     from simtune.runner.resources import Resources
     from simtune.runner.runner import remove_shm_buffers
@@ -309,7 +356,8 @@ def measure_with_launch(request: Any, num_gpus: int, *, stages: tuple[int, ...] 
     resources = Resources.resolve(num_gpus=num_gpus)
     with tempfile.TemporaryDirectory(prefix="simtune-workload-") as folder:
         request_path = Path(folder) / "request.json"
-        request_path.write_text(json.dumps({**dataclasses.asdict(request), "out_dir": folder, "stages": list(stages)}))
+        request_path.write_text(json.dumps({**dataclasses.asdict(request), "out_dir": folder, "stages": list(stages),
+                                            "machine_raw": str(machine_raw) if machine_raw else None}))
         port = free_port()
         command = [deepspeed_launcher(), *launcher_args(resources, resources.concurrent_slots()[0], port),
                    "--module", "simtune.calibration.workload_launch", f"--request={request_path}"]
@@ -325,7 +373,7 @@ def measure_with_launch(request: Any, num_gpus: int, *, stages: tuple[int, ...] 
             remove_shm_buffers(port)
             release_port(port)
         parts = sorted(Path(folder).glob("rank*.json"))
-        if returncode != 0 or len(parts) != resources.world_size:
+        if returncode != 0 or len(parts) != resources.world_size or (machine_raw and not Path(machine_raw).is_file()):
             lines = [line.strip() for line in output.splitlines() if PREFIX in line or "Error" in line]
             reason = lines[-1] if lines else f"exit code {returncode}"
             raise WorkloadCalibrationError(f"Measuring {request.model} in a launch failed: {reason.rstrip('.')}.")

@@ -252,14 +252,18 @@ class SearchCommand(Command):
         """The model-driven search: profile, workload, study, verification, outputs."""
         autotuning = space.autotuning
         verify_top = autotuning.verify_top
-        choice = choose_profile(autotuning.profile, resources, say=progress.note)
+        precision = precision_of(ds_config)
+        measured_here = program.mode == "model" and verify_top > 0
+        choice = choose_profile(autotuning.profile, resources, say=progress.note, measure_workload=(
+            (load_workload(program.model, program.seq_len), precision) if measured_here else None))
         profile = choice.profile
         if verify_top > 0 and not choice.local:
             raise InputError(f"Hardware profile {profile.name!r} describes {profile.device.count} x "
                              f"{profile.device.name}, not this machine's {resources.world_size} process(es), so its "
                              f"predictions cannot be verified here: use --verify-top 0 or a profile of this machine.")
-        precision = precision_of(ds_config)
-        if program.mode == "script":
+        if choice.workload is not None:
+            chosen = choice.workload
+        elif program.mode == "script":
             chosen = choose_script_workload(program.script, program.args, ds_config, profile, precision=precision,
                                             num_gpus=resources.num_gpus, local=choice.local, say=progress.note,
                                             arg_mappings=autotuning.arg_mappings)
@@ -289,9 +293,15 @@ class SearchCommand(Command):
             progress.note(f"residual model updated with {len(result.verifications)} measurement(s): {saved}")
         calibration_s = choice.seconds + chosen.seconds
         notes = []
-        if choice.how == "calibrated":
+        if choice.workload is not None:
+            notes.append(f"this machine was calibrated first and the workload measured in the same launch "
+                         f"({choice.seconds:.1f} s; profile saved to {choice.path}, measurement cached for the "
+                         f"next search)")
+        elif choice.how == "calibrated":
             notes.append(f"this machine was calibrated first ({choice.seconds:.1f} s, profile saved to {choice.path})")
-        if chosen.how == "measured":
+        if choice.workload is not None:
+            pass
+        elif chosen.how == "measured":
             notes.append(f"the workload was measured ({chosen.seconds:.1f} s, cached for the next search)")
         elif chosen.how == "closed-form":
             notes.append("the workload's numbers come from the closed-form analysis of the preset")

@@ -5,7 +5,9 @@ numbers and the residual model.
   :func:`simtune.hardware.find_profile_for` finds for this machine's device and process count
   (a measured profile wins over a spec one), else a quick calibration of this machine
   (:func:`simtune.calibration.run_calibration` with ``quick=True``), saved to the user profile
-  folder so the next search finds it.
+  folder so the next search finds it. When the workload must be measured too (model mode, one
+  node), both run in one launch
+  (:func:`simtune.calibration.machine_and_workload.calibrate_machine_and_workload`).
 - Workload: measured on this machine (:func:`simtune.calibration.workload.calibrate_workload`,
   cached) when the search runs experiments here with a profile of this machine; otherwise a
   cached measurement of the same inputs if there is one, else the closed-form analysis of the
@@ -54,6 +56,8 @@ class ProfileChoice:
     seconds: float = 0.0
     """Calibration wall time (0 unless calibrated now)."""
     path: str = ""
+    workload: Optional["WorkloadChoice"] = None
+    """The workload measured in the calibration's launch (``measure_workload``), else None."""
 
 
 def profile_fingerprint(profile: HardwareProfile) -> str:
@@ -62,8 +66,11 @@ def profile_fingerprint(profile: HardwareProfile) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def choose_profile(name: str | None, resources: Resources, *, say: Callable[[str], None]) -> ProfileChoice:
-    """The hardware profile of the search (see the module docstring)."""
+def choose_profile(name: str | None, resources: Resources, *, say: Callable[[str], None],
+                   measure_workload: Optional[tuple[Any, str]] = None) -> ProfileChoice:
+    """The hardware profile of the search (see the module docstring). ``measure_workload``:
+    (workload, precision) to measure in the calibration's launch if this machine is calibrated
+    now; the result is the choice's ``workload``."""
     if name is not None:
         profile = load_profile(name)
         local = (profile.device.kind == detect_accelerator() and profile.device.count == resources.world_size
@@ -78,9 +85,20 @@ def choose_profile(name: str | None, resources: Resources, *, say: Callable[[str
         return ProfileChoice(profile, "found", True, path=str(entry.path))
     from simtune.calibration import run_calibration
 
-    say(f"no hardware profile fits this machine ({device}, {resources.world_size} "
-        f"{'GPU' if resources.accelerator == 'cuda' else 'CPU process'}(es)); calibrating it first "
-        f"(simtune calibrate --quick: one short launch of microbenchmarks)")
+    missing = (f"no hardware profile fits this machine ({device}, {resources.world_size} "
+               f"{'GPU' if resources.accelerator == 'cuda' else 'CPU process'}(es))")
+    if measure_workload is not None and resources.num_nodes == 1 and not resources.hostfile:
+        from simtune.calibration.machine_and_workload import calibrate_machine_and_workload
+
+        workload, precision = measure_workload
+        say(f"{missing}; calibrating it first (simtune calibrate --quick) in the launch that measures "
+            f"{workload.name} (seq {workload.seq_len}, {precision})...")
+        both = calibrate_machine_and_workload(workload, resources.num_gpus, precision=precision)
+        say(f"calibrated and measured in {both.seconds:.1f} s: profile {both.profile.name} saved to "
+            f"{both.profile_path}; workload calibration saved to {both.cache_path}")
+        measured = WorkloadChoice(both.calibration, workload_key(workload, precision), "measured")
+        return ProfileChoice(both.profile, "calibrated", True, both.seconds, str(both.profile_path), measured)
+    say(f"{missing}; calibrating it first (simtune calibrate --quick: one short launch of microbenchmarks)")
     started = time.monotonic()
     result = run_calibration(resources.num_gpus, resources.num_nodes, resources.hostfile, quick=True)
     seconds = time.monotonic() - started

@@ -1,0 +1,76 @@
+"""A machine with no hardware profile and a workload to measure: both in one launch.
+
+The first search on a machine needs the machine's quick calibration (``simtune calibrate
+--quick``) and the workload's measurement. Each alone is a launch through the DeepSpeed launcher,
+and on a small model most of a launch is its start: the launcher, torch and DeepSpeed imported by
+every process, the process group's rendezvous (~7 s of the ~11 s of the quick calibration on 2 CPU
+processes). :func:`calibrate_machine_and_workload` runs both in the workload's launch
+(:mod:`simtune.calibration.workload_launch` with a ``machine_raw`` path): the ranks run
+``calib.run_all``'s sections first, exactly as the calibration's own launch would, then measure the
+workload with the memory limit that calibration found. The profile is fitted and saved as
+``simtune calibrate --quick`` saves it, and the measurement is cached under that profile's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from simtune.calibration.calibrate import calibrate_command, save_measured_profile
+from simtune.calibration.workload import (DEFAULT_MICRO_BATCH_SIZES, WorkloadCalibration, cache_path, fingerprint,
+                                          model_identity, save, threads_per_rank)
+from simtune.hardware.profile import HardwareProfile
+
+
+@dataclass(frozen=True)
+class MachineAndWorkload:
+    profile: HardwareProfile
+    profile_path: Path
+    calibration: WorkloadCalibration
+    cache_path: Path
+    seconds: float
+    """Wall time of the launch and the fitting."""
+
+
+def calibrate_machine_and_workload(workload: Any, num_gpus: int, *, precision: str,
+                                   micro_batch_sizes: Sequence[int] = DEFAULT_MICRO_BATCH_SIZES, repeats: int = 10,
+                                   timeout_s: float = 900.0, cache_dir: Optional[str] = None,
+                                   profile_out: Optional[str] = None) -> MachineAndWorkload:
+    """Calibrate this machine (quick) and measure a model-mode ``workload`` on ``num_gpus`` local
+    ranks in one launch; save the profile (``profile_out``, default the user profile folder) and
+    cache the measurement (``cache_dir``, default the user cache)."""
+    from simtune.calibration import workload_measure as wm
+    from simtune.calibration.workload_launch import measure_with_launch
+    from simtune.runner.resources import Resources, detect_accelerator
+
+    accelerator = detect_accelerator()
+    Resources.local(num_gpus=num_gpus, accelerator=accelerator)  # refuses more GPUs than this machine has
+    started = time.monotonic()
+    request = wm.Request(model=workload.name, seq_len=workload.seq_len, precision=precision,
+                         threads=threads_per_rank(accelerator, num_gpus), micro_batch_sizes=tuple(micro_batch_sizes),
+                         repeats=repeats, memory_limit_bytes=0, profile_name="", fingerprint="")
+    folder = Path(tempfile.mkdtemp(prefix="simtune-calibrate-"))
+    try:
+        raw_path = folder / "calib_raw.json"
+        measured = measure_with_launch(request, num_gpus, timeout_s=timeout_s, machine_raw=raw_path)
+        raw = json.loads(raw_path.read_text(encoding="utf-8"))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    profile, profile_path = save_measured_profile(
+        raw, command=calibrate_command(num_gpus, 1, None, None, profile_out, True), out=profile_out,
+        note=f"measured in one launch with the workload measurement of {workload.name} "
+             f"(simtune.calibration.workload_launch)")
+    key = fingerprint(model_identity(workload), workload.seq_len, precision, profile.name)
+    calibration = dataclasses.replace(measured, profile_name=profile.name, fingerprint=key)
+    path = cache_path(cache_dir, key)
+    save(calibration, path)
+    return MachineAndWorkload(profile, profile_path, calibration, path, time.monotonic() - started)
+
+
+__all__ = ["MachineAndWorkload", "calibrate_machine_and_workload"]
