@@ -8,7 +8,8 @@ processes). :func:`calibrate_machine_and_workload` runs both in the workload's l
 (:mod:`simtune.calibration.workload_launch` with a ``machine_raw`` path): the ranks run
 ``calib.run_all``'s sections first, exactly as the calibration's own launch would, then measure the
 workload with the memory limit that calibration found. The profile is fitted and saved as
-``simtune calibrate --quick`` saves it, and the measurement is cached under that profile's name.
+``simtune calibrate --quick`` saves it (also when the workload's part then fails), and the
+measurement is cached under that profile's name.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from simtune.calibration.calibrate import calibrate_command, save_measured_profile
-from simtune.calibration.workload import (DEFAULT_MICRO_BATCH_SIZES, WorkloadCalibration, cache_path, fingerprint,
-                                          model_identity, save, threads_per_rank)
+from simtune.calibration.workload import (DEFAULT_MICRO_BATCH_SIZES, WorkloadCalibration, WorkloadCalibrationError,
+                                          cache_path, fingerprint, model_identity, save, threads_per_rank)
 from simtune.hardware.profile import HardwareProfile
 
 
@@ -56,16 +57,25 @@ def calibrate_machine_and_workload(workload: Any, num_gpus: int, *, precision: s
                          threads=threads_per_rank(accelerator, num_gpus), micro_batch_sizes=tuple(micro_batch_sizes),
                          repeats=repeats, memory_limit_bytes=0, profile_name="", fingerprint="")
     folder = Path(tempfile.mkdtemp(prefix="simtune-calibrate-"))
-    try:
-        raw_path = folder / "calib_raw.json"
-        measured = measure_with_launch(request, num_gpus, timeout_s=timeout_s, machine_raw=raw_path)
+    raw_path = folder / "calib_raw.json"
+
+    def save_profile() -> tuple[HardwareProfile, Path]:
         raw = json.loads(raw_path.read_text(encoding="utf-8"))
+        return save_measured_profile(
+            raw, command=calibrate_command(num_gpus, 1, None, None, profile_out, True), out=profile_out,
+            note=f"measured in one launch with the workload measurement of {workload.name} "
+                 f"(simtune.calibration.workload_launch)")
+
+    try:
+        try:
+            measured = measure_with_launch(request, num_gpus, timeout_s=timeout_s, machine_raw=raw_path)
+        except WorkloadCalibrationError:
+            if raw_path.is_file():  # the machine was measured before the workload failed: keep its profile
+                save_profile()
+            raise
+        profile, profile_path = save_profile()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    profile, profile_path = save_measured_profile(
-        raw, command=calibrate_command(num_gpus, 1, None, None, profile_out, True), out=profile_out,
-        note=f"measured in one launch with the workload measurement of {workload.name} "
-             f"(simtune.calibration.workload_launch)")
     key = fingerprint(model_identity(workload), workload.seq_len, precision, profile.name)
     calibration = dataclasses.replace(measured, profile_name=profile.name, fingerprint=key)
     path = cache_path(cache_dir, key)

@@ -1,10 +1,11 @@
 """The first search's one launch: the machine's quick calibration and the workload's measurement on
-2 real CPU processes (DeepSpeed, gloo). One launch."""
+2 real CPU processes (DeepSpeed, gloo). Two launches."""
 
 import pytest
 
 from simtune.calibration.machine_and_workload import calibrate_machine_and_workload
-from simtune.calibration.workload import cache_path, fingerprint, model_identity, read_cached
+from simtune.calibration.workload import (WorkloadCalibrationError, cache_path, fingerprint, model_identity,
+                                          read_cached)
 from simtune.hardware import read_profile_file
 from simtune.workloads import load_workload
 
@@ -35,3 +36,14 @@ def test_one_launch_saves_the_profile_and_caches_the_measurement_under_its_name(
     # the profile's fixed overhead (both read at the same point), not that plus their leftovers
     assert cached.base_rss_bytes == pytest.approx(profile.device.fixed_overhead_bytes, rel=0.03)
     assert cached.program_overhead_bytes > 0
+
+
+def test_a_workload_that_fails_after_the_calibration_keeps_the_profile(tmp_path, monkeypatch):
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    tiny = load_workload("gpt2-tiny", seq_len=32)
+    with pytest.raises(WorkloadCalibrationError, match="Measuring gpt2-tiny in a launch failed: .*failed on rank"):
+        calibrate_machine_and_workload(tiny, 2, precision="fp32", micro_batch_sizes=(0,), repeats=1,
+                                       cache_dir=str(tmp_path / "cache"), profile_out=str(tmp_path / "profiles"))
+    (saved,) = (tmp_path / "profiles").glob("*.json")  # the next search finds the machine calibrated
+    assert read_profile_file(saved).kind == "measured"
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").glob("workload-*.json"))
