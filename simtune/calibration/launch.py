@@ -105,7 +105,8 @@ def launch(
         command = build_command(num_gpus, num_nodes, hostfile, port, raw_path, quick, accelerator)
         with open(stdout_path, "w", encoding="utf-8") as out, open(stderr_path, "w", encoding="utf-8") as err:
             returncode, timed_out, wall_s = run_process_group(
-                command, build_env(num_gpus, accelerator), work_dir, out, err, timeout_s
+                command, build_env(num_gpus, accelerator), work_dir, out, err, timeout_s,
+                finished=raw_path.is_file,  # rank 0 writes it atomically before the ranks' last barrier
             )
     finally:
         remove_shm_buffers(port)

@@ -280,7 +280,9 @@ def rank_main(argv: list[str]) -> int:
                     engines.append(run_engine(stage, mbs, workload, model, make_batch, request, world, device, sync,
                                               reduce_bucket_size=small))
         calibration = dataclasses.replace(calibration, engines=tuple(engines))
-        (out_dir / f"rank{rank}.json").write_text(json.dumps(calibration.to_dict()))
+        partial = out_dir / f"partial{rank}.tmp"
+        partial.write_text(json.dumps(calibration.to_dict()))
+        os.replace(partial, out_dir / f"rank{rank}.json")  # whole or absent: the host watches for it
     except BaseException as exc:  # every rank must leave, or the launch hangs in a collective
         import traceback
 
@@ -329,14 +331,17 @@ def merge_ranks(parts: list[WorkloadCalibration]) -> WorkloadCalibration:
         zero_runtime_bytes=max(p.zero_runtime_bytes for p in parts), seconds=max(p.seconds for p in parts))
 
 
-def run_in_own_group(command: list[str], env: dict[str, str], timeout_s: float) -> tuple[int, str]:
+def run_in_own_group(command: list[str], env: dict[str, str], timeout_s: float,
+                     finished: Optional[Any] = None) -> tuple[int, str]:
     """Run a launch with the runner's process-group handling (a time-out or an interrupt ends the
-    launcher and every rank); returns the exit code and the output. Raises
-    ``subprocess.TimeoutExpired`` at the time-out."""
+    launcher and every rank; ``finished()`` says the ranks' results are written, see
+    :func:`~simtune.runner.launcher.run_process_group`); returns the exit code and the output.
+    Raises ``subprocess.TimeoutExpired`` at the time-out."""
     from simtune.runner.launcher import run_process_group
 
     with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
-        returncode, timed_out, _ = run_process_group(command, env, os.getcwd(), log, subprocess.STDOUT, timeout_s)
+        returncode, timed_out, _ = run_process_group(command, env, os.getcwd(), log, subprocess.STDOUT, timeout_s,
+                                                     finished=finished)
         if timed_out:
             raise subprocess.TimeoutExpired(command, timeout_s)
         log.seek(0)
@@ -364,8 +369,12 @@ def measure_with_launch(request: Any, num_gpus: int, *, stages: tuple[int, ...] 
         env = launch_env(resources, folder)
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        def finished() -> bool:  # every rank wrote its file, just before the last barrier and its exit
+            return (len(list(Path(folder).glob("rank*.json"))) == resources.world_size
+                    and (machine_raw is None or Path(machine_raw).is_file()))
+
         try:
-            returncode, output = run_in_own_group(command, env, timeout_s)
+            returncode, output = run_in_own_group(command, env, timeout_s, finished)
         except subprocess.TimeoutExpired:
             raise WorkloadCalibrationError(
                 f"Measuring {request.model} took longer than {timeout_s:.0f} s and was stopped.") from None

@@ -45,6 +45,10 @@ ENV_FILE_NAME = "deepspeed_env"
 
 STOP_GRACE_S = 5.0
 """After a time-out: seconds between SIGTERM to the process group and SIGKILL."""
+FINISHED_POLL_S = 0.1
+"""How often a run's ``finished()`` is asked."""
+FINISHED_GRACE_S = 0.2
+"""Once ``finished()``: how long the launcher gets to exit by itself before its group is stopped."""
 
 _ports_in_use: set[int] = set()
 _ports_lock = threading.Lock()
@@ -276,15 +280,32 @@ def kill_group(process: subprocess.Popen, sig: int) -> None:
 
 
 def _wait_group_gone(pgid: int, timeout_s: float = 10.0) -> None:
-    """Wait until no process of the group is left: SIGKILL is delivered asynchronously, and a
-    rank still exiting would hold its port and shared-memory buffers for the next launch."""
+    """Wait until no process of the group is left but zombies: SIGKILL is delivered
+    asynchronously, and a rank still exiting would hold its port and shared-memory buffers for the
+    next launch. A zombie holds neither; ranks whose launcher was stopped stay zombies until init
+    reaps them, which can take a second or more."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             os.killpg(pgid, 0)
         except (ProcessLookupError, PermissionError):
             return
+        if not _live_members(pgid):
+            return
         time.sleep(0.05)
+
+
+def _live_members(pgid: int) -> bool:
+    """Whether a process of the group is alive (not a zombie)."""
+    import psutil
+
+    for process in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return False
 
 
 def run_process_group(
@@ -297,6 +318,7 @@ def run_process_group(
     *,
     on_start: Callable[[subprocess.Popen], None] | None = None,
     on_end: Callable[[subprocess.Popen], None] | None = None,
+    finished: Callable[[], bool] | None = None,
 ) -> tuple[int, bool, float]:
     """Run ``command`` in a new session, so the launcher and every rank it starts share one
     process group; returns (exit code, timed out, wall seconds).
@@ -306,27 +328,49 @@ def run_process_group(
     the group is killed and this returns only once none of its processes is left.
     ``on_start(process)`` and ``on_end(process)`` bracket the run (e.g. to stop it from another
     thread with :func:`kill_group`).
+
+    ``finished()``, asked every ``FINISHED_POLL_S``, says the ranks have written their results and
+    are leaving (the probe's metrics, a measurement's files, written just before the ranks' last
+    barrier and exit). The DeepSpeed launcher notices its ranks' exit only at its next once-a-
+    second poll and then tears down two interpreters that imported torch and DeepSpeed, some 2-3 s
+    after the ranks are gone; a run that is finished gets ``FINISHED_GRACE_S`` to exit by itself,
+    then its group is stopped and the exit code reported is 0.
     """
     started = time.monotonic()
     timed_out = False
+    finished_early = False
+    deadline = None if timeout_s is None else started + timeout_s
     process = subprocess.Popen(list(command), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
                                env=dict(env), cwd=cwd, start_new_session=True)
     try:
         if on_start is not None:
             on_start(process)
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            kill_group(process, signal.SIGTERM)
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            wait = left if finished is None else (FINISHED_POLL_S if left is None else min(FINISHED_POLL_S, left))
             try:
-                process.wait(timeout=STOP_GRACE_S)
+                process.wait(timeout=wait)
+                break
             except subprocess.TimeoutExpired:
                 pass
+            if deadline is not None and time.monotonic() >= deadline:
+                timed_out = True
+                kill_group(process, signal.SIGTERM)
+                try:
+                    process.wait(timeout=STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    pass
+                break
+            if finished is not None and finished():
+                try:
+                    process.wait(timeout=FINISHED_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    finished_early = True
+                break
     finally:
         kill_group(process, signal.SIGKILL)  # whatever of the group is left
         process.wait()
         _wait_group_gone(process.pid)
         if on_end is not None:
             on_end(process)
-    return process.returncode, timed_out, time.monotonic() - started
+    return (0 if finished_early else process.returncode), timed_out, time.monotonic() - started

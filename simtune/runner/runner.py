@@ -281,9 +281,10 @@ class Runner:
                  result_dir: Path) -> tuple[int, bool, float]:
         """Run ``command`` with its logs in ``result_dir``, stopped at the time-out
         (:func:`run_process_group`). Returns (exit code, timed out, wall seconds)."""
+        metrics = result_dir / "metrics.json"  # written atomically by the probe right before the ranks leave
         with open(result_dir / "stdout.log", "wb") as out, open(result_dir / "stderr.log", "wb") as err:
             return run_process_group(command, env, self.cwd, out, err, self.timeout_s,
-                                     on_start=self._track, on_end=self._untrack)
+                                     on_start=self._track, on_end=self._untrack, finished=metrics.is_file)
 
     def _track(self, process: subprocess.Popen) -> None:
         with self._lock:

@@ -1,6 +1,7 @@
 import os
 import socket
 
+import psutil
 import pytest
 
 from simtune.errors import InputError
@@ -120,11 +121,15 @@ def test_shm_buffers_of_one_port_are_removed(tmp_path):
 
 
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    """Whether a process of the group still runs (a zombie waiting for init to reap it holds no
+    port, memory or file any more)."""
+    for process in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
 
 
 def test_process_group_is_stopped_whole_at_the_time_out(tmp_path):
@@ -138,6 +143,28 @@ def test_process_group_is_stopped_whole_at_the_time_out(tmp_path):
     assert timed_out and returncode != 0 and 1.0 <= wall_s < 15.0
     assert (tmp_path / "out.log").read_text() == "started\n"
     assert not _group_alive(started[0].pid)
+
+
+def test_a_finished_run_is_not_left_to_its_launchers_teardown(tmp_path):
+    """The ranks write their results and leave; the launcher above them would take seconds more.
+    A run whose ``finished()`` holds is stopped whole and counts as a clean exit."""
+    done = tmp_path / "metrics.json"
+    started = []
+    with open(tmp_path / "out.log", "w") as out, open(tmp_path / "err.log", "w") as err:
+        returncode, timed_out, wall_s = run_process_group(
+            ["sh", "-c", f"sleep 30 & (sleep 0.5; echo '{{}}' > {done}); wait"], dict(os.environ), tmp_path, out,
+            err, 60.0, on_start=started.append, finished=done.is_file)
+    assert (returncode, timed_out) == (0, False) and 0.5 <= wall_s < 10.0
+    assert not _group_alive(started[0].pid)
+
+
+def test_a_run_that_exits_by_itself_keeps_its_exit_code_even_when_finished(tmp_path):
+    done = tmp_path / "metrics.json"
+    with open(tmp_path / "out.log", "w") as out, open(tmp_path / "err.log", "w") as err:
+        returncode, timed_out, _ = run_process_group(
+            ["sh", "-c", f"echo '{{}}' > {done}; exit 3"], dict(os.environ), tmp_path, out, err, 60.0,
+            finished=done.is_file)
+    assert (returncode, timed_out) == (3, False)
 
 
 def test_process_group_exit_code_and_callbacks(tmp_path):
