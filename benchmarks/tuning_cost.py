@@ -383,6 +383,15 @@ def render(work: Path, data: dict) -> str:
             verdict = "ok" if ratio >= SPEED_TARGET else "MISSED"
             lines.append(f"speed: {label} took {ratio:.1f}x {own}'s wall time "
                          f"(target >= {SPEED_TARGET:.0f}x: {verdict})")
+    measured_runs = [tuners[label] for label in ("simtune measure gridsearch", "simtune measure model_based")
+                     if label in tuners and tuners[label]["experiments"]]
+    if measured_runs:  # the ratio moves with how many experiments early stopping lets a tuner run
+        per_experiment = (sum(t["wall_s"] for t in measured_runs) / sum(t["experiments"] for t in measured_runs))
+        for own in simulated:
+            worth = tuners[own]["wall_s"] / per_experiment
+            lines.append(f"speed: {own} cost as much as {worth:.1f} experiments of the measured tuners "
+                         f"({per_experiment:.1f} s each on average): 5x faster than a tuner that runs "
+                         f"{SPEED_TARGET * worth:.0f} or more")
     if "DeepSpeed autotuner" in tuners:
         ds = tuners["DeepSpeed autotuner"]
         lines.append(f"speed: DeepSpeed autotuner took {ds['wall_s'] / sim['wall_s']:.1f}x simtune simulate's wall "
