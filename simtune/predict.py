@@ -143,12 +143,13 @@ class Predictor:
             calibration = workload_or_calibration
             measured = calibration.matches(profile.name, precision)
             cpu = profile.device.kind == "cpu"
-            own = calibration.script_stage_overheads() if measured and not calibration.engines else ()
-            model = calibration.model_spec(with_measured_compute=measured, process_overheads=cpu, stage_overheads=own)
+            script_rows = calibration.script_stage_overheads() if measured and not calibration.engines else ()
+            model = calibration.model_spec(with_measured_compute=measured, process_overheads=cpu,
+                                           stage_overheads=script_rows)
             if measured and calibration.engines:
                 overheads, calls, residuals = engine_residuals(calibration, model, hardware, precision)
-                own = calibration.script_overhead.median_s if calibration.script_overhead is not None else 0.0
-                overheads = tuple(row[:5] + (row[5] + max(0.0, own),) for row in overheads)
+                script_s = calibration.script_overhead.median_s if calibration.script_overhead is not None else 0.0
+                overheads = tuple(row[:5] + (row[5] + max(0.0, script_s),) for row in overheads)
                 model = calibration.model_spec(with_measured_compute=True, stage_overheads=overheads,
                                                process_overheads=cpu, stage_residuals=residuals,
                                                reduce_call_overheads=calls)

@@ -59,7 +59,7 @@ def calibrate_machine_and_workload(workload: Any, num_gpus: int, *, precision: s
     folder = Path(tempfile.mkdtemp(prefix="simtune-calibrate-"))
     raw_path = folder / "calib_raw.json"
 
-    def save_profile() -> tuple[HardwareProfile, Path]:
+    def fit_and_save() -> tuple[HardwareProfile, Path]:
         raw = json.loads(raw_path.read_text(encoding="utf-8"))
         return save_measured_profile(
             raw, command=calibrate_command(num_gpus, 1, None, None, profile_out, True), out=profile_out,
@@ -71,9 +71,9 @@ def calibrate_machine_and_workload(workload: Any, num_gpus: int, *, precision: s
             measured = measure_with_launch(request, num_gpus, timeout_s=timeout_s, machine_raw=raw_path)
         except WorkloadCalibrationError:
             if raw_path.is_file():  # the machine was measured before the workload failed: keep its profile
-                save_profile()
+                fit_and_save()
             raise
-        profile, profile_path = save_profile()
+        profile, profile_path = fit_and_save()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     key = fingerprint(model_identity(workload), workload.seq_len, precision, profile.name)

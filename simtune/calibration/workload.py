@@ -30,8 +30,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import statistics
 import os
+import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -76,16 +76,6 @@ def engine_config(stage: int, micro_batch_size: int, world_size: int, precision:
     return config
 
 
-def run_engine(stage: int, micro_batch_size: int, workload: Any, module: Any, make_batch: Any, request: Any,
-               world: int, device: Any, sync: Any, reduce_bucket_size: Optional[int] = None) -> EngineMeasurement:
-    """Build a real engine of the workload's model and measure it (:func:`measure_real_engine`)."""
-    from simtune.calibration.workload_measure import build_measured_model
-
-    return measure_real_engine(stage, micro_batch_size, lambda: build_measured_model(workload, "fp32", device),
-                               module, make_batch, lambda out: out.loss, request.precision, world, device, sync,
-                               reduce_bucket_size)
-
-
 def measure_real_engine(stage: int, micro_batch_size: int, build: Any, module: Any, make_batch: Any, loss_of: Any,
                         precision: str, world: int, device: Any, sync: Any,
                         reduce_bucket_size: Optional[int] = None) -> EngineMeasurement:
@@ -158,6 +148,23 @@ def engine_micro_batch_sizes(measured_sizes: list[int]) -> tuple[int, ...]:
     return (middle,)
 
 
+def measure_stage_engines(build: Any, module: Any, make_batch: Any, loss_of: Any, precision: str, world: int,
+                          device: Any, sync: Any, measured_sizes: list[int],
+                          stages: tuple[int, ...] = (0, 1, 2, 3)) -> tuple[EngineMeasurement, ...]:
+    """Real engines of ``build()`` (a new model each) at every stage in ``stages`` and the sizes
+    of :func:`engine_micro_batch_sizes`, paired with the bare ``module``
+    (:func:`measure_real_engine`); at stages 1-3 a second engine with small buckets. Stage 3
+    should come last: its engine replaces torch's linear function for the rest of the process."""
+    small = small_bucket_elements(module)
+    engines = []
+    for stage in stages:
+        for mbs in engine_micro_batch_sizes(measured_sizes):
+            for buckets in ((None, small) if stage >= 1 else (None,)):
+                engines.append(measure_real_engine(stage, mbs, build, module, make_batch, loss_of, precision, world,
+                                                   device, sync, reduce_bucket_size=buckets))
+    return tuple(engines)
+
+
 def _zero_runtime_bytes(precision: str, world_size: int, device: Any) -> int:
     """Resident memory added by a first ZeRO engine (stage 2) of a tiny model: the code and state
     ZeRO's runtime loads on first use. (A ZeRO-3 engine is not built here: it would replace
@@ -213,7 +220,7 @@ def _calibrate_machine(raw_path: str, local_rank: int, after_baseline: Any) -> i
     if raw is not None:
         from simtune.calibration.build import build_profile  # scipy: imported after the baseline
 
-        Path(raw_path).write_text(json.dumps(raw, separators=(",", ":")))
+        Path(raw_path).write_text(json.dumps(raw))
         limit[0] = int(build_profile(raw).device.usable_memory_bytes)
     torch.distributed.broadcast_object_list(limit, src=0)
     return int(limit[0])
@@ -236,6 +243,7 @@ def rank_main(argv: list[str]) -> int:
 
     from simtune.calibration.workload_measure import (Request, build_measured_model, calibration_from, device_text,
                                                       hf_checkpointing, measure_module, token_batches)
+    from simtune.probe.protocol import write_json_atomically
 
     data["micro_batch_sizes"] = tuple(data["micro_batch_sizes"])
     request = Request(**data)
@@ -270,19 +278,11 @@ def rank_main(argv: list[str]) -> int:
             request, workload, model, measured, device_text=device_text(device), started=started, ranks=world,
             base_rss_bytes=base if cpu else 0, program_overhead_bytes=program if cpu else 0,
             zero_runtime_bytes=zero_runtime if cpu else 0)
-        sizes = engine_micro_batch_sizes([m.micro_batch_size for m in measured[0]])
-        small = small_bucket_elements(model)
-        engines = []
-        for stage in stages:
-            for mbs in sizes:
-                engines.append(run_engine(stage, mbs, workload, model, make_batch, request, world, device, sync))
-                if stage >= 1:
-                    engines.append(run_engine(stage, mbs, workload, model, make_batch, request, world, device, sync,
-                                              reduce_bucket_size=small))
-        calibration = dataclasses.replace(calibration, engines=tuple(engines))
-        partial = out_dir / f"partial{rank}.tmp"
-        partial.write_text(json.dumps(calibration.to_dict()))
-        os.replace(partial, out_dir / f"rank{rank}.json")  # whole or absent: the host watches for it
+        engines = measure_stage_engines(
+            lambda: build_measured_model(workload, "fp32", device), model, make_batch, lambda out: out.loss,
+            request.precision, world, device, sync, [m.micro_batch_size for m in measured[0]], stages)
+        # whole or absent: the host watches for these files
+        write_json_atomically(out_dir / f"rank{rank}.json", dataclasses.replace(calibration, engines=engines).to_dict())
     except BaseException as exc:  # every rank must leave, or the launch hangs in a collective
         import traceback
 
@@ -369,6 +369,7 @@ def measure_with_launch(request: Any, num_gpus: int, *, stages: tuple[int, ...] 
         env = launch_env(resources, folder)
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
         def finished() -> bool:  # every rank wrote its file, just before the last barrier and its exit
             return (len(list(Path(folder).glob("rank*.json"))) == resources.world_size
                     and (machine_raw is None or Path(machine_raw).is_file()))
@@ -381,11 +382,11 @@ def measure_with_launch(request: Any, num_gpus: int, *, stages: tuple[int, ...] 
         finally:
             remove_shm_buffers(port)
             release_port(port)
-        parts = sorted(Path(folder).glob("rank*.json"))
-        if returncode != 0 or len(parts) != resources.world_size or (machine_raw and not Path(machine_raw).is_file()):
+        if returncode != 0 or not finished():
             lines = [line.strip() for line in output.splitlines() if PREFIX in line or "Error" in line]
             reason = lines[-1] if lines else f"exit code {returncode}"
             raise WorkloadCalibrationError(f"Measuring {request.model} in a launch failed: {reason.rstrip('.')}.")
+        parts = sorted(Path(folder).glob("rank*.json"))
         merged = merge_ranks([WorkloadCalibration.from_dict(json.loads(p.read_text())) for p in parts])
     return dataclasses.replace(merged, seconds=time.perf_counter() - started)
 

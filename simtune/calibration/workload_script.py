@@ -197,31 +197,19 @@ def keyword_module(module: Any) -> Any:
 
 def stage_engines(module: Any, adapter: Any, make: Any, measured_sizes: Sequence[int], precision: str) -> tuple:
     """Real engines of copies of the script's model at every ZeRO stage, measured as model mode
-    measures its engines (:func:`simtune.calibration.workload_launch.measure_real_engine`: two
-    micro-batch sizes, a second engine with small buckets at stages 1-3; stage 3 last, since
-    its engine replaces torch's linear function for the rest of the process)."""
+    measures its engines (:func:`simtune.calibration.workload_launch.measure_stage_engines`)."""
     import copy
 
     import torch
 
-    from simtune.calibration.workload_launch import (engine_micro_batch_sizes, measure_real_engine,
-                                                     small_bucket_elements)
+    from simtune.calibration.workload_launch import measure_stage_engines
 
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     device = next(module.parameters()).device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     module.zero_grad(set_to_none=True)
-    build = lambda: keyword_module(copy.deepcopy(module))  # noqa: E731
-    small = small_bucket_elements(module)
-    engines = []
-    for stage in (0, 1, 2, 3):
-        for mbs in engine_micro_batch_sizes(list(measured_sizes)):
-            engines.append(measure_real_engine(stage, mbs, build, adapter, make, loss_of, precision, world, device,
-                                               sync))
-            if stage >= 1:
-                engines.append(measure_real_engine(stage, mbs, build, adapter, make, loss_of, precision, world,
-                                                   device, sync, reduce_bucket_size=small))
-    return tuple(engines)
+    return measure_stage_engines(lambda: keyword_module(copy.deepcopy(module)), adapter, make, loss_of, precision,
+                                 world, device, sync, list(measured_sizes))
 
 
 def calibrate_script(script: str, args: Sequence[str], ds_config: Mapping[str, Any], profile: Any, *,
@@ -314,6 +302,7 @@ def _finish(code: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     from simtune.probe.argv import ProbeUsageError, parse_probe_argv
     from simtune.probe.main import run_as_main
+    from simtune.probe.protocol import write_json_atomically
 
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -337,11 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             calibration = measure_engine(engine, f_args, f_kwargs, request, clock.samples)
             rank = int(os.environ.get("RANK", "0"))
             if rank == 0:
-                data = calibration.to_dict()
-                temporary = request["out"] + ".tmp"
-                with open(temporary, "w", encoding="utf-8") as handle:
-                    json.dump(data, handle)
-                os.replace(temporary, request["out"])
+                write_json_atomically(request["out"], calibration.to_dict())
                 print(f"{PREFIX} wrote {request['out']}", flush=True)
             import deepspeed.comm as comm
 

@@ -253,9 +253,9 @@ class SearchCommand(Command):
         autotuning = space.autotuning
         verify_top = autotuning.verify_top
         precision = precision_of(ds_config)
-        measured_here = program.mode == "model" and verify_top > 0
+        workload = load_workload(program.model, program.seq_len) if program.mode == "model" else None
         choice = choose_profile(autotuning.profile, resources, say=progress.note, measure_workload=(
-            (load_workload(program.model, program.seq_len), precision) if measured_here else None))
+            (workload, precision) if workload is not None and verify_top > 0 else None))
         profile = choice.profile
         if verify_top > 0 and not choice.local:
             raise InputError(f"Hardware profile {profile.name!r} describes {profile.device.count} x "
@@ -268,7 +268,7 @@ class SearchCommand(Command):
                                             num_gpus=resources.num_gpus, local=choice.local, say=progress.note,
                                             arg_mappings=autotuning.arg_mappings)
         else:
-            chosen = choose_workload(load_workload(program.model, program.seq_len), profile, precision=precision,
+            chosen = choose_workload(workload, profile, precision=precision,
                                      measure=verify_top > 0 and choice.local, say=progress.note,
                                      num_gpus=resources.num_gpus)
         residual = load_residual(profile)
@@ -297,16 +297,16 @@ class SearchCommand(Command):
             notes.append(f"this machine was calibrated first and the workload measured in the same launch "
                          f"({choice.seconds:.1f} s; profile saved to {choice.path}, measurement cached for the "
                          f"next search)")
-        elif choice.how == "calibrated":
-            notes.append(f"this machine was calibrated first ({choice.seconds:.1f} s, profile saved to {choice.path})")
-        if choice.workload is not None:
-            pass
-        elif chosen.how == "measured":
-            notes.append(f"the workload was measured ({chosen.seconds:.1f} s, cached for the next search)")
-        elif chosen.how == "closed-form":
-            notes.append("the workload's numbers come from the closed-form analysis of the preset")
         else:
-            notes.append("the workload's measurement was read from the cache")
+            if choice.how == "calibrated":
+                notes.append(f"this machine was calibrated first ({choice.seconds:.1f} s, profile saved to "
+                             f"{choice.path})")
+            if chosen.how == "measured":
+                notes.append(f"the workload was measured ({chosen.seconds:.1f} s, cached for the next search)")
+            elif chosen.how == "closed-form":
+                notes.append("the workload's numbers come from the closed-form analysis of the preset")
+            else:
+                notes.append("the workload's measurement was read from the cache")
         report = model_report(result, space, profile=profile.name, profile_kind=profile.kind,
                               calibration_s=calibration_s, total_s=time.monotonic() - started,
                               calibration_note="; ".join(notes) or None,
