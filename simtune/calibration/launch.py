@@ -1,9 +1,15 @@
-"""Launch ``calib.run_all`` through the real DeepSpeed launcher and collect its JSON line.
+"""Launch ``calib.run_all`` on every rank and collect its JSON line.
 
-One launch measures everything. The command (an argv list, never a shell string)::
+One launch measures everything. The command (an argv list, never a shell string), on several nodes
+DeepSpeed's launcher::
 
-    deepspeed [--hostfile F --num_nodes M] (--num_gpus N | --num_accelerators N on CPU)
+    deepspeed --hostfile F --num_nodes M (--num_gpus N | --num_accelerators N on CPU)
               --master_port P --module calib.run_all --out <dir>/calib_raw.json [--quick]
+
+and on one node :mod:`simtune.runner.local_ranks`, which starts the same ranks with the same
+variables without the launcher's two DeepSpeed-importing interpreters (2.7 s less)::
+
+    python -m simtune.runner.local_ranks --nproc N --master_port P calib.run_all --out ... [--quick]
 
 The runner's pieces do the rest: the launcher path, a free rendezvous port, the ranks'
 environment (on CPU ``DS_ACCELERATOR=cpu``, ``LOCAL_SIZE=N`` and ``OMP_NUM_THREADS = cores // N``),
@@ -22,6 +28,7 @@ from pathlib import Path
 from typing import Optional
 
 from simtune.errors import LaunchError
+from simtune.runner import local_ranks
 from simtune.runner.launcher import deepspeed_launcher, free_port, rank_env, release_port, run_process_group
 from simtune.runner.outcome import first_exception, last_line
 from simtune.runner.resources import detect_accelerator
@@ -46,11 +53,13 @@ class LaunchResult:
 def build_command(
     num_gpus: int, num_nodes: int, hostfile: Optional[str], port: int, raw_path: Path, quick: bool, accelerator: str
 ) -> list[str]:
+    args = ["--out", str(raw_path)] + (["--quick"] if quick else [])
+    if not hostfile and num_nodes == 1:
+        return local_ranks.command(num_gpus, port, "calib.run_all", args)
     placement = ["--hostfile", str(hostfile), "--num_nodes", str(num_nodes)] if hostfile else []
     count_flag = "--num_accelerators" if accelerator == "cpu" else "--num_gpus"
     command = [deepspeed_launcher(), *placement, count_flag, str(num_gpus), "--master_port", str(port)]
-    command += ["--module", "calib.run_all", "--out", str(raw_path)]
-    return command + (["--quick"] if quick else [])
+    return command + ["--module", "calib.run_all", *args]
 
 
 def build_env(num_gpus: int, accelerator: str, base: Optional[dict] = None) -> dict[str, str]:

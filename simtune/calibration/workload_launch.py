@@ -1,7 +1,8 @@
 """Model mode: measure a workload in one launch, on every rank of one node at once.
 
-The DeepSpeed launcher starts each rank as
-``python -m simtune.calibration.workload_launch --local_rank=N --request=REQUEST.json``; the
+:mod:`simtune.runner.local_ranks` starts each rank as
+``python -m simtune.calibration.workload_launch --local_rank=N --request=REQUEST.json`` with the
+variables DeepSpeed's launcher sets (without its two interpreters that import DeepSpeed first); the
 ranks run side by side, so they share the machine as training ranks do (on CPU: the cores, caches
 and memory bandwidth; ``OMP_NUM_THREADS`` = cores / ranks). Each rank, in order:
 
@@ -28,7 +29,7 @@ ranks of the medians; memory: the largest rank).
 When the machine has no hardware profile yet, the same launch first runs the machine's quick
 calibration (:func:`calib.run_all.measure`, exactly what ``simtune calibrate --quick`` runs; rank 0
 writes its raw output) and takes the memory limit from it: one launch instead of two, which saves
-the launcher's start, the imports and the process group's rendezvous (some 7 s on 2 CPU processes).
+a second start of the ranks: their imports and the process group's rendezvous.
 """
 
 from __future__ import annotations
@@ -242,7 +243,7 @@ def rank_main(argv: list[str]) -> int:
     from deepspeed.accelerator import get_accelerator
 
     from simtune.calibration.workload_measure import (Request, build_measured_model, calibration_from, device_text,
-                                                      hf_checkpointing, measure_module, token_batches)
+                                                      checkpointing_switch, measure_module, token_batches)
     from simtune.probe.protocol import write_json_atomically
 
     data["micro_batch_sizes"] = tuple(data["micro_batch_sizes"])
@@ -272,7 +273,8 @@ def rank_main(argv: list[str]) -> int:
         torch.distributed.barrier()
         measured = measure_module(model, make_batch, micro_batch_sizes=request.micro_batch_sizes,
                                   repeats=request.repeats, memory_limit_bytes=request.memory_limit_bytes,
-                                  checkpointing=hf_checkpointing(model), barrier=torch.distributed.barrier)
+                                  checkpointing=checkpointing_switch(model, request),
+                                  barrier=torch.distributed.barrier)
         zero_runtime = _zero_runtime_bytes(request.precision, world, device)
         calibration = calibration_from(
             request, workload, model, measured, device_text=device_text(device), started=started, ranks=world,
@@ -350,10 +352,12 @@ def run_in_own_group(command: list[str], env: dict[str, str], timeout_s: float,
 
 def measure_with_launch(request: Any, num_gpus: int, *, stages: tuple[int, ...] = (0, 1, 2, 3),
                         timeout_s: float = 900.0, machine_raw: Optional[Path] = None) -> WorkloadCalibration:
-    """Run the measurement under the DeepSpeed launcher on ``num_gpus`` local ranks; merge.
+    """Run the measurement on ``num_gpus`` local ranks (started by
+    :mod:`~simtune.runner.local_ranks`, as DeepSpeed's launcher would start them); merge.
     With ``machine_raw``, the launch calibrates the machine first and writes the raw output there
     (the request's memory limit is then the one measured)."""
-    from simtune.runner.launcher import deepspeed_launcher, free_port, launch_env, launcher_args, release_port
+    from simtune.runner import local_ranks
+    from simtune.runner.launcher import free_port, launch_env, release_port
     from simtune.runner.resources import Resources
     from simtune.runner.runner import remove_shm_buffers
 
@@ -364,8 +368,8 @@ def measure_with_launch(request: Any, num_gpus: int, *, stages: tuple[int, ...] 
         request_path.write_text(json.dumps({**dataclasses.asdict(request), "out_dir": folder, "stages": list(stages),
                                             "machine_raw": str(machine_raw) if machine_raw else None}))
         port = free_port()
-        command = [deepspeed_launcher(), *launcher_args(resources, resources.concurrent_slots()[0], port),
-                   "--module", "simtune.calibration.workload_launch", f"--request={request_path}"]
+        command = local_ranks.command(resources.world_size, port, "simtune.calibration.workload_launch",
+                                      [f"--request={request_path}"])
         env = launch_env(resources, folder)
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("TRANSFORMERS_VERBOSITY", "error")

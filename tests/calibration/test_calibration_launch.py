@@ -20,9 +20,9 @@ from simtune.calibration import calibrate
 
 def test_cpu_command_and_environment(tmp_path):
     command = build_command(2, 1, None, 12345, tmp_path / "raw.json", True, "cpu")
-    assert command[1:] == [
-        "--num_accelerators", "2", "--master_port", "12345",
-        "--module", "calib.run_all", "--out", str(tmp_path / "raw.json"), "--quick",
+    assert command[1:] == [  # one node: the ranks are started directly, not by DeepSpeed's launcher
+        "-m", "simtune.runner.local_ranks", "--nproc", "2", "--master_port", "12345",
+        "calib.run_all", "--out", str(tmp_path / "raw.json"), "--quick",
     ]
     env = build_env(2, "cpu", base={"PATH": "/usr/bin"})
     assert env["DS_ACCELERATOR"] == "cpu" and env["LOCAL_SIZE"] == "2"
