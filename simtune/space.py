@@ -106,7 +106,18 @@ def deepspeed_knob_defaults(stage: int) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def _torch_has_all_gather_into_tensor() -> bool:
-    import torch.distributed as dist  # deferred: torch is slow to import
+    """From the installed torch's version when it is 1.13 or newer (``all_gather_into_tensor``
+    is public since 1.13): importing torch costs over a second and a search may not need it."""
+    import importlib.metadata
+    import re
+
+    try:
+        found = re.match(r"(\d+)\.(\d+)", importlib.metadata.version("torch"))
+        if found and (int(found[1]), int(found[2])) >= (1, 13):
+            return True
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    import torch.distributed as dist
 
     return hasattr(dist, "all_gather_into_tensor") or hasattr(dist, "_all_gather_base")
 

@@ -18,6 +18,7 @@ import os
 import platform
 import re
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,13 +204,34 @@ class Resources:
 
 def detect_accelerator() -> str:
     """``DS_ACCELERATOR`` when it names cuda or cpu; else ``"cuda"`` when torch sees a CUDA
-    device, else ``"cpu"``."""
+    device, else ``"cpu"``. A CPU-only build of torch (its ``torch/version.py`` names no CUDA or
+    ROCm version) is recognised without importing torch, which takes over a second."""
     chosen = os.environ.get("DS_ACCELERATOR", "").strip().lower()
     if chosen in ACCELERATORS:
         return chosen
+    if "torch" not in sys.modules and _torch_build_is_cpu_only():
+        return "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() and torch.cuda.device_count() > 0 else "cpu"
+
+
+def _torch_build_is_cpu_only() -> bool:
+    """True when the installed torch's ``version.py`` sets ``cuda`` and ``hip`` to None."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        return False
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    try:
+        text = (Path(list(spec.submodule_search_locations)[0]) / "version.py").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    builds = dict(re.findall(r"^(cuda|hip)\s*(?::[^=]*)?=\s*(.+?)\s*$", text, flags=re.MULTILINE))
+    return builds.get("cuda") == "None" and builds.get("hip") == "None"
 
 
 def visible_device_ids(count: int) -> tuple[int, ...] | None:

@@ -67,3 +67,29 @@ def test_bad_hostfiles(tmp_path, text, fragment):
 def test_missing_hostfile(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         parse_hostfile(tmp_path / "none")
+
+
+@pytest.mark.parametrize("cuda, hip, cpu_only", [("None", "None", True), ("'12.4'", "None", False),
+                                                 ("None", "'6.2.4'", False)])
+def test_a_cpu_only_torch_build_is_recognised_from_its_version_file(tmp_path, monkeypatch, cuda, hip, cpu_only):
+    import importlib.machinery
+    import importlib.util
+
+    from simtune.runner import resources
+
+    package = tmp_path / "torch"
+    package.mkdir()
+    (package / "version.py").write_text(f"__version__ = '2.13.0'\ncuda: Optional[str] = {cuda}\nhip = {hip}\n")
+    spec = importlib.machinery.ModuleSpec("torch", None, is_package=True)
+    spec.submodule_search_locations = [str(package)]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: spec if name == "torch" else None)
+    assert resources._torch_build_is_cpu_only() is cpu_only
+
+
+def test_the_accelerator_named_in_the_environment_wins(monkeypatch):
+    from simtune.runner.resources import detect_accelerator
+
+    monkeypatch.setenv("DS_ACCELERATOR", "cuda")
+    assert detect_accelerator() == "cuda"
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    assert detect_accelerator() == "cpu"
