@@ -42,10 +42,11 @@ class MachineAndWorkload:
 def calibrate_machine_and_workload(workload: Any, num_gpus: int, *, precision: str,
                                    micro_batch_sizes: Sequence[int] = DEFAULT_MICRO_BATCH_SIZES, repeats: int = 10,
                                    timeout_s: float = 900.0, cache_dir: Optional[str] = None,
-                                   profile_out: Optional[str] = None) -> MachineAndWorkload:
+                                   profile_out: Optional[str] = None, checkpointing: bool = True) -> MachineAndWorkload:
     """Calibrate this machine (quick) and measure a model-mode ``workload`` on ``num_gpus`` local
     ranks in one launch; save the profile (``profile_out``, default the user profile folder) and
-    cache the measurement (``cache_dir``, default the user cache)."""
+    cache the measurement (``cache_dir``, default the user cache). ``checkpointing``: also
+    measure with activation checkpointing."""
     from simtune.calibration import workload_measure as wm
     from simtune.calibration.workload_launch import measure_with_launch
     from simtune.runner.resources import Resources, detect_accelerator
@@ -55,7 +56,8 @@ def calibrate_machine_and_workload(workload: Any, num_gpus: int, *, precision: s
     started = time.monotonic()
     request = wm.Request(model=workload.name, seq_len=workload.seq_len, precision=precision,
                          threads=threads_per_rank(accelerator, num_gpus), micro_batch_sizes=tuple(micro_batch_sizes),
-                         repeats=repeats, memory_limit_bytes=0, profile_name="", fingerprint="")
+                         repeats=repeats, memory_limit_bytes=0, profile_name="", fingerprint="",
+                         checkpointing=checkpointing)
     folder = Path(tempfile.mkdtemp(prefix="simtune-calibrate-"))
     raw_path = folder / "calib_raw.json"
 

@@ -192,6 +192,10 @@ class WorkloadCalibration:
     steps of the measuring run; the same at every ZeRO stage. None in model mode."""
     script_overhead_micro_batch_size: Optional[int] = None
     """The micro-batch size those steps ran at."""
+    checkpointing_skipped: bool = False
+    """True when activation checkpointing was left out of the measurement (the search that asked
+    for it never checkpoints); a search that does measures again. (A model without the switch has
+    no checkpointed numbers either, but this stays False: measuring again would not add them.)"""
     from_cache: bool = field(default=False, compare=False)
     """True when this object was read from the cache rather than measured now (not saved)."""
 
@@ -336,12 +340,19 @@ def read_cached(path: Path) -> Optional[WorkloadCalibration]:
 
 
 def cached_measurement(key: str, cache_dir: Optional[os.PathLike | str], refresh: bool, what: str,
-                       log: Optional[Callable[[str], None]]) -> tuple[Path, Optional[WorkloadCalibration]]:
+                       log: Optional[Callable[[str], None]], checkpointing: bool = False
+                       ) -> tuple[Path, Optional[WorkloadCalibration]]:
     """Where the measurement of fingerprint ``key`` is cached, and the cached one unless
-    ``refresh`` (saying so through ``log``: "workload calibration of ``what`` read from ...")."""
+    ``refresh`` or, when ``checkpointing`` is needed, the cached one left it out (saying so
+    through ``log``: "workload calibration of ``what`` read from ...")."""
     path = cache_path(cache_dir, key)
     cached = None if refresh else read_cached(path)
     if cached is None or cached.fingerprint != key:
+        return path, None
+    if checkpointing and cached.checkpointing_skipped:
+        if log:
+            log(f"the cached workload calibration of {what} has no activation-checkpointing numbers; "
+                f"measuring again with them.")
         return path, None
     if log:
         log(f"workload calibration of {what} read from the cache {path}; not measured again.")
@@ -366,7 +377,8 @@ def calibrate_workload(workload: Any, profile: Any, *, precision: str, num_gpus:
                        micro_batch_sizes: Sequence[int] = DEFAULT_MICRO_BATCH_SIZES,
                        cache_dir: Optional[os.PathLike | str] = None, in_process: bool = False,
                        refresh: bool = False, repeats: int = 10, timeout_s: float = 900.0,
-                       log: Optional[Callable[[str], None]] = _say) -> WorkloadCalibration:
+                       log: Optional[Callable[[str], None]] = _say, checkpointing: bool = True
+                       ) -> WorkloadCalibration:
     """Measure a model-mode workload (a :class:`~simtune.workloads.Workload`) on this machine for
     ``profile`` (a :class:`~simtune.hardware.HardwareProfile`: the profile of this machine), or
     return the cached measurement of the same inputs (and say so through ``log``).
@@ -375,7 +387,8 @@ def calibrate_workload(workload: Any, profile: Any, *, precision: str, num_gpus:
     the profile's ranks per node) measures the model on every rank at once, then real engines at
     every ZeRO stage (:mod:`simtune.calibration.workload_launch`). ``in_process`` measures only
     the model, here, with the threads one rank gets (no engines, no process memory).
-    ``refresh`` measures even when cached.
+    ``refresh`` measures even when cached. ``checkpointing``: also measure with activation
+    checkpointing (a cached measurement without it is then measured again).
     """
     from simtune.workloads.presets import Workload
 
@@ -383,7 +396,7 @@ def calibrate_workload(workload: Any, profile: Any, *, precision: str, num_gpus:
         raise TypeError(f"calibrate_workload takes a Workload, not {type(workload).__name__}")
     key = fingerprint(model_identity(workload), workload.seq_len, precision, profile.name)
     path, cached = cached_measurement(key, cache_dir, refresh, f"{workload.name} (seq {workload.seq_len}, "
-                                      f"{precision}, profile {profile.name})", log)
+                                      f"{precision}, profile {profile.name})", log, checkpointing)
     if cached is not None:
         return cached
     from simtune.calibration import workload_measure as wm
@@ -392,7 +405,7 @@ def calibrate_workload(workload: Any, profile: Any, *, precision: str, num_gpus:
     request = wm.Request(model=workload.name, seq_len=workload.seq_len, precision=precision,
                          threads=rank_threads(profile), micro_batch_sizes=tuple(micro_batch_sizes), repeats=repeats,
                          memory_limit_bytes=int(profile.device.usable_memory_bytes), profile_name=profile.name,
-                         fingerprint=key)
+                         fingerprint=key, checkpointing=checkpointing)
     if log:
         where = "in this process" if in_process else f"in one launch on {ranks} rank(s)"
         log(f"measuring {workload.name} (seq {workload.seq_len}, {precision}) {where}...")

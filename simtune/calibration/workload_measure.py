@@ -62,6 +62,9 @@ class Request:
     """Activations of the largest micro-batch must stay under half of this."""
     profile_name: str
     fingerprint: str
+    checkpointing: bool = True
+    """Also measure with activation checkpointing (when the model can switch it); a search whose
+    space never checkpoints leaves it out (a quarter to a half of the model's measurement)."""
 
 
 # ---------------------------------------------------------------------- memory readings
@@ -395,6 +398,11 @@ def measure_module(model: Any, make_batch: Callable[[int], dict], *, micro_batch
     return results, flops, counter, notes
 
 
+def checkpointing_switch(model: Any, request: Request) -> Optional[Callable[[bool], None]]:
+    """The model's activation-checkpointing switch when the request asks for it, else None."""
+    return hf_checkpointing(model) if request.checkpointing else None
+
+
 def hf_checkpointing(model: Any) -> Optional[Callable[[bool], None]]:
     """A switch for a Hugging Face model's activation checkpointing (non-reentrant, as the
     training program uses it), or None for a model without one."""
@@ -510,7 +518,8 @@ def calibration_from(request: Request, workload: Any, model: Any, measured: tupl
     results, flops, counter, notes = measured
     count, numels, largest = parameter_facts(model)
     total, per_layer = derived_activations(results)
-    fields = dict(engines=(), ranks=1, base_rss_bytes=0, program_overhead_bytes=0, zero_runtime_bytes=0)
+    fields = dict(engines=(), ranks=1, base_rss_bytes=0, program_overhead_bytes=0, zero_runtime_bytes=0,
+                  checkpointing_skipped=not request.checkpointing)
     fields.update(extra)
     return WorkloadCalibration(
         fingerprint=request.fingerprint, name=workload.name, mode="model", seq_len=workload.seq_len,
@@ -546,7 +555,7 @@ def measure(request: Request) -> WorkloadCalibration:
         model = build_measured_model(workload, request.precision, device)
         measured = measure_module(model, token_batches(workload, device), micro_batch_sizes=request.micro_batch_sizes,
                                   repeats=request.repeats, memory_limit_bytes=request.memory_limit_bytes,
-                                  checkpointing=hf_checkpointing(model))
+                                  checkpointing=checkpointing_switch(model, request))
         return calibration_from(request, workload, model, measured, device_text=device_text(device), started=started)
     finally:
         torch.set_num_threads(previous)

@@ -254,8 +254,9 @@ class SearchCommand(Command):
         verify_top = autotuning.verify_top
         precision = precision_of(ds_config)
         workload = load_workload(program.model, program.seq_len) if program.mode == "model" else None
+        checkpointing = True in space.activation_checkpointing_choices  # measured only when a choice
         choice = choose_profile(autotuning.profile, resources, say=progress.note, measure_workload=(
-            (workload, precision) if workload is not None and verify_top > 0 else None))
+            (workload, precision) if workload is not None and verify_top > 0 else None), checkpointing=checkpointing)
         profile = choice.profile
         if verify_top > 0 and not choice.local:
             raise InputError(f"Hardware profile {profile.name!r} describes {profile.device.count} x "
@@ -270,7 +271,7 @@ class SearchCommand(Command):
         else:
             chosen = choose_workload(workload, profile, precision=precision,
                                      measure=verify_top > 0 and choice.local, say=progress.note,
-                                     num_gpus=resources.num_gpus)
+                                     num_gpus=resources.num_gpus, checkpointing=checkpointing)
         residual = load_residual(profile)
         predictor = Predictor.from_parts(space, chosen.model, profile, world_size=resources.world_size,
                                          precision=precision, nodes=resources.num_nodes)

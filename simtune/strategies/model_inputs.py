@@ -67,10 +67,11 @@ def profile_fingerprint(profile: HardwareProfile) -> str:
 
 
 def choose_profile(name: str | None, resources: Resources, *, say: Callable[[str], None],
-                   measure_workload: Optional[tuple[Any, str]] = None) -> ProfileChoice:
+                   measure_workload: Optional[tuple[Any, str]] = None, checkpointing: bool = True) -> ProfileChoice:
     """The hardware profile of the search (see the module docstring). ``measure_workload``:
     (workload, precision) to measure in the calibration's launch if this machine is calibrated
-    now; the result is the choice's ``workload``."""
+    now (with activation checkpointing when ``checkpointing``); the result is the choice's
+    ``workload``."""
     if name is not None:
         profile = load_profile(name)
         local = (profile.device.kind == detect_accelerator() and profile.device.count == resources.world_size
@@ -93,7 +94,8 @@ def choose_profile(name: str | None, resources: Resources, *, say: Callable[[str
         workload, precision = measure_workload
         say(f"{missing}; calibrating it first (simtune calibrate --quick) in the launch that measures "
             f"{workload.name} (seq {workload.seq_len}, {precision})...")
-        both = calibrate_machine_and_workload(workload, resources.num_gpus, precision=precision)
+        both = calibrate_machine_and_workload(workload, resources.num_gpus, precision=precision,
+                                              checkpointing=checkpointing)
         say(f"calibrated and measured in {both.seconds:.1f} s: profile {both.profile.name} saved to "
             f"{both.profile_path}; workload calibration saved to {both.cache_path}")
         measured = WorkloadChoice(both.calibration, workload_key(workload, precision), "measured")
@@ -124,14 +126,17 @@ def workload_key(workload: Any, precision: str) -> str:
 
 
 def choose_workload(workload: Any, profile: HardwareProfile, *, precision: str, measure: bool,
-                    say: Callable[[str], None], num_gpus: int | None = None) -> WorkloadChoice:
-    """The workload as the predictor takes it (see the module docstring)."""
+                    say: Callable[[str], None], num_gpus: int | None = None,
+                    checkpointing: bool = True) -> WorkloadChoice:
+    """The workload as the predictor takes it (see the module docstring); a measurement includes
+    activation checkpointing when ``checkpointing``."""
     from simtune.calibration import workload as wc
 
     key = workload_key(workload, precision)
     if measure:
         started = time.monotonic()
-        calibration = wc.calibrate_workload(workload, profile, precision=precision, num_gpus=num_gpus, log=say)
+        calibration = wc.calibrate_workload(workload, profile, precision=precision, num_gpus=num_gpus, log=say,
+                                            checkpointing=checkpointing)
         return WorkloadChoice(calibration, key, "cached" if calibration.from_cache else "measured",
                               0.0 if calibration.from_cache else time.monotonic() - started)
     fingerprint = wc.fingerprint(wc.model_identity(workload), workload.seq_len, precision, profile.name)
