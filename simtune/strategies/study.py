@@ -6,12 +6,18 @@ Storage: ``optuna.storages.RDBStorage("sqlite:///<results_dir>/study.db")``, one
 so a changed input starts a new study in the same file and an unchanged one continues where it
 stopped. The sampler works on an in-memory copy of the stored study (Optuna's TPE rereads every
 trial for each parameter it draws, which costs ~0.1 s per trial through SQLAlchemy) and each
-finished trial is added to the stored study at once, in one transaction (``study.add_trial``;
-SQLite in WAL mode with ``synchronous=NORMAL``: durable when the process is killed, without a disk
-flush per write). A killed search therefore loses at most the trial that was being drawn; a
-resumed one loads the stored trials into the sampler's copy and continues. Trials a killed
-process left RUNNING in the stored study (none with this scheme, but possible with others) are
-marked FAIL.
+finished trial is handed at once to a writer that adds it to the stored study in one transaction
+(``study.add_trial``; SQLite in WAL mode with ``synchronous=NORMAL``: durable when the process is
+killed, without a disk flush per write). On Linux the writer is a forked child process
+(:class:`TrialWriter`): Optuna's storage spends ~10 ms of Python per trial (a query per
+parameter and attribute), more than drawing the trial, and in a child it runs beside the sampler
+on another core (200 trials: 3.5 s -> ~2 s on 2 cores). The search waits for the writer before
+it goes on, also when it is interrupted; the child ignores Ctrl-C (which reaches the whole
+process group) and writes what it was given. A search killed outright (SIGKILL to every process)
+loses the trials still queued, a fraction of a second of model evaluations; a resumed one loads
+the stored trials into the sampler's copy and draws the missing ones. Trials a killed process
+left RUNNING in the stored study (none with this scheme, but possible with others) are marked
+FAIL.
 
 Trials, in this order, until ``n_trials`` have completed:
 
@@ -40,6 +46,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import signal
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +97,82 @@ def open_storage(results_dir: str | Path):
     event.listen(storage.engine, "connect", pragmas)
     storage.engine.dispose()  # connections opened from now on get the pragmas
     return storage
+
+
+class TrialWriter:
+    """Adds finished trials to the stored study ``name`` in ``storage``: from a forked child
+    process where ``fork`` exists (the parent's connections are closed first; the child opens
+    its own), else in this process. :meth:`close` waits until every trial given is stored."""
+
+    def __init__(self, storage: Any, name: str, *, background: bool | None = None):
+        import optuna
+
+        self.storage = storage
+        self.name = name
+        if background is None:
+            background = sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+        self._pipe: Any = None
+        self._process: Any = None
+        self._inline: Any = None
+        if background and hasattr(storage, "url"):
+            storage.engine.dispose()  # no open SQLite connection is carried into the child
+            context = multiprocessing.get_context("fork")
+            reader, self._pipe = context.Pipe(duplex=False)
+            self._process = context.Process(target=_write_trials, args=(storage.url, name, reader, self._pipe),
+                                            name="simtune-study-writer", daemon=True)
+            self._process.start()
+            reader.close()  # the child holds the only reader: it sees the end when this process is gone
+        else:
+            self._inline = optuna.load_study(study_name=name, storage=storage)
+
+    def add(self, trial: Any) -> None:
+        """Store ``trial`` (from the child: as soon as it has stored the ones before it; this
+        blocks only while a pipe's worth of trials waits)."""
+        if self._inline is not None:
+            self._inline.add_trial(trial)
+        else:
+            self._pipe.send(trial)
+
+    def close(self) -> None:
+        """Wait for every trial to be stored; a writer that failed is reported here."""
+        if self._process is None:
+            return
+        process, self._process = self._process, None
+        try:
+            self._pipe.send(None)
+        except OSError:  # the writer is gone: its exit code says why
+            pass
+        self._pipe.close()
+        process.join()
+        if process.exitcode != 0:
+            from simtune.errors import SimtuneError
+
+            raise SimtuneError(f"Writing the study's trials to {self.storage.url} failed "
+                               f"(writer exit code {process.exitcode}).")
+
+
+def _write_trials(url: str, name: str, reader: Any, parents_end: Any) -> None:
+    """The writer process: store every trial from ``reader`` until None arrives or the parent is
+    gone. Ctrl-C reaches the whole process group; the parent decides when to stop."""
+    import optuna
+
+    parents_end.close()  # else the pipe never ends when the parent dies
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=name, storage=_storage_of(url))
+    while True:
+        try:
+            trial = reader.recv()
+        except (EOFError, OSError):  # the parent died: what arrived is stored
+            return
+        if trial is None:
+            return
+        study.add_trial(trial)
+
+
+def _storage_of(url: str) -> Any:
+    prefix = "sqlite:///"
+    return open_storage(Path(url[len(prefix):]).parent) if url.startswith(prefix) else url
 
 
 @dataclass(frozen=True)
@@ -151,21 +236,26 @@ class ModelStudy:
         polish_from = n_trials - int(n_trials * POLISH_SHARE)
         report_every = max(1, n_trials // 4)
         size = self.model_space.size()
-        while done < n_trials:
-            if len(seen) >= size:
-                self.progress(f"study: all {size} configurations evaluated after {done} trials; the study stops")
-                break
-            if done >= polish_from and not self._has_waiting(working):
-                self._enqueue_polish(working)
-            working.optimize(self._objective, n_trials=1, catch=())
-            last = working.get_trials(deepcopy=False)[self._last_number]
-            durable.add_trial(last)  # committed: a killed search keeps it
-            seen.add(Trial.from_dict(last.user_attrs[TRIAL_ATTR]))
-            done += 1
-            if done % report_every == 0 or done == n_trials:
-                best = self._best(working)
-                lead = f"; best so far {best.name} {self._fmt(best.value)}" if best else ""
-                self.progress(f"study: {done}/{n_trials} trials{lead}")
+        writer = TrialWriter(self.storage, self.name) if done < n_trials else None
+        try:
+            while done < n_trials:
+                if len(seen) >= size:
+                    self.progress(f"study: all {size} configurations evaluated after {done} trials; the study stops")
+                    break
+                if done >= polish_from and not self._has_waiting(working):
+                    self._enqueue_polish(working)
+                working.optimize(self._objective, n_trials=1, catch=())
+                last = working.get_trials(deepcopy=False)[self._last_number]
+                writer.add(last)  # committed by the writer at once: a killed search keeps it
+                seen.add(Trial.from_dict(last.user_attrs[TRIAL_ATTR]))
+                done += 1
+                if done % report_every == 0 or done == n_trials:
+                    best = self._best(working)
+                    lead = f"; best so far {best.name} {self._fmt(best.value)}" if best else ""
+                    self.progress(f"study: {done}/{n_trials} trials{lead}")
+        finally:
+            if writer is not None:
+                writer.close()
         return self.result(working, resumed_from, time.monotonic() - started)
 
     def _objective(self, trial) -> float:
