@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from simtune.calibration.calibrate import calibrate_command, save_measured_profile
-from simtune.calibration.workload import (DEFAULT_MICRO_BATCH_SIZES, WorkloadCalibration, WorkloadCalibrationError,
-                                          cache_path, fingerprint, model_identity, save, threads_per_rank)
+from simtune.calibration.workload import (DEFAULT_MICRO_BATCH_SIZES, MeasureScope, WorkloadCalibration,
+                                          WorkloadCalibrationError, cache_path, fingerprint, model_identity, save,
+                                          threads_per_rank)
 from simtune.hardware.profile import HardwareProfile
 
 
@@ -42,11 +43,12 @@ class MachineAndWorkload:
 def calibrate_machine_and_workload(workload: Any, num_gpus: int, *, precision: str,
                                    micro_batch_sizes: Sequence[int] = DEFAULT_MICRO_BATCH_SIZES, repeats: int = 10,
                                    timeout_s: float = 900.0, cache_dir: Optional[str] = None,
-                                   profile_out: Optional[str] = None, checkpointing: bool = True) -> MachineAndWorkload:
+                                   profile_out: Optional[str] = None,
+                                   scope: MeasureScope = MeasureScope()) -> MachineAndWorkload:
     """Calibrate this machine (quick) and measure a model-mode ``workload`` on ``num_gpus`` local
     ranks in one launch; save the profile (``profile_out``, default the user profile folder) and
-    cache the measurement (``cache_dir``, default the user cache). ``checkpointing``: also
-    measure with activation checkpointing."""
+    cache the measurement (``cache_dir``, default the user cache). ``scope``: the optional parts
+    of the workload's measurement."""
     from simtune.calibration import workload_measure as wm
     from simtune.calibration.workload_launch import measure_with_launch
     from simtune.runner.resources import Resources, detect_accelerator
@@ -57,7 +59,7 @@ def calibrate_machine_and_workload(workload: Any, num_gpus: int, *, precision: s
     request = wm.Request(model=workload.name, seq_len=workload.seq_len, precision=precision,
                          threads=threads_per_rank(accelerator, num_gpus), micro_batch_sizes=tuple(micro_batch_sizes),
                          repeats=repeats, memory_limit_bytes=0, profile_name="", fingerprint="",
-                         checkpointing=checkpointing)
+                         checkpointing=scope.checkpointing, bucket_engines=scope.bucket_engines)
     folder = Path(tempfile.mkdtemp(prefix="simtune-calibrate-"))
     raw_path = folder / "calib_raw.json"
 

@@ -196,6 +196,10 @@ class WorkloadCalibration:
     """True when activation checkpointing was left out of the measurement (the search that asked
     for it never checkpoints); a search that does measures again. (A model without the switch has
     no checkpointed numbers either, but this stays False: measuring again would not add them.)"""
+    bucket_engines_skipped: bool = False
+    """True when the engines with small buckets were left out (no configuration of the search
+    that asked for it issues another number of gradient reductions than DeepSpeed's default
+    bucket); a search with one measures again."""
     from_cache: bool = field(default=False, compare=False)
     """True when this object was read from the cache rather than measured now (not saved)."""
 
@@ -339,19 +343,40 @@ def read_cached(path: Path) -> Optional[WorkloadCalibration]:
         return None
 
 
+@dataclass(frozen=True)
+class MeasureScope:
+    """The optional parts of a workload measurement a search needs: activation checkpointing
+    (when it is a choice) and the engines with small buckets (when a configuration issues another
+    number of gradient reductions than DeepSpeed's default bucket: the cost per reduction call).
+    Leaving them out saves a quarter of the model's measurement and three of seven engines."""
+
+    checkpointing: bool = True
+    bucket_engines: bool = True
+
+    def missing_from(self, calibration: WorkloadCalibration) -> list[str]:
+        """What this scope needs that ``calibration`` left out."""
+        missing = []
+        if self.checkpointing and calibration.checkpointing_skipped:
+            missing.append("activation checkpointing")
+        if self.bucket_engines and calibration.bucket_engines_skipped:
+            missing.append("the engines with small buckets")
+        return missing
+
+
 def cached_measurement(key: str, cache_dir: Optional[os.PathLike | str], refresh: bool, what: str,
-                       log: Optional[Callable[[str], None]], checkpointing: bool = False
+                       log: Optional[Callable[[str], None]], scope: Optional[MeasureScope] = None
                        ) -> tuple[Path, Optional[WorkloadCalibration]]:
     """Where the measurement of fingerprint ``key`` is cached, and the cached one unless
-    ``refresh`` or, when ``checkpointing`` is needed, the cached one left it out (saying so
-    through ``log``: "workload calibration of ``what`` read from ...")."""
+    ``refresh`` or it left out a part ``scope`` needs (saying so through ``log``: "workload
+    calibration of ``what`` read from ...")."""
     path = cache_path(cache_dir, key)
     cached = None if refresh else read_cached(path)
     if cached is None or cached.fingerprint != key:
         return path, None
-    if checkpointing and cached.checkpointing_skipped:
+    missing = scope.missing_from(cached) if scope is not None else []
+    if missing:
         if log:
-            log(f"the cached workload calibration of {what} has no activation-checkpointing numbers; "
+            log(f"the cached workload calibration of {what} has no numbers for {' and '.join(missing)}; "
                 f"measuring again with them.")
         return path, None
     if log:
@@ -377,7 +402,7 @@ def calibrate_workload(workload: Any, profile: Any, *, precision: str, num_gpus:
                        micro_batch_sizes: Sequence[int] = DEFAULT_MICRO_BATCH_SIZES,
                        cache_dir: Optional[os.PathLike | str] = None, in_process: bool = False,
                        refresh: bool = False, repeats: int = 10, timeout_s: float = 900.0,
-                       log: Optional[Callable[[str], None]] = _say, checkpointing: bool = True
+                       log: Optional[Callable[[str], None]] = _say, scope: MeasureScope = MeasureScope()
                        ) -> WorkloadCalibration:
     """Measure a model-mode workload (a :class:`~simtune.workloads.Workload`) on this machine for
     ``profile`` (a :class:`~simtune.hardware.HardwareProfile`: the profile of this machine), or
@@ -387,8 +412,8 @@ def calibrate_workload(workload: Any, profile: Any, *, precision: str, num_gpus:
     the profile's ranks per node) measures the model on every rank at once, then real engines at
     every ZeRO stage (:mod:`simtune.calibration.workload_launch`). ``in_process`` measures only
     the model, here, with the threads one rank gets (no engines, no process memory).
-    ``refresh`` measures even when cached. ``checkpointing``: also measure with activation
-    checkpointing (a cached measurement without it is then measured again).
+    ``refresh`` measures even when cached. ``scope``: the optional parts to measure (a cached
+    measurement without one of them is measured again).
     """
     from simtune.workloads.presets import Workload
 
@@ -396,7 +421,7 @@ def calibrate_workload(workload: Any, profile: Any, *, precision: str, num_gpus:
         raise TypeError(f"calibrate_workload takes a Workload, not {type(workload).__name__}")
     key = fingerprint(model_identity(workload), workload.seq_len, precision, profile.name)
     path, cached = cached_measurement(key, cache_dir, refresh, f"{workload.name} (seq {workload.seq_len}, "
-                                      f"{precision}, profile {profile.name})", log, checkpointing)
+                                      f"{precision}, profile {profile.name})", log, scope)
     if cached is not None:
         return cached
     from simtune.calibration import workload_measure as wm
@@ -405,7 +430,7 @@ def calibrate_workload(workload: Any, profile: Any, *, precision: str, num_gpus:
     request = wm.Request(model=workload.name, seq_len=workload.seq_len, precision=precision,
                          threads=rank_threads(profile), micro_batch_sizes=tuple(micro_batch_sizes), repeats=repeats,
                          memory_limit_bytes=int(profile.device.usable_memory_bytes), profile_name=profile.name,
-                         fingerprint=key, checkpointing=checkpointing)
+                         fingerprint=key, checkpointing=scope.checkpointing, bucket_engines=scope.bucket_engines)
     if log:
         where = "in this process" if in_process else f"in one launch on {ranks} rank(s)"
         log(f"measuring {workload.name} (seq {workload.seq_len}, {precision}) {where}...")
@@ -435,7 +460,8 @@ def threads_per_rank(device_kind: str, ranks_per_node: int) -> int:
 
 
 __all__ = [
-    "DEFAULT_MICRO_BATCH_SIZES", "EngineMeasurement", "MicroBatchMeasurement", "ModelShape", "TimeStats",
+    "DEFAULT_MICRO_BATCH_SIZES", "EngineMeasurement", "MeasureScope", "MicroBatchMeasurement", "ModelShape",
+    "TimeStats",
     "WorkloadCalibration", "WorkloadCalibrationError", "cache_path", "cached_measurement", "calibrate_workload",
     "default_cache_dir", "fingerprint", "model_identity", "rank_threads", "read_cached", "save", "script_identity",
     "threads_per_rank",

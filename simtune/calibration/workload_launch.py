@@ -16,7 +16,9 @@ and memory bandwidth; ``OMP_NUM_THREADS`` = cores / ranks). Each rank, in order:
    it loads on first use), which the cost model adds at stages 1-3 on CPU;
 4. for each ZeRO stage, at the middle measured micro-batch size, builds a real
    engine of the model (DeepSpeed's default knobs, no accumulation; at stages 1-3 a second one
-   with buckets of 1/8 of the model, which issues several reductions), reads its peak memory over
+   with buckets of 1/8 of the model, which issues several reductions, when the request asks for
+   it: a search none of whose configurations issues another number of reductions than the
+   default bucket does not need the cost per call), reads its peak memory over
    building, ``deepspeed.initialize`` and ``ENGINE_MEMORY_STEPS`` steps, then times its
    forward, backward and step calls over ``ENGINE_STEPS`` steps, timing the bare model on the
    same batch size in each iteration too (the pair gives what the engine adds). Stage 3 comes
@@ -151,11 +153,13 @@ def engine_micro_batch_sizes(measured_sizes: list[int]) -> tuple[int, ...]:
 
 def measure_stage_engines(build: Any, module: Any, make_batch: Any, loss_of: Any, precision: str, world: int,
                           device: Any, sync: Any, measured_sizes: list[int],
-                          stages: tuple[int, ...] = (0, 1, 2, 3)) -> tuple[EngineMeasurement, ...]:
+                          stages: tuple[int, ...] = (0, 1, 2, 3), small_buckets: bool = True
+                          ) -> tuple[EngineMeasurement, ...]:
     """Real engines of ``build()`` (a new model each) at every stage in ``stages`` and the sizes
     of :func:`engine_micro_batch_sizes`, paired with the bare ``module``
-    (:func:`measure_real_engine`); at stages 1-3 a second engine with small buckets. Stage 3
-    should come last: its engine replaces torch's linear function for the rest of the process."""
+    (:func:`measure_real_engine`); at stages 1-3 a second engine with small buckets unless
+    ``small_buckets`` is False. Stage 3 should come last: its engine replaces torch's linear
+    function for the rest of the process."""
     small = small_bucket_elements(module)
     engines = []
     # what is alive now (torch, DeepSpeed, the model's library, the measured model) stays alive:
@@ -165,7 +169,7 @@ def measure_stage_engines(build: Any, module: Any, make_batch: Any, loss_of: Any
     try:
         for stage in stages:
             for mbs in engine_micro_batch_sizes(measured_sizes):
-                for buckets in ((None, small) if stage >= 1 else (None,)):
+                for buckets in ((None, small) if stage >= 1 and small_buckets else (None,)):
                     engines.append(measure_real_engine(stage, mbs, build, module, make_batch, loss_of, precision,
                                                        world, device, sync, reduce_bucket_size=buckets))
     finally:
@@ -282,6 +286,8 @@ def rank_main(argv: list[str]) -> int:
                                   repeats=request.repeats, memory_limit_bytes=request.memory_limit_bytes,
                                   checkpointing=checkpointing_switch(model, request),
                                   barrier=torch.distributed.barrier)
+        gc.collect()
+        gc.freeze()  # see measure_stage_engines: the collections below then skip what lives on
         zero_runtime = _zero_runtime_bytes(request.precision, world, device)
         calibration = calibration_from(
             request, workload, model, measured, device_text=device_text(device), started=started, ranks=world,
@@ -289,9 +295,12 @@ def rank_main(argv: list[str]) -> int:
             zero_runtime_bytes=zero_runtime if cpu else 0)
         engines = measure_stage_engines(
             lambda: build_measured_model(workload, "fp32", device), model, make_batch, lambda out: out.loss,
-            request.precision, world, device, sync, [m.micro_batch_size for m in measured[0]], stages)
+            request.precision, world, device, sync, [m.micro_batch_size for m in measured[0]], stages,
+            small_buckets=request.bucket_engines)
+        calibration = dataclasses.replace(calibration, engines=engines,
+                                          bucket_engines_skipped=not request.bucket_engines)
         # whole or absent: the host watches for these files
-        write_json_atomically(out_dir / f"rank{rank}.json", dataclasses.replace(calibration, engines=engines).to_dict())
+        write_json_atomically(out_dir / f"rank{rank}.json", calibration.to_dict())
     except BaseException as exc:  # every rank must leave, or the launch hangs in a collective
         import traceback
 

@@ -65,6 +65,8 @@ class Request:
     checkpointing: bool = True
     """Also measure with activation checkpointing (when the model can switch it); a search whose
     space never checkpoints leaves it out (a quarter to a half of the model's measurement)."""
+    bucket_engines: bool = True
+    """Also measure the engines with small buckets at stages 1-3 (the cost per reduction call)."""
 
 
 # ---------------------------------------------------------------------- memory readings

@@ -50,7 +50,7 @@ from simtune.runner.runner import DEFAULT_MASTER_PORT, remove_shm_buffers
 from simtune.space import TuningSpace
 from simtune.strategies.measure import MeasuredSearch, MeasureOptions, Measurement
 from simtune.strategies.model_inputs import (choose_profile, choose_script_workload, choose_workload, load_residual,
-                                             profile_fingerprint)
+                                             measure_scope, profile_fingerprint)
 from simtune.strategies.simulate import SimulatedSearch, SimulateOptions, model_report
 from simtune.workloads import TRAIN_PROGRAM, load_workload
 
@@ -254,9 +254,9 @@ class SearchCommand(Command):
         verify_top = autotuning.verify_top
         precision = precision_of(ds_config)
         workload = load_workload(program.model, program.seq_len) if program.mode == "model" else None
-        checkpointing = True in space.activation_checkpointing_choices  # measured only when a choice
+        scope = measure_scope(space, workload) if workload is not None else None
         choice = choose_profile(autotuning.profile, resources, say=progress.note, measure_workload=(
-            (workload, precision) if workload is not None and verify_top > 0 else None), checkpointing=checkpointing)
+            (workload, precision) if workload is not None and verify_top > 0 else None), scope=scope)
         profile = choice.profile
         if verify_top > 0 and not choice.local:
             raise InputError(f"Hardware profile {profile.name!r} describes {profile.device.count} x "
@@ -271,7 +271,7 @@ class SearchCommand(Command):
         else:
             chosen = choose_workload(workload, profile, precision=precision,
                                      measure=verify_top > 0 and choice.local, say=progress.note,
-                                     num_gpus=resources.num_gpus, checkpointing=checkpointing)
+                                     num_gpus=resources.num_gpus, scope=scope)
         residual = load_residual(profile)
         predictor = Predictor.from_parts(space, chosen.model, profile, world_size=resources.world_size,
                                          precision=precision, nodes=resources.num_nodes)

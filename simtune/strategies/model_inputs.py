@@ -67,11 +67,11 @@ def profile_fingerprint(profile: HardwareProfile) -> str:
 
 
 def choose_profile(name: str | None, resources: Resources, *, say: Callable[[str], None],
-                   measure_workload: Optional[tuple[Any, str]] = None, checkpointing: bool = True) -> ProfileChoice:
+                   measure_workload: Optional[tuple[Any, str]] = None, scope: Any = None) -> ProfileChoice:
     """The hardware profile of the search (see the module docstring). ``measure_workload``:
     (workload, precision) to measure in the calibration's launch if this machine is calibrated
-    now (with activation checkpointing when ``checkpointing``); the result is the choice's
-    ``workload``."""
+    now (the optional parts in ``scope``, a :class:`~simtune.calibration.workload.MeasureScope`,
+    default all); the result is the choice's ``workload``."""
     if name is not None:
         profile = load_profile(name)
         local = (profile.device.kind == detect_accelerator() and profile.device.count == resources.world_size
@@ -95,7 +95,7 @@ def choose_profile(name: str | None, resources: Resources, *, say: Callable[[str
         say(f"{missing}; calibrating it first (simtune calibrate --quick) in the launch that measures "
             f"{workload.name} (seq {workload.seq_len}, {precision})...")
         both = calibrate_machine_and_workload(workload, resources.num_gpus, precision=precision,
-                                              checkpointing=checkpointing)
+                                              **({"scope": scope} if scope is not None else {}))
         say(f"calibrated and measured in {both.seconds:.1f} s: profile {both.profile.name} saved to "
             f"{both.profile_path}; workload calibration saved to {both.cache_path}")
         measured = WorkloadChoice(both.calibration, workload_key(workload, precision), "measured")
@@ -125,18 +125,45 @@ def workload_key(workload: Any, precision: str) -> str:
     return f"{workload.name}@{workload.seq_len}/{precision}#{digest}"
 
 
+DEFAULT_REDUCE_BUCKET = 500_000_000
+"""DeepSpeed's reduce_bucket_size: the bucket of the engines every workload measurement runs."""
+
+
+def measure_scope(space: Any, workload: Any) -> Any:
+    """The optional parts of the workload measurement this search needs
+    (:class:`~simtune.calibration.workload.MeasureScope`): activation checkpointing when it is a
+    choice; the engines with small buckets when some stage's reduce_bucket_size (tuned or fixed)
+    makes backward issue another number of gradient reductions than DeepSpeed's default bucket,
+    counted on the preset's parameter tensors (:meth:`ParamLayout.bucket_count`). A model under
+    50M parameters issues one reduction with every bucket of DeepSpeed's default knob space."""
+    from simtune.calibration.workload import MeasureScope
+    from simtune.model.layout import ParamLayout
+    from simtune.workloads.analysis import parameter_tensor_numels
+
+    layout = ParamLayout(parameter_tensor_numels(workload))
+    default = layout.bucket_count(DEFAULT_REDUCE_BUCKET)
+    sizes = set()
+    for stage in space.stages:
+        if stage >= 1:
+            sizes.update(dict(space.knob_space(stage)).get("reduce_bucket_size", ()))
+            sizes.add(dict(dict(space.fixed_knobs)[stage]).get("reduce_bucket_size"))
+    buckets = any(layout.bucket_count(int(s)) != default for s in sizes if s)
+    return MeasureScope(checkpointing=True in space.activation_checkpointing_choices, bucket_engines=buckets)
+
+
 def choose_workload(workload: Any, profile: HardwareProfile, *, precision: str, measure: bool,
                     say: Callable[[str], None], num_gpus: int | None = None,
-                    checkpointing: bool = True) -> WorkloadChoice:
+                    scope: Any = None) -> WorkloadChoice:
     """The workload as the predictor takes it (see the module docstring); a measurement includes
-    activation checkpointing when ``checkpointing``."""
+    the optional parts in ``scope`` (a :class:`~simtune.calibration.workload.MeasureScope`,
+    default all)."""
     from simtune.calibration import workload as wc
 
     key = workload_key(workload, precision)
     if measure:
         started = time.monotonic()
         calibration = wc.calibrate_workload(workload, profile, precision=precision, num_gpus=num_gpus, log=say,
-                                            checkpointing=checkpointing)
+                                            **({"scope": scope} if scope is not None else {}))
         return WorkloadChoice(calibration, key, "cached" if calibration.from_cache else "measured",
                               0.0 if calibration.from_cache else time.monotonic() - started)
     fingerprint = wc.fingerprint(wc.model_identity(workload), workload.seq_len, precision, profile.name)

@@ -4,8 +4,8 @@
 import pytest
 
 from simtune.calibration.machine_and_workload import calibrate_machine_and_workload
-from simtune.calibration.workload import (WorkloadCalibrationError, cache_path, fingerprint, model_identity,
-                                          read_cached)
+from simtune.calibration.workload import (MeasureScope, WorkloadCalibrationError, cache_path, fingerprint,
+                                          model_identity, read_cached)
 from simtune.hardware import read_profile_file
 from simtune.workloads import load_workload
 
@@ -15,8 +15,10 @@ pytestmark = pytest.mark.slow
 def test_one_launch_saves_the_profile_and_caches_the_measurement_under_its_name(tmp_path, monkeypatch):
     monkeypatch.setenv("DS_ACCELERATOR", "cpu")
     tiny = load_workload("gpt2-tiny", seq_len=32)
+    # the scope of the README's search: no checkpointing, one gradient bucket in every configuration
     both = calibrate_machine_and_workload(tiny, 2, precision="fp32", micro_batch_sizes=(1, 2), repeats=3,
-                                          cache_dir=str(tmp_path / "cache"), profile_out=str(tmp_path / "profiles"))
+                                          cache_dir=str(tmp_path / "cache"), profile_out=str(tmp_path / "profiles"),
+                                          scope=MeasureScope(checkpointing=False, bucket_engines=False))
 
     profile = read_profile_file(both.profile_path)
     assert both.profile_path.parent == tmp_path / "profiles" and profile == both.profile
@@ -31,7 +33,10 @@ def test_one_launch_saves_the_profile_and_caches_the_measurement_under_its_name(
     cached = read_cached(both.cache_path)
     assert cached is not None and cached.fingerprint == key and cached.profile_name == profile.name
     assert [m.micro_batch_size for m in cached.measurements] == [1, 2]
-    assert sorted({e.stage for e in cached.engines}) == [0, 1, 2, 3]
+    assert [(e.stage, e.reduce_bucket_size) for e in cached.engines] == [(0, None), (1, None), (2, None), (3, None)]
+    assert cached.checkpointing_skipped and cached.bucket_engines_skipped
+    assert all(m.backward_checkpointed is None for m in cached.measurements)
+    assert MeasureScope().missing_from(cached) == ["activation checkpointing", "the engines with small buckets"]
     # the program's memory is read before the calibration's benchmarks allocate: its baseline is
     # the profile's fixed overhead (both read at the same point), not that plus their leftovers
     assert cached.base_rss_bytes == pytest.approx(profile.device.fixed_overhead_bytes, rel=0.03)

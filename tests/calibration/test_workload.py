@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from simtune.calibration.workload import (TimeStats, WorkloadCalibration, WorkloadCalibrationError, cache_path,
-                                          calibrate_workload, fingerprint, model_identity, script_identity)
+from simtune.calibration.workload import (MeasureScope, TimeStats, WorkloadCalibration, WorkloadCalibrationError,
+                                          cache_path, calibrate_workload, fingerprint, model_identity, script_identity)
 from simtune.errors import WorkloadError
 from simtune.hardware.registry import load_profile
 from simtune.predict import Predictor
@@ -92,21 +92,21 @@ def test_the_second_call_reads_the_cache(tiny, measured):
 
 def test_a_search_without_checkpointing_skips_it_and_one_with_it_measures_again(tiny, tmp_path):
     c0 = calibrate_workload(tiny, cpu_profile(), precision="fp32", micro_batch_sizes=(1, 2), repeats=2,
-                            cache_dir=tmp_path, in_process=True, log=None, checkpointing=False)
+                            cache_dir=tmp_path, in_process=True, log=None, scope=MeasureScope(checkpointing=False))
     assert c0.checkpointing_skipped
     assert all(m.backward_checkpointed is None and m.activation_peak_checkpointed_bytes is None
                for m in c0.measurements)
     assert calibrate_workload(tiny, cpu_profile(), precision="fp32", micro_batch_sizes=(1, 2), repeats=2,
-                              cache_dir=tmp_path, in_process=True, log=None, checkpointing=False).from_cache
+                              cache_dir=tmp_path, in_process=True, log=None, scope=MeasureScope(checkpointing=False)).from_cache
     messages = []
     c1 = calibrate_workload(tiny, cpu_profile(), precision="fp32", micro_batch_sizes=(1, 2), repeats=2,
-                            cache_dir=tmp_path, in_process=True, log=messages.append, checkpointing=True)
+                            cache_dir=tmp_path, in_process=True, log=messages.append, scope=MeasureScope())
     assert not c1.from_cache and not c1.checkpointing_skipped
-    assert any("no activation-checkpointing numbers" in m for m in messages)
+    assert any("no numbers for activation checkpointing" in m for m in messages)
     assert all(m.backward_checkpointed is not None for m in c1.measurements)
     # the fuller measurement now serves both kinds of search
     assert calibrate_workload(tiny, cpu_profile(), precision="fp32", micro_batch_sizes=(1, 2), repeats=2,
-                              cache_dir=tmp_path, in_process=True, log=None, checkpointing=False).from_cache
+                              cache_dir=tmp_path, in_process=True, log=None, scope=MeasureScope(checkpointing=False)).from_cache
 
 
 def test_fingerprint_changes_with_every_input(tiny, tmp_path):
