@@ -37,7 +37,8 @@ Out of memory is a constraint, not a penalty: every trial records
 ranks infeasible trials below every feasible one, and ``study.best_trial`` is the best feasible
 trial. The objective value of an infeasible trial stays its predicted metric, so the study shows
 what an infeasible configuration would have given. Each trial's user attributes hold the
-experiment name, the full trial and the prediction (step time, memory, limit), so
+experiment name, the full trial and the prediction (``prediction``: step time, memory, limit,
+feasible), so
 ``optuna.load_study(study_name=..., storage="sqlite:///.../study.db").trials_dataframe()`` shows
 everything.
 """
@@ -67,6 +68,7 @@ N_STARTUP_TRIALS = 20
 """Random trials before TPE models the results (anchors count)."""
 TRIAL_ATTR = "trial"
 NAME_ATTR = "name"
+PREDICTION_ATTR = "prediction"
 
 
 def study_name(*parts: Any) -> str:
@@ -264,10 +266,10 @@ class ModelStudy:
         forecast = self.forecaster.forecast(point)
         trial.set_user_attr(NAME_ATTR, forecast.name)
         trial.set_user_attr(TRIAL_ATTR, point.to_dict())
-        trial.set_user_attr("predicted_step_s", forecast.step_s)
-        trial.set_user_attr("predicted_memory_bytes", forecast.memory_bytes)
-        trial.set_user_attr("memory_limit_bytes", forecast.limit_bytes)
-        trial.set_user_attr("feasible", forecast.feasible)
+        # one attribute, not four: each is a row (and a query) in the stored study
+        trial.set_user_attr(PREDICTION_ATTR, {"step_s": forecast.step_s, "memory_bytes": forecast.memory_bytes,
+                                              "memory_limit_bytes": forecast.limit_bytes,
+                                              "feasible": forecast.feasible})
         excess = (forecast.memory_bytes - forecast.limit_bytes) / max(1, forecast.limit_bytes)
         trial.set_constraint("memory", max(excess, 1e-9) if not forecast.feasible else min(excess, 0.0))
         return forecast.value

@@ -88,7 +88,7 @@ def test_the_study_is_stored_and_a_second_run_continues_it(tmp_path):
     # Optuna's own tools read it: the best trial is feasible and carries the experiment name
     study = optuna.load_study(study_name="study-under-test", storage=storage_url(tmp_path))
     best = study.best_trial
-    assert best.user_attrs["feasible"] and best.user_attrs["name"].startswith("z")
+    assert best.user_attrs["prediction"]["feasible"] and best.user_attrs["name"].startswith("z")
     assert best.value == pytest.approx(second.best.value)  # equal values may differ in a knob the model ignores
     assert all(v <= 0 for v in best.constraints.values())
 
@@ -97,7 +97,7 @@ def test_infeasible_points_are_constrained_not_dropped(tmp_path):
     space, predictor = make(BASE)  # gpt2-xl on 16 V100s: nothing fits at stage 0
     result, _ = run_study(tmp_path, space, predictor, 25)
     trials = study_trials("study-under-test", tmp_path)
-    infeasible = [t for t in trials if not t.user_attrs["feasible"]]
+    infeasible = [t for t in trials if not t.user_attrs["prediction"]["feasible"]]
     assert infeasible, "the anchors include stage 0, which does not fit"
     assert all(sum(t.constraints.values()) > 0 for t in infeasible)
     assert all(t.value > 0 for t in infeasible)  # the predicted metric is kept for inspection
