@@ -125,10 +125,6 @@ def workload_key(workload: Any, precision: str) -> str:
     return f"{workload.name}@{workload.seq_len}/{precision}#{digest}"
 
 
-DEFAULT_REDUCE_BUCKET = 500_000_000
-"""DeepSpeed's reduce_bucket_size: the bucket of the engines every workload measurement runs."""
-
-
 def measure_scope(space: Any, workload: Any) -> Any:
     """The optional parts of the workload measurement this search needs
     (:class:`~simtune.calibration.workload.MeasureScope`): activation checkpointing when it is a
@@ -138,10 +134,11 @@ def measure_scope(space: Any, workload: Any) -> Any:
     50M parameters issues one reduction with every bucket of DeepSpeed's default knob space."""
     from simtune.calibration.workload import MeasureScope
     from simtune.model.layout import ParamLayout
+    from simtune.space import deepspeed_knob_defaults
     from simtune.workloads.analysis import parameter_tensor_numels
 
     layout = ParamLayout(parameter_tensor_numels(workload))
-    default = layout.bucket_count(DEFAULT_REDUCE_BUCKET)
+    default = layout.bucket_count(deepspeed_knob_defaults(1)["reduce_bucket_size"])  # what the engines run
     sizes = set()
     for stage in space.stages:
         if stage >= 1:
