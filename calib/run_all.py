@@ -1,9 +1,10 @@
 """Run every calibration microbenchmark on every rank and print one JSON line on rank 0.
 
-Started by the DeepSpeed launcher, e.g. on two CPU processes::
+Started on every rank, e.g. on two CPU processes of one node (``simtune.runner.local_ranks`` sets
+the variables DeepSpeed's launcher would; on several nodes the ``deepspeed`` launcher runs it)::
 
-    DS_ACCELERATOR=cpu LOCAL_SIZE=2 OMP_NUM_THREADS=1 \
-        deepspeed --num_accelerators 2 --master_port <free port> --module calib.run_all --out raw.json
+    DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 \
+        python -m simtune.runner.local_ranks --nproc 2 --master_port <free port> calib.run_all --out raw.json
 
 Sections, in order: memory baseline (before anything is allocated), copy bandwidth, compute
 (matmul and element-wise, forward and backward), optimizer step, collectives. All ranks run every

@@ -253,7 +253,7 @@ def build_profile(
         )
     if raw.get("quick"):
         notes.append("Calibrated with --quick: fewer sizes and repeats.")
-    sources = ["measured by calib.run_all under the DeepSpeed launcher"]
+    sources = ["measured by calib.run_all on every rank of one launch"]
     if reference_name:
         sources.append(f"vendor peak FLOP/s from the spec profile {reference_name}")
     provenance = Provenance(

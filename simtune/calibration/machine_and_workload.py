@@ -1,10 +1,9 @@
 """A machine with no hardware profile and a workload to measure: both in one launch.
 
 The first search on a machine needs the machine's quick calibration (``simtune calibrate
---quick``) and the workload's measurement. Each alone is a launch through the DeepSpeed launcher,
-and on a small model most of a launch is its start: the launcher, torch and DeepSpeed imported by
-every process, the process group's rendezvous (~7 s of the ~11 s of the quick calibration on 2 CPU
-processes). :func:`calibrate_machine_and_workload` runs both in the workload's launch
+--quick``) and the workload's measurement. Each alone is a launch, and on a small model much of a
+launch is its start: torch and DeepSpeed imported by every rank and the process group's
+rendezvous (some 2 s of the 5 s of the quick calibration on 2 CPU processes). :func:`calibrate_machine_and_workload` runs both in the workload's launch
 (:mod:`simtune.calibration.workload_launch` with a ``machine_raw`` path): the ranks run
 ``calib.run_all``'s sections first, exactly as the calibration's own launch would, then measure the
 workload with the memory limit that calibration found. The profile is fitted and saved as
@@ -25,8 +24,8 @@ from typing import Any, Optional, Sequence
 
 from simtune.calibration.calibrate import calibrate_command, save_measured_profile
 from simtune.calibration.workload import (DEFAULT_MICRO_BATCH_SIZES, MeasureScope, WorkloadCalibration,
-                                          WorkloadCalibrationError, cache_path, fingerprint, model_identity, save,
-                                          threads_per_rank)
+                                          WorkloadCalibrationError, cache_path, fingerprint, measurement_request,
+                                          model_identity, save, threads_per_rank)
 from simtune.hardware.profile import HardwareProfile
 
 
@@ -44,22 +43,19 @@ def calibrate_machine_and_workload(workload: Any, num_gpus: int, *, precision: s
                                    micro_batch_sizes: Sequence[int] = DEFAULT_MICRO_BATCH_SIZES, repeats: int = 10,
                                    timeout_s: float = 900.0, cache_dir: Optional[str] = None,
                                    profile_out: Optional[str] = None,
-                                   scope: MeasureScope = MeasureScope()) -> MachineAndWorkload:
+                                   scope: Optional[MeasureScope] = None) -> MachineAndWorkload:
     """Calibrate this machine (quick) and measure a model-mode ``workload`` on ``num_gpus`` local
     ranks in one launch; save the profile (``profile_out``, default the user profile folder) and
     cache the measurement (``cache_dir``, default the user cache). ``scope``: the optional parts
-    of the workload's measurement."""
-    from simtune.calibration import workload_measure as wm
+    of the workload's measurement (default all)."""
     from simtune.calibration.workload_launch import measure_with_launch
     from simtune.runner.resources import Resources, detect_accelerator
 
     accelerator = detect_accelerator()
     Resources.local(num_gpus=num_gpus, accelerator=accelerator)  # refuses more GPUs than this machine has
     started = time.monotonic()
-    request = wm.Request(model=workload.name, seq_len=workload.seq_len, precision=precision,
-                         threads=threads_per_rank(accelerator, num_gpus), micro_batch_sizes=tuple(micro_batch_sizes),
-                         repeats=repeats, memory_limit_bytes=0, profile_name="", fingerprint="",
-                         checkpointing=scope.checkpointing, bucket_engines=scope.bucket_engines)
+    request = measurement_request(workload, precision, threads=threads_per_rank(accelerator, num_gpus),
+                                  micro_batch_sizes=micro_batch_sizes, repeats=repeats, scope=scope)
     folder = Path(tempfile.mkdtemp(prefix="simtune-calibrate-"))
     raw_path = folder / "calib_raw.json"
 

@@ -363,6 +363,20 @@ class MeasureScope:
         return missing
 
 
+def measurement_request(workload: Any, precision: str, *, threads: int, micro_batch_sizes: Sequence[int],
+                        repeats: int, scope: Optional[MeasureScope] = None, memory_limit_bytes: int = 0,
+                        profile_name: str = "", fingerprint: str = "") -> Any:
+    """The :class:`~simtune.calibration.workload_measure.Request` that measures ``workload`` (the
+    limit, profile and fingerprint are left empty when a calibration in the same launch sets them)."""
+    from simtune.calibration.workload_measure import Request
+
+    scope = scope or MeasureScope()
+    return Request(model=workload.name, seq_len=workload.seq_len, precision=precision, threads=threads,
+                   micro_batch_sizes=tuple(micro_batch_sizes), repeats=repeats, memory_limit_bytes=memory_limit_bytes,
+                   profile_name=profile_name, fingerprint=fingerprint, checkpointing=scope.checkpointing,
+                   bucket_engines=scope.bucket_engines)
+
+
 def cached_measurement(key: str, cache_dir: Optional[os.PathLike | str], refresh: bool, what: str,
                        log: Optional[Callable[[str], None]], scope: Optional[MeasureScope] = None
                        ) -> tuple[Path, Optional[WorkloadCalibration]]:
@@ -402,23 +416,24 @@ def calibrate_workload(workload: Any, profile: Any, *, precision: str, num_gpus:
                        micro_batch_sizes: Sequence[int] = DEFAULT_MICRO_BATCH_SIZES,
                        cache_dir: Optional[os.PathLike | str] = None, in_process: bool = False,
                        refresh: bool = False, repeats: int = 10, timeout_s: float = 900.0,
-                       log: Optional[Callable[[str], None]] = _say, scope: MeasureScope = MeasureScope()
+                       log: Optional[Callable[[str], None]] = _say, scope: Optional[MeasureScope] = None
                        ) -> WorkloadCalibration:
     """Measure a model-mode workload (a :class:`~simtune.workloads.Workload`) on this machine for
     ``profile`` (a :class:`~simtune.hardware.HardwareProfile`: the profile of this machine), or
     return the cached measurement of the same inputs (and say so through ``log``).
 
-    By default one launch through the DeepSpeed launcher on ``num_gpus`` local ranks (default:
-    the profile's ranks per node) measures the model on every rank at once, then real engines at
-    every ZeRO stage (:mod:`simtune.calibration.workload_launch`). ``in_process`` measures only
-    the model, here, with the threads one rank gets (no engines, no process memory).
-    ``refresh`` measures even when cached. ``scope``: the optional parts to measure (a cached
-    measurement without one of them is measured again).
+    By default one launch on ``num_gpus`` local ranks (default: the profile's ranks per node)
+    measures the model on every rank at once, then real engines at every ZeRO stage
+    (:mod:`simtune.calibration.workload_launch`). ``in_process`` measures only the model, here,
+    with the threads one rank gets (no engines, no process memory). ``refresh`` measures even
+    when cached. ``scope``: the optional parts to measure (default all; a cached measurement
+    without one of them is measured again).
     """
     from simtune.workloads.presets import Workload
 
     if not isinstance(workload, Workload):
         raise TypeError(f"calibrate_workload takes a Workload, not {type(workload).__name__}")
+    scope = scope or MeasureScope()
     key = fingerprint(model_identity(workload), workload.seq_len, precision, profile.name)
     path, cached = cached_measurement(key, cache_dir, refresh, f"{workload.name} (seq {workload.seq_len}, "
                                       f"{precision}, profile {profile.name})", log, scope)
@@ -427,10 +442,10 @@ def calibrate_workload(workload: Any, profile: Any, *, precision: str, num_gpus:
     from simtune.calibration import workload_measure as wm
 
     ranks = num_gpus if num_gpus is not None else profile.device.count_per_node
-    request = wm.Request(model=workload.name, seq_len=workload.seq_len, precision=precision,
-                         threads=rank_threads(profile), micro_batch_sizes=tuple(micro_batch_sizes), repeats=repeats,
-                         memory_limit_bytes=int(profile.device.usable_memory_bytes), profile_name=profile.name,
-                         fingerprint=key, checkpointing=scope.checkpointing, bucket_engines=scope.bucket_engines)
+    request = measurement_request(workload, precision, threads=rank_threads(profile),
+                                  micro_batch_sizes=micro_batch_sizes, repeats=repeats, scope=scope,
+                                  memory_limit_bytes=int(profile.device.usable_memory_bytes),
+                                  profile_name=profile.name, fingerprint=key)
     if log:
         where = "in this process" if in_process else f"in one launch on {ranks} rank(s)"
         log(f"measuring {workload.name} (seq {workload.seq_len}, {precision}) {where}...")
@@ -463,6 +478,6 @@ __all__ = [
     "DEFAULT_MICRO_BATCH_SIZES", "EngineMeasurement", "MeasureScope", "MicroBatchMeasurement", "ModelShape",
     "TimeStats",
     "WorkloadCalibration", "WorkloadCalibrationError", "cache_path", "cached_measurement", "calibrate_workload",
-    "default_cache_dir", "fingerprint", "model_identity", "rank_threads", "read_cached", "save", "script_identity",
+    "default_cache_dir", "fingerprint", "measurement_request", "model_identity", "rank_threads", "read_cached", "save", "script_identity",
     "threads_per_rank",
 ]

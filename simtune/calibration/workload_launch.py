@@ -46,8 +46,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from simtune.calibration.workload import (ENGINE_TIMES, EngineMeasurement, TimeStats, WorkloadCalibration,
                                           WorkloadCalibrationError)
@@ -162,19 +163,30 @@ def measure_stage_engines(build: Any, module: Any, make_batch: Any, loss_of: Any
     function for the rest of the process."""
     small = small_bucket_elements(module)
     engines = []
-    # what is alive now (torch, DeepSpeed, the model's library, the measured model) stays alive:
-    # frozen, it is not walked again by each engine's collection (0.3 s each with transformers loaded)
-    gc.collect()
-    gc.freeze()
-    try:
+    with frozen_heap():
         for stage in stages:
             for mbs in engine_micro_batch_sizes(measured_sizes):
                 for buckets in ((None, small) if stage >= 1 and small_buckets else (None,)):
                     engines.append(measure_real_engine(stage, mbs, build, module, make_batch, loss_of, precision,
                                                        world, device, sync, reduce_bucket_size=buckets))
+    return tuple(engines)
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Collect once, then freeze what is alive (torch, DeepSpeed, the model's library, the
+    measured model: it stays alive) until the block ends, so that the ``gc.collect()`` before
+    each engine's memory reading does not walk it again (0.28 s each with transformers loaded,
+    0.05 s frozen). Inside a frozen block it does nothing."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
     finally:
         gc.unfreeze()
-    return tuple(engines)
 
 
 def _zero_runtime_bytes(precision: str, world_size: int, device: Any) -> int:
@@ -286,19 +298,16 @@ def rank_main(argv: list[str]) -> int:
                                   repeats=request.repeats, memory_limit_bytes=request.memory_limit_bytes,
                                   checkpointing=checkpointing_switch(model, request),
                                   barrier=torch.distributed.barrier)
-        gc.collect()
-        gc.freeze()  # see measure_stage_engines: the collections below then skip what lives on
-        zero_runtime = _zero_runtime_bytes(request.precision, world, device)
+        with frozen_heap():
+            zero_runtime = _zero_runtime_bytes(request.precision, world, device)
+            engines = measure_stage_engines(
+                lambda: build_measured_model(workload, "fp32", device), model, make_batch, lambda out: out.loss,
+                request.precision, world, device, sync, [m.micro_batch_size for m in measured[0]], stages,
+                small_buckets=request.bucket_engines)
         calibration = calibration_from(
             request, workload, model, measured, device_text=device_text(device), started=started, ranks=world,
             base_rss_bytes=base if cpu else 0, program_overhead_bytes=program if cpu else 0,
-            zero_runtime_bytes=zero_runtime if cpu else 0)
-        engines = measure_stage_engines(
-            lambda: build_measured_model(workload, "fp32", device), model, make_batch, lambda out: out.loss,
-            request.precision, world, device, sync, [m.micro_batch_size for m in measured[0]], stages,
-            small_buckets=request.bucket_engines)
-        calibration = dataclasses.replace(calibration, engines=engines,
-                                          bucket_engines_skipped=not request.bucket_engines)
+            zero_runtime_bytes=zero_runtime if cpu else 0, engines=engines)
         # whole or absent: the host watches for these files
         write_json_atomically(out_dir / f"rank{rank}.json", calibration.to_dict())
     except BaseException as exc:  # every rank must leave, or the launch hangs in a collective

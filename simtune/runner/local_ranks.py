@@ -24,6 +24,12 @@ import sys
 import time
 
 
+def command(nproc: int, port: int, module: str, args: list[str]) -> list[str]:
+    """The argv that starts ``module`` on ``nproc`` local ranks with this starter."""
+    return [sys.executable, "-m", "simtune.runner.local_ranks", "--nproc", str(nproc), "--master_port", str(port),
+            module, *args]
+
+
 def rank_commands(nproc: int, port: int, module: str, args: list[str],
                   base: dict[str, str] | None = None) -> list[tuple[list[str], dict[str, str]]]:
     """(argv, environment) of every rank."""
@@ -74,12 +80,6 @@ def main(argv: list[str] | None = None) -> int:
     if options.nproc < 1:
         parser.error("--nproc must be at least 1")
     return run(options.nproc, options.master_port, options.module, options.args)
-
-
-def command(nproc: int, port: int, module: str, args: list[str]) -> list[str]:
-    """The argv that starts ``module`` on ``nproc`` local ranks with this starter."""
-    return [sys.executable, "-m", "simtune.runner.local_ranks", "--nproc", str(nproc), "--master_port", str(port),
-            module, *args]
 
 
 if __name__ == "__main__":

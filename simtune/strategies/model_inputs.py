@@ -23,11 +23,14 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from simtune.hardware import HardwareProfile, find_profile_for, load_profile, profile_to_dict
 from simtune.residual import ResidualModel, residual_path
 from simtune.runner.resources import Resources, cpu_model_name, detect_accelerator
+
+if TYPE_CHECKING:  # the calibration package is imported only when a search measures
+    from simtune.calibration.workload import MeasureScope
 
 
 def local_device_name(accelerator: str | None = None) -> str:
@@ -67,7 +70,8 @@ def profile_fingerprint(profile: HardwareProfile) -> str:
 
 
 def choose_profile(name: str | None, resources: Resources, *, say: Callable[[str], None],
-                   measure_workload: Optional[tuple[Any, str]] = None, scope: Any = None) -> ProfileChoice:
+                   measure_workload: Optional[tuple[Any, str]] = None,
+                   scope: Optional[MeasureScope] = None) -> ProfileChoice:
     """The hardware profile of the search (see the module docstring). ``measure_workload``:
     (workload, precision) to measure in the calibration's launch if this machine is calibrated
     now (the optional parts in ``scope``, a :class:`~simtune.calibration.workload.MeasureScope`,
@@ -94,8 +98,7 @@ def choose_profile(name: str | None, resources: Resources, *, say: Callable[[str
         workload, precision = measure_workload
         say(f"{missing}; calibrating it first (simtune calibrate --quick) in the launch that measures "
             f"{workload.name} (seq {workload.seq_len}, {precision})...")
-        both = calibrate_machine_and_workload(workload, resources.num_gpus, precision=precision,
-                                              **({"scope": scope} if scope is not None else {}))
+        both = calibrate_machine_and_workload(workload, resources.num_gpus, precision=precision, scope=scope)
         say(f"calibrated and measured in {both.seconds:.1f} s: profile {both.profile.name} saved to "
             f"{both.profile_path}; workload calibration saved to {both.cache_path}")
         measured = WorkloadChoice(both.calibration, workload_key(workload, precision), "measured")
@@ -125,7 +128,7 @@ def workload_key(workload: Any, precision: str) -> str:
     return f"{workload.name}@{workload.seq_len}/{precision}#{digest}"
 
 
-def measure_scope(space: Any, workload: Any) -> Any:
+def measure_scope(space: Any, workload: Any) -> MeasureScope:
     """The optional parts of the workload measurement this search needs
     (:class:`~simtune.calibration.workload.MeasureScope`): activation checkpointing when it is a
     choice; the engines with small buckets when some stage's reduce_bucket_size (tuned or fixed)
@@ -150,7 +153,7 @@ def measure_scope(space: Any, workload: Any) -> Any:
 
 def choose_workload(workload: Any, profile: HardwareProfile, *, precision: str, measure: bool,
                     say: Callable[[str], None], num_gpus: int | None = None,
-                    scope: Any = None) -> WorkloadChoice:
+                    scope: Optional[MeasureScope] = None) -> WorkloadChoice:
     """The workload as the predictor takes it (see the module docstring); a measurement includes
     the optional parts in ``scope`` (a :class:`~simtune.calibration.workload.MeasureScope`,
     default all)."""
@@ -160,7 +163,7 @@ def choose_workload(workload: Any, profile: HardwareProfile, *, precision: str, 
     if measure:
         started = time.monotonic()
         calibration = wc.calibrate_workload(workload, profile, precision=precision, num_gpus=num_gpus, log=say,
-                                            **({"scope": scope} if scope is not None else {}))
+                                            scope=scope)
         return WorkloadChoice(calibration, key, "cached" if calibration.from_cache else "measured",
                               0.0 if calibration.from_cache else time.monotonic() - started)
     fingerprint = wc.fingerprint(wc.model_identity(workload), workload.seq_len, precision, profile.name)
