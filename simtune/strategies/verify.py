@@ -14,7 +14,8 @@ runner has slot sets (side by side when the resources allow). Each result is a
 
 At most ``k + max_replacements`` experiments run (``max_replacements`` defaults to ``k``). Each
 experiment name runs at most once; with overwrite false the runner reuses an experiment already
-recorded in results_dir, so a resumed search runs nothing twice.
+recorded in results_dir, so a resumed search runs nothing twice. When one run each cannot tell the
+two best apart (:mod:`simtune.strategies.close_call`), a note says so and what the model predicted.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, Callable, Sequence
 from simtune.progress import Progress, format_value
 from simtune.residual import MemorySample, ResidualModel, TimeSample
 from simtune.space import Trial, TuningSpace
+from simtune.strategies.close_call import close_call
 from simtune.strategies.doubt import Candidate, choose_candidates
 from simtune.strategies.forecast import Forecast, Forecaster
 from simtune.strategies.measure import Measurement, RunnerLike, SUCCESS_STATUSES, default_experiment
@@ -115,6 +117,10 @@ class Verifier:
                     notes.append(note)
                 if not verification.measurement.ok:
                     pending_replacements.append(verification.forecast.name)
+        call = close_call(done, lower_is_better=self.forecaster.lower_is_better, metric=self.forecaster.metric)
+        if call:
+            self.progress.note(call)
+            notes.append(call)
         return VerifyOutcome(tuple(done), tuple(notes))
 
     # ---------------------------------------------------------------------------- running

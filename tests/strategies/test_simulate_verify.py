@@ -118,3 +118,23 @@ def test_the_residual_is_saved_only_when_something_was_measured(tmp_path, setup)
     measured.run()
     assert measured.save_residual() == residual.path
     assert len(ResidualModel.load(residual.path).time_samples) == 1
+
+
+def test_a_close_call_between_the_two_best_measurements_is_noted(tmp_path, setup):
+    space, predictor = setup
+    exact = truth(space, predictor)
+
+    def scattered(trial, lead):
+        metrics = dict(exact(trial))
+        value = 100.0 * (1 + lead * trial.stage)  # every stage measured about alike
+        step = metrics["train_batch_size"] / value
+        return {**metrics, "throughput": value, "step_time_s": step,
+                "step_times_s": [step * (1 + 0.05 * ((i * 7) % 5 - 2) / 2) for i in range(20)]}
+
+    close = search(tmp_path / "close", space, predictor, TwinRunner(lambda t: scattered(t, 0.002)),
+                   verify_top=3).run()
+    notes = [n for n in close.outcome.notes if n.startswith("close call:")]
+    assert len(notes) == 1 and close.outcome.best.name in notes[0].split(" measured ")[0]
+    far = search(tmp_path / "far", space, predictor, TwinRunner(lambda t: scattered(t, 0.2)), verify_top=3).run()
+    assert not any(n.startswith("close call:") for n in far.outcome.notes)
+    assert len(far.verifications) == len(close.verifications) == 3  # a note, not another experiment

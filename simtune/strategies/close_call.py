@@ -1,0 +1,84 @@
+"""Whether one run each can tell the two best verified configurations apart.
+
+Verification decides from one run per configuration. Each run's measurement window carries its own
+spread: the relative standard error of its median step time,
+
+    se = 1.2533 * (1.4826 * MAD) / median / sqrt(n)
+
+over its ``n`` step times (1.2533 sigma / sqrt(n) is the large-sample standard error of the median
+of normal samples; 1.4826 MAD estimates sigma without the step-time spikes a CPU shows). The
+metric is the global batch over the median step time, so its relative error is the same. For the
+two best runs, measured a relative ``d`` apart, the chance that the second is in truth the better
+is ``P = Phi(-d / sqrt(se_a**2 + se_b**2))`` (normal errors, no prior preference); at
+``P >= CLOSE_CALL_CHANCE`` the choice is a close call. Runs of one configuration also differ from
+launch to launch by more than their windows show (``benchmarks/results/measurement_noise.txt``),
+so ``P`` is a lower bound. The measured best is still what the search returns; the note says how
+sure that choice is.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any, Mapping, Sequence
+
+MIN_STEPS = 5
+"""Fewer step times give no usable spread."""
+CLOSE_CALL_CHANCE = 0.10
+"""From this chance that the runner-up is the better, the choice is reported as a close call."""
+
+
+def median_step_error(metrics: Mapping[str, Any] | None) -> float | None:
+    """Relative standard error of the run's median step time (see the module docstring); None
+    without at least :data:`MIN_STEPS` positive step times."""
+    times = (metrics or {}).get("step_times_s")
+    if not isinstance(times, (list, tuple)):
+        return None
+    values = [float(t) for t in times if isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0]
+    if len(values) < MIN_STEPS:
+        return None
+    median = statistics.median(values)
+    mad = statistics.median(abs(v - median) for v in values)
+    return 1.2533 * 1.4826 * mad / median / math.sqrt(len(values))
+
+
+def chance_reversed(lead: float, errors: Sequence[float]) -> float:
+    """``Phi(-lead / sqrt(sum of squared errors))``: the chance that two runs measured ``lead``
+    apart (relative) are in truth the other way round."""
+    spread = math.sqrt(sum(e * e for e in errors))
+    if spread <= 0:
+        return 0.0
+    return 0.5 * math.erfc(lead / spread / math.sqrt(2))
+
+
+def close_call(verifications: Sequence[Any], *, lower_is_better: bool, metric: str) -> str | None:
+    """A sentence when the chance that the runner-up of the successful verifications is in truth
+    the better reaches :data:`CLOSE_CALL_CHANCE` (:func:`chance_reversed`), with what the model
+    predicted for the two; None otherwise or when either run's spread is unknown. ``verifications``: objects with
+    ``measurement`` (``name``, ``value``, ``metrics``, ``ok``) and ``forecast`` (``value``)."""
+    done = [v for v in verifications if v.measurement.ok]
+    if len(done) < 2:
+        return None
+    done.sort(key=lambda v: v.measurement.value, reverse=not lower_is_better)
+    first, second = done[0], done[1]
+    errors = [median_step_error(v.measurement.metrics) for v in (first, second)]
+    if any(e is None for e in errors):
+        return None
+    a, b = first.measurement.value, second.measurement.value
+    if not a or not b:
+        return None
+    lead = abs(a / b - 1)
+    chance = chance_reversed(lead, errors)
+    if chance < CLOSE_CALL_CHANCE:
+        return None
+    pa, pb = first.forecast.value, second.forecast.value
+    model_prefers_second = (pb < pa) if lower_is_better else (pb > pa)
+    if model_prefers_second and pa:
+        view = (f"the model predicted {second.measurement.name} {abs(pb / pa - 1):.1%} better, so it may be "
+                f"the better one")
+    else:
+        view = f"the model also ranks {first.measurement.name} first"
+    return (f"close call: {first.measurement.name} ({metric} {a:.4g}) measured {lead:.1%} better than "
+            f"{second.measurement.name} ({b:.4g}), but from the spread of the two runs' step times alone "
+            f"the chance that {second.measurement.name} is the better is {chance:.0%} (more with the "
+            f"variation from launch to launch); {view}")
