@@ -16,8 +16,8 @@ machine (2 CPU processes with gloo, one thread each):
 3. DeepSpeed's own autotuner, ``deepspeed --autotuning tune --num_accelerators 2
    simtune/workloads/train.py --model gpt2-tiny --seq-len 64 --deepspeed cfg.json`` with
    ``DS_ACCELERATOR=cpu LOCAL_SIZE=2 OMP_NUM_THREADS=1``. In non-fast mode its knob experiments
-   die with ``KeyError: 'hostfile'`` and it keeps its fast-mode best (the autotuner study,
-   Appendix A); without ``pdsh`` every experiment's clean-up prints a traceback. Both are its
+   die with ``KeyError: 'hostfile'`` and it keeps its fast-mode best; without ``pdsh`` every
+   experiment's clean-up prints a traceback. Both are its
    behaviour and are reported, not worked around.
 
 For each: wall time, real experiments, the configuration chosen. Then every chosen configuration

@@ -36,11 +36,11 @@ def format_bytes(value: float) -> str:
 class CalibrateCommand(Command):
     """Measure this machine and save a hardware profile for the cost model.
 
-    One real run through the DeepSpeed launcher, on every rank at once (NCCL on GPUs; on a
-    machine without GPUs, CPU processes with gloo): forward/backward matmul and element-wise
+    One real run on every rank at once (started directly on one node, through DeepSpeed's
+    launcher across nodes; NCCL on GPUs, on a machine without GPUs CPU processes with gloo): forward/backward matmul and element-wise
     timings per dtype, the optimizer step per implementation, allreduce/allgather/reduce-scatter/
     broadcast at several message sizes (fitted to latency + bytes / bus bandwidth), copy bandwidth
-    and usable memory. Under a minute (2 CPU processes: about 15 s, --quick about 11 s).
+    and usable memory. Under a minute (2 CPU processes: about 9 s, --quick about 5 s).
 
     The profile is saved as NAME.json in ~/.simtune/profiles (or --out) and records the command,
     the date, the versions and every raw measurement next to its fitted value.
