@@ -218,6 +218,8 @@ def _program_memory(request: Any, device: Any) -> tuple[Any, int, int]:
     from simtune.calibration.workload_measure import release_free_heap, rss_bytes, token_batches
     from simtune.workloads.presets import build_model, load_workload
 
+    if device.type != "cpu":  # only a CPU rank's resident set holds the program: nothing to read
+        return load_workload(request.model, seq_len=request.seq_len), 0, 0
     release_free_heap()
     base = rss_bytes()
     workload = load_workload(request.model, seq_len=request.seq_len)
@@ -299,7 +301,7 @@ def rank_main(argv: list[str]) -> int:
                                   checkpointing=checkpointing_switch(model, request),
                                   barrier=torch.distributed.barrier)
         with frozen_heap():
-            zero_runtime = _zero_runtime_bytes(request.precision, world, device)
+            zero_runtime = _zero_runtime_bytes(request.precision, world, device) if cpu else 0
             engines = measure_stage_engines(
                 lambda: build_measured_model(workload, "fp32", device), model, make_batch, lambda out: out.loss,
                 request.precision, world, device, sync, [m.micro_batch_size for m in measured[0]], stages,

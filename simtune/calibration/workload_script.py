@@ -103,9 +103,12 @@ class StepClock:
     """Times what the script does between the engine's calls. Each micro-step is the wall time
     from the end of one ``engine.step()`` to the end of the next; less the time inside the
     engine's forward, backward and step calls, the rest is the script's own work (the measuring
-    launch runs without accumulation, so a micro-step is an optimizer step)."""
+    launch runs without accumulation, so a micro-step is an optimizer step). On a GPU ``sync``
+    waits for the device at each boundary, so that GPU work the engine queued is counted as the
+    engine's and not as the script's next synchronising call."""
 
-    def __init__(self) -> None:
+    def __init__(self, sync: Callable[[], None] = lambda: None) -> None:
+        self.sync = sync
         self.inside = 0.0
         self.last_end: Optional[float] = None
         self.steps = 0
@@ -113,10 +116,12 @@ class StepClock:
 
     def wrap(self, call: Any, is_step: bool = False) -> Any:
         def timed(*args: Any, **kwargs: Any) -> Any:
+            self.sync()
             started = time.perf_counter()
             try:
                 return call(*args, **kwargs)
             finally:
+                self.sync()
                 ended = time.perf_counter()
                 self.inside += ended - started
                 if is_step:
@@ -342,6 +347,10 @@ def main(argv: list[str] | None = None) -> int:
     def initialize(*args: Any, **kwargs: Any) -> Any:
         result = original(*args, **kwargs)
         engine = result[0]
+        if str(getattr(engine, "device", "cpu")).startswith("cuda"):
+            import torch
+
+            clock.sync = torch.cuda.synchronize
         forward = clock.wrap(engine.forward)
 
         def watched_forward(*f_args: Any, **f_kwargs: Any) -> Any:

@@ -134,7 +134,8 @@ def measure_scope(space: Any, workload: Any) -> MeasureScope:
     choice; the engines with small buckets when some stage's reduce_bucket_size (tuned or fixed)
     makes backward issue another number of gradient reductions than DeepSpeed's default bucket,
     counted on the preset's parameter tensors (:meth:`ParamLayout.bucket_count`). A model under
-    50M parameters issues one reduction with every bucket of DeepSpeed's default knob space."""
+    50M parameters issues one reduction with every bucket of DeepSpeed's default knob space, and
+    one rank reduces nothing (the prediction uses those engines only across ranks)."""
     from simtune.calibration.workload import MeasureScope
     from simtune.model.layout import ParamLayout
     from simtune.space import deepspeed_knob_defaults
@@ -147,7 +148,7 @@ def measure_scope(space: Any, workload: Any) -> MeasureScope:
         if stage >= 1:
             sizes.update(dict(space.knob_space(stage)).get("reduce_bucket_size", ()))
             sizes.add(dict(dict(space.fixed_knobs)[stage]).get("reduce_bucket_size"))
-    buckets = any(layout.bucket_count(int(s)) != default for s in sizes if s)
+    buckets = space.world_size > 1 and any(layout.bucket_count(int(s)) != default for s in sizes if s)
     return MeasureScope(checkpointing=True in space.activation_checkpointing_choices, bucket_engines=buckets)
 
 

@@ -12,10 +12,10 @@ BASE = {"train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "AdamW", "par
         "zero_optimization": {"stage": "all"}, "autotuning": {"fast": False}}
 
 
-def scope(model: str, zero: dict | None = None, **autotuning):
+def scope(model: str, zero: dict | None = None, world_size: int = 2, **autotuning):
     config = {**BASE, "zero_optimization": zero or BASE["zero_optimization"],
               "autotuning": {**BASE["autotuning"], **autotuning}}
-    return measure_scope(TuningSpace.from_config(config, world_size=2), load_workload(model, seq_len=64))
+    return measure_scope(TuningSpace.from_config(config, world_size=world_size), load_workload(model, seq_len=64))
 
 
 def test_a_tiny_model_issues_one_reduction_with_every_default_bucket():
@@ -26,6 +26,7 @@ def test_a_tiny_model_issues_one_reduction_with_every_default_bucket():
 def test_gpt2_has_more_parameters_than_the_smallest_default_bucket():
     assert scope("gpt2").bucket_engines  # 124M parameters: 3 buckets of 5e7, 1 of 5e8
     assert not scope("gpt2", fast=True).bucket_engines  # only DeepSpeed's default bucket runs
+    assert not scope("gpt2", world_size=1).bucket_engines  # one rank reduces nothing
 
 
 @pytest.mark.parametrize("zero, expected", [
