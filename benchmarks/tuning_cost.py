@@ -17,8 +17,8 @@ machine (2 CPU processes with gloo, one thread each):
    simtune/workloads/train.py --model gpt2-tiny --seq-len 64 --deepspeed cfg.json`` with
    ``DS_ACCELERATOR=cpu LOCAL_SIZE=2 OMP_NUM_THREADS=1``. In non-fast mode its knob experiments
    die with ``KeyError: 'hostfile'`` and it keeps its fast-mode best; without ``pdsh`` every
-   experiment's clean-up prints a traceback. Both are its
-   behaviour and are reported, not worked around.
+   experiment's clean-up prints a traceback. Both are its behaviour and are reported, not worked
+   around.
 
 For each: wall time, real experiments, the configuration chosen. Then every chosen configuration
 is run again through simtune's runner (end-to-end step time over the same window, steps 3..22), the
@@ -390,7 +390,7 @@ def render(work: Path, data: dict) -> str:
         for own in simulated:
             worth = tuners[own]["wall_s"] / per_experiment
             lines.append(f"speed: {own} cost as much as {worth:.1f} experiments of the measured tuners "
-                         f"({per_experiment:.1f} s each on average): 5x faster than a tuner that runs "
+                         f"({per_experiment:.1f} s each on average): {SPEED_TARGET:.0f}x faster than a tuner that runs "
                          f"{SPEED_TARGET * worth:.0f} or more")
     if "DeepSpeed autotuner" in tuners:
         ds = tuners["DeepSpeed autotuner"]

@@ -476,8 +476,7 @@ def threads_per_rank(device_kind: str, ranks_per_node: int) -> int:
 
 __all__ = [
     "DEFAULT_MICRO_BATCH_SIZES", "EngineMeasurement", "MeasureScope", "MicroBatchMeasurement", "ModelShape",
-    "TimeStats",
-    "WorkloadCalibration", "WorkloadCalibrationError", "cache_path", "cached_measurement", "calibrate_workload",
-    "default_cache_dir", "fingerprint", "measurement_request", "model_identity", "rank_threads", "read_cached", "save", "script_identity",
-    "threads_per_rank",
+    "TimeStats", "WorkloadCalibration", "WorkloadCalibrationError", "cache_path", "cached_measurement",
+    "calibrate_workload", "default_cache_dir", "fingerprint", "measurement_request", "model_identity",
+    "rank_threads", "read_cached", "save", "script_identity", "threads_per_rank",
 ]

@@ -192,12 +192,15 @@ def frozen_heap() -> Iterator[None]:
 def _zero_runtime_bytes(precision: str, world_size: int, device: Any) -> int:
     """Resident memory added by a first ZeRO engine (stage 2) of a tiny model: the code and state
     ZeRO's runtime loads on first use. (A ZeRO-3 engine is not built here: it would replace
-    torch's linear function for the rest of the process, which ZeRO-1/2 training never sees.)"""
+    torch's linear function for the rest of the process, which ZeRO-1/2 training never sees.)
+    0 off CPU, where the cost model does not count it."""
     import deepspeed
     import torch
 
     from simtune.calibration.workload_measure import release_free_heap, rss_bytes
 
+    if device.type != "cpu":  # only a CPU rank's resident set holds it: nothing to read
+        return 0
     gc.collect()
     release_free_heap()
     before = rss_bytes()
@@ -212,7 +215,7 @@ def _zero_runtime_bytes(precision: str, world_size: int, device: Any) -> int:
 def _program_memory(request: Any, device: Any) -> tuple[Any, int, int]:
     """(the workload, resident memory before it is loaded, what loading it, building the model and
     its first forward and backward add beyond its fp32 parameters and gradients: the program's
-    own memory)."""
+    own memory); off CPU the two readings are 0, as the cost model counts them only there."""
     import torch
 
     from simtune.calibration.workload_measure import release_free_heap, rss_bytes, token_batches
@@ -267,8 +270,9 @@ def rank_main(argv: list[str]) -> int:
     import torch
     from deepspeed.accelerator import get_accelerator
 
-    from simtune.calibration.workload_measure import (Request, build_measured_model, calibration_from, device_text,
-                                                      checkpointing_switch, measure_module, token_batches)
+    from simtune.calibration.workload_measure import (Request, build_measured_model, calibration_from, device_sync,
+                                                      device_text, checkpointing_switch, measure_module,
+                                                      token_batches)
     from simtune.probe.protocol import write_json_atomically
 
     data["micro_batch_sizes"] = tuple(data["micro_batch_sizes"])
@@ -277,10 +281,9 @@ def rank_main(argv: list[str]) -> int:
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     get_accelerator().set_device(args.local_rank)
     device = torch.device(get_accelerator().current_device_name())
-    cpu = device.type == "cpu"
-    if cpu and not os.environ.get("OMP_NUM_THREADS"):
+    if device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(request.threads)
-    sync = (lambda: None) if cpu else torch.cuda.synchronize
+    sync = device_sync(device)
     try:
         memory: list[tuple[Any, int, int]] = []
         if machine_raw:
@@ -301,15 +304,15 @@ def rank_main(argv: list[str]) -> int:
                                   checkpointing=checkpointing_switch(model, request),
                                   barrier=torch.distributed.barrier)
         with frozen_heap():
-            zero_runtime = _zero_runtime_bytes(request.precision, world, device) if cpu else 0
+            zero_runtime = _zero_runtime_bytes(request.precision, world, device)
             engines = measure_stage_engines(
                 lambda: build_measured_model(workload, "fp32", device), model, make_batch, lambda out: out.loss,
                 request.precision, world, device, sync, [m.micro_batch_size for m in measured[0]], stages,
                 small_buckets=request.bucket_engines)
         calibration = calibration_from(
             request, workload, model, measured, device_text=device_text(device), started=started, ranks=world,
-            base_rss_bytes=base if cpu else 0, program_overhead_bytes=program if cpu else 0,
-            zero_runtime_bytes=zero_runtime if cpu else 0, engines=engines)
+            base_rss_bytes=base, program_overhead_bytes=program,
+            zero_runtime_bytes=zero_runtime, engines=engines)
         # whole or absent: the host watches for these files
         write_json_atomically(out_dir / f"rank{rank}.json", calibration.to_dict())
     except BaseException as exc:  # every rank must leave, or the launch hangs in a collective

@@ -320,12 +320,10 @@ def measure_module(model: Any, make_batch: Callable[[int], dict], *, micro_batch
     (extrapolated from the last size) are skipped. ``barrier()`` (ranks measuring side by side)
     runs before every timed iteration, so the ranks run the same work at the same moment, as
     training's collectives keep them."""
-    import torch
-
     loss_of = loss_of or (lambda out: out.loss if hasattr(out, "loss") else out)
     device = next(model.parameters()).device
     layers = transformer_layers(model)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = device_sync(device)
     grads = gradient_bytes(model)
     notes: list[str] = []
     sizes = sorted(set(int(m) for m in micro_batch_sizes))
@@ -398,6 +396,16 @@ def measure_module(model: Any, make_batch: Callable[[int], dict], *, micro_batch
             backward_checkpointed=TimeStats.of(ckpt[mbs][1]) if with_ckpt else None,
             activation_peak_checkpointed_bytes=ckpt_peak))
     return results, flops, counter, notes
+
+
+def device_sync(device: Any) -> Callable[[], None]:
+    """What waits for ``device`` (a torch device or its name): ``torch.cuda.synchronize`` on a
+    GPU, nothing on CPU, where every call has finished when it returns."""
+    if getattr(device, "type", str(device)).startswith("cuda"):
+        import torch
+
+        return torch.cuda.synchronize
+    return lambda: None
 
 
 def checkpointing_switch(model: Any, request: Request) -> Optional[Callable[[bool], None]]:

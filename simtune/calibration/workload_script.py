@@ -208,10 +208,11 @@ def stage_engines(module: Any, adapter: Any, make: Any, measured_sizes: Sequence
     import torch
 
     from simtune.calibration.workload_launch import measure_stage_engines
+    from simtune.calibration.workload_measure import device_sync
 
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     device = next(module.parameters()).device
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = device_sync(device)
     module.zero_grad(set_to_none=True)
     return measure_stage_engines(lambda: keyword_module(copy.deepcopy(module)), adapter, make, loss_of, precision,
                                  world, device, sync, list(measured_sizes))
@@ -306,6 +307,7 @@ def _finish(code: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from simtune.probe.argv import ProbeUsageError, parse_probe_argv
+    from simtune.calibration.workload_measure import device_sync
     from simtune.probe.main import run_as_main
     from simtune.probe.protocol import write_json_atomically
 
@@ -347,10 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     def initialize(*args: Any, **kwargs: Any) -> Any:
         result = original(*args, **kwargs)
         engine = result[0]
-        if str(getattr(engine, "device", "cpu")).startswith("cuda"):
-            import torch
-
-            clock.sync = torch.cuda.synchronize
+        clock.sync = device_sync(getattr(engine, "device", "cpu"))
         forward = clock.wrap(engine.forward)
 
         def watched_forward(*f_args: Any, **f_kwargs: Any) -> Any:
