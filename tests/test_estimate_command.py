@@ -48,6 +48,11 @@ def test_json_schema_and_values(capsys):
     e = p.predict(Trial(stage=2, micro_batch_size=2, gradient_accumulation_steps=4))
     assert doc["memory_bytes"]["total"] == e.memory.total_bytes
     assert doc["time_s"]["step"] == pytest.approx(e.time.step_s)
+    # usable memory is the profile's; the limit adds back the fixed overhead the total counts
+    device = load_profile("dgx2-v100-32gb").device
+    assert doc["usable_memory_bytes"] == device.usable_memory_bytes
+    assert doc["memory_limit_bytes"] == device.usable_memory_bytes + doc["memory_bytes"]["fixed_overhead"]
+    assert doc["memory_limit_bytes"] == device.memory_bytes == e.memory.limit_bytes
 
 
 def test_without_mbs_the_largest_fitting_size_is_taken_and_listed_per_stage(capsys):

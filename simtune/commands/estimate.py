@@ -56,15 +56,21 @@ def fmt_seconds(value: float) -> str:
     return f"{value:.3f} s" if value >= 1 else f"{value * 1e3:.2f} ms"
 
 
-def estimate_document(estimate: Any, config: dict[str, Any], profile_name: str) -> dict[str, Any]:
-    """The ``--json`` object: every memory and time term, the metrics, the configuration."""
+def estimate_document(estimate: Any, config: dict[str, Any], profile_name: str,
+                      usable_memory_bytes: int) -> dict[str, Any]:
+    """The ``--json`` object: every memory and time term, the metrics, the configuration.
+
+    ``usable_memory_bytes`` is the profile's usable memory (device memory less its fixed overhead);
+    ``memory_limit_bytes`` is what the total, fixed overhead included, is compared with.
+    """
     memory = estimate.memory
     time = estimate.time
     document = {
         "memory_bytes": {**{term: getattr(memory, f"{term}_bytes") for term in MEMORY_TERMS},
                          "total": memory.total_bytes},
         "host_memory_bytes": memory.host_bytes,
-        "usable_memory_bytes": memory.usable_bytes,
+        "usable_memory_bytes": usable_memory_bytes,
+        "memory_limit_bytes": memory.limit_bytes,
         "time_s": {**{term: getattr(time, f"{term}_s") for term in TIME_TERMS}, "step": time.step_s},
         "throughput": estimate.metrics.throughput_samples_per_s,
         "latency_ms": estimate.metrics.latency_ms,
@@ -175,7 +181,7 @@ class EstimateCommand(Command):
             else "FLOPs / profile compute curve",
         }
         if args.json:
-            document = estimate_document(estimate, config, profile.name)
+            document = estimate_document(estimate, config, profile.name, profile.device.usable_memory_bytes)
             if largest:
                 document["max_micro_batch_size"] = {str(s): m for s, m in largest.items()}
             print(json.dumps(document, indent=2))
@@ -257,7 +263,8 @@ def _text(estimate: Any, config: dict[str, Any], profile: Any, largest: dict[int
         if value:
             lines.append(f"  {term.replace('_', ' '):<22} {fmt_bytes(value):>10}")
     verdict = "fits" if estimate.feasible else "DOES NOT FIT"
-    lines.append(f"  {'total':<22} {fmt_bytes(m.total_bytes):>10}   of {fmt_bytes(m.usable_bytes)} usable: {verdict}")
+    lines.append(f"  {'total':<22} {fmt_bytes(m.total_bytes):>10}   "
+                 f"of {fmt_bytes(m.limit_bytes)} (device memory limit): {verdict}")
     if m.host_bytes:
         lines.append(f"  {'host (offloaded)':<22} {fmt_bytes(m.host_bytes):>10}")
     lines += ["", "time per optimizer step"]

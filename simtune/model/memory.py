@@ -5,6 +5,7 @@
           + max(activations + logits + communication scratch, step transient)
           + fixed overhead + runtime overhead (measured: on CPU the program's code and ZeRO's
             runtime; the real engines' residual)
+    feasible = total <= min(usable memory + fixed overhead, device memory)   (the memory limit)
 
 Activations, logits and a reduction's scratch copy live during forward/backward; the optimizer
 step's fp32 gradients appear after them, so the two phases share one slot (max). Gradients are
@@ -45,11 +46,15 @@ class MemoryEstimate:
     fixed_overhead_bytes: int
     runtime_overhead_bytes: int
     total_bytes: int
-    usable_bytes: int
+    limit_bytes: int
+    """What the total must stay under: the profile's usable memory plus its fixed overhead (at most
+    the device memory), the device memory the profile lets training use; the device memory itself
+    unless the profile sets its usable memory lower for headroom. The total counts the fixed
+    overhead itself, so comparing it with the usable memory alone would count that overhead twice."""
     host_bytes: int
     """Offloaded states per rank in host memory."""
     feasible: bool
-    """total fits in usable device memory, and offloaded states fit in host memory when known."""
+    """total is at most limit_bytes, and offloaded states fit in host memory when known."""
 
     @property
     def model_states_bytes(self) -> int:
@@ -80,7 +85,8 @@ def estimate_memory(model: ModelSpec, hardware: HardwareSpec, config: TrainConfi
     total = (params + grads + master + optim + buckets + gathered
              + max(activations + logits + scratch, transient) + fixed + runtime)
     host = st.host_bytes(s, config)
-    feasible = total <= hardware.usable_memory_bytes
+    limit = min(hardware.usable_memory_bytes + fixed, hardware.device_memory_bytes)
+    feasible = total <= limit
     if feasible and host and hardware.host_memory_bytes is not None:
         feasible = host * hardware.ranks_per_node <= hardware.host_memory_bytes
     return MemoryEstimate(
@@ -89,4 +95,4 @@ def estimate_memory(model: ModelSpec, hardware: HardwareSpec, config: TrainConfi
         gathered_parameters_bytes=gathered, comm_scratch_bytes=scratch,
         activations_bytes=activations, logits_bytes=logits, step_transient_bytes=transient,
         fixed_overhead_bytes=fixed, runtime_overhead_bytes=runtime, total_bytes=total,
-        usable_bytes=hardware.usable_memory_bytes, host_bytes=host, feasible=feasible)
+        limit_bytes=limit, host_bytes=host, feasible=feasible)

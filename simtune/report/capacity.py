@@ -193,7 +193,7 @@ def _best_section(study: CapacityStudy) -> Section:
                                    str(c.global_batch_size), knob_text(c), _offload_text(c),
                                    "on" if c.activation_checkpointing else "off", f"`{plan.name}`"))
         memory_rows.append(head[:2] + (
-            gib(m.total_bytes), gib(m.usable_bytes), gib(m.model_states_bytes),
+            gib(m.total_bytes), gib(m.limit_bytes), gib(m.model_states_bytes),
             gib(m.gradient_buckets_bytes + m.gathered_parameters_bytes + m.comm_scratch_bytes),
             gib(m.activations_bytes + m.logits_bytes), gib(m.step_transient_bytes),
             gib(m.host_bytes) if m.host_bytes else "-"))
@@ -212,8 +212,9 @@ def _best_section(study: CapacityStudy) -> Section:
         Table(("profile", "GPUs", "nodes", "stage", "micro-batch", "accumulation", "global batch", "knobs", "offload",
                "act. checkpointing", "experiment name"), tuple(config_rows),
               (False, True, True, False, True, True, True, False, False, False, False)),
-        Paragraph("Memory per GPU of these configurations (the peak the model predicts and the limit it must stay "
-                  "under; model states are parameters, gradients, fp32 master weights and optimizer states; buffers "
+        Paragraph("Memory per GPU of these configurations (the peak the model predicts, the profile's fixed "
+                  "overhead included, and the limit it must stay under: usable memory plus fixed overhead; model "
+                  "states are parameters, gradients, fp32 master weights and optimizer states; buffers "
                   "are gradient buckets, gathered ZeRO-3 parameters and communication scratch; the step transient "
                   "is the optimizer step's fp32 gradients, which share their slot with the activations):"),
         Table(("profile", "GPUs", "peak", "limit", "model states", "buffers", "activations + logits",
@@ -233,9 +234,10 @@ def _best_section(study: CapacityStudy) -> Section:
 def _memory_section(study: CapacityStudy) -> Section:
     blocks: list = [Paragraph(
         "Memory per GPU of each ZeRO stage at DeepSpeed's default knobs, without offload or activation "
-        "checkpointing, stacked by term; the solid red line is the usable memory the model must stay under "
-        "(device memory less the profile's fixed overhead), the dashed line the device memory. A bar above the "
-        "solid line does not fit. Stages 1, 2 and 3 partition the optimizer states, then the gradients, then the "
+        "checkpointing, stacked by term, the profile's fixed overhead included; the solid red line is the limit "
+        "the total must stay under, the profile's usable memory plus its fixed overhead: the device memory, "
+        "unless a profile keeps memory back, when the device memory is dashed above it. A bar above the solid "
+        "line does not fit. Stages 1, 2 and 3 partition the optimizer states, then the gradients, then the "
         "parameters over the GPUs, so their bars shrink as GPUs are added; activations do not.")]
     for data in study.memory:
         blocks.append(Figure(f"memory-{slug(data.profile)}",
@@ -363,8 +365,9 @@ def assumptions(study: CapacityStudy) -> tuple[str, ...]:
         f"overlap_comm on and off; at ZeRO-3 max live parameters / max reuse distance {memory_settings}; offload of "
         f"nothing, the optimizer (ZeRO 1-3) or the optimizer and the parameters (ZeRO-3) to CPU; activation "
         f"checkpointing off and on. Micro-batch sizes are powers of two and the largest that fits.",
-        "A configuration fits when its predicted peak memory per GPU is at most the profile's usable memory, and its "
-        "offloaded states fit in the host memory of a node.",
+        "A configuration fits when its predicted peak memory per GPU, which includes the profile's fixed overhead "
+        "(CUDA context, communicator buffers, allocator slack), fits in the device memory (the profile's usable "
+        "memory plus that overhead), and its offloaded states fit in the host memory of a node.",
         "The best configuration has the highest predicted throughput (samples/s); ties go to the lower stage, no "
         "offload, no checkpointing.",
         "Precision: " + ", ".join(f"{name} {p}" for name, p in study.precisions.items()) + " (mixed precision with "

@@ -3,7 +3,7 @@ real runs taught (the residual model), ranked by the configured metric, checked 
 
     step_s    = estimate.time.step_s * r(trial)                 r: residual factor (1 without samples)
     memory    = estimate.memory.total_bytes * m(stage)          m: memory correction (>= 1)
-    feasible  = estimate.feasible and memory <= limit           limit = min(usable memory, budget)
+    feasible  = estimate.feasible and memory <= limit           limit = min(memory limit, budget)
     value     = global batch / step_s (throughput), 1000 * step_s (latency),
                 flops_per_gpu * estimate step_s / step_s (FLOPS)
 
@@ -41,7 +41,8 @@ class Forecast:
     memory_bytes: int
     """Predicted peak memory per rank after the memory correction."""
     limit_bytes: int
-    """What a rank may use: the usable device memory, or the memory budget when lower."""
+    """What a rank may use: the cost model's memory limit (usable memory + fixed overhead, as the
+    predicted peak includes that overhead), or the memory budget when lower."""
     feasible: bool
     residual_ratio: float = 1.0
     features: Mapping[str, float] | None = None
@@ -111,7 +112,7 @@ class Forecaster:
     def _make(self, trial: Trial, estimate: Any, features: Mapping[str, float], ratio: float) -> Forecast:
         step_s = float(estimate.time.step_s) * ratio
         memory = int(estimate.memory.total_bytes * self.residual.memory_factor(self.workload, trial.stage))
-        limit = int(estimate.memory.usable_bytes)
+        limit = int(estimate.memory.limit_bytes)
         if self.memory_budget_bytes is not None:
             limit = min(limit, self.memory_budget_bytes)
         feasible = bool(estimate.feasible) and memory <= limit

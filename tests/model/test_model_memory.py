@@ -10,11 +10,35 @@ def test_total_is_states_buffers_phase_max_and_overhead(gpt2, hardware):
     assert m.total_bytes == expected and m.fixed_overhead_bytes == hardware.fixed_overhead_bytes
 
 
-def test_feasible_compares_with_usable_memory(gpt2, make_hardware):
+def test_feasible_compares_with_usable_memory_plus_fixed_overhead(gpt2, make_hardware):
+    # the total counts the fixed overhead, so the limit is the usable memory plus that overhead
+    config = TrainConfig(stage=2, micro_batch_size=4, dp_degree=8)
+    hardware = make_hardware()
+    needed = estimate_memory(gpt2, hardware, config).total_bytes
+    fixed = hardware.fixed_overhead_bytes
+    assert 0 < fixed < needed
+    fits = estimate_memory(gpt2, make_hardware(usable_memory_bytes=needed - fixed), config)
+    assert fits.feasible and fits.limit_bytes == needed
+    short = estimate_memory(gpt2, make_hardware(usable_memory_bytes=needed - fixed - 1), config)
+    assert not short.feasible and short.limit_bytes == needed - 1
+
+
+def test_a_total_between_usable_memory_and_the_device_memory_fits(gpt2, make_hardware):
+    # regression: the fixed overhead was counted twice (in the total and by comparing with usable memory)
     config = TrainConfig(stage=2, micro_batch_size=4, dp_degree=8)
     needed = estimate_memory(gpt2, make_hardware(), config).total_bytes
-    assert estimate_memory(gpt2, make_hardware(usable_memory_bytes=needed), config).feasible
-    assert not estimate_memory(gpt2, make_hardware(usable_memory_bytes=needed - 1), config).feasible
+    fixed = 2 * 2**30
+    hardware = make_hardware(device_memory_bytes=needed + fixed // 2, usable_memory_bytes=needed + fixed // 2 - fixed,
+                             fixed_overhead_bytes=fixed)
+    assert hardware.usable_memory_bytes < needed <= hardware.usable_memory_bytes + fixed
+    m = estimate_memory(gpt2, hardware, config)
+    assert m.total_bytes == needed and m.feasible and m.limit_bytes == hardware.device_memory_bytes
+
+
+def test_the_limit_never_exceeds_the_device_memory(gpt2, make_hardware):
+    hardware = make_hardware(usable_memory_bytes=80 * 2**30)  # usable = device memory, fixed overhead 2 GiB
+    m = estimate_memory(gpt2, hardware, TrainConfig(stage=2, micro_batch_size=4, dp_degree=8))
+    assert m.limit_bytes == hardware.device_memory_bytes
 
 
 def test_host_memory_limits_offload_when_known(gpt2, make_hardware):

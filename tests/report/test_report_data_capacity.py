@@ -19,12 +19,13 @@ from simtune.workloads import load_workload
 def test_stacked_memory_terms_sum_to_the_total(study):
     for data in study.memory:
         assert data.term_labels == TERM_LABELS
+        assert data.limit_bytes == data.device_bytes  # spec profiles: usable memory + fixed overhead
         for panel in data.panels:
             for terms, total, fit in zip(panel.terms_bytes, panel.totals_bytes, panel.fits):
                 assert len(terms) == len(TERM_LABELS)
                 assert all(t >= 0 for t in terms)
                 assert sum(terms) == total
-                assert fit == (total <= data.usable_bytes)
+                assert fit == (total <= data.limit_bytes)
 
 
 def test_memory_terms_cover_the_step_transient_when_it_dominates():

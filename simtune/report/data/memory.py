@@ -58,8 +58,10 @@ class MemoryBreakdown:
     micro_batch_note: str
     term_labels: tuple[str, ...]
     panels: tuple[MemoryBars, ...]
-    usable_bytes: int
-    """The limit the model compares the total with (MemoryEstimate.usable_bytes)."""
+    limit_bytes: int
+    """The limit the model compares the total with (MemoryEstimate.limit_bytes): the profile's usable
+    memory plus its fixed overhead, which the total includes; the device memory unless the profile
+    keeps headroom."""
     device_bytes: int
 
 
@@ -71,13 +73,14 @@ def memory_breakdown(model: ModelSpec, profile: HardwareProfile, gpu_counts: Seq
     note = (f"the largest that fits at stage 0 on {counts[0]} GPUs" if largest0
             else "1, since stage 0 does not fit even at micro-batch size 1")
     panels = []
-    usable = profile.device.usable_memory_bytes
+    device = profile.device
+    limit = min(device.usable_memory_bytes + device.fixed_overhead_bytes, device.memory_bytes)
     for gpus in counts:
         hardware = hardware_for(profile, gpus)
         estimates = [estimate_memory(model, hardware, TrainConfig(stage=s, micro_batch_size=mbs, dp_degree=gpus,
                                                                   precision=precision)) for s in stages]
         panels.append(MemoryBars(gpus, tuple(stages), tuple(memory_terms(e) for e in estimates),
                                  tuple(e.total_bytes for e in estimates), tuple(e.feasible for e in estimates)))
-        usable = estimates[0].usable_bytes
+        limit = estimates[0].limit_bytes
     return MemoryBreakdown(profile.name, profile.device.name, precision, mbs, note, TERM_LABELS, tuple(panels),
-                           usable, profile.device.memory_bytes)
+                           limit, profile.device.memory_bytes)

@@ -21,6 +21,7 @@ def draw_memory(data: MemoryBreakdown) -> Figure:
     used = [i for i in range(len(data.term_labels)) if any(bars[i] for p in panels for bars in p.terms_bytes)]
     top = max(max(p.totals_bytes) for p in panels) / GIB
     ceiling = max(top, data.device_bytes / GIB) * 1.12
+    headroom = data.limit_bytes < data.device_bytes  # the profile keeps memory back: draw the device memory too
     for axes, panel in zip(axes_list, panels):
         x = list(range(len(panel.stages)))
         bottoms = [0.0] * len(x)
@@ -29,8 +30,9 @@ def draw_memory(data: MemoryBreakdown) -> Figure:
             axes.bar(x, heights, bottom=bottoms, color=TERM_COLORS[i % len(TERM_COLORS)], width=0.7,
                      edgecolor="white", linewidth=0.4)
             bottoms = [b + h for b, h in zip(bottoms, heights)]
-        axes.axhline(data.usable_bytes / GIB, color="#C00000", linewidth=1.4)
-        axes.axhline(data.device_bytes / GIB, color="#C00000", linewidth=1.0, linestyle="--")
+        axes.axhline(data.limit_bytes / GIB, color="#C00000", linewidth=1.4)
+        if headroom:
+            axes.axhline(data.device_bytes / GIB, color="#C00000", linewidth=1.0, linestyle="--")
         for xi, total, fits in zip(x, panel.totals_bytes, panel.fits):
             label = f"{total / GIB:.1f}" + ("" if fits else "\ntoo big")
             axes.text(xi, min(total / GIB, ceiling * 0.97) + ceiling * 0.012, label, ha="center", va="bottom",
@@ -42,10 +44,14 @@ def draw_memory(data: MemoryBreakdown) -> Figure:
         style_axes(axes)
     axes_list[0].set_ylabel("memory per GPU (GiB)")
     handles = [Patch(color=TERM_COLORS[i % len(TERM_COLORS)], label=data.term_labels[i]) for i in reversed(used)]
-    handles += [Line2D([], [], color="#C00000", linewidth=1.4,
-                       label=f"usable: the limit ({data.usable_bytes / GIB:.1f} GiB)"),
-                Line2D([], [], color="#C00000", linestyle="--",
-                       label=f"device memory ({data.device_bytes / GIB:.0f} GiB)")]
+    if headroom:
+        handles += [Line2D([], [], color="#C00000", linewidth=1.4,
+                           label=f"the limit: usable + fixed overhead ({data.limit_bytes / GIB:.1f} GiB)"),
+                    Line2D([], [], color="#C00000", linestyle="--",
+                           label=f"device memory ({data.device_bytes / GIB:.0f} GiB)")]
+    else:
+        handles.append(Line2D([], [], color="#C00000", linewidth=1.4,
+                              label=f"the limit: device memory ({data.device_bytes / GIB:.0f} GiB)"))
     figure.legend(handles=handles, loc="outside right center", fontsize=8, frameon=False)
     suptitle(figure, f"{data.profile}: memory per GPU at micro-batch size {data.micro_batch_size} "
                     f"({data.precision}, DeepSpeed default knobs)", fontsize=11)
