@@ -186,6 +186,9 @@ class AutotuningConfig:
     """Hardware profile (name or JSON path) for the cost model; None: the one for this machine."""
     search_trials: int = 200
     """How many configurations the model-driven search evaluates."""
+    confirm_close_calls: int = 0
+    """When one run each cannot tell the two best verified configurations apart (a close call),
+    run each this many more times and return the better mean; 0: only say so."""
     experiment_timeout_s: float | None = 600.0
     """Wall-clock limit of one experiment in seconds; None: no limit."""
     memory_budget_bytes: int | None = None
@@ -286,6 +289,7 @@ class AutotuningConfig:
         ):
             v[name] = _positive_int(v[name], f"autotuning.{name}")
         v["verify_top"] = _non_negative_int(v["verify_top"], "autotuning.verify_top")
+        v["confirm_close_calls"] = _non_negative_int(v["confirm_close_calls"], "autotuning.confirm_close_calls")
         if v["end_profile_step"] < v["start_profile_step"]:
             raise ConfigError(
                 f"autotuning.end_profile_step ({v['end_profile_step']}) must not be smaller than "

@@ -189,6 +189,14 @@ def test_verify_top_may_be_zero_but_not_negative():
             AutotuningConfig.from_dict({"verify_top": bad})
 
 
+def test_confirm_close_calls_defaults_to_none_and_may_not_be_negative():
+    assert AutotuningConfig.from_dict({}).confirm_close_calls == 0
+    assert AutotuningConfig.from_dict({"confirm_close_calls": 2}).confirm_close_calls == 2
+    for bad in (-1, 1.5, "2"):
+        with pytest.raises(ConfigError, match="confirm_close_calls must be a whole number of at least 0"):
+            AutotuningConfig.from_dict({"confirm_close_calls": bad})
+
+
 def test_integral_float_counts_accepted():
     assert AutotuningConfig.from_dict({"max_train_batch_size": 1e3}).max_train_batch_size == 1000
 

@@ -92,6 +92,7 @@ def test_latency_picks_the_smallest(workdir):
 
 @pytest.mark.parametrize("argv,expected", [
     (["--verify-top", "-1"], "--verify-top must be at least 0, not -1"),
+    (["--confirm-close-calls", "-2"], "--confirm-close-calls must be at least 0, not -2"),
     (["--verify-top", "2", "--profile", "dgx2-v100-32gb", "--num_gpus", "2"], "cannot be verified here"),
     (["--verify-top", "0", "--profile", "no-such-profile"], "No hardware profile is named 'no-such-profile'"),
 ])

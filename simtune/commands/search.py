@@ -176,6 +176,10 @@ class SearchCommand(Command):
                               "machine; calibrated first when none does)")
         how.add_argument("--trials", "--search-trials", dest="trials", type=int, metavar="N",
                          help="simulate: trials of the Optuna study (default 200)")
+        how.add_argument("--confirm-close-calls", "--confirm_close_calls", dest="confirm_close_calls", type=int,
+                         metavar="N", help="simulate: when one run each cannot tell the two best verified apart, "
+                                           "run each N more times and return the better mean (default 0: only say "
+                                           "so)")
         how.add_argument("--results_dir", "--results-dir", dest="results_dir")
         how.add_argument("--exps_dir", "--exps-dir", dest="exps_dir")
         how.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=None,
@@ -199,7 +203,8 @@ class SearchCommand(Command):
     # ------------------------------------------------------------------------------------------
     def run(self, args: argparse.Namespace) -> int:
         started = time.monotonic()
-        for flag, value, low in (("--verify-top", args.verify_top, 0), ("--trials", args.trials, 1)):
+        for flag, value, low in (("--verify-top", args.verify_top, 0), ("--trials", args.trials, 1),
+                                 ("--confirm-close-calls", args.confirm_close_calls, 0)):
             if value is not None and value < low:
                 raise InputError(f"{flag} must be at least {low}, not {value}.")
         program = self.program(args)
@@ -276,7 +281,7 @@ class SearchCommand(Command):
         predictor = Predictor.from_parts(space, chosen.model, profile, world_size=resources.world_size,
                                          precision=precision, nodes=resources.num_nodes)
         options = SimulateOptions(verify_top=verify_top, search_trials=autotuning.search_trials,
-                                  parallel=len(runner.slot_sets))
+                                  parallel=len(runner.slot_sets), confirm_close_calls=autotuning.confirm_close_calls)
         identity = {"profile": profile.name, "profile_numbers": profile_fingerprint(profile),
                     "workload": chosen.key, "workload_source": chosen.how, "precision": precision,
                     "world_size": resources.world_size, "nodes": resources.num_nodes, "program": program.args}
@@ -419,6 +424,7 @@ class SearchCommand(Command):
             verify_top=args.verify_top,
             profile=args.profile,
             search_trials=args.trials,
+            confirm_close_calls=args.confirm_close_calls,
         )
         if program.mode == "model":
             mappings = dict(autotuning.arg_mappings or {})

@@ -13,13 +13,16 @@ is ``P = Phi(-d / sqrt(se_a**2 + se_b**2))`` (normal errors, no prior preference
 ``P >= CLOSE_CALL_CHANCE`` the choice is a close call. Runs of one configuration also differ from
 launch to launch by more than their windows show (``benchmarks/results/measurement_noise.txt``),
 so ``P`` is a lower bound. The measured best is still what the search returns; the note says how
-sure that choice is.
+sure that choice is. With ``confirm_close_calls`` N (``--confirm-close-calls``) verification then
+runs each of the two N more times, alternating, and returns the one with the better mean
+(:mod:`simtune.strategies.verify`).
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 MIN_STEPS = 5
@@ -51,11 +54,23 @@ def chance_reversed(lead: float, errors: Sequence[float]) -> float:
     return 0.5 * math.erfc(lead / spread / math.sqrt(2))
 
 
-def close_call(verifications: Sequence[Any], *, lower_is_better: bool, metric: str) -> str | None:
-    """A sentence when the chance that the runner-up of the successful verifications is in truth
-    the better reaches :data:`CLOSE_CALL_CHANCE` (:func:`chance_reversed`), with what the model
-    predicted for the two; None otherwise or when either run's spread is unknown. ``verifications``: objects with
-    ``measurement`` (``name``, ``value``, ``metrics``, ``ok``) and ``forecast`` (``value``)."""
+@dataclass(frozen=True)
+class CloseCall:
+    """The two best successful verifications, when one run each cannot tell them apart."""
+
+    first: Any
+    second: Any
+    lead: float
+    """Relative lead of ``first``'s measurement over ``second``'s."""
+    chance: float
+    """The chance that ``second`` is in truth the better (:func:`chance_reversed`)."""
+
+
+def find_close_call(verifications: Sequence[Any], *, lower_is_better: bool) -> CloseCall | None:
+    """The two best of the successful ``verifications`` when the chance that the runner-up is in
+    truth the better reaches :data:`CLOSE_CALL_CHANCE`; None otherwise or when either run's spread
+    is unknown. ``verifications``: objects with ``measurement`` (``name``, ``value``, ``metrics``,
+    ``ok``) and ``forecast`` (``value``)."""
     done = [v for v in verifications if v.measurement.ok]
     if len(done) < 2:
         return None
@@ -69,8 +84,17 @@ def close_call(verifications: Sequence[Any], *, lower_is_better: bool, metric: s
         return None
     lead = abs(a / b - 1)
     chance = chance_reversed(lead, errors)
-    if chance < CLOSE_CALL_CHANCE:
+    return CloseCall(first, second, lead, chance) if chance >= CLOSE_CALL_CHANCE else None
+
+
+def close_call(verifications: Sequence[Any], *, lower_is_better: bool, metric: str) -> str | None:
+    """A sentence for :func:`find_close_call`'s pair, with what the model predicted for the two;
+    None when there is no close call."""
+    call = find_close_call(verifications, lower_is_better=lower_is_better)
+    if call is None:
         return None
+    first, second, lead, chance = call.first, call.second, call.lead, call.chance
+    a, b = first.measurement.value, second.measurement.value
     pa, pb = first.forecast.value, second.forecast.value
     model_prefers_second = (pb < pa) if lower_is_better else (pb > pa)
     if model_prefers_second and pa:

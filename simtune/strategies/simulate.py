@@ -2,7 +2,7 @@
 
 1. Predict: :class:`~simtune.strategies.forecast.Forecaster` wraps the predictor
    (:class:`simtune.predict.Predictor`) with the residual model's corrections and the memory
-   limit (the usable device memory, or the memory budget when lower).
+   limit (the device memory limit, or the memory budget when lower).
 2. Bound the space: :class:`~simtune.strategies.model_space.ModelSpace`, every dimension of the
    tuning space with micro-batch sizes up to the largest predicted to fit.
 3. Study: :class:`~simtune.strategies.study.ModelStudy`, an Optuna study (seeded TPE, then a local
@@ -12,7 +12,9 @@
    verification candidates are then drawn from every point, else from the study's points.
 5. Verify: the top ``verify_top`` predictions, spread over the model's doubt
    (:mod:`~simtune.strategies.doubt`), run for real (:mod:`~simtune.strategies.verify`); failures
-   are replaced and teach the model. The measured best is the answer.
+   are replaced and teach the model. The measured best is the answer; with
+   ``confirm_close_calls`` N, a close call between the two best is settled by N more runs of each
+   and the better mean is the answer.
 6. Feedback: the residual model, with this search's measurements added, is saved for the next
    search (by the caller, :meth:`SimulatedSearch.save_residual`).
 
@@ -21,6 +23,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +38,7 @@ from simtune.strategies.forecast import Forecast, Forecaster, PredictorLike
 from simtune.strategies.measure import Measurement, RunnerLike, SearchOutcome, StageOutcome, default_experiment
 from simtune.strategies.model_space import ModelSpace
 from simtune.strategies.study import ModelStudy, StudyResult, open_storage, study_name
-from simtune.strategies.verify import Verification, Verifier
+from simtune.strategies.verify import Settlement, Verification, Verifier
 
 ENUMERATE_LIMIT = 20_000
 """Spaces with at most this many points are also enumerated against the model."""
@@ -54,6 +57,9 @@ class SimulateOptions:
     prune_dead_knobs: bool = True
     parallel: int = 1
     """Verifications run side by side (the runner's slot sets)."""
+    confirm_close_calls: int = 0
+    """When one run each cannot tell the two best verified apart, run each this many more times
+    and return the better mean (0: only say so)."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,7 @@ class SimulatedSearch:
 
         verifications: tuple[Verification, ...] = ()
         notes: list[str] = []
+        settlement: Settlement | None = None
         if self.options.verify_top > 0 and best is not None:
             if self.runner is None:
                 raise ValueError("a runner is needed to verify predictions")
@@ -184,12 +191,13 @@ class SimulatedSearch:
             verifier = Verifier(self.space, self.runner, self.forecaster, k=self.options.verify_top, error=error,
                                 parallel=self.options.parallel, max_replacements=self.options.max_replacements,
                                 progress=self.progress, on_result=self._record,
-                                make_experiment=self.make_experiment)
+                                make_experiment=self.make_experiment, confirm=self.options.confirm_close_calls)
             verified = verifier.run(pool)
             verifications = verified.verifications
+            settlement = verified.settlement
             notes.extend(verified.notes)
             seconds["verification"] = time.monotonic() - started_verify
-        outcome = self._search_outcome(verifications, best, notes)
+        outcome = self._search_outcome(verifications, best, notes, settlement)
         return SimulationOutcome(outcome, model_space, result, enumeration, verifications, error, source, best,
                                  stage_best, seconds)
 
@@ -248,7 +256,7 @@ class SimulatedSearch:
             pass
 
     def _search_outcome(self, verifications: tuple[Verification, ...], best: Forecast | None,
-                        notes: list[str]) -> SearchOutcome:
+                        notes: list[str], settlement: Settlement | None = None) -> SearchOutcome:
         lower = self.forecaster.lower_is_better
         if not verifications:
             measurements: tuple[Measurement, ...] = ()
@@ -260,6 +268,9 @@ class SimulatedSearch:
             for m in measurements:
                 if m.ok and (chosen is None or self.forecaster.better(m.value, chosen.value)):
                     chosen = m
+            if settlement is not None:  # a close call settled by more runs: the better mean, as its value
+                first = next(m for m in measurements if m.name == settlement.winner)
+                chosen = dataclasses.replace(first, value=settlement.mean(settlement.winner))
             stages = []
             for stage in self.space.stages:
                 own = [m for m in measurements if m.trial.stage == stage]

@@ -16,17 +16,24 @@ At most ``k + max_replacements`` experiments run (``max_replacements`` defaults 
 experiment name runs at most once; with overwrite false the runner reuses an experiment already
 recorded in results_dir, so a resumed search runs nothing twice. When one run each cannot tell the
 two best apart (:mod:`simtune.strategies.close_call`), a note says so and what the model predicted.
+
+With ``confirm`` N > 0 such a close call is then settled: each of the two runs N more times
+(``<name>_r2``, ``<name>_r3``, ...; the two alternate, the runner-up first, so that a drift of the
+machine's speed falls on both), every run teaches the residual model as a verification does, and
+the one with the better mean of its successful runs is the answer (:class:`Settlement`): 2N more
+experiments, only when there is a close call.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from simtune.progress import Progress, format_value
 from simtune.residual import MemorySample, ResidualModel, TimeSample
 from simtune.space import Trial, TuningSpace
-from simtune.strategies.close_call import close_call
+from simtune.strategies.close_call import close_call, find_close_call
 from simtune.strategies.doubt import Candidate, choose_candidates
 from simtune.strategies.forecast import Forecast, Forecaster
 from simtune.strategies.measure import Measurement, RunnerLike, SUCCESS_STATUSES, default_experiment
@@ -53,9 +60,24 @@ class Verification:
 
 
 @dataclass(frozen=True)
+class Settlement:
+    """A close call settled by more runs of the two: every successful run's value, by name."""
+
+    runs: tuple[tuple[str, tuple[float, ...]], ...]
+    """(configuration name, its measured values), the better mean first."""
+    winner: str
+
+    def mean(self, name: str) -> float:
+        values = dict(self.runs)[name]
+        return sum(values) / len(values)
+
+
+@dataclass(frozen=True)
 class VerifyOutcome:
     verifications: tuple[Verification, ...]
     notes: tuple[str, ...]
+    settlement: Settlement | None = None
+    """Set when a close call was settled by more runs (``confirm``)."""
 
 
 class Verifier:
@@ -64,7 +86,7 @@ class Verifier:
     def __init__(self, space: TuningSpace, runner: RunnerLike, forecaster: Forecaster, *, k: int, error: float,
                  parallel: int = 1, max_replacements: int | None = None, progress: Progress | None = None,
                  on_result: Callable[[Verification], None] | None = None,
-                 make_experiment: Callable[[str, Trial, dict], Any] = default_experiment):
+                 make_experiment: Callable[[str, Trial, dict], Any] = default_experiment, confirm: int = 0):
         self.space = space
         self.runner = runner
         self.forecaster = forecaster
@@ -75,6 +97,7 @@ class Verifier:
         self.progress = progress or Progress(metric=space.autotuning.metric, quiet=True)
         self.on_result = on_result or (lambda verification: None)
         self.make_experiment = make_experiment
+        self.confirm = max(0, confirm)
         self._ok: list[Measurement] = []
 
     @property
@@ -118,10 +141,58 @@ class Verifier:
                 if not verification.measurement.ok:
                     pending_replacements.append(verification.forecast.name)
         call = close_call(done, lower_is_better=self.forecaster.lower_is_better, metric=self.forecaster.metric)
+        settlement = None
         if call:
             self.progress.note(call)
             notes.append(call)
-        return VerifyOutcome(tuple(done), tuple(notes))
+            pair = find_close_call(done, lower_is_better=self.forecaster.lower_is_better)
+            if self.confirm and pair is not None:
+                settlement, note = self._settle(pair.first, pair.second, done, notes)
+                self.progress.note(note)
+                notes.append(note)
+        return VerifyOutcome(tuple(done), tuple(notes), settlement)
+
+    def _settle(self, first: Verification, second: Verification, done: list[Verification],
+                notes: list[str]) -> tuple[Settlement, str]:
+        """Run each of the two ``self.confirm`` more times, alternating (the runner-up first), side
+        by side when the runner has two slot sets; the better mean of the successful runs wins."""
+        values = {v.measurement.name: [v.measurement.value] for v in (first, second)}
+        for run in range(2, self.confirm + 2):
+            order = (second, first) if run % 2 == 0 else (first, second)
+            pending = [(v, f"{v.measurement.name}_r{run}") for v in order]
+            for start in range(0, len(pending), self.parallel):
+                batch = pending[start:start + self.parallel]
+                for v, name in batch:
+                    self.progress.note(f"settling the close call: run {run} of {v.measurement.name}")
+                experiments = [self.make_experiment(name, v.forecast.trial, self.space.render(v.forecast.trial))
+                               for v, name in batch]
+                self.progress.started([e.name for e in experiments])
+                results = {r.name: r for r in self.runner.run(experiments)}
+                for (v, name), experiment in zip(batch, experiments):
+                    measurement = dataclasses.replace(
+                        self._measurement(v.forecast, results[name], experiment.ds_config), name=name, phase="confirm")
+                    verification = Verification(v.forecast, measurement,
+                                                f"run {run} of {v.measurement.name}, to settle the close call")
+                    done.append(verification)
+                    self.on_result(verification)
+                    if measurement.ok:
+                        self._learn(verification)
+                        values[v.measurement.name].append(measurement.value)
+                    else:  # it ran once already: no candidate to replace, no memory lesson
+                        self.progress.finished(name, measurement.status, measurement.reason, None, self._leader())
+                        notes.append(f"{name} ended {measurement.status} ({measurement.reason}); the mean of "
+                                     f"{v.measurement.name} is taken over its other runs")
+        means = {name: sum(vals) / len(vals) for name, vals in values.items()}
+        ranked = sorted(means, key=means.get, reverse=not self.forecaster.lower_is_better)
+        settlement = Settlement(tuple((name, tuple(values[name])) for name in ranked), ranked[0])
+        metric = self.forecaster.metric
+
+        def runs(name: str) -> str:
+            return f"{name} {metric} {format_value(means[name])} mean of {len(values[name])} (" + \
+                ", ".join(format_value(x) for x in values[name]) + ")"
+
+        return settlement, (f"close call settled by {2 * self.confirm} more runs: {runs(ranked[0])} against "
+                            f"{runs(ranked[1])}; {ranked[0]} is returned")
 
     # ---------------------------------------------------------------------------- running
     def _run_batch(self, batch: Sequence[Candidate], replaces: Sequence[str | None],
@@ -164,9 +235,9 @@ class Verifier:
         if m.ok:
             step_s = (m.metrics or {}).get("step_time_s")
             if isinstance(step_s, (int, float)) and step_s > 0 and f.features is not None:
-                self.residual.add_time(TimeSample(workload, f.name, dict(f.features), f.base_step_s, float(step_s)))
+                self.residual.add_time(TimeSample(workload, m.name, dict(f.features), f.base_step_s, float(step_s)))
             peak = (m.metrics or {}).get("peak_memory_bytes")
-            self.residual.add_memory(MemorySample(workload, f.name, f.trial.stage, predicted_bytes, f.limit_bytes,
+            self.residual.add_memory(MemorySample(workload, m.name, f.trial.stage, predicted_bytes, f.limit_bytes,
                                                   "ok", int(peak) if isinstance(peak, (int, float)) else None))
             self._report(v)
             return ""
@@ -174,7 +245,7 @@ class Verifier:
         if m.status != "oom":
             return f"{m.name} was predicted to fit but ended {m.status} ({m.reason}); the next candidate is verified"
         before = self.residual.memory_factor(workload, f.trial.stage)
-        self.residual.add_memory(MemorySample(workload, f.name, f.trial.stage, predicted_bytes, f.limit_bytes, "oom"))
+        self.residual.add_memory(MemorySample(workload, m.name, f.trial.stage, predicted_bytes, f.limit_bytes, "oom"))
         after = self.residual.memory_factor(workload, f.trial.stage)
         self.forecaster.forget()
         return (f"{m.name} was predicted to fit ({f.memory_bytes / 2**20:.0f} MiB of {f.limit_bytes / 2**20:.0f} MiB) "

@@ -138,3 +138,54 @@ def test_a_close_call_between_the_two_best_measurements_is_noted(tmp_path, setup
     far = search(tmp_path / "far", space, predictor, TwinRunner(lambda t: scattered(t, 0.2)), verify_top=3).run()
     assert not any(n.startswith("close call:") for n in far.outcome.notes)
     assert len(far.verifications) == len(close.verifications) == 3  # a note, not another experiment
+
+
+def test_a_close_call_is_settled_by_more_runs_when_asked(tmp_path, setup):
+    space, predictor = setup
+    exact = truth(space, predictor)
+    runs: dict = {}
+
+    def drifting(trial):
+        # first runs: every stage about alike, the higher a little ahead; later runs: the lower 5% per stage ahead
+        runs[trial] = runs.get(trial, 0) + 1
+        value = 100.0 * (1 + 0.002 * trial.stage) if runs[trial] == 1 else 100.0 * (1 - 0.05 * trial.stage)
+        metrics = dict(exact(trial))
+        step = metrics["train_batch_size"] / value
+        return {**metrics, "throughput": value, "step_time_s": step,
+                "step_times_s": [step * (1 + 0.05 * ((i * 7) % 5 - 2) / 2) for i in range(20)]}
+
+    runner = TwinRunner(drifting)
+    simulated = search(tmp_path, space, predictor, runner, verify_top=3, confirm_close_calls=2)
+    result = simulated.run()
+    first_runs = [v.measurement for v in result.verifications if v.measurement.phase == "verify"]
+    assert len(first_runs) == 3
+    leader, runner_up = sorted(first_runs, key=lambda m: m.value, reverse=True)[:2]
+    # 2 more runs of each of the two, alternating with the runner-up first, and nothing else
+    assert runner.names[3:] == [f"{runner_up.name}_r2", f"{leader.name}_r2", f"{leader.name}_r3",
+                                f"{runner_up.name}_r3"]
+    confirmations = [v.measurement for v in result.verifications if v.measurement.phase == "confirm"]
+    assert len(confirmations) == 4 and all(m.ok for m in confirmations)
+    # the better mean wins (the lower stage here), and its mean is the value returned
+    winner = min((leader, runner_up), key=lambda m: m.trial.stage)
+    values = [winner.value] + [m.value for m in confirmations if m.name.startswith(winner.name + "_r")]
+    assert result.outcome.best.name == winner.name != leader.name
+    assert result.outcome.best.value == pytest.approx(sum(values) / 3)
+    assert any(n.startswith("close call settled by 4 more runs") and n.endswith(f"{winner.name} is returned")
+               for n in result.outcome.notes)
+    assert len(simulated.residual.time_samples) == 7  # every run teaches the residual model
+
+
+def test_no_more_runs_without_a_close_call(tmp_path, setup):
+    space, predictor = setup
+    exact = truth(space, predictor)
+
+    def spread_out(trial):
+        metrics = dict(exact(trial))
+        value = 100.0 * (1 + 0.2 * trial.stage)
+        step = metrics["train_batch_size"] / value
+        return {**metrics, "throughput": value, "step_time_s": step,
+                "step_times_s": [step * (1 + 0.05 * ((i * 7) % 5 - 2) / 2) for i in range(20)]}
+
+    runner = TwinRunner(spread_out)
+    result = search(tmp_path, space, predictor, runner, verify_top=3, confirm_close_calls=2).run()
+    assert len(runner.launched) == 3 and not any(n.startswith("close call") for n in result.outcome.notes)
