@@ -104,6 +104,8 @@ class ModelReport:
     rows: tuple[PredictionRow, ...] = ()
     calibration_note: str | None = None
     residual_path: str | None = None
+    settled: bool = False
+    """A close call between the two best was settled by more runs (the better mean is returned)."""
 
 
 def _percent(value: float | None) -> str | None:
@@ -121,7 +123,8 @@ def prediction_table(report: ModelReport) -> str:
 def model_lines(report: ModelReport) -> list[str]:
     """The lines summary.txt adds for a model-driven search."""
     what = ("the best prediction is returned, nothing was run (--verify-top 0)" if report.predicted_only
-            else "the best predictions were run for real and the measured best is returned")
+            else "the best predictions were run for real and the measured best is returned"
+            + (" (a close call settled by more runs: the better mean)" if report.settled else ""))
     lines = [f"Method: simulate: hardware profile {report.profile} ({report.profile_kind}); "
              f"{report.study_trials} Optuna trials over {report.space_points} configurations "
              f"(study {report.study_name} in {report.study_storage}); {what}."]

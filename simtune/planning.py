@@ -10,8 +10,9 @@ explicit grid of configurations, each estimated with :func:`simtune.model.estima
 - :func:`family_ladder` and :func:`largest_fitting_model`: the largest model of a family that
   fits, scaling depth and width along the family's published shapes and beyond them.
 
-A configuration *fits* when the model's peak memory per GPU is at most the profile's usable
-memory (and offloaded states fit in host memory): ``Estimate.feasible``. Beyond one node
+A configuration *fits* when the model's peak memory per GPU, the profile's fixed overhead
+included, is at most the profile's usable memory plus that overhead (at most the device memory),
+and offloaded states fit in host memory: ``Estimate.feasible``. Beyond one node
 (``gpus`` > GPUs per node) the data-parallel group uses the profile's inter-node collectives
 (:func:`hardware_for`). There is no tensor parallelism (mp = 1): one data-parallel rank per GPU.
 """

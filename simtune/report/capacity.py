@@ -366,8 +366,9 @@ def assumptions(study: CapacityStudy) -> tuple[str, ...]:
         f"nothing, the optimizer (ZeRO 1-3) or the optimizer and the parameters (ZeRO-3) to CPU; activation "
         f"checkpointing off and on. Micro-batch sizes are powers of two and the largest that fits.",
         "A configuration fits when its predicted peak memory per GPU, which includes the profile's fixed overhead "
-        "(CUDA context, communicator buffers, allocator slack), fits in the device memory (the profile's usable "
-        "memory plus that overhead), and its offloaded states fit in the host memory of a node.",
+        "(CUDA context, communicator buffers, allocator slack), is at most the profile's usable memory plus that "
+        "overhead (the device memory, unless the profile keeps memory back), and its offloaded states fit in the "
+        "host memory of a node.",
         "The best configuration has the highest predicted throughput (samples/s); ties go to the lower stage, no "
         "offload, no checkpointing.",
         "Precision: " + ", ".join(f"{name} {p}" for name, p in study.precisions.items()) + " (mixed precision with "

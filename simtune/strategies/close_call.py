@@ -88,11 +88,13 @@ def find_close_call(verifications: Sequence[Any], *, lower_is_better: bool) -> C
 
 
 def close_call(verifications: Sequence[Any], *, lower_is_better: bool, metric: str) -> str | None:
-    """A sentence for :func:`find_close_call`'s pair, with what the model predicted for the two;
-    None when there is no close call."""
+    """:func:`close_call_note` of :func:`find_close_call`'s pair; None when there is no close call."""
     call = find_close_call(verifications, lower_is_better=lower_is_better)
-    if call is None:
-        return None
+    return None if call is None else close_call_note(call, lower_is_better=lower_is_better, metric=metric)
+
+
+def close_call_note(call: CloseCall, *, lower_is_better: bool, metric: str) -> str:
+    """The sentence of a close call, with what the model predicted for the two."""
     first, second, lead, chance = call.first, call.second, call.lead, call.chance
     a, b = first.measurement.value, second.measurement.value
     pa, pb = first.forecast.value, second.forecast.value

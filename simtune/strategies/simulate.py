@@ -110,6 +110,8 @@ class SimulationOutcome:
     """The best feasible prediction of each stage (from the study, or the enumeration)."""
     seconds: dict[str, float] = field(default_factory=dict)
     """study, enumeration, verification."""
+    settlement: Settlement | None = None
+    """A close call between the two best settled by more runs (``confirm_close_calls``)."""
 
     @property
     def predicted_only(self) -> bool:
@@ -119,7 +121,7 @@ class SimulationOutcome:
     def predictions(self) -> dict[str, float]:
         """Experiment name -> predicted metric value (verified ones, or the predicted best)."""
         if self.verifications:
-            return {v.forecast.name: v.forecast.value for v in self.verifications}
+            return {v.measurement.name: v.forecast.value for v in self.verifications}
         return {f.name: f.value for _, f in self.stage_best}
 
 
@@ -199,7 +201,7 @@ class SimulatedSearch:
             seconds["verification"] = time.monotonic() - started_verify
         outcome = self._search_outcome(verifications, best, notes, settlement)
         return SimulationOutcome(outcome, model_space, result, enumeration, verifications, error, source, best,
-                                 stage_best, seconds)
+                                 stage_best, seconds, settlement)
 
     def study_name(self, model_space: ModelSpace) -> str:
         """The study of these inputs: workload, space, profile and residual model, metric, limit."""
@@ -264,19 +266,23 @@ class SimulatedSearch:
             stages = ()
         else:
             measurements = tuple(v.measurement for v in verifications)
+            # the runs that settle a close call are not candidates of their own: each settled
+            # configuration stands for all its runs with their mean as its value
+            means = dict((name, settlement.mean(name)) for name, _ in settlement.runs) if settlement else {}
+            candidates = [dataclasses.replace(m, value=means[m.name]) if m.name in means else m
+                          for m in measurements if m.phase != "confirm"]
             chosen = None
-            for m in measurements:
+            for m in candidates:
                 if m.ok and (chosen is None or self.forecaster.better(m.value, chosen.value)):
                     chosen = m
-            if settlement is not None:  # a close call settled by more runs: the better mean, as its value
-                first = next(m for m in measurements if m.name == settlement.winner)
-                chosen = dataclasses.replace(first, value=settlement.mean(settlement.winner))
+            if settlement is not None:  # the two led every other run; the settlement decides between them
+                chosen = next(m for m in candidates if m.name == settlement.winner)
             stages = []
             for stage in self.space.stages:
                 own = [m for m in measurements if m.trial.stage == stage]
                 if not own:
                     continue
-                ok = [m for m in own if m.ok]
+                ok = [m for m in candidates if m.trial.stage == stage and m.ok]
                 stage_best = None
                 for m in ok:
                     if stage_best is None or self.forecaster.better(m.value, stage_best.value):
@@ -341,4 +347,5 @@ def model_report(result: SimulationOutcome, space: TuningSpace, *, profile: str,
         search_s=result.seconds.get("study", 0.0) + result.seconds.get("enumeration", 0.0),
         verification_s=result.seconds.get("verification", 0.0), total_s=total_s, real_experiments=launched,
         reused_experiments=len(result.verifications) - launched, rows=tuple(rows),
-        calibration_note=calibration_note, residual_path=residual_file)
+        calibration_note=calibration_note, residual_path=residual_file,
+        settled=result.settlement is not None)

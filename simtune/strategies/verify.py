@@ -27,13 +27,14 @@ experiments, only when there is a close call.
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from simtune.progress import Progress, format_value
 from simtune.residual import MemorySample, ResidualModel, TimeSample
 from simtune.space import Trial, TuningSpace
-from simtune.strategies.close_call import close_call, find_close_call
+from simtune.strategies.close_call import close_call_note, find_close_call
 from simtune.strategies.doubt import Candidate, choose_candidates
 from simtune.strategies.forecast import Forecast, Forecaster
 from simtune.strategies.measure import Measurement, RunnerLike, SUCCESS_STATUSES, default_experiment
@@ -140,23 +141,29 @@ class Verifier:
                     notes.append(note)
                 if not verification.measurement.ok:
                     pending_replacements.append(verification.forecast.name)
-        call = close_call(done, lower_is_better=self.forecaster.lower_is_better, metric=self.forecaster.metric)
+        pair = find_close_call(done, lower_is_better=self.forecaster.lower_is_better)
         settlement = None
-        if call:
+        if pair is not None:
+            call = close_call_note(pair, lower_is_better=self.forecaster.lower_is_better,
+                                   metric=self.forecaster.metric)
             self.progress.note(call)
             notes.append(call)
-            pair = find_close_call(done, lower_is_better=self.forecaster.lower_is_better)
-            if self.confirm and pair is not None:
+            if self.confirm:
                 settlement, note = self._settle(pair.first, pair.second, done, notes)
                 self.progress.note(note)
                 notes.append(note)
         return VerifyOutcome(tuple(done), tuple(notes), settlement)
 
     def _settle(self, first: Verification, second: Verification, done: list[Verification],
-                notes: list[str]) -> tuple[Settlement, str]:
+                notes: list[str]) -> tuple[Settlement | None, str]:
         """Run each of the two ``self.confirm`` more times, alternating (the runner-up first), side
-        by side when the runner has two slot sets; the better mean of the successful runs wins."""
-        values = {v.measurement.name: [v.measurement.value] for v in (first, second)}
+        by side when the runner has two slot sets. The one with fewer failed runs, then the better
+        mean of its successful runs, wins; with no successful extra run at all nothing is settled.
+        Each configuration's residual sample becomes the median step time of all its runs."""
+        pair = (first, second)
+        values = {v.measurement.name: [v.measurement.value] for v in pair}
+        steps = {v.measurement.name: [self._step_s(v.measurement)] for v in pair}
+        failed = {v.measurement.name: 0 for v in pair}
         for run in range(2, self.confirm + 2):
             order = (second, first) if run % 2 == 0 else (first, second)
             pending = [(v, f"{v.measurement.name}_r{run}") for v in order]
@@ -169,30 +176,57 @@ class Verifier:
                 self.progress.started([e.name for e in experiments])
                 results = {r.name: r for r in self.runner.run(experiments)}
                 for (v, name), experiment in zip(batch, experiments):
-                    measurement = dataclasses.replace(
-                        self._measurement(v.forecast, results[name], experiment.ds_config), name=name, phase="confirm")
-                    verification = Verification(v.forecast, measurement,
-                                                f"run {run} of {v.measurement.name}, to settle the close call")
+                    m = dataclasses.replace(self._measurement(v.forecast, results[name], experiment.ds_config),
+                                            name=name, phase="confirm")
+                    verification = Verification(v.forecast, m, f"run {run} of {v.measurement.name}, to settle "
+                                                                f"the close call")
                     done.append(verification)
                     self.on_result(verification)
-                    if measurement.ok:
-                        self._learn(verification)
-                        values[v.measurement.name].append(measurement.value)
-                    else:  # it ran once already: no candidate to replace, no memory lesson
-                        self.progress.finished(name, measurement.status, measurement.reason, None, self._leader())
-                        notes.append(f"{name} ended {measurement.status} ({measurement.reason}); the mean of "
-                                     f"{v.measurement.name} is taken over its other runs")
-        means = {name: sum(vals) / len(vals) for name, vals in values.items()}
-        ranked = sorted(means, key=means.get, reverse=not self.forecaster.lower_is_better)
-        settlement = Settlement(tuple((name, tuple(values[name])) for name in ranked), ranked[0])
+                    base = v.measurement.name
+                    if m.ok:
+                        self._report(verification)
+                        values[base].append(m.value)
+                        steps[base].append(self._step_s(m))
+                        continue
+                    failed[base] += 1
+                    self.progress.finished(name, m.status, m.reason, None, self._leader())
+                    lesson = ""
+                    if m.status == "oom":
+                        before, after = self._memory_lesson(verification)
+                        lesson = (f"; stage {v.forecast.trial.stage} memory predictions are now multiplied by "
+                                  f"{after:.2f} (was {before:.2f})")
+                    notes.append(f"{name} ended {m.status} ({m.reason}){lesson}")
+        for v in pair:  # one sample per configuration: repeated runs with the same features would
+            self._time_sample(v.forecast, v.measurement.name, steps[v.measurement.name])  # read as held out
+        names = [v.measurement.name for v in pair]
+        if all(len(values[n]) == 1 for n in names):
+            return None, (f"the close call could not be settled: every one of the {2 * self.confirm} more runs "
+                          f"failed, so {first.measurement.name} stays the answer on its single run")
+        means = {n: sum(values[n]) / len(values[n]) for n in names}
+        sign = 1 if self.forecaster.lower_is_better else -1
+        ranked = sorted(names, key=lambda n: (failed[n], sign * means[n]))
         metric = self.forecaster.metric
 
         def runs(name: str) -> str:
-            return f"{name} {metric} {format_value(means[name])} mean of {len(values[name])} (" + \
+            text = f"{name} {metric} {format_value(means[name])}, mean of {len(values[name])} (" + \
                 ", ".join(format_value(x) for x in values[name]) + ")"
+            return text + (f", {failed[name]} of its {self.confirm} more runs failed" if failed[name] else "")
 
-        return settlement, (f"close call settled by {2 * self.confirm} more runs: {runs(ranked[0])} against "
-                            f"{runs(ranked[1])}; {ranked[0]} is returned")
+        return (Settlement(tuple((n, tuple(values[n])) for n in ranked), ranked[0]),
+                f"close call settled by more runs: {runs(ranked[0])} against {runs(ranked[1])}; "
+                f"{ranked[0]} is returned")
+
+    @staticmethod
+    def _step_s(m: Measurement) -> float | None:
+        step_s = (m.metrics or {}).get("step_time_s")
+        return float(step_s) if isinstance(step_s, (int, float)) and step_s > 0 else None
+
+    def _time_sample(self, f: Forecast, name: str, steps: Sequence[float | None]) -> None:
+        """The residual model's time sample of ``name``: the median of its runs' step times."""
+        known = sorted(x for x in steps if x is not None)
+        if known and f.features is not None:
+            self.residual.add_time(TimeSample(self.forecaster.workload, name, dict(f.features), f.base_step_s,
+                                              statistics.median(known)))
 
     # ---------------------------------------------------------------------------- running
     def _run_batch(self, batch: Sequence[Candidate], replaces: Sequence[str | None],
@@ -233,9 +267,7 @@ class Verifier:
         workload = self.forecaster.workload
         predicted_bytes = int(f.estimate.memory.total_bytes)
         if m.ok:
-            step_s = (m.metrics or {}).get("step_time_s")
-            if isinstance(step_s, (int, float)) and step_s > 0 and f.features is not None:
-                self.residual.add_time(TimeSample(workload, m.name, dict(f.features), f.base_step_s, float(step_s)))
+            self._time_sample(f, m.name, [self._step_s(m)])
             peak = (m.metrics or {}).get("peak_memory_bytes")
             self.residual.add_memory(MemorySample(workload, m.name, f.trial.stage, predicted_bytes, f.limit_bytes,
                                                   "ok", int(peak) if isinstance(peak, (int, float)) else None))
@@ -244,13 +276,22 @@ class Verifier:
         self.progress.finished(m.name, m.status, m.reason, None, self._leader())
         if m.status != "oom":
             return f"{m.name} was predicted to fit but ended {m.status} ({m.reason}); the next candidate is verified"
-        before = self.residual.memory_factor(workload, f.trial.stage)
-        self.residual.add_memory(MemorySample(workload, m.name, f.trial.stage, predicted_bytes, f.limit_bytes, "oom"))
-        after = self.residual.memory_factor(workload, f.trial.stage)
-        self.forecaster.forget()
+        before, after = self._memory_lesson(v)
         return (f"{m.name} was predicted to fit ({f.memory_bytes / 2**20:.0f} MiB of {f.limit_bytes / 2**20:.0f} MiB) "
                 f"but ran out of memory: stage {f.trial.stage} memory predictions are now multiplied by "
                 f"{after:.2f} (was {before:.2f}) and the next candidate is verified")
+
+    def _memory_lesson(self, v: Verification) -> tuple[float, float]:
+        """An out-of-memory run of a configuration predicted to fit: its stage's memory correction
+        (before, after); the forecasts are made again with it."""
+        m, f = v.measurement, v.forecast
+        workload = self.forecaster.workload
+        before = self.residual.memory_factor(workload, f.trial.stage)
+        self.residual.add_memory(MemorySample(workload, m.name, f.trial.stage, int(f.estimate.memory.total_bytes),
+                                              f.limit_bytes, "oom"))
+        after = self.residual.memory_factor(workload, f.trial.stage)
+        self.forecaster.forget()
+        return before, after
 
     def _report(self, v: Verification) -> None:
         m = v.measurement

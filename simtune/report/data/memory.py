@@ -73,8 +73,7 @@ def memory_breakdown(model: ModelSpec, profile: HardwareProfile, gpu_counts: Seq
     note = (f"the largest that fits at stage 0 on {counts[0]} GPUs" if largest0
             else "1, since stage 0 does not fit even at micro-batch size 1")
     panels = []
-    device = profile.device
-    limit = min(device.usable_memory_bytes + device.fixed_overhead_bytes, device.memory_bytes)
+    limit = 0
     for gpus in counts:
         hardware = hardware_for(profile, gpus)
         estimates = [estimate_memory(model, hardware, TrainConfig(stage=s, micro_batch_size=mbs, dp_degree=gpus,
