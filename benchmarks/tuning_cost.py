@@ -455,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", metavar="DIR",
                         help="print the report of a run kept with --keep again (from DIR/tuners.json)")
     args = parser.parse_args(argv)
+    if args.first_searches < 1:
+        parser.error(f"--first-searches must be at least 1, not {args.first_searches}")
     if args.report_only:
         work = Path(args.report_only)
         data = json.loads((work / "tuners.json").read_text())
