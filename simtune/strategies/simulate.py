@@ -268,15 +268,16 @@ class SimulatedSearch:
             measurements = tuple(v.measurement for v in verifications)
             # the runs that settle a close call are not candidates of their own: each settled
             # configuration stands for all its runs with their mean as its value
-            means = dict((name, settlement.mean(name)) for name, _ in settlement.runs) if settlement else {}
+            means = settlement.means if settlement else {}
             candidates = [dataclasses.replace(m, value=means[m.name]) if m.name in means else m
                           for m in measurements if m.phase != "confirm"]
-            chosen = None
-            for m in candidates:
-                if m.ok and (chosen is None or self.forecaster.better(m.value, chosen.value)):
-                    chosen = m
             if settlement is not None:  # the two led every other run; the settlement decides between them
                 chosen = next(m for m in candidates if m.name == settlement.winner)
+            else:
+                chosen = None
+                for m in candidates:
+                    if m.ok and (chosen is None or self.forecaster.better(m.value, chosen.value)):
+                        chosen = m
             stages = []
             for stage in self.space.stages:
                 own = [m for m in measurements if m.trial.stage == stage]

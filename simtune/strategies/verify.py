@@ -26,7 +26,6 @@ experiments, only when there is a close call.
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -65,12 +64,13 @@ class Settlement:
     """A close call settled by more runs of the two: every successful run's value, by name."""
 
     runs: tuple[tuple[str, tuple[float, ...]], ...]
-    """(configuration name, its measured values), the better mean first."""
+    """(configuration name, its measured values), the winner first."""
     winner: str
 
-    def mean(self, name: str) -> float:
-        values = dict(self.runs)[name]
-        return sum(values) / len(values)
+    @property
+    def means(self) -> dict[str, float]:
+        """Configuration name -> the mean of its successful runs."""
+        return {name: sum(values) / len(values) for name, values in self.runs}
 
 
 @dataclass(frozen=True)
@@ -171,13 +171,8 @@ class Verifier:
                 batch = pending[start:start + self.parallel]
                 for v, name in batch:
                     self.progress.note(f"settling the close call: run {run} of {v.measurement.name}")
-                experiments = [self.make_experiment(name, v.forecast.trial, self.space.render(v.forecast.trial))
-                               for v, name in batch]
-                self.progress.started([e.name for e in experiments])
-                results = {r.name: r for r in self.runner.run(experiments)}
-                for (v, name), experiment in zip(batch, experiments):
-                    m = dataclasses.replace(self._measurement(v.forecast, results[name], experiment.ds_config),
-                                            name=name, phase="confirm")
+                measured = self._launch([(v.forecast, name) for v, name in batch], phase="confirm")
+                for (v, _), m in zip(batch, measured):
                     verification = Verification(v.forecast, m, f"run {run} of {v.measurement.name}, to settle "
                                                                 f"the close call")
                     done.append(verification)
@@ -187,15 +182,9 @@ class Verifier:
                         self._report(verification)
                         values[base].append(m.value)
                         steps[base].append(self._step_s(m))
-                        continue
-                    failed[base] += 1
-                    self.progress.finished(name, m.status, m.reason, None, self._leader())
-                    lesson = ""
-                    if m.status == "oom":
-                        before, after = self._memory_lesson(verification)
-                        lesson = (f"; stage {v.forecast.trial.stage} memory predictions are now multiplied by "
-                                  f"{after:.2f} (was {before:.2f})")
-                    notes.append(f"{name} ended {m.status} ({m.reason}){lesson}")
+                    else:
+                        failed[base] += 1
+                        notes.append(self._failed_again(verification))
         for v in pair:  # one sample per configuration: repeated runs with the same features would
             self._time_sample(v.forecast, v.measurement.name, steps[v.measurement.name])  # read as held out
         names = [v.measurement.name for v in pair]
@@ -216,6 +205,18 @@ class Verifier:
                 f"close call settled by more runs: {runs(ranked[0])} against {runs(ranked[1])}; "
                 f"{ranked[0]} is returned")
 
+    def _failed_again(self, v: Verification) -> str:
+        """The note of a run that failed when its configuration had run once already: no
+        candidate to replace; an out of memory still corrects the memory predictions."""
+        m = v.measurement
+        self.progress.finished(m.name, m.status, m.reason, None, self._leader())
+        lesson = ""
+        if m.status == "oom":
+            before, after = self._memory_lesson(v)
+            lesson = f"; stage {v.forecast.trial.stage} memory predictions are now multiplied by {after:.2f} " \
+                     f"(was {before:.2f})"
+        return f"{m.name} ended {m.status} ({m.reason}){lesson}"
+
     @staticmethod
     def _step_s(m: Measurement) -> float | None:
         step_s = (m.metrics or {}).get("step_time_s")
@@ -231,22 +232,25 @@ class Verifier:
     # ---------------------------------------------------------------------------- running
     def _run_batch(self, batch: Sequence[Candidate], replaces: Sequence[str | None],
                    succeeded: int) -> list[Verification]:
-        experiments = []
         for i, (candidate, replaced) in enumerate(zip(batch, replaces)):
             f = candidate.forecast
             instead = f" in place of {replaced}" if replaced else ""
             self.progress.note(f"verifying {succeeded + i + 1}/{self.k}: {f.name}{instead} (predicted "
                                f"{self.forecaster.metric} {format_value(f.value)}; {candidate.reason})")
-            experiments.append(self.make_experiment(f.name, f.trial, self.space.render(f.trial)))
+        measured = self._launch([(c.forecast, c.forecast.name) for c in batch])
+        return [Verification(candidate.forecast, measurement, candidate.reason, replaced)
+                for candidate, replaced, measurement in zip(batch, replaces, measured)]
+
+    def _launch(self, runs: Sequence[tuple[Forecast, str]], phase: str = "verify") -> list[Measurement]:
+        """Run each (forecast, experiment name) at once through the runner (side by side when it
+        can); their measurements, in order."""
+        experiments = [self.make_experiment(name, f.trial, self.space.render(f.trial)) for f, name in runs]
         self.progress.started([e.name for e in experiments])
         results = {r.name: r for r in self.runner.run(experiments)}
-        out = []
-        for candidate, replaced, experiment in zip(batch, replaces, experiments):
-            measurement = self._measurement(candidate.forecast, results[experiment.name], experiment.ds_config)
-            out.append(Verification(candidate.forecast, measurement, candidate.reason, replaced))
-        return out
+        return [self._measurement(f, results[e.name], e.name, e.ds_config, phase)
+                for (f, _), e in zip(runs, experiments)]
 
-    def _measurement(self, forecast: Forecast, result: Any, ds_config) -> Measurement:
+    def _measurement(self, forecast: Forecast, result: Any, name: str, ds_config, phase: str) -> Measurement:
         metrics = result.metrics if isinstance(result.metrics, dict) or hasattr(result.metrics, "get") else None
         value = None
         if result.status in SUCCESS_STATUSES and metrics is not None:
@@ -255,9 +259,9 @@ class Verifier:
                 value = float(raw)
         reason = result.reason or ("" if value is not None else
                                    f"no {self.space.autotuning.metric_key} in metrics.json")
-        return Measurement(name=forecast.name, trial=forecast.trial, status=result.status, reason=reason,
+        return Measurement(name=name, trial=forecast.trial, status=result.status, reason=reason,
                            metrics=metrics, value=value, result_dir=str(result.result_dir),
-                           wall_s=float(result.wall_s or 0.0), phase="verify",
+                           wall_s=float(result.wall_s or 0.0), phase=phase,
                            reused=bool(getattr(result, "reused", False)), ds_config=ds_config)
 
     # ---------------------------------------------------------------------------- learning
