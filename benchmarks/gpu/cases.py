@@ -1,0 +1,154 @@
+"""The configurations the GPU kit measures, and their predictions.
+
+Two sets: ``gpu`` (real-size presets in bf16 on one H200) and ``rehearsal`` (tiny presets in
+fp32 on one CPU process, the same code paths). Each case is one DeepSpeed engine built from
+simtune's own rendering of a :class:`simtune.space.Trial` (``TuningSpace.render``), so what is
+measured is exactly what a search would run, and its prediction comes from
+:class:`simtune.predict.Predictor` with the closed-form workload (no workload calibration: the
+regime of capacity planning and ``--verify-top 0``).
+
+``largest`` cases do not run one size: they start at the micro-batch size the model predicts is
+the largest that fits and look for the largest that really runs (see ``sweep.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+GROUPS = ("main", "stage3")
+"""Stages 0-2 run in one process; stage 3 in a process of its own (its engine patches torch's
+module construction and linear function for the rest of the process)."""
+
+
+@dataclass(frozen=True)
+class Case:
+    preset: str
+    seq_len: int
+    stage: int
+    micro_batch_size: int
+    checkpointing: bool = False
+    offload_optimizer: str = "none"
+    largest: bool = False
+    """Search for the largest micro-batch size that runs, from the predicted one."""
+
+    @property
+    def group(self) -> str:
+        return "stage3" if self.stage == 3 else "main"
+
+    @property
+    def key(self) -> str:
+        extras = ("_ckpt" if self.checkpointing else "") + ("_offopt" if self.offload_optimizer != "none" else "")
+        size = "max" if self.largest else f"mbs{self.micro_batch_size}"
+        return f"{self.preset}_s{self.seq_len}_z{self.stage}_{size}{extras}"
+
+
+def _sweep(preset: str, seq: int, rows: list[tuple]) -> list[Case]:
+    out = []
+    for row in rows:
+        stage, mbs, *flags = row
+        out.append(Case(preset, seq, stage, mbs, checkpointing="ckpt" in flags,
+                        offload_optimizer="cpu" if "offload" in flags else "none", largest="largest" in flags))
+    return out
+
+
+def gpu_cases() -> list[Case]:
+    """26 fixed configurations over four presets (every stage, micro-batch sweeps, checkpointing
+    and optimizer offload on and off) and three searches for the largest micro-batch size."""
+    return (
+        _sweep("gpt2", 1024, [(0, 4), (0, 16), (0, 64), (1, 16), (2, 16), (0, 16, "ckpt"), (2, 16, "offload"),
+                              (3, 16), (3, 16, "ckpt")])
+        + _sweep("gpt2-medium", 1024, [(0, 4), (0, 16), (2, 16), (1, 16, "ckpt"), (3, 8)])
+        + _sweep("gpt2-large", 1024, [(0, 2), (0, 8), (1, 8), (2, 8), (2, 8, "offload"), (0, 8, "ckpt"), (3, 8)])
+        + _sweep("bert-large", 512, [(0, 16), (0, 64), (2, 64), (1, 64, "ckpt"), (3, 64)])
+        + _sweep("gpt2-medium", 1024, [(0, 0, "largest"), (2, 0, "largest", "ckpt")])
+        + _sweep("bert-large", 512, [(1, 0, "largest")])
+    )
+
+
+def rehearsal_cases() -> list[Case]:
+    """The same shapes on tiny presets: 10 configurations and one largest-size search."""
+    return (
+        _sweep("gpt2-tiny", 64, [(0, 2), (0, 8), (1, 4), (2, 4), (0, 4, "ckpt"), (2, 4, "offload"), (3, 4),
+                                 (3, 4, "ckpt")])
+        + _sweep("bert-tiny", 64, [(0, 4), (2, 4)])
+        + _sweep("gpt2-tiny", 64, [(1, 0, "largest")])
+    )
+
+
+def base_config(precision: str) -> dict[str, Any]:
+    """The DeepSpeed config every case is rendered from: AdamW as the built-in program trains."""
+    config: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "optimizer": {"type": "AdamW", "params": {"lr": 1e-4, "weight_decay": 0.0}},
+        "zero_optimization": {"stage": "all", "offload_optimizer": {"device": ["none", "cpu"]}},
+        "autotuning": {"tune_activation_checkpointing": True,
+                       "arg_mappings": {"activation_checkpointing": "--gradient_checkpointing"}},
+    }
+    if precision in ("bf16", "fp16"):
+        config[precision] = {"enabled": True}
+    return config
+
+
+def trial_of(case: Case, micro_batch_size: Optional[int] = None) -> Any:
+    from simtune.space import Trial
+
+    return Trial(stage=case.stage, micro_batch_size=micro_batch_size or case.micro_batch_size,
+                 offload_optimizer=case.offload_optimizer, activation_checkpointing=case.checkpointing)
+
+
+class Planner:
+    """Renders and predicts the cases on one hardware profile (pure: no torch)."""
+
+    def __init__(self, profile: Any, precision: str, *, torch_adam: bool, max_micro_batch_size: int) -> None:
+        from simtune.space import TuningSpace
+
+        self.profile = profile
+        self.precision = precision
+        config = base_config(precision)
+        if torch_adam:
+            config["optimizer"]["params"]["torch_adam"] = True
+        config["autotuning"]["max_train_micro_batch_size_per_gpu"] = max_micro_batch_size
+        self.space = TuningSpace.from_config(config, world_size=1)
+        self._predictors: dict[tuple[str, int], Any] = {}
+
+    def predictor(self, case: Case) -> Any:
+        from simtune.predict import Predictor
+        from simtune.workloads import load_workload
+
+        key = (case.preset, case.seq_len)
+        if key not in self._predictors:
+            workload = load_workload(case.preset, seq_len=case.seq_len)
+            self._predictors[key] = Predictor.from_parts(self.space, workload, self.profile, world_size=1,
+                                                         precision=self.precision)
+        return self._predictors[key]
+
+    def largest(self, case: Case) -> int:
+        return self.predictor(case).max_micro_batch_size(
+            case.stage, offload_optimizer=case.offload_optimizer, activation_checkpointing=case.checkpointing)
+
+    def prediction(self, case: Case, micro_batch_size: int) -> dict[str, Any]:
+        """Step time, throughput and memory the model predicts for the case at a size."""
+        estimate = self.predictor(case).predict(trial_of(case, micro_batch_size))
+        memory = estimate.memory
+        return {"step_s": estimate.time.step_s, "throughput": estimate.metrics.throughput_samples_per_s,
+                "total_bytes": memory.total_bytes, "fixed_overhead_bytes": memory.fixed_overhead_bytes,
+                "limit_bytes": memory.limit_bytes, "feasible": memory.feasible}
+
+    def plan(self, case: Case) -> dict[str, Any]:
+        """What the sweep needs for one case: its DeepSpeed config and the size(s) to run."""
+        size = self.largest(case) if case.largest else case.micro_batch_size
+        row: dict[str, Any] = {"key": case.key, "case": asdict(case), "group": case.group,
+                               "predicted_largest": self.largest(case), "micro_batch_size": max(1, size)}
+        row["ds_config"] = self.space.render(trial_of(case, row["micro_batch_size"]))
+        return row
+
+
+def render_for(ds_config: dict[str, Any], micro_batch_size: int) -> dict[str, Any]:
+    """The same config at another micro-batch size (the largest-size search's other sizes)."""
+    config = json.loads(json.dumps(ds_config))
+    config["train_micro_batch_size_per_gpu"] = micro_batch_size
+    config["train_batch_size"] = micro_batch_size * config.get("gradient_accumulation_steps", 1)
+    return config

@@ -1,0 +1,248 @@
+"""The GPU kit's host-side steps: the plan, the runner's launches, the summary tables.
+
+    python benchmarks/gpu/report.py plan --mode gpu|rehearsal --profile P --precision bf16 --out plan.json
+    python benchmarks/gpu/report.py launches --plan plan.json --measurements m.jsonl --count 2 --work DIR
+        --timeout S --out launches.json
+    python benchmarks/gpu/report.py summarize --out-dir DIR
+
+``plan`` and ``summarize`` use only simtune's pure cost model (no torch); ``launches`` runs real
+experiments through simtune's runner (DeepSpeed's launcher and simtune's probe).
+
+Memory is compared like with like: the prediction's total less the profile's fixed overhead
+(CUDA context, communication library, allocator slack: not seen by torch's allocator) against the
+peak allocated by torch's allocator, and the reserved peak is shown beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+for entry in (str(HERE), str(ROOT)):
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
+
+from cases import Case, Planner, gpu_cases, rehearsal_cases  # noqa: E402
+
+TARGET_STEP_MAPE = 0.25
+"""The published-measurement target of the transferable cost model, applied here too."""
+
+
+# ---------------------------------------------------------------------- plan
+def make_plan(mode: str, profile_ref: str, precision: str, torch_adam: bool, cpu_adam: bool) -> dict[str, Any]:
+    from simtune.hardware.registry import load_profile
+
+    profile = load_profile(profile_ref)
+    cases = gpu_cases() if mode == "gpu" else rehearsal_cases()
+    planner = Planner(profile, precision, torch_adam=torch_adam, max_micro_batch_size=4096 if mode == "gpu" else 16)
+    rows = [planner.plan(case) for case in cases]
+    return {"mode": mode, "profile": profile.name, "profile_ref": profile_ref, "precision": precision,
+            "torch_adam": torch_adam, "cpu_adam": cpu_adam, "cases": rows}
+
+
+def planner_of(plan: dict[str, Any]) -> Planner:
+    from simtune.hardware.registry import load_profile
+
+    return Planner(load_profile(plan["profile_ref"]), plan["precision"], torch_adam=plan["torch_adam"],
+                   max_micro_batch_size=4096 if plan["mode"] == "gpu" else 16)
+
+
+# ---------------------------------------------------------------------- launches
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_launches(plan: dict[str, Any], measured: list[dict], count: int, work: Path, timeout_s: int) -> dict:
+    """The first ``count`` measured fixed-size configurations (one per stage, lowest stages
+    first) again through simtune's runner: one launch each, the probe timing the steps."""
+    from simtune.runner import Resources, Runner
+    from simtune.runner.experiment import Experiment
+    from simtune.workloads import TRAIN_PROGRAM
+
+    ok = {m["key"]: m for m in measured if m.get("status") == "ok"}
+    chosen, stages = [], set()
+    for row in plan["cases"]:
+        case = row["case"]
+        if row["key"] in ok and not case["largest"] and case["stage"] not in stages and len(chosen) < count:
+            chosen.append(row)
+            stages.add(case["stage"])
+    work.mkdir(parents=True, exist_ok=True)
+    out = []
+    for row in chosen:
+        case = row["case"]
+        config_path = work / f"{row['key']}.json"
+        config_path.write_text(json.dumps(row["ds_config"]))
+        program = (str(TRAIN_PROGRAM), ["--model", case["preset"], "--seq-len", str(case["seq_len"]),
+                                        "--deepspeed", str(config_path)])
+        runner = Runner(program, Resources.resolve(num_gpus=1), work / "results", work / "exps",
+                        arg_mappings={"activation_checkpointing": "--gradient_checkpointing"}, timeout_s=timeout_s,
+                        overwrite=True, start_profile_step=4, end_profile_step=8)
+        from simtune.space import Trial
+
+        trial = Trial(stage=case["stage"], micro_batch_size=row["micro_batch_size"],
+                      offload_optimizer=case["offload_optimizer"], activation_checkpointing=case["checkpointing"])
+        result = runner.run([Experiment(row["key"], trial, row["ds_config"])])[0]
+        metrics = result.metrics or {}
+        out.append({"key": row["key"], "status": result.status, "reason": result.reason, "wall_s": result.wall_s,
+                    "launch_step_s": metrics.get("step_time_s"), "launch_peak_bytes": metrics.get("peak_memory_bytes"),
+                    "launch_peak_reserved_bytes": metrics.get("peak_memory_reserved_bytes"),
+                    "memory_kind": metrics.get("memory_kind"), "in_process_step_s": ok[row["key"]]["step_s"],
+                    "in_process_peak_bytes": ok[row["key"]]["peak"]["allocated_bytes"]})
+    return {"launches": out}
+
+
+# ---------------------------------------------------------------------- summary
+def _pct(value: Optional[float]) -> str:
+    return "" if value is None else f"{value * 100:+.1f}%"
+
+
+def _gib(value: Optional[float]) -> str:
+    return "" if value is None else f"{value / 2**30:.2f}"
+
+
+def summary_rows(plan: dict[str, Any], measured: list[dict]) -> list[dict[str, Any]]:
+    """One row per measured case: predicted against measured step time and memory."""
+    planner = planner_of(plan)
+    by_key = {m["key"]: m for m in measured}
+    rows = []
+    for row in plan["cases"]:
+        m = by_key.get(row["key"])
+        if m is None:
+            continue
+        case = Case(**row["case"])
+        size = m.get("micro_batch_size") or row["micro_batch_size"]
+        predicted = planner.prediction(case, max(1, size))
+        peak = m.get("peak") or {}
+        pred_mem = predicted["total_bytes"] - predicted["fixed_overhead_bytes"]
+        out = {"key": row["key"], "stage": case.stage, "mbs": size, "status": m["status"],
+               "reason": m.get("reason"), "largest": case.largest, "pred_feasible": predicted["feasible"],
+               "pred_step_s": predicted["step_s"], "meas_step_s": m.get("step_s"),
+               "pred_mem_bytes": pred_mem, "meas_alloc_bytes": peak.get("allocated_bytes"),
+               "meas_reserved_bytes": peak.get("reserved_bytes"),
+               "predicted_largest": row["predicted_largest"], "measured_largest": m.get("measured_largest"),
+               "smallest_failing": m.get("smallest_failing")}
+        if out["meas_step_s"]:
+            out["step_err"] = out["pred_step_s"] / out["meas_step_s"] - 1
+        if out["meas_alloc_bytes"]:
+            out["mem_err"] = pred_mem / out["meas_alloc_bytes"] - 1
+        rows.append(out)
+    return rows
+
+
+def verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    steps = [abs(r["step_err"]) for r in rows if "step_err" in r and not r["largest"]]
+    mems = [abs(r["mem_err"]) for r in rows if "mem_err" in r and not r["largest"]]
+    infeasible_runs = [r["key"] for r in rows if r["pred_feasible"] and r["status"] == "oom" and not r["largest"]]
+    return {"configurations": len(rows), "ok": sum(1 for r in rows if r["status"] == "ok"),
+            "step_mape": statistics.fmean(steps) if steps else None,
+            "step_median_error": statistics.median(steps) if steps else None,
+            "memory_mape": statistics.fmean(mems) if mems else None,
+            "memory_max_error": max(mems) if mems else None,
+            "predicted_feasible_out_of_memory": infeasible_runs}
+
+
+def summary_markdown(plan: dict[str, Any], measured: list[dict], launches: list[dict], kit: dict) -> str:
+    rows = summary_rows(plan, measured)
+    v = verdicts(rows)
+    env = kit.get("environment", {})
+    device = env.get("device", {}).get("name") or ("CPU (rehearsal)" if plan["mode"] == "rehearsal" else "?")
+    lines = [f"# GPU kit results ({plan['mode']})", "",
+             f"Device: {device}; torch {env.get('versions', {}).get('torch')}, CUDA {env.get('cuda')}, "
+             f"DeepSpeed {env.get('versions', {}).get('deepspeed')}; profile `{plan['profile']}`; "
+             f"precision {plan['precision']}; optimizer {'torch Adam' if plan['torch_adam'] else 'DeepSpeed default'}"
+             f"{' (' + kit['ops']['fallback_reason'] + ')' if kit.get('ops', {}).get('fallback_reason') else ''}.",
+             "", "## Phases", "", "| phase | status | seconds | note |", "|---|---|---|---|"]
+    for name, phase in kit.get("phases", {}).items():
+        lines.append(f"| {name} | {phase['status']} | {phase.get('seconds', '')} | {phase.get('reason') or ''} |")
+    lines += ["", "## Predicted against measured (one process; closed-form workload, calibrated profile)", "",
+              "Memory: predicted total less the profile's fixed overhead against torch's peak allocated; "
+              "reserved beside it.", "",
+              "| configuration | status | pred ms | meas ms | err | pred GiB | alloc GiB | err | reserved GiB |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["largest"]:
+            continue
+        meas = f"{r['meas_step_s'] * 1e3:.1f}" if r["meas_step_s"] else ""
+        lines.append(f"| {r['key']} | {r['status']} | {r['pred_step_s'] * 1e3:.1f} | {meas} | "
+                     f"{_pct(r.get('step_err'))} | {_gib(r['pred_mem_bytes'])} | {_gib(r['meas_alloc_bytes'])} | "
+                     f"{_pct(r.get('mem_err'))} | {_gib(r['meas_reserved_bytes'])} |")
+    lines += ["", "## Largest micro-batch size", "",
+              "| configuration | predicted largest | measured largest | smallest failing | sizes tried |",
+              "|---|---|---|---|---|"]
+    by_key = {m["key"]: m for m in measured}
+    for r in rows:
+        if r["largest"]:
+            tried = ", ".join(f"{a['micro_batch_size']} {a['status']}" for a in by_key[r["key"]].get("attempts", []))
+            lines.append(f"| {r['key']} | {r['predicted_largest']} | {r['measured_largest']} | "
+                         f"{r['smallest_failing'] or ''} | {tried} |")
+    if launches:
+        lines += ["", "## The same configurations through simtune's runner (launcher + probe)", "",
+                  "| configuration | status | launch ms | in-process ms | launch peak GiB | in-process GiB |",
+                  "|---|---|---|---|---|---|"]
+        for item in launches:
+            step = f"{item['launch_step_s'] * 1e3:.1f}" if item.get("launch_step_s") else ""
+            lines.append(f"| {item['key']} | {item['status']} | {step} | {item['in_process_step_s'] * 1e3:.1f} | "
+                         f"{_gib(item.get('launch_peak_bytes'))} | {_gib(item.get('in_process_peak_bytes'))} |")
+    fmt = lambda x: "n/a" if x is None else f"{x * 100:.1f}%"  # noqa: E731
+    lines += ["", "## Verdicts", "",
+              f"- configurations measured: {v['configurations']}, ran: {v['ok']}",
+              f"- step time: MAPE {fmt(v['step_mape'])}, median error {fmt(v['step_median_error'])} "
+              f"(target MAPE <= {TARGET_STEP_MAPE * 100:.0f}%)",
+              f"- peak memory: MAPE {fmt(v['memory_mape'])}, max error {fmt(v['memory_max_error'])}",
+              f"- predicted to fit but out of memory: {', '.join(v['predicted_feasible_out_of_memory']) or 'none'}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("plan")
+    p.add_argument("--mode", choices=("gpu", "rehearsal"), required=True)
+    p.add_argument("--profile", required=True)
+    p.add_argument("--precision", required=True)
+    p.add_argument("--torch-adam", action="store_true")
+    p.add_argument("--no-cpu-adam", action="store_true")
+    p.add_argument("--out", required=True)
+    la = sub.add_parser("launches")
+    la.add_argument("--plan", required=True)
+    la.add_argument("--measurements", required=True)
+    la.add_argument("--count", type=int, default=2)
+    la.add_argument("--work", required=True)
+    la.add_argument("--timeout", type=int, default=120)
+    la.add_argument("--out", required=True)
+    s = sub.add_parser("summarize")
+    s.add_argument("--out-dir", required=True)
+    args = parser.parse_args(argv)
+
+    if args.command == "plan":
+        plan = make_plan(args.mode, args.profile, args.precision, args.torch_adam, not args.no_cpu_adam)
+        Path(args.out).write_text(json.dumps(plan, indent=1))
+        print(f"plan: {len(plan['cases'])} configurations on {plan['profile']}")
+    elif args.command == "launches":
+        plan = json.loads(Path(args.plan).read_text())
+        result = run_launches(plan, read_jsonl(Path(args.measurements)), args.count, Path(args.work),
+                              max(30, args.timeout))
+        Path(args.out).write_text(json.dumps(result, indent=1))
+        print(f"launches: {[(x['key'], x['status']) for x in result['launches']]}")
+    else:
+        out = Path(args.out_dir)
+        plan = json.loads((out / "plan.json").read_text())
+        launches = json.loads((out / "launches.json").read_text())["launches"] if (out / "launches.json").is_file() \
+            else []
+        kit = json.loads((out / "kit.json").read_text()) if (out / "kit.json").is_file() else {}
+        text = summary_markdown(plan, read_jsonl(out / "measurements.jsonl"), launches, kit)
+        (out / "summary.md").write_text(text)
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

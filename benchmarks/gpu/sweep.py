@@ -1,0 +1,249 @@
+"""Measure many DeepSpeed engines in one process: step time and peak memory per configuration.
+
+    python benchmarks/gpu/sweep.py PLAN.json GROUP RESULTS.jsonl [--steps N] [--warmup N]
+        [--largest-attempts N]
+
+Runs the plan's cases of GROUP (``main``: stages 0-2; ``stage3``) one after another as a single
+rank (world size 1, the process group set up here), appending one JSON line per case to
+RESULTS.jsonl as soon as it is measured, so a process killed at its deadline keeps what it did.
+A case already in RESULTS.jsonl is skipped (a rerun continues).
+
+Regime, and why: the model is built (as the built-in training program builds it: random weights,
+partitioned under ZeRO-3, checkpointing switched on when asked) and ``deepspeed.initialize`` runs
+inside the memory reading; then ``warmup`` optimizer steps (allocations, kernel choice, the first
+steps of Adam), then ``steps`` timed steps, each synchronised on the device and timed with
+``time.perf_counter`` boundary to boundary. Peak memory: CUDA ``max_memory_allocated`` and
+``max_memory_reserved`` after ``reset_peak_memory_stats`` with the cache emptied, less what was
+allocated before; on CPU the resident high-water mark (the rehearsal's reading). Between cases the
+engine is deleted, garbage collected and the cache emptied. An out-of-memory error is a result
+(``oom``), as is any other failure (``failed`` with the error's last line).
+
+A ``largest`` case starts at the predicted largest size and runs two steps per size: upward
+(doubling) until a size fails, then bisection, within ``--largest-attempts`` sizes in all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+for _entry in (str(HERE), str(ROOT)):
+    if _entry not in sys.path:
+        sys.path.insert(0, _entry)
+
+from cases import render_for  # noqa: E402
+
+
+def parse(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("plan")
+    parser.add_argument("group")
+    parser.add_argument("results")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--largest-attempts", type=int, default=6)
+    return parser.parse_args(argv)
+
+
+class Memory:
+    """Peak memory above the starting point: allocated and reserved on CUDA, resident on CPU."""
+
+    def __init__(self, device: Any) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = device
+        self.cuda = device.type == "cuda"
+
+    def __enter__(self) -> "Memory":
+        if self.cuda:
+            self.torch.cuda.synchronize()
+            self.torch.cuda.empty_cache()
+            self.torch.cuda.reset_peak_memory_stats()
+            self.start = self.torch.cuda.memory_allocated()
+            self.start_reserved = self.torch.cuda.memory_reserved()
+        else:
+            from simtune.calibration.workload_measure import PeakMemory
+
+            self._cpu = PeakMemory(self.device).__enter__()
+        return self
+
+    def read(self) -> dict[str, Any]:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+            return {"kind": "cuda", "allocated_bytes": self.torch.cuda.max_memory_allocated() - self.start,
+                    "reserved_bytes": self.torch.cuda.max_memory_reserved() - self.start_reserved}
+        self._cpu.__exit__(None, None, None)
+        return {"kind": "rss", "allocated_bytes": self._cpu.peak_bytes, "reserved_bytes": None}
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+def is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def release() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
+def run_engine(workload: Any, ds_config: dict, checkpointing: bool, steps: int, warmup: int,
+               device: Any, sync: Callable[[], None]) -> dict[str, Any]:
+    """Build one engine, run ``warmup`` then ``steps`` optimizer steps; its times and memory."""
+    import deepspeed
+
+    from simtune.workloads.train import SyntheticTokens, build_training_model, with_optimizer
+
+    ds_config, _ = with_optimizer(ds_config, device.type)  # torch's Adam on CPU, as the built-in program
+    engine = model = keep_alive = None
+    try:
+        with Memory(device) as memory:
+            started = time.perf_counter()
+            model, keep_alive = build_training_model(workload, ds_config, checkpointing)
+            engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters()
+                                                                                if p.requires_grad],
+                                              config=ds_config)
+            init_s = time.perf_counter() - started
+            data = SyntheticTokens(workload, engine.train_micro_batch_size_per_gpu(), engine.device, seed=7)
+            times = []
+            for index in range(warmup + steps):
+                sync()
+                t0 = time.perf_counter()
+                for _ in range(engine.gradient_accumulation_steps()):
+                    loss = engine(**data.next()).loss
+                    engine.backward(loss)
+                    engine.step()
+                sync()
+                if index >= warmup:
+                    times.append(time.perf_counter() - t0)
+            peak = memory.read()
+        return {"status": "ok", "step_s": statistics.median(times) if times else None, "step_times_s": times,
+                "init_s": init_s, "peak": peak}
+    finally:
+        del engine, model, keep_alive
+        release()
+
+
+def outcome_of(exc: BaseException) -> dict[str, Any]:
+    last = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
+    return {"status": "oom" if is_oom(exc) else "failed", "reason": f"{type(exc).__name__}: {last}"}
+
+
+def measure(workload: Any, row: dict, size: int, args: argparse.Namespace, device: Any, sync: Callable,
+            steps: Optional[int] = None, warmup: Optional[int] = None) -> dict[str, Any]:
+    config = render_for(row["ds_config"], size)
+    try:
+        result = run_engine(workload, config, row["case"]["checkpointing"], args.steps if steps is None else steps,
+                            args.warmup if warmup is None else warmup, device, sync)
+    except Exception as exc:  # noqa: BLE001 - every failure is a recorded result
+        result = outcome_of(exc)
+        if result["status"] == "failed":
+            result["trace"] = traceback.format_exc(limit=3)[-1500:]
+    # Outside the handler: the exception's frames (and the tensors they hold) are gone by now.
+    release()
+    result["micro_batch_size"] = size
+    return result
+
+
+def find_largest(workload: Any, row: dict, args: argparse.Namespace, device: Any, sync: Callable) -> dict:
+    """Sizes tried from the predicted largest: doubling while they run, then bisection."""
+    tried: dict[int, dict] = {}
+
+    def attempt(size: int) -> bool:
+        tried[size] = measure(workload, row, size, args, device, sync, steps=1, warmup=1)
+        print(f"sweep: {row['key']} mbs {size}: {tried[size]['status']}", flush=True)
+        return tried[size]["status"] == "ok"
+
+    low, high = 0, None  # largest known to run, smallest known to fail
+    size = row["micro_batch_size"]
+    while len(tried) < args.largest_attempts:
+        if attempt(size):
+            low = size
+        else:
+            high = size
+            if tried[size]["status"] != "oom":
+                break  # a failure that is not memory says nothing about the size
+        if high is None:
+            size *= 2
+        elif low == 0:
+            size = max(1, high // 2)
+            if size in tried:
+                break
+        elif high - low <= max(1, low // 16):
+            break
+        else:
+            size = (low + high) // 2
+    best = tried.get(low, {})
+    return {"status": "ok" if low else "failed", "measured_largest": low, "smallest_failing": high,
+            "attempts": [{"micro_batch_size": s, "status": r["status"], "step_s": r.get("step_s"),
+                          "peak": r.get("peak"), "reason": r.get("reason")} for s, r in sorted(tried.items())],
+            "step_s": best.get("step_s"), "peak": best.get("peak"), "micro_batch_size": low}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    plan = json.loads(Path(args.plan).read_text())
+    rows = [r for r in plan["cases"] if r["group"] == args.group]
+    results = Path(args.results)
+    done = set()
+    if results.exists():
+        done = {json.loads(line)["key"] for line in results.read_text().splitlines() if line.strip()}
+
+    import deepspeed
+    import torch
+    from deepspeed.accelerator import get_accelerator
+
+    from simtune.calibration.workload_measure import device_sync
+    from simtune.workloads import load_workload
+    from simtune.workloads.train import _ensure_process_group_env, limit_threads
+
+    limit_threads()
+    _ensure_process_group_env()
+    deepspeed.init_distributed()
+    get_accelerator().set_device(0)
+    device = torch.device(get_accelerator().device_name(0))
+    sync = device_sync(device)
+    for row in rows:
+        if row["key"] in done:
+            continue
+        case = row["case"]
+        workload = load_workload(case["preset"], seq_len=case["seq_len"])
+        if case["offload_optimizer"] != "none" and plan.get("cpu_adam") is False:
+            result = {"status": "skipped", "reason": "DeepSpeed's CPUAdam op was not built",
+                      "micro_batch_size": row["micro_batch_size"]}
+        elif case["largest"]:
+            result = find_largest(workload, row, args, device, sync)
+        else:
+            result = measure(workload, row, row["micro_batch_size"], args, device, sync)
+        result["key"] = row["key"]
+        with results.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(result) + "\n")
+        print(f"sweep: {row['key']}: {result['status']}"
+              + (f" {result['step_s'] * 1e3:.1f} ms" if result.get("step_s") else ""), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    os._exit(code)  # skip teardown: ZeRO-3's leftover state can abort the interpreter at exit

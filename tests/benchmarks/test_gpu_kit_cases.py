@@ -1,0 +1,115 @@
+"""The GPU kit's configurations, plan and largest-size search (pure parts; no engine runs)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+KIT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu"
+
+
+def _load(name: str):
+    if str(KIT) not in sys.path:
+        sys.path.insert(0, str(KIT))
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, KIT / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+cases = _load("cases")
+
+
+def test_gpu_cases_cover_what_the_kit_must_show():
+    all_cases = cases.gpu_cases()
+    fixed = [c for c in all_cases if not c.largest]
+    assert len(fixed) >= 20
+    assert len({c.key for c in all_cases}) == len(all_cases)
+    assert {c.preset for c in fixed} == {"gpt2", "gpt2-medium", "gpt2-large", "bert-large"}
+    assert {c.stage for c in fixed} == {0, 1, 2, 3}
+    assert {c.checkpointing for c in fixed} == {True, False}
+    assert {c.offload_optimizer for c in fixed} == {"none", "cpu"}
+    assert all(c.offload_optimizer == "none" or c.stage > 0 for c in all_cases)
+    assert any(c.largest for c in all_cases)
+    # micro-batch sweeps: some preset and stage measured at three sizes
+    sizes = {}
+    for c in fixed:
+        sizes.setdefault((c.preset, c.stage, c.checkpointing, c.offload_optimizer), set()).add(c.micro_batch_size)
+    assert max(len(s) for s in sizes.values()) >= 3
+
+
+def test_stage_three_runs_in_a_process_of_its_own():
+    for case in cases.gpu_cases() + cases.rehearsal_cases():
+        assert case.group == ("stage3" if case.stage == 3 else "main")
+
+
+def test_plan_renders_the_configuration_simtune_would_run():
+    from simtune.hardware.registry import load_profile
+
+    planner = cases.Planner(load_profile("hgx-h200-141gb"), "bf16", torch_adam=False, max_micro_batch_size=4096)
+    case = cases.Case("gpt2-medium", 1024, 2, 16, checkpointing=True, offload_optimizer="cpu")
+    row = planner.plan(case)
+    config = row["ds_config"]
+    assert config["zero_optimization"]["stage"] == 2
+    assert config["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert config["bf16"] == {"enabled": True}
+    assert config["train_micro_batch_size_per_gpu"] == 16 and config["train_batch_size"] == 16
+    assert "autotuning" not in config
+    largest = planner.plan(cases.Case("gpt2-medium", 1024, 0, 0, largest=True))
+    assert largest["micro_batch_size"] == largest["predicted_largest"] > 16
+    wider = cases.render_for(config, 40)
+    assert wider["train_micro_batch_size_per_gpu"] == 40 and wider["train_batch_size"] == 40
+    assert config["train_micro_batch_size_per_gpu"] == 16  # the plan's copy is left alone
+
+
+def test_torch_adam_fallback_reaches_every_configuration():
+    from simtune.hardware.registry import load_profile
+
+    planner = cases.Planner(load_profile("hgx-h200-141gb"), "bf16", torch_adam=True, max_micro_batch_size=64)
+    row = planner.plan(cases.Case("gpt2", 1024, 1, 8))
+    assert row["ds_config"]["optimizer"]["params"]["torch_adam"] is True
+
+
+@pytest.mark.parametrize("fits_up_to, predicted, expected_low, expected_high", [
+    (100, 64, 96, 104),   # predicted too low: doubling, then bisection
+    (40, 64, 40, 42),     # predicted too high: halving, then bisection
+    (10**6, 64, 16384, None),  # never fails within the attempts: the largest tried
+])
+def test_largest_size_search(monkeypatch, fits_up_to, predicted, expected_low, expected_high):
+    sweep = _load("sweep")
+
+    def fake_measure(workload, row, size, args, device, sync, steps=None, warmup=None):
+        return {"status": "ok" if size <= fits_up_to else "oom", "step_s": 0.1, "peak": None,
+                "micro_batch_size": size}
+
+    monkeypatch.setattr(sweep, "measure", fake_measure)
+    args = type("Args", (), {"largest_attempts": 9})()
+    result = sweep.find_largest(None, {"key": "k", "micro_batch_size": predicted}, args, None, None)
+    assert result["measured_largest"] <= fits_up_to
+    assert expected_low <= result["measured_largest"]
+    if expected_high is None:
+        assert result["smallest_failing"] is None
+    else:
+        assert result["smallest_failing"] <= expected_high and result["smallest_failing"] > fits_up_to
+    assert len(result["attempts"]) <= 9
+
+
+def test_a_failure_that_is_not_memory_ends_the_search(monkeypatch):
+    sweep = _load("sweep")
+    calls = []
+
+    def fake_measure(workload, row, size, args, device, sync, steps=None, warmup=None):
+        calls.append(size)
+        return {"status": "failed", "reason": "AssertionError: x", "micro_batch_size": size}
+
+    monkeypatch.setattr(sweep, "measure", fake_measure)
+    args = type("Args", (), {"largest_attempts": 6})()
+    result = sweep.find_largest(None, {"key": "k", "micro_batch_size": 8}, args, None, None)
+    assert calls == [8]
+    assert result["status"] == "failed" and result["measured_largest"] == 0
