@@ -148,9 +148,13 @@ def _optimizer(raw: Mapping) -> OptimizerProfile:
     return OptimizerProfile(fits=fits, unavailable=unavailable)
 
 
-def _group_nodes(group: Mapping, env: Mapping) -> int:
-    """Nodes a measured group spans: its recorded layout, else (older output) the launch's."""
-    return int((group.get("layout") or env)["nodes"])
+def _group_nodes(key: str, group: Mapping, env: Mapping) -> int:
+    """Nodes a measured group spans: its recorded layout, else (output without layouts) one for a
+    node's group and the launch's nodes for the world."""
+    layout = group.get("layout")
+    if layout is not None:
+        return int(layout["nodes"])
+    return 1 if key == "intra_node" else int(env["nodes"])
 
 
 def _collective_table(group: Mapping) -> dict[str, CollectiveFit]:
@@ -171,7 +175,7 @@ def _collectives(raw: Mapping, env: Mapping) -> CollectivesProfile:
     inter: dict[str, CollectiveFit] = {}
     for key in ("world", "intra_node"):
         if key in raw:
-            (inter if _group_nodes(raw[key], env) > 1 else intra).update(_collective_table(raw[key]))
+            (inter if _group_nodes(key, raw[key], env) > 1 else intra).update(_collective_table(raw[key]))
     nodes, per_node = int(env["nodes"]), int(env["ranks_per_node"])
     if nodes == 1:
         return CollectivesProfile(True, f"measured on {env['world_size']} ranks of one node ({backend})", backend,

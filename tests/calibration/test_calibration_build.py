@@ -183,3 +183,8 @@ def test_output_without_group_layouts_is_read_as_before():
     assert "layout" not in raw["collectives"]["world"]
     profile = build_profile(raw)
     assert set(profile.collectives.intra_node) == set(LATENCY_S) and profile.collectives.inter_node == {}
+    raw = multi_node_raw(nodes=2, per_node=2)
+    for key in ("world", "intra_node"):
+        del raw["collectives"][key]["layout"]
+    collectives = build_profile(raw).collectives  # the launch's nodes for the world, one for a node's group
+    assert (collectives.intra_node["allreduce"].ranks, collectives.inter_node["allreduce"].ranks) == (2, 4)
