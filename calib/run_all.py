@@ -103,7 +103,8 @@ def measure(quick: bool = False, local_rank: int | None = None, after_baseline=N
     rank, world = dist.get_rank(), dist.get_world_size()
     hostnames: list = [None] * world
     dist.all_gather_object(hostnames, socket.gethostname())
-    layout = node_layout(hostnames, os.environ.get(NODE_IDS_ENV))
+    cross_size = os.environ.get("CROSS_SIZE")
+    layout = node_layout(hostnames, os.environ.get(NODE_IDS_ENV), int(cross_size) if cross_size else None)
     ranks_per_node, nodes = layout.ranks_per_node, layout.nodes
     sections: dict[str, float] = {"startup_s": time.perf_counter() - started}
 

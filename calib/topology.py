@@ -6,11 +6,16 @@ different ones (``LOCAL_SIZE``, ``OMPI_COMM_WORLD_LOCAL_SIZE``, ``SLURM_NTASKS_P
 none of them says which global ranks sit together, whereas a host name does whatever started the
 ranks. Nodes are numbered in the order of their lowest rank.
 
-``SIMTUNE_NODE_IDS`` overrides the host names: one label per global rank, in rank order, separated
-by commas (``"0,1"``: two ranks on two "nodes"; ``"a,a,b,b"``: two nodes of two). It is a testing
-aid (several nodes simulated by processes of one machine) and a way out on clusters whose host
-names do not tell the nodes apart. Every rank must see the same value; on several nodes put it in
-``~/.deepspeed_env``, since DeepSpeed's launcher passes on only the variables listed there.
+Where the launcher says how many nodes it used (DeepSpeed's sets ``CROSS_SIZE``; so does
+``simtune.runner.local_ranks``, to 1), host names that name another number are refused before
+anything is measured: containers that share a host name would otherwise mix the links in one group.
+
+``SIMTUNE_NODE_IDS`` overrides the host names (and that check): one label per global rank, in rank
+order, separated by commas (``"0,1"``: two ranks on two "nodes"; ``"a,a,b,b"``: two nodes of two).
+It is a testing aid (several nodes simulated by processes of one machine) and a way out on
+clusters whose host names do not tell the nodes apart. Every rank must see the same value; on
+several nodes put it in ``~/.deepspeed_env``, since DeepSpeed's launcher passes on only the
+variables listed there.
 
 Pure: no torch, no process group.
 """
@@ -53,8 +58,10 @@ class NodeLayout:
                 "node_of_rank": list(self.node_of_rank), "grouped_by": self.grouped_by}
 
 
-def node_layout(hostnames: Sequence[str], override: Optional[str] = None) -> NodeLayout:
-    """Group ranks by their host names, or by ``override`` (the value of ``SIMTUNE_NODE_IDS``)."""
+def node_layout(hostnames: Sequence[str], override: Optional[str] = None,
+                launcher_nodes: Optional[int] = None) -> NodeLayout:
+    """Group ranks by their host names, or by ``override`` (the value of ``SIMTUNE_NODE_IDS``);
+    ``launcher_nodes`` (``CROSS_SIZE``, where the launcher sets it) must match the host names."""
     labels: Sequence[str] = hostnames
     grouped_by = "hostname"
     if override is not None and override.strip():
@@ -69,4 +76,7 @@ def node_layout(hostnames: Sequence[str], override: Optional[str] = None) -> Nod
     if len(set(sizes)) > 1:
         raise LayoutError(f"The nodes hold different numbers of ranks ({', '.join(map(str, sizes))}, grouped by "
                           f"{grouped_by}); calibration needs the same number of ranks on every node.")
+    if grouped_by == "hostname" and launcher_nodes is not None and launcher_nodes != len(index):
+        raise LayoutError(f"The launcher started the ranks on {launcher_nodes} node(s), but their host names "
+                          f"name {len(index)}; set {NODE_IDS_ENV} to the node of each rank.")
     return NodeLayout(node_of_rank, grouped_by)

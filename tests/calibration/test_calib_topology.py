@@ -32,3 +32,11 @@ def test_an_override_that_does_not_name_every_rank_is_refused(override, match):
 def test_nodes_of_different_sizes_are_refused():
     with pytest.raises(LayoutError, match=r"different numbers of ranks \(2, 1, grouped by hostname\)"):
         node_layout(["a", "a", "b"])
+
+
+def test_host_names_must_name_as_many_nodes_as_the_launcher_used_unless_overridden():
+    assert node_layout(["a", "b"], launcher_nodes=2).nodes == 2
+    with pytest.raises(LayoutError, match=r"started the ranks on 2 node\(s\), but their host names name 1; "
+                                          "set SIMTUNE_NODE_IDS"):
+        node_layout(["same", "same"], launcher_nodes=2)  # containers that share a host name
+    assert node_layout(["same", "same"], "0,1", launcher_nodes=1).nodes == 2  # the override is the user's word
