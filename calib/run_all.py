@@ -11,6 +11,12 @@ Sections, in order: memory baseline (before anything is allocated), copy bandwid
 section at the same time, as in training, and rank 0 reports its own compute and optimizer
 timings; a collective's time per repeat is that of the rank that entered it last. The output holds raw measurements
 only (min/median/max per point); ``simtune.calibration`` fits them into a hardware profile.
+
+Collectives are timed on the whole world and, when the ranks span several nodes (grouped by host
+name, or by ``SIMTUNE_NODE_IDS``: see ``calib.topology``) with more than one rank each, again
+within each node, every node on its own group at the same time (rank 0 keeps node 0's). Each
+group's result carries its layout (nodes, ranks per node): a world spanning nodes gives the
+inter-node figures, a node's group the intra-node ones.
 """
 
 from __future__ import annotations
@@ -34,12 +40,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _combine_ranks(per_rank: list[dict]) -> dict:
+def _combine_ranks(per_rank: list[dict], layout: dict) -> dict:
     """Merge every rank's collective samples: per repeat, the time of the rank that arrived last.
 
     After the barrier a rank that is scheduled late enters the collective late, and the others
     wait for it inside the call; the last rank to arrive waits for no one, so the smallest of
-    the ranks' times is the collective's own cost.
+    the ranks' times is the collective's own cost. ``layout`` (nodes and ranks per node of the
+    group) is kept with the result.
     """
     from calib.timing import stats
 
@@ -52,7 +59,7 @@ def _combine_ranks(per_rank: list[dict]) -> dict:
             last_arrival = [min(values) for values in zip(*columns)]
             merged.append({"elements": point["elements"], "bytes": point["bytes"], **stats(last_arrival)})
         ops[op] = merged
-    return {"ranks": first["ranks"], "dtype": first["dtype"], "ops": ops}
+    return {"ranks": first["ranks"], "dtype": first["dtype"], "layout": layout, "ops": ops}
 
 
 def _versions(device, dist) -> dict:
@@ -88,13 +95,17 @@ def measure(quick: bool = False, local_rank: int | None = None, after_baseline=N
 
     from calib import collectives, compute, memory, optimizer
     from calib.device import current_device, dtype_support
+    from calib.topology import NODE_IDS_ENV, node_layout
 
     local_rank = int(os.environ.get("LOCAL_RANK", local_rank or 0))
     device = current_device(local_rank)
     dist.init_distributed(verbose=False)
     rank, world = dist.get_rank(), dist.get_world_size()
-    ranks_per_node = int(os.environ.get("LOCAL_SIZE", world))
-    nodes = int(os.environ.get("CROSS_SIZE", max(1, world // max(1, ranks_per_node))))
+    hostnames: list = [None] * world
+    dist.all_gather_object(hostnames, socket.gethostname())
+    cross_size = os.environ.get("CROSS_SIZE")
+    layout = node_layout(hostnames, os.environ.get(NODE_IDS_ENV), int(cross_size) if cross_size else None)
+    ranks_per_node, nodes = layout.ranks_per_node, layout.nodes
     sections: dict[str, float] = {"startup_s": time.perf_counter() - started}
 
     def timed(name, fn):
@@ -115,32 +126,35 @@ def measure(quick: bool = False, local_rank: int | None = None, after_baseline=N
     dist.barrier()
 
     coll_dtype = collectives.collective_dtype(device)
-    world_samples = intra_samples = None
+    samples: dict[str, dict] = {}
     if world > 1:
-        world_samples = timed(
+        samples["world"] = timed(
             "collectives", lambda: collectives.run_group(dist, device, None, world, coll_dtype, quick)
         )
-        if nodes > 1 and ranks_per_node > 1:
-            node_groups = [
-                dist.new_group(list(range(n * ranks_per_node, (n + 1) * ranks_per_node))) for n in range(nodes)
-            ]
-            my_group = node_groups[rank // ranks_per_node]
-            intra_samples = timed(
+        if nodes > 1 and ranks_per_node > 1:  # every node times its own group at once, as in training
+            node_groups = [dist.new_group(list(layout.members(n))) for n in range(nodes)]
+            my_group = node_groups[layout.node_of_rank[rank]]
+            samples["intra_node"] = timed(
                 "collectives_intra_node",
                 lambda: collectives.run_group(dist, device, my_group, ranks_per_node, coll_dtype, quick),
             )
 
     gathered: list = [None] * world
-    dist.all_gather_object(gathered, {"memory": mem, "world": world_samples, "intra": intra_samples})
+    dist.all_gather_object(gathered, {"memory": mem, "samples": samples})
     dist.barrier()
 
     if rank != 0:
         return None
     if world > 1:
-        coll = {"applicable": True, "world": _combine_ranks([g["world"] for g in gathered])}
-        if intra_samples is not None:
-            node0 = [g["intra"] for g in gathered[:ranks_per_node]]
-            coll["intra_node"] = _combine_ranks(node0)
+        coll = {
+            "applicable": True,
+            "layout": layout.to_dict(),
+            "world": _combine_ranks([g["samples"]["world"] for g in gathered],
+                                    {"nodes": nodes, "ranks_per_node": ranks_per_node}),
+        }
+        if "intra_node" in samples:
+            node0 = [gathered[r]["samples"]["intra_node"] for r in layout.members(0)]
+            coll["intra_node"] = _combine_ranks(node0, {"nodes": 1, "ranks_per_node": ranks_per_node})
     else:
         coll = {"applicable": False, "reason": "one rank: there is nothing to communicate"}
     result = {
@@ -153,6 +167,8 @@ def measure(quick: bool = False, local_rank: int | None = None, after_baseline=N
             "world_size": world,
             "ranks_per_node": ranks_per_node,
             "nodes": nodes,
+            "ranks_per_host": hostnames.count(hostnames[0]),
+            "node_grouping": layout.grouped_by,
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "torch_threads": torch.get_num_threads(),
             "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),

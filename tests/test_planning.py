@@ -8,6 +8,7 @@ from simtune.errors import InputError
 from simtune.hardware import load_profile
 from simtune.model import TrainConfig, estimate
 from simtune.model.adapters import model_spec
+from simtune.model.links import ring_collectives
 from simtune.planning import (DEFAULT_GRID, LADDER_GROWTH, PLAIN_GRID, best_plan, check_precision, configurations,
                               default_precision, family_ladder, fits, hardware_for, ladder_specs,
                               largest_fitting_model, largest_micro_batch, micro_batch_candidates,
@@ -33,11 +34,11 @@ def xl():
 def test_nodes_follow_the_gpus_per_node_and_big_groups_use_inter_node_costs(a100):
     one_node = hardware_for(a100, 8)
     assert (one_node.nodes, one_node.ranks_per_node) == (1, 8)
-    assert one_node.collectives_for(8) == one_node.collectives
+    assert ring_collectives(one_node, 8) == one_node.collectives
     three_nodes = hardware_for(a100, 20)
     assert (three_nodes.nodes, three_nodes.ranks_per_node) == (3, 8)
-    assert three_nodes.collectives_for(20) == three_nodes.inter_node_collectives
-    inter, intra = three_nodes.collectives_for(20).allreduce, one_node.collectives.allreduce
+    assert ring_collectives(three_nodes, 20) == three_nodes.inter_node_collectives
+    inter, intra = ring_collectives(three_nodes, 20).allreduce, one_node.collectives.allreduce
     assert inter.bandwidth_bytes_per_s < intra.bandwidth_bytes_per_s
     assert hardware_for(a100, 4).ranks_per_node == 4
     with pytest.raises(InputError):

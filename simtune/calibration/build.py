@@ -10,11 +10,13 @@ hardware achieves, and on a shared machine the median mixes in other processes' 
 - peak FLOP/s: the vendor peak of a spec profile of the same device when one is known (or the
   highest rate measured, if that is higher), else the highest rate measured (CPUs);
 - element-wise ops and the optimizer step: :func:`fit_line` of time against size;
-- collectives: :func:`fit_collective` (latency and bus bandwidth);
+- collectives: :func:`fit_collective` (latency and bus bandwidth) of each measured group: a
+  group within one node gives the intra-node fits, a group spanning nodes (the world of a
+  multi-node launch) the inter-node fits;
 - copies: the slope of time against bytes; a copy of N bytes reads N and writes N, so the
   memory bandwidth (bytes moved per second) is 2 / slope and the copy rate 1 / slope;
 - memory: CUDA: fixed overhead = total - free after the context and the communicator exist,
-  plus the caching allocator's slack; CPU: the RAM share of one rank (total / ranks per node),
+  plus the caching allocator's slack; CPU: the RAM share of one rank (total / ranks on the host),
   fixed overhead = the largest baseline RSS of a rank.
 """
 
@@ -28,6 +30,7 @@ from simtune.calibration.fit import FitError, fit_collective, fit_line, stats_fr
 from simtune.errors import SimtuneError
 from simtune.hardware.profile import (
     SCHEMA_VERSION,
+    CollectiveFit,
     CollectivePoint,
     CollectivesProfile,
     ComputeCurve,
@@ -145,25 +148,44 @@ def _optimizer(raw: Mapping) -> OptimizerProfile:
     return OptimizerProfile(fits=fits, unavailable=unavailable)
 
 
+def _group_nodes(key: str, group: Mapping, env: Mapping) -> int:
+    """Nodes a measured group spans: its recorded layout, else (output without layouts) one for a
+    node's group and the launch's nodes for the world."""
+    layout = group.get("layout")
+    if layout is not None:
+        return int(layout["nodes"])
+    return 1 if key == "intra_node" else int(env["nodes"])
+
+
+def _collective_table(group: Mapping) -> dict[str, CollectiveFit]:
+    out = {}
+    for op, points in group["ops"].items():
+        parsed = [CollectivePoint(int(p["elements"]), int(p["bytes"]), stats_from_dict(p)) for p in points]
+        out[op] = fit_collective(op, int(group["ranks"]), group["dtype"], parsed)
+    return out
+
+
 def _collectives(raw: Mapping, env: Mapping) -> CollectivesProfile:
+    """Intra-node fits from a group within one node, inter-node fits from a group spanning nodes
+    (the world of a multi-node launch: its rings cross the inter-node link)."""
     backend = env.get("backend")
     if not raw.get("applicable"):
         return CollectivesProfile(False, raw.get("reason", "not applicable"), backend, {}, {})
-
-    def table(group: Mapping) -> dict:
-        out = {}
-        for op, points in group["ops"].items():
-            parsed = [CollectivePoint(int(p["elements"]), int(p["bytes"]), stats_from_dict(p)) for p in points]
-            out[op] = fit_collective(op, int(group["ranks"]), group["dtype"], parsed)
-        return out
-
-    world = table(raw["world"])
-    if env["nodes"] > 1:
-        intra = table(raw["intra_node"]) if "intra_node" in raw else {}
-        note = f"measured on {env['nodes']} nodes x {env['ranks_per_node']} ranks ({backend})"
-        return CollectivesProfile(True, note, backend, intra, world)
-    note = f"measured on {env['world_size']} ranks of one node ({backend})"
-    return CollectivesProfile(True, note, backend, world, {})
+    intra: dict[str, CollectiveFit] = {}
+    inter: dict[str, CollectiveFit] = {}
+    for key in ("world", "intra_node"):
+        if key in raw:
+            (inter if _group_nodes(key, raw[key], env) > 1 else intra).update(_collective_table(raw[key]))
+    nodes, per_node = int(env["nodes"]), int(env["ranks_per_node"])
+    if nodes == 1:
+        return CollectivesProfile(True, f"measured on {env['world_size']} ranks of one node ({backend})", backend,
+                                  intra, inter)
+    within = (f"intra-node from each node's {per_node} ranks at once" if intra
+              else "intra-node not applicable (one rank per node)")
+    grouping = env.get("node_grouping", "hostname")
+    note = (f"measured on {nodes} nodes x {per_node} ranks ({backend}, nodes grouped by {grouping}): "
+            f"inter-node from all {nodes * per_node} ranks, {within}")
+    return CollectivesProfile(True, note, backend, intra, inter)
 
 
 def _copy_rate(points: tuple[CopyPoint, ...], direction: str) -> Optional[float]:
@@ -205,8 +227,8 @@ def _device(raw_memory: Mapping, env: Mapping, peaks: dict, memory_bw: float) ->
     if raw_memory["kind"] == "cuda":
         total = int(raw_memory["device_total_bytes"])
         fixed = total - int(raw_memory["device_free_bytes"]) + int(raw_memory.get("allocator_slack_bytes", 0))
-    else:
-        total = int(raw_memory["host_total_bytes"]) // per_node
+    else:  # the ranks sharing rank 0's host share its RAM, whatever nodes they are grouped into
+        total = int(raw_memory["host_total_bytes"]) // int(env.get("ranks_per_host", per_node))
         fixed = max(int(b) for b in raw_memory["rss_bytes_per_rank"])
     return DeviceInfo(
         name=env["device_name"],

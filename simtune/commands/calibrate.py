@@ -103,6 +103,8 @@ def summary_lines(profile) -> list[str]:
     collectives = profile.collectives
     if not collectives.applicable:
         lines.append(f"  collectives         not applicable: {collectives.note}")
+    elif not collectives.intra_node:
+        lines.append("  intra-node          not applicable: one rank per node")
     for scope, table in (("intra-node", collectives.intra_node), ("inter-node", collectives.inter_node)):
         for op, fit in table.items():
             r2 = "n/a" if fit.r2 is None else f"{fit.r2:.3f}"

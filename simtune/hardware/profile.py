@@ -263,7 +263,9 @@ class CollectivesProfile:
     """Collectives spanning nodes (empty when not known)."""
 
     def fit_for(self, op: str, nodes: int = 1) -> CollectiveFit:
-        inter = nodes > 1 and bool(self.inter_node)
+        """The inter-node fit for a group over several nodes, the intra-node one within a node;
+        the other table when a profile has only one (one node measured, or one rank per node)."""
+        inter = bool(self.inter_node) and (nodes > 1 or not self.intra_node)
         table = self.inter_node if inter else self.intra_node
         return _entry(table, op, f"{'inter' if inter else 'intra'}-node collective fit for")
 

@@ -87,6 +87,8 @@ class ProfileEntry:
     origin: str
     superseded_by: Optional[str] = None
     """For a spec profile: the measured profile of the same hardware that wins over it."""
+    nodes: int = 1
+    """Nodes the profile was measured on (spec profiles: one)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ def _scan() -> tuple[list[ProfileEntry], list[ProfileProblem]]:
                 memory_bytes=profile.device.memory_bytes,
                 path=path,
                 origin=origin,
+                nodes=profile.device.nodes,
             )
             earlier = chosen.get(entry.name)
             if earlier is None or (earlier.kind == "spec" and entry.kind == "measured"):
@@ -159,11 +162,13 @@ def profile_problems() -> list[ProfileProblem]:
     return _scan()[1]
 
 
-def find_profile_for(device_name: str, device_count: int) -> Optional[ProfileEntry]:
-    """The profile for this hardware: a measured one if any, else a spec one, else None."""
+def find_profile_for(device_name: str, device_count: int, nodes: int = 1) -> Optional[ProfileEntry]:
+    """The profile for this hardware: a measured one if any, else a spec one, else None; among
+    those, one measured on ``nodes`` nodes first (the same devices split into other nodes, as
+    ``SIMTUNE_NODE_IDS`` can make them, have other links)."""
     key = same_hardware_key(device_name, device_count)
     matches = [e for e in list_profiles() if same_hardware_key(e.device_name, e.device_count) == key]
-    matches.sort(key=lambda e: (e.kind != "measured", e.name))
+    matches.sort(key=lambda e: (e.kind != "measured", e.nodes != nodes, e.name))
     return matches[0] if matches else None
 
 

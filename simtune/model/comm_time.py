@@ -7,6 +7,8 @@ or scattered array for allgather and reduce-scatter) over a group of n ranks tak
 
 (NVIDIA/nccl-tests doc/PERFORMANCE.md), so k calls moving S in total take k*latency + S*f/busbw.
 Bucket counts come from :meth:`ParamLayout.bucket_count` (greedy filling in backward order).
+latency_s and busbw are those of the links the data-parallel group's rings cross
+(:func:`simtune.model.links.ring_collectives`: the slowest one once the group spans nodes).
 
 - stage 0 (engine.py ``buffered_allreduce_fallback``): at the accumulation boundary, allreduce of
   all b*P gradient bytes in pieces of 5e8 elements.
@@ -29,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from simtune.model.inputs import CollectiveCost, HardwareSpec, ModelSpec, TrainConfig
+from simtune.model.links import ring_collectives
 from simtune.model.memory_buffers import STAGE0_ALLREDUCE_ELEMENTS, kept_gathered_elements
 from simtune.model.shards import Shards
 
@@ -75,7 +78,7 @@ def communication(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig) -> 
     n = c.dp_degree
     if n == 1:
         return NO_COMMUNICATION
-    costs = hw.collectives_for(n * c.mp_degree)
+    costs = ring_collectives(hw, n * c.mp_degree)
     b = c.bytes_per_element
     grad_bytes = b * s.params
     if c.stage == 0:

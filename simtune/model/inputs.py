@@ -328,7 +328,7 @@ class HardwareSpec:
     optimizer_s_per_param: float
     """Adam step on the device, seconds per parameter of the local shard."""
     collectives: Optional[Collectives]
-    """Costs within a node; None when unknown (a one-rank calibration)."""
+    """Costs within a node; None when unknown (a calibration on one rank, or one rank per node)."""
     h2d_bandwidth_bytes_per_s: float
     d2h_bandwidth_bytes_per_s: float
     cpu_adam_s_per_param: Optional[float]
@@ -336,7 +336,8 @@ class HardwareSpec:
     ranks_per_node: int = 1
     nodes: int = 1
     inter_node_collectives: Optional[Collectives] = None
-    """Costs when a group spans nodes; None uses ``collectives``."""
+    """Costs of a group spanning nodes; None when unknown (``links.ring_collectives`` says which
+    costs a group uses)."""
     overlap_capable: bool = True
     """False where communication cannot run beside compute (DeepSpeed on CPU has no streams)."""
     host_memory_bytes: Optional[int] = None
@@ -362,15 +363,6 @@ class HardwareSpec:
                  f"HardwareSpec.fixed_overhead_bytes must be >= 0, got {self.fixed_overhead_bytes!r}.")
         if self.host_memory_bytes is not None:
             _positive(ProfileError, "HardwareSpec", host_memory_bytes=self.host_memory_bytes)
-
-    def collectives_for(self, group_size: int) -> Collectives:
-        """Intra-node costs while a group fits in a node, inter-node costs beyond."""
-        if group_size > self.ranks_per_node and self.inter_node_collectives is not None:
-            return self.inter_node_collectives
-        if self.collectives is None:
-            raise ProfileError("The hardware profile has no collective costs, so more than one rank "
-                               "cannot be estimated (calibrate on several ranks).")
-        return self.collectives
 
     def cpu_adam_rate(self) -> float:
         if self.cpu_adam_s_per_param is None:

@@ -3,7 +3,7 @@ numbers and the residual model.
 
 - Profile: the one named (``--profile`` / ``autotuning.profile``), else the one
   :func:`simtune.hardware.find_profile_for` finds for this machine's device and process count
-  (a measured profile wins over a spec one), else a quick calibration of this machine
+  (a measured profile wins over a spec one, one measured on the search's nodes first), else a quick calibration of this machine
   (:func:`simtune.calibration.run_calibration` with ``quick=True``), saved to the user profile
   folder so the next search finds it. When the workload must be measured too (model mode, one
   node), both run in one launch
@@ -82,7 +82,7 @@ def choose_profile(name: str | None, resources: Resources, *, say: Callable[[str
                  and same_device(profile.device.name, local_device_name()))
         return ProfileChoice(profile, "named", local)
     device = local_device_name(resources.accelerator)
-    entry = find_profile_for(device, resources.world_size)
+    entry = find_profile_for(device, resources.world_size, resources.num_nodes)
     if entry is not None:
         profile = load_profile(entry.path)
         say(f"hardware profile {entry.name} ({entry.kind}) fits this machine ({device}, "

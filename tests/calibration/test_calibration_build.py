@@ -131,3 +131,60 @@ def test_other_raw_schema_is_rejected():
     del raw["memory"]
     with pytest.raises(RawOutputError, match="lacks or garbles"):
         build_profile(raw)
+
+
+def multi_node_raw(nodes: int, per_node: int, inter_slowdown: float = 10.0) -> dict:
+    """``calib.run_all`` output of a launch over ``nodes`` nodes: the world spans them (its bus
+    bandwidth ``inter_slowdown`` times lower) and, with several ranks per node, each node's group."""
+    world = nodes * per_node
+    raw = raw_output(ranks=world)
+    raw["environment"].update(nodes=nodes, ranks_per_node=per_node, ranks_per_host=world,
+                              node_grouping="SIMTUNE_NODE_IDS")
+    ops = {
+        op: [{"elements": n, "bytes": 4 * n,
+              **stats(LATENCY_S[op] + bus_factor(op, world) * 4 * n * inter_slowdown / BUS_BANDWIDTH[op])}
+             for n in (2**16, 2**18, 2**20, 2**22)]
+        for op in LATENCY_S
+    }
+    raw["collectives"]["world"] = {"ranks": world, "dtype": "fp32", "ops": ops,
+                                   "layout": {"nodes": nodes, "ranks_per_node": per_node}}
+    if per_node > 1:
+        raw["collectives"]["intra_node"] = {**raw_output(ranks=per_node)["collectives"]["world"],
+                                            "layout": {"nodes": 1, "ranks_per_node": per_node}}
+    return raw
+
+
+def test_a_world_spanning_nodes_gives_the_inter_node_fits_and_each_node_the_intra_node_ones():
+    profile = validate(build_profile(multi_node_raw(nodes=2, per_node=2)))
+    assert (profile.device.nodes, profile.device.count_per_node) == (2, 2)
+    collectives = profile.collectives
+    for op in LATENCY_S:
+        intra, inter = collectives.intra_node[op], collectives.inter_node[op]
+        assert (intra.ranks, inter.ranks) == (2, 4)
+        assert intra.bandwidth_bytes_per_s == pytest.approx(BUS_BANDWIDTH[op], rel=1e-6)
+        assert inter.bandwidth_bytes_per_s == pytest.approx(BUS_BANDWIDTH[op] / 10, rel=1e-6)
+        assert inter.latency_s == pytest.approx(LATENCY_S[op], rel=1e-6)
+    assert "2 nodes x 2 ranks" in collectives.note and "SIMTUNE_NODE_IDS" in collectives.note
+    assert profile.name == "cpu-2x2proc-test-host"
+
+
+def test_one_rank_per_node_has_inter_node_fits_only():
+    raw = multi_node_raw(nodes=2, per_node=1)
+    profile = validate(build_profile(raw))
+    assert profile.collectives.intra_node == {}
+    assert set(profile.collectives.inter_node) == set(LATENCY_S)
+    assert "intra-node not applicable (one rank per node)" in profile.collectives.note
+    # both ranks share one host's RAM although they are grouped as two nodes
+    assert profile.device.memory_bytes == 8 * 2**30
+
+
+def test_output_without_group_layouts_is_read_as_before():
+    raw = raw_output()
+    assert "layout" not in raw["collectives"]["world"]
+    profile = build_profile(raw)
+    assert set(profile.collectives.intra_node) == set(LATENCY_S) and profile.collectives.inter_node == {}
+    raw = multi_node_raw(nodes=2, per_node=2)
+    for key in ("world", "intra_node"):
+        del raw["collectives"][key]["layout"]
+    collectives = build_profile(raw).collectives  # the launch's nodes for the world, one for a node's group
+    assert (collectives.intra_node["allreduce"].ranks, collectives.inter_node["allreduce"].ranks) == (2, 4)

@@ -1,4 +1,5 @@
-"""ONE real calibration: `simtune calibrate --gpus 2 --quick` on two CPU processes (gloo)."""
+"""Real quick calibrations on two CPU processes (gloo): `simtune calibrate --gpus 2 --quick` as one
+node, and the same two processes named as two nodes."""
 
 import glob
 import re
@@ -8,6 +9,10 @@ import pytest
 
 from simtune.cli import main
 from simtune.hardware import COLLECTIVE_OPS, load_profile
+from simtune.model.links import ring_collectives
+from simtune.predict import Predictor
+from simtune.space import Trial
+from simtune.workloads import load_workload
 
 
 @pytest.mark.slow
@@ -45,3 +50,31 @@ def test_quick_two_process_calibration_writes_a_valid_profile(tmp_path, monkeypa
     port = re.search(r"--master_port (\d+)", " ".join(profile.provenance.notes)).group(1)
     assert glob.glob(f"/dev/shm/deepspeed_allreduce_buffer_*_{port}_*") == []
     assert wall_s < 180  # target 20 s; generous for a loaded CI machine
+
+
+@pytest.mark.slow
+def test_two_ranks_named_as_two_nodes_give_inter_node_fits_that_the_model_uses(tmp_path, monkeypatch, capsys):
+    """SIMTUNE_NODE_IDS makes the two processes of this machine two nodes of one rank: the world
+    group is then the inter-node link, and there is no group within a node to measure."""
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    monkeypatch.setenv("SIMTUNE_NODE_IDS", "node-a,node-b")
+    out = tmp_path / "profiles"
+    assert main(["calibrate", "--gpus", "2", "--quick", "--out", str(out), "--name", "ci-cpu-2x1"]) == 0
+    stdout = capsys.readouterr().out
+    assert "intra-node          not applicable: one rank per node" in stdout
+    assert "inter-node allreduce" in stdout
+
+    profile = load_profile(out / "ci-cpu-2x1.json")
+    assert (profile.device.nodes, profile.device.count_per_node) == (2, 1)
+    collectives = profile.collectives
+    assert collectives.intra_node == {} and set(collectives.inter_node) == set(COLLECTIVE_OPS)
+    assert "2 nodes x 1 ranks" in collectives.note and "SIMTUNE_NODE_IDS" in collectives.note
+    for op, fit in collectives.inter_node.items():
+        assert fit.ranks == 2 and fit.bandwidth_bytes_per_s > 0, op
+        assert fit.points[-1].stats.min_s > fit.points[0].stats.min_s, op
+
+    predictor = Predictor.from_parts(None, load_workload("gpt2-tiny"), profile, world_size=2, precision="fp32")
+    assert (predictor.hardware.nodes, predictor.hardware.ranks_per_node) == (2, 1)
+    allreduce = ring_collectives(predictor.hardware, 2).allreduce
+    assert allreduce.bandwidth_bytes_per_s == collectives.inter_node["allreduce"].bandwidth_bytes_per_s
+    assert predictor.predict(Trial(stage=0, micro_batch_size=1)).time.grad_reduce_s > 0

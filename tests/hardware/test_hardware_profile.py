@@ -45,6 +45,8 @@ def test_collective_time_uses_bus_bandwidth_and_ranks():
     table = CollectivesProfile(True, "", "gloo", {"allreduce": fit}, {})
     assert table.time_s("allreduce", 1e9, ranks=2) == pytest.approx(1.0001)
     assert table.fit_for("allreduce", nodes=4) is fit  # no inter-node fits: intra-node ones
+    one_per_node = CollectivesProfile(True, "", "gloo", {}, {"allreduce": fit})
+    assert one_per_node.fit_for("allreduce", nodes=1) is fit  # no intra-node fits: inter-node ones
 
 
 def test_optimizer_step_is_linear_in_params():

@@ -92,3 +92,12 @@ def test_simtune_home_moves_the_user_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("SIMTUNE_HOME", str(tmp_path / "elsewhere"))
     from simtune.hardware.registry import user_dir
     assert user_dir() == tmp_path / "elsewhere" / "profiles"
+
+
+def test_a_profile_of_the_same_devices_on_as_many_nodes_is_found_first():
+    one_node = _measured_copy("b-one-node")
+    save_profile(one_node)
+    device = dataclasses.replace(one_node.device, count_per_node=4, nodes=2)
+    save_profile(dataclasses.replace(one_node, name="a-two-nodes", device=device))
+    assert find_profile_for("NVIDIA A100-SXM4-80GB", 8).name == "b-one-node"  # not the first name
+    assert find_profile_for("NVIDIA A100-SXM4-80GB", 8, nodes=2).name == "a-two-nodes"
