@@ -62,6 +62,10 @@ DRIVERS = {"postgresql": ("psycopg2", "psycopg", "pg8000"), "mysql": ("mysqldb",
 SQLAlchemy's default changes between versions (psycopg2, then psycopg), so the installed one is
 taken."""
 
+TIMEOUT_ARGS = {"psycopg2": "connect_timeout", "psycopg": "connect_timeout", "pg8000": "timeout",
+                "mysqldb": "connect_timeout", "pymysql": "connect_timeout", "mysqlconnector": "connection_timeout"}
+"""The connect argument of each driver that bounds the wait for a server (others get none)."""
+
 DRIVER_MODULES = {"mysqldb": "MySQLdb", "mysqlconnector": "mysql.connector"}
 """An SQLAlchemy driver name -> its Python module, where they differ."""
 
@@ -107,6 +111,7 @@ class StudyStorage:
         """The Optuna storage (its database, tables or file created when missing)."""
         if self.kind == "journal":
             return self._open_journal()
+        url = _with_installed_driver(self.url)
         engine_kwargs: dict[str, Any]
         if self.kind == "sqlite":
             database = Path(_database_of(self.url))
@@ -117,8 +122,8 @@ class StudyStorage:
                                    f"({exc.strerror}).") from None
             engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
         else:
-            engine_kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}, "pool_pre_ping": True}
-        storage = self._open_rdb(engine_kwargs)
+            engine_kwargs = {"connect_args": _connect_timeout(url), "pool_pre_ping": True}
+        storage = self._open_rdb(url, engine_kwargs)
         if self.kind == "sqlite":
             _use_write_ahead_log(storage)
         return storage
@@ -130,14 +135,14 @@ class StudyStorage:
             engine.dispose()
 
     # ------------------------------------------------------------------------------------------
-    def _open_rdb(self, engine_kwargs: dict[str, Any]) -> Any:
+    def _open_rdb(self, url: str, engine_kwargs: dict[str, Any]) -> Any:
         """``RDBStorage``, tried again when another process created the tables first."""
         import optuna
         from sqlalchemy import exc as sql
 
         for attempt in range(1, SETUP_TRIES + 1):
             try:
-                return optuna.storages.RDBStorage(_with_installed_driver(self.url), engine_kwargs=engine_kwargs)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
             except ImportError as exc:
                 raise StorageError(self._missing_driver(exc)) from None
             except (sql.IntegrityError, sql.ProgrammingError) as exc:
@@ -234,6 +239,14 @@ def _with_installed_driver(url: str) -> str:
         return url
     driver = next((d for d in choices if installed(d)), choices[0])
     return parsed.set(drivername=f"{parsed.drivername}+{driver}").render_as_string(hide_password=False)
+
+
+def _connect_timeout(url: str) -> dict[str, int]:
+    """The connect argument that gives up on a server after :data:`CONNECT_TIMEOUT_S`."""
+    from sqlalchemy.engine import make_url
+
+    name = TIMEOUT_ARGS.get(make_url(url).get_dialect().driver)
+    return {name: CONNECT_TIMEOUT_S} if name else {}
 
 
 def _database_of(url: str) -> str:
