@@ -62,7 +62,7 @@ from typing import Any, Callable, Sequence
 from simtune.space import Trial
 from simtune.strategies.forecast import Forecast, Forecaster
 from simtune.strategies.model_space import ModelSpace
-from simtune.study_storage import STUDY_FILE, StudyStorage  # noqa: F401 - STUDY_FILE is read from here
+from simtune.study_storage import STUDY_FILE, StudyStorage, parse_storage  # noqa: F401 - STUDY_FILE is read from here
 
 POLISH_SHARE = 0.25
 """Share of the trials spent on the local polish of the best trials."""
@@ -94,8 +94,8 @@ def open_storage(results_dir: str | Path):
 class TrialWriter:
     """Adds finished trials to the stored study ``name`` in ``storage``: from a forked child
     process where ``fork`` exists and the storage outlives the process (the parent's database
-    connections are closed first; the child opens its own through its copy of the storage), else
-    in this process. :meth:`close` waits until every trial given is stored."""
+    connections are closed first; the child opens the database again by its URL), else in this
+    process. :meth:`close` waits until every trial given is stored."""
 
     def __init__(self, storage: Any, name: str, *, background: bool | None = None, where: str | None = None):
         import optuna
@@ -155,7 +155,7 @@ def _write_trials(storage: Any, name: str, reader: Any, parents_end: Any) -> Non
     parents_end.close()  # else the pipe never ends when the parent dies
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=name, storage=storage)
+    study = optuna.load_study(study_name=name, storage=_reopened(storage))
     while True:
         try:
             trial = reader.recv()
@@ -164,6 +164,14 @@ def _write_trials(storage: Any, name: str, reader: Any, parents_end: Any) -> Non
         if trial is None:
             return
         study.add_trial(trial)
+
+
+def _reopened(storage: Any) -> Any:
+    """A database storage opened again from its URL (SQLite's connections must not cross a fork,
+    and this one is opened as the parent's was: pragmas, time-out); a journal file's storage as it
+    is (it holds no open file between writes)."""
+    url = getattr(storage, "url", None)
+    return parse_storage(url).open() if url is not None else storage
 
 
 @dataclass(frozen=True)
