@@ -54,6 +54,8 @@ def test_a_journal_file_keeps_the_study_and_a_resumed_search_redraws_nothing(wor
     assert not (workdir / "res-a" / STUDY_FILE).exists()
     trials = stored(url, first["study_name"])
     assert len(trials) == first["study_trials"] == TRIALS
+    inputs = optuna.load_study(study_name=first["study_name"], storage=parse_storage(url).open()).user_attrs["inputs"]
+    assert inputs["profile"] == "dgx-a100-80gb" and inputs["world_size"] == 8  # which study is which, by name
     predictions = json.loads((workdir / "res-a" / "predictions.json").read_text())
     best = max(t.value for t in trials if t.user_attrs["prediction"]["feasible"])
     assert best == pytest.approx(predictions["predictions"][0]["predicted_metric_value"])

@@ -28,7 +28,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from simtune.outputs import ModelReport, PredictionRow
 from simtune.progress import Progress, format_value
@@ -132,7 +132,7 @@ class SimulatedSearch:
 
     def __init__(self, space: TuningSpace, predictor: PredictorLike, runner: RunnerLike | None, *,
                  results_dir: str | Path, residual: ResidualModel | None = None, workload: str = "",
-                 identity: Any = None, options: SimulateOptions = SimulateOptions(),
+                 identity: Mapping[str, Any] | None = None, options: SimulateOptions = SimulateOptions(),
                  memory_budget_bytes: int | None = None, progress: Progress | None = None,
                  make_experiment: Callable[[str, Trial, dict], Any] = default_experiment,
                  storage: StudyStorage | None = None):
@@ -166,7 +166,8 @@ class SimulatedSearch:
         name = self.study_name(model_space)
         self._storage = self.storage.open()
         study = ModelStudy(model_space, self.forecaster, storage=self._storage, name=name,
-                           seed=self.options.seed, progress=self.progress.note, where=self.storage.shown)
+                           seed=self.options.seed, progress=self.progress.note, where=self.storage.shown,
+                           inputs={"workload": self.workload, **(self.identity or {})})  # named in a shared storage
         self.progress.note(f"studying {self.options.search_trials} trials against the model "
                            f"(Optuna, {self.storage_place}, study {name})")
         result = study.run(self.options.search_trials)

@@ -195,9 +195,13 @@ class ModelStudy:
     """Runs (or resumes) the study of one search."""
 
     def __init__(self, model_space: ModelSpace, forecaster: Forecaster, *, storage: Any, name: str,
-                 seed: int = 0, progress: Callable[[str], None] | None = None, where: str | None = None):
+                 seed: int = 0, progress: Callable[[str], None] | None = None, where: str | None = None,
+                 inputs: Any = None):
         self.model_space = model_space
         self.forecaster = forecaster
+        self.inputs = inputs
+        """What the study's name stands for, in words a reader of a shared storage can use
+        (workload, profile, ...); stored as the study's ``inputs`` attribute."""
         self.storage = storage
         self.where = where or storage_url_of(storage)
         """The storage as printed (no password)."""
@@ -228,6 +232,8 @@ class ModelStudy:
         if not done:
             durable.set_user_attr("space", self.model_space.describe())
             durable.set_user_attr("metric", self.forecaster.metric)
+            if self.inputs is not None:
+                durable.set_user_attr("inputs", self.inputs)
         else:
             self.progress(f"study {self.name}: {done} of {n_trials} trials already done, resuming")
         seen = {Trial.from_dict(t.user_attrs[TRIAL_ATTR]) for t in finished}
