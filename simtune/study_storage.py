@@ -149,12 +149,12 @@ class StudyStorage:
                 # two first connections creating the same tables: the loser sees them exist
                 if attempt == SETUP_TRIES:
                     raise StorageError(f"The study storage {self.shown} cannot be set up: "
-                                       f"{_first_line(exc)}.") from None
+                                       f"{reason_of(exc)}.") from None
                 time.sleep(0.1 * attempt)
             except sql.OperationalError as exc:
-                raise StorageError(f"Cannot connect to the study storage {self.shown}: {_first_line(exc)}.") from None
+                raise StorageError(f"Cannot connect to the study storage {self.shown}: {reason_of(exc)}.") from None
             except (sql.SQLAlchemyError, RuntimeError) as exc:  # RuntimeError: a schema of another Optuna
-                raise StorageError(f"The study storage {self.shown} cannot be used: {_first_line(exc)}.") from None
+                raise StorageError(f"The study storage {self.shown} cannot be used: {reason_of(exc)}.") from None
         raise AssertionError("unreachable")
 
     def _open_journal(self) -> Any:
@@ -212,7 +212,7 @@ def _database(text: str) -> StudyStorage:
         hint = " (SQLAlchemy spells it postgresql://)" if scheme.split("+")[0] == "postgres" else ""
         raise ConfigError(f"The study storage scheme {scheme}:// is unknown{hint}: give {SPELLINGS}.") from None
     except (ArgumentError, ValueError) as exc:
-        raise ConfigError(f"The study storage {_hidden(text)!r} is not a valid URL ({_first_line(exc)}).") from None
+        raise ConfigError(f"The study storage {_hidden(text)!r} is not a valid URL ({reason_of(exc)}).") from None
     if url.get_backend_name() == "sqlite":
         if url.database in (None, "", ":memory:"):
             raise ConfigError("An in-memory SQLite study is lost when the search ends: give sqlite:///PATH.")
@@ -279,8 +279,11 @@ def _use_write_ahead_log(storage: Any) -> None:
     storage.engine.dispose()  # connections opened from now on get the pragmas
 
 
-def _first_line(exc: BaseException) -> str:
-    """The driver's own message (SQLAlchemy's wrapper and background link left out), one line."""
+def reason_of(exc: BaseException) -> str:
+    """The driver's own message, one line: the innermost cause (under SQLAlchemy's and Optuna's
+    wrappers), its first line, without SQLAlchemy's background link."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
     inner = getattr(exc, "orig", None) or exc
     lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
     return (lines[0] if lines else type(inner).__name__).rstrip(".")

@@ -62,7 +62,7 @@ from typing import Any, Callable, Sequence
 from simtune.space import Trial
 from simtune.strategies.forecast import Forecast, Forecaster
 from simtune.strategies.model_space import ModelSpace
-from simtune.study_storage import STUDY_FILE, StudyStorage, parse_storage  # noqa: F401 - STUDY_FILE is read from here
+from simtune.study_storage import STUDY_FILE, StudyStorage, parse_storage, reason_of  # noqa: F401 - STUDY_FILE
 
 POLISH_SHARE = 0.25
 """Share of the trials spent on the local polish of the best trials."""
@@ -113,7 +113,7 @@ class TrialWriter:
             if engine is not None:
                 engine.dispose()  # no open connection is carried into the child
             context = multiprocessing.get_context("fork")
-            reader, self._pipe = context.Pipe(duplex=False)
+            reader, self._pipe = context.Pipe()  # duplex: a writer that fails answers why
             self._process = context.Process(target=_write_trials, args=(storage, name, reader, self._pipe),
                                             name="simtune-study-writer", daemon=True)
             self._process.start()
@@ -126,25 +126,30 @@ class TrialWriter:
         blocks only while a pipe's worth of trials waits)."""
         if self._inline is not None:
             self._inline.add_trial(trial)
-        else:
+            return
+        try:
             self._pipe.send(trial)
+        except OSError:  # the writer is gone: close() says why
+            self.close()
+            raise
 
     def close(self) -> None:
-        """Wait for every trial to be stored; a writer that failed is reported here."""
+        """Wait for every trial to be stored; a writer that failed is reported here, with its reason."""
         if self._process is None:
             return
         process, self._process = self._process, None
         try:
             self._pipe.send(None)
-        except OSError:  # the writer is gone: its exit code says why
+        except OSError:  # the writer is gone: its answer or exit code says why
             pass
-        self._pipe.close()
         process.join()
+        reason = self._pipe.recv() if process.exitcode != 0 and self._pipe.poll() else None
+        self._pipe.close()
         if process.exitcode != 0:
             from simtune.errors import StorageError
 
             raise StorageError(f"Writing the study's trials to {self.where} failed "
-                               f"(writer exit code {process.exitcode}).")
+                               f"({reason or f'writer exit code {process.exitcode}'}).")
 
 
 def _write_trials(storage: Any, name: str, reader: Any, parents_end: Any) -> None:
@@ -155,15 +160,19 @@ def _write_trials(storage: Any, name: str, reader: Any, parents_end: Any) -> Non
     parents_end.close()  # else the pipe never ends when the parent dies
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=name, storage=_reopened(storage))
-    while True:
-        try:
-            trial = reader.recv()
-        except (EOFError, OSError):  # the parent died: what arrived is stored
-            return
-        if trial is None:
-            return
-        study.add_trial(trial)
+    try:
+        study = optuna.load_study(study_name=name, storage=_reopened(storage))
+        while True:
+            try:
+                trial = reader.recv()
+            except (EOFError, OSError):  # the parent died: what arrived is stored
+                return
+            if trial is None:
+                return
+            study.add_trial(trial)
+    except Exception as exc:  # noqa: BLE001 - any failure ends the writer; the parent says why
+        reader.send(reason_of(exc))
+        sys.exit(1)
 
 
 def _reopened(storage: Any) -> Any:
