@@ -279,6 +279,14 @@ def _use_write_ahead_log(storage: Any) -> None:
     storage.engine.dispose()  # connections opened from now on get the pragmas
 
 
+def storage_failures() -> tuple[type[BaseException], ...]:
+    """The exceptions of a storage that fails while it is used (Optuna's and SQLAlchemy's)."""
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return StorageInternalError, SQLAlchemyError
+
+
 def reason_of(exc: BaseException) -> str:
     """The driver's own message, one line: the innermost cause (under SQLAlchemy's and Optuna's
     wrappers), its first line, without SQLAlchemy's background link."""

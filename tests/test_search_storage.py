@@ -134,8 +134,12 @@ def test_two_searches_write_one_postgresql_study_at_once_and_a_third_resumes_it(
     assert len(stored(postgres_url, a["study_name"])) == 2 * TRIALS  # nothing redrawn
 
 
-def test_a_database_that_refuses_the_trials_ends_the_search_in_one_sentence(workdir, postgres_url, capsys):
-    """The writer process fails (a trigger refuses every trial): the search says why in one line."""
+@pytest.mark.parametrize("table, sentence", [
+    ("trials", "Writing the study's trials to {storage} failed (rows are refused here)."),  # in the writer process
+    ("studies", "The study storage {storage} failed: rows are refused here."),  # in the search itself
+])
+def test_a_database_that_refuses_rows_ends_the_search_in_one_sentence(table, sentence, workdir, postgres_url,
+                                                                      capsys):
     import psycopg2
     from sqlalchemy.engine import make_url
 
@@ -143,12 +147,10 @@ def test_a_database_that_refuses_the_trials_ends_the_search_in_one_sentence(work
     connection = psycopg2.connect(make_url(postgres_url).set(drivername="postgresql")
                                   .render_as_string(hide_password=False))
     with connection, connection.cursor() as cursor:
-        cursor.execute("CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'trials are "
-                       "refused here'; END $$ LANGUAGE plpgsql")
-        cursor.execute("CREATE TRIGGER refuse BEFORE INSERT ON trials FOR EACH ROW EXECUTE FUNCTION refuse()")
+        cursor.execute("CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'rows are refused "
+                       "here'; END $$ LANGUAGE plpgsql")
+        cursor.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION refuse()")
     connection.close()
     assert main([*ARGV, "--results_dir", "res", "--storage", postgres_url]) == 2
-    err = capsys.readouterr().err
-    assert err.strip().splitlines() == [
-        f"simtune: error: Writing the study's trials to {make_url(postgres_url).render_as_string(hide_password=True)}"
-        f" failed (trials are refused here)."]
+    storage = make_url(postgres_url).render_as_string(hide_password=True)
+    assert capsys.readouterr().err.strip().splitlines() == [f"simtune: error: {sentence.format(storage=storage)}"]

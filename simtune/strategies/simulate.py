@@ -40,7 +40,8 @@ from simtune.strategies.measure import Measurement, RunnerLike, SearchOutcome, S
 from simtune.strategies.model_space import ModelSpace
 from simtune.strategies.study import ModelStudy, StudyResult, study_name
 from simtune.strategies.verify import Settlement, Verification, Verifier
-from simtune.study_storage import STUDY_FILE, StudyStorage
+from simtune.errors import StorageError
+from simtune.study_storage import STUDY_FILE, StudyStorage, reason_of, storage_failures
 
 ENUMERATE_LIMIT = 20_000
 """Spaces with at most this many points are also enumerated against the model."""
@@ -170,7 +171,10 @@ class SimulatedSearch:
                            inputs={"workload": self.workload, **(self.identity or {})})  # named in a shared storage
         self.progress.note(f"studying {self.options.search_trials} trials against the model "
                            f"(Optuna, {self.storage_place}, study {name})")
-        result = study.run(self.options.search_trials)
+        try:
+            result = study.run(self.options.search_trials)
+        except storage_failures() as exc:  # the writer's failures are StorageErrors already
+            raise StorageError(f"The study storage {self.storage.shown} failed: {reason_of(exc)}.") from None
         seconds["study"] = time.monotonic() - started
 
         enumeration, everything = None, ()
