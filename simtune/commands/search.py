@@ -140,8 +140,8 @@ class SearchCommand(Command):
     simtune search --num_gpus 8 train.py --deepspeed ds.json --per_device_train_batch_size 4.
     Strategy simulate (default): calibrate this machine if no hardware profile fits it, search
     every configuration against the cost model (an Optuna study in results_dir/study.db or the
-    --storage URL, resumed when interrupted), run the --verify-top best predictions for real and return the measured
-    best; --verify-top 0 returns the predicted best for any --profile and GPU count without
+    --storage URL, resumed when interrupted), run the --verify-top best predictions for real and
+    return the measured best; --verify-top 0 returns the predicted best for any --profile and GPU count without
     running anything. Strategy measure: every candidate runs for real, in DeepSpeed's order.
     The "autotuning" section of the DeepSpeed config is honoured; each flag below wins over it.
     Results: results_dir/summary.txt, ds_config_optimal.json, cmd_optimal.txt, results.json

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from simtune.errors import StorageError
 from simtune.outputs import ModelReport, PredictionRow
 from simtune.progress import Progress, format_value
 from simtune.residual import ResidualModel
@@ -40,7 +41,6 @@ from simtune.strategies.measure import Measurement, RunnerLike, SearchOutcome, S
 from simtune.strategies.model_space import ModelSpace
 from simtune.strategies.study import ModelStudy, StudyResult, study_name
 from simtune.strategies.verify import Settlement, Verification, Verifier
-from simtune.errors import StorageError
 from simtune.study_storage import STUDY_FILE, StudyStorage, reason_of, storage_failures
 
 ENUMERATE_LIMIT = 20_000

@@ -6,13 +6,14 @@ Storage: ``sqlite:///<results_dir>/study.db`` unless ``--storage`` names another
 users can share), one study per (workload, tuning space, hardware profile, residual model,
 metric): :func:`study_name` hashes them, so a changed input starts a new study in the same
 storage and an unchanged one continues where it stopped, whichever search stored its trials
-(the trials of one name are evaluations of the same model on the same space). The sampler works on an in-memory copy of the stored study (Optuna's TPE rereads every
-trial for each parameter it draws, which costs ~0.1 s per trial through SQLAlchemy) and each
-finished trial is handed at once to a writer that adds it to the stored study in one transaction
-(``study.add_trial``; SQLite in WAL mode with ``synchronous=NORMAL``: durable when the process is
-killed, without a disk flush per write). Two searches of one study running at once each load
-what is stored when they start and add the trials they draw: nothing is lost, and the study then
-holds more than ``n_trials``. On Linux the writer is a forked child process
+(the trials of one name are evaluations of the same model on the same space). The sampler works
+on an in-memory copy of the stored study (Optuna's TPE rereads every trial for each parameter it
+draws, which costs ~0.1 s per trial through SQLAlchemy) and each finished trial is handed at once
+to a writer that adds it to the stored study in one transaction (``study.add_trial``; SQLite in
+WAL mode with ``synchronous=NORMAL``: durable when the process is killed, without a disk flush
+per write). Two searches of one study running at once each load what is stored when they start
+and add the trials they draw: nothing is lost, and the study then holds more than ``n_trials``.
+On Linux the writer is a forked child process
 (:class:`TrialWriter`): Optuna's storage spends ~10 ms of Python per trial (a query per
 parameter and attribute), more than drawing the trial, and in a child it runs beside the sampler
 on another core (200 trials: 3.5 s -> ~2 s on 2 cores). The search waits for the writer before
