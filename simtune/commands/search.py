@@ -141,8 +141,8 @@ class SearchCommand(Command):
     Strategy simulate (default): calibrate this machine if no hardware profile fits it, search
     every configuration against the cost model (an Optuna study in results_dir/study.db or the
     --storage URL, resumed when interrupted), run the --verify-top best predictions for real and
-    return the measured best; --verify-top 0 returns the predicted best for any --profile and GPU count without
-    running anything. Strategy measure: every candidate runs for real, in DeepSpeed's order.
+    return the measured best; --verify-top 0 returns the predicted best for any --profile and GPU
+    count without running anything. Strategy measure: every candidate runs for real, in DeepSpeed's order.
     The "autotuning" section of the DeepSpeed config is honoured; each flag below wins over it.
     Results: results_dir/summary.txt, ds_config_optimal.json, cmd_optimal.txt, results.json
     (and predictions.json with simulate).
