@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from simtune.errors import ConfigError
+from simtune.study_storage import parse_storage
 
 METRICS = ("throughput", "latency", "FLOPS")
 """Values accepted for ``metric`` (after case-insensitive normalisation)."""
@@ -189,6 +190,10 @@ class AutotuningConfig:
     confirm_close_calls: int = 0
     """When one run each cannot tell the two best verified configurations apart (a close call),
     run each this many more times and return the better mean; 0: only say so."""
+    storage: str | None = None
+    """Where the Optuna study is kept: a database URL (sqlite:///PATH, postgresql://..., mysql://...)
+    or a journal file (journal:///PATH.log); None: results_dir/study.db. See
+    :mod:`simtune.study_storage`."""
     experiment_timeout_s: float | None = 600.0
     """Wall-clock limit of one experiment in seconds; None: no limit."""
     memory_budget_bytes: int | None = None
@@ -305,6 +310,9 @@ class AutotuningConfig:
             v["max_train_batch_size"] = _positive_int(v["max_train_batch_size"], "autotuning.max_train_batch_size")
         if v["profile"] is not None and (not isinstance(v["profile"], str) or not v["profile"].strip()):
             raise ConfigError(f"autotuning.profile must be a profile name or path, not {v['profile']!r}.")
+        if v["storage"] is not None:
+            parse_storage(v["storage"])  # a ConfigError in one sentence when it names no storage
+            v["storage"] = v["storage"].strip()
         timeout = v["experiment_timeout_s"]
         if timeout is not None:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:

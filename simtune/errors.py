@@ -30,3 +30,7 @@ class ProfileError(SimtuneError):
 
 class LaunchError(SimtuneError):
     """An experiment could not be launched at all (no launcher, no free port, bad hostfile)."""
+
+
+class StorageError(SimtuneError):
+    """The study's storage cannot be opened or used: missing driver, unreachable server, unusable schema."""

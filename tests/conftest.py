@@ -9,3 +9,91 @@ def _isolated_simtune_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SIMTUNE_HOME", str(tmp_path_factory.mktemp("simtune-home")))
     monkeypatch.delenv("SIMTUNE_PROFILE_PATH", raising=False)
     monkeypatch.delenv("SIMTUNE_CACHE_DIR", raising=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# PostgreSQL, for the study storage's tests
+POSTGRES_URL_ENV = "SIMTUNE_TEST_POSTGRES_URL"
+"""A server URL whose role may create databases (.ci/services/postgres.sh exports it)."""
+
+
+def _postgres_bindir():
+    """The folder of initdb and pg_ctl: on PATH, else Debian's /usr/lib/postgresql/<version>/bin."""
+    import shutil
+    from pathlib import Path
+
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    installed = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return installed[-1].parent if installed else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The URL of a PostgreSQL server the tests may create databases on: $SIMTUNE_TEST_POSTGRES_URL,
+    else a throwaway server started here from the installed binaries (a fresh cluster in a
+    temporary folder, on a free port, run as the postgres user when the tests run as root),
+    stopped at the end. Skips only when PostgreSQL or psycopg2 is not installed."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    pytest.importorskip("psycopg2", reason="psycopg2 is not installed: pip install -e '.[dev]'")
+    if os.environ.get(POSTGRES_URL_ENV):
+        yield os.environ[POSTGRES_URL_ENV]
+        return
+    bindir = _postgres_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin): "
+                    "apt-get install postgresql, or set SIMTUNE_TEST_POSTGRES_URL")
+    root = Path(tempfile.mkdtemp(prefix="simtune-postgres-"))
+    prefix = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        shutil.chown(root, "postgres", "postgres")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data, log = root / "data", root / "server.log"
+
+    def run(*argv: str) -> None:
+        done = subprocess.run([*prefix, *argv], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            server_log = log.read_text() if log.exists() else ""
+            pytest.fail(f"{argv[0]} failed: {done.stderr or done.stdout}{server_log}")
+
+    run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
+    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", "start")
+    try:
+        yield f"postgresql://postgres:not-checked@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A new, empty database on :func:`postgres_server` (dropped afterwards): its URL."""
+    import uuid
+
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    server = make_url(postgres_server).set(drivername="postgresql")
+    name = f"simtune_test_{uuid.uuid4().hex[:12]}"
+    connection = psycopg2.connect(server.render_as_string(hide_password=False))
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        yield server.set(database=name).render_as_string(hide_password=False)
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        connection.close()

@@ -63,6 +63,12 @@ BAD_INPUTS = {
                          "not both"),
     "script without a config": (lambda d: [write(d / "t.py", ""), "--lr", "1"], "name no DeepSpeed config"),
     "bad memory budget": (lambda d: ["--memory-budget", "lots"], "is not a size"),
+    "unknown storage scheme": (lambda d: ["--storage", "mongodb://db.example/studies"],
+                               "storage scheme mongodb:// is unknown"),
+    "storage not a URL": (lambda d: ["--storage", "studies"], "storage 'studies' is not a URL"),
+    "unknown storage in the config": (
+        lambda d: ["--deepspeed", write(d / "c.json", {"autotuning": {"storage": "redis://db.example"}})],
+        "storage scheme redis:// is unknown"),
 }
 
 
@@ -74,6 +80,33 @@ def test_bad_input_is_one_sentence_and_launches_nothing(case, workdir, capsys):
     assert expected in message
     assert not (workdir / "autotuning_results").exists()
     assert not (workdir / "autotuning_exps").exists()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:  # nothing listens on it once closed
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("postgresql://simtune:s3cret-pw@127.0.0.1:{port}/studies", "Cannot connect to the study storage "
+                                                                "postgresql://simtune:***@127.0.0.1:{port}/studies"),
+    ("mysql://simtune:s3cret-pw@127.0.0.1:{port}/studies", "needs the Python package mysqlclient"),
+])
+def test_a_storage_that_cannot_be_opened_is_one_sentence_before_anything_runs(url, expected, workdir, capsys):
+    import importlib.util
+
+    if url.startswith("postgresql"):
+        pytest.importorskip("psycopg2")
+    elif any(importlib.util.find_spec(m) for m in ("MySQLdb", "pymysql", "mysql")):
+        pytest.skip("a MySQL driver is installed here")
+    port = _closed_port()
+    message = error_of(capsys, ["search", "--verify-top", "0", "--profile", "dgx-a100-80gb",
+                                "--storage", url.format(port=port)])
+    assert expected.format(port=port) in message and "s3cret-pw" not in message
+    assert not (workdir / "autotuning_results").exists()
 
 
 def test_debug_shows_the_traceback(workdir, capsys):

@@ -52,6 +52,7 @@ from simtune.strategies.measure import MeasuredSearch, MeasureOptions, Measureme
 from simtune.strategies.model_inputs import (choose_profile, choose_script_workload, choose_workload, load_residual,
                                              measure_scope, profile_fingerprint)
 from simtune.strategies.simulate import SimulatedSearch, SimulateOptions, model_report
+from simtune.study_storage import StudyStorage
 from simtune.workloads import TRAIN_PROGRAM, load_workload
 
 STRATEGIES = ("simulate", "measure")
@@ -138,10 +139,10 @@ class SearchCommand(Command):
     after the options, as the deepspeed launcher takes them:
     simtune search --num_gpus 8 train.py --deepspeed ds.json --per_device_train_batch_size 4.
     Strategy simulate (default): calibrate this machine if no hardware profile fits it, search
-    every configuration against the cost model (an Optuna study in results_dir/study.db, resumed
-    when interrupted), run the --verify-top best predictions for real and return the measured
-    best; --verify-top 0 returns the predicted best for any --profile and GPU count without
-    running anything. Strategy measure: every candidate runs for real, in DeepSpeed's order.
+    every configuration against the cost model (an Optuna study in results_dir/study.db or the
+    --storage URL, resumed when interrupted), run the --verify-top best predictions for real and
+    return the measured best; --verify-top 0 returns the predicted best for any --profile and GPU
+    count without running anything. Strategy measure: every candidate runs for real, in DeepSpeed's order.
     The "autotuning" section of the DeepSpeed config is honoured; each flag below wins over it.
     Results: results_dir/summary.txt, ds_config_optimal.json, cmd_optimal.txt, results.json
     (and predictions.json with simulate).
@@ -180,6 +181,10 @@ class SearchCommand(Command):
                          metavar="N", help="simulate: when one run each cannot tell the two best verified apart, "
                                            "run each N more times and return the better mean (default 0: only say "
                                            "so)")
+        how.add_argument("--storage", metavar="URL",
+                         help="simulate: where the Optuna study is kept, to share it between searches and users: "
+                              "sqlite:///PATH, postgresql://USER:PASSWORD@HOST/DB, mysql://..., or a journal file "
+                              "journal:///PATH.log (default: results_dir/study.db)")
         how.add_argument("--results_dir", "--results-dir", dest="results_dir")
         how.add_argument("--exps_dir", "--exps-dir", dest="exps_dir")
         how.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=None,
@@ -257,6 +262,9 @@ class SearchCommand(Command):
         """The model-driven search: profile, workload, study, verification, outputs."""
         autotuning = space.autotuning
         verify_top = autotuning.verify_top
+        storage = StudyStorage.chosen(autotuning.storage, autotuning.results_dir)
+        if autotuning.storage is not None:
+            storage.check()  # a bad URL, a missing driver or an unreachable server, before anything runs
         precision = precision_of(ds_config)
         workload = load_workload(program.model, program.seq_len) if program.mode == "model" else None
         scope = measure_scope(space, workload) if workload is not None else None
@@ -287,13 +295,14 @@ class SearchCommand(Command):
                     "world_size": resources.world_size, "nodes": resources.num_nodes, "program": program.args}
         search = SimulatedSearch(space, predictor, runner, results_dir=autotuning.results_dir, residual=residual,
                                  workload=chosen.key, identity=identity, options=options,
-                                 memory_budget_bytes=autotuning.memory_budget_bytes, progress=progress)
+                                 memory_budget_bytes=autotuning.memory_budget_bytes, progress=progress,
+                                 storage=storage)
         try:
             result = search.run()
         except KeyboardInterrupt:  # the residual model is not saved: a resumed search predicts as this one did
             partial = search.partial_outcome()
             return interrupted(autotuning.results_dir, partial, time.monotonic() - started,
-                               kept=f"the study in {Path(autotuning.results_dir) / 'study.db'} and ")
+                               kept=f"the study in {search.storage_place} and ")
         saved = search.save_residual()
         if saved is not None:
             progress.note(f"residual model updated with {len(result.verifications)} measurement(s): {saved}")
@@ -324,6 +333,7 @@ class SearchCommand(Command):
                model: ModelReport | None = None, predictions: dict | None = None, runnable: bool = True) -> int:
         """Write the outputs, print the summary and the best configuration; train with it on --run."""
         results_dir = Path(space.autotuning.results_dir)
+        results_dir.mkdir(parents=True, exist_ok=True)  # a study kept elsewhere leaves it to be made here
         best = outcome.best
         advice = command = None
         if best is not None:
@@ -425,6 +435,7 @@ class SearchCommand(Command):
             profile=args.profile,
             search_trials=args.trials,
             confirm_close_calls=args.confirm_close_calls,
+            storage=args.storage,
         )
         if program.mode == "model":
             mappings = dict(autotuning.arg_mappings or {})

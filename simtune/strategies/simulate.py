@@ -6,7 +6,8 @@
 2. Bound the space: :class:`~simtune.strategies.model_space.ModelSpace`, every dimension of the
    tuning space with micro-batch sizes up to the largest predicted to fit.
 3. Study: :class:`~simtune.strategies.study.ModelStudy`, an Optuna study (seeded TPE, then a local
-   polish) stored in ``results_dir/study.db``; resumed when the same search runs again.
+   polish) stored in ``results_dir/study.db`` or the storage given (``storage``); resumed when the
+   same search runs again.
 4. Check: when the space has at most ``enumerate_limit`` points, every point is predicted and the
    study's best is compared with the model's true optimum (the gap is reported). The
    verification candidates are then drawn from every point, else from the study's points.
@@ -27,8 +28,9 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
+from simtune.errors import StorageError
 from simtune.outputs import ModelReport, PredictionRow
 from simtune.progress import Progress, format_value
 from simtune.residual import ResidualModel
@@ -37,8 +39,9 @@ from simtune.strategies.doubt import predicted_gap
 from simtune.strategies.forecast import Forecast, Forecaster, PredictorLike
 from simtune.strategies.measure import Measurement, RunnerLike, SearchOutcome, StageOutcome, default_experiment
 from simtune.strategies.model_space import ModelSpace
-from simtune.strategies.study import ModelStudy, StudyResult, open_storage, study_name
+from simtune.strategies.study import ModelStudy, StudyResult, study_name
 from simtune.strategies.verify import Settlement, Verification, Verifier
+from simtune.study_storage import STUDY_FILE, StudyStorage, reason_of, storage_failures
 
 ENUMERATE_LIMIT = 20_000
 """Spaces with at most this many points are also enumerated against the model."""
@@ -130,12 +133,16 @@ class SimulatedSearch:
 
     def __init__(self, space: TuningSpace, predictor: PredictorLike, runner: RunnerLike | None, *,
                  results_dir: str | Path, residual: ResidualModel | None = None, workload: str = "",
-                 identity: Any = None, options: SimulateOptions = SimulateOptions(),
+                 identity: Mapping[str, Any] | None = None, options: SimulateOptions = SimulateOptions(),
                  memory_budget_bytes: int | None = None, progress: Progress | None = None,
-                 make_experiment: Callable[[str, Trial, dict], Any] = default_experiment):
+                 make_experiment: Callable[[str, Trial, dict], Any] = default_experiment,
+                 storage: StudyStorage | None = None):
         self.space = space
         self.runner = runner
         self.results_dir = Path(results_dir)
+        self.storage = storage or StudyStorage.default(results_dir)
+        self.storage_place = self.storage.shown if storage else str(self.results_dir / STUDY_FILE)
+        """Where the study is, as the progress lines say it."""
         self.residual = residual if residual is not None else ResidualModel()
         self.workload = workload
         self.identity = identity
@@ -158,12 +165,16 @@ class SimulatedSearch:
                                        prune_dead=self.options.prune_dead_knobs)
         self.progress.note(f"model space: {model_space.size()} configurations ({model_space.describe()})")
         name = self.study_name(model_space)
-        self._storage = open_storage(self.results_dir)
+        self._storage = self.storage.open()
         study = ModelStudy(model_space, self.forecaster, storage=self._storage, name=name,
-                           seed=self.options.seed, progress=self.progress.note)
+                           seed=self.options.seed, progress=self.progress.note, where=self.storage.shown,
+                           inputs={"workload": self.workload, **(self.identity or {})})  # named in a shared storage
         self.progress.note(f"studying {self.options.search_trials} trials against the model "
-                           f"(Optuna, {self.results_dir / 'study.db'}, study {name})")
-        result = study.run(self.options.search_trials)
+                           f"(Optuna, {self.storage_place}, study {name})")
+        try:
+            result = study.run(self.options.search_trials)
+        except storage_failures() as exc:  # the writer's failures are StorageErrors already
+            raise StorageError(f"The study storage {self.storage.shown} failed: {reason_of(exc)}.") from None
         seconds["study"] = time.monotonic() - started
 
         enumeration, everything = None, ()

@@ -1,14 +1,19 @@
 """The Optuna study of the model-driven search: every dimension of the space against the model,
-kept in SQLite so that a search can be resumed and inspected.
+kept in a database so that a search can be resumed and inspected.
 
-Storage: ``optuna.storages.RDBStorage("sqlite:///<results_dir>/study.db")``, one study per
-(workload, tuning space, hardware profile, residual model, metric): :func:`study_name` hashes them,
-so a changed input starts a new study in the same file and an unchanged one continues where it
-stopped. The sampler works on an in-memory copy of the stored study (Optuna's TPE rereads every
-trial for each parameter it draws, which costs ~0.1 s per trial through SQLAlchemy) and each
-finished trial is handed at once to a writer that adds it to the stored study in one transaction
-(``study.add_trial``; SQLite in WAL mode with ``synchronous=NORMAL``: durable when the process is
-killed, without a disk flush per write). On Linux the writer is a forked child process
+Storage: ``sqlite:///<results_dir>/study.db`` unless ``--storage`` names another
+(:mod:`simtune.study_storage`: a database server or a journal file, which several searches and
+users can share), one study per (workload, tuning space, hardware profile, residual model,
+metric): :func:`study_name` hashes them, so a changed input starts a new study in the same
+storage and an unchanged one continues where it stopped, whichever search stored its trials
+(the trials of one name are evaluations of the same model on the same space). The sampler works
+on an in-memory copy of the stored study (Optuna's TPE rereads every trial for each parameter it
+draws, which costs ~0.1 s per trial through SQLAlchemy) and each finished trial is handed at once
+to a writer that adds it to the stored study in one transaction (``study.add_trial``; SQLite in
+WAL mode with ``synchronous=NORMAL``: durable when the process is killed, without a disk flush
+per write). Two searches of one study running at once each load what is stored when they start
+and add the trials they draw: nothing is lost, and the study then holds more than ``n_trials``.
+On Linux the writer is a forked child process
 (:class:`TrialWriter`): Optuna's storage spends ~10 ms of Python per trial (a query per
 parameter and attribute), more than drawing the trial, and in a child it runs beside the sampler
 on another core (200 trials: 3.5 s -> ~2 s on 2 cores). The search waits for the writer before
@@ -58,8 +63,8 @@ from typing import Any, Callable, Sequence
 from simtune.space import Trial
 from simtune.strategies.forecast import Forecast, Forecaster
 from simtune.strategies.model_space import ModelSpace
+from simtune.study_storage import STUDY_FILE, StudyStorage, parse_storage, reason_of  # noqa: F401 - STUDY_FILE
 
-STUDY_FILE = "study.db"
 POLISH_SHARE = 0.25
 """Share of the trials spent on the local polish of the best trials."""
 POLISH_TOP = 5
@@ -78,49 +83,39 @@ def study_name(*parts: Any) -> str:
 
 
 def storage_url(results_dir: str | Path) -> str:
-    return f"sqlite:///{Path(results_dir).resolve() / STUDY_FILE}"
+    """The default storage's URL: ``sqlite:///<results_dir>/study.db``."""
+    return StudyStorage.default(results_dir).url
 
 
 def open_storage(results_dir: str | Path):
-    """The RDB storage of ``results_dir/study.db`` (created when missing), WAL journal."""
-    import optuna
-    from sqlalchemy import event
-
-    Path(results_dir).mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(storage_url(results_dir),
-                                         engine_kwargs={"connect_args": {"timeout": 60}})
-
-    def pragmas(connection, _record) -> None:
-        cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    event.listen(storage.engine, "connect", pragmas)
-    storage.engine.dispose()  # connections opened from now on get the pragmas
-    return storage
+    """The default storage, ``results_dir/study.db`` (created when missing), WAL journal."""
+    return StudyStorage.default(results_dir).open()
 
 
 class TrialWriter:
     """Adds finished trials to the stored study ``name`` in ``storage``: from a forked child
-    process where ``fork`` exists (the parent's connections are closed first; the child opens
-    its own), else in this process. :meth:`close` waits until every trial given is stored."""
+    process where ``fork`` exists and the storage outlives the process (the parent's database
+    connections are closed first; the child opens the database again by its URL), else in this
+    process. :meth:`close` waits until every trial given is stored."""
 
-    def __init__(self, storage: Any, name: str, *, background: bool | None = None):
+    def __init__(self, storage: Any, name: str, *, background: bool | None = None, where: str | None = None):
         import optuna
 
         self.storage = storage
         self.name = name
+        self.where = where or storage_url_of(storage)
         if background is None:
             background = sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
         self._pipe: Any = None
         self._process: Any = None
         self._inline: Any = None
-        if background and hasattr(storage, "url"):
-            storage.engine.dispose()  # no open SQLite connection is carried into the child
+        if background and not isinstance(storage, optuna.storages.InMemoryStorage):
+            engine = getattr(storage, "engine", None)
+            if engine is not None:
+                engine.dispose()  # no open connection is carried into the child
             context = multiprocessing.get_context("fork")
-            reader, self._pipe = context.Pipe(duplex=False)
-            self._process = context.Process(target=_write_trials, args=(storage.url, name, reader, self._pipe),
+            reader, self._pipe = context.Pipe()  # duplex: a writer that fails answers why
+            self._process = context.Process(target=_write_trials, args=(storage, name, reader, self._pipe),
                                             name="simtune-study-writer", daemon=True)
             self._process.start()
             reader.close()  # the child holds the only reader: it sees the end when this process is gone
@@ -132,28 +127,33 @@ class TrialWriter:
         blocks only while a pipe's worth of trials waits)."""
         if self._inline is not None:
             self._inline.add_trial(trial)
-        else:
+            return
+        try:
             self._pipe.send(trial)
+        except OSError:  # the writer is gone: close() says why
+            self.close()
+            raise
 
     def close(self) -> None:
-        """Wait for every trial to be stored; a writer that failed is reported here."""
+        """Wait for every trial to be stored; a writer that failed is reported here, with its reason."""
         if self._process is None:
             return
         process, self._process = self._process, None
         try:
             self._pipe.send(None)
-        except OSError:  # the writer is gone: its exit code says why
+        except OSError:  # the writer is gone: its answer or exit code says why
             pass
-        self._pipe.close()
         process.join()
+        reason = self._pipe.recv() if process.exitcode != 0 and self._pipe.poll() else None
+        self._pipe.close()
         if process.exitcode != 0:
-            from simtune.errors import SimtuneError
+            from simtune.errors import StorageError
 
-            raise SimtuneError(f"Writing the study's trials to {self.storage.url} failed "
-                               f"(writer exit code {process.exitcode}).")
+            raise StorageError(f"Writing the study's trials to {self.where} failed "
+                               f"({reason or f'writer exit code {process.exitcode}'}).")
 
 
-def _write_trials(url: str, name: str, reader: Any, parents_end: Any) -> None:
+def _write_trials(storage: Any, name: str, reader: Any, parents_end: Any) -> None:
     """The writer process: store every trial from ``reader`` until None arrives or the parent is
     gone. Ctrl-C reaches the whole process group; the parent decides when to stop."""
     import optuna
@@ -161,20 +161,27 @@ def _write_trials(url: str, name: str, reader: Any, parents_end: Any) -> None:
     parents_end.close()  # else the pipe never ends when the parent dies
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=name, storage=_storage_of(url))
-    while True:
-        try:
-            trial = reader.recv()
-        except (EOFError, OSError):  # the parent died: what arrived is stored
-            return
-        if trial is None:
-            return
-        study.add_trial(trial)
+    try:
+        study = optuna.load_study(study_name=name, storage=_reopened(storage))
+        while True:
+            try:
+                trial = reader.recv()
+            except (EOFError, OSError):  # the parent died: what arrived is stored
+                return
+            if trial is None:
+                return
+            study.add_trial(trial)
+    except Exception as exc:  # noqa: BLE001 - any failure ends the writer; the parent says why
+        reader.send(reason_of(exc))
+        sys.exit(1)
 
 
-def _storage_of(url: str) -> Any:
-    prefix = "sqlite:///"
-    return open_storage(Path(url[len(prefix):]).parent) if url.startswith(prefix) else url
+def _reopened(storage: Any) -> Any:
+    """A database storage opened again from its URL (SQLite's connections must not cross a fork,
+    and this one is opened as the parent's was: pragmas, time-out); a journal file's storage as it
+    is (it holds no open file between writes)."""
+    url = getattr(storage, "url", None)
+    return parse_storage(url).open() if url is not None else storage
 
 
 @dataclass(frozen=True)
@@ -198,10 +205,16 @@ class ModelStudy:
     """Runs (or resumes) the study of one search."""
 
     def __init__(self, model_space: ModelSpace, forecaster: Forecaster, *, storage: Any, name: str,
-                 seed: int = 0, progress: Callable[[str], None] | None = None):
+                 seed: int = 0, progress: Callable[[str], None] | None = None, where: str | None = None,
+                 inputs: Any = None):
         self.model_space = model_space
         self.forecaster = forecaster
+        self.inputs = inputs
+        """What the study's name stands for, in words a reader of a shared storage can use
+        (workload, profile, ...); stored as the study's ``inputs`` attribute."""
         self.storage = storage
+        self.where = where or storage_url_of(storage)
+        """The storage as printed (no password)."""
         self.name = name
         self.seed = seed
         self.progress = progress or (lambda message: None)
@@ -229,6 +242,8 @@ class ModelStudy:
         if not done:
             durable.set_user_attr("space", self.model_space.describe())
             durable.set_user_attr("metric", self.forecaster.metric)
+            if self.inputs is not None:
+                durable.set_user_attr("inputs", self.inputs)
         else:
             self.progress(f"study {self.name}: {done} of {n_trials} trials already done, resuming")
         seen = {Trial.from_dict(t.user_attrs[TRIAL_ATTR]) for t in finished}
@@ -238,7 +253,7 @@ class ModelStudy:
         polish_from = n_trials - int(n_trials * POLISH_SHARE)
         report_every = max(1, n_trials // 4)
         size = self.model_space.size()
-        writer = TrialWriter(self.storage, self.name) if done < n_trials else None
+        writer = TrialWriter(self.storage, self.name, where=self.where) if done < n_trials else None
         try:
             while done < n_trials:
                 if len(seen) >= size:
@@ -336,7 +351,7 @@ class ModelStudy:
     def result(self, study, resumed_from: int, seconds: float) -> StudyResult:
         ranked = self._ranked(study)
         best = ranked[0] if ranked and ranked[0].feasible else None
-        return StudyResult(self.name, storage_url_of(self.storage), self._completed(study), resumed_from,
+        return StudyResult(self.name, self.where, self._completed(study), resumed_from,
                            tuple(ranked), best, seconds)
 
     def _fmt(self, value: float) -> str:
@@ -346,6 +361,7 @@ class ModelStudy:
 
 
 def storage_url_of(storage: Any) -> str:
+    """The URL of an RDB storage (SQLAlchemy prints it without its password), else its repr."""
     url = getattr(getattr(storage, "engine", None), "url", None)
     return str(url) if url is not None else str(storage)
 

@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from simtune.strategies.study import TrialWriter, open_storage, storage_url
+from simtune.study_storage import parse_storage
 
 
 def _trial(i: int):
@@ -20,8 +21,9 @@ def _trial(i: int):
                                      value=float(i), user_attrs={"name": f"t{i}"})
 
 
-def _stored(results) -> list:
-    study = optuna.load_study(study_name="s", storage=storage_url(results))
+def _stored(url: str) -> list:
+    """The trials stored in study "s" at ``url``, as another process sees them."""
+    study = optuna.load_study(study_name="s", storage=parse_storage(url).open())
     return sorted(t.params["x"] for t in study.get_trials() if t.state.name == "COMPLETE")
 
 
@@ -33,7 +35,20 @@ def test_every_trial_given_is_stored_once_closed(tmp_path, background):
     for i in range(30):
         writer.add(_trial(i))
     writer.close()
-    assert _stored(tmp_path) == list(range(30))
+    assert _stored(storage_url(tmp_path)) == list(range(30))
+
+
+@pytest.mark.parametrize("kind", ["journal", "postgresql"])
+def test_the_writer_process_stores_into_any_storage(kind, tmp_path, request):
+    url = f"journal://{tmp_path}/study.log" if kind == "journal" else request.getfixturevalue("postgres_url")
+    storage = parse_storage(url).open()
+    optuna.create_study(storage=storage, study_name="s")
+    writer = TrialWriter(storage, "s", background=True)
+    assert writer._process is not None  # noqa: SLF001 - the forked writer, not the inline one
+    for i in range(30):
+        writer.add(_trial(i))
+    writer.close()
+    assert _stored(url) == list(range(30))
 
 
 def test_the_writer_stores_what_it_got_and_ends_when_its_parent_is_killed(tmp_path):
@@ -57,4 +72,4 @@ def test_the_writer_stores_what_it_got_and_ends_when_its_parent_is_killed(tmp_pa
     while psutil.pid_exists(child_pid) and psutil.Process(child_pid).status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline, "the writer outlived its parent"
         time.sleep(0.05)
-    assert _stored(tmp_path) == list(range(20))
+    assert _stored(storage_url(tmp_path)) == list(range(20))
