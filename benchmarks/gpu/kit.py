@@ -74,6 +74,8 @@ class Mode:
     calibrate_args: tuple[str, ...] = ()
     search_max_micro_batch_size: Optional[int] = None
     """The search space's largest micro-batch size (the rehearsal keeps its runs short)."""
+    largest_attempts: int = 6
+    """Sizes a search for the largest micro-batch size may try."""
 
 
 GPU = Mode("gpu", "bf16", "h200-141gb-1gpu", ("gpt2", 1024), 3, 2,
@@ -82,7 +84,7 @@ GPU = Mode("gpu", "bf16", "h200-141gb-1gpu", ("gpt2", 1024), 3, 2,
 REHEARSAL = Mode("rehearsal", "fp32", "cpu-1proc-kit-rehearsal", ("gpt2-tiny", 64), 0, 1,
                  {"install": 30, "ops": 10, "calibrate": 60, "plan": 30, "measure": 120, "launches": 60,
                   "search": 60, "autotuner": 0, "report": 30}, total_s=360, calibrate_args=("--quick",),
-                 search_max_micro_batch_size=16)
+                 search_max_micro_batch_size=16, largest_attempts=3)
 REPORT_RESERVE_S = 20.0
 MIN_PHASE_S = 8.0
 
@@ -267,7 +269,8 @@ class Kit:
         codes = {}
         for group, share in (("main", 0.7), ("stage3", 1.0)):
             left = allowed - (time.monotonic() - started)
-            code, _ = self.run(self.python(str(HERE / "sweep.py"), str(plan), group, str(results)),
+            code, _ = self.run(self.python(str(HERE / "sweep.py"), str(plan), group, str(results),
+                                           "--largest-attempts", str(self.mode.largest_attempts)),
                                left * share, log_name=f"sweep {group}")
             codes[group] = code
         statuses = [json.loads(line)["status"] for line in results.read_text().splitlines()] \
@@ -331,8 +334,7 @@ class Kit:
         model, seq = self.mode.search_model
         results, exps = self.work / "ds_autotuning_results", self.work / "ds_autotuning_exps"
         config = self._train_config({"train_micro_batch_size_per_gpu": "auto", "autotuning": {
-            "enabled": True, "fast": True, "results_dir": str(results), "exps_dir": str(exps),
-            "arg_mappings": {"train_micro_batch_size_per_gpu": "--per_device_train_batch_size"}}})
+            "enabled": True, "fast": True, "results_dir": str(results), "exps_dir": str(exps)}})
         argv = ["deepspeed", "--autotuning", "run", "--num_gpus", "1",
                 str(ROOT / "simtune" / "workloads" / "train.py"), "--model", model, "--seq-len", str(seq),
                 "--deepspeed", str(config), "--steps", "12"]
@@ -343,6 +345,10 @@ class Kit:
         summary = results / "summary.txt"
         if summary.is_file():
             text += ["", "summary.txt:", summary.read_text()]
+        # Each finished experiment's metrics, whether or not the autotuner got to its summary
+        # (without pdsh it prints a traceback per experiment and carries on).
+        for metrics in sorted(results.glob("*/metrics.json")):
+            text.append(f"{metrics.parent.name}: {metrics.read_text().strip()}")
         with (self.out / "search.txt").open("a", encoding="utf-8") as handle:
             handle.write("\n".join(text))
         return {"exit_code": code, **({} if code == 0 else {"status": "failed", "reason": _last_line(tail)})}

@@ -122,9 +122,14 @@ def _compute(raw: Mapping, reference_peaks: Mapping[str, float]) -> tuple[Comput
         points = tuple(
             ElementwisePoint(int(e["elements"]), stats_from_dict(e["fwd"]), stats_from_dict(e["bwd"])) for e in entries
         )
-        line = fit_line(
-            [p.elements for p in points], [p.fwd.min_s + p.bwd.min_s for p in points], what=f"{op} ({dtype})"
-        )
+        try:
+            line = fit_line(
+                [p.elements for p in points], [p.fwd.min_s + p.bwd.min_s for p in points], what=f"{op} ({dtype})"
+            )
+        except FitError as exc:
+            # The time model does not use these fits yet: a noisy one is left out, not fatal.
+            notes.append(f"element-wise {op} ({dtype}) not fitted: {exc}")
+            continue
         elementwise.append(ElementwiseFit(op, dtype, line.intercept, line.slope, line.r2, points))
     unsupported = {d: why for d, why in raw["dtypes"].items() if why != "ok"}
     return ComputeProfile(curves, tuple(elementwise), matmul, unsupported), peaks, notes
