@@ -8,6 +8,7 @@ model, run only the top ``--verify-top`` predictions; :mod:`simtune.strategies.s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -45,8 +46,9 @@ from simtune.runner.launcher import (
     release_port,
     with_config_path,
 )
-from simtune.runner.resources import DEFAULT_HOSTFILE, detect_accelerator
+from simtune.runner.resources import DEFAULT_HOSTFILE, LAUNCHERS, detect_accelerator
 from simtune.runner.runner import DEFAULT_MASTER_PORT, remove_shm_buffers
+from simtune.runner.slurm import allocation_resources
 from simtune.space import TuningSpace
 from simtune.strategies.measure import MeasuredSearch, MeasureOptions, Measurement
 from simtune.strategies.model_inputs import (choose_profile, choose_script_workload, choose_workload, load_residual,
@@ -164,6 +166,11 @@ class SearchCommand(Command):
                                 f"default: all GPUs, or {DEFAULT_CPU_PROCESSES} CPU processes)")
         where.add_argument("--num_nodes", type=int, help="nodes of each experiment (needs --hostfile)")
         where.add_argument("--hostfile", help="DeepSpeed hostfile (hostname slots=N lines)")
+        where.add_argument("--launcher", choices=LAUNCHERS, default="pdsh",
+                           help="DeepSpeed's multi-node launcher for every experiment (default pdsh); slurm: "
+                                "srun steps of the allocation simtune runs in (salloc or sbatch)")
+        where.add_argument("--launcher_args", "--launcher-args", dest="launcher_args", default="", metavar="ARGS",
+                           help="options DeepSpeed's launcher adds to srun or mpirun, e.g. \"--cpu-bind=cores\"")
         how = parser.add_argument_group("search (each wins over the config's \"autotuning\" section)")
         how.add_argument("--strategy", choices=STRATEGIES, default="simulate",
                          help="simulate: search against the cost model, run the top predictions (default); "
@@ -386,11 +393,22 @@ class SearchCommand(Command):
         for flag, value in (("--num_gpus", args.num_gpus), ("--num_nodes", args.num_nodes)):
             if value is not None and value < 1:
                 raise InputError(f"{flag} must be at least 1, not {value}.")
+        if args.launcher == "slurm":
+            if args.hostfile is not None:
+                raise InputError("--launcher slurm takes the nodes of the Slurm allocation; leave out --hostfile.")
+            return allocation_resources(num_gpus=args.num_gpus, num_nodes=args.num_nodes,
+                                        launcher_args=args.launcher_args, default_cpu_processes=DEFAULT_CPU_PROCESSES)
+        if args.launcher != "pdsh" and args.hostfile is None:
+            raise InputError(f"--launcher {args.launcher} starts the ranks with mpirun on the hosts of a hostfile: "
+                             f"give --hostfile.")
+        if args.launcher == "pdsh" and args.launcher_args:
+            raise InputError("--launcher_args are options of srun or mpirun: give --launcher too.")
         num_gpus = args.num_gpus
         if num_gpus is None and args.hostfile is None and not os.path.isfile(DEFAULT_HOSTFILE) \
                 and detect_accelerator() == "cpu":
             num_gpus = DEFAULT_CPU_PROCESSES
-        return Resources.resolve(num_gpus=num_gpus, num_nodes=args.num_nodes, hostfile=args.hostfile)
+        resources = Resources.resolve(num_gpus=num_gpus, num_nodes=args.num_nodes, hostfile=args.hostfile)
+        return dataclasses.replace(resources, launcher=args.launcher, launcher_args=args.launcher_args)
 
     def planned_resources(self, args: argparse.Namespace, profile_name: str) -> Resources:
         """Predictions only, for the hardware of a profile: that hardware's accelerator, --num_gpus
@@ -453,10 +471,10 @@ def optimal_command(runner, best: Measurement, config_path: Path, port: int | No
     script, args = runner.workload
     script_args = mapped_args(with_config_path(args, str(config_path)), runner.arg_mappings,
                               best.ds_config, best.trial)
-    argv = [deepspeed_launcher(),
-            *launcher_args(runner.resources, runner.slot_sets[0], port or DEFAULT_MASTER_PORT),
-            script, *script_args]
-    env = launch_env(runner.resources, config_path.parent, base={})
+    slots = runner.slot_sets[0]
+    port = port or DEFAULT_MASTER_PORT
+    argv = [deepspeed_launcher(), *launcher_args(runner.resources, slots, port), script, *script_args]
+    env = launch_env(runner.resources, config_path.parent, base={}, rendezvous=(slots.hosts[0], port))
     return argv, env
 
 

@@ -29,6 +29,9 @@ DEFAULT_HOSTFILE = "/job/hostfile"
 
 ACCELERATORS = ("cuda", "cpu")
 
+LAUNCHERS = ("pdsh", "slurm", "openmpi", "mpich", "impi", "mvapich")
+"""DeepSpeed's multi-node launchers (its ``--launcher``); pdsh is its default."""
+
 _HOSTFILE_LINE = re.compile(r"^(\S+)\s+slots\s*=\s*(\d+)\s*(#.*)?$")
 
 
@@ -78,8 +81,15 @@ class Resources:
     """The hostfile the hosts came from; None for this machine alone."""
     device_ids: tuple[int, ...] | None = None
     """This machine's visible CUDA device ids (``CUDA_VISIBLE_DEVICES``) when they are not 0..n-1."""
+    launcher: str = "pdsh"
+    """DeepSpeed's ``--launcher``: how a launch reaches the hosts (pdsh over ssh, srun steps of a
+    Slurm allocation, mpirun, ...)."""
+    launcher_args: str = ""
+    """DeepSpeed's ``--launcher_args``: options added to the launcher's command (srun, mpirun)."""
 
     def __post_init__(self) -> None:
+        if self.launcher not in LAUNCHERS:
+            raise InputError(f"--launcher must be one of {', '.join(LAUNCHERS)}, not {self.launcher!r}.")
         if self.accelerator not in ACCELERATORS:
             raise InputError(f"The accelerator must be one of {', '.join(ACCELERATORS)}, not {self.accelerator!r}.")
         if self.num_gpus < 1:
@@ -161,8 +171,19 @@ class Resources:
             return self.device_ids[:slots]
         return tuple(range(slots))
 
+    @property
+    def uses_own_launcher(self) -> bool:
+        """Whether launches go through a launcher other than DeepSpeed's default (pdsh or local)."""
+        return self.launcher != "pdsh"
+
     def concurrent_slots(self) -> tuple[SlotAssignment, ...]:
-        """The slot sets of the experiments that can run at once (its length is how many)."""
+        """The slot sets of the experiments that can run at once (its length is how many).
+        Through another launcher than pdsh one experiment runs at a time, on the first
+        ``num_gpus`` slots of the first ``num_nodes`` hosts (srun and mpirun place processes by
+        count, not by slot)."""
+        if self.uses_own_launcher:
+            chosen = [host for host, slots in self.hosts if slots >= self.num_gpus][: self.num_nodes]
+            return (SlotAssignment(tuple((host, tuple(range(self.num_gpus))) for host in chosen)),)
         free = {host: list(self.slot_ids(host, slots)) for host, slots in self.hosts}
         assignments = []
         while True:
@@ -199,6 +220,8 @@ class Resources:
             "num_nodes": self.num_nodes,
             "accelerator": self.accelerator,
             "hostfile": self.hostfile,
+            "launcher": self.launcher,
+            "launcher_args": self.launcher_args,
         }
 
 

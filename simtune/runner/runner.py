@@ -240,7 +240,7 @@ class Runner:
         try:
             command = self.command(experiment, slots=slots, port=port)
             (result_dir / "cmd.txt").write_text(shlex.join(command) + "\n", encoding="utf-8")
-            env = launch_env(self.resources, result_dir)
+            env = launch_env(self.resources, result_dir, rendezvous=(slots.hosts[0], port))
             record = {
                 **description,
                 "result_dir": str(result_dir),
