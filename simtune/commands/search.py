@@ -48,7 +48,9 @@ from simtune.runner.launcher import (
 )
 from simtune.runner.resources import DEFAULT_HOSTFILE, LAUNCHERS, detect_accelerator
 from simtune.runner.runner import DEFAULT_MASTER_PORT, remove_shm_buffers
-from simtune.runner.slurm import allocation_resources
+from simtune.runner.executors import EXECUTORS, Executor, LocalExecutor
+from simtune.runner.slurm import allocation_resources, job_resources
+from simtune.runner.slurm_executor import SlurmExecutor, SlurmSettings
 from simtune.space import TuningSpace
 from simtune.strategies.measure import MeasuredSearch, MeasureOptions, Measurement
 from simtune.strategies.model_inputs import (choose_profile, choose_script_workload, choose_workload, load_residual,
@@ -171,6 +173,17 @@ class SearchCommand(Command):
                                 "srun steps of the allocation simtune runs in (salloc or sbatch)")
         where.add_argument("--launcher_args", "--launcher-args", dest="launcher_args", default="", metavar="ARGS",
                            help="options DeepSpeed's launcher adds to srun or mpirun, e.g. \"--cpu-bind=cores\"")
+        jobs = parser.add_argument_group("executor (where each experiment runs)")
+        jobs.add_argument("--executor", choices=EXECUTORS, default="local",
+                          help="local: launch each experiment here (default); slurm: submit each as a Slurm job "
+                               "(needs submitit: pip install 'simtune[slurm]')")
+        jobs.add_argument("--slurm_partition", "--slurm-partition", dest="slurm_partition", metavar="NAME",
+                          help="--executor slurm: the partition of the jobs")
+        jobs.add_argument("--slurm_account", "--slurm-account", dest="slurm_account", metavar="NAME",
+                          help="--executor slurm: the account the jobs are charged to")
+        jobs.add_argument("--slurm_option", "--slurm-option", dest="slurm_options", action="append", default=[],
+                          metavar="KEY=VALUE", help="--executor slurm: an extra sbatch option (repeatable), e.g. "
+                                                    "qos=high or constraint=a100")
         how = parser.add_argument_group("search (each wins over the config's \"autotuning\" section)")
         how.add_argument("--strategy", choices=STRATEGIES, default="simulate",
                          help="simulate: search against the cost model, run the top predictions (default); "
@@ -242,6 +255,7 @@ class SearchCommand(Command):
             arg_mappings=autotuning.arg_mappings, timeout_s=autotuning.experiment_timeout_s,
             overwrite=autotuning.overwrite, memory_budget_bytes=autotuning.memory_budget_bytes,
             start_profile_step=autotuning.start_profile_step, end_profile_step=autotuning.end_profile_step,
+            executor=self.executor(args, resources) if not predicted_only else None,
         )
         progress = Progress(metric=autotuning.metric, quiet=args.quiet)
         progress.note(f"{program.label}; {resources.world_size} {resources.accelerator} process(es) per "
@@ -250,7 +264,7 @@ class SearchCommand(Command):
         if strategy == "simulate":
             return self.simulate(args, program, resources, ds_config, space, runner, progress, started)
         search = MeasuredSearch(space, runner, MeasureOptions(stop_at_worse_stage=args.stop_at_worse_stage,
-                                                            parallel=len(runner.slot_sets)), progress=progress)
+                                                            parallel=runner.parallel), progress=progress)
         try:
             outcome = search.run()
         except KeyboardInterrupt:
@@ -288,7 +302,7 @@ class SearchCommand(Command):
         predictor = Predictor.from_parts(space, chosen.model, profile, world_size=resources.world_size,
                                          precision=precision, nodes=resources.num_nodes)
         options = SimulateOptions(verify_top=verify_top, search_trials=autotuning.search_trials,
-                                  parallel=len(runner.slot_sets), confirm_close_calls=autotuning.confirm_close_calls)
+                                  parallel=runner.parallel, confirm_close_calls=autotuning.confirm_close_calls)
         identity = {"profile": profile.name, "profile_numbers": profile_fingerprint(profile),
                     "workload": chosen.key, "workload_source": chosen.how, "precision": precision,
                     "world_size": resources.world_size, "nodes": resources.num_nodes, "program": program.args}
@@ -389,10 +403,27 @@ class SearchCommand(Command):
         return Program(str(TRAIN_PROGRAM), program_args, "model", config,
                        f"model mode: {workload.name}, {workload.seq_len} tokens per sample", model, workload.seq_len)
 
+    def executor(self, args: argparse.Namespace, resources: Resources) -> Executor:
+        """Where experiments run: here, or each as a Slurm job (--executor slurm)."""
+        if args.executor == "local":
+            if args.slurm_partition or args.slurm_account or args.slurm_options:
+                raise InputError("--slurm_partition, --slurm_account and --slurm_option set the jobs of "
+                                 "--executor slurm: give it too.")
+            return LocalExecutor()
+        settings = SlurmSettings(partition=args.slurm_partition, account=args.slurm_account,
+                                 options=SlurmSettings.parse_options(args.slurm_options))
+        return SlurmExecutor(resources, settings)
+
     def resources(self, args: argparse.Namespace) -> Resources:
         for flag, value in (("--num_gpus", args.num_gpus), ("--num_nodes", args.num_nodes)):
             if value is not None and value < 1:
                 raise InputError(f"{flag} must be at least 1, not {value}.")
+        if args.executor == "slurm":
+            if args.launcher != "pdsh" or args.hostfile is not None:
+                raise InputError("--executor slurm runs each experiment on the nodes of its own job: leave out "
+                                 "--launcher and --hostfile.")
+            return job_resources(num_gpus=args.num_gpus, num_nodes=args.num_nodes,
+                                 default_cpu_processes=DEFAULT_CPU_PROCESSES)
         if args.launcher == "slurm":
             if args.hostfile is not None:
                 raise InputError("--launcher slurm takes the nodes of the Slurm allocation; leave out --hostfile.")

@@ -90,6 +90,29 @@ def allocation_resources(*, num_gpus: int | None, num_nodes: int | None, launche
                      accelerator=accelerator, hostfile=str(hostfile), launcher="slurm", launcher_args=launcher_args)
 
 
+def job_resources(*, num_gpus: int | None, num_nodes: int | None, default_cpu_processes: int) -> Resources:
+    """Resources of one experiment's own job (``--executor slurm``): ``num_gpus`` per node (default:
+    this machine's GPUs, or ``default_cpu_processes`` on CPU) on ``num_nodes`` nodes (default 1).
+    On one node the job launches its ranks itself; on several, through DeepSpeed's slurm
+    launcher, with hosts the job fills in (:mod:`simtune.runner.slurm_job`)."""
+    from simtune.runner.slurm_job import JOB_HOSTFILE, JOB_MASTER
+
+    accelerator = detect_accelerator()
+    if num_gpus is None:
+        if accelerator == "cuda":
+            import torch
+
+            num_gpus = torch.cuda.device_count()
+        else:
+            num_gpus = default_cpu_processes
+    nodes = num_nodes or 1
+    if nodes == 1:
+        return Resources(hosts=(("localhost", num_gpus),), num_gpus=num_gpus, num_nodes=1, accelerator=accelerator)
+    hosts = ((JOB_MASTER, num_gpus),) + tuple((f"SIMTUNE_JOB_NODE_{i}", num_gpus) for i in range(1, nodes))
+    return Resources(hosts=hosts, num_gpus=num_gpus, num_nodes=nodes, accelerator=accelerator,
+                     hostfile=JOB_HOSTFILE, launcher="slurm")
+
+
 def write_hostfile(job_id: str, hosts: tuple[str, ...], slots: int) -> Path:
     """A DeepSpeed hostfile of the allocation (``host slots=N`` lines) in the temporary folder,
     named after the job, so that cmd_optimal.txt can name it for the rest of the allocation."""
