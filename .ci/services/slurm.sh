@@ -4,7 +4,9 @@
 # non-zero (and exports nothing) when Slurm cannot be installed or started.
 
 slurm_ready() {
-    sinfo -h -N -o '%T' 2>/dev/null | grep -qE '^(idle|mixed|allocated)'
+    local states
+    states=$(sinfo -h -N -o '%T' 2>/dev/null) || return 1
+    case "$states" in idle*|mixed*|allocated*) return 0 ;; *) return 1 ;; esac
 }
 
 slurm_start() {
@@ -56,7 +58,6 @@ OverTimeLimit=0
 NodeName=$node CPUs=$cpus RealMemory=$memory_mb State=UNKNOWN
 PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
-    echo "CgroupPlugin=disabled" > /etc/slurm/cgroup.conf
     if [ ! -s /etc/munge/munge.key ]; then
         mkdir -p /etc/munge
         dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 2>/dev/null
