@@ -105,6 +105,8 @@ def job_resources(*, num_gpus: int | None, num_nodes: int | None, default_cpu_pr
             num_gpus = torch.cuda.device_count()
         else:
             num_gpus = default_cpu_processes
+    if num_gpus < 1:
+        raise InputError("This machine has no GPU to count: give --num_gpus, the GPUs per node of each job.")
     nodes = num_nodes or 1
     if nodes == 1:
         return Resources(hosts=(("localhost", num_gpus),), num_gpus=num_gpus, num_nodes=1, accelerator=accelerator)

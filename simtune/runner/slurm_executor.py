@@ -1,6 +1,6 @@
 """``--executor slurm``: every experiment is a Slurm job of its own, submitted with submitit.
 
-Each job asks for ``num_nodes`` nodes with ``num_gpus`` GPUs each (on CPU, ``num_gpus`` cores),
+Each job asks for ``num_nodes`` nodes with ``num_gpus`` GPUs and ``num_gpus`` tasks each,
 the partition and account given, a time limit of the experiment time-out rounded up to whole
 minutes (Slurm's unit; none without a time-out) and any extra ``sbatch`` options, and runs
 :func:`simtune.runner.slurm_job.run_job` with this Python interpreter. The runner hands over as
@@ -100,13 +100,14 @@ class SlurmExecutor(Executor):
     # -- submitting -------------------------------------------------------------------------------
     def _parameters(self, name: str, timeout_s: float | None) -> dict[str, Any]:
         resources = self.resources
+        # One task (and core) per rank: what an srun step of the ranks needs on several nodes, and
+        # the cores the ranks of a one-node launch share. The job's script itself runs once, on the
+        # first node (no srun around it).
         parameters: dict[str, Any] = {
-            "job_name": f"simtune-{name}", "nodes": resources.num_nodes, "ntasks_per_node": 1,
+            "job_name": f"simtune-{name}", "nodes": resources.num_nodes, "ntasks_per_node": resources.num_gpus,
             "time": time_limit_minutes(timeout_s), "use_srun": False, "signal_delay_s": 0,
         }
-        if resources.accelerator == "cpu":
-            parameters["cpus_per_task"] = resources.num_gpus
-        else:
+        if resources.accelerator != "cpu":
             parameters["gpus_per_node"] = resources.num_gpus
         if self.settings.partition:
             parameters["partition"] = self.settings.partition

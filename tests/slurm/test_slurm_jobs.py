@@ -118,3 +118,22 @@ def test_executor_slurm_without_sbatch_is_refused_in_one_sentence(tmp_path, monk
     assert main(["search", "--executor", "slurm", "--strategy", "measure", "-q"]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("simtune: error: --executor slurm needs Slurm's sbatch") and error.count("\n") == 0
+
+
+def test_ctrl_c_cancels_the_jobs_the_search_submitted(slurm_cluster, tmp_path):
+    (tmp_path / "sleeper.py").write_text(SLEEPER)
+    (tmp_path / "ds.json").write_text(json.dumps({"train_micro_batch_size_per_gpu": [1],
+                                                  "zero_optimization": {"stage": 0}}))
+    search = start_search(["search", "--executor", "slurm", "--strategy", "measure", "--num_gpus", "1",
+                           "--results_dir", "res", "sleeper.py", "--deepspeed", "ds.json"], tmp_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (submitted := [r for r in records(tmp_path / "res").values()
+                                                             if r.get("job_id")]):
+        assert search.poll() is None, search.stdout.read().decode()[-2000:]
+        time.sleep(0.2)
+    [record] = submitted
+    search.send_signal(signal.SIGINT)
+    assert search.wait(timeout=60) == 130
+    assert job_info(record["job_id"]).state == "CANCELLED"
+    [left] = records(tmp_path / "res").values()
+    assert left["status"] == "running"  # unrecorded: the next search submits it again
