@@ -166,13 +166,15 @@ class SearchCommand(Command):
         where.add_argument("--num_gpus", "--gpus", "--num_accelerators", dest="num_gpus", type=int,
                            help=f"GPUs per node of each experiment (CPU processes without GPUs; "
                                 f"default: all GPUs, or {DEFAULT_CPU_PROCESSES} CPU processes)")
-        where.add_argument("--num_nodes", type=int, help="nodes of each experiment (needs --hostfile)")
+        where.add_argument("--num_nodes", type=int,
+                           help="nodes of each experiment (needs --hostfile, --launcher slurm or --executor slurm)")
         where.add_argument("--hostfile", help="DeepSpeed hostfile (hostname slots=N lines)")
         where.add_argument("--launcher", choices=LAUNCHERS, default="pdsh",
                            help="DeepSpeed's multi-node launcher for every experiment (default pdsh); slurm: "
                                 "srun steps of the allocation simtune runs in (salloc or sbatch)")
         where.add_argument("--launcher_args", "--launcher-args", dest="launcher_args", default="", metavar="ARGS",
-                           help="options DeepSpeed's launcher adds to srun or mpirun, e.g. \"--cpu-bind=cores\"")
+                           help="options DeepSpeed's launcher adds to srun or mpirun, given with '=': "
+                                "--launcher_args='--cpu-bind=cores'")
         jobs = parser.add_argument_group("executor (where each experiment runs)")
         jobs.add_argument("--executor", choices=EXECUTORS, default="local",
                           help="local: launch each experiment here (default); slurm: submit each as a Slurm job "
