@@ -60,7 +60,22 @@ def aimed_at_this_job(job: JobLaunch, port: int) -> tuple[list[str], dict[str, s
                    for arg in command]
         if env.get("MASTER_ADDR") == JOB_MASTER:
             env["MASTER_ADDR"] = hosts[0]
+    _update_env_file(env)
     return command, env
+
+
+def _update_env_file(env: Mapping[str, str]) -> None:
+    """Give the experiment's ``deepspeed_env`` (exported to the other nodes, where it wins over the
+    environment) this job's values of the variables the job changed."""
+    path = Path(env.get("DS_ENV_FILE", ""))
+    if not env.get("DS_ENV_FILE") or not path.is_file():
+        return
+    changed = ("MASTER_ADDR", "MASTER_PORT", "OMP_NUM_THREADS", "LOCAL_SIZE")
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key = line.partition("=")[0].strip()
+        lines.append(f"{key}={env[key]}" if key in changed and key in env else line)
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
 
 
 def run_job(job: JobLaunch) -> int:

@@ -57,3 +57,32 @@ def test_ranks_come_from_srun_only_inside_a_step_and_never_override_the_launcher
     assert launcher_rank_env({**step, "RANK": "0"}) == {}
     mpirun = {"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_LOCAL_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2"}
     assert launcher_rank_env(mpirun) == {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}
+
+
+AIM = """
+import json, sys
+from simtune.runner.launcher import launch_env, launcher_args
+from simtune.runner.slurm import job_resources
+from simtune.runner.slurm_job import JobLaunch, aimed_at_this_job
+resources = job_resources(num_gpus=2, num_nodes=2, default_cpu_processes=2)
+slots = resources.concurrent_slots()[0]
+env = launch_env(resources, sys.argv[1], base={}, rendezvous=(slots.hosts[0], 1234))
+job = JobLaunch(("deepspeed", *launcher_args(resources, slots, 1234), "x.py"), env, ".", sys.argv[1], 2)
+command, env = aimed_at_this_job(job, 4321)
+print(json.dumps({"command": command, "env": {k: env[k] for k in ("MASTER_ADDR", "MASTER_PORT")}}))
+"""
+
+
+@pytest.mark.slurm
+def test_a_job_on_several_nodes_aims_the_slurm_launcher_at_its_own_nodes(slurm_cluster, tmp_path):
+    done = subprocess.run(["salloc", "-N1", "--time=1", sys.executable, "-c", AIM, str(tmp_path)],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "DS_ACCELERATOR": "cpu"}, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    aimed = json.loads(done.stdout.strip().splitlines()[-1])
+    command, node = aimed["command"], os.uname().nodename.split(".")[0]
+    assert command[command.index("--master_addr") + 1] == node and command[command.index("--master_port") + 1] == "4321"
+    assert open(command[command.index("--hostfile") + 1]).read() == f"{node} slots=2\n"
+    assert aimed["env"] == {"MASTER_ADDR": node, "MASTER_PORT": "4321"}
+    exported = (tmp_path / "deepspeed_env").read_text()  # what the other nodes get
+    assert f"MASTER_ADDR={node}\n" in exported and "MASTER_PORT=4321\n" in exported
