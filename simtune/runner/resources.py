@@ -49,7 +49,8 @@ def cpu_model_name() -> str:
 
 def local_hostnames() -> frozenset[str]:
     """Names under which this machine may appear in a hostfile."""
-    return frozenset({"localhost", "127.0.0.1", socket.gethostname(), socket.getfqdn()})
+    name = socket.gethostname()
+    return frozenset({"localhost", "127.0.0.1", name, name.split(".")[0], socket.getfqdn()})
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,10 @@ class Resources:
             for host, ids in assignment.slots:
                 per_host[host] = per_host.get(host, 0) + len(ids)
         return max(per_host.values(), default=self.num_gpus)
+
+    def on_this_machine_alone(self) -> bool:
+        """Whether one experiment runs on this machine only (so a launch here stands in for it)."""
+        return self.num_nodes == 1 and all(host in local_hostnames() for host in self.concurrent_slots()[0].hosts)
 
     def is_first_local_slots(self, assignment: SlotAssignment) -> bool:
         """Whether ``--num_gpus`` alone (no ``--include``) selects exactly ``assignment``."""

@@ -1,5 +1,6 @@
-"""--launcher slurm inside an allocation of the local one-node Slurm cluster: every experiment
-is an srun step (DeepSpeed's slurm launcher), no pdsh or ssh."""
+"""--launcher slurm inside an allocation of the local one-node Slurm cluster: the machine is
+calibrated on the node simtune runs on and every experiment is an srun step (DeepSpeed's slurm
+launcher), no pdsh or ssh."""
 
 import json
 import os
@@ -21,13 +22,14 @@ CONFIG = {"train_micro_batch_size_per_gpu": [1], "zero_optimization": {"stage": 
 @pytest.mark.slurm
 def test_a_search_inside_an_allocation_runs_its_experiments_as_srun_steps(slurm_cluster, tmp_path):
     (tmp_path / "ds.json").write_text(json.dumps(CONFIG))
-    search = [sys.executable, "-m", "simtune", "search", "--launcher", "slurm", "--strategy", "measure",
-              "--model", "gpt2-tiny", "--seq-len", "32", "--deepspeed", "ds.json", "--num_gpus", "2",
-              "--results_dir", "res", "-q"]
+    search = [sys.executable, "-m", "simtune", "search", "--launcher", "slurm", "--verify-top", "1",
+              "--trials", "10", "--model", "gpt2-tiny", "--seq-len", "32", "--deepspeed", "ds.json", "--num_gpus", "2",
+              "--results_dir", "res"]
     done = subprocess.run(["salloc", "-N1", "--ntasks-per-node=2", "--time=5", *search], cwd=tmp_path,
                           capture_output=True, text=True, timeout=400, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                           check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "calibrating it first" in done.stderr  # on this node of the allocation, with no pdsh
     name = "z1_gas1_tmbspg1"
     record = json.loads((tmp_path / "res" / name / "exp.json").read_text())
     assert record["status"] == "ok" and record["resources"]["launcher"] == "slurm"
