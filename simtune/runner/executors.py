@@ -63,6 +63,9 @@ class Executor(ABC):
     def check(self) -> None:
         """Raise a :class:`~simtune.errors.SimtuneError` when this executor cannot run here."""
 
+    def begin(self) -> None:
+        """A run of the runner starts: launches may be handed over again after an interrupt."""
+
     @abstractmethod
     def capacity(self, slot_sets: int) -> int:
         """How many experiments are handed over at once, given the resources' concurrent slot sets."""

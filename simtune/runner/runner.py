@@ -175,6 +175,7 @@ class Runner:
             raise ValueError("Experiment names given to one run must be distinct.")
         total = len(experiments)
         self._interrupted = False
+        self.executor.begin()
         parallel = self.parallel
         if parallel <= 1 or total <= 1:
             try:
@@ -193,7 +194,7 @@ class Runner:
             finally:
                 free.put(slots)
 
-        pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="simtune-exp")
+        pool = ThreadPoolExecutor(max_workers=min(parallel, total), thread_name_prefix="simtune-exp")
         try:
             futures = [pool.submit(on_free_slots, i, e) for i, e in enumerate(experiments)]
             return [future.result() for future in futures]

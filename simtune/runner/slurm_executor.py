@@ -94,6 +94,9 @@ class SlurmExecutor(Executor):
             raise InputError("--executor slurm submits jobs with the submitit package, which is not installed: "
                              "pip install 'simtune[slurm]'.") from None
 
+    def begin(self) -> None:
+        self._stopping = False
+
     def capacity(self, slot_sets: int) -> int:
         return MAX_JOBS_AT_ONCE
 
