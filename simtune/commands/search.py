@@ -8,6 +8,7 @@ model, run only the top ``--verify-top`` predictions; :mod:`simtune.strategies.s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -45,8 +46,11 @@ from simtune.runner.launcher import (
     release_port,
     with_config_path,
 )
-from simtune.runner.resources import DEFAULT_HOSTFILE, detect_accelerator
+from simtune.runner.resources import DEFAULT_HOSTFILE, LAUNCHERS, detect_accelerator
 from simtune.runner.runner import DEFAULT_MASTER_PORT, remove_shm_buffers
+from simtune.runner.executors import EXECUTORS, Executor, LocalExecutor
+from simtune.runner.slurm import allocation_resources, job_resources
+from simtune.runner.slurm_executor import SlurmExecutor, SlurmSettings
 from simtune.space import TuningSpace
 from simtune.strategies.measure import MeasuredSearch, MeasureOptions, Measurement
 from simtune.strategies.model_inputs import (choose_profile, choose_script_workload, choose_workload, load_residual,
@@ -163,8 +167,26 @@ class SearchCommand(Command):
         where.add_argument("--num_gpus", "--gpus", "--num_accelerators", dest="num_gpus", type=int,
                            help=f"GPUs per node of each experiment (CPU processes without GPUs; "
                                 f"default: all GPUs, or {DEFAULT_CPU_PROCESSES} CPU processes)")
-        where.add_argument("--num_nodes", type=int, help="nodes of each experiment (needs --hostfile)")
+        where.add_argument("--num_nodes", type=int,
+                           help="nodes of each experiment (needs --hostfile, --launcher slurm or --executor slurm)")
         where.add_argument("--hostfile", help="DeepSpeed hostfile (hostname slots=N lines)")
+        where.add_argument("--launcher", choices=LAUNCHERS, default="pdsh",
+                           help="DeepSpeed's multi-node launcher for every experiment (default pdsh); slurm: "
+                                "srun steps of the allocation simtune runs in (salloc or sbatch)")
+        where.add_argument("--launcher_args", "--launcher-args", dest="launcher_args", default="", metavar="ARGS",
+                           help="options DeepSpeed's launcher adds to srun or mpirun, given with '=': "
+                                "--launcher_args='--cpu-bind=cores'")
+        jobs = parser.add_argument_group("executor (where each experiment runs)")
+        jobs.add_argument("--executor", choices=EXECUTORS, default="local",
+                          help="local: launch each experiment here (default); slurm: submit each as a Slurm job "
+                               "(needs submitit: pip install 'simtune[slurm]')")
+        jobs.add_argument("--slurm_partition", "--slurm-partition", dest="slurm_partition", metavar="NAME",
+                          help="--executor slurm: the partition of the jobs")
+        jobs.add_argument("--slurm_account", "--slurm-account", dest="slurm_account", metavar="NAME",
+                          help="--executor slurm: the account the jobs are charged to")
+        jobs.add_argument("--slurm_option", "--slurm-option", dest="slurm_options", action="append", default=[],
+                          metavar="KEY=VALUE", help="--executor slurm: an extra sbatch option (repeatable), e.g. "
+                                                    "qos=high or constraint=a100")
         how = parser.add_argument_group("search (each wins over the config's \"autotuning\" section)")
         how.add_argument("--strategy", choices=STRATEGIES, default="simulate",
                          help="simulate: search against the cost model, run the top predictions (default); "
@@ -240,6 +262,7 @@ class SearchCommand(Command):
             arg_mappings=autotuning.arg_mappings, timeout_s=autotuning.experiment_timeout_s,
             overwrite=autotuning.overwrite, memory_budget_bytes=autotuning.memory_budget_bytes,
             start_profile_step=autotuning.start_profile_step, end_profile_step=autotuning.end_profile_step,
+            executor=self.executor(args, resources) if not predicted_only else None,
         )
         progress = Progress(metric=autotuning.metric, quiet=args.quiet)
         progress.note(f"{program.label}; {resources.world_size} {resources.accelerator} process(es) per "
@@ -248,7 +271,7 @@ class SearchCommand(Command):
         if strategy == "simulate":
             return self.simulate(args, program, resources, ds_config, space, runner, progress, started)
         search = MeasuredSearch(space, runner, MeasureOptions(stop_at_worse_stage=args.stop_at_worse_stage,
-                                                            parallel=len(runner.slot_sets)), progress=progress)
+                                                            parallel=runner.parallel), progress=progress)
         try:
             outcome = search.run()
         except KeyboardInterrupt:
@@ -289,7 +312,7 @@ class SearchCommand(Command):
         predictor = Predictor.from_parts(space, chosen.model, profile, world_size=resources.world_size,
                                          precision=precision, nodes=resources.num_nodes)
         options = SimulateOptions(verify_top=verify_top, search_trials=autotuning.search_trials,
-                                  parallel=len(runner.slot_sets), confirm_close_calls=autotuning.confirm_close_calls)
+                                  parallel=runner.parallel, confirm_close_calls=autotuning.confirm_close_calls)
         identity = {"profile": profile.name, "profile_numbers": profile_fingerprint(profile),
                     "workload": chosen.key, "workload_source": chosen.how, "precision": precision,
                     "world_size": resources.world_size, "nodes": resources.num_nodes, "program": program.args}
@@ -392,15 +415,43 @@ class SearchCommand(Command):
         return Program(str(TRAIN_PROGRAM), program_args, "model", config,
                        f"model mode: {workload.name}, {workload.seq_len} tokens per sample", model, workload.seq_len)
 
+    def executor(self, args: argparse.Namespace, resources: Resources) -> Executor:
+        """Where experiments run: here, or each as a Slurm job (--executor slurm)."""
+        if args.executor == "local":
+            if args.slurm_partition or args.slurm_account or args.slurm_options:
+                raise InputError("--slurm_partition, --slurm_account and --slurm_option set the jobs of "
+                                 "--executor slurm: give it too.")
+            return LocalExecutor()
+        settings = SlurmSettings(partition=args.slurm_partition, account=args.slurm_account,
+                                 options=SlurmSettings.parse_options(args.slurm_options))
+        return SlurmExecutor(resources, settings)
+
     def resources(self, args: argparse.Namespace) -> Resources:
         for flag, value in (("--num_gpus", args.num_gpus), ("--num_nodes", args.num_nodes)):
             if value is not None and value < 1:
                 raise InputError(f"{flag} must be at least 1, not {value}.")
+        if args.executor == "slurm":
+            if args.launcher != "pdsh" or args.hostfile is not None:
+                raise InputError("--executor slurm runs each experiment on the nodes of its own job: leave out "
+                                 "--launcher and --hostfile.")
+            return job_resources(num_gpus=args.num_gpus, num_nodes=args.num_nodes,
+                                 default_cpu_processes=DEFAULT_CPU_PROCESSES)
+        if args.launcher == "slurm":
+            if args.hostfile is not None:
+                raise InputError("--launcher slurm takes the nodes of the Slurm allocation; leave out --hostfile.")
+            return allocation_resources(num_gpus=args.num_gpus, num_nodes=args.num_nodes,
+                                        launcher_args=args.launcher_args, default_cpu_processes=DEFAULT_CPU_PROCESSES)
+        if args.launcher != "pdsh" and args.hostfile is None:
+            raise InputError(f"--launcher {args.launcher} starts the ranks with mpirun on the hosts of a hostfile: "
+                             f"give --hostfile.")
+        if args.launcher == "pdsh" and args.launcher_args:
+            raise InputError("--launcher_args are options of srun or mpirun: give --launcher too.")
         num_gpus = args.num_gpus
         if num_gpus is None and args.hostfile is None and not os.path.isfile(DEFAULT_HOSTFILE) \
                 and detect_accelerator() == "cpu":
             num_gpus = DEFAULT_CPU_PROCESSES
-        return Resources.resolve(num_gpus=num_gpus, num_nodes=args.num_nodes, hostfile=args.hostfile)
+        resources = Resources.resolve(num_gpus=num_gpus, num_nodes=args.num_nodes, hostfile=args.hostfile)
+        return dataclasses.replace(resources, launcher=args.launcher, launcher_args=args.launcher_args)
 
     def planned_resources(self, args: argparse.Namespace, profile_name: str) -> Resources:
         """Predictions only, for the hardware of a profile: that hardware's accelerator, --num_gpus
@@ -464,10 +515,10 @@ def optimal_command(runner, best: Measurement, config_path: Path, port: int | No
     script, args = runner.workload
     script_args = mapped_args(with_config_path(args, str(config_path)), runner.arg_mappings,
                               best.ds_config, best.trial)
-    argv = [deepspeed_launcher(),
-            *launcher_args(runner.resources, runner.slot_sets[0], port or DEFAULT_MASTER_PORT),
-            script, *script_args]
-    env = launch_env(runner.resources, config_path.parent, base={})
+    slots = runner.slot_sets[0]
+    port = port or DEFAULT_MASTER_PORT
+    argv = [deepspeed_launcher(), *launcher_args(runner.resources, slots, port), script, *script_args]
+    env = launch_env(runner.resources, config_path.parent, base={}, rendezvous=(slots.hosts[0], port))
     return argv, env
 
 

@@ -13,6 +13,7 @@ from simtune.errors import ConfigError
 from simtune.probe.argv import ProbeUsageError, parse_probe_argv
 from simtune.probe.instrument import Instrument, end_process
 from simtune.probe.protocol import CANNOT_START_PREFIX, ProbeSettings
+from simtune.probe.ranks import adopt_launcher_ranks
 
 
 def install(instrument: Instrument) -> None:
@@ -54,6 +55,7 @@ def run_as_main(script: str, argv: list[str], end: Callable[[int], Any]) -> None
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    adopt_launcher_ranks()
     try:
         invocation = parse_probe_argv(argv)
         settings = ProbeSettings.read(invocation.settings_path)

@@ -12,6 +12,14 @@ The command (one argv list, never a shell string)::
 otherwise (DeepSpeed refuses both together). A hostfile that names only this machine adds
 ``--no_ssh_check --master_addr 127.0.0.1`` (no ssh to oneself); a single remote host adds
 ``--force_multi`` (DeepSpeed would otherwise start it here).
+
+Through another launcher (``--launcher slurm|openmpi|mpich|impi|mvapich``) the placement is
+``--launcher L [--hostfile F] --no_ssh_check --master_addr FIRST_HOST [--force_multi]
+--num_nodes M [--num_gpus N] [--launcher_args "..."]``: DeepSpeed's launcher then starts the
+ranks with ``srun`` (or ``mpirun``) itself. For slurm, ``--num_gpus`` is given on GPUs only (it
+becomes srun's ``--gpus-per-node``), ``--ntasks-per-node=N`` goes first in ``--launcher_args``,
+and the probe is started by its file path (DeepSpeed's slurm launcher runs ``python -u SCRIPT``,
+never a module).
 In ARGS the DeepSpeed config after ``--deepspeed``/``--deepspeed_config`` (also the ``=``
 forms) becomes ``<result_dir>/ds_config.json``, and each ``arg_mappings`` flag is set to the
 experiment's value (the value after the flag replaced, or flag and value appended; booleans as
@@ -180,8 +188,36 @@ def deepspeed_launcher() -> str:
     return found
 
 
+def own_launcher_args(resources: Resources, slots: SlotAssignment) -> list[str]:
+    """The placement through ``resources.launcher`` (see the module docstring)."""
+    placement = ["--launcher", resources.launcher]
+    if resources.hostfile is not None:
+        placement += ["--hostfile", resources.hostfile]
+    placement += ["--no_ssh_check", "--master_addr", slots.hosts[0]]
+    if len(slots.hosts) == 1:
+        placement.append("--force_multi")
+    placement += ["--num_nodes", str(len(slots.hosts))]
+    extra = resources.launcher_args
+    if resources.launcher == "slurm":
+        extra = " ".join(part for part in (f"--ntasks-per-node={resources.num_gpus}", extra) if part)
+    if resources.launcher != "slurm" or resources.accelerator != "cpu":
+        count_flag = "--num_accelerators" if resources.accelerator == "cpu" else "--num_gpus"
+        placement += [count_flag, str(resources.num_gpus)]
+    return placement + ([f"--launcher_args={extra}"] if extra else [])  # "=": the value starts with "--"
+
+
+def probe_args(resources: Resources, probe_settings: str | os.PathLike) -> list[str]:
+    """How the launcher starts the probe: as a module, or by its file for DeepSpeed's slurm launcher."""
+    if resources.launcher == "slurm":
+        return [str(Path(__file__).resolve().parent.parent / "probe" / "__main__.py"),
+                f"{PROBE_FLAG}={probe_settings}"]
+    return ["--module", "simtune.probe", f"{PROBE_FLAG}={probe_settings}"]
+
+
 def launcher_args(resources: Resources, slots: SlotAssignment, port: int) -> list[str]:
     """The launcher's own arguments: which slots and which rendezvous port."""
+    if resources.uses_own_launcher:
+        return [*own_launcher_args(resources, slots), "--master_port", str(port)]
     if resources.is_first_local_slots(slots):
         count_flag = "--num_accelerators" if resources.accelerator == "cpu" else "--num_gpus"
         placement = ["--num_nodes", "1", count_flag, str(resources.num_gpus)]
@@ -214,7 +250,7 @@ def build_command(
     result_dir = Path(result_dir)
     script_args = with_config_path(args, str(config_path or result_dir / "ds_config.json"))
     script_args = mapped_args(script_args, arg_mappings, experiment.ds_config, experiment.trial)
-    probe_part = ["--module", "simtune.probe", f"{PROBE_FLAG}={result_dir / 'probe.json'}"] if probe else []
+    probe_part = probe_args(resources, result_dir / "probe.json") if probe else []
     return [deepspeed_launcher(), *launcher_args(resources, slots, port), *probe_part, script, *script_args]
 
 
@@ -249,15 +285,19 @@ def _read_env_file(path: Path) -> dict[str, str]:
 
 
 def launch_env(resources: Resources, result_dir: str | os.PathLike,
-               base: Mapping[str, str] | None = None) -> dict[str, str]:
+               base: Mapping[str, str] | None = None, *,
+               rendezvous: tuple[str, int] | None = None) -> dict[str, str]:
     """The launcher's environment, and ``<result_dir>/deepspeed_env`` for the other nodes.
 
     The variables are :func:`rank_env`'s, with the cores shared among the processes of every
-    experiment running at once on the host. The file merges the user's ``~/.deepspeed_env`` and
-    ``./.deepspeed_env`` (the launcher reads neither once ``DS_ENV_FILE`` names another file) with
-    these variables, which win.
+    experiment running at once on the host; through another launcher than pdsh also
+    ``MASTER_ADDR`` and ``MASTER_PORT`` from ``rendezvous`` (host, port), which srun and mpirun
+    do not set. The file merges the user's ``~/.deepspeed_env`` and ``./.deepspeed_env`` (the
+    launcher reads neither once ``DS_ENV_FILE`` names another file) with these variables, which win.
     """
     ours = rank_env(resources.accelerator, resources.num_gpus, resources.processes_at_once_per_host())
+    if resources.uses_own_launcher and rendezvous is not None:
+        ours.update(MASTER_ADDR=rendezvous[0], MASTER_PORT=str(rendezvous[1]))
     exported: dict[str, str] = {}
     for folder in (Path.home(), Path.cwd()):
         exported.update(_read_env_file(folder / ".deepspeed_env"))

@@ -4,13 +4,17 @@ Rules, in order (the first that applies wins):
 
 1. ``ok``: metrics.json exists and holds every required key with a positive throughput (whatever
    the exit code: the probe writes it only after the last measured step);
-2. ``timeout``: the run was stopped at the time-out;
-3. ``oom``: the probe's budget line (``simtune-probe: out of memory: ...``), a traceback whose
+2. ``timeout``: the run was stopped at the time-out, or its Slurm job ended ``TIMEOUT`` (it
+   reached its time limit);
+3. for a Slurm job: ``oom`` when it ended ``OUT_OF_MEMORY``; ``crashed`` with the state (and
+   Slurm's reason) when it ended ``NODE_FAIL``, ``PREEMPTED``, ``BOOT_FAIL``, ``CANCELLED``,
+   ``DEADLINE`` or ``REVOKED`` (the logs of a job stopped from outside say nothing about why);
+4. ``oom``: the probe's budget line (``simtune-probe: out of memory: ...``), a traceback whose
    exception is an out-of-memory error (``torch.OutOfMemoryError``, ``CUDA out of memory``,
    ``DefaultCPUAllocator: can't allocate memory``, ``MemoryError``), the text ``CUDA out of
    memory`` on stderr, or a rank (or the launcher) killed by SIGKILL, which on a machine left
    alone is the kernel's out-of-memory killer;
-4. ``crashed``: the exception line that ends the first traceback on stderr (for chained
+5. ``crashed``: the exception line that ends the first traceback on stderr (for chained
    exceptions, the last of the chain), e.g. ``ValueError: bad value``; else the probe's own line
    (the script ended before the last measured step, or the probe could not start); else the
    signal that killed a rank; else the exit code and the last line on stderr.
@@ -46,6 +50,8 @@ _CHAIN_LINES = (
 )
 _RANK_EXIT = re.compile(r"exits with return code = (-?\d+)")
 _OOM_TEXTS = ("OutOfMemoryError", "out of memory", "can't allocate memory", "MemoryError")
+JOB_ENDED_FROM_OUTSIDE = ("NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "CANCELLED", "DEADLINE", "REVOKED")
+"""Slurm job states whose reason is the state itself, not the job's logs."""
 
 
 @dataclass(frozen=True)
@@ -139,12 +145,22 @@ def _short(reason: str) -> str:
 
 
 def classify(*, returncode: int | None, timed_out: bool, timeout_s: float | None,
-             stdout: str, stderr: str, metrics: Mapping[str, Any] | None) -> Outcome:
-    """The outcome of one launch (see the module docstring for the rules)."""
+             stdout: str, stderr: str, metrics: Mapping[str, Any] | None,
+             job_state: str | None = None, job_reason: str = "") -> Outcome:
+    """The outcome of one launch, ``job_state`` the final state of its Slurm job if it ran as one
+    (see the module docstring for the rules)."""
     if metrics is not None:
         return Outcome("ok", "")
+    if job_state == "TIMEOUT":
+        return Outcome("timeout", "the Slurm job reached its time limit"
+                       + (f" (the time-out of {timeout_s:g} s, in whole minutes)" if timeout_s else ""))
     if timed_out:
         return Outcome("timeout", f"no result within the time-out of {timeout_s:g} s")
+    if job_state == "OUT_OF_MEMORY":
+        return Outcome("oom", "the Slurm job ran out of memory (OUT_OF_MEMORY)")
+    if job_state in JOB_ENDED_FROM_OUTSIDE:
+        why = f" ({job_reason})" if job_reason and job_reason not in ("None", "(null)") else ""
+        return Outcome("crashed", _short(f"the Slurm job ended {job_state}{why}"))
     budget_line = _probe_line(stderr, OUT_OF_MEMORY_PREFIX)
     if budget_line is not None:
         return Outcome("oom", _short(budget_line))

@@ -29,6 +29,9 @@ DEFAULT_HOSTFILE = "/job/hostfile"
 
 ACCELERATORS = ("cuda", "cpu")
 
+LAUNCHERS = ("pdsh", "slurm", "openmpi", "mpich", "impi", "mvapich")
+"""DeepSpeed's multi-node launchers (its ``--launcher``); pdsh is its default."""
+
 _HOSTFILE_LINE = re.compile(r"^(\S+)\s+slots\s*=\s*(\d+)\s*(#.*)?$")
 
 
@@ -46,7 +49,8 @@ def cpu_model_name() -> str:
 
 def local_hostnames() -> frozenset[str]:
     """Names under which this machine may appear in a hostfile."""
-    return frozenset({"localhost", "127.0.0.1", socket.gethostname(), socket.getfqdn()})
+    name = socket.gethostname()
+    return frozenset({"localhost", "127.0.0.1", name, name.split(".")[0], socket.getfqdn()})
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,15 @@ class Resources:
     """The hostfile the hosts came from; None for this machine alone."""
     device_ids: tuple[int, ...] | None = None
     """This machine's visible CUDA device ids (``CUDA_VISIBLE_DEVICES``) when they are not 0..n-1."""
+    launcher: str = "pdsh"
+    """DeepSpeed's ``--launcher``: how a launch reaches the hosts (pdsh over ssh, srun steps of a
+    Slurm allocation, mpirun, ...)."""
+    launcher_args: str = ""
+    """DeepSpeed's ``--launcher_args``: options added to the launcher's command (srun, mpirun)."""
 
     def __post_init__(self) -> None:
+        if self.launcher not in LAUNCHERS:
+            raise InputError(f"--launcher must be one of {', '.join(LAUNCHERS)}, not {self.launcher!r}.")
         if self.accelerator not in ACCELERATORS:
             raise InputError(f"The accelerator must be one of {', '.join(ACCELERATORS)}, not {self.accelerator!r}.")
         if self.num_gpus < 1:
@@ -161,8 +172,19 @@ class Resources:
             return self.device_ids[:slots]
         return tuple(range(slots))
 
+    @property
+    def uses_own_launcher(self) -> bool:
+        """Whether launches go through a launcher other than DeepSpeed's default (pdsh or local)."""
+        return self.launcher != "pdsh"
+
     def concurrent_slots(self) -> tuple[SlotAssignment, ...]:
-        """The slot sets of the experiments that can run at once (its length is how many)."""
+        """The slot sets of the experiments that can run at once (its length is how many).
+        Through another launcher than pdsh one experiment runs at a time, on the first
+        ``num_gpus`` slots of the first ``num_nodes`` hosts (srun and mpirun place processes by
+        count, not by slot)."""
+        if self.uses_own_launcher:
+            chosen = [host for host, slots in self.hosts if slots >= self.num_gpus][: self.num_nodes]
+            return (SlotAssignment(tuple((host, tuple(range(self.num_gpus))) for host in chosen)),)
         free = {host: list(self.slot_ids(host, slots)) for host, slots in self.hosts}
         assignments = []
         while True:
@@ -184,6 +206,10 @@ class Resources:
                 per_host[host] = per_host.get(host, 0) + len(ids)
         return max(per_host.values(), default=self.num_gpus)
 
+    def on_this_machine_alone(self) -> bool:
+        """Whether one experiment runs on this machine only (so a launch here stands in for it)."""
+        return self.num_nodes == 1 and all(host in local_hostnames() for host in self.concurrent_slots()[0].hosts)
+
     def is_first_local_slots(self, assignment: SlotAssignment) -> bool:
         """Whether ``--num_gpus`` alone (no ``--include``) selects exactly ``assignment``."""
         return (
@@ -199,6 +225,8 @@ class Resources:
             "num_nodes": self.num_nodes,
             "accelerator": self.accelerator,
             "hostfile": self.hostfile,
+            "launcher": self.launcher,
+            "launcher_args": self.launcher_args,
         }
 
 

@@ -7,11 +7,14 @@ For each experiment (see docs/experiments.md for every file):
   ``exp.json`` (written with status ``running`` before the launch, and with the outcome after
   it), ``stdout.log``, ``stderr.log`` and, when ok, the probe's ``metrics.json``.
 
-The launch runs in a new session, so a time-out (or an interrupt) ends its whole process group.
-After every launch the run's ``/dev/shm`` buffers are removed and its port is released.
-Experiments run side by side when the resources hold several slot sets
-(:meth:`Resources.concurrent_slots`), each on its own slots and port; results come back in
-input order. A failure is a recorded result, never an exception out of :meth:`Runner.run`.
+The executor (:mod:`simtune.runner.executors`) runs the launch: ``local`` in a new session here,
+so a time-out (or an interrupt) ends its whole process group; ``slurm`` as a Slurm job, whose id
+``exp.json`` records while it runs, so that a search killed meanwhile picks the job up when run
+again instead of launching it twice. After every launch the run's ``/dev/shm`` buffers are
+removed and its port is released. Experiments run side by side when the resources hold several
+slot sets (:meth:`Resources.concurrent_slots`), each on its own slots and port, or, as Slurm
+jobs, as many as the executor hands over at once; results come back in input order. A failure is
+a recorded result, never an exception out of :meth:`Runner.run`.
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ import os
 import queue
 import shlex
 import shutil
-import signal
-import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,15 +32,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 from simtune.errors import InputError
 from simtune.probe.protocol import ProbeSettings, write_json_atomically
+from simtune.runner.executors import Execution, Executor, Interrupted, Launch, LocalExecutor
 from simtune.runner.experiment import STATUSES, Experiment, ExperimentResult, as_json
 from simtune.runner.launcher import (
     build_command,
     deepspeed_launcher,
     free_port,
-    kill_group,
     launch_env,
     release_port,
-    run_process_group,
     with_config_path,
 )
 from simtune.runner.outcome import classify, read_metrics
@@ -55,10 +55,6 @@ DEFAULT_MASTER_PORT = 29500
 SHM_DIR = Path("/dev/shm")
 
 
-class _Interrupted(Exception):
-    """The run was interrupted; the experiment stays unrecorded so it runs again next time."""
-
-
 def remove_shm_buffers(port: int, shm_dir: Path = SHM_DIR) -> int:
     """Remove DeepSpeed's shared-memory allreduce buffers of the run on ``port``
     (``deepspeed_allreduce_buffer_<n>_<addr>_<port>_<rank>``, 66 MiB each); returns how many."""
@@ -72,16 +68,22 @@ def remove_shm_buffers(port: int, shm_dir: Path = SHM_DIR) -> int:
     return removed
 
 
-def recorded_result(result_dir: Path, ds_config: Mapping[str, Any]) -> ExperimentResult | None:
-    """The finished result recorded in ``result_dir`` for this config, or None (never run, run
-    interrupted, run with another config, or ok without a valid metrics.json)."""
+def read_record(result_dir: Path, ds_config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``result_dir/exp.json`` when it describes this config (finished or still running), else None."""
     try:
         record = json.loads((result_dir / "exp.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or record.get("status") not in STATUSES:
+    if not isinstance(record, dict) or record.get("ds_config") != as_json(ds_config):
         return None
-    if record.get("ds_config") != as_json(ds_config):
+    return record
+
+
+def recorded_result(result_dir: Path, ds_config: Mapping[str, Any]) -> ExperimentResult | None:
+    """The finished result recorded in ``result_dir`` for this config, or None (never run, run
+    interrupted, run with another config, or ok without a valid metrics.json)."""
+    record = read_record(result_dir, ds_config)
+    if record is None or record.get("status") not in STATUSES:
         return None
     metrics = None
     if record["status"] == "ok":
@@ -116,6 +118,7 @@ class Runner:
         start_profile_step: int = 3,
         end_profile_step: int = 5,
         progress: Progress | None = None,
+        executor: Executor | None = None,
     ) -> None:
         script, args = workload_argv
         if not os.path.isfile(script):
@@ -137,9 +140,9 @@ class Runner:
         self.progress = progress
         self.cwd = os.getcwd()
         self.slot_sets = resources.concurrent_slots()
+        self.executor = executor or LocalExecutor()
+        self.executor.check()
         deepspeed_launcher()  # fail now, not per experiment, when the launcher is missing
-        self._running: set[subprocess.Popen] = set()
-        self._lock = threading.Lock()
         self._progress_lock = threading.Lock()
         self._interrupted = False
 
@@ -159,6 +162,11 @@ class Runner:
         """:meth:`command` as one shell-quoted line (what cmd.txt holds)."""
         return shlex.join(self.command(experiment, **kwargs))
 
+    @property
+    def parallel(self) -> int:
+        """How many experiments run (or, as jobs, are handed over) at once."""
+        return self.executor.capacity(len(self.slot_sets))
+
     # -- running ----------------------------------------------------------------------------------
     def run(self, experiments: Sequence[Experiment]) -> list[ExperimentResult]:
         """Run (or reuse) each experiment; results in input order."""
@@ -167,15 +175,17 @@ class Runner:
             raise ValueError("Experiment names given to one run must be distinct.")
         total = len(experiments)
         self._interrupted = False
-        if len(self.slot_sets) <= 1 or total <= 1:
+        self.executor.begin()
+        parallel = self.parallel
+        if parallel <= 1 or total <= 1:
             try:
                 return [self._run_one(i, total, e, self.slot_sets[0]) for i, e in enumerate(experiments)]
             except BaseException:
                 self._stop_all()
                 raise
         free: queue.Queue[SlotAssignment] = queue.Queue()
-        for slots in self.slot_sets:
-            free.put(slots)
+        for index in range(parallel):  # as jobs, each has its own allocation: the same slots over again
+            free.put(self.slot_sets[index % len(self.slot_sets)])
 
         def on_free_slots(index: int, experiment: Experiment) -> ExperimentResult:
             slots = free.get()
@@ -184,7 +194,7 @@ class Runner:
             finally:
                 free.put(slots)
 
-        pool = ThreadPoolExecutor(max_workers=len(self.slot_sets), thread_name_prefix="simtune-exp")
+        pool = ThreadPoolExecutor(max_workers=min(parallel, total), thread_name_prefix="simtune-exp")
         try:
             futures = [pool.submit(on_free_slots, i, e) for i, e in enumerate(experiments)]
             return [future.result() for future in futures]
@@ -195,17 +205,16 @@ class Runner:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _stop_all(self) -> None:
-        """Interrupted: end every running launch; their experiments stay unrecorded."""
+        """Interrupted: end every launch in flight; their experiments stay unrecorded."""
         self._interrupted = True
-        with self._lock:
-            running = list(self._running)
-        for process in running:
-            kill_group(process, signal.SIGKILL)
+        self.executor.stop_all()
 
     def _run_one(self, index: int, total: int, experiment: Experiment,
                  slots: SlotAssignment) -> ExperimentResult:
         result_dir = self.results_dir / experiment.name
-        result = None if self.overwrite else recorded_result(result_dir, experiment.ds_config)
+        result = None
+        if not self.overwrite:
+            result = recorded_result(result_dir, experiment.ds_config) or self._reattach(experiment, result_dir)
         if result is None:
             result = self._launch(experiment, result_dir, slots)
         if self.progress is not None:
@@ -226,7 +235,7 @@ class Runner:
     def _launch(self, experiment: Experiment, result_dir: Path,
                 slots: SlotAssignment) -> ExperimentResult:
         if self._interrupted:
-            raise _Interrupted()
+            raise Interrupted()
         if result_dir.exists():
             shutil.rmtree(result_dir)
         result_dir.mkdir(parents=True)
@@ -240,7 +249,7 @@ class Runner:
         try:
             command = self.command(experiment, slots=slots, port=port)
             (result_dir / "cmd.txt").write_text(shlex.join(command) + "\n", encoding="utf-8")
-            env = launch_env(self.resources, result_dir)
+            env = launch_env(self.resources, result_dir, rendezvous=(slots.hosts[0], port))
             record = {
                 **description,
                 "result_dir": str(result_dir),
@@ -250,6 +259,7 @@ class Runner:
                 "resources": self.resources.to_dict(),
                 "slots": slots.include_arg(),
                 "master_port": port,
+                "executor": self.executor.name,
                 "start_time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                 "status": "running",
                 "reason": "",
@@ -257,42 +267,56 @@ class Runner:
                 "results": None,
             }
             write_json_atomically(result_dir / "exp.json", record)
-            returncode, timed_out, wall_s = self._execute(command, env, result_dir)
+
+            def submitted(fields: Mapping[str, Any]) -> None:
+                record.update(fields)
+                write_json_atomically(result_dir / "exp.json", record)
+
+            execution = self.executor.execute(self._launch_of(experiment, command, env), submitted)
             if self._interrupted:
-                raise _Interrupted()
-            metrics = read_metrics(result_dir / "metrics.json")
-            outcome = classify(
-                returncode=returncode, timed_out=timed_out, timeout_s=self.timeout_s,
-                stdout=_read_text(result_dir / "stdout.log"), stderr=_read_text(result_dir / "stderr.log"),
-                metrics=metrics,
-            )
-            if outcome.status != "ok" and (result_dir / "metrics.json").exists():
-                (result_dir / "metrics.json").unlink()  # never leave an invalid metrics.json behind
-            record.update(status=outcome.status, reason=outcome.reason, wall_s=round(wall_s, 3),
-                          returncode=returncode, results=metrics)
-            write_json_atomically(result_dir / "exp.json", record)
+                raise Interrupted()
+            return self._finish(experiment, result_dir, record, execution)
         finally:
             remove_shm_buffers(port)
             release_port(port)
+
+    def _launch_of(self, experiment: Experiment, command: Sequence[str], env: Mapping[str, str]) -> Launch:
+        added = {key: value for key, value in env.items() if os.environ.get(key) != value}
+        return Launch(experiment.name, tuple(command), dict(env), added, self.cwd,
+                      self.results_dir / experiment.name, self.timeout_s)
+
+    def _reattach(self, experiment: Experiment, result_dir: Path) -> ExperimentResult | None:
+        """The result of a launch an earlier, killed search handed over and left running (a Slurm
+        job), once it ends; None when there is none to pick up."""
+        record = read_record(result_dir, experiment.ds_config)
+        if record is None or record.get("status") != "running" or record.get("executor") != self.executor.name:
+            return None
+        command = record.get("command") or []
+        launch = Launch(experiment.name, tuple(command), {}, {}, self.cwd, result_dir, self.timeout_s)
+        execution = self.executor.reattach(launch, record)
+        if execution is None:
+            return None
+        if self._interrupted:
+            raise Interrupted()
+        return self._finish(experiment, result_dir, record, execution)
+
+    def _finish(self, experiment: Experiment, result_dir: Path, record: dict[str, Any],
+                execution: Execution) -> ExperimentResult:
+        """Classify the launch's end, complete exp.json and return the result."""
+        metrics = read_metrics(result_dir / "metrics.json")
+        outcome = classify(
+            returncode=execution.returncode, timed_out=execution.timed_out, timeout_s=self.timeout_s,
+            stdout=_read_text(result_dir / "stdout.log"), stderr=_read_text(result_dir / "stderr.log"),
+            metrics=metrics, job_state=execution.job_state, job_reason=execution.job_reason,
+        )
+        if outcome.status != "ok" and (result_dir / "metrics.json").exists():
+            (result_dir / "metrics.json").unlink()  # never leave an invalid metrics.json behind
+        record.update(execution.record)
+        record.update(status=outcome.status, reason=outcome.reason, wall_s=round(execution.wall_s, 3),
+                      returncode=execution.returncode, results=metrics)
+        write_json_atomically(result_dir / "exp.json", record)
         return ExperimentResult(experiment.name, outcome.status, outcome.reason, metrics,
-                                str(result_dir), wall_s)
-
-    def _execute(self, command: list[str], env: dict[str, str],
-                 result_dir: Path) -> tuple[int, bool, float]:
-        """Run ``command`` with its logs in ``result_dir``, stopped at the time-out
-        (:func:`run_process_group`). Returns (exit code, timed out, wall seconds)."""
-        metrics = result_dir / "metrics.json"  # written atomically by the probe right before the ranks leave
-        with open(result_dir / "stdout.log", "wb") as out, open(result_dir / "stderr.log", "wb") as err:
-            return run_process_group(command, env, self.cwd, out, err, self.timeout_s,
-                                     on_start=self._track, on_end=self._untrack, finished=metrics.is_file)
-
-    def _track(self, process: subprocess.Popen) -> None:
-        with self._lock:
-            self._running.add(process)
-
-    def _untrack(self, process: subprocess.Popen) -> None:
-        with self._lock:
-            self._running.discard(process)
+                                str(result_dir), execution.wall_s)
 
 
 def _read_text(path: Path) -> str:

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
+from simtune.errors import InputError
 from simtune.hardware import HardwareProfile, find_profile_for, load_profile, profile_to_dict
 from simtune.residual import ResidualModel, residual_path
 from simtune.runner.resources import Resources, cpu_model_name, detect_accelerator
@@ -92,7 +93,12 @@ def choose_profile(name: str | None, resources: Resources, *, say: Callable[[str
 
     missing = (f"no hardware profile fits this machine ({device}, {resources.world_size} "
                f"{'GPU' if resources.accelerator == 'cuda' else 'CPU process'}(es))")
-    if measure_workload is not None and resources.num_nodes == 1 and not resources.hostfile:
+    here = resources.num_nodes == 1 and (not resources.hostfile or resources.on_this_machine_alone())
+    if resources.uses_own_launcher and not here:
+        raise InputError(f"{missing}, and calibrating runs on the node simtune runs on: run simtune on the "
+                         f"allocation's first node (in the sbatch script, or srun inside salloc) with --num_nodes 1, "
+                         f"or give --profile.")
+    if measure_workload is not None and here:
         from simtune.calibration.machine_and_workload import calibrate_machine_and_workload
 
         workload, precision = measure_workload
@@ -105,7 +111,8 @@ def choose_profile(name: str | None, resources: Resources, *, say: Callable[[str
         return ProfileChoice(both.profile, "calibrated", True, both.seconds, str(both.profile_path), measured)
     say(f"{missing}; calibrating it first (simtune calibrate --quick: one short launch of microbenchmarks)")
     started = time.monotonic()
-    result = run_calibration(resources.num_gpus, resources.num_nodes, resources.hostfile, quick=True)
+    result = run_calibration(resources.num_gpus, resources.num_nodes, None if here else resources.hostfile,
+                             quick=True)
     seconds = time.monotonic() - started
     say(f"calibrated in {seconds:.1f} s: profile {result.profile.name} saved to {result.path}")
     return ProfileChoice(result.profile, "calibrated", True, seconds, str(result.path))

@@ -34,6 +34,7 @@ except ImportError:  # a checkout that is not installed: its root holds the pack
     sys.path.insert(0, str(_HERE.parents[1]))
 
 from simtune.errors import SimtuneError, WorkloadError  # noqa: E402
+from simtune.probe.ranks import adopt_launcher_ranks  # noqa: E402
 from simtune.workloads.presets import Workload, build_model, load_workload  # noqa: E402
 
 DEFAULT_OPTIMIZER = {"type": "AdamW", "params": {"lr": 1e-4, "weight_decay": 0.0}}
@@ -194,7 +195,7 @@ class SyntheticTokens:
 
 def _ensure_process_group_env() -> int | None:
     """Outside a launcher, run as a single rank on this host; return the port chosen then."""
-    if "RANK" in os.environ or "OMPI_COMM_WORLD_RANK" in os.environ:
+    if adopt_launcher_ranks() or "RANK" in os.environ:
         return None
     import socket
 
