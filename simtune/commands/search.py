@@ -53,7 +53,7 @@ from simtune.runner.slurm import allocation_resources, job_resources
 from simtune.runner.slurm_executor import SlurmExecutor, SlurmSettings
 from simtune.space import TuningSpace
 from simtune.strategies.measure import MeasuredSearch, MeasureOptions, Measurement
-from simtune.strategies.model_inputs import (choose_profile, choose_script_workload, choose_workload, load_residual,
+from simtune.strategies.model_inputs import (choose_profile, choose_script_workload, choose_workload, here, load_residual,
                                              measure_scope, profile_fingerprint)
 from simtune.strategies.simulate import SimulatedSearch, SimulateOptions, model_report
 from simtune.study_storage import StudyStorage
@@ -291,8 +291,11 @@ class SearchCommand(Command):
         precision = precision_of(ds_config)
         workload = load_workload(program.model, program.seq_len) if program.mode == "model" else None
         scope = measure_scope(space, workload) if workload is not None else None
+        # Calibrations run where the experiments run (a job of their own with --executor slurm).
+        measuring = here if runner.executor.name == "local" else runner.measuring
         choice = choose_profile(autotuning.profile, resources, say=progress.note, measure_workload=(
-            (workload, precision) if workload is not None and verify_top > 0 else None), scope=scope)
+            (workload, precision) if workload is not None and verify_top > 0 else None), scope=scope,
+            measuring=measuring)
         profile = choice.profile
         if verify_top > 0 and not choice.local:
             raise InputError(f"Hardware profile {profile.name!r} describes {profile.device.count} x "
@@ -307,7 +310,7 @@ class SearchCommand(Command):
         else:
             chosen = choose_workload(workload, profile, precision=precision,
                                      measure=verify_top > 0 and choice.local, say=progress.note,
-                                     num_gpus=resources.num_gpus, scope=scope)
+                                     num_gpus=resources.num_gpus, scope=scope, measuring=measuring)
         residual = load_residual(profile)
         predictor = Predictor.from_parts(space, chosen.model, profile, world_size=resources.world_size,
                                          precision=precision, nodes=resources.num_nodes)

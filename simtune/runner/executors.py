@@ -83,6 +83,12 @@ class Executor(ABC):
     def stop_all(self) -> None:
         """Interrupted: stop every launch in flight."""
 
+    def call(self, name: str, folder: Path, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` where the experiments run, and its result: a measuring launch
+        (the machine's calibration, the workload's measurement) must run on the hardware it
+        measures. ``folder`` keeps what the executor needs (a job's files); here a plain call."""
+        return fn(*args, **kwargs)
+
 
 class LocalExecutor(Executor):
     """Each launch runs here in a new session, stopped whole at its time-out

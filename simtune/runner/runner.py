@@ -53,6 +53,8 @@ DEFAULT_MASTER_PORT = 29500
 """DeepSpeed's default rendezvous port, used in commands meant for the user to run."""
 
 SHM_DIR = Path("/dev/shm")
+MEASURING_FOLDER = "measuring"
+"""Folder of results_dir for the files of measuring launches run as jobs (not an experiment)."""
 
 
 def remove_shm_buffers(port: int, shm_dir: Path = SHM_DIR) -> int:
@@ -166,6 +168,11 @@ class Runner:
     def parallel(self) -> int:
         """How many experiments run (or, as jobs, are handed over) at once."""
         return self.executor.capacity(len(self.slot_sets))
+
+    def measuring(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` where the experiments run (a calibration or a workload
+        measurement: here, or as a Slurm job whose files go to ``results_dir/measuring/<name>``)."""
+        return self.executor.call(name, self.results_dir / MEASURING_FOLDER / name, fn, *args, **kwargs)
 
     # -- running ----------------------------------------------------------------------------------
     def run(self, experiments: Sequence[Experiment]) -> list[ExperimentResult]:

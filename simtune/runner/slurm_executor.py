@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from simtune.errors import InputError, LaunchError
 from simtune.runner.executors import Execution, Executor, Interrupted, Launch, Submitted
@@ -186,6 +186,31 @@ class SlurmExecutor(Executor):
                   "job_end_time": info.end_time}
         state = info.state if info.known else None
         return Execution(returncode, info.state == "TIMEOUT", wall_s, state, info.reason, record)
+
+    def call(self, name: str, folder: Path, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` as a Slurm job of the experiments' shape (nodes, GPUs, partition,
+        account, options; no time limit: the measuring launch keeps its own), its result read back
+        (submitit pickles both ways). A job that fails says why in one sentence."""
+        import submitit
+
+        executor = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=0, python=self.settings.python)
+        executor.update_parameters(**self._parameters(name, None))
+        try:
+            job = executor.submit(fn, *args, **kwargs)
+        except Exception as exc:  # submitit raises its own errors for sbatch's refusals
+            raise LaunchError(f"sbatch refused the {name} job: {str(exc).strip().splitlines()[-1]}") from None
+        info = self._wait(str(job.job_id))
+        # Read the outcome submitit's job wrote; job.result() would ask sacct for the state, which
+        # clusters without accounting do not answer.
+        try:
+            outcome, value = submitit.core.utils.pickle_load(job.paths.result_pickle)
+        except (OSError, EOFError, ValueError, TypeError):
+            outcome, value = "error", f"no result (job state {info.state}, {info.reason or 'no reason given'})"
+        if outcome == "success":
+            return value
+        lines = [line for line in str(value).strip().splitlines() if line.strip()]
+        raise LaunchError(f"The {name} job {job.job_id} ended {info.state}: "
+                          f"{lines[-1] if lines else 'no reason given'} (its log: {folder}).")
 
     def stop_all(self) -> None:
         """Cancel every job this search is waiting for (``scancel``)."""

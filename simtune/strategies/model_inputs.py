@@ -70,13 +70,24 @@ def profile_fingerprint(profile: HardwareProfile) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+Measuring = Callable[..., Any]
+"""``measuring(name, fn, *args, **kwargs)``: runs a measuring launch where the experiments run
+(:meth:`simtune.runner.Runner.measuring`: here, or as a Slurm job) and returns its result."""
+
+
+def here(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """The :data:`Measuring` of a search whose experiments run on this machine: a plain call."""
+    return fn(*args, **kwargs)
+
+
 def choose_profile(name: str | None, resources: Resources, *, say: Callable[[str], None],
                    measure_workload: Optional[tuple[Any, str]] = None,
-                   scope: Optional[MeasureScope] = None) -> ProfileChoice:
+                   scope: Optional[MeasureScope] = None, measuring: Measuring = here) -> ProfileChoice:
     """The hardware profile of the search (see the module docstring). ``measure_workload``:
     (workload, precision) to measure in the calibration's launch if this machine is calibrated
     now (the optional parts in ``scope``, a :class:`~simtune.calibration.workload.MeasureScope`,
-    default all); the result is the choice's ``workload``."""
+    default all); the result is the choice's ``workload``. A calibration runs through
+    ``measuring``, where the experiments run."""
     if name is not None:
         profile = load_profile(name)
         local = (profile.device.kind == detect_accelerator() and profile.device.count == resources.world_size
@@ -93,26 +104,27 @@ def choose_profile(name: str | None, resources: Resources, *, say: Callable[[str
 
     missing = (f"no hardware profile fits this machine ({device}, {resources.world_size} "
                f"{'GPU' if resources.accelerator == 'cuda' else 'CPU process'}(es))")
-    here = resources.num_nodes == 1 and (not resources.hostfile or resources.on_this_machine_alone())
-    if resources.uses_own_launcher and not here:
+    one_node = resources.num_nodes == 1 and (not resources.hostfile or resources.on_this_machine_alone())
+    if resources.uses_own_launcher and not one_node:
         raise InputError(f"{missing}, and calibrating runs on the node simtune runs on: run simtune on the "
                          f"allocation's first node (in the sbatch script, or srun inside salloc) with --num_nodes 1, "
                          f"or give --profile.")
-    if measure_workload is not None and here:
+    if measure_workload is not None and one_node:
         from simtune.calibration.machine_and_workload import calibrate_machine_and_workload
 
         workload, precision = measure_workload
         say(f"{missing}; calibrating it first (simtune calibrate --quick) in the launch that measures "
             f"{workload.name} (seq {workload.seq_len}, {precision})...")
-        both = calibrate_machine_and_workload(workload, resources.num_gpus, precision=precision, scope=scope)
+        both = measuring("calibration", calibrate_machine_and_workload, workload, resources.num_gpus,
+                         precision=precision, scope=scope)
         say(f"calibrated and measured in {both.seconds:.1f} s: profile {both.profile.name} saved to "
             f"{both.profile_path}; workload calibration saved to {both.cache_path}")
         measured = WorkloadChoice(both.calibration, workload_key(workload, precision), "measured")
         return ProfileChoice(both.profile, "calibrated", True, both.seconds, str(both.profile_path), measured)
     say(f"{missing}; calibrating it first (simtune calibrate --quick: one short launch of microbenchmarks)")
     started = time.monotonic()
-    result = run_calibration(resources.num_gpus, resources.num_nodes, None if here else resources.hostfile,
-                             quick=True)
+    result = measuring("calibration", run_calibration, resources.num_gpus, resources.num_nodes,
+                       None if one_node else resources.hostfile, quick=True)
     seconds = time.monotonic() - started
     say(f"calibrated in {seconds:.1f} s: profile {result.profile.name} saved to {result.path}")
     return ProfileChoice(result.profile, "calibrated", True, seconds, str(result.path))
@@ -161,17 +173,18 @@ def measure_scope(space: Any, workload: Any) -> MeasureScope:
 
 def choose_workload(workload: Any, profile: HardwareProfile, *, precision: str, measure: bool,
                     say: Callable[[str], None], num_gpus: int | None = None,
-                    scope: Optional[MeasureScope] = None) -> WorkloadChoice:
+                    scope: Optional[MeasureScope] = None, measuring: Measuring = here) -> WorkloadChoice:
     """The workload as the predictor takes it (see the module docstring); a measurement includes
     the optional parts in ``scope`` (a :class:`~simtune.calibration.workload.MeasureScope`,
-    default all)."""
+    default all) and runs through ``measuring``."""
     from simtune.calibration import workload as wc
 
     key = workload_key(workload, precision)
     if measure:
         started = time.monotonic()
-        calibration = wc.calibrate_workload(workload, profile, precision=precision, num_gpus=num_gpus, log=say,
-                                            scope=scope)
+        # A job's progress lines go to its own log: the search's printer stays here.
+        calibration = measuring("workload", wc.calibrate_workload, workload, profile, precision=precision,
+                                num_gpus=num_gpus, log=say if measuring is here else print, scope=scope)
         return WorkloadChoice(calibration, key, "cached" if calibration.from_cache else "measured",
                               0.0 if calibration.from_cache else time.monotonic() - started)
     fingerprint = wc.fingerprint(wc.model_identity(workload), workload.seq_len, precision, profile.name)

@@ -52,7 +52,11 @@ def jobs_under(folder: Path) -> list[str]:
     return [line.split()[0].split("=")[1] for line in done.stdout.splitlines() if f"StdOut={folder}" in line]
 
 
-def test_a_killed_search_picks_up_its_queued_verifications_without_running_them_twice(slurm_cluster, tmp_path):
+def test_a_killed_search_picks_up_its_queued_verifications_without_running_them_twice(slurm_cluster, tmp_path,
+                                                                                     monkeypatch):
+    """A first search (no profile yet): the calibration, with the workload's measurement, is a job
+    of its own too."""
+    monkeypatch.setenv("SIMTUNE_HOME", str(tmp_path / "home"))
     (tmp_path / "ds.json").write_text(json.dumps(SMALL_CONFIG))
     argv = ["search", "--executor", "slurm", "--verify-top", "2", "--timeout", "300", "--results_dir", "res",
             "--trials", "20", "--model", "gpt2-tiny", "--seq-len", "32", "--deepspeed", "ds.json", "--num_gpus", "2"]
@@ -87,7 +91,13 @@ def test_a_killed_search_picks_up_its_queued_verifications_without_running_them_
         assert "'localhost': [0, 1]" in (results / name / "stdout.log").read_text()  # 2 ranks in the job
         assert "NumCPUs=2" in subprocess.run(["scontrol", "show", "job", first[name]], capture_output=True,
                                              text=True).stdout
-    assert sorted(jobs_under(results.resolve())) == sorted(first.values())  # nothing submitted twice
+    calibration_jobs = jobs_under((results / "measuring" / "calibration").resolve())
+    assert len(calibration_jobs) == 1  # the resumed search found the profile the job saved
+    assert "NumCPUs=2" in subprocess.run(["scontrol", "show", "job", calibration_jobs[0]], capture_output=True,
+                                         text=True).stdout
+    assert list((tmp_path / "home" / "profiles").glob("*.json"))
+    experiment_jobs = set(jobs_under(results.resolve())) - set(calibration_jobs)
+    assert sorted(experiment_jobs) == sorted(first.values())  # nothing submitted twice
     starts = sorted(verified.values(), key=lambda r: r["job_start_time"])
     assert starts[1]["job_submit_time"] <= starts[0]["job_end_time"]  # both queued before the first ended
     document = json.loads((results / "results.json").read_text())
