@@ -275,6 +275,9 @@ class SearchCommand(Command):
             raise InputError(f"Hardware profile {profile.name!r} describes {profile.device.count} x "
                              f"{profile.device.name}, not this machine's {resources.world_size} process(es), so its "
                              f"predictions cannot be verified here: use --verify-top 0 or a profile of this machine.")
+        if args.run and not choice.local:
+            raise InputError(f"--run trains on this machine, but hardware profile {profile.name!r} describes "
+                             f"other hardware: drop --run or use a profile of this machine.")
         if choice.workload is not None:
             chosen = choice.workload
         elif program.mode == "script":
@@ -327,10 +330,10 @@ class SearchCommand(Command):
                               calibration_note="; ".join(notes) or None,
                               residual_file=str(saved) if saved else None)
         return self.report(args, result.outcome, time.monotonic() - started, runner, space, ds_config, program,
-                           model=report, predictions=result.predictions, runnable=choice.local)
+                           model=report, predictions=result.predictions)
 
     def report(self, args, outcome, elapsed_s: float, runner, space, ds_config: dict, program: Program, *,
-               model: ModelReport | None = None, predictions: dict | None = None, runnable: bool = True) -> int:
+               model: ModelReport | None = None, predictions: dict | None = None) -> int:
         """Write the outputs, print the summary and the best configuration; train with it on --run."""
         results_dir = Path(space.autotuning.results_dir)
         results_dir.mkdir(parents=True, exist_ok=True)  # a study kept elsewhere leaves it to be made here
@@ -357,9 +360,6 @@ class SearchCommand(Command):
         print(json.dumps(optimal_config(best), indent=2))
         print(f"\nTrain with it ({written.optimal_command_path}):\n  {command}")  # the summary gave the lr advice
         if args.run:
-            if not runnable:
-                raise InputError("--run trains on this machine, but the configuration was predicted for the "
-                                 "hardware of another profile.")
             return train_with_optimal(runner, best, written.optimal_config_path)
         return 0
 
@@ -413,6 +413,9 @@ class SearchCommand(Command):
             return Resources.from_hostfile(args.hostfile, num_gpus=args.num_gpus, num_nodes=args.num_nodes,
                                            accelerator=profile.device.kind)
         per_node = args.num_gpus or profile.device.count_per_node
+        if per_node > profile.device.count_per_node:
+            raise InputError(f"Profile {profile.name} has {profile.device.count_per_node} devices per node, so "
+                             f"--num_gpus {per_node} is too many (use --num_nodes for more nodes).")
         nodes = args.num_nodes or 1
         if nodes == 1:
             hosts = (("localhost", per_node),)

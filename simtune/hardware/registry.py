@@ -184,6 +184,10 @@ def load_profile(path_or_name: Union[str, os.PathLike]) -> HardwareProfile:
     for entry in list_profiles():
         if entry.name == text:
             return read_profile_file(entry.path)
+    for problem in profile_problems():
+        if problem.path.stem == text:
+            raise ProfileError(f"Hardware profile {text!r} is corrupt: {problem.message[0].lower()}"
+                               f"{problem.message[1:]}")
     names = ", ".join(e.name for e in list_profiles()) or "none"
     raise ProfileError(f"No hardware profile is named {text!r} (available: {names}).")
 
