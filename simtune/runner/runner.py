@@ -72,9 +72,11 @@ def remove_shm_buffers(port: int, shm_dir: Path = SHM_DIR) -> int:
     return removed
 
 
-def recorded_result(result_dir: Path, ds_config: Mapping[str, Any]) -> ExperimentResult | None:
+def recorded_result(result_dir: Path, ds_config: Mapping[str, Any],
+                    timeout_s: float | None = None) -> ExperimentResult | None:
     """The finished result recorded in ``result_dir`` for this config, or None (never run, run
-    interrupted, run with another config, or ok without a valid metrics.json)."""
+    interrupted, run with another config, ok without a valid metrics.json, or timed out under a
+    shorter time-out than ``timeout_s``, None meaning no time-out)."""
     try:
         record = json.loads((result_dir / "exp.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -82,6 +84,8 @@ def recorded_result(result_dir: Path, ds_config: Mapping[str, Any]) -> Experimen
     if not isinstance(record, dict) or record.get("status") not in STATUSES:
         return None
     if record.get("ds_config") != as_json(ds_config):
+        return None
+    if record["status"] == "timeout" and not _timed_out_under_as_long(record.get("timeout_s"), timeout_s):
         return None
     metrics = None
     if record["status"] == "ok":
@@ -97,6 +101,14 @@ def recorded_result(result_dir: Path, ds_config: Mapping[str, Any]) -> Experimen
         wall_s=float(record.get("wall_s") or 0.0),
         reused=True,
     )
+
+
+def _timed_out_under_as_long(recorded_s: Any, timeout_s: float | None) -> bool:
+    """Whether a run stopped at ``recorded_s`` would also be stopped now: its time-out was at
+    least ``timeout_s`` (a record without one, from an older simtune, counts as shorter)."""
+    if not isinstance(recorded_s, (int, float)) or isinstance(recorded_s, bool):
+        return False
+    return timeout_s is not None and recorded_s >= timeout_s
 
 
 class Runner:
@@ -205,7 +217,7 @@ class Runner:
     def _run_one(self, index: int, total: int, experiment: Experiment,
                  slots: SlotAssignment) -> ExperimentResult:
         result_dir = self.results_dir / experiment.name
-        result = None if self.overwrite else recorded_result(result_dir, experiment.ds_config)
+        result = None if self.overwrite else recorded_result(result_dir, experiment.ds_config, self.timeout_s)
         if result is None:
             result = self._launch(experiment, result_dir, slots)
         if self.progress is not None:
@@ -250,6 +262,7 @@ class Runner:
                 "resources": self.resources.to_dict(),
                 "slots": slots.include_arg(),
                 "master_port": port,
+                "timeout_s": self.timeout_s,
                 "start_time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                 "status": "running",
                 "reason": "",
