@@ -283,7 +283,8 @@ class SearchCommand(Command):
         elif program.mode == "script":
             chosen = choose_script_workload(program.script, program.args, ds_config, profile, precision=precision,
                                             num_gpus=resources.num_gpus, local=choice.local, say=progress.note,
-                                            arg_mappings=autotuning.arg_mappings)
+                                            arg_mappings=autotuning.arg_mappings,
+                                            timeout_s=autotuning.experiment_timeout_s)
         else:
             chosen = choose_workload(workload, profile, precision=precision,
                                      measure=verify_top > 0 and choice.local, say=progress.note,

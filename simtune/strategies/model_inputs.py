@@ -177,10 +177,12 @@ def choose_workload(workload: Any, profile: HardwareProfile, *, precision: str, 
 
 def choose_script_workload(script: str, args: Any, ds_config: Any, profile: HardwareProfile, *, precision: str,
                            num_gpus: int, local: bool, say: Callable[[str], None],
-                           arg_mappings: Optional[Mapping[str, str]] = None) -> WorkloadChoice:
+                           arg_mappings: Optional[Mapping[str, str]] = None,
+                           timeout_s: Optional[float] = None) -> WorkloadChoice:
     """Script mode: the model of the user's script, measured in one launch here
     (:func:`simtune.calibration.workload_script.calibrate_script`, cached; ``arg_mappings`` set
-    the script's flags to the measuring config), or read from the cache."""
+    the script's flags to the measuring config; stopped at ``timeout_s``, None: no limit), or
+    read from the cache."""
     from simtune.calibration import workload as wc
     from simtune.calibration.workload_script import calibrate_script
     from simtune.errors import InputError
@@ -198,7 +200,7 @@ def choose_script_workload(script: str, args: Any, ds_config: Any, profile: Hard
         return WorkloadChoice(cached, key, "cached")
     started = time.monotonic()
     calibration = calibrate_script(script, args, ds_config, profile, precision=precision, num_gpus=num_gpus, log=say,
-                                   arg_mappings=arg_mappings)
+                                   arg_mappings=arg_mappings, timeout_s=timeout_s)
     return WorkloadChoice(calibration, key, "cached" if calibration.from_cache else "measured",
                           0.0 if calibration.from_cache else time.monotonic() - started)
 
