@@ -51,11 +51,11 @@ import datetime
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from simtune.atomic import write_atomically
 from simtune.errors import ProfileError
 
 SCHEMA_VERSION = 1
@@ -444,11 +444,7 @@ class ResidualModel:
         if target is None:
             raise ValueError("no path to save the residual model to")
         target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent, suffix=".tmp",
-                                         delete=False) as handle:
-            json.dump(self.to_dict(), handle, indent=1)
-            handle.write("\n")
-        os.replace(handle.name, target)
+        write_atomically(target, json.dumps(self.to_dict(), indent=1) + "\n")
         self.path = target
         return target
 

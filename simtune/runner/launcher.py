@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable, Mapping, Sequence
 
+from simtune.atomic import write_atomically
 from simtune.errors import InputError, LaunchError
 from simtune.probe.protocol import PROBE_FLAG
 from simtune.runner.experiment import Experiment
@@ -263,7 +264,7 @@ def launch_env(resources: Resources, result_dir: str | os.PathLike,
         exported.update(_read_env_file(folder / ".deepspeed_env"))
     exported.update(ours)
     env_file = Path(result_dir) / ENV_FILE_NAME
-    env_file.write_text("".join(f"{key}={value}\n" for key, value in exported.items()), encoding="utf-8")
+    write_atomically(env_file, "".join(f"{key}={value}\n" for key, value in exported.items()))
     env = dict(os.environ if base is None else base)
     env.update(ours)
     env["DS_ENV_FILE"] = str(env_file)

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from simtune.atomic import write_atomically
 from simtune.errors import InputError
 from simtune.probe.protocol import ProbeSettings, write_json_atomically
 from simtune.runner.experiment import STATUSES, Experiment, ExperimentResult, as_json
@@ -251,7 +252,7 @@ class Runner:
         port = free_port()
         try:
             command = self.command(experiment, slots=slots, port=port)
-            (result_dir / "cmd.txt").write_text(shlex.join(command) + "\n", encoding="utf-8")
+            write_atomically(result_dir / "cmd.txt", shlex.join(command) + "\n")
             env = launch_env(self.resources, result_dir)
             record = {
                 **description,
