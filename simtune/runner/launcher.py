@@ -34,6 +34,7 @@ from typing import IO, Any, Callable, Mapping, Sequence
 from simtune.atomic import write_atomically
 from simtune.errors import InputError, LaunchError
 from simtune.probe.protocol import PROBE_FLAG
+from simtune.runner.build_locks import remove_stale_build_locks
 from simtune.runner.experiment import Experiment
 from simtune.runner.resources import Resources, SlotAssignment, local_hostnames
 
@@ -326,7 +327,9 @@ def run_process_group(
 
     At ``timeout_s`` (None: no limit) the group gets SIGTERM, and SIGKILL ``STOP_GRACE_S`` later.
     However the run ends (exit, time-out, or an exception such as an interrupt), what is left of
-    the group is killed and this returns only once none of its processes is left.
+    the group is killed and this returns only once none of its processes is left. Stale build
+    locks of torch extensions (:mod:`simtune.runner.build_locks`) are removed before the launch,
+    and after it when it was stopped.
     ``on_start(process)`` and ``on_end(process)`` bracket the run (e.g. to stop it from another
     thread with :func:`kill_group`).
 
@@ -337,6 +340,7 @@ def run_process_group(
     after the ranks are gone; a run that is finished gets ``FINISHED_GRACE_S`` to exit by itself,
     then its group is stopped and the exit code reported is 0.
     """
+    remove_stale_build_locks(env, why="left by an earlier build that was stopped")
     started = time.monotonic()
     timed_out = False
     finished_early = False
@@ -372,6 +376,8 @@ def run_process_group(
         kill_group(process, signal.SIGKILL)  # whatever of the group is left
         process.wait()
         _wait_group_gone(process.pid)
+        if timed_out or process.returncode < 0:  # stopped: a build it had under way is left locked
+            remove_stale_build_locks(env, why="left by the build of the launch just stopped")
         if on_end is not None:
             on_end(process)
     return (0 if finished_early else process.returncode), timed_out, time.monotonic() - started
