@@ -14,13 +14,15 @@ import subprocess
 import sys
 import time
 import warnings
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from simtune.commands.base import Command
 from simtune.dsconfig import AutotuningConfig, load_ds_config
 from simtune.errors import InputError
+from simtune.file_lock import Busy, exclusive
 from simtune.outputs import (
     OPTIMAL_CONFIG_FILE,
     ModelReport,
@@ -49,8 +51,9 @@ from simtune.runner.resources import DEFAULT_HOSTFILE, detect_accelerator
 from simtune.runner.runner import DEFAULT_MASTER_PORT, remove_shm_buffers
 from simtune.space import TuningSpace
 from simtune.strategies.measure import MeasuredSearch, MeasureOptions, Measurement
-from simtune.strategies.model_inputs import (choose_profile, choose_script_workload, choose_workload, load_residual,
-                                             measure_scope, profile_fingerprint)
+from simtune.strategies.model_inputs import (choose_profile, choose_script_workload, choose_workload,
+                                             describes_this_machine, load_residual, measure_scope,
+                                             profile_fingerprint)
 from simtune.strategies.simulate import SimulatedSearch, SimulateOptions, model_report
 from simtune.study_storage import StudyStorage
 from simtune.workloads import TRAIN_PROGRAM, load_workload
@@ -81,6 +84,9 @@ CHECKPOINTING_FLAG = "--gradient_checkpointing"
 """The built-in training program's activation-checkpointing flag (mapped in model mode)."""
 
 CONFIG_FLAGS = ("--deepspeed", "--deepspeed_config")
+
+RESULTS_LOCK_FILE = ".search.lock"
+"""In results_dir: held (flock) by the search running there; released when it ends, however."""
 
 
 def default_ds_config(accelerator: str, half: str = "bf16") -> dict[str, Any]:
@@ -245,16 +251,25 @@ class SearchCommand(Command):
         progress.note(f"{program.label}; {resources.world_size} {resources.accelerator} process(es) per "
                       f"experiment; stages {list(space.stages)}; metric {autotuning.metric}; strategy {strategy}; "
                       f"results in {autotuning.results_dir}")
-        if strategy == "simulate":
-            return self.simulate(args, program, resources, ds_config, space, runner, progress, started)
-        search = MeasuredSearch(space, runner, MeasureOptions(stop_at_worse_stage=args.stop_at_worse_stage,
-                                                            parallel=len(runner.slot_sets)), progress=progress)
-        try:
-            outcome = search.run()
-        except KeyboardInterrupt:
-            return interrupted(autotuning.results_dir, search.outcome(), time.monotonic() - started)
-        elapsed_s = time.monotonic() - started
-        return self.report(args, outcome, elapsed_s, runner, space, ds_config, program)
+        if strategy == "simulate" and args.run and autotuning.profile is not None:
+            profile = load_profile(autotuning.profile)
+            if not describes_this_machine(profile, resources):
+                raise InputError(f"--run trains on this machine, but hardware profile {profile.name!r} describes "
+                                 f"other hardware: drop --run or use a profile of this machine.")
+        if strategy == "simulate" and autotuning.storage is not None:
+            # a bad URL, a missing driver or an unreachable server, before anything runs
+            StudyStorage.chosen(autotuning.storage, autotuning.results_dir).check()
+        with only_search_in(autotuning.results_dir):
+            if strategy == "simulate":
+                return self.simulate(args, program, resources, ds_config, space, runner, progress, started)
+            search = MeasuredSearch(space, runner, MeasureOptions(stop_at_worse_stage=args.stop_at_worse_stage,
+                                                                parallel=len(runner.slot_sets)), progress=progress)
+            try:
+                outcome = search.run()
+            except KeyboardInterrupt:
+                return interrupted(autotuning.results_dir, search.outcome(), time.monotonic() - started)
+            elapsed_s = time.monotonic() - started
+            return self.report(args, outcome, elapsed_s, runner, space, ds_config, program)
 
     # ------------------------------------------------------------------------------------------
     def simulate(self, args, program: Program, resources: Resources, ds_config: dict, space: TuningSpace,
@@ -263,8 +278,6 @@ class SearchCommand(Command):
         autotuning = space.autotuning
         verify_top = autotuning.verify_top
         storage = StudyStorage.chosen(autotuning.storage, autotuning.results_dir)
-        if autotuning.storage is not None:
-            storage.check()  # a bad URL, a missing driver or an unreachable server, before anything runs
         precision = precision_of(ds_config)
         workload = load_workload(program.model, program.seq_len) if program.mode == "model" else None
         scope = measure_scope(space, workload) if workload is not None else None
@@ -275,9 +288,6 @@ class SearchCommand(Command):
             raise InputError(f"Hardware profile {profile.name!r} describes {profile.device.count} x "
                              f"{profile.device.name}, not this machine's {resources.world_size} process(es), so its "
                              f"predictions cannot be verified here: use --verify-top 0 or a profile of this machine.")
-        if args.run and not choice.local:
-            raise InputError(f"--run trains on this machine, but hardware profile {profile.name!r} describes "
-                             f"other hardware: drop --run or use a profile of this machine.")
         if choice.workload is not None:
             chosen = choice.workload
         elif program.mode == "script":
@@ -446,6 +456,20 @@ class SearchCommand(Command):
             mappings.setdefault("activation_checkpointing", CHECKPOINTING_FLAG)
             autotuning = autotuning.with_overrides(arg_mappings=mappings)
         return autotuning
+
+
+@contextmanager
+def only_search_in(results_dir: str) -> Iterator[None]:
+    """Hold ``results_dir`` for this search: a second search there at the same time would mix
+    its experiments and study with this one's, so it is refused, naming this one's pid."""
+    with ExitStack() as held:
+        try:
+            held.enter_context(exclusive(Path(results_dir) / RESULTS_LOCK_FILE, wait=False))
+        except Busy as busy:
+            holder = f"pid {busy.pid}" if busy.pid else "another process"
+            raise InputError(f"Another search ({holder}) is running in {results_dir}: wait for it to end, or "
+                             f"give this one another --results_dir.") from None
+        yield
 
 
 def interrupted(results_dir: str, partial, elapsed_s: float, kept: str = "") -> int:

@@ -5,7 +5,8 @@ numbers and the residual model.
   :func:`simtune.hardware.find_profile_for` finds for this machine's device and process count
   (a measured profile wins over a spec one, one measured on the search's nodes first), else a quick calibration of this machine
   (:func:`simtune.calibration.run_calibration` with ``quick=True``), saved to the user profile
-  folder so the next search finds it. When the workload must be measured too (model mode, one
+  folder so the next search finds it; searches sharing a simtune home calibrate one at a time
+  and a search that waited takes the profile the other saved. When the workload must be measured too (model mode, one
   node), both run in one launch
   (:func:`simtune.calibration.machine_and_workload.calibrate_machine_and_workload`).
 - Workload: measured on this machine (:func:`simtune.calibration.workload.calibrate_workload`,
@@ -25,12 +26,18 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
+from simtune.file_lock import exclusive
 from simtune.hardware import HardwareProfile, find_profile_for, load_profile, profile_to_dict
+from simtune.hardware.registry import simtune_home
 from simtune.residual import ResidualModel, residual_path
 from simtune.runner.resources import Resources, cpu_model_name, detect_accelerator
 
 if TYPE_CHECKING:  # the calibration package is imported only when a search measures
     from simtune.calibration.workload import MeasureScope
+
+CALIBRATION_LOCK_FILE = ".calibration.lock"
+"""In the simtune home: held by the search calibrating this machine; another search that finds no
+profile waits for it, then takes the profile it saved instead of calibrating again."""
 
 
 def local_device_name(accelerator: str | None = None) -> str:
@@ -69,6 +76,13 @@ def profile_fingerprint(profile: HardwareProfile) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def describes_this_machine(profile: HardwareProfile, resources: Resources) -> bool:
+    """Whether ``profile`` is this machine's accelerator, device and process count, so that what it
+    predicts can run here."""
+    return (profile.device.kind == detect_accelerator() and profile.device.count == resources.world_size
+            and same_device(profile.device.name, local_device_name()))
+
+
 def choose_profile(name: str | None, resources: Resources, *, say: Callable[[str], None],
                    measure_workload: Optional[tuple[Any, str]] = None,
                    scope: Optional[MeasureScope] = None) -> ProfileChoice:
@@ -78,16 +92,24 @@ def choose_profile(name: str | None, resources: Resources, *, say: Callable[[str
     default all); the result is the choice's ``workload``."""
     if name is not None:
         profile = load_profile(name)
-        local = (profile.device.kind == detect_accelerator() and profile.device.count == resources.world_size
-                 and same_device(profile.device.name, local_device_name()))
-        return ProfileChoice(profile, "named", local)
+        return ProfileChoice(profile, "named", describes_this_machine(profile, resources))
     device = local_device_name(resources.accelerator)
     entry = find_profile_for(device, resources.world_size, resources.num_nodes)
-    if entry is not None:
-        profile = load_profile(entry.path)
-        say(f"hardware profile {entry.name} ({entry.kind}) fits this machine ({device}, "
-            f"{resources.world_size} process(es)); {entry.path}")
-        return ProfileChoice(profile, "found", True, path=str(entry.path))
+    if entry is None:  # calibrate, one search of this simtune home at a time
+        with exclusive(simtune_home() / CALIBRATION_LOCK_FILE, on_wait=lambda pid: say(
+                f"another search (pid {pid}) is calibrating this machine; waiting for the profile it saves")):
+            entry = find_profile_for(device, resources.world_size, resources.num_nodes)  # another search's
+            if entry is None:
+                return _calibrate_here(device, resources, say, measure_workload, scope)
+    profile = load_profile(entry.path)
+    say(f"hardware profile {entry.name} ({entry.kind}) fits this machine ({device}, "
+        f"{resources.world_size} process(es)); {entry.path}")
+    return ProfileChoice(profile, "found", True, path=str(entry.path))
+
+
+def _calibrate_here(device: str, resources: Resources, say: Callable[[str], None],
+                    measure_workload: Optional[tuple[Any, str]], scope: Optional[MeasureScope]) -> ProfileChoice:
+    """Calibrate this machine (with the workload in the same launch when asked) and save its profile."""
     from simtune.calibration import run_calibration
 
     missing = (f"no hardware profile fits this machine ({device}, {resources.world_size} "
