@@ -1,9 +1,13 @@
-"""Locks that several simtune processes take on one file (``fcntl.flock``): held while the
-process runs and released by the kernel when it ends, even by SIGKILL, so no lock outlives its
-holder. The holder's pid is written in the file, for the message of the one refused."""
+"""Locks that several simtune processes take on one file (POSIX record locks, ``fcntl.lockf``):
+held while the process runs and released by the kernel when it ends, even by SIGKILL, so no lock
+outlives its holder; unlike ``flock`` a lock is not inherited by a forked child (the study's
+writer), which would hold it after its parent is killed. The holder's pid is written in the
+file, for the message of the one refused. A process must not open a lock file it holds a second
+time: closing that other handle would release the lock."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from contextlib import contextmanager
@@ -38,13 +42,15 @@ def exclusive(path: str | os.PathLike, *, wait: bool = True,
     handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
             if not wait:
                 raise Busy(path, _holder(path)) from None
             if on_wait is not None:
                 on_wait(_holder(path))
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            fcntl.lockf(handle, fcntl.LOCK_EX)
         try:
             os.ftruncate(handle, 0)
             os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)

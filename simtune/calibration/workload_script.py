@@ -262,7 +262,7 @@ def calibrate_script(script: str, args: Sequence[str], ds_config: Mapping[str, A
             log(f"measuring the model of {script} in one launch on {num_gpus} rank(s)...")
         try:
             returncode, output = run_in_own_group(command, launch_env(resources, folder), timeout_s,
-                                                  out_path.is_file)  # written whole before the last barrier
+                                                  out_path.is_file, port)  # written whole before the last barrier
         except subprocess.TimeoutExpired:
             raise WorkloadCalibrationError(f"Measuring the model of {script} took longer than the time-out of "
                                            f"{timeout_s:g} s and was stopped (--timeout sets it).") from None

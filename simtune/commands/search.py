@@ -86,7 +86,7 @@ CHECKPOINTING_FLAG = "--gradient_checkpointing"
 CONFIG_FLAGS = ("--deepspeed", "--deepspeed_config")
 
 RESULTS_LOCK_FILE = ".search.lock"
-"""In results_dir: held (flock) by the search running there; released when it ends, however."""
+"""In results_dir: held (lockf) by the search running there; released when it ends, however."""
 
 
 def default_ds_config(accelerator: str, half: str = "bf16") -> dict[str, Any]:
@@ -305,7 +305,7 @@ class SearchCommand(Command):
         options = SimulateOptions(verify_top=verify_top, search_trials=autotuning.search_trials,
                                   parallel=len(runner.slot_sets), confirm_close_calls=autotuning.confirm_close_calls)
         identity = {"profile": profile.name, "profile_numbers": profile_fingerprint(profile),
-                    "workload": chosen.key, "workload_source": chosen.how, "precision": precision,
+                    "workload": chosen.key, "workload_source": numbers_source(chosen.how), "precision": precision,
                     "world_size": resources.world_size, "nodes": resources.num_nodes, "program": program.args}
         search = SimulatedSearch(space, predictor, runner, results_dir=autotuning.results_dir, residual=residual,
                                  workload=chosen.key, identity=identity, options=options,
@@ -456,6 +456,13 @@ class SearchCommand(Command):
             mappings.setdefault("activation_checkpointing", CHECKPOINTING_FLAG)
             autotuning = autotuning.with_overrides(arg_mappings=mappings)
         return autotuning
+
+
+def numbers_source(how: str) -> str:
+    """Where the workload's numbers come from, as the study's identity takes it: a measurement
+    read from the cache is the one measured when the search first ran ("measured" either way), so
+    a search killed after measuring resumes its own study; the closed form is other numbers."""
+    return "closed-form" if how == "closed-form" else "measured"
 
 
 @contextmanager

@@ -310,6 +310,14 @@ def _live_members(pgid: int) -> bool:
     return False
 
 
+def start_watchdog(pgid: int, port: int | None, env: Mapping[str, str]) -> subprocess.Popen:
+    """:mod:`simtune.watchdog` for the launch that leads ``pgid``: it ends the launch (and removes
+    the /dev/shm buffers of ``port``) if this process dies first, by SIGKILL or a crash."""
+    return subprocess.Popen([sys.executable, "-m", "simtune.watchdog", str(os.getpid()), str(pgid), str(port or 0)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(env), start_new_session=True)
+
+
 def run_process_group(
     command: Sequence[str],
     env: Mapping[str, str],
@@ -321,6 +329,7 @@ def run_process_group(
     on_start: Callable[[subprocess.Popen], None] | None = None,
     on_end: Callable[[subprocess.Popen], None] | None = None,
     finished: Callable[[], bool] | None = None,
+    port: int | None = None,
 ) -> tuple[int, bool, float]:
     """Run ``command`` in a new session, so the launcher and every rank it starts share one
     process group; returns (exit code, timed out, wall seconds).
@@ -330,7 +339,8 @@ def run_process_group(
     the group is killed and this returns only once none of its processes is left. Stale build
     locks of torch extensions (:mod:`simtune.runner.build_locks`) are removed before the launch,
     and after it when it was stopped.
-    ``on_start(process)`` and ``on_end(process)`` bracket the run (e.g. to stop it from another
+    A :func:`watchdog <start_watchdog>` ends the group (and removes the /dev/shm buffers of
+    ``port``) if this process dies before it. ``on_start(process)`` and ``on_end(process)`` bracket the run (e.g. to stop it from another
     thread with :func:`kill_group`).
 
     ``finished()``, asked every ``FINISHED_POLL_S``, says the ranks have written their results and
@@ -347,6 +357,7 @@ def run_process_group(
     deadline = None if timeout_s is None else started + timeout_s
     process = subprocess.Popen(list(command), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
                                env=dict(env), cwd=cwd, start_new_session=True)
+    watchdog = start_watchdog(process.pid, port, env)
     try:
         if on_start is not None:
             on_start(process)
@@ -380,4 +391,6 @@ def run_process_group(
             remove_stale_build_locks(env, why="left by the build of the launch just stopped")
         if on_end is not None:
             on_end(process)
+        watchdog.kill()  # its launch is over
+        watchdog.wait()
     return (0 if finished_early else process.returncode), timed_out, time.monotonic() - started

@@ -45,6 +45,7 @@ from simtune.runner.launcher import (
 )
 from simtune.runner.outcome import classify, read_metrics
 from simtune.runner.resources import Resources, SlotAssignment
+from simtune.watchdog import SHM_DIR, remove_shm_buffers  # noqa: F401 - the runner's clean-up, also the watchdog's
 
 Progress = Callable[[str, int, int, ExperimentResult], None]
 """``progress(name, index, total, result)``: ``index`` is the 0-based position in the list given to
@@ -53,24 +54,10 @@ Progress = Callable[[str, int, int, ExperimentResult], None]
 DEFAULT_MASTER_PORT = 29500
 """DeepSpeed's default rendezvous port, used in commands meant for the user to run."""
 
-SHM_DIR = Path("/dev/shm")
 
 
 class _Interrupted(Exception):
     """The run was interrupted; the experiment stays unrecorded so it runs again next time."""
-
-
-def remove_shm_buffers(port: int, shm_dir: Path = SHM_DIR) -> int:
-    """Remove DeepSpeed's shared-memory allreduce buffers of the run on ``port``
-    (``deepspeed_allreduce_buffer_<n>_<addr>_<port>_<rank>``, 66 MiB each); returns how many."""
-    removed = 0
-    for path in shm_dir.glob(f"deepspeed_allreduce_buffer_*_{port}_*"):
-        try:
-            path.unlink()
-            removed += 1
-        except OSError:
-            pass
-    return removed
 
 
 def recorded_result(result_dir: Path, ds_config: Mapping[str, Any],
@@ -82,6 +69,8 @@ def recorded_result(result_dir: Path, ds_config: Mapping[str, Any],
         record = json.loads((result_dir / "exp.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    if isinstance(record, dict) and record.get("status") == "running":
+        record = _finished_after_all(result_dir, record)
     if not isinstance(record, dict) or record.get("status") not in STATUSES:
         return None
     if record.get("ds_config") != as_json(ds_config):
@@ -102,6 +91,20 @@ def recorded_result(result_dir: Path, ds_config: Mapping[str, Any],
         wall_s=float(record.get("wall_s") or 0.0),
         reused=True,
     )
+
+
+def _finished_after_all(result_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """An experiment still ``running`` in its exp.json whose simtune died: its /dev/shm buffers are
+    removed, and if its ranks wrote a complete metrics.json before its launch ended it is recorded
+    ``ok`` (else it stays ``running``, to run again)."""
+    if isinstance(record.get("master_port"), int):
+        remove_shm_buffers(record["master_port"])
+    if read_metrics(result_dir / "metrics.json") is None:
+        return record
+    finished = {**record, "status": "ok", "reason": "", "results": read_metrics(result_dir / "metrics.json"),
+                "note": "measured completely by a launch whose simtune process died"}
+    write_json_atomically(result_dir / "exp.json", finished)
+    return finished
 
 
 def _timed_out_under_as_long(recorded_s: Any, timeout_s: float | None) -> bool:
@@ -271,7 +274,13 @@ class Runner:
                 "results": None,
             }
             write_json_atomically(result_dir / "exp.json", record)
-            returncode, timed_out, wall_s = self._execute(command, env, result_dir)
+
+            def started(process: subprocess.Popen) -> None:
+                self._track(process)
+                record["pgid"] = process.pid  # the launch leads its own process group
+                write_json_atomically(result_dir / "exp.json", record)
+
+            returncode, timed_out, wall_s = self._execute(command, env, result_dir, port, started)
             if self._interrupted:
                 raise _Interrupted()
             metrics = read_metrics(result_dir / "metrics.json")
@@ -291,14 +300,14 @@ class Runner:
         return ExperimentResult(experiment.name, outcome.status, outcome.reason, metrics,
                                 str(result_dir), wall_s)
 
-    def _execute(self, command: list[str], env: dict[str, str],
-                 result_dir: Path) -> tuple[int, bool, float]:
+    def _execute(self, command: list[str], env: dict[str, str], result_dir: Path, port: int,
+                 on_start: Callable[[subprocess.Popen], None]) -> tuple[int, bool, float]:
         """Run ``command`` with its logs in ``result_dir``, stopped at the time-out
         (:func:`run_process_group`). Returns (exit code, timed out, wall seconds)."""
         metrics = result_dir / "metrics.json"  # written atomically by the probe right before the ranks leave
         with open(result_dir / "stdout.log", "wb") as out, open(result_dir / "stderr.log", "wb") as err:
             return run_process_group(command, env, self.cwd, out, err, self.timeout_s,
-                                     on_start=self._track, on_end=self._untrack, finished=metrics.is_file)
+                                     on_start=on_start, on_end=self._untrack, finished=metrics.is_file, port=port)
 
     def _track(self, process: subprocess.Popen) -> None:
         with self._lock:
