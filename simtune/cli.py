@@ -2,7 +2,9 @@
 
 Adding a command is one line here plus its class in :mod:`simtune.commands`. Every command takes
 ``--debug`` (show tracebacks) and ``-q`` (no progress lines). An error a user can cause prints
-``simtune: error: <one sentence>`` and exits with its code (2); an interrupt exits with 130.
+``simtune: error: <one sentence>`` and exits with its code (2), and so does a file or folder
+that cannot be written (read-only, full disk, a file where a folder is expected); an interrupt
+exits with 130.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Sequence
 
 import simtune
 from simtune import __version__
+from simtune.atomic import WRITE_ERRNOS, unwritable
 from simtune.commands import Command, SearchCommand
 from simtune.commands.calibrate import CalibrateCommand
 from simtune.commands.estimate import EstimateCommand
@@ -79,6 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"simtune: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a folder made or a file opened for writing where the place refuses it
+        if exc.filename is None or exc.errno not in WRITE_ERRNOS:
+            raise
+        if debug:
+            traceback.print_exc()
+        error = unwritable(exc.filename, exc)
+        print(f"simtune: error: {error}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         print("simtune: interrupted; nothing was written.", file=sys.stderr)
         return 130

@@ -34,3 +34,8 @@ class LaunchError(SimtuneError):
 
 class StorageError(SimtuneError):
     """The study's storage cannot be opened or used: missing driver, unreachable server, unusable schema."""
+
+
+class OutputError(SimtuneError):
+    """A file or folder simtune writes cannot be written: a read-only place, a full disk, a file
+    where a folder is expected."""

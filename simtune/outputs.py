@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from simtune.atomic import write_atomically
 from simtune.strategies.measure import Measurement, SearchOutcome
 
 SUMMARY_FILE = "summary.txt"
@@ -451,9 +452,7 @@ class WrittenOutputs:
 
 def _write_text(path: Path, text: str) -> None:
     """Write atomically (a reader never sees half a file)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomically(path, text)
 
 
 def write_results_json(results_dir: str | os.PathLike, document: Mapping[str, Any]) -> Path:

@@ -51,12 +51,13 @@ import datetime
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from simtune.atomic import write_atomically
 from simtune.errors import ProfileError
+from simtune.file_lock import exclusive
 
 SCHEMA_VERSION = 1
 DEFAULT_ERROR = 0.10
@@ -439,18 +440,33 @@ class ResidualModel:
         return cls.from_dict(data, path=path)
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
-        """Write atomically to ``path`` (default: where it was loaded from)."""
+        """Write atomically to ``path`` (default: where it was loaded from), merged with the samples
+        other searches stored there since this model was loaded: under a lock, the file is read
+        again and, per experiment, the newer sample kept."""
         target = Path(path) if path is not None else self.path
         if target is None:
             raise ValueError("no path to save the residual model to")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent, suffix=".tmp",
-                                         delete=False) as handle:
-            json.dump(self.to_dict(), handle, indent=1)
-            handle.write("\n")
-        os.replace(handle.name, target)
+        with exclusive(target.with_name(f".{target.name}.lock")):
+            if target.exists():
+                self._merge(ResidualModel.load(target, self.profile))
+            write_atomically(target, json.dumps(self.to_dict(), indent=1) + "\n")
         self.path = target
         return target
+
+    def _merge(self, stored: "ResidualModel") -> None:
+        """Take in ``stored``'s samples: per (workload, experiment) the newer one wins (this model's
+        on a tie), in the order they were recorded."""
+        def newest(ours: list, theirs: list) -> list:
+            chosen = {(s.workload, s.name): s for s in theirs}
+            for sample in ours:
+                key = (sample.workload, sample.name)
+                if key not in chosen or sample.recorded >= chosen[key].recorded:
+                    chosen[key] = sample
+            return sorted(chosen.values(), key=lambda s: s.recorded)[-MAX_SAMPLES:]
+
+        self.time_samples = newest(self.time_samples, stored.time_samples)
+        self.memory_samples = newest(self.memory_samples, stored.memory_samples)
+        self._fitted.clear()
 
 
 def _clip(ratio: float) -> float:

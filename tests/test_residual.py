@@ -172,3 +172,22 @@ def test_another_workloads_runs_set_the_doubt_but_not_the_correction(predicted):
     held_out, origin = model.error_evidence("bert")
     assert origin == "others" and model.error_estimate("bert") == pytest.approx(held_out)
     assert 0.1 < held_out < 0.3  # the scatter, not the factor of 2
+
+
+def test_two_searches_saving_one_residual_file_keep_both_searches_samples(tmp_path):
+    path = tmp_path / "residuals" / "cpu.json"
+    ResidualModel([TimeSample("gpt2", "z0", {"stage": 0.0}, 1.0, 1.1, "2026-01-01T00:00:00+00:00")],
+                  profile="cpu").save(path)
+    first, second = ResidualModel.load(path, "cpu"), ResidualModel.load(path, "cpu")  # two searches start
+    first.add_time(TimeSample("gpt2", "z1", {"stage": 1.0}, 1.0, 1.2))
+    second.add_time(TimeSample("gpt2", "z2", {"stage": 2.0}, 1.0, 1.3))
+    second.add_time(TimeSample("gpt2", "z0", {"stage": 0.0}, 1.0, 1.4))  # measured again, later
+    second.add_memory(MemorySample("gpt2", "z2", 2, 100, 200, "oom"))
+    first.save()
+    second.save()
+    stored = ResidualModel.load(path, "cpu")
+    measured = {s.name: s.measured_step_s for s in stored.time_samples}
+    assert measured == {"z0": 1.4, "z1": 1.2, "z2": 1.3}
+    assert [s.name for s in stored.memory_samples] == ["z2"]
+    first.save()  # an older copy saved again loses nothing newer
+    assert {s.name: s.measured_step_s for s in ResidualModel.load(path).time_samples} == measured

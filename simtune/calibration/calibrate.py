@@ -22,7 +22,7 @@ from simtune.calibration.launch import LaunchResult, launch
 from simtune.errors import InputError
 from simtune.hardware.profile import HardwareProfile
 from simtune.hardware.registry import check_name, list_profiles, read_profile_file, same_hardware_key, save_profile
-from simtune.runner.resources import Resources, detect_accelerator
+from simtune.runner.resources import Resources, detect_accelerator, parse_hostfile
 
 PathArg = Optional[Union[str, os.PathLike]]
 
@@ -53,6 +53,23 @@ def calibrate_command(num_gpus: int, num_nodes: int, hostfile, name, out, quick:
     return shlex.join(parts)
 
 
+def _check_out(out: PathArg) -> None:
+    """Refuse an ``--out`` the profile cannot be saved to: a folder where a .json file is named,
+    or a file (or a path through one) where a folder is."""
+    if out is None:
+        return
+    target = Path(out).expanduser()
+    if target.suffix == ".json" and target.is_dir():
+        raise InputError(f"--out {out} is an existing folder, not a .json file.")
+    folder = target.parent if target.suffix == ".json" else target
+    for existing in (folder, *folder.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise InputError(f"--out {out} cannot be saved to: {existing} is a file, not a folder "
+                                 f"(name a .json file or a folder).")
+            return
+
+
 def _check_request(num_gpus: int, num_nodes: int, hostfile) -> None:
     if isinstance(num_gpus, bool) or not isinstance(num_gpus, int) or num_gpus < 1:
         raise InputError(f"--gpus must be a whole number of at least 1, not {num_gpus!r}.")
@@ -60,8 +77,8 @@ def _check_request(num_gpus: int, num_nodes: int, hostfile) -> None:
         raise InputError(f"--num_nodes must be a whole number of at least 1, not {num_nodes!r}.")
     if num_nodes > 1 and not hostfile:
         raise InputError(f"--num_nodes {num_nodes} needs a --hostfile that names the nodes.")
-    if hostfile and not Path(hostfile).is_file():
-        raise InputError(f"The hostfile {hostfile} does not exist.")
+    if hostfile:
+        parse_hostfile(hostfile)  # a missing or malformed hostfile, before anything is launched
 
 
 def _reference_peaks(device_name: str) -> tuple[dict, Optional[str]]:
@@ -93,6 +110,9 @@ def run_calibration(num_gpus: int, num_nodes: int = 1, hostfile: PathArg = None,
     if name is not None:
         check_name(name)
     _check_request(num_gpus, num_nodes, hostfile)
+    _check_out(out)
+    if not timeout_s > 0:
+        raise InputError(f"--timeout must be a positive number of seconds, not {timeout_s:g}.")
     accelerator = detect_accelerator()
     if not hostfile:
         Resources.local(num_gpus=num_gpus, accelerator=accelerator)  # refuses more GPUs than this machine has

@@ -116,6 +116,7 @@ def launch(
             returncode, timed_out, wall_s = run_process_group(
                 command, build_env(num_gpus, accelerator), work_dir, out, err, timeout_s,
                 finished=raw_path.is_file,  # rank 0 writes it atomically before the ranks' last barrier
+                port=port,
             )
     finally:
         remove_shm_buffers(port)

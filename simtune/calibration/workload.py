@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from simtune.atomic import write_atomically
 from simtune.hardware.registry import simtune_home
 from simtune.errors import SimtuneError, WorkloadError
 from simtune.model.inputs import MeasuredCompute, MeasuredMemory, ModelSpec
@@ -401,10 +402,7 @@ def cached_measurement(key: str, cache_dir: Optional[os.PathLike | str], refresh
 def save(calibration: WorkloadCalibration, path: Path) -> Path:
     """Write atomically (a search running beside another never reads half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(calibration.to_dict(), indent=1) + "\n")
-    os.replace(temporary, path)
-    return path
+    return write_atomically(path, json.dumps(calibration.to_dict(), indent=1) + "\n")
 
 
 def _say(message: str) -> None:

@@ -364,7 +364,7 @@ def merge_ranks(parts: list[WorkloadCalibration]) -> WorkloadCalibration:
 
 
 def run_in_own_group(command: list[str], env: dict[str, str], timeout_s: float,
-                     finished: Optional[Any] = None) -> tuple[int, str]:
+                     finished: Optional[Any] = None, port: Optional[int] = None) -> tuple[int, str]:
     """Run a launch with the runner's process-group handling (a time-out or an interrupt ends the
     launcher and every rank; ``finished()`` says the ranks' results are written, see
     :func:`~simtune.runner.launcher.run_process_group`); returns the exit code and the output.
@@ -373,7 +373,7 @@ def run_in_own_group(command: list[str], env: dict[str, str], timeout_s: float,
 
     with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
         returncode, timed_out, _ = run_process_group(command, env, os.getcwd(), log, subprocess.STDOUT, timeout_s,
-                                                     finished=finished)
+                                                     finished=finished, port=port)
         if timed_out:
             raise subprocess.TimeoutExpired(command, timeout_s)
         log.seek(0)
@@ -409,7 +409,7 @@ def measure_with_launch(request: Any, num_gpus: int, *, stages: tuple[int, ...] 
                     and (machine_raw is None or Path(machine_raw).is_file()))
 
         try:
-            returncode, output = run_in_own_group(command, env, timeout_s, finished)
+            returncode, output = run_in_own_group(command, env, timeout_s, finished, port)
         except subprocess.TimeoutExpired:
             raise WorkloadCalibrationError(
                 f"Measuring {request.model} took longer than {timeout_s:.0f} s and was stopped.") from None

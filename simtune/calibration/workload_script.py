@@ -222,7 +222,7 @@ def calibrate_script(script: str, args: Sequence[str], ds_config: Mapping[str, A
                      precision: str, num_gpus: int, seq_len: Optional[int] = None,
                      micro_batch_sizes: Sequence[int] = DEFAULT_MICRO_BATCH_SIZES, repeats: int = 10,
                      cache_dir: Optional[os.PathLike | str] = None, refresh: bool = False,
-                     timeout_s: float = 900.0, log: Optional[Callable[[str], None]] = _say,
+                     timeout_s: Optional[float] = 900.0, log: Optional[Callable[[str], None]] = _say,
                      arg_mappings: Optional[Mapping[str, str]] = None) -> WorkloadCalibration:
     """Measure the model of the user's script in one launch on ``num_gpus`` local ranks (its
     DeepSpeed config at stage 0, micro-batch as the user set it or 1, no accumulation, and the
@@ -262,9 +262,10 @@ def calibrate_script(script: str, args: Sequence[str], ds_config: Mapping[str, A
             log(f"measuring the model of {script} in one launch on {num_gpus} rank(s)...")
         try:
             returncode, output = run_in_own_group(command, launch_env(resources, folder), timeout_s,
-                                                  out_path.is_file)  # written whole before the last barrier
+                                                  out_path.is_file, port)  # written whole before the last barrier
         except subprocess.TimeoutExpired:
-            raise WorkloadCalibrationError(f"Measuring the model of {script} took longer than {timeout_s:.0f} s.") from None
+            raise WorkloadCalibrationError(f"Measuring the model of {script} took longer than the time-out of "
+                                           f"{timeout_s:g} s and was stopped (--timeout sets it).") from None
         finally:
             remove_shm_buffers(port)
             release_port(port)

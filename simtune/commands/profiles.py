@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import sys
 
 from simtune.commands.base import Command
 from simtune.commands.calibrate import format_bytes, summary_lines
@@ -50,7 +51,7 @@ class ProfilesCommand(Command):
         if not entries:
             print("(no hardware profiles found)")
         for problem in profile_problems():
-            print(f"simtune: warning: skipped {problem.path}: {problem.message}")
+            print(f"simtune: warning: skipped {problem.path}: {problem.message}", file=sys.stderr)
         return 0
 
     def _show(self, args: argparse.Namespace) -> int:

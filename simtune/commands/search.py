@@ -15,13 +15,15 @@ import subprocess
 import sys
 import time
 import warnings
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from simtune.commands.base import Command
 from simtune.dsconfig import AutotuningConfig, load_ds_config
 from simtune.errors import InputError
+from simtune.file_lock import Busy, exclusive
 from simtune.outputs import (
     OPTIMAL_CONFIG_FILE,
     ModelReport,
@@ -53,8 +55,9 @@ from simtune.runner.slurm import allocation_resources, job_resources
 from simtune.runner.slurm_executor import SlurmExecutor, SlurmSettings
 from simtune.space import TuningSpace
 from simtune.strategies.measure import MeasuredSearch, MeasureOptions, Measurement
-from simtune.strategies.model_inputs import (choose_profile, choose_script_workload, choose_workload, here, load_residual,
-                                             measure_scope, profile_fingerprint)
+from simtune.strategies.model_inputs import (choose_profile, choose_script_workload, choose_workload,
+                                             describes_this_machine, here, load_residual, measure_scope,
+                                             profile_fingerprint)
 from simtune.strategies.simulate import SimulatedSearch, SimulateOptions, model_report
 from simtune.study_storage import StudyStorage
 from simtune.workloads import TRAIN_PROGRAM, load_workload
@@ -85,6 +88,9 @@ CHECKPOINTING_FLAG = "--gradient_checkpointing"
 """The built-in training program's activation-checkpointing flag (mapped in model mode)."""
 
 CONFIG_FLAGS = ("--deepspeed", "--deepspeed_config")
+
+RESULTS_LOCK_FILE = ".search.lock"
+"""In results_dir: held (lockf) by the search running there; released when it ends, however."""
 
 
 def default_ds_config(accelerator: str, half: str = "bf16") -> dict[str, Any]:
@@ -268,16 +274,25 @@ class SearchCommand(Command):
         progress.note(f"{program.label}; {resources.world_size} {resources.accelerator} process(es) per "
                       f"experiment; stages {list(space.stages)}; metric {autotuning.metric}; strategy {strategy}; "
                       f"results in {autotuning.results_dir}")
-        if strategy == "simulate":
-            return self.simulate(args, program, resources, ds_config, space, runner, progress, started)
-        search = MeasuredSearch(space, runner, MeasureOptions(stop_at_worse_stage=args.stop_at_worse_stage,
-                                                            parallel=runner.parallel), progress=progress)
-        try:
-            outcome = search.run()
-        except KeyboardInterrupt:
-            return interrupted(autotuning.results_dir, search.outcome(), time.monotonic() - started)
-        elapsed_s = time.monotonic() - started
-        return self.report(args, outcome, elapsed_s, runner, space, ds_config, program)
+        if strategy == "simulate" and args.run and autotuning.profile is not None:
+            profile = load_profile(autotuning.profile)
+            if not describes_this_machine(profile, resources):
+                raise InputError(f"--run trains on this machine, but hardware profile {profile.name!r} describes "
+                                 f"other hardware: drop --run or use a profile of this machine.")
+        if strategy == "simulate" and autotuning.storage is not None:
+            # a bad URL, a missing driver or an unreachable server, before anything runs
+            StudyStorage.chosen(autotuning.storage, autotuning.results_dir).check()
+        with only_search_in(autotuning.results_dir):
+            if strategy == "simulate":
+                return self.simulate(args, program, resources, ds_config, space, runner, progress, started)
+            search = MeasuredSearch(space, runner, MeasureOptions(stop_at_worse_stage=args.stop_at_worse_stage,
+                                                                parallel=runner.parallel), progress=progress)
+            try:
+                outcome = search.run()
+            except KeyboardInterrupt:
+                return interrupted(autotuning.results_dir, search.outcome(), time.monotonic() - started)
+            elapsed_s = time.monotonic() - started
+            return self.report(args, outcome, elapsed_s, runner, space, ds_config, program)
 
     # ------------------------------------------------------------------------------------------
     def simulate(self, args, program: Program, resources: Resources, ds_config: dict, space: TuningSpace,
@@ -286,8 +301,6 @@ class SearchCommand(Command):
         autotuning = space.autotuning
         verify_top = autotuning.verify_top
         storage = StudyStorage.chosen(autotuning.storage, autotuning.results_dir)
-        if autotuning.storage is not None:
-            storage.check()  # a bad URL, a missing driver or an unreachable server, before anything runs
         precision = precision_of(ds_config)
         workload = load_workload(program.model, program.seq_len) if program.mode == "model" else None
         scope = measure_scope(space, workload) if workload is not None else None
@@ -306,7 +319,8 @@ class SearchCommand(Command):
         elif program.mode == "script":
             chosen = choose_script_workload(program.script, program.args, ds_config, profile, precision=precision,
                                             num_gpus=resources.num_gpus, local=choice.local, say=progress.note,
-                                            arg_mappings=autotuning.arg_mappings)
+                                            arg_mappings=autotuning.arg_mappings,
+                                            timeout_s=autotuning.experiment_timeout_s)
         else:
             chosen = choose_workload(workload, profile, precision=precision,
                                      measure=verify_top > 0 and choice.local, say=progress.note,
@@ -317,7 +331,7 @@ class SearchCommand(Command):
         options = SimulateOptions(verify_top=verify_top, search_trials=autotuning.search_trials,
                                   parallel=runner.parallel, confirm_close_calls=autotuning.confirm_close_calls)
         identity = {"profile": profile.name, "profile_numbers": profile_fingerprint(profile),
-                    "workload": chosen.key, "workload_source": chosen.how, "precision": precision,
+                    "workload": chosen.key, "workload_source": numbers_source(chosen.how), "precision": precision,
                     "world_size": resources.world_size, "nodes": resources.num_nodes, "program": program.args}
         search = SimulatedSearch(space, predictor, runner, results_dir=autotuning.results_dir, residual=residual,
                                  workload=chosen.key, identity=identity, options=options,
@@ -353,10 +367,10 @@ class SearchCommand(Command):
                               calibration_note="; ".join(notes) or None,
                               residual_file=str(saved) if saved else None)
         return self.report(args, result.outcome, time.monotonic() - started, runner, space, ds_config, program,
-                           model=report, predictions=result.predictions, runnable=choice.local)
+                           model=report, predictions=result.predictions)
 
     def report(self, args, outcome, elapsed_s: float, runner, space, ds_config: dict, program: Program, *,
-               model: ModelReport | None = None, predictions: dict | None = None, runnable: bool = True) -> int:
+               model: ModelReport | None = None, predictions: dict | None = None) -> int:
         """Write the outputs, print the summary and the best configuration; train with it on --run."""
         results_dir = Path(space.autotuning.results_dir)
         results_dir.mkdir(parents=True, exist_ok=True)  # a study kept elsewhere leaves it to be made here
@@ -383,9 +397,6 @@ class SearchCommand(Command):
         print(json.dumps(optimal_config(best), indent=2))
         print(f"\nTrain with it ({written.optimal_command_path}):\n  {command}")  # the summary gave the lr advice
         if args.run:
-            if not runnable:
-                raise InputError("--run trains on this machine, but the configuration was predicted for the "
-                                 "hardware of another profile.")
             return train_with_optimal(runner, best, written.optimal_config_path)
         return 0
 
@@ -467,6 +478,9 @@ class SearchCommand(Command):
             return Resources.from_hostfile(args.hostfile, num_gpus=args.num_gpus, num_nodes=args.num_nodes,
                                            accelerator=profile.device.kind)
         per_node = args.num_gpus or profile.device.count_per_node
+        if per_node > profile.device.count_per_node:
+            raise InputError(f"Profile {profile.name} has {profile.device.count_per_node} devices per node, so "
+                             f"--num_gpus {per_node} is too many (use --num_nodes for more nodes).")
         nodes = args.num_nodes or 1
         if nodes == 1:
             hosts = (("localhost", per_node),)
@@ -496,6 +510,27 @@ class SearchCommand(Command):
             mappings.setdefault("activation_checkpointing", CHECKPOINTING_FLAG)
             autotuning = autotuning.with_overrides(arg_mappings=mappings)
         return autotuning
+
+
+def numbers_source(how: str) -> str:
+    """Where the workload's numbers come from, as the study's identity takes it: a measurement
+    read from the cache is the one measured when the search first ran ("measured" either way), so
+    a search killed after measuring resumes its own study; the closed form is other numbers."""
+    return "closed-form" if how == "closed-form" else "measured"
+
+
+@contextmanager
+def only_search_in(results_dir: str) -> Iterator[None]:
+    """Hold ``results_dir`` for this search: a second search there at the same time would mix
+    its experiments and study with this one's, so it is refused, naming this one's pid."""
+    with ExitStack() as held:
+        try:
+            held.enter_context(exclusive(Path(results_dir) / RESULTS_LOCK_FILE, wait=False))
+        except Busy as busy:
+            holder = f"pid {busy.pid}" if busy.pid else "another process"
+            raise InputError(f"Another search ({holder}) is running in {results_dir}: wait for it to end, or "
+                             f"give this one another --results_dir.") from None
+        yield
 
 
 def interrupted(results_dir: str, partial, elapsed_s: float, kept: str = "") -> int:

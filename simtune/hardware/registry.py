@@ -21,11 +21,11 @@ import json
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
+from simtune.atomic import write_atomically
 from simtune.errors import ProfileError
 from simtune.hardware.profile import HardwareProfile
 from simtune.hardware.serialize import profile_from_dict, profile_to_dict, validate
@@ -184,6 +184,10 @@ def load_profile(path_or_name: Union[str, os.PathLike]) -> HardwareProfile:
     for entry in list_profiles():
         if entry.name == text:
             return read_profile_file(entry.path)
+    for problem in profile_problems():
+        if problem.path.stem == text:
+            raise ProfileError(f"Hardware profile {text!r} is corrupt: {problem.message[0].lower()}"
+                               f"{problem.message[1:]}")
     names = ", ".join(e.name for e in list_profiles()) or "none"
     raise ProfileError(f"No hardware profile is named {text!r} (available: {names}).")
 
@@ -207,11 +211,6 @@ def save_profile(profile: HardwareProfile, path: Union[str, os.PathLike, None] =
         target = target / f"{profile.name}.json"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent, suffix=".tmp", delete=False) as f:
-            json.dump(profile_to_dict(profile), f, indent=2)
-            f.write("\n")
-        os.chmod(f.name, 0o644)
-        os.replace(f.name, target)
     except OSError as exc:
         raise ProfileError(f"Hardware profile {profile.name!r} cannot be written to {target} ({exc}).") from None
-    return target
+    return write_atomically(target, json.dumps(profile_to_dict(profile), indent=2) + "\n")

@@ -10,10 +10,10 @@ runner can use it.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from simtune.atomic import write_atomically
 from simtune.errors import ConfigError
 
 PROBE_FLAG = "--simtune-probe"
@@ -94,9 +94,4 @@ class ProbeSettings:
 
 def write_json_atomically(path: str | Path, data: object) -> None:
     """Write JSON to a temporary file beside ``path`` and rename it, so readers never see half a file."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=False)
-        handle.write("\n")
-    os.replace(temporary, path)
+    write_atomically(path, json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -397,7 +397,7 @@ def capacity_sections(study: CapacityStudy) -> tuple[Section, ...]:
 def gpu_counts_of(text: str) -> tuple[int, ...]:
     """'8,16,64' -> (8, 16, 64)."""
     try:
-        counts = tuple(int(part) for part in text.split(",") if part.strip())
+        counts = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise InputError(f"--gpus takes comma-separated whole numbers such as 8,16,64, not {text!r}.") from None
     if not counts or any(n < 1 for n in counts):

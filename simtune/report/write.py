@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from simtune.atomic import write_atomically
 from simtune.errors import InputError
 from simtune.report.document import Document
 from simtune.report.html import document_html
@@ -27,9 +28,7 @@ class WrittenReport:
 
 def _write(path: Path, content: bytes) -> None:
     """Atomically: a reader never sees half a file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(content)
-    os.replace(temporary, path)
+    write_atomically(path, content)
 
 
 def render_images(document: Document) -> dict[str, bytes]:

@@ -41,6 +41,8 @@ class Launch:
     cwd: str
     result_dir: Path
     timeout_s: float | None
+    port: int | None = None
+    """The rendezvous port (its /dev/shm buffers are removed if simtune dies during the launch)."""
 
 
 @dataclass(frozen=True)
@@ -106,9 +108,13 @@ class LocalExecutor(Executor):
     def execute(self, launch: Launch, submitted: Submitted) -> Execution:
         metrics = launch.result_dir / "metrics.json"  # written atomically by the probe right before the ranks leave
         with open(launch.result_dir / "stdout.log", "wb") as out, open(launch.result_dir / "stderr.log", "wb") as err:
+            def started(process: subprocess.Popen) -> None:
+                self._track(process)
+                submitted({"pgid": process.pid})  # the launch leads its own process group
+
             returncode, timed_out, wall_s = run_process_group(
                 launch.command, launch.env, launch.cwd, out, err, launch.timeout_s,
-                on_start=self._track, on_end=self._untrack, finished=metrics.is_file)
+                on_start=started, on_end=self._untrack, finished=metrics.is_file, port=launch.port)
         return Execution(returncode, timed_out, wall_s)
 
     def stop_all(self) -> None:

@@ -39,8 +39,10 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable, Mapping, Sequence
 
+from simtune.atomic import write_atomically
 from simtune.errors import InputError, LaunchError
 from simtune.probe.protocol import PROBE_FLAG
+from simtune.runner.build_locks import remove_stale_build_locks
 from simtune.runner.experiment import Experiment
 from simtune.runner.resources import Resources, SlotAssignment, local_hostnames
 
@@ -303,7 +305,7 @@ def launch_env(resources: Resources, result_dir: str | os.PathLike,
         exported.update(_read_env_file(folder / ".deepspeed_env"))
     exported.update(ours)
     env_file = Path(result_dir) / ENV_FILE_NAME
-    env_file.write_text("".join(f"{key}={value}\n" for key, value in exported.items()), encoding="utf-8")
+    write_atomically(env_file, "".join(f"{key}={value}\n" for key, value in exported.items()))
     env = dict(os.environ if base is None else base)
     env.update(ours)
     env["DS_ENV_FILE"] = str(env_file)
@@ -348,6 +350,14 @@ def _live_members(pgid: int) -> bool:
     return False
 
 
+def start_watchdog(pgid: int, port: int | None, env: Mapping[str, str]) -> subprocess.Popen:
+    """:mod:`simtune.watchdog` for the launch that leads ``pgid``: it ends the launch (and removes
+    the /dev/shm buffers of ``port``) if this process dies first, by SIGKILL or a crash."""
+    return subprocess.Popen([sys.executable, "-m", "simtune.watchdog", str(os.getpid()), str(pgid), str(port or 0)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(env), start_new_session=True)
+
+
 def run_process_group(
     command: Sequence[str],
     env: Mapping[str, str],
@@ -359,14 +369,18 @@ def run_process_group(
     on_start: Callable[[subprocess.Popen], None] | None = None,
     on_end: Callable[[subprocess.Popen], None] | None = None,
     finished: Callable[[], bool] | None = None,
+    port: int | None = None,
 ) -> tuple[int, bool, float]:
     """Run ``command`` in a new session, so the launcher and every rank it starts share one
     process group; returns (exit code, timed out, wall seconds).
 
     At ``timeout_s`` (None: no limit) the group gets SIGTERM, and SIGKILL ``STOP_GRACE_S`` later.
     However the run ends (exit, time-out, or an exception such as an interrupt), what is left of
-    the group is killed and this returns only once none of its processes is left.
-    ``on_start(process)`` and ``on_end(process)`` bracket the run (e.g. to stop it from another
+    the group is killed and this returns only once none of its processes is left. Stale build
+    locks of torch extensions (:mod:`simtune.runner.build_locks`) are removed before the launch,
+    and after it when it was stopped.
+    A :func:`watchdog <start_watchdog>` ends the group (and removes the /dev/shm buffers of
+    ``port``) if this process dies before it. ``on_start(process)`` and ``on_end(process)`` bracket the run (e.g. to stop it from another
     thread with :func:`kill_group`).
 
     ``finished()``, asked every ``FINISHED_POLL_S``, says the ranks have written their results and
@@ -376,12 +390,14 @@ def run_process_group(
     after the ranks are gone; a run that is finished gets ``FINISHED_GRACE_S`` to exit by itself,
     then its group is stopped and the exit code reported is 0.
     """
+    remove_stale_build_locks(env, why="left by an earlier build that was stopped")
     started = time.monotonic()
     timed_out = False
     finished_early = False
     deadline = None if timeout_s is None else started + timeout_s
     process = subprocess.Popen(list(command), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
                                env=dict(env), cwd=cwd, start_new_session=True)
+    watchdog = start_watchdog(process.pid, port, env)
     try:
         if on_start is not None:
             on_start(process)
@@ -411,6 +427,10 @@ def run_process_group(
         kill_group(process, signal.SIGKILL)  # whatever of the group is left
         process.wait()
         _wait_group_gone(process.pid)
+        if timed_out or process.returncode < 0:  # stopped: a build it had under way is left locked
+            remove_stale_build_locks(env, why="left by the build of the launch just stopped")
         if on_end is not None:
             on_end(process)
+        watchdog.kill()  # its launch is over
+        watchdog.wait()
     return (0 if finished_early else process.returncode), timed_out, time.monotonic() - started

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from simtune.atomic import write_atomically
 from simtune.errors import InputError
 from simtune.probe.protocol import ProbeSettings, write_json_atomically
 from simtune.runner.executors import Execution, Executor, Interrupted, Launch, LocalExecutor
@@ -44,6 +45,7 @@ from simtune.runner.launcher import (
 )
 from simtune.runner.outcome import classify, read_metrics
 from simtune.runner.resources import Resources, SlotAssignment
+from simtune.watchdog import SHM_DIR, remove_shm_buffers  # noqa: F401 - the runner's clean-up, also the watchdog's
 
 Progress = Callable[[str, int, int, ExperimentResult], None]
 """``progress(name, index, total, result)``: ``index`` is the 0-based position in the list given to
@@ -52,22 +54,8 @@ Progress = Callable[[str, int, int, ExperimentResult], None]
 DEFAULT_MASTER_PORT = 29500
 """DeepSpeed's default rendezvous port, used in commands meant for the user to run."""
 
-SHM_DIR = Path("/dev/shm")
 MEASURING_FOLDER = "measuring"
 """Folder of results_dir for the files of measuring launches run as jobs (not an experiment)."""
-
-
-def remove_shm_buffers(port: int, shm_dir: Path = SHM_DIR) -> int:
-    """Remove DeepSpeed's shared-memory allreduce buffers of the run on ``port``
-    (``deepspeed_allreduce_buffer_<n>_<addr>_<port>_<rank>``, 66 MiB each); returns how many."""
-    removed = 0
-    for path in shm_dir.glob(f"deepspeed_allreduce_buffer_*_{port}_*"):
-        try:
-            path.unlink()
-            removed += 1
-        except OSError:
-            pass
-    return removed
 
 
 def read_record(result_dir: Path, ds_config: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -81,11 +69,17 @@ def read_record(result_dir: Path, ds_config: Mapping[str, Any]) -> dict[str, Any
     return record
 
 
-def recorded_result(result_dir: Path, ds_config: Mapping[str, Any]) -> ExperimentResult | None:
+def recorded_result(result_dir: Path, ds_config: Mapping[str, Any],
+                    timeout_s: float | None = None) -> ExperimentResult | None:
     """The finished result recorded in ``result_dir`` for this config, or None (never run, run
-    interrupted, run with another config, or ok without a valid metrics.json)."""
+    interrupted, run with another config, ok without a valid metrics.json, or timed out under a
+    shorter time-out than ``timeout_s``, None meaning no time-out)."""
     record = read_record(result_dir, ds_config)
+    if record is not None and record.get("status") == "running" and record.get("executor", "local") == "local":
+        record = _finished_after_all(result_dir, record)
     if record is None or record.get("status") not in STATUSES:
+        return None
+    if record["status"] == "timeout" and not _timed_out_under_as_long(record.get("timeout_s"), timeout_s):
         return None
     metrics = None
     if record["status"] == "ok":
@@ -101,6 +95,29 @@ def recorded_result(result_dir: Path, ds_config: Mapping[str, Any]) -> Experimen
         wall_s=float(record.get("wall_s") or 0.0),
         reused=True,
     )
+
+
+def _finished_after_all(result_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """An experiment still ``running`` in its exp.json whose simtune died: its /dev/shm buffers are
+    removed, and if its ranks wrote a complete metrics.json before its launch ended it is recorded
+    ``ok`` (else it stays ``running``, to run again)."""
+    if isinstance(record.get("master_port"), int):
+        remove_shm_buffers(record["master_port"])
+    metrics = read_metrics(result_dir / "metrics.json")
+    if metrics is None:
+        return record
+    finished = {**record, "status": "ok", "reason": "", "results": metrics,
+                "note": "measured completely by a launch whose simtune process died"}
+    write_json_atomically(result_dir / "exp.json", finished)
+    return finished
+
+
+def _timed_out_under_as_long(recorded_s: Any, timeout_s: float | None) -> bool:
+    """Whether a run stopped at ``recorded_s`` would also be stopped now: its time-out was at
+    least ``timeout_s`` (a record without one, from an older simtune, counts as shorter)."""
+    if not isinstance(recorded_s, (int, float)) or isinstance(recorded_s, bool):
+        return False
+    return timeout_s is not None and recorded_s >= timeout_s
 
 
 class Runner:
@@ -221,7 +238,8 @@ class Runner:
         result_dir = self.results_dir / experiment.name
         result = None
         if not self.overwrite:
-            result = recorded_result(result_dir, experiment.ds_config) or self._reattach(experiment, result_dir)
+            result = (recorded_result(result_dir, experiment.ds_config, self.timeout_s)
+                      or self._reattach(experiment, result_dir))
         if result is None:
             result = self._launch(experiment, result_dir, slots)
         if self.progress is not None:
@@ -255,7 +273,7 @@ class Runner:
         port = free_port()
         try:
             command = self.command(experiment, slots=slots, port=port)
-            (result_dir / "cmd.txt").write_text(shlex.join(command) + "\n", encoding="utf-8")
+            write_atomically(result_dir / "cmd.txt", shlex.join(command) + "\n")
             env = launch_env(self.resources, result_dir, rendezvous=(slots.hosts[0], port))
             record = {
                 **description,
@@ -267,6 +285,7 @@ class Runner:
                 "slots": slots.include_arg(),
                 "master_port": port,
                 "executor": self.executor.name,
+                "timeout_s": self.timeout_s,
                 "start_time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                 "status": "running",
                 "reason": "",
@@ -279,7 +298,7 @@ class Runner:
                 record.update(fields)
                 write_json_atomically(result_dir / "exp.json", record)
 
-            execution = self.executor.execute(self._launch_of(experiment, command, env), submitted)
+            execution = self.executor.execute(self._launch_of(experiment, command, env, port), submitted)
             if self._interrupted:
                 raise Interrupted()
             return self._finish(experiment, result_dir, record, execution)
@@ -287,10 +306,11 @@ class Runner:
             remove_shm_buffers(port)
             release_port(port)
 
-    def _launch_of(self, experiment: Experiment, command: Sequence[str], env: Mapping[str, str]) -> Launch:
+    def _launch_of(self, experiment: Experiment, command: Sequence[str], env: Mapping[str, str],
+                   port: int | None = None) -> Launch:
         added = {key: value for key, value in env.items() if os.environ.get(key) != value}
         return Launch(experiment.name, tuple(command), dict(env), added, self.cwd,
-                      self.results_dir / experiment.name, self.timeout_s)
+                      self.results_dir / experiment.name, self.timeout_s, port)
 
     def _reattach(self, experiment: Experiment, result_dir: Path) -> ExperimentResult | None:
         """The result of a launch an earlier, killed search handed over and left running (a Slurm

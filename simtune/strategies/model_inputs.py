@@ -5,7 +5,8 @@ numbers and the residual model.
   :func:`simtune.hardware.find_profile_for` finds for this machine's device and process count
   (a measured profile wins over a spec one, one measured on the search's nodes first), else a quick calibration of this machine
   (:func:`simtune.calibration.run_calibration` with ``quick=True``), saved to the user profile
-  folder so the next search finds it. When the workload must be measured too (model mode, one
+  folder so the next search finds it; searches sharing a simtune home calibrate one at a time
+  and a search that waited takes the profile the other saved. When the workload must be measured too (model mode, one
   node), both run in one launch
   (:func:`simtune.calibration.machine_and_workload.calibrate_machine_and_workload`).
 - Workload: measured on this machine (:func:`simtune.calibration.workload.calibrate_workload`,
@@ -26,12 +27,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from simtune.errors import InputError
+from simtune.file_lock import exclusive
 from simtune.hardware import HardwareProfile, find_profile_for, load_profile, profile_to_dict
+from simtune.hardware.registry import simtune_home
 from simtune.residual import ResidualModel, residual_path
 from simtune.runner.resources import Resources, cpu_model_name, detect_accelerator
 
 if TYPE_CHECKING:  # the calibration package is imported only when a search measures
     from simtune.calibration.workload import MeasureScope
+
+CALIBRATION_LOCK_FILE = ".calibration.lock"
+"""In the simtune home: held by the search calibrating this machine; another search that finds no
+profile waits for it, then takes the profile it saved instead of calibrating again."""
 
 
 def local_device_name(accelerator: str | None = None) -> str:
@@ -80,6 +87,13 @@ def here(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return fn(*args, **kwargs)
 
 
+def describes_this_machine(profile: HardwareProfile, resources: Resources) -> bool:
+    """Whether ``profile`` is this machine's accelerator, device and process count, so that what it
+    predicts can run here."""
+    return (profile.device.kind == detect_accelerator() and profile.device.count == resources.world_size
+            and same_device(profile.device.name, local_device_name()))
+
+
 def choose_profile(name: str | None, resources: Resources, *, say: Callable[[str], None],
                    measure_workload: Optional[tuple[Any, str]] = None,
                    scope: Optional[MeasureScope] = None, measuring: Measuring = here) -> ProfileChoice:
@@ -90,16 +104,26 @@ def choose_profile(name: str | None, resources: Resources, *, say: Callable[[str
     ``measuring``, where the experiments run."""
     if name is not None:
         profile = load_profile(name)
-        local = (profile.device.kind == detect_accelerator() and profile.device.count == resources.world_size
-                 and same_device(profile.device.name, local_device_name()))
-        return ProfileChoice(profile, "named", local)
+        return ProfileChoice(profile, "named", describes_this_machine(profile, resources))
     device = local_device_name(resources.accelerator)
     entry = find_profile_for(device, resources.world_size, resources.num_nodes)
-    if entry is not None:
-        profile = load_profile(entry.path)
-        say(f"hardware profile {entry.name} ({entry.kind}) fits this machine ({device}, "
-            f"{resources.world_size} process(es)); {entry.path}")
-        return ProfileChoice(profile, "found", True, path=str(entry.path))
+    if entry is None:  # calibrate, one search of this simtune home at a time
+        with exclusive(simtune_home() / CALIBRATION_LOCK_FILE, on_wait=lambda pid: say(
+                f"another search (pid {pid}) is calibrating this machine; waiting for the profile it saves")):
+            entry = find_profile_for(device, resources.world_size, resources.num_nodes)  # another search's
+            if entry is None:
+                return _calibrate_here(device, resources, say, measure_workload, scope, measuring)
+    profile = load_profile(entry.path)
+    say(f"hardware profile {entry.name} ({entry.kind}) fits this machine ({device}, "
+        f"{resources.world_size} process(es)); {entry.path}")
+    return ProfileChoice(profile, "found", True, path=str(entry.path))
+
+
+def _calibrate_here(device: str, resources: Resources, say: Callable[[str], None],
+                    measure_workload: Optional[tuple[Any, str]], scope: Optional[MeasureScope],
+                    measuring: Measuring) -> ProfileChoice:
+    """Calibrate this machine (with the workload in the same launch when asked; through
+    ``measuring``, where the experiments run) and save its profile."""
     from simtune.calibration import run_calibration
 
     missing = (f"no hardware profile fits this machine ({device}, {resources.world_size} "
@@ -197,10 +221,12 @@ def choose_workload(workload: Any, profile: HardwareProfile, *, precision: str, 
 
 def choose_script_workload(script: str, args: Any, ds_config: Any, profile: HardwareProfile, *, precision: str,
                            num_gpus: int, local: bool, say: Callable[[str], None],
-                           arg_mappings: Optional[Mapping[str, str]] = None) -> WorkloadChoice:
+                           arg_mappings: Optional[Mapping[str, str]] = None,
+                           timeout_s: Optional[float] = None) -> WorkloadChoice:
     """Script mode: the model of the user's script, measured in one launch here
     (:func:`simtune.calibration.workload_script.calibrate_script`, cached; ``arg_mappings`` set
-    the script's flags to the measuring config), or read from the cache."""
+    the script's flags to the measuring config; stopped at ``timeout_s``, None: no limit), or
+    read from the cache."""
     from simtune.calibration import workload as wc
     from simtune.calibration.workload_script import calibrate_script
     from simtune.errors import InputError
@@ -218,7 +244,7 @@ def choose_script_workload(script: str, args: Any, ds_config: Any, profile: Hard
         return WorkloadChoice(cached, key, "cached")
     started = time.monotonic()
     calibration = calibrate_script(script, args, ds_config, profile, precision=precision, num_gpus=num_gpus, log=say,
-                                   arg_mappings=arg_mappings)
+                                   arg_mappings=arg_mappings, timeout_s=timeout_s)
     return WorkloadChoice(calibration, key, "cached" if calibration.from_cache else "measured",
                           0.0 if calibration.from_cache else time.monotonic() - started)
 

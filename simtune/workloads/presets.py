@@ -172,6 +172,9 @@ def _from_document(name: str, document: dict[str, Any], seq_len: int | None) -> 
     if intermediate is None and model_type == "gpt2":
         intermediate = 4 * sizes["hidden_size"]  # GPT-2's n_inner: null
     sizes["intermediate_size"] = _positive_int(name, "intermediate_size", intermediate)
+    if sizes["hidden_size"] % sizes["num_heads"]:
+        raise WorkloadError(f"{name}: the hidden size {sizes['hidden_size']} is not divisible by the "
+                            f"{sizes['num_heads']} attention heads.")
 
     task = meta.get("task") or _infer_task(hf_config)
     if task not in TASKS:

@@ -134,6 +134,18 @@ def test_time_out_stops_the_whole_launch(tmp_path):
     assert leftovers == []
 
 
+def test_a_time_out_is_run_again_only_under_a_longer_time_out(tmp_path):
+    experiment = Experiment("z0_gas1_tmbspg2", None, ds_config(0, 2, world_size=1))
+    one = Resources.local(num_gpus=1, accelerator="cpu")
+    first, = make_runner(tmp_path, resources=one, timeout_s=2).run([experiment])
+    assert first.status == "timeout" and not first.reused
+    assert json.loads((Path(first.result_dir) / "exp.json").read_text())["timeout_s"] == 2
+    same, = make_runner(tmp_path, resources=one, timeout_s=2).run([experiment])
+    assert same.status == "timeout" and same.reused
+    longer, = make_runner(tmp_path, resources=one, timeout_s=300).run([experiment])
+    assert longer.status == "ok" and not longer.reused
+
+
 def test_hostfile_naming_this_machine_runs_two_experiments_at_once(tmp_path):
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("localhost slots=2\n")

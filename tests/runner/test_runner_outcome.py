@@ -117,3 +117,15 @@ def test_recorded_results(tmp_path):
     assert recorded_result(tmp_path, config) is None  # ok but no metrics.json
     (tmp_path / "metrics.json").write_text(json.dumps(_metrics(throughput=2.0)))
     assert recorded_result(tmp_path, config).metrics["throughput"] == 2.0
+
+
+def test_a_recorded_time_out_is_reused_only_under_a_time_out_no_longer(tmp_path):
+    config = {"train_micro_batch_size_per_gpu": 2}
+    record = {"name": "z0", "ds_config": config, "status": "timeout", "reason": "", "wall_s": 60.0}
+    (tmp_path / "exp.json").write_text(json.dumps(record))
+    assert recorded_result(tmp_path, config, 60.0) is None  # recorded before the time-out was recorded
+    (tmp_path / "exp.json").write_text(json.dumps({**record, "timeout_s": 60.0}))
+    assert recorded_result(tmp_path, config, 60.0).status == "timeout"
+    assert recorded_result(tmp_path, config, 30.0).reused
+    assert recorded_result(tmp_path, config, 120.0) is None
+    assert recorded_result(tmp_path, config, None) is None  # no time-out now

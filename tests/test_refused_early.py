@@ -1,0 +1,92 @@
+"""Bad inputs refused with one sentence before anything is launched, calibrated or written."""
+
+import json
+import time
+
+import pytest
+
+from simtune.cli import main
+
+
+def error_of(capsys, argv):
+    """Run main, require exit code 2 and one error sentence; return it."""
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    errors = [line for line in captured.err.splitlines() if line.startswith("simtune: error: ")]
+    assert len(errors) == 1 and "Traceback" not in captured.err, captured.err
+    return errors[0][len("simtune: error: "):]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+PLANNED = ["search", "--verify-top", "0", "--profile", "dgx-a100-80gb"]
+
+
+def test_search_refuses_more_gpus_per_node_than_the_profile_has(workdir, capsys):
+    message = error_of(capsys, [*PLANNED, "--num_gpus", "100000"])
+    assert "has 8 devices per node" in message and "--num_gpus 100000" in message
+    assert not (workdir / "autotuning_results").exists()
+
+
+def test_a_hidden_size_not_divisible_by_the_heads_is_refused(workdir, capsys):
+    config = {"model_type": "gpt2", "vocab_size": 1000, "n_layer": 2, "n_embd": 100, "n_head": 3,
+              "n_positions": 128}
+    (workdir / "config.json").write_text(json.dumps(config))
+    for argv in ([*PLANNED, "--model", str(workdir / "config.json")],
+                 ["estimate", "--profile", "dgx-a100-80gb", "--model", str(workdir / "config.json")]):
+        message = error_of(capsys, argv)
+        assert "hidden size 100 is not divisible by the 3 attention heads" in message
+
+
+def test_report_refuses_an_empty_gpu_count(workdir, capsys):
+    message = error_of(capsys, ["report", "--model", "gpt2", "--profile", "dgx-a100-80gb", "--gpus", "8,,16"])
+    assert "'8,,16'" in message
+    assert not (workdir / "simtune_report").exists()
+
+
+def test_a_corrupt_profile_is_named_corrupt_with_the_reason(workdir, capsys, monkeypatch):
+    folder = workdir / "profiles"
+    folder.mkdir()
+    (folder / "broken.json").write_text("{not json")
+    monkeypatch.setenv("SIMTUNE_PROFILE_PATH", str(folder))
+    message = error_of(capsys, ["estimate", "--profile", "broken"])
+    assert "'broken' is corrupt" in message and "not valid JSON" in message and "No hardware profile" not in message
+    assert main(["profiles"]) == 0
+    captured = capsys.readouterr()
+    assert "broken.json" in captured.err and "broken.json" not in captured.out
+
+
+def test_run_with_predictions_for_other_hardware_is_refused_before_the_search(workdir, capsys):
+    message = error_of(capsys, [*PLANNED, "--run"])
+    assert "--run trains on this machine" in message
+    assert not (workdir / "autotuning_results").exists()
+
+
+# -- calibrate: every check before the launch ----------------------------------------------------
+def calibrate_error(capsys, *argv):
+    started = time.monotonic()
+    message = error_of(capsys, ["calibrate", "--quick", "--gpus", "1", *argv])
+    assert time.monotonic() - started < 3.0, "the calibration was launched before the input was checked"
+    return message
+
+
+def test_calibrate_refuses_an_out_that_is_an_existing_file_before_launching(workdir, capsys):
+    (workdir / "notes.txt").write_text("x")
+    message = calibrate_error(capsys, "--out", str(workdir / "notes.txt"))
+    assert "is a file, not a folder" in message
+
+
+def test_calibrate_refuses_a_malformed_hostfile_before_launching(workdir, capsys):
+    (workdir / "hostfile").write_text("localhost slotz=2\n")
+    message = calibrate_error(capsys, "--hostfile", str(workdir / "hostfile"))
+    assert "line 1 is not 'hostname slots=N'" in message
+
+
+def test_calibrate_refuses_a_zero_timeout_before_launching(workdir, capsys):
+    message = calibrate_error(capsys, "--timeout", "0")
+    assert "--timeout must be a positive number of seconds, not 0" in message

@@ -1,0 +1,166 @@
+"""Searches that meet a fault: a script that hangs before its model is measured, a second search
+in the results folder of a running one, two searches of one simtune home needing a calibration,
+and a first search killed by SIGKILL in its study."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_search_resume import completed_trials
+
+from simtune.hardware.registry import load_profile, save_profile
+from simtune.strategies.model_inputs import local_device_name
+
+TINY_TRAIN = Path(__file__).parent / "data" / "tiny_train.py"
+REPO = Path(__file__).parents[1]
+
+
+def this_machine_profile(path: Path, processes: int = 1) -> Path:
+    """A shipped profile relabelled as this CPU machine on ``processes`` ranks, so that a search
+    with it measures and verifies here without calibrating first."""
+    base = load_profile("dgx-a100-80gb")
+    device = dataclasses.replace(base.device, kind="cpu", count_per_node=processes, name=local_device_name("cpu"))
+    fits = {k: dataclasses.replace(f, device="cpu") for k, f in base.optimizer.fits.items()}
+    profile = dataclasses.replace(base, name=f"cpu-{processes}proc-here", device=device,
+                                  optimizer=dataclasses.replace(base.optimizer, fits=fits))
+    return save_profile(profile, path)
+
+
+def simtune(*argv, cwd, timeout_s=120):
+    """Run the command line in a child process; (exit code, stdout, stderr, seconds)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "simtune", *argv], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout_s)
+    return done.returncode, done.stdout, done.stderr, time.monotonic() - started
+
+
+def test_the_launch_that_measures_a_scripts_model_is_held_to_the_timeout(tmp_path):
+    profile = this_machine_profile(tmp_path / "here.json")
+    (tmp_path / "ds.json").write_text(json.dumps({
+        "train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": [0, 1]},
+        "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}}}))
+    code, _, err, seconds = simtune("search", "--num_gpus", "1", "--timeout", "4", "--profile", str(profile),
+                                    str(TINY_TRAIN), "--deepspeed", "ds.json", "--sleep_s", "300",
+                                    cwd=tmp_path, timeout_s=60)
+    assert code == 2, err
+    assert "took longer than the time-out of 4 s" in err and "Traceback" not in err
+    assert seconds < 30
+
+
+HOLD_RESULTS_DIR = """
+import sys, time
+from pathlib import Path
+from simtune.commands.search import only_search_in
+with only_search_in(sys.argv[1]):
+    print("holding", flush=True)
+    time.sleep(300)
+"""
+
+
+def test_a_second_search_in_the_same_results_dir_is_refused_naming_the_first(tmp_path):
+    results = tmp_path / "autotuning_results"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    first = subprocess.Popen([sys.executable, "-c", HOLD_RESULTS_DIR, str(results)], env=env,
+                             stdout=subprocess.PIPE, text=True)
+    predict = ("search", "--verify-top", "0", "--profile", "dgx-a100-80gb", "--trials", "10")
+    try:
+        assert first.stdout.readline().strip() == "holding"
+        code, out, err, _ = simtune(*predict, cwd=tmp_path)
+        assert code == 2 and "Traceback" not in err, err
+        assert f"simtune: error: Another search (pid {first.pid}) is running in autotuning_results" in err
+        assert not (results / "study.db").exists() and out == ""
+    finally:
+        first.kill()  # SIGKILL: the kernel releases its lock
+        first.wait()
+    code, out, err, _ = simtune(*predict, cwd=tmp_path)
+    assert code == 0, err
+    assert (results / "study.db").exists()
+
+
+CALIBRATE_ELSEWHERE = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from simtune.file_lock import exclusive
+from simtune.hardware.registry import simtune_home
+from simtune.strategies.model_inputs import CALIBRATION_LOCK_FILE
+from test_search_faults import this_machine_profile
+with exclusive(simtune_home() / CALIBRATION_LOCK_FILE):
+    print("calibrating", flush=True)
+    time.sleep(2)
+    this_machine_profile(simtune_home() / "profiles" / "cpu-2proc-here.json", processes=2)
+"""
+
+
+def test_a_search_that_finds_another_calibrating_waits_and_takes_its_profile(tmp_path):
+    from simtune.runner import Resources
+    from simtune.strategies.model_inputs import choose_profile
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    other = subprocess.Popen([sys.executable, "-c", CALIBRATE_ELSEWHERE, "", str(Path(__file__).parent)], env=env,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "calibrating"
+        said = []
+        started = time.monotonic()
+        choice = choose_profile(None, Resources.local(num_gpus=2, accelerator="cpu"), say=said.append)
+        assert choice.how == "found" and choice.profile.name == "cpu-2proc-here"
+        assert time.monotonic() - started < 10  # waited for the other, did not calibrate
+        assert f"another search (pid {other.pid}) is calibrating this machine" in said[0]
+    finally:
+        other.kill()
+        other.wait()
+
+
+def study_names(db: Path) -> list[str]:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as connection:
+            return [row[0] for row in connection.execute("select study_name from studies")]
+    except sqlite3.Error:
+        return []
+
+
+@pytest.mark.slow
+def test_a_first_search_killed_after_measuring_its_workload_resumes_its_own_study(tmp_path):
+    """The first search measures the workload; the next one reads that measurement from the cache.
+    Both are the same study: the rerun resumes the killed one's trials instead of drawing anew."""
+    profile = this_machine_profile(tmp_path / "here.json")
+    (tmp_path / "ds.json").write_text(json.dumps({  # two stages: a shorter measurement
+        "train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": [0, 1]},
+        "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}}, "autotuning": {"max_train_micro_batch_size_per_gpu": 16}}))
+    argv = [sys.executable, "-m", "simtune", "search", "--num_gpus", "1", "--verify-top", "1", "--profile",
+            str(profile), "--trials", "100000", "--deepspeed", "ds.json"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    db = tmp_path / "autotuning_results" / "study.db"
+    first = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while completed_trials(db) < 10 and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.1)
+        assert completed_trials(db) >= 10, first.stderr.read() if first.poll() is not None else "no trials"
+    finally:
+        first.kill()  # SIGKILL, in its study
+        first.wait()
+    (killed_study,) = study_names(db)
+    again = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in again.stderr:
+            lines.append(line)
+            if "studying" in line:  # names the study it opened
+                break
+    finally:
+        again.kill()
+        again.wait()
+    assert "read from the cache" in "".join(lines), "".join(lines)
+    assert f"study {killed_study})" in lines[-1], "".join(lines)
+    assert study_names(db) == [killed_study]
