@@ -120,6 +120,29 @@ def test_the_residual_is_saved_only_when_something_was_measured(tmp_path, setup)
     assert len(ResidualModel.load(residual.path).time_samples) == 1
 
 
+def test_the_residual_counts_only_the_runs_it_learnt_from(tmp_path, setup):
+    space, predictor = setup
+    top = search(tmp_path / "plan", space, predictor, None, verify_top=0).run().predicted_best
+    residual = ResidualModel(path=tmp_path / "residuals" / "p.json")
+    runner = TwinRunner(truth(space, predictor, crash=lambda t: t == top.trial))
+    crashing = SimulatedSearch(space, predictor, runner, results_dir=tmp_path / "a", residual=residual,
+                               workload=WORKLOAD, options=SimulateOptions(verify_top=2, search_trials=20))
+    result = crashing.run()
+    statuses = [v.measurement.status for v in result.verifications]
+    assert "crashed" in statuses and statuses.count("ok") == 2
+    saved = crashing.save_residual()
+    note = crashing.residual_note(saved)
+    crashed = statuses.count("crashed")
+    assert note.startswith(f"residual model updated with 2 measurement(s) ({crashed} experiment(s) that crashed")
+    assert len(ResidualModel.load(saved).time_samples) == 2
+
+    nothing = SimulatedSearch(space, predictor, TwinRunner(truth(space, predictor, crash=lambda t: True)),
+                              results_dir=tmp_path / "b", residual=ResidualModel(path=tmp_path / "r" / "q.json"),
+                              workload=WORKLOAD, options=SimulateOptions(verify_top=1, search_trials=20))
+    nothing.run()
+    assert nothing.save_residual() is None  # crashes teach nothing, so nothing is saved
+
+
 def test_a_close_call_between_the_two_best_measurements_is_noted(tmp_path, setup):
     space, predictor = setup
     exact = truth(space, predictor)
