@@ -366,10 +366,11 @@ def optimal_config(best: Measurement) -> dict[str, Any]:
     return config
 
 
-def command_text(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
-    """A shell line: ``VAR=value ... argv`` (quoted where needed)."""
+def command_text(argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None) -> str:
+    """A shell line: ``cd CWD && VAR=value ... argv`` (quoted where needed; no ``cd`` without ``cwd``)."""
     prefix = [f"{key}={shlex.quote(value)}" for key, value in (env or {}).items()]
-    return " ".join([*prefix, shlex.join(list(argv))])
+    line = " ".join([*prefix, shlex.join(list(argv))])
+    return f"cd {shlex.quote(cwd)} && {line}" if cwd else line
 
 
 # ------------------------------------------------------------------------------------------------

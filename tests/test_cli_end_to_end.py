@@ -2,12 +2,15 @@
 
 import json
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from simtune.cli import main
 from simtune.outputs import parse_summary_table
+from simtune.runner.launcher import free_port, release_port
+from simtune.runner.runner import remove_shm_buffers
 
 TINY_TRAIN = Path(__file__).parent / "data" / "tiny_train.py"
 EXPERIMENT_FILES = ("cmd.txt", "ds_config.json", "exp.json", "metrics.json", "stdout.log", "stderr.log")
@@ -71,22 +74,36 @@ def test_model_mode_search_writes_deepspeeds_layout_and_a_rerun_launches_nothing
 @pytest.mark.slow
 def test_script_mode_maps_flags_and_run_trains_with_the_optimal_command(tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
-    config = write_json(tmp_path / "ds.json", {
+    write_json(tmp_path / "ds.json", {
         "train_micro_batch_size_per_gpu": [2],
         "zero_optimization": {"stage": 0},
         "optimizer": {"type": "SGD", "params": {"lr": 0.01}},
         "autotuning": {"arg_mappings": {"train_micro_batch_size_per_gpu ": "--batch_size"}, **SHORT_WINDOW},
     })
-    code = main(["search", "--strategy", "measure", "--num_gpus", "2", "--run", str(TINY_TRAIN), "--deepspeed", config,
-                 "--batch_size", "1", "--steps", "4", "--hard_exit"])
+    (tmp_path / "data.txt").write_text("tokens\n")
+    code = main(["search", "--strategy", "measure", "--num_gpus", "2", "--run", str(TINY_TRAIN), "--deepspeed", "ds.json",
+                 "--batch_size", "1", "--steps", "4", "--hard_exit", "--data_file", "data.txt"])
     captured = capfd.readouterr()
     assert code == 0, captured.err
     results = tmp_path / "autotuning_results"
     assert json.loads((results / "z0_gas1_tmbspg2" / "exp.json").read_text())["status"] == "ok"
-    command = shlex.split((results / "cmd_optimal.txt").read_text())
+    text = (results / "cmd_optimal.txt").read_text()
+    command = shlex.split(text)
     assert command[command.index("--batch_size") + 1] == "2"
     assert command[command.index("--deepspeed") + 1].endswith("ds_config_optimal.json")
+    assert command[command.index("--data_file") + 1] == str(tmp_path / "data.txt")
+    assert command[:3] == ["cd", str(tmp_path), "&&"]  # where the experiments ran
     assert "tiny_train finished 4 steps" in captured.out  # --run trained to the end, no probe
+    # the written command trains from another folder too (on a free port: other runs may hold 29500)
+    port = free_port()
+    try:
+        elsewhere = subprocess.run(["bash", "-c", text.replace("--master_port 29500", f"--master_port {port}")],
+                                   cwd="/", capture_output=True, text=True, timeout=300)
+    finally:
+        remove_shm_buffers(port)
+        release_port(port)
+    assert elsewhere.returncode == 0, elsewhere.stderr[-2000:]
+    assert "tiny_train finished 4 steps" in elsewhere.stdout
     # the user's global batch (train mbs 2 x 2 processes) is the chosen one: no learning-rate advice
     assert "Learning rate" not in (results / "summary.txt").read_text()
 

@@ -37,6 +37,7 @@ from simtune.predict import Predictor, default_precision, precision_of
 from simtune.progress import Progress
 from simtune.runner import Resources, Runner
 from simtune.runner.launcher import (
+    absolute_paths,
     deepspeed_launcher,
     free_port,
     launch_env,
@@ -305,7 +306,7 @@ class SearchCommand(Command):
                                kept=f"the study in {search.storage_place} and ")
         saved = search.save_residual()
         if saved is not None:
-            progress.note(f"residual model updated with {len(result.verifications)} measurement(s): {saved}")
+            progress.note(search.residual_note(saved))
         calibration_s = choice.seconds + chosen.seconds
         notes = []
         if choice.workload is not None:
@@ -340,7 +341,8 @@ class SearchCommand(Command):
             if program.config_path is not None:  # the built-in config's batch is not the user's
                 advice = lr_advice(space.user_train_batch_size, best.ds_config.get("train_batch_size"),
                                    optimizer_type(ds_config))
-            command = command_text(*optimal_command(runner, best, results_dir.resolve() / OPTIMAL_CONFIG_FILE))
+            command = command_text(*optimal_command(runner, best, results_dir.resolve() / OPTIMAL_CONFIG_FILE),
+                                   cwd=runner.cwd)
         written = write_outputs(results_dir, outcome, elapsed_s, optimal_command=command, advice=advice,
                                 predicted=predictions, model=model)
         print(written.summary_text, end="")
@@ -459,11 +461,12 @@ def interrupted(results_dir: str, partial, elapsed_s: float, kept: str = "") -> 
 def optimal_command(runner, best: Measurement, config_path: Path, port: int | None = None
                     ) -> tuple[list[str], dict[str, str]]:
     """(argv, environment) that train with the optimal config: the runner's launcher command for the
-    best experiment with no probe, the script's config flag pointing at ``config_path`` and the
-    mapped flags set to the best experiment's values."""
+    best experiment with no probe, the script's config flag pointing at ``config_path``, the
+    mapped flags set to the best experiment's values and the relative paths of existing files made
+    absolute (run in ``runner.cwd``, where the experiments ran, for the paths still relative)."""
     script, args = runner.workload
-    script_args = mapped_args(with_config_path(args, str(config_path)), runner.arg_mappings,
-                              best.ds_config, best.trial)
+    script_args = mapped_args(with_config_path(absolute_paths(args, runner.cwd), str(config_path)),
+                              runner.arg_mappings, best.ds_config, best.trial)
     argv = [deepspeed_launcher(),
             *launcher_args(runner.resources, runner.slot_sets[0], port or DEFAULT_MASTER_PORT),
             script, *script_args]
@@ -478,7 +481,7 @@ def train_with_optimal(runner, best: Measurement, config_path: Path) -> int:
         argv, env = optimal_command(runner, best, config_path, port)
         print(f"\nsimtune: training with the optimal configuration: {command_text(argv)}", file=sys.stderr,
               flush=True)
-        return subprocess.run(argv, env={**os.environ, **env}, check=False).returncode
+        return subprocess.run(argv, env={**os.environ, **env}, cwd=runner.cwd, check=False).returncode
     finally:
         remove_shm_buffers(port)
         release_port(port)
