@@ -19,6 +19,8 @@ class Experiment:
     """The point of the tuning space (``simtune.space.Trial``), or None."""
     ds_config: Mapping[str, Any]
     """The experiment's full DeepSpeed config (written to ``<result_dir>/ds_config.json``)."""
+    window: tuple[int, int] | None = None
+    """(start_profile_step, end_profile_step) when not the runner's."""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name in (".", ".."):

@@ -234,8 +234,9 @@ class Runner:
         description = self._describe(experiment)
         write_json_atomically(self.exps_dir / f"{experiment.name}.json", description)
         write_json_atomically(result_dir / "ds_config.json", description["ds_config"])
-        ProbeSettings(self.start_profile_step, self.end_profile_step,
-                      str(result_dir / "metrics.json"), self.memory_budget_bytes).write(result_dir / "probe.json")
+        start, end = experiment.window or (self.start_profile_step, self.end_profile_step)
+        ProbeSettings(start, end, str(result_dir / "metrics.json"),
+                      self.memory_budget_bytes).write(result_dir / "probe.json")
         port = free_port()
         try:
             command = self.command(experiment, slots=slots, port=port)
