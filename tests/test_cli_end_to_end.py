@@ -125,3 +125,26 @@ def test_a_memory_budget_makes_experiments_fail_as_oom(tmp_path, monkeypatch, ca
     assert not (tmp_path / "autotuning_results" / "ds_config_optimal.json").exists()
     summary = (tmp_path / "autotuning_results" / "summary.txt").read_text()
     assert "Failed experiments: 1 (oom 1)." in summary
+
+
+@pytest.mark.slow
+def test_the_measured_search_launches_no_size_beyond_the_memory_that_exists(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = write_json(tmp_path / "ds.json", {
+        "train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 0},
+        "optimizer": {"type": "SGD", "params": {"lr": 0.01}},
+        "autotuning": {"arg_mappings": {"train_micro_batch_size_per_gpu": "--batch_size"},
+                       "max_train_micro_batch_size_per_gpu": 4, "num_tuning_micro_batch_sizes": 1, **SHORT_WINDOW},
+    })
+    # a rank of tiny_train peaks at about 450 MiB on CPU: 1000 MB hold about 2 samples in proportion
+    code = main(["search", "--strategy", "measure", "--num_gpus", "2", "--memory-budget", "1000MB", str(TINY_TRAIN),
+                 "--deepspeed", config, "--batch_size", "1", "--hard_exit"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "micro-batch sizes are bounded by the memory that exists (the memory budget of 954 MiB per rank)" in err
+    document = json.loads((tmp_path / "autotuning_results" / "results.json").read_text())
+    sizes = [e["trial"]["micro_batch_size"] for e in document["experiments"]]
+    assert all(e["status"] == "ok" for e in document["experiments"])
+    assert sizes[0] == 1 and 1 < sizes[1] < 4  # the bound from the first run's peak, not the space's 4
+    peak = document["experiments"][0]["metrics"]["peak_memory_bytes"]
+    assert sizes[1] <= 1000e6 / peak

@@ -50,6 +50,7 @@ from simtune.runner.resources import DEFAULT_HOSTFILE, detect_accelerator
 from simtune.runner.runner import DEFAULT_MASTER_PORT, remove_shm_buffers
 from simtune.space import TuningSpace
 from simtune.strategies.measure import MeasuredSearch, MeasureOptions, Measurement
+from simtune.strategies.memory_bound import search_memory_bound
 from simtune.strategies.model_inputs import (choose_profile, choose_script_workload, choose_workload, load_residual,
                                              measure_scope, profile_fingerprint)
 from simtune.strategies.simulate import SimulatedSearch, SimulateOptions, model_report
@@ -248,8 +249,15 @@ class SearchCommand(Command):
                       f"results in {autotuning.results_dir}")
         if strategy == "simulate":
             return self.simulate(args, program, resources, ds_config, space, runner, progress, started)
+        precision = precision_of(ds_config)
+        memory = search_memory_bound(
+            space, resources, parallel=len(runner.slot_sets), precision=precision, profile=profile_name,
+            budget_bytes=autotuning.memory_budget_bytes,
+            workload=load_workload(program.model, program.seq_len) if program.mode == "model" else None,
+            script=(program.script, program.args, ds_config) if program.mode == "script" else None, say=progress.note)
         search = MeasuredSearch(space, runner, MeasureOptions(stop_at_worse_stage=args.stop_at_worse_stage,
-                                                            parallel=len(runner.slot_sets)), progress=progress)
+                                                            parallel=len(runner.slot_sets)), memory=memory,
+                                progress=progress)
         try:
             outcome = search.run()
         except KeyboardInterrupt:
