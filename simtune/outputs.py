@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from simtune.runner.interference import MAX_OTHERS_CORES
 from simtune.strategies.measure import Measurement, SearchOutcome
 
 SUMMARY_FILE = "summary.txt"
@@ -264,6 +265,12 @@ def format_summary(
         lines.append(f"Failed experiments: {sum(failures.values())} ({detail}).")
     else:
         lines.append("Failed experiments: 0.")
+    disturbed = [m for m in outcome.measurements if m.load_note]
+    if disturbed:
+        runs = ", ".join(f"{m.name} {m.others_cores:.2f}" + (" (measured twice)" if m.remeasured else "")
+                         for m in disturbed)
+        lines.append(f"Load: other processes used more than {MAX_OTHERS_CORES} cores on average during "
+                     f"{len(disturbed)} experiment(s), so their timings may be slowed by them: {runs}.")
     if outcome.best is None:
         lines.append("No experiment ran successfully, so there is no optimal configuration.")
     elif predicted_only or outcome.best.status == "predicted":
@@ -387,6 +394,8 @@ def measurement_record(m: Measurement) -> dict[str, Any]:
         "reused": m.reused,
         "result_dir": m.result_dir,
         "wall_s": m.wall_s,
+        "others_cores": m.others_cores,
+        "remeasured": m.remeasured,
     }
 
 

@@ -46,6 +46,7 @@ from simtune.runner.launcher import (
     release_port,
     with_config_path,
 )
+from simtune.runner.interference import load_note
 from simtune.runner.resources import DEFAULT_HOSTFILE, detect_accelerator
 from simtune.runner.runner import DEFAULT_MASTER_PORT, remove_shm_buffers
 from simtune.space import TuningSpace
@@ -331,6 +332,10 @@ class SearchCommand(Command):
                 notes.append("the workload's numbers come from the closed-form analysis of the preset")
             else:
                 notes.append("the workload's measurement was read from the cache")
+        measured = [("the calibration", choice.load)]
+        if chosen is not choice.workload:  # else measured in the calibration's launch
+            measured.append(("the workload's measurement", chosen.load))
+        notes.extend(note for note in (load_note(what, load) for what, load in measured) if note)
         report = model_report(result, space, profile=profile.name, profile_kind=profile.kind,
                               calibration_s=calibration_s, total_s=time.monotonic() - started,
                               calibration_note="; ".join(notes) or None,

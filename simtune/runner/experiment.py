@@ -41,6 +41,10 @@ class ExperimentResult:
     """Wall time of the launch, from start to the end of the process group."""
     reused: bool = False
     """True when taken from an earlier run's result directory instead of launched again."""
+    others_cores: float | None = None
+    """Cores other processes used on average during the run (:mod:`simtune.runner.interference`)."""
+    remeasured: bool = False
+    """Launched a second time because other processes disturbed the first run."""
 
     @property
     def ok(self) -> bool:

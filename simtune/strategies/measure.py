@@ -43,6 +43,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from simtune.naming import experiment_name
 from simtune.progress import Progress
+from simtune.runner.interference import Load, load_note
 from simtune.space import Trial, TuningSpace
 from simtune.strategies.memory_bound import MemoryBound
 from simtune.strategies.tuners import TunerSettings, is_better, make_tuner, run_tuner
@@ -108,6 +109,15 @@ class Measurement:
     reused: bool = False
     """Taken from an earlier search's result directory (overwrite false) instead of launched."""
     ds_config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    others_cores: float | None = None
+    """Cores other processes used on average during the run (None: unknown)."""
+    remeasured: bool = False
+    """Run a second time because other processes disturbed the first run."""
+
+    @property
+    def load_note(self) -> str | None:
+        """The warning of a run other processes disturbed; None otherwise."""
+        return load_note(self.name + (", measured twice" if self.remeasured else ""), Load(self.others_cores))
 
     @property
     def ok(self) -> bool:
@@ -409,6 +419,8 @@ class MeasuredSearch:
             status = f"{measurement.status} (reused)" if measurement.reused else measurement.status
             self.progress.finished(name, status, measurement.reason, measurement.value,
                                    (leader.name, leader.value) if leader else None)
+            if measurement.load_note:
+                self.progress.note(measurement.load_note)
 
     def _measurement(self, name: str, trial: Trial, result: Any, phase: str, ds_config) -> Measurement:
         metrics = result.metrics if isinstance(result.metrics, Mapping) else None
@@ -420,4 +432,6 @@ class MeasuredSearch:
         reason = result.reason or ("" if value is not None else f"no {self.autotuning.metric_key} in metrics.json")
         return Measurement(name=name, trial=trial, status=result.status, reason=reason, metrics=metrics,
                            value=value, result_dir=str(result.result_dir), wall_s=float(result.wall_s or 0.0),
-                           phase=phase, reused=bool(getattr(result, "reused", False)), ds_config=ds_config)
+                           phase=phase, reused=bool(getattr(result, "reused", False)), ds_config=ds_config,
+                           others_cores=getattr(result, "others_cores", None),
+                           remeasured=bool(getattr(result, "remeasured", False)))

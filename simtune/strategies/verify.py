@@ -262,8 +262,12 @@ class Verifier:
             experiments = [dataclasses.replace(e, window=window) for e in experiments]
         self.progress.started([e.name for e in experiments])
         results = {r.name: r for r in self.runner.run(experiments)}
-        return [self._measurement(f, results[e.name], e.name, e.ds_config, phase)
-                for (f, _), e in zip(runs, experiments)]
+        measured = [self._measurement(f, results[e.name], e.name, e.ds_config, phase)
+                    for (f, _), e in zip(runs, experiments)]
+        for m in measured:
+            if m.load_note:
+                self.progress.note(m.load_note)
+        return measured
 
     def _measurement(self, forecast: Forecast, result: Any, name: str, ds_config, phase: str) -> Measurement:
         metrics = result.metrics if isinstance(result.metrics, dict) or hasattr(result.metrics, "get") else None
@@ -277,7 +281,9 @@ class Verifier:
         return Measurement(name=name, trial=forecast.trial, status=result.status, reason=reason,
                            metrics=metrics, value=value, result_dir=str(result.result_dir),
                            wall_s=float(result.wall_s or 0.0), phase=phase,
-                           reused=bool(getattr(result, "reused", False)), ds_config=ds_config)
+                           reused=bool(getattr(result, "reused", False)), ds_config=ds_config,
+                           others_cores=getattr(result, "others_cores", None),
+                           remeasured=bool(getattr(result, "remeasured", False)))
 
     # ---------------------------------------------------------------------------- learning
     def _learn(self, v: Verification) -> str:

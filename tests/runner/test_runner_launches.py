@@ -90,6 +90,8 @@ def test_zero3_run_measures_steps_split_flops_and_memory(first_run):
     assert "--module simtune.probe" in command and "--batch_size 4" in command
     assert f"--deepspeed {result_dir / 'ds_config.json'}" in command
     assert json.loads((result_dir / "ds_config.json").read_text()) == experiments[1].ds_config
+    record = json.loads((result_dir / "exp.json").read_text())
+    assert record["others_cores"] == result.others_cores >= 0  # the load of other processes during it
     exp = json.loads((root / "exps" / "z3_gas2_tmbspg4.json").read_text())
     assert exp["ds_config"] == experiments[1].ds_config and exp["num_gpus"] == 2
 
