@@ -267,8 +267,7 @@ def format_summary(
         lines.append("Failed experiments: 0.")
     disturbed = [m for m in outcome.measurements if m.load_note]
     if disturbed:
-        runs = ", ".join(f"{m.name} {m.others_cores:.2f}" + (" (measured twice)" if m.remeasured else "")
-                         for m in disturbed)
+        runs = ", ".join(f"{m.name} {m.others_cores:.2f}" for m in disturbed)
         lines.append(f"Load: other processes used more than {MAX_OTHERS_CORES} cores on average during "
                      f"{len(disturbed)} experiment(s), so their timings may be slowed by them: {runs}.")
     if outcome.best is None:
@@ -395,7 +394,6 @@ def measurement_record(m: Measurement) -> dict[str, Any]:
         "result_dir": m.result_dir,
         "wall_s": m.wall_s,
         "others_cores": m.others_cores,
-        "remeasured": m.remeasured,
     }
 
 

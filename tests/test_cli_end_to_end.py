@@ -152,7 +152,7 @@ def test_the_measured_search_launches_no_size_beyond_the_memory_that_exists(tmp_
 
 
 @pytest.mark.slow
-def test_a_run_that_other_processes_disturb_is_measured_again_and_marked(tmp_path, monkeypatch, capsys):
+def test_a_run_that_other_processes_disturb_is_marked(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     config = write_json(tmp_path / "ds.json", {
         "train_micro_batch_size_per_gpu": [1], "zero_optimization": {"stage": 0},
@@ -172,10 +172,10 @@ def test_a_run_that_other_processes_disturb_is_measured_again_and_marked(tmp_pat
     assert code == 0, err
     results = tmp_path / "autotuning_results"
     exp = json.loads((results / "z0_gas1_tmbspg1" / "exp.json").read_text())
-    assert exp["status"] == "ok" and exp["remeasured"] is True and exp["others_cores"] > 0.5
+    assert exp["status"] == "ok" and exp["others_cores"] > 0.5
     (record,) = json.loads((results / "results.json").read_text())["experiments"]
-    assert record["others_cores"] == exp["others_cores"] and record["remeasured"] is True
-    assert "other processes used" in err and "during z0_gas1_tmbspg1, measured twice" in err
+    assert record["others_cores"] == exp["others_cores"]
+    assert f"other processes used {exp['others_cores']:.2f} cores on average during z0_gas1_tmbspg1" in err
     summary = (results / "summary.txt").read_text()
     assert "Load: other processes used more than 0.5 cores on average during 1 experiment(s)" in summary
-    assert "z0_gas1_tmbspg1 " in summary and "(measured twice)" in summary
+    assert f"so their timings may be slowed by them: z0_gas1_tmbspg1 {exp['others_cores']:.2f}." in summary

@@ -43,8 +43,6 @@ class ExperimentResult:
     """True when taken from an earlier run's result directory instead of launched again."""
     others_cores: float | None = None
     """Cores other processes used on average during the run (:mod:`simtune.runner.interference`)."""
-    remeasured: bool = False
-    """Launched a second time because other processes disturbed the first run."""
 
     @property
     def ok(self) -> bool:

@@ -54,15 +54,19 @@ def become_subreaper() -> None:
 
 
 def reap_orphans(keep: Collection[int] = ()) -> None:
-    """Reap the exited children that no one waits for: every zombie child but those in ``keep``
-    (the pids a ``Popen`` still owns, which it reaps itself)."""
+    """Reap the exited children that no one waits for: the zombie children of another process
+    group (every launch runs in a session of its own; children of this process's group, such as
+    a forked writer, are waited for by their owner), but those in ``keep`` (the launchers a
+    ``Popen`` still owns, which it reaps itself)."""
     import psutil
 
+    own_group = os.getpgrp()
     for child in psutil.Process().children():
         try:
-            if child.pid not in keep and child.status() == psutil.STATUS_ZOMBIE:
+            if (child.pid not in keep and os.getpgid(child.pid) != own_group
+                    and child.status() == psutil.STATUS_ZOMBIE):
                 os.waitpid(child.pid, os.WNOHANG)
-        except (psutil.Error, ChildProcessError):
+        except (psutil.Error, OSError):
             pass
 
 

@@ -13,8 +13,8 @@ Experiments run side by side when the resources hold several slot sets
 (:meth:`Resources.concurrent_slots`), each on its own slots and port; results come back in
 input order. A failure is a recorded result, never an exception out of :meth:`Runner.run`.
 The load other processes put on the machine during each launch is recorded in ``exp.json``
-(``others_cores``, :mod:`simtune.runner.interference`); a successful run they disturbed is
-launched once more (``remeasured``), and the second run's result stands.
+(``others_cores``, :mod:`simtune.runner.interference`), so that the strategies can mark the runs
+they disturbed.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 from simtune.errors import InputError
 from simtune.probe.protocol import ProbeSettings, write_json_atomically
 from simtune.runner.experiment import STATUSES, Experiment, ExperimentResult, as_json
-from simtune.runner.interference import Load, LoadWatch
+from simtune.runner.interference import LoadWatch
 from simtune.runner.launcher import (
     build_command,
     deepspeed_launcher,
@@ -101,7 +101,6 @@ def recorded_result(result_dir: Path, ds_config: Mapping[str, Any]) -> Experimen
         wall_s=float(record.get("wall_s") or 0.0),
         reused=True,
         others_cores=record.get("others_cores"),
-        remeasured=bool(record.get("remeasured", False)),
     )
 
 
@@ -214,8 +213,6 @@ class Runner:
         result = None if self.overwrite else recorded_result(result_dir, experiment.ds_config)
         if result is None:
             result = self._launch(experiment, result_dir, slots)
-            if result.ok and Load(result.others_cores).disturbed:  # once: a busy machine may stay busy
-                result = self._launch(experiment, result_dir, slots, remeasured=True)
         if self.progress is not None:
             with self._progress_lock:
                 self.progress(experiment.name, index, total, result)
@@ -231,8 +228,7 @@ class Runner:
             "trial": as_json(experiment.trial),
         }
 
-    def _launch(self, experiment: Experiment, result_dir: Path, slots: SlotAssignment,
-                remeasured: bool = False) -> ExperimentResult:
+    def _launch(self, experiment: Experiment, result_dir: Path, slots: SlotAssignment) -> ExperimentResult:
         if self._interrupted:
             raise _Interrupted()
         if result_dir.exists():
@@ -280,13 +276,13 @@ class Runner:
             if outcome.status != "ok" and (result_dir / "metrics.json").exists():
                 (result_dir / "metrics.json").unlink()  # never leave an invalid metrics.json behind
             record.update(status=outcome.status, reason=outcome.reason, wall_s=round(wall_s, 3),
-                          returncode=returncode, results=metrics, others_cores=others, remeasured=remeasured)
+                          returncode=returncode, results=metrics, others_cores=others)
             write_json_atomically(result_dir / "exp.json", record)
         finally:
             remove_shm_buffers(port)
             release_port(port)
         return ExperimentResult(experiment.name, outcome.status, outcome.reason, metrics,
-                                str(result_dir), wall_s, others_cores=others, remeasured=remeasured)
+                                str(result_dir), wall_s, others_cores=others)
 
     def _running_pids(self) -> set[int]:
         """The launchers a ``Popen`` still owns (and reaps itself)."""

@@ -111,13 +111,11 @@ class Measurement:
     ds_config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     others_cores: float | None = None
     """Cores other processes used on average during the run (None: unknown)."""
-    remeasured: bool = False
-    """Run a second time because other processes disturbed the first run."""
 
     @property
     def load_note(self) -> str | None:
         """The warning of a run other processes disturbed; None otherwise."""
-        return load_note(self.name + (", measured twice" if self.remeasured else ""), Load(self.others_cores))
+        return load_note(self.name, Load(self.others_cores))
 
     @property
     def ok(self) -> bool:
@@ -433,5 +431,4 @@ class MeasuredSearch:
         return Measurement(name=name, trial=trial, status=result.status, reason=reason, metrics=metrics,
                            value=value, result_dir=str(result.result_dir), wall_s=float(result.wall_s or 0.0),
                            phase=phase, reused=bool(getattr(result, "reused", False)), ds_config=ds_config,
-                           others_cores=getattr(result, "others_cores", None),
-                           remeasured=bool(getattr(result, "remeasured", False)))
+                           others_cores=getattr(result, "others_cores", None))

@@ -282,8 +282,7 @@ class Verifier:
                            metrics=metrics, value=value, result_dir=str(result.result_dir),
                            wall_s=float(result.wall_s or 0.0), phase=phase,
                            reused=bool(getattr(result, "reused", False)), ds_config=ds_config,
-                           others_cores=getattr(result, "others_cores", None),
-                           remeasured=bool(getattr(result, "remeasured", False)))
+                           others_cores=getattr(result, "others_cores", None))
 
     # ---------------------------------------------------------------------------- learning
     def _learn(self, v: Verification) -> str:

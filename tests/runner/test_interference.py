@@ -15,10 +15,11 @@ BUSY = "import sys, time\nend = time.time() + {s}\nwhile time.time() < end: pass
 
 def busy(seconds, report, *, orphan=False):
     """A process that spins for ``seconds`` and writes its CPU seconds to ``report``; with
-    ``orphan`` started through a shell that exits at once, so it is re-parented."""
+    ``orphan`` started through a shell that exits at once, in a session of its own as a launch is,
+    so it is re-parented."""
     argv = [sys.executable, "-c", BUSY.format(s=seconds), str(report)]
     if orphan:
-        return subprocess.run(["sh", "-c", shlex.join(argv) + " &"], check=True)
+        return subprocess.run(["sh", "-c", shlex.join(argv) + " &"], check=True, start_new_session=True)
     return subprocess.Popen(argv)
 
 
