@@ -16,6 +16,12 @@ so ``P`` is a lower bound. The measured best is still what the search returns; t
 sure that choice is. With ``confirm_close_calls`` N (``--confirm-close-calls``) verification then
 runs each of the two N more times, alternating, and returns the one with the better mean
 (:mod:`simtune.strategies.verify`).
+
+A window of fewer than :data:`MIN_STEPS` steps (DeepSpeed's default, 3..5, gives 3) has no
+usable spread. When either of the two best runs has such a window and they are measured closer
+than its step times vary (slowest less fastest over the median: steps still warming up vary a
+lot), the window is too short to compare them (:func:`find_short_window`); the note gives a
+window of :data:`LONGER_WINDOW_STEPS` steps after it, which settling then measures.
 """
 
 from __future__ import annotations
