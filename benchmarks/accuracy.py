@@ -34,7 +34,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import shlex
 import statistics
 import sys
@@ -94,64 +93,13 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def _busy_s() -> float:
-    """CPU seconds all processes used since boot (user, nice, system, irq, softirq, steal)."""
-    with open("/proc/stat", encoding="ascii") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def become_subreaper() -> None:
-    """Be the reaper of this process's orphaned descendants (Linux ``PR_SET_CHILD_SUBREAPER``).
-    A launch is stopped as soon as its ranks' results are written: the launcher goes first and
-    its ranks would be re-parented to init, which would reap them and take their CPU time with
-    it. Re-parented here and reaped by :func:`_reap_orphans`, it counts as this benchmark's own."""
-    import ctypes
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
-        pass
-
-
-def _reap_orphans(wait_s: float = 2.0) -> None:
-    """Reap the orphaned ranks re-parented to this process (waiting up to ``wait_s`` for ones
-    still exiting); a child that a Popen still owns is never one: the launch has returned."""
-    import psutil
-
-    deadline = time.monotonic() + wait_s
-    while True:
-        living = 0
-        for child in psutil.Process().children():
-            try:
-                if child.status() == psutil.STATUS_ZOMBIE:
-                    os.waitpid(child.pid, 0)
-                else:
-                    living += 1
-            except (psutil.NoSuchProcess, ChildProcessError):
-                pass
-        if not living or time.monotonic() > deadline:
-            return
-        time.sleep(0.05)
-
-
-def _own_s() -> float:
-    """CPU seconds of this process and its finished children (the launches and their ranks)."""
-    _reap_orphans()
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        usage = resource.getrusage(who)
-        total += usage.ru_utime + usage.ru_stime
-    return total
-
-
 def watched(call: Callable[[], Any]) -> tuple[Any, float]:
-    """``call()``, and the cores other processes used on average while it ran."""
-    busy, own, started = _busy_s(), _own_s(), time.perf_counter()
-    result = call()
-    wall = max(time.perf_counter() - started, 1e-6)
-    return result, max(0.0, (_busy_s() - busy) - (_own_s() - own)) / wall
+    """``call()``, and the cores other processes used on average while it ran
+    (:mod:`simtune.runner.interference`; 0 where that is unknown)."""
+    from simtune.runner.interference import watched as watched_load
+
+    result, load = watched_load(call)
+    return result, load.others_cores or 0.0
 
 
 def retried(what: str, call: Callable[[], Any], max_others: float, retries: int) -> tuple[Any, float]:
@@ -272,6 +220,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     os.environ["DS_ACCELERATOR"] = "cpu"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from simtune.runner.interference import become_subreaper
+
     become_subreaper()
 
     from simtune.calibration.workload import calibrate_workload

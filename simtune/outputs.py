@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from simtune.atomic import write_atomically
+from simtune.runner.interference import MAX_OTHERS_CORES
 from simtune.strategies.measure import Measurement, SearchOutcome
 
 SUMMARY_FILE = "summary.txt"
@@ -265,6 +266,11 @@ def format_summary(
         lines.append(f"Failed experiments: {sum(failures.values())} ({detail}).")
     else:
         lines.append("Failed experiments: 0.")
+    disturbed = [m for m in outcome.measurements if m.load_note]
+    if disturbed:
+        runs = ", ".join(f"{m.name} {m.others_cores:.2f}" for m in disturbed)
+        lines.append(f"Load: other processes used more than {MAX_OTHERS_CORES} cores on average during "
+                     f"{len(disturbed)} experiment(s), so their timings may be slowed by them: {runs}.")
     if outcome.best is None:
         lines.append("No experiment ran successfully, so there is no optimal configuration.")
     elif predicted_only or outcome.best.status == "predicted":
@@ -367,10 +373,11 @@ def optimal_config(best: Measurement) -> dict[str, Any]:
     return config
 
 
-def command_text(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
-    """A shell line: ``VAR=value ... argv`` (quoted where needed)."""
+def command_text(argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None) -> str:
+    """A shell line: ``cd CWD && VAR=value ... argv`` (quoted where needed; no ``cd`` without ``cwd``)."""
     prefix = [f"{key}={shlex.quote(value)}" for key, value in (env or {}).items()]
-    return " ".join([*prefix, shlex.join(list(argv))])
+    line = " ".join([*prefix, shlex.join(list(argv))])
+    return f"cd {shlex.quote(cwd)} && {line}" if cwd else line
 
 
 # ------------------------------------------------------------------------------------------------
@@ -387,6 +394,7 @@ def measurement_record(m: Measurement) -> dict[str, Any]:
         "reused": m.reused,
         "result_dir": m.result_dir,
         "wall_s": m.wall_s,
+        "others_cores": m.others_cores,
     }
 
 

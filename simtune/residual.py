@@ -273,6 +273,8 @@ class ResidualModel:
         self.time_samples: list[TimeSample] = list(time_samples)[-MAX_SAMPLES:]
         self.memory_samples: list[MemorySample] = list(memory_samples)[-MAX_SAMPLES:]
         self._fitted: dict[str, tuple[Corrector, Any]] = {}
+        self.learnt: set[tuple[str, str]] = set()
+        """(workload, experiment) of every sample added since it was made or loaded."""
 
     # ------------------------------------------------------------------ learning
     def add_time(self, sample: TimeSample) -> None:
@@ -285,6 +287,7 @@ class ResidualModel:
                              if (s.workload, s.name) != (sample.workload, sample.name)] + [sample]
         self.time_samples = self.time_samples[-MAX_SAMPLES:]
         self._fitted.clear()
+        self.learnt.add((sample.workload, sample.name))
 
     def add_memory(self, sample: MemorySample) -> None:
         """Record an experiment's memory outcome (replacing an earlier one of the same experiment)."""
@@ -293,6 +296,7 @@ class ResidualModel:
         self.memory_samples = [s for s in self.memory_samples
                                if (s.workload, s.name) != (sample.workload, sample.name)] + [sample]
         self.memory_samples = self.memory_samples[-MAX_SAMPLES:]
+        self.learnt.add((sample.workload, sample.name))
 
     # ------------------------------------------------------------------ step time
     def corrector(self, workload: str | None = None) -> Corrector:

@@ -40,6 +40,7 @@ from simtune.predict import Predictor, default_precision, precision_of
 from simtune.progress import Progress
 from simtune.runner import Resources, Runner
 from simtune.runner.launcher import (
+    absolute_paths,
     deepspeed_launcher,
     free_port,
     launch_env,
@@ -48,6 +49,7 @@ from simtune.runner.launcher import (
     release_port,
     with_config_path,
 )
+from simtune.runner.interference import load_note
 from simtune.runner.resources import DEFAULT_HOSTFILE, LAUNCHERS, detect_accelerator
 from simtune.runner.runner import DEFAULT_MASTER_PORT, remove_shm_buffers
 from simtune.runner.executors import EXECUTORS, Executor, LocalExecutor
@@ -55,6 +57,7 @@ from simtune.runner.slurm import allocation_resources, job_resources
 from simtune.runner.slurm_executor import SlurmExecutor, SlurmSettings
 from simtune.space import TuningSpace
 from simtune.strategies.measure import MeasuredSearch, MeasureOptions, Measurement
+from simtune.strategies.memory_bound import search_memory_bound
 from simtune.strategies.model_inputs import (choose_profile, choose_script_workload, choose_workload,
                                              describes_this_machine, here, load_residual, measure_scope,
                                              profile_fingerprint)
@@ -285,8 +288,16 @@ class SearchCommand(Command):
         with only_search_in(autotuning.results_dir):
             if strategy == "simulate":
                 return self.simulate(args, program, resources, ds_config, space, runner, progress, started)
+            precision = precision_of(ds_config)
+            memory = search_memory_bound(
+                space, resources, parallel=runner.parallel, precision=precision, profile=profile_name,
+                budget_bytes=autotuning.memory_budget_bytes,
+                workload=load_workload(program.model, program.seq_len) if program.mode == "model" else None,
+                script=(program.script, program.args, ds_config) if program.mode == "script" else None,
+                say=progress.note)
             search = MeasuredSearch(space, runner, MeasureOptions(stop_at_worse_stage=args.stop_at_worse_stage,
-                                                                parallel=runner.parallel), progress=progress)
+                                                                parallel=runner.parallel), memory=memory,
+                                    progress=progress)
             try:
                 outcome = search.run()
             except KeyboardInterrupt:
@@ -345,7 +356,7 @@ class SearchCommand(Command):
                                kept=f"the study in {search.storage_place} and ")
         saved = search.save_residual()
         if saved is not None:
-            progress.note(f"residual model updated with {len(result.verifications)} measurement(s): {saved}")
+            progress.note(search.residual_note(saved))
         calibration_s = choice.seconds + chosen.seconds
         notes = []
         if choice.workload is not None:
@@ -362,6 +373,10 @@ class SearchCommand(Command):
                 notes.append("the workload's numbers come from the closed-form analysis of the preset")
             else:
                 notes.append("the workload's measurement was read from the cache")
+        measured = [("the calibration", choice.load)]
+        if chosen is not choice.workload:  # else measured in the calibration's launch
+            measured.append(("the workload's measurement", chosen.load))
+        notes.extend(note for note in (load_note(what, load) for what, load in measured) if note)
         report = model_report(result, space, profile=profile.name, profile_kind=profile.kind,
                               calibration_s=calibration_s, total_s=time.monotonic() - started,
                               calibration_note="; ".join(notes) or None,
@@ -380,7 +395,8 @@ class SearchCommand(Command):
             if program.config_path is not None:  # the built-in config's batch is not the user's
                 advice = lr_advice(space.user_train_batch_size, best.ds_config.get("train_batch_size"),
                                    optimizer_type(ds_config))
-            command = command_text(*optimal_command(runner, best, results_dir.resolve() / OPTIMAL_CONFIG_FILE))
+            command = command_text(*optimal_command(runner, best, results_dir.resolve() / OPTIMAL_CONFIG_FILE),
+                                   cwd=runner.cwd)
         written = write_outputs(results_dir, outcome, elapsed_s, optimal_command=command, advice=advice,
                                 predicted=predictions, model=model)
         print(written.summary_text, end="")
@@ -548,11 +564,12 @@ def interrupted(results_dir: str, partial, elapsed_s: float, kept: str = "") -> 
 def optimal_command(runner, best: Measurement, config_path: Path, port: int | None = None
                     ) -> tuple[list[str], dict[str, str]]:
     """(argv, environment) that train with the optimal config: the runner's launcher command for the
-    best experiment with no probe, the script's config flag pointing at ``config_path`` and the
-    mapped flags set to the best experiment's values."""
+    best experiment with no probe, the script's config flag pointing at ``config_path``, the
+    mapped flags set to the best experiment's values and the relative paths of existing files made
+    absolute (run in ``runner.cwd``, where the experiments ran, for the paths still relative)."""
     script, args = runner.workload
-    script_args = mapped_args(with_config_path(args, str(config_path)), runner.arg_mappings,
-                              best.ds_config, best.trial)
+    script_args = mapped_args(with_config_path(absolute_paths(args, runner.cwd), str(config_path)),
+                              runner.arg_mappings, best.ds_config, best.trial)
     slots = runner.slot_sets[0]
     port = port or DEFAULT_MASTER_PORT
     argv = [deepspeed_launcher(), *launcher_args(runner.resources, slots, port), script, *script_args]
@@ -567,7 +584,7 @@ def train_with_optimal(runner, best: Measurement, config_path: Path) -> int:
         argv, env = optimal_command(runner, best, config_path, port)
         print(f"\nsimtune: training with the optimal configuration: {command_text(argv)}", file=sys.stderr,
               flush=True)
-        return subprocess.run(argv, env={**os.environ, **env}, check=False).returncode
+        return subprocess.run(argv, env={**os.environ, **env}, cwd=runner.cwd, check=False).returncode
     finally:
         remove_shm_buffers(port)
         release_port(port)

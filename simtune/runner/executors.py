@@ -85,6 +85,10 @@ class Executor(ABC):
     def stop_all(self) -> None:
         """Interrupted: stop every launch in flight."""
 
+    def running_pids(self) -> set[int]:
+        """The processes this executor started and still owns (and reaps itself)."""
+        return set()
+
     def call(self, name: str, folder: Path, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` where the experiments run, and its result: a measuring launch
         (the machine's calibration, the workload's measurement) must run on the hardware it
@@ -116,6 +120,10 @@ class LocalExecutor(Executor):
                 launch.command, launch.env, launch.cwd, out, err, launch.timeout_s,
                 on_start=started, on_end=self._untrack, finished=metrics.is_file, port=launch.port)
         return Execution(returncode, timed_out, wall_s)
+
+    def running_pids(self) -> set[int]:
+        with self._lock:
+            return {process.pid for process in self._running}
 
     def stop_all(self) -> None:
         with self._lock:

@@ -19,6 +19,8 @@ class Experiment:
     """The point of the tuning space (``simtune.space.Trial``), or None."""
     ds_config: Mapping[str, Any]
     """The experiment's full DeepSpeed config (written to ``<result_dir>/ds_config.json``)."""
+    window: tuple[int, int] | None = None
+    """(start_profile_step, end_profile_step) when not the runner's."""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name in (".", ".."):
@@ -39,6 +41,8 @@ class ExperimentResult:
     """Wall time of the launch, from start to the end of the process group."""
     reused: bool = False
     """True when taken from an earlier run's result directory instead of launched again."""
+    others_cores: float | None = None
+    """Cores other processes used on average during the run (:mod:`simtune.runner.interference`)."""
 
     @property
     def ok(self) -> bool:

@@ -115,6 +115,33 @@ def with_config_path(args: Sequence[str], config_path: str) -> list[str]:
     return out
 
 
+def _names_a_file(value: str, cwd: str) -> bool:
+    """Whether ``value`` is a relative path to something that exists under ``cwd`` (numbers and
+    flags are not paths, even where a file of that name exists)."""
+    if not value or value.startswith("-") or os.path.isabs(value):
+        return False
+    try:
+        float(value)
+        return False
+    except ValueError:
+        return os.path.exists(os.path.join(cwd, value))
+
+
+def absolute_paths(args: Sequence[str], cwd: str) -> list[str]:
+    """``args`` with every relative path to an existing file or folder (a value, or the value of
+    ``--flag=value``) made absolute against ``cwd``, so that the command runs from anywhere."""
+    out = []
+    for arg in args:
+        name, has_value, value = arg.partition("=")
+        if has_value and name.startswith("-") and _names_a_file(value, cwd):
+            out.append(f"{name}={os.path.normpath(os.path.join(cwd, value))}")
+        elif _names_a_file(arg, cwd):
+            out.append(os.path.normpath(os.path.join(cwd, arg)))
+        else:
+            out.append(arg)
+    return out
+
+
 def with_flag(args: Sequence[str], flag: str, value: str) -> list[str]:
     """``args`` with ``flag`` set to ``value``: each occurrence's value replaced, else appended."""
     out = list(args)

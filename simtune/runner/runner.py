@@ -15,6 +15,9 @@ removed and its port is released. Experiments run side by side when the resource
 slot sets (:meth:`Resources.concurrent_slots`), each on its own slots and port, or, as Slurm
 jobs, as many as the executor hands over at once; results come back in input order. A failure is
 a recorded result, never an exception out of :meth:`Runner.run`.
+The load other processes put on the machine during each launch is recorded in ``exp.json``
+(``others_cores``, :mod:`simtune.runner.interference`), so that the strategies can mark the runs
+they disturbed.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from simtune.errors import InputError
 from simtune.probe.protocol import ProbeSettings, write_json_atomically
 from simtune.runner.executors import Execution, Executor, Interrupted, Launch, LocalExecutor
 from simtune.runner.experiment import STATUSES, Experiment, ExperimentResult, as_json
+from simtune.runner.interference import LoadWatch
 from simtune.runner.launcher import (
     build_command,
     deepspeed_launcher,
@@ -94,6 +98,7 @@ def recorded_result(result_dir: Path, ds_config: Mapping[str, Any],
         result_dir=str(result_dir),
         wall_s=float(record.get("wall_s") or 0.0),
         reused=True,
+        others_cores=record.get("others_cores"),
     )
 
 
@@ -257,8 +262,7 @@ class Runner:
             "trial": as_json(experiment.trial),
         }
 
-    def _launch(self, experiment: Experiment, result_dir: Path,
-                slots: SlotAssignment) -> ExperimentResult:
+    def _launch(self, experiment: Experiment, result_dir: Path, slots: SlotAssignment) -> ExperimentResult:
         if self._interrupted:
             raise Interrupted()
         if result_dir.exists():
@@ -268,8 +272,9 @@ class Runner:
         description = self._describe(experiment)
         write_json_atomically(self.exps_dir / f"{experiment.name}.json", description)
         write_json_atomically(result_dir / "ds_config.json", description["ds_config"])
-        ProbeSettings(self.start_profile_step, self.end_profile_step,
-                      str(result_dir / "metrics.json"), self.memory_budget_bytes).write(result_dir / "probe.json")
+        start, end = experiment.window or (self.start_profile_step, self.end_profile_step)
+        ProbeSettings(start, end, str(result_dir / "metrics.json"),
+                      self.memory_budget_bytes).write(result_dir / "probe.json")
         port = free_port()
         try:
             command = self.command(experiment, slots=slots, port=port)
@@ -298,10 +303,12 @@ class Runner:
                 record.update(fields)
                 write_json_atomically(result_dir / "exp.json", record)
 
+            watch = LoadWatch(self.executor.running_pids)
             execution = self.executor.execute(self._launch_of(experiment, command, env, port), submitted)
+            others = watch.load().others_cores
             if self._interrupted:
                 raise Interrupted()
-            return self._finish(experiment, result_dir, record, execution)
+            return self._finish(experiment, result_dir, record, execution, others)
         finally:
             remove_shm_buffers(port)
             release_port(port)
@@ -328,7 +335,7 @@ class Runner:
         return self._finish(experiment, result_dir, record, execution)
 
     def _finish(self, experiment: Experiment, result_dir: Path, record: dict[str, Any],
-                execution: Execution) -> ExperimentResult:
+                execution: Execution, others: float | None = None) -> ExperimentResult:
         """Classify the launch's end, complete exp.json and return the result."""
         metrics = read_metrics(result_dir / "metrics.json")
         outcome = classify(
@@ -340,10 +347,10 @@ class Runner:
             (result_dir / "metrics.json").unlink()  # never leave an invalid metrics.json behind
         record.update(execution.record)
         record.update(status=outcome.status, reason=outcome.reason, wall_s=round(execution.wall_s, 3),
-                      returncode=execution.returncode, results=metrics)
+                      returncode=execution.returncode, results=metrics, others_cores=others)
         write_json_atomically(result_dir / "exp.json", record)
         return ExperimentResult(experiment.name, outcome.status, outcome.reason, metrics,
-                                str(result_dir), execution.wall_s)
+                                str(result_dir), execution.wall_s, others_cores=others)
 
 
 def _read_text(path: Path) -> str:

@@ -43,7 +43,9 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from simtune.naming import experiment_name
 from simtune.progress import Progress
+from simtune.runner.interference import Load, load_note
 from simtune.space import Trial, TuningSpace
+from simtune.strategies.memory_bound import MemoryBound
 from simtune.strategies.tuners import TunerSettings, is_better, make_tuner, run_tuner
 
 PLATEAU = 0.05
@@ -107,6 +109,13 @@ class Measurement:
     reused: bool = False
     """Taken from an earlier search's result directory (overwrite false) instead of launched."""
     ds_config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    others_cores: float | None = None
+    """Cores other processes used on average during the run (None: unknown)."""
+
+    @property
+    def load_note(self) -> str | None:
+        """The warning of a run other processes disturbed; None otherwise."""
+        return load_note(self.name, Load(self.others_cores))
 
     @property
     def ok(self) -> bool:
@@ -163,6 +172,7 @@ class MeasuredSearch:
         options: MeasureOptions = MeasureOptions(),
         *,
         fits: Fits | None = None,
+        memory: MemoryBound | None = None,
         progress: Progress | None = None,
         make_experiment: Callable[[str, Trial, dict], Any] = default_experiment,
     ):
@@ -171,6 +181,7 @@ class MeasuredSearch:
         self.options = options
         self.autotuning = space.autotuning
         self.fits = fits
+        self.memory = memory
         self.progress = progress or Progress(metric=space.autotuning.metric, quiet=True)
         self.make_experiment = make_experiment
         self.lower_is_better = not space.autotuning.metric_higher_is_better
@@ -233,8 +244,10 @@ class MeasuredSearch:
             listed = self.space.micro_batch_sizes
             fitting = [m for m in listed if self._may_fit(stage, m)]
             if len(fitting) < len(listed):
-                notes.append(f"the memory estimate rules out micro-batch sizes "
-                             f"{sorted(set(listed) - set(fitting))}")
+                out = sorted(set(listed) - set(fitting))
+                why = self._memory_note(stage, out[0])
+                notes.append(f"the memory estimate rules out micro-batch sizes {out}" + (f" (at {out[0]} {why})"
+                                                                                         if why else ""))
             top = max(listed)
             runs = self._run([self.space.trial(stage, m, self.space.gas_for(m, top)) for m in fitting], "list")
             ran = [r.trial.micro_batch_size for r in runs if r.ok]
@@ -275,10 +288,18 @@ class MeasuredSearch:
         return best
 
     def _may_fit(self, stage: int, mbs: int) -> bool:
-        return self.fits is None or self.fits(stage, mbs) is not False
+        return ((self.fits is None or self.fits(stage, mbs) is not False)
+                and (self.memory is None or self.memory.fits(stage, mbs) is not False))
+
+    def _memory_note(self, stage: int, mbs: int) -> str:
+        """Why the memory that exists rules ``mbs`` out; empty when it does not."""
+        if self.memory is None or self.memory.fits(stage, mbs) is not False:
+            return ""
+        return self.memory.reason(stage, mbs)
 
     def upper_bound(self, stage: int, start: int) -> int:
-        """The largest mbs worth trying: the space's cap, lowered to the largest the estimate fits."""
+        """The largest mbs worth trying: the space's cap, lowered to the largest the estimate fits
+        (a note says which bound was applied)."""
         bound = self.space.max_micro_batch_size
         if bound > start and not self._may_fit(stage, bound):
             fits_low, fails_high = start, bound
@@ -290,6 +311,13 @@ class MeasuredSearch:
                     fails_high = mid
             bound = fits_low
         return bound
+
+    def _note_bound(self, stage: int, bound: int) -> None:
+        """Say so when the memory that exists is what keeps the stage at ``bound``."""
+        why = self._memory_note(stage, bound + 1) if bound < self.space.max_micro_batch_size else ""
+        if why:
+            self._note(f"stage {stage}: micro-batch sizes above {bound} are not launched (the space goes up to "
+                       f"{self.space.max_micro_batch_size}): at {bound + 1} {why}")
 
     def _largest_mbs(self, stage: int, largest_so_far: int, gas: int) -> tuple[int, int] | str:
         """(starting, largest) runnable mbs at accumulation ``gas``, or why the stage is abandoned."""
@@ -317,10 +345,19 @@ class MeasuredSearch:
                 return f"abandoned: {tried} ({first.status})"
         bound = self.upper_bound(stage, start)
         if bound <= start:
+            self._note_bound(stage, start)
             return start, start
-        if self._run_one(self.space.trial(stage, bound, gas), "upper-bound").ok:
-            return start, bound
-        low, high, reference = start + 1, bound - 1, first.value
+        ran, ran_value = start, first.value
+        while True:  # a success can raise the bound: its peak tells how memory grows
+            top = self._run_one(self.space.trial(stage, bound, gas), "upper-bound")
+            if not top.ok:
+                break
+            higher = self.upper_bound(stage, bound)
+            if higher <= bound:
+                self._note_bound(stage, bound)
+                return start, bound
+            ran, ran_value, bound = bound, top.value, higher
+        low, high, reference = ran + 1, bound - 1, ran_value
         while low <= high:
             mid = (low + high) // 2
             run = self._run_one(self.space.trial(stage, mid, gas), "binary-search")
@@ -372,12 +409,16 @@ class MeasuredSearch:
         results = {r.name: r for r in self.runner.run(experiments)}
         for (name, trial), experiment in zip(group, experiments):
             measurement = self._measurement(name, trial, results[name], phase, experiment.ds_config)
+            if self.memory is not None and measurement.ok:
+                self.memory.learn(trial.stage, trial.micro_batch_size, measurement.metrics)
             self._memo[name] = measurement
             self._finished.append(measurement)
             leader = self._leader()
             status = f"{measurement.status} (reused)" if measurement.reused else measurement.status
             self.progress.finished(name, status, measurement.reason, measurement.value,
                                    (leader.name, leader.value) if leader else None)
+            if measurement.load_note:
+                self.progress.note(measurement.load_note)
 
     def _measurement(self, name: str, trial: Trial, result: Any, phase: str, ds_config) -> Measurement:
         metrics = result.metrics if isinstance(result.metrics, Mapping) else None
@@ -389,4 +430,5 @@ class MeasuredSearch:
         reason = result.reason or ("" if value is not None else f"no {self.autotuning.metric_key} in metrics.json")
         return Measurement(name=name, trial=trial, status=result.status, reason=reason, metrics=metrics,
                            value=value, result_dir=str(result.result_dir), wall_s=float(result.wall_s or 0.0),
-                           phase=phase, reused=bool(getattr(result, "reused", False)), ds_config=ds_config)
+                           phase=phase, reused=bool(getattr(result, "reused", False)), ds_config=ds_config,
+                           others_cores=getattr(result, "others_cores", None))

@@ -31,6 +31,7 @@ from simtune.file_lock import exclusive
 from simtune.hardware import HardwareProfile, find_profile_for, load_profile, profile_to_dict
 from simtune.hardware.registry import simtune_home
 from simtune.residual import ResidualModel, residual_path
+from simtune.runner.interference import Load, load_note, watched
 from simtune.runner.resources import Resources, cpu_model_name, detect_accelerator
 
 if TYPE_CHECKING:  # the calibration package is imported only when a search measures
@@ -69,6 +70,8 @@ class ProfileChoice:
     path: str = ""
     workload: Optional["WorkloadChoice"] = None
     """The workload measured in the calibration's launch (``measure_workload``), else None."""
+    load: Load = Load(None)
+    """The load of other processes during the calibration (unknown when none ran)."""
 
 
 def profile_fingerprint(profile: HardwareProfile) -> str:
@@ -139,19 +142,22 @@ def _calibrate_here(device: str, resources: Resources, say: Callable[[str], None
         workload, precision = measure_workload
         say(f"{missing}; calibrating it first (simtune calibrate --quick) in the launch that measures "
             f"{workload.name} (seq {workload.seq_len}, {precision})...")
-        both = measuring("calibration", calibrate_machine_and_workload, workload, resources.num_gpus,
-                         precision=precision, scope=scope)
+        both, load = watched(lambda: measuring("calibration", calibrate_machine_and_workload, workload,
+                                               resources.num_gpus, precision=precision, scope=scope))
         say(f"calibrated and measured in {both.seconds:.1f} s: profile {both.profile.name} saved to "
             f"{both.profile_path}; workload calibration saved to {both.cache_path}")
-        measured = WorkloadChoice(both.calibration, workload_key(workload, precision), "measured")
-        return ProfileChoice(both.profile, "calibrated", True, both.seconds, str(both.profile_path), measured)
+        say_load("the calibration", load, say)
+        measured = WorkloadChoice(both.calibration, workload_key(workload, precision), "measured", load=load)
+        return ProfileChoice(both.profile, "calibrated", True, both.seconds, str(both.profile_path), measured,
+                             load)
     say(f"{missing}; calibrating it first (simtune calibrate --quick: one short launch of microbenchmarks)")
     started = time.monotonic()
-    result = measuring("calibration", run_calibration, resources.num_gpus, resources.num_nodes,
-                       None if one_node else resources.hostfile, quick=True)
+    result, load = watched(lambda: measuring("calibration", run_calibration, resources.num_gpus, resources.num_nodes,
+                                             None if one_node else resources.hostfile, quick=True))
     seconds = time.monotonic() - started
     say(f"calibrated in {seconds:.1f} s: profile {result.profile.name} saved to {result.path}")
-    return ProfileChoice(result.profile, "calibrated", True, seconds, str(result.path))
+    say_load("the calibration", load, say)
+    return ProfileChoice(result.profile, "calibrated", True, seconds, str(result.path), load=load)
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,8 @@ class WorkloadChoice:
     how: str
     """"measured", "cached" or "closed-form"."""
     seconds: float = 0.0
+    load: Load = Load(None)
+    """The load of other processes during the measurement (unknown when none ran)."""
 
 
 def workload_key(workload: Any, precision: str) -> str:
@@ -207,10 +215,13 @@ def choose_workload(workload: Any, profile: HardwareProfile, *, precision: str, 
     if measure:
         started = time.monotonic()
         # A job's progress lines go to its own log: the search's printer stays here.
-        calibration = measuring("workload", wc.calibrate_workload, workload, profile, precision=precision,
-                                num_gpus=num_gpus, log=say if measuring is here else print, scope=scope)
-        return WorkloadChoice(calibration, key, "cached" if calibration.from_cache else "measured",
-                              0.0 if calibration.from_cache else time.monotonic() - started)
+        calibration, load = watched(lambda: measuring("workload", wc.calibrate_workload, workload, profile,
+                                                      precision=precision, num_gpus=num_gpus,
+                                                      log=say if measuring is here else print, scope=scope))
+        if calibration.from_cache:
+            return WorkloadChoice(calibration, key, "cached")
+        say_load("the workload's measurement", load, say)
+        return WorkloadChoice(calibration, key, "measured", time.monotonic() - started, load)
     fingerprint = wc.fingerprint(wc.model_identity(workload), workload.seq_len, precision, profile.name)
     cached = wc.read_cached(wc.cache_path(None, fingerprint))
     if cached is not None and cached.fingerprint == fingerprint:
@@ -243,10 +254,20 @@ def choose_script_workload(script: str, args: Any, ds_config: Any, profile: Hard
                              f"(--model) for hardware you do not have.")
         return WorkloadChoice(cached, key, "cached")
     started = time.monotonic()
-    calibration = calibrate_script(script, args, ds_config, profile, precision=precision, num_gpus=num_gpus, log=say,
-                                   arg_mappings=arg_mappings, timeout_s=timeout_s)
-    return WorkloadChoice(calibration, key, "cached" if calibration.from_cache else "measured",
-                          0.0 if calibration.from_cache else time.monotonic() - started)
+    calibration, load = watched(lambda: calibrate_script(script, args, ds_config, profile, precision=precision,
+                                                         num_gpus=num_gpus, log=say, arg_mappings=arg_mappings,
+                                                         timeout_s=timeout_s))
+    if calibration.from_cache:
+        return WorkloadChoice(calibration, key, "cached")
+    say_load("the measurement of the script's model", load, say)
+    return WorkloadChoice(calibration, key, "measured", time.monotonic() - started, load)
+
+
+def say_load(what: str, load: Load, say: Callable[[str], None]) -> None:
+    """Say so when other processes disturbed ``what``: its numbers stand for a slower machine."""
+    note = load_note(what, load)
+    if note:
+        say(f"{note}; measure again on a quiet machine (simtune calibrate) if the predictions look slow")
 
 
 def load_residual(profile: HardwareProfile) -> ResidualModel:

@@ -228,10 +228,20 @@ class SimulatedSearch:
                                     ["interrupted; the study and the finished experiments are kept"])
 
     def save_residual(self) -> Path | None:
-        """Store the residual model with this search's measurements (where it was loaded from)."""
-        if self.residual.path is None or not self.verifications:
+        """Store the residual model with this search's measurements (where it was loaded from);
+        None when it has no such place or learnt nothing (every run crashed or timed out)."""
+        if self.residual.path is None or not self.residual.learnt:
             return None
         return self.residual.save()
+
+    def residual_note(self, saved: Path) -> str:
+        """What the saved residual model learnt: the experiments it took a sample from (a
+        configuration settled by more runs counts once), and the failures it could not learn from."""
+        learnt = len(self.residual.learnt)
+        unused = sum(1 for v in self.verifications if not v.measurement.ok and v.measurement.status != "oom")
+        skipped = f" ({unused} experiment(s) that crashed, timed out or gave no metric teach it nothing)" \
+            if unused else ""
+        return f"residual model updated with {learnt} measurement(s){skipped}: {saved}"
 
     # ---------------------------------------------------------------------------- steps
     def _enumerate(self, model_space: ModelSpace, result: StudyResult) -> tuple[EnumerationCheck, list[Forecast]]:

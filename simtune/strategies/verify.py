@@ -26,6 +26,8 @@ experiments, only when there is a close call.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import statistics
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -33,7 +35,7 @@ from typing import Any, Callable, Sequence
 from simtune.progress import Progress, format_value
 from simtune.residual import MemorySample, ResidualModel, TimeSample
 from simtune.space import Trial, TuningSpace
-from simtune.strategies.close_call import close_call_note, find_close_call
+from simtune.strategies.close_call import close_call_note, find_close_call, find_short_window, short_window_note
 from simtune.strategies.doubt import Candidate, choose_candidates
 from simtune.strategies.forecast import Forecast, Forecaster
 from simtune.strategies.measure import Measurement, RunnerLike, SUCCESS_STATUSES, default_experiment
@@ -141,28 +143,35 @@ class Verifier:
                     notes.append(note)
                 if not verification.measurement.ok:
                     pending_replacements.append(verification.forecast.name)
-        pair = find_close_call(done, lower_is_better=self.forecaster.lower_is_better)
+        lower_is_better = self.forecaster.lower_is_better
+        pair = find_close_call(done, lower_is_better=lower_is_better)
+        short = None if pair is not None else find_short_window(done, lower_is_better=lower_is_better)
         settlement = None
-        if pair is not None:
-            call = close_call_note(pair, lower_is_better=self.forecaster.lower_is_better,
-                                   metric=self.forecaster.metric)
+        if pair is not None or short is not None:
+            call = (close_call_note(pair, lower_is_better=lower_is_better, metric=self.forecaster.metric)
+                    if pair is not None else
+                    short_window_note(short, metric=self.forecaster.metric, confirm=self.confirm))
             self.progress.note(call)
             notes.append(call)
             if self.confirm:
-                settlement, note = self._settle(pair.first, pair.second, done, notes)
+                two = pair or short
+                settlement, note = self._settle(two.first, two.second, done, notes,
+                                                window=short.longer_window if short else None)
                 self.progress.note(note)
                 notes.append(note)
         return VerifyOutcome(tuple(done), tuple(notes), settlement)
 
     def _settle(self, first: Verification, second: Verification, done: list[Verification],
-                notes: list[str]) -> tuple[Settlement | None, str]:
+                notes: list[str], window: tuple[int, int] | None = None) -> tuple[Settlement | None, str]:
         """Run each of the two ``self.confirm`` more times, alternating (the runner-up first), side
         by side when the runner has two slot sets. The one with fewer failed runs, then the better
         mean of its successful runs, wins; with no successful extra run at all nothing is settled.
-        Each configuration's residual sample becomes the median step time of all its runs."""
+        Each configuration's residual sample becomes the median step time of all its runs. With a
+        ``window`` (the first runs' was too short to compare them) the runs measure that window and
+        the first runs are left out of the means and samples."""
         pair = (first, second)
-        values = {v.measurement.name: [v.measurement.value] for v in pair}
-        steps = {v.measurement.name: [self._step_s(v.measurement)] for v in pair}
+        values = {v.measurement.name: [] if window else [v.measurement.value] for v in pair}
+        steps = {v.measurement.name: [] if window else [self._step_s(v.measurement)] for v in pair}
         failed = {v.measurement.name: 0 for v in pair}
         for run in range(2, self.confirm + 2):
             order = (second, first) if run % 2 == 0 else (first, second)
@@ -171,7 +180,7 @@ class Verifier:
                 batch = pending[start:start + self.parallel]
                 for v, name in batch:
                     self.progress.note(f"settling the close call: run {run} of {v.measurement.name}")
-                measured = self._launch([(v.forecast, name) for v, name in batch], phase="confirm")
+                measured = self._launch([(v.forecast, name) for v, name in batch], phase="confirm", window=window)
                 for (v, _), m in zip(batch, measured):
                     verification = Verification(v.forecast, m, f"run {run} of {v.measurement.name}, to settle "
                                                                 f"the close call")
@@ -188,20 +197,22 @@ class Verifier:
         for v in pair:  # one sample per configuration: repeated runs with the same features would
             self._time_sample(v.forecast, v.measurement.name, steps[v.measurement.name])  # read as held out
         names = [v.measurement.name for v in pair]
-        if all(len(values[n]) == 1 for n in names):
+        if all(len(values[n]) == (0 if window else 1) for n in names):
             return None, (f"the close call could not be settled: every one of the {2 * self.confirm} more runs "
                           f"failed, so {first.measurement.name} stays the answer on its single run")
-        means = {n: sum(values[n]) / len(values[n]) for n in names}
+        means = {n: sum(values[n]) / len(values[n]) if values[n] else math.nan for n in names}
         sign = 1 if self.forecaster.lower_is_better else -1
-        ranked = sorted(names, key=lambda n: (failed[n], sign * means[n]))
+        ranked = sorted(names, key=lambda n: (failed[n], not values[n], sign * means[n] if values[n] else 0.0))
         metric = self.forecaster.metric
 
         def runs(name: str) -> str:
+            if not values[name]:
+                return f"{name}, every one of its {self.confirm} runs failed"
             text = f"{name} {metric} {format_value(means[name])}, mean of {len(values[name])} (" + \
                 ", ".join(format_value(x) for x in values[name]) + ")"
             return text + (f", {failed[name]} of its {self.confirm} more runs failed" if failed[name] else "")
 
-        return (Settlement(tuple((n, tuple(values[n])) for n in ranked), ranked[0]),
+        return (Settlement(tuple((n, tuple(values[n])) for n in ranked if values[n]), ranked[0]),
                 f"close call settled by more runs: {runs(ranked[0])} against {runs(ranked[1])}; "
                 f"{ranked[0]} is returned")
 
@@ -241,14 +252,22 @@ class Verifier:
         return [Verification(candidate.forecast, measurement, candidate.reason, replaced)
                 for candidate, replaced, measurement in zip(batch, replaces, measured)]
 
-    def _launch(self, runs: Sequence[tuple[Forecast, str]], phase: str = "verify") -> list[Measurement]:
+    def _launch(self, runs: Sequence[tuple[Forecast, str]], phase: str = "verify",
+                window: tuple[int, int] | None = None) -> list[Measurement]:
         """Run each (forecast, experiment name) at once through the runner (side by side when it
-        can); their measurements, in order."""
+        can), over ``window`` (start_profile_step, end_profile_step) when given; their
+        measurements, in order."""
         experiments = [self.make_experiment(name, f.trial, self.space.render(f.trial)) for f, name in runs]
+        if window is not None:
+            experiments = [dataclasses.replace(e, window=window) for e in experiments]
         self.progress.started([e.name for e in experiments])
         results = {r.name: r for r in self.runner.run(experiments)}
-        return [self._measurement(f, results[e.name], e.name, e.ds_config, phase)
-                for (f, _), e in zip(runs, experiments)]
+        measured = [self._measurement(f, results[e.name], e.name, e.ds_config, phase)
+                    for (f, _), e in zip(runs, experiments)]
+        for m in measured:
+            if m.load_note:
+                self.progress.note(m.load_note)
+        return measured
 
     def _measurement(self, forecast: Forecast, result: Any, name: str, ds_config, phase: str) -> Measurement:
         metrics = result.metrics if isinstance(result.metrics, dict) or hasattr(result.metrics, "get") else None
@@ -262,7 +281,8 @@ class Verifier:
         return Measurement(name=name, trial=forecast.trial, status=result.status, reason=reason,
                            metrics=metrics, value=value, result_dir=str(result.result_dir),
                            wall_s=float(result.wall_s or 0.0), phase=phase,
-                           reused=bool(getattr(result, "reused", False)), ds_config=ds_config)
+                           reused=bool(getattr(result, "reused", False)), ds_config=ds_config,
+                           others_cores=getattr(result, "others_cores", None))
 
     # ---------------------------------------------------------------------------- learning
     def _learn(self, v: Verification) -> str:

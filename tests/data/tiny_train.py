@@ -2,7 +2,8 @@
 
 Run as a user would: ``deepspeed tiny_train.py --deepspeed cfg.json --batch_size 4``. The flags
 that make it misbehave on purpose (``--fail_batch_size``, ``--sleep_s``, ``--steps``) let the
-tests produce each outcome of a real run; ``--hard_exit`` ends a finished run without the
+tests produce each outcome of a real run; ``--data_file`` names a file it must open (a relative
+path resolves where the run starts); ``--hard_exit`` ends a finished run without the
 interpreter's teardown, as scripts that must exit 0 on CPU do.
 """
 
@@ -22,7 +23,12 @@ parser.add_argument("--steps", type=int, default=50, help="optimizer steps to tr
 parser.add_argument("--sleep_s", type=float, default=0.0, help="sleep before training")
 parser.add_argument("--fail_batch_size", type=int, default=0, help="raise when --batch_size is this")
 parser.add_argument("--hard_exit", action="store_true", help="leave with os._exit after training")
+parser.add_argument("--data_file", help="a file to read before training (it must exist where the run starts)")
 args = parser.parse_args()
+
+if args.data_file:
+    with open(args.data_file, encoding="utf-8") as data:
+        data.read()
 
 if args.sleep_s:
     time.sleep(args.sleep_s)

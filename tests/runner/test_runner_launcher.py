@@ -7,6 +7,7 @@ import pytest
 from simtune.errors import InputError
 from simtune.runner.experiment import Experiment
 from simtune.runner.launcher import (
+    absolute_paths,
     build_command,
     free_port,
     launch_env,
@@ -27,6 +28,17 @@ def test_config_path_replaced_in_every_form():
     bare = ["--deepspeed", "--deepspeed_config", "c.json"]
     assert with_config_path(bare, "/r/ds.json") == ["--deepspeed", "--deepspeed_config", "/r/ds.json"]
     assert with_config_path(["--deepspeed=x.json"], "y") == ["--deepspeed=y"]
+
+
+def test_relative_paths_of_existing_files_become_absolute(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.txt").write_text("x")
+    (tmp_path / "1").write_text("a file named like a number")
+    args = ["--train_file", "data/train.txt", "--validation_file=./data/train.txt", "--output_dir", "out",
+            "--epochs", "1", "--cache", "/abs/cache"]
+    assert absolute_paths(args, str(tmp_path)) == [
+        "--train_file", f"{tmp_path}/data/train.txt", f"--validation_file={tmp_path}/data/train.txt",
+        "--output_dir", "out", "--epochs", "1", "--cache", "/abs/cache"]  # out does not exist yet
 
 
 @pytest.mark.parametrize("args", [[], ["--lr", "1"], ["--deepspeed"]])

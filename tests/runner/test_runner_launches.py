@@ -39,12 +39,13 @@ def make_runner(root, *extra_args, resources=None, **kwargs):
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
-    """A crashing experiment (batch size 3 makes tiny_train raise), then a ZeRO-3 one."""
+    """A crashing experiment (batch size 3 makes tiny_train raise), then a ZeRO-3 one over a window
+    of its own (steps 3..5, the runner's being 2..4)."""
     root = tmp_path_factory.mktemp("runs")
     calls = []
     runner = make_runner(root, "--fail_batch_size", "3", progress=lambda *call: calls.append(call))
     experiments = [Experiment("z0_gas1_tmbspg3", None, ds_config(0, 3)),
-                   Experiment("z3_gas2_tmbspg4", None, ds_config(3, 4, gas=2))]
+                   Experiment("z3_gas2_tmbspg4", None, ds_config(3, 4, gas=2), window=(3, 5))]
     results = runner.run(experiments)
     return root, experiments, results, calls
 
@@ -69,6 +70,7 @@ def test_zero3_run_measures_steps_split_flops_and_memory(first_run):
     m = result.metrics
     assert (m["zero_stage"], m["world_size"], m["train_batch_size"], m["gradient_accumulation_steps"]) == (3, 2, 16, 2)
     assert len(m["step_times_s"]) == 3 and all(t > 0 for t in m["step_times_s"])
+    assert (m["start_profile_step"], m["end_profile_step"]) == (3, 5)  # the experiment's window
     assert m["step_time_s"] == sorted(m["step_times_s"])[1]
     assert m["throughput"] == pytest.approx(16 / m["step_time_s"])
     assert m["latency"] == pytest.approx(1000 * m["step_time_s"])
@@ -88,6 +90,8 @@ def test_zero3_run_measures_steps_split_flops_and_memory(first_run):
     assert "--module simtune.probe" in command and "--batch_size 4" in command
     assert f"--deepspeed {result_dir / 'ds_config.json'}" in command
     assert json.loads((result_dir / "ds_config.json").read_text()) == experiments[1].ds_config
+    record = json.loads((result_dir / "exp.json").read_text())
+    assert record["others_cores"] == result.others_cores >= 0  # the load of other processes during it
     exp = json.loads((root / "exps" / "z3_gas2_tmbspg4.json").read_text())
     assert exp["ds_config"] == experiments[1].ds_config and exp["num_gpus"] == 2
 

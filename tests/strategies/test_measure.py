@@ -4,6 +4,7 @@ import pytest
 
 from simtune.space import TuningSpace
 from simtune.strategies.measure import MeasuredSearch, MeasureOptions, relative_gain, search_name
+from simtune.strategies.memory_bound import MemoryBound, RankMemory
 from simtune.strategies.twin import TwinRunner, metrics_for
 
 
@@ -205,3 +206,42 @@ def test_names_leave_out_default_knobs():
 ])
 def test_relative_gain(value, reference, lower, expected):
     assert relative_gain(value, reference, lower) == pytest.approx(expected)
+
+
+MIB = 2**20
+
+
+def with_memory(limit_mbs, fixed=100 * MIB, per_sample=10 * MIB):
+    """linear() with a measured peak of ``fixed + per_sample * mbs`` per rank."""
+    base = linear({s: limit_mbs for s in range(4)})
+
+    def outcome(trial):
+        got = base(trial)
+        return got if isinstance(got, str) else {**got, "peak_memory_bytes": fixed + per_sample * trial.micro_batch_size}
+    return outcome
+
+
+def test_measured_peaks_bound_the_sizes_launched_by_the_memory_that_exists():
+    # 400 MiB per rank holds mbs 30 (100 + 10 x 30 MiB); the space goes up to 64
+    memory = MemoryBound(RankMemory(400 * MIB, "400 MiB per rank"))
+    twin = TwinRunner(with_memory(64))
+    result = MeasuredSearch(make_space(stage=0), twin, memory=memory).run()
+    sizes = [e.trial.micro_batch_size for e in twin.launched]
+    # mbs 1 (110 MiB) allows 3 in proportion; the line through 1 and 3 then allows 30; nothing above
+    assert sizes[:3] == [1, 3, 30] and max(sizes) == 30
+    assert all(m.status == "ok" for m in result.measurements)
+    assert result.stages[0].max_micro_batch_size == 30
+    (note,) = [n for n in result.notes if "not launched" in n]
+    assert note.startswith("stage 0: micro-batch sizes above 30 are not launched (the space goes up to 64): at 31 ")
+    assert note.endswith("the line through the peaks measured at 3 and 30 gives 410 MiB per rank, more than 400 MiB "
+                         "per rank")
+
+
+def test_the_cost_models_memory_prediction_bounds_the_sizes_before_any_run():
+    predicted = lambda stage, mbs: (100 * MIB + 10 * MIB * mbs, mbs <= 50)  # noqa: E731
+    twin = TwinRunner(with_memory(64))
+    memory = MemoryBound(RankMemory(250 * MIB, "250 MiB per rank"), predicted, "closed-form gpt2-tiny")
+    result = MeasuredSearch(make_space(stage=0, mbs=[1, 8, 16, 32, 64]), twin, memory=memory).run()
+    assert sorted(e.trial.micro_batch_size for e in twin.launched) == [1, 8]
+    assert "rules out micro-batch sizes [16, 32, 64] (at 16 the cost model (closed-form gpt2-tiny) predicts" \
+           in result.stages[0].note

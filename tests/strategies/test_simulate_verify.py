@@ -120,6 +120,29 @@ def test_the_residual_is_saved_only_when_something_was_measured(tmp_path, setup)
     assert len(ResidualModel.load(residual.path).time_samples) == 1
 
 
+def test_the_residual_counts_only_the_runs_it_learnt_from(tmp_path, setup):
+    space, predictor = setup
+    top = search(tmp_path / "plan", space, predictor, None, verify_top=0).run().predicted_best
+    residual = ResidualModel(path=tmp_path / "residuals" / "p.json")
+    runner = TwinRunner(truth(space, predictor, crash=lambda t: t == top.trial))
+    crashing = SimulatedSearch(space, predictor, runner, results_dir=tmp_path / "a", residual=residual,
+                               workload=WORKLOAD, options=SimulateOptions(verify_top=2, search_trials=20))
+    result = crashing.run()
+    statuses = [v.measurement.status for v in result.verifications]
+    assert "crashed" in statuses and statuses.count("ok") == 2
+    saved = crashing.save_residual()
+    note = crashing.residual_note(saved)
+    crashed = statuses.count("crashed")
+    assert note.startswith(f"residual model updated with 2 measurement(s) ({crashed} experiment(s) that crashed")
+    assert len(ResidualModel.load(saved).time_samples) == 2
+
+    nothing = SimulatedSearch(space, predictor, TwinRunner(truth(space, predictor, crash=lambda t: True)),
+                              results_dir=tmp_path / "b", residual=ResidualModel(path=tmp_path / "r" / "q.json"),
+                              workload=WORKLOAD, options=SimulateOptions(verify_top=1, search_trials=20))
+    nothing.run()
+    assert nothing.save_residual() is None  # crashes teach nothing, so nothing is saved
+
+
 def test_a_close_call_between_the_two_best_measurements_is_noted(tmp_path, setup):
     space, predictor = setup
     exact = truth(space, predictor)
@@ -235,3 +258,48 @@ def test_no_more_runs_without_a_close_call(tmp_path, setup):
     runner = TwinRunner(spread_out)
     result = search(tmp_path, space, predictor, runner, verify_top=3, confirm_close_calls=2).run()
     assert len(runner.launched) == 3 and not any(n.startswith("close call") for n in result.outcome.notes)
+
+
+def falling_window(space, predictor):
+    """First runs: a 3-step window (3..5) still warming up (44.5 -> 38.4 -> 30.7 s), every stage
+    about alike; later runs: the lower stage 5% ahead per stage."""
+    exact = truth(space, predictor)
+    runs: dict = {}
+
+    def outcome(trial):
+        runs[trial] = runs.get(trial, 0) + 1
+        value = 100.0 * (1 + 0.01 * trial.stage) if runs[trial] == 1 else 100.0 * (1 - 0.05 * trial.stage)
+        metrics = dict(exact(trial))
+        step = metrics["train_batch_size"] / value
+        return {**metrics, "throughput": value, "step_time_s": step, "start_profile_step": 3,
+                "end_profile_step": 5, "step_times_s": [step * 44.5 / 38.4, step, step * 30.7 / 38.4]}
+    return outcome
+
+
+def test_a_window_too_short_to_compare_the_two_best_is_said_and_not_trusted(tmp_path, setup):
+    space, predictor = setup
+    runner = TwinRunner(falling_window(space, predictor))
+    result = search(tmp_path, space, predictor, runner, verify_top=3).run()
+    (note,) = [n for n in result.outcome.notes if n.startswith("window too short to compare")]
+    assert "over 3 step(s) (start_profile_step 3 .. end_profile_step 5)" in note
+    assert "vary by 36% (" in note and "still falling" in note
+    assert '"start_profile_step": 6, "end_profile_step": 13' in note
+    assert "the choice between the two is not reliable" in note
+    assert len(runner.launched) == 3  # a note, not another experiment
+
+
+def test_a_window_too_short_is_settled_by_runs_over_a_longer_window(tmp_path, setup):
+    space, predictor = setup
+    runner = TwinRunner(falling_window(space, predictor))
+    result = search(tmp_path, space, predictor, runner, verify_top=3, confirm_close_calls=1).run()
+    first_runs = [v.measurement for v in result.verifications if v.measurement.phase == "verify"]
+    leader, runner_up = sorted(first_runs, key=lambda m: m.value, reverse=True)[:2]
+    again = runner.launched[3:]
+    assert [e.name for e in again] == [f"{runner_up.name}_r2", f"{leader.name}_r2"]
+    assert all(e.window == (6, 13) for e in again) and all(e.window is None for e in runner.launched[:3])
+    # the short first runs are left out: each configuration's value is its longer run's alone
+    winner = min((leader, runner_up), key=lambda m: m.trial.stage)
+    rerun = next(v.measurement for v in result.verifications if v.measurement.name == f"{winner.name}_r2")
+    assert result.outcome.best.name == winner.name != leader.name
+    assert result.outcome.best.value == pytest.approx(rerun.value)
+    assert any(n.startswith("close call settled by more runs") for n in result.outcome.notes)

@@ -1,0 +1,57 @@
+"""The load of other processes: a busy process beside a measurement is seen, and the measured
+work's own descendants, orphans re-parented to it included, are not counted as others. The
+machine may be loaded by others too, which only adds to what is seen, so each check compares
+with the CPU time the test's own busy process reports."""
+
+import shlex
+import subprocess
+import sys
+import time
+
+from simtune.runner.interference import MAX_OTHERS_CORES, Load, busy_s, load_note, watched
+
+BUSY = "import sys, time\nend = time.time() + {s}\nwhile time.time() < end: pass\nopen(sys.argv[1], 'w').write(str(time.process_time()))"
+
+
+def busy(seconds, report, *, orphan=False):
+    """A process that spins for ``seconds`` and writes its CPU seconds to ``report``; with
+    ``orphan`` started through a shell that exits at once, in a session of its own as a launch is,
+    so it is re-parented."""
+    argv = [sys.executable, "-c", BUSY.format(s=seconds), str(report)]
+    if orphan:
+        return subprocess.run(["sh", "-c", shlex.join(argv) + " &"], check=True, start_new_session=True)
+    return subprocess.Popen(argv)
+
+
+def wait_for(path, timeout_s=30.0):
+    deadline = time.monotonic() + timeout_s
+    while not (path.exists() and path.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return float(path.read_text())
+
+
+def test_a_busy_process_beside_the_measurement_is_seen(tmp_path):
+    watcher = subprocess.Popen([sys.executable, "-c", "import time\nfrom simtune.runner.interference import watched\n"
+                                "print(watched(lambda: time.sleep(3))[1].others_cores)"],
+                               stdout=subprocess.PIPE, text=True)
+    other = busy(3, tmp_path / "cpu")
+    out, _ = watcher.communicate(timeout=60)
+    other.wait(timeout=60)
+    others_cores = float(out)
+    assert others_cores >= 0.8 * wait_for(tmp_path / "cpu") / 3.2  # it spun for about 3 of the 3 s watched
+    assert Load(others_cores).disturbed == (others_cores > MAX_OTHERS_CORES)
+
+
+def test_the_measured_works_own_orphans_are_not_counted_as_others(tmp_path):
+    report = tmp_path / "cpu"
+    before, started = busy_s(), time.perf_counter()
+    _, load = watched(lambda: (busy(2, report, orphan=True), wait_for(report)))
+    total = (busy_s() - before) / (time.perf_counter() - started)  # every process's cores in the window
+    own = total - load.others_cores
+    assert own >= 0.8 * float(report.read_text()) / 2.5  # the orphan's CPU time counted as the work's own
+
+
+def test_a_disturbed_measurement_has_a_note():
+    assert load_note("z0_gas1_tmbspg1", Load(0.2)) is None and load_note("x", Load(None)) is None
+    assert load_note("z0_gas1_tmbspg1", Load(1.3)).startswith(
+        "other processes used 1.30 cores on average during z0_gas1_tmbspg1 (more than 0.5)")
