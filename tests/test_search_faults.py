@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from test_search_resume import completed_trials
+sys.path.insert(0, str(Path(__file__).parent))  # a sibling test module's helper (pytest imports by path)
+from test_search_resume import completed_trials  # noqa: E402
 
 from simtune.hardware.registry import load_profile, save_profile
 from simtune.strategies.model_inputs import local_device_name
