@@ -70,8 +70,16 @@ def reap_orphans(keep: Collection[int] = ()) -> None:
             pass
 
 
-def own_s(keep: Collection[int] = ()) -> float:
-    """CPU seconds of this process, its reaped descendants and its living ones."""
+def living_descendants() -> set[int]:
+    import psutil
+
+    return {child.pid for child in psutil.Process().children(recursive=True)}
+
+
+def own_s(keep: Collection[int] = (), foreign: Collection[int] = ()) -> float:
+    """CPU seconds of this process, its reaped descendants and its living ones, but the living
+    ones in ``foreign`` (processes that were already running when a measurement started: they
+    are not its work, so their load counts as others')."""
     import psutil
 
     reap_orphans(keep)
@@ -80,6 +88,8 @@ def own_s(keep: Collection[int] = ()) -> float:
         usage = resource.getrusage(who)
         total += usage.ru_utime + usage.ru_stime
     for child in psutil.Process().children(recursive=True):
+        if child.pid in foreign:
+            continue
         try:
             times = child.cpu_times()
             total += times.user + times.system
@@ -105,8 +115,9 @@ class LoadWatch:
     def __init__(self, keep: Callable[[], Collection[int]] = lambda: ()):
         become_subreaper()
         self.keep = keep
+        self.foreign = living_descendants() - set(keep())
         self.busy = busy_s()
-        self.own = own_s(keep())
+        self.own = own_s(keep(), self.foreign)
         self.started = time.perf_counter()
 
     def load(self) -> Load:
@@ -114,7 +125,7 @@ class LoadWatch:
         if busy is None or self.busy is None:
             return Load(None)
         wall = max(time.perf_counter() - self.started, 1e-6)
-        return Load(round(max(0.0, (busy - self.busy) - (own_s(self.keep()) - self.own)) / wall, 3))
+        return Load(round(max(0.0, (busy - self.busy) - (own_s(self.keep(), self.foreign) - self.own)) / wall, 3))
 
 
 def watched(call: Callable[[], Any]) -> tuple[Any, Load]:

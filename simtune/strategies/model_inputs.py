@@ -214,6 +214,13 @@ def choose_workload(workload: Any, profile: HardwareProfile, *, precision: str, 
     key = workload_key(workload, precision)
     if measure:
         started = time.monotonic()
+        if measuring is not here:  # a cached measurement is read here, not by a job
+            cached = wc.cached_measurement(
+                wc.fingerprint(wc.model_identity(workload), workload.seq_len, precision, profile.name), None,
+                False, f"{workload.name} (seq {workload.seq_len}, {precision}, profile {profile.name})", say,
+                scope or wc.MeasureScope())[1]
+            if cached is not None:
+                return WorkloadChoice(cached, key, "cached")
         # A job's progress lines go to its own log: the search's printer stays here.
         calibration, load = watched(lambda: measuring("workload", wc.calibrate_workload, workload, profile,
                                                       precision=precision, num_gpus=num_gpus,
