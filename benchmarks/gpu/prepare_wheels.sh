@@ -23,7 +23,7 @@ binary=(optuna alembic Mako SQLAlchemy colorlog pydantic pydantic_core annotated
         typing-inspection typing_extensions hjson yacs termcolor)
 pins=()
 for name in "${binary[@]}"; do pins+=("$name==$(version "$name")"); done
-xgb=$(version xgboost)
+xgb=$(version xgboost-cpu 2>/dev/null || version xgboost)
 pins+=("xgboost-cpu==$xgb")
 
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
