@@ -13,6 +13,13 @@ cover that set, not K near-copies of the leader. Candidates are therefore picked
    - 1: another offload or activation-checkpointing setting of a covered (stage, mbs, gas);
    - 0: the same (stage, mbs, gas, offload, checkpointing) with other ZeRO knobs only;
 
+   once a run has contradicted the model (its measured value was off the prediction by more than
+   the model's error), a micro-batch size at least twice or at most half of every micro-batch size
+   that contradicted it ranks above all of these (4 + the level): the model has shown it is wrong
+   about how speed changes with the micro-batch size there, so the doubt now lies in other sizes;
+   runs that failed (crashed, timed out) count as covered, so their replacement tries another
+   stage before a neighbour of the failed one;
+
 2. then the best predictions left, in order (outside the doubt the ranking is trusted).
 
 ``gap = (best - value) / |best|`` for metrics where higher is better, ``(value - best) / |best|``
@@ -67,14 +74,34 @@ def novelty(trial: Trial, covered: Iterable[Trial]) -> int:
 
 _WHAT = {3: "another ZeRO stage", 2: "another micro-batch size or accumulation",
          1: "another offload or checkpointing setting", 0: "other ZeRO knobs"}
+FAR = 2.0
+"""A micro-batch size is away from one that contradicted the model when their ratio is at least this."""
+
+
+def far_from(trial: Trial, doubted: Iterable[int]) -> bool:
+    """Whether the trial's micro-batch size is at least ``FAR`` times, or at most 1/``FAR`` of, each
+    micro-batch size in ``doubted``."""
+    mbs = trial.micro_batch_size
+    return all(mbs >= FAR * d or FAR * mbs <= d for d in doubted)
+
+
+def _what(level: int, doubted: Sequence[int]) -> str:
+    if level < 4:
+        return _WHAT[level]
+    sizes = ", ".join(str(d) for d in sorted(set(doubted)))
+    away = f"a micro-batch size away from {sizes}, where the model was contradicted"
+    return away + (f", and {_WHAT[level - 4]}" if level > 4 else "")
 
 
 def choose_candidates(ranked: Sequence[Forecast], k: int, *, error: float, lower_is_better: bool,
-                      covered: Sequence[Forecast] = (), best_value: float | None = None) -> list[Candidate]:
+                      covered: Sequence[Forecast] = (), best_value: float | None = None,
+                      failed: Sequence[Trial] = (), doubted: Sequence[int] = ()) -> list[Candidate]:
     """Up to ``k`` candidates from ``ranked`` (feasible forecasts, best first, none already run).
 
     ``covered``: forecasts already verified or being verified (they count for novelty);
-    ``best_value``: the best prediction overall (default: the best of ``ranked`` and ``covered``).
+    ``best_value``: the best prediction overall (default: the best of ``ranked`` and ``covered``);
+    ``failed``: trials whose runs crashed or timed out (they count for novelty too);
+    ``doubted``: micro-batch sizes whose runs contradicted the model.
     """
     if k <= 0:
         return []
@@ -90,10 +117,11 @@ def choose_candidates(ranked: Sequence[Forecast], k: int, *, error: float, lower
         left = [f for f in pool if f.name not in taken]
         if not left:
             break
-        seen = [f.trial for f in covered] + [c.forecast.trial for c in picked]
+        seen = [f.trial for f in covered] + list(failed) + [c.forecast.trial for c in picked]
         contenders = [f for f in left if predicted_gap(best_value, f.value, lower_is_better) <= error]
         if contenders:
-            levels = [novelty(f.trial, seen) if seen else 3 for f in contenders]
+            levels = [(novelty(f.trial, seen) if seen else 3) + (4 if doubted and far_from(f.trial, doubted) else 0)
+                      for f in contenders]
             top = max(levels)
             choice = contenders[levels.index(top)]
             gap = predicted_gap(best_value, choice.value, lower_is_better)
@@ -103,7 +131,7 @@ def choose_candidates(ranked: Sequence[Forecast], k: int, *, error: float, lower
                 reason = f"best prediction left, {gap:.1%} below the best, inside the model's {error:.0%} error"
             else:
                 reason = (f"{gap:.1%} below the best prediction, inside the model's {error:.0%} error: "
-                          f"covers {_WHAT[top]}")
+                          f"covers {_what(top, doubted)}")
         else:
             choice = left[0]
             gap = predicted_gap(best_value, choice.value, lower_is_better)

@@ -2,7 +2,8 @@
 
 Same ``run(experiments) -> [ExperimentResult]`` signature as :class:`simtune.runner.Runner`, for
 exercising search logic without processes: ``outcome(trial)`` returns the metrics (a mapping) of a
-run that succeeds, or a status string (``"oom"``, ``"crashed"``, ``"timeout"``) for one that fails.
+run that succeeds, or a status string (``"oom"``, ``"crashed"``, ``"timeout"``) for one that fails,
+or a (status, reason) pair for one that fails with a given reason.
 Every experiment handed to it is kept in ``launched`` and each call's batch in ``batches``.
 """
 
@@ -12,7 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from simtune.runner.experiment import Experiment, ExperimentResult
 
-Outcome = Callable[[Any], "Mapping[str, Any] | str"]
+Outcome = Callable[[Any], "Mapping[str, Any] | str | tuple[str, str]"]
 
 
 def metrics_for(throughput: float, *, train_batch_size: int = 1) -> dict[str, float]:
@@ -36,8 +37,9 @@ class TwinRunner:
         for experiment in experiments:
             self.launched.append(experiment)
             got = self.outcome(experiment.trial)
-            if isinstance(got, str):
-                results.append(ExperimentResult(experiment.name, got, f"twin says {got}", None,
+            if isinstance(got, (str, tuple)):
+                status, reason = (got, f"twin says {got}") if isinstance(got, str) else got
+                results.append(ExperimentResult(experiment.name, status, reason, None,
                                                 f"twin/{experiment.name}", 0.0))
             else:
                 results.append(ExperimentResult(experiment.name, "ok", "", dict(got),

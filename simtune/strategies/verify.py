@@ -10,7 +10,13 @@ runner has slot sets (side by side when the resources allow). Each result is a
   correction of its stage rises to at least ``limit / predicted`` (:mod:`simtune.residual`), the
   remaining candidates are predicted again with it (some become infeasible), and the next
   candidate is verified in its place;
-- a crash or time-out is recorded and replaced by the next candidate (the model is not blamed).
+- a crash or time-out is recorded and replaced by the next candidate (the model is not blamed);
+  the failed run counts as covered, so the replacement tries another stage before a neighbour;
+- a stage whose runs crash twice for the same reason (numbers aside: a failure that does not
+  depend on the size, such as a script that rejects ZeRO-3) is ruled out, with a note;
+- a success whose measured value is off its prediction by more than the model's error
+  contradicts the model: the error becomes that run's error at once, and the next candidates are
+  micro-batch sizes away from the contradicted ones (:mod:`simtune.strategies.doubt`), with a note.
 
 At most ``k + max_replacements`` experiments run (``max_replacements`` defaults to ``k``). Each
 experiment name runs at most once; with overwrite false the runner reuses an experiment already
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import statistics
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -102,6 +109,13 @@ class Verifier:
         self.make_experiment = make_experiment
         self.confirm = max(0, confirm)
         self._ok: list[Measurement] = []
+        self.doubted: list[int] = []
+        """Micro-batch sizes whose runs contradicted the model."""
+        self.failed: list[Trial] = []
+        """Trials whose runs crashed or timed out."""
+        self.ruled_out: dict[int, str] = {}
+        """Stage -> the reason its runs failed twice."""
+        self._crashes: dict[tuple[int, str], str] = {}
 
     @property
     def residual(self) -> ResidualModel:
@@ -123,12 +137,12 @@ class Verifier:
                 break
             tried = {v.forecast.name for v in done}
             ranked = sorted(self.forecaster.forecast_many(pool), key=self.forecaster.sort_key)
-            left = [f for f in ranked if f.feasible and f.name not in tried]
+            left = [f for f in ranked if f.feasible and f.name not in tried and f.trial.stage not in self.ruled_out]
             covered = [v.forecast for v in succeeded]
             best_value = ranked[0].value if ranked and ranked[0].feasible else None
             batch = choose_candidates(left, min(room, self.parallel), error=self.error,
                                       lower_is_better=self.forecaster.lower_is_better, covered=covered,
-                                      best_value=best_value)
+                                      best_value=best_value, failed=self.failed, doubted=self.doubted)
             if not batch:
                 if len(succeeded) < self.k:
                     notes.append(f"no other configuration is predicted to fit, so {len(succeeded)} of "
@@ -296,14 +310,50 @@ class Verifier:
             self.residual.add_memory(MemorySample(workload, m.name, f.trial.stage, predicted_bytes, f.limit_bytes,
                                                   "ok", int(peak) if isinstance(peak, (int, float)) else None))
             self._report(v)
-            return ""
+            return self._contradiction(v)
         self.progress.finished(m.name, m.status, m.reason, None, self._leader())
         if m.status != "oom":
-            return f"{m.name} was predicted to fit but ended {m.status} ({m.reason}); the next candidate is verified"
+            self.failed.append(f.trial)
+            ruled_out = self._rule_out(v)
+            return f"{m.name} was predicted to fit but ended {m.status} ({m.reason}); " + \
+                (ruled_out or "the next candidate is verified")
         before, after = self._memory_lesson(v)
         return (f"{m.name} was predicted to fit ({f.memory_bytes / 2**20:.0f} MiB of {f.limit_bytes / 2**20:.0f} MiB) "
                 f"but ran out of memory: stage {f.trial.stage} memory predictions are now multiplied by "
                 f"{after:.2f} (was {before:.2f}) and the next candidate is verified")
+
+    def _contradiction(self, v: Verification) -> str:
+        """A success off its prediction by more than the model's error: the error becomes this
+        run's, the doubt moves to other micro-batch sizes, and a note says so ('' otherwise)."""
+        error = v.error
+        if error is None or abs(error) <= self.error:
+            return ""
+        before, self.error = self.error, abs(error)
+        mbs = v.forecast.trial.micro_batch_size
+        self.doubted.append(mbs)
+        sizes = ", ".join(str(d) for d in sorted(set(self.doubted)))
+        note = (f"{v.measurement.name} measured {format_value(v.measurement.value)} against "
+                f"{format_value(v.forecast.value)} predicted ({error:+.0%}), more than the model's {before:.0%} "
+                f"error: the error is now {self.error:.0%}, and the remaining verifications go to micro-batch "
+                f"sizes away from {sizes}")
+        self.progress.note(note)
+        return note
+
+    def _rule_out(self, v: Verification) -> str:
+        """A crash whose reason (numbers aside) already ended another run of the same stage rules
+        the stage out; what the note says then ('' otherwise)."""
+        m, stage = v.measurement, v.forecast.trial.stage
+        if m.status != "crashed" or not m.reason:
+            return ""
+        key = (stage, re.sub(r"\d+(\.\d+)?", "#", m.reason))
+        first = self._crashes.setdefault(key, m.name)
+        if first == m.name or stage in self.ruled_out:
+            return ""
+        self.ruled_out[stage] = m.reason
+        note = (f"ZeRO stage {stage} is ruled out: {first} and {m.name} failed for the same reason, which does "
+                f"not depend on the micro-batch size")
+        self.progress.note(note)
+        return note
 
     def _memory_lesson(self, v: Verification) -> tuple[float, float]:
         """An out-of-memory run of a configuration predicted to fit: its stage's memory correction

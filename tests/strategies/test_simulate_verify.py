@@ -303,3 +303,60 @@ def test_a_window_too_short_is_settled_by_runs_over_a_longer_window(tmp_path, se
     assert result.outcome.best.name == winner.name != leader.name
     assert result.outcome.best.value == pytest.approx(rerun.value)
     assert any(n.startswith("close call settled by more runs") for n in result.outcome.notes)
+
+
+def slower_beyond(space, predictor, mbs: int):
+    """Measured = predicted up to micro-batch ``mbs``, then slower by 1/8 for each size beyond: a
+    cost that grows with the micro-batch size (memory pressure) which the model does not know."""
+    def outcome(trial):
+        step_s = predictor.predict(trial).time.step_s * (1.0 + max(0, trial.micro_batch_size - mbs) / 8)
+        batch = space.global_batch(trial)
+        return {**metrics_for(batch / step_s, train_batch_size=batch), "step_time_s": step_s,
+                "peak_memory_bytes": predictor.predict(trial).memory.total_bytes}
+    return outcome
+
+
+def test_a_run_that_contradicts_the_model_moves_the_doubt_to_other_micro_batch_sizes(tmp_path, setup):
+    space, predictor = setup
+    top = search(tmp_path / "plan", space, predictor, None, verify_top=0).run().predicted_best
+    assert top.trial.micro_batch_size >= 16  # the model favours the largest micro-batch sizes
+    runner = TwinRunner(slower_beyond(space, predictor, 4))
+    result = search(tmp_path / "run", space, predictor, runner, verify_top=3).run()
+    first, *rest = result.verifications
+    assert first.forecast.name == top.name and first.error > 1.0  # far more than the model's 10%
+    note = next(n for n in result.outcome.notes if "more than the model's 10% error" in n)
+    assert f"the error is now {first.error:.0%}" in note and f"away from {top.trial.micro_batch_size}" in note
+    # the remaining runs leave the contradicted size instead of trying it at other stages
+    assert all(2 * v.forecast.trial.micro_batch_size <= top.trial.micro_batch_size for v in rest)
+    assert all("where the model was contradicted" in v.reason for v in rest)
+    assert result.outcome.best.value > 2 * first.measurement.value
+
+
+def test_a_run_within_the_error_leaves_the_doubt_where_it_was(tmp_path, setup):
+    space, predictor = setup
+    result = search(tmp_path, space, predictor, TwinRunner(slower_beyond(space, predictor, 10_000)),
+                    verify_top=3).run()
+    assert not any("more than the model's" in n for n in result.outcome.notes)
+    assert len({v.forecast.trial.stage for v in result.verifications}) == 3
+
+
+def test_a_stage_that_fails_twice_for_one_reason_is_ruled_out(tmp_path, setup):
+    _, predictor = setup
+    config = {**CONFIG, "zero_optimization": {"stage": [2, 3]}}
+    space = TuningSpace.from_config(config, AutotuningConfig.from_dict(config["autotuning"]), world_size=8)
+    exact = truth(space, predictor)
+
+    def rejects_stage_3(trial):  # a failure that does not depend on the size, worded with the sizes
+        if trial.stage == 3:
+            batch = space.global_batch(trial)
+            return "crashed", (f"AssertionError: train_batch_size {batch} != {trial.micro_batch_size} * "
+                               f"{trial.gradient_accumulation_steps} * 8")
+        return exact(trial)
+
+    runner = TwinRunner(rejects_stage_3)
+    result = search(tmp_path, space, predictor, runner, verify_top=3).run()
+    stages = [v.forecast.trial.stage for v in result.verifications]
+    assert stages[0] == 3 and stages[1] == 2  # the replacement tries the other stage first
+    assert stages.count(3) == 2 and stages.count(2) == 3  # two failures rule stage 3 out, no more are spent
+    assert any("ZeRO stage 3 is ruled out" in n for n in result.outcome.notes)
+    assert result.outcome.best.trial.stage == 2
