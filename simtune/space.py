@@ -508,8 +508,13 @@ class TuningSpace:
     def render(self, trial: Trial) -> dict[str, Any]:
         """The full DeepSpeed config of the trial's experiment.
 
-        A copy of the user's config with train_micro_batch_size_per_gpu, gradient_accumulation_steps
-        and train_batch_size set; zero_optimization is the user's section with "stage" and the
+        A copy of the user's config with train_micro_batch_size_per_gpu and
+        gradient_accumulation_steps set and train_batch_size removed (DeepSpeed derives it as
+        mbs * gas * world_size / mp_size; a written one is checked against the world size wherever
+        a DeepSpeedConfig is built, and transformers builds one for ZeRO-3 model construction
+        (``deepspeed.zero.Init``) before the process group exists on CPU, where the world size
+        reads 1: every ZeRO-3 run of a Trainer script would fail DeepSpeed's batch assertion);
+        zero_optimization is the user's section with "stage" and the
         tuned knobs set (every other user key kept, lists for knobs not tuned reduced to their
         first value); offload sections written with the trial's device (user sub-keys kept) or
         removed for "none"; the "autotuning" section removed. Activation checkpointing is a
@@ -522,7 +527,7 @@ class TuningSpace:
         config.pop("autotuning", None)
         config[MBS_KEY] = trial.micro_batch_size
         config[GAS_KEY] = trial.gradient_accumulation_steps
-        config[TBS_KEY] = self.global_batch(trial)
+        config.pop(TBS_KEY, None)
 
         zero = dict(config.get(ZERO_KEY) or {})
         zero["stage"] = trial.stage

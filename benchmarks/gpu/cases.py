@@ -68,11 +68,12 @@ def gpu_cases() -> list[Case]:
 
 
 def rehearsal_cases() -> list[Case]:
-    """The same shapes on tiny presets: 10 configurations and one largest-size search."""
+    """The same shapes on tiny presets, few (a test runs them on every CI run): 6 configurations
+    (every stage, checkpointing, offload, two micro-batch sizes, two models) and one largest-size
+    search."""
     return (
-        _sweep("gpt2-tiny", 64, [(0, 2), (0, 8), (1, 4), (2, 4), (0, 4, "ckpt"), (2, 4, "offload"), (3, 4),
-                                 (3, 4, "ckpt")])
-        + _sweep("bert-tiny", 64, [(0, 4), (2, 4)])
+        _sweep("gpt2-tiny", 64, [(0, 2), (0, 8), (1, 4, "ckpt"), (2, 4, "offload"), (3, 4, "ckpt")])
+        + _sweep("bert-tiny", 64, [(2, 4)])
         + _sweep("gpt2-tiny", 64, [(1, 0, "largest")])
     )
 
@@ -150,5 +151,4 @@ def render_for(ds_config: dict[str, Any], micro_batch_size: int) -> dict[str, An
     """The same config at another micro-batch size (the largest-size search's other sizes)."""
     config = json.loads(json.dumps(ds_config))
     config["train_micro_batch_size_per_gpu"] = micro_batch_size
-    config["train_batch_size"] = micro_batch_size * config.get("gradient_accumulation_steps", 1)
     return config

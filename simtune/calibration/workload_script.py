@@ -246,7 +246,7 @@ def calibrate_script(script: str, args: Sequence[str], ds_config: Mapping[str, A
         config_path = Path(folder) / "ds_config.json"
         request_path = Path(folder) / "request.json"
         out_path = Path(folder) / "calibration.json"
-        config = stage_zero_config(ds_config, resources.world_size)
+        config = stage_zero_config(ds_config)
         config_path.write_text(json.dumps(config))
         request_path.write_text(json.dumps({
             "name": str(Path(script).resolve()), "precision": precision, "profile_name": profile.name,
@@ -280,10 +280,11 @@ def calibrate_script(script: str, args: Sequence[str], ds_config: Mapping[str, A
     return calibration
 
 
-def stage_zero_config(ds_config: Mapping[str, Any], world_size: int) -> dict[str, Any]:
+def stage_zero_config(ds_config: Mapping[str, Any]) -> dict[str, Any]:
     """The user's config for the measuring launch: ZeRO stage 0 (no gradient hooks, no
     partitioning), no offload, no accumulation, the user's micro-batch size when it is a number
-    (else 1), and no "autotuning" section."""
+    (else 1), no "autotuning" section and no train_batch_size (DeepSpeed derives it; see
+    :meth:`simtune.space.TuningSpace.render`)."""
     config = json.loads(json.dumps(ds_config))
     config.pop("autotuning", None)
     zero = config.get("zero_optimization")
@@ -296,7 +297,7 @@ def stage_zero_config(ds_config: Mapping[str, Any], world_size: int) -> dict[str
         mbs = 1
     config["train_micro_batch_size_per_gpu"] = mbs
     config["gradient_accumulation_steps"] = 1
-    config["train_batch_size"] = mbs * world_size
+    config.pop("train_batch_size", None)
     return config
 
 

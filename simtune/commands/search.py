@@ -393,7 +393,8 @@ class SearchCommand(Command):
         advice = command = None
         if best is not None:
             if program.config_path is not None:  # the built-in config's batch is not the user's
-                advice = lr_advice(space.user_train_batch_size, best.ds_config.get("train_batch_size"),
+                advice = lr_advice(space.user_train_batch_size,
+                                   space.global_batch(best.trial) if best.trial is not None else None,
                                    optimizer_type(ds_config))
             command = command_text(*optimal_command(runner, best, results_dir.resolve() / OPTIMAL_CONFIG_FILE),
                                    cwd=runner.cwd)

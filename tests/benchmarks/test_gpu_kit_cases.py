@@ -59,12 +59,12 @@ def test_plan_renders_the_configuration_simtune_would_run():
     assert config["zero_optimization"]["stage"] == 2
     assert config["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
     assert config["bf16"] == {"enabled": True}
-    assert config["train_micro_batch_size_per_gpu"] == 16 and config["train_batch_size"] == 16
+    assert config["train_micro_batch_size_per_gpu"] == 16 and "train_batch_size" not in config
     assert "autotuning" not in config
     largest = planner.plan(cases.Case("gpt2-medium", 1024, 0, 0, largest=True))
     assert largest["micro_batch_size"] == largest["predicted_largest"] > 16
     wider = cases.render_for(config, 40)
-    assert wider["train_micro_batch_size_per_gpu"] == 40 and wider["train_batch_size"] == 40
+    assert wider["train_micro_batch_size_per_gpu"] == 40 and "train_batch_size" not in wider
     assert config["train_micro_batch_size_per_gpu"] == 16  # the plan's copy is left alone
 
 

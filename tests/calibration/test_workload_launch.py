@@ -1,7 +1,7 @@
 """Workload calibration through real 2-process launches (DeepSpeed on CPU, gloo): model mode (the
 model on both ranks, then real engines at every stage) and script mode (an unmodified training
-script, measured through its own deepspeed.initialize; a Hugging Face Trainer script). Three
-launches in all."""
+script, measured through its own deepspeed.initialize). Two launches in all; a Hugging Face
+Trainer script's measurement: tests/test_search_hf_trainer.py."""
 
 import dataclasses
 from pathlib import Path
@@ -87,8 +87,8 @@ def test_script_mode_measures_the_scripts_own_model(tmp_path):
     args = ["--model", "gpt2-tiny", "--seq-len", "32", "--deepspeed", "unused.json"]
     config = {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 4,
               "zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"}}, "autotuning": {"enabled": True}}
-    rendered = stage_zero_config(config, 2)
-    assert rendered == {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1, "train_batch_size": 4,
+    rendered = stage_zero_config(config)
+    assert rendered == {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1,
                         "zero_optimization": {"stage": 0}}
     profile = cpu_profile()
     c = calibrate_script(str(TRAIN_PROGRAM), args, config, profile, precision="fp32", num_gpus=2,
@@ -109,32 +109,3 @@ def test_script_mode_measures_the_scripts_own_model(tmp_path):
     again = calibrate_script(str(TRAIN_PROGRAM), args, config, profile, precision="fp32", num_gpus=2,
                              cache_dir=tmp_path, log=messages.append)
     assert again.from_cache and "read from the cache" in messages[0]
-
-
-HF_TRAINER_SCRIPT = Path(__file__).resolve().parents[1] / "data" / "hf_trainer_train.py"
-
-
-def test_script_mode_measures_a_hugging_face_trainer_script(tmp_path, monkeypatch):
-    """The Trainer refuses a config that disagrees with its arguments: the measuring launch sets
-    the mapped flags to the config it renders (micro-batch 1 for "auto", no accumulation)."""
-    pytest.importorskip("accelerate")  # the Trainer's own dependency (in simtune's dev extra)
-    monkeypatch.chdir(tmp_path)
-    config = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
-              "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}, "zero_optimization": {"stage": 2}}
-    mappings = {"train_micro_batch_size_per_gpu": "--per_device_train_batch_size",
-                "gradient_accumulation_steps": "--gradient_accumulation_steps"}
-    args = ["--deepspeed", "unused.json", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2"]
-    c = calibrate_script(str(HF_TRAINER_SCRIPT), args, config, cpu_profile(), precision="fp32", num_gpus=2,
-                         micro_batch_sizes=(1, 2), repeats=3, cache_dir=tmp_path, log=None, arg_mappings=mappings)
-    assert c.mode == "script" and c.ranks == 2 and c.seq_len == 32
-    assert c.shape.num_layers == 2 and c.shape.hidden_size == 64
-    assert [m.micro_batch_size for m in c.measurements] == [1, 2]
-    assert all(m.forward.median_s > 0 and m.backward.median_s > 0 for m in c.measurements)
-    # the Trainer's own work around the engine's calls, timed over its steps, at the measuring size
-    assert c.script_overhead is not None and c.script_overhead.repeats == 6
-    assert 0 < c.script_overhead.min_s <= c.script_overhead.median_s <= c.script_overhead.max_s
-    assert c.script_overhead_micro_batch_size == 1
-    loops = {row[0]: row[1:] for row in c.script_stage_overheads()}
-    assert sorted(loops) == [0, 1, 2, 3]
-    assert all(row == (1, 0.0, 0.0, 0.0, c.script_overhead.median_s) for row in loops.values())
-    assert sorted({e.stage for e in c.engines}) == [0, 1, 2, 3]

@@ -79,7 +79,9 @@ def test_tuning_list_holds_the_global_batch_about_constant():
     twin, result = search(make_space(stage=0, num_tuning_micro_batch_sizes=3), linear({0: 64}))
     runs = [e for e in twin.launched if e.name not in ("z0_gas1_tmbspg1",)]
     assert [e.name for e in runs] == ["z0_gas1_tmbspg64", "z0_gas2_tmbspg32"]
-    assert runs[1].ds_config["train_batch_size"] == runs[0].ds_config["train_batch_size"] == 128
+    batches = [e.ds_config["train_micro_batch_size_per_gpu"] * e.ds_config["gradient_accumulation_steps"] * 2
+               for e in runs]  # DeepSpeed derives train_batch_size: mbs x gas x 2 processes
+    assert batches == [128, 128]
 
 
 def test_a_user_list_is_run_exactly():
