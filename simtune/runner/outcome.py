@@ -92,6 +92,26 @@ def with_details(message: str, after: list[str], most: int = 6) -> str:
     return f"{message.rstrip()} {'; '.join(items)}" if items else message
 
 
+_TRAINER_BATCH = re.compile(r"ds train_batch_size=(\d+) vs hf train_batch_size=(\d+)")
+_TRAINER_FLAG = re.compile(r"ds (train_micro_batch_size_per_gpu|gradient_accumulation_steps)=\S+ vs hf (\S+)=")
+
+
+def trainer_advice(exception: str) -> str:
+    """What to change when the Hugging Face Trainer refuses the experiment's config ('' when the
+    exception is not that refusal). A Trainer that counts fewer processes than DeepSpeed runs is
+    one on CPU without ``--use_cpu true``; a micro-batch size or accumulation it disagrees with is
+    a flag missing from ``arg_mappings``."""
+    batch = _TRAINER_BATCH.search(exception)
+    if batch and int(batch.group(2)) < int(batch.group(1)):
+        return ("the Trainer counts fewer processes than DeepSpeed runs; on CPU give the script "
+                "--use_cpu true: ")
+    flags = _TRAINER_FLAG.findall(exception)
+    if flags:
+        pairs = ", ".join(f'"{key}": "--{flag}"' for key, flag in flags)
+        return f"the Trainer's flags disagree with the config; add {pairs} to autotuning.arg_mappings: "
+    return ""
+
+
 def first_exception(stderr: str) -> str | None:
     """The exception line ending the first traceback (the last of its chain), or None."""
     lines = _lines(stderr)
@@ -176,7 +196,7 @@ def classify(*, returncode: int | None, timed_out: bool, timeout_s: float | None
     if signal.SIGKILL in signals:
         return Outcome("oom", "a process was killed by SIGKILL (most likely the kernel's out-of-memory killer)")
     if exception is not None:
-        return Outcome("crashed", _short(exception))
+        return Outcome("crashed", _short(trainer_advice(exception) + exception))
     for prefix in (NO_METRICS_PREFIX, CANNOT_START_PREFIX):
         line = _probe_line(stderr, prefix)
         if line is not None:

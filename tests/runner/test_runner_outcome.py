@@ -50,6 +50,27 @@ def test_an_exception_that_lists_its_details_keeps_them():
         "ds gradient_accumulation_steps=1 vs hf gradient_accumulation_steps=2")
 
 
+def trainer_refusal(*items: str) -> str:
+    return ("Traceback (most recent call last):\n  File \"run_clm.py\", line 3, in <module>\n"
+            "ValueError: Please correct the following DeepSpeed config values that mismatch TrainingArguments"
+            " values:\n" + "".join(f"- {item}\n" for item in items))
+
+
+def test_a_trainer_counting_one_process_on_cpu_is_told_to_use_the_cpu():
+    status, reason = _classify(trainer_refusal("ds train_batch_size=2 vs hf train_batch_size=1"))
+    assert status == "crashed" and reason.startswith("the Trainer counts fewer processes than DeepSpeed runs; "
+                                                     "on CPU give the script --use_cpu true: ValueError:")
+
+
+def test_a_trainer_flag_missing_from_the_mappings_is_named():
+    _, reason = _classify(trainer_refusal("ds train_micro_batch_size_per_gpu=8 vs hf per_device_train_batch_size=4",
+                                          "ds gradient_accumulation_steps=2 vs hf gradient_accumulation_steps=1"))
+    assert reason.startswith('the Trainer\'s flags disagree with the config; add "train_micro_batch_size_per_gpu": '
+                             '"--per_device_train_batch_size", "gradient_accumulation_steps": '
+                             '"--gradient_accumulation_steps" to autotuning.arg_mappings: ValueError:')
+    assert _classify(TRACEBACK)[1] == "ValueError: hidden size missing"  # other failures keep their line
+
+
 def test_warnings_mentioning_error_do_not_fail_a_run():
     stderr = "UserWarning: this error is harmless\nsome ERROR text\n"
     assert first_exception(stderr) is None
