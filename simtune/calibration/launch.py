@@ -29,7 +29,8 @@ from typing import Optional
 
 from simtune.errors import LaunchError
 from simtune.runner import local_ranks
-from simtune.runner.launcher import deepspeed_launcher, free_port, rank_env, release_port, run_process_group
+from simtune.runner.launcher import (deepspeed_launcher, free_port, own_tools_first, rank_env, release_port,
+                                     run_process_group)
 from simtune.runner.outcome import first_exception, last_line
 from simtune.runner.resources import detect_accelerator
 from simtune.runner.runner import remove_shm_buffers
@@ -71,7 +72,7 @@ def build_env(num_gpus: int, accelerator: str, base: Optional[dict] = None) -> d
         root = str(Path(list(calib_spec.submodule_search_locations)[0]).resolve().parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env.update(rank_env(accelerator, num_gpus, num_gpus))
-    return env
+    return own_tools_first(env)
 
 
 def parse_output(stdout: str) -> Optional[dict]:

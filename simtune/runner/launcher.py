@@ -303,6 +303,21 @@ def rank_env(accelerator: str, local_size: int, processes_on_host: int) -> dict[
     return env
 
 
+def own_tools_first(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with this interpreter's folder first on ``PATH``, so that the launcher and its
+    ranks JIT-build DeepSpeed's ops with the ``ninja`` of simtune's environment.
+
+    torch keeps one build folder per op (``~/.cache/torch_extensions/<py>_<device>/<op>``), and a
+    ``ninja`` of another version reads the other's build log as stale: launches alternating
+    between a virtual environment's ``ninja`` (on ``PATH`` when it is activated) and the system's
+    rebuilt ``deepspeed_shm_comm`` on every switch, 30-40 s of a CPU launch on two cores."""
+    folder = os.path.dirname(sys.executable)
+    parts = [p for p in env.get("PATH", "").split(os.pathsep) if p]
+    if folder and (not parts or parts[0] != folder):
+        env["PATH"] = os.pathsep.join([folder, *[p for p in parts if p != folder]])
+    return env
+
+
 def _read_env_file(path: Path) -> dict[str, str]:
     values: dict[str, str] = {}
     if path.is_file():
@@ -333,7 +348,7 @@ def launch_env(resources: Resources, result_dir: str | os.PathLike,
     exported.update(ours)
     env_file = Path(result_dir) / ENV_FILE_NAME
     write_atomically(env_file, "".join(f"{key}={value}\n" for key, value in exported.items()))
-    env = dict(os.environ if base is None else base)
+    env = own_tools_first(dict(os.environ)) if base is None else dict(base)
     env.update(ours)
     env["DS_ENV_FILE"] = str(env_file)
     return env

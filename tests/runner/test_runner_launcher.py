@@ -185,3 +185,15 @@ def test_process_group_exit_code_and_callbacks(tmp_path):
         result = run_process_group(["sh", "-c", "exit 3"], dict(os.environ), tmp_path, out, err, None,
                                    on_start=lambda p: seen.append("start"), on_end=lambda p: seen.append("end"))
     assert result[:2] == (3, False) and seen == ["start", "end"]
+
+
+def test_launches_find_the_tools_of_simtunes_own_environment_first():
+    """One ninja for every launch: another version would rebuild DeepSpeed's JIT ops each switch."""
+    import sys
+
+    from simtune.runner.launcher import own_tools_first
+
+    mine = os.path.dirname(sys.executable)
+    env = own_tools_first({"PATH": os.pathsep.join(["/usr/bin", mine, "/bin"])})
+    assert env["PATH"].split(os.pathsep) == [mine, "/usr/bin", "/bin"]
+    assert own_tools_first({})["PATH"] == mine
