@@ -82,7 +82,7 @@ GPU = Mode("gpu", "bf16", "h200-141gb-1gpu", ("gpt2", 1024), 3, 2,
            {"install": 60, "ops": 150, "calibrate": 110, "plan": 40, "measure": 170, "launches": 80,
             "search": 170, "autotuner": 150, "report": 25}, total_s=475)
 REHEARSAL = Mode("rehearsal", "fp32", "cpu-1proc-kit-rehearsal", ("gpt2-tiny", 64), 0, 1,
-                 {"install": 30, "ops": 10, "calibrate": 60, "plan": 30, "measure": 120, "launches": 60,
+                 {"install": 30, "ops": 3, "calibrate": 60, "plan": 30, "measure": 120, "launches": 60,
                   "search": 60, "autotuner": 0, "report": 30}, total_s=360, calibrate_args=("--quick",),
                  search_max_micro_batch_size=16, largest_attempts=3)
 REPORT_RESERVE_S = 20.0
@@ -147,7 +147,7 @@ class Kit:
         entry: dict[str, Any] = {"budget_s": budget}
         if budget <= 0:
             entry.update(status="skipped", reason="not part of this mode")
-        elif allowed < MIN_PHASE_S:
+        elif allowed < min(budget, MIN_PHASE_S):
             entry.update(status="skipped", reason=f"{max(0.0, self.left_s()):.0f} s left of the call")
         else:
             self.log(f"phase {name}: up to {allowed:.0f} s")
