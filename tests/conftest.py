@@ -1,6 +1,13 @@
 """Every test gets its own simtune home, so no test reads or writes the user's profiles, residual
 models or workload cache (``SIMTUNE_HOME``; launched processes inherit it)."""
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 
@@ -9,6 +16,76 @@ def _isolated_simtune_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SIMTUNE_HOME", str(tmp_path_factory.mktemp("simtune-home")))
     monkeypatch.delenv("SIMTUNE_PROFILE_PATH", raising=False)
     monkeypatch.delenv("SIMTUNE_CACHE_DIR", raising=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# Slurm, for tests/slurm/: the one-node cluster .ci/services/slurm.sh started, or started here by the
+# same script when Slurm is installed but no controller answers. The tests skip only when
+# slurm-wlm cannot be installed; a cluster that is installed but does not start fails them.
+SLURM_SERVICE = Path(__file__).resolve().parents[1] / ".ci" / "services" / "slurm.sh"
+
+
+def _slurm_answers() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    done = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, timeout=30, check=False)
+    return done.returncode == 0 and any(state in done.stdout for state in ("idle", "mixed", "allocated"))
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A one-node Slurm cluster that takes jobs."""
+    if not _slurm_answers():
+        done = subprocess.run(["bash", "-c", f"source {SLURM_SERVICE}"], capture_output=True, text=True,
+                              timeout=900, check=False)
+        if shutil.which("slurmctld") is None:
+            pytest.skip(f"slurm-wlm cannot be installed here: {done.stderr.strip()[-300:] or 'apt-get failed'}")
+        if not _slurm_answers():
+            pytest.fail(f"Slurm is installed but did not start (exit {done.returncode}): "
+                        f"{done.stderr.strip()[-500:]}; see /var/log/slurm/")
+    os.environ["SIMTUNE_TEST_SLURM"] = "1"
+    return True
+
+
+# Slurm's time limit: a job must sleep its whole minute (Slurm's smallest limit) to reach it
+TIME_LIMIT_TEST = "test_a_job_that_reaches_its_time_limit_is_a_timeout"
+TIME_LIMIT_JOB = Path(__file__).parent / "slurm" / "time_limit_job.py"
+
+
+class TimeLimitJob:
+    """The helper that submits the time-limit job, started when the session starts (None when
+    not): its minute of sleep, on one of the cluster's CPUs, overlaps the tests before the Slurm
+    tests instead of adding to the session."""
+
+    def __init__(self, process):
+        self.process = process
+
+    def result(self, folder):
+        """What the helper printed: run it now (in ``folder``) when it was not started early."""
+        if self.process is None:
+            self.process = subprocess.Popen([sys.executable, str(TIME_LIMIT_JOB), str(folder)],
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = self.process.communicate(timeout=300)
+        assert self.process.returncode == 0, err[-2000:]
+        return json.loads(out.strip().splitlines()[-1])
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def slurm_time_limit_job(request, tmp_path_factory):
+    """Starts the time-limit job at once when its test is among the session's and a Slurm cluster
+    answers (.ci/services/slurm.sh started it)."""
+    job = TimeLimitJob(None)
+    if any(item.name == TIME_LIMIT_TEST for item in request.session.items) and _slurm_answers():
+        folder = tmp_path_factory.mktemp("slurm-time-limit")
+        job = TimeLimitJob(subprocess.Popen([sys.executable, str(TIME_LIMIT_JOB), str(folder)],
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    yield job
+    job.stop()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 
 from simtune.cli import main
-from simtune.runner import Experiment, Resources, Runner
 from simtune.runner.slurm import job_info
-from simtune.runner.slurm_executor import SlurmExecutor, SlurmSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -31,9 +29,12 @@ time.sleep(600)
 
 
 def start_search(argv, cwd):
+    """simtune in a process of its own, taking SIGINT as a terminal's Ctrl-C gives it even when the
+    tests run as a background job (whose commands start with SIGINT ignored, as POSIX shells do)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "simtune", *argv], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def records(results: Path) -> dict[str, dict]:
@@ -104,20 +105,13 @@ def test_a_killed_search_picks_up_its_queued_verifications_without_running_them_
     assert document["best"] is not None and (results / "cmd_optimal.txt").is_file()
 
 
-def test_a_job_that_reaches_its_time_limit_is_a_timeout(slurm_cluster, tmp_path):
-    script = tmp_path / "sleeper.py"
-    script.write_text(SLEEPER)
-    (tmp_path / "ds.json").write_text("{}")
-    resources = Resources(hosts=(("localhost", 1),), num_gpus=1, num_nodes=1, accelerator="cpu")
-    executor = SlurmExecutor(resources, SlurmSettings(options=(("comment", "simtune-timeout-test"),)))
-    runner = Runner((str(script), ["--deepspeed", str(tmp_path / "ds.json")]), resources, tmp_path / "res",
-                    tmp_path / "exps", timeout_s=60, executor=executor)
-    started = time.monotonic()
-    [result] = runner.run([Experiment("sleeper", None, {"train_micro_batch_size_per_gpu": 1})])
-    assert result.status == "timeout", result.reason
-    assert "time limit" in result.reason
-    assert 55 <= time.monotonic() - started < 200
-    record = json.loads((tmp_path / "res" / "sleeper" / "exp.json").read_text())
+def test_a_job_that_reaches_its_time_limit_is_a_timeout(slurm_cluster, slurm_time_limit_job, tmp_path):
+    """The job was submitted when the session started (tests/conftest.py), else it is now."""
+    result = slurm_time_limit_job.result(tmp_path)
+    assert result["status"] == "timeout", result["reason"]
+    assert "time limit" in result["reason"]
+    assert 55 <= result["seconds"] < 200
+    record = result["record"]
     assert record["job_state"] == "TIMEOUT" and record["status"] == "timeout"
     assert "TimeLimit=00:01:00" in subprocess.run(["scontrol", "show", "job", record["job_id"]],
                                                   capture_output=True, text=True).stdout
