@@ -25,7 +25,8 @@ def test_a_trainer_script_search_runs_zero3_and_leaves_the_sizes_that_contradict
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ds.json").write_text(json.dumps({
         "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
-        "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}, "zero_optimization": {"stage": 3},
+        "optimizer": {"type": "AdamW", "params": {"lr": "auto", "torch_adam": True}},
+        "zero_optimization": {"stage": 3},
         "autotuning": {"arg_mappings": MAPPINGS, "max_train_batch_size": 64},
     }))
     code = main(["search", "--num_gpus", "2", "--verify-top", "2", str(SCRIPT), "--deepspeed", "ds.json",
