@@ -85,11 +85,15 @@ def far_from(trial: Trial, doubted: Iterable[int]) -> bool:
     return all(mbs >= FAR * d or FAR * mbs <= d for d in doubted)
 
 
+def sizes_text(doubted: Iterable[int]) -> str:
+    """The contradicted micro-batch sizes as a note names them: ``"16, 32"``."""
+    return ", ".join(str(d) for d in sorted(set(doubted)))
+
+
 def _what(level: int, doubted: Sequence[int]) -> str:
     if level < 4:
         return _WHAT[level]
-    sizes = ", ".join(str(d) for d in sorted(set(doubted)))
-    away = f"a micro-batch size away from {sizes}, where the model was contradicted"
+    away = f"a micro-batch size away from {sizes_text(doubted)}, where the model was contradicted"
     return away + (f", and {_WHAT[level - 4]}" if level > 4 else "")
 
 

@@ -43,7 +43,7 @@ from simtune.progress import Progress, format_value
 from simtune.residual import MemorySample, ResidualModel, TimeSample
 from simtune.space import Trial, TuningSpace
 from simtune.strategies.close_call import close_call_note, find_close_call, find_short_window, short_window_note
-from simtune.strategies.doubt import Candidate, choose_candidates
+from simtune.strategies.doubt import Candidate, choose_candidates, sizes_text
 from simtune.strategies.forecast import Forecast, Forecaster
 from simtune.strategies.measure import Measurement, RunnerLike, SUCCESS_STATUSES, default_experiment
 
@@ -111,11 +111,10 @@ class Verifier:
         self._ok: list[Measurement] = []
         self.doubted: list[int] = []
         """Micro-batch sizes whose runs contradicted the model."""
-        self.failed: list[Trial] = []
-        """Trials whose runs crashed or timed out."""
-        self.ruled_out: dict[int, str] = {}
-        """Stage -> the reason its runs failed twice."""
+        self.ruled_out: set[int] = set()
+        """Stages whose runs crashed twice for the same reason."""
         self._crashes: dict[tuple[int, str], str] = {}
+        """(stage, crash reason without its numbers) -> the first experiment that crashed so."""
 
     @property
     def residual(self) -> ResidualModel:
@@ -139,10 +138,11 @@ class Verifier:
             ranked = sorted(self.forecaster.forecast_many(pool), key=self.forecaster.sort_key)
             left = [f for f in ranked if f.feasible and f.name not in tried and f.trial.stage not in self.ruled_out]
             covered = [v.forecast for v in succeeded]
+            failed = [v.forecast.trial for v in done if not v.measurement.ok and v.measurement.status != "oom"]
             best_value = ranked[0].value if ranked and ranked[0].feasible else None
             batch = choose_candidates(left, min(room, self.parallel), error=self.error,
                                       lower_is_better=self.forecaster.lower_is_better, covered=covered,
-                                      best_value=best_value, failed=self.failed, doubted=self.doubted)
+                                      best_value=best_value, failed=failed, doubted=self.doubted)
             if not batch:
                 if len(succeeded) < self.k:
                     notes.append(f"no other configuration is predicted to fit, so {len(succeeded)} of "
@@ -313,7 +313,6 @@ class Verifier:
             return self._contradiction(v)
         self.progress.finished(m.name, m.status, m.reason, None, self._leader())
         if m.status != "oom":
-            self.failed.append(f.trial)
             ruled_out = self._rule_out(v)
             return f"{m.name} was predicted to fit but ended {m.status} ({m.reason}); " + \
                 (ruled_out or "the next candidate is verified")
@@ -331,11 +330,10 @@ class Verifier:
         before, self.error = self.error, abs(error)
         mbs = v.forecast.trial.micro_batch_size
         self.doubted.append(mbs)
-        sizes = ", ".join(str(d) for d in sorted(set(self.doubted)))
         note = (f"{v.measurement.name} measured {format_value(v.measurement.value)} against "
                 f"{format_value(v.forecast.value)} predicted ({error:+.0%}), more than the model's {before:.0%} "
                 f"error: the error is now {self.error:.0%}, and the remaining verifications go to micro-batch "
-                f"sizes away from {sizes}")
+                f"sizes away from {sizes_text(self.doubted)}")
         self.progress.note(note)
         return note
 
@@ -349,7 +347,7 @@ class Verifier:
         first = self._crashes.setdefault(key, m.name)
         if first == m.name or stage in self.ruled_out:
             return ""
-        self.ruled_out[stage] = m.reason
+        self.ruled_out.add(stage)
         note = (f"ZeRO stage {stage} is ruled out: {first} and {m.name} failed for the same reason, which does "
                 f"not depend on the micro-batch size")
         self.progress.note(note)
