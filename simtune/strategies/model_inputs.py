@@ -212,13 +212,14 @@ def choose_workload(workload: Any, profile: HardwareProfile, *, precision: str, 
     from simtune.calibration import workload as wc
 
     key = workload_key(workload, precision)
+    fingerprint = wc.fingerprint(wc.model_identity(workload), workload.seq_len, precision, profile.name)
     if measure:
         started = time.monotonic()
         if measuring is not here:  # a cached measurement is read here, not by a job
-            cached = wc.cached_measurement(
-                wc.fingerprint(wc.model_identity(workload), workload.seq_len, precision, profile.name), None,
-                False, f"{workload.name} (seq {workload.seq_len}, {precision}, profile {profile.name})", say,
-                scope or wc.MeasureScope())[1]
+            _, cached = wc.cached_measurement(
+                fingerprint, cache_dir=None, refresh=False,
+                what=f"{workload.name} (seq {workload.seq_len}, {precision}, profile {profile.name})", log=say,
+                scope=scope or wc.MeasureScope())
             if cached is not None:
                 return WorkloadChoice(cached, key, "cached")
         # A job's progress lines go to its own log: the search's printer stays here.
@@ -229,7 +230,6 @@ def choose_workload(workload: Any, profile: HardwareProfile, *, precision: str, 
             return WorkloadChoice(calibration, key, "cached")
         say_load("the workload's measurement", load, say)
         return WorkloadChoice(calibration, key, "measured", time.monotonic() - started, load)
-    fingerprint = wc.fingerprint(wc.model_identity(workload), workload.seq_len, precision, profile.name)
     cached = wc.read_cached(wc.cache_path(None, fingerprint))
     if cached is not None and cached.fingerprint == fingerprint:
         say(f"workload {workload.name}: using the cached measurement {wc.cache_path(None, fingerprint)}")
