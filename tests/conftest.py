@@ -4,8 +4,10 @@ models or workload cache (``SIMTUNE_HOME``; launched processes inherit it)."""
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -57,14 +59,18 @@ class TimeLimitJob:
     not): its minute of sleep, on one of the cluster's CPUs, overlaps the tests before the Slurm
     tests instead of adding to the session."""
 
-    def __init__(self, process):
-        self.process = process
+    def __init__(self, folder=None):
+        self.process = None if folder is None else self._start(folder)
+
+    @staticmethod
+    def _start(folder):
+        return subprocess.Popen([sys.executable, str(TIME_LIMIT_JOB), str(folder)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
 
     def result(self, folder):
         """What the helper printed: run it now (in ``folder``) when it was not started early."""
         if self.process is None:
-            self.process = subprocess.Popen([sys.executable, str(TIME_LIMIT_JOB), str(folder)],
-                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self.process = self._start(folder)
         out, err = self.process.communicate(timeout=300)
         assert self.process.returncode == 0, err[-2000:]
         return json.loads(out.strip().splitlines()[-1])
@@ -79,11 +85,8 @@ class TimeLimitJob:
 def slurm_time_limit_job(request, tmp_path_factory):
     """Starts the time-limit job at once when its test is among the session's and a Slurm cluster
     answers (.ci/services/slurm.sh started it)."""
-    job = TimeLimitJob(None)
-    if any(item.name == TIME_LIMIT_TEST for item in request.session.items) and _slurm_answers():
-        folder = tmp_path_factory.mktemp("slurm-time-limit")
-        job = TimeLimitJob(subprocess.Popen([sys.executable, str(TIME_LIMIT_JOB), str(folder)],
-                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    early = any(item.name == TIME_LIMIT_TEST for item in request.session.items) and _slurm_answers()
+    job = TimeLimitJob(tmp_path_factory.mktemp("slurm-time-limit") if early else None)
     yield job
     job.stop()
 
@@ -96,9 +99,6 @@ POSTGRES_URL_ENV = "SIMTUNE_TEST_POSTGRES_URL"
 
 def _postgres_bindir():
     """The folder of initdb and pg_ctl: on PATH, else Debian's /usr/lib/postgresql/<version>/bin."""
-    import shutil
-    from pathlib import Path
-
     found = shutil.which("initdb")
     if found:
         return Path(found).resolve().parent
@@ -112,13 +112,6 @@ def postgres_server():
     else a throwaway server started here from the installed binaries (a fresh cluster in a
     temporary folder, on a free port, run as the postgres user when the tests run as root),
     stopped at the end. Skips only when PostgreSQL or psycopg2 is not installed."""
-    import os
-    import shutil
-    import socket
-    import subprocess
-    import tempfile
-    from pathlib import Path
-
     pytest.importorskip("psycopg2", reason="psycopg2 is not installed: pip install -e '.[dev]'")
     if os.environ.get(POSTGRES_URL_ENV):
         yield os.environ[POSTGRES_URL_ENV]
