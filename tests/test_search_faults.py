@@ -1,6 +1,6 @@
 """Searches that meet a fault: a script that hangs before its model is measured, a second search
-in the results folder of a running one, two searches of one simtune home needing a calibration,
-and a first search killed by SIGKILL in its study."""
+in the results folder of a running one, and two searches of one simtune home needing a calibration.
+A first search killed by SIGKILL, and run again: tests/test_search_resume.py."""
 
 import dataclasses
 import json
@@ -9,11 +9,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # a sibling test module's helper (pytest imports by path)
-from test_search_resume import completed_trials  # noqa: E402
 
 from simtune.hardware.registry import load_profile, save_profile
 from simtune.strategies.model_inputs import local_device_name
@@ -118,50 +113,3 @@ def test_a_search_that_finds_another_calibrating_waits_and_takes_its_profile(tmp
     finally:
         other.kill()
         other.wait()
-
-
-def study_names(db: Path) -> list[str]:
-    import sqlite3
-
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as connection:
-            return [row[0] for row in connection.execute("select study_name from studies")]
-    except sqlite3.Error:
-        return []
-
-
-@pytest.mark.slow
-def test_a_first_search_killed_after_measuring_its_workload_resumes_its_own_study(tmp_path):
-    """The first search measures the workload; the next one reads that measurement from the cache.
-    Both are the same study: the rerun resumes the killed one's trials instead of drawing anew."""
-    profile = this_machine_profile(tmp_path / "here.json")
-    (tmp_path / "ds.json").write_text(json.dumps({  # two stages: a shorter measurement
-        "train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": [0, 1]},
-        "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}}, "autotuning": {"max_train_micro_batch_size_per_gpu": 16}}))
-    argv = [sys.executable, "-m", "simtune", "search", "--num_gpus", "1", "--verify-top", "1", "--profile",
-            str(profile), "--trials", "100000", "--deepspeed", "ds.json"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    db = tmp_path / "autotuning_results" / "study.db"
-    first = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 180
-        while completed_trials(db) < 10 and time.monotonic() < deadline and first.poll() is None:
-            time.sleep(0.1)
-        assert completed_trials(db) >= 10, first.stderr.read() if first.poll() is not None else "no trials"
-    finally:
-        first.kill()  # SIGKILL, in its study
-        first.wait()
-    (killed_study,) = study_names(db)
-    again = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        lines = []
-        for line in again.stderr:
-            lines.append(line)
-            if "studying" in line:  # names the study it opened
-                break
-    finally:
-        again.kill()
-        again.wait()
-    assert "read from the cache" in "".join(lines), "".join(lines)
-    assert f"study {killed_study})" in lines[-1], "".join(lines)
-    assert study_names(db) == [killed_study]

@@ -153,14 +153,16 @@ def test_the_main_command_killed_after_one_verification_resumes_without_rerunnin
 
     # the same command again, in this process, asking for one verification less (the study, the
     # candidates and their order are the same: only one new experiment runs)
+    extensions = os.environ.get("TORCH_EXTENSIONS_DIR") or str(torch_extensions_dir())  # before HOME moves
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("SIMTUNE_HOME", str(home / ".simtune"))
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", os.environ.get("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir())))
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", extensions)
     capfd.readouterr()
     assert main(["search", "--verify-top", "2"]) == 0
     out, err = capfd.readouterr()
     assert "calibrating" not in err and profiles[0].stat().st_mtime_ns == profile_stamp
+    assert "read from the cache" in err  # the killed search's measurement: its study, not a new one
     assert stored_trials(results) == trials_before  # the finished study was resumed, not redone
     for name, stamp in finished.items():
         assert (results / name / "stdout.log").stat().st_mtime_ns == stamp, f"{name} ran again"
