@@ -1,4 +1,4 @@
-"""Real searches through the command line: 2 CPU processes (gloo), 5 DeepSpeed launches in all."""
+"""Real searches through the command line: 2 CPU processes (gloo), 9 DeepSpeed launches in all."""
 
 import json
 import shlex
@@ -122,7 +122,11 @@ def test_a_memory_budget_makes_experiments_fail_as_oom(tmp_path, monkeypatch, ca
     assert "no experiment ran successfully" in err
     document = json.loads((tmp_path / "autotuning_results" / "results.json").read_text())
     (experiment,) = document["experiments"]
-    assert experiment["status"] == "oom" and "out of memory" in experiment["reason"]
+    assert experiment["status"] == "oom", experiment["reason"]
+    assert experiment["reason"].startswith("out of memory: peak ")
+    assert "exceeds the budget 10000000 bytes" in experiment["reason"]
+    record = json.loads((tmp_path / "autotuning_results" / experiment["name"] / "exp.json").read_text())
+    assert record["returncode"] == 3  # every rank left with the probe's out-of-memory code
     assert not (tmp_path / "autotuning_results" / "ds_config_optimal.json").exists()
     summary = (tmp_path / "autotuning_results" / "summary.txt").read_text()
     assert "Failed experiments: 1 (oom 1)." in summary
