@@ -3,11 +3,13 @@ models or workload cache (``SIMTUNE_HOME``; launched processes inherit it)."""
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -52,43 +54,90 @@ def slurm_cluster():
 # Slurm's time limit: a job must sleep its whole minute (Slurm's smallest limit) to reach it
 TIME_LIMIT_TEST = "test_a_job_that_reaches_its_time_limit_is_a_timeout"
 TIME_LIMIT_JOB = Path(__file__).parent / "slurm" / "time_limit_job.py"
+TIME_LIMIT_RESULT = "result.json"
 
 
 class TimeLimitJob:
-    """The helper that submits the time-limit job, started when the session starts (None when
-    not): its minute of sleep, on one of the cluster's CPUs, overlaps the tests before the Slurm
-    tests instead of adding to the session."""
+    """The helper that submits the time-limit job and writes what came of it to ``result.json`` in
+    its folder. Started when the session starts, its minute of sleep on one of the cluster's CPUs
+    overlaps other tests instead of adding to the session. Under pytest-xdist the folder is shared
+    by the workers and the first to create it starts the helper; it is left to end by itself (the
+    job's limit bounds it), as the worker that started it may finish before the one that reads it."""
 
     def __init__(self, folder=None):
-        self.process = None if folder is None else self._start(folder)
+        self.folder = folder
 
     @staticmethod
-    def _start(folder):
-        return subprocess.Popen([sys.executable, str(TIME_LIMIT_JOB), str(folder)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+    def start(folder):
+        """Start the helper in ``folder`` unless another process has already claimed it."""
+        try:
+            folder.mkdir(parents=True)
+        except FileExistsError:
+            return
+        command = (f"{shlex.quote(sys.executable)} {shlex.quote(str(TIME_LIMIT_JOB))} {shlex.quote(str(folder))} "
+                   f"> {shlex.quote(str(folder / 'helper.log'))} 2>&1; echo $? > {shlex.quote(str(folder / 'exit'))}")
+        subprocess.Popen(["bash", "-c", command], start_new_session=True)
 
-    def result(self, folder):
-        """What the helper printed: run it now (in ``folder``) when it was not started early."""
-        if self.process is None:
-            self.process = self._start(folder)
-        out, err = self.process.communicate(timeout=300)
-        assert self.process.returncode == 0, err[-2000:]
-        return json.loads(out.strip().splitlines()[-1])
+    def result(self, folder, timeout_s=300):
+        """What the helper wrote: started now (in ``folder``) when it was not started early."""
+        if self.folder is None:
+            self.folder = folder / "time-limit"
+            self.start(self.folder)
+        written, ended = self.folder / TIME_LIMIT_RESULT, self.folder / "exit"
+        deadline = time.monotonic() + timeout_s
+        while not written.exists() and not ended.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if not written.exists():
+            log = self.folder / "helper.log"
+            pytest.fail(f"the time-limit helper wrote no result: {log.read_text()[-2000:] if log.exists() else ''}")
+        return json.loads(written.read_text())
 
-    def stop(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
+
+def _shared_tmp(tmp_path_factory) -> Path:
+    """The session's temporary root, the same for every pytest-xdist worker."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 @pytest.fixture(scope="session", autouse=True)
 def slurm_time_limit_job(request, tmp_path_factory):
     """Starts the time-limit job at once when its test is among the session's and a Slurm cluster
     answers (.ci/services/slurm.sh started it)."""
-    early = any(item.name == TIME_LIMIT_TEST for item in request.session.items) and _slurm_answers()
-    job = TimeLimitJob(tmp_path_factory.mktemp("slurm-time-limit") if early else None)
-    yield job
-    job.stop()
+    if any(item.name == TIME_LIMIT_TEST for item in request.session.items) and _slurm_answers():
+        folder = _shared_tmp(tmp_path_factory) / "slurm-time-limit"
+        TimeLimitJob.start(folder)
+        return TimeLimitJob(folder)
+    return TimeLimitJob()
+
+
+# ------------------------------------------------------------------------------------------------
+# Two pytest-xdist workers (pyproject's addopts). The tests that launch real multi-process runs or
+# use the Slurm cluster form groups, each run in order on one worker: "launches" (the default: runs
+# whose time limits, overlap and load notes are asserted) and groups a module names for itself
+# ("launches-2": searches and measurements whose assertions do not depend on the machine being
+# otherwise idle; "gpu-kit": the kit's rehearsal). Two groups and the quick tests run side by side.
+LAUNCH_GROUP = "launches"
+
+
+def pytest_itemcollected(item):
+    """Grouped as it is collected: before any ``pytest_collection_modifyitems`` (pytest-xdist's reads
+    the group there)."""
+    if item.get_closest_marker("xdist_group"):
+        return
+    marked = any(item.get_closest_marker(name) for name in ("slow", "slurm", "gpu"))
+    if marked or "slurm_cluster" in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.xdist_group(LAUNCH_GROUP))
+
+
+@pytest.fixture(autouse=True)
+def _grouped(request):
+    """Fail a grouped test when the grouping did not take (pytest-xdist 3.8 marks a group in the node
+    id, which pytest 9.2 no longer reads: pytest-xdist issue #1386): launches would run side by side."""
+    group = request.node.get_closest_marker("xdist_group")
+    if group and getattr(request.config.option, "loadgroup", False) \
+            and not request.node.nodeid.endswith(f"@{group.args[0]}"):
+        pytest.fail("pytest-xdist did not group this test with the others of its group: install a pytest below "
+                    "9.2 (pyproject's dev extra) or run with -n 0.", pytrace=False)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 
 from simtune.cli import main
 
+pytestmark = pytest.mark.xdist_group("launches-2")  # beside the timed launches (tests/conftest.py)
 SCRIPT = Path(__file__).parent / "data" / "hf_trainer_train.py"
 MAPPINGS = {"train_micro_batch_size_per_gpu": "--per_device_train_batch_size",
             "gradient_accumulation_steps": "--gradient_accumulation_steps"}

@@ -15,7 +15,7 @@ from simtune.predict import Predictor
 from simtune.space import Trial
 from simtune.workloads import TRAIN_PROGRAM, forward_flops, load_workload, parameter_count
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("launches-2")]  # beside the timed launches (tests/conftest.py)
 
 
 def cpu_profile():

@@ -13,6 +13,7 @@ import pytest
 from simtune.cli import main
 from simtune.probe.ranks import launcher_rank_env
 
+pytestmark = pytest.mark.xdist_group("launches-2")  # beside the timed launches (tests/conftest.py)
 CONFIG = {"train_micro_batch_size_per_gpu": [1], "zero_optimization": {"stage": 1},
           "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
           "autotuning": {"start_profile_step": 2, "end_profile_step": 3}}

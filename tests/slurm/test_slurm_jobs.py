@@ -16,7 +16,8 @@ import pytest
 from simtune.cli import main
 from simtune.runner.slurm import job_info
 
-pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+# beside the timed launches (tests/conftest.py)
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("launches-2")]
 
 SMALL_CONFIG = {"train_micro_batch_size_per_gpu": [1, 2], "zero_optimization": {"stage": [0, 1]},
                 "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},

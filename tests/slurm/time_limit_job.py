@@ -1,7 +1,7 @@
 """One experiment submitted as a Slurm job that sleeps past its one-minute time limit (Slurm's
-smallest): ``python time_limit_job.py FOLDER`` prints the runner's result and the job's record as
-one JSON line. tests/conftest.py starts it when the session starts, so that its minute of sleep
-overlaps other tests; tests/slurm/test_slurm_jobs.py checks what it printed."""
+smallest): ``python time_limit_job.py FOLDER`` writes the runner's result and the job's record to
+``FOLDER/result.json`` (whole or absent). tests/conftest.py starts it when the session starts, so
+that its minute of sleep overlaps other tests; tests/slurm/test_slurm_jobs.py checks what it wrote."""
 
 import json
 import sys
@@ -12,6 +12,7 @@ from simtune.runner import Experiment, Resources, Runner
 from simtune.runner.slurm_executor import SlurmExecutor, SlurmSettings
 
 SLEEPER = "import time\ntime.sleep(600)\n"
+RESULT_FILE = "result.json"
 
 
 def main(folder: Path) -> None:
@@ -26,8 +27,10 @@ def main(folder: Path) -> None:
     started = time.monotonic()
     [result] = runner.run([Experiment("sleeper", None, {"train_micro_batch_size_per_gpu": 1})])
     record = json.loads((folder / "res" / "sleeper" / "exp.json").read_text())
-    print(json.dumps({"status": result.status, "reason": result.reason, "seconds": time.monotonic() - started,
-                      "record": record}))
+    written = folder / "result.json.tmp"
+    written.write_text(json.dumps({"status": result.status, "reason": result.reason,
+                                   "seconds": time.monotonic() - started, "record": record}))
+    written.replace(folder / RESULT_FILE)
 
 
 if __name__ == "__main__":
