@@ -18,29 +18,12 @@ import math
 import re
 from typing import TYPE_CHECKING, Any, Mapping
 
+from simtune.knobs import abbreviation, name_order
+
 if TYPE_CHECKING:
     from simtune.space import Trial
 
-KNOB_ORDER = (
-    "overlap_comm",
-    "reduce_scatter",
-    "reduce_bucket_size",
-    "allgather_partitions",
-    "allgather_bucket_size",
-    "contiguous_gradients",
-    "stage3_prefetch_bucket_size",
-    "stage3_param_persistence_threshold",
-    "stage3_max_live_parameters",
-)
-"""The order knobs appear in names (that of DeepSpeed's stage-3 default tuning space, then
-simtune's stage-3 additions); knobs not listed follow in alphabetical order."""
-
 _SAFE = re.compile(r"^[A-Za-z0-9._+-]+$")
-
-
-def abbreviation(key: str) -> str:
-    """The first letter of each ``_``-separated word: reduce_bucket_size -> rbs."""
-    return "".join(word[0] for word in key.split("_") if word)
 
 
 def format_value(value: Any) -> str:
@@ -90,8 +73,9 @@ def experiment_name(trial: "Trial", default_knobs: Mapping[str, Any] | None = No
 
 
 def _ordered(keys) -> list[str]:
-    known = [k for k in KNOB_ORDER if k in keys]
-    return known + sorted(k for k in keys if k not in KNOB_ORDER)
+    order = name_order()  # simtune.knobs' table; keys it does not hold follow alphabetically
+    known = [k for k in order if k in keys]
+    return known + sorted(k for k in keys if k not in order)
 
 
 def _same(a: Any, b: Any) -> bool:

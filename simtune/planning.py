@@ -29,7 +29,8 @@ from simtune.model import Estimate, HardwareSpec, ModelSpec, TrainConfig, estima
 from simtune.model.adapters import hardware_spec, model_spec
 from simtune.model.memory import estimate_memory
 from simtune.naming import experiment_name
-from simtune.space import Trial, deepspeed_knob_defaults
+from simtune.knobs import deepspeed_defaults
+from simtune.space import Trial
 from simtune.workloads.analysis import parameter_count
 from simtune.workloads.presets import Workload, list_presets, load_workload
 
@@ -91,7 +92,7 @@ class Plan:
     @property
     def name(self) -> str:
         """Its experiment name, as a search would call it."""
-        return experiment_name(self.trial, deepspeed_knob_defaults(self.config.stage))
+        return experiment_name(self.trial, deepspeed_defaults(self.config.stage))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -164,8 +165,7 @@ def configurations(stage: int, micro_batch_size: int, gpus: int, precision: str,
 def trial_of(config: TrainConfig) -> Trial:
     """The configuration as a tuning-space point, naming only knobs that differ from DeepSpeed's
     defaults for the stage."""
-    defaults = {**deepspeed_knob_defaults(config.stage), "stage3_max_live_parameters": 1_000_000_000,
-                "stage3_max_reuse_distance": 1_000_000_000}
+    defaults = deepspeed_defaults(config.stage, listable_only=False)
     knobs = {}
     if config.stage > 0:
         values = {"reduce_bucket_size": config.reduce_bucket_size, "overlap_comm": config.overlap}

@@ -34,10 +34,11 @@ from typing import Any, Callable, Mapping, Optional, Union
 from simtune.errors import ConfigError, InputError
 from simtune.hardware.profile import HardwareProfile
 from simtune.model import compute_time
-from simtune.model.adapters import KNOB_FIELDS, hardware_spec, model_spec, train_config
+from simtune.knobs import deepspeed_defaults, modelled_keys
+from simtune.model.adapters import hardware_spec, model_spec, train_config
 from simtune.model.estimate import Estimate, estimate, metrics
 from simtune.model.inputs import PRECISIONS, HardwareSpec, ModelSpec, TrainConfig
-from simtune.space import Trial, TuningSpace, deepspeed_knob_defaults
+from simtune.space import Trial, TuningSpace
 from simtune.workloads.presets import Workload
 
 Residual = Callable[[Trial], float]
@@ -105,10 +106,10 @@ class Predictor:
         hardware.compute.for_precision(precision)  # fail now, not at the first trial
         self._knobs: dict[int, dict[str, Any]] = {}
         for stage in range(4):
-            defaults = deepspeed_knob_defaults(stage)
+            defaults: dict[str, Any] = deepspeed_defaults(stage)
             if space is not None and stage in space.stages:
                 defaults.update({k: v for k, v in dict(space.fixed_knobs)[stage] if v is not None})
-            self._knobs[stage] = {k: v for k, v in defaults.items() if k in KNOB_FIELDS}
+            self._knobs[stage] = {k: v for k, v in defaults.items() if k in modelled_keys()}
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -175,7 +176,7 @@ class Predictor:
         values over DeepSpeed's defaults."""
         knobs = self._knobs[trial.stage]
         if trial.zero_knobs:
-            knobs = {**knobs, **{k: v for k, v in trial.zero_knobs if k in KNOB_FIELDS}}
+            knobs = {**knobs, **{k: v for k, v in trial.zero_knobs if k in modelled_keys()}}
         return train_config(trial, dp_degree=self.dp_degree, precision=self.precision,
                             mp_degree=self.mp_degree, knobs=knobs)
 

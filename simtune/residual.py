@@ -58,6 +58,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from simtune.atomic import write_atomically
 from simtune.errors import ProfileError
 from simtune.file_lock import exclusive
+from simtune.knobs import deepspeed_defaults
 
 SCHEMA_VERSION = 1
 DEFAULT_ERROR = 0.10
@@ -85,10 +86,6 @@ checkpointing switch, 0.02 two stages away."""
 _BOOL_KNOBS = ("overlap_comm", "contiguous_gradients", "reduce_scatter")
 _SIZE_KNOBS = ("reduce_bucket_size", "allgather_bucket_size", "stage3_prefetch_bucket_size",
                "stage3_param_persistence_threshold", "stage3_max_live_parameters")
-_KNOB_DEFAULTS = {"overlap_comm": None, "contiguous_gradients": True, "reduce_scatter": True,
-                  "reduce_bucket_size": 5e8, "allgather_bucket_size": 5e8,
-                  "stage3_prefetch_bucket_size": 5e7, "stage3_param_persistence_threshold": 1e5,
-                  "stage3_max_live_parameters": 1e9}
 
 FEATURES = (
     "stage", "log2_mbs", "log2_gas", "log2_batch_per_gpu", "offload_optimizer", "offload_param",
@@ -103,9 +100,8 @@ def residual_features(trial: Any, estimate: Any, knobs: Mapping[str, Any] | None
                       dp_degree: int = 1) -> dict[str, float]:
     """Numbers describing a trial and its prediction. ``knobs``: every ZeRO knob's value in the
     experiment (``TuningSpace.knob_values``); missing or None values take DeepSpeed's defaults."""
-    values = {**_KNOB_DEFAULTS, **{k: v for k, v in (knobs or dict(trial.zero_knobs)).items() if v is not None}}
-    if values["overlap_comm"] is None:
-        values["overlap_comm"] = trial.stage == 3
+    given = {k: v for k, v in (knobs or dict(trial.zero_knobs)).items() if v is not None}
+    values = {**deepspeed_defaults(trial.stage), **given}
     t = estimate.time
     step = max(float(t.step_s), 1e-12)
     mbs, gas = trial.micro_batch_size, trial.gradient_accumulation_steps

@@ -20,11 +20,12 @@ import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
+from simtune import knobs
 from simtune.dsconfig import AutotuningConfig, ConfigWarning, json_type_name
 from simtune.errors import ConfigError
+from simtune.knobs import STAGES
 from simtune.naming import experiment_name
 
-STAGES = (0, 1, 2, 3)
 OFFLOAD_DEVICES = ("none", "cpu", "nvme")
 """Offload devices a Trial may hold; simtune tunes "none" and "cpu", "nvme" is kept when the
 user fixed it."""
@@ -35,74 +36,6 @@ TBS_KEY = "train_batch_size"
 ZERO_KEY = "zero_optimization"
 ACTIVATION_CHECKPOINTING_KEY = "activation_checkpointing"
 """The arg_mappings key whose flag turns activation checkpointing on or off in the script."""
-
-_BUCKET_SIZES = (50_000_000, 500_000_000, 1_000_000_000)
-
-DEFAULT_KNOB_SPACES: Mapping[int, tuple[tuple[str, tuple], ...]] = {
-    0: (),
-    1: (
-        ("reduce_bucket_size", _BUCKET_SIZES),
-        ("allgather_bucket_size", _BUCKET_SIZES),
-    ),
-    2: (
-        ("overlap_comm", (True, False)),
-        ("reduce_scatter", (False, True)),
-        ("reduce_bucket_size", _BUCKET_SIZES),
-        ("allgather_bucket_size", _BUCKET_SIZES),
-        ("contiguous_gradients", (False, True)),
-    ),
-    3: (
-        ("overlap_comm", (True, False)),
-        ("reduce_scatter", (False, True)),
-        ("reduce_bucket_size", _BUCKET_SIZES),
-        ("allgather_partitions", (True, False)),
-        ("allgather_bucket_size", _BUCKET_SIZES),
-        ("contiguous_gradients", (False, True)),
-    ),
-}
-"""DeepSpeed's default knob space per stage (``deepspeed/autotuning/constants.py``,
-DEFAULT_TUNING_SPACE_ZERO_0..3): 9, 72 and 144 combinations for stages 1, 2, 3."""
-
-STAGE3_KNOBS = (
-    "stage3_prefetch_bucket_size",
-    "stage3_param_persistence_threshold",
-    "stage3_max_live_parameters",
-)
-"""simtune's stage-3 knobs: tuned only when the user writes a list for them."""
-
-BOOL_KNOBS = frozenset({"overlap_comm", "reduce_scatter", "contiguous_gradients", "allgather_partitions"})
-SIZE_KNOBS = frozenset({"reduce_bucket_size", "allgather_bucket_size", *STAGE3_KNOBS})
-TUNABLE_KNOBS = BOOL_KNOBS | SIZE_KNOBS
-
-KNOB_STAGES: Mapping[str, tuple[int, ...]] = {
-    **{key: (1, 2, 3) for key in sorted(TUNABLE_KNOBS - set(STAGE3_KNOBS))},
-    **{key: (3,) for key in STAGE3_KNOBS},
-}
-"""Stages where DeepSpeed reads each knob (the ZeRO-1/2 optimizer or ZeRO-3)."""
-
-_DEFAULT_STAGES: Mapping[str, tuple[int, ...]] = {
-    key: tuple(s for s in STAGES if key in dict(DEFAULT_KNOB_SPACES[s]) or (s == 3 and key in STAGE3_KNOBS))
-    for key in TUNABLE_KNOBS
-}
-"""Stages whose default space holds each knob: where a user's list applies when the stage is
-not fixed."""
-
-
-def deepspeed_knob_defaults(stage: int) -> dict[str, Any]:
-    """The value DeepSpeed 0.19.8 uses for each tunable knob the config leaves out
-    (``deepspeed/runtime/zero/config.py``); overlap_comm defaults to True only at stage 3."""
-    return {
-        "overlap_comm": stage == 3,
-        "reduce_scatter": True,
-        "reduce_bucket_size": 500_000_000,
-        "allgather_partitions": True,
-        "allgather_bucket_size": 500_000_000,
-        "contiguous_gradients": True,
-        "stage3_prefetch_bucket_size": 50_000_000,
-        "stage3_param_persistence_threshold": 100_000,
-        "stage3_max_live_parameters": 1_000_000_000,
-    }
-
 
 @functools.lru_cache(maxsize=1)
 def _torch_has_all_gather_into_tensor() -> bool:
@@ -532,7 +465,7 @@ class TuningSpace:
         zero = dict(config.get(ZERO_KEY) or {})
         zero["stage"] = trial.stage
         for key, value in zero.items():
-            if key in TUNABLE_KNOBS and isinstance(value, list):
+            if key in knobs.tunable_keys() and isinstance(value, list):
                 zero[key] = _normalised_knob(key, value[0])
         zero.update(trial.zero_knobs)
         for key, device in (("offload_optimizer", trial.offload_optimizer), ("offload_param", trial.offload_param)):
@@ -644,16 +577,16 @@ def _read_gas(ds_config: Mapping[str, Any], autotuning: AutotuningConfig, user_a
 
 
 def _knob_value_ok(key: str, value: Any) -> bool:
-    if key in BOOL_KNOBS:
+    if knobs.is_flag(key):
         return isinstance(value, bool)
     return _is_int(value) and value >= 0
 
 
 def _normalised_knob(key: str, value: Any) -> Any:
     if not _knob_value_ok(key, value):
-        kind = "true or false" if key in BOOL_KNOBS else "a non-negative whole number"
+        kind = "true or false" if knobs.is_flag(key) else "a non-negative whole number"
         raise ConfigError(f"zero_optimization.{key} value {value!r} must be {kind}.")
-    return value if key in BOOL_KNOBS else int(value)
+    return value if knobs.is_flag(key) else int(value)
 
 
 def _read_knobs(zero: Mapping[str, Any], stages: tuple[int, ...], stage_fixed: bool, fast: bool):
@@ -666,29 +599,31 @@ def _read_knobs(zero: Mapping[str, Any], stages: tuple[int, ...], stage_fixed: b
     """
     user_lists: dict[str, tuple] = {}
     user_scalars: dict[str, Any] = {}
+    tunable = knobs.tunable_keys()
     for key, value in zero.items():
         if isinstance(value, list) and key != "stage":
-            if key not in TUNABLE_KNOBS:
+            if key not in tunable:
                 raise ConfigError(
                     f"zero_optimization.{key} is a list, but only these ZeRO keys can be tuned from a list: "
-                    f"{', '.join(sorted(TUNABLE_KNOBS))}."
+                    f"{', '.join(sorted(tunable))}."
                 )
             if not value:
                 raise ConfigError(f"zero_optimization.{key} is an empty list.")
             user_lists[key] = tuple(dict.fromkeys(_normalised_knob(key, v) for v in value))
-        elif key in TUNABLE_KNOBS:
+        elif key in tunable:
             user_scalars[key] = None if value == "auto" else _normalised_knob(key, value)
 
     spaces, fixed, explored = [], [], set()
     for stage in stages:
-        dims = {} if fast else dict(DEFAULT_KNOB_SPACES[stage])
-        values = deepspeed_knob_defaults(stage)
+        dims = {} if fast else dict(knobs.default_space(stage))
+        values: dict[str, Any] = knobs.deepspeed_defaults(stage)
         for key, scalar in user_scalars.items():
             dims.pop(key, None)
             values[key] = scalar
         for key, listed in user_lists.items():
             values[key] = listed[0]
-            allowed = KNOB_STAGES[key] if stage_fixed else _DEFAULT_STAGES[key]
+            row = knobs.knob(key)
+            allowed = row.read_at if stage_fixed else row.lists_apply_at
             if fast or stage not in allowed:
                 dims.pop(key, None)
             else:

@@ -7,13 +7,8 @@ import pytest
 
 from simtune.dsconfig import AutotuningConfig, ConfigWarning
 from simtune.errors import ConfigError
-from simtune.space import (
-    DEFAULT_KNOB_SPACES,
-    Trial,
-    TuningSpace,
-    dead_knobs,
-    deepspeed_knob_defaults,
-)
+from simtune.knobs import deepspeed_defaults, default_space
+from simtune.space import Trial, TuningSpace, dead_knobs
 
 MBS = "train_micro_batch_size_per_gpu"
 GAS = "gradient_accumulation_steps"
@@ -279,7 +274,7 @@ def test_fast_mode_tunes_no_knobs():
 def test_full_mode_default_spaces_match_deepspeed():
     s = space({"zero_optimization": {"stage": "all"}}, fast=False)
     assert [len(s.knob_grid(stage)) for stage in (0, 1, 2, 3)] == [1, 9, 72, 144]
-    assert dict(s.knob_space(2)) == dict(DEFAULT_KNOB_SPACES[2])
+    assert dict(s.knob_space(2)) == dict(default_space(2))
     assert dict(s.knob_space(1))["reduce_bucket_size"] == (50_000_000, 500_000_000, 1_000_000_000)
 
 
@@ -381,7 +376,7 @@ def test_knob_values_fill_in_deepspeed_defaults():
     assert s.knob_values(s.trial(2, 1))["overlap_comm"] is False
     t = s.trial(2, 1, zero_knobs={"overlap_comm": True})
     assert s.knob_values(t)["overlap_comm"] is True
-    assert deepspeed_knob_defaults(1)["reduce_bucket_size"] == 500_000_000
+    assert deepspeed_defaults(1)["reduce_bucket_size"] == 500_000_000
 
 
 # ---------------------------------------------------------------- simtune's additions

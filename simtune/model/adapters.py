@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
+from simtune import knobs as knob_table
 from simtune.errors import ProfileError
 from simtune.hardware.profile import CollectiveFit, HardwareProfile
 from simtune.model.inputs import (CollectiveCost, Collectives, ComputeCurves, EfficiencyCurve, HardwareSpec,
@@ -14,14 +15,6 @@ from simtune.space import Trial
 from simtune.workloads.analysis import (forward_flops, largest_layer_params, parameter_count,
                                         parameter_tensor_numels)
 from simtune.workloads.presets import Workload
-
-KNOB_FIELDS = ("reduce_bucket_size", "allgather_bucket_size", "overlap_comm", "contiguous_gradients",
-               "reduce_scatter", "stage3_prefetch_bucket_size", "stage3_param_persistence_threshold",
-               "stage3_max_live_parameters", "stage3_max_reuse_distance")
-"""ZeRO keys of a DeepSpeed config that are TrainConfig fields of the same name."""
-
-_INT_FIELDS = frozenset(k for k in KNOB_FIELDS if k.endswith(("_size", "_threshold", "_parameters", "_distance")))
-
 
 def model_spec(workload: Workload, activation_bytes_per_sample_per_layer: Optional[float] = None) -> ModelSpec:
     """The model's numbers from the workload's closed-form analysis (forward FLOPs of one sample)."""
@@ -84,8 +77,8 @@ def train_config(trial: Trial, *, dp_degree: int, precision: str, mp_degree: int
     (``TuningSpace.knob_values``; default: the trial's tuned ones); keys the model does not use
     and None ("auto") values leave DeepSpeed's defaults."""
     values = dict(trial.zero_knobs if knobs is None else knobs)
-    fields = {key: (int(float(values[key])) if key in _INT_FIELDS else bool(values[key]))
-              for key in KNOB_FIELDS if values.get(key) is not None}
+    fields = {key: (bool(values[key]) if knob_table.is_flag(key) else int(float(values[key])))
+              for key in knob_table.modelled_keys() if values.get(key) is not None}
     return TrainConfig(
         stage=trial.stage, micro_batch_size=trial.micro_batch_size,
         gradient_accumulation_steps=trial.gradient_accumulation_steps, dp_degree=dp_degree,

@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import Optional
 
 from simtune.errors import ConfigError, ProfileError, WorkloadError
+from simtune.knobs import knob
 from simtune.model.layout import ParamLayout, transformer_param_numels
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -373,7 +374,8 @@ class HardwareSpec:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training configuration, with DeepSpeed 0.19.8's defaults for every ZeRO knob."""
+    """One training configuration, with DeepSpeed 0.19.8's defaults for every ZeRO knob
+    (:data:`simtune.knobs.KNOBS`)."""
 
     stage: int
     micro_batch_size: int
@@ -381,16 +383,16 @@ class TrainConfig:
     dp_degree: int = 1
     mp_degree: int = 1
     precision: str = "bf16"
-    reduce_bucket_size: int = 500_000_000
-    allgather_bucket_size: int = 500_000_000
+    reduce_bucket_size: int = int(knob("reduce_bucket_size").default)
+    allgather_bucket_size: int = int(knob("allgather_bucket_size").default)
     overlap_comm: Optional[bool] = None
     """None is DeepSpeed's default: on for stage 3, off otherwise."""
-    contiguous_gradients: bool = True
-    reduce_scatter: bool = True
-    stage3_prefetch_bucket_size: int = 50_000_000
-    stage3_param_persistence_threshold: int = 100_000
-    stage3_max_live_parameters: int = 1_000_000_000
-    stage3_max_reuse_distance: int = 1_000_000_000
+    contiguous_gradients: bool = bool(knob("contiguous_gradients").default)
+    reduce_scatter: bool = bool(knob("reduce_scatter").default)
+    stage3_prefetch_bucket_size: int = int(knob("stage3_prefetch_bucket_size").default)
+    stage3_param_persistence_threshold: int = int(knob("stage3_param_persistence_threshold").default)
+    stage3_max_live_parameters: int = int(knob("stage3_max_live_parameters").default)
+    stage3_max_reuse_distance: int = int(knob("stage3_max_reuse_distance").default)
     offload_optimizer: bool = False
     offload_param: bool = False
     activation_checkpointing: bool = False

@@ -189,11 +189,11 @@ def measure_scope(space: Any, workload: Any) -> MeasureScope:
     one rank reduces nothing (the prediction uses those engines only across ranks)."""
     from simtune.calibration.workload import MeasureScope
     from simtune.model.layout import ParamLayout
-    from simtune.space import deepspeed_knob_defaults
+    from simtune.knobs import knob
     from simtune.workloads.analysis import parameter_tensor_numels
 
     layout = ParamLayout(parameter_tensor_numels(workload))
-    default = layout.bucket_count(deepspeed_knob_defaults(1)["reduce_bucket_size"])  # what the engines run
+    default = layout.bucket_count(int(knob("reduce_bucket_size").default_for(1)))  # what the engines run
     sizes = set()
     for stage in space.stages:
         if stage >= 1:
