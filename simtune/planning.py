@@ -30,6 +30,7 @@ from simtune.model.adapters import hardware_spec, model_spec
 from simtune.model.memory import estimate_memory
 from simtune.naming import experiment_name
 from simtune.knobs import deepspeed_defaults
+from simtune.largest_fit import MAX_MICRO_BATCH_SIZE, largest_that_fits
 from simtune.space import Trial
 from simtune.workloads.analysis import parameter_count
 from simtune.workloads.presets import Workload, list_presets, load_workload
@@ -37,10 +38,6 @@ from simtune.workloads.presets import Workload, list_presets, load_workload
 OFFLOAD_MODES = ("none", "optimizer", "optimizer+parameters")
 """What goes to host memory: nothing, the optimizer states (stages 1-3), or the optimizer states
 and the parameters (stage 3)."""
-
-MAX_MICRO_BATCH_SIZE = 4096
-"""The largest micro-batch size per GPU the planner considers."""
-
 
 @dataclass(frozen=True)
 class PlanningGrid:
@@ -211,21 +208,11 @@ def largest_micro_batch(model: ModelSpec, hardware: HardwareSpec, stage: int, gp
                         grid: PlanningGrid = PLAIN_GRID, limit: int = MAX_MICRO_BATCH_SIZE) -> int:
     """The largest micro-batch size per GPU at which some configuration of the stage fits, 0 when
     none does. Memory grows with the micro-batch size (activations and logits are linear in it),
-    so fitting is monotone and a doubling search followed by bisection finds the boundary."""
+    so fitting is monotone: :func:`~simtune.largest_fit.largest_that_fits` finds the boundary."""
     def ok(mbs: int) -> bool:
         return fits(model, hardware, configurations(stage, mbs, gpus, precision, grid))
 
-    if not ok(1):
-        return 0
-    low, high = 1, 2
-    while high <= limit and ok(high):
-        low, high = high, high * 2
-    if high > limit:
-        return low if not ok(limit) else limit
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (middle, high) if ok(middle) else (low, middle)
-    return low
+    return largest_that_fits(ok, 1, limit) or 0
 
 
 def micro_batch_candidates(largest: int) -> tuple[int, ...]:

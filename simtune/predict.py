@@ -35,6 +35,7 @@ from simtune.errors import ConfigError, InputError
 from simtune.hardware.profile import HardwareProfile
 from simtune.model import compute_time
 from simtune.knobs import deepspeed_defaults, modelled_keys
+from simtune.largest_fit import MAX_MICRO_BATCH_SIZE, largest_that_fits
 from simtune.model.adapters import hardware_spec, model_spec, train_config
 from simtune.model.estimate import Estimate, estimate, metrics
 from simtune.model.inputs import PRECISIONS, HardwareSpec, ModelSpec, TrainConfig
@@ -44,8 +45,6 @@ from simtune.workloads.presets import Workload
 Residual = Callable[[Trial], float]
 """A correction of the predicted step time: the factor measured / predicted for a trial."""
 
-DEFAULT_MAX_MICRO_BATCH_SIZE = 4096
-"""Upper end of the micro-batch search when neither a space nor the caller gives one."""
 
 
 def precision_of(ds_config: Mapping[str, Any]) -> str:
@@ -199,7 +198,7 @@ class Predictor:
         settings, at most ``limit`` (default: the space's largest, else 4096); 0 when even one
         sample does not fit. Memory grows with the micro-batch size, so a bisection finds it."""
         if limit is None:
-            limit = self.space.max_micro_batch_size if self.space is not None else DEFAULT_MAX_MICRO_BATCH_SIZE
+            limit = self.space.max_micro_batch_size if self.space is not None else MAX_MICRO_BATCH_SIZE
         base = Trial(stage=stage, micro_batch_size=1, gradient_accumulation_steps=gradient_accumulation_steps,
                      zero_knobs=zero_knobs, offload_optimizer=offload_optimizer, offload_param=offload_param,
                      activation_checkpointing=activation_checkpointing)
@@ -207,16 +206,7 @@ class Predictor:
         def fits(mbs: int) -> bool:
             return estimate(self.model, self.hardware, self.config(base.replace(micro_batch_size=mbs))).feasible
 
-        if limit < 1 or not fits(1):
-            return 0
-        low, high = 1, limit
-        while low < high:
-            mid = (low + high + 1) // 2
-            if fits(mid):
-                low = mid
-            else:
-                high = mid - 1
-        return low
+        return largest_that_fits(fits, 1, limit) or 0
 
 
 def default_optimizer_impl(profile: HardwareProfile, ds_config: Optional[Mapping[str, Any]] = None) -> Optional[str]:
@@ -307,5 +297,5 @@ def layout_hardware(hardware: HardwareSpec, world_size: int, nodes: Optional[int
     return dataclasses.replace(hardware, ranks_per_node=per_node, nodes=nodes)
 
 
-__all__ = ["DEFAULT_MAX_MICRO_BATCH_SIZE", "Predictor", "Residual", "curve_work_flop", "default_optimizer_impl",
+__all__ = ["Predictor", "Residual", "curve_work_flop", "default_optimizer_impl",
            "default_precision", "engine_residuals", "layout_hardware", "precision_of"]

@@ -27,6 +27,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol
 
+from simtune.largest_fit import largest_that_fits
 from simtune.space import Trial, TuningSpace, dead_knobs
 
 Fits = Callable[[Trial], bool]
@@ -95,8 +96,8 @@ class ModelSpace:
                 largest = max(fitting) if fitting else None
                 sizes = listed
             else:
-                largest = _largest_fitting(space.min_micro_batch_size, max(space.min_micro_batch_size, cap),
-                                           lambda m: fits(frugal(m)))
+                largest = largest_that_fits(lambda m: fits(frugal(m)), space.min_micro_batch_size,
+                                            max(space.min_micro_batch_size, cap))
                 top = largest if largest is not None else space.min_micro_batch_size
                 sizes = tuple(range(space.min_micro_batch_size, top + 1))
             raw.append(StageDims(stage, sizes, knobs, oo, op, ac, largest))
@@ -281,20 +282,4 @@ class Suggester(Protocol):
 
 def _keep(value: Any, choices: tuple) -> Any:
     return value if value in choices else choices[0]
-
-
-def _largest_fitting(low: int, high: int, fits: Callable[[int], bool]) -> int | None:
-    """Largest m in [low, high] with fits(m), assuming memory grows with m (binary search)."""
-    if not fits(low):
-        return None
-    if fits(high):
-        return high
-    ok, bad = low, high
-    while bad - ok > 1:
-        mid = (ok + bad) // 2
-        if fits(mid):
-            ok = mid
-        else:
-            bad = mid
-    return ok
 
