@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from simtune.knobs import abbreviation, name_order
 
@@ -72,7 +72,7 @@ def experiment_name(trial: "Trial", default_knobs: Mapping[str, Any] | None = No
     return "_".join(parts)
 
 
-def _ordered(keys) -> list[str]:
+def _ordered(keys: Iterable[str]) -> list[str]:
     order = name_order()  # simtune.knobs' table; keys it does not hold follow alphabetically
     known = [k for k in order if k in keys]
     return known + sorted(k for k in keys if k not in order)

@@ -77,8 +77,8 @@ def train_config(trial: Trial, *, dp_degree: int, precision: str, mp_degree: int
     (``TuningSpace.knob_values``; default: the trial's tuned ones); keys the model does not use
     and None ("auto") values leave DeepSpeed's defaults."""
     values = dict(trial.zero_knobs if knobs is None else knobs)
-    fields = {key: (bool(values[key]) if knob_table.is_flag(key) else int(float(values[key])))
-              for key in knob_table.modelled_keys() if values.get(key) is not None}
+    fields: dict[str, Any] = {key: (bool(values[key]) if knob_table.is_flag(key) else int(float(values[key])))
+                              for key in knob_table.modelled_keys() if values.get(key) is not None}
     return TrainConfig(
         stage=trial.stage, micro_batch_size=trial.micro_batch_size,
         gradient_accumulation_steps=trial.gradient_accumulation_steps, dp_degree=dp_degree,

@@ -12,7 +12,7 @@ import math
 from bisect import bisect_right
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Optional
+from typing import Any, Optional
 
 from simtune.errors import ConfigError, ProfileError, WorkloadError
 from simtune.knobs import knob
@@ -114,7 +114,7 @@ def clamped_in_mbs(rows: list[tuple[int, tuple[float, ...]]], micro_batch_size: 
     return tuple(a + (b - a) * w for a, b in zip(v0, v1))
 
 
-def _by_stage(rows: tuple[tuple, ...]) -> dict[int, list[tuple[int, tuple[float, ...]]]]:
+def _by_stage(rows: tuple[tuple[Any, ...], ...]) -> dict[int, list[tuple[int, tuple[float, ...]]]]:
     """(stage, mbs, values...) rows grouped by stage and sorted by micro-batch size."""
     grouped: dict[int, list[tuple[int, tuple[float, ...]]]] = {}
     for stage, mbs, *values in rows:
@@ -236,7 +236,7 @@ class MeasuredMemory:
         if checkpointing:
             if any(p[2] is None for p in pts):
                 return None
-            values = tuple(float(p[2]) for p in pts)
+            values = tuple(float(p[2] or 0) for p in pts)  # none is None here
         else:
             values = tuple(float(p[1]) for p in pts)
         if min(values) <= 0:
@@ -310,7 +310,7 @@ class ComputeCurves:
     fp16: Optional[EfficiencyCurve] = None
 
     def for_precision(self, precision: str) -> EfficiencyCurve:
-        curve = getattr(self, precision)
+        curve: Optional[EfficiencyCurve] = getattr(self, precision)
         if curve is None:
             raise ProfileError(f"The hardware profile has no {precision} compute curve.")
         return curve

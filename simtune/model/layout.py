@@ -33,7 +33,7 @@ class ParamLayout:
         self.largest = max(numels)
         self._sorted = tuple(sorted(numels))
         self._sorted_prefix = (0,) + tuple(accumulate(self._sorted))
-        self._cache: dict = {}
+        self._cache: dict[tuple[object, ...], int] = {}
 
     def persistent(self, threshold: int) -> tuple[int, int]:
         """(elements, tensors) of the tensors ZeRO-3 keeps whole on every rank: those with at
