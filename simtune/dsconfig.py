@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from simtune.errors import ConfigError
+from simtune.metrics import METRICS as METRIC_TABLE
+from simtune.metrics import metric as metric_row
 from simtune.study_storage import parse_storage
 
-METRICS = ("throughput", "latency", "FLOPS")
+METRICS = tuple(row.name for row in METRIC_TABLE)
 """Values accepted for ``metric`` (after case-insensitive normalisation)."""
-
-METRIC_KEYS = {"throughput": "throughput", "latency": "latency", "FLOPS": "FLOPS_per_gpu"}
-"""The key in metrics.json that holds each metric."""
 
 TUNER_TYPES = ("gridsearch", "random", "model_based")
 """Values accepted for ``tuner_type``."""
@@ -249,12 +248,12 @@ class AutotuningConfig:
     @property
     def metric_higher_is_better(self) -> bool:
         """True for throughput and FLOPS; latency is better when lower."""
-        return self.metric != "latency"
+        return not metric_row(self.metric).lower_is_better
 
     @property
     def metric_key(self) -> str:
         """The key of the chosen metric in metrics.json."""
-        return METRIC_KEYS[self.metric]
+        return metric_row(self.metric).key
 
     def arg_flag(self, key: str) -> str | None:
         """The script flag mapped to a DeepSpeed key, or None."""

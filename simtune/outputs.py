@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from simtune.atomic import write_atomically
+from simtune.metrics import METRICS
 from simtune.runner.interference import MAX_OTHERS_CORES
 from simtune.strategies.measure import Measurement, SearchOutcome
 
@@ -45,11 +46,7 @@ RESULTS_FILE = "results.json"
 
 DEEPSPEED_COLUMNS = ("tuning_space", "num_experiments", "best_metric_val", "best_exp_name")
 GLOBAL_SPACE = "global"
-METRIC_DESCRIPTIONS = {
-    "throughput": "samples/s, higher is better",
-    "latency": "ms per optimizer step, lower is better",
-    "FLOPS": "flop/s per GPU, higher is better",
-}
+METRIC_DESCRIPTIONS = {row.name: row.description for row in METRICS}
 
 
 # ------------------------------------------------------------------------------------------------

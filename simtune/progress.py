@@ -17,6 +17,7 @@ import sys
 from typing import TextIO
 
 METRIC_UNITS = {"throughput": "samples/s", "latency": "ms", "FLOPS": "flop/s"}
+"""Short units for progress lines (the full ones: :data:`simtune.metrics.METRICS`)."""
 
 
 def format_value(value: float) -> str:

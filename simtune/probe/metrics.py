@@ -15,6 +15,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from simtune.metrics import step_metrics
 from simtune.probe.window import StepWindow
 
 
@@ -44,9 +45,7 @@ def summarize(window: StepWindow, facts: RunFacts) -> dict:
         else facts.flops_per_micro_step * facts.gradient_accumulation_steps
     )
     return {
-        "throughput": facts.train_batch_size / median_s,
-        "latency": median_s * 1000.0,
-        "FLOPS_per_gpu": None if flops_per_step is None else flops_per_step / median_s,
+        **step_metrics(median_s, facts.train_batch_size, flops_per_step),
         "step_time_s": median_s,
         "step_times_s": times,
         "step_time_min_s": min(times),

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
+from simtune.metrics import step_metrics
 from simtune.residual import ResidualModel, residual_features
 from simtune.space import Trial, TuningSpace
 from simtune.strategies.measure import search_name
@@ -53,11 +54,9 @@ class Forecast:
 
     def metrics(self, global_batch: int) -> dict[str, float]:
         """The prediction in metrics.json's terms."""
-        latency_ms = 1000.0 * self.step_s
+        flops_per_step = float(self.estimate.metrics.flops_per_gpu) * self.base_step_s
         return {
-            "throughput": global_batch / self.step_s,
-            "latency": latency_ms,
-            "FLOPS_per_gpu": float(self.estimate.metrics.flops_per_gpu) * self.base_step_s / self.step_s,
+            **step_metrics(self.step_s, global_batch, flops_per_step),
             "step_time_s": self.step_s,
             "peak_memory_bytes": self.memory_bytes,
         }

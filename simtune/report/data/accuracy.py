@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from simtune.metrics import METRICS
 from simtune.report.search_results import SearchRecord
 
-METRIC_UNITS = {"throughput": "samples/s", "latency": "ms", "FLOPS": "FLOP/s per GPU"}
+METRIC_UNITS = {row.name: row.unit for row in METRICS}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,59 @@
+"""The metrics a search can optimise, as DeepSpeed's autotuner names them: one table, :data:`METRICS`.
+
+Each knows its key in metrics.json, its unit, its direction and how it follows from one optimizer
+step: throughput = global batch / step time (samples/s), latency = 1000 x step time (ms per
+optimizer step), FLOPS = FLOP per step and device / step time (DeepSpeed's autotuner reports the
+flops profiler's rate per GPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    """The ``autotuning.metric`` value."""
+    key: str
+    """Its key in metrics.json."""
+    unit: str
+    lower_is_better: bool
+
+    @property
+    def description(self) -> str:
+        """Unit and direction, as the summary says them."""
+        return f"{self.unit}, {'lower' if self.lower_is_better else 'higher'} is better"
+
+    def of_step(self, step_s: float, global_batch: int, flops_per_step: Optional[float]) -> Optional[float]:
+        """The metric of one optimizer step of ``step_s`` seconds (None: FLOPS with no FLOP count)."""
+        if self.name == "throughput":
+            return global_batch / step_s
+        if self.name == "latency":
+            return 1000.0 * step_s
+        return None if flops_per_step is None else flops_per_step / step_s
+
+    def better(self, a: float, b: float) -> bool:
+        """True when ``a`` is strictly better than ``b``."""
+        return a < b if self.lower_is_better else a > b
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("throughput", "throughput", "samples/s", lower_is_better=False),
+    Metric("latency", "latency", "ms per optimizer step", lower_is_better=True),
+    Metric("FLOPS", "FLOPS_per_gpu", "flop/s per GPU", lower_is_better=False),
+)
+
+
+def metric(name: str) -> Metric:
+    """The metric named ``name``; KeyError for another name."""
+    for row in METRICS:
+        if row.name == name:
+            return row
+    raise KeyError(name)
+
+
+def step_metrics(step_s: float, global_batch: int, flops_per_step: Optional[float]) -> dict[str, Optional[float]]:
+    """Every metric of one optimizer step, under its metrics.json key."""
+    return {row.key: row.of_step(step_s, global_batch, flops_per_step) for row in METRICS}
