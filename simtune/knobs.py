@@ -83,17 +83,43 @@ KNOBS: tuple[Knob, ...] = (
 simtune's stage-3 additions)."""
 
 
+@dataclass(frozen=True)
+class _Views:
+    """What the rest of simtune asks of the table, derived once per table."""
+
+    by_key: dict[str, Knob]
+    tunable: frozenset[str]
+    order: tuple[str, ...]
+    modelled: tuple[str, ...]
+    defaults: dict[tuple[int, bool], dict[str, KnobValue]]
+
+
+_memo: Optional[tuple[tuple[Knob, ...], _Views]] = None
+
+
+def _views() -> _Views:
+    """The derived views of :data:`KNOBS`, rebuilt only when the table itself is replaced (the cost
+    model asks for them on every prediction)."""
+    global _memo
+    if _memo is None or _memo[0] is not KNOBS:
+        defaults = {(stage, listable_only): {row.key: row.default_for(stage) for row in KNOBS
+                                             if row.listable or not listable_only}
+                    for stage in STAGES for listable_only in (True, False)}
+        _memo = (KNOBS, _Views(by_key={row.key: row for row in KNOBS},
+                               tunable=frozenset(row.key for row in KNOBS if row.listable),
+                               order=tuple(row.key for row in KNOBS),
+                               modelled=tuple(row.key for row in KNOBS if row.modelled), defaults=defaults))
+    return _memo[1]
+
+
 def knob(key: str) -> Knob:
     """The row of ``key``; KeyError for a key the table does not hold."""
-    for row in KNOBS:
-        if row.key == key:
-            return row
-    raise KeyError(key)
+    return _views().by_key[key]
 
 
 def tunable_keys() -> frozenset[str]:
     """The keys a user's list tunes."""
-    return frozenset(row.key for row in KNOBS if row.listable)
+    return _views().tunable
 
 
 def is_flag(key: str) -> bool:
@@ -103,7 +129,7 @@ def is_flag(key: str) -> bool:
 
 def name_order() -> tuple[str, ...]:
     """The order knobs appear in experiment names."""
-    return tuple(row.key for row in KNOBS)
+    return _views().order
 
 
 def default_space(stage: int) -> tuple[tuple[str, tuple[KnobValue, ...]], ...]:
@@ -113,10 +139,10 @@ def default_space(stage: int) -> tuple[tuple[str, tuple[KnobValue, ...]], ...]:
 
 def deepspeed_defaults(stage: int, *, listable_only: bool = True) -> dict[str, KnobValue]:
     """DeepSpeed's value at ``stage`` of each knob a config leaves out (the knobs a list tunes, or
-    every knob of the table)."""
-    return {row.key: row.default_for(stage) for row in KNOBS if row.listable or not listable_only}
+    every knob of the table): a new dict the caller may change."""
+    return dict(_views().defaults[(stage, listable_only)])
 
 
 def modelled_keys() -> tuple[str, ...]:
     """The knobs that are fields of the cost model's ``TrainConfig``."""
-    return tuple(row.key for row in KNOBS if row.modelled)
+    return _views().modelled
