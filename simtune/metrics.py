@@ -19,6 +19,8 @@ class Metric:
     key: str
     """Its key in metrics.json."""
     unit: str
+    short_unit: str
+    """The unit in progress lines."""
     lower_is_better: bool
 
     @property
@@ -34,15 +36,11 @@ class Metric:
             return 1000.0 * step_s
         return None if flops_per_step is None else flops_per_step / step_s
 
-    def better(self, a: float, b: float) -> bool:
-        """True when ``a`` is strictly better than ``b``."""
-        return a < b if self.lower_is_better else a > b
-
 
 METRICS: tuple[Metric, ...] = (
-    Metric("throughput", "throughput", "samples/s", lower_is_better=False),
-    Metric("latency", "latency", "ms per optimizer step", lower_is_better=True),
-    Metric("FLOPS", "FLOPS_per_gpu", "flop/s per GPU", lower_is_better=False),
+    Metric("throughput", "throughput", "samples/s", "samples/s", lower_is_better=False),
+    Metric("latency", "latency", "ms per optimizer step", "ms", lower_is_better=True),
+    Metric("FLOPS", "FLOPS_per_gpu", "flop/s per GPU", "flop/s", lower_is_better=False),
 )
 
 

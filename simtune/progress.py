@@ -16,8 +16,9 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-METRIC_UNITS = {"throughput": "samples/s", "latency": "ms", "FLOPS": "flop/s"}
-"""Short units for progress lines (the full ones: :data:`simtune.metrics.METRICS`)."""
+from simtune.metrics import METRICS
+
+METRIC_UNITS = {row.name: row.short_unit for row in METRICS}
 
 
 def format_value(value: float) -> str:
