@@ -236,7 +236,7 @@ class MeasuredMemory:
         if checkpointing:
             if any(p[2] is None for p in pts):
                 return None
-            values = tuple(float(p[2] or 0) for p in pts)  # none is None here
+            values = tuple(float(p[2]) for p in pts if p[2] is not None)
         else:
             values = tuple(float(p[1]) for p in pts)
         if min(values) <= 0:
