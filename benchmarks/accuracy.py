@@ -11,7 +11,7 @@ What it does, in order:
    both ranks at once and real engines at every ZeRO stage);
 2. runs every configuration below for real through simtune's runner and probe (one 2-rank launch
    each, steps ``--start-step``..``--end-step`` timed; step time = their median);
-3. predicts each with :class:`simtune.predict.Predictor` from those two calibrations, and prints
+3. predicts each with :class:`simtune.prediction.predictor.Predictor` from those two calibrations, and prints
    per configuration the predicted and measured step time (with the engine's forward / backward /
    step split) and peak memory, then MAPE, max error and Kendall's tau of the throughput ranking.
    The same measurements are also predicted with less of the workload calibration (down to the
@@ -184,7 +184,7 @@ def ablation(full: Any, space: Any, workload: Any, calibration: Any, profile: An
     """Predictors with less and less of the workload calibration, on the same hardware profile."""
     import dataclasses
 
-    from simtune.predict import Predictor
+    from simtune.prediction.predictor import Predictor
 
     closed = Predictor.from_parts(space, workload, profile, world_size=2, precision="fp32")
     no_touch = dataclasses.replace(full.hardware, resident_on_touch=False)
@@ -226,7 +226,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     from simtune.calibration.workload import calibrate_workload
     from simtune.hardware.registry import load_profile
-    from simtune.predict import Predictor
+    from simtune.prediction.predictor import Predictor
     from simtune.runner import Resources, Runner
     from simtune.runner.experiment import Experiment
     from simtune.space import TuningSpace

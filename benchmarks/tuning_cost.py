@@ -259,11 +259,11 @@ def residual_check(work: Path) -> list[str]:
 
     from simtune.dsconfig import AutotuningConfig
     from simtune.hardware import read_profile_file
-    from simtune.predict import Predictor
-    from simtune.residual import ResidualModel, TimeSample
+    from simtune.prediction.predictor import Predictor
+    from simtune.prediction.residual import ResidualModel, TimeSample
     from simtune.space import Trial, TuningSpace
-    from simtune.strategies.forecast import Forecaster
-    from simtune.strategies.model_inputs import workload_key
+    from simtune.search.forecast import Forecaster
+    from simtune.search.model_inputs import workload_key
     from simtune.workloads import load_workload
     from simtune.calibration.workload import read_cached
 

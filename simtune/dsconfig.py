@@ -22,7 +22,7 @@ from typing import Any, Iterator, Mapping
 from simtune.errors import ConfigError
 from simtune.metrics import METRICS as METRIC_TABLE
 from simtune.metrics import metric as metric_row
-from simtune.study_storage import parse_storage
+from simtune.search.study_storage import parse_storage
 
 METRICS = tuple(row.name for row in METRIC_TABLE)
 """Values accepted for ``metric`` (after case-insensitive normalisation)."""
@@ -192,7 +192,7 @@ class AutotuningConfig:
     storage: str | None = None
     """Where the Optuna study is kept: a database URL (sqlite:///PATH, postgresql://..., mysql://...)
     or a journal file (journal:///PATH.log); None: results_dir/study.db. See
-    :mod:`simtune.study_storage`."""
+    :mod:`simtune.search.study_storage`."""
     experiment_timeout_s: float | None = 600.0
     """Wall-clock limit of one experiment in seconds; None: no limit."""
     memory_budget_bytes: int | None = None

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from simtune.cli import main
-from simtune.outputs import parse_summary_table
+from simtune.search.outputs import parse_summary_table
 from simtune.runner.launcher import free_port, release_port
 from simtune.runner.runner import remove_shm_buffers
 

@@ -7,7 +7,7 @@ import pytest
 from simtune.cli import main
 from simtune.commands.estimate import MEMORY_TERMS, TIME_TERMS
 from simtune.hardware.registry import load_profile
-from simtune.predict import Predictor
+from simtune.prediction.predictor import Predictor
 from simtune.space import Trial
 from simtune.workloads import load_workload
 

@@ -11,7 +11,7 @@ from simtune import knobs
 from simtune.dsconfig import AutotuningConfig
 from simtune.hardware.registry import load_profile
 from simtune.naming import experiment_name
-from simtune.predict import Predictor
+from simtune.prediction.predictor import Predictor
 from simtune.space import Trial, TuningSpace
 from simtune.workloads import load_workload
 

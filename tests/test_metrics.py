@@ -4,7 +4,7 @@ import pytest
 
 from simtune.dsconfig import AutotuningConfig
 from simtune.metrics import METRICS, metric, step_metrics
-from simtune.outputs import METRIC_DESCRIPTIONS
+from simtune.search.outputs import METRIC_DESCRIPTIONS
 
 
 def test_each_metric_follows_from_one_step():

@@ -4,7 +4,7 @@ Two sets: ``gpu`` (real-size presets in bf16 on one H200) and ``rehearsal`` (tin
 fp32 on one CPU process, the same code paths). Each case is one DeepSpeed engine built from
 simtune's own rendering of a :class:`simtune.space.Trial` (``TuningSpace.render``), so what is
 measured is exactly what a search would run, and its prediction comes from
-:class:`simtune.predict.Predictor` with the closed-form workload (no workload calibration: the
+:class:`simtune.prediction.predictor.Predictor` with the closed-form workload (no workload calibration: the
 regime of capacity planning and ``--verify-top 0``).
 
 ``largest`` cases do not run one size: they start at the micro-batch size the model predicts is
@@ -116,7 +116,7 @@ class Planner:
         self._predictors: dict[tuple[str, int], Any] = {}
 
     def predictor(self, case: Case) -> Any:
-        from simtune.predict import Predictor
+        from simtune.prediction.predictor import Predictor
         from simtune.workloads import load_workload
 
         key = (case.preset, case.seq_len)

@@ -22,7 +22,7 @@ The result is a frozen :class:`WorkloadCalibration` with every raw number, saved
 ``~/.simtune/cache/`` (``$SIMTUNE_CACHE_DIR``, or the given folder) by a fingerprint of the model
 config (or the script path, arguments and modification time), sequence length, precision and
 hardware profile name: a second search with the same inputs reads it instead of measuring again.
-:class:`simtune.predict.Predictor` turns it into the cost model's inputs (docs/estimate.md).
+:class:`simtune.prediction.predictor.Predictor` turns it into the cost model's inputs (docs/estimate.md).
 """
 
 from __future__ import annotations

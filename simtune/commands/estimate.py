@@ -131,7 +131,7 @@ class EstimateCommand(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         from simtune.hardware.registry import load_profile
-        from simtune.predict import Predictor, default_precision
+        from simtune.prediction.predictor import Predictor, default_precision
         from simtune.workloads.presets import load_workload
 
         if not args.profile:

@@ -1,8 +1,8 @@
 """``simtune search``: find the fastest DeepSpeed configuration for a workload.
 
 Two strategies: ``simulate`` (the default: calibrate, search the whole space against the cost
-model, run only the top ``--verify-top`` predictions; :mod:`simtune.strategies.simulate`) and
-``measure`` (every candidate run for real in DeepSpeed's order; :mod:`simtune.strategies.measure`).
+model, run only the top ``--verify-top`` predictions; :mod:`simtune.search.simulated`) and
+``measure`` (every candidate run for real in DeepSpeed's order; :mod:`simtune.search.measured`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from simtune.commands.base import Command
 from simtune.dsconfig import AutotuningConfig, load_ds_config
 from simtune.errors import InputError
 from simtune.file_lock import Busy, exclusive
-from simtune.outputs import (
+from simtune.search.outputs import (
     OPTIMAL_CONFIG_FILE,
     ModelReport,
     command_text,
@@ -36,7 +36,7 @@ from simtune.outputs import (
     write_results_json,
 )
 from simtune.hardware import load_profile
-from simtune.predict import Predictor, default_precision, precision_of
+from simtune.prediction.predictor import Predictor, default_precision, precision_of
 from simtune.progress import Progress
 from simtune.runner import Resources, Runner
 from simtune.runner.launcher import (
@@ -56,13 +56,13 @@ from simtune.runner.executors import EXECUTORS, Executor, LocalExecutor
 from simtune.runner.slurm import allocation_resources, job_resources
 from simtune.runner.slurm_executor import SlurmExecutor, SlurmSettings
 from simtune.space import TuningSpace
-from simtune.strategies.measure import MeasuredSearch, MeasureOptions, Measurement
-from simtune.strategies.memory_bound import search_memory_bound
-from simtune.strategies.model_inputs import (choose_profile, choose_script_workload, choose_workload,
+from simtune.search.measured import MeasuredSearch, MeasureOptions, Measurement
+from simtune.search.memory_bound import search_memory_bound
+from simtune.search.model_inputs import (choose_profile, choose_script_workload, choose_workload,
                                              describes_this_machine, here, load_residual, measure_scope,
                                              profile_fingerprint)
-from simtune.strategies.simulate import SimulatedSearch, SimulateOptions, model_report
-from simtune.study_storage import StudyStorage
+from simtune.search.simulated import SimulatedSearch, SimulateOptions, model_report
+from simtune.search.study_storage import StudyStorage
 from simtune.workloads import TRAIN_PROGRAM, load_workload
 
 STRATEGIES = ("simulate", "measure")

@@ -14,7 +14,7 @@ from simtune.errors import InputError
 from simtune.hardware.profile import HardwareProfile
 from simtune.model import ModelSpec, TrainConfig
 from simtune.model.adapters import model_spec
-from simtune.planning import (DEFAULT_GRID, LADDER_GROWTH, OFFLOAD_MODES, FamilyMember, Plan, best_plan,
+from simtune.prediction.planning import (DEFAULT_GRID, LADDER_GROWTH, OFFLOAD_MODES, FamilyMember, Plan, best_plan,
                               check_precision, default_precision, family_ladder, hardware_for, ladder_specs,
                               offload_mode)
 from simtune.report.data.best_config import BestConfig, StepTimeBars, best_configs, step_time_bars

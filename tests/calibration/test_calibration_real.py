@@ -10,7 +10,7 @@ import pytest
 from simtune.cli import main
 from simtune.hardware import COLLECTIVE_OPS, load_profile
 from simtune.model.links import ring_collectives
-from simtune.predict import Predictor
+from simtune.prediction.predictor import Predictor
 from simtune.space import Trial
 from simtune.workloads import load_workload
 

@@ -10,7 +10,7 @@ from simtune.calibration.workload import (MeasureScope, TimeStats, WorkloadCalib
                                           cache_path, calibrate_workload, fingerprint, model_identity, script_identity)
 from simtune.errors import WorkloadError
 from simtune.hardware.registry import load_profile
-from simtune.predict import Predictor
+from simtune.prediction.predictor import Predictor
 from simtune.space import Trial
 from simtune.workloads import forward_flops, load_workload, parameter_count, parameter_tensor_numels
 from simtune.workloads.analysis import largest_layer_params

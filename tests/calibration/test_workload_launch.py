@@ -1,7 +1,7 @@
 """Workload calibration through real 2-process launches (DeepSpeed on CPU, gloo): model mode (the
 model on both ranks, then real engines at every stage) and script mode (an unmodified training
 script, measured through its own deepspeed.initialize). Two launches in all; a Hugging Face
-Trainer script's measurement: tests/test_search_hf_trainer.py."""
+Trainer script's measurement: tests/search/test_search_hf_trainer.py."""
 
 import dataclasses
 from pathlib import Path
@@ -11,7 +11,7 @@ import pytest
 from simtune.calibration.workload import calibrate_workload
 from simtune.calibration.workload_script import calibrate_script, stage_zero_config
 from simtune.hardware.registry import load_profile
-from simtune.predict import Predictor
+from simtune.prediction.predictor import Predictor
 from simtune.space import Trial
 from simtune.workloads import TRAIN_PROGRAM, forward_flops, load_workload, parameter_count
 

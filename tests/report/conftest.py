@@ -6,10 +6,10 @@ import json
 import pytest
 
 from simtune.hardware import load_profile
-from simtune.outputs import write_outputs
+from simtune.search.outputs import write_outputs
 from simtune.report import CapacityRequest, capacity_study
 from simtune.space import Trial
-from simtune.strategies.measure import Measurement, SearchOutcome, StageOutcome
+from simtune.search.measured import Measurement, SearchOutcome, StageOutcome
 from simtune.workloads import load_workload
 
 GPU_COUNTS = (16, 32, 64)

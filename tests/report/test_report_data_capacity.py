@@ -7,7 +7,7 @@ import pytest
 from simtune.hardware import load_profile
 from simtune.model import TrainConfig, estimate_memory
 from simtune.model.adapters import model_spec
-from simtune.planning import (DEFAULT_GRID, PLAIN_GRID, configurations, fits, hardware_for, ladder_specs,
+from simtune.prediction.planning import (DEFAULT_GRID, PLAIN_GRID, configurations, fits, hardware_for, ladder_specs,
                               largest_micro_batch)
 from simtune.report.data.best_config import STEP_TERM_LABELS, step_terms
 from simtune.report.data.memory import TERM_LABELS, memory_terms

@@ -1,5 +1,5 @@
 """Real runs through DeepSpeed's launcher: 6 launches of 1-2 CPU processes, and one on a GPU when
-the machine has one. Elsewhere: a Hugging Face Trainer script's runs (tests/test_search_hf_trainer.py),
+the machine has one. Elsewhere: a Hugging Face Trainer script's runs (tests/search/test_search_hf_trainer.py),
 a memory budget exceeded (tests/test_cli_end_to_end.py), a script that ends before the measured
 window does (tests/workloads/test_workload_train.py)."""
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 from simtune.model.step_time import TimeEstimate
-from simtune.planning import Plan
+from simtune.prediction.planning import Plan
 
 STEP_TERM_LABELS = ("forward", "backward", "recomputation", "exposed communication", "optimizer step",
                     "offload transfers")

@@ -1,6 +1,6 @@
 """The largest model of the workload's family that fits, per ZeRO stage, GPU count and offload.
 
-The ladder (:func:`simtune.planning.family_ladder`) holds the family's published shapes and
+The ladder (:func:`simtune.prediction.planning.family_ladder`) holds the family's published shapes and
 larger ones with the largest shape's aspect ratio, about doubling the parameters each step. A
 member fits when some configuration of the stage fits at micro-batch size 1 (any bucket size,
 overlap and stage-3 memory setting of the planning grid, with or without activation
@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 from simtune.hardware.profile import HardwareProfile
 from simtune.model import ModelSpec
-from simtune.planning import OFFLOAD_MODES, FamilyMember, hardware_for, largest_fitting_model
+from simtune.prediction.planning import OFFLOAD_MODES, FamilyMember, hardware_for, largest_fitting_model
 
 
 @dataclass(frozen=True)

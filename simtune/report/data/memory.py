@@ -20,7 +20,7 @@ from typing import Sequence
 from simtune.hardware.profile import HardwareProfile
 from simtune.model import ModelSpec, TrainConfig, estimate_memory
 from simtune.model.memory import MemoryEstimate
-from simtune.planning import PLAIN_GRID, hardware_for, largest_micro_batch
+from simtune.prediction.planning import PLAIN_GRID, hardware_for, largest_micro_batch
 
 TERM_LABELS = (
     "parameters", "gradients", "fp32 master weights", "optimizer states", "gradient buckets",

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from simtune.hardware.profile import HardwareProfile
 from simtune.model import ModelSpec
-from simtune.planning import PLAIN_GRID, hardware_for, throughput_by_micro_batch, largest_micro_batch
+from simtune.prediction.planning import PLAIN_GRID, hardware_for, throughput_by_micro_batch, largest_micro_batch
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
-from simtune.planning import Plan
+from simtune.prediction.planning import Plan
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
-from simtune.planning import Plan
+from simtune.prediction.planning import Plan
 from simtune.report.units import count
 
 TOKENS_PER_PARAMETER = 20

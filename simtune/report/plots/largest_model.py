@@ -6,7 +6,7 @@ from __future__ import annotations
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from simtune.planning import OFFLOAD_MODES
+from simtune.prediction.planning import OFFLOAD_MODES
 from simtune.report.data.largest_model import LargestModels
 from simtune.report.plots.style import COUNT_FORMATTER, STAGE_COLORS, new_figure, style_axes, suptitle
 

@@ -1,0 +1,301 @@
+"""Predictions for the trials of a tuning space: the cost model with everything that does not
+depend on the trial computed once.
+
+    predictor = Predictor.from_parts(space, workload_or_calibration, profile,
+                                     world_size=8, precision="bf16")
+    predictor.predict(trial)                 # -> simtune.model.Estimate
+    predictor.max_micro_batch_size(stage=2)  # largest micro-batch size predicted to fit
+
+Where the forward and backward times come from:
+
+- a :class:`~simtune.calibration.workload.WorkloadCalibration` made on the profile's hardware
+  (same profile name, same precision): the measured seconds at the calibrated micro-batch sizes,
+  interpolated linearly in the micro-batch size (``ModelSpec.measured_compute``), plus what its
+  real engines added per stage (:func:`engine_residuals`); its measured activation peaks and, on
+  CPU, the program's and ZeRO runtime's memory (``ModelSpec.measured_memory``);
+- otherwise (a bare workload, or a calibration from other hardware): the model's FLOPs divided by
+  the profile's achieved FLOP/s, looked up on the profile's compute curve at the FLOPs of ONE
+  matmul, the layer's MLP matmul ``2 * mbs * s * h * I / mp`` (the x axis calibration measures;
+  see :func:`curve_work_flop`), never at the FLOPs of a whole forward.
+
+A calibration also gives the measured parameter tensors, the counted FLOPs and the measured
+activation bytes per layer, whatever the hardware.
+
+``residual(trial) -> factor`` (optional) multiplies the predicted step time; the search fits it
+to measured runs (xgboost on the residuals). The breakdown terms stay the model's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Mapping, Optional, Union
+
+from simtune.errors import ConfigError, InputError
+from simtune.hardware.profile import HardwareProfile
+from simtune.model import compute_time
+from simtune.knobs import deepspeed_defaults, modelled_keys
+from simtune.prediction.largest_fit import MAX_MICRO_BATCH_SIZE, largest_that_fits
+from simtune.model.adapters import hardware_spec, model_spec, train_config
+from simtune.model.estimate import Estimate, estimate, metrics
+from simtune.model.inputs import PRECISIONS, HardwareSpec, ModelSpec, TrainConfig
+from simtune.space import Trial, TuningSpace
+from simtune.workloads.presets import Workload
+
+Residual = Callable[[Trial], float]
+"""A correction of the predicted step time: the factor measured / predicted for a trial."""
+
+
+
+def precision_of(ds_config: Mapping[str, Any]) -> str:
+    """The training precision a DeepSpeed config asks for: "bf16" or "fp16" when that section is
+    enabled (``"auto"`` counts as enabled, as DeepSpeed's autotuner reads it), else "fp32"."""
+    for name in ("bf16", "fp16"):
+        section = ds_config.get(name)
+        if isinstance(section, Mapping) and section.get("enabled") not in (None, False, "false"):
+            return name
+    if isinstance(ds_config.get("bfloat16"), Mapping) and ds_config["bfloat16"].get("enabled"):
+        return "bf16"
+    return "fp32"
+
+
+def default_precision(profile: HardwareProfile) -> str:
+    """The precision to assume without a config: bf16 where the profile has a bf16 curve, else
+    fp16, else fp32 (CPU profiles usually measure fp32 only)."""
+    for name in ("bf16", "fp16"):
+        if name in profile.compute.curves and profile.device.kind == "cuda":
+            return name
+    return "fp32"
+
+
+def curve_work_flop(model: ModelSpec, micro_batch_size: int, mp_degree: int = 1) -> float:
+    """The work size at which the compute curve is read: the FLOPs of one MLP matmul of a layer
+    at this micro-batch size (``2 * mbs * s * h * I / mp``), the unit calibration measures
+    (``[tokens, h] x [h, 4h]``). The FLOPs of a whole forward micro-batch are
+    ``flops_per_sample_forward * mbs``, about ``6 L`` times larger for GPT-2, and would read the
+    curve far to the right of where the hardware actually runs."""
+    return compute_time.matmul_work_flop(model, TrainConfig(stage=0, micro_batch_size=micro_batch_size,
+                                                            mp_degree=mp_degree))
+
+
+def _is_calibration(value: Any) -> bool:
+    return hasattr(value, "model_spec") and hasattr(value, "profile_name")
+
+
+class Predictor:
+    """The cost model bound to one workload, one hardware profile and one process layout."""
+
+    def __init__(self, model: ModelSpec, hardware: HardwareSpec, *, dp_degree: int, mp_degree: int = 1,
+                 precision: str, space: Optional[TuningSpace] = None, profile: Optional[HardwareProfile] = None,
+                 calibration: Any = None, measured_compute_used: bool = False,
+                 residual: Optional[Residual] = None) -> None:
+        if precision not in PRECISIONS:
+            raise ConfigError(f"Precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
+        self.model = model
+        self.hardware = hardware
+        self.dp_degree = dp_degree
+        self.mp_degree = mp_degree
+        self.precision = precision
+        self.space = space
+        self.profile = profile
+        self.calibration = calibration
+        self.measured_compute_used = measured_compute_used
+        """True when forward/backward times come from the workload calibration on this hardware."""
+        self.residual = residual
+        hardware.compute.for_precision(precision)  # fail now, not at the first trial
+        self._knobs: dict[int, dict[str, Any]] = {}
+        for stage in range(4):
+            defaults: dict[str, Any] = deepspeed_defaults(stage)
+            if space is not None and stage in space.stages:
+                defaults.update({k: v for k, v in dict(space.fixed_knobs)[stage] if v is not None})
+            self._knobs[stage] = {k: v for k, v in defaults.items() if k in modelled_keys()}
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_parts(cls, space: Optional[TuningSpace], workload_or_calibration: Any,
+                   profile: Union[HardwareProfile, str], *, world_size: int, precision: str,
+                   residual: Optional[Residual] = None, nodes: Optional[int] = None,
+                   optimizer_impl: Optional[str] = None) -> "Predictor":
+        """A predictor for ``world_size`` ranks (``nodes`` nodes; default: as many nodes of the
+        profile's size as the ranks need).
+
+        ``workload_or_calibration`` is a :class:`~simtune.workloads.Workload` (closed-form counts,
+        FLOPs through the profile's curve) or a
+        :class:`~simtune.calibration.workload.WorkloadCalibration` (measured counts; measured
+        times when it was made on this profile's hardware in this precision). ``profile`` is a
+        :class:`~simtune.hardware.HardwareProfile` or a profile name or path. ``optimizer_impl``
+        names the profile's optimizer fit to use (default: :func:`default_optimizer_impl`)."""
+        if isinstance(profile, str):
+            from simtune.hardware.registry import load_profile
+
+            profile = load_profile(profile)
+        if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+            raise InputError(f"The number of processes must be a positive integer, not {world_size!r}.")
+        mp = space.mp_size if space is not None else 1
+        if world_size % mp:
+            raise ConfigError(f"World size {world_size} is not a multiple of mp_size {mp}.")
+        if optimizer_impl is None:
+            optimizer_impl = default_optimizer_impl(profile, space.ds_config if space is not None else None)
+        hardware = layout_hardware(hardware_spec(profile, optimizer_impl), world_size, nodes)
+        calibration = None
+        measured = False
+        if _is_calibration(workload_or_calibration):
+            calibration = workload_or_calibration
+            measured = calibration.matches(profile.name, precision)
+            cpu = profile.device.kind == "cpu"
+            script_rows = calibration.script_stage_overheads() if measured and not calibration.engines else ()
+            model = calibration.model_spec(with_measured_compute=measured, process_overheads=cpu,
+                                           stage_overheads=script_rows)
+            if measured and calibration.engines:
+                overheads, calls, residuals = engine_residuals(calibration, model, hardware, precision)
+                script_s = calibration.script_overhead.median_s if calibration.script_overhead is not None else 0.0
+                overheads = tuple(row[:5] + (row[5] + max(0.0, script_s),) for row in overheads)
+                model = calibration.model_spec(with_measured_compute=True, stage_overheads=overheads,
+                                               process_overheads=cpu, stage_residuals=residuals,
+                                               reduce_call_overheads=calls)
+        elif isinstance(workload_or_calibration, Workload):
+            model = model_spec(workload_or_calibration)
+        else:
+            raise TypeError("workload_or_calibration must be a Workload or a WorkloadCalibration, "
+                            f"not {type(workload_or_calibration).__name__}")
+        return cls(model, hardware, dp_degree=world_size // mp, mp_degree=mp, precision=precision,
+                   space=space, profile=profile, calibration=calibration, measured_compute_used=measured,
+                   residual=residual)
+
+    def with_residual(self, residual: Optional[Residual]) -> "Predictor":
+        """The same predictor with another step-time correction (None removes it)."""
+        copy = Predictor.__new__(Predictor)
+        copy.__dict__.update(self.__dict__)
+        copy.residual = residual
+        return copy
+
+    # ------------------------------------------------------------------ predicting
+    def config(self, trial: Trial) -> TrainConfig:
+        """The cost model's configuration of a trial: the trial's knobs over the space's fixed
+        values over DeepSpeed's defaults."""
+        knobs = self._knobs[trial.stage]
+        if trial.zero_knobs:
+            knobs = {**knobs, **{k: v for k, v in trial.zero_knobs if k in modelled_keys()}}
+        return train_config(trial, dp_degree=self.dp_degree, precision=self.precision,
+                            mp_degree=self.mp_degree, knobs=knobs)
+
+    def predict(self, trial: Trial) -> Estimate:
+        """Memory, time and metrics of one trial (the residual correction applied to the step)."""
+        config = self.config(trial)
+        result = estimate(self.model, self.hardware, config)
+        if self.residual is None:
+            return result
+        factor = float(self.residual(trial))
+        if not (factor > 0.0 and math.isfinite(factor)):
+            return result
+        time = dataclasses.replace(result.time, step_s=result.time.step_s * factor)
+        return dataclasses.replace(result, time=time, metrics=metrics(self.model, config, time.step_s))
+
+    def max_micro_batch_size(self, stage: int, *, gradient_accumulation_steps: int = 1,
+                             zero_knobs: Any = (), offload_optimizer: str = "none", offload_param: str = "none",
+                             activation_checkpointing: bool = False, limit: Optional[int] = None) -> int:
+        """The largest micro-batch size predicted to fit in memory at this stage and these
+        settings, at most ``limit`` (default: the space's largest, else 4096); 0 when even one
+        sample does not fit. Memory grows with the micro-batch size, so a bisection finds it."""
+        if limit is None:
+            limit = self.space.max_micro_batch_size if self.space is not None else MAX_MICRO_BATCH_SIZE
+        base = Trial(stage=stage, micro_batch_size=1, gradient_accumulation_steps=gradient_accumulation_steps,
+                     zero_knobs=zero_knobs, offload_optimizer=offload_optimizer, offload_param=offload_param,
+                     activation_checkpointing=activation_checkpointing)
+
+        def fits(mbs: int) -> bool:
+            return estimate(self.model, self.hardware, self.config(base.replace(micro_batch_size=mbs))).feasible
+
+        return largest_that_fits(fits, 1, limit) or 0
+
+
+def default_optimizer_impl(profile: HardwareProfile, ds_config: Optional[Mapping[str, Any]] = None) -> Optional[str]:
+    """The profile's optimizer fit that DeepSpeed will run: torch's AdamW on CPU (the CPU
+    accelerator cannot run DeepSpeed's fused Adam; torch picks its for-loop implementation for
+    CPU tensors), torch's foreach AdamW on CUDA with ``torch_adam``, else DeepSpeed's fused Adam;
+    None (the fastest fit on the device) when the profile lacks the one named."""
+    fits = profile.optimizer.fits
+    params = ((ds_config or {}).get("optimizer") or {}).get("params") or {}
+    if profile.device.kind == "cpu":
+        wanted = ("torch_adamw_for_loop", "torch_adamw_foreach")
+    elif params.get("torch_adam"):
+        wanted = ("torch_adamw_foreach", "torch_adamw_fused")
+    else:
+        wanted = ("deepspeed_fused_adam", "torch_adamw_fused")
+    for name in wanted:
+        if name in fits and fits[name].device == profile.device.kind:
+            return name
+    return None
+
+
+def engine_residuals(calibration: Any, model: ModelSpec, hardware: HardwareSpec, precision: str
+                     ) -> tuple[tuple[tuple, ...], tuple[tuple[int, int, float], ...], tuple[tuple[int, int, int], ...]]:
+    """What the real engines of the calibration spent beyond the cost model's terms, per stage and
+    micro-batch size: (stage, mbs, forward, backward, step, loop) seconds, (stage, mbs, seconds per
+    reduction call) and (stage, mbs, bytes). For an engine with DeepSpeed's default knobs:
+
+        forward  = engine forward  - bare model forward  (paired)  - model's forward communication
+        backward = engine backward - bare model backward (paired)  - model's backward communication
+        step     = engine step     - model's step phase (optimizer, gathers after it)
+        loop     = the loop around the calls (making the batch)
+        memory   = engine peak     - model's total less what the process held before the engine
+                                     (the fixed and runtime overheads)
+
+    and from the engine with small buckets at the same stage and size (``n`` reduction calls per
+    backward instead of ``n0``), the cost of one more call and the backward without its calls:
+
+        per call = (backward_small - backward) / (n - n0)      (at least 0)
+        backward = backward - per call * n0
+
+    each for the engine's own configuration, with ``model`` holding the measured compute but no
+    residuals yet."""
+    times, calls, memory = [], [], []
+    small = {(e.stage, e.micro_batch_size): e for e in calibration.engines if e.reduce_bucket_size is not None}
+
+    def backward_residual(e: Any) -> tuple[float, Any]:
+        knobs = {} if e.reduce_bucket_size is None else {"reduce_bucket_size": e.reduce_bucket_size}
+        config = TrainConfig(stage=e.stage, micro_batch_size=e.micro_batch_size, dp_degree=e.world_size,
+                             precision=precision, **knobs)
+        predicted = estimate(model, layout_hardware(hardware, e.world_size), config)
+        t = predicted.time
+        return e.backward.median_s - e.module_backward.median_s - (t.backward_phase_s - t.backward_s - t.recompute_s), \
+            predicted
+
+    for e in calibration.engines:
+        if e.reduce_bucket_size is not None:
+            continue
+        backward, predicted = backward_residual(e)
+        t, m = predicted.time, predicted.memory
+        per_call = 0.0
+        partner = small.get((e.stage, e.micro_batch_size))
+        if partner is not None and e.world_size > 1:
+            n0 = model.layout.bucket_count(500_000_000)
+            n = model.layout.bucket_count(partner.reduce_bucket_size)
+            if n > n0:
+                per_call = max(0.0, (backward_residual(partner)[0] - backward) / (n - n0))
+                backward -= per_call * n0
+            calls.append((e.stage, e.micro_batch_size, per_call))
+        times.append((e.stage, e.micro_batch_size, e.forward.median_s - e.module_forward.median_s
+                      - (t.forward_phase_s - t.forward_s), backward, e.step.median_s - t.step_phase_s, e.loop.median_s))
+        held_before = m.fixed_overhead_bytes + m.runtime_overhead_bytes
+        memory.append((e.stage, e.micro_batch_size, e.peak_bytes - (m.total_bytes - held_before)))
+    return tuple(times), tuple(calls), tuple(memory)
+
+
+def layout_hardware(hardware: HardwareSpec, world_size: int, nodes: Optional[int] = None) -> HardwareSpec:
+    """The profile's hardware laid out for ``world_size`` ranks: ranks per node stay the
+    profile's (or world_size / nodes when nodes are given), nodes as many as needed."""
+    if nodes is not None:
+        if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+            raise InputError(f"The number of nodes must be a positive integer, not {nodes!r}.")
+        if world_size % nodes:
+            raise InputError(f"{world_size} processes cannot be spread evenly over {nodes} nodes.")
+        per_node = world_size // nodes
+    else:
+        per_node = min(world_size, hardware.ranks_per_node)
+        nodes = -(-world_size // per_node)
+    return dataclasses.replace(hardware, ranks_per_node=per_node, nodes=nodes)
+
+
+__all__ = ["Predictor", "Residual", "curve_work_flop", "default_optimizer_impl",
+           "default_precision", "engine_residuals", "layout_hardware", "precision_of"]

@@ -1,0 +1,434 @@
+"""The measured strategy: DeepSpeed's exploration order, every candidate run for real.
+
+The order is that of DeepSpeed's ``Autotuner.tune`` / ``tune_space`` (autotuner.py), with its
+defects fixed:
+
+1. ZeRO stages in increasing order (those in the tuning space). A stage the memory estimate
+   (``fits(stage, mbs)``, optional) says cannot hold the starting micro-batch size is skipped.
+2. Per stage, the micro-batch size (mbs):
+
+   - a user list: exactly those values (those the estimate does not rule out), each with
+     ``gas = max(list) * gas_user // mbs`` so that the global batch stays about constant;
+   - otherwise the largest runnable mbs at the user's accumulation steps. The first stage starts
+     at the user's minimum (then ``min_train_micro_batch_size_per_gpu`` if that fails); a later
+     stage starts at the largest mbs found so far and is abandoned if that does not run. Then the
+     upper bound ``min(max_train_micro_batch_size_per_gpu, max_train_batch_size / dp, the largest
+     mbs the estimate fits)`` is tried and, if it fails, a binary search runs between the last
+     success and the first failure. Any outcome but ok is a failure. The search stops growing
+     when a success is less than ``PLATEAU`` (5 %) better than the previous one (DeepSpeed's
+     plateau rule);
+   - then DeepSpeed's tuning list (:meth:`TuningSpace.tuning_micro_batch_sizes`), of which the
+     ``num_tuning_micro_batch_sizes`` largest run, each with the gas that holds the per-GPU batch
+     about constant (:meth:`TuningSpace.gas_for`). DeepSpeed's extra probing just below the
+     largest mbs (which reads a stale metrics file) is not done.
+
+3. The stage's other dimensions (ZeRO knobs when ``fast`` is false, and simtune's offload and
+   activation-checkpointing choices when asked for) are explored by a tuner (:mod:`.tuners`),
+   with the stage's best mbs and gas held fixed. Knobs that have no effect in the installed
+   DeepSpeed (:func:`simtune.space.dead_knobs`) are left out unless ``prune_dead_knobs`` is off.
+4. A stage whose best is worse than the best so far by more than ``WORSE_STAGE`` (5 %) ends the
+   search: its knobs are not tuned and later stages are skipped (``stop_at_worse_stage``;
+   DeepSpeed's README states this rule, its code does not apply it).
+
+The metric's direction is respected everywhere (latency: lower is better; DeepSpeed maximises
+it). Each experiment name runs at most once per search; a failed experiment is a recorded
+result and the search goes on. Names follow DeepSpeed's: knobs at their default value are left
+out, so the knob experiment that repeats the stage's best is not run again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+from simtune.naming import experiment_name
+from simtune.progress import Progress
+from simtune.runner.interference import Load, load_note
+from simtune.space import Trial, TuningSpace
+from simtune.search.memory_bound import MemoryBound
+from simtune.search.tuners import TunerSettings, is_better, make_tuner, run_tuner
+
+PLATEAU = 0.05
+"""Relative gain below which a larger mbs counts as no better (DeepSpeed's METRIC_PERCENT_DIFF_CONST)."""
+
+WORSE_STAGE = 0.05
+"""A stage worse than the best so far by more than this fraction stops the search."""
+
+SUCCESS_STATUSES = ("ok", "skipped")
+"""Outcomes whose metrics count (``skipped``: reused from an earlier run of the same name)."""
+
+Fits = Callable[[int, int], "bool | None"]
+"""Memory estimate: ``fits(stage, mbs)`` is False when it cannot fit, None when unknown."""
+
+
+class RunnerLike(Protocol):
+    """What the search needs of a runner: run experiments, return one result per experiment."""
+
+    def run(self, experiments: Sequence[Any]) -> Sequence[Any]: ...
+
+
+def relative_gain(value: float, reference: float, lower_is_better: bool) -> float:
+    """How much better ``value`` is than ``reference``, as a fraction of ``|reference|``."""
+    if reference == 0:
+        if value == reference:
+            return 0.0
+        return float("inf") if is_better(value, reference, lower_is_better) else float("-inf")
+    gain = (value - reference) / abs(reference)
+    return -gain if lower_is_better else gain
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """simtune's settings of the measured search (DeepSpeed's come from the space's "autotuning")."""
+
+    stop_at_worse_stage: bool = True
+    """Skip later stages once a stage's best is more than 5 % worse than the best so far."""
+    prune_dead_knobs: bool = True
+    """Leave out knobs the installed DeepSpeed ignores (allgather_partitions, ...)."""
+    parallel: int = 1
+    """Experiments that run at once (the slot sets the resources hold)."""
+    seed: int = 0
+    """Seed of the random and model-based tuners."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One experiment of the search and what came of it."""
+
+    name: str
+    trial: Trial
+    status: str
+    reason: str
+    metrics: Mapping[str, Any] | None
+    value: float | None
+    """The search metric; None when the run failed or wrote no value."""
+    result_dir: str
+    wall_s: float
+    phase: str
+    """Why it ran: start, upper-bound, binary-search, tuning-list, list or tuner."""
+    reused: bool = False
+    """Taken from an earlier search's result directory (overwrite false) instead of launched."""
+    ds_config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    others_cores: float | None = None
+    """Cores other processes used on average during the run (None: unknown)."""
+
+    @property
+    def load_note(self) -> str | None:
+        """The warning of a run other processes disturbed; None otherwise."""
+        return load_note(self.name, Load(self.others_cores))
+
+    @property
+    def ok(self) -> bool:
+        return self.value is not None
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """What the search did at one ZeRO stage."""
+
+    stage: int
+    names: tuple[str, ...] = ()
+    """The stage's experiments, in the order they first ran."""
+    best: Measurement | None = None
+    max_micro_batch_size: int | None = None
+    """Largest mbs that ran (None: not searched or nothing ran)."""
+    note: str = ""
+    """Why the stage was skipped, abandoned or cut short; empty when it ran through."""
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """Everything a measured search found."""
+
+    metric: str
+    lower_is_better: bool
+    measurements: tuple[Measurement, ...]
+    """Every experiment, in the order it finished."""
+    stages: tuple[StageOutcome, ...]
+    best: Measurement | None
+    notes: tuple[str, ...]
+    """The search's decisions in words (skipped stages, plateaus, tuner stops)."""
+
+
+def search_name(space: TuningSpace, trial: Trial) -> str:
+    """DeepSpeed-style name: knobs left out where they equal the value the stage runs with anyway."""
+    defaults = space.knob_values(trial.replace(zero_knobs=()))
+    return experiment_name(trial, {k: v for k, v in defaults.items() if v is not None})
+
+
+def default_experiment(name: str, trial: Trial, ds_config: dict) -> Any:
+    from simtune.runner.experiment import Experiment
+
+    return Experiment(name=name, trial=trial, ds_config=ds_config)
+
+
+class MeasuredSearch:
+    """The exploration of the module docstring, run against a runner."""
+
+    def __init__(
+        self,
+        space: TuningSpace,
+        runner: RunnerLike,
+        options: MeasureOptions = MeasureOptions(),
+        *,
+        fits: Fits | None = None,
+        memory: MemoryBound | None = None,
+        progress: Progress | None = None,
+        make_experiment: Callable[[str, Trial, dict], Any] = default_experiment,
+    ):
+        self.space = space
+        self.runner = runner
+        self.options = options
+        self.autotuning = space.autotuning
+        self.fits = fits
+        self.memory = memory
+        self.progress = progress or Progress(metric=space.autotuning.metric, quiet=True)
+        self.make_experiment = make_experiment
+        self.lower_is_better = not space.autotuning.metric_higher_is_better
+        self._memo: dict[str, Measurement] = {}
+        self._finished: list[Measurement] = []
+        self._notes: list[str] = []
+        self._stages: list[StageOutcome] = []
+
+    # ---------------------------------------------------------------------------- the search
+    def run(self) -> SearchOutcome:
+        largest_so_far = 0
+        stop_reason = ""
+        for stage in self.space.stages:
+            if stop_reason:
+                self._stages.append(StageOutcome(stage, note=stop_reason))
+                continue
+            self.progress.note(f"stage {stage}: tuning")
+            outcome = self._tune_stage(stage, largest_so_far)
+            if outcome.note:
+                self._note(f"stage {stage}: {outcome.note}")
+            self._stages.append(outcome)
+            largest_so_far = max(largest_so_far, outcome.max_micro_batch_size or 0)
+            worse = self._worse_reason(outcome.best) if outcome.best is not None else ""
+            if worse:
+                stop_reason = f"skipped because stage {stage} {worse}"
+                self._note(f"stage {stage} {worse}, so later stages are skipped")
+        return self.outcome()
+
+    def outcome(self) -> SearchOutcome:
+        """What the search has found so far (all of it once :meth:`run` has returned)."""
+        return SearchOutcome(
+            metric=self.autotuning.metric,
+            lower_is_better=self.lower_is_better,
+            measurements=tuple(self._finished),
+            stages=tuple(self._stages),
+            best=self._leader(),
+            notes=tuple(self._notes),
+        )
+
+    def _note(self, message: str) -> None:
+        self._notes.append(message)
+        self.progress.note(message)
+
+    def _worse_reason(self, best: Measurement) -> str:
+        """Non-empty when ``best`` is more than WORSE_STAGE worse than the best so far."""
+        leader = self._leader()
+        if not self.options.stop_at_worse_stage or leader is None:
+            return ""
+        gain = relative_gain(best.value, leader.value, self.lower_is_better)
+        if gain >= -WORSE_STAGE:
+            return ""
+        return (f"is {-gain:.0%} worse ({best.name} {best.value:.4g}) than the best so far "
+                f"({leader.name} {leader.value:.4g})")
+
+    # ---------------------------------------------------------------------------- one stage
+    def _tune_stage(self, stage: int, largest_so_far: int) -> StageOutcome:
+        gas = self.space.gradient_accumulation_steps
+        notes: list[str] = []
+        if self.space.micro_batch_sizes is not None:
+            listed = self.space.micro_batch_sizes
+            fitting = [m for m in listed if self._may_fit(stage, m)]
+            if len(fitting) < len(listed):
+                out = sorted(set(listed) - set(fitting))
+                why = self._memory_note(stage, out[0])
+                notes.append(f"the memory estimate rules out micro-batch sizes {out}" + (f" (at {out[0]} {why})"
+                                                                                         if why else ""))
+            top = max(listed)
+            runs = self._run([self.space.trial(stage, m, self.space.gas_for(m, top)) for m in fitting], "list")
+            ran = [r.trial.micro_batch_size for r in runs if r.ok]
+            largest = max(ran) if ran else None
+        else:
+            found = self._largest_mbs(stage, largest_so_far, gas)
+            if isinstance(found, str):
+                return self._outcome(stage, None, found)
+            smallest, largest = found
+            sizes = self.space.tuning_micro_batch_sizes(smallest, largest)
+            sizes = sizes[-self.autotuning.num_tuning_micro_batch_sizes:]
+            self._run([self.space.trial(stage, m, self.space.gas_for(m, largest)) for m in sizes], "tuning-list")
+        best = self._stage_best(stage)
+        if best is None:
+            notes.append("no experiment of this stage ran")
+        elif not self._worse_reason(best):
+            tuner_note = self._tune_variants(stage, best)
+            if tuner_note:
+                notes.append(tuner_note)
+        return self._outcome(stage, largest, "; ".join(notes))
+
+    def _outcome(self, stage: int, largest: int | None, note: str) -> StageOutcome:
+        names = tuple(name for name, m in self._memo.items() if m.trial.stage == stage)
+        return StageOutcome(stage, names, self._stage_best(stage), largest, note)
+
+    def _stage_best(self, stage: int) -> Measurement | None:
+        return self._best_of(m for m in self._memo.values() if m.trial.stage == stage)
+
+    def _leader(self) -> Measurement | None:
+        """The best experiment so far."""
+        return self._best_of(self._finished)
+
+    def _best_of(self, measurements) -> Measurement | None:
+        best: Measurement | None = None
+        for m in measurements:
+            if m.ok and is_better(m.value, best.value if best else None, self.lower_is_better):
+                best = m
+        return best
+
+    def _may_fit(self, stage: int, mbs: int) -> bool:
+        return ((self.fits is None or self.fits(stage, mbs) is not False)
+                and (self.memory is None or self.memory.fits(stage, mbs) is not False))
+
+    def _memory_note(self, stage: int, mbs: int) -> str:
+        """Why the memory that exists rules ``mbs`` out; empty when it does not."""
+        if self.memory is None or self.memory.fits(stage, mbs) is not False:
+            return ""
+        return self.memory.reason(stage, mbs)
+
+    def upper_bound(self, stage: int, start: int) -> int:
+        """The largest mbs worth trying: the space's cap, lowered to the largest the estimate fits
+        (a note says which bound was applied)."""
+        bound = self.space.max_micro_batch_size
+        if bound > start and not self._may_fit(stage, bound):
+            fits_low, fails_high = start, bound
+            while fails_high - fits_low > 1:
+                mid = (fits_low + fails_high) // 2
+                if self._may_fit(stage, mid):
+                    fits_low = mid
+                else:
+                    fails_high = mid
+            bound = fits_low
+        return bound
+
+    def _note_bound(self, stage: int, bound: int) -> None:
+        """Say so when the memory that exists is what keeps the stage at ``bound``."""
+        why = self._memory_note(stage, bound + 1) if bound < self.space.max_micro_batch_size else ""
+        if why:
+            self._note(f"stage {stage}: micro-batch sizes above {bound} are not launched (the space goes up to "
+                       f"{self.space.max_micro_batch_size}): at {bound + 1} {why}")
+
+    def _largest_mbs(self, stage: int, largest_so_far: int, gas: int) -> tuple[int, int] | str:
+        """(starting, largest) runnable mbs at accumulation ``gas``, or why the stage is abandoned."""
+        if largest_so_far:
+            start = largest_so_far
+            if not self._may_fit(stage, start):
+                return f"the memory estimate says micro-batch size {start} (the largest so far) does not fit"
+            first = self._run_one(self.space.trial(stage, start, gas), "start")
+            if not first.ok:
+                return (f"abandoned: micro-batch size {start}, the largest so far, does not run here "
+                        f"({first.status})")
+        else:
+            starts = list(dict.fromkeys([self.space.min_micro_batch_size,
+                                         self.autotuning.min_train_micro_batch_size_per_gpu]))
+            starts = [m for m in starts if self._may_fit(stage, m)]
+            if not starts:
+                return "skipped: the memory estimate says not even the smallest micro-batch size fits"
+            for start in starts:
+                first = self._run_one(self.space.trial(stage, start, gas), "start")
+                if first.ok:
+                    break
+            else:
+                tried = f"micro-batch size {starts[0]} does not run" if len(starts) == 1 else \
+                    f"neither micro-batch size {starts[0]} nor {starts[1]} runs"
+                return f"abandoned: {tried} ({first.status})"
+        bound = self.upper_bound(stage, start)
+        if bound <= start:
+            self._note_bound(stage, start)
+            return start, start
+        ran, ran_value = start, first.value
+        while True:  # a success can raise the bound: its peak tells how memory grows
+            top = self._run_one(self.space.trial(stage, bound, gas), "upper-bound")
+            if not top.ok:
+                break
+            higher = self.upper_bound(stage, bound)
+            if higher <= bound:
+                self._note_bound(stage, bound)
+                return start, bound
+            ran, ran_value, bound = bound, top.value, higher
+        low, high, reference = ran + 1, bound - 1, ran_value
+        while low <= high:
+            mid = (low + high) // 2
+            run = self._run_one(self.space.trial(stage, mid, gas), "binary-search")
+            if not run.ok:
+                high = mid - 1
+                continue
+            low = mid + 1
+            if relative_gain(run.value, reference, self.lower_is_better) < PLATEAU:
+                self._note(f"stage {stage}: the metric plateaus at micro-batch size {mid}")
+                break
+            reference = run.value
+        return start, low - 1
+
+    # ---------------------------------------------------------------------------- knobs etc.
+    def _tune_variants(self, stage: int, best: Measurement) -> str:
+        mbs, gas = best.trial.micro_batch_size, best.trial.gradient_accumulation_steps
+        candidates = self.space.variants(stage, mbs, gas, prune_dead=self.options.prune_dead_knobs)
+        if len(candidates) < 2:
+            return ""
+        settings = TunerSettings(
+            num_trials=self.autotuning.tuner_num_trials,
+            early_stopping=self.autotuning.tuner_early_stopping,
+            batch_size=max(1, self.options.parallel),
+            seed=self.options.seed,
+        )
+        tuner = make_tuner(self.autotuning.tuner_type, candidates, settings, self.lower_is_better)
+        self.progress.note(f"stage {stage}: {self.autotuning.tuner_type} tuner over {len(candidates)} "
+                           f"settings at micro-batch size {mbs}, gas {gas}")
+        outcome = run_tuner(tuner, lambda batch: [m.value for m in self._run(batch, "tuner")])
+        return f"the {self.autotuning.tuner_type} tuner measured {len(outcome.evaluated)} of " \
+               f"{len(candidates)} settings and stopped: {outcome.stop_reason}"
+
+    # ---------------------------------------------------------------------------- running
+    def _run_one(self, trial: Trial, phase: str) -> Measurement:
+        return self._run([trial], phase)[0]
+
+    def _run(self, trials: Sequence[Trial], phase: str) -> list[Measurement]:
+        """Run the trials not yet run in this search, ``parallel`` at a time; all their measurements."""
+        named = [(search_name(self.space, t), t) for t in trials]
+        fresh = list({name: t for name, t in named if name not in self._memo}.items())
+        step = max(1, self.options.parallel)
+        for i in range(0, len(fresh), step):
+            self._launch(fresh[i:i + step], phase)
+        return [self._memo[name] for name, _ in named]
+
+    def _launch(self, group: list[tuple[str, Trial]], phase: str) -> None:
+        experiments = [self.make_experiment(name, trial, self.space.render(trial)) for name, trial in group]
+        self.progress.started([name for name, _ in group])
+        results = {r.name: r for r in self.runner.run(experiments)}
+        for (name, trial), experiment in zip(group, experiments):
+            measurement = self._measurement(name, trial, results[name], phase, experiment.ds_config)
+            if self.memory is not None and measurement.ok:
+                self.memory.learn(trial.stage, trial.micro_batch_size, measurement.metrics)
+            self._memo[name] = measurement
+            self._finished.append(measurement)
+            leader = self._leader()
+            status = f"{measurement.status} (reused)" if measurement.reused else measurement.status
+            self.progress.finished(name, status, measurement.reason, measurement.value,
+                                   (leader.name, leader.value) if leader else None)
+            if measurement.load_note:
+                self.progress.note(measurement.load_note)
+
+    def _measurement(self, name: str, trial: Trial, result: Any, phase: str, ds_config) -> Measurement:
+        metrics = result.metrics if isinstance(result.metrics, Mapping) else None
+        value = None
+        if result.status in SUCCESS_STATUSES and metrics is not None:
+            raw = metrics.get(self.autotuning.metric_key)
+            if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+                value = float(raw)
+        reason = result.reason or ("" if value is not None else f"no {self.autotuning.metric_key} in metrics.json")
+        return Measurement(name=name, trial=trial, status=result.status, reason=reason, metrics=metrics,
+                           value=value, result_dir=str(result.result_dir), wall_s=float(result.wall_s or 0.0),
+                           phase=phase, reused=bool(getattr(result, "reused", False)), ds_config=ds_config,
+                           others_cores=getattr(result, "others_cores", None))
