@@ -6,7 +6,7 @@ import pytest
 
 from simtune.cli import COMMANDS, build_parser, main
 from simtune.commands import SearchCommand
-from simtune.commands.search import config_path_in
+from simtune.search.request import config_path_in
 
 
 def write(path, content):

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 from simtune.metrics import step_metrics
 from simtune.prediction.residual import ResidualModel, residual_features
 from simtune.space import Trial, TuningSpace
-from simtune.search.measured import search_name
+from simtune.search.outcome import search_name
 
 
 class PredictorLike(Protocol):

@@ -39,13 +39,13 @@ out, so the knob experiment that repeats the stage's best is not run again.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from simtune.naming import experiment_name
 from simtune.progress import Progress
-from simtune.runner.interference import Load, load_note
 from simtune.space import Trial, TuningSpace
 from simtune.search.memory_bound import MemoryBound
+from simtune.search.outcome import (SUCCESS_STATUSES, Measurement, RunnerLike, SearchOutcome, StageOutcome,
+                                    default_experiment, search_name)
 from simtune.search.tuners import TunerSettings, is_better, make_tuner, run_tuner
 
 PLATEAU = 0.05
@@ -54,17 +54,8 @@ PLATEAU = 0.05
 WORSE_STAGE = 0.05
 """A stage worse than the best so far by more than this fraction stops the search."""
 
-SUCCESS_STATUSES = ("ok", "skipped")
-"""Outcomes whose metrics count (``skipped``: reused from an earlier run of the same name)."""
-
 Fits = Callable[[int, int], "bool | None"]
 """Memory estimate: ``fits(stage, mbs)`` is False when it cannot fit, None when unknown."""
-
-
-class RunnerLike(Protocol):
-    """What the search needs of a runner: run experiments, return one result per experiment."""
-
-    def run(self, experiments: Sequence[Any]) -> Sequence[Any]: ...
 
 
 def relative_gain(value: float, reference: float, lower_is_better: bool) -> float:
@@ -89,77 +80,6 @@ class MeasureOptions:
     """Experiments that run at once (the slot sets the resources hold)."""
     seed: int = 0
     """Seed of the random and model-based tuners."""
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """One experiment of the search and what came of it."""
-
-    name: str
-    trial: Trial
-    status: str
-    reason: str
-    metrics: Mapping[str, Any] | None
-    value: float | None
-    """The search metric; None when the run failed or wrote no value."""
-    result_dir: str
-    wall_s: float
-    phase: str
-    """Why it ran: start, upper-bound, binary-search, tuning-list, list or tuner."""
-    reused: bool = False
-    """Taken from an earlier search's result directory (overwrite false) instead of launched."""
-    ds_config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
-    others_cores: float | None = None
-    """Cores other processes used on average during the run (None: unknown)."""
-
-    @property
-    def load_note(self) -> str | None:
-        """The warning of a run other processes disturbed; None otherwise."""
-        return load_note(self.name, Load(self.others_cores))
-
-    @property
-    def ok(self) -> bool:
-        return self.value is not None
-
-
-@dataclass(frozen=True)
-class StageOutcome:
-    """What the search did at one ZeRO stage."""
-
-    stage: int
-    names: tuple[str, ...] = ()
-    """The stage's experiments, in the order they first ran."""
-    best: Measurement | None = None
-    max_micro_batch_size: int | None = None
-    """Largest mbs that ran (None: not searched or nothing ran)."""
-    note: str = ""
-    """Why the stage was skipped, abandoned or cut short; empty when it ran through."""
-
-
-@dataclass(frozen=True)
-class SearchOutcome:
-    """Everything a measured search found."""
-
-    metric: str
-    lower_is_better: bool
-    measurements: tuple[Measurement, ...]
-    """Every experiment, in the order it finished."""
-    stages: tuple[StageOutcome, ...]
-    best: Measurement | None
-    notes: tuple[str, ...]
-    """The search's decisions in words (skipped stages, plateaus, tuner stops)."""
-
-
-def search_name(space: TuningSpace, trial: Trial) -> str:
-    """DeepSpeed-style name: knobs left out where they equal the value the stage runs with anyway."""
-    defaults = space.knob_values(trial.replace(zero_knobs=()))
-    return experiment_name(trial, {k: v for k, v in defaults.items() if v is not None})
-
-
-def default_experiment(name: str, trial: Trial, ds_config: dict) -> Any:
-    from simtune.runner.experiment import Experiment
-
-    return Experiment(name=name, trial=trial, ds_config=ds_config)
 
 
 class MeasuredSearch:

@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 from simtune.atomic import write_atomically
 from simtune.metrics import METRICS
 from simtune.runner.interference import MAX_OTHERS_CORES
-from simtune.search.measured import Measurement, SearchOutcome
+from simtune.search.outcome import Measurement, SearchOutcome
 
 SUMMARY_FILE = "summary.txt"
 PREDICTIONS_FILE = "predictions.json"

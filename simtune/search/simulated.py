@@ -37,7 +37,7 @@ from simtune.prediction.residual import ResidualModel
 from simtune.space import Trial, TuningSpace
 from simtune.search.doubt import predicted_gap
 from simtune.search.forecast import Forecast, Forecaster, PredictorLike
-from simtune.search.measured import Measurement, RunnerLike, SearchOutcome, StageOutcome, default_experiment
+from simtune.search.outcome import Measurement, RunnerLike, SearchOutcome, StageOutcome, default_experiment
 from simtune.search.model_space import ModelSpace
 from simtune.search.study import ModelStudy, StudyResult, study_name
 from simtune.search.verify import Settlement, Verification, Verifier

@@ -2,7 +2,7 @@
 
 Candidates come from :func:`simtune.search.doubt.choose_candidates`, as many at a time as the
 runner has slot sets (side by side when the resources allow). Each result is a
-:class:`~simtune.search.measured.Measurement`. Until ``k`` experiments have succeeded:
+:class:`~simtune.search.outcome.Measurement`. Until ``k`` experiments have succeeded:
 
 - a success adds a step-time sample to the residual model (measured / predicted) and, with
   the measured peak, a memory sample;
@@ -45,7 +45,7 @@ from simtune.space import Trial, TuningSpace
 from simtune.search.close_call import close_call_note, find_close_call, find_short_window, short_window_note
 from simtune.search.doubt import Candidate, choose_candidates, sizes_text
 from simtune.search.forecast import Forecast, Forecaster
-from simtune.search.measured import Measurement, RunnerLike, SUCCESS_STATUSES, default_experiment
+from simtune.search.outcome import SUCCESS_STATUSES, Measurement, RunnerLike, default_experiment
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from simtune.hardware import load_profile
 from simtune.search.outputs import write_outputs
 from simtune.report import CapacityRequest, capacity_study
 from simtune.space import Trial
-from simtune.search.measured import Measurement, SearchOutcome, StageOutcome
+from simtune.search.outcome import Measurement, SearchOutcome, StageOutcome
 from simtune.workloads import load_workload
 
 GPU_COUNTS = (16, 32, 64)

@@ -3,7 +3,8 @@
 import pytest
 
 from simtune.space import TuningSpace
-from simtune.search.measured import MeasuredSearch, MeasureOptions, relative_gain, search_name
+from simtune.search.measured import MeasuredSearch, MeasureOptions, relative_gain
+from simtune.search.outcome import search_name
 from simtune.search.memory_bound import MemoryBound, RankMemory
 from simtune.search.twin import TwinRunner, metrics_for
 

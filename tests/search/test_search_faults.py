@@ -53,7 +53,7 @@ def test_the_launch_that_measures_a_scripts_model_is_held_to_the_timeout(tmp_pat
 HOLD_RESULTS_DIR = """
 import sys, time
 from pathlib import Path
-from simtune.commands.search import only_search_in
+from simtune.search.session import only_search_in
 with only_search_in(sys.argv[1]):
     print("holding", flush=True)
     time.sleep(300)

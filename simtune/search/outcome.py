@@ -1,0 +1,96 @@
+"""What every search strategy returns, and the runner it needs.
+
+A :class:`SearchOutcome` lists the experiments run (:class:`Measurement`, in the order they
+finished), the best of each ZeRO stage (:class:`StageOutcome`) and the best overall; the outputs
+(:mod:`simtune.search.outputs`) and the reports read only this. A strategy that runs nothing
+(``--verify-top 0``) returns its predicted best as a measurement of status "predicted".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, Sequence
+
+from simtune.naming import experiment_name
+from simtune.runner.experiment import Experiment
+from simtune.runner.interference import Load, load_note
+from simtune.space import Trial, TuningSpace
+
+SUCCESS_STATUSES = ("ok", "skipped")
+"""Outcomes whose metrics count (``skipped``: reused from an earlier run of the same name)."""
+
+
+class RunnerLike(Protocol):
+    """What the search needs of a runner: run experiments, return one result per experiment."""
+
+    def run(self, experiments: Sequence[Any]) -> Sequence[Any]: ...
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One experiment of the search and what came of it."""
+
+    name: str
+    trial: Trial
+    status: str
+    reason: str
+    metrics: Mapping[str, Any] | None
+    value: float | None
+    """The search metric; None when the run failed or wrote no value."""
+    result_dir: str
+    wall_s: float
+    phase: str
+    """Why it ran: start, upper-bound, binary-search, tuning-list, list or tuner."""
+    reused: bool = False
+    """Taken from an earlier search's result directory (overwrite false) instead of launched."""
+    ds_config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    others_cores: float | None = None
+    """Cores other processes used on average during the run (None: unknown)."""
+
+    @property
+    def load_note(self) -> str | None:
+        """The warning of a run other processes disturbed; None otherwise."""
+        return load_note(self.name, Load(self.others_cores))
+
+    @property
+    def ok(self) -> bool:
+        return self.value is not None
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """What the search did at one ZeRO stage."""
+
+    stage: int
+    names: tuple[str, ...] = ()
+    """The stage's experiments, in the order they first ran."""
+    best: Measurement | None = None
+    max_micro_batch_size: int | None = None
+    """Largest mbs that ran (None: not searched or nothing ran)."""
+    note: str = ""
+    """Why the stage was skipped, abandoned or cut short; empty when it ran through."""
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """Everything a measured search found."""
+
+    metric: str
+    lower_is_better: bool
+    measurements: tuple[Measurement, ...]
+    """Every experiment, in the order it finished."""
+    stages: tuple[StageOutcome, ...]
+    best: Measurement | None
+    notes: tuple[str, ...]
+    """The search's decisions in words (skipped stages, plateaus, tuner stops)."""
+
+
+def search_name(space: TuningSpace, trial: Trial) -> str:
+    """DeepSpeed-style name: knobs left out where they equal the value the stage runs with anyway."""
+    defaults = space.knob_values(trial.replace(zero_knobs=()))
+    return experiment_name(trial, {k: v for k, v in defaults.items() if v is not None})
+
+
+def default_experiment(name: str, trial: Trial, ds_config: dict[str, Any]) -> Experiment:
+    """The runner's experiment of one trial."""
+    return Experiment(name=name, trial=trial, ds_config=ds_config)
