@@ -21,6 +21,7 @@ from typing import Any, Iterator, Mapping
 
 from simtune.errors import ConfigError
 from simtune.metrics import METRICS as METRIC_TABLE
+from simtune.metrics import Metric
 from simtune.metrics import metric as metric_row
 from simtune.search.study_storage import parse_storage
 
@@ -246,9 +247,14 @@ class AutotuningConfig:
         return self._validated(values)
 
     @property
+    def metric_spec(self) -> Metric:
+        """The chosen metric's row of :data:`simtune.metrics.METRICS` (its direction, unit, key)."""
+        return metric_row(self.metric)
+
+    @property
     def metric_higher_is_better(self) -> bool:
         """True for throughput and FLOPS; latency is better when lower."""
-        return not metric_row(self.metric).lower_is_better
+        return not self.metric_spec.lower_is_better
 
     @property
     def metric_key(self) -> str:

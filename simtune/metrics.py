@@ -9,7 +9,7 @@ flops profiler's rate per GPU).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,33 @@ class Metric:
     def description(self) -> str:
         """Unit and direction, as the summary says them."""
         return f"{self.unit}, {'lower' if self.lower_is_better else 'higher'} is better"
+
+    @property
+    def optuna_direction(self) -> Literal["minimize", "maximize"]:
+        return "minimize" if self.lower_is_better else "maximize"
+
+    def better(self, value: float, than: Optional[float]) -> bool:
+        """True when ``value`` beats ``than`` (any value beats None)."""
+        if than is None:
+            return True
+        return value < than if self.lower_is_better else value > than
+
+    def best_first(self, value: float) -> float:
+        """A sort key that puts the best value first."""
+        return value if self.lower_is_better else -value
+
+    def gain(self, value: float, reference: float) -> float:
+        """How much better ``value`` is than ``reference``, as a fraction of ``|reference|``
+        (negative when worse; +-inf against a zero reference)."""
+        if reference == 0:
+            if value == reference:
+                return 0.0
+            return float("inf") if self.better(value, reference) else float("-inf")
+        return self.best_first(reference - value) / abs(reference)
+
+    def shortfall(self, best: float, value: float) -> float:
+        """How far ``value`` falls behind ``best``, as a fraction of ``|best|`` (0 when it is as good)."""
+        return -self.gain(value, best)
 
     def of_step(self, step_s: float, global_batch: int, flops_per_step: Optional[float]) -> Optional[float]:
         """The metric of one optimizer step of ``step_s`` seconds (None: FLOPS with no FLOP count)."""

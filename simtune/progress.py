@@ -21,8 +21,10 @@ from simtune.metrics import METRICS
 METRIC_UNITS = {row.name: row.short_unit for row in METRICS}
 
 
-def format_value(value: float) -> str:
-    """4 significant digits below 1000, one decimal below 1e6, scientific from 1e6 on."""
+def format_value(value: float | None) -> str:
+    """4 significant digits below 1000, one decimal below 1e6, scientific from 1e6 on; "-" for None."""
+    if value is None:
+        return "-"
     if abs(value) >= 1e6:
         return f"{value:.3e}"
     return f"{value:.4g}" if abs(value) < 1000 else f"{value:.1f}"

@@ -4,7 +4,6 @@ import pytest
 
 from simtune.dsconfig import AutotuningConfig
 from simtune.metrics import METRICS, metric, step_metrics
-from simtune.search.outputs import METRIC_DESCRIPTIONS
 
 
 def test_each_metric_follows_from_one_step():
@@ -16,7 +15,7 @@ def test_each_metric_follows_from_one_step():
 def test_directions_and_descriptions():
     assert [m.name for m in METRICS if m.lower_is_better] == ["latency"]
     assert [metric(name).short_unit for name in ("throughput", "latency", "FLOPS")] == ["samples/s", "ms", "flop/s"]
-    assert METRIC_DESCRIPTIONS == {"throughput": "samples/s, higher is better",
+    assert {row.name: row.description for row in METRICS} == {"throughput": "samples/s, higher is better",
                                    "latency": "ms per optimizer step, lower is better",
                                    "FLOPS": "flop/s per GPU, higher is better"}
     with pytest.raises(KeyError):
@@ -28,3 +27,12 @@ def test_the_autotuning_section_reads_key_and_direction_from_the_table(row):
     config = AutotuningConfig(metric=row.name)
     assert config.metric_key == row.key
     assert config.metric_higher_is_better is not row.lower_is_better
+
+
+@pytest.mark.parametrize("value,reference,lower,expected", [
+    (110.0, 100.0, False, 0.1), (90.0, 100.0, True, 0.1), (110.0, 100.0, True, -0.1), (0.0, 0.0, False, 0.0),
+])
+def test_gain_is_relative_and_follows_the_direction(value, reference, lower, expected):
+    row = metric("latency" if lower else "throughput")
+    assert row.gain(value, reference) == pytest.approx(expected)
+    assert row.shortfall(reference, value) == pytest.approx(-expected)

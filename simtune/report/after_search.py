@@ -68,7 +68,7 @@ def _accuracy_section(record: SearchRecord) -> Section:
         blocks.append(Paragraph("Predicted but failed when run: " + ", ".join(f"`{n}`" for n in data.failed_predicted)
                                 + "."))
     if record.predicted_only:
-        ranked = sorted(record.predicted_only, key=lambda item: item[1], reverse=not record.lower_is_better)
+        ranked = sorted(record.predicted_only, key=lambda item: record.spec.best_first(item[1]))
         shown = ranked[:PREDICTED_ONLY_ROWS]
         more = f" (the best {len(shown)} shown)" if len(ranked) > len(shown) else ""
         blocks += [Paragraph(f"Predicted but not run: {len(ranked)} configuration(s){more}, best first."),

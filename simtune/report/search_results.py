@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from simtune.errors import InputError
+from simtune.metrics import METRICS, Metric
+from simtune.metrics import metric as metric_row
 
 RESULTS_FILE = "results.json"
 SUMMARY_FILE = "summary.txt"
@@ -46,7 +48,6 @@ class ExperimentRecord:
 class SearchRecord:
     results_dir: Path
     metric: str
-    lower_is_better: bool
     best: Optional[str]
     best_value: Optional[float]
     elapsed_s: Optional[float]
@@ -59,6 +60,15 @@ class SearchRecord:
     profile: Optional[str]
     """The hardware profile the search's model used, when it says."""
     prediction_sources: tuple[str, ...]
+
+    @property
+    def spec(self) -> Metric:
+        """The metric's row of the metric table (its unit and direction)."""
+        return metric_row(self.metric)
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.spec.lower_is_better
 
 
 def _number(value: Any, metric: str) -> Optional[float]:
@@ -122,6 +132,9 @@ def read_search(results_dir: str | Path) -> SearchRecord:
     if not isinstance(document, Mapping) or not isinstance(document.get("experiments"), list):
         raise InputError(f"{path} has no list of experiments, so it is not a simtune results file.")
     metric = str(document.get("metric") or "throughput")
+    if metric not in {row.name for row in METRICS}:
+        raise InputError(f"{path} names the metric {metric!r}, which simtune does not know (it knows "
+                         f"{', '.join(row.name for row in METRICS)}).")
     predicted: dict[str, float] = {}
     sources = []
     if isinstance(document.get("predicted"), Mapping) and document["predicted"]:
@@ -166,7 +179,7 @@ def read_search(results_dir: str | Path) -> SearchRecord:
     summary_path = folder / SUMMARY_FILE
     summary = summary_path.read_text(encoding="utf-8") if summary_path.is_file() else ""
     return SearchRecord(
-        results_dir=folder, metric=metric, lower_is_better=bool(document.get("lower_is_better", metric == "latency")),
+        results_dir=folder, metric=metric,
         best=document.get("best"), best_value=_number(document.get("best_metric_value"), metric),
         elapsed_s=_number(document.get("elapsed_s"), metric), experiments=tuple(records),
         predicted_only=tuple(sorted((n, v) for n, v in predicted.items() if n not in run)),

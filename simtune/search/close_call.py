@@ -31,6 +31,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from simtune.metrics import Metric
+
 MIN_STEPS = 5
 """Fewer step times give no usable spread."""
 LONGER_WINDOW_STEPS = 8
@@ -74,7 +76,7 @@ class CloseCall:
     """The chance that ``second`` is in truth the better (:func:`chance_reversed`)."""
 
 
-def find_close_call(verifications: Sequence[Any], *, lower_is_better: bool) -> CloseCall | None:
+def find_close_call(verifications: Sequence[Any], *, metric: Metric) -> CloseCall | None:
     """The two best of the successful ``verifications`` when the chance that the runner-up is in
     truth the better reaches :data:`CLOSE_CALL_CHANCE`; None otherwise or when either run's spread
     is unknown. ``verifications``: objects with ``measurement`` (``name``, ``value``, ``metrics``,
@@ -82,10 +84,11 @@ def find_close_call(verifications: Sequence[Any], *, lower_is_better: bool) -> C
     done = [v for v in verifications if v.measurement.ok]
     if len(done) < 2:
         return None
-    done.sort(key=lambda v: v.measurement.value, reverse=not lower_is_better)
+    done.sort(key=lambda v: metric.best_first(v.measurement.value))
     first, second = done[0], done[1]
-    errors = [median_step_error(v.measurement.metrics) for v in (first, second)]
-    if any(e is None for e in errors):
+    spread = [median_step_error(v.measurement.metrics) for v in (first, second)]
+    errors = [e for e in spread if e is not None]
+    if len(errors) < 2:
         return None
     a, b = first.measurement.value, second.measurement.value
     if not a or not b:
@@ -132,12 +135,11 @@ class ShortWindow:
         return start, start + LONGER_WINDOW_STEPS - 1
 
 
-def find_short_window(verifications: Sequence[Any], *, lower_is_better: bool) -> ShortWindow | None:
+def find_short_window(verifications: Sequence[Any], *, metric: Metric) -> ShortWindow | None:
     """The two best of the successful ``verifications`` (as :func:`find_close_call` takes them)
     when either window has fewer than :data:`MIN_STEPS` step times and the two are measured closer
     than the step times of a window vary; None otherwise."""
-    done = sorted((v for v in verifications if v.measurement.ok), key=lambda v: v.measurement.value,
-                  reverse=not lower_is_better)
+    done = sorted((v for v in verifications if v.measurement.ok), key=lambda v: metric.best_first(v.measurement.value))
     if len(done) < 2:
         return None
     first, second = done[0], done[1]
@@ -157,7 +159,7 @@ def find_short_window(verifications: Sequence[Any], *, lower_is_better: bool) ->
     return ShortWindow(first, second, lead, variation, varying, window)
 
 
-def short_window_note(call: ShortWindow, *, metric: str, confirm: int) -> str:
+def short_window_note(call: ShortWindow, *, metric: Metric, confirm: int) -> str:
     """The sentence of a window too short to compare the two best, with the window to set."""
     first, second = call.first.measurement, call.second.measurement
     times = _step_times(call.varying.measurement.metrics)
@@ -170,31 +172,31 @@ def short_window_note(call: ShortWindow, *, metric: str, confirm: int) -> str:
     then = (f"the two run {confirm} more time(s) each with that window to settle it" if confirm else
             "the choice between the two is not reliable (--confirm-close-calls N runs them again with that "
             "window)")
-    return (f"window too short to compare: {first.name} ({metric} {first.value:.4g}) measured {call.lead:.1%} "
+    return (f"window too short to compare: {first.name} ({metric.name} {first.value:.4g}) measured {call.lead:.1%} "
             f"better than {second.name} ({second.value:.4g}) over {end - start + 1} step(s) (start_profile_step "
             f"{start} .. end_profile_step {end}), but {seen}; set "
             f"\"start_profile_step\": {new_start}, \"end_profile_step\": {new_end} in the \"autotuning\" section; "
             f"{then}")
 
 
-def close_call(verifications: Sequence[Any], *, lower_is_better: bool, metric: str) -> str | None:
+def close_call(verifications: Sequence[Any], *, metric: Metric) -> str | None:
     """:func:`close_call_note` of :func:`find_close_call`'s pair; None when there is no close call."""
-    call = find_close_call(verifications, lower_is_better=lower_is_better)
-    return None if call is None else close_call_note(call, lower_is_better=lower_is_better, metric=metric)
+    call = find_close_call(verifications, metric=metric)
+    return None if call is None else close_call_note(call, metric=metric)
 
 
-def close_call_note(call: CloseCall, *, lower_is_better: bool, metric: str) -> str:
+def close_call_note(call: CloseCall, *, metric: Metric) -> str:
     """The sentence of a close call, with what the model predicted for the two."""
     first, second, lead, chance = call.first, call.second, call.lead, call.chance
     a, b = first.measurement.value, second.measurement.value
     pa, pb = first.forecast.value, second.forecast.value
-    model_prefers_second = (pb < pa) if lower_is_better else (pb > pa)
+    model_prefers_second = metric.better(pb, pa)
     if model_prefers_second and pa:
         view = (f"the model predicted {second.measurement.name} {abs(pb / pa - 1):.1%} better, so it may be "
                 f"the better one")
     else:
         view = f"the model also ranks {first.measurement.name} first"
-    return (f"close call: {first.measurement.name} ({metric} {a:.4g}) measured {lead:.1%} better than "
+    return (f"close call: {first.measurement.name} ({metric.name} {a:.4g}) measured {lead:.1%} better than "
             f"{second.measurement.name} ({b:.4g}), but from the spread of the two runs' step times alone "
             f"the chance that {second.measurement.name} is the better is {chance:.0%} (more with the "
             f"variation from launch to launch); {view}")

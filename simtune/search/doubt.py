@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from simtune.metrics import Metric
 from simtune.space import Trial
 from simtune.search.forecast import Forecast
 
@@ -45,15 +46,7 @@ class Candidate:
     reason: str
 
 
-def predicted_gap(best: float, value: float, lower_is_better: bool) -> float:
-    """How much worse ``value`` is predicted than ``best``, relative to ``|best|`` (>= 0 when worse)."""
-    if best == 0:
-        return 0.0 if value == best else float("inf")
-    gap = (value - best) / abs(best) if lower_is_better else (best - value) / abs(best)
-    return gap
-
-
-def setting(trial: Trial) -> tuple:
+def setting(trial: Trial) -> tuple[int, int, int, str, str, bool]:
     """A trial without its ZeRO knobs: what decides memory and most of the time."""
     return (trial.stage, trial.micro_batch_size, trial.gradient_accumulation_steps, trial.offload_optimizer,
             trial.offload_param, trial.activation_checkpointing)
@@ -97,7 +90,7 @@ def _what(level: int, doubted: Sequence[int]) -> str:
     return away + (f", and {_WHAT[level - 4]}" if level > 4 else "")
 
 
-def choose_candidates(ranked: Sequence[Forecast], k: int, *, error: float, lower_is_better: bool,
+def choose_candidates(ranked: Sequence[Forecast], k: int, *, error: float, metric: Metric,
                       covered: Sequence[Forecast] = (), best_value: float | None = None,
                       failed: Sequence[Trial] = (), doubted: Sequence[int] = ()) -> list[Candidate]:
     """Up to ``k`` candidates from ``ranked`` (feasible forecasts, best first, none already run).
@@ -114,7 +107,7 @@ def choose_candidates(ranked: Sequence[Forecast], k: int, *, error: float, lower
     if not values:
         return []
     if best_value is None:
-        best_value = min(values) if lower_is_better else max(values)
+        best_value = min(values, key=metric.best_first)
     picked: list[Candidate] = []
     taken = {f.name for f in covered}
     while len(picked) < k:
@@ -122,13 +115,13 @@ def choose_candidates(ranked: Sequence[Forecast], k: int, *, error: float, lower
         if not left:
             break
         seen = [f.trial for f in covered] + list(failed) + [c.forecast.trial for c in picked]
-        contenders = [f for f in left if predicted_gap(best_value, f.value, lower_is_better) <= error]
+        contenders = [f for f in left if metric.shortfall(best_value, f.value) <= error]
         if contenders:
             levels = [(novelty(f.trial, seen) if seen else 3) + (4 if doubted and far_from(f.trial, doubted) else 0)
                       for f in contenders]
             top = max(levels)
             choice = contenders[levels.index(top)]
-            gap = predicted_gap(best_value, choice.value, lower_is_better)
+            gap = metric.shortfall(best_value, choice.value)
             if not seen and gap <= 0:
                 reason = "best prediction"
             elif not seen:
@@ -138,7 +131,7 @@ def choose_candidates(ranked: Sequence[Forecast], k: int, *, error: float, lower
                           f"covers {_what(top, doubted)}")
         else:
             choice = left[0]
-            gap = predicted_gap(best_value, choice.value, lower_is_better)
+            gap = metric.shortfall(best_value, choice.value)
             reason = f"next best prediction ({gap:.1%} below the best, outside the model's {error:.0%} error)"
         picked.append(Candidate(choice, max(0.0, gap), reason))
         taken.add(choice.name)

@@ -52,7 +52,7 @@ class Forecast:
     def base_step_s(self) -> float:
         return float(self.estimate.time.step_s)
 
-    def metrics(self, global_batch: int) -> dict[str, float]:
+    def metrics(self, global_batch: int) -> dict[str, float | None]:
         """The prediction in metrics.json's terms."""
         flops_per_step = float(self.estimate.metrics.flops_per_gpu) * self.base_step_s
         return {
@@ -86,8 +86,7 @@ class Forecaster:
         self.residual = residual or ResidualModel()
         self.workload = workload
         self.memory_budget_bytes = memory_budget_bytes
-        self.metric = space.autotuning.metric
-        self.lower_is_better = not space.autotuning.metric_higher_is_better
+        self.metric = space.autotuning.metric_spec
         self._cache: dict[Trial, Forecast] = {}
         self.evaluations = 0
 
@@ -120,11 +119,9 @@ class Forecaster:
                         limit_bytes=limit, feasible=feasible, residual_ratio=ratio, features=features)
 
     def metric_value(self, trial: Trial, estimate: Any, step_s: float) -> float:
-        if self.metric == "latency":
-            return 1000.0 * step_s
-        if self.metric == "FLOPS":
-            return float(estimate.metrics.flops_per_gpu) * float(estimate.time.step_s) / step_s
-        return self.space.global_batch(trial) / step_s
+        """The metric at the corrected step time (the model's FLOP per step and GPU over it)."""
+        flops_per_step = float(estimate.metrics.flops_per_gpu) * float(estimate.time.step_s)
+        return float(self.metric.of_step(step_s, self.space.global_batch(trial), flops_per_step) or 0.0)
 
     def forget(self, keep: Callable[[Trial], bool] = lambda t: False) -> None:
         """Drop cached forecasts (after the memory correction or residual model changed)."""
@@ -132,9 +129,8 @@ class Forecaster:
 
     def better(self, a: float, b: float) -> bool:
         """True when value ``a`` is strictly better than ``b`` for the metric."""
-        return a < b if self.lower_is_better else a > b
+        return self.metric.better(a, b)
 
-    def sort_key(self, forecast: Forecast) -> tuple:
+    def sort_key(self, forecast: Forecast) -> tuple[bool, float, str]:
         """Ranks feasible forecasts first, then best value first, then by name (deterministic)."""
-        value = forecast.value if self.lower_is_better else -forecast.value
-        return (not forecast.feasible, value, forecast.name)
+        return (not forecast.feasible, self.metric.best_first(forecast.value), forecast.name)

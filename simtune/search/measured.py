@@ -39,14 +39,14 @@ out, so the knob experiment that repeats the stage's best is not run again.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from simtune.progress import Progress
 from simtune.space import Trial, TuningSpace
 from simtune.search.memory_bound import MemoryBound
 from simtune.search.outcome import (SUCCESS_STATUSES, Measurement, RunnerLike, SearchOutcome, StageOutcome,
                                     default_experiment, search_name)
-from simtune.search.tuners import TunerSettings, is_better, make_tuner, run_tuner
+from simtune.search.tuners import TunerSettings, make_tuner, run_tuner
 
 PLATEAU = 0.05
 """Relative gain below which a larger mbs counts as no better (DeepSpeed's METRIC_PERCENT_DIFF_CONST)."""
@@ -56,16 +56,6 @@ WORSE_STAGE = 0.05
 
 Fits = Callable[[int, int], "bool | None"]
 """Memory estimate: ``fits(stage, mbs)`` is False when it cannot fit, None when unknown."""
-
-
-def relative_gain(value: float, reference: float, lower_is_better: bool) -> float:
-    """How much better ``value`` is than ``reference``, as a fraction of ``|reference|``."""
-    if reference == 0:
-        if value == reference:
-            return 0.0
-        return float("inf") if is_better(value, reference, lower_is_better) else float("-inf")
-    gain = (value - reference) / abs(reference)
-    return -gain if lower_is_better else gain
 
 
 @dataclass(frozen=True)
@@ -94,7 +84,7 @@ class MeasuredSearch:
         fits: Fits | None = None,
         memory: MemoryBound | None = None,
         progress: Progress | None = None,
-        make_experiment: Callable[[str, Trial, dict], Any] = default_experiment,
+        make_experiment: Callable[[str, Trial, dict[str, Any]], Any] = default_experiment,
     ):
         self.space = space
         self.runner = runner
@@ -104,7 +94,7 @@ class MeasuredSearch:
         self.memory = memory
         self.progress = progress or Progress(metric=space.autotuning.metric, quiet=True)
         self.make_experiment = make_experiment
-        self.lower_is_better = not space.autotuning.metric_higher_is_better
+        self.metric = space.autotuning.metric_spec
         self._memo: dict[str, Measurement] = {}
         self._finished: list[Measurement] = []
         self._notes: list[str] = []
@@ -133,8 +123,7 @@ class MeasuredSearch:
     def outcome(self) -> SearchOutcome:
         """What the search has found so far (all of it once :meth:`run` has returned)."""
         return SearchOutcome(
-            metric=self.autotuning.metric,
-            lower_is_better=self.lower_is_better,
+            metric=self.metric,
             measurements=tuple(self._finished),
             stages=tuple(self._stages),
             best=self._leader(),
@@ -148,9 +137,9 @@ class MeasuredSearch:
     def _worse_reason(self, best: Measurement) -> str:
         """Non-empty when ``best`` is more than WORSE_STAGE worse than the best so far."""
         leader = self._leader()
-        if not self.options.stop_at_worse_stage or leader is None:
+        if not self.options.stop_at_worse_stage or leader is None or leader.value is None or best.value is None:
             return ""
-        gain = relative_gain(best.value, leader.value, self.lower_is_better)
+        gain = self.metric.gain(best.value, leader.value)
         if gain >= -WORSE_STAGE:
             return ""
         return (f"is {-gain:.0%} worse ({best.name} {best.value:.4g}) than the best so far "
@@ -200,10 +189,10 @@ class MeasuredSearch:
         """The best experiment so far."""
         return self._best_of(self._finished)
 
-    def _best_of(self, measurements) -> Measurement | None:
+    def _best_of(self, measurements: Iterable[Measurement]) -> Measurement | None:
         best: Measurement | None = None
         for m in measurements:
-            if m.ok and is_better(m.value, best.value if best else None, self.lower_is_better):
+            if m.value is not None and self.metric.better(m.value, best.value if best else None):
                 best = m
         return best
 
@@ -281,11 +270,11 @@ class MeasuredSearch:
         while low <= high:
             mid = (low + high) // 2
             run = self._run_one(self.space.trial(stage, mid, gas), "binary-search")
-            if not run.ok:
+            if run.value is None:
                 high = mid - 1
                 continue
             low = mid + 1
-            if relative_gain(run.value, reference, self.lower_is_better) < PLATEAU:
+            if reference is not None and self.metric.gain(run.value, reference) < PLATEAU:
                 self._note(f"stage {stage}: the metric plateaus at micro-batch size {mid}")
                 break
             reference = run.value
@@ -303,7 +292,7 @@ class MeasuredSearch:
             batch_size=max(1, self.options.parallel),
             seed=self.options.seed,
         )
-        tuner = make_tuner(self.autotuning.tuner_type, candidates, settings, self.lower_is_better)
+        tuner = make_tuner(self.autotuning.tuner_type, candidates, settings, self.metric)
         self.progress.note(f"stage {stage}: {self.autotuning.tuner_type} tuner over {len(candidates)} "
                            f"settings at micro-batch size {mbs}, gas {gas}")
         outcome = run_tuner(tuner, lambda batch: [m.value for m in self._run(batch, "tuner")])
@@ -336,11 +325,11 @@ class MeasuredSearch:
             leader = self._leader()
             status = f"{measurement.status} (reused)" if measurement.reused else measurement.status
             self.progress.finished(name, status, measurement.reason, measurement.value,
-                                   (leader.name, leader.value) if leader else None)
+                                   (leader.name, leader.value) if leader and leader.value is not None else None)
             if measurement.load_note:
                 self.progress.note(measurement.load_note)
 
-    def _measurement(self, name: str, trial: Trial, result: Any, phase: str, ds_config) -> Measurement:
+    def _measurement(self, name: str, trial: Trial, result: Any, phase: str, ds_config: dict[str, Any]) -> Measurement:
         metrics = result.metrics if isinstance(result.metrics, Mapping) else None
         value = None
         if result.status in SUCCESS_STATUSES and metrics is not None:

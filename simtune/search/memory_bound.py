@@ -22,6 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from simtune.errors import SimtuneError
+from simtune.hardware import HardwareProfile, find_profile_for, load_profile
+from simtune.prediction.predictor import Predictor
+from simtune.runner.resources import Resources
+from simtune.search.model_inputs import WorkloadChoice, choose_script_workload, choose_workload, local_device_name
+from simtune.space import TuningSpace
+from simtune.workloads import Workload
+
 GIB = 2**30
 
 
@@ -120,8 +128,9 @@ class MemoryBound:
         return f"{need[1]} {size_text(need[0])} per rank, more than {self.memory.how}"
 
 
-def search_memory_bound(space: Any, resources: Any, *, parallel: int, precision: str, workload: Any = None,
-                        script: tuple[str, Any, Any] | None = None, profile: str | None = None,
+def search_memory_bound(space: TuningSpace, resources: Resources, *, parallel: int, precision: str,
+                        workload: Workload | None = None,
+                        script: tuple[str, tuple[str, ...], dict[str, Any]] | None = None, profile: str | None = None,
                         budget_bytes: int | None = None, say: Callable[[str], None] = lambda line: None
                         ) -> MemoryBound:
     """The measured search's bound on this machine: the memory that exists per rank, and the cost
@@ -129,12 +138,7 @@ def search_memory_bound(space: Any, resources: Any, *, parallel: int, precision:
     and the workload's numbers are at hand without a launch: ``workload`` (model mode: closed
     form or a cached measurement) or ``script`` ((script, args, ds_config): a cached measurement
     of the script's model); ``budget_bytes``: the per-process memory budget, when there is one."""
-    from simtune.errors import SimtuneError
-    from simtune.hardware import find_profile_for, load_profile
-    from simtune.prediction.predictor import Predictor
-    from simtune.search.model_inputs import choose_script_workload, choose_workload, local_device_name
-
-    hardware = None
+    hardware: HardwareProfile | None = None
     try:
         if profile is not None:
             hardware = load_profile(profile)
@@ -146,7 +150,7 @@ def search_memory_bound(space: Any, resources: Any, *, parallel: int, precision:
         hardware = None
     device_bytes = hardware.device.memory_bytes if hardware is not None and resources.accelerator != "cpu" else None
     memory = rank_memory(resources.accelerator, resources.num_gpus * max(1, parallel), device_bytes, budget_bytes)
-    chosen = None
+    chosen: WorkloadChoice | None = None
     if hardware is not None:
         try:
             if workload is not None:
@@ -156,7 +160,7 @@ def search_memory_bound(space: Any, resources: Any, *, parallel: int, precision:
                                                 local=False, say=say)
         except SimtuneError:
             chosen = None
-    if chosen is None:
+    if chosen is None or hardware is None:
         say(f"micro-batch sizes are bounded by the memory that exists ({memory.how}), each stage's from its "
             f"measured peaks")
         return MemoryBound(memory)

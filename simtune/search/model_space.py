@@ -40,7 +40,7 @@ class StageDims:
     stage: int
     micro_batch_sizes: tuple[int, ...]
     """Every mbs explored, increasing."""
-    knobs: tuple[tuple[str, tuple], ...]
+    knobs: tuple[tuple[str, tuple[Any, ...]], ...]
     """(key, values) of each live tuned knob."""
     offload_optimizer: tuple[str, ...]
     offload_param: tuple[str, ...]
@@ -85,7 +85,7 @@ class ModelSpace:
             oo, op = space.offload_optimizer_choices(stage), space.offload_param_choices(stage)
             ac = space.activation_checkpointing_choices
 
-            def frugal(mbs: int, stage=stage, oo=oo, op=op) -> Trial:
+            def frugal(mbs: int, stage: int = stage, oo: tuple[str, ...] = oo, op: tuple[str, ...] = op) -> Trial:
                 return space.trial(stage, mbs, 1, (), offload_optimizer="cpu" if "cpu" in oo else oo[0],
                                    offload_param="cpu" if "cpu" in op else op[0],
                                    activation_checkpointing=True in ac)
@@ -249,15 +249,15 @@ class ModelSpace:
             at(d, other, max(1, batch // max(other, 1)), trial)
         for g in (gas - 1, gas + 1, len(self.gas_choices(mbs))):
             at(d, mbs, g, trial)
-        for other in self.stages:
-            if other.stage == trial.stage:
+        for dims in self.stages:
+            if dims.stage == trial.stage:
                 continue
-            base = self.space.trial(other.stage, mbs, gas, tuple((k, vs[0]) for k, vs in other.knobs),
-                                    offload_optimizer=_keep(trial.offload_optimizer, other.offload_optimizer),
-                                    offload_param=_keep(trial.offload_param, other.offload_param),
-                                    activation_checkpointing=_keep(trial.activation_checkpointing, other.checkpointing))
-            nearest = min(other.micro_batch_sizes, key=lambda m: (abs(m - mbs), m))
-            at(other, nearest, max(1, batch // nearest), base)
+            base = self.space.trial(dims.stage, mbs, gas, tuple((k, vs[0]) for k, vs in dims.knobs),
+                                    offload_optimizer=_keep(trial.offload_optimizer, dims.offload_optimizer),
+                                    offload_param=_keep(trial.offload_param, dims.offload_param),
+                                    activation_checkpointing=_keep(trial.activation_checkpointing, dims.checkpointing))
+            nearest = min(dims.micro_batch_sizes, key=lambda m: (abs(m - mbs), m))
+            at(dims, nearest, max(1, batch // nearest), base)
         knobs = dict(trial.zero_knobs)
         for key, values in d.knobs:
             for value in values:
@@ -275,11 +275,11 @@ class ModelSpace:
 class Suggester(Protocol):
     """What :meth:`ModelSpace.sample` needs of an ``optuna.Trial``."""
 
-    def suggest_categorical(self, name: str, choices: list) -> Any: ...
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any: ...
 
     def suggest_int(self, name: str, low: int, high: int, *, log: bool = False) -> int: ...
 
 
-def _keep(value: Any, choices: tuple) -> Any:
+def _keep(value: Any, choices: tuple[Any, ...]) -> Any:
     return value if value in choices else choices[0]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence
 
+from simtune.metrics import Metric
 from simtune.naming import experiment_name
 from simtune.runner.experiment import Experiment
 from simtune.runner.interference import Load, load_note
@@ -75,8 +76,8 @@ class StageOutcome:
 class SearchOutcome:
     """Everything a measured search found."""
 
-    metric: str
-    lower_is_better: bool
+    metric: Metric
+    """What the search optimised (its name, key, unit and direction)."""
     measurements: tuple[Measurement, ...]
     """Every experiment, in the order it finished."""
     stages: tuple[StageOutcome, ...]

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from simtune.atomic import write_atomically
-from simtune.metrics import METRICS
 from simtune.runner.interference import MAX_OTHERS_CORES
 from simtune.search.outcome import Measurement, SearchOutcome
 
@@ -46,7 +45,6 @@ RESULTS_FILE = "results.json"
 
 DEEPSPEED_COLUMNS = ("tuning_space", "num_experiments", "best_metric_val", "best_exp_name")
 GLOBAL_SPACE = "global"
-METRIC_DESCRIPTIONS = {row.name: row.description for row in METRICS}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -68,7 +66,7 @@ class PredictionRow:
     """Why it was chosen for verification."""
     reused: bool = False
     replaces: str | None = None
-    predicted_metrics: Mapping[str, float] | None = None
+    predicted_metrics: Mapping[str, float | None] | None = None
     measured_metrics: Mapping[str, Any] | None = None
     terms: Mapping[str, Any] | None = None
     """Every predicted memory and time term, and the corrections applied."""
@@ -233,7 +231,7 @@ def format_summary(
     ``model.predicted_only`` the rows hold the predicted best of each stage, the first row of
     ``model.rows`` being the best overall)."""
     predicted_only = model is not None and model.predicted_only
-    rows = (predicted_rows(model, outcome.best.name if outcome.best else None) if predicted_only
+    rows = (predicted_rows(model, outcome.best.name if outcome.best else None) if model is not None and predicted_only
             else summary_rows(outcome, predicted))
     headers = [*DEEPSPEED_COLUMNS, "num_failed"]
     with_prediction = predicted is not None or predicted_only
@@ -249,7 +247,7 @@ def format_summary(
         "",
         f"Tuning completed in {format_duration(elapsed_s)}. "
         f"Total number of experiments: {len(outcome.measurements)}.",
-        f"Metric: {outcome.metric} ({METRIC_DESCRIPTIONS.get(outcome.metric, '')}).",
+        f"Metric: {outcome.metric.name} ({outcome.metric.description}).",
     ]
     if predicted_only:
         lines.append("Predicted only: nothing was run; best_metric_val holds the model's prediction.")
@@ -272,9 +270,9 @@ def format_summary(
         lines.append("No experiment ran successfully, so there is no optimal configuration.")
     elif predicted_only or outcome.best.status == "predicted":
         lines.append(f"Optimal (predicted, not measured): {outcome.best.name} "
-                     f"({outcome.metric} {outcome.best.value:g} predicted).")
+                     f"({outcome.metric.name} {outcome.best.value:g} predicted).")
     else:
-        lines.append(f"Optimal: {outcome.best.name} ({outcome.metric} {outcome.best.value:g}), "
+        lines.append(f"Optimal: {outcome.best.name} ({outcome.metric.name} {outcome.best.value:g}), "
                      f"results in {outcome.best.result_dir}.")
     if model is not None:
         lines.extend(model_lines(model))
@@ -357,7 +355,7 @@ def optimizer_type(ds_config: Mapping[str, Any]) -> str | None:
     """The "type" of the config's optimizer section, if any."""
     section = ds_config.get("optimizer")
     if isinstance(section, Mapping) and isinstance(section.get("type"), str):
-        return section["type"]
+        return str(section["type"])
     return None
 
 
@@ -365,7 +363,7 @@ def optimizer_type(ds_config: Mapping[str, Any]) -> str | None:
 # the optimal configuration and command
 def optimal_config(best: Measurement) -> dict[str, Any]:
     """The best experiment's DeepSpeed config without the "autotuning" section."""
-    config = json.loads(json.dumps(dict(best.ds_config)))
+    config: dict[str, Any] = json.loads(json.dumps(dict(best.ds_config)))
     config.pop("autotuning", None)
     return config
 
@@ -400,8 +398,8 @@ def results_document(outcome: SearchOutcome, elapsed_s: float, *, advice: LrAdvi
                      model: ModelReport | None = None) -> dict[str, Any]:
     """The content of results.json (``strategy``, ``profile`` and ``model`` for a model-driven search)."""
     document: dict[str, Any] = {
-        "metric": outcome.metric,
-        "lower_is_better": outcome.lower_is_better,
+        "metric": outcome.metric.name,
+        "lower_is_better": outcome.metric.lower_is_better,
         "best": outcome.best.name if outcome.best else None,
         "best_metric_value": outcome.best.value if outcome.best else None,
         "elapsed_s": elapsed_s,
@@ -426,8 +424,8 @@ def results_document(outcome: SearchOutcome, elapsed_s: float, *, advice: LrAdvi
 def predictions_document(outcome: SearchOutcome, model: ModelReport) -> dict[str, Any]:
     """The content of predictions.json: every verified (or predicted-best) configuration."""
     return {
-        "metric": outcome.metric,
-        "lower_is_better": outcome.lower_is_better,
+        "metric": outcome.metric.name,
+        "lower_is_better": outcome.metric.lower_is_better,
         "profile": model.profile,
         "predicted_only": model.predicted_only,
         "error_estimate": model.error_estimate,
@@ -460,14 +458,14 @@ def _write_text(path: Path, text: str) -> None:
     write_atomically(path, text)
 
 
-def write_results_json(results_dir: str | os.PathLike, document: Mapping[str, Any]) -> Path:
+def write_results_json(results_dir: str | os.PathLike[str], document: Mapping[str, Any]) -> Path:
     path = Path(results_dir) / RESULTS_FILE
     _write_text(path, json.dumps(document, indent=2, default=str) + "\n")
     return path
 
 
 def write_outputs(
-    results_dir: str | os.PathLike,
+    results_dir: str | os.PathLike[str],
     outcome: SearchOutcome,
     elapsed_s: float,
     *,

@@ -35,7 +35,6 @@ from simtune.search.outputs import ModelReport, PredictionRow
 from simtune.progress import Progress, format_value
 from simtune.prediction.residual import ResidualModel
 from simtune.space import Trial, TuningSpace
-from simtune.search.doubt import predicted_gap
 from simtune.search.forecast import Forecast, Forecaster, PredictorLike
 from simtune.search.outcome import Measurement, RunnerLike, SearchOutcome, StageOutcome, default_experiment
 from simtune.search.model_space import ModelSpace
@@ -135,7 +134,7 @@ class SimulatedSearch:
                  results_dir: str | Path, residual: ResidualModel | None = None, workload: str = "",
                  identity: Mapping[str, Any] | None = None, options: SimulateOptions = SimulateOptions(),
                  memory_budget_bytes: int | None = None, progress: Progress | None = None,
-                 make_experiment: Callable[[str, Trial, dict], Any] = default_experiment,
+                 make_experiment: Callable[[str, Trial, dict[str, Any]], Any] = default_experiment,
                  storage: StudyStorage | None = None):
         self.space = space
         self.runner = runner
@@ -177,11 +176,12 @@ class SimulatedSearch:
             raise StorageError(f"The study storage {self.storage.shown} failed: {reason_of(exc)}.") from None
         seconds["study"] = time.monotonic() - started
 
-        enumeration, everything = None, ()
+        enumeration: EnumerationCheck | None = None
+        everything: list[Forecast] = []
         if model_space.size() <= self.options.enumerate_limit:
             enumeration, everything = self._enumerate(model_space, result)
             seconds["enumeration"] = enumeration.seconds
-            self.progress.note(enumeration.sentence(self.forecaster.metric))
+            self.progress.note(enumeration.sentence(self.forecaster.metric.name))
         pool = list(dict.fromkeys([f.trial for f in result.forecasts] + [f.trial for f in everything]))
         ranked = sorted(self.forecaster.forecast_many(pool), key=self.forecaster.sort_key)
         best = ranked[0] if ranked and ranked[0].feasible else None
@@ -189,7 +189,7 @@ class SimulatedSearch:
         error = self.residual.error_estimate(self.workload)
         source = error_source(self.residual, self.workload)
         if best is not None:
-            self.progress.note(f"predicted best: {best.name} ({self.forecaster.metric} {format_value(best.value)}); "
+            self.progress.note(f"predicted best: {best.name} ({self.forecaster.metric.name} {format_value(best.value)}); "
                                f"the model's error estimate is {error:.0%}")
         else:
             self.progress.note("no configuration is predicted to fit in memory")
@@ -251,7 +251,7 @@ class SimulatedSearch:
         optimum = min(feasible, key=self.forecaster.sort_key) if feasible else None
         gap = None
         if optimum is not None and result.best is not None:
-            gap = max(0.0, predicted_gap(optimum.value, result.best.value, self.forecaster.lower_is_better))
+            gap = max(0.0, self.forecaster.metric.shortfall(optimum.value, result.best.value))
         check = EnumerationCheck(len(forecasts), optimum, result.best, gap, time.monotonic() - started)
         return check, feasible
 
@@ -280,11 +280,10 @@ class SimulatedSearch:
 
     def _search_outcome(self, verifications: tuple[Verification, ...], best: Forecast | None,
                         notes: list[str], settlement: Settlement | None = None) -> SearchOutcome:
-        lower = self.forecaster.lower_is_better
         if not verifications:
             measurements: tuple[Measurement, ...] = ()
             chosen = self.predicted_measurement(best) if best is not None else None
-            stages = ()
+            stages: tuple[StageOutcome, ...] = ()
         else:
             measurements = tuple(v.measurement for v in verifications)
             # the runs that settle a close call are not candidates of their own: each settled
@@ -297,9 +296,10 @@ class SimulatedSearch:
             else:
                 chosen = None
                 for m in candidates:
-                    if m.ok and (chosen is None or self.forecaster.better(m.value, chosen.value)):
+                    if m.value is not None and (chosen is None or chosen.value is None
+                                                or self.forecaster.better(m.value, chosen.value)):
                         chosen = m
-            stages = []
+            per_stage = []
             for stage in self.space.stages:
                 own = [m for m in measurements if m.trial.stage == stage]
                 if not own:
@@ -307,12 +307,13 @@ class SimulatedSearch:
                 ok = [m for m in candidates if m.trial.stage == stage and m.ok]
                 stage_best = None
                 for m in ok:
-                    if stage_best is None or self.forecaster.better(m.value, stage_best.value):
+                    if m.value is not None and (stage_best is None or stage_best.value is None
+                                                or self.forecaster.better(m.value, stage_best.value)):
                         stage_best = m
-                stages.append(StageOutcome(stage, tuple(m.name for m in own), stage_best,
+                per_stage.append(StageOutcome(stage, tuple(m.name for m in own), stage_best,
                                            max((m.trial.micro_batch_size for m in ok), default=None)))
-            stages = tuple(stages)
-        return SearchOutcome(metric=self.space.autotuning.metric, lower_is_better=lower, measurements=measurements,
+            stages = tuple(per_stage)
+        return SearchOutcome(metric=self.forecaster.metric, measurements=measurements,
                              stages=stages, best=chosen, notes=tuple(notes))
 
     def predicted_measurement(self, forecast: Forecast) -> Measurement:

@@ -58,12 +58,15 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from simtune.space import Trial
 from simtune.search.forecast import Forecast, Forecaster
 from simtune.search.model_space import ModelSpace
 from simtune.search.study_storage import STUDY_FILE, StudyStorage, parse_storage, reason_of  # noqa: F401 - STUDY_FILE
+
+if TYPE_CHECKING:  # optuna is imported where a study runs: it takes a second to load
+    import optuna
 
 POLISH_SHARE = 0.25
 """Share of the trials spent on the local polish of the best trials."""
@@ -87,7 +90,7 @@ def storage_url(results_dir: str | Path) -> str:
     return StudyStorage.default(results_dir).url
 
 
-def open_storage(results_dir: str | Path):
+def open_storage(results_dir: str | Path) -> Any:
     """The default storage, ``results_dir/study.db`` (created when missing), WAL journal."""
     return StudyStorage.default(results_dir).open()
 
@@ -227,7 +230,7 @@ class ModelStudy:
 
         started = time.monotonic()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        direction = "minimize" if self.forecaster.lower_is_better else "maximize"
+        direction = self.forecaster.metric.optuna_direction
         durable = optuna.create_study(storage=self.storage, study_name=self.name, direction=direction,
                                       load_if_exists=True)
         self._fail_stale_trials(durable)
@@ -241,7 +244,7 @@ class ModelStudy:
         resumed_from = done = len(finished)
         if not done:
             durable.set_user_attr("space", self.model_space.describe())
-            durable.set_user_attr("metric", self.forecaster.metric)
+            durable.set_user_attr("metric", self.forecaster.metric.name)
             if self.inputs is not None:
                 durable.set_user_attr("inputs", self.inputs)
         else:
@@ -255,7 +258,7 @@ class ModelStudy:
         size = self.model_space.size()
         writer = TrialWriter(self.storage, self.name, where=self.where) if done < n_trials else None
         try:
-            while done < n_trials:
+            while writer is not None and done < n_trials:
                 if len(seen) >= size:
                     self.progress(f"study: all {size} configurations evaluated after {done} trials; the study stops")
                     break
@@ -275,7 +278,7 @@ class ModelStudy:
                 writer.close()
         return self.result(working, resumed_from, time.monotonic() - started)
 
-    def _objective(self, trial) -> float:
+    def _objective(self, trial: optuna.trial.Trial) -> float:
         self._last_number = trial.number
         point = self.model_space.sample(trial)
         forecast = self.forecaster.forecast(point)
@@ -302,7 +305,7 @@ class ModelStudy:
         return list(dict.fromkeys(points))
 
     @staticmethod
-    def _fail_stale_trials(study) -> None:
+    def _fail_stale_trials(study: optuna.Study) -> None:
         """Trials left RUNNING by a killed process are marked FAIL (model trials take
         milliseconds; nothing else runs them)."""
         from optuna.trial import TrialState
@@ -311,18 +314,18 @@ class ModelStudy:
             study._storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)  # noqa: SLF001
 
     @staticmethod
-    def _completed(study) -> int:
+    def _completed(study: optuna.Study) -> int:
         from optuna.trial import TrialState
 
         return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
     @staticmethod
-    def _has_waiting(study) -> bool:
+    def _has_waiting(study: optuna.Study) -> bool:
         from optuna.trial import TrialState
 
         return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
-    def _enqueue_polish(self, study) -> None:
+    def _enqueue_polish(self, study: optuna.Study) -> None:
         """Enqueue one unseen neighbour of the best feasible points (best point first)."""
         seen = {Trial.from_dict(t.user_attrs[TRIAL_ATTR]) for t in self._finished(study)}
         ranked = self._ranked(study)
@@ -334,21 +337,21 @@ class ModelStudy:
                 return
 
     @staticmethod
-    def _finished(study) -> list:
+    def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         from optuna.trial import TrialState
 
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         return [t for t in trials if TRIAL_ATTR in t.user_attrs]
 
-    def _ranked(self, study) -> list[Forecast]:
+    def _ranked(self, study: optuna.Study) -> list[Forecast]:
         trials = list(dict.fromkeys(Trial.from_dict(t.user_attrs[TRIAL_ATTR]) for t in self._finished(study)))
         return sorted(self.forecaster.forecast_many(trials), key=self.forecaster.sort_key)
 
-    def _best(self, study) -> Forecast | None:
+    def _best(self, study: optuna.Study) -> Forecast | None:
         ranked = self._ranked(study)
         return ranked[0] if ranked and ranked[0].feasible else None
 
-    def result(self, study, resumed_from: int, seconds: float) -> StudyResult:
+    def result(self, study: optuna.Study, resumed_from: int, seconds: float) -> StudyResult:
         ranked = self._ranked(study)
         best = ranked[0] if ranked and ranked[0].feasible else None
         return StudyResult(self.name, self.where, self._completed(study), resumed_from,

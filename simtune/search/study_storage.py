@@ -269,7 +269,7 @@ def _use_write_ahead_log(storage: Any) -> None:
     a disk flush per write, and readers beside the writer."""
     from sqlalchemy import event
 
-    def pragmas(connection, _record) -> None:
+    def pragmas(connection: Any, _record: Any) -> None:
         cursor = connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")

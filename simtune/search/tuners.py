@@ -17,8 +17,8 @@ Three tuners, as in DeepSpeed's ``tuner_type``:
   ``exploration_rate`` a random unvisited candidate is taken instead (DeepSpeed codes a 20 %
   exploration that never takes effect). Failed runs rank below every success.
 
-Values are raw metric values; ``lower_is_better`` gives their direction (latency), which
-DeepSpeed's tuner loop ignores.
+Values are raw metric values; the :class:`~simtune.metrics.Metric` gives their direction (latency is
+better lower), which DeepSpeed's tuner loop ignores.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Callable, Generic, Sequence, TypeVar
 
 from simtune.dsconfig import TUNER_TYPES
 from simtune.errors import ConfigError
+from simtune.metrics import Metric
 
 T = TypeVar("T")
 
@@ -85,10 +86,10 @@ class TunerOutcome(Generic[T]):
 class Tuner(ABC, Generic[T]):
     """Proposes unvisited candidates; learns from the values measured for them."""
 
-    def __init__(self, candidates: Sequence[T], settings: TunerSettings, lower_is_better: bool):
+    def __init__(self, candidates: Sequence[T], settings: TunerSettings, metric: Metric):
         self.candidates = list(candidates)
         self.settings = settings
-        self.lower_is_better = lower_is_better
+        self.metric = metric
         self.visited: set[int] = set()
 
     @property
@@ -122,8 +123,8 @@ class GridSearchTuner(Tuner[T]):
 class RandomTuner(Tuner[T]):
     """A seeded random order of the candidates."""
 
-    def __init__(self, candidates: Sequence[T], settings: TunerSettings, lower_is_better: bool):
-        super().__init__(candidates, settings, lower_is_better)
+    def __init__(self, candidates: Sequence[T], settings: TunerSettings, metric: Metric):
+        super().__init__(candidates, settings, metric)
         self._order = list(range(len(self.candidates)))
         random.Random(settings.seed).shuffle(self._order)
 
@@ -152,10 +153,10 @@ class ModelBasedTuner(Tuner[T]):
         self,
         candidates: Sequence[T],
         settings: TunerSettings,
-        lower_is_better: bool,
+        metric: Metric,
         features: Callable[[T], Sequence[float]],
     ):
-        super().__init__(candidates, settings, lower_is_better)
+        super().__init__(candidates, settings, metric)
         self._rng = random.Random(settings.seed)
         self._features = [list(map(float, features(c))) for c in self.candidates]
         self._observed: dict[int, float | None] = {}
@@ -201,7 +202,7 @@ class ModelBasedTuner(Tuner[T]):
     def _relevance_labels(self) -> dict[int, int] | None:
         """Observed candidates ranked 0 (worst; every failure) .. k (best); None if all tie."""
         ok = {i: v for i, v in self._observed.items() if v is not None}
-        ordered = sorted(ok, key=lambda i: ok[i], reverse=not self.lower_is_better)
+        ordered = sorted(ok, key=lambda i: self.metric.best_first(ok[i]))
         ordered.reverse()  # worst success first
         labels = {i: 0 for i, v in self._observed.items() if v is None}
         rank = 1
@@ -240,24 +241,17 @@ def make_tuner(
     tuner_type: str,
     candidates: Sequence[T],
     settings: TunerSettings,
-    lower_is_better: bool,
+    metric: Metric,
     features: Callable[[T], Sequence[float]] = trial_features,
 ) -> Tuner[T]:
     """The tuner named by ``tuner_type`` (one of :data:`TUNER_TYPES`)."""
     if tuner_type == "gridsearch":
-        return GridSearchTuner(candidates, settings, lower_is_better)
+        return GridSearchTuner(candidates, settings, metric)
     if tuner_type == "random":
-        return RandomTuner(candidates, settings, lower_is_better)
+        return RandomTuner(candidates, settings, metric)
     if tuner_type == "model_based":
-        return ModelBasedTuner(candidates, settings, lower_is_better, features)
+        return ModelBasedTuner(candidates, settings, metric, features)
     raise ConfigError(f"Unknown tuner_type {tuner_type!r}: choose one of {', '.join(TUNER_TYPES)}.")
-
-
-def is_better(value: float, than: float | None, lower_is_better: bool) -> bool:
-    """Whether ``value`` beats ``than`` (anything beats None)."""
-    if than is None:
-        return True
-    return value < than if lower_is_better else value > than
 
 
 def run_tuner(
@@ -290,7 +284,7 @@ def run_tuner(
         for index, candidate, value in zip(indices, batch, values):
             tuner.observe(index, value)
             evaluated.append((candidate, value))
-            if value is not None and is_better(value, best_value, tuner.lower_is_better):
+            if value is not None and tuner.metric.better(value, best_value):
                 best_index, best_value = len(evaluated) - 1, value
                 last_improvement = len(evaluated)
         if settings.early_stopping and len(evaluated) - last_improvement >= settings.early_stopping:

@@ -42,7 +42,8 @@ from typing import Any, Callable, Sequence
 from simtune.progress import Progress, format_value
 from simtune.prediction.residual import MemorySample, ResidualModel, TimeSample
 from simtune.space import Trial, TuningSpace
-from simtune.search.close_call import close_call_note, find_close_call, find_short_window, short_window_note
+from simtune.search.close_call import (CloseCall, ShortWindow, close_call_note, find_close_call, find_short_window,
+                                       short_window_note)
 from simtune.search.doubt import Candidate, choose_candidates, sizes_text
 from simtune.search.forecast import Forecast, Forecaster
 from simtune.search.outcome import SUCCESS_STATUSES, Measurement, RunnerLike, default_experiment
@@ -96,7 +97,7 @@ class Verifier:
     def __init__(self, space: TuningSpace, runner: RunnerLike, forecaster: Forecaster, *, k: int, error: float,
                  parallel: int = 1, max_replacements: int | None = None, progress: Progress | None = None,
                  on_result: Callable[[Verification], None] | None = None,
-                 make_experiment: Callable[[str, Trial, dict], Any] = default_experiment, confirm: int = 0):
+                 make_experiment: Callable[[str, Trial, dict[str, Any]], Any] = default_experiment, confirm: int = 0):
         self.space = space
         self.runner = runner
         self.forecaster = forecaster
@@ -141,7 +142,7 @@ class Verifier:
             failed = [v.forecast.trial for v in done if not v.measurement.ok and v.measurement.status != "oom"]
             best_value = ranked[0].value if ranked and ranked[0].feasible else None
             batch = choose_candidates(left, min(room, self.parallel), error=self.error,
-                                      lower_is_better=self.forecaster.lower_is_better, covered=covered,
+                                      metric=self.forecaster.metric, covered=covered,
                                       best_value=best_value, failed=failed, doubted=self.doubted)
             if not batch:
                 if len(succeeded) < self.k:
@@ -157,18 +158,19 @@ class Verifier:
                     notes.append(note)
                 if not verification.measurement.ok:
                     pending_replacements.append(verification.forecast.name)
-        lower_is_better = self.forecaster.lower_is_better
-        pair = find_close_call(done, lower_is_better=lower_is_better)
-        short = None if pair is not None else find_short_window(done, lower_is_better=lower_is_better)
+        metric = self.forecaster.metric
+        pair = find_close_call(done, metric=metric)
+        short = None if pair is not None else find_short_window(done, metric=metric)
         settlement = None
-        if pair is not None or short is not None:
-            call = (close_call_note(pair, lower_is_better=lower_is_better, metric=self.forecaster.metric)
-                    if pair is not None else
-                    short_window_note(short, metric=self.forecaster.metric, confirm=self.confirm))
+        two: CloseCall | ShortWindow | None = None
+        if pair is not None:
+            two, call = pair, close_call_note(pair, metric=metric)
+        elif short is not None:
+            two, call = short, short_window_note(short, metric=metric, confirm=self.confirm)
+        if two is not None:
             self.progress.note(call)
             notes.append(call)
             if self.confirm:
-                two = pair or short
                 settlement, note = self._settle(two.first, two.second, done, notes,
                                                 window=short.longer_window if short else None)
                 self.progress.note(note)
@@ -184,8 +186,12 @@ class Verifier:
         ``window`` (the first runs' was too short to compare them) the runs measure that window and
         the first runs are left out of the means and samples."""
         pair = (first, second)
-        values = {v.measurement.name: [] if window else [v.measurement.value] for v in pair}
-        steps = {v.measurement.name: [] if window else [self._step_s(v.measurement)] for v in pair}
+        values: dict[str, list[float]] = {v.measurement.name: [] for v in pair}
+        steps: dict[str, list[float | None]] = {v.measurement.name: [] for v in pair}
+        if not window:
+            for v in pair:
+                values[v.measurement.name].append(v.measurement.value or 0.0)  # both succeeded
+                steps[v.measurement.name].append(self._step_s(v.measurement))
         failed = {v.measurement.name: 0 for v in pair}
         for run in range(2, self.confirm + 2):
             order = (second, first) if run % 2 == 0 else (first, second)
@@ -201,7 +207,7 @@ class Verifier:
                     done.append(verification)
                     self.on_result(verification)
                     base = v.measurement.name
-                    if m.ok:
+                    if m.value is not None:
                         self._report(verification)
                         values[base].append(m.value)
                         steps[base].append(self._step_s(m))
@@ -215,14 +221,13 @@ class Verifier:
             return None, (f"the close call could not be settled: every one of the {2 * self.confirm} more runs "
                           f"failed, so {first.measurement.name} stays the answer on its single run")
         means = {n: sum(values[n]) / len(values[n]) if values[n] else math.nan for n in names}
-        sign = 1 if self.forecaster.lower_is_better else -1
-        ranked = sorted(names, key=lambda n: (failed[n], not values[n], sign * means[n] if values[n] else 0.0))
         metric = self.forecaster.metric
+        ranked = sorted(names, key=lambda n: (failed[n], not values[n], metric.best_first(means[n]) if values[n] else 0.0))
 
         def runs(name: str) -> str:
             if not values[name]:
                 return f"{name}, every one of its {self.confirm} runs failed"
-            text = f"{name} {metric} {format_value(means[name])}, mean of {len(values[name])} (" + \
+            text = f"{name} {metric.name} {format_value(means[name])}, mean of {len(values[name])} (" + \
                 ", ".join(format_value(x) for x in values[name]) + ")"
             return text + (f", {failed[name]} of its {self.confirm} more runs failed" if failed[name] else "")
 
@@ -261,7 +266,7 @@ class Verifier:
             f = candidate.forecast
             instead = f" in place of {replaced}" if replaced else ""
             self.progress.note(f"verifying {succeeded + i + 1}/{self.k}: {f.name}{instead} (predicted "
-                               f"{self.forecaster.metric} {format_value(f.value)}; {candidate.reason})")
+                               f"{self.forecaster.metric.name} {format_value(f.value)}; {candidate.reason})")
         measured = self._launch([(c.forecast, c.forecast.name) for c in batch])
         return [Verification(candidate.forecast, measurement, candidate.reason, replaced)
                 for candidate, replaced, measurement in zip(batch, replaces, measured)]
@@ -283,7 +288,8 @@ class Verifier:
                 self.progress.note(m.load_note)
         return measured
 
-    def _measurement(self, forecast: Forecast, result: Any, name: str, ds_config, phase: str) -> Measurement:
+    def _measurement(self, forecast: Forecast, result: Any, name: str, ds_config: dict[str, Any],
+                     phase: str) -> Measurement:
         metrics = result.metrics if isinstance(result.metrics, dict) or hasattr(result.metrics, "get") else None
         value = None
         if result.status in SUCCESS_STATUSES and metrics is not None:
@@ -375,9 +381,10 @@ class Verifier:
         if detail:
             self.progress.note(f"{m.name}: measured {format_value(m.value)}, {detail}")
 
-    def _leader(self):
-        best = None
+    def _leader(self) -> tuple[str, float] | None:
+        """The best verified run so far: (name, value)."""
+        best: tuple[str, float] | None = None
         for m in self._ok:
-            if m.ok and (best is None or self.forecaster.better(m.value, best.value)):
-                best = m
-        return (best.name, best.value) if best else None
+            if m.value is not None and (best is None or self.forecaster.better(m.value, best[1])):
+                best = (m.name, m.value)
+        return best

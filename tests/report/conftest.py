@@ -9,6 +9,7 @@ from simtune.hardware import load_profile
 from simtune.search.outputs import write_outputs
 from simtune.report import CapacityRequest, capacity_study
 from simtune.space import Trial
+from simtune.metrics import metric
 from simtune.search.outcome import Measurement, SearchOutcome, StageOutcome
 from simtune.workloads import load_workload
 
@@ -37,7 +38,7 @@ MEASURED = (("z0_gas1_tmbspg1", 0, 1, 100.0), ("z0_gas1_tmbspg16", 0, 16, 300.0)
 def write_search(folder, predicted=None, predictions_json=None):
     ms = tuple(measurement(n, s, b, v, "ok" if v is not None else "oom") for n, s, b, v in MEASURED)
     best = ms[1]
-    outcome = SearchOutcome(metric="throughput", lower_is_better=False, measurements=ms,
+    outcome = SearchOutcome(metric=metric("throughput"), measurements=ms,
                             stages=(StageOutcome(0, tuple(m.name for m in ms[:2]), best, 16),
                                     StageOutcome(1, tuple(m.name for m in ms[2:]), ms[3], 16)),
                             best=best, notes=("stage 1 is worse",))

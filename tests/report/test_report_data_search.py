@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from simtune.metrics import metric
 from simtune.errors import InputError
 from simtune.hardware import load_profile
 from simtune.hardware.profile import CollectiveFit, CollectivePoint, Stats, bus_factor
@@ -85,7 +86,7 @@ def test_history_keeps_the_best_so_far_through_failures(search_dir):
     assert data.values == (100.0, 300.0, None, 250.0)
     assert data.best_so_far == (100.0, 300.0, 300.0, 300.0)
     assert data.statuses == ("ok", "ok", "oom", "ok")
-    assert best_so_far((None, 5.0, 3.0, 4.0), lower_is_better=True) == (None, 5.0, 3.0, 3.0)
+    assert best_so_far((None, 5.0, 3.0, 4.0), metric("latency")) == (None, 5.0, 3.0, 3.0)
 
 
 def _fit(points_bytes, latency_s=1e-4, bandwidth=2e9, ranks=4, op="allreduce"):

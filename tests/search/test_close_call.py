@@ -7,7 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from simtune.metrics import metric
 from simtune.search.close_call import CLOSE_CALL_CHANCE, chance_reversed, close_call, median_step_error
+
+THROUGHPUT = metric("throughput")
 
 
 def run(name, value, predicted, *, spread=0.05, steps=20, seed=0):
@@ -46,7 +49,7 @@ def test_the_chance_of_a_reversed_order_falls_with_the_lead():
 
 def test_two_runs_inside_their_noise_are_a_close_call_with_the_models_view():
     runs = [run("z2", 376.4, 425.0, seed=1), run("z0", 373.7, 436.7, seed=2), run("z1", 340.0, 430.5, seed=3)]
-    note = close_call(runs, lower_is_better=False, metric="throughput")
+    note = close_call(runs, metric=THROUGHPUT)
     assert note is not None
     assert note.startswith("close call: z2 (throughput 376.4) measured 0.7% better than z0 (373.7)")
     assert "the chance that z0 is the better is" in note
@@ -54,28 +57,27 @@ def test_two_runs_inside_their_noise_are_a_close_call_with_the_models_view():
 
 
 def test_runs_far_apart_or_without_step_times_are_no_close_call():
-    assert close_call([run("z0", 450.0, 436.7), run("z2", 380.0, 425.0)], lower_is_better=False,
-                      metric="throughput") is None
+    assert close_call([run("z0", 450.0, 436.7), run("z2", 380.0, 425.0)], metric=THROUGHPUT) is None
     bare = [run("z0", 376.0, 1.0), run("z2", 375.0, 1.0)]
     for r in bare:
         r.measurement.metrics.pop("step_times_s")
-    assert close_call(bare, lower_is_better=False, metric="throughput") is None
+    assert close_call(bare, metric=THROUGHPUT) is None
     one = [run("z0", 376.0, 1.0)]
-    assert close_call(one, lower_is_better=False, metric="throughput") is None
+    assert close_call(one, metric=THROUGHPUT) is None
 
 
 def test_failed_runs_are_left_out_and_the_model_may_agree():
     failed = run("z3", 999.0, 500.0)
     failed.measurement.ok = False
     note = close_call([failed, run("z0", 376.0, 440.0, seed=4), run("z2", 375.0, 420.0, seed=5)],
-                      lower_is_better=False, metric="throughput")
+                      metric=THROUGHPUT)
     assert note is not None and "z3" not in note
     assert note.endswith("the model also ranks z0 first")
 
 
 def test_for_latency_the_lower_measurement_leads():
     a, b = run("a", 80.0, 81.0, seed=6), run("b", 80.5, 79.0, seed=7)
-    note = close_call([b, a], lower_is_better=True, metric="latency")
+    note = close_call([b, a], metric=metric("latency"))
     assert note is not None and note.startswith("close call: a (latency 80)")
     assert "the model predicted b 2.5% better" in note
 
@@ -83,8 +85,8 @@ def test_for_latency_the_lower_measurement_leads():
 def test_the_threshold_is_the_chance_not_the_lead():
     # the same 3% lead is a close call for noisy runs and not for calm ones
     noisy = close_call([run("a", 412.0, 1.0, spread=0.20, seed=8), run("b", 400.0, 1.0, spread=0.20, seed=9)],
-                       lower_is_better=False, metric="throughput")
+                       metric=THROUGHPUT)
     calm = close_call([run("a", 412.0, 1.0, spread=0.01, seed=8), run("b", 400.0, 1.0, spread=0.01, seed=9)],
-                      lower_is_better=False, metric="throughput")
+                      metric=THROUGHPUT)
     assert noisy is not None and calm is None
     assert 0 < CLOSE_CALL_CHANCE < 0.5

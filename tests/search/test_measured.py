@@ -3,7 +3,7 @@
 import pytest
 
 from simtune.space import TuningSpace
-from simtune.search.measured import MeasuredSearch, MeasureOptions, relative_gain
+from simtune.search.measured import MeasuredSearch, MeasureOptions
 from simtune.search.outcome import search_name
 from simtune.search.memory_bound import MemoryBound, RankMemory
 from simtune.search.twin import TwinRunner, metrics_for
@@ -139,7 +139,7 @@ def test_latency_is_minimised():
         return {"throughput": 1.0, "latency": latency, "FLOPS_per_gpu": 1.0}
 
     twin, result = search(make_space(metric="latency"), outcome)
-    assert result.lower_is_better
+    assert result.metric.lower_is_better
     assert result.best.trial.stage == 2
     assert result.best.value == min(m.value for m in result.measurements if m.ok)
 
@@ -202,13 +202,6 @@ def test_names_leave_out_default_knobs():
     assert search_name(space, space.trial(1, 4, 1, (("reduce_bucket_size", 500_000_000),))) == "z1_gas1_tmbspg4"
     assert search_name(space, space.trial(1, 4, 1, (("reduce_bucket_size", 50_000_000),))) == \
         "z1_rbs5.0e+07_gas1_tmbspg4"
-
-
-@pytest.mark.parametrize("value,reference,lower,expected", [
-    (110.0, 100.0, False, 0.1), (90.0, 100.0, True, 0.1), (110.0, 100.0, True, -0.1), (0.0, 0.0, False, 0.0),
-])
-def test_relative_gain(value, reference, lower, expected):
-    assert relative_gain(value, reference, lower) == pytest.approx(expected)
 
 
 MIB = 2**20

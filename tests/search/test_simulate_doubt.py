@@ -3,8 +3,11 @@
 import pytest
 
 from simtune.space import Trial
-from simtune.search.doubt import choose_candidates, novelty, predicted_gap
+from simtune.metrics import metric
+from simtune.search.doubt import choose_candidates, novelty
 from simtune.search.forecast import Forecast
+
+THROUGHPUT = metric("throughput")
 
 
 def forecast(stage, mbs, value, gas=1, knobs=(), feasible=True, **fields):
@@ -30,7 +33,7 @@ RANKED = [
 
 
 def test_inside_the_doubt_the_picks_spread_over_stages_not_near_copies():
-    picked = choose_candidates(RANKED, 3, error=0.10, lower_is_better=False)
+    picked = choose_candidates(RANKED, 3, error=0.10, metric=THROUGHPUT)
     assert names(picked) == ["z0_gas1_tmbspg16", "z3_gas1_tmbspg16", "z1_gas1_tmbspg16"]
     assert picked[0].reason == "best prediction"
     assert "covers another ZeRO stage" in picked[1].reason and "inside the model's 10% error" in picked[1].reason
@@ -38,37 +41,37 @@ def test_inside_the_doubt_the_picks_spread_over_stages_not_near_copies():
 
 
 def test_then_other_micro_batch_sizes_before_knob_copies():
-    picked = choose_candidates(RANKED, 5, error=0.10, lower_is_better=False)
+    picked = choose_candidates(RANKED, 5, error=0.10, metric=THROUGHPUT)
     assert names(picked)[3] == "z0_gas1_tmbspg15"
     assert "another micro-batch size" in picked[3].reason
     assert picked[4].forecast.trial.zero_knobs  # only knob copies are left inside the doubt
 
 
 def test_a_confident_model_verifies_its_top_predictions_in_order():
-    picked = choose_candidates(RANKED, 3, error=0.0005, lower_is_better=False)
+    picked = choose_candidates(RANKED, 3, error=0.0005, metric=THROUGHPUT)
     assert names(picked) == [f.name for f in RANKED[:3]]
     assert "outside the model's" in picked[1].reason
 
 
 def test_latency_is_better_when_lower():
     ranked = [forecast(2, 8, 10.0), forecast(2, 4, 10.5), forecast(1, 8, 12.0), forecast(0, 8, 30.0)]
-    picked = choose_candidates(ranked, 2, error=0.25, lower_is_better=True)
+    picked = choose_candidates(ranked, 2, error=0.25, metric=metric("latency"))
     assert names(picked) == ["z2_gas1_tmbspg8", "z1_gas1_tmbspg8"]  # 20% worse, inside a 25% doubt
-    assert predicted_gap(10.0, 12.0, lower_is_better=True) == pytest.approx(0.2)
-    assert predicted_gap(1000.0, 960.0, lower_is_better=False) == pytest.approx(0.04)
+    assert metric("latency").shortfall(10.0, 12.0) == pytest.approx(0.2)
+    assert THROUGHPUT.shortfall(1000.0, 960.0) == pytest.approx(0.04)
 
 
 def test_what_is_already_verified_counts_for_novelty_and_is_not_picked_again():
     verified = [RANKED[0]]
-    picked = choose_candidates(RANKED[1:], 1, error=0.10, lower_is_better=False, covered=verified,
+    picked = choose_candidates(RANKED[1:], 1, error=0.10, metric=THROUGHPUT, covered=verified,
                                best_value=RANKED[0].value)
     assert names(picked) == ["z3_gas1_tmbspg16"]
 
 
 def test_infeasible_forecasts_are_never_picked():
     ranked = [forecast(0, 32, 2000.0, feasible=False), *RANKED[:2]]
-    assert "z0_gas1_tmbspg32" not in names(choose_candidates(ranked, 3, error=0.1, lower_is_better=False))
-    assert choose_candidates([], 3, error=0.1, lower_is_better=False) == []
+    assert "z0_gas1_tmbspg32" not in names(choose_candidates(ranked, 3, error=0.1, metric=THROUGHPUT))
+    assert choose_candidates([], 3, error=0.1, metric=THROUGHPUT) == []
 
 
 def test_novelty_levels():

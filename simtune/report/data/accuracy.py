@@ -11,10 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from simtune.metrics import METRICS
 from simtune.report.search_results import SearchRecord
 
-METRIC_UNITS = {row.name: row.unit for row in METRICS}
 
 
 @dataclass(frozen=True)
@@ -47,4 +45,4 @@ def predicted_vs_measured(record: SearchRecord) -> PredictedVsMeasured:
     points = tuple(PredictionPoint(e.name, e.predicted, e.measured) for e in record.experiments
                    if e.predicted is not None and e.measured is not None and e.measured != 0)
     failed = tuple(e.name for e in record.experiments if e.predicted is not None and e.measured is None)
-    return PredictedVsMeasured(record.metric, METRIC_UNITS.get(record.metric, ""), points, failed)
+    return PredictedVsMeasured(record.metric, record.spec.unit, points, failed)

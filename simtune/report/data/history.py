@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from simtune.report.data.accuracy import METRIC_UNITS
+from simtune.metrics import Metric
 from simtune.report.search_results import SearchRecord
 
 
@@ -22,11 +22,11 @@ class SearchHistory:
     predicted: tuple[Optional[float], ...]
 
 
-def best_so_far(values: tuple[Optional[float], ...], lower_is_better: bool) -> tuple[Optional[float], ...]:
+def best_so_far(values: tuple[Optional[float], ...], metric: Metric) -> tuple[Optional[float], ...]:
     best: Optional[float] = None
     out = []
     for v in values:
-        if v is not None and (best is None or (v < best if lower_is_better else v > best)):
+        if v is not None and metric.better(v, best):
             best = v
         out.append(best)
     return tuple(out)
@@ -34,7 +34,7 @@ def best_so_far(values: tuple[Optional[float], ...], lower_is_better: bool) -> t
 
 def search_history(record: SearchRecord) -> SearchHistory:
     values = tuple(e.measured for e in record.experiments)
-    return SearchHistory(record.metric, METRIC_UNITS.get(record.metric, ""), record.lower_is_better,
+    return SearchHistory(record.metric, record.spec.unit, record.lower_is_better,
                          tuple(e.name for e in record.experiments), values,
-                         best_so_far(values, record.lower_is_better), tuple(e.status for e in record.experiments),
+                         best_so_far(values, record.spec), tuple(e.status for e in record.experiments),
                          tuple(e.predicted for e in record.experiments))
