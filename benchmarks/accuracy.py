@@ -151,11 +151,13 @@ def verdict_lines(s: dict[str, float]) -> list[str]:
 
 
 def rows_for(predictor: Any, measured: list[tuple[Any, dict, float]]) -> list[dict]:
+    from simtune.naming import experiment_name
+
     rows = []
     for trial, m, others in measured:
         e = predictor.predict(trial)
         t = e.time
-        rows.append({"name": trial.name + (" ckpt" if trial.activation_checkpointing else ""), "trial": trial,
+        rows.append({"name": experiment_name(trial) + (" ckpt" if trial.activation_checkpointing else ""), "trial": trial,
                      "pred_step_s": t.step_s, "meas_step_s": m["step_time_s"],
                      "pred_split": (t.forward_phase_s, t.backward_phase_s, t.step_phase_s),
                      "meas_split": (m["fwd_s"], m["bwd_s"], m["step_s"]),

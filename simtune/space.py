@@ -112,11 +112,6 @@ class Trial:
         """The tuned ZeRO knobs as a dict."""
         return dict(self.zero_knobs)
 
-    @property
-    def name(self) -> str:
-        """The experiment name (every tuned knob named)."""
-        return experiment_name(self)
-
     def replace(self, **changes: Any) -> "Trial":
         """A copy with some fields changed."""
         return replace(self, **changes)
@@ -478,8 +473,10 @@ class TuningSpace:
         return config
 
     def name(self, trial: Trial) -> str:
-        """The experiment name of a trial (unique per trial)."""
-        return experiment_name(trial)
+        """The experiment name of a trial, as DeepSpeed's autotuner names it: knobs left out where
+        they equal the value the stage runs with anyway (:func:`simtune.naming.experiment_name`)."""
+        defaults = self.knob_values(trial.replace(zero_knobs=()))
+        return experiment_name(trial, {k: v for k, v in defaults.items() if v is not None})
 
     def _check_stage(self, stage: int) -> None:
         if stage not in self.stages:

@@ -19,7 +19,6 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 from simtune.metrics import step_metrics
 from simtune.prediction.residual import ResidualModel, residual_features
 from simtune.space import Trial, TuningSpace
-from simtune.search.outcome import search_name
 
 
 class PredictorLike(Protocol):
@@ -114,7 +113,7 @@ class Forecaster:
         if self.memory_budget_bytes is not None:
             limit = min(limit, self.memory_budget_bytes)
         feasible = bool(estimate.feasible) and memory <= limit
-        return Forecast(trial=trial, name=search_name(self.space, trial), estimate=estimate, step_s=step_s,
+        return Forecast(trial=trial, name=self.space.name(trial), estimate=estimate, step_s=step_s,
                         value=self.metric_value(trial, estimate, step_s), memory_bytes=memory,
                         limit_bytes=limit, feasible=feasible, residual_ratio=ratio, features=features)
 

@@ -45,7 +45,7 @@ from simtune.progress import Progress
 from simtune.space import Trial, TuningSpace
 from simtune.search.memory_bound import MemoryBound
 from simtune.search.outcome import (SUCCESS_STATUSES, Measurement, RunnerLike, SearchOutcome, StageOutcome,
-                                    default_experiment, search_name)
+                                    default_experiment)
 from simtune.search.tuners import TunerSettings, make_tuner, run_tuner
 
 PLATEAU = 0.05
@@ -305,7 +305,7 @@ class MeasuredSearch:
 
     def _run(self, trials: Sequence[Trial], phase: str) -> list[Measurement]:
         """Run the trials not yet run in this search, ``parallel`` at a time; all their measurements."""
-        named = [(search_name(self.space, t), t) for t in trials]
+        named = [(self.space.name(t), t) for t in trials]
         fresh = list({name: t for name, t in named if name not in self._memo}.items())
         step = max(1, self.options.parallel)
         for i in range(0, len(fresh), step):

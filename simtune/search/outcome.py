@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence
 
 from simtune.metrics import Metric
-from simtune.naming import experiment_name
 from simtune.runner.experiment import Experiment
 from simtune.runner.interference import Load, load_note
-from simtune.space import Trial, TuningSpace
+from simtune.space import Trial
 
 SUCCESS_STATUSES = ("ok", "skipped")
 """Outcomes whose metrics count (``skipped``: reused from an earlier run of the same name)."""
@@ -84,12 +83,6 @@ class SearchOutcome:
     best: Measurement | None
     notes: tuple[str, ...]
     """The search's decisions in words (skipped stages, plateaus, tuner stops)."""
-
-
-def search_name(space: TuningSpace, trial: Trial) -> str:
-    """DeepSpeed-style name: knobs left out where they equal the value the stage runs with anyway."""
-    defaults = space.knob_values(trial.replace(zero_knobs=()))
-    return experiment_name(trial, {k: v for k, v in defaults.items() if v is not None})
 
 
 def default_experiment(name: str, trial: Trial, ds_config: dict[str, Any]) -> Experiment:

@@ -4,7 +4,6 @@ import pytest
 
 from simtune.space import TuningSpace
 from simtune.search.measured import MeasuredSearch, MeasureOptions
-from simtune.search.outcome import search_name
 from simtune.search.memory_bound import MemoryBound, RankMemory
 from simtune.search.twin import TwinRunner, metrics_for
 
@@ -199,8 +198,8 @@ def test_parallel_experiments_run_together():
 
 def test_names_leave_out_default_knobs():
     space = make_space(stage=1, fast=False)
-    assert search_name(space, space.trial(1, 4, 1, (("reduce_bucket_size", 500_000_000),))) == "z1_gas1_tmbspg4"
-    assert search_name(space, space.trial(1, 4, 1, (("reduce_bucket_size", 50_000_000),))) == \
+    assert space.name(space.trial(1, 4, 1, (("reduce_bucket_size", 500_000_000),))) == "z1_gas1_tmbspg4"
+    assert space.name(space.trial(1, 4, 1, (("reduce_bucket_size", 50_000_000),))) == \
         "z1_rbs5.0e+07_gas1_tmbspg4"
 
 

@@ -4,6 +4,7 @@ import pytest
 
 from simtune.space import Trial
 from simtune.metrics import metric
+from simtune.naming import experiment_name
 from simtune.search.doubt import choose_candidates, novelty
 from simtune.search.forecast import Forecast
 
@@ -12,7 +13,7 @@ THROUGHPUT = metric("throughput")
 
 def forecast(stage, mbs, value, gas=1, knobs=(), feasible=True, **fields):
     trial = Trial(stage, mbs, gas, knobs, **fields)
-    return Forecast(trial=trial, name=trial.name, estimate=None, step_s=1.0, value=value, memory_bytes=1,
+    return Forecast(trial=trial, name=experiment_name(trial), estimate=None, step_s=1.0, value=value, memory_bytes=1,
                     limit_bytes=2, feasible=feasible)
 
 
