@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+import psutil
+
 from simtune.errors import SimtuneError
 from simtune.hardware import HardwareProfile, find_profile_for, load_profile
 from simtune.prediction.predictor import Predictor
@@ -59,14 +61,12 @@ def rank_memory(accelerator: str, processes: int, device_memory_bytes: int | Non
 
 def _existing_memory(accelerator: str, processes: int, device_memory_bytes: int | None) -> RankMemory:
     if accelerator == "cpu":
-        import psutil
-
         available = int(psutil.virtual_memory().available)
         share = available // max(1, processes)
         return RankMemory(share, f"{size_text(share)} per rank: {size_text(available)} available on this machine "
                                  f"over {processes} process(es)")
     if device_memory_bytes is None:
-        import torch
+        import torch  # 2 s to import: only a GPU's size needs it
 
         device_memory_bytes = int(torch.cuda.get_device_properties(0).total_memory)
     return RankMemory(device_memory_bytes, f"{size_text(device_memory_bytes)} of device memory per rank")

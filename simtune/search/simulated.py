@@ -267,7 +267,7 @@ class SimulatedSearch:
         """Keep every verification, and write it into the study (inspectable with Optuna)."""
         self.verifications.append(verification)
         try:
-            import optuna
+            import optuna  # loaded by the study already; kept out of the module's imports
 
             study = optuna.load_study(study_name=self._study_name, storage=self._storage)
             m = verification.measurement

@@ -15,6 +15,9 @@ With none given the study is ``sqlite:///<results_dir>/study.db`` (:meth:`StudyS
 Optuna creates its tables on the first connection, and a search that loses that race to another
 tries again (:data:`SETUP_TRIES`). :attr:`StudyStorage.shown` is the URL without its password, for
 everything that is printed or written.
+
+Optuna and SQLAlchemy (2.5 s of imports together) are imported inside the functions that use them:
+the command line reads a storage URL with this module before any study runs.
 """
 
 from __future__ import annotations
@@ -103,7 +106,7 @@ class StudyStorage:
         """The URL with its password replaced by ``***``."""
         if self.kind == "journal":
             return self.url
-        from sqlalchemy.engine import make_url
+        from sqlalchemy.engine import make_url  # loaded with optuna's storages, not with the command line
 
         return make_url(self.url).render_as_string(hide_password=True)
 

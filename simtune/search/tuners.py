@@ -186,7 +186,7 @@ class ModelBasedTuner(Tuner[T]):
     def _predicted_scores(self) -> list[float] | None:
         """Model scores of every candidate (higher = better), or None when nothing can be learnt."""
         import numpy as np
-        import xgboost as xgb
+        import xgboost as xgb  # 0.6 s to import: only the model-based tuner needs it
 
         labels = self._relevance_labels()
         if labels is None:
