@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from simtune.space import Trial
+
 STATUSES = ("ok", "oom", "crashed", "timeout")
 """Every recorded outcome of an experiment (see :mod:`simtune.runner.outcome`)."""
 
@@ -15,7 +17,7 @@ STATUSES = ("ok", "oom", "crashed", "timeout")
 class Experiment:
     name: str
     """Directory name under results_dir, e.g. ``z1_gas1_tmbspg8``."""
-    trial: Any
+    trial: Trial
     """The point of the tuning space (``simtune.space.Trial``), or None."""
     ds_config: Mapping[str, Any]
     """The experiment's full DeepSpeed config (written to ``<result_dir>/ds_config.json``)."""

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from simtune.metrics import step_metrics
+from simtune.model.estimate import Estimate
 from simtune.prediction.residual import ResidualModel, residual_features
 from simtune.space import Trial, TuningSpace
 
 
 class PredictorLike(Protocol):
-    def predict(self, trial: Trial) -> Any: ...
+    def predict(self, trial: Trial) -> Estimate: ...
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,8 @@ class Forecast:
     trial: Trial
     name: str
     """The experiment name the trial runs under."""
-    estimate: Any
-    """The cost model's Estimate (uncorrected): every memory and time term."""
+    estimate: Estimate
+    """The cost model's estimate (uncorrected): every memory and time term."""
     step_s: float
     """Predicted step time after the residual correction."""
     value: float
@@ -106,7 +107,7 @@ class Forecaster:
                 self._cache[trial] = self._make(trial, estimate, row, ratio)
         return [self._cache[t] for t in trials]
 
-    def _make(self, trial: Trial, estimate: Any, features: Mapping[str, float], ratio: float) -> Forecast:
+    def _make(self, trial: Trial, estimate: Estimate, features: Mapping[str, float], ratio: float) -> Forecast:
         step_s = float(estimate.time.step_s) * ratio
         memory = int(estimate.memory.total_bytes * self.residual.memory_factor(self.workload, trial.stage))
         limit = int(estimate.memory.limit_bytes)
@@ -117,7 +118,7 @@ class Forecaster:
                         value=self.metric_value(trial, estimate, step_s), memory_bytes=memory,
                         limit_bytes=limit, feasible=feasible, residual_ratio=ratio, features=features)
 
-    def metric_value(self, trial: Trial, estimate: Any, step_s: float) -> float:
+    def metric_value(self, trial: Trial, estimate: Estimate, step_s: float) -> float:
         """The metric at the corrected step time (the model's FLOP per step and GPU over it)."""
         flops_per_step = float(estimate.metrics.flops_per_gpu) * float(estimate.time.step_s)
         return float(self.metric.of_step(step_s, self.space.global_batch(trial), flops_per_step) or 0.0)
