@@ -30,6 +30,11 @@ OFFLOAD_DEVICES = ("none", "cpu", "nvme")
 """Offload devices a Trial may hold; simtune tunes "none" and "cpu", "nvme" is kept when the
 user fixed it."""
 
+KnobSpace = tuple[tuple[str, tuple[Any, ...]], ...]
+"""(key, values) for each tuned ZeRO knob of a stage, keys sorted."""
+KnobValues = tuple[tuple[str, Any], ...]
+"""(key, value) pairs, keys sorted."""
+
 MBS_KEY = "train_micro_batch_size_per_gpu"
 GAS_KEY = "gradient_accumulation_steps"
 TBS_KEY = "train_batch_size"
@@ -150,7 +155,7 @@ class TuningSpace:
     """Smallest micro-batch size to try (the user's integer, the mapped script value, or 1)."""
     gradient_accumulation_steps: int
     """The user's gradient accumulation (integer, or the mapped script value, else 1)."""
-    knob_spaces: tuple[tuple[int, tuple[tuple[str, tuple], ...]], ...]
+    knob_spaces: tuple[tuple[int, KnobSpace], ...]
     """Per stage: (key, values) for each tuned ZeRO knob, keys sorted; empty in fast mode."""
     fixed_knobs: tuple[tuple[int, tuple[tuple[str, Any], ...]], ...]
     """Per stage: the value each tunable knob runs with when a trial does not set it (the user's
@@ -261,7 +266,8 @@ class TuningSpace:
     @property
     def ds_config(self) -> dict[str, Any]:
         """A fresh copy of the user's DeepSpeed config."""
-        return json.loads(self.config_json)
+        config: dict[str, Any] = json.loads(self.config_json)
+        return config
 
     @property
     def mp_size(self) -> int:
@@ -296,7 +302,7 @@ class TuningSpace:
         """True when ZeRO knob experiments are part of the search (fast is false)."""
         return not self.autotuning.fast
 
-    def knob_space(self, stage: int) -> tuple[tuple[str, tuple], ...]:
+    def knob_space(self, stage: int) -> KnobSpace:
         """(key, values) for each tuned ZeRO knob of a stage, keys sorted."""
         self._check_stage(stage)
         return dict(self.knob_spaces)[stage]
@@ -342,7 +348,7 @@ class TuningSpace:
         """A trial with the user's values for what is not given: gas from the config, offload
         and checkpointing at their first choice (the user's fixed setting when not tuned)."""
         self._check_stage(stage)
-        fields = {
+        fields: dict[str, Any] = {
             "offload_optimizer": self.offload_optimizer_choices(stage)[0],
             "offload_param": self.offload_param_choices(stage)[0],
             "activation_checkpointing": self.activation_checkpointing_choices[0],
@@ -586,7 +592,8 @@ def _normalised_knob(key: str, value: Any) -> Any:
     return value if knobs.is_flag(key) else int(value)
 
 
-def _read_knobs(zero: Mapping[str, Any], stages: tuple[int, ...], stage_fixed: bool, fast: bool):
+def _read_knobs(zero: Mapping[str, Any], stages: tuple[int, ...], stage_fixed: bool, fast: bool
+                ) -> tuple[tuple[tuple[int, KnobSpace], ...], tuple[tuple[int, KnobValues], ...]]:
     """(knob_spaces, fixed_knobs) per stage, from DeepSpeed's defaults and the user's values.
 
     A user's scalar fixes a knob (it is not tuned); a user's list replaces DeepSpeed's default
@@ -594,7 +601,7 @@ def _read_knobs(zero: Mapping[str, Any], stages: tuple[int, ...], stage_fixed: b
     otherwise at every stage whose default space has the knob (stage 3 for simtune's stage-3
     knobs). In fast mode nothing is tuned and a list runs with its first value.
     """
-    user_lists: dict[str, tuple] = {}
+    user_lists: dict[str, tuple[Any, ...]] = {}
     user_scalars: dict[str, Any] = {}
     tunable = knobs.tunable_keys()
     for key, value in zero.items():

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
 
 from simtune.errors import ConfigError, InputError
 from simtune.hardware.profile import HardwareProfile
@@ -39,12 +39,73 @@ from simtune.prediction.largest_fit import MAX_MICRO_BATCH_SIZE, largest_that_fi
 from simtune.model.adapters import hardware_spec, model_spec, train_config
 from simtune.model.estimate import Estimate, estimate, metrics
 from simtune.model.inputs import PRECISIONS, HardwareSpec, ModelSpec, TrainConfig
+from simtune.model.memory import estimate_memory
 from simtune.space import Trial, TuningSpace
 from simtune.workloads.presets import Workload
 
 Residual = Callable[[Trial], float]
 """A correction of the predicted step time: the factor measured / predicted for a trial."""
 
+StageOverheads = tuple[tuple[int, int, float, float, float, float], ...]
+"""(stage, mbs, forward, backward, step, loop) seconds the real engines added."""
+ReduceCallOverheads = tuple[tuple[int, int, float], ...]
+"""(stage, mbs, seconds per reduction call)."""
+StageResiduals = tuple[tuple[int, int, int], ...]
+"""(stage, mbs, bytes) the real engines held beyond the model's memory."""
+
+
+class Timing(Protocol):
+    @property
+    def median_s(self) -> float: ...
+
+
+class EngineRun(Protocol):
+    """What the Predictor reads of one measured DeepSpeed engine
+    (:class:`~simtune.calibration.workload.EngineMeasurement`)."""
+
+    @property
+    def stage(self) -> int: ...
+    @property
+    def world_size(self) -> int: ...
+    @property
+    def micro_batch_size(self) -> int: ...
+    @property
+    def reduce_bucket_size(self) -> Optional[int]: ...
+    @property
+    def forward(self) -> Timing: ...
+    @property
+    def backward(self) -> Timing: ...
+    @property
+    def step(self) -> Timing: ...
+    @property
+    def loop(self) -> Timing: ...
+    @property
+    def module_forward(self) -> Timing: ...
+    @property
+    def module_backward(self) -> Timing: ...
+    @property
+    def peak_bytes(self) -> int: ...
+
+
+@runtime_checkable
+class Calibration(Protocol):
+    """What the Predictor reads of a workload calibration
+    (:class:`~simtune.calibration.workload.WorkloadCalibration`)."""
+
+    @property
+    def profile_name(self) -> str: ...
+    @property
+    def engines(self) -> Sequence[EngineRun]: ...
+    @property
+    def script_overhead(self) -> Optional[Timing]: ...
+
+    def matches(self, profile_name: str, precision: str) -> bool: ...
+
+    def script_stage_overheads(self) -> StageOverheads: ...
+
+    def model_spec(self, with_measured_compute: bool = True, stage_overheads: StageOverheads = (),
+                   process_overheads: bool = False, stage_residuals: StageResiduals = (),
+                   reduce_call_overheads: ReduceCallOverheads = ()) -> ModelSpec: ...
 
 
 def precision_of(ds_config: Mapping[str, Any]) -> str:
@@ -78,16 +139,12 @@ def curve_work_flop(model: ModelSpec, micro_batch_size: int, mp_degree: int = 1)
                                                             mp_degree=mp_degree))
 
 
-def _is_calibration(value: Any) -> bool:
-    return hasattr(value, "model_spec") and hasattr(value, "profile_name")
-
-
 class Predictor:
     """The cost model bound to one workload, one hardware profile and one process layout."""
 
     def __init__(self, model: ModelSpec, hardware: HardwareSpec, *, dp_degree: int, mp_degree: int = 1,
                  precision: str, space: Optional[TuningSpace] = None, profile: Optional[HardwareProfile] = None,
-                 calibration: Any = None, measured_compute_used: bool = False,
+                 calibration: Optional[Calibration] = None, measured_compute_used: bool = False,
                  residual: Optional[Residual] = None) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"Precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
@@ -103,16 +160,11 @@ class Predictor:
         """True when forward/backward times come from the workload calibration on this hardware."""
         self.residual = residual
         hardware.compute.for_precision(precision)  # fail now, not at the first trial
-        self._knobs: dict[int, dict[str, Any]] = {}
-        for stage in range(4):
-            defaults: dict[str, Any] = deepspeed_defaults(stage)
-            if space is not None and stage in space.stages:
-                defaults.update({k: v for k, v in dict(space.fixed_knobs)[stage] if v is not None})
-            self._knobs[stage] = {k: v for k, v in defaults.items() if k in modelled_keys()}
+        self._knobs = _stage_knobs(space)
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def from_parts(cls, space: Optional[TuningSpace], workload_or_calibration: Any,
+    def from_parts(cls, space: Optional[TuningSpace], workload_or_calibration: Union[Workload, Calibration],
                    profile: Union[HardwareProfile, str], *, world_size: int, precision: str,
                    residual: Optional[Residual] = None, nodes: Optional[int] = None,
                    optimizer_impl: Optional[str] = None) -> "Predictor":
@@ -137,9 +189,11 @@ class Predictor:
         if optimizer_impl is None:
             optimizer_impl = default_optimizer_impl(profile, space.ds_config if space is not None else None)
         hardware = layout_hardware(hardware_spec(profile, optimizer_impl), world_size, nodes)
-        calibration = None
+        calibration: Optional[Calibration] = None
         measured = False
-        if _is_calibration(workload_or_calibration):
+        if isinstance(workload_or_calibration, Workload):
+            model = model_spec(workload_or_calibration)
+        elif isinstance(workload_or_calibration, Calibration):
             calibration = workload_or_calibration
             measured = calibration.matches(profile.name, precision)
             cpu = profile.device.kind == "cpu"
@@ -153,8 +207,6 @@ class Predictor:
                 model = calibration.model_spec(with_measured_compute=True, stage_overheads=overheads,
                                                process_overheads=cpu, stage_residuals=residuals,
                                                reduce_call_overheads=calls)
-        elif isinstance(workload_or_calibration, Workload):
-            model = model_spec(workload_or_calibration)
         else:
             raise TypeError("workload_or_calibration must be a Workload or a WorkloadCalibration, "
                             f"not {type(workload_or_calibration).__name__}")
@@ -164,9 +216,23 @@ class Predictor:
 
     def with_residual(self, residual: Optional[Residual]) -> "Predictor":
         """The same predictor with another step-time correction (None removes it)."""
+        copy = self._copy()
+        copy.residual = residual
+        return copy
+
+    def for_space(self, space: Optional[TuningSpace]) -> "Predictor":
+        """The same model, hardware and layout for another space: the knobs a trial leaves out
+        come from that space's fixed values (None: DeepSpeed's defaults)."""
+        if space is not None and space.mp_size != self.mp_degree:
+            raise ConfigError(f"The space's mp_size {space.mp_size} is not this predictor's {self.mp_degree}.")
+        copy = self._copy()
+        copy.space = space
+        copy._knobs = _stage_knobs(space)
+        return copy
+
+    def _copy(self) -> "Predictor":
         copy = Predictor.__new__(Predictor)
         copy.__dict__.update(self.__dict__)
-        copy.residual = residual
         return copy
 
     # ------------------------------------------------------------------ predicting
@@ -191,6 +257,11 @@ class Predictor:
         time = dataclasses.replace(result.time, step_s=result.time.step_s * factor)
         return dataclasses.replace(result, time=time, metrics=metrics(self.model, config, time.step_s))
 
+    def fits(self, trial: Trial) -> bool:
+        """True when the trial is predicted to fit in memory (``Estimate.feasible``, from the
+        memory terms alone: cheaper than :meth:`predict`)."""
+        return estimate_memory(self.model, self.hardware, self.config(trial)).feasible
+
     def max_micro_batch_size(self, stage: int, *, gradient_accumulation_steps: int = 1,
                              zero_knobs: Any = (), offload_optimizer: str = "none", offload_param: str = "none",
                              activation_checkpointing: bool = False, limit: Optional[int] = None) -> int:
@@ -204,9 +275,21 @@ class Predictor:
                      activation_checkpointing=activation_checkpointing)
 
         def fits(mbs: int) -> bool:
-            return estimate(self.model, self.hardware, self.config(base.replace(micro_batch_size=mbs))).feasible
+            return self.fits(base.replace(micro_batch_size=mbs))
 
         return largest_that_fits(fits, 1, limit) or 0
+
+
+def _stage_knobs(space: Optional[TuningSpace]) -> dict[int, dict[str, Any]]:
+    """Per stage, the modelled knobs a trial runs with when it does not set them: the space's
+    fixed values over DeepSpeed's defaults."""
+    knobs: dict[int, dict[str, Any]] = {}
+    for stage in range(4):
+        defaults: dict[str, Any] = deepspeed_defaults(stage)
+        if space is not None and stage in space.stages:
+            defaults.update({k: v for k, v in dict(space.fixed_knobs)[stage] if v is not None})
+        knobs[stage] = {k: v for k, v in defaults.items() if k in modelled_keys()}
+    return knobs
 
 
 def default_optimizer_impl(profile: HardwareProfile, ds_config: Optional[Mapping[str, Any]] = None) -> Optional[str]:
@@ -228,8 +311,8 @@ def default_optimizer_impl(profile: HardwareProfile, ds_config: Optional[Mapping
     return None
 
 
-def engine_residuals(calibration: Any, model: ModelSpec, hardware: HardwareSpec, precision: str
-                     ) -> tuple[tuple[tuple, ...], tuple[tuple[int, int, float], ...], tuple[tuple[int, int, int], ...]]:
+def engine_residuals(calibration: Calibration, model: ModelSpec, hardware: HardwareSpec, precision: str
+                     ) -> tuple[StageOverheads, ReduceCallOverheads, StageResiduals]:
     """What the real engines of the calibration spent beyond the cost model's terms, per stage and
     micro-batch size: (stage, mbs, forward, backward, step, loop) seconds, (stage, mbs, seconds per
     reduction call) and (stage, mbs, bytes). For an engine with DeepSpeed's default knobs:
@@ -249,13 +332,16 @@ def engine_residuals(calibration: Any, model: ModelSpec, hardware: HardwareSpec,
 
     each for the engine's own configuration, with ``model`` holding the measured compute but no
     residuals yet."""
-    times, calls, memory = [], [], []
+    times: list[tuple[int, int, float, float, float, float]] = []
+    calls: list[tuple[int, int, float]] = []
+    memory: list[tuple[int, int, int]] = []
     small = {(e.stage, e.micro_batch_size): e for e in calibration.engines if e.reduce_bucket_size is not None}
 
-    def backward_residual(e: Any) -> tuple[float, Any]:
-        knobs = {} if e.reduce_bucket_size is None else {"reduce_bucket_size": e.reduce_bucket_size}
+    def backward_residual(e: EngineRun) -> tuple[float, Estimate]:
         config = TrainConfig(stage=e.stage, micro_batch_size=e.micro_batch_size, dp_degree=e.world_size,
-                             precision=precision, **knobs)
+                             precision=precision)
+        if e.reduce_bucket_size is not None:
+            config = dataclasses.replace(config, reduce_bucket_size=e.reduce_bucket_size)
         predicted = estimate(model, layout_hardware(hardware, e.world_size), config)
         t = predicted.time
         return e.backward.median_s - e.module_backward.median_s - (t.backward_phase_s - t.backward_s - t.recompute_s), \
@@ -268,7 +354,7 @@ def engine_residuals(calibration: Any, model: ModelSpec, hardware: HardwareSpec,
         t, m = predicted.time, predicted.memory
         per_call = 0.0
         partner = small.get((e.stage, e.micro_batch_size))
-        if partner is not None and e.world_size > 1:
+        if partner is not None and partner.reduce_bucket_size is not None and e.world_size > 1:
             n0 = model.layout.bucket_count(500_000_000)
             n = model.layout.bucket_count(partner.reduce_bucket_size)
             if n > n0:
@@ -297,5 +383,5 @@ def layout_hardware(hardware: HardwareSpec, world_size: int, nodes: Optional[int
     return dataclasses.replace(hardware, ranks_per_node=per_node, nodes=nodes)
 
 
-__all__ = ["Predictor", "Residual", "curve_work_flop", "default_optimizer_impl",
+__all__ = ["Calibration", "EngineRun", "Predictor", "Residual", "curve_work_flop", "default_optimizer_impl",
            "default_precision", "engine_residuals", "layout_hardware", "precision_of"]

@@ -53,12 +53,18 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, TypeVar, Union
 
 from simtune.atomic import write_atomically
 from simtune.errors import ProfileError
 from simtune.file_lock import exclusive
 from simtune.knobs import deepspeed_defaults
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    FloatArray = NDArray[np.float64]
 
 SCHEMA_VERSION = 1
 DEFAULT_ERROR = 0.10
@@ -189,7 +195,7 @@ def _timestamp() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def _matrix(samples: Sequence[TimeSample]):
+def _matrix(samples: Sequence[TimeSample]) -> FloatArray:
     import numpy as np
 
     return np.array([[float(s.features.get(name, 0.0)) for name in FEATURES] for s in samples], dtype=float)
@@ -202,7 +208,7 @@ class _Trees:
               "lambda": 1.0, "subsample": 1.0, "seed": 0, "nthread": 1, "verbosity": 0}
     ROUNDS = 60
 
-    def __init__(self, samples: Sequence[TimeSample]):
+    def __init__(self, samples: Sequence[TimeSample]) -> None:
         import numpy as np
         import xgboost
 
@@ -211,7 +217,7 @@ class _Trees:
         self.booster = xgboost.train(params, xgboost.DMatrix(_matrix(samples), label=targets),
                                      num_boost_round=self.ROUNDS)
 
-    def predict(self, matrix):
+    def predict(self, matrix: FloatArray) -> NDArray[Any]:
         import xgboost
 
         return self.booster.predict(xgboost.DMatrix(matrix))
@@ -224,13 +230,13 @@ def _fit_trees(samples: Sequence[TimeSample]) -> _Trees:
 class _Local:
     """The kernel-weighted mean of ln(measured/predicted), shrunk toward 0 (module docstring)."""
 
-    def __init__(self, samples: Sequence[TimeSample]):
+    def __init__(self, samples: Sequence[TimeSample]) -> None:
         import numpy as np
 
         self.points = _region(s.features for s in samples)
         self.log_ratios = np.array([s.log_ratio for s in samples], dtype=float)
 
-    def predict(self, rows: Iterable[Mapping[str, float]]):
+    def predict(self, rows: Iterable[Mapping[str, float]]) -> FloatArray:
         import numpy as np
 
         query = _region(rows)
@@ -238,15 +244,21 @@ class _Local:
             return np.zeros(0)
         squared = ((query[:, None, :] - self.points[None, :, :]) ** 2).sum(axis=2)
         weights = np.exp(-0.5 * squared)
-        return weights @ self.log_ratios / (PRIOR_SAMPLES + weights.sum(axis=1))
+        shrunk: FloatArray = weights @ self.log_ratios / (PRIOR_SAMPLES + weights.sum(axis=1))
+        return shrunk
 
 
-def _region(rows: Iterable[Mapping[str, float]]):
+def _region(rows: Iterable[Mapping[str, float]]) -> FloatArray:
     """Feature rows in kernel-width units (:data:`REGION_SCALES`)."""
     import numpy as np
 
     return np.array([[float(r.get(f, 0.0)) / w for f, w in REGION_SCALES.items()] for r in rows],
                     dtype=float).reshape(-1, len(REGION_SCALES))
+
+
+_State = Union[_Local, _Trees, None]
+"""A fitted corrector's state: none for the identity."""
+_Sample = TypeVar("_Sample", TimeSample, MemorySample)
 
 
 def _folds(n: int) -> list[list[int]]:
@@ -268,7 +280,7 @@ class ResidualModel:
         self.path = path
         self.time_samples: list[TimeSample] = list(time_samples)[-MAX_SAMPLES:]
         self.memory_samples: list[MemorySample] = list(memory_samples)[-MAX_SAMPLES:]
-        self._fitted: dict[str, tuple[Corrector, Any]] = {}
+        self._fitted: dict[str, tuple[Corrector, _State]] = {}
         self.learnt: set[tuple[str, str]] = set()
         """(workload, experiment) of every sample added since it was made or loaded."""
 
@@ -305,11 +317,12 @@ class ResidualModel:
             return list(self.time_samples)
         return [s for s in self.time_samples if s.workload == workload]
 
-    def _fit(self, workload: str | None) -> tuple[Corrector, Any]:
+    def _fit(self, workload: str | None) -> tuple[Corrector, _State]:
         samples = self._samples_for(workload)
         key = "|".join(sorted({s.workload for s in samples})) + f"#{len(samples)}"
         if key in self._fitted:
             return self._fitted[key]
+        fitted: tuple[Corrector, _State]
         if not samples:
             fitted = (Corrector("identity", None, None), None)
         elif len(samples) < MIN_SAMPLES_FOR_ERROR:
@@ -318,7 +331,7 @@ class ResidualModel:
             errors = self.held_out_errors(samples)
             candidates = CORRECTORS if len(samples) >= MIN_SAMPLES_FOR_TREES else ("identity", "local")
             kind = min(candidates, key=lambda k: (errors[k], CORRECTORS.index(k)))
-            state = None
+            state: _State = None
             if kind == "local":
                 state = _Local(samples)
             elif kind == "xgboost":
@@ -356,9 +369,9 @@ class ResidualModel:
     def ratios(self, features: Sequence[Mapping[str, float]], workload: str | None = None) -> list[float]:
         """measured/predicted step-time factors for many feature rows (1.0 without samples)."""
         corrector, state = self._fit(workload)
-        if corrector.kind == "identity" or not features:
+        if corrector.kind == "identity" or not features or state is None:
             return [1.0] * len(features)
-        if corrector.kind == "local":
+        if isinstance(state, _Local):  # the "local" corrector
             return [_clip(math.exp(float(r))) for r in state.predict(features)]
         predicted = state.predict(_matrix([TimeSample("", "", f, 1.0, 1.0) for f in features]))
         return [_clip(math.exp(float(r))) for r in predicted]
@@ -424,7 +437,7 @@ class ResidualModel:
         return cls(time_samples, memory_samples, profile=str(data.get("profile", "")), path=path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, profile: str = "") -> "ResidualModel":
+    def load(cls, path: str | os.PathLike[str], profile: str = "") -> "ResidualModel":
         """The residual model stored at ``path``; an empty one when the file does not exist."""
         path = Path(path)
         try:
@@ -439,7 +452,7 @@ class ResidualModel:
             raise ProfileError(f"The residual file {path} is not valid JSON; delete it to start afresh.") from None
         return cls.from_dict(data, path=path)
 
-    def save(self, path: str | os.PathLike | None = None) -> Path:
+    def save(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Write atomically to ``path`` (default: where it was loaded from), merged with the samples
         other searches stored there since this model was loaded: under a lock, the file is read
         again and, per experiment, the newer sample kept."""
@@ -456,7 +469,7 @@ class ResidualModel:
     def _merge(self, stored: "ResidualModel") -> None:
         """Take in ``stored``'s samples: per (workload, experiment) the newer one wins (this model's
         on a tie), in the order they were recorded."""
-        def newest(ours: list, theirs: list) -> list:
+        def newest(ours: list[_Sample], theirs: list[_Sample]) -> list[_Sample]:
             chosen = {(s.workload, s.name): s for s in theirs}
             for sample in ours:
                 key = (sample.workload, sample.name)
@@ -474,7 +487,7 @@ def _clip(ratio: float) -> float:
     return min(high, max(low, ratio))
 
 
-def residual_path(profile_name: str, folder: str | os.PathLike | None = None) -> Path:
+def residual_path(profile_name: str, folder: str | os.PathLike[str] | None = None) -> Path:
     """Where the residual model of a hardware profile lives: ``<user profile folder>/residuals/
     <profile>.json`` (a sub-folder, so profile listings do not mistake it for a profile)."""
     if folder is None:

@@ -14,9 +14,9 @@ from simtune.errors import InputError
 from simtune.hardware.profile import HardwareProfile
 from simtune.model import ModelSpec, TrainConfig
 from simtune.model.adapters import model_spec
-from simtune.prediction.planning import (DEFAULT_GRID, LADDER_GROWTH, OFFLOAD_MODES, FamilyMember, Plan, best_plan,
-                              check_precision, default_precision, family_ladder, hardware_for, ladder_specs,
-                              offload_mode)
+from simtune.prediction.planning import (DEFAULT_GRID, LADDER_GROWTH, OFFLOAD_MODES, FamilyMember, Plan, Planner, check_precision,
+                                         family_ladder, ladder_planners, ladder_specs, offload_mode)
+from simtune.prediction.predictor import default_precision
 from simtune.report.data.best_config import BestConfig, StepTimeBars, best_configs, step_time_bars
 from simtune.report.data.largest_model import LargestModels, largest_models
 from simtune.report.data.memory import MemoryBreakdown, memory_breakdown
@@ -32,6 +32,7 @@ from simtune.report.plots.step_time import draw_step_time
 from simtune.report.plots.training_cost import draw_training_cost
 from simtune.report.profiles import profile_section
 from simtune.report.units import count, duration, gib, milliseconds, money, number, percent
+from simtune.space import Trial
 from simtune.workloads.analysis import parameter_count
 from simtune.workloads.presets import Workload
 
@@ -106,24 +107,24 @@ def capacity_study(request: CapacityRequest) -> CapacityStudy:
     profiles = request.profiles
     names = tuple(p.name for p in profiles)
     precisions = {p.name: request.precision or default_precision(p) for p in profiles}
-    plans = {(p.name, n): best_plan(model, hardware_for(p, n), n, precisions[p.name], DEFAULT_GRID,
-                                    request.global_batch_size)
-             for p in profiles for n in counts}
+    planners = {(p.name, n): Planner.from_parts(workload, p, n, precisions[p.name]) for p in profiles for n in counts}
+    plans = {key: planner.best_plan(request.global_batch_size) for key, planner in planners.items()}
     per_node = {p.name: p.device.count_per_node for p in profiles}
     peaks = {p.name: p.device.peak_flop_per_s.get(precisions[p.name], 0.0) for p in profiles}
     best = best_configs(plans, names, counts, per_node, peaks)
     parameters = parameter_count(workload)
     budget = training_budget(request.tokens, request.samples, workload.seq_len, parameters)
     ladder = family_ladder(workload)
+    specs = ladder_specs(ladder)
     return CapacityStudy(
         request=request, model=model, parameters=parameters, precisions=precisions, plans=plans, best=best,
         step_time=step_time_bars(best),
-        memory=tuple(memory_breakdown(model, p, counts, precisions[p.name]) for p in profiles),
-        micro_batch=tuple(micro_batch_study(model, p, counts, precisions[p.name]) for p in profiles),
+        memory=tuple(memory_breakdown(p, [planners[(p.name, n)] for n in counts]) for p in profiles),
+        micro_batch=tuple(micro_batch_study(p, [planners[(p.name, n)] for n in counts]) for p in profiles),
         scaling=scaling(plans, names, counts, per_node, request.global_batch_size is not None),
         cost=training_cost(plans, names, counts, budget, request.price_usd_per_gpu_hour),
         ladder=ladder,
-        largest=largest_models(ladder, ladder_specs(ladder), profiles, counts, precisions),
+        largest=largest_models(ladder, {key: ladder_planners(specs, planner) for key, planner in planners.items()}),
     )
 
 
@@ -139,8 +140,8 @@ def knob_text(config: TrainConfig) -> str:
     return ", ".join(parts)
 
 
-def _offload_text(config: TrainConfig) -> str:
-    mode = offload_mode(config)
+def _offload_text(trial: Trial) -> str:
+    mode = offload_mode(trial)
     return {"none": "none", "optimizer": "optimizer to CPU",
             "optimizer+parameters": "optimizer + parameters to CPU"}[mode]
 
@@ -168,10 +169,11 @@ def _summary_section(study: CapacityStudy) -> Section:
             items.append(f"`{best.profile}`, {best.gpus} GPUs: the model does not fit in any configuration tried.")
             continue
         c, run = best.plan.config, runs[(best.profile, best.gpus)]
+        trial = best.plan.trial
         gas = c.gradient_accumulation_steps
         extras = "".join((f" x {gas} accumulation" if gas > 1 else "",
                           ", activation checkpointing" if c.activation_checkpointing else "",
-                          f", offload: {_offload_text(c)}" if offload_mode(c) != "none" else ""))
+                          f", offload: {_offload_text(trial)}" if offload_mode(trial) != "none" else ""))
         items.append(f"`{best.profile}`, {best.gpus} GPUs: ZeRO-{c.stage}, micro-batch {c.micro_batch_size}{extras}; "
                      f"{number(best.plan.throughput_samples_per_s)} samples/s, {duration(run.time_s)} to train "
                      f"{count(study.cost.budget.tokens)} tokens.")
@@ -190,7 +192,7 @@ def _best_section(study: CapacityStudy) -> Section:
             continue
         c, m, t = plan.config, plan.estimate.memory, plan.estimate.time
         config_rows.append(head + (f"ZeRO-{c.stage}", str(c.micro_batch_size), str(c.gradient_accumulation_steps),
-                                   str(c.global_batch_size), knob_text(c), _offload_text(c),
+                                   str(c.global_batch_size), knob_text(c), _offload_text(plan.trial),
                                    "on" if c.activation_checkpointing else "off", f"`{plan.name}`"))
         memory_rows.append(head[:2] + (
             gib(m.total_bytes), gib(m.limit_bytes), gib(m.model_states_bytes),

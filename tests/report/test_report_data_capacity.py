@@ -4,11 +4,8 @@ import math
 
 import pytest
 
-from simtune.hardware import load_profile
-from simtune.model import TrainConfig, estimate_memory
-from simtune.model.adapters import model_spec
-from simtune.prediction.planning import (DEFAULT_GRID, PLAIN_GRID, configurations, fits, hardware_for, ladder_specs,
-                              largest_micro_batch)
+from simtune.prediction.planning import PLAIN_GRID, Planner, ladder_planners, ladder_specs
+from simtune.space import Trial
 from simtune.report.data.best_config import STEP_TERM_LABELS, step_terms
 from simtune.report.data.memory import TERM_LABELS, memory_terms
 from simtune.report.data.scaling import scaling_efficiencies
@@ -31,9 +28,8 @@ def test_stacked_memory_terms_sum_to_the_total(study):
 def test_memory_terms_cover_the_step_transient_when_it_dominates():
     # stage 0 in mixed precision at micro-batch 1 of a small model: 4 bytes per parameter of fp32
     # gradients in the step exceed the activations, and the bar must still add up
-    model = model_spec(load_workload("gpt2", seq_len=64))
-    hardware = hardware_for(load_profile("dgx-a100-80gb"), 8)
-    m = estimate_memory(model, hardware, TrainConfig(stage=0, micro_batch_size=1, dp_degree=8))
+    planner = Planner.from_parts(load_workload("gpt2", seq_len=64), "dgx-a100-80gb", 8, "bf16")
+    m = planner.predictor.predict(Trial(stage=0, micro_batch_size=1)).memory
     assert m.step_transient_bytes > m.activations_bytes + m.logits_bytes + m.comm_scratch_bytes
     assert sum(memory_terms(m)) == m.total_bytes
 
@@ -41,8 +37,8 @@ def test_memory_terms_cover_the_step_transient_when_it_dominates():
 def test_memory_bars_use_the_largest_stage_0_micro_batch_or_1(study):
     v100, a100 = study.memory
     assert v100.micro_batch_size == 1 and "does not fit" in v100.micro_batch_note
-    model = study.model
-    expected = largest_micro_batch(model, hardware_for(load_profile("dgx-a100-80gb"), 16), 0, 16, "bf16", PLAIN_GRID)
+    planner = Planner.from_parts(study.request.workload, "dgx-a100-80gb", 16, "bf16", PLAIN_GRID)
+    expected = planner.largest_micro_batch(0)
     assert a100.micro_batch_size == expected > 1
     assert a100.panels[0].fits[0]  # stage 0 fits at its own largest size
     assert not v100.panels[0].fits[0]
@@ -102,13 +98,12 @@ def test_the_largest_model_that_fits_really_fits_and_the_next_size_does_not(stud
     specs = ladder_specs(study.ladder)
     assert len(data.cells) == 2 * 3 * (1 + 2 + 2 + 3)  # profiles x counts x (stage, offload) pairs
     for cell in data.cells:
-        profile = load_profile(cell.profile)
-        hardware = hardware_for(profile, cell.gpus)
-        configs = configurations(cell.stage, 1, cell.gpus, study.precisions[cell.profile],
-                                 DEFAULT_GRID.restricted(offload=cell.offload))
+        planner = Planner.from_parts(study.request.workload, cell.profile, cell.gpus, study.precisions[cell.profile])
+        planners = ladder_planners(specs, planner)
         assert cell.index is not None
-        assert fits(specs[cell.index], hardware, configs)
-        assert not cell.beyond_ladder and not fits(specs[cell.index + 1], hardware, configs)
+        fitting, next_one = (planners[i].restricted(offload=cell.offload) for i in (cell.index, cell.index + 1))
+        assert fitting.fits(fitting.trials(cell.stage, 1))
+        assert not cell.beyond_ladder and not next_one.fits(next_one.trials(cell.stage, 1))
     assert data.family == "GPT-2"
     # partitioning more states never fits a smaller model
     for profile in ("dgx2-v100-32gb", "dgx-a100-80gb"):

@@ -10,11 +10,9 @@ checkpointing); the answer is the member before the first that does not fit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
-from simtune.hardware.profile import HardwareProfile
-from simtune.model import ModelSpec
-from simtune.prediction.planning import OFFLOAD_MODES, FamilyMember, hardware_for, largest_fitting_model
+from simtune.prediction.planning import OFFLOAD_MODES, FamilyMember, Planner, largest_fitting_model
 
 
 @dataclass(frozen=True)
@@ -48,19 +46,17 @@ class LargestModels:
         return None if cell.index is None else self.parameters[cell.index]
 
 
-def largest_models(ladder: Sequence[FamilyMember], specs: Sequence[ModelSpec], profiles: Sequence[HardwareProfile],
-                   gpu_counts: Sequence[int], precisions: dict[str, str],
+def largest_models(ladder: Sequence[FamilyMember], planners: Mapping[tuple[str, int], Sequence[Planner]],
                    stages: Sequence[int] = (0, 1, 2, 3), offloads: Sequence[str] = OFFLOAD_MODES) -> LargestModels:
+    """``planners``: per (profile name, GPU count), a planner per ladder member
+    (:func:`~simtune.prediction.planning.ladder_planners`), in the order profiles and counts are shown."""
     cells = []
-    for profile in profiles:
-        for gpus in sorted(gpu_counts):
-            hardware = hardware_for(profile, gpus)
-            for stage in stages:
-                for offload in offloads:
-                    found = largest_fitting_model(specs, hardware, stage, gpus, precisions[profile.name], offload)
-                    if found is not None:
-                        cells.append(LargestModelCell(profile.name, gpus, stage, offload, found.index,
-                                                      found.beyond_ladder))
+    for (profile, gpus), members in planners.items():
+        for stage in stages:
+            for offload in offloads:
+                found = largest_fitting_model(members, stage, offload)
+                if found is not None:
+                    cells.append(LargestModelCell(profile, gpus, stage, offload, found.index, found.beyond_ladder))
     family = ladder[0].workload.family if ladder else ""
     return LargestModels(family, tuple(m.label for m in ladder), tuple(m.parameters for m in ladder),
                          tuple(m.extrapolated for m in ladder), tuple(cells))

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from simtune.hardware.profile import HardwareProfile
-from simtune.model import ModelSpec, TrainConfig, estimate_memory
 from simtune.model.memory import MemoryEstimate
-from simtune.prediction.planning import PLAIN_GRID, hardware_for, largest_micro_batch
+from simtune.prediction.planning import Planner
+from simtune.space import Trial
 
 TERM_LABELS = (
     "parameters", "gradients", "fp32 master weights", "optimizer states", "gradient buckets",
@@ -65,21 +65,22 @@ class MemoryBreakdown:
     device_bytes: int
 
 
-def memory_breakdown(model: ModelSpec, profile: HardwareProfile, gpu_counts: Sequence[int],
-                     precision: str, stages: Sequence[int] = (0, 1, 2, 3)) -> MemoryBreakdown:
-    counts = sorted(gpu_counts)
-    largest0 = largest_micro_batch(model, hardware_for(profile, counts[0]), 0, counts[0], precision, PLAIN_GRID)
+def memory_breakdown(profile: HardwareProfile, planners: Sequence[Planner],
+                     stages: Sequence[int] = (0, 1, 2, 3)) -> MemoryBreakdown:
+    """``planners``: one per GPU count, on the profile, in one precision; each stage's bar is the
+    trial with DeepSpeed's default knobs (``Planner.predictor``)."""
+    planners = sorted(planners, key=lambda p: p.gpus)
+    smallest = planners[0]
+    largest0 = smallest.restricted(offload="none", checkpointing=False).largest_micro_batch(0)
     mbs = max(1, largest0)
-    note = (f"the largest that fits at stage 0 on {counts[0]} GPUs" if largest0
+    note = (f"the largest that fits at stage 0 on {smallest.gpus} GPUs" if largest0
             else "1, since stage 0 does not fit even at micro-batch size 1")
     panels = []
     limit = 0
-    for gpus in counts:
-        hardware = hardware_for(profile, gpus)
-        estimates = [estimate_memory(model, hardware, TrainConfig(stage=s, micro_batch_size=mbs, dp_degree=gpus,
-                                                                  precision=precision)) for s in stages]
-        panels.append(MemoryBars(gpus, tuple(stages), tuple(memory_terms(e) for e in estimates),
+    for planner in planners:
+        estimates = [planner.predictor.predict(Trial(stage=s, micro_batch_size=mbs)).memory for s in stages]
+        panels.append(MemoryBars(planner.gpus, tuple(stages), tuple(memory_terms(e) for e in estimates),
                                  tuple(e.total_bytes for e in estimates), tuple(e.feasible for e in estimates)))
         limit = estimates[0].limit_bytes
-    return MemoryBreakdown(profile.name, profile.device.name, precision, mbs, note, TERM_LABELS, tuple(panels),
-                           limit, profile.device.memory_bytes)
+    return MemoryBreakdown(profile.name, profile.device.name, smallest.precision, mbs, note, TERM_LABELS,
+                           tuple(panels), limit, profile.device.memory_bytes)

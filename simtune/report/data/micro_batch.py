@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from simtune.hardware.profile import HardwareProfile
-from simtune.model import ModelSpec
-from simtune.prediction.planning import PLAIN_GRID, hardware_for, throughput_by_micro_batch, largest_micro_batch
+from simtune.prediction.planning import Planner
 
 
 @dataclass(frozen=True)
@@ -43,18 +42,18 @@ class MicroBatchStudy:
     panels: tuple[MicroBatchPanel, ...]
 
 
-def micro_batch_study(model: ModelSpec, profile: HardwareProfile, gpu_counts: Sequence[int], precision: str,
+def micro_batch_study(profile: HardwareProfile, planners: Sequence[Planner],
                       stages: Sequence[int] = (0, 1, 2, 3)) -> MicroBatchStudy:
+    """``planners``: one per GPU count, on the profile, in one precision."""
     panels = []
-    for gpus in sorted(gpu_counts):
-        hardware = hardware_for(profile, gpus)
+    for planner in sorted(planners, key=lambda p: p.gpus):
         curves = []
         for checkpointing in (False, True):
-            grid = PLAIN_GRID.restricted(checkpointing=checkpointing)
+            plain = planner.restricted(offload="none", checkpointing=checkpointing)
             for stage in stages:
-                plans = throughput_by_micro_batch(model, hardware, stage, gpus, precision, grid)
-                largest = largest_micro_batch(model, hardware, stage, gpus, precision, grid)
-                curves.append(StageCurve(stage, checkpointing, tuple(p.config.micro_batch_size for p in plans),
-                                         tuple(p.throughput_samples_per_s for p in plans), largest))
-        panels.append(MicroBatchPanel(gpus, tuple(curves)))
-    return MicroBatchStudy(profile.name, precision, tuple(stages), tuple(panels))
+                plans = plain.throughput_by_micro_batch(stage)
+                curves.append(StageCurve(stage, checkpointing, tuple(p.trial.micro_batch_size for p in plans),
+                                         tuple(p.throughput_samples_per_s for p in plans),
+                                         plain.largest_micro_batch(stage)))
+        panels.append(MicroBatchPanel(planner.gpus, tuple(curves)))
+    return MicroBatchStudy(profile.name, planners[0].precision, tuple(stages), tuple(panels))
