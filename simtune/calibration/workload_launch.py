@@ -29,7 +29,7 @@ Each rank writes ``rank<N>.json``; :func:`measure_with_launch` merges them (time
 ranks of the medians; memory: the largest rank).
 
 When the machine has no hardware profile yet, the same launch first runs the machine's quick
-calibration (:func:`calib.run_all.measure`, exactly what ``simtune calibrate --quick`` runs; rank 0
+calibration (:func:`simtune.calib.run_all.measure`, exactly what ``simtune calibrate --quick`` runs; rank 0
 writes its raw output) and takes the memory limit from it: one launch instead of two, which saves
 a second start of the ranks: their imports and the process group's rendezvous.
 """
@@ -242,7 +242,7 @@ def _calibrate_machine(raw_path: str, local_rank: int, after_baseline: Any) -> i
     use (the profile's), the same on every rank."""
     import torch
 
-    from calib.run_all import measure
+    from simtune.calib.run_all import measure
 
     raw = measure(quick=True, local_rank=local_rank, after_baseline=after_baseline)
     limit: list[Any] = [None]
