@@ -86,7 +86,7 @@ def _versions(device, dist) -> dict:
 def measure(quick: bool = False, local_rank: int | None = None, after_baseline=None) -> dict | None:
     """Every section on every rank (joining the process group when no one has); the raw result on
     rank 0, None on the others. The process group is left as it was found, so a program can run
-    this first and go on with its own work (``simtune.calibration.workload_launch`` does);
+    this first and go on with its own work (``simtune.calib.workload_rank`` does);
     ``after_baseline()``, when given, runs once the memory baseline is read, before any benchmark
     allocates."""
     started = time.perf_counter()
