@@ -7,7 +7,7 @@ Run from the repository root on a quiet machine (no GPU needed; DS_ACCELERATOR=c
 What it does, in order:
 
 1. calibrates this machine (``simtune calibrate --gpus 2``: one launch) and the workload
-   (:func:`simtune.calibration.workload.calibrate_workload`: one launch that measures the model on
+   (:func:`simtune.calibration.workload_launch.calibrate_workload`: one launch that measures the model on
    both ranks at once and real engines at every ZeRO stage);
 2. runs every configuration below for real through simtune's runner and probe (one 2-rank launch
    each, steps ``--start-step``..``--end-step`` timed; step time = their median);
@@ -226,7 +226,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     become_subreaper()
 
-    from simtune.calibration.workload import calibrate_workload
+    from simtune.calibration.workload_launch import calibrate_workload
     from simtune.hardware.registry import load_profile
     from simtune.prediction.predictor import Predictor
     from simtune.runner import Resources, Runner

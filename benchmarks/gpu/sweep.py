@@ -73,7 +73,7 @@ class Memory:
             self.start = self.torch.cuda.memory_allocated()
             self.start_reserved = self.torch.cuda.memory_reserved()
         else:
-            from simtune.calibration.workload_measure import PeakMemory
+            from simtune.calib.workload_measure import PeakMemory
 
             self._cpu = PeakMemory(self.device).__enter__()
         return self
@@ -213,7 +213,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     import torch
     from deepspeed.accelerator import get_accelerator
 
-    from simtune.calibration.workload_measure import device_sync
+    from simtune.calib.workload_measure import device_sync
     from simtune.workloads import load_workload
     from simtune.workloads.train import _ensure_process_group_env, limit_threads
 

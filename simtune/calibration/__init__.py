@@ -1,4 +1,4 @@
-"""Calibration: launch the ``calib`` programs, fit their measurements, save a hardware profile.
+"""Calibration: launch the :mod:`simtune.calib` programs, fit their measurements, save a hardware profile.
 
 ``calibrate(num_gpus, num_nodes=1, hostfile=None, name=None, out=None, quick=False)`` is the entry
 point (``simtune calibrate`` on the command line). See docs/calibration.md.

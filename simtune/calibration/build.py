@@ -1,4 +1,4 @@
-"""Turn the raw output of ``calib.run_all`` into a measured :class:`HardwareProfile`.
+"""Turn the raw output of ``simtune.calib.run_all`` into a measured :class:`HardwareProfile`.
 
 Pure apart from reading the clock for the date: the raw JSON in, a validated profile out.
 Every fit uses the fastest repeat of each point (``min_s``): the cost model predicts what the
@@ -257,7 +257,7 @@ def build_profile(
     reference_name: Optional[str] = None,
     date: Optional[str] = None,
 ) -> HardwareProfile:
-    """A measured profile from ``calib.run_all`` output (not yet validated or saved)."""
+    """A measured profile from ``simtune.calib.run_all`` output (not yet validated or saved)."""
     if not isinstance(raw, Mapping) or raw.get("calib_schema") != RAW_SCHEMA:
         found = raw.get("calib_schema") if isinstance(raw, Mapping) else type(raw).__name__
         raise RawOutputError(f"The calibration output has calib_schema {found!r}; this simtune reads {RAW_SCHEMA}.")
@@ -280,7 +280,7 @@ def build_profile(
         )
     if raw.get("quick"):
         notes.append("Calibrated with --quick: fewer sizes and repeats.")
-    sources = ["measured by calib.run_all on every rank of one launch"]
+    sources = ["measured by simtune.calib.run_all on every rank of one launch"]
     if reference_name:
         sources.append(f"vendor peak FLOP/s from the spec profile {reference_name}")
     provenance = Provenance(

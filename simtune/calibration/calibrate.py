@@ -1,6 +1,6 @@
 """``calibrate()``: measure this machine layout, fit a hardware profile and save it.
 
-One real launch of ``calib.run_all`` on ``num_gpus`` ranks per node (CPU processes with gloo when
+One real launch of ``simtune.calib.run_all`` on ``num_gpus`` ranks per node (CPU processes with gloo when
 there is no GPU), then :func:`simtune.calibration.build.build_profile`, validation and
 :func:`simtune.hardware.save_profile`. The default name comes from the device, the count and the
 host (``cpu-2proc-<host>``, ``nvidia-h100-80gb-hbm3-8gpu-<host>``), the default folder is
@@ -92,9 +92,9 @@ def _reference_peaks(device_name: str) -> tuple[dict, Optional[str]]:
 
 def save_measured_profile(raw: dict, *, command: str, note: str, name: Optional[str] = None,
                           out: PathArg = None) -> tuple[HardwareProfile, Path]:
-    """Fit a profile to ``calib.run_all``'s raw output (vendor peaks from a spec profile of the
+    """Fit a profile to ``simtune.calib.run_all``'s raw output (vendor peaks from a spec profile of the
     same device when one is known), add ``note`` to its provenance, save it; (profile, file)."""
-    from simtune.calibration.build import build_profile  # numpy and scipy: not in the measuring ranks
+    from simtune.calibration.build import build_profile  # numpy and scipy: not in the measuring ranks' memory
 
     peaks, reference = _reference_peaks(raw["environment"]["device_name"])
     profile = build_profile(raw, name=name, command=command, reference_peaks=peaks, reference_name=reference)

@@ -1,15 +1,15 @@
-"""Launch ``calib.run_all`` on every rank and collect its JSON line.
+"""Launch ``simtune.calib.run_all`` on every rank and collect its JSON line.
 
 One launch measures everything. The command (an argv list, never a shell string), on several nodes
 DeepSpeed's launcher::
 
     deepspeed --hostfile F --num_nodes M (--num_gpus N | --num_accelerators N on CPU)
-              --master_port P --module calib.run_all --out <dir>/calib_raw.json [--quick]
+              --master_port P --module simtune.calib.run_all --out <dir>/calib_raw.json [--quick]
 
 and on one node :mod:`simtune.runner.local_ranks`, which starts the same ranks with the same
 variables without the launcher's two DeepSpeed-importing interpreters (2.7 s less)::
 
-    python -m simtune.runner.local_ranks --nproc N --master_port P calib.run_all --out ... [--quick]
+    python -m simtune.runner.local_ranks --nproc N --master_port P simtune.calib.run_all --out ... [--quick]
 
 The runner's pieces do the rest: the launcher path, a free rendezvous port, the ranks'
 environment (on CPU ``DS_ACCELERATOR=cpu``, ``LOCAL_SIZE=N`` and ``OMP_NUM_THREADS = cores // N``),
@@ -20,22 +20,23 @@ outcome, and the exception line that explains a failure.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
+import simtune
 from simtune.errors import LaunchError
 from simtune.runner import local_ranks
 from simtune.runner.launcher import (deepspeed_launcher, free_port, own_tools_first, rank_env, release_port,
                                      run_process_group)
 from simtune.runner.outcome import first_exception, last_line
 from simtune.runner.resources import detect_accelerator
-from simtune.runner.runner import remove_shm_buffers
+from simtune.watchdog import remove_shm_buffers
 
 RAW_FILE_NAME = "calib_raw.json"
+RANK_MODULE = "simtune.calib.run_all"
 
 
 class CalibrationError(LaunchError):
@@ -44,7 +45,7 @@ class CalibrationError(LaunchError):
 
 @dataclass(frozen=True)
 class LaunchResult:
-    raw: dict
+    raw: dict[str, Any]
     command: list[str]
     wall_s: float
     stdout_path: Path
@@ -56,26 +57,25 @@ def build_command(
 ) -> list[str]:
     args = ["--out", str(raw_path)] + (["--quick"] if quick else [])
     if not hostfile and num_nodes == 1:
-        return local_ranks.command(num_gpus, port, "calib.run_all", args)
+        return local_ranks.command(num_gpus, port, RANK_MODULE, args)
     placement = ["--hostfile", str(hostfile), "--num_nodes", str(num_nodes)] if hostfile else []
     count_flag = "--num_accelerators" if accelerator == "cpu" else "--num_gpus"
     command = [deepspeed_launcher(), *placement, count_flag, str(num_gpus), "--master_port", str(port)]
-    return command + ["--module", "calib.run_all", *args]
+    return command + ["--module", RANK_MODULE, *args]
 
 
 def build_env(num_gpus: int, accelerator: str, base: Optional[dict] = None) -> dict[str, str]:
-    """``base`` (default: this environment) with ``calib`` importable and the runner's
-    :func:`~simtune.runner.launcher.rank_env` for ``num_gpus`` ranks per node."""
+    """``base`` (default: this environment) with this simtune (and its ``simtune.calib``) first on
+    the ranks' import path and the runner's :func:`~simtune.runner.launcher.rank_env` for
+    ``num_gpus`` ranks per node."""
     env = dict(os.environ if base is None else base)
-    calib_spec = importlib.util.find_spec("calib")
-    if calib_spec is not None and calib_spec.submodule_search_locations:
-        root = str(Path(list(calib_spec.submodule_search_locations)[0]).resolve().parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    root = str(Path(simtune.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env.update(rank_env(accelerator, num_gpus, num_gpus))
     return own_tools_first(env)
 
 
-def parse_output(stdout: str) -> Optional[dict]:
+def parse_output(stdout: str) -> Optional[dict[str, Any]]:
     """The last calibration JSON line of the launcher's output (pdsh may prefix "host: ")."""
     for line in reversed(stdout.splitlines()):
         start = line.find('{"calib_schema"')

@@ -5,7 +5,7 @@ The first search on a machine needs the machine's quick calibration (``simtune c
 launch is its start: torch and DeepSpeed imported by every rank and the process group's
 rendezvous (some 2 s of the 5 s of the quick calibration on 2 CPU processes). :func:`calibrate_machine_and_workload` runs both in the workload's launch
 (:mod:`simtune.calibration.workload_launch` with a ``machine_raw`` path): the ranks run
-``calib.run_all``'s sections first, exactly as the calibration's own launch would, then measure the
+``simtune.calib.run_all``'s sections first, exactly as the calibration's own launch would, then measure the
 workload with the memory limit that calibration found. The profile is fitted and saved as
 ``simtune calibrate --quick`` saves it (also when the workload's part then fails), and the
 measurement is cached under that profile's name.
@@ -20,13 +20,16 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from simtune.calibration.calibrate import calibrate_command, save_measured_profile
 from simtune.calibration.workload import (DEFAULT_MICRO_BATCH_SIZES, MeasureScope, WorkloadCalibration,
                                           WorkloadCalibrationError, cache_path, fingerprint, measurement_request,
                                           model_identity, save, threads_per_rank)
+from simtune.calibration.workload_launch import measure_with_launch
 from simtune.hardware.profile import HardwareProfile
+from simtune.runner.resources import Resources, detect_accelerator
+from simtune.workloads.presets import Workload
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class MachineAndWorkload:
     """Wall time of the launch and the fitting."""
 
 
-def calibrate_machine_and_workload(workload: Any, num_gpus: int, *, precision: str,
+def calibrate_machine_and_workload(workload: Workload, num_gpus: int, *, precision: str,
                                    micro_batch_sizes: Sequence[int] = DEFAULT_MICRO_BATCH_SIZES, repeats: int = 10,
                                    timeout_s: float = 900.0, cache_dir: Optional[str] = None,
                                    profile_out: Optional[str] = None,
@@ -48,9 +51,6 @@ def calibrate_machine_and_workload(workload: Any, num_gpus: int, *, precision: s
     ranks in one launch; save the profile (``profile_out``, default the user profile folder) and
     cache the measurement (``cache_dir``, default the user cache). ``scope``: the optional parts
     of the workload's measurement (default all)."""
-    from simtune.calibration.workload_launch import measure_with_launch
-    from simtune.runner.resources import Resources, detect_accelerator
-
     accelerator = detect_accelerator()
     Resources.local(num_gpus=num_gpus, accelerator=accelerator)  # refuses more GPUs than this machine has
     started = time.monotonic()

@@ -1,8 +1,9 @@
-"""Model calibration: what one workload costs on one machine, measured once and cached.
+"""Workload calibration's records and cache: what one workload costs on one machine.
 
 ``calibrate_workload(workload, profile, precision=...)`` (model mode: a preset or a config.json;
 :mod:`simtune.calibration.workload_launch`) and ``calibrate_script(...)`` (script mode: the
-user's unmodified script, :mod:`simtune.calibration.workload_script`) measure:
+user's unmodified script, :mod:`simtune.calibration.workload_script`) launch the measuring ranks
+(:mod:`simtune.calib`), which measure:
 
 - the parameters (count of distinct storages, every tensor's size in ``model.parameters()``
   order, the largest module);
@@ -38,13 +39,26 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from simtune.atomic import write_atomically
-from simtune.hardware.registry import simtune_home
 from simtune.errors import SimtuneError, WorkloadError
+from simtune.hardware.profile import HardwareProfile
+from simtune.hardware.registry import simtune_home
 from simtune.model.inputs import MeasuredCompute, MeasuredMemory, ModelSpec
+from simtune.workloads.presets import Workload
 
 SCHEMA_VERSION = 2
 DEFAULT_MICRO_BATCH_SIZES = (1, 2, 4, 8)
 CACHE_ENV = "SIMTUNE_CACHE_DIR"
+LOG_PREFIX = "simtune-workload:"
+"""Starts the lines a measuring rank prints about its own failure (the host quotes them)."""
+
+StageOverhead = tuple[int, int, float, float, float, float]
+"""A row of :attr:`simtune.model.inputs.MeasuredCompute.stage_overheads`."""
+ReduceCallOverhead = tuple[int, int, float]
+"""A row of :attr:`simtune.model.inputs.MeasuredCompute.reduce_call_overheads`."""
+StageResidual = tuple[int, int, int]
+"""A row of :attr:`simtune.model.inputs.MeasuredMemory.stage_residuals`."""
+Log = Callable[[str], None]
+"""Where a calibration says what it does (a line of text; None: nowhere)."""
 
 
 class WorkloadCalibrationError(SimtuneError):
@@ -212,7 +226,7 @@ class WorkloadCalibration:
     def _sorted(self) -> list[MicroBatchMeasurement]:
         return sorted(self.measurements, key=lambda m: m.micro_batch_size)
 
-    def script_stage_overheads(self) -> tuple[tuple, ...]:
+    def script_stage_overheads(self) -> tuple[StageOverhead, ...]:
         """The script's own work per micro-step as the cost model's per-stage overhead rows
         ((stage, mbs, forward, backward, step, loop) with only the loop set), the same at every
         stage; () without a script measurement."""
@@ -221,18 +235,21 @@ class WorkloadCalibration:
         loop = max(0.0, self.script_overhead.median_s)
         return tuple((stage, self.script_overhead_micro_batch_size, 0.0, 0.0, 0.0, loop) for stage in range(4))
 
-    def measured_compute(self, stage_overheads: tuple = (), reduce_call_overheads: tuple = ()) -> MeasuredCompute:
+    def measured_compute(self, stage_overheads: tuple[StageOverhead, ...] = (),
+                         reduce_call_overheads: tuple[ReduceCallOverhead, ...] = ()) -> MeasuredCompute:
         """Median forward and backward seconds per measured micro-batch size (and checkpointed
         backward when measured), with the given per-stage engine overheads."""
         rows = self._sorted()
         ckpt = None
         if rows and all(m.backward_checkpointed is not None for m in rows):
-            ckpt = tuple((m.micro_batch_size, m.backward_checkpointed.median_s) for m in rows)
+            ckpt = tuple((m.micro_batch_size, m.backward_checkpointed.median_s) for m in rows
+                         if m.backward_checkpointed is not None)
         return MeasuredCompute(tuple((m.micro_batch_size, m.forward.median_s, m.backward.median_s) for m in rows),
                                checkpointed_backward=ckpt, stage_overheads=tuple(stage_overheads),
                                reduce_call_overheads=tuple(reduce_call_overheads))
 
-    def measured_memory(self, process_overheads: bool, stage_residuals: tuple = ()) -> MeasuredMemory:
+    def measured_memory(self, process_overheads: bool,
+                        stage_residuals: tuple[StageResidual, ...] = ()) -> MeasuredMemory:
         """Activation peaks per micro-batch size; the program's and ZeRO runtime's memory when
         ``process_overheads`` (device memory is the process's memory: CPU); the given per-stage
         residuals of the engines."""
@@ -242,9 +259,9 @@ class WorkloadCalibration:
                               zero_runtime_bytes=self.zero_runtime_bytes if process_overheads else 0,
                               stage_residuals=tuple(stage_residuals))
 
-    def model_spec(self, with_measured_compute: bool = True, stage_overheads: tuple = (),
-                   process_overheads: bool = False, stage_residuals: tuple = (),
-                   reduce_call_overheads: tuple = ()) -> ModelSpec:
+    def model_spec(self, with_measured_compute: bool = True, stage_overheads: tuple[StageOverhead, ...] = (),
+                   process_overheads: bool = False, stage_residuals: tuple[StageResidual, ...] = (),
+                   reduce_call_overheads: tuple[ReduceCallOverhead, ...] = ()) -> ModelSpec:
         """The cost model's view of this workload: measured counts, counted FLOPs, measured
         activation bytes per layer, and (when the times apply: same hardware and precision) the
         measured times, engine overheads and activation peaks."""
@@ -316,7 +333,7 @@ def fingerprint(identity: Mapping[str, Any], seq_len: int, precision: str, profi
     return hashlib.sha256(document.encode()).hexdigest()
 
 
-def model_identity(workload: Any) -> dict[str, Any]:
+def model_identity(workload: Workload) -> dict[str, Any]:
     """Model mode: the Hugging Face config and task identify the model."""
     return {"mode": "model", "hf_config": workload.hf_config, "task": workload.task}
 
@@ -331,7 +348,7 @@ def script_identity(script: str, args: Sequence[str]) -> dict[str, Any]:
     return {"mode": "script", "script": str(path), "args": list(args), "mtime_ns": mtime}
 
 
-def cache_path(cache_dir: Optional[os.PathLike | str], key: str) -> Path:
+def cache_path(cache_dir: Optional[os.PathLike[str] | str], key: str) -> Path:
     return Path(cache_dir or default_cache_dir()) / f"workload-{key[:24]}.json"
 
 
@@ -342,6 +359,27 @@ def read_cached(path: Path) -> Optional[WorkloadCalibration]:
         return dataclasses.replace(WorkloadCalibration.from_dict(data), from_cache=True)
     except (OSError, ValueError, SimtuneError):
         return None
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a measuring rank measures (JSON-able: the launch reads it from a file)."""
+
+    model: str
+    seq_len: int
+    precision: str
+    threads: int
+    micro_batch_sizes: tuple[int, ...]
+    repeats: int
+    memory_limit_bytes: int
+    """Activations of the largest micro-batch must stay under half of this."""
+    profile_name: str
+    fingerprint: str
+    checkpointing: bool = True
+    """Also measure with activation checkpointing (when the model can switch it); a search whose
+    space never checkpoints leaves it out (a quarter to a half of the model's measurement)."""
+    bucket_engines: bool = True
+    """Also measure the engines with small buckets at stages 1-3 (the cost per reduction call)."""
 
 
 @dataclass(frozen=True)
@@ -364,13 +402,11 @@ class MeasureScope:
         return missing
 
 
-def measurement_request(workload: Any, precision: str, *, threads: int, micro_batch_sizes: Sequence[int],
+def measurement_request(workload: Workload, precision: str, *, threads: int, micro_batch_sizes: Sequence[int],
                         repeats: int, scope: Optional[MeasureScope] = None, memory_limit_bytes: int = 0,
-                        profile_name: str = "", fingerprint: str = "") -> Any:
-    """The :class:`~simtune.calibration.workload_measure.Request` that measures ``workload`` (the
-    limit, profile and fingerprint are left empty when a calibration in the same launch sets them)."""
-    from simtune.calibration.workload_measure import Request
-
+                        profile_name: str = "", fingerprint: str = "") -> Request:
+    """The :class:`Request` that measures ``workload`` (the limit, profile and fingerprint are
+    left empty when a calibration in the same launch sets them)."""
     scope = scope or MeasureScope()
     return Request(model=workload.name, seq_len=workload.seq_len, precision=precision, threads=threads,
                    micro_batch_sizes=tuple(micro_batch_sizes), repeats=repeats, memory_limit_bytes=memory_limit_bytes,
@@ -378,8 +414,8 @@ def measurement_request(workload: Any, precision: str, *, threads: int, micro_ba
                    bucket_engines=scope.bucket_engines)
 
 
-def cached_measurement(key: str, cache_dir: Optional[os.PathLike | str], refresh: bool, what: str,
-                       log: Optional[Callable[[str], None]], scope: Optional[MeasureScope] = None
+def cached_measurement(key: str, cache_dir: Optional[os.PathLike[str] | str], refresh: bool, what: str,
+                       log: Optional[Log], scope: Optional[MeasureScope] = None
                        ) -> tuple[Path, Optional[WorkloadCalibration]]:
     """Where the measurement of fingerprint ``key`` is cached, and the cached one unless
     ``refresh`` or it left out a part ``scope`` needs (saying so through ``log``: "workload
@@ -405,61 +441,12 @@ def save(calibration: WorkloadCalibration, path: Path) -> Path:
     return write_atomically(path, json.dumps(calibration.to_dict(), indent=1) + "\n")
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
+    """The default :data:`Log`: a ``simtune:`` line on stderr."""
     print(f"simtune: {message}", file=sys.stderr, flush=True)
 
 
-# ---------------------------------------------------------------------- the entry point
-def calibrate_workload(workload: Any, profile: Any, *, precision: str, num_gpus: Optional[int] = None,
-                       micro_batch_sizes: Sequence[int] = DEFAULT_MICRO_BATCH_SIZES,
-                       cache_dir: Optional[os.PathLike | str] = None, in_process: bool = False,
-                       refresh: bool = False, repeats: int = 10, timeout_s: float = 900.0,
-                       log: Optional[Callable[[str], None]] = _say, scope: Optional[MeasureScope] = None
-                       ) -> WorkloadCalibration:
-    """Measure a model-mode workload (a :class:`~simtune.workloads.Workload`) on this machine for
-    ``profile`` (a :class:`~simtune.hardware.HardwareProfile`: the profile of this machine), or
-    return the cached measurement of the same inputs (and say so through ``log``).
-
-    By default one launch on ``num_gpus`` local ranks (default: the profile's ranks per node)
-    measures the model on every rank at once, then real engines at every ZeRO stage
-    (:mod:`simtune.calibration.workload_launch`). ``in_process`` measures only the model, here,
-    with the threads one rank gets (no engines, no process memory). ``refresh`` measures even
-    when cached. ``scope``: the optional parts to measure (default all; a cached measurement
-    without one of them is measured again).
-    """
-    from simtune.workloads.presets import Workload
-
-    if not isinstance(workload, Workload):
-        raise TypeError(f"calibrate_workload takes a Workload, not {type(workload).__name__}")
-    scope = scope or MeasureScope()
-    key = fingerprint(model_identity(workload), workload.seq_len, precision, profile.name)
-    path, cached = cached_measurement(key, cache_dir, refresh, f"{workload.name} (seq {workload.seq_len}, "
-                                      f"{precision}, profile {profile.name})", log, scope)
-    if cached is not None:
-        return cached
-    from simtune.calibration import workload_measure as wm
-
-    ranks = num_gpus if num_gpus is not None else profile.device.count_per_node
-    request = measurement_request(workload, precision, threads=rank_threads(profile),
-                                  micro_batch_sizes=micro_batch_sizes, repeats=repeats, scope=scope,
-                                  memory_limit_bytes=int(profile.device.usable_memory_bytes),
-                                  profile_name=profile.name, fingerprint=key)
-    if log:
-        where = "in this process" if in_process else f"in one launch on {ranks} rank(s)"
-        log(f"measuring {workload.name} (seq {workload.seq_len}, {precision}) {where}...")
-    if in_process:
-        calibration = wm.measure(request)
-    else:
-        from simtune.calibration.workload_launch import measure_with_launch
-
-        calibration = measure_with_launch(request, ranks, timeout_s=timeout_s)
-    save(calibration, path)
-    if log:
-        log(f"workload calibration saved to {path} ({calibration.seconds:.1f} s).")
-    return calibration
-
-
-def rank_threads(profile: Any) -> int:
+def rank_threads(profile: HardwareProfile) -> int:
     """Threads one rank gets: cores / ranks per node on a CPU profile, else torch's default."""
     return threads_per_rank(profile.device.kind, profile.device.count_per_node)
 
@@ -473,8 +460,8 @@ def threads_per_rank(device_kind: str, ranks_per_node: int) -> int:
 
 
 __all__ = [
-    "DEFAULT_MICRO_BATCH_SIZES", "EngineMeasurement", "MeasureScope", "MicroBatchMeasurement", "ModelShape",
-    "TimeStats", "WorkloadCalibration", "WorkloadCalibrationError", "cache_path", "cached_measurement",
-    "calibrate_workload", "default_cache_dir", "fingerprint", "measurement_request", "model_identity",
-    "rank_threads", "read_cached", "save", "script_identity", "threads_per_rank",
+    "DEFAULT_MICRO_BATCH_SIZES", "ENGINE_TIMES", "LOG_PREFIX", "EngineMeasurement", "Log", "MeasureScope",
+    "MicroBatchMeasurement", "ModelShape", "Request", "TimeStats", "WorkloadCalibration", "WorkloadCalibrationError",
+    "cache_path", "cached_measurement", "default_cache_dir", "fingerprint", "measurement_request", "model_identity",
+    "rank_threads", "read_cached", "save", "say", "script_identity", "threads_per_rank",
 ]

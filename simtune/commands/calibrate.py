@@ -13,7 +13,7 @@ DEFAULT_CPU_PROCESSES = 2
 
 
 def _default_gpus() -> int:
-    from simtune.calibration.launch import detect_accelerator
+    from simtune.runner.resources import detect_accelerator
 
     if detect_accelerator() == "cpu":
         return DEFAULT_CPU_PROCESSES

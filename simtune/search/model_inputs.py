@@ -9,7 +9,7 @@ numbers and the residual model.
   and a search that waited takes the profile the other saved. When the workload must be measured too (model mode, one
   node), both run in one launch
   (:func:`simtune.calibration.machine_and_workload.calibrate_machine_and_workload`).
-- Workload: measured on this machine (:func:`simtune.calibration.workload.calibrate_workload`,
+- Workload: measured on this machine (:func:`simtune.calibration.workload_launch.calibrate_workload`,
   cached) when the search runs experiments here with a profile of this machine; otherwise a
   cached measurement of the same inputs if there is one, else the closed-form analysis of the
   preset (nothing is measured when predictions are all that is asked for). In script mode the
@@ -24,8 +24,14 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
+from simtune.calibration import run_calibration
+from simtune.calibration import workload as wc
+from simtune.calibration.machine_and_workload import calibrate_machine_and_workload
+from simtune.calibration.workload import MeasureScope
+from simtune.calibration.workload_launch import calibrate_workload
+from simtune.calibration.workload_script import calibrate_script
 from simtune.errors import InputError
 from simtune.file_lock import exclusive
 from simtune.hardware import HardwareProfile, find_profile_for, load_profile, profile_to_dict
@@ -33,9 +39,6 @@ from simtune.hardware.registry import simtune_home
 from simtune.prediction.residual import ResidualModel, residual_path
 from simtune.runner.interference import Load, load_note, watched
 from simtune.runner.resources import Resources, cpu_model_name, detect_accelerator
-
-if TYPE_CHECKING:  # the calibration package is imported only when a search measures
-    from simtune.calibration.workload import MeasureScope
 
 CALIBRATION_LOCK_FILE = ".calibration.lock"
 """In the simtune home: held by the search calibrating this machine; another search that finds no
@@ -127,8 +130,6 @@ def _calibrate_here(device: str, resources: Resources, say: Callable[[str], None
                     measuring: Measuring) -> ProfileChoice:
     """Calibrate this machine (with the workload in the same launch when asked; through
     ``measuring``, where the experiments run) and save its profile."""
-    from simtune.calibration import run_calibration
-
     missing = (f"no hardware profile fits this machine ({device}, {resources.world_size} "
                f"{'GPU' if resources.accelerator == 'cuda' else 'CPU process'}(es))")
     one_node = resources.num_nodes == 1 and (not resources.hostfile or resources.on_this_machine_alone())
@@ -137,8 +138,6 @@ def _calibrate_here(device: str, resources: Resources, say: Callable[[str], None
                          f"allocation's first node (in the sbatch script, or srun inside salloc) with --num_nodes 1, "
                          f"or give --profile.")
     if measure_workload is not None and one_node:
-        from simtune.calibration.machine_and_workload import calibrate_machine_and_workload
-
         workload, precision = measure_workload
         say(f"{missing}; calibrating it first (simtune calibrate --quick) in the launch that measures "
             f"{workload.name} (seq {workload.seq_len}, {precision})...")
@@ -187,7 +186,6 @@ def measure_scope(space: Any, workload: Any) -> MeasureScope:
     counted on the preset's parameter tensors (:meth:`ParamLayout.bucket_count`). A model under
     50M parameters issues one reduction with every bucket of DeepSpeed's default knob space, and
     one rank reduces nothing (the prediction uses those engines only across ranks)."""
-    from simtune.calibration.workload import MeasureScope
     from simtune.model.layout import ParamLayout
     from simtune.knobs import knob
     from simtune.workloads.analysis import parameter_tensor_numels
@@ -209,8 +207,6 @@ def choose_workload(workload: Any, profile: HardwareProfile, *, precision: str, 
     """The workload as the predictor takes it (see the module docstring); a measurement includes
     the optional parts in ``scope`` (a :class:`~simtune.calibration.workload.MeasureScope`,
     default all) and runs through ``measuring``."""
-    from simtune.calibration import workload as wc
-
     key = workload_key(workload, precision)
     fingerprint = wc.fingerprint(wc.model_identity(workload), workload.seq_len, precision, profile.name)
     if measure:
@@ -223,7 +219,7 @@ def choose_workload(workload: Any, profile: HardwareProfile, *, precision: str, 
             if cached is not None:
                 return WorkloadChoice(cached, key, "cached")
         # A job's progress lines go to its own log: the search's printer stays here.
-        calibration, load = watched(lambda: measuring("workload", wc.calibrate_workload, workload, profile,
+        calibration, load = watched(lambda: measuring("workload", calibrate_workload, workload, profile,
                                                       precision=precision, num_gpus=num_gpus,
                                                       log=say if measuring is here else print, scope=scope))
         if calibration.from_cache:
@@ -245,10 +241,6 @@ def choose_script_workload(script: str, args: Any, ds_config: Any, profile: Hard
     (:func:`simtune.calibration.workload_script.calibrate_script`, cached; ``arg_mappings`` set
     the script's flags to the measuring config; stopped at ``timeout_s``, None: no limit), or
     read from the cache."""
-    from simtune.calibration import workload as wc
-    from simtune.calibration.workload_script import calibrate_script
-    from simtune.errors import InputError
-
     identity = wc.script_identity(script, args)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
     key = f"script:{identity['script']}/{precision}#{digest}"

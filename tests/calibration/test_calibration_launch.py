@@ -22,13 +22,13 @@ def test_cpu_command_and_environment(tmp_path):
     command = build_command(2, 1, None, 12345, tmp_path / "raw.json", True, "cpu")
     assert command[1:] == [  # one node: the ranks are started directly, not by DeepSpeed's launcher
         "-m", "simtune.runner.local_ranks", "--nproc", "2", "--master_port", "12345",
-        "calib.run_all", "--out", str(tmp_path / "raw.json"), "--quick",
+        "simtune.calib.run_all", "--out", str(tmp_path / "raw.json"), "--quick",
     ]
     env = build_env(2, "cpu", base={"PATH": "/usr/bin"})
     assert env["DS_ACCELERATOR"] == "cpu" and env["LOCAL_SIZE"] == "2"
     assert int(env["OMP_NUM_THREADS"]) == max(1, len(os.sched_getaffinity(0)) // 2)
-    calib_root = Path(env["PYTHONPATH"].split(os.pathsep)[0])
-    assert (calib_root / "calib" / "run_all.py").is_file()
+    simtune_root = Path(env["PYTHONPATH"].split(os.pathsep)[0])  # the ranks import this simtune
+    assert (simtune_root / "simtune" / "calib" / "run_all.py").is_file()
 
 
 def test_gpu_multi_node_command(tmp_path):

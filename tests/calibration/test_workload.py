@@ -7,7 +7,8 @@ import json
 import pytest
 
 from simtune.calibration.workload import (MeasureScope, TimeStats, WorkloadCalibration, WorkloadCalibrationError,
-                                          cache_path, calibrate_workload, fingerprint, model_identity, script_identity)
+                                          cache_path, fingerprint, model_identity, script_identity)
+from simtune.calibration.workload_launch import calibrate_workload
 from simtune.errors import WorkloadError
 from simtune.hardware.registry import load_profile
 from simtune.prediction.predictor import Predictor
@@ -158,53 +159,3 @@ def test_a_scripts_own_work_is_added_to_every_step_at_every_stage(measured):
             trial = Trial(stage=stage, micro_batch_size=4, gradient_accumulation_steps=gas)
             added = with_own.predict(trial).time.step_s - plain.predict(trial).time.step_s
             assert added == pytest.approx(gas * 0.003)  # once per micro-step, whatever the stage and size
-
-
-def test_the_step_clock_counts_only_what_runs_outside_the_engine():
-    from simtune.calibration import workload_script as ws
-
-    clock = ws.StepClock()
-    now = [0.0]
-    engine_call = clock.wrap(lambda seconds: now.__setitem__(0, now[0] + seconds))
-    step_call = clock.wrap(lambda seconds: now.__setitem__(0, now[0] + seconds), is_step=True)
-    real = ws.time.perf_counter
-    ws.time.perf_counter = lambda: now[0]
-    try:
-        for _ in range(ws.WARM_STEPS + ws.TIMED_STEPS + 1):
-            now[0] += 0.5  # the script's own work (data, bookkeeping)
-            engine_call(1.0)  # forward
-            engine_call(2.0)  # backward
-            step_call(0.25)
-    finally:
-        ws.time.perf_counter = real
-    assert clock.done and clock.samples[:ws.TIMED_STEPS] == [0.5] * ws.TIMED_STEPS
-
-
-def test_the_step_clock_waits_for_the_device_so_queued_work_counts_as_the_engines():
-    from simtune.calibration import workload_script as ws
-
-    now, queued = [0.0], [0.0]
-
-    def drain():  # a device synchronisation: the wall clock moves by the work still queued
-        now[0] += queued[0]
-        queued[0] = 0.0
-
-    def launch(seconds):  # an asynchronous engine call: returns at once, its work is queued
-        queued[0] += seconds
-
-    def script_own(clock):
-        engine_call, step_call = clock.wrap(launch), clock.wrap(launch, is_step=True)
-        real = ws.time.perf_counter
-        ws.time.perf_counter = lambda: now[0]
-        try:
-            for _ in range(ws.WARM_STEPS + ws.TIMED_STEPS + 1):
-                now[0] += 0.5
-                drain()  # the script's own work ends in a synchronising call (loss.item())
-                engine_call(1.0)
-                step_call(0.25)
-        finally:
-            ws.time.perf_counter = real
-        return clock.samples[:ws.TIMED_STEPS]
-
-    assert script_own(ws.StepClock(sync=drain)) == [0.5] * ws.TIMED_STEPS
-    assert script_own(ws.StepClock()) == [1.75] * ws.TIMED_STEPS  # without it the queue is the script's

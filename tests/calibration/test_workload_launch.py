@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from simtune.calibration.workload import calibrate_workload
+from simtune.calibration.workload_launch import calibrate_workload
 from simtune.calibration.workload_script import calibrate_script, stage_zero_config
 from simtune.hardware.registry import load_profile
 from simtune.prediction.predictor import Predictor

@@ -14,8 +14,8 @@ from __future__ import annotations
 import psutil
 import torch
 
-from calib.device import Device
-from calib.timing import measure
+from simtune.calib.device import Device
+from simtune.calib.timing import measure
 
 CUDA_COPY_BYTES = [2**24, 2**27, 2**29]
 CPU_COPY_BYTES = [2**22, 2**24, 2**26]

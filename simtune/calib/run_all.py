@@ -4,7 +4,7 @@ Started on every rank, e.g. on two CPU processes of one node (``simtune.runner.l
 the variables DeepSpeed's launcher would; on several nodes the ``deepspeed`` launcher runs it)::
 
     DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 \
-        python -m simtune.runner.local_ranks --nproc 2 --master_port <free port> calib.run_all --out raw.json
+        python -m simtune.runner.local_ranks --nproc 2 --master_port <free port> simtune.calib.run_all --out raw.json
 
 Sections, in order: memory baseline (before anything is allocated), copy bandwidth, compute
 (matmul and element-wise, forward and backward), optimizer step, collectives. All ranks run every
@@ -13,7 +13,7 @@ timings; a collective's time per repeat is that of the rank that entered it last
 only (min/median/max per point); ``simtune.calibration`` fits them into a hardware profile.
 
 Collectives are timed on the whole world and, when the ranks span several nodes (grouped by host
-name, or by ``SIMTUNE_NODE_IDS``: see ``calib.topology``) with more than one rank each, again
+name, or by ``SIMTUNE_NODE_IDS``: see ``simtune.calib.topology``) with more than one rank each, again
 within each node, every node on its own group at the same time (rank 0 keeps node 0's). Each
 group's result carries its layout (nodes, ranks per node): a world spanning nodes gives the
 inter-node figures, a node's group the intra-node ones.
@@ -29,11 +29,13 @@ import socket
 import sys
 import time
 
+from simtune.calib.timing import stats
+
 SCHEMA = 1
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="calib.run_all", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="simtune.calib.run_all", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="also write the JSON result to this file (rank 0)")
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
@@ -48,8 +50,6 @@ def _combine_ranks(per_rank: list[dict], layout: dict) -> dict:
     the ranks' times is the collective's own cost. ``layout`` (nodes and ranks per node of the
     group) is kept with the result.
     """
-    from calib.timing import stats
-
     first = per_rank[0]
     ops = {}
     for op, points in first["ops"].items():
@@ -63,7 +63,7 @@ def _combine_ranks(per_rank: list[dict], layout: dict) -> dict:
 
 
 def _versions(device, dist) -> dict:
-    import deepspeed
+    import deepspeed  # loaded by measure() already; imported there so that startup_s counts it
     import torch
 
     nccl = None
@@ -86,16 +86,16 @@ def _versions(device, dist) -> dict:
 def measure(quick: bool = False, local_rank: int | None = None, after_baseline=None) -> dict | None:
     """Every section on every rank (joining the process group when no one has); the raw result on
     rank 0, None on the others. The process group is left as it was found, so a program can run
-    this first and go on with its own work (``simtune.calibration.workload_launch`` does);
+    this first and go on with its own work (``simtune.calib.workload_rank`` does);
     ``after_baseline()``, when given, runs once the memory baseline is read, before any benchmark
     allocates."""
     started = time.perf_counter()
-    import torch
+    import torch  # imported here, not at the top: startup_s counts what a rank's start costs
     from deepspeed import comm as dist
 
-    from calib import collectives, compute, memory, optimizer
-    from calib.device import current_device, dtype_support
-    from calib.topology import NODE_IDS_ENV, node_layout
+    from simtune.calib import collectives, compute, memory, optimizer
+    from simtune.calib.device import current_device, dtype_support
+    from simtune.calib.topology import NODE_IDS_ENV, node_layout
 
     local_rank = int(os.environ.get("LOCAL_RANK", local_rank or 0))
     device = current_device(local_rank)
@@ -193,7 +193,7 @@ def measure(quick: bool = False, local_rank: int | None = None, after_baseline=N
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     result = measure(args.quick, args.local_rank)
-    import torch
+    import torch  # loaded by measure(), which imports it so that startup_s counts it
     from deepspeed import comm as dist
 
     rank = dist.get_rank()

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from calib.device import TORCH_DTYPES, Device
+from simtune.calib.device import TORCH_DTYPES, Device
 
 CPU_ELEMENTS = [2**15, 2**16, 2**17, 2**18, 2**19, 2**20, 2**21, 2**22]
 CPU_ELEMENTS_QUICK = [2**16, 2**18, 2**20, 2**22]

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from calib.device import TORCH_DTYPES, Device
-from calib.timing import measure
+from simtune.calib.device import TORCH_DTYPES, Device
+from simtune.calib.timing import measure
 
 CPU_MATMUL_SHAPES = [(32, 64), (64, 128), (128, 256), (256, 256), (256, 512), (512, 512)]
 CPU_MATMUL_SHAPES_QUICK = [(64, 128), (256, 256), (512, 512)]

@@ -1,8 +1,8 @@
-"""Grouping ranks into nodes for the collectives' groups (calib.topology, no process group)."""
+"""Grouping ranks into nodes for the collectives' groups (simtune.calib.topology, no process group)."""
 
 import pytest
 
-from calib.topology import NODE_IDS_ENV, LayoutError, node_layout
+from simtune.calib.topology import NODE_IDS_ENV, LayoutError, node_layout
 
 
 def test_ranks_are_grouped_by_host_name_in_order_of_their_lowest_rank():

@@ -1,7 +1,8 @@
 """The measurements of a model behind a workload calibration (torch; no DeepSpeed engine).
 
-:func:`measure` runs here (the tests' way); :mod:`simtune.calibration.workload_launch` runs the
-same on every rank of a launch and adds real engines. :func:`measure_module` is the part shared
+:func:`measure` runs in the calling process (``calibrate_workload(in_process=True)``, the tests'
+way); :mod:`simtune.calib.workload_rank` runs the same on every rank of a launch and adds real
+engines (:mod:`simtune.calib.engines`). :func:`measure_module` is the part shared
 with script mode: it takes any ``nn.Module`` and a function giving a batch of a micro-batch size.
 
 Regime measured, and why:
@@ -29,15 +30,28 @@ Regime measured, and why:
 
 from __future__ import annotations
 
+import ctypes
 import datetime
 import statistics
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
-from simtune.calibration.workload import (MicroBatchMeasurement, ModelShape, TimeStats, WorkloadCalibration,
+import torch
+
+from simtune.calibration.workload import (MicroBatchMeasurement, ModelShape, Request, TimeStats, WorkloadCalibration,
                                           WorkloadCalibrationError)
 from simtune.errors import WorkloadError
+from simtune.workloads.presets import Workload, _from_document, build_model, load_workload
+
+Batch = dict[str, Any]
+"""Keyword inputs of one forward call."""
+MakeBatch = Callable[[int], Batch]
+"""A batch of the given micro-batch size."""
+LossOf = Callable[[Any], torch.Tensor]
+"""The loss from a model's output."""
+Measured = tuple[list[MicroBatchMeasurement], list[tuple[int, float]], str, list[str]]
+"""What :func:`measure_module` measured: per micro-batch size, the FLOPs counted per size, the
+counter and notes."""
 
 WARMUP = 2
 FVCORE_MATMUL_OPS = ("aten::addmm", "aten::bmm", "aten::_convolution", "aten::einsum", "aten::matmul",
@@ -46,27 +60,6 @@ FVCORE_MATMUL_OPS = ("aten::addmm", "aten::bmm", "aten::_convolution", "aten::ei
 pooling and upsampling, which fvcore also counts by default, are left out)."""
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-
-
-@dataclass(frozen=True)
-class Request:
-    """What to measure (JSON-able: the launch reads it from a file)."""
-
-    model: str
-    seq_len: int
-    precision: str
-    threads: int
-    micro_batch_sizes: tuple[int, ...]
-    repeats: int
-    memory_limit_bytes: int
-    """Activations of the largest micro-batch must stay under half of this."""
-    profile_name: str
-    fingerprint: str
-    checkpointing: bool = True
-    """Also measure with activation checkpointing (when the model can switch it); a search whose
-    space never checkpoints leaves it out (a quarter to a half of the model's measurement)."""
-    bucket_engines: bool = True
-    """Also measure the engines with small buckets at stages 1-3 (the cost per reduction call)."""
 
 
 # ---------------------------------------------------------------------- memory readings
@@ -90,8 +83,6 @@ def release_free_heap() -> None:
     """Give freed heap pages back to the system (glibc ``malloc_trim``), so that a region's peak
     resident size counts the pages it needs rather than pages an earlier region left behind."""
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
@@ -101,8 +92,6 @@ class PeakMemory:
     """Peak memory above the starting point over a region, on the device the model runs on."""
 
     def __init__(self, device: Any) -> None:
-        import torch
-
         self.cuda = device.type == "cuda"
         self.torch = torch
 
@@ -134,8 +123,6 @@ class PeakMemory:
 # ---------------------------------------------------------------------- counting
 def transformer_layers(model: Any) -> list[tuple[str, Any]]:
     """The repeated blocks: the children of the longest ``nn.ModuleList`` of same-type modules."""
-    import torch
-
     best: list[tuple[str, Any]] = []
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) > len(best):
@@ -156,7 +143,7 @@ def parameter_facts(model: Any) -> tuple[int, tuple[int, ...], int]:
     return sum(seen.values()), numels, largest
 
 
-def count_forward_flops(model: Any, batch: dict) -> tuple[float, str, tuple[str, ...]]:
+def count_forward_flops(model: Any, batch: Batch) -> tuple[float, str, tuple[str, ...]]:
     """Forward FLOPs of ``model(**batch)`` (2 per multiply-add), the counter used, and notes."""
     notes: list[str] = []
     restore = None
@@ -170,8 +157,7 @@ def count_forward_flops(model: Any, batch: dict) -> tuple[float, str, tuple[str,
                 restore = None
     try:
         try:
-            import torch
-            from fvcore.nn import FlopCountAnalysis
+            from fvcore.nn import FlopCountAnalysis  # fvcore and numpy: not in a rank's memory baseline
 
             names = list(batch)
             inputs = tuple(batch[n] for n in names)
@@ -179,11 +165,11 @@ def count_forward_flops(model: Any, batch: dict) -> tuple[float, str, tuple[str,
             class _Positional(torch.nn.Module):
                 """The model called with positional tensors, as the tracer calls it."""
 
-                def __init__(self, inner):
+                def __init__(self, inner: Any) -> None:
                     super().__init__()
                     self.inner = inner
 
-                def forward(self, *args):
+                def forward(self, *args: Any) -> Any:
                     out = self.inner(**dict(zip(names, args)))
                     return out.loss if hasattr(out, "loss") and out.loss is not None else out
 
@@ -202,8 +188,7 @@ def count_forward_flops(model: Any, batch: dict) -> tuple[float, str, tuple[str,
         except Exception as exc:  # fvcore traces with torch.jit; some models do not trace
             notes.append(f"fvcore could not count ({type(exc).__name__}: {str(exc)[:120]}); "
                          "torch FlopCounterMode counted")
-        import torch
-        from torch.utils.flop_counter import FlopCounterMode
+        from torch.utils.flop_counter import FlopCounterMode  # only where fvcore could not count
 
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(**batch)
@@ -217,8 +202,6 @@ def saved_tensor_bytes(model: Any, forward: Callable[[], Any], layers: Sequence[
                        ) -> tuple[int, dict[str, int], Any]:
     """Run ``forward`` under a pack hook; bytes of distinct non-parameter storages autograd saved,
     in total and per layer ("other" outside the layers), and forward's result."""
-    import torch
-
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen: set[int] = set()
     by_layer: dict[str, int] = {name: 0 for name, _ in layers}
@@ -259,7 +242,7 @@ def _slope(xs: Sequence[float], ys: Sequence[float]) -> float:
 
 
 # ---------------------------------------------------------------------- the measurement
-def timed_once(model: Any, batch: dict, loss_of: Callable, sync: Callable[[], None]) -> tuple[float, float]:
+def timed_once(model: Any, batch: Batch, loss_of: LossOf, sync: Callable[[], None]) -> tuple[float, float]:
     """Seconds of one forward (loss included) and of its backward; gradients dropped after."""
     sync()
     t0 = time.perf_counter()
@@ -274,7 +257,7 @@ def timed_once(model: Any, batch: dict, loss_of: Callable, sync: Callable[[], No
     return t1 - t0, t2 - t1
 
 
-def _warm(model: Any, batch: dict, loss_of: Callable) -> None:
+def _warm(model: Any, batch: Batch, loss_of: LossOf) -> None:
     for _ in range(WARMUP):
         loss_of(model(**batch)).backward()
         model.zero_grad(set_to_none=True)
@@ -285,7 +268,7 @@ PEAK_ITERATIONS = 4
 CPU the heap grows over the first few (freed blocks do not always fit the next allocations)."""
 
 
-def _peak(model: Any, make_batch: Callable[[int], dict], mbs: int, loss_of: Callable,
+def _peak(model: Any, make_batch: MakeBatch, mbs: int, loss_of: LossOf,
           layers: Sequence[tuple[str, Any]], device: Any) -> tuple[int, dict[str, int], int]:
     """(saved bytes, saved bytes per layer) of one forward, and the peak bytes over
     PEAK_ITERATIONS forward + backward iterations."""
@@ -309,11 +292,11 @@ def gradient_bytes(model: Any) -> int:
     return sum(seen.values())
 
 
-def measure_module(model: Any, make_batch: Callable[[int], dict], *, micro_batch_sizes: Sequence[int],
+def measure_module(model: Any, make_batch: MakeBatch, *, micro_batch_sizes: Sequence[int],
                    repeats: int, memory_limit_bytes: int, loss_of: Optional[Callable[[Any], Any]] = None,
                    checkpointing: Optional[Callable[[bool], None]] = None,
                    barrier: Optional[Callable[[], None]] = None
-                   ) -> tuple[list[MicroBatchMeasurement], list[tuple[int, float]], str, list[str]]:
+                   ) -> Measured:
     """Measure any module: timings, saved bytes and peak memory per micro-batch size (and with
     activation checkpointing when ``checkpointing(on)`` can switch it), and forward FLOPs at
     the two smallest sizes. Sizes whose activations would pass half the memory limit
@@ -402,8 +385,6 @@ def device_sync(device: Any) -> Callable[[], None]:
     """What waits for ``device`` (a torch device or its name): ``torch.cuda.synchronize`` on a
     GPU, nothing on CPU, where every call has finished when it returns."""
     if getattr(device, "type", str(device)).startswith("cuda"):
-        import torch
-
         return torch.cuda.synchronize
     return lambda: None
 
@@ -458,8 +439,6 @@ def model_shape(model: Any, workload: Any = None) -> ModelShape:
     if workload is not None:
         return ModelShape(workload.num_layers, workload.hidden_size, workload.num_heads,
                           workload.intermediate_size, workload.vocab_size)
-    from simtune.workloads.presets import _from_document  # the same key spellings as presets
-
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "to_dict"):
         try:
@@ -475,8 +454,6 @@ def generic_shape(model: Any) -> ModelShape:
     the widest linear layer's input and output as hidden and MLP widths. Only the compute-curve
     work size (on other hardware) and the activation formula use it, and the measured activation
     bytes replace the formula."""
-    import torch
-
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     widest = max(linears, key=lambda m: m.in_features * m.out_features, default=None)
     hidden = widest.in_features if widest is not None else 1
@@ -485,12 +462,8 @@ def generic_shape(model: Any) -> ModelShape:
                       intermediate_size=inner, vocab_size=1)
 
 
-def build_measured_model(workload: Any, precision: str, device: Any) -> Any:
+def build_measured_model(workload: Workload, precision: str, device: torch.device) -> Any:
     """The workload's model with random weights (seeded), in the training precision, in train mode."""
-    import torch
-
-    from simtune.workloads.presets import build_model
-
     torch.manual_seed(1234)
     try:
         model = build_model(workload).to(device=device, dtype=getattr(torch, DTYPES[precision]))
@@ -500,13 +473,11 @@ def build_measured_model(workload: Any, precision: str, device: Any) -> Any:
     return model
 
 
-def token_batches(workload: Any, device: Any, seed: int = 4321) -> Callable[[int], dict]:
+def token_batches(workload: Workload, device: torch.device, seed: int = 4321) -> MakeBatch:
     """Random token batches of a micro-batch size, labelled as the training program labels them."""
-    import torch
-
     generator = torch.Generator().manual_seed(seed)
 
-    def make_batch(mbs: int) -> dict:
+    def make_batch(mbs: int) -> Batch:
         shape = (mbs, workload.seq_len)
         tokens = torch.randint(0, workload.vocab_size, shape, generator=generator)
         if workload.task == "causal-lm":
@@ -520,16 +491,15 @@ def token_batches(workload: Any, device: Any, seed: int = 4321) -> Callable[[int
     return make_batch
 
 
-def calibration_from(request: Request, workload: Any, model: Any, measured: tuple, *, device_text: str,
+def calibration_from(request: Request, workload: Workload, model: Any, measured: Measured, *, device_text: str,
                      started: float, **extra: Any) -> WorkloadCalibration:
     """Assemble a model-mode calibration from the model and ``measure_module``'s results."""
-    import torch
-
     results, flops, counter, notes = measured
     count, numels, largest = parameter_facts(model)
     total, per_layer = derived_activations(results)
-    fields = dict(engines=(), ranks=1, base_rss_bytes=0, program_overhead_bytes=0, zero_runtime_bytes=0,
-                  checkpointing_skipped=not request.checkpointing, bucket_engines_skipped=not request.bucket_engines)
+    fields: dict[str, Any] = dict(engines=(), ranks=1, base_rss_bytes=0, program_overhead_bytes=0, zero_runtime_bytes=0,
+                                  checkpointing_skipped=not request.checkpointing,
+                                  bucket_engines_skipped=not request.bucket_engines)
     fields.update(extra)
     return WorkloadCalibration(
         fingerprint=request.fingerprint, name=workload.name, mode="model", seq_len=workload.seq_len,
@@ -545,18 +515,12 @@ def calibration_from(request: Request, workload: Any, model: Any, measured: tupl
 
 
 def device_text(device: Any) -> str:
-    import torch
-
     return "cpu" if device.type == "cpu" else f"cuda {torch.cuda.get_device_name(device)}"
 
 
 def measure(request: Request) -> WorkloadCalibration:
     """Measure a model-mode workload's model in this process (no engines, no process memory)."""
     started = time.perf_counter()
-    import torch
-
-    from simtune.workloads.presets import load_workload
-
     workload = load_workload(request.model, seq_len=request.seq_len)
     previous = torch.get_num_threads()
     torch.set_num_threads(request.threads)

@@ -20,8 +20,8 @@ import os
 
 import torch
 
-from calib.device import Device
-from calib.timing import measure
+from simtune.calib.device import Device
+from simtune.calib.timing import measure
 
 CPU_PARAMS = [2**18, 2**20, 2**21, 2**22]
 CPU_PARAMS_QUICK = [2**18, 2**20, 2**22]
@@ -32,11 +32,11 @@ TENSORS_PER_MODEL = 8
 
 def _op_prebuilt(builder) -> str | None:
     """None if the DeepSpeed op can be loaded without compiling, else why not."""
-    from deepspeed.git_version_info import installed_ops
+    from deepspeed.git_version_info import installed_ops  # a missing or broken op fails only this optimizer
 
     if installed_ops.get(builder.name, False):
         return None
-    from torch.utils.cpp_extension import _get_build_directory
+    from torch.utils.cpp_extension import _get_build_directory  # a missing or broken op fails only this optimizer
 
     build_dir = _get_build_directory(builder.name, verbose=False)
     if os.path.exists(os.path.join(build_dir, f"{builder.name}.so")):
@@ -71,23 +71,23 @@ def _always(make):
 
 
 def _deepspeed_cpu_adam():
-    from deepspeed.ops.op_builder import CPUAdamBuilder
+    from deepspeed.ops.op_builder import CPUAdamBuilder  # a missing or broken op fails only this optimizer
 
     reason = _op_prebuilt(CPUAdamBuilder())
     if reason:
         return None, reason
-    from deepspeed.ops.adam import DeepSpeedCPUAdam
+    from deepspeed.ops.adam import DeepSpeedCPUAdam  # a missing or broken op fails only this optimizer
 
     return (lambda params: DeepSpeedCPUAdam(params, lr=1e-4, adamw_mode=True)), None
 
 
 def _deepspeed_fused_adam():
-    from deepspeed.ops.op_builder import FusedAdamBuilder
+    from deepspeed.ops.op_builder import FusedAdamBuilder  # a missing or broken op fails only this optimizer
 
     reason = _op_prebuilt(FusedAdamBuilder())
     if reason:
         return None, reason
-    from deepspeed.ops.adam import FusedAdam
+    from deepspeed.ops.adam import FusedAdam  # a missing or broken op fails only this optimizer
 
     return (lambda params: FusedAdam(params, lr=1e-4, adam_w_mode=True)), None
 

@@ -1,0 +1,155 @@
+"""Real DeepSpeed engines of the measured model, one per ZeRO stage, timed call by call.
+
+Each engine (DeepSpeed's default knobs, no accumulation; at stages 1-3 a second one with buckets
+of 1/``SMALL_BUCKETS`` of the model, which issues several reductions, when asked: a search none of
+whose configurations issues another number of reductions than the default bucket does not need
+the cost per call) has its peak memory read over building, ``deepspeed.initialize`` and
+``ENGINE_MEMORY_STEPS`` steps, then its forward, backward and step calls timed over
+``ENGINE_STEPS`` steps, timing the bare model on the same batch size in each iteration too (the
+pair gives what the engine adds). Stage 3 comes last: its engine replaces torch's linear function
+for the rest of the process, as ZeRO-3 training does.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional
+
+import deepspeed
+import torch
+
+from simtune.calib.workload_measure import LossOf, MakeBatch, PeakMemory, timed_once
+from simtune.calibration.workload import ENGINE_TIMES, EngineMeasurement, TimeStats
+
+ENGINE_MEMORY_STEPS = 6
+"""Steps inside the engine's peak-memory reading (the heap grows over the first few)."""
+ENGINE_STEPS = 12
+
+
+def engine_config(stage: int, micro_batch_size: int, world_size: int, precision: str, device: str,
+                  reduce_bucket_size: Optional[int] = None) -> dict[str, Any]:
+    """A DeepSpeed config for one measuring engine: AdamW (torch's on CPU, as the training
+    program uses it), DeepSpeed's default ZeRO knobs unless a reduce_bucket_size is given."""
+    zero: dict[str, Any] = {"stage": stage}
+    if reduce_bucket_size is not None:
+        zero["reduce_bucket_size"] = reduce_bucket_size
+    config: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": 1,
+        "train_batch_size": micro_batch_size * world_size,
+        "optimizer": {"type": "AdamW", "params": {"lr": 1e-4, "weight_decay": 0.0}},
+        "zero_optimization": zero,
+    }
+    if device == "cpu":
+        config["optimizer"]["params"]["torch_adam"] = True
+    if precision in ("bf16", "fp16"):
+        config[precision] = {"enabled": True}
+    return config
+
+
+def measure_real_engine(stage: int, micro_batch_size: int, build: Callable[[], torch.nn.Module],
+                        module: torch.nn.Module, make_batch: MakeBatch, loss_of: LossOf, precision: str, world: int,
+                        device: torch.device, sync: Callable[[], None],
+                        reduce_bucket_size: Optional[int] = None) -> EngineMeasurement:
+    """Build a real engine around ``build()`` (a new model) and measure it: the peak memory above
+    what was held before (building the model, ``deepspeed.initialize`` and
+    ``ENGINE_MEMORY_STEPS`` steps), then ``ENGINE_STEPS`` steps timed call by call, each after the
+    bare ``module``'s forward and backward on the same batch size (the pair). ``loss_of`` takes
+    the loss from a model's output."""
+    gc.collect()
+    torch.distributed.barrier()
+    with PeakMemory(device) as peak:
+        trained = build()
+        engine, *_ = deepspeed.initialize(model=trained, model_parameters=list(trained.parameters()),
+                                          config=engine_config(stage, micro_batch_size, world, precision,
+                                                               device.type, reduce_bucket_size))
+        for _ in range(ENGINE_MEMORY_STEPS):
+            engine.backward(loss_of(engine(**make_batch(micro_batch_size))))
+            engine.step()
+    samples: dict[str, list[float]] = {k: [] for k in ENGINE_TIMES}
+    for _ in range(ENGINE_STEPS):
+        torch.distributed.barrier()
+        module_forward, module_backward = timed_once(module, make_batch(micro_batch_size), loss_of, sync)
+        torch.distributed.barrier()
+        sync()
+        t0 = time.perf_counter()
+        batch = make_batch(micro_batch_size)
+        t1 = time.perf_counter()
+        loss = loss_of(engine(**batch))
+        sync()
+        t2 = time.perf_counter()
+        engine.backward(loss)
+        sync()
+        t3 = time.perf_counter()
+        engine.step()
+        sync()
+        t4 = time.perf_counter()
+        samples["forward"].append(t2 - t1)
+        samples["backward"].append(t3 - t2)
+        samples["step"].append(t4 - t3)
+        samples["loop"].append(t1 - t0)
+        samples["module_forward"].append(module_forward)
+        samples["module_backward"].append(module_backward)
+    del engine, trained, loss
+    return EngineMeasurement(stage=stage, world_size=world, micro_batch_size=micro_batch_size,
+                             peak_bytes=peak.peak_bytes, reduce_bucket_size=reduce_bucket_size,
+                             **{k: TimeStats.of(v) for k, v in samples.items()})
+
+
+SMALL_BUCKETS = 8
+"""The extra engines of stages 1-3 reduce gradients in buckets of about 1/SMALL_BUCKETS of the
+model, so that they issue several reduction calls where the default bucket issues one or few."""
+
+
+def small_bucket_elements(model: torch.nn.Module) -> int:
+    """reduce_bucket_size of the extra engines: 1/SMALL_BUCKETS of the parameters (even, as
+    DeepSpeed wants bucket sizes)."""
+    params = sum(p.numel() for p in {p.data_ptr(): p for p in model.parameters()}.values())
+    return max(2, (params // SMALL_BUCKETS) // 2 * 2)
+
+
+def engine_micro_batch_sizes(measured_sizes: list[int]) -> tuple[int, ...]:
+    """Micro-batch sizes the engines run at: the middle of the measured sizes (the engine
+    overheads are taken as the same at every size)."""
+    middle = measured_sizes[len(measured_sizes) // 2] if measured_sizes else 1
+    return (middle,)
+
+
+def measure_stage_engines(build: Callable[[], torch.nn.Module], module: torch.nn.Module, make_batch: MakeBatch,
+                          loss_of: LossOf, precision: str, world: int, device: torch.device,
+                          sync: Callable[[], None], measured_sizes: list[int],
+                          stages: tuple[int, ...] = (0, 1, 2, 3), small_buckets: bool = True
+                          ) -> tuple[EngineMeasurement, ...]:
+    """Real engines of ``build()`` (a new model each) at every stage in ``stages`` and the sizes
+    of :func:`engine_micro_batch_sizes`, paired with the bare ``module``
+    (:func:`measure_real_engine`); at stages 1-3 a second engine with small buckets unless
+    ``small_buckets`` is False. Stage 3 should come last: its engine replaces torch's linear
+    function for the rest of the process."""
+    small = small_bucket_elements(module)
+    engines = []
+    with frozen_heap():
+        for stage in stages:
+            for mbs in engine_micro_batch_sizes(measured_sizes):
+                for buckets in ((None, small) if stage >= 1 and small_buckets else (None,)):
+                    engines.append(measure_real_engine(stage, mbs, build, module, make_batch, loss_of, precision,
+                                                       world, device, sync, reduce_bucket_size=buckets))
+    return tuple(engines)
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Collect once, then freeze what is alive (torch, DeepSpeed, the model's library, the
+    measured model: it stays alive) until the block ends, so that the ``gc.collect()`` before
+    each engine's memory reading does not walk it again (0.28 s each with transformers loaded,
+    0.05 s frozen). Inside a frozen block it does nothing."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
