@@ -6,7 +6,6 @@ import pytest
 
 from simtune.cli import COMMANDS, build_parser, main
 from simtune.commands import SearchCommand
-from simtune.search.request import config_path_in
 
 
 def write(path, content):
@@ -143,16 +142,6 @@ def test_script_mode_takes_everything_after_the_options():
 
 def test_gpus_is_a_short_form_of_num_gpus():
     assert build_parser().parse_args(["search", "--gpus", "4"]).num_gpus == 4
-
-
-@pytest.mark.parametrize("args,expected", [
-    (["--deepspeed", "a.json", "--x", "1"], "a.json"),
-    (["--deepspeed=b.json"], "b.json"),
-    (["--deepspeed", "--deepspeed_config", "c.json"], "c.json"),
-    (["--lr", "1"], None),
-])
-def test_config_path_in_script_args(args, expected):
-    assert config_path_in(args) == expected
 
 
 def test_an_interrupt_keeps_what_finished(workdir, capsys, monkeypatch):
