@@ -1,6 +1,6 @@
 """Hardware profiles: frozen dataclasses, JSON round trip with validation, the profile folders.
 
-Pure: no torch import, no measurement (measurements live in ``calib/``, fitting in
+Pure: no torch import, no measurement (measurements live in ``simtune/calib/``, fitting in
 ``simtune.calibration``).
 """
 
