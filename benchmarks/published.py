@@ -1,0 +1,184 @@
+"""The cost model against GPU training measurements others published (benchmarks/published/).
+
+Run from the repository root (pure prediction, no torch, a few seconds):
+
+    python benchmarks/published.py > benchmarks/results/published.txt
+
+Each measurement of ``benchmarks/published/*.json`` (one file per source: the paper, docs page,
+blog post or table, its hardware, software and the quoted row; benchmarks/published/README.md
+lists them) is predicted the way simtune predicts hardware it has not measured: the shipped spec
+profile of that GPU, the closed-form workload of the stated shape (a Hugging Face config of its
+model type: Llama for Llama-shaped models, BERT, else GPT-2), the stated ZeRO stage (PyTorch FSDP
+full and hybrid sharding as stage 3), micro-batch size, accumulation, checkpointing, precision
+and GPU count, through :class:`simtune.prediction.predictor.Predictor`. Printed per row: the
+published and predicted tokens/s per GPU and the error; for "fits" statements, whether the
+prediction fits; per source, whether each pair of rows of one model and GPU count is ordered the
+same way. Rows the model cannot describe are listed with the reason (tensor or pipeline
+parallelism, FP8 training, no throughput given, a GPU without a spec profile). TF32 rows are
+predicted with the profiles' fp32 curves (no profile has a TF32 curve yet), so they read slow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from simtune.errors import SimtuneError
+from simtune.hardware import load_profile
+from simtune.prediction.predictor import Predictor
+from simtune.space import Trial
+from simtune.workloads.presets import Workload, _from_document
+
+DATA = Path(__file__).parent / "published"
+
+PROFILES = (("H200", "hgx-h200-141gb"), ("H100", "dgx-h100-80gb"), ("A100", "dgx-a100-80gb"),
+            ("V100", "dgx2-v100-32gb"))
+"""The spec profile of each GPU generation (first match of the GPU's name)."""
+
+
+def profile_of(gpu: str) -> str | None:
+    return next((name for prefix, name in PROFILES if prefix in gpu.upper()), None)
+
+
+def precision_of(text: str) -> str:
+    text = text.lower()
+    return "bf16" if "bf16" in text else "fp16" if "fp16" in text else "fp32"
+
+
+def workload_of(model: dict[str, Any]) -> Workload:
+    """The closed-form workload of a published shape."""
+    name = str(model.get("name") or "model").lower()
+    layers, hidden, heads = int(model["layers"]), int(model["hidden"]), int(model["heads"])
+    intermediate, vocab, seq = int(model["intermediate"]), int(model["vocab"]), int(model["seq_len"])
+    if model.get("kv_heads") or "llama" in name or "granite" in name:
+        config = {"model_type": "llama", "hidden_size": hidden, "num_hidden_layers": layers,
+                  "num_attention_heads": heads, "num_key_value_heads": int(model.get("kv_heads") or heads),
+                  "intermediate_size": intermediate, "vocab_size": vocab,
+                  "max_position_embeddings": max(seq, 4096), "tie_word_embeddings": False}
+    elif "bert" in name:
+        config = {"model_type": "bert", "hidden_size": hidden, "num_hidden_layers": layers,
+                  "num_attention_heads": heads, "intermediate_size": intermediate, "vocab_size": vocab,
+                  "max_position_embeddings": max(seq, 512)}
+    else:
+        config = {"model_type": "gpt2", "n_embd": hidden, "n_layer": layers, "n_head": heads, "n_inner": intermediate,
+                  "vocab_size": vocab, "n_positions": max(seq, 1024)}
+    return _from_document(str(model.get("name")), config, seq)
+
+
+def skip_reason(row: dict[str, Any], source: dict[str, Any]) -> str | None:
+    parallel = row.get("parallel") or {}
+    if int(parallel.get("tp") or 1) > 1 or int(parallel.get("pp") or 1) > 1:
+        return "tensor or pipeline parallel"
+    if "fp8" in str(row.get("precision", "")).lower():
+        return "FP8 training"
+    if profile_of(source["hardware"]["gpu"]) is None:
+        return f"no spec profile for {source['hardware']['gpu']}"
+    if not all(row["model"].get(k) for k in ("layers", "hidden", "heads", "intermediate", "vocab", "seq_len")):
+        return "model shape not given"
+    if published_tokens(row) is None and "fits" not in row["measured"]:
+        return "no throughput or fit given"
+    return None
+
+
+def published_tokens(row: dict[str, Any]) -> float | None:
+    """Tokens per second per GPU, as published or derived from the published totals."""
+    m, gpus, seq = row["measured"], int(row["gpus"]), int(row["model"]["seq_len"])
+    if m.get("tokens_per_s_per_gpu"):
+        return float(m["tokens_per_s_per_gpu"])
+    if m.get("tokens_per_s"):
+        return float(m["tokens_per_s"]) / gpus
+    if m.get("samples_per_s"):
+        return float(m["samples_per_s"]) * seq / gpus
+    return None
+
+
+def predict(row: dict[str, Any], gpu: str) -> tuple[float, bool, str]:
+    """(tokens/s per GPU, fits, profile) predicted for one row."""
+    profile = load_profile(str(profile_of(gpu)))
+    workload = workload_of(row["model"])
+    parallel = row.get("parallel") or {}
+    gpus = int(row["gpus"])
+    trial = Trial(stage=int(parallel.get("zero_stage") or 0), micro_batch_size=int(row.get("micro_batch_size") or 1),
+                  gradient_accumulation_steps=int(row.get("gradient_accumulation") or 1),
+                  offload_optimizer="cpu" if parallel.get("offload_optimizer") else "none",
+                  offload_param="cpu" if parallel.get("offload_param") else "none",
+                  activation_checkpointing=bool(row.get("activation_checkpointing")))
+    predictor = Predictor.from_parts(None, workload, profile, world_size=gpus,
+                                     precision=precision_of(str(row.get("precision", ""))))
+    estimate = predictor.predict(trial)
+    tokens = estimate.metrics.throughput_samples_per_s * workload.seq_len / gpus
+    return tokens, bool(estimate.feasible), profile.name
+
+
+def main() -> int:
+    print("# command: python benchmarks/published.py")
+    print("# predicted with the shipped spec profiles and closed-form workloads; tokens/s per GPU")
+    rows, skipped, fits = [], [], []
+    for path in sorted(DATA.glob("*.json")):
+        source = json.loads(path.read_text())
+        for row in source["measurements"]:
+            reason = skip_reason(row, source)
+            if reason is not None:
+                skipped.append((path.stem, row["id"], reason))
+                continue
+            try:
+                tokens, feasible, profile = predict(row, source["hardware"]["gpu"])
+            except SimtuneError as exc:
+                skipped.append((path.stem, row["id"], f"not predictable: {exc}"))
+                continue
+            if "fits" in row["measured"]:
+                fits.append((path.stem, row["id"], bool(row["measured"]["fits"]), feasible))
+            published = published_tokens(row)
+            if published is not None:
+                rows.append((path.stem, row, source["hardware"]["gpu"], profile, published, tokens, feasible))
+
+    print(f"\n{'source':<34}{'id':<34}{'GPU':<16}{'n':>4}{'z':>3}{'mbs':>5}{'ck':>4}"
+          f"{'published':>11}{'predicted':>11}{'error':>9}")
+    errors: dict[str, list[float]] = {}
+    for name, row, gpu, profile, published, tokens, feasible in rows:
+        error = tokens / published - 1
+        errors.setdefault(profile, []).append(error)
+        ck = "y" if row.get("activation_checkpointing") else "n"
+        stage = (row.get("parallel") or {}).get("zero_stage") or 0
+        note = "" if feasible else "  (predicted not to fit)"
+        print(f"{name[:33]:<34}{row['id'][:33]:<34}{gpu[:15]:<16}{row['gpus']:>4}{stage:>3}"
+              f"{row.get('micro_batch_size') or 1:>5}{ck:>4}{published:>11.0f}{tokens:>11.0f}{error:>+9.0%}{note}")
+    everything = [e for es in errors.values() for e in es]
+    if everything:
+        print(f"\nthroughput: {len(everything)} rows, median |error| {statistics.median(abs(e) for e in everything):.0%}, "
+              f"MAPE {statistics.mean(abs(e) for e in everything):.0%} (targets: median <= 15%, MAPE <= 25%)")
+        for profile, es in sorted(errors.items()):
+            print(f"  {profile}: {len(es)} rows, median error {statistics.median(es):+.0%}, "
+                  f"MAPE {statistics.mean(abs(e) for e in es):.0%}")
+    print("\nordering within a source (pairs of rows with the same model and GPU count):")
+    for name in sorted({r[0] for r in rows}):
+        own = [r for r in rows if r[0] == name]
+        agree = total = 0
+        for i, a in enumerate(own):
+            for b in own[i + 1:]:
+                if a[1]["model"].get("name") != b[1]["model"].get("name") or a[1]["gpus"] != b[1]["gpus"]:
+                    continue
+                if math.isclose(a[4], b[4], rel_tol=0.01):
+                    continue
+                total += 1
+                agree += (a[4] > b[4]) == (a[5] > b[5])
+        if total:
+            print(f"  {name}: {agree} of {total} pairs ordered as published")
+    if fits:
+        print("\nfits statements:")
+        for name, row_id, published_fit, predicted_fit in fits:
+            verdict = "agrees" if published_fit == predicted_fit else "DISAGREES"
+            print(f"  {name} {row_id}: published {'fits' if published_fit else 'does not fit'}, "
+                  f"predicted {'fits' if predicted_fit else 'does not fit'}: {verdict}")
+    print(f"\nleft out ({len(skipped)}):")
+    for name, row_id, reason in skipped:
+        print(f"  {name} {row_id}: {reason}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
