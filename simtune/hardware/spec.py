@@ -11,8 +11,10 @@ Derivations:
 - compute: achieved FLOP/s = ``COMPUTE_EFFICIENCY`` x vendor peak, flat over work size;
 - intra-node collectives: bus bandwidth = ``LINK_EFFICIENCY`` x NVLink per-direction bandwidth
   (nccl-tests compares busbw to the per-direction figure), latency ``INTRA_NODE_LATENCY_S``;
-- inter-node collectives: bus bandwidth = ``LINK_EFFICIENCY`` x one NIC per GPU, latency
-  ``INTER_NODE_LATENCY_S``;
+- inter-node collectives: bus bandwidth = ``LINK_EFFICIENCY`` x the node's compute NICs together
+  (NCCL runs one ring per NIC, each carrying its share of the buffer, so the bus bandwidth of a
+  group spanning nodes reaches the node's aggregate network bandwidth; nccl-tests: "the bus
+  bandwidth should reflect the speed of the hardware bottleneck"), latency ``INTER_NODE_LATENCY_S``;
 - memory bandwidth: ``MEMORY_EFFICIENCY`` x HBM bandwidth;
 - optimizer step (fused AdamW on the GPU): ``ADAM_BYTES_PER_PARAM`` / achievable HBM bandwidth;
 - host<->device: ``LINK_EFFICIENCY`` x the PCIe x16 per-direction bandwidth of the generation;
@@ -78,6 +80,8 @@ class SpecSheet:
     hbm_bytes_per_s: float
     nvlink_per_direction_bytes_per_s: float
     nic_bits_per_s: float
+    """One compute-fabric NIC's line rate."""
+    nics_per_node: int
     nic_is_assumed: bool
     pcie_per_direction_bytes_per_s: float
     pcie_generation: str
@@ -103,6 +107,7 @@ _DGX_H100 = SpecSheet(
     hbm_bytes_per_s=3.35e12,
     nvlink_per_direction_bytes_per_s=450e9,
     nic_bits_per_s=400e9,
+    nics_per_node=8,
     nic_is_assumed=False,
     pcie_per_direction_bytes_per_s=63e9,
     pcie_generation="PCIe 5.0 x16",
@@ -127,7 +132,8 @@ SHEETS = (
         hbm_bytes_per_s=900e9,
         nvlink_per_direction_bytes_per_s=150e9,
         nic_bits_per_s=100e9,
-        nic_is_assumed=True,
+        nics_per_node=8,
+        nic_is_assumed=False,
         pcie_per_direction_bytes_per_s=15.75e9,
         pcie_generation="PCIe 3.0 x16",
         host_memory_bytes=1536 * GIB,
@@ -139,6 +145,8 @@ SHEETS = (
             "OLCF Summit V100 page: 900 GB/s HBM2, NVLink 25 GB/s per link per direction (6 links: 150 GB/s)",
             "developer.nvidia.com/blog/nvswitch-accelerates-nvidia-dgx2: 16 V100-32GB on NVSwitch, 300 GB/s "
             "to any GPU (bidirectional)",
+            "pcper.com/2018/03/nvidia-announces-dgx-2-with-16-gv100s-8-100gb-nics: eight EDR InfiniBand NICs "
+            "(100 Gb/s each), 1600 Gb/s bidirectional",
         ),
         notes=(
             "No bf16 on V100: only fp16 and fp32 curves.",
@@ -155,6 +163,7 @@ SHEETS = (
         hbm_bytes_per_s=2.039e12,
         nvlink_per_direction_bytes_per_s=300e9,
         nic_bits_per_s=200e9,
+        nics_per_node=8,
         nic_is_assumed=True,
         pcie_per_direction_bytes_per_s=31.5e9,
         pcie_generation="PCIe 4.0 x16",
@@ -196,7 +205,8 @@ def _collective_table(ranks: int, dtype: str, latency_s: float, bus_bytes_per_s:
 
 
 def _assumptions(sheet: SpecSheet) -> dict[str, str]:
-    nic = f"{sheet.gpus_per_node} x {sheet.nic_bits_per_s / 1e9:.0f} Gb/s InfiniBand, one NIC per GPU"
+    nic = (f"{sheet.nics_per_node} x {sheet.nic_bits_per_s / 1e9:.0f} Gb/s InfiniBand per node of "
+           f"{sheet.gpus_per_node} GPUs; bus bandwidth across nodes = link_efficiency x all of them together")
     return {
         "compute_efficiency": f"{COMPUTE_EFFICIENCY} of peak for every dtype and size (training reaches about "
         "40-57% MFU: DeepSpeed BERT 52%, Megatron-LM 56.3%, AMSP 52%; no size dependence is known)",
@@ -234,7 +244,8 @@ def build(sheet: SpecSheet) -> HardwareProfile:
         sheet.gpus_per_node, comm_dtype, INTRA_NODE_LATENCY_S, LINK_EFFICIENCY * sheet.nvlink_per_direction_bytes_per_s
     )
     inter = _collective_table(
-        2 * sheet.gpus_per_node, comm_dtype, INTER_NODE_LATENCY_S, LINK_EFFICIENCY * sheet.nic_bits_per_s / 8
+        2 * sheet.gpus_per_node, comm_dtype, INTER_NODE_LATENCY_S,
+        LINK_EFFICIENCY * sheet.nics_per_node * sheet.nic_bits_per_s / 8
     )
     host_link = LINK_EFFICIENCY * sheet.pcie_per_direction_bytes_per_s
     return HardwareProfile(

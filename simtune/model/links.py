@@ -10,9 +10,9 @@ and reduce-scatter of the total array. A call over ``n`` ranks spanning nodes th
     t = max(latency_intra, latency_inter) + f(n) * S / min(busbw_intra, busbw_inter)
 
 with ``f(n)`` the group's own ring factor: for ``n = nodes x g`` GPUs the factor of all n ranks,
-at the bandwidth of the inter-node link in the usual case (one NIC per GPU; spec profiles assume
-it, a measured profile's inter-node fit comes from a world spanning nodes, contention of all
-ranks on the network included).
+at the inter-node bus bandwidth (spec profiles: the node's NICs together, since NCCL runs one ring
+per NIC with its share of the buffer; a measured profile's inter-node fit comes from a world
+spanning nodes, contention of all ranks on the network included).
 """
 
 from __future__ import annotations

@@ -62,4 +62,4 @@ def test_spec_profile_queries():
     intra = profile.collectives.fit_for("allreduce", nodes=1)
     inter = profile.collectives.fit_for("allreduce", nodes=2)
     assert intra.bandwidth_bytes_per_s == pytest.approx(0.8 * 450e9)
-    assert inter.bandwidth_bytes_per_s == pytest.approx(0.8 * 400e9 / 8)
+    assert inter.bandwidth_bytes_per_s == pytest.approx(0.8 * 8 * 400e9 / 8)  # 8 ConnectX-7 at 400 Gb/s

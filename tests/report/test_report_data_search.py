@@ -121,4 +121,4 @@ def test_spec_profiles_have_curves_over_a_fixed_range_and_no_points():
         assert s.point_bytes == ()
         assert (s.curve_bytes[0], s.curve_bytes[-1]) == pytest.approx(SPEC_RANGE_BYTES)
         intra = s.scope == "intra-node"
-        assert s.bandwidth_bytes_per_s == (240e9 if intra else 20e9)
+        assert s.bandwidth_bytes_per_s == (240e9 if intra else 160e9)  # 8 x 200 Gb/s NICs per node
