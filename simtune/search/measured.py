@@ -39,12 +39,12 @@ out, so the knob experiment that repeats the stage's best is not run again.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from simtune.progress import Progress
 from simtune.space import Trial, TuningSpace
 from simtune.search.memory_bound import MemoryBound
-from simtune.search.outcome import (SUCCESS_STATUSES, Measurement, RunnerLike, SearchOutcome, StageOutcome,
+from simtune.search.outcome import (Measurement, RunnerLike, SearchOutcome, StageOutcome,
                                     default_experiment)
 from simtune.search.tuners import TunerSettings, make_tuner, run_tuner
 
@@ -330,14 +330,5 @@ class MeasuredSearch:
                 self.progress.note(measurement.load_note)
 
     def _measurement(self, name: str, trial: Trial, result: Any, phase: str, ds_config: dict[str, Any]) -> Measurement:
-        metrics = result.metrics if isinstance(result.metrics, Mapping) else None
-        value = None
-        if result.status in SUCCESS_STATUSES and metrics is not None:
-            raw = metrics.get(self.autotuning.metric_key)
-            if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-                value = float(raw)
-        reason = result.reason or ("" if value is not None else f"no {self.autotuning.metric_key} in metrics.json")
-        return Measurement(name=name, trial=trial, status=result.status, reason=reason, metrics=metrics,
-                           value=value, result_dir=str(result.result_dir), wall_s=float(result.wall_s or 0.0),
-                           phase=phase, reused=bool(getattr(result, "reused", False)), ds_config=ds_config,
-                           others_cores=getattr(result, "others_cores", None))
+        return Measurement.of_result(name, trial, result, phase=phase, ds_config=ds_config,
+                                     metric_key=self.autotuning.metric_key)

@@ -56,6 +56,23 @@ class Measurement:
     def ok(self) -> bool:
         return self.value is not None
 
+    @classmethod
+    def of_result(cls, name: str, trial: Trial, result: Any, *, phase: str, ds_config: dict[str, Any],
+                  metric_key: str) -> "Measurement":
+        """The measurement of a runner's result: the search metric read from its metrics.json
+        (``metric_key``) when the run succeeded, and why there is none otherwise."""
+        metrics = result.metrics if isinstance(result.metrics, Mapping) or hasattr(result.metrics, "get") else None
+        value = None
+        if result.status in SUCCESS_STATUSES and metrics is not None:
+            raw = metrics.get(metric_key)
+            if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+                value = float(raw)
+        reason = result.reason or ("" if value is not None else f"no {metric_key} in metrics.json")
+        return cls(name=name, trial=trial, status=result.status, reason=reason, metrics=metrics, value=value,
+                   result_dir=str(result.result_dir), wall_s=float(result.wall_s or 0.0), phase=phase,
+                   reused=bool(getattr(result, "reused", False)), ds_config=ds_config,
+                   others_cores=getattr(result, "others_cores", None))
+
 
 @dataclass(frozen=True)
 class StageOutcome:

@@ -46,7 +46,7 @@ from simtune.search.close_call import (CloseCall, ShortWindow, close_call_note, 
                                        short_window_note)
 from simtune.search.doubt import Candidate, choose_candidates, sizes_text
 from simtune.search.forecast import Forecast, Forecaster
-from simtune.search.outcome import SUCCESS_STATUSES, Measurement, RunnerLike, default_experiment
+from simtune.search.outcome import Measurement, RunnerLike, default_experiment
 
 
 @dataclass(frozen=True)
@@ -290,19 +290,8 @@ class Verifier:
 
     def _measurement(self, forecast: Forecast, result: Any, name: str, ds_config: dict[str, Any],
                      phase: str) -> Measurement:
-        metrics = result.metrics if isinstance(result.metrics, dict) or hasattr(result.metrics, "get") else None
-        value = None
-        if result.status in SUCCESS_STATUSES and metrics is not None:
-            raw = metrics.get(self.space.autotuning.metric_key)
-            if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-                value = float(raw)
-        reason = result.reason or ("" if value is not None else
-                                   f"no {self.space.autotuning.metric_key} in metrics.json")
-        return Measurement(name=name, trial=forecast.trial, status=result.status, reason=reason,
-                           metrics=metrics, value=value, result_dir=str(result.result_dir),
-                           wall_s=float(result.wall_s or 0.0), phase=phase,
-                           reused=bool(getattr(result, "reused", False)), ds_config=ds_config,
-                           others_cores=getattr(result, "others_cores", None))
+        return Measurement.of_result(name, forecast.trial, result, phase=phase, ds_config=ds_config,
+                                     metric_key=self.space.autotuning.metric_key)
 
     # ---------------------------------------------------------------------------- learning
     def _learn(self, v: Verification) -> str:
