@@ -17,7 +17,7 @@ from typing import Any
 
 from simtune.dsconfig import AutotuningConfig, load_ds_config
 from simtune.errors import InputError
-from simtune.hardware import load_profile
+from simtune.hardware import HardwareProfile, load_profile
 from simtune.prediction.predictor import default_precision, precision_of
 from simtune.runner.executors import Executor, LocalExecutor
 from simtune.runner.resources import DEFAULT_HOSTFILE, Resources, detect_accelerator
@@ -222,8 +222,10 @@ class SearchRequest:
         profile_name = flags.profile or file_section.profile
         half = "bf16"
         if flags.strategy == "simulate" and verify_top == 0 and profile_name is not None:
-            resources = planned_resources(flags, profile_name)
-            half = "fp16" if default_precision(load_profile(profile_name)) == "fp16" else "bf16"
+            _check_counts(flags)
+            planned = load_profile(profile_name)
+            resources = planned_resources(flags, planned)
+            half = "fp16" if default_precision(planned) == "fp16" else "bf16"
         else:
             resources = local_resources(flags)
         ds_config = file_config if file_config is not None else default_ds_config(resources.accelerator, half)
@@ -293,11 +295,9 @@ def local_resources(flags: SearchFlags) -> Resources:
     return dataclasses.replace(resources, launcher=flags.launcher, launcher_args=flags.launcher_args)
 
 
-def planned_resources(flags: SearchFlags, profile_name: str) -> Resources:
+def planned_resources(flags: SearchFlags, profile: HardwareProfile) -> Resources:
     """Predictions only, for the hardware of a profile: that hardware's accelerator, --num_gpus
     per node (default: the profile's) on --num_nodes nodes, whatever this machine has."""
-    _check_counts(flags)
-    profile = load_profile(profile_name)
     if flags.hostfile is not None:
         return Resources.from_hostfile(flags.hostfile, num_gpus=flags.num_gpus, num_nodes=flags.num_nodes,
                                        accelerator=profile.device.kind)
