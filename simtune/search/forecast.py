@@ -127,10 +127,6 @@ class Forecaster:
         """Drop cached forecasts (after the memory correction or residual model changed)."""
         self._cache = {t: f for t, f in self._cache.items() if keep(t)}
 
-    def better(self, a: float, b: float) -> bool:
-        """True when value ``a`` is strictly better than ``b`` for the metric."""
-        return self.metric.better(a, b)
-
     def sort_key(self, forecast: Forecast) -> tuple[bool, float, str]:
         """Ranks feasible forecasts first, then best value first, then by name (deterministic)."""
         return (not forecast.feasible, self.metric.best_first(forecast.value), forecast.name)

@@ -45,7 +45,7 @@ from simtune.progress import Progress
 from simtune.space import Trial, TuningSpace
 from simtune.search.memory_bound import MemoryBound
 from simtune.search.outcome import (Measurement, RunnerLike, SearchOutcome, StageOutcome,
-                                    default_experiment)
+                                    best_measurement, default_experiment)
 from simtune.search.tuners import TunerSettings, make_tuner, run_tuner
 
 PLATEAU = 0.05
@@ -190,11 +190,7 @@ class MeasuredSearch:
         return self._best_of(self._finished)
 
     def _best_of(self, measurements: Iterable[Measurement]) -> Measurement | None:
-        best: Measurement | None = None
-        for m in measurements:
-            if m.value is not None and self.metric.better(m.value, best.value if best else None):
-                best = m
-        return best
+        return best_measurement(measurements, self.metric)
 
     def _may_fit(self, stage: int, mbs: int) -> bool:
         return ((self.fits is None or self.fits(stage, mbs) is not False)

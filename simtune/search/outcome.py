@@ -9,7 +9,7 @@ finished), the best of each ZeRO stage (:class:`StageOutcome`) and the best over
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from simtune.metrics import Metric
 from simtune.runner.experiment import Experiment
@@ -100,6 +100,16 @@ class SearchOutcome:
     best: Measurement | None
     notes: tuple[str, ...]
     """The search's decisions in words (skipped stages, plateaus, tuner stops)."""
+
+
+def best_measurement(measurements: Iterable[Measurement], metric: Metric) -> Measurement | None:
+    """The successful measurement with the best value for the metric (the first of equals); None
+    when none succeeded."""
+    best: Measurement | None = None
+    for m in measurements:
+        if m.value is not None and metric.better(m.value, best.value if best else None):
+            best = m
+    return best
 
 
 def default_experiment(name: str, trial: Trial, ds_config: dict[str, Any]) -> Experiment:

@@ -36,7 +36,8 @@ from simtune.progress import Progress, format_value
 from simtune.prediction.residual import ResidualModel
 from simtune.space import Trial, TuningSpace
 from simtune.search.forecast import Forecast, Forecaster, PredictorLike
-from simtune.search.outcome import Measurement, RunnerLike, SearchOutcome, StageOutcome, default_experiment
+from simtune.search.outcome import (Measurement, RunnerLike, SearchOutcome, StageOutcome, best_measurement,
+                                    default_experiment)
 from simtune.search.model_space import ModelSpace
 from simtune.search.study import ModelStudy, StudyResult, study_name
 from simtune.search.verify import Settlement, Verification, Verifier
@@ -294,24 +295,16 @@ class SimulatedSearch:
             if settlement is not None:  # the two led every other run; the settlement decides between them
                 chosen = next(m for m in candidates if m.name == settlement.winner)
             else:
-                chosen = None
-                for m in candidates:
-                    if m.value is not None and (chosen is None or chosen.value is None
-                                                or self.forecaster.better(m.value, chosen.value)):
-                        chosen = m
+                chosen = best_measurement(candidates, self.forecaster.metric)
             per_stage = []
             for stage in self.space.stages:
                 own = [m for m in measurements if m.trial.stage == stage]
                 if not own:
                     continue
                 ok = [m for m in candidates if m.trial.stage == stage and m.ok]
-                stage_best = None
-                for m in ok:
-                    if m.value is not None and (stage_best is None or stage_best.value is None
-                                                or self.forecaster.better(m.value, stage_best.value)):
-                        stage_best = m
-                per_stage.append(StageOutcome(stage, tuple(m.name for m in own), stage_best,
-                                           max((m.trial.micro_batch_size for m in ok), default=None)))
+                per_stage.append(StageOutcome(stage, tuple(m.name for m in own),
+                                              best_measurement(ok, self.forecaster.metric),
+                                              max((m.trial.micro_batch_size for m in ok), default=None)))
             stages = tuple(per_stage)
         return SearchOutcome(metric=self.forecaster.metric, measurements=measurements,
                              stages=stages, best=chosen, notes=tuple(notes))

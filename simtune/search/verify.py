@@ -46,7 +46,7 @@ from simtune.search.close_call import (CloseCall, ShortWindow, close_call_note, 
                                        short_window_note)
 from simtune.search.doubt import Candidate, choose_candidates, sizes_text
 from simtune.search.forecast import Forecast, Forecaster
-from simtune.search.outcome import Measurement, RunnerLike, default_experiment
+from simtune.search.outcome import Measurement, RunnerLike, best_measurement, default_experiment
 
 
 @dataclass(frozen=True)
@@ -372,8 +372,5 @@ class Verifier:
 
     def _leader(self) -> tuple[str, float] | None:
         """The best verified run so far: (name, value)."""
-        best: tuple[str, float] | None = None
-        for m in self._ok:
-            if m.value is not None and (best is None or self.forecaster.better(m.value, best[1])):
-                best = (m.name, m.value)
-        return best
+        best = best_measurement(self._ok, self.forecaster.metric)
+        return (best.name, best.value) if best is not None and best.value is not None else None
