@@ -25,7 +25,8 @@ def model_spec(workload: Workload, activation_bytes_per_sample_per_layer: Option
         seq_len=workload.seq_len, flops_per_sample_forward=float(forward_flops(workload).total(1)),
         largest_layer_params=largest_layer_params(workload),
         activation_bytes_per_sample_per_layer=activation_bytes_per_sample_per_layer,
-        param_tensor_numels=parameter_tensor_numels(workload))
+        param_tensor_numels=parameter_tensor_numels(workload), attention=workload.attention,
+        attention_dropout=workload.attention_dropout > 0)
 
 
 def _collectives(table: Mapping[str, CollectiveFit]) -> Optional[Collectives]:
@@ -68,6 +69,7 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
         ranks_per_node=device.count_per_node, nodes=device.nodes,
         inter_node_collectives=_collectives(collectives.inter_node) if collectives.applicable else None,
         overlap_capable=device.kind == "cuda", host_memory_bytes=profile.offload.host_memory_bytes,
+        fused_attention_dropout=device.kind == "cuda", dropout_mask_bytes=1 if device.kind == "cuda" else None,
         resident_on_touch=device.kind == "cpu")
 
 

@@ -32,6 +32,12 @@ def _positive(error: type, owner: str, **values: float) -> None:
         _require(value is not None and value > 0, error, f"{owner}.{name} must be positive, got {value!r}.")
 
 
+ATTENTION_KINDS = ("eager", "sdpa", "flash")
+"""How attention keeps what its backward needs: "eager" stores the s x s probabilities (softmax
+output, dropout mask, dropped output); "sdpa" (torch's scaled_dot_product_attention) and "flash"
+(FlashAttention 2/3) recompute them from Q, K, V and a per-row log-sum-exp (Dao et al. 2022)."""
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What the model needs to know about the network being trained (whole model, before any
@@ -61,6 +67,11 @@ class ModelSpec:
     measured_memory: Optional["MeasuredMemory"] = None
     """Activation peaks (and, on CPU, process overheads) measured on the hardware being estimated;
     None uses the activation formulas."""
+    attention: str = "eager"
+    """"eager" keeps the s x s attention probabilities for backward; "sdpa" and "flash" do not
+    (unless dropout sends them to the math kernel: :func:`~simtune.model.memory_activations.keeps_attention_scores`)."""
+    attention_dropout: bool = True
+    """Dropout on the attention probabilities while training (Korthikanti's layer has it)."""
 
     def __post_init__(self) -> None:
         _positive(WorkloadError, "ModelSpec", parameter_count=self.parameter_count,
@@ -68,6 +79,8 @@ class ModelSpec:
                   intermediate_size=self.intermediate_size, vocab_size=self.vocab_size,
                   seq_len=self.seq_len, flops_per_sample_forward=self.flops_per_sample_forward,
                   largest_layer_params=self.largest_layer_params)
+        _require(self.attention in ATTENTION_KINDS, WorkloadError,
+                 f"ModelSpec.attention must be one of {', '.join(ATTENTION_KINDS)}, not {self.attention!r}.")
         if self.activation_bytes_per_sample_per_layer is not None:
             _positive(WorkloadError, "ModelSpec",
                       activation_bytes_per_sample_per_layer=self.activation_bytes_per_sample_per_layer)
@@ -343,6 +356,12 @@ class HardwareSpec:
     """False where communication cannot run beside compute (DeepSpeed on CPU has no streams)."""
     host_memory_bytes: Optional[int] = None
     """Host memory per node, checked against offloaded states when given."""
+    dropout_mask_bytes: Optional[int] = 1
+    """Bytes per element of a dropout mask autograd keeps: 1 on CUDA (a bool mask); None where
+    dropout keeps its scaled noise in the compute precision (torch's CPU dropout)."""
+    fused_attention_dropout: bool = True
+    """The device's fused attention kernels take dropout (CUDA's flash and memory-efficient
+    kernels do; torch's CPU flash kernel does not, so SDPA with dropout runs the math kernel there)."""
     resident_on_touch: bool = False
     """True where memory is counted as the process's resident set (CPU): an allocation counts only
     as far as it is written, so a gradient bucket larger than the gradients it receives costs

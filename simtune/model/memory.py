@@ -75,7 +75,7 @@ def estimate_memory(model: ModelSpec, hardware: HardwareSpec, config: TrainConfi
     buckets = buf.resident_bucket_bytes(buckets, s, config) if hardware.resident_on_touch else buckets
     measured = act.measured_activation_bytes(model, config)
     if measured is None:
-        activations = act.activation_bytes(model, config)
+        activations = act.activation_bytes(model, config, hardware)
         logits = act.logits_bytes(model, config)
     else:
         activations, logits = measured, 0

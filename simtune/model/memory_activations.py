@@ -14,6 +14,21 @@ two dropout masks 2sh, softmax output 2as^2, its dropout mask as^2 and output 2a
 
     bytes = s*h*(18 + (16 + 8*I/h) / t) + 9*a*s^2 / t
 
+The s^2 terms are eager attention's: the softmax output, and with dropout on the probabilities
+its mask and the dropped output, b + (m + b) bytes per element with b the compute precision's
+size and m the mask's (1 on CUDA; torch's CPU dropout keeps its noise in the compute precision,
+so m = b there); without attention dropout only the softmax output, b*a*s^2. Fused attention (torch's scaled_dot_product_attention, the
+default of transformers 5 where the model supports it, and FlashAttention) keeps no s x s tensor:
+its backward recomputes the probabilities from Q, K, V and a per-row log-sum-exp, 4 bytes per
+head and position (Dao et al. 2022, "FlashAttention", section 3.1), so the s^2 terms become
+
+    4*a*s / t
+
+unless dropout on the probabilities sends SDPA to its math kernel, which keeps the same tensors as
+eager attention: torch's CPU flash kernel takes no dropout (aten sdp_utils_cpp.cpp,
+``use_flash_attention_cpp`` requires ``check_for_dropout``), CUDA's flash and memory-efficient
+kernels do (``HardwareSpec.fused_attention_dropout``).
+
 With full activation checkpointing each layer keeps only its input (s*h*b bytes, b the compute
 precision's size) and one layer's activations exist again during its recomputation.
 
@@ -25,22 +40,42 @@ from __future__ import annotations
 
 from typing import Optional
 
-from simtune.model.inputs import ModelSpec, TrainConfig
+from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
 
 
-def layer_activation_bytes_per_sample(m: ModelSpec, c: TrainConfig) -> float:
+def keeps_attention_scores(m: ModelSpec, hw: HardwareSpec) -> bool:
+    """True when backward finds the s x s attention probabilities stored: eager attention, or
+    fused attention with dropout on a device whose fused kernels take none (the math kernel runs)."""
+    if m.attention == "eager":
+        return True
+    return m.attention_dropout and not hw.fused_attention_dropout
+
+
+def layer_activation_bytes_per_sample(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> float:
     """One layer, one sample, no checkpointing: the measured value when the model has one."""
     if m.activation_bytes_per_sample_per_layer is not None:
         return m.activation_bytes_per_sample_per_layer
     s, h, a, t = m.seq_len, m.hidden_size, m.num_heads, c.mp_degree
     ratio = m.intermediate_size / h
     if c.precision == "fp32":
-        return s * h * (18 + (16 + 8 * ratio) / t) + 9 * a * s * s / t
-    return s * h * (10 + (8 + 4 * ratio) / t) + 5 * a * s * s / t
+        return s * h * (18 + (16 + 8 * ratio) / t) + attention_score_bytes(m, c, hw)
+    return s * h * (10 + (8 + 4 * ratio) / t) + attention_score_bytes(m, c, hw)
 
 
-def activation_bytes(m: ModelSpec, c: TrainConfig) -> int:
-    per_layer = layer_activation_bytes_per_sample(m, c)
+def attention_score_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> float:
+    """What one layer's attention keeps per sample beyond Q, K, V and its output: the s x s
+    probabilities (and their dropout mask and dropped copy), or a fused kernel's log-sum-exp."""
+    s, a, t, b = m.seq_len, m.num_heads, c.mp_degree, c.bytes_per_element
+    if not keeps_attention_scores(m, hw):
+        return 4 * a * s / t
+    per_element = b
+    if m.attention_dropout:
+        per_element += (hw.dropout_mask_bytes or b) + b
+    return per_element * a * s * s / t
+
+
+def activation_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> int:
+    per_layer = layer_activation_bytes_per_sample(m, c, hw)
     if c.activation_checkpointing:
         per_sample = m.num_layers * m.seq_len * m.hidden_size * c.bytes_per_element + per_layer
     else:

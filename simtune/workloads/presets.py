@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from simtune.errors import WorkloadError
+from simtune.model.inputs import ATTENTION_KINDS
 
 PRESETS_DIR = Path(__file__).with_name("presets")
 
@@ -71,6 +72,35 @@ class Workload:
     """Where the configuration numbers come from."""
     published_parameters: int | None = None
     """Parameter count the model's authors publish (rounded), when there is one."""
+    attention: str = "eager"
+    """How attention runs (one of :data:`ATTENTION_KINDS`), as transformers builds the model."""
+    attention_dropout: float = 0.0
+    """Dropout on the attention probabilities while training."""
+
+
+FUSED_ATTENTION_MODEL_TYPES = frozenset({"gpt2", "bert", "distilbert", "roberta", "llama", "mistral", "qwen2"})
+"""Model types whose transformers classes run torch's SDPA by default (``_supports_sdpa`` in
+transformers 5: checked for GPT-2, BERT, DistilBERT and Llama; DeBERTa-v2 has none). Others are
+taken as eager unless their config names ``attn_implementation``."""
+
+ATTENTION_DROPOUT_KEYS = ("attn_pdrop", "attention_probs_dropout_prob", "attention_dropout")
+ATTENTION_DROPOUT_DEFAULTS = {"gpt2": 0.1, "bert": 0.1, "distilbert": 0.1, "roberta": 0.1, "deberta-v2": 0.1}
+"""The attention dropout of a config that does not state it: its transformers config class's default."""
+
+
+def attention_of(config: dict[str, Any], model_type: str) -> tuple[str, float]:
+    """(kind, dropout) of a Hugging Face config's attention: ``attn_implementation`` when given
+    (flash_attention_2/3 and other kernels count as "flash"), else SDPA for the types in
+    :data:`FUSED_ATTENTION_MODEL_TYPES` and eager otherwise."""
+    named = config.get("attn_implementation") or config.get("_attn_implementation")
+    if isinstance(named, str) and named:
+        kind = named if named in ATTENTION_KINDS else "flash"
+    else:
+        kind = "sdpa" if model_type in FUSED_ATTENTION_MODEL_TYPES else "eager"
+    dropout = _first_present(config, ATTENTION_DROPOUT_KEYS)
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool):
+        dropout = ATTENTION_DROPOUT_DEFAULTS.get(model_type, 0.0)
+    return kind, float(dropout)
 
 
 def list_presets() -> list[str]:
@@ -189,6 +219,7 @@ def _from_document(name: str, document: dict[str, Any], seq_len: int | None) -> 
             f"sequence length {chosen} exceeds the {sizes['max_positions']} positions of {name}."
         )
     published = meta.get("published_parameters")
+    attention, attention_dropout = attention_of(hf_config, model_type)
     return Workload(
         name=name,
         hf_config=dict(hf_config),
@@ -198,6 +229,8 @@ def _from_document(name: str, document: dict[str, Any], seq_len: int | None) -> 
         family=str(meta.get("family") or model_type),
         source=str(meta.get("source") or f"Hugging Face config file {name}"),
         published_parameters=int(published) if published else None,
+        attention=attention,
+        attention_dropout=attention_dropout,
         **sizes,
     )
 

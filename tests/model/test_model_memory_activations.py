@@ -1,44 +1,45 @@
 import pytest
 
 from simtune.model.inputs import TrainConfig
-from simtune.model.memory_activations import activation_bytes, layer_activation_bytes_per_sample, logits_bytes
+from simtune.model.memory_activations import (activation_bytes, keeps_attention_scores, layer_activation_bytes_per_sample,
+                                             logits_bytes)
 
 
-def test_layer_formula_is_korthikanti_for_16_bit(gpt2):
+def test_layer_formula_is_korthikanti_for_16_bit(gpt2, hardware):
     s, h, a = gpt2.seq_len, gpt2.hidden_size, gpt2.num_heads
     config = TrainConfig(stage=0, micro_batch_size=1, precision="bf16")
-    assert layer_activation_bytes_per_sample(gpt2, config) == pytest.approx(s * h * (34 + 5 * a * s / h))
+    assert layer_activation_bytes_per_sample(gpt2, config, hardware) == pytest.approx(s * h * (34 + 5 * a * s / h))
 
 
-def test_fp32_doubles_all_but_the_dropout_masks(gpt2):
+def test_fp32_doubles_all_but_the_dropout_masks(gpt2, hardware):
     s, h, a = gpt2.seq_len, gpt2.hidden_size, gpt2.num_heads
     config = TrainConfig(stage=0, micro_batch_size=1, precision="fp32")
-    assert layer_activation_bytes_per_sample(gpt2, config) == pytest.approx(s * h * 66 + 9 * a * s * s)
+    assert layer_activation_bytes_per_sample(gpt2, config, hardware) == pytest.approx(s * h * 66 + 9 * a * s * s)
 
 
-def test_tensor_parallel_splits_all_but_the_replicated_10sbh(gpt2):
+def test_tensor_parallel_splits_all_but_the_replicated_10sbh(gpt2, hardware):
     s, h, a = gpt2.seq_len, gpt2.hidden_size, gpt2.num_heads
     config = TrainConfig(stage=0, micro_batch_size=1, mp_degree=4)
-    assert layer_activation_bytes_per_sample(gpt2, config) == pytest.approx(s * h * (10 + 24 / 4) + 5 * a * s * s / 4)
+    assert layer_activation_bytes_per_sample(gpt2, config, hardware) == pytest.approx(s * h * (10 + 24 / 4) + 5 * a * s * s / 4)
 
 
-def test_activations_grow_linearly_with_micro_batch(gpt2):
-    one = activation_bytes(gpt2, TrainConfig(stage=0, micro_batch_size=1))
-    four = activation_bytes(gpt2, TrainConfig(stage=0, micro_batch_size=4))
+def test_activations_grow_linearly_with_micro_batch(gpt2, hardware):
+    one = activation_bytes(gpt2, TrainConfig(stage=0, micro_batch_size=1), hardware)
+    four = activation_bytes(gpt2, TrainConfig(stage=0, micro_batch_size=4), hardware)
     assert four == pytest.approx(4 * one, rel=1e-9) and one > 0
 
 
-def test_checkpointing_keeps_layer_inputs_and_one_layer(gpt2):
+def test_checkpointing_keeps_layer_inputs_and_one_layer(gpt2, hardware):
     config = TrainConfig(stage=0, micro_batch_size=2, activation_checkpointing=True)
-    per_layer = layer_activation_bytes_per_sample(gpt2, config)
+    per_layer = layer_activation_bytes_per_sample(gpt2, config, hardware)
     expected = 2 * (gpt2.num_layers * gpt2.seq_len * gpt2.hidden_size * 2 + per_layer)
-    assert activation_bytes(gpt2, config) == pytest.approx(expected, abs=1)
-    assert activation_bytes(gpt2, config) < activation_bytes(gpt2, TrainConfig(stage=0, micro_batch_size=2)) / 4
+    assert activation_bytes(gpt2, config, hardware) == pytest.approx(expected, abs=1)
+    assert activation_bytes(gpt2, config, hardware) < activation_bytes(gpt2, TrainConfig(stage=0, micro_batch_size=2), hardware) / 4
 
 
-def test_measured_layer_bytes_replace_the_formula(make_gpt2):
+def test_measured_layer_bytes_replace_the_formula(make_gpt2, hardware):
     model = make_gpt2(activation_bytes_per_sample_per_layer=1e6)
-    assert activation_bytes(model, TrainConfig(stage=0, micro_batch_size=3)) == 3 * 12 * 1_000_000
+    assert activation_bytes(model, TrainConfig(stage=0, micro_batch_size=3), hardware) == 3 * 12 * 1_000_000
 
 
 def test_logits_hold_compute_dtype_and_fp32_loss(gpt2):
@@ -46,3 +47,41 @@ def test_logits_hold_compute_dtype_and_fp32_loss(gpt2):
     fp32 = TrainConfig(stage=0, micro_batch_size=2, precision="fp32")
     assert logits_bytes(gpt2, bf16) == 2 * gpt2.seq_len * gpt2.vocab_size * (2 + 4)
     assert logits_bytes(gpt2, fp32) == 2 * gpt2.seq_len * gpt2.vocab_size * (4 + 4)
+
+
+@pytest.mark.parametrize("precision,eager_scores", [("bf16", 5), ("fp32", 9)])
+def test_fused_attention_keeps_a_log_sum_exp_instead_of_the_s2_scores(make_gpt2, hardware, precision, eager_scores):
+    s, a = 1024, 25
+    eager = make_gpt2(seq_len=s, num_heads=a, attention="eager")
+    fused = make_gpt2(seq_len=s, num_heads=a, attention="sdpa")
+    config = TrainConfig(stage=0, micro_batch_size=1, precision=precision)
+    saved = layer_activation_bytes_per_sample(eager, config, hardware) - \
+        layer_activation_bytes_per_sample(fused, config, hardware)
+    assert saved == pytest.approx(eager_scores * a * s * s - 4 * a * s)
+    assert layer_activation_bytes_per_sample(fused, config, hardware) < \
+        layer_activation_bytes_per_sample(eager, config, hardware) / 4  # gpt2-xl's shape at 1024 tokens
+
+
+def test_dropout_sends_fused_attention_to_the_math_kernel_where_kernels_take_none(make_gpt2, make_hardware):
+    gpu, cpu = make_hardware(fused_attention_dropout=True), make_hardware(fused_attention_dropout=False)
+    with_dropout = make_gpt2(attention="sdpa", attention_dropout=True)
+    without = make_gpt2(attention="sdpa", attention_dropout=False)
+    assert not keeps_attention_scores(with_dropout, gpu) and keeps_attention_scores(with_dropout, cpu)
+    assert not keeps_attention_scores(without, cpu)
+    assert keeps_attention_scores(make_gpt2(attention="eager"), gpu)
+    config = TrainConfig(stage=0, micro_batch_size=1)
+    assert layer_activation_bytes_per_sample(with_dropout, config, cpu) == \
+        layer_activation_bytes_per_sample(make_gpt2(attention="eager"), config, cpu)
+
+
+def test_without_attention_dropout_eager_attention_keeps_only_the_softmax_output(make_gpt2, make_hardware):
+    s, a = 1024, 12
+    config = TrainConfig(stage=0, micro_batch_size=1, precision="bf16")
+    gpu, cpu = make_hardware(), make_hardware(dropout_mask_bytes=None, fused_attention_dropout=False)
+    plain = make_gpt2(attention="eager", attention_dropout=False)
+    dropped = make_gpt2(attention="eager", attention_dropout=True)
+    assert layer_activation_bytes_per_sample(dropped, config, gpu) - \
+        layer_activation_bytes_per_sample(plain, config, gpu) == pytest.approx(3 * a * s * s)  # 1-byte mask, copy
+    assert layer_activation_bytes_per_sample(dropped, config, cpu) - \
+        layer_activation_bytes_per_sample(plain, config, cpu) == pytest.approx(4 * a * s * s)  # mask in bf16 on CPU
+

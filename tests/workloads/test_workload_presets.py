@@ -8,7 +8,7 @@ import pytest
 
 from simtune.errors import SimtuneError, WorkloadError
 from simtune.workloads import Workload, build_model, list_presets, load_workload
-from simtune.workloads.presets import PRESETS_DIR, TASKS
+from simtune.workloads.presets import PRESETS_DIR, TASKS, attention_of
 
 EXPECTED_PRESETS = {
     "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "bert-base", "bert-large", "distilbert",
@@ -166,3 +166,14 @@ def test_build_model_rejects_a_model_type_transformers_does_not_know(tmp_path):
     assert isinstance(workload, Workload)
     with pytest.raises(WorkloadError, match="does not know model_type 'no-such-model'"):
         build_model(workload)
+
+
+def test_attention_is_how_transformers_builds_the_model():
+    gpt2 = load_workload("gpt2-tiny")
+    assert (gpt2.attention, gpt2.attention_dropout) == ("sdpa", 0.1)
+    assert build_model(gpt2).config._attn_implementation == "sdpa"  # what the closed form assumes
+    assert load_workload("deberta-v2-xxlarge").attention == "eager"  # no fused attention in its class
+    assert attention_of({"attn_implementation": "flash_attention_2", "attention_dropout": 0.0}, "llama") == ("flash", 0.0)
+    assert attention_of({"attn_implementation": "eager"}, "gpt2") == ("eager", 0.1)
+    assert attention_of({}, "some-new-model") == ("eager", 0.0)
+
