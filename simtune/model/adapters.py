@@ -9,12 +9,31 @@ from typing import Any, Mapping, Optional
 from simtune import knobs as knob_table
 from simtune.errors import ProfileError
 from simtune.hardware.profile import CollectiveFit, HardwareProfile
-from simtune.model.inputs import (CollectiveCost, Collectives, ComputeCurves, EfficiencyCurve, HardwareSpec,
-                                  ModelSpec, TrainConfig)
+from simtune.model.inputs import (Block, CollectiveCost, Collectives, ComputeCurves, EfficiencyCurve,
+                                  FrameworkCosts, HardwareSpec, ModelSpec, TrainConfig)
 from simtune.space import Trial
-from simtune.workloads.analysis import (forward_flops, largest_layer_params, parameter_count,
-                                        parameter_tensor_numels)
+from simtune.workloads.analysis import (forward_flops, largest_layer_params, module_parameters,
+                                        parameter_count, parameter_tensor_numels)
 from simtune.workloads.presets import Workload
+
+def block_of(workload: Workload) -> Block:
+    """How the workload's layers are built, from its model type and Hugging Face config."""
+    cfg, kind = workload.hf_config, workload.model_type
+    def dropout(*keys: str) -> bool:
+        return any(float(cfg.get(k) or 0.0) > 0 for k in keys if isinstance(cfg.get(k), (int, float)))
+    if kind in ("llama", "mistral", "qwen2"):
+        heads = int(cfg.get("num_key_value_heads") or 0)
+        return Block(norm="rms_norm", mlp="swiglu", fused_qkv=False, linear_bias=False,
+                     hidden_dropout=False, rotary=True, learned_positions=False, kv_heads=heads)
+    if kind == "gpt2":
+        act = str(cfg.get("activation_function", "gelu_new"))
+        return Block(mlp="gelu_python" if act == "gelu_new" else "gelu",
+                     hidden_dropout=dropout("resid_pdrop") if "resid_pdrop" in cfg else True)
+    mlm = kind in ("bert", "distilbert", "deberta-v2", "roberta")
+    return Block(mlp="gelu", fused_qkv=False, causal=not mlm, mlm_head=mlm,
+                 hidden_dropout=dropout("hidden_dropout_prob", "dropout") if any(
+                     k in cfg for k in ("hidden_dropout_prob", "dropout")) else True)
+
 
 def model_spec(workload: Workload, activation_bytes_per_sample_per_layer: Optional[float] = None) -> ModelSpec:
     """The model's numbers from the workload's closed-form analysis (forward FLOPs of one sample)."""
@@ -26,7 +45,8 @@ def model_spec(workload: Workload, activation_bytes_per_sample_per_layer: Option
         largest_layer_params=largest_layer_params(workload),
         activation_bytes_per_sample_per_layer=activation_bytes_per_sample_per_layer,
         param_tensor_numels=parameter_tensor_numels(workload), attention=workload.attention,
-        attention_dropout=workload.attention_dropout > 0)
+        attention_dropout=workload.attention_dropout > 0, block=block_of(workload),
+        parameter_modules=sum(m.repeats for m in module_parameters(workload) if m.tensors or m.shared))
 
 
 def _collectives(table: Mapping[str, CollectiveFit]) -> Optional[Collectives]:
@@ -36,6 +56,25 @@ def _collectives(table: Mapping[str, CollectiveFit]) -> Optional[Collectives]:
     costs = [CollectiveCost(latency_s=table[op].latency_s, bandwidth_bytes_per_s=table[op].bandwidth_bytes_per_s)
              for op in ops]
     return Collectives(*costs)
+
+
+def streaming_bandwidth(profile: HardwareProfile) -> float:
+    """Bytes per second memory-bound kernels move: a spec profile's achievable memory bandwidth;
+    for a measured profile, its GELU forward+backward fit (5 elements moved per element: read and
+    write forward, read two and write one backward) in fp32, else its measured copy rate."""
+    fit = profile.compute.elementwise_fit("gelu", "fp32")
+    if profile.kind == "spec" or fit is None or fit.s_per_element <= 0:
+        return profile.device.memory_bandwidth_bytes_per_s
+    return 5 * 4 / fit.s_per_element
+
+
+def framework_costs(profile: HardwareProfile) -> FrameworkCosts:
+    fw = profile.framework
+    if fw is None:
+        return FrameworkCosts()
+    return FrameworkCosts(forward_kernel_s=fw.forward_kernel_s, backward_kernel_s=fw.backward_kernel_s,
+                          zero3_module_s=fw.zero3_module_s, reduce_bucket_s=fw.reduce_bucket_s,
+                          gradient_hook_s=fw.gradient_hook_s, engine_step_s=fw.engine_step_s)
 
 
 def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None) -> HardwareSpec:
@@ -70,6 +109,7 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
         inter_node_collectives=_collectives(collectives.inter_node) if collectives.applicable else None,
         overlap_capable=device.kind == "cuda", host_memory_bytes=profile.offload.host_memory_bytes,
         fused_attention_dropout=device.kind == "cuda", dropout_mask_bytes=1 if device.kind == "cuda" else None,
+        streaming_bytes_per_s=streaming_bandwidth(profile), framework=framework_costs(profile),
         resident_on_touch=device.kind == "cpu")
 
 

@@ -1,62 +1,112 @@
 """Compute time of one micro-step on one rank.
 
-    forward_s   = flops_per_sample_forward * micro_batch_size / mp / achieved_flop_per_s(work)
-    backward_s  = 2 * forward_s          (gradients w.r.t. inputs and weights: two matmuls per
-                                          forward matmul; Narayanan et al. 2021, section 5.1)
-    recompute_s = forward_s with activation checkpointing, else 0   (one extra forward)
+Without times measured for this model, a pass is costed operator by operator
+(:mod:`simtune.model.operators`):
 
-The hardware's efficiency curve is indexed, as calibration measures it, by the FLOPs of one
-matmul: here the model's MLP matmul at this micro-batch,
+    device_s = sum over matmuls   flop(mbs) / mp / rate(flop(mbs) / mp)
+             + sum over streaming bytes(mbs) / mp / streaming_bandwidth
+    host_s   = kernels x dispatch_s            (forward_kernel_s, or backward_kernel_s)
+    pass_s   = max(device_s, host_s)  where the device runs asynchronously (CUDA),
+               device_s + host_s      where every op runs on the calling thread (CPU)
 
-    work = 2 * (micro_batch_size * seq_len) * hidden_size * intermediate_size / mp
-
-the largest matmul of a transformer layer, which sets how well the device is filled. Backward
-runs at the same efficiency.
+with ``rate`` the hardware's efficiency curve for the precision, read at the FLOPs of that one
+matmul (the unit calibration measures); a backward runs two products per forward product
+(gradients with respect to inputs and weights: Narayanan et al. 2021, section 5.1) and its
+streaming operators' backward passes. The recomputation under activation checkpointing is one
+more forward of the layers (not of the embedding, head and loss).
 
 When the model carries times measured on this hardware (``ModelSpec.measured_compute``, from the
-workload calibration), those replace the FLOPs / rate formula: forward and backward seconds at
-the micro-batch size, interpolated linearly between measured sizes, divided by mp; the
+workload calibration), those replace the formulas: forward and backward seconds at the
+micro-batch size, interpolated linearly between measured sizes, divided by mp; the
 recomputation is the measured checkpointed backward minus the plain one.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
+from simtune.model.memory_activations import keeps_attention_scores
+from simtune.model.operators import Matmul, Operators, Streaming, operators
 
 
 def matmul_work_flop(m: ModelSpec, c: TrainConfig) -> float:
+    """FLOPs of one MLP matmul of a layer at this micro-batch (``2 * mbs * s * h * I / mp``): where
+    reports read a profile's efficiency curve for the model."""
     return 2.0 * c.micro_batch_size * m.seq_len * m.hidden_size * m.intermediate_size / c.mp_degree
+
+
+@dataclass(frozen=True)
+class PassTime:
+    """One pass of the whole model on one rank, in its parts."""
+
+    matmul_s: float
+    streaming_s: float
+    host_s: float
+    total_s: float
+
+
+def model_operators(m: ModelSpec, hw: HardwareSpec) -> Operators:
+    """The model's operators on this device: attention fused unless it keeps its scores there."""
+    return operators(m, fused_attention=not keeps_attention_scores(m, hw))
+
+
+def _device_s(matmuls: tuple[Matmul, ...], streaming: tuple[Streaming, ...], hw: HardwareSpec,
+              c: TrainConfig, backward: bool) -> tuple[float, float]:
+    curve = hw.compute.for_precision(c.precision)
+    mbs, mp = c.micro_batch_size, c.mp_degree
+    products = 2.0 if backward else 1.0
+    matmul = 0.0
+    for op in matmuls:
+        flop = op.flop(mbs) / mp
+        matmul += products * flop / curve.flop_per_s(flop)
+    memory = 0.0
+    if hw.streaming_bytes_per_s is not None:
+        b = c.bytes_per_element
+        moved = sum(op.bytes(mbs, b, backward) for op in streaming)
+        moved += sum(mbs * op.rows * op.cols * b for op in matmuls if backward and op.bias)
+        memory = moved / mp / hw.streaming_bytes_per_s
+    return matmul, memory
+
+
+def pass_time(m: ModelSpec, hw: HardwareSpec, c: TrainConfig, *, backward: bool,
+              layers_only: bool = False) -> PassTime:
+    """A forward or backward pass of the model (of its layers alone with ``layers_only``)."""
+    ops = model_operators(m, hw)
+    lm, ls = _device_s(ops.layer_matmuls, ops.layer_streaming, hw, c, backward)
+    matmul, streaming = m.num_layers * lm, m.num_layers * ls
+    if not layers_only:
+        om, os_ = _device_s(ops.outer_matmuls, ops.outer_streaming, hw, c, backward)
+        matmul, streaming = matmul + om, streaming + os_
+    framework = hw.framework
+    dispatch = framework.backward_kernel_s if backward else framework.forward_kernel_s
+    host = ops.kernels(m.num_layers, backward, outer=not layers_only) * dispatch
+    device = matmul + streaming
+    total = max(device, host) if hw.overlap_capable else device + host
+    return PassTime(matmul_s=matmul, streaming_s=streaming, host_s=host, total_s=total)
 
 
 def forward_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
     if m.measured_compute is not None:
         return m.measured_compute.forward_s(c.micro_batch_size) / c.mp_degree
-    rate = hw.compute.for_precision(c.precision).flop_per_s(matmul_work_flop(m, c))
-    return m.flops_per_sample_forward * c.micro_batch_size / c.mp_degree / rate
+    return pass_time(m, hw, c, backward=False).total_s
 
 
-def backward_s(forward_time_s: float) -> float:
-    return 2.0 * forward_time_s
+def micro_backward_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
+    """The measured backward when the model has one, else the operators' backward."""
+    if m.measured_compute is not None:
+        return m.measured_compute.backward_s(c.micro_batch_size) / c.mp_degree
+    return pass_time(m, hw, c, backward=True).total_s
 
 
-def micro_recompute_s(m: ModelSpec, c: TrainConfig, forward_time_s: float) -> float:
+def micro_recompute_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
     """The measured recomputation (checkpointed minus plain backward) when the model has it,
-    else one forward."""
+    else one forward of the layers."""
     if not c.activation_checkpointing:
         return 0.0
     if m.measured_compute is not None:
         measured = m.measured_compute.recompute_s(c.micro_batch_size)
         if measured is not None:
             return measured / c.mp_degree
-    return recompute_s(forward_time_s, c)
-
-
-def micro_backward_s(m: ModelSpec, c: TrainConfig, forward_time_s: float) -> float:
-    """The measured backward when the model has one, else twice the forward."""
-    if m.measured_compute is not None:
-        return m.measured_compute.backward_s(c.micro_batch_size) / c.mp_degree
-    return backward_s(forward_time_s)
-
-
-def recompute_s(forward_time_s: float, c: TrainConfig) -> float:
-    return forward_time_s if c.activation_checkpointing else 0.0
+        return m.measured_compute.forward_s(c.micro_batch_size) / c.mp_degree
+    return pass_time(m, hw, c, backward=False, layers_only=True).total_s

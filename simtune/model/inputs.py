@@ -39,6 +39,38 @@ output, dropout mask, dropped output); "sdpa" (torch's scaled_dot_product_attent
 
 
 @dataclass(frozen=True)
+class Block:
+    """How one transformer layer is built, as far as its kernels differ (the operator list of
+    :mod:`simtune.model.operators`). The default is GPT-2's layer."""
+
+    norm: str = "layer_norm"
+    """"layer_norm" (one fused kernel) or "rms_norm" (Llama's, written in Python)."""
+    mlp: str = "gelu_python"
+    """"gelu" (one kernel), "gelu_python" (GPT-2's tanh approximation in eight ops) or "swiglu"."""
+    fused_qkv: bool = True
+    """One projection for Q, K and V (GPT-2) rather than three."""
+    linear_bias: bool = True
+    hidden_dropout: bool = True
+    """Dropout after attention and after the MLP."""
+    rotary: bool = False
+    learned_positions: bool = True
+    """A position embedding added to the token embedding (GPT-2, BERT)."""
+    causal: bool = True
+    """A causal language model (shifted loss; fused attention skips the masked half)."""
+    mlm_head: bool = False
+    """BERT's masked-LM head: a dense transform, activation and norm before the decoder."""
+    kv_heads: int = 0
+    """Key/value heads (grouped-query attention); 0 means as many as the query heads."""
+
+    def __post_init__(self) -> None:
+        _require(self.norm in ("layer_norm", "rms_norm"), WorkloadError,
+                 f"Block.norm must be layer_norm or rms_norm, not {self.norm!r}.")
+        _require(self.mlp in ("gelu", "gelu_python", "swiglu"), WorkloadError,
+                 f"Block.mlp must be gelu, gelu_python or swiglu, not {self.mlp!r}.")
+        _require(self.kv_heads >= 0, WorkloadError, f"Block.kv_heads must be >= 0, got {self.kv_heads!r}.")
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """What the model needs to know about the network being trained (whole model, before any
     parallelism). A transformer shape drives the activation formulas; the parameter tensor sizes
@@ -72,6 +104,11 @@ class ModelSpec:
     (unless dropout sends them to the math kernel: :func:`~simtune.model.memory_activations.keeps_attention_scores`)."""
     attention_dropout: bool = True
     """Dropout on the attention probabilities while training (Korthikanti's layer has it)."""
+    block: Block = Block()
+    """How a layer is built: which kernels it launches (:mod:`simtune.model.operators`)."""
+    parameter_modules: int = 0
+    """Modules that hold parameters (ZeRO-3 fetches and releases each in every pass); 0 derives
+    GPT-2's count from the shape (six per layer and four outside)."""
 
     def __post_init__(self) -> None:
         _positive(WorkloadError, "ModelSpec", parameter_count=self.parameter_count,
@@ -88,6 +125,10 @@ class ModelSpec:
             _require(len(self.param_tensor_numels) > 0 and all(n >= 0 for n in self.param_tensor_numels),
                      WorkloadError, "ModelSpec.param_tensor_numels must be a non-empty list of "
                      "non-negative sizes.")
+
+    @property
+    def hooked_modules(self) -> int:
+        return self.parameter_modules or 6 * self.num_layers + 4
 
     @cached_property
     def layout(self) -> ParamLayout:
@@ -330,6 +371,33 @@ class ComputeCurves:
 
 
 @dataclass(frozen=True)
+class FrameworkCosts:
+    """Host-side seconds the software stack (PyTorch eager, DeepSpeed) spends per call, which no
+    FLOP or byte count holds; they make small micro-batches slow and stage 3 expensive. Zero where
+    unknown. docs/cost-model.md gives the sources of the spec profiles' values."""
+
+    forward_kernel_s: float = 0.0
+    """Dispatching one kernel in a forward pass (Python, the dispatcher, the launch)."""
+    backward_kernel_s: float = 0.0
+    """Dispatching one kernel in a backward pass (autograd's C++ engine: no Python per op)."""
+    zero3_module_s: float = 0.0
+    """Stage 3: one parameter-holding module's fetch and release in one pass (the pre and post
+    hooks, the coordinator's bookkeeping and the allgather's launch and wait, beyond the
+    collective's own latency and bytes)."""
+    reduce_bucket_s: float = 0.0
+    """Stages 1-3: one gradient-reduction bucket's Python work beyond the collective."""
+    gradient_hook_s: float = 0.0
+    """Stages 2-3: one parameter's gradient hook in a backward (the copy into the bucket)."""
+    engine_step_s: float = 0.0
+    """The engine's step call beyond the optimizer arithmetic (gradient norm, overflow check,
+    bookkeeping)."""
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            _require(value >= 0, ProfileError, f"FrameworkCosts.{name} must be >= 0, got {value!r}.")
+
+
+@dataclass(frozen=True)
 class HardwareSpec:
     """What the model needs to know about one device, its host and its interconnect."""
 
@@ -362,6 +430,10 @@ class HardwareSpec:
     fused_attention_dropout: bool = True
     """The device's fused attention kernels take dropout (CUDA's flash and memory-efficient
     kernels do; torch's CPU flash kernel does not, so SDPA with dropout runs the math kernel there)."""
+    streaming_bytes_per_s: Optional[float] = None
+    """Achievable memory bandwidth of memory-bound kernels (bytes read plus written per second);
+    None leaves memory-bound operators uncosted."""
+    framework: FrameworkCosts = FrameworkCosts()
     resident_on_touch: bool = False
     """True where memory is counted as the process's resident set (CPU): an allocation counts only
     as far as it is written, so a gradient bucket larger than the gradients it receives costs
@@ -383,6 +455,8 @@ class HardwareSpec:
                  f"HardwareSpec.fixed_overhead_bytes must be >= 0, got {self.fixed_overhead_bytes!r}.")
         if self.host_memory_bytes is not None:
             _positive(ProfileError, "HardwareSpec", host_memory_bytes=self.host_memory_bytes)
+        if self.streaming_bytes_per_s is not None:
+            _positive(ProfileError, "HardwareSpec", streaming_bytes_per_s=self.streaming_bytes_per_s)
 
     def cpu_adam_rate(self) -> float:
         if self.cpu_adam_s_per_param is None:
@@ -449,7 +523,7 @@ class TrainConfig:
 
 
 __all__ = [
-    "BYTES_PER_ELEMENT", "PRECISIONS", "CollectiveCost", "Collectives", "ComputeCurves",
+    "BYTES_PER_ELEMENT", "PRECISIONS", "Block", "CollectiveCost", "FrameworkCosts", "Collectives", "ComputeCurves",
     "EfficiencyCurve", "HardwareSpec", "MeasuredCompute", "MeasuredMemory", "ModelSpec", "TrainConfig",
     "linear_in_mbs",
 ]

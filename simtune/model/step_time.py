@@ -5,7 +5,9 @@ the accumulation boundary, then the boundary work:
 
     step_s = (gas - 1) * micro_s + boundary_micro_s + boundary_reduce_s
              + gather_after_step_s + optimizer_s + offload_transfer_s
-             + engine overhead (measured per stage by the workload calibration, when given)
+             + engine overhead (measured per stage by the workload calibration, when given;
+               else the profile's framework costs: stage-3 hooks, bucket calls, gradient
+               hooks and copies, the engine's step)
 
 The same sum is reported by phase, as the engine's calls split it (forward calls, backward calls,
 the step call); the boundary reduction of stages 0/1 runs inside the engine's backward.
@@ -48,8 +50,8 @@ class TimeEstimate:
     hidden_comm_s: float
     step_s: float
     engine_overhead_s: float = 0.0
-    """What DeepSpeed's engine adds beyond these terms (measured per stage by the workload
-    calibration; 0 without one)."""
+    """What DeepSpeed's engine adds beyond these terms: measured per stage by the workload
+    calibration, else the profile's framework costs (:func:`framework_costs`)."""
     forward_phase_s: float = 0.0
     """The engine's forward calls of one optimizer step: forward compute, stage-3 gathers."""
     backward_phase_s: float = 0.0
@@ -70,14 +72,50 @@ def _side_by_side(compute_s: float, comm_s: float, last_call_s: float) -> float:
     return max(compute_s, comm_s - last) + last
 
 
+def _reduce_calls(m: ModelSpec, c: TrainConfig) -> int:
+    """Gradient-reduction calls of one optimizer step: one per bucket, at the boundary for stage
+    1 and in every micro-step for stages 2 and 3."""
+    if c.stage == 0 or c.dp_degree == 1:
+        return 0
+    per_step = 1 if c.stage == 1 else c.gradient_accumulation_steps
+    return per_step * m.layout.bucket_count(c.reduce_bucket_size)
+
+
+def gradient_copy_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
+    """Device seconds per micro-step spent moving gradients, where the engine's costs are not
+    measured: stages 0/1 accumulate each micro-step's gradients into the kept ones (read both,
+    write one: 3 b P bytes, from the second micro-step on, averaged over the step); stages 2/3 copy
+    every gradient into the reduction bucket as its hook fires (2 b P bytes)."""
+    if hw.streaming_bytes_per_s is None:
+        return 0.0
+    p, b, gas = m.parameter_count / c.mp_degree, c.bytes_per_element, c.gradient_accumulation_steps
+    moved = 2 * b * p if c.stage >= 2 else 3 * b * p * (gas - 1) / gas
+    return moved / hw.streaming_bytes_per_s
+
+
+def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> tuple[float, float, float]:
+    """(per forward, per backward, per step) seconds the engine adds from the profile's
+    :class:`~simtune.model.inputs.FrameworkCosts`: stage 3 fetches and releases every
+    parameter-holding module in each pass; stages 2/3 run a gradient hook per parameter tensor in
+    each backward; every stage copies gradients (:func:`gradient_copy_s`) and steps the engine."""
+    fw = hw.framework
+    fwd = bwd = 0.0
+    if c.stage == 3:
+        fwd = bwd = m.hooked_modules * fw.zero3_module_s
+    if c.stage >= 2:
+        bwd += len(m.layout.numels) * fw.gradient_hook_s
+    bwd += gradient_copy_s(m, hw, c)
+    return fwd, bwd, fw.engine_step_s
+
+
 def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
                   sizes: Optional[Shards] = None) -> TimeEstimate:
     s = sizes if sizes is not None else shards(model, config)
     c = config
     gas = c.gradient_accumulation_steps
     fwd = ct.forward_s(model, hardware, c)
-    bwd = ct.micro_backward_s(model, c, fwd)
-    rec = ct.micro_recompute_s(model, c, fwd)
+    bwd = ct.micro_backward_s(model, hardware, c)
+    rec = ct.micro_recompute_s(model, hardware, c)
     comm = communication(model, s, hardware, c)
     overlap = c.overlap and hardware.overlap_capable
     prefetch = overlap and c.stage == 3 and c.stage3_prefetch_bucket_size > 0
@@ -107,16 +145,15 @@ def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
     if model.measured_compute is not None:
         mc = model.measured_compute
         o_fwd, o_bwd, o_step, o_loop = mc.overheads(c.stage, c.micro_batch_size)
-        calls = 0.0
-        if c.stage >= 1 and c.dp_degree > 1:
-            per_step = 1 if c.stage == 1 else gas  # stage 1 reduces at the boundary only
-            calls = per_step * model.layout.bucket_count(c.reduce_bucket_size)
-        o_calls = calls * mc.reduce_call_overhead(c.stage, c.micro_batch_size)
-        overhead = gas * (o_fwd + o_bwd + o_loop) + o_step + o_calls
-        forward_phase += gas * o_fwd
-        backward_phase_total += gas * o_bwd + o_calls
-        step_phase += o_step
+        o_calls = _reduce_calls(model, c) * mc.reduce_call_overhead(c.stage, c.micro_batch_size)
         loop = gas * o_loop
+    else:
+        o_fwd, o_bwd, o_step = framework_costs(model, hardware, c)
+        o_calls = _reduce_calls(model, c) * hardware.framework.reduce_bucket_s
+    overhead = gas * (o_fwd + o_bwd) + o_step + o_calls + loop
+    forward_phase += gas * o_fwd
+    backward_phase_total += gas * o_bwd + o_calls
+    step_phase += o_step
     step = max(forward_phase + backward_phase_total + step_phase + loop, 1e-9)
 
     grad_reduce = gas * comm.reduce_per_micro_s + comm.reduce_at_boundary_s

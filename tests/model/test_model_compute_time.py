@@ -1,15 +1,55 @@
 import pytest
 
-from simtune.model.compute_time import backward_s, forward_s, matmul_work_flop, recompute_s
-from simtune.model.inputs import TrainConfig
+from simtune.model.compute_time import (forward_s, matmul_work_flop, micro_backward_s, micro_recompute_s,
+                                        model_operators, pass_time)
+from simtune.model.inputs import EfficiencyCurve, ComputeCurves, FrameworkCosts, TrainConfig
+from simtune.model.operators import operators
+
+FLAT = ComputeCurves(fp32=EfficiencyCurve(((1e9, 1e12),)), bf16=EfficiencyCurve(((1e9, 1e14),)))
 
 
-def test_forward_is_flops_over_the_rate_at_the_mlp_matmul_size(gpt2, hardware):
+def matmul_flops(m, samples=1):
+    ops = operators(m, fused_attention=False)
+    return (m.num_layers * sum(op.flop(samples) for op in ops.layer_matmuls)
+            + sum(op.flop(samples) for op in ops.outer_matmuls))
+
+
+def test_on_a_flat_curve_without_memory_costs_a_forward_is_its_matmul_flops_over_the_rate(gpt2, make_hardware):
+    hw = make_hardware(compute=FLAT, fused_attention_dropout=False)
     config = TrainConfig(stage=0, micro_batch_size=4, precision="bf16")
-    work = 2 * 4 * 1024 * 768 * 3072
-    assert matmul_work_flop(gpt2, config) == work
-    expected = gpt2.flops_per_sample_forward * 4 / hardware.compute.bf16.flop_per_s(work)
-    assert forward_s(gpt2, hardware, config) == pytest.approx(expected)
+    assert forward_s(gpt2, hw, config) == pytest.approx(matmul_flops(gpt2, 4) / 1e14)
+    assert micro_backward_s(gpt2, hw, config) == pytest.approx(2 * matmul_flops(gpt2, 4) / 1e14)
+
+
+def test_each_matmul_reads_the_curve_at_its_own_flops(gpt2, hardware):
+    config = TrainConfig(stage=0, micro_batch_size=4, precision="bf16")
+    t = pass_time(gpt2, hardware, config, backward=False)
+    curve = hardware.compute.bf16
+    ops = model_operators(gpt2, hardware)
+    expected = (gpt2.num_layers * sum(op.flop(4) / curve.flop_per_s(op.flop(4)) for op in ops.layer_matmuls)
+                + sum(op.flop(4) / curve.flop_per_s(op.flop(4)) for op in ops.outer_matmuls))
+    assert t.matmul_s == pytest.approx(expected)
+    assert matmul_work_flop(gpt2, config) == 2 * 4 * 1024 * 768 * 3072
+
+
+def test_memory_bound_operators_cost_their_bytes_over_the_bandwidth(gpt2, make_hardware):
+    config = TrainConfig(stage=0, micro_batch_size=4, precision="bf16")
+    fast = pass_time(gpt2, make_hardware(streaming_bytes_per_s=2e12), config, backward=True)
+    slow = pass_time(gpt2, make_hardware(streaming_bytes_per_s=1e12), config, backward=True)
+    assert slow.streaming_s == pytest.approx(2 * fast.streaming_s) and fast.streaming_s > 0
+    assert slow.matmul_s == fast.matmul_s
+    assert pass_time(gpt2, make_hardware(), config, backward=True).streaming_s == 0.0
+
+
+def test_an_asynchronous_device_takes_the_longer_of_host_and_device(gpt2, make_hardware):
+    config = TrainConfig(stage=0, micro_batch_size=1, precision="bf16")
+    costs = FrameworkCosts(forward_kernel_s=1e-3)
+    ops = model_operators(gpt2, make_hardware())
+    host = ops.kernels(gpt2.num_layers, backward=False) * 1e-3
+    cuda = pass_time(gpt2, make_hardware(framework=costs), config, backward=False)
+    cpu = pass_time(gpt2, make_hardware(framework=costs, overlap_capable=False), config, backward=False)
+    assert cuda.host_s == pytest.approx(host) and cuda.total_s == pytest.approx(max(host, cuda.matmul_s))
+    assert cpu.total_s == pytest.approx(cpu.matmul_s + host)
 
 
 def test_precision_picks_its_curve(gpt2, hardware):
@@ -24,7 +64,10 @@ def test_larger_work_runs_at_higher_efficiency(gpt2, hardware):
     assert one < eight < 8 * one
 
 
-def test_backward_is_two_forwards_and_recompute_one():
-    assert backward_s(0.1) == pytest.approx(0.2)
-    assert recompute_s(0.1, TrainConfig(stage=0, micro_batch_size=1, activation_checkpointing=True)) == 0.1
-    assert recompute_s(0.1, TrainConfig(stage=0, micro_batch_size=1)) == 0.0
+def test_recomputation_is_a_forward_of_the_layers_alone(gpt2, make_hardware):
+    hw = make_hardware(streaming_bytes_per_s=1e12)
+    config = TrainConfig(stage=0, micro_batch_size=2, activation_checkpointing=True)
+    layers = pass_time(gpt2, hw, config, backward=False, layers_only=True).total_s
+    assert micro_recompute_s(gpt2, hw, config) == pytest.approx(layers)
+    assert 0 < layers < forward_s(gpt2, hw, config)
+    assert micro_recompute_s(gpt2, hw, TrainConfig(stage=0, micro_batch_size=2)) == 0.0

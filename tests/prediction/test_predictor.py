@@ -9,6 +9,7 @@ from simtune.calibration.workload import MicroBatchMeasurement, ModelShape, Time
 from simtune.errors import ProfileError
 from simtune.hardware.profile import ComputeCurve, RatePoint
 from simtune.hardware.registry import load_profile
+from simtune.model import compute_time
 from simtune.model.compute_time import matmul_work_flop
 from simtune.model.inputs import TrainConfig
 from simtune.prediction.predictor import Predictor, curve_work_flop, default_precision, precision_of
@@ -113,7 +114,8 @@ def test_the_curve_is_read_at_the_flops_of_one_matmul_not_of_a_whole_forward(med
     curve = profile.compute.curves["bf16"]
     estimate = p.predict(Trial(stage=0, micro_batch_size=mbs))
     forward_flops_total = forward_flops(medium).total(1) * mbs
-    assert estimate.time.forward_s == pytest.approx(forward_flops_total / curve.flop_per_s(work), rel=1e-9)
+    config = p.config(Trial(stage=0, micro_batch_size=mbs))
+    assert estimate.time.forward_s == pytest.approx(compute_time.forward_s(p.model, p.hardware, config), rel=1e-9)
     assert estimate.time.forward_s > 1.5 * forward_flops_total / curve.flop_per_s(whole_forward)
 
 
@@ -160,10 +162,9 @@ def test_measured_times_are_used_on_the_calibrated_hardware_only(a100):
 
     other = predictor(calibration, load_profile("dgx-h100-80gb"))
     assert not other.measured_compute_used
-    flops = calibration.flops_per_sample_forward * 2
-    curve = load_profile("dgx-h100-80gb").compute.curves["bf16"]
-    assert other.predict(Trial(stage=0, micro_batch_size=2)).time.forward_s == pytest.approx(
-        flops / curve.flop_per_s(curve_work_flop(other.model, 2)))
+    trial = Trial(stage=0, micro_batch_size=2)
+    assert other.predict(trial).time.forward_s == pytest.approx(
+        compute_time.forward_s(other.model, other.hardware, other.config(trial)))
     fp32 = predictor(calibration, a100, precision="fp32")
     assert not fp32.measured_compute_used
 

@@ -1,0 +1,205 @@
+"""The operators one training micro-step runs, by class, and what each costs on a device.
+
+A transformer layer (and the model's two ends) is written as the kernels PyTorch eager launches
+for it, in two classes (Williams et al. 2009, the roofline: a kernel is bound by its arithmetic
+or by the bytes it moves):
+
+- :class:`Matmul`: a matrix product of ``2 * batch * rows * cols * depth`` FLOPs, timed through
+  the device's efficiency curve at its own FLOPs (small products fill the device worse); its
+  backward is two products of the same size (input and weight gradients; Narayanan et al. 2021,
+  section 5.1).
+- :class:`Streaming`: a memory-bound operator (norms, activations, softmax, dropout, residual adds,
+  copies, the loss) moving ``elements x passes`` elements of the compute precision (plus fp32
+  passes where it runs in fp32) over the device's achievable memory bandwidth.
+
+Every kernel also costs the host its dispatch (Python, the dispatcher, the launch: 2-20 us per
+op in PyTorch eager, see docs/cost-model.md). On a device that runs asynchronously (CUDA) the host
+runs ahead of the kernels, so a pass takes the longer of the two; where every op runs on the
+calling thread (CPU) they add up:
+
+    pass_s = max(device_s, host_s)   (asynchronous)      device_s + host_s   (synchronous)
+    device_s = sum_matmul flop / rate(flop) + sum_streaming bytes / bandwidth
+    host_s = kernels x dispatch_s
+
+Attention by implementation: eager runs two batched products and the s x s elementwise chain
+(scale, mask, softmax, dropout); fused attention (torch SDPA's flash and memory-efficient kernels,
+FlashAttention) is one kernel whose FLOPs run through the same curve and which streams only Q, K,
+V and O; a causal fused kernel skips the masked half of the products (Dao 2023, FlashAttention-2,
+section 3.1.1). Fused attention with dropout on a device whose kernels take none runs the math
+kernel, costed as eager.
+
+The kernel and pass counts are read from the Hugging Face implementations of transformers 5 (one
+per op PyTorch launches: a view launches nothing, ``F.linear`` is one GEMM with its bias, its
+backward two GEMMs and a bias reduction); they land in the 11-40 forward and 27-90 backward
+kernels per layer that published traces show (docs/cost-model.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simtune.model.inputs import Block, ModelSpec
+
+
+@dataclass(frozen=True)
+class Matmul:
+    """``batch`` products of [rows, depth] x [depth, cols] per sample; ``rows`` scales with the
+    micro-batch (tokens), except for batched attention products, where ``batch`` does."""
+
+    name: str
+    rows: int
+    cols: int
+    depth: int
+    batch: int = 1
+    share: float = 1.0
+    """Fraction of the FLOPs a kernel really runs (0.5 for a causal fused attention kernel)."""
+    bias: bool = False
+    """Its backward also reduces the output gradient over tokens (one kernel, one pass)."""
+
+    def flop(self, samples: int) -> float:
+        return 2.0 * samples * self.batch * self.rows * self.cols * self.depth * self.share
+
+
+@dataclass(frozen=True)
+class Streaming:
+    """A memory-bound operator over ``elements`` elements per sample (per micro-batch when
+    ``per_batch``): the elements it reads and writes, in units of its output, forward and
+    backward, in the compute precision and in fp32."""
+
+    name: str
+    elements: int
+    forward_passes: float
+    backward_passes: float
+    forward_kernels: int
+    backward_kernels: int
+    forward_fp32_passes: float = 0.0
+    backward_fp32_passes: float = 0.0
+    per_batch: bool = False
+
+    def bytes(self, samples: int, element_bytes: int, backward: bool) -> float:
+        n = self.elements * (1 if self.per_batch else samples)
+        passes, fp32 = ((self.backward_passes, self.backward_fp32_passes) if backward
+                        else (self.forward_passes, self.forward_fp32_passes))
+        return n * (passes * element_bytes + fp32 * 4)
+
+
+@dataclass(frozen=True)
+class Operators:
+    """One transformer layer (repeated ``num_layers`` times) and the model outside its layers."""
+
+    layer_matmuls: tuple[Matmul, ...]
+    layer_streaming: tuple[Streaming, ...]
+    outer_matmuls: tuple[Matmul, ...]
+    outer_streaming: tuple[Streaming, ...]
+
+    def kernels(self, layers: int, backward: bool, outer: bool = True) -> int:
+        """Kernels of ``layers`` layers (and the ends when ``outer``) in one pass."""
+        def count(matmuls: tuple[Matmul, ...], streaming: tuple[Streaming, ...]) -> int:
+            if backward:
+                return (sum(2 + m.bias for m in matmuls)
+                        + sum(s.backward_kernels for s in streaming))
+            return len(matmuls) + sum(s.forward_kernels for s in streaming)
+        total = layers * count(self.layer_matmuls, self.layer_streaming)
+        return total + (count(self.outer_matmuls, self.outer_streaming) if outer else 0)
+
+
+def _norm(block: Block, name: str, n: int) -> Streaming:
+    """LayerNorm is one fused kernel each way (its backward a second one for the weights);
+    Llama's RMSNorm is Python in transformers: to(fp32), pow, mean, add, rsqrt, mul, to, mul."""
+    if block.norm == "rms_norm":
+        return Streaming(name, n, 3, 5, 8, 12, forward_fp32_passes=5, backward_fp32_passes=8)
+    return Streaming(name, n, 2, 3, 1, 2)
+
+
+def _mlp(block: Block, s: int, h: int, i: int) -> tuple[tuple[Matmul, ...], tuple[Streaming, ...]]:
+    if block.mlp == "swiglu":
+        return ((Matmul("mlp.gate", s, i, h), Matmul("mlp.up", s, i, h), Matmul("mlp.down", s, h, i)),
+                (Streaming("mlp.silu_mul", s * i, 5, 9, 2, 3),))
+    bias = block.linear_bias
+    matmuls = (Matmul("mlp.in", s, i, h, bias=bias), Matmul("mlp.out", s, h, i, bias=bias))
+    if block.mlp == "gelu_python":
+        # GPT-2's NewGELU: pow, mul, add, mul, tanh, add, mul, mul; autograd differentiates each
+        return matmuls, (Streaming("mlp.gelu_new", s * i, 18, 40, 8, 14),)
+    return matmuls, (Streaming("mlp.gelu", s * i, 2, 3, 1, 1),)
+
+
+def _dropout(name: str, n: int) -> Streaming:
+    """Output, and a one-byte mask beside it (about half a pass of a two-byte element)."""
+    return Streaming(name, n, 2.5, 2.5, 1, 1)
+
+
+def _attention(m: ModelSpec, fused: bool) -> tuple[tuple[Matmul, ...], tuple[Streaming, ...]]:
+    block = m.block
+    s, h, a = m.seq_len, m.hidden_size, m.num_heads
+    d = h // a
+    if fused:
+        share = 0.5 if block.causal else 1.0
+        return ((Matmul("attn.fused", s, s, d, batch=2 * a, share=share),),
+                (Streaming("attn.fused_io", s * h, 4, 8, 0, 2),))
+    streaming = [Streaming("attn.scale_mask", a * s * s, 4, 4, 2, 2),
+                 Streaming("attn.softmax", a * s * s, 2, 3, 1, 1)]
+    if m.attention_dropout:
+        streaming.append(_dropout("attn.dropout", a * s * s))
+    return ((Matmul("attn.scores", s, s, d, batch=a), Matmul("attn.weighted", s, d, s, batch=a)),
+            tuple(streaming))
+
+
+_CACHE: dict[tuple[object, ...], Operators] = {}
+
+
+def operators(m: ModelSpec, fused_attention: bool) -> Operators:
+    """The operators of ``m`` (``fused_attention``: whether attention runs one fused kernel),
+    built once per shape."""
+    key = (m.block, m.seq_len, m.hidden_size, m.num_heads, m.intermediate_size, m.vocab_size,
+           m.attention_dropout, fused_attention)
+    hit = _CACHE.get(key)
+    if hit is None:
+        hit = _CACHE[key] = _build(m, fused_attention)
+    return hit
+
+
+def _build(m: ModelSpec, fused_attention: bool) -> Operators:
+    block = m.block
+    s, h, i, v = m.seq_len, m.hidden_size, m.intermediate_size, m.vocab_size
+    kv = h * block.kv_heads // m.num_heads if block.kv_heads else h
+    bias = block.linear_bias
+    sh = s * h
+    if block.fused_qkv:
+        qkv: tuple[Matmul, ...] = (Matmul("attn.qkv", s, h + 2 * kv, h, bias=bias),)
+    else:
+        qkv = (Matmul("attn.q", s, h, h, bias=bias), Matmul("attn.k", s, kv, h, bias=bias),
+               Matmul("attn.v", s, kv, h, bias=bias))
+    attn_mm, attn_stream = _attention(m, fused_attention)
+    mlp_mm, mlp_stream = _mlp(block, s, h, i)
+    streaming: list[Streaming] = [_norm(block, "norm_1", sh), *attn_stream,
+                                  Streaming("attn.merge_heads", sh, 2, 2, 1, 1),
+                                  _norm(block, "norm_2", sh), *mlp_stream,
+                                  Streaming("residual_adds", sh, 6, 6, 2, 2)]
+    if block.rotary:
+        streaming.append(Streaming("attn.rotary", s * (h + kv), 10, 12, 8, 10))
+    if block.hidden_dropout:
+        streaming.append(Streaming("dropouts", sh, 5, 5, 2, 2))  # after attention and after the MLP
+    layer_mm = qkv + attn_mm + (Matmul("attn.out", s, h, h, bias=bias),) + mlp_mm
+
+    outer_mm = [Matmul("lm_head", s, v, h)]
+    if block.mlm_head:
+        outer_mm.insert(0, Matmul("mlm.transform", s, h, h, bias=True))
+    listed = m.num_layers * sum(op.flop(1) / op.share for op in layer_mm) + sum(op.flop(1) for op in outer_mm)
+    unlisted = m.flops_per_sample_forward - listed
+    if unlisted > 0.01 * m.flops_per_sample_forward:
+        # products the list does not name (DeBERTa's relative-position attention): the FLOP count
+        # of the workload's analysis is the reference
+        outer_mm.append(Matmul("unlisted", s, h, max(1, round(unlisted / (2 * s * h)))))
+    outer: list[Streaming] = [Streaming("embedding", sh, 3 if block.learned_positions else 1, 2,
+                                        3 if block.learned_positions else 1, 2),
+                              Streaming("embedding.grad", v * h, 0, 1, 0, 1, per_batch=True),
+                              _norm(block, "final_norm", sh)]
+    if block.mlm_head:
+        outer.append(Streaming("mlm.gelu_norm", sh, 4, 6, 2, 3))
+    # The loss upcasts the logits to fp32 (transformers' loss functions), shifts them for a
+    # causal model (a copy), then log-softmax and its backward.
+    outer.append(Streaming("loss", s * v, 1, 1, 3 + block.causal, 3 + block.causal,
+                           forward_fp32_passes=3 + 2 * block.causal,
+                           backward_fp32_passes=5 + 2 * block.causal))
+    return Operators(layer_matmuls=layer_mm, layer_streaming=tuple(streaming),
+                     outer_matmuls=tuple(outer_mm), outer_streaming=tuple(outer))
