@@ -304,6 +304,26 @@ class OffloadProfile:
 
 
 @dataclass(frozen=True)
+class FrameworkProfile:
+    """Host-side seconds per call of the software stack (PyTorch eager dispatch, DeepSpeed's
+    hooks and bookkeeping): the cost model's :class:`simtune.model.inputs.FrameworkCosts`.
+    ``kind`` says where they come from: "spec" (published figures, cited in the provenance) or
+    "measured" (calibration's element-wise microbenchmarks give the dispatch cost)."""
+
+    kind: str
+    forward_kernel_s: float
+    backward_kernel_s: float
+    zero3_module_s: float
+    reduce_bucket_s: float
+    gradient_hook_s: float
+    engine_step_s: float
+
+
+FRAMEWORK_COSTS = ("forward_kernel_s", "backward_kernel_s", "zero3_module_s", "reduce_bucket_s",
+                   "gradient_hook_s", "engine_step_s")
+
+
+@dataclass(frozen=True)
 class Provenance:
     kind: str
     """"spec" (from vendor numbers and stated assumptions) or "measured" (simtune calibrate)."""
@@ -332,6 +352,8 @@ class HardwareProfile:
     collectives: CollectivesProfile
     offload: OffloadProfile
     provenance: Provenance
+    framework: Optional[FrameworkProfile] = None
+    """None in profiles made before it was measured: the model then leaves these costs out."""
 
     @property
     def kind(self) -> str:

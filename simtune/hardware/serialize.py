@@ -25,8 +25,10 @@ from simtune.hardware.profile import (
     ComputeCurve,
     ComputeProfile,
     CopyPoint,
+    FRAMEWORK_COSTS,
     DeviceInfo,
     ElementwiseFit,
+    FrameworkProfile,
     ElementwisePoint,
     HardwareProfile,
     MatmulMeasurement,
@@ -359,6 +361,11 @@ def _offload(node: _Node) -> OffloadProfile:
     )
 
 
+def _framework(node: _Node) -> FrameworkProfile:
+    values = {key: float(node.number(key, non_negative=True) or 0.0) for key in FRAMEWORK_COSTS}
+    return FrameworkProfile(kind=str(node.text("kind", ("spec", "measured"))), **values)
+
+
 def _optional_count(node: _Node, key: str) -> Optional[int]:
     if node.get(key) is None:
         return None
@@ -414,6 +421,7 @@ def profile_from_dict(data: Any, source: str = "<dict>") -> HardwareProfile:
         collectives=_collectives(root.child("collectives")),
         offload=_offload(root.child("offload")),
         provenance=_provenance(root.child("provenance")),
+        framework=_framework(root.child("framework")) if root.get("framework", optional=True) is not None else None,
     )
     return profile
 

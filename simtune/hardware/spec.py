@@ -8,7 +8,13 @@ hardware always wins over these (see :mod:`simtune.hardware.registry`).
 Regenerate the shipped files with ``python -m simtune.hardware.spec [--out hardware_profiles]``.
 
 Derivations:
-- compute: achieved FLOP/s = ``COMPUTE_EFFICIENCY`` x vendor peak, flat over work size;
+- compute: achieved FLOP/s of one matmul = a published fraction of the vendor peak at that
+  matmul's FLOPs (``SpecSheet.matmul_efficiency``, from measured GEMM tables: small products are
+  bound by a fixed few microseconds per kernel, large ones reach 0.77-0.87 of peak); the rest
+  of a training step (memory-bound operators, kernel dispatch, the engine's hooks) is costed by
+  the model from the memory bandwidth and ``FRAMEWORK``;
+- framework: host seconds per kernel dispatch, per stage-3 module fetch, per reduction bucket,
+  per gradient hook and per engine step (``SpecSheet.framework``, published figures);
 - intra-node collectives: bus bandwidth = ``LINK_EFFICIENCY`` x NVLink per-direction bandwidth
   (nccl-tests compares busbw to the per-direction figure), latency ``INTRA_NODE_LATENCY_S``;
 - inter-node collectives: bus bandwidth = ``LINK_EFFICIENCY`` x the node's compute NICs together
@@ -39,6 +45,7 @@ from simtune.hardware.profile import (
     ComputeCurve,
     ComputeProfile,
     DeviceInfo,
+    FrameworkProfile,
     HardwareProfile,
     OffloadProfile,
     OptimizerFit,
@@ -49,7 +56,6 @@ from simtune.hardware.profile import (
 
 GIB = 2**30
 SPEC_DATE = "2026-11-21"
-COMPUTE_EFFICIENCY = 0.5
 LINK_EFFICIENCY = 0.8
 MEMORY_EFFICIENCY = 0.8
 INTRA_NODE_LATENCY_S = 20e-6
@@ -57,15 +63,44 @@ INTER_NODE_LATENCY_S = 50e-6
 FIXED_OVERHEAD_BYTES = 2 * GIB
 ADAM_BYTES_PER_PARAM = 28
 HOST_MEMORY_EFFICIENCY = 0.5
-CURVE_WORK_FLOP = (1e9, 1e12)
+
+MATMUL_SOURCES = (
+    "openxla/xla xla/service/gpu/model/hlo_op_profiles / default_matmul_perf_table.txtpb (sm_90): measured H100 "
+    "matmul kernel times, bf16 square 256^3..4096^3 at 0.007/0.044/0.26/0.65/0.79 of 989 TFLOPS",
+    "github.com/stas00/ml-engineering compute/accelerator, maximum achievable matmul FLOPS table: H100 bf16 "
+    "0.80-0.81 of peak, A100 bf16 0.83-0.87",
+    "github.com/zzc0721/torch-performance-test-data issues 79, 108, 140: torch.mm on V100-SXM2 fp16 cubes "
+    "1024-8192 at 0.46/0.63/0.77/0.78 of 125 TFLOPS, fp32 0.67-0.92 of 15.7",
+    "te42kyfo/gpu-benches (stream): copy kernels reach 0.85-0.92 of HBM bandwidth on V100, A100 and H100",
+)
+FRAMEWORK_SOURCES = (
+    "PyTorch eager dispatch per op: Horace He, 'Making Deep Learning Go Brrrr From First Principles' (~280k "
+    "ops/s); pytorch/pytorch#41383 (2 us per op, 5-7 us with autograd recording); Meta Holistic Trace Analysis "
+    "docs (CPU-side launch 5-20 us)",
+    "kernels per transformer layer: ~1800 kernels per BERT-large training step (adityaagrawal.net/blog, "
+    "NVIDIA BERT), i.e. ~75 per layer forward and backward",
+    "ZeRO-3 per-module fetch: deepspeedai/DeepSpeed#1069 (~0.5 ms per allgather: 130 us pre-launch, 250 us "
+    "launch, BERT-5B on 8 A100), #1174 and PR #1188 (ZeRO-3 forward 470 -> 270 ms against 60 ms at ZeRO-2), "
+    "PR #6694 (leaf-module fetch/release halves its CPU time)",
+    "stage 1/2 per bucket and hook: deepspeedai/DeepSpeed PR #7886 (0.5 ms per gradient hook when it walked the "
+    "graph), #2463/#2500 (a device sync per bucket, since removed)",
+    "engine step: deepspeedai/DeepSpeed PR #4512 and #5115 (the fp16 overflow check reduces all gradients "
+    "and synchronises with the host)",
+)
+
+BACKWARD_DISPATCH_SHARE = 0.6
+"""A backward kernel's dispatch over a forward one's: autograd's C++ engine launches backward
+kernels without Python (about 3 us against 5; pytorch/pytorch#41383 puts half of an op's cost in
+Python)."""
+ZERO3_MODULE_S = 1.5e-4
+REDUCE_BUCKET_S = 3e-4
+GRADIENT_HOOK_S = 3e-5
+ENGINE_STEP_S = 2e-3
 
 SOURCES_COMMON = (
     "NVIDIA/nccl-tests doc/PERFORMANCE.md: busbw = algbw x 2(n-1)/n for allreduce, (n-1)/n for allgather and "
     "reduce-scatter (of the total array), 1 for broadcast; compare busbw with the per-direction link bandwidth",
-    "https://www.deepspeed.ai/2020/05/18/bert-record.html: 64-66 TFLOPS per V100, 52% of hardware peak (fp16)",
-    "Megatron-LM README: 56.3% MFU on A100 (1T parameters)",
-    "https://www.sciencestack.ai/paper/2311.00257 (AMSP): 52% MFU on 1024 GPUs",
-)
+) + MATMUL_SOURCES + FRAMEWORK_SOURCES
 
 
 @dataclass(frozen=True)
@@ -89,6 +124,10 @@ class SpecSheet:
     host_memory_bytes_per_s: float
     host_description: str
     sources: tuple[str, ...]
+    matmul_efficiency: dict
+    """dtype -> ((FLOPs of one matmul, fraction of peak), ...), from MATMUL_SOURCES."""
+    forward_kernel_s: float
+    """Host dispatch per forward kernel: PyTorch eager on this generation's host CPUs."""
     notes: tuple[str, ...] = ()
 
 
@@ -119,6 +158,12 @@ _DGX_H100 = SpecSheet(
         "NVLink4 900 GB/s bidirectional (450 per direction)",
         _DGX_H100_NIC_SOURCE,
     ),
+    matmul_efficiency={
+        "bf16": ((1e8, 0.02), (1e9, 0.14), (1e10, 0.55), (1e11, 0.78)),
+        "fp16": ((1e8, 0.02), (1e9, 0.14), (1e10, 0.55), (1e11, 0.78)),
+        "fp32": ((1e8, 0.15), (1e9, 0.50), (1e10, 0.72), (1e11, 0.77)),
+    },
+    forward_kernel_s=5e-6,
     notes=(_TF32_NOTE,),
 )
 
@@ -153,6 +198,11 @@ SHEETS = (
             "DGX-2 GPUs may be SXM3 parts with other clocks than SXM2; the peak assumes the V100 datasheet "
             "(derive it from SMs x clock with nvidia-smi to check).",
         ),
+        matmul_efficiency={
+            "fp16": ((1e8, 0.08), (2e9, 0.46), (2e10, 0.63), (1.4e11, 0.77)),
+            "fp32": ((1e8, 0.35), (2e9, 0.67), (2e10, 0.81), (1.4e11, 0.90)),
+        },
+        forward_kernel_s=8e-6,
     ),
     SpecSheet(
         name="dgx-a100-80gb",
@@ -174,6 +224,12 @@ SHEETS = (
             "glennklockwood.com/garden/processors/A100 (from the NVIDIA datasheet): 312 TFLOPS fp16/bf16 dense, "
             "19.5 TFLOPS fp32, 2.039 TB/s HBM2e (80 GB), NVLink3 600 GB/s bidirectional (300 per direction)",
         ),
+        matmul_efficiency={
+            "bf16": ((1e8, 0.06), (1e9, 0.35), (1e10, 0.72), (1e11, 0.83)),
+            "fp16": ((1e8, 0.06), (1e9, 0.35), (1e10, 0.72), (1e11, 0.83)),
+            "fp32": ((1e8, 0.35), (1e9, 0.50), (1e10, 0.75), (1e11, 0.92)),
+        },
+        forward_kernel_s=6e-6,
         notes=(_TF32_NOTE,),
     ),
     _DGX_H100,
@@ -208,8 +264,16 @@ def _assumptions(sheet: SpecSheet) -> dict[str, str]:
     nic = (f"{sheet.nics_per_node} x {sheet.nic_bits_per_s / 1e9:.0f} Gb/s InfiniBand per node of "
            f"{sheet.gpus_per_node} GPUs; bus bandwidth across nodes = link_efficiency x all of them together")
     return {
-        "compute_efficiency": f"{COMPUTE_EFFICIENCY} of peak for every dtype and size (training reaches about "
-        "40-57% MFU: DeepSpeed BERT 52%, Megatron-LM 56.3%, AMSP 52%; no size dependence is known)",
+        "compute_efficiency": "per dtype, the fraction of peak one matmul reaches at its FLOPs: "
+        + "; ".join(f"{dtype} " + ", ".join(f"{w:.0e}:{f}" for w, f in points)
+                    for dtype, points in sheet.matmul_efficiency.items())
+        + " (measured GEMM tables, see sources; aligned shapes: misaligned ones run slower)",
+        "framework": f"PyTorch eager dispatch {sheet.forward_kernel_s * 1e6:g} us per forward kernel on this "
+        f"host, {BACKWARD_DISPATCH_SHARE} of it per backward kernel; DeepSpeed ZeRO-3 {ZERO3_MODULE_S * 1e6:g} us "
+        f"per parameter-holding module per pass (range 50-400), {REDUCE_BUCKET_S * 1e6:g} us per reduction "
+        f"bucket, {GRADIENT_HOOK_S * 1e6:g} us per gradient hook (stages 2-3), {ENGINE_STEP_S * 1e3:g} ms per "
+        "engine step (figures derived from the DeepSpeed issues and PyTorch sources cited; an estimate, "
+        "not a measurement of this machine)",
         "link_efficiency": f"{LINK_EFFICIENCY} of the per-direction link bandwidth as NCCL bus bandwidth "
         "(NVLink, InfiniBand and PCIe)",
         "memory_efficiency": f"{MEMORY_EFFICIENCY} of HBM bandwidth is achievable by streaming kernels",
@@ -235,7 +299,7 @@ def build(sheet: SpecSheet) -> HardwareProfile:
     memory_bw = MEMORY_EFFICIENCY * sheet.hbm_bytes_per_s
     curves = {
         dtype: ComputeCurve(
-            dtype=dtype, points=tuple(RatePoint(w, COMPUTE_EFFICIENCY * peak) for w in CURVE_WORK_FLOP)
+            dtype=dtype, points=tuple(RatePoint(w, fraction * peak) for w, fraction in sheet.matmul_efficiency[dtype])
         )
         for dtype, peak in sheet.peak_flop_per_s.items()
     }
@@ -306,6 +370,11 @@ def build(sheet: SpecSheet) -> HardwareProfile:
             sources=tuple(sheet.sources) + SOURCES_COMMON,
             assumptions=_assumptions(sheet),
             notes=tuple(sheet.notes),
+        ),
+        framework=FrameworkProfile(
+            kind="spec", forward_kernel_s=sheet.forward_kernel_s,
+            backward_kernel_s=BACKWARD_DISPATCH_SHARE * sheet.forward_kernel_s, zero3_module_s=ZERO3_MODULE_S,
+            reduce_bucket_s=REDUCE_BUCKET_S, gradient_hook_s=GRADIENT_HOOK_S, engine_step_s=ENGINE_STEP_S,
         ),
     )
 
