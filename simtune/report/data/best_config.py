@@ -17,12 +17,13 @@ from simtune.model.step_time import TimeEstimate
 from simtune.prediction.planning import Plan
 
 STEP_TERM_LABELS = ("forward", "backward", "recomputation", "exposed communication", "optimizer step",
-                    "offload transfers")
+                    "offload transfers", "engine work")
 
 
 def step_terms(t: TimeEstimate) -> tuple[float, ...]:
     """The terms in :data:`STEP_TERM_LABELS` order; they sum to ``t.step_s``."""
-    return (t.forward_s, t.backward_s, t.recompute_s, t.exposed_comm_s, t.optimizer_s, t.offload_transfer_s)
+    return (t.forward_s, t.backward_s, t.recompute_s, t.exposed_comm_s, t.optimizer_s, t.offload_transfer_s,
+            t.engine_overhead_s)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from matplotlib.patches import Patch
 from simtune.report.data.best_config import StepTimeBars
 from simtune.report.plots.style import new_figure, style_axes, suptitle
 
-TERM_COLORS = ("#4C72B0", "#8DA0CB", "#A6D854", "#C44E52", "#DD8452", "#8172B3")
+TERM_COLORS = ("#4C72B0", "#8DA0CB", "#A6D854", "#C44E52", "#DD8452", "#8172B3", "#B3B3B3")
 
 
 def draw_step_time(data: StepTimeBars) -> Figure:
