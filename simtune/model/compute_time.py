@@ -69,9 +69,26 @@ def _device_s(matmuls: tuple[Matmul, ...], streaming: tuple[Streaming, ...], hw:
     return matmul, memory
 
 
+_PASSES: dict[tuple[object, ...], tuple[ModelSpec, HardwareSpec, PassTime]] = {}
+"""Pass times by (model, hardware, the config fields a pass reads): a search asks for the same
+pass under many knob settings. Entries hold their model and hardware, so their ids stay theirs."""
+
+
 def pass_time(m: ModelSpec, hw: HardwareSpec, c: TrainConfig, *, backward: bool,
               layers_only: bool = False) -> PassTime:
     """A forward or backward pass of the model (of its layers alone with ``layers_only``)."""
+    key = (id(m), id(hw), c.micro_batch_size, c.precision, c.mp_degree, backward, layers_only)
+    hit = _PASSES.get(key)
+    if hit is not None and hit[0] is m and hit[1] is hw:
+        return hit[2]
+    result = _pass_time(m, hw, c, backward=backward, layers_only=layers_only)
+    if len(_PASSES) >= 4096:
+        _PASSES.clear()
+    _PASSES[key] = (m, hw, result)
+    return result
+
+
+def _pass_time(m: ModelSpec, hw: HardwareSpec, c: TrainConfig, *, backward: bool, layers_only: bool) -> PassTime:
     ops = model_operators(m, hw)
     lm, ls = _device_s(ops.layer_matmuls, ops.layer_streaming, hw, c, backward)
     matmul, streaming = m.num_layers * lm, m.num_layers * ls
