@@ -6,9 +6,14 @@ Matmul: a linear layer of a transformer MLP, ``y = x W^T`` with ``x: [tokens, hi
 weight gradient), so 2x the forward FLOPs. The backward is timed with ``torch.autograd.grad`` on
 a retained graph, i.e. the real backward kernels.
 
-Element-wise: GELU, layer norm (over the last dimension) and softmax (over the last dimension)
-on ``[rows, width]`` tensors, forward and backward. These are memory-bound, so they are reported
+Element-wise: GELU, layer norm (over the last dimension), softmax (over the last dimension) and
+dropout (p = 0.1) on ``[rows, width]`` tensors, forward and backward. These are memory-bound
+(dropout's random numbers can cost more than its bytes: on CPU they do), so they are reported
 per element, not per FLOP.
+
+Dispatch: the host's cost of one op in PyTorch eager, timed as a chain of ``DISPATCH_OPS``
+multiplications of an 8-element tensor that autograd records (forward) and the backward through
+that chain: tiny tensors leave nothing but dispatch and launch.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ CPU_ELEMENTS_QUICK = [2**14, 2**18, 2**21]
 CUDA_ELEMENTS = [2**20, 2**23, 2**26, 2**28]
 CUDA_ELEMENTS_QUICK = [2**20, 2**24, 2**28]
 
-ELEMENTWISE_OPS = ("gelu", "layer_norm", "softmax")
+ELEMENTWISE_OPS = ("gelu", "layer_norm", "softmax", "dropout")
+DISPATCH_OPS = 64
 
 
 def _matmul_point(device: Device, dtype_name: str, tokens: int, hidden: int, warmup: int, repeats: int) -> dict:
@@ -65,6 +71,8 @@ def _elementwise_fn(op: str, width: int):
         return lambda t: F.layer_norm(t, (width,))
     if op == "softmax":
         return lambda t: torch.softmax(t, dim=-1)
+    if op == "dropout":
+        return lambda t: F.dropout(t, 0.1, training=True)
     raise ValueError(op)
 
 
@@ -81,6 +89,23 @@ def _elementwise_point(
         fwd = measure(lambda: fn(x), device.sync, warmup, repeats, 1e-3)
     bwd = measure(lambda: torch.autograd.grad(y, (x,), grad_y, retain_graph=True), device.sync, warmup, repeats, 1e-3)
     return {"op": op, "dtype": dtype_name, "elements": rows * width, "width": width, "fwd": fwd, "bwd": bwd}
+
+
+def dispatch(device: Device, warmup: int, repeats: int) -> dict:
+    """Seconds for a chain of DISPATCH_OPS recorded ops, forward and backward (one kernel each)."""
+    x = torch.zeros(8, device=device.torch_device, requires_grad=True)
+
+    def chain() -> torch.Tensor:
+        y = x
+        for _ in range(DISPATCH_OPS):
+            y = y * 1.0001
+        return y
+
+    out = chain()
+    grad = torch.ones_like(out)
+    fwd = measure(chain, device.sync, warmup, repeats, 1e-3)
+    bwd = measure(lambda: torch.autograd.grad(out, (x,), grad, retain_graph=True), device.sync, warmup, repeats, 1e-3)
+    return {"ops": DISPATCH_OPS, "fwd": fwd, "bwd": bwd}
 
 
 def run(device: Device, dtypes: dict[str, str], quick: bool) -> dict:
@@ -106,4 +131,5 @@ def run(device: Device, dtypes: dict[str, str], quick: bool) -> dict:
                 elementwise.append(_elementwise_point(device, dtype_name, op, elements, width, warmup, repeats))
     if cuda:
         torch.cuda.empty_cache()
-    return {"dtypes": dtypes, "matmul": matmul, "elementwise": elementwise}
+    return {"dtypes": dtypes, "matmul": matmul, "elementwise": elementwise,
+            "dispatch": dispatch(device, warmup, repeats)}

@@ -10,6 +10,8 @@ hardware achieves, and on a shared machine the median mixes in other processes' 
 - peak FLOP/s: the vendor peak of a spec profile of the same device when one is known (or the
   highest rate measured, if that is higher), else the highest rate measured (CPUs);
 - element-wise ops and the optimizer step: :func:`fit_line` of time against size;
+- framework: the host's dispatch cost per op, forward and backward, from the timed chain of tiny
+  ops (the engine's own costs are not measured here: 0);
 - collectives: :func:`fit_collective` (latency and bus bandwidth) of each measured group: a
   group within one node gives the intra-node fits, a group spanning nodes (the world of a
   multi-node launch) the inter-node fits;
@@ -39,6 +41,7 @@ from simtune.hardware.profile import (
     DeviceInfo,
     ElementwiseFit,
     ElementwisePoint,
+    FrameworkProfile,
     HardwareProfile,
     MatmulMeasurement,
     OffloadProfile,
@@ -248,6 +251,15 @@ def _device(raw_memory: Mapping, env: Mapping, peaks: dict, memory_bw: float) ->
     )
 
 
+def _framework(raw: Optional[Mapping]) -> Optional[FrameworkProfile]:
+    if not raw:
+        return None
+    ops = int(raw["ops"])
+    return FrameworkProfile(kind="measured", forward_kernel_s=stats_from_dict(raw["fwd"]).min_s / ops,
+                            backward_kernel_s=stats_from_dict(raw["bwd"]).min_s / ops, zero3_module_s=0.0,
+                            reduce_bucket_s=0.0, gradient_hook_s=0.0, engine_step_s=0.0)
+
+
 def build_profile(
     raw: Mapping,
     *,
@@ -302,6 +314,7 @@ def build_profile(
         notes=tuple(notes),
     )
     return HardwareProfile(
+        framework=_framework(raw["compute"].get("dispatch")),
         schema_version=SCHEMA_VERSION,
         name=name or default_name(raw),
         device=device,

@@ -199,3 +199,16 @@ def test_an_element_wise_fit_that_noise_broke_is_left_out_with_a_note():
     profile = validate(build_profile(raw))
     assert profile.compute.elementwise_fit("gelu", "fp32") is None
     assert any("gelu (fp32) not fitted" in note for note in profile.provenance.notes)
+
+
+def test_the_dispatch_chain_gives_the_framework_costs_per_op():
+    raw = raw_output()
+    raw["compute"]["dispatch"] = {"ops": 64, "fwd": stats(64 * 5e-6), "bwd": stats(64 * 3e-6)}
+    framework = build_profile(raw, name="t").framework
+    assert framework is not None and framework.kind == "measured"
+    assert framework.forward_kernel_s == pytest.approx(5e-6) and framework.backward_kernel_s == pytest.approx(3e-6)
+    assert framework.zero3_module_s == framework.engine_step_s == 0.0  # the engines are not measured here
+
+
+def test_output_without_a_dispatch_chain_has_no_framework_costs():
+    assert build_profile(raw_output(), name="t").framework is None
