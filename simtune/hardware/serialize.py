@@ -26,6 +26,7 @@ from simtune.hardware.profile import (
     ComputeProfile,
     CopyPoint,
     FRAMEWORK_COSTS,
+    OPTIONAL_FRAMEWORK_COSTS,
     DeviceInfo,
     ElementwiseFit,
     FrameworkProfile,
@@ -362,7 +363,8 @@ def _offload(node: _Node) -> OffloadProfile:
 
 
 def _framework(node: _Node) -> FrameworkProfile:
-    values = {key: float(node.number(key, non_negative=True) or 0.0) for key in FRAMEWORK_COSTS}
+    values = {key: float(node.number(key, non_negative=True, optional=key in OPTIONAL_FRAMEWORK_COSTS) or 0.0)
+              for key in FRAMEWORK_COSTS}
     return FrameworkProfile(kind=str(node.text("kind", ("spec", "measured"))), **values)
 
 

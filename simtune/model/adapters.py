@@ -68,13 +68,28 @@ def streaming_bandwidth(profile: HardwareProfile) -> float:
     return 5 * 4 / fit.s_per_element
 
 
+def dropout_cost(profile: HardwareProfile, streaming_bytes_per_s: float) -> float:
+    """Seconds per dropout element beyond its bytes: the slope of the measured fp32 dropout
+    forward (least squares over its sizes) less 2.5 elements of 4 bytes over the bandwidth;
+    0 without a dropout fit (spec profiles: CUDA's generator is bandwidth-bound)."""
+    fit = profile.compute.elementwise_fit("dropout", "fp32")
+    if fit is None or len(fit.points) < 2:
+        return 0.0
+    xs = [float(p.elements) for p in fit.points]
+    ys = [p.fwd.min_s for p in fit.points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return max(0.0, slope - 2.5 * 4 / streaming_bytes_per_s)
+
+
 def framework_costs(profile: HardwareProfile) -> FrameworkCosts:
     fw = profile.framework
     if fw is None:
         return FrameworkCosts()
     return FrameworkCosts(forward_kernel_s=fw.forward_kernel_s, backward_kernel_s=fw.backward_kernel_s,
                           zero3_module_s=fw.zero3_module_s, reduce_bucket_s=fw.reduce_bucket_s,
-                          gradient_hook_s=fw.gradient_hook_s, engine_step_s=fw.engine_step_s)
+                          gradient_hook_s=fw.gradient_hook_s, engine_step_s=fw.engine_step_s,
+                          engine_micro_step_s=fw.engine_micro_step_s, forward_module_s=fw.forward_module_s)
 
 
 def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None) -> HardwareSpec:
@@ -110,6 +125,7 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
         overlap_capable=device.kind == "cuda", host_memory_bytes=profile.offload.host_memory_bytes,
         fused_attention_dropout=device.kind == "cuda", dropout_mask_bytes=1 if device.kind == "cuda" else None,
         streaming_bytes_per_s=streaming_bandwidth(profile), framework=framework_costs(profile),
+        dropout_s_per_element=dropout_cost(profile, streaming_bandwidth(profile)),
         resident_on_touch=device.kind == "cpu")
 
 

@@ -5,7 +5,9 @@ Without times measured for this model, a pass is costed operator by operator
 
     device_s = sum over matmuls   flop(mbs) / mp / rate(flop(mbs) / mp)
              + sum over streaming bytes(mbs) / mp / streaming_bandwidth
+             + forward: dropout elements(mbs) / mp x dropout_s_per_element (random numbers)
     host_s   = kernels x dispatch_s            (forward_kernel_s, or backward_kernel_s)
+             + forward: modules with parameters x forward_module_s (the model's own Python)
     pass_s   = max(device_s, host_s)  where the device runs asynchronously (CUDA),
                device_s + host_s      where every op runs on the calling thread (CPU)
 
@@ -66,6 +68,8 @@ def _device_s(matmuls: tuple[Matmul, ...], streaming: tuple[Streaming, ...], hw:
         moved = sum(op.bytes(mbs, b, backward) for op in streaming)
         moved += sum(mbs * op.rows * op.cols * b for op in matmuls if backward and op.bias)
         memory = moved / mp / hw.streaming_bytes_per_s
+    if not backward and hw.dropout_s_per_element:
+        memory += sum(op.count(mbs) for op in streaming if op.random) / mp * hw.dropout_s_per_element
     return matmul, memory
 
 
@@ -98,6 +102,8 @@ def _pass_time(m: ModelSpec, hw: HardwareSpec, c: TrainConfig, *, backward: bool
     framework = hw.framework
     dispatch = framework.backward_kernel_s if backward else framework.forward_kernel_s
     host = ops.kernels(m.num_layers, backward, outer=not layers_only) * dispatch
+    if not backward:
+        host += m.hooked_modules * framework.forward_module_s
     device = matmul + streaming
     total = max(device, host) if hw.overlap_capable else device + host
     return PassTime(matmul_s=matmul, streaming_s=streaming, host_s=host, total_s=total)

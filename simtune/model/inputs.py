@@ -258,7 +258,8 @@ class MeasuredMemory:
 
     activation_peaks: tuple[tuple[int, int, Optional[int]], ...]
     """(micro_batch_size, peak bytes of forward + backward above what was held before, gradients
-    left out, the same with activation checkpointing or None). The logits and loss are inside."""
+    left out, the same with activation checkpointing or None). The logits and loss are inside.
+    Empty when only the process's memory applies (measured with another workload)."""
     process_overhead_bytes: int = 0
     """Where device memory is the process's memory (CPU): what the training program's code and
     libraries hold above the profile's fixed overhead."""
@@ -280,13 +281,16 @@ class MeasuredMemory:
         return 0 if not rows else int(clamped_in_mbs(rows, micro_batch_size)[0])
 
     def __post_init__(self) -> None:
-        _sorted_sizes("MeasuredMemory.activation_peaks", [p[0] for p in self.activation_peaks])
+        if self.activation_peaks:  # none: only the process's memory was measured (another workload's)
+            _sorted_sizes("MeasuredMemory.activation_peaks", [p[0] for p in self.activation_peaks])
         _require(self.process_overhead_bytes >= 0 and self.zero_runtime_bytes >= 0, WorkloadError,
                  "MeasuredMemory overheads must be >= 0.")
 
     def activations_bytes(self, micro_batch_size: int, checkpointing: bool) -> Optional[int]:
-        """Interpolated peak; None with checkpointing when that was not measured."""
+        """Interpolated peak; None without peaks, or with checkpointing when that was not measured."""
         pts = self.activation_peaks
+        if not pts:
+            return None
         if checkpointing:
             if any(p[2] is None for p in pts):
                 return None
@@ -380,6 +384,9 @@ class FrameworkCosts:
     """Dispatching one kernel in a forward pass (Python, the dispatcher, the launch)."""
     backward_kernel_s: float = 0.0
     """Dispatching one kernel in a backward pass (autograd's C++ engine: no Python per op)."""
+    forward_module_s: float = 0.0
+    """The model's own Python per parameter-holding module in a forward pass, beyond its kernels'
+    dispatch (module calls, argument checks, mask building); backward runs no Python per module."""
     zero3_module_s: float = 0.0
     """Stage 3: one parameter-holding module's fetch and release in one pass (the pre and post
     hooks, the coordinator's bookkeeping and the allgather's launch and wait, beyond the
@@ -391,6 +398,8 @@ class FrameworkCosts:
     engine_step_s: float = 0.0
     """The engine's step call beyond the optimizer arithmetic (gradient norm, overflow check,
     bookkeeping)."""
+    engine_micro_step_s: float = 0.0
+    """The engine's forward and backward calls' own work in one micro-step, at every stage."""
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -433,6 +442,9 @@ class HardwareSpec:
     streaming_bytes_per_s: Optional[float] = None
     """Achievable memory bandwidth of memory-bound kernels (bytes read plus written per second);
     None leaves memory-bound operators uncosted."""
+    dropout_s_per_element: float = 0.0
+    """What drawing one dropout element's random number costs beyond its bytes (measured: large on
+    CPU, where torch's generator is not bandwidth-bound; 0 on CUDA's Philox kernels)."""
     framework: FrameworkCosts = FrameworkCosts()
     resident_on_touch: bool = False
     """True where memory is counted as the process's resident set (CPU): an allocation counts only

@@ -75,9 +75,15 @@ class Streaming:
     forward_fp32_passes: float = 0.0
     backward_fp32_passes: float = 0.0
     per_batch: bool = False
+    random: bool = False
+    """Dropout: its forward draws one random number per element
+    (``HardwareSpec.dropout_s_per_element``)."""
+
+    def count(self, samples: int) -> int:
+        return self.elements * (1 if self.per_batch else samples)
 
     def bytes(self, samples: int, element_bytes: int, backward: bool) -> float:
-        n = self.elements * (1 if self.per_batch else samples)
+        n = self.count(samples)
         passes, fp32 = ((self.backward_passes, self.backward_fp32_passes) if backward
                         else (self.forward_passes, self.forward_fp32_passes))
         return n * (passes * element_bytes + fp32 * 4)
@@ -125,7 +131,7 @@ def _mlp(block: Block, s: int, h: int, i: int) -> tuple[tuple[Matmul, ...], tupl
 
 def _dropout(name: str, n: int) -> Streaming:
     """Output, and a one-byte mask beside it (about half a pass of a two-byte element)."""
-    return Streaming(name, n, 2.5, 2.5, 1, 1)
+    return Streaming(name, n, 2.5, 2.5, 1, 1, random=True)
 
 
 def _attention(m: ModelSpec, fused: bool) -> tuple[tuple[Matmul, ...], tuple[Streaming, ...]]:
@@ -178,7 +184,7 @@ def _build(m: ModelSpec, fused_attention: bool) -> Operators:
     if block.rotary:
         streaming.append(Streaming("attn.rotary", s * (h + kv), 10, 12, 8, 10))
     if block.hidden_dropout:
-        streaming.append(Streaming("dropouts", sh, 5, 5, 2, 2))  # after attention and after the MLP
+        streaming.append(Streaming("dropouts", 2 * sh, 2.5, 2.5, 1, 1, random=True))  # after attention and the MLP
     layer_mm = qkv + attn_mm + (Matmul("attn.out", s, h, h, bias=bias),) + mlp_mm
 
     outer_mm = [Matmul("lm_head", s, v, h)]
@@ -194,6 +200,8 @@ def _build(m: ModelSpec, fused_attention: bool) -> Operators:
                                         3 if block.learned_positions else 1, 2),
                               Streaming("embedding.grad", v * h, 0, 1, 0, 1, per_batch=True),
                               _norm(block, "final_norm", sh)]
+    if block.hidden_dropout:
+        outer.append(_dropout("embedding.dropout", sh))
     if block.mlm_head:
         outer.append(Streaming("mlm.gelu_norm", sh, 4, 6, 2, 3))
     # The loss upcasts the logits to fp32 (transformers' loss functions), shifts them for a

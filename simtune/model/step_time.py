@@ -97,11 +97,13 @@ def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> tuple[flo
     """(per forward, per backward, per step) seconds the engine adds from the profile's
     :class:`~simtune.model.inputs.FrameworkCosts`: stage 3 fetches and releases every
     parameter-holding module in each pass; stages 2/3 run a gradient hook per parameter tensor in
-    each backward; every stage copies gradients (:func:`gradient_copy_s`) and steps the engine."""
+    each backward; every stage runs the engine's forward and backward calls, copies gradients
+    (:func:`gradient_copy_s`) and steps the engine."""
     fw = hw.framework
-    fwd = bwd = 0.0
+    fwd = bwd = fw.engine_micro_step_s / 2
     if c.stage == 3:
-        fwd = bwd = m.hooked_modules * fw.zero3_module_s
+        fwd += m.hooked_modules * fw.zero3_module_s
+        bwd += m.hooked_modules * fw.zero3_module_s
     if c.stage >= 2:
         bwd += len(m.layout.numels) * fw.gradient_hook_s
     bwd += gradient_copy_s(m, hw, c)

@@ -90,3 +90,11 @@ def test_file_errors_are_profile_errors(tmp_path):
         load_profile(broken)
     with pytest.raises(ProfileError, match="does not exist"):
         load_profile(tmp_path / "absent.json")
+
+
+def test_a_profile_without_framework_costs_reads_as_none_and_a_negative_cost_is_refused(good):
+    assert profile_from_dict(good, source="x.json").framework is not None
+    older = {k: v for k, v in good.items() if k != "framework"}
+    assert profile_from_dict(older, source="x.json").framework is None
+    good["framework"]["zero3_module_s"] = -1.0
+    assert "framework.zero3_module_s" in _error(good)

@@ -71,3 +71,24 @@ def test_recomputation_is_a_forward_of_the_layers_alone(gpt2, make_hardware):
     assert micro_recompute_s(gpt2, hw, config) == pytest.approx(layers)
     assert 0 < layers < forward_s(gpt2, hw, config)
     assert micro_recompute_s(gpt2, hw, TrainConfig(stage=0, micro_batch_size=2)) == 0.0
+
+
+def test_dropout_random_numbers_cost_only_the_forward(gpt2, make_hardware):
+    config = TrainConfig(stage=0, micro_batch_size=2, precision="fp32")
+    plain, drawn = make_hardware(streaming_bytes_per_s=1e10), make_hardware(streaming_bytes_per_s=1e10,
+                                                                            dropout_s_per_element=8e-9)
+    ops = model_operators(gpt2, plain)
+    elements = (gpt2.num_layers * sum(op.count(2) for op in ops.layer_streaming if op.random)
+                + sum(op.count(2) for op in ops.outer_streaming if op.random))
+    assert elements > 0
+    extra = pass_time(gpt2, drawn, config, backward=False).total_s - pass_time(gpt2, plain, config, backward=False).total_s
+    assert extra == pytest.approx(elements * 8e-9)
+    assert pass_time(gpt2, drawn, config, backward=True) == pass_time(gpt2, plain, config, backward=True)
+
+
+def test_the_models_python_is_host_time_per_module(gpt2, make_hardware):
+    config = TrainConfig(stage=0, micro_batch_size=1)
+    base = pass_time(gpt2, make_hardware(overlap_capable=False), config, backward=False)
+    more = pass_time(gpt2, make_hardware(overlap_capable=False, framework=FrameworkCosts(forward_module_s=1e-4)),
+                     config, backward=False)
+    assert more.host_s - base.host_s == pytest.approx(gpt2.hooked_modules * 1e-4)

@@ -1,0 +1,79 @@
+"""What DeepSpeed's engine costs per call on one machine, read off one measured workload, so that
+another workload on the same machine can be predicted without measuring its engines.
+
+The workload calibration measures, per ZeRO stage, what real engines add beyond the cost model's
+terms (``MeasuredCompute.stage_overheads``: per forward, backward and step call) and what one
+more reduction bucket costs (``reduce_call_overheads``). Those are sums of per-unit costs times
+counts of this workload: modules that hold parameters, parameter tensors, buckets. Dividing by
+the counts gives costs per unit (:class:`~simtune.model.inputs.FrameworkCosts`) that another
+workload multiplies by its own counts:
+
+    engine_micro_step_s = forward_0 + backward_0 + loop_0           (stage 0's calls)
+    engine_step_s       = step_0
+    gradient_hook_s     = (backward_2 - backward_0 - extra copies) / parameter tensors
+    zero3_module_s      = (forward_3 - forward_0 + backward_3 - backward_0 - hooks - extra copies)
+                          / (2 x modules with parameters)
+    reduce_bucket_s     = the measured cost of one more reduction call (stage 2, else 1 or 3)
+
+with the extra copies those of :func:`simtune.model.step_time.gradient_copy_s` at that stage over
+stage 0's, and the dispatch costs per kernel taken from the hardware (the profile's own
+measurement). The model's own Python in a forward pass is the intercept of the measured forward
+less the operators' forward over the measured micro-batch sizes (least squares), per module that
+holds parameters:
+
+    forward_module_s    = intercept(measured forward - operators' forward) / modules with parameters
+
+Each is at least 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from simtune.errors import WorkloadError
+from simtune.model.compute_time import pass_time
+from simtune.model.inputs import FrameworkCosts, HardwareSpec, ModelSpec, TrainConfig
+from simtune.model.step_time import gradient_copy_s
+
+
+def forward_intercept_s(model: ModelSpec, hardware: HardwareSpec, precision: str) -> float:
+    """Least-squares intercept over the measured sizes of the measured forward less the operators'
+    forward on ``hardware`` (0 with fewer than two sizes)."""
+    mc = model.measured_compute
+    if mc is None or len(mc.points) < 2:
+        return 0.0
+    closed = dataclasses.replace(model, measured_compute=None, measured_memory=None)
+    xs = [float(mbs) for mbs, _, _ in mc.points]
+    ys = [fwd - pass_time(closed, hardware, TrainConfig(stage=0, micro_batch_size=mbs, precision=precision),
+                          backward=False).total_s for mbs, fwd, _ in mc.points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return my - slope * mx
+
+
+def framework_costs_of(model: ModelSpec, hardware: HardwareSpec, precision: str) -> FrameworkCosts:
+    """Per-unit engine costs from ``model``'s measured engines (see the module docstring)."""
+    mc = model.measured_compute
+    if mc is None or not mc.stage_overheads:
+        raise WorkloadError("The workload has no measured engines to read the framework's costs from.")
+    mbs = min(row[1] for row in mc.stage_overheads)
+    f0, b0, s0, l0 = mc.overheads(0, mbs)
+    f2, b2, _, _ = mc.overheads(2, mbs)
+    f3, b3, _, _ = mc.overheads(3, mbs)
+
+    def copies(stage: int) -> float:
+        config = TrainConfig(stage=stage, micro_batch_size=mbs, precision=precision)
+        return gradient_copy_s(model, hardware, config)
+
+    tensors = len(model.layout.numels)
+    hook = max(0.0, (b2 - b0 - (copies(2) - copies(0))) / tensors)
+    module = max(0.0, (f3 - f0 + b3 - b0 - tensors * hook - (copies(3) - copies(0)))
+                 / (2 * model.hooked_modules))
+    bucket = next((c for c in (mc.reduce_call_overhead(s, mbs) for s in (2, 1, 3)) if c > 0), 0.0)
+    python = max(0.0, forward_intercept_s(model, hardware, precision) / model.hooked_modules)
+    return dataclasses.replace(hardware.framework, zero3_module_s=module, reduce_bucket_s=bucket,
+                               gradient_hook_s=hook, engine_step_s=max(0.0, s0),
+                               engine_micro_step_s=max(0.0, f0 + b0 + l0), forward_module_s=python)
+
+
+__all__ = ["framework_costs_of"]
