@@ -14,12 +14,18 @@ and GPU count, through :class:`simtune.prediction.predictor.Predictor`. Printed 
 published and predicted tokens/s per GPU and the error; for "fits" statements, whether the
 prediction fits; per source, whether each pair of rows of one model and GPU count is ordered the
 same way. Rows the model cannot describe are listed with the reason (tensor or pipeline
-parallelism, FP8 training, no throughput given, a GPU without a spec profile). TF32 rows are
-predicted with the profiles' fp32 curves (no profile has a TF32 curve yet), so they read slow.
+parallelism, FP8 training, TF32 matmuls: no profile has a TF32 curve yet, no throughput given, a
+GPU without a spec profile).
+
+What each source ran is taken from its own description: the attention implementation
+(``software.attention``: eager, sdpa or flash, with its basis) and, for PyTorch FSDP, one fetch
+unit per transformer block (FSDP wraps each block: ``parameter_modules`` = layers + 1) instead of
+DeepSpeed's one per module holding parameters.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -49,8 +55,8 @@ def precision_of(text: str) -> str:
     return "bf16" if "bf16" in text else "fp16" if "fp16" in text else "fp32"
 
 
-def workload_of(model: dict[str, Any]) -> Workload:
-    """The closed-form workload of a published shape."""
+def workload_of(model: dict[str, Any], attention: str | None = None) -> Workload:
+    """The closed-form workload of a published shape (with the source's attention when given)."""
     name = str(model.get("name") or "model").lower()
     layers, hidden, heads = int(model["layers"]), int(model["hidden"]), int(model["heads"])
     intermediate, vocab, seq = int(model["intermediate"]), int(model["vocab"]), int(model["seq_len"])
@@ -66,6 +72,8 @@ def workload_of(model: dict[str, Any]) -> Workload:
     else:
         config = {"model_type": "gpt2", "n_embd": hidden, "n_layer": layers, "n_head": heads, "n_inner": intermediate,
                   "vocab_size": vocab, "n_positions": max(seq, 1024)}
+    if attention:
+        config["attn_implementation"] = attention
     return _from_document(str(model.get("name")), config, seq)
 
 
@@ -75,6 +83,8 @@ def skip_reason(row: dict[str, Any], source: dict[str, Any]) -> str | None:
         return "tensor or pipeline parallel"
     if "fp8" in str(row.get("precision", "")).lower():
         return "FP8 training"
+    if "tf32" in str(row.get("precision", "")).lower():
+        return "TF32 matmuls (no profile has a TF32 curve)"
     if profile_of(source["hardware"]["gpu"]) is None:
         return f"no spec profile for {source['hardware']['gpu']}"
     if not all(row["model"].get(k) for k in ("layers", "hidden", "heads", "intermediate", "vocab", "seq_len")):
@@ -96,10 +106,10 @@ def published_tokens(row: dict[str, Any]) -> float | None:
     return None
 
 
-def predict(row: dict[str, Any], gpu: str) -> tuple[float, bool, str]:
+def predict(row: dict[str, Any], source: dict[str, Any]) -> tuple[float, bool, str]:
     """(tokens/s per GPU, fits, profile) predicted for one row."""
-    profile = load_profile(str(profile_of(gpu)))
-    workload = workload_of(row["model"])
+    profile = load_profile(str(profile_of(source["hardware"]["gpu"])))
+    workload = workload_of(row["model"], (source.get("software") or {}).get("attention"))
     parallel = row.get("parallel") or {}
     gpus = int(row["gpus"])
     trial = Trial(stage=int(parallel.get("zero_stage") or 0), micro_batch_size=int(row.get("micro_batch_size") or 1),
@@ -109,6 +119,9 @@ def predict(row: dict[str, Any], gpu: str) -> tuple[float, bool, str]:
                   activation_checkpointing=bool(row.get("activation_checkpointing")))
     predictor = Predictor.from_parts(None, workload, profile, world_size=gpus,
                                      precision=precision_of(str(row.get("precision", ""))))
+    if "fsdp" in str(parallel.get("framework", "")).lower():
+        predictor = Predictor(dataclasses.replace(predictor.model, parameter_modules=workload.num_layers + 1),
+                              predictor.hardware, dp_degree=predictor.dp_degree, precision=predictor.precision)
     estimate = predictor.predict(trial)
     tokens = estimate.metrics.throughput_samples_per_s * workload.seq_len / gpus
     return tokens, bool(estimate.feasible), profile.name
@@ -126,7 +139,7 @@ def main() -> int:
                 skipped.append((path.stem, row["id"], reason))
                 continue
             try:
-                tokens, feasible, profile = predict(row, source["hardware"]["gpu"])
+                tokens, feasible, profile = predict(row, source)
             except SimtuneError as exc:
                 skipped.append((path.stem, row["id"], f"not predictable: {exc}"))
                 continue
