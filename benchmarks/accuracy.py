@@ -203,6 +203,23 @@ def ablation(full: Any, space: Any, workload: Any, calibration: Any, profile: An
     ]
 
 
+def machine_profile(args: argparse.Namespace, work: Path, name: str) -> Any:
+    """``--profile`` when given, else this machine calibrated on 2 processes (watched, retried)."""
+    from simtune.hardware.registry import load_profile
+
+    if args.profile:
+        profile = load_profile(args.profile)
+        print(f"hardware profile: {profile.name} (given)")
+        return profile
+    from simtune.calibration import run_calibration
+
+    result, others = retried("hardware calibration", lambda: run_calibration(
+        2, out=str(work / "profiles"), name=name), args.max_others, args.retries)
+    print(f"hardware profile: {result.profile.name}, calibrated in {result.wall_s:.1f} s, others {others:.2f} cores "
+          f"(simtune calibrate --gpus 2 --name {name} --out {work / 'profiles'})")
+    return result.profile
+
+
 # ---------------------------------------------------------------------- the run
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -227,7 +244,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     become_subreaper()
 
     from simtune.calibration.workload_launch import calibrate_workload
-    from simtune.hardware.registry import load_profile
     from simtune.prediction.predictor import Predictor
     from simtune.runner import Resources, Runner
     from simtune.runner.experiment import Experiment
@@ -243,17 +259,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"load average at start: {load_average()}")
     started = time.perf_counter()
 
-    if args.profile:
-        profile = load_profile(args.profile)
-        print(f"hardware profile: {profile.name} (given)")
-    else:
-        from simtune.calibration import run_calibration
-
-        result, others = retried("hardware calibration", lambda: run_calibration(
-            2, out=str(work / "profiles"), name="cpu-2proc-accuracy"), args.max_others, args.retries)
-        profile = result.profile
-        print(f"hardware profile: {profile.name}, calibrated in {result.wall_s:.1f} s, others {others:.2f} cores "
-              f"(simtune calibrate --gpus 2 --name cpu-2proc-accuracy --out {work / 'profiles'})")
+    profile = machine_profile(args, work, "cpu-2proc-accuracy")
     workload = load_workload(args.model, seq_len=args.seq_len)
     calibration, others = retried("workload calibration", lambda: calibrate_workload(
         workload, profile, precision="fp32", cache_dir=work / "cache", refresh=not args.profile,

@@ -141,7 +141,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     become_subreaper()
 
     from simtune.calibration.workload_launch import calibrate_workload
-    from simtune.hardware.registry import load_profile
     from simtune.naming import experiment_name
     from simtune.prediction.engine_costs import framework_costs_of
     from simtune.prediction.predictor import Predictor
@@ -156,16 +155,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"date {datetime.datetime.now().isoformat(timespec='seconds')}; load average {accuracy.load_average()}")
     started = time.perf_counter()
-    if args.profile:
-        profile = load_profile(args.profile)
-        print(f"hardware profile: {profile.name} (given)")
-    else:
-        from simtune.calibration import run_calibration
-
-        result, others = accuracy.retried("hardware calibration", lambda: run_calibration(
-            2, out=str(work / "profiles"), name="cpu-2proc-transfer"), args.max_others, args.retries)
-        profile = result.profile
-        print(f"hardware profile: {profile.name}, calibrated in {result.wall_s:.1f} s, others {others:.2f} cores")
+    profile = accuracy.machine_profile(args, work, "cpu-2proc-transfer")
 
     workload_a = load_workload(args.model_a, seq_len=args.seq_a)
     calibration, others = accuracy.retried("workload A calibration", lambda: calibrate_workload(
