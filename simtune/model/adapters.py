@@ -82,6 +82,13 @@ def dropout_cost(profile: HardwareProfile, streaming_bytes_per_s: float) -> floa
     return max(0.0, slope - 2.5 * 4 / streaming_bytes_per_s)
 
 
+def threads_per_rank(profile: HardwareProfile) -> Optional[int]:
+    """A CPU profile's threads per rank when measured (its recorded OMP_NUM_THREADS); None on
+    accelerators or when not recorded."""
+    threads = profile.provenance.assumptions.get("omp_num_threads", "")
+    return int(threads) if profile.device.kind == "cpu" and threads.isdigit() and int(threads) > 0 else None
+
+
 def framework_costs(profile: HardwareProfile) -> FrameworkCosts:
     fw = profile.framework
     if fw is None:
@@ -125,6 +132,7 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
         overlap_capable=device.kind == "cuda", host_memory_bytes=profile.offload.host_memory_bytes,
         fused_attention_dropout=device.kind == "cuda", dropout_mask_bytes=1 if device.kind == "cuda" else None,
         streaming_bytes_per_s=streaming_bandwidth(profile), framework=framework_costs(profile),
+        threads_per_rank=threads_per_rank(profile),
         dropout_s_per_element=dropout_cost(profile, streaming_bandwidth(profile)),
         resident_on_touch=device.kind == "cpu")
 

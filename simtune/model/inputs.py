@@ -8,6 +8,7 @@ hardware, :class:`~simtune.errors.ConfigError` for a training configuration.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from bisect import bisect_right
 from dataclasses import dataclass
@@ -442,6 +443,10 @@ class HardwareSpec:
     streaming_bytes_per_s: Optional[float] = None
     """Achievable memory bandwidth of memory-bound kernels (bytes read plus written per second);
     None leaves memory-bound operators uncosted."""
+    threads_per_rank: Optional[int] = None
+    """Where a rank is a share of the node's cores (CPU): the threads each rank ran with when the
+    profile was measured; :meth:`with_ranks_per_node` rescales the rates when fewer or more ranks
+    share the node. None on accelerators."""
     dropout_s_per_element: float = 0.0
     """What drawing one dropout element's random number costs beyond its bytes (measured: large on
     CPU, where torch's generator is not bandwidth-bound; 0 on CUDA's Philox kernels)."""
@@ -469,6 +474,31 @@ class HardwareSpec:
             _positive(ProfileError, "HardwareSpec", host_memory_bytes=self.host_memory_bytes)
         if self.streaming_bytes_per_s is not None:
             _positive(ProfileError, "HardwareSpec", streaming_bytes_per_s=self.streaming_bytes_per_s)
+
+    def with_ranks_per_node(self, per_node: int, nodes: int) -> "HardwareSpec":
+        """This hardware laid out with ``per_node`` ranks on each of ``nodes`` nodes. Where ranks
+        share the node's cores (``threads_per_rank``), each gets cores / ranks threads, and the
+        compute curves, streaming bandwidth and dropout's random numbers scale with its threads
+        (torch's CPU kernels split their work over OpenMP threads; dispatch does not), and its
+        memory is the node's shared by that many ranks."""
+        spec = dataclasses.replace(self, ranks_per_node=per_node, nodes=nodes)
+        if self.threads_per_rank is None or per_node == self.ranks_per_node:
+            return spec
+        threads = max(1, self.threads_per_rank * self.ranks_per_node // per_node)
+        k = threads / self.threads_per_rank
+
+        def scaled(curve: Optional[EfficiencyCurve]) -> Optional[EfficiencyCurve]:
+            return None if curve is None else EfficiencyCurve(tuple((w, r * k) for w, r in curve.points))
+
+        fp32 = scaled(self.compute.fp32)
+        assert fp32 is not None
+        memory = self.device_memory_bytes * self.ranks_per_node // per_node
+        return dataclasses.replace(
+            spec, threads_per_rank=threads, device_memory_bytes=memory,
+            usable_memory_bytes=memory - (self.device_memory_bytes - self.usable_memory_bytes),
+            compute=ComputeCurves(fp32=fp32, bf16=scaled(self.compute.bf16), fp16=scaled(self.compute.fp16)),
+            streaming_bytes_per_s=None if self.streaming_bytes_per_s is None else self.streaming_bytes_per_s * k,
+            dropout_s_per_element=self.dropout_s_per_element / k)
 
     def cpu_adam_rate(self) -> float:
         if self.cpu_adam_s_per_param is None:

@@ -370,7 +370,8 @@ def engine_residuals(calibration: Calibration, model: ModelSpec, hardware: Hardw
 
 def layout_hardware(hardware: HardwareSpec, world_size: int, nodes: Optional[int] = None) -> HardwareSpec:
     """The profile's hardware laid out for ``world_size`` ranks: ranks per node stay the
-    profile's (or world_size / nodes when nodes are given), nodes as many as needed."""
+    profile's (or world_size / nodes when nodes are given), nodes as many as needed; on CPU a rank
+    gets the node's cores shared by that many ranks (:meth:`HardwareSpec.with_ranks_per_node`)."""
     if nodes is not None:
         if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
             raise InputError(f"The number of nodes must be a positive integer, not {nodes!r}.")
@@ -380,7 +381,7 @@ def layout_hardware(hardware: HardwareSpec, world_size: int, nodes: Optional[int
     else:
         per_node = min(world_size, hardware.ranks_per_node)
         nodes = -(-world_size // per_node)
-    return dataclasses.replace(hardware, ranks_per_node=per_node, nodes=nodes)
+    return hardware.with_ranks_per_node(per_node, nodes)
 
 
 __all__ = ["Calibration", "EngineRun", "Predictor", "Residual", "curve_work_flop", "default_optimizer_impl",

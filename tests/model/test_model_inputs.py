@@ -44,3 +44,19 @@ def test_curve_is_log_linear_between_points_and_flat_outside():
 def test_missing_precision_curve_is_a_profile_error(hardware):
     with pytest.raises(ProfileError, match="fp16"):
         hardware.compute.for_precision("fp16")
+
+
+def test_a_cpu_rank_alone_on_the_node_gets_all_its_cores_and_memory(make_hardware):
+    from simtune.model.inputs import FrameworkCosts
+
+    shared = make_hardware(ranks_per_node=2, threads_per_rank=1, streaming_bytes_per_s=1e10,
+                           dropout_s_per_element=8e-9, framework=FrameworkCosts(forward_kernel_s=5e-6))
+    alone = shared.with_ranks_per_node(1, 1)
+    assert alone.threads_per_rank == 2 and alone.ranks_per_node == 1
+    assert alone.compute.fp32.flop_per_s(1e9) == 2 * shared.compute.fp32.flop_per_s(1e9)
+    assert alone.streaming_bytes_per_s == 2e10 and alone.dropout_s_per_element == 4e-9
+    assert alone.framework == shared.framework  # dispatch does not scale with threads
+    assert alone.device_memory_bytes == 2 * shared.device_memory_bytes
+    assert alone.device_memory_bytes - alone.usable_memory_bytes == shared.device_memory_bytes - shared.usable_memory_bytes
+    accelerator = make_hardware(ranks_per_node=8)
+    assert accelerator.with_ranks_per_node(4, 2).compute == accelerator.compute
