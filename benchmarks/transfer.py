@@ -19,6 +19,12 @@ Run from the repository root on a quiet machine (no GPU needed; DS_ACCELERATOR=c
    each group of configurations that differ only in the stage whether the stages are ordered as
    measured. The same runs are also predicted from the profile alone (no A), for contrast.
 
+The machine's own speed is timed before the calibrations and before and after B's runs (a fixed
+single-thread matmul and GELU loop, ``speed_probe``): a VM whose speed drifts between the
+calibration and the runs moves every error by the same factor, so the errors are also printed
+with the predictions scaled by that drift (the probe's time during B's runs over its time at
+calibration), beside the raw ones.
+
 Targets (issue: a cost model that transfers): step MAPE <= 10%, tau >= 0.8, every per-stage
 ordering right, memory MAPE <= 5%. Launches where other processes used more than
 ``--max-others`` cores are run again (benchmarks/accuracy.py explains the watch).
@@ -62,6 +68,27 @@ class Case:
     @property
     def group(self) -> tuple[int, int, bool]:
         return self.world, self.mbs, self.checkpointing
+
+
+def speed_probe(repeats: int = 5) -> float:
+    """Seconds of a fixed single-thread matmul and GELU loop (median of ``repeats``): the
+    machine's speed now."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, x = torch.randn(256, 256), torch.randn(1 << 18)
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for _ in range(100):
+                a @ a
+                torch.nn.functional.gelu(x)
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def cases() -> list[Case]:
@@ -155,6 +182,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"date {datetime.datetime.now().isoformat(timespec='seconds')}; load average {accuracy.load_average()}")
     started = time.perf_counter()
+    probe_at_calibration = speed_probe()
     profile = accuracy.machine_profile(args, work, "cpu-2proc-transfer")
 
     workload_a = load_workload(args.model_a, seq_len=args.seq_a)
@@ -172,6 +200,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"process memory read off A: program {accuracy.mib(calibration.program_overhead_bytes)} MiB, ZeRO runtime "
           f"{accuracy.mib(calibration.zero_runtime_bytes)} MiB")
 
+    probe_before_runs = speed_probe()
     workload_b = load_workload(args.model_b, seq_len=args.seq_b)
     config_path = work / "ds_config.json"
     config_path.write_text(json.dumps(config))
@@ -209,7 +238,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             continue
         measured.append((case, trial, result.metrics, others))
 
-    def rows_with(with_a: bool) -> list[dict]:
+    probe_after_runs = speed_probe()
+    drift = (probe_before_runs + probe_after_runs) / 2 / probe_at_calibration
+
+    def rows_with(with_a: bool, scale: float = 1.0) -> list[dict]:
         rows = []
         for case, trial, m, others in measured:
             space = TuningSpace.from_config(config, world_size=case.world)
@@ -219,9 +251,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             e = predictor.predict(trial)
             rows.append({"case": case, "name": f"w{case.world} {experiment_name(trial)}"
                          + (" ckpt" if case.checkpointing else ""),
-                         "pred_step_s": e.time.step_s, "meas_step_s": m["step_time_s"],
+                         "pred_step_s": e.time.step_s * scale, "meas_step_s": m["step_time_s"],
                          "pred_mem": e.memory.total_bytes, "meas_mem": m["peak_memory_bytes"],
-                         "pred_tp": e.metrics.throughput_samples_per_s, "meas_tp": m["throughput"], "others": others})
+                         "pred_tp": e.metrics.throughput_samples_per_s / scale, "meas_tp": m["throughput"],
+                         "others": others})
         return rows
 
     rows = rows_with(True)
@@ -247,6 +280,12 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"predicted {pred}{'' if same else '  <- differs'}")
     print(f"peak memory: MAPE {s['mem_mape'] * 100:.1f}% (target <= {TARGET_MEMORY * 100:.0f}%: "
           f"{ok(s['mem_mape'] <= TARGET_MEMORY)}), max error {s['mem_max'] * 100:.1f}%")
+    drifted = summary(rows_with(True, drift))
+    print(f"\nmachine speed (probe seconds): {probe_at_calibration * 1e3:.1f} ms at calibration, "
+          f"{probe_before_runs * 1e3:.1f} before B's runs, {probe_after_runs * 1e3:.1f} after: the machine ran "
+          f"{(drift - 1) * 100:+.0f}% slower during the runs; predictions scaled by {drift:.3f}: MAPE "
+          f"{drifted['mape'] * 100:.1f}%, max {drifted['max'] * 100:.1f}%, tau {drifted['tau']:.3f}, ordering "
+          f"{drifted['ordered']}/{drifted['groups']}")
     alone = summary(rows_with(False))
     print(f"\nthe same runs predicted from the profile alone (no engine costs or process memory from A): "
           f"MAPE {alone['mape'] * 100:.1f}%, tau {alone['tau']:.3f}, ordering {alone['ordered']}/{alone['groups']}, "

@@ -319,11 +319,13 @@ class FrameworkProfile:
     engine_step_s: float
     engine_micro_step_s: float = 0.0
     forward_module_s: float = 0.0
+    gather_call_s: float = 0.0
 
 
 FRAMEWORK_COSTS = ("forward_kernel_s", "backward_kernel_s", "zero3_module_s", "reduce_bucket_s",
-                   "gradient_hook_s", "engine_step_s", "engine_micro_step_s", "forward_module_s")
-OPTIONAL_FRAMEWORK_COSTS = ("engine_micro_step_s", "forward_module_s")
+                   "gradient_hook_s", "engine_step_s", "engine_micro_step_s", "forward_module_s",
+                   "gather_call_s")
+OPTIONAL_FRAMEWORK_COSTS = ("engine_micro_step_s", "forward_module_s", "gather_call_s")
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,7 @@ REDUCE_BUCKET_S = 3e-4
 GRADIENT_HOOK_S = 3e-5
 ENGINE_STEP_S = 2e-3
 ENGINE_MICRO_STEP_S = 1e-4
+GATHER_CALL_S = 5e-5
 
 SOURCES_COMMON = (
     "NVIDIA/nccl-tests doc/PERFORMANCE.md: busbw = algbw x 2(n-1)/n for allreduce, (n-1)/n for allgather and "
@@ -274,7 +275,8 @@ def _assumptions(sheet: SpecSheet) -> dict[str, str]:
         f"per parameter-holding module per pass (range 50-400), {REDUCE_BUCKET_S * 1e6:g} us per reduction "
         f"bucket, {GRADIENT_HOOK_S * 1e6:g} us per gradient hook (stages 2-3), {ENGINE_STEP_S * 1e3:g} ms per "
         f"engine step, {ENGINE_MICRO_STEP_S * 1e6:g} us for the engine's forward and backward calls per "
-        "micro-step (figures derived from the DeepSpeed issues and PyTorch sources cited; an estimate, "
+        f"micro-step, {GATHER_CALL_S * 1e6:g} us per persistent-parameter allgather after a ZeRO-3 step "
+        "(figures derived from the DeepSpeed issues and PyTorch sources cited; an estimate, "
         "not a measurement of this machine)",
         "link_efficiency": f"{LINK_EFFICIENCY} of the per-direction link bandwidth as NCCL bus bandwidth "
         "(NVLink, InfiniBand and PCIe)",
@@ -377,7 +379,7 @@ def build(sheet: SpecSheet) -> HardwareProfile:
             kind="spec", forward_kernel_s=sheet.forward_kernel_s,
             backward_kernel_s=BACKWARD_DISPATCH_SHARE * sheet.forward_kernel_s, zero3_module_s=ZERO3_MODULE_S,
             reduce_bucket_s=REDUCE_BUCKET_S, gradient_hook_s=GRADIENT_HOOK_S, engine_step_s=ENGINE_STEP_S,
-            engine_micro_step_s=ENGINE_MICRO_STEP_S,
+            engine_micro_step_s=ENGINE_MICRO_STEP_S, gather_call_s=GATHER_CALL_S,
         ),
     )
 

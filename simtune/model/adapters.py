@@ -96,7 +96,8 @@ def framework_costs(profile: HardwareProfile) -> FrameworkCosts:
     return FrameworkCosts(forward_kernel_s=fw.forward_kernel_s, backward_kernel_s=fw.backward_kernel_s,
                           zero3_module_s=fw.zero3_module_s, reduce_bucket_s=fw.reduce_bucket_s,
                           gradient_hook_s=fw.gradient_hook_s, engine_step_s=fw.engine_step_s,
-                          engine_micro_step_s=fw.engine_micro_step_s, forward_module_s=fw.forward_module_s)
+                          engine_micro_step_s=fw.engine_micro_step_s, forward_module_s=fw.forward_module_s,
+                          gather_call_s=fw.gather_call_s)
 
 
 def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None) -> HardwareSpec:

@@ -394,6 +394,9 @@ class FrameworkCosts:
     collective's own latency and bytes)."""
     reduce_bucket_s: float = 0.0
     """Stages 1-3: one gradient-reduction bucket's Python work beyond the collective."""
+    gather_call_s: float = 0.0
+    """Stage 3: one allgather of a persistent parameter after the optimizer step (one call per
+    such tensor), beyond the collective's own latency and bytes."""
     gradient_hook_s: float = 0.0
     """Stages 2-3: one parameter's gradient hook in a backward (the copy into the bucket)."""
     engine_step_s: float = 0.0

@@ -97,8 +97,9 @@ def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> tuple[flo
     """(per forward, per backward, per step) seconds the engine adds from the profile's
     :class:`~simtune.model.inputs.FrameworkCosts`: stage 3 fetches and releases every
     parameter-holding module in each pass; stages 2/3 run a gradient hook per parameter tensor in
-    each backward; every stage runs the engine's forward and backward calls, copies gradients
-    (:func:`gradient_copy_s`) and steps the engine."""
+    each backward and gathers each persistent tensor after the step; every stage runs the
+    engine's forward and backward calls, copies gradients (:func:`gradient_copy_s`) and steps
+    the engine."""
     fw = hw.framework
     fwd = bwd = fw.engine_micro_step_s / 2
     if c.stage == 3:
@@ -107,7 +108,10 @@ def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> tuple[flo
     if c.stage >= 2:
         bwd += len(m.layout.numels) * fw.gradient_hook_s
     bwd += gradient_copy_s(m, hw, c)
-    return fwd, bwd, fw.engine_step_s
+    step = fw.engine_step_s
+    if c.stage == 3 and c.dp_degree > 1:
+        step += m.layout.persistent(c.stage3_param_persistence_threshold)[1] * fw.gather_call_s
+    return fwd, bwd, step
 
 
 def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,

@@ -10,6 +10,7 @@ workload multiplies by its own counts:
 
     engine_micro_step_s = forward_0 + backward_0 + loop_0           (stage 0's calls)
     engine_step_s       = step_0
+    gather_call_s       = (step_3 - step_0) / persistent tensors  (one allgather each after the step)
     gradient_hook_s     = (backward_2 - backward_0 - extra copies) / parameter tensors
     zero3_module_s      = (forward_3 - forward_0 + backward_3 - backward_0 - hooks - extra copies)
                           / (2 x modules with parameters)
@@ -59,7 +60,9 @@ def framework_costs_of(model: ModelSpec, hardware: HardwareSpec, precision: str)
     mbs = min(row[1] for row in mc.stage_overheads)
     f0, b0, s0, l0 = mc.overheads(0, mbs)
     f2, b2, _, _ = mc.overheads(2, mbs)
-    f3, b3, _, _ = mc.overheads(3, mbs)
+    f3, b3, s3, _ = mc.overheads(3, mbs)
+    persistent = model.layout.persistent(TrainConfig(stage=3, micro_batch_size=mbs).stage3_param_persistence_threshold)[1]
+    gather = max(0.0, (s3 - s0) / persistent) if persistent else 0.0
 
     def copies(stage: int) -> float:
         config = TrainConfig(stage=stage, micro_batch_size=mbs, precision=precision)
@@ -73,7 +76,8 @@ def framework_costs_of(model: ModelSpec, hardware: HardwareSpec, precision: str)
     python = max(0.0, forward_intercept_s(model, hardware, precision) / model.hooked_modules)
     return dataclasses.replace(hardware.framework, zero3_module_s=module, reduce_bucket_s=bucket,
                                gradient_hook_s=hook, engine_step_s=max(0.0, s0),
-                               engine_micro_step_s=max(0.0, f0 + b0 + l0), forward_module_s=python)
+                               engine_micro_step_s=max(0.0, f0 + b0 + l0), forward_module_s=python,
+                               gather_call_s=gather)
 
 
 __all__ = ["framework_costs_of"]

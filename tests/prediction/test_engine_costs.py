@@ -19,7 +19,7 @@ def hardware_spec(**overrides):
     return dataclasses.replace(spec_of(load_profile("dgx-a100-80gb")), framework=FrameworkCosts(), **overrides)
 
 TRUE = FrameworkCosts(forward_kernel_s=5e-6, backward_kernel_s=3e-6, zero3_module_s=2e-4, reduce_bucket_s=3e-4,
-                      gradient_hook_s=4e-5, engine_step_s=2e-3, engine_micro_step_s=1e-3)
+                      gradient_hook_s=4e-5, engine_step_s=2e-3, engine_micro_step_s=1e-3, gather_call_s=7e-4)
 
 
 def measured_engines(model, hardware, mbs=2):
@@ -28,7 +28,8 @@ def measured_engines(model, hardware, mbs=2):
     truth = dataclasses.replace(hardware, framework=TRUE)
     rows = []
     for stage in range(4):
-        fwd, bwd, step = framework_costs(model, truth, TrainConfig(stage=stage, micro_batch_size=mbs, precision="fp32"))
+        fwd, bwd, step = framework_costs(model, truth, TrainConfig(stage=stage, micro_batch_size=mbs, precision="fp32",
+                                                                        dp_degree=2))
         rows.append((stage, mbs, fwd, bwd, step, 0.0))
     compute = MeasuredCompute(((1, 0.01, 0.02), (4, 0.04, 0.08)), stage_overheads=tuple(rows),
                               reduce_call_overheads=((2, mbs, TRUE.reduce_bucket_s),))
@@ -39,7 +40,8 @@ def test_per_unit_costs_come_back_from_the_engines_of_one_workload():
     hardware = dataclasses.replace(hardware_spec(streaming_bytes_per_s=1e11),
                                    framework=FrameworkCosts(forward_kernel_s=5e-6, backward_kernel_s=3e-6))
     got = framework_costs_of(measured_engines(gpt2_spec(), hardware), hardware, "fp32")
-    for field in ("zero3_module_s", "reduce_bucket_s", "gradient_hook_s", "engine_step_s", "engine_micro_step_s"):
+    for field in ("zero3_module_s", "reduce_bucket_s", "gradient_hook_s", "engine_step_s", "engine_micro_step_s",
+                  "gather_call_s"):
         assert getattr(got, field) == pytest.approx(getattr(TRUE, field)), field
     assert got.forward_kernel_s == 5e-6  # the machine's own measurement is kept
 
