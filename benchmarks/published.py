@@ -12,7 +12,8 @@ model type: Llama for Llama-shaped models, BERT, else GPT-2), the stated ZeRO st
 full and hybrid sharding as stage 3), micro-batch size, accumulation, checkpointing, precision
 and GPU count, through :class:`simtune.prediction.predictor.Predictor`. Printed per row: the
 published and predicted tokens/s per GPU and the error; for "fits" statements, whether the
-prediction fits; per source, whether each pair of rows of one model and GPU count is ordered the
+prediction fits; published peak memory per GPU against the predicted peak; a published largest
+micro-batch against the largest the model says fits; per source, whether each pair of rows of one model and GPU count is ordered the
 same way. Rows the model cannot describe are listed with the reason (tensor or pipeline
 parallelism, FP8 training, TF32 matmuls: no profile has a TF32 curve yet, no throughput given, a
 GPU without a spec profile).
@@ -35,6 +36,7 @@ from typing import Any
 
 from simtune.errors import SimtuneError
 from simtune.hardware import load_profile
+from simtune.prediction.largest_fit import MAX_MICRO_BATCH_SIZE, largest_that_fits
 from simtune.prediction.predictor import Predictor
 from simtune.space import Trial
 from simtune.workloads.presets import Workload, _from_document
@@ -106,8 +108,9 @@ def published_tokens(row: dict[str, Any]) -> float | None:
     return None
 
 
-def predict(row: dict[str, Any], source: dict[str, Any]) -> tuple[float, bool, str]:
-    """(tokens/s per GPU, fits, profile) predicted for one row."""
+def predict(row: dict[str, Any], source: dict[str, Any]) -> tuple[float, bool, str, float, int | None]:
+    """(tokens/s per GPU, fits, profile, peak GiB per GPU, largest micro-batch that fits)
+    predicted for one row."""
     profile = load_profile(str(profile_of(source["hardware"]["gpu"])))
     workload = workload_of(row["model"], (source.get("software") or {}).get("attention"))
     parallel = row.get("parallel") or {}
@@ -124,13 +127,15 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> tuple[float, bool, s
                               predictor.hardware, dp_degree=predictor.dp_degree, precision=predictor.precision)
     estimate = predictor.predict(trial)
     tokens = estimate.metrics.throughput_samples_per_s * workload.seq_len / gpus
-    return tokens, bool(estimate.feasible), profile.name
+    largest = largest_that_fits(lambda m: bool(predictor.predict(dataclasses.replace(trial, micro_batch_size=m)).feasible),
+                                1, MAX_MICRO_BATCH_SIZE)
+    return tokens, bool(estimate.feasible), profile.name, estimate.memory.total_bytes / 2**30, largest
 
 
 def main() -> int:
     print("# command: python benchmarks/published.py")
     print("# predicted with the shipped spec profiles and closed-form workloads; tokens/s per GPU")
-    rows, skipped, fits = [], [], []
+    rows, skipped, fits, memories, largest = [], [], [], [], []
     for path in sorted(DATA.glob("*.json")):
         source = json.loads(path.read_text())
         for row in source["measurements"]:
@@ -139,10 +144,14 @@ def main() -> int:
                 skipped.append((path.stem, row["id"], reason))
                 continue
             try:
-                tokens, feasible, profile = predict(row, source)
+                tokens, feasible, profile, gib, biggest = predict(row, source)
             except SimtuneError as exc:
                 skipped.append((path.stem, row["id"], f"not predictable: {exc}"))
                 continue
+            if row["measured"].get("memory_gib"):
+                memories.append((path.stem, row["id"], float(row["measured"]["memory_gib"]), gib))
+            if row["measured"].get("largest_micro_batch"):
+                largest.append((path.stem, row["id"], int(row["measured"]["largest_micro_batch"]), biggest))
             if "fits" in row["measured"]:
                 fits.append((path.stem, row["id"], bool(row["measured"]["fits"]), feasible))
             published = published_tokens(row)
@@ -187,6 +196,21 @@ def main() -> int:
             verdict = "agrees" if published_fit == predicted_fit else "DISAGREES"
             print(f"  {name} {row_id}: published {'fits' if published_fit else 'does not fit'}, "
                   f"predicted {'fits' if predicted_fit else 'does not fit'}: {verdict}")
+    if memories:
+        print("\npeak memory per GPU, published (as each source measured it: allocator peak or nvidia-smi) "
+              "and predicted:")
+        for name, row_id, published_gib, predicted_gib in memories:
+            print(f"  {name:<34}{row_id:<40}{published_gib:8.1f} GiB {predicted_gib:8.1f} GiB "
+                  f"{(predicted_gib / published_gib - 1) * 100:+6.0f}%")
+        errors = [abs(p / m - 1) for _, _, m, p in memories]
+        print(f"  {len(memories)} rows: median |error| {statistics.median(errors) * 100:.0f}%, "
+              f"MAPE {statistics.fmean(errors) * 100:.0f}%")
+    if largest:
+        print("\nlargest micro-batch that fits, published and predicted (target: within one power-of-two step):")
+        for name, row_id, published_mbs, predicted_mbs in largest:
+            ok = predicted_mbs is not None and published_mbs / 2 < predicted_mbs < published_mbs * 2
+            print(f"  {name} {row_id}: published {published_mbs}, predicted {predicted_mbs}: "
+                  f"{'within' if ok else 'OUTSIDE'}")
     print(f"\nleft out ({len(skipped)}):")
     for name, row_id, reason in skipped:
         print(f"  {name} {row_id}: {reason}")
