@@ -44,9 +44,15 @@ def model_spec(workload: Workload, activation_bytes_per_sample_per_layer: Option
         seq_len=workload.seq_len, flops_per_sample_forward=float(forward_flops(workload).total(1)),
         largest_layer_params=largest_layer_params(workload),
         activation_bytes_per_sample_per_layer=activation_bytes_per_sample_per_layer,
-        param_tensor_numels=parameter_tensor_numels(workload), attention=workload.attention,
-        attention_dropout=workload.attention_dropout > 0, block=block_of(workload),
-        parameter_modules=sum(m.repeats for m in module_parameters(workload) if m.tensors or m.shared))
+        param_tensor_numels=parameter_tensor_numels(workload), **structure_of(workload))
+
+
+def structure_of(workload: Workload) -> dict[str, Any]:
+    """The ModelSpec fields that say how the workload's layers are built (its kernels, attention
+    and the modules ZeRO-3 hooks), beyond its sizes and counts."""
+    return dict(attention=workload.attention, attention_dropout=workload.attention_dropout > 0,
+                block=block_of(workload),
+                parameter_modules=sum(m.repeats for m in module_parameters(workload) if m.tensors or m.shared))
 
 
 def _collectives(table: Mapping[str, CollectiveFit]) -> Optional[Collectives]:

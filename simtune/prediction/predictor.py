@@ -31,17 +31,17 @@ import dataclasses
 import math
 from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
 
-from simtune.errors import ConfigError, InputError
+from simtune.errors import ConfigError, InputError, SimtuneError
 from simtune.hardware.profile import HardwareProfile
 from simtune.model import compute_time
 from simtune.knobs import deepspeed_defaults, modelled_keys
 from simtune.prediction.largest_fit import MAX_MICRO_BATCH_SIZE, largest_that_fits
-from simtune.model.adapters import hardware_spec, model_spec, train_config
+from simtune.model.adapters import hardware_spec, model_spec, structure_of, train_config
 from simtune.model.estimate import Estimate, estimate, metrics
 from simtune.model.inputs import PRECISIONS, HardwareSpec, ModelSpec, TrainConfig
 from simtune.model.memory import estimate_memory
 from simtune.space import Trial, TuningSpace
-from simtune.workloads.presets import Workload
+from simtune.workloads.presets import Workload, load_workload
 
 Residual = Callable[[Trial], float]
 """A correction of the predicted step time: the factor measured / predicted for a trial."""
@@ -92,6 +92,12 @@ class Calibration(Protocol):
     """What the Predictor reads of a workload calibration
     (:class:`~simtune.calibration.workload.WorkloadCalibration`)."""
 
+    @property
+    def name(self) -> str: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def seq_len(self) -> int: ...
     @property
     def profile_name(self) -> str: ...
     @property
@@ -198,15 +204,15 @@ class Predictor:
             measured = calibration.matches(profile.name, precision)
             cpu = profile.device.kind == "cpu"
             script_rows = calibration.script_stage_overheads() if measured and not calibration.engines else ()
-            model = calibration.model_spec(with_measured_compute=measured, process_overheads=cpu,
-                                           stage_overheads=script_rows)
+            model = with_structure(calibration.model_spec(with_measured_compute=measured, process_overheads=cpu,
+                                                          stage_overheads=script_rows), calibration)
             if measured and calibration.engines:
                 overheads, calls, residuals = engine_residuals(calibration, model, hardware, precision)
                 script_s = calibration.script_overhead.median_s if calibration.script_overhead is not None else 0.0
                 overheads = tuple(row[:5] + (row[5] + max(0.0, script_s),) for row in overheads)
-                model = calibration.model_spec(with_measured_compute=True, stage_overheads=overheads,
-                                               process_overheads=cpu, stage_residuals=residuals,
-                                               reduce_call_overheads=calls)
+                model = with_structure(calibration.model_spec(
+                    with_measured_compute=True, stage_overheads=overheads, process_overheads=cpu,
+                    stage_residuals=residuals, reduce_call_overheads=calls), calibration)
         else:
             raise TypeError("workload_or_calibration must be a Workload or a WorkloadCalibration, "
                             f"not {type(workload_or_calibration).__name__}")
@@ -366,6 +372,19 @@ def engine_residuals(calibration: Calibration, model: ModelSpec, hardware: Hardw
         held_before = m.fixed_overhead_bytes + m.runtime_overhead_bytes
         memory.append((e.stage, e.micro_batch_size, e.peak_bytes - (m.total_bytes - held_before)))
     return tuple(times), tuple(calls), tuple(memory)
+
+
+def with_structure(model: ModelSpec, calibration: Calibration) -> ModelSpec:
+    """``model`` (a calibration's counts) with how its layers are built, read from the workload a
+    model-mode calibration measured (a preset or config); unchanged for a script or a workload
+    that no longer loads."""
+    if calibration.mode != "model":
+        return model
+    try:
+        workload = load_workload(calibration.name, seq_len=calibration.seq_len)
+    except SimtuneError:
+        return model
+    return dataclasses.replace(model, **structure_of(workload))
 
 
 def layout_hardware(hardware: HardwareSpec, world_size: int, nodes: Optional[int] = None) -> HardwareSpec:

@@ -233,3 +233,11 @@ def test_measured_values_interpolate_in_the_micro_batch_size():
     rows = [(1, (1.0, 10.0)), (4, (4.0, 40.0))]
     assert clamped_in_mbs(rows, 2) == pytest.approx((2.0, 20.0))
     assert clamped_in_mbs(rows, 16) == (4.0, 40.0) and clamped_in_mbs(rows, 1) == (1.0, 10.0)
+
+
+def test_a_model_mode_calibration_carries_how_its_layers_are_built(a100):
+    bert = load_workload("bert-tiny")
+    p = predictor(calibration_of(bert, "another-machine"), a100)
+    assert not p.measured_compute_used
+    assert p.model.block.mlp == "gelu" and p.model.block.mlm_head and not p.model.block.causal
+    assert p.model.attention == bert.attention and p.model.hooked_modules == 24  # bert-tiny's modules with parameters
