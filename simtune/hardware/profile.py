@@ -343,7 +343,7 @@ class Provenance:
     deepspeed_version: Optional[str]
     sources: tuple[str, ...]
     assumptions: Mapping[str, str]
-    """Name -> value and reason, e.g. "compute_efficiency": "0.5 of peak (DeepSpeed BERT 52%)"."""
+    """Name -> value and reason, e.g. "link_efficiency": "0.8 of the per-direction link bandwidth"."""
     notes: tuple[str, ...]
 
 

@@ -360,7 +360,8 @@ def assumptions(study: CapacityStudy) -> tuple[str, ...]:
     memory_settings = ", ".join(f"{a:.0e}/{b:.0e}".replace("e+0", "e") for a, b in grid.stage3_memory)
     return (
         "Every number comes from simtune's cost model (docs/cost-model.md): ZeRO memory per term as DeepSpeed "
-        "0.19.8 allocates it, and step time from the profile's compute curve, collective fits and optimizer rate.",
+        "0.19.8 allocates it, and step time from the model's operators on the profile's matmul curve, memory "
+        "bandwidth and dispatch cost, its collective fits, optimizer rate and framework costs.",
         "One data-parallel rank per GPU and no tensor or pipeline parallelism (mp = 1). Nodes = ceil(GPUs / GPUs per "
         "node); a group that spans nodes uses the profile's inter-node collective costs for all its traffic.",
         f"The planner tries ZeRO stages 0-3; reduce bucket sizes {buckets} elements (DeepSpeed's autotuner values); "
