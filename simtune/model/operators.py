@@ -155,9 +155,9 @@ _CACHE: dict[tuple[object, ...], Operators] = {}
 
 def operators(m: ModelSpec, fused_attention: bool) -> Operators:
     """The operators of ``m`` (``fused_attention``: whether attention runs one fused kernel),
-    built once per shape."""
-    key = (m.block, m.seq_len, m.hidden_size, m.num_heads, m.intermediate_size, m.vocab_size,
-           m.attention_dropout, fused_attention)
+    built once per shape (the layer count and FLOPs included: they size the unlisted product)."""
+    key = (m.block, m.num_layers, m.seq_len, m.hidden_size, m.num_heads, m.intermediate_size, m.vocab_size,
+           m.flops_per_sample_forward, m.attention_dropout, fused_attention)
     hit = _CACHE.get(key)
     if hit is None:
         hit = _CACHE[key] = _build(m, fused_attention)
@@ -184,7 +184,7 @@ def _build(m: ModelSpec, fused_attention: bool) -> Operators:
     if block.rotary:
         streaming.append(Streaming("attn.rotary", s * (h + kv), 10, 12, 8, 10))
     if block.hidden_dropout:
-        streaming.append(Streaming("dropouts", 2 * sh, 2.5, 2.5, 1, 1, random=True))  # after attention and the MLP
+        streaming.append(_dropout("dropouts", 2 * sh))  # after attention and after the MLP
     layer_mm = qkv + attn_mm + (Matmul("attn.out", s, h, h, bias=bias),) + mlp_mm
 
     outer_mm = [Matmul("lm_head", s, v, h)]
@@ -196,8 +196,8 @@ def _build(m: ModelSpec, fused_attention: bool) -> Operators:
         # products the list does not name (DeBERTa's relative-position attention): the FLOP count
         # of the workload's analysis is the reference
         outer_mm.append(Matmul("unlisted", s, h, max(1, round(unlisted / (2 * s * h)))))
-    outer: list[Streaming] = [Streaming("embedding", sh, 3 if block.learned_positions else 1, 2,
-                                        3 if block.learned_positions else 1, 2),
+    lookups = 3 if block.learned_positions else 1  # a position embedding adds a look-up and an add
+    outer: list[Streaming] = [Streaming("embedding", sh, lookups, 2, lookups, 2),
                               Streaming("embedding.grad", v * h, 0, 1, 0, 1, per_batch=True),
                               _norm(block, "final_norm", sh)]
     if block.hidden_dropout:

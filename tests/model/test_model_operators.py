@@ -41,3 +41,12 @@ def test_each_family_launches_its_own_kernels():
     bert = model_spec(load_workload("bert-base")).block
     assert gpt2.mlp == "gelu_python" and gpt2.causal and gpt2.fused_qkv
     assert bert.mlp == "gelu" and not bert.causal and bert.mlm_head and not bert.fused_qkv
+
+
+def test_models_of_one_shape_with_other_counts_get_their_own_operators():
+    import dataclasses
+
+    m = model_spec(load_workload("gpt2-tiny"))
+    more = dataclasses.replace(m, flops_per_sample_forward=2 * m.flops_per_sample_forward)
+    assert not any(op.name == "unlisted" for op in operators(m, fused_attention=True).outer_matmuls)
+    assert any(op.name == "unlisted" for op in operators(more, fused_attention=True).outer_matmuls)
