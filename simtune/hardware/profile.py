@@ -14,6 +14,7 @@ This module is pure: no torch, no I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Mapping, Optional, TypeVar
@@ -322,10 +323,10 @@ class FrameworkProfile:
     gather_call_s: float = 0.0
 
 
-FRAMEWORK_COSTS = ("forward_kernel_s", "backward_kernel_s", "zero3_module_s", "reduce_bucket_s",
-                   "gradient_hook_s", "engine_step_s", "engine_micro_step_s", "forward_module_s",
-                   "gather_call_s")
-OPTIONAL_FRAMEWORK_COSTS = ("engine_micro_step_s", "forward_module_s", "gather_call_s")
+FRAMEWORK_COSTS = tuple(f.name for f in dataclasses.fields(FrameworkProfile) if f.name != "kind")
+OPTIONAL_FRAMEWORK_COSTS = tuple(f.name for f in dataclasses.fields(FrameworkProfile)
+                                 if f.default is not dataclasses.MISSING)
+"""Costs added after the section first shipped: a profile written before them lacks them (0)."""
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from typing import Any, Mapping, Optional
 
 from simtune import knobs as knob_table
 from simtune.errors import ProfileError
-from simtune.hardware.profile import CollectiveFit, HardwareProfile
+from simtune.hardware.profile import FRAMEWORK_COSTS, CollectiveFit, HardwareProfile
 from simtune.model.inputs import (Block, CollectiveCost, Collectives, ComputeCurves, EfficiencyCurve,
-                                  FrameworkCosts, HardwareSpec, ModelSpec, TrainConfig)
+                                  FrameworkCosts, HardwareSpec, ModelSpec, TrainConfig, least_squares_line)
 from simtune.space import Trial
 from simtune.workloads.analysis import (forward_flops, largest_layer_params, module_parameters,
                                         parameter_count, parameter_tensor_numels)
@@ -19,20 +19,21 @@ from simtune.workloads.presets import Workload
 def block_of(workload: Workload) -> Block:
     """How the workload's layers are built, from its model type and Hugging Face config."""
     cfg, kind = workload.hf_config, workload.model_type
-    def dropout(*keys: str) -> bool:
-        return any(float(cfg.get(k) or 0.0) > 0 for k in keys if isinstance(cfg.get(k), (int, float)))
+
+    def dropout(key: str) -> bool:  # 0.1 is the transformers config classes' default
+        value = cfg.get(key, 0.1)
+        return isinstance(value, (int, float)) and value > 0
+
     if kind in ("llama", "mistral", "qwen2"):
         heads = int(cfg.get("num_key_value_heads") or 0)
         return Block(norm="rms_norm", mlp="swiglu", fused_qkv=False, linear_bias=False,
                      hidden_dropout=False, rotary=True, learned_positions=False, kv_heads=heads)
     if kind == "gpt2":
         act = str(cfg.get("activation_function", "gelu_new"))
-        return Block(mlp="gelu_python" if act == "gelu_new" else "gelu",
-                     hidden_dropout=dropout("resid_pdrop") if "resid_pdrop" in cfg else True)
+        return Block(mlp="gelu_python" if act == "gelu_new" else "gelu", hidden_dropout=dropout("resid_pdrop"))
     mlm = kind in ("bert", "distilbert", "deberta-v2", "roberta")
     return Block(mlp="gelu", fused_qkv=False, causal=not mlm, mlm_head=mlm,
-                 hidden_dropout=dropout("hidden_dropout_prob", "dropout") if any(
-                     k in cfg for k in ("hidden_dropout_prob", "dropout")) else True)
+                 hidden_dropout=dropout("hidden_dropout_prob" if "hidden_dropout_prob" in cfg else "dropout"))
 
 
 def model_spec(workload: Workload, activation_bytes_per_sample_per_layer: Optional[float] = None) -> ModelSpec:
@@ -81,10 +82,7 @@ def dropout_cost(profile: HardwareProfile, streaming_bytes_per_s: float) -> floa
     fit = profile.compute.elementwise_fit("dropout", "fp32")
     if fit is None or len(fit.points) < 2:
         return 0.0
-    xs = [float(p.elements) for p in fit.points]
-    ys = [p.fwd.min_s for p in fit.points]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    _, slope = least_squares_line([float(p.elements) for p in fit.points], [p.fwd.min_s for p in fit.points])
     return max(0.0, slope - 2.5 * 4 / streaming_bytes_per_s)
 
 
@@ -99,11 +97,7 @@ def framework_costs(profile: HardwareProfile) -> FrameworkCosts:
     fw = profile.framework
     if fw is None:
         return FrameworkCosts()
-    return FrameworkCosts(forward_kernel_s=fw.forward_kernel_s, backward_kernel_s=fw.backward_kernel_s,
-                          zero3_module_s=fw.zero3_module_s, reduce_bucket_s=fw.reduce_bucket_s,
-                          gradient_hook_s=fw.gradient_hook_s, engine_step_s=fw.engine_step_s,
-                          engine_micro_step_s=fw.engine_micro_step_s, forward_module_s=fw.forward_module_s,
-                          gather_call_s=fw.gather_call_s)
+    return FrameworkCosts(**{key: getattr(fw, key) for key in FRAMEWORK_COSTS})
 
 
 def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None) -> HardwareSpec:
@@ -125,6 +119,7 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
         fit = min(on_device, key=lambda f: f.s_per_param)
     collectives = profile.collectives
     device = profile.device
+    streaming = streaming_bandwidth(profile)
     return HardwareSpec(
         device_memory_bytes=device.memory_bytes, usable_memory_bytes=device.usable_memory_bytes,
         fixed_overhead_bytes=device.fixed_overhead_bytes,
@@ -138,9 +133,8 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
         inter_node_collectives=_collectives(collectives.inter_node) if collectives.applicable else None,
         overlap_capable=device.kind == "cuda", host_memory_bytes=profile.offload.host_memory_bytes,
         fused_attention_dropout=device.kind == "cuda", dropout_mask_bytes=1 if device.kind == "cuda" else None,
-        streaming_bytes_per_s=streaming_bandwidth(profile), framework=framework_costs(profile),
-        threads_per_rank=threads_per_rank(profile),
-        dropout_s_per_element=dropout_cost(profile, streaming_bandwidth(profile)),
+        streaming_bytes_per_s=streaming, framework=framework_costs(profile),
+        threads_per_rank=threads_per_rank(profile), dropout_s_per_element=dropout_cost(profile, streaming),
         resident_on_touch=device.kind == "cpu")
 
 

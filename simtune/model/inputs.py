@@ -13,7 +13,7 @@ import math
 from bisect import bisect_right
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from simtune.errors import ConfigError, ProfileError, WorkloadError
 from simtune.knobs import knob
@@ -137,6 +137,14 @@ class ModelSpec:
         numels = self.param_tensor_numels or transformer_param_numels(
             self.num_layers, self.hidden_size, self.intermediate_size, self.vocab_size, self.seq_len)
         return ParamLayout(tuple(numels))
+
+
+def least_squares_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """(intercept, slope) of the ordinary least-squares line through the points (at least two
+    different x values)."""
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return my - slope * mx, slope
 
 
 def linear_in_mbs(sizes: tuple[int, ...], values: tuple[float, ...], micro_batch_size: float) -> float:
@@ -490,16 +498,16 @@ class HardwareSpec:
         threads = max(1, self.threads_per_rank * self.ranks_per_node // per_node)
         k = threads / self.threads_per_rank
 
-        def scaled(curve: Optional[EfficiencyCurve]) -> Optional[EfficiencyCurve]:
-            return None if curve is None else EfficiencyCurve(tuple((w, r * k) for w, r in curve.points))
+        def scaled(curve: EfficiencyCurve) -> EfficiencyCurve:
+            return EfficiencyCurve(tuple((w, r * k) for w, r in curve.points))
 
-        fp32 = scaled(self.compute.fp32)
-        assert fp32 is not None
+        c = self.compute
         memory = self.device_memory_bytes * self.ranks_per_node // per_node
         return dataclasses.replace(
             spec, threads_per_rank=threads, device_memory_bytes=memory,
             usable_memory_bytes=memory - (self.device_memory_bytes - self.usable_memory_bytes),
-            compute=ComputeCurves(fp32=fp32, bf16=scaled(self.compute.bf16), fp16=scaled(self.compute.fp16)),
+            compute=ComputeCurves(fp32=scaled(c.fp32), bf16=None if c.bf16 is None else scaled(c.bf16),
+                                  fp16=None if c.fp16 is None else scaled(c.fp16)),
             streaming_bytes_per_s=None if self.streaming_bytes_per_s is None else self.streaming_bytes_per_s * k,
             dropout_s_per_element=self.dropout_s_per_element / k)
 
@@ -570,5 +578,5 @@ class TrainConfig:
 __all__ = [
     "BYTES_PER_ELEMENT", "PRECISIONS", "Block", "CollectiveCost", "FrameworkCosts", "Collectives", "ComputeCurves",
     "EfficiencyCurve", "HardwareSpec", "MeasuredCompute", "MeasuredMemory", "ModelSpec", "TrainConfig",
-    "linear_in_mbs",
+    "least_squares_line", "linear_in_mbs",
 ]

@@ -93,7 +93,8 @@ def gradient_copy_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
     return moved / hw.streaming_bytes_per_s
 
 
-def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> tuple[float, float, float]:
+def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
+                    sizes: Optional[Shards] = None) -> tuple[float, float, float]:
     """(per forward, per backward, per step) seconds the engine adds from the profile's
     :class:`~simtune.model.inputs.FrameworkCosts`: stage 3 fetches and releases every
     parameter-holding module in each pass; stages 2/3 run a gradient hook per parameter tensor in
@@ -110,7 +111,7 @@ def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> tuple[flo
     bwd += gradient_copy_s(m, hw, c)
     step = fw.engine_step_s
     if c.stage == 3 and c.dp_degree > 1:
-        step += m.layout.persistent(c.stage3_param_persistence_threshold)[1] * fw.gather_call_s
+        step += (sizes if sizes is not None else shards(m, c)).persistent_tensors * fw.gather_call_s
     return fwd, bwd, step
 
 
@@ -147,14 +148,14 @@ def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
                             + comm.reduce_at_boundary_s - boundary_in_hooks)
     gathers_after = comm.gather_after_step_s + comm.gather_persistent_after_step_s
     step_phase = gathers_after + opt + offload
-    overhead = loop = 0.0
+    loop = 0.0
     if model.measured_compute is not None:
         mc = model.measured_compute
         o_fwd, o_bwd, o_step, o_loop = mc.overheads(c.stage, c.micro_batch_size)
         o_calls = _reduce_calls(model, c) * mc.reduce_call_overhead(c.stage, c.micro_batch_size)
         loop = gas * o_loop
     else:
-        o_fwd, o_bwd, o_step = framework_costs(model, hardware, c)
+        o_fwd, o_bwd, o_step = framework_costs(model, hardware, c, s)
         o_calls = _reduce_calls(model, c) * hardware.framework.reduce_bucket_s
     overhead = gas * (o_fwd + o_bwd) + o_step + o_calls + loop
     forward_phase += gas * o_fwd

@@ -32,8 +32,9 @@ from __future__ import annotations
 import dataclasses
 
 from simtune.errors import WorkloadError
+from simtune.knobs import knob
 from simtune.model.compute_time import pass_time
-from simtune.model.inputs import FrameworkCosts, HardwareSpec, ModelSpec, TrainConfig
+from simtune.model.inputs import FrameworkCosts, HardwareSpec, ModelSpec, TrainConfig, least_squares_line
 from simtune.model.step_time import gradient_copy_s
 
 
@@ -44,12 +45,10 @@ def forward_intercept_s(model: ModelSpec, hardware: HardwareSpec, precision: str
     if mc is None or len(mc.points) < 2:
         return 0.0
     closed = dataclasses.replace(model, measured_compute=None, measured_memory=None)
-    xs = [float(mbs) for mbs, _, _ in mc.points]
-    ys = [fwd - pass_time(closed, hardware, TrainConfig(stage=0, micro_batch_size=mbs, precision=precision),
-                          backward=False).total_s for mbs, fwd, _ in mc.points]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-    return my - slope * mx
+    residuals = [fwd - pass_time(closed, hardware, TrainConfig(stage=0, micro_batch_size=mbs, precision=precision),
+                                 backward=False).total_s for mbs, fwd, _ in mc.points]
+    intercept, _ = least_squares_line([float(mbs) for mbs, _, _ in mc.points], residuals)
+    return intercept
 
 
 def framework_costs_of(model: ModelSpec, hardware: HardwareSpec, precision: str) -> FrameworkCosts:
@@ -61,7 +60,7 @@ def framework_costs_of(model: ModelSpec, hardware: HardwareSpec, precision: str)
     f0, b0, s0, l0 = mc.overheads(0, mbs)
     f2, b2, _, _ = mc.overheads(2, mbs)
     f3, b3, s3, _ = mc.overheads(3, mbs)
-    persistent = model.layout.persistent(TrainConfig(stage=3, micro_batch_size=mbs).stage3_param_persistence_threshold)[1]
+    persistent = model.layout.persistent(int(knob("stage3_param_persistence_threshold").default))[1]
     gather = max(0.0, (s3 - s0) / persistent) if persistent else 0.0
 
     def copies(stage: int) -> float:

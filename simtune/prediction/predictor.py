@@ -204,15 +204,16 @@ class Predictor:
             measured = calibration.matches(profile.name, precision)
             cpu = profile.device.kind == "cpu"
             script_rows = calibration.script_stage_overheads() if measured and not calibration.engines else ()
-            model = with_structure(calibration.model_spec(with_measured_compute=measured, process_overheads=cpu,
-                                                          stage_overheads=script_rows), calibration)
+            structure = structure_of_calibration(calibration)
+            model = dataclasses.replace(calibration.model_spec(
+                with_measured_compute=measured, process_overheads=cpu, stage_overheads=script_rows), **structure)
             if measured and calibration.engines:
                 overheads, calls, residuals = engine_residuals(calibration, model, hardware, precision)
                 script_s = calibration.script_overhead.median_s if calibration.script_overhead is not None else 0.0
                 overheads = tuple(row[:5] + (row[5] + max(0.0, script_s),) for row in overheads)
-                model = with_structure(calibration.model_spec(
+                model = dataclasses.replace(calibration.model_spec(
                     with_measured_compute=True, stage_overheads=overheads, process_overheads=cpu,
-                    stage_residuals=residuals, reduce_call_overheads=calls), calibration)
+                    stage_residuals=residuals, reduce_call_overheads=calls), **structure)
         else:
             raise TypeError("workload_or_calibration must be a Workload or a WorkloadCalibration, "
                             f"not {type(workload_or_calibration).__name__}")
@@ -374,17 +375,16 @@ def engine_residuals(calibration: Calibration, model: ModelSpec, hardware: Hardw
     return tuple(times), tuple(calls), tuple(memory)
 
 
-def with_structure(model: ModelSpec, calibration: Calibration) -> ModelSpec:
-    """``model`` (a calibration's counts) with how its layers are built, read from the workload a
-    model-mode calibration measured (a preset or config); unchanged for a script or a workload
-    that no longer loads."""
+def structure_of_calibration(calibration: Calibration) -> dict[str, Any]:
+    """How the layers a calibration counted are built (:func:`~simtune.model.adapters.structure_of`),
+    read from the workload a model-mode calibration measured (a preset or config); nothing for a
+    script or a workload that no longer loads."""
     if calibration.mode != "model":
-        return model
+        return {}
     try:
-        workload = load_workload(calibration.name, seq_len=calibration.seq_len)
+        return structure_of(load_workload(calibration.name, seq_len=calibration.seq_len))
     except SimtuneError:
-        return model
-    return dataclasses.replace(model, **structure_of(workload))
+        return {}
 
 
 def layout_hardware(hardware: HardwareSpec, world_size: int, nodes: Optional[int] = None) -> HardwareSpec:
