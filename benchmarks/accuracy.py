@@ -220,28 +220,67 @@ def machine_profile(args: argparse.Namespace, work: Path, name: str) -> Any:
     return result.profile
 
 
-# ---------------------------------------------------------------------- the run
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="gpt2-tiny")
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--work-dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "simtune-accuracy"))
+def add_run_arguments(parser: argparse.ArgumentParser, work_dir_name: str) -> None:
+    """The options every benchmark of real launches takes: where runs are kept, the hardware
+    profile, the timed window, and when a disturbed launch is run again."""
+    parser.add_argument("--work-dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), work_dir_name))
     parser.add_argument("--profile", help="use this hardware profile (name or path) instead of calibrating")
     parser.add_argument("--fresh", action="store_true", help="run every configuration again")
     parser.add_argument("--start-step", type=int, default=4)
     parser.add_argument("--end-step", type=int, default=12)
-    parser.add_argument("--max-load", type=float, default=1.5, help="wait for a 1-minute load average below this")
-    parser.add_argument("--wait-s", type=float, default=0.0, help="wait up to this long for a quiet machine")
     parser.add_argument("--max-others", type=float, default=0.3,
                         help="run a launch again when other processes used more cores than this during it")
     parser.add_argument("--retries", type=int, default=3)
-    parser.add_argument("--only", help="run only the configurations whose name contains this text")
-    args = parser.parse_args(argv)
+
+
+def launch_on_cpu() -> None:
+    """DeepSpeed on CPU processes, no downloads, and this process the subreaper of the ranks (so
+    their CPU time counts as this benchmark's, not as other processes')."""
     os.environ["DS_ACCELERATOR"] = "cpu"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from simtune.runner.interference import become_subreaper
 
     become_subreaper()
+
+
+class WatchedRuns:
+    """Experiments run one at a time, each watched for other processes' load and run again (up to
+    ``--retries`` times) when it failed or they used more than ``--max-others`` cores. The load
+    each run saw is kept in ``work/others.json``, so a run reused from an earlier invocation
+    still reports it."""
+
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args = args
+        self.path = work / "others.json"
+        self.record = json.loads(self.path.read_text()) if self.path.exists() and not args.fresh else {}
+
+    def run(self, name: str, launch: Callable[[bool], Any]) -> tuple[Any, Optional[float]]:
+        """``launch(overwrite)`` runs the experiment ``name`` and returns its result."""
+        result, others = watched(lambda: launch(self.args.fresh))
+        if result.reused:
+            others = self.record.get(name)
+        for _ in range(self.args.retries):
+            if result.status == "ok" and (others is None or others <= self.args.max_others):
+                break
+            print(f"# {name}: {result.status}, others {others or 0:.2f} cores; running it again",
+                  file=sys.stderr, flush=True)
+            result, others = watched(lambda: launch(True))
+        self.record[name] = others
+        self.path.write_text(json.dumps(self.record, indent=1))
+        return result, others
+
+
+# ---------------------------------------------------------------------- the run
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="gpt2-tiny")
+    parser.add_argument("--seq-len", type=int, default=128)
+    add_run_arguments(parser, "simtune-accuracy")
+    parser.add_argument("--max-load", type=float, default=1.5, help="wait for a 1-minute load average below this")
+    parser.add_argument("--wait-s", type=float, default=0.0, help="wait up to this long for a quiet machine")
+    parser.add_argument("--only", help="run only the configurations whose name contains this text")
+    args = parser.parse_args(argv)
+    launch_on_cpu()
 
     from simtune.calibration.workload_launch import calibrate_workload
     from simtune.prediction.predictor import Predictor
@@ -294,22 +333,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                       timeout_s=300, overwrite=overwrite, start_profile_step=args.start_step,
                       end_profile_step=args.end_step)
 
-    record_path = work / "others.json"
-    record = json.loads(record_path.read_text()) if record_path.exists() and not args.fresh else {}
+    runs = WatchedRuns(args, work)
     measured = []
     for index, trial in enumerate(trials):
         experiment = Experiment(space.name(trial), trial, space.render(trial))
-        result, others = watched(lambda: runner(args.fresh).run([experiment])[0])
-        if result.reused:
-            others = record.get(experiment.name)
-        for _ in range(args.retries):
-            if result.status == "ok" and (others is None or others <= args.max_others):
-                break
-            print(f"# {experiment.name}: {result.status}, others {others or 0:.2f} cores; running it again",
-                  file=sys.stderr, flush=True)
-            result, others = watched(lambda: runner(True).run([experiment])[0])
-        record[experiment.name] = others
-        record_path.write_text(json.dumps(record, indent=1))
+        result, others = runs.run(experiment.name, lambda overwrite: runner(overwrite).run([experiment])[0])
         print(f"# [{index + 1}/{len(trials)}] {experiment.name}: {result.status}"
               f"{' (reused)' if result.reused else ''}", file=sys.stderr, flush=True)
         if result.status != "ok":

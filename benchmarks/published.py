@@ -36,7 +36,6 @@ from typing import Any
 
 from simtune.errors import SimtuneError
 from simtune.hardware import load_profile
-from simtune.prediction.largest_fit import MAX_MICRO_BATCH_SIZE, largest_that_fits
 from simtune.prediction.predictor import Predictor
 from simtune.space import Trial
 from simtune.workloads.presets import Workload, _from_document
@@ -108,7 +107,7 @@ def published_tokens(row: dict[str, Any]) -> float | None:
     return None
 
 
-def predict(row: dict[str, Any], source: dict[str, Any]) -> tuple[float, bool, str, float, int | None]:
+def predict(row: dict[str, Any], source: dict[str, Any]) -> tuple[float, bool, str, float, int]:
     """(tokens/s per GPU, fits, profile, peak GiB per GPU, largest micro-batch that fits)
     predicted for one row."""
     profile = load_profile(str(profile_of(source["hardware"]["gpu"])))
@@ -127,8 +126,10 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> tuple[float, bool, s
                               predictor.hardware, dp_degree=predictor.dp_degree, precision=predictor.precision)
     estimate = predictor.predict(trial)
     tokens = estimate.metrics.throughput_samples_per_s * workload.seq_len / gpus
-    largest = largest_that_fits(lambda m: bool(predictor.predict(dataclasses.replace(trial, micro_batch_size=m)).feasible),
-                                1, MAX_MICRO_BATCH_SIZE)
+    largest = predictor.max_micro_batch_size(
+        trial.stage, gradient_accumulation_steps=trial.gradient_accumulation_steps,
+        offload_optimizer=trial.offload_optimizer, offload_param=trial.offload_param,
+        activation_checkpointing=trial.activation_checkpointing)
     return tokens, bool(estimate.feasible), profile.name, estimate.memory.total_bytes / 2**30, largest
 
 
@@ -208,7 +209,7 @@ def main() -> int:
     if largest:
         print("\nlargest micro-batch that fits, published and predicted (target: within one power-of-two step):")
         for name, row_id, published_mbs, predicted_mbs in largest:
-            ok = predicted_mbs is not None and published_mbs / 2 < predicted_mbs < published_mbs * 2
+            ok = published_mbs / 2 < predicted_mbs < published_mbs * 2
             print(f"  {name} {row_id}: published {published_mbs}, predicted {predicted_mbs}: "
                   f"{'within' if ok else 'OUTSIDE'}")
     print(f"\nleft out ({len(skipped)}):")

@@ -153,19 +153,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--seq-a", type=int, default=128)
     parser.add_argument("--model-b", default="bert-tiny")
     parser.add_argument("--seq-b", type=int, default=128)
-    parser.add_argument("--work-dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "simtune-transfer"))
-    parser.add_argument("--profile", help="use this hardware profile (name or path) instead of calibrating")
-    parser.add_argument("--fresh", action="store_true", help="run every configuration again")
-    parser.add_argument("--start-step", type=int, default=4)
-    parser.add_argument("--end-step", type=int, default=12)
-    parser.add_argument("--max-others", type=float, default=0.3)
-    parser.add_argument("--retries", type=int, default=3)
+    accuracy.add_run_arguments(parser, "simtune-transfer")
     args = parser.parse_args(argv)
-    os.environ["DS_ACCELERATOR"] = "cpu"
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from simtune.runner.interference import become_subreaper
-
-    become_subreaper()
+    accuracy.launch_on_cpu()
 
     from simtune.calibration.workload_launch import calibrate_workload
     from simtune.naming import experiment_name
@@ -206,8 +196,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     config_path.write_text(json.dumps(config))
     program = (str(TRAIN_PROGRAM), ["--model", args.model_b, "--seq-len", str(args.seq_b), "--deepspeed",
                                     str(config_path)])
-    record_path = work / "others.json"
-    record = json.loads(record_path.read_text()) if record_path.exists() and not args.fresh else {}
+    runs = accuracy.WatchedRuns(args, work)
     measured: list[tuple[Case, Trial, dict, Optional[float]]] = []
     all_cases = cases()
     for index, case in enumerate(all_cases):
@@ -222,16 +211,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                             start_profile_step=args.start_step, end_profile_step=args.end_step)
             return runner.run([experiment])[0]
 
-        result, others = accuracy.watched(lambda: run(args.fresh))
-        if result.reused:
-            others = record.get(name)
-        for _ in range(args.retries):
-            if result.status == "ok" and (others is None or others <= args.max_others):
-                break
-            print(f"# {name}: {result.status}, others {others or 0:.2f} cores; running it again", file=sys.stderr)
-            result, others = accuracy.watched(lambda: run(True))
-        record[name] = others
-        record_path.write_text(json.dumps(record, indent=1))
+        result, others = runs.run(name, run)
         print(f"# [{index + 1}/{len(all_cases)}] {name}: {result.status}", file=sys.stderr, flush=True)
         if result.status != "ok":
             print(f"{name}: {result.status} ({result.reason})")
