@@ -17,7 +17,12 @@ Run from the repository root on a quiet machine (no GPU needed; DS_ACCELERATOR=c
    micro-batch sizes, every stage with activation checkpointing, and every stage at 1 process)
    and prints predicted against measured step time and peak memory, MAPE, Kendall's tau, and for
    each group of configurations that differ only in the stage whether the stages are ordered as
-   measured. The same runs are also predicted from the profile alone (no A), for contrast.
+   measured. The same runs are also predicted from the profile alone (no A), for contrast;
+5. and as ``simtune search`` predicts B on this machine once A's engine costs are saved
+   (:mod:`simtune.prediction.learnt_engine_costs`): B's model measured without engines (forward,
+   backward and activations, before B's runs, with the time it took), its engines costed per unit
+   with A's costs; and, for contrast, with B's own engines measured (the time that measurement
+   takes is the saving).
 
 The machine's own speed is timed before the calibrations and before and after B's runs (a fixed
 single-thread matmul and GELU loop, ``speed_probe``): a VM whose speed drifts between the
@@ -157,7 +162,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     accuracy.launch_on_cpu()
 
+    from simtune.calibration.workload import MeasureScope
     from simtune.calibration.workload_launch import calibrate_workload
+    from simtune.prediction.learnt_engine_costs import LEARNT, LearntEngineCosts, with_learnt_engine_costs
     from simtune.naming import experiment_name
     from simtune.prediction.engine_costs import framework_costs_of
     from simtune.prediction.predictor import Predictor
@@ -190,8 +197,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"process memory read off A: program {accuracy.mib(calibration.program_overhead_bytes)} MiB, ZeRO runtime "
           f"{accuracy.mib(calibration.zero_runtime_bytes)} MiB")
 
-    probe_before_runs = speed_probe()
     workload_b = load_workload(args.model_b, seq_len=args.seq_b)
+    measured_b: dict[str, Any] = {}
+    for label, scope in (("without engines", MeasureScope(engines=False)), ("with its engines", MeasureScope())):
+        measured_b[label], others = accuracy.retried(f"workload B calibration {label}", lambda: calibrate_workload(
+            workload_b, profile, precision="fp32", cache_dir=work / f"cache-b-{scope.engines}",
+            refresh=not args.profile, scope=scope, log=lambda m: print(f"# {m}", file=sys.stderr)),
+            args.max_others, args.retries)
+        print(f"workload B measured {label} in {measured_b[label].seconds:.1f} s, others {others:.2f} cores")
+    learnt = LearntEngineCosts((f"{workload_a.name}@{workload_a.seq_len}",),
+                               {name: float(getattr(framework, name)) for name in LEARNT})
+    searched_profile = with_learnt_engine_costs(profile, learnt)
+
+    probe_before_runs = speed_probe()
     config_path = work / "ds_config.json"
     config_path.write_text(json.dumps(config))
     program = (str(TRAIN_PROGRAM), ["--model", args.model_b, "--seq-len", str(args.seq_b), "--deepspeed",
@@ -221,12 +239,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     probe_after_runs = speed_probe()
     drift = (probe_before_runs + probe_after_runs) / 2 / probe_at_calibration
 
-    def rows_with(with_a: bool, scale: float = 1.0) -> list[dict]:
+    def rows_with(with_a: bool, scale: float = 1.0, source: Any = None) -> list[dict]:
         rows = []
         for case, trial, m, others in measured:
             space = TuningSpace.from_config(config, world_size=case.world)
-            predictor = Predictor.from_parts(space, workload_b, profile, world_size=case.world, precision="fp32")
-            if with_a:
+            if source is not None:  # B's own measurement, on the profile with A's costs per unit
+                predictor = Predictor.from_parts(space, source, searched_profile, world_size=case.world,
+                                                 precision="fp32")
+            else:
+                predictor = Predictor.from_parts(space, workload_b, profile, world_size=case.world, precision="fp32")
+            if with_a and source is None:
                 predictor = transferred(predictor, framework, calibration)
             e = predictor.predict(trial)
             rows.append({"case": case, "name": f"w{case.world} {experiment_name(trial)}"
@@ -270,6 +292,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"\nthe same runs predicted from the profile alone (no engine costs or process memory from A): "
           f"MAPE {alone['mape'] * 100:.1f}%, tau {alone['tau']:.3f}, ordering {alone['ordered']}/{alone['groups']}, "
           f"memory MAPE {alone['mem_mape'] * 100:.1f}%")
+    for label, note in (("without engines", "A's engine costs per unit, as simtune search predicts B once A's are saved"),
+                        ("with its engines", "B's own engines, as the first search of B on a new machine predicts it")):
+        got = summary(rows_with(True, source=measured_b[label]))
+        print(f"the same runs predicted from B's model measured {label} ({measured_b[label].seconds:.1f} s; {note}): "
+              f"MAPE {got['mape'] * 100:.1f}%, max {got['max'] * 100:.1f}%, tau {got['tau']:.3f}, ordering "
+              f"{got['ordered']}/{got['groups']}, memory MAPE {got['mem_mape'] * 100:.1f}%")
     print(f"\ntotal wall time {time.perf_counter() - started:.0f} s; load average at end: {accuracy.load_average()}")
     return 0
 

@@ -499,7 +499,8 @@ def calibration_from(request: Request, workload: Workload, model: Any, measured:
     total, per_layer = derived_activations(results)
     fields: dict[str, Any] = dict(engines=(), ranks=1, base_rss_bytes=0, program_overhead_bytes=0, zero_runtime_bytes=0,
                                   checkpointing_skipped=not request.checkpointing,
-                                  bucket_engines_skipped=not request.bucket_engines)
+                                  bucket_engines_skipped=not request.bucket_engines,
+                                  engines_skipped=not request.engines)
     fields.update(extra)
     return WorkloadCalibration(
         fingerprint=request.fingerprint, name=workload.name, mode="model", seq_len=workload.seq_len,

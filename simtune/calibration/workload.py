@@ -215,6 +215,9 @@ class WorkloadCalibration:
     """True when the engines with small buckets were left out (no configuration of the search
     that asked for it issues another number of gradient reductions than DeepSpeed's default
     bucket); a search with one measures again."""
+    engines_skipped: bool = False
+    """True when no engine was measured (the profile's learnt engine costs stood in for them); a
+    search that wants them measures again."""
     from_cache: bool = field(default=False, compare=False)
     """True when this object was read from the cache rather than measured now (not saved)."""
 
@@ -380,6 +383,10 @@ class Request:
     space never checkpoints leaves it out (a quarter to a half of the model's measurement)."""
     bucket_engines: bool = True
     """Also measure the engines with small buckets at stages 1-3 (the cost per reduction call)."""
+    engines: bool = True
+    """Measure real engines at every stage (what DeepSpeed adds to this model); a search on a
+    profile that already knows the engine's costs per unit (:mod:`simtune.prediction.engine_costs`)
+    leaves them out (two fifths of the measurement of a small model)."""
 
 
 @dataclass(frozen=True)
@@ -391,13 +398,17 @@ class MeasureScope:
 
     checkpointing: bool = True
     bucket_engines: bool = True
+    engines: bool = True
+    """False: no engine at all (the profile's learnt engine costs stand in for them)."""
 
     def missing_from(self, calibration: WorkloadCalibration) -> list[str]:
         """What this scope needs that ``calibration`` left out."""
         missing = []
         if self.checkpointing and calibration.checkpointing_skipped:
             missing.append("activation checkpointing")
-        if self.bucket_engines and calibration.bucket_engines_skipped:
+        if self.engines and calibration.engines_skipped:
+            missing.append("the engines")
+        elif self.engines and self.bucket_engines and calibration.bucket_engines_skipped:
             missing.append("the engines with small buckets")
         return missing
 
@@ -411,7 +422,7 @@ def measurement_request(workload: Workload, precision: str, *, threads: int, mic
     return Request(model=workload.name, seq_len=workload.seq_len, precision=precision, threads=threads,
                    micro_batch_sizes=tuple(micro_batch_sizes), repeats=repeats, memory_limit_bytes=memory_limit_bytes,
                    profile_name=profile_name, fingerprint=fingerprint, checkpointing=scope.checkpointing,
-                   bucket_engines=scope.bucket_engines)
+                   bucket_engines=scope.bucket_engines and scope.engines, engines=scope.engines)
 
 
 def cached_measurement(key: str, cache_dir: Optional[os.PathLike[str] | str], refresh: bool, what: str,

@@ -137,7 +137,8 @@ def measure_with_launch(request: Request, num_gpus: int, *, stages: tuple[int, .
     resources = Resources.resolve(num_gpus=num_gpus)
     with tempfile.TemporaryDirectory(prefix="simtune-workload-") as folder:
         request_path = Path(folder) / "request.json"
-        request_path.write_text(json.dumps({**dataclasses.asdict(request), "out_dir": folder, "stages": list(stages),
+        request_path.write_text(json.dumps({**dataclasses.asdict(request), "out_dir": folder,
+                                            "stages": list(stages) if request.engines else [],
                                             "machine_raw": str(machine_raw) if machine_raw else None}))
         port = free_port()
         command = local_ranks.command(resources.world_size, port, RANK_MODULE,

@@ -131,6 +131,7 @@ class EstimateCommand(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         from simtune.hardware.registry import load_profile
+        from simtune.prediction.learnt_engine_costs import learnt_engine_costs, with_learnt_engine_costs
         from simtune.prediction.predictor import Predictor, default_precision
         from simtune.workloads.presets import load_workload
 
@@ -148,6 +149,7 @@ class EstimateCommand(Command):
         workload = load_workload(args.model, seq_len=args.seq_len)
         precision = args.precision or default_precision(profile)
         source = _calibration_for(workload, profile, precision)
+        profile = with_learnt_engine_costs(profile, learnt_engine_costs(profile, precision))
         predictor = Predictor.from_parts(None, source or workload, profile, world_size=world,
                                          precision=precision, nodes=args.num_nodes)
         knobs = {}

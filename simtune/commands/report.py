@@ -94,6 +94,8 @@ class ReportCommand(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         from simtune.hardware import load_profile
+        from simtune.prediction.learnt_engine_costs import learnt_engine_costs, with_learnt_engine_costs
+        from simtune.prediction.predictor import default_precision
         from simtune.report import CapacityRequest, build_document, capacity_study, read_search, write_report
         from simtune.report.capacity import gpu_counts_of
         from simtune.workloads import load_workload
@@ -107,7 +109,8 @@ class ReportCommand(Command):
             if not names:
                 raise InputError("Capacity planning needs --profile NAME[,NAME...] (see simtune profiles).")
             workload = load_workload(args.model, args.seq_len)
-            profiles = tuple(load_profile(n) for n in names)
+            profiles = tuple(with_learnt_engine_costs(p, learnt_engine_costs(p, args.precision or default_precision(p)))
+                             for p in map(load_profile, names))
             request = CapacityRequest(workload, profiles, gpu_counts_of(args.gpus), args.precision, args.tokens,
                                       args.samples, args.price, args.global_batch)
             if not args.quiet:

@@ -58,6 +58,14 @@ def user_dir() -> Path:
     return simtune_home() / "profiles"
 
 
+def profile_side_file(subfolder: str, profile_name: str, folder: str | os.PathLike[str] | None = None) -> Path:
+    """``<folder>/<profile>.json``, the folder by default ``<user profile folder>/<subfolder>``
+    (a sub-folder, so that profile listings do not mistake the file for a profile): where what
+    is learnt on one profile is kept beside it (residuals, engine costs)."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in profile_name) or "profile"
+    return Path(folder if folder is not None else user_dir() / subfolder) / f"{safe}.json"
+
+
 def profile_dirs() -> list[tuple[Path, str]]:
     """``(folder, origin)`` in search order; origin is "env", "user" or "shipped"."""
     dirs: list[tuple[Path, str]] = []

@@ -9,6 +9,8 @@ path, e.g. ``collectives.intra_node.allreduce.bandwidth_bytes_per_s``) and its v
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from typing import Any, Optional
 
@@ -51,6 +53,12 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
     return value
+
+
+def profile_fingerprint(profile: HardwareProfile) -> str:
+    """Changes when the profile's numbers change (a recalibration is another model)."""
+    text = json.dumps(profile_to_dict(profile), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def profile_to_dict(profile: HardwareProfile) -> dict:

@@ -212,6 +212,10 @@ class MeasuredCompute:
     """(stage, micro_batch_size, seconds): what one more gradient-reduction call (one more bucket)
     costs the engine beyond the collective's own time (its Python work, the wait for the other
     ranks), from engines with small buckets; the per-backward overhead above excludes it."""
+    engines_measured: bool = True
+    """False when no engine of this model was measured: the engine's work then comes from the
+    hardware's :class:`FrameworkCosts` times this model's counts, as for a model not measured
+    (the rows above then hold only the loop around the calls, if anything)."""
 
     def __post_init__(self) -> None:
         _sorted_sizes("MeasuredCompute.points", [p[0] for p in self.points])

@@ -149,11 +149,12 @@ def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
     gathers_after = comm.gather_after_step_s + comm.gather_persistent_after_step_s
     step_phase = gathers_after + opt + offload
     loop = 0.0
-    if model.measured_compute is not None:
-        mc = model.measured_compute
+    mc = model.measured_compute
+    if mc is not None:
         o_fwd, o_bwd, o_step, o_loop = mc.overheads(c.stage, c.micro_batch_size)
-        o_calls = _reduce_calls(model, c) * mc.reduce_call_overhead(c.stage, c.micro_batch_size)
         loop = gas * o_loop
+    if mc is not None and mc.engines_measured:
+        o_calls = _reduce_calls(model, c) * mc.reduce_call_overhead(c.stage, c.micro_batch_size)
     else:
         o_fwd, o_bwd, o_step = framework_costs(model, hardware, c, s)
         o_calls = _reduce_calls(model, c) * hardware.framework.reduce_bucket_s

@@ -207,6 +207,10 @@ class Predictor:
             structure = structure_of_calibration(calibration)
             model = dataclasses.replace(calibration.model_spec(
                 with_measured_compute=measured, process_overheads=cpu, stage_overheads=script_rows), **structure)
+            if measured and not calibration.engines and model.measured_compute is not None:
+                # no engine of this model was measured: the profile's framework costs stand in
+                model = dataclasses.replace(model, measured_compute=dataclasses.replace(
+                    model.measured_compute, engines_measured=False))
             if measured and calibration.engines:
                 overheads, calls, residuals = engine_residuals(calibration, model, hardware, precision)
                 script_s = calibration.script_overhead.median_s if calibration.script_overhead is not None else 0.0

@@ -490,9 +490,6 @@ def _clip(ratio: float) -> float:
 def residual_path(profile_name: str, folder: str | os.PathLike[str] | None = None) -> Path:
     """Where the residual model of a hardware profile lives: ``<user profile folder>/residuals/
     <profile>.json`` (a sub-folder, so profile listings do not mistake it for a profile)."""
-    if folder is None:
-        from simtune.hardware.registry import user_dir
+    from simtune.hardware.registry import profile_side_file
 
-        folder = user_dir() / "residuals"
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in profile_name) or "profile"
-    return Path(folder) / f"{safe}.json"
+    return profile_side_file("residuals", profile_name, folder)

@@ -34,8 +34,12 @@ from simtune.calibration.workload_launch import calibrate_workload
 from simtune.calibration.workload_script import calibrate_script
 from simtune.errors import InputError
 from simtune.file_lock import exclusive
-from simtune.hardware import HardwareProfile, find_profile_for, load_profile, profile_to_dict
+from simtune.hardware import HardwareProfile, find_profile_for, load_profile
+from simtune.hardware.serialize import profile_fingerprint
 from simtune.hardware.registry import simtune_home
+from simtune.prediction.engine_costs import framework_costs_of
+from simtune.prediction.learnt_engine_costs import record_engine_costs
+from simtune.prediction.predictor import Predictor
 from simtune.prediction.residual import ResidualModel, residual_path
 from simtune.runner.interference import Load, load_note, watched
 from simtune.runner.resources import Resources, cpu_model_name, detect_accelerator
@@ -75,12 +79,6 @@ class ProfileChoice:
     """The workload measured in the calibration's launch (``measure_workload``), else None."""
     load: Load = Load(None)
     """The load of other processes during the calibration (unknown when none ran)."""
-
-
-def profile_fingerprint(profile: HardwareProfile) -> str:
-    """Changes when the profile's numbers change (a recalibration is another model)."""
-    text = json.dumps(profile_to_dict(profile), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 Measuring = Callable[..., Any]
@@ -170,6 +168,22 @@ class WorkloadChoice:
     seconds: float = 0.0
     load: Load = Load(None)
     """The load of other processes during the measurement (unknown when none ran)."""
+
+
+def remember_engine_costs(profile: HardwareProfile, predictor: Predictor, workload_key: str, *,
+                          say: Callable[[str], None]) -> None:
+    """Save the engine costs per unit read off the chosen workload's own engines, measured on
+    ``profile``'s hardware in the predictor's precision (nothing without them), so that the next
+    workload on this machine needs none (:mod:`simtune.prediction.learnt_engine_costs`)."""
+    calibration = predictor.calibration
+    if calibration is None or not calibration.engines or not predictor.measured_compute_used:
+        return
+    costs = framework_costs_of(predictor.model, predictor.hardware, predictor.precision)
+    buckets = any(e.reduce_bucket_size is not None for e in calibration.engines)
+    saved = record_engine_costs(profile, workload_key, predictor.precision, costs, buckets_measured=buckets)
+    if saved is not None:
+        say(f"engine costs per unit read off this workload's engines saved to {saved}: the next workload "
+            f"on {profile.name} can be measured without engines")
 
 
 def workload_key(workload: Any, precision: str) -> str:

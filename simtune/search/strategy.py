@@ -12,11 +12,14 @@ after an interrupt, :meth:`Strategy.partial_outcome` gives what finished (None: 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Protocol
 
 from simtune.errors import InputError
+from simtune.hardware.serialize import profile_fingerprint
+from simtune.prediction.learnt_engine_costs import learnt_engine_costs, with_learnt_engine_costs
 from simtune.prediction.predictor import Predictor
 from simtune.progress import Progress
 from simtune.runner import Runner
@@ -24,7 +27,8 @@ from simtune.runner.interference import load_note
 from simtune.search.measured import MeasuredSearch, MeasureOptions
 from simtune.search.memory_bound import search_memory_bound
 from simtune.search.model_inputs import (ProfileChoice, WorkloadChoice, choose_profile, choose_script_workload,
-                                         choose_workload, here, load_residual, measure_scope, profile_fingerprint)
+                                         choose_workload, here, load_residual, measure_scope,
+                                         remember_engine_costs)
 from simtune.search.outcome import SearchOutcome
 from simtune.search.outputs import ModelReport
 from simtune.search.request import SearchRequest
@@ -121,6 +125,11 @@ class Simulated:
             raise InputError(f"Hardware profile {profile.name!r} describes {profile.device.count} x "
                              f"{profile.device.name}, not this machine's {resources.world_size} process(es), so its "
                              f"predictions cannot be verified here: use --verify-top 0 or a profile of this machine.")
+        learnt = learnt_engine_costs(profile, precision)
+        if scope is not None and learnt is not None and learnt.covers(bucket_engines=scope.bucket_engines):
+            scope = dataclasses.replace(scope, engines=False)
+            if verify_top > 0 and choice.local and choice.workload is None:
+                self.progress.note(f"{learnt.describe()} on {profile.name}: the workload's engines are not measured")
         if choice.workload is not None:
             chosen = choice.workload
         elif program.mode == "script":
@@ -132,8 +141,10 @@ class Simulated:
             chosen = choose_workload(workload, profile, precision=precision,
                                      measure=verify_top > 0 and choice.local, say=self.progress.note,
                                      num_gpus=resources.num_gpus, scope=scope, measuring=measuring)
-        predictor = Predictor.from_parts(request.space, chosen.model, profile, world_size=resources.world_size,
-                                         precision=precision, nodes=resources.num_nodes)
+        predictor = Predictor.from_parts(request.space, chosen.model, with_learnt_engine_costs(profile, learnt),
+                                         world_size=resources.world_size, precision=precision,
+                                         nodes=resources.num_nodes)
+        remember_engine_costs(profile, predictor, chosen.key, say=self.progress.note)
         options = SimulateOptions(verify_top=verify_top, search_trials=autotuning.search_trials,
                                   parallel=self.runner.parallel, confirm_close_calls=autotuning.confirm_close_calls)
         identity = {"profile": profile.name, "profile_numbers": profile_fingerprint(profile),

@@ -110,6 +110,20 @@ def test_a_search_without_checkpointing_skips_it_and_one_with_it_measures_again(
                               cache_dir=tmp_path, in_process=True, log=None, scope=MeasureScope(checkpointing=False)).from_cache
 
 
+def test_a_measurement_without_engines_serves_only_searches_that_need_none(tiny, tmp_path):
+    def measure(scope, log=None):
+        return calibrate_workload(tiny, cpu_profile(), precision="fp32", micro_batch_sizes=(1, 2), repeats=2,
+                                  cache_dir=tmp_path, in_process=True, log=log, scope=scope)
+
+    bare = measure(MeasureScope(checkpointing=False, engines=False))
+    assert bare.engines_skipped and bare.bucket_engines_skipped and not bare.engines
+    assert measure(MeasureScope(checkpointing=False, bucket_engines=True, engines=False)).from_cache
+    messages: list[str] = []
+    again = measure(MeasureScope(checkpointing=False), messages.append)
+    assert not again.from_cache and not again.engines_skipped
+    assert any("no numbers for the engines" in m for m in messages)
+
+
 def test_fingerprint_changes_with_every_input(tiny, tmp_path):
     base = fingerprint(model_identity(tiny), 64, "fp32", "p")
     assert fingerprint(model_identity(tiny), 64, "fp32", "p") == base

@@ -1,0 +1,107 @@
+"""Engine costs per unit saved from one workload's engines and used for the next workload."""
+
+import dataclasses
+import json
+
+import pytest
+
+from simtune.hardware import load_profile
+from simtune.hardware.serialize import profile_fingerprint
+from simtune.model.inputs import FrameworkCosts
+from simtune.prediction.learnt_engine_costs import (LEARNT, learnt_engine_costs, record_engine_costs,
+                                                    with_learnt_engine_costs)
+from simtune.prediction.predictor import Predictor
+from simtune.space import Trial
+from simtune.workloads import load_workload
+
+from tests.prediction.test_predictor import calibration_of
+
+COSTS = FrameworkCosts(forward_kernel_s=9.0, backward_kernel_s=9.0, zero3_module_s=2e-4, reduce_bucket_s=3e-4,
+                       gradient_hook_s=4e-5, engine_step_s=2e-3, engine_micro_step_s=1e-3, forward_module_s=5e-5,
+                       gather_call_s=7e-4)
+
+
+@pytest.fixture(scope="module")
+def a100():
+    return load_profile("dgx-a100-80gb")
+
+
+def test_saved_costs_come_back_for_the_same_profile_and_precision(a100, tmp_path):
+    path = tmp_path / "costs.json"
+    assert record_engine_costs(a100, "gpt2-tiny@64/fp32#1", "fp32", COSTS, buckets_measured=True, path=path) == path
+    learnt = learnt_engine_costs(a100, "fp32", path=path)
+    assert learnt is not None and learnt.sources == ("gpt2-tiny@64/fp32#1",)
+    assert learnt.costs == {name: getattr(COSTS, name) for name in LEARNT}
+    assert learnt.covers(bucket_engines=True)
+    # saving the same costs again leaves the file as it was
+    assert record_engine_costs(a100, "gpt2-tiny@64/fp32#1", "fp32", COSTS, buckets_measured=True, path=path) is None
+
+
+def test_each_cost_is_the_median_over_the_workloads_of_the_precision(a100, tmp_path):
+    path = tmp_path / "costs.json"
+    for key, module_s in (("a", 1e-4), ("b", 2e-4), ("c", 6e-4)):
+        record_engine_costs(a100, key, "fp32", dataclasses.replace(COSTS, zero3_module_s=module_s),
+                            buckets_measured=False, path=path)
+    record_engine_costs(a100, "d", "bf16", dataclasses.replace(COSTS, zero3_module_s=9e-3), buckets_measured=True,
+                        path=path)
+    fp32 = learnt_engine_costs(a100, "fp32", path=path)
+    assert fp32 is not None and fp32.sources == ("a", "b", "c")
+    assert fp32.costs["zero3_module_s"] == pytest.approx(2e-4)
+    # no fp32 workload measured small buckets: the bucket cost is not known, so engines are still wanted
+    assert "reduce_bucket_s" not in fp32.costs
+    assert not fp32.covers(bucket_engines=True) and fp32.covers(bucket_engines=False)
+    # a precision none was measured in takes every workload
+    fp16 = learnt_engine_costs(a100, "fp16", path=path)
+    assert fp16 is not None and fp16.sources == ("a", "b", "c", "d")
+
+
+def test_costs_saved_against_other_numbers_of_the_profile_are_ignored(a100, tmp_path):
+    path = tmp_path / "costs.json"
+    record_engine_costs(a100, "a", "fp32", COSTS, buckets_measured=True, path=path)
+    recalibrated = dataclasses.replace(a100, name=a100.name,
+                                       device=dataclasses.replace(a100.device, usable_memory_bytes=1 << 30))
+    assert profile_fingerprint(recalibrated) != profile_fingerprint(a100)
+    assert learnt_engine_costs(recalibrated, "fp32", path=path) is None
+
+
+def test_a_missing_or_damaged_file_holds_nothing(a100, tmp_path):
+    assert learnt_engine_costs(a100, "fp32", path=tmp_path / "none.json") is None
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text("{not json")
+    assert learnt_engine_costs(a100, "fp32", path=damaged) is None
+    # a damaged file is replaced by the next save
+    record_engine_costs(a100, "a", "fp32", COSTS, buckets_measured=True, path=damaged)
+    assert set(json.loads(damaged.read_text())["entries"]) == {"a"}
+
+
+def test_the_profile_carries_the_learnt_costs_and_keeps_its_dispatch(a100, tmp_path):
+    path = tmp_path / "costs.json"
+    record_engine_costs(a100, "a", "fp32", COSTS, buckets_measured=True, path=path)
+    learnt = learnt_engine_costs(a100, "fp32", path=path)
+    merged = with_learnt_engine_costs(a100, learnt)
+    assert merged.framework is not None and a100.framework is not None
+    assert merged.framework.zero3_module_s == COSTS.zero3_module_s
+    assert merged.framework.forward_kernel_s == a100.framework.forward_kernel_s != COSTS.forward_kernel_s
+    assert "learnt from a" in merged.provenance.notes[-1]
+    assert with_learnt_engine_costs(a100, None) is a100
+
+
+def test_a_workload_measured_without_engines_is_costed_per_unit(a100):
+    """Its own forward and backward are measured; the engine's work is the profile's cost per unit
+    times this model's counts (without the learnt costs, a ZeRO-3 step would cost as little as
+    ZeRO-0's beyond communication)."""
+    calibration = calibration_of(load_workload("gpt2-tiny"), a100.name)
+    assert not calibration.engines
+    trial3, trial0 = Trial(stage=3, micro_batch_size=2), Trial(stage=0, micro_batch_size=2)
+
+    def engine_s(profile, trial):
+        p = Predictor.from_parts(None, calibration, profile, world_size=8, precision="bf16")
+        assert p.measured_compute_used and p.model.measured_compute is not None
+        assert not p.model.measured_compute.engines_measured
+        return p, p.predict(trial).time.engine_overhead_s
+
+    slow = dataclasses.replace(a100, framework=dataclasses.replace(a100.framework, zero3_module_s=1e-3))
+    p, fast_s = engine_s(a100, trial3)
+    _, slow_s = engine_s(slow, trial3)
+    assert slow_s - fast_s == pytest.approx(2 * p.model.hooked_modules * (1e-3 - a100.framework.zero3_module_s))
+    assert engine_s(slow, trial0)[1] == pytest.approx(engine_s(a100, trial0)[1])
