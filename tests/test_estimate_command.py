@@ -76,6 +76,21 @@ def test_offload_and_checkpointing_move_memory(capsys):
     assert offloaded["config"]["activation_checkpointing"] is True
 
 
+def test_engine_costs_learnt_on_the_profile_are_used(capsys, tmp_path, monkeypatch):
+    """A search that measured engines on this profile saved their costs per unit: an estimate of a
+    model never measured there costs its engines with them."""
+    from simtune.model.inputs import FrameworkCosts
+    from simtune.prediction.learnt_engine_costs import record_engine_costs
+
+    monkeypatch.setenv("SIMTUNE_HOME", str(tmp_path / "home"))
+    base = ["--model", "gpt2-large", "--profile", "dgx-a100-80gb", "--gpus", "8", "--stage", "3", "--mbs", "8"]
+    before = run_json(capsys, base)
+    record_engine_costs(load_profile("dgx-a100-80gb"), "other@128/bf16#0", "bf16",
+                        FrameworkCosts(zero3_module_s=0.01, engine_step_s=0.5), buckets_measured=False)
+    after = run_json(capsys, base)
+    assert after["time_s"]["engine_overhead"] > before["time_s"]["engine_overhead"] + 0.5
+
+
 def test_text_breakdown(capsys):
     code = main(["estimate", "--model", "gpt2", "--profile", "dgx-a100-80gb", "--gpus", "8", "--stage", "1",
                  "--seq-len", "512", "--precision", "bf16", "--num_nodes", "2"])
