@@ -107,6 +107,20 @@ def published_tokens(row: dict[str, Any]) -> float | None:
     return None
 
 
+CHECKPOINTING_MODES = {"selective (op)": "selective-op", "selective": "selective-op",
+                       "selective (layer)": "every-2-layers"}
+"""Published activation-checkpointing modes and the cost model's policies (simtune.model.checkpointing):
+torchtitan's "selective op"; its plain "selective" (the H100 rows: its llama3_8b.toml of that time
+set selective_ac_option = "op"); "selective layer", assumed at option 2 (every other layer: the
+table does not give N). Every other mode (full, or none with activation_checkpointing false) is
+full checkpointing."""
+
+
+def checkpointing_policy(row: dict[str, Any]) -> str:
+    """The row's activation-checkpointing policy (see :data:`CHECKPOINTING_MODES`)."""
+    return CHECKPOINTING_MODES.get(str(row.get("activation_checkpointing_mode") or ""), "full")
+
+
 def predict(row: dict[str, Any], source: dict[str, Any]) -> tuple[float, bool, str, float, int]:
     """(tokens/s per GPU, fits, profile, peak GiB per GPU, largest micro-batch that fits)
     predicted for one row."""
@@ -120,10 +134,12 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> tuple[float, bool, s
                   offload_param="cpu" if parallel.get("offload_param") else "none",
                   activation_checkpointing=bool(row.get("activation_checkpointing")))
     predictor = Predictor.from_parts(None, workload, profile, world_size=gpus,
-                                     precision=precision_of(str(row.get("precision", ""))))
+                                     precision=precision_of(str(row.get("precision", ""))),
+                                     checkpointing_policy=checkpointing_policy(row))
     if "fsdp" in str(parallel.get("framework", "")).lower():
         predictor = Predictor(dataclasses.replace(predictor.model, parameter_modules=workload.num_layers + 1),
-                              predictor.hardware, dp_degree=predictor.dp_degree, precision=predictor.precision)
+                              predictor.hardware, dp_degree=predictor.dp_degree, precision=predictor.precision,
+                              checkpointing_policy=predictor.checkpointing_policy)
     estimate = predictor.predict(trial)
     tokens = estimate.metrics.throughput_samples_per_s * workload.seq_len / gpus
     largest = predictor.max_micro_batch_size(

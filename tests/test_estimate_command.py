@@ -76,6 +76,17 @@ def test_offload_and_checkpointing_move_memory(capsys):
     assert offloaded["config"]["activation_checkpointing"] is True
 
 
+def test_a_selective_policy_keeps_more_and_recomputes_less_than_full(capsys):
+    base = ["--model", "gpt2-large", "--profile", "dgx-a100-80gb", "--gpus", "8", "--stage", "3", "--mbs", "8"]
+    full = run_json(capsys, [*base, "--checkpointing"])
+    selective = run_json(capsys, [*base, "--checkpointing-policy", "selective-op"])
+    assert selective["config"]["activation_checkpointing"] is True
+    assert selective["config"]["checkpointing_policy"] == "selective-op"
+    assert full["config"]["checkpointing_policy"] == "full"
+    assert selective["memory_bytes"]["activations"] > full["memory_bytes"]["activations"]
+    assert 0 < selective["time_s"]["recompute"] < full["time_s"]["recompute"]
+
+
 def test_engine_costs_learnt_on_the_profile_are_used(capsys, tmp_path, monkeypatch):
     """A search that measured engines on this profile saved their costs per unit: an estimate of a
     model never measured there costs its engines with them."""
@@ -116,6 +127,7 @@ def test_text_breakdown(capsys):
      "needs ZeRO stage 1, 2 or 3"),
     (["--model", "gpt2", "--profile", "dgx-a100-80gb", "--reduce-bucket-size", "lots"], "number of elements"),
     (["--profile", "dgx-a100-80gb", "--checkpointing", "maybe"], "expected true or false"),
+    (["--profile", "dgx-a100-80gb", "--checkpointing-policy", "sometimes"], "checkpointing policy must be"),
 ])
 def test_bad_inputs_are_one_sentence_and_exit_2(capsys, argv, needle):
     code = main(["estimate", *argv])

@@ -123,6 +123,11 @@ class EstimateCommand(Command):
         parser.add_argument("--checkpointing", "--activation-checkpointing", dest="checkpointing",
                             type=_bool, nargs="?", const=True, default=False, metavar="true|false",
                             help="activation checkpointing (default off; the flag alone turns it on)")
+        parser.add_argument("--checkpointing-policy", "--checkpointing_policy", dest="checkpointing_policy",
+                            default="full", metavar="full|selective-op|every-N-layers",
+                            help="what activation checkpointing keeps: full (DeepSpeed's and Hugging Face's; default) "
+                                 "or torchtitan's selective-op or every-N-layers; another policy than full turns "
+                                 "checkpointing on")
         parser.add_argument("--reduce-bucket-size", "--reduce_bucket_size", dest="reduce_bucket_size", type=_size,
                             help="reduce_bucket_size in elements (default DeepSpeed's 5e8)")
         parser.add_argument("--overlap-comm", "--overlap_comm", dest="overlap_comm", type=_bool, metavar="true|false",
@@ -151,7 +156,8 @@ class EstimateCommand(Command):
         source = _calibration_for(workload, profile, precision)
         profile = with_learnt_engine_costs(profile, learnt_engine_costs(profile, precision))
         predictor = Predictor.from_parts(None, source or workload, profile, world_size=world,
-                                         precision=precision, nodes=args.num_nodes)
+                                         precision=precision, nodes=args.num_nodes,
+                                         checkpointing_policy=args.checkpointing_policy)
         knobs = {}
         if args.reduce_bucket_size is not None:
             knobs["reduce_bucket_size"] = args.reduce_bucket_size
@@ -159,7 +165,7 @@ class EstimateCommand(Command):
             knobs["overlap_comm"] = args.overlap_comm
         settings = dict(gradient_accumulation_steps=args.gas, zero_knobs=knobs,
                         offload_optimizer=args.offload_optimizer, offload_param=args.offload_param,
-                        activation_checkpointing=args.checkpointing)
+                        activation_checkpointing=args.checkpointing or args.checkpointing_policy != "full")
         _check_offload(args)
         stages = (args.stage,) if args.stage is not None else (0, 1, 2, 3)
         largest = {}
@@ -178,7 +184,9 @@ class EstimateCommand(Command):
             "num_nodes": args.num_nodes, "world_size": world,
             "train_batch_size": trial.micro_batch_size * trial.gradient_accumulation_steps * world,
             "offload_optimizer": trial.offload_optimizer, "offload_param": trial.offload_param,
-            "activation_checkpointing": trial.activation_checkpointing, **knobs,
+            "activation_checkpointing": trial.activation_checkpointing,
+            "checkpointing_policy": predictor.checkpointing_policy if trial.activation_checkpointing else None,
+            **knobs,
             "compute_source": "workload calibration on this hardware" if predictor.measured_compute_used
             else "FLOPs / profile compute curve",
         }
@@ -255,7 +263,8 @@ def _text(estimate: Any, config: dict[str, Any], profile: Any, largest: dict[int
         f"configuration: ZeRO {config['stage']}, micro-batch {config['micro_batch_size']}, accumulation "
         f"{config['gradient_accumulation_steps']}, global batch {config['train_batch_size']}"
         + (", " + ", ".join(offload) if offload else "")
-        + (", activation checkpointing" if config["activation_checkpointing"] else ""),
+        + (f", activation checkpointing ({config['checkpointing_policy']})" if config["activation_checkpointing"]
+           else ""),
         f"compute times from: {config['compute_source']}",
         "",
         "memory per GPU",

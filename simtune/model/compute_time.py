@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from simtune.model.checkpointing import SELECTIVE_OP, checkpointed_layers, kept_products
 from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
 from simtune.model.memory_activations import keeps_attention_scores
 from simtune.model.operators import Matmul, Operators, Streaming, operators
@@ -123,13 +124,27 @@ def micro_backward_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
 
 
 def micro_recompute_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
-    """The measured recomputation (checkpointed minus plain backward) when the model has it,
-    else one forward of the layers."""
+    """What full checkpointing recomputes (the measured checkpointed minus plain backward when the
+    model has it, else one forward of the layers) times the policy's :func:`recomputed_fraction`."""
     if not c.activation_checkpointing:
         return 0.0
     if m.measured_compute is not None:
         measured = m.measured_compute.recompute_s(c.micro_batch_size)
-        if measured is not None:
-            return measured / c.mp_degree
-        return m.measured_compute.forward_s(c.micro_batch_size) / c.mp_degree
-    return pass_time(m, hw, c, backward=False, layers_only=True).total_s
+        full = (measured if measured is not None else m.measured_compute.forward_s(c.micro_batch_size)) / c.mp_degree
+    else:
+        full = pass_time(m, hw, c, backward=False, layers_only=True).total_s
+    return full if c.checkpointing_policy == "full" else full * recomputed_fraction(m, hw, c)
+
+
+def recomputed_fraction(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
+    """The share of full checkpointing's recomputation a policy runs: the checkpointed layers'
+    share; for selective-op, a layer's forward device time less its kept products and fused
+    attention kernel, over that forward (:mod:`simtune.model.checkpointing`)."""
+    if c.checkpointing_policy != SELECTIVE_OP:
+        return checkpointed_layers(m, c) / m.num_layers
+    ops = model_operators(m, hw)
+    matmul, streaming = _device_s(ops.layer_matmuls, ops.layer_streaming, hw, c, False)
+    kept = kept_products(ops) + tuple(op for op in ops.layer_matmuls if op.name == "attn.fused")
+    kept_s = _device_s(kept, (), hw, c, False)[0]
+    total = matmul + streaming
+    return max(0.0, total - kept_s) / total if total > 0 else 1.0

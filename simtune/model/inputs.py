@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from bisect import bisect_right
 from dataclasses import dataclass
 from functools import cached_property
@@ -522,6 +523,10 @@ class HardwareSpec:
         return self.cpu_adam_s_per_param
 
 
+CHECKPOINTING_POLICY = re.compile(r"full|selective-op|every-([1-9][0-9]*)-layers")
+"""The activation checkpointing policies (:mod:`simtune.model.checkpointing`); the group is N."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training configuration, with DeepSpeed 0.19.8's defaults for every ZeRO knob
@@ -546,6 +551,9 @@ class TrainConfig:
     offload_optimizer: bool = False
     offload_param: bool = False
     activation_checkpointing: bool = False
+    checkpointing_policy: str = "full"
+    """What checkpointing keeps when it is on (:mod:`simtune.model.checkpointing`): ``full``
+    (DeepSpeed's and Hugging Face's), ``selective-op`` or ``every-N-layers`` (torchtitan's)."""
 
     def __post_init__(self) -> None:
         _require(self.stage in (0, 1, 2, 3), ConfigError, f"TrainConfig.stage must be 0, 1, 2 or 3, got {self.stage!r}.")
@@ -564,6 +572,9 @@ class TrainConfig:
                  f"Parameter offload needs ZeRO stage 3, got stage {self.stage}.")
         _require(not self.offload_optimizer or self.stage >= 1, ConfigError,
                  "Optimizer offload needs ZeRO stage 1, 2 or 3, got stage 0.")
+        _require(bool(CHECKPOINTING_POLICY.fullmatch(self.checkpointing_policy)), ConfigError,
+                 f"The activation checkpointing policy must be full, selective-op or every-N-layers (N a positive "
+                 f"integer), not {self.checkpointing_policy!r}.")
 
     @property
     def bytes_per_element(self) -> int:

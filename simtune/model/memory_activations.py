@@ -30,7 +30,8 @@ eager attention: torch's CPU flash kernel takes no dropout (aten sdp_utils_cpp.c
 kernels do (``HardwareSpec.fused_attention_dropout``).
 
 With full activation checkpointing each layer keeps only its input (s*h*b bytes, b the compute
-precision's size) and one layer's activations exist again during its recomputation.
+precision's size) and one layer's activations exist again during its recomputation; selective
+policies keep more (:mod:`simtune.model.checkpointing`).
 
 Logits: b*s*V for the logits in the compute precision plus 4*s*V for the fp32 log-softmax the loss
 keeps for backward, divided by t (vocabulary-parallel head).
@@ -40,7 +41,9 @@ from __future__ import annotations
 
 from typing import Optional
 
+from simtune.model.checkpointing import checkpointed_layers, kept_bytes_per_sample
 from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
+from simtune.model.operators import operators
 
 
 def keeps_attention_scores(m: ModelSpec, hw: HardwareSpec) -> bool:
@@ -75,9 +78,14 @@ def attention_score_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> flo
 
 
 def activation_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> int:
+    """Every layer's activations, or under checkpointing what the checkpointed layers keep
+    (:mod:`simtune.model.checkpointing`), the others' activations and one layer recomputing."""
     per_layer = layer_activation_bytes_per_sample(m, c, hw)
-    if c.activation_checkpointing:
-        per_sample = m.num_layers * m.seq_len * m.hidden_size * c.bytes_per_element + per_layer
+    checkpointed = checkpointed_layers(m, c)
+    if checkpointed:
+        fused = not keeps_attention_scores(m, hw)
+        kept = kept_bytes_per_sample(m, c, operators(m, fused), fused, attention_score_bytes(m, c, hw))
+        per_sample = checkpointed * kept + (m.num_layers - checkpointed) * per_layer + per_layer
     else:
         per_sample = m.num_layers * per_layer
     return int(c.micro_batch_size * per_sample)
@@ -86,8 +94,8 @@ def activation_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> int:
 def measured_activation_bytes(m: ModelSpec, c: TrainConfig) -> Optional[int]:
     """The measured peak of forward + backward (logits and loss inside) at this micro-batch size,
     divided by mp; None without a measurement (or without one for checkpointing)."""
-    if m.measured_memory is None:
-        return None
+    if m.measured_memory is None or (c.activation_checkpointing and c.checkpointing_policy != "full"):
+        return None  # what was measured is full checkpointing or none
     value = m.measured_memory.activations_bytes(c.micro_batch_size, c.activation_checkpointing)
     return None if value is None else value // c.mp_degree
 

@@ -150,6 +150,10 @@ def _attention(m: ModelSpec, fused: bool) -> tuple[tuple[Matmul, ...], tuple[Str
             tuple(streaming))
 
 
+ATTENTION_CORE = ("attn.scores", "attn.weighted", "attn.fused")
+"""Attention's own products (batched over heads): the layer's other products are linear layers."""
+
+
 _CACHE: dict[tuple[object, ...], Operators] = {}
 
 

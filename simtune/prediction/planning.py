@@ -230,7 +230,8 @@ class Planner:
         a family ladder's members share one planner per GPU count this way)."""
         p = self.predictor
         return Planner(Predictor(model, p.hardware, dp_degree=p.dp_degree, mp_degree=p.mp_degree,
-                                 precision=p.precision, profile=p.profile), self.grid)
+                                 precision=p.precision, profile=p.profile,
+                                 checkpointing_policy=p.checkpointing_policy), self.grid)
 
     def plan(self, trial: Trial) -> Plan:
         """The trial's estimate."""

@@ -151,7 +151,7 @@ class Predictor:
     def __init__(self, model: ModelSpec, hardware: HardwareSpec, *, dp_degree: int, mp_degree: int = 1,
                  precision: str, space: Optional[TuningSpace] = None, profile: Optional[HardwareProfile] = None,
                  calibration: Optional[Calibration] = None, measured_compute_used: bool = False,
-                 residual: Optional[Residual] = None) -> None:
+                 residual: Optional[Residual] = None, checkpointing_policy: str = "full") -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"Precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
         self.model = model
@@ -165,6 +165,10 @@ class Predictor:
         self.measured_compute_used = measured_compute_used
         """True when forward/backward times come from the workload calibration on this hardware."""
         self.residual = residual
+        self.checkpointing_policy = checkpointing_policy
+        """What activation checkpointing keeps (:mod:`simtune.model.checkpointing`): ``full`` for
+        DeepSpeed's and Hugging Face's; torchtitan's selective policies for capacity planning."""
+        TrainConfig(stage=0, micro_batch_size=1, checkpointing_policy=checkpointing_policy)  # refuse a bad name now
         hardware.compute.for_precision(precision)  # fail now, not at the first trial
         self._knobs = _stage_knobs(space)
 
@@ -173,7 +177,7 @@ class Predictor:
     def from_parts(cls, space: Optional[TuningSpace], workload_or_calibration: Union[Workload, Calibration],
                    profile: Union[HardwareProfile, str], *, world_size: int, precision: str,
                    residual: Optional[Residual] = None, nodes: Optional[int] = None,
-                   optimizer_impl: Optional[str] = None) -> "Predictor":
+                   optimizer_impl: Optional[str] = None, checkpointing_policy: str = "full") -> "Predictor":
         """A predictor for ``world_size`` ranks (``nodes`` nodes; default: as many nodes of the
         profile's size as the ranks need).
 
@@ -182,7 +186,9 @@ class Predictor:
         :class:`~simtune.calibration.workload.WorkloadCalibration` (measured counts; measured
         times when it was made on this profile's hardware in this precision). ``profile`` is a
         :class:`~simtune.hardware.HardwareProfile` or a profile name or path. ``optimizer_impl``
-        names the profile's optimizer fit to use (default: :func:`default_optimizer_impl`)."""
+        names the profile's optimizer fit to use (default: :func:`default_optimizer_impl`).
+        ``checkpointing_policy``: what a trial's activation checkpointing keeps (default ``full``,
+        DeepSpeed's; :mod:`simtune.model.checkpointing`)."""
         if isinstance(profile, str):
             from simtune.hardware.registry import load_profile
 
@@ -223,7 +229,7 @@ class Predictor:
                             f"not {type(workload_or_calibration).__name__}")
         return cls(model, hardware, dp_degree=world_size // mp, mp_degree=mp, precision=precision,
                    space=space, profile=profile, calibration=calibration, measured_compute_used=measured,
-                   residual=residual)
+                   residual=residual, checkpointing_policy=checkpointing_policy)
 
     def with_residual(self, residual: Optional[Residual]) -> "Predictor":
         """The same predictor with another step-time correction (None removes it)."""
@@ -254,7 +260,7 @@ class Predictor:
         if trial.zero_knobs:
             knobs = {**knobs, **{k: v for k, v in trial.zero_knobs if k in modelled_keys()}}
         return train_config(trial, dp_degree=self.dp_degree, precision=self.precision,
-                            mp_degree=self.mp_degree, knobs=knobs)
+                            mp_degree=self.mp_degree, knobs=knobs, checkpointing_policy=self.checkpointing_policy)
 
     def predict(self, trial: Trial) -> Estimate:
         """Memory, time and metrics of one trial (the residual correction applied to the step)."""
