@@ -61,7 +61,13 @@ def test_model_mode_measures_both_ranks_and_every_stage(tmp_path):
     p = Predictor.from_parts(None, c, profile, world_size=2, precision="fp32")
     rows = {(o[0], o[1]): o[2:] for o in p.model.measured_compute.stage_overheads}
     assert set(rows) == {(s, 2) for s in range(4)}
-    plain = Predictor.from_parts(None, dataclasses.replace(c, engines=()), profile, world_size=2, precision="fp32")
+    bare = Predictor.from_parts(None, dataclasses.replace(c, engines=()), profile, world_size=2, precision="fp32")
+    # without its engines the profile's costs per unit stand in for them
+    assert bare.predict(Trial(stage=3, micro_batch_size=2)).time.engine_overhead_s > 0
+    # the same model with no engine work at all
+    mc = bare.model.measured_compute
+    plain = Predictor(dataclasses.replace(bare.model, measured_compute=dataclasses.replace(mc, engines_measured=True)),
+                      bare.hardware, dp_degree=2, precision="fp32")
     for mbs in (1, 2, 8):  # the one measured size's values at every size
         trial = Trial(stage=2, micro_batch_size=mbs)
         with_engine, without = p.predict(trial), plain.predict(trial)
