@@ -69,6 +69,27 @@ class ProfilesCommand(Command):
         return 0
 
 
+def framework_lines(profile) -> list[str]:
+    """The software stack's costs per call (the profile's framework section), with the engine
+    costs searches learnt on this profile (``engine_costs/<profile>.json``) in place of its own."""
+    from simtune.hardware.profile import FRAMEWORK_COSTS
+    from simtune.prediction.learnt_engine_costs import learnt_costs_path, learnt_engine_costs
+
+    learnt = {}
+    for precision in ("fp32", "bf16", "fp16"):
+        found = learnt_engine_costs(profile, precision)
+        if found is not None and found.sources not in {v.sources for v in learnt.values()}:
+            learnt[precision] = found
+    lines = []
+    if profile.framework is not None:
+        costs = ", ".join(f"{name[:-2]} {getattr(profile.framework, name) * 1e6:.1f} us" for name in FRAMEWORK_COSTS)
+        lines.append(f"  framework           {costs} ({profile.framework.kind})")
+    for found in learnt.values():
+        costs = ", ".join(f"{name[:-2]} {value * 1e6:.1f} us" for name, value in found.costs.items())
+        lines.append(f"  engine costs learnt {costs} ({found.describe()}; {learnt_costs_path(profile.name)})")
+    return lines
+
+
 def describe(profile) -> list[str]:
     """A readable page about one profile: what it is, where its numbers come from, the fits."""
     device, prov = profile.device, profile.provenance
@@ -97,6 +118,7 @@ def describe(profile) -> list[str]:
         )
     if offload.host_memory_bytes:
         lines.append(f"  host memory         {format_bytes(offload.host_memory_bytes)} per node")
+    lines += framework_lines(profile)
     if profile.compute.unsupported_dtypes:
         for dtype, why in profile.compute.unsupported_dtypes.items():
             lines.append(f"  dtype {dtype:<13} {why}")

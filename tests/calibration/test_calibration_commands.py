@@ -37,6 +37,20 @@ def test_profiles_show(capsys):
     assert '"schema_version": 1' in capsys.readouterr().out
 
 
+def test_profiles_show_lists_the_engine_costs_learnt_on_it(capsys):
+    from simtune.model.inputs import FrameworkCosts
+    from simtune.prediction.learnt_engine_costs import record_engine_costs
+
+    assert main(["profiles", "show", "dgx-a100-80gb"]) == 0
+    out = capsys.readouterr().out
+    assert "framework           forward_kernel 6.0 us" in out and "engine costs learnt" not in out
+    record_engine_costs(load_profile("dgx-a100-80gb"), "gpt2@1024/bf16#1", "bf16",
+                        FrameworkCosts(zero3_module_s=2e-4), buckets_measured=False)
+    assert main(["profiles", "show", "dgx-a100-80gb"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if "engine costs learnt" in line)
+    assert "zero3_module 200.0 us" in line and "gpt2@1024/bf16#1" in line and "reduce_bucket" not in line
+
+
 def test_profiles_show_errors(capsys):
     assert main(["profiles", "show", "missing-profile"]) == 2
     assert "No hardware profile is named 'missing-profile'" in capsys.readouterr().err
