@@ -176,7 +176,19 @@ def measure_engine(engine: Any, args: tuple[Any, ...], kwargs: dict[str, Any], r
         notes=tuple(notes) + (f"measured on a batch of {batch} captured from the script's forward after "
                               f"{len(script_overhead)} timed step(s)",),
         script_overhead=TimeStats.of(script_overhead) if script_overhead else None,
-        script_overhead_micro_batch_size=batch if script_overhead else None)
+        script_overhead_micro_batch_size=batch if script_overhead else None, hf_config=hf_config_of(module))
+
+
+def hf_config_of(module: Any) -> Optional[dict[str, Any]]:
+    """The module's Hugging Face config as a JSON-able dict (None without one)."""
+    config = getattr(module, "config", None)
+    if config is None or not hasattr(config, "to_json_string"):
+        return None
+    try:
+        data = json.loads(config.to_json_string(use_diff=False))
+    except (TypeError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("model_type") else None
 
 
 def keyword_module(module: Any) -> Any:

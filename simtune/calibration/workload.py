@@ -215,6 +215,10 @@ class WorkloadCalibration:
     """True when the engines with small buckets were left out (no configuration of the search
     that asked for it issues another number of gradient reductions than DeepSpeed's default
     bucket); a search with one measures again."""
+    hf_config: Optional[dict[str, Any]] = None
+    """Script mode: the measured model's Hugging Face config (``config.to_dict()``) when it has one,
+    which says how its layers are built (their kernels, attention, the modules ZeRO-3 hooks); None
+    for a model without one and in model mode (the workload names its config)."""
     engines_skipped: bool = False
     """True when no engine was measured (the profile's learnt engine costs stood in for them); a
     search that wants them measures again."""

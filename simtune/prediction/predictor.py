@@ -41,7 +41,7 @@ from simtune.model.estimate import Estimate, estimate, metrics
 from simtune.model.inputs import PRECISIONS, HardwareSpec, ModelSpec, TrainConfig
 from simtune.model.memory import estimate_memory
 from simtune.space import Trial, TuningSpace
-from simtune.workloads.presets import Workload, load_workload
+from simtune.workloads.presets import Workload, load_workload, workload_from_config
 
 Residual = Callable[[Trial], float]
 """A correction of the predicted step time: the factor measured / predicted for a trial."""
@@ -104,6 +104,8 @@ class Calibration(Protocol):
     def engines(self) -> Sequence[EngineRun]: ...
     @property
     def script_overhead(self) -> Optional[Timing]: ...
+    @property
+    def hf_config(self) -> Optional[Mapping[str, Any]]: ...
 
     def matches(self, profile_name: str, precision: str) -> bool: ...
 
@@ -387,14 +389,18 @@ def engine_residuals(calibration: Calibration, model: ModelSpec, hardware: Hardw
 
 def structure_of_calibration(calibration: Calibration) -> dict[str, Any]:
     """How the layers a calibration counted are built (:func:`~simtune.model.adapters.structure_of`),
-    read from the workload a model-mode calibration measured (a preset or config); nothing for a
-    script or a workload that no longer loads."""
-    if calibration.mode != "model":
-        return {}
+    read from the workload a model-mode calibration measured (a preset or config) or from the
+    Hugging Face config a script's model carried; nothing for a script's model without one or a
+    workload that no longer loads."""
     try:
-        return structure_of(load_workload(calibration.name, seq_len=calibration.seq_len))
+        if calibration.mode == "model":
+            return structure_of(load_workload(calibration.name, seq_len=calibration.seq_len))
+        if calibration.hf_config:
+            return structure_of(workload_from_config(calibration.name, dict(calibration.hf_config),
+                                                     calibration.seq_len))
     except SimtuneError:
-        return {}
+        pass
+    return {}
 
 
 def layout_hardware(hardware: HardwareSpec, world_size: int, nodes: Optional[int] = None) -> HardwareSpec:

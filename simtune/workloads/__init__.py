@@ -15,7 +15,8 @@ from simtune.workloads.analysis import (
     parameter_count,
     parameter_tensor_numels,
 )
-from simtune.workloads.presets import Workload, build_hf_config, build_model, list_presets, load_workload
+from simtune.workloads.presets import (Workload, build_hf_config, build_model, list_presets, load_workload,
+                                      workload_from_config)
 
 TRAIN_PROGRAM: Path = Path(__file__).with_name("train.py")
 
@@ -34,4 +35,5 @@ __all__ = [
     "module_parameters",
     "parameter_count",
     "parameter_tensor_numels",
+    "workload_from_config",
 ]

@@ -184,6 +184,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     return document
 
 
+def workload_from_config(name: str, config: dict[str, Any], seq_len: int | None = None) -> Workload:
+    """A workload from a Hugging Face config dict (a model's ``config.to_dict()``), named ``name``."""
+    return _from_document(name, config, seq_len)
+
+
 def _from_document(name: str, document: dict[str, Any], seq_len: int | None) -> Workload:
     """A workload from a preset-layout document (``hf_config`` + metadata) or a bare HF config."""
     if "hf_config" in document:

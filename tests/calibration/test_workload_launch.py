@@ -101,6 +101,7 @@ def test_script_mode_measures_the_scripts_own_model(tmp_path):
                          micro_batch_sizes=(1, 2, 4), repeats=3, cache_dir=tmp_path, log=None)
     tiny = load_workload("gpt2-tiny", seq_len=32)
     assert c.mode == "script" and c.seq_len == 32 and c.ranks == 2
+    assert c.hf_config is not None and c.hf_config["model_type"] == "gpt2" and c.hf_config["n_layer"] == 2
     assert c.parameter_count == parameter_count(tiny)
     assert c.shape.num_layers == tiny.num_layers and c.shape.hidden_size == tiny.hidden_size
     assert c.flops_per_sample_forward == pytest.approx(forward_flops(tiny).total(1), rel=0.01)

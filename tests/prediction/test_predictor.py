@@ -244,3 +244,16 @@ def test_a_model_mode_calibration_carries_how_its_layers_are_built(a100):
     assert not p.measured_compute_used
     assert p.model.block.mlp == "gelu" and p.model.block.mlm_head and not p.model.block.causal
     assert p.model.attention == bert.attention and p.model.hooked_modules == 24  # bert-tiny's modules with parameters
+
+
+def test_a_script_calibration_carries_its_models_config(a100):
+    """A script's model with a Hugging Face config is built as that config says; without one the
+    default (GPT-2-like) layer stands in."""
+    bert = load_workload("bert-tiny")
+    script = dataclasses.replace(calibration_of(bert, "another-machine"), mode="script", name="train.py",
+                                 hf_config=dict(bert.hf_config))
+    p = predictor(script, a100)
+    assert p.model.block.mlp == "gelu" and p.model.block.mlm_head and not p.model.block.causal
+    assert p.model.hooked_modules == 24
+    bare = predictor(dataclasses.replace(script, hf_config=None), a100)
+    assert not bare.model.block.mlm_head and bare.model.block.causal
