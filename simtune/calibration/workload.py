@@ -245,7 +245,8 @@ class WorkloadCalibration:
     def measured_compute(self, stage_overheads: tuple[StageOverhead, ...] = (),
                          reduce_call_overheads: tuple[ReduceCallOverhead, ...] = ()) -> MeasuredCompute:
         """Median forward and backward seconds per measured micro-batch size (and checkpointed
-        backward when measured), with the given per-stage engine overheads."""
+        backward when measured), with the given per-stage engine overheads; without engines of its
+        own the model says so (the profile's framework costs then stand in)."""
         rows = self._sorted()
         ckpt = None
         if rows and all(m.backward_checkpointed is not None for m in rows):
@@ -253,7 +254,7 @@ class WorkloadCalibration:
                          if m.backward_checkpointed is not None)
         return MeasuredCompute(tuple((m.micro_batch_size, m.forward.median_s, m.backward.median_s) for m in rows),
                                checkpointed_backward=ckpt, stage_overheads=tuple(stage_overheads),
-                               reduce_call_overheads=tuple(reduce_call_overheads))
+                               reduce_call_overheads=tuple(reduce_call_overheads), engines_measured=bool(self.engines))
 
     def measured_memory(self, process_overheads: bool,
                         stage_residuals: tuple[StageResidual, ...] = ()) -> MeasuredMemory:

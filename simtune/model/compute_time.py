@@ -29,8 +29,7 @@ from dataclasses import dataclass
 
 from simtune.model.checkpointing import SELECTIVE_OP, checkpointed_layers, kept_products
 from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
-from simtune.model.memory_activations import keeps_attention_scores
-from simtune.model.operators import Matmul, Operators, Streaming, operators
+from simtune.model.operators import Matmul, Streaming, model_operators
 
 
 def matmul_work_flop(m: ModelSpec, c: TrainConfig) -> float:
@@ -47,11 +46,6 @@ class PassTime:
     streaming_s: float
     host_s: float
     total_s: float
-
-
-def model_operators(m: ModelSpec, hw: HardwareSpec) -> Operators:
-    """The model's operators on this device: attention fused unless it keeps its scores there."""
-    return operators(m, fused_attention=not keeps_attention_scores(m, hw))
 
 
 def _device_s(matmuls: tuple[Matmul, ...], streaming: tuple[Streaming, ...], hw: HardwareSpec,
@@ -133,7 +127,7 @@ def micro_recompute_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
         full = (measured if measured is not None else m.measured_compute.forward_s(c.micro_batch_size)) / c.mp_degree
     else:
         full = pass_time(m, hw, c, backward=False, layers_only=True).total_s
-    return full if c.checkpointing_policy == "full" else full * recomputed_fraction(m, hw, c)
+    return full * recomputed_fraction(m, hw, c)
 
 
 def recomputed_fraction(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:

@@ -103,7 +103,7 @@ class ModelSpec:
     None uses the activation formulas."""
     attention: str = "eager"
     """"eager" keeps the s x s attention probabilities for backward; "sdpa" and "flash" do not
-    (unless dropout sends them to the math kernel: :func:`~simtune.model.memory_activations.keeps_attention_scores`)."""
+    (unless dropout sends them to the math kernel: :func:`~simtune.model.operators.keeps_attention_scores`)."""
     attention_dropout: bool = True
     """Dropout on the attention probabilities while training (Korthikanti's layer has it)."""
     block: Block = Block()
@@ -527,6 +527,13 @@ CHECKPOINTING_POLICY = re.compile(r"full|selective-op|every-([1-9][0-9]*)-layers
 """The activation checkpointing policies (:mod:`simtune.model.checkpointing`); the group is N."""
 
 
+def check_checkpointing_policy(name: str) -> None:
+    """Refuse a name that is none of :data:`CHECKPOINTING_POLICY`'s, in one sentence."""
+    _require(bool(CHECKPOINTING_POLICY.fullmatch(name)), ConfigError,
+             f"The activation checkpointing policy must be full, selective-op or every-N-layers (N a positive "
+             f"integer), not {name!r}.")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training configuration, with DeepSpeed 0.19.8's defaults for every ZeRO knob
@@ -572,9 +579,7 @@ class TrainConfig:
                  f"Parameter offload needs ZeRO stage 3, got stage {self.stage}.")
         _require(not self.offload_optimizer or self.stage >= 1, ConfigError,
                  "Optimizer offload needs ZeRO stage 1, 2 or 3, got stage 0.")
-        _require(bool(CHECKPOINTING_POLICY.fullmatch(self.checkpointing_policy)), ConfigError,
-                 f"The activation checkpointing policy must be full, selective-op or every-N-layers (N a positive "
-                 f"integer), not {self.checkpointing_policy!r}.")
+        check_checkpointing_policy(self.checkpointing_policy)
 
     @property
     def bytes_per_element(self) -> int:

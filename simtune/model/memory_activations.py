@@ -43,15 +43,7 @@ from typing import Optional
 
 from simtune.model.checkpointing import checkpointed_layers, kept_bytes_per_sample
 from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
-from simtune.model.operators import operators
-
-
-def keeps_attention_scores(m: ModelSpec, hw: HardwareSpec) -> bool:
-    """True when backward finds the s x s attention probabilities stored: eager attention, or
-    fused attention with dropout on a device whose fused kernels take none (the math kernel runs)."""
-    if m.attention == "eager":
-        return True
-    return m.attention_dropout and not hw.fused_attention_dropout
+from simtune.model.operators import keeps_attention_scores, model_operators
 
 
 def layer_activation_bytes_per_sample(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> float:
@@ -83,8 +75,7 @@ def activation_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> int:
     per_layer = layer_activation_bytes_per_sample(m, c, hw)
     checkpointed = checkpointed_layers(m, c)
     if checkpointed:
-        fused = not keeps_attention_scores(m, hw)
-        kept = kept_bytes_per_sample(m, c, operators(m, fused), fused, attention_score_bytes(m, c, hw))
+        kept = kept_bytes_per_sample(m, c, model_operators(m, hw), attention_score_bytes(m, c, hw))
         per_sample = checkpointed * kept + (m.num_layers - checkpointed) * per_layer + per_layer
     else:
         per_sample = m.num_layers * per_layer

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simtune.model.inputs import Block, ModelSpec
+from simtune.model.inputs import Block, HardwareSpec, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,19 @@ def _attention(m: ModelSpec, fused: bool) -> tuple[tuple[Matmul, ...], tuple[Str
 
 ATTENTION_CORE = ("attn.scores", "attn.weighted", "attn.fused")
 """Attention's own products (batched over heads): the layer's other products are linear layers."""
+
+
+def keeps_attention_scores(m: ModelSpec, hw: HardwareSpec) -> bool:
+    """True when backward finds the s x s attention probabilities stored: eager attention, or
+    fused attention with dropout on a device whose fused kernels take none (the math kernel runs)."""
+    if m.attention == "eager":
+        return True
+    return m.attention_dropout and not hw.fused_attention_dropout
+
+
+def model_operators(m: ModelSpec, hw: HardwareSpec) -> Operators:
+    """The model's operators on this device: attention fused unless it keeps its scores there."""
+    return operators(m, fused_attention=not keeps_attention_scores(m, hw))
 
 
 _CACHE: dict[tuple[object, ...], Operators] = {}

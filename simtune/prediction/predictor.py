@@ -38,7 +38,7 @@ from simtune.knobs import deepspeed_defaults, modelled_keys
 from simtune.prediction.largest_fit import MAX_MICRO_BATCH_SIZE, largest_that_fits
 from simtune.model.adapters import hardware_spec, model_spec, structure_of, train_config
 from simtune.model.estimate import Estimate, estimate, metrics
-from simtune.model.inputs import PRECISIONS, HardwareSpec, ModelSpec, TrainConfig
+from simtune.model.inputs import PRECISIONS, HardwareSpec, ModelSpec, TrainConfig, check_checkpointing_policy
 from simtune.model.memory import estimate_memory
 from simtune.space import Trial, TuningSpace
 from simtune.workloads.presets import Workload, load_workload, workload_from_config
@@ -170,7 +170,7 @@ class Predictor:
         self.checkpointing_policy = checkpointing_policy
         """What activation checkpointing keeps (:mod:`simtune.model.checkpointing`): ``full`` for
         DeepSpeed's and Hugging Face's; torchtitan's selective policies for capacity planning."""
-        TrainConfig(stage=0, micro_batch_size=1, checkpointing_policy=checkpointing_policy)  # refuse a bad name now
+        check_checkpointing_policy(checkpointing_policy)  # refuse a bad name now, not at the first trial
         hardware.compute.for_precision(precision)  # fail now, not at the first trial
         self._knobs = _stage_knobs(space)
 
@@ -215,10 +215,6 @@ class Predictor:
             structure = structure_of_calibration(calibration)
             model = dataclasses.replace(calibration.model_spec(
                 with_measured_compute=measured, process_overheads=cpu, stage_overheads=script_rows), **structure)
-            if measured and not calibration.engines and model.measured_compute is not None:
-                # no engine of this model was measured: the profile's framework costs stand in
-                model = dataclasses.replace(model, measured_compute=dataclasses.replace(
-                    model.measured_compute, engines_measured=False))
             if measured and calibration.engines:
                 overheads, calls, residuals = engine_residuals(calibration, model, hardware, precision)
                 script_s = calibration.script_overhead.median_s if calibration.script_overhead is not None else 0.0

@@ -9,7 +9,7 @@ from simtune.hardware import load_profile
 from simtune.model import compute_time
 from simtune.model.adapters import hardware_spec, model_spec
 from simtune.model.checkpointing import checkpointed_layers, kept_products
-from simtune.model.compute_time import model_operators
+from simtune.model.operators import model_operators
 from simtune.model.inputs import TrainConfig
 from simtune.model.memory_activations import activation_bytes, layer_activation_bytes_per_sample
 from simtune.prediction.predictor import Predictor
