@@ -18,6 +18,11 @@ same way. Rows the model cannot describe are listed with the reason (tensor or p
 parallelism, FP8 training, TF32 matmuls: no profile has a TF32 curve yet, no throughput given, a
 GPU without a spec profile).
 
+A published throughput is printed but kept out of the targets and the orderings when it cannot
+test the model, for a reason that does not look at the prediction: the source does not identify
+its GPU, or the throughput would need more than the GPU's dense peak at the row's precision with
+the model's FLOP count (:func:`throughput_doubt`). The summary says what every row together gives.
+
 What each source ran is taken from its own description: the attention implementation
 (``software.attention``: eager, sdpa or flash, with its basis) and, for PyTorch FSDP, one fetch
 unit per transformer block (FSDP wraps each block: ``parameter_modules`` = layers + 1) instead of
@@ -95,6 +100,19 @@ def skip_reason(row: dict[str, Any], source: dict[str, Any]) -> str | None:
     return None
 
 
+def throughput_doubt(source: dict[str, Any], fraction_of_peak: float) -> str | None:
+    """Why a published throughput cannot test the cost model, or None: the source does not
+    identify its GPU (``hardware.identified`` false), or the throughput would need more than the
+    GPU's dense peak at the stated precision with the model's FLOP count (its precision, units
+    or batch are then not what the row says)."""
+    if source["hardware"].get("identified") is False:
+        return "the source does not identify its GPU"
+    if fraction_of_peak > 1:
+        return (f"needs {fraction_of_peak:.0%} of the GPU's peak at this precision with the model's "
+                f"FLOP count: not a run of what the row describes")
+    return None
+
+
 def published_tokens(row: dict[str, Any]) -> float | None:
     """Tokens per second per GPU, as published or derived from the published totals."""
     m, gpus, seq = row["measured"], int(row["gpus"]), int(row["model"]["seq_len"])
@@ -121,9 +139,29 @@ def checkpointing_policy(row: dict[str, Any]) -> str:
     return CHECKPOINTING_MODES.get(str(row.get("activation_checkpointing_mode") or ""), "full")
 
 
-def predict(row: dict[str, Any], source: dict[str, Any]) -> tuple[float, bool, str, float, int]:
-    """(tokens/s per GPU, fits, profile, peak GiB per GPU, largest micro-batch that fits)
-    predicted for one row."""
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """What the cost model predicts for one published row."""
+
+    tokens_per_s: float
+    """Per GPU."""
+    fits: bool
+    profile: str
+    peak_gib: float
+    """Per GPU."""
+    largest_micro_batch: int
+    flop_per_token: float
+    """Model FLOPs per token of training: 3 x the forward's (recomputation left out)."""
+    peak_flop_per_s: float
+    """The spec profile's dense peak at the row's precision."""
+
+    def implied_fraction_of_peak(self, published_tokens_per_s: float) -> float:
+        """The fraction of the GPU's peak the published throughput would need at this FLOP count."""
+        return published_tokens_per_s * self.flop_per_token / self.peak_flop_per_s
+
+
+def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
+    """The cost model's prediction of one row."""
     profile = load_profile(str(profile_of(source["hardware"]["gpu"])))
     workload = workload_of(row["model"], (source.get("software") or {}).get("attention"))
     parallel = row.get("parallel") or {}
@@ -146,13 +184,32 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> tuple[float, bool, s
         trial.stage, gradient_accumulation_steps=trial.gradient_accumulation_steps,
         offload_optimizer=trial.offload_optimizer, offload_param=trial.offload_param,
         activation_checkpointing=trial.activation_checkpointing)
-    return tokens, bool(estimate.feasible), profile.name, estimate.memory.total_bytes / 2**30, largest
+    flops = estimate.metrics.flops_per_gpu or 0.0
+    return Prediction(tokens, bool(estimate.feasible), profile.name, estimate.memory.total_bytes / 2**30, largest,
+                      flops / tokens, profile.device.peak_flop_per_s[predictor.precision])
+
+
+def ordered_pairs(entries: list[tuple[str, dict[str, Any], float, float]]) -> dict[str, tuple[int, int]]:
+    """Source -> (pairs ordered as published, pairs), over pairs of (source, row, published,
+    predicted) entries with the same model and GPU count whose published values differ by more
+    than 1%."""
+    counts: dict[str, tuple[int, int]] = {}
+    for i, (name, a, published_a, predicted_a) in enumerate(entries):
+        for other, b, published_b, predicted_b in entries[i + 1:]:
+            if other != name or a["model"].get("name") != b["model"].get("name") or a["gpus"] != b["gpus"]:
+                continue
+            if math.isclose(published_a, published_b, rel_tol=0.01):
+                continue
+            agree, total = counts.get(name, (0, 0))
+            counts[name] = (agree + ((published_a > published_b) == (predicted_a > predicted_b)), total + 1)
+    return counts
 
 
 def main() -> int:
     print("# command: python benchmarks/published.py")
     print("# predicted with the shipped spec profiles and closed-form workloads; tokens/s per GPU")
     rows, skipped, fits, memories, largest = [], [], [], [], []
+    doubted: list[tuple[str, dict[str, Any], str, float, float]] = []
     for path in sorted(DATA.glob("*.json")):
         source = json.loads(path.read_text())
         for row in source["measurements"]:
@@ -161,19 +218,24 @@ def main() -> int:
                 skipped.append((path.stem, row["id"], reason))
                 continue
             try:
-                tokens, feasible, profile, gib, biggest = predict(row, source)
+                p = predict(row, source)
             except SimtuneError as exc:
                 skipped.append((path.stem, row["id"], f"not predictable: {exc}"))
                 continue
             if row["measured"].get("memory_gib"):
-                memories.append((path.stem, row["id"], float(row["measured"]["memory_gib"]), gib))
+                memories.append((path.stem, row["id"], float(row["measured"]["memory_gib"]), p.peak_gib))
             if row["measured"].get("largest_micro_batch"):
-                largest.append((path.stem, row["id"], int(row["measured"]["largest_micro_batch"]), biggest))
+                largest.append((path.stem, row["id"], int(row["measured"]["largest_micro_batch"]), p.largest_micro_batch))
             if "fits" in row["measured"]:
-                fits.append((path.stem, row["id"], bool(row["measured"]["fits"]), feasible))
+                fits.append((path.stem, row["id"], bool(row["measured"]["fits"]), p.fits))
             published = published_tokens(row)
-            if published is not None:
-                rows.append((path.stem, row, source["hardware"]["gpu"], profile, published, tokens, feasible))
+            if published is None:
+                continue
+            doubt = throughput_doubt(source, p.implied_fraction_of_peak(published))
+            if doubt is not None:
+                doubted.append((path.stem, row, doubt, published, p.tokens_per_s))
+            else:
+                rows.append((path.stem, row, source["hardware"]["gpu"], p.profile, published, p.tokens_per_s, p.fits))
 
     print(f"\n{'source':<34}{'id':<34}{'GPU':<16}{'n':>4}{'z':>3}{'mbs':>5}{'ck':>4}"
           f"{'published':>11}{'predicted':>11}{'error':>9}")
@@ -193,20 +255,24 @@ def main() -> int:
         for profile, es in sorted(errors.items()):
             print(f"  {profile}: {len(es)} rows, median error {statistics.median(es):+.0%}, "
                   f"MAPE {statistics.mean(abs(e) for e in es):.0%}")
+    if doubted:
+        everything_too = everything + [t / m - 1 for *_, m, t in doubted]
+        print(f"\nthroughput rows kept out of the targets ({len(doubted)}; all {len(everything_too)} rows together: "
+              f"median |error| {statistics.median(abs(e) for e in everything_too):.0%}, "
+              f"MAPE {statistics.mean(abs(e) for e in everything_too):.0%}):")
+        for name, row, doubt, published, tokens in doubted:
+            print(f"  {name} {row['id']}: published {published:.0f}, predicted {tokens:.0f} "
+                  f"({tokens / published - 1:+.0%}): {doubt}")
     print("\nordering within a source (pairs of rows with the same model and GPU count):")
-    for name in sorted({r[0] for r in rows}):
-        own = [r for r in rows if r[0] == name]
-        agree = total = 0
-        for i, a in enumerate(own):
-            for b in own[i + 1:]:
-                if a[1]["model"].get("name") != b[1]["model"].get("name") or a[1]["gpus"] != b[1]["gpus"]:
-                    continue
-                if math.isclose(a[4], b[4], rel_tol=0.01):
-                    continue
-                total += 1
-                agree += (a[4] > b[4]) == (a[5] > b[5])
-        if total:
+    scored = ordered_pairs([(r[0], r[1], r[4], r[5]) for r in rows])
+    every = ordered_pairs([(r[0], r[1], r[4], r[5]) for r in rows] + [(d[0], d[1], d[3], d[4]) for d in doubted])
+    for name, (agree, total) in sorted(every.items()):
+        kept = scored.get(name, (0, 0))
+        if kept == (agree, total):
             print(f"  {name}: {agree} of {total} pairs ordered as published")
+        else:
+            print(f"  {name}: {kept[0]} of {kept[1]} pairs ordered as published; "
+                  f"{agree} of {total} with the rows kept out of the targets")
     if fits:
         print("\nfits statements:")
         for name, row_id, published_fit, predicted_fit in fits:
@@ -219,9 +285,9 @@ def main() -> int:
         for name, row_id, published_gib, predicted_gib in memories:
             print(f"  {name:<34}{row_id:<40}{published_gib:8.1f} GiB {predicted_gib:8.1f} GiB "
                   f"{(predicted_gib / published_gib - 1) * 100:+6.0f}%")
-        errors = [abs(p / m - 1) for _, _, m, p in memories]
-        print(f"  {len(memories)} rows: median |error| {statistics.median(errors) * 100:.0f}%, "
-              f"MAPE {statistics.fmean(errors) * 100:.0f}%")
+        memory_errors = [abs(p / m - 1) for _, _, m, p in memories]
+        print(f"  {len(memories)} rows: median |error| {statistics.median(memory_errors) * 100:.0f}%, "
+              f"MAPE {statistics.fmean(memory_errors) * 100:.0f}%")
     if largest:
         print("\nlargest micro-batch that fits, published and predicted (target: within one power-of-two step):")
         for name, row_id, published_mbs, predicted_mbs in largest:
