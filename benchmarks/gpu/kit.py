@@ -16,7 +16,8 @@ Phases, in order (docs/benchmarks-gpu.md gives each one's budget and what it wri
 2. ``ops``: DeepSpeed's FusedAdam and CPUAdam built at once, in two processes; a build lock left
    behind is removed; if FusedAdam cannot be built, every later phase trains with torch's Adam
    (``torch_adam``) and the reason is recorded;
-3. ``calibrate``: ``simtune calibrate --gpus 1``, the profile saved with its raw numbers;
+3. ``calibrate``: ``simtune calibrate --gpus 1 --no-engines`` (the search measures its workload's
+   engines), the profile saved with its raw numbers;
 4. ``plan``: each configuration rendered by simtune's space and predicted by its cost model;
 5. ``measure``: the configurations measured in two processes (stages 0-2, then stage 3);
 6. ``launches``: a few of them again through simtune's runner (the real launcher and probe);
@@ -235,7 +236,8 @@ class Kit:
             left = allowed - (time.monotonic() - started)
             code, tail = self.run(self.python("-m", "simtune", "calibrate", "--gpus", "1", "--name",
                                               self.mode.profile_name, "--out", str(folder), "--timeout",
-                                              str(int(max(5, left - 5))), *self.mode.calibrate_args),
+                                              str(int(max(5, left - 5))), "--no-engines",
+                                              *self.mode.calibrate_args),
                                   left, log_name="calibrate")
             tries.append(f"exit {code}: {_last_line(tail)}" if code else "ok")
             spent = time.monotonic() - started

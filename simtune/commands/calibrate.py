@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import inspect
 import sys
+from typing import TYPE_CHECKING
 
 from simtune.commands.base import Command
+
+if TYPE_CHECKING:
+    from simtune.hardware import HardwareProfile
 
 DEFAULT_CPU_PROCESSES = 2
 """Ranks on a machine without GPUs when --gpus is not given."""
@@ -42,6 +46,12 @@ class CalibrateCommand(Command):
     broadcast at several message sizes (fitted to latency + bytes / bus bandwidth), copy bandwidth
     and usable memory. Under a minute (2 CPU processes: about 9 s, --quick about 5 s).
 
+    On one node a second launch then runs real DeepSpeed engines of a tiny built-in model
+    (gpt2-tiny, 64 tokens) at every ZeRO stage and saves what DeepSpeed's engine costs per unit
+    (per ZeRO-3 module fetch, gradient hook, reduction bucket, engine call and step), so that a
+    search measures its workload's model without engines of its own (--no-engines: skip; 2 CPU
+    processes: about 20 s).
+
     The profile is saved as NAME.json in ~/.simtune/profiles (or --out) and records the command,
     the date, the versions and every raw measurement next to its fitted value.
     Example: simtune calibrate --gpus 8 --name my-dgx
@@ -65,6 +75,8 @@ class CalibrateCommand(Command):
         parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
         parser.add_argument("--timeout", type=float, default=900.0, metavar="SECONDS",
                             help="stop the calibration run after this long (default 900)")
+        parser.add_argument("--no-engines", dest="engines", action="store_false",
+                            help="do not measure DeepSpeed's engine costs on a tiny built-in model")
 
     def run(self, args: argparse.Namespace) -> int:
         from simtune.calibration import run_calibration
@@ -80,7 +92,37 @@ class CalibrateCommand(Command):
         print(f"Saved {profile.name} to {result.path}")
         for line in summary_lines(profile):
             print(line)
+        if args.engines and profile.device.nodes == 1:
+            learn_engine_costs(profile, num_gpus, timeout_s=args.timeout, quiet=args.quiet)
         return 0
+
+
+def learn_engine_costs(profile: HardwareProfile, num_gpus: int, *, timeout_s: float, quiet: bool) -> None:
+    """Measure the real engines of :data:`simtune.search.model_inputs.ENGINE_REFERENCE` on this
+    machine for ``profile`` and save the costs per unit read off them (bf16 on GPUs that have it,
+    fp16 on other GPUs, fp32 on CPUs). Measured afresh, never from the workload cache: the machine
+    was just measured again."""
+    import time
+
+    from simtune.calibration.workload import MeasureScope
+    from simtune.calibration.workload_launch import calibrate_workload
+    from simtune.runner.resources import detect_accelerator
+    from simtune.search.model_inputs import engine_reference, learn_reference_engine_costs
+
+    precision = "fp32"
+    if detect_accelerator() == "cuda":
+        import torch
+
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    reference = engine_reference()
+    log = None if quiet else (lambda line: print(f"simtune: {line}", file=sys.stderr, flush=True))
+    started = time.monotonic()
+    scope = MeasureScope(checkpointing=False, bucket_engines=num_gpus > 1)
+    calibration = calibrate_workload(reference, profile, precision=precision, num_gpus=num_gpus, timeout_s=timeout_s,
+                                     log=log, refresh=True, scope=scope)
+    print(f"Measured DeepSpeed's engines on {reference.name} (seq {reference.seq_len}, {precision}) in "
+          f"{time.monotonic() - started:.1f} s.")
+    learn_reference_engine_costs(calibration, profile, precision, say=print)
 
 
 def summary_lines(profile) -> list[str]:

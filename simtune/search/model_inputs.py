@@ -44,6 +44,16 @@ from simtune.prediction.residual import ResidualModel, residual_path
 from simtune.runner.interference import Load, load_note, watched
 from simtune.runner.resources import Resources, cpu_model_name, detect_accelerator
 
+ENGINE_REFERENCE = ("gpt2-tiny", 64)
+"""(preset, tokens per sample) whose real DeepSpeed engines stand in for a large workload's when a
+machine learns what the engine costs per unit (``simtune calibrate``; the first search of a large
+workload): a tiny model builds and steps its seven engines in seconds."""
+
+ENGINE_REFERENCE_ABOVE = 10
+"""A workload with more than this many times the reference's parameters has the reference's
+engines measured in its place on a machine that has learnt no engine costs yet: its own seven
+engines would cost more than the reference's plus one more start of the ranks."""
+
 CALIBRATION_LOCK_FILE = ".calibration.lock"
 """In the simtune home: held by the search calibrating this machine; another search that finds no
 profile waits for it, then takes the profile it saved instead of calibrating again."""
@@ -182,8 +192,40 @@ def remember_engine_costs(profile: HardwareProfile, predictor: Predictor, worklo
     buckets = any(e.reduce_bucket_size is not None for e in calibration.engines)
     saved = record_engine_costs(profile, workload_key, predictor.precision, costs, buckets_measured=buckets)
     if saved is not None:
-        say(f"engine costs per unit read off this workload's engines saved to {saved}: the next workload "
-            f"on {profile.name} can be measured without engines")
+        say(f"engine costs per unit read off the engines of {workload_key.split('#')[0]} saved to {saved}: "
+            f"the next workload on {profile.name} can be measured without engines")
+
+
+def engine_reference() -> Any:
+    """The :data:`ENGINE_REFERENCE` workload."""
+    from simtune.workloads import load_workload
+
+    name, seq_len = ENGINE_REFERENCE
+    return load_workload(name, seq_len=seq_len)
+
+
+def engines_by_reference(workload: Any) -> bool:
+    """Whether ``workload`` is large enough that the reference's engines are measured in its
+    place (:data:`ENGINE_REFERENCE_ABOVE`)."""
+    from simtune.workloads.analysis import parameter_count
+
+    return parameter_count(workload) > ENGINE_REFERENCE_ABOVE * parameter_count(engine_reference())
+
+
+def reference_scope(scope: MeasureScope) -> MeasureScope:
+    """What the reference's measurement needs to stand in for a workload measured in ``scope``:
+    its engines, with small buckets when the workload's search wants them; no checkpointing."""
+    return MeasureScope(checkpointing=False, bucket_engines=scope.bucket_engines, engines=True)
+
+
+def learn_reference_engine_costs(calibration: Any, profile: HardwareProfile, precision: str, *,
+                                 say: Callable[[str], None]) -> None:
+    """Save the engine costs per unit read off the reference's measured engines (``calibration``,
+    a :class:`~simtune.calibration.workload.WorkloadCalibration` of :func:`engine_reference` on
+    ``profile``'s machine)."""
+    predictor = Predictor.from_parts(None, calibration, profile, world_size=profile.device.count,
+                                     precision=precision)
+    remember_engine_costs(profile, predictor, workload_key(engine_reference(), precision), say=say)
 
 
 def workload_key(workload: Any, precision: str) -> str:

@@ -10,7 +10,9 @@ import pytest
 from simtune.cli import main
 from simtune.hardware import COLLECTIVE_OPS, load_profile
 from simtune.model.links import ring_collectives
+from simtune.prediction.learnt_engine_costs import learnt_engine_costs
 from simtune.prediction.predictor import Predictor
+from simtune.search.model_inputs import workload_key
 from simtune.space import Trial
 from simtune.workloads import load_workload
 
@@ -49,7 +51,16 @@ def test_quick_two_process_calibration_writes_a_valid_profile(tmp_path, monkeypa
 
     port = re.search(r"--master_port (\d+)", " ".join(profile.provenance.notes)).group(1)
     assert glob.glob(f"/dev/shm/deepspeed_allreduce_buffer_*_{port}_*") == []
-    assert wall_s < 180  # target 20 s; generous for a loaded CI machine
+    assert wall_s < 300  # target 20 s for the machine and 20 s for the engines; generous for a loaded CI machine
+
+    # DeepSpeed's engines of the tiny reference model, measured after the machine: their costs per
+    # unit are saved for this profile, so that a search measures its workload without engines.
+    assert "Measured DeepSpeed's engines on gpt2-tiny (seq 64, fp32)" in stdout
+    learnt = learnt_engine_costs(profile, "fp32")
+    assert learnt is not None and learnt.covers(bucket_engines=True)
+    assert learnt.sources == (workload_key(load_workload("gpt2-tiny", seq_len=64), "fp32"),)
+    assert learnt.costs["zero3_module_s"] > 0 and learnt.costs["engine_step_s"] > 0
+    assert learnt_engine_costs(profile, "bf16") == learnt  # the only costs there are
 
 
 @pytest.mark.slow
@@ -61,6 +72,7 @@ def test_two_ranks_named_as_two_nodes_give_inter_node_fits_that_the_model_uses(t
     out = tmp_path / "profiles"
     assert main(["calibrate", "--gpus", "2", "--quick", "--out", str(out), "--name", "ci-cpu-2x1"]) == 0
     stdout = capsys.readouterr().out
+    assert "Measured DeepSpeed's engines" not in stdout  # two nodes: the engines are measured on one
     assert "intra-node          not applicable: one rank per node" in stdout
     assert "inter-node allreduce" in stdout
 
