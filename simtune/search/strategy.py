@@ -26,9 +26,10 @@ from simtune.runner import Runner
 from simtune.runner.interference import load_note
 from simtune.search.measured import MeasuredSearch, MeasureOptions
 from simtune.search.memory_bound import search_memory_bound
-from simtune.search.model_inputs import (ProfileChoice, WorkloadChoice, choose_profile, choose_script_workload,
-                                         choose_workload, here, load_residual, measure_scope,
-                                         remember_engine_costs)
+from simtune.search.model_inputs import (ENGINE_REFERENCE_ABOVE, ProfileChoice, WorkloadChoice, choose_profile,
+                                         choose_script_workload, choose_workload, engine_reference,
+                                         engines_by_reference, here, learn_reference_engine_costs, load_residual,
+                                         measure_scope, reference_scope, remember_engine_costs)
 from simtune.search.outcome import SearchOutcome
 from simtune.search.outputs import ModelReport
 from simtune.search.request import SearchRequest
@@ -117,8 +118,13 @@ class Simulated:
         scope = measure_scope(request.space, workload) if workload is not None else None
         # Calibrations run where the experiments run (a job of their own with --executor slurm).
         measuring = here if self.runner.executor.name == "local" else self.runner.measuring
+        # A large workload's engines cost more than a tiny reference's: where the machine has learnt
+        # no engine costs yet, the reference's engines are measured in their place.
+        ref_scope = (reference_scope(scope) if workload is not None and scope is not None and verify_top > 0
+                     and engines_by_reference(workload) else None)
+        first, first_scope = (engine_reference(), ref_scope) if ref_scope is not None else (workload, scope)
         choice = choose_profile(autotuning.profile, resources, say=self.progress.note, measure_workload=(
-            (workload, precision) if workload is not None and verify_top > 0 else None), scope=scope,
+            (first, precision) if first is not None and verify_top > 0 else None), scope=first_scope,
             measuring=measuring)
         profile = choice.profile
         if verify_top > 0 and not choice.local:
@@ -126,6 +132,26 @@ class Simulated:
                              f"{profile.device.name}, not this machine's {resources.world_size} process(es), so its "
                              f"predictions cannot be verified here: use --verify-top 0 or a profile of this machine.")
         learnt = learnt_engine_costs(profile, precision)
+        reference_s, stand_in = 0.0, None
+        if ref_scope is not None and choice.workload is not None:  # measured in the calibration's launch
+            stand_in = (f"{engine_reference().name}'s engines were measured in the calibration's launch in place "
+                        f"of the workload's")
+            self.progress.note(f"{stand_in}: the workload has over {ENGINE_REFERENCE_ABOVE}x its parameters")
+            learn_reference_engine_costs(choice.workload.model, profile, precision, say=self.progress.note)
+            choice = dataclasses.replace(choice, workload=None)
+            learnt = learnt_engine_costs(profile, precision)
+        elif ref_scope is not None and (learnt is None or not learnt.covers(bucket_engines=ref_scope.bucket_engines)):
+            reference = engine_reference()
+            self.progress.note(f"the workload has over {ENGINE_REFERENCE_ABOVE}x {reference.name}'s parameters and "
+                               f"{profile.name} has no engine costs learnt yet: measuring {reference.name}'s engines "
+                               f"in place of the workload's")
+            measured = choose_workload(reference, profile, precision=precision, measure=True, say=self.progress.note,
+                                       num_gpus=resources.num_gpus, scope=ref_scope, measuring=measuring)
+            learn_reference_engine_costs(measured.model, profile, precision, say=self.progress.note)
+            reference_s = measured.seconds
+            stand_in = (f"{reference.name}'s engines were measured in place of the workload's "
+                        f"({reference_s:.1f} s{', cached' if measured.how == 'cached' else ''})")
+            learnt = learnt_engine_costs(profile, precision)
         if scope is not None and learnt is not None and learnt.covers(bucket_engines=scope.bucket_engines):
             scope = dataclasses.replace(scope, engines=False)
             if verify_top > 0 and choice.local and choice.workload is None:
@@ -161,9 +187,9 @@ class Simulated:
         if saved is not None:
             self.progress.note(self.search.residual_note(saved))
         report = model_report(result, request.space, profile=profile.name, profile_kind=profile.kind,
-                              calibration_s=choice.seconds + chosen.seconds,
+                              calibration_s=choice.seconds + reference_s + chosen.seconds,
                               total_s=time.monotonic() - self.started,
-                              calibration_note=calibration_note(choice, chosen),
+                              calibration_note=calibration_note(choice, chosen, stand_in),
                               residual_file=str(saved) if saved else None)
         return StrategyResult(result.outcome, report, result.predictions)
 
@@ -181,10 +207,11 @@ def numbers_source(how: str) -> str:
     return "closed-form" if how == "closed-form" else "measured"
 
 
-def calibration_note(choice: ProfileChoice, chosen: WorkloadChoice) -> str | None:
-    """How the profile and the workload's numbers were obtained, and the load beside their
-    measurement, in words (None: nothing to say)."""
-    notes = []
+def calibration_note(choice: ProfileChoice, chosen: WorkloadChoice, stand_in: str | None = None) -> str | None:
+    """How the profile and the workload's numbers were obtained (``stand_in``: how a reference
+    model's engines stood in for the workload's), and the load beside their measurement, in words
+    (None: nothing to say)."""
+    notes = [stand_in] if stand_in else []
     if choice.workload is not None:
         notes.append(f"this machine was calibrated first and the workload measured in the same launch "
                      f"({choice.seconds:.1f} s; profile saved to {choice.path}, measurement cached for the "
