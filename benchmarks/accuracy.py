@@ -253,6 +253,8 @@ class WatchedRuns:
         self.args = args
         self.path = work / "others.json"
         self.record = json.loads(self.path.read_text()) if self.path.exists() and not args.fresh else {}
+        self.reused = 0
+        """Runs whose result was an earlier invocation's."""
 
     def run(self, name: str, launch: Callable[[bool], Any]) -> tuple[Any, Optional[float]]:
         """``launch(overwrite)`` runs the experiment ``name`` and returns its result."""
@@ -267,7 +269,15 @@ class WatchedRuns:
             result, others = watched(lambda: launch(True))
         self.record[name] = others
         self.path.write_text(json.dumps(self.record, indent=1))
+        self.reused += bool(result.reused)
         return result, others
+
+    def reused_note(self) -> str:
+        """What a reader must know when runs were reused (empty when none were)."""
+        if not self.reused:
+            return ""
+        return (f"; {self.reused} of them reused from an earlier invocation in {self.path.parent}, not "
+                f"measured beside this invocation's calibration (--fresh runs them again)")
 
 
 # ---------------------------------------------------------------------- the run
@@ -344,7 +354,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"{experiment.name}: {result.status} ({result.reason})")
             continue
         measured.append((trial, result.metrics, others))
-    print(f"load average after the runs: {load_average()}; {len(measured)} of {len(trials)} configurations ok")
+    print(f"load average after the runs: {load_average()}; {len(measured)} of {len(trials)} configurations ok"
+          f"{runs.reused_note()}")
 
     full = Predictor.from_parts(space, calibration, profile, world_size=2, precision="fp32")
     calibrated = rows_for(full, measured)

@@ -22,7 +22,7 @@ Run from the repository root on a quiet machine (no GPU needed; DS_ACCELERATOR=c
    (:mod:`simtune.prediction.learnt_engine_costs`): B's model measured without engines (forward,
    backward and activations, before B's runs, with the time it took), its engines costed per unit
    with A's costs; and, for contrast, with B's own engines measured (the time that measurement
-   takes is the saving).
+   takes is the saving; ``--skip-own-engines`` leaves it out, for a large B where it takes longest).
 
 The machine's own speed is timed before the calibrations and before and after B's runs (a fixed
 single-thread matmul and GELU loop, ``speed_probe``): a VM whose speed drifts between the
@@ -158,6 +158,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--seq-a", type=int, default=128)
     parser.add_argument("--model-b", default="bert-tiny")
     parser.add_argument("--seq-b", type=int, default=128)
+    parser.add_argument("--skip-own-engines", action="store_true",
+                        help="do not measure B with its own engines (for a large B, where they take longest)")
     accuracy.add_run_arguments(parser, "simtune-transfer")
     args = parser.parse_args(argv)
     accuracy.launch_on_cpu()
@@ -199,7 +201,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     workload_b = load_workload(args.model_b, seq_len=args.seq_b)
     measured_b: dict[str, Any] = {}
-    for label, scope in (("without engines", MeasureScope(engines=False)), ("with its engines", MeasureScope())):
+    scopes = [("without engines", MeasureScope(engines=False)), ("with its engines", MeasureScope())]
+    for label, scope in scopes[:1] if args.skip_own_engines else scopes:
         measured_b[label], others = accuracy.retried(f"workload B calibration {label}", lambda: calibrate_workload(
             workload_b, profile, precision="fp32", cache_dir=work / f"cache-b-{scope.engines}",
             refresh=not args.profile, scope=scope, log=lambda m: print(f"# {m}", file=sys.stderr)),
@@ -261,7 +264,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     rows = rows_with(True)
     print(f"\nworkload B: {workload_b.name}, seq {workload_b.seq_len}, fp32, never measured before these runs; "
-          f"{len(measured)} of {len(all_cases)} configurations ran\n")
+          f"{len(measured)} of {len(all_cases)} configurations ran{runs.reused_note()}\n")
     head = f"{'configuration':<30} {'pred ms':>8} {'meas ms':>8} {'err':>7} | {'pred MiB':>8} {'meas MiB':>8} {'err':>7} | others"
     print(head)
     print("-" * len(head))
@@ -283,7 +286,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"peak memory: MAPE {s['mem_mape'] * 100:.1f}% (target <= {TARGET_MEMORY * 100:.0f}%: "
           f"{ok(s['mem_mape'] <= TARGET_MEMORY)}), max error {s['mem_max'] * 100:.1f}%")
     drifted = summary(rows_with(True, drift))
-    print(f"\nmachine speed (probe seconds): {probe_at_calibration * 1e3:.1f} ms at calibration, "
+    when = "at the start (the profile was given: its calibration ran earlier)" if args.profile else "at calibration"
+    print(f"\nmachine speed (probe seconds): {probe_at_calibration * 1e3:.1f} ms {when}, "
           f"{probe_before_runs * 1e3:.1f} before B's runs, {probe_after_runs * 1e3:.1f} after: the machine ran "
           f"{(drift - 1) * 100:+.0f}% slower during the runs; predictions scaled by {drift:.3f}: MAPE "
           f"{drifted['mape'] * 100:.1f}%, max {drifted['max'] * 100:.1f}%, tau {drifted['tau']:.3f}, ordering "
@@ -294,6 +298,9 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"memory MAPE {alone['mem_mape'] * 100:.1f}%")
     for label, note in (("without engines", "A's engine costs per unit, as simtune search predicts B once A's are saved"),
                         ("with its engines", "B's own engines, as the first search of B on a new machine predicts it")):
+        if label not in measured_b:
+            print(f"the same runs predicted from B's model measured {label}: not measured (--skip-own-engines)")
+            continue
         got = summary(rows_with(True, source=measured_b[label]))
         print(f"the same runs predicted from B's model measured {label} ({measured_b[label].seconds:.1f} s; {note}): "
               f"MAPE {got['mape'] * 100:.1f}%, max {got['max'] * 100:.1f}%, tau {got['tau']:.3f}, ordering "
