@@ -34,6 +34,15 @@ from simtune.watchdog import remove_shm_buffers
 RANK_MODULE = "simtune.calib.workload_rank"
 
 
+def failure_reason(output: str, returncode: int) -> str:
+    """Why a measuring launch failed, from its output: the first rank's own failure line (the
+    other ranks then fail in their collectives, in lines that come later and say less), else the
+    last line that names an error, else the exit code."""
+    lines = [line.strip() for line in output.splitlines() if LOG_PREFIX in line or "Error" in line]
+    own = [line for line in lines if line.startswith(f"{LOG_PREFIX} failed on rank")]
+    return own[0] if own else lines[-1] if lines else f"exit code {returncode}"
+
+
 def calibrate_workload(workload: Workload, profile: HardwareProfile, *, precision: str,
                        num_gpus: Optional[int] = None, micro_batch_sizes: Sequence[int] = DEFAULT_MICRO_BATCH_SIZES,
                        cache_dir: Optional[os.PathLike[str] | str] = None, in_process: bool = False,
@@ -160,9 +169,8 @@ def measure_with_launch(request: Request, num_gpus: int, *, stages: tuple[int, .
             remove_shm_buffers(port)
             release_port(port)
         if returncode != 0 or not finished():
-            lines = [line.strip() for line in output.splitlines() if LOG_PREFIX in line or "Error" in line]
-            reason = lines[-1] if lines else f"exit code {returncode}"
-            raise WorkloadCalibrationError(f"Measuring {request.model} in a launch failed: {reason.rstrip('.')}.")
+            raise WorkloadCalibrationError(f"Measuring {request.model} in a launch failed: "
+                                           f"{failure_reason(output, returncode).rstrip('.')}.")
         parts = sorted(Path(folder).glob("rank*.json"))
         merged = merge_ranks([WorkloadCalibration.from_dict(json.loads(p.read_text())) for p in parts])
     return dataclasses.replace(merged, seconds=time.perf_counter() - started)

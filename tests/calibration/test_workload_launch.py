@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from simtune.calibration.workload_launch import calibrate_workload
+from simtune.calibration.workload import LOG_PREFIX
+from simtune.calibration.workload_launch import calibrate_workload, failure_reason
 from simtune.calibration.workload_script import calibrate_script, stage_zero_config
 from simtune.hardware.registry import load_profile
 from simtune.prediction.predictor import Predictor
@@ -30,6 +31,19 @@ def cpu_profile():
 @pytest.fixture(autouse=True)
 def cpu_ranks(monkeypatch):
     monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+
+
+def test_a_failed_launch_names_the_first_ranks_own_failure():
+    output = "\n".join([
+        f"{LOG_PREFIX} measuring on 2 ranks",
+        f"{LOG_PREFIX} failed on rank 0: ValueError: micro-batch size 0",
+        "Traceback (most recent call last):",
+        "RuntimeError: Connection closed by peer [127.0.0.1]:29500",  # rank 1, left waiting in a collective
+        f"{LOG_PREFIX} failed on rank 1: RuntimeError: Connection closed by peer",
+    ])
+    assert failure_reason(output, 1) == f"{LOG_PREFIX} failed on rank 0: ValueError: micro-batch size 0"
+    assert failure_reason("Traceback\nOSError: no space left\nbye", 1) == "OSError: no space left"
+    assert failure_reason("killed", -9) == "exit code -9"
 
 
 def test_model_mode_measures_both_ranks_and_every_stage(tmp_path):
