@@ -20,6 +20,7 @@ numbers and the residual model.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -196,8 +197,9 @@ def remember_engine_costs(profile: HardwareProfile, predictor: Predictor, worklo
             f"the next workload on {profile.name} can be measured without engines")
 
 
+@functools.lru_cache(maxsize=1)
 def engine_reference() -> Any:
-    """The :data:`ENGINE_REFERENCE` workload."""
+    """The :data:`ENGINE_REFERENCE` workload (read once)."""
     from simtune.workloads import load_workload
 
     name, seq_len = ENGINE_REFERENCE

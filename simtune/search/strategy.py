@@ -133,25 +133,27 @@ class Simulated:
                              f"predictions cannot be verified here: use --verify-top 0 or a profile of this machine.")
         learnt = learnt_engine_costs(profile, precision)
         reference_s, stand_in = 0.0, None
-        if ref_scope is not None and choice.workload is not None:  # measured in the calibration's launch
-            stand_in = (f"{engine_reference().name}'s engines were measured in the calibration's launch in place "
-                        f"of the workload's")
-            self.progress.note(f"{stand_in}: the workload has over {ENGINE_REFERENCE_ABOVE}x its parameters")
-            learn_reference_engine_costs(choice.workload.model, profile, precision, say=self.progress.note)
-            choice = dataclasses.replace(choice, workload=None)
-            learnt = learnt_engine_costs(profile, precision)
-        elif ref_scope is not None and (learnt is None or not learnt.covers(bucket_engines=ref_scope.bucket_engines)):
-            reference = engine_reference()
-            self.progress.note(f"the workload has over {ENGINE_REFERENCE_ABOVE}x {reference.name}'s parameters and "
-                               f"{profile.name} has no engine costs learnt yet: measuring {reference.name}'s engines "
-                               f"in place of the workload's")
-            measured = choose_workload(reference, profile, precision=precision, measure=True, say=self.progress.note,
-                                       num_gpus=resources.num_gpus, scope=ref_scope, measuring=measuring)
-            learn_reference_engine_costs(measured.model, profile, precision, say=self.progress.note)
-            reference_s = measured.seconds
-            stand_in = (f"{reference.name}'s engines were measured in place of the workload's "
-                        f"({reference_s:.1f} s{', cached' if measured.how == 'cached' else ''})")
-            learnt = learnt_engine_costs(profile, precision)
+        if ref_scope is not None:
+            reference, measured = engine_reference(), None
+            if choice.workload is not None:  # measured in the calibration's launch
+                measured = choice.workload
+                stand_in = (f"{reference.name}'s engines were measured in the calibration's launch in place of "
+                            f"the workload's")
+                self.progress.note(f"{stand_in}: the workload has over {ENGINE_REFERENCE_ABOVE}x its parameters")
+                choice = dataclasses.replace(choice, workload=None)
+            elif learnt is None or not learnt.covers(bucket_engines=ref_scope.bucket_engines):
+                self.progress.note(f"the workload has over {ENGINE_REFERENCE_ABOVE}x {reference.name}'s parameters "
+                                   f"and {profile.name} has no engine costs learnt yet: measuring {reference.name}'s "
+                                   f"engines in place of the workload's")
+                measured = choose_workload(reference, profile, precision=precision, measure=True,
+                                           say=self.progress.note, num_gpus=resources.num_gpus, scope=ref_scope,
+                                           measuring=measuring)
+                reference_s = measured.seconds
+                stand_in = (f"{reference.name}'s engines were measured in place of the workload's "
+                            f"({reference_s:.1f} s{', cached' if measured.how == 'cached' else ''})")
+            if measured is not None:
+                learn_reference_engine_costs(measured.model, profile, precision, say=self.progress.note)
+                learnt = learnt_engine_costs(profile, precision)
         if scope is not None and learnt is not None and learnt.covers(bucket_engines=scope.bucket_engines):
             scope = dataclasses.replace(scope, engines=False)
             if verify_top > 0 and choice.local and choice.workload is None:
