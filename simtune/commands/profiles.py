@@ -87,6 +87,10 @@ def framework_lines(profile) -> list[str]:
     for found in learnt.values():
         costs = ", ".join(f"{name[:-2]} {value * 1e6:.1f} us" for name, value in found.costs.items())
         lines.append(f"  engine costs learnt {costs} ({found.describe()}; {learnt_costs_path(profile.name)})")
+        if found.param_pass_s:
+            per_param = "; ".join(f"z{stage} " + " ".join(f"{v * 1e9:.2f}" for v in row)
+                                  for stage, row in enumerate(found.param_pass_s))
+            lines.append(f"  per parameter (ns)  forward backward step: {per_param}")
     return lines
 
 

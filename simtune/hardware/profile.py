@@ -321,11 +321,14 @@ class FrameworkProfile:
     engine_micro_step_s: float = 0.0
     forward_module_s: float = 0.0
     gather_call_s: float = 0.0
+    param_pass_s: tuple[tuple[float, float, float], ...] = ()
+    """Per stage 0-3, (forward, backward, step) seconds per parameter (empty: not learnt)."""
 
 
-FRAMEWORK_COSTS = tuple(f.name for f in dataclasses.fields(FrameworkProfile) if f.name != "kind")
-OPTIONAL_FRAMEWORK_COSTS = tuple(f.name for f in dataclasses.fields(FrameworkProfile)
-                                 if f.default is not dataclasses.MISSING)
+_FRAMEWORK_FIELDS = {f.name: f for f in dataclasses.fields(FrameworkProfile) if f.name not in ("kind", "param_pass_s")}
+FRAMEWORK_COSTS = tuple(_FRAMEWORK_FIELDS)
+"""The costs per call (seconds each)."""
+OPTIONAL_FRAMEWORK_COSTS = tuple(name for name, f in _FRAMEWORK_FIELDS.items() if f.default is not dataclasses.MISSING)
 """Costs added after the section first shipped: a profile written before them lacks them (0)."""
 
 

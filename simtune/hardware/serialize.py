@@ -62,8 +62,13 @@ def profile_fingerprint(profile: HardwareProfile) -> str:
 
 
 def profile_to_dict(profile: HardwareProfile) -> dict:
-    """A JSON-ready dict of plain dicts, lists and scalars."""
-    return _plain(dataclasses.asdict(profile))
+    """A JSON-ready dict of plain dicts, lists and scalars (an empty ``framework.param_pass_s`` is
+    left out, so that profiles written before it keep their fingerprint)."""
+    data = _plain(dataclasses.asdict(profile))
+    framework = data.get("framework")
+    if isinstance(framework, dict) and not framework.get("param_pass_s"):
+        framework.pop("param_pass_s", None)
+    return data
 
 
 class _Node:
@@ -373,7 +378,22 @@ def _offload(node: _Node) -> OffloadProfile:
 def _framework(node: _Node) -> FrameworkProfile:
     values = {key: float(node.number(key, non_negative=True, optional=key in OPTIONAL_FRAMEWORK_COSTS) or 0.0)
               for key in FRAMEWORK_COSTS}
-    return FrameworkProfile(kind=str(node.text("kind", ("spec", "measured"))), **values)
+    return FrameworkProfile(kind=str(node.text("kind", ("spec", "measured"))), **values,
+                            param_pass_s=_param_passes(node))
+
+
+def _param_passes(node: _Node) -> tuple[tuple[float, float, float], ...]:
+    """``param_pass_s``: absent or empty, or 4 rows (stages 0-3) of 3 seconds per parameter >= 0."""
+    rows = node.get("param_pass_s", optional=True)
+    if rows is None or rows == []:
+        return ()
+    ok = (isinstance(rows, list) and len(rows) == 4 and all(
+        isinstance(row, list) and len(row) == 3 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in row)
+        for row in rows))
+    if not ok:
+        node.fail_value(node._where("param_pass_s"), rows, "4 lists (stages 0-3) of 3 numbers >= 0")
+    return tuple((float(row[0]), float(row[1]), float(row[2])) for row in rows)
 
 
 def _optional_count(node: _Node, key: str) -> Optional[int]:

@@ -97,7 +97,7 @@ def framework_costs(profile: HardwareProfile) -> FrameworkCosts:
     fw = profile.framework
     if fw is None:
         return FrameworkCosts()
-    return FrameworkCosts(**{key: getattr(fw, key) for key in FRAMEWORK_COSTS})
+    return FrameworkCosts(**{key: getattr(fw, key) for key in FRAMEWORK_COSTS}, param_pass_s=fw.param_pass_s)
 
 
 def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None) -> HardwareSpec:

@@ -417,9 +417,19 @@ class FrameworkCosts:
     bookkeeping)."""
     engine_micro_step_s: float = 0.0
     """The engine's forward and backward calls' own work in one micro-step, at every stage."""
+    param_pass_s: tuple[tuple[float, float, float], ...] = ()
+    """Per ZeRO stage 0-3, (forward, backward, step) seconds per parameter of the replica that the
+    engine spends in proportion to the model's size beyond the cost model's terms (stages 1-2's
+    flat partitions: gradient copies, norms, overflow checks, the fp32-to-parameter copy).
+    Empty where not learnt; the gradient copies of ``step_time.gradient_copy_s`` stand in."""
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
+            if name == "param_pass_s":
+                _require(value == () or (len(value) == 4 and all(len(row) == 3 and min(row) >= 0 for row in value)),
+                         ProfileError, f"FrameworkCosts.param_pass_s must be empty or 4 rows of 3 costs >= 0, "
+                                       f"got {value!r}.")
+                continue
             _require(value >= 0, ProfileError, f"FrameworkCosts.{name} must be >= 0, got {value!r}.")
 
 

@@ -100,7 +100,13 @@ def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
     parameter-holding module in each pass; stages 2/3 run a gradient hook per parameter tensor in
     each backward and gathers each persistent tensor after the step; every stage runs the
     engine's forward and backward calls, copies gradients (:func:`gradient_copy_s`) and steps
-    the engine."""
+    the engine. Where the engine's work in proportion to the model's size was learnt
+    (``param_pass_s``, read off engines at one micro-step per step), that replaces the copies into
+    the buckets of stages 2/3 (stages 0/1 still accumulate from the second micro-step on):
+
+        forward += P k_f[stage],  backward += P k_b[stage],  step += P k_s[stage]
+
+    with P the parameters of the replica (``parameter_count / mp``)."""
     fw = hw.framework
     fwd = bwd = fw.engine_micro_step_s / 2
     if c.stage == 3:
@@ -108,8 +114,13 @@ def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
         bwd += m.hooked_modules * fw.zero3_module_s
     if c.stage >= 2:
         bwd += len(m.layout.numels) * fw.gradient_hook_s
-    bwd += gradient_copy_s(m, hw, c)
     step = fw.engine_step_s
+    if fw.param_pass_s:
+        p = m.parameter_count / c.mp_degree
+        k_f, k_b, k_s = fw.param_pass_s[c.stage]
+        fwd, bwd, step = fwd + p * k_f, bwd + p * k_b, step + p * k_s
+    if not fw.param_pass_s or c.stage < 2:
+        bwd += gradient_copy_s(m, hw, c)
     if c.stage == 3 and c.dp_degree > 1:
         step += (sizes if sizes is not None else shards(m, c)).persistent_tensors * fw.gather_call_s
     return fwd, bwd, step

@@ -25,6 +25,13 @@ holds parameters:
     forward_module_s    = intercept(measured forward - operators' forward) / modules with parameters
 
 Each is at least 0.
+
+Costs per unit read off a 0.5M-parameter model miss what the engine does in proportion to the
+model's size (ZeRO-1/2's flat fp32 partitions: gradient copies, norms, overflow checks, the
+fp32-to-parameter copy), which on a 124M-parameter model is seconds per step on CPU. A second
+workload of the same shape and many more parameters, its engines measured beside the first's,
+gives those costs per parameter (:func:`param_pass_costs`); they are then taken off the first's
+residuals before the per-unit costs are read, and replace the modelled gradient copies.
 """
 
 from __future__ import annotations
@@ -51,19 +58,61 @@ def forward_intercept_s(model: ModelSpec, hardware: HardwareSpec, precision: str
     return intercept
 
 
-def framework_costs_of(model: ModelSpec, hardware: HardwareSpec, precision: str) -> FrameworkCosts:
-    """Per-unit engine costs from ``model``'s measured engines (see the module docstring)."""
+def param_pass_costs(small: ModelSpec, large: ModelSpec) -> tuple[tuple[float, float, float], ...]:
+    """Per ZeRO stage 0-3, (forward, backward, step) engine seconds per parameter, from two
+    workloads with the same modules and parameter tensors but different sizes, their engines
+    measured at the same micro-batch size on the same machine (the engine residuals r of
+    ``MeasuredCompute.stage_overheads``):
+
+        k[stage][phase] = (r_large - r_small) / (P_large - P_small)      (at least 0)
+
+    What the engine does per module, hook, bucket and call cancels; what it does per byte
+    (ZeRO-1/2's flat partitions, norms, overflow checks, copies) remains."""
+    lo_mc, hi_mc = small.measured_compute, large.measured_compute
+    if lo_mc is None or hi_mc is None or not lo_mc.stage_overheads or not hi_mc.stage_overheads:
+        raise WorkloadError("Both workloads need measured engines to read the costs per parameter from.")
+    common = {row[:2] for row in lo_mc.stage_overheads} & {row[:2] for row in hi_mc.stage_overheads}
+    sizes = [mbs for mbs in {mbs for _, mbs in common} if all((stage, mbs) in common for stage in range(4))]
+    extra = large.parameter_count - small.parameter_count
+    if not sizes or extra <= 0:
+        raise WorkloadError("The two workloads' engines were not measured at every stage at one micro-batch size, "
+                            "or the second is not the larger.")
+    mbs = min(sizes)
+    rows = []
+    for stage in range(4):
+        lo, hi = lo_mc.overheads(stage, mbs), hi_mc.overheads(stage, mbs)
+        f, b, st = (max(0.0, (hi[i] - lo[i]) / extra) for i in range(3))
+        rows.append((f, b, st))
+    return tuple(rows)
+
+
+def framework_costs_of(model: ModelSpec, hardware: HardwareSpec, precision: str,
+                       param_pass_s: tuple[tuple[float, float, float], ...] = ()) -> FrameworkCosts:
+    """Per-unit engine costs from ``model``'s measured engines (see the module docstring). With
+    ``param_pass_s`` (:func:`param_pass_costs`) the engine's work in proportion to the model's
+    size, ``P k``, is taken off each residual first and stands in for the modelled gradient copies;
+    the costs returned carry it."""
     mc = model.measured_compute
     if mc is None or not mc.stage_overheads:
         raise WorkloadError("The workload has no measured engines to read the framework's costs from.")
     mbs = min(row[1] for row in mc.stage_overheads)
-    f0, b0, s0, l0 = mc.overheads(0, mbs)
-    f2, b2, _, _ = mc.overheads(2, mbs)
-    f3, b3, s3, _ = mc.overheads(3, mbs)
+    params = float(model.parameter_count)
+
+    def overheads(stage: int) -> tuple[float, ...]:
+        row = mc.overheads(stage, mbs)
+        if not param_pass_s:
+            return row
+        return tuple(v - params * k for v, k in zip(row[:3], param_pass_s[stage])) + row[3:]
+
+    f0, b0, s0, l0 = overheads(0)
+    f2, b2, _, _ = overheads(2)
+    f3, b3, s3, _ = overheads(3)
     persistent = model.layout.persistent(int(knob("stage3_param_persistence_threshold").default))[1]
     gather = max(0.0, (s3 - s0) / persistent) if persistent else 0.0
 
     def copies(stage: int) -> float:
+        if param_pass_s:
+            return 0.0
         config = TrainConfig(stage=stage, micro_batch_size=mbs, precision=precision)
         return gradient_copy_s(model, hardware, config)
 
@@ -76,7 +125,7 @@ def framework_costs_of(model: ModelSpec, hardware: HardwareSpec, precision: str)
     return dataclasses.replace(hardware.framework, zero3_module_s=module, reduce_bucket_s=bucket,
                                gradient_hook_s=hook, engine_step_s=max(0.0, s0),
                                engine_micro_step_s=max(0.0, f0 + b0 + l0), forward_module_s=python,
-                               gather_call_s=gather)
+                               gather_call_s=gather, param_pass_s=tuple(param_pass_s))
 
 
-__all__ = ["framework_costs_of"]
+__all__ = ["framework_costs_of", "param_pass_costs"]

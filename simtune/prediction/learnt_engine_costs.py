@@ -13,6 +13,10 @@ the saved workloads of the prediction's precision (over all of them when none ha
 whose own engines were measured keeps its own costs (the framework section is then not read); the
 others (a new workload measured without engines, one never measured) are costed per unit. The
 reduction-bucket cost is taken only from workloads whose engines with small buckets were measured.
+The costs per parameter (``FrameworkCosts.param_pass_s``) are saved only where two workloads of
+one shape and different sizes were measured (the reference and its twin,
+:func:`simtune.prediction.engine_costs.param_pass_costs`); their median is taken per stage and
+phase over the workloads that have them.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ class LearntEngineCosts:
     """Keys of the workloads the costs were read from."""
     costs: Mapping[str, float]
     """Cost name (one of :data:`LEARNT`) -> seconds: the median over the sources that measured it."""
+    param_pass_s: tuple[tuple[float, float, float], ...] = ()
+    """Per stage, (forward, backward, step) seconds per parameter; empty when none was learnt."""
 
     def covers(self, *, bucket_engines: bool) -> bool:
         """Whether these costs stand in for everything a workload's engines would give: the cost
@@ -53,7 +59,8 @@ class LearntEngineCosts:
         return not bucket_engines or "reduce_bucket_s" in self.costs
 
     def describe(self) -> str:
-        return "engine costs per unit learnt from " + ", ".join(self.sources)
+        per_param = " and per parameter" if self.param_pass_s else ""
+        return f"engine costs per unit{per_param} learnt from " + ", ".join(self.sources)
 
 
 def learnt_costs_path(profile_name: str, folder: str | os.PathLike[str] | None = None) -> Path:
@@ -82,8 +89,10 @@ def record_engine_costs(profile: HardwareProfile, workload_key: str, precision: 
     None when it already held these costs."""
     target = path if path is not None else learnt_costs_path(profile.name)
     values = {name: float(getattr(costs, name)) for name in LEARNT if name != "reduce_bucket_s" or buckets_measured}
-    entry = {"precision": precision, "profile_numbers": profile_fingerprint(profile), "costs": values,
-             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    entry: dict[str, Any] = {"precision": precision, "profile_numbers": profile_fingerprint(profile), "costs": values,
+                             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    if costs.param_pass_s:
+        entry["param_pass_s"] = [list(row) for row in costs.param_pass_s]
     target.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(target.with_name(f".{target.name}.lock")):
         entries = _entries(target)
@@ -114,7 +123,23 @@ def learnt_engine_costs(profile: HardwareProfile, precision: str,
                   if isinstance(e["costs"].get(name), (int, float)) and e["costs"][name] >= 0]
         if values:
             costs[name] = statistics.median(values)
-    return LearntEngineCosts(tuple(sorted(chosen)), costs) if costs else None
+    tables = [_param_passes(e.get("param_pass_s")) for e in chosen.values()]
+    tables = [t for t in tables if t]
+
+    def median(stage: int, phase: int) -> float:
+        return statistics.median(t[stage][phase] for t in tables)
+
+    per_param = tuple((median(s, 0), median(s, 1), median(s, 2)) for s in range(4)) if tables else ()
+    return LearntEngineCosts(tuple(sorted(chosen)), costs, per_param) if costs else None
+
+
+def _param_passes(value: Any) -> tuple[tuple[float, float, float], ...]:
+    """A saved ``param_pass_s`` table; empty when missing or malformed."""
+    if not (isinstance(value, list) and len(value) == 4 and all(
+            isinstance(row, list) and len(row) == 3 and all(isinstance(v, (int, float)) and v >= 0 for v in row)
+            for row in value)):
+        return ()
+    return tuple((float(row[0]), float(row[1]), float(row[2])) for row in value)
 
 
 def with_learnt_engine_costs(profile: HardwareProfile, learnt: Optional[LearntEngineCosts]) -> HardwareProfile:
@@ -126,6 +151,8 @@ def with_learnt_engine_costs(profile: HardwareProfile, learnt: Optional[LearntEn
                                                       engine_step_s=0.0)
     provenance = dataclasses.replace(profile.provenance, notes=profile.provenance.notes + (learnt.describe(),))
     costs: dict[str, Any] = dict(learnt.costs)
+    if learnt.param_pass_s:
+        costs["param_pass_s"] = learnt.param_pass_s
     return dataclasses.replace(profile, framework=dataclasses.replace(framework, **costs), provenance=provenance)
 
 

@@ -49,6 +49,13 @@ def test_profiles_show_lists_the_engine_costs_learnt_on_it(capsys):
     assert main(["profiles", "show", "dgx-a100-80gb"]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if "engine costs learnt" in line)
     assert "zero3_module 200.0 us" in line and "gpt2@1024/bf16#1" in line and "reduce_bucket" not in line
+    assert "per parameter" not in line
+    table = ((0.0, 4e-9, 8e-9), (0.0, 1.1e-8, 1.2e-8), (0.0, 9e-9, 1.2e-8), (8e-9, 1e-8, 7e-9))
+    record_engine_costs(load_profile("dgx-a100-80gb"), "gpt2-tiny@64/bf16#1", "bf16",
+                        FrameworkCosts(zero3_module_s=2e-4, param_pass_s=table), buckets_measured=False)
+    assert main(["profiles", "show", "dgx-a100-80gb"]) == 0
+    out = capsys.readouterr().out
+    assert "per parameter (ns)  forward backward step: z0 0.00 4.00 8.00; z1 0.00 11.00 12.00" in out
 
 
 def test_profiles_show_errors(capsys):

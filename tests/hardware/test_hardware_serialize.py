@@ -98,3 +98,16 @@ def test_a_profile_without_framework_costs_reads_as_none_and_a_negative_cost_is_
     assert profile_from_dict(older, source="x.json").framework is None
     good["framework"]["zero3_module_s"] = -1.0
     assert "framework.zero3_module_s" in _error(good)
+
+
+def test_costs_per_parameter_round_trip_and_a_bad_table_is_refused(good, tmp_path):
+    profile = profile_from_dict(good, source="x.json")
+    assert profile.framework is not None and profile.framework.param_pass_s == ()
+    assert "param_pass_s" not in profile_to_dict(profile)["framework"]  # the fingerprint of older profiles holds
+    table = [[0.0, 4e-9, 8e-9], [0.0, 1e-8, 1.2e-8], [0.0, 9e-9, 1.2e-8], [8e-9, 1e-8, 7e-9]]
+    good["framework"]["param_pass_s"] = table
+    learnt = profile_from_dict(good, source="x.json")
+    assert learnt.framework is not None and learnt.framework.param_pass_s[3] == (8e-9, 1e-8, 7e-9)
+    assert load_profile(save_profile(learnt, tmp_path)) == learnt
+    good["framework"]["param_pass_s"] = table[:3]
+    assert "framework.param_pass_s" in _error(good)

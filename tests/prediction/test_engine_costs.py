@@ -7,7 +7,7 @@ from simtune.hardware import load_profile
 from simtune.model.adapters import hardware_spec as spec_of, model_spec
 from simtune.model.inputs import FrameworkCosts, MeasuredCompute, TrainConfig
 from simtune.model.step_time import framework_costs
-from simtune.prediction.engine_costs import framework_costs_of
+from simtune.prediction.engine_costs import framework_costs_of, param_pass_costs
 from simtune.workloads import load_workload
 
 
@@ -60,3 +60,56 @@ def test_costs_read_off_one_model_scale_with_another_models_counts():
 def test_a_workload_without_measured_engines_is_refused():
     with pytest.raises(WorkloadError):
         framework_costs_of(gpt2_spec(), hardware_spec(), "fp32")
+
+
+PER_PARAM = ((1e-10, 4e-9, 8e-9), (0.0, 1.1e-8, 1.2e-8), (2e-10, 9e-9, 1.2e-8), (8e-9, 1e-8, 7e-9))
+"""Seconds per parameter per stage (forward, backward, step), of the order DeepSpeed shows on CPU."""
+
+
+def test_costs_per_parameter_come_back_from_a_pair_of_one_shape():
+    hardware = hardware_spec(streaming_bytes_per_s=1e11)
+    truth = dataclasses.replace(TRUE, param_pass_s=PER_PARAM)
+    small = gpt2_spec()
+    large = dataclasses.replace(small, parameter_count=small.parameter_count + 8_388_608)
+
+    def engines(model):
+        with_truth = dataclasses.replace(hardware, framework=truth)
+        rows = tuple((stage, 2) + framework_costs(model, with_truth, TrainConfig(
+            stage=stage, micro_batch_size=2, precision="fp32", dp_degree=2)) + (0.0,) for stage in range(4))
+        return dataclasses.replace(model, measured_compute=MeasuredCompute(
+            ((1, 0.01, 0.02), (4, 0.04, 0.08)), stage_overheads=rows, reduce_call_overheads=((2, 2, 3e-4),)))
+
+    per_param = param_pass_costs(engines(small), engines(large))
+    for got, want in zip(per_param, PER_PARAM):
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-15)
+    # what is left per unit is the truth's, the per-parameter work taken off first
+    got = framework_costs_of(engines(small), hardware, "fp32", per_param)
+    for field in ("zero3_module_s", "gradient_hook_s", "engine_step_s", "engine_micro_step_s", "gather_call_s"):
+        assert getattr(got, field) == pytest.approx(getattr(TRUE, field), rel=1e-6), field
+    assert got.param_pass_s == per_param
+
+
+def test_a_pair_that_is_not_larger_or_not_measured_is_refused():
+    hardware = hardware_spec(streaming_bytes_per_s=1e11)
+    measured = measured_engines(gpt2_spec(), hardware)
+    with pytest.raises(WorkloadError, match="larger"):
+        param_pass_costs(measured, measured)
+    with pytest.raises(WorkloadError, match="measured engines"):
+        param_pass_costs(measured, gpt2_spec())
+
+
+def test_costs_per_parameter_replace_the_modelled_bucket_copies():
+    model = gpt2_spec()
+    plain = hardware_spec(streaming_bytes_per_s=1e9)
+    learnt = dataclasses.replace(plain, framework=FrameworkCosts(param_pass_s=PER_PARAM))
+    for stage in range(4):
+        config = TrainConfig(stage=stage, micro_batch_size=2, precision="fp32", dp_degree=2)
+        fwd, bwd, step = framework_costs(model, learnt, config)
+        k_f, k_b, k_s = PER_PARAM[stage]
+        p = model.parameter_count
+        assert (fwd, bwd, step) == pytest.approx((p * k_f, p * k_b, p * k_s))
+        # without them, stages 2/3 copy each gradient into a bucket
+        assert (framework_costs(model, plain, config)[1] > 0) == (stage >= 2)
+    # stages 0/1 still accumulate from the second micro-step on
+    config = TrainConfig(stage=1, micro_batch_size=2, precision="fp32", dp_degree=2, gradient_accumulation_steps=2)
+    assert framework_costs(model, learnt, config)[1] > model.parameter_count * PER_PARAM[1][1]

@@ -105,3 +105,25 @@ def test_a_workload_measured_without_engines_is_costed_per_unit(a100):
     _, slow_s = engine_s(slow, trial3)
     assert slow_s - fast_s == pytest.approx(2 * p.model.hooked_modules * (1e-3 - a100.framework.zero3_module_s))
     assert engine_s(slow, trial0)[1] == pytest.approx(engine_s(a100, trial0)[1])
+
+
+def test_costs_per_parameter_are_kept_and_taken_as_a_median_where_learnt(a100, tmp_path):
+    path = tmp_path / "costs.json"
+    table = ((0.0, 4e-9, 8e-9), (0.0, 1e-8, 1.2e-8), (0.0, 9e-9, 1.2e-8), (8e-9, 1e-8, 7e-9))
+    record_engine_costs(a100, "per-unit only", "fp32", COSTS, buckets_measured=True, path=path)
+    assert learnt_engine_costs(a100, "fp32", path=path).param_pass_s == ()
+    for key, scale in (("a", 1.0), ("b", 3.0)):
+        record_engine_costs(a100, key, "fp32", dataclasses.replace(
+            COSTS, param_pass_s=tuple(tuple(v * scale for v in row) for row in table)), buckets_measured=True, path=path)
+    learnt = learnt_engine_costs(a100, "fp32", path=path)
+    assert learnt.param_pass_s[1] == pytest.approx((0.0, 2e-8, 2.4e-8))  # the entry without a table is left out
+    assert "per parameter" in learnt.describe()
+    merged = with_learnt_engine_costs(a100, learnt)
+    assert merged.framework.param_pass_s == learnt.param_pass_s
+    # the model's hardware carries them, and a ZeRO-1 step costs its parameters times the step's cost
+    plain = Predictor.from_parts(None, load_workload("gpt2"), a100, world_size=8, precision="bf16")
+    costed = Predictor.from_parts(None, load_workload("gpt2"), merged, world_size=8, precision="bf16")
+    extra = (costed.predict(Trial(stage=1, micro_batch_size=2)).time.step_phase_s
+             - plain.predict(Trial(stage=1, micro_batch_size=2)).time.step_phase_s)
+    assert extra == pytest.approx(costed.model.parameter_count * 2.4e-8
+                                  + merged.framework.engine_step_s - a100.framework.engine_step_s, rel=1e-6)
