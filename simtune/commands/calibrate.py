@@ -46,11 +46,12 @@ class CalibrateCommand(Command):
     broadcast at several message sizes (fitted to latency + bytes / bus bandwidth), copy bandwidth
     and usable memory. Under a minute (2 CPU processes: about 9 s, --quick about 5 s).
 
-    On one node a second launch then runs real DeepSpeed engines of a tiny built-in model
-    (gpt2-tiny, 64 tokens) at every ZeRO stage and saves what DeepSpeed's engine costs per unit
-    (per ZeRO-3 module fetch, gradient hook, reduction bucket, engine call and step), so that a
-    search measures its workload's model without engines of its own (--no-engines: skip; 2 CPU
-    processes: about 20 s).
+    On one node two more launches then run real DeepSpeed engines of a tiny built-in model
+    (gpt2-tiny, 64 tokens) and of its heavy twin (gpt2-tiny-heavy: a 65,536-row position table,
+    16x the parameters) at every ZeRO stage and save what DeepSpeed's engine costs per unit (per
+    ZeRO-3 module fetch, gradient hook, reduction bucket, engine call and step) and per parameter
+    (per stage and phase), so that a search measures its workload's model without engines of its
+    own (--no-engines: skip; 2 CPU processes: about 40 s).
 
     The profile is saved as NAME.json in ~/.simtune/profiles (or --out) and records the command,
     the date, the versions and every raw measurement next to its fitted value.
@@ -76,7 +77,7 @@ class CalibrateCommand(Command):
         parser.add_argument("--timeout", type=float, default=900.0, metavar="SECONDS",
                             help="stop the calibration run after this long (default 900)")
         parser.add_argument("--no-engines", dest="engines", action="store_false",
-                            help="do not measure DeepSpeed's engine costs on a tiny built-in model")
+                            help="do not measure DeepSpeed's engine costs on two tiny built-in models")
 
     def run(self, args: argparse.Namespace) -> int:
         from simtune.calibration import run_calibration
@@ -98,31 +99,34 @@ class CalibrateCommand(Command):
 
 
 def learn_engine_costs(profile: HardwareProfile, num_gpus: int, *, timeout_s: float, quiet: bool) -> None:
-    """Measure the real engines of :data:`simtune.search.model_inputs.ENGINE_REFERENCE` on this
-    machine for ``profile`` and save the costs per unit read off them (bf16 on GPUs that have it,
-    fp16 on other GPUs, fp32 on CPUs). Measured afresh, never from the workload cache: the machine
-    was just measured again."""
+    """Measure the real engines of :data:`simtune.search.model_inputs.ENGINE_REFERENCE` and of its
+    heavy twin (:data:`~simtune.search.model_inputs.ENGINE_REFERENCE_HEAVY`) on this machine for
+    ``profile`` and save the costs per unit and per parameter read off them (bf16 on GPUs that
+    have it, fp16 on other GPUs, fp32 on CPUs). Measured afresh, never from the workload cache:
+    the machine was just measured again."""
     import time
 
     from simtune.calibration.workload import MeasureScope
     from simtune.calibration.workload_launch import calibrate_workload
     from simtune.runner.resources import detect_accelerator
-    from simtune.search.model_inputs import engine_reference, learn_reference_engine_costs
+    from simtune.search.model_inputs import (HEAVY_SCOPE, engine_reference, engine_reference_heavy,
+                                             learn_reference_engine_costs)
 
     precision = "fp32"
     if detect_accelerator() == "cuda":
         import torch
 
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    reference = engine_reference()
     log = None if quiet else (lambda line: print(f"simtune: {line}", file=sys.stderr, flush=True))
-    started = time.monotonic()
-    scope = MeasureScope(checkpointing=False, bucket_engines=num_gpus > 1)
-    calibration = calibrate_workload(reference, profile, precision=precision, num_gpus=num_gpus, timeout_s=timeout_s,
-                                     log=log, refresh=True, scope=scope)
-    print(f"Measured DeepSpeed's engines on {reference.name} (seq {reference.seq_len}, {precision}) in "
-          f"{time.monotonic() - started:.1f} s.")
-    learn_reference_engine_costs(calibration, profile, precision, say=print)
+    measured = []
+    for reference, scope in ((engine_reference(), MeasureScope(checkpointing=False, bucket_engines=num_gpus > 1)),
+                             (engine_reference_heavy(), HEAVY_SCOPE)):
+        started = time.monotonic()
+        measured.append(calibrate_workload(reference, profile, precision=precision, num_gpus=num_gpus,
+                                           timeout_s=timeout_s, log=log, refresh=True, scope=scope))
+        print(f"Measured DeepSpeed's engines on {reference.name} (seq {reference.seq_len}, {precision}) in "
+              f"{time.monotonic() - started:.1f} s.")
+    learn_reference_engine_costs(measured[0], profile, precision, say=print, heavy=measured[1])
 
 
 def summary_lines(profile) -> list[str]:

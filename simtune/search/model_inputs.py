@@ -20,6 +20,7 @@ numbers and the residual model.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -38,8 +39,8 @@ from simtune.file_lock import exclusive
 from simtune.hardware import HardwareProfile, find_profile_for, load_profile
 from simtune.hardware.serialize import profile_fingerprint
 from simtune.hardware.registry import simtune_home
-from simtune.prediction.engine_costs import framework_costs_of
-from simtune.prediction.learnt_engine_costs import record_engine_costs
+from simtune.prediction.engine_costs import framework_costs_of, param_pass_costs
+from simtune.prediction.learnt_engine_costs import learnt_engine_costs, record_engine_costs
 from simtune.prediction.predictor import Predictor
 from simtune.prediction.residual import ResidualModel, residual_path
 from simtune.runner.interference import Load, load_note, watched
@@ -49,6 +50,12 @@ ENGINE_REFERENCE = ("gpt2-tiny", 64)
 """(preset, tokens per sample) whose real DeepSpeed engines stand in for a large workload's when a
 machine learns what the engine costs per unit (``simtune calibrate``; the first search of a large
 workload): a tiny model builds and steps its seven engines in seconds."""
+
+ENGINE_REFERENCE_HEAVY = ("gpt2-tiny-heavy", 64)
+"""The reference with a 65,536-row position table: the same modules, tensors and compute, 16x the
+parameters. Its engines measured beside the reference's show what DeepSpeed does per parameter
+(:func:`simtune.prediction.engine_costs.param_pass_costs`), which per-unit costs read off a
+0.5M-parameter model cannot carry to a large one."""
 
 ENGINE_REFERENCE_ABOVE = 10
 """A workload with more than this many times the reference's parameters has the reference's
@@ -182,18 +189,31 @@ class WorkloadChoice:
 
 
 def remember_engine_costs(profile: HardwareProfile, predictor: Predictor, workload_key: str, *,
-                          say: Callable[[str], None]) -> None:
+                          say: Callable[[str], None], heavy: Optional[Predictor] = None) -> None:
     """Save the engine costs per unit read off the chosen workload's own engines, measured on
     ``profile``'s hardware in the predictor's precision (nothing without them), so that the next
-    workload on this machine needs none (:mod:`simtune.prediction.learnt_engine_costs`)."""
+    workload on this machine needs none (:mod:`simtune.prediction.learnt_engine_costs`). With
+    ``heavy`` (the same shape, more parameters, its engines measured too) the costs per parameter
+    are read off the pair and saved with them; without, those already learnt on the profile are
+    taken off before the costs per unit are read, so that every saved workload's per-unit costs
+    mean the same."""
     calibration = predictor.calibration
     if calibration is None or not calibration.engines or not predictor.measured_compute_used:
         return
-    costs = framework_costs_of(predictor.model, predictor.hardware, predictor.precision)
+    per_param: tuple[tuple[float, float, float], ...] = ()
+    if heavy is not None and heavy.measured_compute_used:
+        per_param = param_pass_costs(predictor.model, heavy.model)
+        costs = framework_costs_of(predictor.model, predictor.hardware, predictor.precision, per_param)
+    else:
+        learnt = learnt_engine_costs(profile, predictor.precision)
+        costs = dataclasses.replace(framework_costs_of(predictor.model, predictor.hardware, predictor.precision,
+                                                       learnt.param_pass_s if learnt is not None else ()),
+                                    param_pass_s=())
     buckets = any(e.reduce_bucket_size is not None for e in calibration.engines)
     saved = record_engine_costs(profile, workload_key, predictor.precision, costs, buckets_measured=buckets)
     if saved is not None:
-        say(f"engine costs per unit read off the engines of {workload_key.split('#')[0]} saved to {saved}: "
+        what = " and per parameter" if per_param else ""
+        say(f"engine costs per unit{what} read off the engines of {workload_key.split('#')[0]} saved to {saved}: "
             f"the next workload on {profile.name} can be measured without engines")
 
 
@@ -204,6 +224,19 @@ def engine_reference() -> Any:
 
     name, seq_len = ENGINE_REFERENCE
     return load_workload(name, seq_len=seq_len)
+
+
+@functools.lru_cache(maxsize=1)
+def engine_reference_heavy() -> Any:
+    """The :data:`ENGINE_REFERENCE_HEAVY` workload (read once)."""
+    from simtune.workloads import load_workload
+
+    name, seq_len = ENGINE_REFERENCE_HEAVY
+    return load_workload(name, seq_len=seq_len)
+
+
+HEAVY_SCOPE = MeasureScope(checkpointing=False, bucket_engines=False, engines=True)
+"""What the heavy reference's measurement needs: its engines at the default buckets."""
 
 
 def engines_by_reference(workload: Any) -> bool:
@@ -221,13 +254,16 @@ def reference_scope(scope: MeasureScope) -> MeasureScope:
 
 
 def learn_reference_engine_costs(calibration: Any, profile: HardwareProfile, precision: str, *,
-                                 say: Callable[[str], None]) -> None:
-    """Save the engine costs per unit read off the reference's measured engines (``calibration``,
-    a :class:`~simtune.calibration.workload.WorkloadCalibration` of :func:`engine_reference` on
-    ``profile``'s machine)."""
-    predictor = Predictor.from_parts(None, calibration, profile, world_size=profile.device.count,
-                                     precision=precision)
-    remember_engine_costs(profile, predictor, workload_key(engine_reference(), precision), say=say)
+                                 say: Callable[[str], None], heavy: Any = None) -> None:
+    """Save the engine costs read off the reference's measured engines (``calibration``, a
+    :class:`~simtune.calibration.workload.WorkloadCalibration` of :func:`engine_reference` on
+    ``profile``'s machine): per unit, and per parameter with ``heavy`` (the same of
+    :func:`engine_reference_heavy`)."""
+    def predictor(measured: Any) -> Predictor:
+        return Predictor.from_parts(None, measured, profile, world_size=profile.device.count, precision=precision)
+
+    remember_engine_costs(profile, predictor(calibration), workload_key(engine_reference(), precision), say=say,
+                          heavy=predictor(heavy) if heavy is not None else None)
 
 
 def workload_key(workload: Any, precision: str) -> str:

@@ -26,10 +26,11 @@ from simtune.runner import Runner
 from simtune.runner.interference import load_note
 from simtune.search.measured import MeasuredSearch, MeasureOptions
 from simtune.search.memory_bound import search_memory_bound
-from simtune.search.model_inputs import (ENGINE_REFERENCE_ABOVE, ProfileChoice, WorkloadChoice, choose_profile,
-                                         choose_script_workload, choose_workload, engine_reference,
-                                         engines_by_reference, here, learn_reference_engine_costs, load_residual,
-                                         measure_scope, reference_scope, remember_engine_costs)
+from simtune.search.model_inputs import (ENGINE_REFERENCE_ABOVE, HEAVY_SCOPE, ProfileChoice, WorkloadChoice,
+                                         choose_profile, choose_script_workload, choose_workload, engine_reference,
+                                         engine_reference_heavy, engines_by_reference, here,
+                                         learn_reference_engine_costs, load_residual, measure_scope, reference_scope,
+                                         remember_engine_costs)
 from simtune.search.outcome import SearchOutcome
 from simtune.search.outputs import ModelReport
 from simtune.search.request import SearchRequest
@@ -152,7 +153,15 @@ class Simulated:
                 stand_in = (f"{reference.name}'s engines were measured in place of the workload's "
                             f"({reference_s:.1f} s{', cached' if measured.how == 'cached' else ''})")
             if measured is not None:
-                learn_reference_engine_costs(measured.model, profile, precision, say=self.progress.note)
+                heavy_reference = engine_reference_heavy()
+                heavy = choose_workload(heavy_reference, profile, precision=precision, measure=True,
+                                        say=self.progress.note, num_gpus=resources.num_gpus, scope=HEAVY_SCOPE,
+                                        measuring=measuring)
+                reference_s += heavy.seconds
+                stand_in = (f"{stand_in}; {heavy_reference.name}'s beside them for the costs per parameter "
+                            f"({heavy.seconds:.1f} s{', cached' if heavy.how == 'cached' else ''})")
+                learn_reference_engine_costs(measured.model, profile, precision, say=self.progress.note,
+                                             heavy=heavy.model)
                 learnt = learnt_engine_costs(profile, precision)
         if scope is not None and learnt is not None and learnt.covers(bucket_engines=scope.bucket_engines):
             scope = dataclasses.replace(scope, engines=False)

@@ -1,7 +1,9 @@
 """A large workload's engines stand-in: a tiny reference model's real engines teach the machine
 what DeepSpeed's engine costs per unit, so that the workload is measured without engines."""
 
+import dataclasses
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -9,16 +11,23 @@ from simtune.calibration.workload import MeasureScope, read_cached
 from simtune.cli import main
 from simtune.hardware import load_profile
 from simtune.hardware.registry import user_dir
+from simtune.model.inputs import MeasuredCompute, TrainConfig
+from simtune.model.step_time import framework_costs
 from simtune.prediction.learnt_engine_costs import learnt_costs_path, learnt_engine_costs
 from simtune.search import model_inputs
-from simtune.search.model_inputs import engine_reference, engines_by_reference, reference_scope, workload_key
+from simtune.search.model_inputs import (engine_reference, engine_reference_heavy, engines_by_reference,
+                                         reference_scope, workload_key)
 from simtune.workloads import load_workload
-from simtune.workloads.analysis import parameter_count
+from simtune.workloads.analysis import parameter_count, parameter_tensor_numels
 
 
 def test_the_reference_is_tiny_and_large_models_use_it():
-    reference = engine_reference()
+    reference, heavy = engine_reference(), engine_reference_heavy()
     assert (reference.name, reference.seq_len) == model_inputs.ENGINE_REFERENCE
+    # the heavy twin has the same modules and tensors, and many more parameters
+    assert (heavy.seq_len, len(parameter_tensor_numels(heavy))) == (reference.seq_len,
+                                                                      len(parameter_tensor_numels(reference)))
+    assert parameter_count(heavy) > 10 * parameter_count(reference)
     assert not engines_by_reference(reference)
     assert not engines_by_reference(load_workload("bert-tiny"))  # 0.56M parameters, gpt2-tiny's 0.54M
     assert engines_by_reference(load_workload("gpt2"))  # 124M: its seven engines cost far more
@@ -28,6 +37,44 @@ def test_the_reference_measures_engines_and_the_buckets_the_workload_needs():
     for buckets in (True, False):
         wanted = MeasureScope(checkpointing=True, bucket_engines=buckets, engines=False)
         assert reference_scope(wanted) == MeasureScope(checkpointing=False, bucket_engines=buckets, engines=True)
+
+
+def test_per_unit_costs_of_a_later_workload_are_read_net_of_the_learnt_costs_per_parameter(tmp_path, monkeypatch):
+    """A workload whose own engines were measured after the reference pair saves costs per unit
+    with the per-parameter work already learnt taken off, as the pair's were, and no table."""
+    from tests.prediction.test_engine_costs import PER_PARAM, TRUE, gpt2_spec, hardware_spec
+
+    monkeypatch.setenv("SIMTUNE_HOME", str(tmp_path))
+    profile = load_profile("dgx-a100-80gb")
+    hardware = hardware_spec(streaming_bytes_per_s=1e11)
+    truth = dataclasses.replace(hardware, framework=dataclasses.replace(TRUE, param_pass_s=PER_PARAM))
+
+    def measured(model):
+        rows = tuple((stage, 2) + framework_costs(model, truth, TrainConfig(
+            stage=stage, micro_batch_size=2, precision="fp32", dp_degree=2)) + (0.0,) for stage in range(4))
+        return dataclasses.replace(model, measured_compute=MeasuredCompute(
+            ((1, 0.01, 0.02), (4, 0.04, 0.08)), stage_overheads=rows))
+
+    def predictor(model):
+        return SimpleNamespace(calibration=SimpleNamespace(engines=(SimpleNamespace(reduce_bucket_size=None),)),
+                               measured_compute_used=True, model=measured(model), hardware=hardware,
+                               precision="fp32")
+
+    small = gpt2_spec()
+    large = dataclasses.replace(small, parameter_count=small.parameter_count + 8_388_608)
+    model_inputs.remember_engine_costs(profile, predictor(small), "pair", say=print, heavy=predictor(large))
+    learnt = learnt_engine_costs(profile, "fp32")
+    assert learnt is not None and len(learnt.param_pass_s) == 4
+    for got, want in zip(learnt.param_pass_s, PER_PARAM):
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-15)
+    # a later workload of another size: its per-unit costs come out as the truth's, not inflated by
+    # its own per-parameter work
+    later = dataclasses.replace(small, parameter_count=small.parameter_count + 2_000_000)
+    model_inputs.remember_engine_costs(profile, predictor(later), "later", say=print)
+    entries = json.loads(learnt_costs_path(profile.name).read_text())["entries"]
+    assert "param_pass_s" not in entries["later"]
+    assert entries["later"]["costs"]["engine_step_s"] == pytest.approx(TRUE.engine_step_s, rel=1e-6)
+    assert entries["later"]["costs"]["zero3_module_s"] == pytest.approx(TRUE.zero3_module_s, rel=1e-6)
 
 
 @pytest.mark.slow
@@ -53,15 +100,18 @@ def test_a_first_search_of_a_large_workload_measures_the_references_engines_inst
     profile = load_profile(profile_path)
     learnt = learnt_engine_costs(profile, "fp32")
     assert learnt is not None and learnt.sources == (workload_key(engine_reference(), "fp32"),)
+    assert len(learnt.param_pass_s) == 4  # read off the reference and its heavy twin
     measured = [read_cached(path) for path in (user_dir().parent / "cache").glob("workload-*.json")]
     by_name = {m.name: m for m in measured if m is not None}
-    assert set(by_name) == {"gpt2-tiny", "bert-tiny"}
+    assert set(by_name) == {"gpt2-tiny", "gpt2-tiny-heavy", "bert-tiny"}
     assert by_name["gpt2-tiny"].engines and not by_name["gpt2-tiny"].engines_skipped
+    assert by_name["gpt2-tiny-heavy"].engines and not by_name["gpt2-tiny-heavy"].engines_skipped
     assert by_name["bert-tiny"].engines_skipped and not by_name["bert-tiny"].engines
     results = json.loads((tmp_path / "autotuning_results" / "results.json").read_text())
     assert [e["status"] for e in results["experiments"]] == ["ok"]
     summary = (tmp_path / "autotuning_results" / "summary.txt").read_text()
     assert "gpt2-tiny's engines were measured in the calibration's launch in place of the workload's" in summary
+    assert "gpt2-tiny-heavy's beside them for the costs per parameter" in summary
 
     # The machine has its profile but has lost its engine costs: the reference's engines are
     # measured in place of the workload's again, outside a calibration (here from the cache).

@@ -12,7 +12,7 @@ from simtune.workloads.presets import PRESETS_DIR, TASKS, attention_of
 
 EXPECTED_PRESETS = {
     "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "bert-base", "bert-large", "distilbert",
-    "deberta-v2-xxlarge", "gpt2-tiny", "bert-tiny",
+    "deberta-v2-xxlarge", "gpt2-tiny", "gpt2-tiny-heavy", "bert-tiny",
 }
 
 # (layers, hidden, heads, positions, vocabulary) of the published configs.
@@ -26,6 +26,7 @@ PUBLISHED_SHAPES = {
     "distilbert": (6, 768, 12, 512, 30522),
     "deberta-v2-xxlarge": (48, 1536, 24, 512, 128100),
     "gpt2-tiny": (2, 128, 4, 128, 1024),
+    "gpt2-tiny-heavy": (2, 128, 4, 65536, 1024),
     "bert-tiny": (2, 128, 2, 128, 1024),
 }
 
