@@ -9,7 +9,9 @@ Run from the repository root on a quiet machine (no GPU needed; DS_ACCELERATOR=c
    sequence 128: its model timed, and real engines at every ZeRO stage);
 2. reads what the engines cost per unit off A (:mod:`simtune.prediction.engine_costs`: per
    stage-3 module, per gradient hook, per bucket, per step, the model's Python per module) and
-   A's process memory (the training program and ZeRO's runtime: the same program runs B);
+   A's process memory (the training program and ZeRO's runtime: the same program runs B); with
+   ``--heavy`` (A's twin of the same shape and more parameters, e.g. gpt2-tiny-heavy), measured
+   too, what they cost per parameter, read off the pair as ``simtune calibrate`` does;
 3. predicts workload B (default bert-tiny: another family, another vocabulary) from its closed form
    only (operators through the profile's curve, bandwidth and dispatch; activation formula), at 2
    processes and at 1, without running B;
@@ -158,6 +160,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--seq-a", type=int, default=128)
     parser.add_argument("--model-b", default="bert-tiny")
     parser.add_argument("--seq-b", type=int, default=128)
+    parser.add_argument("--heavy", metavar="PRESET",
+                        help="A's heavy twin (the same modules and tensors, more parameters, e.g. gpt2-tiny-heavy for "
+                             "gpt2-tiny), measured with its engines at --seq-a: the engine costs per parameter are "
+                             "read off the pair, as simtune calibrate does")
     parser.add_argument("--skip-own-engines", action="store_true",
                         help="do not measure B with its own engines (for a large B, where they take longest)")
     accuracy.add_run_arguments(parser, "simtune-transfer")
@@ -168,7 +174,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from simtune.calibration.workload_launch import calibrate_workload
     from simtune.prediction.learnt_engine_costs import LEARNT, LearntEngineCosts, with_learnt_engine_costs
     from simtune.naming import experiment_name
-    from simtune.prediction.engine_costs import framework_costs_of
+    from simtune.prediction.engine_costs import framework_costs_of, param_pass_costs
     from simtune.prediction.predictor import Predictor
     from simtune.runner import Resources, Runner
     from simtune.runner.experiment import Experiment
@@ -193,9 +199,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     config = ds_config()
     space_a = TuningSpace.from_config(config, world_size=2)
     predictor_a = Predictor.from_parts(space_a, calibration, profile, world_size=2, precision="fp32")
-    framework = framework_costs_of(predictor_a.model, predictor_a.hardware, "fp32")
+    per_param: tuple[tuple[float, float, float], ...] = ()
+    if args.heavy:
+        heavy = load_workload(args.heavy, seq_len=args.seq_a)
+        measured_heavy, others = accuracy.retried("heavy twin calibration", lambda: calibrate_workload(
+            heavy, profile, precision="fp32", cache_dir=work / "cache-heavy", refresh=not args.profile,
+            scope=MeasureScope(checkpointing=False, bucket_engines=False),
+            log=lambda m: print(f"# {m}", file=sys.stderr)), args.max_others, args.retries)
+        print(f"A's heavy twin: {heavy.name}, seq {heavy.seq_len}, fp32, calibrated in {measured_heavy.seconds:.1f} s"
+              f"{' (cached)' if measured_heavy.from_cache else ''}, others {others:.2f} cores")
+        per_param = param_pass_costs(predictor_a.model, Predictor.from_parts(
+            space_a, measured_heavy, profile, world_size=2, precision="fp32").model)
+        print("engine costs per parameter read off A and its twin (ns; forward, backward, step): " + "; ".join(
+            f"z{stage} " + " ".join(f"{v * 1e9:.2f}" for v in row) for stage, row in enumerate(per_param)))
+    framework = framework_costs_of(predictor_a.model, predictor_a.hardware, "fp32", per_param)
     print("engine costs read off A (us): " + ", ".join(
-        f"{f.name} {getattr(framework, f.name) * 1e6:.1f}" for f in dataclasses.fields(framework)))
+        f"{f.name} {getattr(framework, f.name) * 1e6:.1f}" for f in dataclasses.fields(framework)
+        if f.name != "param_pass_s"))
     print(f"process memory read off A: program {accuracy.mib(calibration.program_overhead_bytes)} MiB, ZeRO runtime "
           f"{accuracy.mib(calibration.zero_runtime_bytes)} MiB")
 
@@ -209,7 +229,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             args.max_others, args.retries)
         print(f"workload B measured {label} in {measured_b[label].seconds:.1f} s, others {others:.2f} cores")
     learnt = LearntEngineCosts((f"{workload_a.name}@{workload_a.seq_len}",),
-                               {name: float(getattr(framework, name)) for name in LEARNT})
+                               {name: float(getattr(framework, name)) for name in LEARNT}, per_param)
     searched_profile = with_learnt_engine_costs(profile, learnt)
 
     probe_before_runs = speed_probe()
