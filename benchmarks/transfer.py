@@ -209,7 +209,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"A's heavy twin: {heavy.name}, seq {heavy.seq_len}, fp32, calibrated in {measured_heavy.seconds:.1f} s"
               f"{' (cached)' if measured_heavy.from_cache else ''}, others {others:.2f} cores")
         per_param = param_pass_costs(predictor_a.model, Predictor.from_parts(
-            space_a, measured_heavy, profile, world_size=2, precision="fp32").model)
+            space_a, measured_heavy, profile, world_size=2, precision="fp32").model, 2)
         print("engine costs per parameter read off A and its twin (ns; forward, backward, step): " + "; ".join(
             f"z{stage} " + " ".join(f"{v * 1e9:.2f}" for v in row) for stage, row in enumerate(per_param)))
     framework = framework_costs_of(predictor_a.model, predictor_a.hardware, "fp32", per_param)

@@ -418,10 +418,14 @@ class FrameworkCosts:
     engine_micro_step_s: float = 0.0
     """The engine's forward and backward calls' own work in one micro-step, at every stage."""
     param_pass_s: tuple[tuple[float, float, float], ...] = ()
-    """Per ZeRO stage 0-3, (forward, backward, step) seconds per parameter of the replica that the
-    engine spends in proportion to the model's size beyond the cost model's terms (stages 1-2's
-    flat partitions: gradient copies, norms, overflow checks, the fp32-to-parameter copy).
-    Empty where not learnt; the gradient copies of ``step_time.gradient_copy_s`` stand in."""
+    """Per ZeRO stage 0-3, (forward, backward, step) seconds per parameter that the engine spends
+    in proportion to the model's size beyond the cost model's terms (stages 1-2's flat partitions:
+    gradient copies, norms, overflow checks, the fp32-to-parameter copy; stage 3's gathered copies).
+    Forward and backward are per parameter of the replica, the forward only where parameters are
+    gathered (more than one data-parallel rank); the step is per parameter of the replica at stages
+    0-2 (the updated partition is copied back into the whole model) and of the rank's shard at
+    stage 3 (parameters stay partitioned). Empty where not learnt; the gradient copies of
+    ``step_time.gradient_copy_s`` stand in."""
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():

@@ -104,9 +104,11 @@ def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
     (``param_pass_s``, read off engines at one micro-step per step), that replaces the copies into
     the buckets of stages 2/3 (stages 0/1 still accumulate from the second micro-step on):
 
-        forward += P k_f[stage],  backward += P k_b[stage],  step += P k_s[stage]
+        forward += P k_f[stage] [dp > 1],  backward += P k_b[stage],  step += P_step k_s[stage]
 
-    with P the parameters of the replica (``parameter_count / mp``)."""
+    with P the parameters of the replica (``parameter_count / mp``) and P_step = P at stages 0-2,
+    P / dp at stage 3 (its optimizer and fp32 partition hold the rank's shard only); at one rank
+    there is nothing to gather, so the forward term is 0."""
     fw = hw.framework
     fwd = bwd = fw.engine_micro_step_s / 2
     if c.stage == 3:
@@ -118,7 +120,9 @@ def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
     if fw.param_pass_s:
         p = m.parameter_count / c.mp_degree
         k_f, k_b, k_s = fw.param_pass_s[c.stage]
-        fwd, bwd, step = fwd + p * k_f, bwd + p * k_b, step + p * k_s
+        gathered = p if c.dp_degree > 1 else 0.0
+        stepped = p / c.dp_degree if c.stage == 3 else p
+        fwd, bwd, step = fwd + gathered * k_f, bwd + p * k_b, step + stepped * k_s
     if not fw.param_pass_s or c.stage < 2:
         bwd += gradient_copy_s(m, hw, c)
     if c.stage == 3 and c.dp_degree > 1:

@@ -58,16 +58,18 @@ def forward_intercept_s(model: ModelSpec, hardware: HardwareSpec, precision: str
     return intercept
 
 
-def param_pass_costs(small: ModelSpec, large: ModelSpec) -> tuple[tuple[float, float, float], ...]:
+def param_pass_costs(small: ModelSpec, large: ModelSpec, ranks: int) -> tuple[tuple[float, float, float], ...]:
     """Per ZeRO stage 0-3, (forward, backward, step) engine seconds per parameter, from two
     workloads with the same modules and parameter tensors but different sizes, their engines
-    measured at the same micro-batch size on the same machine (the engine residuals r of
-    ``MeasuredCompute.stage_overheads``):
+    measured at the same micro-batch size on the same ``ranks`` data-parallel ranks (the engine
+    residuals r of ``MeasuredCompute.stage_overheads``):
 
         k[stage][phase] = (r_large - r_small) / (P_large - P_small)      (at least 0)
 
-    What the engine does per module, hook, bucket and call cancels; what it does per byte
-    (ZeRO-1/2's flat partitions, norms, overflow checks, copies) remains."""
+    with stage 3's step per parameter of a rank's shard (times ``ranks``), as
+    :class:`~simtune.model.inputs.FrameworkCosts` keeps it. What the engine does per module, hook,
+    bucket and call cancels; what it does per byte (ZeRO-1/2's flat partitions, norms, overflow
+    checks, copies) remains."""
     lo_mc, hi_mc = small.measured_compute, large.measured_compute
     if lo_mc is None or hi_mc is None or not lo_mc.stage_overheads or not hi_mc.stage_overheads:
         raise WorkloadError("Both workloads need measured engines to read the costs per parameter from.")
@@ -82,7 +84,7 @@ def param_pass_costs(small: ModelSpec, large: ModelSpec) -> tuple[tuple[float, f
     for stage in range(4):
         lo, hi = lo_mc.overheads(stage, mbs), hi_mc.overheads(stage, mbs)
         f, b, st = (max(0.0, (hi[i] - lo[i]) / extra) for i in range(3))
-        rows.append((f, b, st))
+        rows.append((f, b, st * ranks if stage == 3 else st))
     return tuple(rows)
 
 
@@ -90,19 +92,23 @@ def framework_costs_of(model: ModelSpec, hardware: HardwareSpec, precision: str,
                        param_pass_s: tuple[tuple[float, float, float], ...] = ()) -> FrameworkCosts:
     """Per-unit engine costs from ``model``'s measured engines (see the module docstring). With
     ``param_pass_s`` (:func:`param_pass_costs`) the engine's work in proportion to the model's
-    size, ``P k``, is taken off each residual first and stands in for the modelled gradient copies;
-    the costs returned carry it."""
+    size (``step_time.framework_costs``' terms at the hardware's ranks) is taken off each residual
+    first and stands in for the modelled gradient copies; the costs returned carry it."""
     mc = model.measured_compute
     if mc is None or not mc.stage_overheads:
         raise WorkloadError("The workload has no measured engines to read the framework's costs from.")
     mbs = min(row[1] for row in mc.stage_overheads)
+    ranks = hardware.ranks_per_node * hardware.nodes
     params = float(model.parameter_count)
 
     def overheads(stage: int) -> tuple[float, ...]:
         row = mc.overheads(stage, mbs)
         if not param_pass_s:
             return row
-        return tuple(v - params * k for v, k in zip(row[:3], param_pass_s[stage])) + row[3:]
+        k_f, k_b, k_s = param_pass_s[stage]
+        per_param = (params * k_f if ranks > 1 else 0.0, params * k_b,
+                     params * k_s / ranks if stage == 3 else params * k_s)
+        return tuple(v - x for v, x in zip(row[:3], per_param)) + row[3:]
 
     f0, b0, s0, l0 = overheads(0)
     f2, b2, _, _ = overheads(2)

@@ -41,6 +41,10 @@ LEARNT = ("zero3_module_s", "reduce_bucket_s", "gradient_hook_s", "engine_step_s
 """The framework costs read off measured engines; the dispatch costs per kernel come from the
 profile's own microbenchmark and are not replaced."""
 
+PER_PARAMETER_KEY = "per_parameter_s"
+"""Where an entry keeps its ``param_pass_s`` table (stage 3's step per parameter of a rank's shard);
+tables saved under other keys meant otherwise and are not read."""
+
 
 @dataclass(frozen=True)
 class LearntEngineCosts:
@@ -92,7 +96,7 @@ def record_engine_costs(profile: HardwareProfile, workload_key: str, precision: 
     entry: dict[str, Any] = {"precision": precision, "profile_numbers": profile_fingerprint(profile), "costs": values,
                              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     if costs.param_pass_s:
-        entry["param_pass_s"] = [list(row) for row in costs.param_pass_s]
+        entry[PER_PARAMETER_KEY] = [list(row) for row in costs.param_pass_s]
     target.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(target.with_name(f".{target.name}.lock")):
         entries = _entries(target)
@@ -123,7 +127,7 @@ def learnt_engine_costs(profile: HardwareProfile, precision: str,
                   if isinstance(e["costs"].get(name), (int, float)) and e["costs"][name] >= 0]
         if values:
             costs[name] = statistics.median(values)
-    tables = [_param_passes(e.get("param_pass_s")) for e in chosen.values()]
+    tables = [_param_passes(e.get(PER_PARAMETER_KEY)) for e in chosen.values()]
     tables = [t for t in tables if t]
 
     def median(stage: int, phase: int) -> float:
@@ -156,5 +160,5 @@ def with_learnt_engine_costs(profile: HardwareProfile, learnt: Optional[LearntEn
     return dataclasses.replace(profile, framework=dataclasses.replace(framework, **costs), provenance=provenance)
 
 
-__all__ = ["LEARNT", "LearntEngineCosts", "learnt_costs_path", "learnt_engine_costs", "record_engine_costs",
+__all__ = ["LEARNT", "PER_PARAMETER_KEY", "LearntEngineCosts", "learnt_costs_path", "learnt_engine_costs", "record_engine_costs",
            "with_learnt_engine_costs"]

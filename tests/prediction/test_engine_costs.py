@@ -67,7 +67,7 @@ PER_PARAM = ((1e-10, 4e-9, 8e-9), (0.0, 1.1e-8, 1.2e-8), (2e-10, 9e-9, 1.2e-8), 
 
 
 def test_costs_per_parameter_come_back_from_a_pair_of_one_shape():
-    hardware = hardware_spec(streaming_bytes_per_s=1e11)
+    hardware = hardware_spec(streaming_bytes_per_s=1e11, ranks_per_node=2)  # where the pair ran
     truth = dataclasses.replace(TRUE, param_pass_s=PER_PARAM)
     small = gpt2_spec()
     large = dataclasses.replace(small, parameter_count=small.parameter_count + 8_388_608)
@@ -79,7 +79,7 @@ def test_costs_per_parameter_come_back_from_a_pair_of_one_shape():
         return dataclasses.replace(model, measured_compute=MeasuredCompute(
             ((1, 0.01, 0.02), (4, 0.04, 0.08)), stage_overheads=rows, reduce_call_overheads=((2, 2, 3e-4),)))
 
-    per_param = param_pass_costs(engines(small), engines(large))
+    per_param = param_pass_costs(engines(small), engines(large), 2)
     for got, want in zip(per_param, PER_PARAM):
         assert got == pytest.approx(want, rel=1e-6, abs=1e-15)
     # what is left per unit is the truth's, the per-parameter work taken off first
@@ -93,9 +93,9 @@ def test_a_pair_that_is_not_larger_or_not_measured_is_refused():
     hardware = hardware_spec(streaming_bytes_per_s=1e11)
     measured = measured_engines(gpt2_spec(), hardware)
     with pytest.raises(WorkloadError, match="larger"):
-        param_pass_costs(measured, measured)
+        param_pass_costs(measured, measured, 2)
     with pytest.raises(WorkloadError, match="measured engines"):
-        param_pass_costs(measured, gpt2_spec())
+        param_pass_costs(measured, gpt2_spec(), 2)
 
 
 def test_costs_per_parameter_replace_the_modelled_bucket_copies():
@@ -107,9 +107,29 @@ def test_costs_per_parameter_replace_the_modelled_bucket_copies():
         fwd, bwd, step = framework_costs(model, learnt, config)
         k_f, k_b, k_s = PER_PARAM[stage]
         p = model.parameter_count
-        assert (fwd, bwd, step) == pytest.approx((p * k_f, p * k_b, p * k_s))
+        assert (fwd, bwd, step) == pytest.approx((p * k_f, p * k_b, p * k_s / (2 if stage == 3 else 1)))
         # without them, stages 2/3 copy each gradient into a bucket
         assert (framework_costs(model, plain, config)[1] > 0) == (stage >= 2)
     # stages 0/1 still accumulate from the second micro-step on
     config = TrainConfig(stage=1, micro_batch_size=2, precision="fp32", dp_degree=2, gradient_accumulation_steps=2)
     assert framework_costs(model, learnt, config)[1] > model.parameter_count * PER_PARAM[1][1]
+
+
+def test_costs_per_parameter_follow_what_each_rank_holds_and_gathers():
+    """Stage 3's step works on the rank's shard, so it falls with the data-parallel degree; the
+    others' step copies the update into the whole model and does not. At one rank there is nothing
+    to gather, so the forward's cost per parameter is gone."""
+    model = gpt2_spec()
+    learnt = dataclasses.replace(hardware_spec(streaming_bytes_per_s=1e9), framework=FrameworkCosts(
+        param_pass_s=PER_PARAM))
+
+    def costs(stage, dp):
+        return framework_costs(model, learnt, TrainConfig(stage=stage, micro_batch_size=2, precision="fp32",
+                                                          dp_degree=dp))
+
+    for stage in range(4):
+        two, eight, one = costs(stage, 2), costs(stage, 8), costs(stage, 1)
+        assert eight[2] == pytest.approx(two[2] / 4 if stage == 3 else two[2])
+        assert (eight[0], eight[1]) == pytest.approx((two[0], two[1]))
+        assert one[0] == 0.0 and one[1] == pytest.approx(two[1])
+    assert costs(3, 2)[0] > 0

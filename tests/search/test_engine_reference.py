@@ -13,7 +13,7 @@ from simtune.hardware import load_profile
 from simtune.hardware.registry import user_dir
 from simtune.model.inputs import MeasuredCompute, TrainConfig
 from simtune.model.step_time import framework_costs
-from simtune.prediction.learnt_engine_costs import learnt_costs_path, learnt_engine_costs
+from simtune.prediction.learnt_engine_costs import PER_PARAMETER_KEY, learnt_costs_path, learnt_engine_costs
 from simtune.search import model_inputs
 from simtune.search.model_inputs import (engine_reference, engine_reference_heavy, engines_by_reference,
                                          reference_scope, workload_key)
@@ -46,7 +46,7 @@ def test_per_unit_costs_of_a_later_workload_are_read_net_of_the_learnt_costs_per
 
     monkeypatch.setenv("SIMTUNE_HOME", str(tmp_path))
     profile = load_profile("dgx-a100-80gb")
-    hardware = hardware_spec(streaming_bytes_per_s=1e11)
+    hardware = hardware_spec(streaming_bytes_per_s=1e11, ranks_per_node=2)  # where the engines ran
     truth = dataclasses.replace(hardware, framework=dataclasses.replace(TRUE, param_pass_s=PER_PARAM))
 
     def measured(model):
@@ -72,7 +72,7 @@ def test_per_unit_costs_of_a_later_workload_are_read_net_of_the_learnt_costs_per
     later = dataclasses.replace(small, parameter_count=small.parameter_count + 2_000_000)
     model_inputs.remember_engine_costs(profile, predictor(later), "later", say=print)
     entries = json.loads(learnt_costs_path(profile.name).read_text())["entries"]
-    assert "param_pass_s" not in entries["later"]
+    assert PER_PARAMETER_KEY not in entries["later"] and PER_PARAMETER_KEY in entries["pair"]
     assert entries["later"]["costs"]["engine_step_s"] == pytest.approx(TRUE.engine_step_s, rel=1e-6)
     assert entries["later"]["costs"]["zero3_module_s"] == pytest.approx(TRUE.zero3_module_s, rel=1e-6)
 
