@@ -126,8 +126,24 @@ def transferred(predictor: Any, framework: Any, calibration: Any) -> Any:
     model = dataclasses.replace(predictor.model, measured_memory=MeasuredMemory(
         (), process_overhead_bytes=calibration.program_overhead_bytes,
         zero_runtime_bytes=calibration.zero_runtime_bytes))
-    hardware = dataclasses.replace(predictor.hardware, framework=framework)
+    # the dispatch costs stay the layout's (a rank alone on the node has its own, measured)
+    hardware = dataclasses.replace(predictor.hardware, framework=dataclasses.replace(
+        framework, forward_kernel_s=predictor.hardware.framework.forward_kernel_s,
+        backward_kernel_s=predictor.hardware.framework.backward_kernel_s))
     return Predictor(model, hardware, dp_degree=predictor.dp_degree, precision=predictor.precision,
+                     space=predictor.space, profile=predictor.profile)
+
+
+def as_measured(predictor: Any) -> Any:
+    """``predictor`` with the model's measured times taken as measured at every rank count (not
+    carried to another layout's threads by ``compute_time.measured_scale``)."""
+    from simtune.prediction.predictor import Predictor
+
+    mc = predictor.model.measured_compute
+    if mc is None:
+        return predictor
+    model = dataclasses.replace(predictor.model, measured_compute=dataclasses.replace(mc, threads=None))
+    return Predictor(model, predictor.hardware, dp_degree=predictor.dp_degree, precision=predictor.precision,
                      space=predictor.space, profile=predictor.profile)
 
 
@@ -262,7 +278,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     probe_after_runs = speed_probe()
     drift = (probe_before_runs + probe_after_runs) / 2 / probe_at_calibration
 
-    def rows_with(with_a: bool, scale: float = 1.0, source: Any = None) -> list[dict]:
+    def rows_with(with_a: bool, scale: float = 1.0, source: Any = None, carried: bool = True) -> list[dict]:
         rows = []
         for case, trial, m, others in measured:
             space = TuningSpace.from_config(config, world_size=case.world)
@@ -273,24 +289,32 @@ def main(argv: Optional[list[str]] = None) -> int:
                 predictor = Predictor.from_parts(space, workload_b, profile, world_size=case.world, precision="fp32")
             if with_a and source is None:
                 predictor = transferred(predictor, framework, calibration)
+            if not carried:
+                predictor = as_measured(predictor)
             e = predictor.predict(trial)
             rows.append({"case": case, "name": f"w{case.world} {experiment_name(trial)}"
                          + (" ckpt" if case.checkpointing else ""),
                          "pred_step_s": e.time.step_s * scale, "meas_step_s": m["step_time_s"],
                          "pred_mem": e.memory.total_bytes, "meas_mem": m["peak_memory_bytes"],
                          "pred_tp": e.metrics.throughput_samples_per_s / scale, "meas_tp": m["throughput"],
+                         "pred_split": tuple(x * scale for x in (e.time.forward_phase_s, e.time.backward_phase_s,
+                                                                 e.time.step_phase_s)),
+                         "meas_split": tuple(m.get(k) or 0.0 for k in ("fwd_s", "bwd_s", "step_s")),
                          "others": others})
         return rows
 
     rows = rows_with(True)
     print(f"\nworkload B: {workload_b.name}, seq {workload_b.seq_len}, fp32, never measured before these runs; "
           f"{len(measured)} of {len(all_cases)} configurations ran{runs.reused_note()}\n")
-    head = f"{'configuration':<30} {'pred ms':>8} {'meas ms':>8} {'err':>7} | {'pred MiB':>8} {'meas MiB':>8} {'err':>7} | others"
+    print("split: the engine's forward / backward / step calls per optimizer step, predicted / measured ms\n")
+    head = (f"{'configuration':<30} {'pred ms':>8} {'meas ms':>8} {'err':>7} | {'fwd p/m':>11} {'bwd p/m':>11} "
+            f"{'step p/m':>11} | {'pred MiB':>8} {'meas MiB':>8} {'err':>7} | others")
     print(head)
     print("-" * len(head))
     for r in rows:
+        split = " ".join(f"{p * 1e3:5.0f}/{q * 1e3:<5.0f}" for p, q in zip(r["pred_split"], r["meas_split"]))
         print(f"{r['name']:<30} {r['pred_step_s'] * 1e3:8.1f} {r['meas_step_s'] * 1e3:8.1f} "
-              f"{(r['pred_step_s'] / r['meas_step_s'] - 1) * 100:+6.1f}% | {accuracy.mib(r['pred_mem']):>8} "
+              f"{(r['pred_step_s'] / r['meas_step_s'] - 1) * 100:+6.1f}% | {split} | {accuracy.mib(r['pred_mem']):>8} "
               f"{accuracy.mib(r['meas_mem']):>8} {(r['pred_mem'] / r['meas_mem'] - 1) * 100:+6.1f}% | "
               f"{'' if r['others'] is None else format(r['others'], '.2f')}")
     ok = lambda good: "ok" if good else "MISSED"  # noqa: E731
@@ -322,9 +346,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"the same runs predicted from B's model measured {label}: not measured (--skip-own-engines)")
             continue
         got = summary(rows_with(True, source=measured_b[label]))
+        kept = summary(rows_with(True, source=measured_b[label], carried=False))
         print(f"the same runs predicted from B's model measured {label} ({measured_b[label].seconds:.1f} s; {note}): "
               f"MAPE {got['mape'] * 100:.1f}%, max {got['max'] * 100:.1f}%, tau {got['tau']:.3f}, ordering "
-              f"{got['ordered']}/{got['groups']}, memory MAPE {got['mem_mape'] * 100:.1f}%")
+              f"{got['ordered']}/{got['groups']}, memory MAPE {got['mem_mape'] * 100:.1f}%; its times taken as "
+              f"measured at one process too (not carried to its threads): MAPE {kept['mape'] * 100:.1f}%, "
+              f"max {kept['max'] * 100:.1f}%, tau {kept['tau']:.3f}")
     print(f"\ntotal wall time {time.perf_counter() - started:.0f} s; load average at end: {accuracy.load_average()}")
     return 0
 

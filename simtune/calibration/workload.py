@@ -254,7 +254,8 @@ class WorkloadCalibration:
                          if m.backward_checkpointed is not None)
         return MeasuredCompute(tuple((m.micro_batch_size, m.forward.median_s, m.backward.median_s) for m in rows),
                                checkpointed_backward=ckpt, stage_overheads=tuple(stage_overheads),
-                               reduce_call_overheads=tuple(reduce_call_overheads), engines_measured=bool(self.engines))
+                               reduce_call_overheads=tuple(reduce_call_overheads), engines_measured=bool(self.engines),
+                               threads=self.threads if self.device == "cpu" else None)
 
     def measured_memory(self, process_overheads: bool,
                         stage_residuals: tuple[StageResidual, ...] = ()) -> MeasuredMemory:

@@ -20,7 +20,11 @@ more forward of the layers (not of the embedding, head and loss).
 When the model carries times measured on this hardware (``ModelSpec.measured_compute``, from the
 workload calibration), those replace the formulas: forward and backward seconds at the
 micro-batch size, interpolated linearly between measured sizes, divided by mp; the
-recomputation is the measured checkpointed backward minus the plain one.
+recomputation is the measured checkpointed backward minus the plain one. Where ranks share a CPU
+node's cores and the prediction's layout gives a rank other threads than the measurement had, the
+measured time is carried over by the operators' own ratio (:func:`measured_scale`):
+
+    measured_s x pass_s(hardware laid out now) / pass_s(hardware at the measurement's threads)
 """
 
 from __future__ import annotations
@@ -104,16 +108,51 @@ def _pass_time(m: ModelSpec, hw: HardwareSpec, c: TrainConfig, *, backward: bool
     return PassTime(matmul_s=matmul, streaming_s=streaming, host_s=host, total_s=total)
 
 
+def measured_scale(m: ModelSpec, hw: HardwareSpec, c: TrainConfig, *, backward: bool,
+                   layers_only: bool = False) -> float:
+    """What a time measured at the model's measurement threads (``MeasuredCompute.threads``) is
+    multiplied by on ``hw``: the operators' pass time on ``hw`` over theirs on the same hardware
+    laid out with the measurement's threads per rank; 1 where the threads are the same, unknown,
+    or ranks do not share cores."""
+    mc = m.measured_compute
+    if mc is None or mc.threads is None or hw.threads_per_rank is None or mc.threads == hw.threads_per_rank:
+        return 1.0
+    there = _at_threads(hw, mc.threads)
+    if there is None:
+        return 1.0
+    now = pass_time(m, hw, c, backward=backward, layers_only=layers_only).total_s
+    then = pass_time(m, there, c, backward=backward, layers_only=layers_only).total_s
+    return now / then if then > 0 else 1.0
+
+
+_AT_THREADS: dict[tuple[int, int], tuple[HardwareSpec, HardwareSpec | None]] = {}
+
+
+def _at_threads(hw: HardwareSpec, threads: int) -> HardwareSpec | None:
+    """``hw.with_threads_per_rank(threads)``, kept per hardware object (the same each call)."""
+    key = (id(hw), threads)
+    hit = _AT_THREADS.get(key)
+    if hit is not None and hit[0] is hw:
+        return hit[1]
+    spec = hw.with_threads_per_rank(threads)
+    if len(_AT_THREADS) >= 256:
+        _AT_THREADS.clear()
+    _AT_THREADS[key] = (hw, spec)
+    return spec
+
+
 def forward_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
     if m.measured_compute is not None:
-        return m.measured_compute.forward_s(c.micro_batch_size) / c.mp_degree
+        return (m.measured_compute.forward_s(c.micro_batch_size) / c.mp_degree
+                * measured_scale(m, hw, c, backward=False))
     return pass_time(m, hw, c, backward=False).total_s
 
 
 def micro_backward_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
     """The measured backward when the model has one, else the operators' backward."""
     if m.measured_compute is not None:
-        return m.measured_compute.backward_s(c.micro_batch_size) / c.mp_degree
+        return (m.measured_compute.backward_s(c.micro_batch_size) / c.mp_degree
+                * measured_scale(m, hw, c, backward=True))
     return pass_time(m, hw, c, backward=True).total_s
 
 
@@ -124,7 +163,8 @@ def micro_recompute_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
         return 0.0
     if m.measured_compute is not None:
         measured = m.measured_compute.recompute_s(c.micro_batch_size)
-        full = (measured if measured is not None else m.measured_compute.forward_s(c.micro_batch_size)) / c.mp_degree
+        full = ((measured if measured is not None else m.measured_compute.forward_s(c.micro_batch_size)) / c.mp_degree
+                * measured_scale(m, hw, c, backward=False, layers_only=True))
     else:
         full = pass_time(m, hw, c, backward=False, layers_only=True).total_s
     return full * recomputed_fraction(m, hw, c)

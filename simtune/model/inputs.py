@@ -217,6 +217,9 @@ class MeasuredCompute:
     """False when no engine of this model was measured: the engine's work then comes from the
     hardware's :class:`FrameworkCosts` times this model's counts, as for a model not measured
     (the rows above then hold only the loop around the calls, if anything)."""
+    threads: Optional[int] = None
+    """CPU: the threads the rank ran with (another layout scales the times, see
+    ``compute_time.measured_scale``); None on accelerators or when not recorded."""
 
     def __post_init__(self) -> None:
         _sorted_sizes("MeasuredCompute.points", [p[0] for p in self.points])
@@ -485,6 +488,9 @@ class HardwareSpec:
     """True where memory is counted as the process's resident set (CPU): an allocation counts only
     as far as it is written, so a gradient bucket larger than the gradients it receives costs
     only what they fill."""
+    calibrated: Optional["HardwareSpec"] = dataclasses.field(default=None, repr=False, compare=False)
+    """The layout the profile was measured in, which :meth:`with_ranks_per_node` starts from
+    (None: this is it)."""
 
     def __post_init__(self) -> None:
         _positive(ProfileError, "HardwareSpec", device_memory_bytes=self.device_memory_bytes,
@@ -506,29 +512,42 @@ class HardwareSpec:
             _positive(ProfileError, "HardwareSpec", streaming_bytes_per_s=self.streaming_bytes_per_s)
 
     def with_ranks_per_node(self, per_node: int, nodes: int) -> "HardwareSpec":
-        """This hardware laid out with ``per_node`` ranks on each of ``nodes`` nodes. Where ranks
-        share the node's cores (``threads_per_rank``), each gets cores / ranks threads, and the
-        compute curves, streaming bandwidth and dropout's random numbers scale with its threads
-        (torch's CPU kernels split their work over OpenMP threads; dispatch does not), and its
-        memory is the node's shared by that many ranks."""
-        spec = dataclasses.replace(self, ranks_per_node=per_node, nodes=nodes)
-        if self.threads_per_rank is None or per_node == self.ranks_per_node:
+        """This hardware laid out with ``per_node`` ranks on each of ``nodes`` nodes, from the
+        layout it was measured in. Where ranks share the node's cores (``threads_per_rank``), each
+        gets cores / ranks threads, and the compute curves, streaming bandwidth and dropout's
+        random numbers scale with its threads (torch's CPU kernels split their work over OpenMP
+        threads; dispatch does not), and its memory is the node's shared by that many ranks."""
+        root = self.calibrated or self
+        spec = dataclasses.replace(root, ranks_per_node=per_node, nodes=nodes, calibrated=root)
+        if root.threads_per_rank is None or per_node == root.ranks_per_node:
             return spec
-        threads = max(1, self.threads_per_rank * self.ranks_per_node // per_node)
-        k = threads / self.threads_per_rank
+        threads = max(1, root.threads_per_rank * root.ranks_per_node // per_node)
+        k = threads / root.threads_per_rank
 
         def scaled(curve: EfficiencyCurve) -> EfficiencyCurve:
             return EfficiencyCurve(tuple((w, r * k) for w, r in curve.points))
 
-        c = self.compute
-        memory = self.device_memory_bytes * self.ranks_per_node // per_node
+        c = root.compute
+        memory = root.device_memory_bytes * root.ranks_per_node // per_node
+        streaming = None if root.streaming_bytes_per_s is None else root.streaming_bytes_per_s * k
         return dataclasses.replace(
             spec, threads_per_rank=threads, device_memory_bytes=memory,
-            usable_memory_bytes=memory - (self.device_memory_bytes - self.usable_memory_bytes),
+            usable_memory_bytes=memory - (root.device_memory_bytes - root.usable_memory_bytes),
             compute=ComputeCurves(fp32=scaled(c.fp32), bf16=None if c.bf16 is None else scaled(c.bf16),
                                   fp16=None if c.fp16 is None else scaled(c.fp16)),
-            streaming_bytes_per_s=None if self.streaming_bytes_per_s is None else self.streaming_bytes_per_s * k,
-            dropout_s_per_element=self.dropout_s_per_element / k)
+            streaming_bytes_per_s=streaming, dropout_s_per_element=root.dropout_s_per_element / k)
+
+    def with_threads_per_rank(self, threads: int) -> Optional["HardwareSpec"]:
+        """This hardware laid out so that each rank has ``threads`` threads (cores / threads ranks
+        per node), or None where ranks do not share cores or no layout gives that many."""
+        root = self.calibrated or self
+        if root.threads_per_rank is None:
+            return None
+        cores = root.threads_per_rank * root.ranks_per_node
+        if threads < 1 or cores % threads:
+            return None
+        spec = root.with_ranks_per_node(cores // threads, self.nodes)
+        return spec if spec.threads_per_rank == threads else None
 
     def cpu_adam_rate(self) -> float:
         if self.cpu_adam_s_per_param is None:

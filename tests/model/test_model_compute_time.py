@@ -92,3 +92,30 @@ def test_the_models_python_is_host_time_per_module(gpt2, make_hardware):
     more = pass_time(gpt2, make_hardware(overlap_capable=False, framework=FrameworkCosts(forward_module_s=1e-4)),
                      config, backward=False)
     assert more.host_s - base.host_s == pytest.approx(gpt2.hooked_modules * 1e-4)
+
+
+def test_measured_times_move_to_another_cpu_layout_by_the_operators_ratio(gpt2, make_hardware):
+    """A model measured with 1 thread per rank on 2 ranks, predicted with one rank alone on the
+    node (2 threads): its measured times are scaled by what the operators take there over what
+    they take at the measurement's threads; on the measured layout, or without the threads, they
+    stand."""
+    import dataclasses
+
+    from simtune.model.compute_time import measured_scale, pass_time
+    from simtune.model.inputs import MeasuredCompute
+
+    shared = make_hardware(ranks_per_node=2, threads_per_rank=1, overlap_capable=False,
+                           compute=ComputeCurves(fp32=EfficiencyCurve(((1e6, 1e9), (1e12, 1e10)))),
+                           streaming_bytes_per_s=1e10, framework=FrameworkCosts(forward_kernel_s=5e-6,
+                                                                                backward_kernel_s=5e-6))
+    alone = shared.with_ranks_per_node(1, 1)
+    model = dataclasses.replace(gpt2, measured_compute=MeasuredCompute(((1, 0.3, 0.6), (4, 1.2, 2.4)), threads=1))
+    c = TrainConfig(stage=0, micro_batch_size=4, precision="fp32")
+    assert forward_s(model, shared, c) == pytest.approx(1.2) and micro_backward_s(model, shared, c) == pytest.approx(2.4)
+    ratio = pass_time(model, alone, c, backward=False).total_s / pass_time(model, shared, c, backward=False).total_s
+    assert 0.5 < ratio < 1.0  # faster with both cores, less than twice (dispatch does not scale)
+    assert forward_s(model, alone, c) == pytest.approx(1.2 * ratio)
+    assert measured_scale(model, alone, c, backward=True) == pytest.approx(
+        pass_time(model, alone, c, backward=True).total_s / pass_time(model, shared, c, backward=True).total_s)
+    unknown = dataclasses.replace(model, measured_compute=dataclasses.replace(model.measured_compute, threads=None))
+    assert forward_s(unknown, alone, c) == pytest.approx(1.2)

@@ -60,3 +60,21 @@ def test_a_cpu_rank_alone_on_the_node_gets_all_its_cores_and_memory(make_hardwar
     assert alone.device_memory_bytes - alone.usable_memory_bytes == shared.device_memory_bytes - shared.usable_memory_bytes
     accelerator = make_hardware(ranks_per_node=8)
     assert accelerator.with_ranks_per_node(4, 2).compute == accelerator.compute
+
+
+def test_a_layout_is_made_from_the_measured_one_and_threads_name_a_layout(make_hardware):
+    """Laying out twice is laying out once from the layout the profile was measured in, and the
+    hardware at a number of threads per rank is the layout that gives each rank that many."""
+    from simtune.model.inputs import FrameworkCosts
+
+    shared = make_hardware(ranks_per_node=2, threads_per_rank=1, streaming_bytes_per_s=1e10,
+                           dropout_s_per_element=8e-9, framework=FrameworkCosts(forward_kernel_s=5e-6))
+    alone = shared.with_ranks_per_node(1, 1)
+    back = alone.with_ranks_per_node(2, 1)
+    assert back.compute == shared.compute and back.threads_per_rank == 1
+    assert back.device_memory_bytes == shared.device_memory_bytes
+    assert alone.with_ranks_per_node(1, 1).compute == alone.compute
+    assert alone.with_threads_per_rank(1).compute == shared.compute
+    assert shared.with_threads_per_rank(2).compute == alone.compute
+    assert shared.with_threads_per_rank(3) is None  # no layout of 2 cores gives 3 threads
+    assert make_hardware(ranks_per_node=8).with_threads_per_rank(1) is None  # ranks own their devices
