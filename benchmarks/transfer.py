@@ -126,10 +126,7 @@ def transferred(predictor: Any, framework: Any, calibration: Any) -> Any:
     model = dataclasses.replace(predictor.model, measured_memory=MeasuredMemory(
         (), process_overhead_bytes=calibration.program_overhead_bytes,
         zero_runtime_bytes=calibration.zero_runtime_bytes))
-    # the dispatch costs stay the layout's (a rank alone on the node has its own, measured)
-    hardware = dataclasses.replace(predictor.hardware, framework=dataclasses.replace(
-        framework, forward_kernel_s=predictor.hardware.framework.forward_kernel_s,
-        backward_kernel_s=predictor.hardware.framework.backward_kernel_s))
+    hardware = dataclasses.replace(predictor.hardware, framework=framework)
     return Predictor(model, hardware, dp_degree=predictor.dp_degree, precision=predictor.precision,
                      space=predictor.space, profile=predictor.profile)
 

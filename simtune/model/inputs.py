@@ -511,6 +511,11 @@ class HardwareSpec:
         if self.streaming_bytes_per_s is not None:
             _positive(ProfileError, "HardwareSpec", streaming_bytes_per_s=self.streaming_bytes_per_s)
 
+    @property
+    def ranks(self) -> int:
+        """Every rank of this layout: ranks_per_node * nodes."""
+        return self.ranks_per_node * self.nodes
+
     def with_ranks_per_node(self, per_node: int, nodes: int) -> "HardwareSpec":
         """This hardware laid out with ``per_node`` ranks on each of ``nodes`` nodes, from the
         layout it was measured in. Where ranks share the node's cores (``threads_per_rank``), each
@@ -529,13 +534,13 @@ class HardwareSpec:
 
         c = root.compute
         memory = root.device_memory_bytes * root.ranks_per_node // per_node
-        streaming = None if root.streaming_bytes_per_s is None else root.streaming_bytes_per_s * k
         return dataclasses.replace(
             spec, threads_per_rank=threads, device_memory_bytes=memory,
             usable_memory_bytes=memory - (root.device_memory_bytes - root.usable_memory_bytes),
             compute=ComputeCurves(fp32=scaled(c.fp32), bf16=None if c.bf16 is None else scaled(c.bf16),
                                   fp16=None if c.fp16 is None else scaled(c.fp16)),
-            streaming_bytes_per_s=streaming, dropout_s_per_element=root.dropout_s_per_element / k)
+            streaming_bytes_per_s=None if root.streaming_bytes_per_s is None else root.streaming_bytes_per_s * k,
+            dropout_s_per_element=root.dropout_s_per_element / k)
 
     def with_threads_per_rank(self, threads: int) -> Optional["HardwareSpec"]:
         """This hardware laid out so that each rank has ``threads`` threads (cores / threads ranks
@@ -546,8 +551,7 @@ class HardwareSpec:
         cores = root.threads_per_rank * root.ranks_per_node
         if threads < 1 or cores % threads:
             return None
-        spec = root.with_ranks_per_node(cores // threads, self.nodes)
-        return spec if spec.threads_per_rank == threads else None
+        return root.with_ranks_per_node(cores // threads, self.nodes)
 
     def cpu_adam_rate(self) -> float:
         if self.cpu_adam_s_per_param is None:

@@ -93,6 +93,18 @@ def gradient_copy_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
     return moved / hw.streaming_bytes_per_s
 
 
+def param_pass_terms(k: tuple[float, float, float], params: float, stage: int,
+                     dp: int) -> tuple[float, float, float]:
+    """(forward, backward, step) seconds of one stage's costs per parameter ``k`` for a replica
+    of P = ``params`` parameters on ``dp`` data-parallel ranks:
+
+        forward = P k_f (only with dp > 1: at one rank nothing is gathered),  backward = P k_b,
+        step    = P k_s at stages 0-2 (the update is copied back into the whole model),
+                  (P / dp) k_s at stage 3 (its optimizer and fp32 partition hold the shard only)"""
+    k_f, k_b, k_s = k
+    return (params * k_f if dp > 1 else 0.0, params * k_b, params * k_s / (dp if stage == 3 else 1))
+
+
 def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
                     sizes: Optional[Shards] = None) -> tuple[float, float, float]:
     """(per forward, per backward, per step) seconds the engine adds from the profile's
@@ -102,13 +114,8 @@ def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
     engine's forward and backward calls, copies gradients (:func:`gradient_copy_s`) and steps
     the engine. Where the engine's work in proportion to the model's size was learnt
     (``param_pass_s``, read off engines at one micro-step per step), that replaces the copies into
-    the buckets of stages 2/3 (stages 0/1 still accumulate from the second micro-step on):
-
-        forward += P k_f[stage] [dp > 1],  backward += P k_b[stage],  step += P_step k_s[stage]
-
-    with P the parameters of the replica (``parameter_count / mp``) and P_step = P at stages 0-2,
-    P / dp at stage 3 (its optimizer and fp32 partition hold the rank's shard only); at one rank
-    there is nothing to gather, so the forward term is 0."""
+    the buckets of stages 2/3 (stages 0/1 still accumulate from the second micro-step on); its
+    terms are :func:`param_pass_terms`'s for the replica's ``parameter_count / mp`` parameters."""
     fw = hw.framework
     fwd = bwd = fw.engine_micro_step_s / 2
     if c.stage == 3:
@@ -118,11 +125,8 @@ def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
         bwd += len(m.layout.numels) * fw.gradient_hook_s
     step = fw.engine_step_s
     if fw.param_pass_s:
-        p = m.parameter_count / c.mp_degree
-        k_f, k_b, k_s = fw.param_pass_s[c.stage]
-        gathered = p if c.dp_degree > 1 else 0.0
-        stepped = p / c.dp_degree if c.stage == 3 else p
-        fwd, bwd, step = fwd + gathered * k_f, bwd + p * k_b, step + stepped * k_s
+        f, b, s = param_pass_terms(fw.param_pass_s[c.stage], m.parameter_count / c.mp_degree, c.stage, c.dp_degree)
+        fwd, bwd, step = fwd + f, bwd + b, step + s
     if not fw.param_pass_s or c.stage < 2:
         bwd += gradient_copy_s(m, hw, c)
     if c.stage == 3 and c.dp_degree > 1:

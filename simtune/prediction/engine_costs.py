@@ -42,7 +42,7 @@ from simtune.errors import WorkloadError
 from simtune.knobs import knob
 from simtune.model.compute_time import pass_time
 from simtune.model.inputs import FrameworkCosts, HardwareSpec, ModelSpec, TrainConfig, least_squares_line
-from simtune.model.step_time import gradient_copy_s
+from simtune.model.step_time import gradient_copy_s, param_pass_terms
 
 
 def forward_intercept_s(model: ModelSpec, hardware: HardwareSpec, precision: str) -> float:
@@ -98,16 +98,13 @@ def framework_costs_of(model: ModelSpec, hardware: HardwareSpec, precision: str,
     if mc is None or not mc.stage_overheads:
         raise WorkloadError("The workload has no measured engines to read the framework's costs from.")
     mbs = min(row[1] for row in mc.stage_overheads)
-    ranks = hardware.ranks_per_node * hardware.nodes
     params = float(model.parameter_count)
 
     def overheads(stage: int) -> tuple[float, ...]:
         row = mc.overheads(stage, mbs)
         if not param_pass_s:
             return row
-        k_f, k_b, k_s = param_pass_s[stage]
-        per_param = (params * k_f if ranks > 1 else 0.0, params * k_b,
-                     params * k_s / ranks if stage == 3 else params * k_s)
+        per_param = param_pass_terms(param_pass_s[stage], params, stage, hardware.ranks)
         return tuple(v - x for v, x in zip(row[:3], per_param)) + row[3:]
 
     f0, b0, s0, l0 = overheads(0)

@@ -160,5 +160,5 @@ def with_learnt_engine_costs(profile: HardwareProfile, learnt: Optional[LearntEn
     return dataclasses.replace(profile, framework=dataclasses.replace(framework, **costs), provenance=provenance)
 
 
-__all__ = ["LEARNT", "PER_PARAMETER_KEY", "LearntEngineCosts", "learnt_costs_path", "learnt_engine_costs", "record_engine_costs",
-           "with_learnt_engine_costs"]
+__all__ = ["LEARNT", "PER_PARAMETER_KEY", "LearntEngineCosts", "learnt_costs_path", "learnt_engine_costs",
+           "record_engine_costs", "with_learnt_engine_costs"]

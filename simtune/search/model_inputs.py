@@ -202,8 +202,7 @@ def remember_engine_costs(profile: HardwareProfile, predictor: Predictor, worklo
         return
     per_param: tuple[tuple[float, float, float], ...] = ()
     if heavy is not None and heavy.measured_compute_used:
-        per_param = param_pass_costs(predictor.model, heavy.model, predictor.hardware.ranks_per_node
-                                     * predictor.hardware.nodes)
+        per_param = param_pass_costs(predictor.model, heavy.model, predictor.hardware.ranks)
         costs = framework_costs_of(predictor.model, predictor.hardware, predictor.precision, per_param)
     else:
         learnt = learnt_engine_costs(profile, predictor.precision)
