@@ -15,7 +15,6 @@ predicted here: the numbers are the evidence for those rules (docs/cost-model.md
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -35,18 +34,26 @@ def _calibrate(ranks: int, home: Path) -> dict:
     subprocess.run([sys.executable, "-m", "simtune", "calibrate", "--gpus", str(ranks), "--quiet",
                     "--out", str(home / "profiles"), "--name", f"cpu-{ranks}proc"],
                    env=env, check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - started
-    profile = json.loads((home / "profiles" / f"cpu-{ranks}proc.json").read_text())
-    learnt = json.loads((home / "profiles" / "engine_costs" / f"cpu-{ranks}proc.json").read_text())["entries"]
-    tables = [e["per_parameter_s"] for e in learnt.values() if "per_parameter_s" in e]
+    return {"wall": time.perf_counter() - started, **_read(home, home / "profiles" / f"cpu-{ranks}proc.json")}
+
+
+def _read(home: Path, profile_path: Path) -> dict:
+    """What one calibration left in ``home``: the profile's optimizer rates, the costs per
+    parameter learnt for it, and each reference model's threads and forward/backward times."""
+    from simtune.calibration.workload import read_cached
+    from simtune.hardware import load_profile
+    from simtune.prediction.learnt_engine_costs import learnt_engine_costs
+
+    profile = load_profile(profile_path)
+    learnt = learnt_engine_costs(profile, "fp32", home / "profiles" / "engine_costs" / f"{profile.name}.json")
     models = {}
     for path in sorted((home / "cache").glob("workload-*.json")):
-        cached = json.loads(path.read_text())
-        models[cached["name"]] = (cached["threads"], [(m["micro_batch_size"], m["forward"]["median_s"],
-                                                       m["backward"]["median_s"]) for m in cached["measurements"]])
-    fits = profile["optimizer"]["fits"]
-    return {"wall": wall, "table": tables[0] if tables else None, "models": models,
-            "adam": {name: fit["s_per_param"] for name, fit in fits.items()}}
+        cached = read_cached(path)
+        if cached is not None:
+            models[cached.name] = (cached.threads, [(m.micro_batch_size, m.forward.median_s, m.backward.median_s)
+                                                    for m in cached.measurements])
+    return {"table": learnt.param_pass_s if learnt is not None and learnt.param_pass_s else None,
+            "models": models, "adam": {name: fit.s_per_param for name, fit in profile.optimizer.fits.items()}}
 
 
 def main() -> int:
