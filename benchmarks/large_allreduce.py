@@ -9,7 +9,7 @@ Run from the repository root (no GPU needed; DS_ACCELERATOR=cpu is set here):
 Two CPU processes under DeepSpeed's launcher time ``deepspeed.comm.all_reduce`` of fp32 tensors
 of 4 MiB to 512 MiB (a barrier before each call, the fastest of 3 calls after one warm-up). With
 ``--profile`` each size is also predicted from the profile's intra-node allreduce fit
-(latency + bus factor x bytes / bus bandwidth), as ``simtune.model.comm_time`` costs it.
+(``CollectiveFit.time_s``: latency + bus factor x bytes / bus bandwidth).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def main() -> int:
             rows = json.load(f)
     fit = None
     if args.profile:
-        from simtune.hardware import bus_factor, load_profile
+        from simtune.hardware import load_profile
 
         profile = load_profile(args.profile)
         fit = profile.collectives.intra_node["allreduce"]
@@ -93,7 +93,7 @@ def main() -> int:
     for mib, seconds in rows:
         line = f"| {mib} | {seconds * 1e3:.1f} | {mib * 2**20 / seconds / 1e9:.2f} |"
         if fit is not None:
-            predicted = fit.latency_s + bus_factor("allreduce", 2) * mib * 2**20 / fit.bandwidth_bytes_per_s
+            predicted = fit.time_s(mib * 2**20, 2)
             line += f" {predicted * 1e3:.1f} | {predicted / seconds:.2f} |"
         print(line)
     print(f"\n# load average at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
