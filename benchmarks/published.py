@@ -160,6 +160,14 @@ class Prediction:
         return published_tokens_per_s * self.flop_per_token / self.peak_flop_per_s
 
 
+def without_engine_reduction(m: Any) -> int:
+    """The peak without the reduction's scratch copy: a training loop on one GPU outside DeepSpeed
+    (the Hugging Face Trainer without it) reduces nothing, where DeepSpeed's engine flattens its
+    gradients whatever the world size."""
+    return m.total_bytes - max(m.backward_phase_bytes, m.step_transient_bytes) + max(
+        m.backward_phase_bytes - m.comm_scratch_bytes, m.step_transient_bytes)
+
+
 def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
     """The cost model's prediction of one row."""
     profile = load_profile(str(profile_of(source["hardware"]["gpu"])))
@@ -185,7 +193,10 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
         offload_optimizer=trial.offload_optimizer, offload_param=trial.offload_param,
         activation_checkpointing=trial.activation_checkpointing)
     flops = estimate.metrics.flops_per_gpu or 0.0
-    return Prediction(tokens, bool(estimate.feasible), profile.name, estimate.memory.total_bytes / 2**30, largest,
+    peak = estimate.memory.total_bytes
+    if gpus == 1 and "deepspeed" not in str(parallel.get("framework", "")).lower():
+        peak = without_engine_reduction(estimate.memory)
+    return Prediction(tokens, bool(estimate.feasible), profile.name, peak / 2**30, largest,
                       flops / tokens, profile.device.peak_flop_per_s[predictor.precision])
 
 

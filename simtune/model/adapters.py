@@ -124,7 +124,7 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
         device_memory_bytes=device.memory_bytes, usable_memory_bytes=device.usable_memory_bytes,
         fixed_overhead_bytes=device.fixed_overhead_bytes,
         compute=ComputeCurves(fp32=curves["fp32"], bf16=curves.get("bf16"), fp16=curves.get("fp16")),
-        optimizer_s_per_param=fit.s_per_param,
+        optimizer_s_per_param=fit.s_per_param, optimizer_impl=fit.impl,
         collectives=_collectives(collectives.intra_node) if collectives.applicable else None,
         h2d_bandwidth_bytes_per_s=profile.offload.h2d_bytes_per_s,
         d2h_bandwidth_bytes_per_s=profile.offload.d2h_bytes_per_s,
@@ -135,7 +135,7 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
         fused_attention_dropout=device.kind == "cuda", dropout_mask_bytes=1 if device.kind == "cuda" else None,
         streaming_bytes_per_s=streaming, framework=framework_costs(profile),
         threads_per_rank=threads_per_rank(profile), dropout_s_per_element=dropout_cost(profile, streaming),
-        resident_on_touch=device.kind == "cpu")
+        reduce_scatter_staging=device.kind == "cpu", resident_on_touch=device.kind == "cpu")
 
 
 def train_config(trial: Trial, *, dp_degree: int, precision: str, mp_degree: int = 1,

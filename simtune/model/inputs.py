@@ -452,6 +452,9 @@ class HardwareSpec:
     compute: ComputeCurves
     optimizer_s_per_param: float
     """Adam step on the device, seconds per parameter of the local shard."""
+    optimizer_impl: Optional[str] = dataclasses.field(default=None, kw_only=True)
+    """The implementation that rate was measured for (the profile's optimizer fit name), which
+    says what its step allocates (:data:`~simtune.model.memory_buffers.OPTIMIZER_TEMPORARIES`)."""
     collectives: Optional[Collectives]
     """Costs within a node; None when unknown (a calibration on one rank, or one rank per node)."""
     h2d_bandwidth_bytes_per_s: float
@@ -484,6 +487,10 @@ class HardwareSpec:
     """What drawing one dropout element's random number costs beyond its bytes (measured: large on
     CPU, where torch's generator is not bandwidth-bound; 0 on CUDA's Philox kernels)."""
     framework: FrameworkCosts = FrameworkCosts()
+    reduce_scatter_staging: bool = False
+    """True where the backend's reduce-scatter stages its input in new buffers ((1 + 1/n) times the
+    input on gloo, measured by benchmarks/collective_memory.py); False where it reduces in place
+    (NCCL)."""
     resident_on_touch: bool = False
     """True where memory is counted as the process's resident set (CPU): an allocation counts only
     as far as it is written, so a gradient bucket larger than the gradients it receives costs

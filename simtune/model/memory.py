@@ -1,16 +1,20 @@
 """Peak device memory per rank: every term on its own, and their combination.
 
     total = parameters + gradients + master weights + optimizer states     (model states)
-          + gradient buckets + gathered parameters                         (held through the step)
-          + max(activations + logits + communication scratch, step transient)
+          + gathered parameters + held buckets                              (held through the step)
+          + max(backward phase, step transient)
           + fixed overhead + runtime overhead (measured: on CPU the program's code and ZeRO's
             runtime; the real engines' residual)
+    backward phase = activations + logits + communication scratch + buckets freed after it
+    step transient = fp32 gradients the step builds + the optimizer implementation's temporaries
     feasible = total <= min(usable memory + fixed overhead, device memory)   (the memory limit)
 
 Activations, logits and a reduction's scratch copy live during forward/backward; the optimizer
-step's fp32 gradients appear after them, so the two phases share one slot (max). Gradients are
-counted whole beside the activations, which over-counts stages 0/1 (their gradients grow while
-activations are freed): the total is an upper bound on the peak.
+step's fp32 gradients and its implementation's temporaries appear after them, so the two phases
+share one slot (max). Stage 3 holds its gradient bucket throughout; stages 1/2 free theirs at
+the end of each backward (:func:`~simtune.model.memory_buffers.buckets_held_through_step`).
+Gradients are counted whole beside the activations, which over-counts stages 0/1 (their
+gradients grow while activations are freed): the total is an upper bound on the peak.
 
 With a measured activation peak (``ModelSpec.measured_memory``) the activations term is that
 peak, logits and loss included (the logits term is then 0). Where memory is the process's
@@ -56,10 +60,25 @@ class MemoryEstimate:
     feasible: bool
     """total is at most limit_bytes, and offloaded states fit in host memory when known."""
 
+    buckets_held_through_step: bool = True
+    """Whether the gradient buckets stay allocated through the optimizer step (stage 3) or are
+    freed after each backward (stages 1/2), where they share the backward's slot."""
+
     @property
     def model_states_bytes(self) -> int:
         return (self.parameters_bytes + self.gradients_bytes + self.master_weights_bytes
                 + self.optimizer_states_bytes)
+
+    @property
+    def backward_phase_bytes(self) -> int:
+        """What lives during the backward only: activations, logits, scratch, freed buckets."""
+        freed = 0 if self.buckets_held_through_step else self.gradient_buckets_bytes
+        return self.activations_bytes + self.logits_bytes + self.comm_scratch_bytes + freed
+
+    @property
+    def transient_beyond_backward_bytes(self) -> int:
+        """How far the optimizer step's transient rises above the backward phase (0 if not)."""
+        return max(0, self.step_transient_bytes - self.backward_phase_bytes)
 
 
 def estimate_memory(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
@@ -71,7 +90,7 @@ def estimate_memory(model: ModelSpec, hardware: HardwareSpec, config: TrainConfi
     optim = st.optimizer_state_bytes(s, config)
     buckets = buf.gradient_bucket_bytes(s, config)
     gathered = buf.gathered_parameter_bytes(model, s, config)
-    scratch = buf.comm_scratch_bytes(s, config)
+    scratch = buf.comm_scratch_bytes(s, config, hardware.reduce_scatter_staging)
     buckets = buf.resident_bucket_bytes(buckets, s, config) if hardware.resident_on_touch else buckets
     measured = act.measured_activation_bytes(model, config)
     if measured is None:
@@ -79,11 +98,13 @@ def estimate_memory(model: ModelSpec, hardware: HardwareSpec, config: TrainConfi
         logits = act.logits_bytes(model, config)
     else:
         activations, logits = measured, 0
-    transient = buf.step_transient_bytes(s, config)
+    transient = buf.step_transient_bytes(s, config) + buf.optimizer_temporary_bytes(s, config, hardware.optimizer_impl)
     fixed = hardware.fixed_overhead_bytes
     runtime = act.runtime_overhead_bytes(model, config)
-    total = (params + grads + master + optim + buckets + gathered
-             + max(activations + logits + scratch, transient) + fixed + runtime)
+    held = buf.buckets_held_through_step(config)
+    backward = activations + logits + scratch + (0 if held else buckets)
+    total = (params + grads + master + optim + (buckets if held else 0) + gathered
+             + max(backward, transient) + fixed + runtime)
     host = st.host_bytes(s, config)
     limit = min(hardware.usable_memory_bytes + fixed, hardware.device_memory_bytes)
     feasible = total <= limit
@@ -95,4 +116,4 @@ def estimate_memory(model: ModelSpec, hardware: HardwareSpec, config: TrainConfi
         gathered_parameters_bytes=gathered, comm_scratch_bytes=scratch,
         activations_bytes=activations, logits_bytes=logits, step_transient_bytes=transient,
         fixed_overhead_bytes=fixed, runtime_overhead_bytes=runtime, total_bytes=total,
-        limit_bytes=limit, host_bytes=host, feasible=feasible)
+        limit_bytes=limit, host_bytes=host, feasible=feasible, buckets_held_through_step=held)

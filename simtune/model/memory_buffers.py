@@ -11,8 +11,16 @@ Device bytes for one rank; b is the byte size of the compute precision.
   parameters stay gathered when the backward reuses them within ``stage3_max_reuse_distance``
   elements of trace, and prefetching keeps up to ``stage3_max_live_parameters`` of them; one
   module in flight and one prefetch bucket come on top.
-- Communication scratch: one reduction flattens its bucket into a new tensor (stage 0:
-  engine.py ``buffered_allreduce_fallback`` in pieces of 5e8 elements; stages 1-3: one bucket).
+- Communication scratch: one reduction flattens its bucket into a new tensor, at any data-parallel
+  degree (stage 0: engine.py ``buffered_allreduce_fallback`` in pieces of 5e8 elements, called
+  whatever the world size; stage 3: ``reduce_scatter_coalesced`` concatenates the bucket's
+  gradients, also at one rank; stages 1/2: one bucket, beside other ranks only). Where the
+  backend's reduce-scatter stages its buffers (``HardwareSpec.reduce_scatter_staging``: gloo copies
+  the input and allocates a shard-sized output, (1 + 1/dp) times the input, measured by
+  benchmarks/collective_memory.py; NCCL reduces in place), stage 3 adds that.
+- Buckets held through the step: stage 3's is allocated at start-up and kept; stages 1/2 release
+  theirs at the end of every backward (stage_1_and_2.py ``_release_ipg_buffers``), so theirs share
+  the backward's slot with the activations.
 - Step transient: the optimizer step builds fp32 gradients for the elements it updates
   (fp16/unfused_optimizer.py and fused_optimizer.py for stage 0 mixed precision,
   ``single_grad_partition`` in stage_1_and_2.py and stage3.py); on the host when offloaded.
@@ -20,9 +28,19 @@ Device bytes for one rank; b is the byte size of the compute precision.
   holds twice that at its peak: ``step`` converts every gradient to fp32 in a list and
   ``_flatten_dense_tensors`` concatenates the list into a new flat tensor while the list lives
   (fused_optimizer.py ``step``): 8 bytes per parameter.
+- Optimizer temporaries (:data:`OPTIMIZER_TEMPORARIES`): what the Adam implementation allocates
+  inside its step, in fp32, beyond its states. torch's for-loop AdamW (``_single_tensor_adam``,
+  torch's choice for CPU tensors) computes ``(exp_avg_sq.sqrt() / bias_correction2_sqrt)``: two
+  temporaries the size of the tensor it updates, one tensor at a time, so twice the largest
+  tensor it steps (the flat fp32 partition at stages 1-3 and in stage 0's mixed-precision
+  optimizers, the largest model tensor at stage 0 in fp32); the foreach AdamW
+  (``_multi_tensor_adam``) one ``_foreach_sqrt`` copy of every element it updates; fused kernels
+  none.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 from simtune.model.inputs import ModelSpec, TrainConfig
 from simtune.model.shards import Shards
@@ -80,11 +98,30 @@ def gathered_parameter_bytes(model: ModelSpec, s: Shards, c: TrainConfig) -> int
     return c.bytes_per_element * min(nonpersistent, kept + s.largest_layer + prefetch)
 
 
-def comm_scratch_bytes(s: Shards, c: TrainConfig) -> int:
-    if c.dp_degree == 1:
-        return 0
-    piece = STAGE0_ALLREDUCE_ELEMENTS if c.stage == 0 else c.reduce_bucket_size
-    return c.bytes_per_element * min(piece, s.params)
+OPTIMIZER_TEMPORARIES: dict[str, tuple[int, int]] = {
+    # impl: (fp32 copies of every element it updates, fp32 copies of the largest tensor it updates)
+    "torch_adamw_for_loop": (0, 2),
+    "torch_adamw_foreach": (1, 0),
+    "torch_adamw_fused": (0, 0),
+    "deepspeed_fused_adam": (0, 0),
+}
+"""Temporaries of a device optimizer's step, by the profile's optimizer fit name; an unknown or
+unnamed implementation allocates none (host optimizers run on host memory)."""
+
+
+def buckets_held_through_step(c: TrainConfig) -> bool:
+    """Stage 3 keeps its bucket from start-up; stages 1/2 free theirs after each backward."""
+    return c.stage == 3
+
+
+def comm_scratch_bytes(s: Shards, c: TrainConfig, reduce_scatter_staging: bool = False) -> int:
+    b = c.bytes_per_element
+    if c.stage == 0:
+        return b * min(STAGE0_ALLREDUCE_ELEMENTS, s.params)
+    flat = b * min(c.reduce_bucket_size, s.params)
+    if c.stage == 3:
+        return flat + (round(flat * (1 + 1 / c.dp_degree)) if reduce_scatter_staging else 0)
+    return flat if c.dp_degree > 1 else 0
 
 
 def step_transient_bytes(s: Shards, c: TrainConfig) -> int:
@@ -93,3 +130,15 @@ def step_transient_bytes(s: Shards, c: TrainConfig) -> int:
     if c.offload_optimizer:
         return 0
     return 4 * (s.flat_partition if c.stage in (1, 2) else s.partition)
+
+
+def optimizer_temporary_bytes(s: Shards, c: TrainConfig, impl: Optional[str]) -> int:
+    """fp32 bytes an optimizer implementation allocates inside its step (:data:`OPTIMIZER_TEMPORARIES`)."""
+    if c.offload_optimizer or impl not in OPTIMIZER_TEMPORARIES:
+        return 0
+    every, largest = OPTIMIZER_TEMPORARIES[impl]
+    if c.stage == 0:
+        updated, biggest = s.params, s.params if c.precision != "fp32" else s.largest_tensor
+    else:
+        updated = biggest = s.flat_partition if c.stage in (1, 2) else s.partition
+    return 4 * (every * updated + largest * biggest)

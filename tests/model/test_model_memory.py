@@ -2,12 +2,30 @@ from simtune.model.inputs import TrainConfig
 from simtune.model.memory import estimate_memory
 
 
-def test_total_is_states_buffers_phase_max_and_overhead(gpt2, hardware):
-    m = estimate_memory(gpt2, hardware, TrainConfig(stage=2, micro_batch_size=4, dp_degree=8))
+def test_total_is_states_held_buffers_phase_max_and_overhead(gpt2, hardware):
+    m = estimate_memory(gpt2, hardware, TrainConfig(stage=3, micro_batch_size=4, dp_degree=8))
     expected = (m.model_states_bytes + m.gradient_buckets_bytes + m.gathered_parameters_bytes
                 + max(m.activations_bytes + m.logits_bytes + m.comm_scratch_bytes, m.step_transient_bytes)
                 + m.fixed_overhead_bytes)
+    assert m.buckets_held_through_step and m.gradient_buckets_bytes > 0
     assert m.total_bytes == expected and m.fixed_overhead_bytes == hardware.fixed_overhead_bytes
+
+
+def test_stage2_buckets_share_the_backward_slot_with_activations(gpt2, hardware):
+    # stage_1_and_2.py frees its buckets after each backward: they never meet the step's transient
+    m = estimate_memory(gpt2, hardware, TrainConfig(stage=2, micro_batch_size=4, dp_degree=8))
+    backward = m.activations_bytes + m.logits_bytes + m.comm_scratch_bytes + m.gradient_buckets_bytes
+    assert not m.buckets_held_through_step and m.backward_phase_bytes == backward
+    assert m.total_bytes == (m.model_states_bytes + max(backward, m.step_transient_bytes)
+                             + m.fixed_overhead_bytes)
+
+
+def test_the_optimizer_implementations_temporaries_join_the_step(gpt2, make_hardware):
+    config = TrainConfig(stage=1, micro_batch_size=1, dp_degree=1)
+    fused = estimate_memory(gpt2, make_hardware(optimizer_impl="torch_adamw_fused"), config)
+    for_loop = estimate_memory(gpt2, make_hardware(optimizer_impl="torch_adamw_for_loop"), config)
+    # one rank updates the whole flat fp32 buffer: two fp32 temporaries of it
+    assert for_loop.step_transient_bytes - fused.step_transient_bytes == 2 * 4 * gpt2.parameter_count
 
 
 def test_feasible_compares_with_usable_memory_plus_fixed_overhead(gpt2, make_hardware):

@@ -1,6 +1,7 @@
 from simtune.model.inputs import TrainConfig
 from simtune.model.memory_buffers import (STAGE0_ALLREDUCE_ELEMENTS, comm_scratch_bytes, gathered_parameter_bytes,
-                                          gradient_bucket_bytes, kept_gathered_elements, step_transient_bytes)
+                                          gradient_bucket_bytes, kept_gathered_elements, optimizer_temporary_bytes,
+                                          step_transient_bytes)
 from simtune.model.shards import shards
 
 RBS = 50_000_000
@@ -54,6 +55,22 @@ def test_scratch_is_one_reduction_piece(gpt2):
     assert comm_scratch_bytes(shards(gpt2, single), single) == 0
 
 
+def test_stages_0_and_3_flatten_their_gradients_even_at_one_rank(gpt2):
+    # engine.py reduces at any world size; stage 3's reduce_scatter_coalesced too
+    z0 = TrainConfig(stage=0, micro_batch_size=1, dp_degree=1)
+    z3 = TrainConfig(stage=3, micro_batch_size=1, dp_degree=1, reduce_bucket_size=RBS)
+    assert comm_scratch_bytes(shards(gpt2, z0), z0) == 2 * gpt2.parameter_count
+    assert comm_scratch_bytes(shards(gpt2, z3), z3) == 2 * RBS
+
+
+def test_a_staging_reduce_scatter_adds_its_input_and_output(gpt2):
+    # gloo: a copy of the input and a 1/n output beside the concatenated bucket
+    z3 = TrainConfig(stage=3, micro_batch_size=1, dp_degree=2, reduce_bucket_size=RBS)
+    z2 = TrainConfig(stage=2, micro_batch_size=1, dp_degree=2, reduce_bucket_size=RBS)
+    assert comm_scratch_bytes(shards(gpt2, z3), z3, reduce_scatter_staging=True) == 2 * RBS * (1 + 1.5)
+    assert comm_scratch_bytes(shards(gpt2, z2), z2, reduce_scatter_staging=True) == 2 * RBS
+
+
 def test_step_builds_fp32_gradients_for_the_updated_elements(gpt2):
     p = gpt2.parameter_count
     fp32 = TrainConfig(stage=0, micro_batch_size=1, precision="fp32")
@@ -64,3 +81,17 @@ def test_step_builds_fp32_gradients_for_the_updated_elements(gpt2):
     assert step_transient_bytes(shards(gpt2, bf16), bf16) == 4 * p
     assert step_transient_bytes(shards(gpt2, z2), z2) == 4 * shards(gpt2, z2).flat_partition
     assert step_transient_bytes(shards(gpt2, offload), offload) == 0
+
+
+def test_optimizer_temporaries_follow_the_implementation(gpt2):
+    s0 = shards(gpt2, fp32 := TrainConfig(stage=0, micro_batch_size=1, precision="fp32"))
+    z3 = TrainConfig(stage=3, micro_batch_size=1, dp_degree=8)
+    offload = TrainConfig(stage=2, micro_batch_size=1, dp_degree=8, offload_optimizer=True)
+    # for-loop AdamW: sqrt and division of the tensor it updates, one tensor at a time
+    assert optimizer_temporary_bytes(s0, fp32, "torch_adamw_for_loop") == 2 * 4 * s0.largest_tensor
+    assert optimizer_temporary_bytes(shards(gpt2, z3), z3, "torch_adamw_for_loop") == 8 * shards(gpt2, z3).partition
+    # foreach AdamW: one copy of every element; fused kernels and unknown names: none
+    assert optimizer_temporary_bytes(s0, fp32, "torch_adamw_foreach") == 4 * s0.params
+    assert optimizer_temporary_bytes(s0, fp32, "torch_adamw_fused") == 0
+    assert optimizer_temporary_bytes(s0, fp32, None) == 0
+    assert optimizer_temporary_bytes(shards(gpt2, offload), offload, "torch_adamw_for_loop") == 0

@@ -31,10 +31,9 @@ TERM_LABELS = (
 
 def memory_terms(m: MemoryEstimate) -> tuple[int, ...]:
     """The terms in :data:`TERM_LABELS` order; they sum to ``m.total_bytes``."""
-    phase = m.activations_bytes + m.logits_bytes + m.comm_scratch_bytes
     return (m.parameters_bytes, m.gradients_bytes, m.master_weights_bytes, m.optimizer_states_bytes,
             m.gradient_buckets_bytes, m.gathered_parameters_bytes, m.activations_bytes, m.logits_bytes,
-            m.comm_scratch_bytes, max(0, m.step_transient_bytes - phase), m.fixed_overhead_bytes)
+            m.comm_scratch_bytes, m.transient_beyond_backward_bytes, m.fixed_overhead_bytes)
 
 
 @dataclass(frozen=True)
