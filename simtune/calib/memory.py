@@ -6,7 +6,8 @@ allocation pattern of mixed sizes. Copy bandwidth: pinned host memory to device 
 
 CPU: total RAM, available RAM, and this process's resident set size (RSS) after importing torch
 and deepspeed and initialising the process group (the baseline every rank pays before training).
-There is no host-device link, so the bandwidth recorded is that of a memory copy in RAM.
+There is no host-device link, so the bandwidth recorded is that of a memory copy in RAM; a copy
+into a freshly allocated 64 MiB tensor beside it gives what mapping fresh memory costs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from simtune.calib.timing import measure
 
 CUDA_COPY_BYTES = [2**24, 2**27, 2**29]
 CPU_COPY_BYTES = [2**22, 2**24, 2**26]
+CPU_FRESH_BYTES = 2**26
+"""A copy into a tensor allocated for it (``clone``), beside the copy into one that exists: at 64 MiB,
+above glibc's 32 MiB mmap ceiling, every allocation is mapped afresh and pays its page faults."""
 
 
 def baseline(device: Device) -> dict:
@@ -77,4 +81,7 @@ def copy_bandwidth(device: Device, quick: bool) -> dict:
         dst = torch.empty_like(src)
         stats = measure(lambda: dst.copy_(src), device.sync, warmup, repeats)
         points.append({"direction": "host_memcpy", "bytes": nbytes, **stats})
+        if nbytes == CPU_FRESH_BYTES:
+            fresh = measure(lambda: src.clone(), device.sync, warmup, repeats)
+            points.append({"direction": "host_fresh", "bytes": nbytes, **fresh})
     return {"kind": "cpu_memcpy", "points": points}

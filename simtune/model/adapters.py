@@ -86,6 +86,26 @@ def dropout_cost(profile: HardwareProfile, streaming_bytes_per_s: float) -> floa
     return max(0.0, slope - 2.5 * 4 / streaming_bytes_per_s)
 
 
+FRESH_COPY_DIRECTION = "host_fresh"
+"""A CPU profile's copy points into a newly allocated tensor (calibration's ``copy`` section)."""
+
+
+def first_touch_cost(profile: HardwareProfile) -> Optional[float]:
+    """Seconds per byte a freshly mapped tensor costs beyond a copy into one already mapped:
+    (fresh copy - copy) / bytes at the largest size measured both ways (CPU); None without
+    fresh copies (spec profiles, CUDA, older calibrations)."""
+    if profile.device.kind != "cpu":
+        return None
+    points = profile.offload.points
+    fresh = {p.bytes: p.stats.min_s for p in points if p.direction == FRESH_COPY_DIRECTION}
+    reused = {p.bytes: p.stats.min_s for p in points if p.direction == "host_memcpy"}
+    both = sorted(set(fresh) & set(reused))
+    if not both:
+        return None
+    size = both[-1]
+    return max(0.0, fresh[size] - reused[size]) / size
+
+
 def threads_per_rank(profile: HardwareProfile) -> Optional[int]:
     """A CPU profile's threads per rank when measured (its recorded OMP_NUM_THREADS); None on
     accelerators or when not recorded."""
@@ -133,7 +153,7 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
         inter_node_collectives=_collectives(collectives.inter_node) if collectives.applicable else None,
         overlap_capable=device.kind == "cuda", host_memory_bytes=profile.offload.host_memory_bytes,
         fused_attention_dropout=device.kind == "cuda", dropout_mask_bytes=1 if device.kind == "cuda" else None,
-        streaming_bytes_per_s=streaming, framework=framework_costs(profile),
+        streaming_bytes_per_s=streaming, framework=framework_costs(profile), first_touch_s_per_byte=first_touch_cost(profile),
         threads_per_rank=threads_per_rank(profile), dropout_s_per_element=dropout_cost(profile, streaming),
         reduce_scatter_staging=device.kind == "cpu", resident_on_touch=device.kind == "cpu")
 

@@ -487,6 +487,10 @@ class HardwareSpec:
     """What drawing one dropout element's random number costs beyond its bytes (measured: large on
     CPU, where torch's generator is not bandwidth-bound; 0 on CUDA's Philox kernels)."""
     framework: FrameworkCosts = FrameworkCosts()
+    first_touch_s_per_byte: Optional[float] = None
+    """What writing a freshly mapped byte costs beyond writing one already mapped (its page
+    fault): measured on CPU, where allocations of 32 MiB and more are mapped afresh each time
+    (:mod:`simtune.model.fresh_memory`); None where the allocator keeps its memory (CUDA)."""
     reduce_scatter_staging: bool = False
     """True where the backend's reduce-scatter stages its input in new buffers ((1 + 1/n) times the
     input on gloo, measured by benchmarks/collective_memory.py); False where it reduces in place
@@ -527,8 +531,9 @@ class HardwareSpec:
         """This hardware laid out with ``per_node`` ranks on each of ``nodes`` nodes, from the
         layout it was measured in. Where ranks share the node's cores (``threads_per_rank``), each
         gets cores / ranks threads, and the compute curves, streaming bandwidth and dropout's
-        random numbers scale with its threads (torch's CPU kernels split their work over OpenMP
-        threads; dispatch does not), and its memory is the node's shared by that many ranks."""
+        random numbers and the page faults of fresh memory scale with its threads (torch's CPU
+        kernels split their work over OpenMP threads; dispatch does not), and its memory is the
+        node's shared by that many ranks."""
         root = self.calibrated or self
         spec = dataclasses.replace(root, ranks_per_node=per_node, nodes=nodes, calibrated=root)
         if root.threads_per_rank is None or per_node == root.ranks_per_node:
@@ -547,6 +552,7 @@ class HardwareSpec:
             compute=ComputeCurves(fp32=scaled(c.fp32), bf16=None if c.bf16 is None else scaled(c.bf16),
                                   fp16=None if c.fp16 is None else scaled(c.fp16)),
             streaming_bytes_per_s=None if root.streaming_bytes_per_s is None else root.streaming_bytes_per_s * k,
+            first_touch_s_per_byte=None if root.first_touch_s_per_byte is None else root.first_touch_s_per_byte / k,
             dropout_s_per_element=root.dropout_s_per_element / k)
 
     def with_threads_per_rank(self, threads: int) -> Optional["HardwareSpec"]:

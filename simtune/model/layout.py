@@ -7,7 +7,7 @@ size. Tensor order is registration order (forward order); backward visits it rev
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from itertools import accumulate
 
 
@@ -41,6 +41,10 @@ class ParamLayout:
         marks ``ds_persist`` with ``ds_numel <= threshold``)."""
         k = bisect_right(self._sorted, threshold)
         return self._sorted_prefix[k], k
+
+    def elements_at_least(self, elements: int) -> int:
+        """Elements of the tensors that have at least ``elements`` elements."""
+        return self.total - self._sorted_prefix[bisect_left(self._sorted, elements)]
 
     def max_partition_overlap(self, dp: int) -> int:
         """Largest, over ranks, element count of the tensors that touch a rank's slice of the

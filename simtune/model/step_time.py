@@ -8,6 +8,7 @@ the accumulation boundary, then the boundary work:
              + engine overhead (measured per stage by the workload calibration, when given;
                else the profile's framework costs: stage-3 hooks, bucket calls, gradient
                hooks and copies, the engine's step)
+             + first touch of memory mapped afresh (CPU: :mod:`simtune.model.fresh_memory`)
 
 The same sum is reported by phase, as the engine's calls split it (forward calls, backward calls,
 the step call); the boundary reduction of stages 0/1 runs inside the engine's backward.
@@ -31,6 +32,7 @@ from typing import Optional
 
 from simtune.model import compute_time as ct
 from simtune.model.comm_time import communication
+from simtune.model.fresh_memory import first_touch_s
 from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
 from simtune.model.optimizer_time import offload_transfer_s, optimizer_s
 from simtune.model.shards import Shards, shards
@@ -59,6 +61,9 @@ class TimeEstimate:
     boundary, stages 2/3 in the hooks), stage-3 gathers of released parameters."""
     step_phase_s: float = 0.0
     """The engine's step call: optimizer, gathers after it, offload copies."""
+    first_touch_s: float = 0.0
+    """Page faults of the memory mapped afresh in the step's phases
+    (:mod:`~simtune.model.fresh_memory`; CPU only)."""
 
     @property
     def exposed_comm_s(self) -> float:
@@ -181,6 +186,12 @@ def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
     forward_phase += gas * o_fwd
     backward_phase_total += gas * o_bwd + o_calls
     step_phase += o_step
+    touch_fwd, touch_bwd, touch_step = first_touch_s(model, s, c, hardware)
+    touched = touch_fwd + touch_bwd + touch_step
+    forward_phase += touch_fwd
+    backward_phase_total += touch_bwd
+    step_phase += touch_step
+    overhead += touched
     step = max(forward_phase + backward_phase_total + step_phase + loop, 1e-9)
 
     grad_reduce = gas * comm.reduce_per_micro_s + comm.reduce_at_boundary_s
@@ -190,4 +201,4 @@ def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
                         grad_reduce_s=grad_reduce, param_gather_s=param_gather, optimizer_s=opt,
                         offload_transfer_s=offload, hidden_comm_s=max(0.0, serial_sum - step),
                         step_s=step, engine_overhead_s=overhead, forward_phase_s=forward_phase,
-                        backward_phase_s=backward_phase_total, step_phase_s=step_phase)
+                        backward_phase_s=backward_phase_total, step_phase_s=step_phase, first_touch_s=touched)

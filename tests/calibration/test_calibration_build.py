@@ -212,3 +212,18 @@ def test_the_dispatch_chain_gives_the_framework_costs_per_op():
 
 def test_output_without_a_dispatch_chain_has_no_framework_costs():
     assert build_profile(raw_output(), name="t").framework is None
+
+
+def test_a_fresh_copy_beside_the_copy_gives_the_first_touch_cost(tmp_path):
+    from simtune.model.adapters import hardware_spec
+
+    raw = raw_output()
+    size, first_touch = 2**26, 0.4e-9
+    raw["copy"]["points"].append({"direction": "host_fresh", "bytes": size,
+                                  **stats(size / COPY_BYTES_PER_S + first_touch * size)})
+    profile = build_profile(raw, name="fresh")
+    save_profile(profile, tmp_path / "fresh.json")
+    spec = hardware_spec(load_profile(str(tmp_path / "fresh.json")))
+    assert spec.first_touch_s_per_byte == pytest.approx(first_touch)
+    assert hardware_spec(build_profile(raw_output(), name="older")).first_touch_s_per_byte is None
+    assert hardware_spec(load_profile("dgx-a100-80gb")).first_touch_s_per_byte is None

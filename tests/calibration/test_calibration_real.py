@@ -9,6 +9,7 @@ import pytest
 
 from simtune.cli import main
 from simtune.hardware import COLLECTIVE_OPS, load_profile
+from simtune.model.adapters import hardware_spec
 from simtune.model.links import ring_collectives
 from simtune.prediction.learnt_engine_costs import learnt_engine_costs
 from simtune.prediction.predictor import Predictor
@@ -48,6 +49,9 @@ def test_quick_two_process_calibration_writes_a_valid_profile(tmp_path, monkeypa
     assert "torch_adamw_foreach" in profile.optimizer.fits
     assert "deepspeed_cpu_adam" in profile.optimizer.fits or "deepspeed_cpu_adam" in profile.optimizer.unavailable
     assert profile.offload.kind == "cpu_memcpy" and profile.offload.cpu_adam_s_per_param > 0
+    # a copy into a freshly mapped tensor costs its page faults beyond a copy into one that exists
+    assert any(p.direction == "host_fresh" for p in profile.offload.points)
+    assert hardware_spec(profile).first_touch_s_per_byte > 0
 
     port = re.search(r"--master_port (\d+)", " ".join(profile.provenance.notes)).group(1)
     assert glob.glob(f"/dev/shm/deepspeed_allreduce_buffer_*_{port}_*") == []

@@ -1,0 +1,103 @@
+"""Time spent mapping fresh memory: the page faults of allocations the allocator maps anew (CPU).
+
+glibc serves an allocation of at least its largest mmap threshold (32 MiB on 64-bit,
+``DEFAULT_MMAP_THRESHOLD_MAX``) with a fresh mapping and unmaps it when it is freed, so every
+such tensor pays its page faults again when it is first written; smaller ones come back from the
+heap already mapped. A fresh 64 MiB copy on a 2-core VM took 5x a copy into a tensor that exists
+(benchmarks/results/transient_memory.txt); CUDA's caching allocator keeps its blocks, so a GPU
+pays nothing (``HardwareSpec.first_touch_s_per_byte`` is None there).
+
+    first_touch_s (per phase) = first_touch_s_per_byte * fresh bytes of the phase
+
+Fresh bytes per optimizer step count only single allocations of at least
+:data:`FRESH_MAPPING_BYTES` (b: bytes of the compute precision, n_t: a tensor's elements / mp,
+gas: micro-steps per optimizer step):
+
+- forward (stage 3): every gathered parameter tensor, once per step when the backward reuses it
+  (memory_buffers.kept_gathered_elements covers them all), else again in the backward;
+- backward: each parameter's gradient, which autograd allocates anew after the step has freed
+  it (``zero_grad(set_to_none=True)``; an embedding's dense backward fills it with zeros): once
+  per step at stages 0/1, which accumulate into it, every micro-step at stages 2/3, whose hooks
+  move it into the bucket and free it (not where the backward was measured: it paid them); the
+  reductions' flat copies
+  (memory_buffers.comm_scratch_bytes: stage 0's flatten at the boundary, stage 3's concatenated
+  bucket and the backend's staging every micro-step, stages 1/2's beside other ranks); the bucket
+  stages 1/2 allocate in every backward (``setup_buckets``), as far as gradients fill it;
+- step: the flat fp32 gradients stages 1-3 build (``single_grad_partition``) and the optimizer
+  implementation's temporaries (memory_buffers.OPTIMIZER_TEMPORARIES), tensor by tensor.
+"""
+
+from __future__ import annotations
+
+from simtune.model import memory_buffers as buf
+from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
+from simtune.model.shards import Shards
+
+FRESH_MAPPING_BYTES = 32 * 2**20
+"""glibc's largest mmap threshold on 64-bit (4 MiB * sizeof(long)): allocations at least this
+large are always mapped afresh."""
+
+
+def _fresh(nbytes: float) -> float:
+    return nbytes if nbytes >= FRESH_MAPPING_BYTES else 0.0
+
+
+def _large_tensor_bytes(m: ModelSpec, c: TrainConfig, bytes_per_element: int) -> float:
+    """Bytes of the parameter tensors whose copy at ``bytes_per_element`` is mapped afresh."""
+    per_mp = c.mp_degree
+    elements = -(-FRESH_MAPPING_BYTES // bytes_per_element) * per_mp
+    return bytes_per_element * m.layout.elements_at_least(elements) / per_mp
+
+
+def forward_fresh_bytes(m: ModelSpec, s: Shards, c: TrainConfig) -> float:
+    """Stage 3's gathered parameter tensors per optimizer step."""
+    if c.stage != 3:
+        return 0.0
+    gathers = 1 if buf.kept_gathered_elements(m, s, c) >= s.params - s.persistent else 2
+    return gathers * c.gradient_accumulation_steps * _large_tensor_bytes(m, c, c.bytes_per_element)
+
+
+def backward_fresh_bytes(m: ModelSpec, s: Shards, c: TrainConfig, hw: HardwareSpec) -> float:
+    """Gradients, reduction copies and stage 1/2 buckets per optimizer step. A model whose
+    backward was measured (``ModelSpec.measured_compute``) paid its gradients' faults inside that
+    measurement, which also freed them after every backward."""
+    b, gas = c.bytes_per_element, c.gradient_accumulation_steps
+    per_micro = c.stage >= 2
+    grads = 0.0 if m.measured_compute is not None else _large_tensor_bytes(m, c, b) * (gas if per_micro else 1)
+    if c.stage == 0:
+        piece = b * min(buf.STAGE0_ALLREDUCE_ELEMENTS, s.params)
+        scratch = _fresh(piece) * s.params * b / piece if piece else 0.0
+    else:  # each reduction flattens one bucket's worth: copies of it, each mapped afresh or not
+        flat = b * min(c.reduce_bucket_size, s.params)
+        copies = buf.comm_scratch_bytes(s, c, hw.reduce_scatter_staging) / flat if flat else 0.0
+        scratch = _fresh(flat) * copies * s.params * b / flat * (gas if per_micro else 1) if flat else 0.0
+    buckets = 0.0
+    if c.stage in (1, 2) and (c.contiguous_gradients or c.offload_optimizer):
+        count = 2 if c.overlap else 1
+        if _fresh(b * c.reduce_bucket_size):
+            buckets = gas * b * min(c.reduce_bucket_size * count, s.params)
+    return grads + scratch + buckets
+
+
+def step_fresh_bytes(m: ModelSpec, s: Shards, c: TrainConfig, hw: HardwareSpec) -> float:
+    """The step's fp32 gradients and the optimizer's temporaries per optimizer step."""
+    if c.offload_optimizer:
+        return 0.0
+    transient = _fresh(buf.step_transient_bytes(s, c))
+    every, largest = buf.OPTIMIZER_TEMPORARIES.get(hw.optimizer_impl or "", (0, 0))
+    if c.stage == 0 and c.precision == "fp32":
+        temporaries = (every + largest) * _large_tensor_bytes(m, c, 4)
+    else:
+        stepped = 4 * (s.flat_partition if c.stage in (1, 2) else s.partition if c.stage == 3 else s.params)
+        temporaries = (every + largest) * _fresh(stepped)
+    return transient + temporaries
+
+
+def first_touch_s(m: ModelSpec, s: Shards, c: TrainConfig, hw: HardwareSpec) -> tuple[float, float, float]:
+    """(forward, backward, step) seconds of page faults per optimizer step; zeros where the
+    hardware maps no memory afresh."""
+    rate = hw.first_touch_s_per_byte
+    if not rate:
+        return 0.0, 0.0, 0.0
+    return (rate * forward_fresh_bytes(m, s, c), rate * backward_fresh_bytes(m, s, c, hw),
+            rate * step_fresh_bytes(m, s, c, hw))

@@ -1,0 +1,73 @@
+import dataclasses
+
+import pytest
+
+from simtune.model.estimate import estimate
+from simtune.model.fresh_memory import (FRESH_MAPPING_BYTES, backward_fresh_bytes, first_touch_s, forward_fresh_bytes,
+                                        step_fresh_bytes)
+from simtune.model.inputs import MeasuredCompute, TrainConfig
+from simtune.model.shards import shards
+
+RATE = 0.4e-9
+
+
+def test_no_rate_costs_nothing(gpt2, hardware):
+    config = TrainConfig(stage=0, micro_batch_size=1, dp_degree=2, precision="fp32")
+    assert first_touch_s(gpt2, shards(gpt2, config), config, hardware) == (0.0, 0.0, 0.0)
+
+
+def test_stage0_maps_its_large_gradients_its_flat_copy_and_the_optimizers_temporaries_afresh(gpt2, make_hardware):
+    hw = make_hardware(first_touch_s_per_byte=RATE, optimizer_impl="torch_adamw_for_loop")
+    config = TrainConfig(stage=0, micro_batch_size=1, dp_degree=2, precision="fp32")
+    s = shards(gpt2, config)
+    embedding = 50257 * 768  # the only tensor of 32 MiB or more in fp32
+    assert 4 * embedding >= FRESH_MAPPING_BYTES
+    assert backward_fresh_bytes(gpt2, s, config, hw) == 4 * embedding + 4 * gpt2.parameter_count
+    assert step_fresh_bytes(gpt2, s, config, hw) == 2 * 4 * embedding  # sqrt and division of that tensor
+    assert forward_fresh_bytes(gpt2, s, config) == 0
+    _, backward, step = first_touch_s(gpt2, s, config, hw)
+    assert backward == pytest.approx(RATE * backward_fresh_bytes(gpt2, s, config, hw))
+    assert step == pytest.approx(RATE * 8 * embedding)
+
+
+def test_a_measured_backward_already_paid_for_its_gradients(gpt2, make_hardware):
+    hw = make_hardware(first_touch_s_per_byte=RATE)
+    config = TrainConfig(stage=0, micro_batch_size=1, dp_degree=2, precision="fp32")
+    measured = dataclasses.replace(gpt2, measured_compute=MeasuredCompute(((1, 0.1, 0.2),)))
+    s = shards(gpt2, config)
+    assert (backward_fresh_bytes(gpt2, s, config, hw) - backward_fresh_bytes(measured, s, config, hw)
+            == 4 * 50257 * 768)
+
+
+def test_allocations_below_the_mmap_ceiling_come_back_mapped(make_gpt2, make_hardware):
+    small = make_gpt2(vocab_size=1024, largest_layer_params=1024 * 768)  # every tensor under 32 MiB
+    hw = make_hardware(first_touch_s_per_byte=RATE, optimizer_impl="torch_adamw_for_loop")
+    config = TrainConfig(stage=0, micro_batch_size=1, dp_degree=2, precision="fp32")
+    s = shards(small, config)
+    assert step_fresh_bytes(small, s, config, hw) == 0
+    assert backward_fresh_bytes(small, s, config, hw) == 4 * small.parameter_count  # only the flat copy
+
+
+def test_stage3_pays_for_its_staged_reduce_scatter_every_micro_step(gpt2, make_hardware):
+    config = TrainConfig(stage=3, micro_batch_size=1, dp_degree=2, precision="fp32", gradient_accumulation_steps=2)
+    s = shards(gpt2, config)
+    staged = make_hardware(first_touch_s_per_byte=RATE, reduce_scatter_staging=True)
+    in_place = make_hardware(first_touch_s_per_byte=RATE)
+    extra = backward_fresh_bytes(gpt2, s, config, staged) - backward_fresh_bytes(gpt2, s, config, in_place)
+    assert extra == pytest.approx(2 * 1.5 * 4 * gpt2.parameter_count)  # (1 + 1/2) inputs, two micro-steps
+    assert forward_fresh_bytes(gpt2, s, config) == 2 * 4 * 50257 * 768  # the gathered embedding, per micro-step
+
+
+def test_the_step_time_carries_the_faults_in_its_phases(gpt2, make_hardware):
+    config = TrainConfig(stage=0, micro_batch_size=1, dp_degree=8, precision="fp32")
+    plain = estimate(gpt2, make_hardware(), config).time
+    faulting = estimate(gpt2, make_hardware(first_touch_s_per_byte=RATE), config).time
+    assert faulting.first_touch_s > 0 and plain.first_touch_s == 0
+    assert faulting.step_s == pytest.approx(plain.step_s + faulting.first_touch_s)
+    assert faulting.backward_phase_s - plain.backward_phase_s == pytest.approx(
+        RATE * backward_fresh_bytes(gpt2, shards(gpt2, config), config, make_hardware()))
+
+
+def test_fewer_ranks_on_a_node_fault_faster_with_more_threads(make_hardware):
+    hw = make_hardware(first_touch_s_per_byte=RATE, threads_per_rank=1, ranks_per_node=2)
+    assert hw.with_ranks_per_node(1, 1).first_touch_s_per_byte == pytest.approx(RATE / 2)
