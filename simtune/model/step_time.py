@@ -191,12 +191,11 @@ def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
     forward_phase += touch_fwd
     backward_phase_total += touch_bwd
     step_phase += touch_step
-    overhead += touched
     step = max(forward_phase + backward_phase_total + step_phase + loop, 1e-9)
 
     grad_reduce = gas * comm.reduce_per_micro_s + comm.reduce_at_boundary_s
     param_gather = gas * (comm.gather_forward_s + comm.gather_backward_s) + gathers_after
-    serial_sum = gas * (fwd + bwd + rec) + grad_reduce + param_gather + opt + offload + overhead
+    serial_sum = gas * (fwd + bwd + rec) + grad_reduce + param_gather + opt + offload + overhead + touched
     return TimeEstimate(forward_s=gas * fwd, backward_s=gas * bwd, recompute_s=gas * rec,
                         grad_reduce_s=grad_reduce, param_gather_s=param_gather, optimizer_s=opt,
                         offload_transfer_s=offload, hidden_comm_s=max(0.0, serial_sum - step),

@@ -64,6 +64,8 @@ def test_the_step_time_carries_the_faults_in_its_phases(gpt2, make_hardware):
     faulting = estimate(gpt2, make_hardware(first_touch_s_per_byte=RATE), config).time
     assert faulting.first_touch_s > 0 and plain.first_touch_s == 0
     assert faulting.step_s == pytest.approx(plain.step_s + faulting.first_touch_s)
+    assert faulting.hidden_comm_s == pytest.approx(plain.hidden_comm_s)  # a term of its own, never hidden
+    assert faulting.engine_overhead_s == pytest.approx(plain.engine_overhead_s)
     assert faulting.backward_phase_s - plain.backward_phase_s == pytest.approx(
         RATE * backward_fresh_bytes(gpt2, shards(gpt2, config), config, make_hardware()))
 
