@@ -13,8 +13,15 @@ Run from the repository root (no GPU needed):
    parameters, gradients and moments, in units of the largest tensor and of all elements
    (``memory_buffers.OPTIMIZER_TEMPORARIES``).
 
-Each reading is the growth of the process's peak resident set (VmHWM, reset before the region)
-after freed heap pages are given back; it counts what the region allocates and writes.
+3. A copy of 64 MiB into a tensor allocated for it (``clone``: above glibc's 32 MiB mmap ceiling,
+   mapped afresh) beside a copy into one that exists, on one rank of two threads and on two ranks
+   of one thread at once: the difference is the page faults, which simtune charges per byte to
+   every allocation of 32 MiB or more (``HardwareSpec.first_touch_s_per_byte``,
+   docs/cost-model.md 3.5); calibration measures the same on every rank.
+
+Sections 1 and 2 read the growth of the process's peak resident set (VmHWM, reset before the
+region) after freed heap pages are given back; it counts what the region allocates and writes.
+Section 3 reads the fastest of 5 repeats after 2 untimed ones.
 """
 
 from __future__ import annotations
@@ -74,6 +81,51 @@ def collectives(world: int, elements: int) -> tuple[int, int]:
     return result
 
 
+FRESH_BYTES = 2**26
+
+
+def _fresh_copy_rank(rank: int, world: int, port: int, threads: int, out: Any) -> None:
+    import time
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(threads)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        src = torch.ones(FRESH_BYTES, dtype=torch.uint8)
+        dst = torch.empty_like(src)
+
+        def fastest(fn: Callable[[], Any]) -> float:
+            times = []
+            for _ in range(7):
+                dist.barrier()
+                started = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - started)
+            return min(times[2:])
+
+        copy = fastest(lambda: dst.copy_(src))
+        fresh = fastest(lambda: src.clone())
+        if rank == 0:
+            out.put((copy, fresh))
+    finally:
+        dist.destroy_process_group()
+
+
+def fresh_copy(world: int, threads: int) -> tuple[float, float]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_fresh_copy_rank, args=(r, world, port, threads, queue)) for r in range(world)]
+    for p in procs:
+        p.start()
+    result = queue.get(timeout=300)
+    for p in procs:
+        p.join()
+    return result
+
+
 def adamw_step(variant: str, tensors: int, elements: int) -> int:
     params = [torch.nn.Parameter(torch.randn(elements // tensors)) for _ in range(tensors)]
     for p in params:
@@ -105,6 +157,12 @@ def main() -> int:
             extra = adamw_step(variant, tensors, elements)
             print(f"{variant:<14} {tensors:>7} | {extra / MIB:>8.0f} {extra / (4 * elements / tensors):>16.2f} "
                   f"{extra / (4 * elements):>14.2f}")
+    print(f"\n3. a {FRESH_BYTES // MIB} MiB copy into a new tensor and into one that exists (rank 0, fastest of 5)\n")
+    print(f"{'ranks x threads':>15} | {'copy ms':>8} {'ns/B':>6} | {'fresh ms':>8} {'ns/B':>6} | {'first touch ns/B':>16}")
+    for world, threads in ((1, 2), (2, 1)):
+        copy, fresh = fresh_copy(world, threads)
+        print(f"{f'{world} x {threads}':>15} | {copy * 1e3:>8.2f} {copy / FRESH_BYTES * 1e9:>6.3f} | {fresh * 1e3:>8.2f} "
+              f"{fresh / FRESH_BYTES * 1e9:>6.3f} | {(fresh - copy) / FRESH_BYTES * 1e9:>16.3f}")
     return 0
 
 
