@@ -1,0 +1,127 @@
+"""Where DeepSpeed's engine spends a training step on CPU: torch.profiler over real engines.
+
+Run from the repository root (no GPU needed; DS_ACCELERATOR=cpu is set here):
+
+    python benchmarks/engine_profile.py > benchmarks/results/engine_profile.txt
+
+For each case (model, sequence length, ZeRO stage, processes) it launches simtune's training
+program's model and DeepSpeed's engine through the DeepSpeed launcher, trains three steps
+untimed, profiles two (each engine call under its own label), then times three more without the
+profiler, and prints rank 0's forward / backward / step times and the operators that took the
+most time. The cases are the reference's heavy twin (gpt2-tiny-heavy: its extra parameters in one
+8.4M-element position table) at ZeRO-0 and ZeRO-1 and gpt2 at ZeRO-0, on two processes: what the
+twin's engines cost per parameter and what a large model's cost (docs/cost-model.md 3.3, 3.5).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CASES = [("gpt2-tiny-heavy", 64, 0, 2), ("gpt2-tiny-heavy", 64, 1, 2), ("gpt2", 32, 0, 2)]
+TOP_OPS = 12
+
+
+def rank_program(argv: list[str]) -> int:
+    """One rank: build, train, profile; rank 0 prints its table."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from simtune.workloads.train import (SyntheticTokens, _ensure_process_group_env, build_training_model,
+                                         limit_threads, load_workload, parse_args, read_ds_config, with_optimizer)
+
+    args = parse_args(argv)
+    threads = limit_threads()
+    workload = load_workload(args.model, seq_len=args.seq_len)
+    import deepspeed
+    import torch
+    from deepspeed.accelerator import get_accelerator
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    ds_config, _ = with_optimizer(read_ds_config(args.deepspeed), get_accelerator().device_name())
+    _ensure_process_group_env()
+    deepspeed.init_distributed()
+    rank = torch.distributed.get_rank()
+    model, keep_alive = build_training_model(workload, ds_config, False)
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
+                                      config=ds_config)
+    data = SyntheticTokens(workload, engine.train_micro_batch_size_per_gpu(), engine.device, seed=2 + rank)
+
+    def step() -> tuple[float, float, float]:
+        t0 = time.perf_counter()
+        loss = engine(**data.next()).loss
+        t1 = time.perf_counter()
+        engine.backward(loss)
+        t2 = time.perf_counter()
+        engine.step()
+        return t1 - t0, t2 - t1, time.perf_counter() - t2
+
+    for _ in range(3):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(2):
+            with record_function("engine forward"):
+                loss = engine(**data.next()).loss
+            with record_function("engine backward"):
+                engine.backward(loss)
+            with record_function("engine step"):
+                engine.step()
+    timed = [step() for _ in range(3)]
+    if rank == 0:
+        fwd, bwd, stp = (sorted(t[i] for t in timed)[1] * 1e3 for i in range(3))
+        params = sum(p.numel() for p in model.parameters())
+        print(f"{args.model} (seq {args.seq_len}, {params:,} parameters), ZeRO-{ds_config['zero_optimization']['stage']}, "
+              f"{torch.distributed.get_world_size()} processes of {threads} thread(s): median of 3 steps forward "
+              f"{fwd:.1f} ms, backward {bwd:.1f} ms, step {stp:.1f} ms")
+        print("operators by their own time over the 2 profiled steps (the engine calls' own rows are the time spent "
+              "outside operators: Python, waits, collectives run outside torch):")
+        rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:TOP_OPS]
+        for e in rows:
+            print(f"  {e.key:<44} {e.self_cpu_time_total / 1e3 / 2:9.1f} ms per step  {e.count // 2:5d} calls per step")
+        print(flush=True)
+    del keep_alive
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    return 0
+
+
+def main() -> int:
+    print("# command: python benchmarks/engine_profile.py")
+    print(f"# machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+          f"{datetime.datetime.now().isoformat(timespec='seconds')}; load average {os.getloadavg()[0]:.2f}\n")
+    env = dict(os.environ, DS_ACCELERATOR="cpu")
+    deepspeed = Path(sys.executable).with_name("deepspeed")
+    for model, seq, stage, ranks in CASES:
+        with tempfile.TemporaryDirectory() as tmp, socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            config = Path(tmp) / "ds_config.json"
+            config.write_text(json.dumps({
+                "train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1,
+                "optimizer": {"type": "AdamW", "params": {"lr": 1e-4, "weight_decay": 0.0, "torch_adam": True}},
+                "zero_optimization": {"stage": stage}}))
+            sock.close()
+            run = subprocess.run([str(deepspeed), "--num_accelerators", str(ranks), "--master_port", str(port),
+                                  __file__, "--rank-program", "--model", model, "--seq-len", str(seq),
+                                  "--deepspeed", str(config)], env=env, capture_output=True, text=True, timeout=900)
+        table = [line for line in run.stdout.splitlines() if not line.startswith(("[20", "USDT"))
+                 and ("ms" in line or line.startswith("operators"))]
+        if run.returncode != 0 or not table:
+            print(f"{model} ZeRO-{stage} on {ranks} processes failed (exit {run.returncode}): "
+                  f"{(run.stderr.strip().splitlines() or ['no output'])[-1]}\n")
+            continue
+        print("\n".join(table) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    if "--rank-program" in sys.argv:
+        sys.argv.remove("--rank-program")
+        sys.exit(rank_program(sys.argv[1:]))
+    sys.exit(main())
