@@ -126,9 +126,20 @@ def transferred(predictor: Any, framework: Any, calibration: Any) -> Any:
     model = dataclasses.replace(predictor.model, measured_memory=MeasuredMemory(
         (), process_overhead_bytes=calibration.program_overhead_bytes,
         zero_runtime_bytes=calibration.zero_runtime_bytes))
-    hardware = dataclasses.replace(predictor.hardware, framework=framework)
+    laid_out = predictor.hardware
+    root = laid_out.calibrated or laid_out  # the costs are the calibrated layout's; laid out again
+    hardware = dataclasses.replace(root, framework=framework).with_ranks_per_node(laid_out.ranks_per_node,
+                                                                                 laid_out.nodes)
     return Predictor(model, hardware, dp_degree=predictor.dp_degree, precision=predictor.precision,
                      space=predictor.space, profile=predictor.profile)
+
+
+def without_first_touch(profile: Any) -> Any:
+    """``profile`` without its fresh-copy points: the cost model then charges no page faults."""
+    from simtune.model.adapters import FRESH_COPY_DIRECTION
+
+    points = tuple(p for p in profile.offload.points if p.direction != FRESH_COPY_DIRECTION)
+    return dataclasses.replace(profile, offload=dataclasses.replace(profile.offload, points=points))
 
 
 def as_measured(predictor: Any) -> Any:
@@ -184,6 +195,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     accuracy.launch_on_cpu()
 
     from simtune.calibration.workload import MeasureScope
+    from simtune.model.adapters import first_touch_cost
     from simtune.calibration.workload_launch import calibrate_workload
     from simtune.prediction.learnt_engine_costs import LEARNT, LearntEngineCosts, with_learnt_engine_costs
     from simtune.naming import experiment_name
@@ -207,12 +219,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     calibration, others = accuracy.retried("workload A calibration", lambda: calibrate_workload(
         workload_a, profile, precision="fp32", cache_dir=work / "cache", refresh=not args.profile,
         log=lambda m: print(f"# {m}", file=sys.stderr)), args.max_others, args.retries)
+    touch = first_touch_cost(profile)
+    if touch is not None:
+        print(f"page faults of memory mapped afresh (calibration's fresh copy): {touch * 1e9:.3f} ns per byte")
     print(f"workload A: {workload_a.name}, seq {workload_a.seq_len}, fp32, calibrated in {calibration.seconds:.1f} s"
           f"{' (cached)' if calibration.from_cache else ''}, others {others:.2f} cores")
     config = ds_config()
     space_a = TuningSpace.from_config(config, world_size=2)
-    predictor_a = Predictor.from_parts(space_a, calibration, profile, world_size=2, precision="fp32")
-    per_param: tuple[tuple[float, float, float], ...] = ()
+    measured_heavy = None
     if args.heavy:
         heavy = load_workload(args.heavy, seq_len=args.seq_a)
         measured_heavy, others = accuracy.retried("heavy twin calibration", lambda: calibrate_workload(
@@ -221,11 +235,20 @@ def main(argv: Optional[list[str]] = None) -> int:
             log=lambda m: print(f"# {m}", file=sys.stderr)), args.max_others, args.retries)
         print(f"A's heavy twin: {heavy.name}, seq {heavy.seq_len}, fp32, calibrated in {measured_heavy.seconds:.1f} s"
               f"{' (cached)' if measured_heavy.from_cache else ''}, others {others:.2f} cores")
-        per_param = param_pass_costs(predictor_a.model, Predictor.from_parts(
-            space_a, measured_heavy, profile, world_size=2, precision="fp32").model, 2)
+
+    def engine_costs(hw_profile: Any) -> tuple[Any, tuple[tuple[float, float, float], ...]]:
+        """A's engine costs per unit and, with the twin, per parameter, read on ``hw_profile``."""
+        predictor_a = Predictor.from_parts(space_a, calibration, hw_profile, world_size=2, precision="fp32")
+        per_param: tuple[tuple[float, float, float], ...] = ()
+        if measured_heavy is not None:
+            per_param = param_pass_costs(predictor_a.model, Predictor.from_parts(
+                space_a, measured_heavy, hw_profile, world_size=2, precision="fp32").model, 2)
+        return framework_costs_of(predictor_a.model, predictor_a.hardware, "fp32", per_param), per_param
+
+    framework, per_param = engine_costs(profile)
+    if per_param:
         print("engine costs per parameter read off A and its twin (ns; forward, backward, step): " + "; ".join(
             f"z{stage} " + " ".join(f"{v * 1e9:.2f}" for v in row) for stage, row in enumerate(per_param)))
-    framework = framework_costs_of(predictor_a.model, predictor_a.hardware, "fp32", per_param)
     print("engine costs read off A (us): " + ", ".join(
         f"{f.name} {getattr(framework, f.name) * 1e6:.1f}" for f in dataclasses.fields(framework)
         if f.name != "param_pass_s"))
@@ -241,9 +264,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             refresh=not args.profile, scope=scope, log=lambda m: print(f"# {m}", file=sys.stderr)),
             args.max_others, args.retries)
         print(f"workload B measured {label} in {measured_b[label].seconds:.1f} s, others {others:.2f} cores")
-    learnt = LearntEngineCosts((f"{workload_a.name}@{workload_a.seq_len}",),
-                               {name: float(getattr(framework, name)) for name in LEARNT}, per_param)
-    searched_profile = with_learnt_engine_costs(profile, learnt)
+    def learnt_on(hw_profile: Any, costs: Any, per_parameter: tuple[tuple[float, float, float], ...]) -> Any:
+        return with_learnt_engine_costs(hw_profile, LearntEngineCosts(
+            (f"{workload_a.name}@{workload_a.seq_len}",), {name: float(getattr(costs, name)) for name in LEARNT},
+            per_parameter))
+
+    searched_profile = learnt_on(profile, framework, per_param)
 
     probe_before_runs = speed_probe()
     config_path = work / "ds_config.json"
@@ -275,17 +301,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     probe_after_runs = speed_probe()
     drift = (probe_before_runs + probe_after_runs) / 2 / probe_at_calibration
 
-    def rows_with(with_a: bool, scale: float = 1.0, source: Any = None, carried: bool = True) -> list[dict]:
+    def rows_with(with_a: bool, scale: float = 1.0, source: Any = None, carried: bool = True,
+                  on: Any = None) -> list[dict]:
+        hw_profile, costs, learnt_profile = on or (profile, framework, searched_profile)
         rows = []
         for case, trial, m, others in measured:
             space = TuningSpace.from_config(config, world_size=case.world)
             if source is not None:  # B's own measurement, on the profile with A's costs per unit
-                predictor = Predictor.from_parts(space, source, searched_profile, world_size=case.world,
+                predictor = Predictor.from_parts(space, source, learnt_profile, world_size=case.world,
                                                  precision="fp32")
             else:
-                predictor = Predictor.from_parts(space, workload_b, profile, world_size=case.world, precision="fp32")
+                predictor = Predictor.from_parts(space, workload_b, hw_profile, world_size=case.world,
+                                                 precision="fp32")
             if with_a and source is None:
-                predictor = transferred(predictor, framework, calibration)
+                predictor = transferred(predictor, costs, calibration)
             if not carried:
                 predictor = as_measured(predictor)
             e = predictor.predict(trial)
@@ -349,6 +378,18 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"{got['ordered']}/{got['groups']}, memory MAPE {got['mem_mape'] * 100:.1f}%; its times taken as "
               f"measured at one process too (not carried to its threads): MAPE {kept['mape'] * 100:.1f}%, "
               f"max {kept['max'] * 100:.1f}%, tau {kept['tau']:.3f}")
+    if first_touch_cost(profile) is not None:
+        plain = without_first_touch(profile)
+        plain_costs, plain_per_param = engine_costs(plain)
+        on = (plain, plain_costs, learnt_on(plain, plain_costs, plain_per_param))
+        closed = summary(rows_with(True, on=on))
+        line = (f"\nthe same without the page faults of memory mapped afresh (docs/cost-model.md 3.5; A's and the "
+                f"twin's costs read again without them): MAPE {closed['mape'] * 100:.1f}%, max {closed['max'] * 100:.1f}%, "
+                f"tau {closed['tau']:.3f}, ordering {closed['ordered']}/{closed['groups']}")
+        if "without engines" in measured_b:
+            product = summary(rows_with(True, source=measured_b["without engines"], on=on))
+            line += f"; from B's model measured without engines: MAPE {product['mape'] * 100:.1f}%, tau {product['tau']:.3f}"
+        print(line)
     print(f"\ntotal wall time {time.perf_counter() - started:.0f} s; load average at end: {accuracy.load_average()}")
     return 0
 
