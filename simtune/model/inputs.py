@@ -530,10 +530,12 @@ class HardwareSpec:
     def with_ranks_per_node(self, per_node: int, nodes: int) -> "HardwareSpec":
         """This hardware laid out with ``per_node`` ranks on each of ``nodes`` nodes, from the
         layout it was measured in. Where ranks share the node's cores (``threads_per_rank``), each
-        gets cores / ranks threads, and the compute curves, streaming bandwidth and dropout's
-        random numbers and the page faults of fresh memory scale with its threads (torch's CPU
-        kernels split their work over OpenMP threads; dispatch does not), and its memory is the
-        node's shared by that many ranks."""
+        gets cores / ranks threads, and the compute curves, streaming bandwidth, dropout's random
+        numbers, the page faults of fresh memory and the engine's work per parameter
+        (``FrameworkCosts.param_pass_s``: copies, norms and updates over the flat partitions) scale
+        with its threads (torch's CPU kernels split their work over OpenMP threads; dispatch and
+        the engine's per-call costs do not), and its memory is the node's shared by that many
+        ranks."""
         root = self.calibrated or self
         spec = dataclasses.replace(root, ranks_per_node=per_node, nodes=nodes, calibrated=root)
         if root.threads_per_rank is None or per_node == root.ranks_per_node:
@@ -546,6 +548,8 @@ class HardwareSpec:
 
         c = root.compute
         memory = root.device_memory_bytes * root.ranks_per_node // per_node
+        fw = root.framework
+        passes = tuple((f / k, b / k, s / k) for f, b, s in fw.param_pass_s)
         return dataclasses.replace(
             spec, threads_per_rank=threads, device_memory_bytes=memory,
             usable_memory_bytes=memory - (root.device_memory_bytes - root.usable_memory_bytes),
@@ -553,7 +557,8 @@ class HardwareSpec:
                                   fp16=None if c.fp16 is None else scaled(c.fp16)),
             streaming_bytes_per_s=None if root.streaming_bytes_per_s is None else root.streaming_bytes_per_s * k,
             first_touch_s_per_byte=None if root.first_touch_s_per_byte is None else root.first_touch_s_per_byte / k,
-            dropout_s_per_element=root.dropout_s_per_element / k)
+            dropout_s_per_element=root.dropout_s_per_element / k,
+            framework=dataclasses.replace(fw, param_pass_s=passes))
 
     def with_threads_per_rank(self, threads: int) -> Optional["HardwareSpec"]:
         """This hardware laid out so that each rank has ``threads`` threads (cores / threads ranks

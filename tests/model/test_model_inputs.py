@@ -49,13 +49,17 @@ def test_missing_precision_curve_is_a_profile_error(hardware):
 def test_a_cpu_rank_alone_on_the_node_gets_all_its_cores_and_memory(make_hardware):
     from simtune.model.inputs import FrameworkCosts
 
+    per_param = ((0.0, 2e-9, 4e-9),) * 4
     shared = make_hardware(ranks_per_node=2, threads_per_rank=1, streaming_bytes_per_s=1e10,
-                           dropout_s_per_element=8e-9, framework=FrameworkCosts(forward_kernel_s=5e-6))
+                           dropout_s_per_element=8e-9,
+                           framework=FrameworkCosts(forward_kernel_s=5e-6, param_pass_s=per_param))
     alone = shared.with_ranks_per_node(1, 1)
     assert alone.threads_per_rank == 2 and alone.ranks_per_node == 1
     assert alone.compute.fp32.flop_per_s(1e9) == 2 * shared.compute.fp32.flop_per_s(1e9)
     assert alone.streaming_bytes_per_s == 2e10 and alone.dropout_s_per_element == 4e-9
-    assert alone.framework == shared.framework  # dispatch does not scale with threads
+    assert alone.framework.forward_kernel_s == shared.framework.forward_kernel_s  # dispatch does not scale
+    assert alone.framework.param_pass_s == ((0.0, 1e-9, 2e-9),) * 4  # work over flat partitions does
+    assert alone.with_ranks_per_node(2, 1).framework == shared.framework
     assert alone.device_memory_bytes == 2 * shared.device_memory_bytes
     assert alone.device_memory_bytes - alone.usable_memory_bytes == shared.device_memory_bytes - shared.usable_memory_bytes
     accelerator = make_hardware(ranks_per_node=8)
