@@ -21,7 +21,7 @@ import os
 import torch
 
 from simtune.calib.device import Device
-from simtune.calib.timing import measure
+from simtune.calib.timing import measure_in_turn
 
 CPU_PARAMS = [2**18, 2**20, 2**21, 2**22]
 CPU_PARAMS_QUICK = [2**18, 2**20, 2**22]
@@ -93,15 +93,15 @@ def _deepspeed_fused_adam():
 
 
 def _time_impl(make, device: Device, torch_device: torch.device, sizes: list[int], warmup: int, repeats: int) -> dict:
+    """Every size's model and optimizer built first, then their steps timed in turn
+    (:func:`~simtune.calib.timing.measure_in_turn`)."""
     sync = device.sync if torch_device.type == "cuda" else (lambda: None)
-    points = []
-    for total in sizes:
-        params = _make_params(total, torch_device)
-        optimizer = make(params)
-        point = measure(optimizer.step, sync, warmup, repeats)
+    models = [_make_params(total, torch_device) for total in sizes]
+    optimizers = [make(params) for params in models]
+    points = measure_in_turn([optimizer.step for optimizer in optimizers], sync, warmup, repeats)
+    for point, params in zip(points, models):
         point["params"] = sum(p.numel() for p in params)
-        points.append(point)
-        del optimizer, params
+    del optimizers, models
     return {"device": torch_device.type, "dtype": "fp32", "points": points}
 
 

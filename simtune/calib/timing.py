@@ -53,3 +53,24 @@ def measure(
         sync()
         samples.append((time.perf_counter() - start) / inner)
     return stats(samples, inner)
+
+
+def measure_in_turn(fns: list[Callable[[], object]], sync: Callable[[], None], warmup: int,
+                    repeats: int) -> list[dict]:
+    """Time each of ``fns`` like :func:`measure`, taking them in turn within each round of
+    repeats: a burst of interference from other processes then spreads over all of them instead
+    of spoiling every repeat of one (a fit over sizes then still sees time grow with size)."""
+    for fn in fns:
+        for _ in range(max(1, warmup)):
+            fn()
+    sync()
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, series in zip(fns, samples):
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            series.append(time.perf_counter() - start)
+    return [stats(series) for series in samples]
+
