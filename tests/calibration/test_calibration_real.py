@@ -65,7 +65,9 @@ def test_quick_two_process_calibration_writes_a_valid_profile(tmp_path, monkeypa
     learnt = learnt_engine_costs(profile, "fp32")
     assert learnt is not None and learnt.covers(bucket_engines=True)
     assert learnt.sources == (workload_key(load_workload("gpt2-tiny", seq_len=64), "fp32"),)
-    assert learnt.costs["zero3_module_s"] > 0 and learnt.costs["engine_micro_step_s"] > 0
+    # stage 3's fetch and release per module and a reduction bucket's call are milliseconds on
+    # CPU (the engine's own micro-step is a small residual that a busy machine can read as 0)
+    assert learnt.costs["zero3_module_s"] > 0 and learnt.costs["reduce_bucket_s"] > 0
     # ZeRO-1's flat fp32 partition costs every step in proportion to the parameters
     zero1 = learnt.param_pass_s[1]
     assert len(learnt.param_pass_s) == 4 and zero1[1] + zero1[2] > 0
