@@ -264,6 +264,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             refresh=not args.profile, scope=scope, log=lambda m: print(f"# {m}", file=sys.stderr)),
             args.max_others, args.retries)
         print(f"workload B measured {label} in {measured_b[label].seconds:.1f} s, others {others:.2f} cores")
+
     def learnt_on(hw_profile: Any, costs: Any, per_parameter: tuple[tuple[float, float, float], ...]) -> Any:
         return with_learnt_engine_costs(hw_profile, LearntEngineCosts(
             (f"{workload_a.name}@{workload_a.seq_len}",), {name: float(getattr(costs, name)) for name in LEARNT},

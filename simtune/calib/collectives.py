@@ -9,11 +9,10 @@ per repeat, the time of the rank that entered the collective last (see ``run_all
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from simtune.calib.device import TORCH_DTYPES, Device
+from simtune.calib.timing import samples_in_turn
 
 CPU_ELEMENTS = [2**15, 2**16, 2**17, 2**18, 2**19, 2**20, 2**21, 2**22]
 CPU_ELEMENTS_QUICK = [2**16, 2**18, 2**20, 2**22]
@@ -43,25 +42,6 @@ def _call(dist, op: str, elements: int, dtype: torch.dtype, device: torch.device
     raise ValueError(op)
 
 
-def _time_sizes(dist, device: Device, calls: list, group, warmup: int, repeats: int) -> list[list[float]]:
-    """Samples per size, taking the sizes in turn within each round: a burst of interference
-    from other processes then spreads over all sizes instead of spoiling every repeat of one."""
-    for _ in range(warmup):
-        for fn in calls:
-            fn()
-    device.sync()
-    samples: list[list[float]] = [[] for _ in calls]
-    for _ in range(repeats):
-        for fn, series in zip(calls, samples):
-            dist.barrier(group=group)
-            device.sync()
-            start = time.perf_counter()
-            fn()
-            device.sync()
-            series.append(time.perf_counter() - start)
-    return samples
-
-
 def run_group(dist, device: Device, group, ranks: int, dtype_name: str, quick: bool) -> dict:
     """Per-rank samples for every op and size in one process group (combined on rank 0 later)."""
     cuda = device.kind == "cuda"
@@ -76,7 +56,9 @@ def run_group(dist, device: Device, group, ranks: int, dtype_name: str, quick: b
     ops: dict[str, list[dict]] = {}
     for op in OPS:
         calls = [_call(dist, op, elements, dtype, device.torch_device, group, ranks) for elements in counts]
-        samples = _time_sizes(dist, device, calls, group, warmup, repeats)
+        # sizes in turn within each round, a barrier before each call
+        samples = samples_in_turn(calls, device.sync, warmup, repeats,
+                                  before=lambda: dist.barrier(group=group))
         ops[op] = [
             {"elements": elements, "bytes": elements * itemsize, "samples_s": series}
             for elements, series in zip(counts, samples)

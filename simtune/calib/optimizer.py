@@ -101,7 +101,6 @@ def _time_impl(make, device: Device, torch_device: torch.device, sizes: list[int
     points = measure_in_turn([optimizer.step for optimizer in optimizers], sync, warmup, repeats)
     for point, params in zip(points, models):
         point["params"] = sum(p.numel() for p in params)
-    del optimizers, models
     return {"device": torch_device.type, "dtype": "fp32", "points": points}
 
 

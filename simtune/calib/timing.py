@@ -55,22 +55,29 @@ def measure(
     return stats(samples, inner)
 
 
-def measure_in_turn(fns: list[Callable[[], object]], sync: Callable[[], None], warmup: int,
-                    repeats: int) -> list[dict]:
-    """Time each of ``fns`` like :func:`measure`, taking them in turn within each round of
-    repeats: a burst of interference from other processes then spreads over all of them instead
-    of spoiling every repeat of one (a fit over sizes then still sees time grow with size)."""
-    for fn in fns:
-        for _ in range(max(1, warmup)):
+def samples_in_turn(fns: list[Callable[[], object]], sync: Callable[[], None], warmup: int, repeats: int,
+                    before: Callable[[], object] = lambda: None) -> list[list[float]]:
+    """Seconds of each of ``fns`` per repeat, taking them in turn within each round (``warmup``
+    untimed rounds first; ``before`` runs untimed ahead of each timed call, e.g. a barrier): a
+    burst of interference from other processes then spreads over all of them instead of spoiling
+    every repeat of one, so a fit over sizes still sees time grow with size."""
+    for _ in range(warmup):
+        for fn in fns:
             fn()
     sync()
     samples: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for fn, series in zip(fns, samples):
+            before()
             sync()
             start = time.perf_counter()
             fn()
             sync()
             series.append(time.perf_counter() - start)
-    return [stats(series) for series in samples]
+    return samples
 
+
+def measure_in_turn(fns: list[Callable[[], object]], sync: Callable[[], None], warmup: int,
+                    repeats: int) -> list[dict]:
+    """:func:`samples_in_turn` summarised per function as :func:`measure` reports one."""
+    return [stats(series) for series in samples_in_turn(fns, sync, warmup, repeats)]
