@@ -6,6 +6,11 @@ Matmul: a linear layer of a transformer MLP, ``y = x W^T`` with ``x: [tokens, hi
 weight gradient), so 2x the forward FLOPs. The backward is timed with ``torch.autograd.grad`` on
 a retained graph, i.e. the real backward kernels.
 
+Weights: on CPU, a linear layer of few tokens over a large weight runs below the curve's rate at
+its FLOPs (the kernel reads, packs and, backward, writes the whole weight whatever the tokens), so
+the same product is also timed at ``WEIGHT_TOKENS`` tokens over weights of 4 to 160 MiB
+(``[out, 1024]`` fp32): what it costs beyond the curve, per weight byte, is the model's weight term.
+
 Element-wise: GELU, layer norm (over the last dimension), softmax (over the last dimension) and
 dropout (p = 0.1) on ``[rows, width]`` tensors, forward and backward. These are memory-bound
 (dropout's random numbers can cost more than its bytes: on CPU they do), so they are reported
@@ -29,6 +34,11 @@ CPU_MATMUL_SHAPES_QUICK = [(64, 128), (256, 256), (512, 512)]
 CUDA_MATMUL_SHAPES = [(512, 512), (1024, 1024), (2048, 2048), (4096, 4096), (8192, 4096), (8192, 8192)]
 CUDA_MATMUL_SHAPES_QUICK = [(1024, 1024), (4096, 4096), (8192, 8192)]
 
+WEIGHT_TOKENS = 64
+WEIGHT_DEPTH = 1024
+CPU_WEIGHT_OUT_FEATURES = [1024, 4096, 16384, 40960]
+CPU_WEIGHT_OUT_FEATURES_QUICK = [1024, 40960]
+
 CPU_ELEMENTS = [2**12, 2**15, 2**18, 2**21]
 CPU_ELEMENTS_QUICK = [2**14, 2**18, 2**21]
 CUDA_ELEMENTS = [2**20, 2**23, 2**26, 2**28]
@@ -38,10 +48,12 @@ ELEMENTWISE_OPS = ("gelu", "layer_norm", "softmax", "dropout")
 DISPATCH_OPS = 64
 
 
-def _matmul_point(device: Device, dtype_name: str, tokens: int, hidden: int, warmup: int, repeats: int) -> dict:
+def _matmul_point(device: Device, dtype_name: str, tokens: int, hidden: int, warmup: int, repeats: int,
+                  out_features: int | None = None) -> dict:
     dtype = TORCH_DTYPES[dtype_name]
+    out_features = out_features or 4 * hidden
     x = torch.randn(tokens, hidden, dtype=dtype, device=device.torch_device, requires_grad=True)
-    w = torch.randn(4 * hidden, hidden, dtype=dtype, device=device.torch_device, requires_grad=True)
+    w = torch.randn(out_features, hidden, dtype=dtype, device=device.torch_device, requires_grad=True)
     with torch.no_grad():
         w.mul_(hidden**-0.5)
     y = F.linear(x, w)
@@ -56,9 +68,9 @@ def _matmul_point(device: Device, dtype_name: str, tokens: int, hidden: int, war
         "dtype": dtype_name,
         "tokens": tokens,
         "hidden": hidden,
-        "out_features": 4 * hidden,
-        "fwd_flop": 2 * tokens * hidden * 4 * hidden,
-        "bwd_flop": 4 * tokens * hidden * 4 * hidden,
+        "out_features": out_features,
+        "fwd_flop": 2 * tokens * hidden * out_features,
+        "bwd_flop": 4 * tokens * hidden * out_features,
         "fwd": fwd,
         "bwd": bwd,
     }
@@ -120,7 +132,7 @@ def run(device: Device, dtypes: dict[str, str], quick: bool) -> dict:
         sizes = CPU_ELEMENTS_QUICK if quick else CPU_ELEMENTS
         width = 256
     warmup, repeats = (1, 3) if quick else (2, 5)
-    matmul, elementwise = [], []
+    matmul, elementwise, weights = [], [], []
     for dtype_name, support in dtypes.items():
         if support != "ok":
             continue
@@ -129,7 +141,10 @@ def run(device: Device, dtypes: dict[str, str], quick: bool) -> dict:
         for op in ELEMENTWISE_OPS:
             for elements in sizes:
                 elementwise.append(_elementwise_point(device, dtype_name, op, elements, width, warmup, repeats))
+    if not cuda:  # fp32: the model scales the term by the element size
+        for out_features in (CPU_WEIGHT_OUT_FEATURES_QUICK if quick else CPU_WEIGHT_OUT_FEATURES):
+            weights.append(_matmul_point(device, "fp32", WEIGHT_TOKENS, WEIGHT_DEPTH, warmup, repeats, out_features))
     if cuda:
         torch.cuda.empty_cache()
-    return {"dtypes": dtypes, "matmul": matmul, "elementwise": elementwise,
+    return {"dtypes": dtypes, "matmul": matmul, "elementwise": elementwise, "matmul_weights": weights,
             "dispatch": dispatch(device, warmup, repeats)}

@@ -9,6 +9,8 @@ hardware achieves, and on a shared machine the median mixes in other processes' 
   FLOPs of forward and backward (3x that) over the forward + backward time;
 - peak FLOP/s: the vendor peak of a spec profile of the same device when one is known (or the
   highest rate measured, if that is higher), else the highest rate measured (CPUs);
+- matmul weights (CPU): the linear layers of few tokens over large weights, kept as measured (the
+  cost model reads their time beyond the curve per weight byte);
 - element-wise ops and the optimizer step: :func:`fit_line` of time against size;
 - framework: the host's dispatch cost per op, forward and backward, from the timed chain of tiny
   ops (the engine's own costs are not measured here: 0);
@@ -81,8 +83,8 @@ def default_name(raw: Mapping) -> str:
 
 
 def _compute(raw: Mapping, reference_peaks: Mapping[str, float]) -> tuple[ComputeProfile, dict, list[str]]:
-    matmul = tuple(
-        MatmulMeasurement(
+    def measurement(m: Mapping) -> MatmulMeasurement:
+        return MatmulMeasurement(
             dtype=m["dtype"],
             tokens=int(m["tokens"]),
             hidden=int(m["hidden"]),
@@ -91,8 +93,9 @@ def _compute(raw: Mapping, reference_peaks: Mapping[str, float]) -> tuple[Comput
             fwd=stats_from_dict(m["fwd"]),
             bwd=stats_from_dict(m["bwd"]),
         )
-        for m in raw["matmul"]
-    )
+
+    matmul = tuple(measurement(m) for m in raw["matmul"])
+    weights = tuple(measurement(m) for m in raw.get("matmul_weights", ()))
     rates: dict[str, dict[float, float]] = {}
     for m in matmul:
         rate = 3.0 * m.fwd_flop / (m.fwd.min_s + m.bwd.min_s)
@@ -135,7 +138,7 @@ def _compute(raw: Mapping, reference_peaks: Mapping[str, float]) -> tuple[Comput
             continue
         elementwise.append(ElementwiseFit(op, dtype, line.intercept, line.slope, line.r2, points))
     unsupported = {d: why for d, why in raw["dtypes"].items() if why != "ok"}
-    return ComputeProfile(curves, tuple(elementwise), matmul, unsupported), peaks, notes
+    return ComputeProfile(curves, tuple(elementwise), matmul, unsupported, weights), peaks, notes
 
 
 def _optimizer(raw: Mapping) -> OptimizerProfile:

@@ -62,12 +62,16 @@ def profile_fingerprint(profile: HardwareProfile) -> str:
 
 
 def profile_to_dict(profile: HardwareProfile) -> dict:
-    """A JSON-ready dict of plain dicts, lists and scalars (an empty ``framework.param_pass_s`` is
-    left out, so that profiles written before it keep their fingerprint)."""
+    """A JSON-ready dict of plain dicts, lists and scalars (an empty ``framework.param_pass_s`` or
+    ``compute.weight_points`` is left out, so that profiles written before them keep their
+    fingerprint)."""
     data = _plain(dataclasses.asdict(profile))
     framework = data.get("framework")
     if isinstance(framework, dict) and not framework.get("param_pass_s"):
         framework.pop("param_pass_s", None)
+    compute = data.get("compute")
+    if isinstance(compute, dict) and not compute.get("weight_points"):
+        compute.pop("weight_points", None)
     return data
 
 
@@ -266,8 +270,8 @@ def _compute(node: _Node, peaks: dict[str, float]) -> ComputeProfile:
                 ),
             )
         )
-    matmul = tuple(
-        MatmulMeasurement(
+    def measurement(m: _Node) -> MatmulMeasurement:
+        return MatmulMeasurement(
             dtype=m.text("dtype", DTYPES),
             tokens=m.integer("tokens", 1),
             hidden=m.integer("hidden", 1),
@@ -276,13 +280,14 @@ def _compute(node: _Node, peaks: dict[str, float]) -> ComputeProfile:
             fwd=_stats(m.child("fwd")),
             bwd=_stats(m.child("bwd")),
         )
-        for m in node.children("matmul_points")
-    )
+
+    weights = node.children("weight_points") if node.get("weight_points", optional=True) is not None else []
     return ComputeProfile(
         curves=curves,
         elementwise=tuple(elementwise),
-        matmul_points=matmul,
+        matmul_points=tuple(measurement(m) for m in node.children("matmul_points")),
         unsupported_dtypes=node.strings("unsupported_dtypes"),
+        weight_points=tuple(measurement(m) for m in weights),
     )
 
 

@@ -52,6 +52,9 @@ def test_quick_two_process_calibration_writes_a_valid_profile(tmp_path, monkeypa
     # a copy into a freshly mapped tensor costs its page faults beyond a copy into one that exists
     assert any(p.direction == "host_fresh" for p in profile.offload.points)
     assert hardware_spec(profile).first_touch_s_per_byte > 0
+    # few tokens over weights beyond the caches cost more than their FLOPs at the curve's rate
+    assert len(profile.compute.weight_points) >= 2
+    assert hardware_spec(profile).matmul_weights.s_per_byte(160e6, backward=True) > 0
 
     port = re.search(r"--master_port (\d+)", " ".join(profile.provenance.notes)).group(1)
     assert glob.glob(f"/dev/shm/deepspeed_allreduce_buffer_*_{port}_*") == []
