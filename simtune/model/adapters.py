@@ -10,7 +10,8 @@ from simtune import knobs as knob_table
 from simtune.errors import ProfileError
 from simtune.hardware.profile import FRAMEWORK_COSTS, CollectiveFit, HardwareProfile
 from simtune.model.inputs import (Block, CollectiveCost, Collectives, ComputeCurves, EfficiencyCurve,
-                                  FrameworkCosts, HardwareSpec, ModelSpec, TrainConfig, least_squares_line)
+                                  FrameworkCosts, HardwareSpec, ModelSpec, TrainConfig, WeightCost,
+                                  least_squares_line)
 from simtune.space import Trial
 from simtune.workloads.analysis import (forward_flops, largest_layer_params, module_parameters,
                                         parameter_count, parameter_tensor_numels)
@@ -86,6 +87,24 @@ def dropout_cost(profile: HardwareProfile, streaming_bytes_per_s: float) -> floa
     return max(0.0, slope - 2.5 * 4 / streaming_bytes_per_s)
 
 
+def matmul_weight_cost(profile: HardwareProfile) -> Optional[WeightCost]:
+    """Seconds per weight byte a linear layer costs beyond its FLOPs at the fp32 curve's rate, from
+    the profile's weight points (few tokens over large fp32 weights, CPU): per point,
+    ``(fwd_s - flop / rate(flop)) / weight_bytes`` forward and ``(bwd_s - 2 flop / rate(flop)) /
+    weight_bytes`` backward (fastest repeats, as the curve; negative read as 0); None without
+    them (spec profiles, CUDA, older calibrations)."""
+    points = sorted((p for p in profile.compute.weight_points if p.dtype == "fp32"),
+                    key=lambda p: p.hidden * p.out_features)
+    if not points or "fp32" not in profile.compute.curves:
+        return None
+    rows: dict[float, tuple[float, float, float]] = {}
+    for p in points:
+        seconds = p.fwd_flop / profile.compute.flop_per_s("fp32", p.fwd_flop)
+        size = 4.0 * p.hidden * p.out_features
+        rows[size] = (size, max(0.0, p.fwd.min_s - seconds) / size, max(0.0, p.bwd.min_s - 2 * seconds) / size)
+    return WeightCost(tuple(rows[size] for size in sorted(rows)))
+
+
 FRESH_COPY_DIRECTION = "host_fresh"
 """A CPU profile's copy points into a newly allocated tensor (calibration's ``copy`` section)."""
 
@@ -155,6 +174,7 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
         fused_attention_dropout=device.kind == "cuda", dropout_mask_bytes=1 if device.kind == "cuda" else None,
         streaming_bytes_per_s=streaming, framework=framework_costs(profile), first_touch_s_per_byte=first_touch_cost(profile),
         threads_per_rank=threads_per_rank(profile), dropout_s_per_element=dropout_cost(profile, streaming),
+        matmul_weights=matmul_weight_cost(profile),
         reduce_scatter_staging=device.kind == "cpu", resident_on_touch=device.kind == "cpu")
 
 

@@ -4,6 +4,7 @@ Without times measured for this model, a pass is costed operator by operator
 (:mod:`simtune.model.operators`):
 
     device_s = sum over matmuls   flop(mbs) / mp / rate(flop(mbs) / mp)
+                                  + weight_bytes / mp x weight_s_per_byte(weight_bytes / mp)
              + sum over streaming bytes(mbs) / mp / streaming_bandwidth
              + forward: dropout elements(mbs) / mp x dropout_s_per_element (random numbers)
     host_s   = kernels x dispatch_s            (forward_kernel_s, or backward_kernel_s)
@@ -12,7 +13,9 @@ Without times measured for this model, a pass is costed operator by operator
                device_s + host_s      where every op runs on the calling thread (CPU)
 
 with ``rate`` the hardware's efficiency curve for the precision, read at the FLOPs of that one
-matmul (the unit calibration measures); a backward runs two products per forward product
+matmul (the unit calibration measures), and ``weight_s_per_byte`` what a linear layer costs per
+byte of its weight beyond that (``HardwareSpec.matmul_weights``, measured on CPU at few tokens;
+forward and backward each their own; absent elsewhere); a backward runs two products per forward product
 (gradients with respect to inputs and weights: Narayanan et al. 2021, section 5.1) and its
 streaming operators' backward passes. The recomputation under activation checkpointing is one
 more forward of the layers (not of the embedding, head and loss).
@@ -58,9 +61,13 @@ def _device_s(matmuls: tuple[Matmul, ...], streaming: tuple[Streaming, ...], hw:
     mbs, mp = c.micro_batch_size, c.mp_degree
     products = 2.0 if backward else 1.0
     matmul = 0.0
+    weights = hw.matmul_weights
     for op in matmuls:
         flop = op.flop(mbs) / mp
         matmul += products * flop / curve.flop_per_s(flop)
+        if weights is not None and op.weighted:
+            weight_bytes = op.cols * op.depth * c.bytes_per_element / mp
+            matmul += weight_bytes * weights.s_per_byte(weight_bytes, backward)
     memory = 0.0
     if hw.streaming_bytes_per_s is not None:
         b = c.bytes_per_element

@@ -354,6 +354,41 @@ class EfficiencyCurve:
 
 
 @dataclass(frozen=True)
+class WeightCost:
+    """What a linear layer costs per byte of its weight beyond its FLOPs at the efficiency curve's
+    rate: a CPU GEMM reads and packs the whole weight (and, backward, writes its gradient) whatever
+    the tokens, which few tokens do not hide. Points (weight bytes, forward s/byte, backward
+    s/byte), piecewise linear in log10(bytes) between them, constant beyond the ends."""
+
+    points: tuple[tuple[float, float, float], ...]
+
+    def __post_init__(self) -> None:
+        _require(len(self.points) > 0, ProfileError, "WeightCost.points must hold at least one point.")
+        sizes = [p[0] for p in self.points]
+        _require(all(a < b for a, b in zip(sizes, sizes[1:])) and sizes[0] > 0, ProfileError,
+                 f"WeightCost.points must be sorted by increasing positive size, got {sizes}.")
+        _require(all(f >= 0 and b >= 0 for _, f, b in self.points), ProfileError,
+                 "WeightCost.points must hold costs >= 0.")
+
+    def s_per_byte(self, weight_bytes: float, backward: bool) -> float:
+        column = 2 if backward else 1
+        pts = self.points
+        if weight_bytes <= pts[0][0]:
+            return pts[0][column]
+        if weight_bytes >= pts[-1][0]:
+            return pts[-1][column]
+        x = math.log10(weight_bytes)
+        i = bisect_right([math.log10(p[0]) for p in pts], x)
+        x0, x1 = math.log10(pts[i - 1][0]), math.log10(pts[i][0])
+        y0, y1 = pts[i - 1][column], pts[i][column]
+        return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+    def scaled(self, k: float) -> "WeightCost":
+        """The same with ``k`` times the threads: every cost divided by ``k``."""
+        return WeightCost(tuple((w, f / k, b / k) for w, f, b in self.points))
+
+
+@dataclass(frozen=True)
 class CollectiveCost:
     """t(bytes) = latency_s + bytes * ring_factor / bandwidth_bytes_per_s, where
     bandwidth_bytes_per_s is the bus bandwidth in the nccl-tests sense."""
@@ -499,6 +534,8 @@ class HardwareSpec:
     """True where memory is counted as the process's resident set (CPU): an allocation counts only
     as far as it is written, so a gradient bucket larger than the gradients it receives costs
     only what they fill."""
+    matmul_weights: Optional[WeightCost] = None
+    """A linear layer's cost per weight byte beyond its FLOPs (measured on CPU); None: FLOPs alone."""
     calibrated: Optional["HardwareSpec"] = dataclasses.field(default=None, repr=False, compare=False)
     """The layout the profile was measured in, which :meth:`with_ranks_per_node` starts from
     (None: this is it)."""
@@ -533,7 +570,8 @@ class HardwareSpec:
         gets cores / ranks threads, and the compute curves, streaming bandwidth, dropout's random
         numbers, the page faults of fresh memory and the engine's work per parameter
         (``FrameworkCosts.param_pass_s``: copies, norms and updates over the flat partitions) scale
-        with its threads (torch's CPU kernels split their work over OpenMP threads; dispatch and
+        with its threads, as do the matmul weights' cost (torch's CPU kernels split their work over
+        OpenMP threads; dispatch and
         the engine's per-call costs do not), and its memory is the node's shared by that many
         ranks."""
         root = self.calibrated or self
@@ -558,6 +596,7 @@ class HardwareSpec:
             streaming_bytes_per_s=None if root.streaming_bytes_per_s is None else root.streaming_bytes_per_s * k,
             first_touch_s_per_byte=None if root.first_touch_s_per_byte is None else root.first_touch_s_per_byte / k,
             dropout_s_per_element=root.dropout_s_per_element / k,
+            matmul_weights=None if root.matmul_weights is None else root.matmul_weights.scaled(k),
             framework=dataclasses.replace(fw, param_pass_s=passes))
 
     def with_threads_per_rank(self, threads: int) -> Optional["HardwareSpec"]:

@@ -55,6 +55,9 @@ class Matmul:
     """Fraction of the FLOPs a kernel really runs (0.5 for a causal fused attention kernel)."""
     bias: bool = False
     """Its backward also reduces the output gradient over tokens (one kernel, one pass)."""
+    weighted: bool = True
+    """A linear layer's product with a ``[cols, depth]`` weight (False for attention's own
+    products and the unlisted remainder)."""
 
     def flop(self, samples: int) -> float:
         return 2.0 * samples * self.batch * self.rows * self.cols * self.depth * self.share
@@ -140,13 +143,14 @@ def _attention(m: ModelSpec, fused: bool) -> tuple[tuple[Matmul, ...], tuple[Str
     d = h // a
     if fused:
         share = 0.5 if block.causal else 1.0
-        return ((Matmul("attn.fused", s, s, d, batch=2 * a, share=share),),
+        return ((Matmul("attn.fused", s, s, d, batch=2 * a, share=share, weighted=False),),
                 (Streaming("attn.fused_io", s * h, 4, 8, 0, 2),))
     streaming = [Streaming("attn.scale_mask", a * s * s, 4, 4, 2, 2),
                  Streaming("attn.softmax", a * s * s, 2, 3, 1, 1)]
     if m.attention_dropout:
         streaming.append(_dropout("attn.dropout", a * s * s))
-    return ((Matmul("attn.scores", s, s, d, batch=a), Matmul("attn.weighted", s, d, s, batch=a)),
+    return ((Matmul("attn.scores", s, s, d, batch=a, weighted=False),
+             Matmul("attn.weighted", s, d, s, batch=a, weighted=False)),
             tuple(streaming))
 
 
@@ -212,7 +216,7 @@ def _build(m: ModelSpec, fused_attention: bool) -> Operators:
     if unlisted > 0.01 * m.flops_per_sample_forward:
         # products the list does not name (DeBERTa's relative-position attention): the FLOP count
         # of the workload's analysis is the reference
-        outer_mm.append(Matmul("unlisted", s, h, max(1, round(unlisted / (2 * s * h)))))
+        outer_mm.append(Matmul("unlisted", s, h, max(1, round(unlisted / (2 * s * h))), weighted=False))
     lookups = 3 if block.learned_positions else 1  # a position embedding adds a look-up and an add
     outer: list[Streaming] = [Streaming("embedding", sh, lookups, 2, lookups, 2),
                               Streaming("embedding.grad", v * h, 0, 1, 0, 1, per_batch=True),

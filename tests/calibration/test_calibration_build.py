@@ -227,3 +227,33 @@ def test_a_fresh_copy_beside_the_copy_gives_the_first_touch_cost(tmp_path):
     assert spec.first_touch_s_per_byte == pytest.approx(first_touch)
     assert hardware_spec(build_profile(raw_output(), name="older")).first_touch_s_per_byte is None
     assert hardware_spec(load_profile("dgx-a100-80gb")).first_touch_s_per_byte is None
+
+
+def test_linear_layers_over_large_weights_give_the_matmul_weight_cost(tmp_path):
+    from simtune.model.adapters import hardware_spec
+
+    raw = raw_output()
+    tokens, depth = 64, 1024
+    per_byte = {1024: (0.02e-9, 0.05e-9), 40960: (0.25e-9, 0.5e-9)}  # forward, backward s per weight byte
+    raw["compute"]["matmul_weights"] = []
+    for out, (fwd, bwd) in per_byte.items():
+        flop, size = 2 * tokens * depth * out, 4 * depth * out
+        raw["compute"]["matmul_weights"].append({
+            "dtype": "fp32", "tokens": tokens, "hidden": depth, "out_features": out, "fwd_flop": flop,
+            "bwd_flop": 2 * flop, "fwd": stats(flop / FP32_RATE + fwd * size),
+            "bwd": stats(2 * flop / FP32_RATE + bwd * size)})
+    profile = build_profile(raw, name="weights")
+    assert len(profile.compute.weight_points) == 2
+    save_profile(profile, tmp_path / "weights.json")
+    weights = hardware_spec(load_profile(str(tmp_path / "weights.json"))).matmul_weights
+    assert weights is not None
+    assert weights.s_per_byte(4 * depth * 40960, False) == pytest.approx(0.25e-9)
+    assert weights.s_per_byte(4 * depth * 40960, True) == pytest.approx(0.5e-9)
+    assert weights.s_per_byte(4 * depth * 1024, True) == pytest.approx(0.05e-9)
+    # profiles without them (older calibrations, spec profiles) cost FLOPs alone, and keep their
+    # fingerprint: the empty field is not written
+    older = build_profile(raw_output(), name="older")
+    assert hardware_spec(older).matmul_weights is None
+    assert hardware_spec(load_profile("dgx-a100-80gb")).matmul_weights is None
+    save_profile(older, tmp_path / "older.json")
+    assert "weight_points" not in (tmp_path / "older.json").read_text()

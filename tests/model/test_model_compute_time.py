@@ -119,3 +119,33 @@ def test_measured_times_move_to_another_cpu_layout_by_the_operators_ratio(gpt2, 
         pass_time(model, alone, c, backward=True).total_s / pass_time(model, shared, c, backward=True).total_s)
     unknown = dataclasses.replace(model, measured_compute=dataclasses.replace(model.measured_compute, threads=None))
     assert forward_s(unknown, alone, c) == pytest.approx(1.2)
+
+
+def test_a_linear_layer_costs_its_weight_bytes_beyond_its_flops_where_measured(gpt2, make_hardware):
+    from simtune.model.inputs import WeightCost
+
+    config = TrainConfig(stage=0, micro_batch_size=2, precision="fp32")
+    weights = WeightCost(((4e6, 1e-11, 3e-11), (160e6, 2e-10, 4e-10)))
+    plain = make_hardware(compute=FLAT)
+    costed = make_hardware(compute=FLAT, matmul_weights=weights)
+    ops = model_operators(gpt2, plain)
+    for backward in (False, True):
+        expected = 0.0
+        for op, count in [(op, gpt2.num_layers) for op in ops.layer_matmuls] + [(op, 1) for op in ops.outer_matmuls]:
+            if op.name in ("attn.scores", "attn.weighted", "attn.fused", "unlisted"):
+                assert not op.weighted
+                continue
+            size = 4.0 * op.cols * op.depth
+            expected += count * size * weights.s_per_byte(size, backward)
+        extra = (pass_time(gpt2, costed, config, backward=backward).matmul_s
+                 - pass_time(gpt2, plain, config, backward=backward).matmul_s)
+        assert extra == pytest.approx(expected) and extra > 0
+    # the LM head's 154 MB weight reads near the large end; a 2.4 MB layer weight below the small one
+    assert weights.s_per_byte(4.0 * 50257 * 768, False) == pytest.approx(1.9e-10, rel=0.05)
+    assert weights.s_per_byte(4.0 * 768 * 768, True) == 3e-11
+    # the weights' cost does not grow with the tokens: more tokens hide it
+    small = pass_time(gpt2, costed, config, backward=False)
+    large = pass_time(gpt2, costed, TrainConfig(stage=0, micro_batch_size=8, precision="fp32"), backward=False)
+    plain_small = pass_time(gpt2, plain, config, backward=False)
+    plain_large = pass_time(gpt2, plain, TrainConfig(stage=0, micro_batch_size=8, precision="fp32"), backward=False)
+    assert large.matmul_s - plain_large.matmul_s == pytest.approx(small.matmul_s - plain_small.matmul_s)

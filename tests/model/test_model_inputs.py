@@ -82,3 +82,16 @@ def test_a_layout_is_made_from_the_measured_one_and_threads_name_a_layout(make_h
     assert shared.with_threads_per_rank(2).compute == alone.compute
     assert shared.with_threads_per_rank(3) is None  # no layout of 2 cores gives 3 threads
     assert make_hardware(ranks_per_node=8).with_threads_per_rank(1) is None  # ranks own their devices
+
+
+def test_a_cpu_ranks_matmul_weight_cost_scales_with_its_threads(make_hardware):
+    from simtune.model.inputs import WeightCost
+
+    weights = WeightCost(((4e6, 1e-11, 3e-11), (160e6, 2e-10, 4e-10)))
+    two = make_hardware(ranks_per_node=2, threads_per_rank=1, matmul_weights=weights)
+    one = two.with_ranks_per_node(1, 1)  # one rank, both cores
+    assert one.matmul_weights is not None
+    assert one.matmul_weights.s_per_byte(160e6, True) == pytest.approx(2e-10)
+    assert one.with_ranks_per_node(2, 1).matmul_weights == weights
+    with pytest.raises(ProfileError):
+        WeightCost(((160e6, 1e-11, 3e-11), (4e6, 2e-10, 4e-10)))
