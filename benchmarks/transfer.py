@@ -142,6 +142,11 @@ def without_first_touch(profile: Any) -> Any:
     return dataclasses.replace(profile, offload=dataclasses.replace(profile.offload, points=points))
 
 
+def without_weight_points(profile: Any) -> Any:
+    """``profile`` without its matmul weight points: linear layers then cost their FLOPs alone."""
+    return dataclasses.replace(profile, compute=dataclasses.replace(profile.compute, weight_points=()))
+
+
 def as_measured(predictor: Any) -> Any:
     """``predictor`` with the model's measured times taken as measured at every rank count (not
     carried to another layout's threads by ``compute_time.measured_scale``)."""
@@ -379,14 +384,18 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"{got['ordered']}/{got['groups']}, memory MAPE {got['mem_mape'] * 100:.1f}%; its times taken as "
               f"measured at one process too (not carried to its threads): MAPE {kept['mape'] * 100:.1f}%, "
               f"max {kept['max'] * 100:.1f}%, tau {kept['tau']:.3f}")
+    ablations = []
     if first_touch_cost(profile) is not None:
-        plain = without_first_touch(profile)
+        ablations.append((without_first_touch(profile), "the page faults of memory mapped afresh (docs/cost-model.md 3.5"))
+    if profile.compute.weight_points:
+        ablations.append((without_weight_points(profile), "the matmul weights' cost (docs/cost-model.md 3.1"))
+    for plain, what in ablations:
         plain_costs, plain_per_param = engine_costs(plain)
         on = (plain, plain_costs, learnt_on(plain, plain_costs, plain_per_param))
         closed = summary(rows_with(True, on=on))
-        line = (f"\nthe same without the page faults of memory mapped afresh (docs/cost-model.md 3.5; A's and the "
-                f"twin's costs read again without them): MAPE {closed['mape'] * 100:.1f}%, max {closed['max'] * 100:.1f}%, "
-                f"tau {closed['tau']:.3f}, ordering {closed['ordered']}/{closed['groups']}")
+        line = (f"\nthe same without {what}; A's and the twin's costs read again without it): MAPE "
+                f"{closed['mape'] * 100:.1f}%, max {closed['max'] * 100:.1f}%, tau {closed['tau']:.3f}, ordering "
+                f"{closed['ordered']}/{closed['groups']}")
         if "without engines" in measured_b:
             product = summary(rows_with(True, source=measured_b["without engines"], on=on))
             line += f"; from B's model measured without engines: MAPE {product['mape'] * 100:.1f}%, tau {product['tau']:.3f}"
