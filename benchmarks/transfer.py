@@ -147,6 +147,14 @@ def without_weight_points(profile: Any) -> Any:
     return dataclasses.replace(profile, compute=dataclasses.replace(profile.compute, weight_points=()))
 
 
+def without_tail_points(profile: Any) -> Any:
+    """``profile`` without its collectives' tail points: one regime, the fitted line, at every size."""
+    c = profile.collectives
+    strip = lambda table: {op: dataclasses.replace(fit, tail_points=()) for op, fit in table.items()}  # noqa: E731
+    return dataclasses.replace(profile, collectives=dataclasses.replace(
+        c, intra_node=strip(c.intra_node), inter_node=strip(c.inter_node)))
+
+
 def as_measured(predictor: Any) -> Any:
     """``predictor`` with the model's measured times taken as measured at every rank count (not
     carried to another layout's threads by ``compute_time.measured_scale``)."""
@@ -389,6 +397,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         ablations.append((without_first_touch(profile), "the page faults of memory mapped afresh (docs/cost-model.md 3.5"))
     if profile.compute.weight_points:
         ablations.append((without_weight_points(profile), "the matmul weights' cost (docs/cost-model.md 3.1"))
+    if any(fit.tail_points for fit in profile.collectives.intra_node.values()):
+        ablations.append((without_tail_points(profile), "the collectives' large-message regime (docs/cost-model.md 3.2"))
     for plain, what in ablations:
         plain_costs, plain_per_param = engine_costs(plain)
         on = (plain, plain_costs, learnt_on(plain, plain_costs, plain_per_param))

@@ -16,6 +16,12 @@ from simtune.calib.timing import samples_in_turn
 
 CPU_ELEMENTS = [2**15, 2**16, 2**17, 2**18, 2**19, 2**20, 2**21, 2**22]
 CPU_ELEMENTS_QUICK = [2**16, 2**18, 2**20, 2**22]
+CPU_TAIL_ELEMENTS = 2**25
+"""On CPU, one larger message (128 MiB of fp32) for the ops ZeRO sends whole gradients and
+parameters through, timed after the others with fewer repeats: beyond the caches and DeepSpeed's
+shared-memory buffers a byte costs more than the fitted line says (its own points, ``tail``)."""
+TAIL_OPS = ("allreduce", "allgather", "reduce_scatter")
+TAIL_OPS_QUICK = ("allreduce", "allgather")
 CUDA_ELEMENTS = [10**6, 10**7, 5 * 10**7, 10**8, 5 * 10**8, 10**9]
 CUDA_ELEMENTS_QUICK = [10**7, 5 * 10**7, 5 * 10**8, 10**9]
 
@@ -64,6 +70,13 @@ def run_group(dist, device: Device, group, ranks: int, dtype_name: str, quick: b
             for elements, series in zip(counts, samples)
         ]
         del calls
+        if not cuda and op in (TAIL_OPS_QUICK if quick else TAIL_OPS):
+            elements = (CPU_TAIL_ELEMENTS // ranks) * ranks
+            call = _call(dist, op, elements, dtype, device.torch_device, group, ranks)
+            (series,) = samples_in_turn([call], device.sync, 1, 2 if quick else 5,
+                                        before=lambda: dist.barrier(group=group))
+            ops[op].append({"elements": elements, "bytes": elements * itemsize, "samples_s": series, "tail": True})
+            del call
         if cuda:
             torch.cuda.empty_cache()
     return {"ranks": ranks, "dtype": dtype_name, "ops": ops}

@@ -57,7 +57,8 @@ def _combine_ranks(per_rank: list[dict], layout: dict) -> dict:
         for i, point in enumerate(points):
             columns = [r["ops"][op][i]["samples_s"] for r in per_rank]
             last_arrival = [min(values) for values in zip(*columns)]
-            merged.append({"elements": point["elements"], "bytes": point["bytes"], **stats(last_arrival)})
+            merged.append({"elements": point["elements"], "bytes": point["bytes"], **stats(last_arrival),
+                           **({"tail": True} if point.get("tail") else {})})
         ops[op] = merged
     return {"ranks": first["ranks"], "dtype": first["dtype"], "layout": layout, "ops": ops}
 

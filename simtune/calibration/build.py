@@ -14,7 +14,8 @@ hardware achieves, and on a shared machine the median mixes in other processes' 
 - element-wise ops and the optimizer step: :func:`fit_line` of time against size;
 - framework: the host's dispatch cost per op, forward and backward, from the timed chain of tiny
   ops (the engine's own costs are not measured here: 0);
-- collectives: :func:`fit_collective` (latency and bus bandwidth) of each measured group: a
+- collectives: :func:`fit_collective` (latency and bus bandwidth) of each measured group (a
+  CPU calibration's larger tail message is kept beside the line, not in it): a
   group within one node gives the intra-node fits, a group spanning nodes (the world of a
   multi-node launch) the inter-node fits;
 - copies: the slope of time against bytes; a copy of N bytes reads N and writes N, so the
@@ -26,6 +27,7 @@ hardware achieves, and on a shared machine the median mixes in other processes' 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import re
 from typing import Mapping, Optional
@@ -172,7 +174,10 @@ def _collective_table(group: Mapping) -> dict[str, CollectiveFit]:
     out = {}
     for op, points in group["ops"].items():
         parsed = [CollectivePoint(int(p["elements"]), int(p["bytes"]), stats_from_dict(p)) for p in points]
-        out[op] = fit_collective(op, int(group["ranks"]), group["dtype"], parsed)
+        tail = tuple(point for point, p in zip(parsed, points) if p.get("tail"))
+        line = [point for point, p in zip(parsed, points) if not p.get("tail")]
+        out[op] = dataclasses.replace(fit_collective(op, int(group["ranks"]), group["dtype"], line),
+                                      tail_points=tail)
     return out
 
 

@@ -245,6 +245,9 @@ class CollectiveFit:
     r2: Optional[float]
     """Coefficient of determination of the fit (on the fastest repeat per size); None for spec profiles."""
     points: tuple[CollectivePoint, ...]
+    tail_points: tuple[CollectivePoint, ...] = ()
+    """CPU: larger messages timed beyond the fitted sizes, not in the line: what a byte costs
+    there (empty: none measured)."""
 
     def time_s(self, total_bytes: float, ranks: Optional[int] = None) -> float:
         """Time of one call over a total array of ``total_bytes`` on ``ranks`` ranks (default: as measured)."""

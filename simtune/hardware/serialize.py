@@ -62,9 +62,9 @@ def profile_fingerprint(profile: HardwareProfile) -> str:
 
 
 def profile_to_dict(profile: HardwareProfile) -> dict:
-    """A JSON-ready dict of plain dicts, lists and scalars (an empty ``framework.param_pass_s`` or
-    ``compute.weight_points`` is left out, so that profiles written before them keep their
-    fingerprint)."""
+    """A JSON-ready dict of plain dicts, lists and scalars (an empty ``framework.param_pass_s``,
+    ``compute.weight_points`` or collective ``tail_points`` is left out, so that profiles written
+    before them keep their fingerprint)."""
     data = _plain(dataclasses.asdict(profile))
     framework = data.get("framework")
     if isinstance(framework, dict) and not framework.get("param_pass_s"):
@@ -72,6 +72,11 @@ def profile_to_dict(profile: HardwareProfile) -> dict:
     compute = data.get("compute")
     if isinstance(compute, dict) and not compute.get("weight_points"):
         compute.pop("weight_points", None)
+    collectives = data.get("collectives")
+    for table in ("intra_node", "inter_node"):
+        for fit in (collectives.get(table) or {}).values() if isinstance(collectives, dict) else ():
+            if isinstance(fit, dict) and not fit.get("tail_points"):
+                fit.pop("tail_points", None)
     return data
 
 
@@ -318,12 +323,16 @@ def _collective_table(node: _Node, key: str) -> dict[str, CollectiveFit]:
     for op, fit_node in node.keyed(key).items():
         if op not in COLLECTIVE_OPS:
             fit_node.fail_value(fit_node.path, op, f"one of {', '.join(COLLECTIVE_OPS)}")
-        points = tuple(
-            CollectivePoint(
-                elements=p.integer("elements", 1), bytes=p.integer("bytes", 1), stats=_stats(p.child("stats"))
+        def read(key: str) -> tuple[CollectivePoint, ...]:
+            return tuple(
+                CollectivePoint(
+                    elements=p.integer("elements", 1), bytes=p.integer("bytes", 1), stats=_stats(p.child("stats"))
+                )
+                for p in fit_node.children(key)
             )
-            for p in fit_node.children("points")
-        )
+
+        points = read("points")
+        tail = read("tail_points") if fit_node.get("tail_points", optional=True) is not None else ()
         _increasing(fit_node, f"{fit_node.path}.points", [p.bytes for p in points])
         fit = CollectiveFit(
             op=fit_node.text("op", COLLECTIVE_OPS),
@@ -333,6 +342,7 @@ def _collective_table(node: _Node, key: str) -> dict[str, CollectiveFit]:
             bandwidth_bytes_per_s=fit_node.number("bandwidth_bytes_per_s", positive=True),
             r2=_r2(fit_node),
             points=points,
+            tail_points=tail,
         )
         if fit.op != op:
             fit_node.fail_value(f"{fit_node.path}.op", fit.op, f"{op!r} (its key)")

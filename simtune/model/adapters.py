@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional
 
 from simtune import knobs as knob_table
 from simtune.errors import ProfileError
-from simtune.hardware.profile import FRAMEWORK_COSTS, CollectiveFit, HardwareProfile
+from simtune.hardware.profile import FRAMEWORK_COSTS, CollectiveFit, HardwareProfile, bus_factor
 from simtune.model.inputs import (Block, CollectiveCost, Collectives, ComputeCurves, EfficiencyCurve,
                                   FrameworkCosts, HardwareSpec, ModelSpec, TrainConfig, WeightCost,
                                   least_squares_line)
@@ -57,13 +57,29 @@ def structure_of(workload: Workload) -> dict[str, Any]:
                 parameter_modules=sum(m.repeats for m in module_parameters(workload) if m.tensors or m.shared))
 
 
+def collective_cost(fit: CollectiveFit) -> CollectiveCost:
+    """The model's cost of one fitted collective. With a tail point (a larger message timed beyond
+    the fitted sizes, CPU) slower than the line there, bytes beyond the largest fitted size ``S0``
+    run at ``f (S1 - S0) / (t1 - line(S0))``: the bus bandwidth from the line's end to the tail's
+    fastest repeat ``t1`` at ``S1``."""
+    cost = CollectiveCost(latency_s=fit.latency_s, bandwidth_bytes_per_s=fit.bandwidth_bytes_per_s)
+    if not fit.tail_points or not fit.points:
+        return cost
+    factor = bus_factor(fit.op, fit.ranks)
+    s0 = max(p.bytes for p in fit.points)
+    tail = max(fit.tail_points, key=lambda p: p.bytes)
+    beyond_s = tail.stats.min_s - cost.call_s(s0, factor)
+    if tail.bytes <= s0 or beyond_s <= (tail.bytes - s0) * factor / fit.bandwidth_bytes_per_s:
+        return cost  # no slower than the line: one regime
+    return CollectiveCost(latency_s=fit.latency_s, bandwidth_bytes_per_s=fit.bandwidth_bytes_per_s,
+                          beyond_bytes=float(s0), beyond_bandwidth_bytes_per_s=factor * (tail.bytes - s0) / beyond_s)
+
+
 def _collectives(table: Mapping[str, CollectiveFit]) -> Optional[Collectives]:
     ops = ("allreduce", "allgather", "reduce_scatter")
     if not all(op in table for op in ops):
         return None
-    costs = [CollectiveCost(latency_s=table[op].latency_s, bandwidth_bytes_per_s=table[op].bandwidth_bytes_per_s)
-             for op in ops]
-    return Collectives(*costs)
+    return Collectives(*(collective_cost(table[op]) for op in ops))
 
 
 def streaming_bandwidth(profile: HardwareProfile) -> float:

@@ -6,6 +6,9 @@ or scattered array for allgather and reduce-scatter) over a group of n ranks tak
     t = latency_s + S * f / busbw,   f = 2(n-1)/n (allreduce), (n-1)/n (allgather, reduce-scatter)
 
 (NVIDIA/nccl-tests doc/PERFORMANCE.md), so k calls moving S in total take k*latency + S*f/busbw.
+Where a CPU calibration timed a message beyond its fitted sizes, a call of S > S0 (the largest
+fitted size) adds (S - S0) * f * (1/busbw_beyond - 1/busbw): the two regimes of a large message
+(in the caches and DeepSpeed's shared-memory buffers, and beyond them).
 Bucket counts come from :meth:`ParamLayout.bucket_count` (greedy filling in backward order).
 latency_s and busbw are those of the links the data-parallel group's rings cross
 (:func:`simtune.model.links.ring_collectives`: the slowest one once the group spans nodes).
@@ -45,9 +48,10 @@ def gather_scatter_factor(n: int) -> float:
 
 
 def collective_s(cost: CollectiveCost, factor: float, total_bytes: float, calls: int) -> float:
+    """``calls`` calls sharing ``total_bytes`` evenly (:meth:`CollectiveCost.call_s` each)."""
     if calls <= 0 or total_bytes <= 0:
         return 0.0
-    return calls * cost.latency_s + total_bytes * factor / cost.bandwidth_bytes_per_s
+    return calls * cost.call_s(total_bytes / calls, factor)
 
 
 @dataclass(frozen=True)

@@ -391,14 +391,32 @@ class WeightCost:
 @dataclass(frozen=True)
 class CollectiveCost:
     """t(bytes) = latency_s + bytes * ring_factor / bandwidth_bytes_per_s, where
-    bandwidth_bytes_per_s is the bus bandwidth in the nccl-tests sense."""
+    bandwidth_bytes_per_s is the bus bandwidth in the nccl-tests sense; a call larger than
+    ``beyond_bytes`` (total array) pays its bytes beyond that at ``beyond_bandwidth_bytes_per_s``
+    (measured on CPU, where large messages leave the caches and the shared-memory buffers)."""
 
     latency_s: float
     bandwidth_bytes_per_s: float
+    beyond_bytes: Optional[float] = None
+    beyond_bandwidth_bytes_per_s: Optional[float] = None
 
     def __post_init__(self) -> None:
         _require(self.latency_s >= 0, ProfileError, f"CollectiveCost.latency_s must be >= 0, got {self.latency_s!r}.")
         _positive(ProfileError, "CollectiveCost", bandwidth_bytes_per_s=self.bandwidth_bytes_per_s)
+        _require((self.beyond_bytes is None) == (self.beyond_bandwidth_bytes_per_s is None), ProfileError,
+                 "CollectiveCost.beyond_bytes and beyond_bandwidth_bytes_per_s come together.")
+        if self.beyond_bytes is not None and self.beyond_bandwidth_bytes_per_s is not None:
+            _positive(ProfileError, "CollectiveCost", beyond_bytes=self.beyond_bytes,
+                      beyond_bandwidth_bytes_per_s=self.beyond_bandwidth_bytes_per_s)
+
+    def call_s(self, total_bytes: float, factor: float) -> float:
+        """One call over a total array of ``total_bytes`` with the ring factor ``factor``."""
+        seconds = self.latency_s + total_bytes * factor / self.bandwidth_bytes_per_s
+        if self.beyond_bytes is not None and self.beyond_bandwidth_bytes_per_s is not None \
+                and total_bytes > self.beyond_bytes:
+            seconds += (total_bytes - self.beyond_bytes) * factor * (
+                1.0 / self.beyond_bandwidth_bytes_per_s - 1.0 / self.bandwidth_bytes_per_s)
+        return seconds
 
 
 @dataclass(frozen=True)

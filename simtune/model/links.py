@@ -17,6 +17,8 @@ spanning nodes, contention of all ranks on the network included).
 
 from __future__ import annotations
 
+import dataclasses
+
 from simtune.errors import ProfileError
 from simtune.model.inputs import CollectiveCost, Collectives, HardwareSpec
 
@@ -28,9 +30,10 @@ def spans_nodes(extent: int, ranks_per_node: int) -> bool:
 
 
 def slower_link(a: CollectiveCost, b: CollectiveCost) -> CollectiveCost:
-    """The cost of a ring through both links: the higher latency and the lower bus bandwidth."""
-    return CollectiveCost(latency_s=max(a.latency_s, b.latency_s),
-                          bandwidth_bytes_per_s=min(a.bandwidth_bytes_per_s, b.bandwidth_bytes_per_s))
+    """The cost of a ring through both links: the higher latency and the lower bus bandwidth (with
+    that link's large-message regime)."""
+    slower = a if a.bandwidth_bytes_per_s <= b.bandwidth_bytes_per_s else b
+    return dataclasses.replace(slower, latency_s=max(a.latency_s, b.latency_s))
 
 
 def slower_links(a: Collectives, b: Collectives) -> Collectives:

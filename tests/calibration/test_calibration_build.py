@@ -257,3 +257,36 @@ def test_linear_layers_over_large_weights_give_the_matmul_weight_cost(tmp_path):
     assert hardware_spec(load_profile("dgx-a100-80gb")).matmul_weights is None
     save_profile(older, tmp_path / "older.json")
     assert "weight_points" not in (tmp_path / "older.json").read_text()
+
+
+def test_a_larger_tail_message_stays_out_of_the_line_and_sets_the_regime_beyond_it(tmp_path):
+    from simtune.model.adapters import hardware_spec
+
+    raw = raw_output()
+    tail_bytes, slower = 4 * 2**25, 0.5e9  # the bus bandwidth beyond the largest fitted size
+    largest = 4 * 2**22
+    for op in ("allreduce", "allgather", "reduce_scatter"):
+        f = bus_factor(op, 2)
+        seconds = LATENCY_S[op] + f * largest / BUS_BANDWIDTH[op] + f * (tail_bytes - largest) / slower
+        raw["collectives"]["world"]["ops"][op].append(
+            {"elements": 2**25, "bytes": tail_bytes, **stats(seconds), "tail": True})
+    profile = build_profile(raw, name="tail")
+    allreduce = profile.collectives.intra_node["allreduce"]
+    assert allreduce.bandwidth_bytes_per_s == pytest.approx(BUS_BANDWIDTH["allreduce"], rel=1e-3)  # the line as before
+    assert [p.bytes for p in allreduce.tail_points] == [tail_bytes]
+    assert profile.collectives.intra_node["broadcast"].tail_points == ()
+    save_profile(profile, tmp_path / "tail.json")
+    costs = hardware_spec(load_profile(str(tmp_path / "tail.json"))).collectives
+    assert costs.allgather.beyond_bytes == largest
+    assert costs.allgather.beyond_bandwidth_bytes_per_s == pytest.approx(slower, rel=1e-3)
+    assert costs.allgather.call_s(tail_bytes, 0.5) == pytest.approx(
+        LATENCY_S["allgather"] + 0.5 * largest / BUS_BANDWIDTH["allgather"] + 0.5 * (tail_bytes - largest) / slower,
+        rel=1e-3)
+    # a tail no slower than the line leaves one regime; a profile without tails writes none
+    fast = raw_output()
+    fast["collectives"]["world"]["ops"]["allreduce"].append(
+        {"elements": 2**25, "bytes": tail_bytes, **stats(LATENCY_S["allreduce"] + tail_bytes / BUS_BANDWIDTH["allreduce"]),
+         "tail": True})
+    assert hardware_spec(build_profile(fast, name="fast")).collectives.allreduce.beyond_bytes is None
+    save_profile(build_profile(raw_output(), name="plain"), tmp_path / "plain.json")
+    assert "tail_points" not in (tmp_path / "plain.json").read_text()

@@ -55,6 +55,10 @@ def test_quick_two_process_calibration_writes_a_valid_profile(tmp_path, monkeypa
     # few tokens over weights beyond the caches cost more than their FLOPs at the curve's rate
     assert len(profile.compute.weight_points) >= 2
     assert hardware_spec(profile).matmul_weights.s_per_byte(160e6, backward=True) > 0
+    # a 128 MiB allreduce and allgather beyond the fitted sizes, kept beside the line
+    for op in ("allreduce", "allgather"):
+        tail = profile.collectives.intra_node[op].tail_points
+        assert [p.elements for p in tail] == [2**25] and tail[0].stats.min_s > 0, op
 
     port = re.search(r"--master_port (\d+)", " ".join(profile.provenance.notes)).group(1)
     assert glob.glob(f"/dev/shm/deepspeed_allreduce_buffer_*_{port}_*") == []

@@ -1,6 +1,7 @@
 import pytest
 
 from simtune.model.comm_time import (allreduce_factor, collective_s, communication, gather_scatter_factor)
+from simtune.errors import ProfileError
 from simtune.model.inputs import CollectiveCost, Collectives, TrainConfig
 from simtune.model.shards import shards
 
@@ -65,3 +66,22 @@ def test_groups_spanning_nodes_use_inter_node_costs(gpt2, make_hardware):
     within = comm(gpt2, hardware, stage=0, dp_degree=8)
     across = comm(gpt2, hardware, stage=0, dp_degree=16)
     assert across.reduce_at_boundary_s > 9 * within.reduce_at_boundary_s
+
+
+def test_a_call_beyond_the_fitted_sizes_pays_those_bytes_at_the_slower_bandwidth():
+    from simtune.model.links import slower_link
+
+    cost = CollectiveCost(latency_s=1e-4, bandwidth_bytes_per_s=2e9, beyond_bytes=16e6,
+                          beyond_bandwidth_bytes_per_s=1e9)
+    one_regime = CollectiveCost(latency_s=1e-4, bandwidth_bytes_per_s=2e9)
+    # within the fitted sizes nothing changes, also over many calls that each stay within them
+    assert collective_s(cost, 1.0, 8e6, 1) == collective_s(one_regime, 1.0, 8e6, 1)
+    assert collective_s(cost, 1.0, 160e6, 10) == pytest.approx(collective_s(one_regime, 1.0, 160e6, 10))
+    # one 496 MB call: 16 MB at 2 GB/s and 480 MB at 1 GB/s
+    assert collective_s(cost, 1.0, 496e6, 1) == pytest.approx(1e-4 + 16e6 / 2e9 + 480e6 / 1e9)
+    assert collective_s(cost, 1.0, 496e6, 2) == pytest.approx(2 * (1e-4 + 16e6 / 2e9 + 232e6 / 1e9))
+    with pytest.raises(ProfileError):
+        CollectiveCost(latency_s=0, bandwidth_bytes_per_s=1e9, beyond_bytes=16e6)
+    # a ring through a faster link and this one runs at this one's speed, both regimes
+    fast = CollectiveCost(latency_s=5e-4, bandwidth_bytes_per_s=10e9)
+    assert slower_link(fast, cost) == CollectiveCost(5e-4, 2e9, 16e6, 1e9)
