@@ -8,8 +8,10 @@ a retained graph, i.e. the real backward kernels.
 
 Weights: on CPU, a linear layer of few tokens over a large weight runs below the curve's rate at
 its FLOPs (the kernel reads, packs and, backward, writes the whole weight whatever the tokens), so
-the same product is also timed at ``WEIGHT_TOKENS`` tokens over weights of 4 to 160 MiB
-(``[out, 1024]`` fp32): what it costs beyond the curve, per weight byte, is the model's weight term.
+``[64, 1024] x [1024, out]`` over weights of 16 to 160 MiB (fp32) is timed in turn with a product
+of the same FLOPs over a 4 MiB weight (``[64 out / 1024, 1024] x [1024, 1024]``): the difference
+per weight byte is the model's weight term, and taking the two in turn keeps a busy machine from
+slowing one of them alone.
 
 Element-wise: GELU, layer norm (over the last dimension), softmax (over the last dimension) and
 dropout (p = 0.1) on ``[rows, width]`` tensors, forward and backward. These are memory-bound
@@ -27,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from simtune.calib.device import TORCH_DTYPES, Device
-from simtune.calib.timing import measure
+from simtune.calib.timing import measure, measure_in_turn
 
 CPU_MATMUL_SHAPES = [(32, 64), (64, 128), (128, 256), (256, 256), (256, 512), (512, 512)]
 CPU_MATMUL_SHAPES_QUICK = [(64, 128), (256, 256), (512, 512)]
@@ -36,8 +38,8 @@ CUDA_MATMUL_SHAPES_QUICK = [(1024, 1024), (4096, 4096), (8192, 8192)]
 
 WEIGHT_TOKENS = 64
 WEIGHT_DEPTH = 1024
-CPU_WEIGHT_OUT_FEATURES = [1024, 4096, 16384, 40960]
-CPU_WEIGHT_OUT_FEATURES_QUICK = [1024, 16384]
+CPU_WEIGHT_OUT_FEATURES = [2048, 4096, 16384, 40960]
+CPU_WEIGHT_OUT_FEATURES_QUICK = [8192]
 
 CPU_ELEMENTS = [2**12, 2**15, 2**18, 2**21]
 CPU_ELEMENTS_QUICK = [2**14, 2**18, 2**21]
@@ -48,10 +50,9 @@ ELEMENTWISE_OPS = ("gelu", "layer_norm", "softmax", "dropout")
 DISPATCH_OPS = 64
 
 
-def _matmul_point(device: Device, dtype_name: str, tokens: int, hidden: int, warmup: int, repeats: int,
-                  out_features: int | None = None) -> dict:
+def _matmul_point(device: Device, dtype_name: str, tokens: int, hidden: int, warmup: int, repeats: int) -> dict:
     dtype = TORCH_DTYPES[dtype_name]
-    out_features = out_features or 4 * hidden
+    out_features = 4 * hidden
     x = torch.randn(tokens, hidden, dtype=dtype, device=device.torch_device, requires_grad=True)
     w = torch.randn(out_features, hidden, dtype=dtype, device=device.torch_device, requires_grad=True)
     with torch.no_grad():
@@ -74,6 +75,31 @@ def _matmul_point(device: Device, dtype_name: str, tokens: int, hidden: int, war
         "fwd": fwd,
         "bwd": bwd,
     }
+
+
+def _weight_pair(device: Device, out_features: int, warmup: int, repeats: int) -> list[dict]:
+    """``[64, 1024] x [1024, out]`` and the same FLOPs over a ``[1024, 1024]`` weight, forward and
+    backward, all four taken in turn within each round (fp32)."""
+    shapes = ((WEIGHT_TOKENS, out_features), (WEIGHT_TOKENS * out_features // WEIGHT_DEPTH, WEIGHT_DEPTH))
+    fns, entries = [], []
+    for tokens, out in shapes:
+        x = torch.randn(tokens, WEIGHT_DEPTH, device=device.torch_device, requires_grad=True)
+        w = torch.empty(out, WEIGHT_DEPTH, device=device.torch_device).normal_(0.0, WEIGHT_DEPTH**-0.5)
+        w.requires_grad_()
+        y = F.linear(x, w)
+        grad_y = torch.randn_like(y)
+
+        def forward(x=x, w=w) -> None:
+            with torch.no_grad():
+                F.linear(x, w)
+
+        fns += [forward, lambda y=y, x=x, w=w, g=grad_y: torch.autograd.grad(y, (x, w), g, retain_graph=True)]
+        entries.append({"dtype": "fp32", "tokens": tokens, "hidden": WEIGHT_DEPTH, "out_features": out,
+                        "fwd_flop": 2 * tokens * WEIGHT_DEPTH * out, "bwd_flop": 4 * tokens * WEIGHT_DEPTH * out})
+    timed = measure_in_turn(fns, device.sync, warmup, repeats)
+    for i, entry in enumerate(entries):
+        entry["fwd"], entry["bwd"] = timed[2 * i], timed[2 * i + 1]
+    return entries
 
 
 def _elementwise_fn(op: str, width: int):
@@ -143,7 +169,7 @@ def run(device: Device, dtypes: dict[str, str], quick: bool) -> dict:
                 elementwise.append(_elementwise_point(device, dtype_name, op, elements, width, warmup, repeats))
     if not cuda:  # fp32: the model scales the term by the element size
         for out_features in (CPU_WEIGHT_OUT_FEATURES_QUICK if quick else CPU_WEIGHT_OUT_FEATURES):
-            weights.append(_matmul_point(device, "fp32", WEIGHT_TOKENS, WEIGHT_DEPTH, warmup, repeats, out_features))
+            weights += _weight_pair(device, out_features, warmup, repeats)
     if cuda:
         torch.cuda.empty_cache()
     return {"dtypes": dtypes, "matmul": matmul, "elementwise": elementwise, "matmul_weights": weights,

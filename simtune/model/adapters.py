@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional
 
 from simtune import knobs as knob_table
 from simtune.errors import ProfileError
-from simtune.hardware.profile import FRAMEWORK_COSTS, CollectiveFit, HardwareProfile, bus_factor
+from simtune.hardware.profile import FRAMEWORK_COSTS, CollectiveFit, HardwareProfile, MatmulMeasurement, bus_factor
 from simtune.model.inputs import (Block, CollectiveCost, Collectives, ComputeCurves, EfficiencyCurve,
                                   FrameworkCosts, HardwareSpec, ModelSpec, TrainConfig, WeightCost,
                                   least_squares_line)
@@ -104,21 +104,30 @@ def dropout_cost(profile: HardwareProfile, streaming_bytes_per_s: float) -> floa
 
 
 def matmul_weight_cost(profile: HardwareProfile) -> Optional[WeightCost]:
-    """Seconds per weight byte a linear layer costs beyond its FLOPs at the fp32 curve's rate, from
-    the profile's weight points (few tokens over large fp32 weights, CPU): per point,
-    ``(fwd_s - flop / rate(flop)) / weight_bytes`` forward and ``(bwd_s - 2 flop / rate(flop)) /
-    weight_bytes`` backward (fastest repeats, as the curve; negative read as 0); None without
-    them (spec profiles, CUDA, older calibrations)."""
-    points = sorted((p for p in profile.compute.weight_points if p.dtype == "fp32"),
-                    key=lambda p: p.hidden * p.out_features)
-    if not points or "fp32" not in profile.compute.curves:
-        return None
-    rows: dict[float, tuple[float, float, float]] = {}
-    for p in points:
-        seconds = p.fwd_flop / profile.compute.flop_per_s("fp32", p.fwd_flop)
-        size = 4.0 * p.hidden * p.out_features
-        rows[size] = (size, max(0.0, p.fwd.min_s - seconds) / size, max(0.0, p.bwd.min_s - 2 * seconds) / size)
-    return WeightCost(tuple(rows[size] for size in sorted(rows)))
+    """Seconds per weight byte a linear layer costs beyond its FLOPs, from the profile's weight
+    points (CPU): pairs of fp32 products of the same FLOPs, few tokens over a large weight and
+    many over a small one, timed in turn; per pair, forward and backward each,
+
+        (t_large - t_small) / (weight_bytes_large - weight_bytes_small)
+
+    on the fastest repeats (a negative difference reads 0), at the large weight's size. None
+    without pairs (spec profiles, CUDA, older calibrations)."""
+    pairs: dict[float, list[MatmulMeasurement]] = {}
+    for p in profile.compute.weight_points:
+        if p.dtype == "fp32":
+            pairs.setdefault(p.fwd_flop, []).append(p)
+    rows = []
+    for points in pairs.values():
+        if len(points) < 2:
+            continue
+        ordered = sorted(points, key=lambda p: p.hidden * p.out_features)
+        small, large = ordered[0], ordered[-1]
+        extra = 4.0 * (large.hidden * large.out_features - small.hidden * small.out_features)
+        if extra <= 0:
+            continue
+        rows.append((4.0 * large.hidden * large.out_features, max(0.0, large.fwd.min_s - small.fwd.min_s) / extra,
+                     max(0.0, large.bwd.min_s - small.bwd.min_s) / extra))
+    return WeightCost(tuple(sorted(rows))) if rows else None
 
 
 FRESH_COPY_DIRECTION = "host_fresh"

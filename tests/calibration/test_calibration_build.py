@@ -229,27 +229,32 @@ def test_a_fresh_copy_beside_the_copy_gives_the_first_touch_cost(tmp_path):
     assert hardware_spec(load_profile("dgx-a100-80gb")).first_touch_s_per_byte is None
 
 
-def test_linear_layers_over_large_weights_give_the_matmul_weight_cost(tmp_path):
+def test_pairs_of_products_of_equal_flops_give_the_matmul_weight_cost(tmp_path):
     from simtune.model.adapters import hardware_spec
 
     raw = raw_output()
-    tokens, depth = 64, 1024
-    per_byte = {1024: (0.02e-9, 0.05e-9), 40960: (0.25e-9, 0.5e-9)}  # forward, backward s per weight byte
+    depth = 1024
+    per_byte = {4096: (0.05e-9, 0.2e-9), 40960: (0.25e-9, 0.5e-9)}  # forward, backward s per weight byte
     raw["compute"]["matmul_weights"] = []
     for out, (fwd, bwd) in per_byte.items():
-        flop, size = 2 * tokens * depth * out, 4 * depth * out
-        raw["compute"]["matmul_weights"].append({
-            "dtype": "fp32", "tokens": tokens, "hidden": depth, "out_features": out, "fwd_flop": flop,
-            "bwd_flop": 2 * flop, "fwd": stats(flop / FP32_RATE + fwd * size),
-            "bwd": stats(2 * flop / FP32_RATE + bwd * size)})
+        flop = 2 * 64 * depth * out
+        for tokens, width in ((64, out), (64 * out // depth, depth)):  # the large weight, the small one
+            size = 4 * depth * width
+            raw["compute"]["matmul_weights"].append({
+                "dtype": "fp32", "tokens": tokens, "hidden": depth, "out_features": width, "fwd_flop": flop,
+                "bwd_flop": 2 * flop, "fwd": stats(flop / FP32_RATE + fwd * size),
+                "bwd": stats(2 * flop / FP32_RATE + bwd * size)})
     profile = build_profile(raw, name="weights")
-    assert len(profile.compute.weight_points) == 2
+    assert len(profile.compute.weight_points) == 4
     save_profile(profile, tmp_path / "weights.json")
     weights = hardware_spec(load_profile(str(tmp_path / "weights.json"))).matmul_weights
-    assert weights is not None
+    assert weights is not None and [p[0] for p in weights.points] == [4 * depth * 4096, 4 * depth * 40960]
     assert weights.s_per_byte(4 * depth * 40960, False) == pytest.approx(0.25e-9)
     assert weights.s_per_byte(4 * depth * 40960, True) == pytest.approx(0.5e-9)
-    assert weights.s_per_byte(4 * depth * 1024, True) == pytest.approx(0.05e-9)
+    assert weights.s_per_byte(4 * depth * 4096, True) == pytest.approx(0.2e-9)
+    # a pair whose large weight ran faster (a busy moment) reads 0, not a negative cost
+    raw["compute"]["matmul_weights"][0]["fwd"] = stats(1e-6)
+    assert hardware_spec(build_profile(raw, name="w")).matmul_weights.s_per_byte(4 * depth * 4096, False) == 0.0
     # profiles without them (older calibrations, spec profiles) cost FLOPs alone, and keep their
     # fingerprint: the empty field is not written
     older = build_profile(raw_output(), name="older")
