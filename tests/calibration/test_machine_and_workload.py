@@ -9,7 +9,7 @@ from simtune.calibration.workload import (MeasureScope, WorkloadCalibrationError
 from simtune.hardware import read_profile_file
 from simtune.workloads import load_workload
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("launches-2")]  # beside the timed launches (tests/conftest.py)
 
 
 def test_one_launch_saves_the_profile_and_caches_the_measurement_under_its_name(tmp_path, monkeypatch):
