@@ -3,6 +3,7 @@
 Run from the repository root (no GPU needed; DS_ACCELERATOR=cpu is set here):
 
     python benchmarks/engine_profile.py > benchmarks/results/engine_profile.txt
+    python benchmarks/engine_profile.py --case gpt2:32:1:2     # one case of your own
 
 For each case (model, sequence length, ZeRO stage, processes) it launches simtune's training
 program's model and DeepSpeed's engine through the DeepSpeed launcher, trains three steps
@@ -28,6 +29,8 @@ from pathlib import Path
 
 CASES = [("gpt2-tiny-heavy", 64, 0, 2), ("gpt2-tiny-heavy", 64, 1, 2), ("gpt2", 32, 0, 2)]
 TOP_OPS = 12
+TOP_SHAPES = 6
+COPYING = ("aten::cat", "aten::copy_", "aten::add_", "aten::zero_", "aten::fill_")
 
 
 def rank_program(argv: list[str]) -> int:
@@ -64,7 +67,7 @@ def rank_program(argv: list[str]) -> int:
 
     for _ in range(3):
         step()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(2):
             with record_function("engine forward"):
                 loss = engine(**data.next()).loss
@@ -84,6 +87,12 @@ def rank_program(argv: list[str]) -> int:
         rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:TOP_OPS]
         for e in rows:
             print(f"  {e.key:<44} {e.self_cpu_time_total / 1e3 / 2:9.1f} ms per step  {e.count // 2:5d} calls per step")
+        print(f"the {TOP_SHAPES} largest calls of the copying operators by input shapes (first shapes shown):")
+        copies = [e for e in prof.key_averages(group_by_input_shape=True) if e.key in COPYING]
+        for e in sorted(copies, key=lambda e: e.self_cpu_time_total, reverse=True)[:TOP_SHAPES]:
+            shapes = str(e.input_shapes)[:60]
+            print(f"  {e.key:<12} {shapes:<60} {e.self_cpu_time_total / 1e3 / 2:9.1f} ms per step  "
+                  f"{e.count // 2:5d} calls per step")
         print(flush=True)
     del keep_alive
     torch.distributed.barrier()
@@ -91,13 +100,24 @@ def rank_program(argv: list[str]) -> int:
     return 0
 
 
-def main() -> int:
-    print("# command: python benchmarks/engine_profile.py")
+def parse_case(text: str) -> tuple[str, int, int, int]:
+    model, seq, stage, ranks = text.split(":")
+    return model, int(seq), int(stage), int(ranks)
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", action="append", type=parse_case, metavar="MODEL:SEQ:STAGE:RANKS",
+                        help="a case to profile instead of the default ones (repeatable), e.g. gpt2:32:1:2")
+    args = parser.parse_args(argv)
+    print(f"# command: python benchmarks/engine_profile.py{''.join(' ' + a for a in argv)}")
     print(f"# machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"{datetime.datetime.now().isoformat(timespec='seconds')}; load average {os.getloadavg()[0]:.2f}\n")
     env = dict(os.environ, DS_ACCELERATOR="cpu")
     deepspeed = Path(sys.executable).with_name("deepspeed")
-    for model, seq, stage, ranks in CASES:
+    for model, seq, stage, ranks in args.case or CASES:
         with tempfile.TemporaryDirectory() as tmp, socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
@@ -124,4 +144,4 @@ if __name__ == "__main__":
     if "--rank-program" in sys.argv:
         sys.argv.remove("--rank-program")
         sys.exit(rank_program(sys.argv[1:]))
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
