@@ -60,11 +60,14 @@ def run_group(dist, device: Device, group, ranks: int, dtype_name: str, quick: b
     itemsize = torch.empty((), dtype=dtype).element_size()
     counts = [(elements // ranks) * ranks for elements in sizes]
     ops: dict[str, list[dict]] = {}
+
+    def barrier() -> None:
+        dist.barrier(group=group)
+
     for op in OPS:
         calls = [_call(dist, op, elements, dtype, device.torch_device, group, ranks) for elements in counts]
         # sizes in turn within each round, a barrier before each call
-        samples = samples_in_turn(calls, device.sync, warmup, repeats,
-                                  before=lambda: dist.barrier(group=group))
+        samples = samples_in_turn(calls, device.sync, warmup, repeats, before=barrier)
         ops[op] = [
             {"elements": elements, "bytes": elements * itemsize, "samples_s": series}
             for elements, series in zip(counts, samples)
@@ -73,8 +76,7 @@ def run_group(dist, device: Device, group, ranks: int, dtype_name: str, quick: b
         if not cuda and op in (TAIL_OPS_QUICK if quick else TAIL_OPS):
             elements = (CPU_TAIL_ELEMENTS // ranks) * ranks
             call = _call(dist, op, elements, dtype, device.torch_device, group, ranks)
-            (series,) = samples_in_turn([call], device.sync, 1, 2 if quick else 5,
-                                        before=lambda: dist.barrier(group=group))
+            (series,) = samples_in_turn([call], device.sync, 1, 2 if quick else 5, before=barrier)
             ops[op].append({"elements": elements, "bytes": elements * itemsize, "samples_s": series, "tail": True})
             del call
         if cuda:

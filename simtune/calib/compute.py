@@ -52,9 +52,8 @@ DISPATCH_OPS = 64
 
 def _matmul_point(device: Device, dtype_name: str, tokens: int, hidden: int, warmup: int, repeats: int) -> dict:
     dtype = TORCH_DTYPES[dtype_name]
-    out_features = 4 * hidden
     x = torch.randn(tokens, hidden, dtype=dtype, device=device.torch_device, requires_grad=True)
-    w = torch.randn(out_features, hidden, dtype=dtype, device=device.torch_device, requires_grad=True)
+    w = torch.randn(4 * hidden, hidden, dtype=dtype, device=device.torch_device, requires_grad=True)
     with torch.no_grad():
         w.mul_(hidden**-0.5)
     y = F.linear(x, w)
@@ -69,9 +68,9 @@ def _matmul_point(device: Device, dtype_name: str, tokens: int, hidden: int, war
         "dtype": dtype_name,
         "tokens": tokens,
         "hidden": hidden,
-        "out_features": out_features,
-        "fwd_flop": 2 * tokens * hidden * out_features,
-        "bwd_flop": 4 * tokens * hidden * out_features,
+        "out_features": 4 * hidden,
+        "fwd_flop": 2 * tokens * hidden * 4 * hidden,
+        "bwd_flop": 4 * tokens * hidden * 4 * hidden,
         "fwd": fwd,
         "bwd": bwd,
     }

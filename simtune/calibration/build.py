@@ -9,8 +9,8 @@ hardware achieves, and on a shared machine the median mixes in other processes' 
   FLOPs of forward and backward (3x that) over the forward + backward time;
 - peak FLOP/s: the vendor peak of a spec profile of the same device when one is known (or the
   highest rate measured, if that is higher), else the highest rate measured (CPUs);
-- matmul weights (CPU): the linear layers of few tokens over large weights, kept as measured (the
-  cost model reads their time beyond the curve per weight byte);
+- matmul weights (CPU): the pairs of linear layers of equal FLOPs over a large and a small
+  weight, kept as measured (the cost model reads their difference per weight byte);
 - element-wise ops and the optimizer step: :func:`fit_line` of time against size;
 - framework: the host's dispatch cost per op, forward and backward, from the timed chain of tiny
   ops (the engine's own costs are not measured here: 0);

@@ -174,8 +174,9 @@ class ComputeProfile:
     unsupported_dtypes: Mapping[str, str]
     """dtype -> why it was not measured."""
     weight_points: tuple[MatmulMeasurement, ...] = ()
-    """CPU: linear layers of few tokens over large fp32 weights, timed beside the curve's points;
-    what they cost beyond the curve is the model's weight term (empty: none measured)."""
+    """CPU: pairs of fp32 linear layers of equal FLOPs, few tokens over a large weight and many
+    over a small one, timed in turn; their difference per weight byte is the model's weight term
+    (empty: none measured)."""
 
     def flop_per_s(self, dtype: str, work_flop: float) -> float:
         return _entry(self.curves, dtype, "compute curve for dtype").flop_per_s(work_flop)

@@ -66,17 +66,12 @@ def profile_to_dict(profile: HardwareProfile) -> dict:
     ``compute.weight_points`` or collective ``tail_points`` is left out, so that profiles written
     before them keep their fingerprint)."""
     data = _plain(dataclasses.asdict(profile))
-    framework = data.get("framework")
-    if isinstance(framework, dict) and not framework.get("param_pass_s"):
-        framework.pop("param_pass_s", None)
-    compute = data.get("compute")
-    if isinstance(compute, dict) and not compute.get("weight_points"):
-        compute.pop("weight_points", None)
-    collectives = data.get("collectives")
-    for table in ("intra_node", "inter_node"):
-        for fit in (collectives.get(table) or {}).values() if isinstance(collectives, dict) else ():
-            if isinstance(fit, dict) and not fit.get("tail_points"):
-                fit.pop("tail_points", None)
+    collectives = data["collectives"]
+    fits = [fit for table in ("intra_node", "inter_node") for fit in collectives[table].values()]
+    for owner, key in [(data["framework"], "param_pass_s"), (data["compute"], "weight_points"),
+                       *((fit, "tail_points") for fit in fits)]:
+        if isinstance(owner, dict) and not owner.get(key):
+            owner.pop(key, None)
     return data
 
 
@@ -148,8 +143,11 @@ class _Node:
     def child(self, key: str) -> "_Node":
         return _Node(self.get(key), self._where(key), self.source)
 
-    def children(self, key: str) -> list["_Node"]:
-        value = self.get(key)
+    def children(self, key: str, optional: bool = False) -> list["_Node"]:
+        """The objects of a list field; with ``optional``, none when the field is absent."""
+        value = self.get(key, optional)
+        if value is None and optional:
+            return []
         if not isinstance(value, list):
             self.fail_value(self._where(key), value, "a list")
         return [_Node(item, f"{self._where(key)}[{i}]", self.source) for i, item in enumerate(value)]
@@ -286,13 +284,12 @@ def _compute(node: _Node, peaks: dict[str, float]) -> ComputeProfile:
             bwd=_stats(m.child("bwd")),
         )
 
-    weights = node.children("weight_points") if node.get("weight_points", optional=True) is not None else []
     return ComputeProfile(
         curves=curves,
         elementwise=tuple(elementwise),
         matmul_points=tuple(measurement(m) for m in node.children("matmul_points")),
         unsupported_dtypes=node.strings("unsupported_dtypes"),
-        weight_points=tuple(measurement(m) for m in weights),
+        weight_points=tuple(measurement(m) for m in node.children("weight_points", optional=True)),
     )
 
 
@@ -323,16 +320,16 @@ def _collective_table(node: _Node, key: str) -> dict[str, CollectiveFit]:
     for op, fit_node in node.keyed(key).items():
         if op not in COLLECTIVE_OPS:
             fit_node.fail_value(fit_node.path, op, f"one of {', '.join(COLLECTIVE_OPS)}")
-        def read(key: str) -> tuple[CollectivePoint, ...]:
+        def read(key: str, optional: bool = False) -> tuple[CollectivePoint, ...]:
             return tuple(
                 CollectivePoint(
                     elements=p.integer("elements", 1), bytes=p.integer("bytes", 1), stats=_stats(p.child("stats"))
                 )
-                for p in fit_node.children(key)
+                for p in fit_node.children(key, optional)
             )
 
         points = read("points")
-        tail = read("tail_points") if fit_node.get("tail_points", optional=True) is not None else ()
+        tail = read("tail_points", optional=True)
         _increasing(fit_node, f"{fit_node.path}.points", [p.bytes for p in points])
         fit = CollectiveFit(
             op=fit_node.text("op", COLLECTIVE_OPS),

@@ -319,6 +319,20 @@ class MeasuredMemory:
         return int(linear_in_mbs(tuple(p[0] for p in pts), values, micro_batch_size))
 
 
+def _interpolate_log10(points: Sequence[tuple[float, ...]], logs: Sequence[float], x: float, column: int) -> float:
+    """``points[i][column]`` piecewise linear in log10 of ``points[i][0]`` (whose log10s are
+    ``logs``, increasing), constant beyond the end points."""
+    if x <= points[0][0]:
+        return points[0][column]
+    if x >= points[-1][0]:
+        return points[-1][column]
+    lx = math.log10(x)
+    i = bisect_right(logs, lx)
+    x0, x1 = logs[i - 1], logs[i]
+    y0, y1 = points[i - 1][column], points[i][column]
+    return y0 + (y1 - y0) * (lx - x0) / (x1 - x0)
+
+
 @dataclass(frozen=True)
 class EfficiencyCurve:
     """Achieved FLOP/s as a function of work size (FLOPs of one matmul): piecewise linear in
@@ -340,17 +354,7 @@ class EfficiencyCurve:
         return tuple(math.log10(w) for w, _ in self.points)
 
     def flop_per_s(self, work_flop: float) -> float:
-        pts = self.points
-        if work_flop <= pts[0][0]:
-            return pts[0][1]
-        if work_flop >= pts[-1][0]:
-            return pts[-1][1]
-        logs = self._log_works
-        x = math.log10(work_flop)
-        i = bisect_right(logs, x)
-        x0, x1 = logs[i - 1], logs[i]
-        y0, y1 = pts[i - 1][1], pts[i][1]
-        return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+        return _interpolate_log10(self.points, self._log_works, work_flop, 1)
 
 
 @dataclass(frozen=True)
@@ -370,18 +374,12 @@ class WeightCost:
         _require(all(f >= 0 and b >= 0 for _, f, b in self.points), ProfileError,
                  "WeightCost.points must hold costs >= 0.")
 
+    @cached_property
+    def _log_sizes(self) -> tuple[float, ...]:
+        return tuple(math.log10(p[0]) for p in self.points)
+
     def s_per_byte(self, weight_bytes: float, backward: bool) -> float:
-        column = 2 if backward else 1
-        pts = self.points
-        if weight_bytes <= pts[0][0]:
-            return pts[0][column]
-        if weight_bytes >= pts[-1][0]:
-            return pts[-1][column]
-        x = math.log10(weight_bytes)
-        i = bisect_right([math.log10(p[0]) for p in pts], x)
-        x0, x1 = math.log10(pts[i - 1][0]), math.log10(pts[i][0])
-        y0, y1 = pts[i - 1][column], pts[i][column]
-        return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+        return _interpolate_log10(self.points, self._log_sizes, weight_bytes, 2 if backward else 1)
 
     def scaled(self, k: float) -> "WeightCost":
         """The same with ``k`` times the threads: every cost divided by ``k``."""
