@@ -29,6 +29,7 @@ from typing import Any, Optional
 import simtune
 from simtune.errors import LaunchError
 from simtune.runner import local_ranks
+from simtune.runner.arch_list import with_readable_arch_list
 from simtune.runner.launcher import (deepspeed_launcher, free_port, own_tools_first, rank_env, release_port,
                                      run_process_group)
 from simtune.runner.outcome import first_exception, last_line
@@ -72,6 +73,7 @@ def build_env(num_gpus: int, accelerator: str, base: Optional[dict] = None) -> d
     root = str(Path(simtune.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env.update(rank_env(accelerator, num_gpus, num_gpus))
+    with_readable_arch_list(env)
     return own_tools_first(env)
 
 

@@ -42,6 +42,7 @@ from typing import IO, Any, Callable, Mapping, Sequence
 from simtune.atomic import write_atomically
 from simtune.errors import InputError, LaunchError
 from simtune.probe.protocol import PROBE_FLAG
+from simtune.runner.arch_list import with_readable_arch_list
 from simtune.runner.build_locks import remove_stale_build_locks
 from simtune.runner.experiment import Experiment
 from simtune.runner.resources import Resources, SlotAssignment, local_hostnames
@@ -349,6 +350,7 @@ def launch_env(resources: Resources, result_dir: str | os.PathLike,
     env_file = Path(result_dir) / ENV_FILE_NAME
     write_atomically(env_file, "".join(f"{key}={value}\n" for key, value in exported.items()))
     env = own_tools_first(dict(os.environ)) if base is None else dict(base)
+    with_readable_arch_list(env)
     env.update(ours)
     env["DS_ENV_FILE"] = str(env_file)
     return env
