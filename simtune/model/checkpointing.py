@@ -56,14 +56,15 @@ def kept_products(ops: Operators) -> tuple[Matmul, ...]:
 
 def kept_bytes_per_sample(m: ModelSpec, c: TrainConfig, ops: Operators, attention_kept_bytes: float) -> float:
     """What one checkpointed layer keeps per sample under ``c``'s policy (see the module
-    docstring); ``attention_kept_bytes``: what a fused attention kernel keeps beside its output."""
+    docstring); ``attention_kept_bytes``: what a fused attention kernel keeps (its output and
+    log-sum-exp, :func:`simtune.model.memory_activations.attention_score_bytes`)."""
     b, t = c.bytes_per_element, c.mp_degree
     layer_input = m.seq_len * m.hidden_size * b
     if c.checkpointing_policy != SELECTIVE_OP:
         return layer_input
     products = sum(op.rows * op.cols * op.batch for op in kept_products(ops)) * b / t
     fused = any(op.name == "attn.fused" for op in ops.layer_matmuls)
-    attention = (m.seq_len * m.hidden_size * b / t + attention_kept_bytes) if fused else 0.0
+    attention = attention_kept_bytes if fused else 0.0
     return layer_input + products + attention
 
 

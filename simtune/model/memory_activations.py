@@ -33,8 +33,23 @@ With full activation checkpointing each layer keeps only its input (s*h*b bytes,
 precision's size) and one layer's activations exist again during its recomputation; selective
 policies keep more (:mod:`simtune.model.checkpointing`).
 
-Logits: b*s*V for the logits in the compute precision plus 4*s*V for the fp32 log-softmax the loss
-keeps for backward, divided by t (vocabulary-parallel head).
+GPT-2's MLP runs the tanh approximation of GELU as eight separate operators
+(``0.5*x*(1 + tanh(sqrt(2/pi)*(x + 0.044715*x^3)))``, transformers' ``NewGELUActivation``), whose
+autograd keeps three more s x I tensors than one fused GELU: the tanh output (its backward needs
+it), and both factors of the last product (``0.5*x`` and ``1 + tanh``): 3*s*I*b more bytes.
+A fused attention kernel also keeps its own output for its backward (FlashAttention's backward
+reads O, Dao et al. 2022, algorithm 4), a tensor besides the contiguous copy the output projection
+keeps: b*s*h more bytes.
+
+Logits: the loss (transformers' ``ForCausalLMLoss`` and ``ForMaskedLMLoss``) upcasts the logits to
+fp32 and takes the cross-entropy; the training program keeps only the loss, so what the backward
+holds of them is the fp32 log-softmax (4*s*V) and, while the log-softmax's backward runs, the fp32
+gradient coming in from the negative log-likelihood and the one it makes (4*s*V each): 12*s*V
+bytes at the start of the backward, whatever the compute precision, divided by t
+(vocabulary-parallel head). The forward's peak at the loss is lower: b*s*V logits, 4*s*V for the
+upcast copy (none in fp32) and 4*s*V log-softmax. Measured on one H200 (bf16, gpt2, 1024 tokens,
+benchmarks/results/gpu): 1.17 GB per sample against 1.19 predicted with these terms and 0.63
+without them.
 """
 
 from __future__ import annotations
@@ -52,17 +67,21 @@ def layer_activation_bytes_per_sample(m: ModelSpec, c: TrainConfig, hw: Hardware
         return m.activation_bytes_per_sample_per_layer
     s, h, a, t = m.seq_len, m.hidden_size, m.num_heads, c.mp_degree
     ratio = m.intermediate_size / h
+    extra = attention_score_bytes(m, c, hw)
+    if m.block.mlp == "gelu_python":
+        extra += 3 * s * m.intermediate_size * c.bytes_per_element / t
     if c.precision == "fp32":
-        return s * h * (18 + (16 + 8 * ratio) / t) + attention_score_bytes(m, c, hw)
-    return s * h * (10 + (8 + 4 * ratio) / t) + attention_score_bytes(m, c, hw)
+        return s * h * (18 + (16 + 8 * ratio) / t) + extra
+    return s * h * (10 + (8 + 4 * ratio) / t) + extra
 
 
 def attention_score_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> float:
-    """What one layer's attention keeps per sample beyond Q, K, V and its output: the s x s
-    probabilities (and their dropout mask and dropped copy), or a fused kernel's log-sum-exp."""
+    """What one layer's attention keeps per sample beyond Q, K, V and the projection's input: the
+    s x s probabilities (and their dropout mask and dropped copy), or a fused kernel's log-sum-exp
+    and output."""
     s, a, t, b = m.seq_len, m.num_heads, c.mp_degree, c.bytes_per_element
     if not keeps_attention_scores(m, hw):
-        return 4 * a * s / t
+        return (4 * a * s + b * s * m.hidden_size) / t  # log-sum-exp and the kernel's own output
     per_element = b
     if m.attention_dropout:
         per_element += (hw.dropout_mask_bytes or b) + b
@@ -103,4 +122,5 @@ def runtime_overhead_bytes(m: ModelSpec, c: TrainConfig) -> int:
 
 
 def logits_bytes(m: ModelSpec, c: TrainConfig) -> int:
-    return (c.micro_batch_size * m.seq_len * m.vocab_size * (c.bytes_per_element + 4)) // c.mp_degree
+    """The loss's peak at the start of the backward: 12*s*V bytes per sample (module docstring)."""
+    return (c.micro_batch_size * m.seq_len * m.vocab_size * 12) // c.mp_degree

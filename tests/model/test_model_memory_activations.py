@@ -1,26 +1,41 @@
 import pytest
 
-from simtune.model.inputs import TrainConfig
+from simtune.model.inputs import Block, TrainConfig
 from simtune.model.memory_activations import (activation_bytes, keeps_attention_scores, layer_activation_bytes_per_sample,
                                              logits_bytes)
 
 
-def test_layer_formula_is_korthikanti_for_16_bit(gpt2, hardware):
+ONE_KERNEL_GELU = Block(mlp="gelu")
+
+
+def test_layer_formula_is_korthikanti_for_16_bit(make_gpt2, hardware):
+    gpt2 = make_gpt2(block=ONE_KERNEL_GELU)
     s, h, a = gpt2.seq_len, gpt2.hidden_size, gpt2.num_heads
     config = TrainConfig(stage=0, micro_batch_size=1, precision="bf16")
     assert layer_activation_bytes_per_sample(gpt2, config, hardware) == pytest.approx(s * h * (34 + 5 * a * s / h))
 
 
-def test_fp32_doubles_all_but_the_dropout_masks(gpt2, hardware):
+def test_fp32_doubles_all_but_the_dropout_masks(make_gpt2, hardware):
+    gpt2 = make_gpt2(block=ONE_KERNEL_GELU)
     s, h, a = gpt2.seq_len, gpt2.hidden_size, gpt2.num_heads
     config = TrainConfig(stage=0, micro_batch_size=1, precision="fp32")
     assert layer_activation_bytes_per_sample(gpt2, config, hardware) == pytest.approx(s * h * 66 + 9 * a * s * s)
 
 
-def test_tensor_parallel_splits_all_but_the_replicated_10sbh(gpt2, hardware):
+def test_tensor_parallel_splits_all_but_the_replicated_10sbh(make_gpt2, hardware):
+    gpt2 = make_gpt2(block=ONE_KERNEL_GELU)
     s, h, a = gpt2.seq_len, gpt2.hidden_size, gpt2.num_heads
     config = TrainConfig(stage=0, micro_batch_size=1, mp_degree=4)
     assert layer_activation_bytes_per_sample(gpt2, config, hardware) == pytest.approx(s * h * (10 + 24 / 4) + 5 * a * s * s / 4)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_gpt2s_eight_op_gelu_keeps_three_more_mlp_wide_tensors(make_gpt2, hardware, precision):
+    config = TrainConfig(stage=0, micro_batch_size=1, precision=precision)
+    python_gelu, one_kernel = make_gpt2(), make_gpt2(block=ONE_KERNEL_GELU)
+    extra = layer_activation_bytes_per_sample(python_gelu, config, hardware) - \
+        layer_activation_bytes_per_sample(one_kernel, config, hardware)
+    assert extra == pytest.approx(3 * one_kernel.seq_len * one_kernel.intermediate_size * config.bytes_per_element)
 
 
 def test_activations_grow_linearly_with_micro_batch(gpt2, hardware):
@@ -42,22 +57,23 @@ def test_measured_layer_bytes_replace_the_formula(make_gpt2, hardware):
     assert activation_bytes(model, TrainConfig(stage=0, micro_batch_size=3), hardware) == 3 * 12 * 1_000_000
 
 
-def test_logits_hold_compute_dtype_and_fp32_loss(gpt2):
-    bf16 = TrainConfig(stage=0, micro_batch_size=2, precision="bf16")
-    fp32 = TrainConfig(stage=0, micro_batch_size=2, precision="fp32")
-    assert logits_bytes(gpt2, bf16) == 2 * gpt2.seq_len * gpt2.vocab_size * (2 + 4)
-    assert logits_bytes(gpt2, fp32) == 2 * gpt2.seq_len * gpt2.vocab_size * (4 + 4)
+def test_the_loss_holds_three_fp32_logit_sized_tensors_in_any_precision(gpt2):
+    """The fp32 log-softmax and, during its backward, the gradient coming in and the one it makes."""
+    for precision in ("bf16", "fp32"):
+        config = TrainConfig(stage=0, micro_batch_size=2, precision=precision)
+        assert logits_bytes(gpt2, config) == 2 * gpt2.seq_len * gpt2.vocab_size * 12
 
 
 @pytest.mark.parametrize("precision,eager_scores", [("bf16", 5), ("fp32", 9)])
 def test_fused_attention_keeps_a_log_sum_exp_instead_of_the_s2_scores(make_gpt2, hardware, precision, eager_scores):
     s, a = 1024, 25
-    eager = make_gpt2(seq_len=s, num_heads=a, attention="eager")
-    fused = make_gpt2(seq_len=s, num_heads=a, attention="sdpa")
+    eager = make_gpt2(seq_len=s, num_heads=a, attention="eager", block=ONE_KERNEL_GELU)
+    fused = make_gpt2(seq_len=s, num_heads=a, attention="sdpa", block=ONE_KERNEL_GELU)
     config = TrainConfig(stage=0, micro_batch_size=1, precision=precision)
     saved = layer_activation_bytes_per_sample(eager, config, hardware) - \
         layer_activation_bytes_per_sample(fused, config, hardware)
-    assert saved == pytest.approx(eager_scores * a * s * s - 4 * a * s)
+    b = config.bytes_per_element
+    assert saved == pytest.approx(eager_scores * a * s * s - 4 * a * s - b * s * fused.hidden_size)  # lse, output
     assert layer_activation_bytes_per_sample(fused, config, hardware) < \
         layer_activation_bytes_per_sample(eager, config, hardware) / 4  # gpt2-xl's shape at 1024 tokens
 
