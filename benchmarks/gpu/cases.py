@@ -55,15 +55,25 @@ def _sweep(preset: str, seq: int, rows: list[tuple]) -> list[Case]:
 
 def gpu_cases() -> list[Case]:
     """26 fixed configurations over four presets (every stage, micro-batch sweeps, checkpointing
-    and optimizer offload on and off) and three searches for the largest micro-batch size."""
+    and optimizer offload on and off) and three searches for the largest micro-batch size, in
+    the order they are worth measuring: a call that runs out of time keeps the first ones. On
+    one H200 a configuration took about 10 s (engine start-up included), so a 190 s phase
+    measures about 13 of the first group and 5 of stage 3."""
     return (
-        _sweep("gpt2", 1024, [(0, 4), (0, 16), (0, 64), (1, 16), (2, 16), (0, 16, "ckpt"), (2, 16, "offload"),
-                              (3, 16), (3, 16, "ckpt")])
-        + _sweep("gpt2-medium", 1024, [(0, 4), (0, 16), (2, 16), (1, 16, "ckpt"), (3, 8)])
-        + _sweep("gpt2-large", 1024, [(0, 2), (0, 8), (1, 8), (2, 8), (2, 8, "offload"), (0, 8, "ckpt"), (3, 8)])
-        + _sweep("bert-large", 512, [(0, 16), (0, 64), (2, 64), (1, 64, "ckpt"), (3, 64)])
-        + _sweep("gpt2-medium", 1024, [(0, 0, "largest"), (2, 0, "largest", "ckpt")])
+        _sweep("gpt2", 1024, [(0, 16), (1, 16), (2, 16), (0, 4), (0, 64)])
+        + _sweep("gpt2-medium", 1024, [(0, 16)])
+        + _sweep("gpt2-large", 1024, [(0, 8)])
+        + _sweep("bert-large", 512, [(0, 64), (2, 64)])
+        + _sweep("gpt2", 1024, [(0, 16, "ckpt"), (2, 16, "offload")])
+        + _sweep("gpt2-medium", 1024, [(0, 0, "largest")])
+        + _sweep("gpt2-medium", 1024, [(1, 16, "ckpt"), (0, 4), (2, 16)])
+        + _sweep("gpt2-large", 1024, [(2, 8), (1, 8), (0, 2), (2, 8, "offload"), (0, 8, "ckpt")])
+        + _sweep("bert-large", 512, [(0, 16), (1, 64, "ckpt")])
         + _sweep("bert-large", 512, [(1, 0, "largest")])
+        + _sweep("gpt2-medium", 1024, [(2, 0, "largest", "ckpt")])
+        + _sweep("gpt2", 1024, [(3, 16)]) + _sweep("gpt2-medium", 1024, [(3, 8)])
+        + _sweep("gpt2-large", 1024, [(3, 8)]) + _sweep("bert-large", 512, [(3, 64)])
+        + _sweep("gpt2", 1024, [(3, 16, "ckpt")])
     )
 
 

@@ -16,9 +16,11 @@ Phases, in order (docs/benchmarks-gpu.md gives each one's budget and what it wri
 2. ``ops``: DeepSpeed's FusedAdam and CPUAdam built at once, in two processes; a build lock left
    behind is removed; if FusedAdam cannot be built, every later phase trains with torch's Adam
    (``torch_adam``) and the reason is recorded;
-3. ``calibrate``: ``simtune calibrate --gpus 1 --no-engines`` (the search measures its workload's
-   engines), the profile saved with its raw numbers;
-4. ``plan``: each configuration rendered by simtune's space and predicted by its cost model;
+3. ``calibrate``: ``simtune calibrate --gpus 1`` with the reference engines on the GPU (their
+   costs are what ``simtune estimate`` adds to a model it never ran), without them in the
+   rehearsal; the profile saved with its raw numbers;
+4. ``plan``: each configuration rendered by simtune's space and predicted by its cost model with
+   the engine costs learnt on the profile (the regime of ``simtune estimate`` and reports);
 5. ``measure``: the configurations measured in two processes (stages 0-2, then stage 3);
 6. ``launches``: a few of them again through simtune's runner (the real launcher and probe);
 7. ``search``: ``simtune search --verify-top 3`` on a real preset;
@@ -38,6 +40,7 @@ import argparse
 import dataclasses
 import datetime
 import glob
+import importlib.util
 import json
 import os
 import shutil
@@ -77,14 +80,25 @@ class Mode:
     """The search space's largest micro-batch size (the rehearsal keeps its runs short)."""
     largest_attempts: int = 6
     """Sizes a search for the largest micro-batch size may try."""
+    experiment_timeout_s: float = 30
+    """One launch's time-out in the search (an H200 machine took about 40 s to start, run and end
+    a one-rank DeepSpeed launch)."""
+    search_stages: Optional[str] = None
+    """The search's ``zero_optimization.stage`` (None: the built-in default)."""
 
 
-GPU = Mode("gpu", "bf16", "h200-141gb-1gpu", ("gpt2", 1024), 3, 2,
-           {"install": 60, "ops": 150, "calibrate": 110, "plan": 40, "measure": 170, "launches": 80,
-            "search": 170, "autotuner": 150, "report": 25}, total_s=475)
+GPU = Mode("gpu", "bf16", "h200-141gb-1gpu", ("gpt2", 1024), 3, 1,
+           {"install": 45, "ops": 120, "calibrate": 150, "plan": 30, "measure": 190, "launches": 70,
+            "search": 170, "autotuner": 0, "report": 25}, total_s=540, experiment_timeout_s=120,
+           search_stages="all")
+"""Budgets from the first H200 call (4 December 2026): install 20 s, both ops 47-54 s at once,
+calibration 27-30 s without engines (with them about 50 s more: two one-rank launches of about
+22 s each), a measured configuration about 10 s, a one-rank launch of gpt2 about 40 s, the search
+about 23 s per workload measurement and 40-45 s per verification. DeepSpeed's own autotuner
+took 41-46 s per experiment there, so its fast mode does not fit the call: it is left out."""
 REHEARSAL = Mode("rehearsal", "fp32", "cpu-1proc-kit-rehearsal", ("gpt2-tiny", 64), 0, 1,
                  {"install": 30, "ops": 3, "calibrate": 60, "plan": 30, "measure": 120, "launches": 60,
-                  "search": 60, "autotuner": 0, "report": 30}, total_s=360, calibrate_args=("--quick",),
+                  "search": 60, "autotuner": 0, "report": 30}, total_s=360, calibrate_args=("--quick", "--no-engines"),
                  search_max_micro_batch_size=16, largest_attempts=3)
 REPORT_RESERVE_S = 20.0
 MIN_PHASE_S = 8.0
@@ -105,6 +119,10 @@ class Kit:
                                             self.env.get("PATH", "")])
         if mode.name == "rehearsal":
             self.env["DS_ACCELERATOR"] = "cpu"
+        self.arch_list = deepspeed_arch_list(self.env.get("TORCH_CUDA_ARCH_LIST"))
+        if self.arch_list is not None:
+            self.record["torch_cuda_arch_list"] = {"given": self.env["TORCH_CUDA_ARCH_LIST"], "used": self.arch_list}
+            self.env["TORCH_CUDA_ARCH_LIST"] = self.arch_list
         self.torch_adam = False
         self.profile_path: Optional[Path] = None
 
@@ -227,22 +245,25 @@ class Kit:
         return {"status": "ok" if outcome["fused_adam"]["built"] and outcome["cpu_adam"]["built"] else "partial"}
 
     def calibrate(self, allowed: float) -> dict[str, Any]:
-        """``simtune calibrate --gpus 1``; once more when a fit fails (a noisy measurement says
-        "rerun calibration") and the first try left time for a second."""
+        """``simtune calibrate --gpus 1`` (on the GPU with the reference engines, whose costs the
+        plan and the search then read); once more when it fails and the first try left time for a
+        second, then without the engines (a failed engine launch must not cost the profile)."""
         folder = self.work / "profiles"
         path = folder / f"{self.mode.profile_name}.json"
         started, tries = time.monotonic(), []
+        extra = list(self.mode.calibrate_args)
         while True:
             left = allowed - (time.monotonic() - started)
             code, tail = self.run(self.python("-m", "simtune", "calibrate", "--gpus", "1", "--name",
                                               self.mode.profile_name, "--out", str(folder), "--timeout",
-                                              str(int(max(5, left - 5))), "--no-engines",
-                                              *self.mode.calibrate_args),
+                                              str(int(max(5, left - 5))), *extra),
                                   left, log_name="calibrate")
-            tries.append(f"exit {code}: {_last_line(tail)}" if code else "ok")
+            tries.append(f"{' '.join(extra) or 'with engines'}: " + (f"exit {code}: {_last_line(tail)}" if code else "ok"))
             spent = time.monotonic() - started
             if code == 0 or code == 124 or len(tries) == 2 or allowed - spent < spent + MIN_PHASE_S:
                 break
+            if "--no-engines" not in extra:
+                extra.append("--no-engines")
         if code != 0 or not path.is_file():
             return {"status": "failed", "reason": tries[-1], "tries": tries}
         shutil.copy(path, self.out / path.name)
@@ -317,7 +338,7 @@ class Kit:
                            "--verify-top", str(self.mode.verify_top), *profile,
                            "--deepspeed", str(self._train_config(self._search_limits())), "--results_dir", str(self.work / "search"),
                            "--exps_dir", str(self.work / "search_exps"),
-                           "--timeout", str(int(max(30, allowed / (self.mode.verify_top + 2)))))
+                           "--timeout", str(int(self.mode.experiment_timeout_s)))
         started = time.monotonic()
         code, tail = self.run(argv, allowed, log_name="search")
         summary = self.work / "search" / "summary.txt"
@@ -330,7 +351,10 @@ class Kit:
 
     def _search_limits(self) -> dict[str, Any]:
         limit = self.mode.search_max_micro_batch_size
-        return {} if limit is None else {"autotuning": {"max_train_micro_batch_size_per_gpu": limit}}
+        extra: dict[str, Any] = {} if limit is None else {"autotuning": {"max_train_micro_batch_size_per_gpu": limit}}
+        if self.mode.search_stages is not None:
+            extra["zero_optimization"] = {"stage": self.mode.search_stages}
+        return extra
 
     def autotuner(self, allowed: float) -> dict[str, Any]:
         model, seq = self.mode.search_model
@@ -397,6 +421,16 @@ _OP_BUILD = (
     "builder.load(verbose=False)\n"
     "print('{builder} built in %.1f s' % (time.perf_counter() - t))\n"
 )
+
+
+def deepspeed_arch_list(given: Optional[str]) -> Optional[str]:
+    """simtune's :func:`simtune.runner.arch_list.deepspeed_arch_list`, loaded from its file (a
+    standard-library module: the packages are not installed yet when the kit starts)."""
+    spec = importlib.util.spec_from_file_location("simtune_arch_list", ROOT / "simtune" / "runner" / "arch_list.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.deepspeed_arch_list(given)
 
 
 def remove_build_locks() -> list[str]:

@@ -4,8 +4,11 @@
     python benchmarks/gpu/report.py launches --plan plan.json --measurements m.jsonl --count 2 --work DIR
         --timeout S --out launches.json
     python benchmarks/gpu/report.py summarize --out-dir DIR
+    python benchmarks/gpu/report.py repredict --kit-out DIR --profile P [--profile P2 ...]
 
-``plan`` and ``summarize`` use only simtune's pure cost model (no torch); ``launches`` runs real
+``repredict`` predicts a committed kit output's measured configurations again on other profiles
+(a changed cost model checked against real GPU measurements without a GPU). ``plan``,
+``summarize`` and ``repredict`` use only simtune's pure cost model (no torch); ``launches`` runs real
 experiments through simtune's runner (DeepSpeed's launcher and simtune's probe).
 
 Memory is compared like with like: the prediction's total less the profile's fixed overhead
@@ -35,21 +38,31 @@ TARGET_STEP_MAPE = 0.25
 
 
 # ---------------------------------------------------------------------- plan
-def make_plan(mode: str, profile_ref: str, precision: str, torch_adam: bool, cpu_adam: bool) -> dict[str, Any]:
+def planning_profile(profile_ref: str, precision: str) -> tuple[Any, Any]:
+    """The profile as ``simtune estimate`` and reports use it: with the engine costs learnt on it
+    (saved by a calibration with engines, or by a search), and those costs (None when none)."""
     from simtune.hardware.registry import load_profile
+    from simtune.prediction.learnt_engine_costs import learnt_engine_costs, with_learnt_engine_costs
 
     profile = load_profile(profile_ref)
+    learnt = learnt_engine_costs(profile, precision)
+    return with_learnt_engine_costs(profile, learnt), learnt
+
+
+def make_plan(mode: str, profile_ref: str, precision: str, torch_adam: bool, cpu_adam: bool) -> dict[str, Any]:
+    profile, learnt = planning_profile(profile_ref, precision)
     cases = gpu_cases() if mode == "gpu" else rehearsal_cases()
     planner = Planner(profile, precision, torch_adam=torch_adam, max_micro_batch_size=4096 if mode == "gpu" else 16)
     rows = [planner.plan(case) for case in cases]
+    engine_costs = None if learnt is None else {"sources": list(learnt.sources), "costs": dict(learnt.costs),
+                                                "param_pass_s": [list(row) for row in learnt.param_pass_s]}
     return {"mode": mode, "profile": profile.name, "profile_ref": profile_ref, "precision": precision,
-            "torch_adam": torch_adam, "cpu_adam": cpu_adam, "cases": rows}
+            "torch_adam": torch_adam, "cpu_adam": cpu_adam, "engine_costs": engine_costs, "cases": rows}
 
 
 def planner_of(plan: dict[str, Any]) -> Planner:
-    from simtune.hardware.registry import load_profile
-
-    return Planner(load_profile(plan["profile_ref"]), plan["precision"], torch_adam=plan["torch_adam"],
+    profile, _ = planning_profile(plan["profile_ref"], plan["precision"])
+    return Planner(profile, plan["precision"], torch_adam=plan["torch_adam"],
                    max_micro_batch_size=4096 if plan["mode"] == "gpu" else 16)
 
 
@@ -149,20 +162,27 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "predicted_feasible_out_of_memory": infeasible_runs}
 
 
-def summary_markdown(plan: dict[str, Any], measured: list[dict], launches: list[dict], kit: dict) -> str:
-    rows = summary_rows(plan, measured)
-    v = verdicts(rows)
+def summary_markdown(plan: Optional[dict[str, Any]], measured: list[dict], launches: list[dict], kit: dict) -> str:
     env = kit.get("environment", {})
-    device = env.get("device", {}).get("name") or ("CPU (rehearsal)" if plan["mode"] == "rehearsal" else "?")
-    lines = [f"# GPU kit results ({plan['mode']})", "",
+    mode = plan["mode"] if plan else kit.get("mode", "?")
+    device = env.get("device", {}).get("name") or ("CPU (rehearsal)" if mode == "rehearsal" else "?")
+    ops = kit.get("ops", {})
+    lines = [f"# GPU kit results ({mode})", "",
              f"Device: {device}; torch {env.get('versions', {}).get('torch')}, CUDA {env.get('cuda')}, "
-             f"DeepSpeed {env.get('versions', {}).get('deepspeed')}; profile `{plan['profile']}`; "
-             f"precision {plan['precision']}; optimizer {'torch Adam' if plan['torch_adam'] else 'DeepSpeed default'}"
-             f"{' (' + kit['ops']['fallback_reason'] + ')' if kit.get('ops', {}).get('fallback_reason') else ''}.",
+             f"DeepSpeed {env.get('versions', {}).get('deepspeed')}; optimizer {ops.get('optimizer', '?')}"
+             f"{' (' + ops['fallback_reason'] + ')' if ops.get('fallback_reason') else ''}.",
              "", "## Phases", "", "| phase | status | seconds | note |", "|---|---|---|---|"]
     for name, phase in kit.get("phases", {}).items():
         lines.append(f"| {name} | {phase['status']} | {phase.get('seconds', '')} | {phase.get('reason') or ''} |")
-    lines += ["", "## Predicted against measured (one process; closed-form workload, calibrated profile)", "",
+    if plan is None:
+        return "\n".join(lines + ["", "No plan: nothing was predicted or measured."]) + "\n"
+    rows = summary_rows(plan, measured)
+    v = verdicts(rows)
+    engine_costs = plan.get("engine_costs")
+    learnt = ("engine costs learnt from " + ", ".join(engine_costs["sources"])) if engine_costs else \
+        "no engine costs learnt on it"
+    lines += ["", f"## Predicted against measured (one process; closed-form workload; profile `{plan['profile']}`, "
+              f"{learnt}; {plan['precision']})", "",
               "Memory: predicted total less the profile's fixed overhead against torch's peak allocated; "
               "reserved beside it.", "",
               "| configuration | status | pred ms | meas ms | err | pred GiB | alloc GiB | err | reserved GiB |",
@@ -201,6 +221,54 @@ def summary_markdown(plan: dict[str, Any], measured: list[dict], launches: list[
     return "\n".join(lines) + "\n"
 
 
+def stage_pairs(rows: list[dict[str, Any]]) -> tuple[int, int]:
+    """(pairs ordered as measured, pairs) among configurations that differ in their ZeRO stage
+    alone (same preset, sequence, micro-batch size, checkpointing and offload)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("meas_step_s") and not r["largest"]:
+            case = r["case"]
+            key = (case["preset"], case["seq_len"], r["mbs"], case["checkpointing"], case["offload_optimizer"])
+            groups.setdefault(key, []).append(r)
+    agree = total = 0
+    for members in groups.values():
+        for i, a in enumerate(members):
+            for b in members[i + 1:]:
+                total += 1
+                agree += (a["pred_step_s"] < b["pred_step_s"]) == (a["meas_step_s"] < b["meas_step_s"])
+    return agree, total
+
+
+def repredicted_text(kit_out: Path, profiles: list[str]) -> str:
+    """The measured configurations of one kit output predicted again on each of ``profiles``
+    (names or paths; engine costs learnt on them in this simtune home are applied)."""
+    plan = json.loads((kit_out / "plan.json").read_text())
+    measured = read_jsonl(kit_out / "measurements.jsonl")
+    lines = [f"measurements: {kit_out} ({sum(1 for m in measured if m['status'] == 'ok')} ran; "
+             f"precision {plan['precision']}; {'torch Adam' if plan['torch_adam'] else 'DeepSpeed default optimizer'})"]
+    for ref in profiles:
+        plan_here = {**plan, "profile_ref": ref}
+        rows = summary_rows(plan_here, measured)
+        for r in rows:
+            r["case"] = next(c["case"] for c in plan["cases"] if c["key"] == r["key"])
+        v = verdicts(rows)
+        agree, pairs = stage_pairs(rows)
+        _, learnt = planning_profile(ref, plan["precision"])
+        lines += ["", f"profile {ref} ({learnt.describe() if learnt else 'no engine costs learnt on it'})",
+                  f"  {'configuration':36s} {'pred ms':>8s} {'meas ms':>8s} {'err':>7s} {'pred GiB':>9s} "
+                  f"{'alloc GiB':>9s} {'err':>7s}"]
+        for r in rows:
+            if r["largest"] or not r.get("meas_step_s"):
+                continue
+            lines.append(f"  {r['key']:36s} {r['pred_step_s'] * 1e3:8.1f} {r['meas_step_s'] * 1e3:8.1f} "
+                         f"{_pct(r.get('step_err')):>7s} {_gib(r['pred_mem_bytes']):>9s} "
+                         f"{_gib(r['meas_alloc_bytes']):>9s} {_pct(r.get('mem_err')):>7s}")
+        fmt = lambda x: "n/a" if x is None else f"{x * 100:.1f}%"  # noqa: E731
+        lines.append(f"  step MAPE {fmt(v['step_mape'])} (median {fmt(v['step_median_error'])}); memory MAPE "
+                     f"{fmt(v['memory_mape'])}; stage pairs ordered as measured {agree} of {pairs}")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -220,6 +288,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     la.add_argument("--out", required=True)
     s = sub.add_parser("summarize")
     s.add_argument("--out-dir", required=True)
+    r = sub.add_parser("repredict", help="a kit output's measured configurations predicted on other profiles")
+    r.add_argument("--kit-out", required=True, help="a kit output folder (plan.json, measurements.jsonl)")
+    r.add_argument("--profile", action="append", required=True, help="a profile name or path (repeatable)")
     args = parser.parse_args(argv)
 
     if args.command == "plan":
@@ -232,9 +303,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                               max(30, args.timeout))
         Path(args.out).write_text(json.dumps(result, indent=1))
         print(f"launches: {[(x['key'], x['status']) for x in result['launches']]}")
+    elif args.command == "repredict":
+        print(repredicted_text(Path(args.kit_out), args.profile), end="")
     else:
         out = Path(args.out_dir)
-        plan = json.loads((out / "plan.json").read_text())
+        plan = json.loads((out / "plan.json").read_text()) if (out / "plan.json").is_file() else None
         launches = json.loads((out / "launches.json").read_text())["launches"] if (out / "launches.json").is_file() \
             else []
         kit = json.loads((out / "kit.json").read_text()) if (out / "kit.json").is_file() else {}

@@ -1,0 +1,44 @@
+"""The GPU kit's report: committed H200 measurements predicted again, stage pairs counted."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+KIT = ROOT / "benchmarks" / "gpu"
+H200_KIT = ROOT / "benchmarks" / "results" / "gpu" / "h200-2026-12-04-kit"
+
+
+def _report():
+    if str(KIT) not in sys.path:
+        sys.path.insert(0, str(KIT))
+    spec = importlib.util.spec_from_file_location("gpu_kit_report", KIT / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(stage: int, pred: float, meas: float, mbs: int = 16) -> dict:
+    return {"key": f"z{stage}", "largest": False, "mbs": mbs, "pred_step_s": pred, "meas_step_s": meas,
+            "case": {"preset": "gpt2", "seq_len": 1024, "checkpointing": False, "offload_optimizer": "none"}}
+
+
+def test_stage_pairs_count_only_configurations_that_differ_in_their_stage():
+    report = _report()
+    rows = [_row(0, 1.0, 1.2), _row(1, 2.0, 1.1), _row(3, 3.0, 2.0), _row(0, 9.0, 9.0, mbs=4)]
+    # pairs (0,1) reversed, (0,3) and (1,3) as measured; the micro-batch 4 row has no partner
+    assert report.stage_pairs(rows) == (2, 3)
+
+
+def test_the_committed_h200_run_is_predicted_again_on_any_profile(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMTUNE_HOME", str(tmp_path))  # no engine costs learnt here
+    text = _report().repredicted_text(H200_KIT, ["hgx-h200-141gb", str(H200_KIT / "h200-141gb-1gpu.json")])
+    assert "16 ran; precision bf16; torch Adam" in text
+    sections = text.split("\nprofile ")[1:]
+    assert len(sections) == 2
+    for section in sections:
+        rows = [line for line in section.splitlines() if line.startswith("  gpt2") or line.startswith("  bert")]
+        assert len(rows) == 16
+        assert "step MAPE" in section and "stage pairs ordered as measured" in section and " of 8" in section
