@@ -52,7 +52,7 @@ def model_spec(workload: Workload, activation_bytes_per_sample_per_layer: Option
 def structure_of(workload: Workload) -> dict[str, Any]:
     """The ModelSpec fields that say how the workload's layers are built (its kernels, attention
     and the modules ZeRO-3 hooks), beyond its sizes and counts."""
-    return dict(attention=workload.attention, attention_dropout=workload.attention_dropout > 0,
+    return dict(attention=workload.attention, attention_dropout=workload.attention_dropout > 0, loss=workload.loss,
                 block=block_of(workload),
                 parameter_modules=sum(m.repeats for m in module_parameters(workload) if m.tensors or m.shared))
 

@@ -40,6 +40,15 @@ output, dropout mask, dropped output); "sdpa" (torch's scaled_dot_product_attent
 (FlashAttention 2/3) recompute them from Q, K, V and a per-row log-sum-exp (Dao et al. 2022)."""
 
 
+LOSS_KINDS = ("fp32", "fused")
+"""How the training program's loss holds the logits for the backward: "fp32" upcasts them and
+takes torch's cross-entropy (transformers' loss functions, torchtitan): an fp32 log-softmax is
+kept and two fp32 gradients of its size exist during its backward; "fused" runs one
+cross-entropy kernel (flash-attn's ``CrossEntropyLoss``, llm.c's fused classifier) that keeps
+the logits and a log-sum-exp and makes one gradient of the logits' size
+(:func:`simtune.model.memory_activations.logits_bytes`)."""
+
+
 @dataclass(frozen=True)
 class Block:
     """How one transformer layer is built, as far as its kernels differ (the operator list of
@@ -106,6 +115,8 @@ class ModelSpec:
     (unless dropout sends them to the math kernel: :func:`~simtune.model.operators.keeps_attention_scores`)."""
     attention_dropout: bool = True
     """Dropout on the attention probabilities while training (Korthikanti's layer has it)."""
+    loss: str = "fp32"
+    """How the loss holds the logits for the backward (one of :data:`LOSS_KINDS`)."""
     block: Block = Block()
     """How a layer is built: which kernels it launches (:mod:`simtune.model.operators`)."""
     parameter_modules: int = 0
@@ -120,6 +131,8 @@ class ModelSpec:
                   largest_layer_params=self.largest_layer_params)
         _require(self.attention in ATTENTION_KINDS, WorkloadError,
                  f"ModelSpec.attention must be one of {', '.join(ATTENTION_KINDS)}, not {self.attention!r}.")
+        _require(self.loss in LOSS_KINDS, WorkloadError,
+                 f"ModelSpec.loss must be one of {', '.join(LOSS_KINDS)}, not {self.loss!r}.")
         if self.activation_bytes_per_sample_per_layer is not None:
             _positive(WorkloadError, "ModelSpec",
                       activation_bytes_per_sample_per_layer=self.activation_bytes_per_sample_per_layer)

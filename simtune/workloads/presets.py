@@ -76,6 +76,10 @@ class Workload:
     """How attention runs (one of :data:`ATTENTION_KINDS`), as transformers builds the model."""
     attention_dropout: float = 0.0
     """Dropout on the attention probabilities while training."""
+    loss: str = "fp32"
+    """How the training program's loss holds the logits (one of
+    :data:`simtune.model.inputs.LOSS_KINDS`): "fp32" for transformers' loss functions, which upcast
+    them; "fused" for a fused cross-entropy kernel."""
 
 
 FUSED_ATTENTION_MODEL_TYPES = frozenset({"gpt2", "bert", "distilbert", "roberta", "llama", "mistral", "qwen2"})

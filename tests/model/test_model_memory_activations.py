@@ -101,3 +101,17 @@ def test_without_attention_dropout_eager_attention_keeps_only_the_softmax_output
     assert layer_activation_bytes_per_sample(dropped, config, cpu) - \
         layer_activation_bytes_per_sample(plain, config, cpu) == pytest.approx(4 * a * s * s)  # mask in bf16 on CPU
 
+
+
+def test_a_fused_cross_entropy_keeps_the_logits_and_makes_one_gradient(make_gpt2):
+    fused = make_gpt2(loss="fused")
+    for precision, b in (("bf16", 2), ("fp32", 4)):
+        config = TrainConfig(stage=0, micro_batch_size=3, precision=precision)
+        assert logits_bytes(fused, config) == 3 * fused.seq_len * fused.vocab_size * 2 * b
+
+
+def test_an_unknown_loss_is_one_clear_sentence(make_gpt2):
+    from simtune.errors import WorkloadError
+
+    with pytest.raises(WorkloadError, match="ModelSpec.loss must be one of fp32, fused"):
+        make_gpt2(loss="chunked")
