@@ -24,7 +24,9 @@ its GPU, or the throughput would need more than the GPU's dense peak at the row'
 the model's FLOP count (:func:`throughput_doubt`). The summary says what every row together gives.
 
 What each source ran is taken from its own description: the attention implementation
-(``software.attention``: eager, sdpa or flash, with its basis) and, for PyTorch FSDP, one fetch
+(``software.attention``: eager, sdpa or flash, with its basis), the loss (``software.loss``: fp32
+where torch's cross-entropy runs over upcast logits, the default; fused for a fused cross-entropy
+kernel, with its basis) and, for PyTorch FSDP, one fetch
 unit per transformer block (FSDP wraps each block: ``parameter_modules`` = layers + 1) instead of
 DeepSpeed's one per module holding parameters.
 """
@@ -75,9 +77,9 @@ def workload_of(model: dict[str, Any], attention: str | None = None) -> Workload
         config = {"model_type": "bert", "hidden_size": hidden, "num_hidden_layers": layers,
                   "num_attention_heads": heads, "intermediate_size": intermediate, "vocab_size": vocab,
                   "max_position_embeddings": max(seq, 512)}
-    else:
+    else:  # MPT, llm.c and Megatron's GPT-2: one GELU kernel, not transformers' eight-op gelu_new
         config = {"model_type": "gpt2", "n_embd": hidden, "n_layer": layers, "n_head": heads, "n_inner": intermediate,
-                  "vocab_size": vocab, "n_positions": max(seq, 1024)}
+                  "vocab_size": vocab, "n_positions": max(seq, 1024), "activation_function": "gelu"}
     if attention:
         config["attn_implementation"] = attention
     return _from_document(str(model.get("name")), config, seq)
@@ -171,7 +173,9 @@ def without_engine_reduction(m: Any) -> int:
 def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
     """The cost model's prediction of one row."""
     profile = load_profile(str(profile_of(source["hardware"]["gpu"])))
-    workload = workload_of(row["model"], (source.get("software") or {}).get("attention"))
+    software = source.get("software") or {}
+    workload = dataclasses.replace(workload_of(row["model"], software.get("attention")),
+                                   loss=software.get("loss") or "fp32")
     parallel = row.get("parallel") or {}
     gpus = int(row["gpus"])
     trial = Trial(stage=int(parallel.get("zero_stage") or 0), micro_batch_size=int(row.get("micro_batch_size") or 1),
