@@ -144,7 +144,10 @@ class Planner:
         """Step time, throughput and memory the model predicts for the case at a size."""
         estimate = self.predictor(case).predict(trial_of(case, micro_batch_size))
         memory = estimate.memory
-        return {"step_s": estimate.time.step_s, "throughput": estimate.metrics.throughput_samples_per_s,
+        time = estimate.time
+        return {"step_s": time.step_s, "throughput": estimate.metrics.throughput_samples_per_s,
+                "split_s": {"forward": time.forward_phase_s, "backward": time.backward_phase_s,
+                            "step": time.step_phase_s},
                 "total_bytes": memory.total_bytes, "fixed_overhead_bytes": memory.fixed_overhead_bytes,
                 "limit_bytes": memory.limit_bytes, "feasible": memory.feasible}
 

@@ -141,7 +141,8 @@ def summary_rows(plan: dict[str, Any], measured: list[dict]) -> list[dict[str, A
                "pred_mem_bytes": pred_mem, "meas_alloc_bytes": peak.get("allocated_bytes"),
                "meas_reserved_bytes": peak.get("reserved_bytes"),
                "predicted_largest": row["predicted_largest"], "measured_largest": m.get("measured_largest"),
-               "smallest_failing": m.get("smallest_failing")}
+               "smallest_failing": m.get("smallest_failing"), "pred_split_s": predicted["split_s"],
+               "meas_split_s": m.get("split_s"), "profile": m.get("profile")}
         if out["meas_step_s"]:
             out["step_err"] = out["pred_step_s"] / out["meas_step_s"] - 1
         if out["meas_alloc_bytes"]:
@@ -160,6 +161,42 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "memory_mape": statistics.fmean(mems) if mems else None,
             "memory_max_error": max(mems) if mems else None,
             "predicted_feasible_out_of_memory": infeasible_runs}
+
+
+def split_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Predicted against measured time of each engine call (the device synchronised around each)."""
+    split = [r for r in rows if r.get("meas_split_s") and not r["largest"]]
+    if not split:
+        return []
+    lines = ["", "## Where a step's time goes (ms per optimizer step, predicted / measured)", "",
+             "| configuration | forward | backward | step |", "|---|---|---|---|"]
+    for r in split:
+        cells = [f"{r['pred_split_s'][k] * 1e3:.1f} / {r['meas_split_s'][k] * 1e3:.1f}" for k in ("forward", "backward", "step")]
+        lines.append(f"| {r['key']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def profile_lines(rows: list[dict[str, Any]], top: int = 6) -> list[str]:
+    """Each profiled configuration: host and device time per phase, the costliest operators."""
+    lines: list[str] = []
+    for r in rows:
+        prof = r.get("profile")
+        if not prof:
+            continue
+        lines += ["", f"## Profile of {r['key']} (torch.profiler, per optimizer step)", ""]
+        if "error" in prof:
+            lines.append(f"Not profiled: {prof['error']}")
+            continue
+        lines += [f"{prof['operators_per_step']} operator calls recorded per step (nested calls included).", "",
+                  "| phase | host ms | device ms |",
+                  "|---|---|---|"]
+        lines += [f"| {name} | {v['host_ms']:.1f} | {v['device_ms']:.1f} |" for name, v in prof["phases"].items()]
+        for title, key in (("host", "top_host"), ("device", "top_device")):
+            entries = prof.get(key) or []
+            if entries:
+                lines += ["", f"Most {title} time: " + "; ".join(
+                    f"`{e['name']}` {e['ms_per_step']:.2f} ms ({e['calls_per_step']:g} calls)" for e in entries[:top])]
+    return lines
 
 
 def summary_markdown(plan: Optional[dict[str, Any]], measured: list[dict], launches: list[dict], kit: dict) -> str:
@@ -203,6 +240,7 @@ def summary_markdown(plan: Optional[dict[str, Any]], measured: list[dict], launc
             tried = ", ".join(f"{a['micro_batch_size']} {a['status']}" for a in by_key[r["key"]].get("attempts", []))
             lines.append(f"| {r['key']} | {r['predicted_largest']} | {r['measured_largest']} | "
                          f"{r['smallest_failing'] or ''} | {tried} |")
+    lines += split_lines(rows) + profile_lines(rows)
     if launches:
         lines += ["", "## The same configurations through simtune's runner (launcher + probe)", "",
                   "| configuration | status | launch ms | in-process ms | launch peak GiB | in-process GiB |",

@@ -18,6 +18,11 @@ allocated before; on CPU the resident high-water mark (the rehearsal's reading).
 engine is deleted, garbage collected and the cache emptied. An out-of-memory error is a result
 (``oom``), as is any other failure (``failed`` with the error's last line).
 
+After its timed steps a case runs ``--split-steps`` more with the device synchronised around
+each engine call (forward, backward, step: the model's split), and the first case of each
+process (``--profile-first``) two more under torch.profiler: per phase its host and device time,
+and the operators with the most host and device time.
+
 A ``largest`` case starts at the predicted largest size and runs two steps per size: upward
 (doubling) until a size fails, then bisection, within ``--largest-attempts`` sizes in all.
 """
@@ -52,6 +57,10 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--largest-attempts", type=int, default=6)
+    parser.add_argument("--split-steps", type=int, default=2,
+                        help="steps timed per engine call after the timed steps (0: none)")
+    parser.add_argument("--profile-first", type=int, default=1,
+                        help="profile the first N configurations this process measures (torch.profiler)")
     return parser.parse_args(argv)
 
 
@@ -105,9 +114,81 @@ def release() -> None:
         torch.cuda.empty_cache()
 
 
+PHASES = ("forward", "backward", "step")
+"""The engine calls of one optimizer step, as simtune's model splits its time."""
+
+
+def split_step(engine: Any, data: Any, sync: Callable[[], None]) -> dict[str, float]:
+    """One optimizer step with the device synchronised around each engine call: seconds per
+    phase (summed over accumulation), the same split as the model's forward, backward and step
+    phases. Synchronising removes the overlap of one call's host work with the last's kernels,
+    so the parts add up to a little more than a step run freely."""
+    spent = dict.fromkeys(PHASES, 0.0)
+    for _ in range(engine.gradient_accumulation_steps()):
+        for phase in PHASES:
+            sync()
+            t0 = time.perf_counter()
+            if phase == "forward":
+                loss = engine(**data.next()).loss
+            elif phase == "backward":
+                engine.backward(loss)
+            else:
+                engine.step()
+            sync()
+            spent[phase] += time.perf_counter() - t0
+    return spent
+
+
+def profile_steps(engine: Any, data: Any, sync: Callable[[], None], steps: int = 2, top: int = 15) -> dict[str, Any]:
+    """torch.profiler over ``steps`` optimizer steps, each engine call in a named range: per
+    phase its host and device milliseconds per step, and the operators that take the most host
+    time and the most device time (self times, per step). Where the fixed cost of a step comes
+    from: host dispatch, a synchronisation, or device work."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    sync()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            for _ in range(engine.gradient_accumulation_steps()):
+                with record_function("simtune.forward"):
+                    loss = engine(**data.next()).loss
+                with record_function("simtune.backward"):
+                    engine.backward(loss)
+                with record_function("simtune.step"):
+                    engine.step()
+        sync()
+
+    def ms(event: Any, *names: str) -> float:
+        for name in names:
+            value = getattr(event, name, None)
+            if value is not None:
+                return round(float(value) / 1e3 / steps, 3)
+        return 0.0
+
+    events = prof.key_averages()
+    phases = {e.key.split(".", 1)[1]: {"host_ms": ms(e, "cpu_time_total"),
+                                       "device_ms": ms(e, "device_time_total", "cuda_time_total")}
+              for e in events if e.key.startswith("simtune.")}
+    ops = [e for e in events if not e.key.startswith("simtune.") and not e.key.startswith("ProfilerStep")]
+
+    def ranked(*names: str) -> list[dict[str, Any]]:
+        rows = sorted(ops, key=lambda e: ms(e, *names), reverse=True)[:top]
+        return [{"name": e.key[:120], "calls_per_step": round(e.count / steps, 1), "ms_per_step": ms(e, *names)}
+                for e in rows if ms(e, *names) > 0]
+
+    return {"steps": steps, "phases": phases,
+            "operators_per_step": round(sum(e.count for e in ops) / steps),
+            "top_host": ranked("self_cpu_time_total"),
+            "top_device": ranked("self_device_time_total", "self_cuda_time_total")}
+
+
 def run_engine(workload: Any, ds_config: dict, checkpointing: bool, steps: int, warmup: int,
-               device: Any, sync: Callable[[], None]) -> dict[str, Any]:
-    """Build one engine, run ``warmup`` then ``steps`` optimizer steps; its times and memory."""
+               device: Any, sync: Callable[[], None], split_steps: int = 0,
+               profile: bool = False) -> dict[str, Any]:
+    """Build one engine, run ``warmup`` then ``steps`` optimizer steps; its times and memory;
+    then ``split_steps`` steps timed per engine call, and with ``profile`` two profiled steps."""
     import deepspeed
 
     from simtune.workloads.train import SyntheticTokens, build_training_model, with_optimizer
@@ -135,8 +216,17 @@ def run_engine(workload: Any, ds_config: dict, checkpointing: bool, steps: int, 
                 if index >= warmup:
                     times.append(time.perf_counter() - t0)
             peak = memory.read()
-        return {"status": "ok", "step_s": statistics.median(times) if times else None, "step_times_s": times,
-                "init_s": init_s, "peak": peak}
+        result: dict[str, Any] = {"status": "ok", "step_s": statistics.median(times) if times else None,
+                                  "step_times_s": times, "init_s": init_s, "peak": peak}
+        if split_steps:
+            splits = [split_step(engine, data, sync) for _ in range(split_steps)]
+            result["split_s"] = {phase: statistics.median(s[phase] for s in splits) for phase in PHASES}
+        if profile:
+            try:
+                result["profile"] = profile_steps(engine, data, sync)
+            except Exception as exc:  # noqa: BLE001 - a profiler that cannot run must not cost the case
+                result["profile"] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        return result
     finally:
         del engine, model, keep_alive
         release()
@@ -148,11 +238,12 @@ def outcome_of(exc: BaseException) -> dict[str, Any]:
 
 
 def measure(workload: Any, row: dict, size: int, args: argparse.Namespace, device: Any, sync: Callable,
-            steps: Optional[int] = None, warmup: Optional[int] = None) -> dict[str, Any]:
+            steps: Optional[int] = None, warmup: Optional[int] = None, split_steps: int = 0,
+            profile: bool = False) -> dict[str, Any]:
     config = render_for(row["ds_config"], size)
     try:
         result = run_engine(workload, config, row["case"]["checkpointing"], args.steps if steps is None else steps,
-                            args.warmup if warmup is None else warmup, device, sync)
+                            args.warmup if warmup is None else warmup, device, sync, split_steps, profile)
     except Exception as exc:  # noqa: BLE001 - every failure is a recorded result
         result = outcome_of(exc)
         if result["status"] == "failed":
@@ -223,6 +314,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     get_accelerator().set_device(0)
     device = torch.device(get_accelerator().device_name(0))
     sync = device_sync(device)
+    profiled = 0
     for row in rows:
         if row["key"] in done:
             continue
@@ -234,7 +326,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         elif case["largest"]:
             result = find_largest(workload, row, args, device, sync)
         else:
-            result = measure(workload, row, row["micro_batch_size"], args, device, sync)
+            result = measure(workload, row, row["micro_batch_size"], args, device, sync,
+                             split_steps=args.split_steps, profile=profiled < args.profile_first)
+            profiled += 1
         result["key"] = row["key"]
         with results.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(result) + "\n")

@@ -101,7 +101,22 @@ def test_every_planned_configuration_was_measured(rehearsal):
             assert m["status"] == "ok", m
             assert 0 < m["step_s"] < 10 and len(m["step_times_s"]) == 5
             assert m["peak"]["allocated_bytes"] > 0
+            assert set(m["split_s"]) == {"forward", "backward", "step"} and all(v > 0 for v in m["split_s"].values())
     assert any(r["case"]["stage"] == 3 and measured[r["key"]]["status"] == "ok" for r in plan["cases"])
+
+
+def test_the_first_configuration_of_each_process_is_profiled(rehearsal):
+    plan = json.loads((rehearsal / "plan.json").read_text())
+    measured = _measurements(rehearsal)
+    for group in ("main", "stage3"):
+        first = next(r["key"] for r in plan["cases"] if r["group"] == group and not r["case"]["largest"])
+        profile = measured[first]["profile"]
+        assert set(profile["phases"]) == {"forward", "backward", "step"}
+        assert all(phase["host_ms"] > 0 for phase in profile["phases"].values())
+        assert profile["operators_per_step"] > 100 and profile["top_host"][0]["ms_per_step"] > 0
+    profiled = [key for key, m in measured.items() if m.get("profile")]
+    assert len(profiled) == 2
+    assert "## Where a step's time goes" in (rehearsal / "summary.md").read_text()
 
 
 def test_launch_through_the_runner_and_the_report(rehearsal):
