@@ -46,6 +46,7 @@ class MemoryEstimate:
     comm_scratch_bytes: int
     activations_bytes: int
     logits_bytes: int
+    """What the loss adds to the backward's peak (under checkpointing, beyond the rebuilt layer)."""
     step_transient_bytes: int
     fixed_overhead_bytes: int
     runtime_overhead_bytes: int
@@ -95,7 +96,7 @@ def estimate_memory(model: ModelSpec, hardware: HardwareSpec, config: TrainConfi
     measured = act.measured_activation_bytes(model, config)
     if measured is None:
         activations = act.activation_bytes(model, config, hardware)
-        logits = act.logits_bytes(model, config)
+        logits = act.loss_bytes_beyond_recomputation(model, config, hardware)
     else:
         activations, logits = measured, 0
     transient = buf.step_transient_bytes(s, config) + buf.optimizer_temporary_bytes(s, config, hardware.optimizer_impl)

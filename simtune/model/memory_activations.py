@@ -31,7 +31,8 @@ kernels do (``HardwareSpec.fused_attention_dropout``).
 
 With full activation checkpointing each layer keeps only its input (s*h*b bytes, b the compute
 precision's size) and one layer's activations exist again during its recomputation; selective
-policies keep more (:mod:`simtune.model.checkpointing`).
+policies keep more (:mod:`simtune.model.checkpointing`). The loss's tensors below are freed before
+the first layer is rebuilt, so under checkpointing the peak holds the larger of the two, not both.
 
 GPT-2's MLP runs the tanh approximation of GELU as eight separate operators
 (``0.5*x*(1 + tanh(sqrt(2/pi)*(x + 0.044715*x^3)))``, transformers' ``NewGELUActivation``), whose
@@ -89,6 +90,14 @@ def attention_score_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> flo
     return per_element * a * s * s / t
 
 
+def recomputed_layer_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> int:
+    """The one layer that checkpointing rebuilds during the backward (inside
+    :func:`activation_bytes`); 0 without checkpointing."""
+    if not checkpointed_layers(m, c):
+        return 0
+    return int(c.micro_batch_size * layer_activation_bytes_per_sample(m, c, hw))
+
+
 def activation_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> int:
     """Every layer's activations, or under checkpointing what the checkpointed layers keep
     (:mod:`simtune.model.checkpointing`), the others' activations and one layer recomputing."""
@@ -120,6 +129,13 @@ def runtime_overhead_bytes(m: ModelSpec, c: TrainConfig) -> int:
         return 0
     extra = mm.zero_runtime_bytes if c.stage >= 1 else 0
     return mm.process_overhead_bytes + extra + mm.residual_bytes(c.stage, c.micro_batch_size) // c.mp_degree
+
+
+def loss_bytes_beyond_recomputation(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> int:
+    """What the loss adds to the backward's peak above :func:`activation_bytes`: its tensors are
+    freed before checkpointing rebuilds the first layer, so the two do not live at once and the
+    peak holds the larger of them (the loss's share is what exceeds the rebuilt layer)."""
+    return max(0, logits_bytes(m, c) - recomputed_layer_bytes(m, c, hw))
 
 
 def logits_bytes(m: ModelSpec, c: TrainConfig) -> int:

@@ -115,3 +115,18 @@ def test_an_unknown_loss_is_one_clear_sentence(make_gpt2):
 
     with pytest.raises(WorkloadError, match="ModelSpec.loss must be one of fp32, fused"):
         make_gpt2(loss="chunked")
+
+
+def test_under_checkpointing_the_loss_and_the_rebuilt_layer_do_not_add(gpt2, hardware):
+    """The loss's tensors are freed before the first layer is rebuilt: the peak holds the larger."""
+    from simtune.model.memory_activations import loss_bytes_beyond_recomputation, recomputed_layer_bytes
+
+    plain = TrainConfig(stage=0, micro_batch_size=4, precision="bf16")
+    ckpt = TrainConfig(stage=0, micro_batch_size=4, precision="bf16", activation_checkpointing=True)
+    assert recomputed_layer_bytes(gpt2, plain, hardware) == 0
+    assert loss_bytes_beyond_recomputation(gpt2, plain, hardware) == logits_bytes(gpt2, plain)
+    layer = recomputed_layer_bytes(gpt2, ckpt, hardware)
+    assert layer == int(4 * layer_activation_bytes_per_sample(gpt2, ckpt, hardware))
+    assert loss_bytes_beyond_recomputation(gpt2, ckpt, hardware) == logits_bytes(gpt2, ckpt) - layer
+    tiny_vocab = gpt2.__class__(**{**gpt2.__dict__, "vocab_size": 8})
+    assert loss_bytes_beyond_recomputation(tiny_vocab, ckpt, hardware) == 0
