@@ -27,7 +27,9 @@ Phases, in order (docs/benchmarks-gpu.md gives each one's budget and what it wri
 8. ``autotuner``: DeepSpeed's own autotuner on the same workload, if time is left;
 9. ``report``: the tables (predicted against measured) in summary.md.
 
-Only the standard library is imported here: the packages arrive in phase 1. Each phase runs as
+Throughout, ``nvidia-smi`` samples the SM clock, power and temperature twice a second (where it
+exists); kit.json keeps them per phase. Only the standard library is imported here: the packages
+arrive in phase 1. Each phase runs as
 processes of its own, in their own session, killed with their group at the phase's deadline;
 kit.json is rewritten after every phase, and the measurements are appended as they are made, so
 a call that ends early still returns what it did. Files under ``--out`` (8 at most): kit.json,
@@ -104,6 +106,71 @@ REPORT_RESERVE_S = 20.0
 MIN_PHASE_S = 8.0
 
 
+GPU_QUERY = "timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,utilization.gpu"
+"""What ``nvidia-smi`` samples twice a second while the GPU works: whether the SM clock holds
+its boost under sustained load (a power-capped part lowers it) is one candidate for the gap
+between the model's compute rate and the measured one."""
+
+
+class GpuSampler:
+    """``nvidia-smi --query-gpu=... -lms 500`` in the background, summarised per phase."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.process: Optional[subprocess.Popen] = None
+        self.reason: Optional[str] = None
+
+    def start(self) -> None:
+        if shutil.which("nvidia-smi") is None:
+            self.reason = "no nvidia-smi on this machine"
+            return
+        try:
+            with self.path.open("w", encoding="utf-8") as handle:  # the child keeps its own copy
+                self.process = subprocess.Popen(["nvidia-smi", f"--query-gpu={GPU_QUERY}",
+                                                 "--format=csv,noheader,nounits", "-lms", "500"], stdout=handle,
+                                                stderr=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:  # sampling must never cost the call
+            self.reason = f"nvidia-smi did not start: {exc}"
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _kill_group(self.process)
+            self.process = None
+
+    def summary(self, phases: dict[str, Any]) -> dict[str, Any]:
+        """Per phase (by the wall-clock times the kit recorded): samples, the SM clock while the GPU
+        was busy (utilisation >= 50%), power and temperature."""
+        if self.reason:
+            return {"skipped": self.reason}
+        rows = []
+        for line in (self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+                     if self.path.is_file() else []):
+            parts = [p.strip() for p in line.split(",")]
+            try:
+                when = datetime.datetime.strptime(parts[0], "%Y/%m/%d %H:%M:%S.%f").timestamp()
+                rows.append((when, *(float(v) for v in parts[1:6])))
+            except (ValueError, IndexError):
+                continue
+        out: dict[str, Any] = {"samples": len(rows), "phases": {}}
+        for name, phase in phases.items():
+            if "wall_start" not in phase:
+                continue
+            inside = [r for r in rows if phase["wall_start"] <= r[0] <= phase["wall_end"]]
+            busy = [r for r in inside if r[5] >= 50]
+            if not inside:
+                continue
+
+            def pct(values: list[float], q: float) -> Optional[float]:
+                return sorted(values)[min(len(values) - 1, int(q * len(values)))] if values else None
+
+            out["phases"][name] = {
+                "samples": len(inside), "busy_samples": len(busy),
+                "sm_mhz_busy_p5": pct([r[1] for r in busy], 0.05), "sm_mhz_busy_p50": pct([r[1] for r in busy], 0.5),
+                "sm_mhz_max": max(r[1] for r in inside), "power_w_p50": pct([r[3] for r in inside], 0.5),
+                "power_w_max": max(r[3] for r in inside), "temperature_c_max": max(r[4] for r in inside)}
+        return out
+
+
 class Kit:
     def __init__(self, mode: Mode, out: Path, work: Path, total_s: float, wheels: Path = WHEELS) -> None:
         self.mode, self.out, self.work, self.wheels = mode, out, work, wheels
@@ -171,12 +238,14 @@ class Kit:
         else:
             self.log(f"phase {name}: up to {allowed:.0f} s")
             started = time.monotonic()
+            entry["wall_start"] = time.time()
             try:
                 entry.update(body(allowed))
                 entry.setdefault("status", "ok")
             except Exception as exc:  # noqa: BLE001 - a failed phase is a recorded result
                 entry.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
             entry["seconds"] = round(time.monotonic() - started, 1)
+            entry["wall_end"] = time.time()
         self.record["phases"][name] = entry
         self.log(f"phase {name}: {entry['status']}" + (f" ({entry.get('reason')})" if entry.get("reason") else ""))
         self.save()
@@ -527,12 +596,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     kit = Kit(mode, out, work, args.budget_s or mode.total_s, Path(args.wheels))
     skipped = {s for s in args.skip.split(",") if s}
     kit.log(f"simtune GPU kit, mode {mode.name}, deadline {kit.left_s():.0f} s, work folder {work}")
-    for name in ("install", "ops", "calibrate", "plan", "measure", "launches", "search", "autotuner", "report"):
-        if name in skipped:
-            kit.record["phases"][name] = {"status": "skipped", "reason": "--skip"}
-            kit.save()
-            continue
-        kit.phase(name, getattr(kit, name))
+    sampler = GpuSampler(work / "gpu_samples.csv")
+    sampler.start()
+    try:
+        for name in ("install", "ops", "calibrate", "plan", "measure", "launches", "search", "autotuner", "report"):
+            if name == "report":
+                sampler.stop()
+                kit.record["gpu_samples"] = sampler.summary(kit.record["phases"])
+                kit.save()  # the report reads kit.json
+            if name in skipped:
+                kit.record["phases"][name] = {"status": "skipped", "reason": "--skip"}
+                kit.save()
+                continue
+            kit.phase(name, getattr(kit, name))
+    finally:
+        sampler.stop()
     kit.record["finished"] = _now()
     kit.save()
     failed = [n for n, p in kit.record["phases"].items() if p["status"] == "failed"]

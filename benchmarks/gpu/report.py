@@ -199,6 +199,22 @@ def profile_lines(rows: list[dict[str, Any]], top: int = 6) -> list[str]:
     return lines
 
 
+def clock_lines(samples: dict[str, Any]) -> list[str]:
+    """The GPU's clocks, power and temperature per phase (``nvidia-smi`` twice a second)."""
+    if samples.get("skipped"):
+        return ["", f"GPU clocks: not sampled ({samples['skipped']})."]
+    if not samples.get("phases"):
+        return []
+    lines = ["", "## GPU clocks while each phase ran (nvidia-smi, every 0.5 s)", "",
+             "| phase | samples (busy) | SM MHz busy p5 / p50 | SM MHz max | power W p50 / max | max °C |",
+             "|---|---|---|---|---|---|"]
+    for name, v in samples["phases"].items():
+        lines.append(f"| {name} | {v['samples']} ({v['busy_samples']}) | {v['sm_mhz_busy_p5']} / "
+                     f"{v['sm_mhz_busy_p50']} | {v['sm_mhz_max']:g} | {v['power_w_p50']:g} / {v['power_w_max']:g} | "
+                     f"{v['temperature_c_max']:g} |")
+    return lines
+
+
 def summary_markdown(plan: Optional[dict[str, Any]], measured: list[dict], launches: list[dict], kit: dict) -> str:
     env = kit.get("environment", {})
     mode = plan["mode"] if plan else kit.get("mode", "?")
@@ -211,6 +227,7 @@ def summary_markdown(plan: Optional[dict[str, Any]], measured: list[dict], launc
              "", "## Phases", "", "| phase | status | seconds | note |", "|---|---|---|---|"]
     for name, phase in kit.get("phases", {}).items():
         lines.append(f"| {name} | {phase['status']} | {phase.get('seconds', '')} | {phase.get('reason') or ''} |")
+    lines += clock_lines(kit.get("gpu_samples") or {})
     if plan is None:
         return "\n".join(lines + ["", "No plan: nothing was predicted or measured."]) + "\n"
     rows = summary_rows(plan, measured)

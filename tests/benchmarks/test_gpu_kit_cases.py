@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -113,3 +114,62 @@ def test_a_failure_that_is_not_memory_ends_the_search(monkeypatch):
     result = sweep.find_largest(None, {"key": "k", "micro_batch_size": 8}, args, None, None)
     assert calls == [8]
     assert result["status"] == "failed" and result["measured_largest"] == 0
+
+
+def test_gpu_samples_are_summarised_per_phase(tmp_path):
+    kit = _load("kit")
+    import datetime
+
+    def line(seconds: float, sm: int, power: float, temp: int, util: int) -> str:
+        when = datetime.datetime.fromtimestamp(1_800_000_000 + seconds).strftime("%Y/%m/%d %H:%M:%S.%f")[:-3]
+        return f"{when}, {sm}, 3201, {power}, {temp}, {util}"
+
+    csv = tmp_path / "samples.csv"
+    csv.write_text("\n".join([line(0.0, 345, 80.0, 40, 0), line(0.5, 1980, 650.0, 60, 100),
+                              line(1.0, 1755, 700.0, 66, 100), line(1.5, 1830, 690.0, 65, 97),
+                              "2026/12/04 17:30:02.000, [N/A], 3201, 80, 40, 0",  # unreadable: skipped
+                              line(5.0, 1980, 90.0, 50, 10)]) + "\n")
+    sampler = kit.GpuSampler(csv)
+    phases = {"measure": {"wall_start": 1_800_000_000.4, "wall_end": 1_800_000_001.6},
+              "search": {"wall_start": 1_800_000_004.0, "wall_end": 1_800_000_006.0},
+              "plan": {"status": "skipped"}}
+    summary = sampler.summary(phases)
+    assert summary["samples"] == 5
+    measure = summary["phases"]["measure"]
+    assert measure["samples"] == 3 and measure["busy_samples"] == 3
+    assert measure["sm_mhz_busy_p5"] == 1755 and measure["sm_mhz_busy_p50"] == 1830
+    assert measure["power_w_max"] == 700.0 and measure["temperature_c_max"] == 66
+    assert summary["phases"]["search"]["busy_samples"] == 0 and "plan" not in summary["phases"]
+
+
+def test_without_nvidia_smi_the_sampler_says_why(tmp_path, monkeypatch):
+    kit = _load("kit")
+    monkeypatch.setattr(kit.shutil, "which", lambda name: None)
+    sampler = kit.GpuSampler(tmp_path / "samples.csv")
+    sampler.start()
+    sampler.stop()
+    assert sampler.summary({}) == {"skipped": "no nvidia-smi on this machine"}
+
+
+def test_the_sampler_runs_nvidia_smi_in_the_background_and_stops_it(tmp_path, monkeypatch):
+    """A stand-in nvidia-smi that prints a busy sample every 50 ms, as ``-lms`` does."""
+    import time
+
+    kit = _load("kit")
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nwhile true; do\n  echo \"$(date '+%Y/%m/%d %H:%M:%S.%3N'), 1755, 3201, 650.5, 61, 100\"\n"
+                    "  sleep 0.05\ndone\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    sampler = kit.GpuSampler(tmp_path / "samples.csv")
+    started = time.time()
+    sampler.start()
+    time.sleep(1.0)
+    sampler.stop()
+    summary = sampler.summary({"measure": {"wall_start": started - 1, "wall_end": time.time() + 1}})
+    assert sampler.process is None and summary["samples"] >= 3
+    assert summary["phases"]["measure"]["sm_mhz_busy_p50"] == 1755
+    size = (tmp_path / "samples.csv").stat().st_size
+    time.sleep(0.3)
+    assert (tmp_path / "samples.csv").stat().st_size == size  # stopped: nothing more is written

@@ -129,3 +129,5 @@ def test_launch_through_the_runner_and_the_report(rehearsal):
     assert "step time: MAPE" in summary and "predicted to fit but out of memory:" in summary
     profile = json.loads((rehearsal / "cpu-1proc-kit-rehearsal.json").read_text())
     assert profile["provenance"]["kind"] == "measured"
+    if _kit(rehearsal)["gpu_samples"].get("skipped"):  # no nvidia-smi here: said, not silently left out
+        assert "GPU clocks: not sampled" in summary
