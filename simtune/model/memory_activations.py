@@ -47,11 +47,11 @@ fp32 and takes the cross-entropy; the training program keeps only the loss, so w
 holds of them is the fp32 log-softmax (4*s*V) and, while the log-softmax's backward runs, the fp32
 gradient coming in from the negative log-likelihood and the one it makes (4*s*V each): 12*s*V
 bytes at the start of the backward, whatever the compute precision, divided by t
-(vocabulary-parallel head). A fused cross-entropy kernel (``ModelSpec.loss == "fused"``: flash-attn's,
-llm.c's) keeps the logits and a log-sum-exp and makes one gradient of their size: 2*b*s*V. The forward's peak at the loss is lower: b*s*V logits, 4*s*V for the
+(vocabulary-parallel head). The forward's peak at the loss is lower: b*s*V logits, 4*s*V for the
 upcast copy (none in fp32) and 4*s*V log-softmax. Measured on one H200 (bf16, gpt2, 1024 tokens,
 benchmarks/results/gpu): 1.17 GB per sample against 1.19 predicted with these terms and 0.63
-without them.
+without them. A fused cross-entropy kernel (``ModelSpec.loss == "fused"``: flash-attn's, llm.c's)
+keeps the logits and a log-sum-exp and makes one gradient of their size: 2*b*s*V.
 """
 
 from __future__ import annotations
