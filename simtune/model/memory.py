@@ -95,8 +95,7 @@ def estimate_memory(model: ModelSpec, hardware: HardwareSpec, config: TrainConfi
     buckets = buf.resident_bucket_bytes(buckets, s, config) if hardware.resident_on_touch else buckets
     measured = act.measured_activation_bytes(model, config)
     if measured is None:
-        activations = act.activation_bytes(model, config, hardware)
-        logits = act.loss_bytes_beyond_recomputation(model, config, hardware)
+        activations, logits = act.activation_and_loss_bytes(model, config, hardware)
     else:
         activations, logits = measured, 0
     transient = buf.step_transient_bytes(s, config) + buf.optimizer_temporary_bytes(s, config, hardware.optimizer_impl)

@@ -90,25 +90,34 @@ def attention_score_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> flo
     return per_element * a * s * s / t
 
 
-def recomputed_layer_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> int:
-    """The one layer that checkpointing rebuilds during the backward (inside
-    :func:`activation_bytes`); 0 without checkpointing."""
-    if not checkpointed_layers(m, c):
-        return 0
-    return int(c.micro_batch_size * layer_activation_bytes_per_sample(m, c, hw))
+def _activations(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> tuple[int, int]:
+    """(:func:`activation_bytes`, :func:`recomputed_layer_bytes`), one layer's bytes worked out once."""
+    per_layer = layer_activation_bytes_per_sample(m, c, hw)
+    checkpointed = checkpointed_layers(m, c)
+    if not checkpointed:
+        return int(c.micro_batch_size * m.num_layers * per_layer), 0
+    kept = kept_bytes_per_sample(m, c, model_operators(m, hw), attention_score_bytes(m, c, hw))
+    per_sample = checkpointed * kept + (m.num_layers - checkpointed) * per_layer + per_layer
+    return int(c.micro_batch_size * per_sample), int(c.micro_batch_size * per_layer)
 
 
 def activation_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> int:
     """Every layer's activations, or under checkpointing what the checkpointed layers keep
     (:mod:`simtune.model.checkpointing`), the others' activations and one layer recomputing."""
-    per_layer = layer_activation_bytes_per_sample(m, c, hw)
-    checkpointed = checkpointed_layers(m, c)
-    if checkpointed:
-        kept = kept_bytes_per_sample(m, c, model_operators(m, hw), attention_score_bytes(m, c, hw))
-        per_sample = checkpointed * kept + (m.num_layers - checkpointed) * per_layer + per_layer
-    else:
-        per_sample = m.num_layers * per_layer
-    return int(c.micro_batch_size * per_sample)
+    return _activations(m, c, hw)[0]
+
+
+def recomputed_layer_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> int:
+    """The one layer that checkpointing rebuilds during the backward (inside
+    :func:`activation_bytes`); 0 without checkpointing."""
+    return _activations(m, c, hw)[1]
+
+
+def activation_and_loss_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> tuple[int, int]:
+    """(:func:`activation_bytes`, :func:`loss_bytes_beyond_recomputation`) in one pass: what the
+    backward's peak holds of the layers and of the loss."""
+    activations, rebuilt = _activations(m, c, hw)
+    return activations, max(0, logits_bytes(m, c) - rebuilt)
 
 
 def measured_activation_bytes(m: ModelSpec, c: TrainConfig) -> Optional[int]:
@@ -135,7 +144,7 @@ def loss_bytes_beyond_recomputation(m: ModelSpec, c: TrainConfig, hw: HardwareSp
     """What the loss adds to the backward's peak above :func:`activation_bytes`: its tensors are
     freed before checkpointing rebuilds the first layer, so the two do not live at once and the
     peak holds the larger of them (the loss's share is what exceeds the rebuilt layer)."""
-    return max(0, logits_bytes(m, c) - recomputed_layer_bytes(m, c, hw))
+    return activation_and_loss_bytes(m, c, hw)[1]
 
 
 def logits_bytes(m: ModelSpec, c: TrainConfig) -> int:
