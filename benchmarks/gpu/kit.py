@@ -112,6 +112,11 @@ its boost under sustained load (a power-capped part lowers it) is one candidate 
 between the model's compute rate and the measured one."""
 
 
+def _percentile(values: list[float], q: float) -> Optional[float]:
+    """The ``q`` quantile of ``values`` (nearest rank below), None when there are none."""
+    return sorted(values)[min(len(values) - 1, int(q * len(values)))] if values else None
+
+
 class GpuSampler:
     """``nvidia-smi --query-gpu=... -lms 500`` in the background, summarised per phase."""
 
@@ -159,14 +164,11 @@ class GpuSampler:
             busy = [r for r in inside if r[5] >= 50]
             if not inside:
                 continue
-
-            def pct(values: list[float], q: float) -> Optional[float]:
-                return sorted(values)[min(len(values) - 1, int(q * len(values)))] if values else None
-
             out["phases"][name] = {
                 "samples": len(inside), "busy_samples": len(busy),
-                "sm_mhz_busy_p5": pct([r[1] for r in busy], 0.05), "sm_mhz_busy_p50": pct([r[1] for r in busy], 0.5),
-                "sm_mhz_max": max(r[1] for r in inside), "power_w_p50": pct([r[3] for r in inside], 0.5),
+                "sm_mhz_busy_p5": _percentile([r[1] for r in busy], 0.05),
+                "sm_mhz_busy_p50": _percentile([r[1] for r in busy], 0.5),
+                "sm_mhz_max": max(r[1] for r in inside), "power_w_p50": _percentile([r[3] for r in inside], 0.5),
                 "power_w_max": max(r[3] for r in inside), "temperature_c_max": max(r[4] for r in inside)}
         return out
 

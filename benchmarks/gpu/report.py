@@ -135,7 +135,7 @@ def summary_rows(plan: dict[str, Any], measured: list[dict]) -> list[dict[str, A
         predicted = planner.prediction(case, max(1, size))
         peak = m.get("peak") or {}
         pred_mem = predicted["total_bytes"] - predicted["fixed_overhead_bytes"]
-        out = {"key": row["key"], "stage": case.stage, "mbs": size, "status": m["status"],
+        out = {"key": row["key"], "case": row["case"], "stage": case.stage, "mbs": size, "status": m["status"],
                "reason": m.get("reason"), "largest": case.largest, "pred_feasible": predicted["feasible"],
                "pred_step_s": predicted["step_s"], "meas_step_s": m.get("step_s"),
                "pred_mem_bytes": pred_mem, "meas_alloc_bytes": peak.get("allocated_bytes"),
@@ -304,8 +304,6 @@ def repredicted_text(kit_out: Path, profiles: list[str]) -> str:
     for ref in profiles:
         plan_here = {**plan, "profile_ref": ref}
         rows = summary_rows(plan_here, measured)
-        for r in rows:
-            r["case"] = next(c["case"] for c in plan["cases"] if c["key"] == r["key"])
         v = verdicts(rows)
         agree, pairs = stage_pairs(rows)
         _, learnt = planning_profile(ref, plan["precision"])

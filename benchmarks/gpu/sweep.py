@@ -30,6 +30,7 @@ A ``largest`` case starts at the predicted largest size and runs two steps per s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -38,7 +39,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -118,24 +119,37 @@ PHASES = ("forward", "backward", "step")
 """The engine calls of one optimizer step, as simtune's model splits its time."""
 
 
+def optimizer_step(engine: Any, data: Any, around: Optional[Callable[[str], Any]] = None) -> None:
+    """One optimizer step (every accumulation micro-step's forward, backward and step), each
+    engine call inside ``around(phase)`` (a context manager) when given."""
+    state: dict[str, Any] = {}
+    calls = {"forward": lambda: state.update(loss=engine(**data.next()).loss),
+             "backward": lambda: engine.backward(state["loss"]), "step": engine.step}
+    for _ in range(engine.gradient_accumulation_steps()):
+        for phase in PHASES:
+            if around is None:
+                calls[phase]()
+            else:
+                with around(phase):
+                    calls[phase]()
+
+
 def split_step(engine: Any, data: Any, sync: Callable[[], None]) -> dict[str, float]:
     """One optimizer step with the device synchronised around each engine call: seconds per
     phase (summed over accumulation), the same split as the model's forward, backward and step
     phases. Synchronising removes the overlap of one call's host work with the last's kernels,
     so the parts add up to a little more than a step run freely."""
     spent = dict.fromkeys(PHASES, 0.0)
-    for _ in range(engine.gradient_accumulation_steps()):
-        for phase in PHASES:
-            sync()
-            t0 = time.perf_counter()
-            if phase == "forward":
-                loss = engine(**data.next()).loss
-            elif phase == "backward":
-                engine.backward(loss)
-            else:
-                engine.step()
-            sync()
-            spent[phase] += time.perf_counter() - t0
+
+    @contextlib.contextmanager
+    def timed(phase: str) -> Iterator[None]:
+        sync()
+        t0 = time.perf_counter()
+        yield
+        sync()
+        spent[phase] += time.perf_counter() - t0
+
+    optimizer_step(engine, data, timed)
     return spent
 
 
@@ -151,13 +165,7 @@ def profile_steps(engine: Any, data: Any, sync: Callable[[], None], steps: int =
     sync()
     with profile(activities=activities) as prof:
         for _ in range(steps):
-            for _ in range(engine.gradient_accumulation_steps()):
-                with record_function("simtune.forward"):
-                    loss = engine(**data.next()).loss
-                with record_function("simtune.backward"):
-                    engine.backward(loss)
-                with record_function("simtune.step"):
-                    engine.step()
+            optimizer_step(engine, data, lambda phase: record_function(f"simtune.{phase}"))
         sync()
 
     def ms(event: Any, *names: str) -> float:
@@ -208,10 +216,7 @@ def run_engine(workload: Any, ds_config: dict, checkpointing: bool, steps: int, 
             for index in range(warmup + steps):
                 sync()
                 t0 = time.perf_counter()
-                for _ in range(engine.gradient_accumulation_steps()):
-                    loss = engine(**data.next()).loss
-                    engine.backward(loss)
-                    engine.step()
+                optimizer_step(engine, data)
                 sync()
                 if index >= warmup:
                     times.append(time.perf_counter() - t0)
