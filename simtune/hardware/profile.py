@@ -23,6 +23,8 @@ SCHEMA_VERSION = 1
 
 COLLECTIVE_OPS = ("allreduce", "allgather", "reduce_scatter", "broadcast")
 DTYPES = ("fp32", "bf16", "fp16")
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+"""Bytes of one element of each dtype."""
 DEVICE_KINDS = ("cuda", "cpu")
 PROFILE_KINDS = ("spec", "measured")
 
@@ -165,6 +167,20 @@ class ElementwiseFit:
 
 
 @dataclass(frozen=True)
+class AttentionRate:
+    """Achieved FLOP/s of one fused attention kernel (flash or memory-efficient), forward and
+    backward, for one dtype. FLOPs as FlashAttention's benchmarks count them: forward
+    ``4 * batch * heads * seq^2 * head_dim`` (half that when causal), backward 2.5 times the
+    forward (it recomputes the scores: five products to the forward's two)."""
+
+    dtype: str
+    forward_flop_per_s: float
+    backward_flop_per_s: float
+    basis: str
+    """What the rates are: the shape measured, or the published figure and its source."""
+
+
+@dataclass(frozen=True)
 class ComputeProfile:
     curves: Mapping[str, ComputeCurve]
     """Per dtype; the x axis is the FLOPs of one matmul, the y axis FLOP/s over forward+backward."""
@@ -177,6 +193,9 @@ class ComputeProfile:
     """CPU: pairs of fp32 linear layers of equal FLOPs, few tokens over a large weight and many
     over a small one, timed in turn; their difference per weight byte is the model's weight term
     (empty: none measured)."""
+    attention: Mapping[str, AttentionRate] = dataclasses.field(default_factory=dict)
+    """Per dtype, the fused attention kernel's rates (empty: fused attention runs at the matmul
+    curve's rate)."""
 
     def flop_per_s(self, dtype: str, work_flop: float) -> float:
         return _entry(self.curves, dtype, "compute curve for dtype").flop_per_s(work_flop)

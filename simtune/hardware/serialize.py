@@ -21,6 +21,7 @@ from simtune.hardware.profile import (
     DTYPES,
     PROFILE_KINDS,
     SCHEMA_VERSION,
+    AttentionRate,
     CollectiveFit,
     CollectivePoint,
     CollectivesProfile,
@@ -63,12 +64,13 @@ def profile_fingerprint(profile: HardwareProfile) -> str:
 
 def profile_to_dict(profile: HardwareProfile) -> dict:
     """A JSON-ready dict of plain dicts, lists and scalars (an empty ``framework.param_pass_s``,
-    ``compute.weight_points`` or collective ``tail_points`` is left out, so that profiles written
-    before them keep their fingerprint)."""
+    ``compute.weight_points``, ``compute.attention`` or collective ``tail_points`` is left out, so
+    that profiles written before them keep their fingerprint)."""
     data = _plain(dataclasses.asdict(profile))
     collectives = data["collectives"]
     fits = [fit for table in ("intra_node", "inter_node") for fit in collectives[table].values()]
     for owner, key in [(data["framework"], "param_pass_s"), (data["compute"], "weight_points"),
+                       (data["compute"], "attention"),
                        *((fit, "tail_points") for fit in fits)]:
         if isinstance(owner, dict) and not owner.get(key):
             owner.pop(key, None)
@@ -290,7 +292,26 @@ def _compute(node: _Node, peaks: dict[str, float]) -> ComputeProfile:
         matmul_points=tuple(measurement(m) for m in node.children("matmul_points")),
         unsupported_dtypes=node.strings("unsupported_dtypes"),
         weight_points=tuple(measurement(m) for m in node.children("weight_points", optional=True)),
+        attention=_attention(node, peaks),
     )
+
+
+def _attention(node: _Node, peaks: dict[str, float]) -> dict[str, AttentionRate]:
+    """``compute.attention`` (optional): per dtype, fused attention rates at most the peak."""
+    if node.get("attention", optional=True) is None:
+        return {}
+    rates = {}
+    for dtype, rate_node in node.keyed("attention").items():
+        if dtype not in peaks:
+            node.fail_value(rate_node.path, dtype, "a dtype that device.peak_flop_per_s lists")
+        if rate_node.text("dtype") != dtype:
+            rate_node.fail_value(f"{rate_node.path}.dtype", rate_node.get("dtype"), f"{dtype!r} (its key)")
+        forward, backward = (rate_node.number(key, positive=True, maximum=peaks[dtype] * (1.0 + 1e-9))
+                             for key in ("forward_flop_per_s", "backward_flop_per_s"))
+        assert forward is not None and backward is not None
+        rates[dtype] = AttentionRate(dtype=dtype, forward_flop_per_s=forward, backward_flop_per_s=backward,
+                                     basis=rate_node.text("basis") or "")
+    return rates
 
 
 def _size_points(node: _Node, key: str) -> tuple[SizePoint, ...]:

@@ -8,9 +8,9 @@ from typing import Any, Mapping, Optional
 
 from simtune import knobs as knob_table
 from simtune.errors import ProfileError
-from simtune.hardware.profile import FRAMEWORK_COSTS, CollectiveFit, HardwareProfile, MatmulMeasurement, bus_factor
+from simtune.hardware.profile import DTYPE_BYTES, FRAMEWORK_COSTS, CollectiveFit, HardwareProfile, MatmulMeasurement, bus_factor
 from simtune.model.inputs import (Block, CollectiveCost, Collectives, ComputeCurves, EfficiencyCurve,
-                                  FrameworkCosts, HardwareSpec, ModelSpec, TrainConfig, WeightCost,
+                                  FrameworkCosts, FusedAttentionRate, HardwareSpec, ModelSpec, TrainConfig, WeightCost,
                                   least_squares_line)
 from simtune.space import Trial
 from simtune.workloads.analysis import (forward_flops, largest_layer_params, module_parameters,
@@ -82,14 +82,16 @@ def _collectives(table: Mapping[str, CollectiveFit]) -> Optional[Collectives]:
     return Collectives(*(collective_cost(table[op]) for op in ops))
 
 
-def streaming_bandwidth(profile: HardwareProfile) -> float:
-    """Bytes per second memory-bound kernels move: a spec profile's achievable memory bandwidth;
-    for a measured profile, its GELU forward+backward fit (5 elements moved per element: read and
-    write forward, read two and write one backward) in fp32, else its measured copy rate."""
-    fit = profile.compute.elementwise_fit("gelu", "fp32")
-    if profile.kind == "spec" or fit is None or fit.s_per_element <= 0:
-        return profile.device.memory_bandwidth_bytes_per_s
-    return 5 * 4 / fit.s_per_element
+def streaming_bandwidth(profile: HardwareProfile, dtype: str = "fp32") -> Optional[float]:
+    """Bytes per second memory-bound kernels move over ``dtype`` elements: the profile's GELU
+    forward+backward fit in that dtype (5 elements moved per element: read and write forward, read
+    two and write one backward; measured by calibration, or a spec profile's stated rate), else
+    for fp32 its memory bandwidth (an achievable figure for spec profiles, the measured copy
+    otherwise) and for 16-bit dtypes None (as fp32)."""
+    fit = profile.compute.elementwise_fit("gelu", dtype)
+    if fit is None or fit.s_per_element <= 0:
+        return profile.device.memory_bandwidth_bytes_per_s if dtype == "fp32" else None
+    return 5 * DTYPE_BYTES[dtype] / fit.s_per_element
 
 
 def dropout_cost(profile: HardwareProfile, streaming_bytes_per_s: float) -> float:
@@ -184,10 +186,15 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
     collectives = profile.collectives
     device = profile.device
     streaming = streaming_bandwidth(profile)
+    assert streaming is not None
+    narrow = tuple((dtype, bw) for dtype in ("bf16", "fp16")
+                   if dtype in profile.compute.curves and (bw := streaming_bandwidth(profile, dtype)) is not None)
     return HardwareSpec(
         device_memory_bytes=device.memory_bytes, usable_memory_bytes=device.usable_memory_bytes,
         fixed_overhead_bytes=device.fixed_overhead_bytes,
-        compute=ComputeCurves(fp32=curves["fp32"], bf16=curves.get("bf16"), fp16=curves.get("fp16")),
+        compute=ComputeCurves(fp32=curves["fp32"], bf16=curves.get("bf16"), fp16=curves.get("fp16"),
+                              attention=tuple((dtype, FusedAttentionRate(r.forward_flop_per_s, r.backward_flop_per_s))
+                                              for dtype, r in sorted(profile.compute.attention.items()))),
         optimizer_s_per_param=fit.s_per_param, optimizer_impl=fit.impl,
         collectives=_collectives(collectives.intra_node) if collectives.applicable else None,
         h2d_bandwidth_bytes_per_s=profile.offload.h2d_bytes_per_s,
@@ -197,7 +204,7 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
         inter_node_collectives=_collectives(collectives.inter_node) if collectives.applicable else None,
         overlap_capable=device.kind == "cuda", host_memory_bytes=profile.offload.host_memory_bytes,
         fused_attention_dropout=device.kind == "cuda", dropout_mask_bytes=1 if device.kind == "cuda" else None,
-        streaming_bytes_per_s=streaming, framework=framework_costs(profile), first_touch_s_per_byte=first_touch_cost(profile),
+        streaming_bytes_per_s=streaming, streaming_by_precision=narrow, framework=framework_costs(profile), first_touch_s_per_byte=first_touch_cost(profile),
         threads_per_rank=threads_per_rank(profile), dropout_s_per_element=dropout_cost(profile, streaming),
         matmul_weights=matmul_weight_cost(profile),
         reduce_scatter_staging=device.kind == "cpu", resident_on_touch=device.kind == "cpu")

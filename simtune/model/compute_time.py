@@ -5,7 +5,9 @@ Without times measured for this model, a pass is costed operator by operator
 
     device_s = sum over matmuls   flop(mbs) / mp / rate(flop(mbs) / mp)
                                   + weight_bytes / mp x weight_s_per_byte(weight_bytes / mp)
-             + sum over streaming bytes(mbs) / mp / streaming_bandwidth
+             + fused attention    flop(mbs) / mp / attention_rate   (backward: 2.5 x flop at its rate)
+             + sum over streaming bytes(mbs) / mp / streaming_bandwidth   (the precision's passes at
+                                  its own bandwidth, fp32 passes at fp32's: HardwareSpec.streaming_for)
              + forward: dropout elements(mbs) / mp x dropout_s_per_element (random numbers)
     host_s   = kernels x dispatch_s            (forward_kernel_s, or backward_kernel_s)
              + forward: modules with parameters x forward_module_s (the model's own Python)
@@ -15,8 +17,11 @@ Without times measured for this model, a pass is costed operator by operator
 with ``rate`` the hardware's efficiency curve for the precision, read at the FLOPs of that one
 matmul (the unit calibration measures), and ``weight_s_per_byte`` what a linear layer costs per
 byte of its weight beyond that (``HardwareSpec.matmul_weights``, measured on CPU at few tokens;
-forward and backward each their own; absent elsewhere); a backward runs two products per forward product
-(gradients with respect to inputs and weights: Narayanan et al. 2021, section 5.1) and its
+forward and backward each their own; absent elsewhere), ``attention_rate`` the profile's fused
+attention rate for the precision and direction (the curve's rate at the kernel's FLOPs where it
+has none); a backward runs two products per forward product
+(gradients with respect to inputs and weights: Narayanan et al. 2021, section 5.1; a fused
+attention kernel 2.5, as it recomputes its scores) and its
 streaming operators' backward passes. The recomputation under activation checkpointing is one
 more forward of the layers (not of the embedding, head and loss).
 
@@ -58,22 +63,27 @@ class PassTime:
 def _device_s(matmuls: tuple[Matmul, ...], streaming: tuple[Streaming, ...], hw: HardwareSpec,
               c: TrainConfig, backward: bool) -> tuple[float, float]:
     curve = hw.compute.for_precision(c.precision)
+    attention = hw.compute.attention_for(c.precision)
     mbs, mp = c.micro_batch_size, c.mp_degree
-    products = 2.0 if backward else 1.0
     matmul = 0.0
     weights = hw.matmul_weights
     for op in matmuls:
         flop = op.flop(mbs) / mp
-        matmul += products * flop / curve.flop_per_s(flop)
+        work = op.backward_products * flop if backward else flop
+        if op.fused_attention and attention is not None:
+            matmul += work / attention.flop_per_s(backward)
+        else:
+            matmul += work / curve.flop_per_s(flop)
         if weights is not None and op.weighted:
             weight_bytes = op.cols * op.depth * c.bytes_per_element / mp
             matmul += weight_bytes * weights.s_per_byte(weight_bytes, backward)
     memory = 0.0
-    if hw.streaming_bytes_per_s is not None:
+    fp32_bw, own_bw = hw.streaming_bytes_per_s, hw.streaming_for(c.precision)
+    if fp32_bw is not None and own_bw is not None:
         b = c.bytes_per_element
-        moved = sum(op.bytes(mbs, b, backward) for op in streaming)
-        moved += sum(mbs * op.rows * op.cols * b for op in matmuls if backward and op.bias)
-        memory = moved / mp / hw.streaming_bytes_per_s
+        own = sum(op.bytes(mbs, b, backward, fp32=False) for op in streaming)
+        own += sum(mbs * op.rows * op.cols * b for op in matmuls if backward and op.bias)
+        memory = (own / own_bw + sum(op.bytes(mbs, b, backward, fp32=True) for op in streaming) / fp32_bw) / mp
     if not backward and hw.dropout_s_per_element:
         memory += sum(op.count(mbs) for op in streaming if op.random) / mp * hw.dropout_s_per_element
     return matmul, memory

@@ -17,11 +17,12 @@ from functools import cached_property
 from typing import Any, Optional, Sequence
 
 from simtune.errors import ConfigError, ProfileError, WorkloadError
+from simtune.hardware.profile import DTYPE_BYTES
 from simtune.knobs import knob
 from simtune.model.layout import ParamLayout, transformer_param_numels
 
 PRECISIONS = ("fp32", "fp16", "bf16")
-BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2}
+BYTES_PER_ELEMENT = DTYPE_BYTES
 
 
 def _require(ok: bool, error: type, message: str) -> None:
@@ -440,19 +441,51 @@ class Collectives:
 
 
 @dataclass(frozen=True)
+class FusedAttentionRate:
+    """What one fused attention kernel (flash or memory-efficient) achieves, in FLOP/s as
+    FlashAttention counts them: forward ``4 * heads * s^2 * head_dim`` per sample (half when
+    causal), backward 2.5 times that (:data:`~simtune.model.operators.FUSED_ATTENTION_BACKWARD`)."""
+
+    forward_flop_per_s: float
+    backward_flop_per_s: float
+
+    def __post_init__(self) -> None:
+        _positive(ProfileError, "FusedAttentionRate", forward_flop_per_s=self.forward_flop_per_s,
+                  backward_flop_per_s=self.backward_flop_per_s)
+
+    def flop_per_s(self, backward: bool) -> float:
+        return self.backward_flop_per_s if backward else self.forward_flop_per_s
+
+
+@dataclass(frozen=True)
 class ComputeCurves:
     """Achieved FLOP/s curves per compute precision; fp16/bf16 may be absent on hardware
-    without them."""
+    without them. ``attention``: per precision, the fused attention kernel's rates where the
+    profile has them (else that kernel runs at the curve's rate)."""
 
     fp32: EfficiencyCurve
     bf16: Optional[EfficiencyCurve] = None
     fp16: Optional[EfficiencyCurve] = None
+    attention: tuple[tuple[str, FusedAttentionRate], ...] = ()
 
     def for_precision(self, precision: str) -> EfficiencyCurve:
         curve: Optional[EfficiencyCurve] = getattr(self, precision)
         if curve is None:
             raise ProfileError(f"The hardware profile has no {precision} compute curve.")
         return curve
+
+    def attention_for(self, precision: str) -> Optional[FusedAttentionRate]:
+        return next((rate for name, rate in self.attention if name == precision), None)
+
+    def scaled(self, k: float) -> "ComputeCurves":
+        """Every rate times ``k`` (a CPU rank with ``k`` times the threads)."""
+        def curve(c: Optional[EfficiencyCurve]) -> Optional[EfficiencyCurve]:
+            return None if c is None else EfficiencyCurve(tuple((w, r * k) for w, r in c.points))
+        fp32 = curve(self.fp32)
+        assert fp32 is not None
+        return ComputeCurves(fp32=fp32, bf16=curve(self.bf16), fp16=curve(self.fp16), attention=tuple(
+            (name, FusedAttentionRate(r.forward_flop_per_s * k, r.backward_flop_per_s * k))
+            for name, r in self.attention))
 
 
 @dataclass(frozen=True)
@@ -541,8 +574,12 @@ class HardwareSpec:
     """The device's fused attention kernels take dropout (CUDA's flash and memory-efficient
     kernels do; torch's CPU flash kernel does not, so SDPA with dropout runs the math kernel there)."""
     streaming_bytes_per_s: Optional[float] = None
-    """Achievable memory bandwidth of memory-bound kernels (bytes read plus written per second);
-    None leaves memory-bound operators uncosted."""
+    """Achievable memory bandwidth of memory-bound kernels over fp32 elements (bytes read plus
+    written per second); None leaves memory-bound operators uncosted."""
+    streaming_by_precision: tuple[tuple[str, float], ...] = ()
+    """The same over 16-bit elements, per precision where it differs (PyTorch's 16-bit kernels
+    move fewer bytes per thread: on an H200 its bf16 GELU reached 0.65 of HBM where fp32 reached
+    0.88); :meth:`streaming_for` falls back to ``streaming_bytes_per_s``."""
     threads_per_rank: Optional[int] = None
     """Where a rank is a share of the node's cores (CPU): the threads each rank ran with when the
     profile was measured; :meth:`with_ranks_per_node` rescales the rates when fewer or more ranks
@@ -587,6 +624,12 @@ class HardwareSpec:
             _positive(ProfileError, "HardwareSpec", host_memory_bytes=self.host_memory_bytes)
         if self.streaming_bytes_per_s is not None:
             _positive(ProfileError, "HardwareSpec", streaming_bytes_per_s=self.streaming_bytes_per_s)
+        for name, bw in self.streaming_by_precision:
+            _positive(ProfileError, "HardwareSpec.streaming_by_precision", **{name: bw})
+
+    def streaming_for(self, precision: str) -> Optional[float]:
+        """The memory-bound kernels' bandwidth over elements of ``precision``."""
+        return next((bw for name, bw in self.streaming_by_precision if name == precision), self.streaming_bytes_per_s)
 
     @property
     def ranks(self) -> int:
@@ -596,7 +639,7 @@ class HardwareSpec:
     def with_ranks_per_node(self, per_node: int, nodes: int) -> "HardwareSpec":
         """This hardware laid out with ``per_node`` ranks on each of ``nodes`` nodes, from the
         layout it was measured in. Where ranks share the node's cores (``threads_per_rank``), each
-        gets cores / ranks threads, and the compute curves, streaming bandwidth, dropout's random
+        gets cores / ranks threads, and the compute curves (fused attention's rates with them), streaming bandwidth, dropout's random
         numbers, the page faults of fresh memory and the engine's work per parameter
         (``FrameworkCosts.param_pass_s``: copies, norms and updates over the flat partitions) scale
         with its threads, as do the matmul weights' cost (torch's CPU kernels split their work over
@@ -610,19 +653,15 @@ class HardwareSpec:
         threads = max(1, root.threads_per_rank * root.ranks_per_node // per_node)
         k = threads / root.threads_per_rank
 
-        def scaled(curve: EfficiencyCurve) -> EfficiencyCurve:
-            return EfficiencyCurve(tuple((w, r * k) for w, r in curve.points))
-
-        c = root.compute
         memory = root.device_memory_bytes * root.ranks_per_node // per_node
         fw = root.framework
         passes = tuple((f / k, b / k, s / k) for f, b, s in fw.param_pass_s)
         return dataclasses.replace(
             spec, threads_per_rank=threads, device_memory_bytes=memory,
             usable_memory_bytes=memory - (root.device_memory_bytes - root.usable_memory_bytes),
-            compute=ComputeCurves(fp32=scaled(c.fp32), bf16=None if c.bf16 is None else scaled(c.bf16),
-                                  fp16=None if c.fp16 is None else scaled(c.fp16)),
+            compute=root.compute.scaled(k),
             streaming_bytes_per_s=None if root.streaming_bytes_per_s is None else root.streaming_bytes_per_s * k,
+            streaming_by_precision=tuple((name, bw * k) for name, bw in root.streaming_by_precision),
             first_touch_s_per_byte=None if root.first_touch_s_per_byte is None else root.first_touch_s_per_byte / k,
             dropout_s_per_element=root.dropout_s_per_element / k,
             matmul_weights=None if root.matmul_weights is None else root.matmul_weights.scaled(k),

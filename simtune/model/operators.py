@@ -7,7 +7,10 @@ or by the bytes it moves):
 - :class:`Matmul`: a matrix product of ``2 * batch * rows * cols * depth`` FLOPs, timed through
   the device's efficiency curve at its own FLOPs (small products fill the device worse); its
   backward is two products of the same size (input and weight gradients; Narayanan et al. 2021,
-  section 5.1).
+  section 5.1). A fused attention kernel's backward is 2.5 forwards (it recomputes the scores)
+  and runs at the profile's fused attention rate where it has one: FlashAttention-2 reaches
+  0.3-0.37 of an H100's dense peak where cuBLAS products reach 0.8 (Shah et al. 2024, FA3 paper,
+  Figures 5-6).
 - :class:`Streaming`: a memory-bound operator (norms, activations, softmax, dropout, residual adds,
   copies, the loss) moving ``elements x passes`` elements of the compute precision (plus fp32
   passes where it runs in fp32) over the device's achievable memory bandwidth.
@@ -23,8 +26,8 @@ calling thread (CPU) they add up:
 
 Attention by implementation: eager runs two batched products and the s x s elementwise chain
 (scale, mask, softmax, dropout); fused attention (torch SDPA's flash and memory-efficient kernels,
-FlashAttention) is one kernel whose FLOPs run through the same curve and which streams only Q, K,
-V and O; a causal fused kernel skips the masked half of the products (Dao 2023, FlashAttention-2,
+FlashAttention) is one kernel whose FLOPs run at the profile's fused attention rate (the
+matmul curve where it has none) and which streams only Q, K, V and O; a causal fused kernel skips the masked half of the products (Dao 2023, FlashAttention-2,
 section 3.1.1). Fused attention with dropout on a device whose kernels take none runs the math
 kernel, costed as eager.
 
@@ -37,8 +40,15 @@ kernels per layer that published traces show (docs/cost-model.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from simtune.model.inputs import Block, HardwareSpec, ModelSpec
+
+
+FUSED_ATTENTION_BACKWARD = 2.5
+"""A fused attention kernel keeps no s x s probabilities, so its backward recomputes the scores
+and probabilities before the four gradient products: five products to the forward's two (Dao
+2023, FlashAttention-2, Algorithm 2; its benchmarks count the backward as 2.5 forwards)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,14 @@ class Matmul:
     weighted: bool = True
     """A linear layer's product with a ``[cols, depth]`` weight (False for attention's own
     products and the unlisted remainder)."""
+    fused_attention: bool = False
+    """A fused attention kernel: its backward runs :data:`FUSED_ATTENTION_BACKWARD` times its
+    forward FLOPs, at the hardware's fused attention rate where the profile has one."""
+
+    @property
+    def backward_products(self) -> float:
+        """Backward FLOPs over forward FLOPs."""
+        return FUSED_ATTENTION_BACKWARD if self.fused_attention else 2.0
 
     def flop(self, samples: int) -> float:
         return 2.0 * samples * self.batch * self.rows * self.cols * self.depth * self.share
@@ -85,11 +103,15 @@ class Streaming:
     def count(self, samples: int) -> int:
         return self.elements * (1 if self.per_batch else samples)
 
-    def bytes(self, samples: int, element_bytes: int, backward: bool) -> float:
+    def bytes(self, samples: int, element_bytes: int, backward: bool, fp32: Optional[bool] = None) -> float:
+        """Bytes moved: all of them, or (``fp32``) only the fp32 passes, or (not ``fp32``) only
+        the compute precision's."""
         n = self.count(samples)
-        passes, fp32 = ((self.backward_passes, self.backward_fp32_passes) if backward
-                        else (self.forward_passes, self.forward_fp32_passes))
-        return n * (passes * element_bytes + fp32 * 4)
+        passes, fp32_passes = ((self.backward_passes, self.backward_fp32_passes) if backward
+                               else (self.forward_passes, self.forward_fp32_passes))
+        own = 0.0 if fp32 else passes * element_bytes
+        wide = 0.0 if fp32 is False else fp32_passes * 4
+        return n * (own + wide)
 
 
 @dataclass(frozen=True)
@@ -143,7 +165,7 @@ def _attention(m: ModelSpec, fused: bool) -> tuple[tuple[Matmul, ...], tuple[Str
     d = h // a
     if fused:
         share = 0.5 if block.causal else 1.0
-        return ((Matmul("attn.fused", s, s, d, batch=2 * a, share=share, weighted=False),),
+        return ((Matmul("attn.fused", s, s, d, batch=2 * a, share=share, weighted=False, fused_attention=True),),
                 (Streaming("attn.fused_io", s * h, 4, 8, 0, 2),))
     streaming = [Streaming("attn.scale_mask", a * s * s, 4, 4, 2, 2),
                  Streaming("attn.softmax", a * s * s, 2, 3, 1, 1)]

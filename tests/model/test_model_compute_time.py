@@ -1,9 +1,12 @@
+import dataclasses
+
 import pytest
 
 from simtune.model.compute_time import (forward_s, matmul_work_flop, micro_backward_s, micro_recompute_s,
                                         model_operators, pass_time)
-from simtune.model.inputs import EfficiencyCurve, ComputeCurves, FrameworkCosts, TrainConfig
-from simtune.model.operators import operators
+from simtune.model.inputs import EfficiencyCurve, ComputeCurves, FrameworkCosts, FusedAttentionRate, TrainConfig
+from simtune.model.operators import FUSED_ATTENTION_BACKWARD, operators
+from tests.model.conftest import gpt2_spec
 
 FLAT = ComputeCurves(fp32=EfficiencyCurve(((1e9, 1e12),)), bf16=EfficiencyCurve(((1e9, 1e14),)))
 
@@ -149,3 +152,44 @@ def test_a_linear_layer_costs_its_weight_bytes_beyond_its_flops_where_measured(g
     plain_small = pass_time(gpt2, plain, config, backward=False)
     plain_large = pass_time(gpt2, plain, TrainConfig(stage=0, micro_batch_size=8, precision="fp32"), backward=False)
     assert large.matmul_s - plain_large.matmul_s == pytest.approx(small.matmul_s - plain_small.matmul_s)
+
+
+def test_a_fused_attention_kernel_runs_two_and_a_half_forwards_backward_at_its_own_rate(make_hardware):
+    gpt2 = gpt2_spec(attention="sdpa")
+    config = TrainConfig(stage=0, micro_batch_size=4, precision="bf16")
+    flat = make_hardware(compute=FLAT)  # CUDA-like: the fused kernel takes GPT-2's dropout
+    rated = make_hardware(compute=dataclasses.replace(
+        FLAT, attention=(("bf16", FusedAttentionRate(forward_flop_per_s=4e13, backward_flop_per_s=2e13)),)))
+    kernel = next(op for op in model_operators(gpt2, flat).layer_matmuls if op.fused_attention)
+    flop = gpt2.num_layers * kernel.flop(4)
+    assert FUSED_ATTENTION_BACKWARD == 2.5
+    forward, backward = (pass_time(gpt2, flat, config, backward=b).matmul_s for b in (False, True))
+    assert backward - 2 * forward == pytest.approx(0.5 * flop / 1e14)  # the recomputed scores
+    assert (pass_time(gpt2, rated, config, backward=False).matmul_s - forward
+            == pytest.approx(flop / 4e13 - flop / 1e14))
+    assert (pass_time(gpt2, rated, config, backward=True).matmul_s - backward
+            == pytest.approx(2.5 * flop / 2e13 - 2.5 * flop / 1e14))
+    fp32 = TrainConfig(stage=0, micro_batch_size=4, precision="fp32")  # no fp32 rate: the curve's
+    assert pass_time(gpt2, rated, fp32, backward=True).matmul_s == pass_time(gpt2, flat, fp32, backward=True).matmul_s
+
+
+def test_16bit_passes_run_at_their_own_bandwidth_and_fp32_passes_at_fp32s(gpt2, make_hardware):
+    config = TrainConfig(stage=0, micro_batch_size=4, precision="bf16")
+    one = make_hardware(streaming_bytes_per_s=1e12)
+    narrow = make_hardware(streaming_bytes_per_s=1e12, streaming_by_precision=(("bf16", 5e11),))
+    ops = model_operators(gpt2, one)
+
+    def moved(streaming, matmuls, fp32):
+        return (sum(op.bytes(4, 2, True, fp32=fp32) for op in streaming)
+                + (0 if fp32 else sum(4 * op.rows * op.cols * 2 for op in matmuls if op.bias)))
+
+    own, wide = ((gpt2.num_layers * moved(ops.layer_streaming, ops.layer_matmuls, fp32)
+                  + moved(ops.outer_streaming, ops.outer_matmuls, fp32)) for fp32 in (False, True))
+    assert own > 0 and wide > 0  # the loss runs over fp32 logits
+    both = (pass_time(gpt2, one, config, backward=True).streaming_s,
+            pass_time(gpt2, narrow, config, backward=True).streaming_s)
+    assert both[0] == pytest.approx((own + wide) / 1e12)
+    assert both[1] == pytest.approx(own / 5e11 + wide / 1e12)
+    fp32 = TrainConfig(stage=0, micro_batch_size=4, precision="fp32")
+    assert (pass_time(gpt2, narrow, fp32, backward=True).streaming_s
+            == pass_time(gpt2, one, fp32, backward=True).streaming_s)

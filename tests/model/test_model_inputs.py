@@ -1,7 +1,9 @@
+import dataclasses
+
 import pytest
 
 from simtune.errors import ConfigError, ProfileError, SimtuneError, WorkloadError
-from simtune.model.inputs import EfficiencyCurve, TrainConfig
+from simtune.model.inputs import EfficiencyCurve, FusedAttentionRate, TrainConfig
 
 
 @pytest.mark.parametrize("kwargs, error, words", [
@@ -50,13 +52,18 @@ def test_a_cpu_rank_alone_on_the_node_gets_all_its_cores_and_memory(make_hardwar
     from simtune.model.inputs import FrameworkCosts
 
     per_param = ((0.0, 2e-9, 4e-9),) * 4
+    base = make_hardware()
     shared = make_hardware(ranks_per_node=2, threads_per_rank=1, streaming_bytes_per_s=1e10,
-                           dropout_s_per_element=8e-9,
+                           streaming_by_precision=(("bf16", 4e9),), dropout_s_per_element=8e-9,
+                           compute=dataclasses.replace(base.compute, attention=(
+                               ("fp32", FusedAttentionRate(forward_flop_per_s=3e9, backward_flop_per_s=1e9)),)),
                            framework=FrameworkCosts(forward_kernel_s=5e-6, param_pass_s=per_param))
     alone = shared.with_ranks_per_node(1, 1)
     assert alone.threads_per_rank == 2 and alone.ranks_per_node == 1
     assert alone.compute.fp32.flop_per_s(1e9) == 2 * shared.compute.fp32.flop_per_s(1e9)
+    assert alone.compute.attention_for("fp32") == FusedAttentionRate(6e9, 2e9)
     assert alone.streaming_bytes_per_s == 2e10 and alone.dropout_s_per_element == 4e-9
+    assert alone.streaming_for("bf16") == 8e9 and alone.streaming_for("fp16") == 2e10
     assert alone.framework.forward_kernel_s == shared.framework.forward_kernel_s  # dispatch does not scale
     assert alone.framework.param_pass_s == ((0.0, 1e-9, 2e-9),) * 4  # work over flat partitions does
     assert alone.with_ranks_per_node(2, 1).framework == shared.framework
