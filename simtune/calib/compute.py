@@ -18,6 +18,12 @@ dropout (p = 0.1) on ``[rows, width]`` tensors, forward and backward. These are 
 (dropout's random numbers can cost more than its bytes: on CPU they do), so they are reported
 per element, not per FLOP.
 
+Attention: one causal ``torch.nn.functional.scaled_dot_product_attention`` call over
+``[batch, heads, seq, head_dim]`` tensors (the fused kernel SDPA picks there: flash or
+memory-efficient on CUDA, the flash kernel on CPU), forward and backward; its FLOPs are counted
+as FlashAttention's benchmarks count them (forward ``4 batch heads seq^2 head_dim`` halved for
+causal, backward 2.5 times that), so the rates read straight into the model.
+
 Dispatch: the host's cost of one op in PyTorch eager, timed as a chain of ``DISPATCH_OPS``
 multiplications of an 8-element tensor that autograd records (forward) and the backward through
 that chain: tiny tensors leave nothing but dispatch and launch.
@@ -30,6 +36,7 @@ import torch.nn.functional as F
 
 from simtune.calib.device import TORCH_DTYPES, Device
 from simtune.calib.timing import measure, measure_in_turn
+from simtune.model.operators import FUSED_ATTENTION_BACKWARD
 
 CPU_MATMUL_SHAPES = [(32, 64), (64, 128), (128, 256), (256, 256), (256, 512), (512, 512)]
 CPU_MATMUL_SHAPES_QUICK = [(64, 128), (256, 256), (512, 512)]
@@ -47,6 +54,10 @@ CUDA_ELEMENTS = [2**20, 2**23, 2**26, 2**28]
 CUDA_ELEMENTS_QUICK = [2**20, 2**24, 2**28]
 
 ELEMENTWISE_OPS = ("gelu", "layer_norm", "softmax", "dropout")
+CUDA_ATTENTION_SHAPE = (8, 16, 2048, 128)
+"""batch, heads, sequence, head dim: 16k tokens of head dim 128 at 2k, as FlashAttention-3's
+benchmarks run them."""
+CPU_ATTENTION_SHAPE = (2, 4, 256, 64)
 DISPATCH_OPS = 64
 
 
@@ -128,6 +139,22 @@ def _elementwise_point(
     return {"op": op, "dtype": dtype_name, "elements": rows * width, "width": width, "fwd": fwd, "bwd": bwd}
 
 
+def _attention_point(device: Device, dtype_name: str, warmup: int, repeats: int) -> dict:
+    batch, heads, seq, head_dim = CUDA_ATTENTION_SHAPE if device.kind == "cuda" else CPU_ATTENTION_SHAPE
+    q, k, v = (torch.randn(batch, heads, seq, head_dim, dtype=TORCH_DTYPES[dtype_name], device=device.torch_device,
+                           requires_grad=True) for _ in range(3))
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    grad = torch.randn_like(out)
+    with torch.no_grad():
+        fwd = measure(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), device.sync, warmup, repeats,
+                      1e-3)
+    bwd = measure(lambda: torch.autograd.grad(out, (q, k, v), grad, retain_graph=True), device.sync, warmup, repeats,
+                  1e-3)
+    fwd_flop = 4 * batch * heads * seq * seq * head_dim / 2
+    return {"dtype": dtype_name, "batch": batch, "heads": heads, "seq": seq, "head_dim": head_dim, "causal": True,
+            "fwd_flop": fwd_flop, "bwd_flop": FUSED_ATTENTION_BACKWARD * fwd_flop, "fwd": fwd, "bwd": bwd}
+
+
 def dispatch(device: Device, warmup: int, repeats: int) -> dict:
     """Seconds for a chain of DISPATCH_OPS recorded ops, forward and backward (one kernel each)."""
     x = torch.zeros(8, device=device.torch_device, requires_grad=True)
@@ -157,12 +184,13 @@ def run(device: Device, dtypes: dict[str, str], quick: bool) -> dict:
         sizes = CPU_ELEMENTS_QUICK if quick else CPU_ELEMENTS
         width = 256
     warmup, repeats = (1, 3) if quick else (2, 5)
-    matmul, elementwise, weights = [], [], []
+    matmul, elementwise, weights, attention = [], [], [], []
     for dtype_name, support in dtypes.items():
         if support != "ok":
             continue
         for tokens, hidden in shapes:
             matmul.append(_matmul_point(device, dtype_name, tokens, hidden, warmup, repeats))
+        attention.append(_attention_point(device, dtype_name, warmup, repeats))
         for op in ELEMENTWISE_OPS:
             for elements in sizes:
                 elementwise.append(_elementwise_point(device, dtype_name, op, elements, width, warmup, repeats))
@@ -172,4 +200,5 @@ def run(device: Device, dtypes: dict[str, str], quick: bool) -> dict:
     if cuda:
         torch.cuda.empty_cache()
     return {"dtypes": dtypes, "matmul": matmul, "elementwise": elementwise, "matmul_weights": weights,
+            "attention": attention,
             "dispatch": dispatch(device, warmup, repeats)}

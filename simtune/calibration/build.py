@@ -36,6 +36,7 @@ from simtune.calibration.fit import FitError, fit_collective, fit_line, stats_fr
 from simtune.errors import SimtuneError
 from simtune.hardware.profile import (
     SCHEMA_VERSION,
+    AttentionRate,
     CollectiveFit,
     CollectivePoint,
     CollectivesProfile,
@@ -140,7 +141,27 @@ def _compute(raw: Mapping, reference_peaks: Mapping[str, float]) -> tuple[Comput
             continue
         elementwise.append(ElementwiseFit(op, dtype, line.intercept, line.slope, line.r2, points))
     unsupported = {d: why for d, why in raw["dtypes"].items() if why != "ok"}
-    return ComputeProfile(curves, tuple(elementwise), matmul, unsupported, weights), peaks, notes
+    return (ComputeProfile(curves, tuple(elementwise), matmul, unsupported, weights,
+                           attention=_attention(raw.get("attention", ()), peaks, notes)), peaks, notes)
+
+
+def _attention(raw: object, peaks: Mapping[str, float], notes: list[str]) -> dict[str, AttentionRate]:
+    """Per dtype, the fused attention kernel's rates from its fastest repeats (at most the peak:
+    a rate above it is capped, with a note)."""
+    rates = {}
+    for a in raw if isinstance(raw, (list, tuple)) else ():
+        dtype, peak = a["dtype"], peaks.get(a["dtype"])
+        if peak is None:
+            continue
+        forward = float(a["fwd_flop"]) / stats_from_dict(a["fwd"]).min_s
+        backward = float(a["bwd_flop"]) / stats_from_dict(a["bwd"]).min_s
+        if max(forward, backward) > peak:
+            notes.append(f"fused attention ({dtype}) measured above the peak {peak:.4g}; capped at it.")
+        rates[dtype] = AttentionRate(
+            dtype=dtype, forward_flop_per_s=min(forward, peak), backward_flop_per_s=min(backward, peak),
+            basis=f"measured: causal SDPA, batch {a['batch']}, {a['heads']} heads, {a['seq']} tokens, "
+                  f"head dim {a['head_dim']}")
+    return rates
 
 
 def _optimizer(raw: Mapping) -> OptimizerProfile:

@@ -295,3 +295,23 @@ def test_a_larger_tail_message_stays_out_of_the_line_and_sets_the_regime_beyond_
     assert hardware_spec(build_profile(fast, name="fast")).collectives.allreduce.beyond_bytes is None
     save_profile(build_profile(raw_output(), name="plain"), tmp_path / "plain.json")
     assert "tail_points" not in (tmp_path / "plain.json").read_text()
+
+
+def test_the_fused_attention_call_gives_its_rates_and_one_above_the_peak_is_capped(tmp_path):
+    raw = raw_output()
+    fwd_flop = 4 * 2 * 4 * 256 * 256 * 64 / 2
+    entry = {"dtype": "fp32", "batch": 2, "heads": 4, "seq": 256, "head_dim": 64, "causal": True,
+             "fwd_flop": fwd_flop, "bwd_flop": 2.5 * fwd_flop,
+             "fwd": stats(fwd_flop / (0.4 * FP32_RATE)), "bwd": stats(2.5 * fwd_flop / (0.25 * FP32_RATE))}
+    raw["compute"]["attention"] = [entry]
+    profile = validate(build_profile(raw, command="simtune calibrate --gpus 2", date="2026-01-01"))
+    rate = profile.compute.attention["fp32"]
+    assert rate.forward_flop_per_s == pytest.approx(0.4 * FP32_RATE)
+    assert rate.backward_flop_per_s == pytest.approx(0.25 * FP32_RATE)
+    assert "256 tokens" in rate.basis and load_profile(save_profile(profile, tmp_path)) == profile
+    entry["fwd"] = stats(fwd_flop / (3 * FP32_RATE))
+    capped = build_profile(raw, command="simtune calibrate --gpus 2", date="2026-01-01")
+    assert capped.compute.attention["fp32"].forward_flop_per_s == pytest.approx(FP32_RATE)
+    assert any("fused attention (fp32) measured above the peak" in note for note in capped.provenance.notes)
+    del raw["compute"]["attention"]  # an older calibration program's output
+    assert build_profile(raw, command="simtune calibrate --gpus 2", date="2026-01-01").compute.attention == {}

@@ -46,6 +46,10 @@ def test_quick_two_process_calibration_writes_a_valid_profile(tmp_path, monkeypa
         assert largest.stats.min_s > smallest.stats.min_s, op  # measured time grows with size
         assert fit.time_s(largest.bytes) > fit.time_s(smallest.bytes)
     assert "fp32" in profile.compute.curves
+    # torch's fused (flash) attention kernel, forward and backward, at its own rate
+    attention = profile.compute.attention["fp32"]
+    assert 0 < attention.backward_flop_per_s and 0 < attention.forward_flop_per_s <= profile.device.peak_flop_per_s["fp32"]
+    assert hardware_spec(profile).compute.attention_for("fp32") is not None
     assert "torch_adamw_foreach" in profile.optimizer.fits
     assert "deepspeed_cpu_adam" in profile.optimizer.fits or "deepspeed_cpu_adam" in profile.optimizer.unavailable
     assert profile.offload.kind == "cpu_memcpy" and profile.offload.cpu_adam_s_per_param > 0
