@@ -39,12 +39,15 @@ from typing import Optional
 
 from simtune.hardware.profile import (
     COLLECTIVE_OPS,
+    DTYPE_BYTES,
     SCHEMA_VERSION,
+    AttentionRate,
     CollectiveFit,
     CollectivesProfile,
     ComputeCurve,
     ComputeProfile,
     DeviceInfo,
+    ElementwiseFit,
     FrameworkProfile,
     HardwareProfile,
     OffloadProfile,
@@ -72,6 +75,14 @@ MATMUL_SOURCES = (
     "github.com/zzc0721/torch-performance-test-data issues 79, 108, 140: torch.mm on V100-SXM2 fp16 cubes "
     "1024-8192 at 0.46/0.63/0.77/0.78 of 125 TFLOPS, fp32 0.67-0.92 of 15.7",
     "te42kyfo/gpu-benches (stream): copy kernels reach 0.85-0.92 of HBM bandwidth on V100, A100 and H100",
+)
+ATTENTION_SOURCES = (
+    "Shah et al. 2024, FlashAttention-3 (arXiv 2407.08608), Figures 5-6, H100 SXM5 bf16, head dim 128, 16k "
+    "tokens per batch: FlashAttention-2 forward 298 TFLOPS causal / 362 non-causal, backward 291, at 2k tokens "
+    "(cuDNN 484 / 617 / 465, FlashAttention-3 521 / 625 / 501); FLOPs counted as 4 * s^2 * head_dim * heads "
+    "forward (half when causal), 2.5 times that backward",
+    "Dao 2023, FlashAttention-2 (arXiv 2307.08691), abstract and section 4.1: 50-73% of the A100's peak, "
+    "the forward highest and the backward below it",
 )
 FRAMEWORK_SOURCES = (
     "PyTorch eager dispatch per op: Horace He, 'Making Deep Learning Go Brrrr From First Principles' (~280k "
@@ -131,6 +142,13 @@ class SpecSheet:
     forward_kernel_s: float
     """Host dispatch per forward kernel: PyTorch eager on this generation's host CPUs."""
     notes: tuple[str, ...] = ()
+    streaming_16bit_efficiency: float = 0.8
+    """The fraction of HBM bandwidth PyTorch's memory-bound kernels reach over 16-bit elements
+    (fp32 reaches MEMORY_EFFICIENCY)."""
+    attention_efficiency: Optional[dict] = None
+    """16-bit dtype -> (forward, backward) fraction of peak a fused attention kernel reaches
+    (FlashAttention-2, from ATTENTION_SOURCES); None where none is published (Volta: no
+    FlashAttention-2, the memory-efficient kernel runs at the matmul curve's rate here)."""
 
 
 _TF32_NOTE = "fp32 uses the CUDA-core peak: torch leaves TF32 matmuls off by default."
@@ -138,6 +156,19 @@ _DGX_H100_NIC_SOURCE = (
     "docs.nvidia.com/dgx-basepod (core components): DGX H100/H200 has eight single-port ConnectX-7, "
     "up to 400 Gb/s InfiniBand"
 )
+
+HOPPER_STREAMING_16BIT = 0.65
+"""simtune calibrate on one H200 (benchmarks/results/gpu/h200-2026-12-04-kit and -search): the
+GELU forward+backward moved 3.0-3.2 TB/s in bf16/fp16 against 4.2-4.3 in fp32, of 4.8 (0.63-0.67
+against 0.88-0.89): a Hopper part needs more bytes in flight than PyTorch's 16-bit kernels keep.
+No measurement of an A100 or V100 is at hand, so those keep fp32's fraction."""
+
+_H100_ATTENTION = {"bf16": (0.30, 0.29), "fp16": (0.30, 0.29)}
+"""FlashAttention-2 on an H100 at 2k tokens, head dim 128: 298 TFLOPS forward (causal; the
+decoders people train), 291 backward, of 989 (ATTENTION_SOURCES)."""
+_A100_ATTENTION = {"bf16": (0.65, 0.55), "fp16": (0.65, 0.55)}
+"""FlashAttention-2 on an A100 at 2k tokens: within the 50-73% the paper reports, the forward
+above the backward (ATTENTION_SOURCES); read from that range, not one figure."""
 
 _DGX_H100 = SpecSheet(
     name="dgx-h100-80gb",
@@ -167,6 +198,8 @@ _DGX_H100 = SpecSheet(
     },
     forward_kernel_s=5e-6,
     notes=(_TF32_NOTE,),
+    attention_efficiency=_H100_ATTENTION,
+    streaming_16bit_efficiency=HOPPER_STREAMING_16BIT,
 )
 
 SHEETS = (
@@ -233,6 +266,7 @@ SHEETS = (
         },
         forward_kernel_s=6e-6,
         notes=(_TF32_NOTE,),
+        attention_efficiency=_A100_ATTENTION,
     ),
     _DGX_H100,
     # The H200 is an H100 with more and faster HBM: the same compute, links and host.
@@ -265,7 +299,14 @@ def _collective_table(ranks: int, dtype: str, latency_s: float, bus_bytes_per_s:
 def _assumptions(sheet: SpecSheet) -> dict[str, str]:
     nic = (f"{sheet.nics_per_node} x {sheet.nic_bits_per_s / 1e9:.0f} Gb/s InfiniBand per node of "
            f"{sheet.gpus_per_node} GPUs; bus bandwidth across nodes = link_efficiency x all of them together")
+    attention = ("fused attention (FlashAttention-2) at a fraction of peak forward/backward: "
+                 + "; ".join(f"{dtype} {f}/{b}" for dtype, (f, b) in sheet.attention_efficiency.items())
+                 + " (published kernel benchmarks at 2k tokens, head dim 128, see sources)"
+                 if sheet.attention_efficiency else
+                 "fused attention runs at the matmul curve's rate (no published FlashAttention-2 figure for "
+                 "this GPU)")
     return {
+        "fused_attention": attention,
         "compute_efficiency": "per dtype, the fraction of peak one matmul reaches at its FLOPs: "
         + "; ".join(f"{dtype} " + ", ".join(f"{w:.0e}:{f}" for w, f in points)
                     for dtype, points in sheet.matmul_efficiency.items())
@@ -280,7 +321,11 @@ def _assumptions(sheet: SpecSheet) -> dict[str, str]:
         "not a measurement of this machine)",
         "link_efficiency": f"{LINK_EFFICIENCY} of the per-direction link bandwidth as NCCL bus bandwidth "
         "(NVLink, InfiniBand and PCIe)",
-        "memory_efficiency": f"{MEMORY_EFFICIENCY} of HBM bandwidth is achievable by streaming kernels",
+        "memory_efficiency": f"{MEMORY_EFFICIENCY} of HBM bandwidth is achievable by streaming kernels over fp32 "
+        f"elements, {sheet.streaming_16bit_efficiency} over 16-bit ones"
+        + (" (measured by simtune calibrate on an H200: bf16/fp16 GELU 0.63-0.67, fp32 0.88-0.89)"
+           if sheet.streaming_16bit_efficiency != MEMORY_EFFICIENCY else " (no 16-bit measurement: as fp32)")
+        + "; stated as GELU forward+backward rates (5 elements moved per element)",
         "intra_node_latency_s": f"{INTRA_NODE_LATENCY_S} (order of nccl-tests small-message times on NVLink)",
         "inter_node_latency_s": f"{INTER_NODE_LATENCY_S} (order of small-message times over InfiniBand)",
         "inter_node_network": nic
@@ -330,9 +375,19 @@ def build(sheet: SpecSheet) -> HardwareProfile:
             memory_bandwidth_bytes_per_s=memory_bw,
             peak_flop_per_s=dict(sheet.peak_flop_per_s),
         ),
-        compute=ComputeProfile(curves=curves, elementwise=(), matmul_points=(), unsupported_dtypes=(
+        compute=ComputeProfile(curves=curves, elementwise=tuple(
+            ElementwiseFit(op="gelu", dtype=dtype, intercept_s=0.0, r2=None, points=(),
+                           s_per_element=5 * DTYPE_BYTES[dtype] / (
+                               (MEMORY_EFFICIENCY if dtype == "fp32" else sheet.streaming_16bit_efficiency)
+                               * sheet.hbm_bytes_per_s))
+            for dtype in sheet.peak_flop_per_s), matmul_points=(), unsupported_dtypes=(
             {} if "bf16" in sheet.peak_flop_per_s else {"bf16": "not supported by this GPU"}
-        )),
+        ), attention={
+            dtype: AttentionRate(dtype=dtype, forward_flop_per_s=f * sheet.peak_flop_per_s[dtype],
+                                 backward_flop_per_s=b * sheet.peak_flop_per_s[dtype],
+                                 basis=f"FlashAttention-2, {f} / {b} of peak (ATTENTION_SOURCES in provenance)")
+            for dtype, (f, b) in (sheet.attention_efficiency or {}).items()
+        }),
         optimizer=OptimizerProfile(
             fits={
                 "torch_adamw_fused": OptimizerFit(
@@ -371,7 +426,7 @@ def build(sheet: SpecSheet) -> HardwareProfile:
             cuda_version=None,
             nccl_version=None,
             deepspeed_version=None,
-            sources=tuple(sheet.sources) + SOURCES_COMMON,
+            sources=tuple(sheet.sources) + SOURCES_COMMON + (ATTENTION_SOURCES if sheet.attention_efficiency else ()),
             assumptions=_assumptions(sheet),
             notes=tuple(sheet.notes),
         ),

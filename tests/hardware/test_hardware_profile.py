@@ -65,3 +65,17 @@ def test_spec_profile_queries():
     inter = profile.collectives.fit_for("allreduce", nodes=2)
     assert intra.bandwidth_bytes_per_s == pytest.approx(0.8 * 450e9)
     assert inter.bandwidth_bytes_per_s == pytest.approx(0.8 * 8 * 400e9 / 8)  # 8 ConnectX-7 at 400 Gb/s
+
+
+def test_spec_profiles_carry_flash_attention_and_16bit_streaming_where_published_or_measured():
+    from simtune.model.adapters import streaming_bandwidth
+
+    h100, a100, v100 = (load_profile(name) for name in ("dgx-h100-80gb", "dgx-a100-80gb", "dgx2-v100-32gb"))
+    rate = h100.compute.attention["bf16"]
+    assert rate.forward_flop_per_s == pytest.approx(0.30 * 989.4e12)  # FlashAttention-2, FA3 paper Fig. 5
+    assert rate.forward_flop_per_s < 0.5 * h100.efficiency("bf16", 1e11) * 989.4e12
+    assert a100.compute.attention["bf16"].backward_flop_per_s < a100.compute.attention["bf16"].forward_flop_per_s
+    assert v100.compute.attention == {}  # no FlashAttention-2 on Volta
+    assert streaming_bandwidth(h100) == pytest.approx(0.8 * 3.35e12)
+    assert streaming_bandwidth(h100, "bf16") == pytest.approx(0.65 * 3.35e12)  # measured on an H200
+    assert streaming_bandwidth(a100, "bf16") == pytest.approx(streaming_bandwidth(a100))

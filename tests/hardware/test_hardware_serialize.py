@@ -111,3 +111,15 @@ def test_costs_per_parameter_round_trip_and_a_bad_table_is_refused(good, tmp_pat
     assert load_profile(save_profile(learnt, tmp_path)) == learnt
     good["framework"]["param_pass_s"] = table[:3]
     assert "framework.param_pass_s" in _error(good)
+
+
+def test_fused_attention_rates_round_trip_and_one_above_the_peak_is_refused(good, tmp_path):
+    profile = profile_from_dict(good, source="x.json")
+    assert profile.compute.attention["bf16"].forward_flop_per_s > profile.compute.attention["bf16"].backward_flop_per_s
+    assert load_profile(save_profile(profile, tmp_path)) == profile
+    older = copy.deepcopy(good)
+    del older["compute"]["attention"]
+    assert profile_from_dict(older, source="x.json").compute.attention == {}
+    assert "attention" not in profile_to_dict(profile_from_dict(older, source="x.json"))["compute"]
+    good["compute"]["attention"]["bf16"]["backward_flop_per_s"] = 2 * good["device"]["peak_flop_per_s"]["bf16"]
+    assert "compute.attention.bf16.backward_flop_per_s" in _error(good)
