@@ -265,8 +265,8 @@ def main() -> int:
               f"{row.get('micro_batch_size') or 1:>5}{ck:>4}{published:>11.0f}{tokens:>11.0f}{error:>+9.0%}{note}")
     everything = [e for es in errors.values() for e in es]
     if everything:
-        print(f"\nthroughput: {len(everything)} rows, median |error| {statistics.median(abs(e) for e in everything):.0%}, "
-              f"MAPE {statistics.mean(abs(e) for e in everything):.0%} (targets: median <= 15%, MAPE <= 25%)")
+        print(f"\nthroughput: {len(everything)} rows, median |error| {statistics.median(abs(e) for e in everything):.1%}, "
+              f"MAPE {statistics.mean(abs(e) for e in everything):.1%} (targets: median <= 15%, MAPE <= 25%)")
         for profile, es in sorted(errors.items()):
             print(f"  {profile}: {len(es)} rows, median error {statistics.median(es):+.0%}, "
                   f"MAPE {statistics.mean(abs(e) for e in es):.0%}")
