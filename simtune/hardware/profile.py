@@ -288,6 +288,10 @@ class CollectivesProfile:
     """Collectives among the devices of one node."""
     inter_node: Mapping[str, CollectiveFit]
     """Collectives spanning nodes (empty when not known)."""
+    compute_share: Optional[float] = None
+    """The share of the device's compute a running collective takes from the kernels beside it
+    (each NCCL channel is a thread block holding an SM: its blocks over the device's SMs); None
+    when not known (read as 0)."""
 
     def fit_for(self, op: str, nodes: int = 1) -> CollectiveFit:
         """The inter-node fit for a group over several nodes, the intra-node one within a node;

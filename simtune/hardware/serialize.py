@@ -64,13 +64,13 @@ def profile_fingerprint(profile: HardwareProfile) -> str:
 
 def profile_to_dict(profile: HardwareProfile) -> dict:
     """A JSON-ready dict of plain dicts, lists and scalars (an empty ``framework.param_pass_s``,
-    ``compute.weight_points``, ``compute.attention`` or collective ``tail_points`` is left out, so
-    that profiles written before them keep their fingerprint)."""
+    ``compute.weight_points``, ``compute.attention``, ``collectives.compute_share`` or collective
+    ``tail_points`` is left out, so that profiles written before them keep their fingerprint)."""
     data = _plain(dataclasses.asdict(profile))
     collectives = data["collectives"]
     fits = [fit for table in ("intra_node", "inter_node") for fit in collectives[table].values()]
     for owner, key in [(data["framework"], "param_pass_s"), (data["compute"], "weight_points"),
-                       (data["compute"], "attention"),
+                       (data["compute"], "attention"), (collectives, "compute_share"),
                        *((fit, "tail_points") for fit in fits)]:
         if isinstance(owner, dict) and not owner.get(key):
             owner.pop(key, None)
@@ -378,6 +378,7 @@ def _collectives(node: _Node) -> CollectivesProfile:
         backend=node.text("backend", optional=True),
         intra_node=_collective_table(node, "intra_node"),
         inter_node=_collective_table(node, "inter_node"),
+        compute_share=node.number("compute_share", non_negative=True, maximum=0.9, optional=True),
     )
     if applicable and not profile.intra_node and not profile.inter_node:
         node.fail_value(f"{node.path}.intra_node", {}, "non-empty when collectives are applicable")

@@ -142,6 +142,8 @@ class SpecSheet:
     forward_kernel_s: float
     """Host dispatch per forward kernel: PyTorch eager on this generation's host CPUs."""
     notes: tuple[str, ...] = ()
+    sms: int = 0
+    """Streaming multiprocessors per GPU (vendor figure; 0: not known, no compute share)."""
     streaming_16bit_efficiency: float = 0.8
     """The fraction of HBM bandwidth PyTorch's memory-bound kernels reach over 16-bit elements
     (fp32 reaches MEMORY_EFFICIENCY)."""
@@ -157,6 +159,16 @@ _DGX_H100_NIC_SOURCE = (
     "up to 400 Gb/s InfiniBand"
 )
 
+NCCL_BLOCKS = 24
+"""Thread blocks (one per channel, each holding an SM) an NCCL allgather launched beside a GEMM
+on an H100 in an FSDP-like overlap (NCCL_SOURCES); the GEMM then ran slower for as long as the
+collective ran. The same count is assumed on the other GPUs."""
+NCCL_SOURCES = (
+    "forums.developer.nvidia.com/t/337991 ('Compute-Communication Overlap Causes Severe GEMM Performance "
+    "Degradation'): on an H100 (132 SMs) an ncclAllGather beside a one-wave GEMM launched 24 blocks, the GEMM's "
+    "time nearly doubled (MFU 80% -> 47%) as its blocks no longer fit one wave",
+    "SMs per GPU: V100 80, A100 108, H100/H200 SXM 132 (NVIDIA Volta, Ampere and Hopper architecture whitepapers)",
+)
 HOPPER_STREAMING_16BIT = 0.65
 """simtune calibrate on one H200 (benchmarks/results/gpu/h200-2026-12-04-kit and -search): the
 GELU forward+backward moved 3.0-3.2 TB/s in bf16/fp16 against 4.2-4.3 in fp32, of 4.8 (0.63-0.67
@@ -200,6 +212,7 @@ _DGX_H100 = SpecSheet(
     notes=(_TF32_NOTE,),
     attention_efficiency=_H100_ATTENTION,
     streaming_16bit_efficiency=HOPPER_STREAMING_16BIT,
+    sms=132,
 )
 
 SHEETS = (
@@ -238,6 +251,7 @@ SHEETS = (
             "fp32": ((1e8, 0.35), (2e9, 0.67), (2e10, 0.81), (1.4e11, 0.90)),
         },
         forward_kernel_s=8e-6,
+        sms=80,
     ),
     SpecSheet(
         name="dgx-a100-80gb",
@@ -267,6 +281,7 @@ SHEETS = (
         forward_kernel_s=6e-6,
         notes=(_TF32_NOTE,),
         attention_efficiency=_A100_ATTENTION,
+        sms=108,
     ),
     _DGX_H100,
     # The H200 is an H100 with more and faster HBM: the same compute, links and host.
@@ -326,6 +341,9 @@ def _assumptions(sheet: SpecSheet) -> dict[str, str]:
         + (" (measured by simtune calibrate on an H200: bf16/fp16 GELU 0.63-0.67, fp32 0.88-0.89)"
            if sheet.streaming_16bit_efficiency != MEMORY_EFFICIENCY else " (no 16-bit measurement: as fp32)")
         + "; stated as GELU forward+backward rates (5 elements moved per element)",
+        "collective_compute_share": f"{NCCL_BLOCKS} NCCL blocks of the GPU's {sheet.sms} SMs "
+        f"({NCCL_BLOCKS / sheet.sms:.2f}): compute beside a running collective runs that much slower "
+        "(the block count measured on an H100, assumed elsewhere)",
         "intra_node_latency_s": f"{INTRA_NODE_LATENCY_S} (order of nccl-tests small-message times on NVLink)",
         "inter_node_latency_s": f"{INTER_NODE_LATENCY_S} (order of small-message times over InfiniBand)",
         "inter_node_network": nic
@@ -403,6 +421,7 @@ def build(sheet: SpecSheet) -> HardwareProfile:
             backend=None,
             intra_node=intra,
             inter_node=inter,
+            compute_share=NCCL_BLOCKS / sheet.sms if sheet.sms else None,
         ),
         offload=OffloadProfile(
             kind="spec",
@@ -426,7 +445,8 @@ def build(sheet: SpecSheet) -> HardwareProfile:
             cuda_version=None,
             nccl_version=None,
             deepspeed_version=None,
-            sources=tuple(sheet.sources) + SOURCES_COMMON + (ATTENTION_SOURCES if sheet.attention_efficiency else ()),
+            sources=tuple(sheet.sources) + SOURCES_COMMON + (ATTENTION_SOURCES if sheet.attention_efficiency else ())
+            + NCCL_SOURCES,
             assumptions=_assumptions(sheet),
             notes=tuple(sheet.notes),
         ),

@@ -203,6 +203,7 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
         ranks_per_node=device.count_per_node, nodes=device.nodes,
         inter_node_collectives=_collectives(collectives.inter_node) if collectives.applicable else None,
         overlap_capable=device.kind == "cuda", host_memory_bytes=profile.offload.host_memory_bytes,
+        collective_compute_share=(collectives.compute_share or 0.0) if collectives.applicable else 0.0,
         fused_attention_dropout=device.kind == "cuda", dropout_mask_bytes=1 if device.kind == "cuda" else None,
         streaming_bytes_per_s=streaming, streaming_by_precision=narrow, framework=framework_costs(profile), first_touch_s_per_byte=first_touch_cost(profile),
         threads_per_rank=threads_per_rank(profile), dropout_s_per_element=dropout_cost(profile, streaming),

@@ -565,6 +565,9 @@ class HardwareSpec:
     costs a group uses)."""
     overlap_capable: bool = True
     """False where communication cannot run beside compute (DeepSpeed on CPU has no streams)."""
+    collective_compute_share: float = 0.0
+    """The share of the device's compute a collective running beside it takes (NCCL's channels
+    hold SMs), so overlapped compute runs that much slower while it runs."""
     host_memory_bytes: Optional[int] = None
     """Host memory per node, checked against offloaded states when given."""
     dropout_mask_bytes: Optional[int] = 1
@@ -622,6 +625,8 @@ class HardwareSpec:
                  f"HardwareSpec.fixed_overhead_bytes must be >= 0, got {self.fixed_overhead_bytes!r}.")
         if self.host_memory_bytes is not None:
             _positive(ProfileError, "HardwareSpec", host_memory_bytes=self.host_memory_bytes)
+        _require(0.0 <= self.collective_compute_share < 1.0, ProfileError,
+                 f"HardwareSpec.collective_compute_share must be in [0, 1), got {self.collective_compute_share!r}.")
         if self.streaming_bytes_per_s is not None:
             _positive(ProfileError, "HardwareSpec", streaming_bytes_per_s=self.streaming_bytes_per_s)
         for name, bw in self.streaming_by_precision:

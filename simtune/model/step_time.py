@@ -15,9 +15,12 @@ the step call); the boundary reduction of stages 0/1 runs inside the engine's ba
 
 Overlap (overlap_comm, on hardware that can run communication beside compute): the
 overlappable communication of a phase runs beside its compute except its last call, which
-starts when the compute ends:
+starts when the compute ends; while a collective runs it holds a share f of the device's compute
+(``HardwareSpec.collective_compute_share``: NCCL's channels are thread blocks on SMs), so the
+compute beside it runs that much slower:
 
-    phase_s = max(compute_s, comm_s - last_call_s) + last_call_s
+    phase_s = max(compute_s + f x min(compute_s, comm_s - last_call_s), comm_s - last_call_s)
+              + last_call_s
 
 Backward overlaps gradient reductions issued by the gradient hooks (stage 2 every micro-step,
 stage 1 at the boundary micro-step); stage 3 with prefetch also overlaps parameter allgathers
@@ -70,11 +73,12 @@ class TimeEstimate:
         return self.grad_reduce_s + self.param_gather_s - self.hidden_comm_s
 
 
-def _side_by_side(compute_s: float, comm_s: float, last_call_s: float) -> float:
+def _side_by_side(compute_s: float, comm_s: float, last_call_s: float, share: float = 0.0) -> float:
     if comm_s <= 0.0:
         return compute_s
     last = min(last_call_s, comm_s)
-    return max(compute_s, comm_s - last) + last
+    beside = comm_s - last
+    return max(compute_s + share * min(compute_s, beside), beside) + last
 
 
 def _reduce_calls(m: ModelSpec, c: TrainConfig) -> int:
@@ -150,10 +154,11 @@ def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
     rec = ct.micro_recompute_s(model, hardware, c)
     comm = communication(model, s, hardware, c)
     overlap = c.overlap and hardware.overlap_capable
+    share = hardware.collective_compute_share
     prefetch = overlap and c.stage == 3 and c.stage3_prefetch_bucket_size > 0
 
     if prefetch:
-        fwd_phase = _side_by_side(fwd, comm.gather_forward_s, comm.gather_first_call_s)
+        fwd_phase = _side_by_side(fwd, comm.gather_forward_s, comm.gather_first_call_s, share)
         bwd_serial, bwd_hidable = bwd + rec, comm.reduce_per_micro_s + comm.gather_backward_s
     else:
         fwd_phase = fwd + comm.gather_forward_s
@@ -162,7 +167,7 @@ def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
     def backward_phase(extra_reduce_s: float) -> float:
         hidable = bwd_hidable + extra_reduce_s
         if overlap:
-            return _side_by_side(bwd_serial, hidable, comm.reduce_last_call_s)
+            return _side_by_side(bwd_serial, hidable, comm.reduce_last_call_s, share)
         return bwd_serial + hidable
 
     boundary_in_hooks = comm.reduce_at_boundary_s if c.stage == 1 and overlap else 0.0

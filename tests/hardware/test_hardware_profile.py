@@ -79,3 +79,13 @@ def test_spec_profiles_carry_flash_attention_and_16bit_streaming_where_published
     assert streaming_bandwidth(h100) == pytest.approx(0.8 * 3.35e12)
     assert streaming_bandwidth(h100, "bf16") == pytest.approx(0.65 * 3.35e12)  # measured on an H200
     assert streaming_bandwidth(a100, "bf16") == pytest.approx(streaming_bandwidth(a100))
+
+
+
+def test_spec_profiles_hold_the_compute_a_running_collective_takes():
+    from simtune.model.adapters import hardware_spec
+
+    h100, v100 = load_profile("dgx-h100-80gb"), load_profile("dgx2-v100-32gb")
+    assert h100.collectives.compute_share == pytest.approx(24 / 132)  # NCCL's blocks over the SMs
+    assert v100.collectives.compute_share == pytest.approx(24 / 80)
+    assert hardware_spec(h100).collective_compute_share == pytest.approx(24 / 132)

@@ -123,3 +123,14 @@ def test_fused_attention_rates_round_trip_and_one_above_the_peak_is_refused(good
     assert "attention" not in profile_to_dict(profile_from_dict(older, source="x.json"))["compute"]
     good["compute"]["attention"]["bf16"]["backward_flop_per_s"] = 2 * good["device"]["peak_flop_per_s"]["bf16"]
     assert "compute.attention.bf16.backward_flop_per_s" in _error(good)
+
+
+
+def test_a_collectives_compute_share_is_optional_and_below_one(good):
+    assert profile_from_dict(good, source="x.json").collectives.compute_share == pytest.approx(24 / 108)
+    older = copy.deepcopy(good)
+    del older["collectives"]["compute_share"]
+    assert profile_from_dict(older, source="x.json").collectives.compute_share is None
+    assert "compute_share" not in profile_to_dict(profile_from_dict(older, source="x.json"))["collectives"]
+    good["collectives"]["compute_share"] = 1.5
+    assert "collectives.compute_share" in _error(good)

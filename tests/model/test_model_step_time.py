@@ -29,6 +29,23 @@ def test_overlap_hides_stage2_reduction_behind_backward(gpt2, hardware):
     assert on.exposed_comm_s >= 0
 
 
+def test_a_collective_beside_the_compute_slows_it_by_its_share_while_it_runs(gpt2, make_hardware):
+    from simtune.model.step_time import _side_by_side
+
+    assert _side_by_side(10.0, 4.0, 1.0, 0.2) == pytest.approx(10.0 + 0.2 * 3.0 + 1.0)  # compute-bound
+    assert _side_by_side(2.0, 9.0, 1.0, 0.2) == pytest.approx(8.0 + 1.0)  # the slowed compute still hides
+    buckets = dict(stage=2, micro_batch_size=4, dp_degree=8, reduce_bucket_size=10_000_000, overlap_comm=True)
+    free = estimate_time(gpt2, make_hardware(), TrainConfig(**buckets))
+    held = estimate_time(gpt2, make_hardware(collective_compute_share=0.2), TrainConfig(**buckets))
+    assert 0 < held.step_s - free.step_s <= 0.2 * free.hidden_comm_s + 1e-12
+    assert held.hidden_comm_s == pytest.approx(free.hidden_comm_s - (held.step_s - free.step_s))
+    cpu = make_hardware(collective_compute_share=0.2, overlap_capable=False)
+    assert estimate_time(gpt2, cpu, TrainConfig(**buckets)).step_s == estimate_time(
+        gpt2, make_hardware(overlap_capable=False), TrainConfig(**buckets)).step_s
+    with pytest.raises(ProfileError, match="collective_compute_share"):
+        make_hardware(collective_compute_share=1.0)
+
+
 def test_one_bucket_cannot_overlap(gpt2, hardware):
     """The default 5e8-element bucket holds all 124M gradients: reduced after the backward."""
     t = estimate_time(gpt2, hardware, TrainConfig(stage=2, micro_batch_size=4, dp_degree=8, overlap_comm=True))
