@@ -81,9 +81,9 @@ def _device_s(matmuls: tuple[Matmul, ...], streaming: tuple[Streaming, ...], hw:
     fp32_bw, own_bw = hw.streaming_bytes_per_s, hw.streaming_for(c.precision)
     if fp32_bw is not None and own_bw is not None:
         b = c.bytes_per_element
-        own = sum(op.bytes(mbs, b, backward, fp32=False) for op in streaming)
-        own += sum(mbs * op.rows * op.cols * b for op in matmuls if backward and op.bias)
-        memory = (own / own_bw + sum(op.bytes(mbs, b, backward, fp32=True) for op in streaming) / fp32_bw) / mp
+        moved = [op.bytes(mbs, b, backward) for op in streaming]
+        own = sum(m[0] for m in moved) + sum(mbs * op.rows * op.cols * b for op in matmuls if backward and op.bias)
+        memory = (own / own_bw + sum(m[1] for m in moved) / fp32_bw) / mp
     if not backward and hw.dropout_s_per_element:
         memory += sum(op.count(mbs) for op in streaming if op.random) / mp * hw.dropout_s_per_element
     return matmul, memory

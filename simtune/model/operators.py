@@ -40,7 +40,6 @@ kernels per layer that published traces show (docs/cost-model.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from simtune.model.inputs import Block, HardwareSpec, ModelSpec
 
@@ -103,15 +102,12 @@ class Streaming:
     def count(self, samples: int) -> int:
         return self.elements * (1 if self.per_batch else samples)
 
-    def bytes(self, samples: int, element_bytes: int, backward: bool, fp32: Optional[bool] = None) -> float:
-        """Bytes moved: all of them, or (``fp32``) only the fp32 passes, or (not ``fp32``) only
-        the compute precision's."""
+    def bytes(self, samples: int, element_bytes: int, backward: bool) -> tuple[float, float]:
+        """Bytes moved in the compute precision's passes and in the fp32 passes."""
         n = self.count(samples)
         passes, fp32_passes = ((self.backward_passes, self.backward_fp32_passes) if backward
                                else (self.forward_passes, self.forward_fp32_passes))
-        own = 0.0 if fp32 else passes * element_bytes
-        wide = 0.0 if fp32 is False else fp32_passes * 4
-        return n * (own + wide)
+        return n * passes * element_bytes, n * fp32_passes * 4.0
 
 
 @dataclass(frozen=True)

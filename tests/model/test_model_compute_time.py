@@ -180,7 +180,7 @@ def test_16bit_passes_run_at_their_own_bandwidth_and_fp32_passes_at_fp32s(gpt2, 
     ops = model_operators(gpt2, one)
 
     def moved(streaming, matmuls, fp32):
-        return (sum(op.bytes(4, 2, True, fp32=fp32) for op in streaming)
+        return (sum(op.bytes(4, 2, True)[fp32] for op in streaming)
                 + (0 if fp32 else sum(4 * op.rows * op.cols * 2 for op in matmuls if op.bias)))
 
     own, wide = ((gpt2.num_layers * moved(ops.layer_streaming, ops.layer_matmuls, fp32)
