@@ -23,6 +23,10 @@ test the model, for a reason that does not look at the prediction: the source do
 its GPU, or the throughput would need more than the GPU's dense peak at the row's precision with
 the model's FLOP count (:func:`throughput_doubt`). The summary says what every row together gives.
 
+A row without its micro-batch size whose source gives the best throughput over the sizes it ran
+(``micro_batch_size_basis: best``: "as high as") is predicted at the model's best micro-batch
+size that fits.
+
 What each source ran is taken from its own description: the attention implementation
 (``software.attention``: eager, sdpa or flash, with its basis), the loss (``software.loss``: fp32
 where torch's cross-entropy runs over upcast logits, the default; fused for a fused cross-entropy
@@ -152,6 +156,8 @@ class Prediction:
     peak_gib: float
     """Per GPU."""
     largest_micro_batch: int
+    micro_batch_size: int
+    """The row's, or the model's best where the row gives its best over sizes it ran."""
     flop_per_token: float
     """Model FLOPs per token of training: 3 x the forward's (recomputation left out)."""
     peak_flop_per_s: float
@@ -190,17 +196,21 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
         predictor = Predictor(dataclasses.replace(predictor.model, parameter_modules=workload.num_layers + 1),
                               predictor.hardware, dp_degree=predictor.dp_degree, precision=predictor.precision,
                               checkpointing_policy=predictor.checkpointing_policy)
-    estimate = predictor.predict(trial)
-    tokens = estimate.metrics.throughput_samples_per_s * workload.seq_len / gpus
     largest = predictor.max_micro_batch_size(
         trial.stage, gradient_accumulation_steps=trial.gradient_accumulation_steps,
         offload_optimizer=trial.offload_optimizer, offload_param=trial.offload_param,
         activation_checkpointing=trial.activation_checkpointing)
+    if row.get("micro_batch_size") is None and row.get("micro_batch_size_basis") == "best":
+        # the source gives its best throughput over the micro-batch sizes it ran: so does the model
+        trial = max((dataclasses.replace(trial, micro_batch_size=mbs) for mbs in range(1, max(1, largest) + 1)),
+                    key=lambda t: predictor.predict(t).metrics.throughput_samples_per_s)
+    estimate = predictor.predict(trial)
+    tokens = estimate.metrics.throughput_samples_per_s * workload.seq_len / gpus
     flops = estimate.metrics.flops_per_gpu or 0.0
     peak = estimate.memory.total_bytes
     if gpus == 1 and "deepspeed" not in str(parallel.get("framework", "")).lower():
         peak = without_engine_reduction(estimate.memory)
-    return Prediction(tokens, bool(estimate.feasible), profile.name, peak / 2**30, largest,
+    return Prediction(tokens, bool(estimate.feasible), profile.name, peak / 2**30, largest, trial.micro_batch_size,
                       flops / tokens, profile.device.peak_flop_per_s[predictor.precision])
 
 
@@ -250,19 +260,22 @@ def main() -> int:
             if doubt is not None:
                 doubted.append((path.stem, row, doubt, published, p.tokens_per_s))
             else:
-                rows.append((path.stem, row, source["hardware"]["gpu"], p.profile, published, p.tokens_per_s, p.fits))
+                rows.append((path.stem, row, source["hardware"]["gpu"], p, published))
 
     print(f"\n{'source':<34}{'id':<34}{'GPU':<16}{'n':>4}{'z':>3}{'mbs':>5}{'ck':>4}"
           f"{'published':>11}{'predicted':>11}{'error':>9}")
     errors: dict[str, list[float]] = {}
-    for name, row, gpu, profile, published, tokens, feasible in rows:
-        error = tokens / published - 1
-        errors.setdefault(profile, []).append(error)
+    for name, row, gpu, p, published in rows:
+        error = p.tokens_per_s / published - 1
+        errors.setdefault(p.profile, []).append(error)
         ck = "y" if row.get("activation_checkpointing") else "n"
         stage = (row.get("parallel") or {}).get("zero_stage") or 0
-        note = "" if feasible else "  (predicted not to fit)"
+        note = "" if p.fits else "  (predicted not to fit)"
+        mbs = f"{p.micro_batch_size}{'' if row.get('micro_batch_size') else '*'}"
         print(f"{name[:33]:<34}{row['id'][:33]:<34}{gpu[:15]:<16}{row['gpus']:>4}{stage:>3}"
-              f"{row.get('micro_batch_size') or 1:>5}{ck:>4}{published:>11.0f}{tokens:>11.0f}{error:>+9.0%}{note}")
+              f"{mbs:>5}{ck:>4}{published:>11.0f}{p.tokens_per_s:>11.0f}{error:>+9.0%}{note}")
+    if any(not r[1].get("micro_batch_size") for r in rows):
+        print("  (mbs *: the model's best micro-batch size, for a row that gives its best over the sizes it ran)")
     everything = [e for es in errors.values() for e in es]
     if everything:
         print(f"\nthroughput: {len(everything)} rows, median |error| {statistics.median(abs(e) for e in everything):.1%}, "
@@ -279,8 +292,8 @@ def main() -> int:
             print(f"  {name} {row['id']}: published {published:.0f}, predicted {tokens:.0f} "
                   f"({tokens / published - 1:+.0%}): {doubt}")
     print("\nordering within a source (pairs of rows with the same model and GPU count):")
-    scored = ordered_pairs([(r[0], r[1], r[4], r[5]) for r in rows])
-    every = ordered_pairs([(r[0], r[1], r[4], r[5]) for r in rows] + [(d[0], d[1], d[3], d[4]) for d in doubted])
+    scored = ordered_pairs([(r[0], r[1], r[4], r[3].tokens_per_s) for r in rows])
+    every = ordered_pairs([(r[0], r[1], r[4], r[3].tokens_per_s) for r in rows] + [(d[0], d[1], d[3], d[4]) for d in doubted])
     for name, (agree, total) in sorted(every.items()):
         kept = scored.get(name, (0, 0))
         if kept == (agree, total):
