@@ -215,7 +215,51 @@ def clock_lines(samples: dict[str, Any]) -> list[str]:
     return lines
 
 
-def summary_markdown(plan: Optional[dict[str, Any]], measured: list[dict], launches: list[dict], kit: dict) -> str:
+def kernel_lines(profile_path: Optional[Path], spec_name: str = "hgx-h200-141gb") -> list[str]:
+    """The calibrated kernel rates beside the spec profile's: per dtype the best matmul, the fused
+    attention kernel forward and backward, and memory-bound kernels (GELU) in bytes per second."""
+    if profile_path is None:
+        return ["", "## Calibrated kernels", "", "No calibrated profile in this folder."]
+    from simtune.hardware import load_profile
+    from simtune.model.adapters import streaming_bandwidth
+
+    measured, spec = load_profile(str(profile_path)), load_profile(spec_name)
+
+    def rates(p: Any, dtype: str) -> str:
+        curve = p.compute.curves.get(dtype)
+        if curve is None:
+            return "n/a"
+        peak = spec.device.peak_flop_per_s.get(dtype) or max(x.flop_per_s for x in curve.points)
+        best = max(x.flop_per_s for x in curve.points)
+        att = p.compute.attention.get(dtype)
+        attention = (f"{att.forward_flop_per_s / 1e12:.0f} / {att.backward_flop_per_s / 1e12:.0f} T "
+                     f"({att.forward_flop_per_s / peak:.2f} / {att.backward_flop_per_s / peak:.2f})" if att else "none")
+        bw = streaming_bandwidth(p, dtype)
+        stream = f"{bw / 1e12:.2f} TB/s" if bw else "as fp32"
+        return f"{best / 1e12:.0f} T ({best / peak:.2f}) | {attention} | {stream}"
+
+    lines = ["", f"## Calibrated kernels (`{profile_path.name}` beside `{spec_name}`; fractions of the spec peak)", "",
+             "| dtype | profile | best matmul | fused attention fwd / bwd | memory-bound (GELU) |", "|---|---|---|---|---|"]
+    for dtype in ("bf16", "fp16", "fp32"):
+        for name, p in (("measured", measured), ("spec", spec)):
+            lines.append(f"| {dtype} | {name} | {rates(p, dtype)} |")
+    return lines
+
+
+def _profile_in(out: Path) -> Optional[Path]:
+    """The calibrated profile the kit wrote into ``out`` (the JSON holding a hardware profile)."""
+    for path in sorted(out.glob("*.json")):
+        if path.name not in ("plan.json", "kit.json", "launches.json"):
+            try:
+                if "schema_version" in json.loads(path.read_text()):
+                    return path
+            except (OSError, ValueError):
+                continue
+    return None
+
+
+def summary_markdown(plan: Optional[dict[str, Any]], measured: list[dict], launches: list[dict], kit: dict,
+                     profile_path: Optional[Path] = None) -> str:
     env = kit.get("environment", {})
     mode = plan["mode"] if plan else kit.get("mode", "?")
     device = env.get("device", {}).get("name") or ("CPU (rehearsal)" if mode == "rehearsal" else "?")
@@ -228,6 +272,7 @@ def summary_markdown(plan: Optional[dict[str, Any]], measured: list[dict], launc
     for name, phase in kit.get("phases", {}).items():
         lines.append(f"| {name} | {phase['status']} | {phase.get('seconds', '')} | {phase.get('reason') or ''} |")
     lines += clock_lines(kit.get("gpu_samples") or {})
+    lines += kernel_lines(profile_path)
     if plan is None:
         return "\n".join(lines + ["", "No plan: nothing was predicted or measured."]) + "\n"
     rows = summary_rows(plan, measured)
@@ -364,7 +409,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         launches = json.loads((out / "launches.json").read_text())["launches"] if (out / "launches.json").is_file() \
             else []
         kit = json.loads((out / "kit.json").read_text()) if (out / "kit.json").is_file() else {}
-        text = summary_markdown(plan, read_jsonl(out / "measurements.jsonl"), launches, kit)
+        text = summary_markdown(plan, read_jsonl(out / "measurements.jsonl"), launches, kit, _profile_in(out))
         (out / "summary.md").write_text(text)
         print(text)
     return 0

@@ -127,6 +127,7 @@ def test_launch_through_the_runner_and_the_report(rehearsal):
     for key in _measurements(rehearsal):
         assert f"| {key} |" in summary
     assert "step time: MAPE" in summary and "predicted to fit but out of memory:" in summary
+    assert "## Calibrated kernels" in summary and "| fp32 | measured |" in summary
     profile = json.loads((rehearsal / "cpu-1proc-kit-rehearsal.json").read_text())
     assert profile["provenance"]["kind"] == "measured"
     if _kit(rehearsal)["gpu_samples"].get("skipped"):  # no nvidia-smi here: said, not silently left out

@@ -42,3 +42,15 @@ def test_the_committed_h200_run_is_predicted_again_on_any_profile(tmp_path, monk
         rows = [line for line in section.splitlines() if line.startswith("  gpt2") or line.startswith("  bert")]
         assert len(rows) == 16
         assert "step MAPE" in section and "stage pairs ordered as measured" in section and " of 8" in section
+
+
+def test_the_summary_sets_the_calibrated_kernels_beside_the_spec_profile():
+    report = _report()
+    profile = report._profile_in(H200_KIT)
+    assert profile == H200_KIT / "h200-141gb-1gpu.json"
+    lines = report.kernel_lines(profile)
+    measured = next(line for line in lines if line.startswith("| bf16 | measured"))
+    spec = next(line for line in lines if line.startswith("| bf16 | spec"))
+    assert "760 T (0.77)" in measured and "| none |" in measured  # calibrated before the attention timing
+    assert "(0.30 / 0.29)" in spec and "3.12 TB/s" in spec
+    assert "No calibrated profile" in "\n".join(report.kernel_lines(None))
