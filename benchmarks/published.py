@@ -27,6 +27,9 @@ A row without its micro-batch size whose source gives the best throughput over t
 (``micro_batch_size_basis: best``: "as high as") is predicted at the model's best micro-batch
 size that fits.
 
+A source that states its parts' HBM bandwidth (``hardware.hbm_bytes_per_s``) is predicted with
+it (:func:`as_stated`); a stated power limit is not modelled.
+
 What each source ran is taken from its own description: the attention implementation
 (``software.attention``: eager, sdpa or flash, with its basis), the loss (``software.loss``: fp32
 where torch's cross-entropy runs over upcast logits, the default; fused for a fused cross-entropy
@@ -46,7 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from simtune.errors import SimtuneError
-from simtune.hardware import load_profile
+from simtune.hardware import HardwareProfile, load_profile
+from simtune.hardware.spec import SHEETS
 from simtune.prediction.predictor import Predictor
 from simtune.space import Trial
 from simtune.workloads.presets import Workload, _from_document
@@ -176,9 +180,24 @@ def without_engine_reduction(m: Any) -> int:
         m.backward_phase_bytes - m.comm_scratch_bytes, m.step_transient_bytes)
 
 
+def as_stated(profile: HardwareProfile, hardware: dict[str, Any]) -> HardwareProfile:
+    """The spec profile with the HBM bandwidth a source states for its parts
+    (``hardware.hbm_bytes_per_s``: Meta's 96 GB HBM2e H100s run 2.4 TB/s, not the SXM part's
+    3.35): the memory bandwidth and the memory-bound kernels' rates scale with it."""
+    stated = hardware.get("hbm_bytes_per_s")
+    if not stated:
+        return profile
+    k = float(stated) / next(sheet.hbm_bytes_per_s for sheet in SHEETS if sheet.name == profile.name)
+    compute = dataclasses.replace(profile.compute, elementwise=tuple(
+        dataclasses.replace(fit, s_per_element=fit.s_per_element / k) for fit in profile.compute.elementwise))
+    device = dataclasses.replace(profile.device,
+                                 memory_bandwidth_bytes_per_s=profile.device.memory_bandwidth_bytes_per_s * k)
+    return dataclasses.replace(profile, device=device, compute=compute)
+
+
 def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
     """The cost model's prediction of one row."""
-    profile = load_profile(str(profile_of(source["hardware"]["gpu"])))
+    profile = as_stated(load_profile(str(profile_of(source["hardware"]["gpu"]))), source["hardware"])
     software = source.get("software") or {}
     workload = dataclasses.replace(workload_of(row["model"], software.get("attention")),
                                    loss=software.get("loss") or "fp32")

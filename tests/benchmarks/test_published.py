@@ -1,0 +1,54 @@
+"""benchmarks/published.py: what a source states about its hardware and batch is what is predicted."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "benchmarks" / "published"
+
+
+def _published():
+    spec = importlib.util.spec_from_file_location("published_benchmark", ROOT / "benchmarks" / "published.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("published_benchmark", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(source: str, row_id: str) -> tuple[dict, dict]:
+    data = json.loads((DATA / f"{source}.json").read_text())
+    return data, next(r for r in data["measurements"] if r["id"] == row_id)
+
+
+def test_a_stated_hbm_bandwidth_scales_the_memory_bound_kernels():
+    from simtune.hardware import load_profile
+    from simtune.model.adapters import streaming_bandwidth
+
+    published = _published()
+    h100 = load_profile("dgx-h100-80gb")
+    stated = published.as_stated(h100, {"hbm_bytes_per_s": 2.4e12})
+    for dtype in ("fp32", "bf16"):
+        assert streaming_bandwidth(stated, dtype) == pytest.approx(streaming_bandwidth(h100, dtype) * 2.4 / 3.35)
+    assert stated.device.memory_bandwidth_bytes_per_s == pytest.approx(0.8 * 2.4e12)
+    assert published.as_stated(h100, {}) is h100
+    source, row = _row("torchtitan_h100", "titan-h100-l31-8b-g8-fsdp")
+    plain = copy.deepcopy(source)
+    del plain["hardware"]["hbm_bytes_per_s"]
+    assert published.predict(row, source).tokens_per_s < published.predict(row, plain).tokens_per_s
+
+
+def test_a_row_that_gives_its_best_batch_is_predicted_at_the_models_best():
+    published = _published()
+    source, row = _row("deepspeed_v100_docs", "ds-bert-kernels-v100x1-seq128")
+    assert row["micro_batch_size"] is None and row["micro_batch_size_basis"] == "best"
+    best = published.predict(row, source)
+    at_one = published.predict({**row, "micro_batch_size_basis": None}, source)
+    assert at_one.micro_batch_size == 1 and 1 < best.micro_batch_size <= best.largest_micro_batch
+    assert best.tokens_per_s > at_one.tokens_per_s
