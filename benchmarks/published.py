@@ -27,14 +27,16 @@ A row without its micro-batch size whose source gives the best throughput over t
 (``micro_batch_size_basis: best``: "as high as") is predicted at the model's best micro-batch
 size that fits.
 
-A source that states its parts' HBM bandwidth (``hardware.hbm_bytes_per_s``) is predicted with
-it (:func:`as_stated`); a stated power limit is not modelled.
+A source that states its parts' HBM bandwidth or memory (``hardware.hbm_bytes_per_s``,
+``hardware.memory_gib``) is predicted with them (:func:`as_stated`); a stated power limit is not
+modelled.
 
 What each source ran is taken from its own description: the attention implementation
-(``software.attention``: eager, sdpa or flash, with its basis), the loss (``software.loss``: fp32
-where torch's cross-entropy runs over upcast logits, the default; fused for a fused cross-entropy
-kernel, with its basis) and, for PyTorch FSDP, one fetch
-unit per transformer block (FSDP wraps each block: ``parameter_modules`` = layers + 1) instead of
+(``software.attention``: eager, sdpa or flash, with its basis), the dropout its models train with
+(``software.dropout``, with its basis; else the model type's default), the loss
+(``software.loss``: fp32 where torch's cross-entropy runs over upcast logits, the default; fused
+for a fused cross-entropy kernel, with its basis) and, for PyTorch FSDP, one fetch unit per
+transformer block (FSDP wraps each block: ``parameter_modules`` = layers + 1) instead of
 DeepSpeed's one per module holding parameters.
 """
 
@@ -71,8 +73,14 @@ def precision_of(text: str) -> str:
     return "bf16" if "bf16" in text else "fp16" if "fp16" in text else "fp32"
 
 
-def workload_of(model: dict[str, Any], attention: str | None = None) -> Workload:
-    """The closed-form workload of a published shape (with the source's attention when given)."""
+DROPOUT_KEYS = {"llama": ("attention_dropout",), "bert": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
+                "gpt2": ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
+"""The config keys of each model type's dropout probabilities."""
+
+
+def workload_of(model: dict[str, Any], attention: str | None = None, dropout: float | None = None) -> Workload:
+    """The closed-form workload of a published shape (with the source's attention and dropout when
+    given; else the model type's defaults)."""
     name = str(model.get("name") or "model").lower()
     layers, hidden, heads = int(model["layers"]), int(model["hidden"]), int(model["heads"])
     intermediate, vocab, seq = int(model["intermediate"]), int(model["vocab"]), int(model["seq_len"])
@@ -90,6 +98,8 @@ def workload_of(model: dict[str, Any], attention: str | None = None) -> Workload
                   "vocab_size": vocab, "n_positions": max(seq, 1024), "activation_function": "gelu"}
     if attention:
         config["attn_implementation"] = attention
+    if dropout is not None:
+        config.update({key: float(dropout) for key in DROPOUT_KEYS[str(config["model_type"])]})
     return _from_document(str(model.get("name")), config, seq)
 
 
@@ -181,17 +191,24 @@ def without_engine_reduction(m: Any) -> int:
 
 
 def as_stated(profile: HardwareProfile, hardware: dict[str, Any]) -> HardwareProfile:
-    """The spec profile with the HBM bandwidth a source states for its parts
-    (``hardware.hbm_bytes_per_s``: Meta's 96 GB HBM2e H100s run 2.4 TB/s, not the SXM part's
-    3.35): the memory bandwidth and the memory-bound kernels' rates scale with it."""
-    stated = hardware.get("hbm_bytes_per_s")
-    if not stated:
+    """The spec profile with what a source states for its parts where they differ from the
+    profile's GPU: the HBM bandwidth (``hardware.hbm_bytes_per_s``: Meta's 96 GB HBM2e H100s run
+    2.4 TB/s, not the SXM part's 3.35; an A100 40 GB 1.555, not the 80 GB part's 2.039), which
+    the memory bandwidth and the memory-bound kernels' rates scale with, and the memory
+    (``hardware.memory_gib``)."""
+    stated, gib = hardware.get("hbm_bytes_per_s"), hardware.get("memory_gib")
+    if not stated and not gib:
         return profile
-    k = float(stated) / next(sheet.hbm_bytes_per_s for sheet in SHEETS if sheet.name == profile.name)
-    compute = dataclasses.replace(profile.compute, elementwise=tuple(
-        dataclasses.replace(fit, s_per_element=fit.s_per_element / k) for fit in profile.compute.elementwise))
-    device = dataclasses.replace(profile.device,
-                                 memory_bandwidth_bytes_per_s=profile.device.memory_bandwidth_bytes_per_s * k)
+    device, compute = profile.device, profile.compute
+    if stated:
+        k = float(stated) / next(sheet.hbm_bytes_per_s for sheet in SHEETS if sheet.name == profile.name)
+        compute = dataclasses.replace(compute, elementwise=tuple(
+            dataclasses.replace(fit, s_per_element=fit.s_per_element / k) for fit in compute.elementwise))
+        device = dataclasses.replace(device, memory_bandwidth_bytes_per_s=device.memory_bandwidth_bytes_per_s * k)
+    if gib:
+        memory = int(float(gib) * 2**30)
+        device = dataclasses.replace(device, memory_bytes=memory,
+                                     usable_memory_bytes=memory - device.fixed_overhead_bytes)
     return dataclasses.replace(profile, device=device, compute=compute)
 
 
@@ -199,7 +216,7 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
     """The cost model's prediction of one row."""
     profile = as_stated(load_profile(str(profile_of(source["hardware"]["gpu"]))), source["hardware"])
     software = source.get("software") or {}
-    workload = dataclasses.replace(workload_of(row["model"], software.get("attention")),
+    workload = dataclasses.replace(workload_of(row["model"], software.get("attention"), software.get("dropout")),
                                    loss=software.get("loss") or "fp32")
     parallel = row.get("parallel") or {}
     gpus = int(row["gpus"])

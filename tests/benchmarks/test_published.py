@@ -52,3 +52,22 @@ def test_a_row_that_gives_its_best_batch_is_predicted_at_the_models_best():
     at_one = published.predict({**row, "micro_batch_size_basis": None}, source)
     assert at_one.micro_batch_size == 1 and 1 < best.micro_batch_size <= best.largest_micro_batch
     assert best.tokens_per_s > at_one.tokens_per_s
+
+
+def test_stated_memory_and_dropout_are_what_is_predicted():
+    from simtune.hardware import load_profile
+
+    published = _published()
+    a100 = load_profile("dgx-a100-80gb")
+    forty = published.as_stated(a100, {"memory_gib": 40, "hbm_bytes_per_s": 1.555e12})
+    assert forty.device.memory_bytes == 40 * 2**30
+    assert forty.device.usable_memory_bytes == 40 * 2**30 - a100.device.fixed_overhead_bytes
+    shape = {"name": "mpt-1b", "layers": 24, "hidden": 2048, "heads": 16, "intermediate": 8192, "vocab": 50368,
+             "seq_len": 2048}
+    default, none = published.workload_of(shape, "flash"), published.workload_of(shape, "flash", 0.0)
+    assert default.attention_dropout > 0 and none.attention_dropout == 0  # transformers' GPT-2 default: 0.1
+    source, row = _row("llm_foundry_a100_80gb", "mpt-a100-80-7b-s2048-g8")
+    assert source["software"]["dropout"] == 0.0
+    with_dropout = copy.deepcopy(source)
+    del with_dropout["software"]["dropout"]
+    assert published.predict(row, source).tokens_per_s > published.predict(row, with_dropout).tokens_per_s
