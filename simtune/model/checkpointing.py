@@ -63,7 +63,7 @@ def kept_bytes_per_sample(m: ModelSpec, c: TrainConfig, ops: Operators, attentio
     if c.checkpointing_policy != SELECTIVE_OP:
         return layer_input
     products = sum(op.rows * op.cols * op.batch for op in kept_products(ops)) * b / t
-    fused = any(op.name == "attn.fused" for op in ops.layer_matmuls)
+    fused = any(op.fused_attention for op in ops.layer_matmuls)
     attention = attention_kept_bytes if fused else 0.0
     return layer_input + products + attention
 

@@ -195,7 +195,7 @@ def recomputed_fraction(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float
         return checkpointed_layers(m, c) / m.num_layers
     ops = model_operators(m, hw)
     matmul, streaming = _device_s(ops.layer_matmuls, ops.layer_streaming, hw, c, False)
-    kept = kept_products(ops) + tuple(op for op in ops.layer_matmuls if op.name == "attn.fused")
+    kept = kept_products(ops) + tuple(op for op in ops.layer_matmuls if op.fused_attention)
     kept_s = _device_s(kept, (), hw, c, False)[0]
     total = matmul + streaming
     return max(0.0, total - kept_s) / total if total > 0 else 1.0
