@@ -141,9 +141,9 @@ class SpecSheet:
     """dtype -> ((FLOPs of one matmul, fraction of peak), ...), from MATMUL_SOURCES."""
     forward_kernel_s: float
     """Host dispatch per forward kernel: PyTorch eager on this generation's host CPUs."""
+    sms: int
+    """Streaming multiprocessors per GPU (vendor figure)."""
     notes: tuple[str, ...] = ()
-    sms: int = 0
-    """Streaming multiprocessors per GPU (vendor figure; 0: not known, no compute share)."""
     streaming_16bit_efficiency: float = 0.8
     """The fraction of HBM bandwidth PyTorch's memory-bound kernels reach over 16-bit elements
     (fp32 reaches MEMORY_EFFICIENCY)."""
@@ -421,7 +421,7 @@ def build(sheet: SpecSheet) -> HardwareProfile:
             backend=None,
             intra_node=intra,
             inter_node=inter,
-            compute_share=NCCL_BLOCKS / sheet.sms if sheet.sms else None,
+            compute_share=NCCL_BLOCKS / sheet.sms,
         ),
         offload=OffloadProfile(
             kind="spec",
