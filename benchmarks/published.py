@@ -52,7 +52,7 @@ from typing import Any
 
 from simtune.errors import SimtuneError
 from simtune.hardware import HardwareProfile, load_profile
-from simtune.hardware.spec import SHEETS
+from simtune.hardware.spec import SHEETS, build
 from simtune.prediction.predictor import Predictor
 from simtune.space import Trial
 from simtune.workloads.presets import Workload, _from_document
@@ -191,25 +191,20 @@ def without_engine_reduction(m: Any) -> int:
 
 
 def as_stated(profile: HardwareProfile, hardware: dict[str, Any]) -> HardwareProfile:
-    """The spec profile with what a source states for its parts where they differ from the
-    profile's GPU: the HBM bandwidth (``hardware.hbm_bytes_per_s``: Meta's 96 GB HBM2e H100s run
-    2.4 TB/s, not the SXM part's 3.35; an A100 40 GB 1.555, not the 80 GB part's 2.039), which
-    the memory bandwidth and the memory-bound kernels' rates scale with, and the memory
-    (``hardware.memory_gib``)."""
+    """The spec profile built again from its sheet with what a source states for its parts where
+    they differ from the sheet's GPU: the HBM bandwidth (``hardware.hbm_bytes_per_s``: Meta's 96
+    GB HBM2e H100s run 2.4 TB/s, not the SXM part's 3.35; an A100 40 GB 1.555, not the 80 GB
+    part's 2.039) and the memory (``hardware.memory_gib``). Everything the sheet derives from them
+    follows: the memory bandwidth, the memory-bound kernels' rates, the optimizer step."""
     stated, gib = hardware.get("hbm_bytes_per_s"), hardware.get("memory_gib")
     if not stated and not gib:
         return profile
-    device, compute = profile.device, profile.compute
+    sheet = next(sheet for sheet in SHEETS if sheet.name == profile.name)
     if stated:
-        k = float(stated) / next(sheet.hbm_bytes_per_s for sheet in SHEETS if sheet.name == profile.name)
-        compute = dataclasses.replace(compute, elementwise=tuple(
-            dataclasses.replace(fit, s_per_element=fit.s_per_element / k) for fit in compute.elementwise))
-        device = dataclasses.replace(device, memory_bandwidth_bytes_per_s=device.memory_bandwidth_bytes_per_s * k)
+        sheet = dataclasses.replace(sheet, hbm_bytes_per_s=float(stated))
     if gib:
-        memory = int(float(gib) * 2**30)
-        device = dataclasses.replace(device, memory_bytes=memory,
-                                     usable_memory_bytes=memory - device.fixed_overhead_bytes)
-    return dataclasses.replace(profile, device=device, compute=compute)
+        sheet = dataclasses.replace(sheet, memory_bytes=int(float(gib) * 2**30))
+    return build(sheet)
 
 
 def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
