@@ -212,11 +212,13 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
 
 
 def train_config(trial: Trial, *, dp_degree: int, precision: str, mp_degree: int = 1,
-                 knobs: Optional[Mapping[str, Any]] = None, checkpointing_policy: str = "full") -> TrainConfig:
+                 knobs: Optional[Mapping[str, Any]] = None, checkpointing_policy: str = "full",
+                 autocast: bool = False) -> TrainConfig:
     """The model's configuration for a trial. ``knobs`` are the experiment's ZeRO values
     (``TuningSpace.knob_values``; default: the trial's tuned ones); keys the model does not use
     and None ("auto") values leave DeepSpeed's defaults. ``checkpointing_policy``: what the
-    trial's activation checkpointing keeps (:mod:`simtune.model.checkpointing`)."""
+    trial's activation checkpointing keeps (:mod:`simtune.model.checkpointing`); ``autocast``: torch
+    autocast around an fp32 model (``TrainConfig.autocast``)."""
     values = dict(trial.zero_knobs if knobs is None else knobs)
     fields: dict[str, Any] = {key: (bool(values[key]) if knob_table.is_flag(key) else int(float(values[key])))
                               for key in knob_table.modelled_keys() if values.get(key) is not None}
@@ -225,4 +227,4 @@ def train_config(trial: Trial, *, dp_degree: int, precision: str, mp_degree: int
         gradient_accumulation_steps=trial.gradient_accumulation_steps, dp_degree=dp_degree,
         mp_degree=mp_degree, precision=precision, offload_optimizer=trial.offload_optimizer != "none",
         offload_param=trial.offload_param != "none", activation_checkpointing=trial.activation_checkpointing,
-        checkpointing_policy=checkpointing_policy, **fields)
+        checkpointing_policy=checkpointing_policy, autocast=autocast, **fields)

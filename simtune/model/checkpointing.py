@@ -59,7 +59,7 @@ def kept_bytes_per_sample(m: ModelSpec, c: TrainConfig, ops: Operators, attentio
     docstring); ``attention_kept_bytes``: what a fused attention kernel keeps (its output and
     log-sum-exp, :func:`simtune.model.memory_activations.attention_score_bytes`)."""
     b, t = c.bytes_per_element, c.mp_degree
-    layer_input = m.seq_len * m.hidden_size * b
+    layer_input = m.seq_len * m.hidden_size * c.residual_bytes
     if c.checkpointing_policy != SELECTIVE_OP:
         return layer_input
     products = sum(op.rows * op.cols * op.batch for op in kept_products(ops)) * b / t

@@ -83,7 +83,7 @@ def communication(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig) -> 
     if n == 1:
         return NO_COMMUNICATION
     costs = ring_collectives(hw, n * c.mp_degree)
-    b = c.bytes_per_element
+    b = c.state_bytes
     grad_bytes = b * s.params
     if c.stage == 0:
         calls = -(-s.params // STAGE0_ALLREDUCE_ELEMENTS)

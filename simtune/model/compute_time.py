@@ -97,7 +97,7 @@ pass under many knob settings. Entries hold their model and hardware, so their i
 def pass_time(m: ModelSpec, hw: HardwareSpec, c: TrainConfig, *, backward: bool,
               layers_only: bool = False) -> PassTime:
     """A forward or backward pass of the model (of its layers alone with ``layers_only``)."""
-    key = (id(m), id(hw), c.micro_batch_size, c.precision, c.mp_degree, backward, layers_only)
+    key = (id(m), id(hw), c.micro_batch_size, c.precision, c.autocast, c.mp_degree, backward, layers_only)
     hit = _PASSES.get(key)
     if hit is not None and hit[0] is m and hit[1] is hw:
         return hit[2]
@@ -109,7 +109,7 @@ def pass_time(m: ModelSpec, hw: HardwareSpec, c: TrainConfig, *, backward: bool,
 
 
 def _pass_time(m: ModelSpec, hw: HardwareSpec, c: TrainConfig, *, backward: bool, layers_only: bool) -> PassTime:
-    ops = model_operators(m, hw)
+    ops = model_operators(m, hw, c.autocast)
     lm, ls = _device_s(ops.layer_matmuls, ops.layer_streaming, hw, c, backward)
     matmul, streaming = m.num_layers * lm, m.num_layers * ls
     if not layers_only:
@@ -193,7 +193,7 @@ def recomputed_fraction(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float
     attention kernel, over that forward (:mod:`simtune.model.checkpointing`)."""
     if c.checkpointing_policy != SELECTIVE_OP:
         return checkpointed_layers(m, c) / m.num_layers
-    ops = model_operators(m, hw)
+    ops = model_operators(m, hw, c.autocast)
     matmul, streaming = _device_s(ops.layer_matmuls, ops.layer_streaming, hw, c, False)
     kept = kept_products(ops) + tuple(op for op in ops.layer_matmuls if op.fused_attention)
     kept_s = _device_s(kept, (), hw, c, False)[0]

@@ -728,6 +728,11 @@ class TrainConfig:
     checkpointing_policy: str = "full"
     """What checkpointing keeps when it is on (:mod:`simtune.model.checkpointing`): ``full``
     (DeepSpeed's and Hugging Face's), ``selective-op`` or ``every-N-layers`` (torchtitan's)."""
+    autocast: bool = False
+    """torch autocast around an fp32 model (the Hugging Face Trainer's fp16 and bf16 without
+    DeepSpeed, llm.c's PyTorch reference): parameters, gradients and their reduction stay fp32;
+    matrix products run in ``precision`` on copies cast per forward, normalisation and softmax in
+    fp32 (:mod:`simtune.model.operators`)."""
 
     def __post_init__(self) -> None:
         _require(self.stage in (0, 1, 2, 3), ConfigError, f"TrainConfig.stage must be 0, 1, 2 or 3, got {self.stage!r}.")
@@ -747,10 +752,30 @@ class TrainConfig:
         _require(not self.offload_optimizer or self.stage >= 1, ConfigError,
                  "Optimizer offload needs ZeRO stage 1, 2 or 3, got stage 0.")
         check_checkpointing_policy(self.checkpointing_policy)
+        _require(not self.autocast or self.precision != "fp32", ConfigError,
+                 "Autocast needs a 16-bit precision (fp16 or bf16), got fp32.")
 
     @property
     def bytes_per_element(self) -> int:
+        """Bytes of one element in the compute precision (activations, matrix-product inputs)."""
         return BYTES_PER_ELEMENT[self.precision]
+
+    @property
+    def state_bytes(self) -> int:
+        """Bytes of one parameter or gradient element as the model keeps and communicates them:
+        fp32 under autocast, else the compute precision."""
+        return BYTES_PER_ELEMENT["fp32"] if self.autocast else self.bytes_per_element
+
+    @property
+    def state_precision(self) -> str:
+        """The precision parameters, gradients and the optimizer's inputs are kept in."""
+        return "fp32" if self.autocast else self.precision
+
+    @property
+    def residual_bytes(self) -> int:
+        """Bytes of one element of the residual stream between layers: fp32 under autocast (a
+        norm's fp32 output, or a 16-bit product's output added to it, promotes to fp32)."""
+        return self.state_bytes
 
     @property
     def overlap(self) -> bool:

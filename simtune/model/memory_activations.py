@@ -52,6 +52,14 @@ upcast copy (none in fp32) and 4*s*V log-softmax. Measured on one H200 (bf16, gp
 benchmarks/results/gpu): 1.17 GB per sample against 1.19 predicted with these terms and 0.63
 without them. A fused cross-entropy kernel (``ModelSpec.loss == "fused"``: flash-attn's, llm.c's)
 keeps the logits and a log-sum-exp and makes one gradient of their size: 2*b*s*V.
+
+Under torch autocast around an fp32 model (``TrainConfig.autocast``) the residual stream is fp32,
+so both norms keep fp32 inputs (4*s*h more); every product that casts a norm's output keeps its
+own 16-bit copy (q, k and v three, not one: 2*s*h each beyond the shared one); eager attention
+keeps its softmax output and dropped probabilities in fp32 and the 16-bit copy the product with V
+reads (4 + (m + 4) + b bytes per element); and each linear layer's 16-bit weight copy, cast in the
+forward, is kept for its backward (b bytes per weight element of every layer not checkpointed,
+and of the head).
 """
 
 from __future__ import annotations
@@ -60,7 +68,7 @@ from typing import Optional
 
 from simtune.model.checkpointing import checkpointed_layers, kept_bytes_per_sample
 from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
-from simtune.model.operators import keeps_attention_scores, model_operators
+from simtune.model.operators import Streaming, keeps_attention_scores, model_operators
 
 
 def layer_activation_bytes_per_sample(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> float:
@@ -74,7 +82,24 @@ def layer_activation_bytes_per_sample(m: ModelSpec, c: TrainConfig, hw: Hardware
         extra += 3 * s * m.intermediate_size * c.bytes_per_element / t
     if c.precision == "fp32":
         return s * h * (18 + (16 + 8 * ratio) / t) + extra
+    if c.autocast:
+        extra += 4 * s * h + 2 * s * h * (_autocast_ops(m, hw, "autocast.input_casts").forward_kernels - 2) / t
     return s * h * (10 + (8 + 4 * ratio) / t) + extra
+
+
+def _autocast_ops(m: ModelSpec, hw: HardwareSpec, name: str) -> Streaming:
+    ops = model_operators(m, hw, autocast=True)
+    return next(op for op in ops.layer_streaming + ops.outer_streaming if op.name == name)
+
+
+def autocast_weight_copy_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec, layers: int) -> int:
+    """The 16-bit weight copies autocast keeps for the backward: ``layers`` layers' and the
+    head's (0 without autocast)."""
+    if not c.autocast:
+        return 0
+    per_layer = _autocast_ops(m, hw, "autocast.weight_casts").elements
+    head = _autocast_ops(m, hw, "autocast.head_weight_casts").elements
+    return int(c.bytes_per_element * (layers * per_layer + head) / c.mp_degree)
 
 
 def attention_score_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> float:
@@ -84,9 +109,10 @@ def attention_score_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> flo
     s, a, t, b = m.seq_len, m.num_heads, c.mp_degree, c.bytes_per_element
     if not keeps_attention_scores(m, hw):
         return (4 * a * s + b * s * m.hidden_size) / t  # log-sum-exp and the kernel's own output
-    per_element = b
+    softmax = 4 if c.autocast else b  # autocast runs the softmax in fp32, then casts for the product
+    per_element = softmax + (b if c.autocast else 0)
     if m.attention_dropout:
-        per_element += (hw.dropout_mask_bytes or b) + b
+        per_element += (hw.dropout_mask_bytes or b) + softmax
     return per_element * a * s * s / t
 
 
@@ -95,10 +121,12 @@ def _activations(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> tuple[int, i
     per_layer = layer_activation_bytes_per_sample(m, c, hw)
     checkpointed = checkpointed_layers(m, c)
     if not checkpointed:
-        return int(c.micro_batch_size * m.num_layers * per_layer), 0
+        copies = autocast_weight_copy_bytes(m, c, hw, m.num_layers)
+        return int(c.micro_batch_size * m.num_layers * per_layer) + copies, 0
     kept = kept_bytes_per_sample(m, c, model_operators(m, hw), attention_score_bytes(m, c, hw))
     per_sample = checkpointed * kept + (m.num_layers - checkpointed) * per_layer + per_layer
-    return int(c.micro_batch_size * per_sample), int(c.micro_batch_size * per_layer)
+    copies = autocast_weight_copy_bytes(m, c, hw, m.num_layers - checkpointed + 1)
+    return int(c.micro_batch_size * per_sample) + copies, int(c.micro_batch_size * per_layer)
 
 
 def activation_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> int:

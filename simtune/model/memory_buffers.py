@@ -50,7 +50,7 @@ STAGE0_ALLREDUCE_ELEMENTS = 500_000_000
 
 
 def gradient_bucket_bytes(s: Shards, c: TrainConfig) -> int:
-    b = c.bytes_per_element
+    b = c.state_bytes
     if c.stage == 0:
         return 0
     if c.stage == 3:
@@ -68,7 +68,7 @@ def resident_bucket_bytes(allocated: int, s: Shards, c: TrainConfig) -> int:
     gradients placed in it, at most the whole model's: b * min(RBS, P) per bucket."""
     if allocated == 0:
         return 0
-    b = c.bytes_per_element
+    b = c.state_bytes
     per_bucket = b * min(c.reduce_bucket_size, s.params)
     count = 2 if c.stage in (1, 2) and c.overlap else 1
     staging = b * s.largest_tensor if c.stage in (1, 2) and c.offload_optimizer else 0
@@ -95,7 +95,7 @@ def gathered_parameter_bytes(model: ModelSpec, s: Shards, c: TrainConfig) -> int
     if c.stage3_prefetch_bucket_size > 0:
         prefetch = min(c.stage3_prefetch_bucket_size, max(0, c.stage3_max_live_parameters - kept))
     nonpersistent = s.params - s.persistent
-    return c.bytes_per_element * min(nonpersistent, kept + s.largest_layer + prefetch)
+    return c.state_bytes * min(nonpersistent, kept + s.largest_layer + prefetch)
 
 
 OPTIMIZER_TEMPORARIES: dict[str, tuple[int, int]] = {
@@ -115,7 +115,7 @@ def buckets_held_through_step(c: TrainConfig) -> bool:
 
 
 def comm_scratch_bytes(s: Shards, c: TrainConfig, reduce_scatter_staging: bool = False) -> int:
-    b = c.bytes_per_element
+    b = c.state_bytes
     if c.stage == 0:
         return b * min(STAGE0_ALLREDUCE_ELEMENTS, s.params)
     flat = b * min(c.reduce_bucket_size, s.params)
@@ -126,7 +126,7 @@ def comm_scratch_bytes(s: Shards, c: TrainConfig, reduce_scatter_staging: bool =
 
 def step_transient_bytes(s: Shards, c: TrainConfig) -> int:
     if c.stage == 0:
-        return {"fp32": 0, "fp16": 8, "bf16": 4}[c.precision] * s.params
+        return {"fp32": 0, "fp16": 8, "bf16": 4}[c.state_precision] * s.params
     if c.offload_optimizer:
         return 0
     return 4 * (s.flat_partition if c.stage in (1, 2) else s.partition)
@@ -138,7 +138,7 @@ def optimizer_temporary_bytes(s: Shards, c: TrainConfig, impl: Optional[str]) ->
         return 0
     every, largest = OPTIMIZER_TEMPORARIES[impl]
     if c.stage == 0:
-        updated, biggest = s.params, s.params if c.precision != "fp32" else s.largest_tensor
+        updated, biggest = s.params, s.params if c.state_precision != "fp32" else s.largest_tensor
     else:
         updated = biggest = s.flat_partition if c.stage in (1, 2) else s.partition
     return 4 * (every * updated + largest * biggest)

@@ -46,7 +46,7 @@ def _optimizer_elements(s: Shards, stage: int) -> int:
 
 
 def parameter_bytes(s: Shards, c: TrainConfig) -> int:
-    b = c.bytes_per_element
+    b = c.state_bytes
     if c.stage == 0:
         return b * s.params
     if c.stage in (1, 2):
@@ -57,7 +57,7 @@ def parameter_bytes(s: Shards, c: TrainConfig) -> int:
 
 
 def gradient_bytes(s: Shards, c: TrainConfig) -> int:
-    b = c.bytes_per_element
+    b = c.state_bytes
     if c.stage in (0, 1):
         return b * s.params
     if c.offload_optimizer:
@@ -69,8 +69,8 @@ def gradient_bytes(s: Shards, c: TrainConfig) -> int:
 
 
 def master_weight_bytes(s: Shards, c: TrainConfig) -> int:
-    if c.offload_optimizer or (c.stage == 0 and c.precision == "fp32"):
-        return 0
+    if c.offload_optimizer or c.autocast or (c.stage == 0 and c.precision == "fp32"):
+        return 0  # under autocast the fp32 parameters are the master copy
     return FP32_BYTES * _optimizer_elements(s, c.stage)
 
 

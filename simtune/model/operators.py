@@ -39,7 +39,7 @@ kernels per layer that published traces show (docs/cost-model.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from simtune.model.inputs import Block, HardwareSpec, ModelSpec
 
@@ -184,23 +184,94 @@ def keeps_attention_scores(m: ModelSpec, hw: HardwareSpec) -> bool:
     return m.attention_dropout and not hw.fused_attention_dropout
 
 
-def model_operators(m: ModelSpec, hw: HardwareSpec) -> Operators:
-    """The model's operators on this device: attention fused unless it keeps its scores there."""
-    return operators(m, fused_attention=not keeps_attention_scores(m, hw))
+def model_operators(m: ModelSpec, hw: HardwareSpec, autocast: bool = False) -> Operators:
+    """The model's operators on this device: attention fused unless it keeps its scores there
+    (under torch autocast with ``autocast``)."""
+    return operators(m, fused_attention=not keeps_attention_scores(m, hw), autocast=autocast)
 
 
 _CACHE: dict[tuple[object, ...], Operators] = {}
 
 
-def operators(m: ModelSpec, fused_attention: bool) -> Operators:
-    """The operators of ``m`` (``fused_attention``: whether attention runs one fused kernel),
-    built once per shape (the layer count and FLOPs included: they size the unlisted product)."""
+def operators(m: ModelSpec, fused_attention: bool, autocast: bool = False) -> Operators:
+    """The operators of ``m`` (``fused_attention``: whether attention runs one fused kernel;
+    ``autocast``: under torch autocast, :func:`under_autocast`), built once per shape (the layer
+    count and FLOPs included: they size the unlisted product)."""
     key = (m.block, m.num_layers, m.seq_len, m.hidden_size, m.num_heads, m.intermediate_size, m.vocab_size,
-           m.flops_per_sample_forward, m.attention_dropout, fused_attention)
+           m.flops_per_sample_forward, m.attention_dropout, fused_attention, autocast)
     hit = _CACHE.get(key)
     if hit is None:
-        hit = _CACHE[key] = _build(m, fused_attention)
+        built = _build(m, fused_attention)
+        hit = _CACHE[key] = under_autocast(m, built) if autocast else built
     return hit
+
+
+FP32_UNDER_AUTOCAST = ("norm_1", "norm_2", "final_norm", "residual_adds", "embedding", "embedding.grad",
+                       "embedding.dropout", "mlm.gelu_norm", "attn.softmax", "attn.dropout")
+"""Memory-bound operators that run in fp32 under torch autocast: the norms (``layer_norm`` is on
+autocast's fp32 list, RMSNorm upcasts itself) and whatever reads their output or the fp32
+residual stream (residual adds, the embeddings' look-ups of fp32 weights, their dropout), and
+eager attention's softmax (on the fp32 list) with the dropout on its fp32 probabilities."""
+
+
+def _cast(name: str, elements: int, kernels: int, per_batch: bool = False) -> Streaming:
+    """``kernels`` casts between fp32 and the compute precision over ``elements`` elements in all,
+    each way: read one precision, write the other (the backward casts the gradient back)."""
+    return Streaming(name, elements, 1, 1, kernels, kernels, forward_fp32_passes=1, backward_fp32_passes=1,
+                     per_batch=per_batch)
+
+
+def _fp32_inputs(ops: tuple[Matmul, ...], first: str) -> tuple[Matmul, ...]:
+    """The linear products whose input is a norm's fp32 output: those reading the same input as
+    the product named ``first`` (q, k, v beside a separate q; gate and up beside gate)."""
+    by_name = {op.name: op for op in ops}
+    groups = {"attn.qkv": ("attn.qkv",), "attn.q": ("attn.q", "attn.k", "attn.v"), "mlp.in": ("mlp.in",),
+              "mlp.gate": ("mlp.gate", "mlp.up")}
+    return tuple(by_name[name] for name in groups[first] if name in by_name)
+
+
+def under_autocast(m: ModelSpec, ops: Operators) -> Operators:
+    """The same operators under torch autocast around an fp32 model (``torch.autocast``'s op lists,
+    PyTorch docs "Automatic Mixed Precision package"):
+
+    - :data:`FP32_UNDER_AUTOCAST` move every pass to fp32;
+    - every linear layer casts its fp32 weight to the compute precision once per forward (autocast
+      caches the copy for the forward) and its backward casts the weight gradient to fp32: one
+      kernel each way per weight, ``cols x depth`` elements per micro-batch;
+    - a product whose input is a norm's fp32 output casts that input, one copy per product (q, k
+      and v each cast their own; GPT-2's fused qkv one), and casts its input gradient back;
+    - eager attention casts the scores to fp32 for the softmax and the probabilities back for the
+      product with V (two casts of ``a s^2`` elements each way)."""
+    s, h = m.seq_len, m.hidden_size
+
+    def streaming(items: tuple[Streaming, ...]) -> list[Streaming]:
+        out = []
+        for op in items:
+            if op.name in FP32_UNDER_AUTOCAST:
+                op = replace(op, forward_passes=0.0, backward_passes=0.0,
+                             forward_fp32_passes=op.forward_fp32_passes + op.forward_passes,
+                             backward_fp32_passes=op.backward_fp32_passes + op.backward_passes)
+            out.append(op)
+        return out
+
+    def weights(products: tuple[Matmul, ...], name: str) -> Streaming:
+        weighted = [op for op in products if op.weighted]
+        elements = sum(op.cols * op.depth + op.cols * op.bias for op in weighted)
+        return _cast(name, elements, sum(1 + op.bias for op in weighted), per_batch=True)
+
+    layer = streaming(ops.layer_streaming)
+    first = [op.name for op in ops.layer_matmuls if op.name in ("attn.qkv", "attn.q")]
+    first_mlp = [op.name for op in ops.layer_matmuls if op.name in ("mlp.in", "mlp.gate")]
+    inputs = sum((_fp32_inputs(ops.layer_matmuls, name) for name in first + first_mlp), ())
+    layer += [weights(ops.layer_matmuls, "autocast.weight_casts"),
+              _cast("autocast.input_casts", len(inputs) * s * h, len(inputs))]
+    if any(op.name == "attn.scores" for op in ops.layer_matmuls):
+        layer.append(_cast("autocast.score_casts", 2 * m.num_heads * s * s, 2))
+    outer = streaming(ops.outer_streaming)
+    head_inputs = [op for op in ops.outer_matmuls if op.weighted]
+    outer += [weights(ops.outer_matmuls, "autocast.head_weight_casts"),
+              _cast("autocast.head_input_casts", len(head_inputs) * s * h, len(head_inputs))]
+    return replace(ops, layer_streaming=tuple(layer), outer_streaming=tuple(outer))
 
 
 def _build(m: ModelSpec, fused_attention: bool) -> Operators:

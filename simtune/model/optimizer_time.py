@@ -37,7 +37,7 @@ def optimizer_s(s: Shards, hw: HardwareSpec, c: TrainConfig) -> float:
 def offload_transfer_s(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig) -> float:
     if not (c.offload_optimizer or c.offload_param):
         return 0.0
-    b = c.bytes_per_element
+    b = c.state_bytes
     gas = c.gradient_accumulation_steps
     d2h = h2d = 0.0
     if c.offload_optimizer and c.stage in (1, 2):

@@ -95,10 +95,10 @@ def gradient_copy_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
     measured: stages 0/1 accumulate each micro-step's gradients into the kept ones (read both,
     write one: 3 b P bytes, from the second micro-step on, averaged over the step); stages 2/3 copy
     every gradient into the reduction bucket as its hook fires (2 b P bytes)."""
-    bandwidth = hw.streaming_for(c.precision)
+    bandwidth = hw.streaming_for(c.state_precision)
     if bandwidth is None:
         return 0.0
-    p, b, gas = m.parameter_count / c.mp_degree, c.bytes_per_element, c.gradient_accumulation_steps
+    p, b, gas = m.parameter_count / c.mp_degree, c.state_bytes, c.gradient_accumulation_steps
     moved = 2 * b * p if c.stage >= 2 else 3 * b * p * (gas - 1) / gas
     return moved / bandwidth
 

@@ -231,7 +231,7 @@ class Planner:
         p = self.predictor
         return Planner(Predictor(model, p.hardware, dp_degree=p.dp_degree, mp_degree=p.mp_degree,
                                  precision=p.precision, profile=p.profile,
-                                 checkpointing_policy=p.checkpointing_policy), self.grid)
+                                 checkpointing_policy=p.checkpointing_policy, autocast=p.autocast), self.grid)
 
     def plan(self, trial: Trial) -> Plan:
         """The trial's estimate."""

@@ -153,7 +153,8 @@ class Predictor:
     def __init__(self, model: ModelSpec, hardware: HardwareSpec, *, dp_degree: int, mp_degree: int = 1,
                  precision: str, space: Optional[TuningSpace] = None, profile: Optional[HardwareProfile] = None,
                  calibration: Optional[Calibration] = None, measured_compute_used: bool = False,
-                 residual: Optional[Residual] = None, checkpointing_policy: str = "full") -> None:
+                 residual: Optional[Residual] = None, checkpointing_policy: str = "full",
+                 autocast: bool = False) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"Precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
         self.model = model
@@ -171,6 +172,11 @@ class Predictor:
         """What activation checkpointing keeps (:mod:`simtune.model.checkpointing`): ``full`` for
         DeepSpeed's and Hugging Face's; torchtitan's selective policies for capacity planning."""
         check_checkpointing_policy(checkpointing_policy)  # refuse a bad name now, not at the first trial
+        if autocast and precision == "fp32":
+            raise ConfigError("Autocast needs a 16-bit precision (fp16 or bf16), got fp32.")
+        self.autocast = autocast
+        """torch autocast around an fp32 model (``TrainConfig.autocast``): for capacity planning of
+        training run outside DeepSpeed's precision modes (the Hugging Face Trainer's fp16)."""
         hardware.compute.for_precision(precision)  # fail now, not at the first trial
         self._knobs = _stage_knobs(space)
 
@@ -179,7 +185,8 @@ class Predictor:
     def from_parts(cls, space: Optional[TuningSpace], workload_or_calibration: Union[Workload, Calibration],
                    profile: Union[HardwareProfile, str], *, world_size: int, precision: str,
                    residual: Optional[Residual] = None, nodes: Optional[int] = None,
-                   optimizer_impl: Optional[str] = None, checkpointing_policy: str = "full") -> "Predictor":
+                   optimizer_impl: Optional[str] = None, checkpointing_policy: str = "full",
+                   autocast: bool = False) -> "Predictor":
         """A predictor for ``world_size`` ranks (``nodes`` nodes; default: as many nodes of the
         profile's size as the ranks need).
 
@@ -190,7 +197,8 @@ class Predictor:
         :class:`~simtune.hardware.HardwareProfile` or a profile name or path. ``optimizer_impl``
         names the profile's optimizer fit to use (default: :func:`default_optimizer_impl`).
         ``checkpointing_policy``: what a trial's activation checkpointing keeps (default ``full``,
-        DeepSpeed's; :mod:`simtune.model.checkpointing`)."""
+        DeepSpeed's; :mod:`simtune.model.checkpointing`). ``autocast``: torch autocast around an
+        fp32 model (``TrainConfig.autocast``)."""
         if isinstance(profile, str):
             from simtune.hardware.registry import load_profile
 
@@ -227,7 +235,7 @@ class Predictor:
                             f"not {type(workload_or_calibration).__name__}")
         return cls(model, hardware, dp_degree=world_size // mp, mp_degree=mp, precision=precision,
                    space=space, profile=profile, calibration=calibration, measured_compute_used=measured,
-                   residual=residual, checkpointing_policy=checkpointing_policy)
+                   residual=residual, checkpointing_policy=checkpointing_policy, autocast=autocast)
 
     def with_residual(self, residual: Optional[Residual]) -> "Predictor":
         """The same predictor with another step-time correction (None removes it)."""
@@ -258,7 +266,8 @@ class Predictor:
         if trial.zero_knobs:
             knobs = {**knobs, **{k: v for k, v in trial.zero_knobs if k in modelled_keys()}}
         return train_config(trial, dp_degree=self.dp_degree, precision=self.precision,
-                            mp_degree=self.mp_degree, knobs=knobs, checkpointing_policy=self.checkpointing_policy)
+                            mp_degree=self.mp_degree, knobs=knobs, checkpointing_policy=self.checkpointing_policy,
+                            autocast=self.autocast)
 
     def predict(self, trial: Trial) -> Estimate:
         """Memory, time and metrics of one trial (the residual correction applied to the step)."""

@@ -85,3 +85,11 @@ def test_a_call_beyond_the_fitted_sizes_pays_those_bytes_at_the_slower_bandwidth
     # a ring through a faster link and this one runs at this one's speed, both regimes
     fast = CollectiveCost(latency_s=5e-4, bandwidth_bytes_per_s=10e9)
     assert slower_link(fast, cost) == CollectiveCost(5e-4, 2e9, 16e6, 1e9)
+
+
+def test_autocast_reduces_fp32_gradients(gpt2, hardware):
+    plain = TrainConfig(stage=0, micro_batch_size=1, dp_degree=8, precision="bf16")
+    cast = TrainConfig(stage=0, micro_batch_size=1, dp_degree=8, precision="bf16", autocast=True)
+    bf16 = communication(gpt2, shards(gpt2, plain), hardware, plain).reduce_at_boundary_s
+    fp32 = communication(gpt2, shards(gpt2, cast), hardware, cast).reduce_at_boundary_s
+    assert fp32 == pytest.approx(2 * bf16, rel=0.05)

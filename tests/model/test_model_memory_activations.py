@@ -130,3 +130,29 @@ def test_under_checkpointing_the_loss_and_the_rebuilt_layer_do_not_add(gpt2, har
     assert loss_bytes_beyond_recomputation(gpt2, ckpt, hardware) == logits_bytes(gpt2, ckpt) - layer
     tiny_vocab = gpt2.__class__(**{**gpt2.__dict__, "vocab_size": 8})
     assert loss_bytes_beyond_recomputation(tiny_vocab, ckpt, hardware) == 0
+
+
+def test_autocast_keeps_fp32_norm_inputs_and_each_layers_16_bit_weight_copy(hardware):
+    from simtune.model.adapters import model_spec
+    from simtune.model.operators import operators
+    from simtune.workloads.presets import load_workload
+
+    m = model_spec(load_workload("gpt2"))
+
+    def at(mbs, autocast):
+        return activation_bytes(m, TrainConfig(stage=0, micro_batch_size=mbs, precision="bf16", autocast=autocast),
+                                hardware)
+
+    per_sample = at(2, True) - at(1, True)
+    copies = at(1, True) - per_sample
+    named = {op.name: op for op in operators(m, fused_attention=True, autocast=True).layer_streaming
+             + operators(m, fused_attention=True, autocast=True).outer_streaming}
+    weights = m.num_layers * named["autocast.weight_casts"].elements + named["autocast.head_weight_casts"].elements
+    assert copies == pytest.approx(2 * weights, abs=4)
+    assert per_sample - (at(2, False) - at(1, False)) >= 4 * m.seq_len * m.hidden_size * m.num_layers
+    checkpointed = TrainConfig(stage=0, micro_batch_size=1, precision="bf16", autocast=True,
+                               activation_checkpointing=True)
+    plain_checkpointed = TrainConfig(stage=0, micro_batch_size=1, precision="bf16", activation_checkpointing=True)
+    # a checkpointed layer keeps its fp32 input, and only the recomputing layer's weight copy
+    assert (activation_bytes(m, checkpointed, hardware) - activation_bytes(m, plain_checkpointed, hardware)
+            < copies / 2)

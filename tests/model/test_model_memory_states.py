@@ -1,5 +1,6 @@
 import pytest
 
+from simtune.errors import ConfigError
 from simtune.model.inputs import ModelSpec, TrainConfig
 from simtune.model.memory_states import (gradient_bytes, host_bytes, master_weight_bytes, optimizer_state_bytes,
                                          parameter_bytes)
@@ -100,3 +101,17 @@ def test_model_parallel_divides_the_states():
     one = total(TrainConfig(stage=2, micro_batch_size=1, dp_degree=2))
     two = total(TrainConfig(stage=2, micro_batch_size=1, dp_degree=2, mp_degree=2))
     assert two == pytest.approx(one / 2, rel=1e-6)
+
+
+def test_autocast_keeps_fp32_parameters_and_gradients_as_the_master(gpt2):
+    c = TrainConfig(stage=0, micro_batch_size=1, precision="bf16", autocast=True)
+    s = shards(gpt2, c)
+    assert parameter_bytes(s, c) == gradient_bytes(s, c) == 4 * gpt2.parameter_count
+    assert master_weight_bytes(s, c) == 0
+    total = parameter_bytes(s, c) + gradient_bytes(s, c) + master_weight_bytes(s, c) + optimizer_state_bytes(s, c)
+    assert total == 16 * gpt2.parameter_count
+
+
+def test_autocast_needs_a_16_bit_precision():
+    with pytest.raises(ConfigError, match="Autocast needs a 16-bit precision"):
+        TrainConfig(stage=0, micro_batch_size=1, precision="fp32", autocast=True)

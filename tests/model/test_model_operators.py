@@ -50,3 +50,35 @@ def test_models_of_one_shape_with_other_counts_get_their_own_operators():
     more = dataclasses.replace(m, flops_per_sample_forward=2 * m.flops_per_sample_forward)
     assert not any(op.name == "unlisted" for op in operators(m, fused_attention=True).outer_matmuls)
     assert any(op.name == "unlisted" for op in operators(more, fused_attention=True).outer_matmuls)
+
+
+def test_autocast_casts_every_linear_weight_once_each_way():
+    workload = load_workload("gpt2")
+    m = model_spec(workload)
+    ops = operators(m, fused_attention=True, autocast=True)
+    named = {op.name: op for op in ops.layer_streaming + ops.outer_streaming}
+    casts = m.num_layers * named["autocast.weight_casts"].elements + named["autocast.head_weight_casts"].elements
+    # every parameter but the position embedding and the norms sits in a linear layer (the tied
+    # token embedding is cast for the head)
+    norms = (2 * m.num_layers + 1) * 2 * m.hidden_size
+    assert casts == m.parameter_count - m.seq_len * m.hidden_size - norms
+    weights = named["autocast.weight_casts"]
+    assert weights.per_batch and weights.forward_passes == weights.forward_fp32_passes == 1
+    assert weights.forward_kernels == 8  # four linear layers, each a weight and a bias
+
+
+@pytest.mark.parametrize("name, casts", [("gpt2", 2), ("bert-base", 4)])
+def test_autocast_moves_norms_to_fp32_and_casts_their_outputs_per_product(name, casts):
+    m = model_spec(load_workload(name))
+    plain = {op.name: op for op in operators(m, fused_attention=False).layer_streaming}
+    cast = {op.name: op for op in operators(m, fused_attention=False, autocast=True).layer_streaming}
+    for norm in ("norm_1", "norm_2", "residual_adds", "attn.softmax"):
+        assert cast[norm].forward_passes == 0
+        assert cast[norm].forward_fp32_passes == plain[norm].forward_passes + plain[norm].forward_fp32_passes
+    # GPT-2's fused qkv and its MLP cast a norm's output twice; BERT's separate q, k, v four times
+    assert cast["autocast.input_casts"].forward_kernels == casts
+    assert cast["autocast.input_casts"].elements == casts * m.seq_len * m.hidden_size
+    assert cast["autocast.score_casts"].elements == 2 * m.num_heads * m.seq_len ** 2
+    assert "autocast.score_casts" not in {op.name for op in operators(m, fused_attention=True, autocast=True).layer_streaming}
+    more = operators(m, fused_attention=False, autocast=True).kernels(1, backward=False)
+    assert more > operators(m, fused_attention=False).kernels(1, backward=False)

@@ -257,3 +257,22 @@ def test_a_script_calibration_carries_its_models_config(a100):
     assert p.model.hooked_modules == 24
     bare = predictor(dataclasses.replace(script, hf_config=None), a100)
     assert not bare.model.block.mlm_head and bare.model.block.causal
+
+
+def test_autocast_costs_more_than_16_bit_and_less_than_fp32_on_a_v100():
+    from simtune.errors import ConfigError
+    from simtune.space import Trial
+    from simtune.workloads import load_workload
+
+    workload = load_workload("bert-large", seq_len=512)
+    trial = Trial(stage=0, micro_batch_size=4)
+
+    def step(precision, autocast=False):
+        predictor = Predictor.from_parts(None, workload, "dgx2-v100-32gb", world_size=1, precision=precision,
+                                         autocast=autocast)
+        return predictor.predict(trial).time.step_s
+
+    fp16, autocast, fp32 = step("fp16"), step("fp16", True), step("fp32")
+    assert fp16 * 1.1 < autocast < fp32
+    with pytest.raises(ConfigError, match="Autocast needs a 16-bit precision"):
+        Predictor.from_parts(None, workload, "dgx2-v100-32gb", world_size=1, precision="fp32", autocast=True)
