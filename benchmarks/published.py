@@ -20,7 +20,9 @@ GPU without a spec profile).
 
 A published throughput is printed but kept out of the targets and the orderings when it cannot
 test the model, for a reason that does not look at the prediction: the source does not identify
-its GPU, or the throughput would need more than the GPU's dense peak at the row's precision with
+its GPU, its own code runs shorter sequences than the row's length and counts each as whole
+(``sequence_length_basis``, quoting the source: NVIDIA's BERT phase 2 on length-binned data), or
+the throughput would need more than the GPU's dense peak at the row's precision with
 the model's FLOP count (:func:`throughput_doubt`). The summary says what every row together gives.
 
 A row without its micro-batch size whose source gives the best throughput over the sizes it ran
@@ -35,7 +37,9 @@ What each source ran is taken from its own description: the attention implementa
 (``software.attention``: eager, sdpa or flash, with its basis), the dropout its models train with
 (``software.dropout``, with its basis; else the model type's default), the loss
 (``software.loss``: fp32 where torch's cross-entropy runs over upcast logits, the default; fused
-for a fused cross-entropy kernel, with its basis) and, for PyTorch FSDP, one fetch unit per
+for a fused cross-entropy kernel, with its basis), whether it trains an fp32 model under torch
+autocast (``software.autocast``, with its basis: the Hugging Face Trainer's fp16 without DeepSpeed,
+llm.c's PyTorch reference) and, for PyTorch FSDP, one fetch unit per
 transformer block (FSDP wraps each block: ``parameter_modules`` = layers + 1) instead of
 DeepSpeed's one per module holding parameters.
 """
@@ -120,13 +124,16 @@ def skip_reason(row: dict[str, Any], source: dict[str, Any]) -> str | None:
     return None
 
 
-def throughput_doubt(source: dict[str, Any], fraction_of_peak: float) -> str | None:
+def throughput_doubt(row: dict[str, Any], source: dict[str, Any], fraction_of_peak: float) -> str | None:
     """Why a published throughput cannot test the cost model, or None: the source does not
-    identify its GPU (``hardware.identified`` false), or the throughput would need more than the
-    GPU's dense peak at the stated precision with the model's FLOP count (its precision, units
-    or batch are then not what the row says)."""
+    identify its GPU (``hardware.identified`` false), its own code runs sequences shorter than the
+    row's length and counts them whole (``sequence_length_basis``, with the source's lines), or the
+    throughput would need more than the GPU's dense peak at the stated precision with the model's
+    FLOP count (its precision, units or batch are then not what the row says)."""
     if source["hardware"].get("identified") is False:
         return "the source does not identify its GPU"
+    if row.get("sequence_length_basis"):
+        return "the source runs shorter sequences than the row's length and counts them whole (sequence_length_basis)"
     if fraction_of_peak > 1:
         return (f"needs {fraction_of_peak:.0%} of the GPU's peak at this precision with the model's "
                 f"FLOP count: not a run of what the row describes")
@@ -220,13 +227,14 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
                   offload_optimizer="cpu" if parallel.get("offload_optimizer") else "none",
                   offload_param="cpu" if parallel.get("offload_param") else "none",
                   activation_checkpointing=bool(row.get("activation_checkpointing")))
-    predictor = Predictor.from_parts(None, workload, profile, world_size=gpus,
-                                     precision=precision_of(str(row.get("precision", ""))),
-                                     checkpointing_policy=checkpointing_policy(row))
+    precision = precision_of(str(row.get("precision", "")))
+    predictor = Predictor.from_parts(None, workload, profile, world_size=gpus, precision=precision,
+                                     checkpointing_policy=checkpointing_policy(row),
+                                     autocast=bool(software.get("autocast")) and precision != "fp32")
     if "fsdp" in str(parallel.get("framework", "")).lower():
         predictor = Predictor(dataclasses.replace(predictor.model, parameter_modules=workload.num_layers + 1),
                               predictor.hardware, dp_degree=predictor.dp_degree, precision=predictor.precision,
-                              checkpointing_policy=predictor.checkpointing_policy)
+                              checkpointing_policy=predictor.checkpointing_policy, autocast=predictor.autocast)
     largest = predictor.max_micro_batch_size(
         trial.stage, gradient_accumulation_steps=trial.gradient_accumulation_steps,
         offload_optimizer=trial.offload_optimizer, offload_param=trial.offload_param,
@@ -287,7 +295,7 @@ def main() -> int:
             published = published_tokens(row)
             if published is None:
                 continue
-            doubt = throughput_doubt(source, p.implied_fraction_of_peak(published))
+            doubt = throughput_doubt(row, source, p.implied_fraction_of_peak(published))
             if doubt is not None:
                 doubted.append((path.stem, row, doubt, published, p.tokens_per_s))
             else:
