@@ -128,6 +128,7 @@ def test_text_breakdown(capsys):
     (["--model", "gpt2", "--profile", "dgx-a100-80gb", "--reduce-bucket-size", "lots"], "number of elements"),
     (["--profile", "dgx-a100-80gb", "--checkpointing", "maybe"], "expected true or false"),
     (["--profile", "dgx-a100-80gb", "--checkpointing-policy", "sometimes"], "checkpointing policy must be"),
+    (["--profile", "dgx-a100-80gb", "--precision", "fp32", "--autocast"], "--autocast needs a 16-bit --precision"),
 ])
 def test_bad_inputs_are_one_sentence_and_exit_2(capsys, argv, needle):
     code = main(["estimate", *argv])
@@ -141,3 +142,17 @@ def test_bad_inputs_are_one_sentence_and_exit_2(capsys, argv, needle):
 def test_missing_profile_flag_is_an_error(capsys):
     assert main(["estimate", "--model", "gpt2"]) == 2
     assert "--profile" in capsys.readouterr().err
+
+
+def test_autocast_keeps_fp32_states_and_costs_its_casts(capsys):
+    argv = ["--model", "bert-large", "--seq-len", "512", "--profile", "dgx2-v100-32gb", "--gpus", "1", "--stage", "0",
+            "--mbs", "4", "--precision", "fp16"]
+    plain, autocast = run_json(capsys, argv), run_json(capsys, [*argv, "--autocast"])
+    assert autocast["config"]["autocast"] is True and plain["config"]["autocast"] is False
+    params = autocast["config"]["parameters"]
+    assert autocast["memory_bytes"]["parameters"] == 4 * params == 2 * plain["memory_bytes"]["parameters"]
+    assert autocast["memory_bytes"]["gradients"] == 4 * params
+    assert autocast["time_s"]["forward"] > plain["time_s"]["forward"]
+    assert autocast["time_s"]["backward"] > plain["time_s"]["backward"]
+    main(["estimate", *argv, "--autocast"])
+    assert "under torch autocast" in capsys.readouterr().out.splitlines()[0]
