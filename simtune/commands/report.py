@@ -42,6 +42,8 @@ def command_line(args: argparse.Namespace) -> str:
                         ("--precision", args.precision), ("--global-batch", args.global_batch)):
         if value is not None:
             parts.append(f"{flag} {shlex.quote(format(value, 'g') if isinstance(value, float) else str(value))}")
+    if getattr(args, "autocast", False):
+        parts.append("--autocast")
     return " ".join(parts)
 
 
@@ -86,6 +88,9 @@ class ReportCommand(Command):
                             help="price of one GPU-hour, for the cost of training")
         parser.add_argument("--precision", choices=("bf16", "fp16", "fp32"),
                             help="training precision (default: bf16 where the profile has it, else fp16)")
+        parser.add_argument("--autocast", action="store_true",
+                            help="plan an fp32 model trained inside torch autocast, as the Hugging Face Trainer's "
+                                 "--fp16/--bf16 runs without DeepSpeed (capacity planning only)")
         parser.add_argument("--global-batch", type=_positive_int, metavar="B",
                             help="fix the global batch in samples (default: accumulation 1, micro-batch free)")
         parser.add_argument("--results", metavar="DIR", help="results_dir of a finished simtune search")
@@ -112,7 +117,7 @@ class ReportCommand(Command):
             profiles = tuple(with_learnt_engine_costs(p, learnt_engine_costs(p, args.precision or default_precision(p)))
                              for p in map(load_profile, names))
             request = CapacityRequest(workload, profiles, gpu_counts_of(args.gpus), args.precision, args.tokens,
-                                      args.samples, args.price, args.global_batch)
+                                      args.samples, args.price, args.global_batch, autocast=args.autocast)
             if not args.quiet:
                 print(f"simtune: planning {workload.name} on {', '.join(names)} at {args.gpus} GPUs...",
                       file=sys.stderr, flush=True)

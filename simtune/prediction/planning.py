@@ -197,15 +197,18 @@ class Planner:
 
     @classmethod
     def from_parts(cls, workload: Workload, profile: Union[HardwareProfile, str], gpus: int,
-                   precision: Optional[str] = None, grid: PlanningGrid = DEFAULT_GRID) -> "Planner":
+                   precision: Optional[str] = None, grid: PlanningGrid = DEFAULT_GRID,
+                   autocast: bool = False) -> "Planner":
         """``gpus`` GPUs of the profile (nodes = ceil(gpus / GPUs per node)) in ``precision``
-        (default: :func:`~simtune.prediction.predictor.default_precision`)."""
+        (default: :func:`~simtune.prediction.predictor.default_precision`), under torch autocast
+        around an fp32 model with ``autocast``."""
         if isinstance(profile, str):
             from simtune.hardware.registry import load_profile
 
             profile = load_profile(profile)
         precision = precision or default_precision(profile)
-        return cls(Predictor.from_parts(None, workload, profile, world_size=gpus, precision=precision), grid)
+        return cls(Predictor.from_parts(None, workload, profile, world_size=gpus, precision=precision,
+                                        autocast=autocast), grid)
 
     def restricted(self, *, offload: Optional[str] = None, checkpointing: Optional[bool] = None) -> "Planner":
         """The same model and hardware with offload and/or activation checkpointing fixed."""

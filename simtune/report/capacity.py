@@ -49,6 +49,8 @@ class CapacityRequest:
     price_usd_per_gpu_hour: Optional[float] = None
     global_batch_size: Optional[int] = None
     """None: gradient accumulation 1 and the micro-batch size free."""
+    autocast: bool = False
+    """Plan an fp32 model trained inside torch autocast (``TrainConfig.autocast``)."""
 
     def __post_init__(self) -> None:
         if not self.profiles:
@@ -73,6 +75,11 @@ class CapacityRequest:
         if self.precision is not None:
             for profile in self.profiles:
                 check_precision(profile, self.precision)
+        if self.autocast:
+            for profile in self.profiles:
+                if (self.precision or default_precision(profile)) == "fp32":
+                    raise InputError(f"Autocast needs a 16-bit precision, and {profile.name} would train in fp32: "
+                                     f"pass --precision bf16 or fp16.")
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,8 @@ def capacity_study(request: CapacityRequest) -> CapacityStudy:
     profiles = request.profiles
     names = tuple(p.name for p in profiles)
     precisions = {p.name: request.precision or default_precision(p) for p in profiles}
-    planners = {(p.name, n): Planner.from_parts(workload, p, n, precisions[p.name]) for p in profiles for n in counts}
+    planners = {(p.name, n): Planner.from_parts(workload, p, n, precisions[p.name], autocast=request.autocast)
+                for p in profiles for n in counts}
     plans = {key: planner.best_plan(request.global_batch_size) for key, planner in planners.items()}
     per_node = {p.name: p.device.count_per_node for p in profiles}
     peaks = {p.name: p.device.peak_flop_per_s.get(precisions[p.name], 0.0) for p in profiles}
@@ -153,7 +161,8 @@ def _nodes(gpus: int, per_node: int) -> int:
 def _summary_section(study: CapacityStudy) -> Section:
     w = study.request.workload
     profiles = ", ".join(f"`{p.name}` ({p.kind}, {p.device.name}, {p.device.count_per_node} per node, "
-                         f"{study.precisions[p.name]})" for p in study.request.profiles)
+                         f"{study.precisions[p.name]}{' under torch autocast' if study.request.autocast else ''})"
+                         for p in study.request.profiles)
     intro = (f"Predicted by simtune's cost model for `{w.name}` ({w.family}, {count(study.parameters)} parameters: "
              f"{w.num_layers} layers, hidden size {w.hidden_size}, {w.num_heads} heads, {w.seq_len} tokens per "
              f"sample) on {profiles}, at {', '.join(str(n) for n in study.gpu_counts)} GPUs. Nothing in this report "
@@ -374,11 +383,14 @@ def assumptions(study: CapacityStudy) -> tuple[str, ...]:
         "host memory of a node.",
         "The best configuration has the highest predicted throughput (samples/s); ties go to the lower stage, no "
         "offload, no checkpointing.",
-        "Precision: " + ", ".join(f"{name} {p}" for name, p in study.precisions.items()) + " (mixed precision with "
-        "fp32 master weights and Adam states).",
+        "Precision: " + ", ".join(f"{name} {p}" for name, p in study.precisions.items())
+        + (" under torch autocast around an fp32 model (fp32 parameters, gradients and their reduction; products in "
+           "16-bit on copies cast each forward; norms and softmax in fp32)." if study.request.autocast else
+           " (mixed precision with fp32 master weights and Adam states)."),
         "Training time is samples / throughput with no start-up, checkpointing, evaluation or failure overhead.",
-        "Spec profiles assume half the peak FLOP/s for every matmul size and 80% of link bandwidths (see each "
-        "profile's assumptions below); measure your hardware with `simtune calibrate` for better numbers.",
+        "Spec profiles carry efficiency curves, bandwidths and framework costs read from published measurements, "
+        "each cited in the profile (see each profile's assumptions below); measure your hardware with "
+        "`simtune calibrate` for better numbers.",
     )
 
 

@@ -19,6 +19,15 @@ def test_capacity_report_from_the_command_line(tmp_path, capsys):
     assert "fixed global batch (strong scaling)" not in markdown  # that is the plot's title, not the text
 
 
+def test_capacity_report_under_autocast_says_so(tmp_path):
+    out = tmp_path / "plan"
+    assert main(["report", "--model", "gpt2-medium", "--profile", "dgx-a100-80gb", "--gpus", "8",
+                 "--precision", "bf16", "--autocast", "--out", str(out), "-q"]) == 0
+    markdown = (out / "report.md").read_text()
+    assert "bf16 under torch autocast" in markdown and "--autocast" in markdown
+    assert "fp32 parameters, gradients and their reduction" in markdown
+
+
 def test_search_report_defaults_to_a_folder_inside_the_results(make_search, capsys):
     folder = make_search()
     assert main(["report", "--results", str(folder), "--profile", "dgx2-v100-32gb", "-q"]) == 0
@@ -46,6 +55,8 @@ def test_search_report_without_a_profile_says_how_to_add_one(make_search, tmp_pa
      "cannot be split evenly"),
     (["report", "--model", "gpt2", "--profile", "dgx-a100-80gb", "--price", "-3"], "positive"),
     (["report", "--results", "/nonexistent/results"], "holds no results.json"),
+    (["report", "--model", "gpt2", "--profile", "dgx-a100-80gb", "--precision", "fp32", "--autocast"],
+     "Autocast needs a 16-bit precision"),
 ])
 def test_user_errors_are_one_sentence_and_exit_2(argv, message, tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2

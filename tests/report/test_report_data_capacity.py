@@ -131,3 +131,18 @@ def test_best_configurations_fit_and_report_their_utilisation(study):
         assert best.mfu == pytest.approx(best.plan.estimate.metrics.flops_per_gpu / best.peak_flop_per_s)
         assert 0 < best.mfu < 1
     assert study.precisions == {"dgx2-v100-32gb": "fp16", "dgx-a100-80gb": "bf16"}
+
+
+def test_an_autocast_plan_keeps_fp32_states_and_runs_slower():
+    from simtune.hardware import load_profile
+    from simtune.report import CapacityRequest, capacity_study
+
+    def best(autocast):
+        request = CapacityRequest(load_workload("gpt2-medium"), (load_profile("dgx-a100-80gb"),), (8,),
+                                  precision="bf16", autocast=autocast)
+        return capacity_study(request).plans[("dgx-a100-80gb", 8)]
+
+    plain, autocast = best(False), best(True)
+    assert autocast.config.autocast and not plain.config.autocast
+    assert autocast.config.state_bytes == 4 and plain.config.state_bytes == 2
+    assert autocast.throughput_samples_per_s < plain.throughput_samples_per_s
