@@ -71,3 +71,25 @@ def test_stated_memory_and_dropout_are_what_is_predicted():
     with_dropout = copy.deepcopy(source)
     del with_dropout["software"]["dropout"]
     assert published.predict(row, source).tokens_per_s > published.predict(row, with_dropout).tokens_per_s
+
+
+def test_an_autocast_source_is_predicted_under_autocast_in_16_bit_only():
+    published = _published()
+    source, fp16 = _row("hf_perf_train_gpu_one_v100_16gb", "hf-v100-bertl-fp16-b4")
+    _, fp32 = _row("hf_perf_train_gpu_one_v100_16gb", "hf-v100-bertl-fp32-b4")
+    assert source["software"]["autocast"] is True and source["software"]["autocast_basis"]
+    plain = copy.deepcopy(source)
+    del plain["software"]["autocast"]
+    assert published.predict(fp16, source).tokens_per_s < published.predict(fp16, plain).tokens_per_s
+    assert published.predict(fp16, source).peak_gib > published.predict(fp16, plain).peak_gib
+    assert published.predict(fp32, source).tokens_per_s == published.predict(fp32, plain).tokens_per_s
+
+
+def test_a_row_whose_source_runs_shorter_sequences_is_kept_out_with_its_basis():
+    published = _published()
+    source, row = _row("nvidia_bert_a100_80gb", "bert-a100-s512-g1-fp16")
+    _, phase1 = _row("nvidia_bert_a100_80gb", "bert-a100-s128-g1-fp16")
+    assert "bin size 64" in row["sequence_length_basis"] and "sequence_length_basis" not in phase1
+    assert "shorter sequences" in published.throughput_doubt(row, source, 0.5)
+    assert published.throughput_doubt(phase1, source, 0.5) is None
+    assert "peak" in published.throughput_doubt(phase1, source, 1.2)
