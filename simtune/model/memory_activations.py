@@ -68,7 +68,7 @@ from typing import Optional
 
 from simtune.model.checkpointing import checkpointed_layers, kept_bytes_per_sample
 from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
-from simtune.model.operators import Streaming, keeps_attention_scores, model_operators
+from simtune.model.operators import Matmul, Streaming, keeps_attention_scores, model_operators
 
 
 def layer_activation_bytes_per_sample(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> float:
@@ -79,7 +79,8 @@ def layer_activation_bytes_per_sample(m: ModelSpec, c: TrainConfig, hw: Hardware
     ratio = m.intermediate_size / h
     extra = attention_score_bytes(m, c, hw)
     if m.block.mlp == "gelu_python":
-        extra += 3 * s * m.intermediate_size * c.bytes_per_element / t
+        # under autocast its pow is on the fp32 list, so the chain after it keeps fp32 tensors
+        extra += 3 * s * m.intermediate_size * (4 if c.autocast else c.bytes_per_element) / t
     if c.precision == "fp32":
         return s * h * (18 + (16 + 8 * ratio) / t) + extra
     if c.autocast:
@@ -94,12 +95,17 @@ def _autocast_ops(m: ModelSpec, hw: HardwareSpec, name: str) -> Streaming:
 
 def autocast_weight_copy_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec, layers: int) -> int:
     """The 16-bit weight copies autocast keeps for the backward: ``layers`` layers' and the
-    head's (0 without autocast)."""
+    head's (0 without autocast). A linear layer's backward reads its weight, not its bias, so only
+    the weights' copies are kept."""
     if not c.autocast:
         return 0
-    per_layer = _autocast_ops(m, hw, "autocast.weight_casts").elements
-    head = _autocast_ops(m, hw, "autocast.head_weight_casts").elements
-    return int(c.bytes_per_element * (layers * per_layer + head) / c.mp_degree)
+    ops = model_operators(m, hw)
+
+    def weights(products: tuple[Matmul, ...]) -> int:
+        return sum(op.cols * op.depth for op in products if op.weighted)
+
+    return int(c.bytes_per_element * (layers * weights(ops.layer_matmuls) + weights(ops.outer_matmuls))
+               / c.mp_degree)
 
 
 def attention_score_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> float:

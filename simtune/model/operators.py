@@ -207,11 +207,14 @@ def operators(m: ModelSpec, fused_attention: bool, autocast: bool = False) -> Op
 
 
 FP32_UNDER_AUTOCAST = ("norm_1", "norm_2", "final_norm", "residual_adds", "embedding", "embedding.grad",
-                       "embedding.dropout", "mlm.gelu_norm", "attn.softmax", "attn.dropout")
-"""Memory-bound operators that run in fp32 under torch autocast: the norms (``layer_norm`` is on
-autocast's fp32 list, RMSNorm upcasts itself) and whatever reads their output or the fp32
-residual stream (residual adds, the embeddings' look-ups of fp32 weights, their dropout), and
-eager attention's softmax (on the fp32 list) with the dropout on its fp32 probabilities."""
+                       "embedding.dropout", "mlm.gelu_norm", "attn.softmax", "attn.dropout", "mlp.gelu_new")
+"""Memory-bound operators that run in fp32 under CUDA's torch autocast: the norms (``layer_norm``
+is on autocast's fp32 list, RMSNorm upcasts itself) and whatever reads their output or the fp32
+residual stream (residual adds, the embeddings' look-ups of fp32 weights, their dropout), eager
+attention's softmax (on the fp32 list) with the dropout on its fp32 probabilities, and GPT-2's
+eight-operator GELU (its ``pow`` is on the fp32 list: the chain after it is fp32, and the MLP's
+second product casts its fp32 output). CPU autocast's lists differ (softmax and layer norm keep
+their input's dtype there); the model follows CUDA's."""
 
 
 def _cast(name: str, elements: int, kernels: int, per_batch: bool = False) -> Streaming:
@@ -241,7 +244,8 @@ def under_autocast(m: ModelSpec, ops: Operators) -> Operators:
     - a product whose input is a norm's fp32 output casts that input, one copy per product (q, k
       and v each cast their own; GPT-2's fused qkv one), and casts its input gradient back;
     - eager attention casts the scores to fp32 for the softmax and the probabilities back for the
-      product with V (two casts of ``a s^2`` elements each way)."""
+      product with V (two casts of ``a s^2`` elements each way);
+    - GPT-2's MLP casts its fp32 GELU output for the second product (``s x I`` elements)."""
     s, h = m.seq_len, m.hidden_size
 
     def streaming(items: tuple[Streaming, ...]) -> list[Streaming]:
@@ -265,6 +269,8 @@ def under_autocast(m: ModelSpec, ops: Operators) -> Operators:
     inputs = sum((_fp32_inputs(ops.layer_matmuls, name) for name in first + first_mlp), ())
     layer += [weights(ops.layer_matmuls, "autocast.weight_casts"),
               _cast("autocast.input_casts", len(inputs) * s * h, len(inputs))]
+    if any(op.name == "mlp.gelu_new" for op in ops.layer_streaming):
+        layer.append(_cast("autocast.gelu_output_cast", s * m.intermediate_size, 1))
     if any(op.name == "attn.scores" for op in ops.layer_matmuls):
         layer.append(_cast("autocast.score_casts", 2 * m.num_heads * s * s, 2))
     outer = streaming(ops.outer_streaming)
