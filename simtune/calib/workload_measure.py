@@ -478,14 +478,8 @@ def token_batches(workload: Workload, device: torch.device, seed: int = 4321) ->
     generator = torch.Generator().manual_seed(seed)
 
     def make_batch(mbs: int) -> Batch:
-        shape = (mbs, workload.seq_len)
-        tokens = torch.randint(0, workload.vocab_size, shape, generator=generator)
-        if workload.task == "causal-lm":
-            labels = tokens.clone()
-        else:
-            masked = torch.rand(shape, generator=generator) < 0.15
-            masked[:, 0] = True
-            labels = torch.where(masked, tokens, torch.full_like(tokens, -100))
+        tokens = torch.randint(0, workload.vocab_size, (mbs, workload.seq_len), generator=generator)
+        labels = workload.synthetic_labels(tokens, generator)
         return {"input_ids": tokens.to(device), "labels": labels.to(device)}
 
     return make_batch

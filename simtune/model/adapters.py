@@ -13,7 +13,7 @@ from simtune.model.inputs import (Block, CollectiveCost, Collectives, ComputeCur
                                   FrameworkCosts, FusedAttentionRate, HardwareSpec, ModelSpec, TrainConfig, WeightCost,
                                   least_squares_line)
 from simtune.space import Trial
-from simtune.workloads.analysis import (forward_flops, largest_layer_params, module_parameters,
+from simtune.workloads.analysis import (classification_pooled, forward_flops, largest_layer_params, module_parameters,
                                         parameter_count, parameter_tensor_numels)
 from simtune.workloads.presets import Workload
 
@@ -28,13 +28,23 @@ def block_of(workload: Workload) -> Block:
     if kind in ("llama", "mistral", "qwen2"):
         heads = int(cfg.get("num_key_value_heads") or 0)
         return Block(norm="rms_norm", mlp="swiglu", fused_qkv=False, linear_bias=False,
-                     hidden_dropout=False, rotary=True, learned_positions=False, kv_heads=heads)
+                     hidden_dropout=False, rotary=True, learned_positions=False, kv_heads=heads, **_head_of(workload))
     if kind == "gpt2":
         act = str(cfg.get("activation_function", "gelu_new"))
-        return Block(mlp="gelu_python" if act == "gelu_new" else "gelu", hidden_dropout=dropout("resid_pdrop"))
-    mlm = kind in ("bert", "distilbert", "deberta-v2", "roberta")
-    return Block(mlp="gelu", fused_qkv=False, causal=not mlm, mlm_head=mlm,
-                 hidden_dropout=dropout("hidden_dropout_prob" if "hidden_dropout_prob" in cfg else "dropout"))
+        return Block(mlp="gelu_python" if act == "gelu_new" else "gelu", hidden_dropout=dropout("resid_pdrop"),
+                     **_head_of(workload))
+    encoder = kind in ("bert", "distilbert", "deberta-v2", "roberta")
+    return Block(mlp="gelu", fused_qkv=False, causal=not encoder, mlm_head=encoder and workload.task == "masked-lm",
+                 hidden_dropout=dropout("hidden_dropout_prob" if "hidden_dropout_prob" in cfg else "dropout"),
+                 **_head_of(workload))
+
+
+def _head_of(workload: Workload) -> dict[str, Any]:
+    """The :class:`Block` fields of the workload's head: an LM head, or a classifier that pools the
+    first token or scores every position (:func:`simtune.workloads.analysis.classification_pooled`)."""
+    if workload.task != "sequence-classification":
+        return {}
+    return {"head": "pooled" if classification_pooled(workload) else "scored", "num_labels": workload.num_labels}
 
 
 def model_spec(workload: Workload, activation_bytes_per_sample_per_layer: Optional[float] = None) -> ModelSpec:

@@ -73,6 +73,13 @@ class Block:
     """BERT's masked-LM head: a dense transform, activation and norm before the decoder."""
     kv_heads: int = 0
     """Key/value heads (grouped-query attention); 0 means as many as the query heads."""
+    head: str = "lm"
+    """What the model ends in: "lm" (the vocabulary projection at every position), or a
+    sequence-classification head: "pooled" (a dense layer over the first token, then the
+    classifier: BERT, DistilBERT, DeBERTa-v2) or "scored" (the classifier at every position, the
+    last one kept: GPT-2, Llama)."""
+    num_labels: int = 0
+    """Classes of a classification head (0 with an LM head)."""
 
     def __post_init__(self) -> None:
         _require(self.norm in ("layer_norm", "rms_norm"), WorkloadError,
@@ -80,6 +87,11 @@ class Block:
         _require(self.mlp in ("gelu", "gelu_python", "swiglu"), WorkloadError,
                  f"Block.mlp must be gelu, gelu_python or swiglu, not {self.mlp!r}.")
         _require(self.kv_heads >= 0, WorkloadError, f"Block.kv_heads must be >= 0, got {self.kv_heads!r}.")
+        _require(self.head in ("lm", "pooled", "scored"), WorkloadError,
+                 f"Block.head must be lm, pooled or scored, not {self.head!r}.")
+        _require((self.head == "lm") == (self.num_labels == 0) and self.num_labels >= 0, WorkloadError,
+                 f"A classification head needs its number of labels (and an LM head none), got "
+                 f"head {self.head!r} with {self.num_labels!r} labels.")
 
 
 @dataclass(frozen=True)
@@ -145,6 +157,15 @@ class ModelSpec:
     @property
     def hooked_modules(self) -> int:
         return self.parameter_modules or 6 * self.num_layers + 4
+
+    @property
+    def logits_per_sample(self) -> int:
+        """Logits one sample's head makes: s x V for an LM head, C for a pooled classifier, s x C
+        for one that scores every position (:attr:`Block.head`)."""
+        head = self.block.head
+        if head == "lm":
+            return self.seq_len * self.vocab_size
+        return self.block.num_labels * (self.seq_len if head == "scored" else 1)
 
     @cached_property
     def layout(self) -> ParamLayout:

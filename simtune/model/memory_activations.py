@@ -186,4 +186,4 @@ def logits_bytes(m: ModelSpec, c: TrainConfig) -> int:
     cross-entropy over upcast logits (module docstring), 2*b*s*V for a fused cross-entropy kernel
     (the logits it keeps and the gradient it makes)."""
     per_element = 12 if m.loss == "fp32" else 2 * c.bytes_per_element
-    return (c.micro_batch_size * m.seq_len * m.vocab_size * per_element) // c.mp_degree
+    return (c.micro_batch_size * m.logits_per_sample * per_element) // c.mp_degree

@@ -276,7 +276,7 @@ def under_autocast(m: ModelSpec, ops: Operators) -> Operators:
     outer = streaming(ops.outer_streaming)
     head_inputs = [op for op in ops.outer_matmuls if op.weighted]
     outer += [weights(ops.outer_matmuls, "autocast.head_weight_casts"),
-              _cast("autocast.head_input_casts", len(head_inputs) * s * h, len(head_inputs))]
+              _cast("autocast.head_input_casts", sum(op.rows * op.depth for op in head_inputs), len(head_inputs))]
     return replace(ops, layer_streaming=tuple(layer), outer_streaming=tuple(outer))
 
 
@@ -303,7 +303,13 @@ def _build(m: ModelSpec, fused_attention: bool) -> Operators:
         streaming.append(_dropout("dropouts", 2 * sh))  # after attention and after the MLP
     layer_mm = qkv + attn_mm + (Matmul("attn.out", s, h, h, bias=bias),) + mlp_mm
 
-    outer_mm = [Matmul("lm_head", s, v, h)]
+    if block.head == "pooled":  # a dense layer over the first token, then the classifier
+        outer_mm = [Matmul("head.pooler", 1, h, h, bias=True), Matmul("head.classifier", 1, block.num_labels, h,
+                                                                      bias=True)]
+    elif block.head == "scored":  # the classifier at every position
+        outer_mm = [Matmul("head.score", s, block.num_labels, h)]
+    else:
+        outer_mm = [Matmul("lm_head", s, v, h)]
     if block.mlm_head:
         outer_mm.insert(0, Matmul("mlm.transform", s, h, h, bias=True))
     listed = m.num_layers * sum(op.flop(1) / op.share for op in layer_mm) + sum(op.flop(1) for op in outer_mm)
@@ -321,9 +327,9 @@ def _build(m: ModelSpec, fused_attention: bool) -> Operators:
     if block.mlm_head:
         outer.append(Streaming("mlm.gelu_norm", sh, 4, 6, 2, 3))
     # The loss upcasts the logits to fp32 (transformers' loss functions), shifts them for a
-    # causal model (a copy), then log-softmax and its backward.
-    outer.append(Streaming("loss", s * v, 1, 1, 3 + block.causal, 3 + block.causal,
-                           forward_fp32_passes=3 + 2 * block.causal,
-                           backward_fp32_passes=5 + 2 * block.causal))
+    # causal language model (a copy), then log-softmax and its backward.
+    shift = int(block.causal and block.head == "lm")
+    outer.append(Streaming("loss", m.logits_per_sample, 1, 1, 3 + shift, 3 + shift,
+                           forward_fp32_passes=3 + 2 * shift, backward_fp32_passes=5 + 2 * shift))
     return Operators(layer_matmuls=layer_mm, layer_streaming=tuple(streaming),
                      outer_matmuls=tuple(outer_mm), outer_streaming=tuple(outer))

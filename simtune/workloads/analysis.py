@@ -3,7 +3,10 @@
 Pure arithmetic: no torch, no I/O. Covered model types: gpt2, bert, distilbert, deberta-v2 and
 llama (the Hugging Face implementations as of transformers 5, with the LM head the workload
 trains: ``GPT2LMHeadModel``, ``BertForMaskedLM``, ``DistilBertForMaskedLM``,
-``DebertaV2ForMaskedLM``, ``LlamaForCausalLM``).
+``DebertaV2ForMaskedLM``, ``LlamaForCausalLM``; or, for a sequence-classification workload, the
+``...ForSequenceClassification`` head in its place: BERT, DistilBERT and DeBERTa-v2 pool the
+first token through a dense layer (``2*h^2``) before the classifier (``2*h*C``, C labels); GPT-2
+and Llama score every position (``2*s*h*C``, no bias) and keep the last one).
 
 Notation: V vocabulary, P positions, h hidden size, L layers, i feed-forward width, s sequence
 length, b micro-batch size.
@@ -126,7 +129,7 @@ def largest_layer_params(workload: Workload) -> int:
 
 def forward_flops(workload: Workload) -> ForwardFlops:
     """Forward FLOPs of the workload at its sequence length (convention in the module docstring)."""
-    return _family(workload)[1](workload)
+    return _family_flops(workload)
 
 
 def flops_per_sample(
@@ -466,9 +469,58 @@ _FAMILIES: dict[str, tuple[Callable[[Workload], _ParamPlan], Callable[[Workload]
 
 SUPPORTED_MODEL_TYPES = tuple(_FAMILIES)
 
+LM_HEAD_MODULES = ("lm_head", "cls.", "vocab_transform", "vocab_layer_norm", "vocab_projector", "lm_predictions.")
+"""Name prefixes of the LM head's modules, which a classification head replaces."""
+
+POOLED_HEADS = {"bert": ("pooler.dense", "classifier"), "distilbert": ("pre_classifier", "classifier"),
+                "deberta-v2": ("pooler.dense", "classifier")}
+"""Families whose classifier reads the first token through a dense layer: (that layer, the classifier)."""
+
+
+def classification_pooled(workload: Workload) -> bool:
+    """Whether the workload's classification head pools the first token through a dense layer
+    (BERT, DistilBERT, DeBERTa-v2) rather than scoring every position (GPT-2, Llama)."""
+    return workload.model_type in POOLED_HEADS
+
+
+def _lm_head_flops(w: Workload) -> int:
+    """Forward FLOPs of one sample's LM head (the term a classification head replaces)."""
+    s, h, v = w.seq_len, w.hidden_size, w.vocab_size
+    if w.model_type in ("gpt2", "llama"):
+        return 2 * s * h * v
+    if w.model_type == "deberta-v2":
+        e = _deberta_shape(w).embedding
+        return 2 * s * h * e + 2 * s * e * v if w.hf_config.get("legacy", True) else 2 * s * h * h + 2 * s * h * v
+    return 2 * s * h * h + 2 * s * h * v  # BERT and DistilBERT: transform, then decoder
+
+
+def _classifier_params(w: Workload) -> tuple[ModuleParams, ...]:
+    h, c = w.hidden_size, w.num_labels
+    if classification_pooled(w):
+        pool, classifier = POOLED_HEADS[w.model_type]
+        return (ModuleParams(pool, _linear(h, h)), ModuleParams(classifier, _linear(h, c)))
+    return (ModuleParams("score", _linear(h, c, bias=False)),)
+
+
+def _classifier_flops(w: Workload) -> int:
+    h, c = w.hidden_size, w.num_labels
+    return 2 * h * h + 2 * h * c if classification_pooled(w) else 2 * w.seq_len * h * c
+
 
 def _param_plan(workload: Workload) -> _ParamPlan:
-    return _family(workload)[0](workload)
+    plan = _family(workload)[0](workload)
+    if workload.task != "sequence-classification":
+        return plan
+    kept = tuple(m for m in plan.after if not m.name.startswith(LM_HEAD_MODULES))
+    return replace(plan, after=kept + _classifier_params(workload))
+
+
+def _family_flops(workload: Workload) -> ForwardFlops:
+    flops = _family(workload)[1](workload)
+    if workload.task != "sequence-classification":
+        return flops
+    return replace(flops, other_per_sample=flops.other_per_sample - _lm_head_flops(workload)
+                   + _classifier_flops(workload))
 
 
 def _family(workload: Workload):

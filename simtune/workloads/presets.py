@@ -23,7 +23,16 @@ from simtune.model.inputs import ATTENTION_KINDS
 
 PRESETS_DIR = Path(__file__).with_name("presets")
 
-TASKS = ("causal-lm", "masked-lm")
+TASKS = ("causal-lm", "masked-lm", "sequence-classification")
+"""What the model is trained to do: predict the next token (labels = inputs), the masked tokens
+(15% of positions carry labels), or one label per sequence (a classification head instead of the
+LM head, as ``AutoModelForSequenceClassification`` builds it: fine-tuning)."""
+
+MASKED_FRACTION = 0.15
+"""Share of positions that carry a label in a masked-LM batch (BERT's 15%)."""
+
+DEFAULT_NUM_LABELS = 2
+"""Labels of a sequence-classification config that names none (transformers' default)."""
 
 #: Default sequence length of a config.json that names none: its positions, capped here.
 DEFAULT_SEQ_LEN_CAP = 1024
@@ -55,7 +64,7 @@ class Workload:
     """The Hugging Face config as transformers' config classes take it (``model_type`` included)."""
     model_type: str
     task: str
-    """``causal-lm`` (labels = inputs) or ``masked-lm`` (15% of positions carry labels)."""
+    """One of :data:`TASKS`: ``causal-lm``, ``masked-lm`` or ``sequence-classification``."""
     seq_len: int
     """Tokens per sample."""
     vocab_size: int
@@ -80,6 +89,32 @@ class Workload:
     """How the training program's loss holds the logits (one of
     :data:`simtune.model.inputs.LOSS_KINDS`): "fp32" for transformers' loss functions, which upcast
     them; "fused" for a fused cross-entropy kernel."""
+
+    @property
+    def num_labels(self) -> int:
+        """Classes of a sequence-classification head (``num_labels``, else the ``id2label``
+        entries, else :data:`DEFAULT_NUM_LABELS`); 0 for a language-modelling task."""
+        if self.task != "sequence-classification":
+            return 0
+        named = self.hf_config.get("num_labels")
+        if isinstance(named, int) and not isinstance(named, bool) and named > 0:
+            return named
+        labels = self.hf_config.get("id2label")
+        return len(labels) if isinstance(labels, dict) and labels else DEFAULT_NUM_LABELS
+
+    def synthetic_labels(self, tokens: Any, generator: Any) -> Any:
+        """Labels for a batch of random ``tokens`` as the training program draws them: the tokens
+        (causal LM), the tokens at 15% of positions and -100 elsewhere, at least one per sequence
+        (masked LM), or one random class per sequence (classification)."""
+        import torch
+
+        if self.task == "causal-lm":
+            return tokens.clone()
+        if self.task == "sequence-classification":
+            return torch.randint(0, self.num_labels, (tokens.shape[0],), generator=generator)
+        masked = torch.rand(tokens.shape, generator=generator) < MASKED_FRACTION
+        masked[:, 0] |= ~masked.any(dim=1)
+        return torch.where(masked, tokens, torch.full_like(tokens, -100))
 
 
 FUSED_ATTENTION_MODEL_TYPES = frozenset({"gpt2", "bert", "distilbert", "roberta", "llama", "mistral", "qwen2"})
@@ -136,14 +171,21 @@ def load_workload(name_or_path: str | os.PathLike[str], seq_len: int | None = No
 def build_model(workload: Workload) -> Any:
     """A transformers model with random weights built from the workload's config (never downloaded).
 
-    Causal-LM workloads get ``AutoModelForCausalLM``, masked-LM ones ``AutoModelForMaskedLM``;
-    the key-value cache is switched off because the model is trained, not sampled.
+    Causal-LM workloads get ``AutoModelForCausalLM``, masked-LM ones ``AutoModelForMaskedLM``,
+    sequence-classification ones ``AutoModelForSequenceClassification`` (with a padding token
+    where the config has none: GPT-2 and Llama classify a sequence by its last non-padding
+    token); the key-value cache is switched off because the model is trained, not sampled.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
     config = build_hf_config(workload)
-    auto_class = AutoModelForCausalLM if workload.task == "causal-lm" else AutoModelForMaskedLM
+    auto_class = {"causal-lm": AutoModelForCausalLM, "masked-lm": AutoModelForMaskedLM,
+                  "sequence-classification": AutoModelForSequenceClassification}[workload.task]
+    if workload.task == "sequence-classification":
+        config.num_labels = workload.num_labels
+        if getattr(config, "pad_token_id", None) is None:
+            config.pad_token_id = 0
     try:
         return auto_class.from_config(config)
     except ValueError as exc:
@@ -266,8 +308,11 @@ def _positive_int(name: str, field_name: str, value: Any) -> int:
 
 
 def _infer_task(config: dict[str, Any]) -> str:
-    """Masked LM when the architectures or the model type say so, causal LM otherwise."""
+    """Sequence classification or masked LM when the architectures say so (or the model type,
+    for masked LM), causal LM otherwise."""
     architectures = config.get("architectures") or []
+    if any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        return "sequence-classification"
     if any(str(a).endswith("ForMaskedLM") for a in architectures):
         return "masked-lm"
     if any(str(a).endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):

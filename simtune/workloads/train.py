@@ -11,7 +11,8 @@ AdamW use torch's implementation (DeepSpeed's fused kernels need a GPU). Under Z
 is built already partitioned (``deepspeed.zero.Init``), as the Hugging Face Trainer does.
 
 Causal LMs learn to predict their input (labels = inputs); masked LMs get labels on 15% of the
-positions (at least one per sequence). Rank 0 prints the loss every ``--log-interval`` steps.
+positions (at least one per sequence); classifiers get one random class per sequence. Rank 0 prints
+the loss every ``--log-interval`` steps.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from simtune.probe.ranks import adopt_launcher_ranks  # noqa: E402
 from simtune.workloads.presets import Workload, build_model, load_workload  # noqa: E402
 
 DEFAULT_OPTIMIZER = {"type": "AdamW", "params": {"lr": 1e-4, "weight_decay": 0.0}}
-MASKED_FRACTION = 0.15
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -184,12 +184,7 @@ class SyntheticTokens:
 
         shape = (self.batch_size, self.workload.seq_len)
         tokens = torch.randint(0, self.workload.vocab_size, shape, generator=self.generator)
-        if self.workload.task == "causal-lm":
-            labels = tokens.clone()
-        else:
-            masked = torch.rand(shape, generator=self.generator) < MASKED_FRACTION
-            masked[:, 0] |= ~masked.any(dim=1)
-            labels = torch.where(masked, tokens, torch.full_like(tokens, -100))
+        labels = self.workload.synthetic_labels(tokens, self.generator)
         return {"input_ids": tokens.to(self.device), "labels": labels.to(self.device)}
 
 

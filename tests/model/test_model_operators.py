@@ -82,3 +82,27 @@ def test_autocast_moves_norms_to_fp32_and_casts_their_outputs_per_product(name, 
     assert "autocast.score_casts" not in {op.name for op in operators(m, fused_attention=True, autocast=True).layer_streaming}
     more = operators(m, fused_attention=False, autocast=True).kernels(1, backward=False)
     assert more > operators(m, fused_attention=False).kernels(1, backward=False)
+
+
+def _classifier(name):
+    import dataclasses
+
+    workload = load_workload(name)
+    return dataclasses.replace(workload, task="sequence-classification",
+                               hf_config={**workload.hf_config, "num_labels": 3})
+
+
+@pytest.mark.parametrize("name, head", [("gpt2", "scored"), ("bert-base", "pooled"), ("distilbert", "pooled"),
+                                        ("deberta-v2-xxlarge", "pooled")])
+def test_a_classification_head_replaces_the_lm_head_in_the_operator_list(name, head):
+    workload = _classifier(name)
+    m = model_spec(workload)
+    assert m.block.head == head and m.block.num_labels == 3 and not m.block.mlm_head
+    ops = operators(m, fused_attention=False)  # every attention FLOP listed (a causal fused kernel skips half)
+    names = {op.name for op in ops.outer_matmuls}
+    assert "lm_head" not in names and "mlm.transform" not in names
+    listed = (m.num_layers * sum(op.flop(2) for op in ops.layer_matmuls) + sum(op.flop(2) for op in ops.outer_matmuls))
+    assert listed == pytest.approx(2 * forward_flops(workload).total(1), rel=0.01)
+    assert m.logits_per_sample == 3 * (m.seq_len if head == "scored" else 1)
+    loss = next(op for op in ops.outer_streaming if op.name == "loss")
+    assert loss.elements == m.logits_per_sample

@@ -76,11 +76,26 @@ EXTRA_CONFIGS = {
 
 FLOP_TOLERANCE = 0.01  # relative; the counts agree exactly with transformers 5.23 and torch 2.13
 
+# Sequence-classification heads of every family (architectures say so; 3 labels)
+CLASSIFIER_ARCHITECTURES = {"gpt2": "GPT2ForSequenceClassification", "bert": "BertForSequenceClassification",
+                            "distilbert": "DistilBertForSequenceClassification",
+                            "deberta-v2": "DebertaV2ForSequenceClassification",
+                            "llama": "LlamaForSequenceClassification"}
+CLASSIFIER_BASES = ("distilbert-small", "deberta-shared-keys", "deberta-own-keys", "llama-gqa", "bert-untied",
+                    "gpt2-untied")
+
 
 def _workload(name, seq_len=None):
     if name in EXTRA_CONFIGS:
         return _from_document(name, EXTRA_CONFIGS[name], seq_len)
     return load_workload(name, seq_len=seq_len)
+
+
+def _classifier(name, seq_len=None):
+    """The workload ``name`` with its family's sequence-classification head (3 labels)."""
+    base = _workload(name, seq_len)
+    config = {**base.hf_config, "architectures": [CLASSIFIER_ARCHITECTURES[base.model_type]], "num_labels": 3}
+    return _from_document(f"{name}-classifier", config, seq_len)
 
 
 def _counts_of(model):
@@ -194,3 +209,32 @@ def test_model_types_without_a_closed_form_are_refused():
                                      "num_heads": 2, "d_ff": 32, "n_positions": 64}, None)
     with pytest.raises(WorkloadError, match="not 't5'"):
         parameter_count(workload)
+
+
+@pytest.mark.parametrize("name", ("gpt2-tiny", "bert-tiny") + CLASSIFIER_BASES)
+def test_a_classification_heads_counts_equal_the_built_model(name):
+    workload = _classifier(name)
+    assert workload.task == "sequence-classification" and workload.num_labels == 3
+    with torch.device("meta"):
+        model = build_model(workload)
+    assert type(model).__name__.endswith("ForSequenceClassification")
+    assert (parameter_count(workload), largest_layer_params(workload)) == _counts_of(model)
+    assert parameter_tensor_numels(workload) == tuple(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ("gpt2-tiny", "bert-tiny") + CLASSIFIER_BASES)
+def test_a_classification_heads_flops_match_torch_flop_counter(name):
+    from transformers import AutoModelForSequenceClassification
+
+    workload = _classifier(name, seq_len=32)
+    config = build_hf_config(workload)
+    config.num_labels, config.pad_token_id = 3, 0
+    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager").train()
+    tokens = torch.randint(1, workload.vocab_size, (3, workload.seq_len))
+    labels = torch.randint(0, 3, (3,))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(input_ids=tokens, labels=labels).loss.backward()
+    assert counter.get_total_flops() / 3 == pytest.approx(flops_per_sample(workload, micro_batch_size=3),
+                                                         rel=FLOP_TOLERANCE)
+    assert forward_flops(workload).other_per_sample < forward_flops(_workload(name, seq_len=32)).other_per_sample

@@ -5,10 +5,11 @@ import json
 import os
 
 import pytest
+import torch
 
 from simtune.errors import SimtuneError, WorkloadError
 from simtune.workloads import Workload, build_model, list_presets, load_workload
-from simtune.workloads.presets import PRESETS_DIR, TASKS, attention_of
+from simtune.workloads.presets import PRESETS_DIR, TASKS, _from_document, attention_of
 
 EXPECTED_PRESETS = {
     "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "bert-base", "bert-large", "distilbert",
@@ -108,6 +109,14 @@ def test_task_of_a_config_json_follows_architectures_then_model_type(tmp_path):
     assert load_workload(_write(tmp_path / "bert.json", bert)).task == "masked-lm"
     bert["architectures"] = ["BertLMHeadModel"]
     assert load_workload(_write(tmp_path / "bert_lm.json", bert)).task == "causal-lm"
+    bert["architectures"] = ["BertForSequenceClassification"]
+    classifier = load_workload(_write(tmp_path / "bert_cls.json", bert))
+    assert classifier.task == "sequence-classification" and classifier.num_labels == 2  # transformers' default
+    bert["id2label"] = {"0": "a", "1": "b", "2": "c"}
+    assert load_workload(_write(tmp_path / "bert_cls3.json", bert)).num_labels == 3
+    bert["num_labels"] = 5
+    assert load_workload(_write(tmp_path / "bert_cls5.json", bert)).num_labels == 5
+    assert load_workload("bert-tiny").num_labels == 0
 
 
 def test_config_json_default_seq_len_is_capped(tmp_path):
@@ -158,6 +167,13 @@ def test_build_model_gives_the_task_head_with_random_weights():
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     weights = gpt.transformer.h[0].attn.c_attn.weight
     assert 0.01 < float(weights.detach().std()) < 0.03  # initializer_range 0.02, not zeros or a checkpoint
+    config = {**load_workload("gpt2-tiny").hf_config, "architectures": ["GPT2ForSequenceClassification"],
+              "num_labels": 3}
+    classifier = build_model(_from_document("gpt2-tiny-cls", config, 16))
+    assert type(classifier).__name__ == "GPT2ForSequenceClassification"
+    assert classifier.config.num_labels == 3 and classifier.config.pad_token_id is not None
+    tokens = torch.randint(1, 64, (2, 16))
+    assert classifier(input_ids=tokens, labels=torch.tensor([0, 2])).logits.shape == (2, 3)
 
 
 def test_build_model_rejects_a_model_type_transformers_does_not_know(tmp_path):

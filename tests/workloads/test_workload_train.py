@@ -72,6 +72,13 @@ def test_synthetic_batches_follow_the_task():
     assert torch.equal(batch["labels"][labelled], batch["input_ids"][labelled])
     assert not torch.equal(masked.next()["input_ids"], batch["input_ids"])
 
+    import dataclasses
+
+    bert = load_workload("bert-tiny", seq_len=16)
+    classifier = dataclasses.replace(bert, task="sequence-classification", hf_config={**bert.hf_config, "num_labels": 3})
+    batch = program.SyntheticTokens(classifier, 64, torch.device("cpu"), seed=1).next()
+    assert batch["labels"].shape == (64,) and set(batch["labels"].tolist()) == {0, 1, 2}
+
 
 def test_threads_default_to_cores_per_local_rank():
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
