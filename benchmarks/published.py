@@ -39,7 +39,9 @@ What each source ran is taken from its own description: the attention implementa
 (``software.loss``: fp32 where torch's cross-entropy runs over upcast logits, the default; fused
 for a fused cross-entropy kernel, with its basis), whether it trains an fp32 model under torch
 autocast (``software.autocast``, with its basis: the Hugging Face Trainer's fp16 without DeepSpeed,
-llm.c's PyTorch reference) and, for PyTorch FSDP, one fetch unit per
+llm.c's PyTorch reference), the task where it is not language modelling (``software.task``:
+``sequence-classification`` for a classifier head in place of the LM head, with its basis) and,
+for PyTorch FSDP, one fetch unit per
 transformer block (FSDP wraps each block: ``parameter_modules`` = layers + 1) instead of
 DeepSpeed's one per module holding parameters.
 """
@@ -82,9 +84,15 @@ DROPOUT_KEYS = {"llama": ("attention_dropout",), "bert": ("hidden_dropout_prob",
 """The config keys of each model type's dropout probabilities."""
 
 
-def workload_of(model: dict[str, Any], attention: str | None = None, dropout: float | None = None) -> Workload:
-    """The closed-form workload of a published shape (with the source's attention and dropout when
-    given; else the model type's defaults)."""
+CLASSIFIERS = {"llama": "LlamaForSequenceClassification", "bert": "BertForSequenceClassification",
+               "gpt2": "GPT2ForSequenceClassification"}
+"""The sequence-classification architecture of each model type a published shape maps to."""
+
+
+def workload_of(model: dict[str, Any], attention: str | None = None, dropout: float | None = None,
+                task: str | None = None) -> Workload:
+    """The closed-form workload of a published shape (with the source's attention, dropout and task
+    when given; else the model type's defaults and its language-modelling head)."""
     name = str(model.get("name") or "model").lower()
     layers, hidden, heads = int(model["layers"]), int(model["hidden"]), int(model["heads"])
     intermediate, vocab, seq = int(model["intermediate"]), int(model["vocab"]), int(model["seq_len"])
@@ -104,6 +112,8 @@ def workload_of(model: dict[str, Any], attention: str | None = None, dropout: fl
         config["attn_implementation"] = attention
     if dropout is not None:
         config.update({key: float(dropout) for key in DROPOUT_KEYS[str(config["model_type"])]})
+    if task == "sequence-classification":
+        config["architectures"] = [CLASSIFIERS[str(config["model_type"])]]
     return _from_document(str(model.get("name")), config, seq)
 
 
@@ -218,8 +228,8 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
     """The cost model's prediction of one row."""
     profile = as_stated(load_profile(str(profile_of(source["hardware"]["gpu"]))), source["hardware"])
     software = source.get("software") or {}
-    workload = dataclasses.replace(workload_of(row["model"], software.get("attention"), software.get("dropout")),
-                                   loss=software.get("loss") or "fp32")
+    workload = dataclasses.replace(workload_of(row["model"], software.get("attention"), software.get("dropout"),
+                                               software.get("task")), loss=software.get("loss") or "fp32")
     parallel = row.get("parallel") or {}
     gpus = int(row["gpus"])
     trial = Trial(stage=int(parallel.get("zero_stage") or 0), micro_batch_size=int(row.get("micro_batch_size") or 1),
