@@ -15,6 +15,7 @@ import torch
 
 from simtune.workloads import TRAIN_PROGRAM, load_workload
 from simtune.workloads import train as program
+from simtune.workloads.presets import PRESETS_DIR
 
 LOSS_LINE = re.compile(r"^step (\d+) loss (\S+) elapsed_s", re.MULTILINE)
 
@@ -154,6 +155,26 @@ def test_two_rank_zero3_bf16_run_of_bert_tiny_with_checkpointing(tmp_path):
     assert sorted(losses) == [1, 2] and all(math.isfinite(loss) for loss in losses.values())
     assert "gradient checkpointing True" in output
     assert "terminate called" not in output
+
+
+def test_a_classifier_trains_on_one_rank_without_a_launcher(tmp_path):
+    """A sequence-classification config.json (GPT-2 scores every position and needs a padding
+    token) runs DeepSpeed's engine on one CPU process, its loss near ln(C) for random labels."""
+    hf_config = {**json.loads((PRESETS_DIR / "gpt2-tiny.json").read_text())["hf_config"],
+                 "architectures": ["GPT2ForSequenceClassification"], "num_labels": 4}
+    (tmp_path / "config.json").write_text(json.dumps(hf_config))
+    (tmp_path / "ds.json").write_text(json.dumps({"train_micro_batch_size_per_gpu": 4,
+                                                  "zero_optimization": {"stage": 2}}))
+    result = subprocess.run(
+        [sys.executable, str(TRAIN_PROGRAM), "--model", str(tmp_path / "config.json"), "--seq-len", "32",
+         "--deepspeed", str(tmp_path / "ds.json"), "--steps", "3", "--log-interval", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+        env={**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"})
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "(sequence-classification, seq 32)" in output
+    losses = _losses(output)
+    assert sorted(losses) == [1, 2, 3] and all(abs(loss - math.log(4)) < 1.0 for loss in losses.values())
 
 
 @pytest.mark.slow
