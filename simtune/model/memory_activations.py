@@ -51,7 +51,8 @@ bytes at the start of the backward, whatever the compute precision, divided by t
 upcast copy (none in fp32) and 4*s*V log-softmax. Measured on one H200 (bf16, gpt2, 1024 tokens,
 benchmarks/results/gpu): 1.17 GB per sample against 1.19 predicted with these terms and 0.63
 without them. A fused cross-entropy kernel (``ModelSpec.loss == "fused"``: flash-attn's, llm.c's)
-keeps the logits and a log-sum-exp and makes one gradient of their size: 2*b*s*V.
+keeps the logits and a log-sum-exp and makes one gradient of their size: 2*b*s*V. A sequence
+classifier's head makes C or s*C logits in place of s*V (``ModelSpec.logits_per_sample``).
 
 Under torch autocast around an fp32 model (``TrainConfig.autocast``) the residual stream is fp32,
 so both norms keep fp32 inputs (4*s*h more); every product that casts a norm's output keeps its
