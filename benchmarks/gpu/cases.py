@@ -17,6 +17,9 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
+AUTOCAST_DTYPE = "bf16"
+"""The dtype an ``autocast`` case's forward runs in (its engine is fp32), in GPU and rehearsal plans alike."""
+
 GROUPS = ("main", "stage3")
 """Stages 0-2 run in one process; stage 3 in a process of its own (its engine patches torch's
 module construction and linear function for the rest of the process)."""
@@ -32,6 +35,9 @@ class Case:
     offload_optimizer: str = "none"
     largest: bool = False
     """Search for the largest micro-batch size that runs, from the predicted one."""
+    autocast: bool = False
+    """An fp32 engine whose forward runs inside ``torch.autocast`` in bf16 (the Hugging Face
+    Trainer's mixed precision without DeepSpeed's), predicted with ``TrainConfig.autocast``."""
 
     @property
     def group(self) -> str:
@@ -39,7 +45,8 @@ class Case:
 
     @property
     def key(self) -> str:
-        extras = ("_ckpt" if self.checkpointing else "") + ("_offopt" if self.offload_optimizer != "none" else "")
+        extras = (("_ckpt" if self.checkpointing else "") + ("_offopt" if self.offload_optimizer != "none" else "")
+                  + ("_autocast" if self.autocast else ""))
         size = "max" if self.largest else f"mbs{self.micro_batch_size}"
         return f"{self.preset}_s{self.seq_len}_z{self.stage}_{size}{extras}"
 
@@ -49,18 +56,19 @@ def _sweep(preset: str, seq: int, rows: list[tuple]) -> list[Case]:
     for row in rows:
         stage, mbs, *flags = row
         out.append(Case(preset, seq, stage, mbs, checkpointing="ckpt" in flags,
-                        offload_optimizer="cpu" if "offload" in flags else "none", largest="largest" in flags))
+                        offload_optimizer="cpu" if "offload" in flags else "none", largest="largest" in flags,
+                        autocast="autocast" in flags))
     return out
 
 
 def gpu_cases() -> list[Case]:
-    """26 fixed configurations over four presets (every stage, micro-batch sweeps, checkpointing
-    and optimizer offload on and off) and three searches for the largest micro-batch size, in
-    the order they are worth measuring: a call that runs out of time keeps the first ones. On
-    one H200 a configuration took about 10 s (engine start-up included), so a 190 s phase
-    measures about 13 of the first group and 5 of stage 3."""
+    """27 fixed configurations over four presets (every stage, micro-batch sweeps, checkpointing
+    and optimizer offload on and off, one under torch autocast) and three searches for the
+    largest micro-batch size, in the order they are worth measuring: a call that runs out of time
+    keeps the first ones. On one H200 a configuration took about 10 s (engine start-up included),
+    so a 190 s phase measures about 13 of the first group and 5 of stage 3."""
     return (
-        _sweep("gpt2", 1024, [(0, 16), (1, 16), (2, 16), (0, 4), (0, 64)])
+        _sweep("gpt2", 1024, [(0, 16), (1, 16), (2, 16), (0, 4), (0, 64), (0, 16, "autocast")])
         + _sweep("gpt2-medium", 1024, [(0, 16)])
         + _sweep("gpt2-large", 1024, [(0, 8)])
         + _sweep("bert-large", 512, [(0, 64), (2, 64)])
@@ -78,11 +86,11 @@ def gpu_cases() -> list[Case]:
 
 
 def rehearsal_cases() -> list[Case]:
-    """The same shapes on tiny presets, few (a test runs them on every CI run): 6 configurations
-    (every stage, checkpointing, offload, two micro-batch sizes, two models) and one largest-size
-    search."""
+    """The same shapes on tiny presets, few (a test runs them on every CI run): 7 configurations
+    (every stage, checkpointing, offload, autocast, two micro-batch sizes, two models) and one
+    largest-size search."""
     return (
-        _sweep("gpt2-tiny", 64, [(0, 2), (0, 8), (1, 4, "ckpt"), (2, 4, "offload"), (3, 4, "ckpt")])
+        _sweep("gpt2-tiny", 64, [(0, 2), (0, 8), (1, 4, "ckpt"), (2, 4, "offload"), (3, 4, "ckpt"), (0, 4, "autocast")])
         + _sweep("bert-tiny", 64, [(2, 4)])
         + _sweep("gpt2-tiny", 64, [(1, 0, "largest")])
     )
@@ -123,17 +131,18 @@ class Planner:
             config["optimizer"]["params"]["torch_adam"] = True
         config["autotuning"]["max_train_micro_batch_size_per_gpu"] = max_micro_batch_size
         self.space = TuningSpace.from_config(config, world_size=1)
-        self._predictors: dict[tuple[str, int], Any] = {}
+        self._predictors: dict[tuple[str, int, bool], Any] = {}
 
     def predictor(self, case: Case) -> Any:
         from simtune.prediction.predictor import Predictor
         from simtune.workloads import load_workload
 
-        key = (case.preset, case.seq_len)
+        key = (case.preset, case.seq_len, case.autocast)
         if key not in self._predictors:
             workload = load_workload(case.preset, seq_len=case.seq_len)
+            precision = AUTOCAST_DTYPE if case.autocast else self.precision
             self._predictors[key] = Predictor.from_parts(self.space, workload, self.profile, world_size=1,
-                                                         precision=self.precision)
+                                                         precision=precision, autocast=case.autocast)
         return self._predictors[key]
 
     def largest(self, case: Case) -> int:
@@ -156,7 +165,12 @@ class Planner:
         size = self.largest(case) if case.largest else case.micro_batch_size
         row: dict[str, Any] = {"key": case.key, "case": asdict(case), "group": case.group,
                                "predicted_largest": self.largest(case), "micro_batch_size": max(1, size)}
-        row["ds_config"] = self.space.render(trial_of(case, row["micro_batch_size"]))
+        config = self.space.render(trial_of(case, row["micro_batch_size"]))
+        if case.autocast:  # an fp32 engine: the sweep runs its forward inside torch.autocast
+            for section in ("bf16", "fp16"):
+                config.pop(section, None)
+            row["autocast_dtype"] = AUTOCAST_DTYPE
+        row["ds_config"] = config
         return row
 
 

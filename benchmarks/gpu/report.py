@@ -84,7 +84,8 @@ def run_launches(plan: dict[str, Any], measured: list[dict], count: int, work: P
     chosen, stages = [], set()
     for row in plan["cases"]:
         case = row["case"]
-        if row["key"] in ok and not case["largest"] and case["stage"] not in stages and len(chosen) < count:
+        if (row["key"] in ok and not case["largest"] and not case.get("autocast") and case["stage"] not in stages
+                and len(chosen) < count):  # the training program runs DeepSpeed's precision, not autocast
             chosen.append(row)
             stages.add(case["stage"])
     work.mkdir(parents=True, exist_ok=True)

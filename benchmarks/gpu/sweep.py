@@ -119,12 +119,18 @@ PHASES = ("forward", "backward", "step")
 """The engine calls of one optimizer step, as simtune's model splits its time."""
 
 
-def optimizer_step(engine: Any, data: Any, around: Optional[Callable[[str], Any]] = None) -> None:
+def optimizer_step(engine: Any, data: Any, around: Optional[Callable[[str], Any]] = None,
+                   autocast: Optional[Callable[[], Any]] = None) -> None:
     """One optimizer step (every accumulation micro-step's forward, backward and step), each
-    engine call inside ``around(phase)`` (a context manager) when given."""
+    engine call inside ``around(phase)`` (a context manager) when given, the forward inside
+    ``autocast()`` when given (as the Hugging Face Trainer runs its mixed precision)."""
     state: dict[str, Any] = {}
-    calls = {"forward": lambda: state.update(loss=engine(**data.next()).loss),
-             "backward": lambda: engine.backward(state["loss"]), "step": engine.step}
+
+    def forward() -> None:
+        with (autocast() if autocast is not None else contextlib.nullcontext()):
+            state.update(loss=engine(**data.next()).loss)
+
+    calls = {"forward": forward, "backward": lambda: engine.backward(state["loss"]), "step": engine.step}
     for _ in range(engine.gradient_accumulation_steps()):
         for phase in PHASES:
             if around is None:
@@ -134,7 +140,8 @@ def optimizer_step(engine: Any, data: Any, around: Optional[Callable[[str], Any]
                     calls[phase]()
 
 
-def split_step(engine: Any, data: Any, sync: Callable[[], None]) -> dict[str, float]:
+def split_step(engine: Any, data: Any, sync: Callable[[], None],
+               autocast: Optional[Callable[[], Any]] = None) -> dict[str, float]:
     """One optimizer step with the device synchronised around each engine call: seconds per
     phase (summed over accumulation), the same split as the model's forward, backward and step
     phases. Synchronising removes the overlap of one call's host work with the last's kernels,
@@ -149,11 +156,12 @@ def split_step(engine: Any, data: Any, sync: Callable[[], None]) -> dict[str, fl
         sync()
         spent[phase] += time.perf_counter() - t0
 
-    optimizer_step(engine, data, timed)
+    optimizer_step(engine, data, timed, autocast)
     return spent
 
 
-def profile_steps(engine: Any, data: Any, sync: Callable[[], None], steps: int = 2, top: int = 15) -> dict[str, Any]:
+def profile_steps(engine: Any, data: Any, sync: Callable[[], None], steps: int = 2, top: int = 15,
+                  autocast: Optional[Callable[[], Any]] = None) -> dict[str, Any]:
     """torch.profiler over ``steps`` optimizer steps, each engine call in a named range: per
     phase its host and device milliseconds per step, and the operators that take the most host
     time and the most device time (self times, per step). Where the fixed cost of a step comes
@@ -165,7 +173,7 @@ def profile_steps(engine: Any, data: Any, sync: Callable[[], None], steps: int =
     sync()
     with profile(activities=activities) as prof:
         for _ in range(steps):
-            optimizer_step(engine, data, lambda phase: record_function(f"simtune.{phase}"))
+            optimizer_step(engine, data, lambda phase: record_function(f"simtune.{phase}"), autocast)
         sync()
 
     def ms(event: Any, *names: str) -> float:
@@ -194,10 +202,17 @@ def profile_steps(engine: Any, data: Any, sync: Callable[[], None], steps: int =
 
 def run_engine(workload: Any, ds_config: dict, checkpointing: bool, steps: int, warmup: int,
                device: Any, sync: Callable[[], None], split_steps: int = 0,
-               profile: bool = False) -> dict[str, Any]:
+               profile: bool = False, autocast_dtype: Optional[str] = None) -> dict[str, Any]:
     """Build one engine, run ``warmup`` then ``steps`` optimizer steps; its times and memory;
-    then ``split_steps`` steps timed per engine call, and with ``profile`` two profiled steps."""
+    then ``split_steps`` steps timed per engine call, and with ``profile`` two profiled steps.
+    With ``autocast_dtype`` every forward runs inside ``torch.autocast`` in that dtype."""
     import deepspeed
+    import torch
+
+    autocast = None
+    if autocast_dtype is not None:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[autocast_dtype]
+        autocast = lambda: torch.autocast(device.type, dtype=dtype)  # noqa: E731
 
     from simtune.workloads.train import SyntheticTokens, build_training_model, with_optimizer
 
@@ -216,7 +231,7 @@ def run_engine(workload: Any, ds_config: dict, checkpointing: bool, steps: int, 
             for index in range(warmup + steps):
                 sync()
                 t0 = time.perf_counter()
-                optimizer_step(engine, data)
+                optimizer_step(engine, data, autocast=autocast)
                 sync()
                 if index >= warmup:
                     times.append(time.perf_counter() - t0)
@@ -224,11 +239,11 @@ def run_engine(workload: Any, ds_config: dict, checkpointing: bool, steps: int, 
         result: dict[str, Any] = {"status": "ok", "step_s": statistics.median(times) if times else None,
                                   "step_times_s": times, "init_s": init_s, "peak": peak}
         if split_steps:
-            splits = [split_step(engine, data, sync) for _ in range(split_steps)]
+            splits = [split_step(engine, data, sync, autocast) for _ in range(split_steps)]
             result["split_s"] = {phase: statistics.median(s[phase] for s in splits) for phase in PHASES}
         if profile:
             try:
-                result["profile"] = profile_steps(engine, data, sync)
+                result["profile"] = profile_steps(engine, data, sync, autocast=autocast)
             except Exception as exc:  # noqa: BLE001 - a profiler that cannot run must not cost the case
                 result["profile"] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         return result
@@ -248,7 +263,8 @@ def measure(workload: Any, row: dict, size: int, args: argparse.Namespace, devic
     config = render_for(row["ds_config"], size)
     try:
         result = run_engine(workload, config, row["case"]["checkpointing"], args.steps if steps is None else steps,
-                            args.warmup if warmup is None else warmup, device, sync, split_steps, profile)
+                            args.warmup if warmup is None else warmup, device, sync, split_steps, profile,
+                            row.get("autocast_dtype"))
     except Exception as exc:  # noqa: BLE001 - every failure is a recorded result
         result = outcome_of(exc)
         if result["status"] == "failed":

@@ -173,3 +173,18 @@ def test_the_sampler_runs_nvidia_smi_in_the_background_and_stops_it(tmp_path, mo
     size = (tmp_path / "samples.csv").stat().st_size
     time.sleep(0.3)
     assert (tmp_path / "samples.csv").stat().st_size == size  # stopped: nothing more is written
+
+
+def test_an_autocast_case_runs_an_fp32_engine_predicted_under_autocast():
+    from simtune.hardware.registry import load_profile
+
+    planner = cases.Planner(load_profile("hgx-h200-141gb"), "bf16", torch_adam=False, max_micro_batch_size=4096)
+    autocast = next(c for c in cases.gpu_cases() if c.autocast)
+    row = planner.plan(autocast)
+    assert row["key"].endswith("_autocast") and row["autocast_dtype"] == "bf16"
+    assert "bf16" not in row["ds_config"] and "fp16" not in row["ds_config"]
+    plain = cases.Case(autocast.preset, autocast.seq_len, autocast.stage, autocast.micro_batch_size)
+    assert planner.plan(plain)["ds_config"]["bf16"] == {"enabled": True}
+    predicted, bf16 = (planner.prediction(c, autocast.micro_batch_size) for c in (autocast, plain))
+    assert predicted["step_s"] > bf16["step_s"] and predicted["total_bytes"] > bf16["total_bytes"]
+    assert any(c.autocast for c in cases.rehearsal_cases())
