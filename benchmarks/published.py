@@ -39,7 +39,9 @@ What each source ran is taken from its own description: the attention implementa
 (``software.loss``: fp32 where torch's cross-entropy runs over upcast logits, the default; fused
 for a fused cross-entropy kernel, with its basis), whether it trains an fp32 model under torch
 autocast (``software.autocast``, with its basis: the Hugging Face Trainer's fp16 without DeepSpeed,
-llm.c's PyTorch reference), the task where it is not language modelling (``software.task``:
+llm.c's PyTorch reference), the positions an LM head runs on where the source's model computes it
+at the masked positions only (``model.head_positions``, with ``software.head_positions_basis``:
+NVIDIA's BERT), the task where it is not language modelling (``software.task``:
 ``sequence-classification`` for a classifier head in place of the LM head, with its basis) and,
 for PyTorch FSDP, one fetch unit per
 transformer block (FSDP wraps each block: ``parameter_modules`` = layers + 1) instead of
@@ -245,6 +247,9 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
         predictor = Predictor(dataclasses.replace(predictor.model, parameter_modules=workload.num_layers + 1),
                               predictor.hardware, dp_degree=predictor.dp_degree, precision=predictor.precision,
                               checkpointing_policy=predictor.checkpointing_policy, autocast=predictor.autocast)
+    positions = int(row["model"].get("head_positions") or 0)
+    if positions:
+        predictor = with_head_positions(predictor, positions)
     largest = predictor.max_micro_batch_size(
         trial.stage, gradient_accumulation_steps=trial.gradient_accumulation_steps,
         offload_optimizer=trial.offload_optimizer, offload_param=trial.offload_param,
@@ -261,6 +266,19 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
         peak = without_engine_reduction(estimate.memory)
     return Prediction(tokens, bool(estimate.feasible), profile.name, peak / 2**30, largest, trial.micro_batch_size,
                       flops / tokens, profile.device.peak_flop_per_s[predictor.precision])
+
+
+def with_head_positions(predictor: Predictor, positions: int) -> Predictor:
+    """``predictor`` with its LM head at ``positions`` positions per sample instead of all (a model
+    that computes its masked-LM head at the masked positions only): the head's products, logits
+    and FLOPs shrink by (s - positions) x 2h(V + h) (the transform's h x h with an MLM head)."""
+    m = predictor.model
+    per_position = 2 * m.hidden_size * m.vocab_size + (2 * m.hidden_size ** 2 if m.block.mlm_head else 0)
+    model = dataclasses.replace(m, block=dataclasses.replace(m.block, head_positions=positions),
+                                flops_per_sample_forward=m.flops_per_sample_forward
+                                - (m.seq_len - positions) * per_position)
+    return Predictor(model, predictor.hardware, dp_degree=predictor.dp_degree, precision=predictor.precision,
+                     checkpointing_policy=predictor.checkpointing_policy, autocast=predictor.autocast)
 
 
 def ordered_pairs(entries: list[tuple[str, dict[str, Any], float, float]]) -> dict[str, tuple[int, int]]:

@@ -80,6 +80,9 @@ class Block:
     last one kept: GPT-2, Llama)."""
     num_labels: int = 0
     """Classes of a classification head (0 with an LM head)."""
+    head_positions: int = 0
+    """Positions per sample an LM head runs on; 0: every position. NVIDIA's BERT computes its
+    masked-LM head at the masked positions only (``dense_seq_output``)."""
 
     def __post_init__(self) -> None:
         _require(self.norm in ("layer_norm", "rms_norm"), WorkloadError,
@@ -89,6 +92,8 @@ class Block:
         _require(self.kv_heads >= 0, WorkloadError, f"Block.kv_heads must be >= 0, got {self.kv_heads!r}.")
         _require(self.head in ("lm", "pooled", "scored"), WorkloadError,
                  f"Block.head must be lm, pooled or scored, not {self.head!r}.")
+        _require(self.head_positions >= 0 and (self.head == "lm" or self.head_positions == 0), WorkloadError,
+                 f"Block.head_positions must be >= 0 and only with an LM head, got {self.head_positions!r}.")
         _require((self.head == "lm") == (self.num_labels == 0) and self.num_labels >= 0, WorkloadError,
                  f"A classification head needs its number of labels (and an LM head none), got "
                  f"head {self.head!r} with {self.num_labels!r} labels.")
@@ -164,7 +169,7 @@ class ModelSpec:
         for one that scores every position (:attr:`Block.head`)."""
         head = self.block.head
         if head == "lm":
-            return self.seq_len * self.vocab_size
+            return (self.block.head_positions or self.seq_len) * self.vocab_size
         return self.block.num_labels * (self.seq_len if head == "scored" else 1)
 
     @cached_property

@@ -308,10 +308,10 @@ def _build(m: ModelSpec, fused_attention: bool) -> Operators:
                                                                       bias=True)]
     elif block.head == "scored":  # the classifier at every position
         outer_mm = [Matmul("head.score", s, block.num_labels, h)]
-    else:
-        outer_mm = [Matmul("lm_head", s, v, h)]
+    else:  # at every position, or at the positions the head runs on (Block.head_positions)
+        outer_mm = [Matmul("lm_head", block.head_positions or s, v, h)]
     if block.mlm_head:
-        outer_mm.insert(0, Matmul("mlm.transform", s, h, h, bias=True))
+        outer_mm.insert(0, Matmul("mlm.transform", block.head_positions or s, h, h, bias=True))
     listed = m.num_layers * sum(op.flop(1) / op.share for op in layer_mm) + sum(op.flop(1) for op in outer_mm)
     unlisted = m.flops_per_sample_forward - listed
     if unlisted > 0.01 * m.flops_per_sample_forward:
@@ -325,7 +325,7 @@ def _build(m: ModelSpec, fused_attention: bool) -> Operators:
     if block.hidden_dropout:
         outer.append(_dropout("embedding.dropout", sh))
     if block.mlm_head:
-        outer.append(Streaming("mlm.gelu_norm", sh, 4, 6, 2, 3))
+        outer.append(Streaming("mlm.gelu_norm", (block.head_positions or s) * h, 4, 6, 2, 3))
     # The loss upcasts the logits to fp32 (transformers' loss functions), shifts them for a
     # causal language model (a copy), then log-softmax and its backward.
     shift = int(block.causal and block.head == "lm")

@@ -93,3 +93,12 @@ def test_a_row_whose_source_runs_shorter_sequences_is_kept_out_with_its_basis():
     assert "shorter sequences" in published.throughput_doubt(row, source, 0.5)
     assert published.throughput_doubt(phase1, source, 0.5) is None
     assert "peak" in published.throughput_doubt(phase1, source, 1.2)
+
+
+def test_a_head_at_the_masked_positions_only_is_predicted_so():
+    published = _published()
+    source, row = _row("nvidia_bert_a100_80gb", "bert-a100-s128-g1-fp16")
+    assert row["model"]["head_positions"] == 20 and source["software"]["head_positions_basis"]
+    everywhere = copy.deepcopy(row)
+    del everywhere["model"]["head_positions"]
+    assert published.predict(row, source).tokens_per_s > published.predict(everywhere, source).tokens_per_s

@@ -106,3 +106,13 @@ def test_a_classification_head_replaces_the_lm_head_in_the_operator_list(name, h
     assert m.logits_per_sample == 3 * (m.seq_len if head == "scored" else 1)
     loss = next(op for op in ops.outer_streaming if op.name == "loss")
     assert loss.elements == m.logits_per_sample
+
+
+def test_an_lm_head_at_some_positions_only_costs_those():
+    import dataclasses
+
+    m = model_spec(load_workload("bert-base"))
+    masked = dataclasses.replace(m, block=dataclasses.replace(m.block, head_positions=20))
+    outer = {op.name: op for op in operators(masked, fused_attention=True).outer_matmuls}
+    assert outer["lm_head"].rows == outer["mlm.transform"].rows == 20
+    assert masked.logits_per_sample == 20 * m.vocab_size and m.logits_per_sample == m.seq_len * m.vocab_size
