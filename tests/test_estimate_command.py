@@ -148,7 +148,7 @@ def test_autocast_keeps_fp32_states_and_costs_its_casts(capsys):
     argv = ["--model", "bert-large", "--seq-len", "512", "--profile", "dgx2-v100-32gb", "--gpus", "1", "--stage", "0",
             "--mbs", "4", "--precision", "fp16"]
     plain, autocast = run_json(capsys, argv), run_json(capsys, [*argv, "--autocast"])
-    assert autocast["config"]["autocast"] is True and plain["config"]["autocast"] is False
+    assert autocast["config"]["autocast"] == "torch" and plain["config"]["autocast"] is False
     params = autocast["config"]["parameters"]
     assert autocast["memory_bytes"]["parameters"] == 4 * params == 2 * plain["memory_bytes"]["parameters"]
     assert autocast["memory_bytes"]["gradients"] == 4 * params
@@ -156,3 +156,9 @@ def test_autocast_keeps_fp32_states_and_costs_its_casts(capsys):
     assert autocast["time_s"]["backward"] > plain["time_s"]["backward"]
     main(["estimate", *argv, "--autocast"])
     assert "under torch autocast" in capsys.readouterr().out.splitlines()[0]
+    # DeepSpeed's own keeps its fp32 master partition beside the fp32 parameters from stage 1 on
+    stage1 = [a if a != "0" else "1" for a in argv]
+    torch_z1, deepspeed_z1 = (run_json(capsys, [*stage1, "--autocast", kind]) for kind in ("torch", "deepspeed"))
+    assert torch_z1["memory_bytes"]["master_weights"] == 0
+    assert deepspeed_z1["memory_bytes"]["master_weights"] == 4 * params
+    assert deepspeed_z1["config"]["autocast"] == "deepspeed"

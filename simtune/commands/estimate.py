@@ -116,10 +116,12 @@ class EstimateCommand(Command):
                             help="tokens per sample (default: the preset's)")
         parser.add_argument("--precision", choices=("bf16", "fp16", "fp32"),
                             help="training precision (default: bf16 where the profile has it, else fp16, else fp32)")
-        parser.add_argument("--autocast", action="store_true",
-                            help="torch autocast around an fp32 model, as the Hugging Face Trainer's --fp16/--bf16 "
-                                 "runs without DeepSpeed: fp32 parameters, gradients and their reduction, products "
-                                 "in --precision (16-bit), norms and softmax in fp32; from the closed form")
+        parser.add_argument("--autocast", nargs="?", const="torch", choices=("torch", "deepspeed"),
+                            help="an fp32 model under torch autocast, products in --precision (16-bit), norms and "
+                                 "softmax in fp32; from the closed form. torch (the flag alone): the Hugging Face "
+                                 "Trainer's --fp16/--bf16 without DeepSpeed, fp32 parameters, gradients and their "
+                                 "reduction; deepspeed: DeepSpeed's torch_autocast section, its fp32 master kept and "
+                                 "linear layers communicated in 16-bit")
         parser.add_argument("--offload-optimizer", "--offload_optimizer", dest="offload_optimizer",
                             choices=("none", "cpu"), default="none", help="optimizer offload (stages 1-3)")
         parser.add_argument("--offload-param", "--offload_param", dest="offload_param",
@@ -162,10 +164,11 @@ class EstimateCommand(Command):
                              "products in 16-bit.")
         # a workload calibration timed the model in DeepSpeed's precision, not under autocast
         source = None if args.autocast else _calibration_for(workload, profile, precision)
+        autocast = {"autocast": args.autocast is not None, "deepspeed_autocast": args.autocast == "deepspeed"}
         profile = with_learnt_engine_costs(profile, learnt_engine_costs(profile, precision))
         predictor = Predictor.from_parts(None, source or workload, profile, world_size=world,
                                          precision=precision, nodes=args.num_nodes,
-                                         checkpointing_policy=args.checkpointing_policy, autocast=args.autocast)
+                                         checkpointing_policy=args.checkpointing_policy, **autocast)
         knobs = {}
         if args.reduce_bucket_size is not None:
             knobs["reduce_bucket_size"] = args.reduce_bucket_size
@@ -187,7 +190,7 @@ class EstimateCommand(Command):
         estimate = predictor.predict(trial)
         config = {
             "model": workload.name, "parameters": predictor.model.parameter_count, "seq_len": workload.seq_len,
-            "precision": precision, "autocast": args.autocast, "stage": trial.stage, "micro_batch_size": trial.micro_batch_size,
+            "precision": precision, "autocast": args.autocast or False, "stage": trial.stage, "micro_batch_size": trial.micro_batch_size,
             "gradient_accumulation_steps": trial.gradient_accumulation_steps, "gpus_per_node": gpus,
             "num_nodes": args.num_nodes, "world_size": world,
             "train_batch_size": trial.micro_batch_size * trial.gradient_accumulation_steps * world,
@@ -267,7 +270,9 @@ def _text(estimate: Any, config: dict[str, Any], profile: Any, largest: dict[int
                if config[key] != "none"]
     lines = [
         f"{config['model']}: {config['parameters']:,} parameters, seq {config['seq_len']}, {config['precision']}"
-        + (" under torch autocast (fp32 parameters and gradients)" if config.get("autocast") else ""),
+        + ({"torch": " under torch autocast (fp32 parameters and gradients)",
+            "deepspeed": " under DeepSpeed's torch autocast (fp32 states, linear layers communicated in 16-bit)"}
+           .get(config.get("autocast") or "", "")),
         f"hardware: {profile.name} ({device.name}), {config['gpus_per_node']} per node x {config['num_nodes']} node(s)",
         f"configuration: ZeRO {config['stage']}, micro-batch {config['micro_batch_size']}, accumulation "
         f"{config['gradient_accumulation_steps']}, global batch {config['train_batch_size']}"

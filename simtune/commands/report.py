@@ -42,8 +42,8 @@ def command_line(args: argparse.Namespace) -> str:
                         ("--precision", args.precision), ("--global-batch", args.global_batch)):
         if value is not None:
             parts.append(f"{flag} {shlex.quote(format(value, 'g') if isinstance(value, float) else str(value))}")
-    if getattr(args, "autocast", False):
-        parts.append("--autocast")
+    if getattr(args, "autocast", None):
+        parts.append("--autocast" + (" deepspeed" if args.autocast == "deepspeed" else ""))
     return " ".join(parts)
 
 
@@ -88,9 +88,10 @@ class ReportCommand(Command):
                             help="price of one GPU-hour, for the cost of training")
         parser.add_argument("--precision", choices=("bf16", "fp16", "fp32"),
                             help="training precision (default: bf16 where the profile has it, else fp16)")
-        parser.add_argument("--autocast", action="store_true",
-                            help="plan an fp32 model trained inside torch autocast, as the Hugging Face Trainer's "
-                                 "--fp16/--bf16 runs without DeepSpeed (capacity planning only)")
+        parser.add_argument("--autocast", nargs="?", const="torch", choices=("torch", "deepspeed"),
+                            help="plan an fp32 model trained inside torch autocast: torch (the flag alone), as the "
+                                 "Hugging Face Trainer's --fp16/--bf16 runs without DeepSpeed; deepspeed, as "
+                                 "DeepSpeed's torch_autocast section runs it (capacity planning only)")
         parser.add_argument("--global-batch", type=_positive_int, metavar="B",
                             help="fix the global batch in samples (default: accumulation 1, micro-batch free)")
         parser.add_argument("--results", metavar="DIR", help="results_dir of a finished simtune search")
@@ -117,7 +118,8 @@ class ReportCommand(Command):
             profiles = tuple(with_learnt_engine_costs(p, learnt_engine_costs(p, args.precision or default_precision(p)))
                              for p in map(load_profile, names))
             request = CapacityRequest(workload, profiles, gpu_counts_of(args.gpus), args.precision, args.tokens,
-                                      args.samples, args.price, args.global_batch, autocast=args.autocast)
+                                      args.samples, args.price, args.global_batch, autocast=args.autocast is not None,
+                                      deepspeed_autocast=args.autocast == "deepspeed")
             if not args.quiet:
                 print(f"simtune: planning {workload.name} on {', '.join(names)} at {args.gpus} GPUs...",
                       file=sys.stderr, flush=True)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from simtune.model.inputs import CollectiveCost, HardwareSpec, ModelSpec, TrainConfig
 from simtune.model.links import ring_collectives
 from simtune.model.memory_buffers import STAGE0_ALLREDUCE_ELEMENTS, kept_gathered_elements
+from simtune.model.operators import linear_parameters
 from simtune.model.shards import Shards
 
 
@@ -78,12 +79,22 @@ class CommTimes:
 NO_COMMUNICATION = CommTimes()
 
 
+def element_bytes(m: ModelSpec, c: TrainConfig) -> float:
+    """Bytes per parameter or gradient element as the engine communicates them: the state bytes,
+    except under DeepSpeed's autocast, which sends linear layers' in the 16-bit precision and the
+    rest in fp32 (a mean over the model's parameters, :func:`~simtune.model.operators.linear_parameters`)."""
+    if not c.deepspeed_autocast:
+        return float(c.state_bytes)
+    linear = linear_parameters(m) / m.parameter_count
+    return c.bytes_per_element * linear + c.state_bytes * (1 - linear)
+
+
 def communication(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig) -> CommTimes:
     n = c.dp_degree
     if n == 1:
         return NO_COMMUNICATION
     costs = ring_collectives(hw, n * c.mp_degree)
-    b = c.state_bytes
+    b = element_bytes(m, c)
     grad_bytes = b * s.params
     if c.stage == 0:
         calls = -(-s.params // STAGE0_ALLREDUCE_ELEMENTS)
@@ -94,7 +105,8 @@ def communication(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig) -> 
         f = allreduce_factor(n)
         reduce_s = collective_s(costs.allreduce, f, grad_bytes, calls)
         last_s = collective_s(costs.allreduce, f, bucket_bytes, 1)
-        gather_s = collective_s(costs.allgather, gather_scatter_factor(n), b * s.flat, 1)
+        # the updated partitions in the parameters' own dtype (fp32 under DeepSpeed's autocast)
+        gather_s = collective_s(costs.allgather, gather_scatter_factor(n), c.state_bytes * s.flat, 1)
         if c.stage == 1:
             return CommTimes(reduce_at_boundary_s=reduce_s, reduce_last_call_s=last_s, gather_after_step_s=gather_s)
         return CommTimes(reduce_per_micro_s=reduce_s, reduce_last_call_s=last_s, gather_after_step_s=gather_s)

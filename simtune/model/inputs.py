@@ -759,6 +759,11 @@ class TrainConfig:
     DeepSpeed, llm.c's PyTorch reference): parameters, gradients and their reduction stay fp32;
     matrix products run in ``precision`` on copies cast per forward, normalisation and softmax in
     fp32 (:mod:`simtune.model.operators`)."""
+    deepspeed_autocast: bool = False
+    """With ``autocast``: DeepSpeed's own (its ``torch_autocast`` config section). Its engines keep
+    DeepSpeed's fp32 states (an fp32 master partition at stages 1-3) and communicate linear
+    layers' gradients and gathered parameters in ``precision`` (``comm_dtype``,
+    deepspeed/runtime/torch_autocast.py), the other parameters in fp32."""
 
     def __post_init__(self) -> None:
         _require(self.stage in (0, 1, 2, 3), ConfigError, f"TrainConfig.stage must be 0, 1, 2 or 3, got {self.stage!r}.")
@@ -780,6 +785,8 @@ class TrainConfig:
         check_checkpointing_policy(self.checkpointing_policy)
         _require(not self.autocast or self.precision != "fp32", ConfigError,
                  "Autocast needs a 16-bit precision (fp16 or bf16), got fp32.")
+        _require(self.autocast or not self.deepspeed_autocast, ConfigError,
+                 "DeepSpeed's autocast is autocast: set autocast too.")
 
     @property
     def bytes_per_element(self) -> int:

@@ -50,14 +50,18 @@ STAGE0_ALLREDUCE_ELEMENTS = 500_000_000
 
 
 def gradient_bucket_bytes(s: Shards, c: TrainConfig) -> int:
+    """Under DeepSpeed's autocast the engine keeps one bucket per communication dtype (the 16-bit
+    one of linear layers and fp32): stages 1/2 each of fp32 elements, stage 3 each in its dtype."""
     b = c.state_bytes
     if c.stage == 0:
         return 0
     if c.stage == 3:
-        return b * c.reduce_bucket_size if c.contiguous_gradients else 0
+        if not c.contiguous_gradients:
+            return 0
+        return (b + c.bytes_per_element if c.deepspeed_autocast else b) * c.reduce_bucket_size
     total = 0
     if c.contiguous_gradients or c.offload_optimizer:
-        total = b * c.reduce_bucket_size * (2 if c.overlap else 1)
+        total = b * c.reduce_bucket_size * (2 if c.overlap else 1) * (2 if c.deepspeed_autocast else 1)
     if c.offload_optimizer:
         total += b * s.largest_tensor
     return total

@@ -206,6 +206,17 @@ def operators(m: ModelSpec, fused_attention: bool, autocast: bool = False) -> Op
     return hit
 
 
+def linear_parameters(m: ModelSpec) -> int:
+    """Parameter elements of the model's linear layers (weights and biases, the head's included):
+    what DeepSpeed's autocast communicates in the 16-bit precision."""
+    ops = operators(m, fused_attention=False)
+
+    def elements(products: tuple[Matmul, ...]) -> int:
+        return sum(op.cols * op.depth + op.cols * op.bias for op in products if op.weighted)
+
+    return min(m.parameter_count, m.num_layers * elements(ops.layer_matmuls) + elements(ops.outer_matmuls))
+
+
 FP32_UNDER_AUTOCAST = ("norm_1", "norm_2", "final_norm", "residual_adds", "embedding", "embedding.grad",
                        "embedding.dropout", "mlm.gelu_norm", "attn.softmax", "attn.dropout", "mlp.gelu_new")
 """Memory-bound operators that run in fp32 under CUDA's torch autocast: the norms (``layer_norm``

@@ -198,17 +198,17 @@ class Planner:
     @classmethod
     def from_parts(cls, workload: Workload, profile: Union[HardwareProfile, str], gpus: int,
                    precision: Optional[str] = None, grid: PlanningGrid = DEFAULT_GRID,
-                   autocast: bool = False) -> "Planner":
+                   autocast: bool = False, deepspeed_autocast: bool = False) -> "Planner":
         """``gpus`` GPUs of the profile (nodes = ceil(gpus / GPUs per node)) in ``precision``
         (default: :func:`~simtune.prediction.predictor.default_precision`), under torch autocast
-        around an fp32 model with ``autocast``."""
+        around an fp32 model with ``autocast`` (DeepSpeed's own with ``deepspeed_autocast``)."""
         if isinstance(profile, str):
             from simtune.hardware.registry import load_profile
 
             profile = load_profile(profile)
         precision = precision or default_precision(profile)
         return cls(Predictor.from_parts(None, workload, profile, world_size=gpus, precision=precision,
-                                        autocast=autocast), grid)
+                                        autocast=autocast, deepspeed_autocast=deepspeed_autocast), grid)
 
     def restricted(self, *, offload: Optional[str] = None, checkpointing: Optional[bool] = None) -> "Planner":
         """The same model and hardware with offload and/or activation checkpointing fixed."""
@@ -234,7 +234,8 @@ class Planner:
         p = self.predictor
         return Planner(Predictor(model, p.hardware, dp_degree=p.dp_degree, mp_degree=p.mp_degree,
                                  precision=p.precision, profile=p.profile,
-                                 checkpointing_policy=p.checkpointing_policy, autocast=p.autocast), self.grid)
+                                 checkpointing_policy=p.checkpointing_policy, autocast=p.autocast,
+                                 deepspeed_autocast=p.deepspeed_autocast), self.grid)
 
     def plan(self, trial: Trial) -> Plan:
         """The trial's estimate."""

@@ -154,7 +154,7 @@ class Predictor:
                  precision: str, space: Optional[TuningSpace] = None, profile: Optional[HardwareProfile] = None,
                  calibration: Optional[Calibration] = None, measured_compute_used: bool = False,
                  residual: Optional[Residual] = None, checkpointing_policy: str = "full",
-                 autocast: bool = False) -> None:
+                 autocast: bool = False, deepspeed_autocast: bool = False) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"Precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
         self.model = model
@@ -174,9 +174,13 @@ class Predictor:
         check_checkpointing_policy(checkpointing_policy)  # refuse a bad name now, not at the first trial
         if autocast and precision == "fp32":
             raise ConfigError("Autocast needs a 16-bit precision (fp16 or bf16), got fp32.")
+        if deepspeed_autocast and not autocast:
+            raise ConfigError("DeepSpeed's autocast is autocast: set autocast too.")
         self.autocast = autocast
         """torch autocast around an fp32 model (``TrainConfig.autocast``): for capacity planning of
         training run outside DeepSpeed's precision modes (the Hugging Face Trainer's fp16)."""
+        self.deepspeed_autocast = deepspeed_autocast
+        """With ``autocast``: DeepSpeed's own (``TrainConfig.deepspeed_autocast``)."""
         hardware.compute.for_precision(precision)  # fail now, not at the first trial
         self._knobs = _stage_knobs(space)
 
@@ -186,7 +190,7 @@ class Predictor:
                    profile: Union[HardwareProfile, str], *, world_size: int, precision: str,
                    residual: Optional[Residual] = None, nodes: Optional[int] = None,
                    optimizer_impl: Optional[str] = None, checkpointing_policy: str = "full",
-                   autocast: bool = False) -> "Predictor":
+                   autocast: bool = False, deepspeed_autocast: bool = False) -> "Predictor":
         """A predictor for ``world_size`` ranks (``nodes`` nodes; default: as many nodes of the
         profile's size as the ranks need).
 
@@ -198,7 +202,7 @@ class Predictor:
         names the profile's optimizer fit to use (default: :func:`default_optimizer_impl`).
         ``checkpointing_policy``: what a trial's activation checkpointing keeps (default ``full``,
         DeepSpeed's; :mod:`simtune.model.checkpointing`). ``autocast``: torch autocast around an
-        fp32 model (``TrainConfig.autocast``)."""
+        fp32 model (``TrainConfig.autocast``); ``deepspeed_autocast``: DeepSpeed's own."""
         if isinstance(profile, str):
             from simtune.hardware.registry import load_profile
 
@@ -235,7 +239,8 @@ class Predictor:
                             f"not {type(workload_or_calibration).__name__}")
         return cls(model, hardware, dp_degree=world_size // mp, mp_degree=mp, precision=precision,
                    space=space, profile=profile, calibration=calibration, measured_compute_used=measured,
-                   residual=residual, checkpointing_policy=checkpointing_policy, autocast=autocast)
+                   residual=residual, checkpointing_policy=checkpointing_policy, autocast=autocast,
+                   deepspeed_autocast=deepspeed_autocast)
 
     def with_residual(self, residual: Optional[Residual]) -> "Predictor":
         """The same predictor with another step-time correction (None removes it)."""
@@ -267,7 +272,7 @@ class Predictor:
             knobs = {**knobs, **{k: v for k, v in trial.zero_knobs if k in modelled_keys()}}
         return train_config(trial, dp_degree=self.dp_degree, precision=self.precision,
                             mp_degree=self.mp_degree, knobs=knobs, checkpointing_policy=self.checkpointing_policy,
-                            autocast=self.autocast)
+                            autocast=self.autocast, deepspeed_autocast=self.deepspeed_autocast)
 
     def predict(self, trial: Trial) -> Estimate:
         """Memory, time and metrics of one trial (the residual correction applied to the step)."""

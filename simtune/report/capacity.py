@@ -51,6 +51,8 @@ class CapacityRequest:
     """None: gradient accumulation 1 and the micro-batch size free."""
     autocast: bool = False
     """Plan an fp32 model trained inside torch autocast (``TrainConfig.autocast``)."""
+    deepspeed_autocast: bool = False
+    """With ``autocast``: DeepSpeed's own (``TrainConfig.deepspeed_autocast``)."""
 
     def __post_init__(self) -> None:
         if not self.profiles:
@@ -114,7 +116,8 @@ def capacity_study(request: CapacityRequest) -> CapacityStudy:
     profiles = request.profiles
     names = tuple(p.name for p in profiles)
     precisions = {p.name: request.precision or default_precision(p) for p in profiles}
-    planners = {(p.name, n): Planner.from_parts(workload, p, n, precisions[p.name], autocast=request.autocast)
+    planners = {(p.name, n): Planner.from_parts(workload, p, n, precisions[p.name], autocast=request.autocast,
+                                                deepspeed_autocast=request.deepspeed_autocast)
                 for p in profiles for n in counts}
     plans = {key: planner.best_plan(request.global_batch_size) for key, planner in planners.items()}
     per_node = {p.name: p.device.count_per_node for p in profiles}
@@ -158,10 +161,16 @@ def _nodes(gpus: int, per_node: int) -> int:
     return math.ceil(gpus / per_node)
 
 
+def _autocast_text(request: CapacityRequest) -> str:
+    if not request.autocast:
+        return ""
+    return " under DeepSpeed's torch autocast" if request.deepspeed_autocast else " under torch autocast"
+
+
 def _summary_section(study: CapacityStudy) -> Section:
     w = study.request.workload
     profiles = ", ".join(f"`{p.name}` ({p.kind}, {p.device.name}, {p.device.count_per_node} per node, "
-                         f"{study.precisions[p.name]}{' under torch autocast' if study.request.autocast else ''})"
+                         f"{study.precisions[p.name]}{_autocast_text(study.request)})"
                          for p in study.request.profiles)
     intro = (f"Predicted by simtune's cost model for `{w.name}` ({w.family}, {count(study.parameters)} parameters: "
              f"{w.num_layers} layers, hidden size {w.hidden_size}, {w.num_heads} heads, {w.seq_len} tokens per "
@@ -384,9 +393,10 @@ def assumptions(study: CapacityStudy) -> tuple[str, ...]:
         "The best configuration has the highest predicted throughput (samples/s); ties go to the lower stage, no "
         "offload, no checkpointing.",
         "Precision: " + ", ".join(f"{name} {p}" for name, p in study.precisions.items())
-        + (" under torch autocast around an fp32 model (fp32 parameters, gradients and their reduction; products in "
-           "16-bit on copies cast each forward; norms and softmax in fp32)." if study.request.autocast else
-           " (mixed precision with fp32 master weights and Adam states)."),
+        + ((_autocast_text(study.request) + " around an fp32 model (fp32 parameters and gradients"
+            + ("; DeepSpeed's fp32 master kept; linear layers communicated in 16-bit" if study.request.deepspeed_autocast
+               else ", reduced in fp32") + "; products in 16-bit on copies cast each forward; norms and softmax in fp32).")
+           if study.request.autocast else " (mixed precision with fp32 master weights and Adam states)."),
         "Training time is samples / throughput with no start-up, checkpointing, evaluation or failure overhead.",
         "Spec profiles carry efficiency curves, bandwidths and framework costs read from published measurements, "
         "each cited in the profile (see each profile's assumptions below); measure your hardware with "

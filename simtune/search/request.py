@@ -239,9 +239,10 @@ class SearchRequest:
         request = cls(flags, program, resources, ds_config, space)
         autocast = ds_config.get("torch_autocast")
         if isinstance(autocast, dict) and autocast.get("enabled") not in (None, False, "false"):
-            warnings.warn(f"The config enables DeepSpeed's torch_autocast, which the cost model does not "
-                          f"describe yet: predictions assume {request.precision} training (the verified runs "
-                          f"measure what really runs).", stacklevel=2)
+            warnings.warn(f"The config enables DeepSpeed's torch_autocast, which a search does not predict yet "
+                          f"(its workload calibration times DeepSpeed's precision, not autocast): predictions "
+                          f"assume {request.precision} training, the verified runs measure what really runs, and "
+                          f"simtune estimate --autocast deepspeed plans it.", stacklevel=2)
         if request.strategy == "simulate" and flags.run and autotuning.profile is not None:
             profile = load_profile(autotuning.profile)
             if not describes_this_machine(profile, resources):

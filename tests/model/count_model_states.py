@@ -83,12 +83,15 @@ def run_case(case: dict) -> dict:
         "gradient_accumulation_steps": gas,
         "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}},
         "zero_optimization": case["zero_optimization"],
-        "bf16": {"enabled": case["precision"] == "bf16"},
-        "fp16": {"enabled": case["precision"] == "fp16"},
+        "bf16": {"enabled": case["precision"] == "bf16" and not case.get("autocast")},
+        "fp16": {"enabled": case["precision"] == "fp16" and not case.get("autocast")},
         "steps_per_print": 1_000_000,
     }
+    if case.get("autocast"):  # DeepSpeed's own torch autocast: an fp32 model, products in 16-bit
+        config["torch_autocast"] = {"enabled": True, "dtype": {"bf16": "bfloat16", "fp16": "float16"}[case["precision"]]}
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[case["precision"]]
+    dtype = torch.float32 if case.get("autocast") else {"fp32": torch.float32, "bf16": torch.bfloat16,
+                                                        "fp16": torch.float16}[case["precision"]]
     points: dict[str, int] = {}
     measuring = [False]
 

@@ -93,3 +93,18 @@ def test_autocast_reduces_fp32_gradients(gpt2, hardware):
     bf16 = communication(gpt2, shards(gpt2, plain), hardware, plain).reduce_at_boundary_s
     fp32 = communication(gpt2, shards(gpt2, cast), hardware, cast).reduce_at_boundary_s
     assert fp32 == pytest.approx(2 * bf16, rel=0.05)
+
+
+def test_deepspeeds_autocast_sends_linear_layers_in_16_bit_and_the_rest_in_fp32(gpt2, hardware):
+    from simtune.model.comm_time import element_bytes
+    from simtune.model.operators import linear_parameters
+
+    torch_style = TrainConfig(stage=2, micro_batch_size=1, dp_degree=8, precision="bf16", autocast=True)
+    deepspeed = TrainConfig(stage=2, micro_batch_size=1, dp_degree=8, precision="bf16", autocast=True,
+                            deepspeed_autocast=True)
+    linear = linear_parameters(gpt2) / gpt2.parameter_count
+    assert 0.5 < linear < 1
+    assert element_bytes(gpt2, torch_style) == 4
+    assert element_bytes(gpt2, deepspeed) == pytest.approx(2 * linear + 4 * (1 - linear))
+    slower = communication(gpt2, shards(gpt2, torch_style), hardware, torch_style).reduce_per_micro_s
+    assert communication(gpt2, shards(gpt2, deepspeed), hardware, deepspeed).reduce_per_micro_s < slower

@@ -8,6 +8,9 @@ within 2% of the largest count over ranks:
 - inside the optimizer step: parameters + master weights + optimizer states + the step's fp32
   gradients, plus what the stage still holds then (stage 0 and 3 gradients, the stage-3 bucket);
 - ZeRO-3 after forward: the parameters still gathered.
+
+Two cases run DeepSpeed's own torch autocast (``torch_autocast`` bf16 over an fp32 model), which
+the model takes as ``TrainConfig.deepspeed_autocast``.
 """
 
 import json
@@ -30,8 +33,8 @@ TOLERANCE = 0.02
 SMALL_BUCKETS = {"reduce_bucket_size": 200_000, "allgather_bucket_size": 200_000}
 
 
-def _case(name, stage, precision, gas=1, **zero):
-    return {"name": name, "precision": precision, "gradient_accumulation_steps": gas,
+def _case(name, stage, precision, gas=1, autocast=False, **zero):
+    return {"name": name, "precision": precision, "gradient_accumulation_steps": gas, "autocast": autocast,
             "zero_optimization": {"stage": stage, **SMALL_BUCKETS, **zero}}
 
 
@@ -44,6 +47,9 @@ CASES = [
     _case("z2-bf16", 2, "bf16"),
     _case("z3-fp32-persist5000", 3, "fp32", stage3_param_persistence_threshold=5000),
     _case("z3-bf16-gas2", 3, "bf16", gas=2),
+    # DeepSpeed's torch_autocast: fp32 states with the master partition, a bucket per communication dtype
+    _case("z1-autocast-bf16", 1, "bf16", autocast=True),
+    _case("z3-autocast-bf16", 3, "bf16", autocast=True),
 ]
 FP16_CASES = [_case("z2-fp16", 2, "fp16"), _case("z3-fp16", 3, "fp16")]
 
@@ -58,7 +64,8 @@ def train_config(case: dict) -> TrainConfig:
     zero = case["zero_optimization"]
     return TrainConfig(
         stage=zero["stage"], micro_batch_size=4, gradient_accumulation_steps=case["gradient_accumulation_steps"],
-        dp_degree=2, precision=case["precision"], reduce_bucket_size=zero["reduce_bucket_size"],
+        dp_degree=2, precision=case["precision"], autocast=case["autocast"], deepspeed_autocast=case["autocast"],
+        reduce_bucket_size=zero["reduce_bucket_size"],
         allgather_bucket_size=zero["allgather_bucket_size"], overlap_comm=zero.get("overlap_comm"),
         stage3_param_persistence_threshold=zero.get("stage3_param_persistence_threshold", 100_000))
 
@@ -132,7 +139,7 @@ def test_stage3_parameters_gathered_after_forward_match_deepspeed(measured, case
     points = counts[case["name"]]
     c = train_config(case)
     s = shards(model, c)
-    predicted = c.bytes_per_element * kept_gathered_elements(model, s, c)
+    predicted = c.state_bytes * kept_gathered_elements(model, s, c)  # gathered copies in the parameters' dtype
     counted = max(points["after_forward"]) - max(points["after_step"])
     assert predicted > 0 and _close(predicted, counted), (predicted, counted)
 

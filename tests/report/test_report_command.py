@@ -25,7 +25,7 @@ def test_capacity_report_under_autocast_says_so(tmp_path):
                  "--precision", "bf16", "--autocast", "--out", str(out), "-q"]) == 0
     markdown = (out / "report.md").read_text()
     assert "bf16 under torch autocast" in markdown and "--autocast" in markdown
-    assert "fp32 parameters, gradients and their reduction" in markdown
+    assert "fp32 parameters and gradients, reduced in fp32" in markdown
 
 
 def test_search_report_defaults_to_a_folder_inside_the_results(make_search, capsys):
