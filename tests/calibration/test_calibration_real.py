@@ -77,9 +77,16 @@ def test_quick_two_process_calibration_writes_a_valid_profile(tmp_path, monkeypa
     learnt = learnt_engine_costs(profile, "fp32")
     assert learnt is not None and learnt.covers(bucket_engines=True)
     assert learnt.sources == (workload_key(load_workload("gpt2-tiny", seq_len=64), "fp32"),)
-    # stage 3's fetch and release per module and a reduction bucket's call are milliseconds on
-    # CPU (the engine's own micro-step is a small residual that a busy machine can read as 0)
-    assert learnt.costs["zero3_module_s"] > 0 and learnt.costs["reduce_bucket_s"] > 0
+    # what stage 3 adds per micro-step beyond stage 0 (a fetch and release per module in each pass,
+    # a gradient hook per tensor) and a reduction bucket's call are milliseconds on CPU. How stage
+    # 3's excess splits between modules and hooks is a difference of differences that a busy
+    # 2-core machine can tip to either side (one part read as 0); their sum is what is measured.
+    from simtune.model.adapters import model_spec
+
+    tiny = model_spec(load_workload("gpt2-tiny", seq_len=64))
+    stage3_excess = (2 * tiny.hooked_modules * learnt.costs["zero3_module_s"]
+                     + len(tiny.layout.numels) * learnt.costs["gradient_hook_s"])
+    assert stage3_excess > 1e-3 and learnt.costs["reduce_bucket_s"] > 0
     # ZeRO-1's flat fp32 partition costs every step in proportion to the parameters
     zero1 = learnt.param_pass_s[1]
     assert len(learnt.param_pass_s) == 4 and zero1[1] + zero1[2] > 0
