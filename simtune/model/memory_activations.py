@@ -17,10 +17,11 @@ two dropout masks 2sh, softmax output 2as^2, its dropout mask as^2 and output 2a
 The s^2 terms are eager attention's: the softmax output, and with dropout on the probabilities
 its mask and the dropped output, b + (m + b) bytes per element with b the compute precision's
 size and m the mask's (1 on CUDA; torch's CPU dropout keeps its noise in the compute precision,
-so m = b there); without attention dropout only the softmax output, b*a*s^2. Fused attention (torch's scaled_dot_product_attention, the
-default of transformers 5 where the model supports it, and FlashAttention) keeps no s x s tensor:
-its backward recomputes the probabilities from Q, K, V and a per-row log-sum-exp, 4 bytes per
-head and position (Dao et al. 2022, "FlashAttention", section 3.1), so the s^2 terms become
+so m = b there); without attention dropout only the softmax output, b*a*s^2. Fused attention
+(torch's scaled_dot_product_attention, the default of transformers 5 where the model supports it,
+and FlashAttention) keeps no s x s tensor: its backward recomputes the probabilities from Q, K, V
+and a per-row log-sum-exp, 4 bytes per head and position (Dao et al. 2022, "FlashAttention",
+section 3.1), so the s^2 terms become
 
     4*a*s / t
 
@@ -69,7 +70,7 @@ from typing import Optional
 
 from simtune.model.checkpointing import checkpointed_layers, kept_bytes_per_sample
 from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
-from simtune.model.operators import Matmul, Streaming, keeps_attention_scores, model_operators
+from simtune.model.operators import keeps_attention_scores, linear_elements, model_operators, norm_input_products
 
 
 def layer_activation_bytes_per_sample(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> float:
@@ -85,13 +86,9 @@ def layer_activation_bytes_per_sample(m: ModelSpec, c: TrainConfig, hw: Hardware
     if c.precision == "fp32":
         return s * h * (18 + (16 + 8 * ratio) / t) + extra
     if c.autocast:
-        extra += 4 * s * h + 2 * s * h * (_autocast_ops(m, hw, "autocast.input_casts").forward_kernels - 2) / t
+        copies = len(norm_input_products(model_operators(m, hw)))  # the formula has two: QKV and MLP inputs
+        extra += 4 * s * h + 2 * s * h * (copies - 2) / t
     return s * h * (10 + (8 + 4 * ratio) / t) + extra
-
-
-def _autocast_ops(m: ModelSpec, hw: HardwareSpec, name: str) -> Streaming:
-    ops = model_operators(m, hw, autocast=True)
-    return next(op for op in ops.layer_streaming + ops.outer_streaming if op.name == name)
 
 
 def autocast_weight_copy_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec, layers: int) -> int:
@@ -101,12 +98,9 @@ def autocast_weight_copy_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec, l
     if not c.autocast:
         return 0
     ops = model_operators(m, hw)
-
-    def weights(products: tuple[Matmul, ...]) -> int:
-        return sum(op.cols * op.depth for op in products if op.weighted)
-
-    return int(c.bytes_per_element * (layers * weights(ops.layer_matmuls) + weights(ops.outer_matmuls))
-               / c.mp_degree)
+    weights = (layers * linear_elements(ops.layer_matmuls, biases=False)
+               + linear_elements(ops.outer_matmuls, biases=False))
+    return int(c.bytes_per_element * weights / c.mp_degree)
 
 
 def attention_score_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> float:

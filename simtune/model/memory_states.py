@@ -69,8 +69,9 @@ def gradient_bytes(s: Shards, c: TrainConfig) -> int:
 
 
 def master_weight_bytes(s: Shards, c: TrainConfig) -> int:
-    if c.offload_optimizer or (c.autocast and not c.deepspeed_autocast) or (c.stage == 0 and c.state_precision == "fp32"):
-        return 0  # under torch's autocast the fp32 parameters are the master copy; DeepSpeed's keeps its own
+    torch_autocast = c.autocast and not c.deepspeed_autocast  # its fp32 parameters are the master copy
+    if c.offload_optimizer or torch_autocast or (c.stage == 0 and c.state_precision == "fp32"):
+        return 0
     return FP32_BYTES * _optimizer_elements(s, c.stage)
 
 

@@ -27,8 +27,8 @@ calling thread (CPU) they add up:
 Attention by implementation: eager runs two batched products and the s x s elementwise chain
 (scale, mask, softmax, dropout); fused attention (torch SDPA's flash and memory-efficient kernels,
 FlashAttention) is one kernel whose FLOPs run at the profile's fused attention rate (the
-matmul curve where it has none) and which streams only Q, K, V and O; a causal fused kernel skips the masked half of the products (Dao 2023, FlashAttention-2,
-section 3.1.1). Fused attention with dropout on a device whose kernels take none runs the math
+matmul curve where it has none) and which streams only Q, K, V and O; a causal fused kernel skips
+the masked half of the products (Dao 2023, FlashAttention-2, section 3.1.1). Fused attention with dropout on a device whose kernels take none runs the math
 kernel, costed as eager.
 
 The kernel and pass counts are read from the Hugging Face implementations of transformers 5 (one
@@ -206,15 +206,18 @@ def operators(m: ModelSpec, fused_attention: bool, autocast: bool = False) -> Op
     return hit
 
 
+def linear_elements(products: tuple[Matmul, ...], biases: bool = True) -> int:
+    """Parameter elements of the linear layers among ``products``: their weights, and their biases
+    with ``biases``."""
+    return sum(op.cols * op.depth + (op.cols * op.bias if biases else 0) for op in products if op.weighted)
+
+
 def linear_parameters(m: ModelSpec) -> int:
     """Parameter elements of the model's linear layers (weights and biases, the head's included):
     what DeepSpeed's autocast communicates in the 16-bit precision."""
     ops = operators(m, fused_attention=False)
-
-    def elements(products: tuple[Matmul, ...]) -> int:
-        return sum(op.cols * op.depth + op.cols * op.bias for op in products if op.weighted)
-
-    return min(m.parameter_count, m.num_layers * elements(ops.layer_matmuls) + elements(ops.outer_matmuls))
+    layers = m.num_layers * linear_elements(ops.layer_matmuls)
+    return min(m.parameter_count, layers + linear_elements(ops.outer_matmuls))
 
 
 FP32_UNDER_AUTOCAST = ("norm_1", "norm_2", "final_norm", "residual_adds", "embedding", "embedding.grad",
@@ -235,13 +238,14 @@ def _cast(name: str, elements: int, kernels: int, per_batch: bool = False) -> St
                      per_batch=per_batch)
 
 
-def _fp32_inputs(ops: tuple[Matmul, ...], first: str) -> tuple[Matmul, ...]:
-    """The linear products whose input is a norm's fp32 output: those reading the same input as
-    the product named ``first`` (q, k, v beside a separate q; gate and up beside gate)."""
-    by_name = {op.name: op for op in ops}
-    groups = {"attn.qkv": ("attn.qkv",), "attn.q": ("attn.q", "attn.k", "attn.v"), "mlp.in": ("mlp.in",),
-              "mlp.gate": ("mlp.gate", "mlp.up")}
-    return tuple(by_name[name] for name in groups[first] if name in by_name)
+NORM_INPUT_PRODUCTS = frozenset({"attn.qkv", "attn.q", "attn.k", "attn.v", "mlp.in", "mlp.gate", "mlp.up"})
+"""The layer's products that read a norm's output (GPT-2's fused qkv or q, k and v each; the MLP's
+first product, or gate and up each): under autocast each casts its fp32 input itself."""
+
+
+def norm_input_products(ops: Operators) -> tuple[Matmul, ...]:
+    """The layer's products of :data:`NORM_INPUT_PRODUCTS`."""
+    return tuple(op for op in ops.layer_matmuls if op.name in NORM_INPUT_PRODUCTS)
 
 
 def under_autocast(m: ModelSpec, ops: Operators) -> Operators:
@@ -270,14 +274,11 @@ def under_autocast(m: ModelSpec, ops: Operators) -> Operators:
         return out
 
     def weights(products: tuple[Matmul, ...], name: str) -> Streaming:
-        weighted = [op for op in products if op.weighted]
-        elements = sum(op.cols * op.depth + op.cols * op.bias for op in weighted)
-        return _cast(name, elements, sum(1 + op.bias for op in weighted), per_batch=True)
+        kernels = sum(1 + op.bias for op in products if op.weighted)
+        return _cast(name, linear_elements(products), kernels, per_batch=True)
 
     layer = streaming(ops.layer_streaming)
-    first = [op.name for op in ops.layer_matmuls if op.name in ("attn.qkv", "attn.q")]
-    first_mlp = [op.name for op in ops.layer_matmuls if op.name in ("mlp.in", "mlp.gate")]
-    inputs = sum((_fp32_inputs(ops.layer_matmuls, name) for name in first + first_mlp), ())
+    inputs = norm_input_products(ops)
     layer += [weights(ops.layer_matmuls, "autocast.weight_casts"),
               _cast("autocast.input_casts", len(inputs) * s * h, len(inputs))]
     if any(op.name == "mlp.gelu_new" for op in ops.layer_streaming):
