@@ -129,7 +129,7 @@ def largest_layer_params(workload: Workload) -> int:
 
 def forward_flops(workload: Workload) -> ForwardFlops:
     """Forward FLOPs of the workload at its sequence length (convention in the module docstring)."""
-    return _family_flops(workload)
+    return _family(workload)[1](workload)
 
 
 def flops_per_sample(
@@ -148,6 +148,39 @@ def flops_per_sample(
     if activation_checkpointing:
         total += fwd.layers(micro_batch_size)
     return total / micro_batch_size
+
+
+# --- The head: the family's LM head, or a sequence classifier in its place -------------------
+
+POOLED_HEADS = {"bert": ("pooler.dense", "classifier"), "distilbert": ("pre_classifier", "classifier"),
+                "deberta-v2": ("pooler.dense", "classifier")}
+"""Families whose classifier reads the first token through a dense layer: (that layer, the classifier)."""
+
+
+def classification_pooled(workload: Workload) -> bool:
+    """Whether the workload's classification head pools the first token through a dense layer
+    (BERT, DistilBERT, DeBERTa-v2) rather than scoring every position (GPT-2, Llama)."""
+    return workload.model_type in POOLED_HEADS
+
+
+def _head(w: Workload, lm: tuple[ModuleParams, ...]) -> tuple[ModuleParams, ...]:
+    """The model's head modules: the family's LM head ``lm``, or for a sequence-classification
+    workload its classifier (a pooler, or the score at every position)."""
+    if w.task != "sequence-classification":
+        return lm
+    h, c = w.hidden_size, w.num_labels
+    if classification_pooled(w):
+        pool, classifier = POOLED_HEADS[w.model_type]
+        return (ModuleParams(pool, _linear(h, h)), ModuleParams(classifier, _linear(h, c)))
+    return (ModuleParams("score", _linear(h, c, bias=False)),)
+
+
+def _head_flops(w: Workload, lm: int) -> int:
+    """Forward FLOPs of one sample's head: the family's LM head's ``lm``, or the classifier's."""
+    if w.task != "sequence-classification":
+        return lm
+    h, c = w.hidden_size, w.num_labels
+    return 2 * h * h + 2 * h * c if classification_pooled(w) else 2 * w.seq_len * h * c
 
 
 # --- GPT-2 (GPT2LMHeadModel: Conv1D layers hold a weight and a bias) -------------------------
@@ -191,7 +224,7 @@ def _gpt2_params(w: Workload) -> _ParamPlan:
         num_layers=w.num_layers,
         after=(
             ModuleParams("ln_f", _norm(h)),
-            _head_weight("lm_head", v * h, bool(w.hf_config.get("tie_word_embeddings", True))),
+            *_head(w, (_head_weight("lm_head", v * h, bool(w.hf_config.get("tie_word_embeddings", True))),)),
         ),
     )
 
@@ -201,7 +234,7 @@ def _gpt2_flops(w: Workload) -> ForwardFlops:
     return ForwardFlops(
         num_layers=w.num_layers,
         layer_per_sample=_block_flops(s, h, i, qkv_width=3 * h, attn_width=h),
-        other_per_sample=2 * s * h * w.vocab_size,
+        other_per_sample=_head_flops(w, 2 * s * h * w.vocab_size),
     )
 
 
@@ -240,12 +273,12 @@ def _bert_params(w: Workload) -> _ParamPlan:
             ModuleParams("output.LayerNorm", _norm(h)),
         ),
         num_layers=w.num_layers,
-        after=(
+        after=_head(w, (
             ModuleParams("cls.predictions", (v,)),
             ModuleParams("cls.predictions.transform.dense", _linear(h, h)),
             ModuleParams("cls.predictions.transform.LayerNorm", _norm(h)),
             _decoder_with_shared_bias(v * h, v, tied),
-        ),
+        )),
     )
 
 
@@ -255,7 +288,7 @@ def _bert_flops(w: Workload) -> ForwardFlops:
     return ForwardFlops(
         num_layers=w.num_layers,
         layer_per_sample=_block_flops(s, h, i, qkv_width=3 * h, attn_width=h),
-        other_per_sample=2 * s * h * h + 2 * s * h * w.vocab_size,
+        other_per_sample=_head_flops(w, 2 * s * h * h + 2 * s * h * w.vocab_size),
     )
 
 
@@ -282,11 +315,11 @@ def _distilbert_params(w: Workload) -> _ParamPlan:
             ModuleParams("output_layer_norm", _norm(h)),
         ),
         num_layers=w.num_layers,
-        after=(
+        after=_head(w, (
             ModuleParams("vocab_transform", _linear(h, h)),
             ModuleParams("vocab_layer_norm", _norm(h)),
             _head_weight("vocab_projector", v * h, tied, bias=(v,)),
-        ),
+        )),
     )
 
 
@@ -373,19 +406,19 @@ def _deberta_params(w: Workload) -> _ParamPlan:
         ]
     if cfg.get("legacy", True):
         tied = bool(cfg.get("tie_word_embeddings", True))
-        after += [
+        lm: tuple[ModuleParams, ...] = (
             ModuleParams("cls.predictions", (v,)),
             ModuleParams("cls.predictions.transform.dense", _linear(h, e)),
             ModuleParams("cls.predictions.transform.LayerNorm", _norm(e)),
             _decoder_with_shared_bias(e * v, v, tied),
-        ]
+        )
     else:  # the head multiplies by the word embeddings directly; only the bias is its own
-        after += [
+        lm = (
             ModuleParams("lm_predictions.lm_head", (v,)),
             ModuleParams("lm_predictions.lm_head.dense", _linear(h, h)),
             ModuleParams("lm_predictions.lm_head.LayerNorm", _norm(h)),
-        ]
-    return _ParamPlan(tuple(before), tuple(layer), w.num_layers, tuple(after))
+        )
+    return _ParamPlan(tuple(before), tuple(layer), w.num_layers, tuple(after) + _head(w, lm))
 
 
 def _deberta_flops(w: Workload) -> ForwardFlops:
@@ -407,7 +440,8 @@ def _deberta_flops(w: Workload) -> ForwardFlops:
         layer += kinds * 2 * s * (2 * shape.span) * a
         projections = 2 if shape.shared_keys else kinds
         per_batch = projections * 2 * (2 * shape.span) * h * a
-    other = 2 * s * h * e + 2 * s * e * v if w.hf_config.get("legacy", True) else 2 * s * h * h + 2 * s * h * v
+    other = _head_flops(w, 2 * s * h * e + 2 * s * e * v if w.hf_config.get("legacy", True)
+                        else 2 * s * h * h + 2 * s * h * v)
     if e != h:
         other += 2 * s * e * h
     if shape.conv_kernel > 0:
@@ -445,7 +479,7 @@ def _llama_params(w: Workload) -> _ParamPlan:
         num_layers=w.num_layers,
         after=(
             ModuleParams("norm", _norm(h, bias=False)),
-            _head_weight("lm_head", v * h, bool(w.hf_config.get("tie_word_embeddings", False))),
+            *_head(w, (_head_weight("lm_head", v * h, bool(w.hf_config.get("tie_word_embeddings", False))),)),
         ),
     )
 
@@ -456,7 +490,7 @@ def _llama_flops(w: Workload) -> ForwardFlops:
     s, h, i = w.seq_len, w.hidden_size, w.intermediate_size
     q, kv = _llama_widths(w)
     layer = 2 * s * h * (q + 2 * kv) + 2 * s * q * h + 4 * s * s * q + 6 * s * h * i
-    return ForwardFlops(w.num_layers, layer, 0, 2 * s * h * w.vocab_size)
+    return ForwardFlops(w.num_layers, layer, 0, _head_flops(w, 2 * s * h * w.vocab_size))
 
 
 _FAMILIES: dict[str, tuple[Callable[[Workload], _ParamPlan], Callable[[Workload], ForwardFlops]]] = {
@@ -469,58 +503,9 @@ _FAMILIES: dict[str, tuple[Callable[[Workload], _ParamPlan], Callable[[Workload]
 
 SUPPORTED_MODEL_TYPES = tuple(_FAMILIES)
 
-LM_HEAD_MODULES = ("lm_head", "cls.", "vocab_transform", "vocab_layer_norm", "vocab_projector", "lm_predictions.")
-"""Name prefixes of the LM head's modules, which a classification head replaces."""
-
-POOLED_HEADS = {"bert": ("pooler.dense", "classifier"), "distilbert": ("pre_classifier", "classifier"),
-                "deberta-v2": ("pooler.dense", "classifier")}
-"""Families whose classifier reads the first token through a dense layer: (that layer, the classifier)."""
-
-
-def classification_pooled(workload: Workload) -> bool:
-    """Whether the workload's classification head pools the first token through a dense layer
-    (BERT, DistilBERT, DeBERTa-v2) rather than scoring every position (GPT-2, Llama)."""
-    return workload.model_type in POOLED_HEADS
-
-
-def _lm_head_flops(w: Workload) -> int:
-    """Forward FLOPs of one sample's LM head (the term a classification head replaces)."""
-    s, h, v = w.seq_len, w.hidden_size, w.vocab_size
-    if w.model_type in ("gpt2", "llama"):
-        return 2 * s * h * v
-    if w.model_type == "deberta-v2":
-        e = _deberta_shape(w).embedding
-        return 2 * s * h * e + 2 * s * e * v if w.hf_config.get("legacy", True) else 2 * s * h * h + 2 * s * h * v
-    return 2 * s * h * h + 2 * s * h * v  # BERT and DistilBERT: transform, then decoder
-
-
-def _classifier_params(w: Workload) -> tuple[ModuleParams, ...]:
-    h, c = w.hidden_size, w.num_labels
-    if classification_pooled(w):
-        pool, classifier = POOLED_HEADS[w.model_type]
-        return (ModuleParams(pool, _linear(h, h)), ModuleParams(classifier, _linear(h, c)))
-    return (ModuleParams("score", _linear(h, c, bias=False)),)
-
-
-def _classifier_flops(w: Workload) -> int:
-    h, c = w.hidden_size, w.num_labels
-    return 2 * h * h + 2 * h * c if classification_pooled(w) else 2 * w.seq_len * h * c
-
 
 def _param_plan(workload: Workload) -> _ParamPlan:
-    plan = _family(workload)[0](workload)
-    if workload.task != "sequence-classification":
-        return plan
-    kept = tuple(m for m in plan.after if not m.name.startswith(LM_HEAD_MODULES))
-    return replace(plan, after=kept + _classifier_params(workload))
-
-
-def _family_flops(workload: Workload) -> ForwardFlops:
-    flops = _family(workload)[1](workload)
-    if workload.task != "sequence-classification":
-        return flops
-    return replace(flops, other_per_sample=flops.other_per_sample - _lm_head_flops(workload)
-                   + _classifier_flops(workload))
+    return _family(workload)[0](workload)
 
 
 def _family(workload: Workload):
