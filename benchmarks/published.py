@@ -270,13 +270,17 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
 
 def with_head_positions(predictor: Predictor, positions: int) -> Predictor:
     """``predictor`` with its LM head at ``positions`` positions per sample instead of all (a model
-    that computes its masked-LM head at the masked positions only): the head's products, logits
-    and FLOPs shrink by (s - positions) x 2h(V + h) (the transform's h x h with an MLM head)."""
+    that computes its masked-LM head at the masked positions only): the head's products (the LM
+    head and an MLM head's transform, as the operator list has them), logits and FLOPs shrink by
+    (s - positions) / s."""
+    from simtune.model.operators import operators
+
     m = predictor.model
-    per_position = 2 * m.hidden_size * m.vocab_size + (2 * m.hidden_size ** 2 if m.block.mlm_head else 0)
+    head = sum(op.flop(1) for op in operators(m, fused_attention=True).outer_matmuls
+               if op.name in ("lm_head", "mlm.transform"))
     model = dataclasses.replace(m, block=dataclasses.replace(m.block, head_positions=positions),
                                 flops_per_sample_forward=m.flops_per_sample_forward
-                                - (m.seq_len - positions) * per_position)
+                                - head * (m.seq_len - positions) / m.seq_len)
     return Predictor(model, predictor.hardware, dp_degree=predictor.dp_degree, precision=predictor.precision,
                      checkpointing_policy=predictor.checkpointing_policy, autocast=predictor.autocast)
 
