@@ -190,7 +190,8 @@ class EstimateCommand(Command):
         estimate = predictor.predict(trial)
         config = {
             "model": workload.name, "parameters": predictor.model.parameter_count, "seq_len": workload.seq_len,
-            "precision": precision, "autocast": args.autocast or False, "stage": trial.stage, "micro_batch_size": trial.micro_batch_size,
+            "precision": precision, "autocast": args.autocast or False, "stage": trial.stage,
+            "micro_batch_size": trial.micro_batch_size,
             "gradient_accumulation_steps": trial.gradient_accumulation_steps, "gpus_per_node": gpus,
             "num_nodes": args.num_nodes, "world_size": world,
             "train_batch_size": trial.micro_batch_size * trial.gradient_accumulation_steps * world,

@@ -28,8 +28,8 @@ Attention by implementation: eager runs two batched products and the s x s eleme
 (scale, mask, softmax, dropout); fused attention (torch SDPA's flash and memory-efficient kernels,
 FlashAttention) is one kernel whose FLOPs run at the profile's fused attention rate (the
 matmul curve where it has none) and which streams only Q, K, V and O; a causal fused kernel skips
-the masked half of the products (Dao 2023, FlashAttention-2, section 3.1.1). Fused attention with dropout on a device whose kernels take none runs the math
-kernel, costed as eager.
+the masked half of the products (Dao 2023, FlashAttention-2, section 3.1.1). Fused attention
+with dropout on a device whose kernels take none runs the math kernel, costed as eager.
 
 The kernel and pass counts are read from the Hugging Face implementations of transformers 5 (one
 per op PyTorch launches: a view launches nothing, ``F.linear`` is one GEMM with its bias, its

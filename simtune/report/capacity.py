@@ -167,6 +167,16 @@ def _autocast_text(request: CapacityRequest) -> str:
     return " under DeepSpeed's torch autocast" if request.deepspeed_autocast else " under torch autocast"
 
 
+def _precision_note(request: CapacityRequest) -> str:
+    """What the precision keeps in which dtype, after the profiles' precisions."""
+    if not request.autocast:
+        return " (mixed precision with fp32 master weights and Adam states)."
+    states = ("; DeepSpeed's fp32 master kept; linear layers communicated in 16-bit" if request.deepspeed_autocast
+              else ", reduced in fp32")
+    return (f"{_autocast_text(request)} around an fp32 model (fp32 parameters and gradients{states}; products in "
+            "16-bit on copies cast each forward; norms and softmax in fp32).")
+
+
 def _summary_section(study: CapacityStudy) -> Section:
     w = study.request.workload
     profiles = ", ".join(f"`{p.name}` ({p.kind}, {p.device.name}, {p.device.count_per_node} per node, "
@@ -393,10 +403,7 @@ def assumptions(study: CapacityStudy) -> tuple[str, ...]:
         "The best configuration has the highest predicted throughput (samples/s); ties go to the lower stage, no "
         "offload, no checkpointing.",
         "Precision: " + ", ".join(f"{name} {p}" for name, p in study.precisions.items())
-        + ((_autocast_text(study.request) + " around an fp32 model (fp32 parameters and gradients"
-            + ("; DeepSpeed's fp32 master kept; linear layers communicated in 16-bit" if study.request.deepspeed_autocast
-               else ", reduced in fp32") + "; products in 16-bit on copies cast each forward; norms and softmax in fp32).")
-           if study.request.autocast else " (mixed precision with fp32 master weights and Adam states)."),
+        + _precision_note(study.request),
         "Training time is samples / throughput with no start-up, checkpointing, evaluation or failure overhead.",
         "Spec profiles carry efficiency curves, bandwidths and framework costs read from published measurements, "
         "each cited in the profile (see each profile's assumptions below); measure your hardware with "
