@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simtune.probe.protocol import PROBE_FLAG
+from simtune.probe.protocol import PROBE_FLAG, SERVE_FLAG
 
 
 class ProbeUsageError(ValueError):
@@ -20,10 +20,13 @@ class ProbeUsageError(ValueError):
 
 @dataclass(frozen=True)
 class ProbeInvocation:
-    settings_path: str
+    settings_path: str | None
+    """probe.json of the one run; None in a shared launch."""
     script: str
     script_args: tuple[str, ...]
     local_rank: str | None = None
+    serve_folder: str | None = None
+    """The requests' folder of a shared launch (``--simtune-serve``, :mod:`simtune.probe.serve`)."""
 
     def script_argv(self) -> list[str]:
         """``sys.argv`` as the script would have seen it under the launcher:
@@ -34,25 +37,25 @@ class ProbeInvocation:
 
 def parse_probe_argv(argv: list[str]) -> ProbeInvocation:
     """Split the probe's arguments (without the program name) into its own and the script's."""
-    settings_path = local_rank = None
+    values: dict[str, str] = {}
     index = 0
     while index < len(argv):
         arg = argv[index]
         name, has_value, value = arg.partition("=")
-        if name not in (PROBE_FLAG, "--local_rank"):
+        if name not in (PROBE_FLAG, SERVE_FLAG, "--local_rank"):
             break
         if not has_value:
             if index + 1 >= len(argv):
                 raise ProbeUsageError(f"{name} needs a value.")
             index += 1
             value = argv[index]
-        if name == PROBE_FLAG:
-            settings_path = value
-        else:
-            local_rank = value
+        values[name] = value
         index += 1
-    if settings_path is None:
-        raise ProbeUsageError(f"{PROBE_FLAG}=PROBE_JSON is missing before the script.")
+    settings_path, serve_folder = values.get(PROBE_FLAG), values.get(SERVE_FLAG)
+    if (settings_path is None) == (serve_folder is None):
+        raise ProbeUsageError(f"Give {PROBE_FLAG}=PROBE_JSON or {SERVE_FLAG}=FOLDER before the script, not "
+                              f"{'both' if settings_path else 'neither'}.")
     if index >= len(argv):
         raise ProbeUsageError("no training script was given after the probe's arguments.")
-    return ProbeInvocation(settings_path, argv[index], tuple(argv[index + 1:]), local_rank)
+    return ProbeInvocation(settings_path, argv[index], tuple(argv[index + 1:]), values.get("--local_rank"),
+                           serve_folder)

@@ -11,10 +11,16 @@ Two kinds:
   ``/proc/self/status`` (what DeepSpeed's CPU accelerator calls ``max_memory_allocated``), since
   the process started. It is never reset, so like the CUDA peak it includes building the model
   and ``deepspeed.initialize``.
+
+A shared launch (:mod:`simtune.probe.serve`) runs several scripts in one process and calls
+``reset_peak`` before each: CUDA empties the allocator's cache and restarts its peaks; the host
+hands freed heap pages back (glibc ``malloc_trim``) and writes ``5`` to ``/proc/self/clear_refs``,
+which sets ``VmHWM`` to the current resident size.
 """
 
 from __future__ import annotations
 
+import ctypes
 import resource
 import time
 from typing import Any
@@ -54,6 +60,17 @@ class HostDevice:
     def peak_reserved_bytes(self) -> int | None:
         return None
 
+    def reset_peak(self) -> None:
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc: the freed pages stay resident
+            pass
+        try:
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+                refs.write("5")
+        except OSError:
+            pass
+
 
 class CudaDevice:
     kind = "cuda"
@@ -86,6 +103,11 @@ class CudaDevice:
 
     def peak_reserved_bytes(self) -> int | None:
         return int(self._cuda.max_memory_reserved())
+
+    def reset_peak(self) -> None:
+        self._cuda.synchronize()
+        self._cuda.empty_cache()
+        self._cuda.reset_peak_memory_stats()
 
 
 def current_device() -> HostDevice | CudaDevice:

@@ -13,7 +13,7 @@ loads a checkpoint). At every step boundary it
    :data:`EXIT_OUT_OF_MEMORY`;
 3. after step ``end``: gathers every rank's peak memory, writes metrics.json on global rank 0,
    waits at a barrier and ends every rank with ``os._exit(0)`` (this also skips ZeRO-3's abort
-   at interpreter exit).
+   at interpreter exit), or, in a shared launch, hands the rank back to its loop.
 
 The probe's own work at a boundary (steps 2-3, resolving CUDA events) is subtracted from the
 clock, so it never counts in a step's time.
@@ -43,6 +43,16 @@ from simtune.probe.window import StepWindow
 WRAPPED = (("forward", "fwd"), ("backward", "bwd"), ("step", "step"))
 
 
+class RunEnded(BaseException):
+    """Raised by a shared launch's ``end`` (:mod:`simtune.probe.serve`) when a run's window
+    closed: it unwinds the script back to the loop, as ``SystemExit`` would unwind to the
+    interpreter (a ``BaseException``, so the script's own ``except Exception`` lets it pass)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
 def end_process(code: int) -> NoReturn:
     """Flush the standard streams and leave at once, skipping interpreter shutdown."""
     sys.stdout.flush()
@@ -56,8 +66,13 @@ def _bytes_text(value: int) -> str:
 
 
 class Instrument:
-    def __init__(self, settings: ProbeSettings) -> None:
+    def __init__(self, settings: ProbeSettings, end: Callable[[int], NoReturn] = end_process) -> None:
+        """``end(code)`` ends the run: by default the process; a shared launch
+        (:mod:`simtune.probe.serve`) unwinds to its loop instead when the window closed."""
         self.settings = settings
+        self.end = end
+        self.memory_kind: str | None = None
+        """metrics.json's ``memory_kind`` when not the device's (a shared launch's later runs)."""
         self.window = StepWindow(settings.start_profile_step, settings.end_profile_step)
         self.flops = MicroStepFlops()
         self.engine: Any = None
@@ -142,7 +157,7 @@ class Instrument:
                 if self.collectives.rank == 0:
                     print(f"{OUT_OF_MEMORY_PREFIX} peak {_bytes_text(worst)} exceeds the budget "
                           f"{_bytes_text(budget)} at step {completed}", file=sys.stderr)
-                end_process(EXIT_OUT_OF_MEMORY)
+                self.end(EXIT_OUT_OF_MEMORY)
         if completed >= self.window.end:
             self._finish(engine, peak)
         self._excluded_s += time.perf_counter() - paused_at
@@ -160,7 +175,7 @@ class Instrument:
                 flops_per_micro_step=self.flops.total_flops,
                 peak_memory_per_rank=tuple(p[0] for p in per_rank),
                 peak_reserved_per_rank=None if reserved is None else tuple(p[1] for p in per_rank),
-                memory_kind=self.device.memory_kind,
+                memory_kind=self.memory_kind or self.device.memory_kind,
             )
             metrics = summarize(self.window, facts)
             write_json_atomically(self.settings.metrics_path, metrics)
@@ -168,7 +183,7 @@ class Instrument:
                   f"{metrics['step_time_s'] * 1000:.2f} ms, {metrics['throughput']:.4g} samples/s; "
                   f"wrote {self.settings.metrics_path}", flush=True)
         self.collectives.barrier()
-        end_process(0)
+        self.end(0)
 
     # -- the script ended early -----------------------------------------------------------------
     def report_no_metrics(self) -> NoReturn:
@@ -180,4 +195,4 @@ class Instrument:
                    f"end_profile_step {self.window.end}")
         if os.environ.get("RANK", "0") == "0":
             print(f"{NO_METRICS_PREFIX} {why}", file=sys.stderr)
-        end_process(EXIT_NO_METRICS)
+        self.end(EXIT_NO_METRICS)

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from simtune.errors import ConfigError
 from simtune.probe.argv import ProbeUsageError, parse_probe_argv
-from simtune.probe.instrument import Instrument, end_process
+from simtune.probe.instrument import Instrument, RunEnded, end_process
 from simtune.probe.protocol import CANNOT_START_PREFIX, ProbeSettings
 from simtune.probe.ranks import adopt_launcher_ranks
 
@@ -43,6 +43,8 @@ def run_as_main(script: str, argv: list[str], end: Callable[[int], Any]) -> None
     sys.path[0] = os.path.dirname(script)
     try:
         runpy.run_path(script, run_name="__main__")
+    except RunEnded:
+        raise
     except SystemExit as exc:
         if exc.code not in (None, 0):
             if not isinstance(exc.code, int):
@@ -58,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     adopt_launcher_ranks()
     try:
         invocation = parse_probe_argv(argv)
-        settings = ProbeSettings.read(invocation.settings_path)
+        if invocation.serve_folder is not None:
+            settings = None
+        else:
+            settings = ProbeSettings.read(str(invocation.settings_path))
     except (ProbeUsageError, ConfigError, OSError, ValueError, TypeError) as exc:
         print(f"{CANNOT_START_PREFIX} {exc}", file=sys.stderr)
         return 2
@@ -68,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
 
+    if settings is None:
+        from simtune.probe.serve import serve
+
+        serve(str(invocation.serve_folder), script, invocation.local_rank)
     instrument = Instrument(settings)
     install(instrument)
     run_as_main(script, invocation.script_argv(), end_process)

@@ -19,6 +19,16 @@ from simtune.errors import ConfigError
 PROBE_FLAG = "--simtune-probe"
 """The probe's own flag, ``--simtune-probe=<result_dir>/probe.json``, removed before the script runs."""
 
+SHARED_RSS_KIND = "rss_peak_after_earlier_runs"
+"""metrics.json's ``memory_kind`` of a host run that followed others in a shared launch: its
+``VmHWM`` starts from what the process kept of them (heap the allocator does not hand back,
+libraries loaded), so it reads high (benchmarks/results/shared_launch.txt) and teaches no memory
+correction."""
+
+SERVE_FLAG = "--simtune-serve"
+"""``--simtune-serve=<folder>``: the ranks of a shared launch run one request after another from
+that folder (:mod:`simtune.probe.serve`) instead of one script run."""
+
 LINE_PREFIX = "simtune-probe:"
 """Every line the probe prints starts with this."""
 
@@ -90,6 +100,23 @@ class ProbeSettings:
     def read(cls, path: str | Path) -> "ProbeSettings":
         with open(path, encoding="utf-8") as handle:
             return cls(**json.load(handle))
+
+
+def request_path(folder: str | Path, number: int) -> Path:
+    """A shared launch's request ``number`` (from 1): ``{"argv", "probe", "stdout", "stderr"}``
+    (the script's arguments, probe.json, the run's two logs) or ``{"stop": true}``."""
+    return Path(folder) / f"request-{number}.json"
+
+
+def started_path(folder: str | Path, number: int) -> Path:
+    """Written by rank 0 when the ranks take request ``number`` up."""
+    return Path(folder) / f"started-{number}"
+
+
+def reply_path(folder: str | Path, number: int) -> Path:
+    """Written by rank 0 once request ``number`` ran to the end of its window and the ranks
+    released it: ``{"returncode": 0, "run_s": ...}``. A run that ends otherwise ends the launch."""
+    return Path(folder) / f"reply-{number}.json"
 
 
 def write_json_atomically(path: str | Path, data: object) -> None:

@@ -76,6 +76,19 @@ def living_descendants() -> set[int]:
     return {child.pid for child in psutil.Process().children(recursive=True)}
 
 
+def descendants_of(pids: Collection[int]) -> set[int]:
+    """The living descendants of ``pids``."""
+    import psutil
+
+    found: set[int] = set()
+    for pid in pids:
+        try:
+            found |= {child.pid for child in psutil.Process(pid).children(recursive=True)}
+        except psutil.Error:
+            pass
+    return found
+
+
 def own_s(keep: Collection[int] = (), foreign: Collection[int] = ()) -> float:
     """CPU seconds of this process, its reaped descendants and its living ones, but the living
     ones in ``foreign`` (processes that were already running when a measurement started: they
@@ -115,7 +128,8 @@ class LoadWatch:
     def __init__(self, keep: Callable[[], Collection[int]] = lambda: ()):
         become_subreaper()
         self.keep = keep
-        self.foreign = living_descendants() - set(keep())
+        kept = set(keep())  # a launch already running for this measurement (a shared one) is its own work
+        self.foreign = living_descendants() - kept - descendants_of(kept)
         self.busy = busy_s()
         self.own = own_s(keep(), self.foreign)
         self.started = time.perf_counter()

@@ -41,7 +41,7 @@ from typing import IO, Any, Callable, Mapping, Sequence
 
 from simtune.atomic import write_atomically
 from simtune.errors import InputError, LaunchError
-from simtune.probe.protocol import PROBE_FLAG
+from simtune.probe.protocol import PROBE_FLAG, SERVE_FLAG
 from simtune.runner.arch_list import with_readable_arch_list
 from simtune.runner.build_locks import remove_stale_build_locks
 from simtune.runner.experiment import Experiment
@@ -244,6 +244,15 @@ def probe_args(resources: Resources, probe_settings: str | os.PathLike) -> list[
     return ["--module", "simtune.probe", f"{PROBE_FLAG}={probe_settings}"]
 
 
+def shared_launch_command(script: str, resources: Resources, slots: SlotAssignment, port: int,
+                          folder: str | os.PathLike) -> list[str]:
+    """The argv of a shared launch (:mod:`simtune.probe.serve`) of ``script`` on ``slots``: an
+    experiment's launch with ``--simtune-serve=<folder>`` for its probe flag and no arguments;
+    each run's arguments come with its request."""
+    return [deepspeed_launcher(), *launcher_args(resources, slots, port), "--module", "simtune.probe",
+            f"{SERVE_FLAG}={folder}", script]
+
+
 def launcher_args(resources: Resources, slots: SlotAssignment, port: int) -> list[str]:
     """The launcher's own arguments: which slots and which rendezvous port."""
     if resources.uses_own_launcher:
@@ -363,6 +372,13 @@ def kill_group(process: subprocess.Popen, sig: int) -> None:
         os.killpg(process.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """Kill what is left of the group ``process`` leads and return once none of it is alive."""
+    kill_group(process, signal.SIGKILL)
+    process.wait()
+    _wait_group_gone(process.pid)
 
 
 def _wait_group_gone(pgid: int, timeout_s: float = 10.0) -> None:

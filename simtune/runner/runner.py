@@ -15,6 +15,9 @@ removed and its port is released. Experiments run side by side when the resource
 slot sets (:meth:`Resources.concurrent_slots`), each on its own slots and port, or, as Slurm
 jobs, as many as the executor hands over at once; results come back in input order. A failure is
 a recorded result, never an exception out of :meth:`Runner.run`.
+With ``shared_launch`` (simtune's own training program, one node, one experiment at a time)
+the experiments run one after another as requests to one launch
+(:mod:`simtune.runner.shared_launch`); everything else is the same.
 The load other processes put on the machine during each launch is recorded in ``exp.json``
 (``others_cores``, :mod:`simtune.runner.interference`), so that the strategies can mark the runs
 they disturbed.
@@ -45,10 +48,13 @@ from simtune.runner.launcher import (
     free_port,
     launch_env,
     release_port,
+    shared_launch_command,
     with_config_path,
 )
 from simtune.runner.outcome import classify, read_metrics
 from simtune.runner.resources import Resources, SlotAssignment
+from simtune.runner.shared_launch import FOLDER as SHARED_LAUNCH_FOLDER
+from simtune.runner.shared_launch import SharedLaunch
 from simtune.watchdog import SHM_DIR, remove_shm_buffers  # noqa: F401 - the runner's clean-up, also the watchdog's
 
 Progress = Callable[[str, int, int, ExperimentResult], None]
@@ -143,6 +149,7 @@ class Runner:
         end_profile_step: int = 5,
         progress: Progress | None = None,
         executor: Executor | None = None,
+        shared_launch: bool = False,
     ) -> None:
         script, args = workload_argv
         if not os.path.isfile(script):
@@ -167,6 +174,9 @@ class Runner:
         self.executor = executor or LocalExecutor()
         self.executor.check()
         deepspeed_launcher()  # fail now, not per experiment, when the launcher is missing
+        if shared_launch and self.can_share_launch():
+            self.executor = SharedLaunch(self._shared_launch_command, self._shared_launch_env,
+                                         self.results_dir / SHARED_LAUNCH_FOLDER, self.cwd, self.executor)
         self._progress_lock = threading.Lock()
         self._interrupted = False
 
@@ -185,6 +195,37 @@ class Runner:
     def command_line(self, experiment: Experiment, **kwargs: Any) -> str:
         """:meth:`command` as one shell-quoted line (what cmd.txt holds)."""
         return shlex.join(self.command(experiment, **kwargs))
+
+    # -- one launch for many experiments ----------------------------------------------------------
+    def can_share_launch(self) -> bool:
+        """Whether experiments can run in one shared launch (:mod:`simtune.runner.shared_launch`):
+        here, on the first slots of this one node, one experiment at a time, and not on CPU under a
+        memory budget (a later run's resident-set peak includes what the earlier ones left)."""
+        return (self.executor.name == "local" and not self.resources.uses_own_launcher
+                and len(self.slot_sets) == 1 and self.resources.is_first_local_slots(self.slot_sets[0])
+                and not (self.resources.accelerator == "cpu" and self.memory_budget_bytes is not None))
+
+    @property
+    def shared_launch(self) -> SharedLaunch | None:
+        """The shared launch the experiments run in; None when each has its own."""
+        return self.executor if isinstance(self.executor, SharedLaunch) else None
+
+    def start_shared_launch(self) -> None:
+        """Start the shared launch now (its start overlaps what runs here until the first
+        experiment); nothing without one."""
+        if self.shared_launch is not None:
+            self.shared_launch.start()
+
+    def close(self) -> None:
+        """End the shared launch, if any."""
+        if self.shared_launch is not None:
+            self.shared_launch.close()
+
+    def _shared_launch_command(self, port: int, folder: Path) -> list[str]:
+        return shared_launch_command(self.workload[0], self.resources, self.slot_sets[0], port, folder)
+
+    def _shared_launch_env(self, port: int, folder: Path) -> dict[str, str]:
+        return launch_env(self.resources, folder, rendezvous=(self.slot_sets[0].hosts[0], port))
 
     @property
     def parallel(self) -> int:

@@ -262,10 +262,21 @@ def train(args: argparse.Namespace) -> None:
         _remove_shared_memory_buffers(own_port)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def _quiet_offline_hub() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # before transformers is imported
+
+
+def warm_up() -> None:
+    """Called once when a shared launch starts (simtune.probe.serve), before its first run: the
+    model library's import, so that it overlaps with the launch's wait for that run."""
+    _quiet_offline_hub()
+    import transformers  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    _quiet_offline_hub()
     try:
         train(args)
     except SimtuneError as exc:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from simtune.runner.interference import MAX_OTHERS_CORES, Load, busy_s, load_note, watched
+from simtune.runner.interference import MAX_OTHERS_CORES, Load, LoadWatch, busy_s, load_note, watched
 
 BUSY = "import sys, time\nend = time.time() + {s}\nwhile time.time() < end: pass\nopen(sys.argv[1], 'w').write(str(time.process_time()))"
 
@@ -49,6 +49,22 @@ def test_the_measured_works_own_orphans_are_not_counted_as_others(tmp_path):
     total = (busy_s() - before) / (time.perf_counter() - started)  # every process's cores in the window
     own = total - load.others_cores
     assert own >= 0.8 * float(report.read_text()) / 2.5  # the orphan's CPU time counted as the work's own
+
+
+def test_a_launch_running_before_the_measurement_and_kept_is_its_own_work(tmp_path):
+    """A shared launch starts before its experiment: its ranks (grandchildren here) are already
+    running when the experiment's watch starts, and their work is the experiment's."""
+    report = tmp_path / "cpu"
+    argv = [sys.executable, "-c", BUSY.format(s=2), str(report)]
+    launch = subprocess.Popen(["sh", "-c", shlex.join(argv)], start_new_session=True)  # sh waits: a grandchild
+    time.sleep(0.3)
+    before, started = busy_s(), time.perf_counter()
+    watch = LoadWatch(lambda: {launch.pid})
+    spun = wait_for(report)
+    load = watch.load()
+    total = (busy_s() - before) / (time.perf_counter() - started)
+    launch.wait(timeout=30)
+    assert total - load.others_cores >= 0.8 * (spun - 0.3) / 2.5  # the rank's CPU time counted as the work's own
 
 
 def test_a_disturbed_measurement_has_a_note():
