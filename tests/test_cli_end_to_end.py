@@ -43,6 +43,7 @@ def test_model_mode_search_writes_deepspeeds_layout_and_a_rerun_launches_nothing
         for file_name in EXPERIMENT_FILES:
             assert (results / name / file_name).is_file(), (name, file_name)
         assert json.loads((results / name / "exp.json").read_text())["status"] == "ok"
+    assert not (results / "shared_launch").exists()  # measured exploration: a launch each, as DeepSpeed's
 
     summary = (results / "summary.txt").read_text()
     rows = {row["tuning_space"]: row for row in parse_summary_table(summary)}

@@ -72,6 +72,11 @@ class SearchCommand(Command):
         jobs.add_argument("--slurm_option", "--slurm-option", dest="slurm_options", action="append", default=[],
                           metavar="KEY=VALUE", help="--executor slurm: an extra sbatch option (repeatable), e.g. "
                                                     "qos=high or constraint=a100")
+        jobs.add_argument("--shared-launch", "--shared_launch", dest="shared_launch",
+                          action=argparse.BooleanOptionalAction, default=True,
+                          help="simulate with the built-in program, here: run the verifications one after another "
+                               "in one launch started during the study (default); --no-shared-launch gives each "
+                               "its own launch")
         how = parser.add_argument_group("search (each wins over the config's \"autotuning\" section)")
         how.add_argument("--strategy", choices=STRATEGIES, default="simulate",
                          help="simulate: search against the cost model, run the top predictions (default); "

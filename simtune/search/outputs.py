@@ -103,6 +103,8 @@ class ModelReport:
     residual_path: str | None = None
     settled: bool = False
     """A close call between the two best was settled by more runs (the better mean is returned)."""
+    launches: str | None = None
+    """How the experiments were launched when they shared launches (:mod:`simtune.runner.shared_launch`)."""
 
 
 def _percent(value: float | None) -> str | None:
@@ -127,7 +129,8 @@ def model_lines(report: ModelReport) -> list[str]:
              f"(study {report.study_name} in {report.study_storage}); {what}."]
     if report.calibration_note:
         lines.append(f"Calibration: {report.calibration_note}.")
-    lines.append(f"Real experiments: {report.real_experiments} launched, {report.reused_experiments} reused "
+    how = f" ({report.launches})" if report.launches and report.real_experiments else ""
+    lines.append(f"Real experiments: {report.real_experiments} launched{how}, {report.reused_experiments} reused "
                  f"from earlier runs.")
     lines.append(f"Time: calibration {report.calibration_s:.1f} s, search {report.search_s:.1f} s, "
                  f"verification {report.verification_s:.1f} s, total {report.total_s:.1f} s.")

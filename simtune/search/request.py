@@ -69,6 +69,7 @@ class SearchFlags:
     launcher: str = "pdsh"
     launcher_args: str = ""
     executor: str = "local"
+    shared_launch: bool = True
     slurm_partition: str | None = None
     slurm_account: str | None = None
     slurm_options: tuple[str, ...] = ()
@@ -252,6 +253,14 @@ class SearchRequest:
             # a bad URL, a missing driver or an unreachable server, before anything runs
             StudyStorage.chosen(autotuning.storage, autotuning.results_dir).check()
         return request
+
+    def shares_launch(self) -> bool:
+        """Whether the verifications may run in one shared launch (the runner also asks that the
+        experiments run here, one at a time on one node): the simulate strategy, the built-in
+        training program (which runs again in one process; a user's script may not), unless
+        ``--no-shared-launch``. The measure strategy keeps a launch per experiment, as DeepSpeed's
+        autotuner does."""
+        return self.flags.shared_launch and self.strategy == "simulate" and self.program.mode == "model"
 
     def executor(self) -> Executor | None:
         """Where experiments run: here, or each as a Slurm job; None when nothing runs."""

@@ -61,7 +61,7 @@ class SearchSession:
             autotuning.exps_dir, arg_mappings=autotuning.arg_mappings, timeout_s=autotuning.experiment_timeout_s,
             overwrite=autotuning.overwrite, memory_budget_bytes=autotuning.memory_budget_bytes,
             start_profile_step=autotuning.start_profile_step, end_profile_step=autotuning.end_profile_step,
-            executor=request.executor())
+            executor=request.executor(), shared_launch=request.shares_launch())
         self.progress = Progress(metric=autotuning.metric, quiet=request.flags.quiet)
 
     def run(self) -> SessionResult:
@@ -78,6 +78,8 @@ class SearchSession:
                 if partial is None:
                     raise
                 return self.interrupted(partial, strategy.kept())
+            finally:
+                self.runner.close()
             return self.finish(found)
 
     def finish(self, found: StrategyResult) -> SessionResult:

@@ -192,6 +192,8 @@ class Simulated:
                                       options=options, memory_budget_bytes=autotuning.memory_budget_bytes,
                                       progress=self.progress,
                                       storage=StudyStorage.chosen(autotuning.storage, autotuning.results_dir))
+        if verify_top > 0:  # its start overlaps the study
+            self.runner.start_shared_launch()
         # an interrupt in here leaves the residual model unsaved: a resumed search predicts as this one did
         result = self.search.run()
         saved = self.search.save_residual()
@@ -201,7 +203,8 @@ class Simulated:
                               calibration_s=choice.seconds + reference_s + chosen.seconds,
                               total_s=time.monotonic() - self.started,
                               calibration_note=calibration_note(choice, chosen, stand_in),
-                              residual_file=str(saved) if saved else None)
+                              residual_file=str(saved) if saved else None,
+                              launches=self.runner.shared_launch.describe() if self.runner.shared_launch else None)
         return StrategyResult(result.outcome, report, result.predictions)
 
     def partial_outcome(self) -> SearchOutcome | None:

@@ -39,6 +39,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from simtune.probe.protocol import SHARED_RSS_KIND
 from simtune.progress import Progress, format_value
 from simtune.prediction.residual import MemorySample, ResidualModel, TimeSample
 from simtune.space import Trial, TuningSpace
@@ -302,6 +303,8 @@ class Verifier:
         if m.ok:
             self._time_sample(f, m.name, [self._step_s(m)])
             peak = (m.metrics or {}).get("peak_memory_bytes")
+            if (m.metrics or {}).get("memory_kind") == SHARED_RSS_KIND:
+                peak = None  # it includes what earlier runs in its process left
             self.residual.add_memory(MemorySample(workload, m.name, f.trial.stage, predicted_bytes, f.limit_bytes,
                                                   "ok", int(peak) if isinstance(peak, (int, float)) else None))
             self._report(v)

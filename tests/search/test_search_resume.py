@@ -175,7 +175,7 @@ def test_the_main_command_killed_after_one_verification_resumes_without_rerunnin
     assert {e["name"] for e in experiments if e["reused"]} == set(finished)
     summary = (results / "summary.txt").read_text()
     assert summary in out
-    assert "Real experiments: 1 launched, 1 reused from earlier runs." in summary
+    assert "Real experiments: 1 launched (in one shared launch), 1 reused from earlier runs." in summary
     assert "Total number of experiments: 2." in summary
     best = {r["tuning_space"]: r for r in parse_summary_table(summary)}[GLOBAL_SPACE]
     table = parse_prediction_table(summary)
