@@ -22,6 +22,7 @@ import torch
 
 from simtune.calib.workload_measure import LossOf, MakeBatch, PeakMemory, timed_once
 from simtune.calibration.workload import ENGINE_TIMES, EngineMeasurement, TimeStats
+from simtune.precision import TORCH_DTYPE_NAMES, autocast_parts
 
 ENGINE_MEMORY_STEPS = 6
 """Steps inside the engine's peak-memory reading (the heap grows over the first few)."""
@@ -31,7 +32,8 @@ ENGINE_STEPS = 12
 def engine_config(stage: int, micro_batch_size: int, world_size: int, precision: str, device: str,
                   reduce_bucket_size: Optional[int] = None) -> dict[str, Any]:
     """A DeepSpeed config for one measuring engine: AdamW (torch's on CPU, as the training
-    program uses it), DeepSpeed's default ZeRO knobs unless a reduce_bucket_size is given."""
+    program uses it), DeepSpeed's default ZeRO knobs unless a reduce_bucket_size is given, the
+    precision's section (``torch_autocast`` for a ``"bf16+autocast"`` label)."""
     zero: dict[str, Any] = {"stage": stage}
     if reduce_bucket_size is not None:
         zero["reduce_bucket_size"] = reduce_bucket_size
@@ -44,8 +46,11 @@ def engine_config(stage: int, micro_batch_size: int, world_size: int, precision:
     }
     if device == "cpu":
         config["optimizer"]["params"]["torch_adam"] = True
-    if precision in ("bf16", "fp16"):
-        config[precision] = {"enabled": True}
+    dtype, autocast = autocast_parts(precision)
+    if autocast:  # DeepSpeed's torch_autocast: an fp32 model, its forward inside torch.autocast
+        config["torch_autocast"] = {"enabled": True, "dtype": TORCH_DTYPE_NAMES[dtype]}
+    elif dtype in ("bf16", "fp16"):
+        config[dtype] = {"enabled": True}
     return config
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ctypes
 import datetime
+import functools
 import statistics
 import time
 from typing import Any, Callable, Optional, Sequence
@@ -41,6 +42,7 @@ import torch
 from simtune.calibration.workload import (MicroBatchMeasurement, ModelShape, Request, TimeStats, WorkloadCalibration,
                                           WorkloadCalibrationError)
 from simtune.errors import WorkloadError
+from simtune.precision import TORCH_DTYPE_NAMES, autocast_parts
 from simtune.workloads.presets import Workload, _from_document, build_model, load_workload
 
 Batch = dict[str, Any]
@@ -58,8 +60,6 @@ FVCORE_MATMUL_OPS = ("aten::addmm", "aten::bmm", "aten::_convolution", "aten::ei
                      "aten::mm", "aten::linear")
 """The fvcore handles kept: matrix products only, the FLOP convention of simtune (layer norms,
 pooling and upsampling, which fvcore also counts by default, are left out)."""
-
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 # ---------------------------------------------------------------------- memory readings
@@ -463,14 +463,35 @@ def generic_shape(model: Any) -> ModelShape:
 
 
 def build_measured_model(workload: Workload, precision: str, device: torch.device) -> Any:
-    """The workload's model with random weights (seeded), in the training precision, in train mode."""
+    """The workload's model with random weights (seeded), in the training precision, in train mode;
+    under DeepSpeed's ``torch_autocast`` (a ``"bf16+autocast"`` label: :mod:`simtune.precision`)
+    an fp32 model whose forward, loss included, runs inside ``torch.autocast`` in that dtype, as
+    the engine runs it."""
+    dtype, autocast = autocast_parts(precision)
     torch.manual_seed(1234)
     try:
-        model = build_model(workload).to(device=device, dtype=getattr(torch, DTYPES[precision]))
+        built_in = getattr(torch, TORCH_DTYPE_NAMES["fp32" if autocast else dtype])
+        model = build_model(workload).to(device=device, dtype=built_in)
     except (RuntimeError, ValueError) as exc:
         raise WorkloadCalibrationError(f"{workload.name} cannot be built in {precision} ({exc}).") from None
+    if autocast:
+        forward_under_autocast(model, device.type, dtype)
     model.train()
     return model
+
+
+def forward_under_autocast(model: Any, device_type: str, precision: str) -> None:
+    """Run ``model``'s forward inside ``torch.autocast(device_type, <precision's dtype>)`` from now
+    on (the backward runs outside it, as torch recommends and DeepSpeed's engine does)."""
+    inner = model.forward
+    dtype = getattr(torch, TORCH_DTYPE_NAMES[precision])
+
+    @functools.wraps(inner)
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(device_type, dtype=dtype):
+            return inner(*args, **kwargs)
+
+    model.forward = forward
 
 
 def token_batches(workload: Workload, device: torch.device, seed: int = 4321) -> MakeBatch:

@@ -43,6 +43,14 @@ from simtune.knobs import knob
 from simtune.model.compute_time import pass_time
 from simtune.model.inputs import FrameworkCosts, HardwareSpec, ModelSpec, TrainConfig, least_squares_line
 from simtune.model.step_time import gradient_copy_s, param_pass_terms
+from simtune.precision import autocast_parts
+
+
+def labelled_config(stage: int, micro_batch_size: int, precision: str) -> TrainConfig:
+    """The TrainConfig of a precision label (``"bf16+autocast"``: :mod:`simtune.precision`)."""
+    dtype, autocast = autocast_parts(precision)
+    return TrainConfig(stage=stage, micro_batch_size=micro_batch_size, precision=dtype, autocast=autocast,
+                       deepspeed_autocast=autocast)
 
 
 def forward_intercept_s(model: ModelSpec, hardware: HardwareSpec, precision: str) -> float:
@@ -52,8 +60,8 @@ def forward_intercept_s(model: ModelSpec, hardware: HardwareSpec, precision: str
     if mc is None or len(mc.points) < 2:
         return 0.0
     closed = dataclasses.replace(model, measured_compute=None, measured_memory=None)
-    residuals = [fwd - pass_time(closed, hardware, TrainConfig(stage=0, micro_batch_size=mbs, precision=precision),
-                                 backward=False).total_s for mbs, fwd, _ in mc.points]
+    residuals = [fwd - pass_time(closed, hardware, labelled_config(0, mbs, precision), backward=False).total_s
+                 for mbs, fwd, _ in mc.points]
     intercept, _ = least_squares_line([float(mbs) for mbs, _, _ in mc.points], residuals)
     return intercept
 
@@ -116,8 +124,7 @@ def framework_costs_of(model: ModelSpec, hardware: HardwareSpec, precision: str,
     def copies(stage: int) -> float:
         if param_pass_s:
             return 0.0
-        config = TrainConfig(stage=stage, micro_batch_size=mbs, precision=precision)
-        return gradient_copy_s(model, hardware, config)
+        return gradient_copy_s(model, hardware, labelled_config(stage, mbs, precision))
 
     tensors = len(model.layout.numels)
     hook = max(0.0, (b2 - b0 - (copies(2) - copies(0))) / tensors)

@@ -40,6 +40,7 @@ from simtune.model.adapters import hardware_spec, model_spec, structure_of, trai
 from simtune.model.estimate import Estimate, estimate, metrics
 from simtune.model.inputs import PRECISIONS, HardwareSpec, ModelSpec, TrainConfig, check_checkpointing_policy
 from simtune.model.memory import estimate_memory
+from simtune.precision import autocast_label, autocast_parts, precision_of
 from simtune.space import Trial, TuningSpace
 from simtune.workloads.presets import Workload, load_workload, workload_from_config
 
@@ -116,18 +117,6 @@ class Calibration(Protocol):
                    reduce_call_overheads: ReduceCallOverheads = ()) -> ModelSpec: ...
 
 
-def precision_of(ds_config: Mapping[str, Any]) -> str:
-    """The training precision a DeepSpeed config asks for: "bf16" or "fp16" when that section is
-    enabled (``"auto"`` counts as enabled, as DeepSpeed's autotuner reads it), else "fp32"."""
-    for name in ("bf16", "fp16"):
-        section = ds_config.get(name)
-        if isinstance(section, Mapping) and section.get("enabled") not in (None, False, "false"):
-            return name
-    if isinstance(ds_config.get("bfloat16"), Mapping) and ds_config["bfloat16"].get("enabled"):
-        return "bf16"
-    return "fp32"
-
-
 def default_precision(profile: HardwareProfile) -> str:
     """The precision to assume without a config: bf16 where the profile has a bf16 curve, else
     fp16, else fp32 (CPU profiles usually measure fp32 only)."""
@@ -184,6 +173,12 @@ class Predictor:
         hardware.compute.for_precision(precision)  # fail now, not at the first trial
         self._knobs = _stage_knobs(space)
 
+    @property
+    def precision_label(self) -> str:
+        """The precision as measurements are keyed by it (``"bf16+autocast"`` under DeepSpeed's
+        torch_autocast: :mod:`simtune.precision`)."""
+        return autocast_label(self.precision, self.deepspeed_autocast)
+
     # ------------------------------------------------------------------ building
     @classmethod
     def from_parts(cls, space: Optional[TuningSpace], workload_or_calibration: Union[Workload, Calibration],
@@ -207,6 +202,9 @@ class Predictor:
             from simtune.hardware.registry import load_profile
 
             profile = load_profile(profile)
+        precision, labelled = autocast_parts(precision)  # "bf16+autocast": DeepSpeed's torch_autocast
+        autocast, deepspeed_autocast = autocast or labelled, deepspeed_autocast or labelled
+        label = autocast_label(precision, deepspeed_autocast)
         if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
             raise InputError(f"The number of processes must be a positive integer, not {world_size!r}.")
         mp = space.mp_size if space is not None else 1
@@ -221,14 +219,14 @@ class Predictor:
             model = model_spec(workload_or_calibration)
         elif isinstance(workload_or_calibration, Calibration):
             calibration = workload_or_calibration
-            measured = calibration.matches(profile.name, precision)
+            measured = calibration.matches(profile.name, label)
             cpu = profile.device.kind == "cpu"
             script_rows = calibration.script_stage_overheads() if measured and not calibration.engines else ()
             structure = structure_of_calibration(calibration)
             model = dataclasses.replace(calibration.model_spec(
                 with_measured_compute=measured, process_overheads=cpu, stage_overheads=script_rows), **structure)
             if measured and calibration.engines:
-                overheads, calls, residuals = engine_residuals(calibration, model, hardware, precision)
+                overheads, calls, residuals = engine_residuals(calibration, model, hardware, label)
                 script_s = calibration.script_overhead.median_s if calibration.script_overhead is not None else 0.0
                 overheads = tuple(row[:5] + (row[5] + max(0.0, script_s),) for row in overheads)
                 model = dataclasses.replace(calibration.model_spec(
@@ -366,9 +364,11 @@ def engine_residuals(calibration: Calibration, model: ModelSpec, hardware: Hardw
     memory: list[tuple[int, int, int]] = []
     small = {(e.stage, e.micro_batch_size): e for e in calibration.engines if e.reduce_bucket_size is not None}
 
+    dtype, autocast = autocast_parts(precision)
+
     def backward_residual(e: EngineRun) -> tuple[float, Estimate]:
         config = TrainConfig(stage=e.stage, micro_batch_size=e.micro_batch_size, dp_degree=e.world_size,
-                             precision=precision)
+                             precision=dtype, autocast=autocast, deepspeed_autocast=autocast)
         if e.reduce_bucket_size is not None:
             config = dataclasses.replace(config, reduce_bucket_size=e.reduce_bucket_size)
         predicted = estimate(model, layout_hardware(hardware, e.world_size), config)

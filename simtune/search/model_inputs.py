@@ -203,14 +203,14 @@ def remember_engine_costs(profile: HardwareProfile, predictor: Predictor, worklo
     per_param: tuple[tuple[float, float, float], ...] = ()
     if heavy is not None and heavy.measured_compute_used:
         per_param = param_pass_costs(predictor.model, heavy.model, predictor.hardware.ranks)
-        costs = framework_costs_of(predictor.model, predictor.hardware, predictor.precision, per_param)
+        costs = framework_costs_of(predictor.model, predictor.hardware, predictor.precision_label, per_param)
     else:
-        learnt = learnt_engine_costs(profile, predictor.precision)
-        costs = dataclasses.replace(framework_costs_of(predictor.model, predictor.hardware, predictor.precision,
+        learnt = learnt_engine_costs(profile, predictor.precision_label)
+        costs = dataclasses.replace(framework_costs_of(predictor.model, predictor.hardware, predictor.precision_label,
                                                        learnt.param_pass_s if learnt is not None else ()),
                                     param_pass_s=())
     buckets = any(e.reduce_bucket_size is not None for e in calibration.engines)
-    saved = record_engine_costs(profile, workload_key, predictor.precision, costs, buckets_measured=buckets)
+    saved = record_engine_costs(profile, workload_key, predictor.precision_label, costs, buckets_measured=buckets)
     if saved is not None:
         what = " and per parameter" if per_param else ""
         say(f"engine costs per unit{what} read off the engines of {workload_key.split('#')[0]} saved to {saved}: "

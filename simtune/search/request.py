@@ -205,7 +205,7 @@ class SearchRequest:
 
     @property
     def precision(self) -> str:
-        return precision_of(self.ds_config)
+        return precision_of(self.ds_config, self.resources.accelerator)
 
     @classmethod
     def from_flags(cls, flags: SearchFlags) -> "SearchRequest":
@@ -238,12 +238,6 @@ class SearchRequest:
         space = TuningSpace.from_config(ds_config, autotuning, world_size=resources.world_size,
                                         user_args=program.args)
         request = cls(flags, program, resources, ds_config, space)
-        autocast = ds_config.get("torch_autocast")
-        if isinstance(autocast, dict) and autocast.get("enabled") not in (None, False, "false"):
-            warnings.warn(f"The config enables DeepSpeed's torch_autocast, which a search does not predict yet "
-                          f"(its workload calibration times DeepSpeed's precision, not autocast): predictions "
-                          f"assume {request.precision} training, the verified runs measure what really runs, and "
-                          f"simtune estimate --autocast deepspeed plans it.", stacklevel=2)
         if request.strategy == "simulate" and flags.run and autotuning.profile is not None:
             profile = load_profile(autotuning.profile)
             if not describes_this_machine(profile, resources):

@@ -173,3 +173,31 @@ def test_a_scripts_own_work_is_added_to_every_step_at_every_stage(measured):
             trial = Trial(stage=stage, micro_batch_size=4, gradient_accumulation_steps=gas)
             added = with_own.predict(trial).time.step_s - plain.predict(trial).time.step_s
             assert added == pytest.approx(gas * 0.003)  # once per micro-step, whatever the stage and size
+
+
+def test_under_deepspeeds_autocast_an_fp32_model_is_measured_with_its_forward_in_bf16(tiny, tmp_path):
+    import torch
+
+    from simtune.calib.engines import engine_config
+    from simtune.calib.workload_measure import build_measured_model
+
+    model = build_measured_model(tiny, "bf16+autocast", torch.device("cpu"))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    batch = {"input_ids": torch.zeros(1, 8, dtype=torch.long), "labels": torch.zeros(1, 8, dtype=torch.long)}
+    output = model(**batch)
+    assert output.logits.dtype == torch.bfloat16  # the forward ran under autocast
+    output.loss.backward()
+    assert {p.grad.dtype for p in model.parameters() if p.grad is not None} == {torch.float32}
+    config = engine_config(1, 2, 2, "bf16+autocast", "cpu")
+    assert config["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"} and "bf16" not in config
+
+    profile = cpu_profile()
+    calibration = calibrate_workload(tiny, profile, precision="bf16+autocast", micro_batch_sizes=(1, 2), repeats=1,
+                                     cache_dir=tmp_path, in_process=True, log=None,
+                                     scope=MeasureScope(checkpointing=False))
+    assert calibration.precision == "bf16+autocast"
+    assert calibration.matches(profile.name, "bf16+autocast") and not calibration.matches(profile.name, "bf16")
+    assert calibration.fingerprint != fingerprint(model_identity(tiny), 64, "bf16", profile.name)
+    predictor = Predictor.from_parts(None, calibration, profile, world_size=2, precision="bf16+autocast")
+    assert predictor.measured_compute_used and predictor.deepspeed_autocast
+    assert not Predictor.from_parts(None, calibration, profile, world_size=2, precision="bf16").measured_compute_used

@@ -212,10 +212,7 @@ def test_layout_follows_world_size_and_nodes(medium, a100):
 
 
 def test_precision_helpers(a100):
-    assert precision_of({"bf16": {"enabled": True}}) == "bf16"
-    assert precision_of({"fp16": {"enabled": "auto"}}) == "fp16"
-    assert precision_of({"fp16": {"enabled": False}}) == "fp32"
-    assert precision_of({}) == "fp32"
+    assert precision_of({"bf16": {"enabled": True}}) == "bf16"  # the label's own tests: tests/test_precision.py
     assert default_precision(a100) == "bf16"
     assert default_precision(load_profile("dgx2-v100-32gb")) == "fp16"
 
@@ -257,6 +254,20 @@ def test_a_script_calibration_carries_its_models_config(a100):
     assert p.model.hooked_modules == 24
     bare = predictor(dataclasses.replace(script, hf_config=None), a100)
     assert not bare.model.block.mlm_head and bare.model.block.causal
+
+
+def test_a_torch_autocast_label_predicts_as_deepspeeds_autocast_flags(medium, a100):
+    from simtune.space import Trial
+
+    labelled = Predictor.from_parts(None, medium, a100, world_size=8, precision="bf16+autocast")
+    flagged = Predictor.from_parts(None, medium, a100, world_size=8, precision="bf16", autocast=True,
+                                   deepspeed_autocast=True)
+    plain = Predictor.from_parts(None, medium, a100, world_size=8, precision="bf16")
+    assert (labelled.precision, labelled.autocast, labelled.deepspeed_autocast) == ("bf16", True, True)
+    assert labelled.precision_label == "bf16+autocast" and plain.precision_label == "bf16"
+    trial = Trial(stage=2, micro_batch_size=4)
+    assert labelled.predict(trial).time.step_s == flagged.predict(trial).time.step_s
+    assert labelled.predict(trial).memory.total_bytes > plain.predict(trial).memory.total_bytes  # fp32 states
 
 
 def test_autocast_costs_more_than_16_bit_and_less_than_fp32_on_a_v100():
