@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import psutil
+
 from simtune.runner.interference import MAX_OTHERS_CORES, Load, LoadWatch, busy_s, load_note, watched
 
 BUSY = "import sys, time\nend = time.time() + {s}\nwhile time.time() < end: pass\nopen(sys.argv[1], 'w').write(str(time.process_time()))"
@@ -52,19 +54,21 @@ def test_the_measured_works_own_orphans_are_not_counted_as_others(tmp_path):
 
 
 def test_a_launch_running_before_the_measurement_and_kept_is_its_own_work(tmp_path):
-    """A shared launch starts before its experiment: its ranks (grandchildren here) are already
-    running when the experiment's watch starts, and their work is the experiment's."""
-    report = tmp_path / "cpu"
-    argv = [sys.executable, "-c", BUSY.format(s=2), str(report)]
-    launch = subprocess.Popen(["sh", "-c", shlex.join(argv)], start_new_session=True)  # sh waits: a grandchild
+    """A shared launch starts before its experiment: its ranks (a grandchild here) are already
+    running when the experiment's watch starts, and their work is the experiment's, not others'.
+    Two watches over the same window, one keeping the launch, differ by the rank's cores."""
+    argv = [sys.executable, "-c", BUSY.format(s=3), str(tmp_path / "cpu")]
+    launch = subprocess.Popen(["sh", "-c", shlex.join(argv) + "; exit 0"], start_new_session=True)
     time.sleep(0.3)
-    before, started = busy_s(), time.perf_counter()
-    watch = LoadWatch(lambda: {launch.pid})
-    spun = wait_for(report)
-    load = watch.load()
-    total = (busy_s() - before) / (time.perf_counter() - started)
+    (rank,) = psutil.Process(launch.pid).children()
+    before, started = sum(rank.cpu_times()[:2]), time.perf_counter()
+    kept, plain = LoadWatch(lambda: {launch.pid}), LoadWatch()
+    time.sleep(1.5)
+    rank_cores = (sum(rank.cpu_times()[:2]) - before) / (time.perf_counter() - started)
+    kept_load, plain_load = kept.load(), plain.load()
     launch.wait(timeout=30)
-    assert total - load.others_cores >= 0.8 * (spun - 0.3) / 2.5  # the rank's CPU time counted as the work's own
+    assert rank_cores > 0.2
+    assert plain_load.others_cores - kept_load.others_cores >= 0.7 * rank_cores
 
 
 def test_a_disturbed_measurement_has_a_note():

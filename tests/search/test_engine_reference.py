@@ -58,7 +58,7 @@ def test_per_unit_costs_of_a_later_workload_are_read_net_of_the_learnt_costs_per
     def predictor(model):
         return SimpleNamespace(calibration=SimpleNamespace(engines=(SimpleNamespace(reduce_bucket_size=None),)),
                                measured_compute_used=True, model=measured(model), hardware=hardware,
-                               precision="fp32")
+                               precision="fp32", precision_label="fp32")
 
     small = gpt2_spec()
     large = dataclasses.replace(small, parameter_count=small.parameter_count + 8_388_608)

@@ -1,6 +1,8 @@
 """What a search request resolves from the command line, before anything runs (the errors it
 raises are asserted end to end in tests/test_cli.py)."""
 
+import warnings
+
 import pytest
 
 from simtune.cli import build_parser
@@ -58,12 +60,13 @@ def test_the_flags_win_over_the_configs_autotuning_section(workdir):
     assert request.space.stages == (1,)
 
 
-def test_deepspeeds_torch_autocast_is_named_as_not_modelled(workdir):
+def test_deepspeeds_torch_autocast_is_the_requests_precision(workdir):
     (workdir / "ds.json").write_text('{"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 1},'
-                                     ' "torch_autocast": {"enabled": true, "dtype": "bfloat16"}}')
-    with pytest.warns(UserWarning, match="torch_autocast, which a search does not predict yet .* predictions "
-                                         "assume fp32 training"):
-        request_of("--deepspeed", "ds.json", "--num_gpus", "2")
+                                     ' "torch_autocast": {"enabled": true}}')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to warn about: the search predicts it
+        request = request_of("--deepspeed", "ds.json", "--num_gpus", "2")
+    assert request.precision == "bf16+autocast"  # no dtype: torch's default on this CPU machine
 
 
 @pytest.mark.parametrize("args,expected", [
