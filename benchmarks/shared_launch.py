@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     own_wall, shared_wall = statistics.median(walls["own"]), statistics.median(walls["shared"])
     print(f"wall time of the {len(CONFIGS)} experiments (median over {args.rounds} rounds): a launch each "
-          f"{own_wall:.1f} s, one shared launch {shared_wall:.1f} s (its start included): {own_wall / shared_wall:.1f}x")
+          f"{own_wall:.1f} s, one shared launch {shared_wall:.1f} s (its start included): "
+          f"{own_wall / shared_wall:.1f}x")
     if ratios:
         print(f"throughput shared / own: {min(ratios):.3f}..{max(ratios):.3f} over the configurations; "
               f"peak memory shared / own: {min(memory_ratios):.3f}..{max(memory_ratios):.3f}")

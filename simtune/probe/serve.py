@@ -6,21 +6,21 @@ Started like a probe run, with ``--simtune-serve=<folder>`` where a run has
     deepspeed <launcher args> --module simtune.probe --simtune-serve=<folder> SCRIPT
 
 Each rank imports torch and DeepSpeed and joins the process group (simtune's training program
-also imports its model library: :func:`warm_up`), then waits for ``request-1.json`` in the folder (:mod:`simtune.probe.protocol`), and so on. A request
-names the script's arguments, the run's probe.json and its two logs. Each run is what the
-probe's own launch of it would be: the process's peak memory is reset
-(:meth:`~simtune.probe.device.HostDevice.reset_peak`; on the host, what the process kept of the
-runs before still counts, so those readings say so: ``SHARED_RSS_KIND``), the script runs as
-``__main__`` with the
-run's arguments, its output goes to the run's logs (at the file descriptors, so that C++ output
-does too), and the same :class:`~simtune.probe.instrument.Instrument` times the engine
-``deepspeed.initialize`` returns and writes metrics.json. Only the end differs: once the window
-closed the ranks unwind to the loop (:class:`~simtune.probe.instrument.RunEnded`), the engine is
-destroyed (``engine.destroy()`` removes ZeRO-3's hooks), torch's ``linear`` that ZeRO-3 replaced
-is put back and the garbage collected; rank 0 writes the reply and the ranks take the next
-request. A run that ends any other way (out of the memory budget, an exception, the script
-ending early) ends the launch with the exit code its own launch would have had, so that the
-launcher stops every rank and the runner reads the outcome as it reads any launch's.
+also imports its model library: :func:`warm_up`), then waits for ``request-1.json`` in the folder
+(:mod:`simtune.probe.protocol`), and so on. A request names the script's arguments, the run's
+probe.json and its two logs. Each run is what the probe's own launch of it would be: the
+process's peak memory is reset (:meth:`~simtune.probe.device.HostDevice.reset_peak`; on the host,
+what the process kept of the runs before still counts, so those readings say so:
+``SHARED_RSS_KIND``), the script runs as ``__main__`` with the run's arguments, its output goes
+to the run's logs (at the file descriptors, so that C++ output does too), and the same
+:class:`~simtune.probe.instrument.Instrument` times the engine ``deepspeed.initialize`` returns
+and writes metrics.json. Only the end differs: once the window closed the ranks unwind to the
+loop (:class:`~simtune.probe.instrument.RunEnded`), the engine is destroyed (``engine.destroy()``
+removes ZeRO-3's hooks), torch's ``linear`` that ZeRO-3 replaced is put back and the garbage
+collected; rank 0 writes the reply and the ranks take the next request. A run that ends any other
+way (out of the memory budget, an exception, the script ending early) ends the launch with the
+exit code its own launch would have had, so that the launcher stops every rank and the runner
+reads the outcome as it reads any launch's.
 
 What a run saves is the launch's start: two launcher interpreters and every rank importing torch,
 DeepSpeed and the model library and meeting at the rendezvous, some 8 s of a 10 s run of a small
@@ -44,6 +44,7 @@ from simtune.probe.protocol import (SHARED_RSS_KIND, ProbeSettings, reply_path, 
 
 POLL_S = 0.01
 """How often a waiting rank looks for the next request."""
+
 
 class _Current:
     """The instrument of the run in progress (``deepspeed.initialize`` attaches its engine)."""

@@ -30,7 +30,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable
 
 from simtune.probe.protocol import PROBE_FLAG, reply_path, request_path, started_path, write_json_atomically
 from simtune.runner.executors import Execution, Executor, Interrupted, Launch, Submitted
