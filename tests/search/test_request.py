@@ -77,3 +77,12 @@ def test_deepspeeds_torch_autocast_is_the_requests_precision(workdir):
 ])
 def test_config_path_in_script_args(args, expected):
     assert config_path_in(args) == expected
+
+
+def test_only_the_simulated_search_of_the_built_in_program_shares_a_launch(workdir):
+    (workdir / "ds.json").write_text('{"train_micro_batch_size_per_gpu": 1}')
+    (workdir / "train.py").write_text("")
+    assert request_of("--num_gpus", "2").shares_launch()
+    assert not request_of("--num_gpus", "2", "--no-shared-launch").shares_launch()
+    assert not request_of("--num_gpus", "2", "--strategy", "measure").shares_launch()
+    assert not request_of("--num_gpus", "2", "train.py", "--deepspeed", "ds.json").shares_launch()
