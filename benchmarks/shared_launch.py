@@ -5,10 +5,11 @@ one shared launch (simtune.runner.shared_launch), which pays the launch's start 
 the same configurations, in rounds, both ways through the runner (the real DeepSpeed launcher,
 the probe, 2 CPU processes, gloo): in each round every configuration in a launch of its own,
 then all of them as requests to one new shared launch (its start counted in its wall time), the
-order of the two halves alternating from round to round. ZeRO-3 runs in the middle of the order,
-so that the runs after it show whether its engine left anything behind. It reports per
-configuration the median throughput and peak memory each way and their ratio, and the wall time
-of all the configurations each way.
+order of the two halves alternating from round to round. ZeRO-3 runs second: its engine outlives
+its run (DeepSpeed keeps it), so its shared launch ends after it and the last two run in a new
+one, as a search's would. It reports per configuration the median throughput and peak memory
+each way and their ratio, the wall time of all the configurations each way, and how many shared
+launches each round took.
 
 Run from the repository root (no GPU needed; DS_ACCELERATOR=cpu is set here):
 
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     memory: dict[tuple[str, str], list[int]] = {}
     walls: dict[str, list[float]] = {"own": [], "shared": []}
     failures: list[str] = []
+    launch_counts: list[int] = []
     workload = (str(TRAIN_PROGRAM), ("--model", MODEL, "--seq-len", SEQ_LEN, "--deepspeed", "ds_config.json"))
     with tempfile.TemporaryDirectory(prefix="simtune-shared-") as folder:
         for round_ in range(args.rounds):
@@ -73,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     runner.close()
                 walls[way].append(time.monotonic() - started)
+                shared = runner.shared_launch
+                if shared is not None:
+                    launch_counts.append(shared.launches)
                 for result in results:
                     if not result.ok or result.metrics is None:
                         failures.append(f"round {round_ + 1} {way} {result.name}: {result.status} {result.reason}")
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     own_wall, shared_wall = statistics.median(walls["own"]), statistics.median(walls["shared"])
     print(f"wall time of the {len(CONFIGS)} experiments (median over {args.rounds} rounds): a launch each "
           f"{own_wall:.1f} s, one shared launch {shared_wall:.1f} s (its start included): "
-          f"{own_wall / shared_wall:.1f}x")
+          f"{own_wall / shared_wall:.1f}x; shared launches per round: {', '.join(map(str, launch_counts))}")
     if ratios:
         print(f"throughput shared / own: {min(ratios):.3f}..{max(ratios):.3f} over the configurations; "
               f"peak memory shared / own: {min(memory_ratios):.3f}..{max(memory_ratios):.3f}")

@@ -22,8 +22,8 @@ PROBE_FLAG = "--simtune-probe"
 SHARED_RSS_KIND = "rss_peak_after_earlier_runs"
 """metrics.json's ``memory_kind`` of a host run that followed others in a shared launch: its
 ``VmHWM`` starts from what the process kept of them (heap the allocator does not hand back,
-libraries loaded), so it reads high (benchmarks/results/shared_launch.txt) and teaches no memory
-correction."""
+libraries loaded), so it can read high (0-1.5% on gpt2-tiny: benchmarks/results/shared_launch.txt)
+and teaches no memory correction."""
 
 SERVE_FLAG = "--simtune-serve"
 """``--simtune-serve=<folder>``: the ranks of a shared launch run one request after another from
@@ -115,7 +115,9 @@ def started_path(folder: str | Path, number: int) -> Path:
 
 def reply_path(folder: str | Path, number: int) -> Path:
     """Written by rank 0 once request ``number`` ran to the end of its window and the ranks
-    released it: ``{"returncode": 0, "run_s": ...}``. A run that ends otherwise ends the launch."""
+    released it: ``{"returncode": 0, "run_s": ..., "ends": null}``, ``"ends"`` saying why the
+    launch ends after it (its engine outlived the run) instead of taking the next request. A run
+    that ends otherwise ends the launch without a reply."""
     return Path(folder) / f"reply-{number}.json"
 
 

@@ -17,7 +17,9 @@ to the run's logs (at the file descriptors, so that C++ output does too), and th
 and writes metrics.json. Only the end differs: once the window closed the ranks unwind to the
 loop (:class:`~simtune.probe.instrument.RunEnded`), the engine is destroyed (``engine.destroy()``
 removes ZeRO-3's hooks), torch's ``linear`` that ZeRO-3 replaced is put back and the garbage
-collected; rank 0 writes the reply and the ranks take the next request. A run that ends any other
+collected; rank 0 writes the reply and the ranks take the next request, unless the engine outlived
+the run (ZeRO-3's does): then the reply says so and the launch ends, so that no run is measured
+beside another's leftovers. A run that ends any other
 way (out of the memory budget, an exception, the script ending early) ends the launch with the
 exit code its own launch would have had, so that the launcher stops every rank and the runner
 reads the outcome as it reads any launch's.
@@ -34,6 +36,7 @@ import json
 import os
 import sys
 import time
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, NoReturn
@@ -153,15 +156,33 @@ def run_once(request: dict[str, Any], current: _Current, script: str, local_rank
     return 0  # not reached: report_no_metrics ends the run
 
 
-def release(current: _Current) -> None:
-    """Free what the run left: its engine (destroyed), the instrument, ZeRO-3's ``linear``."""
+def release(current: _Current) -> bool:
+    """Free what the run left: its engine (destroyed), the instrument, ZeRO-3's ``linear``.
+    Whether the engine is gone: a ZeRO-3 engine is not (something of DeepSpeed's keeps its model,
+    so its optimizer states, alive after ``destroy()``: 93 tensors, 10 MiB of gpt2-tiny's, more with
+    every such run), and what it keeps would count in every later run's peak memory."""
     instrument, current.instrument = current.instrument, None
     engine = None if instrument is None else instrument.engine
-    if engine is not None and hasattr(engine, "destroy"):
+    if engine is None:
+        return True
+    if hasattr(engine, "destroy"):
         engine.destroy()
+    gone = weakref.ref(engine)
     del instrument, engine
     restore_linear()
     gc.collect()
+    return gone() is None
+
+
+def on_every_rank(flag: bool) -> bool:
+    """``flag`` true on every rank (one gather), so that the ranks leave or stay together."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    flags: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(flags, flag)
+    return all(bool(f) for f in flags)
 
 
 def restore_linear() -> None:
@@ -192,8 +213,11 @@ def serve(folder: str, script: str, local_rank: str | None) -> NoReturn:
             code = run_once(request, current, script, local_rank, first=number == 1)
         if code != 0:
             end_process(code)
-        release(current)
+        freed = on_every_rank(release(current))
         if rank0:
-            write_json_atomically(reply_path(folder, number),
-                                  {"returncode": 0, "run_s": round(time.perf_counter() - started, 3)})
+            write_json_atomically(reply_path(folder, number), {
+                "returncode": 0, "run_s": round(time.perf_counter() - started, 3),
+                "ends": None if freed else "its engine outlived it"})
+        if not freed:  # a new launch serves the next request, with none of this run's memory
+            end_process(0)
         number += 1

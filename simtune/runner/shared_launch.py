@@ -12,7 +12,8 @@ ahead (:meth:`SharedLaunch.start`), so that its start overlaps the study of the 
 - A run that ends other than by its window closing (an exception, out of the memory budget, the
   program ending early) ends the launch with that run's exit code; the launcher's own lines since
   the request are appended to the experiment's logs, the outcome is read as any launch's, and the
-  next experiment starts a new shared launch.
+  next experiment starts a new shared launch. So does a successful run whose engine outlived it
+  (a ZeRO-3 engine does: its reply says so), so that no run is measured beside its leftovers.
 - A shared launch that ends before it took a request up failed by itself, not by the
   experiment: that experiment and every later one run in launches of their own (the
   ``fallback`` executor), and :attr:`SharedLaunch.given_up` says why.
@@ -25,12 +26,13 @@ with one slot set: a user's script, several nodes or experiments side by side ke
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from simtune.probe.protocol import PROBE_FLAG, reply_path, request_path, started_path, write_json_atomically
 from simtune.runner.executors import Execution, Executor, Interrupted, Launch, Submitted
@@ -74,6 +76,9 @@ class SharedLaunch(Executor):
         """Why experiments now run in launches of their own (None: they share one)."""
         self.launches = 0
         """Shared launches started so far."""
+        self.ended_after_run: list[str] = []
+        """Runs after which their launch ended although they succeeded, and why (ZeRO-3's
+        engine outlives its run: :func:`simtune.probe.serve.release`)."""
         self._process: subprocess.Popen[bytes] | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
@@ -120,7 +125,12 @@ class SharedLaunch(Executor):
         reply = reply_path(self.folder, number)
         while True:
             if reply.is_file():
-                return Execution(0, False, time.monotonic() - started)
+                wall = time.monotonic() - started
+                why = _read_json(reply).get("ends")
+                if why:  # the ranks are leaving: the next experiment starts a new launch
+                    self.ended_after_run.append(f"{launch.name}: {why}")
+                    self._end()
+                return Execution(0, False, wall)
             if self._stopped:
                 raise Interrupted()
             code = process.poll()
@@ -144,7 +154,8 @@ class SharedLaunch(Executor):
         if not self.launches:
             return None
         words = ("in one shared launch" if self.launches == 1 else
-                 f"in {self.launches} shared launches: a run that fails ends one")
+                 f"in {self.launches} shared launches: a run that fails, or one whose engine outlives it "
+                 f"(ZeRO-3's), ends one")
         return words if self.given_up is None else f"{words}, then each in its own: {self.given_up}"
 
     # -- the launch -------------------------------------------------------------------------------
@@ -188,6 +199,15 @@ class SharedLaunch(Executor):
         if port is not None:
             remove_shm_buffers(port)
             release_port(port)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path`` (empty when it holds none)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _append_tail(source: Path, target: Path, offset: int) -> None:

@@ -1,6 +1,6 @@
-"""Experiments as requests to one shared launch: real runs of tests/data/tiny_train.py on 2 CPU
-processes through DeepSpeed's launcher (two shared launches: the crash ends the first), and the
-fall-back to a launch each when the shared launch cannot start."""
+"""Experiments as requests to one shared launch: real runs of the built-in program (gpt2-tiny) on 2
+CPU processes through DeepSpeed's launcher (three shared launches: ZeRO-3's run ends the first, a
+crash the second), and the fall-back to a launch each when the shared launch cannot start."""
 
 import json
 import sys
@@ -13,14 +13,13 @@ from simtune.runner import Experiment, Resources, Runner
 from simtune.runner.executors import Launch, LocalExecutor
 from simtune.runner.shared_launch import SharedLaunch, run_arguments
 from simtune.watchdog import SHM_DIR
-
-SCRIPT = Path(__file__).parents[1] / "data" / "tiny_train.py"
+from simtune.workloads import TRAIN_PROGRAM
 
 
 def ds_config(stage, mbs, gas=1):
     return {"train_micro_batch_size_per_gpu": mbs, "gradient_accumulation_steps": gas,
             "train_batch_size": mbs * gas * 2,
-            "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}},
+            "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "weight_decay": 0.0}},
             "zero_optimization": {"stage": stage}}
 
 
@@ -59,38 +58,42 @@ def test_a_shared_launch_that_cannot_start_leaves_the_experiment_to_a_launch_of_
 
 
 @pytest.mark.slow
-def test_experiments_share_one_launch_until_a_run_crashes(tmp_path):
-    runner = Runner((str(SCRIPT), ["--deepspeed", "user_ds.json", "--batch_size", "1", "--fail_batch_size", "3"]),
+def test_experiments_share_one_launch_until_a_run_crashes_or_leaves_its_engine_behind(tmp_path):
+    runner = Runner((str(TRAIN_PROGRAM), ["--model", "gpt2-tiny", "--seq-len", "16", "--deepspeed", "ds.json"]),
                     Resources.local(num_gpus=2, accelerator="cpu"), tmp_path / "results", tmp_path / "exps",
-                    arg_mappings={"train_micro_batch_size_per_gpu": "--batch_size"}, start_profile_step=2,
-                    end_profile_step=4, shared_launch=True)
+                    start_profile_step=2, end_profile_step=4, shared_launch=True)
     shared = runner.shared_launch
     assert shared is not None and runner.parallel == 1
-    experiments = [Experiment("z3_gas2_tmbspg4", None, ds_config(3, 4, gas=2)),
-                   Experiment("z0_gas1_tmbspg2", None, ds_config(0, 2)),
-                   Experiment("z0_gas1_tmbspg3", None, ds_config(0, 3)),
-                   Experiment("z1_gas1_tmbspg2", None, ds_config(1, 2))]
+    inconsistent = {**ds_config(0, 2), "train_batch_size": 7}  # DeepSpeed refuses it in every rank
+    experiments = [Experiment("z0_gas1_tmbspg2", None, ds_config(0, 2)),
+                   Experiment("z1_gas2_tmbspg2", None, ds_config(1, 2, gas=2)),
+                   Experiment("z3_gas1_tmbspg2", None, ds_config(3, 2)),
+                   Experiment("z0_bad_batch", None, inconsistent),
+                   Experiment("z2_gas1_tmbspg2", None, ds_config(2, 2))]
     try:
         runner.start_shared_launch()
         first_port = shared._port
         results = runner.run(experiments)
     finally:
         runner.close()
-    assert [r.status for r in results] == ["ok", "ok", "crashed", "ok"], [r.reason for r in results]
-    assert results[2].reason == "ValueError: tiny_train was asked to fail (batch size 3)"
-    assert "Traceback" in (Path(results[2].result_dir) / "stderr.log").read_text()
-    assert shared.launches == 2 and shared.given_up is None  # the crash ended the first; the last got a new one
-    for result, (stage, batch) in zip([results[i] for i in (0, 1, 3)], [(3, 16), (0, 4), (1, 4)]):
+    assert [r.status for r in results] == ["ok", "ok", "ok", "crashed", "ok"], [r.reason for r in results]
+    assert "train_batch_size" in results[3].reason
+    assert "Traceback" in (Path(results[3].result_dir) / "stderr.log").read_text()
+    # ZeRO-3's engine outlives its run, so its launch ended after it; the crash ended the second
+    assert (shared.launches, shared.given_up, shared.ended_after_run) == (
+        3, None, ["z3_gas1_tmbspg2: its engine outlived it"])
+    ok = [results[i] for i in (0, 1, 2, 4)]
+    for result, (stage, batch) in zip(ok, [(0, 4), (1, 8), (3, 4), (2, 4)]):
         metrics = result.metrics
         assert (metrics["zero_stage"], metrics["train_batch_size"]) == (stage, batch)
         assert len(metrics["step_times_s"]) == 3 and metrics["peak_memory_bytes"] > 0
         record = json.loads((Path(result.result_dir) / "exp.json").read_text())
         assert record["status"] == "ok" and record["shared_launch"]["request"] >= 1
-        assert "tiny_train" not in (Path(result.result_dir) / "stderr.log").read_text()
-    # the first run's resident-set peak is a fresh process's; a later one's says what it includes
-    assert [results[i].metrics["memory_kind"] for i in (0, 1, 3)] == [
-        "rss_peak", "rss_peak_after_earlier_runs", "rss_peak"]  # the last is the second launch's first
+        assert "Traceback" not in (Path(result.result_dir) / "stderr.log").read_text()
+    # a first run's resident-set peak is a fresh process's; a later one's says what it includes
+    assert [r.metrics["memory_kind"] for r in ok] == [
+        "rss_peak", "rss_peak_after_earlier_runs", "rss_peak_after_earlier_runs", "rss_peak"]
     # each run's own lines went to its own log, none to another's
-    assert "batch size 3" not in (Path(results[1].result_dir) / "stderr.log").read_text()
+    assert "train_batch_size" not in (Path(results[1].result_dir) / "stderr.log").read_text()
     assert runner.shared_launch.running_pids() == set()
     assert not list(SHM_DIR.glob(f"deepspeed_allreduce_buffer_*_{first_port}_*"))
