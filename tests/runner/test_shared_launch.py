@@ -58,6 +58,7 @@ def test_a_shared_launch_that_cannot_start_leaves_the_experiment_to_a_launch_of_
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("launches-2")  # beside the timed launches (tests/conftest.py): nothing here is timed
 def test_experiments_share_one_launch_until_a_run_crashes_or_leaves_its_engine_behind(tmp_path):
     runner = Runner((str(TRAIN_PROGRAM), ["--model", "gpt2-tiny", "--seq-len", "16", "--deepspeed", "ds.json"]),
                     Resources.local(num_gpus=2, accelerator="cpu"), tmp_path / "results", tmp_path / "exps",
