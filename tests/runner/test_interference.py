@@ -59,6 +59,9 @@ def test_a_launch_running_before_the_measurement_and_kept_is_its_own_work(tmp_pa
     Two watches over the same window, one keeping the launch, differ by the rank's cores."""
     argv = [sys.executable, "-c", BUSY.format(s=3), str(tmp_path / "cpu")]
     launch = subprocess.Popen(["sh", "-c", shlex.join(argv) + "; exit 0"], start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not psutil.Process(launch.pid).children() and time.monotonic() < deadline:  # a busy machine starts it late
+        time.sleep(0.05)
     time.sleep(0.3)
     (rank,) = psutil.Process(launch.pid).children()
     before, started = sum(rank.cpu_times()[:2]), time.perf_counter()
