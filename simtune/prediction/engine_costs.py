@@ -46,11 +46,11 @@ from simtune.model.step_time import gradient_copy_s, param_pass_terms
 from simtune.precision import autocast_parts
 
 
-def labelled_config(stage: int, micro_batch_size: int, precision: str) -> TrainConfig:
+def labelled_config(stage: int, micro_batch_size: int, precision: str, dp_degree: int = 1) -> TrainConfig:
     """The TrainConfig of a precision label (``"bf16+autocast"``: :mod:`simtune.precision`)."""
     dtype, autocast = autocast_parts(precision)
-    return TrainConfig(stage=stage, micro_batch_size=micro_batch_size, precision=dtype, autocast=autocast,
-                       deepspeed_autocast=autocast)
+    return TrainConfig(stage=stage, micro_batch_size=micro_batch_size, dp_degree=dp_degree, precision=dtype,
+                       autocast=autocast, deepspeed_autocast=autocast)
 
 
 def forward_intercept_s(model: ModelSpec, hardware: HardwareSpec, precision: str) -> float:

@@ -35,6 +35,7 @@ from simtune.errors import ConfigError, InputError, SimtuneError
 from simtune.hardware.profile import HardwareProfile
 from simtune.model import compute_time
 from simtune.knobs import deepspeed_defaults, modelled_keys
+from simtune.prediction.engine_costs import labelled_config
 from simtune.prediction.largest_fit import MAX_MICRO_BATCH_SIZE, largest_that_fits
 from simtune.model.adapters import hardware_spec, model_spec, structure_of, train_config
 from simtune.model.estimate import Estimate, estimate, metrics
@@ -364,11 +365,8 @@ def engine_residuals(calibration: Calibration, model: ModelSpec, hardware: Hardw
     memory: list[tuple[int, int, int]] = []
     small = {(e.stage, e.micro_batch_size): e for e in calibration.engines if e.reduce_bucket_size is not None}
 
-    dtype, autocast = autocast_parts(precision)
-
     def backward_residual(e: EngineRun) -> tuple[float, Estimate]:
-        config = TrainConfig(stage=e.stage, micro_batch_size=e.micro_batch_size, dp_degree=e.world_size,
-                             precision=dtype, autocast=autocast, deepspeed_autocast=autocast)
+        config = labelled_config(e.stage, e.micro_batch_size, precision, dp_degree=e.world_size)
         if e.reduce_bucket_size is not None:
             config = dataclasses.replace(config, reduce_bucket_size=e.reduce_bucket_size)
         predicted = estimate(model, layout_hardware(hardware, e.world_size), config)
