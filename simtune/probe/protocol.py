@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from simtune.atomic import write_atomically
 from simtune.errors import ConfigError
@@ -119,6 +120,15 @@ def reply_path(folder: str | Path, number: int) -> Path:
     launch ends after it (its engine outlived the run) instead of taking the next request. A run
     that ends otherwise ends the launch without a reply."""
     return Path(folder) / f"reply-{number}.json"
+
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """The JSON object in ``path``; empty when the file is missing, unreadable or holds no object."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def write_json_atomically(path: str | Path, data: object) -> None:

@@ -26,15 +26,15 @@ with one slot set: a user's script, several nodes or experiments side by side ke
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from simtune.probe.protocol import PROBE_FLAG, reply_path, request_path, started_path, write_json_atomically
+from simtune.probe.protocol import (PROBE_FLAG, read_json_object, reply_path, request_path, started_path,
+                                    write_json_atomically)
 from simtune.runner.executors import Execution, Executor, Interrupted, Launch, Submitted
 from simtune.runner.launcher import free_port, release_port, start_watchdog, stop_group
 from simtune.watchdog import remove_shm_buffers
@@ -126,7 +126,7 @@ class SharedLaunch(Executor):
         while True:
             if reply.is_file():
                 wall = time.monotonic() - started
-                why = _read_json(reply).get("ends")
+                why = read_json_object(reply).get("ends")
                 if why:  # the ranks are leaving: the next experiment starts a new launch
                     self.ended_after_run.append(f"{launch.name}: {why}")
                     self._end()
@@ -199,15 +199,6 @@ class SharedLaunch(Executor):
         if port is not None:
             remove_shm_buffers(port)
             release_port(port)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path`` (empty when it holds none)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _append_tail(source: Path, target: Path, offset: int) -> None:

@@ -19,7 +19,6 @@ the search submitted (``scancel``).
 from __future__ import annotations
 
 import datetime
-import json
 import math
 import sys
 import threading
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from simtune.errors import InputError, LaunchError
+from simtune.probe.protocol import read_json_object
 from simtune.runner.executors import Execution, Executor, Interrupted, Launch, Submitted
 from simtune.runner.resources import Resources
 from simtune.runner.slurm import JobInfo, cancel_jobs, job_info, require_commands
@@ -178,7 +178,7 @@ class SlurmExecutor(Executor):
 
     def _execution(self, launch: Launch, info: JobInfo, job_ids: list[str]) -> Execution:
         """The job's end: its exit code and wall time from job_result.json, its state from Slurm."""
-        ran = _read_json(launch.result_dir / JOB_RESULT_FILE)
+        ran = read_json_object(launch.result_dir / JOB_RESULT_FILE)
         returncode = ran.get("returncode") if isinstance(ran.get("returncode"), int) else None
         wall_s = float(ran.get("wall_s") or 0.0)
         record = {"job_id": info.job_id, "job_ids": job_ids, "job_state": info.state,
@@ -218,14 +218,6 @@ class SlurmExecutor(Executor):
         with self._lock:
             job_ids = sorted(self._in_flight)
         cancel_jobs(job_ids)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _clear_attempt(result_dir: Path) -> None:
