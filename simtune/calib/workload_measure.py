@@ -30,7 +30,6 @@ Regime measured, and why:
 
 from __future__ import annotations
 
-import ctypes
 import datetime
 import functools
 import statistics
@@ -43,6 +42,7 @@ from simtune.calibration.workload import (MicroBatchMeasurement, ModelShape, Req
                                           WorkloadCalibrationError)
 from simtune.errors import WorkloadError
 from simtune.precision import TORCH_DTYPE_NAMES, autocast_parts
+from simtune.probe.device import reset_rss_peak
 from simtune.workloads.presets import Workload, _from_document, build_model, load_workload
 
 Batch = dict[str, Any]
@@ -79,15 +79,6 @@ def rss_bytes() -> int:
     return 0 if value is None else value * 1024
 
 
-def release_free_heap() -> None:
-    """Give freed heap pages back to the system (glibc ``malloc_trim``), so that a region's peak
-    resident size counts the pages it needs rather than pages an earlier region left behind."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 class PeakMemory:
     """Peak memory above the starting point over a region, on the device the model runs on."""
 
@@ -101,12 +92,7 @@ class PeakMemory:
             self.torch.cuda.reset_peak_memory_stats()
             self.start = self.torch.cuda.memory_allocated()
         else:
-            release_free_heap()
-            try:
-                with open("/proc/self/clear_refs", "w") as handle:
-                    handle.write("5")
-            except OSError:
-                pass
+            reset_rss_peak()
             self.start = rss_bytes()
         return self
 

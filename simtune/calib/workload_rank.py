@@ -46,9 +46,9 @@ from deepspeed.accelerator import get_accelerator
 from simtune.calib.engines import engine_config, frozen_heap, measure_stage_engines
 from simtune.calib.run_all import measure
 from simtune.calib.workload_measure import (build_measured_model, calibration_from, checkpointing_switch,
-                                            device_sync, device_text, measure_module, release_free_heap, rss_bytes,
-                                            token_batches)
+                                            device_sync, device_text, measure_module, rss_bytes, token_batches)
 from simtune.calibration.workload import LOG_PREFIX, Request
+from simtune.probe.device import release_free_heap
 from simtune.probe.protocol import write_json_atomically
 from simtune.workloads.presets import Workload, build_model, load_workload
 

@@ -38,6 +38,26 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
 
 
+def release_free_heap() -> None:
+    """Give freed heap pages back to the system (glibc ``malloc_trim``), so that a region's peak
+    resident size counts the pages it needs rather than pages an earlier region left behind."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the freed pages stay resident
+        pass
+
+
+def reset_rss_peak() -> None:
+    """Start a new peak resident size: freed heap handed back, then ``VmHWM`` set to the current
+    resident size (``5`` written to ``/proc/self/clear_refs``)."""
+    release_free_heap()
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+            refs.write("5")
+    except OSError:
+        pass
+
+
 class HostDevice:
     kind = "cpu"
     memory_kind = "rss_peak"
@@ -61,15 +81,7 @@ class HostDevice:
         return None
 
     def reset_peak(self) -> None:
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc: the freed pages stay resident
-            pass
-        try:
-            with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
-                refs.write("5")
-        except OSError:
-            pass
+        reset_rss_peak()
 
 
 class CudaDevice:
