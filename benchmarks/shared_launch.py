@@ -5,9 +5,8 @@ one shared launch (simtune.runner.shared_launch), which pays the launch's start 
 the same configurations, in rounds, both ways through the runner (the real DeepSpeed launcher,
 the probe, 2 CPU processes, gloo): in each round every configuration in a launch of its own,
 then all of them as requests to one new shared launch (its start counted in its wall time), the
-order of the two halves alternating from round to round. ZeRO-3 runs second: its engine outlives
-its run (DeepSpeed keeps it), so its shared launch ends after it and the last two run in a new
-one, as a search's would. It reports per configuration the median throughput and peak memory
+order of the two halves alternating from round to round. ZeRO-3 runs second, so that stages 1
+and 2 run after it in the same process (what it leaves would show in their memory). It reports per configuration the median throughput and peak memory
 each way and their ratio, the wall time of all the configurations each way, and how many shared
 launches each round took.
 

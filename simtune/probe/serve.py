@@ -16,10 +16,11 @@ to the run's logs (at the file descriptors, so that C++ output does too), and th
 :class:`~simtune.probe.instrument.Instrument` times the engine ``deepspeed.initialize`` returns
 and writes metrics.json. Only the end differs: once the window closed the ranks unwind to the
 loop (:class:`~simtune.probe.instrument.RunEnded`), the engine is destroyed (``engine.destroy()``
-removes ZeRO-3's hooks), torch's ``linear`` that ZeRO-3 replaced is put back and the garbage
+removes ZeRO-3's hooks), what DeepSpeed keeps of a ZeRO-3 model past ``destroy()`` is dropped
+(:func:`forget_zero3_model`), torch's ``linear`` that ZeRO-3 replaced is put back and the garbage
 collected; rank 0 writes the reply and the ranks take the next request, unless the engine outlived
-the run (ZeRO-3's does): then the reply says so and the launch ends, so that no run is measured
-beside another's leftovers. A run that ends any other
+the run (something still holds it): then the reply says so and the launch ends, so that no run is
+measured beside another's leftovers. A run that ends any other
 way (out of the memory budget, an exception, the script ending early) ends the launch with the
 exit code its own launch would have had, so that the launcher stops every rank and the runner
 reads the outcome as it reads any launch's.
@@ -157,10 +158,10 @@ def run_once(request: dict[str, Any], current: _Current, script: str, local_rank
 
 
 def release(current: _Current) -> bool:
-    """Free what the run left: its engine (destroyed), the instrument, ZeRO-3's ``linear``.
-    Whether the engine is gone: a ZeRO-3 engine is not (something of DeepSpeed's keeps its model,
-    so its optimizer states, alive after ``destroy()``: 93 tensors, 10 MiB of gpt2-tiny's, more with
-    every such run), and what it keeps would count in every later run's peak memory."""
+    """Free what the run left: its engine (destroyed), the instrument, ZeRO-3's references to the
+    model and its ``linear``. Whether the engine is gone: whatever still holds it (the script's own
+    globals, a reference DeepSpeed keeps that :func:`forget_zero3_model` does not know) keeps its
+    model and optimizer states, which would count in every later run's peak memory."""
     instrument, current.instrument = current.instrument, None
     engine = None if instrument is None else instrument.engine
     if engine is None:
@@ -169,9 +170,31 @@ def release(current: _Current) -> bool:
         engine.destroy()
     gone = weakref.ref(engine)
     del instrument, engine
+    forget_zero3_model()
     restore_linear()
     gc.collect()
     return gone() is None
+
+
+def forget_zero3_model() -> None:
+    """Drop the two references to a ZeRO-3 model that DeepSpeed keeps after ``engine.destroy()``
+    (DeepSpeed 0.19): the model pushed onto ``parameter_offload.FWD_MODULE_STACK`` when the engine
+    set its hooks up, never popped, and the class-wide ``functools.lru_cache`` of
+    ``PartitionedParameterCoordinator.__params_to_release``, whose keys hold the coordinator
+    (which holds the model) and its modules. Either alone keeps the engine, its model and its
+    optimizer states alive for the rest of the process. Called between runs only: no engine is
+    running then, and the next one's stack and cache start afresh."""
+    try:
+        from deepspeed.runtime.zero import parameter_offload
+        from deepspeed.runtime.zero.partitioned_param_coordinator import PartitionedParameterCoordinator
+    except ImportError:
+        return
+    del parameter_offload.FWD_MODULE_STACK[:]
+    for attribute in vars(PartitionedParameterCoordinator).values():
+        wrapped = [cell.cell_contents for cell in getattr(attribute, "__closure__", None) or ()]
+        for cached in [attribute, *wrapped]:  # the cache itself, or under DeepSpeed's nvtx wrapper
+            if callable(getattr(cached, "cache_clear", None)):
+                cached.cache_clear()
 
 
 def on_every_rank(flag: bool) -> bool:
