@@ -34,7 +34,10 @@ A source that states its parts' HBM bandwidth or memory (``hardware.hbm_bytes_pe
 modelled.
 
 What each source ran is taken from its own description: the attention implementation
-(``software.attention``: eager, sdpa or flash, with its basis), the dropout its models train with
+(``software.attention``: eager, sdpa or flash, with its basis) and, where its fused kernel is
+older than the FlashAttention-2 the spec profiles carry, that kernel (``software.attention_kernel``
+with its basis: llm-foundry's MPT tables ran FlashAttention-1-era Triton kernels,
+:data:`KERNEL_SPEED`), the dropout its models train with
 (``software.dropout``, with its basis; else the model type's default), the loss
 (``software.loss``: fp32 where torch's cross-entropy runs over upcast logits, the default; fused
 for a fused cross-entropy kernel, with its basis), whether it trains an fp32 model under torch
@@ -226,10 +229,40 @@ def as_stated(profile: HardwareProfile, hardware: dict[str, Any]) -> HardwarePro
     return build(sheet)
 
 
+KERNEL_SPEED = {
+    "flash-attn-1-triton": {"dgx-a100-80gb": {64: 79 / 140, 128: 68 / 155},
+                            "dgx-h100-80gb": {64: 136 / 232, 128: 108 / 265}},
+}
+"""Fused attention kernels older than the FlashAttention-2 the spec profiles carry, as a fraction
+of FlashAttention-2's speed on the same GPU, by head dimension: the forward+backward TFLOPS with
+a causal mask at 2k tokens in the FlashAttention-2 paper's benchmark figures (Dao 2023, arXiv
+2307.08691, Figures 4 and 7; Dao-AILab/flash-attention assets/flash2_a100_fwd_bwd_benchmark.png
+and flash2_h100_fwd_bwd_benchmark.png). A100: FlashAttention Triton 79 and 68 against 140 and
+155 at head dimension 64 and 128 (FlashAttention-1's CUDA kernel 77 and 69). H100: the figure has
+no Triton bar; FlashAttention-1's 136 and 108 against 232 and 265 stand for it."""
+
+
+def with_attention_kernel(profile: HardwareProfile, kernel: str | None, head_dim: int) -> HardwareProfile:
+    """``profile`` with its fused attention rates scaled to the kernel a source ran
+    (``software.attention_kernel``, :data:`KERNEL_SPEED`) at the head dimension nearest the
+    row's; unchanged where the source ran no older kernel."""
+    if not kernel:
+        return profile
+    speeds = KERNEL_SPEED[kernel][profile.name]
+    ratio = speeds[min(speeds, key=lambda dim: abs(dim - head_dim))]
+    attention = {dtype: dataclasses.replace(
+        rate, forward_flop_per_s=rate.forward_flop_per_s * ratio, backward_flop_per_s=rate.backward_flop_per_s * ratio,
+        basis=f"{rate.basis}; x {ratio:.2f} for {kernel} at head dimension {head_dim}")
+        for dtype, rate in profile.compute.attention.items()}
+    return dataclasses.replace(profile, compute=dataclasses.replace(profile.compute, attention=attention))
+
+
 def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
     """The cost model's prediction of one row."""
     profile = as_stated(load_profile(str(profile_of(source["hardware"]["gpu"]))), source["hardware"])
     software = source.get("software") or {}
+    profile = with_attention_kernel(profile, software.get("attention_kernel"),
+                                    int(row["model"]["hidden"]) // int(row["model"]["heads"]))
     workload = dataclasses.replace(workload_of(row["model"], software.get("attention"), software.get("dropout"),
                                                software.get("task")), loss=software.get("loss") or "fp32")
     parallel = row.get("parallel") or {}

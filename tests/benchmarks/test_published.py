@@ -102,3 +102,22 @@ def test_a_head_at_the_masked_positions_only_is_predicted_so():
     everywhere = copy.deepcopy(row)
     del everywhere["model"]["head_positions"]
     assert published.predict(row, source).tokens_per_s > published.predict(everywhere, source).tokens_per_s
+
+
+def test_an_older_attention_kernel_slows_the_fused_attention_and_the_row_that_ran_it():
+    from simtune.hardware import load_profile
+
+    published = _published()
+    a100 = load_profile("dgx-a100-80gb")
+    older = published.with_attention_kernel(a100, "flash-attn-1-triton", 112)  # nearest: head dimension 128
+    for dtype, rate in a100.compute.attention.items():
+        slowed = older.compute.attention[dtype]
+        assert slowed.forward_flop_per_s == pytest.approx(rate.forward_flop_per_s * 68 / 155)
+        assert slowed.backward_flop_per_s == pytest.approx(rate.backward_flop_per_s * 68 / 155)
+    assert older.compute.curves == a100.compute.curves
+    assert published.with_attention_kernel(a100, None, 128) is a100
+    source, row = _row("llm_foundry_h100", "mpt-h100-7b-s4096-g8")
+    assert source["software"]["attention_kernel"] == "flash-attn-1-triton"
+    as_run = published.predict(row, source)
+    with_fa2 = published.predict(row, {**source, "software": {**source["software"], "attention_kernel": None}})
+    assert as_run.tokens_per_s < 0.9 * with_fa2.tokens_per_s
