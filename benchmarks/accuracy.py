@@ -260,6 +260,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, work_dir_name: str) -> No
     parser.add_argument("--max-others", type=float, default=0.3,
                         help="run a launch again when other processes used more cores than this during it")
     parser.add_argument("--retries", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="launches per configuration, rounds in alternating order (medians over them)")
 
 
 def launch_on_cpu() -> None:
@@ -318,7 +320,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--max-load", type=float, default=1.5, help="wait for a 1-minute load average below this")
     parser.add_argument("--wait-s", type=float, default=0.0, help="wait up to this long for a quiet machine")
     parser.add_argument("--only", help="run only the configurations whose name contains this text")
-    parser.add_argument("--rounds", type=int, default=3, help="launches per configuration (medians over them)")
     args = parser.parse_args(argv)
     launch_on_cpu()
 

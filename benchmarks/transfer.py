@@ -15,9 +15,10 @@ Run from the repository root on a quiet machine (no GPU needed; DS_ACCELERATOR=c
 3. predicts workload B (default bert-tiny: another family, another vocabulary) from its closed form
    only (operators through the profile's curve, bandwidth and dispatch; activation formula), at 2
    processes and at 1, without running B;
-4. runs B for real through simtune's runner (one launch per configuration: every stage at three
-   micro-batch sizes, every stage with activation checkpointing, and every stage at 1 process)
-   and prints predicted against measured step time and peak memory, MAPE, Kendall's tau, and for
+4. runs B for real through simtune's runner (every stage at three micro-batch sizes, every stage
+   with activation checkpointing, and every stage at 1 process; each configuration in ``--rounds``
+   launches, rounds in alternating order, measured as the medians over them as
+   benchmarks/accuracy.py does) and prints predicted against measured step time and peak memory, MAPE, Kendall's tau, and for
    each group of configurations that differ only in the stage whether the stages are ordered as
    measured. The same runs are also predicted from the profile alone (no A), for contrast;
 5. and as ``simtune search`` predicts B on this machine once A's engine costs are saved
@@ -291,26 +292,39 @@ def main(argv: Optional[list[str]] = None) -> int:
     program = (str(TRAIN_PROGRAM), ["--model", args.model_b, "--seq-len", str(args.seq_b), "--deepspeed",
                                     str(config_path)])
     runs = accuracy.WatchedRuns(args, work)
-    measured: list[tuple[Case, Trial, dict, Optional[float]]] = []
     all_cases = cases()
-    for index, case in enumerate(all_cases):
-        space = TuningSpace.from_config(config, world_size=case.world)
-        trial = Trial(stage=case.stage, micro_batch_size=case.mbs, activation_checkpointing=case.checkpointing)
-        name = f"w{case.world}_{space.name(trial)}"
-        experiment = Experiment(name, trial, space.render(trial))
+    by_case: dict[int, list[tuple[dict, Optional[float]]]] = {i: [] for i in range(len(all_cases))}
+    failed: set[int] = set()
+    for round_number in range(1, args.rounds + 1):
+        order = list(range(len(all_cases)))
+        if round_number % 2 == 0:
+            order.reverse()
+        for done, index in enumerate(order):
+            case = all_cases[index]
+            space = TuningSpace.from_config(config, world_size=case.world)
+            trial = Trial(stage=case.stage, micro_batch_size=case.mbs, activation_checkpointing=case.checkpointing)
+            name = f"w{case.world}_{space.name(trial)}"
+            experiment = Experiment(name, trial, space.render(trial))
+            results = work / ("results" if round_number == 1 else f"results-round{round_number}")
 
-        def run(overwrite: bool) -> Any:
-            runner = Runner(program, Resources.resolve(num_gpus=case.world), work / "results", work / "exps",
-                            arg_mappings=space.autotuning.arg_mappings, timeout_s=300, overwrite=overwrite,
-                            start_profile_step=args.start_step, end_profile_step=args.end_step)
-            return runner.run([experiment])[0]
+            def run(overwrite: bool) -> Any:
+                runner = Runner(program, Resources.resolve(num_gpus=case.world), results, work / "exps",
+                                arg_mappings=space.autotuning.arg_mappings, timeout_s=300, overwrite=overwrite,
+                                start_profile_step=args.start_step, end_profile_step=args.end_step)
+                return runner.run([experiment])[0]
 
-        result, others = runs.run(name, run)
-        print(f"# [{index + 1}/{len(all_cases)}] {name}: {result.status}", file=sys.stderr, flush=True)
-        if result.status != "ok":
-            print(f"{name}: {result.status} ({result.reason})")
-            continue
-        measured.append((case, trial, result.metrics, others))
+            result, others = runs.run(name if round_number == 1 else f"{name}@round{round_number}", run)
+            print(f"# round {round_number}/{args.rounds} [{done + 1}/{len(all_cases)}] {name}: {result.status}",
+                  file=sys.stderr, flush=True)
+            if result.status != "ok":
+                print(f"{name} (round {round_number}): {result.status} ({result.reason})")
+                failed.add(index)
+                continue
+            by_case[index].append((result.metrics, others))
+    measured: list[tuple[Case, Trial, dict, Optional[float]]] = [
+        (case, Trial(stage=case.stage, micro_batch_size=case.mbs, activation_checkpointing=case.checkpointing),
+         accuracy.over_rounds([m for m, _ in by_case[i]]), max((o or 0.0) for _, o in by_case[i]))
+        for i, case in enumerate(all_cases) if i not in failed]
 
     probe_after_runs = speed_probe()
     drift = (probe_before_runs + probe_after_runs) / 2 / probe_at_calibration
@@ -345,7 +359,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     rows = rows_with(True)
     print(f"\nworkload B: {workload_b.name}, seq {workload_b.seq_len}, fp32, never measured before these runs; "
-          f"{len(measured)} of {len(all_cases)} configurations ran{runs.reused_note()}\n")
+          f"{len(measured)} of {len(all_cases)} configurations ran in all {args.rounds} rounds{runs.reused_note()}")
+    print(accuracy.noise_line([(trial, m, o) for _, trial, m, o in measured], args.rounds) + "\n")
     print("split: the engine's forward / backward / step calls per optimizer step, predicted / measured ms\n")
     head = (f"{'configuration':<30} {'pred ms':>8} {'meas ms':>8} {'err':>7} | {'fwd p/m':>11} {'bwd p/m':>11} "
             f"{'step p/m':>11} | {'pred MiB':>8} {'meas MiB':>8} {'err':>7} | others")
