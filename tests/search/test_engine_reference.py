@@ -78,7 +78,6 @@ def test_per_unit_costs_of_a_later_workload_are_read_net_of_the_learnt_costs_per
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("launches-2")  # beside the timed launches (tests/conftest.py): nothing here is timed
 def test_a_first_search_of_a_large_workload_measures_the_references_engines_instead(tmp_path, monkeypatch, capsys):
     """bert-tiny counts as large here (the threshold lowered to 1x: it has a few more parameters
     than gpt2-tiny): the machine's calibration launch measures gpt2-tiny's engines, and bert-tiny's
