@@ -307,8 +307,38 @@ class WatchedRuns:
         """What a reader must know when runs were reused (empty when none were)."""
         if not self.reused:
             return ""
-        return (f"; {self.reused} of them reused from an earlier invocation in {self.path.parent}, not "
+        return (f"; {self.reused} of the runs reused from an earlier invocation in {self.path.parent}, not "
                 f"measured beside this invocation's calibration (--fresh runs them again)")
+
+
+def measured_in_rounds(runs: WatchedRuns, names: list[str], rounds: int, work: Path,
+                       launch: Callable[[int, Path, bool], Any]) -> list[Optional[tuple[dict, float]]]:
+    """Run every item of ``names`` once per round (``launch(index, results_dir, overwrite)`` runs
+    one and returns its result), the rounds in alternating order so that a drifting machine moves
+    every item alike; round n's results go to ``work/results-round<n>`` (the first's to
+    ``work/results``). Per item: its metrics over the rounds (:func:`over_rounds`) and the most
+    cores other processes used during one of its runs, or None where a round failed (said on
+    stdout)."""
+    outcomes: list[list[tuple[dict, Optional[float]]]] = [[] for _ in names]
+    failed: set[int] = set()
+    for round_number in range(1, rounds + 1):
+        order = list(range(len(names)))
+        if round_number % 2 == 0:
+            order.reverse()
+        results = work / ("results" if round_number == 1 else f"results-round{round_number}")
+        for done, index in enumerate(order):
+            name = names[index]
+            key = name if round_number == 1 else f"{name}@round{round_number}"
+            result, others = runs.run(key, lambda overwrite: launch(index, results, overwrite))
+            print(f"# round {round_number}/{rounds} [{done + 1}/{len(names)}] {name}: {result.status}"
+                  f"{' (reused)' if result.reused else ''}", file=sys.stderr, flush=True)
+            if result.status != "ok":
+                print(f"{name} (round {round_number}): {result.status} ({result.reason})")
+                failed.add(index)
+                continue
+            outcomes[index].append((result.metrics, others))
+    return [None if index in failed else (over_rounds([m for m, _ in runs_of]), max(o or 0.0 for _, o in runs_of))
+            for index, runs_of in enumerate(outcomes)]
 
 
 # ---------------------------------------------------------------------- the run
@@ -370,33 +400,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     trials = [trial_of(c) for c in all_cases]
     program = (str(TRAIN_PROGRAM), ["--model", args.model, "--seq-len", str(args.seq_len), "--deepspeed", str(config_path)])
 
-    def runner(overwrite: bool, round_number: int) -> Any:
-        results = work / ("results" if round_number == 1 else f"results-round{round_number}")
+    names = [space.name(trial) for trial in trials]
+
+    def launch(index: int, results: Path, overwrite: bool) -> Any:
+        experiment = Experiment(names[index], trials[index], space.render(trials[index]))
         return Runner(program, resources, results, work / "exps", arg_mappings=space.autotuning.arg_mappings,
                       timeout_s=300, overwrite=overwrite, start_profile_step=args.start_step,
-                      end_profile_step=args.end_step)
+                      end_profile_step=args.end_step).run([experiment])[0]
 
     runs = WatchedRuns(args, work)
-    by_trial: dict[int, list[tuple[dict, Optional[float]]]] = {i: [] for i in range(len(trials))}
-    failed: set[int] = set()
-    for round_number in range(1, args.rounds + 1):
-        order = list(range(len(trials)))
-        if round_number % 2 == 0:
-            order.reverse()
-        for done, index in enumerate(order):
-            trial = trials[index]
-            experiment = Experiment(space.name(trial), trial, space.render(trial))
-            key = experiment.name if round_number == 1 else f"{experiment.name}@round{round_number}"
-            result, others = runs.run(key, lambda overwrite: runner(overwrite, round_number).run([experiment])[0])
-            print(f"# round {round_number}/{args.rounds} [{done + 1}/{len(trials)}] {experiment.name}: "
-                  f"{result.status}{' (reused)' if result.reused else ''}", file=sys.stderr, flush=True)
-            if result.status != "ok":
-                print(f"{experiment.name} (round {round_number}): {result.status} ({result.reason})")
-                failed.add(index)
-                continue
-            by_trial[index].append((result.metrics, others))
-    measured = [(trial, over_rounds([m for m, _ in by_trial[i]]), max((o or 0.0) for _, o in by_trial[i]))
-                for i, trial in enumerate(trials) if i not in failed]
+    outcomes = measured_in_rounds(runs, names, args.rounds, work, launch)
+    measured = [(trial, *outcome) for trial, outcome in zip(trials, outcomes) if outcome is not None]
     print(f"load average after the runs: {load_average()}; {len(measured)} of {len(trials)} configurations ok "
           f"in all {args.rounds} rounds{runs.reused_note()}")
     print(noise_line(measured, args.rounds))

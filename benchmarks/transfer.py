@@ -291,40 +291,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     config_path.write_text(json.dumps(config))
     program = (str(TRAIN_PROGRAM), ["--model", args.model_b, "--seq-len", str(args.seq_b), "--deepspeed",
                                     str(config_path)])
-    runs = accuracy.WatchedRuns(args, work)
     all_cases = cases()
-    by_case: dict[int, list[tuple[dict, Optional[float]]]] = {i: [] for i in range(len(all_cases))}
-    failed: set[int] = set()
-    for round_number in range(1, args.rounds + 1):
-        order = list(range(len(all_cases)))
-        if round_number % 2 == 0:
-            order.reverse()
-        for done, index in enumerate(order):
-            case = all_cases[index]
-            space = TuningSpace.from_config(config, world_size=case.world)
-            trial = Trial(stage=case.stage, micro_batch_size=case.mbs, activation_checkpointing=case.checkpointing)
-            name = f"w{case.world}_{space.name(trial)}"
-            experiment = Experiment(name, trial, space.render(trial))
-            results = work / ("results" if round_number == 1 else f"results-round{round_number}")
+    spaces = [TuningSpace.from_config(config, world_size=case.world) for case in all_cases]
+    trials = [Trial(stage=case.stage, micro_batch_size=case.mbs, activation_checkpointing=case.checkpointing)
+              for case in all_cases]
+    names = [f"w{case.world}_{space.name(trial)}" for case, space, trial in zip(all_cases, spaces, trials)]
 
-            def run(overwrite: bool) -> Any:
-                runner = Runner(program, Resources.resolve(num_gpus=case.world), results, work / "exps",
-                                arg_mappings=space.autotuning.arg_mappings, timeout_s=300, overwrite=overwrite,
-                                start_profile_step=args.start_step, end_profile_step=args.end_step)
-                return runner.run([experiment])[0]
+    def launch(index: int, results: Path, overwrite: bool) -> Any:
+        space, trial = spaces[index], trials[index]
+        runner = Runner(program, Resources.resolve(num_gpus=all_cases[index].world), results, work / "exps",
+                        arg_mappings=space.autotuning.arg_mappings, timeout_s=300, overwrite=overwrite,
+                        start_profile_step=args.start_step, end_profile_step=args.end_step)
+        return runner.run([Experiment(names[index], trial, space.render(trial))])[0]
 
-            result, others = runs.run(name if round_number == 1 else f"{name}@round{round_number}", run)
-            print(f"# round {round_number}/{args.rounds} [{done + 1}/{len(all_cases)}] {name}: {result.status}",
-                  file=sys.stderr, flush=True)
-            if result.status != "ok":
-                print(f"{name} (round {round_number}): {result.status} ({result.reason})")
-                failed.add(index)
-                continue
-            by_case[index].append((result.metrics, others))
+    runs = accuracy.WatchedRuns(args, work)
+    outcomes = accuracy.measured_in_rounds(runs, names, args.rounds, work, launch)
     measured: list[tuple[Case, Trial, dict, Optional[float]]] = [
-        (case, Trial(stage=case.stage, micro_batch_size=case.mbs, activation_checkpointing=case.checkpointing),
-         accuracy.over_rounds([m for m, _ in by_case[i]]), max((o or 0.0) for _, o in by_case[i]))
-        for i, case in enumerate(all_cases) if i not in failed]
+        (case, trial, *outcome) for case, trial, outcome in zip(all_cases, trials, outcomes) if outcome is not None]
 
     probe_after_runs = speed_probe()
     drift = (probe_before_runs + probe_after_runs) / 2 / probe_at_calibration
