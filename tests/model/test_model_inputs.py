@@ -62,7 +62,8 @@ def test_a_cpu_rank_alone_on_the_node_gets_all_its_cores_and_memory(make_hardwar
     assert alone.threads_per_rank == 2 and alone.ranks_per_node == 1
     assert alone.compute.fp32.flop_per_s(1e9) == 2 * shared.compute.fp32.flop_per_s(1e9)
     assert alone.compute.attention_for("fp32") == FusedAttentionRate(6e9, 2e9)
-    assert alone.streaming_bytes_per_s == 2e10 and alone.dropout_s_per_element == 4e-9
+    assert alone.streaming_bytes_per_s == 2e10
+    assert alone.dropout_s_per_element == 8e-9  # torch's CPU generator draws in order
     assert alone.streaming_for("bf16") == 8e9 and alone.streaming_for("fp16") == 2e10
     assert alone.framework.forward_kernel_s == shared.framework.forward_kernel_s  # dispatch does not scale
     assert alone.framework.param_pass_s == ((0.0, 1e-9, 2e-9),) * 4  # work over flat partitions does
