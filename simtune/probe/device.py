@@ -80,6 +80,10 @@ class HostDevice:
     def peak_reserved_bytes(self) -> int | None:
         return None
 
+    def allocated_bytes(self) -> int | None:
+        """None: the resident set keeps freed heap, so it cannot say what a run left behind."""
+        return None
+
     def reset_peak(self) -> None:
         reset_rss_peak()
 
@@ -115,6 +119,10 @@ class CudaDevice:
 
     def peak_reserved_bytes(self) -> int | None:
         return int(self._cuda.max_memory_reserved())
+
+    def allocated_bytes(self) -> int | None:
+        """What tensors hold on the device now (the caching allocator's count)."""
+        return int(self._cuda.memory_allocated())
 
     def reset_peak(self) -> None:
         self._cuda.synchronize()

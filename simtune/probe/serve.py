@@ -19,8 +19,9 @@ loop (:class:`~simtune.probe.instrument.RunEnded`), the engine is destroyed (``e
 removes ZeRO-3's hooks), what DeepSpeed keeps of a ZeRO-3 model past ``destroy()`` is dropped
 (:func:`forget_zero3_model`), torch's ``linear`` that ZeRO-3 replaced is put back and the garbage
 collected; rank 0 writes the reply and the ranks take the next request, unless the engine outlived
-the run (something still holds it): then the reply says so and the launch ends, so that no run is
-measured beside another's leftovers. A run that ends any other
+the run (something still holds it) or, on CUDA, more than :data:`LEFT_BEHIND_BYTES` stay
+allocated beyond what the launch held before its first run: then the reply says so and the launch
+ends, so that no run is measured beside another's leftovers. A run that ends any other
 way (out of the memory budget, an exception, the script ending early) ends the launch with the
 exit code its own launch would have had, so that the launcher stops every rank and the runner
 reads the outcome as it reads any launch's.
@@ -220,9 +221,12 @@ def restore_linear() -> None:
 
 def serve(folder: str, script: str, local_rank: str | None) -> NoReturn:
     """Run the requests in ``folder`` one after another (see the module docstring)."""
+    from simtune.probe.device import current_device
+
     current = _Current()
     install_dispatch(current)
     warm_up(script)
+    baseline = current_device().allocated_bytes()
     rank0 = os.environ.get("RANK", "0") == "0"
     number = 1
     while True:
@@ -236,11 +240,28 @@ def serve(folder: str, script: str, local_rank: str | None) -> NoReturn:
             code = run_once(request, current, script, local_rank, first=number == 1)
         if code != 0:
             end_process(code)
-        freed = on_every_rank(release(current))
+        why = left_behind(release(current), baseline, current_device().allocated_bytes())
+        ends = not on_every_rank(why is None)
         if rank0:
             write_json_atomically(reply_path(folder, number), {
                 "returncode": 0, "run_s": round(time.perf_counter() - started, 3),
-                "ends": None if freed else "its engine outlived it"})
-        if not freed:  # a new launch serves the next request, with none of this run's memory
+                "ends": (why or "another rank's run left memory behind") if ends else None})
+        if ends:  # a new launch serves the next request, with none of this run's memory
             end_process(0)
         number += 1
+
+
+LEFT_BEHIND_BYTES = 64 * 2**20
+"""Device memory a released run may leave allocated beyond what the launch held before its first
+run (a generator's state, small buffers a library keeps); more is a model's or an optimizer's."""
+
+
+def left_behind(engine_freed: bool, baseline: int | None, allocated: int | None) -> str | None:
+    """Why the launch must end after a run (None: it may take the next): its engine outlived it,
+    or the device holds more than :data:`LEFT_BEHIND_BYTES` beyond ``baseline`` (the bytes
+    allocated before the first run; None on the host, whose resident set cannot say)."""
+    if not engine_freed:
+        return "its engine outlived it"
+    if baseline is not None and allocated is not None and allocated - baseline > LEFT_BEHIND_BYTES:
+        return f"{(allocated - baseline) / 2**20:.0f} MiB of device memory still allocated after it"
+    return None

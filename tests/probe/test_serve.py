@@ -39,3 +39,17 @@ def test_deepspeeds_stack_of_zero3_models_is_emptied_between_runs():
     parameter_offload.FWD_MODULE_STACK.append(object())
     serve.forget_zero3_model()
     assert parameter_offload.FWD_MODULE_STACK == []
+
+
+def test_a_run_that_leaves_device_memory_allocated_ends_the_launch():
+    mib = 2**20
+    assert serve.left_behind(True, 0, 63 * mib) is None  # a generator's state, small buffers
+    assert serve.left_behind(True, 100 * mib, 300 * mib) == "200 MiB of device memory still allocated after it"
+    assert serve.left_behind(False, 0, 0) == "its engine outlived it"
+    assert serve.left_behind(True, None, None) is None  # the host's resident set cannot say
+
+
+def test_the_host_reports_no_allocated_bytes():
+    from simtune.probe.device import HostDevice
+
+    assert HostDevice().allocated_bytes() is None
