@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from simtune.workloads import DEFAULT_OPTIMIZER
+
 MODEL, SEQ_LEN, MICRO_BATCH = "gpt2-tiny", "64", 16
 WINDOWS = ((3, 5), (3, 22))
 """DeepSpeed's default window (steps 3..5) and the built-in CPU config's (3..22)."""
@@ -32,7 +34,7 @@ STAGES = (0, 2)
 
 def config(stage: int) -> dict:
     return {"train_micro_batch_size_per_gpu": MICRO_BATCH, "gradient_accumulation_steps": 1,
-            "optimizer": {"type": "AdamW", "params": {"lr": 1e-4, "weight_decay": 0.0}},
+            "optimizer": DEFAULT_OPTIMIZER,
             "zero_optimization": {"stage": stage}}
 
 

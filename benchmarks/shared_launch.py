@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from simtune.workloads import DEFAULT_OPTIMIZER
+
 MODEL, SEQ_LEN = "gpt2-tiny", "64"
 CONFIGS = (("z0_mbs16", 0, 16, 1), ("z3_mbs16", 3, 16, 1), ("z1_mbs8_gas2", 1, 8, 2), ("z2_mbs16", 2, 16, 1))
 """(name, stage, micro-batch size, accumulation): ZeRO-3 second, so that two runs follow it."""
@@ -35,7 +37,7 @@ WINDOW = (3, 22)
 
 def config(stage: int, micro_batch: int, accumulation: int) -> dict:
     return {"train_micro_batch_size_per_gpu": micro_batch, "gradient_accumulation_steps": accumulation,
-            "optimizer": {"type": "AdamW", "params": {"lr": 1e-4, "weight_decay": 0.0}},
+            "optimizer": DEFAULT_OPTIMIZER,
             "zero_optimization": {"stage": stage}}
 
 

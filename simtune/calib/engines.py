@@ -12,6 +12,7 @@ for the rest of the process, as ZeRO-3 training does.
 
 from __future__ import annotations
 
+import copy
 import gc
 import time
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ import torch
 from simtune.calib.workload_measure import LossOf, MakeBatch, PeakMemory, timed_once
 from simtune.calibration.workload import ENGINE_TIMES, EngineMeasurement, TimeStats
 from simtune.precision import TORCH_DTYPE_NAMES, autocast_parts
+from simtune.workloads import DEFAULT_OPTIMIZER
 
 ENGINE_MEMORY_STEPS = 6
 """Steps inside the engine's peak-memory reading (the heap grows over the first few)."""
@@ -41,7 +43,7 @@ def engine_config(stage: int, micro_batch_size: int, world_size: int, precision:
         "train_micro_batch_size_per_gpu": micro_batch_size,
         "gradient_accumulation_steps": 1,
         "train_batch_size": micro_batch_size * world_size,
-        "optimizer": {"type": "AdamW", "params": {"lr": 1e-4, "weight_decay": 0.0}},
+        "optimizer": copy.deepcopy(DEFAULT_OPTIMIZER),
         "zero_optimization": zero,
     }
     if device == "cpu":

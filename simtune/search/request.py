@@ -8,6 +8,7 @@ tuning space. Every input error is raised here, before anything runs.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import os
 import warnings
@@ -26,7 +27,7 @@ from simtune.runner.slurm_executor import SlurmExecutor, SlurmSettings
 from simtune.search.model_inputs import describes_this_machine
 from simtune.search.study_storage import StudyStorage
 from simtune.space import TuningSpace
-from simtune.workloads import TRAIN_PROGRAM, Workload, load_workload
+from simtune.workloads import DEFAULT_OPTIMIZER, TRAIN_PROGRAM, Workload, load_workload
 
 STRATEGIES = ("simulate", "measure")
 """--strategy choices: "simulate" searches against the cost model and runs the top predictions
@@ -108,7 +109,7 @@ def default_ds_config(accelerator: str, half: str = "bf16") -> dict[str, Any]:
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": 1,
-        "optimizer": {"type": "AdamW", "params": {"lr": 1e-4, "weight_decay": 0.0}},
+        "optimizer": copy.deepcopy(DEFAULT_OPTIMIZER),
         "zero_optimization": {"stage": "all"},
     }
     if accelerator == "cpu":

@@ -20,7 +20,12 @@ from simtune.workloads.presets import (Workload, build_hf_config, build_model, l
 
 TRAIN_PROGRAM: Path = Path(__file__).with_name("train.py")
 
+DEFAULT_OPTIMIZER = {"type": "AdamW", "params": {"lr": 1e-4, "weight_decay": 0.0}}
+"""The optimizer section the training program adds to a config without one, and simtune's own
+configs (the search's default, the calibration's engines) use; copy it before changing it."""
+
 __all__ = [
+    "DEFAULT_OPTIMIZER",
     "TRAIN_PROGRAM",
     "ForwardFlops",
     "ModuleParams",

@@ -36,9 +36,8 @@ except ImportError:  # a checkout that is not installed: its root holds the pack
 
 from simtune.errors import SimtuneError, WorkloadError  # noqa: E402
 from simtune.probe.ranks import adopt_launcher_ranks  # noqa: E402
+from simtune.workloads import DEFAULT_OPTIMIZER  # noqa: E402
 from simtune.workloads.presets import Workload, build_model, load_workload  # noqa: E402
-
-DEFAULT_OPTIMIZER = {"type": "AdamW", "params": {"lr": 1e-4, "weight_decay": 0.0}}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
