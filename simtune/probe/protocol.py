@@ -117,7 +117,8 @@ def started_path(folder: str | Path, number: int) -> Path:
 def reply_path(folder: str | Path, number: int) -> Path:
     """Written by rank 0 once request ``number`` ran to the end of its window and the ranks
     released it: ``{"returncode": 0, "run_s": ..., "ends": null}``, ``"ends"`` saying why the
-    launch ends after it (its engine outlived the run) instead of taking the next request. A run
+    launch ends after it (its engine outlived the run, or it left device memory allocated:
+    :func:`simtune.probe.serve.left_behind`) instead of taking the next request. A run
     that ends otherwise ends the launch without a reply."""
     return Path(folder) / f"reply-{number}.json"
 

@@ -226,7 +226,8 @@ def serve(folder: str, script: str, local_rank: str | None) -> NoReturn:
     current = _Current()
     install_dispatch(current)
     warm_up(script)
-    baseline = current_device().allocated_bytes()
+    device = current_device()
+    baseline = device.allocated_bytes()
     rank0 = os.environ.get("RANK", "0") == "0"
     number = 1
     while True:
@@ -240,7 +241,7 @@ def serve(folder: str, script: str, local_rank: str | None) -> NoReturn:
             code = run_once(request, current, script, local_rank, first=number == 1)
         if code != 0:
             end_process(code)
-        why = left_behind(release(current), baseline, current_device().allocated_bytes())
+        why = left_behind(release(current), baseline, device.allocated_bytes())
         ends = not on_every_rank(why is None)
         if rank0:
             write_json_atomically(reply_path(folder, number), {

@@ -13,7 +13,8 @@ ahead (:meth:`SharedLaunch.start`), so that its start overlaps the study of the 
   program ending early) ends the launch with that run's exit code; the launcher's own lines since
   the request are appended to the experiment's logs, the outcome is read as any launch's, and the
   next experiment starts a new shared launch. So does a successful run whose engine outlived it
-  (its reply says so), so that no run is measured beside its leftovers.
+  or that left device memory allocated (its reply says why), so that no run is measured beside
+  its leftovers.
 - A shared launch that ends before it took a request up failed by itself, not by the
   experiment: that experiment and every later one run in launches of their own (the
   ``fallback`` executor), and :attr:`SharedLaunch.given_up` says why.
@@ -78,7 +79,7 @@ class SharedLaunch(Executor):
         """Shared launches started so far."""
         self.ended_after_run: list[str] = []
         """Runs after which their launch ended although they succeeded, and why (their engine
-        outlived them: :func:`simtune.probe.serve.release`)."""
+        outlived them, or they left device memory allocated: :func:`simtune.probe.serve.left_behind`)."""
         self._process: subprocess.Popen[bytes] | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
@@ -154,8 +155,8 @@ class SharedLaunch(Executor):
         if not self.launches:
             return None
         words = ("in one shared launch" if self.launches == 1 else
-                 f"in {self.launches} shared launches: a run that fails, or one whose engine outlives it, "
-                 f"ends one")
+                 f"in {self.launches} shared launches: a run that fails, or one that leaves its engine or "
+                 f"device memory behind, ends one")
         return words if self.given_up is None else f"{words}, then each in its own: {self.given_up}"
 
     # -- the launch -------------------------------------------------------------------------------
