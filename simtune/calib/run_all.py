@@ -7,7 +7,8 @@ the variables DeepSpeed's launcher would; on several nodes the ``deepspeed`` lau
         python -m simtune.runner.local_ranks --nproc 2 --master_port <free port> simtune.calib.run_all --out raw.json
 
 Sections, in order: memory baseline (before anything is allocated), copy bandwidth, compute
-(matmul and element-wise, forward and backward), optimizer step, collectives. All ranks run every
+(matmul and element-wise, forward and backward), optimizer step, collectives, and on CPU what a
+throttled OpenMP pool adds to a parallel kernel (``simtune.calib.thread_pool``). All ranks run every
 section at the same time, as in training, and rank 0 reports its own compute and optimizer
 timings; a collective's time per repeat is that of the rank that entered it last. The output holds raw measurements
 only (min/median/max per point); ``simtune.calibration`` fits them into a hardware profile.
@@ -94,7 +95,7 @@ def measure(quick: bool = False, local_rank: int | None = None, after_baseline=N
     import torch  # imported here, not at the top: startup_s counts what a rank's start costs
     from deepspeed import comm as dist
 
-    from simtune.calib import collectives, compute, memory, optimizer
+    from simtune.calib import collectives, compute, memory, optimizer, thread_pool
     from simtune.calib.device import current_device, dtype_support
     from simtune.calib.topology import NODE_IDS_ENV, node_layout
 
@@ -139,6 +140,8 @@ def measure(quick: bool = False, local_rank: int | None = None, after_baseline=N
                 "collectives_intra_node",
                 lambda: collectives.run_group(dist, device, my_group, ranks_per_node, coll_dtype, quick),
             )
+
+    pool = timed("thread_pool", lambda: thread_pool.wake_cost(dist, device, rank, quick))
 
     gathered: list = [None] * world
     dist.all_gather_object(gathered, {"memory": mem, "samples": samples})
@@ -185,6 +188,7 @@ def measure(quick: bool = False, local_rank: int | None = None, after_baseline=N
         "compute": comp,
         "optimizer": opt,
         "collectives": coll,
+        "thread_pool": pool,
         "sections_s": sections,
     }
     result["elapsed_s"] = time.perf_counter() - started

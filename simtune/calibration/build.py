@@ -55,6 +55,7 @@ from simtune.hardware.profile import (
     Provenance,
     RatePoint,
     SizePoint,
+    ThreadPoolWake,
 )
 
 RAW_SCHEMA = 1
@@ -143,6 +144,14 @@ def _compute(raw: Mapping, reference_peaks: Mapping[str, float]) -> tuple[Comput
     unsupported = {d: why for d, why in raw["dtypes"].items() if why != "ok"}
     return (ComputeProfile(curves, tuple(elementwise), matmul, unsupported, weights,
                            attention=_attention(raw.get("attention", ()), peaks, notes)), peaks, notes)
+
+
+def _thread_pool(raw: object) -> Optional[ThreadPoolWake]:
+    """The throttled OpenMP pool's measurement (``simtune.calib.thread_pool``); None without one."""
+    if not isinstance(raw, Mapping):
+        return None
+    return ThreadPoolWake(threads=int(raw["threads"]), elements=int(raw["elements"]),
+                          alone=stats_from_dict(raw["alone"]), throttled=stats_from_dict(raw["throttled"]))
 
 
 def _attention(raw: object, peaks: Mapping[str, float], notes: list[str]) -> dict[str, AttentionRate]:
@@ -305,6 +314,7 @@ def build_profile(
     try:
         env = raw["environment"]
         compute, peaks, notes = _compute(raw["compute"], reference_peaks or {})
+        compute = dataclasses.replace(compute, thread_pool=_thread_pool(raw.get("thread_pool")))
         optimizer = _optimizer(raw["optimizer"])
         host_memory = raw["memory"].get("host_total_bytes")
         offload, memory_bw = _offload_and_bandwidth(raw["copy"], optimizer, int(host_memory) if host_memory else None)

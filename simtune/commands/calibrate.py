@@ -142,6 +142,10 @@ def summary_lines(profile) -> list[str]:
         best = max(p.flop_per_s for p in curve.points)
         lines.append(f"  compute {dtype:<11} up to {format_flop_rate(best)} "
                      f"(peak {format_flop_rate(device.peak_flop_per_s[dtype])})")
+    pool = profile.compute.thread_pool
+    if pool is not None:
+        lines.append(f"  thread pool wake    {pool.wake_s * 1e6:.1f} us per parallel kernel once throttled "
+                     f"({pool.threads} threads; {pool.alone.median_s * 1e6:.1f} us alone)")
     for impl, fit in profile.optimizer.fits.items():
         lines.append(f"  optimizer {impl:<26} {fit.s_per_param * 1e9:.3g} ns/param ({fit.device})")
     for impl, why in profile.optimizer.unavailable.items():

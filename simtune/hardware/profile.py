@@ -181,6 +181,26 @@ class AttentionRate:
 
 
 @dataclass(frozen=True)
+class ThreadPoolWake:
+    """A parallel kernel of a CPU rank with ``threads`` intra-op threads (a copy of ``elements``
+    fp32 elements, above torch's grain size), timed with its OpenMP pool alone and after a gloo
+    all-gather ran on the process group's own thread: that collective gives the group's thread an
+    OpenMP team of its own, the process then has more OpenMP threads than CPUs, and libgomp lets
+    its idle workers spin 100 iterations before they sleep (config/linux/wait.h), so every parallel
+    kernel after it wakes its workers (:mod:`simtune.model.thread_pool`)."""
+
+    threads: int
+    elements: int
+    alone: Stats
+    throttled: Stats
+
+    @property
+    def wake_s(self) -> float:
+        """What the wake-up adds to one parallel kernel: the medians' difference (0 if negative)."""
+        return max(0.0, self.throttled.median_s - self.alone.median_s)
+
+
+@dataclass(frozen=True)
 class ComputeProfile:
     curves: Mapping[str, ComputeCurve]
     """Per dtype; the x axis is the FLOPs of one matmul, the y axis FLOP/s over forward+backward."""
@@ -196,6 +216,9 @@ class ComputeProfile:
     attention: Mapping[str, AttentionRate] = dataclasses.field(default_factory=dict)
     """Per dtype, the fused attention kernel's rates (empty: fused attention runs at the matmul
     curve's rate)."""
+    thread_pool: Optional[ThreadPoolWake] = None
+    """CPU: what waking a throttled OpenMP pool adds to a parallel kernel (None: not measured;
+    accelerators, one core, older calibrations)."""
 
     def flop_per_s(self, dtype: str, work_flop: float) -> float:
         return _entry(self.curves, dtype, "compute curve for dtype").flop_per_s(work_flop)

@@ -43,6 +43,7 @@ from simtune.hardware.profile import (
     RatePoint,
     SizePoint,
     Stats,
+    ThreadPoolWake,
 )
 
 _MISSING = object()
@@ -65,12 +66,14 @@ def profile_fingerprint(profile: HardwareProfile) -> str:
 def profile_to_dict(profile: HardwareProfile) -> dict:
     """A JSON-ready dict of plain dicts, lists and scalars (an empty ``framework.param_pass_s``,
     ``compute.weight_points``, ``compute.attention``, ``collectives.compute_share`` or collective
-    ``tail_points`` is left out, so that profiles written before them keep their fingerprint)."""
+    ``tail_points``, and an absent ``compute.thread_pool``, is left out, so that profiles written
+    before them keep their fingerprint)."""
     data = _plain(dataclasses.asdict(profile))
     collectives = data["collectives"]
     fits = [fit for table in ("intra_node", "inter_node") for fit in collectives[table].values()]
     for owner, key in [(data["framework"], "param_pass_s"), (data["compute"], "weight_points"),
-                       (data["compute"], "attention"), (collectives, "compute_share"),
+                       (data["compute"], "attention"), (data["compute"], "thread_pool"),
+                       (collectives, "compute_share"),
                        *((fit, "tail_points") for fit in fits)]:
         if isinstance(owner, dict) and not owner.get(key):
             owner.pop(key, None)
@@ -293,7 +296,17 @@ def _compute(node: _Node, peaks: dict[str, float]) -> ComputeProfile:
         unsupported_dtypes=node.strings("unsupported_dtypes"),
         weight_points=tuple(measurement(m) for m in node.children("weight_points", optional=True)),
         attention=_attention(node, peaks),
+        thread_pool=_thread_pool(node),
     )
+
+
+def _thread_pool(node: _Node) -> Optional[ThreadPoolWake]:
+    """``compute.thread_pool`` (optional): a parallel kernel alone and with its pool throttled."""
+    if node.get("thread_pool", optional=True) is None:
+        return None
+    pool = node.child("thread_pool")
+    return ThreadPoolWake(threads=pool.integer("threads", 2), elements=pool.integer("elements", 1),
+                          alone=_stats(pool.child("alone")), throttled=_stats(pool.child("throttled")))
 
 
 def _attention(node: _Node, peaks: dict[str, float]) -> dict[str, AttentionRate]:

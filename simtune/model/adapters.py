@@ -217,6 +217,7 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
         fused_attention_dropout=device.kind == "cuda", dropout_mask_bytes=1 if device.kind == "cuda" else None,
         streaming_bytes_per_s=streaming, streaming_by_precision=narrow, framework=framework_costs(profile), first_touch_s_per_byte=first_touch_cost(profile),
         threads_per_rank=threads_per_rank(profile), dropout_s_per_element=dropout_cost(profile, streaming),
+        pool_wake_s=None if profile.compute.thread_pool is None else profile.compute.thread_pool.wake_s,
         matmul_weights=matmul_weight_cost(profile),
         reduce_scatter_staging=device.kind == "cpu", resident_on_touch=device.kind == "cpu")
 

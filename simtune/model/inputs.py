@@ -631,6 +631,10 @@ class HardwareSpec:
     only what they fill."""
     matmul_weights: Optional[WeightCost] = None
     """A linear layer's cost per weight byte beyond its FLOPs (measured on CPU); None: FLOPs alone."""
+    pool_wake_s: Optional[float] = None
+    """What a parallel kernel of a CPU rank with two or more threads pays to wake its OpenMP
+    workers once the pool is throttled (measured: ``ThreadPoolWake``); None where not measured
+    (accelerators, older calibrations). :mod:`simtune.model.thread_pool` says when it applies."""
     calibrated: Optional["HardwareSpec"] = dataclasses.field(default=None, repr=False, compare=False)
     """The layout the profile was measured in, which :meth:`with_ranks_per_node` starts from
     (None: this is it)."""

@@ -9,6 +9,7 @@ the accumulation boundary, then the boundary work:
                else the profile's framework costs: stage-3 hooks, bucket calls, gradient
                hooks and copies, the engine's step)
              + first touch of memory mapped afresh (CPU: :mod:`simtune.model.fresh_memory`)
+             + waking a throttled OpenMP pool (CPU ranks of 2+ threads: :mod:`simtune.model.thread_pool`)
 
 The same sum is reported by phase, as the engine's calls split it (forward calls, backward calls,
 the step call); the boundary reduction of stages 0/1 runs inside the engine's backward.
@@ -39,6 +40,7 @@ from simtune.model.fresh_memory import first_touch_s
 from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
 from simtune.model.optimizer_time import offload_transfer_s, optimizer_s
 from simtune.model.shards import Shards, shards
+from simtune.model.thread_pool import pool_wake_s
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,9 @@ class TimeEstimate:
     first_touch_s: float = 0.0
     """Page faults of the memory mapped afresh in the step's phases
     (:mod:`~simtune.model.fresh_memory`; CPU only)."""
+    thread_pool_s: float = 0.0
+    """Waking a throttled OpenMP pool's workers before its parallel kernels
+    (:mod:`~simtune.model.thread_pool`; CPU ranks of two or more threads)."""
 
     @property
     def exposed_comm_s(self) -> float:
@@ -197,13 +202,18 @@ def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
     forward_phase += touch_fwd
     backward_phase_total += touch_bwd
     step_phase += touch_step
+    wake_fwd, wake_bwd = pool_wake_s(model, hardware, c)
+    woken = gas * (wake_fwd + wake_bwd)
+    forward_phase += gas * wake_fwd
+    backward_phase_total += gas * wake_bwd
     step = max(forward_phase + backward_phase_total + step_phase + loop, 1e-9)
 
     grad_reduce = gas * comm.reduce_per_micro_s + comm.reduce_at_boundary_s
     param_gather = gas * (comm.gather_forward_s + comm.gather_backward_s) + gathers_after
-    serial_sum = gas * (fwd + bwd + rec) + grad_reduce + param_gather + opt + offload + overhead + touched
+    serial_sum = gas * (fwd + bwd + rec) + grad_reduce + param_gather + opt + offload + overhead + touched + woken
     return TimeEstimate(forward_s=gas * fwd, backward_s=gas * bwd, recompute_s=gas * rec,
                         grad_reduce_s=grad_reduce, param_gather_s=param_gather, optimizer_s=opt,
                         offload_transfer_s=offload, hidden_comm_s=max(0.0, serial_sum - step),
                         step_s=step, engine_overhead_s=overhead, forward_phase_s=forward_phase,
-                        backward_phase_s=backward_phase_total, step_phase_s=step_phase, first_touch_s=touched)
+                        backward_phase_s=backward_phase_total, step_phase_s=step_phase, first_touch_s=touched,
+                        thread_pool_s=woken)

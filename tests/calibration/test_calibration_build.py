@@ -229,6 +229,24 @@ def test_a_fresh_copy_beside_the_copy_gives_the_first_touch_cost(tmp_path):
     assert hardware_spec(load_profile("dgx-a100-80gb")).first_touch_s_per_byte is None
 
 
+def test_a_parallel_copy_timed_alone_and_throttled_gives_the_thread_pool_wake(tmp_path):
+    from simtune.model.adapters import hardware_spec
+    from simtune.hardware import profile_to_dict
+
+    raw = raw_output()
+    raw["thread_pool"] = {"threads": 2, "elements": 65536, "alone": stats(4e-6), "throttled": stats(3e-5),
+                          "gap_s": 2e-5, "ratio": 7.5}
+    profile = build_profile(raw, name="pool")
+    save_profile(profile, tmp_path / "pool.json")
+    loaded = load_profile(str(tmp_path / "pool.json"))
+    assert loaded == profile and loaded.compute.thread_pool is not None
+    assert loaded.compute.thread_pool.wake_s == pytest.approx(1.1 * (3e-5 - 4e-6))  # the medians' difference
+    assert hardware_spec(loaded).pool_wake_s == pytest.approx(loaded.compute.thread_pool.wake_s)
+    older = build_profile(raw_output(), name="older")
+    assert older.compute.thread_pool is None and hardware_spec(older).pool_wake_s is None
+    assert "thread_pool" not in profile_to_dict(older)["compute"]  # older profiles keep their fingerprint
+
+
 def test_pairs_of_products_of_equal_flops_give_the_matmul_weight_cost(tmp_path):
     from simtune.model.adapters import hardware_spec
 

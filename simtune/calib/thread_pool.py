@@ -1,0 +1,76 @@
+"""What waking a throttled OpenMP pool adds to a parallel CPU kernel.
+
+torch's CPU kernels split work above its grain size (32,768 elements) over GNU OpenMP
+(libgomp) threads. An idle libgomp worker spins about 300,000 iterations before it sleeps, unless
+the process has more OpenMP threads than CPUs: then it spins 100 and sleeps (``do_spin`` in
+libgomp's config/linux/wait.h, the counts in env.c for an unset OMP_WAIT_POLICY). A gloo
+all-gather of a tensor above the grain size runs torch copies on the process group's own
+thread, which gives that thread an OpenMP team of its own for as long as it lives: from then on
+each parallel kernel of a rank with two or more threads wakes its worker from a futex sleep.
+ZeRO-3 all-gathers parameters in every step (benchmarks/results/openmp_wakeups.txt).
+
+On rank 0, at two threads: a 65,536-element copy after a busy gap of 20 us (a kernel's dispatch)
+or 200 us (a hook's Python between two kernels), the gaps in turn, timed alone and after one
+all-gather on a group of rank 0 alone (the medians over both gaps). The other ranks wait at the
+barrier. Rank 0 returns to its own thread count and drops the group (its thread, and the team
+with it, end).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from typing import Any, Optional
+
+import torch
+
+from simtune.calib.device import Device
+from simtune.calib.timing import stats
+
+THREADS = 2
+ELEMENTS = 1 << 16
+GAPS_S = (20e-6, 200e-6)
+COPIES = 200
+
+
+def _copies(x: torch.Tensor, y: torch.Tensor, count: int) -> list[float]:
+    times = []
+    for i in range(count):
+        end = time.perf_counter() + GAPS_S[i % len(GAPS_S)]
+        while time.perf_counter() < end:
+            pass
+        start = time.perf_counter()
+        x.copy_(y)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def wake_cost(dist: Any, device: Device, rank: int, quick: bool) -> Optional[dict]:
+    """Every rank calls this (the group is created collectively); rank 0 returns
+    ``{"threads", "elements", "alone", "throttled"}`` (each a :func:`stats` of the copy's seconds),
+    the others None. Only on CPU, and where rank 0's machine has the cores."""
+    if device.kind != "cpu":
+        return None
+    group = dist.new_group([0])
+    result = None
+    if rank == 0 and (os.cpu_count() or 1) >= THREADS:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(THREADS)
+        try:
+            count = COPIES // 2 if quick else COPIES
+            x, y = torch.ones(ELEMENTS), torch.ones(ELEMENTS)
+            _copies(x, y, 20)
+            alone = _copies(x, y, count)
+            out = torch.empty(ELEMENTS)
+            dist.all_gather_into_tensor(out, torch.ones(ELEMENTS), group=group)
+            _copies(x, y, 20)
+            throttled = _copies(x, y, count)
+        finally:
+            torch.set_num_threads(threads)
+        result = {"threads": THREADS, "elements": ELEMENTS, "alone": stats(alone), "throttled": stats(throttled),
+                  "gaps_s": list(GAPS_S), "ratio": statistics.median(throttled) / statistics.median(alone)}
+    if rank == 0:
+        torch.distributed.destroy_process_group(group)
+    dist.barrier()
+    return result
