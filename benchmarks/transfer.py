@@ -143,6 +143,11 @@ def without_first_touch(profile: Any) -> Any:
     return dataclasses.replace(profile, offload=dataclasses.replace(profile.offload, points=points))
 
 
+def without_thread_pool(profile: Any) -> Any:
+    """``profile`` without its throttled-pool measurement: parallel kernels then wake no one."""
+    return dataclasses.replace(profile, compute=dataclasses.replace(profile.compute, thread_pool=None))
+
+
 def without_weight_points(profile: Any) -> Any:
     """``profile`` without its matmul weight points: linear layers then cost their FLOPs alone."""
     return dataclasses.replace(profile, compute=dataclasses.replace(profile.compute, weight_points=()))
@@ -236,6 +241,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     touch = first_touch_cost(profile)
     if touch is not None:
         print(f"page faults of memory mapped afresh (calibration's fresh copy): {touch * 1e9:.3f} ns per byte")
+    if profile.compute.thread_pool is not None:
+        print(f"a throttled OpenMP pool's wake-up (calibration's parallel copy at {profile.compute.thread_pool.threads} "
+              f"threads): {profile.compute.thread_pool.wake_s * 1e6:.1f} us per parallel kernel")
     print(f"workload A: {workload_a.name}, seq {workload_a.seq_len}, fp32, calibrated in {calibration.seconds:.1f} s"
           f"{' (cached)' if calibration.from_cache else ''}, others {others:.2f} cores")
     config = ds_config()
@@ -393,6 +401,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ablations = []
     if first_touch_cost(profile) is not None:
         ablations.append((without_first_touch(profile), "the page faults of memory mapped afresh (docs/cost-model.md 3.5"))
+    if profile.compute.thread_pool is not None:
+        ablations.append((without_thread_pool(profile), "the throttled OpenMP pool's wake-ups (docs/cost-model.md 3.6"))
     if profile.compute.weight_points:
         ablations.append((without_weight_points(profile), "the matmul weights' cost (docs/cost-model.md 3.1"))
     if any(fit.tail_points for fit in profile.collectives.intra_node.values()):
