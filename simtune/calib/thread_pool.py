@@ -46,15 +46,23 @@ def _copies(x: torch.Tensor, y: torch.Tensor, count: int) -> list[float]:
     return times
 
 
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (a launcher that binds each rank to its cores leaves it
+    fewer than the machine has; two threads on one core would measure the sharing, not a wake-up)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def wake_cost(dist: Any, device: Device, rank: int, quick: bool) -> Optional[dict]:
     """Every rank calls this (the group is created collectively); rank 0 returns
     ``{"threads", "elements", "alone", "throttled"}`` (each a :func:`stats` of the copy's seconds),
-    the others None. Only on CPU, and where rank 0's machine has the cores."""
+    the others None. Only on CPU, and where rank 0 may run on two CPUs or more."""
     if device.kind != "cpu":
         return None
     group = dist.new_group([0])
     result = None
-    if rank == 0 and (os.cpu_count() or 1) >= THREADS:
+    if rank == 0 and _usable_cpus() >= THREADS:
         threads = torch.get_num_threads()
         torch.set_num_threads(THREADS)
         try:
