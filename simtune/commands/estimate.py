@@ -17,7 +17,7 @@ MEMORY_TERMS = ("parameters", "gradients", "master_weights", "optimizer_states",
 """MemoryEstimate fields (without ``_bytes``), in the order printed; ``total`` follows."""
 
 TIME_TERMS = ("forward", "backward", "recompute", "grad_reduce", "param_gather", "optimizer",
-              "offload_transfer", "engine_overhead", "first_touch", "hidden_comm")
+              "offload_transfer", "engine_overhead", "first_touch", "thread_pool", "hidden_comm")
 """TimeEstimate fields (without ``_s``); ``hidden_comm`` is what overlap saved (subtracted);
 ``step`` follows."""
 
