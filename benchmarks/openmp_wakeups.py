@@ -36,11 +36,11 @@ import threading
 import time
 from pathlib import Path
 
+from simtune.calib.thread_pool import ELEMENTS, timed_copies
+
 MODEL, SEQ_LEN, MICRO_BATCH = "bert-tiny", 128, 4
 WARM_UP, TIMED = 10, 40
 GAPS_US = (0, 20, 100)
-ELEMENTS = 1 << 16
-"""Above torch's grain size (32,768 elements), so the copy is a parallel region."""
 
 
 def _switches() -> dict[int, tuple[str, int]]:
@@ -81,36 +81,20 @@ def copy_case(kind: str) -> dict[str, float]:
     elif kind != "alone":
         import torch.distributed as dist
 
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+        from simtune.runner.launcher import free_port
+
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
         dist.init_process_group("gloo", rank=0, world_size=1)
         tensor, out = torch.ones(ELEMENTS), torch.empty(ELEMENTS)
         {"all_gather": lambda: dist.all_gather_into_tensor(out, tensor),
          "reduce_scatter": lambda: dist.reduce_scatter_tensor(out, tensor),
          "all_reduce": lambda: dist.all_reduce(tensor)}[kind]()
-    result = {}
-    for gap in GAPS_US:
-        times = []
-        for _ in range(400):
-            end = time.perf_counter() + gap * 1e-6
-            while time.perf_counter() < end:
-                pass
-            t = time.perf_counter()
-            x.copy_(y)
-            times.append(time.perf_counter() - t)
-        result[str(gap)] = statistics.median(times) * 1e6
+    result = {str(gap): statistics.median(timed_copies(x, y, 400, (gap * 1e-6,))) * 1e6 for gap in GAPS_US}
     result["threads"] = len(os.listdir("/proc/self/task"))
     release.set()
     if holder is not None:
         holder.join()
     return result
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def engine_case(stage: int, threads: int) -> dict:

@@ -143,14 +143,10 @@ def without_first_touch(profile: Any) -> Any:
     return dataclasses.replace(profile, offload=dataclasses.replace(profile.offload, points=points))
 
 
-def without_thread_pool(profile: Any) -> Any:
-    """``profile`` without its throttled-pool measurement: parallel kernels then wake no one."""
-    return dataclasses.replace(profile, compute=dataclasses.replace(profile.compute, thread_pool=None))
-
-
-def without_weight_points(profile: Any) -> Any:
-    """``profile`` without its matmul weight points: linear layers then cost their FLOPs alone."""
-    return dataclasses.replace(profile, compute=dataclasses.replace(profile.compute, weight_points=()))
+def compute_without(profile: Any, **emptied: Any) -> Any:
+    """``profile`` with these compute measurements emptied: ``thread_pool=None`` (parallel kernels
+    then wake no one), ``weight_points=()`` (linear layers then cost their FLOPs alone)."""
+    return dataclasses.replace(profile, compute=dataclasses.replace(profile.compute, **emptied))
 
 
 def without_tail_points(profile: Any) -> Any:
@@ -402,9 +398,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if first_touch_cost(profile) is not None:
         ablations.append((without_first_touch(profile), "the page faults of memory mapped afresh (docs/cost-model.md 3.5"))
     if profile.compute.thread_pool is not None:
-        ablations.append((without_thread_pool(profile), "the throttled OpenMP pool's wake-ups (docs/cost-model.md 3.6"))
+        ablations.append((compute_without(profile, thread_pool=None), "the throttled OpenMP pool's wake-ups (docs/cost-model.md 3.6"))
     if profile.compute.weight_points:
-        ablations.append((without_weight_points(profile), "the matmul weights' cost (docs/cost-model.md 3.1"))
+        ablations.append((compute_without(profile, weight_points=()), "the matmul weights' cost (docs/cost-model.md 3.1"))
     if any(fit.tail_points for fit in profile.collectives.intra_node.values()):
         ablations.append((without_tail_points(profile), "the collectives' large-message regime (docs/cost-model.md 3.2"))
     for plain, what in ablations:

@@ -18,8 +18,6 @@ with it, end).
 
 from __future__ import annotations
 
-import os
-import statistics
 import time
 from typing import Any, Optional
 
@@ -34,10 +32,11 @@ GAPS_S = (20e-6, 200e-6)
 COPIES = 200
 
 
-def _copies(x: torch.Tensor, y: torch.Tensor, count: int) -> list[float]:
+def timed_copies(x: torch.Tensor, y: torch.Tensor, count: int, gaps_s: tuple[float, ...] = GAPS_S) -> list[float]:
+    """Seconds of ``count`` copies of ``y`` into ``x``, each after a busy gap (``gaps_s`` in turn)."""
     times = []
     for i in range(count):
-        end = time.perf_counter() + GAPS_S[i % len(GAPS_S)]
+        end = time.perf_counter() + gaps_s[i % len(gaps_s)]
         while time.perf_counter() < end:
             pass
         start = time.perf_counter()
@@ -46,38 +45,31 @@ def _copies(x: torch.Tensor, y: torch.Tensor, count: int) -> list[float]:
     return times
 
 
-def _usable_cpus() -> int:
-    """The CPUs this process may run on (a launcher that binds each rank to its cores leaves it
-    fewer than the machine has; two threads on one core would measure the sharing, not a wake-up)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def wake_cost(dist: Any, device: Device, rank: int, quick: bool) -> Optional[dict]:
     """Every rank calls this (the group is created collectively); rank 0 returns
     ``{"threads", "elements", "alone", "throttled"}`` (each a :func:`stats` of the copy's seconds),
     the others None. Only on CPU, and where rank 0 may run on two CPUs or more."""
     if device.kind != "cpu":
         return None
+    from simtune.runner.launcher import usable_cores  # a rank bound to one core would time the sharing
+
     group = dist.new_group([0])
     result = None
-    if rank == 0 and _usable_cpus() >= THREADS:
+    if rank == 0 and usable_cores() >= THREADS:
         threads = torch.get_num_threads()
         torch.set_num_threads(THREADS)
         try:
             count = COPIES // 2 if quick else COPIES
             x, y = torch.ones(ELEMENTS), torch.ones(ELEMENTS)
-            _copies(x, y, 20)
-            alone = _copies(x, y, count)
+            timed_copies(x, y, 20)
+            alone = timed_copies(x, y, count)
             out = torch.empty(ELEMENTS)
             dist.all_gather_into_tensor(out, torch.ones(ELEMENTS), group=group)
-            _copies(x, y, 20)
-            throttled = _copies(x, y, count)
+            timed_copies(x, y, 20)
+            throttled = timed_copies(x, y, count)
         finally:
             torch.set_num_threads(threads)
-        result = {"threads": THREADS, "elements": ELEMENTS, "alone": stats(alone), "throttled": stats(throttled),
-                  "gaps_s": list(GAPS_S), "ratio": statistics.median(throttled) / statistics.median(alone)}
+        result = {"threads": THREADS, "elements": ELEMENTS, "alone": stats(alone), "throttled": stats(throttled)}
     if rank == 0:
         torch.distributed.destroy_process_group(group)
     dist.barrier()

@@ -119,13 +119,17 @@ class Operators:
     outer_matmuls: tuple[Matmul, ...]
     outer_streaming: tuple[Streaming, ...]
 
-    def kernels(self, layers: int, backward: bool, outer: bool = True) -> int:
-        """Kernels of ``layers`` layers (and the ends when ``outer``) in one pass."""
+    def kernels(self, layers: int, backward: bool, outer: bool = True, *, min_elements: float = 0,
+                samples: int = 1) -> int:
+        """Kernels of ``layers`` layers (and the ends when ``outer``) in one pass; with
+        ``min_elements``, only the memory-bound ones over at least that many elements at
+        ``samples`` samples (every product counts)."""
         def count(matmuls: tuple[Matmul, ...], streaming: tuple[Streaming, ...]) -> int:
+            wide = [s for s in streaming if s.count(samples) >= min_elements] if min_elements else streaming
             if backward:
                 return (sum(2 + m.bias for m in matmuls)
-                        + sum(s.backward_kernels for s in streaming))
-            return len(matmuls) + sum(s.forward_kernels for s in streaming)
+                        + sum(s.backward_kernels for s in wide))
+            return len(matmuls) + sum(s.forward_kernels for s in wide)
         total = layers * count(self.layer_matmuls, self.layer_streaming)
         return total + (count(self.outer_matmuls, self.outer_streaming) if outer else 0)
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from simtune.model.checkpointing import checkpointed_layers
 from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
-from simtune.model.operators import Matmul, Streaming, model_operators
+from simtune.model.operators import model_operators
 
 GRAIN_ELEMENTS = 32768
 """torch's ``at::internal::GRAIN_SIZE``: element-wise kernels below it run on the calling thread."""
@@ -45,29 +45,16 @@ def throttled(hw: HardwareSpec, c: TrainConfig) -> bool:
     return c.stage == 3 or (c.stage in (1, 2) and c.dp_degree > 1)
 
 
-def _parallel_kernels(matmuls: tuple[Matmul, ...], streaming: tuple[Streaming, ...], samples: int, mp: int,
-                      backward: bool) -> int:
-    products = sum(2 + m.bias for m in matmuls) if backward else len(matmuls)
-    wide = [s for s in streaming if s.count(samples) / mp >= GRAIN_ELEMENTS]
-    return products + sum(s.backward_kernels if backward else s.forward_kernels for s in wide)
-
-
 def wake_ups(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> tuple[int, int]:
     """(forward, backward) wake-ups of one micro-step where the pool is throttled, else (0, 0)."""
     if not throttled(hw, c):
         return 0, 0
     ops = model_operators(m, hw, c.autocast)
-    mbs, mp = c.micro_batch_size, c.mp_degree
-
-    def per_pass(backward: bool, layers: int, outer: bool) -> int:
-        count = layers * _parallel_kernels(ops.layer_matmuls, ops.layer_streaming, mbs, mp, backward)
-        if outer:
-            count += _parallel_kernels(ops.outer_matmuls, ops.outer_streaming, mbs, mp, backward)
-        return count
-
+    grain, mbs = GRAIN_ELEMENTS * c.mp_degree, c.micro_batch_size  # a rank holds 1/mp of the elements
     modules = 2 * m.hooked_modules if c.stage == 3 else 0
-    forward = per_pass(False, m.num_layers, True) + modules
-    backward = per_pass(True, m.num_layers, True) + modules + per_pass(False, checkpointed_layers(m, c), False)
+    forward = ops.kernels(m.num_layers, False, min_elements=grain, samples=mbs) + modules
+    backward = (ops.kernels(m.num_layers, True, min_elements=grain, samples=mbs) + modules
+                + ops.kernels(checkpointed_layers(m, c), False, outer=False, min_elements=grain, samples=mbs))
     return forward, backward
 
 
