@@ -10,16 +10,18 @@ from typing import Any, Optional
 
 from simtune.commands.base import Command
 from simtune.errors import InputError
+from simtune.model.step_time import STEP_TERMS
 
 MEMORY_TERMS = ("parameters", "gradients", "master_weights", "optimizer_states", "gradient_buckets",
                 "gathered_parameters", "comm_scratch", "activations", "logits", "step_transient",
                 "fixed_overhead", "runtime_overhead")
 """MemoryEstimate fields (without ``_bytes``), in the order printed; ``total`` follows."""
 
-TIME_TERMS = ("forward", "backward", "recompute", "grad_reduce", "param_gather", "optimizer",
-              "offload_transfer", "engine_overhead", "first_touch", "thread_pool", "hidden_comm")
-"""TimeEstimate fields (without ``_s``); ``hidden_comm`` is what overlap saved (subtracted);
-``step`` follows."""
+TIME_TERMS = tuple(field for name, _ in STEP_TERMS
+                   for field in (("grad_reduce", "param_gather") if name == "exposed_comm" else (name,))) \
+    + ("hidden_comm",)
+"""TimeEstimate fields (without ``_s``): :data:`STEP_TERMS` with the exposed communication shown
+gross; ``hidden_comm`` is what overlap saved (subtracted); ``step`` follows."""
 
 DEFAULT_MODEL = "gpt2"
 

@@ -77,6 +77,18 @@ class TimeEstimate:
     def exposed_comm_s(self) -> float:
         return self.grad_reduce_s + self.param_gather_s - self.hidden_comm_s
 
+    def terms(self) -> tuple[float, ...]:
+        """The :data:`STEP_TERMS` in order; they sum to ``step_s``."""
+        return tuple(getattr(self, f"{name}_s") for name, _ in STEP_TERMS)
+
+
+STEP_TERMS = (("forward", "forward"), ("backward", "backward"), ("recompute", "recomputation"),
+              ("exposed_comm", "exposed communication"), ("optimizer", "optimizer step"),
+              ("offload_transfer", "offload transfers"), ("engine_overhead", "engine work"),
+              ("first_touch", "first-touch page faults"), ("thread_pool", "thread pool wake-ups"))
+"""(TimeEstimate attribute without ``_s``, label) of the terms that add up to the step:
+exposed communication = gradient reduction + parameter gathers - what overlap hid."""
+
 
 def _side_by_side(compute_s: float, comm_s: float, last_call_s: float, share: float = 0.0) -> float:
     if comm_s <= 0.0:

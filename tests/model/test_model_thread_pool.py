@@ -75,7 +75,7 @@ def test_one_rank_of_the_calibrated_two_pays_where_they_did_not(make_hardware):
     assert sum(pool_wake_s(bert, alone, config)) == pytest.approx(WAKE * sum(wake_ups(bert, alone, config)))
 
 
-def test_the_estimate_commands_time_terms_still_add_up_to_the_step(gpt2, make_hardware):
+def test_the_time_terms_still_add_up_to_the_step(gpt2, make_hardware):
     from simtune.commands.estimate import TIME_TERMS
 
     config = TrainConfig(stage=3, micro_batch_size=2, dp_degree=2, precision="fp32", gradient_accumulation_steps=2)
@@ -83,3 +83,4 @@ def test_the_estimate_commands_time_terms_still_add_up_to_the_step(gpt2, make_ha
     assert t.thread_pool_s > 0
     terms = {term: getattr(t, f"{term}_s") for term in TIME_TERMS}
     assert sum(terms.values()) - 2 * terms["hidden_comm"] == pytest.approx(t.step_s)
+    assert sum(t.terms()) == pytest.approx(t.step_s)  # the capacity report's bars

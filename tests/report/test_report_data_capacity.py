@@ -6,7 +6,7 @@ import pytest
 
 from simtune.prediction.planning import PLAIN_GRID, Planner, ladder_planners, ladder_specs
 from simtune.space import Trial
-from simtune.report.data.best_config import STEP_TERM_LABELS, step_terms
+from simtune.report.data.best_config import STEP_TERM_LABELS
 from simtune.report.data.memory import TERM_LABELS, memory_terms
 from simtune.report.data.scaling import scaling_efficiencies
 from simtune.report.data.training_cost import TOKENS_PER_PARAMETER, training_budget
@@ -119,7 +119,7 @@ def test_step_time_terms_sum_to_the_step(study):
         assert sum(terms) == pytest.approx(step, rel=1e-9)
     for best in study.best:
         t = best.plan.estimate.time
-        assert sum(step_terms(t)) == pytest.approx(t.step_s, rel=1e-9)
+        assert sum(t.terms()) == pytest.approx(t.step_s, rel=1e-9)
 
 
 def test_best_configurations_fit_and_report_their_utilisation(study):

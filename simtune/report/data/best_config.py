@@ -1,10 +1,7 @@
 """The best configuration per profile and GPU count, and its step time by term.
 
-The step-time terms sum to the predicted step (docs/cost-model.md section 3):
-
-    step_s = forward + backward + recomputation + exposed communication + optimizer + offload
-
-where exposed communication = gradient reduction + parameter gathers - what overlap hides.
+The step-time terms (:data:`simtune.model.step_time.STEP_TERMS`) sum to the predicted step
+(docs/cost-model.md section 3).
 """
 
 from __future__ import annotations
@@ -13,17 +10,10 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
-from simtune.model.step_time import TimeEstimate
+from simtune.model.step_time import STEP_TERMS
 from simtune.prediction.planning import Plan
 
-STEP_TERM_LABELS = ("forward", "backward", "recomputation", "exposed communication", "optimizer step",
-                    "offload transfers", "engine work")
-
-
-def step_terms(t: TimeEstimate) -> tuple[float, ...]:
-    """The terms in :data:`STEP_TERM_LABELS` order; they sum to ``t.step_s``."""
-    return (t.forward_s, t.backward_s, t.recompute_s, t.exposed_comm_s, t.optimizer_s, t.offload_transfer_s,
-            t.engine_overhead_s)
+STEP_TERM_LABELS = tuple(label for _, label in STEP_TERMS)
 
 
 @dataclass(frozen=True)
@@ -67,7 +57,7 @@ def step_time_bars(configs: Sequence[BestConfig]) -> StepTimeBars:
     return StepTimeBars(
         labels=tuple(f"{c.profile}\n{c.gpus} GPUs" for c in fitting),
         term_labels=STEP_TERM_LABELS,
-        terms_s=tuple(step_terms(c.plan.estimate.time) for c in fitting),
+        terms_s=tuple(c.plan.estimate.time.terms() for c in fitting),
         steps_s=tuple(c.plan.estimate.time.step_s for c in fitting),
         samples_per_gpu=tuple(c.plan.config.micro_batch_size * c.plan.config.gradient_accumulation_steps
                               for c in fitting),
