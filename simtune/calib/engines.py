@@ -5,8 +5,9 @@ of 1/``SMALL_BUCKETS`` of the model, which issues several reductions, when asked
 whose configurations issues another number of reductions than the default bucket does not need
 the cost per call) has its peak memory read over building, ``deepspeed.initialize`` and
 ``ENGINE_MEMORY_STEPS`` steps, then its forward, backward and step calls timed over
-``ENGINE_STEPS`` steps, timing the bare model on the same batch size in each iteration too (the
-pair gives what the engine adds). Stage 3 comes last: its engine replaces torch's linear function
+``ENGINE_STEPS`` steps (``BASE_ENGINE_STEPS`` at stage 0, the base of every other stage's
+costs), timing the bare model on the same batch size in each iteration too (the pair gives what
+the engine adds). Stage 3 comes last: its engine replaces torch's linear function
 for the rest of the process, as ZeRO-3 training does.
 """
 
@@ -29,6 +30,11 @@ from simtune.workloads import DEFAULT_OPTIMIZER
 ENGINE_MEMORY_STEPS = 6
 """Steps inside the engine's peak-memory reading (the heap grows over the first few)."""
 ENGINE_STEPS = 12
+BASE_ENGINE_STEPS = 24
+"""Timed steps of stage 0's engine with DeepSpeed's default knobs: every stage's per-unit costs
+are read as differences to its residual, and one step's engine-less-model difference varies by
+3.6 ms (sd) on 2 CPU ranks, so 12 steps leave its median 1.1 ms (sd) off where 24 leave 0.6
+(benchmarks/results/engine_wait.txt)."""
 
 
 def engine_config(stage: int, micro_batch_size: int, world_size: int, precision: str, device: str,
@@ -62,8 +68,8 @@ def measure_real_engine(stage: int, micro_batch_size: int, build: Callable[[], t
                         reduce_bucket_size: Optional[int] = None) -> EngineMeasurement:
     """Build a real engine around ``build()`` (a new model) and measure it: the peak memory above
     what was held before (building the model, ``deepspeed.initialize`` and
-    ``ENGINE_MEMORY_STEPS`` steps), then ``ENGINE_STEPS`` steps timed call by call, each after the
-    bare ``module``'s forward and backward on the same batch size (the pair). ``loss_of`` takes
+    ``ENGINE_MEMORY_STEPS`` steps), then ``ENGINE_STEPS`` steps (``BASE_ENGINE_STEPS`` at stage 0)
+    timed call by call, each after the bare ``module``'s forward and backward on the same batch size (the pair). ``loss_of`` takes
     the loss from a model's output."""
     gc.collect()
     torch.distributed.barrier()
@@ -75,8 +81,23 @@ def measure_real_engine(stage: int, micro_batch_size: int, build: Callable[[], t
         for _ in range(ENGINE_MEMORY_STEPS):
             engine.backward(loss_of(engine(**make_batch(micro_batch_size))))
             engine.step()
-    samples: dict[str, list[float]] = {k: [] for k in ENGINE_TIMES}
-    for _ in range(ENGINE_STEPS):
+    steps = BASE_ENGINE_STEPS if stage == 0 and reduce_bucket_size is None else ENGINE_STEPS
+    samples = timed_engine_steps(engine, module, make_batch, loss_of, micro_batch_size, sync, steps)
+    del engine, trained
+    return EngineMeasurement(stage=stage, world_size=world, micro_batch_size=micro_batch_size,
+                             peak_bytes=peak.peak_bytes, reduce_bucket_size=reduce_bucket_size,
+                             **{k: TimeStats.of(samples[k]) for k in ENGINE_TIMES})
+
+
+def timed_engine_steps(engine: Any, module: torch.nn.Module, make_batch: MakeBatch, loss_of: LossOf,
+                       micro_batch_size: int, sync: Callable[[], None], steps: int) -> dict[str, list[float]]:
+    """Per step, seconds of each of :data:`ENGINE_TIMES` (the bare ``module``'s forward and
+    backward first, between barriers, then the engine's loop, forward, backward and step calls),
+    and ``"backward_started"``: the monotonic clock (``time.perf_counter``, one clock for every
+    process of a Linux machine) as the engine's backward began, which places each rank's
+    backward beside the others'."""
+    samples: dict[str, list[float]] = {k: [] for k in (*ENGINE_TIMES, "backward_started")}
+    for _ in range(steps):
         torch.distributed.barrier()
         module_forward, module_backward = timed_once(module, make_batch(micro_batch_size), loss_of, sync)
         torch.distributed.barrier()
@@ -93,16 +114,15 @@ def measure_real_engine(stage: int, micro_batch_size: int, build: Callable[[], t
         engine.step()
         sync()
         t4 = time.perf_counter()
+        del loss
         samples["forward"].append(t2 - t1)
         samples["backward"].append(t3 - t2)
         samples["step"].append(t4 - t3)
         samples["loop"].append(t1 - t0)
         samples["module_forward"].append(module_forward)
         samples["module_backward"].append(module_backward)
-    del engine, trained, loss
-    return EngineMeasurement(stage=stage, world_size=world, micro_batch_size=micro_batch_size,
-                             peak_bytes=peak.peak_bytes, reduce_bucket_size=reduce_bucket_size,
-                             **{k: TimeStats.of(v) for k, v in samples.items()})
+        samples["backward_started"].append(t2)
+    return samples
 
 
 SMALL_BUCKETS = 8
