@@ -116,3 +116,28 @@ def test_an_lm_head_at_some_positions_only_costs_those():
     outer = {op.name: op for op in operators(masked, fused_attention=True).outer_matmuls}
     assert outer["lm_head"].rows == outer["mlm.transform"].rows == 20
     assert masked.logits_per_sample == 20 * m.vocab_size and m.logits_per_sample == m.seq_len * m.vocab_size
+
+
+def test_gpt2s_python_gelu_launches_the_kernels_the_model_counts():
+    """The counts of GELU_NEW_PASSES are transformers' NewGELU's kernels, forward and backward, as
+    torch's profiler lists them (views, scalar wrapping and the gradient's seed left out)."""
+    import collections
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from transformers.activations import NewGELUActivation
+
+    from simtune.model.operators import GELU_NEW_PASSES
+
+    def kernels(events) -> int:
+        skip = {"aten::to", "aten::_to_copy", "aten::copy_", "aten::empty_strided", "aten::empty_like",
+                "aten::result_type", "aten::detach", "aten::lift_fresh", "aten::empty"}
+        return sum(n for name, n in collections.Counter(e.name for e in events).items()
+                   if name.startswith("aten::") and name not in skip)
+
+    x, grad = torch.randn(4096, requires_grad=True), torch.randn(4096)
+    with profile(activities=[ProfilerActivity.CPU]) as forward:
+        y = NewGELUActivation()(x)
+    with profile(activities=[ProfilerActivity.CPU]) as backward:
+        y.backward(grad)
+    assert (kernels(forward.events()), kernels(backward.events())) == GELU_NEW_PASSES[2:]
