@@ -163,11 +163,13 @@ MEDIAN_KEYS = ("step_time_s", "fwd_s", "bwd_s", "step_s", "peak_memory_bytes", "
 
 
 def over_rounds(runs: list[dict]) -> dict:
-    """One configuration's metrics over its rounds: the median of each of :data:`MEDIAN_KEYS`, and
-    ``spread``, the rounds' step times' range over their median (the measurement's own noise)."""
+    """One configuration's metrics over its rounds: the median of each of :data:`MEDIAN_KEYS`,
+    ``spread``, the rounds' step times' range over their median (the measurement's own noise), and
+    that range itself (``step_min_s``, ``step_max_s``)."""
     merged = {key: statistics.median(float(m[key]) for m in runs) for key in MEDIAN_KEYS}
     steps = [float(m["step_time_s"]) for m in runs]
     merged["spread"] = (max(steps) - min(steps)) / merged["step_time_s"]
+    merged["step_min_s"], merged["step_max_s"] = min(steps), max(steps)
     return merged
 
 

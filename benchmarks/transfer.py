@@ -34,7 +34,9 @@ with the predictions scaled by that drift (the probe's time during B's runs over
 calibration), beside the raw ones.
 
 Targets (issue: a cost model that transfers): step MAPE <= 10%, tau >= 0.8, every per-stage
-ordering right, memory MAPE <= 5%. Launches where other processes used more than
+ordering right, memory MAPE <= 5%. An ordering that differs only between stages whose rounds'
+step times overlap is marked as such: the measurement does not tell their order either (the
+target still counts it as missed). Launches where other processes used more than
 ``--max-others`` cores are run again (benchmarks/accuracy.py explains the watch).
 """
 
@@ -170,16 +172,20 @@ def as_measured(predictor: Any) -> Any:
                      space=predictor.space, profile=predictor.profile)
 
 
-def orderings(rows: list[dict]) -> list[tuple[tuple[int, int, bool], bool, str, str]]:
-    """Per group of rows differing only in the stage: (group, same order, measured, predicted)."""
+def orderings(rows: list[dict]) -> list[tuple[tuple[int, int, bool], bool, str, str, bool]]:
+    """Per group of rows differing only in the stage: (group, same order, measured, predicted,
+    resolved). ``resolved`` is False where the order differs only between stages whose rounds'
+    step times overlap: the measurement does not tell their order either."""
     out = []
     for group, members in itertools.groupby(sorted(rows, key=lambda r: r["case"].group), key=lambda r: r["case"].group):
         members = list(members)
         measured = sorted(members, key=lambda r: r["meas_step_s"])
         predicted = sorted(members, key=lambda r: r["pred_step_s"])
         text = lambda order: " < ".join(f"z{r['case'].stage}" for r in order)  # noqa: E731
-        out.append((group, [r["case"].stage for r in measured] == [r["case"].stage for r in predicted],
-                    text(measured), text(predicted)))
+        swapped = [(a, b) for i, a in enumerate(measured) for b in measured[i + 1:]
+                   if predicted.index(a) > predicted.index(b)]
+        resolved = any(a["meas_max_s"] < b["meas_min_s"] for a, b in swapped)
+        out.append((group, not swapped, text(measured), text(predicted), resolved or not swapped))
     return out
 
 
@@ -190,7 +196,8 @@ def summary(rows: list[dict]) -> dict[str, float]:
     return {"mape": statistics.fmean(time_errors), "max": max(time_errors),
             "tau": accuracy.kendall_tau([r["pred_tp"] for r in rows], [r["meas_tp"] for r in rows]),
             "mem_mape": statistics.fmean(mem_errors), "mem_max": max(mem_errors),
-            "ordered": sum(1 for g in groups if g[1]), "groups": len(groups), "n": len(rows)}
+            "ordered": sum(1 for g in groups if g[1]), "groups": len(groups), "n": len(rows),
+            "unresolved": sum(1 for g in groups if not g[4])}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -336,6 +343,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             rows.append({"case": case, "name": f"w{case.world} {experiment_name(trial)}"
                          + (" ckpt" if case.checkpointing else ""),
                          "pred_step_s": e.time.step_s * scale, "meas_step_s": m["step_time_s"],
+                         "meas_min_s": m["step_min_s"], "meas_max_s": m["step_max_s"],
                          "pred_mem": e.memory.total_bytes, "meas_mem": m["peak_memory_bytes"],
                          "pred_tp": e.metrics.throughput_samples_per_s / scale, "meas_tp": m["throughput"],
                          "pred_split": tuple(x * scale for x in (e.time.forward_phase_s, e.time.backward_phase_s,
@@ -365,10 +373,11 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"max error {s['max'] * 100:.1f}%")
     print(f"ranking by throughput: Kendall tau {s['tau']:.3f} (target >= {TARGET_TAU}: {ok(s['tau'] >= TARGET_TAU)})")
     print(f"per-stage ordering: {s['ordered']} of {s['groups']} groups ordered as measured "
-          f"({ok(s['ordered'] == s['groups'])})")
-    for (world, mbs, ckpt), same, meas, pred in orderings(rows):
+          f"({ok(s['ordered'] == s['groups'])}); {s['unresolved']} of the others differ only between stages "
+          f"whose rounds overlap")
+    for (world, mbs, ckpt), same, meas, pred, resolved in orderings(rows):
         print(f"  {world} processes, micro-batch {mbs}{', checkpointing' if ckpt else ''}: measured {meas}; "
-              f"predicted {pred}{'' if same else '  <- differs'}")
+              f"predicted {pred}{'' if same else '  <- differs' if resolved else '  <- differs (rounds overlap)'}")
     print(f"peak memory: MAPE {s['mem_mape'] * 100:.1f}% (target <= {TARGET_MEMORY * 100:.0f}%: "
           f"{ok(s['mem_mape'] <= TARGET_MEMORY)}), max error {s['mem_max'] * 100:.1f}%")
     drifted = summary(rows_with(True, drift))
