@@ -40,7 +40,7 @@ from simtune.calib.thread_pool import ELEMENTS, timed_copies
 
 MODEL, SEQ_LEN, MICRO_BATCH = "bert-tiny", 128, 4
 WARM_UP, TIMED = 10, 40
-GAPS_US = (0, 20, 100)
+GAPS_US = (0, 20, 100, 1000, 3000)
 
 
 def _switches() -> dict[int, tuple[str, int]]:
