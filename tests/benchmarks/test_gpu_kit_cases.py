@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-KIT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu"
+from tests.benchmarks.benchmark_scripts import BENCHMARKS, load_script
+
+KIT = BENCHMARKS / "gpu"
 
 
 def _load(name: str):
-    if str(KIT) not in sys.path:
-        sys.path.insert(0, str(KIT))
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, KIT / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(KIT / f"{name}.py", name)
 
 
 cases = _load("cases")

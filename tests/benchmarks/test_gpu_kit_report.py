@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from tests.benchmarks.benchmark_scripts import BENCHMARKS, load_script
 
-ROOT = Path(__file__).resolve().parents[2]
-KIT = ROOT / "benchmarks" / "gpu"
-H200_KIT = ROOT / "benchmarks" / "results" / "gpu" / "h200-2026-12-04-kit"
+KIT = BENCHMARKS / "gpu"
+H200_KIT = BENCHMARKS / "results" / "gpu" / "h200-2026-12-04-kit"
 
 
 def _report():
-    if str(KIT) not in sys.path:
-        sys.path.insert(0, str(KIT))
-    spec = importlib.util.spec_from_file_location("gpu_kit_report", KIT / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(KIT / "report.py", "gpu_kit_report")
 
 
 def _row(stage: int, pred: float, meas: float, mbs: int = 16) -> dict:

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT / "benchmarks" / "published"
+from tests.benchmarks.benchmark_scripts import BENCHMARKS, load_script
+
+DATA = BENCHMARKS / "published"
 
 
 def _published():
-    spec = importlib.util.spec_from_file_location("published_benchmark", ROOT / "benchmarks" / "published.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("published_benchmark", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCHMARKS / "published.py", "published_benchmark")
 
 
 def _row(source: str, row_id: str) -> tuple[dict, dict]:

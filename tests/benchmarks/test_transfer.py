@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmarks.benchmark_scripts import BENCHMARKS, load_script
 
 
 def _transfer():
-    spec = importlib.util.spec_from_file_location("transfer_benchmark", ROOT / "benchmarks" / "transfer.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("transfer_benchmark", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCHMARKS / "transfer.py", "transfer_benchmark")
 
 
 def _row(t, stage: int, measured: float, low: float, high: float, predicted: float) -> dict:
