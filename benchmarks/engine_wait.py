@@ -44,7 +44,7 @@ def rank_main(out: Path, steps: int) -> None:
     import deepspeed
     import torch
 
-    from simtune.calib.engines import ENGINE_MEMORY_STEPS, engine_config, timed_engine_steps
+    from simtune.calib.engines import timed_engine_steps, warm_engine
     from simtune.calib.workload_measure import build_measured_model, device_sync, token_batches
     from simtune.workloads.presets import load_workload
 
@@ -58,14 +58,10 @@ def rank_main(out: Path, steps: int) -> None:
     make_batch = token_batches(workload, device, seed=4321 + rank)
     result = {}
     for stage in STAGES:
-        trained = build_measured_model(workload, "fp32", device)
-        engine, *_ = deepspeed.initialize(model=trained, model_parameters=list(trained.parameters()),
-                                          config=engine_config(stage, MICRO_BATCH, world, "fp32", "cpu"))
-        for _ in range(ENGINE_MEMORY_STEPS):
-            engine.backward(engine(**make_batch(MICRO_BATCH)).loss)
-            engine.step()
+        engine = warm_engine(stage, MICRO_BATCH, lambda: build_measured_model(workload, "fp32", device), make_batch,
+                             lambda o: o.loss, "fp32", world, device)
         result[stage] = timed_engine_steps(engine, module, make_batch, lambda o: o.loss, MICRO_BATCH, sync, steps)
-        del engine, trained
+        del engine
     (out / f"rank{rank}.json").write_text(json.dumps(result))
     torch.distributed.barrier()
     sys.stdout.flush()
@@ -80,8 +76,9 @@ def launch(steps: int) -> dict[int, list[dict[str, list[float]]]]:
     with tempfile.TemporaryDirectory(prefix="simtune-engine-wait-") as folder:
         port = free_port()
         processes = [subprocess.Popen([sys.executable, __file__, "--rank", "--out", folder, "--steps", str(steps)],
-                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                     for _, env in local_ranks.rank_commands(2, port, "unused", [])]
+                                      env=local_ranks.rank_env(rank, 2, port), stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+                     for rank in range(2)]
         codes = [p.wait(timeout=900) for p in processes]
         if any(codes):
             raise SystemExit(f"a rank failed: exit codes {codes}")

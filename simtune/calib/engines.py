@@ -69,24 +69,34 @@ def measure_real_engine(stage: int, micro_batch_size: int, build: Callable[[], t
     """Build a real engine around ``build()`` (a new model) and measure it: the peak memory above
     what was held before (building the model, ``deepspeed.initialize`` and
     ``ENGINE_MEMORY_STEPS`` steps), then ``ENGINE_STEPS`` steps (``BASE_ENGINE_STEPS`` at stage 0)
-    timed call by call, each after the bare ``module``'s forward and backward on the same batch size (the pair). ``loss_of`` takes
-    the loss from a model's output."""
+    timed call by call, each after the bare ``module``'s forward and backward on the same batch
+    size (the pair). ``loss_of`` takes the loss from a model's output."""
     gc.collect()
     torch.distributed.barrier()
     with PeakMemory(device) as peak:
-        trained = build()
-        engine, *_ = deepspeed.initialize(model=trained, model_parameters=list(trained.parameters()),
-                                          config=engine_config(stage, micro_batch_size, world, precision,
-                                                               device.type, reduce_bucket_size))
-        for _ in range(ENGINE_MEMORY_STEPS):
-            engine.backward(loss_of(engine(**make_batch(micro_batch_size))))
-            engine.step()
+        engine = warm_engine(stage, micro_batch_size, build, make_batch, loss_of, precision, world, device,
+                             reduce_bucket_size)
     steps = BASE_ENGINE_STEPS if stage == 0 and reduce_bucket_size is None else ENGINE_STEPS
     samples = timed_engine_steps(engine, module, make_batch, loss_of, micro_batch_size, sync, steps)
-    del engine, trained
+    del engine
     return EngineMeasurement(stage=stage, world_size=world, micro_batch_size=micro_batch_size,
                              peak_bytes=peak.peak_bytes, reduce_bucket_size=reduce_bucket_size,
                              **{k: TimeStats.of(samples[k]) for k in ENGINE_TIMES})
+
+
+def warm_engine(stage: int, micro_batch_size: int, build: Callable[[], torch.nn.Module], make_batch: MakeBatch,
+                loss_of: LossOf, precision: str, world: int, device: torch.device,
+                reduce_bucket_size: Optional[int] = None) -> Any:
+    """A DeepSpeed engine (:func:`engine_config`) around ``build()``, after
+    ``ENGINE_MEMORY_STEPS`` training steps."""
+    trained = build()
+    engine, *_ = deepspeed.initialize(model=trained, model_parameters=list(trained.parameters()),
+                                      config=engine_config(stage, micro_batch_size, world, precision, device.type,
+                                                           reduce_bucket_size))
+    for _ in range(ENGINE_MEMORY_STEPS):
+        engine.backward(loss_of(engine(**make_batch(micro_batch_size))))
+        engine.step()
+    return engine
 
 
 def timed_engine_steps(engine: Any, module: torch.nn.Module, make_batch: MakeBatch, loss_of: LossOf,

@@ -30,16 +30,20 @@ def command(nproc: int, port: int, module: str, args: list[str]) -> list[str]:
             module, *args]
 
 
+def rank_env(rank: int, nproc: int, port: int, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of local rank ``rank`` of ``nproc`` (``base``, else this process's, plus
+    what DeepSpeed's launcher sets for one node)."""
+    env = dict(os.environ if base is None else base)
+    env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc), LOCAL_SIZE=str(nproc),
+               CROSS_RANK="0", CROSS_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    return env
+
+
 def rank_commands(nproc: int, port: int, module: str, args: list[str],
                   base: dict[str, str] | None = None) -> list[tuple[list[str], dict[str, str]]]:
     """(argv, environment) of every rank."""
-    commands = []
-    for rank in range(nproc):
-        env = dict(os.environ if base is None else base)
-        env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc), LOCAL_SIZE=str(nproc),
-                   CROSS_RANK="0", CROSS_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        commands.append(([sys.executable, "-u", "-m", module, f"--local_rank={rank}", *args], env))
-    return commands
+    return [([sys.executable, "-u", "-m", module, f"--local_rank={rank}", *args], rank_env(rank, nproc, port, base))
+            for rank in range(nproc)]
 
 
 def run(nproc: int, port: int, module: str, args: list[str], poll_s: float = 0.05) -> int:
