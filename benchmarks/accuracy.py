@@ -163,19 +163,23 @@ MEDIAN_KEYS = ("step_time_s", "fwd_s", "bwd_s", "step_s", "peak_memory_bytes", "
 
 
 def over_rounds(runs: list[dict]) -> dict:
-    """One configuration's metrics over its rounds: the median of each of :data:`MEDIAN_KEYS`,
-    ``spread``, the rounds' step times' range over their median (the measurement's own noise), and
-    that range itself (``step_min_s``, ``step_max_s``)."""
+    """One configuration's metrics over its rounds: the median of each of :data:`MEDIAN_KEYS`, and
+    the range of the rounds' step times (``step_min_s``, ``step_max_s``: the measurement's own
+    noise, :func:`spread`)."""
     merged = {key: statistics.median(float(m[key]) for m in runs) for key in MEDIAN_KEYS}
     steps = [float(m["step_time_s"]) for m in runs]
-    merged["spread"] = (max(steps) - min(steps)) / merged["step_time_s"]
     merged["step_min_s"], merged["step_max_s"] = min(steps), max(steps)
     return merged
 
 
+def spread(measured: dict) -> float:
+    """The rounds' step times' range over their median."""
+    return (measured["step_max_s"] - measured["step_min_s"]) / measured["step_time_s"]
+
+
 def noise_line(measured: list[tuple[Any, dict, Optional[float]]], rounds: int) -> str:
     """How far one configuration's rounds are apart, over the configurations."""
-    spreads = sorted(m["spread"] for _, m, _ in measured)
+    spreads = sorted(spread(m) for _, m, _ in measured)
     if rounds < 2 or not spreads:
         return "measurement noise: one round (--rounds 1), not measured"
     return (f"measurement noise: one configuration's {rounds} rounds differ in step time by "

@@ -46,17 +46,11 @@ VIEWS = {"aten::view", "aten::reshape", "aten::t", "aten::transpose", "aten::per
 
 
 def _timed(model, batch, repeats: int) -> tuple[float, float]:
-    forwards, backwards = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        loss = model(**batch).loss
-        t1 = time.perf_counter()
-        loss.backward()
-        t2 = time.perf_counter()
-        model.zero_grad(set_to_none=True)
-        forwards.append(t1 - t0)
-        backwards.append(t2 - t1)
-    return statistics.median(forwards), statistics.median(backwards)
+    """Median seconds of the forward (loss included) and of the backward."""
+    from simtune.calib.workload_measure import timed_once
+
+    passes = [timed_once(model, batch, lambda out: out.loss, lambda: None) for _ in range(repeats)]
+    return statistics.median(p[0] for p in passes), statistics.median(p[1] for p in passes)
 
 
 def _profiled(model, batch, passes: int) -> dict[str, dict[str, float]]:

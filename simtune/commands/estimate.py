@@ -17,9 +17,8 @@ MEMORY_TERMS = ("parameters", "gradients", "master_weights", "optimizer_states",
                 "fixed_overhead", "runtime_overhead")
 """MemoryEstimate fields (without ``_bytes``), in the order printed; ``total`` follows."""
 
-TIME_TERMS = tuple(field for name, _ in STEP_TERMS
-                   for field in (("grad_reduce", "param_gather") if name == "exposed_comm" else (name,))) \
-    + ("hidden_comm",)
+_GROSS = {"exposed_comm": ("grad_reduce", "param_gather")}
+TIME_TERMS = (*(field for name, _ in STEP_TERMS for field in _GROSS.get(name, (name,))), "hidden_comm")
 """TimeEstimate fields (without ``_s``): :data:`STEP_TERMS` with the exposed communication shown
 gross; ``hidden_comm`` is what overlap saved (subtracted); ``step`` follows."""
 
