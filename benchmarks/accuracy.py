@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import shlex
@@ -163,13 +164,34 @@ MEDIAN_KEYS = ("step_time_s", "fwd_s", "bwd_s", "step_s", "peak_memory_bytes", "
 
 
 def over_rounds(runs: list[dict]) -> dict:
-    """One configuration's metrics over its rounds: the median of each of :data:`MEDIAN_KEYS`, and
-    the range of the rounds' step times (``step_min_s``, ``step_max_s``: the measurement's own
-    noise, :func:`spread`)."""
-    merged = {key: statistics.median(float(m[key]) for m in runs) for key in MEDIAN_KEYS}
+    """One configuration's metrics over its rounds (``runs`` in round order): the median of each of
+    :data:`MEDIAN_KEYS`, the rounds' step times in round order (``step_rounds_s``: configurations
+    measured in one round ran close in time, :func:`paired_difference`) and their range
+    (``step_min_s``, ``step_max_s``: the measurement's own noise, :func:`spread`)."""
+    merged: dict = {key: statistics.median(float(m[key]) for m in runs) for key in MEDIAN_KEYS}
     steps = [float(m["step_time_s"]) for m in runs]
+    merged["step_rounds_s"] = steps
     merged["step_min_s"], merged["step_max_s"] = min(steps), max(steps)
     return merged
+
+
+PAIRED_CONFIDENCE = 0.95
+
+
+def paired_difference(a_rounds: list[float], b_rounds: list[float],
+                      confidence: float = PAIRED_CONFIDENCE) -> tuple[float, float, float]:
+    """The mean of the per-round differences ``a - b`` and its Student-t interval at
+    ``confidence`` (two-sided; n - 1 degrees of freedom): (mean, low, high). Rounds run every
+    configuration once in turn, so a machine that drifts between rounds moves both members of a
+    pair alike and the difference cancels it. Fewer than two rounds: an interval of any width."""
+    from scipy.stats import t as student_t
+
+    diffs = [a - b for a, b in zip(a_rounds, b_rounds)]
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return mean, -math.inf, math.inf
+    half = float(student_t.ppf(0.5 + confidence / 2, len(diffs) - 1)) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return mean, mean - half, mean + half
 
 
 def spread(measured: dict) -> float:
