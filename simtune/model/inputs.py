@@ -768,6 +768,10 @@ class TrainConfig:
     DeepSpeed's fp32 states (an fp32 master partition at stages 1-3) and communicate linear
     layers' gradients and gathered parameters in ``precision`` (``comm_dtype``,
     deepspeed/runtime/torch_autocast.py), the other parameters in fp32."""
+    fused_adam: bool = True
+    """The optimizer is DeepSpeed's FusedAdam; False for torch's AdamW (``torch_adam``, and always
+    on CPU), which DeepSpeed wraps per tensor at stage 0 in 16 bits
+    (:func:`simtune.model.step_time.unfused_wrapper_s`)."""
 
     def __post_init__(self) -> None:
         _require(self.stage in (0, 1, 2, 3), ConfigError, f"TrainConfig.stage must be 0, 1, 2 or 3, got {self.stage!r}.")

@@ -8,6 +8,8 @@ the accumulation boundary, then the boundary work:
              + engine overhead (measured per stage by the workload calibration, when given;
                else the profile's framework costs: stage-3 hooks, bucket calls, gradient
                hooks and copies, the engine's step)
+             + stage 0 in 16 bits around torch's AdamW: a dispatch per op per parameter tensor
+               (:func:`unfused_wrapper_s`)
              + first touch of memory mapped afresh (CPU: :mod:`simtune.model.fresh_memory`)
              + waking a throttled OpenMP pool (CPU ranks of 2+ threads: :mod:`simtune.model.thread_pool`)
 
@@ -132,6 +134,32 @@ def param_pass_terms(k: tuple[float, float, float], params: float, stage: int,
     return (params * k_f if dp > 1 else 0.0, params * k_b, params * k_s / (dp if stage == 3 else 1))
 
 
+UNFUSED_WRAPPER_OPS_PER_TENSOR = 13
+"""Host-dispatched ops per parameter tensor in one step of DeepSpeed's ``FP16_UnfusedOptimizer``
+(deepspeed/runtime/fp16/unfused_optimizer.py ``step``, DeepSpeed 0.19.8): the overflow check's
+amax, amin, two isfinite, and, not (runtime/utils.py ``has_inf_or_nan``), the weight norm's
+float cast, norm, power and sum (``get_weight_norm``), the gradient's cast to fp32, its unscaling
+and the copy of the updated fp32 weight back into the 16-bit one."""
+
+
+def unfused_wrapper_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
+    """Host seconds per step of DeepSpeed's per-tensor wrapper around an optimizer other than its
+    FusedAdam: at stage 0 in fp16 or bf16 the engine wraps torch's AdamW (``torch_adam``, fused or
+    not) in ``FP16_UnfusedOptimizer`` (runtime/engine.py ``_configure_fp16_optimizer``: the fused
+    wrapper only for FusedAdam), whose overflow check turns each gradient's check into a Python
+    bool, one host-device synchronisation per tensor (runtime/utils.py ``has_overflow_serial``).
+    After the first the device has nothing queued, so every op that follows costs its dispatch:
+
+        n_tensors x UNFUSED_WRAPPER_OPS_PER_TENSOR x forward_kernel_s
+
+    (the syncs' own latency and the ops' device time left out: small next to the dispatch on a
+    GPU). Zero at stages 1-3 (the ZeRO optimizer checks flat partitions), in fp32 and under
+    autocast (no 16-bit wrapper), and with FusedAdam (``TrainConfig.fused_adam``)."""
+    if c.stage != 0 or c.precision == "fp32" or c.autocast or c.fused_adam:
+        return 0.0
+    return len(m.layout.numels) * UNFUSED_WRAPPER_OPS_PER_TENSOR * hw.framework.forward_kernel_s
+
+
 def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
                     sizes: Optional[Shards] = None) -> tuple[float, float, float]:
     """(per forward, per backward, per step) seconds the engine adds from the profile's
@@ -205,6 +233,7 @@ def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
     else:
         o_fwd, o_bwd, o_step = framework_costs(model, hardware, c, s)
         o_calls = _reduce_calls(model, c) * hardware.framework.reduce_bucket_s
+    o_step += unfused_wrapper_s(model, hardware, c)  # measured engines' residuals are read without it
     overhead = gas * (o_fwd + o_bwd) + o_step + o_calls + loop
     forward_phase += gas * o_fwd
     backward_phase_total += gas * o_bwd + o_calls

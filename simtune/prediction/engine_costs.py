@@ -46,11 +46,13 @@ from simtune.model.step_time import gradient_copy_s, param_pass_terms
 from simtune.precision import autocast_parts
 
 
-def labelled_config(stage: int, micro_batch_size: int, precision: str, dp_degree: int = 1) -> TrainConfig:
-    """The TrainConfig of a precision label (``"bf16+autocast"``: :mod:`simtune.precision`)."""
+def labelled_config(stage: int, micro_batch_size: int, precision: str, dp_degree: int = 1,
+                    fused_adam: bool = True) -> TrainConfig:
+    """The TrainConfig of a precision label (``"bf16+autocast"``: :mod:`simtune.precision`);
+    ``fused_adam``: whether the engine ran DeepSpeed's FusedAdam (``TrainConfig.fused_adam``)."""
     dtype, autocast = autocast_parts(precision)
     return TrainConfig(stage=stage, micro_batch_size=micro_batch_size, dp_degree=dp_degree, precision=dtype,
-                       autocast=autocast, deepspeed_autocast=autocast)
+                       autocast=autocast, deepspeed_autocast=autocast, fused_adam=fused_adam)
 
 
 def forward_intercept_s(model: ModelSpec, hardware: HardwareSpec, precision: str) -> float:

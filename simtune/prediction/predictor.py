@@ -173,6 +173,8 @@ class Predictor:
         """With ``autocast``: DeepSpeed's own (``TrainConfig.deepspeed_autocast``)."""
         hardware.compute.for_precision(precision)  # fail now, not at the first trial
         self._knobs = _stage_knobs(space)
+        self.fused_adam = runs_fused_adam(space, hardware)
+        """Whether DeepSpeed runs its FusedAdam (``TrainConfig.fused_adam``)."""
 
     @property
     def precision_label(self) -> str:
@@ -255,6 +257,7 @@ class Predictor:
         copy = self._copy()
         copy.space = space
         copy._knobs = _stage_knobs(space)
+        copy.fused_adam = runs_fused_adam(space, self.hardware)
         return copy
 
     def _copy(self) -> "Predictor":
@@ -271,7 +274,8 @@ class Predictor:
             knobs = {**knobs, **{k: v for k, v in trial.zero_knobs if k in modelled_keys()}}
         return train_config(trial, dp_degree=self.dp_degree, precision=self.precision,
                             mp_degree=self.mp_degree, knobs=knobs, checkpointing_policy=self.checkpointing_policy,
-                            autocast=self.autocast, deepspeed_autocast=self.deepspeed_autocast)
+                            autocast=self.autocast, deepspeed_autocast=self.deepspeed_autocast,
+                            fused_adam=self.fused_adam)
 
     def predict(self, trial: Trial) -> Estimate:
         """Memory, time and metrics of one trial (the residual correction applied to the step)."""
@@ -306,6 +310,15 @@ class Predictor:
             return self.fits(base.replace(micro_batch_size=mbs))
 
         return largest_that_fits(fits, 1, limit) or 0
+
+
+def runs_fused_adam(space: Optional[TuningSpace], hardware: HardwareSpec) -> bool:
+    """Whether DeepSpeed's engine runs its own FusedAdam for the space's config: not with
+    ``torch_adam``, and not on CPU (DeepSpeed's CPU accelerator cannot build it; simtune's
+    training program and calibration set ``torch_adam`` there). Only an asynchronous device
+    (``HardwareSpec.overlap_capable``: CUDA) runs it."""
+    params = (((space.ds_config if space is not None else None) or {}).get("optimizer") or {}).get("params") or {}
+    return hardware.overlap_capable and not params.get("torch_adam")
 
 
 def _stage_knobs(space: Optional[TuningSpace]) -> dict[int, dict[str, Any]]:
@@ -366,7 +379,9 @@ def engine_residuals(calibration: Calibration, model: ModelSpec, hardware: Hardw
     small = {(e.stage, e.micro_batch_size): e for e in calibration.engines if e.reduce_bucket_size is not None}
 
     def backward_residual(e: EngineRun) -> tuple[float, Estimate]:
-        config = labelled_config(e.stage, e.micro_batch_size, precision, dp_degree=e.world_size)
+        # the calibration's engines run FusedAdam on a GPU, torch's AdamW on CPU (calib.engines.engine_config)
+        config = labelled_config(e.stage, e.micro_batch_size, precision, dp_degree=e.world_size,
+                                 fused_adam=hardware.overlap_capable)
         if e.reduce_bucket_size is not None:
             config = dataclasses.replace(config, reduce_bucket_size=e.reduce_bucket_size)
         predicted = estimate(model, layout_hardware(hardware, e.world_size), config)

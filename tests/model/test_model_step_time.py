@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from simtune.model.compute_time import pass_time
@@ -94,3 +96,26 @@ def test_unknown_collectives_or_cpu_adam_fail_only_when_needed(gpt2, make_hardwa
         estimate_time(gpt2, hardware, TrainConfig(stage=2, micro_batch_size=1, dp_degree=8))
     with pytest.raises(ProfileError, match="CPU Adam"):
         estimate_time(gpt2, hardware, TrainConfig(stage=2, micro_batch_size=1, offload_optimizer=True))
+
+
+def test_stage_0_in_16_bits_around_torchs_adamw_pays_a_dispatch_per_op_per_tensor(gpt2, make_hardware):
+    """DeepSpeed wraps any optimizer but its FusedAdam in FP16_UnfusedOptimizer at stage 0 in 16 bits:
+    13 host ops per parameter tensor after a synchronisation per tensor."""
+    from simtune.model.inputs import FrameworkCosts
+    from simtune.model.step_time import UNFUSED_WRAPPER_OPS_PER_TENSOR, unfused_wrapper_s
+
+    hw = make_hardware(framework=FrameworkCosts(forward_kernel_s=10e-6, engine_step_s=2e-3))
+    fused = TrainConfig(stage=0, micro_batch_size=4, dp_degree=1, precision="bf16")
+    torch_adam = TrainConfig(stage=0, micro_batch_size=4, dp_degree=1, precision="bf16", fused_adam=False)
+    tensors = len(gpt2.layout.numels)
+    assert tensors == 148  # GPT-2 124M: 12 layers of 12 tensors, two embeddings, the final norm's two
+    assert unfused_wrapper_s(gpt2, hw, torch_adam) == pytest.approx(tensors * UNFUSED_WRAPPER_OPS_PER_TENSOR * 10e-6)
+    assert unfused_wrapper_s(gpt2, hw, fused) == 0.0
+    for other in (dict(stage=1), dict(precision="fp32"), dict(autocast=True)):
+        assert unfused_wrapper_s(gpt2, hw, dataclasses.replace(torch_adam, **other)) == 0.0
+    # it lands in the step call, and makes stage 0 slower than stage 1 where both were level
+    wrapped, plain = estimate_time(gpt2, hw, torch_adam), estimate_time(gpt2, hw, fused)
+    assert wrapped.step_phase_s - plain.step_phase_s == pytest.approx(unfused_wrapper_s(gpt2, hw, torch_adam))
+    assert wrapped.engine_overhead_s - plain.engine_overhead_s == pytest.approx(unfused_wrapper_s(gpt2, hw, torch_adam))
+    assert wrapped.step_s > estimate_time(gpt2, hw, dataclasses.replace(torch_adam, stage=1)).step_s
+

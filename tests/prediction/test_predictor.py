@@ -287,3 +287,25 @@ def test_autocast_costs_more_than_16_bit_and_less_than_fp32_on_a_v100():
     assert fp16 * 1.1 < autocast < fp32
     with pytest.raises(ConfigError, match="Autocast needs a 16-bit precision"):
         Predictor.from_parts(None, workload, "dgx2-v100-32gb", world_size=1, precision="fp32", autocast=True)
+
+
+def test_the_predictor_runs_fused_adam_on_a_gpu_unless_the_config_asks_for_torchs():
+    from simtune.model.step_time import unfused_wrapper_s
+
+    workload = load_workload("gpt2")
+    config = {"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1, "bf16": {"enabled": True},
+              "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}}, "zero_optimization": {"stage": 0}}
+    torch_config = {**config, "optimizer": {"type": "AdamW", "params": {"lr": 1e-4, "torch_adam": True}}}
+    trial = Trial(stage=0, micro_batch_size=4)
+
+    def step(ds_config, profile="hgx-h200-141gb"):
+        space = TuningSpace.from_config(ds_config, world_size=1)
+        predictor = Predictor.from_parts(space, workload, profile, world_size=1, precision="bf16")
+        return predictor, predictor.predict(trial).time.step_s
+
+    fused, fused_s = step(config)
+    wrapped, wrapped_s = step(torch_config)
+    assert fused.fused_adam and not wrapped.fused_adam
+    extra = unfused_wrapper_s(wrapped.model, wrapped.hardware, wrapped.config(trial))
+    assert extra > 0 and wrapped_s - fused_s == pytest.approx(extra, rel=1e-6)
+    assert not fused.for_space(TuningSpace.from_config(torch_config, world_size=1)).fused_adam
