@@ -38,6 +38,9 @@ class Case:
     autocast: bool = False
     """An fp32 engine whose forward runs inside ``torch.autocast`` in bf16 (the Hugging Face
     Trainer's mixed precision without DeepSpeed's), predicted with ``TrainConfig.autocast``."""
+    torch_adam: bool = False
+    """torch's AdamW (``torch_adam``) whatever optimizer the plan runs: beside the same case with
+    FusedAdam, it measures stage 0's per-tensor wrapper (``TrainConfig.fused_adam``)."""
 
     @property
     def group(self) -> str:
@@ -46,7 +49,7 @@ class Case:
     @property
     def key(self) -> str:
         extras = (("_ckpt" if self.checkpointing else "") + ("_offopt" if self.offload_optimizer != "none" else "")
-                  + ("_autocast" if self.autocast else ""))
+                  + ("_autocast" if self.autocast else "") + ("_torchadam" if self.torch_adam else ""))
         size = "max" if self.largest else f"mbs{self.micro_batch_size}"
         return f"{self.preset}_s{self.seq_len}_z{self.stage}_{size}{extras}"
 
@@ -57,18 +60,20 @@ def _sweep(preset: str, seq: int, rows: list[tuple]) -> list[Case]:
         stage, mbs, *flags = row
         out.append(Case(preset, seq, stage, mbs, checkpointing="ckpt" in flags,
                         offload_optimizer="cpu" if "offload" in flags else "none", largest="largest" in flags,
-                        autocast="autocast" in flags))
+                        autocast="autocast" in flags, torch_adam="torch_adam" in flags))
     return out
 
 
 def gpu_cases() -> list[Case]:
-    """27 fixed configurations over four presets (every stage, micro-batch sweeps, checkpointing
-    and optimizer offload on and off, one under torch autocast) and three searches for the
-    largest micro-batch size, in the order they are worth measuring: a call that runs out of time
-    keeps the first ones. On one H200 a configuration took about 10 s (engine start-up included),
-    so a 190 s phase measures about 13 of the first group and 5 of stage 3."""
+    """28 fixed configurations over four presets (every stage, micro-batch sweeps, checkpointing
+    and optimizer offload on and off, one under torch autocast, one with torch's AdamW beside
+    FusedAdam) and three searches for the largest micro-batch size, in the order they are worth
+    measuring: a call that runs out of time keeps the first ones. On one H200 a configuration took
+    about 10 s (engine start-up included), so a 190 s phase measures about 13 of the first group
+    and 5 of stage 3."""
     return (
-        _sweep("gpt2", 1024, [(0, 16), (1, 16), (2, 16), (0, 4), (0, 64), (0, 16, "autocast")])
+        _sweep("gpt2", 1024, [(0, 16), (1, 16), (2, 16), (0, 16, "torch_adam"), (0, 4), (0, 64),
+                              (0, 16, "autocast")])
         + _sweep("gpt2-medium", 1024, [(0, 16)])
         + _sweep("gpt2-large", 1024, [(0, 8)])
         + _sweep("bert-large", 512, [(0, 64), (2, 64)])
@@ -126,22 +131,31 @@ class Planner:
 
         self.profile = profile
         self.precision = precision
-        config = base_config(precision)
-        if torch_adam:
-            config["optimizer"]["params"]["torch_adam"] = True
-        config["autotuning"]["max_train_micro_batch_size_per_gpu"] = max_micro_batch_size
-        self.space = TuningSpace.from_config(config, world_size=1)
-        self._predictors: dict[tuple[str, int, bool], Any] = {}
+        def space(torch_adam: bool) -> Any:
+            config = base_config(precision)
+            if torch_adam:
+                config["optimizer"]["params"]["torch_adam"] = True
+            config["autotuning"]["max_train_micro_batch_size_per_gpu"] = max_micro_batch_size
+            return TuningSpace.from_config(config, world_size=1)
+
+        self.space = space(torch_adam)
+        """The plan's: torch's AdamW with ``torch_adam`` (FusedAdam not built), else DeepSpeed's."""
+        self.torch_space = self.space if torch_adam else space(True)
+        """For cases that ask for torch's AdamW (``Case.torch_adam``)."""
+        self._predictors: dict[tuple[str, int, bool, bool], Any] = {}
+
+    def space_of(self, case: Case) -> Any:
+        return self.torch_space if case.torch_adam else self.space
 
     def predictor(self, case: Case) -> Any:
         from simtune.prediction.predictor import Predictor
         from simtune.workloads import load_workload
 
-        key = (case.preset, case.seq_len, case.autocast)
+        key = (case.preset, case.seq_len, case.autocast, case.torch_adam)
         if key not in self._predictors:
             workload = load_workload(case.preset, seq_len=case.seq_len)
             precision = AUTOCAST_DTYPE if case.autocast else self.precision
-            self._predictors[key] = Predictor.from_parts(self.space, workload, self.profile, world_size=1,
+            self._predictors[key] = Predictor.from_parts(self.space_of(case), workload, self.profile, world_size=1,
                                                          precision=precision, autocast=case.autocast)
         return self._predictors[key]
 
@@ -165,7 +179,7 @@ class Planner:
         size = self.largest(case) if case.largest else case.micro_batch_size
         row: dict[str, Any] = {"key": case.key, "case": asdict(case), "group": case.group,
                                "predicted_largest": self.largest(case), "micro_batch_size": max(1, size)}
-        config = self.space.render(trial_of(case, row["micro_batch_size"]))
+        config = self.space_of(case).render(trial_of(case, row["micro_batch_size"]))
         if case.autocast:  # an fp32 engine: the sweep runs its forward inside torch.autocast
             for section in ("bf16", "fp16"):
                 config.pop(section, None)

@@ -84,8 +84,9 @@ def run_launches(plan: dict[str, Any], measured: list[dict], count: int, work: P
     chosen, stages = [], set()
     for row in plan["cases"]:
         case = row["case"]
-        if (row["key"] in ok and not case["largest"] and not case.get("autocast") and case["stage"] not in stages
-                and len(chosen) < count):  # the training program runs DeepSpeed's precision, not autocast
+        if (row["key"] in ok and not case["largest"] and not case.get("autocast") and not case.get("torch_adam")
+                and case["stage"] not in stages and len(chosen) < count):
+            # the training program runs DeepSpeed's precision (not autocast) and the plan's optimizer
             chosen.append(row)
             stages.add(case["stage"])
     work.mkdir(parents=True, exist_ok=True)
@@ -319,18 +320,25 @@ def summary_markdown(plan: Optional[dict[str, Any]], measured: list[dict], launc
               f"(target MAPE <= {TARGET_STEP_MAPE * 100:.0f}%)",
               f"- peak memory: MAPE {fmt(v['memory_mape'])}, max error {fmt(v['memory_max_error'])}",
               f"- predicted to fit but out of memory: {', '.join(v['predicted_feasible_out_of_memory']) or 'none'}"]
+    lines += [f"- {line}" for line in optimizer_pairs(rows)]
     return "\n".join(lines) + "\n"
+
+
+def _alike(r: dict[str, Any]) -> tuple:
+    """What a configuration is besides its ZeRO stage and optimizer."""
+    case = r["case"]
+    return (case["preset"], case["seq_len"], r["mbs"], case["checkpointing"], case["offload_optimizer"],
+            bool(case.get("autocast")))
 
 
 def stage_pairs(rows: list[dict[str, Any]]) -> tuple[int, int]:
     """(pairs ordered as measured, pairs) among configurations that differ in their ZeRO stage
-    alone (same preset, sequence, micro-batch size, checkpointing and offload)."""
+    alone (same preset, sequence, micro-batch size, checkpointing, offload, autocast and
+    optimizer)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         if r.get("meas_step_s") and not r["largest"]:
-            case = r["case"]
-            key = (case["preset"], case["seq_len"], r["mbs"], case["checkpointing"], case["offload_optimizer"])
-            groups.setdefault(key, []).append(r)
+            groups.setdefault((*_alike(r), bool(r["case"].get("torch_adam"))), []).append(r)
     agree = total = 0
     for members in groups.values():
         for i, a in enumerate(members):
@@ -338,6 +346,21 @@ def stage_pairs(rows: list[dict[str, Any]]) -> tuple[int, int]:
                 total += 1
                 agree += (a["pred_step_s"] < b["pred_step_s"]) == (a["meas_step_s"] < b["meas_step_s"])
     return agree, total
+
+
+def optimizer_pairs(rows: list[dict[str, Any]]) -> list[str]:
+    """For each case measured with torch's AdamW (``Case.torch_adam``) and with the plan's
+    FusedAdam alike otherwise: how much longer its step took, measured and predicted (stage 0's
+    per-tensor wrapper, ``simtune.model.step_time.unfused_wrapper_s``)."""
+    fused = {(*_alike(r), r["stage"]): r for r in rows
+             if r.get("meas_step_s") and not r["largest"] and not r["case"].get("torch_adam")}
+    lines = []
+    for r in rows:
+        other = fused.get((*_alike(r), r["stage"]))
+        if r["case"].get("torch_adam") and r.get("meas_step_s") and other is not None and other is not r:
+            lines.append(f"{r['key']}: torch's AdamW over FusedAdam +{(r['meas_step_s'] - other['meas_step_s']) * 1e3:.1f}"
+                         f" ms measured, +{(r['pred_step_s'] - other['pred_step_s']) * 1e3:.1f} ms predicted")
+    return lines
 
 
 def repredicted_text(kit_out: Path, profiles: list[str]) -> str:
@@ -365,6 +388,7 @@ def repredicted_text(kit_out: Path, profiles: list[str]) -> str:
         fmt = lambda x: "n/a" if x is None else f"{x * 100:.1f}%"  # noqa: E731
         lines.append(f"  step MAPE {fmt(v['step_mape'])} (median {fmt(v['step_median_error'])}); memory MAPE "
                      f"{fmt(v['memory_mape'])}; stage pairs ordered as measured {agree} of {pairs}")
+        lines += [f"  {line}" for line in optimizer_pairs(rows)]
     return "\n".join(lines) + "\n"
 
 

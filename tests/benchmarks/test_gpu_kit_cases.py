@@ -179,3 +179,16 @@ def test_an_autocast_case_runs_an_fp32_engine_predicted_under_autocast():
     predicted, bf16 = (planner.prediction(c, autocast.micro_batch_size) for c in (autocast, plain))
     assert predicted["step_s"] > bf16["step_s"] and predicted["total_bytes"] > bf16["total_bytes"]
     assert any(c.autocast for c in cases.rehearsal_cases())
+
+
+def test_a_torch_adam_case_runs_torchs_adamw_beside_the_plans_fused_adam():
+    from simtune.hardware.registry import load_profile
+
+    planner = cases.Planner(load_profile("hgx-h200-141gb"), "bf16", torch_adam=False, max_micro_batch_size=4096)
+    torch_case = next(c for c in cases.gpu_cases() if c.torch_adam)
+    plain = cases.Case(torch_case.preset, torch_case.seq_len, torch_case.stage, torch_case.micro_batch_size)
+    assert plain in cases.gpu_cases() and torch_case.stage == 0 and torch_case.key.endswith("_torchadam")
+    assert planner.plan(torch_case)["ds_config"]["optimizer"]["params"]["torch_adam"] is True
+    assert "torch_adam" not in planner.plan(plain)["ds_config"]["optimizer"]["params"]
+    wrapped, fused = (planner.prediction(c, plain.micro_batch_size)["step_s"] for c in (torch_case, plain))
+    assert wrapped > fused  # stage 0's per-tensor wrapper around torch's AdamW

@@ -12,16 +12,27 @@ def _report():
     return load_script(KIT / "report.py", "gpu_kit_report")
 
 
-def _row(stage: int, pred: float, meas: float, mbs: int = 16) -> dict:
-    return {"key": f"z{stage}", "largest": False, "mbs": mbs, "pred_step_s": pred, "meas_step_s": meas,
-            "case": {"preset": "gpt2", "seq_len": 1024, "checkpointing": False, "offload_optimizer": "none"}}
+def _row(stage: int, pred: float, meas: float, mbs: int = 16, **case) -> dict:
+    return {"key": f"z{stage}" + "".join(f"_{k}" for k in case), "largest": False, "mbs": mbs, "stage": stage,
+            "pred_step_s": pred, "meas_step_s": meas,
+            "case": {"preset": "gpt2", "seq_len": 1024, "checkpointing": False, "offload_optimizer": "none", **case}}
 
 
 def test_stage_pairs_count_only_configurations_that_differ_in_their_stage():
     report = _report()
-    rows = [_row(0, 1.0, 1.2), _row(1, 2.0, 1.1), _row(3, 3.0, 2.0), _row(0, 9.0, 9.0, mbs=4)]
-    # pairs (0,1) reversed, (0,3) and (1,3) as measured; the micro-batch 4 row has no partner
+    rows = [_row(0, 1.0, 1.2), _row(1, 2.0, 1.1), _row(3, 3.0, 2.0), _row(0, 9.0, 9.0, mbs=4),
+            _row(0, 0.5, 5.0, torch_adam=True), _row(0, 0.5, 5.0, autocast=True)]
+    # pairs (0,1) reversed, (0,3) and (1,3) as measured; the micro-batch 4 row has no partner, nor
+    # have the rows of another optimizer or under autocast
     assert report.stage_pairs(rows) == (2, 3)
+
+
+def test_torchs_adamw_is_set_beside_fused_adam_at_the_same_stage_and_size():
+    report = _report()
+    rows = [_row(0, 0.100, 0.124), _row(1, 0.100, 0.107), _row(0, 0.121, 0.145, torch_adam=True),
+            _row(1, 0.100, 0.109, torch_adam=True, autocast=True)]
+    assert report.optimizer_pairs(rows) == [
+        "z0_torch_adam: torch's AdamW over FusedAdam +21.0 ms measured, +21.0 ms predicted"]
 
 
 def test_the_committed_h200_run_is_predicted_again_on_any_profile(tmp_path, monkeypatch):
