@@ -264,7 +264,7 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
     profile = with_attention_kernel(profile, software.get("attention_kernel"),
                                     int(row["model"]["hidden"]) // int(row["model"]["heads"]))
     workload = dataclasses.replace(workload_of(row["model"], software.get("attention"), software.get("dropout"),
-                                               software.get("task")), loss=software.get("loss") or "fp32")
+                                               software.get("task")), loss=row.get("loss") or software.get("loss") or "fp32")
     parallel = row.get("parallel") or {}
     gpus = int(row["gpus"])
     trial = Trial(stage=int(parallel.get("zero_stage") or 0), micro_batch_size=int(row.get("micro_batch_size") or 1),

@@ -41,12 +41,14 @@ output, dropout mask, dropped output); "sdpa" (torch's scaled_dot_product_attent
 (FlashAttention 2/3) recompute them from Q, K, V and a per-row log-sum-exp (Dao et al. 2022)."""
 
 
-LOSS_KINDS = ("fp32", "fused")
+LOSS_KINDS = ("fp32", "fused", "vocab_parallel")
 """How the training program's loss holds the logits for the backward: "fp32" upcasts them and
 takes torch's cross-entropy (transformers' loss functions, torchtitan): an fp32 log-softmax is
 kept and two fp32 gradients of its size exist during its backward; "fused" runs one
 cross-entropy kernel (flash-attn's ``CrossEntropyLoss``, llm.c's fused classifier) that keeps
-the logits and a log-sum-exp and makes one gradient of the logits' size
+the logits and a log-sum-exp and makes one gradient of the logits' size; "vocab_parallel" is
+Megatron-LM's vocabulary-parallel cross-entropy over logits upcast to fp32, which keeps the fp32
+softmax, turns it into the gradient in place, and casts that back to the compute precision
 (:func:`simtune.model.memory_activations.logits_bytes`)."""
 
 

@@ -52,7 +52,12 @@ bytes at the start of the backward, whatever the compute precision, divided by t
 upcast copy (none in fp32) and 4*s*V log-softmax. Measured on one H200 (bf16, gpt2, 1024 tokens,
 benchmarks/results/gpu): 1.17 GB per sample against 1.19 predicted with these terms and 0.63
 without them. A fused cross-entropy kernel (``ModelSpec.loss == "fused"``: flash-attn's, llm.c's)
-keeps the logits and a log-sum-exp and makes one gradient of their size: 2*b*s*V. A sequence
+keeps the logits and a log-sum-exp and makes one gradient of their size: 2*b*s*V. Megatron-LM's
+vocabulary-parallel cross-entropy (``"vocab_parallel"``; megatron/mpu/cross_entropy.py, v1.1.5
+as DeepSpeed's examples ship it) upcasts the logits, computes the softmax in place on that copy
+and keeps it, and its backward turns the softmax into the gradient in place before the upcast's
+backward casts it back: (4 + b)*s*V, in the forward (the b-byte logits beside their fp32 copy) as
+at the start of the backward. A sequence
 classifier's head makes C or s*C logits in place of s*V (``ModelSpec.logits_per_sample``).
 
 Under torch autocast around an fp32 model (``TrainConfig.autocast``) the residual stream is fp32,
@@ -179,6 +184,8 @@ def loss_bytes_beyond_recomputation(m: ModelSpec, c: TrainConfig, hw: HardwareSp
 def logits_bytes(m: ModelSpec, c: TrainConfig) -> int:
     """The loss's peak at the start of the backward, per sample: 12*s*V bytes for torch's
     cross-entropy over upcast logits (module docstring), 2*b*s*V for a fused cross-entropy kernel
-    (the logits it keeps and the gradient it makes)."""
-    per_element = 12 if m.loss == "fp32" else 2 * c.bytes_per_element
+    (the logits it keeps and the gradient it makes), (4 + b)*s*V for Megatron-LM's
+    vocabulary-parallel one (its fp32 softmax, made the gradient in place, and that gradient cast
+    to the compute precision; the forward holds the same: the b-byte logits and their fp32 copy)."""
+    per_element = {"fp32": 12, "fused": 2 * c.bytes_per_element, "vocab_parallel": 4 + c.bytes_per_element}[m.loss]
     return (c.micro_batch_size * m.logits_per_sample * per_element) // c.mp_degree

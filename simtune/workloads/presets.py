@@ -88,7 +88,7 @@ class Workload:
     loss: str = "fp32"
     """How the training program's loss holds the logits (one of
     :data:`simtune.model.inputs.LOSS_KINDS`): "fp32" for transformers' loss functions, which upcast
-    them; "fused" for a fused cross-entropy kernel."""
+    them; "fused" for a fused cross-entropy kernel; "vocab_parallel" for Megatron-LM's."""
 
     @property
     def num_labels(self) -> int:

@@ -110,10 +110,18 @@ def test_a_fused_cross_entropy_keeps_the_logits_and_makes_one_gradient(make_gpt2
         assert logits_bytes(fused, config) == 3 * fused.seq_len * fused.vocab_size * 2 * b
 
 
+def test_megatrons_vocabulary_parallel_loss_keeps_an_fp32_softmax_and_a_16_bit_gradient(make_gpt2):
+    megatron, hf = make_gpt2(loss="vocab_parallel"), make_gpt2()
+    for precision, b in (("fp16", 2), ("fp32", 4)):
+        config = TrainConfig(stage=0, micro_batch_size=3, precision=precision)
+        assert logits_bytes(megatron, config) == 3 * megatron.seq_len * megatron.vocab_size * (4 + b)
+        assert logits_bytes(megatron, config) < logits_bytes(hf, config)
+
+
 def test_an_unknown_loss_is_one_clear_sentence(make_gpt2):
     from simtune.errors import WorkloadError
 
-    with pytest.raises(WorkloadError, match="ModelSpec.loss must be one of fp32, fused"):
+    with pytest.raises(WorkloadError, match="ModelSpec.loss must be one of fp32, fused, vocab_parallel"):
         make_gpt2(loss="chunked")
 
 
