@@ -92,7 +92,11 @@ FRAMEWORK_SOURCES = (
     "NVIDIA BERT), i.e. ~75 per layer forward and backward",
     "ZeRO-3 per-module fetch: deepspeedai/DeepSpeed#1069 (~0.5 ms per allgather: 130 us pre-launch, 250 us "
     "launch, BERT-5B on 8 A100), #1174 and PR #1188 (ZeRO-3 forward 470 -> 270 ms against 60 ms at ZeRO-2), "
-    "PR #6694 (leaf-module fetch/release halves its CPU time)",
+    "LianjiaTech/BELLE#402 (ZeRO-3 over ZeRO-1 ~260 ms per step for BLOOM-560M and BLOOM-1.1B alike, 148 "
+    "modules: 0.6-0.9 ms per module and pass, 2 TITAN RTX, DeepSpeed before 0.10), PR #3622 (per-parameter "
+    "Python work of the coordinator cut, 20-35% faster steps) and PR #6694 (leaf-module fetch/release halves "
+    "its CPU time) since; measured on one H200 (benchmarks/results/gpu, DeepSpeed 0.19.8, world size 1): "
+    "0.6-0.85 ms per module and pass on a host dispatching an op in 11 us, about twice the spec hosts' 5-8 us",
     "stage 1/2 per bucket and hook: deepspeedai/DeepSpeed PR #7886 (0.5 ms per gradient hook when it walked the "
     "graph), #2463/#2500 (a device sync per bucket, since removed)",
     "engine step: deepspeedai/DeepSpeed PR #4512 and #5115 (the fp16 overflow check reduces all gradients "
@@ -103,7 +107,7 @@ BACKWARD_DISPATCH_SHARE = 0.6
 """A backward kernel's dispatch over a forward one's: autograd's C++ engine launches backward
 kernels without Python (about 3 us against 5; pytorch/pytorch#41383 puts half of an op's cost in
 Python)."""
-ZERO3_MODULE_S = 1.5e-4
+ZERO3_MODULE_S = 3e-4
 REDUCE_BUCKET_S = 3e-4
 GRADIENT_HOOK_S = 3e-5
 ENGINE_STEP_S = 2e-3
@@ -328,7 +332,7 @@ def _assumptions(sheet: SpecSheet) -> dict[str, str]:
         + " (measured GEMM tables, see sources; aligned shapes: misaligned ones run slower)",
         "framework": f"PyTorch eager dispatch {sheet.forward_kernel_s * 1e6:g} us per forward kernel on this "
         f"host, {BACKWARD_DISPATCH_SHARE} of it per backward kernel; DeepSpeed ZeRO-3 {ZERO3_MODULE_S * 1e6:g} us "
-        f"per parameter-holding module per pass (range 50-400), {REDUCE_BUCKET_S * 1e6:g} us per reduction "
+        f"per parameter-holding module per pass (range 150-900), {REDUCE_BUCKET_S * 1e6:g} us per reduction "
         f"bucket, {GRADIENT_HOOK_S * 1e6:g} us per gradient hook (stages 2-3), {ENGINE_STEP_S * 1e3:g} ms per "
         f"engine step, {ENGINE_MICRO_STEP_S * 1e6:g} us for the engine's forward and backward calls per "
         f"micro-step, {GATHER_CALL_S * 1e6:g} us per persistent-parameter allgather after a ZeRO-3 step "

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from simtune.model import compute_time as ct
+from simtune.model.checkpointing import checkpointed_layers
 from simtune.model.comm_time import communication
 from simtune.model.fresh_memory import first_touch_s
 from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
@@ -134,6 +135,15 @@ def param_pass_terms(k: tuple[float, float, float], params: float, stage: int,
     return (params * k_f if dp > 1 else 0.0, params * k_b, params * k_s / (dp if stage == 3 else 1))
 
 
+def recomputed_modules(m: ModelSpec, c: TrainConfig) -> int:
+    """Parameter-holding modules whose forward runs again under activation checkpointing: each
+    checkpointed layer's, ``hooked_modules // num_layers`` of them (the modules outside the layers,
+    embeddings and head, are not recomputed). At stage 3 their fetch and release hooks fire in that
+    recomputation too; the allgathers do not repeat (the backward reuses what the recomputation
+    gathered: ``stage3_max_reuse_distance``, whose default covers a layer)."""
+    return checkpointed_layers(m, c) * (m.hooked_modules // m.num_layers)
+
+
 UNFUSED_WRAPPER_OPS_PER_TENSOR = 13
 """Host-dispatched ops per parameter tensor in one step of DeepSpeed's ``FP16_UnfusedOptimizer``
 (deepspeed/runtime/fp16/unfused_optimizer.py ``step``, DeepSpeed 0.19.8): the overflow check's
@@ -175,7 +185,7 @@ def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
     fwd = bwd = fw.engine_micro_step_s / 2
     if c.stage == 3:
         fwd += m.hooked_modules * fw.zero3_module_s
-        bwd += m.hooked_modules * fw.zero3_module_s
+        bwd += (m.hooked_modules + recomputed_modules(m, c)) * fw.zero3_module_s
     if c.stage >= 2:
         bwd += len(m.layout.numels) * fw.gradient_hook_s
     step = fw.engine_step_s

@@ -119,3 +119,25 @@ def test_stage_0_in_16_bits_around_torchs_adamw_pays_a_dispatch_per_op_per_tenso
     assert wrapped.engine_overhead_s - plain.engine_overhead_s == pytest.approx(unfused_wrapper_s(gpt2, hw, torch_adam))
     assert wrapped.step_s > estimate_time(gpt2, hw, dataclasses.replace(torch_adam, stage=1)).step_s
 
+
+
+def test_stage_3_checkpointing_fires_the_recomputed_layers_fetch_hooks_once_more(gpt2, make_hardware):
+    """The recomputed forward runs every checkpointed layer's modules again: their ZeRO-3 hooks fire,
+    their allgathers do not repeat (the backward reuses what the recomputation gathered)."""
+    from simtune.model.comm_time import communication
+    from simtune.model.inputs import FrameworkCosts
+    from simtune.model.shards import shards
+    from simtune.model.step_time import framework_costs, recomputed_modules
+
+    hw = make_hardware(framework=FrameworkCosts(zero3_module_s=300e-6))
+    plain = TrainConfig(stage=3, micro_batch_size=4, dp_degree=8)
+    ckpt = dataclasses.replace(plain, activation_checkpointing=True)
+    assert recomputed_modules(gpt2, plain) == 0 and recomputed_modules(gpt2, ckpt) == 6 * 12  # 6 per layer
+    half = dataclasses.replace(ckpt, checkpointing_policy="every-2-layers")
+    assert recomputed_modules(gpt2, half) == 6 * 6
+    (f0, b0, s0), (f1, b1, s1) = framework_costs(gpt2, hw, plain), framework_costs(gpt2, hw, ckpt)
+    assert (f1, s1) == (f0, s0) and b1 - b0 == pytest.approx(72 * 300e-6)
+    assert communication(gpt2, shards(gpt2, ckpt), hw, ckpt) == communication(gpt2, shards(gpt2, plain), hw, plain)
+    stage2 = dataclasses.replace(ckpt, stage=2)
+    assert framework_costs(gpt2, hw, stage2)[1] == framework_costs(gpt2, hw, dataclasses.replace(stage2,
+                                                                   activation_checkpointing=False))[1]
