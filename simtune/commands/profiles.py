@@ -73,6 +73,8 @@ def framework_lines(profile) -> list[str]:
     """The software stack's costs per call (the profile's framework section), with the engine
     costs searches learnt on this profile (``engine_costs/<profile>.json``) in place of its own."""
     from simtune.hardware.profile import FRAMEWORK_COSTS
+    from simtune.hardware.spec import ENGINE_COSTS
+    from simtune.model.adapters import spec_engine_costs_stand_in
     from simtune.prediction.learnt_engine_costs import learnt_costs_path, learnt_engine_costs
 
     learnt = {}
@@ -84,6 +86,10 @@ def framework_lines(profile) -> list[str]:
     if profile.framework is not None:
         costs = ", ".join(f"{name[:-2]} {getattr(profile.framework, name) * 1e6:.1f} us" for name in FRAMEWORK_COSTS)
         lines.append(f"  framework           {costs} ({profile.framework.kind})")
+    if not learnt and spec_engine_costs_stand_in(profile):
+        costs = ", ".join(f"{name[:-2]} {value * 1e6:.1f} us" for name, value in ENGINE_COSTS.items())
+        lines.append(f"  engine costs        none measured or learnt on this GPU profile: the spec profiles' "
+                     f"published estimates stand in ({costs})")
     for found in learnt.values():
         costs = ", ".join(f"{name[:-2]} {value * 1e6:.1f} us" for name, value in found.costs.items())
         lines.append(f"  engine costs learnt {costs} ({found.describe()}; {learnt_costs_path(profile.name)})")

@@ -113,6 +113,12 @@ GRADIENT_HOOK_S = 3e-5
 ENGINE_STEP_S = 2e-3
 ENGINE_MICRO_STEP_S = 1e-4
 GATHER_CALL_S = 5e-5
+ENGINE_COSTS = {"zero3_module_s": ZERO3_MODULE_S, "reduce_bucket_s": REDUCE_BUCKET_S,
+                "gradient_hook_s": GRADIENT_HOOK_S, "engine_step_s": ENGINE_STEP_S,
+                "engine_micro_step_s": ENGINE_MICRO_STEP_S, "gather_call_s": GATHER_CALL_S}
+"""DeepSpeed's own costs per call in the spec profiles (derived from the published figures of
+:data:`FRAMEWORK_SOURCES`); they also stand in on a GPU profile calibrated without engines
+(:func:`simtune.model.adapters.framework_costs`)."""
 
 SOURCES_COMMON = (
     "NVIDIA/nccl-tests doc/PERFORMANCE.md: busbw = algbw x 2(n-1)/n for allreduce, (n-1)/n for allgather and "
@@ -456,9 +462,7 @@ def build(sheet: SpecSheet) -> HardwareProfile:
         ),
         framework=FrameworkProfile(
             kind="spec", forward_kernel_s=sheet.forward_kernel_s,
-            backward_kernel_s=BACKWARD_DISPATCH_SHARE * sheet.forward_kernel_s, zero3_module_s=ZERO3_MODULE_S,
-            reduce_bucket_s=REDUCE_BUCKET_S, gradient_hook_s=GRADIENT_HOOK_S, engine_step_s=ENGINE_STEP_S,
-            engine_micro_step_s=ENGINE_MICRO_STEP_S, gather_call_s=GATHER_CALL_S,
+            backward_kernel_s=BACKWARD_DISPATCH_SHARE * sheet.forward_kernel_s, **ENGINE_COSTS,
         ),
     )
 

@@ -169,11 +169,30 @@ def threads_per_rank(profile: HardwareProfile) -> Optional[int]:
     return int(threads) if profile.device.kind == "cpu" and threads.isdigit() and int(threads) > 0 else None
 
 
+def spec_engine_costs_stand_in(profile: HardwareProfile) -> bool:
+    """True for a GPU profile whose framework section holds no engine cost (calibrated without
+    engines, none learnt by a search since): DeepSpeed's costs are not free there, so the spec
+    profiles' published estimates (:data:`simtune.hardware.spec.ENGINE_COSTS`) stand in for them.
+    CPU profiles keep what they have: those estimates describe DeepSpeed on CUDA hosts."""
+    from simtune.hardware.spec import ENGINE_COSTS
+
+    fw = profile.framework
+    return (fw is not None and profile.device.kind != "cpu" and not fw.param_pass_s
+            and not any(getattr(fw, key) for key in (*ENGINE_COSTS, "forward_module_s")))
+
+
 def framework_costs(profile: HardwareProfile) -> FrameworkCosts:
+    """The profile's framework section, with the spec's engine costs where
+    :func:`spec_engine_costs_stand_in`."""
+    from simtune.hardware.spec import ENGINE_COSTS
+
     fw = profile.framework
     if fw is None:
         return FrameworkCosts()
-    return FrameworkCosts(**{key: getattr(fw, key) for key in FRAMEWORK_COSTS}, param_pass_s=fw.param_pass_s)
+    costs = {key: getattr(fw, key) for key in FRAMEWORK_COSTS}
+    if spec_engine_costs_stand_in(profile):
+        costs.update(ENGINE_COSTS)
+    return FrameworkCosts(**costs, param_pass_s=fw.param_pass_s)
 
 
 def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None) -> HardwareSpec:

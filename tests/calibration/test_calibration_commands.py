@@ -58,6 +58,18 @@ def test_profiles_show_lists_the_engine_costs_learnt_on_it(capsys):
     assert "per parameter (ns)  forward backward step: z0 0.00 4.00 8.00; z1 0.00 11.00 12.00" in out
 
 
+def test_profiles_show_says_when_the_spec_engine_costs_stand_in(capsys):
+    from pathlib import Path
+
+    # an H200 profile calibrated without engines
+    path = Path(__file__).resolve().parents[2] / "benchmarks/results/gpu/h200-2026-12-04-kit/h200-141gb-1gpu.json"
+    assert main(["profiles", "show", str(path)]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("  engine costs  "))
+    assert "the spec profiles' published estimates stand in" in line and "zero3_module 300.0 us" in line
+    assert main(["profiles", "show", "hgx-h200-141gb"]) == 0
+    assert "stand in" not in capsys.readouterr().out  # a spec profile's are its own
+
+
 def test_profiles_show_errors(capsys):
     assert main(["profiles", "show", "missing-profile"]) == 2
     assert "No hardware profile is named 'missing-profile'" in capsys.readouterr().err

@@ -43,3 +43,28 @@ def test_a_shipped_preset_on_a_shipped_profile_estimates():
     e = estimate(model_spec(load_workload("gpt2-medium")), hardware_spec(load_profile("dgx-h100-80gb")),
                  train_config(Trial(2, 8), dp_degree=8, precision="bf16"))
     assert e.feasible and e.time.step_s > 0 and e.metrics.throughput_samples_per_s > 0
+
+
+def test_a_gpu_profile_calibrated_without_engines_takes_the_spec_engine_costs():
+    """Calibrated without engines and with none learnt, DeepSpeed's costs are unknown, not free: on a GPU
+    the spec profiles' published estimates stand in; a CPU profile, or one with any engine cost, keeps its own."""
+    import dataclasses
+
+    from simtune.hardware.profile import FrameworkProfile
+    from simtune.hardware.spec import ENGINE_COSTS
+    from simtune.model.adapters import spec_engine_costs_stand_in
+
+    spec = load_profile("hgx-h200-141gb")
+    dispatch_only = FrameworkProfile(kind="measured", forward_kernel_s=11e-6, backward_kernel_s=25e-6,
+                                     zero3_module_s=0.0, reduce_bucket_s=0.0, gradient_hook_s=0.0, engine_step_s=0.0)
+    calibrated = dataclasses.replace(spec, framework=dispatch_only)
+    assert spec_engine_costs_stand_in(calibrated)
+    framework = hardware_spec(calibrated).framework
+    assert framework.forward_kernel_s == 11e-6 and framework.backward_kernel_s == 25e-6  # its own dispatch
+    assert all(getattr(framework, key) == value for key, value in ENGINE_COSTS.items())
+    learnt = dataclasses.replace(calibrated, framework=dataclasses.replace(dispatch_only, zero3_module_s=4e-4))
+    assert not spec_engine_costs_stand_in(learnt)
+    assert hardware_spec(learnt).framework.zero3_module_s == 4e-4 and hardware_spec(learnt).framework.engine_step_s == 0
+    cpu = dataclasses.replace(calibrated, device=dataclasses.replace(spec.device, kind="cpu"))
+    assert not spec_engine_costs_stand_in(cpu)
+    assert hardware_spec(spec).framework.zero3_module_s == ENGINE_COSTS["zero3_module_s"]  # the spec's own
