@@ -243,7 +243,7 @@ def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
     else:
         o_fwd, o_bwd, o_step = framework_costs(model, hardware, c, s)
         o_calls = _reduce_calls(model, c) * hardware.framework.reduce_bucket_s
-    o_step += unfused_wrapper_s(model, hardware, c)  # measured engines' residuals are read without it
+    o_step += unfused_wrapper_s(model, hardware, c)  # engine residuals are read net of it (engine_residuals)
     overhead = gas * (o_fwd + o_bwd) + o_step + o_calls + loop
     forward_phase += gas * o_fwd
     backward_phase_total += gas * o_bwd + o_calls
