@@ -4,6 +4,7 @@ from (spec sources and assumptions, or the measurement's date, command and versi
 from __future__ import annotations
 
 from simtune.hardware.profile import HardwareProfile
+from simtune.model.adapters import spec_engine_costs_stand_in
 from simtune.report.document import BulletList, Paragraph, Section
 from simtune.report.units import flop_rate, gib
 
@@ -26,6 +27,9 @@ def profile_facts(profile: HardwareProfile) -> tuple[str, ...]:
         ("DeepSpeed", prov.deepspeed_version)) if value)
     if versions:
         facts.append(f"Versions: {versions}.")
+    if spec_engine_costs_stand_in(profile):
+        facts.append("DeepSpeed's own costs (ZeRO-3 fetches, buckets, the engine's step): none measured or learnt on "
+                     "this profile, so the spec profiles' published estimates stand in (docs/cost-model.md 3.3).")
     if profile.collectives.applicable:
         fits = profile.collectives
         for scope, table in (("intra-node", fits.intra_node), ("inter-node", fits.inter_node)):
