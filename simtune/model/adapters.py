@@ -195,6 +195,20 @@ def framework_costs(profile: HardwareProfile) -> FrameworkCosts:
     return FrameworkCosts(**costs, param_pass_s=fw.param_pass_s)
 
 
+HOST_TORCH_ADAMW_FITS = ("torch_adamw_foreach_host", "torch_adamw_for_loop", "torch_adamw_foreach")
+"""The profile's fits of torch's AdamW on host tensors, in order: a GPU calibration's host fit; on
+a CPU profile the device's own, for-loop first (torch's default for CPU tensors: foreach and fused
+only where asked for)."""
+
+
+def host_torch_adamw_rate(profile: HardwareProfile) -> Optional[float]:
+    """Seconds per parameter of torch's AdamW on host tensors: the first of
+    :data:`HOST_TORCH_ADAMW_FITS` the profile measured on the CPU; None without one (spec profiles)."""
+    fits = profile.optimizer.fits
+    return next((fits[name].s_per_param for name in HOST_TORCH_ADAMW_FITS
+                 if name in fits and fits[name].device == "cpu"), None)
+
+
 def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None) -> HardwareSpec:
     """The model's hardware numbers from a profile. The device optimizer is ``optimizer_impl``
     when given, else the fastest fit measured on the device."""
@@ -229,6 +243,7 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
         h2d_bandwidth_bytes_per_s=profile.offload.h2d_bytes_per_s,
         d2h_bandwidth_bytes_per_s=profile.offload.d2h_bytes_per_s,
         cpu_adam_s_per_param=profile.offload.cpu_adam_s_per_param,
+        host_torch_adamw_s_per_param=host_torch_adamw_rate(profile),
         ranks_per_node=device.count_per_node, nodes=device.nodes,
         inter_node_collectives=_collectives(collectives.inter_node) if collectives.applicable else None,
         overlap_capable=device.kind == "cuda", host_memory_bytes=profile.offload.host_memory_bytes,

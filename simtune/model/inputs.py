@@ -586,6 +586,9 @@ class HardwareSpec:
     d2h_bandwidth_bytes_per_s: float
     cpu_adam_s_per_param: Optional[float]
     """Host Adam step (optimizer offload), seconds per parameter; None when unknown."""
+    host_torch_adamw_s_per_param: Optional[float] = dataclasses.field(default=None, kw_only=True)
+    """torch's AdamW stepping host tensors, seconds per parameter: what DeepSpeed runs for an
+    offloaded optimizer with ``torch_adam`` (:meth:`host_optimizer_rate`); None when not measured."""
     ranks_per_node: int = 1
     nodes: int = 1
     inter_node_collectives: Optional[Collectives] = None
@@ -720,6 +723,15 @@ class HardwareSpec:
             raise ProfileError("The hardware profile has no CPU Adam rate, so optimizer offload "
                                "cannot be estimated.")
         return self.cpu_adam_s_per_param
+
+    def host_optimizer_rate(self, torch_adamw: bool) -> float:
+        """Seconds per parameter of an offloaded optimizer's step: torch's AdamW on host tensors
+        where DeepSpeed runs it (``torch_adam``: runtime/engine.py ``get_optimizer_configuration``
+        returns torch's AdamW before it considers DeepSpeedCPUAdam) and the profile measured it,
+        else the profile's CPU Adam rate."""
+        if torch_adamw and self.host_torch_adamw_s_per_param is not None:
+            return self.host_torch_adamw_s_per_param
+        return self.cpu_adam_rate()
 
 
 CHECKPOINTING_POLICY = re.compile(r"full|selective-op|every-([1-9][0-9]*)-layers")

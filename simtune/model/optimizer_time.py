@@ -1,7 +1,8 @@
 """Optimizer step and offload transfer time per optimizer step on one rank.
 
     optimizer_s = local elements * seconds per parameter
-                  (the device Adam rate, or the CPU Adam rate when the optimizer is offloaded)
+                  (the device Adam rate; when the optimizer is offloaded the host's: torch's
+                  AdamW on host tensors where DeepSpeed runs it, ``torch_adam``, else CPU Adam)
 
 with local elements P (stage 0), the flat slice (stages 1/2) or the partition (stage 3).
 
@@ -30,7 +31,7 @@ def local_elements(s: Shards, c: TrainConfig) -> int:
 
 
 def optimizer_s(s: Shards, hw: HardwareSpec, c: TrainConfig) -> float:
-    rate = hw.cpu_adam_rate() if c.offload_optimizer else hw.optimizer_s_per_param
+    rate = hw.host_optimizer_rate(torch_adamw=not c.fused_adam) if c.offload_optimizer else hw.optimizer_s_per_param
     return local_elements(s, c) * rate
 
 

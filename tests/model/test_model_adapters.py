@@ -68,3 +68,17 @@ def test_a_gpu_profile_calibrated_without_engines_takes_the_spec_engine_costs():
     cpu = dataclasses.replace(calibrated, device=dataclasses.replace(spec.device, kind="cpu"))
     assert not spec_engine_costs_stand_in(cpu)
     assert hardware_spec(spec).framework.zero3_module_s == ENGINE_COSTS["zero3_module_s"]  # the spec's own
+
+
+def test_the_host_torch_adamw_rate_is_the_profiles_host_fit():
+    """A GPU calibration times torch's AdamW on host tensors; a CPU profile's own for-loop fit is that;
+    spec profiles have none."""
+    from pathlib import Path
+
+    from simtune.model.adapters import host_torch_adamw_rate
+
+    kit = Path(__file__).resolve().parents[2] / "benchmarks/results/gpu/h200-2026-12-04-kit/h200-141gb-1gpu.json"
+    h200 = load_profile(str(kit))
+    assert host_torch_adamw_rate(h200) == h200.optimizer.fits["torch_adamw_foreach_host"].s_per_param
+    assert hardware_spec(h200).host_torch_adamw_s_per_param == host_torch_adamw_rate(h200)
+    assert host_torch_adamw_rate(load_profile("hgx-h200-141gb")) is None

@@ -89,6 +89,18 @@ def test_cpu_offload_uses_the_cpu_adam_rate_and_pays_transfers(gpt2, hardware):
     assert offload.step_s > device.step_s
 
 
+def test_offload_with_torch_adam_steps_torchs_adamw_on_the_host(gpt2, make_hardware):
+    """DeepSpeed hands an offloaded optimizer to torch's AdamW when the config says torch_adam, to
+    DeepSpeedCPUAdam otherwise; a profile without a host torch fit keeps the CPU Adam rate."""
+    hw = make_hardware(host_torch_adamw_s_per_param=1e-9)
+    cpu_adam = TrainConfig(stage=2, micro_batch_size=4, dp_degree=8, offload_optimizer=True)
+    torch_adam = dataclasses.replace(cpu_adam, fused_adam=False)
+    slow, fast = estimate_time(gpt2, hw, torch_adam), estimate_time(gpt2, hw, cpu_adam)
+    assert slow.optimizer_s == pytest.approx(fast.optimizer_s * 1e-9 / hw.cpu_adam_s_per_param)
+    unmeasured = make_hardware()
+    assert estimate_time(gpt2, unmeasured, torch_adam).optimizer_s == estimate_time(gpt2, unmeasured, cpu_adam).optimizer_s
+
+
 def test_unknown_collectives_or_cpu_adam_fail_only_when_needed(gpt2, make_hardware):
     hardware = make_hardware(collectives=None, cpu_adam_s_per_param=None)
     assert estimate_time(gpt2, hardware, TrainConfig(stage=2, micro_batch_size=1)).step_s > 0
