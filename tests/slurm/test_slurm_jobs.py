@@ -139,6 +139,9 @@ def test_ctrl_c_cancels_the_jobs_the_search_submitted(slurm_cluster, tmp_path):
     [record] = submitted
     search.send_signal(signal.SIGINT)
     assert search.wait(timeout=60) == 130
-    assert job_info(record["job_id"]).state == "CANCELLED"
+    deadline = time.monotonic() + 60  # a cancelled job reads COMPLETING while its node cleans up after it
+    while (state := job_info(record["job_id"]).state) == "COMPLETING" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert state == "CANCELLED"
     [left] = records(tmp_path / "res").values()
     assert left["status"] == "running"  # unrecorded: the next search submits it again
