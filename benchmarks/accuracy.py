@@ -165,13 +165,11 @@ MEDIAN_KEYS = ("step_time_s", "fwd_s", "bwd_s", "step_s", "peak_memory_bytes", "
 
 def over_rounds(runs: list[dict]) -> dict:
     """One configuration's metrics over its rounds (``runs`` in round order): the median of each of
-    :data:`MEDIAN_KEYS`, the rounds' step times in round order (``step_rounds_s``: configurations
-    measured in one round ran close in time, :func:`paired_difference`) and their range
-    (``step_min_s``, ``step_max_s``: the measurement's own noise, :func:`spread`)."""
+    :data:`MEDIAN_KEYS`, and the rounds' step times in round order (``step_rounds_s``:
+    configurations measured in one round ran close in time, :func:`paired_difference`; their range
+    is the measurement's own noise, :func:`spread`)."""
     merged: dict = {key: statistics.median(float(m[key]) for m in runs) for key in MEDIAN_KEYS}
-    steps = [float(m["step_time_s"]) for m in runs]
-    merged["step_rounds_s"] = steps
-    merged["step_min_s"], merged["step_max_s"] = min(steps), max(steps)
+    merged["step_rounds_s"] = [float(m["step_time_s"]) for m in runs]
     return merged
 
 
@@ -196,7 +194,8 @@ def paired_difference(a_rounds: list[float], b_rounds: list[float],
 
 def spread(measured: dict) -> float:
     """The rounds' step times' range over their median."""
-    return (measured["step_max_s"] - measured["step_min_s"]) / measured["step_time_s"]
+    steps = measured["step_rounds_s"]
+    return (max(steps) - min(steps)) / measured["step_time_s"]
 
 
 def noise_line(measured: list[tuple[Any, dict, Optional[float]]], rounds: int) -> str:

@@ -357,7 +357,7 @@ def optimizer_pairs(rows: list[dict[str, Any]]) -> list[str]:
     lines = []
     for r in rows:
         other = fused.get((*_alike(r), r["stage"]))
-        if r["case"].get("torch_adam") and r.get("meas_step_s") and other is not None and other is not r:
+        if r["case"].get("torch_adam") and r.get("meas_step_s") and other is not None:
             lines.append(f"{r['key']}: torch's AdamW over FusedAdam +{(r['meas_step_s'] - other['meas_step_s']) * 1e3:.1f}"
                          f" ms measured, +{(r['pred_step_s'] - other['pred_step_s']) * 1e3:.1f} ms predicted")
     return lines
