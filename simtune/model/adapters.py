@@ -9,6 +9,7 @@ from typing import Any, Mapping, Optional
 from simtune import knobs as knob_table
 from simtune.errors import ProfileError
 from simtune.hardware.profile import DTYPE_BYTES, FRAMEWORK_COSTS, CollectiveFit, HardwareProfile, MatmulMeasurement, bus_factor
+from simtune.hardware.spec import ENGINE_COSTS
 from simtune.model.inputs import (Block, CollectiveCost, Collectives, ComputeCurves, EfficiencyCurve,
                                   FrameworkCosts, FusedAttentionRate, HardwareSpec, ModelSpec, TrainConfig, WeightCost,
                                   least_squares_line)
@@ -174,8 +175,6 @@ def spec_engine_costs_stand_in(profile: HardwareProfile) -> bool:
     engines, none learnt by a search since): DeepSpeed's costs are not free there, so the spec
     profiles' published estimates (:data:`simtune.hardware.spec.ENGINE_COSTS`) stand in for them.
     CPU profiles keep what they have: those estimates describe DeepSpeed on CUDA hosts."""
-    from simtune.hardware.spec import ENGINE_COSTS
-
     fw = profile.framework
     return (fw is not None and profile.device.kind != "cpu" and not fw.param_pass_s
             and not any(getattr(fw, key) for key in (*ENGINE_COSTS, "forward_module_s")))
@@ -184,8 +183,6 @@ def spec_engine_costs_stand_in(profile: HardwareProfile) -> bool:
 def framework_costs(profile: HardwareProfile) -> FrameworkCosts:
     """The profile's framework section, with the spec's engine costs where
     :func:`spec_engine_costs_stand_in`."""
-    from simtune.hardware.spec import ENGINE_COSTS
-
     fw = profile.framework
     if fw is None:
         return FrameworkCosts()

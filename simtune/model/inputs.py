@@ -783,9 +783,10 @@ class TrainConfig:
     layers' gradients and gathered parameters in ``precision`` (``comm_dtype``,
     deepspeed/runtime/torch_autocast.py), the other parameters in fp32."""
     fused_adam: bool = True
-    """The optimizer is DeepSpeed's FusedAdam; False for torch's AdamW (``torch_adam``, and always
-    on CPU), which DeepSpeed wraps per tensor at stage 0 in 16 bits
-    (:func:`simtune.model.step_time.unfused_wrapper_s`)."""
+    """DeepSpeed runs its own Adam: FusedAdam on the device, DeepSpeedCPUAdam for an offloaded
+    optimizer. False where it runs torch's AdamW (``torch_adam``, and always on CPU): wrapped per
+    tensor at stage 0 in 16 bits (:func:`simtune.model.step_time.unfused_wrapper_s`), and stepped
+    on the host's torch rate when offloaded (:meth:`HardwareSpec.host_optimizer_rate`)."""
 
     def __post_init__(self) -> None:
         _require(self.stage in (0, 1, 2, 3), ConfigError, f"TrainConfig.stage must be 0, 1, 2 or 3, got {self.stage!r}.")

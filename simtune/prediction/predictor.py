@@ -312,13 +312,19 @@ class Predictor:
         return largest_that_fits(fits, 1, limit) or 0
 
 
+def asks_for_torch_adam(ds_config: Optional[Mapping[str, Any]]) -> bool:
+    """Whether a DeepSpeed config's optimizer sets ``torch_adam`` (torch's AdamW in place of
+    DeepSpeed's own Adam)."""
+    return bool((((ds_config or {}).get("optimizer") or {}).get("params") or {}).get("torch_adam"))
+
+
 def runs_fused_adam(space: Optional[TuningSpace], hardware: HardwareSpec) -> bool:
-    """Whether DeepSpeed's engine runs its own FusedAdam for the space's config: not with
-    ``torch_adam``, and not on CPU (DeepSpeed's CPU accelerator cannot build it; simtune's
-    training program and calibration set ``torch_adam`` there). Only an asynchronous device
+    """Whether DeepSpeed's engine runs its own Adam (``TrainConfig.fused_adam``) for the space's
+    config (without a space, DeepSpeed's defaults: what the calibration's engines run): not with
+    ``torch_adam``, and not on CPU (DeepSpeed's CPU accelerator cannot build it; simtune's training
+    program and calibration set ``torch_adam`` there). Only an asynchronous device
     (``HardwareSpec.overlap_capable``: CUDA) runs it."""
-    params = (((space.ds_config if space is not None else None) or {}).get("optimizer") or {}).get("params") or {}
-    return hardware.overlap_capable and not params.get("torch_adam")
+    return hardware.overlap_capable and not asks_for_torch_adam(space.ds_config if space is not None else None)
 
 
 def _stage_knobs(space: Optional[TuningSpace]) -> dict[int, dict[str, Any]]:
@@ -339,10 +345,9 @@ def default_optimizer_impl(profile: HardwareProfile, ds_config: Optional[Mapping
     CPU tensors), torch's foreach AdamW on CUDA with ``torch_adam``, else DeepSpeed's fused Adam;
     None (the fastest fit on the device) when the profile lacks the one named."""
     fits = profile.optimizer.fits
-    params = ((ds_config or {}).get("optimizer") or {}).get("params") or {}
     if profile.device.kind == "cpu":
         wanted = ("torch_adamw_for_loop", "torch_adamw_foreach")
-    elif params.get("torch_adam"):
+    elif asks_for_torch_adam(ds_config):
         wanted = ("torch_adamw_foreach", "torch_adamw_fused")
     else:
         wanted = ("deepspeed_fused_adam", "torch_adamw_fused")
@@ -379,9 +384,8 @@ def engine_residuals(calibration: Calibration, model: ModelSpec, hardware: Hardw
     small = {(e.stage, e.micro_batch_size): e for e in calibration.engines if e.reduce_bucket_size is not None}
 
     def backward_residual(e: EngineRun) -> tuple[float, Estimate]:
-        # the calibration's engines run FusedAdam on a GPU, torch's AdamW on CPU (calib.engines.engine_config)
         config = labelled_config(e.stage, e.micro_batch_size, precision, dp_degree=e.world_size,
-                                 fused_adam=hardware.overlap_capable)
+                                 fused_adam=runs_fused_adam(None, hardware))
         if e.reduce_bucket_size is not None:
             config = dataclasses.replace(config, reduce_bucket_size=e.reduce_bucket_size)
         predicted = estimate(model, layout_hardware(hardware, e.world_size), config)
