@@ -374,6 +374,9 @@ class FrameworkProfile:
     engine_micro_step_s: float = 0.0
     forward_module_s: float = 0.0
     gather_call_s: float = 0.0
+    zero3_module_backward_s: float = 0.0
+    """Stage 3's cost per module in a backward pass (``zero3_module_s`` is the forward's); a
+    profile written before the two were apart held one cost for both, which is read for both."""
     param_pass_s: tuple[tuple[float, float, float], ...] = ()
     """Per stage 0-3, (forward, backward, step) seconds per parameter (empty: not learnt)."""
 

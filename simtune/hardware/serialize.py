@@ -66,8 +66,9 @@ def profile_fingerprint(profile: HardwareProfile) -> str:
 def profile_to_dict(profile: HardwareProfile) -> dict:
     """A JSON-ready dict of plain dicts, lists and scalars (an empty ``framework.param_pass_s``,
     ``compute.weight_points``, ``compute.attention``, ``collectives.compute_share`` or collective
-    ``tail_points``, and an absent ``compute.thread_pool``, is left out, so that profiles written
-    before them keep their fingerprint)."""
+    ``tail_points``, an absent ``compute.thread_pool``, and a ``framework.zero3_module_backward_s``
+    equal to ``zero3_module_s``, is left out, so that profiles written before them keep their
+    fingerprint)."""
     data = _plain(dataclasses.asdict(profile))
     collectives = data["collectives"]
     fits = [fit for table in ("intra_node", "inter_node") for fit in collectives[table].values()]
@@ -77,6 +78,9 @@ def profile_to_dict(profile: HardwareProfile) -> dict:
                        *((fit, "tail_points") for fit in fits)]:
         if isinstance(owner, dict) and not owner.get(key):
             owner.pop(key, None)
+    framework = data["framework"]
+    if isinstance(framework, dict) and framework.get("zero3_module_backward_s") == framework.get("zero3_module_s"):
+        framework.pop("zero3_module_backward_s", None)
     return data
 
 
@@ -425,6 +429,8 @@ def _offload(node: _Node) -> OffloadProfile:
 def _framework(node: _Node) -> FrameworkProfile:
     values = {key: float(node.number(key, non_negative=True, optional=key in OPTIONAL_FRAMEWORK_COSTS) or 0.0)
               for key in FRAMEWORK_COSTS}
+    if node.get("zero3_module_backward_s", optional=True) is None:  # written when one cost stood for both passes
+        values["zero3_module_backward_s"] = values["zero3_module_s"]
     return FrameworkProfile(kind=str(node.text("kind", ("spec", "measured"))), **values,
                             param_pass_s=_param_passes(node))
 

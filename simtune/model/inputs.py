@@ -530,9 +530,13 @@ class FrameworkCosts:
     """The model's own Python per parameter-holding module in a forward pass, beyond its kernels'
     dispatch (module calls, argument checks, mask building); backward runs no Python per module."""
     zero3_module_s: float = 0.0
-    """Stage 3: one parameter-holding module's fetch and release in one pass (the pre and post
-    hooks, the coordinator's bookkeeping and the allgather's launch and wait, beyond the
-    collective's own latency and bytes)."""
+    """Stage 3: one parameter-holding module's fetch and release in a forward pass (the pre and
+    post hooks, the coordinator's bookkeeping, wrapping the module's outputs for the backward's
+    hooks, the allgather's launch and wait, beyond the collective's own latency and bytes)."""
+    zero3_module_backward_s: float = 0.0
+    """Stage 3: the same in a backward pass (the hooks on the wrapped outputs fetch, those on the
+    inputs release), also per recomputed module under checkpointing. Read apart from the forward's:
+    the two passes run different hooks."""
     reduce_bucket_s: float = 0.0
     """Stages 1-3: one gradient-reduction bucket's Python work beyond the collective."""
     gather_call_s: float = 0.0

@@ -174,7 +174,8 @@ def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
                     sizes: Optional[Shards] = None) -> tuple[float, float, float]:
     """(per forward, per backward, per step) seconds the engine adds from the profile's
     :class:`~simtune.model.inputs.FrameworkCosts`: stage 3 fetches and releases every
-    parameter-holding module in each pass; stages 2/3 run a gradient hook per parameter tensor in
+    parameter-holding module in each pass (at a cost per module of its own in each direction,
+    ``zero3_module_s`` forward, ``zero3_module_backward_s`` backward); stages 2/3 run a gradient hook per parameter tensor in
     each backward and gathers each persistent tensor after the step; every stage runs the
     engine's forward and backward calls, copies gradients (:func:`gradient_copy_s`) and steps
     the engine. Where the engine's work in proportion to the model's size was learnt
@@ -185,7 +186,7 @@ def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
     fwd = bwd = fw.engine_micro_step_s / 2
     if c.stage == 3:
         fwd += m.hooked_modules * fw.zero3_module_s
-        bwd += (m.hooked_modules + recomputed_modules(m, c)) * fw.zero3_module_s
+        bwd += (m.hooked_modules + recomputed_modules(m, c)) * fw.zero3_module_backward_s
     if c.stage >= 2:
         bwd += len(m.layout.numels) * fw.gradient_hook_s
     step = fw.engine_step_s

@@ -8,13 +8,13 @@ counts of this workload: modules that hold parameters, parameter tensors, bucket
 the counts gives costs per unit (:class:`~simtune.model.inputs.FrameworkCosts`) that another
 workload multiplies by its own counts:
 
-    engine_micro_step_s = forward_0 + backward_0 + loop_0           (stage 0's calls)
-    engine_step_s       = step_0
-    gather_call_s       = (step_3 - step_0) / persistent tensors  (one allgather each after the step)
-    gradient_hook_s     = (backward_2 - backward_0 - extra copies) / parameter tensors
-    zero3_module_s      = (forward_3 - forward_0 + backward_3 - backward_0 - hooks - extra copies)
-                          / (2 x modules with parameters)
-    reduce_bucket_s     = the measured cost of one more reduction call (stage 2, else 1 or 3)
+    engine_micro_step_s     = forward_0 + backward_0 + loop_0       (stage 0's calls)
+    engine_step_s           = step_0
+    gather_call_s           = (step_3 - step_0) / persistent tensors   (one allgather each after the step)
+    gradient_hook_s         = (backward_2 - backward_0 - extra copies) / parameter tensors
+    zero3_module_s          = (forward_3 - forward_0) / modules with parameters
+    zero3_module_backward_s = (backward_3 - backward_0 - hooks - extra copies) / modules with parameters
+    reduce_bucket_s         = the measured cost of one more reduction call (stage 2, else 1 or 3)
 
 with the extra copies those of :func:`simtune.model.step_time.gradient_copy_s` at that stage over
 stage 0's, and the dispatch costs per kernel taken from the hardware (the profile's own
@@ -22,9 +22,11 @@ measurement). The model's own Python in a forward pass is the intercept of the m
 less the operators' forward over the measured micro-batch sizes (least squares), per module that
 holds parameters:
 
-    forward_module_s    = intercept(measured forward - operators' forward) / modules with parameters
+    forward_module_s        = intercept(measured forward - operators' forward) / modules with parameters
 
-Each is at least 0.
+Each is at least 0. Stage 3's two passes are read apart: they run different hooks, and a backward
+residual carries the noise of the backward's larger compute, which one cost per pass for both
+would carry into the forward (docs/cost-model.md 3.3).
 
 Costs per unit read off a 0.5M-parameter model miss what the engine does in proportion to the
 model's size (ZeRO-1/2's flat fp32 partitions: gradient copies, norms, overflow checks, the
@@ -130,11 +132,12 @@ def framework_costs_of(model: ModelSpec, hardware: HardwareSpec, precision: str,
 
     tensors = len(model.layout.numels)
     hook = max(0.0, (b2 - b0 - (copies(2) - copies(0))) / tensors)
-    module = max(0.0, (f3 - f0 + b3 - b0 - tensors * hook - (copies(3) - copies(0)))
-                 / (2 * model.hooked_modules))
+    module_forward = max(0.0, (f3 - f0) / model.hooked_modules)
+    module_backward = max(0.0, (b3 - b0 - tensors * hook - (copies(3) - copies(0))) / model.hooked_modules)
     bucket = next((c for c in (mc.reduce_call_overhead(s, mbs) for s in (2, 1, 3)) if c > 0), 0.0)
     python = max(0.0, forward_intercept_s(model, hardware, precision) / model.hooked_modules)
-    return dataclasses.replace(hardware.framework, zero3_module_s=module, reduce_bucket_s=bucket,
+    return dataclasses.replace(hardware.framework, zero3_module_s=module_forward,
+                               zero3_module_backward_s=module_backward, reduce_bucket_s=bucket,
                                gradient_hook_s=hook, engine_step_s=max(0.0, s0),
                                engine_micro_step_s=max(0.0, f0 + b0 + l0), forward_module_s=python,
                                gather_call_s=gather, param_pass_s=tuple(param_pass_s))

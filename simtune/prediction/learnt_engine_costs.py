@@ -2,8 +2,8 @@
 and predicted, without engines of its own.
 
 A search that measured a workload's real engines on this machine's profile reads DeepSpeed's costs
-per unit off them (:func:`simtune.prediction.engine_costs.framework_costs_of`: per ZeRO-3 module
-fetch, gradient hook, reduction bucket, persistent gather, engine call and step) and saves them in
+per unit off them (:func:`simtune.prediction.engine_costs.framework_costs_of`: per ZeRO-3 module in
+each pass, gradient hook, reduction bucket, persistent gather, engine call and step) and saves them in
 ``<user profile folder>/engine_costs/<profile>.json`` under the workload's key, with the precision
 and the fingerprint of the profile's numbers. Costs saved against other numbers (the machine was
 calibrated again) are ignored.
@@ -36,7 +36,7 @@ from simtune.hardware.profile import FrameworkProfile, HardwareProfile
 from simtune.hardware.serialize import profile_fingerprint
 from simtune.model.inputs import FrameworkCosts
 
-LEARNT = ("zero3_module_s", "reduce_bucket_s", "gradient_hook_s", "engine_step_s", "engine_micro_step_s",
+LEARNT = ("zero3_module_s", "zero3_module_backward_s", "reduce_bucket_s", "gradient_hook_s", "engine_step_s", "engine_micro_step_s",
           "forward_module_s", "gather_call_s")
 """The framework costs read off measured engines; the dispatch costs per kernel come from the
 profile's own microbenchmark and are not replaced."""
@@ -123,8 +123,8 @@ def learnt_engine_costs(profile: HardwareProfile, precision: str,
         return None
     costs = {}
     for name in LEARNT:
-        values = [float(e["costs"][name]) for e in chosen.values()
-                  if isinstance(e["costs"].get(name), (int, float)) and e["costs"][name] >= 0]
+        values = [float(v) for v in (_saved(e["costs"], name) for e in chosen.values())
+                  if isinstance(v, (int, float)) and v >= 0]
         if values:
             costs[name] = statistics.median(values)
     tables = [_param_passes(e.get(PER_PARAMETER_KEY)) for e in chosen.values()]
@@ -135,6 +135,14 @@ def learnt_engine_costs(profile: HardwareProfile, precision: str,
 
     per_param = tuple((median(s, 0), median(s, 1), median(s, 2)) for s in range(4)) if tables else ()
     return LearntEngineCosts(tuple(sorted(chosen)), costs, per_param) if costs else None
+
+
+def _saved(costs: Mapping[str, Any], name: str) -> Any:
+    """One saved cost; an entry saved when one cost stood for both of stage 3's passes gives it
+    for the backward's too."""
+    if name == "zero3_module_backward_s" and name not in costs:
+        return costs.get("zero3_module_s")
+    return costs.get(name)
 
 
 def _param_passes(value: Any) -> tuple[tuple[float, float, float], ...]:

@@ -7,6 +7,7 @@ import pytest
 
 from simtune.errors import ProfileError
 from simtune.hardware import SHIPPED_DIR, load_profile, profile_from_dict, profile_to_dict, save_profile
+from simtune.hardware.serialize import profile_fingerprint
 
 
 @pytest.fixture
@@ -98,6 +99,21 @@ def test_a_profile_without_framework_costs_reads_as_none_and_a_negative_cost_is_
     assert profile_from_dict(older, source="x.json").framework is None
     good["framework"]["zero3_module_s"] = -1.0
     assert "framework.zero3_module_s" in _error(good)
+
+
+def test_a_profile_with_one_stage_3_cost_per_module_reads_it_for_both_passes(good):
+    """Profiles written before stage 3's two passes were apart held one cost per module and pass;
+    a profile whose two are equal is written that way, so its fingerprint stays."""
+    good["framework"]["zero3_module_s"] = 3e-4
+    good["framework"].pop("zero3_module_backward_s", None)
+    older = profile_from_dict(good, source="x.json")
+    assert older.framework is not None and older.framework.zero3_module_backward_s == 3e-4
+    assert "zero3_module_backward_s" not in profile_to_dict(older)["framework"]
+    good["framework"]["zero3_module_backward_s"] = 1e-4
+    split = profile_from_dict(good, source="x.json")
+    assert split.framework is not None and split.framework.zero3_module_backward_s == 1e-4
+    assert profile_to_dict(split)["framework"]["zero3_module_backward_s"] == 1e-4
+    assert profile_fingerprint(split) != profile_fingerprint(older)
 
 
 def test_costs_per_parameter_round_trip_and_a_bad_table_is_refused(good, tmp_path):

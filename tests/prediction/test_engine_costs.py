@@ -6,7 +6,7 @@ from simtune.errors import WorkloadError
 from simtune.hardware import load_profile
 from simtune.model.adapters import hardware_spec as spec_of, model_spec
 from simtune.model.inputs import FrameworkCosts, MeasuredCompute, TrainConfig
-from simtune.model.step_time import framework_costs
+from simtune.model.step_time import framework_costs, gradient_copy_s
 from simtune.prediction.engine_costs import framework_costs_of, param_pass_costs
 from simtune.workloads import load_workload
 
@@ -18,7 +18,8 @@ def gpt2_spec(**overrides):
 def hardware_spec(**overrides):
     return dataclasses.replace(spec_of(load_profile("dgx-a100-80gb")), framework=FrameworkCosts(), **overrides)
 
-TRUE = FrameworkCosts(forward_kernel_s=5e-6, backward_kernel_s=3e-6, zero3_module_s=2e-4, reduce_bucket_s=3e-4,
+TRUE = FrameworkCosts(forward_kernel_s=5e-6, backward_kernel_s=3e-6, zero3_module_s=2e-4, zero3_module_backward_s=5e-5,
+                      reduce_bucket_s=3e-4,
                       gradient_hook_s=4e-5, engine_step_s=2e-3, engine_micro_step_s=1e-3, gather_call_s=7e-4)
 
 
@@ -40,8 +41,8 @@ def test_per_unit_costs_come_back_from_the_engines_of_one_workload():
     hardware = dataclasses.replace(hardware_spec(streaming_bytes_per_s=1e11),
                                    framework=FrameworkCosts(forward_kernel_s=5e-6, backward_kernel_s=3e-6))
     got = framework_costs_of(measured_engines(gpt2_spec(), hardware), hardware, "fp32")
-    for field in ("zero3_module_s", "reduce_bucket_s", "gradient_hook_s", "engine_step_s", "engine_micro_step_s",
-                  "gather_call_s"):
+    for field in ("zero3_module_s", "zero3_module_backward_s", "reduce_bucket_s", "gradient_hook_s", "engine_step_s",
+                  "engine_micro_step_s", "gather_call_s"):
         assert getattr(got, field) == pytest.approx(getattr(TRUE, field)), field
     assert got.forward_kernel_s == 5e-6  # the machine's own measurement is kept
 
@@ -52,9 +53,13 @@ def test_costs_read_off_one_model_scale_with_another_models_counts():
     small, other = gpt2_spec(), model_spec(load_workload("bert-tiny"))
     config = TrainConfig(stage=3, micro_batch_size=2, precision="fp32")
     with_costs = dataclasses.replace(hardware, framework=got)
-    extra = framework_costs(other, with_costs, config)[0] - framework_costs(small, with_costs, config)[0]
-    assert other.hooked_modules != small.hooked_modules
-    assert extra == pytest.approx((other.hooked_modules - small.hooked_modules) * TRUE.zero3_module_s)
+    extra = [a - b for a, b in zip(framework_costs(other, with_costs, config), framework_costs(small, with_costs, config))]
+    more = other.hooked_modules - small.hooked_modules
+    assert more != 0 and other.layout.numels != small.layout.numels
+    assert extra[0] == pytest.approx(more * TRUE.zero3_module_s)
+    hooks = (len(other.layout.numels) - len(small.layout.numels)) * TRUE.gradient_hook_s
+    copies = gradient_copy_s(other, with_costs, config) - gradient_copy_s(small, with_costs, config)
+    assert extra[1] == pytest.approx(more * TRUE.zero3_module_backward_s + hooks + copies)
 
 
 def test_a_workload_without_measured_engines_is_refused():
@@ -84,7 +89,8 @@ def test_costs_per_parameter_come_back_from_a_pair_of_one_shape():
         assert got == pytest.approx(want, rel=1e-6, abs=1e-15)
     # what is left per unit is the truth's, the per-parameter work taken off first
     got = framework_costs_of(engines(small), hardware, "fp32", per_param)
-    for field in ("zero3_module_s", "gradient_hook_s", "engine_step_s", "engine_micro_step_s", "gather_call_s"):
+    for field in ("zero3_module_s", "zero3_module_backward_s", "gradient_hook_s", "engine_step_s",
+                  "engine_micro_step_s", "gather_call_s"):
         assert getattr(got, field) == pytest.approx(getattr(TRUE, field), rel=1e-6), field
     assert got.param_pass_s == per_param
 

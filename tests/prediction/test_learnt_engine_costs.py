@@ -16,7 +16,8 @@ from simtune.workloads import load_workload
 
 from tests.prediction.test_predictor import calibration_of
 
-COSTS = FrameworkCosts(forward_kernel_s=9.0, backward_kernel_s=9.0, zero3_module_s=2e-4, reduce_bucket_s=3e-4,
+COSTS = FrameworkCosts(forward_kernel_s=9.0, backward_kernel_s=9.0, zero3_module_s=2e-4, zero3_module_backward_s=1e-4,
+                       reduce_bucket_s=3e-4,
                        gradient_hook_s=4e-5, engine_step_s=2e-3, engine_micro_step_s=1e-3, forward_module_s=5e-5,
                        gather_call_s=7e-4)
 
@@ -100,11 +101,29 @@ def test_a_workload_measured_without_engines_is_costed_per_unit(a100):
         assert not p.model.measured_compute.engines_measured
         return p, p.predict(trial).time.engine_overhead_s
 
-    slow = dataclasses.replace(a100, framework=dataclasses.replace(a100.framework, zero3_module_s=1e-3))
+    fw = a100.framework
+    slow = dataclasses.replace(a100, framework=dataclasses.replace(fw, zero3_module_s=1e-3))
+    slower = dataclasses.replace(a100, framework=dataclasses.replace(fw, zero3_module_s=1e-3,
+                                                                     zero3_module_backward_s=2e-3))
     p, fast_s = engine_s(a100, trial3)
     _, slow_s = engine_s(slow, trial3)
-    assert slow_s - fast_s == pytest.approx(2 * p.model.hooked_modules * (1e-3 - a100.framework.zero3_module_s))
-    assert engine_s(slow, trial0)[1] == pytest.approx(engine_s(a100, trial0)[1])
+    _, slower_s = engine_s(slower, trial3)
+    assert slow_s - fast_s == pytest.approx(p.model.hooked_modules * (1e-3 - fw.zero3_module_s))
+    assert slower_s - slow_s == pytest.approx(p.model.hooked_modules * (2e-3 - fw.zero3_module_backward_s))
+    assert engine_s(slower, trial0)[1] == pytest.approx(engine_s(a100, trial0)[1])
+
+
+def test_an_entry_saved_with_one_cost_for_both_passes_gives_it_to_each(a100, tmp_path):
+    """Entries saved before stage 3's passes were read apart held one cost per module and pass."""
+    path = tmp_path / "costs.json"
+    record_engine_costs(a100, "new", "fp32", COSTS, buckets_measured=True, path=path)
+    data = json.loads(path.read_text())
+    old = dict(data["entries"]["new"], costs={k: v for k, v in data["entries"]["new"]["costs"].items()
+                                              if k != "zero3_module_backward_s"})
+    old["costs"]["zero3_module_s"] = 3e-4
+    path.write_text(json.dumps({"profile": a100.name, "entries": {"old": old}}))
+    learnt = learnt_engine_costs(a100, "fp32", path=path)
+    assert learnt is not None and learnt.costs["zero3_module_backward_s"] == learnt.costs["zero3_module_s"] == 3e-4
 
 
 def test_costs_per_parameter_are_kept_and_taken_as_a_median_where_learnt(a100, tmp_path):
