@@ -12,7 +12,9 @@ model type: Llama for Llama-shaped models, BERT, else GPT-2), the stated ZeRO st
 full and hybrid sharding as stage 3), micro-batch size, accumulation, checkpointing, precision
 and GPU count, through :class:`simtune.prediction.predictor.Predictor`. Printed per row: the
 published and predicted tokens/s per GPU and the error; for "fits" statements, whether the
-prediction fits; published peak memory per GPU against the predicted peak; a published largest
+prediction fits; published peak memory per GPU against the predicted peak (a loop on one GPU
+outside DeepSpeed without the engine's reduction scratch, PyTorch DDP with its buckets' copy of
+the gradients: :func:`under_ddp`); a published largest
 micro-batch against the largest the model says fits; per source, whether each pair of rows of one model and GPU count is ordered the
 same way. Rows the model cannot describe are listed with the reason (tensor or pipeline
 parallelism, FP8 training, TF32 matmuls: no profile has a TF32 curve yet, no throughput given, a
@@ -56,6 +58,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -212,6 +215,22 @@ def without_engine_reduction(m: Any) -> int:
         m.backward_phase_bytes - m.comm_scratch_bytes, m.step_transient_bytes)
 
 
+def under_ddp(m: Any) -> int:
+    """The peak of the same training under PyTorch's DistributedDataParallel (alone, or around
+    torch's ZeroRedundancyOptimizer, which shards the optimizer states as stage 1 does): DDP's
+    reducer allocates its buckets when it wraps the model, a second copy of every gradient held
+    from then on unless ``gradient_as_bucket_view`` is set (PyTorch's DDP docs: setting it saves
+    "the total gradients size"; it defaults to off), while DeepSpeed's own reduction scratch,
+    buckets and step transients are not there (torch's fused AdamW and ZeroRedundancyOptimizer
+    update in place):
+
+        parameters + 2 x gradients + optimizer states + activations + logits + fixed
+    """
+    return (m.parameters_bytes + 2 * m.gradients_bytes + m.master_weights_bytes + m.optimizer_states_bytes
+            + m.gathered_parameters_bytes + m.activations_bytes + m.logits_bytes + m.fixed_overhead_bytes
+            + m.runtime_overhead_bytes)
+
+
 def as_stated(profile: HardwareProfile, hardware: dict[str, Any]) -> HardwareProfile:
     """The spec profile built again from its sheet with what a source states for its parts where
     they differ from the sheet's GPU: the HBM bandwidth (``hardware.hbm_bytes_per_s``: Meta's 96
@@ -294,10 +313,14 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
     estimate = predictor.predict(trial)
     tokens = estimate.metrics.throughput_samples_per_s * workload.seq_len / gpus
     flops = estimate.metrics.flops_per_gpu or 0.0
-    peak = estimate.memory.total_bytes
-    if gpus == 1 and "deepspeed" not in str(parallel.get("framework", "")).lower():
+    peak, fits = estimate.memory.total_bytes, bool(estimate.feasible)
+    framework = str(parallel.get("framework", "")).lower()
+    if gpus == 1 and "deepspeed" not in framework:
         peak = without_engine_reduction(estimate.memory)
-    return Prediction(tokens, bool(estimate.feasible), profile.name, peak / 2**30, largest, trial.micro_batch_size,
+    elif gpus > 1 and re.search(r"\bddp\b", framework):
+        peak = under_ddp(estimate.memory)
+        fits = peak <= estimate.memory.limit_bytes
+    return Prediction(tokens, fits, profile.name, peak / 2**30, largest, trial.micro_batch_size,
                       flops / tokens, profile.device.peak_flop_per_s[predictor.precision])
 
 

@@ -115,3 +115,17 @@ def test_an_older_attention_kernel_slows_the_fused_attention_and_the_row_that_ra
     as_run = published.predict(row, source)
     with_fa2 = published.predict(row, {**source, "software": {**source["software"], "attention_kernel": None}})
     assert as_run.tokens_per_s < 0.9 * with_fa2.tokens_per_s
+
+
+def test_pytorch_ddp_holds_a_second_copy_of_the_gradients_and_no_deepspeed_scratch():
+    published = _published()
+    source, z0 = _row("llmc_pytorch_zero1_a100", "llmc-pt-gpt2xl-a100x8-z0")
+    _, z1 = _row("llmc_pytorch_zero1_a100", "llmc-pt-gpt2xl-a100x8-z1")
+    assert z0["parallel"]["framework"] == "ddp" and z1["parallel"]["framework"].startswith("ddp+")
+    as_deepspeed = copy.deepcopy(z0)
+    as_deepspeed["parallel"]["framework"] = "deepspeed"
+    ddp, ds = published.predict(z0, source), published.predict(as_deepspeed, source)
+    assert ddp.tokens_per_s == ds.tokens_per_s and ddp.peak_gib > ds.peak_gib
+    # torch's ZeroRedundancyOptimizer keeps 1/8 of AdamW's two fp32 moments; the rest is DDP's as at stage 0
+    moments = 2 * 4 * z0["model"]["parameters"] / 2**30
+    assert ddp.peak_gib - published.predict(z1, source).peak_gib == pytest.approx(moments * 7 / 8, rel=0.02)
