@@ -124,15 +124,19 @@ def gradient_copy_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
 
 
 def param_pass_terms(k: tuple[float, float, float], params: float, stage: int,
-                     dp: int) -> tuple[float, float, float]:
+                     dp: int, persistent: float = 0.0) -> tuple[float, float, float]:
     """(forward, backward, step) seconds of one stage's costs per parameter ``k`` for a replica
-    of P = ``params`` parameters on ``dp`` data-parallel ranks:
+    of P = ``params`` parameters on ``dp`` data-parallel ranks, ``persistent`` of them in the
+    tensors ZeRO-3 keeps whole on every rank:
 
-        forward = P k_f (only with dp > 1: at one rank nothing is gathered),  backward = P k_b,
+        forward = (P - persistent) k_f  (only with dp > 1: at one rank nothing is gathered; at
+                  stage 3 only what is fetched, the persistent tensors never are),
+        backward = P k_b,
         step    = P k_s at stages 0-2 (the update is copied back into the whole model),
                   (P / dp) k_s at stage 3 (its optimizer and fp32 partition hold the shard only)"""
     k_f, k_b, k_s = k
-    return (params * k_f if dp > 1 else 0.0, params * k_b, params * k_s / (dp if stage == 3 else 1))
+    fetched = params - (persistent if stage == 3 else 0.0)
+    return (fetched * k_f if dp > 1 else 0.0, params * k_b, params * k_s / (dp if stage == 3 else 1))
 
 
 def recomputed_modules(m: ModelSpec, c: TrainConfig) -> int:
@@ -181,7 +185,8 @@ def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
     the engine. Where the engine's work in proportion to the model's size was learnt
     (``param_pass_s``, read off engines at one micro-step per step), that replaces the copies into
     the buckets of stages 2/3 (stages 0/1 still accumulate from the second micro-step on); its
-    terms are :func:`param_pass_terms`'s for the replica's ``parameter_count / mp`` parameters."""
+    terms are :func:`param_pass_terms`'s for the replica's ``parameter_count / mp`` parameters
+    (stage 3's forward for those it fetches)."""
     fw = hw.framework
     fwd = bwd = fw.engine_micro_step_s / 2
     if c.stage == 3:
@@ -191,7 +196,9 @@ def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
         bwd += len(m.layout.numels) * fw.gradient_hook_s
     step = fw.engine_step_s
     if fw.param_pass_s:
-        f, b, s = param_pass_terms(fw.param_pass_s[c.stage], m.parameter_count / c.mp_degree, c.stage, c.dp_degree)
+        persistent = (sizes if sizes is not None else shards(m, c)).persistent
+        f, b, s = param_pass_terms(fw.param_pass_s[c.stage], m.parameter_count / c.mp_degree, c.stage, c.dp_degree,
+                                   persistent)
         fwd, bwd, step = fwd + f, bwd + b, step + s
     if not fw.param_pass_s or c.stage < 2:
         bwd += gradient_copy_s(m, hw, c)

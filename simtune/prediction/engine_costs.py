@@ -70,6 +70,12 @@ def forward_intercept_s(model: ModelSpec, hardware: HardwareSpec, precision: str
     return intercept
 
 
+def persistent_elements(model: ModelSpec) -> int:
+    """Elements of the tensors ZeRO-3 keeps whole on every rank at DeepSpeed's default threshold
+    (the engines calibration measures run with it): never fetched."""
+    return model.layout.persistent(int(knob("stage3_param_persistence_threshold").default))[0]
+
+
 def param_pass_costs(small: ModelSpec, large: ModelSpec, ranks: int) -> tuple[tuple[float, float, float], ...]:
     """Per ZeRO stage 0-3, (forward, backward, step) engine seconds per parameter, from two
     workloads with the same modules and parameter tensors but different sizes, their engines
@@ -78,10 +84,11 @@ def param_pass_costs(small: ModelSpec, large: ModelSpec, ranks: int) -> tuple[tu
 
         k[stage][phase] = (r_large - r_small) / (P_large - P_small)      (at least 0)
 
-    with stage 3's step per parameter of a rank's shard (times ``ranks``), as
-    :class:`~simtune.model.inputs.FrameworkCosts` keeps it. What the engine does per module, hook,
-    bucket and call cancels; what it does per byte (ZeRO-1/2's flat partitions, norms, overflow
-    checks, copies) remains."""
+    with stage 3's step per parameter of a rank's shard (times ``ranks``), and its forward per
+    parameter fetched (P less the persistent tensors' elements: a forward fetches nothing else),
+    as :class:`~simtune.model.inputs.FrameworkCosts` keeps them. What the engine does per module,
+    hook, bucket and call cancels; what it does per byte (ZeRO-1/2's flat partitions, norms,
+    overflow checks, copies, stage 3's fetched copies) remains."""
     lo_mc, hi_mc = small.measured_compute, large.measured_compute
     if lo_mc is None or hi_mc is None or not lo_mc.stage_overheads or not hi_mc.stage_overheads:
         raise WorkloadError("Both workloads need measured engines to read the costs per parameter from.")
@@ -92,10 +99,13 @@ def param_pass_costs(small: ModelSpec, large: ModelSpec, ranks: int) -> tuple[tu
         raise WorkloadError("The two workloads' engines were not measured at every stage at one micro-batch size, "
                             "or the second is not the larger.")
     mbs = min(sizes)
+    fetched = extra - (persistent_elements(large) - persistent_elements(small))
     rows = []
     for stage in range(4):
         lo, hi = lo_mc.overheads(stage, mbs), hi_mc.overheads(stage, mbs)
         f, b, st = (max(0.0, (hi[i] - lo[i]) / extra) for i in range(3))
+        if stage == 3:
+            f = max(0.0, (hi[0] - lo[0]) / fetched) if fetched > 0 else 0.0
         rows.append((f, b, st * ranks if stage == 3 else st))
     return tuple(rows)
 
@@ -116,7 +126,7 @@ def framework_costs_of(model: ModelSpec, hardware: HardwareSpec, precision: str,
         row = mc.overheads(stage, mbs)
         if not param_pass_s:
             return row
-        per_param = param_pass_terms(param_pass_s[stage], params, stage, hardware.ranks)
+        per_param = param_pass_terms(param_pass_s[stage], params, stage, hardware.ranks, persistent_elements(model))
         return tuple(v - x for v, x in zip(row[:3], per_param)) + row[3:]
 
     f0, b0, s0, l0 = overheads(0)

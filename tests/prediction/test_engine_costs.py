@@ -95,6 +95,38 @@ def test_costs_per_parameter_come_back_from_a_pair_of_one_shape():
     assert got.param_pass_s == per_param
 
 
+def test_stage_3s_forward_cost_per_parameter_is_read_over_what_it_fetches():
+    """The tensors ZeRO-3 keeps whole are never fetched: a twin whose extra parameters sit in
+    fetched tensors gives a forward cost per fetched parameter, and a model whose tensors are all
+    persistent pays none of it."""
+    hardware = hardware_spec(streaming_bytes_per_s=1e11, ranks_per_node=2)
+    truth = dataclasses.replace(hardware, framework=dataclasses.replace(TRUE, param_pass_s=PER_PARAM))
+    small = gpt2_spec()
+    threshold = TrainConfig(stage=3, micro_batch_size=2, precision="fp32").stage3_param_persistence_threshold
+    kept, tensors = small.layout.persistent(threshold)
+    assert 0 < kept < small.parameter_count and tensors < len(small.layout.numels)
+    # the twin: every tensor 16 times larger, so more of them are fetched
+    large = dataclasses.replace(small, param_tensor_numels=tuple(16 * n for n in small.layout.numels),
+                                parameter_count=16 * small.parameter_count)
+    assert large.layout.persistent(threshold)[1] < tensors
+
+    def engines(model):
+        rows = tuple((stage, 2) + framework_costs(model, truth, TrainConfig(
+            stage=stage, micro_batch_size=2, precision="fp32", dp_degree=2)) + (0.0,) for stage in range(4))
+        return dataclasses.replace(model, measured_compute=MeasuredCompute(
+            ((1, 0.01, 0.02), (4, 0.04, 0.08)), stage_overheads=rows, reduce_call_overheads=((2, 2, 3e-4),)))
+
+    per_param = param_pass_costs(engines(small), engines(large), 2)
+    assert per_param[3][:2] == pytest.approx(PER_PARAM[3][:2], rel=1e-6)  # (its step also gathers fewer tensors)
+    got = framework_costs_of(engines(small), hardware, "fp32", per_param)
+    assert got.zero3_module_s == pytest.approx(TRUE.zero3_module_s, rel=1e-6)
+    config = TrainConfig(stage=3, micro_batch_size=2, precision="fp32", dp_degree=2)
+    all_kept = dataclasses.replace(config, stage3_param_persistence_threshold=10**12)
+    with_costs = dataclasses.replace(hardware, framework=got)
+    saved = framework_costs(small, with_costs, config)[0] - framework_costs(small, with_costs, all_kept)[0]
+    assert saved == pytest.approx((small.parameter_count - kept) * PER_PARAM[3][0], rel=1e-6)
+
+
 def test_a_pair_that_is_not_larger_or_not_measured_is_refused():
     hardware = hardware_spec(streaming_bytes_per_s=1e11)
     measured = measured_engines(gpt2_spec(), hardware)
@@ -113,7 +145,8 @@ def test_costs_per_parameter_replace_the_modelled_bucket_copies():
         fwd, bwd, step = framework_costs(model, learnt, config)
         k_f, k_b, k_s = PER_PARAM[stage]
         p = model.parameter_count
-        assert (fwd, bwd, step) == pytest.approx((p * k_f, p * k_b, p * k_s / (2 if stage == 3 else 1)))
+        fetched = p - (model.layout.persistent(config.stage3_param_persistence_threshold)[0] if stage == 3 else 0)
+        assert (fwd, bwd, step) == pytest.approx((fetched * k_f, p * k_b, p * k_s / (2 if stage == 3 else 1)))
         # without them, stages 2/3 copy each gradient into a bucket
         assert (framework_costs(model, plain, config)[1] > 0) == (stage >= 2)
     # stages 0/1 still accumulate from the second micro-step on
