@@ -8,7 +8,7 @@ Each measurement of ``benchmarks/published/*.json`` (one file per source: the pa
 blog post or table, its hardware, software and the quoted row; benchmarks/published/README.md
 lists them) is predicted the way simtune predicts hardware it has not measured: the shipped spec
 profile of that GPU, the closed-form workload of the stated shape (a Hugging Face config of its
-model type: Llama for Llama-shaped models, BERT, else GPT-2), the stated ZeRO stage (PyTorch FSDP
+model type: Qwen3 for Qwen3 models, Llama for other Llama-shaped ones, BERT, else GPT-2), the stated ZeRO stage (PyTorch FSDP
 full and hybrid sharding as stage 3), micro-batch size, accumulation, checkpointing, precision
 and GPU count, through :class:`simtune.prediction.predictor.Predictor`. Printed per row: the
 published and predicted tokens/s per GPU and the error; for "fits" statements, whether the
@@ -87,12 +87,13 @@ def precision_of(text: str) -> str:
     return "bf16" if "bf16" in text else "fp16" if "fp16" in text else "fp32"
 
 
-DROPOUT_KEYS = {"llama": ("attention_dropout",), "bert": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
+DROPOUT_KEYS = {"llama": ("attention_dropout",), "qwen3": ("attention_dropout",), "bert": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
                 "gpt2": ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
 """The config keys of each model type's dropout probabilities."""
 
 
-CLASSIFIERS = {"llama": "LlamaForSequenceClassification", "bert": "BertForSequenceClassification",
+CLASSIFIERS = {"llama": "LlamaForSequenceClassification", "qwen3": "Qwen3ForSequenceClassification",
+               "bert": "BertForSequenceClassification",
                "gpt2": "GPT2ForSequenceClassification"}
 """The sequence-classification architecture of each model type a published shape maps to."""
 
@@ -104,8 +105,9 @@ def workload_of(model: dict[str, Any], attention: str | None = None, dropout: fl
     name = str(model.get("name") or "model").lower()
     layers, hidden, heads = int(model["layers"]), int(model["hidden"]), int(model["heads"])
     intermediate, vocab, seq = int(model["intermediate"]), int(model["vocab"]), int(model["seq_len"])
-    if model.get("kv_heads") or "llama" in name or "granite" in name:
-        config = {"model_type": "llama", "hidden_size": hidden, "num_hidden_layers": layers,
+    if model.get("kv_heads") or "llama" in name or "granite" in name or "qwen3" in name:
+        config = {"model_type": "qwen3" if "qwen3" in name else "llama", "hidden_size": hidden,
+                  "num_hidden_layers": layers,
                   "num_attention_heads": heads, "num_key_value_heads": int(model.get("kv_heads") or heads),
                   "intermediate_size": intermediate, "vocab_size": vocab,
                   "max_position_embeddings": max(seq, 4096), "tie_word_embeddings": False}

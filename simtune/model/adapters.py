@@ -26,10 +26,11 @@ def block_of(workload: Workload) -> Block:
         value = cfg.get(key, 0.1)
         return isinstance(value, (int, float)) and value > 0
 
-    if kind in ("llama", "mistral", "qwen2"):
+    if kind in ("llama", "mistral", "qwen2", "qwen3"):
         heads = int(cfg.get("num_key_value_heads") or 0)
         return Block(norm="rms_norm", mlp="swiglu", fused_qkv=False, linear_bias=False,
-                     hidden_dropout=False, rotary=True, learned_positions=False, kv_heads=heads, **_head_of(workload))
+                     hidden_dropout=False, rotary=True, learned_positions=False, kv_heads=heads,
+                     head_norms=kind == "qwen3", **_head_of(workload))
     if kind == "gpt2":
         act = str(cfg.get("activation_function", "gelu_new"))
         return Block(mlp="gelu_python" if act == "gelu_new" else "gelu", hidden_dropout=dropout("resid_pdrop"),

@@ -75,6 +75,8 @@ class Block:
     """BERT's masked-LM head: a dense transform, activation and norm before the decoder."""
     kv_heads: int = 0
     """Key/value heads (grouped-query attention); 0 means as many as the query heads."""
+    head_norms: bool = False
+    """An RMSNorm over each head's query and key before the rotary embedding (Qwen3)."""
     head: str = "lm"
     """What the model ends in: "lm" (the vocabulary projection at every position), or a
     sequence-classification head: "pooled" (a dense layer over the first token, then the

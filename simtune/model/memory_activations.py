@@ -39,7 +39,8 @@ GPT-2's MLP runs the tanh approximation of GELU as eight separate operators
 (``0.5*x*(1 + tanh(sqrt(2/pi)*(x + 0.044715*x^3)))``, transformers' ``NewGELUActivation``), whose
 autograd keeps three more s x I tensors than one fused GELU: the tanh output (its backward needs
 it), and both factors of the last product (``0.5*x`` and ``1 + tanh``): 3*s*I*b more bytes.
-A fused attention kernel also keeps its own output for its backward (FlashAttention's backward
+Qwen3 normalises each head's query and key before the rotary embedding: those norms keep their
+inputs, b*s*(h + kv) more bytes (kv the key width). A fused attention kernel also keeps its own output for its backward (FlashAttention's backward
 reads O, Dao et al. 2022, algorithm 4), a tensor besides the contiguous copy the output projection
 keeps: b*s*h more bytes.
 
@@ -85,6 +86,9 @@ def layer_activation_bytes_per_sample(m: ModelSpec, c: TrainConfig, hw: Hardware
     s, h, a, t = m.seq_len, m.hidden_size, m.num_heads, c.mp_degree
     ratio = m.intermediate_size / h
     extra = attention_score_bytes(m, c, hw)
+    if m.block.head_norms:  # Qwen3's norms of each head's query and key keep their inputs
+        kv = h * m.block.kv_heads // a if m.block.kv_heads else h
+        extra += s * (h + kv) * c.bytes_per_element / t
     if m.block.mlp == "gelu_python":
         # under autocast its pow is on the fp32 list, so the chain after it keeps fp32 tensors
         extra += 3 * s * m.intermediate_size * (4 if c.autocast else c.bytes_per_element) / t

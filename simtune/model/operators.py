@@ -327,6 +327,8 @@ def _build(m: ModelSpec, fused_attention: bool) -> Operators:
                                   Streaming("residual_adds", sh, 6, 6, 2, 2)]
     if block.rotary:
         streaming.append(Streaming("attn.rotary", s * (h + kv), 10, 12, 8, 10))
+    if block.head_norms:
+        streaming += [_norm(block, "attn.q_norm", sh), _norm(block, "attn.k_norm", s * kv)]
     if block.hidden_dropout:
         streaming.append(_dropout("dropouts", 2 * sh))  # after attention and after the MLP
     layer_mm = qkv + attn_mm + (Matmul("attn.out", s, h, h, bias=bias),) + mlp_mm

@@ -459,17 +459,26 @@ def _llama_widths(w: Workload) -> tuple[int, int]:
 
 
 def _llama_params(w: Workload) -> _ParamPlan:
+    """Llama's layer, and its relatives': Mistral's is the same; Qwen2's query, key and value
+    projections carry biases (its output projection none); Qwen3 normalises each head's query and
+    key (``q_norm``, ``k_norm``: an RMSNorm weight of the head dimension each, registered after the
+    output projection)."""
     h, i, v = w.hidden_size, w.intermediate_size, w.vocab_size
     q, kv = _llama_widths(w)
     attn_bias = bool(w.hf_config.get("attention_bias", False))
+    qkv_bias = attn_bias or w.model_type == "qwen2"
     mlp_bias = bool(w.hf_config.get("mlp_bias", False))
+    head_norms = (ModuleParams("self_attn.q_norm", _norm(q // w.num_heads, bias=False)),
+                  ModuleParams("self_attn.k_norm", _norm(q // w.num_heads, bias=False))
+                  ) if w.model_type == "qwen3" else ()
     return _ParamPlan(
         before=(ModuleParams("embed_tokens", (v * h,)),),
         layer=(
-            ModuleParams("self_attn.q_proj", _linear(h, q, attn_bias)),
-            ModuleParams("self_attn.k_proj", _linear(h, kv, attn_bias)),
-            ModuleParams("self_attn.v_proj", _linear(h, kv, attn_bias)),
+            ModuleParams("self_attn.q_proj", _linear(h, q, qkv_bias)),
+            ModuleParams("self_attn.k_proj", _linear(h, kv, qkv_bias)),
+            ModuleParams("self_attn.v_proj", _linear(h, kv, qkv_bias)),
             ModuleParams("self_attn.o_proj", _linear(q, h, attn_bias)),
+            *head_norms,
             ModuleParams("mlp.gate_proj", _linear(h, i, mlp_bias)),
             ModuleParams("mlp.up_proj", _linear(h, i, mlp_bias)),
             ModuleParams("mlp.down_proj", _linear(i, h, mlp_bias)),
@@ -499,6 +508,9 @@ _FAMILIES: dict[str, tuple[Callable[[Workload], _ParamPlan], Callable[[Workload]
     "distilbert": (_distilbert_params, _bert_flops),
     "deberta-v2": (_deberta_params, _deberta_flops),
     "llama": (_llama_params, _llama_flops),
+    "mistral": (_llama_params, _llama_flops),
+    "qwen2": (_llama_params, _llama_flops),
+    "qwen3": (_llama_params, _llama_flops),
 }
 
 SUPPORTED_MODEL_TYPES = tuple(_FAMILIES)

@@ -117,7 +117,8 @@ class Workload:
         return torch.where(masked, tokens, torch.full_like(tokens, -100))
 
 
-FUSED_ATTENTION_MODEL_TYPES = frozenset({"gpt2", "bert", "distilbert", "roberta", "llama", "mistral", "qwen2"})
+FUSED_ATTENTION_MODEL_TYPES = frozenset({"gpt2", "bert", "distilbert", "roberta", "llama", "mistral", "qwen2",
+                                         "qwen3"})
 """Model types whose transformers classes run torch's SDPA by default (``_supports_sdpa`` in
 transformers 5: checked for GPT-2, BERT, DistilBERT and Llama; DeBERTa-v2 has none). Others are
 taken as eager unless their config names ``attn_implementation``."""

@@ -129,3 +129,14 @@ def test_pytorch_ddp_holds_a_second_copy_of_the_gradients_and_no_deepspeed_scrat
     # torch's ZeroRedundancyOptimizer keeps 1/8 of AdamW's two fp32 moments; the rest is DDP's as at stage 0
     moments = 2 * 4 * z0["model"]["parameters"] / 2**30
     assert ddp.peak_gib - published.predict(z1, source).peak_gib == pytest.approx(moments * 7 / 8, rel=0.02)
+
+
+def test_a_qwen3_row_is_predicted_with_its_head_norms():
+    published = _published()
+    source, row = _row("ds_verify_loss_qwen3_h200", "dsvl-qwen3-14b-h200-deepspeed")
+    assert published.workload_of(row["model"]).model_type == "qwen3"
+    as_llama = copy.deepcopy(row)
+    as_llama["model"]["name"] = "llama-shaped"
+    assert published.workload_of(as_llama["model"]).model_type == "llama"
+    # two more norms a layer, and two more modules whose ZeRO-3 hooks fire in each pass
+    assert published.predict(row, source).tokens_per_s < published.predict(as_llama, source).tokens_per_s

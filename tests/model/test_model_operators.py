@@ -141,3 +141,23 @@ def test_gpt2s_python_gelu_launches_the_kernels_the_model_counts():
     with profile(activities=[ProfilerActivity.CPU]) as backward:
         y.backward(grad)
     assert (kernels(forward.events()), kernels(backward.events())) == GELU_NEW_PASSES[2:]
+
+
+def test_qwen3_normalises_each_heads_query_and_key_and_zero3_hooks_those_norms():
+    from simtune.model.memory_activations import layer_activation_bytes_per_sample
+    from simtune.model.inputs import TrainConfig
+    from simtune.workloads.presets import _from_document
+
+    shape = {"vocab_size": 512, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "intermediate_size": 160, "max_position_embeddings": 128}
+    llama = model_spec(_from_document("llama", {"model_type": "llama", **shape}, 64))
+    qwen3 = model_spec(_from_document("qwen3", {"model_type": "qwen3", "head_dim": 16, **shape}, 64))
+    assert qwen3.block.head_norms and not llama.block.head_norms
+    assert qwen3.parameter_modules == llama.parameter_modules + 2 * 2  # q_norm and k_norm in each layer
+    names = [op.name for op in operators(qwen3, fused_attention=True).layer_streaming]
+    assert names.count("attn.q_norm") == names.count("attn.k_norm") == 1
+    assert "attn.q_norm" not in [op.name for op in operators(llama, fused_attention=True).layer_streaming]
+    config = TrainConfig(stage=0, micro_batch_size=1, precision="bf16")
+    extra = (layer_activation_bytes_per_sample(qwen3, config, None)
+             - layer_activation_bytes_per_sample(llama, config, None))
+    assert extra == 64 * (64 + 32) * 2  # the norms' inputs: the query (s x h) and the key (s x kv), 2 bytes each

@@ -62,6 +62,15 @@ EXTRA_CONFIGS = {
     "llama-tied": {"model_type": "llama", "vocab_size": 512, "hidden_size": 64, "num_hidden_layers": 2,
                    "num_attention_heads": 4, "intermediate_size": 160, "max_position_embeddings": 128,
                    "head_dim": 32, "mlp_bias": True, "tie_word_embeddings": True},
+    "mistral-gqa": {"model_type": "mistral", "vocab_size": 512, "hidden_size": 64, "num_hidden_layers": 2,
+                    "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 160,
+                    "max_position_embeddings": 128},
+    "qwen2-gqa": {"model_type": "qwen2", "vocab_size": 512, "hidden_size": 64, "num_hidden_layers": 2,
+                  "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 160,
+                  "max_position_embeddings": 128, "tie_word_embeddings": True},
+    "qwen3-gqa": {"model_type": "qwen3", "vocab_size": 512, "hidden_size": 64, "num_hidden_layers": 2,
+                  "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32, "intermediate_size": 160,
+                  "max_position_embeddings": 128},
     "bert-untied": {"model_type": "bert", "vocab_size": 512, "hidden_size": 64, "num_hidden_layers": 2,
                     "num_attention_heads": 4, "intermediate_size": 128, "max_position_embeddings": 64,
                     "type_vocab_size": 1, "tie_word_embeddings": False},
@@ -80,9 +89,12 @@ FLOP_TOLERANCE = 0.01  # relative; the counts agree exactly with transformers 5.
 CLASSIFIER_ARCHITECTURES = {"gpt2": "GPT2ForSequenceClassification", "bert": "BertForSequenceClassification",
                             "distilbert": "DistilBertForSequenceClassification",
                             "deberta-v2": "DebertaV2ForSequenceClassification",
-                            "llama": "LlamaForSequenceClassification"}
+                            "llama": "LlamaForSequenceClassification",
+                            "mistral": "MistralForSequenceClassification",
+                            "qwen2": "Qwen2ForSequenceClassification",
+                            "qwen3": "Qwen3ForSequenceClassification"}
 CLASSIFIER_BASES = ("distilbert-small", "deberta-shared-keys", "deberta-own-keys", "llama-gqa", "bert-untied",
-                    "gpt2-untied")
+                    "gpt2-untied", "mistral-gqa", "qwen2-gqa", "qwen3-gqa")
 
 
 def _workload(name, seq_len=None):
