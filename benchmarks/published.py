@@ -203,6 +203,9 @@ class Prediction:
     """Model FLOPs per token of training: 3 x the forward's (recomputation left out)."""
     peak_flop_per_s: float
     """The spec profile's dense peak at the row's precision."""
+    communication_share: float = 0.0
+    """The collectives' time (parameter gathers and gradient reductions, hidden or not) over the
+    compute's (forward, backward, recomputation) in the predicted step."""
 
     def implied_fraction_of_peak(self, published_tokens_per_s: float) -> float:
         """The fraction of the GPU's peak the published throughput would need at this FLOP count."""
@@ -322,8 +325,28 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
     elif gpus > 1 and re.search(r"\bddp\b", framework):
         peak = under_ddp(estimate.memory)
         fits = peak <= estimate.memory.limit_bytes
+    t = estimate.time
+    share = (t.param_gather_s + t.grad_reduce_s) / max(t.forward_s + t.backward_s + t.recompute_s, 1e-12)
     return Prediction(tokens, fits, profile.name, peak / 2**30, largest, trial.micro_batch_size,
-                      flops / tokens, profile.device.peak_flop_per_s[predictor.precision])
+                      flops / tokens, profile.device.peak_flop_per_s[predictor.precision], share)
+
+
+COMMUNICATION_BANDS = (0.1, 0.3)
+"""Bounds of the communication-share bands the summary gives the multi-GPU rows' error in."""
+
+
+def by_communication(rows: list[tuple[int, float, float]]) -> list[str]:
+    """Lines of the median error of the multi-GPU rows (gpus, communication share, error) in each
+    band of :data:`COMMUNICATION_BANDS`: whether the error grows with what the model overlaps."""
+    lines = []
+    bounds = (0.0,) + COMMUNICATION_BANDS + (math.inf,)
+    for low, high in zip(bounds, bounds[1:]):
+        errors = [e for gpus, share, e in rows if gpus > 1 and low <= share < high]
+        if errors:
+            band = f">= {low:g}" if high == math.inf else f"{low:g}-{high:g}"
+            lines.append(f"  {band}: {len(errors)} rows, median error {statistics.median(errors):+.0%}, "
+                         f"from {min(errors):+.0%} to {max(errors):+.0%}")
+    return lines
 
 
 def with_head_positions(predictor: Predictor, positions: int) -> Predictor:
@@ -412,6 +435,10 @@ def main() -> int:
         for profile, es in sorted(errors.items()):
             print(f"  {profile}: {len(es)} rows, median error {statistics.median(es):+.0%}, "
                   f"MAPE {statistics.mean(abs(e) for e in es):.0%}")
+        print("  multi-GPU rows by the collectives' predicted time over the compute's:")
+        for line in by_communication([(int(row["gpus"]), p.communication_share, p.tokens_per_s / published - 1)
+                                      for _, row, _, p, published in rows]):
+            print(line)
     if doubted:
         everything_too = everything + [t / m - 1 for *_, m, t in doubted]
         print(f"\nthroughput rows kept out of the targets ({len(doubted)}; all {len(everything_too)} rows together: "

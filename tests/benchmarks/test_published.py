@@ -140,3 +140,15 @@ def test_a_qwen3_row_is_predicted_with_its_head_norms():
     assert published.workload_of(as_llama["model"]).model_type == "llama"
     # two more norms a layer, and two more modules whose ZeRO-3 hooks fire in each pass
     assert published.predict(row, source).tokens_per_s < published.predict(as_llama, source).tokens_per_s
+
+
+def test_the_error_is_given_by_band_of_communication_for_multi_gpu_rows_only():
+    published = _published()
+    lines = published.by_communication([(8, 0.05, 0.1), (8, 0.05, 0.3), (1, 0.0, 5.0), (8, 0.5, 0.4)])
+    assert lines == ["  0-0.1: 2 rows, median error +20%, from +10% to +30%",
+                     "  >= 0.3: 1 rows, median error +40%, from +40% to +40%"]
+    source, row = _row("ds_verify_loss_qwen3_h100", "dsvl-qwen3-14b-h100-fsdp")
+    _, single = _row("hf_perf_train_gpu_one_v100_16gb", "hf-v100-bertl-fp32-b4")
+    hf = json.loads((DATA / "hf_perf_train_gpu_one_v100_16gb.json").read_text())
+    assert published.predict(row, source).communication_share > 0.3
+    assert published.predict(single, hf).communication_share == 0.0
