@@ -118,7 +118,8 @@ ENGINE_COSTS = {"zero3_module_s": ZERO3_MODULE_S, "zero3_module_backward_s": ZER
                 "gradient_hook_s": GRADIENT_HOOK_S, "engine_step_s": ENGINE_STEP_S,
                 "engine_micro_step_s": ENGINE_MICRO_STEP_S, "gather_call_s": GATHER_CALL_S}
 """DeepSpeed's own costs per call in the spec profiles (derived from the published figures of
-:data:`FRAMEWORK_SOURCES`, which give ZeRO-3's per module and pass: both passes take it); they also stand in on a GPU profile calibrated without engines
+:data:`FRAMEWORK_SOURCES`, which give ZeRO-3's per module and pass: both passes take it); they
+also stand in on a GPU profile calibrated without engines
 (:func:`simtune.model.adapters.framework_costs`)."""
 
 SOURCES_COMMON = (

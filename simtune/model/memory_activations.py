@@ -40,7 +40,8 @@ GPT-2's MLP runs the tanh approximation of GELU as eight separate operators
 autograd keeps three more s x I tensors than one fused GELU: the tanh output (its backward needs
 it), and both factors of the last product (``0.5*x`` and ``1 + tanh``): 3*s*I*b more bytes.
 Qwen3 normalises each head's query and key before the rotary embedding: those norms keep their
-inputs, b*s*(h + kv) more bytes (kv the key width). A fused attention kernel also keeps its own output for its backward (FlashAttention's backward
+inputs, b*s*(h + kv) more bytes (kv the key width). A fused attention kernel also keeps its own
+output for its backward (FlashAttention's backward
 reads O, Dao et al. 2022, algorithm 4), a tensor besides the contiguous copy the output projection
 keeps: b*s*h more bytes.
 

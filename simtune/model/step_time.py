@@ -179,12 +179,13 @@ def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
     """(per forward, per backward, per step) seconds the engine adds from the profile's
     :class:`~simtune.model.inputs.FrameworkCosts`: stage 3 fetches and releases every
     parameter-holding module in each pass (at a cost per module of its own in each direction,
-    ``zero3_module_s`` forward, ``zero3_module_backward_s`` backward); stages 2/3 run a gradient hook per parameter tensor in
-    each backward and gathers each persistent tensor after the step; every stage runs the
-    engine's forward and backward calls, copies gradients (:func:`gradient_copy_s`) and steps
-    the engine. Where the engine's work in proportion to the model's size was learnt
-    (``param_pass_s``, read off engines at one micro-step per step), that replaces the copies into
-    the buckets of stages 2/3 (stages 0/1 still accumulate from the second micro-step on); its
+    ``zero3_module_s`` forward, ``zero3_module_backward_s`` backward); stages 2/3 run a gradient
+    hook per parameter tensor in each backward and gathers each persistent tensor after the step;
+    every stage runs the engine's forward and backward calls, copies gradients
+    (:func:`gradient_copy_s`) and steps the engine. Where the engine's work in proportion to the
+    model's size was learnt (``param_pass_s``, read off engines at one micro-step per step), that
+    replaces the copies into the buckets of stages 2/3 (stages 0/1 still accumulate from the second
+    micro-step on); its
     terms are :func:`param_pass_terms`'s for the replica's ``parameter_count / mp`` parameters
     (stage 3's forward for those it fetches)."""
     fw = hw.framework

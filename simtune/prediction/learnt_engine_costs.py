@@ -36,8 +36,8 @@ from simtune.hardware.profile import FrameworkProfile, HardwareProfile
 from simtune.hardware.serialize import profile_fingerprint
 from simtune.model.inputs import FrameworkCosts
 
-LEARNT = ("zero3_module_s", "zero3_module_backward_s", "reduce_bucket_s", "gradient_hook_s", "engine_step_s", "engine_micro_step_s",
-          "forward_module_s", "gather_call_s")
+LEARNT = ("zero3_module_s", "zero3_module_backward_s", "reduce_bucket_s", "gradient_hook_s", "engine_step_s",
+          "engine_micro_step_s", "forward_module_s", "gather_call_s")
 """The framework costs read off measured engines; the dispatch costs per kernel come from the
 profile's own microbenchmark and are not replaced."""
 

@@ -95,7 +95,8 @@ def test_quick_two_process_calibration_writes_a_valid_profile(tmp_path, monkeypa
     from simtune.model.adapters import model_spec
 
     tiny = model_spec(load_workload("gpt2-tiny", seq_len=64))
-    stage3_excess = (tiny.hooked_modules * (learnt.costs["zero3_module_s"] + learnt.costs["zero3_module_backward_s"])
+    per_module = learnt.costs["zero3_module_s"] + learnt.costs["zero3_module_backward_s"]
+    stage3_excess = (tiny.hooked_modules * per_module
                      + len(tiny.layout.numels) * learnt.costs["gradient_hook_s"])
     assert stage3_excess > 1e-3 and learnt.costs["reduce_bucket_s"] > 0
     # ZeRO-1's flat fp32 partition costs every step in proportion to the parameters

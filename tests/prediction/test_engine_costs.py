@@ -53,7 +53,8 @@ def test_costs_read_off_one_model_scale_with_another_models_counts():
     small, other = gpt2_spec(), model_spec(load_workload("bert-tiny"))
     config = TrainConfig(stage=3, micro_batch_size=2, precision="fp32")
     with_costs = dataclasses.replace(hardware, framework=got)
-    extra = [a - b for a, b in zip(framework_costs(other, with_costs, config), framework_costs(small, with_costs, config))]
+    extra = [a - b for a, b in zip(framework_costs(other, with_costs, config),
+                                   framework_costs(small, with_costs, config))]
     more = other.hooked_modules - small.hooked_modules
     assert more != 0 and other.layout.numels != small.layout.numels
     assert extra[0] == pytest.approx(more * TRUE.zero3_module_s)
