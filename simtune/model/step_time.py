@@ -185,9 +185,8 @@ def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
     (:func:`gradient_copy_s`) and steps the engine. Where the engine's work in proportion to the
     model's size was learnt (``param_pass_s``, read off engines at one micro-step per step), that
     replaces the copies into the buckets of stages 2/3 (stages 0/1 still accumulate from the second
-    micro-step on); its
-    terms are :func:`param_pass_terms`'s for the replica's ``parameter_count / mp`` parameters
-    (stage 3's forward for those it fetches)."""
+    micro-step on); its terms are :func:`param_pass_terms`'s for the replica's
+    ``parameter_count / mp`` parameters (stage 3's forward for those it fetches)."""
     fw = hw.framework
     fwd = bwd = fw.engine_micro_step_s / 2
     if c.stage == 3:
