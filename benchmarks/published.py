@@ -87,7 +87,8 @@ def precision_of(text: str) -> str:
     return "bf16" if "bf16" in text else "fp16" if "fp16" in text else "fp32"
 
 
-DROPOUT_KEYS = {"llama": ("attention_dropout",), "qwen3": ("attention_dropout",), "bert": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
+DROPOUT_KEYS = {"llama": ("attention_dropout",), "qwen3": ("attention_dropout",),
+                "bert": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
                 "gpt2": ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
 """The config keys of each model type's dropout probabilities."""
 

@@ -168,6 +168,12 @@ class ModelSpec:
         return self.parameter_modules or 6 * self.num_layers + 4
 
     @property
+    def kv_width(self) -> int:
+        """Width of the key (and of the value) projection: h x kv_heads / heads under grouped-query
+        attention (:attr:`Block.kv_heads`), else h."""
+        return self.hidden_size * self.block.kv_heads // self.num_heads if self.block.kv_heads else self.hidden_size
+
+    @property
     def logits_per_sample(self) -> int:
         """Logits one sample's head makes: s x V for an LM head, C for a pooled classifier, s x C
         for one that scores every position (:attr:`Block.head`)."""

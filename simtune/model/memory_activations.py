@@ -88,8 +88,7 @@ def layer_activation_bytes_per_sample(m: ModelSpec, c: TrainConfig, hw: Hardware
     ratio = m.intermediate_size / h
     extra = attention_score_bytes(m, c, hw)
     if m.block.head_norms:  # Qwen3's norms of each head's query and key keep their inputs
-        kv = h * m.block.kv_heads // a if m.block.kv_heads else h
-        extra += s * (h + kv) * c.bytes_per_element / t
+        extra += s * (h + m.kv_width) * c.bytes_per_element / t
     if m.block.mlp == "gelu_python":
         # under autocast its pow is on the fp32 list, so the chain after it keeps fp32 tensors
         extra += 3 * s * m.intermediate_size * (4 if c.autocast else c.bytes_per_element) / t

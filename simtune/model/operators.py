@@ -311,7 +311,7 @@ def under_autocast(m: ModelSpec, ops: Operators) -> Operators:
 def _build(m: ModelSpec, fused_attention: bool) -> Operators:
     block = m.block
     s, h, i, v = m.seq_len, m.hidden_size, m.intermediate_size, m.vocab_size
-    kv = h * block.kv_heads // m.num_heads if block.kv_heads else h
+    kv = m.kv_width
     bias = block.linear_bias
     sh = s * h
     if block.fused_qkv:

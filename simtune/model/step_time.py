@@ -188,6 +188,7 @@ def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
     micro-step on); its terms are :func:`param_pass_terms`'s for the replica's
     ``parameter_count / mp`` parameters (stage 3's forward for those it fetches)."""
     fw = hw.framework
+    sizes = sizes if sizes is not None else shards(m, c)
     fwd = bwd = fw.engine_micro_step_s / 2
     if c.stage == 3:
         fwd += m.hooked_modules * fw.zero3_module_s
@@ -196,14 +197,13 @@ def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
         bwd += len(m.layout.numels) * fw.gradient_hook_s
     step = fw.engine_step_s
     if fw.param_pass_s:
-        persistent = (sizes if sizes is not None else shards(m, c)).persistent
         f, b, s = param_pass_terms(fw.param_pass_s[c.stage], m.parameter_count / c.mp_degree, c.stage, c.dp_degree,
-                                   persistent)
+                                   sizes.persistent)
         fwd, bwd, step = fwd + f, bwd + b, step + s
     if not fw.param_pass_s or c.stage < 2:
         bwd += gradient_copy_s(m, hw, c)
     if c.stage == 3 and c.dp_degree > 1:
-        step += (sizes if sizes is not None else shards(m, c)).persistent_tensors * fw.gather_call_s
+        step += sizes.persistent_tensors * fw.gather_call_s
     return fwd, bwd, step
 
 

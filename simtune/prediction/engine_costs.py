@@ -70,10 +70,11 @@ def forward_intercept_s(model: ModelSpec, hardware: HardwareSpec, precision: str
     return intercept
 
 
-def persistent_elements(model: ModelSpec) -> int:
-    """Elements of the tensors ZeRO-3 keeps whole on every rank at DeepSpeed's default threshold
-    (the engines calibration measures run with it): never fetched."""
-    return model.layout.persistent(int(knob("stage3_param_persistence_threshold").default))[0]
+def kept_whole(model: ModelSpec) -> tuple[int, int]:
+    """(elements, tensors) of the tensors ZeRO-3 keeps whole on every rank at DeepSpeed's default
+    threshold (the engines calibration measures run with it): never fetched, gathered once after
+    each step."""
+    return model.layout.persistent(int(knob("stage3_param_persistence_threshold").default))
 
 
 def param_pass_costs(small: ModelSpec, large: ModelSpec, ranks: int) -> tuple[tuple[float, float, float], ...]:
@@ -99,13 +100,12 @@ def param_pass_costs(small: ModelSpec, large: ModelSpec, ranks: int) -> tuple[tu
         raise WorkloadError("The two workloads' engines were not measured at every stage at one micro-batch size, "
                             "or the second is not the larger.")
     mbs = min(sizes)
-    fetched = extra - (persistent_elements(large) - persistent_elements(small))
+    fetched = extra - (kept_whole(large)[0] - kept_whole(small)[0])
     rows = []
     for stage in range(4):
         lo, hi = lo_mc.overheads(stage, mbs), hi_mc.overheads(stage, mbs)
-        f, b, st = (max(0.0, (hi[i] - lo[i]) / extra) for i in range(3))
-        if stage == 3:
-            f = max(0.0, (hi[0] - lo[0]) / fetched) if fetched > 0 else 0.0
+        over = (fetched if stage == 3 else extra, extra, extra)
+        f, b, st = (max(0.0, (hi[i] - lo[i]) / over[i]) if over[i] > 0 else 0.0 for i in range(3))
         rows.append((f, b, st * ranks if stage == 3 else st))
     return tuple(rows)
 
@@ -121,19 +121,19 @@ def framework_costs_of(model: ModelSpec, hardware: HardwareSpec, precision: str,
         raise WorkloadError("The workload has no measured engines to read the framework's costs from.")
     mbs = min(row[1] for row in mc.stage_overheads)
     params = float(model.parameter_count)
+    kept_elements, kept_tensors = kept_whole(model)
 
     def overheads(stage: int) -> tuple[float, ...]:
         row = mc.overheads(stage, mbs)
         if not param_pass_s:
             return row
-        per_param = param_pass_terms(param_pass_s[stage], params, stage, hardware.ranks, persistent_elements(model))
+        per_param = param_pass_terms(param_pass_s[stage], params, stage, hardware.ranks, kept_elements)
         return tuple(v - x for v, x in zip(row[:3], per_param)) + row[3:]
 
     f0, b0, s0, l0 = overheads(0)
     f2, b2, _, _ = overheads(2)
     f3, b3, s3, _ = overheads(3)
-    persistent = model.layout.persistent(int(knob("stage3_param_persistence_threshold").default))[1]
-    gather = max(0.0, (s3 - s0) / persistent) if persistent else 0.0
+    gather = max(0.0, (s3 - s0) / kept_tensors) if kept_tensors else 0.0
 
     def copies(stage: int) -> float:
         if param_pass_s:
