@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from simtune.errors import ConfigError
+
 AUTOCAST_SUFFIX = "+autocast"
 
 AUTOCAST_DTYPES = {"bf16": ("bf16", "bfloat16", "torch.bfloat16"),
@@ -26,6 +28,23 @@ TORCH_DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 DEFAULT_AUTOCAST = {"cuda": "fp16", "cpu": "bf16"}
 """The dtype of ``torch.autocast`` when the section names none (``torch.get_autocast_dtype``)."""
+
+
+COMMUNICATION_PRECISIONS = ("fp32", "fp16", "bf16")
+"""The values DeepSpeed's ``communication_data_type`` accepts, in any case
+(``deepspeed/runtime/config.py`` ``get_communication_data_type``)."""
+
+
+def communication_precision_of(ds_config: Mapping[str, Any] | None) -> str | None:
+    """The precision a DeepSpeed config reduces gradients in (its top-level
+    ``communication_data_type``), None where it sets none (DeepSpeed's default: the gradients' own)."""
+    value = (ds_config or {}).get("communication_data_type")
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.lower() not in COMMUNICATION_PRECISIONS:
+        raise ConfigError(f"communication_data_type must be one of {', '.join(COMMUNICATION_PRECISIONS)}, "
+                          f"not {value!r}.")
+    return value.lower()
 
 
 def autocast_parts(label: str) -> tuple[str, bool]:

@@ -25,6 +25,7 @@ from simtune.dsconfig import AutotuningConfig, ConfigWarning, json_type_name
 from simtune.errors import ConfigError
 from simtune.knobs import STAGES
 from simtune.naming import experiment_name
+from simtune.precision import communication_precision_of
 
 OFFLOAD_DEVICES = ("none", "cpu", "nvme")
 """Offload devices a Trial may hold; simtune tunes "none" and "cpu", "nvme" is kept when the
@@ -207,6 +208,7 @@ class TuningSpace:
         elif not isinstance(zero, Mapping):
             raise ConfigError(f'"{ZERO_KEY}" must be a JSON object, not {json_type_name(zero)}.')
         stages, stage_fixed = _read_stages(ds_config.get(ZERO_KEY), zero)
+        communication_precision_of(ds_config)  # refused now, not when the first trial is predicted
 
         mbs_list, min_mbs = _read_micro_batch(ds_config, autotuning, user_args)
         gas = _read_gas(ds_config, autotuning, user_args)

@@ -29,3 +29,14 @@ def test_without_a_dtype_autocast_takes_torchs_default_for_the_device():
 def test_a_label_comes_apart_into_the_dtype_and_the_switch():
     assert autocast_parts("bf16+autocast") == ("bf16", True) and autocast_parts("fp16") == ("fp16", False)
     assert autocast_label("bf16", True) == "bf16+autocast" and autocast_label("fp32", False) == "fp32"
+
+
+def test_communication_data_type_is_read_as_deepspeed_reads_it():
+    from simtune.errors import ConfigError
+    from simtune.precision import communication_precision_of
+
+    assert communication_precision_of({"communication_data_type": "FP32"}) == "fp32"
+    assert communication_precision_of({"communication_data_type": None}) is None
+    assert communication_precision_of({}) is None and communication_precision_of(None) is None
+    with pytest.raises(ConfigError, match="communication_data_type must be one of fp32, fp16, bf16, not 'int8'"):
+        communication_precision_of({"communication_data_type": "int8"})

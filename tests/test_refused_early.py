@@ -90,3 +90,12 @@ def test_calibrate_refuses_a_malformed_hostfile_before_launching(workdir, capsys
 def test_calibrate_refuses_a_zero_timeout_before_launching(workdir, capsys):
     message = calibrate_error(capsys, "--timeout", "0")
     assert "--timeout must be a positive number of seconds, not 0" in message
+
+
+def test_an_unknown_communication_data_type_is_refused(workdir, capsys):
+    config = {"train_micro_batch_size_per_gpu": 1, "bf16": {"enabled": True}, "communication_data_type": "int8",
+              "zero_optimization": {"stage": "all"}}
+    (workdir / "ds.json").write_text(json.dumps(config))
+    message = error_of(capsys, [*PLANNED, "--model", "gpt2", "--deepspeed", str(workdir / "ds.json")])
+    assert message == "communication_data_type must be one of fp32, fp16, bf16, not 'int8'."
+    assert not (workdir / "autotuning_results").exists()

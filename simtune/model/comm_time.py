@@ -12,6 +12,10 @@ fitted size) adds (S - S0) * f * (1/busbw_beyond - 1/busbw): the two regimes of 
 Bucket counts come from :meth:`ParamLayout.bucket_count` (greedy filling in backward order).
 latency_s and busbw are those of the links the data-parallel group's rings cross
 (:func:`simtune.model.links.ring_collectives`: the slowest one once the group spans nodes).
+Gradients travel in ``communication_data_type`` where the config sets it
+(``TrainConfig.gradient_comm_bytes``: every stage casts its bucket to it before the reduction,
+engine.py ``allreduce_bucket``, stage_1_and_2.py ``gradient_reduction_w_predivide``, stage3.py's
+buckets of that dtype); parameters in their own dtype.
 
 - stage 0 (engine.py ``buffered_allreduce_fallback``): at the accumulation boundary, allreduce of
   all b*P gradient bytes in pieces of 5e8 elements.
@@ -24,7 +28,10 @@ latency_s and busbw are those of the links the data-parallel group's rings cross
   the same allgather after the optimizer.
 - stage 3 (stage3.py, partitioned_param_coordinator.py): in every micro-step, one allgather per
   non-persistent tensor in forward, again in backward for the parameters released after forward,
-  and a bucketed reduce-scatter of the b*P gradients during backward. After the optimizer only
+  and a bucketed reduce-scatter of the b*P gradients during backward; with ``reduce_scatter``
+  off and contiguous gradients a bucket is allreduced instead (``__reduce_and_partition_ipg_grads``
+  -> ``__avg_scatter_contiguous_grads``), all but a gradient larger than the bucket, which
+  still goes through ``reduce_scatter_coalesced``. After the optimizer only
   the persistent parameters are gathered again (each rank updated its partition of them), one
   call per persistent tensor (``_post_step``); the others are gathered at their next use.
 """
@@ -89,38 +96,78 @@ def element_bytes(m: ModelSpec, c: TrainConfig) -> float:
     return c.bytes_per_element * linear + c.state_bytes * (1 - linear)
 
 
+def gradient_element_bytes(m: ModelSpec, c: TrainConfig) -> float:
+    """Bytes per gradient element as the engine reduces it: ``communication_data_type``'s where
+    set, else :func:`element_bytes`."""
+    comm = c.gradient_comm_bytes
+    return float(comm) if comm is not None else element_bytes(m, c)
+
+
+@dataclass(frozen=True)
+class GradientReduction:
+    """One reduction pass over a rank's gradients: the bytes each collective carries (S as
+    nccl-tests counts it) and its calls."""
+
+    allreduce_bytes: float
+    allreduce_calls: int
+    reduce_scatter_bytes: float = 0.0
+    reduce_scatter_calls: int = 0
+    bucket_bytes: float = 0.0
+    """One full bucket: the last call of a pass."""
+
+
+def gradient_reduction(m: ModelSpec, s: Shards, c: TrainConfig) -> GradientReduction:
+    """How one pass reduces the gradients: stage 0 allreduces them in pieces of
+    ``STAGE0_ALLREDUCE_ELEMENTS``; stages 1-2 allreduce each bucket; stage 3 reduce-scatters
+    each bucket, or allreduces it where :attr:`TrainConfig.allreduces_gradients` (a gradient
+    larger than the bucket is then still reduce-scattered alone). Passes per optimizer step:
+    one at stages 0-1 (the boundary), one per micro-step at stages 2-3."""
+    g = gradient_element_bytes(m, c)
+    total = g * s.params
+    if c.stage == 0:
+        return GradientReduction(total, -(-s.params // STAGE0_ALLREDUCE_ELEMENTS))
+    calls = m.layout.bucket_count(c.reduce_bucket_size)
+    bucket = g * min(c.reduce_bucket_size, s.params)
+    if c.stage < 3:
+        return GradientReduction(total, calls, bucket_bytes=bucket)
+    if not c.allreduces_gradients:
+        return GradientReduction(0.0, 0, total, calls, bucket)
+    oversized = [k for k in m.layout.numels if k > c.reduce_bucket_size]
+    alone = total * sum(oversized) / max(1, m.layout.total)
+    return GradientReduction(total - alone, max(1, calls - len(oversized)) if total > alone else 0,
+                             alone, len(oversized), bucket)
+
+
 def communication(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig) -> CommTimes:
     n = c.dp_degree
     if n == 1:
         return NO_COMMUNICATION
     costs = ring_collectives(hw, n * c.mp_degree)
     b = element_bytes(m, c)
-    grad_bytes = b * s.params
+    red = gradient_reduction(m, s, c)
+    all_f, part_f = allreduce_factor(n), gather_scatter_factor(n)
+    reduce_s = (collective_s(costs.allreduce, all_f, red.allreduce_bytes, red.allreduce_calls)
+                + collective_s(costs.reduce_scatter, part_f, red.reduce_scatter_bytes, red.reduce_scatter_calls))
     if c.stage == 0:
-        calls = -(-s.params // STAGE0_ALLREDUCE_ELEMENTS)
-        return CommTimes(reduce_at_boundary_s=collective_s(costs.allreduce, allreduce_factor(n), grad_bytes, calls))
-    calls = m.layout.bucket_count(c.reduce_bucket_size)
-    bucket_bytes = b * min(c.reduce_bucket_size, s.params)
+        return CommTimes(reduce_at_boundary_s=reduce_s)
+    if c.allreduces_gradients:
+        last_s = collective_s(costs.allreduce, all_f, red.bucket_bytes, 1)
+    else:
+        last_s = collective_s(costs.reduce_scatter, part_f, red.bucket_bytes, 1)
     if c.stage in (1, 2):
-        f = allreduce_factor(n)
-        reduce_s = collective_s(costs.allreduce, f, grad_bytes, calls)
-        last_s = collective_s(costs.allreduce, f, bucket_bytes, 1)
         # the updated partitions in the parameters' own dtype (fp32 under DeepSpeed's autocast)
-        gather_s = collective_s(costs.allgather, gather_scatter_factor(n), c.state_bytes * s.flat, 1)
+        gather_s = collective_s(costs.allgather, part_f, c.state_bytes * s.flat, 1)
         if c.stage == 1:
             return CommTimes(reduce_at_boundary_s=reduce_s, reduce_last_call_s=last_s, gather_after_step_s=gather_s)
         return CommTimes(reduce_per_micro_s=reduce_s, reduce_last_call_s=last_s, gather_after_step_s=gather_s)
-    f = gather_scatter_factor(n)
-    reduce_s = collective_s(costs.reduce_scatter, f, grad_bytes, calls)
-    last_s = collective_s(costs.reduce_scatter, f, bucket_bytes, 1)
     nonpersistent = s.params - s.persistent
     gather_calls = max(1, len(m.layout.numels) - s.persistent_tensors)
     released = nonpersistent - kept_gathered_elements(m, s, c)
-    forward_s = collective_s(costs.allgather, f, b * nonpersistent, gather_calls)
+    forward_s = collective_s(costs.allgather, part_f, b * nonpersistent, gather_calls)
     backward_calls = -(-gather_calls * released // nonpersistent) if nonpersistent else 0
-    backward_s = collective_s(costs.allgather, f, b * released, backward_calls)
-    first_s = collective_s(costs.allgather, f, b * nonpersistent / gather_calls, 1)
-    persistent_s = collective_s(costs.allgather, f, b * s.persistent, s.persistent_tensors)
+    backward_s = collective_s(costs.allgather, part_f, b * released, backward_calls)
+    first_s = collective_s(costs.allgather, part_f, b * nonpersistent / gather_calls, 1)
+    persistent_s = collective_s(costs.allgather, part_f, b * s.persistent, s.persistent_tensors)
     return CommTimes(reduce_per_micro_s=reduce_s, reduce_last_call_s=last_s, gather_forward_s=forward_s,
                      gather_backward_s=backward_s, gather_first_call_s=first_s,
                      gather_persistent_after_step_s=persistent_s)

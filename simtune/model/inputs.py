@@ -794,6 +794,11 @@ class TrainConfig:
     DeepSpeed's fp32 states (an fp32 master partition at stages 1-3) and communicate linear
     layers' gradients and gathered parameters in ``precision`` (``comm_dtype``,
     deepspeed/runtime/torch_autocast.py), the other parameters in fp32."""
+    communication_precision: Optional[str] = None
+    """DeepSpeed's ``communication_data_type``: the precision gradients are reduced in ("fp32",
+    "fp16" or "bf16"); None is DeepSpeed's default, the gradients' own (engine.py
+    ``communication_data_type``). DeepSpeed's autocast ignores it (each parameter's gradients are
+    reduced in that parameter's communication dtype: ``get_all_comm_dtypes``)."""
     fused_adam: bool = True
     """DeepSpeed runs its own Adam: FusedAdam on the device, DeepSpeedCPUAdam for an offloaded
     optimizer. False where it runs torch's AdamW (``torch_adam``, and always on CPU): wrapped per
@@ -822,6 +827,9 @@ class TrainConfig:
                  "Autocast needs a 16-bit precision (fp16 or bf16), got fp32.")
         _require(self.autocast or not self.deepspeed_autocast, ConfigError,
                  "DeepSpeed's autocast is autocast: set autocast too.")
+        _require(self.communication_precision is None or self.communication_precision in PRECISIONS, ConfigError,
+                 f"TrainConfig.communication_precision must be one of {', '.join(PRECISIONS)} or None, "
+                 f"got {self.communication_precision!r}.")
 
     @property
     def bytes_per_element(self) -> int:
@@ -838,6 +846,22 @@ class TrainConfig:
     def state_precision(self) -> str:
         """The precision parameters, gradients and the optimizer's inputs are kept in."""
         return "fp32" if self.autocast else self.precision
+
+    @property
+    def gradient_comm_bytes(self) -> Optional[int]:
+        """Bytes of one gradient element as DeepSpeed reduces it where ``communication_precision``
+        sets a precision that applies (not under DeepSpeed's autocast), else None: the engine's
+        own element size (:func:`simtune.model.comm_time.element_bytes`)."""
+        if self.communication_precision is None or self.deepspeed_autocast:
+            return None
+        return BYTES_PER_ELEMENT[self.communication_precision]
+
+    @property
+    def allreduces_gradients(self) -> bool:
+        """Whether the engine allreduces its gradient buckets: stages 0-2 always (stage_1_and_2.py's
+        multi-rank bucket allreduce included), stage 3 with ``reduce_scatter`` off and contiguous
+        gradients (stage3.py ``__avg_scatter_contiguous_grads``); else stage 3 reduce-scatters."""
+        return self.stage < 3 or (not self.reduce_scatter and self.contiguous_gradients)
 
     @property
     def residual_bytes(self) -> int:

@@ -58,7 +58,9 @@ def gradient_bucket_bytes(s: Shards, c: TrainConfig) -> int:
     if c.stage == 3:
         if not c.contiguous_gradients:
             return 0
-        return (b + c.bytes_per_element if c.deepspeed_autocast else b) * c.reduce_bucket_size
+        if c.deepspeed_autocast:
+            return (b + c.bytes_per_element) * c.reduce_bucket_size
+        return (c.gradient_comm_bytes or b) * c.reduce_bucket_size
     total = 0
     if c.contiguous_gradients or c.offload_optimizer:
         total = b * c.reduce_bucket_size * (2 if c.overlap else 1) * (2 if c.deepspeed_autocast else 1)
@@ -119,12 +121,20 @@ def buckets_held_through_step(c: TrainConfig) -> bool:
 
 
 def comm_scratch_bytes(s: Shards, c: TrainConfig, reduce_scatter_staging: bool = False) -> int:
+    """The flattened bucket of one reduction; where ``communication_data_type`` differs from the
+    gradients' dtype, stages 0-2 cast that bucket to it in a new tensor beside it (engine.py
+    ``allreduce_bucket``, stage_1_and_2.py ``gradient_reduction_w_predivide``) and stage 3's
+    bucket and scratch are in it already."""
     b = c.state_bytes
+    g = c.gradient_comm_bytes
+    cast = g if g is not None and g != b else 0
     if c.stage == 0:
-        return b * min(STAGE0_ALLREDUCE_ELEMENTS, s.params)
-    flat = b * min(c.reduce_bucket_size, s.params)
+        return (b + cast) * min(STAGE0_ALLREDUCE_ELEMENTS, s.params)
     if c.stage == 3:
-        return flat + (round(flat * (1 + 1 / c.dp_degree)) if reduce_scatter_staging else 0)
+        flat = (g or b) * min(c.reduce_bucket_size, s.params)
+        staged = reduce_scatter_staging and not c.allreduces_gradients
+        return flat + (round(flat * (1 + 1 / c.dp_degree)) if staged else 0)
+    flat = (b + cast) * min(c.reduce_bucket_size, s.params)
     return flat if c.dp_degree > 1 else 0
 
 

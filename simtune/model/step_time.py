@@ -10,6 +10,8 @@ the accumulation boundary, then the boundary work:
                hooks and copies, the engine's step)
              + stage 0 in 16 bits around torch's AdamW: a dispatch per op per parameter tensor
                (:func:`unfused_wrapper_s`)
+             + gradients cast to and from ``communication_data_type`` where it differs from
+               theirs (:func:`communication_cast_s`)
              + first touch of memory mapped afresh (CPU: :mod:`simtune.model.fresh_memory`)
              + waking a throttled OpenMP pool (CPU ranks of 2+ threads: :mod:`simtune.model.thread_pool`)
 
@@ -121,6 +123,28 @@ def gradient_copy_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
     p, b, gas = m.parameter_count / c.mp_degree, c.state_bytes, c.gradient_accumulation_steps
     moved = 2 * b * p if c.stage >= 2 else 3 * b * p * (gas - 1) / gas
     return moved / bandwidth
+
+
+def communication_cast_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
+    """Device seconds per optimizer step casting gradients to ``communication_data_type`` and back
+    where it differs from their dtype (b bytes an element, g as reduced; memory-bound, at the
+    streaming bandwidth). Stages 0-2 cast each reduced bucket into a new tensor and copy the
+    result back, 2 (b + g) P bytes per reduction (engine.py ``allreduce_bucket``,
+    stage_1_and_2.py ``gradient_reduction_w_predivide``): once a step at stages 0-1, every
+    micro-step at stage 2 (stages 1-2 only beside other ranks). Stage 3 copies each gradient into
+    a bucket of that dtype, g - b more bytes an element than its own, and casts the reduced
+    partition back, (g + b) P / dp (stage3.py), every micro-step. Not part of the measured engine
+    costs: the calibration's engines run DeepSpeed's default."""
+    g, b = c.gradient_comm_bytes, c.state_bytes
+    bandwidth = hw.streaming_for(c.state_precision)
+    if g is None or g == b or bandwidth is None or (c.stage in (1, 2) and c.dp_degree == 1):
+        return 0.0
+    p = m.parameter_count / c.mp_degree
+    if c.stage == 3:
+        moved = ((g - b) * p + (g + b) * p / c.dp_degree) * c.gradient_accumulation_steps
+    else:
+        moved = 2 * (b + g) * p * (c.gradient_accumulation_steps if c.stage == 2 else 1)
+    return max(0.0, moved) / bandwidth
 
 
 def param_pass_terms(k: tuple[float, float, float], params: float, stage: int,
@@ -252,6 +276,7 @@ def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
         o_fwd, o_bwd, o_step = framework_costs(model, hardware, c, s)
         o_calls = _reduce_calls(model, c) * hardware.framework.reduce_bucket_s
     o_step += unfused_wrapper_s(model, hardware, c)  # engine residuals are read net of it (engine_residuals)
+    o_calls += communication_cast_s(model, hardware, c)
     overhead = gas * (o_fwd + o_bwd) + o_step + o_calls + loop
     forward_phase += gas * o_fwd
     backward_phase_total += gas * o_bwd + o_calls

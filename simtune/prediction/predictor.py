@@ -41,7 +41,7 @@ from simtune.model.adapters import hardware_spec, model_spec, structure_of, trai
 from simtune.model.estimate import Estimate, estimate, metrics
 from simtune.model.inputs import PRECISIONS, HardwareSpec, ModelSpec, TrainConfig, check_checkpointing_policy
 from simtune.model.memory import estimate_memory
-from simtune.precision import autocast_label, autocast_parts, precision_of
+from simtune.precision import autocast_label, autocast_parts, communication_precision_of, precision_of
 from simtune.space import Trial, TuningSpace
 from simtune.workloads.presets import Workload, load_workload, workload_from_config
 
@@ -144,7 +144,8 @@ class Predictor:
                  precision: str, space: Optional[TuningSpace] = None, profile: Optional[HardwareProfile] = None,
                  calibration: Optional[Calibration] = None, measured_compute_used: bool = False,
                  residual: Optional[Residual] = None, checkpointing_policy: str = "full",
-                 autocast: bool = False, deepspeed_autocast: bool = False) -> None:
+                 autocast: bool = False, deepspeed_autocast: bool = False,
+                 communication_precision: Optional[str] = None) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"Precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
         self.model = model
@@ -175,6 +176,13 @@ class Predictor:
         self._knobs = _stage_knobs(space)
         self.fused_adam = runs_fused_adam(space, hardware)
         """Whether DeepSpeed runs its FusedAdam (``TrainConfig.fused_adam``)."""
+        if communication_precision is not None and communication_precision not in PRECISIONS:
+            raise ConfigError(f"The communication precision must be one of {', '.join(PRECISIONS)}, "
+                              f"not {communication_precision!r}.")
+        self.communication_precision = communication_precision or communication_precision_of(
+            space.ds_config if space is not None else None)
+        """The precision gradients are reduced in (``TrainConfig.communication_precision``): the
+        space's ``communication_data_type`` unless given."""
 
     @property
     def precision_label(self) -> str:
@@ -188,7 +196,8 @@ class Predictor:
                    profile: Union[HardwareProfile, str], *, world_size: int, precision: str,
                    residual: Optional[Residual] = None, nodes: Optional[int] = None,
                    optimizer_impl: Optional[str] = None, checkpointing_policy: str = "full",
-                   autocast: bool = False, deepspeed_autocast: bool = False) -> "Predictor":
+                   autocast: bool = False, deepspeed_autocast: bool = False,
+                   communication_precision: Optional[str] = None) -> "Predictor":
         """A predictor for ``world_size`` ranks (``nodes`` nodes; default: as many nodes of the
         profile's size as the ranks need).
 
@@ -200,7 +209,10 @@ class Predictor:
         names the profile's optimizer fit to use (default: :func:`default_optimizer_impl`).
         ``checkpointing_policy``: what a trial's activation checkpointing keeps (default ``full``,
         DeepSpeed's; :mod:`simtune.model.checkpointing`). ``autocast``: torch autocast around an
-        fp32 model (``TrainConfig.autocast``); ``deepspeed_autocast``: DeepSpeed's own."""
+        fp32 model (``TrainConfig.autocast``); ``deepspeed_autocast``: DeepSpeed's own;
+        ``communication_precision``: the precision gradients are reduced in where the space's
+        config sets none (DeepSpeed's ``communication_data_type``; for capacity planning, another
+        framework's, such as FSDP's ``reduce_dtype``)."""
         if isinstance(profile, str):
             from simtune.hardware.registry import load_profile
 
@@ -241,7 +253,7 @@ class Predictor:
         return cls(model, hardware, dp_degree=world_size // mp, mp_degree=mp, precision=precision,
                    space=space, profile=profile, calibration=calibration, measured_compute_used=measured,
                    residual=residual, checkpointing_policy=checkpointing_policy, autocast=autocast,
-                   deepspeed_autocast=deepspeed_autocast)
+                   deepspeed_autocast=deepspeed_autocast, communication_precision=communication_precision)
 
     def with_residual(self, residual: Optional[Residual]) -> "Predictor":
         """The same predictor with another step-time correction (None removes it)."""
@@ -258,6 +270,7 @@ class Predictor:
         copy.space = space
         copy._knobs = _stage_knobs(space)
         copy.fused_adam = runs_fused_adam(space, self.hardware)
+        copy.communication_precision = communication_precision_of(space.ds_config if space is not None else None)
         return copy
 
     def _copy(self) -> "Predictor":
@@ -275,7 +288,7 @@ class Predictor:
         return train_config(trial, dp_degree=self.dp_degree, precision=self.precision,
                             mp_degree=self.mp_degree, knobs=knobs, checkpointing_policy=self.checkpointing_policy,
                             autocast=self.autocast, deepspeed_autocast=self.deepspeed_autocast,
-                            fused_adam=self.fused_adam)
+                            fused_adam=self.fused_adam, communication_precision=self.communication_precision)
 
     def predict(self, trial: Trial) -> Estimate:
         """Memory, time and metrics of one trial (the residual correction applied to the step)."""

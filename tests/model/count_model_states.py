@@ -13,7 +13,13 @@ bytes of the distinct storages found (deduplicated by data pointer), at these po
 - ``in_step``: inside the wrapped optimizer's step (fp32 gradients built by the step),
 - ``after_step``: after the optimizer step.
 
-Rank 0 writes ``{"param_numels": [...], "cases": [{"name", "points": {point: [bytes per rank]}}]}``.
+During the second optimizer step it also tallies the collectives the engine calls through
+torch.distributed (``collectives``: per ``"<op>:<dtype>"`` the elements of the calls that move
+more than ``TALLY_MIN_ELEMENTS``, as nccl-tests sizes them: the tensor for all_reduce, the whole
+input for reduce-scatter, the whole output for all-gather).
+
+Rank 0 writes ``{"param_numels": [...], "cases": [{"name", "points": {point: [bytes per rank]},
+"collectives": [{key: elements} per rank]}]}``.
 """
 
 import gc
@@ -28,6 +34,15 @@ import torch
 from torch import nn
 
 HIDDEN, WIDTH, LAYERS, CLASSES, SEQ, BATCH = 256, 1024, 3, 1000, 16, 4
+TALLY_MIN_ELEMENTS = 64
+"""Smaller calls are the engine's scalars (gradient norms, overflow flags), not gradients."""
+COLLECTIVES = {  # torch.distributed function: (keyword of the tensor sized as nccl-tests, its position)
+    "all_reduce": ("tensor", 0),
+    "reduce_scatter_tensor": ("input", 1),
+    "reduce_scatter": ("input_list", 1),
+    "all_gather_into_tensor": ("output_tensor", 0),
+    "all_gather": ("tensor_list", 0),
+}
 SKIP = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
         str, bytes, int, float, bool, complex)
 
@@ -74,6 +89,46 @@ def held_bytes(root) -> int:
     return sum(storages.values())
 
 
+BACKEND_FUNCTIONS = {"reduce_scatter_function": "reduce_scatter_tensor", "all_gather_function": "all_gather_into_tensor"}
+"""The torch.distributed functions DeepSpeed's torch backend keeps as its own attributes."""
+
+
+def tally_collectives(measuring: list) -> tuple[dict, callable]:
+    """Wrap torch.distributed's collectives (DeepSpeed's torch backend calls most by attribute,
+    and keeps reduce_scatter_tensor and all_gather_into_tensor as its own): while
+    ``measuring[0]``, add each call's elements under ``"<op>:<dtype>"``. Returns the tally and a
+    function that unwraps them."""
+    from deepspeed.comm import comm as ds_comm
+
+    tally: dict[str, int] = {}
+    owners = [(torch.distributed, name, name) for name in COLLECTIVES]
+    owners += [(ds_comm.cdb, attribute, name) for attribute, name in BACKEND_FUNCTIONS.items()
+               if getattr(ds_comm.cdb, attribute, None) is not None]
+    originals = {(owner, attribute): (getattr(owner, attribute), name) for owner, attribute, name in owners}
+
+    def wrap(name, original):
+        keyword, position = COLLECTIVES[name]
+
+        def wrapped(*args, **kwargs):
+            if measuring[0]:
+                sized = kwargs.get(keyword, args[position] if len(args) > position else None)
+                tensors = list(sized) if isinstance(sized, (list, tuple)) else [sized]
+                elements = sum(t.numel() for t in tensors if isinstance(t, torch.Tensor))
+                if tensors and isinstance(tensors[0], torch.Tensor) and elements > TALLY_MIN_ELEMENTS:
+                    key = f"{name}:{str(tensors[0].dtype).replace('torch.', '')}"
+                    tally[key] = tally.get(key, 0) + elements
+            return original(*args, **kwargs)
+        return wrapped
+
+    for (owner, attribute), (original, name) in originals.items():
+        setattr(owner, attribute, wrap(name, original))
+
+    def unwrap():
+        for (owner, attribute), (original, _) in originals.items():
+            setattr(owner, attribute, original)
+    return tally, unwrap
+
+
 def run_case(case: dict) -> dict:
     torch.manual_seed(0)
     model = MLP()
@@ -87,6 +142,8 @@ def run_case(case: dict) -> dict:
         "fp16": {"enabled": case["precision"] == "fp16" and not case.get("autocast")},
         "steps_per_print": 1_000_000,
     }
+    if case.get("communication_data_type"):
+        config["communication_data_type"] = case["communication_data_type"]
     if case.get("autocast"):  # DeepSpeed's own torch autocast: an fp32 model, products in 16-bit
         config["torch_autocast"] = {"enabled": True, "dtype": {"bf16": "bfloat16", "fp16": "float16"}[case["precision"]]}
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)
@@ -94,6 +151,7 @@ def run_case(case: dict) -> dict:
                                                         "fp16": torch.float16}[case["precision"]]
     points: dict[str, int] = {}
     measuring = [False]
+    tally, unwrap = tally_collectives(measuring)
 
     def record(point: str) -> None:
         if measuring[0]:
@@ -123,10 +181,14 @@ def run_case(case: dict) -> dict:
         record("after_backward")
         engine.step()
     record("after_step")
+    measuring[0] = False
+    unwrap()
     per_rank = [None] * dist.get_world_size()
     dist.all_gather_object(per_rank, points)
+    tallies = [None] * dist.get_world_size()
+    dist.all_gather_object(tallies, tally)
     engine.destroy()
-    return {"name": case["name"], "points": {p: [r[p] for r in per_rank] for p in points}}
+    return {"name": case["name"], "points": {p: [r[p] for r in per_rank] for p in points}, "collectives": tallies}
 
 
 def main() -> None:

@@ -108,3 +108,43 @@ def test_deepspeeds_autocast_sends_linear_layers_in_16_bit_and_the_rest_in_fp32(
     assert element_bytes(gpt2, deepspeed) == pytest.approx(2 * linear + 4 * (1 - linear))
     slower = communication(gpt2, shards(gpt2, torch_style), hardware, torch_style).reduce_per_micro_s
     assert communication(gpt2, shards(gpt2, deepspeed), hardware, deepspeed).reduce_per_micro_s < slower
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_communication_data_type_sets_the_bytes_of_the_gradient_reduction_only(gpt2, hardware, stage):
+    """bf16 gradients reduced in fp32 carry twice the bytes; parameter gathers keep their dtype."""
+    own = comm(gpt2, hardware, stage=stage, dp_degree=8, precision="bf16")
+    fp32 = comm(gpt2, hardware, stage=stage, dp_degree=8, precision="bf16", communication_precision="fp32")
+    same = comm(gpt2, hardware, stage=stage, dp_degree=8, precision="bf16", communication_precision="bf16")
+    assert same == own
+    reduce = own.reduce_at_boundary_s + own.reduce_per_micro_s
+    calls = {0: 1, 1: gpt2.layout.bucket_count(500_000_000), 2: gpt2.layout.bucket_count(500_000_000),
+             3: gpt2.layout.bucket_count(500_000_000)}[stage]
+    wider = fp32.reduce_at_boundary_s + fp32.reduce_per_micro_s
+    assert wider - calls * LAT == pytest.approx(2 * (reduce - calls * LAT))
+    assert (fp32.gather_forward_s, fp32.gather_after_step_s) == (own.gather_forward_s, own.gather_after_step_s)
+
+
+def test_deepspeeds_autocast_ignores_communication_data_type(gpt2, hardware):
+    kwargs = dict(stage=2, dp_degree=8, precision="bf16", autocast=True, deepspeed_autocast=True)
+    assert comm(gpt2, hardware, communication_precision="fp16", **kwargs) == comm(gpt2, hardware, **kwargs)
+
+
+def test_stage3_without_reduce_scatter_allreduces_its_buckets_and_scatters_larger_gradients(gpt2, hardware):
+    from simtune.model.comm_time import gradient_reduction
+
+    bucket = 10_000_000  # gpt2's 38.6M-element embedding exceeds it; every other tensor fits
+    scatter = TrainConfig(stage=3, micro_batch_size=1, dp_degree=8, reduce_bucket_size=bucket)
+    allreduce = TrainConfig(stage=3, micro_batch_size=1, dp_degree=8, reduce_bucket_size=bucket, reduce_scatter=False)
+    s = shards(gpt2, scatter)
+    assert gradient_reduction(gpt2, s, scatter).allreduce_bytes == 0
+    split = gradient_reduction(gpt2, s, allreduce)
+    oversized = sum(n for n in gpt2.layout.numels if n > bucket)
+    assert split.reduce_scatter_bytes == pytest.approx(2 * oversized)  # bf16, the default
+    assert split.allreduce_bytes + split.reduce_scatter_bytes == pytest.approx(2 * gpt2.parameter_count)
+    assert comm(gpt2, hardware, stage=3, dp_degree=8, reduce_bucket_size=bucket, reduce_scatter=False
+                ).reduce_per_micro_s > comm(gpt2, hardware, stage=3, dp_degree=8, reduce_bucket_size=bucket
+                                            ).reduce_per_micro_s
+    # without contiguous gradients stage 3 reduce-scatters whatever reduce_scatter says
+    loose = TrainConfig(stage=3, micro_batch_size=1, dp_degree=8, reduce_scatter=False, contiguous_gradients=False)
+    assert gradient_reduction(gpt2, s, loose).allreduce_bytes == 0

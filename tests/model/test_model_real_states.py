@@ -10,7 +10,11 @@ within 2% of the largest count over ranks:
 - ZeRO-3 after forward: the parameters still gathered.
 
 Two cases run DeepSpeed's own torch autocast (``torch_autocast`` bf16 over an fp32 model), which
-the model takes as ``TrainConfig.deepspeed_autocast``.
+the model takes as ``TrainConfig.deepspeed_autocast``; three reduce their bf16 gradients in fp32
+(``communication_data_type``) and one runs stage 3 with ``reduce_scatter`` off.
+
+The same launch tallies the collectives of each case's measured optimizer step: the gradient
+bytes each reduction collective carries must be the model's (:func:`gradient_reduction`).
 """
 
 import json
@@ -21,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from simtune.model.inputs import ModelSpec, TrainConfig
+from simtune.model.comm_time import gradient_reduction
+from simtune.model.inputs import BYTES_PER_ELEMENT, ModelSpec, TrainConfig
 from simtune.model.memory_buffers import gradient_bucket_bytes, kept_gathered_elements, step_transient_bytes
 from simtune.model.memory_states import gradient_bytes, master_weight_bytes, optimizer_state_bytes, parameter_bytes
 from simtune.model.shards import shards
@@ -33,9 +38,9 @@ TOLERANCE = 0.02
 SMALL_BUCKETS = {"reduce_bucket_size": 200_000, "allgather_bucket_size": 200_000}
 
 
-def _case(name, stage, precision, gas=1, autocast=False, **zero):
+def _case(name, stage, precision, gas=1, autocast=False, communication=None, **zero):
     return {"name": name, "precision": precision, "gradient_accumulation_steps": gas, "autocast": autocast,
-            "zero_optimization": {"stage": stage, **SMALL_BUCKETS, **zero}}
+            "communication_data_type": communication, "zero_optimization": {"stage": stage, **SMALL_BUCKETS, **zero}}
 
 
 CASES = [
@@ -47,7 +52,17 @@ CASES = [
     _case("z2-bf16", 2, "bf16"),
     _case("z3-fp32-persist5000", 3, "fp32", stage3_param_persistence_threshold=5000),
     _case("z3-bf16-gas2", 3, "bf16", gas=2),
-    # DeepSpeed's torch_autocast: fp32 states with the master partition, a bucket per communication dtype
+    # gradients reduced in fp32 (communication_data_type): buckets cast at stages 0-2, kept in it at 3
+    _case("z0-bf16-comm-fp32", 0, "bf16", communication="fp32"),
+    _case("z2-bf16-gas2-comm-fp32", 2, "bf16", gas=2, communication="fp32"),
+    _case("z3-bf16-gas2-comm-fp32", 3, "bf16", gas=2, communication="fp32"),
+    # stage 3 allreducing its buckets; the 262,144-element weights exceed the bucket and are
+    # still reduce-scattered alone
+    _case("z3-fp32-allreduce", 3, "fp32", reduce_scatter=False),
+    # DeepSpeed's torch_autocast: fp32 states with the master partition, a bucket per communication
+    # dtype. Last: its engine leaves runtime/torch_autocast.py's TORCH_AUTOCAST_INITIALIZED set for
+    # the process, and later ZeRO engines would then key their buckets by each parameter's dtype,
+    # whatever communication_data_type says.
     _case("z1-autocast-bf16", 1, "bf16", autocast=True),
     _case("z3-autocast-bf16", 3, "bf16", autocast=True),
 ]
@@ -67,7 +82,8 @@ def train_config(case: dict) -> TrainConfig:
         dp_degree=2, precision=case["precision"], autocast=case["autocast"], deepspeed_autocast=case["autocast"],
         reduce_bucket_size=zero["reduce_bucket_size"],
         allgather_bucket_size=zero["allgather_bucket_size"], overlap_comm=zero.get("overlap_comm"),
-        stage3_param_persistence_threshold=zero.get("stage3_param_persistence_threshold", 100_000))
+        stage3_param_persistence_threshold=zero.get("stage3_param_persistence_threshold", 100_000),
+        reduce_scatter=zero.get("reduce_scatter", True), communication_precision=case.get("communication_data_type"))
 
 
 def model_spec(numels: list[int]) -> ModelSpec:
@@ -95,7 +111,8 @@ def measured(tmp_path_factory):
         release_port(port)
     assert run.returncode == 0 and out.exists(), run.stdout[-3000:] + run.stderr[-3000:]
     data = json.loads(out.read_text())
-    return model_spec(data["param_numels"]), {c["name"]: c["points"] for c in data["cases"]}
+    return (model_spec(data["param_numels"]), {c["name"]: c["points"] for c in data["cases"]},
+            {c["name"]: c["collectives"] for c in data["cases"]})
 
 
 def _close(predicted: int, counted: int) -> bool:
@@ -105,7 +122,7 @@ def _close(predicted: int, counted: int) -> bool:
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_states_outside_the_step_match_deepspeed(measured, case):
-    model, counts = measured
+    model, counts, _ = measured
     points = counts[case["name"]]
     c = train_config(case)
     s = shards(model, c)
@@ -118,7 +135,7 @@ def test_states_outside_the_step_match_deepspeed(measured, case):
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_states_inside_the_step_match_deepspeed(measured, case):
-    model, counts = measured
+    model, counts, _ = measured
     c = train_config(case)
     s = shards(model, c)
     predicted = (parameter_bytes(s, c) + master_weight_bytes(s, c) + optimizer_state_bytes(s, c)
@@ -135,7 +152,7 @@ def test_states_inside_the_step_match_deepspeed(measured, case):
 @pytest.mark.parametrize("case", [c for c in CASES if c["zero_optimization"]["stage"] == 3],
                          ids=lambda c: c["name"])
 def test_stage3_parameters_gathered_after_forward_match_deepspeed(measured, case):
-    model, counts = measured
+    model, counts, _ = measured
     points = counts[case["name"]]
     c = train_config(case)
     s = shards(model, c)
@@ -148,7 +165,7 @@ def test_stage3_parameters_gathered_after_forward_match_deepspeed(measured, case
 def test_fp16_states_match_deepspeed(measured):
     if not fp16_supported():
         pytest.skip("fp16 needs oneDNN fp16 support on this CPU (torch.ops.mkldnn._is_mkldnn_fp16_supported())")
-    model, counts = measured
+    model, counts, _ = measured
     for case in FP16_CASES:
         c = train_config(case)
         s = shards(model, c)
@@ -156,3 +173,30 @@ def test_fp16_states_match_deepspeed(measured):
                      + optimizer_state_bytes(s, c) + gradient_bucket_bytes(s, c))
         points = counts[case["name"]]
         assert _close(predicted, max(max(points["before_reduce"]), max(points["after_backward"]))), case["name"]
+
+
+DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def _reduced_bytes(tally: dict[str, int], ops: tuple[str, ...]) -> int:
+    """Bytes a rank's tallied calls of ``ops`` carried (elements x their dtype's size)."""
+    return sum(elements * BYTES_PER_ELEMENT[DTYPE_NAMES[key.split(":")[1]]]
+               for key, elements in tally.items() if key.split(":")[0] in ops)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_gradient_reductions_carry_the_models_bytes(measured, case):
+    """Per optimizer step and rank, the bytes DeepSpeed's allreduces and reduce-scatters carried
+    (calls above a handful of elements: not the engine's scalars) against the model's reduction
+    passes: one at stages 0-1, one per micro-step at stages 2-3."""
+    model, _, collectives = measured
+    c = train_config(case)
+    reduction = gradient_reduction(model, shards(model, c), c)
+    passes = c.gradient_accumulation_steps if c.stage >= 2 else 1
+    for tally in collectives[case["name"]]:
+        allreduced = _reduced_bytes(tally, ("all_reduce",))
+        scattered = _reduced_bytes(tally, ("reduce_scatter_tensor", "reduce_scatter"))
+        for predicted, counted in ((reduction.allreduce_bytes * passes, allreduced),
+                                   (reduction.reduce_scatter_bytes * passes, scattered)):
+            assert (counted == 0 if predicted == 0 else _close(predicted, counted)), (tally, reduction)

@@ -153,3 +153,29 @@ def test_stage_3_checkpointing_fires_the_recomputed_layers_fetch_hooks_once_more
     stage2 = dataclasses.replace(ckpt, stage=2)
     assert framework_costs(gpt2, hw, stage2)[1] == framework_costs(gpt2, hw, dataclasses.replace(stage2,
                                                                    activation_checkpointing=False))[1]
+
+
+def test_gradients_cast_to_the_communication_dtype_and_back_cost_their_bytes(gpt2, make_hardware):
+    """Stages 0-2 cast each reduced bucket to communication_data_type and copy it back: 2 (b + g)
+    bytes per gradient element per reduction; stage 3 fills buckets of that dtype and casts the
+    reduced partition back."""
+    from simtune.model.step_time import communication_cast_s
+
+    hw = make_hardware(streaming_bytes_per_s=1e12)
+    p = gpt2.parameter_count
+    base = dict(micro_batch_size=4, dp_degree=8, precision="bf16", gradient_accumulation_steps=2)
+    cast = {stage: communication_cast_s(gpt2, hw, TrainConfig(stage=stage, communication_precision="fp32", **base))
+            for stage in range(4)}
+    assert cast[0] == cast[1] == pytest.approx(2 * (2 + 4) * p / 1e12)
+    assert cast[2] == pytest.approx(2 * cast[1])  # every micro-step
+    assert cast[3] == pytest.approx(2 * ((4 - 2) * p + (4 + 2) * p / 8) / 1e12)
+    for same in (dict(communication_precision="bf16"), dict(communication_precision=None),
+                 dict(dp_degree=1, stage=2, communication_precision="fp32")):
+        assert communication_cast_s(gpt2, hw, TrainConfig(**{**base, "stage": 2, **same})) == 0.0
+    # it runs in the backward, as engine work
+    plain = TrainConfig(stage=0, **base)
+    wide = dataclasses.replace(plain, communication_precision="fp32")
+    assert (estimate_time(gpt2, hw, wide).backward_phase_s - estimate_time(gpt2, hw, plain).backward_phase_s
+            > cast[0])  # the cast and the wider allreduce
+    assert (estimate_time(gpt2, hw, wide).engine_overhead_s - estimate_time(gpt2, hw, plain).engine_overhead_s
+            == pytest.approx(cast[0]))

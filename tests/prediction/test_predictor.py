@@ -309,3 +309,21 @@ def test_the_predictor_runs_fused_adam_on_a_gpu_unless_the_config_asks_for_torch
     extra = unfused_wrapper_s(wrapped.model, wrapped.hardware, wrapped.config(trial))
     assert extra > 0 and wrapped_s - fused_s == pytest.approx(extra, rel=1e-6)
     assert not fused.for_space(TuningSpace.from_config(torch_config, world_size=1)).fused_adam
+
+
+def test_the_predictor_reduces_gradients_in_the_configs_communication_data_type():
+    workload = load_workload("gpt2")
+    config = {"train_micro_batch_size_per_gpu": 4, "bf16": {"enabled": True}, "zero_optimization": {"stage": 2}}
+    wide_config = {**config, "communication_data_type": "fp32"}
+    trial = Trial(stage=2, micro_batch_size=4)
+
+    def predictor(ds_config):
+        return Predictor.from_parts(TuningSpace.from_config(ds_config, world_size=8), workload, "dgx-a100-80gb",
+                                    world_size=8, precision="bf16")
+
+    own, wide = predictor(config), predictor(wide_config)
+    assert (own.config(trial).communication_precision, wide.config(trial).communication_precision) == (None, "fp32")
+    own_est, wide_est = own.predict(trial), wide.predict(trial)
+    assert wide_est.time.grad_reduce_s > 1.9 * own_est.time.grad_reduce_s
+    assert wide_est.time.step_s > own_est.time.step_s and wide_est.memory.total_bytes > own_est.memory.total_bytes
+    assert own.for_space(TuningSpace.from_config(wide_config, world_size=8)).config(trial).communication_precision == "fp32"
