@@ -47,7 +47,10 @@ autocast (``software.autocast``, with its basis: the Hugging Face Trainer's fp16
 llm.c's PyTorch reference), the positions an LM head runs on where the source's model computes it
 at the masked positions only (``model.head_positions``, with ``software.head_positions_basis``:
 NVIDIA's BERT), the task where it is not language modelling (``software.task``:
-``sequence-classification`` for a classifier head in place of the LM head, with its basis) and,
+``sequence-classification`` for a classifier head in place of the LM head, with its basis), the
+precision gradients are reduced in where it is not the compute precision (``software.reduce_dtype``,
+with its basis: torchtitan's and Composer's fp32 FSDP reductions, predicted as DeepSpeed's
+``communication_data_type``) and,
 for PyTorch FSDP, one fetch unit per
 transformer block (FSDP wraps each block: ``parameter_modules`` = layers + 1) instead of
 DeepSpeed's one per module holding parameters.
@@ -298,13 +301,16 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
                   offload_param="cpu" if parallel.get("offload_param") else "none",
                   activation_checkpointing=bool(row.get("activation_checkpointing")))
     precision = precision_of(str(row.get("precision", "")))
+    reduce_dtype = software.get("reduce_dtype")
     predictor = Predictor.from_parts(None, workload, profile, world_size=gpus, precision=precision,
                                      checkpointing_policy=checkpointing_policy(row),
-                                     autocast=bool(software.get("autocast")) and precision != "fp32")
+                                     autocast=bool(software.get("autocast")) and precision != "fp32",
+                                     communication_precision=precision_of(reduce_dtype) if reduce_dtype else None)
     if "fsdp" in str(parallel.get("framework", "")).lower():
         predictor = Predictor(dataclasses.replace(predictor.model, parameter_modules=workload.num_layers + 1),
                               predictor.hardware, dp_degree=predictor.dp_degree, precision=predictor.precision,
-                              checkpointing_policy=predictor.checkpointing_policy, autocast=predictor.autocast)
+                              checkpointing_policy=predictor.checkpointing_policy, autocast=predictor.autocast,
+                              communication_precision=predictor.communication_precision)
     positions = int(row["model"].get("head_positions") or 0)
     if positions:
         predictor = with_head_positions(predictor, positions)

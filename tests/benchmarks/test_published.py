@@ -152,3 +152,15 @@ def test_the_error_is_given_by_band_of_communication_for_multi_gpu_rows_only():
     hf = json.loads((DATA / "hf_perf_train_gpu_one_v100_16gb.json").read_text())
     assert published.predict(row, source).communication_share > 0.3
     assert published.predict(single, hf).communication_share == 0.0
+
+
+def test_a_source_that_reduces_in_fp32_is_predicted_with_fp32_gradient_reductions():
+    published = _published()
+    source, row = _row("torchtitan_a100_80gb", "titan-a100-l2-13b-noac")
+    assert source["software"]["reduce_dtype"] == "fp32" and "mixed_precision_reduce" in source["software"][
+        "reduce_dtype_basis"]
+    own = copy.deepcopy(source)
+    del own["software"]["reduce_dtype"]
+    wide, narrow = published.predict(row, source), published.predict(row, own)
+    assert wide.tokens_per_s < narrow.tokens_per_s
+    assert wide.communication_share > narrow.communication_share
