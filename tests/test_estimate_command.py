@@ -162,3 +162,20 @@ def test_autocast_keeps_fp32_states_and_costs_its_casts(capsys):
     assert torch_z1["memory_bytes"]["master_weights"] == 0
     assert deepspeed_z1["memory_bytes"]["master_weights"] == 4 * params
     assert deepspeed_z1["config"]["autocast"] == "deepspeed"
+
+
+def test_gradients_reduced_in_fp32_and_stage3_without_reduce_scatter_cost_more(capsys):
+    argv = ["--model", "gpt2-xl", "--profile", "dgx-a100-80gb", "--gpus", "8", "--mbs", "4", "--precision", "bf16"]
+    for stage in ("1", "3"):
+        own = run_json(capsys, [*argv, "--stage", stage])
+        wide = run_json(capsys, [*argv, "--stage", stage, "--communication-data-type", "fp32"])
+        assert (own["config"]["communication_data_type"], wide["config"]["communication_data_type"]) == (None, "fp32")
+        assert wide["time_s"]["grad_reduce"] == pytest.approx(2 * own["time_s"]["grad_reduce"], rel=0.05)
+        assert wide["time_s"]["step"] > own["time_s"]["step"]
+    scatter = run_json(capsys, [*argv, "--stage", "3"])
+    allreduce = run_json(capsys, [*argv, "--stage", "3", "--reduce-scatter", "false"])
+    assert allreduce["config"]["reduce_scatter"] is False
+    # an allreduce moves 2(n-1)/n of the bytes over the bus, a reduce-scatter (n-1)/n
+    assert allreduce["time_s"]["grad_reduce"] == pytest.approx(2 * scatter["time_s"]["grad_reduce"], rel=0.05)
+    main(["estimate", *argv, "--stage", "3", "--reduce-scatter", "false", "--communication-data-type", "fp32"])
+    assert "gradients reduced in fp32, stage 3 allreducing its buckets" in capsys.readouterr().out

@@ -139,6 +139,13 @@ class EstimateCommand(Command):
                             help="reduce_bucket_size in elements (default DeepSpeed's 5e8)")
         parser.add_argument("--overlap-comm", "--overlap_comm", dest="overlap_comm", type=_bool, metavar="true|false",
                             help="overlap_comm (default DeepSpeed's: on at stage 3 only)")
+        parser.add_argument("--reduce-scatter", "--reduce_scatter", dest="reduce_scatter", type=_bool,
+                            metavar="true|false", help="reduce_scatter (default DeepSpeed's: on; off, stage 3 "
+                                                       "allreduces its gradient buckets)")
+        parser.add_argument("--communication-data-type", "--communication_data_type", dest="communication_data_type",
+                            choices=("fp32", "fp16", "bf16"),
+                            help="DeepSpeed's communication_data_type: the precision gradients are reduced in "
+                                 "(default: their own)")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -169,12 +176,15 @@ class EstimateCommand(Command):
         profile = with_learnt_engine_costs(profile, learnt_engine_costs(profile, precision))
         predictor = Predictor.from_parts(None, source or workload, profile, world_size=world,
                                          precision=precision, nodes=args.num_nodes,
-                                         checkpointing_policy=args.checkpointing_policy, **autocast)
+                                         checkpointing_policy=args.checkpointing_policy,
+                                         communication_precision=args.communication_data_type, **autocast)
         knobs = {}
         if args.reduce_bucket_size is not None:
             knobs["reduce_bucket_size"] = args.reduce_bucket_size
         if args.overlap_comm is not None:
             knobs["overlap_comm"] = args.overlap_comm
+        if args.reduce_scatter is not None:
+            knobs["reduce_scatter"] = args.reduce_scatter
         settings = dict(gradient_accumulation_steps=args.gas, zero_knobs=knobs,
                         offload_optimizer=args.offload_optimizer, offload_param=args.offload_param,
                         activation_checkpointing=args.checkpointing or args.checkpointing_policy != "full")
@@ -199,6 +209,7 @@ class EstimateCommand(Command):
             "offload_optimizer": trial.offload_optimizer, "offload_param": trial.offload_param,
             "activation_checkpointing": trial.activation_checkpointing,
             "checkpointing_policy": predictor.checkpointing_policy if trial.activation_checkpointing else None,
+            "communication_data_type": args.communication_data_type,
             **knobs,
             "compute_source": "workload calibration on this hardware" if predictor.measured_compute_used
             else "FLOPs / profile compute curve",
@@ -280,6 +291,10 @@ def _text(estimate: Any, config: dict[str, Any], profile: Any, largest: dict[int
         f"{config['gradient_accumulation_steps']}, global batch {config['train_batch_size']}"
         + (", " + ", ".join(offload) if offload else "")
         + (f", activation checkpointing ({config['checkpointing_policy']})" if config["activation_checkpointing"]
+           else "")
+        + (f", gradients reduced in {config['communication_data_type']}" if config.get("communication_data_type")
+           else "")
+        + (", stage 3 allreducing its buckets" if config.get("reduce_scatter") is False and config["stage"] == 3
            else ""),
         f"compute times from: {config['compute_source']}",
         "",
