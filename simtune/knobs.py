@@ -78,6 +78,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("stage3_param_persistence_threshold", int, 100_000, (3,)),
     Knob("stage3_max_live_parameters", int, 1_000_000_000, (3,)),
     Knob("stage3_max_reuse_distance", int, 1_000_000_000, (3,), listable=False),
+    Knob("sub_group_size", int, 1_000_000_000, (3,), listable=False),
 )
 """Every knob, in the order of experiment names (DeepSpeed's stage-3 default space, then
 simtune's stage-3 additions)."""

@@ -598,14 +598,15 @@ def _read_knobs(zero: Mapping[str, Any], stages: tuple[int, ...], stage_fixed: b
                 ) -> tuple[tuple[tuple[int, KnobSpace], ...], tuple[tuple[int, KnobValues], ...]]:
     """(knob_spaces, fixed_knobs) per stage, from DeepSpeed's defaults and the user's values.
 
-    A user's scalar fixes a knob (it is not tuned); a user's list replaces DeepSpeed's default
-    list: at the one stage when the stage is fixed (if the knob means something there),
-    otherwise at every stage whose default space has the knob (stage 3 for simtune's stage-3
-    knobs). In fast mode nothing is tuned and a list runs with its first value.
+    A user's scalar fixes a knob (it is not tuned), whether or not a list could tune it; a user's
+    list replaces DeepSpeed's default list: at the one stage when the stage is fixed (if the knob
+    means something there), otherwise at every stage whose default space has the knob (stage 3 for
+    simtune's stage-3 knobs). In fast mode nothing is tuned and a list runs with its first value.
     """
     user_lists: dict[str, tuple[Any, ...]] = {}
     user_scalars: dict[str, Any] = {}
     tunable = knobs.tunable_keys()
+    every = set(knobs.name_order())
     for key, value in zero.items():
         if isinstance(value, list) and key != "stage":
             if key not in tunable:
@@ -616,7 +617,7 @@ def _read_knobs(zero: Mapping[str, Any], stages: tuple[int, ...], stage_fixed: b
             if not value:
                 raise ConfigError(f"zero_optimization.{key} is an empty list.")
             user_lists[key] = tuple(dict.fromkeys(_normalised_knob(key, v) for v in value))
-        elif key in tunable:
+        elif key in every:
             user_scalars[key] = None if value == "auto" else _normalised_knob(key, value)
 
     spaces, fixed, explored = [], [], set()

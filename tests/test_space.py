@@ -559,3 +559,14 @@ def test_rendered_configs_pass_deepspeeds_own_validation(stage, monkeypatch):
             assert getattr(zero, key.removeprefix("stage3_")) == value
         expect_oo = trial.offload_optimizer != "none"
         assert (zero.offload_optimizer is not None and zero.offload_optimizer.device == "cpu") == expect_oo
+
+
+def test_a_scalar_fixes_a_knob_no_list_can_tune():
+    """stage3_max_reuse_distance and sub_group_size are not tuned from lists, but a config's value
+    is what the engine runs with, so the model takes it."""
+    space = TuningSpace.from_config({"train_micro_batch_size_per_gpu": 1, "zero_optimization": {
+        "stage": 3, "stage3_max_reuse_distance": 0, "sub_group_size": 1e8}}, world_size=2)
+    fixed = dict(dict(space.fixed_knobs)[3])
+    assert (fixed["stage3_max_reuse_distance"], fixed["sub_group_size"]) == (0, 100_000_000)
+    with pytest.raises(ConfigError, match="zero_optimization.sub_group_size value -1"):
+        TuningSpace.from_config({"zero_optimization": {"stage": 3, "sub_group_size": -1}}, world_size=2)

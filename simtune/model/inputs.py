@@ -778,6 +778,8 @@ class TrainConfig:
     stage3_param_persistence_threshold: int = int(knob("stage3_param_persistence_threshold").default)
     stage3_max_live_parameters: int = int(knob("stage3_max_live_parameters").default)
     stage3_max_reuse_distance: int = int(knob("stage3_max_reuse_distance").default)
+    sub_group_size: int = int(knob("sub_group_size").default)
+    """ZeRO-3 steps its optimizer over sub-groups of about this many partition elements."""
     offload_optimizer: bool = False
     offload_param: bool = False
     activation_checkpointing: bool = False
@@ -811,7 +813,7 @@ class TrainConfig:
                   gradient_accumulation_steps=self.gradient_accumulation_steps,
                   dp_degree=self.dp_degree, mp_degree=self.mp_degree,
                   reduce_bucket_size=self.reduce_bucket_size,
-                  allgather_bucket_size=self.allgather_bucket_size)
+                  allgather_bucket_size=self.allgather_bucket_size, sub_group_size=self.sub_group_size)
         _require(self.precision in PRECISIONS, ConfigError,
                  f"TrainConfig.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
         for name in ("stage3_prefetch_bucket_size", "stage3_param_persistence_threshold",

@@ -87,6 +87,23 @@ class ParamLayout:
             hit = self._cache[key] = sum(-(-n // dp) for n in self.numels)
         return hit
 
+    def largest_sub_group(self, sub_group_size: int, dp: int) -> int:
+        """Elements of the largest ZeRO-3 optimizer sub-group on a rank: the tensors' partitions
+        (ceil(n / dp) each, in registration order) grouped until a group reaches
+        ``sub_group_size``, the last group closing at the last tensor (stage3.py
+        ``_create_fp16_sub_groups``); the whole partition when it is no larger."""
+        key = ("sub_group", sub_group_size, dp)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        largest = filled = 0
+        for n in self.numels:
+            filled += -(-n // dp)
+            if filled >= sub_group_size:
+                largest, filled = max(largest, filled), 0
+        self._cache[key] = max(largest, filled)
+        return self._cache[key]
+
     def bucket_count(self, bucket_elements: int) -> int:
         """Reductions issued while gradients fill buckets of ``bucket_elements`` in backward
         order: a bucket is reduced when the next gradient would overflow it; a gradient larger

@@ -23,7 +23,8 @@ Device bytes for one rank; b is the byte size of the compute precision.
   the backward's slot with the activations.
 - Step transient: the optimizer step builds fp32 gradients for the elements it updates
   (fp16/unfused_optimizer.py and fused_optimizer.py for stage 0 mixed precision,
-  ``single_grad_partition`` in stage_1_and_2.py and stage3.py); on the host when offloaded.
+  ``single_grad_partition`` in stage_1_and_2.py and stage3.py: at stage 3 one optimizer
+  sub-group at a time, ``Shards.step_group``); on the host when offloaded.
   Stage 0 in fp16 (``FP16_Optimizer``, which DeepSpeed's "Adam" becomes with FusedAdam on CUDA)
   holds twice that at its peak: ``step`` converts every gradient to fp32 in a list and
   ``_flatten_dense_tensors`` concatenates the list into a new flat tensor while the list lives
@@ -143,7 +144,7 @@ def step_transient_bytes(s: Shards, c: TrainConfig) -> int:
         return {"fp32": 0, "fp16": 8, "bf16": 4}[c.state_precision] * s.params
     if c.offload_optimizer:
         return 0
-    return 4 * (s.flat_partition if c.stage in (1, 2) else s.partition)
+    return 4 * (s.flat_partition if c.stage in (1, 2) else s.step_group)
 
 
 def optimizer_temporary_bytes(s: Shards, c: TrainConfig, impl: Optional[str]) -> int:

@@ -9,7 +9,8 @@ data-parallel degree:
 - each rank keeps whole gradients for the tensors that touch its slice (``params_in_partition``),
   so a tensor crossing a slice boundary adds to the slice size;
 - ZeRO-3 splits each tensor on its own into N pieces of ceil(n / N) elements and keeps tensors of
-  at most ``stage3_param_persistence_threshold`` elements whole on every rank.
+  at most ``stage3_param_persistence_threshold`` elements whole on every rank; its optimizer steps
+  the partition in sub-groups of about ``sub_group_size`` elements, one at a time.
 
 Layout-derived corrections (straddling, padding, persistence) come from the model's tensor list
 and are divided by mp like the parameters.
@@ -41,6 +42,9 @@ class Shards:
     """Largest single parameter tensor (elements)."""
     largest_layer: int
     """Largest parameter count one module holds directly (the ZeRO-3 unit of gathering)."""
+    step_group: int = 0
+    """ZeRO-3: elements of the largest optimizer sub-group, which the step holds in fp32 at once
+    (:meth:`ParamLayout.largest_sub_group`; the partition when ``sub_group_size`` exceeds it)."""
 
 
 def shards(model: ModelSpec, config: TrainConfig) -> Shards:
@@ -55,12 +59,16 @@ def shards(model: ModelSpec, config: TrainConfig) -> Shards:
     straddle = max(0, layout.max_partition_overlap(n) - layout_partition) // mp
     padding = max(0, layout.partition_numel(n) * n - layout.total) // (n * mp)
     partition = -(-params // n) + padding
+    step_group = partition
     if config.stage == 3:
         persistent, persistent_tensors = layout.persistent(config.stage3_param_persistence_threshold)
         persistent = min(params, persistent // mp)
+        if config.sub_group_size < layout.partition_numel(n):
+            step_group = min(partition, -(-layout.largest_sub_group(config.sub_group_size, n) // mp))
     else:
         persistent, persistent_tensors = 0, 0
     return Shards(params=params, flat=flat, flat_partition=flat_partition,
                   grads_in_partition=flat_partition + straddle, partition=partition,
                   persistent=persistent, persistent_tensors=persistent_tensors,
-                  largest_tensor=-(-layout.largest // mp), largest_layer=-(-model.largest_layer_params // mp))
+                  largest_tensor=-(-layout.largest // mp), largest_layer=-(-model.largest_layer_params // mp),
+                  step_group=step_group)

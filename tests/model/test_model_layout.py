@@ -37,3 +37,11 @@ def test_reuse_keeps_tensors_whose_backward_comes_within_the_distance():
     assert layout.reuse_kept_numel(0, 21) == 20
     assert layout.reuse_kept_numel(0, 41) == 30
     assert layout.reuse_kept_numel(10, 41) == 0  # persistent tensors are never gathered
+
+
+def test_sub_groups_gather_partitions_in_order_until_they_reach_the_size():
+    layout = ParamLayout((100, 300, 50, 400, 10, 10))  # partitions at dp 2: 50, 150, 25, 200, 5, 5
+    assert layout.largest_sub_group(10**9, 2) == layout.partition_numel(2) == 435
+    # groups close at 200, then 225 (25 + 200), then the last two (10): the largest is 225
+    assert layout.largest_sub_group(200, 2) == 225
+    assert layout.largest_sub_group(1, 2) == 200  # one tensor a group

@@ -11,7 +11,8 @@ within 2% of the largest count over ranks:
 
 Two cases run DeepSpeed's own torch autocast (``torch_autocast`` bf16 over an fp32 model), which
 the model takes as ``TrainConfig.deepspeed_autocast``; three reduce their bf16 gradients in fp32
-(``communication_data_type``) and one runs stage 3 with ``reduce_scatter`` off.
+(``communication_data_type``), one runs stage 3 with ``reduce_scatter`` off and one steps stage 3's
+optimizer in sub-groups (``sub_group_size``).
 
 The same launch tallies the collectives of each case's measured optimizer step: the gradient
 bytes each reduction collective carries must be the model's (:func:`gradient_reduction`).
@@ -59,6 +60,9 @@ CASES = [
     # stage 3 allreducing its buckets; the 262,144-element weights exceed the bucket and are
     # still reduce-scattered alone
     _case("z3-fp32-allreduce", 3, "fp32", reduce_scatter=False),
+    # the optimizer steps the 917,620-element partition in sub-groups of about 3e5 elements: the
+    # step's fp32 gradients are one sub-group's
+    _case("z3-fp32-sub-groups", 3, "fp32", sub_group_size=300_000),
     # DeepSpeed's torch_autocast: fp32 states with the master partition, a bucket per communication
     # dtype. Last: its engine leaves runtime/torch_autocast.py's TORCH_AUTOCAST_INITIALIZED set for
     # the process, and later ZeRO engines would then key their buckets by each parameter's dtype,
@@ -83,7 +87,8 @@ def train_config(case: dict) -> TrainConfig:
         reduce_bucket_size=zero["reduce_bucket_size"],
         allgather_bucket_size=zero["allgather_bucket_size"], overlap_comm=zero.get("overlap_comm"),
         stage3_param_persistence_threshold=zero.get("stage3_param_persistence_threshold", 100_000),
-        reduce_scatter=zero.get("reduce_scatter", True), communication_precision=case.get("communication_data_type"))
+        reduce_scatter=zero.get("reduce_scatter", True), communication_precision=case.get("communication_data_type"),
+        sub_group_size=zero.get("sub_group_size", 1_000_000_000))
 
 
 def model_spec(numels: list[int]) -> ModelSpec:
