@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 from simtune import knobs
-from simtune.dsconfig import AutotuningConfig, ConfigWarning, json_type_name
+from simtune.dsconfig import AutotuningConfig, ConfigWarning, clips_gradients, json_type_name
 from simtune.errors import ConfigError
 from simtune.knobs import STAGES
 from simtune.naming import experiment_name
@@ -209,6 +209,7 @@ class TuningSpace:
             raise ConfigError(f'"{ZERO_KEY}" must be a JSON object, not {json_type_name(zero)}.')
         stages, stage_fixed = _read_stages(ds_config.get(ZERO_KEY), zero)
         communication_precision_of(ds_config)  # refused now, not when the first trial is predicted
+        clips_gradients(ds_config)
 
         mbs_list, min_mbs = _read_micro_batch(ds_config, autotuning, user_args)
         gas = _read_gas(ds_config, autotuning, user_args)

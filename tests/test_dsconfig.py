@@ -344,3 +344,13 @@ def test_parse_size(text, expected):
 def test_parse_size_rejects(bad):
     with pytest.raises(ConfigError, match="memory_budget_bytes"):
         parse_size_bytes(bad)
+
+
+def test_gradient_clipping_is_on_above_zero_or_auto():
+    from simtune.dsconfig import clips_gradients
+
+    assert clips_gradients({"gradient_clipping": 1.0}) and clips_gradients({"gradient_clipping": "auto"})
+    assert not clips_gradients({"gradient_clipping": 0}) and not clips_gradients({}) and not clips_gradients(None)
+    for bad in (-1, "yes", True):
+        with pytest.raises(ConfigError, match="gradient_clipping must be a number of at least 0"):
+            clips_gradients({"gradient_clipping": bad})

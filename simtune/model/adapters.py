@@ -257,14 +257,15 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
 def train_config(trial: Trial, *, dp_degree: int, precision: str, mp_degree: int = 1,
                  knobs: Optional[Mapping[str, Any]] = None, checkpointing_policy: str = "full",
                  autocast: bool = False, deepspeed_autocast: bool = False, fused_adam: bool = True,
-                 communication_precision: Optional[str] = None) -> TrainConfig:
+                 communication_precision: Optional[str] = None, gradient_clipping: bool = False) -> TrainConfig:
     """The model's configuration for a trial. ``knobs`` are the experiment's ZeRO values
     (``TuningSpace.knob_values``; default: the trial's tuned ones); keys the model does not use
     and None ("auto") values leave DeepSpeed's defaults. ``checkpointing_policy``: what the
     trial's activation checkpointing keeps (:mod:`simtune.model.checkpointing`); ``autocast``: torch
     autocast around an fp32 model (``TrainConfig.autocast``), DeepSpeed's own with
     ``deepspeed_autocast``; ``fused_adam``: the optimizer is DeepSpeed's FusedAdam;
-    ``communication_precision``: the config's ``communication_data_type``."""
+    ``communication_precision``: the config's ``communication_data_type``; ``gradient_clipping``: the
+    config clips gradients."""
     values = dict(trial.zero_knobs if knobs is None else knobs)
     fields: dict[str, Any] = {key: (bool(values[key]) if knob_table.is_flag(key) else int(float(values[key])))
                               for key in knob_table.modelled_keys() if values.get(key) is not None}
@@ -274,4 +275,5 @@ def train_config(trial: Trial, *, dp_degree: int, precision: str, mp_degree: int
         mp_degree=mp_degree, precision=precision, offload_optimizer=trial.offload_optimizer != "none",
         offload_param=trial.offload_param != "none", activation_checkpointing=trial.activation_checkpointing,
         checkpointing_policy=checkpointing_policy, autocast=autocast, deepspeed_autocast=deepspeed_autocast,
-        fused_adam=fused_adam, communication_precision=communication_precision, **fields)
+        fused_adam=fused_adam, communication_precision=communication_precision,
+        gradient_clipping=gradient_clipping, **fields)

@@ -801,6 +801,8 @@ class TrainConfig:
     "fp16" or "bf16"); None is DeepSpeed's default, the gradients' own (engine.py
     ``communication_data_type``). DeepSpeed's autocast ignores it (each parameter's gradients are
     reduced in that parameter's communication dtype: ``get_all_comm_dtypes``)."""
+    gradient_clipping: bool = False
+    """The config's ``gradient_clipping`` is above 0 (:func:`simtune.model.step_time.clipping_s`)."""
     fused_adam: bool = True
     """DeepSpeed runs its own Adam: FusedAdam on the device, DeepSpeedCPUAdam for an offloaded
     optimizer. False where it runs torch's AdamW (``torch_adam``, and always on CPU): wrapped per

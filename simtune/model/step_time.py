@@ -12,6 +12,7 @@ the accumulation boundary, then the boundary work:
                (:func:`unfused_wrapper_s`)
              + gradients cast to and from ``communication_data_type`` where it differs from
                theirs (:func:`communication_cast_s`)
+             + the engine's gradient clipping at stage 0 in fp32 (:func:`clipping_s`)
              + first touch of memory mapped afresh (CPU: :mod:`simtune.model.fresh_memory`)
              + waking a throttled OpenMP pool (CPU ranks of 2+ threads: :mod:`simtune.model.thread_pool`)
 
@@ -42,6 +43,7 @@ from simtune.model import compute_time as ct
 from simtune.model.checkpointing import checkpointed_layers
 from simtune.model.comm_time import communication
 from simtune.model.fresh_memory import first_touch_s
+from simtune.model.links import ring_collectives
 from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
 from simtune.model.optimizer_time import offload_transfer_s, optimizer_s
 from simtune.model.shards import Shards, shards
@@ -198,6 +200,31 @@ def unfused_wrapper_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
     return len(m.layout.numels) * UNFUSED_WRAPPER_OPS_PER_TENSOR * hw.framework.forward_kernel_s
 
 
+CLIPPING_FIXED_OPS = 8
+"""Ops of DeepSpeed's ``clip_grad_norm_`` beyond two per tensor: stacking the norms, their power
+and sum, the root, the world average and the clip coefficient's three (runtime/utils.py)."""
+
+
+def clipping_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
+    """Seconds per step of the engine's own gradient clipping, where it runs it: at stage 0 with
+    neither fp16 nor bf16 enabled (fp32, or DeepSpeed's torch_autocast over an fp32 model;
+    engine.py ``_take_model_step`` -> ``clip_fp32_gradients``). runtime/utils.py
+    ``clip_grad_norm_`` takes each gradient's norm, averages the total over the data-parallel
+    group (one scalar allreduce) and multiplies every gradient by min(1, max / norm), whatever the
+    norm: 4 P bytes read and 8 P read and written at the fp32 streaming bandwidth, two ops per
+    tensor and :data:`CLIPPING_FIXED_OPS` more at the dispatch cost, and the allreduce's latency.
+    Elsewhere the ZeRO and 16-bit optimizers take the norm whether or not the config clips (the
+    engines the calibration measures include it) and scale the gradients only when the norm
+    exceeds the limit, which the model cannot know."""
+    if not c.gradient_clipping or c.stage != 0 or not (c.precision == "fp32" or c.deepspeed_autocast):
+        return 0.0
+    bandwidth = hw.streaming_for("fp32")
+    p = m.parameter_count / c.mp_degree
+    ops = 2 * len(m.layout.numels) + CLIPPING_FIXED_OPS
+    scalar = ring_collectives(hw, c.dp_degree * c.mp_degree).allreduce.latency_s if c.dp_degree > 1 else 0.0
+    return (12 * p / bandwidth if bandwidth else 0.0) + ops * hw.framework.forward_kernel_s + scalar
+
+
 def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
                     sizes: Optional[Shards] = None) -> tuple[float, float, float]:
     """(per forward, per backward, per step) seconds the engine adds from the profile's
@@ -277,6 +304,7 @@ def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
         o_calls = _reduce_calls(model, c) * hardware.framework.reduce_bucket_s
     o_step += unfused_wrapper_s(model, hardware, c)  # engine residuals are read net of it (engine_residuals)
     o_calls += communication_cast_s(model, hardware, c)
+    o_step += clipping_s(model, hardware, c)
     overhead = gas * (o_fwd + o_bwd) + o_step + o_calls + loop
     forward_phase += gas * o_fwd
     backward_phase_total += gas * o_bwd + o_calls

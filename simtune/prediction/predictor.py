@@ -31,6 +31,7 @@ import dataclasses
 import math
 from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
 
+from simtune.dsconfig import clips_gradients
 from simtune.errors import ConfigError, InputError, SimtuneError
 from simtune.hardware.profile import HardwareProfile
 from simtune.model import compute_time
@@ -183,6 +184,8 @@ class Predictor:
             space.ds_config if space is not None else None)
         """The precision gradients are reduced in (``TrainConfig.communication_precision``): the
         space's ``communication_data_type`` unless given."""
+        self.gradient_clipping = clips_gradients(space.ds_config if space is not None else None)
+        """The space's config clips gradients (``TrainConfig.gradient_clipping``)."""
 
     @property
     def precision_label(self) -> str:
@@ -271,6 +274,7 @@ class Predictor:
         copy._knobs = _stage_knobs(space)
         copy.fused_adam = runs_fused_adam(space, self.hardware)
         copy.communication_precision = communication_precision_of(space.ds_config if space is not None else None)
+        copy.gradient_clipping = clips_gradients(space.ds_config if space is not None else None)
         return copy
 
     def _copy(self) -> "Predictor":
@@ -288,7 +292,8 @@ class Predictor:
         return train_config(trial, dp_degree=self.dp_degree, precision=self.precision,
                             mp_degree=self.mp_degree, knobs=knobs, checkpointing_policy=self.checkpointing_policy,
                             autocast=self.autocast, deepspeed_autocast=self.deepspeed_autocast,
-                            fused_adam=self.fused_adam, communication_precision=self.communication_precision)
+                            fused_adam=self.fused_adam, communication_precision=self.communication_precision,
+                            gradient_clipping=self.gradient_clipping)
 
     def predict(self, trial: Trial) -> Estimate:
         """Memory, time and metrics of one trial (the residual correction applied to the step)."""

@@ -179,3 +179,26 @@ def test_gradients_cast_to_the_communication_dtype_and_back_cost_their_bytes(gpt
             > cast[0])  # the cast and the wider allreduce
     assert (estimate_time(gpt2, hw, wide).engine_overhead_s - estimate_time(gpt2, hw, plain).engine_overhead_s
             == pytest.approx(cast[0]))
+
+
+def test_the_engine_clips_gradients_itself_only_at_stage_0_in_fp32(gpt2, make_hardware):
+    """clip_fp32_gradients: a norm and a multiply per tensor over the fp32 gradients (12 bytes per
+    parameter), a few more ops, one scalar allreduce; elsewhere the optimizers take the norm anyway."""
+    from simtune.model.inputs import FrameworkCosts
+    from simtune.model.step_time import CLIPPING_FIXED_OPS, clipping_s
+
+    hw = make_hardware(streaming_bytes_per_s=1e11, framework=FrameworkCosts(forward_kernel_s=5e-6))
+    clipped = TrainConfig(stage=0, micro_batch_size=4, dp_degree=1, precision="fp32", gradient_clipping=True)
+    ops = 2 * len(gpt2.layout.numels) + CLIPPING_FIXED_OPS
+    assert clipping_s(gpt2, hw, clipped) == pytest.approx(12 * gpt2.parameter_count / 1e11 + ops * 5e-6)
+    at_8 = dataclasses.replace(clipped, dp_degree=8)
+    assert clipping_s(gpt2, hw, at_8) == pytest.approx(clipping_s(gpt2, hw, clipped) + 20e-6)  # the allreduce's latency
+    deepspeed_autocast = dataclasses.replace(clipped, precision="bf16", autocast=True, deepspeed_autocast=True)
+    assert clipping_s(gpt2, hw, deepspeed_autocast) == clipping_s(gpt2, hw, clipped)
+    for other in (dict(gradient_clipping=False), dict(stage=1), dict(precision="bf16"),
+                  dict(precision="bf16", autocast=True)):
+        assert clipping_s(gpt2, hw, dataclasses.replace(clipped, **other)) == 0.0
+    # it lands in the engine's step call
+    plain = dataclasses.replace(clipped, gradient_clipping=False)
+    assert (estimate_time(gpt2, hw, clipped).step_phase_s - estimate_time(gpt2, hw, plain).step_phase_s
+            == pytest.approx(clipping_s(gpt2, hw, clipped)))

@@ -327,3 +327,13 @@ def test_the_predictor_reduces_gradients_in_the_configs_communication_data_type(
     assert wide_est.time.grad_reduce_s > 1.9 * own_est.time.grad_reduce_s
     assert wide_est.time.step_s > own_est.time.step_s and wide_est.memory.total_bytes > own_est.memory.total_bytes
     assert own.for_space(TuningSpace.from_config(wide_config, world_size=8)).config(trial).communication_precision == "fp32"
+
+
+def test_the_predictor_clips_where_the_config_says_so():
+    config = {"train_micro_batch_size_per_gpu": 4, "zero_optimization": {"stage": 0}, "gradient_clipping": 1.0}
+    clipped = Predictor.from_parts(TuningSpace.from_config(config, world_size=8), load_workload("gpt2"),
+                                   "dgx-a100-80gb", world_size=8, precision="fp32")
+    plain = clipped.for_space(TuningSpace.from_config({**config, "gradient_clipping": 0}, world_size=8))
+    trial = Trial(stage=0, micro_batch_size=4)
+    assert clipped.config(trial).gradient_clipping and not plain.config(trial).gradient_clipping
+    assert clipped.predict(trial).time.step_s > plain.predict(trial).time.step_s
