@@ -56,7 +56,11 @@ def _allocator_slack(device: Device) -> int:
 
 
 def copy_bandwidth(device: Device, quick: bool) -> dict:
-    """Copy timings: pinned host<->device on CUDA, RAM->RAM on CPU."""
+    """Copy timings: pinned host<->device on CUDA, RAM->RAM on CPU. On CUDA also the same copies
+    from and to pageable host memory (``h2d_pageable``, ``d2h_pageable``): DeepSpeed's offload
+    allocates its host buffers pinned only with ``pin_memory`` (off by default), and a pageable
+    copy goes through the driver's staging buffer. Recorded for the profile; the cost model does
+    not read them yet."""
     warmup, repeats = (1, 3) if quick else (2, 5)
     points = []
     if device.kind == "cuda":
@@ -67,12 +71,17 @@ def copy_bandwidth(device: Device, quick: bool) -> dict:
             d2h = measure(lambda: host.copy_(dev, non_blocking=True), device.sync, warmup, repeats)
             d2d_dst = torch.empty_like(dev)
             d2d = measure(lambda: d2d_dst.copy_(dev), device.sync, warmup, repeats)
+            pageable = torch.empty(nbytes, dtype=torch.uint8)
+            h2d_pageable = measure(lambda: dev.copy_(pageable), device.sync, warmup, repeats)
+            d2h_pageable = measure(lambda: pageable.copy_(dev), device.sync, warmup, repeats)
             points += [
                 {"direction": "h2d", "bytes": nbytes, **h2d},
                 {"direction": "d2h", "bytes": nbytes, **d2h},
                 {"direction": "d2d", "bytes": nbytes, **d2d},
+                {"direction": "h2d_pageable", "bytes": nbytes, **h2d_pageable},
+                {"direction": "d2h_pageable", "bytes": nbytes, **d2h_pageable},
             ]
-            del host, dev, d2d_dst
+            del host, dev, d2d_dst, pageable
         torch.cuda.empty_cache()
         return {"kind": "pinned_host_device", "points": points}
     sizes = CPU_COPY_BYTES[1:] if quick else CPU_COPY_BYTES
