@@ -245,6 +245,24 @@ def kernel_lines(profile_path: Optional[Path], spec_name: str = "hgx-h200-141gb"
     for dtype in ("bf16", "fp16", "fp32"):
         for name, p in (("measured", measured), ("spec", spec)):
             lines.append(f"| {dtype} | {name} | {rates(p, dtype)} |")
+    return lines + host_copy_lines(measured.offload.points)
+
+
+def host_copy_lines(points: Any) -> list[str]:
+    """Host <-> device copies of the calibration at their largest size, pinned and pageable
+    (DeepSpeed's offload buffers are pinned only with ``pin_memory``; the model assumes pinned)."""
+    largest: dict[str, Any] = {}
+    for p in points:
+        if p.direction in ("h2d", "d2h", "h2d_pageable", "d2h_pageable") and (
+                p.direction not in largest or p.bytes > largest[p.direction].bytes):
+            largest[p.direction] = p
+    if not largest:
+        return []
+    lines = ["", "## Host copies (largest size, fastest repeat)", "", "| direction | MiB | GB/s |", "|---|---|---|"]
+    for direction in ("h2d", "h2d_pageable", "d2h", "d2h_pageable"):
+        if direction in largest:
+            p = largest[direction]
+            lines.append(f"| {direction} | {p.bytes / 2**20:.0f} | {p.bytes / p.stats.min_s / 1e9:.1f} |")
     return lines
 
 

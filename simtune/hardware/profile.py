@@ -332,7 +332,7 @@ class CollectivesProfile:
 @dataclass(frozen=True)
 class CopyPoint:
     direction: str
-    """"h2d", "d2h", "d2d" (CUDA) or "host_memcpy" (CPU)."""
+    """"h2d", "d2h", "d2d", "h2d_pageable", "d2h_pageable" (CUDA) or "host_memcpy", "host_fresh" (CPU)."""
     bytes: int
     stats: Stats
 

@@ -57,3 +57,20 @@ def test_the_summary_sets_the_calibrated_kernels_beside_the_spec_profile():
     assert "760 T (0.77)" in measured and "| none |" in measured  # calibrated before the attention timing
     assert "(0.30 / 0.29)" in spec and "3.12 TB/s" in spec
     assert "No calibrated profile" in "\n".join(report.kernel_lines(None))
+
+
+def test_the_summary_gives_the_host_copies_pinned_and_pageable():
+    from simtune.hardware.profile import CopyPoint, Stats
+
+    report = _report()
+    # the committed H200 run predates the pageable copies: its pinned ones only
+    lines = report.kernel_lines(report._profile_in(H200_KIT))
+    assert "| h2d | 512 |" in "\n".join(lines) and "pageable" not in "\n".join(lines)
+
+    def point(direction: str, nbytes: int, seconds: float) -> CopyPoint:
+        return CopyPoint(direction, nbytes, Stats(min_s=seconds, median_s=seconds, max_s=seconds, repeats=3))
+
+    copies = report.host_copy_lines([point("h2d", 2**24, 1e-3), point("h2d", 2**29, 10e-3),
+                                     point("h2d_pageable", 2**29, 40e-3), point("d2d", 2**29, 1e-3)])
+    assert copies[-2:] == ["| h2d | 512 | 53.7 |", "| h2d_pageable | 512 | 13.4 |"]
+    assert report.host_copy_lines([point("host_memcpy", 2**26, 1e-3)]) == []
