@@ -106,6 +106,25 @@ def streaming_bandwidth(profile: HardwareProfile, dtype: str = "fp32") -> Option
     return 5 * DTYPE_BYTES[dtype] / fit.s_per_element
 
 
+PLAIN_COPIES = ("d2d", "host_memcpy")
+"""The calibration's copies within the device's own memory: CUDA's device-to-device, the CPU's
+RAM-to-RAM (64 MiB at most, beyond the caches)."""
+
+
+def plain_bandwidth(profile: HardwareProfile) -> Optional[float]:
+    """Bytes per second (read plus written) of a memory-bound kernel without arithmetic (norms,
+    casts, in-place scaling): twice the rate of the calibration's copy within the device's memory
+    (:data:`PLAIN_COPIES`; a copy of N bytes reads N and writes N), from the slope over its sizes;
+    None where the profile has none (spec profiles)."""
+    for direction in PLAIN_COPIES:
+        points = [p for p in profile.offload.points if p.direction == direction]
+        if len(points) >= 2:
+            _, slope = least_squares_line([float(p.bytes) for p in points], [p.stats.min_s for p in points])
+            if slope > 0:
+                return 2.0 / slope
+    return None
+
+
 def dropout_cost(profile: HardwareProfile, streaming_bytes_per_s: float) -> float:
     """Seconds per dropout element beyond its bytes: the slope of the measured fp32 dropout
     forward (least squares over its sizes) less 2.5 elements of 4 bytes over the bandwidth;
@@ -247,7 +266,7 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
         overlap_capable=device.kind == "cuda", host_memory_bytes=profile.offload.host_memory_bytes,
         collective_compute_share=(collectives.compute_share or 0.0) if collectives.applicable else 0.0,
         fused_attention_dropout=device.kind == "cuda", dropout_mask_bytes=1 if device.kind == "cuda" else None,
-        streaming_bytes_per_s=streaming, streaming_by_precision=narrow, framework=framework_costs(profile), first_touch_s_per_byte=first_touch_cost(profile),
+        streaming_bytes_per_s=streaming, streaming_by_precision=narrow, plain_bytes_per_s=plain_bandwidth(profile), framework=framework_costs(profile), first_touch_s_per_byte=first_touch_cost(profile),
         threads_per_rank=threads_per_rank(profile), dropout_s_per_element=dropout_cost(profile, streaming),
         pool_wake_s=None if profile.compute.thread_pool is None else profile.compute.thread_pool.wake_s,
         matmul_weights=matmul_weight_cost(profile),

@@ -626,6 +626,11 @@ class HardwareSpec:
     """The same over 16-bit elements, per precision where it differs (PyTorch's 16-bit kernels
     move fewer bytes per thread: on an H200 its bf16 GELU reached 0.65 of HBM where fp32 reached
     0.88); :meth:`streaming_for` falls back to ``streaming_bytes_per_s``."""
+    plain_bytes_per_s: Optional[float] = None
+    """The same for a kernel without arithmetic (norms, casts, in-place scaling): twice the rate of
+    the calibration's copy within the device's memory (:func:`simtune.model.adapters.plain_bandwidth`).
+    On CPU GELU's arithmetic makes the streaming rate 1.5-1.8x slower per byte.
+    :meth:`plain_bandwidth` falls back to the fp32 streaming rate."""
     threads_per_rank: Optional[int] = None
     """Where a rank is a share of the node's cores (CPU): the threads each rank ran with when the
     profile was measured; :meth:`with_ranks_per_node` rescales the rates when fewer or more ranks
@@ -676,12 +681,19 @@ class HardwareSpec:
                  f"HardwareSpec.collective_compute_share must be in [0, 1), got {self.collective_compute_share!r}.")
         if self.streaming_bytes_per_s is not None:
             _positive(ProfileError, "HardwareSpec", streaming_bytes_per_s=self.streaming_bytes_per_s)
+        if self.plain_bytes_per_s is not None:
+            _positive(ProfileError, "HardwareSpec", plain_bytes_per_s=self.plain_bytes_per_s)
         for name, bw in self.streaming_by_precision:
             _positive(ProfileError, "HardwareSpec.streaming_by_precision", **{name: bw})
 
     def streaming_for(self, precision: str) -> Optional[float]:
         """The memory-bound kernels' bandwidth over elements of ``precision``."""
         return next((bw for name, bw in self.streaming_by_precision if name == precision), self.streaming_bytes_per_s)
+
+    def plain_bandwidth(self) -> Optional[float]:
+        """Bytes per second a memory-bound kernel without arithmetic moves (``plain_bytes_per_s``,
+        else the fp32 streaming rate)."""
+        return self.plain_bytes_per_s if self.plain_bytes_per_s is not None else self.streaming_bytes_per_s
 
     @property
     def ranks(self) -> int:
@@ -714,6 +726,7 @@ class HardwareSpec:
             usable_memory_bytes=memory - (root.device_memory_bytes - root.usable_memory_bytes),
             compute=root.compute.scaled(k),
             streaming_bytes_per_s=None if root.streaming_bytes_per_s is None else root.streaming_bytes_per_s * k,
+            plain_bytes_per_s=None if root.plain_bytes_per_s is None else root.plain_bytes_per_s * k,
             streaming_by_precision=tuple((name, bw * k) for name, bw in root.streaming_by_precision),
             first_touch_s_per_byte=None if root.first_touch_s_per_byte is None else root.first_touch_s_per_byte / k,
             matmul_weights=None if root.matmul_weights is None else root.matmul_weights.scaled(k),

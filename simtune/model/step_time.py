@@ -129,8 +129,8 @@ def gradient_copy_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
 
 def communication_cast_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
     """Device seconds per optimizer step casting gradients to ``communication_data_type`` and back
-    where it differs from their dtype (b bytes an element, g as reduced; memory-bound, at the
-    streaming bandwidth). Stages 0-2 cast each reduced bucket into a new tensor and copy the
+    where it differs from their dtype (b bytes an element, g as reduced; memory-bound kernels
+    without arithmetic, at :meth:`HardwareSpec.plain_bandwidth`). Stages 0-2 cast each reduced bucket into a new tensor and copy the
     result back, 2 (b + g) P bytes per reduction (engine.py ``allreduce_bucket``,
     stage_1_and_2.py ``gradient_reduction_w_predivide``): once a step at stages 0-1, every
     micro-step at stage 2 (stages 1-2 only beside other ranks). Stage 3 copies each gradient into
@@ -138,7 +138,7 @@ def communication_cast_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> floa
     partition back, (g + b) P / dp (stage3.py), every micro-step. Not part of the measured engine
     costs: the calibration's engines run DeepSpeed's default."""
     g, b = c.gradient_comm_bytes, c.state_bytes
-    bandwidth = hw.streaming_for(c.state_precision)
+    bandwidth = hw.plain_bandwidth()
     if g is None or g == b or bandwidth is None or (c.stage in (1, 2) and c.dp_degree == 1):
         return 0.0
     p = m.parameter_count / c.mp_degree
@@ -211,14 +211,14 @@ def clipping_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
     engine.py ``_take_model_step`` -> ``clip_fp32_gradients``). runtime/utils.py
     ``clip_grad_norm_`` takes each gradient's norm, averages the total over the data-parallel
     group (one scalar allreduce) and multiplies every gradient by min(1, max / norm), whatever the
-    norm: 4 P bytes read and 8 P read and written at the fp32 streaming bandwidth, two ops per
+    norm: 4 P bytes read and 8 P read and written at :meth:`HardwareSpec.plain_bandwidth`, two ops per
     tensor and :data:`CLIPPING_FIXED_OPS` more at the dispatch cost, and the allreduce's latency.
     Elsewhere the ZeRO and 16-bit optimizers take the norm whether or not the config clips (the
     engines the calibration measures include it) and scale the gradients only when the norm
     exceeds the limit, which the model cannot know."""
     if not c.gradient_clipping or c.stage != 0 or not (c.precision == "fp32" or c.deepspeed_autocast):
         return 0.0
-    bandwidth = hw.streaming_for("fp32")
+    bandwidth = hw.plain_bandwidth()
     p = m.parameter_count / c.mp_degree
     ops = 2 * len(m.layout.numels) + CLIPPING_FIXED_OPS
     scalar = ring_collectives(hw, c.dp_degree * c.mp_degree).allreduce.latency_s if c.dp_degree > 1 else 0.0

@@ -82,3 +82,25 @@ def test_the_host_torch_adamw_rate_is_the_profiles_host_fit():
     assert host_torch_adamw_rate(h200) == h200.optimizer.fits["torch_adamw_foreach_host"].s_per_param
     assert hardware_spec(h200).host_torch_adamw_s_per_param == host_torch_adamw_rate(h200)
     assert host_torch_adamw_rate(load_profile("hgx-h200-141gb")) is None
+
+
+def test_plain_kernels_run_at_twice_the_copy_rate_within_the_device_memory():
+    """A copy of N bytes reads N and writes N: the calibration's device-to-device copy (CUDA) or
+    RAM-to-RAM copy (CPU) gives the rate of kernels without arithmetic; spec profiles have none."""
+    import dataclasses
+
+    from simtune.hardware.profile import CopyPoint, Stats
+    from simtune.model.adapters import plain_bandwidth
+
+    def point(direction: str, nbytes: int, seconds: float) -> CopyPoint:
+        return CopyPoint(direction, nbytes, Stats(min_s=seconds, median_s=seconds, max_s=seconds, repeats=3))
+
+    spec = load_profile("dgx-a100-80gb")
+    assert plain_bandwidth(spec) is None
+    assert hardware_spec(spec).plain_bandwidth() == hardware_spec(spec).streaming_bytes_per_s
+    # 1 ms of latency, then 1e9 bytes copied a second: 2e9 bytes moved a second
+    copies = (point("h2d", 2**24, 1.0), point("d2d", 10**6, 0.002), point("d2d", 10**8, 0.101))
+    measured = dataclasses.replace(spec, offload=dataclasses.replace(spec.offload, points=copies))
+    assert plain_bandwidth(measured) == pytest.approx(2e9)
+    hw = hardware_spec(measured)
+    assert hw.plain_bandwidth() == pytest.approx(2e9)

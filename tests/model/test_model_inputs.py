@@ -55,6 +55,7 @@ def test_a_cpu_rank_alone_on_the_node_gets_all_its_cores_and_memory(make_hardwar
     base = make_hardware()
     shared = make_hardware(ranks_per_node=2, threads_per_rank=1, streaming_bytes_per_s=1e10,
                            streaming_by_precision=(("bf16", 4e9),), dropout_s_per_element=8e-9,
+                           plain_bytes_per_s=1.5e10,
                            compute=dataclasses.replace(base.compute, attention=(
                                ("fp32", FusedAttentionRate(forward_flop_per_s=3e9, backward_flop_per_s=1e9)),)),
                            framework=FrameworkCosts(forward_kernel_s=5e-6, param_pass_s=per_param))
@@ -62,7 +63,7 @@ def test_a_cpu_rank_alone_on_the_node_gets_all_its_cores_and_memory(make_hardwar
     assert alone.threads_per_rank == 2 and alone.ranks_per_node == 1
     assert alone.compute.fp32.flop_per_s(1e9) == 2 * shared.compute.fp32.flop_per_s(1e9)
     assert alone.compute.attention_for("fp32") == FusedAttentionRate(6e9, 2e9)
-    assert alone.streaming_bytes_per_s == 2e10
+    assert alone.streaming_bytes_per_s == 2e10 and alone.plain_bandwidth() == 3e10
     assert alone.dropout_s_per_element == 8e-9  # torch's CPU generator draws in order
     assert alone.streaming_for("bf16") == 8e9 and alone.streaming_for("fp16") == 2e10
     assert alone.framework.forward_kernel_s == shared.framework.forward_kernel_s  # dispatch does not scale
