@@ -250,7 +250,7 @@ def kernel_lines(profile_path: Optional[Path], spec_name: str = "hgx-h200-141gb"
 
 def host_copy_lines(points: Any) -> list[str]:
     """Host <-> device copies of the calibration at their largest size, pinned and pageable
-    (DeepSpeed's offload buffers are pinned only with ``pin_memory``; the model assumes pinned)."""
+    (DeepSpeed's offload buffers are pageable under ``pin_memory: false``; the model assumes pinned)."""
     largest: dict[str, Any] = {}
     for p in points:
         if p.direction in ("h2d", "d2h", "h2d_pageable", "d2h_pageable") and (

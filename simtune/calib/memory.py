@@ -58,9 +58,10 @@ def _allocator_slack(device: Device) -> int:
 def copy_bandwidth(device: Device, quick: bool) -> dict:
     """Copy timings: pinned host<->device on CUDA, RAM->RAM on CPU. On CUDA also the same copies
     from and to pageable host memory (``h2d_pageable``, ``d2h_pageable``): DeepSpeed's offload
-    allocates its host buffers pinned only with ``pin_memory`` (off by default), and a pageable
-    copy goes through the driver's staging buffer. Recorded for the profile; the cost model does
-    not read them yet."""
+    allocates its host buffers pageable where a config sets ``pin_memory: false`` (0.19.8 defaults
+    to true: runtime/zero/offload_config.py), to spare host memory, and a pageable copy goes
+    through the driver's staging buffer. Recorded for the profile; the cost model does not read
+    them yet."""
     warmup, repeats = (1, 3) if quick else (2, 5)
     points = []
     if device.kind == "cuda":
