@@ -210,6 +210,15 @@ class TuningSpace:
         stages, stage_fixed = _read_stages(ds_config.get(ZERO_KEY), zero)
         communication_precision_of(ds_config)  # refused now, not when the first trial is predicted
         clips_gradients(ds_config)
+        zero_plus_plus = sorted(key for key in ZERO_PLUS_PLUS_KEYS
+                                if zero.get(key) and not (key == "zero_hpz_partition_size" and zero[key] == 1))
+        if zero_plus_plus:
+            warnings.warn(
+                f"ZeRO++ ({', '.join(zero_plus_plus)}) is not in the cost model: stage 3 is predicted without "
+                "it, and only the experiments that run measure it.",
+                ConfigWarning,
+                stacklevel=2,
+            )
 
         mbs_list, min_mbs = _read_micro_batch(ds_config, autotuning, user_args)
         gas = _read_gas(ds_config, autotuning, user_args)
@@ -497,6 +506,12 @@ def _is_int(value: Any) -> bool:
     return not isinstance(value, bool) and (
         isinstance(value, int) or (isinstance(value, float) and value.is_integer())
     )
+
+
+ZERO_PLUS_PLUS_KEYS = ("zero_quantized_weights", "zero_quantized_nontrainable_weights", "zero_hpz_partition_size",
+                      "zero_quantized_gradients")
+"""``zero_optimization`` keys that turn on ZeRO++ (DeepSpeed 0.19.8 ``runtime/zero/config.py``; an
+hpZ partition size of 1 is off)."""
 
 
 def _read_stages(raw_zero: Any, zero: Mapping[str, Any]) -> tuple[tuple[int, ...], bool]:

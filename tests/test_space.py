@@ -570,3 +570,13 @@ def test_a_scalar_fixes_a_knob_no_list_can_tune():
     assert (fixed["stage3_max_reuse_distance"], fixed["sub_group_size"]) == (0, 100_000_000)
     with pytest.raises(ConfigError, match="zero_optimization.sub_group_size value -1"):
         TuningSpace.from_config({"zero_optimization": {"stage": 3, "sub_group_size": -1}}, world_size=2)
+
+
+def test_zero_plus_plus_is_said_to_be_outside_the_model():
+    with pytest.warns(ConfigWarning, match=r"ZeRO\+\+ \(zero_hpz_partition_size, zero_quantized_weights\) is not in"):
+        space({MBS: 1, "zero_optimization": {"stage": 3, "zero_quantized_weights": True,
+                                             "zero_hpz_partition_size": 8}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        space({MBS: 1, "zero_optimization": {"stage": 3, "zero_hpz_partition_size": 1,
+                                             "zero_quantized_gradients": False}})
