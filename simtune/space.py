@@ -168,6 +168,10 @@ class TuningSpace:
     user_train_batch_size: int | None = None
     """The user's global batch: train_batch_size if written, else mbs * gas * dp when the
     micro-batch size is not a list; used to advise on the learning rate."""
+    communication_precision: str | None = None
+    """The config's ``communication_data_type`` (:func:`simtune.precision.communication_precision_of`)."""
+    gradient_clipping: bool = False
+    """The config clips gradients (:func:`simtune.dsconfig.clips_gradients`)."""
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -208,8 +212,8 @@ class TuningSpace:
         elif not isinstance(zero, Mapping):
             raise ConfigError(f'"{ZERO_KEY}" must be a JSON object, not {json_type_name(zero)}.')
         stages, stage_fixed = _read_stages(ds_config.get(ZERO_KEY), zero)
-        communication_precision_of(ds_config)  # refused now, not when the first trial is predicted
-        clips_gradients(ds_config)
+        communication_precision = communication_precision_of(ds_config)
+        gradient_clipping = clips_gradients(ds_config)
         zero_plus_plus = sorted(key for key in ZERO_PLUS_PLUS_KEYS
                                 if zero.get(key) and not (key == "zero_hpz_partition_size" and zero[key] == 1))
         if zero_plus_plus:
@@ -272,6 +276,8 @@ class TuningSpace:
             offload_param_devices=op,
             activation_checkpointing_choices=ac,
             user_train_batch_size=user_tbs,
+            communication_precision=communication_precision,
+            gradient_clipping=gradient_clipping,
         )
 
     # ------------------------------------------------------------------ dimensions

@@ -31,7 +31,6 @@ import dataclasses
 import math
 from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
 
-from simtune.dsconfig import clips_gradients
 from simtune.errors import ConfigError, InputError, SimtuneError
 from simtune.hardware.profile import HardwareProfile
 from simtune.model import compute_time
@@ -42,7 +41,7 @@ from simtune.model.adapters import hardware_spec, model_spec, structure_of, trai
 from simtune.model.estimate import Estimate, estimate, metrics
 from simtune.model.inputs import PRECISIONS, HardwareSpec, ModelSpec, TrainConfig, check_checkpointing_policy
 from simtune.model.memory import estimate_memory
-from simtune.precision import autocast_label, autocast_parts, communication_precision_of, precision_of
+from simtune.precision import autocast_label, autocast_parts, precision_of
 from simtune.space import Trial, TuningSpace
 from simtune.workloads.presets import Workload, load_workload, workload_from_config
 
@@ -174,17 +173,23 @@ class Predictor:
         self.deepspeed_autocast = deepspeed_autocast
         """With ``autocast``: DeepSpeed's own (``TrainConfig.deepspeed_autocast``)."""
         hardware.compute.for_precision(precision)  # fail now, not at the first trial
+        self._read_space(space)
+        if communication_precision is not None:
+            if communication_precision not in PRECISIONS:
+                raise ConfigError(f"The communication precision must be one of {', '.join(PRECISIONS)}, "
+                                  f"not {communication_precision!r}.")
+            self.communication_precision: Optional[str] = communication_precision
+
+    def _read_space(self, space: Optional[TuningSpace]) -> None:
+        """What the trials take from the space's config besides their own values (without a space,
+        DeepSpeed's defaults)."""
         self._knobs = _stage_knobs(space)
-        self.fused_adam = runs_fused_adam(space, hardware)
+        self.fused_adam = runs_fused_adam(space, self.hardware)
         """Whether DeepSpeed runs its FusedAdam (``TrainConfig.fused_adam``)."""
-        if communication_precision is not None and communication_precision not in PRECISIONS:
-            raise ConfigError(f"The communication precision must be one of {', '.join(PRECISIONS)}, "
-                              f"not {communication_precision!r}.")
-        self.communication_precision = communication_precision or communication_precision_of(
-            space.ds_config if space is not None else None)
+        self.communication_precision = space.communication_precision if space is not None else None
         """The precision gradients are reduced in (``TrainConfig.communication_precision``): the
-        space's ``communication_data_type`` unless given."""
-        self.gradient_clipping = clips_gradients(space.ds_config if space is not None else None)
+        space's ``communication_data_type``, unless the constructor was given one."""
+        self.gradient_clipping = space.gradient_clipping if space is not None else False
         """The space's config clips gradients (``TrainConfig.gradient_clipping``)."""
 
     @property
@@ -271,10 +276,7 @@ class Predictor:
             raise ConfigError(f"The space's mp_size {space.mp_size} is not this predictor's {self.mp_degree}.")
         copy = self._copy()
         copy.space = space
-        copy._knobs = _stage_knobs(space)
-        copy.fused_adam = runs_fused_adam(space, self.hardware)
-        copy.communication_precision = communication_precision_of(space.ds_config if space is not None else None)
-        copy.gradient_clipping = clips_gradients(space.ds_config if space is not None else None)
+        copy._read_space(space)
         return copy
 
     def _copy(self) -> "Predictor":
