@@ -132,10 +132,11 @@ def gradient_reduction(m: ModelSpec, s: Shards, c: TrainConfig) -> GradientReduc
         return GradientReduction(total, calls, bucket_bytes=bucket)
     if not c.allreduces_gradients:
         return GradientReduction(0.0, 0, total, calls, bucket)
-    oversized = [k for k in m.layout.numels if k > c.reduce_bucket_size]
-    alone = total * sum(oversized) / max(1, m.layout.total)
-    return GradientReduction(total - alone, max(1, calls - len(oversized)) if total > alone else 0,
-                             alone, len(oversized), bucket)
+    fitting, fitting_tensors = m.layout.at_most(c.reduce_bucket_size)
+    oversized = len(m.layout.numels) - fitting_tensors
+    alone = total * (m.layout.total - fitting) / max(1, m.layout.total)
+    return GradientReduction(total - alone, max(1, calls - oversized) if total > alone else 0,
+                             alone, oversized, bucket)
 
 
 def communication(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig) -> CommTimes:

@@ -35,12 +35,16 @@ class ParamLayout:
         self._sorted_prefix = (0,) + tuple(accumulate(self._sorted))
         self._cache: dict[tuple[object, ...], int] = {}
 
+    def at_most(self, elements: int) -> tuple[int, int]:
+        """(elements, tensors) of the tensors with at most ``elements`` elements."""
+        k = bisect_right(self._sorted, elements)
+        return self._sorted_prefix[k], k
+
     def persistent(self, threshold: int) -> tuple[int, int]:
         """(elements, tensors) of the tensors ZeRO-3 keeps whole on every rank: those with at
         most ``threshold`` elements (stage3_param_persistence_threshold; partition_parameters.py
         marks ``ds_persist`` with ``ds_numel <= threshold``)."""
-        k = bisect_right(self._sorted, threshold)
-        return self._sorted_prefix[k], k
+        return self.at_most(threshold)
 
     def elements_at_least(self, elements: int) -> int:
         """Elements of the tensors that have at least ``elements`` elements."""
