@@ -307,10 +307,7 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
                                      autocast=bool(software.get("autocast")) and precision != "fp32",
                                      communication_precision=precision_of(reduce_dtype) if reduce_dtype else None)
     if "fsdp" in str(parallel.get("framework", "")).lower():
-        predictor = Predictor(dataclasses.replace(predictor.model, parameter_modules=workload.num_layers + 1),
-                              predictor.hardware, dp_degree=predictor.dp_degree, precision=predictor.precision,
-                              checkpointing_policy=predictor.checkpointing_policy, autocast=predictor.autocast,
-                              communication_precision=predictor.communication_precision)
+        predictor = predictor.with_model(dataclasses.replace(predictor.model, parameter_modules=workload.num_layers + 1))
     positions = int(row["model"].get("head_positions") or 0)
     if positions:
         predictor = with_head_positions(predictor, positions)
@@ -369,8 +366,7 @@ def with_head_positions(predictor: Predictor, positions: int) -> Predictor:
     model = dataclasses.replace(m, block=dataclasses.replace(m.block, head_positions=positions),
                                 flops_per_sample_forward=m.flops_per_sample_forward
                                 - head * (m.seq_len - positions) / m.seq_len)
-    return Predictor(model, predictor.hardware, dp_degree=predictor.dp_degree, precision=predictor.precision,
-                     checkpointing_policy=predictor.checkpointing_policy, autocast=predictor.autocast)
+    return predictor.with_model(model)
 
 
 def ordered_pairs(entries: list[tuple[str, dict[str, Any], float, float]]) -> dict[str, tuple[int, int]]:

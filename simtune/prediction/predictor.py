@@ -269,6 +269,12 @@ class Predictor:
         copy.residual = residual
         return copy
 
+    def with_model(self, model: ModelSpec) -> "Predictor":
+        """The same predictor for another model spec (everything else kept)."""
+        copy = self._copy()
+        copy.model = model
+        return copy
+
     def for_space(self, space: Optional[TuningSpace]) -> "Predictor":
         """The same model, hardware and layout for another space: the knobs a trial leaves out
         come from that space's fixed values (None: DeepSpeed's defaults)."""
