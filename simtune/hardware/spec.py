@@ -22,7 +22,9 @@ Derivations:
   group spanning nodes reaches the node's aggregate network bandwidth; nccl-tests: "the bus
   bandwidth should reflect the speed of the hardware bottleneck"), latency ``INTER_NODE_LATENCY_S``;
 - memory bandwidth: ``MEMORY_EFFICIENCY`` x HBM bandwidth;
-- optimizer step (fused AdamW on the GPU): ``ADAM_BYTES_PER_PARAM`` / achievable HBM bandwidth;
+- optimizer step on the GPU, per implementation of ``SPEC_OPTIMIZERS``: its bytes per parameter
+  (:data:`simtune.optimizers.ADAM_KERNELS`: 28 fused, 84 foreach and for-loop) / achievable HBM
+  bandwidth;
 - host<->device: ``LINK_EFFICIENCY`` x the PCIe x16 per-direction bandwidth of the generation;
 - host optimizer (DeepSpeedCPUAdam, per parameter of one rank's shard): ``ADAM_BYTES_PER_PARAM``
   x GPUs per node / (``HOST_MEMORY_EFFICIENCY`` x the node's DRAM bandwidth), since every rank of
@@ -56,6 +58,7 @@ from simtune.hardware.profile import (
     Provenance,
     RatePoint,
 )
+from simtune.optimizers import ADAM_KERNELS
 
 GIB = 2**30
 SPEC_DATE = "2026-11-21"
@@ -64,7 +67,9 @@ MEMORY_EFFICIENCY = 0.8
 INTRA_NODE_LATENCY_S = 20e-6
 INTER_NODE_LATENCY_S = 50e-6
 FIXED_OVERHEAD_BYTES = 2 * GIB
-ADAM_BYTES_PER_PARAM = 28
+ADAM_BYTES_PER_PARAM = ADAM_KERNELS["torch_adamw_fused"].bytes_per_param
+SPEC_OPTIMIZERS = ("torch_adamw_fused", "torch_adamw_foreach", "torch_adamw_for_loop")
+"""The device optimizers a spec profile carries fits for (their bytes: simtune.optimizers)."""
 HOST_MEMORY_EFFICIENCY = 0.5
 
 MATMUL_SOURCES = (
@@ -366,8 +371,10 @@ def _assumptions(sheet: SpecSheet) -> dict[str, str]:
         "fixed_overhead_bytes": f"{FIXED_OVERHEAD_BYTES} (CUDA context, NCCL buffers and allocator slack; "
         "measure it with simtune calibrate)",
         "memory_bytes": "the marketed capacity in GiB; the runtime reports slightly less",
-        "optimizer": f"fused AdamW is memory-bound at {ADAM_BYTES_PER_PARAM} bytes per parameter (read fp32 "
-        "parameter, gradient and two moments, write parameter and two moments) at the achievable HBM bandwidth",
+        "optimizer": "torch's AdamW is memory-bound at the achievable HBM bandwidth: fused at "
+        f"{ADAM_KERNELS['torch_adamw_fused'].bytes_per_param} bytes per parameter (read the fp32 parameter, "
+        "gradient and two moments, write the parameter and two moments), foreach and for-loop at "
+        f"{ADAM_KERNELS['torch_adamw_foreach'].bytes_per_param} (eight elementwise passes: simtune.optimizers)",
         "host": f"{sheet.host_description} (a typical host of this machine type; check yours)",
         "cpu_adam": f"DeepSpeedCPUAdam is memory-bound at {ADAM_BYTES_PER_PARAM} bytes per parameter at "
         f"{HOST_MEMORY_EFFICIENCY} of the node's DRAM bandwidth, shared by its {sheet.gpus_per_node} ranks",
@@ -422,12 +429,9 @@ def build(sheet: SpecSheet) -> HardwareProfile:
             for dtype, (f, b) in (sheet.attention_efficiency or {}).items()
         }),
         optimizer=OptimizerProfile(
-            fits={
-                "torch_adamw_fused": OptimizerFit(
-                    impl="torch_adamw_fused", device="cuda", intercept_s=0.0,
-                    s_per_param=ADAM_BYTES_PER_PARAM / memory_bw, r2=None, points=(),
-                )
-            },
+            fits={impl: OptimizerFit(impl=impl, device="cuda", intercept_s=0.0,
+                                     s_per_param=ADAM_KERNELS[impl].bytes_per_param / memory_bw, r2=None, points=())
+                  for impl in SPEC_OPTIMIZERS},
             unavailable={},
         ),
         collectives=CollectivesProfile(

@@ -24,7 +24,7 @@ gas: micro-steps per optimizer step):
   bucket and the backend's staging every micro-step, stages 1/2's beside other ranks); the bucket
   stages 1/2 allocate in every backward (``setup_buckets``), as far as gradients fill it;
 - step: the flat fp32 gradients stages 1-3 build (``single_grad_partition``) and the optimizer
-  implementation's temporaries (memory_buffers.OPTIMIZER_TEMPORARIES), tensor by tensor.
+  implementation's temporaries (simtune.optimizers.ADAM_KERNELS), tensor by tensor.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from __future__ import annotations
 from simtune.model import memory_buffers as buf
 from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
 from simtune.model.shards import Shards
+from simtune.optimizers import ADAM_KERNELS
 
 FRESH_MAPPING_BYTES = 32 * 2**20
 """glibc's largest mmap threshold on 64-bit (4 MiB * sizeof(long)): allocations at least this
@@ -84,7 +85,8 @@ def step_fresh_bytes(m: ModelSpec, s: Shards, c: TrainConfig, hw: HardwareSpec) 
     if c.offload_optimizer:
         return 0.0
     transient = _fresh(buf.step_transient_bytes(s, c))
-    every, largest = buf.OPTIMIZER_TEMPORARIES.get(hw.optimizer_impl or "", (0, 0))
+    kernels = ADAM_KERNELS.get(hw.optimizer_impl or "")
+    every, largest = (kernels.temporaries_per_element, kernels.temporaries_of_largest) if kernels else (0, 0)
     if c.stage == 0 and c.precision == "fp32":
         temporaries = (every + largest) * _large_tensor_bytes(m, c, 4)
     else:

@@ -591,7 +591,7 @@ class HardwareSpec:
     """Adam step on the device, seconds per parameter of the local shard."""
     optimizer_impl: Optional[str] = dataclasses.field(default=None, kw_only=True)
     """The implementation that rate was measured for (the profile's optimizer fit name), which
-    says what its step allocates (:data:`~simtune.model.memory_buffers.OPTIMIZER_TEMPORARIES`)."""
+    says what its step moves, launches and allocates (:data:`~simtune.optimizers.ADAM_KERNELS`)."""
     collectives: Optional[Collectives]
     """Costs within a node; None when unknown (a calibration on one rank, or one rank per node)."""
     h2d_bandwidth_bytes_per_s: float

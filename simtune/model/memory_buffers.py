@@ -29,8 +29,8 @@ Device bytes for one rank; b is the byte size of the compute precision.
   holds twice that at its peak: ``step`` converts every gradient to fp32 in a list and
   ``_flatten_dense_tensors`` concatenates the list into a new flat tensor while the list lives
   (fused_optimizer.py ``step``): 8 bytes per parameter.
-- Optimizer temporaries (:data:`OPTIMIZER_TEMPORARIES`): what the Adam implementation allocates
-  inside its step, in fp32, beyond its states. torch's for-loop AdamW (``_single_tensor_adam``,
+- Optimizer temporaries (:data:`simtune.optimizers.ADAM_KERNELS`): what the Adam implementation
+  allocates inside its step, in fp32, beyond its states. torch's for-loop AdamW (``_single_tensor_adam``,
   torch's choice for CPU tensors) computes ``(exp_avg_sq.sqrt() / bias_correction2_sqrt)``: two
   temporaries the size of the tensor it updates, one tensor at a time, so twice the largest
   tensor it steps (the flat fp32 partition at stages 1-3 and in stage 0's mixed-precision
@@ -45,6 +45,7 @@ from typing import Optional
 
 from simtune.model.inputs import ModelSpec, TrainConfig
 from simtune.model.shards import Shards
+from simtune.optimizers import ADAM_KERNELS
 
 STAGE0_ALLREDUCE_ELEMENTS = 500_000_000
 """engine.py MEMORY_OPT_ALLREDUCE_SIZE: stage 0 reduces gradients in pieces of this many."""
@@ -105,17 +106,6 @@ def gathered_parameter_bytes(model: ModelSpec, s: Shards, c: TrainConfig) -> int
     return c.state_bytes * min(nonpersistent, kept + s.largest_layer + prefetch)
 
 
-OPTIMIZER_TEMPORARIES: dict[str, tuple[int, int]] = {
-    # impl: (fp32 copies of every element it updates, fp32 copies of the largest tensor it updates)
-    "torch_adamw_for_loop": (0, 2),
-    "torch_adamw_foreach": (1, 0),
-    "torch_adamw_fused": (0, 0),
-    "deepspeed_fused_adam": (0, 0),
-}
-"""Temporaries of a device optimizer's step, by the profile's optimizer fit name; an unknown or
-unnamed implementation allocates none (host optimizers run on host memory)."""
-
-
 def buckets_held_through_step(c: TrainConfig) -> bool:
     """Stage 3 keeps its bucket from start-up; stages 1/2 free theirs after each backward."""
     return c.stage == 3
@@ -148,10 +138,13 @@ def step_transient_bytes(s: Shards, c: TrainConfig) -> int:
 
 
 def optimizer_temporary_bytes(s: Shards, c: TrainConfig, impl: Optional[str]) -> int:
-    """fp32 bytes an optimizer implementation allocates inside its step (:data:`OPTIMIZER_TEMPORARIES`)."""
-    if c.offload_optimizer or impl not in OPTIMIZER_TEMPORARIES:
+    """fp32 bytes an optimizer implementation allocates inside its step
+    (:data:`simtune.optimizers.ADAM_KERNELS`; an unknown or unnamed implementation none: host
+    optimizers run on host memory)."""
+    kernels = ADAM_KERNELS.get(impl or "")
+    if c.offload_optimizer or kernels is None:
         return 0
-    every, largest = OPTIMIZER_TEMPORARIES[impl]
+    every, largest = kernels.temporaries_per_element, kernels.temporaries_of_largest
     if c.stage == 0:
         updated, biggest = s.params, s.params if c.state_precision != "fp32" else s.largest_tensor
     else:

@@ -3,6 +3,8 @@
     optimizer_s = local elements * seconds per parameter
                   (the device Adam rate; when the optimizer is offloaded the host's: torch's
                   AdamW on host tensors where DeepSpeed runs it, ``torch_adam``, else CPU Adam)
+                  + the dispatch of an implementation that launches its kernels tensor by tensor,
+                  where it steps the model's own tensors (:func:`loop_dispatch_s`)
 
 with local elements P (stage 0), the flat slice (stages 1/2) or the partition (stage 3).
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
 from simtune.model.memory_buffers import kept_gathered_elements
 from simtune.model.shards import Shards
+from simtune.optimizers import ADAM_KERNELS
 
 
 def local_elements(s: Shards, c: TrainConfig) -> int:
@@ -30,9 +33,42 @@ def local_elements(s: Shards, c: TrainConfig) -> int:
     return s.flat_partition if c.stage in (1, 2) else s.partition
 
 
-def optimizer_s(s: Shards, hw: HardwareSpec, c: TrainConfig) -> float:
-    rate = hw.host_optimizer_rate(torch_adamw=not c.fused_adam) if c.offload_optimizer else hw.optimizer_s_per_param
-    return local_elements(s, c) * rate
+def optimizer_s(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig) -> float:
+    if c.offload_optimizer:
+        return local_elements(s, c) * hw.host_optimizer_rate(torch_adamw=not c.fused_adam)
+    return local_elements(s, c) * hw.optimizer_s_per_param + loop_dispatch_s(m, hw, c)
+
+
+def steps_model_tensors(c: TrainConfig) -> bool:
+    """Whether the device optimizer steps the model's own parameter tensors: at stage 0 in fp32
+    or under autocast (the engine hands it the model's parameters). Stage 0's 16-bit wrappers and
+    the ZeRO stages step flat fp32 tensors, one or a few per parameter group."""
+    return c.stage == 0 and not c.offload_optimizer and c.state_precision == "fp32"
+
+
+def loop_dispatch_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
+    """Seconds an implementation that launches its kernels tensor by tensor (``kernels_per_tensor``
+    k of :data:`simtune.optimizers.ADAM_KERNELS`: torch's for-loop AdamW) adds beyond its bytes
+    where it steps the model's own tensors (:func:`steps_model_tensors`); k launches per tensor at
+    the dispatch cost d (``forward_kernel_s``). On a device that runs beside its host (CUDA) a
+    tensor of e elements takes max(k d, e r), r the fit's seconds per parameter, so the launches
+    add only over the tensors of fewer than k d / r elements (n_small of them, e_small elements):
+
+        n_small k d - e_small r
+
+    On a synchronous device (CPU) every launch adds, n k d (a measured fit holds its own few
+    tensors' launches in its intercept, which the step leaves out)."""
+    kernels = ADAM_KERNELS.get(hw.optimizer_impl or "")
+    if kernels is None or not kernels.kernels_per_tensor or not steps_model_tensors(c):
+        return 0.0
+    launch = kernels.kernels_per_tensor * hw.framework.forward_kernel_s
+    if not hw.overlap_capable:
+        return len(m.layout.numels) * launch
+    rate = hw.optimizer_s_per_param / c.mp_degree  # per element of a whole tensor
+    if rate <= 0:
+        return len(m.layout.numels) * launch
+    elements, tensors = m.layout.at_most(int(launch / rate))
+    return max(0.0, tensors * launch - elements * rate)
 
 
 def offload_transfer_s(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig) -> float:

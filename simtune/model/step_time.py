@@ -12,7 +12,8 @@ the accumulation boundary, then the boundary work:
                (:func:`unfused_wrapper_s`)
              + gradients cast to and from ``communication_data_type`` where it differs from
                theirs (:func:`communication_cast_s`)
-             + the engine's gradient clipping at stage 0 in fp32 (:func:`clipping_s`)
+             + gradient clipping where the loop clips the model's fp32 gradients (:func:`clipping_s`)
+             + torch's loss scaling in fp16 under autocast outside DeepSpeed (:func:`loss_scaling_s`)
              + first touch of memory mapped afresh (CPU: :mod:`simtune.model.fresh_memory`)
              + waking a throttled OpenMP pool (CPU ranks of 2+ threads: :mod:`simtune.model.thread_pool`)
 
@@ -206,23 +207,45 @@ and sum, the root, the world average and the clip coefficient's three (runtime/u
 
 
 def clipping_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
-    """Seconds per step of the engine's own gradient clipping, where it runs it: at stage 0 with
-    neither fp16 nor bf16 enabled (fp32, or DeepSpeed's torch_autocast over an fp32 model;
-    engine.py ``_take_model_step`` -> ``clip_fp32_gradients``). runtime/utils.py
-    ``clip_grad_norm_`` takes each gradient's norm, averages the total over the data-parallel
-    group (one scalar allreduce) and multiplies every gradient by min(1, max / norm), whatever the
-    norm: 4 P bytes read and 8 P read and written at :meth:`HardwareSpec.plain_bandwidth`, two ops per
-    tensor and :data:`CLIPPING_FIXED_OPS` more at the dispatch cost, and the allreduce's latency.
-    Elsewhere the ZeRO and 16-bit optimizers take the norm whether or not the config clips (the
-    engines the calibration measures include it) and scale the gradients only when the norm
-    exceeds the limit, which the model cannot know."""
-    if not c.gradient_clipping or c.stage != 0 or not (c.precision == "fp32" or c.deepspeed_autocast):
+    """Seconds per step of gradient clipping over the fp32 gradients of the model's own tensors, where
+    the loop clips them itself: DeepSpeed's engine at stage 0 with neither fp16 nor bf16 enabled
+    (fp32, or its torch_autocast over an fp32 model; engine.py ``_take_model_step`` ->
+    ``clip_fp32_gradients``), and a loop outside DeepSpeed under torch autocast (the Hugging Face
+    Trainer clips at ``max_grad_norm``, 1.0 by default, with torch's ``clip_grad_norm_``).
+    Each takes every gradient's norm and multiplies every gradient by min(1, max / norm), whatever
+    the norm: 4 P bytes read and 8 P read and written at :meth:`HardwareSpec.plain_bandwidth`, two
+    ops per tensor (torch 1.x loops over tensors; 2.x launches foreach kernels, fewer) and
+    :data:`CLIPPING_FIXED_OPS` more at the dispatch cost; DeepSpeed's ``clip_grad_norm_``
+    (runtime/utils.py) also averages the norm over the data-parallel group, one scalar allreduce
+    (DDP's gradients are averaged already). Elsewhere the ZeRO and 16-bit optimizers take the norm
+    whether or not the config clips (the engines the calibration measures include it) and scale
+    the gradients only when the norm exceeds the limit, which the model cannot know."""
+    if not c.gradient_clipping or c.stage != 0 or c.state_precision != "fp32":
         return 0.0
     bandwidth = hw.plain_bandwidth()
     p = m.parameter_count / c.mp_degree
     ops = 2 * len(m.layout.numels) + CLIPPING_FIXED_OPS
-    scalar = ring_collectives(hw, c.dp_degree * c.mp_degree).allreduce.latency_s if c.dp_degree > 1 else 0.0
+    deepspeed = not c.autocast or c.deepspeed_autocast
+    scalar = ring_collectives(hw, c.dp_degree * c.mp_degree).allreduce.latency_s if deepspeed and c.dp_degree > 1 else 0.0
     return (12 * p / bandwidth if bandwidth else 0.0) + ops * hw.framework.forward_kernel_s + scalar
+
+
+LOSS_SCALING_OPS = 6
+"""Ops of torch's ``GradScaler`` per step beyond its pass over the gradients: scaling the loss,
+the inverse scale, the overflow flag, reading the flag on the host, the scale's update."""
+
+
+def loss_scaling_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
+    """Seconds per step of torch's dynamic loss scaling, where a loop outside DeepSpeed trains in
+    fp16 under torch autocast (the Hugging Face Trainer's ``fp16=True``): ``GradScaler.unscale_``
+    reads and writes every fp32 gradient once (``_amp_foreach_non_finite_check_and_unscale_``, 8 P
+    bytes at :meth:`HardwareSpec.plain_bandwidth`) and :data:`LOSS_SCALING_OPS` ops at the dispatch
+    cost. DeepSpeed's own fp16 checks overflow inside its optimizers (the engine's step)."""
+    if not (c.autocast and not c.deepspeed_autocast and c.precision == "fp16"):
+        return 0.0
+    bandwidth = hw.plain_bandwidth()
+    p = m.parameter_count / c.mp_degree
+    return (8 * p / bandwidth if bandwidth else 0.0) + LOSS_SCALING_OPS * hw.framework.forward_kernel_s
 
 
 def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
@@ -285,7 +308,7 @@ def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
         return bwd_serial + hidable
 
     boundary_in_hooks = comm.reduce_at_boundary_s if c.stage == 1 and overlap else 0.0
-    opt = optimizer_s(s, hardware, c)
+    opt = optimizer_s(model, s, hardware, c)
     offload = offload_transfer_s(model, s, hardware, c)
     forward_phase = gas * fwd_phase
     backward_phase_total = ((gas - 1) * backward_phase(0.0) + backward_phase(boundary_in_hooks)
@@ -304,7 +327,7 @@ def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
         o_calls = _reduce_calls(model, c) * hardware.framework.reduce_bucket_s
     o_step += unfused_wrapper_s(model, hardware, c)  # engine residuals are read net of it (engine_residuals)
     o_calls += communication_cast_s(model, hardware, c)
-    o_step += clipping_s(model, hardware, c)
+    o_step += clipping_s(model, hardware, c) + loss_scaling_s(model, hardware, c)
     overhead = gas * (o_fwd + o_bwd) + o_step + o_calls + loop
     forward_phase += gas * o_fwd
     backward_phase_total += gas * o_bwd + o_calls

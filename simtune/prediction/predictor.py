@@ -145,7 +145,7 @@ class Predictor:
                  calibration: Optional[Calibration] = None, measured_compute_used: bool = False,
                  residual: Optional[Residual] = None, checkpointing_policy: str = "full",
                  autocast: bool = False, deepspeed_autocast: bool = False,
-                 communication_precision: Optional[str] = None) -> None:
+                 communication_precision: Optional[str] = None, gradient_clipping: Optional[bool] = None) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"Precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
         self.model = model
@@ -179,6 +179,8 @@ class Predictor:
                 raise ConfigError(f"The communication precision must be one of {', '.join(PRECISIONS)}, "
                                   f"not {communication_precision!r}.")
             self.communication_precision: Optional[str] = communication_precision
+        if gradient_clipping is not None:
+            self.gradient_clipping = gradient_clipping
 
     def _read_space(self, space: Optional[TuningSpace]) -> None:
         """What the trials take from the space's config besides their own values (without a space,
@@ -205,7 +207,8 @@ class Predictor:
                    residual: Optional[Residual] = None, nodes: Optional[int] = None,
                    optimizer_impl: Optional[str] = None, checkpointing_policy: str = "full",
                    autocast: bool = False, deepspeed_autocast: bool = False,
-                   communication_precision: Optional[str] = None) -> "Predictor":
+                   communication_precision: Optional[str] = None,
+                   gradient_clipping: Optional[bool] = None) -> "Predictor":
         """A predictor for ``world_size`` ranks (``nodes`` nodes; default: as many nodes of the
         profile's size as the ranks need).
 
@@ -220,7 +223,9 @@ class Predictor:
         fp32 model (``TrainConfig.autocast``); ``deepspeed_autocast``: DeepSpeed's own;
         ``communication_precision``: the precision gradients are reduced in where the space's
         config sets none (DeepSpeed's ``communication_data_type``; for capacity planning, another
-        framework's, such as FSDP's ``reduce_dtype``)."""
+        framework's, such as FSDP's ``reduce_dtype``); ``gradient_clipping``: whether the loop clips
+        gradients (default: whether the space's config does; for capacity planning, a loop outside
+        DeepSpeed: the Hugging Face Trainer clips by default)."""
         if isinstance(profile, str):
             from simtune.hardware.registry import load_profile
 
@@ -261,7 +266,8 @@ class Predictor:
         return cls(model, hardware, dp_degree=world_size // mp, mp_degree=mp, precision=precision,
                    space=space, profile=profile, calibration=calibration, measured_compute_used=measured,
                    residual=residual, checkpointing_policy=checkpointing_policy, autocast=autocast,
-                   deepspeed_autocast=deepspeed_autocast, communication_precision=communication_precision)
+                   deepspeed_autocast=deepspeed_autocast, communication_precision=communication_precision,
+                   gradient_clipping=gradient_clipping)
 
     def with_residual(self, residual: Optional[Residual]) -> "Predictor":
         """The same predictor with another step-time correction (None removes it)."""

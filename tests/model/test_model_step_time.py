@@ -181,7 +181,7 @@ def test_gradients_cast_to_the_communication_dtype_and_back_cost_their_bytes(gpt
             == pytest.approx(cast[0]))
 
 
-def test_the_engine_clips_gradients_itself_only_at_stage_0_in_fp32(gpt2, make_hardware):
+def test_the_loop_clips_gradients_itself_only_over_the_models_fp32_gradients(gpt2, make_hardware):
     """clip_fp32_gradients: a norm and a multiply per tensor over the fp32 gradients (12 bytes per
     parameter), a few more ops, one scalar allreduce; elsewhere the optimizers take the norm anyway."""
     from simtune.model.inputs import FrameworkCosts
@@ -195,10 +195,63 @@ def test_the_engine_clips_gradients_itself_only_at_stage_0_in_fp32(gpt2, make_ha
     assert clipping_s(gpt2, hw, at_8) == pytest.approx(clipping_s(gpt2, hw, clipped) + 20e-6)  # the allreduce's latency
     deepspeed_autocast = dataclasses.replace(clipped, precision="bf16", autocast=True, deepspeed_autocast=True)
     assert clipping_s(gpt2, hw, deepspeed_autocast) == clipping_s(gpt2, hw, clipped)
-    for other in (dict(gradient_clipping=False), dict(stage=1), dict(precision="bf16"),
-                  dict(precision="bf16", autocast=True)):
+    for other in (dict(gradient_clipping=False), dict(stage=1), dict(precision="bf16")):
         assert clipping_s(gpt2, hw, dataclasses.replace(clipped, **other)) == 0.0
+    # a loop outside DeepSpeed under torch autocast clips the fp32 gradients too, without an allreduce
+    torch_autocast = dataclasses.replace(at_8, precision="fp16", autocast=True)
+    assert clipping_s(gpt2, hw, torch_autocast) == pytest.approx(clipping_s(gpt2, hw, clipped))
     # it lands in the engine's step call
     plain = dataclasses.replace(clipped, gradient_clipping=False)
     assert (estimate_time(gpt2, hw, clipped).step_phase_s - estimate_time(gpt2, hw, plain).step_phase_s
             == pytest.approx(clipping_s(gpt2, hw, clipped)))
+
+
+def test_a_for_loop_optimizer_adds_the_dispatch_its_small_tensors_outlast(gpt2, make_hardware):
+    """torch's for-loop AdamW launches eight kernels per tensor: on a GPU they add only where they
+    outlast the tensor's work (GPT-2's biases and norms, not its matrices); on a CPU every launch
+    adds; at stages 1-3 and in stage 0's 16-bit wrappers the optimizer steps flat tensors."""
+    from simtune.model.inputs import FrameworkCosts
+    from simtune.model.optimizer_time import loop_dispatch_s
+
+    framework = FrameworkCosts(forward_kernel_s=8e-6)
+    gpu = make_hardware(optimizer_impl="torch_adamw_for_loop", framework=framework, optimizer_s_per_param=1e-10)
+    config = TrainConfig(stage=0, micro_batch_size=4, precision="fp32")
+    launch = 8 * 8e-6
+    # by hand: every tensor costs the larger of its launches and its elements' work
+    by_hand = sum(max(launch, n * 1e-10) for n in gpt2.layout.numels) - gpt2.parameter_count * 1e-10
+    extra = loop_dispatch_s(gpt2, gpu, config)
+    assert extra == pytest.approx(by_hand, rel=1e-9)
+    small = sum(1 for n in gpt2.layout.numels if n * 1e-10 < launch)
+    assert 0 < small < len(gpt2.layout.numels) and extra < small * launch
+    t = estimate_time(gpt2, gpu, config)
+    assert t.optimizer_s == pytest.approx(gpt2.parameter_count * 1e-10 + extra)
+
+    cpu = dataclasses.replace(gpu, overlap_capable=False)
+    assert loop_dispatch_s(gpt2, cpu, config) == pytest.approx(len(gpt2.layout.numels) * launch)
+    for other in (TrainConfig(stage=1, micro_batch_size=4, dp_degree=8, precision="fp32"),
+                  TrainConfig(stage=0, micro_batch_size=4, precision="bf16")):
+        assert loop_dispatch_s(gpt2, gpu, other) == 0
+    assert loop_dispatch_s(gpt2, gpu, TrainConfig(stage=0, micro_batch_size=4, precision="bf16", autocast=True)) \
+        == pytest.approx(extra)  # autocast steps the fp32 model's own tensors
+    for impl in ("torch_adamw_foreach", "torch_adamw_fused", None):
+        assert loop_dispatch_s(gpt2, dataclasses.replace(gpu, optimizer_impl=impl), config) == 0
+
+
+def test_torch_loss_scaling_passes_over_the_fp32_gradients_once_in_fp16_under_autocast(gpt2, make_hardware):
+    """GradScaler.unscale_: every fp32 gradient read and written once (8 bytes per parameter) and a
+    few ops; DeepSpeed's own fp16 and bf16 under autocast need no scaler."""
+    from simtune.model.inputs import FrameworkCosts
+    from simtune.model.step_time import LOSS_SCALING_OPS, loss_scaling_s
+
+    hw = make_hardware(streaming_bytes_per_s=1e11, framework=FrameworkCosts(forward_kernel_s=5e-6))
+    curves = hw.compute
+    hw = dataclasses.replace(hw, compute=dataclasses.replace(curves, fp16=curves.bf16))  # fp16 as fast as bf16
+    scaled = TrainConfig(stage=0, micro_batch_size=4, precision="fp16", autocast=True)
+    assert loss_scaling_s(gpt2, hw, scaled) == pytest.approx(8 * gpt2.parameter_count / 1e11 + LOSS_SCALING_OPS * 5e-6)
+    for other in (dict(precision="bf16"), dict(autocast=False), dict(deepspeed_autocast=True)):
+        assert loss_scaling_s(gpt2, hw, dataclasses.replace(scaled, **other)) == 0.0
+    plain = TrainConfig(stage=0, micro_batch_size=4, precision="fp16")
+    # it lands in the step call
+    assert (estimate_time(gpt2, hw, scaled).step_phase_s - estimate_time(gpt2, hw, dataclasses.replace(
+        scaled, precision="bf16")).step_phase_s == pytest.approx(loss_scaling_s(gpt2, hw, scaled)))
+    assert loss_scaling_s(gpt2, hw, plain) == 0.0

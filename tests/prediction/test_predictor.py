@@ -306,8 +306,14 @@ def test_the_predictor_runs_fused_adam_on_a_gpu_unless_the_config_asks_for_torch
     fused, fused_s = step(config)
     wrapped, wrapped_s = step(torch_config)
     assert fused.fused_adam and not wrapped.fused_adam
+    # torch's AdamW is its foreach implementation on a GPU: 84 bytes per parameter against 28
+    assert (fused.hardware.optimizer_impl, wrapped.hardware.optimizer_impl) == ("torch_adamw_fused",
+                                                                               "torch_adamw_foreach")
+    assert wrapped.hardware.optimizer_s_per_param == pytest.approx(3 * fused.hardware.optimizer_s_per_param)
     extra = unfused_wrapper_s(wrapped.model, wrapped.hardware, wrapped.config(trial))
-    assert extra > 0 and wrapped_s - fused_s == pytest.approx(extra, rel=1e-6)
+    slower = wrapped.model.parameter_count * (wrapped.hardware.optimizer_s_per_param
+                                              - fused.hardware.optimizer_s_per_param)
+    assert extra > 0 and wrapped_s - fused_s == pytest.approx(extra + slower, rel=1e-6)
     assert not fused.for_space(TuningSpace.from_config(torch_config, world_size=1)).fused_adam
 
 
