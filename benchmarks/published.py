@@ -50,7 +50,10 @@ NVIDIA's BERT), the task where it is not language modelling (``software.task``:
 ``sequence-classification`` for a classifier head in place of the LM head, with its basis), the
 precision gradients are reduced in where it is not the compute precision (``software.reduce_dtype``,
 with its basis: torchtitan's and Composer's fp32 FSDP reductions, predicted as DeepSpeed's
-``communication_data_type``) and,
+``communication_data_type``), the optimizer implementation where it is not a fused one
+(``software.optimizer``, a spec profile's optimizer fit, with its basis: the Hugging Face
+Trainer's per-tensor AdamW), whether a loop outside DeepSpeed clips gradients
+(``software.gradient_clipping``, with its basis: the Trainer's ``max_grad_norm``) and,
 for PyTorch FSDP, one fetch unit per
 transformer block (FSDP wraps each block: ``parameter_modules`` = layers + 1) instead of
 DeepSpeed's one per module holding parameters.
@@ -305,7 +308,9 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
     predictor = Predictor.from_parts(None, workload, profile, world_size=gpus, precision=precision,
                                      checkpointing_policy=checkpointing_policy(row),
                                      autocast=bool(software.get("autocast")) and precision != "fp32",
-                                     communication_precision=precision_of(reduce_dtype) if reduce_dtype else None)
+                                     communication_precision=precision_of(reduce_dtype) if reduce_dtype else None,
+                                     optimizer_impl=software.get("optimizer"),
+                                     gradient_clipping=software.get("gradient_clipping"))
     if "fsdp" in str(parallel.get("framework", "")).lower():
         predictor = predictor.with_model(dataclasses.replace(predictor.model, parameter_modules=workload.num_layers + 1))
     positions = int(row["model"].get("head_positions") or 0)

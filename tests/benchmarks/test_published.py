@@ -164,3 +164,20 @@ def test_a_source_that_reduces_in_fp32_is_predicted_with_fp32_gradient_reduction
     wide, narrow = published.predict(row, source), published.predict(row, own)
     assert wide.tokens_per_s < narrow.tokens_per_s
     assert wide.communication_share > narrow.communication_share
+
+
+def test_a_source_outside_deepspeed_is_predicted_with_its_optimizer_and_its_clipping():
+    """The Hugging Face Trainer of the V100 table steps transformers' per-tensor AdamW and clips at
+    max_grad_norm 1.0: each costs its step time, in fp32 and fp16 alike."""
+    published = _published()
+    source, row = _row("hf_perf_train_gpu_one_v100_16gb", "hf-v100-bertl-fp16-b4")
+    software = source["software"]
+    assert software["optimizer"] == "torch_adamw_for_loop" and "adamw_hf" in software["optimizer_basis"]
+    assert software["gradient_clipping"] is True and "max_grad_norm" in software["gradient_clipping_basis"]
+    fused, unclipped = copy.deepcopy(source), copy.deepcopy(source)
+    del fused["software"]["optimizer"]
+    del unclipped["software"]["gradient_clipping"]
+    own = published.predict(row, source).tokens_per_s
+    assert own < published.predict(row, fused).tokens_per_s and own < published.predict(row, unclipped).tokens_per_s
+    _, fp32 = _row("hf_perf_train_gpu_one_v100_16gb", "hf-v100-bertl-fp32-b4")
+    assert published.predict(fp32, source).tokens_per_s < published.predict(fp32, unclipped).tokens_per_s
