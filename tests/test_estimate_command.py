@@ -129,6 +129,8 @@ def test_text_breakdown(capsys):
     (["--profile", "dgx-a100-80gb", "--checkpointing", "maybe"], "expected true or false"),
     (["--profile", "dgx-a100-80gb", "--checkpointing-policy", "sometimes"], "checkpointing policy must be"),
     (["--profile", "dgx-a100-80gb", "--precision", "fp32", "--autocast"], "--autocast needs a 16-bit --precision"),
+    (["--profile", "dgx-a100-80gb", "--optimizer", "adam9"], "has no optimizer fit 'adam9' (it has torch_adamw_fo"),
+    (["--profile", "dgx-a100-80gb", "--gradient-clipping", "often"], "expected true or false"),
 ])
 def test_bad_inputs_are_one_sentence_and_exit_2(capsys, argv, needle):
     code = main(["estimate", *argv])
@@ -179,3 +181,21 @@ def test_gradients_reduced_in_fp32_and_stage3_without_reduce_scatter_cost_more(c
     assert allreduce["time_s"]["grad_reduce"] == pytest.approx(2 * scatter["time_s"]["grad_reduce"], rel=0.05)
     main(["estimate", *argv, "--stage", "3", "--reduce-scatter", "false", "--communication-data-type", "fp32"])
     assert "gradients reduced in fp32, stage 3 allreducing its buckets" in capsys.readouterr().out
+
+
+def test_a_per_tensor_optimizer_and_clipping_cost_their_step_time(capsys):
+    """The Hugging Face Trainer's defaults of 2022: transformers' AdamW loop (predicted as torch's
+    for-loop AdamW: 84 bytes per parameter and eight launches per tensor) and max_grad_norm 1.0."""
+    argv = ["--model", "bert-large", "--seq-len", "512", "--profile", "dgx2-v100-32gb", "--gpus", "1", "--stage", "0",
+            "--mbs", "4", "--precision", "fp16", "--autocast"]
+    fused = run_json(capsys, argv)
+    loop = run_json(capsys, [*argv, "--optimizer", "torch_adamw_for_loop"])
+    clipped = run_json(capsys, [*argv, "--optimizer", "torch_adamw_for_loop", "--gradient-clipping"])
+    assert (fused["config"]["optimizer"], loop["config"]["optimizer"]) == ("torch_adamw_fused", "torch_adamw_for_loop")
+    # three times the bytes, and more: BERT-large's small tensors wait on their launches
+    assert loop["time_s"]["optimizer"] > 3 * fused["time_s"]["optimizer"]
+    assert clipped["config"]["gradient_clipping"] is True and loop["config"]["gradient_clipping"] is False
+    assert clipped["time_s"]["engine_overhead"] > loop["time_s"]["engine_overhead"]
+    assert clipped["throughput"] < loop["throughput"] < fused["throughput"]
+    main(["estimate", *argv, "--optimizer", "torch_adamw_foreach", "--gradient-clipping", "true"])
+    assert "optimizer torch_adamw_foreach, gradients clipped" in capsys.readouterr().out

@@ -146,6 +146,14 @@ class EstimateCommand(Command):
                             choices=("fp32", "fp16", "bf16"),
                             help="DeepSpeed's communication_data_type: the precision gradients are reduced in "
                                  "(default: their own)")
+        parser.add_argument("--optimizer", metavar="FIT",
+                            help="the device optimizer, as the profile's optimizer fit (simtune.optimizers: "
+                                 "torch_adamw_fused, torch_adamw_foreach, torch_adamw_for_loop, ...; default the "
+                                 "one DeepSpeed runs: its fused Adam on a GPU)")
+        parser.add_argument("--gradient-clipping", "--gradient_clipping", dest="gradient_clipping", type=_bool,
+                            nargs="?", const=True, metavar="true|false",
+                            help="the loop clips gradients (stage 0 over fp32 gradients; the Hugging Face Trainer "
+                                 "clips by default; default off)")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -177,7 +185,9 @@ class EstimateCommand(Command):
         predictor = Predictor.from_parts(None, source or workload, profile, world_size=world,
                                          precision=precision, nodes=args.num_nodes,
                                          checkpointing_policy=args.checkpointing_policy,
-                                         communication_precision=args.communication_data_type, **autocast)
+                                         communication_precision=args.communication_data_type,
+                                         optimizer_impl=args.optimizer, gradient_clipping=args.gradient_clipping,
+                                         **autocast)
         knobs = {}
         if args.reduce_bucket_size is not None:
             knobs["reduce_bucket_size"] = args.reduce_bucket_size
@@ -210,6 +220,7 @@ class EstimateCommand(Command):
             "activation_checkpointing": trial.activation_checkpointing,
             "checkpointing_policy": predictor.checkpointing_policy if trial.activation_checkpointing else None,
             "communication_data_type": args.communication_data_type,
+            "optimizer": predictor.hardware.optimizer_impl, "gradient_clipping": predictor.gradient_clipping,
             **knobs,
             "compute_source": "workload calibration on this hardware" if predictor.measured_compute_used
             else "FLOPs / profile compute curve",
@@ -295,7 +306,9 @@ def _text(estimate: Any, config: dict[str, Any], profile: Any, largest: dict[int
         + (f", gradients reduced in {config['communication_data_type']}" if config.get("communication_data_type")
            else "")
         + (", stage 3 allreducing its buckets" if config.get("reduce_scatter") is False and config["stage"] == 3
-           else ""),
+           else "")
+        + (f", optimizer {config['optimizer']}" if config.get("optimizer") else "")
+        + (", gradients clipped" if config.get("gradient_clipping") else ""),
         f"compute times from: {config['compute_source']}",
         "",
         "memory per GPU",

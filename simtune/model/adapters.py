@@ -236,7 +236,8 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
     fits = profile.optimizer.fits
     if optimizer_impl is not None:
         if optimizer_impl not in fits:
-            raise ProfileError(f"Hardware profile {profile.name!r} has no optimizer fit {optimizer_impl!r}.")
+            raise ProfileError(f"Hardware profile {profile.name!r} has no optimizer fit {optimizer_impl!r} "
+                               f"(it has {', '.join(sorted(fits)) or 'none'}).")
         fit = fits[optimizer_impl]
     else:
         on_device = [f for f in fits.values() if f.device == profile.device.kind]
