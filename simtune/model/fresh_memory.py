@@ -90,7 +90,7 @@ def step_fresh_bytes(m: ModelSpec, s: Shards, c: TrainConfig, hw: HardwareSpec) 
     if c.stage == 0 and c.precision == "fp32":
         temporaries = (every + largest) * _large_tensor_bytes(m, c, 4)
     else:
-        stepped = 4 * (s.flat_partition if c.stage in (1, 2) else s.partition if c.stage == 3 else s.params)
+        stepped = 4 * (s.flat_partition if c.stage in (1, 2) else s.step_group if c.stage == 3 else s.params)
         temporaries = (every + largest) * _fresh(stepped)
     return transient + temporaries
 

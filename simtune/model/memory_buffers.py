@@ -33,10 +33,11 @@ Device bytes for one rank; b is the byte size of the compute precision.
   allocates inside its step, in fp32, beyond its states. torch's for-loop AdamW (``_single_tensor_adam``,
   torch's choice for CPU tensors) computes ``(exp_avg_sq.sqrt() / bias_correction2_sqrt)``: two
   temporaries the size of the tensor it updates, one tensor at a time, so twice the largest
-  tensor it steps (the flat fp32 partition at stages 1-3 and in stage 0's mixed-precision
-  optimizers, the largest model tensor at stage 0 in fp32); the foreach AdamW
-  (``_multi_tensor_adam``) one ``_foreach_sqrt`` copy of every element it updates; fused kernels
-  none.
+  tensor it steps (the flat fp32 partition at stages 1/2 and in stage 0's mixed-precision
+  optimizers, the largest optimizer sub-group at stage 3, which steps one at a time:
+  ``Shards.step_group``, the largest model tensor at stage 0 in fp32); the foreach AdamW
+  (``_multi_tensor_adam``) one ``_foreach_sqrt`` copy of every element it updates (at stage 3,
+  of one sub-group); fused kernels none.
 """
 
 from __future__ import annotations
@@ -148,5 +149,5 @@ def optimizer_temporary_bytes(s: Shards, c: TrainConfig, impl: Optional[str]) ->
     if c.stage == 0:
         updated, biggest = s.params, s.params if c.state_precision != "fp32" else s.largest_tensor
     else:
-        updated = biggest = s.flat_partition if c.stage in (1, 2) else s.partition
+        updated = biggest = s.flat_partition if c.stage in (1, 2) else s.step_group  # stage 3: a sub-group at a time
     return 4 * (every * updated + largest * biggest)

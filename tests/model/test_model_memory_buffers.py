@@ -90,6 +90,12 @@ def test_optimizer_temporaries_follow_the_implementation(gpt2):
     # for-loop AdamW: sqrt and division of the tensor it updates, one tensor at a time
     assert optimizer_temporary_bytes(s0, fp32, "torch_adamw_for_loop") == 2 * 4 * s0.largest_tensor
     assert optimizer_temporary_bytes(shards(gpt2, z3), z3, "torch_adamw_for_loop") == 8 * shards(gpt2, z3).partition
+    # stage 3 steps one optimizer sub-group at a time (stage3.py _optimizer_step): its temporaries too
+    groups = TrainConfig(stage=3, micro_batch_size=1, dp_degree=8, sub_group_size=1_000_000)
+    s3 = shards(gpt2, groups)
+    assert s3.step_group < s3.partition
+    assert optimizer_temporary_bytes(s3, groups, "torch_adamw_foreach") == 4 * s3.step_group
+    assert optimizer_temporary_bytes(s3, groups, "torch_adamw_for_loop") == 8 * s3.step_group
     # foreach AdamW: one copy of every element; fused kernels and unknown names: none
     assert optimizer_temporary_bytes(s0, fp32, "torch_adamw_foreach") == 4 * s0.params
     assert optimizer_temporary_bytes(s0, fp32, "torch_adamw_fused") == 0
