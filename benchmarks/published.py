@@ -288,6 +288,10 @@ def with_attention_kernel(profile: HardwareProfile, kernel: str | None, head_dim
     return dataclasses.replace(profile, compute=dataclasses.replace(profile.compute, attention=attention))
 
 
+ZERO_KNOBS = ("sub_group_size",)
+"""DeepSpeed ZeRO settings a row's ``parallel`` may carry where the source's config sets them."""
+
+
 def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
     """The cost model's prediction of one row."""
     profile = as_stated(load_profile(str(profile_of(source["hardware"]["gpu"]))), source["hardware"])
@@ -298,8 +302,9 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
                                                software.get("task")), loss=row.get("loss") or software.get("loss") or "fp32")
     parallel = row.get("parallel") or {}
     gpus = int(row["gpus"])
+    knobs = tuple((key, int(parallel[key])) for key in ZERO_KNOBS if parallel.get(key) is not None)
     trial = Trial(stage=int(parallel.get("zero_stage") or 0), micro_batch_size=int(row.get("micro_batch_size") or 1),
-                  gradient_accumulation_steps=int(row.get("gradient_accumulation") or 1),
+                  gradient_accumulation_steps=int(row.get("gradient_accumulation") or 1), zero_knobs=knobs,
                   offload_optimizer="cpu" if parallel.get("offload_optimizer") else "none",
                   offload_param="cpu" if parallel.get("offload_param") else "none",
                   activation_checkpointing=bool(row.get("activation_checkpointing")))

@@ -181,3 +181,21 @@ def test_a_source_outside_deepspeed_is_predicted_with_its_optimizer_and_its_clip
     assert own < published.predict(row, fused).tokens_per_s and own < published.predict(row, unclipped).tokens_per_s
     _, fp32 = _row("hf_perf_train_gpu_one_v100_16gb", "hf-v100-bertl-fp32-b4")
     assert published.predict(fp32, source).tokens_per_s < published.predict(fp32, unclipped).tokens_per_s
+
+
+def test_a_source_with_a_torch_client_optimizer_and_sub_groups_is_predicted_with_them():
+    """ds_verify_loss hands torch's AdamW (foreach) to DeepSpeed and FSDP: three times the fused
+    kernel's bytes at the step; its Llama-3 config steps ZeRO-3 in sub-groups of 1e8 elements,
+    so the step's fp32 gradients and the optimizer's temporaries are one sub-group's."""
+    published = _published()
+    source, row = _row("ds_verify_loss_qwen3_h100", "dsvl-qwen3-14b-h100-fsdp")
+    assert source["software"]["optimizer"] == "torch_adamw_foreach" and "torch.optim.AdamW" in source["software"][
+        "optimizer_basis"]
+    fused = copy.deepcopy(source)
+    del fused["software"]["optimizer"]
+    assert published.predict(row, source).tokens_per_s < published.predict(row, fused).tokens_per_s
+    source, row = _row("ds_verify_loss_llama3_8b", "dsvl-llama3-8b-z3")
+    assert row["parallel"]["sub_group_size"] == 100_000_000
+    whole = copy.deepcopy(row)
+    del whole["parallel"]["sub_group_size"]
+    assert published.predict(row, source).peak_gib < published.predict(whole, source).peak_gib - 3
