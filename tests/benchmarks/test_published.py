@@ -21,6 +21,13 @@ def _row(source: str, row_id: str) -> tuple[dict, dict]:
     return data, next(r for r in data["measurements"] if r["id"] == row_id)
 
 
+def _without(source: dict, key: str) -> dict:
+    """A copy of a source without one of its software settings."""
+    copied = copy.deepcopy(source)
+    del copied["software"][key]
+    return copied
+
+
 def test_a_stated_hbm_bandwidth_scales_the_memory_bound_kernels():
     from simtune.hardware import load_profile
     from simtune.model.adapters import streaming_bandwidth
@@ -62,8 +69,7 @@ def test_stated_memory_and_dropout_are_what_is_predicted():
     assert default.attention_dropout > 0 and none.attention_dropout == 0  # transformers' GPT-2 default: 0.1
     source, row = _row("llm_foundry_a100_80gb", "mpt-a100-80-7b-s2048-g8")
     assert source["software"]["dropout"] == 0.0
-    with_dropout = copy.deepcopy(source)
-    del with_dropout["software"]["dropout"]
+    with_dropout = _without(source, "dropout")
     assert published.predict(row, source).tokens_per_s > published.predict(row, with_dropout).tokens_per_s
 
 
@@ -72,8 +78,7 @@ def test_an_autocast_source_is_predicted_under_autocast_in_16_bit_only():
     source, fp16 = _row("hf_perf_train_gpu_one_v100_16gb", "hf-v100-bertl-fp16-b4")
     _, fp32 = _row("hf_perf_train_gpu_one_v100_16gb", "hf-v100-bertl-fp32-b4")
     assert source["software"]["autocast"] is True and source["software"]["autocast_basis"]
-    plain = copy.deepcopy(source)
-    del plain["software"]["autocast"]
+    plain = _without(source, "autocast")
     assert published.predict(fp16, source).tokens_per_s < published.predict(fp16, plain).tokens_per_s
     assert published.predict(fp16, source).peak_gib > published.predict(fp16, plain).peak_gib
     assert published.predict(fp32, source).tokens_per_s == published.predict(fp32, plain).tokens_per_s
@@ -159,9 +164,7 @@ def test_a_source_that_reduces_in_fp32_is_predicted_with_fp32_gradient_reduction
     source, row = _row("torchtitan_a100_80gb", "titan-a100-l2-13b-noac")
     assert source["software"]["reduce_dtype"] == "fp32" and "mixed_precision_reduce" in source["software"][
         "reduce_dtype_basis"]
-    own = copy.deepcopy(source)
-    del own["software"]["reduce_dtype"]
-    wide, narrow = published.predict(row, source), published.predict(row, own)
+    wide, narrow = published.predict(row, source), published.predict(row, _without(source, "reduce_dtype"))
     assert wide.tokens_per_s < narrow.tokens_per_s
     assert wide.communication_share > narrow.communication_share
 
@@ -174,9 +177,7 @@ def test_a_source_outside_deepspeed_is_predicted_with_its_optimizer_and_its_clip
     software = source["software"]
     assert software["optimizer"] == "torch_adamw_for_loop" and "adamw_hf" in software["optimizer_basis"]
     assert software["gradient_clipping"] is True and "max_grad_norm" in software["gradient_clipping_basis"]
-    fused, unclipped = copy.deepcopy(source), copy.deepcopy(source)
-    del fused["software"]["optimizer"]
-    del unclipped["software"]["gradient_clipping"]
+    fused, unclipped = _without(source, "optimizer"), _without(source, "gradient_clipping")
     own = published.predict(row, source).tokens_per_s
     assert own < published.predict(row, fused).tokens_per_s and own < published.predict(row, unclipped).tokens_per_s
     _, fp32 = _row("hf_perf_train_gpu_one_v100_16gb", "hf-v100-bertl-fp32-b4")
@@ -191,9 +192,7 @@ def test_a_source_with_a_torch_client_optimizer_and_sub_groups_is_predicted_with
     source, row = _row("ds_verify_loss_qwen3_h100", "dsvl-qwen3-14b-h100-fsdp")
     assert source["software"]["optimizer"] == "torch_adamw_foreach" and "torch.optim.AdamW" in source["software"][
         "optimizer_basis"]
-    fused = copy.deepcopy(source)
-    del fused["software"]["optimizer"]
-    assert published.predict(row, source).tokens_per_s < published.predict(row, fused).tokens_per_s
+    assert published.predict(row, source).tokens_per_s < published.predict(row, _without(source, "optimizer")).tokens_per_s
     source, row = _row("ds_verify_loss_llama3_8b", "dsvl-llama3-8b-z3")
     assert row["parallel"]["sub_group_size"] == 100_000_000
     whole = copy.deepcopy(row)
