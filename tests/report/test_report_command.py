@@ -63,3 +63,17 @@ def test_user_errors_are_one_sentence_and_exit_2(argv, message, tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("simtune: error:") and message in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_example_report_in_the_docs_is_what_the_command_writes_today(tmp_path):
+    """docs/examples/report-gpt2-xl is made by the command docs/reports.md gives: a change to the
+    cost model or the spec profiles that moves it must regenerate it."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "report-gpt2-xl"
+    out = tmp_path / "report-gpt2-xl"
+    assert main(["report", "--model", "gpt2-xl", "--profile", "dgx2-v100-32gb,dgx-a100-80gb", "--gpus", "16,32,64",
+                 "--tokens", "1e10", "--price", "2.5", "--out", str(out), "-q"]) == 0
+    written, committed = (out / "report.md").read_text(), (example / "report.md").read_text()
+    assert written == committed, "regenerate docs/examples/report-gpt2-xl with the command in docs/reports.md"
+    assert {p.name for p in example.glob("*.png")} == {p.name for p in out.glob("*.png")}
