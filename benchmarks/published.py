@@ -56,7 +56,8 @@ Trainer's per-tensor AdamW), whether a loop outside DeepSpeed clips gradients
 (``software.gradient_clipping``, with its basis: the Trainer's ``max_grad_norm``) and,
 for PyTorch FSDP, one fetch unit per
 transformer block (FSDP wraps each block: ``parameter_modules`` = layers + 1) instead of
-DeepSpeed's one per module holding parameters.
+DeepSpeed's one per module holding parameters, and one optimizer sub-group per tensor (FSDP steps
+each flat parameter, or each parameter, on its own, where DeepSpeed groups a billion elements).
 """
 
 from __future__ import annotations
@@ -302,9 +303,11 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
                                                software.get("task")), loss=row.get("loss") or software.get("loss") or "fp32")
     parallel = row.get("parallel") or {}
     gpus = int(row["gpus"])
-    knobs = tuple((key, int(parallel[key])) for key in ZERO_KNOBS if parallel.get(key) is not None)
+    knobs = {key: int(parallel[key]) for key in ZERO_KNOBS if parallel.get(key) is not None}
+    if "fsdp" in str(parallel.get("framework", "")).lower():
+        knobs.setdefault("sub_group_size", 1)  # FSDP steps each flat parameter (or parameter) on its own
     trial = Trial(stage=int(parallel.get("zero_stage") or 0), micro_batch_size=int(row.get("micro_batch_size") or 1),
-                  gradient_accumulation_steps=int(row.get("gradient_accumulation") or 1), zero_knobs=knobs,
+                  gradient_accumulation_steps=int(row.get("gradient_accumulation") or 1), zero_knobs=tuple(knobs.items()),
                   offload_optimizer="cpu" if parallel.get("offload_optimizer") else "none",
                   offload_param="cpu" if parallel.get("offload_param") else "none",
                   activation_checkpointing=bool(row.get("activation_checkpointing")))
