@@ -115,11 +115,12 @@ def run(device: Device, quick: bool) -> dict:
         ("torch_adamw_foreach", torch_adamw["foreach"], device.torch_device, dev_sizes),
         ("torch_adamw_fused", torch_adamw["fused"], device.torch_device, dev_sizes),
     ]
+    # the for-loop on a GPU: its intercept holds the launches of its 8 tensors (the model's
+    # per-tensor dispatch, docs/cost-model.md 3.4)
+    candidates.append(("torch_adamw_for_loop", torch_adamw["for_loop"], device.torch_device, dev_sizes))
     if cuda:
         candidates.append(("deepspeed_fused_adam", _deepspeed_fused_adam, device.torch_device, dev_sizes))
         candidates.append(("torch_adamw_foreach_host", torch_adamw["foreach"], torch.device("cpu"), host_sizes))
-    else:
-        candidates.append(("torch_adamw_for_loop", torch_adamw["for_loop"], device.torch_device, dev_sizes))
     candidates.append(("deepspeed_cpu_adam", _deepspeed_cpu_adam, torch.device("cpu"), host_sizes))
 
     impls: dict[str, dict] = {}
