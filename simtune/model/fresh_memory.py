@@ -24,7 +24,7 @@ gas: micro-steps per optimizer step):
   bucket and the backend's staging every micro-step, stages 1/2's beside other ranks); the bucket
   stages 1/2 allocate in every backward (``setup_buckets``), as far as gradients fill it;
 - step: the flat fp32 gradients stages 1-3 build (``single_grad_partition``) and the optimizer
-  implementation's temporaries (simtune.optimizers.ADAM_KERNELS), tensor by tensor.
+  implementation's temporaries (memory_buffers.optimizer_temporaries), tensor by tensor.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from __future__ import annotations
 from simtune.model import memory_buffers as buf
 from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
 from simtune.model.shards import Shards
-from simtune.optimizers import ADAM_KERNELS
 
 FRESH_MAPPING_BYTES = 32 * 2**20
 """glibc's largest mmap threshold on 64-bit (4 MiB * sizeof(long)): allocations at least this
@@ -85,13 +84,11 @@ def step_fresh_bytes(m: ModelSpec, s: Shards, c: TrainConfig, hw: HardwareSpec) 
     if c.offload_optimizer:
         return 0.0
     transient = _fresh(buf.step_transient_bytes(s, c))
-    kernels = ADAM_KERNELS.get(hw.optimizer_impl or "")
-    every, largest = (kernels.temporaries_per_element, kernels.temporaries_of_largest) if kernels else (0, 0)
+    every, largest = buf.optimizer_temporaries(hw.optimizer_impl)
     if c.stage == 0 and c.precision == "fp32":
         temporaries = (every + largest) * _large_tensor_bytes(m, c, 4)
     else:
-        stepped = 4 * (s.flat_partition if c.stage in (1, 2) else s.step_group if c.stage == 3 else s.params)
-        temporaries = (every + largest) * _fresh(stepped)
+        temporaries = (every + largest) * _fresh(4 * buf.stepped_elements(s, c))
     return transient + temporaries
 
 

@@ -130,24 +130,38 @@ def comm_scratch_bytes(s: Shards, c: TrainConfig, reduce_scatter_staging: bool =
     return flat if c.dp_degree > 1 else 0
 
 
+def stepped_elements(s: Shards, c: TrainConfig) -> int:
+    """Elements the device optimizer updates in one call: the model's parameters at stage 0, the
+    flat fp32 slice at stages 1/2, one optimizer sub-group at stage 3 (stage3.py steps them one
+    at a time: ``Shards.step_group``)."""
+    if c.stage == 0:
+        return s.params
+    return s.flat_partition if c.stage in (1, 2) else s.step_group
+
+
 def step_transient_bytes(s: Shards, c: TrainConfig) -> int:
     if c.stage == 0:
         return {"fp32": 0, "fp16": 8, "bf16": 4}[c.state_precision] * s.params
     if c.offload_optimizer:
         return 0
-    return 4 * (s.flat_partition if c.stage in (1, 2) else s.step_group)
+    return 4 * stepped_elements(s, c)
+
+
+def optimizer_temporaries(impl: Optional[str]) -> tuple[int, int]:
+    """(fp32 copies of every element it updates, fp32 copies of the largest tensor it updates) of
+    an optimizer implementation's step (:data:`simtune.optimizers.ADAM_KERNELS`); none for an
+    unknown or unnamed implementation (host optimizers run on host memory)."""
+    kernels = ADAM_KERNELS.get(impl or "")
+    return (kernels.temporaries_per_element, kernels.temporaries_of_largest) if kernels else (0, 0)
 
 
 def optimizer_temporary_bytes(s: Shards, c: TrainConfig, impl: Optional[str]) -> int:
     """fp32 bytes an optimizer implementation allocates inside its step
-    (:data:`simtune.optimizers.ADAM_KERNELS`; an unknown or unnamed implementation none: host
-    optimizers run on host memory)."""
-    kernels = ADAM_KERNELS.get(impl or "")
-    if c.offload_optimizer or kernels is None:
+    (:func:`optimizer_temporaries`): the largest tensor it updates is one model tensor at stage 0
+    in fp32, else all it updates at once (:func:`stepped_elements`)."""
+    if c.offload_optimizer:
         return 0
-    every, largest = kernels.temporaries_per_element, kernels.temporaries_of_largest
-    if c.stage == 0:
-        updated, biggest = s.params, s.params if c.state_precision != "fp32" else s.largest_tensor
-    else:
-        updated = biggest = s.flat_partition if c.stage in (1, 2) else s.step_group  # stage 3: a sub-group at a time
+    every, largest = optimizer_temporaries(impl)
+    updated = stepped_elements(s, c)
+    biggest = s.largest_tensor if c.stage == 0 and c.state_precision == "fp32" else updated
     return 4 * (every * updated + largest * biggest)
