@@ -41,8 +41,9 @@ def optimizer_s(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig) -> fl
 
 def steps_model_tensors(c: TrainConfig) -> bool:
     """Whether the device optimizer steps the model's own parameter tensors: at stage 0 in fp32
-    or under autocast (the engine hands it the model's parameters). Stage 0's 16-bit wrappers and
-    the ZeRO stages step flat fp32 tensors, one or a few per parameter group."""
+    or under autocast (the engine hands it the model's parameters; their fp32 gradients are also
+    what a loop that clips clips itself: :func:`simtune.model.step_time.clipping_s`). Stage 0's
+    16-bit wrappers and the ZeRO stages step flat fp32 tensors, one or a few per parameter group."""
     return c.stage == 0 and not c.offload_optimizer and c.state_precision == "fp32"
 
 
@@ -62,10 +63,8 @@ def loop_dispatch_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
     if kernels is None or not kernels.kernels_per_tensor or not steps_model_tensors(c):
         return 0.0
     launch = kernels.kernels_per_tensor * hw.framework.forward_kernel_s
-    if not hw.overlap_capable:
-        return len(m.layout.numels) * launch
     rate = hw.optimizer_s_per_param / c.mp_degree  # per element of a whole tensor
-    if rate <= 0:
+    if not hw.overlap_capable or rate <= 0:
         return len(m.layout.numels) * launch
     elements, tensors = m.layout.at_most(int(launch / rate))
     return max(0.0, tensors * launch - elements * rate)

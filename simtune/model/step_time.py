@@ -44,9 +44,9 @@ from simtune.model import compute_time as ct
 from simtune.model.checkpointing import checkpointed_layers
 from simtune.model.comm_time import communication
 from simtune.model.fresh_memory import first_touch_s
-from simtune.model.links import ring_collectives
 from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
-from simtune.model.optimizer_time import offload_transfer_s, optimizer_s
+from simtune.model.links import ring_collectives
+from simtune.model.optimizer_time import offload_transfer_s, optimizer_s, steps_model_tensors
 from simtune.model.shards import Shards, shards
 from simtune.model.thread_pool import pool_wake_s
 
@@ -220,14 +220,19 @@ def clipping_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
     (DDP's gradients are averaged already). Elsewhere the ZeRO and 16-bit optimizers take the norm
     whether or not the config clips (the engines the calibration measures include it) and scale
     the gradients only when the norm exceeds the limit, which the model cannot know."""
-    if not c.gradient_clipping or c.stage != 0 or c.state_precision != "fp32":
+    if not c.gradient_clipping or not steps_model_tensors(c):
         return 0.0
-    bandwidth = hw.plain_bandwidth()
-    p = m.parameter_count / c.mp_degree
-    ops = 2 * len(m.layout.numels) + CLIPPING_FIXED_OPS
     deepspeed = not c.autocast or c.deepspeed_autocast
     scalar = ring_collectives(hw, c.dp_degree * c.mp_degree).allreduce.latency_s if deepspeed and c.dp_degree > 1 else 0.0
-    return (12 * p / bandwidth if bandwidth else 0.0) + ops * hw.framework.forward_kernel_s + scalar
+    return _gradient_pass_s(m, hw, c, 12, 2 * len(m.layout.numels) + CLIPPING_FIXED_OPS) + scalar
+
+
+def _gradient_pass_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig, bytes_per_param: int, ops: int) -> float:
+    """A pass over every fp32 gradient of the rank moving ``bytes_per_param`` bytes each at
+    :meth:`HardwareSpec.plain_bandwidth`, plus ``ops`` ops at the dispatch cost."""
+    bandwidth = hw.plain_bandwidth()
+    moved = bytes_per_param * m.parameter_count / c.mp_degree / bandwidth if bandwidth else 0.0
+    return moved + ops * hw.framework.forward_kernel_s
 
 
 LOSS_SCALING_OPS = 6
@@ -243,9 +248,7 @@ def loss_scaling_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
     cost. DeepSpeed's own fp16 checks overflow inside its optimizers (the engine's step)."""
     if not (c.autocast and not c.deepspeed_autocast and c.precision == "fp16"):
         return 0.0
-    bandwidth = hw.plain_bandwidth()
-    p = m.parameter_count / c.mp_degree
-    return (8 * p / bandwidth if bandwidth else 0.0) + LOSS_SCALING_OPS * hw.framework.forward_kernel_s
+    return _gradient_pass_s(m, hw, c, 8, LOSS_SCALING_OPS)
 
 
 def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
