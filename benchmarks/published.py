@@ -303,8 +303,9 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
                                                software.get("task")), loss=row.get("loss") or software.get("loss") or "fp32")
     parallel = row.get("parallel") or {}
     gpus = int(row["gpus"])
+    framework = str(parallel.get("framework", "")).lower()
     knobs = {key: int(parallel[key]) for key in ZERO_KNOBS if parallel.get(key) is not None}
-    if "fsdp" in str(parallel.get("framework", "")).lower():
+    if "fsdp" in framework:
         knobs.setdefault("sub_group_size", 1)  # FSDP steps each flat parameter (or parameter) on its own
     trial = Trial(stage=int(parallel.get("zero_stage") or 0), micro_batch_size=int(row.get("micro_batch_size") or 1),
                   gradient_accumulation_steps=int(row.get("gradient_accumulation") or 1), zero_knobs=tuple(knobs.items()),
@@ -319,7 +320,7 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
                                      communication_precision=precision_of(reduce_dtype) if reduce_dtype else None,
                                      optimizer_impl=software.get("optimizer"),
                                      gradient_clipping=software.get("gradient_clipping"))
-    if "fsdp" in str(parallel.get("framework", "")).lower():
+    if "fsdp" in framework:
         predictor = predictor.with_model(dataclasses.replace(predictor.model, parameter_modules=workload.num_layers + 1))
     positions = int(row["model"].get("head_positions") or 0)
     if positions:
@@ -336,7 +337,6 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
     tokens = estimate.metrics.throughput_samples_per_s * workload.seq_len / gpus
     flops = estimate.metrics.flops_per_gpu or 0.0
     peak, fits = estimate.memory.total_bytes, bool(estimate.feasible)
-    framework = str(parallel.get("framework", "")).lower()
     if gpus == 1 and "deepspeed" not in framework:
         peak = without_engine_reduction(estimate.memory)
     elif gpus > 1 and re.search(r"\bddp\b", framework):
