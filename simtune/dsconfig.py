@@ -96,8 +96,10 @@ def clips_gradients(ds_config: Mapping[str, Any] | None) -> bool:
     """Whether a DeepSpeed config clips gradients: ``gradient_clipping`` above 0, or ``"auto"``
     (the Hugging Face Trainer fills in its ``max_grad_norm``, 1.0 unless set)."""
     value = (ds_config or {}).get("gradient_clipping")
-    if value is None or value == "auto":
-        return value == "auto"
+    if value is None:
+        return False
+    if value == "auto":
+        return True
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise ConfigError(f"gradient_clipping must be a number of at least 0 or \"auto\", not {value!r}.")
     return value > 0
