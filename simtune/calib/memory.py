@@ -2,7 +2,8 @@
 
 CUDA: total device memory, free memory after the CUDA context and the process group exist (what
 training can still use), and the caching allocator's slack (reserved minus allocated) after an
-allocation pattern of mixed sizes. Copy bandwidth: pinned host memory to device and back.
+allocation pattern of mixed sizes. Copy bandwidth: pinned and pageable host memory to device and
+back, and a copy within host memory.
 
 CPU: total RAM, available RAM, and this process's resident set size (RSS) after importing torch
 and deepspeed and initialising the process group (the baseline every rank pays before training).
@@ -59,12 +60,14 @@ def copy_bandwidth(device: Device, quick: bool) -> dict:
     """Copy timings: pinned host<->device on CUDA, RAM->RAM on CPU. On CUDA also the same copies
     from and to pageable host memory (``h2d_pageable``, ``d2h_pageable``): DeepSpeed's offload
     allocates its host buffers pageable where a config sets ``pin_memory: false`` (0.19.8 defaults
-    to true: runtime/zero/offload_config.py), to spare host memory, and a pageable copy goes
-    through the driver's staging buffer. Recorded for the profile; the cost model does not read
-    them yet."""
+    to true: runtime/zero/offload_config.py), to spare host memory, a blocking copy that changes
+    dtype on the way up casts on the host into a new pageable tensor (ZeRO-3's updated partition),
+    and a pageable copy goes through the driver's staging buffer; and a RAM->RAM copy
+    (``host_memcpy``), the rate of the host's own side of offload (casts of the partition)."""
     warmup, repeats = (1, 3) if quick else (2, 5)
     points = []
     if device.kind == "cuda":
+        points += _host_copies(device, CPU_COPY_BYTES[1:], warmup, repeats)
         for nbytes in CUDA_COPY_BYTES:
             host = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
             dev = torch.empty(nbytes, dtype=torch.uint8, device=device.torch_device)
@@ -86,12 +89,19 @@ def copy_bandwidth(device: Device, quick: bool) -> dict:
         torch.cuda.empty_cache()
         return {"kind": "pinned_host_device", "points": points}
     sizes = CPU_COPY_BYTES[1:] if quick else CPU_COPY_BYTES
+    return {"kind": "cpu_memcpy", "points": _host_copies(device, sizes, warmup, repeats, fresh=True)}
+
+
+def _host_copies(device: Device, sizes: list[int], warmup: int, repeats: int, fresh: bool = False) -> list[dict]:
+    """RAM->RAM copies (``host_memcpy``) of each size, and with ``fresh`` a copy into a newly
+    allocated tensor at :data:`CPU_FRESH_BYTES` (``host_fresh``)."""
+    points = []
     for nbytes in sizes:
         src = torch.ones(nbytes, dtype=torch.uint8)
         dst = torch.empty_like(src)
         stats = measure(lambda: dst.copy_(src), device.sync, warmup, repeats)
         points.append({"direction": "host_memcpy", "bytes": nbytes, **stats})
-        if nbytes == CPU_FRESH_BYTES:
-            fresh = measure(lambda: src.clone(), device.sync, warmup, repeats)
-            points.append({"direction": "host_fresh", "bytes": nbytes, **fresh})
-    return {"kind": "cpu_memcpy", "points": points}
+        if fresh and nbytes == CPU_FRESH_BYTES:
+            clone = measure(lambda: src.clone(), device.sync, warmup, repeats)
+            points.append({"direction": "host_fresh", "bytes": nbytes, **clone})
+    return points

@@ -256,8 +256,10 @@ def _offload_and_bandwidth(
     if raw_copy["kind"] == "pinned_host_device":
         memory_bw = 2.0 * _copy_rate(points, "d2d")
         offload = OffloadProfile(
-            "pinned_host_device", _copy_rate(points, "h2d"), _copy_rate(points, "d2h"), None, cpu_adam, host_impl,
-            host_memory_bytes, points,
+            "pinned_host_device", _copy_rate(points, "h2d"), _copy_rate(points, "d2h"),
+            _copy_rate(points, "host_memcpy"), cpu_adam, host_impl, host_memory_bytes, points,
+            h2d_pageable_bytes_per_s=_copy_rate(points, "h2d_pageable"),
+            d2h_pageable_bytes_per_s=_copy_rate(points, "d2h_pageable"),
         )
     else:
         copy_rate = _copy_rate(points, "host_memcpy")

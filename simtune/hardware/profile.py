@@ -347,6 +347,9 @@ class OffloadProfile:
     h2d_bytes_per_s: float
     d2h_bytes_per_s: float
     host_memcpy_bytes_per_s: Optional[float]
+    """Bytes a copy from host memory to host memory moves per second (each read once and written
+    once): the host's side of offload (DeepSpeed casts the updated fp32 partition to 16 bits on
+    the host before it goes back). None where not measured."""
     cpu_adam_s_per_param: Optional[float]
     """Host optimizer step per parameter of a rank's shard (None when unknown)."""
     cpu_adam_impl: Optional[str]
@@ -355,6 +358,12 @@ class OffloadProfile:
     host_memory_bytes: Optional[int]
     """Host RAM of one node (None when unknown)."""
     points: tuple[CopyPoint, ...]
+    h2d_pageable_bytes_per_s: Optional[float] = None
+    d2h_pageable_bytes_per_s: Optional[float] = None
+    """The same copies from and to pageable host memory, which CUDA stages through pinned buffers
+    of its own: DeepSpeed's offload buffers where a config sets ``pin_memory: false``, and the
+    copies that cast on the host before they upload. None where not measured (spec profiles,
+    CPU profiles: there is no link to stage for)."""
 
 
 @dataclass(frozen=True)

@@ -423,6 +423,8 @@ def _offload(node: _Node) -> OffloadProfile:
         cpu_adam_impl=node.text("cpu_adam_impl", optional=True),
         host_memory_bytes=_optional_count(node, "host_memory_bytes"),
         points=points,
+        h2d_pageable_bytes_per_s=node.number("h2d_pageable_bytes_per_s", positive=True, optional=True),
+        d2h_pageable_bytes_per_s=node.number("d2h_pageable_bytes_per_s", positive=True, optional=True),
     )
 
 

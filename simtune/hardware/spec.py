@@ -28,7 +28,10 @@ Derivations:
 - host<->device: ``LINK_EFFICIENCY`` x the PCIe x16 per-direction bandwidth of the generation;
 - host optimizer (DeepSpeedCPUAdam, per parameter of one rank's shard): ``ADAM_BYTES_PER_PARAM``
   x GPUs per node / (``HOST_MEMORY_EFFICIENCY`` x the node's DRAM bandwidth), since every rank of
-  the node steps its shard at the same time on the shared memory.
+  the node steps its shard at the same time on the shared memory;
+- host copies (one rank's cast of its offloaded partition): ``HOST_MEMORY_EFFICIENCY`` x the
+  node's DRAM bandwidth / (2 x GPUs per node), a copied byte being read once and written once;
+- pageable copies: not specified (no vendor figure); the model uses the pinned link's rate.
 """
 
 from __future__ import annotations
@@ -378,6 +381,8 @@ def _assumptions(sheet: SpecSheet) -> dict[str, str]:
         "host": f"{sheet.host_description} (a typical host of this machine type; check yours)",
         "cpu_adam": f"DeepSpeedCPUAdam is memory-bound at {ADAM_BYTES_PER_PARAM} bytes per parameter at "
         f"{HOST_MEMORY_EFFICIENCY} of the node's DRAM bandwidth, shared by its {sheet.gpus_per_node} ranks",
+        "host_memcpy": f"a copy within host memory (a rank casting its offloaded partition) reads and writes at "
+        f"{HOST_MEMORY_EFFICIENCY} of the node's DRAM bandwidth, shared by its {sheet.gpus_per_node} ranks",
         "host_link": f"{sheet.pcie_generation}, {sheet.pcie_per_direction_bytes_per_s / 1e9:g} GB/s per direction "
         "(PCI-SIG), times link_efficiency",
     }
@@ -446,7 +451,7 @@ def build(sheet: SpecSheet) -> HardwareProfile:
             kind="spec",
             h2d_bytes_per_s=host_link,
             d2h_bytes_per_s=host_link,
-            host_memcpy_bytes_per_s=None,
+            host_memcpy_bytes_per_s=HOST_MEMORY_EFFICIENCY * sheet.host_memory_bytes_per_s / (2 * sheet.gpus_per_node),
             cpu_adam_s_per_param=ADAM_BYTES_PER_PARAM * sheet.gpus_per_node
             / (HOST_MEMORY_EFFICIENCY * sheet.host_memory_bytes_per_s),
             cpu_adam_impl="spec",

@@ -332,3 +332,24 @@ def test_the_fused_attention_call_gives_its_rates_and_one_above_the_peak_is_capp
     assert any("fused attention (fp32) measured above the peak" in note for note in capped.provenance.notes)
     del raw["compute"]["attention"]  # an older calibration program's output
     assert build_profile(raw, command="simtune calibrate --gpus 2", date="2026-01-01").compute.attention == {}
+
+
+def test_a_cuda_copy_section_gives_pinned_pageable_and_host_copy_rates():
+    """CUDA calibrations time pinned and pageable copies each way and a copy within host memory;
+    each rate is the slope over its sizes."""
+    from simtune.calibration.build import _offload_and_bandwidth
+    from simtune.hardware.profile import OptimizerProfile
+
+    rates = {"h2d": 50e9, "d2h": 48e9, "d2d": 2e12, "h2d_pageable": 12e9, "d2h_pageable": 9e9, "host_memcpy": 15e9}
+    raw = {"kind": "pinned_host_device", "points": [
+        {"direction": direction, "bytes": b, **stats(2e-5 + b / rate)}
+        for direction, rate in rates.items() for b in (2**24, 2**27, 2**29)]}
+    offload, memory_bw = _offload_and_bandwidth(raw, OptimizerProfile(fits={}, unavailable={}), None)
+    assert memory_bw == pytest.approx(2 * rates["d2d"])
+    measured = {"h2d": offload.h2d_bytes_per_s, "d2h": offload.d2h_bytes_per_s,
+                "h2d_pageable": offload.h2d_pageable_bytes_per_s, "d2h_pageable": offload.d2h_pageable_bytes_per_s,
+                "host_memcpy": offload.host_memcpy_bytes_per_s}
+    assert measured == pytest.approx({k: v for k, v in rates.items() if k != "d2d"})
+    older = {"kind": "pinned_host_device", "points": [p for p in raw["points"] if p["direction"] in ("h2d", "d2h", "d2d")]}
+    offload, _ = _offload_and_bandwidth(older, OptimizerProfile(fits={}, unavailable={}), None)
+    assert offload.h2d_pageable_bytes_per_s is None and offload.host_memcpy_bytes_per_s is None
