@@ -260,6 +260,9 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
         collectives=_collectives(collectives.intra_node) if collectives.applicable else None,
         h2d_bandwidth_bytes_per_s=profile.offload.h2d_bytes_per_s,
         d2h_bandwidth_bytes_per_s=profile.offload.d2h_bytes_per_s,
+        h2d_pageable_bytes_per_s=profile.offload.h2d_pageable_bytes_per_s,
+        d2h_pageable_bytes_per_s=profile.offload.d2h_pageable_bytes_per_s,
+        host_copy_bytes_per_s=profile.offload.host_memcpy_bytes_per_s,
         cpu_adam_s_per_param=profile.offload.cpu_adam_s_per_param,
         host_torch_adamw_s_per_param=host_torch_adamw_rate(profile),
         ranks_per_node=device.count_per_node, nodes=device.nodes,
@@ -277,7 +280,8 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
 def train_config(trial: Trial, *, dp_degree: int, precision: str, mp_degree: int = 1,
                  knobs: Optional[Mapping[str, Any]] = None, checkpointing_policy: str = "full",
                  autocast: bool = False, deepspeed_autocast: bool = False, fused_adam: bool = True,
-                 communication_precision: Optional[str] = None, gradient_clipping: bool = False) -> TrainConfig:
+                 communication_precision: Optional[str] = None, gradient_clipping: bool = False,
+                 offload_pinned: tuple[bool, bool] = (True, True)) -> TrainConfig:
     """The model's configuration for a trial. ``knobs`` are the experiment's ZeRO values
     (``TuningSpace.knob_values``; default: the trial's tuned ones); keys the model does not use
     and None ("auto") values leave DeepSpeed's defaults. ``checkpointing_policy``: what the
@@ -285,7 +289,8 @@ def train_config(trial: Trial, *, dp_degree: int, precision: str, mp_degree: int
     autocast around an fp32 model (``TrainConfig.autocast``), DeepSpeed's own with
     ``deepspeed_autocast``; ``fused_adam``: the optimizer is DeepSpeed's FusedAdam;
     ``communication_precision``: the config's ``communication_data_type``; ``gradient_clipping``: the
-    config clips gradients."""
+    config clips gradients; ``offload_pinned``: the ``pin_memory`` of the optimizer's and the
+    parameters' offload sections."""
     values = dict(trial.zero_knobs if knobs is None else knobs)
     fields: dict[str, Any] = {key: (bool(values[key]) if knob_table.is_flag(key) else int(float(values[key])))
                               for key in knob_table.modelled_keys() if values.get(key) is not None}
@@ -296,4 +301,5 @@ def train_config(trial: Trial, *, dp_degree: int, precision: str, mp_degree: int
         offload_param=trial.offload_param != "none", activation_checkpointing=trial.activation_checkpointing,
         checkpointing_policy=checkpointing_policy, autocast=autocast, deepspeed_autocast=deepspeed_autocast,
         fused_adam=fused_adam, communication_precision=communication_precision,
-        gradient_clipping=gradient_clipping, **fields)
+        gradient_clipping=gradient_clipping, offload_optimizer_pinned=offload_pinned[0],
+        offload_param_pinned=offload_pinned[1], **fields)

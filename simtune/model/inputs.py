@@ -596,6 +596,14 @@ class HardwareSpec:
     """Costs within a node; None when unknown (a calibration on one rank, or one rank per node)."""
     h2d_bandwidth_bytes_per_s: float
     d2h_bandwidth_bytes_per_s: float
+    """Copies between pinned host memory and the device (CPU: a copy within RAM)."""
+    h2d_pageable_bytes_per_s: Optional[float] = dataclasses.field(default=None, kw_only=True)
+    d2h_pageable_bytes_per_s: Optional[float] = dataclasses.field(default=None, kw_only=True)
+    """The same from and to pageable host memory; None where not measured (the pinned rate
+    stands in: :meth:`link_rate`)."""
+    host_copy_bytes_per_s: Optional[float] = dataclasses.field(default=None, kw_only=True)
+    """Bytes a copy within host memory moves per second (read once, written once): the casts
+    offload runs on the host. None leaves them uncosted."""
     cpu_adam_s_per_param: Optional[float]
     """Host Adam step (optimizer offload), seconds per parameter; None when unknown."""
     host_torch_adamw_s_per_param: Optional[float] = dataclasses.field(default=None, kw_only=True)
@@ -670,6 +678,9 @@ class HardwareSpec:
                   ranks_per_node=self.ranks_per_node, nodes=self.nodes)
         if self.cpu_adam_s_per_param is not None:
             _positive(ProfileError, "HardwareSpec", cpu_adam_s_per_param=self.cpu_adam_s_per_param)
+        for name in ("h2d_pageable_bytes_per_s", "d2h_pageable_bytes_per_s", "host_copy_bytes_per_s"):
+            if getattr(self, name) is not None:
+                _positive(ProfileError, "HardwareSpec", **{name: getattr(self, name)})
         _require(self.usable_memory_bytes <= self.device_memory_bytes, ProfileError,
                  f"HardwareSpec.usable_memory_bytes ({self.usable_memory_bytes}) exceeds "
                  f"device_memory_bytes ({self.device_memory_bytes}).")
@@ -743,6 +754,13 @@ class HardwareSpec:
             return None
         return root.with_ranks_per_node(cores // threads, self.nodes)
 
+    def link_rate(self, upload: bool, pinned: bool) -> float:
+        """Bytes per second of a copy to the device (``upload``) or from it, from pinned or pageable
+        host memory; a pageable copy the profile did not measure runs at the pinned rate."""
+        rate = self.h2d_bandwidth_bytes_per_s if upload else self.d2h_bandwidth_bytes_per_s
+        pageable = self.h2d_pageable_bytes_per_s if upload else self.d2h_pageable_bytes_per_s
+        return rate if pinned or pageable is None else pageable
+
     def cpu_adam_rate(self) -> float:
         if self.cpu_adam_s_per_param is None:
             raise ProfileError("The hardware profile has no CPU Adam rate, so optimizer offload "
@@ -795,6 +813,10 @@ class TrainConfig:
     """ZeRO-3 steps its optimizer over sub-groups of about this many partition elements."""
     offload_optimizer: bool = False
     offload_param: bool = False
+    offload_optimizer_pinned: bool = True
+    offload_param_pinned: bool = True
+    """Each offload section's ``pin_memory`` (DeepSpeed 0.19.8's default: true): its host buffers
+    are page-locked, else pageable (:func:`simtune.model.optimizer_time.offload_transfer_s`)."""
     activation_checkpointing: bool = False
     checkpointing_policy: str = "full"
     """What checkpointing keeps when it is on (:mod:`simtune.model.checkpointing`): ``full``

@@ -8,15 +8,31 @@
 
 with local elements P (stage 0), the flat slice (stages 1/2) or the partition (stage 3).
 
-Offload transfers (b = compute precision bytes), counted as exposed time:
-- optimizer offload, stages 1/2 (stage_1_and_2.py): the slice's gradients go to the host at the
-  boundary (b * slice, d2h) and the updated b-byte slice comes back (h2d); with accumulation each
-  micro-step also round-trips the accumulated gradients of the tensors touching the slice
-  (``async_accumulate_grad_in_cpu_via_gpu``).
-- optimizer offload, stage 3 (stage3.py): the gradient partition lives on the host, so every
-  micro-step's reduced partition goes d2h; the updated partition comes back h2d unless the
-  parameters are offloaded too.
+Offload transfers and the host's copies (b = the bytes of a parameter or gradient element as
+the model keeps them), as DeepSpeed 0.19.8 moves them, counted as exposed time:
+- optimizer offload, stages 1/2 (stage_1_and_2.py): at the boundary the slice's gradients are cast
+  to fp32 on the device and go to the host fp32 gradient (4 * slice, d2h:
+  ``async_inplace_copy_grad_to_fp32_buffer_from_gpu``); after the step the host casts the fp32
+  slice into a b-byte buffer (a host copy of the slice) that goes up (b * slice, h2d); with
+  accumulation each micro-step also round-trips the accumulated gradients of the tensors touching
+  the slice (``async_accumulate_grad_in_cpu_via_gpu``: gas * b down, (gas - 1) * b up). Every
+  buffer is pinned or pageable by the section's ``pin_memory``.
+- optimizer offload, stage 3 (stage3.py ``partition_grads``): every micro-step's reduced partition
+  goes to the host gradient buffer and comes back to the device to accumulate (gas * b each way),
+  and at the boundary its fp32 cast goes down (4 * partition). The updated fp32 partition is
+  copied into the device's b-byte partition by a blocking copy that changes dtype, which torch
+  casts on the host into a new, pageable tensor before it goes up (a host copy and b * partition
+  from pageable memory, whatever ``pin_memory`` says); in fp32 it goes up directly. With the
+  parameters offloaded too the 16-bit partition is on the host: a host copy only.
 - parameter offload (stage 3): every gather first uploads the partitions it needs (h2d).
+
+A host copy of n elements from fp32 to b bytes moves (4 + b) n bytes: (4 + b) n / (2 x the
+host's copy rate), a copy of N bytes reading N and writing N (uncosted where the profile has no
+host copy rate). The device's cast of the gradients to fp32 before they go down (b < 4) reads b
+and writes 4 bytes per element of the slice or partition at the device's plain bandwidth
+(``HardwareSpec.plain_bandwidth``). DeepSpeed casts on the device because torch's casts on the
+host were slow (a DeepSpeed author in DeepSpeed issue #899: "It is faster to communicate in fp32
+than to communicate in fp16 then convert it in CPU").
 """
 
 from __future__ import annotations
@@ -70,24 +86,47 @@ def loop_dispatch_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
     return max(0.0, tensors * launch - elements * rate)
 
 
+MASTER_BYTES = 4
+"""Bytes of an element of the offloaded optimizer's fp32 master weights and gradients."""
+
+
 def offload_transfer_s(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig) -> float:
+    """Seconds a step spends in offload's copies (module docstring): to and from the device at the
+    rate of each buffer's memory (:meth:`HardwareSpec.link_rate`), and within the host."""
     if not (c.offload_optimizer or c.offload_param):
         return 0.0
     b = c.state_bytes
     gas = c.gradient_accumulation_steps
-    d2h = h2d = 0.0
+    down = up = pageable_up = 0.0
+    host_copied = 0
     if c.offload_optimizer and c.stage in (1, 2):
-        d2h += b * s.flat_partition
-        h2d += b * s.flat_partition
+        down += MASTER_BYTES * s.flat_partition
+        up += b * s.flat_partition
+        host_copied += s.flat_partition
         if gas > 1:
-            d2h += gas * b * s.grads_in_partition
-            h2d += (gas - 1) * b * s.grads_in_partition
+            down += gas * b * s.grads_in_partition
+            up += (gas - 1) * b * s.grads_in_partition
     elif c.offload_optimizer:
-        d2h += gas * b * s.partition
-        if not c.offload_param:
-            h2d += b * s.partition
+        down += gas * b * s.partition + MASTER_BYTES * s.partition
+        up += gas * b * s.partition
+        if c.offload_param:
+            host_copied += s.partition
+        elif b == MASTER_BYTES:
+            up += b * s.partition
+        else:
+            host_copied += s.partition
+            pageable_up += b * s.partition
+    pinned = c.offload_optimizer_pinned
+    seconds = (down / hw.link_rate(upload=False, pinned=pinned) + up / hw.link_rate(upload=True, pinned=pinned)
+               + pageable_up / hw.link_rate(upload=True, pinned=False))
     if c.offload_param:
         nonpersistent = s.params - s.persistent
         released = nonpersistent - kept_gathered_elements(m, s, c)
-        h2d += gas * b * (nonpersistent + released) / c.dp_degree
-    return d2h / hw.d2h_bandwidth_bytes_per_s + h2d / hw.h2d_bandwidth_bytes_per_s
+        seconds += (gas * b * (nonpersistent + released) / c.dp_degree
+                    / hw.link_rate(upload=True, pinned=c.offload_param_pinned))
+    if hw.host_copy_bytes_per_s is not None:
+        seconds += host_copied * (MASTER_BYTES + b) / (2 * hw.host_copy_bytes_per_s)
+    device_bandwidth = hw.plain_bandwidth()
+    if c.offload_optimizer and b != MASTER_BYTES and device_bandwidth is not None:
+        seconds += (MASTER_BYTES + b) * local_elements(s, c) / device_bandwidth
+    return seconds

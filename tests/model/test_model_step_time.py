@@ -101,6 +101,61 @@ def test_offload_with_torch_adam_steps_torchs_adamw_on_the_host(gpt2, make_hardw
     assert estimate_time(gpt2, unmeasured, torch_adam).optimizer_s == estimate_time(gpt2, unmeasured, cpu_adam).optimizer_s
 
 
+def _offload_parts(m, hw, **fields):
+    from simtune.model.optimizer_time import offload_transfer_s
+    from simtune.model.shards import shards
+
+    config = TrainConfig(micro_batch_size=4, dp_degree=8, offload_optimizer=True, precision="bf16", **fields)
+    s = shards(m, config)
+    return s, offload_transfer_s(m, s, hw, config)
+
+
+def test_stage_2_offload_sends_fp32_gradients_down_and_16_bit_weights_up(gpt2, make_hardware):
+    """DeepSpeed casts the slice's gradients to fp32 on the device before they go to the host, and
+    the host casts the updated fp32 slice into a 16-bit buffer that goes up."""
+    bare = make_hardware(h2d_bandwidth_bytes_per_s=20e9, d2h_bandwidth_bytes_per_s=25e9)
+    s, seconds = _offload_parts(gpt2, bare, stage=2)
+    assert seconds == pytest.approx(4 * s.flat_partition / 25e9 + 2 * s.flat_partition / 20e9)
+    host = dataclasses.replace(bare, host_copy_bytes_per_s=10e9)
+    assert _offload_parts(gpt2, host, stage=2)[1] - seconds == pytest.approx((4 + 2) * s.flat_partition / (2 * 10e9))
+    device = dataclasses.replace(bare, streaming_bytes_per_s=2e12)
+    assert _offload_parts(gpt2, device, stage=2)[1] - seconds == pytest.approx((2 + 4) * s.flat_partition / 2e12)
+
+
+def test_pageable_offload_buffers_copy_at_the_pageable_rates_where_measured(gpt2, make_hardware):
+    measured = make_hardware(h2d_pageable_bytes_per_s=5e9, d2h_pageable_bytes_per_s=4e9)
+    unmeasured = make_hardware()
+    s, pinned = _offload_parts(gpt2, measured, stage=2)
+    pageable = _offload_parts(gpt2, measured, stage=2, offload_optimizer_pinned=False)[1]
+    assert pageable == pytest.approx(4 * s.flat_partition / 4e9 + 2 * s.flat_partition / 5e9)
+    assert pinned == _offload_parts(gpt2, unmeasured, stage=2)[1] < pageable
+    assert _offload_parts(gpt2, unmeasured, stage=2, offload_optimizer_pinned=False)[1] == pinned
+
+
+def test_stage_3_uploads_its_updated_16_bit_partition_from_pageable_memory_whatever_pin_memory_says(gpt2, make_hardware):
+    """torch casts a blocking fp32 -> 16-bit copy to the device on the host, into a new pageable
+    tensor; in fp32 the partition goes up as it is, and with the parameters offloaded it stays."""
+    hw = make_hardware(h2d_pageable_bytes_per_s=5e9, d2h_pageable_bytes_per_s=4e9, host_copy_bytes_per_s=10e9)
+    s, seconds = _offload_parts(gpt2, hw, stage=3)
+    p = s.partition
+    rounds = 2 * p / hw.d2h_bandwidth_bytes_per_s + 2 * p / hw.h2d_bandwidth_bytes_per_s  # accumulate, gas 1
+    assert seconds == pytest.approx(rounds + 4 * p / hw.d2h_bandwidth_bytes_per_s + 2 * p / 5e9 + 6 * p / 20e9)
+    assert _offload_parts(gpt2, hw, stage=3, offload_optimizer_pinned=False)[1] > seconds
+    from simtune.model.optimizer_time import offload_transfer_s
+    from simtune.model.shards import shards
+
+    fp32 = TrainConfig(stage=3, micro_batch_size=4, dp_degree=8, offload_optimizer=True, precision="fp32")
+    p32 = shards(gpt2, fp32).partition
+    assert offload_transfer_s(gpt2, shards(gpt2, fp32), hw, fp32) == pytest.approx(
+        8 * p32 / hw.d2h_bandwidth_bytes_per_s + 8 * p32 / hw.h2d_bandwidth_bytes_per_s)
+    both = TrainConfig(stage=3, micro_batch_size=4, dp_degree=8, offload_optimizer=True, offload_param=True,
+                       precision="bf16", stage3_param_persistence_threshold=0)
+    gathers = dataclasses.replace(both, offload_optimizer=False)
+    s_both = shards(gpt2, both)
+    assert offload_transfer_s(gpt2, s_both, hw, both) - offload_transfer_s(gpt2, s_both, hw, gathers) == pytest.approx(
+        rounds + 4 * p / hw.d2h_bandwidth_bytes_per_s + 6 * p / 20e9)
+
+
 def test_unknown_collectives_or_cpu_adam_fail_only_when_needed(gpt2, make_hardware):
     hardware = make_hardware(collectives=None, cpu_adam_s_per_param=None)
     assert estimate_time(gpt2, hardware, TrainConfig(stage=2, micro_batch_size=1)).step_s > 0
