@@ -105,6 +105,19 @@ def clips_gradients(ds_config: Mapping[str, Any] | None) -> bool:
     return value > 0
 
 
+def pins_offload_memory(ds_config: Mapping[str, Any] | None, section: str) -> bool:
+    """Whether ``zero_optimization.<section>`` (``offload_optimizer`` or ``offload_param``) keeps
+    its host buffers page-locked: its ``pin_memory``, true unless set (DeepSpeed 0.19.8,
+    runtime/zero/offload_config.py, from 0.19.5: DeepSpeed PR #8207; earlier releases defaulted to
+    false)."""
+    zero = (ds_config or {}).get("zero_optimization")
+    offload = zero.get(section) if isinstance(zero, Mapping) else None
+    value = offload.get("pin_memory", True) if isinstance(offload, Mapping) else True
+    if not isinstance(value, bool):
+        raise ConfigError(f"zero_optimization.{section}.pin_memory must be true or false, not {value!r}.")
+    return value
+
+
 _SIZE_UNITS = {
     "": 1,
     "b": 1,

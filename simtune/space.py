@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 from simtune import knobs
-from simtune.dsconfig import AutotuningConfig, ConfigWarning, clips_gradients, json_type_name
+from simtune.dsconfig import AutotuningConfig, ConfigWarning, clips_gradients, json_type_name, pins_offload_memory
 from simtune.errors import ConfigError
 from simtune.knobs import STAGES
 from simtune.naming import experiment_name
@@ -172,6 +172,9 @@ class TuningSpace:
     """The config's ``communication_data_type`` (:func:`simtune.precision.communication_precision_of`)."""
     gradient_clipping: bool = False
     """The config clips gradients (:func:`simtune.dsconfig.clips_gradients`)."""
+    offload_optimizer_pinned: bool = True
+    offload_param_pinned: bool = True
+    """Each offload section's ``pin_memory`` (:func:`simtune.dsconfig.pins_offload_memory`)."""
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -278,6 +281,8 @@ class TuningSpace:
             user_train_batch_size=user_tbs,
             communication_precision=communication_precision,
             gradient_clipping=gradient_clipping,
+            offload_optimizer_pinned=pins_offload_memory(ds_config, "offload_optimizer"),
+            offload_param_pinned=pins_offload_memory(ds_config, "offload_param"),
         )
 
     # ------------------------------------------------------------------ dimensions

@@ -354,3 +354,14 @@ def test_gradient_clipping_is_on_above_zero_or_auto():
     for bad in (-1, "yes", True):
         with pytest.raises(ConfigError, match="gradient_clipping must be a number of at least 0"):
             clips_gradients({"gradient_clipping": bad})
+
+
+def test_offload_pins_its_host_memory_unless_the_section_says_false():
+    from simtune.dsconfig import pins_offload_memory
+
+    zero = {"offload_optimizer": {"device": "cpu", "pin_memory": False}, "offload_param": {"device": "cpu"}}
+    config = {"zero_optimization": zero}
+    assert not pins_offload_memory(config, "offload_optimizer") and pins_offload_memory(config, "offload_param")
+    assert pins_offload_memory({}, "offload_optimizer") and pins_offload_memory(None, "offload_param")
+    with pytest.raises(ConfigError, match="zero_optimization.offload_param.pin_memory must be true or false, not 'yes'"):
+        pins_offload_memory({"zero_optimization": {"offload_param": {"pin_memory": "yes"}}}, "offload_param")

@@ -199,3 +199,14 @@ def test_a_per_tensor_optimizer_and_clipping_cost_their_step_time(capsys):
     assert clipped["throughput"] < loop["throughput"] < fused["throughput"]
     main(["estimate", *argv, "--optimizer", "torch_adamw_foreach", "--gradient-clipping", "true"])
     assert "optimizer torch_adamw_foreach, gradients clipped" in capsys.readouterr().out
+
+
+def test_pageable_offload_is_said_and_costs_no_less(capsys):
+    """A spec profile has no pageable rate (the pinned one stands in); the output says which memory."""
+    argv = ["--model", "gpt2-large", "--profile", "dgx-a100-80gb", "--gpus", "8", "--stage", "3", "--mbs", "8",
+            "--offload-optimizer", "cpu"]
+    pinned, pageable = run_json(capsys, argv), run_json(capsys, [*argv, "--pin-memory", "false"])
+    assert (pinned["config"]["pin_memory"], pageable["config"]["pin_memory"]) == (True, False)
+    assert pageable["time_s"]["step"] == pytest.approx(pinned["time_s"]["step"])
+    main(["estimate", *argv, "--pin-memory", "false"])
+    assert "optimizer offload to cpu (pageable)" in capsys.readouterr().out

@@ -127,6 +127,10 @@ class EstimateCommand(Command):
                             choices=("none", "cpu"), default="none", help="optimizer offload (stages 1-3)")
         parser.add_argument("--offload-param", "--offload_param", dest="offload_param",
                             choices=("none", "cpu"), default="none", help="parameter offload (stage 3)")
+        parser.add_argument("--pin-memory", "--pin_memory", dest="pin_memory", type=_bool, metavar="true|false",
+                            help="offload's host buffers page-locked (DeepSpeed's pin_memory; default true, "
+                                 "DeepSpeed's since 0.19.5): false copies through pageable memory, at the "
+                                 "profile's pageable rates where it measured them")
         parser.add_argument("--checkpointing", "--activation-checkpointing", dest="checkpointing",
                             type=_bool, nargs="?", const=True, default=False, metavar="true|false",
                             help="activation checkpointing (default off; the flag alone turns it on)")
@@ -187,7 +191,7 @@ class EstimateCommand(Command):
                                          checkpointing_policy=args.checkpointing_policy,
                                          communication_precision=args.communication_data_type,
                                          optimizer_impl=args.optimizer, gradient_clipping=args.gradient_clipping,
-                                         **autocast)
+                                         pin_memory=args.pin_memory, **autocast)
         knobs = {}
         if args.reduce_bucket_size is not None:
             knobs["reduce_bucket_size"] = args.reduce_bucket_size
@@ -217,6 +221,7 @@ class EstimateCommand(Command):
             "num_nodes": args.num_nodes, "world_size": world,
             "train_batch_size": trial.micro_batch_size * trial.gradient_accumulation_steps * world,
             "offload_optimizer": trial.offload_optimizer, "offload_param": trial.offload_param,
+            "pin_memory": predictor.offload_pinned[0],
             "activation_checkpointing": trial.activation_checkpointing,
             "checkpointing_policy": predictor.checkpointing_policy if trial.activation_checkpointing else None,
             "communication_data_type": args.communication_data_type,
@@ -289,7 +294,7 @@ def _choose(predictor: Any, stages: tuple[int, ...], args: argparse.Namespace, s
 def _text(estimate: Any, config: dict[str, Any], profile: Any, largest: dict[int, int]) -> list[str]:
     m, t, metrics = estimate.memory, estimate.time, estimate.metrics
     device = profile.device
-    offload = [f"{what} offload to cpu"
+    offload = [f"{what} offload to cpu" + ("" if config.get("pin_memory", True) else " (pageable)")
                for what, key in (("optimizer", "offload_optimizer"), ("parameter", "offload_param"))
                if config[key] != "none"]
     lines = [

@@ -145,7 +145,8 @@ class Predictor:
                  calibration: Optional[Calibration] = None, measured_compute_used: bool = False,
                  residual: Optional[Residual] = None, checkpointing_policy: str = "full",
                  autocast: bool = False, deepspeed_autocast: bool = False,
-                 communication_precision: Optional[str] = None, gradient_clipping: Optional[bool] = None) -> None:
+                 communication_precision: Optional[str] = None, gradient_clipping: Optional[bool] = None,
+                 pin_memory: Optional[bool] = None) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"Precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
         self.model = model
@@ -181,6 +182,8 @@ class Predictor:
             self.communication_precision: Optional[str] = communication_precision
         if gradient_clipping is not None:
             self.gradient_clipping = gradient_clipping
+        if pin_memory is not None:
+            self.offload_pinned = (pin_memory, pin_memory)
 
     def _read_space(self, space: Optional[TuningSpace]) -> None:
         """What the trials take from the space's config besides their own values (without a space,
@@ -193,6 +196,10 @@ class Predictor:
         space's ``communication_data_type``, unless the constructor was given one."""
         self.gradient_clipping = space.gradient_clipping if space is not None else False
         """The space's config clips gradients (``TrainConfig.gradient_clipping``)."""
+        self.offload_pinned = ((space.offload_optimizer_pinned, space.offload_param_pinned) if space is not None
+                               else (True, True))
+        """The ``pin_memory`` of the space's offload sections, the optimizer's and the parameters'
+        (``TrainConfig.offload_optimizer_pinned``, ``offload_param_pinned``)."""
 
     @property
     def precision_label(self) -> str:
@@ -208,7 +215,7 @@ class Predictor:
                    optimizer_impl: Optional[str] = None, checkpointing_policy: str = "full",
                    autocast: bool = False, deepspeed_autocast: bool = False,
                    communication_precision: Optional[str] = None,
-                   gradient_clipping: Optional[bool] = None) -> "Predictor":
+                   gradient_clipping: Optional[bool] = None, pin_memory: Optional[bool] = None) -> "Predictor":
         """A predictor for ``world_size`` ranks (``nodes`` nodes; default: as many nodes of the
         profile's size as the ranks need).
 
@@ -225,7 +232,9 @@ class Predictor:
         config sets none (DeepSpeed's ``communication_data_type``; for capacity planning, another
         framework's, such as FSDP's ``reduce_dtype``); ``gradient_clipping``: whether the loop clips
         gradients (default: whether the space's config does; for capacity planning, a loop outside
-        DeepSpeed: the Hugging Face Trainer clips by default)."""
+        DeepSpeed: the Hugging Face Trainer clips by default); ``pin_memory``: whether offload's host
+        buffers are page-locked (default: each offload section's ``pin_memory`` in the space's
+        config, else DeepSpeed's default, true)."""
         if isinstance(profile, str):
             from simtune.hardware.registry import load_profile
 
@@ -267,7 +276,7 @@ class Predictor:
                    space=space, profile=profile, calibration=calibration, measured_compute_used=measured,
                    residual=residual, checkpointing_policy=checkpointing_policy, autocast=autocast,
                    deepspeed_autocast=deepspeed_autocast, communication_precision=communication_precision,
-                   gradient_clipping=gradient_clipping)
+                   gradient_clipping=gradient_clipping, pin_memory=pin_memory)
 
     def with_residual(self, residual: Optional[Residual]) -> "Predictor":
         """The same predictor with another step-time correction (None removes it)."""
@@ -307,7 +316,7 @@ class Predictor:
                             mp_degree=self.mp_degree, knobs=knobs, checkpointing_policy=self.checkpointing_policy,
                             autocast=self.autocast, deepspeed_autocast=self.deepspeed_autocast,
                             fused_adam=self.fused_adam, communication_precision=self.communication_precision,
-                            gradient_clipping=self.gradient_clipping)
+                            gradient_clipping=self.gradient_clipping, offload_pinned=self.offload_pinned)
 
     def predict(self, trial: Trial) -> Estimate:
         """Memory, time and metrics of one trial (the residual correction applied to the step)."""

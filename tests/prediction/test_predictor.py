@@ -343,3 +343,27 @@ def test_the_predictor_clips_where_the_config_says_so():
     trial = Trial(stage=0, micro_batch_size=4)
     assert clipped.config(trial).gradient_clipping and not plain.config(trial).gradient_clipping
     assert clipped.predict(trial).time.step_s > plain.predict(trial).time.step_s
+
+
+def test_offload_copies_through_pageable_memory_where_the_config_turns_pinning_off():
+    """The space's offload sections say whether their host buffers are pinned; a profile that
+    measured pageable copies costs them at their rate."""
+    from simtune.hardware.registry import load_profile
+
+    a100 = load_profile("dgx-a100-80gb")
+    profile = dataclasses.replace(a100, offload=dataclasses.replace(
+        a100.offload, h2d_pageable_bytes_per_s=a100.offload.h2d_bytes_per_s / 3,
+        d2h_pageable_bytes_per_s=a100.offload.d2h_bytes_per_s / 3))
+    offload = {"device": "cpu", "pin_memory": False}
+    config = {"train_micro_batch_size_per_gpu": 4, "zero_optimization": {"stage": 2, "offload_optimizer": offload}}
+    pageable = Predictor.from_parts(TuningSpace.from_config(config, world_size=8), load_workload("gpt2"), profile,
+                                    world_size=8, precision="bf16")
+    pinned = pageable.for_space(TuningSpace.from_config(
+        {**config, "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}, world_size=8))
+    trial = Trial(stage=2, micro_batch_size=4, offload_optimizer="cpu")
+    assert not pageable.config(trial).offload_optimizer_pinned and pinned.config(trial).offload_optimizer_pinned
+    slow, fast = pageable.predict(trial).time, pinned.predict(trial).time
+    assert slow.offload_transfer_s > 2 * fast.offload_transfer_s and slow.step_s > fast.step_s
+    forced = Predictor.from_parts(TuningSpace.from_config(config, world_size=8), load_workload("gpt2"), profile,
+                                  world_size=8, precision="bf16", pin_memory=True)
+    assert forced.predict(trial).time.offload_transfer_s == pytest.approx(fast.offload_transfer_s)
