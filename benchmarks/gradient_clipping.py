@@ -16,46 +16,32 @@ machine (``--profile``, else ``simtune calibrate --gpus 2 --quick`` into the wor
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime
 import json
 import os
-import platform
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from two_rank_jobs import add_arguments, calibrated_profile, finish_rank_job, launch_rank_jobs, rank_engines, run, start
 
 CLIP = 1.0
 
 
 def rank_job(config_path: str, out_path: str) -> None:
     """One rank: two engines (no clipping, clipping at CLIP) timed block by block."""
-    import deepspeed
     import torch
 
-    from simtune.calib.workload_measure import token_batches
-    from simtune.workloads import load_workload
-    from simtune.workloads.train import build_training_model
-
     job = json.loads(Path(config_path).read_text())
-    deepspeed.init_distributed(dist_backend="gloo")
-    workload = load_workload(job["model"], seq_len=job["seq_len"])
-    make_batch = token_batches(workload, torch.device("cpu"), seed=4321 + torch.distributed.get_rank())
-    engines = {}
-    for clip in (0.0, CLIP):
-        config = {"train_micro_batch_size_per_gpu": job["mbs"], "gradient_accumulation_steps": 1,
-                  "optimizer": {"type": "AdamW", "params": {"lr": 1e-4, "torch_adam": True}},
-                  "zero_optimization": {"stage": 0}, "gradient_clipping": clip, "steps_per_print": 10**9}
-        torch.manual_seed(0)
-        model, _ = build_training_model(workload, config, False)
-        engines[clip], *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)
-    step_s: dict[float, list[float]] = {0.0: [], CLIP: []}
+    engines, make_batch = rank_engines(job, {str(clip): {
+        "train_micro_batch_size_per_gpu": job["mbs"], "gradient_accumulation_steps": 1,
+        "optimizer": {"type": "AdamW", "params": {"lr": 1e-4, "torch_adam": True}},
+        "zero_optimization": {"stage": 0}, "gradient_clipping": clip, "steps_per_print": 10**9}
+        for clip in (0.0, CLIP)})
+    step_s: dict[str, list[float]] = {name: [] for name in engines}
     for block in range(job["blocks"] + 1):
-        for clip in ((0.0, CLIP) if block % 2 else (CLIP, 0.0)):
-            engine = engines[clip]
+        for name in (list(engines) if block % 2 else list(engines)[::-1]):
+            engine = engines[name]
             for _ in range(job["steps"]):
                 batch = make_batch(job["mbs"])
                 engine.backward(engine(**batch).loss)
@@ -63,72 +49,28 @@ def rank_job(config_path: str, out_path: str) -> None:
                 start = time.perf_counter()
                 engine.step()
                 if block:  # the first block warms both engines up
-                    step_s[clip].append(time.perf_counter() - start)
-    gathered: list[Any] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(gathered, {str(k): v for k, v in step_s.items()})
-    if torch.distributed.get_rank() == 0:
-        Path(out_path).write_text(json.dumps(gathered))
-    torch.distributed.barrier()
-    sys.stdout.flush()
-    os._exit(0)
+                    step_s[name].append(time.perf_counter() - start)
+    finish_rank_job(step_s, out_path)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="gpt2-tiny-heavy")
-    parser.add_argument("--seq-len", type=int, default=64)
-    parser.add_argument("--mbs", type=int, default=4)
-    parser.add_argument("--blocks", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--profile", help="a calibrated profile of this machine at 2 ranks (path)")
-    parser.add_argument("--work-dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "simtune-clipping"))
+    add_arguments(parser, "simtune-clipping", steps=6)
     args = parser.parse_args(argv)
-    os.environ["DS_ACCELERATOR"] = "cpu"
-    work = Path(args.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
+    work = start("gradient_clipping.py", args, argv)
 
-    from simtune.cli import main as simtune_main
-    from simtune.hardware import load_profile
     from simtune.model.step_time import clipping_s
     from simtune.prediction.predictor import Predictor
-    from simtune.runner.launcher import free_port, release_port
-    from simtune.runner.runner import remove_shm_buffers
     from simtune.space import Trial, TuningSpace
     from simtune.workloads import load_workload
 
-    print(f"Command: python benchmarks/gradient_clipping.py {' '.join(argv if argv is not None else sys.argv[1:])}")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"date {datetime.datetime.now().isoformat(timespec='seconds')}; load average {os.getloadavg()}")
-    profile_path = Path(args.profile) if args.profile else work / "profiles" / "cpu-2proc-clipping.json"
-    if not profile_path.exists():
-        started = time.perf_counter()
-        with open(work / "calibrate.log", "w") as log, contextlib.redirect_stdout(log):
-            code = simtune_main(["calibrate", "--gpus", "2", "--quick", "--name", "cpu-2proc-clipping",
-                                 "--out", str(profile_path.parent)])
-        if code:
-            print(f"simtune calibrate failed: see {work / 'calibrate.log'}")
-            return code
-        print(f"profile: simtune calibrate --gpus 2 --quick, {time.perf_counter() - started:.0f} s "
-              f"(log: {work / 'calibrate.log'})")
-    profile = load_profile(profile_path)
-
-    job = {"model": args.model, "seq_len": args.seq_len, "mbs": args.mbs, "blocks": args.blocks, "steps": args.steps}
-    (work / "job.json").write_text(json.dumps(job))
-    out = work / "steps.json"
-    out.unlink(missing_ok=True)
-    port = free_port()
-    env = dict(os.environ, DS_ACCELERATOR="cpu", LOCAL_SIZE="2", OMP_NUM_THREADS="1")
-    try:
-        done = subprocess.run([str(Path(sys.executable).with_name("deepspeed")), "--num_accelerators", "2",
-                               "--master_port", str(port), __file__, "--rank-job", str(work / "job.json"), str(out)],
-                              env=env, cwd=work, capture_output=True, text=True, timeout=1800)
-    finally:
-        remove_shm_buffers(port)
-        release_port(port)
-    if done.returncode != 0 or not out.exists():
-        print(done.stdout[-3000:] + done.stderr[-3000:])
+    profile = calibrated_profile(work, "cpu-2proc-clipping", args.profile)
+    if profile is None:
         return 1
-    ranks = json.loads(out.read_text())
+    job = {"model": args.model, "seq_len": args.seq_len, "mbs": args.mbs, "blocks": args.blocks, "steps": args.steps}
+    ranks = launch_rank_jobs(__file__, job, work)
+    if ranks is None:
+        return 1
 
     workload = load_workload(args.model, seq_len=args.seq_len)
     space = TuningSpace.from_config({"train_micro_batch_size_per_gpu": args.mbs, "gradient_clipping": CLIP,
@@ -140,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"workload: {args.model}, seq {args.seq_len}, micro-batch {args.mbs}, "
           f"{predictor.model.parameter_count:,} parameters in {len(predictor.model.layout.numels)} tensors; "
-          f"stage 0, fp32, 2 ranks of 1 thread; profile {profile.name} ({profile_path})")
+          f"stage 0, fp32, 2 ranks of 1 thread; profile {profile.name}")
     print(f"{args.blocks} blocks of {args.steps} step calls per engine, engines alternating; "
           "the step call timed after a forward and backward each")
     print()
@@ -159,8 +101,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if "--rank-job" in sys.argv:
-        paths = [a for a in sys.argv[sys.argv.index("--rank-job") + 1:] if not a.startswith("--local_rank")]
-        rank_job(paths[0], paths[1])
-    else:
-        sys.exit(main())
+    run(main, rank_job)
