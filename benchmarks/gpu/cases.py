@@ -65,8 +65,8 @@ def _sweep(preset: str, seq: int, rows: list[tuple]) -> list[Case]:
 
 
 def gpu_cases() -> list[Case]:
-    """28 fixed configurations over four presets (every stage, micro-batch sweeps, checkpointing
-    and optimizer offload on and off, one under torch autocast, one with torch's AdamW beside
+    """29 fixed configurations over four presets (every stage, micro-batch sweeps, checkpointing
+    and optimizer offload on and off, at stages 2 and 3, one under torch autocast, one with torch's AdamW beside
     FusedAdam) and three searches for the largest micro-batch size, in the order they are worth
     measuring: a call that runs out of time keeps the first ones. On one H200 a configuration took
     about 10 s (engine start-up included), so a 190 s phase measures about 13 of the first group
@@ -86,7 +86,7 @@ def gpu_cases() -> list[Case]:
         + _sweep("gpt2-medium", 1024, [(2, 0, "largest", "ckpt")])
         + _sweep("gpt2", 1024, [(3, 16)]) + _sweep("gpt2-medium", 1024, [(3, 8)])
         + _sweep("gpt2-large", 1024, [(3, 8)]) + _sweep("bert-large", 512, [(3, 64)])
-        + _sweep("gpt2", 1024, [(3, 16, "ckpt")])
+        + _sweep("gpt2", 1024, [(3, 16, "ckpt"), (3, 16, "offload")])
     )
 
 
