@@ -123,6 +123,11 @@ def describe(profile) -> list[str]:
     link = "RAM copy (no host-device link)" if offload.kind == "cpu_memcpy" else offload.kind
     lines.append(f"  host<->device       h2d {offload.h2d_bytes_per_s / 1e9:.1f} GB/s, "
                  f"d2h {offload.d2h_bytes_per_s / 1e9:.1f} GB/s ({link})")
+    if offload.h2d_pageable_bytes_per_s is not None and offload.d2h_pageable_bytes_per_s is not None:
+        lines.append(f"  pageable            h2d {offload.h2d_pageable_bytes_per_s / 1e9:.1f} GB/s, "
+                     f"d2h {offload.d2h_pageable_bytes_per_s / 1e9:.1f} GB/s")
+    if offload.host_memcpy_bytes_per_s is not None and offload.kind != "cpu_memcpy":
+        lines.append(f"  host copy           {offload.host_memcpy_bytes_per_s / 1e9:.1f} GB/s")
     if offload.cpu_adam_s_per_param is not None:
         lines.append(
             f"  host optimizer      {offload.cpu_adam_s_per_param * 1e9:.3g} ns/param ({offload.cpu_adam_impl})"

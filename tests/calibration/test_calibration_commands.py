@@ -33,6 +33,7 @@ def test_profiles_show(capsys):
     out = capsys.readouterr().out
     assert "Tesla V100-SXM3-32GB (cuda) x 16 per node" in out
     assert "compute_efficiency" in out and "intra-node allreduce" in out
+    assert "host copy           4.0 GB/s" in out and "pageable" not in out  # 0.5 x 256 GB/s, 16 ranks, read and written
     assert main(["profiles", "show", "dgx2-v100-32gb", "--json"]) == 0
     assert '"schema_version": 1' in capsys.readouterr().out
 
