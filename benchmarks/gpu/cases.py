@@ -171,6 +171,7 @@ class Planner:
         return {"step_s": time.step_s, "throughput": estimate.metrics.throughput_samples_per_s,
                 "split_s": {"forward": time.forward_phase_s, "backward": time.backward_phase_s,
                             "step": time.step_phase_s},
+                "optimizer_s": time.optimizer_s, "offload_s": time.offload_transfer_s,
                 "total_bytes": memory.total_bytes, "fixed_overhead_bytes": memory.fixed_overhead_bytes,
                 "limit_bytes": memory.limit_bytes, "feasible": memory.feasible}
 

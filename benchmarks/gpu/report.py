@@ -144,6 +144,7 @@ def summary_rows(plan: dict[str, Any], measured: list[dict]) -> list[dict[str, A
                "meas_reserved_bytes": peak.get("reserved_bytes"),
                "predicted_largest": row["predicted_largest"], "measured_largest": m.get("measured_largest"),
                "smallest_failing": m.get("smallest_failing"), "pred_split_s": predicted["split_s"],
+               "pred_optimizer_s": predicted["optimizer_s"], "pred_offload_s": predicted["offload_s"],
                "meas_split_s": m.get("split_s"), "profile": m.get("profile")}
         if out["meas_step_s"]:
             out["step_err"] = out["pred_step_s"] / out["meas_step_s"] - 1
@@ -338,7 +339,7 @@ def summary_markdown(plan: Optional[dict[str, Any]], measured: list[dict], launc
               f"(target MAPE <= {TARGET_STEP_MAPE * 100:.0f}%)",
               f"- peak memory: MAPE {fmt(v['memory_mape'])}, max error {fmt(v['memory_max_error'])}",
               f"- predicted to fit but out of memory: {', '.join(v['predicted_feasible_out_of_memory']) or 'none'}"]
-    lines += [f"- {line}" for line in optimizer_pairs(rows)]
+    lines += [f"- {line}" for line in optimizer_pairs(rows) + offload_pairs(rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -381,6 +382,27 @@ def optimizer_pairs(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def offload_pairs(rows: list[dict[str, Any]]) -> list[str]:
+    """For each case measured with optimizer offload and without it alike otherwise: how much
+    longer its step took, measured and predicted, and the predicted parts: offload's copies
+    (``simtune.model.optimizer_time.offload_transfer_s``) and the optimizer's change (the host's
+    step for the device's)."""
+    def alike(r: dict[str, Any]) -> tuple:
+        return (*_alike(r)[:4], r["stage"], bool(r["case"].get("autocast")), bool(r["case"].get("torch_adam")))
+
+    plain = {alike(r): r for r in rows if r.get("meas_step_s") and not r["largest"]
+             and r["case"]["offload_optimizer"] == "none"}
+    lines = []
+    for r in rows:
+        other = plain.get(alike(r))
+        if r["case"]["offload_optimizer"] != "none" and r.get("meas_step_s") and other is not None:
+            lines.append(f"{r['key']}: offload +{(r['meas_step_s'] - other['meas_step_s']) * 1e3:.1f} ms measured, "
+                         f"+{(r['pred_step_s'] - other['pred_step_s']) * 1e3:.1f} ms predicted (copies "
+                         f"{r['pred_offload_s'] * 1e3:.1f} ms, optimizer "
+                         f"{(r['pred_optimizer_s'] - other['pred_optimizer_s']) * 1e3:+.1f} ms)")
+    return lines
+
+
 def repredicted_text(kit_out: Path, profiles: list[str]) -> str:
     """The measured configurations of one kit output predicted again on each of ``profiles``
     (names or paths; engine costs learnt on them in this simtune home are applied)."""
@@ -406,7 +428,7 @@ def repredicted_text(kit_out: Path, profiles: list[str]) -> str:
         fmt = lambda x: "n/a" if x is None else f"{x * 100:.1f}%"  # noqa: E731
         lines.append(f"  step MAPE {fmt(v['step_mape'])} (median {fmt(v['step_median_error'])}); memory MAPE "
                      f"{fmt(v['memory_mape'])}; stage pairs ordered as measured {agree} of {pairs}")
-        lines += [f"  {line}" for line in optimizer_pairs(rows)]
+        lines += [f"  {line}" for line in optimizer_pairs(rows) + offload_pairs(rows)]
     return "\n".join(lines) + "\n"
 
 

@@ -35,6 +35,19 @@ def test_torchs_adamw_is_set_beside_fused_adam_at_the_same_stage_and_size():
         "z0_torch_adam: torch's AdamW over FusedAdam +21.0 ms measured, +21.0 ms predicted"]
 
 
+def test_offload_is_set_beside_the_same_configuration_without_it():
+    report = _report()
+
+    def row(stage: int, pred: float, meas: float, offload: str, optimizer: float, copies: float) -> dict:
+        return {**_row(stage, pred, meas, offload_optimizer=offload), "pred_optimizer_s": optimizer,
+                "pred_offload_s": copies}
+
+    rows = [row(2, 0.060, 0.104, "none", 0.001, 0.0), row(2, 0.210, 0.356, "cpu", 0.140, 0.014),
+            row(3, 0.100, 0.200, "cpu", 0.050, 0.030)]  # stage 3 has no partner without offload
+    assert report.offload_pairs(rows) == [
+        "z2_offload_optimizer: offload +252.0 ms measured, +150.0 ms predicted (copies 14.0 ms, optimizer +139.0 ms)"]
+
+
 def test_the_committed_h200_run_is_predicted_again_on_any_profile(tmp_path, monkeypatch):
     monkeypatch.setenv("SIMTUNE_HOME", str(tmp_path))  # no engine costs learnt here
     text = _report().repredicted_text(H200_KIT, ["hgx-h200-141gb", str(H200_KIT / "h200-141gb-1gpu.json")])
@@ -42,9 +55,12 @@ def test_the_committed_h200_run_is_predicted_again_on_any_profile(tmp_path, monk
     sections = text.split("\nprofile ")[1:]
     assert len(sections) == 2
     for section in sections:
-        rows = [line for line in section.splitlines() if line.startswith("  gpt2") or line.startswith("  bert")]
+        lines = section.splitlines()
+        rows = [line for line in lines if line.startswith(("  gpt2", "  bert")) and ": " not in line]
         assert len(rows) == 16
         assert "step MAPE" in section and "stage pairs ordered as measured" in section and " of 8" in section
+        (pair,) = [line for line in lines if ": offload +" in line]
+        assert pair.startswith("  gpt2_s1024_z2_mbs16_offopt: offload +251.9 ms measured, +")
 
 
 def test_the_summary_sets_the_calibrated_kernels_beside_the_spec_profile():
