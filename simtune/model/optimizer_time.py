@@ -37,7 +37,7 @@ than to communicate in fp16 then convert it in CPU").
 
 from __future__ import annotations
 
-from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
+from simtune.model.inputs import BYTES_PER_ELEMENT, HardwareSpec, ModelSpec, TrainConfig
 from simtune.model.memory_buffers import kept_gathered_elements
 from simtune.model.shards import Shards
 from simtune.optimizers import ADAM_KERNELS
@@ -86,7 +86,7 @@ def loop_dispatch_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
     return max(0.0, tensors * launch - elements * rate)
 
 
-MASTER_BYTES = 4
+MASTER_BYTES = BYTES_PER_ELEMENT["fp32"]
 """Bytes of an element of the offloaded optimizer's fp32 master weights and gradients."""
 
 
