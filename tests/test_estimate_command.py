@@ -210,3 +210,12 @@ def test_pageable_offload_is_said_and_costs_no_less(capsys):
     assert pageable["time_s"]["step"] == pytest.approx(pinned["time_s"]["step"])
     main(["estimate", *argv, "--pin-memory", "false"])
     assert "optimizer offload to cpu (pageable)" in capsys.readouterr().out
+
+
+def test_an_offloaded_optimizer_is_named_as_the_host_runs_it(capsys):
+    argv = ["--model", "gpt2-large", "--profile", "dgx-h100-80gb", "--gpus", "8", "--stage", "2", "--mbs", "8"]
+    offloaded = run_json(capsys, [*argv, "--offload-optimizer", "cpu"])
+    assert offloaded["config"]["host_optimizer"] == "deepspeed_cpu_adam"
+    assert run_json(capsys, argv)["config"]["host_optimizer"] is None
+    main(["estimate", *argv, "--offload-optimizer", "cpu"])
+    assert "optimizer offload to cpu, optimizer deepspeed_cpu_adam on the host" in capsys.readouterr().out

@@ -11,6 +11,7 @@ from typing import Any, Optional
 from simtune.commands.base import Command
 from simtune.errors import InputError
 from simtune.model.step_time import STEP_TERMS
+from simtune.model.adapters import host_optimizer_fit
 
 MEMORY_TERMS = ("parameters", "gradients", "master_weights", "optimizer_states", "gradient_buckets",
                 "gathered_parameters", "comm_scratch", "activations", "logits", "step_transient",
@@ -225,7 +226,10 @@ class EstimateCommand(Command):
             "activation_checkpointing": trial.activation_checkpointing,
             "checkpointing_policy": predictor.checkpointing_policy if trial.activation_checkpointing else None,
             "communication_data_type": args.communication_data_type,
-            "optimizer": predictor.hardware.optimizer_impl, "gradient_clipping": predictor.gradient_clipping,
+            "optimizer": predictor.hardware.optimizer_impl,
+            "host_optimizer": (host_optimizer_fit(profile, torch_adamw=not predictor.fused_adam)
+                               if trial.offload_optimizer != "none" else None),
+            "gradient_clipping": predictor.gradient_clipping,
             **knobs,
             "compute_source": "workload calibration on this hardware" if predictor.measured_compute_used
             else "FLOPs / profile compute curve",
@@ -312,7 +316,8 @@ def _text(estimate: Any, config: dict[str, Any], profile: Any, largest: dict[int
            else "")
         + (", stage 3 allreducing its buckets" if config.get("reduce_scatter") is False and config["stage"] == 3
            else "")
-        + (f", optimizer {config['optimizer']}" if config.get("optimizer") else "")
+        + (f", optimizer {config['host_optimizer']} on the host" if config.get("host_optimizer")
+           else f", optimizer {config['optimizer']}" if config.get("optimizer") else "")
         + (", gradients clipped" if config.get("gradient_clipping") else ""),
         f"compute times from: {config['compute_source']}",
         "",

@@ -218,12 +218,29 @@ a CPU profile the device's own, for-loop first (torch's default for CPU tensors:
 only where asked for)."""
 
 
-def host_torch_adamw_rate(profile: HardwareProfile) -> Optional[float]:
-    """Seconds per parameter of torch's AdamW on host tensors: the first of
-    :data:`HOST_TORCH_ADAMW_FITS` the profile measured on the CPU; None without one (spec profiles)."""
+def host_torch_adamw_fit(profile: HardwareProfile) -> Optional[str]:
+    """The first of :data:`HOST_TORCH_ADAMW_FITS` the profile measured on the CPU; None without
+    one (spec profiles)."""
     fits = profile.optimizer.fits
-    return next((fits[name].s_per_param for name in HOST_TORCH_ADAMW_FITS
-                 if name in fits and fits[name].device == "cpu"), None)
+    return next((name for name in HOST_TORCH_ADAMW_FITS if name in fits and fits[name].device == "cpu"), None)
+
+
+def host_torch_adamw_rate(profile: HardwareProfile) -> Optional[float]:
+    """Seconds per parameter of torch's AdamW on host tensors (:func:`host_torch_adamw_fit`)."""
+    name = host_torch_adamw_fit(profile)
+    return None if name is None else profile.optimizer.fits[name].s_per_param
+
+
+def host_optimizer_fit(profile: HardwareProfile, torch_adamw: bool) -> Optional[str]:
+    """Which of the profile's fits an offloaded optimizer is stepped at, as
+    :meth:`~simtune.model.inputs.HardwareSpec.host_optimizer_rate` chooses: torch's AdamW on host
+    tensors where DeepSpeed runs it and the profile measured it, else the CPU Adam fit
+    (``offload.cpu_adam_impl``; a spec profile's rate is DeepSpeedCPUAdam's, derived)."""
+    torch_fit = host_torch_adamw_fit(profile) if torch_adamw else None
+    if torch_fit is not None:
+        return torch_fit
+    impl = profile.offload.cpu_adam_impl
+    return "deepspeed_cpu_adam" if impl == "spec" else impl
 
 
 def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None) -> HardwareSpec:

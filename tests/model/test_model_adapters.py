@@ -84,6 +84,20 @@ def test_the_host_torch_adamw_rate_is_the_profiles_host_fit():
     assert host_torch_adamw_rate(load_profile("hgx-h200-141gb")) is None
 
 
+def test_the_host_optimizer_is_named_as_its_rate_is_chosen():
+    """torch's AdamW where DeepSpeed runs it (torch_adam) and the profile measured it on the host,
+    else DeepSpeedCPUAdam: measured, or a spec profile's derived rate."""
+    from pathlib import Path
+
+    from simtune.model.adapters import host_optimizer_fit
+
+    kit = Path(__file__).resolve().parents[2] / "benchmarks/results/gpu/h200-2026-12-04-kit/h200-141gb-1gpu.json"
+    h200 = load_profile(str(kit))
+    assert host_optimizer_fit(h200, torch_adamw=True) == "torch_adamw_foreach_host"
+    assert host_optimizer_fit(h200, torch_adamw=False) == "deepspeed_cpu_adam"
+    assert host_optimizer_fit(load_profile("hgx-h200-141gb"), torch_adamw=True) == "deepspeed_cpu_adam"
+
+
 def test_plain_kernels_run_at_twice_the_copy_rate_within_the_device_memory():
     """A copy of N bytes reads N and writes N: the calibration's device-to-device copy (CUDA) or
     RAM-to-RAM copy (CPU) gives the rate of kernels without arithmetic; spec profiles have none."""
