@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence
 from simtune.metrics import Metric
 from simtune.runner.experiment import Experiment
 from simtune.runner.interference import Load, load_note
+from simtune.runner.steadiness import unsteady_note
 from simtune.space import Trial
 
 SUCCESS_STATUSES = ("ok", "skipped")
@@ -51,6 +52,12 @@ class Measurement:
     def load_note(self) -> str | None:
         """The warning of a run other processes disturbed; None otherwise."""
         return load_note(self.name, Load(self.others_cores))
+
+    @property
+    def unsteady_note(self) -> str | None:
+        """The warning of a run whose step time moved within its measured window
+        (:mod:`simtune.runner.steadiness`); None otherwise."""
+        return unsteady_note(self.name, (self.metrics or {}).get("step_times_s"))
 
     @property
     def ok(self) -> bool:

@@ -113,3 +113,21 @@ def test_format_duration():
     assert format_duration(0.4) == "0:00:00"
     assert format_duration(59.6) == "0:01:00"
     assert format_duration(36000 + 61) == "10:01:01"
+
+
+def test_a_run_whose_step_time_moved_within_its_window_is_named(tmp_path):
+    """Its figure is the window's median, which a transient (slow first steps) pulls down."""
+    config = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": [0, 1]},
+              "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
+              "autotuning": {"enabled": True, "max_train_micro_batch_size_per_gpu": 2}}
+    space = TuningSpace.from_config(config, world_size=2)
+
+    def run(trial):
+        steps = [0.1] * 20 if trial.stage == 0 else [0.13] * 10 + [0.1] * 10
+        return {**metrics_for(10.0 * trial.micro_batch_size), "step_times_s": steps}
+
+    outcome = MeasuredSearch(space, TwinRunner(run), MeasureOptions()).run()
+    text = write_outputs(tmp_path, outcome, 1.0).summary_text
+    unsteady = [line for line in text.splitlines() if line.startswith("Unsteady: ")]
+    assert len(unsteady) == sum(1 for m in outcome.measurements if m.trial.stage == 1) > 0
+    assert all(line.startswith("Unsteady: z1_") and "moved 30% within the measured window" in line for line in unsteady)

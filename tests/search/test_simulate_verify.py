@@ -332,6 +332,20 @@ def test_a_run_that_contradicts_the_model_moves_the_doubt_to_other_micro_batch_s
     assert result.outcome.best.value > 1.5 * first.measurement.value
 
 
+def test_a_contradiction_by_a_run_whose_step_time_moved_says_so(tmp_path, setup):
+    space, predictor = setup
+    slower = slower_beyond(space, predictor, 4)
+
+    def with_a_transient(trial):  # the window's first half 30% slower than its second
+        metrics = slower(trial)
+        return {**metrics, "step_times_s": [1.3 * metrics["step_time_s"]] * 10 + [metrics["step_time_s"]] * 10}
+
+    result = search(tmp_path, space, predictor, TwinRunner(with_a_transient), verify_top=3).run()
+    note = next(n for n in result.outcome.notes if "more than the model's 10% error" in n)
+    assert note.endswith("(its step time moved 30% within its measured window: a transient may account for some "
+                         "of it)")
+
+
 def test_a_run_within_the_error_leaves_the_doubt_where_it_was(tmp_path, setup):
     space, predictor = setup
     result = search(tmp_path, space, predictor, TwinRunner(slower_beyond(space, predictor, 10_000)),
