@@ -46,12 +46,22 @@ def window_shift(step_times_s: Sequence[float] | None) -> WindowShift | None:
     return WindowShift(statistics.median(times[:half]), statistics.median(times[-half:]))
 
 
-def unsteady_note(name: str, step_times_s: Sequence[float] | None) -> str | None:
-    """The warning of a run whose step time moved within its window by more than
-    :data:`MAX_WINDOW_SHIFT`; None for a steady run or one with too few steps to tell."""
+def unsteady_shift(step_times_s: Sequence[float] | None) -> WindowShift | None:
+    """The window's shift when it exceeds :data:`MAX_WINDOW_SHIFT`; None for a steady run or one
+    with too few steps to tell."""
     shift = window_shift(step_times_s)
-    if shift is None or shift.relative <= MAX_WINDOW_SHIFT:
-        return None
+    return shift if shift is not None and shift.relative > MAX_WINDOW_SHIFT else None
+
+
+def shift_note(name: str, shift: WindowShift) -> str:
+    """The warning of run ``name`` whose step time moved by ``shift`` within its window."""
     return (f"{name}: its step time moved {shift.relative * 100:.0f}% within the measured window (first half "
             f"{shift.first_s * 1e3:.1f} ms, second half {shift.second_s * 1e3:.1f} ms a step), so its figure, the "
             "window's median, may not be the configuration's steady speed")
+
+
+def unsteady_note(name: str, step_times_s: Sequence[float] | None) -> str | None:
+    """The warning of a run whose step time moved within its window by more than
+    :data:`MAX_WINDOW_SHIFT`; None for a steady run or one with too few steps to tell."""
+    shift = unsteady_shift(step_times_s)
+    return None if shift is None else shift_note(name, shift)

@@ -9,12 +9,13 @@ finished), the best of each ZeRO stage (:class:`StageOutcome`) and the best over
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from simtune.metrics import Metric
 from simtune.runner.experiment import Experiment
 from simtune.runner.interference import Load, load_note
-from simtune.runner.steadiness import unsteady_note
+from simtune.runner.steadiness import WindowShift, shift_note, unsteady_shift
 from simtune.space import Trial
 
 SUCCESS_STATUSES = ("ok", "skipped")
@@ -53,11 +54,17 @@ class Measurement:
         """The warning of a run other processes disturbed; None otherwise."""
         return load_note(self.name, Load(self.others_cores))
 
+    @cached_property
+    def unsteady_shift(self) -> WindowShift | None:
+        """How much the run's step time moved within its measured window, where that exceeds the
+        limit of a steady run (:mod:`simtune.runner.steadiness`); None otherwise."""
+        return unsteady_shift((self.metrics or {}).get("step_times_s"))
+
     @property
     def unsteady_note(self) -> str | None:
-        """The warning of a run whose step time moved within its measured window
-        (:mod:`simtune.runner.steadiness`); None otherwise."""
-        return unsteady_note(self.name, (self.metrics or {}).get("step_times_s"))
+        """The warning of a run whose step time moved within its measured window; None otherwise."""
+        shift = self.unsteady_shift
+        return None if shift is None else shift_note(self.name, shift)
 
     @property
     def ok(self) -> bool:

@@ -269,7 +269,7 @@ def format_summary(
         runs = ", ".join(f"{m.name} {m.others_cores:.2f}" for m in disturbed)
         lines.append(f"Load: other processes used more than {MAX_OTHERS_CORES} cores on average during "
                      f"{len(disturbed)} experiment(s), so their timings may be slowed by them: {runs}.")
-    lines += [f"Unsteady: {m.unsteady_note}." for m in outcome.measurements if m.ok and m.unsteady_note]
+    lines += [f"Unsteady: {note}." for m in outcome.measurements if m.ok and (note := m.unsteady_note)]
     if outcome.best is None:
         lines.append("No experiment ran successfully, so there is no optimal configuration.")
     elif predicted_only or outcome.best.status == "predicted":

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from simtune.probe.protocol import SHARED_RSS_KIND
-from simtune.runner.steadiness import window_shift
 from simtune.progress import Progress, format_value
 from simtune.prediction.residual import MemorySample, ResidualModel, TimeSample
 from simtune.space import Trial, TuningSpace
@@ -333,8 +332,8 @@ class Verifier:
                 f"{format_value(v.forecast.value)} predicted ({error:+.0%}), more than the model's {before:.0%} "
                 f"error: the error is now {self.error:.0%}, and the remaining verifications go to micro-batch "
                 f"sizes away from {sizes_text(self.doubted)}")
-        shift = window_shift((v.measurement.metrics or {}).get("step_times_s"))
-        if v.measurement.unsteady_note and shift is not None:
+        shift = v.measurement.unsteady_shift
+        if shift is not None:
             note += (f" (its step time moved {shift.relative:.0%} within its measured window: a transient may "
                      "account for some of it)")
         self.progress.note(note)
