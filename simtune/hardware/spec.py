@@ -406,6 +406,8 @@ def build(sheet: SpecSheet) -> HardwareProfile:
         LINK_EFFICIENCY * sheet.nics_per_node * sheet.nic_bits_per_s / 8
     )
     host_link = LINK_EFFICIENCY * sheet.pcie_per_direction_bytes_per_s
+    # one rank's share of the node's achievable DRAM bandwidth: every rank works on it at once
+    host_share = HOST_MEMORY_EFFICIENCY * sheet.host_memory_bytes_per_s / sheet.gpus_per_node
     return HardwareProfile(
         schema_version=SCHEMA_VERSION,
         name=sheet.name,
@@ -451,9 +453,8 @@ def build(sheet: SpecSheet) -> HardwareProfile:
             kind="spec",
             h2d_bytes_per_s=host_link,
             d2h_bytes_per_s=host_link,
-            host_memcpy_bytes_per_s=HOST_MEMORY_EFFICIENCY * sheet.host_memory_bytes_per_s / (2 * sheet.gpus_per_node),
-            cpu_adam_s_per_param=ADAM_BYTES_PER_PARAM * sheet.gpus_per_node
-            / (HOST_MEMORY_EFFICIENCY * sheet.host_memory_bytes_per_s),
+            host_memcpy_bytes_per_s=host_share / 2,  # a copied byte is read once and written once
+            cpu_adam_s_per_param=ADAM_BYTES_PER_PARAM / host_share,
             cpu_adam_impl="spec",
             host_memory_bytes=sheet.host_memory_bytes,
             points=(),
