@@ -16,15 +16,19 @@ from simtune.report.plots.history import draw_history
 from simtune.report.profiles import profile_section
 from simtune.report.search_results import SearchRecord
 from simtune.report.units import duration, number, signed_percent
+from simtune.runner.steadiness import UNSTEADY_STATUS
 
 PREDICTED_ONLY_ROWS = 20
 
 
 def _outcome_section(record: SearchRecord) -> Section:
     ok = sum(1 for e in record.experiments if e.status == "ok")
+    unsteady = sum(1 for e in record.experiments if e.status == UNSTEADY_STATUS)
+    failed = len(record.experiments) - ok - unsteady
     facts = [f"Results folder: `{record.results_dir}`.",
              f"Metric: {record.metric} ({'lower' if record.lower_is_better else 'higher'} is better).",
-             f"Experiments: {len(record.experiments)} ({ok} ok, {len(record.experiments) - ok} failed)."]
+             f"Experiments: {len(record.experiments)} ({ok} ok, {failed} failed"
+             + (f", {unsteady} set aside as unsteady)." if unsteady else ").")]
     if record.best:
         facts.append(f"Best measured: `{record.best}` ({record.metric} {number(record.best_value)}).")
     else:

@@ -7,7 +7,8 @@ still warming up, or the machine changing speed under it. On 2 CPU processes one
 throughput varies by 3% from run to run (benchmarks/results/measurement_noise.txt), so a 15% shift
 is five times that; one such run, whose first 13 steps took 113-132 ms and whose last 7 took
 83-99 ms with no other process busy, read 46% below its prediction where the search's two other
-runs read 3% and 8%.
+runs read 3% and 8%. A model-driven search runs such a verification once more and keeps the
+steadier run's figure (:mod:`simtune.search.verify`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from typing import Sequence
 
 MAX_WINDOW_SHIFT = 0.15
 """The largest relative change between the medians of a window's two halves of a steady run."""
+
+UNSTEADY_STATUS = "unsteady"
+"""The status of a run that succeeded but whose figure a search set aside for a steadier run of the
+same configuration (:mod:`simtune.search.verify`)."""
 
 MIN_WINDOW_STEPS = 8
 """Windows shorter than this are too short to tell a shift from noise: no verdict."""

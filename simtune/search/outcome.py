@@ -8,14 +8,14 @@ finished), the best of each ZeRO stage (:class:`StageOutcome`) and the best over
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from simtune.metrics import Metric
 from simtune.runner.experiment import Experiment
 from simtune.runner.interference import Load, load_note
-from simtune.runner.steadiness import WindowShift, shift_note, unsteady_shift
+from simtune.runner.steadiness import UNSTEADY_STATUS, WindowShift, shift_note, unsteady_shift
 from simtune.space import Trial
 
 SUCCESS_STATUSES = ("ok", "skipped")
@@ -69,6 +69,17 @@ class Measurement:
     @property
     def ok(self) -> bool:
         return self.value is not None
+
+    @property
+    def failed(self) -> bool:
+        """Ended without the search metric (out of memory, crashed, timed out, no value); a run set
+        aside as unsteady did not fail."""
+        return self.value is None and self.status != UNSTEADY_STATUS
+
+    def set_aside(self, reason: str) -> "Measurement":
+        """This successful run with its figure set aside (status :data:`UNSTEADY_STATUS`, no value;
+        its metrics kept) for the reason given."""
+        return replace(self, status=UNSTEADY_STATUS, value=None, reason=reason)
 
     @classmethod
     def of_result(cls, name: str, trial: Trial, result: Any, *, phase: str, ds_config: dict[str, Any],

@@ -35,6 +35,7 @@ from typing import Any, Mapping, Sequence
 
 from simtune.atomic import write_atomically
 from simtune.runner.interference import MAX_OTHERS_CORES
+from simtune.runner.steadiness import UNSTEADY_STATUS
 from simtune.search.outcome import Measurement, SearchOutcome
 
 SUMMARY_FILE = "summary.txt"
@@ -169,7 +170,7 @@ def summary_rows(outcome: SearchOutcome, predicted: Mapping[str, float] | None =
     by_name = {m.name: m for m in outcome.measurements}
 
     def row(space: str, names: Sequence[str], best: Measurement | None) -> SummaryRow:
-        failed = sum(1 for n in names if not by_name[n].ok)
+        failed = sum(1 for n in names if by_name[n].failed)
         guess = predicted.get(best.name) if (predicted and best is not None) else None
         return SummaryRow(space, len(names), best.value if best else None, best.name if best else None,
                           failed, guess)
@@ -256,7 +257,7 @@ def format_summary(
         lines.append("Predicted only: nothing was run; best_metric_val holds the model's prediction.")
     failures: dict[str, int] = {}
     for m in outcome.measurements:
-        if not m.ok:  # an "ok" run without the metric (FLOPS that could not be counted) counts too
+        if m.failed:  # an "ok" run without the metric (FLOPS that could not be counted) counts too
             kind = m.status if m.status != "ok" else "no metric value"
             failures[kind] = failures.get(kind, 0) + 1
     if failures:
@@ -269,7 +270,8 @@ def format_summary(
         runs = ", ".join(f"{m.name} {m.others_cores:.2f}" for m in disturbed)
         lines.append(f"Load: other processes used more than {MAX_OTHERS_CORES} cores on average during "
                      f"{len(disturbed)} experiment(s), so their timings may be slowed by them: {runs}.")
-    lines += [f"Unsteady: {note}." for m in outcome.measurements if m.ok and (note := m.unsteady_note)]
+    lines += [f"Unsteady: {note}" + (f"; {m.reason}." if m.status == UNSTEADY_STATUS else ".")
+              for m in outcome.measurements if not m.failed and (note := m.unsteady_note)]
     if outcome.best is None:
         lines.append("No experiment ran successfully, so there is no optimal configuration.")
     elif predicted_only or outcome.best.status == "predicted":

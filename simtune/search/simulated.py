@@ -239,7 +239,7 @@ class SimulatedSearch:
         """What the saved residual model learnt: the experiments it took a sample from (a
         configuration settled by more runs counts once), and the failures it could not learn from."""
         learnt = len(self.residual.learnt)
-        unused = sum(1 for v in self.verifications if not v.measurement.ok and v.measurement.status != "oom")
+        unused = sum(1 for v in self.verifications if v.measurement.failed and v.measurement.status != "oom")
         skipped = f" ({unused} experiment(s) that crashed, timed out or gave no metric teach it nothing)" \
             if unused else ""
         return f"residual model updated with {learnt} measurement(s){skipped}: {saved}"

@@ -18,6 +18,11 @@ runner has slot sets (side by side when the resources allow). Each result is a
   contradicts the model: the error becomes that run's error at once, and the next candidates are
   micro-batch sizes away from the contradicted ones (:mod:`simtune.search.doubt`), with a note.
 
+A success whose step time moved within its measured window (:mod:`simtune.runner.steadiness`: a
+transient such as steps still warming up) runs once more at once, as ``<name>_rerun``; the steadier
+of the two stands for the configuration (it teaches the model and competes for the best) and the
+other is kept with status "unsteady" and its figure set aside. One more experiment, only then.
+
 At most ``k + max_replacements`` experiments run (``max_replacements`` defaults to ``k``). Each
 experiment name runs at most once; with overwrite false the runner reuses an experiment already
 recorded in results_dir, so a resumed search runs nothing twice. When one run each cannot tell the
@@ -42,12 +47,17 @@ from typing import Any, Callable, Sequence
 from simtune.probe.protocol import SHARED_RSS_KIND
 from simtune.progress import Progress, format_value
 from simtune.prediction.residual import MemorySample, ResidualModel, TimeSample
+from simtune.runner.steadiness import UNSTEADY_STATUS
 from simtune.space import Trial, TuningSpace
 from simtune.search.close_call import (CloseCall, ShortWindow, close_call_note, find_close_call, find_short_window,
                                        short_window_note)
 from simtune.search.doubt import Candidate, choose_candidates, sizes_text
 from simtune.search.forecast import Forecast, Forecaster
 from simtune.search.outcome import Measurement, RunnerLike, best_measurement, default_experiment
+
+RERUN_SUFFIX = "_rerun"
+"""Appended to the name of a run that is run once more because its step time moved."""
+RERUN_PHASE = "rerun"
 
 
 @dataclass(frozen=True)
@@ -130,17 +140,18 @@ class Verifier:
         pending_replacements: list[str] = []
         while True:
             succeeded = [v for v in done if v.measurement.ok]
-            room = min(self.k - len(succeeded), self.max_runs - len(done))
+            tried = {v.forecast.name for v in done}  # a configuration run once more counts once
+            room = min(self.k - len(succeeded), self.max_runs - len(tried))
             if room <= 0:
-                if len(succeeded) < self.k and len(done) >= self.max_runs:
+                if len(succeeded) < self.k and len(tried) >= self.max_runs:
                     notes.append(f"stopped after {len(done)} experiments, {len(succeeded)} of them successful: "
                                  f"at most {self.k} replacement(s) are tried")
                 break
-            tried = {v.forecast.name for v in done}
             ranked = sorted(self.forecaster.forecast_many(pool), key=self.forecaster.sort_key)
             left = [f for f in ranked if f.feasible and f.name not in tried and f.trial.stage not in self.ruled_out]
             covered = [v.forecast for v in succeeded]
-            failed = [v.forecast.trial for v in done if not v.measurement.ok and v.measurement.status != "oom"]
+            failed = [v.forecast.trial for v in done if v.measurement.failed and v.measurement.status != "oom"
+                      and v.measurement.phase != RERUN_PHASE]
             best_value = ranked[0].value if ranked and ranked[0].feasible else None
             batch = choose_candidates(left, min(room, self.parallel), error=self.error,
                                       metric=self.forecaster.metric, covered=covered,
@@ -151,9 +162,14 @@ class Verifier:
                                  f"{self.k} verification(s) succeeded")
                 break
             replaces = [pending_replacements.pop(0) if pending_replacements else None for _ in batch]
-            for verification in self._run_batch(batch, replaces, len(succeeded)):
-                done.append(verification)
-                self.on_result(verification)
+            for first in self._run_batch(batch, replaces, len(succeeded)):
+                runs, verification, steadied = self._steadied(first)
+                for run in runs:
+                    done.append(run)
+                    self.on_result(run)
+                if steadied:
+                    self.progress.note(steadied)
+                    notes.append(steadied)
                 note = self._learn(verification)
                 if note:
                     notes.append(note)
@@ -177,6 +193,40 @@ class Verifier:
                 self.progress.note(note)
                 notes.append(note)
         return VerifyOutcome(tuple(done), tuple(notes), settlement)
+
+    def _steadied(self, v: Verification) -> tuple[list[Verification], Verification, str]:
+        """The runs of ``v``'s configuration in the order they finished, the one that stands for
+        it, and what was done: ``v`` itself and no note unless it succeeded with a step time that
+        moved within its window; then it runs once more and the steadier of the two successes
+        stands (the first on a tie), the other set aside (:meth:`Measurement.set_aside`). A rerun
+        that fails leaves ``v``."""
+        m = v.measurement
+        shift = m.unsteady_shift
+        if not m.ok or shift is None:
+            return [v], v, ""
+        name = m.name + RERUN_SUFFIX
+        note = (f"{m.name}'s step time moved {shift.relative:.0%} within its measured window "
+                f"({shift.first_s * 1e3:.1f} ms a step in its first half, {shift.second_s * 1e3:.1f} ms in its "
+                f"second), so it ran once more as {name}")
+        self.progress.note(f"running {m.name} once more as {name}: its step time moved {shift.relative:.0%} within "
+                           "its measured window")
+        (again,) = self._launch([(v.forecast, name)], phase=RERUN_PHASE)
+        rerun = Verification(v.forecast, again, f"run again: {m.name}'s step time moved within its window",
+                             v.replaces)
+        later = again.unsteady_shift
+        if not again.ok:
+            self.progress.finished(name, again.status, again.reason, None, self._leader())
+            return [v, rerun], v, f"{note}, which ended {again.status} ({again.reason}): {m.name}'s figure stands"
+        if later is not None and later.relative >= shift.relative:
+            why = f"set aside: its step time moved no less than {m.name}'s, whose figure stands for the configuration"
+            self.progress.finished(name, UNSTEADY_STATUS, why, None, self._leader())
+            return ([v, dataclasses.replace(rerun, measurement=again.set_aside(why))], v,
+                    f"{note}, which moved {later.relative:.0%}: {m.name}'s figure stands")
+        why = f"set aside for {name}, a steadier run of the same configuration"
+        self.progress.finished(m.name, UNSTEADY_STATUS, why, None, self._leader())
+        steadier = "held still" if later is None else f"moved {later.relative:.0%}"
+        return ([dataclasses.replace(v, measurement=m.set_aside(why)), rerun], rerun,
+                f"{note}, which {steadier}: its figure stands for the configuration")
 
     def _settle(self, first: Verification, second: Verification, done: list[Verification],
                 notes: list[str], window: tuple[int, int] | None = None) -> tuple[Settlement | None, str]:

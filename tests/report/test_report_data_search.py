@@ -122,3 +122,20 @@ def test_spec_profiles_have_curves_over_a_fixed_range_and_no_points():
         assert (s.curve_bytes[0], s.curve_bytes[-1]) == pytest.approx(SPEC_RANGE_BYTES)
         intra = s.scope == "intra-node"
         assert s.bandwidth_bytes_per_s == (240e9 if intra else 160e9)  # 8 x 200 Gb/s NICs per node
+
+
+def test_a_run_set_aside_as_unsteady_is_neither_a_failure_nor_a_point(make_search):
+    from simtune.report import search_sections
+    from simtune.report.document import BulletList
+
+    folder = make_search(predicted={"z0_gas1_tmbspg16": 270.0, "z1_gas1_tmbspg16": 260.0})
+    document = json.loads((folder / "results.json").read_text())
+    unsteady = document["experiments"][3]
+    unsteady.update(status="unsteady", metric_value=None, reason="set aside for z1_gas1_tmbspg16_rerun, a steadier "
+                                                                 "run of the same configuration")
+    (folder / "results.json").write_text(json.dumps(document))
+    record = read_search(folder)
+    data = predicted_vs_measured(record)
+    assert [p.name for p in data.points] == ["z0_gas1_tmbspg16"] and data.failed_predicted == ()
+    facts = next(b for b in search_sections(record)[0].blocks if isinstance(b, BulletList)).items
+    assert "Experiments: 4 (2 ok, 1 failed, 1 set aside as unsteady)." in facts

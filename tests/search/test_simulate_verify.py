@@ -340,10 +340,80 @@ def test_a_contradiction_by_a_run_whose_step_time_moved_says_so(tmp_path, setup)
         metrics = slower(trial)
         return {**metrics, "step_times_s": [1.3 * metrics["step_time_s"]] * 10 + [metrics["step_time_s"]] * 10}
 
-    result = search(tmp_path, space, predictor, TwinRunner(with_a_transient), verify_top=3).run()
+    runner = TwinRunner(with_a_transient)
+    result = search(tmp_path, space, predictor, runner, verify_top=3).run()
     note = next(n for n in result.outcome.notes if "more than the model's 10% error" in n)
     assert note.endswith("(its step time moved 30% within its measured window: a transient may account for some "
                          "of it)")
+    # each ran once more and moved as much again, so each first run's figure stands
+    firsts = [v for v in result.verifications if v.measurement.phase == "verify"]
+    assert len(firsts) == 3 and all(v.measurement.ok for v in firsts)
+    assert runner.names == [n for v in firsts for n in (v.measurement.name, v.measurement.name + "_rerun")]
+    again = [v.measurement for v in result.verifications if v.measurement.phase == "rerun"]
+    assert all(m.status == "unsteady" and m.value is None and "moved no less than" in m.reason for m in again)
+
+
+def transient_once(outcome, trials, *, then="steady"):
+    """``outcome`` whose first run of each trial in ``trials`` measured a transient (its window's first
+    half 30% slower, its median 15% slow); its next run is steady, or ``then`` (a status) instead."""
+    runs: dict = {}
+
+    def run(trial):
+        metrics = outcome(trial)
+        if trial not in trials:
+            return metrics
+        runs[trial] = runs.get(trial, 0) + 1
+        if runs[trial] > 1:
+            return metrics if then == "steady" else then
+        step_s = metrics["step_time_s"]
+        batch = metrics["train_batch_size"]
+        return {**metrics_for(batch / (1.15 * step_s), train_batch_size=batch), "step_time_s": 1.15 * step_s,
+                "peak_memory_bytes": metrics["peak_memory_bytes"], "step_times_s": [1.3 * step_s] * 10 + [step_s] * 10}
+    return run
+
+
+def test_a_run_whose_step_time_moved_runs_once_more_and_the_steady_run_stands(tmp_path, setup):
+    from simtune.search.outputs import write_outputs
+
+    space, predictor = setup
+    top = search(tmp_path / "plan", space, predictor, None, verify_top=0).run().predicted_best
+    exact = truth(space, predictor)
+    runner = TwinRunner(transient_once(exact, {top.trial}))
+    simulated = search(tmp_path / "run", space, predictor, runner, verify_top=3)
+    result = simulated.run()
+    rerun = top.name + "_rerun"
+    assert runner.names[:2] == [top.name, rerun] and len(runner.names) == 4  # one more run, no more
+    first, again, *rest = result.verifications
+    assert first.measurement.status == "unsteady" and first.measurement.value is None
+    assert first.measurement.reason == f"set aside for {rerun}, a steadier run of the same configuration"
+    steady = exact(top.trial)["throughput"]
+    assert again.measurement.ok and again.measurement.value == pytest.approx(steady)
+    assert len(rest) == 2 and all(v.measurement.ok for v in rest)
+    # the steady run taught the model (one sample for the configuration) and competes for the best
+    samples = simulated.residual.time_samples
+    assert len(samples) == 3 and rerun in {s.name for s in samples} and top.name not in {s.name for s in samples}
+    assert result.outcome.best.value == max(v.measurement.value for v in (again, *rest))
+    note = next(n for n in result.outcome.notes if n.startswith(f"{top.name}'s step time moved 30%"))
+    assert note.endswith(f"so it ran once more as {rerun}, which held still: its figure stands for the configuration")
+
+    summary = write_outputs(tmp_path / "out", result.outcome, 1.0).summary_text
+    assert "Failed experiments: 0." in summary
+    assert f"Unsteady: {top.name}: its step time moved 30% within the measured window" in summary
+    assert summary.count("Unsteady: ") == 1 and f"; set aside for {rerun}, a steadier run" in summary
+
+
+def test_a_rerun_that_fails_leaves_the_first_runs_figure_and_is_not_replaced(tmp_path, setup):
+    space, predictor = setup
+    top = search(tmp_path / "plan", space, predictor, None, verify_top=0).run().predicted_best
+    runner = TwinRunner(transient_once(truth(space, predictor), {top.trial}, then="crashed"))
+    result = search(tmp_path / "run", space, predictor, runner, verify_top=3).run()
+    assert len(runner.names) == 4
+    first, again, *rest = result.verifications
+    assert first.measurement.ok and first.measurement.name == top.name
+    assert again.measurement.status == "crashed" and again.measurement.name == top.name + "_rerun"
+    assert len(rest) == 2 and all(v.measurement.ok and v.replaces is None for v in rest)
+    assert any(n.endswith(f"which ended crashed (twin says crashed): {top.name}'s figure stands")
+               for n in result.outcome.notes)
 
 
 def test_a_run_within_the_error_leaves_the_doubt_where_it_was(tmp_path, setup):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from simtune.report.search_results import SearchRecord
+from simtune.runner.steadiness import UNSTEADY_STATUS
 
 
 
@@ -44,5 +45,6 @@ class PredictedVsMeasured:
 def predicted_vs_measured(record: SearchRecord) -> PredictedVsMeasured:
     points = tuple(PredictionPoint(e.name, e.predicted, e.measured) for e in record.experiments
                    if e.predicted is not None and e.measured is not None and e.measured != 0)
-    failed = tuple(e.name for e in record.experiments if e.predicted is not None and e.measured is None)
+    failed = tuple(e.name for e in record.experiments
+                   if e.predicted is not None and e.measured is None and e.status != UNSTEADY_STATUS)
     return PredictedVsMeasured(record.metric, record.spec.unit, points, failed)
