@@ -1,5 +1,5 @@
-"""Real quick calibrations on two CPU processes (gloo): `simtune calibrate --gpus 2 --quick` as one
-node, and the same two processes named as two nodes."""
+"""Real quick calibrations on two CPU processes (gloo): `simtune calibrate --gpus 2 --quick
+--no-engines` as one node, and the same two processes named as two nodes."""
 
 import glob
 import re
@@ -13,7 +13,6 @@ from simtune.model.adapters import hardware_spec
 from simtune.model.links import ring_collectives
 from simtune.prediction.learnt_engine_costs import learnt_engine_costs
 from simtune.prediction.predictor import Predictor
-from simtune.search.model_inputs import workload_key
 from simtune.space import Trial
 from simtune.workloads import load_workload
 
@@ -23,7 +22,8 @@ def test_quick_two_process_calibration_writes_a_valid_profile(tmp_path, monkeypa
     monkeypatch.setenv("DS_ACCELERATOR", "cpu")  # also on a GPU machine: this test is about CPU ranks
     out = tmp_path / "profiles"
     started = time.perf_counter()
-    assert main(["calibrate", "--gpus", "2", "--quick", "--out", str(out), "--name", "ci-cpu-2proc"]) == 0
+    assert main(["calibrate", "--gpus", "2", "--quick", "--no-engines", "--out", str(out), "--name",
+                 "ci-cpu-2proc"]) == 0
     wall_s = time.perf_counter() - started
     stdout = capsys.readouterr().out
     assert f"Saved ci-cpu-2proc to {out / 'ci-cpu-2proc.json'}" in stdout
@@ -78,31 +78,12 @@ def test_quick_two_process_calibration_writes_a_valid_profile(tmp_path, monkeypa
 
     port = re.search(r"--master_port (\d+)", " ".join(profile.provenance.notes)).group(1)
     assert glob.glob(f"/dev/shm/deepspeed_allreduce_buffer_*_{port}_*") == []
-    assert wall_s < 360  # target 20 s for the machine, 40 s for the engines; generous for a loaded CI machine
+    assert wall_s < 240  # target 20 s for the machine; generous for a loaded CI machine
 
-    # DeepSpeed's engines of the tiny reference model and of its heavy twin, measured after the
-    # machine: their costs per unit and per parameter are saved for this profile, so that a search
-    # measures its workload without engines.
-    assert "Measured DeepSpeed's engines on gpt2-tiny (seq 64, fp32)" in stdout
-    assert "Measured DeepSpeed's engines on gpt2-tiny-heavy (seq 64, fp32)" in stdout
-    learnt = learnt_engine_costs(profile, "fp32")
-    assert learnt is not None and learnt.covers(bucket_engines=True)
-    assert learnt.sources == (workload_key(load_workload("gpt2-tiny", seq_len=64), "fp32"),)
-    # what stage 3 adds per micro-step beyond stage 0 (a fetch and release per module in each pass,
-    # a gradient hook per tensor) and a reduction bucket's call are milliseconds on CPU. How stage
-    # 3's excess splits between modules and hooks is a difference of differences that a busy
-    # 2-core machine can tip to either side (one part read as 0); their sum is what is measured.
-    from simtune.model.adapters import model_spec
-
-    tiny = model_spec(load_workload("gpt2-tiny", seq_len=64))
-    per_module = learnt.costs["zero3_module_s"] + learnt.costs["zero3_module_backward_s"]
-    stage3_excess = (tiny.hooked_modules * per_module
-                     + len(tiny.layout.numels) * learnt.costs["gradient_hook_s"])
-    assert stage3_excess > 1e-3 and learnt.costs["reduce_bucket_s"] > 0
-    # ZeRO-1's flat fp32 partition costs every step in proportion to the parameters
-    zero1 = learnt.param_pass_s[1]
-    assert len(learnt.param_pass_s) == 4 and zero1[1] + zero1[2] > 0
-    assert learnt_engine_costs(profile, "bf16") == learnt  # the only costs there are
+    # --no-engines: the machine only (the engines' costs are measured and checked by
+    # tests/search/test_engine_reference.py, in a first search of a large workload)
+    assert "Measured DeepSpeed's engines" not in stdout
+    assert learnt_engine_costs(profile, "fp32") is None
 
 
 @pytest.mark.slow

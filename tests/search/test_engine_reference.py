@@ -11,6 +11,7 @@ from simtune.calibration.workload import MeasureScope, read_cached
 from simtune.cli import main
 from simtune.hardware import load_profile
 from simtune.hardware.registry import user_dir
+from simtune.model.adapters import model_spec
 from simtune.model.inputs import MeasuredCompute, TrainConfig
 from simtune.model.step_time import framework_costs
 from simtune.prediction.learnt_engine_costs import PER_PARAMETER_KEY, learnt_costs_path, learnt_engine_costs
@@ -86,7 +87,7 @@ def test_a_first_search_of_a_large_workload_measures_the_references_engines_inst
     monkeypatch.setattr(model_inputs, "ENGINE_REFERENCE_ABOVE", 1)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ds.json").write_text(json.dumps({
-        "train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": [0, 3]},
+        "train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": [0, 3], "reduce_bucket_size": 100000},
         "optimizer": {"type": "AdamW", "params": {"lr": 1e-4, "torch_adam": True}},
         "autotuning": {"max_train_micro_batch_size_per_gpu": 4, "start_profile_step": 2, "end_profile_step": 4}}))
     code = main(["search", "--model", "bert-tiny", "--seq-len", "32", "--num_gpus", "2", "--verify-top", "1",
@@ -100,7 +101,22 @@ def test_a_first_search_of_a_large_workload_measures_the_references_engines_inst
     profile = load_profile(profile_path)
     learnt = learnt_engine_costs(profile, "fp32")
     assert learnt is not None and learnt.sources == (workload_key(engine_reference(), "fp32"),)
-    assert len(learnt.param_pass_s) == 4  # read off the reference and its heavy twin
+    # read off the reference's engines, with small buckets too as the space's reduce_bucket_size
+    # issues several reductions, and off its heavy twin's for the costs per parameter
+    assert learnt.covers(bucket_engines=True)
+    # what stage 3 adds per micro-step beyond stage 0 (a fetch and release per module in each pass,
+    # a gradient hook per tensor) and a reduction bucket's call are milliseconds on CPU. How stage
+    # 3's excess splits between modules and hooks is a difference of differences that a busy
+    # 2-core machine can tip to either side (one part read as 0); their sum is what is measured.
+    tiny = model_spec(engine_reference())
+    per_module = learnt.costs["zero3_module_s"] + learnt.costs["zero3_module_backward_s"]
+    stage3_excess = (tiny.hooked_modules * per_module
+                     + len(tiny.layout.numels) * learnt.costs["gradient_hook_s"])
+    assert stage3_excess > 1e-3 and learnt.costs["reduce_bucket_s"] > 0
+    # ZeRO-1's flat fp32 partition costs every step in proportion to the parameters
+    zero1 = learnt.param_pass_s[1]
+    assert len(learnt.param_pass_s) == 4 and zero1[1] + zero1[2] > 0
+    assert learnt_engine_costs(profile, "bf16") == learnt  # the only costs there are
     measured = [read_cached(path) for path in (user_dir().parent / "cache").glob("workload-*.json")]
     by_name = {m.name: m for m in measured if m is not None}
     assert set(by_name) == {"gpt2-tiny", "gpt2-tiny-heavy", "bert-tiny"}
