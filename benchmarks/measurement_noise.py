@@ -5,7 +5,10 @@ finely any of them can rank configurations. This runs the same configurations ag
 through the runner (the real DeepSpeed launcher, the probe, 2 CPU processes, gloo), the
 configurations and windows in alternation, and reports for each window (start..end profile step)
 the median, the range and the coefficient of variation (stdev / mean) of the throughput, and the
-wall time of one experiment.
+wall time of one experiment. For the windows of at least ``MIN_WINDOW_STEPS`` steps it also gives
+how far each run's step time moved within its window (the two halves' medians,
+:mod:`simtune.runner.steadiness`) and how many runs moved more than a steady run may, which a
+model-driven search would run once more.
 
 Run from the repository root (no GPU needed; DS_ACCELERATOR=cpu is set here):
 
@@ -53,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
           f"load average at start {os.getloadavg()[0]:.2f}")
     print(f"# {MODEL}, {SEQ_LEN} tokens, micro-batch {MICRO_BATCH}, AdamW, fp32, 2 CPU processes; "
           f"ZeRO stages {', '.join(map(str, STAGES))}; windows and stages in alternation")
+    from simtune.runner.steadiness import MAX_WINDOW_SHIFT, window_shift
+
     values: dict[tuple, list[float]] = {}
     walls: dict[tuple, list[float]] = {}
+    shifts: dict[tuple, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="simtune-noise-") as folder:
         runners = {w: Runner((str(TRAIN_PROGRAM), ("--model", MODEL, "--seq-len", SEQ_LEN, "--deepspeed",
                                                    "ds_config.json")),
@@ -74,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                           f"{'' if value is None else f'{value:.1f} samples/s'}", file=sys.stderr, flush=True)
                     if value is not None:
                         values.setdefault((window, stage), []).append(float(value))
+                        shift = window_shift((result.metrics or {}).get("step_times_s"))
+                        if shift is not None:
+                            shifts.setdefault((window, stage), []).append(shift.relative)
     print(f"# load average at end {os.getloadavg()[0]:.2f}")
     print()
     print("| window | stage | runs | median samples/s | min..max | CV | wall s per experiment |")
@@ -92,6 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for window, cvs in summary.items():
         print(f"window {window[0]}..{window[1]} ({window[1] - window[0] + 1} steps): mean CV {statistics.mean(cvs):.1%}")
+    if shifts:
+        print()
+        print(f"step time moved within the window (the medians of its two halves, over the faster; a search "
+              f"runs a verification once more above {MAX_WINDOW_SHIFT:.0%}):")
+        for (window, stage), moved in shifts.items():
+            above = sum(1 for x in moved if x > MAX_WINDOW_SHIFT)
+            print(f"  window {window[0]}..{window[1]} z{stage}: median {statistics.median(moved):.1%}, max "
+                  f"{max(moved):.1%}; {above} of {len(moved)} runs above {MAX_WINDOW_SHIFT:.0%}")
+        every = [x for moved in shifts.values() for x in moved]
+        above = sum(1 for x in every if x > MAX_WINDOW_SHIFT)
+        print(f"  all: {above} of {len(every)} runs above {MAX_WINDOW_SHIFT:.0%}")
     print(json.dumps({f"{w[0]}..{w[1]} z{s}": v for (w, s), v in values.items()}))
     return 0
 
