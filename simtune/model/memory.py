@@ -6,13 +6,17 @@
           + fixed overhead + runtime overhead (measured: on CPU the program's code and ZeRO's
             runtime; the real engines' residual)
     backward phase = activations + logits + communication scratch + buckets freed after it
+                     + gradients freed inside the step (stages 1/2: they leave the model states)
     step transient = fp32 gradients the step builds + the optimizer implementation's temporaries
+                     (stages 1/2: at least the cast of their gradient partition to fp32)
     feasible = total <= min(usable memory + fixed overhead, device memory)   (the memory limit)
 
 Activations, logits and a reduction's scratch copy live during forward/backward; the optimizer
 step's fp32 gradients and its implementation's temporaries appear after them, so the two phases
 share one slot (max). Stage 3 holds its gradient bucket throughout; stages 1/2 free theirs at
-the end of each backward (:func:`~simtune.model.memory_buffers.buckets_held_through_step`).
+the end of each backward (:func:`~simtune.model.memory_buffers.buckets_held_through_step`), and
+free their gradients inside the step before the optimizer runs
+(:func:`~simtune.model.memory_buffers.gradients_held_through_step`).
 Gradients are counted whole beside the activations, which over-counts stages 0/1 (their
 gradients grow while activations are freed): the total is an upper bound on the peak.
 
@@ -64,6 +68,9 @@ class MemoryEstimate:
     buckets_held_through_step: bool = True
     """Whether the gradient buckets stay allocated through the optimizer step (stage 3) or are
     freed after each backward (stages 1/2), where they share the backward's slot."""
+    gradients_held_through_step: bool = True
+    """Whether the gradients stay allocated through the optimizer step (stages 0 and 3) or are
+    freed inside it before the optimizer runs (stages 1/2), where they share the backward's slot."""
 
     @property
     def model_states_bytes(self) -> int:
@@ -72,9 +79,11 @@ class MemoryEstimate:
 
     @property
     def backward_phase_bytes(self) -> int:
-        """What lives during the backward only: activations, logits, scratch, freed buckets."""
+        """What lives during the backward only: activations, logits, scratch, freed buckets, and
+        the gradients where the step frees them before the optimizer runs (stages 1/2)."""
         freed = 0 if self.buckets_held_through_step else self.gradient_buckets_bytes
-        return self.activations_bytes + self.logits_bytes + self.comm_scratch_bytes + freed
+        gradients = 0 if self.gradients_held_through_step else self.gradients_bytes
+        return self.activations_bytes + self.logits_bytes + self.comm_scratch_bytes + freed + gradients
 
     @property
     def transient_beyond_backward_bytes(self) -> int:
@@ -99,11 +108,15 @@ def estimate_memory(model: ModelSpec, hardware: HardwareSpec, config: TrainConfi
     else:
         activations, logits = measured, 0
     transient = buf.step_transient_bytes(s, config) + buf.optimizer_temporary_bytes(s, config, hardware.optimizer_impl)
+    grads_kept = buf.gradients_held_through_step(config)
+    if not grads_kept:
+        partition = grads if config.stage == 2 else config.state_bytes * s.grads_in_partition
+        transient = max(transient, buf.gradient_cast_bytes(s, config, partition))
     fixed = hardware.fixed_overhead_bytes
     runtime = act.runtime_overhead_bytes(model, config)
     held = buf.buckets_held_through_step(config)
-    backward = activations + logits + scratch + (0 if held else buckets)
-    total = (params + grads + master + optim + (buckets if held else 0) + gathered
+    backward = activations + logits + scratch + (0 if held else buckets) + (0 if grads_kept else grads)
+    total = (params + (grads if grads_kept else 0) + master + optim + (buckets if held else 0) + gathered
              + max(backward, transient) + fixed + runtime)
     host = st.host_bytes(s, config)
     limit = min(hardware.usable_memory_bytes + fixed, hardware.device_memory_bytes)
@@ -116,4 +129,5 @@ def estimate_memory(model: ModelSpec, hardware: HardwareSpec, config: TrainConfi
         gathered_parameters_bytes=gathered, comm_scratch_bytes=scratch,
         activations_bytes=activations, logits_bytes=logits, step_transient_bytes=transient,
         fixed_overhead_bytes=fixed, runtime_overhead_bytes=runtime, total_bytes=total,
-        limit_bytes=limit, host_bytes=host, feasible=feasible, buckets_held_through_step=held)
+        limit_bytes=limit, host_bytes=host, feasible=feasible, buckets_held_through_step=held,
+        gradients_held_through_step=grads_kept)

@@ -38,6 +38,13 @@ Device bytes for one rank; b is the byte size of the compute precision.
   ``Shards.step_group``, the largest model tensor at stage 0 in fp32); the foreach AdamW
   (``_multi_tensor_adam``) one ``_foreach_sqrt`` copy of every element it updates (at stage 3,
   of one sub-group); fused kernels none.
+- Gradients inside the step: stages 0 and 3 keep theirs through the step. Stages 1/2 free theirs
+  inside it (stage_1_and_2.py ``step``): the gradients outside the rank's partition first, then
+  the partition's once it is flattened (b bytes per element) and cast to fp32 (4 bytes; no copy
+  in fp32), before the optimizer runs. So their gradients share the backward's slot, and the
+  step's own peak is the larger of that cast (the partition's gradients, their flat copy and the
+  fp32 cast at once) and the optimizer's (the fp32 gradients and the implementation's
+  temporaries).
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from __future__ import annotations
 from typing import Optional
 
 from simtune.model.inputs import ModelSpec, TrainConfig
+from simtune.model.memory_states import FP32_BYTES
 from simtune.model.shards import Shards
 from simtune.optimizers import ADAM_KERNELS
 
@@ -110,6 +118,27 @@ def gathered_parameter_bytes(model: ModelSpec, s: Shards, c: TrainConfig) -> int
 def buckets_held_through_step(c: TrainConfig) -> bool:
     """Stage 3 keeps its bucket from start-up; stages 1/2 free theirs after each backward."""
     return c.stage == 3
+
+
+def gradients_held_through_step(c: TrainConfig) -> bool:
+    """Stages 0 and 3 keep their gradients through the optimizer step; stages 1/2 free them inside
+    it, once their partition is cast to fp32 (stage_1_and_2.py ``step``: ``free_grad_in_param_list``
+    of the parameters outside the partition, the flat fp32 copy, then of those inside), so their
+    gradients share the backward's slot and never meet the optimizer's temporaries."""
+    return c.stage not in (1, 2)
+
+
+def gradient_cast_bytes(s: Shards, c: TrainConfig, partition_gradients: int) -> int:
+    """What stages 1/2 hold as they cast their gradient partition to fp32 before the optimizer step
+    (stage_1_and_2.py ``step``, DeepSpeed 0.19.8): the partition's gradients
+    (``partition_gradients`` bytes: the parameters' inside the partition), their flat copy
+    (``flatten``, b bytes per element) and that copy cast to fp32 (``.to``: none when the
+    gradients are fp32 already); the gradients outside the partition are freed first. Host
+    optimizers cast on the host: nothing."""
+    if c.stage not in (1, 2) or c.offload_optimizer:
+        return 0
+    b = c.state_bytes
+    return partition_gradients + b * s.flat_partition + (FP32_BYTES * s.flat_partition if b != FP32_BYTES else 0)
 
 
 def comm_scratch_bytes(s: Shards, c: TrainConfig, reduce_scatter_staging: bool = False) -> int:

@@ -6,10 +6,12 @@ when stage 0 does not fit at all. The stacked terms sum exactly to the model's t
 
     total = parameters + gradients + master weights + optimizer states + gradient buckets
             + gathered parameters + activations + logits + communication scratch
-            + max(0, step transient - (activations + logits + scratch)) + fixed overhead
+            + max(0, step transient - backward phase) + fixed overhead
 
-(the optimizer step's fp32 gradients share one slot with the forward/backward phase, so only the
-part of the step transient beyond that phase adds to the peak; docs/cost-model.md section 2.4).
+(the optimizer step's fp32 gradients share one slot with the forward/backward phase: activations,
+logits and scratch, and at stages 1/2 the buckets and the gradients, which their step frees before
+the optimizer runs; so only the part of the step transient beyond that phase adds to the peak;
+docs/cost-model.md section 2.4).
 """
 
 from __future__ import annotations
