@@ -214,6 +214,9 @@ class Prediction:
     communication_share: float = 0.0
     """The collectives' time (parameter gathers and gradient reductions, hidden or not) over the
     compute's (forward, backward, recomputation) in the predicted step."""
+    fixed_overhead_gib: float = 0.0
+    """The profile's fixed overhead inside ``peak_gib``: the CUDA context, NCCL's buffers and the
+    allocator's slack."""
 
     def implied_fraction_of_peak(self, published_tokens_per_s: float) -> float:
         """The fraction of the GPU's peak the published throughput would need at this FLOP count."""
@@ -345,7 +348,28 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
     t = estimate.time
     share = (t.param_gather_s + t.grad_reduce_s) / max(t.forward_s + t.backward_s + t.recompute_s, 1e-12)
     return Prediction(tokens, fits, profile.name, peak / 2**30, largest, trial.micro_batch_size,
-                      flops / tokens, profile.device.peak_flop_per_s[predictor.precision], share)
+                      flops / tokens, profile.device.peak_flop_per_s[predictor.precision], share,
+                      profile.device.fixed_overhead_bytes / 2**30)
+
+
+MEMORY_KINDS = ("allocated", "reserved", "device", "unknown")
+"""What a source's peak memory counts (its file's ``memory_basis.kind``): torch's allocated peak
+(``max_memory_allocated``: tensors only), the caching allocator's reserved peak (its slack too),
+the device's use (nvidia-smi, ``cudaMemGetInfo``: the CUDA context and NCCL's buffers too), or
+not said."""
+
+
+def compared_peak_gib(prediction: Prediction, source: dict[str, Any], name: str) -> tuple[float, str]:
+    """The predicted peak as the source measured its own, and the kind: against an allocated peak
+    the total less the profile's fixed overhead (the context, NCCL's buffers and the allocator's
+    slack it stands for hold no tensor; the GPU kit compares so too), against any other the whole
+    total. A source that gives memory must say what it counts."""
+    kind = (source.get("memory_basis") or {}).get("kind")
+    if kind not in MEMORY_KINDS:
+        raise SystemExit(f"{name}: a row gives memory_gib but the file's memory_basis.kind is {kind!r}, "
+                         f"not one of {', '.join(MEMORY_KINDS)}.")
+    less = prediction.fixed_overhead_gib if kind == "allocated" else 0.0
+    return prediction.peak_gib - less, kind
 
 
 COMMUNICATION_BANDS = (0.1, 0.3)
@@ -416,7 +440,8 @@ def main() -> int:
                 skipped.append((path.stem, row["id"], f"not predictable: {exc}"))
                 continue
             if row["measured"].get("memory_gib"):
-                memories.append((path.stem, row["id"], float(row["measured"]["memory_gib"]), p.peak_gib))
+                compared, kind = compared_peak_gib(p, source, path.stem)
+                memories.append((path.stem, row["id"], kind, float(row["measured"]["memory_gib"]), compared))
             if row["measured"].get("largest_micro_batch"):
                 largest.append((path.stem, row["id"], int(row["measured"]["largest_micro_batch"]), p.largest_micro_batch))
             if "fits" in row["measured"]:
@@ -480,12 +505,13 @@ def main() -> int:
             print(f"  {name} {row_id}: published {'fits' if published_fit else 'does not fit'}, "
                   f"predicted {'fits' if predicted_fit else 'does not fit'}: {verdict}")
     if memories:
-        print("\npeak memory per GPU, published (as each source measured it: allocator peak or nvidia-smi) "
-              "and predicted:")
-        for name, row_id, published_gib, predicted_gib in memories:
-            print(f"  {name:<34}{row_id:<40}{published_gib:8.1f} GiB {predicted_gib:8.1f} GiB "
+        print("\npeak memory per GPU, published (as each source measured it: torch's allocated or reserved peak, "
+              "or the device's use) and predicted (against an allocated peak less the profile's fixed overhead, "
+              "which holds no tensor):")
+        for name, row_id, kind, published_gib, predicted_gib in memories:
+            print(f"  {name:<34}{row_id:<40}{kind:<10}{published_gib:8.1f} GiB {predicted_gib:8.1f} GiB "
                   f"{(predicted_gib / published_gib - 1) * 100:+6.0f}%")
-        memory_errors = [abs(p / m - 1) for _, _, m, p in memories]
+        memory_errors = [abs(p / m - 1) for _, _, _, m, p in memories]
         print(f"  {len(memories)} rows: median |error| {statistics.median(memory_errors) * 100:.0f}%, "
               f"MAPE {statistics.fmean(memory_errors) * 100:.0f}%")
     if largest:

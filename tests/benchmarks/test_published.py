@@ -198,3 +198,20 @@ def test_a_source_with_a_torch_client_optimizer_and_sub_groups_is_predicted_with
     whole = copy.deepcopy(row)
     del whole["parallel"]["sub_group_size"]
     assert published.predict(row, source).peak_gib < published.predict(whole, source).peak_gib - 3
+
+
+def test_memory_is_compared_as_each_source_counted_it():
+    published = _published()
+    for path in sorted(DATA.glob("*.json")):
+        data = json.loads(path.read_text())
+        if any(r["measured"].get("memory_gib") for r in data["measurements"]):
+            assert data["memory_basis"]["kind"] in published.MEMORY_KINDS and data["memory_basis"]["basis"], path.name
+    source, row = _row("ds_verify_loss_llama3_8b", "dsvl-llama3-8b-z1")
+    prediction = published.predict(row, source)
+    assert source["memory_basis"]["kind"] == "allocated" and prediction.fixed_overhead_gib == 2.0
+    # torch's allocated peak holds no CUDA context, NCCL buffer or allocator slack
+    assert published.compared_peak_gib(prediction, source, "x") == (prediction.peak_gib - 2.0, "allocated")
+    device = {**source, "memory_basis": {"kind": "device", "basis": "nvidia-smi"}}
+    assert published.compared_peak_gib(prediction, device, "x") == (prediction.peak_gib, "device")
+    with pytest.raises(SystemExit, match="^x: a row gives memory_gib but the file's memory_basis.kind is None"):
+        published.compared_peak_gib(prediction, {k: v for k, v in source.items() if k != "memory_basis"}, "x")
