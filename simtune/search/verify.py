@@ -23,7 +23,8 @@ transient such as steps still warming up) runs once more at once, as ``<name>_re
 of the two stands for the configuration (it teaches the model and competes for the best) and the
 other is kept with status "unsteady" and its figure set aside. One more experiment, only then.
 
-At most ``k + max_replacements`` experiments run (``max_replacements`` defaults to ``k``). Each
+At most ``k + max_replacements`` configurations run (``max_replacements`` defaults to ``k``;
+a configuration run once more counts once). Each
 experiment name runs at most once; with overwrite false the runner reuses an experiment already
 recorded in results_dir, so a resumed search runs nothing twice. When one run each cannot tell the
 two best apart (:mod:`simtune.search.close_call`), a note says so and what the model predicted.
