@@ -363,7 +363,9 @@ def compared_peak_gib(prediction: Prediction, source: dict[str, Any], name: str)
     """The predicted peak as the source measured its own, and the kind: against an allocated peak
     the total less the profile's fixed overhead (the context, NCCL's buffers and the allocator's
     slack it stands for hold no tensor; the GPU kit compares so too), against any other the whole
-    total. A source that gives memory must say what it counts."""
+    total: a reserved peak holds the allocator's slack but not the context or NCCL's buffers, and
+    the profiles do not split their overhead between them, so there the total is an upper bound.
+    A source that gives memory must say what it counts."""
     kind = (source.get("memory_basis") or {}).get("kind")
     if kind not in MEMORY_KINDS:
         raise SystemExit(f"{name}: a row gives memory_gib but the file's memory_basis.kind is {kind!r}, "

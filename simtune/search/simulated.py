@@ -265,8 +265,13 @@ class SimulatedSearch:
         return tuple(sorted(best.items()))
 
     def _record(self, verification: Verification) -> None:
-        """Keep every verification, and write it into the study (inspectable with Optuna)."""
-        self.verifications.append(verification)
+        """Keep every verification (a later record of an experiment, such as a run set aside as
+        unsteady, replaces the earlier), and write it into the study (inspectable with Optuna)."""
+        names = [v.measurement.name for v in self.verifications]
+        if verification.measurement.name in names:
+            self.verifications[names.index(verification.measurement.name)] = verification
+        else:
+            self.verifications.append(verification)
         try:
             import optuna  # loaded by the study already; kept out of the module's imports
 

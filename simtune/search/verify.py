@@ -146,7 +146,7 @@ class Verifier:
             if room <= 0:
                 if len(succeeded) < self.k and len(tried) >= self.max_runs:
                     notes.append(f"stopped after {len(done)} experiments, {len(succeeded)} of them successful: "
-                                 f"at most {self.k} replacement(s) are tried")
+                                 f"at most {self.max_runs - self.k} replacement(s) are tried")
                 break
             ranked = sorted(self.forecaster.forecast_many(pool), key=self.forecaster.sort_key)
             left = [f for f in ranked if f.feasible and f.name not in tried and f.trial.stage not in self.ruled_out]
@@ -163,11 +163,13 @@ class Verifier:
                                  f"{self.k} verification(s) succeeded")
                 break
             replaces = [pending_replacements.pop(0) if pending_replacements else None for _ in batch]
-            for first in self._run_batch(batch, replaces, len(succeeded)):
+            ran = self._run_batch(batch, replaces, len(succeeded))
+            for first in ran:  # kept at once: an interrupted rerun loses none of them
+                self._keep(done, first)
+            for first in ran:
                 runs, verification, steadied = self._steadied(first)
                 for run in runs:
-                    done.append(run)
-                    self.on_result(run)
+                    self._keep(done, run)
                 if steadied:
                     self.progress.note(steadied)
                     notes.append(steadied)
@@ -195,6 +197,16 @@ class Verifier:
                 notes.append(note)
         return VerifyOutcome(tuple(done), tuple(notes), settlement)
 
+    def _keep(self, done: list[Verification], v: Verification) -> None:
+        """Record ``v`` in ``done`` and through ``on_result``, in place of an earlier record of the
+        same experiment (a run set aside after it was kept)."""
+        names = [d.measurement.name for d in done]
+        if v.measurement.name in names:
+            done[names.index(v.measurement.name)] = v
+        else:
+            done.append(v)
+        self.on_result(v)
+
     def _steadied(self, v: Verification) -> tuple[list[Verification], Verification, str]:
         """The runs of ``v``'s configuration in the order they finished, the one that stands for
         it, and what was done: ``v`` itself and no note unless it succeeded with a step time that
@@ -212,12 +224,11 @@ class Verifier:
         self.progress.note(f"running {m.name} once more as {name}: its step time moved {shift.relative:.0%} within "
                            "its measured window")
         (again,) = self._launch([(v.forecast, name)], phase=RERUN_PHASE)
-        rerun = Verification(v.forecast, again, f"run again: {m.name}'s step time moved within its window",
-                             v.replaces)
+        rerun = Verification(v.forecast, again, f"run again: {m.name}'s step time moved within its window")
         later = again.unsteady_shift
         if not again.ok:
-            self.progress.finished(name, again.status, again.reason, None, self._leader())
-            return [v, rerun], v, f"{note}, which ended {again.status} ({again.reason}): {m.name}'s figure stands"
+            failure = self._failed_again(rerun).removeprefix(f"{name} ")  # an out of memory still teaches memory
+            return [v, rerun], v, f"{note}, which {failure}: {m.name}'s figure stands"
         if later is not None and later.relative >= shift.relative:
             why = f"set aside: its step time moved no less than {m.name}'s, whose figure stands for the configuration"
             self.progress.finished(name, UNSTEADY_STATUS, why, None, self._leader())
@@ -226,7 +237,8 @@ class Verifier:
         why = f"set aside for {name}, a steadier run of the same configuration"
         self.progress.finished(m.name, UNSTEADY_STATUS, why, None, self._leader())
         steadier = "held still" if later is None else f"moved {later.relative:.0%}"
-        return ([dataclasses.replace(v, measurement=m.set_aside(why)), rerun], rerun,
+        return ([dataclasses.replace(v, measurement=m.set_aside(why), replaces=None),
+                 dataclasses.replace(rerun, replaces=v.replaces)], dataclasses.replace(rerun, replaces=v.replaces),
                 f"{note}, which {steadier}: its figure stands for the configuration")
 
     def _settle(self, first: Verification, second: Verification, done: list[Verification],
@@ -267,7 +279,7 @@ class Verifier:
                         failed[base] += 1
                         notes.append(self._failed_again(verification))
         for v in pair:  # one sample per configuration: repeated runs with the same features would
-            self._time_sample(v.forecast, v.measurement.name, steps[v.measurement.name])  # read as held out
+            self._time_sample(v.forecast, v.forecast.name, steps[v.measurement.name])  # read as held out
         names = [v.measurement.name for v in pair]
         if all(len(values[n]) == (0 if window else 1) for n in names):
             return None, (f"the close call could not be settled: every one of the {2 * self.confirm} more runs "
@@ -352,7 +364,7 @@ class Verifier:
         workload = self.forecaster.workload
         predicted_bytes = int(f.estimate.memory.total_bytes)
         if m.ok:
-            self._time_sample(f, m.name, [self._step_s(m)])
+            self._time_sample(f, f.name, [self._step_s(m)])  # by configuration: a rerun's stands for it
             peak = (m.metrics or {}).get("peak_memory_bytes")
             if (m.metrics or {}).get("memory_kind") == SHARED_RSS_KIND:
                 peak = None  # it includes what earlier runs in its process left

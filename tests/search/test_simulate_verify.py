@@ -391,7 +391,13 @@ def test_a_run_whose_step_time_moved_runs_once_more_and_the_steady_run_stands(tm
     assert len(rest) == 2 and all(v.measurement.ok for v in rest)
     # the steady run taught the model (one sample for the configuration) and competes for the best
     samples = simulated.residual.time_samples
-    assert len(samples) == 3 and rerun in {s.name for s in samples} and top.name not in {s.name for s in samples}
+    assert len(samples) == 3 and top.name in {s.name for s in samples}  # the sample names the configuration
+    sample = next(s for s in samples if s.name == top.name)
+    assert sample.measured_step_s == pytest.approx(exact(top.trial)["step_time_s"])
+    # the search keeps each experiment once, the first run as set aside
+    assert [v.measurement.name for v in simulated.verifications] == [v.measurement.name for v in result.verifications]
+    assert simulated.verifications[0].measurement.status == "unsteady"
+    assert first.replaces is None and again.replaces is None
     assert result.outcome.best.value == max(v.measurement.value for v in (again, *rest))
     note = next(n for n in result.outcome.notes if n.startswith(f"{top.name}'s step time moved 30%"))
     assert note.endswith(f"so it ran once more as {rerun}, which held still: its figure stands for the configuration")
@@ -446,3 +452,15 @@ def test_a_stage_that_fails_twice_for_one_reason_is_ruled_out(tmp_path, setup):
     assert stages.count(bad) == 2 and stages.count(other) == 3  # two failures rule it out, no more are spent
     assert any(f"ZeRO stage {bad} is ruled out" in n for n in result.outcome.notes)
     assert result.outcome.best.trial.stage == other
+
+
+def test_a_rerun_out_of_memory_still_teaches_the_memory_model(tmp_path, setup):
+    space, predictor = setup
+    top = search(tmp_path / "plan", space, predictor, None, verify_top=0).run().predicted_best
+    simulated = search(tmp_path / "run", space, predictor,
+                       TwinRunner(transient_once(truth(space, predictor), {top.trial}, then="oom")), verify_top=3)
+    result = simulated.run()
+    assert simulated.residual.memory_factor(WORKLOAD, top.trial.stage) > 1.0
+    note = next(n for n in result.outcome.notes if n.startswith(f"{top.name}'s step time moved"))
+    assert f"which ended oom (twin says oom); stage {top.trial.stage} memory predictions are now multiplied by" in note
+    assert note.endswith(f"{top.name}'s figure stands")

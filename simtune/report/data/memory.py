@@ -27,7 +27,7 @@ from simtune.space import Trial
 TERM_LABELS = (
     "parameters", "gradients", "fp32 master weights", "optimizer states", "gradient buckets",
     "gathered parameters (ZeRO-3)", "activations", "logits and loss", "communication scratch",
-    "optimizer-step transient (beyond activations)", "fixed overhead",
+    "optimizer-step transient (beyond the backward phase)", "fixed overhead",
 )
 
 
