@@ -234,16 +234,27 @@ def _collectives(raw: Mapping, env: Mapping) -> CollectivesProfile:
     return CollectivesProfile(True, note, backend, intra, inter)
 
 
-def _copy_rate(points: tuple[CopyPoint, ...], direction: str) -> Optional[float]:
+def _copy_rate(points: tuple[CopyPoint, ...], direction: str, notes: list[str]) -> Optional[float]:
+    """Bytes per second of the copies in ``direction``: the inverse slope of their fastest times
+    over their sizes. Where the times did not grow with size (a busy machine: a quick calibration
+    times two sizes three times each), the largest copy's own rate stands in (its latency counted
+    in, so a little low), with a note, rather than failing the whole calibration."""
     chosen = [p for p in points if p.direction == direction]
     if len(chosen) < 2:
         return chosen[0].bytes / chosen[0].stats.min_s if chosen else None
-    return 1.0 / fit_line([p.bytes for p in chosen], [p.stats.min_s for p in chosen], what=f"{direction} copy").slope
+    try:
+        return 1.0 / fit_line([p.bytes for p in chosen], [p.stats.min_s for p in chosen], what=f"{direction} copy").slope
+    except FitError as exc:
+        largest = max(chosen, key=lambda p: p.bytes)
+        notes.append(f"{exc} The largest {direction} copy's own rate stands in.")
+        return largest.bytes / largest.stats.min_s
 
 
 def _offload_and_bandwidth(
-    raw_copy: Mapping, optimizer: OptimizerProfile, host_memory_bytes: Optional[int]
+    raw_copy: Mapping, optimizer: OptimizerProfile, host_memory_bytes: Optional[int],
+    notes: Optional[list[str]] = None,
 ) -> tuple[OffloadProfile, float]:
+    notes = [] if notes is None else notes
     points = tuple(
         CopyPoint(p["direction"], int(p["bytes"]), stats_from_dict(p))
         for p in sorted(raw_copy["points"], key=lambda p: (p["direction"], p["bytes"]))
@@ -254,15 +265,15 @@ def _offload_and_bandwidth(
     )
     cpu_adam = optimizer.fits[host_impl].s_per_param if host_impl else None
     if raw_copy["kind"] == "pinned_host_device":
-        memory_bw = 2.0 * _copy_rate(points, "d2d")
+        memory_bw = 2.0 * _copy_rate(points, "d2d", notes)
         offload = OffloadProfile(
-            "pinned_host_device", _copy_rate(points, "h2d"), _copy_rate(points, "d2h"),
-            _copy_rate(points, "host_memcpy"), cpu_adam, host_impl, host_memory_bytes, points,
-            h2d_pageable_bytes_per_s=_copy_rate(points, "h2d_pageable"),
-            d2h_pageable_bytes_per_s=_copy_rate(points, "d2h_pageable"),
+            "pinned_host_device", _copy_rate(points, "h2d", notes), _copy_rate(points, "d2h", notes),
+            _copy_rate(points, "host_memcpy", notes), cpu_adam, host_impl, host_memory_bytes, points,
+            h2d_pageable_bytes_per_s=_copy_rate(points, "h2d_pageable", notes),
+            d2h_pageable_bytes_per_s=_copy_rate(points, "d2h_pageable", notes),
         )
     else:
-        copy_rate = _copy_rate(points, "host_memcpy")
+        copy_rate = _copy_rate(points, "host_memcpy", notes)
         memory_bw = 2.0 * copy_rate
         offload = OffloadProfile(
             "cpu_memcpy", copy_rate, copy_rate, copy_rate, cpu_adam, host_impl, host_memory_bytes, points
@@ -319,7 +330,8 @@ def build_profile(
         compute = dataclasses.replace(compute, thread_pool=_thread_pool(raw.get("thread_pool")))
         optimizer = _optimizer(raw["optimizer"])
         host_memory = raw["memory"].get("host_total_bytes")
-        offload, memory_bw = _offload_and_bandwidth(raw["copy"], optimizer, int(host_memory) if host_memory else None)
+        offload, memory_bw = _offload_and_bandwidth(raw["copy"], optimizer, int(host_memory) if host_memory else None,
+                                                    notes)
         device = _device(raw["memory"], env, peaks, memory_bw)
         collectives = _collectives(raw["collectives"], env)
     except (KeyError, TypeError, ValueError) as exc:

@@ -353,3 +353,20 @@ def test_a_cuda_copy_section_gives_pinned_pageable_and_host_copy_rates():
     older = {"kind": "pinned_host_device", "points": [p for p in raw["points"] if p["direction"] in ("h2d", "d2h", "d2d")]}
     offload, _ = _offload_and_bandwidth(older, OptimizerProfile(fits={}, unavailable={}), None)
     assert offload.h2d_pageable_bytes_per_s is None and offload.host_memcpy_bytes_per_s is None
+
+
+def test_copy_times_that_do_not_grow_with_size_leave_the_largest_copys_rate_and_a_note():
+    """A quick CPU calibration times two copy sizes three times each; on a busy machine the smaller
+    can read slower than the larger. The calibration then keeps the larger's own rate instead of
+    failing."""
+    from simtune.calibration.build import _offload_and_bandwidth
+    from simtune.hardware.profile import OptimizerProfile
+
+    raw = {"kind": "cpu_memcpy", "points": [{"direction": "host_memcpy", "bytes": 2**24, **stats(9e-3)},
+                                            {"direction": "host_memcpy", "bytes": 2**26, **stats(8e-3)}]}
+    notes: list[str] = []
+    offload, memory_bw = _offload_and_bandwidth(raw, OptimizerProfile(fits={}, unavailable={}), None, notes)
+    assert offload.host_memcpy_bytes_per_s == pytest.approx(2**26 / 8e-3)
+    assert memory_bw == pytest.approx(2 * 2**26 / 8e-3)
+    assert notes == ["The host_memcpy copy times did not grow with size, so no bandwidth can be fitted (rerun "
+                     "calibration). The largest host_memcpy copy's own rate stands in."]
