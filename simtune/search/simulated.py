@@ -40,7 +40,7 @@ from simtune.search.outcome import (Measurement, RunnerLike, SearchOutcome, Stag
                                     default_experiment)
 from simtune.search.model_space import ModelSpace
 from simtune.search.study import ModelStudy, StudyResult, study_name
-from simtune.search.verify import Settlement, Verification, Verifier
+from simtune.search.verify import Settlement, Verification, Verifier, keep_latest
 from simtune.search.study_storage import STUDY_FILE, StudyStorage, reason_of, storage_failures
 
 ENUMERATE_LIMIT = 20_000
@@ -267,11 +267,7 @@ class SimulatedSearch:
     def _record(self, verification: Verification) -> None:
         """Keep every verification (a later record of an experiment, such as a run set aside as
         unsteady, replaces the earlier), and write it into the study (inspectable with Optuna)."""
-        names = [v.measurement.name for v in self.verifications]
-        if verification.measurement.name in names:
-            self.verifications[names.index(verification.measurement.name)] = verification
-        else:
-            self.verifications.append(verification)
+        keep_latest(self.verifications, verification)
         try:
             import optuna  # loaded by the study already; kept out of the module's imports
 

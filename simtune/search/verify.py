@@ -81,6 +81,16 @@ class Verification:
         return (self.forecast.value - measured) / measured
 
 
+def keep_latest(kept: list[Verification], v: Verification) -> None:
+    """Append ``v`` to ``kept``, or put it in place of the earlier record of the same experiment (a
+    run set aside after it was kept)."""
+    names = [k.measurement.name for k in kept]
+    if v.measurement.name in names:
+        kept[names.index(v.measurement.name)] = v
+    else:
+        kept.append(v)
+
+
 @dataclass(frozen=True)
 class Settlement:
     """A close call settled by more runs of the two: every successful run's value, by name."""
@@ -198,13 +208,8 @@ class Verifier:
         return VerifyOutcome(tuple(done), tuple(notes), settlement)
 
     def _keep(self, done: list[Verification], v: Verification) -> None:
-        """Record ``v`` in ``done`` and through ``on_result``, in place of an earlier record of the
-        same experiment (a run set aside after it was kept)."""
-        names = [d.measurement.name for d in done]
-        if v.measurement.name in names:
-            done[names.index(v.measurement.name)] = v
-        else:
-            done.append(v)
+        """Record ``v`` in ``done`` (:func:`keep_latest`) and through ``on_result``."""
+        keep_latest(done, v)
         self.on_result(v)
 
     def _steadied(self, v: Verification) -> tuple[list[Verification], Verification, str]:
@@ -237,8 +242,8 @@ class Verifier:
         why = f"set aside for {name}, a steadier run of the same configuration"
         self.progress.finished(m.name, UNSTEADY_STATUS, why, None, self._leader())
         steadier = "held still" if later is None else f"moved {later.relative:.0%}"
-        return ([dataclasses.replace(v, measurement=m.set_aside(why), replaces=None),
-                 dataclasses.replace(rerun, replaces=v.replaces)], dataclasses.replace(rerun, replaces=v.replaces),
+        stands = dataclasses.replace(rerun, replaces=v.replaces)  # only the run that stands replaced a candidate
+        return ([dataclasses.replace(v, measurement=m.set_aside(why), replaces=None), stands], stands,
                 f"{note}, which {steadier}: its figure stands for the configuration")
 
     def _settle(self, first: Verification, second: Verification, done: list[Verification],
