@@ -110,8 +110,7 @@ def estimate_memory(model: ModelSpec, hardware: HardwareSpec, config: TrainConfi
     transient = buf.step_transient_bytes(s, config) + buf.optimizer_temporary_bytes(s, config, hardware.optimizer_impl)
     grads_kept = buf.gradients_held_through_step(config)
     if not grads_kept:
-        partition = grads if config.stage == 2 else config.state_bytes * s.grads_in_partition
-        transient = max(transient, buf.gradient_cast_bytes(s, config, partition))
+        transient = max(transient, buf.gradient_cast_bytes(s, config))
     fixed = hardware.fixed_overhead_bytes
     runtime = act.runtime_overhead_bytes(model, config)
     held = buf.buckets_held_through_step(config)

@@ -52,7 +52,7 @@ from __future__ import annotations
 from typing import Optional
 
 from simtune.model.inputs import ModelSpec, TrainConfig
-from simtune.model.memory_states import FP32_BYTES
+from simtune.model.memory_states import FP32_BYTES, gradient_bytes
 from simtune.model.shards import Shards
 from simtune.optimizers import ADAM_KERNELS
 
@@ -128,17 +128,18 @@ def gradients_held_through_step(c: TrainConfig) -> bool:
     return c.stage not in (1, 2)
 
 
-def gradient_cast_bytes(s: Shards, c: TrainConfig, partition_gradients: int) -> int:
+def gradient_cast_bytes(s: Shards, c: TrainConfig) -> int:
     """What stages 1/2 hold as they cast their gradient partition to fp32 before the optimizer step
-    (stage_1_and_2.py ``step``, DeepSpeed 0.19.8): the partition's gradients
-    (``partition_gradients`` bytes: the parameters' inside the partition), their flat copy
-    (``flatten``, b bytes per element) and that copy cast to fp32 (``.to``: none when the
-    gradients are fp32 already); the gradients outside the partition are freed first. Host
-    optimizers cast on the host: nothing."""
+    (stage_1_and_2.py ``step``, DeepSpeed 0.19.8): the partition's gradients (the parameters'
+    inside the partition, b bytes per element; at stage 2 all its gradient copies,
+    :func:`~simtune.model.memory_states.gradient_bytes`), their flat copy (``flatten``, b bytes per
+    element) and that copy cast to fp32 (``.to``: none when the gradients are fp32 already); the
+    gradients outside the partition are freed first. Host optimizers cast on the host: nothing."""
     if c.stage not in (1, 2) or c.offload_optimizer:
         return 0
     b = c.state_bytes
-    return partition_gradients + b * s.flat_partition + (FP32_BYTES * s.flat_partition if b != FP32_BYTES else 0)
+    partition = gradient_bytes(s, c) if c.stage == 2 else b * s.grads_in_partition
+    return partition + b * s.flat_partition + (FP32_BYTES * s.flat_partition if b != FP32_BYTES else 0)
 
 
 def comm_scratch_bytes(s: Shards, c: TrainConfig, reduce_scatter_staging: bool = False) -> int:
