@@ -63,10 +63,3 @@ def shift_note(name: str, shift: WindowShift) -> str:
     return (f"{name}: its step time moved {shift.relative * 100:.0f}% within the measured window (first half "
             f"{shift.first_s * 1e3:.1f} ms, second half {shift.second_s * 1e3:.1f} ms a step), so its figure, the "
             "window's median, may not be the configuration's steady speed")
-
-
-def unsteady_note(name: str, step_times_s: Sequence[float] | None) -> str | None:
-    """The warning of a run whose step time moved within its window by more than
-    :data:`MAX_WINDOW_SHIFT`; None for a steady run or one with too few steps to tell."""
-    shift = unsteady_shift(step_times_s)
-    return None if shift is None else shift_note(name, shift)
