@@ -81,6 +81,12 @@ class Verification:
         return (self.forecast.value - measured) / measured
 
 
+def shown_status(m: Measurement, status: str) -> str:
+    """``status`` as a progress line gives it: marked "(reused)" for a run taken from an earlier
+    search's results instead of launched."""
+    return f"{status} (reused)" if m.reused else status
+
+
 def keep_latest(kept: list[Verification], v: Verification) -> None:
     """Append ``v`` to ``kept``, or put it in place of the earlier record of the same experiment (a
     run set aside after it was kept)."""
@@ -217,10 +223,12 @@ class Verifier:
         it, and what was done: ``v`` itself and no note unless it succeeded with a step time that
         moved within its window; then it runs once more and the steadier of the two successes
         stands (the first on a tie), the other set aside (:meth:`Measurement.set_aside`). A rerun
-        that fails leaves ``v``."""
+        that fails leaves ``v``. A run other processes disturbed (:attr:`Measurement.load_note`) is
+        not run again: their load explains its move, and on a machine that stays busy a second run
+        is disturbed too (the rule for disturbed runs, docs/experiments.md)."""
         m = v.measurement
         shift = m.unsteady_shift
-        if not m.ok or shift is None:
+        if not m.ok or shift is None or m.load_note is not None:
             return [v], v, ""
         name = m.name + RERUN_SUFFIX
         note = (f"{m.name}'s step time moved {shift.relative:.0%} within its measured window "
@@ -236,11 +244,11 @@ class Verifier:
             return [v, rerun], v, f"{note}, which {failure}: {m.name}'s figure stands"
         if later is not None and later.relative >= shift.relative:
             why = f"set aside: its step time moved no less than {m.name}'s, whose figure stands for the configuration"
-            self.progress.finished(name, UNSTEADY_STATUS, why, None, self._leader())
+            self.progress.finished(name, shown_status(again, UNSTEADY_STATUS), why, None, self._leader())
             return ([v, dataclasses.replace(rerun, measurement=again.set_aside(why))], v,
                     f"{note}, which moved {later.relative:.0%}: {m.name}'s figure stands")
         why = f"set aside for {name}, a steadier run of the same configuration"
-        self.progress.finished(m.name, UNSTEADY_STATUS, why, None, self._leader())
+        self.progress.finished(m.name, shown_status(m, UNSTEADY_STATUS), why, None, self._leader())
         steadier = "held still" if later is None else f"moved {later.relative:.0%}"
         stands = dataclasses.replace(rerun, replaces=v.replaces)  # only the run that stands replaced a candidate
         return ([dataclasses.replace(v, measurement=m.set_aside(why), replaces=None), stands], stands,
@@ -439,7 +447,7 @@ class Verifier:
         m = v.measurement
         error = v.error
         detail = f"predicted {format_value(v.forecast.value)}, error {error:+.1%}" if error is not None else ""
-        status = f"{m.status} (reused)" if m.reused else m.status
+        status = shown_status(m, m.status)
         self._ok.append(m)
         self.progress.finished(m.name, status, detail, m.value, self._leader())
         if detail:

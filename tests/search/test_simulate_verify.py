@@ -464,3 +464,21 @@ def test_a_rerun_out_of_memory_still_teaches_the_memory_model(tmp_path, setup):
     note = next(n for n in result.outcome.notes if n.startswith(f"{top.name}'s step time moved"))
     assert f"which ended oom (twin says oom); stage {top.trial.stage} memory predictions are now multiplied by" in note
     assert note.endswith(f"{top.name}'s figure stands")
+
+
+def test_a_run_that_moved_while_other_processes_loaded_the_machine_is_not_run_again(tmp_path, setup):
+    """Their load explains the move, and a second run on a busy machine is disturbed too."""
+    import dataclasses
+
+    space, predictor = setup
+    top = search(tmp_path / "plan", space, predictor, None, verify_top=0).run().predicted_best
+
+    class BusyTwin(TwinRunner):
+        def run(self, experiments):
+            return [dataclasses.replace(r, others_cores=1.2) for r in super().run(experiments)]
+
+    runner = BusyTwin(transient_once(truth(space, predictor), {top.trial}))
+    result = search(tmp_path / "run", space, predictor, runner, verify_top=3).run()
+    assert len(runner.names) == 3 and top.name + "_rerun" not in runner.names
+    first = result.verifications[0]
+    assert first.measurement.name == top.name and first.measurement.ok and first.measurement.load_note
