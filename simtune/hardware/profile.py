@@ -388,6 +388,7 @@ class FrameworkProfile:
     profile written before the two were apart held one cost for both, which is read for both."""
     param_pass_s: tuple[tuple[float, float, float], ...] = ()
     """Per stage 0-3, (forward, backward, step) seconds per parameter (empty: not learnt)."""
+    engine_boundary_s: float = 0.0
 
 
 _FRAMEWORK_FIELDS = {f.name: f for f in dataclasses.fields(FrameworkProfile) if f.name not in ("kind", "param_pass_s")}

@@ -556,7 +556,13 @@ class FrameworkCosts:
     """The engine's step call beyond the optimizer arithmetic (gradient norm, overflow check,
     bookkeeping)."""
     engine_micro_step_s: float = 0.0
-    """The engine's forward and backward calls' own work in one micro-step, at every stage."""
+    """The engine's own work in every micro-step (its forward call, the backward's prologue, the
+    training loop around the calls), at every stage."""
+    engine_boundary_s: float = 0.0
+    """The engine's backward work where the ranks meet, beyond the collectives' own time: the
+    gradient reduction's Python, flattening and copies back, and the wait for the slowest rank.
+    Once per optimizer step at stages 0/1 (they reduce at the accumulation boundary only), every
+    micro-step at stages 2/3 (:func:`simtune.model.step_time.backward_engine_work_per_step`)."""
     param_pass_s: tuple[tuple[float, float, float], ...] = ()
     """Per ZeRO stage 0-3, (forward, backward, step) seconds per parameter that the engine spends
     in proportion to the model's size beyond the cost model's terms (stages 1-2's flat partitions:

@@ -115,6 +115,19 @@ def _reduce_calls(m: ModelSpec, c: TrainConfig) -> int:
     return per_step * m.layout.bucket_count(c.reduce_bucket_size)
 
 
+def backward_engine_work_per_step(stage: int) -> bool:
+    """Whether the engine's backward work beyond the model's (measured, or the profile's
+    ``engine_boundary_s``, hooks and per-parameter passes) runs once per optimizer step rather than
+    in every micro-step: at stages 0/1, whose gradients are reduced at the accumulation boundary
+    only (DeepSpeed 0.19.8 engine.py ``allreduce_gradients``: "Communicate only at gradient
+    accumulation boundaries"), so that the ranks also wait for each other only there; stages 2/3
+    reduce, and meet, in every micro-step. benchmarks/accumulation.py splits 16 samples per rank
+    into 16 x 1, 4 x 4 and 1 x 16 micro-steps on 2 CPU processes: charged in every micro-step,
+    stage 0/1 steps of 1 x 16 were predicted 67-80% slow; once a step, 13-14% (docs/cost-model.md
+    3.3)."""
+    return stage < 2
+
+
 def gradient_copy_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
     """Device seconds per micro-step spent moving gradients, where the engine's costs are not
     measured: stages 0/1 accumulate each micro-step's gradients into the kept ones (read both,
@@ -254,19 +267,21 @@ def loss_scaling_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
 def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
                     sizes: Optional[Shards] = None) -> tuple[float, float, float]:
     """(per forward, per backward, per step) seconds the engine adds from the profile's
-    :class:`~simtune.model.inputs.FrameworkCosts`: stage 3 fetches and releases every
-    parameter-holding module in each pass (at a cost per module of its own in each direction,
-    ``zero3_module_s`` forward, ``zero3_module_backward_s`` backward); stages 2/3 run a gradient
-    hook per parameter tensor in each backward and gathers each persistent tensor after the step;
-    every stage runs the engine's forward and backward calls, copies gradients
-    (:func:`gradient_copy_s`) and steps the engine. Where the engine's work in proportion to the
-    model's size was learnt (``param_pass_s``, read off engines at one micro-step per step), that
-    replaces the copies into the buckets of stages 2/3 (stages 0/1 still accumulate from the second
-    micro-step on); its terms are :func:`param_pass_terms`'s for the replica's
-    ``parameter_count / mp`` parameters (stage 3's forward for those it fetches)."""
+    :class:`~simtune.model.inputs.FrameworkCosts`, as an engine running one micro-step per step
+    spends them (what the calibration's engines measure; :func:`estimate_time` charges the
+    backward's once per step at stages 0/1, see :func:`backward_engine_work_per_step`): stage 3
+    fetches and releases every parameter-holding module in each pass (at a cost per module of its
+    own in each direction, ``zero3_module_s`` forward, ``zero3_module_backward_s`` backward);
+    stages 2/3 run a gradient hook per parameter tensor in each backward, copy the gradients into
+    their buckets (:func:`gradient_copy_s`) and gather each persistent tensor after the step; every
+    stage runs the engine's own work per micro-step (in the forward) and where the ranks meet (in
+    the backward), and steps the engine. Where the engine's work in proportion to the model's size
+    was learnt (``param_pass_s``, read off engines at one micro-step per step), that replaces the
+    copies into the buckets of stages 2/3; its terms are :func:`param_pass_terms`'s for the
+    replica's ``parameter_count / mp`` parameters (stage 3's forward for those it fetches)."""
     fw = hw.framework
     sizes = sizes if sizes is not None else shards(m, c)
-    fwd = bwd = fw.engine_micro_step_s / 2
+    fwd, bwd = fw.engine_micro_step_s, fw.engine_boundary_s
     if c.stage == 3:
         fwd += m.hooked_modules * fw.zero3_module_s
         bwd += (m.hooked_modules + recomputed_modules(m, c)) * fw.zero3_module_backward_s
@@ -277,7 +292,7 @@ def framework_costs(m: ModelSpec, hw: HardwareSpec, c: TrainConfig,
         f, b, s = param_pass_terms(fw.param_pass_s[c.stage], m.parameter_count / c.mp_degree, c.stage, c.dp_degree,
                                    sizes.persistent)
         fwd, bwd, step = fwd + f, bwd + b, step + s
-    if not fw.param_pass_s or c.stage < 2:
+    if not fw.param_pass_s and c.stage >= 2:
         bwd += gradient_copy_s(m, hw, c)
     if c.stage == 3 and c.dp_degree > 1:
         step += sizes.persistent_tensors * fw.gather_call_s
@@ -331,9 +346,12 @@ def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
     o_step += unfused_wrapper_s(model, hardware, c)  # engine residuals are read net of it (engine_residuals)
     o_calls += communication_cast_s(model, hardware, c)
     o_step += clipping_s(model, hardware, c) + loss_scaling_s(model, hardware, c)
-    overhead = gas * (o_fwd + o_bwd) + o_step + o_calls + loop
+    # read at one micro-step per step: where the ranks meet once a step, so does that work
+    o_bwd_all = o_bwd * (1 if backward_engine_work_per_step(c.stage) else gas)
+    o_bwd_all += gas * (gradient_copy_s(model, hardware, c) if c.stage < 2 else 0.0)  # accumulation
+    overhead = gas * o_fwd + o_bwd_all + o_step + o_calls + loop
     forward_phase += gas * o_fwd
-    backward_phase_total += gas * o_bwd + o_calls
+    backward_phase_total += o_bwd_all + o_calls
     step_phase += o_step
     touch_fwd, touch_bwd, touch_step = first_touch_s(model, s, c, hardware)
     touched = touch_fwd + touch_bwd + touch_step

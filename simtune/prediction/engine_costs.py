@@ -8,7 +8,8 @@ counts of this workload: modules that hold parameters, parameter tensors, bucket
 the counts gives costs per unit (:class:`~simtune.model.inputs.FrameworkCosts`) that another
 workload multiplies by its own counts:
 
-    engine_micro_step_s     = forward_0 + backward_0 + loop_0       (stage 0's calls)
+    engine_micro_step_s     = forward_0 + loop_0                    (stage 0's, every micro-step)
+    engine_boundary_s       = backward_0                            (where the ranks meet)
     engine_step_s           = step_0
     gather_call_s           = (step_3 - step_0) / persistent tensors   (one allgather each after the step)
     gradient_hook_s         = (backward_2 - backward_0 - extra copies) / parameter tensors
@@ -149,7 +150,8 @@ def framework_costs_of(model: ModelSpec, hardware: HardwareSpec, precision: str,
     return dataclasses.replace(hardware.framework, zero3_module_s=module_forward,
                                zero3_module_backward_s=module_backward, reduce_bucket_s=bucket,
                                gradient_hook_s=hook, engine_step_s=max(0.0, s0),
-                               engine_micro_step_s=max(0.0, f0 + b0 + l0), forward_module_s=python,
+                               engine_micro_step_s=max(0.0, f0 + l0), engine_boundary_s=max(0.0, b0),
+                               forward_module_s=python,
                                gather_call_s=gather, param_pass_s=tuple(param_pass_s))
 
 

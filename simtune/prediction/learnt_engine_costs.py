@@ -37,7 +37,7 @@ from simtune.hardware.serialize import profile_fingerprint
 from simtune.model.inputs import FrameworkCosts
 
 LEARNT = ("zero3_module_s", "zero3_module_backward_s", "reduce_bucket_s", "gradient_hook_s", "engine_step_s",
-          "engine_micro_step_s", "forward_module_s", "gather_call_s")
+          "engine_micro_step_s", "engine_boundary_s", "forward_module_s", "gather_call_s")
 """The framework costs read off measured engines; the dispatch costs per kernel come from the
 profile's own microbenchmark and are not replaced."""
 
@@ -139,9 +139,13 @@ def learnt_engine_costs(profile: HardwareProfile, precision: str,
 
 def _saved(costs: Mapping[str, Any], name: str) -> Any:
     """One saved cost; an entry saved when one cost stood for both of stage 3's passes gives it
-    for the backward's too."""
+    for the backward's too. An entry saved before the backward's work where the ranks meet was
+    kept apart (no ``engine_boundary_s``) held it in ``engine_micro_step_s``, which is then not
+    read: it would be charged in every micro-step."""
     if name == "zero3_module_backward_s" and name not in costs:
         return costs.get("zero3_module_s")
+    if name == "engine_micro_step_s" and "engine_boundary_s" not in costs:
+        return None
     return costs.get(name)
 
 

@@ -6,8 +6,8 @@ from simtune.model.compute_time import pass_time
 
 from simtune.errors import ProfileError
 
-from simtune.model.inputs import TrainConfig
-from simtune.model.step_time import estimate_time
+from simtune.model.inputs import MeasuredCompute, TrainConfig
+from simtune.model.step_time import estimate_time, gradient_copy_s
 
 
 def serial_sum(t) -> float:
@@ -70,6 +70,28 @@ def test_accumulation_repeats_micro_steps_but_not_the_boundary(gpt2, hardware):
     micro = one.forward_s + one.backward_s
     assert four.step_s == pytest.approx(one.step_s + 3 * micro)
     assert four.grad_reduce_s == pytest.approx(one.grad_reduce_s)
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_the_engines_backward_work_runs_once_a_step_at_stages_0_1_and_every_micro_step_at_2_3(
+        gpt2, make_hardware, stage):
+    """What real engines add to the backward is measured at one micro-step per step; stages 0/1
+    reduce, and wait for the other ranks, at the boundary only, so it is not repeated per micro-step
+    there (only the accumulation into the kept gradients is)."""
+    engine_backward = 5e-3
+    measured = MeasuredCompute(points=((1, 0.01, 0.02), (8, 0.08, 0.16)),
+                               stage_overheads=tuple((s, 4, 0.0, engine_backward, 0.0, 0.0) for s in range(4)))
+    model = dataclasses.replace(gpt2, measured_compute=measured)
+    hardware = make_hardware(streaming_bytes_per_s=1e12)
+
+    def config(gas):
+        return TrainConfig(stage=stage, micro_batch_size=4, dp_degree=8, gradient_accumulation_steps=gas)
+
+    one, four = estimate_time(model, hardware, config(1)), estimate_time(model, hardware, config(4))
+    accumulation = 4 * gradient_copy_s(model, hardware, config(4)) if stage < 2 else 0.0
+    assert (accumulation > 0) == (stage < 2)
+    expected = accumulation if stage < 2 else 3 * engine_backward
+    assert four.engine_overhead_s - one.engine_overhead_s == pytest.approx(expected)
 
 
 def test_stage2_accumulation_reduces_every_micro_step(gpt2, hardware):

@@ -6,7 +6,7 @@ from simtune.errors import WorkloadError
 from simtune.hardware import load_profile
 from simtune.model.adapters import hardware_spec as spec_of, model_spec
 from simtune.model.inputs import FrameworkCosts, MeasuredCompute, TrainConfig
-from simtune.model.step_time import framework_costs, gradient_copy_s
+from simtune.model.step_time import estimate_time, framework_costs, gradient_copy_s
 from simtune.prediction.engine_costs import framework_costs_of, param_pass_costs
 from simtune.workloads import load_workload
 
@@ -150,9 +150,15 @@ def test_costs_per_parameter_replace_the_modelled_bucket_copies():
         assert (fwd, bwd, step) == pytest.approx((fetched * k_f, p * k_b, p * k_s / (2 if stage == 3 else 1)))
         # without them, stages 2/3 copy each gradient into a bucket
         assert (framework_costs(model, plain, config)[1] > 0) == (stage >= 2)
-    # stages 0/1 still accumulate from the second micro-step on
+    # stages 0/1 still accumulate from the second micro-step on, and their backward's engine work
+    # runs once a step: a second micro-step adds its forward's work and the accumulation only
+    one, two = (estimate_time(model, learnt, TrainConfig(stage=1, micro_batch_size=2, precision="fp32", dp_degree=2,
+                                                         gradient_accumulation_steps=gas)) for gas in (1, 2))
     config = TrainConfig(stage=1, micro_batch_size=2, precision="fp32", dp_degree=2, gradient_accumulation_steps=2)
-    assert framework_costs(model, learnt, config)[1] > model.parameter_count * PER_PARAM[1][1]
+    accumulation = 2 * gradient_copy_s(model, learnt, config)
+    assert accumulation > 0
+    assert two.engine_overhead_s - one.engine_overhead_s == pytest.approx(
+        framework_costs(model, learnt, config)[0] + accumulation)
 
 
 def test_costs_per_parameter_follow_what_each_rank_holds_and_gathers():

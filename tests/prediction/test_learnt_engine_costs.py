@@ -18,8 +18,8 @@ from tests.prediction.test_predictor import calibration_of
 
 COSTS = FrameworkCosts(forward_kernel_s=9.0, backward_kernel_s=9.0, zero3_module_s=2e-4, zero3_module_backward_s=1e-4,
                        reduce_bucket_s=3e-4,
-                       gradient_hook_s=4e-5, engine_step_s=2e-3, engine_micro_step_s=1e-3, forward_module_s=5e-5,
-                       gather_call_s=7e-4)
+                       gradient_hook_s=4e-5, engine_step_s=2e-3, engine_micro_step_s=1e-3, engine_boundary_s=6e-3,
+                       forward_module_s=5e-5, gather_call_s=7e-4)
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +124,22 @@ def test_an_entry_saved_with_one_cost_for_both_passes_gives_it_to_each(a100, tmp
     path.write_text(json.dumps({"profile": a100.name, "entries": {"old": old}}))
     learnt = learnt_engine_costs(a100, "fp32", path=path)
     assert learnt is not None and learnt.costs["zero3_module_backward_s"] == learnt.costs["zero3_module_s"] == 3e-4
+
+
+def test_an_entry_saved_with_the_backwards_meeting_in_the_micro_step_cost_does_not_give_it(a100, tmp_path):
+    """Entries saved before the backward's work where the ranks meet was kept apart held it in
+    engine_micro_step_s, which every micro-step would pay: that cost is not read from them."""
+    path = tmp_path / "costs.json"
+    record_engine_costs(a100, "new", "fp32", COSTS, buckets_measured=True, path=path)
+    data = json.loads(path.read_text())
+    old = dict(data["entries"]["new"], costs={k: v for k, v in data["entries"]["new"]["costs"].items()
+                                              if k != "engine_boundary_s"})
+    path.write_text(json.dumps({"profile": a100.name, "entries": {"old": old, "new": data["entries"]["new"]}}))
+    learnt = learnt_engine_costs(a100, "fp32", path=path)
+    assert learnt is not None
+    assert learnt.costs["engine_micro_step_s"] == COSTS.engine_micro_step_s  # the new entry's alone
+    assert learnt.costs["engine_boundary_s"] == COSTS.engine_boundary_s
+    assert learnt.costs["engine_step_s"] == COSTS.engine_step_s  # the old entry's other costs still count
 
 
 def test_costs_per_parameter_are_kept_and_taken_as_a_median_where_learnt(a100, tmp_path):
