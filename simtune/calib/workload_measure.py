@@ -38,8 +38,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from simtune.calibration.workload import (MicroBatchMeasurement, ModelShape, Request, TimeStats, WorkloadCalibration,
-                                          WorkloadCalibrationError)
+from simtune.calibration.workload import (DEFAULT_MICRO_BATCH_SIZES, MicroBatchMeasurement, ModelShape, Request,
+                                          TimeStats, WorkloadCalibration, WorkloadCalibrationError)
 from simtune.errors import WorkloadError
 from simtune.precision import TORCH_DTYPE_NAMES, autocast_parts
 from simtune.probe.device import reset_rss_peak
@@ -278,17 +278,26 @@ def gradient_bytes(model: Any) -> int:
     return sum(seen.values())
 
 
+EXTRA_SIZE_SECONDS = 0.15
+"""A micro-batch size above :data:`~simtune.calibration.workload.DEFAULT_MICRO_BATCH_SIZES` (one a
+search's space reaches) is measured only while one forward and backward of it, extrapolated from
+the size before, takes at most this long: its timings cost some 50 such iterations."""
+
+
 def measure_module(model: Any, make_batch: MakeBatch, *, micro_batch_sizes: Sequence[int],
                    repeats: int, memory_limit_bytes: int, loss_of: Optional[Callable[[Any], Any]] = None,
                    checkpointing: Optional[Callable[[bool], None]] = None,
-                   barrier: Optional[Callable[[], None]] = None
+                   barrier: Optional[Callable[[], None]] = None,
+                   agree: Callable[[float], float] = lambda value: value
                    ) -> Measured:
     """Measure any module: timings, saved bytes and peak memory per micro-batch size (and with
     activation checkpointing when ``checkpointing(on)`` can switch it), and forward FLOPs at
     the two smallest sizes. Sizes whose activations would pass half the memory limit
-    (extrapolated from the last size) are skipped. ``barrier()`` (ranks measuring side by side)
-    runs before every timed iteration, so the ranks run the same work at the same moment, as
-    training's collectives keep them."""
+    (extrapolated from the last size) are skipped, and so are sizes above the default ones whose
+    forward and backward would take more than :data:`EXTRA_SIZE_SECONDS`. ``barrier()`` (ranks
+    measuring side by side) runs before every timed iteration, so the ranks run the same work at
+    the same moment, as training's collectives keep them; ``agree(x)`` returns the largest ``x``
+    of those ranks, so that they skip the same sizes."""
     loss_of = loss_of or (lambda out: out.loss if hasattr(out, "loss") else out)
     device = next(model.parameters()).device
     layers = transformer_layers(model)
@@ -307,12 +316,19 @@ def measure_module(model: Any, make_batch: MakeBatch, *, micro_batch_sizes: Sequ
     kept: list[int] = []
     memory: dict[int, tuple[int, dict[str, int], int, Optional[int]]] = {}
     per_sample_guess = None
+    seconds_per_sample = 0.0
     for mbs in sizes:
         if per_sample_guess is not None and per_sample_guess * mbs > memory_limit_bytes / 2:
             notes.append(f"micro-batch {mbs} skipped: its activations would pass half the memory limit")
             break
+        if mbs > DEFAULT_MICRO_BATCH_SIZES[-1] and seconds_per_sample * mbs > EXTRA_SIZE_SECONDS:
+            notes.append(f"micro-batch {mbs} skipped: one forward and backward would take about "
+                         f"{seconds_per_sample * mbs:.2f} s (more than {EXTRA_SIZE_SECONDS} s)")
+            break
         batch = make_batch(mbs)
+        warm_started = time.perf_counter()
         _warm(model, batch, loss_of)
+        seconds_per_sample = agree((time.perf_counter() - warm_started) / WARMUP / mbs)
         saved, by_layer, peak = _peak(model, make_batch, mbs, loss_of, layers, device)
         ckpt_peak = None
         if checkpointing is not None:
@@ -500,6 +516,7 @@ def calibration_from(request: Request, workload: Workload, model: Any, measured:
     total, per_layer = derived_activations(results)
     fields: dict[str, Any] = dict(engines=(), ranks=1, base_rss_bytes=0, program_overhead_bytes=0, zero_runtime_bytes=0,
                                   checkpointing_skipped=not request.checkpointing,
+                                  micro_batch_sizes_asked=tuple(request.micro_batch_sizes),
                                   bucket_engines_skipped=not request.bucket_engines,
                                   engines_skipped=not request.engines)
     fields.update(extra)

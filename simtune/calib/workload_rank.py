@@ -105,6 +105,14 @@ def _calibrate_machine(raw_path: str, local_rank: int, after_baseline: Callable[
     return int(limit[0])
 
 
+def _largest_of_ranks(value: float, device: torch.device) -> float:
+    """The largest ``value`` over the ranks of the launch (a tensor on ``device``: NCCL reduces
+    no host tensor)."""
+    both = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX)
+    return float(both.item())
+
+
 def rank_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--request", required=True)
@@ -143,7 +151,8 @@ def rank_main(argv: list[str]) -> int:
         measured = measure_module(model, make_batch, micro_batch_sizes=request.micro_batch_sizes,
                                   repeats=request.repeats, memory_limit_bytes=request.memory_limit_bytes,
                                   checkpointing=checkpointing_switch(model, request),
-                                  barrier=torch.distributed.barrier)
+                                  barrier=torch.distributed.barrier,
+                                  agree=lambda value: _largest_of_ranks(value, device))
         with frozen_heap():
             zero_runtime = _zero_runtime_bytes(request.precision, world, device)
             engines = measure_stage_engines(

@@ -222,6 +222,9 @@ class WorkloadCalibration:
     engines_skipped: bool = False
     """True when no engine was measured (the profile's learnt engine costs stood in for them); a
     search that wants them measures again."""
+    micro_batch_sizes_asked: tuple[int, ...] = DEFAULT_MICRO_BATCH_SIZES
+    """The sizes the measurement was asked for (``measurements`` holds those that fitted the
+    memory and time limits); a search whose space reaches a larger one measures again."""
     from_cache: bool = field(default=False, compare=False)
     """True when this object was read from the cache rather than measured now (not saved)."""
 
@@ -306,6 +309,7 @@ class WorkloadCalibration:
             values["param_tensor_numels"] = tuple(values["param_tensor_numels"])
             values["flops_by_micro_batch"] = tuple(tuple(p) for p in values["flops_by_micro_batch"])
             values["notes"] = tuple(values.get("notes", ()))
+            values["micro_batch_sizes_asked"] = tuple(values.get("micro_batch_sizes_asked", DEFAULT_MICRO_BATCH_SIZES))
             values["measurements"] = tuple(_measurement(m) for m in values["measurements"])
             values["script_overhead"] = _stats(values.get("script_overhead"))
             values["engines"] = tuple(
@@ -406,10 +410,20 @@ class MeasureScope:
     bucket_engines: bool = True
     engines: bool = True
     """False: no engine at all (the profile's learnt engine costs stand in for them)."""
+    largest_micro_batch_size: int = DEFAULT_MICRO_BATCH_SIZES[-1]
+    """The largest micro-batch size the search may run: the model is measured up to it (see
+    :func:`larger_micro_batch_sizes`)."""
+
+    @property
+    def larger_micro_batch_sizes(self) -> tuple[int, ...]:
+        return larger_micro_batch_sizes(self.largest_micro_batch_size)
 
     def missing_from(self, calibration: WorkloadCalibration) -> list[str]:
         """What this scope needs that ``calibration`` left out."""
         missing = []
+        larger = self.larger_micro_batch_sizes
+        if larger and larger[-1] > max(calibration.micro_batch_sizes_asked):
+            missing.append(f"micro-batch sizes up to {larger[-1]}")
         if self.checkpointing and calibration.checkpointing_skipped:
             missing.append("activation checkpointing")
         if self.engines and calibration.engines_skipped:
@@ -419,6 +433,28 @@ class MeasureScope:
         return missing
 
 
+MEASURED_MICRO_BATCH_CAP = 32
+"""The largest micro-batch size a workload measurement asks for, whatever the space reaches."""
+
+
+def larger_micro_batch_sizes(largest: int) -> tuple[int, ...]:
+    """The sizes a workload is measured at beyond :data:`DEFAULT_MICRO_BATCH_SIZES` for a search
+    that runs micro-batches up to ``largest``: the powers of two after the default's largest, up to
+    the first that reaches ``largest`` (at most :data:`MEASURED_MICRO_BATCH_CAP`); none when the
+    defaults reach it. The model is interpolated
+    between measured sizes and extrapolated beyond the largest, and a CPU step is not linear in
+    the micro-batch size where it is not measured: on the 2-core VM gpt2-tiny's backward (64
+    tokens, one thread) costs 1.40-1.52 ms a sample at 8 and 1.66-1.77 at 16, where glibc starts
+    to return freed memory to the kernel after each step and the next step faults it in again
+    (2,400-6,200 minor faults a step at 16, none at 8: docs/estimate.md)."""
+    sizes: list[int] = []
+    size, target = DEFAULT_MICRO_BATCH_SIZES[-1], min(largest, MEASURED_MICRO_BATCH_CAP)
+    while size < target:
+        size *= 2
+        sizes.append(size)
+    return tuple(sizes)
+
+
 def measurement_request(workload: Workload, precision: str, *, threads: int, micro_batch_sizes: Sequence[int],
                         repeats: int, scope: Optional[MeasureScope] = None, memory_limit_bytes: int = 0,
                         profile_name: str = "", fingerprint: str = "") -> Request:
@@ -426,7 +462,7 @@ def measurement_request(workload: Workload, precision: str, *, threads: int, mic
     left empty when a calibration in the same launch sets them)."""
     scope = scope or MeasureScope()
     return Request(model=workload.name, seq_len=workload.seq_len, precision=precision, threads=threads,
-                   micro_batch_sizes=tuple(micro_batch_sizes), repeats=repeats, memory_limit_bytes=memory_limit_bytes,
+                   micro_batch_sizes=tuple(sorted(set(micro_batch_sizes) | set(scope.larger_micro_batch_sizes))), repeats=repeats, memory_limit_bytes=memory_limit_bytes,
                    profile_name=profile_name, fingerprint=fingerprint, checkpointing=scope.checkpointing,
                    bucket_engines=scope.bucket_engines and scope.engines, engines=scope.engines)
 

@@ -274,8 +274,8 @@ def workload_key(workload: Any, precision: str) -> str:
 
 def measure_scope(space: Any, workload: Any) -> MeasureScope:
     """The optional parts of the workload measurement this search needs
-    (:class:`~simtune.calibration.workload.MeasureScope`): activation checkpointing when it is a
-    choice; the engines with small buckets when some stage's reduce_bucket_size (tuned or fixed)
+    (:class:`~simtune.calibration.workload.MeasureScope`): micro-batch sizes up to the space's
+    largest; activation checkpointing when it is a choice; the engines with small buckets when some stage's reduce_bucket_size (tuned or fixed)
     makes backward issue another number of gradient reductions than DeepSpeed's default bucket,
     counted on the preset's parameter tensors (:meth:`ParamLayout.bucket_count`). A model under
     50M parameters issues one reduction with every bucket of DeepSpeed's default knob space, and
@@ -292,7 +292,8 @@ def measure_scope(space: Any, workload: Any) -> MeasureScope:
             sizes.update(dict(space.knob_space(stage)).get("reduce_bucket_size", ()))
             sizes.add(dict(dict(space.fixed_knobs)[stage]).get("reduce_bucket_size"))
     buckets = space.world_size > 1 and any(layout.bucket_count(int(s)) != default for s in sizes if s)
-    return MeasureScope(checkpointing=True in space.activation_checkpointing_choices, bucket_engines=buckets)
+    return MeasureScope(checkpointing=True in space.activation_checkpointing_choices, bucket_engines=buckets,
+                        largest_micro_batch_size=space.max_micro_batch_size)
 
 
 def choose_workload(workload: Any, profile: HardwareProfile, *, precision: str, measure: bool,

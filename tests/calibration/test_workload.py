@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from simtune.calibration.workload import (MeasureScope, TimeStats, WorkloadCalibration, WorkloadCalibrationError,
-                                          cache_path, fingerprint, model_identity, script_identity)
+from simtune.calibration.workload import (DEFAULT_MICRO_BATCH_SIZES, MeasureScope, TimeStats, WorkloadCalibration,
+                                          WorkloadCalibrationError, cache_path, fingerprint, larger_micro_batch_sizes,
+                                          model_identity, script_identity)
 from simtune.calibration.workload_launch import calibrate_workload
 from simtune.errors import WorkloadError
 from simtune.hardware.registry import load_profile
@@ -108,6 +109,42 @@ def test_a_search_without_checkpointing_skips_it_and_one_with_it_measures_again(
     # the fuller measurement now serves both kinds of search
     assert calibrate_workload(tiny, cpu_profile(), precision="fp32", micro_batch_sizes=(1, 2), repeats=2,
                               cache_dir=tmp_path, in_process=True, log=None, scope=MeasureScope(checkpointing=False)).from_cache
+
+
+def test_larger_micro_batches_are_powers_of_two_up_to_the_first_that_reaches_the_largest():
+    assert larger_micro_batch_sizes(DEFAULT_MICRO_BATCH_SIZES[-1]) == ()
+    assert larger_micro_batch_sizes(12) == larger_micro_batch_sizes(16) == (16,)
+    assert larger_micro_batch_sizes(1024) == (16, 32)
+
+
+def test_a_search_that_reaches_a_larger_micro_batch_measures_it_and_measures_again_for_it(tiny, tmp_path):
+    def measure(largest, log=None):
+        return calibrate_workload(tiny, cpu_profile(), precision="fp32", micro_batch_sizes=(1, 2), repeats=2,
+                                  cache_dir=tmp_path, in_process=True, log=log,
+                                  scope=MeasureScope(checkpointing=False, largest_micro_batch_size=largest))
+
+    small = measure(8)
+    assert small.micro_batch_sizes_asked == (1, 2) and [m.micro_batch_size for m in small.measurements] == [1, 2]
+    messages: list[str] = []
+    larger = measure(16, messages.append)
+    assert not larger.from_cache and any("no numbers for micro-batch sizes up to 16" in m for m in messages)
+    assert larger.micro_batch_sizes_asked == (1, 2, 16)
+    assert [m.micro_batch_size for m in larger.measurements] == [1, 2, 16]
+    assert measure(12).from_cache and measure(8).from_cache  # the fuller measurement serves both
+    # a measurement saved before the sizes were kept was asked for the defaults
+    data = larger.to_dict()
+    del data["micro_batch_sizes_asked"]
+    assert WorkloadCalibration.from_dict(data).micro_batch_sizes_asked == DEFAULT_MICRO_BATCH_SIZES
+
+
+def test_a_larger_micro_batch_too_slow_to_measure_is_skipped_and_said(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr("simtune.calib.workload_measure.EXTRA_SIZE_SECONDS", 0.0)
+    c = calibrate_workload(tiny, cpu_profile(), precision="fp32", micro_batch_sizes=(1, 2), repeats=2,
+                           cache_dir=tmp_path, in_process=True, log=None,
+                           scope=MeasureScope(checkpointing=False, largest_micro_batch_size=16))
+    assert [m.micro_batch_size for m in c.measurements] == [1, 2]  # the defaults are always measured
+    assert any(n.startswith("micro-batch 16 skipped: one forward and backward would take about") for n in c.notes)
+    assert c.micro_batch_sizes_asked == (1, 2, 16)  # asked for: a search that wants it does not measure again
 
 
 def test_a_measurement_without_engines_serves_only_searches_that_need_none(tiny, tmp_path):

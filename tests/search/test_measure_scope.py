@@ -1,6 +1,6 @@
-"""What a search needs measured of its workload: activation checkpointing when it is a choice, the
-engines with small buckets when a configuration issues another number of gradient reductions
-than DeepSpeed's default bucket."""
+"""What a search needs measured of its workload: micro-batch sizes up to the largest it runs,
+activation checkpointing when it is a choice, the engines with small buckets when a configuration
+issues another number of gradient reductions than DeepSpeed's default bucket."""
 
 import pytest
 
@@ -40,3 +40,10 @@ def test_the_users_bucket_sizes_count(zero, expected):
 
 def test_checkpointing_is_measured_when_the_search_tunes_it():
     assert scope("gpt2-tiny", tune_activation_checkpointing=True).checkpointing
+
+
+def test_the_model_is_measured_up_to_the_spaces_largest_micro_batch():
+    assert scope("gpt2-tiny", max_train_micro_batch_size_per_gpu=16).larger_micro_batch_sizes == (16,)
+    assert scope("gpt2-tiny", max_train_micro_batch_size_per_gpu=8).larger_micro_batch_sizes == ()
+    # DeepSpeed's default of 1024 is capped: each size doubles the measurement's cost
+    assert scope("gpt2-tiny").larger_micro_batch_sizes == (16, 32)
