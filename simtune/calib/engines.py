@@ -23,7 +23,7 @@ import deepspeed
 import torch
 
 from simtune.calib.workload_measure import LossOf, MakeBatch, PeakMemory, timed_once
-from simtune.calibration.workload import ENGINE_TIMES, EngineMeasurement, TimeStats
+from simtune.calibration.workload import DEFAULT_MICRO_BATCH_SIZES, ENGINE_TIMES, EngineMeasurement, TimeStats
 from simtune.precision import TORCH_DTYPE_NAMES, autocast_parts
 from simtune.workloads import DEFAULT_OPTIMIZER
 
@@ -148,9 +148,11 @@ def small_bucket_elements(model: torch.nn.Module) -> int:
 
 
 def engine_micro_batch_sizes(measured_sizes: list[int]) -> tuple[int, ...]:
-    """Micro-batch sizes the engines run at: the middle of the measured sizes (the engine
-    overheads are taken as the same at every size)."""
-    middle = measured_sizes[len(measured_sizes) // 2] if measured_sizes else 1
+    """Micro-batch sizes the engines run at: the middle of the measured sizes up to the default
+    ones' largest (the engine overheads are taken as the same at every size; the larger sizes a
+    search's space adds would lengthen every engine's steps)."""
+    usual = [m for m in measured_sizes if m <= DEFAULT_MICRO_BATCH_SIZES[-1]] or measured_sizes[:1]
+    middle = usual[len(usual) // 2] if usual else 1
     return (middle,)
 
 

@@ -441,12 +441,12 @@ def larger_micro_batch_sizes(largest: int) -> tuple[int, ...]:
     """The sizes a workload is measured at beyond :data:`DEFAULT_MICRO_BATCH_SIZES` for a search
     that runs micro-batches up to ``largest``: the powers of two after the default's largest, up to
     the first that reaches ``largest`` (at most :data:`MEASURED_MICRO_BATCH_CAP`); none when the
-    defaults reach it. The model is interpolated
-    between measured sizes and extrapolated beyond the largest, and a CPU step is not linear in
-    the micro-batch size where it is not measured: on the 2-core VM gpt2-tiny's backward (64
-    tokens, one thread) costs 1.40-1.52 ms a sample at 8 and 1.66-1.77 at 16, where glibc starts
-    to return freed memory to the kernel after each step and the next step faults it in again
-    (2,400-6,200 minor faults a step at 16, none at 8: docs/estimate.md)."""
+    defaults reach it. The model is interpolated between measured sizes and extrapolated beyond
+    the largest, and a CPU step is not linear in the micro-batch size where it is not measured:
+    on the 2-core VM gpt2-tiny's backward (64 tokens, one thread) costs 1.40-1.52 ms a sample at 8
+    and 1.66-1.77 at 16, where glibc starts to return freed memory to the kernel after each step
+    and the next step faults it in again (2,400-6,200 minor faults a step at 16, none at 8:
+    docs/estimate.md)."""
     sizes: list[int] = []
     size, target = DEFAULT_MICRO_BATCH_SIZES[-1], min(largest, MEASURED_MICRO_BATCH_CAP)
     while size < target:
@@ -461,8 +461,9 @@ def measurement_request(workload: Workload, precision: str, *, threads: int, mic
     """The :class:`Request` that measures ``workload`` (the limit, profile and fingerprint are
     left empty when a calibration in the same launch sets them)."""
     scope = scope or MeasureScope()
+    sizes = tuple(sorted(set(micro_batch_sizes) | set(scope.larger_micro_batch_sizes)))
     return Request(model=workload.name, seq_len=workload.seq_len, precision=precision, threads=threads,
-                   micro_batch_sizes=tuple(sorted(set(micro_batch_sizes) | set(scope.larger_micro_batch_sizes))), repeats=repeats, memory_limit_bytes=memory_limit_bytes,
+                   micro_batch_sizes=sizes, repeats=repeats, memory_limit_bytes=memory_limit_bytes,
                    profile_name=profile_name, fingerprint=fingerprint, checkpointing=scope.checkpointing,
                    bucket_engines=scope.bucket_engines and scope.engines, engines=scope.engines)
 

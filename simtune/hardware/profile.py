@@ -389,6 +389,8 @@ class FrameworkProfile:
     param_pass_s: tuple[tuple[float, float, float], ...] = ()
     """Per stage 0-3, (forward, backward, step) seconds per parameter (empty: not learnt)."""
     engine_boundary_s: float = 0.0
+    """The engine's backward work where the ranks meet (``FrameworkCosts.engine_boundary_s``); 0 in
+    a profile written before it was kept apart from ``engine_micro_step_s``."""
 
 
 _FRAMEWORK_FIELDS = {f.name: f for f in dataclasses.fields(FrameworkProfile) if f.name not in ("kind", "param_pass_s")}

@@ -275,11 +275,12 @@ def workload_key(workload: Any, precision: str) -> str:
 def measure_scope(space: Any, workload: Any) -> MeasureScope:
     """The optional parts of the workload measurement this search needs
     (:class:`~simtune.calibration.workload.MeasureScope`): micro-batch sizes up to the space's
-    largest; activation checkpointing when it is a choice; the engines with small buckets when some stage's reduce_bucket_size (tuned or fixed)
-    makes backward issue another number of gradient reductions than DeepSpeed's default bucket,
-    counted on the preset's parameter tensors (:meth:`ParamLayout.bucket_count`). A model under
-    50M parameters issues one reduction with every bucket of DeepSpeed's default knob space, and
-    one rank reduces nothing (the prediction uses those engines only across ranks)."""
+    largest; activation checkpointing when it is a choice; the engines with small buckets when
+    some stage's reduce_bucket_size (tuned or fixed) makes backward issue another number of
+    gradient reductions than DeepSpeed's default bucket, counted on the preset's parameter
+    tensors (:meth:`ParamLayout.bucket_count`). A model under 50M parameters issues one reduction
+    with every bucket of DeepSpeed's default knob space, and one rank reduces nothing (the
+    prediction uses those engines only across ranks)."""
     from simtune.model.layout import ParamLayout
     from simtune.knobs import knob
     from simtune.workloads.analysis import parameter_tensor_numels

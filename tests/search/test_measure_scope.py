@@ -47,3 +47,4 @@ def test_the_model_is_measured_up_to_the_spaces_largest_micro_batch():
     assert scope("gpt2-tiny", max_train_micro_batch_size_per_gpu=8).larger_micro_batch_sizes == ()
     # DeepSpeed's default of 1024 is capped: each size doubles the measurement's cost
     assert scope("gpt2-tiny").larger_micro_batch_sizes == (16, 32)
+
