@@ -249,6 +249,21 @@ def _warm(model: Any, batch: Batch, loss_of: LossOf) -> None:
         model.zero_grad(set_to_none=True)
 
 
+def _warmed_within_memory(model: Any, batch: Batch, loss_of: LossOf, agree: Callable[[float], float]) -> bool:
+    """One forward and backward of ``batch``, False on every rank when it ran out of device memory
+    on any (a larger size a search's space reaches, which the memory estimate from the smaller
+    ones let through; the ranks then go on without it)."""
+    try:
+        loss_of(model(**batch)).backward()
+        failed = 0.0
+    except torch.cuda.OutOfMemoryError:
+        failed = 1.0
+    model.zero_grad(set_to_none=True)
+    if failed and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return not agree(failed)
+
+
 PEAK_ITERATIONS = 4
 """Forward + backward iterations inside one peak-memory reading: training repeats them, and on
 CPU the heap grows over the first few (freed blocks do not always fit the next allocations)."""
@@ -326,6 +341,9 @@ def measure_module(model: Any, make_batch: MakeBatch, *, micro_batch_sizes: Sequ
                          f"{seconds_per_sample * mbs:.2f} s (more than {EXTRA_SIZE_SECONDS} s)")
             break
         batch = make_batch(mbs)
+        if mbs > DEFAULT_MICRO_BATCH_SIZES[-1] and not _warmed_within_memory(model, batch, loss_of, agree):
+            notes.append(f"micro-batch {mbs} skipped: it ran out of device memory")
+            break
         warm_started = time.perf_counter()
         _warm(model, batch, loss_of)
         seconds_per_sample = agree((time.perf_counter() - warm_started) / WARMUP / mbs)
