@@ -7,8 +7,8 @@ still warming up, or the machine changing speed under it. On 2 CPU processes one
 throughput varies by 3% from run to run (benchmarks/results/measurement_noise.txt), so a 15% shift
 is five times that; one such run, whose first 13 steps took 113-132 ms and whose last 7 took
 83-99 ms with no other process busy, read 46% below its prediction where the search's two other
-runs read 3% and 8%. A model-driven search runs such a verification once more and keeps the
-steadier run's figure (:mod:`simtune.search.verify`).
+runs read 3% and 8%. A search runs such a run once more and keeps the steadier run's figure
+(:mod:`simtune.search.verify`, :mod:`simtune.search.measured`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ MAX_WINDOW_SHIFT = 0.15
 
 UNSTEADY_STATUS = "unsteady"
 """The status of a run that succeeded but whose figure a search set aside for a steadier run of the
-same configuration (:mod:`simtune.search.verify`)."""
+same configuration (:mod:`simtune.search.verify`, :mod:`simtune.search.measured`)."""
+
+RERUN_SUFFIX = "_rerun"
+"""Appended to the name of a run that is run once more because its step time moved."""
+
+RERUN_PHASE = "rerun"
+"""The phase such a run is recorded under."""
 
 MIN_WINDOW_STEPS = 8
 """Windows shorter than this are too short to tell a shift from noise: no verdict."""
@@ -56,6 +62,17 @@ def unsteady_shift(step_times_s: Sequence[float] | None) -> WindowShift | None:
     with too few steps to tell."""
     shift = window_shift(step_times_s)
     return shift if shift is not None and shift.relative > MAX_WINDOW_SHIFT else None
+
+
+def rerun_notes(name: str, shift: WindowShift) -> tuple[str, str, str]:
+    """For run ``name`` run once more because its step time moved by ``shift``: the name of the
+    run again, what the search says as it starts, and the start of what its notes keep."""
+    again = name + RERUN_SUFFIX
+    starting = (f"running {name} once more as {again}: its step time moved {shift.relative:.0%} within its measured "
+                "window")
+    kept = (f"{name}'s step time moved {shift.relative:.0%} within its measured window ({shift.first_s * 1e3:.1f} ms "
+            f"a step in its first half, {shift.second_s * 1e3:.1f} ms in its second), so it ran once more as {again}")
+    return again, starting, kept
 
 
 def shift_note(name: str, shift: WindowShift) -> str:

@@ -32,7 +32,11 @@ defects fixed:
 
 The metric's direction is respected everywhere (latency: lower is better; DeepSpeed maximises
 it). Each experiment name runs at most once per search; a failed experiment is a recorded
-result and the search goes on. Names follow DeepSpeed's: knobs at their default value are left
+result and the search goes on. A success whose step time moved within its measured window
+(:mod:`simtune.runner.steadiness`) and that no other process disturbed runs once more at once, as
+``<name>_rerun``; the steadier of the two stands for the configuration in every decision above,
+the other is kept with status "unsteady" and no figure (as a verification is,
+:mod:`simtune.search.verify`). Names follow DeepSpeed's: knobs at their default value are left
 out, so the knob experiment that repeats the stage's best is not run again.
 """
 
@@ -42,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from simtune.progress import Progress
+from simtune.runner.steadiness import RERUN_PHASE, UNSTEADY_STATUS, rerun_notes
 from simtune.space import Trial, TuningSpace
 from simtune.search.memory_bound import MemoryBound
 from simtune.search.outcome import (Measurement, RunnerLike, SearchOutcome, StageOutcome,
@@ -309,21 +314,63 @@ class MeasuredSearch:
         return [self._memo[name] for name, _ in named]
 
     def _launch(self, group: list[tuple[str, Trial]], phase: str) -> None:
+        firsts = [self._record(run) for run in self._ran(group, phase)]  # all kept before any rerun
+        for first in firsts:
+            self._steadied(first)
+
+    def _ran(self, group: list[tuple[str, Trial]], phase: str) -> list[Measurement]:
+        """Run ``group`` at once; the measurements in its order."""
         experiments = [self.make_experiment(name, trial, self.space.render(trial)) for name, trial in group]
         self.progress.started([name for name, _ in group])
         results = {r.name: r for r in self.runner.run(experiments)}
-        for (name, trial), experiment in zip(group, experiments):
-            measurement = self._measurement(name, trial, results[name], phase, experiment.ds_config)
-            if self.memory is not None and measurement.ok:
-                self.memory.learn(trial.stage, trial.micro_batch_size, measurement.metrics)
-            self._memo[name] = measurement
-            self._finished.append(measurement)
-            leader = self._leader()
-            status = f"{measurement.status} (reused)" if measurement.reused else measurement.status
-            self.progress.finished(name, status, measurement.reason, measurement.value,
-                                   (leader.name, leader.value) if leader and leader.value is not None else None)
-            if measurement.load_note:
-                self.progress.note(measurement.load_note)
+        return [self._measurement(name, trial, results[name], phase, experiment.ds_config)
+                for (name, trial), experiment in zip(group, experiments)]
+
+    def _record(self, measurement: Measurement, shown: str | None = None, *, stands: bool = True) -> Measurement:
+        """Keep ``measurement`` (for its configuration when it ``stands``) and say so."""
+        if self.memory is not None and measurement.ok:
+            self.memory.learn(measurement.trial.stage, measurement.trial.micro_batch_size, measurement.metrics)
+        if stands:
+            self._memo[self.space.name(measurement.trial)] = measurement
+        self._finished.append(measurement)
+        self._finished_line(measurement, shown)
+        if measurement.load_note:
+            self.progress.note(measurement.load_note)
+        return measurement
+
+    def _finished_line(self, measurement: Measurement, shown: str | None = None) -> None:
+        leader = self._leader()
+        status = shown or measurement.status
+        self.progress.finished(measurement.name, f"{status} (reused)" if measurement.reused else status,
+                               measurement.reason, measurement.value,
+                               (leader.name, leader.value) if leader and leader.value is not None else None)
+
+    def _steadied(self, first: Measurement) -> None:
+        """Run ``first``'s configuration once more when it succeeded with a step time that moved
+        within its window and no other process disturbed it (their load explains the move); the
+        steadier success (the smaller move, ``first`` on a tie) stands, the other is set aside. A
+        rerun that fails leaves ``first``."""
+        shift = first.unsteady_shift
+        if not first.ok or shift is None or first.load_note is not None:
+            return
+        name, starting, moved = rerun_notes(first.name, shift)
+        self.progress.note(starting)
+        (again,) = self._ran([(name, first.trial)], RERUN_PHASE)
+        later = again.unsteady_shift
+        if not again.ok:
+            self._record(again, stands=False)
+            self._note(f"{moved}, which ended {again.status}: {first.name}'s figure stands")
+        elif later is not None and later.relative >= shift.relative:
+            why = f"set aside: its step time moved no less than {first.name}'s, whose figure stands for the configuration"
+            self._record(again.set_aside(why), UNSTEADY_STATUS, stands=False)
+            self._note(f"{moved}, which moved {later.relative:.0%}: {first.name}'s figure stands")
+        else:
+            aside = first.set_aside(f"set aside for {name}, a steadier run of the same configuration")
+            self._finished[self._finished.index(first)] = aside
+            self._finished_line(aside, UNSTEADY_STATUS)
+            self._record(again)
+            steadier = "held still" if later is None else f"moved {later.relative:.0%}"
+            self._note(f"{moved}, which {steadier}: its figure stands for the configuration")
 
     def _measurement(self, name: str, trial: Trial, result: Any, phase: str, ds_config: dict[str, Any]) -> Measurement:
         return Measurement.of_result(name, trial, result, phase=phase, ds_config=ds_config,

@@ -48,17 +48,13 @@ from typing import Any, Callable, Sequence
 from simtune.probe.protocol import SHARED_RSS_KIND
 from simtune.progress import Progress, format_value
 from simtune.prediction.residual import MemorySample, ResidualModel, TimeSample
-from simtune.runner.steadiness import UNSTEADY_STATUS
+from simtune.runner.steadiness import RERUN_PHASE, UNSTEADY_STATUS, rerun_notes
 from simtune.space import Trial, TuningSpace
 from simtune.search.close_call import (CloseCall, ShortWindow, close_call_note, find_close_call, find_short_window,
                                        short_window_note)
 from simtune.search.doubt import Candidate, choose_candidates, sizes_text
 from simtune.search.forecast import Forecast, Forecaster
 from simtune.search.outcome import Measurement, RunnerLike, best_measurement, default_experiment
-
-RERUN_SUFFIX = "_rerun"
-"""Appended to the name of a run that is run once more because its step time moved."""
-RERUN_PHASE = "rerun"
 
 
 @dataclass(frozen=True)
@@ -230,12 +226,8 @@ class Verifier:
         shift = m.unsteady_shift
         if not m.ok or shift is None or m.load_note is not None:
             return [v], v, ""
-        name = m.name + RERUN_SUFFIX
-        note = (f"{m.name}'s step time moved {shift.relative:.0%} within its measured window "
-                f"({shift.first_s * 1e3:.1f} ms a step in its first half, {shift.second_s * 1e3:.1f} ms in its "
-                f"second), so it ran once more as {name}")
-        self.progress.note(f"running {m.name} once more as {name}: its step time moved {shift.relative:.0%} within "
-                           "its measured window")
+        name, starting, note = rerun_notes(m.name, shift)
+        self.progress.note(starting)
         (again,) = self._launch([(v.forecast, name)], phase=RERUN_PHASE)
         rerun = Verification(v.forecast, again, f"run again: {m.name}'s step time moved within its window")
         later = again.unsteady_shift

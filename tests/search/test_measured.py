@@ -240,3 +240,52 @@ def test_the_cost_models_memory_prediction_bounds_the_sizes_before_any_run():
     assert sorted(e.trial.micro_batch_size for e in twin.launched) == [1, 8]
     assert "rules out micro-batch sizes [16, 32, 64] (at 16 the cost model (closed-form gpt2-tiny) predicts" \
            in result.stages[0].note
+
+
+def moving_once(moves: dict, rerun_outcome=None):
+    """``linear`` throughput, but the first run of each configuration in ``moves`` (by mbs) has a
+    step time that moved 30% within its window, at the given throughput; its rerun holds still
+    (or is ``rerun_outcome`` when given: a status, or a move of its own)."""
+    runs: dict = {}
+
+    def outcome(trial):
+        metrics = linear({1: 64})(trial)
+        mbs = trial.micro_batch_size
+        runs[mbs] = runs.get(mbs, 0) + 1
+        step = metrics["step_time_s"]
+        if mbs in moves and runs[mbs] == 1:
+            moved = metrics_for(moves[mbs] * 1.0)
+            return {**moved, "step_times_s": [1.3 * moved["step_time_s"]] * 10 + [moved["step_time_s"]] * 10}
+        if mbs in moves and rerun_outcome is not None:
+            return rerun_outcome if isinstance(rerun_outcome, str) else {
+                **metrics, "step_times_s": [rerun_outcome * step] * 10 + [step] * 10}
+        return {**metrics, "step_times_s": [step] * 20}
+    return outcome
+
+
+def test_a_run_whose_step_time_moved_runs_once_more_and_the_steadier_stands():
+    # the first run of mbs 8 moved and read 1000 samples/s, above every steady run: it must not win
+    twin, result = search(make_space(stage=1, mbs=[2, 4, 8]), moving_once({8: 1000.0}))
+    assert twin.names.count("z1_gas1_tmbspg8_rerun") == 1 and len(twin.names) == 4
+    first = next(m for m in result.measurements if m.name == "z1_gas1_tmbspg8")
+    again = next(m for m in result.measurements if m.name == "z1_gas1_tmbspg8_rerun")
+    assert first.status == "unsteady" and first.value is None and not first.failed
+    assert first.reason == "set aside for z1_gas1_tmbspg8_rerun, a steadier run of the same configuration"
+    assert again.ok and again.phase == "rerun" and again.value == pytest.approx(80.0)
+    assert result.best.name == "z1_gas1_tmbspg8_rerun"
+    assert any("so it ran once more as z1_gas1_tmbspg8_rerun, which held still" in n for n in result.notes)
+
+
+def test_a_rerun_that_moves_as_much_or_fails_leaves_the_first_runs_figure():
+    for rerun in (1.5, "crashed"):
+        twin, result = search(make_space(stage=1, mbs=[2, 4, 8]), moving_once({8: 90.0}, rerun))
+        first = next(m for m in result.measurements if m.name == "z1_gas1_tmbspg8")
+        again = next(m for m in result.measurements if m.name == "z1_gas1_tmbspg8_rerun")
+        assert first.ok and first.value == pytest.approx(90.0) and result.best.name == "z1_gas1_tmbspg8"
+        assert again.value is None and again.status == ("unsteady" if rerun == 1.5 else "crashed")
+        assert len(twin.names) == 4  # one more run, no more
+
+
+def test_a_steady_search_runs_nothing_twice():
+    twin, result = search(make_space(stage=1, mbs=[2, 4, 8]), moving_once({}))
+    assert not any(n.endswith("_rerun") for n in twin.names) and len(twin.names) == 3
