@@ -46,11 +46,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from simtune.progress import Progress
-from simtune.runner.steadiness import RERUN_PHASE, UNSTEADY_STATUS, rerun_notes
+from simtune.runner.steadiness import RERUN_PHASE, rerun_notes
 from simtune.space import Trial, TuningSpace
 from simtune.search.memory_bound import MemoryBound
 from simtune.search.outcome import (Measurement, RunnerLike, SearchOutcome, StageOutcome,
-                                    best_measurement, default_experiment)
+                                    best_measurement, default_experiment, rerun_verdict)
 from simtune.search.tuners import TunerSettings, make_tuner, run_tuner
 
 PLATEAU = 0.05
@@ -326,23 +326,21 @@ class MeasuredSearch:
         return [self._measurement(name, trial, results[name], phase, experiment.ds_config)
                 for (name, trial), experiment in zip(group, experiments)]
 
-    def _record(self, measurement: Measurement, shown: str | None = None, *, stands: bool = True) -> Measurement:
+    def _record(self, measurement: Measurement, *, stands: bool = True) -> Measurement:
         """Keep ``measurement`` (for its configuration when it ``stands``) and say so."""
         if self.memory is not None and measurement.ok:
             self.memory.learn(measurement.trial.stage, measurement.trial.micro_batch_size, measurement.metrics)
         if stands:
             self._memo[self.space.name(measurement.trial)] = measurement
         self._finished.append(measurement)
-        self._finished_line(measurement, shown)
+        self._finished_line(measurement)
         if measurement.load_note:
             self.progress.note(measurement.load_note)
         return measurement
 
-    def _finished_line(self, measurement: Measurement, shown: str | None = None) -> None:
+    def _finished_line(self, measurement: Measurement) -> None:
         leader = self._leader()
-        status = shown or measurement.status
-        self.progress.finished(measurement.name, f"{status} (reused)" if measurement.reused else status,
-                               measurement.reason, measurement.value,
+        self.progress.finished(measurement.name, measurement.shown_status(), measurement.reason, measurement.value,
                                (leader.name, leader.value) if leader and leader.value is not None else None)
 
     def _steadied(self, first: Measurement) -> None:
@@ -356,21 +354,18 @@ class MeasuredSearch:
         name, starting, moved = rerun_notes(first.name, shift)
         self.progress.note(starting)
         (again,) = self._ran([(name, first.trial)], RERUN_PHASE)
-        later = again.unsteady_shift
         if not again.ok:
             self._record(again, stands=False)
             self._note(f"{moved}, which ended {again.status}: {first.name}'s figure stands")
-        elif later is not None and later.relative >= shift.relative:
-            why = f"set aside: its step time moved no less than {first.name}'s, whose figure stands for the configuration"
-            self._record(again.set_aside(why), UNSTEADY_STATUS, stands=False)
-            self._note(f"{moved}, which moved {later.relative:.0%}: {first.name}'s figure stands")
-        else:
-            aside = first.set_aside(f"set aside for {name}, a steadier run of the same configuration")
-            self._finished[self._finished.index(first)] = aside
-            self._finished_line(aside, UNSTEADY_STATUS)
+            return
+        verdict = rerun_verdict(first, again)
+        if verdict.again_stands:
+            self._finished[self._finished.index(first)] = verdict.aside
+            self._finished_line(verdict.aside)
             self._record(again)
-            steadier = "held still" if later is None else f"moved {later.relative:.0%}"
-            self._note(f"{moved}, which {steadier}: its figure stands for the configuration")
+        else:
+            self._record(verdict.aside, stands=False)
+        self._note(f"{moved}, {verdict.note}")
 
     def _measurement(self, name: str, trial: Trial, result: Any, phase: str, ds_config: dict[str, Any]) -> Measurement:
         return Measurement.of_result(name, trial, result, phase=phase, ds_config=ds_config,

@@ -81,6 +81,12 @@ class Measurement:
         its metrics kept) for the reason given."""
         return replace(self, status=UNSTEADY_STATUS, value=None, reason=reason)
 
+    def shown_status(self, status: str | None = None) -> str:
+        """``status`` (default the run's own) as a progress line gives it: marked "(reused)" for a
+        run taken from an earlier search's results instead of launched."""
+        status = status or self.status
+        return f"{status} (reused)" if self.reused else status
+
     @classmethod
     def of_result(cls, name: str, trial: Trial, result: Any, *, phase: str, ds_config: dict[str, Any],
                   metric_key: str) -> "Measurement":
@@ -97,6 +103,31 @@ class Measurement:
                    result_dir=str(result.result_dir), wall_s=float(result.wall_s or 0.0), phase=phase,
                    reused=bool(getattr(result, "reused", False)), ds_config=ds_config,
                    others_cores=getattr(result, "others_cores", None))
+
+
+@dataclass(frozen=True)
+class RerunVerdict:
+    """Which of two successful runs of one configuration stands, the first having moved within its
+    window (:func:`rerun_verdict`)."""
+
+    again_stands: bool
+    """True when the run made again stands; False when the first run's figure stands."""
+    aside: Measurement
+    """The other run, set aside (:meth:`Measurement.set_aside`) with the reason."""
+    note: str
+    """How the note on the rerun ends ("which held still: ...")."""
+
+
+def rerun_verdict(first: Measurement, again: Measurement) -> RerunVerdict:
+    """The steadier of ``first`` (whose step time moved within its window) and ``again`` (the same
+    configuration run once more, successfully): the smaller move, ``first`` on a tie."""
+    shift, later = first.unsteady_shift, again.unsteady_shift
+    if later is not None and shift is not None and later.relative >= shift.relative:
+        why = f"set aside: its step time moved no less than {first.name}'s, whose figure stands for the configuration"
+        return RerunVerdict(False, again.set_aside(why), f"which moved {later.relative:.0%}: {first.name}'s figure stands")
+    steadier = "held still" if later is None else f"moved {later.relative:.0%}"
+    return RerunVerdict(True, first.set_aside(f"set aside for {again.name}, a steadier run of the same configuration"),
+                        f"which {steadier}: its figure stands for the configuration")
 
 
 @dataclass(frozen=True)

@@ -48,13 +48,14 @@ from typing import Any, Callable, Sequence
 from simtune.probe.protocol import SHARED_RSS_KIND
 from simtune.progress import Progress, format_value
 from simtune.prediction.residual import MemorySample, ResidualModel, TimeSample
-from simtune.runner.steadiness import RERUN_PHASE, UNSTEADY_STATUS, rerun_notes
+from simtune.runner.steadiness import RERUN_PHASE, rerun_notes
 from simtune.space import Trial, TuningSpace
 from simtune.search.close_call import (CloseCall, ShortWindow, close_call_note, find_close_call, find_short_window,
                                        short_window_note)
 from simtune.search.doubt import Candidate, choose_candidates, sizes_text
 from simtune.search.forecast import Forecast, Forecaster
-from simtune.search.outcome import Measurement, RunnerLike, best_measurement, default_experiment
+from simtune.search.outcome import (Measurement, RunnerLike, best_measurement, default_experiment,
+                                    rerun_verdict)
 
 
 @dataclass(frozen=True)
@@ -75,12 +76,6 @@ class Verification:
         if measured is None or measured == 0:
             return None
         return (self.forecast.value - measured) / measured
-
-
-def shown_status(m: Measurement, status: str) -> str:
-    """``status`` as a progress line gives it: marked "(reused)" for a run taken from an earlier
-    search's results instead of launched."""
-    return f"{status} (reused)" if m.reused else status
 
 
 def keep_latest(kept: list[Verification], v: Verification) -> None:
@@ -230,21 +225,16 @@ class Verifier:
         self.progress.note(starting)
         (again,) = self._launch([(v.forecast, name)], phase=RERUN_PHASE)
         rerun = Verification(v.forecast, again, f"run again: {m.name}'s step time moved within its window")
-        later = again.unsteady_shift
         if not again.ok:
             failure = self._failed_again(rerun).removeprefix(f"{name} ")  # an out of memory still teaches memory
             return [v, rerun], v, f"{note}, which {failure}: {m.name}'s figure stands"
-        if later is not None and later.relative >= shift.relative:
-            why = f"set aside: its step time moved no less than {m.name}'s, whose figure stands for the configuration"
-            self.progress.finished(name, shown_status(again, UNSTEADY_STATUS), why, None, self._leader())
-            return ([v, dataclasses.replace(rerun, measurement=again.set_aside(why))], v,
-                    f"{note}, which moved {later.relative:.0%}: {m.name}'s figure stands")
-        why = f"set aside for {name}, a steadier run of the same configuration"
-        self.progress.finished(m.name, shown_status(m, UNSTEADY_STATUS), why, None, self._leader())
-        steadier = "held still" if later is None else f"moved {later.relative:.0%}"
+        verdict = rerun_verdict(m, again)
+        aside = verdict.aside
+        self.progress.finished(aside.name, aside.shown_status(), aside.reason, None, self._leader())
+        if not verdict.again_stands:
+            return [v, dataclasses.replace(rerun, measurement=aside)], v, f"{note}, {verdict.note}"
         stands = dataclasses.replace(rerun, replaces=v.replaces)  # only the run that stands replaced a candidate
-        return ([dataclasses.replace(v, measurement=m.set_aside(why), replaces=None), stands], stands,
-                f"{note}, which {steadier}: its figure stands for the configuration")
+        return ([dataclasses.replace(v, measurement=aside, replaces=None), stands], stands, f"{note}, {verdict.note}")
 
     def _settle(self, first: Verification, second: Verification, done: list[Verification],
                 notes: list[str], window: tuple[int, int] | None = None) -> tuple[Settlement | None, str]:
@@ -439,7 +429,7 @@ class Verifier:
         m = v.measurement
         error = v.error
         detail = f"predicted {format_value(v.forecast.value)}, error {error:+.1%}" if error is not None else ""
-        status = shown_status(m, m.status)
+        status = m.shown_status()
         self._ok.append(m)
         self.progress.finished(m.name, status, detail, m.value, self._leader())
         if detail:
