@@ -48,6 +48,7 @@ from simtune.calib.run_all import measure
 from simtune.calib.workload_measure import (build_measured_model, calibration_from, checkpointing_switch,
                                             device_sync, device_text, measure_module, rss_bytes, token_batches)
 from simtune.calibration.workload import LOG_PREFIX, Request
+from simtune.probe.collectives import Collectives
 from simtune.probe.device import release_free_heap
 from simtune.probe.protocol import write_json_atomically
 from simtune.workloads.presets import Workload, build_model, load_workload
@@ -105,14 +106,6 @@ def _calibrate_machine(raw_path: str, local_rank: int, after_baseline: Callable[
     return int(limit[0])
 
 
-def _largest_of_ranks(value: float, device: torch.device) -> float:
-    """The largest ``value`` over the ranks of the launch (a tensor on ``device``: NCCL reduces
-    no host tensor)."""
-    both = torch.tensor([value], dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX)
-    return float(both.item())
-
-
 def rank_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--request", required=True)
@@ -147,12 +140,13 @@ def rank_main(argv: list[str]) -> int:
 
         model = build_measured_model(workload, request.precision, device)
         make_batch = token_batches(workload, device, seed=4321 + rank)
+        ranks = Collectives()
         torch.distributed.barrier()
         measured = measure_module(model, make_batch, micro_batch_sizes=request.micro_batch_sizes,
                                   repeats=request.repeats, memory_limit_bytes=request.memory_limit_bytes,
                                   checkpointing=checkpointing_switch(model, request),
                                   barrier=torch.distributed.barrier,
-                                  agree=lambda value: _largest_of_ranks(value, device))
+                                  agree=lambda value: ranks.max_int(round(value * 1e9)) / 1e9)  # integers: ns
         with frozen_heap():
             zero_runtime = _zero_runtime_bytes(request.precision, world, device)
             engines = measure_stage_engines(
