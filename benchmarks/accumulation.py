@@ -21,12 +21,7 @@ split, then the step-time MAPE of each prediction, per stage and overall.
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
-import json
-import os
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -63,12 +58,6 @@ def every_micro_step(predictor: Any) -> Any:
     return EveryMicroStep()
 
 
-def mape(rows: list[dict[str, Any]]) -> float:
-    """Step-time MAPE of :func:`accuracy.rows_for`'s rows."""
-    errors = [abs(r["pred_step_s"] / r["meas_step_s"] - 1) for r in rows]
-    return sum(errors) / len(errors) if errors else float("nan")
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="gpt2-tiny")
@@ -82,18 +71,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     from simtune.calibration.workload import MeasureScope
     from simtune.calibration.workload_launch import calibrate_workload
     from simtune.prediction.predictor import Predictor
-    from simtune.runner import Resources, Runner
-    from simtune.runner.experiment import Experiment
-    from simtune.space import TuningSpace
-    from simtune.workloads import TRAIN_PROGRAM, load_workload
+    from simtune.workloads import load_workload
 
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     accuracy.wait_for_quiet(args.max_load, args.wait_s)
-    print(f"Command: python benchmarks/accumulation.py {shlex.join(argv if argv is not None else sys.argv[1:])}")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"date {datetime.datetime.now().isoformat(timespec='seconds')}")
-    print(f"load average at start: {accuracy.load_average()}")
+    accuracy.print_header("accumulation.py", argv)
     started = time.perf_counter()
 
     profile = accuracy.machine_profile(args, work, "cpu-2proc-accumulation")
@@ -104,37 +87,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         scope=MeasureScope(checkpointing=False, bucket_engines=False, largest_micro_batch_size=largest),
         log=lambda m: print(f"# {m}", file=sys.stderr)), args.max_others, args.retries)
     print(f"workload: {workload.name}, seq {workload.seq_len}, fp32; calibrated in {calibration.seconds:.1f} s on "
-          f"{calibration.ranks} ranks, others {others:.2f} cores")
-    print("  model forward/backward ms (median of both ranks) per micro-batch: " + ", ".join(
-        f"{m.micro_batch_size}: {m.forward.median_s * 1e3:.1f}/{m.backward.median_s * 1e3:.1f}"
-        for m in calibration.measurements))
-    print("  engines (stage x micro-batch, one micro-step per step), forward/backward/step ms (bare model "
-          "forward/backward): " + ", ".join(
-              f"z{e.stage}x{e.micro_batch_size} {e.forward.median_s * 1e3:.1f}/{e.backward.median_s * 1e3:.1f}/"
-              f"{e.step.median_s * 1e3:.1f} ({e.module_forward.median_s * 1e3:.1f}/"
-              f"{e.module_backward.median_s * 1e3:.1f})" for e in calibration.engines))
-
-    config = accuracy.ds_config()
-    config_path = work / "ds_config.json"
-    config_path.write_text(json.dumps(config))
-    space = TuningSpace.from_config(config, world_size=2)
-    resources = Resources.resolve(num_gpus=2)
-    trials = [accuracy.trial_of(c) for c in cases()]
-    names = [space.name(trial) for trial in trials]
-    program = (str(TRAIN_PROGRAM), ["--model", args.model, "--seq-len", str(args.seq_len), "--deepspeed", str(config_path)])
-
-    def launch(index: int, results: Path, overwrite: bool) -> Any:
-        experiment = Experiment(names[index], trials[index], space.render(trials[index]))
-        return Runner(program, resources, results, work / "exps", arg_mappings=space.autotuning.arg_mappings,
-                      timeout_s=300, overwrite=overwrite, start_profile_step=args.start_step,
-                      end_profile_step=args.end_step).run([experiment])[0]
-
-    runs = accuracy.WatchedRuns(args, work)
-    outcomes = accuracy.measured_in_rounds(runs, names, args.rounds, work, launch)
-    measured = [(trial, *outcome) for trial, outcome in zip(trials, outcomes) if outcome is not None]
-    print(f"load average after the runs: {accuracy.load_average()}; {len(measured)} of {len(trials)} configurations "
-          f"ok in all {args.rounds} rounds{runs.reused_note()}")
-    print(accuracy.noise_line(measured, args.rounds))
+          f"{calibration.ranks} ranks, others {others:.2f} cores; engines at one micro-step per step")
+    accuracy.print_calibration(calibration, profile)
+    space, measured = accuracy.measured_cases(args, work, [accuracy.trial_of(c) for c in cases()])
 
     predictor = Predictor.from_parts(space, calibration, profile, world_size=2, precision="fp32")
     ways = (("once per step at stages 0/1 (the model)", predictor),
@@ -144,10 +99,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"\nThe engine's backward work charged {label}: predicted (p) against measured (m), split = the "
               "engine's forward / backward / step calls per optimizer step:\n")
         print("\n".join(accuracy.table(rows)))
-        by_stage = ", ".join(f"stage {stage} {mape([r for r in rows if r['trial'].stage == stage]) * 100:.1f}%"
+        overall = accuracy.summary(rows)
+        by_stage = ", ".join(f"stage {stage} {accuracy.summary([r for r in rows if r['trial'].stage == stage])['mape']:.1%}"
                              for stage in range(4))
-        print(f"\nstep-time MAPE {mape(rows) * 100:.1f}% ({by_stage}); Kendall tau "
-              f"{accuracy.kendall_tau([r['pred_tp'] for r in rows], [r['meas_tp'] for r in rows]):.3f}")
+        print(f"\nstep-time MAPE {overall['mape']:.1%} ({by_stage}); Kendall tau {overall['tau']:.3f}")
     print(f"\ntotal wall time {time.perf_counter() - started:.0f} s; load average at end: {accuracy.load_average()}")
     return 0
 

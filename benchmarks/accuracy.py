@@ -370,6 +370,60 @@ def measured_in_rounds(runs: WatchedRuns, names: list[str], rounds: int, work: P
             for index, runs_of in enumerate(outcomes)]
 
 
+def print_header(script: str, argv: Optional[list[str]]) -> None:
+    """The command, the machine and its load as a benchmark starts."""
+    print(f"Command: python benchmarks/{script} {shlex.join(argv if argv is not None else sys.argv[1:])}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+          f"date {datetime.datetime.now().isoformat(timespec='seconds')}")
+    print(f"load average at start: {load_average()}")
+
+
+def print_calibration(calibration: Any, profile: Any) -> None:
+    """What the workload calibration measured: the model per micro-batch, the engines, memory."""
+    print("  model forward/backward/checkpointed backward ms (median of both ranks) per micro-batch: " + ", ".join(
+        f"{m.micro_batch_size}: {m.forward.median_s * 1e3:.1f}/{m.backward.median_s * 1e3:.1f}"
+        f"/{m.backward_checkpointed.median_s * 1e3 if m.backward_checkpointed else float('nan'):.1f}"
+        for m in calibration.measurements))
+    print("  engines (stage x micro-batch), forward/backward/step ms (bare model forward/backward), peak MiB: "
+          + ", ".join(f"z{e.stage}x{e.micro_batch_size} {e.forward.median_s * 1e3:.1f}/{e.backward.median_s * 1e3:.1f}/"
+                      f"{e.step.median_s * 1e3:.1f} ({e.module_forward.median_s * 1e3:.1f}/"
+                      f"{e.module_backward.median_s * 1e3:.1f}) {mib(e.peak_bytes)}" for e in calibration.engines))
+    print(f"  memory: profile fixed overhead {mib(profile.device.fixed_overhead_bytes)} MiB, program "
+          f"{mib(calibration.program_overhead_bytes)} MiB, ZeRO runtime {mib(calibration.zero_runtime_bytes)} MiB")
+
+
+def measured_cases(args: argparse.Namespace, work: Path, trials: list[Any]) -> tuple[Any, list[tuple[Any, dict, float]]]:
+    """Run ``trials`` of :func:`ds_config`'s space on 2 CPU processes through simtune's runner,
+    ``--rounds`` times (:func:`measured_in_rounds`), and say how they went: the space, and
+    (trial, metrics over the rounds, others' cores) for every trial that ran in every round."""
+    from simtune.runner import Resources, Runner
+    from simtune.runner.experiment import Experiment
+    from simtune.space import TuningSpace
+    from simtune.workloads import TRAIN_PROGRAM
+
+    config = ds_config()
+    config_path = work / "ds_config.json"
+    config_path.write_text(json.dumps(config))
+    space = TuningSpace.from_config(config, world_size=2)
+    resources = Resources.resolve(num_gpus=2)
+    program = (str(TRAIN_PROGRAM), ["--model", args.model, "--seq-len", str(args.seq_len), "--deepspeed", str(config_path)])
+    names = [space.name(trial) for trial in trials]
+
+    def launch(index: int, results: Path, overwrite: bool) -> Any:
+        experiment = Experiment(names[index], trials[index], space.render(trials[index]))
+        return Runner(program, resources, results, work / "exps", arg_mappings=space.autotuning.arg_mappings,
+                      timeout_s=300, overwrite=overwrite, start_profile_step=args.start_step,
+                      end_profile_step=args.end_step).run([experiment])[0]
+
+    runs = WatchedRuns(args, work)
+    outcomes = measured_in_rounds(runs, names, args.rounds, work, launch)
+    measured = [(trial, *outcome) for trial, outcome in zip(trials, outcomes) if outcome is not None]
+    print(f"load average after the runs: {load_average()}; {len(measured)} of {len(trials)} configurations ok "
+          f"in all {args.rounds} rounds{runs.reused_note()}")
+    print(noise_line(measured, args.rounds))
+    return space, measured
+
+
 # ---------------------------------------------------------------------- the run
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -385,18 +439,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     from simtune.calibration.workload_launch import calibrate_workload
     from simtune.naming import experiment_name
     from simtune.prediction.predictor import Predictor
-    from simtune.runner import Resources, Runner
-    from simtune.runner.experiment import Experiment
-    from simtune.space import TuningSpace
-    from simtune.workloads import TRAIN_PROGRAM, load_workload
+    from simtune.workloads import load_workload
 
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     wait_for_quiet(args.max_load, args.wait_s)
-    print(f"Command: python benchmarks/accuracy.py {shlex.join(argv if argv is not None else sys.argv[1:])}")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"date {datetime.datetime.now().isoformat(timespec='seconds')}")
-    print(f"load average at start: {load_average()}")
+    print_header("accuracy.py", argv)
     started = time.perf_counter()
 
     profile = machine_profile(args, work, "cpu-2proc-accuracy")
@@ -407,42 +455,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"workload: {workload.name}, seq {workload.seq_len}, fp32, {calibration.parameter_count:,} parameters; "
           f"calibrated in {calibration.seconds:.1f} s{' (cached)' if calibration.from_cache else ''} on "
           f"{calibration.ranks} ranks, others {others:.2f} cores; FLOPs by {calibration.flops_counter}")
-    print("  model forward/backward/checkpointed backward ms (median of both ranks) per micro-batch: " + ", ".join(
-        f"{m.micro_batch_size}: {m.forward.median_s * 1e3:.1f}/{m.backward.median_s * 1e3:.1f}"
-        f"/{m.backward_checkpointed.median_s * 1e3 if m.backward_checkpointed else float('nan'):.1f}"
-        for m in calibration.measurements))
-    print("  engines (stage x micro-batch), forward/backward/step ms (bare model forward/backward), peak MiB: "
-          + ", ".join(f"z{e.stage}x{e.micro_batch_size} {e.forward.median_s * 1e3:.1f}/{e.backward.median_s * 1e3:.1f}/"
-                      f"{e.step.median_s * 1e3:.1f} ({e.module_forward.median_s * 1e3:.1f}/"
-                      f"{e.module_backward.median_s * 1e3:.1f}) {mib(e.peak_bytes)}" for e in calibration.engines))
-    print(f"  memory: profile fixed overhead {mib(profile.device.fixed_overhead_bytes)} MiB, program "
-          f"{mib(calibration.program_overhead_bytes)} MiB, ZeRO runtime {mib(calibration.zero_runtime_bytes)} MiB")
+    print_calibration(calibration, profile)
 
-    config = ds_config()
-    config_path = work / "ds_config.json"
-    config_path.write_text(json.dumps(config))
-    space = TuningSpace.from_config(config, world_size=2)
-    resources = Resources.resolve(num_gpus=2)
     all_cases = cases()
     if args.only:
         all_cases = [c for c in all_cases if args.only in experiment_name(trial_of(c))]
-    trials = [trial_of(c) for c in all_cases]
-    program = (str(TRAIN_PROGRAM), ["--model", args.model, "--seq-len", str(args.seq_len), "--deepspeed", str(config_path)])
-
-    names = [space.name(trial) for trial in trials]
-
-    def launch(index: int, results: Path, overwrite: bool) -> Any:
-        experiment = Experiment(names[index], trials[index], space.render(trials[index]))
-        return Runner(program, resources, results, work / "exps", arg_mappings=space.autotuning.arg_mappings,
-                      timeout_s=300, overwrite=overwrite, start_profile_step=args.start_step,
-                      end_profile_step=args.end_step).run([experiment])[0]
-
-    runs = WatchedRuns(args, work)
-    outcomes = measured_in_rounds(runs, names, args.rounds, work, launch)
-    measured = [(trial, *outcome) for trial, outcome in zip(trials, outcomes) if outcome is not None]
-    print(f"load average after the runs: {load_average()}; {len(measured)} of {len(trials)} configurations ok "
-          f"in all {args.rounds} rounds{runs.reused_note()}")
-    print(noise_line(measured, args.rounds))
+    space, measured = measured_cases(args, work, [trial_of(c) for c in all_cases])
 
     full = Predictor.from_parts(space, calibration, profile, world_size=2, precision="fp32")
     calibrated = rows_for(full, measured)
