@@ -325,6 +325,10 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
                                      gradient_clipping=software.get("gradient_clipping"))
     if "fsdp" in framework:
         predictor = predictor.with_model(dataclasses.replace(predictor.model, parameter_modules=workload.num_layers + 1))
+    if software.get("mlp"):  # how the source's code builds its MLP, where the model type's default is not it
+        model = predictor.model
+        predictor = predictor.with_model(dataclasses.replace(
+            model, block=dataclasses.replace(model.block, mlp=str(software["mlp"]))))
     positions = int(row["model"].get("head_positions") or 0)
     if positions:
         predictor = with_head_positions(predictor, positions)

@@ -52,6 +52,10 @@ softmax, turns it into the gradient in place, and casts that back to the compute
 (:func:`simtune.model.memory_activations.logits_bytes`)."""
 
 
+MLPS = ("gelu", "gelu_python", "gelu_python_compiled", "swiglu")
+"""The MLPs :class:`Block` knows (its ``mlp``)."""
+
+
 @dataclass(frozen=True)
 class Block:
     """How one transformer layer is built, as far as its kernels differ (the operator list of
@@ -60,7 +64,9 @@ class Block:
     norm: str = "layer_norm"
     """"layer_norm" (one fused kernel) or "rms_norm" (Llama's, written in Python)."""
     mlp: str = "gelu_python"
-    """"gelu" (one kernel), "gelu_python" (GPT-2's tanh approximation in eight ops) or "swiglu"."""
+    """"gelu" (one kernel), "gelu_python" (GPT-2's tanh approximation in eight ops),
+    "gelu_python_compiled" (the same approximation fused into one kernel by ``torch.compile``, which
+    keeps its tanh for the backward) or "swiglu"."""
     fused_qkv: bool = True
     """One projection for Q, K and V (GPT-2) rather than three."""
     linear_bias: bool = True
@@ -91,8 +97,7 @@ class Block:
     def __post_init__(self) -> None:
         _require(self.norm in ("layer_norm", "rms_norm"), WorkloadError,
                  f"Block.norm must be layer_norm or rms_norm, not {self.norm!r}.")
-        _require(self.mlp in ("gelu", "gelu_python", "swiglu"), WorkloadError,
-                 f"Block.mlp must be gelu, gelu_python or swiglu, not {self.mlp!r}.")
+        _require(self.mlp in MLPS, WorkloadError, f"Block.mlp must be one of {', '.join(MLPS)}, not {self.mlp!r}.")
         _require(self.kv_heads >= 0, WorkloadError, f"Block.kv_heads must be >= 0, got {self.kv_heads!r}.")
         _require(self.head in ("lm", "pooled", "scored"), WorkloadError,
                  f"Block.head must be lm, pooled or scored, not {self.head!r}.")

@@ -39,6 +39,12 @@ GPT-2's MLP runs the tanh approximation of GELU as eight separate operators
 (``0.5*x*(1 + tanh(sqrt(2/pi)*(x + 0.044715*x^3)))``, transformers' ``NewGELUActivation``), whose
 autograd keeps three more s x I tensors than one fused GELU: the tanh output (its backward needs
 it), and both factors of the last product (``0.5*x`` and ``1 + tanh``): 3*s*I*b more bytes.
+Compiled by ``torch.compile`` (``"gelu_python_compiled"``), AOTAutograd's min-cut partition keeps
+the tanh output beside the product's input and the GELU's output: one s x I tensor more, fp32
+under autocast. Measured on GPT-2 XL's layer under bf16 autocast with CUDA's fp32 ``pow``
+(benchmarks/results/compiled_activations.txt), the compiled layer keeps 16 bytes per token and
+hidden element more with this GELU than with torch's one-op tanh GELU (one fp32 s x 4h tensor),
+eager 48 more (three); DDP's graph breaks at its buckets change nothing.
 Qwen3 normalises each head's query and key before the rotary embedding: those norms keep their
 inputs, b*s*(h + kv) more bytes (kv the key width). A fused attention kernel also keeps its own
 output for its backward (FlashAttention's backward
@@ -89,9 +95,10 @@ def layer_activation_bytes_per_sample(m: ModelSpec, c: TrainConfig, hw: Hardware
     extra = attention_score_bytes(m, c, hw)
     if m.block.head_norms:  # Qwen3's norms of each head's query and key keep their inputs
         extra += s * (h + m.kv_width) * c.bytes_per_element / t
-    if m.block.mlp == "gelu_python":
+    if m.block.mlp in ("gelu_python", "gelu_python_compiled"):
         # under autocast its pow is on the fp32 list, so the chain after it keeps fp32 tensors
-        extra += 3 * s * m.intermediate_size * (4 if c.autocast else c.bytes_per_element) / t
+        kept = 3 if m.block.mlp == "gelu_python" else 1
+        extra += kept * s * m.intermediate_size * (4 if c.autocast else c.bytes_per_element) / t
     if c.precision == "fp32":
         return s * h * (18 + (16 + 8 * ratio) / t) + extra
     if c.autocast:

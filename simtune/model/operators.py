@@ -163,6 +163,9 @@ def _mlp(block: Block, s: int, h: int, i: int) -> tuple[tuple[Matmul, ...], tupl
     matmuls = (Matmul("mlp.in", s, i, h, bias=bias), Matmul("mlp.out", s, h, i, bias=bias))
     if block.mlp == "gelu_python":
         return matmuls, (Streaming("mlp.gelu_new", s * i, *GELU_NEW_PASSES),)
+    if block.mlp == "gelu_python_compiled":  # reads x, writes the output and the tanh it keeps
+        return matmuls, (Streaming("mlp.gelu_new_fused", s * i, 2, 3, 1, 1, forward_fp32_passes=1,
+                                   backward_fp32_passes=1),)
     return matmuls, (Streaming("mlp.gelu", s * i, 2, 3, 1, 1),)
 
 
