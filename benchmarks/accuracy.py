@@ -208,6 +208,28 @@ def noise_line(measured: list[tuple[Any, dict, Optional[float]]], rounds: int) -
             f"{spreads[-1] * 100:.1f}%) of their median")
 
 
+def rounds_ranking_line(measured: list[tuple[Any, dict, Optional[float]]]) -> Optional[str]:
+    """How well the measurement ranks itself: Kendall's tau of each round's throughputs against
+    the median of the other rounds' (a configuration's samples per step are the same in every
+    round, so its throughput in a round is its median's times the median step over that round's).
+    A model's tau against the medians can hardly exceed what one round reaches against the rest;
+    None with fewer than three rounds."""
+    rounds = min((len(m["step_rounds_s"]) for _, m, _ in measured), default=0)
+    if rounds < 3:
+        return None
+
+    def throughput(m: dict, steps: list[float]) -> float:
+        return m["throughput"] * m["step_time_s"] / statistics.median(steps)
+
+    taus = []
+    for r in range(rounds):
+        one = [throughput(m, [m["step_rounds_s"][r]]) for _, m, _ in measured]
+        rest = [throughput(m, m["step_rounds_s"][:r] + m["step_rounds_s"][r + 1:]) for _, m, _ in measured]
+        taus.append(kendall_tau(one, rest))
+    return ("the measurement's own ranking: Kendall tau of each round's throughputs against the median of "
+            f"the other rounds' {', '.join(f'{t:.3f}' for t in taus)} (round order)")
+
+
 def rows_for(predictor: Any, measured: list[tuple[Any, dict, float]]) -> list[dict]:
     from simtune.naming import experiment_name
 
@@ -472,6 +494,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     print()
     calibrated_summary = summary(calibrated)
     print("\n".join(verdict_lines(calibrated_summary)))
+    ranking = rounds_ranking_line(measured)
+    if ranking:
+        print(ranking)
     print("\nWhat each part contributes (the same runs, predicted with less of the calibration):\n")
     width = max(len(label) for label, _ in steps)
     print(f"  {'predictor':<{width}} {'MAPE':>6} {'max':>6} {'tau':>6} {'mem ok':>6} {'mem MAPE':>8}")

@@ -60,3 +60,20 @@ def test_the_summary_counts_groups_right_by_the_rounds_beside_the_medians():
     s = t.summary(rows)
     assert (s["ordered"], s["right"], s["groups"], s["pairs"], s["resolved"]) == (0, 1, 1, 6, 5)
     assert t.ordering_text(s) == "ordering 0/1 (1/1 by the rounds)"
+
+
+def test_the_rounds_rank_themselves_against_the_others_median():
+    accuracy = _transfer().accuracy
+
+    def measured(rounds: list[float], samples: int = 8) -> tuple[None, dict, None]:
+        median = sorted(rounds)[1]
+        return None, {"step_rounds_s": rounds, "step_time_s": median, "throughput": samples / median}, None
+
+    # three configurations, each round the same order: every round agrees with the others
+    steady = [measured([1.0, 1.1, 1.05]), measured([2.0, 2.1, 2.05]), measured([3.0, 3.2, 3.1])]
+    assert accuracy.rounds_ranking_line(steady).endswith("1.000, 1.000, 1.000 (round order)")
+    # the last round swaps the two fastest, which turns the median of any two rounds with it: each
+    # round agrees with the rest on two of the three pairs
+    swapped = [measured([1.0, 1.0, 2.2]), measured([2.0, 2.0, 1.1]), measured([3.0, 3.0, 3.0])]
+    assert accuracy.rounds_ranking_line(swapped).endswith("0.333, 0.333, 0.333 (round order)")
+    assert accuracy.rounds_ranking_line([measured([1.0, 2.0]), measured([2.0, 3.0])]) is None
