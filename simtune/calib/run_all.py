@@ -120,7 +120,7 @@ def measure(quick: bool = False, local_rank: int | None = None, after_baseline=N
     mem = memory.baseline(device)
     if after_baseline is not None:
         after_baseline()
-    copy = timed("copy", lambda: memory.copy_bandwidth(device, quick))
+    copy = timed("copy", lambda: memory.copy_bandwidth(device, quick, hostnames.count(hostnames[0])))
     dtypes = dtype_support(device)
     comp = timed("compute", lambda: compute.run(device, dtypes, quick))
     dist.barrier()

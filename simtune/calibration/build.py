@@ -281,7 +281,7 @@ def _offload_and_bandwidth(
     return offload, memory_bw
 
 
-def _device(raw_memory: Mapping, env: Mapping, peaks: dict, memory_bw: float) -> DeviceInfo:
+def _device(raw_memory: Mapping, env: Mapping, peaks: dict, memory_bw: float, raw_copy: Mapping) -> DeviceInfo:
     per_node, nodes = int(env["ranks_per_node"]), int(env["nodes"])
     if raw_memory["kind"] == "cuda":
         total = int(raw_memory["device_total_bytes"])
@@ -299,6 +299,7 @@ def _device(raw_memory: Mapping, env: Mapping, peaks: dict, memory_bw: float) ->
         fixed_overhead_bytes=fixed,
         memory_bandwidth_bytes_per_s=memory_bw,
         peak_flop_per_s=peaks,
+        cache_bytes=int(raw_copy.get("cache_bytes", 0)) // int(env.get("ranks_per_host", per_node)),
     )
 
 
@@ -332,7 +333,7 @@ def build_profile(
         host_memory = raw["memory"].get("host_total_bytes")
         offload, memory_bw = _offload_and_bandwidth(raw["copy"], optimizer, int(host_memory) if host_memory else None,
                                                     notes)
-        device = _device(raw["memory"], env, peaks, memory_bw)
+        device = _device(raw["memory"], env, peaks, memory_bw, raw["copy"])
         collectives = _collectives(raw["collectives"], env)
     except (KeyError, TypeError, ValueError) as exc:
         raise RawOutputError(

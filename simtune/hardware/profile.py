@@ -103,6 +103,9 @@ class DeviceInfo:
     """Device memory bandwidth (HBM for spec profiles, a measured device-to-device copy otherwise)."""
     peak_flop_per_s: Mapping[str, float]
     """Peak dense FLOP/s per dtype (vendor number; on CPU the highest rate measured)."""
+    cache_bytes: int = 0
+    """On CPU, one rank's share of the host's last-level cache (its instances summed, over the
+    ranks on the host; the ``host_memcpy_cached`` copy is measured inside it); 0 where not measured."""
 
     @property
     def count(self) -> int:
@@ -332,7 +335,8 @@ class CollectivesProfile:
 @dataclass(frozen=True)
 class CopyPoint:
     direction: str
-    """"h2d", "d2h", "d2d", "h2d_pageable", "d2h_pageable" (CUDA) or "host_memcpy", "host_fresh" (CPU)."""
+    """"h2d", "d2h", "d2d", "h2d_pageable", "d2h_pageable" (CUDA) or "host_memcpy", "host_fresh",
+    "host_memcpy_cached" (CPU)."""
     bytes: int
     stats: Stats
 

@@ -216,6 +216,7 @@ def _device(node: _Node) -> DeviceInfo:
         fixed_overhead_bytes=node.integer("fixed_overhead_bytes", 0),
         memory_bandwidth_bytes_per_s=node.number("memory_bandwidth_bytes_per_s", positive=True),
         peak_flop_per_s=peaks,
+        cache_bytes=0 if node.get("cache_bytes", optional=True) is None else node.integer("cache_bytes", 0),
     )
     if device.usable_memory_bytes > device.memory_bytes:
         node.fail_value(

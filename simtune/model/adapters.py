@@ -125,6 +125,16 @@ def plain_bandwidth(profile: HardwareProfile) -> Optional[float]:
     return None
 
 
+def cached_plain_bandwidth(profile: HardwareProfile) -> Optional[float]:
+    """:func:`plain_bandwidth` over data that stays in the cache: twice the rate of the
+    calibration's copy inside one rank's share of it (``host_memcpy_cached``, its fastest repeat);
+    None where the profile has none (accelerators, spec profiles, older calibrations)."""
+    points = [p for p in profile.offload.points if p.direction == "host_memcpy_cached"]
+    if not points or profile.device.cache_bytes <= 0:
+        return None
+    return max(2.0 * p.bytes / p.stats.min_s for p in points)
+
+
 def dropout_cost(profile: HardwareProfile, streaming_bytes_per_s: float) -> float:
     """Seconds per dropout element beyond its bytes: the slope of the measured fp32 dropout
     forward (least squares over its sizes) less 2.5 elements of 4 bytes over the bandwidth;
@@ -287,7 +297,9 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
         overlap_capable=device.kind == "cuda", host_memory_bytes=profile.offload.host_memory_bytes,
         collective_compute_share=(collectives.compute_share or 0.0) if collectives.applicable else 0.0,
         fused_attention_dropout=device.kind == "cuda", dropout_mask_bytes=1 if device.kind == "cuda" else None,
-        streaming_bytes_per_s=streaming, streaming_by_precision=narrow, plain_bytes_per_s=plain_bandwidth(profile), framework=framework_costs(profile), first_touch_s_per_byte=first_touch_cost(profile),
+        streaming_bytes_per_s=streaming, streaming_by_precision=narrow, plain_bytes_per_s=plain_bandwidth(profile),
+        cache_bytes=device.cache_bytes, cached_plain_bytes_per_s=cached_plain_bandwidth(profile),
+        framework=framework_costs(profile), first_touch_s_per_byte=first_touch_cost(profile),
         threads_per_rank=threads_per_rank(profile), dropout_s_per_element=dropout_cost(profile, streaming),
         pool_wake_s=None if profile.compute.thread_pool is None else profile.compute.thread_pool.wake_s,
         matmul_weights=matmul_weight_cost(profile),

@@ -650,6 +650,11 @@ class HardwareSpec:
     the calibration's copy within the device's memory (:func:`simtune.model.adapters.plain_bandwidth`).
     On CPU GELU's arithmetic makes the streaming rate 1.5-1.8x slower per byte.
     :meth:`plain_bandwidth` falls back to the fp32 streaming rate."""
+    cache_bytes: int = 0
+    """One rank's share of the last-level cache (CPU: the host's over its ranks); 0 where unknown."""
+    cached_plain_bytes_per_s: Optional[float] = None
+    """:attr:`plain_bytes_per_s` over data that stays in that cache (the calibration's copy inside
+    it); None where not measured. :meth:`plain_bandwidth_within` says when it applies."""
     threads_per_rank: Optional[int] = None
     """Where a rank is a share of the node's cores (CPU): the threads each rank ran with when the
     profile was measured; :meth:`with_ranks_per_node` rescales the rates when fewer or more ranks
@@ -705,6 +710,9 @@ class HardwareSpec:
             _positive(ProfileError, "HardwareSpec", streaming_bytes_per_s=self.streaming_bytes_per_s)
         if self.plain_bytes_per_s is not None:
             _positive(ProfileError, "HardwareSpec", plain_bytes_per_s=self.plain_bytes_per_s)
+        if self.cached_plain_bytes_per_s is not None:
+            _positive(ProfileError, "HardwareSpec", cached_plain_bytes_per_s=self.cached_plain_bytes_per_s)
+        _require(self.cache_bytes >= 0, ProfileError, f"HardwareSpec.cache_bytes must be >= 0, got {self.cache_bytes!r}.")
         for name, bw in self.streaming_by_precision:
             _positive(ProfileError, "HardwareSpec.streaming_by_precision", **{name: bw})
 
@@ -716,6 +724,13 @@ class HardwareSpec:
         """Bytes per second a memory-bound kernel without arithmetic moves (``plain_bytes_per_s``,
         else the fp32 streaming rate)."""
         return self.plain_bytes_per_s if self.plain_bytes_per_s is not None else self.streaming_bytes_per_s
+
+    def plain_bandwidth_within(self, working_set_bytes: float) -> Optional[float]:
+        """The cached rate where a kernel's data (``working_set_bytes``: what it reads and writes,
+        counted once) fits in the rank's share of the cache, else None."""
+        if self.cached_plain_bytes_per_s is None or not 0 < working_set_bytes <= self.cache_bytes:
+            return None
+        return self.cached_plain_bytes_per_s
 
     @property
     def ranks(self) -> int:
@@ -732,7 +747,7 @@ class HardwareSpec:
         OpenMP threads; dispatch, the engine's per-call costs and dropout's random numbers do not:
         torch's CPU generator draws them in order, so dropout ran 1.13x and ``bernoulli_`` 1.09x
         faster with two threads than with one where GELU ran 1.8x, on 262k elements on the 2-core
-        VM), and its memory is the node's shared by that many ranks."""
+        VM), and its memory and last-level cache are the node's shared by that many ranks."""
         root = self.calibrated or self
         spec = dataclasses.replace(root, ranks_per_node=per_node, nodes=nodes, calibrated=root)
         if root.threads_per_rank is None or per_node == root.ranks_per_node:
@@ -741,6 +756,7 @@ class HardwareSpec:
         k = threads / root.threads_per_rank
 
         memory = root.device_memory_bytes * root.ranks_per_node // per_node
+        cached = root.cached_plain_bytes_per_s
         fw = root.framework
         passes = tuple((f / k, b / k, s / k) for f, b, s in fw.param_pass_s)
         return dataclasses.replace(
@@ -749,6 +765,8 @@ class HardwareSpec:
             compute=root.compute.scaled(k),
             streaming_bytes_per_s=None if root.streaming_bytes_per_s is None else root.streaming_bytes_per_s * k,
             plain_bytes_per_s=None if root.plain_bytes_per_s is None else root.plain_bytes_per_s * k,
+            cache_bytes=root.cache_bytes * root.ranks_per_node // per_node,
+            cached_plain_bytes_per_s=None if cached is None else cached * k,
             streaming_by_precision=tuple((name, bw * k) for name, bw in root.streaming_by_precision),
             first_touch_s_per_byte=None if root.first_touch_s_per_byte is None else root.first_touch_s_per_byte / k,
             matmul_weights=None if root.matmul_weights is None else root.matmul_weights.scaled(k),

@@ -132,13 +132,23 @@ def gradient_copy_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
     """Device seconds per micro-step spent moving gradients, where the engine's costs are not
     measured: stages 0/1 accumulate each micro-step's gradients into the kept ones (read both,
     write one: 3 b P bytes, from the second micro-step on, averaged over the step); stages 2/3 copy
-    every gradient into the reduction bucket as its hook fires (2 b P bytes)."""
-    bandwidth = hw.streaming_for(c.state_precision)
-    if bandwidth is None:
-        return 0.0
+    every gradient into the reduction bucket as its hook fires (2 b P bytes). At the streaming
+    rate, except an accumulation whose two gradient sets (2 b P) fit in the rank's share of the
+    last-level cache, which runs at the cached rate (:meth:`HardwareSpec.plain_bandwidth_within`);
+    autograd adds each tensor's gradient in its own kernel, one dispatch each
+    (``backward_kernel_s``), beside the device's time or after it where ops run on the calling
+    thread (CPU). gpt2-tiny's 2.2 MB of gradients over 28 tensors took 0.17 ms an add on the
+    2-core VM, where the streaming rate alone charged 0.51 (docs/cost-model.md 3.3)."""
     p, b, gas = m.parameter_count / c.mp_degree, c.state_bytes, c.gradient_accumulation_steps
-    moved = 2 * b * p if c.stage >= 2 else 3 * b * p * (gas - 1) / gas
-    return moved / bandwidth
+    streaming = hw.streaming_for(c.state_precision)
+    if c.stage >= 2:
+        return 0.0 if streaming is None else 2 * b * p / streaming
+    bandwidth = hw.plain_bandwidth_within(2 * b * p) or streaming
+    if bandwidth is None or gas == 1:
+        return 0.0
+    device = 3 * b * p / bandwidth
+    host = len(m.layout.numels) * hw.framework.backward_kernel_s
+    return (max(device, host) if hw.overlap_capable else device + host) * (gas - 1) / gas
 
 
 def communication_cast_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:

@@ -5,6 +5,7 @@ import pytest
 from simtune.calibration import build_profile, default_name
 from simtune.calibration.build import RawOutputError
 from simtune.hardware import bus_factor, load_profile, save_profile, validate
+from simtune.model.adapters import cached_plain_bandwidth
 
 # calib.run_all output with known answers
 LATENCY_S = {"allreduce": 2e-4, "allgather": 1e-4, "reduce_scatter": 1.5e-4, "broadcast": 5e-5}
@@ -60,9 +61,9 @@ def raw_output(ranks: int = 2, applicable: bool = True) -> dict:
             "kind": "cpu", "host_total_bytes": 16 * 2**30, "host_available_bytes": 12 * 2**30,
             "rss_bytes": 300 * 2**20, "rss_bytes_per_rank": [300 * 2**20, 310 * 2**20][:ranks],
         },
-        "copy": {"kind": "cpu_memcpy", "points": [
+        "copy": {"kind": "cpu_memcpy", "cache_bytes": 32 * 2**20, "points": [
             {"direction": "host_memcpy", "bytes": b, **stats(b / COPY_BYTES_PER_S)} for b in (2**22, 2**24, 2**26)
-        ]},
+        ] + [{"direction": "host_memcpy_cached", "bytes": 2**22, **stats(2**22 / (3 * COPY_BYTES_PER_S))}]},
         "compute": {"dtypes": {"fp32": "ok", "bf16": "unsupported: test", "fp16": "unsupported: test"},
                     "matmul": matmul, "elementwise": elementwise},
         "optimizer": {"impls": {
@@ -88,7 +89,9 @@ def test_build_recovers_the_known_answers(tmp_path):
     assert device.memory_bytes == 8 * 2**30  # RAM share of one rank
     assert device.fixed_overhead_bytes == 310 * 2**20  # largest baseline RSS
     assert device.usable_memory_bytes == device.memory_bytes - device.fixed_overhead_bytes
-    assert device.memory_bandwidth_bytes_per_s == pytest.approx(2 * COPY_BYTES_PER_S)
+    assert device.memory_bandwidth_bytes_per_s == pytest.approx(2 * COPY_BYTES_PER_S)  # the cached copy left out
+    assert device.cache_bytes == 16 * 2**20  # one rank's share of the host's
+    assert cached_plain_bandwidth(profile) == pytest.approx(6 * COPY_BYTES_PER_S)
     for op, fit in profile.collectives.intra_node.items():
         assert fit.latency_s == pytest.approx(LATENCY_S[op], rel=1e-6)
         assert fit.bandwidth_bytes_per_s == pytest.approx(BUS_BANDWIDTH[op], rel=1e-6)

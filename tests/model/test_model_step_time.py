@@ -94,6 +94,34 @@ def test_the_engines_backward_work_runs_once_a_step_at_stages_0_1_and_every_micr
     assert four.engine_overhead_s - one.engine_overhead_s == pytest.approx(expected)
 
 
+def test_gradients_that_fit_in_the_cache_accumulate_at_its_rate(gpt2, make_hardware):
+    """Stages 0/1 add each micro-step's gradients to the kept ones (3 b P bytes from the second
+    micro-step on) at the streaming rate, or at the cached rate where both sets (2 b P) fit in
+    the rank's share of the cache; the copies into stage 2's buckets keep the streaming rate."""
+    both = 2 * 4 * gpt2.parameter_count  # fp32 gradients, kept and new
+    streaming, cached = 1e11, 4e11
+    out_of_cache = make_hardware(streaming_bytes_per_s=streaming, cached_plain_bytes_per_s=cached,
+                                 cache_bytes=both - 1, threads_per_rank=1)
+    in_cache = dataclasses.replace(out_of_cache, cache_bytes=both)
+    config = TrainConfig(stage=1, micro_batch_size=4, dp_degree=8, gradient_accumulation_steps=4, precision="fp32")
+    moved = 3 * 4 * gpt2.parameter_count * 3 / 4
+    assert gradient_copy_s(gpt2, out_of_cache, config) == pytest.approx(moved / streaming)
+    assert gradient_copy_s(gpt2, in_cache, config) == pytest.approx(moved / cached)
+    stage2 = dataclasses.replace(config, stage=2)
+    assert gradient_copy_s(gpt2, in_cache, stage2) == gradient_copy_s(gpt2, out_of_cache, stage2) > 0
+    # one add per tensor, each dispatched: beside the device's time, or after it on a CPU
+    dispatch = dataclasses.replace(in_cache.framework, backward_kernel_s=1e-5)
+    adds = len(gpt2.layout.numels) * 1e-5
+    beside = dataclasses.replace(in_cache, framework=dispatch)
+    assert gradient_copy_s(gpt2, beside, config) == pytest.approx(max(moved / cached, adds * 3 / 4))
+    after = dataclasses.replace(beside, overlap_capable=False)
+    assert gradient_copy_s(gpt2, after, config) == pytest.approx(moved / cached + adds * 3 / 4)
+    assert gradient_copy_s(gpt2, after, dataclasses.replace(config, gradient_accumulation_steps=1)) == 0
+    # ranks that share a CPU node share its cache: twice the ranks, half the share each
+    shared = in_cache.with_ranks_per_node(2 * in_cache.ranks_per_node, 1)
+    assert shared.cache_bytes == both // 2 and shared.plain_bandwidth_within(both) is None
+
+
 def test_stage2_accumulation_reduces_every_micro_step(gpt2, hardware):
     one = estimate_time(gpt2, hardware, TrainConfig(stage=2, micro_batch_size=4, dp_degree=8))
     four = estimate_time(gpt2, hardware, TrainConfig(stage=2, micro_batch_size=4, dp_degree=8,
