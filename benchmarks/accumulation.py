@@ -11,8 +11,12 @@ engine adds to the bare model's backward (the reduction's own work, the wait for
 is known per backward call at accumulation 1 only. The cost model charges it once per optimizer
 step at stages 0/1, which reduce gradients at the accumulation boundary only, and in every
 micro-step at stages 2/3, which reduce in every micro-step
-(:func:`simtune.model.step_time.backward_engine_work_per_step`). The second prediction charges it
-in every micro-step at every stage, as the model did before. Like ``benchmarks/accuracy.py`` (whose
+(:func:`simtune.model.step_time.backward_engine_work_per_step`). At stages 0/1 every micro-step
+after the first adds its gradients into the kept ones, at the rate of the calibration's copy inside
+the cache where both sets fit in a rank's share of it (gpt2-tiny's do), else at the streaming rate
+(:func:`simtune.model.step_time.gradient_copy_s`). Two more predictions undo one rule each, as the
+model was before it: the accumulation at the streaming rate, and the engine's backward work in
+every micro-step at every stage. Like ``benchmarks/accuracy.py`` (whose
 machinery it uses: calibration, watched launches, rounds in alternating order, medians), it prints
 per configuration the predicted and measured step time and the engine's forward / backward / step
 split, then the step-time MAPE of each prediction, per stage and overall.
@@ -58,6 +62,23 @@ def every_micro_step(predictor: Any) -> Any:
     return EveryMicroStep()
 
 
+def accumulation_streamed(predictor: Any) -> Any:
+    """The same predictor with the gradients' accumulation at the streaming rate whether or not
+    they fit in the cache (the rule before :meth:`~simtune.model.inputs.HardwareSpec.plain_bandwidth_within`)."""
+    from simtune.model.inputs import HardwareSpec
+
+    class Streamed:
+        def predict(self, trial: Any) -> Any:
+            kept = HardwareSpec.plain_bandwidth_within
+            HardwareSpec.plain_bandwidth_within = lambda self, working_set_bytes: None  # type: ignore[method-assign]
+            try:
+                return predictor.predict(trial)
+            finally:
+                HardwareSpec.plain_bandwidth_within = kept  # type: ignore[method-assign]
+
+    return Streamed()
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="gpt2-tiny")
@@ -92,12 +113,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     space, measured = accuracy.measured_cases(args, work, [accuracy.trial_of(c) for c in cases()])
 
     predictor = Predictor.from_parts(space, calibration, profile, world_size=2, precision="fp32")
-    ways = (("once per step at stages 0/1 (the model)", predictor),
-            ("in every micro-step at every stage", every_micro_step(predictor)))
+    hardware = predictor.hardware
+    cached = hardware.cached_plain_bytes_per_s
+    print(f"  cache: {hardware.cache_bytes / 2**20:.1f} MiB per rank, a copy inside it "
+          + ("not measured" if cached is None else f"{cached / 1e9:.1f} GB/s")
+          + f" (read plus written), streaming {(hardware.streaming_for('fp32') or 0) / 1e9:.1f} GB/s")
+    ways = (("The model (the engine's backward work once a step at stages 0/1, gradients that fit in the cache "
+             "accumulated at its rate)", predictor),
+            ("The gradients accumulated at the streaming rate", accumulation_streamed(predictor)),
+            ("The engine's backward work charged in every micro-step at every stage",
+             every_micro_step(accumulation_streamed(predictor))))
     for label, way in ways:
         rows = accuracy.rows_for(way, measured)
-        print(f"\nThe engine's backward work charged {label}: predicted (p) against measured (m), split = the "
-              "engine's forward / backward / step calls per optimizer step:\n")
+        print(f"\n{label}: predicted (p) against measured (m), split = the engine's forward / backward / step "
+              "calls per optimizer step:\n")
         print("\n".join(accuracy.table(rows)))
         overall = accuracy.summary(rows)
         by_stage = ", ".join(f"stage {stage} {accuracy.summary([r for r in rows if r['trial'].stage == stage])['mape']:.1%}"
