@@ -24,8 +24,12 @@ stream, which it keeps as is on either device.
 
     python benchmarks/compiled_activations.py > benchmarks/results/compiled_activations.txt
 
+Then llm.c's loss (its final norm, the tied vocabulary projection and torch's cross-entropy over
+all positions) the same two ways, in bytes per token and vocabulary entry.
+
 Only the structure of the graphs is compared (bytes kept per token and hidden element of one
-layer); no time is measured.
+layer); no time is measured. What a backward allocates while it runs (the gradients it makes) is
+not in these counts.
 """
 
 from __future__ import annotations
@@ -95,6 +99,24 @@ class Layers(nn.Module):
         return x
 
 
+class Loss(nn.Module):
+    """llm.c's end of the model: ln_f, lm_head (its weight tied to the embedding's) and
+    ``F.cross_entropy`` over every position (train_gpt2.py lines 171-180 at 4d6f80e)."""
+
+    def __init__(self, hidden: int, vocab: int):
+        super().__init__()
+        self.ln_f, self.lm_head = nn.LayerNorm(hidden), nn.Linear(hidden, vocab, bias=False)
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = self.lm_head(self.ln_f(x))
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+
+
+def backward_of(out: torch.Tensor) -> None:
+    """The backward from a loss, or from a layer stack's output through a scalar of it."""
+    (out if out.dim() == 0 else out.float().square().mean()).backward()
+
+
 def weight_shapes(model: nn.Module) -> set[tuple[int, ...]]:
     """The shapes of the model's weight matrices and of their transposes."""
     shapes = {tuple(p.shape) for p in model.parameters() if p.dim() == 2}
@@ -108,7 +130,7 @@ def split_kept(tensors: list[tuple[tuple[int, ...], int]], weights: set[tuple[in
     return sum(size for _, size in tensors) - copies, copies
 
 
-def eager_kept(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+def eager_kept(model: nn.Module, *inputs: torch.Tensor) -> tuple[int, int]:
     """(activation bytes, weight-copy bytes) the backward keeps in eager mode (saved tensors,
     distinct storages, parameters and the input left out)."""
     kept: dict[int, tuple[tuple[int, ...], int]] = {}
@@ -119,10 +141,10 @@ def eager_kept(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(x)
-    for leave_out in [x, *model.parameters()]:
+        out = model(*inputs)
+    for leave_out in [*inputs, *model.parameters()]:
         kept.pop(leave_out.untyped_storage().data_ptr(), None)
-    out.float().square().mean().backward()
+    backward_of(out)
     return split_kept(list(kept.values()), weight_shapes(model))
 
 
@@ -157,7 +179,7 @@ def counting_backend(kept: list[tuple[str, tuple[int, ...], str, int]]) -> Calla
     return backend
 
 
-def compiled_kept(model: nn.Module, x: torch.Tensor, ddp: bool) -> tuple[list[tuple[str, tuple[int, ...], str, int]], int]:
+def compiled_kept(model: nn.Module, *inputs: torch.Tensor, ddp: bool) -> tuple[list[tuple[str, tuple[int, ...], str, int]], int]:
     """The tensors the compiled backward keeps (name, shape, dtype, bytes), and how many graphs
     it was compiled in, the model compiled alone or inside DDP."""
     torch._dynamo.reset()
@@ -167,8 +189,8 @@ def compiled_kept(model: nn.Module, x: torch.Tensor, ddp: bool) -> tuple[list[tu
     if ddp:
         compiled = nn.parallel.DistributedDataParallel(compiled)  # llm.c: compile, then wrap
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = compiled(x)
-    out.float().square().mean().backward()
+        out = compiled(*inputs)
+    backward_of(out)
     return kept, GRAPHS[0]
 
 
@@ -178,6 +200,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=1600, help="GPT-2 XL's width (25 heads of 64)")
     parser.add_argument("--heads", type=int, default=25)
     parser.add_argument("--tokens", type=int, default=256, help="sequence length (batch 1)")
+    parser.add_argument("--vocab", type=int, default=50257, help="GPT-2's vocabulary")
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -220,6 +243,21 @@ def main() -> None:
     for name, shape, dtype, size in inside:
         if shape not in weights:
             print(f"  {name:28s} {str(shape):24s} {dtype:9s} {size / unit:6.2f}")
+
+    torch.manual_seed(0)
+    loss = Loss(h, args.vocab)
+    targets = torch.randint(0, args.vocab, (1, s))
+    vocab_unit = s * args.vocab
+    head = weight_shapes(loss)
+    eager_loss, _ = eager_kept(loss, x, targets)
+    kept_loss, _ = compiled_kept(loss, x, targets, ddp=False)
+    compiled_loss, _ = split_kept([(k[1], k[3]) for k in kept_loss], head)
+    print("\nllm.c's loss (ln_f, the tied lm_head, torch's cross-entropy), bytes the backward keeps beyond the "
+          "weights and the input, per token x vocabulary entry:")
+    print(f"  eager {eager_loss / vocab_unit:.2f}, compiled (min-cut) {compiled_loss / vocab_unit:.2f}")
+    for name, shape, dtype, size in kept_loss:
+        if shape not in head and size >= vocab_unit:
+            print(f"  compiled keeps {name:24s} {str(shape):20s} {dtype:9s} {size / vocab_unit:6.2f}")
 
 
 if __name__ == "__main__":
