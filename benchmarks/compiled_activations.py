@@ -40,7 +40,7 @@ import math
 import os
 import platform
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -123,21 +123,30 @@ def weight_shapes(model: nn.Module) -> set[tuple[int, ...]]:
     return shapes | {shape[::-1] for shape in shapes}
 
 
-def split_kept(tensors: list[tuple[tuple[int, ...], int]], weights: set[tuple[int, ...]]) -> tuple[int, int]:
+class Kept(NamedTuple):
+    """One tensor a backward keeps: its name in the graph (eager: "saved"), shape, dtype, bytes."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    bytes: int
+
+
+def split_kept(tensors: list[Kept], weights: set[tuple[int, ...]]) -> tuple[int, int]:
     """(activation bytes, weight-copy bytes): a kept tensor of a weight's shape is autocast's
     16-bit copy of that weight."""
-    copies = sum(size for shape, size in tensors if shape in weights)
-    return sum(size for _, size in tensors) - copies, copies
+    copies = sum(k.bytes for k in tensors if k.shape in weights)
+    return sum(k.bytes for k in tensors) - copies, copies
 
 
-def eager_kept(model: nn.Module, *inputs: torch.Tensor) -> tuple[int, int]:
-    """(activation bytes, weight-copy bytes) the backward keeps in eager mode (saved tensors,
-    distinct storages, parameters and the input left out)."""
-    kept: dict[int, tuple[tuple[int, ...], int]] = {}
+def eager_kept(model: nn.Module, *inputs: torch.Tensor) -> list[Kept]:
+    """The tensors the backward keeps in eager mode (saved tensors, distinct storages,
+    parameters and the inputs left out)."""
+    kept: dict[int, Kept] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
-        kept[storage.data_ptr()] = (tuple(t.shape), storage.nbytes())
+        kept[storage.data_ptr()] = Kept("saved", tuple(t.shape), str(t.dtype).replace("torch.", ""), storage.nbytes())
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -145,14 +154,14 @@ def eager_kept(model: nn.Module, *inputs: torch.Tensor) -> tuple[int, int]:
     for leave_out in [*inputs, *model.parameters()]:
         kept.pop(leave_out.untyped_storage().data_ptr(), None)
     backward_of(out)
-    return split_kept(list(kept.values()), weight_shapes(model))
+    return list(kept.values())
 
 
 GRAPHS = [0]
 """Backward graphs compiled since the last reset."""
 
 
-def counting_backend(kept: list[tuple[str, tuple[int, ...], str, int]]) -> Callable[..., Any]:
+def counting_backend(kept: list[Kept]) -> Callable[..., Any]:
     """A dynamo backend that partitions as inductor does and records what each backward graph
     takes from its forward (neither tangents nor the forward's inputs), then runs the graphs."""
     from torch._dynamo.backends.common import aot_autograd
@@ -170,8 +179,8 @@ def counting_backend(kept: list[tuple[str, tuple[int, ...], str, int]]) -> Calla
                 continue
             if node.name.startswith(("tangents", "primals")):
                 continue
-            kept.append((node.name, tuple(value.shape), str(value.dtype).replace("torch.", ""),
-                         value.numel() * value.element_size()))
+            kept.append(Kept(node.name, tuple(value.shape), str(value.dtype).replace("torch.", ""),
+                             value.numel() * value.element_size()))
         return make_boxed_func(gm.forward)
 
     backend = aot_autograd(fw_compiler=forward_compiler, bw_compiler=backward_compiler,
@@ -179,12 +188,12 @@ def counting_backend(kept: list[tuple[str, tuple[int, ...], str, int]]) -> Calla
     return backend
 
 
-def compiled_kept(model: nn.Module, *inputs: torch.Tensor, ddp: bool) -> tuple[list[tuple[str, tuple[int, ...], str, int]], int]:
+def compiled_kept(model: nn.Module, *inputs: torch.Tensor, ddp: bool) -> tuple[list[Kept], int]:
     """The tensors the compiled backward keeps (name, shape, dtype, bytes), and how many graphs
     it was compiled in, the model compiled alone or inside DDP."""
     torch._dynamo.reset()
     GRAPHS[0] = 0
-    kept: list[tuple[str, tuple[int, ...], str, int]] = []
+    kept: list[Kept] = []
     compiled: nn.Module = torch.compile(model, backend=counting_backend(kept))  # type: ignore[assignment]
     if ddp:
         compiled = nn.parallel.DistributedDataParallel(compiled)  # llm.c: compile, then wrap
@@ -217,9 +226,9 @@ def main() -> None:
     print("bytes the backward keeps beyond the parameters and the first layer's input, per token x hidden "
           "element of one layer\n")
     weights = weight_shapes(model)
-    rows = [("eager", eager_kept(model, x))]
+    rows = [("eager", split_kept(eager_kept(model, x), weights))]
     alone, _ = compiled_kept(model, x, ddp=False)
-    rows.append(("compiled (min-cut)", split_kept([(k[1], k[3]) for k in alone], weights)))
+    rows.append(("compiled (min-cut)", split_kept(alone, weights)))
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29517")
     torch.distributed.init_process_group("gloo", rank=0, world_size=1)
@@ -227,12 +236,12 @@ def main() -> None:
         inside, graphs = compiled_kept(model, x, ddp=True)
     finally:
         torch.distributed.destroy_process_group()
-    rows.append((f"compiled inside DDP ({graphs} graphs)", split_kept([(k[1], k[3]) for k in inside], weights)))
+    rows.append((f"compiled inside DDP ({graphs} graphs)", split_kept(inside, weights)))
     torch.manual_seed(0)
     one_op = Layers(layers, h, args.heads, TorchGELU)
-    rows.append(("eager, torch's one-op GELU", eager_kept(one_op, x)))
+    rows.append(("eager, torch's one-op GELU", split_kept(eager_kept(one_op, x), weights)))
     fused, _ = compiled_kept(one_op, x, ddp=False)
-    rows.append(("compiled, torch's one-op GELU", split_kept([(k[1], k[3]) for k in fused], weights)))
+    rows.append(("compiled, torch's one-op GELU", split_kept(fused, weights)))
     weight_elements = sum(p.numel() for p in model.parameters() if p.dim() == 2)
     print(f"{'':34s} {'activations':>12s} {'weight copies':>14s}")
     print(f"{'':34s} {'B per s x h':>12s} {'B per weight':>14s}")
@@ -249,9 +258,9 @@ def main() -> None:
     targets = torch.randint(0, args.vocab, (1, s))
     vocab_unit = s * args.vocab
     head = weight_shapes(loss)
-    eager_loss, _ = eager_kept(loss, x, targets)
+    eager_loss, _ = split_kept(eager_kept(loss, x, targets), head)
     kept_loss, _ = compiled_kept(loss, x, targets, ddp=False)
-    compiled_loss, _ = split_kept([(k[1], k[3]) for k in kept_loss], head)
+    compiled_loss, _ = split_kept(kept_loss, head)
     print("\nllm.c's loss (ln_f, the tied lm_head, torch's cross-entropy), bytes the backward keeps beyond the "
           "weights and the input, per token x vocabulary entry:")
     print(f"  eager {eager_loss / vocab_unit:.2f}, compiled (min-cut) {compiled_loss / vocab_unit:.2f}")

@@ -121,7 +121,7 @@ def _pass_time(m: ModelSpec, hw: HardwareSpec, c: TrainConfig, *, backward: bool
     if not backward:
         host += m.hooked_modules * framework.forward_module_s
     device = matmul + streaming
-    total = max(device, host) if hw.overlap_capable else device + host
+    total = hw.with_host_s(device, host)
     return PassTime(matmul_s=matmul, streaming_s=streaming, host_s=host, total_s=total)
 
 

@@ -725,6 +725,12 @@ class HardwareSpec:
         else the fp32 streaming rate)."""
         return self.plain_bytes_per_s if self.plain_bytes_per_s is not None else self.streaming_bytes_per_s
 
+    def with_host_s(self, device_s: float, host_s: float) -> float:
+        """Seconds of work that takes ``device_s`` on the device and ``host_s`` of host dispatch: the
+        larger where the device runs asynchronously of the host (``overlap_capable``: CUDA), their
+        sum where every op runs on the calling thread (CPU)."""
+        return max(device_s, host_s) if self.overlap_capable else device_s + host_s
+
     def plain_bandwidth_within(self, working_set_bytes: float) -> Optional[float]:
         """The cached rate where a kernel's data (``working_set_bytes``: what it reads and writes,
         counted once) fits in the rank's share of the cache, else None."""

@@ -86,6 +86,11 @@ from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
 from simtune.model.operators import keeps_attention_scores, linear_elements, model_operators, norm_input_products
 
 
+GELU_KEPT_TENSORS = {"gelu_python": 3, "gelu_python_compiled": 1}
+"""s x I tensors a Python tanh GELU keeps beyond one GELU kernel's (the module docstring), by
+``Block.mlp``: eager, the tanh and both factors of the last product; compiled, the tanh."""
+
+
 def layer_activation_bytes_per_sample(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> float:
     """One layer, one sample, no checkpointing: the measured value when the model has one."""
     if m.activation_bytes_per_sample_per_layer is not None:
@@ -95,10 +100,9 @@ def layer_activation_bytes_per_sample(m: ModelSpec, c: TrainConfig, hw: Hardware
     extra = attention_score_bytes(m, c, hw)
     if m.block.head_norms:  # Qwen3's norms of each head's query and key keep their inputs
         extra += s * (h + m.kv_width) * c.bytes_per_element / t
-    if m.block.mlp in ("gelu_python", "gelu_python_compiled"):
-        # under autocast its pow is on the fp32 list, so the chain after it keeps fp32 tensors
-        kept = 3 if m.block.mlp == "gelu_python" else 1
-        extra += kept * s * m.intermediate_size * (4 if c.autocast else c.bytes_per_element) / t
+    # under autocast its pow is on the fp32 list, so the chain after it keeps fp32 tensors
+    gelu_kept = GELU_KEPT_TENSORS.get(m.block.mlp, 0)
+    extra += gelu_kept * s * m.intermediate_size * (4 if c.autocast else c.bytes_per_element) / t
     if c.precision == "fp32":
         return s * h * (18 + (16 + 8 * ratio) / t) + extra
     if c.autocast:

@@ -148,7 +148,7 @@ def gradient_copy_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
         return 0.0
     device = 3 * b * p / bandwidth
     host = len(m.layout.numels) * hw.framework.backward_kernel_s
-    return (max(device, host) if hw.overlap_capable else device + host) * (gas - 1) / gas
+    return hw.with_host_s(device, host) * (gas - 1) / gas
 
 
 def communication_cast_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:

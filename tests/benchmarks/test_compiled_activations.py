@@ -25,9 +25,9 @@ def kept_per_mlp_element(gelu: type[torch.nn.Module], compiled: bool) -> float:
     if compiled:
         kept, graphs = script.compiled_kept(model, x, ddp=False)
         assert graphs >= 1
-        activations, _ = script.split_kept([(k[1], k[3]) for k in kept], weights)
     else:
-        activations, _ = script.eager_kept(model, x)
+        kept = script.eager_kept(model, x)
+    activations, _ = script.split_kept(kept, weights)
     return activations / (LAYERS * TOKENS * 4 * HIDDEN)
 
 
