@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-CASES = [("gpt2-tiny-heavy", 64, 0, 2), ("gpt2-tiny-heavy", 64, 1, 2), ("gpt2", 32, 0, 2)]
+CASES = [("gpt2-tiny-heavy", 64, 0, 2, 2), ("gpt2-tiny-heavy", 64, 1, 2, 2), ("gpt2", 32, 0, 2, 2)]
 TOP_OPS = 12
 TOP_SHAPES = 6
 COPYING = ("aten::cat", "aten::copy_", "aten::add_", "aten::zero_", "aten::fill_")
@@ -80,7 +80,7 @@ def rank_program(argv: list[str]) -> int:
         fwd, bwd, stp = (sorted(t[i] for t in timed)[1] * 1e3 for i in range(3))
         params = sum(p.numel() for p in model.parameters())
         print(f"{args.model} (seq {args.seq_len}, {params:,} parameters), ZeRO-{ds_config['zero_optimization']['stage']}, "
-              f"{torch.distributed.get_world_size()} processes of {threads} thread(s): median of 3 steps forward "
+              f"micro-batch {engine.train_micro_batch_size_per_gpu()}, {torch.distributed.get_world_size()} processes of {threads} thread(s): median of 3 steps forward "
               f"{fwd:.1f} ms, backward {bwd:.1f} ms, step {stp:.1f} ms")
         print("operators by their own time over the 2 profiled steps (the engine calls' own rows are the time spent "
               "outside operators: Python, waits, collectives run outside torch):")
@@ -100,30 +100,32 @@ def rank_program(argv: list[str]) -> int:
     return 0
 
 
-def parse_case(text: str) -> tuple[str, int, int, int]:
-    model, seq, stage, ranks = text.split(":")
-    return model, int(seq), int(stage), int(ranks)
+def parse_case(text: str) -> tuple[str, int, int, int, int]:
+    """MODEL:SEQ:STAGE:RANKS[:MICRO_BATCH] (micro-batch 2 unless given)."""
+    model, seq, stage, ranks, *mbs = text.split(":")
+    return model, int(seq), int(stage), int(ranks), int(mbs[0]) if mbs else 2
 
 
 def main(argv: list[str]) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", action="append", type=parse_case, metavar="MODEL:SEQ:STAGE:RANKS",
-                        help="a case to profile instead of the default ones (repeatable), e.g. gpt2:32:1:2")
+    parser.add_argument("--case", action="append", type=parse_case, metavar="MODEL:SEQ:STAGE:RANKS[:MBS]",
+                        help="a case to profile instead of the default ones (repeatable), e.g. gpt2:32:1:2 "
+                             "(micro-batch 2 unless a fifth field gives it)")
     args = parser.parse_args(argv)
     print(f"# command: python benchmarks/engine_profile.py{''.join(' ' + a for a in argv)}")
     print(f"# machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"{datetime.datetime.now().isoformat(timespec='seconds')}; load average {os.getloadavg()[0]:.2f}\n")
     env = dict(os.environ, DS_ACCELERATOR="cpu")
     deepspeed = Path(sys.executable).with_name("deepspeed")
-    for model, seq, stage, ranks in args.case or CASES:
+    for model, seq, stage, ranks, mbs in args.case or CASES:
         with tempfile.TemporaryDirectory() as tmp, socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
             config = Path(tmp) / "ds_config.json"
             config.write_text(json.dumps({
-                "train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1,
+                "train_micro_batch_size_per_gpu": mbs, "gradient_accumulation_steps": 1,
                 "optimizer": {"type": "AdamW", "params": {"lr": 1e-4, "weight_decay": 0.0, "torch_adam": True}},
                 "zero_optimization": {"stage": stage}}))
             sock.close()
