@@ -90,3 +90,28 @@ def test_the_summary_gives_the_host_copies_pinned_and_pageable():
                                      point("h2d_pageable", 2**29, 40e-3), point("d2d", 2**29, 1e-3)])
     assert copies[-2:] == ["| h2d | 512 | 53.7 |", "| h2d_pageable | 512 | 13.4 |"]
     assert report.host_copy_lines([point("host_memcpy", 2**26, 1e-3)]) == []
+
+
+def test_a_case_the_profile_cannot_predict_is_left_out_of_the_plan_with_why(tmp_path, monkeypatch):
+    """A CPU without bf16 (AVX2 alone) calibrates fp32 only: the rehearsal's autocast case cannot be
+    predicted there, so the plan leaves it out, says why, and plans the rest."""
+    import json
+
+    from tests.benchmarks.benchmark_scripts import ROOT
+
+    monkeypatch.setenv("SIMTUNE_HOME", str(tmp_path))
+    profile = json.loads((ROOT / "hardware_profiles" / "hgx-h200-141gb.json").read_text())
+    for dtype in ("bf16", "fp16"):
+        del profile["compute"]["curves"][dtype]
+        del profile["compute"]["attention"][dtype]
+        profile["compute"]["unsupported_dtypes"][dtype] = "unsupported: oneDNN reports no support on this CPU"
+    path = tmp_path / "fp32-only.json"
+    path.write_text(json.dumps(profile))
+    report = _report()
+    plan = report.make_plan("rehearsal", str(path), "fp32", torch_adam=True, cpu_adam=False)
+    autocast = [c.key for c in report.rehearsal_cases() if c.autocast]
+    assert autocast and [c["key"] for c in plan["left_out"]] == autocast
+    assert "no bf16 compute curve" in plan["left_out"][0]["reason"]
+    assert len(plan["cases"]) == len(report.rehearsal_cases()) - len(autocast)
+    summary = report.summary_markdown(plan, [], [], {})
+    assert f"Left out of the plan (the profile cannot predict them): {autocast[0]} (" in summary
