@@ -27,7 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
-CASES = [("gpt2-tiny-heavy", 64, 0, 2, 2), ("gpt2-tiny-heavy", 64, 1, 2, 2), ("gpt2", 32, 0, 2, 2)]
+MICRO_BATCH = 2
+"""A case's micro-batch size unless it gives one."""
+CASES = [("gpt2-tiny-heavy", 64, 0, 2, MICRO_BATCH), ("gpt2-tiny-heavy", 64, 1, 2, MICRO_BATCH),
+         ("gpt2", 32, 0, 2, MICRO_BATCH)]
 TOP_OPS = 12
 TOP_SHAPES = 6
 COPYING = ("aten::cat", "aten::copy_", "aten::add_", "aten::zero_", "aten::fill_")
@@ -80,8 +83,8 @@ def rank_program(argv: list[str]) -> int:
         fwd, bwd, stp = (sorted(t[i] for t in timed)[1] * 1e3 for i in range(3))
         params = sum(p.numel() for p in model.parameters())
         print(f"{args.model} (seq {args.seq_len}, {params:,} parameters), ZeRO-{ds_config['zero_optimization']['stage']}, "
-              f"micro-batch {engine.train_micro_batch_size_per_gpu()}, {torch.distributed.get_world_size()} processes of {threads} thread(s): median of 3 steps forward "
-              f"{fwd:.1f} ms, backward {bwd:.1f} ms, step {stp:.1f} ms")
+              f"micro-batch {engine.train_micro_batch_size_per_gpu()}, {torch.distributed.get_world_size()} processes "
+              f"of {threads} thread(s): median of 3 steps forward {fwd:.1f} ms, backward {bwd:.1f} ms, step {stp:.1f} ms")
         print("operators by their own time over the 2 profiled steps (the engine calls' own rows are the time spent "
               "outside operators: Python, waits, collectives run outside torch):")
         rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:TOP_OPS]
@@ -101,9 +104,9 @@ def rank_program(argv: list[str]) -> int:
 
 
 def parse_case(text: str) -> tuple[str, int, int, int, int]:
-    """MODEL:SEQ:STAGE:RANKS[:MICRO_BATCH] (micro-batch 2 unless given)."""
+    """MODEL:SEQ:STAGE:RANKS[:MICRO_BATCH] (:data:`MICRO_BATCH` unless given)."""
     model, seq, stage, ranks, *mbs = text.split(":")
-    return model, int(seq), int(stage), int(ranks), int(mbs[0]) if mbs else 2
+    return model, int(seq), int(stage), int(ranks), int(mbs[0]) if mbs else MICRO_BATCH
 
 
 def main(argv: list[str]) -> int:

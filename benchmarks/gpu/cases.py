@@ -147,6 +147,10 @@ class Planner:
     def space_of(self, case: Case) -> Any:
         return self.torch_space if case.torch_adam else self.space
 
+    def precision_of(self, case: Case) -> str:
+        """The compute precision the case is predicted at: the autocast dtype for an autocast case."""
+        return AUTOCAST_DTYPE if case.autocast else self.precision
+
     def predictor(self, case: Case) -> Any:
         from simtune.prediction.predictor import Predictor
         from simtune.workloads import load_workload
@@ -154,9 +158,8 @@ class Planner:
         key = (case.preset, case.seq_len, case.autocast, case.torch_adam)
         if key not in self._predictors:
             workload = load_workload(case.preset, seq_len=case.seq_len)
-            precision = AUTOCAST_DTYPE if case.autocast else self.precision
             self._predictors[key] = Predictor.from_parts(self.space_of(case), workload, self.profile, world_size=1,
-                                                         precision=precision, autocast=case.autocast)
+                                                         precision=self.precision_of(case), autocast=case.autocast)
         return self._predictors[key]
 
     def largest(self, case: Case) -> int:

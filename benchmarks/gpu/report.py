@@ -50,19 +50,17 @@ def planning_profile(profile_ref: str, precision: str) -> tuple[Any, Any]:
 
 
 def make_plan(mode: str, profile_ref: str, precision: str, torch_adam: bool, cpu_adam: bool) -> dict[str, Any]:
-    """The kit's plan: every case rendered and predicted on the profile; a case the profile has no
-    compute curve for (its precision not measured there) is listed under ``left_out`` with why."""
-    from simtune.errors import ProfileError
-
+    """The kit's plan: every case rendered and predicted on the profile. A case predicted at another
+    precision than the plan's (autocast) that the profile has no compute curve for (a CPU without
+    bf16) is listed under ``left_out`` with why; the plan's own precision missing fails as before."""
     profile, learnt = planning_profile(profile_ref, precision)
     cases = gpu_cases() if mode == "gpu" else rehearsal_cases()
     planner = Planner(profile, precision, torch_adam=torch_adam, max_micro_batch_size=4096 if mode == "gpu" else 16)
-    rows, left_out = [], []
-    for case in cases:
-        try:
-            rows.append(planner.plan(case))
-        except ProfileError as exc:  # e.g. an autocast case on a CPU without bf16: nothing to predict it with
-            left_out.append({"key": case.key, "reason": str(exc)})
+    unpredictable = [c for c in cases
+                     if planner.precision_of(c) != precision and planner.precision_of(c) not in profile.compute.curves]
+    rows = [planner.plan(case) for case in cases if case not in unpredictable]
+    left_out = [{"key": c.key, "reason": f"the profile has no {planner.precision_of(c)} compute curve"}
+                for c in unpredictable]
     engine_costs = None if learnt is None else {"sources": list(learnt.sources), "costs": dict(learnt.costs),
                                                 "param_pass_s": [list(row) for row in learnt.param_pass_s]}
     return {"mode": mode, "profile": profile.name, "profile_ref": profile_ref, "precision": precision,
@@ -306,11 +304,11 @@ def summary_markdown(plan: Optional[dict[str, Any]], measured: list[dict], launc
     lines += kernel_lines(profile_path)
     if plan is None:
         return "\n".join(lines + ["", "No plan: nothing was predicted or measured."]) + "\n"
-    rows = summary_rows(plan, measured)
-    v = verdicts(rows)
     if plan.get("left_out"):
         lines += ["", "Left out of the plan (the profile cannot predict them): " + "; ".join(
             f"{c['key']} ({c['reason']})" for c in plan["left_out"]) + "."]
+    rows = summary_rows(plan, measured)
+    v = verdicts(rows)
     engine_costs = plan.get("engine_costs")
     learnt = ("engine costs learnt from " + ", ".join(engine_costs["sources"])) if engine_costs else \
         "no engine costs learnt on it"
