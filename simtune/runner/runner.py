@@ -212,9 +212,21 @@ class Runner:
 
     def start_shared_launch(self) -> None:
         """Start the shared launch now (its start overlaps what runs here until the first
-        experiment); nothing without one."""
-        if self.shared_launch is not None:
+        experiment); nothing without one, nor when the results folder already holds finished
+        experiments: a search run again may reuse every one, and its stored study leaves little to
+        overlap, so its launch starts with the first experiment that runs (if any does)."""
+        if self.shared_launch is not None and not self.has_finished_experiments():
             self.shared_launch.start()
+
+    def has_finished_experiments(self) -> bool:
+        """Whether an earlier run left a finished experiment in the results folder."""
+        for record in self.results_dir.glob("*/exp.json"):
+            try:
+                if json.loads(record.read_text()).get("status") in STATUSES:
+                    return True
+            except (OSError, ValueError):
+                continue
+        return False
 
     def close(self) -> None:
         """End the shared launch, if any."""

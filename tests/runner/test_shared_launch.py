@@ -57,6 +57,32 @@ def test_a_shared_launch_that_cannot_start_leaves_the_experiment_to_a_launch_of_
     assert again.returncode == 0 and failing.launches == 1
 
 
+def test_a_search_run_again_starts_its_shared_launch_only_when_an_experiment_runs(tmp_path):
+    """A results folder with finished experiments (a rerun or a resumed search) may reuse them all:
+    the launch is not started ahead of the first experiment there. An unfinished record counts
+    for nothing: that experiment runs again."""
+    def runner():
+        return Runner((str(TRAIN_PROGRAM), ["--model", "gpt2-tiny", "--deepspeed", "ds.json"]),
+                      Resources.local(num_gpus=2, accelerator="cpu"), tmp_path / "results", tmp_path / "exps",
+                      shared_launch=True)
+
+    unfinished = tmp_path / "results" / "z0_gas1_tmbspg2"
+    unfinished.mkdir(parents=True)
+    (unfinished / "exp.json").write_text(json.dumps({"name": unfinished.name, "status": "running"}))
+    (tmp_path / "results" / "z1_gas1_tmbspg2").mkdir()
+    (tmp_path / "results" / "z1_gas1_tmbspg2" / "exp.json").write_text("{not json")
+    assert not runner().has_finished_experiments()
+    (unfinished / "exp.json").write_text(json.dumps({"name": unfinished.name, "status": "oom"}))
+    again = runner()
+    assert again.has_finished_experiments()
+    again.start_shared_launch()
+    try:
+        assert again.shared_launch is not None and again.shared_launch.launches == 0
+        assert again.shared_launch.running_pids() == set()
+    finally:
+        again.close()
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("launches-2")  # beside the timed launches (tests/conftest.py): nothing here is timed
 def test_experiments_share_one_launch_until_a_run_crashes(tmp_path):

@@ -132,6 +132,8 @@ def test_a_first_search_of_a_large_workload_measures_the_references_engines_inst
     # The machine has its profile but has lost its engine costs: the reference's engines are
     # measured in place of the workload's again, outside a calibration (here from the cache).
     learnt_costs_path(profile.name).unlink()
+    shared_log = tmp_path / "autotuning_results" / "shared_launch" / "stdout.log"
+    first_launch = shared_log.stat().st_mtime_ns
     code = main(["search", "--model", "bert-tiny", "--seq-len", "32", "--num_gpus", "2", "--verify-top", "1",
                  "--deepspeed", "ds.json"])
     err = capsys.readouterr().err
@@ -140,3 +142,6 @@ def test_a_first_search_of_a_large_workload_measures_the_references_engines_inst
     assert learnt_engine_costs(profile, "fp32") == learnt
     summary = (tmp_path / "autotuning_results" / "summary.txt").read_text()
     assert "gpt2-tiny's engines were measured in place of the workload's (" in summary
+    # its one verification was the first search's: no launch started for it
+    assert "Real experiments: 0 launched, 1 reused from earlier runs." in summary
+    assert shared_log.stat().st_mtime_ns == first_launch
