@@ -68,13 +68,19 @@ MEASURING_FOLDER = "measuring"
 """Folder of results_dir for the files of measuring launches run as jobs (not an experiment)."""
 
 
-def read_record(result_dir: Path, ds_config: Mapping[str, Any]) -> dict[str, Any] | None:
-    """``result_dir/exp.json`` when it describes this config (finished or still running), else None."""
+def read_exp_json(result_dir: Path) -> dict[str, Any] | None:
+    """``result_dir/exp.json`` as a dict, or None when it is missing or unreadable."""
     try:
         record = json.loads((result_dir / "exp.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or record.get("ds_config") != as_json(ds_config):
+    return record if isinstance(record, dict) else None
+
+
+def read_record(result_dir: Path, ds_config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``result_dir/exp.json`` when it describes this config (finished or still running), else None."""
+    record = read_exp_json(result_dir)
+    if record is None or record.get("ds_config") != as_json(ds_config):
         return None
     return record
 
@@ -220,13 +226,8 @@ class Runner:
 
     def has_finished_experiments(self) -> bool:
         """Whether an earlier run left a finished experiment in the results folder."""
-        for record in self.results_dir.glob("*/exp.json"):
-            try:
-                if json.loads(record.read_text()).get("status") in STATUSES:
-                    return True
-            except (OSError, ValueError):
-                continue
-        return False
+        records = (read_exp_json(path.parent) for path in self.results_dir.glob("*/exp.json"))
+        return any(record is not None and record.get("status") in STATUSES for record in records)
 
     def close(self) -> None:
         """End the shared launch, if any."""
