@@ -56,11 +56,10 @@ def make_plan(mode: str, profile_ref: str, precision: str, torch_adam: bool, cpu
     profile, learnt = planning_profile(profile_ref, precision)
     cases = gpu_cases() if mode == "gpu" else rehearsal_cases()
     planner = Planner(profile, precision, torch_adam=torch_adam, max_micro_batch_size=4096 if mode == "gpu" else 16)
-    unpredictable = [c for c in cases
-                     if planner.precision_of(c) != precision and planner.precision_of(c) not in profile.compute.curves]
-    rows = [planner.plan(case) for case in cases if case not in unpredictable]
-    left_out = [{"key": c.key, "reason": f"the profile has no {planner.precision_of(c)} compute curve"}
-                for c in unpredictable]
+    precisions = {c.key: planner.precision_of(c) for c in cases}
+    missing = {key: p for key, p in precisions.items() if p != precision and p not in profile.compute.curves}
+    rows = [planner.plan(case) for case in cases if case.key not in missing]
+    left_out = [{"key": key, "reason": f"the profile has no {p} compute curve"} for key, p in missing.items()]
     engine_costs = None if learnt is None else {"sources": list(learnt.sources), "costs": dict(learnt.costs),
                                                 "param_pass_s": [list(row) for row in learnt.param_pass_s]}
     return {"mode": mode, "profile": profile.name, "profile_ref": profile_ref, "precision": precision,
