@@ -20,14 +20,6 @@ cores / ranks). Each rank, in order:
 
 Each rank writes ``rank<N>.json``, which the host merges.
 
-A launch may measure more workloads after the first (``also`` in the request file), each written
-to ``also<I>/rank<N>.json``: models of the same library (the first's reading of the program's and
-ZeRO's runtime memory stands for theirs: the code is loaded once per process), such as the
-engine reference and its heavy twin. Each is measured through stage 2 in turn, then their stage-3
-engines in the same order: a ZeRO-3 engine changes torch's linear function for the rest of the
-process, so no engine of a lower stage may follow one. One start of the ranks instead of one per
-workload.
-
 When the machine has no hardware profile yet, the same launch first runs the machine's quick
 calibration (:func:`simtune.calib.run_all.measure`, exactly what ``simtune calibrate --quick``
 runs; rank 0 writes its raw output) and takes the memory limit from it: one launch instead of two,
@@ -114,57 +106,6 @@ def _calibrate_machine(raw_path: str, local_rank: int, after_baseline: Callable[
     return int(limit[0])
 
 
-@dataclasses.dataclass
-class _Part:
-    """One workload of the launch, between its measurement through stage 2 and its stage-3
-    engines."""
-
-    request: Request
-    workload: Workload
-    stages: tuple[int, ...]
-    out_path: Path
-    model: Any = None
-    make_batch: Any = None
-    measured: Any = None
-    engines: tuple = ()
-
-
-def _parts(data: dict[str, Any], out_dir: Path) -> list[_Part]:
-    """The launch's workloads: the request file's own first, then its ``also`` list."""
-    def part(fields: dict[str, Any], out_path: Path) -> _Part:
-        stages = tuple(fields.pop("stages"))
-        fields["micro_batch_sizes"] = tuple(fields["micro_batch_sizes"])
-        request = Request(**fields)
-        return _Part(request, load_workload(request.model, seq_len=request.seq_len), stages, out_path)
-
-    also = data.pop("also", [])
-    parts = [part(data, out_dir)]
-    parts += [part(dict(fields), out_dir / f"also{i}") for i, fields in enumerate(also, start=1)]
-    return parts
-
-
-def _measure_part(part: _Part, stages: tuple[int, ...], world: int, device: torch.device,
-                  sync: Callable[[], None], rank: int) -> None:
-    """The part's model (the first time) and its engines at ``stages``."""
-    request, workload = part.request, part.workload
-    if part.model is None:
-        part.model = build_measured_model(workload, request.precision, device)
-        part.make_batch = token_batches(workload, device, seed=4321 + rank)
-        ranks = Collectives()
-        torch.distributed.barrier()
-        part.measured = measure_module(part.model, part.make_batch, micro_batch_sizes=request.micro_batch_sizes,
-                                       repeats=request.repeats, memory_limit_bytes=request.memory_limit_bytes,
-                                       checkpointing=checkpointing_switch(part.model, request),
-                                       barrier=torch.distributed.barrier,
-                                       agree=lambda value: ranks.max_int(round(value * 1e9)) / 1e9)  # integers: ns
-    if stages:
-        with frozen_heap():
-            part.engines += measure_stage_engines(
-                lambda: build_measured_model(workload, "fp32", device), part.model, part.make_batch,
-                lambda out: out.loss, request.precision, world, device, sync,
-                [m.micro_batch_size for m in part.measured[0]], stages, small_buckets=request.bucket_engines)
-
-
 def rank_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--request", required=True)
@@ -173,15 +114,17 @@ def rank_main(argv: list[str]) -> int:
     started = time.perf_counter()
     data = json.loads(Path(args.request).read_text())
     out_dir = Path(data.pop("out_dir"))
+    stages = tuple(data.pop("stages"))
     machine_raw = data.pop("machine_raw", None)
-    parts = _parts(data, out_dir)
 
+    data["micro_batch_sizes"] = tuple(data["micro_batch_sizes"])
+    request = Request(**data)
     deepspeed.init_distributed()
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     get_accelerator().set_device(args.local_rank)
     device = torch.device(get_accelerator().current_device_name())
     if device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(parts[0].request.threads)
+        torch.set_num_threads(request.threads)
     sync = device_sync(device)
     try:
         memory: list[tuple[Workload, int, int]] = []
@@ -189,33 +132,33 @@ def rank_main(argv: list[str]) -> int:
             # the program's memory is read right after the calibration's baseline, before its
             # benchmarks leave their own allocations behind, as a launch of its own would read it
             limit = _calibrate_machine(machine_raw, args.local_rank,
-                                       lambda: memory.append(_program_memory(parts[0].request, device)))
-            for part in parts:
-                part.request = dataclasses.replace(part.request, memory_limit_bytes=limit)
+                                       lambda: memory.append(_program_memory(request, device)))
+            request = dataclasses.replace(request, memory_limit_bytes=limit)
         else:
-            memory.append(_program_memory(parts[0].request, device))
-        _, base, program = memory[0]
+            memory.append(_program_memory(request, device))
+        workload, base, program = memory[0]
 
-        zero_runtime = 0
-        for i, part in enumerate(parts):
-            # with other workloads in the launch, stage 3 waits until every one is through stage 2
-            early = part.stages if len(parts) == 1 else tuple(s for s in part.stages if s < 3)
-            _measure_part(part, (), world, device, sync, rank)
-            if i == 0:
-                with frozen_heap():
-                    zero_runtime = _zero_runtime_bytes(part.request.precision, world, device)
-            _measure_part(part, early, world, device, sync, rank)
-        if len(parts) > 1:
-            for part in parts:
-                _measure_part(part, tuple(s for s in part.stages if s >= 3), world, device, sync, rank)
-        # whole or absent: the host watches for these files, the first workload's last
-        for part in reversed(parts):
-            calibration = calibration_from(
-                part.request, part.workload, part.model, part.measured, device_text=device_text(device),
-                started=started, ranks=world, base_rss_bytes=base, program_overhead_bytes=program,
-                zero_runtime_bytes=zero_runtime, engines=part.engines)
-            part.out_path.mkdir(parents=True, exist_ok=True)
-            write_json_atomically(part.out_path / f"rank{rank}.json", calibration.to_dict())
+        model = build_measured_model(workload, request.precision, device)
+        make_batch = token_batches(workload, device, seed=4321 + rank)
+        ranks = Collectives()
+        torch.distributed.barrier()
+        measured = measure_module(model, make_batch, micro_batch_sizes=request.micro_batch_sizes,
+                                  repeats=request.repeats, memory_limit_bytes=request.memory_limit_bytes,
+                                  checkpointing=checkpointing_switch(model, request),
+                                  barrier=torch.distributed.barrier,
+                                  agree=lambda value: ranks.max_int(round(value * 1e9)) / 1e9)  # integers: ns
+        with frozen_heap():
+            zero_runtime = _zero_runtime_bytes(request.precision, world, device)
+            engines = measure_stage_engines(
+                lambda: build_measured_model(workload, "fp32", device), model, make_batch, lambda out: out.loss,
+                request.precision, world, device, sync, [m.micro_batch_size for m in measured[0]], stages,
+                small_buckets=request.bucket_engines)
+        calibration = calibration_from(
+            request, workload, model, measured, device_text=device_text(device), started=started, ranks=world,
+            base_rss_bytes=base, program_overhead_bytes=program,
+            zero_runtime_bytes=zero_runtime, engines=engines)
+        # whole or absent: the host watches for these files
+        write_json_atomically(out_dir / f"rank{rank}.json", calibration.to_dict())
     except BaseException as exc:  # every rank must leave, or the launch hangs in a collective
         traceback.print_exc()
         print(f"{LOG_PREFIX} failed on rank {rank}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)

@@ -26,7 +26,7 @@ from simtune.calibration.calibrate import calibrate_command, save_measured_profi
 from simtune.calibration.workload import (DEFAULT_MICRO_BATCH_SIZES, MeasureScope, WorkloadCalibration,
                                           WorkloadCalibrationError, cache_path, fingerprint, measurement_request,
                                           model_identity, save, threads_per_rank)
-from simtune.calibration.workload_launch import check_one_library, measure_several_with_launch
+from simtune.calibration.workload_launch import measure_with_launch
 from simtune.hardware.profile import HardwareProfile
 from simtune.runner.resources import Resources, detect_accelerator
 from simtune.workloads.presets import Workload
@@ -40,30 +40,22 @@ class MachineAndWorkload:
     cache_path: Path
     seconds: float
     """Wall time of the launch and the fitting."""
-    also: tuple[WorkloadCalibration, ...] = ()
-    """The measurements of ``also``'s workloads, in order (each cached too)."""
 
 
 def calibrate_machine_and_workload(workload: Workload, num_gpus: int, *, precision: str,
                                    micro_batch_sizes: Sequence[int] = DEFAULT_MICRO_BATCH_SIZES, repeats: int = 10,
                                    timeout_s: float = 900.0, cache_dir: Optional[str] = None,
                                    profile_out: Optional[str] = None,
-                                   scope: Optional[MeasureScope] = None,
-                                   also: Sequence[tuple[Workload, MeasureScope]] = ()) -> MachineAndWorkload:
+                                   scope: Optional[MeasureScope] = None) -> MachineAndWorkload:
     """Calibrate this machine (quick) and measure a model-mode ``workload`` on ``num_gpus`` local
     ranks in one launch; save the profile (``profile_out``, default the user profile folder) and
     cache the measurement (``cache_dir``, default the user cache). ``scope``: the optional parts
-    of the workload's measurement (default all). ``also``: more workloads of the same model
-    library (with their scopes) measured after it in the same launch and cached too
-    (:func:`~simtune.calibration.workload_launch.measure_several_with_launch`)."""
+    of the workload's measurement (default all)."""
     accelerator = detect_accelerator()
     Resources.local(num_gpus=num_gpus, accelerator=accelerator)  # refuses more GPUs than this machine has
     started = time.monotonic()
-    threads = threads_per_rank(accelerator, num_gpus)
-    parts = ((workload, scope or MeasureScope()), *also)
-    check_one_library([w for w, _ in parts])
-    requests = [measurement_request(w, precision, threads=threads, micro_batch_sizes=micro_batch_sizes,
-                                    repeats=repeats, scope=s) for w, s in parts]
+    request = measurement_request(workload, precision, threads=threads_per_rank(accelerator, num_gpus),
+                                  micro_batch_sizes=micro_batch_sizes, repeats=repeats, scope=scope)
     folder = Path(tempfile.mkdtemp(prefix="simtune-calibrate-"))
     raw_path = folder / "calib_raw.json"
 
@@ -76,7 +68,7 @@ def calibrate_machine_and_workload(workload: Workload, num_gpus: int, *, precisi
 
     try:
         try:
-            measured = measure_several_with_launch(requests, num_gpus, timeout_s=timeout_s, machine_raw=raw_path)
+            measured = measure_with_launch(request, num_gpus, timeout_s=timeout_s, machine_raw=raw_path)
         except WorkloadCalibrationError:
             if raw_path.is_file():  # the machine was measured before the workload failed: keep its profile
                 fit_and_save()
@@ -84,16 +76,11 @@ def calibrate_machine_and_workload(workload: Workload, num_gpus: int, *, precisi
         profile, profile_path = fit_and_save()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    saved = []
-    for (part, _), calibration in zip(parts, measured):
-        key = fingerprint(model_identity(part), part.seq_len, precision, profile.name)
-        calibration = dataclasses.replace(calibration, profile_name=profile.name, fingerprint=key)
-        path = cache_path(cache_dir, key)
-        save(calibration, path)
-        saved.append((calibration, path))
-    (first, first_path), *rest = saved
-    return MachineAndWorkload(profile, profile_path, first, first_path, time.monotonic() - started,
-                              tuple(c for c, _ in rest))
+    key = fingerprint(model_identity(workload), workload.seq_len, precision, profile.name)
+    calibration = dataclasses.replace(measured, profile_name=profile.name, fingerprint=key)
+    path = cache_path(cache_dir, key)
+    save(calibration, path)
+    return MachineAndWorkload(profile, profile_path, calibration, path, time.monotonic() - started)
 
 
 __all__ = ["MachineAndWorkload", "calibrate_machine_and_workload"]

@@ -46,12 +46,12 @@ class CalibrateCommand(Command):
     broadcast at several message sizes (fitted to latency + bytes / bus bandwidth), copy bandwidth
     and usable memory. Under a minute (2 CPU processes: about 9 s, --quick about 5 s).
 
-    On one node one more launch then runs real DeepSpeed engines of a tiny built-in model
+    On one node two more launches then run real DeepSpeed engines of a tiny built-in model
     (gpt2-tiny, 64 tokens) and of its heavy twin (gpt2-tiny-heavy: a 65,536-row position table,
-    16x the parameters) at every ZeRO stage and saves what DeepSpeed's engine costs per unit (per
+    16x the parameters) at every ZeRO stage and save what DeepSpeed's engine costs per unit (per
     ZeRO-3 module fetch, gradient hook, reduction bucket, engine call and step) and per parameter
     (per stage and phase), so that a search measures its workload's model without engines of its
-    own (--no-engines: skip; 2 CPU processes: about 30 s).
+    own (--no-engines: skip; 2 CPU processes: about 40 s).
 
     The profile is saved as NAME.json in ~/.simtune/profiles (or --out) and records the command,
     the date, the versions and every raw measurement next to its fitted value.
@@ -107,7 +107,7 @@ def learn_engine_costs(profile: HardwareProfile, num_gpus: int, *, timeout_s: fl
     import time
 
     from simtune.calibration.workload import MeasureScope
-    from simtune.calibration.workload_launch import calibrate_workloads
+    from simtune.calibration.workload_launch import calibrate_workload
     from simtune.runner.resources import detect_accelerator
     from simtune.search.model_inputs import (HEAVY_SCOPE, engine_reference, engine_reference_heavy,
                                              learn_reference_engine_costs)
@@ -118,15 +118,15 @@ def learn_engine_costs(profile: HardwareProfile, num_gpus: int, *, timeout_s: fl
 
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     log = None if quiet else (lambda line: print(f"simtune: {line}", file=sys.stderr, flush=True))
-    parts = ((engine_reference(), MeasureScope(checkpointing=False, bucket_engines=num_gpus > 1)),
-             (engine_reference_heavy(), HEAVY_SCOPE))
-    started = time.monotonic()
-    reference, heavy = calibrate_workloads(parts, profile, precision=precision, num_gpus=num_gpus,
-                                           timeout_s=timeout_s, log=log, refresh=True)
-    names = " and ".join(f"{w.name} (seq {w.seq_len})" for w, _ in parts)
-    print(f"Measured DeepSpeed's engines on {names}, {precision}, in one launch in "
-          f"{time.monotonic() - started:.1f} s.")
-    learn_reference_engine_costs(reference, profile, precision, say=print, heavy=heavy)
+    measured = []
+    for reference, scope in ((engine_reference(), MeasureScope(checkpointing=False, bucket_engines=num_gpus > 1)),
+                             (engine_reference_heavy(), HEAVY_SCOPE)):
+        started = time.monotonic()
+        measured.append(calibrate_workload(reference, profile, precision=precision, num_gpus=num_gpus,
+                                           timeout_s=timeout_s, log=log, refresh=True, scope=scope))
+        print(f"Measured DeepSpeed's engines on {reference.name} (seq {reference.seq_len}, {precision}) in "
+              f"{time.monotonic() - started:.1f} s.")
+    learn_reference_engine_costs(measured[0], profile, precision, say=print, heavy=measured[1])
 
 
 def summary_lines(profile) -> list[str]:

@@ -118,13 +118,11 @@ def describes_this_machine(profile: HardwareProfile, resources: Resources) -> bo
 
 def choose_profile(name: str | None, resources: Resources, *, say: Callable[[str], None],
                    measure_workload: Optional[tuple[Any, str]] = None,
-                   scope: Optional[MeasureScope] = None, measuring: Measuring = here,
-                   also: tuple[tuple[Any, MeasureScope], ...] = ()) -> ProfileChoice:
+                   scope: Optional[MeasureScope] = None, measuring: Measuring = here) -> ProfileChoice:
     """The hardware profile of the search (see the module docstring). ``measure_workload``:
     (workload, precision) to measure in the calibration's launch if this machine is calibrated
     now (the optional parts in ``scope``, a :class:`~simtune.calibration.workload.MeasureScope`,
-    default all); the result is the choice's ``workload``. ``also``: more workloads of its model
-    library (with their scopes) to measure in that launch and cache. A calibration runs through
+    default all); the result is the choice's ``workload``. A calibration runs through
     ``measuring``, where the experiments run."""
     if name is not None:
         profile = load_profile(name)
@@ -136,7 +134,7 @@ def choose_profile(name: str | None, resources: Resources, *, say: Callable[[str
                 f"another search (pid {pid}) is calibrating this machine; waiting for the profile it saves")):
             entry = find_profile_for(device, resources.world_size, resources.num_nodes)  # another search's
             if entry is None:
-                return _calibrate_here(device, resources, say, measure_workload, scope, measuring, also)
+                return _calibrate_here(device, resources, say, measure_workload, scope, measuring)
     profile = load_profile(entry.path)
     say(f"hardware profile {entry.name} ({entry.kind}) fits this machine ({device}, "
         f"{resources.world_size} process(es)); {entry.path}")
@@ -145,9 +143,9 @@ def choose_profile(name: str | None, resources: Resources, *, say: Callable[[str
 
 def _calibrate_here(device: str, resources: Resources, say: Callable[[str], None],
                     measure_workload: Optional[tuple[Any, str]], scope: Optional[MeasureScope],
-                    measuring: Measuring, also: tuple[tuple[Any, MeasureScope], ...] = ()) -> ProfileChoice:
-    """Calibrate this machine (with the workload, and ``also``'s, in the same launch when asked;
-    through ``measuring``, where the experiments run) and save its profile."""
+                    measuring: Measuring) -> ProfileChoice:
+    """Calibrate this machine (with the workload in the same launch when asked; through
+    ``measuring``, where the experiments run) and save its profile."""
     missing = (f"no hardware profile fits this machine ({device}, {resources.world_size} "
                f"{'GPU' if resources.accelerator == 'cuda' else 'CPU process'}(es))")
     one_node = resources.num_nodes == 1 and (not resources.hostfile or resources.on_this_machine_alone())
@@ -157,11 +155,10 @@ def _calibrate_here(device: str, resources: Resources, say: Callable[[str], None
                          f"or give --profile.")
     if measure_workload is not None and one_node:
         workload, precision = measure_workload
-        measured_too = "".join(f" and {w.name} (seq {w.seq_len})" for w, _ in also)
         say(f"{missing}; calibrating it first (simtune calibrate --quick) in the launch that measures "
-            f"{workload.name} (seq {workload.seq_len}, {precision}){measured_too}...")
+            f"{workload.name} (seq {workload.seq_len}, {precision})...")
         both, load = watched(lambda: measuring("calibration", calibrate_machine_and_workload, workload,
-                                               resources.num_gpus, precision=precision, scope=scope, also=also))
+                                               resources.num_gpus, precision=precision, scope=scope))
         say(f"calibrated and measured in {both.seconds:.1f} s: profile {both.profile.name} saved to "
             f"{both.profile_path}; workload calibration saved to {both.cache_path}")
         say_load("the calibration", load, say)
@@ -300,20 +297,12 @@ def measure_scope(space: Any, workload: Any) -> MeasureScope:
                         largest_micro_batch_size=space.max_micro_batch_size)
 
 
-def is_cached(workload: Any, scope: MeasureScope, profile: HardwareProfile, precision: str) -> bool:
-    """Whether a measurement of ``workload`` on ``profile`` with the parts ``scope`` needs is cached."""
-    fingerprint = wc.fingerprint(wc.model_identity(workload), workload.seq_len, precision, profile.name)
-    return wc.cached_measurement(fingerprint, None, False, workload.name, None, scope)[1] is not None
-
-
 def choose_workload(workload: Any, profile: HardwareProfile, *, precision: str, measure: bool,
                     say: Callable[[str], None], num_gpus: int | None = None,
-                    scope: Optional[MeasureScope] = None, measuring: Measuring = here,
-                    also: tuple[tuple[Any, MeasureScope], ...] = ()) -> WorkloadChoice:
+                    scope: Optional[MeasureScope] = None, measuring: Measuring = here) -> WorkloadChoice:
     """The workload as the predictor takes it (see the module docstring); a measurement includes
     the optional parts in ``scope`` (a :class:`~simtune.calibration.workload.MeasureScope`,
-    default all), measures ``also``'s workloads of its model library (with their scopes) in the
-    same launch where they are not cached, and runs through ``measuring``."""
+    default all) and runs through ``measuring``."""
     key = workload_key(workload, precision)
     fingerprint = wc.fingerprint(wc.model_identity(workload), workload.seq_len, precision, profile.name)
     if measure:
@@ -328,8 +317,7 @@ def choose_workload(workload: Any, profile: HardwareProfile, *, precision: str, 
         # A job's progress lines go to its own log: the search's printer stays here.
         calibration, load = watched(lambda: measuring("workload", calibrate_workload, workload, profile,
                                                       precision=precision, num_gpus=num_gpus,
-                                                      log=say if measuring is here else print, scope=scope,
-                                                      also=also))
+                                                      log=say if measuring is here else print, scope=scope))
         if calibration.from_cache:
             return WorkloadChoice(calibration, key, "cached")
         say_load("the workload's measurement", load, say)

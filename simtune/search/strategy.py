@@ -15,9 +15,8 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from simtune.calibration.workload import MeasureScope
 from simtune.errors import InputError
 from simtune.hardware.serialize import profile_fingerprint
 from simtune.prediction.learnt_engine_costs import learnt_engine_costs, with_learnt_engine_costs
@@ -29,7 +28,7 @@ from simtune.search.measured import MeasuredSearch, MeasureOptions
 from simtune.search.memory_bound import search_memory_bound
 from simtune.search.model_inputs import (ENGINE_REFERENCE_ABOVE, HEAVY_SCOPE, ProfileChoice, WorkloadChoice,
                                          choose_profile, choose_script_workload, choose_workload, engine_reference,
-                                         engine_reference_heavy, engines_by_reference, here, is_cached,
+                                         engine_reference_heavy, engines_by_reference, here,
                                          learn_reference_engine_costs, load_residual, measure_scope, reference_scope,
                                          remember_engine_costs)
 from simtune.search.outcome import SearchOutcome
@@ -125,23 +124,20 @@ class Simulated:
         ref_scope = (reference_scope(scope) if workload is not None and scope is not None and verify_top > 0
                      and engines_by_reference(workload) else None)
         first, first_scope = (engine_reference(), ref_scope) if ref_scope is not None else (workload, scope)
-        # the reference's heavy twin is measured in the same launch as the reference
-        heavy_part: tuple[tuple[Any, MeasureScope], ...] = (
-            ((engine_reference_heavy(), HEAVY_SCOPE),) if ref_scope is not None else ())
         choice = choose_profile(autotuning.profile, resources, say=self.progress.note, measure_workload=(
             (first, precision) if first is not None and verify_top > 0 else None), scope=first_scope,
-            measuring=measuring, also=heavy_part)
+            measuring=measuring)
         profile = choice.profile
         if verify_top > 0 and not choice.local:
             raise InputError(f"Hardware profile {profile.name!r} describes {profile.device.count} x "
                              f"{profile.device.name}, not this machine's {resources.world_size} process(es), so its "
                              f"predictions cannot be verified here: use --verify-top 0 or a profile of this machine.")
         learnt = learnt_engine_costs(profile, precision)
-        reference_s, stand_in, heavy_together = 0.0, None, False
+        reference_s, stand_in = 0.0, None
         if ref_scope is not None:
             reference, measured = engine_reference(), None
-            if choice.workload is not None:  # measured in the calibration's launch, with the heavy twin
-                measured, heavy_together = choice.workload, True
+            if choice.workload is not None:  # measured in the calibration's launch
+                measured = choice.workload
                 stand_in = (f"{reference.name}'s engines were measured in the calibration's launch in place of "
                             f"the workload's")
                 self.progress.note(f"{stand_in}: the workload has over {ENGINE_REFERENCE_ABOVE}x its parameters")
@@ -150,11 +146,9 @@ class Simulated:
                 self.progress.note(f"the workload has over {ENGINE_REFERENCE_ABOVE}x {reference.name}'s parameters "
                                    f"and {profile.name} has no engine costs learnt yet: measuring {reference.name}'s "
                                    f"engines in place of the workload's")
-                heavy_together = not (is_cached(engine_reference_heavy(), HEAVY_SCOPE, profile, precision)
-                                      or is_cached(reference, ref_scope, profile, precision))
                 measured = choose_workload(reference, profile, precision=precision, measure=True,
                                            say=self.progress.note, num_gpus=resources.num_gpus, scope=ref_scope,
-                                           measuring=measuring, also=heavy_part if heavy_together else ())
+                                           measuring=measuring)
                 reference_s = measured.seconds
                 stand_in = (f"{reference.name}'s engines were measured in place of the workload's "
                             f"({reference_s:.1f} s{', cached' if measured.how == 'cached' else ''})")
@@ -164,9 +158,8 @@ class Simulated:
                                         say=self.progress.note, num_gpus=resources.num_gpus, scope=HEAVY_SCOPE,
                                         measuring=measuring)
                 reference_s += heavy.seconds
-                how = ("in the same launch" if heavy_together else
-                       f"{heavy.seconds:.1f} s{', cached' if heavy.how == 'cached' else ''}")
-                stand_in = f"{stand_in}; {heavy_reference.name}'s beside them for the costs per parameter ({how})"
+                stand_in = (f"{stand_in}; {heavy_reference.name}'s beside them for the costs per parameter "
+                            f"({heavy.seconds:.1f} s{', cached' if heavy.how == 'cached' else ''})")
                 learn_reference_engine_costs(measured.model, profile, precision, say=self.progress.note,
                                              heavy=heavy.model)
                 learnt = learnt_engine_costs(profile, precision)
