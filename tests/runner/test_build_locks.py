@@ -64,7 +64,7 @@ def test_a_launch_stopped_mid_build_leaves_no_lock_and_a_stale_one_is_removed_fi
     stale.parent.mkdir(parents=True)
     stale.touch()
     runner = Runner((str(HANG_IN_BUILD), ["--deepspeed", "ds.json"]), Resources.local(num_gpus=1, accelerator="cpu"),
-                    tmp_path / "results", tmp_path / "exps", timeout_s=15)
+                    tmp_path / "results", tmp_path / "exps", timeout_s=20)
     config = {"train_micro_batch_size_per_gpu": 1, "train_batch_size": 1}
     with pytest.warns(UserWarning) as warned:
         result, = runner.run([Experiment("z0_gas1_tmbspg1", None, config)])
