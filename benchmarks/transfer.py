@@ -28,7 +28,7 @@ Run from the repository root on a quiet machine (no GPU needed; DS_ACCELERATOR=c
    takes is the saving; ``--skip-own-engines`` leaves it out, for a large B where it takes longest).
 
 The machine's own speed is timed before the calibrations and before and after B's runs (a fixed
-single-thread matmul and GELU loop, ``speed_probe``): a VM whose speed drifts between the
+single-thread matmul and GELU loop, benchmarks/machine_speed.py): a VM whose speed drifts between the
 calibration and the runs moves every error by the same factor, so the errors are also printed
 with the predictions scaled by that drift (the probe's time during B's runs over its time at
 calibration), beside the raw ones.
@@ -66,6 +66,8 @@ assert _spec is not None and _spec.loader is not None
 accuracy = importlib.util.module_from_spec(_spec)
 sys.modules["accuracy"] = accuracy
 _spec.loader.exec_module(accuracy)
+sys.path.insert(0, str(Path(__file__).parent))
+from machine_speed import speed_probe  # noqa: E402  (benchmarks/ is not a package)
 
 TARGET_MAPE = 0.10
 TARGET_TAU = 0.8
@@ -82,27 +84,6 @@ class Case:
     @property
     def group(self) -> tuple[int, int, bool]:
         return self.world, self.mbs, self.checkpointing
-
-
-def speed_probe(repeats: int = 5) -> float:
-    """Seconds of a fixed single-thread matmul and GELU loop (median of ``repeats``): the
-    machine's speed now."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        a, x = torch.randn(256, 256), torch.randn(1 << 18)
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            for _ in range(100):
-                a @ a
-                torch.nn.functional.gelu(x)
-            times.append(time.perf_counter() - started)
-        return statistics.median(times)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def cases() -> list[Case]:

@@ -15,6 +15,30 @@ from pathlib import Path
 import pytest
 
 
+def _speed_probe_ms() -> float:
+    """The machine's speed now (benchmarks/machine_speed.py; lower is faster)."""
+    from tests.benchmarks.benchmark_scripts import BENCHMARKS, load_script
+
+    return load_script(BENCHMARKS / "machine_speed.py", "machine_speed").speed_probe(repeats=3) * 1e3
+
+
+def pytest_sessionstart(session):
+    """The suite is CPU-bound and a VM's speed drifts: its time means something only beside the
+    machine's speed, timed once at the start and once at the end (in the controlling process)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        session.config.stash[_SPEED_AT_START] = _speed_probe_ms()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    start = config.stash.get(_SPEED_AT_START, None)
+    if start is not None:
+        terminalreporter.write_line(f"machine speed probe: {start:.0f} ms at the start, {_speed_probe_ms():.0f} ms at "
+                                    f"the end (python benchmarks/machine_speed.py; lower is faster)")
+
+
+_SPEED_AT_START = pytest.StashKey[float]()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_simtune_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SIMTUNE_HOME", str(tmp_path_factory.mktemp("simtune-home")))
