@@ -3,7 +3,7 @@
 A VM's speed drifts between hours and days (the 2-core VMs of benchmarks/results read 46-64 ms,
 others two and a half times that), and every time measured on it moves with it. The benchmarks
 time the probe around their runs (benchmarks/transfer.py) and the test suite prints it in its
-header (tests/conftest.py), so that times taken on different days can be compared:
+summary (tests/conftest.py), so that times taken on different days can be compared:
 
     python benchmarks/machine_speed.py
 """

@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 
 
+_SPEED_AT_START = pytest.StashKey[float]()
+"""The speed probe's reading when the session started (the controlling process only)."""
+
+
 def _speed_probe_ms() -> float:
     """The machine's speed now (benchmarks/machine_speed.py; lower is faster)."""
     from tests.benchmarks.benchmark_scripts import BENCHMARKS, load_script
@@ -34,9 +38,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if start is not None:
         terminalreporter.write_line(f"machine speed probe: {start:.0f} ms at the start, {_speed_probe_ms():.0f} ms at "
                                     f"the end (python benchmarks/machine_speed.py; lower is faster)")
-
-
-_SPEED_AT_START = pytest.StashKey[float]()
 
 
 @pytest.fixture(autouse=True)
