@@ -8,6 +8,12 @@ Sizes start where the parameters, gradients and moments no longer fit in the CPU
 MiB), since models are larger than that and the per-parameter cost changes when the state leaves
 the caches.
 
+On the host each implementation is also timed, in turn with the others, at the largest size
+with every gradient 0 from the first step, so that both moments stay exactly 0 (``zero_state``):
+the parameters no sample reaches (learned position rows beyond the sequence) are stepped like
+that, and torch's CPU ``sqrt`` runs several times slower on zeros than on ordinary values
+(benchmarks/results/zero_optimizer_state.txt).
+
 Implementations: torch's AdamW (for-loop, foreach and fused where torch offers them on this
 device), DeepSpeed's FusedAdam on CUDA and DeepSpeedCPUAdam on the host. DeepSpeed's ops are
 used only when already built (installed with the package or present in the JIT cache): building
@@ -44,12 +50,12 @@ def _op_prebuilt(builder) -> str | None:
     return f"op {builder.name} is not built (it is JIT-compiled on first use, which calibration does not wait for)"
 
 
-def _make_params(total: int, device: torch.device) -> list[torch.nn.Parameter]:
+def _make_params(total: int, device: torch.device, zero_gradients: bool = False) -> list[torch.nn.Parameter]:
     per_tensor = max(1, total // TENSORS_PER_MODEL)
     params = []
     for _ in range(TENSORS_PER_MODEL):
         p = torch.nn.Parameter(torch.randn(per_tensor, device=device))
-        p.grad = torch.randn_like(p) * 1e-3
+        p.grad = torch.zeros_like(p) if zero_gradients else torch.randn_like(p) * 1e-3
         params.append(p)
     return params
 
@@ -94,14 +100,20 @@ def _deepspeed_fused_adam():
 
 def _time_impl(make, device: Device, torch_device: torch.device, sizes: list[int], warmup: int, repeats: int) -> dict:
     """Every size's model and optimizer built first, then their steps timed in turn
-    (:func:`~simtune.calib.timing.measure_in_turn`)."""
+    (:func:`~simtune.calib.timing.measure_in_turn`); on the host one more model of the largest
+    size whose gradients are all 0 (``zero_state``, module docstring)."""
     sync = device.sync if torch_device.type == "cuda" else (lambda: None)
     models = [_make_params(total, torch_device) for total in sizes]
+    if torch_device.type == "cpu":
+        models.append(_make_params(max(sizes), torch_device, zero_gradients=True))
     optimizers = [make(params) for params in models]
     points = measure_in_turn([optimizer.step for optimizer in optimizers], sync, warmup, repeats)
     for point, params in zip(points, models):
         point["params"] = sum(p.numel() for p in params)
-    return {"device": torch_device.type, "dtype": "fp32", "points": points}
+    result = {"device": torch_device.type, "dtype": "fp32", "points": points[:len(sizes)]}
+    if len(points) > len(sizes):
+        result["zero_state"] = points[-1]
+    return result
 
 
 def run(device: Device, quick: bool) -> dict:

@@ -187,7 +187,9 @@ def _optimizer(raw: Mapping) -> OptimizerProfile:
         except FitError as exc:
             unavailable[impl] = f"measured but not fitted: {exc}"
             continue
-        fits[impl] = OptimizerFit(impl, data["device"], line.intercept, line.slope, line.r2, points)
+        zero = data.get("zero_state")
+        zero_point = None if zero is None else SizePoint(int(zero["params"]), stats_from_dict(zero))
+        fits[impl] = OptimizerFit(impl, data["device"], line.intercept, line.slope, line.r2, points, zero_point)
     return OptimizerProfile(fits=fits, unavailable=unavailable)
 
 

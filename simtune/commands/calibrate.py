@@ -147,7 +147,9 @@ def summary_lines(profile) -> list[str]:
         lines.append(f"  thread pool wake    {pool.wake_s * 1e6:.1f} us per parallel kernel once throttled "
                      f"({pool.threads} threads; {pool.alone.median_s * 1e6:.1f} us alone)")
     for impl, fit in profile.optimizer.fits.items():
-        lines.append(f"  optimizer {impl:<26} {fit.s_per_param * 1e9:.3g} ns/param ({fit.device})")
+        zero = (f"; +{fit.zero_state_s_per_param * 1e9:.3g} ns per element with moments at 0"
+                if fit.zero_state is not None else "")
+        lines.append(f"  optimizer {impl:<26} {fit.s_per_param * 1e9:.3g} ns/param ({fit.device}{zero})")
     for impl, why in profile.optimizer.unavailable.items():
         lines.append(f"  optimizer {impl:<26} unavailable: {why}")
     collectives = profile.collectives

@@ -252,9 +252,24 @@ class OptimizerFit:
     s_per_param: float
     r2: Optional[float]
     points: tuple[SizePoint, ...]
+    zero_state: Optional[SizePoint] = None
+    """The step at the largest size with every gradient 0 from the start, so that both moments
+    stay exactly 0, timed in turn with ``points`` (host only; None where not measured)."""
 
     def step_s(self, params: float) -> float:
         return self.intercept_s + self.s_per_param * params
+
+    @property
+    def zero_state_s_per_param(self) -> float:
+        """What an element whose moments are exactly 0 adds to the step, from ``zero_state`` and
+        the ordinary point of its size: (zero - ordinary) / size, fastest repeats, at least 0;
+        0 where not measured."""
+        if self.zero_state is None:
+            return 0.0
+        same = next((p for p in self.points if p.size == self.zero_state.size), None)
+        if same is None:
+            return 0.0
+        return max(0.0, (self.zero_state.stats.min_s - same.stats.min_s) / self.zero_state.size)
 
 
 @dataclass(frozen=True)

@@ -66,16 +66,17 @@ def profile_fingerprint(profile: HardwareProfile) -> str:
 def profile_to_dict(profile: HardwareProfile) -> dict:
     """A JSON-ready dict of plain dicts, lists and scalars (an empty ``framework.param_pass_s``,
     ``compute.weight_points``, ``compute.attention``, ``collectives.compute_share`` or collective
-    ``tail_points``, an absent ``compute.thread_pool``, and a ``framework.zero3_module_backward_s``
-    equal to ``zero3_module_s``, is left out, so that profiles written before them keep their
-    fingerprint)."""
+    ``tail_points``, an absent ``compute.thread_pool`` or optimizer fit's ``zero_state``, and a
+    ``framework.zero3_module_backward_s`` equal to ``zero3_module_s``, is left out, so that
+    profiles written before them keep their fingerprint)."""
     data = _plain(dataclasses.asdict(profile))
     collectives = data["collectives"]
     fits = [fit for table in ("intra_node", "inter_node") for fit in collectives[table].values()]
+    optimizer_fits = list(data["optimizer"]["fits"].values())
     for owner, key in [(data["framework"], "param_pass_s"), (data["compute"], "weight_points"),
                        (data["compute"], "attention"), (data["compute"], "thread_pool"),
                        (collectives, "compute_share"),
-                       *((fit, "tail_points") for fit in fits)]:
+                       *((fit, "tail_points") for fit in fits), *((fit, "zero_state") for fit in optimizer_fits)]:
         if isinstance(owner, dict) and not owner.get(key):
             owner.pop(key, None)
     framework = data["framework"]
@@ -338,6 +339,14 @@ def _size_points(node: _Node, key: str) -> tuple[SizePoint, ...]:
     return points
 
 
+def _zero_state(node: _Node) -> Optional[SizePoint]:
+    """An optimizer fit's step with moments at 0 (absent in profiles written before it)."""
+    if node.get("zero_state", optional=True) is None:
+        return None
+    point = node.child("zero_state")
+    return SizePoint(size=point.integer("size", 1), stats=_stats(point.child("stats")))
+
+
 def _optimizer(node: _Node) -> OptimizerProfile:
     fits = {}
     for impl, fit_node in node.keyed("fits").items():
@@ -348,6 +357,7 @@ def _optimizer(node: _Node) -> OptimizerProfile:
             s_per_param=fit_node.number("s_per_param", positive=True),
             r2=_r2(fit_node),
             points=_size_points(fit_node, "points"),
+            zero_state=_zero_state(fit_node),
         )
         if fits[impl].impl != impl:
             fit_node.fail_value(f"{fit_node.path}.impl", fits[impl].impl, f"{impl!r} (its key)")

@@ -10,6 +10,8 @@ from simtune.hardware import (
     ComputeCurve,
     OptimizerFit,
     RatePoint,
+    SizePoint,
+    Stats,
     bus_factor,
     interpolate_log,
     load_profile,
@@ -52,6 +54,20 @@ def test_collective_time_uses_bus_bandwidth_and_ranks():
 def test_optimizer_step_is_linear_in_params():
     fit = OptimizerFit("torch_adamw_fused", "cpu", 1e-3, 2e-9, 0.99, ())
     assert fit.step_s(1e6) == pytest.approx(1e-3 + 2e-3)
+
+
+def test_the_zero_state_cost_is_the_zero_moment_step_beyond_the_ordinary_one_of_its_size():
+    def point(size, seconds):
+        return SizePoint(size, Stats(seconds, seconds * 1.1, seconds * 1.2, 5))
+
+    points = (point(2**20, 3e-3), point(2**22, 10e-3))
+    fit = OptimizerFit("torch_adamw_for_loop", "cpu", 1e-4, 2.4e-9, 0.99, points, point(2**22, 26e-3))
+    assert fit.zero_state_s_per_param == pytest.approx(16e-3 / 2**22)
+    assert OptimizerFit("torch_adamw_fused", "cpu", 1e-4, 2.4e-9, 0.99, points).zero_state_s_per_param == 0
+    faster = OptimizerFit("torch_adamw_fused", "cpu", 1e-4, 2.4e-9, 0.99, points, point(2**22, 9e-3))
+    assert faster.zero_state_s_per_param == 0  # noise: never below 0
+    elsewhere = OptimizerFit("torch_adamw_fused", "cpu", 1e-4, 2.4e-9, 0.99, points, point(2**21, 9e-3))
+    assert elsewhere.zero_state_s_per_param == 0  # no ordinary point of its size to compare with
 
 
 def test_spec_profile_queries():

@@ -129,6 +129,21 @@ def test_costs_per_parameter_round_trip_and_a_bad_table_is_refused(good, tmp_pat
     assert "framework.param_pass_s" in _error(good)
 
 
+def test_an_optimizer_fits_zero_state_point_round_trips_and_its_absence_keeps_the_fingerprint(good, tmp_path):
+    profile = profile_from_dict(good, source="x.json")
+    fits = profile_to_dict(profile)["optimizer"]["fits"]
+    assert all("zero_state" not in fit for fit in fits.values())  # older profiles keep their fingerprint
+    assert profile_fingerprint(profile) == profile_fingerprint(profile_from_dict(copy.deepcopy(good), source="y.json"))
+    stats = {"min_s": 0.026, "median_s": 0.027, "max_s": 0.03, "repeats": 5}
+    good["optimizer"]["fits"]["torch_adamw_fused"]["zero_state"] = {"size": 4194304, "stats": stats}
+    measured = profile_from_dict(good, source="x.json")
+    assert measured.optimizer.fits["torch_adamw_fused"].zero_state.size == 4194304
+    assert load_profile(save_profile(measured, tmp_path)) == measured
+    assert profile_fingerprint(measured) != profile_fingerprint(profile)
+    good["optimizer"]["fits"]["torch_adamw_fused"]["zero_state"]["stats"]["min_s"] = -1.0
+    assert "zero_state.stats.min_s" in _error(good)
+
+
 def test_fused_attention_rates_round_trip_and_one_above_the_peak_is_refused(good, tmp_path):
     profile = profile_from_dict(good, source="x.json")
     assert profile.compute.attention["bf16"].forward_flop_per_s > profile.compute.attention["bf16"].backward_flop_per_s
