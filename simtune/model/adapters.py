@@ -14,8 +14,8 @@ from simtune.model.inputs import (Block, CollectiveCost, Collectives, ComputeCur
                                   FrameworkCosts, FusedAttentionRate, HardwareSpec, ModelSpec, TrainConfig, WeightCost,
                                   least_squares_line)
 from simtune.space import Trial
-from simtune.workloads.analysis import (classification_pooled, forward_flops, largest_layer_params, module_parameters,
-                                        parameter_count, parameter_tensor_numels)
+from simtune.workloads.analysis import (classification_pooled, forward_flops, idle_elements, largest_layer_params,
+                                        module_parameters, parameter_count, parameter_tensor_numels)
 from simtune.workloads.presets import Workload
 
 def block_of(workload: Workload) -> Block:
@@ -63,9 +63,10 @@ def model_spec(workload: Workload, activation_bytes_per_sample_per_layer: Option
 
 def structure_of(workload: Workload) -> dict[str, Any]:
     """The ModelSpec fields that say how the workload's layers are built (its kernels, attention
-    and the modules ZeRO-3 hooks), beyond its sizes and counts."""
+    and the modules ZeRO-3 hooks) and which of its elements no sample trains, beyond its sizes
+    and counts."""
     return dict(attention=workload.attention, attention_dropout=workload.attention_dropout > 0, loss=workload.loss,
-                block=block_of(workload),
+                block=block_of(workload), idle_elements=idle_elements(workload),
                 parameter_modules=sum(m.repeats for m in module_parameters(workload) if m.tensors or m.shared))
 
 
@@ -284,6 +285,7 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
                               attention=tuple((dtype, FusedAttentionRate(r.forward_flop_per_s, r.backward_flop_per_s))
                                               for dtype, r in sorted(profile.compute.attention.items()))),
         optimizer_s_per_param=fit.s_per_param, optimizer_impl=fit.impl,
+        zero_state_s_per_param=fit.zero_state_s_per_param,
         collectives=_collectives(collectives.intra_node) if collectives.applicable else None,
         h2d_bandwidth_bytes_per_s=profile.offload.h2d_bytes_per_s,
         d2h_bandwidth_bytes_per_s=profile.offload.d2h_bytes_per_s,

@@ -149,6 +149,10 @@ class ModelSpec:
     parameter_modules: int = 0
     """Modules that hold parameters (ZeRO-3 fetches and releases each in every pass); 0 derives
     GPT-2's count from the shape (six per layer and four outside)."""
+    idle_elements: int = 0
+    """Parameter elements no training sample gives a gradient (learned position rows beyond the
+    sequence, token-type rows beyond the first: :func:`simtune.workloads.analysis.idle_elements`):
+    their Adam moments stay exactly 0 (:mod:`simtune.model.optimizer_time`)."""
 
     def __post_init__(self) -> None:
         _positive(WorkloadError, "ModelSpec", parameter_count=self.parameter_count,
@@ -163,6 +167,8 @@ class ModelSpec:
         if self.activation_bytes_per_sample_per_layer is not None:
             _positive(WorkloadError, "ModelSpec",
                       activation_bytes_per_sample_per_layer=self.activation_bytes_per_sample_per_layer)
+        _require(0 <= self.idle_elements <= self.parameter_count, WorkloadError,
+                 f"ModelSpec.idle_elements must be between 0 and the parameter count, got {self.idle_elements!r}.")
         if self.param_tensor_numels is not None:
             _require(len(self.param_tensor_numels) > 0 and all(n >= 0 for n in self.param_tensor_numels),
                      WorkloadError, "ModelSpec.param_tensor_numels must be a non-empty list of "
@@ -603,6 +609,10 @@ class HardwareSpec:
     optimizer_impl: Optional[str] = dataclasses.field(default=None, kw_only=True)
     """The implementation that rate was measured for (the profile's optimizer fit name), which
     says what its step moves, launches and allocates (:data:`~simtune.optimizers.ADAM_KERNELS`)."""
+    zero_state_s_per_param: float = dataclasses.field(default=0.0, kw_only=True)
+    """What that step adds per element whose Adam moments are exactly 0 (a parameter no sample
+    has given a gradient: ``ModelSpec.idle_elements``): measured on CPU, where torch's ``sqrt``
+    runs several times slower on zeros (``OptimizerFit.zero_state_s_per_param``); 0 elsewhere."""
     collectives: Optional[Collectives]
     """Costs within a node; None when unknown (a calibration on one rank, or one rank per node)."""
     h2d_bandwidth_bytes_per_s: float
@@ -694,6 +704,8 @@ class HardwareSpec:
                   ranks_per_node=self.ranks_per_node, nodes=self.nodes)
         if self.cpu_adam_s_per_param is not None:
             _positive(ProfileError, "HardwareSpec", cpu_adam_s_per_param=self.cpu_adam_s_per_param)
+        _require(self.zero_state_s_per_param >= 0, ProfileError,
+                 f"HardwareSpec.zero_state_s_per_param must be >= 0, got {self.zero_state_s_per_param!r}.")
         for name in ("h2d_pageable_bytes_per_s", "d2h_pageable_bytes_per_s", "host_copy_bytes_per_s"):
             if getattr(self, name) is not None:
                 _positive(ProfileError, "HardwareSpec", **{name: getattr(self, name)})

@@ -5,8 +5,16 @@
                   AdamW on host tensors where DeepSpeed runs it, ``torch_adam``, else CPU Adam)
                   + the dispatch of an implementation that launches its kernels tensor by tensor,
                   where it steps the model's own tensors (:func:`loop_dispatch_s`)
+                  + idle local elements * z   (on the device, not offloaded)
 
-with local elements P (stage 0), the flat slice (stages 1/2) or the partition (stage 3).
+with local elements P (stage 0), the flat slice (stages 1/2) or the partition (stage 3). Idle
+elements are those no sample gives a gradient (``ModelSpec.idle_elements``: learned position rows
+beyond the sequence), whose moments stay exactly 0; z is what one adds to the step
+(``HardwareSpec.zero_state_s_per_param``: measured on the host, where torch's ``sqrt`` of a zero
+took 7x that of an ordinary value, benchmarks/results/zero_optimizer_state.txt; not timed on
+CUDA, 0). A rank holds its share, idle * local / P: exact at stage 3, whose partitions cut every
+tensor alike; at stages 1/2 a small table lies in one rank's flat slice, a large one (the heavy
+twin's) across them.
 
 Offload transfers and the host's copies (b = the bytes of a parameter or gradient element as
 the model keeps them), as DeepSpeed 0.19.8 moves them, counted as exposed time:
@@ -52,7 +60,13 @@ def local_elements(s: Shards, c: TrainConfig) -> int:
 def optimizer_s(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig) -> float:
     if c.offload_optimizer:
         return local_elements(s, c) * hw.host_optimizer_rate(torch_adamw=not c.fused_adam)
-    return local_elements(s, c) * hw.optimizer_s_per_param + loop_dispatch_s(m, hw, c)
+    return (local_elements(s, c) * hw.optimizer_s_per_param + loop_dispatch_s(m, hw, c)
+            + idle_local_elements(m, s, c) * hw.zero_state_s_per_param)
+
+
+def idle_local_elements(m: ModelSpec, s: Shards, c: TrainConfig) -> float:
+    """The rank's share of the elements no sample gives a gradient (module docstring)."""
+    return m.idle_elements * local_elements(s, c) / m.parameter_count
 
 
 def steps_model_tensors(c: TrainConfig) -> bool:

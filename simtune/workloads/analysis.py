@@ -31,6 +31,7 @@ FLOP convention
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -49,6 +50,8 @@ class ModuleParams:
     """Element counts of tied parameters it also holds, registered by an earlier module."""
     repeats: int = 1
     """How many such modules the model has (one per layer: L)."""
+    idle: int = 0
+    """Elements of its tensors no training sample gives a gradient (:func:`idle_elements`)."""
 
     @property
     def own_params(self) -> int:
@@ -109,6 +112,17 @@ def parameter_tensor_numels(workload: Workload) -> tuple[int, ...]:
         return tuple(n for m in modules for n in m.tensors)
 
     return flat(plan.before) + flat(plan.layer) * plan.num_layers + flat(plan.after)
+
+
+def idle_elements(workload: Workload) -> int:
+    """Parameter elements no training sample gives a gradient, so that their Adam moments stay
+    exactly 0: a learned position table's rows beyond the sequence, and a causal LM's last one
+    (GPT-2, BERT, DistilBERT, DeBERTa-v2 with ``position_biased_input``), a token-type table's
+    rows beyond the first, and the rows of DeBERTa-v2's relative-position table that no pair of
+    the s tokens reads. Rotary models (Llama) have none. Tied token embeddings get the LM head's
+    gradient on every row; an untied one's rows that no token has reached yet are not counted
+    (they are idle only until one does)."""
+    return sum(m.idle * m.repeats for m in module_parameters(workload))
 
 
 def parameter_count(workload: Workload) -> int:
@@ -209,10 +223,24 @@ def _decoder_with_shared_bias(weight: int, bias: int, tied: bool) -> ModuleParam
     return ModuleParams("cls.predictions.decoder", (weight, bias))
 
 
+def _positions(name: str, w: Workload, width: int) -> ModuleParams:
+    """A learned position table of P rows: a sample of s tokens reads rows 0..s-1, so the
+    other P - s rows never get a gradient; nor, in a causal LM, does row s-1, whose token only its
+    own output sees, and that output predicts nothing (the loss shifts the labels)."""
+    unread = w.max_positions - w.seq_len + (1 if w.task == "causal-lm" else 0)
+    return ModuleParams(name, (w.max_positions * width,), idle=unread * width)
+
+
+def _token_types(types: int, width: int) -> ModuleParams:
+    """A token-type table: the training script passes no ``token_type_ids``, so every token is
+    type 0 and the other rows never get a gradient."""
+    return ModuleParams("embeddings.token_type_embeddings", (types * width,), idle=(types - 1) * width)
+
+
 def _gpt2_params(w: Workload) -> _ParamPlan:
     h, i, v = w.hidden_size, w.intermediate_size, w.vocab_size
     return _ParamPlan(
-        before=(ModuleParams("wte", (v * h,)), ModuleParams("wpe", (w.max_positions * h,))),
+        before=(ModuleParams("wte", (v * h,)), _positions("wpe", w, h)),
         layer=(
             ModuleParams("ln_1", _norm(h)),
             ModuleParams("attn.c_attn", _linear(h, 3 * h)),
@@ -258,8 +286,8 @@ def _bert_params(w: Workload) -> _ParamPlan:
     return _ParamPlan(
         before=(
             ModuleParams("embeddings.word_embeddings", (v * h,)),
-            ModuleParams("embeddings.position_embeddings", (w.max_positions * h,)),
-            ModuleParams("embeddings.token_type_embeddings", (type_vocab * h,)),
+            _positions("embeddings.position_embeddings", w, h),
+            _token_types(type_vocab, h),
             ModuleParams("embeddings.LayerNorm", _norm(h)),
         ),
         layer=(
@@ -301,7 +329,7 @@ def _distilbert_params(w: Workload) -> _ParamPlan:
     return _ParamPlan(
         before=(
             ModuleParams("embeddings.word_embeddings", (v * h,)),
-            ModuleParams("embeddings.position_embeddings", (w.max_positions * h,)),
+            _positions("embeddings.position_embeddings", w, h),
             ModuleParams("embeddings.LayerNorm", _norm(h)),
         ),
         layer=(
@@ -333,6 +361,9 @@ class _DebertaShape:
     relative: bool
     span: int
     """Relative positions on each side; the table holds 2*span rows."""
+    buckets: int
+    """``position_buckets`` (log-bucketed relative positions), or 0 without."""
+    max_relative: int
     shared_keys: bool
     c2p: bool
     p2c: bool
@@ -357,6 +388,8 @@ def _deberta_shape(w: Workload) -> _DebertaShape:
         attn_width=w.num_heads * head_size,
         relative=bool(cfg.get("relative_attention", False)),
         span=buckets if buckets > 0 else max_relative,
+        buckets=max(buckets, 0),
+        max_relative=max_relative,
         shared_keys=bool(cfg.get("share_att_key", False)),
         c2p="c2p" in pos_types,
         p2c="p2c" in pos_types,
@@ -366,6 +399,28 @@ def _deberta_shape(w: Workload) -> _DebertaShape:
     )
 
 
+def _relative_bucket(r: int, buckets: int, max_relative: int) -> int:
+    """DeBERTa-v2's bucket of relative position r (``make_log_bucket_position``): r itself within
+    half the buckets, log-spaced beyond."""
+    mid = buckets // 2
+    if abs(r) <= mid:
+        return r
+    far = math.ceil(math.log(abs(r) / mid) / math.log((max_relative - 1) / mid) * (mid - 1)) + mid
+    return far if r > 0 else -far
+
+
+def _relative_rows_used(shape: _DebertaShape, seq_len: int) -> int:
+    """Rows of the relative-position table that s tokens read: each relative position
+    r in -(s-1)..s-1, bucketed when ``position_buckets`` is set, indexes row r + span clamped to the
+    table (``DisentangledSelfAttention.disentangled_attention_bias``; the position-to-content
+    term reads -r, the same set)."""
+    rows = set()
+    for r in range(-(seq_len - 1), seq_len):
+        bucket = _relative_bucket(r, shape.buckets, shape.max_relative) if shape.buckets else r
+        rows.add(min(max(bucket + shape.span, 0), 2 * shape.span - 1))
+    return len(rows)
+
+
 def _deberta_params(w: Workload) -> _ParamPlan:
     h, i, v = w.hidden_size, w.intermediate_size, w.vocab_size
     cfg, shape = w.hf_config, _deberta_shape(w)
@@ -373,9 +428,9 @@ def _deberta_params(w: Workload) -> _ParamPlan:
     type_vocab = int(cfg.get("type_vocab_size", 0))
     before = [ModuleParams("embeddings.word_embeddings", (v * e,))]
     if cfg.get("position_biased_input", True):
-        before.append(ModuleParams("embeddings.position_embeddings", (w.max_positions * e,)))
+        before.append(_positions("embeddings.position_embeddings", w, e))
     if type_vocab > 0:
-        before.append(ModuleParams("embeddings.token_type_embeddings", (type_vocab * e,)))
+        before.append(_token_types(type_vocab, e))
     if e != h:
         before.append(ModuleParams("embeddings.embed_proj", _linear(e, h, bias=False)))
     before.append(ModuleParams("embeddings.LayerNorm", _norm(h)))
@@ -396,7 +451,8 @@ def _deberta_params(w: Workload) -> _ParamPlan:
 
     after = []
     if shape.relative:
-        after.append(ModuleParams("encoder.rel_embeddings", (2 * shape.span * h,)))
+        unused = 2 * shape.span - _relative_rows_used(shape, w.seq_len)
+        after.append(ModuleParams("encoder.rel_embeddings", (2 * shape.span * h,), idle=unused * h))
     if shape.rel_norm:
         after.append(ModuleParams("encoder.LayerNorm", _norm(h)))
     if shape.conv_kernel > 0:

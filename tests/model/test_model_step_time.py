@@ -360,3 +360,27 @@ def test_torch_loss_scaling_passes_over_the_fp32_gradients_once_in_fp16_under_au
     assert (estimate_time(gpt2, hw, scaled).step_phase_s - estimate_time(gpt2, hw, dataclasses.replace(
         scaled, precision="bf16")).step_phase_s == pytest.approx(loss_scaling_s(gpt2, hw, scaled)))
     assert loss_scaling_s(gpt2, hw, plain) == 0.0
+
+
+def test_elements_no_sample_trains_add_their_zero_state_cost_to_the_rank_holding_them(gpt2, make_hardware):
+    """Idle elements (ModelSpec.idle_elements) pay the hardware's zero-state cost on top of the
+    ordinary step: all of them at stage 0, a rank's share where the optimizer state is partitioned,
+    none with the optimizer offloaded or where the hardware measured none."""
+    from simtune.model.optimizer_time import optimizer_s
+    from simtune.model.shards import shards
+
+    idle = 1_000_000
+    model = dataclasses.replace(gpt2, idle_elements=idle)
+    plain = make_hardware(optimizer_s_per_param=2e-9)
+    zero = dataclasses.replace(plain, zero_state_s_per_param=5e-9)
+    for stage, share in ((0, 1.0), (1, 1 / 8), (2, 1 / 8), (3, 1 / 8)):
+        config = TrainConfig(stage=stage, micro_batch_size=4, dp_degree=8, precision="fp32")
+        s = shards(model, config)
+        extra = optimizer_s(model, s, zero, config) - optimizer_s(model, s, plain, config)
+        assert extra == pytest.approx(idle * share * 5e-9, rel=0.01)
+        assert optimizer_s(gpt2, s, zero, config) == pytest.approx(optimizer_s(gpt2, s, plain, config))
+    offload = TrainConfig(stage=2, micro_batch_size=4, dp_degree=8, precision="fp32", offload_optimizer=True)
+    s = shards(model, offload)
+    assert optimizer_s(model, s, zero, offload) == optimizer_s(model, s, plain, offload)
+    with pytest.raises(ProfileError):
+        dataclasses.replace(plain, zero_state_s_per_param=-1e-9)

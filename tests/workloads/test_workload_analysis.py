@@ -14,6 +14,7 @@ from simtune.workloads import (
     build_model,
     flops_per_sample,
     forward_flops,
+    idle_elements,
     largest_layer_params,
     list_presets,
     load_workload,
@@ -148,6 +149,35 @@ def test_closed_form_count_is_within_five_percent_of_the_published_one(name):
     workload = load_workload(name)
     assert parameter_count(workload) == pytest.approx(PUBLISHED_PARAMETERS[name], rel=0.05)
     assert workload.published_parameters == PUBLISHED_PARAMETERS[name]
+
+
+IDLE_CASES = [("gpt2-tiny-heavy", 64), ("gpt2-tiny", 96), ("bert-tiny", 32), ("distilbert-small", 48),
+              ("deberta-own-keys", 40), ("deberta-shared-keys", 40), ("deberta-new-head", 3), ("gpt2-untied", 64),
+              ("llama-gqa", 32)]
+
+
+@pytest.mark.parametrize("name,seq_len", IDLE_CASES)
+def test_the_idle_elements_are_the_rows_one_backward_leaves_at_exactly_zero(name, seq_len):
+    """One step's batch as the training program makes it (random tokens, no token types): the
+    closed form's idle elements are the rows of the tables whose gradient is exactly 0. An untied
+    token table's rows that its few tokens miss are not counted (idle only until a token reaches
+    them), so it is left out; single elements that happen to be 0 (a key bias, which softmax
+    cannot see; dropout of both samples) are not rows."""
+    workload = _workload(name, seq_len)
+    torch.manual_seed(0)
+    model = build_model(workload).train()
+    tokens = torch.randint(0, workload.vocab_size, (2, seq_len))
+    model(input_ids=tokens, labels=tokens).loss.backward()
+    untied_tokens = model.get_input_embeddings().weight
+    idle = sum(int((p.grad == 0).all(dim=1).sum()) * p.shape[1] for p in model.parameters()
+               if p.grad is not None and p.dim() == 2 and not (p is untied_tokens and p is not model.get_output_embeddings().weight))
+    assert idle == idle_elements(workload)
+    assert (idle > 0) == (workload.model_type != "llama")
+
+
+def test_the_relative_position_rows_of_a_long_deberta_are_read_almost_all():
+    """deberta-v2-xxlarge at 512 tokens: 256 log buckets each side reach every row but the first."""
+    assert idle_elements(load_workload("deberta-v2-xxlarge", seq_len=512)) == 1536
 
 
 def test_real_gpt2_with_random_weights_has_the_closed_form_count():
