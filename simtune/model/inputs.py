@@ -151,8 +151,8 @@ class ModelSpec:
     GPT-2's count from the shape (six per layer and four outside)."""
     idle_elements: int = 0
     """Parameter elements no training sample gives a gradient (learned position rows beyond the
-    sequence, token-type rows beyond the first: :func:`simtune.workloads.analysis.idle_elements`):
-    their Adam moments stay exactly 0 (:mod:`simtune.model.optimizer_time`)."""
+    sequence, token-type rows beyond the first, ...: :func:`simtune.workloads.analysis.idle_elements`):
+    their Adam moments stay exactly 0, which costs a CPU step more (:mod:`simtune.model.optimizer_time`)."""
 
     def __post_init__(self) -> None:
         _positive(WorkloadError, "ModelSpec", parameter_count=self.parameter_count,
