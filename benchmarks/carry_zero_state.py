@@ -18,23 +18,25 @@ import json
 import sys
 from pathlib import Path
 
+from simtune.hardware import load_profile
 
-def carried(old: dict, new: dict) -> dict[str, float]:
-    """Adds the zero-moment points to ``old`` in place; returns seconds per element by fit."""
-    costs = {}
+
+def carried(old: dict, new: dict) -> list[str]:
+    """Adds the zero-moment points to ``old`` in place; returns the fits given one."""
+    names = []
     for name, fit in old["optimizer"]["fits"].items():
         source = new["optimizer"]["fits"].get(name, {})
         zero = source.get("zero_state")
-        if zero is None:
+        ordinary = next((p for p in source.get("points", ()) if zero and p["size"] == zero["size"]), None)
+        if ordinary is None:
             continue
-        ordinary = next(p for p in source["points"] if p["size"] == zero["size"])
         ratio = max(0.0, zero["stats"]["min_s"] / ordinary["stats"]["min_s"] - 1.0)
         largest = max(fit["points"], key=lambda p: p["size"])
         seconds = largest["stats"]["min_s"] * (1.0 + ratio)
         fit["zero_state"] = {"size": largest["size"],
                              "stats": {"min_s": seconds, "median_s": seconds, "max_s": seconds, "repeats": 1}}
-        costs[name] = (seconds - largest["stats"]["min_s"]) / largest["size"]
-    return costs
+        names.append(name)
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,14 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="where to write the old profile with the carried points")
     args = parser.parse_args(argv)
     old, new = (json.loads(path.read_text()) for path in (args.old, args.new))
-    costs = carried(old, new)
-    if not costs:
+    names = carried(old, new)
+    if not names:
         print(f"{args.new} times no optimizer step with moments at 0.", file=sys.stderr)
         return 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(old, indent=1) + "\n")
-    for name, seconds in costs.items():
-        print(f"{name}: {seconds * 1e9:.2f} ns per element with moments at 0")
+    fits = load_profile(args.out).optimizer.fits
+    for name in names:
+        print(f"{name}: {fits[name].zero_state_s_per_param * 1e9:.2f} ns per element with moments at 0")
     return 0
 
 

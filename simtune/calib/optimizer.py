@@ -102,17 +102,19 @@ def _time_impl(make, device: Device, torch_device: torch.device, sizes: list[int
     """Every size's model and optimizer built first, then their steps timed in turn
     (:func:`~simtune.calib.timing.measure_in_turn`); on the host one more model of the largest
     size whose gradients are all 0 (``zero_state``, module docstring)."""
-    sync = device.sync if torch_device.type == "cuda" else (lambda: None)
+    host = torch_device.type == "cpu"
+    sync = (lambda: None) if host else device.sync
     models = [_make_params(total, torch_device) for total in sizes]
-    if torch_device.type == "cpu":
+    if host:
         models.append(_make_params(max(sizes), torch_device, zero_gradients=True))
     optimizers = [make(params) for params in models]
     points = measure_in_turn([optimizer.step for optimizer in optimizers], sync, warmup, repeats)
     for point, params in zip(points, models):
         point["params"] = sum(p.numel() for p in params)
-    result = {"device": torch_device.type, "dtype": "fp32", "points": points[:len(sizes)]}
-    if len(points) > len(sizes):
-        result["zero_state"] = points[-1]
+    result = {"device": torch_device.type, "dtype": "fp32"}
+    if host:
+        result["zero_state"] = points.pop()
+    result["points"] = points
     return result
 
 
