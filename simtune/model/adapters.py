@@ -13,6 +13,8 @@ from simtune.hardware.spec import ENGINE_COSTS
 from simtune.model.inputs import (Block, CollectiveCost, Collectives, ComputeCurves, EfficiencyCurve,
                                   FrameworkCosts, FusedAttentionRate, HardwareSpec, ModelSpec, TrainConfig, WeightCost,
                                   least_squares_line)
+from simtune.optimizers import (ADAMW, CALIBRATED_ALGORITHMS, OptimizerChoice, fit_algorithm, fit_name,
+                                implementation_of)
 from simtune.space import Trial
 from simtune.workloads.analysis import (classification_pooled, forward_flops, idle_elements, largest_layer_params,
                                         module_parameters, parameter_count, parameter_tensor_numels)
@@ -254,9 +256,24 @@ def host_optimizer_fit(profile: HardwareProfile, torch_adamw: bool) -> Optional[
     return "deepspeed_cpu_adam" if impl == "spec" else impl
 
 
+def algorithm_rates(profile: HardwareProfile, adamw_fit: str) -> tuple[tuple[str, float], ...]:
+    """(algorithm, seconds per parameter) of the algorithms besides AdamW the profile timed on the
+    device in the implementation of ``adamw_fit`` (:func:`simtune.optimizers.fit_name`); a fit
+    whose slope is not positive (a disturbed calibration) is left out, and the bytes ratio stands in."""
+    kind = implementation_of(adamw_fit)
+    fits = profile.optimizer.fits
+    if kind is None:
+        return ()
+    return tuple((algorithm, fits[name].s_per_param) for algorithm in CALIBRATED_ALGORITHMS
+                 if (name := fit_name(algorithm, kind)) in fits and fits[name].device == profile.device.kind
+                 and fits[name].s_per_param > 0)
+
+
 def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None) -> HardwareSpec:
     """The model's hardware numbers from a profile. The device optimizer is ``optimizer_impl``
-    when given, else the fastest fit measured on the device."""
+    when given, else the fastest AdamW fit measured on the device; the rates of the other
+    algorithms the profile timed in that fit's implementation on the device come with it
+    (``HardwareSpec.algorithm_s_per_param``)."""
     curves = {dtype: EfficiencyCurve(tuple((p.work_flop, p.flop_per_s) for p in curve.points))
               for dtype, curve in profile.compute.curves.items()}
     if "fp32" not in curves:
@@ -267,8 +284,11 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
             raise ProfileError(f"Hardware profile {profile.name!r} has no optimizer fit {optimizer_impl!r} "
                                f"(it has {', '.join(sorted(fits)) or 'none'}).")
         fit = fits[optimizer_impl]
+        if fit_algorithm(optimizer_impl) != "adamw":
+            raise ProfileError(f"Optimizer fit {optimizer_impl!r} timed {fit_algorithm(optimizer_impl) or 'another algorithm'}, "
+                               "not AdamW: name an AdamW fit and the algorithm apart (simtune estimate --algorithm).")
     else:
-        on_device = [f for f in fits.values() if f.device == profile.device.kind]
+        on_device = [f for f in fits.values() if f.device == profile.device.kind and fit_algorithm(f.impl) == "adamw"]
         if not on_device:
             raise ProfileError(f"Hardware profile {profile.name!r} has no optimizer fit on {profile.device.kind}.")
         fit = min(on_device, key=lambda f: f.s_per_param)
@@ -285,7 +305,7 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
                               attention=tuple((dtype, FusedAttentionRate(r.forward_flop_per_s, r.backward_flop_per_s))
                                               for dtype, r in sorted(profile.compute.attention.items()))),
         optimizer_s_per_param=fit.s_per_param, optimizer_impl=fit.impl,
-        zero_state_s_per_param=fit.zero_state_s_per_param,
+        zero_state_s_per_param=fit.zero_state_s_per_param, algorithm_s_per_param=algorithm_rates(profile, fit.impl),
         collectives=_collectives(collectives.intra_node) if collectives.applicable else None,
         h2d_bandwidth_bytes_per_s=profile.offload.h2d_bytes_per_s,
         d2h_bandwidth_bytes_per_s=profile.offload.d2h_bytes_per_s,
@@ -312,7 +332,7 @@ def train_config(trial: Trial, *, dp_degree: int, precision: str, mp_degree: int
                  knobs: Optional[Mapping[str, Any]] = None, checkpointing_policy: str = "full",
                  autocast: bool = False, deepspeed_autocast: bool = False, fused_adam: bool = True,
                  communication_precision: Optional[str] = None, gradient_clipping: bool = False,
-                 offload_pinned: tuple[bool, bool] = (True, True)) -> TrainConfig:
+                 offload_pinned: tuple[bool, bool] = (True, True), optimizer: OptimizerChoice = ADAMW) -> TrainConfig:
     """The model's configuration for a trial. ``knobs`` are the experiment's ZeRO values
     (``TuningSpace.knob_values``; default: the trial's tuned ones); keys the model does not use
     and None ("auto") values leave DeepSpeed's defaults. ``checkpointing_policy``: what the
@@ -321,7 +341,7 @@ def train_config(trial: Trial, *, dp_degree: int, precision: str, mp_degree: int
     ``deepspeed_autocast``; ``fused_adam``: the optimizer is DeepSpeed's FusedAdam;
     ``communication_precision``: the config's ``communication_data_type``; ``gradient_clipping``: the
     config clips gradients; ``offload_pinned``: the ``pin_memory`` of the optimizer's and the
-    parameters' offload sections."""
+    parameters' offload sections; ``optimizer``: the algorithm it trains with."""
     values = dict(trial.zero_knobs if knobs is None else knobs)
     fields: dict[str, Any] = {key: (bool(values[key]) if knob_table.is_flag(key) else int(float(values[key])))
                               for key in knob_table.modelled_keys() if values.get(key) is not None}
@@ -333,4 +353,4 @@ def train_config(trial: Trial, *, dp_degree: int, precision: str, mp_degree: int
         checkpointing_policy=checkpointing_policy, autocast=autocast, deepspeed_autocast=deepspeed_autocast,
         fused_adam=fused_adam, communication_precision=communication_precision,
         gradient_clipping=gradient_clipping, offload_optimizer_pinned=offload_pinned[0],
-        offload_param_pinned=offload_pinned[1], **fields)
+        offload_param_pinned=offload_pinned[1], optimizer=optimizer, **fields)

@@ -84,7 +84,7 @@ def step_fresh_bytes(m: ModelSpec, s: Shards, c: TrainConfig, hw: HardwareSpec) 
     if c.offload_optimizer:
         return 0.0
     transient = _fresh(buf.step_transient_bytes(s, c))
-    every, largest = buf.optimizer_temporaries(hw.optimizer_impl)
+    every, largest = buf.optimizer_temporaries(c, hw.optimizer_impl)
     if c.stage == 0 and c.precision == "fp32":
         temporaries = (every + largest) * _large_tensor_bytes(m, c, 4)
     else:

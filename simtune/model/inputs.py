@@ -20,6 +20,7 @@ from simtune.errors import ConfigError, ProfileError, WorkloadError
 from simtune.hardware.profile import DTYPE_BYTES
 from simtune.knobs import knob
 from simtune.model.layout import ParamLayout, transformer_param_numels
+from simtune.optimizers import ADAMW, ALGORITHMS, OptimizerChoice
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 BYTES_PER_ELEMENT = DTYPE_BYTES
@@ -605,10 +606,15 @@ class HardwareSpec:
     """Allocated before any model state: context, workspaces, allocator slack."""
     compute: ComputeCurves
     optimizer_s_per_param: float
-    """Adam step on the device, seconds per parameter of the local shard."""
+    """AdamW's step on the device, seconds per parameter of the local shard (another algorithm's:
+    :meth:`simtune.optimizers.OptimizerChoice.relative_cost` times it)."""
     optimizer_impl: Optional[str] = dataclasses.field(default=None, kw_only=True)
     """The implementation that rate was measured for (the profile's optimizer fit name), which
     says what its step moves, launches and allocates (:data:`~simtune.optimizers.ADAM_KERNELS`)."""
+    algorithm_s_per_param: tuple[tuple[str, float], ...] = dataclasses.field(default=(), kw_only=True)
+    """(algorithm, seconds per parameter) of other algorithms than AdamW measured on the device in
+    the implementation of ``optimizer_impl`` (:func:`simtune.model.adapters.algorithm_rates`);
+    an algorithm not here steps at the AdamW rate scaled to its bytes."""
     zero_state_s_per_param: float = dataclasses.field(default=0.0, kw_only=True)
     """What that step adds per element whose Adam moments are exactly 0 (a parameter no sample
     has given a gradient: ``ModelSpec.idle_elements``): measured on CPU, where torch's ``sqrt``
@@ -706,6 +712,10 @@ class HardwareSpec:
             _positive(ProfileError, "HardwareSpec", cpu_adam_s_per_param=self.cpu_adam_s_per_param)
         _require(self.zero_state_s_per_param >= 0, ProfileError,
                  f"HardwareSpec.zero_state_s_per_param must be >= 0, got {self.zero_state_s_per_param!r}.")
+        for algorithm, rate in self.algorithm_s_per_param:
+            _require(algorithm in ALGORITHMS and algorithm != "adamw", ProfileError,
+                     f"HardwareSpec.algorithm_s_per_param names {algorithm!r}, not another algorithm than AdamW.")
+            _positive(ProfileError, "HardwareSpec", **{f"algorithm_s_per_param[{algorithm}]": rate})
         for name in ("h2d_pageable_bytes_per_s", "d2h_pageable_bytes_per_s", "host_copy_bytes_per_s"):
             if getattr(self, name) is not None:
                 _positive(ProfileError, "HardwareSpec", **{name: getattr(self, name)})
@@ -890,6 +900,8 @@ class TrainConfig:
     optimizer. False where it runs torch's AdamW (``torch_adam``, and always on CPU): wrapped per
     tensor at stage 0 in 16 bits (:func:`simtune.model.step_time.unfused_wrapper_s`), and stepped
     on the host's torch rate when offloaded (:meth:`HardwareSpec.host_optimizer_rate`)."""
+    optimizer: OptimizerChoice = ADAMW
+    """The algorithm it trains with (:mod:`simtune.optimizers`): its states and its step's bytes."""
 
     def __post_init__(self) -> None:
         _require(self.stage in (0, 1, 2, 3), ConfigError, f"TrainConfig.stage must be 0, 1, 2 or 3, got {self.stage!r}.")

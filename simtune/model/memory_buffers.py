@@ -29,15 +29,16 @@ Device bytes for one rank; b is the byte size of the compute precision.
   holds twice that at its peak: ``step`` converts every gradient to fp32 in a list and
   ``_flatten_dense_tensors`` concatenates the list into a new flat tensor while the list lives
   (fused_optimizer.py ``step``): 8 bytes per parameter.
-- Optimizer temporaries (:data:`simtune.optimizers.ADAM_KERNELS`): what the Adam implementation
-  allocates inside its step, in fp32, beyond its states. torch's for-loop AdamW (``_single_tensor_adam``,
+- Optimizer temporaries (:meth:`simtune.optimizers.OptimizerChoice.kernels`): what the
+  implementation allocates inside its step, in fp32, beyond its states. torch's for-loop AdamW (``_single_tensor_adam``,
   torch's choice for CPU tensors) computes ``(exp_avg_sq.sqrt() / bias_correction2_sqrt)``: two
   temporaries the size of the tensor it updates, one tensor at a time, so twice the largest
   tensor it steps (the flat fp32 partition at stages 1/2 and in stage 0's mixed-precision
   optimizers, the largest optimizer sub-group at stage 3, which steps one at a time:
   ``Shards.step_group``, the largest model tensor at stage 0 in fp32); the foreach AdamW
   (``_multi_tensor_adam``) one ``_foreach_sqrt`` copy of every element it updates (at stage 3,
-  of one sub-group); fused kernels none.
+  of one sub-group); fused kernels none. Adagrad's ``sqrt`` allocates one such tensor, SGD none,
+  and SGD's and Adagrad's coupled weight decay one more (``grad.add(param)``).
 - Gradients inside the step: stages 0 and 3 keep theirs through the step. Stages 1/2 free theirs
   inside it (stage_1_and_2.py ``step``): the gradients outside the rank's partition first, then
   the partition's once it is flattened (b bytes per element) and cast to fp32 (4 bytes; no copy
@@ -54,7 +55,7 @@ from typing import Optional
 from simtune.model.inputs import ModelSpec, TrainConfig
 from simtune.model.memory_states import FP32_BYTES, gradient_bytes
 from simtune.model.shards import Shards
-from simtune.optimizers import ADAM_KERNELS
+from simtune.optimizers import implementation_of
 
 STAGE0_ALLREDUCE_ELEMENTS = 500_000_000
 """engine.py MEMORY_OPT_ALLREDUCE_SIZE: stage 0 reduces gradients in pieces of this many."""
@@ -177,12 +178,16 @@ def step_transient_bytes(s: Shards, c: TrainConfig) -> int:
     return 4 * stepped_elements(s, c)
 
 
-def optimizer_temporaries(impl: Optional[str]) -> tuple[int, int]:
+def optimizer_temporaries(c: TrainConfig, impl: Optional[str]) -> tuple[int, int]:
     """(fp32 copies of every element it updates, fp32 copies of the largest tensor it updates) of
-    an optimizer implementation's step (:data:`simtune.optimizers.ADAM_KERNELS`); none for an
-    unknown or unnamed implementation (host optimizers run on host memory)."""
-    kernels = ADAM_KERNELS.get(impl or "")
-    return (kernels.temporaries_per_element, kernels.temporaries_of_largest) if kernels else (0, 0)
+    the configuration's optimizer stepped as the device fit ``impl`` steps AdamW
+    (:meth:`simtune.optimizers.OptimizerChoice.kernels`); none for an unknown or unnamed fit (host
+    optimizers run on host memory)."""
+    kind = implementation_of(impl)
+    if kind is None:
+        return 0, 0
+    kernels = c.optimizer.kernels(kind)
+    return kernels.temporaries_per_element, kernels.temporaries_of_largest
 
 
 def optimizer_temporary_bytes(s: Shards, c: TrainConfig, impl: Optional[str]) -> int:
@@ -191,7 +196,7 @@ def optimizer_temporary_bytes(s: Shards, c: TrainConfig, impl: Optional[str]) ->
     in fp32, else all it updates at once (:func:`stepped_elements`)."""
     if c.offload_optimizer:
         return 0
-    every, largest = optimizer_temporaries(impl)
+    every, largest = optimizer_temporaries(c, impl)
     updated = stepped_elements(s, c)
     biggest = s.largest_tensor if c.stage == 0 and c.state_precision == "fp32" else updated
     return 4 * (every * updated + largest * biggest)

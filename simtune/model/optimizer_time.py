@@ -1,15 +1,23 @@
 """Optimizer step and offload transfer time per optimizer step on one rank.
 
     optimizer_s = local elements * seconds per parameter
-                  (the device Adam rate; when the optimizer is offloaded the host's: torch's
-                  AdamW on host tensors where DeepSpeed runs it, ``torch_adam``, else CPU Adam)
+                  (the algorithm's rate measured on the device, else the device AdamW rate *
+                  relative cost; when the optimizer is offloaded the host's AdamW rate * relative
+                  cost: torch's on host tensors where DeepSpeed runs it, ``torch_adam`` or an
+                  algorithm DeepSpeed has no CPU kernel for, else its CPU Adam)
                   + the dispatch of an implementation that launches its kernels tensor by tensor,
                   where it steps the model's own tensors (:func:`loop_dispatch_s`)
                   + idle local elements * z   (on the device, not offloaded)
 
+The relative cost is the configuration's algorithm's bytes over AdamW's in the same
+implementation (:meth:`simtune.optimizers.OptimizerChoice.relative_cost`: 1 for AdamW; for the
+for-loop 48/84 Adagrad, 32/84 momentum SGD, 12/84 plain SGD): what a spec profile, a profile
+calibrated before the other algorithms were timed, Lion and every offloaded step use.
+
 with local elements P (stage 0), the flat slice (stages 1/2) or the partition (stage 3). Idle
 elements are those no sample gives a gradient (``ModelSpec.idle_elements``: learned position rows
-beyond the sequence), whose moments stay exactly 0; z is what one adds to the step
+beyond the sequence), whose moments stay exactly 0; z is what one adds to the step of an
+algorithm that takes the square root of such a state (AdamW, Adagrad: ``Algorithm.sqrt_of_state``)
 (``HardwareSpec.zero_state_s_per_param``: measured on the host, where torch's ``sqrt`` of a zero
 took 7x that of an ordinary value, benchmarks/results/zero_optimizer_state.txt; not timed on
 CUDA, 0). A rank holds its share, idle * local / P: exact at stage 3, whose partitions cut every
@@ -45,10 +53,12 @@ than to communicate in fp16 then convert it in CPU").
 
 from __future__ import annotations
 
+import dataclasses
+
 from simtune.model.inputs import BYTES_PER_ELEMENT, HardwareSpec, ModelSpec, TrainConfig
 from simtune.model.memory_buffers import kept_gathered_elements
 from simtune.model.shards import Shards
-from simtune.optimizers import ADAM_KERNELS
+from simtune.optimizers import implementation_of
 
 
 def local_elements(s: Shards, c: TrainConfig) -> int:
@@ -59,9 +69,33 @@ def local_elements(s: Shards, c: TrainConfig) -> int:
 
 def optimizer_s(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig) -> float:
     if c.offload_optimizer:
-        return local_elements(s, c) * hw.host_optimizer_rate(torch_adamw=not c.fused_adam)
-    return (local_elements(s, c) * hw.optimizer_s_per_param + loop_dispatch_s(m, hw, c)
-            + idle_local_elements(m, s, c) * hw.zero_state_s_per_param)
+        return local_elements(s, c) * host_step_s_per_param(hw, c)
+    idle = idle_local_elements(m, s, c) * hw.zero_state_s_per_param if c.optimizer.spec.sqrt_of_state else 0.0
+    return local_elements(s, c) * device_step_s_per_param(hw, c) + loop_dispatch_s(m, hw, c) + idle
+
+
+def device_step_s_per_param(hw: HardwareSpec, c: TrainConfig) -> float:
+    """The configuration's algorithm's rate measured in the device fit's implementation
+    (``HardwareSpec.algorithm_s_per_param``; a coupled weight decay adds its bytes pro rata), else
+    the fit's AdamW rate times the algorithm's relative cost in that implementation (an unnamed
+    fit's as a fused kernel's)."""
+    kind = implementation_of(hw.optimizer_impl) or "fused"
+    measured = dict(hw.algorithm_s_per_param).get(c.optimizer.algorithm)
+    if measured is None:
+        return hw.optimizer_s_per_param * c.optimizer.relative_cost(kind)
+    plain = dataclasses.replace(c.optimizer, coupled_decay=False)
+    return measured * c.optimizer.kernels(kind).bytes_per_param / plain.kernels(kind).bytes_per_param
+
+
+def host_step_s_per_param(hw: HardwareSpec, c: TrainConfig) -> float:
+    """An offloaded step per parameter: torch's on host tensors (a for-loop) where DeepSpeed runs it
+    (``torch_adam`` for AdamW; an algorithm without a DeepSpeed CPU kernel, SGD) and the profile
+    timed torch's AdamW there, else DeepSpeed's CPU kernel (fused), each at its AdamW rate times
+    the algorithm's relative cost."""
+    torch_on_host = torch_steps_on_host(c)
+    looped = torch_on_host and hw.host_torch_adamw_s_per_param is not None
+    return hw.host_optimizer_rate(torch_adamw=torch_on_host) * c.optimizer.relative_cost(
+        "for_loop" if looped else "fused")
 
 
 def idle_local_elements(m: ModelSpec, s: Shards, c: TrainConfig) -> float:
@@ -77,9 +111,16 @@ def steps_model_tensors(c: TrainConfig) -> bool:
     return c.stage == 0 and not c.offload_optimizer and c.state_precision == "fp32"
 
 
+def torch_steps_on_host(c: TrainConfig) -> bool:
+    """Whether DeepSpeed steps an offloaded optimizer with torch's on host tensors rather than its
+    CPU kernel: AdamW with ``torch_adam`` (not FusedAdam), or an algorithm it has no CPU kernel for."""
+    spec = c.optimizer.spec
+    return spec.offload_impl is None or (spec.name == "adamw" and not c.fused_adam)
+
+
 def loop_dispatch_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
     """Seconds an implementation that launches its kernels tensor by tensor (``kernels_per_tensor``
-    k of :data:`simtune.optimizers.ADAM_KERNELS`: torch's for-loop AdamW) adds beyond its bytes
+    k of :meth:`simtune.optimizers.OptimizerChoice.kernels`: torch's for-loop steps) adds beyond its bytes
     where it steps the model's own tensors (:func:`steps_model_tensors`); k launches per tensor at
     the dispatch cost d (``forward_kernel_s``). On a device that runs beside its host (CUDA) a
     tensor of e elements takes max(k d, e r), r the fit's seconds per parameter, so the launches
@@ -89,11 +130,14 @@ def loop_dispatch_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> float:
 
     On a synchronous device (CPU) every launch adds, n k d (a measured fit holds its own few
     tensors' launches in its intercept, which the step leaves out)."""
-    kernels = ADAM_KERNELS.get(hw.optimizer_impl or "")
-    if kernels is None or not kernels.kernels_per_tensor or not steps_model_tensors(c):
+    kind = implementation_of(hw.optimizer_impl)
+    if kind is None or not steps_model_tensors(c):
+        return 0.0
+    kernels = c.optimizer.kernels(kind)
+    if not kernels.kernels_per_tensor:
         return 0.0
     launch = kernels.kernels_per_tensor * hw.framework.forward_kernel_s
-    rate = hw.optimizer_s_per_param / c.mp_degree  # per element of a whole tensor
+    rate = device_step_s_per_param(hw, c) / c.mp_degree  # per element of a whole tensor
     if not hw.overlap_capable or rate <= 0:
         return len(m.layout.numels) * launch
     elements, tensors = m.layout.at_most(int(launch / rate))

@@ -131,12 +131,12 @@ def tally_collectives(measuring: list) -> tuple[dict, callable]:
 
 def run_case(case: dict) -> dict:
     torch.manual_seed(0)
-    model = MLP()
     gas = case["gradient_accumulation_steps"]
     config = {
         "train_micro_batch_size_per_gpu": BATCH,
         "gradient_accumulation_steps": gas,
-        "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}},
+        "optimizer": case.get("optimizer") or {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}},
+        "zero_allow_untested_optimizer": True,
         "zero_optimization": case["zero_optimization"],
         "bf16": {"enabled": case["precision"] == "bf16" and not case.get("autocast")},
         "fp16": {"enabled": case["precision"] == "fp16" and not case.get("autocast")},
@@ -146,6 +146,11 @@ def run_case(case: dict) -> dict:
         config["communication_data_type"] = case["communication_data_type"]
     if case.get("autocast"):  # DeepSpeed's own torch autocast: an fp32 model, products in 16-bit
         config["torch_autocast"] = {"enabled": True, "dtype": {"bf16": "bfloat16", "fp16": "float16"}[case["precision"]]}
+    if case.get("zero_init"):  # built partitioned, as the Hugging Face Trainer builds a stage-3 model
+        with deepspeed.zero.Init(config_dict_or_path=config):
+            model = MLP()
+    else:
+        model = MLP()
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)
     dtype = torch.float32 if case.get("autocast") else {"fp32": torch.float32, "bf16": torch.bfloat16,
                                                         "fp16": torch.float16}[case["precision"]]
@@ -164,13 +169,16 @@ def run_case(case: dict) -> dict:
         return reduce(*args, **kwargs)
 
     engine.allreduce_gradients = reduce_after_recording
-    inner_step = engine.basic_optimizer.step
+    # the optimizer the wrapper steps: the one the engine built, except Adagrad at ZeRO 1-3, which the
+    # ZeRO optimizer builds again over its fp32 partition (stage_1_and_2.py, stage3.py)
+    stepped = getattr(engine.optimizer, "optimizer", engine.basic_optimizer)
+    inner_step = stepped.step
 
     def step_after_recording(*args, **kwargs):
         record("in_step")
         return inner_step(*args, **kwargs)
 
-    engine.basic_optimizer.step = step_after_recording
+    stepped.step = step_after_recording
     for micro_step in range(2 * gas):
         measuring[0] = micro_step >= gas
         x = torch.randn(BATCH, SEQ, HIDDEN, dtype=dtype)

@@ -118,3 +118,25 @@ def test_plain_kernels_run_at_twice_the_copy_rate_within_the_device_memory():
     assert plain_bandwidth(measured) == pytest.approx(2e9)
     hw = hardware_spec(measured)
     assert hw.plain_bandwidth() == pytest.approx(2e9)
+
+
+def test_a_fit_of_another_algorithm_is_not_taken_for_the_adamw_rate():
+    import dataclasses
+
+    from simtune.errors import ProfileError
+    from simtune.hardware.profile import OptimizerFit
+    from simtune.hardware.registry import load_profile
+    from simtune.model.adapters import hardware_spec
+
+    base = load_profile("dgx-a100-80gb")
+    sgd = OptimizerFit("torch_sgd_foreach", "cuda", 1e-5, 1e-12, 1.0, ())
+    profile = dataclasses.replace(base, optimizer=dataclasses.replace(
+        base.optimizer, fits={**base.optimizer.fits, "torch_sgd_foreach": sgd}))
+    with pytest.raises(ProfileError, match="timed sgd, not AdamW"):
+        hardware_spec(profile, "torch_sgd_foreach")
+    spec = hardware_spec(profile, "torch_adamw_foreach")
+    assert spec.algorithm_s_per_param == (("sgd", 1e-12),)
+    assert hardware_spec(profile).optimizer_impl != "torch_sgd_foreach"  # the fastest AdamW fit
+    assert hardware_spec(profile, "torch_adamw_fused").algorithm_s_per_param == ()  # timed as foreach only
+    with pytest.raises(ProfileError, match="names 'rmsprop'"):
+        dataclasses.replace(spec, algorithm_s_per_param=(("rmsprop", 1e-12),))

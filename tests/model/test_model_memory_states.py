@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from simtune.errors import ConfigError
@@ -115,3 +117,38 @@ def test_autocast_keeps_fp32_parameters_and_gradients_as_the_master(gpt2):
 def test_autocast_needs_a_16_bit_precision():
     with pytest.raises(ConfigError, match="Autocast needs a 16-bit precision"):
         TrainConfig(stage=0, micro_batch_size=1, precision="fp32", autocast=True)
+
+
+@pytest.mark.parametrize("algorithm,count", [("adamw", 2), ("adagrad", 1), ("sgd_momentum", 1), ("lion", 1),
+                                             ("sgd", 0)])
+def test_each_algorithm_keeps_its_fp32_states_per_element_it_steps(algorithm, count):
+    from simtune.model.memory_states import stale_state_bytes
+    from simtune.optimizers import OptimizerChoice
+
+    for stage, elements in ((0, P), (1, P // 4), (3, P // 4)):
+        config = TrainConfig(stage=stage, micro_batch_size=1, dp_degree=4, precision="fp32",
+                             optimizer=OptimizerChoice(algorithm))
+        stale = stale_state_bytes(shards(even_model(), config), config)  # Adagrad's at stage 1 (next test)
+        assert states(config)["optim"] == 4 * count * elements + stale
+    offloaded = TrainConfig(stage=2, micro_batch_size=1, dp_degree=4, precision="bf16", offload_optimizer=True,
+                            optimizer=OptimizerChoice(algorithm))
+    adam = dataclasses.replace(offloaded, optimizer=OptimizerChoice())
+    assert states(adam)["host"] - states(offloaded)["host"] == 4 * (2 - count) * P // 4
+
+
+def test_adagrad_keeps_the_state_it_built_for_the_models_own_parameters_where_a_wrapper_steps_others():
+    """torch's Adagrad builds its sum when constructed; DeepSpeed's ZeRO-1/2 build another over the
+    fp32 slice and stage 0's 16-bit wrapper steps fp32 copies, and the first stays (b x P). Not at
+    stage 3 (built partitioned), not in fp32 at stage 0, not offloaded."""
+    from simtune.model.memory_states import stale_state_bytes
+    from simtune.optimizers import OptimizerChoice
+
+    adagrad = OptimizerChoice("adagrad")
+    cases = {(0, "bf16", False): 2 * P, (0, "fp32", False): 0, (1, "bf16", False): 2 * P, (2, "fp32", False): 4 * P,
+             (3, "bf16", False): 0, (2, "bf16", True): 0}
+    for (stage, precision, offload), stale in cases.items():
+        config = TrainConfig(stage=stage, micro_batch_size=1, dp_degree=4, precision=precision,
+                             offload_optimizer=offload, optimizer=adagrad)
+        s = shards(even_model(), config)
+        assert stale_state_bytes(s, config) == stale
+        assert stale_state_bytes(s, dataclasses.replace(config, optimizer=OptimizerChoice("sgd_momentum"))) == 0

@@ -31,6 +31,7 @@ from simtune.model.inputs import BYTES_PER_ELEMENT, ModelSpec, TrainConfig
 from simtune.model.memory_buffers import gradient_bucket_bytes, kept_gathered_elements, step_transient_bytes
 from simtune.model.memory_states import gradient_bytes, master_weight_bytes, optimizer_state_bytes, parameter_bytes
 from simtune.model.shards import shards
+from simtune.optimizers import optimizer_choice
 from simtune.runner.launcher import free_port, release_port
 from simtune.runner.runner import remove_shm_buffers
 
@@ -39,9 +40,16 @@ TOLERANCE = 0.02
 SMALL_BUCKETS = {"reduce_bucket_size": 200_000, "allgather_bucket_size": 200_000}
 
 
-def _case(name, stage, precision, gas=1, autocast=False, communication=None, **zero):
+def _case(name, stage, precision, gas=1, autocast=False, communication=None, optimizer=None, zero_init=False,
+          **zero):
     return {"name": name, "precision": precision, "gradient_accumulation_steps": gas, "autocast": autocast,
-            "communication_data_type": communication, "zero_optimization": {"stage": stage, **SMALL_BUCKETS, **zero}}
+            "communication_data_type": communication, "optimizer": optimizer, "zero_init": zero_init,
+            "zero_optimization": {"stage": stage, **SMALL_BUCKETS, **zero}}
+
+
+SGD_MOMENTUM = {"type": "SGD", "params": {"lr": 1e-3, "momentum": 0.9}}
+ADAGRAD = {"type": "Adagrad", "params": {"lr": 1e-3}}
+SGD = {"type": "SGD", "params": {"lr": 1e-3}}
 
 
 CASES = [
@@ -63,6 +71,18 @@ CASES = [
     # the optimizer steps the 917,620-element partition in sub-groups of about 3e5 elements: the
     # step's fp32 gradients are one sub-group's
     _case("z3-fp32-sub-groups", 3, "fp32", sub_group_size=300_000),
+    # other algorithms than AdamW (simtune.optimizers): one state (a momentum buffer, Adagrad's sum of
+    # squares) or none (plain SGD); DeepSpeed builds torch's from the config
+    _case("z0-fp32-sgd-momentum", 0, "fp32", optimizer=SGD_MOMENTUM),
+    _case("z0-bf16-adagrad", 0, "bf16", optimizer=ADAGRAD),
+    _case("z0-fp32-adagrad", 0, "fp32", optimizer=ADAGRAD),
+    _case("z1-bf16-adagrad", 1, "bf16", optimizer=ADAGRAD),
+    _case("z2-fp32-adagrad", 2, "fp32", optimizer=ADAGRAD),
+    # Adagrad builds its state for the parameters it is given first, which the wrappers replace
+    # (simtune.model.memory_states.stale_state_bytes); a stage-3 model is built partitioned
+    _case("z3-bf16-adagrad", 3, "bf16", optimizer=ADAGRAD, zero_init=True),
+    _case("z2-fp32-sgd", 2, "fp32", optimizer=SGD),
+    _case("z3-bf16-sgd-momentum", 3, "bf16", optimizer=SGD_MOMENTUM),
     # DeepSpeed's torch_autocast: fp32 states with the master partition, a bucket per communication
     # dtype. Last: its engine leaves runtime/torch_autocast.py's TORCH_AUTOCAST_INITIALIZED set for
     # the process, and later ZeRO engines would then key their buckets by each parameter's dtype,
@@ -88,7 +108,8 @@ def train_config(case: dict) -> TrainConfig:
         allgather_bucket_size=zero["allgather_bucket_size"], overlap_comm=zero.get("overlap_comm"),
         stage3_param_persistence_threshold=zero.get("stage3_param_persistence_threshold", 100_000),
         reduce_scatter=zero.get("reduce_scatter", True), communication_precision=case.get("communication_data_type"),
-        sub_group_size=zero.get("sub_group_size", 1_000_000_000))
+        sub_group_size=zero.get("sub_group_size", 1_000_000_000),
+        optimizer=optimizer_choice({"optimizer": case["optimizer"]} if case.get("optimizer") else None)[0])
 
 
 def model_spec(numels: list[int]) -> ModelSpec:

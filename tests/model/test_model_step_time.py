@@ -384,3 +384,82 @@ def test_elements_no_sample_trains_add_their_zero_state_cost_to_the_rank_holding
     assert optimizer_s(model, s, zero, offload) == optimizer_s(model, s, plain, offload)
     with pytest.raises(ProfileError):
         dataclasses.replace(plain, zero_state_s_per_param=-1e-9)
+
+
+@pytest.mark.parametrize("algorithm,impl,ratio", [
+    ("sgd_momentum", "torch_adamw_for_loop", 32 / 84), ("sgd", "torch_adamw_foreach", 12 / 84),
+    ("adagrad", "torch_adamw_for_loop", 48 / 84), ("adagrad", "torch_adamw_foreach", 56 / 84),
+    ("lion", "deepspeed_fused_adam", 20 / 28), ("adamw", "torch_adamw_fused", 1.0)])
+def test_another_algorithm_steps_at_the_adamw_rate_scaled_to_its_bytes(gpt2, make_hardware, algorithm, impl, ratio):
+    """The profile times AdamW; an algorithm's step is that rate times its bytes over AdamW's in the
+    same implementation (simtune.optimizers), on ZeRO's flat tensors (no per-tensor dispatch)."""
+    from simtune.optimizers import OptimizerChoice
+
+    hw = make_hardware(optimizer_impl=impl, optimizer_s_per_param=3e-9)
+    config = TrainConfig(stage=2, micro_batch_size=4, dp_degree=8, precision="bf16",
+                         optimizer=OptimizerChoice(algorithm))
+    adamw = dataclasses.replace(config, optimizer=OptimizerChoice())
+    assert estimate_time(gpt2, hw, config).optimizer_s == pytest.approx(ratio * estimate_time(gpt2, hw, adamw).optimizer_s)
+
+
+def test_a_for_loop_launches_each_algorithms_own_passes_per_tensor(gpt2, make_hardware):
+    from simtune.model.inputs import FrameworkCosts
+    from simtune.model.optimizer_time import loop_dispatch_s
+    from simtune.optimizers import OptimizerChoice
+
+    cpu = make_hardware(optimizer_impl="torch_adamw_for_loop", framework=FrameworkCosts(forward_kernel_s=8e-6),
+                        overlap_capable=False)
+    tensors = len(gpt2.layout.numels)
+    for algorithm, passes in (("adamw", 8), ("adagrad", 4), ("sgd_momentum", 3), ("sgd", 1), ("lion", 0)):
+        config = TrainConfig(stage=0, micro_batch_size=4, precision="fp32", optimizer=OptimizerChoice(algorithm))
+        assert loop_dispatch_s(gpt2, cpu, config) == pytest.approx(tensors * passes * 8e-6)
+
+
+def test_only_an_algorithm_taking_the_root_of_a_state_pays_for_elements_no_sample_trains(gpt2, make_hardware):
+    from simtune.model.optimizer_time import optimizer_s
+    from simtune.model.shards import shards
+    from simtune.optimizers import OptimizerChoice
+
+    model = dataclasses.replace(gpt2, idle_elements=1_000_000)
+    plain = make_hardware(optimizer_s_per_param=2e-9)
+    zero = dataclasses.replace(plain, zero_state_s_per_param=5e-9)
+    for algorithm, pays in (("adamw", True), ("adagrad", True), ("sgd_momentum", False), ("lion", False)):
+        config = TrainConfig(stage=0, micro_batch_size=4, precision="fp32", optimizer=OptimizerChoice(algorithm))
+        s = shards(model, config)
+        extra = optimizer_s(model, s, zero, config) - optimizer_s(model, s, plain, config)
+        assert extra == pytest.approx(1_000_000 * 5e-9 if pays else 0.0)
+
+
+def test_an_offloaded_algorithm_steps_on_deepspeeds_cpu_kernel_or_torchs_loop(gpt2, make_hardware):
+    """Adagrad and Lion offloaded run DeepSpeed's CPU kernels (fused: the CPU Adam rate times their
+    bytes over Adam's 28); SGD has none, so torch's loop steps it on the host (the host torch
+    AdamW rate times 32/84), or the CPU Adam rate scaled as a fused kernel where that was not timed."""
+    from simtune.model.optimizer_time import host_step_s_per_param
+    from simtune.optimizers import OptimizerChoice
+
+    hw = make_hardware(host_torch_adamw_s_per_param=6e-9)
+    config = TrainConfig(stage=2, micro_batch_size=4, dp_degree=8, offload_optimizer=True, fused_adam=False)
+    cpu_adam = hw.cpu_adam_s_per_param
+    for algorithm, rate in (("adagrad", cpu_adam * 20 / 28), ("lion", cpu_adam * 20 / 28),
+                            ("sgd_momentum", 6e-9 * 32 / 84), ("adamw", 6e-9)):
+        chosen = dataclasses.replace(config, optimizer=OptimizerChoice(algorithm))
+        assert host_step_s_per_param(hw, chosen) == pytest.approx(rate), algorithm
+    untimed = make_hardware()
+    sgd = dataclasses.replace(config, optimizer=OptimizerChoice("sgd_momentum"))
+    assert host_step_s_per_param(untimed, sgd) == pytest.approx(untimed.cpu_adam_s_per_param * 20 / 28)
+
+
+def test_an_algorithms_measured_rate_wins_over_the_bytes_ratio(gpt2, make_hardware):
+    """Calibration times torch's SGD and Adagrad where torch runs them: that rate is the step (a
+    coupled weight decay adds its 12 bytes pro rata); an algorithm not timed keeps the ratio."""
+    from simtune.model.optimizer_time import device_step_s_per_param
+    from simtune.optimizers import OptimizerChoice
+
+    hw = make_hardware(optimizer_impl="torch_adamw_for_loop", optimizer_s_per_param=3e-9,
+                       algorithm_s_per_param=(("sgd_momentum", 0.7e-9),))
+    config = TrainConfig(stage=1, micro_batch_size=4, dp_degree=8, optimizer=OptimizerChoice("sgd_momentum"))
+    assert device_step_s_per_param(hw, config) == pytest.approx(0.7e-9)
+    decayed = dataclasses.replace(config, optimizer=OptimizerChoice("sgd_momentum", coupled_decay=True))
+    assert device_step_s_per_param(hw, decayed) == pytest.approx(0.7e-9 * 44 / 32)
+    adagrad = dataclasses.replace(config, optimizer=OptimizerChoice("adagrad"))
+    assert device_step_s_per_param(hw, adagrad) == pytest.approx(3e-9 * 48 / 84)
