@@ -15,7 +15,10 @@ that, and torch's CPU ``sqrt`` runs several times slower on zeros than on ordina
 (benchmarks/results/zero_optimizer_state.txt).
 
 Implementations: torch's AdamW (for-loop, foreach and fused where torch offers them on this
-device), DeepSpeed's FusedAdam on CUDA and DeepSpeedCPUAdam on the host. DeepSpeed's ops are
+device), DeepSpeed's FusedAdam on CUDA and DeepSpeedCPUAdam on the host; and torch's Adagrad,
+momentum SGD and SGD in the implementation torch runs on this device (the for-loop for CPU
+tensors, foreach for CUDA ones), which DeepSpeed builds from a config naming them
+(:data:`simtune.optimizers.CALIBRATED_ALGORITHMS`). DeepSpeed's ops are
 used only when already built (installed with the package or present in the JIT cache): building
 them takes tens of seconds, so a missing op is recorded as unavailable, never built here.
 """
@@ -28,6 +31,7 @@ import torch
 
 from simtune.calib.device import Device
 from simtune.calib.timing import measure_in_turn
+from simtune.optimizers import CALIBRATED_ALGORITHMS, fit_name
 
 CPU_PARAMS = [2**18, 2**20, 2**21, 2**22]
 CPU_PARAMS_QUICK = [2**18, 2**20, 2**22]
@@ -67,6 +71,19 @@ def _torch_adamw(variant: str):
         if variant == "fused":
             return torch.optim.AdamW(params, lr=1e-4, fused=True)
         return torch.optim.AdamW(params, lr=1e-4, foreach=False)
+
+    return make
+
+
+def _torch_algorithm(algorithm: str, implementation: str):
+    """torch's optimizer of one of :data:`~simtune.optimizers.CALIBRATED_ALGORITHMS`."""
+    foreach = implementation == "foreach"
+
+    def make(params):
+        if algorithm == "adagrad":
+            return torch.optim.Adagrad(params, lr=1e-4, foreach=foreach)
+        momentum = 0.9 if algorithm == "sgd_momentum" else 0.0
+        return torch.optim.SGD(params, lr=1e-4, momentum=momentum, foreach=foreach)
 
     return make
 
@@ -132,6 +149,10 @@ def run(device: Device, quick: bool) -> dict:
     # the for-loop on a GPU: its intercept holds the launches of its 8 tensors (the model's
     # per-tensor dispatch, docs/cost-model.md 3.4)
     candidates.append(("torch_adamw_for_loop", torch_adamw["for_loop"], device.torch_device, dev_sizes))
+    implementation = "foreach" if cuda else "for_loop"  # what torch picks for the device's tensors
+    for algorithm in CALIBRATED_ALGORITHMS:
+        candidates.append((fit_name(algorithm, implementation), _always(_torch_algorithm(algorithm, implementation)),
+                           device.torch_device, dev_sizes))
     if cuda:
         candidates.append(("deepspeed_fused_adam", _deepspeed_fused_adam, device.torch_device, dev_sizes))
         candidates.append(("torch_adamw_foreach_host", torch_adamw["foreach"], torch.device("cpu"), host_sizes))

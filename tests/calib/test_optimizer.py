@@ -1,5 +1,7 @@
 """The optimizer microbenchmark, run for real on this CPU."""
 
+import dataclasses
+
 from simtune.calib import optimizer
 from simtune.calib.device import current_device
 
@@ -14,3 +16,29 @@ def test_host_implementations_also_time_their_largest_size_with_moments_left_at_
         assert zero["params"] == largest == max(optimizer.CPU_PARAMS_QUICK)
         assert 0 < zero["min_s"] <= zero["median_s"] <= zero["max_s"]
         assert len(impl["points"]) == len(optimizer.CPU_PARAMS_QUICK)  # the zero-moment step is not a fit point
+
+
+def test_the_other_algorithms_are_timed_in_the_implementation_torch_runs_here_and_the_model_uses_them():
+    """On CPU tensors torch runs its for-loop: Adagrad, momentum SGD and SGD are timed so, and a
+    profile built from the timings gives the model their measured rates beside AdamW's."""
+    from simtune.calibration.build import _optimizer
+    from simtune.hardware.profile import HardwareProfile
+    from simtune.hardware.registry import load_profile
+    from simtune.model.adapters import algorithm_rates, hardware_spec
+    from simtune.optimizers import CALIBRATED_ALGORITHMS, fit_name
+
+    raw = optimizer.run(current_device(0), quick=True)
+    for algorithm in CALIBRATED_ALGORITHMS:
+        assert "points" in raw["impls"][fit_name(algorithm, "for_loop")], raw["impls"][fit_name(algorithm, "for_loop")]
+    measured = _optimizer(raw)
+    base = load_profile("dgx-a100-80gb")
+    profile: HardwareProfile = dataclasses.replace(base, optimizer=measured,
+                                                   device=dataclasses.replace(base.device, kind="cpu"))
+    rates = dict(algorithm_rates(profile, "torch_adamw_for_loop"))
+    assert set(rates) == set(CALIBRATED_ALGORITHMS)
+    adamw = measured.fits["torch_adamw_for_loop"].s_per_param
+    assert 0 < rates["sgd"] < rates["sgd_momentum"] < adamw  # one pass, three, eight
+    assert dict(hardware_spec(profile, "torch_adamw_for_loop").algorithm_s_per_param) == rates
+    # the default device fit is the fastest AdamW one, never SGD's faster step
+    assert hardware_spec(profile).optimizer_impl in ("torch_adamw_fused", "torch_adamw_foreach", "torch_adamw_for_loop",
+                                                     "deepspeed_cpu_adam")
