@@ -25,6 +25,7 @@ from simtune.dsconfig import AutotuningConfig, ConfigWarning, clips_gradients, j
 from simtune.errors import ConfigError
 from simtune.knobs import STAGES
 from simtune.naming import experiment_name
+from simtune.optimizers import OptimizerChoice, optimizer_choice
 from simtune.precision import communication_precision_of
 
 OFFLOAD_DEVICES = ("none", "cpu", "nvme")
@@ -227,6 +228,7 @@ class TuningSpace:
                 stacklevel=2,
             )
 
+        _check_optimizer(ds_config, stages)
         mbs_list, min_mbs = _read_micro_batch(ds_config, autotuning, user_args)
         gas = _read_gas(ds_config, autotuning, user_args)
         if TBS_KEY in ds_config and ds_config[TBS_KEY] != "auto":
@@ -291,6 +293,12 @@ class TuningSpace:
         """A fresh copy of the user's DeepSpeed config."""
         config: dict[str, Any] = json.loads(self.config_json)
         return config
+
+    @functools.cached_property
+    def optimizer(self) -> OptimizerChoice:
+        """The optimizer the config trains with, as the cost model knows it
+        (:func:`simtune.optimizers.optimizer_choice`)."""
+        return optimizer_choice(self.ds_config)[0]
 
     @property
     def mp_size(self) -> int:
@@ -573,6 +581,20 @@ def _script_int(autotuning: AutotuningConfig, key: str, user_args: Sequence[str]
             f"not a positive integer."
         )
     return value
+
+
+def _check_optimizer(ds_config: Mapping[str, Any], stages: tuple[int, ...]) -> None:
+    """Refuse an optimizer DeepSpeed refuses at the stages tuned; warn where the cost model predicts
+    it as another (:func:`simtune.optimizers.optimizer_choice`)."""
+    choice, stand_in = optimizer_choice(ds_config)
+    if stand_in is not None:
+        warnings.warn(stand_in, ConfigWarning, stacklevel=3)
+    zero_stages = [s for s in stages if s >= 1]
+    if zero_stages and not choice.spec.zero_tested and ds_config.get("zero_allow_untested_optimizer") is not True:
+        kind = ds_config["optimizer"]["type"]
+        raise ConfigError(
+            f"DeepSpeed refuses optimizer {kind!r} at ZeRO stage {zero_stages[0]} unless the config sets "
+            '"zero_allow_untested_optimizer": true; set it, or tune stage 0 only.')
 
 
 def _read_micro_batch(ds_config: Mapping[str, Any], autotuning: AutotuningConfig,

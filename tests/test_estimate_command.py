@@ -219,3 +219,17 @@ def test_an_offloaded_optimizer_is_named_as_the_host_runs_it(capsys):
     assert run_json(capsys, argv)["config"]["host_optimizer"] is None
     main(["estimate", *argv, "--offload-optimizer", "cpu"])
     assert "optimizer offload to cpu, optimizer deepspeed_cpu_adam on the host" in capsys.readouterr().out
+
+
+def test_another_algorithm_keeps_its_own_states_and_says_how_its_step_was_scaled(capsys):
+    argv = ["--model", "gpt2-large", "--profile", "dgx-h100-80gb", "--gpus", "8", "--stage", "1", "--mbs", "8"]
+    adamw = run_json(capsys, argv)
+    sgd = run_json(capsys, [*argv, "--algorithm", "sgd"])
+    assert (adamw["config"]["algorithm"], sgd["config"]["algorithm"]) == ("adamw", "sgd")
+    assert sgd["memory_bytes"]["optimizer_states"] == 0 < adamw["memory_bytes"]["optimizer_states"]
+    assert sgd["time_s"]["optimizer"] < adamw["time_s"]["optimizer"]
+    main(["estimate", *argv, "--algorithm", "lion"])
+    # a spec profile has no DeepSpeed fit: FusedLion steps at torch's fused AdamW rate
+    assert "optimizer lion (torch_adamw_fused's AdamW rate scaled to its bytes)" in capsys.readouterr().out
+    assert main(["estimate", *argv, "--algorithm", "rmsprop"]) == 2
+    assert "invalid choice: 'rmsprop'" in capsys.readouterr().err

@@ -580,3 +580,23 @@ def test_zero_plus_plus_is_said_to_be_outside_the_model():
         warnings.simplefilter("error")
         space({MBS: 1, "zero_optimization": {"stage": 3, "zero_hpz_partition_size": 1,
                                              "zero_quantized_gradients": False}})
+
+
+def test_the_configs_optimizer_is_the_spaces_and_one_deepspeed_refuses_under_zero_is_said_so():
+    sgd = {MBS: 1, "optimizer": {"type": "SGD", "params": {"lr": 0.1, "momentum": 0.9}},
+           "zero_optimization": {"stage": "all"}}
+    with pytest.raises(ConfigError, match=r"^DeepSpeed refuses optimizer 'SGD' at ZeRO stage 1 unless the config "
+                                          r"sets \"zero_allow_untested_optimizer\": true"):
+        space(sgd)
+    assert space({**sgd, "zero_optimization": {"stage": 0}}).optimizer.algorithm == "sgd_momentum"
+    allowed = space({**sgd, "zero_allow_untested_optimizer": True})
+    assert allowed.stages == (0, 1, 2, 3) and allowed.optimizer.algorithm == "sgd_momentum"
+    assert space({MBS: 1, "optimizer": {"type": "Adagrad"}}).optimizer.algorithm == "adagrad"
+    assert space({MBS: 1}).optimizer.algorithm == "adamw"
+
+
+def test_an_optimizer_outside_the_model_is_predicted_as_adamw_with_a_warning():
+    with pytest.warns(ConfigWarning, match="Optimizer 'Lamb' is not in the cost model"):
+        assert space({MBS: 1, "optimizer": {"type": "Lamb"}}).optimizer.algorithm == "adamw"
+    with pytest.raises(ConfigError, match="needs a \"type\""):
+        space({MBS: 1, "optimizer": {"params": {"lr": 1}}})

@@ -12,6 +12,8 @@ from simtune.commands.base import Command
 from simtune.errors import InputError
 from simtune.model.step_time import STEP_TERMS
 from simtune.model.adapters import host_optimizer_fit
+from simtune.model.optimizer_time import torch_steps_on_host
+from simtune.optimizers import ALGORITHMS, OptimizerChoice
 
 MEMORY_TERMS = ("parameters", "gradients", "master_weights", "optimizer_states", "gradient_buckets",
                 "gathered_parameters", "comm_scratch", "activations", "logits", "step_transient",
@@ -155,6 +157,9 @@ class EstimateCommand(Command):
                             help="the device optimizer, as the profile's optimizer fit (simtune.optimizers: "
                                  "torch_adamw_fused, torch_adamw_foreach, torch_adamw_for_loop, ...; default the "
                                  "one DeepSpeed runs: its fused Adam on a GPU)")
+        parser.add_argument("--algorithm", choices=sorted(ALGORITHMS), default="adamw",
+                            help="the optimizer's algorithm (simtune.optimizers: its states and step; "
+                                 "sgd_momentum keeps a buffer, sgd none; default adamw)")
         parser.add_argument("--gradient-clipping", "--gradient_clipping", dest="gradient_clipping", type=_bool,
                             nargs="?", const=True, metavar="true|false",
                             help="the loop clips gradients (stage 0 over fp32 gradients; the Hugging Face Trainer "
@@ -192,7 +197,8 @@ class EstimateCommand(Command):
                                          checkpointing_policy=args.checkpointing_policy,
                                          communication_precision=args.communication_data_type,
                                          optimizer_impl=args.optimizer, gradient_clipping=args.gradient_clipping,
-                                         pin_memory=args.pin_memory, **autocast)
+                                         pin_memory=args.pin_memory, optimizer=OptimizerChoice(args.algorithm),
+                                         **autocast)
         knobs = {}
         if args.reduce_bucket_size is not None:
             knobs["reduce_bucket_size"] = args.reduce_bucket_size
@@ -226,8 +232,9 @@ class EstimateCommand(Command):
             "activation_checkpointing": trial.activation_checkpointing,
             "checkpointing_policy": predictor.checkpointing_policy if trial.activation_checkpointing else None,
             "communication_data_type": args.communication_data_type,
+            "algorithm": predictor.optimizer.algorithm,
             "optimizer": predictor.hardware.optimizer_impl,
-            "host_optimizer": (host_optimizer_fit(profile, torch_adamw=not predictor.fused_adam)
+            "host_optimizer": (host_optimizer_fit(profile, torch_adamw=torch_steps_on_host(predictor.config(trial)))
                                if trial.offload_optimizer != "none" else None),
             "gradient_clipping": predictor.gradient_clipping,
             **knobs,
@@ -316,8 +323,7 @@ def _text(estimate: Any, config: dict[str, Any], profile: Any, largest: dict[int
            else "")
         + (", stage 3 allreducing its buckets" if config.get("reduce_scatter") is False and config["stage"] == 3
            else "")
-        + (f", optimizer {config['host_optimizer']} on the host" if config.get("host_optimizer")
-           else f", optimizer {config['optimizer']}" if config.get("optimizer") else "")
+        + _optimizer_text(config)
         + (", gradients clipped" if config.get("gradient_clipping") else ""),
         f"compute times from: {config['compute_source']}",
         "",
@@ -346,3 +352,16 @@ def _text(estimate: Any, config: dict[str, Any], profile: Any, largest: dict[int
         for stage, mbs in largest.items():
             lines.append(f"  stage {stage}: {mbs if mbs else 'none (one sample does not fit)'}")
     return lines
+
+
+def _optimizer_text(config: dict) -> str:
+    """The optimizer part of the configuration line: the fit it steps at, on the host when
+    offloaded, and for another algorithm than AdamW that the fit's rate is scaled to its bytes."""
+    fit = config.get("host_optimizer") or config.get("optimizer")
+    if not fit:
+        return ""
+    where = " on the host" if config.get("host_optimizer") else ""
+    algorithm = config.get("algorithm") or "adamw"
+    if algorithm == "adamw":
+        return f", optimizer {fit}{where}"
+    return f", optimizer {algorithm}{where} ({fit}'s AdamW rate scaled to its bytes)"

@@ -41,6 +41,7 @@ from simtune.model.adapters import hardware_spec, model_spec, structure_of, trai
 from simtune.model.estimate import Estimate, estimate, metrics
 from simtune.model.inputs import PRECISIONS, HardwareSpec, ModelSpec, TrainConfig, check_checkpointing_policy
 from simtune.model.memory import estimate_memory
+from simtune.optimizers import ADAMW, OptimizerChoice, optimizer_choice
 from simtune.precision import autocast_label, autocast_parts, precision_of
 from simtune.space import Trial, TuningSpace
 from simtune.workloads.presets import Workload, load_workload, workload_from_config
@@ -146,7 +147,7 @@ class Predictor:
                  residual: Optional[Residual] = None, checkpointing_policy: str = "full",
                  autocast: bool = False, deepspeed_autocast: bool = False,
                  communication_precision: Optional[str] = None, gradient_clipping: Optional[bool] = None,
-                 pin_memory: Optional[bool] = None) -> None:
+                 pin_memory: Optional[bool] = None, optimizer: Optional[OptimizerChoice] = None) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"Precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
         self.model = model
@@ -174,6 +175,7 @@ class Predictor:
         self.deepspeed_autocast = deepspeed_autocast
         """With ``autocast``: DeepSpeed's own (``TrainConfig.deepspeed_autocast``)."""
         hardware.compute.for_precision(precision)  # fail now, not at the first trial
+        self._given_optimizer = optimizer
         self._read_space(space)
         if communication_precision is not None:
             if communication_precision not in PRECISIONS:
@@ -189,7 +191,10 @@ class Predictor:
         """What the trials take from the space's config besides their own values (without a space,
         DeepSpeed's defaults)."""
         self._knobs = _stage_knobs(space)
-        self.fused_adam = runs_fused_adam(space, self.hardware)
+        self.optimizer = self._given_optimizer or (space.optimizer if space is not None else ADAMW)
+        """The algorithm trials train with (``TrainConfig.optimizer``): the constructor's, else the
+        space's config's, else AdamW."""
+        self.fused_adam = runs_fused_adam(space, self.hardware, self.optimizer)
         """Whether DeepSpeed runs its FusedAdam (``TrainConfig.fused_adam``)."""
         self.communication_precision = space.communication_precision if space is not None else None
         """The precision gradients are reduced in (``TrainConfig.communication_precision``): the
@@ -215,7 +220,8 @@ class Predictor:
                    optimizer_impl: Optional[str] = None, checkpointing_policy: str = "full",
                    autocast: bool = False, deepspeed_autocast: bool = False,
                    communication_precision: Optional[str] = None,
-                   gradient_clipping: Optional[bool] = None, pin_memory: Optional[bool] = None) -> "Predictor":
+                   gradient_clipping: Optional[bool] = None, pin_memory: Optional[bool] = None,
+                   optimizer: Optional[OptimizerChoice] = None) -> "Predictor":
         """A predictor for ``world_size`` ranks (``nodes`` nodes; default: as many nodes of the
         profile's size as the ranks need).
 
@@ -234,7 +240,8 @@ class Predictor:
         gradients (default: whether the space's config does; for capacity planning, a loop outside
         DeepSpeed: the Hugging Face Trainer clips by default); ``pin_memory``: whether offload's host
         buffers are page-locked (default: each offload section's ``pin_memory`` in the space's
-        config, else DeepSpeed's default, true)."""
+        config, else DeepSpeed's default, true); ``optimizer``: the algorithm trained with (default:
+        the space's config's, else AdamW; :mod:`simtune.optimizers`)."""
         if isinstance(profile, str):
             from simtune.hardware.registry import load_profile
 
@@ -248,7 +255,7 @@ class Predictor:
         if world_size % mp:
             raise ConfigError(f"World size {world_size} is not a multiple of mp_size {mp}.")
         if optimizer_impl is None:
-            optimizer_impl = default_optimizer_impl(profile, space.ds_config if space is not None else None)
+            optimizer_impl = default_optimizer_impl(profile, space.ds_config if space is not None else None, optimizer)
         hardware = layout_hardware(hardware_spec(profile, optimizer_impl), world_size, nodes)
         calibration: Optional[Calibration] = None
         measured = False
@@ -276,7 +283,7 @@ class Predictor:
                    space=space, profile=profile, calibration=calibration, measured_compute_used=measured,
                    residual=residual, checkpointing_policy=checkpointing_policy, autocast=autocast,
                    deepspeed_autocast=deepspeed_autocast, communication_precision=communication_precision,
-                   gradient_clipping=gradient_clipping, pin_memory=pin_memory)
+                   gradient_clipping=gradient_clipping, pin_memory=pin_memory, optimizer=optimizer)
 
     def with_residual(self, residual: Optional[Residual]) -> "Predictor":
         """The same predictor with another step-time correction (None removes it)."""
@@ -288,6 +295,12 @@ class Predictor:
         """The same predictor for another model spec (everything else kept)."""
         copy = self._copy()
         copy.model = model
+        return copy
+
+    def with_hardware(self, hardware: HardwareSpec) -> "Predictor":
+        """The same predictor on other hardware numbers (everything else kept)."""
+        copy = self._copy()
+        copy.hardware = hardware
         return copy
 
     def for_space(self, space: Optional[TuningSpace]) -> "Predictor":
@@ -316,7 +329,8 @@ class Predictor:
                             mp_degree=self.mp_degree, knobs=knobs, checkpointing_policy=self.checkpointing_policy,
                             autocast=self.autocast, deepspeed_autocast=self.deepspeed_autocast,
                             fused_adam=self.fused_adam, communication_precision=self.communication_precision,
-                            gradient_clipping=self.gradient_clipping, offload_pinned=self.offload_pinned)
+                            gradient_clipping=self.gradient_clipping, offload_pinned=self.offload_pinned,
+                            optimizer=self.optimizer)
 
     def predict(self, trial: Trial) -> Estimate:
         """Memory, time and metrics of one trial (the residual correction applied to the step)."""
@@ -359,12 +373,16 @@ def asks_for_torch_adam(ds_config: Optional[Mapping[str, Any]]) -> bool:
     return bool((((ds_config or {}).get("optimizer") or {}).get("params") or {}).get("torch_adam"))
 
 
-def runs_fused_adam(space: Optional[TuningSpace], hardware: HardwareSpec) -> bool:
+def runs_fused_adam(space: Optional[TuningSpace], hardware: HardwareSpec,
+                    optimizer: Optional[OptimizerChoice] = None) -> bool:
     """Whether DeepSpeed's engine runs its own Adam (``TrainConfig.fused_adam``) for the space's
     config (without a space, DeepSpeed's defaults: what the calibration's engines run): not with
     ``torch_adam``, and not on CPU (DeepSpeed's CPU accelerator cannot build it; simtune's training
     program and calibration set ``torch_adam`` there). Only an asynchronous device
-    (``HardwareSpec.overlap_capable``: CUDA) runs it."""
+    (``HardwareSpec.overlap_capable``: CUDA) runs it, and only for Adam and AdamW (``optimizer``,
+    default the space's)."""
+    if (optimizer or (space.optimizer if space is not None else ADAMW)).algorithm != "adamw":
+        return False
     return hardware.overlap_capable and not asks_for_torch_adam(space.ds_config if space is not None else None)
 
 
@@ -380,15 +398,22 @@ def _stage_knobs(space: Optional[TuningSpace]) -> dict[int, dict[str, Any]]:
     return knobs
 
 
-def default_optimizer_impl(profile: HardwareProfile, ds_config: Optional[Mapping[str, Any]] = None) -> Optional[str]:
-    """The profile's optimizer fit that DeepSpeed will run: torch's AdamW on CPU (the CPU
-    accelerator cannot run DeepSpeed's fused Adam; torch picks its for-loop implementation for
-    CPU tensors), torch's foreach AdamW on CUDA with ``torch_adam``, else DeepSpeed's fused Adam;
-    None (the fastest fit on the device) when the profile lacks the one named."""
+def default_optimizer_impl(profile: HardwareProfile, ds_config: Optional[Mapping[str, Any]] = None,
+                           optimizer: Optional[OptimizerChoice] = None) -> Optional[str]:
+    """The profile's AdamW fit whose implementation DeepSpeed will step the config's optimizer with
+    (another algorithm's step is that fit's rate times its relative cost:
+    :mod:`simtune.optimizers`): FusedLion's fused kernel for Lion; torch's for-loop on CPU (the
+    CPU accelerator cannot run DeepSpeed's fused Adam; torch picks its for-loop implementation for
+    CPU tensors); torch's foreach on CUDA with ``torch_adam`` and for the algorithms DeepSpeed
+    builds from torch (SGD, Adagrad), else DeepSpeed's fused Adam; None (the fastest fit on the
+    device) when the profile lacks the one named. ``optimizer`` overrides the config's."""
     fits = profile.optimizer.fits
-    if profile.device.kind == "cpu":
+    algorithm = (optimizer or optimizer_choice(ds_config)[0]).algorithm
+    if algorithm == "lion":
+        wanted: tuple[str, ...] = ("deepspeed_fused_adam", "torch_adamw_fused")
+    elif profile.device.kind == "cpu":
         wanted = ("torch_adamw_for_loop", "torch_adamw_foreach")
-    elif asks_for_torch_adam(ds_config):
+    elif asks_for_torch_adam(ds_config) or algorithm != "adamw":
         wanted = ("torch_adamw_foreach", "torch_adamw_fused")
     else:
         wanted = ("deepspeed_fused_adam", "torch_adamw_fused")

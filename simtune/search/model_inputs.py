@@ -272,6 +272,13 @@ def workload_key(workload: Any, precision: str) -> str:
     return f"{workload.name}@{workload.seq_len}/{precision}#{digest}"
 
 
+def residual_workload(key: str, algorithm: str) -> str:
+    """What the residual model keeps a search's verified samples under: the workload's key, and
+    for another optimizer than AdamW its algorithm too (``gpt2@64/fp32#ab12cd34+sgd_momentum``):
+    one optimizer's errors do not correct another's."""
+    return key if algorithm == "adamw" else f"{key}+{algorithm}"
+
+
 def measure_scope(space: Any, workload: Any) -> MeasureScope:
     """The optional parts of the workload measurement this search needs
     (:class:`~simtune.calibration.workload.MeasureScope`): micro-batch sizes up to the space's

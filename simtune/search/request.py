@@ -239,6 +239,12 @@ class SearchRequest:
         space = TuningSpace.from_config(ds_config, autotuning, world_size=resources.world_size,
                                         user_args=program.args)
         request = cls(flags, program, resources, ds_config, space)
+        if not request.predicted_only and resources.accelerator == "cpu" and not space.optimizer.spec.runs_on_cpu \
+                and (0 in space.stages or "none" in space.offload_optimizer_devices):
+            kind = ds_config["optimizer"]["type"]
+            raise InputError(f"Optimizer {kind!r} runs on DeepSpeed's CPU accelerator only offloaded "
+                             f"({space.optimizer.spec.offload_impl}): tune stages 1-3 with the optimizer "
+                             "offloaded to cpu, or predict a GPU profile with --verify-top 0.")
         if request.strategy == "simulate" and flags.run and autotuning.profile is not None:
             profile = load_profile(autotuning.profile)
             if not describes_this_machine(profile, resources):

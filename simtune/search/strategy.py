@@ -30,7 +30,7 @@ from simtune.search.model_inputs import (ENGINE_REFERENCE_ABOVE, HEAVY_SCOPE, Pr
                                          choose_profile, choose_script_workload, choose_workload, engine_reference,
                                          engine_reference_heavy, engines_by_reference, here,
                                          learn_reference_engine_costs, load_residual, measure_scope, reference_scope,
-                                         remember_engine_costs)
+                                         remember_engine_costs, residual_workload)
 from simtune.search.outcome import SearchOutcome
 from simtune.search.outputs import ModelReport
 from simtune.search.request import SearchRequest
@@ -188,7 +188,8 @@ class Simulated:
                     "workload": chosen.key, "workload_source": numbers_source(chosen.how), "precision": precision,
                     "world_size": resources.world_size, "nodes": resources.num_nodes, "program": program.args}
         self.search = SimulatedSearch(request.space, predictor, self.runner, results_dir=autotuning.results_dir,
-                                      residual=load_residual(profile), workload=chosen.key, identity=identity,
+                                      residual=load_residual(profile), identity=identity,
+                                      workload=residual_workload(chosen.key, request.space.optimizer.algorithm),
                                       options=options, memory_budget_bytes=autotuning.memory_budget_bytes,
                                       progress=self.progress,
                                       storage=StudyStorage.chosen(autotuning.storage, autotuning.results_dir))

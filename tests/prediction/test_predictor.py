@@ -317,6 +317,35 @@ def test_the_predictor_runs_fused_adam_on_a_gpu_unless_the_config_asks_for_torch
     assert not fused.for_space(TuningSpace.from_config(torch_config, world_size=1)).fused_adam
 
 
+
+@pytest.mark.parametrize("kind,algorithm,fit", [("SGD", "sgd_momentum", "torch_adamw_foreach"),
+                                                ("Adagrad", "adagrad", "torch_adamw_foreach"),
+                                                ("Lion", "lion", "torch_adamw_fused")])
+def test_the_predictor_steps_the_configs_algorithm_as_deepspeed_builds_it(kind, algorithm, fit):
+    """On a GPU DeepSpeed builds torch's SGD and Adagrad (their foreach steps) and its own FusedLion,
+    never FusedAdam for them (so stage 0 in 16-bit wraps them per tensor); the step is the fit's
+    AdamW rate scaled to the algorithm's bytes, its states one per parameter."""
+    from simtune.optimizers import OptimizerChoice
+
+    workload = load_workload("gpt2")
+    config = {"train_micro_batch_size_per_gpu": 4, "bf16": {"enabled": True}, "zero_allow_untested_optimizer": True,
+              "optimizer": {"type": kind, "params": {"lr": 1e-4, "momentum": 0.9}}, "zero_optimization": {"stage": 1}}
+    if kind != "SGD":
+        del config["optimizer"]["params"]["momentum"]
+    space = TuningSpace.from_config(config, world_size=8)
+    predictor = Predictor.from_parts(space, workload, "dgx-a100-80gb", world_size=8, precision="bf16")
+    assert predictor.optimizer == OptimizerChoice(algorithm) and not predictor.fused_adam
+    assert predictor.hardware.optimizer_impl == fit
+    trial = Trial(stage=1, micro_batch_size=4)
+    adamw = Predictor.from_parts(space, workload, "dgx-a100-80gb", world_size=8, precision="bf16",
+                                 optimizer=OptimizerChoice(), optimizer_impl=fit)
+    ours, theirs = predictor.predict(trial), adamw.predict(trial)
+    assert ours.time.optimizer_s == pytest.approx(
+        OptimizerChoice(algorithm).relative_cost(fit.removeprefix("torch_adamw_")) * theirs.time.optimizer_s)
+    # Adagrad also keeps the bf16 state it built for the model's parameters (stale_state_bytes)
+    stale = 2 * predictor.model.parameter_count if algorithm == "adagrad" else 0
+    assert ours.memory.optimizer_states_bytes - stale == pytest.approx(theirs.memory.optimizer_states_bytes / 2)
+
 def test_the_predictor_reduces_gradients_in_the_configs_communication_data_type():
     workload = load_workload("gpt2")
     config = {"train_micro_batch_size_per_gpu": 4, "bf16": {"enabled": True}, "zero_optimization": {"stage": 2}}

@@ -86,3 +86,26 @@ def test_only_the_simulated_search_of_the_built_in_program_shares_a_launch(workd
     assert not request_of("--num_gpus", "2", "--no-shared-launch").shares_launch()
     assert not request_of("--num_gpus", "2", "--strategy", "measure").shares_launch()
     assert not request_of("--num_gpus", "2", "train.py", "--deepspeed", "ds.json").shares_launch()
+
+
+def test_lion_is_refused_where_deepspeeds_cpu_accelerator_would_build_it_on_the_device(workdir):
+    """FusedLion has no CPU kernel: on CPU processes Lion runs only offloaded; predicting a GPU
+    profile is fine."""
+    from simtune.errors import InputError
+
+    (workdir / "ds.json").write_text('{"train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "Lion"}}')
+    with pytest.raises(InputError, match=r"^Optimizer 'Lion' runs on DeepSpeed's CPU accelerator only offloaded "
+                                         r"\(DeepSpeedCPULion\)"):
+        request_of("--deepspeed", "ds.json", "--num_gpus", "2")
+    request = request_of("--deepspeed", "ds.json", "--verify-top", "0", "--profile", "dgx-a100-80gb")
+    assert request.space.optimizer.algorithm == "lion"
+    (workdir / "off.json").write_text('{"train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "Lion"}, '
+                                      '"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}')
+    assert request_of("--deepspeed", "off.json", "--num_gpus", "2").space.optimizer.algorithm == "lion"
+
+
+def test_another_optimizers_verified_errors_are_kept_apart_from_adamws():
+    from simtune.search.model_inputs import residual_workload
+
+    assert residual_workload("gpt2@64/fp32#ab12cd34", "adamw") == "gpt2@64/fp32#ab12cd34"
+    assert residual_workload("gpt2@64/fp32#ab12cd34", "sgd_momentum") == "gpt2@64/fp32#ab12cd34+sgd_momentum"
