@@ -33,6 +33,7 @@ MAPE <= 5%, Kendall tau >= 0.9, peak-memory MAPE <= 3%. Measured runs are kept i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import math
@@ -75,15 +76,27 @@ def cases() -> list[Case]:
     return out
 
 
-def ds_config() -> dict[str, Any]:
-    return {
+OPTIMIZERS = {
+    "adamw": {"type": "AdamW", "params": {"lr": 1e-4, "weight_decay": 0.0, "torch_adam": True}},
+    "sgd_momentum": {"type": "SGD", "params": {"lr": 1e-3, "momentum": 0.9}},
+    "adagrad": {"type": "Adagrad", "params": {"lr": 1e-3}},
+}
+"""``--optimizer``: the runs' optimizer section. The calibration's engines run AdamW whatever it
+is, so another one is predicted without having been run (docs/cost-model.md 2.1, 3.4)."""
+
+
+def ds_config(optimizer: str = "adamw") -> dict[str, Any]:
+    config = {
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": 1,
-        "optimizer": {"type": "AdamW", "params": {"lr": 1e-4, "weight_decay": 0.0, "torch_adam": True}},
+        "optimizer": json.loads(json.dumps(OPTIMIZERS[optimizer])),
         "zero_optimization": {"stage": "all", "reduce_bucket_size": [500_000_000, SMALL_BUCKET]},
         "autotuning": {"fast": False, "tune_activation_checkpointing": True,
                        "arg_mappings": {"activation_checkpointing": "--gradient_checkpointing"}},
     }
+    if optimizer != "adamw":
+        config["zero_allow_untested_optimizer"] = True  # DeepSpeed's ZeRO refuses SGD without it
+    return config
 
 
 def trial_of(case: Case) -> Any:
@@ -423,7 +436,7 @@ def measured_cases(args: argparse.Namespace, work: Path, trials: list[Any]) -> t
     from simtune.space import TuningSpace
     from simtune.workloads import TRAIN_PROGRAM
 
-    config = ds_config()
+    config = ds_config(args.optimizer)
     config_path = work / "ds_config.json"
     config_path.write_text(json.dumps(config))
     space = TuningSpace.from_config(config, world_size=2)
@@ -455,6 +468,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--max-load", type=float, default=1.5, help="wait for a 1-minute load average below this")
     parser.add_argument("--wait-s", type=float, default=0.0, help="wait up to this long for a quiet machine")
     parser.add_argument("--only", help="run only the configurations whose name contains this text")
+    parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adamw",
+                        help="the runs' optimizer (the calibration's engines run AdamW)")
     args = parser.parse_args(argv)
     launch_on_cpu()
 
@@ -487,6 +502,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     full = Predictor.from_parts(space, calibration, profile, world_size=2, precision="fp32")
     calibrated = rows_for(full, measured)
     steps = ablation(full, space, workload, calibration, profile)
+    if args.optimizer != "adamw":
+        rates = dict(full.hardware.algorithm_s_per_param)
+        print(f"optimizer: {OPTIMIZERS[args.optimizer]['type']} ({full.optimizer.algorithm}), never run by the "
+              f"calibration; its step at "
+              + (f"the measured {rates[full.optimizer.algorithm] * 1e9:.2f} ns per parameter "
+                 f"({full.hardware.optimizer_impl}: AdamW {full.hardware.optimizer_s_per_param * 1e9:.2f})"
+                 if full.optimizer.algorithm in rates else "AdamW's rate scaled to its bytes (not measured)"))
+        steps.append(("  the same, its step at AdamW's rate scaled to its bytes (no measured fit)",
+                      full.with_hardware(dataclasses.replace(full.hardware, algorithm_s_per_param=()))))
     print("\nPredicted (p) from the hardware profile and the workload calibration, against measured (m: the "
           "median over the rounds); split = the engine's forward / backward / step calls per optimizer step; "
           "others = the most cores other processes used during one of its runs:\n")
