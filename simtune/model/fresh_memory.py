@@ -24,7 +24,17 @@ gas: micro-steps per optimizer step):
   bucket and the backend's staging every micro-step, stages 1/2's beside other ranks); the bucket
   stages 1/2 allocate in every backward (``setup_buckets``), as far as gradients fill it;
 - step: the flat fp32 gradients stages 1-3 build (``single_grad_partition``) and the optimizer
-  implementation's temporaries (memory_buffers.optimizer_temporaries), tensor by tensor.
+  implementation's temporaries (memory_buffers.optimizer_temporaries), tensor by tensor;
+- the loss, every micro-step (:func:`loss_fresh_bytes`), where the model's forward and backward
+  were not measured (a measured one paid them): the logits-sized tensors it makes one by one, n =
+  micro-batch x ``ModelSpec.logits_per_sample`` / mp elements each. torch's cross-entropy over
+  upcast logits (memory_activations, ``loss == "fp32"``): in the forward the b-byte logits, their
+  fp32 copy (none in fp32) and the fp32 log-softmax; in the backward the negative
+  log-likelihood's zero-filled fp32 gradient, the log-softmax's fp32 gradient and, below fp32,
+  its cast back to b bytes. A fused cross-entropy: the logits, then their gradient. Megatron-LM's
+  vocabulary-parallel one: the logits and their fp32 copy (softmax in place), then the cast back.
+  gpt2's at micro-batch 8 of 32 tokens on CPU: four of 51 MB (benchmarks/results/engine_profile_gpt2_mbs.txt
+  lists the gradient's ``fill_ [256, 50257]``); at micro-batch 4 none reaches the threshold.
 """
 
 from __future__ import annotations
@@ -92,11 +102,35 @@ def step_fresh_bytes(m: ModelSpec, s: Shards, c: TrainConfig, hw: HardwareSpec) 
     return transient + temporaries
 
 
+def loss_tensor_sizes(loss: str, b: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Bytes per element of each logits-sized tensor the loss makes per micro-step, (forward,
+    backward), in order (module docstring); ``b`` the compute precision's. The fp32 copy and the
+    cast back exist only below fp32."""
+    upcast, downcast = ((), ()) if b == 4 else ((4,), (b,))
+    if loss == "fused":
+        return (b,), (b,)
+    if loss == "vocab_parallel":
+        return (b, *upcast), downcast
+    return (b, *upcast, 4), (4, 4, *downcast)
+
+
+def loss_fresh_bytes(m: ModelSpec, c: TrainConfig) -> tuple[float, float]:
+    """(forward, backward) bytes per optimizer step of the loss's logits-sized tensors mapped
+    afresh (module docstring); none where the model's compute was measured."""
+    if m.measured_compute is not None:
+        return 0.0, 0.0
+    n = c.micro_batch_size * m.logits_per_sample / c.mp_degree
+    forward, backward = (sum(_fresh(size * n) for size in phase)
+                         for phase in loss_tensor_sizes(m.loss, c.bytes_per_element))
+    return forward * c.gradient_accumulation_steps, backward * c.gradient_accumulation_steps
+
+
 def first_touch_s(m: ModelSpec, s: Shards, c: TrainConfig, hw: HardwareSpec) -> tuple[float, float, float]:
     """(forward, backward, step) seconds of page faults per optimizer step; zeros where the
     hardware maps no memory afresh."""
     rate = hw.first_touch_s_per_byte
     if not rate:
         return 0.0, 0.0, 0.0
-    return (rate * forward_fresh_bytes(m, s, c), rate * backward_fresh_bytes(m, s, c, hw),
-            rate * step_fresh_bytes(m, s, c, hw))
+    loss_forward, loss_backward = loss_fresh_bytes(m, c)
+    return (rate * (forward_fresh_bytes(m, s, c) + loss_forward),
+            rate * (backward_fresh_bytes(m, s, c, hw) + loss_backward), rate * step_fresh_bytes(m, s, c, hw))

@@ -4,7 +4,7 @@ import pytest
 
 from simtune.model.estimate import estimate
 from simtune.model.fresh_memory import (FRESH_MAPPING_BYTES, backward_fresh_bytes, first_touch_s, forward_fresh_bytes,
-                                        step_fresh_bytes)
+                                        loss_fresh_bytes, step_fresh_bytes)
 from simtune.model.inputs import MeasuredCompute, TrainConfig
 from simtune.model.shards import shards
 
@@ -26,7 +26,7 @@ def test_stage0_maps_its_large_gradients_its_flat_copy_and_the_optimizers_tempor
     assert step_fresh_bytes(gpt2, s, config, hw) == 2 * 4 * embedding  # sqrt and division of that tensor
     assert forward_fresh_bytes(gpt2, s, config) == 0
     _, backward, step = first_touch_s(gpt2, s, config, hw)
-    assert backward == pytest.approx(RATE * backward_fresh_bytes(gpt2, s, config, hw))
+    assert backward == pytest.approx(RATE * (backward_fresh_bytes(gpt2, s, config, hw) + loss_fresh_bytes(gpt2, config)[1]))
     assert step == pytest.approx(RATE * 8 * embedding)
 
 
@@ -67,7 +67,26 @@ def test_the_step_time_carries_the_faults_in_its_phases(gpt2, make_hardware):
     assert faulting.hidden_comm_s == pytest.approx(plain.hidden_comm_s)  # a term of its own, never hidden
     assert faulting.engine_overhead_s == pytest.approx(plain.engine_overhead_s)
     assert faulting.backward_phase_s - plain.backward_phase_s == pytest.approx(
-        RATE * backward_fresh_bytes(gpt2, shards(gpt2, config), config, make_hardware()))
+        RATE * (backward_fresh_bytes(gpt2, shards(gpt2, config), config, make_hardware())
+                + loss_fresh_bytes(gpt2, config)[1]))
+
+
+def test_the_loss_maps_its_logits_sized_tensors_afresh_once_they_reach_the_threshold(make_gpt2):
+    """GPT-2's loss in fp32: the logits and the log-softmax in the forward, the two fp32 gradients in
+    the backward, each n = tokens x 50257 elements; in bf16 also the fp32 copy and the cast back.
+    Below 32 MiB the heap gives them back mapped; a measured model already paid them."""
+    gpt2 = make_gpt2(seq_len=32)
+    n = 8 * 32 * 50257  # 51 MB in fp32
+    fp32 = TrainConfig(stage=0, micro_batch_size=8, precision="fp32", gradient_accumulation_steps=2)
+    assert loss_fresh_bytes(gpt2, fp32) == (2 * 2 * 4 * n, 2 * 2 * 4 * n)
+    assert loss_fresh_bytes(gpt2, dataclasses.replace(fp32, micro_batch_size=4)) == (0, 0)  # 25.7 MB each
+    bf16 = TrainConfig(stage=0, micro_batch_size=16, precision="bf16")
+    n16 = 16 * 32 * 50257
+    assert loss_fresh_bytes(gpt2, bf16) == (2 * n16 + 4 * n16 + 4 * n16, 4 * n16 + 4 * n16 + 2 * n16)
+    fused = dataclasses.replace(gpt2, loss="fused")
+    assert loss_fresh_bytes(fused, bf16) == (2 * n16, 2 * n16)
+    measured = dataclasses.replace(gpt2, measured_compute=MeasuredCompute(((8, 0.1, 0.2),)))
+    assert loss_fresh_bytes(measured, fp32) == (0, 0)
 
 
 def test_fewer_ranks_on_a_node_fault_faster_with_more_threads(make_hardware):
