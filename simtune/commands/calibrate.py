@@ -131,6 +131,8 @@ def learn_engine_costs(profile: HardwareProfile, num_gpus: int, *, timeout_s: fl
 
 def summary_lines(profile) -> list[str]:
     """The fitted numbers a user checks first: memory, compute, optimizer, collectives."""
+    from simtune.optimizers import ALGORITHMS, fit_algorithm
+
     device = profile.device
     lines = [
         f"  memory per device   {format_bytes(device.memory_bytes)}, "
@@ -147,8 +149,10 @@ def summary_lines(profile) -> list[str]:
         lines.append(f"  thread pool wake    {pool.wake_s * 1e6:.1f} us per parallel kernel once throttled "
                      f"({pool.threads} threads; {pool.alone.median_s * 1e6:.1f} us alone)")
     for impl, fit in profile.optimizer.fits.items():
-        zero = (f"; +{fit.zero_state_s_per_param * 1e9:.3g} ns per element with moments at 0"
-                if fit.zero_state is not None else "")
+        algorithm = fit_algorithm(impl)
+        takes_root = algorithm is not None and ALGORITHMS[algorithm].sqrt_of_state
+        zero = (f"; +{fit.zero_state_s_per_param * 1e9:.3g} ns per element with its states at 0"
+                if fit.zero_state is not None and takes_root else "")
         lines.append(f"  optimizer {impl:<26} {fit.s_per_param * 1e9:.3g} ns/param ({fit.device}{zero})")
     for impl, why in profile.optimizer.unavailable.items():
         lines.append(f"  optimizer {impl:<26} unavailable: {why}")

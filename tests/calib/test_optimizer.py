@@ -42,3 +42,20 @@ def test_the_other_algorithms_are_timed_in_the_implementation_torch_runs_here_an
     # the default device fit is the fastest AdamW one, never SGD's faster step
     assert hardware_spec(profile).optimizer_impl in ("torch_adamw_fused", "torch_adamw_foreach", "torch_adamw_for_loop",
                                                      "deepspeed_cpu_adam")
+
+
+def test_the_calibration_summary_gives_the_zero_state_cost_only_where_a_states_root_is_taken():
+    from simtune.commands.calibrate import summary_lines
+    from simtune.hardware.profile import OptimizerFit, SizePoint, Stats
+    from simtune.hardware.registry import load_profile
+
+    def fit(name, zero_s):
+        ordinary, zero = Stats(1e-6, 1e-6, 1e-6, 3), Stats(zero_s, zero_s, zero_s, 3)
+        return OptimizerFit(name, "cuda", 0.0, 1e-9, 1.0, (SizePoint(1000, ordinary),), SizePoint(1000, zero))
+
+    base = load_profile("dgx-a100-80gb")
+    fits = {"torch_adamw_foreach": fit("torch_adamw_foreach", 5e-6), "torch_sgd_foreach": fit("torch_sgd_foreach", 5e-6)}
+    profile = dataclasses.replace(base, optimizer=dataclasses.replace(base.optimizer, fits=fits))
+    lines = {line.split()[1]: line for line in summary_lines(profile) if line.strip().startswith("optimizer")}
+    assert "with its states at 0" in lines["torch_adamw_foreach"]
+    assert "states at 0" not in lines["torch_sgd_foreach"] and "1 ns/param" in lines["torch_sgd_foreach"]
