@@ -297,6 +297,20 @@ class Predictor:
         copy.model = model
         return copy
 
+    def optimizer_note(self) -> Optional[str]:
+        """How the trials' optimizer is modelled, in words, when it is not AdamW: its fp32 states
+        and where its step's rate comes from (docs/cost-model.md 3.4); None for AdamW."""
+        choice = self.optimizer
+        if choice.algorithm == "adamw":
+            return None
+        states = f"{choice.states} fp32 state{'s' if choice.states != 1 else ''} per parameter"
+        fit = self.hardware.optimizer_impl or "the device's"
+        if choice.algorithm in dict(self.hardware.algorithm_s_per_param):
+            how = f"its step at the rate calibration measured for it beside {fit}"
+        else:
+            how = f"its step at {fit}'s AdamW rate scaled to its bytes (not measured here)"
+        return f"{choice.algorithm}{' with coupled weight decay' if choice.coupled_decay else ''} ({states}); {how}"
+
     def with_hardware(self, hardware: HardwareSpec) -> "Predictor":
         """The same predictor on other hardware numbers (everything else kept)."""
         copy = self._copy()

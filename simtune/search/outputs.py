@@ -106,6 +106,9 @@ class ModelReport:
     """A close call between the two best was settled by more runs (the better mean is returned)."""
     launches: str | None = None
     """How the experiments were launched when they shared launches (:mod:`simtune.runner.shared_launch`)."""
+    optimizer_note: str | None = None
+    """How the config's optimizer was modelled, when it is not AdamW
+    (:meth:`simtune.prediction.predictor.Predictor.optimizer_note`)."""
 
 
 def _percent(value: float | None) -> str | None:
@@ -128,6 +131,8 @@ def model_lines(report: ModelReport) -> list[str]:
     lines = [f"Method: simulate: hardware profile {report.profile} ({report.profile_kind}); "
              f"{report.study_trials} Optuna trials over {report.space_points} configurations "
              f"(study {report.study_name} in {report.study_storage}); {what}."]
+    if report.optimizer_note:
+        lines.append(f"Optimizer: {report.optimizer_note}.")
     if report.calibration_note:
         lines.append(f"Calibration: {report.calibration_note}.")
     how = f" ({report.launches})" if report.launches and report.real_experiments else ""

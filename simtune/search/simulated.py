@@ -336,7 +336,8 @@ def error_source(residual: ResidualModel, workload: str) -> str:
 
 def model_report(result: SimulationOutcome, space: TuningSpace, *, profile: str, profile_kind: str,
                  calibration_s: float, total_s: float, calibration_note: str | None = None,
-                 residual_file: str | None = None, launches: str | None = None) -> ModelReport:
+                 residual_file: str | None = None, launches: str | None = None,
+                 optimizer_note: str | None = None) -> ModelReport:
     """The account summary.txt, results.json and predictions.json give of a simulated search."""
     rows = []
     if result.verifications:
@@ -365,4 +366,4 @@ def model_report(result: SimulationOutcome, space: TuningSpace, *, profile: str,
         verification_s=result.seconds.get("verification", 0.0), total_s=total_s, real_experiments=launched,
         reused_experiments=len(result.verifications) - launched, rows=tuple(rows),
         calibration_note=calibration_note, residual_path=residual_file,
-        settled=result.settlement is not None, launches=launches)
+        settled=result.settlement is not None, launches=launches, optimizer_note=optimizer_note)

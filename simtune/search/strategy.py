@@ -205,7 +205,8 @@ class Simulated:
                               total_s=time.monotonic() - self.started,
                               calibration_note=calibration_note(choice, chosen, stand_in),
                               residual_file=str(saved) if saved else None,
-                              launches=self.runner.shared_launch.describe() if self.runner.shared_launch else None)
+                              launches=self.runner.shared_launch.describe() if self.runner.shared_launch else None,
+                              optimizer_note=predictor.optimizer_note())
         return StrategyResult(result.outcome, report, result.predictions)
 
     def partial_outcome(self) -> SearchOutcome | None:

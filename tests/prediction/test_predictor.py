@@ -396,3 +396,22 @@ def test_offload_copies_through_pageable_memory_where_the_config_turns_pinning_o
     forced = Predictor.from_parts(TuningSpace.from_config(config, world_size=8), load_workload("gpt2"), profile,
                                   world_size=8, precision="bf16", pin_memory=True)
     assert forced.predict(trial).time.offload_transfer_s == pytest.approx(fast.offload_transfer_s)
+
+
+def test_the_predictor_says_how_another_optimizer_is_modelled():
+    from simtune.optimizers import OptimizerChoice
+    from simtune.search.outputs import ModelReport, model_lines
+
+    workload = load_workload("gpt2")
+    predictor = Predictor.from_parts(None, workload, "dgx-a100-80gb", world_size=8, precision="bf16")
+    assert predictor.optimizer_note() is None  # AdamW: nothing to say
+    sgd = Predictor.from_parts(None, workload, "dgx-a100-80gb", world_size=8, precision="bf16",
+                               optimizer=OptimizerChoice("sgd_momentum", coupled_decay=True))
+    note = sgd.optimizer_note()
+    assert note == ("sgd_momentum with coupled weight decay (1 fp32 state per parameter); its step at "
+                    "torch_adamw_foreach's AdamW rate scaled to its bytes (not measured here)")
+    measured = sgd.with_hardware(dataclasses.replace(sgd.hardware, algorithm_s_per_param=(("sgd_momentum", 1e-12),)))
+    assert "the rate calibration measured for it beside torch_adamw_foreach" in measured.optimizer_note()
+    report = ModelReport("p", "spec", True, 1, "s", "db", 1, 0, None, None, 0.1, "default", 0, 0, 0, 0, 0, 0,
+                         optimizer_note=note)
+    assert f"Optimizer: {note}." in model_lines(report)
