@@ -503,14 +503,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     calibrated = rows_for(full, measured)
     steps = ablation(full, space, workload, calibration, profile)
     if args.optimizer != "adamw":
-        rates = dict(full.hardware.algorithm_s_per_param)
+        rates = {rate.algorithm: rate.s_per_param for rate in full.hardware.algorithm_rates}
         print(f"optimizer: {OPTIMIZERS[args.optimizer]['type']} ({full.optimizer.algorithm}), never run by the "
               f"calibration; its step at "
               + (f"the measured {rates[full.optimizer.algorithm] * 1e9:.2f} ns per parameter "
                  f"({full.hardware.optimizer_impl}: AdamW {full.hardware.optimizer_s_per_param * 1e9:.2f})"
                  if full.optimizer.algorithm in rates else "AdamW's rate scaled to its bytes (not measured)"))
         steps.append(("  the same, its step at AdamW's rate scaled to its bytes (no measured fit)",
-                      full.with_hardware(dataclasses.replace(full.hardware, algorithm_s_per_param=()))))
+                      full.with_hardware(dataclasses.replace(full.hardware, algorithm_rates=()))))
     print("\nPredicted (p) from the hardware profile and the workload calibration, against measured (m: the "
           "median over the rounds); split = the engine's forward / backward / step calls per optimizer step; "
           "others = the most cores other processes used during one of its runs:\n")

@@ -10,7 +10,7 @@ from simtune import knobs as knob_table
 from simtune.errors import ProfileError
 from simtune.hardware.profile import DTYPE_BYTES, FRAMEWORK_COSTS, CollectiveFit, HardwareProfile, MatmulMeasurement, bus_factor
 from simtune.hardware.spec import ENGINE_COSTS
-from simtune.model.inputs import (Block, CollectiveCost, Collectives, ComputeCurves, EfficiencyCurve,
+from simtune.model.inputs import (AlgorithmRate, Block, CollectiveCost, Collectives, ComputeCurves, EfficiencyCurve,
                                   FrameworkCosts, FusedAttentionRate, HardwareSpec, ModelSpec, TrainConfig, WeightCost,
                                   least_squares_line)
 from simtune.optimizers import (ADAMW, CALIBRATED_ALGORITHMS, OptimizerChoice, fit_algorithm, fit_name,
@@ -256,15 +256,16 @@ def host_optimizer_fit(profile: HardwareProfile, torch_adamw: bool) -> Optional[
     return "deepspeed_cpu_adam" if impl == "spec" else impl
 
 
-def algorithm_rates(profile: HardwareProfile, adamw_fit: str) -> tuple[tuple[str, float], ...]:
-    """(algorithm, seconds per parameter) of the algorithms besides AdamW the profile timed on the
-    device in the implementation of ``adamw_fit`` (:func:`simtune.optimizers.fit_name`); a fit
-    whose slope is not positive (a disturbed calibration) is left out, and the bytes ratio stands in."""
+def algorithm_rates(profile: HardwareProfile, adamw_fit: str) -> tuple[AlgorithmRate, ...]:
+    """The algorithms besides AdamW the profile timed on the device in the implementation of
+    ``adamw_fit`` (:func:`simtune.optimizers.fit_name`), with their zero-state costs; a fit whose
+    slope is not positive (a disturbed calibration) is left out, and the bytes ratio stands in."""
     kind = implementation_of(adamw_fit)
     fits = profile.optimizer.fits
     if kind is None:
         return ()
-    return tuple((algorithm, fits[name].s_per_param) for algorithm in CALIBRATED_ALGORITHMS
+    return tuple(AlgorithmRate(algorithm, fits[name].s_per_param, fits[name].zero_state_s_per_param)
+                 for algorithm in CALIBRATED_ALGORITHMS
                  if (name := fit_name(algorithm, kind)) in fits and fits[name].device == profile.device.kind
                  and fits[name].s_per_param > 0)
 
@@ -273,7 +274,7 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
     """The model's hardware numbers from a profile. The device optimizer is ``optimizer_impl``
     when given, else the fastest AdamW fit measured on the device; the rates of the other
     algorithms the profile timed in that fit's implementation on the device come with it
-    (``HardwareSpec.algorithm_s_per_param``)."""
+    (``HardwareSpec.algorithm_rates``)."""
     curves = {dtype: EfficiencyCurve(tuple((p.work_flop, p.flop_per_s) for p in curve.points))
               for dtype, curve in profile.compute.curves.items()}
     if "fp32" not in curves:
@@ -305,7 +306,7 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
                               attention=tuple((dtype, FusedAttentionRate(r.forward_flop_per_s, r.backward_flop_per_s))
                                               for dtype, r in sorted(profile.compute.attention.items()))),
         optimizer_s_per_param=fit.s_per_param, optimizer_impl=fit.impl,
-        zero_state_s_per_param=fit.zero_state_s_per_param, algorithm_s_per_param=algorithm_rates(profile, fit.impl),
+        zero_state_s_per_param=fit.zero_state_s_per_param, algorithm_rates=algorithm_rates(profile, fit.impl),
         collectives=_collectives(collectives.intra_node) if collectives.applicable else None,
         h2d_bandwidth_bytes_per_s=profile.offload.h2d_bytes_per_s,
         d2h_bandwidth_bytes_per_s=profile.offload.d2h_bytes_per_s,

@@ -596,6 +596,18 @@ class FrameworkCosts:
 
 
 @dataclass(frozen=True)
+class AlgorithmRate:
+    """Another optimizer algorithm than AdamW, timed on the device in the implementation of the
+    device's AdamW fit (:mod:`simtune.optimizers`)."""
+
+    algorithm: str
+    s_per_param: float
+    """Seconds per parameter of its step."""
+    zero_state_s_per_param: float = 0.0
+    """What its step adds per element whose states stay exactly 0 (measured on the host; 0 else)."""
+
+
+@dataclass(frozen=True)
 class HardwareSpec:
     """What the model needs to know about one device, its host and its interconnect."""
 
@@ -611,10 +623,10 @@ class HardwareSpec:
     optimizer_impl: Optional[str] = dataclasses.field(default=None, kw_only=True)
     """The implementation that rate was measured for (the profile's optimizer fit name), which
     says what its step moves, launches and allocates (:data:`~simtune.optimizers.ADAM_KERNELS`)."""
-    algorithm_s_per_param: tuple[tuple[str, float], ...] = dataclasses.field(default=(), kw_only=True)
-    """(algorithm, seconds per parameter) of other algorithms than AdamW measured on the device in
-    the implementation of ``optimizer_impl`` (:func:`simtune.model.adapters.algorithm_rates`);
-    an algorithm not here steps at the AdamW rate scaled to its bytes."""
+    algorithm_rates: tuple["AlgorithmRate", ...] = dataclasses.field(default=(), kw_only=True)
+    """Other algorithms than AdamW measured on the device in the implementation of
+    ``optimizer_impl`` (:func:`simtune.model.adapters.algorithm_rates`); an algorithm not here
+    steps at the AdamW rate scaled to its bytes."""
     zero_state_s_per_param: float = dataclasses.field(default=0.0, kw_only=True)
     """What that step adds per element whose Adam moments are exactly 0 (a parameter no sample
     has given a gradient: ``ModelSpec.idle_elements``): measured on CPU, where torch's ``sqrt``
@@ -712,10 +724,12 @@ class HardwareSpec:
             _positive(ProfileError, "HardwareSpec", cpu_adam_s_per_param=self.cpu_adam_s_per_param)
         _require(self.zero_state_s_per_param >= 0, ProfileError,
                  f"HardwareSpec.zero_state_s_per_param must be >= 0, got {self.zero_state_s_per_param!r}.")
-        for algorithm, rate in self.algorithm_s_per_param:
-            _require(algorithm in ALGORITHMS and algorithm != "adamw", ProfileError,
-                     f"HardwareSpec.algorithm_s_per_param names {algorithm!r}, not another algorithm than AdamW.")
-            _positive(ProfileError, "HardwareSpec", **{f"algorithm_s_per_param[{algorithm}]": rate})
+        for rate in self.algorithm_rates:
+            _require(rate.algorithm in ALGORITHMS and rate.algorithm != "adamw", ProfileError,
+                     f"HardwareSpec.algorithm_rates names {rate.algorithm!r}, not another algorithm than AdamW.")
+            _positive(ProfileError, "HardwareSpec", **{f"algorithm_rates[{rate.algorithm}].s_per_param": rate.s_per_param})
+            _require(rate.zero_state_s_per_param >= 0, ProfileError,
+                     f"HardwareSpec.algorithm_rates[{rate.algorithm}].zero_state_s_per_param must be >= 0.")
         for name in ("h2d_pageable_bytes_per_s", "d2h_pageable_bytes_per_s", "host_copy_bytes_per_s"):
             if getattr(self, name) is not None:
                 _positive(ProfileError, "HardwareSpec", **{name: getattr(self, name)})
@@ -823,6 +837,10 @@ class HardwareSpec:
             raise ProfileError("The hardware profile has no CPU Adam rate, so optimizer offload "
                                "cannot be estimated.")
         return self.cpu_adam_s_per_param
+
+    def algorithm_rate(self, algorithm: str) -> Optional[AlgorithmRate]:
+        """The measured rate of ``algorithm`` (:attr:`algorithm_rates`), None where not measured."""
+        return next((rate for rate in self.algorithm_rates if rate.algorithm == algorithm), None)
 
     def host_optimizer_rate(self, torch_adamw: bool) -> float:
         """Seconds per parameter of an offloaded optimizer's step: torch's AdamW on host tensors

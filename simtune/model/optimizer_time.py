@@ -17,7 +17,8 @@ calibrated before the other algorithms were timed, Lion and every offloaded step
 with local elements P (stage 0), the flat slice (stages 1/2) or the partition (stage 3). Idle
 elements are those no sample gives a gradient (``ModelSpec.idle_elements``: learned position rows
 beyond the sequence), whose moments stay exactly 0; z is what one adds to the step of an
-algorithm that takes the square root of such a state (AdamW, Adagrad: ``Algorithm.sqrt_of_state``)
+algorithm that takes the square root of such a state (AdamW, Adagrad: ``Algorithm.sqrt_of_state``;
+the algorithm's own where calibration timed it: :func:`zero_state_s_per_param`)
 (``HardwareSpec.zero_state_s_per_param``: measured on the host, where torch's ``sqrt`` of a zero
 took 7x that of an ordinary value, benchmarks/results/zero_optimizer_state.txt; not timed on
 CUDA, 0). A rank holds its share, idle * local / P: exact at stage 3, whose partitions cut every
@@ -70,21 +71,30 @@ def local_elements(s: Shards, c: TrainConfig) -> int:
 def optimizer_s(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig) -> float:
     if c.offload_optimizer:
         return local_elements(s, c) * host_step_s_per_param(hw, c)
-    idle = idle_local_elements(m, s, c) * hw.zero_state_s_per_param if c.optimizer.spec.sqrt_of_state else 0.0
-    return local_elements(s, c) * device_step_s_per_param(hw, c) + loop_dispatch_s(m, hw, c) + idle
+    return local_elements(s, c) * device_step_s_per_param(hw, c) + loop_dispatch_s(m, hw, c) \
+        + idle_local_elements(m, s, c) * zero_state_s_per_param(hw, c)
+
+
+def zero_state_s_per_param(hw: HardwareSpec, c: TrainConfig) -> float:
+    """What an element whose states stay 0 adds: the algorithm's own measured cost, else AdamW's,
+    for an algorithm that takes a state's root; 0 for the others (module docstring)."""
+    if not c.optimizer.spec.sqrt_of_state:
+        return 0.0
+    measured = hw.algorithm_rate(c.optimizer.algorithm)
+    return measured.zero_state_s_per_param if measured is not None else hw.zero_state_s_per_param
 
 
 def device_step_s_per_param(hw: HardwareSpec, c: TrainConfig) -> float:
     """The configuration's algorithm's rate measured in the device fit's implementation
-    (``HardwareSpec.algorithm_s_per_param``; a coupled weight decay adds its bytes pro rata), else
+    (``HardwareSpec.algorithm_rates``; a coupled weight decay adds its bytes pro rata), else
     the fit's AdamW rate times the algorithm's relative cost in that implementation (an unnamed
     fit's as a fused kernel's)."""
     kind = implementation_of(hw.optimizer_impl) or "fused"
-    measured = dict(hw.algorithm_s_per_param).get(c.optimizer.algorithm)
+    measured = hw.algorithm_rate(c.optimizer.algorithm)
     if measured is None:
         return hw.optimizer_s_per_param * c.optimizer.relative_cost(kind)
     plain = dataclasses.replace(c.optimizer, coupled_decay=False)
-    return measured * c.optimizer.kernels(kind).bytes_per_param / plain.kernels(kind).bytes_per_param
+    return measured.s_per_param * c.optimizer.kernels(kind).bytes_per_param / plain.kernels(kind).bytes_per_param
 
 
 def host_step_s_per_param(hw: HardwareSpec, c: TrainConfig) -> float:

@@ -305,7 +305,7 @@ class Predictor:
             return None
         states = f"{choice.states} fp32 state{'s' if choice.states != 1 else ''} per parameter"
         fit = self.hardware.optimizer_impl or "the device's"
-        if choice.algorithm in dict(self.hardware.algorithm_s_per_param):
+        if self.hardware.algorithm_rate(choice.algorithm) is not None:
             how = f"its step at the rate calibration measured for it beside {fit}"
         else:
             how = f"its step at {fit}'s AdamW rate scaled to its bytes (not measured here)"

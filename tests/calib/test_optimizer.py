@@ -25,7 +25,7 @@ def test_the_other_algorithms_are_timed_in_the_implementation_torch_runs_here_an
     from simtune.hardware.profile import HardwareProfile
     from simtune.hardware.registry import load_profile
     from simtune.model.adapters import algorithm_rates, hardware_spec
-    from simtune.optimizers import CALIBRATED_ALGORITHMS, fit_name
+    from simtune.optimizers import CALIBRATED_ALGORITHMS, fit_algorithm, fit_name
 
     raw = optimizer.run(current_device(0), quick=True)
     for algorithm in CALIBRATED_ALGORITHMS:
@@ -34,14 +34,22 @@ def test_the_other_algorithms_are_timed_in_the_implementation_torch_runs_here_an
     base = load_profile("dgx-a100-80gb")
     profile: HardwareProfile = dataclasses.replace(base, optimizer=measured,
                                                    device=dataclasses.replace(base.device, kind="cpu"))
-    rates = dict(algorithm_rates(profile, "torch_adamw_for_loop"))
-    assert set(rates) == set(CALIBRATED_ALGORITHMS)
-    adamw = measured.fits["torch_adamw_for_loop"].s_per_param
-    assert 0 < rates["sgd"] < rates["sgd_momentum"] < adamw  # one pass, three, eight
-    assert dict(hardware_spec(profile, "torch_adamw_for_loop").algorithm_s_per_param) == rates
+    # timings on a busy machine can fail to fit (a slope not positive): those fall back to the bytes
+    # ratio; which algorithm steps faster is benchmarks/results/optimizer_algorithms.txt's to say
+    fitted = {algorithm: fit.s_per_param for algorithm in CALIBRATED_ALGORITHMS
+              if (fit := measured.fits.get(fit_name(algorithm, "for_loop"))) is not None and fit.s_per_param > 0}
+    assert all(measured.fits[fit_name(a, "for_loop")].device == "cpu" for a in fitted)
+    rates = {rate.algorithm: rate.s_per_param for rate in algorithm_rates(profile, "torch_adamw_for_loop")}
+    assert rates == fitted
+    spec = hardware_spec(profile, "torch_adamw_for_loop") if "torch_adamw_for_loop" in measured.fits else None
+    if spec is not None:
+        assert {rate.algorithm: rate.s_per_param for rate in spec.algorithm_rates} == rates
+        if "adagrad" in rates:  # Adagrad's root of a zero state was timed too
+            assert spec.algorithm_rate("adagrad").zero_state_s_per_param == \
+                measured.fits["torch_adagrad_for_loop"].zero_state_s_per_param
     # the default device fit is the fastest AdamW one, never SGD's faster step
-    assert hardware_spec(profile).optimizer_impl in ("torch_adamw_fused", "torch_adamw_foreach", "torch_adamw_for_loop",
-                                                     "deepspeed_cpu_adam")
+    if any(fit_algorithm(name) == "adamw" for name in measured.fits):
+        assert fit_algorithm(hardware_spec(profile).optimizer_impl) == "adamw"
 
 
 def test_the_calibration_summary_gives_the_zero_state_cost_only_where_a_states_root_is_taken():

@@ -127,6 +127,7 @@ def test_a_fit_of_another_algorithm_is_not_taken_for_the_adamw_rate():
     from simtune.hardware.profile import OptimizerFit
     from simtune.hardware.registry import load_profile
     from simtune.model.adapters import hardware_spec
+    from simtune.model.inputs import AlgorithmRate
 
     base = load_profile("dgx-a100-80gb")
     sgd = OptimizerFit("torch_sgd_foreach", "cuda", 1e-5, 1e-12, 1.0, ())
@@ -135,8 +136,8 @@ def test_a_fit_of_another_algorithm_is_not_taken_for_the_adamw_rate():
     with pytest.raises(ProfileError, match="timed sgd, not AdamW"):
         hardware_spec(profile, "torch_sgd_foreach")
     spec = hardware_spec(profile, "torch_adamw_foreach")
-    assert spec.algorithm_s_per_param == (("sgd", 1e-12),)
+    assert spec.algorithm_rates == (AlgorithmRate("sgd", 1e-12, sgd.zero_state_s_per_param),)
     assert hardware_spec(profile).optimizer_impl != "torch_sgd_foreach"  # the fastest AdamW fit
-    assert hardware_spec(profile, "torch_adamw_fused").algorithm_s_per_param == ()  # timed as foreach only
+    assert hardware_spec(profile, "torch_adamw_fused").algorithm_rates == ()  # timed as foreach only
     with pytest.raises(ProfileError, match="names 'rmsprop'"):
-        dataclasses.replace(spec, algorithm_s_per_param=(("rmsprop", 1e-12),))
+        dataclasses.replace(spec, algorithm_rates=(AlgorithmRate("rmsprop", 1e-12),))

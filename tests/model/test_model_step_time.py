@@ -452,14 +452,29 @@ def test_an_offloaded_algorithm_steps_on_deepspeeds_cpu_kernel_or_torchs_loop(gp
 def test_an_algorithms_measured_rate_wins_over_the_bytes_ratio(gpt2, make_hardware):
     """Calibration times torch's SGD and Adagrad where torch runs them: that rate is the step (a
     coupled weight decay adds its 12 bytes pro rata); an algorithm not timed keeps the ratio."""
+    from simtune.model.inputs import AlgorithmRate
     from simtune.model.optimizer_time import device_step_s_per_param
     from simtune.optimizers import OptimizerChoice
 
     hw = make_hardware(optimizer_impl="torch_adamw_for_loop", optimizer_s_per_param=3e-9,
-                       algorithm_s_per_param=(("sgd_momentum", 0.7e-9),))
+                       algorithm_rates=(AlgorithmRate("sgd_momentum", 0.7e-9),))
     config = TrainConfig(stage=1, micro_batch_size=4, dp_degree=8, optimizer=OptimizerChoice("sgd_momentum"))
     assert device_step_s_per_param(hw, config) == pytest.approx(0.7e-9)
     decayed = dataclasses.replace(config, optimizer=OptimizerChoice("sgd_momentum", coupled_decay=True))
     assert device_step_s_per_param(hw, decayed) == pytest.approx(0.7e-9 * 44 / 32)
     adagrad = dataclasses.replace(config, optimizer=OptimizerChoice("adagrad"))
     assert device_step_s_per_param(hw, adagrad) == pytest.approx(3e-9 * 48 / 84)
+
+
+def test_an_algorithms_own_zero_state_cost_is_used_where_it_was_measured(gpt2, make_hardware):
+    from simtune.model.inputs import AlgorithmRate
+    from simtune.model.optimizer_time import zero_state_s_per_param
+    from simtune.optimizers import OptimizerChoice
+
+    hw = make_hardware(optimizer_impl="torch_adamw_for_loop", zero_state_s_per_param=3e-9,
+                       algorithm_rates=(AlgorithmRate("adagrad", 1e-9, 2e-9), AlgorithmRate("sgd", 1e-10, 1e-9)))
+    config = TrainConfig(stage=0, micro_batch_size=4, precision="fp32")
+    for algorithm, z in (("adagrad", 2e-9), ("adamw", 3e-9), ("sgd", 0.0), ("lion", 0.0)):
+        assert zero_state_s_per_param(hw, dataclasses.replace(config, optimizer=OptimizerChoice(algorithm))) == z
+    unmeasured = make_hardware(optimizer_impl="torch_adamw_for_loop", zero_state_s_per_param=3e-9)
+    assert zero_state_s_per_param(unmeasured, dataclasses.replace(config, optimizer=OptimizerChoice("adagrad"))) == 3e-9

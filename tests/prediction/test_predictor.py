@@ -399,6 +399,7 @@ def test_offload_copies_through_pageable_memory_where_the_config_turns_pinning_o
 
 
 def test_the_predictor_says_how_another_optimizer_is_modelled():
+    from simtune.model.inputs import AlgorithmRate
     from simtune.optimizers import OptimizerChoice
     from simtune.search.outputs import ModelReport, model_lines
 
@@ -410,7 +411,7 @@ def test_the_predictor_says_how_another_optimizer_is_modelled():
     note = sgd.optimizer_note()
     assert note == ("sgd_momentum with coupled weight decay (1 fp32 state per parameter); its step at "
                     "torch_adamw_foreach's AdamW rate scaled to its bytes (not measured here)")
-    measured = sgd.with_hardware(dataclasses.replace(sgd.hardware, algorithm_s_per_param=(("sgd_momentum", 1e-12),)))
+    measured = sgd.with_hardware(dataclasses.replace(sgd.hardware, algorithm_rates=(AlgorithmRate("sgd_momentum", 1e-12),)))
     assert "the rate calibration measured for it beside torch_adamw_foreach" in measured.optimizer_note()
     report = ModelReport("p", "spec", True, 1, "s", "db", 1, 0, None, None, 0.1, "default", 0, 0, 0, 0, 0, 0,
                          optimizer_note=note)
