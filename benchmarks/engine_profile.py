@@ -8,8 +8,9 @@ Run from the repository root (no GPU needed; DS_ACCELERATOR=cpu is set here):
 For each case (model, sequence length, ZeRO stage, processes) it launches simtune's training
 program's model and DeepSpeed's engine through the DeepSpeed launcher, trains three steps
 untimed, profiles two (each engine call under its own label), then times three more without the
-profiler, and prints rank 0's forward / backward / step times and the operators that took the
-most time. The cases are the reference's heavy twin (gpt2-tiny-heavy: its extra parameters in one
+profiler, and prints rank 0's forward / backward / step times, the memory it touched first in each
+call (its minor page faults: what the model's memory mapped afresh should count, docs/cost-model.md
+3.5) and the operators that took the most time. The cases are the reference's heavy twin (gpt2-tiny-heavy: its extra parameters in one
 8.4M-element position table) at ZeRO-0 and ZeRO-1 and gpt2 at ZeRO-0, on two processes: what the
 twin's engines cost per parameter and what a large model's cost (docs/cost-model.md 3.3, 3.5).
 """
@@ -36,6 +37,16 @@ TOP_SHAPES = 6
 COPYING = ("aten::cat", "aten::copy_", "aten::add_", "aten::zero_", "aten::fill_")
 
 
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def minor_faults() -> int:
+    """This process's minor page faults so far: pages it touched first (mapped afresh)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def rank_program(argv: list[str]) -> int:
     """One rank: build, train, profile; rank 0 prints its table."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -59,13 +70,16 @@ def rank_program(argv: list[str]) -> int:
                                       config=ds_config)
     data = SyntheticTokens(workload, engine.train_micro_batch_size_per_gpu(), engine.device, seed=2 + rank)
 
+    faults: list[tuple[int, int, int]] = []
+
     def step() -> tuple[float, float, float]:
-        t0 = time.perf_counter()
+        f0, t0 = minor_faults(), time.perf_counter()
         loss = engine(**data.next()).loss
-        t1 = time.perf_counter()
+        f1, t1 = minor_faults(), time.perf_counter()
         engine.backward(loss)
-        t2 = time.perf_counter()
+        f2, t2 = minor_faults(), time.perf_counter()
         engine.step()
+        faults.append((f1 - f0, f2 - f1, minor_faults() - f2))
         return t1 - t0, t2 - t1, time.perf_counter() - t2
 
     for _ in range(3):
@@ -85,6 +99,9 @@ def rank_program(argv: list[str]) -> int:
         print(f"{args.model} (seq {args.seq_len}, {params:,} parameters), ZeRO-{ds_config['zero_optimization']['stage']}, "
               f"micro-batch {engine.train_micro_batch_size_per_gpu()}, {torch.distributed.get_world_size()} processes "
               f"of {threads} thread(s): median of 3 steps forward {fwd:.1f} ms, backward {bwd:.1f} ms, step {stp:.1f} ms")
+        mib = [sorted(f[i] for f in faults[-3:])[1] * PAGE / 2**20 for i in range(3)]
+        print(f"pages first touched (this rank's minor faults x {PAGE // 1024} KiB, median of the 3 timed steps): "
+              f"forward {mib[0]:.0f} MiB, backward {mib[1]:.0f} MiB, step {mib[2]:.0f} MiB")
         print("operators by their own time over the 2 profiled steps (the engine calls' own rows are the time spent "
               "outside operators: Python, waits, collectives run outside torch):")
         rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:TOP_OPS]
@@ -136,7 +153,7 @@ def main(argv: list[str]) -> int:
                                   __file__, "--rank-program", "--model", model, "--seq-len", str(seq),
                                   "--deepspeed", str(config)], env=env, capture_output=True, text=True, timeout=900)
         table = [line for line in run.stdout.splitlines() if not line.startswith(("[20", "USDT"))
-                 and ("ms" in line or line.startswith("operators"))]
+                 and ("ms" in line or line.startswith(("operators", "pages")))]
         if run.returncode != 0 or not table:
             print(f"{model} ZeRO-{stage} on {ranks} processes failed (exit {run.returncode}): "
                   f"{(run.stderr.strip().splitlines() or ['no output'])[-1]}\n")
