@@ -842,14 +842,15 @@ class HardwareSpec:
         """The measured rate of ``algorithm`` (:attr:`algorithm_rates`), None where not measured."""
         return next((rate for rate in self.algorithm_rates if rate.algorithm == algorithm), None)
 
-    def host_optimizer_rate(self, torch_adamw: bool) -> float:
-        """Seconds per parameter of an offloaded optimizer's step: torch's AdamW on host tensors
+    def host_optimizer_rate(self, torch_adamw: bool) -> tuple[float, str]:
+        """Seconds per parameter of an offloaded AdamW step, and how that step launches
+        (:data:`simtune.optimizers.IMPLEMENTATIONS`): torch's AdamW on host tensors, a for-loop,
         where DeepSpeed runs it (``torch_adam``: runtime/engine.py ``get_optimizer_configuration``
         returns torch's AdamW before it considers DeepSpeedCPUAdam) and the profile measured it,
-        else the profile's CPU Adam rate."""
+        else the profile's CPU Adam rate, one fused loop."""
         if torch_adamw and self.host_torch_adamw_s_per_param is not None:
-            return self.host_torch_adamw_s_per_param
-        return self.cpu_adam_rate()
+            return self.host_torch_adamw_s_per_param, "for_loop"
+        return self.cpu_adam_rate(), "fused"
 
 
 CHECKPOINTING_POLICY = re.compile(r"full|selective-op|every-([1-9][0-9]*)-layers")

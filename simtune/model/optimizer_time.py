@@ -102,10 +102,8 @@ def host_step_s_per_param(hw: HardwareSpec, c: TrainConfig) -> float:
     (``torch_adam`` for AdamW; an algorithm without a DeepSpeed CPU kernel, SGD) and the profile
     timed torch's AdamW there, else DeepSpeed's CPU kernel (fused), each at its AdamW rate times
     the algorithm's relative cost."""
-    torch_on_host = torch_steps_on_host(c)
-    looped = torch_on_host and hw.host_torch_adamw_s_per_param is not None
-    return hw.host_optimizer_rate(torch_adamw=torch_on_host) * c.optimizer.relative_cost(
-        "for_loop" if looped else "fused")
+    rate, implementation = hw.host_optimizer_rate(torch_adamw=torch_steps_on_host(c))
+    return rate * c.optimizer.relative_cost(implementation)
 
 
 def idle_local_elements(m: ModelSpec, s: Shards, c: TrainConfig) -> float:
