@@ -41,7 +41,7 @@ from simtune.model.adapters import hardware_spec, model_spec, structure_of, trai
 from simtune.model.estimate import Estimate, estimate, metrics
 from simtune.model.inputs import PRECISIONS, HardwareSpec, ModelSpec, TrainConfig, check_checkpointing_policy
 from simtune.model.memory import estimate_memory
-from simtune.optimizers import ADAMW, OptimizerChoice, optimizer_choice
+from simtune.optimizers import ADAMW, OptimizerChoice
 from simtune.precision import autocast_label, autocast_parts, precision_of
 from simtune.space import Trial, TuningSpace
 from simtune.workloads.presets import Workload, load_workload, workload_from_config
@@ -255,7 +255,8 @@ class Predictor:
         if world_size % mp:
             raise ConfigError(f"World size {world_size} is not a multiple of mp_size {mp}.")
         if optimizer_impl is None:
-            optimizer_impl = default_optimizer_impl(profile, space.ds_config if space is not None else None, optimizer)
+            optimizer_impl = default_optimizer_impl(profile, space.ds_config if space is not None else None,
+                                                    optimizer or (space.optimizer if space is not None else ADAMW))
         hardware = layout_hardware(hardware_spec(profile, optimizer_impl), world_size, nodes)
         calibration: Optional[Calibration] = None
         measured = False
@@ -388,14 +389,14 @@ def asks_for_torch_adam(ds_config: Optional[Mapping[str, Any]]) -> bool:
 
 
 def runs_fused_adam(space: Optional[TuningSpace], hardware: HardwareSpec,
-                    optimizer: Optional[OptimizerChoice] = None) -> bool:
+                    optimizer: OptimizerChoice = ADAMW) -> bool:
     """Whether DeepSpeed's engine runs its own Adam (``TrainConfig.fused_adam``) for the space's
     config (without a space, DeepSpeed's defaults: what the calibration's engines run): not with
     ``torch_adam``, and not on CPU (DeepSpeed's CPU accelerator cannot build it; simtune's training
     program and calibration set ``torch_adam`` there). Only an asynchronous device
     (``HardwareSpec.overlap_capable``: CUDA) runs it, and only for Adam and AdamW (``optimizer``,
-    default the space's)."""
-    if (optimizer or (space.optimizer if space is not None else ADAMW)).algorithm != "adamw":
+    the trials' algorithm)."""
+    if optimizer.algorithm != "adamw":
         return False
     return hardware.overlap_capable and not asks_for_torch_adam(space.ds_config if space is not None else None)
 
@@ -413,16 +414,17 @@ def _stage_knobs(space: Optional[TuningSpace]) -> dict[int, dict[str, Any]]:
 
 
 def default_optimizer_impl(profile: HardwareProfile, ds_config: Optional[Mapping[str, Any]] = None,
-                           optimizer: Optional[OptimizerChoice] = None) -> Optional[str]:
+                           optimizer: OptimizerChoice = ADAMW) -> Optional[str]:
     """The profile's AdamW fit whose implementation DeepSpeed will step the config's optimizer with
     (another algorithm's step is that fit's rate times its relative cost:
     :mod:`simtune.optimizers`): FusedLion's fused kernel for Lion; torch's for-loop on CPU (the
     CPU accelerator cannot run DeepSpeed's fused Adam; torch picks its for-loop implementation for
     CPU tensors); torch's foreach on CUDA with ``torch_adam`` and for the algorithms DeepSpeed
     builds from torch (SGD, Adagrad), else DeepSpeed's fused Adam; None (the fastest fit on the
-    device) when the profile lacks the one named. ``optimizer`` overrides the config's."""
+    device) when the profile lacks the one named. ``optimizer``: the trials' algorithm (the
+    space's, :attr:`simtune.space.TuningSpace.optimizer`, unless the caller names one)."""
     fits = profile.optimizer.fits
-    algorithm = (optimizer or optimizer_choice(ds_config)[0]).algorithm
+    algorithm = optimizer.algorithm
     if algorithm == "lion":
         wanted: tuple[str, ...] = ("deepspeed_fused_adam", "torch_adamw_fused")
     elif profile.device.kind == "cpu":
