@@ -233,3 +233,25 @@ def test_another_algorithm_keeps_its_own_states_and_says_how_its_step_was_scaled
     assert "optimizer lion (torch_adamw_fused's AdamW rate scaled to its bytes)" in capsys.readouterr().out
     assert main(["estimate", *argv, "--algorithm", "rmsprop"]) == 2
     assert "invalid choice: 'rmsprop'" in capsys.readouterr().err
+
+
+def test_an_algorithm_the_profile_timed_is_said_to_step_at_its_measured_rate(capsys, tmp_path, monkeypatch):
+    """A profile with torch's SGD fit beside its foreach AdamW one: the text and the JSON say the
+    rate was measured; offloaded, the host step is still AdamW's scaled."""
+    import dataclasses
+
+    from simtune.hardware.profile import OptimizerFit
+    from simtune.hardware.registry import save_profile
+
+    base = load_profile("dgx-h100-80gb")
+    sgd = OptimizerFit("torch_sgd_momentum_foreach", "cuda", 1e-5, 3e-12, 1.0, ())
+    profile = dataclasses.replace(base, name="h100-sgd", optimizer=dataclasses.replace(
+        base.optimizer, fits={**base.optimizer.fits, sgd.impl: sgd}))
+    path = tmp_path / "h100-sgd.json"
+    save_profile(profile, path)
+    argv = ["--model", "gpt2-large", "--profile", str(path), "--gpus", "8", "--stage", "1", "--mbs", "8",
+            "--algorithm", "sgd_momentum"]
+    assert run_json(capsys, argv)["config"]["algorithm_rate"] == "measured"
+    main(["estimate", *argv])
+    assert "optimizer sgd_momentum (its rate measured beside torch_adamw_foreach)" in capsys.readouterr().out
+    assert run_json(capsys, [*argv, "--offload-optimizer", "cpu"])["config"]["algorithm_rate"] == "scaled from AdamW"

@@ -233,6 +233,8 @@ class EstimateCommand(Command):
             "checkpointing_policy": predictor.checkpointing_policy if trial.activation_checkpointing else None,
             "communication_data_type": args.communication_data_type,
             "algorithm": predictor.optimizer.algorithm,
+            "algorithm_rate": ("measured" if predictor.optimizer_step_measured(trial.offload_optimizer != "none")
+                               else "scaled from AdamW"),
             "optimizer": predictor.hardware.optimizer_impl,
             "host_optimizer": (host_optimizer_fit(profile, torch_adamw=torch_steps_on_host(predictor.config(trial)))
                                if trial.offload_optimizer != "none" else None),
@@ -356,7 +358,8 @@ def _text(estimate: Any, config: dict[str, Any], profile: Any, largest: dict[int
 
 def _optimizer_text(config: dict) -> str:
     """The optimizer part of the configuration line: the fit it steps at, on the host when
-    offloaded, and for another algorithm than AdamW that the fit's rate is scaled to its bytes."""
+    offloaded, and for another algorithm than AdamW whether its own rate was measured beside that
+    fit or the fit's rate is scaled to its bytes."""
     fit = config.get("host_optimizer") or config.get("optimizer")
     if not fit:
         return ""
@@ -364,4 +367,6 @@ def _optimizer_text(config: dict) -> str:
     algorithm = config.get("algorithm") or "adamw"
     if algorithm == "adamw":
         return f", optimizer {fit}{where}"
+    if config.get("algorithm_rate") == "measured":
+        return f", optimizer {algorithm}{where} (its rate measured beside {fit})"
     return f", optimizer {algorithm}{where} ({fit}'s AdamW rate scaled to its bytes)"

@@ -306,11 +306,18 @@ class Predictor:
             return None
         states = f"{choice.states} fp32 state{'s' if choice.states != 1 else ''} per parameter"
         fit = self.hardware.optimizer_impl or "the device's"
-        if self.hardware.algorithm_rate(choice.algorithm) is not None:
+        if self.optimizer_step_measured():
             how = f"its step at the rate calibration measured for it beside {fit}"
         else:
             how = f"its step at {fit}'s AdamW rate scaled to its bytes (not measured here)"
         return f"{choice.algorithm}{' with coupled weight decay' if choice.coupled_decay else ''} ({states}); {how}"
+
+    def optimizer_step_measured(self, offloaded: bool = False) -> bool:
+        """Whether the trials' optimizer steps at a rate calibration measured for it: AdamW's
+        fits, or another algorithm's fit beside the device's (offloaded, only AdamW's host rate
+        is measured); else AdamW's rate scaled to its bytes (docs/cost-model.md 3.4)."""
+        algorithm = self.optimizer.algorithm
+        return algorithm == "adamw" or (not offloaded and self.hardware.algorithm_rate(algorithm) is not None)
 
     def with_hardware(self, hardware: HardwareSpec) -> "Predictor":
         """The same predictor on other hardware numbers (everything else kept)."""
