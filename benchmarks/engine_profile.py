@@ -10,7 +10,8 @@ program's model and DeepSpeed's engine through the DeepSpeed launcher, trains th
 untimed, profiles two (each engine call under its own label), then times three more without the
 profiler, and prints rank 0's forward / backward / step times, the memory it touched first in each
 call (its minor page faults: what the model's memory mapped afresh should count, docs/cost-model.md
-3.5) and the operators that took the most time. The cases are the reference's heavy twin (gpt2-tiny-heavy: its extra parameters in one
+3.5; the backward's gradient reduction and the collectives inside it also apart) and the
+operators that took the most time. The cases are the reference's heavy twin (gpt2-tiny-heavy: its extra parameters in one
 8.4M-element position table) at ZeRO-0 and ZeRO-1 and gpt2 at ZeRO-0, on two processes: what the
 twin's engines cost per parameter and what a large model's cost (docs/cost-model.md 3.3, 3.5).
 """
@@ -47,6 +48,26 @@ def minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
+def count_reduction_faults(engine: object, into: list[list[int]]) -> None:
+    """Add the pages the engine's gradient reduction touches first, and those its collectives
+    touch (deepspeed.comm's all_reduce and reduce_scatter), to ``into[-1]``."""
+    from deepspeed import comm
+
+    def counted(call, slot):  # type: ignore[no-untyped-def]
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            before = minor_faults()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                if into:
+                    into[-1][slot] += minor_faults() - before
+        return wrapper
+
+    engine.allreduce_gradients = counted(engine.allreduce_gradients, 0)  # type: ignore[attr-defined]
+    for name in ("all_reduce", "reduce_scatter_tensor", "all_gather_into_tensor"):
+        setattr(comm, name, counted(getattr(comm, name), 1))
+
+
 def rank_program(argv: list[str]) -> int:
     """One rank: build, train, profile; rank 0 prints its table."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -71,8 +92,11 @@ def rank_program(argv: list[str]) -> int:
     data = SyntheticTokens(workload, engine.train_micro_batch_size_per_gpu(), engine.device, seed=2 + rank)
 
     faults: list[tuple[int, int, int]] = []
+    reduce_faults: list[list[int]] = []  # per step: the reduction's faults, then the collectives' alone
+    count_reduction_faults(engine, reduce_faults)
 
     def step() -> tuple[float, float, float]:
+        reduce_faults.append([0, 0])
         f0, t0 = minor_faults(), time.perf_counter()
         loss = engine(**data.next()).loss
         f1, t1 = minor_faults(), time.perf_counter()
@@ -102,6 +126,9 @@ def rank_program(argv: list[str]) -> int:
         mib = [sorted(f[i] for f in faults[-3:])[1] * PAGE / 2**20 for i in range(3)]
         print(f"pages first touched (this rank's minor faults x {PAGE // 1024} KiB, median of the 3 timed steps): "
               f"forward {mib[0]:.0f} MiB, backward {mib[1]:.0f} MiB, step {mib[2]:.0f} MiB")
+        within = [sorted(f[i] for f in reduce_faults[-3:])[1] * PAGE / 2**20 for i in range(2)]
+        print(f"  of the backward's: gradient reduction (engine.allreduce_gradients) {within[0]:.0f} MiB, "
+              f"of which inside the collectives {within[1]:.0f} MiB")
         print("operators by their own time over the 2 profiled steps (the engine calls' own rows are the time spent "
               "outside operators: Python, waits, collectives run outside torch):")
         rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:TOP_OPS]
@@ -153,7 +180,7 @@ def main(argv: list[str]) -> int:
                                   __file__, "--rank-program", "--model", model, "--seq-len", str(seq),
                                   "--deepspeed", str(config)], env=env, capture_output=True, text=True, timeout=900)
         table = [line for line in run.stdout.splitlines() if not line.startswith(("[20", "USDT"))
-                 and ("ms" in line or line.startswith(("operators", "pages")))]
+                 and ("ms" in line or line.startswith(("operators", "pages", "  of the")))]
         if run.returncode != 0 or not table:
             print(f"{model} ZeRO-{stage} on {ranks} processes failed (exit {run.returncode}): "
                   f"{(run.stderr.strip().splitlines() or ['no output'])[-1]}\n")

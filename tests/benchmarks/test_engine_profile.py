@@ -21,3 +21,23 @@ def test_a_case_takes_its_micro_batch_size_from_a_fifth_field():
 def test_a_case_with_a_missing_field_is_refused():
     with pytest.raises(ValueError):
         _profile().parse_case("gpt2:32:1")
+
+
+def test_the_reduction_counts_the_pages_it_touches_first(monkeypatch):
+    """A reduction that writes a fresh 64 MiB buffer touches at least that many pages first; the
+    collectives' own count stays apart."""
+    import torch
+    from deepspeed import comm
+
+    for name in ("all_reduce", "reduce_scatter_tensor", "all_gather_into_tensor"):
+        monkeypatch.setattr(comm, name, getattr(comm, name))  # restored after the test
+    script = _profile()
+
+    class Engine:
+        def allreduce_gradients(self):
+            torch.ones(16 * 2**20)  # 64 MiB: mapped afresh and written
+
+    engine, counts = Engine(), [[0, 0]]
+    script.count_reduction_faults(engine, counts)
+    engine.allreduce_gradients()
+    assert counts[0][0] * script.PAGE >= 60 * 2**20 and counts[0][1] == 0
