@@ -44,11 +44,14 @@ def block_of(workload: Workload) -> Block:
 
 
 def _head_of(workload: Workload) -> dict[str, Any]:
-    """The :class:`Block` fields of the workload's head: an LM head, or a classifier that pools the
-    first token or scores every position (:func:`simtune.workloads.analysis.classification_pooled`)."""
+    """The :class:`Block` fields of the workload's head: an LM head, tied to the token embedding
+    or not (a module holding a parameter registered earlier: :class:`~simtune.workloads.analysis.ModuleParams`),
+    or a classifier that pools the first token or scores every position
+    (:func:`simtune.workloads.analysis.classification_pooled`)."""
     if workload.task != "sequence-classification":
-        return {}
-    return {"head": "pooled" if classification_pooled(workload) else "scored", "num_labels": workload.num_labels}
+        return {"tied_head": any(m.shared for m in module_parameters(workload))}
+    return {"head": "pooled" if classification_pooled(workload) else "scored", "num_labels": workload.num_labels,
+            "tied_head": False}
 
 
 def model_spec(workload: Workload, activation_bytes_per_sample_per_layer: Optional[float] = None) -> ModelSpec:

@@ -15,11 +15,14 @@ gas: micro-steps per optimizer step):
 
 - forward (stage 3): every gathered parameter tensor, once per step when the backward reuses it
   (memory_buffers.kept_gathered_elements covers them all), else again in the backward;
-- backward: each parameter's gradient, which autograd allocates anew after the step has freed
-  it (``zero_grad(set_to_none=True)``; an embedding's dense backward fills it with zeros): once
-  per step at stages 0/1, which accumulate into it, every micro-step at stages 2/3, whose hooks
-  move it into the bucket and free it (not where the backward was measured: it paid them); the
-  reductions' flat copies
+- backward: each parameter's gradient, which autograd allocates anew in every micro-step (an
+  embedding's dense backward fills it with zeros): at stages 0/1 the first becomes ``.grad`` (the
+  step freed the last one: ``zero_grad(set_to_none=True)``) and the next are added into it and
+  freed (``AccumulateGrad``), at stages 2/3 hooks move each into the bucket and free it; an LM
+  head tied to the token embedding (``Block.tied_head``) makes that gradient three times, the
+  head's, the embedding's and their sum (``aten::add`` of two [V, h] tensors; gpt2 at 32 tokens:
+  3 x 147 MiB of first touches per rank in the backward, benchmarks/results/engine_profile_gpt2_faults.txt);
+  none where the backward was measured (it paid them); the reductions' flat copies
   (memory_buffers.comm_scratch_bytes: stage 0's flatten at the boundary, stage 3's concatenated
   bucket and the backend's staging every micro-step, stages 1/2's beside other ranks); the bucket
   stages 1/2 allocate in every backward (``setup_buckets``), as far as gradients fill it;
@@ -59,6 +62,14 @@ def _large_tensor_bytes(m: ModelSpec, c: TrainConfig, bytes_per_element: int) ->
     return bytes_per_element * m.layout.elements_at_least(elements) / per_mp
 
 
+def tied_head_copies_bytes(m: ModelSpec, c: TrainConfig) -> float:
+    """Bytes mapped afresh per micro-step for the two extra copies of a tied LM head's weight
+    gradient (the head's own and the embedding's, before autograd sums them)."""
+    if m.block.head != "lm" or not m.block.tied_head:
+        return 0.0
+    return 2 * _fresh(c.bytes_per_element * m.vocab_size * m.hidden_size / c.mp_degree)
+
+
 def forward_fresh_bytes(m: ModelSpec, s: Shards, c: TrainConfig) -> float:
     """Stage 3's gathered parameter tensors per optimizer step."""
     if c.stage != 3:
@@ -73,7 +84,7 @@ def backward_fresh_bytes(m: ModelSpec, s: Shards, c: TrainConfig, hw: HardwareSp
     measurement, which also freed them after every backward."""
     b, gas = c.bytes_per_element, c.gradient_accumulation_steps
     per_micro = c.stage >= 2
-    grads = 0.0 if m.measured_compute is not None else _large_tensor_bytes(m, c, b) * (gas if per_micro else 1)
+    grads = 0.0 if m.measured_compute is not None else gas * (_large_tensor_bytes(m, c, b) + tied_head_copies_bytes(m, c))
     if c.stage == 0:
         piece = b * min(buf.STAGE0_ALLREDUCE_ELEMENTS, s.params)
         scratch = _fresh(piece) * s.params * b / piece if piece else 0.0

@@ -240,7 +240,7 @@ def linear_parameters(m: ModelSpec) -> int:
 
 
 FP32_UNDER_AUTOCAST = ("norm_1", "norm_2", "final_norm", "residual_adds", "embedding", "embedding.grad",
-                       "embedding.dropout", "mlm.gelu_norm", "attn.softmax", "attn.dropout", "mlp.gelu_new")
+                       "embedding.tied_grad_sum", "embedding.dropout", "mlm.gelu_norm", "attn.softmax", "attn.dropout", "mlp.gelu_new")
 """Memory-bound operators that run in fp32 under CUDA's torch autocast: the norms (``layer_norm``
 is on autocast's fp32 list, RMSNorm upcasts itself) and whatever reads their output or the fp32
 residual stream (residual adds, the embeddings' look-ups of fp32 weights, their dropout), eager
@@ -355,6 +355,10 @@ def _build(m: ModelSpec, fused_attention: bool) -> Operators:
     outer: list[Streaming] = [Streaming("embedding", sh, lookups, 2, lookups, 2),
                               Streaming("embedding.grad", v * h, 0, 1, 0, 1, per_batch=True),
                               _norm(block, "final_norm", sh)]
+    if block.head == "lm" and block.tied_head:
+        # the head's weight gradient and the embedding's arrive apart; autograd adds them out of
+        # place (aten::add of two [V, h] tensors in every backward; the head's is a transposed view)
+        outer.append(Streaming("embedding.tied_grad_sum", v * h, 0, 3, 0, 1, per_batch=True))
     if block.hidden_dropout:
         outer.append(_dropout("embedding.dropout", sh))
     if block.mlm_head:

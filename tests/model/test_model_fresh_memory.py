@@ -22,7 +22,8 @@ def test_stage0_maps_its_large_gradients_its_flat_copy_and_the_optimizers_tempor
     s = shards(gpt2, config)
     embedding = 50257 * 768  # the only tensor of 32 MiB or more in fp32
     assert 4 * embedding >= FRESH_MAPPING_BYTES
-    assert backward_fresh_bytes(gpt2, s, config, hw) == 4 * embedding + 4 * gpt2.parameter_count
+    # the tied table's gradient three times (the head's, the embedding's, their sum), the flat copy
+    assert backward_fresh_bytes(gpt2, s, config, hw) == 3 * 4 * embedding + 4 * gpt2.parameter_count
     assert step_fresh_bytes(gpt2, s, config, hw) == 2 * 4 * embedding  # sqrt and division of that tensor
     assert forward_fresh_bytes(gpt2, s, config) == 0
     _, backward, step = first_touch_s(gpt2, s, config, hw)
@@ -36,7 +37,28 @@ def test_a_measured_backward_already_paid_for_its_gradients(gpt2, make_hardware)
     measured = dataclasses.replace(gpt2, measured_compute=MeasuredCompute(((1, 0.1, 0.2),)))
     s = shards(gpt2, config)
     assert (backward_fresh_bytes(gpt2, s, config, hw) - backward_fresh_bytes(measured, s, config, hw)
-            == 4 * 50257 * 768)
+            == 3 * 4 * 50257 * 768)
+
+
+def test_every_micro_step_makes_its_large_gradients_anew(gpt2, make_hardware):
+    """Stages 0/1 add each micro-step's gradient into ``.grad`` and free it: gas allocations per
+    step, as at stages 2/3."""
+    hw = make_hardware(first_touch_s_per_byte=RATE)
+    measured = dataclasses.replace(gpt2, measured_compute=MeasuredCompute(((1, 0.1, 0.2),)))
+    for stage in (0, 1, 2):
+        one = TrainConfig(stage=stage, micro_batch_size=1, dp_degree=2, precision="fp32")
+        four = dataclasses.replace(one, gradient_accumulation_steps=4)
+        grads = [backward_fresh_bytes(gpt2, shards(gpt2, c), c, hw) - backward_fresh_bytes(measured, shards(gpt2, c), c, hw)
+                 for c in (one, four)]
+        assert grads == [3 * 4 * 50257 * 768, 4 * 3 * 4 * 50257 * 768]
+
+
+def test_an_untied_head_makes_its_gradient_once(gpt2, make_hardware):
+    hw = make_hardware(first_touch_s_per_byte=RATE)
+    config = TrainConfig(stage=0, micro_batch_size=1, dp_degree=2, precision="fp32")
+    untied = dataclasses.replace(gpt2, block=dataclasses.replace(gpt2.block, tied_head=False))
+    s = shards(gpt2, config)
+    assert backward_fresh_bytes(gpt2, s, config, hw) - backward_fresh_bytes(untied, s, config, hw) == 2 * 4 * 50257 * 768
 
 
 def test_allocations_below_the_mmap_ceiling_come_back_mapped(make_gpt2, make_hardware):

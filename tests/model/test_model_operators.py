@@ -161,3 +161,32 @@ def test_qwen3_normalises_each_heads_query_and_key_and_zero3_hooks_those_norms()
     extra = (layer_activation_bytes_per_sample(qwen3, config, None)
              - layer_activation_bytes_per_sample(llama, config, None))
     assert extra == 64 * (64 + 32) * 2  # the norms' inputs: the query (s x h) and the key (s x kv), 2 bytes each
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_tied_lm_head_sums_two_gradients_of_the_embedding_in_every_backward(tied):
+    """The operator list adds the sum where the head's weight is the token embedding, as torch's
+    profiler shows it: one out-of-place ``aten::add`` of two [V, h] tensors per backward."""
+    import dataclasses
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from simtune.workloads.train import SyntheticTokens, build_model
+
+    preset = load_workload("gpt2-tiny")
+    workload = dataclasses.replace(preset, hf_config={**preset.hf_config, "tie_word_embeddings": tied})
+    m = model_spec(workload)
+    assert m.block.tied_head is tied
+    summed = [op for op in operators(m, fused_attention=True).outer_streaming if op.name == "embedding.tied_grad_sum"]
+    assert [(op.elements, op.backward_passes, op.backward_kernels) for op in summed] == (
+        [(m.vocab_size * m.hidden_size, 3, 1)] if tied else [])
+
+    torch.manual_seed(0)
+    model = build_model(workload)
+    loss = model(**SyntheticTokens(workload, 2, torch.device("cpu"), seed=1).next()).loss
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        loss.backward()
+    table = [m.vocab_size, m.hidden_size]
+    adds = [e for e in prof.events() if e.name == "aten::add" and e.input_shapes[:2] == [table, table]]
+    assert len(adds) == len(summed)
