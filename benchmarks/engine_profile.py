@@ -4,6 +4,7 @@ Run from the repository root (no GPU needed; DS_ACCELERATOR=cpu is set here):
 
     python benchmarks/engine_profile.py > benchmarks/results/engine_profile.txt
     python benchmarks/engine_profile.py --case gpt2:32:1:2     # one case of your own
+    python benchmarks/engine_profile.py --case gpt2:32:1:2 --faults-in scaled_global_norm   # a call's pages
 
 For each case (model, sequence length, ZeRO stage, processes) it launches simtune's training
 program's model and DeepSpeed's engine through the DeepSpeed launcher, trains three steps
@@ -68,6 +69,33 @@ def count_reduction_faults(engine: object, into: list[list[int]]) -> None:
         setattr(comm, name, counted(getattr(comm, name), 1))
 
 
+FAULTS_IN_ENV = "SIMTUNE_PROFILE_FAULTS_IN"
+"""How main passes ``--faults-in`` to the ranks (the training program's arguments are its own)."""
+
+
+def count_faults_in(engine: object, names: list[str], into: list[dict[str, int]]) -> None:
+    """Add the pages each named call touches first to ``into[-1][name]``: a method of the engine's
+    optimizer (``scaled_global_norm``) or a module's function (``module.path:function``, replaced
+    in that module, so its callers there see the counted one)."""
+    import importlib
+
+    for name in names:
+        module, _, function = name.rpartition(":")
+        owner = importlib.import_module(module) if module else getattr(engine, "optimizer")
+        call = getattr(owner, function, None)
+        if call is None:
+            raise SystemExit(f"--faults-in {name}: {type(owner).__name__} has no {function!r}")
+
+        def wrapper(*args, _call=call, _name=name, **kwargs):  # type: ignore[no-untyped-def]
+            before = minor_faults()
+            try:
+                return _call(*args, **kwargs)
+            finally:
+                if into:
+                    into[-1][_name] = into[-1].get(_name, 0) + minor_faults() - before
+        setattr(owner, function, wrapper)
+
+
 def rank_program(argv: list[str]) -> int:
     """One rank: build, train, profile; rank 0 prints its table."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -94,9 +122,13 @@ def rank_program(argv: list[str]) -> int:
     faults: list[tuple[int, int, int]] = []
     reduce_faults: list[list[int]] = []  # per step: the reduction's faults, then the collectives' alone
     count_reduction_faults(engine, reduce_faults)
+    named_faults: list[dict[str, int]] = []
+    names = [n for n in os.environ.get(FAULTS_IN_ENV, "").split(",") if n]
+    count_faults_in(engine, names, named_faults)
 
     def step() -> tuple[float, float, float]:
         reduce_faults.append([0, 0])
+        named_faults.append({})
         f0, t0 = minor_faults(), time.perf_counter()
         loss = engine(**data.next()).loss
         f1, t1 = minor_faults(), time.perf_counter()
@@ -129,6 +161,9 @@ def rank_program(argv: list[str]) -> int:
         within = [sorted(f[i] for f in reduce_faults[-3:])[1] * PAGE / 2**20 for i in range(2)]
         print(f"  of the backward's: gradient reduction (engine.allreduce_gradients) {within[0]:.0f} MiB, "
               f"of which inside the collectives {within[1]:.0f} MiB")
+        if names:
+            print("  in named calls (median per step): " + ", ".join(
+                f"{n} {sorted(f.get(n, 0) for f in named_faults[-3:])[1] * PAGE / 2**20:.0f} MiB" for n in names))
         print("operators by their own time over the 2 profiled steps (the engine calls' own rows are the time spent "
               "outside operators: Python, waits, collectives run outside torch):")
         rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:TOP_OPS]
@@ -160,11 +195,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--case", action="append", type=parse_case, metavar="MODEL:SEQ:STAGE:RANKS[:MBS]",
                         help="a case to profile instead of the default ones (repeatable), e.g. gpt2:32:1:2 "
                              "(micro-batch 2 unless a fifth field gives it)")
+    parser.add_argument("--faults-in", action="append", default=[], metavar="NAME",
+                        help="also count the pages a call touches first (repeatable): a method of the engine's "
+                             "optimizer, e.g. scaled_global_norm, or module:function, e.g. "
+                             "deepspeed.runtime.zero.stage_1_and_2:all_gather_dp_groups")
     args = parser.parse_args(argv)
     print(f"# command: python benchmarks/engine_profile.py{''.join(' ' + a for a in argv)}")
     print(f"# machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"{datetime.datetime.now().isoformat(timespec='seconds')}; load average {os.getloadavg()[0]:.2f}\n")
-    env = dict(os.environ, DS_ACCELERATOR="cpu")
+    env = dict(os.environ, DS_ACCELERATOR="cpu", **{FAULTS_IN_ENV: ",".join(args.faults_in)})
     deepspeed = Path(sys.executable).with_name("deepspeed")
     for model, seq, stage, ranks, mbs in args.case or CASES:
         with tempfile.TemporaryDirectory() as tmp, socket.socket() as sock:
@@ -180,7 +219,7 @@ def main(argv: list[str]) -> int:
                                   __file__, "--rank-program", "--model", model, "--seq-len", str(seq),
                                   "--deepspeed", str(config)], env=env, capture_output=True, text=True, timeout=900)
         table = [line for line in run.stdout.splitlines() if not line.startswith(("[20", "USDT"))
-                 and ("ms" in line or line.startswith(("operators", "pages", "  of the")))]
+                 and ("ms" in line or line.startswith(("operators", "pages", "  of the", "  in named")))]
         if run.returncode != 0 or not table:
             print(f"{model} ZeRO-{stage} on {ranks} processes failed (exit {run.returncode}): "
                   f"{(run.stderr.strip().splitlines() or ['no output'])[-1]}\n")

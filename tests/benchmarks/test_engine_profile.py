@@ -41,3 +41,23 @@ def test_the_reduction_counts_the_pages_it_touches_first(monkeypatch):
     script.count_reduction_faults(engine, counts)
     engine.allreduce_gradients()
     assert counts[0][0] * script.PAGE >= 60 * 2**20 and counts[0][1] == 0
+
+
+def test_a_named_call_counts_its_first_touches_and_a_missing_one_is_refused():
+    import torch
+
+    script = _profile()
+
+    class Optimizer:
+        def scaled_global_norm(self):
+            torch.ones(16 * 2**20)  # 64 MiB mapped afresh and written
+
+    class Engine:
+        optimizer = Optimizer()
+
+    engine, counts = Engine(), [{}]
+    script.count_faults_in(engine, ["scaled_global_norm"], counts)
+    engine.optimizer.scaled_global_norm()
+    assert counts[0]["scaled_global_norm"] * script.PAGE >= 60 * 2**20
+    with pytest.raises(SystemExit, match="has no 'step_all'"):
+        script.count_faults_in(engine, ["step_all"], counts)
