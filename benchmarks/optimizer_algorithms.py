@@ -5,7 +5,10 @@ ratio of bytes the same implementation moves (simtune.optimizers: ``relative_cos
 torch's AdamW, Adagrad, momentum SGD and plain SGD side by side over one flat fp32 tensor (as ZeRO
 steps its partition), in each implementation torch has on the CPU, in alternating order over
 several rounds, and prints each one's measured time relative to AdamW's in the same implementation
-and round against the ratio the model uses.
+and round against the ratio the model uses. DeepSpeed's CPU kernels, which step an offloaded
+optimizer (DeepSpeedCPUAdam, DeepSpeedCPUAdagrad, DeepSpeedCPULion), are one more implementation,
+their ratio the fused one's; the first run JIT-compiles those of them not yet built (a few minutes),
+and a kernel that cannot be built is left out.
 
     python benchmarks/optimizer_algorithms.py [--elements 4000000] [--rounds 5] [--threads 1]
 """
@@ -33,7 +36,23 @@ ALGORITHMS = {  # simtune's algorithm: torch's optimizer over the parameters (lr
     "sgd": lambda params, **kw: torch.optim.SGD(params, lr=1e-3, **kw),
 }
 IMPLEMENTATIONS = {"for_loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+DEEPSPEED_CPU = {  # simtune's algorithm: DeepSpeed's CPU kernel (module, class), as ZeRO-Offload builds it
+    "adamw": ("deepspeed.ops.adam", "DeepSpeedCPUAdam"),
+    "adagrad": ("deepspeed.ops.adagrad", "DeepSpeedCPUAdagrad"),
+    "lion": ("deepspeed.ops.lion", "DeepSpeedCPULion"),
+}
 STEPS, WARM_UP = 7, 2
+
+
+def build_optimizer(algorithm: str, implementation: str, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """torch's optimizer in ``implementation``, or DeepSpeed's CPU kernel (``deepspeed_cpu``)."""
+    if implementation != "deepspeed_cpu":
+        return ALGORITHMS[algorithm](params, **IMPLEMENTATIONS[implementation])
+    import importlib
+
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    module, name = DEEPSPEED_CPU[algorithm]
+    return getattr(importlib.import_module(module), name)(params, lr=1e-3, weight_decay=0.01)
 
 
 def step_seconds(algorithm: str, implementation: str, elements: int) -> float | None:
@@ -41,9 +60,9 @@ def step_seconds(algorithm: str, implementation: str, elements: int) -> float | 
     param = torch.nn.Parameter(torch.randn(elements))
     param.grad = torch.randn(elements)
     try:
-        optimizer = ALGORITHMS[algorithm]([param], **IMPLEMENTATIONS[implementation])
+        optimizer = build_optimizer(algorithm, implementation, [param])
         optimizer.step()
-    except (RuntimeError, ValueError, TypeError):
+    except Exception:  # no such implementation here (torch's), or a kernel that cannot be built
         return None
     times = []
     for index in range(WARM_UP + STEPS):
@@ -68,7 +87,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"# one flat fp32 tensor of {args.elements:,} elements, random gradients; per round every "
           f"(algorithm, implementation) once, the order reversed every other round")
-    cases = [(a, i) for i in IMPLEMENTATIONS for a in ALGORITHMS]
+    cases = [(a, i) for i in IMPLEMENTATIONS for a in ALGORITHMS] + [(a, "deepspeed_cpu") for a in DEEPSPEED_CPU]
     ratios: dict[tuple[str, str], list[float]] = {case: [] for case in cases}
     per_element: dict[tuple[str, str], list[float]] = {case: [] for case in cases}
     for round_index in range(args.rounds):
@@ -86,10 +105,10 @@ def main() -> None:
     errors = []
     for algorithm, implementation in cases:
         if not ratios[(algorithm, implementation)]:
-            print(f"{implementation:<15}{algorithm:<14}{'torch has none on this CPU':>48}")
+            print(f"{implementation:<15}{algorithm:<14}{'none on this CPU':>48}")
             continue
         measured_ratio = statistics.median(ratios[(algorithm, implementation)])
-        predicted = OptimizerChoice(algorithm).relative_cost(implementation)
+        predicted = OptimizerChoice(algorithm).relative_cost("fused" if implementation == "deepspeed_cpu" else implementation)
         error = predicted / measured_ratio - 1
         if algorithm != "adamw":
             errors.append(abs(error))

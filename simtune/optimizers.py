@@ -189,8 +189,14 @@ FIT_IMPLEMENTATIONS: dict[str, str] = {
 """By the name of a hardware profile's optimizer fit (:class:`simtune.hardware.OptimizerFit`): how
 the AdamW it timed launches its step."""
 
+HOST_KERNEL_FITS: dict[str, str] = {"adamw": "deepspeed_cpu_adam", "adagrad": "deepspeed_cpu_adagrad",
+                                    "lion": "deepspeed_cpu_lion"}
+"""By algorithm: the profile's optimizer fit of the DeepSpeed CPU kernel that steps it offloaded
+(:attr:`Algorithm.offload_impl`; one fused loop over the host's cores), which calibration times
+where the op is already built."""
+
 ADAM_KERNELS: dict[str, OptimizerKernels] = {
-    name: ADAMW.kernels(kind) for name, kind in FIT_IMPLEMENTATIONS.items() if name != "deepspeed_cpu_adam"}
+    name: ADAMW.kernels(kind) for name, kind in FIT_IMPLEMENTATIONS.items() if name != HOST_KERNEL_FITS["adamw"]}
 """AdamW's step by device fit name."""
 
 
@@ -211,9 +217,13 @@ def fit_name(algorithm: str, implementation: str) -> str:
 
 def fit_algorithm(name: str) -> Optional[str]:
     """The algorithm a profile's optimizer fit timed: AdamW for the AdamW fits (DeepSpeed's
-    included), else the one :func:`fit_name` names; None for a name it does not make."""
+    included), the algorithm of a DeepSpeed CPU kernel's (:data:`HOST_KERNEL_FITS`), else the one
+    :func:`fit_name` names; None for a name it does not make."""
     if name in FIT_IMPLEMENTATIONS or name.startswith("torch_adamw_"):
         return "adamw"
+    for algorithm, fit in HOST_KERNEL_FITS.items():
+        if name == fit:
+            return algorithm
     for algorithm in CALIBRATED_ALGORITHMS:
         for implementation in IMPLEMENTATIONS:
             if name == fit_name(algorithm, implementation):
@@ -266,6 +276,6 @@ def _positive(params: Mapping[str, Any], key: str, kind: str) -> bool:
     return value > 0
 
 
-__all__ = ["ADAMW", "ADAM_KERNELS", "ALGORITHMS", "Algorithm", "FIT_IMPLEMENTATIONS", "IMPLEMENTATIONS",
+__all__ = ["ADAMW", "ADAM_KERNELS", "ALGORITHMS", "Algorithm", "FIT_IMPLEMENTATIONS", "HOST_KERNEL_FITS", "IMPLEMENTATIONS",
            "OptimizerChoice", "OptimizerKernels", "CALIBRATED_ALGORITHMS", "fit_algorithm", "fit_name",
            "implementation_of", "optimizer_choice"]

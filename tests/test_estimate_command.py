@@ -255,3 +255,29 @@ def test_an_algorithm_the_profile_timed_is_said_to_step_at_its_measured_rate(cap
     main(["estimate", *argv])
     assert "optimizer sgd_momentum (its rate measured beside torch_adamw_foreach)" in capsys.readouterr().out
     assert run_json(capsys, [*argv, "--offload-optimizer", "cpu"])["config"]["algorithm_rate"] == "scaled from AdamW"
+
+
+def test_an_offloaded_algorithm_whose_cpu_kernel_was_timed_steps_at_that_kernels_rate(capsys, tmp_path):
+    """A profile with DeepSpeed's CPU Adagrad fit: offloaded, Adagrad steps at it (named as the host's
+    optimizer, said measured) and its step differs from the CPU Adam rate scaled to its bytes."""
+    import dataclasses
+
+    from simtune.hardware.profile import OptimizerFit
+    from simtune.hardware.registry import save_profile
+
+    base = load_profile("dgx-h100-80gb")
+    adam = base.offload.cpu_adam_s_per_param
+    kernel = OptimizerFit("deepspeed_cpu_adagrad", "cpu", 1e-4, 0.3 * adam, 1.0, ())
+    profile = dataclasses.replace(base, name="h100-cpu-adagrad", optimizer=dataclasses.replace(
+        base.optimizer, fits={**base.optimizer.fits, kernel.impl: kernel}))
+    path = tmp_path / "h100-cpu-adagrad.json"
+    save_profile(profile, path)
+    argv = ["--model", "gpt2-large", "--gpus", "8", "--stage", "2", "--mbs", "8", "--algorithm", "adagrad",
+            "--offload-optimizer", "cpu"]
+    timed, scaled = run_json(capsys, [*argv, "--profile", str(path)]), run_json(capsys, [*argv, "--profile", "dgx-h100-80gb"])
+    assert timed["config"]["host_optimizer"] == "deepspeed_cpu_adagrad" and timed["config"]["algorithm_rate"] == "measured"
+    assert scaled["config"]["host_optimizer"] == "deepspeed_cpu_adam"
+    assert scaled["config"]["algorithm_rate"] == "scaled from AdamW"
+    assert timed["time_s"]["optimizer"] < scaled["time_s"]["optimizer"]  # 0.3 of Adam's rate against 20/28
+    main(["estimate", *argv, "--profile", str(path)])
+    assert "optimizer adagrad on the host (deepspeed_cpu_adagrad, measured)" in capsys.readouterr().out

@@ -173,3 +173,10 @@ def test_an_unknown_algorithm_or_implementation_is_refused():
         OptimizerChoice("adamw", coupled_decay=True)
     with pytest.raises(ConfigError):
         ADAMW.kernels("vectorised")
+
+
+def test_every_algorithm_deepspeed_offloads_to_a_cpu_kernel_has_that_kernels_fit_name():
+    from simtune.optimizers import HOST_KERNEL_FITS, fit_algorithm
+
+    assert set(HOST_KERNEL_FITS) == {name for name, spec in ALGORITHMS.items() if spec.offload_impl}
+    assert {fit_algorithm(fit) for fit in HOST_KERNEL_FITS.values()} == set(HOST_KERNEL_FITS)

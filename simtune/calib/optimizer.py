@@ -18,20 +18,23 @@ Implementations: torch's AdamW (for-loop, foreach and fused where torch offers t
 device), DeepSpeed's FusedAdam on CUDA and DeepSpeedCPUAdam on the host; and torch's Adagrad,
 momentum SGD and SGD in the implementation torch runs on this device (the for-loop for CPU
 tensors, foreach for CUDA ones), which DeepSpeed builds from a config naming them
-(:data:`simtune.optimizers.CALIBRATED_ALGORITHMS`). DeepSpeed's ops are
+(:data:`simtune.optimizers.CALIBRATED_ALGORITHMS`); DeepSpeed's CPU Adagrad and Lion, which step
+those algorithms offloaded (:data:`simtune.optimizers.HOST_KERNEL_FITS`). DeepSpeed's ops are
 used only when already built (installed with the package or present in the JIT cache): building
 them takes tens of seconds, so a missing op is recorded as unavailable, never built here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 
 import torch
 
 from simtune.calib.device import Device
 from simtune.calib.timing import measure_in_turn
-from simtune.optimizers import CALIBRATED_ALGORITHMS, fit_name
+from simtune.optimizers import CALIBRATED_ALGORITHMS, HOST_KERNEL_FITS, fit_name
 
 CPU_PARAMS = [2**18, 2**20, 2**21, 2**22]
 CPU_PARAMS_QUICK = [2**18, 2**20, 2**22]
@@ -93,15 +96,31 @@ def _always(make):
     return lambda: (make, None)
 
 
-def _deepspeed_cpu_adam():
-    from deepspeed.ops.op_builder import CPUAdamBuilder  # a missing or broken op fails only this optimizer
+def _deepspeed_cpu_kernel(algorithm: str):
+    """A resolver for DeepSpeed's CPU optimizer of ``algorithm`` (what ZeRO-Offload steps it
+    with), available where its op is already built."""
 
-    reason = _op_prebuilt(CPUAdamBuilder())
-    if reason:
-        return None, reason
-    from deepspeed.ops.adam import DeepSpeedCPUAdam  # a missing or broken op fails only this optimizer
+    def resolve():
+        import importlib
 
-    return (lambda params: DeepSpeedCPUAdam(params, lr=1e-4, adamw_mode=True)), None
+        from deepspeed.ops import op_builder  # a missing or broken op fails only this optimizer
+
+        builder, module, name = DEEPSPEED_CPU_KERNELS[algorithm]
+        reason = _op_prebuilt(getattr(op_builder, builder)())
+        if reason:
+            return None, reason
+        kernel = getattr(importlib.import_module(module), name)  # a missing or broken op fails only this optimizer
+        extra = {"adamw_mode": True} if algorithm == "adamw" else {}
+        return (lambda params: kernel(params, lr=1e-4, **extra)), None
+
+    return resolve
+
+
+DEEPSPEED_CPU_KERNELS = {  # algorithm: (op builder, module, class), by simtune.optimizers.HOST_KERNEL_FITS
+    "adamw": ("CPUAdamBuilder", "deepspeed.ops.adam", "DeepSpeedCPUAdam"),
+    "adagrad": ("CPUAdagradBuilder", "deepspeed.ops.adagrad", "DeepSpeedCPUAdagrad"),
+    "lion": ("CPULionBuilder", "deepspeed.ops.lion", "DeepSpeedCPULion"),
+}
 
 
 def _deepspeed_fused_adam():
@@ -113,6 +132,24 @@ def _deepspeed_fused_adam():
     from deepspeed.ops.adam import FusedAdam  # a missing or broken op fails only this optimizer
 
     return (lambda params: FusedAdam(params, lr=1e-4, adam_w_mode=True)), None
+
+
+@contextlib.contextmanager
+def _cpu_info_asked_once():
+    """DeepSpeed's CPU optimizers ask py-cpuinfo for the CPU's vendor in their constructor, which
+    runs a subprocess (about 1.2 s on the 2-core VM, 4 of every kernel's 5 s of timing); while
+    calibration builds them the first answer is kept."""
+    try:
+        import cpuinfo  # DeepSpeed's dependency; without it nothing here asks
+    except ImportError:
+        yield
+        return
+    original = cpuinfo.get_cpu_info
+    cpuinfo.get_cpu_info = functools.cache(original)
+    try:
+        yield
+    finally:
+        cpuinfo.get_cpu_info = original
 
 
 def _time_impl(make, device: Device, torch_device: torch.device, sizes: list[int], warmup: int, repeats: int) -> dict:
@@ -156,18 +193,25 @@ def run(device: Device, quick: bool) -> dict:
     if cuda:
         candidates.append(("deepspeed_fused_adam", _deepspeed_fused_adam, device.torch_device, dev_sizes))
         candidates.append(("torch_adamw_foreach_host", torch_adamw["foreach"], torch.device("cpu"), host_sizes))
-    candidates.append(("deepspeed_cpu_adam", _deepspeed_cpu_adam, torch.device("cpu"), host_sizes))
+    for algorithm, fit in HOST_KERNEL_FITS.items():
+        candidates.append((fit, _deepspeed_cpu_kernel(algorithm), torch.device("cpu"), host_sizes))
 
     impls: dict[str, dict] = {}
-    for name, resolve, torch_device, sizes in candidates:
-        try:
-            make, reason = resolve()
-            if make is None:
-                impls[name] = {"unavailable": reason}
-                continue
-            impls[name] = _time_impl(make, device, torch_device, sizes, warmup, repeats)
-        except Exception as exc:  # a missing or broken op must never fail calibration
-            impls[name] = {"unavailable": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+    with _cpu_info_asked_once():
+        for name, resolve, torch_device, sizes in candidates:
+            impls[name] = _timed_or_why_not(resolve, device, torch_device, sizes, warmup, repeats)
     if cuda:
         torch.cuda.empty_cache()
     return {"impls": impls}
+
+
+def _timed_or_why_not(resolve, device: Device, torch_device: torch.device, sizes: list[int], warmup: int,
+                      repeats: int) -> dict:
+    """One implementation's timings, or why it could not run."""
+    try:
+        make, reason = resolve()
+        if make is None:
+            return {"unavailable": reason}
+        return _time_impl(make, device, torch_device, sizes, warmup, repeats)
+    except Exception as exc:  # a missing or broken op must never fail calibration
+        return {"unavailable": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}

@@ -13,7 +13,7 @@ from simtune.errors import InputError
 from simtune.model.step_time import STEP_TERMS
 from simtune.model.adapters import host_optimizer_fit
 from simtune.model.optimizer_time import torch_steps_on_host
-from simtune.optimizers import ALGORITHMS, OptimizerChoice
+from simtune.optimizers import ALGORITHMS, OptimizerChoice, fit_algorithm
 
 MEMORY_TERMS = ("parameters", "gradients", "master_weights", "optimizer_states", "gradient_buckets",
                 "gathered_parameters", "comm_scratch", "activations", "logits", "step_transient",
@@ -236,7 +236,8 @@ class EstimateCommand(Command):
             "algorithm_rate": ("measured" if predictor.optimizer_step_measured(trial.offload_optimizer != "none")
                                else "scaled from AdamW"),
             "optimizer": predictor.hardware.optimizer_impl,
-            "host_optimizer": (host_optimizer_fit(profile, torch_adamw=torch_steps_on_host(predictor.config(trial)))
+            "host_optimizer": (host_optimizer_fit(profile, torch_adamw=torch_steps_on_host(predictor.config(trial)),
+                                                  algorithm=predictor.optimizer.algorithm)
                                if trial.offload_optimizer != "none" else None),
             "gradient_clipping": predictor.gradient_clipping,
             **knobs,
@@ -368,5 +369,7 @@ def _optimizer_text(config: dict) -> str:
     if algorithm == "adamw":
         return f", optimizer {fit}{where}"
     if config.get("algorithm_rate") == "measured":
+        if fit_algorithm(fit) == algorithm:  # its own kernel's fit
+            return f", optimizer {algorithm}{where} ({fit}, measured)"
         return f", optimizer {algorithm}{where} (its rate measured beside {fit})"
     return f", optimizer {algorithm}{where} ({fit}'s AdamW rate scaled to its bytes)"

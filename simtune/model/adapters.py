@@ -13,8 +13,8 @@ from simtune.hardware.spec import ENGINE_COSTS
 from simtune.model.inputs import (AlgorithmRate, Block, CollectiveCost, Collectives, ComputeCurves, EfficiencyCurve,
                                   FrameworkCosts, FusedAttentionRate, HardwareSpec, ModelSpec, TrainConfig, WeightCost,
                                   least_squares_line)
-from simtune.optimizers import (ADAMW, CALIBRATED_ALGORITHMS, OptimizerChoice, fit_algorithm, fit_name,
-                                implementation_of)
+from simtune.optimizers import (ADAMW, CALIBRATED_ALGORITHMS, HOST_KERNEL_FITS, OptimizerChoice, fit_algorithm,
+                                fit_name, implementation_of)
 from simtune.space import Trial
 from simtune.workloads.analysis import (classification_pooled, forward_flops, idle_elements, largest_layer_params,
                                         module_parameters, parameter_count, parameter_tensor_numels)
@@ -247,14 +247,17 @@ def host_torch_adamw_rate(profile: HardwareProfile) -> Optional[float]:
     return None if name is None else profile.optimizer.fits[name].s_per_param
 
 
-def host_optimizer_fit(profile: HardwareProfile, torch_adamw: bool) -> Optional[str]:
+def host_optimizer_fit(profile: HardwareProfile, torch_adamw: bool, algorithm: str = "adamw") -> Optional[str]:
     """Which of the profile's fits an offloaded optimizer is stepped at, as
-    :meth:`~simtune.model.inputs.HardwareSpec.host_optimizer_rate` chooses: torch's AdamW on host
-    tensors where DeepSpeed runs it and the profile measured it, else the CPU Adam fit
+    :func:`simtune.model.optimizer_time.host_step_s_per_param` chooses: torch's AdamW on host
+    tensors where DeepSpeed runs it and the profile measured it, else the algorithm's own DeepSpeed
+    CPU kernel where the profile timed it (:func:`host_algorithm_rates`), else the CPU Adam fit
     (``offload.cpu_adam_impl``; a spec profile's rate is DeepSpeedCPUAdam's, derived)."""
     torch_fit = host_torch_adamw_fit(profile) if torch_adamw else None
     if torch_fit is not None:
         return torch_fit
+    if not torch_adamw and any(rate.algorithm == algorithm for rate in host_algorithm_rates(profile)):
+        return HOST_KERNEL_FITS[algorithm]
     impl = profile.offload.cpu_adam_impl
     return "deepspeed_cpu_adam" if impl == "spec" else impl
 
@@ -271,6 +274,16 @@ def algorithm_rates(profile: HardwareProfile, adamw_fit: str) -> tuple[Algorithm
                  for algorithm in CALIBRATED_ALGORITHMS
                  if (name := fit_name(algorithm, kind)) in fits and fits[name].device == profile.device.kind
                  and fits[name].s_per_param > 0)
+
+
+def host_algorithm_rates(profile: HardwareProfile) -> tuple[AlgorithmRate, ...]:
+    """The algorithms besides AdamW whose DeepSpeed CPU kernel the profile timed on the host
+    (:data:`simtune.optimizers.HOST_KERNEL_FITS`), with their zero-state costs; a fit whose slope
+    is not positive is left out (the bytes ratio stands in)."""
+    fits = profile.optimizer.fits
+    return tuple(AlgorithmRate(algorithm, fits[name].s_per_param, fits[name].zero_state_s_per_param)
+                 for algorithm, name in HOST_KERNEL_FITS.items()
+                 if algorithm != "adamw" and name in fits and fits[name].device == "cpu" and fits[name].s_per_param > 0)
 
 
 def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None) -> HardwareSpec:
@@ -317,7 +330,7 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
         d2h_pageable_bytes_per_s=profile.offload.d2h_pageable_bytes_per_s,
         host_copy_bytes_per_s=profile.offload.host_memcpy_bytes_per_s,
         cpu_adam_s_per_param=profile.offload.cpu_adam_s_per_param,
-        host_torch_adamw_s_per_param=host_torch_adamw_rate(profile),
+        host_torch_adamw_s_per_param=host_torch_adamw_rate(profile), host_algorithm_rates=host_algorithm_rates(profile),
         ranks_per_node=device.count_per_node, nodes=device.nodes,
         inter_node_collectives=_collectives(collectives.inter_node) if collectives.applicable else None,
         overlap_capable=device.kind == "cuda", host_memory_bytes=profile.offload.host_memory_bytes,

@@ -601,7 +601,7 @@ class FrameworkCosts:
 @dataclass(frozen=True)
 class AlgorithmRate:
     """Another optimizer algorithm than AdamW, timed on the device in the implementation of the
-    device's AdamW fit (:mod:`simtune.optimizers`)."""
+    device's AdamW fit, or on the host in DeepSpeed's CPU kernel (:mod:`simtune.optimizers`)."""
 
     algorithm: str
     s_per_param: float
@@ -648,6 +648,10 @@ class HardwareSpec:
     offload runs on the host. None leaves them uncosted."""
     cpu_adam_s_per_param: Optional[float]
     """Host Adam step (optimizer offload), seconds per parameter; None when unknown."""
+    host_algorithm_rates: tuple[AlgorithmRate, ...] = dataclasses.field(default=(), kw_only=True)
+    """Other algorithms than AdamW timed on the host in the DeepSpeed CPU kernel that steps them
+    offloaded (:data:`simtune.optimizers.HOST_KERNEL_FITS`); an algorithm not here steps at the CPU
+    Adam rate scaled to its bytes."""
     host_torch_adamw_s_per_param: Optional[float] = dataclasses.field(default=None, kw_only=True)
     """torch's AdamW stepping host tensors, seconds per parameter: what DeepSpeed runs for an
     offloaded optimizer with ``torch_adam`` (:meth:`host_optimizer_rate`); None when not measured."""
@@ -727,12 +731,13 @@ class HardwareSpec:
             _positive(ProfileError, "HardwareSpec", cpu_adam_s_per_param=self.cpu_adam_s_per_param)
         _require(self.zero_state_s_per_param >= 0, ProfileError,
                  f"HardwareSpec.zero_state_s_per_param must be >= 0, got {self.zero_state_s_per_param!r}.")
-        for rate in self.algorithm_rates:
-            _require(rate.algorithm in ALGORITHMS and rate.algorithm != "adamw", ProfileError,
-                     f"HardwareSpec.algorithm_rates names {rate.algorithm!r}, not another algorithm than AdamW.")
-            _positive(ProfileError, "HardwareSpec", **{f"algorithm_rates[{rate.algorithm}].s_per_param": rate.s_per_param})
-            _require(rate.zero_state_s_per_param >= 0, ProfileError,
-                     f"HardwareSpec.algorithm_rates[{rate.algorithm}].zero_state_s_per_param must be >= 0.")
+        for field, rates in (("algorithm_rates", self.algorithm_rates), ("host_algorithm_rates", self.host_algorithm_rates)):
+            for rate in rates:
+                _require(rate.algorithm in ALGORITHMS and rate.algorithm != "adamw", ProfileError,
+                         f"HardwareSpec.{field} names {rate.algorithm!r}, not another algorithm than AdamW.")
+                _positive(ProfileError, "HardwareSpec", **{f"{field}[{rate.algorithm}].s_per_param": rate.s_per_param})
+                _require(rate.zero_state_s_per_param >= 0, ProfileError,
+                         f"HardwareSpec.{field}[{rate.algorithm}].zero_state_s_per_param must be >= 0.")
         for name in ("h2d_pageable_bytes_per_s", "d2h_pageable_bytes_per_s", "host_copy_bytes_per_s"):
             if getattr(self, name) is not None:
                 _positive(ProfileError, "HardwareSpec", **{name: getattr(self, name)})
@@ -844,6 +849,11 @@ class HardwareSpec:
     def algorithm_rate(self, algorithm: str) -> Optional[AlgorithmRate]:
         """The measured rate of ``algorithm`` (:attr:`algorithm_rates`), None where not measured."""
         return next((rate for rate in self.algorithm_rates if rate.algorithm == algorithm), None)
+
+    def host_algorithm_rate(self, algorithm: str) -> Optional[AlgorithmRate]:
+        """The measured rate of ``algorithm``'s DeepSpeed CPU kernel (:attr:`host_algorithm_rates`),
+        None where not measured."""
+        return next((rate for rate in self.host_algorithm_rates if rate.algorithm == algorithm), None)
 
     def host_optimizer_rate(self, torch_adamw: bool) -> tuple[float, str]:
         """Seconds per parameter of an offloaded AdamW step, and how that step launches

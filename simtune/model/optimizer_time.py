@@ -100,10 +100,14 @@ def device_step_s_per_param(hw: HardwareSpec, c: TrainConfig) -> float:
 def host_step_s_per_param(hw: HardwareSpec, c: TrainConfig) -> float:
     """An offloaded step per parameter: torch's on host tensors (a for-loop) where DeepSpeed runs it
     (``torch_adam`` for AdamW; an algorithm without a DeepSpeed CPU kernel, SGD) and the profile
-    timed torch's AdamW there, else DeepSpeed's CPU kernel (fused), each at its AdamW rate times
-    the algorithm's relative cost."""
+    timed torch's AdamW there, else DeepSpeed's CPU kernel (fused): the algorithm's kernel at the
+    rate calibration measured for it (``HardwareSpec.host_algorithm_rates``), else at its AdamW
+    rate times the algorithm's relative cost. DeepSpeed's CPU Adagrad stepped 0.53 of its CPU
+    Adam's time per element where the bytes say 0.71, its Lion 0.72
+    (benchmarks/results/optimizer_algorithms.txt)."""
     rate, implementation = hw.host_optimizer_rate(torch_adamw=torch_steps_on_host(c))
-    return rate * c.optimizer.relative_cost(implementation)
+    measured = hw.host_algorithm_rate(c.optimizer.algorithm) if not torch_steps_on_host(c) else None
+    return measured.s_per_param if measured is not None else rate * c.optimizer.relative_cost(implementation)
 
 
 def idle_local_elements(m: ModelSpec, s: Shards, c: TrainConfig) -> float:

@@ -314,10 +314,11 @@ class Predictor:
 
     def optimizer_step_measured(self, offloaded: bool = False) -> bool:
         """Whether the trials' optimizer steps at a rate calibration measured for it: AdamW's
-        fits, or another algorithm's fit beside the device's (offloaded, only AdamW's host rate
-        is measured); else AdamW's rate scaled to its bytes (docs/cost-model.md 3.4)."""
+        fits, or another algorithm's fit beside the device's, or offloaded its DeepSpeed CPU
+        kernel's; else AdamW's rate scaled to its bytes (docs/cost-model.md 3.4)."""
         algorithm = self.optimizer.algorithm
-        return algorithm == "adamw" or (not offloaded and self.hardware.algorithm_rate(algorithm) is not None)
+        rate = self.hardware.host_algorithm_rate if offloaded else self.hardware.algorithm_rate
+        return algorithm == "adamw" or rate(algorithm) is not None
 
     def with_hardware(self, hardware: HardwareSpec) -> "Predictor":
         """The same predictor on other hardware numbers (everything else kept)."""

@@ -52,6 +52,25 @@ def test_the_other_algorithms_are_timed_in_the_implementation_torch_runs_here_an
         assert fit_algorithm(hardware_spec(profile).optimizer_impl) == "adamw"
 
 
+def test_deepspeeds_cpu_kernels_are_timed_where_built_and_step_their_algorithms_offloaded():
+    """Each DeepSpeed CPU optimizer is timed on the host where its op is built, else recorded as not
+    built (calibration never compiles one); the model takes the timed ones for the offloaded step."""
+    from simtune.calibration.build import _optimizer
+    from simtune.hardware.registry import load_profile
+    from simtune.model.adapters import host_algorithm_rates
+    from simtune.optimizers import HOST_KERNEL_FITS
+
+    raw = optimizer.run(current_device(0), quick=True)["impls"]
+    for fit in HOST_KERNEL_FITS.values():
+        assert "points" in raw[fit] or "is not built" in raw[fit]["unavailable"], raw[fit]
+    measured = _optimizer({"impls": raw})
+    base = load_profile("dgx-a100-80gb")
+    rates = {rate.algorithm: rate.s_per_param
+             for rate in host_algorithm_rates(dataclasses.replace(base, optimizer=measured))}
+    assert rates == {algorithm: measured.fits[fit].s_per_param for algorithm, fit in HOST_KERNEL_FITS.items()
+                     if algorithm != "adamw" and fit in measured.fits and measured.fits[fit].s_per_param > 0}
+
+
 def test_the_calibration_summary_gives_the_zero_state_cost_only_where_a_states_root_is_taken():
     from simtune.commands.calibrate import summary_lines
     from simtune.hardware.profile import OptimizerFit, SizePoint, Stats
@@ -67,3 +86,12 @@ def test_the_calibration_summary_gives_the_zero_state_cost_only_where_a_states_r
     lines = {line.split()[1]: line for line in summary_lines(profile) if line.strip().startswith("optimizer")}
     assert "with its states at 0" in lines["torch_adamw_foreach"]
     assert "states at 0" not in lines["torch_sgd_foreach"] and "1 ns/param" in lines["torch_sgd_foreach"]
+
+
+def test_deepspeeds_cpu_optimizers_ask_for_the_cpus_vendor_once_while_calibration_builds_them():
+    import cpuinfo
+
+    original = cpuinfo.get_cpu_info
+    with optimizer._cpu_info_asked_once():
+        assert cpuinfo.get_cpu_info() is cpuinfo.get_cpu_info()  # the first answer kept
+    assert cpuinfo.get_cpu_info is original

@@ -449,6 +449,22 @@ def test_an_offloaded_algorithm_steps_on_deepspeeds_cpu_kernel_or_torchs_loop(gp
     assert host_step_s_per_param(untimed, sgd) == pytest.approx(untimed.cpu_adam_s_per_param * 20 / 28)
 
 
+def test_an_offloaded_algorithms_timed_cpu_kernel_wins_over_the_bytes_ratio(make_hardware):
+    """Calibration times DeepSpeed's CPU Adagrad and Lion where built: offloaded, that rate is the
+    step; SGD, which torch's loop steps on the host, keeps its ratio."""
+    from simtune.model.inputs import AlgorithmRate
+    from simtune.model.optimizer_time import host_step_s_per_param
+    from simtune.optimizers import OptimizerChoice
+
+    hw = make_hardware(host_algorithm_rates=(AlgorithmRate("adagrad", 0.4e-9), AlgorithmRate("sgd_momentum", 9e-9)))
+    config = TrainConfig(stage=2, micro_batch_size=4, dp_degree=8, offload_optimizer=True)
+    rate = {a: host_step_s_per_param(hw, dataclasses.replace(config, optimizer=OptimizerChoice(a)))
+            for a in ("adagrad", "lion", "sgd_momentum")}
+    assert rate["adagrad"] == pytest.approx(0.4e-9)
+    assert rate["lion"] == pytest.approx(hw.cpu_adam_s_per_param * 20 / 28)
+    assert rate["sgd_momentum"] == pytest.approx(hw.cpu_adam_s_per_param * 20 / 28)  # torch's loop: no kernel fit
+
+
 def test_an_algorithms_measured_rate_wins_over_the_bytes_ratio(gpt2, make_hardware):
     """Calibration times torch's SGD and Adagrad where torch runs them: that rate is the step (a
     coupled weight decay adds its 12 bytes pro rata); an algorithm not timed keeps the ratio."""
