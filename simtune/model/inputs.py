@@ -95,8 +95,9 @@ class Block:
     """Positions per sample an LM head runs on; 0: every position. NVIDIA's BERT computes its
     masked-LM head at the masked positions only (``dense_seq_output``)."""
     tied_head: bool = True
-    """An LM head whose weight is the token embedding (GPT-2, BERT; not Llama 3): the weight's
-    gradient is made twice and summed in every backward (:mod:`simtune.model.operators`)."""
+    """An LM head whose weight is the token embedding (``tie_word_embeddings``: GPT-2, BERT; not
+    Llama 3 8B): the weight's gradient is made twice and summed in every backward
+    (:mod:`simtune.model.operators`)."""
 
     def __post_init__(self) -> None:
         _require(self.norm in ("layer_norm", "rms_norm"), WorkloadError,
