@@ -276,6 +276,6 @@ def _positive(params: Mapping[str, Any], key: str, kind: str) -> bool:
     return value > 0
 
 
-__all__ = ["ADAMW", "ADAM_KERNELS", "ALGORITHMS", "Algorithm", "FIT_IMPLEMENTATIONS", "HOST_KERNEL_FITS", "IMPLEMENTATIONS",
-           "OptimizerChoice", "OptimizerKernels", "CALIBRATED_ALGORITHMS", "fit_algorithm", "fit_name",
-           "implementation_of", "optimizer_choice"]
+__all__ = ["ADAMW", "ADAM_KERNELS", "ALGORITHMS", "Algorithm", "FIT_IMPLEMENTATIONS", "HOST_KERNEL_FITS",
+           "IMPLEMENTATIONS", "OptimizerChoice", "OptimizerKernels", "CALIBRATED_ALGORITHMS", "fit_algorithm",
+           "fit_name", "implementation_of", "optimizer_choice"]

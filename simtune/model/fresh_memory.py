@@ -21,7 +21,7 @@ gas: micro-steps per optimizer step):
   freed (``AccumulateGrad``), at stages 2/3 hooks move each into the bucket and free it; an LM
   head tied to the token embedding (``Block.tied_head``) makes that gradient three times, the
   head's, the embedding's and their sum (``aten::add`` of two [V, h] tensors; gpt2 at 32 tokens:
-  3 x 147 MiB of first touches per rank in the backward, benchmarks/results/engine_profile_gpt2_faults.txt);
+  3 x 147 MiB of first touches per rank in the backward, benchmarks/results/engine_profile_gpt2_tied.txt);
   none where the backward was measured (it paid them); the reductions' flat copies
   (memory_buffers.comm_scratch_bytes: stage 0's flatten at the boundary, stage 3's concatenated
   bucket and the backend's staging every micro-step, stages 1/2's beside other ranks); the bucket
@@ -84,7 +84,9 @@ def backward_fresh_bytes(m: ModelSpec, s: Shards, c: TrainConfig, hw: HardwareSp
     measurement, which also freed them after every backward."""
     b, gas = c.bytes_per_element, c.gradient_accumulation_steps
     per_micro = c.stage >= 2
-    grads = 0.0 if m.measured_compute is not None else gas * (_large_tensor_bytes(m, c, b) + tied_head_copies_bytes(m, c))
+    grads = 0.0
+    if m.measured_compute is None:
+        grads = gas * (_large_tensor_bytes(m, c, b) + tied_head_copies_bytes(m, c))
     if c.stage == 0:
         piece = b * min(buf.STAGE0_ALLREDUCE_ELEMENTS, s.params)
         scratch = _fresh(piece) * s.params * b / piece if piece else 0.0

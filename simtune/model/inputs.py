@@ -732,7 +732,8 @@ class HardwareSpec:
             _positive(ProfileError, "HardwareSpec", cpu_adam_s_per_param=self.cpu_adam_s_per_param)
         _require(self.zero_state_s_per_param >= 0, ProfileError,
                  f"HardwareSpec.zero_state_s_per_param must be >= 0, got {self.zero_state_s_per_param!r}.")
-        for field, rates in (("algorithm_rates", self.algorithm_rates), ("host_algorithm_rates", self.host_algorithm_rates)):
+        for field, rates in (("algorithm_rates", self.algorithm_rates),
+                             ("host_algorithm_rates", self.host_algorithm_rates)):
             for rate in rates:
                 _require(rate.algorithm in ALGORITHMS and rate.algorithm != "adamw", ProfileError,
                          f"HardwareSpec.{field} names {rate.algorithm!r}, not another algorithm than AdamW.")

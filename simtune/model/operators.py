@@ -240,7 +240,8 @@ def linear_parameters(m: ModelSpec) -> int:
 
 
 FP32_UNDER_AUTOCAST = ("norm_1", "norm_2", "final_norm", "residual_adds", "embedding", "embedding.grad",
-                       "embedding.tied_grad_sum", "embedding.dropout", "mlm.gelu_norm", "attn.softmax", "attn.dropout", "mlp.gelu_new")
+                       "embedding.tied_grad_sum", "embedding.dropout", "mlm.gelu_norm", "attn.softmax", "attn.dropout",
+                       "mlp.gelu_new")
 """Memory-bound operators that run in fp32 under CUDA's torch autocast: the norms (``layer_norm``
 is on autocast's fp32 list, RMSNorm upcasts itself) and whatever reads their output or the fp32
 residual stream (residual adds, the embeddings' look-ups of fp32 weights, their dropout), eager
