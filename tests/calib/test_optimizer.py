@@ -2,12 +2,20 @@
 
 import dataclasses
 
+import pytest
+
 from simtune.calib import optimizer
 from simtune.calib.device import current_device
 
 
-def test_host_implementations_also_time_their_largest_size_with_moments_left_at_zero():
-    result = optimizer.run(current_device(0), quick=True)["impls"]
+@pytest.fixture(scope="module")
+def quick_run() -> dict:
+    """One quick run of the microbenchmark on this CPU, read by every test here (5-10 s each)."""
+    return optimizer.run(current_device(0), quick=True)
+
+
+def test_host_implementations_also_time_their_largest_size_with_moments_left_at_zero(quick_run):
+    result = quick_run["impls"]
     timed = {name: impl for name, impl in result.items() if "unavailable" not in impl}
     assert {"torch_adamw_foreach", "torch_adamw_for_loop"} <= set(timed)
     for impl in timed.values():
@@ -18,7 +26,7 @@ def test_host_implementations_also_time_their_largest_size_with_moments_left_at_
         assert len(impl["points"]) == len(optimizer.CPU_PARAMS_QUICK)  # the zero-moment step is not a fit point
 
 
-def test_the_other_algorithms_are_timed_in_the_implementation_torch_runs_here_and_the_model_uses_them():
+def test_the_other_algorithms_are_timed_in_the_implementation_torch_runs_here_and_the_model_uses_them(quick_run):
     """On CPU tensors torch runs its for-loop: Adagrad, momentum SGD and SGD are timed so, and a
     profile built from the timings gives the model their measured rates beside AdamW's."""
     from simtune.calibration.build import _optimizer
@@ -27,7 +35,7 @@ def test_the_other_algorithms_are_timed_in_the_implementation_torch_runs_here_an
     from simtune.model.adapters import algorithm_rates, hardware_spec
     from simtune.optimizers import CALIBRATED_ALGORITHMS, fit_algorithm, fit_name
 
-    raw = optimizer.run(current_device(0), quick=True)
+    raw = quick_run
     for algorithm in CALIBRATED_ALGORITHMS:
         assert "points" in raw["impls"][fit_name(algorithm, "for_loop")], raw["impls"][fit_name(algorithm, "for_loop")]
     measured = _optimizer(raw)
@@ -52,7 +60,7 @@ def test_the_other_algorithms_are_timed_in_the_implementation_torch_runs_here_an
         assert fit_algorithm(hardware_spec(profile).optimizer_impl) == "adamw"
 
 
-def test_deepspeeds_cpu_kernels_are_timed_where_built_and_step_their_algorithms_offloaded():
+def test_deepspeeds_cpu_kernels_are_timed_where_built_and_step_their_algorithms_offloaded(quick_run):
     """Each DeepSpeed CPU optimizer is timed on the host where its op is built, else recorded as not
     built (calibration never compiles one); the model takes the timed ones for the offloaded step."""
     from simtune.calibration.build import _optimizer
@@ -60,7 +68,7 @@ def test_deepspeeds_cpu_kernels_are_timed_where_built_and_step_their_algorithms_
     from simtune.model.adapters import host_algorithm_rates
     from simtune.optimizers import HOST_KERNEL_FITS
 
-    raw = optimizer.run(current_device(0), quick=True)["impls"]
+    raw = quick_run["impls"]
     for fit in HOST_KERNEL_FITS.values():
         assert "points" in raw[fit] or "is not built" in raw[fit]["unavailable"], raw[fit]
     measured = _optimizer({"impls": raw})
