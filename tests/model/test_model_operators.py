@@ -163,8 +163,8 @@ def test_qwen3_normalises_each_heads_query_and_key_and_zero3_hooks_those_norms()
     assert extra == 64 * (64 + 32) * 2  # the norms' inputs: the query (s x h) and the key (s x kv), 2 bytes each
 
 
-@pytest.mark.parametrize("tied", [True, False])
-def test_a_tied_lm_head_sums_two_gradients_of_the_embedding_in_every_backward(tied):
+@pytest.mark.parametrize("preset, tied", [("gpt2-tiny", True), ("gpt2-tiny", False), ("bert-tiny", True)])
+def test_a_tied_lm_head_sums_two_gradients_of_the_embedding_in_every_backward(preset, tied):
     """The operator list adds the sum where the head's weight is the token embedding, as torch's
     profiler shows it: one out-of-place ``aten::add`` of two [V, h] tensors per backward."""
     import dataclasses
@@ -174,8 +174,8 @@ def test_a_tied_lm_head_sums_two_gradients_of_the_embedding_in_every_backward(ti
 
     from simtune.workloads.train import SyntheticTokens, build_model
 
-    preset = load_workload("gpt2-tiny")
-    workload = dataclasses.replace(preset, hf_config={**preset.hf_config, "tie_word_embeddings": tied})
+    loaded = load_workload(preset)
+    workload = dataclasses.replace(loaded, hf_config={**loaded.hf_config, "tie_word_embeddings": tied})
     m = model_spec(workload)
     assert m.block.tied_head is tied
     summed = [op for op in operators(m, fused_attention=True).outer_streaming if op.name == "embedding.tied_grad_sum"]
