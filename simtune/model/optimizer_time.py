@@ -4,7 +4,8 @@
                   (the algorithm's rate measured on the device, else the device AdamW rate *
                   relative cost; when the optimizer is offloaded the host's AdamW rate * relative
                   cost: torch's on host tensors where DeepSpeed runs it, ``torch_adam`` or an
-                  algorithm DeepSpeed has no CPU kernel for, else its CPU Adam)
+                  algorithm DeepSpeed has no CPU kernel for, else its CPU Adam, or the algorithm's
+                  own DeepSpeed CPU kernel where calibration timed it)
                   + the dispatch of an implementation that launches its kernels tensor by tensor,
                   where it steps the model's own tensors (:func:`loop_dispatch_s`)
                   + idle local elements * z   (on the device, not offloaded)
@@ -12,7 +13,8 @@
 The relative cost is the configuration's algorithm's bytes over AdamW's in the same
 implementation (:meth:`simtune.optimizers.OptimizerChoice.relative_cost`: 1 for AdamW; for the
 for-loop 48/84 Adagrad, 32/84 momentum SGD, 12/84 plain SGD): what a spec profile, a profile
-calibrated before the other algorithms were timed, Lion and every offloaded step use.
+calibrated before the other algorithms were timed, Lion on the device and every offloaded step
+whose kernel was not timed use.
 
 with local elements P (stage 0), the flat slice (stages 1/2) or the partition (stage 3). Idle
 elements are those no sample gives a gradient (``ModelSpec.idle_elements``: learned position rows
