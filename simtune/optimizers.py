@@ -34,9 +34,10 @@ dispatch-bound there (:func:`simtune.model.optimizer_time.loop_dispatch_s`).
 
 Calibration times AdamW in every implementation, and torch's Adagrad, momentum SGD and SGD in the
 one torch runs on the device (the for-loop for CPU tensors, foreach for CUDA ones:
-:mod:`simtune.calib.optimizer`, fits named by :func:`fit_name`). Where a profile has no fit for an
-algorithm (a spec profile, Lion) its step is AdamW's rate times the ratio of bytes the same
-implementation moves (:meth:`OptimizerChoice.relative_cost`): right where both are memory-bound,
+:mod:`simtune.calib.optimizer`, fits named by :func:`fit_name`), and, where their ops are built,
+the DeepSpeed CPU kernels that step Adagrad and Lion offloaded (:data:`HOST_KERNEL_FITS`). Where
+a profile has no fit for an algorithm (a spec profile, Lion) its step is AdamW's rate times the
+ratio of bytes the same implementation moves (:meth:`OptimizerChoice.relative_cost`): right where both are memory-bound,
 as on a GPU; on a CPU the root and the division of AdamW's step cost more than their bytes, so the
 ratio over-predicts SGD by half (benchmarks/results/optimizer_algorithms.txt), which the measured
 fits avoid.
