@@ -32,8 +32,8 @@ from pathlib import Path
 
 MICRO_BATCH = 2
 """A case's micro-batch size unless it gives one."""
-CASES = [("gpt2-tiny-heavy", 64, 0, 2, MICRO_BATCH), ("gpt2-tiny-heavy", 64, 1, 2, MICRO_BATCH),
-         ("gpt2", 32, 0, 2, MICRO_BATCH)]
+CASES = [("gpt2-tiny-heavy", 64, 0, 2, MICRO_BATCH, 1), ("gpt2-tiny-heavy", 64, 1, 2, MICRO_BATCH, 1),
+         ("gpt2", 32, 0, 2, MICRO_BATCH, 1)]
 TOP_OPS = 12
 TOP_SHAPES = 6
 COPYING = ("aten::cat", "aten::copy_", "aten::add_", "aten::zero_", "aten::fill_")
@@ -126,26 +126,35 @@ def rank_program(argv: list[str]) -> int:
     names = [n for n in os.environ.get(FAULTS_IN_ENV, "").split(",") if n]
     count_faults_in(engine, names, named_faults)
 
+    gas = engine.gradient_accumulation_steps()
+
     def step() -> tuple[float, float, float]:
+        """One optimizer step: its micro-steps' forwards and backwards summed, then the step call."""
         reduce_faults.append([0, 0])
         named_faults.append({})
-        f0, t0 = minor_faults(), time.perf_counter()
-        loss = engine(**data.next()).loss
-        f1, t1 = minor_faults(), time.perf_counter()
-        engine.backward(loss)
-        f2, t2 = minor_faults(), time.perf_counter()
+        fwd = bwd = 0.0
+        fwd_faults = bwd_faults = 0
+        for _ in range(gas):
+            f0, t0 = minor_faults(), time.perf_counter()
+            loss = engine(**data.next()).loss
+            f1, t1 = minor_faults(), time.perf_counter()
+            engine.backward(loss)
+            f2, t2 = minor_faults(), time.perf_counter()
+            fwd, bwd, fwd_faults, bwd_faults = fwd + t1 - t0, bwd + t2 - t1, fwd_faults + f1 - f0, bwd_faults + f2 - f1
+        f3, t3 = minor_faults(), time.perf_counter()
         engine.step()
-        faults.append((f1 - f0, f2 - f1, minor_faults() - f2))
-        return t1 - t0, t2 - t1, time.perf_counter() - t2
+        faults.append((fwd_faults, bwd_faults, minor_faults() - f3))
+        return fwd, bwd, time.perf_counter() - t3
 
     for _ in range(3):
         step()
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(2):
-            with record_function("engine forward"):
-                loss = engine(**data.next()).loss
-            with record_function("engine backward"):
-                engine.backward(loss)
+            for _ in range(gas):
+                with record_function("engine forward"):
+                    loss = engine(**data.next()).loss
+                with record_function("engine backward"):
+                    engine.backward(loss)
             with record_function("engine step"):
                 engine.step()
     timed = [step() for _ in range(3)]
@@ -153,7 +162,8 @@ def rank_program(argv: list[str]) -> int:
         fwd, bwd, stp = (sorted(t[i] for t in timed)[1] * 1e3 for i in range(3))
         params = sum(p.numel() for p in model.parameters())
         print(f"{args.model} (seq {args.seq_len}, {params:,} parameters), ZeRO-{ds_config['zero_optimization']['stage']}, "
-              f"micro-batch {engine.train_micro_batch_size_per_gpu()}, {torch.distributed.get_world_size()} processes "
+              f"micro-batch {engine.train_micro_batch_size_per_gpu()}{f' x {gas} micro-steps' if gas > 1 else ''}, "
+              f"{torch.distributed.get_world_size()} processes "
               f"of {threads} thread(s): median of 3 steps forward {fwd:.1f} ms, backward {bwd:.1f} ms, step {stp:.1f} ms")
         mib = [sorted(f[i] for f in faults[-3:])[1] * PAGE / 2**20 for i in range(3)]
         print(f"pages first touched (this rank's minor faults x {PAGE // 1024} KiB, median of the 3 timed steps): "
@@ -182,19 +192,24 @@ def rank_program(argv: list[str]) -> int:
     return 0
 
 
-def parse_case(text: str) -> tuple[str, int, int, int, int]:
-    """MODEL:SEQ:STAGE:RANKS[:MICRO_BATCH] (:data:`MICRO_BATCH` unless given)."""
-    model, seq, stage, ranks, *mbs = text.split(":")
-    return model, int(seq), int(stage), int(ranks), int(mbs[0]) if mbs else MICRO_BATCH
+def parse_case(text: str) -> tuple[str, int, int, int, int, int]:
+    """MODEL:SEQ:STAGE:RANKS[:MICRO_BATCH[:GAS]] (:data:`MICRO_BATCH` and one micro-step per
+    optimizer step unless given)."""
+    model, seq, stage, ranks, *rest = text.split(":")
+    if len(rest) > 2:
+        raise ValueError(f"a case has at most six fields, not {text!r}")
+    mbs = int(rest[0]) if rest else MICRO_BATCH
+    return model, int(seq), int(stage), int(ranks), mbs, int(rest[1]) if len(rest) > 1 else 1
 
 
 def main(argv: list[str]) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", action="append", type=parse_case, metavar="MODEL:SEQ:STAGE:RANKS[:MBS]",
+    parser.add_argument("--case", action="append", type=parse_case, metavar="MODEL:SEQ:STAGE:RANKS[:MBS[:GAS]]",
                         help="a case to profile instead of the default ones (repeatable), e.g. gpt2:32:1:2 "
-                             "(micro-batch 2 unless a fifth field gives it)")
+                             "(micro-batch 2 unless a fifth field gives it; a sixth, the micro-steps per "
+                             "optimizer step, 1 unless given)")
     parser.add_argument("--faults-in", action="append", default=[], metavar="NAME",
                         help="also count the pages a call touches first (repeatable): a method of the engine's "
                              "optimizer, e.g. scaled_global_norm, or module:function, e.g. "
@@ -205,13 +220,13 @@ def main(argv: list[str]) -> int:
           f"{datetime.datetime.now().isoformat(timespec='seconds')}; load average {os.getloadavg()[0]:.2f}\n")
     env = dict(os.environ, DS_ACCELERATOR="cpu", **{FAULTS_IN_ENV: ",".join(args.faults_in)})
     deepspeed = Path(sys.executable).with_name("deepspeed")
-    for model, seq, stage, ranks, mbs in args.case or CASES:
+    for model, seq, stage, ranks, mbs, gas in args.case or CASES:
         with tempfile.TemporaryDirectory() as tmp, socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
             config = Path(tmp) / "ds_config.json"
             config.write_text(json.dumps({
-                "train_micro_batch_size_per_gpu": mbs, "gradient_accumulation_steps": 1,
+                "train_micro_batch_size_per_gpu": mbs, "gradient_accumulation_steps": gas,
                 "optimizer": {"type": "AdamW", "params": {"lr": 1e-4, "weight_decay": 0.0, "torch_adam": True}},
                 "zero_optimization": {"stage": stage}}))
             sock.close()

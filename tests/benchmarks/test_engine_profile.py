@@ -1,5 +1,5 @@
 """benchmarks/engine_profile.py: a case names model, sequence length, stage, processes and, when
-given, the micro-batch size (2 otherwise)."""
+given, the micro-batch size (2 otherwise) and the micro-steps per optimizer step (1 otherwise)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,17 @@ def _profile():
     return load_script(BENCHMARKS / "engine_profile.py", "engine_profile_benchmark")
 
 
-def test_a_case_takes_its_micro_batch_size_from_a_fifth_field():
+def test_a_case_takes_its_micro_batch_size_and_accumulation_from_a_fifth_and_sixth_field():
     parse = _profile().parse_case
-    assert parse("gpt2:32:0:2") == ("gpt2", 32, 0, 2, 2)
-    assert parse("gpt2:32:1:2:8") == ("gpt2", 32, 1, 2, 8)
+    assert parse("gpt2:32:0:2") == ("gpt2", 32, 0, 2, 2, 1)
+    assert parse("gpt2:32:1:2:8") == ("gpt2", 32, 1, 2, 8, 1)
+    assert parse("gpt2:32:1:2:8:4") == ("gpt2", 32, 1, 2, 8, 4)
 
 
-def test_a_case_with_a_missing_field_is_refused():
+@pytest.mark.parametrize("case", ["gpt2:32:1", "gpt2:32:1:2:8:4:1"])
+def test_a_case_with_a_missing_or_extra_field_is_refused(case):
     with pytest.raises(ValueError):
-        _profile().parse_case("gpt2:32:1")
+        _profile().parse_case(case)
 
 
 def test_the_reduction_counts_the_pages_it_touches_first(monkeypatch):
