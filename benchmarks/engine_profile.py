@@ -129,32 +129,33 @@ def rank_program(argv: list[str]) -> int:
     gas = engine.gradient_accumulation_steps()
 
     def step() -> tuple[float, float, float]:
-        """One optimizer step: its micro-steps' forwards and backwards summed, then the step call."""
+        """One optimizer step: its micro-steps' forward, backward and step calls, each summed over
+        them (DeepSpeed's loop calls ``step`` after every backward; it updates at the boundary)."""
         reduce_faults.append([0, 0])
         named_faults.append({})
-        fwd = bwd = 0.0
-        fwd_faults = bwd_faults = 0
+        times, counts = [0.0, 0.0, 0.0], [0, 0, 0]
         for _ in range(gas):
             f0, t0 = minor_faults(), time.perf_counter()
             loss = engine(**data.next()).loss
             f1, t1 = minor_faults(), time.perf_counter()
             engine.backward(loss)
             f2, t2 = minor_faults(), time.perf_counter()
-            fwd, bwd, fwd_faults, bwd_faults = fwd + t1 - t0, bwd + t2 - t1, fwd_faults + f1 - f0, bwd_faults + f2 - f1
-        f3, t3 = minor_faults(), time.perf_counter()
-        engine.step()
-        faults.append((fwd_faults, bwd_faults, minor_faults() - f3))
-        return fwd, bwd, time.perf_counter() - t3
+            engine.step()
+            f3, t3 = minor_faults(), time.perf_counter()
+            for i, (start, end, fa, fb) in enumerate(((t0, t1, f0, f1), (t1, t2, f1, f2), (t2, t3, f2, f3))):
+                times[i] += end - start
+                counts[i] += fb - fa
+        faults.append((counts[0], counts[1], counts[2]))
+        return times[0], times[1], times[2]
 
     for _ in range(3):
         step()
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        for _ in range(2):
-            for _ in range(gas):
-                with record_function("engine forward"):
-                    loss = engine(**data.next()).loss
-                with record_function("engine backward"):
-                    engine.backward(loss)
+        for _ in range(2 * gas):
+            with record_function("engine forward"):
+                loss = engine(**data.next()).loss
+            with record_function("engine backward"):
+                engine.backward(loss)
             with record_function("engine step"):
                 engine.step()
     timed = [step() for _ in range(3)]

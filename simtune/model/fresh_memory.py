@@ -25,7 +25,8 @@ gas: micro-steps per optimizer step):
   none where the backward was measured (it paid them); the reductions' flat copies
   (memory_buffers.comm_scratch_bytes: stage 0's flatten at the boundary, stage 3's concatenated
   bucket and the backend's staging every micro-step, stages 1/2's beside other ranks); the bucket
-  stages 1/2 allocate in every backward (``setup_buckets``), as far as gradients fill it;
+  stages 1/2 allocate where they reduce (``setup_buckets``: at the boundary at stage 1, every
+  micro-step at stage 2), as far as gradients fill it;
 - step: the flat fp32 gradients stages 1-3 build (``single_grad_partition``) and the optimizer
   implementation's temporaries (memory_buffers.optimizer_temporaries), tensor by tensor;
 - the loss, every micro-step (:func:`loss_fresh_bytes`), where the model's forward and backward
@@ -98,7 +99,7 @@ def backward_fresh_bytes(m: ModelSpec, s: Shards, c: TrainConfig, hw: HardwareSp
     if c.stage in (1, 2) and (c.contiguous_gradients or c.offload_optimizer):
         count = 2 if c.overlap else 1
         if _fresh(b * c.reduce_bucket_size):
-            buckets = gas * b * min(c.reduce_bucket_size * count, s.params)
+            buckets = (gas if per_micro else 1) * b * min(c.reduce_bucket_size * count, s.params)
     return grads + scratch + buckets
 
 

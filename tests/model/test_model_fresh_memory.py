@@ -114,3 +114,17 @@ def test_the_loss_maps_its_logits_sized_tensors_afresh_once_they_reach_the_thres
 def test_fewer_ranks_on_a_node_fault_faster_with_more_threads(make_hardware):
     hw = make_hardware(first_touch_s_per_byte=RATE, threads_per_rank=1, ranks_per_node=2)
     assert hw.with_ranks_per_node(1, 1).first_touch_s_per_byte == pytest.approx(RATE / 2)
+
+
+def test_stage1_allocates_its_reduction_bucket_at_the_boundary_and_stage2_in_every_micro_step(gpt2, make_hardware):
+    """Stage 1 reduces once a step, stage 2 in every backward: with more micro-steps only stage 2's
+    bucket is allocated again (measured: benchmarks/results/engine_profile_gpt2_tied.txt)."""
+    hw = make_hardware(first_touch_s_per_byte=RATE)
+    measured = dataclasses.replace(gpt2, measured_compute=MeasuredCompute(((1, 0.1, 0.2),)))  # no gradients counted
+    growth = {}
+    for stage in (1, 2):
+        one = TrainConfig(stage=stage, micro_batch_size=1, dp_degree=2, precision="fp32", reduce_bucket_size=int(5e8))
+        two = dataclasses.replace(one, gradient_accumulation_steps=2)
+        growth[stage] = (backward_fresh_bytes(measured, shards(gpt2, two), two, hw)
+                         - backward_fresh_bytes(measured, shards(gpt2, one), one, hw))
+    assert growth[1] == 0 and growth[2] > 0
