@@ -259,31 +259,33 @@ def host_optimizer_fit(profile: HardwareProfile, torch_adamw: bool, algorithm: s
     if not torch_adamw and any(rate.algorithm == algorithm for rate in host_algorithm_rates(profile)):
         return HOST_KERNEL_FITS[algorithm]
     impl = profile.offload.cpu_adam_impl
-    return "deepspeed_cpu_adam" if impl == "spec" else impl
+    return HOST_KERNEL_FITS["adamw"] if impl == "spec" else impl
+
+
+def _measured_rates(profile: HardwareProfile, fits_by_algorithm: Mapping[str, str],
+                    device: str) -> tuple[AlgorithmRate, ...]:
+    """The algorithms whose named fit the profile measured on ``device``, with their zero-state
+    costs; a fit whose slope is not positive (a disturbed calibration) is left out, and the bytes
+    ratio stands in."""
+    fits = profile.optimizer.fits
+    return tuple(AlgorithmRate(algorithm, fits[name].s_per_param, fits[name].zero_state_s_per_param)
+                 for algorithm, name in fits_by_algorithm.items()
+                 if name in fits and fits[name].device == device and fits[name].s_per_param > 0)
 
 
 def algorithm_rates(profile: HardwareProfile, adamw_fit: str) -> tuple[AlgorithmRate, ...]:
     """The algorithms besides AdamW the profile timed on the device in the implementation of
-    ``adamw_fit`` (:func:`simtune.optimizers.fit_name`), with their zero-state costs; a fit whose
-    slope is not positive (a disturbed calibration) is left out, and the bytes ratio stands in."""
+    ``adamw_fit`` (:func:`simtune.optimizers.fit_name`)."""
     kind = implementation_of(adamw_fit)
-    fits = profile.optimizer.fits
     if kind is None:
         return ()
-    return tuple(AlgorithmRate(algorithm, fits[name].s_per_param, fits[name].zero_state_s_per_param)
-                 for algorithm in CALIBRATED_ALGORITHMS
-                 if (name := fit_name(algorithm, kind)) in fits and fits[name].device == profile.device.kind
-                 and fits[name].s_per_param > 0)
+    return _measured_rates(profile, {a: fit_name(a, kind) for a in CALIBRATED_ALGORITHMS}, profile.device.kind)
 
 
 def host_algorithm_rates(profile: HardwareProfile) -> tuple[AlgorithmRate, ...]:
     """The algorithms besides AdamW whose DeepSpeed CPU kernel the profile timed on the host
-    (:data:`simtune.optimizers.HOST_KERNEL_FITS`), with their zero-state costs; a fit whose slope
-    is not positive is left out (the bytes ratio stands in)."""
-    fits = profile.optimizer.fits
-    return tuple(AlgorithmRate(algorithm, fits[name].s_per_param, fits[name].zero_state_s_per_param)
-                 for algorithm, name in HOST_KERNEL_FITS.items()
-                 if algorithm != "adamw" and name in fits and fits[name].device == "cpu" and fits[name].s_per_param > 0)
+    (:data:`simtune.optimizers.HOST_KERNEL_FITS`)."""
+    return _measured_rates(profile, {a: fit for a, fit in HOST_KERNEL_FITS.items() if a != "adamw"}, "cpu")
 
 
 def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None) -> HardwareSpec:

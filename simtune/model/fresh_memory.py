@@ -66,7 +66,7 @@ def _large_tensor_bytes(m: ModelSpec, c: TrainConfig, bytes_per_element: int) ->
 def tied_head_copies_bytes(m: ModelSpec, c: TrainConfig) -> float:
     """Bytes mapped afresh per micro-step for the two extra copies of a tied LM head's weight
     gradient (the head's own and the embedding's, before autograd sums them)."""
-    if m.block.head != "lm" or not m.block.tied_head:
+    if not m.block.sums_tied_gradients:
         return 0.0
     return 2 * _fresh(c.bytes_per_element * m.vocab_size * m.hidden_size / c.mp_degree)
 

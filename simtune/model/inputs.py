@@ -95,9 +95,15 @@ class Block:
     """Positions per sample an LM head runs on; 0: every position. NVIDIA's BERT computes its
     masked-LM head at the masked positions only (``dense_seq_output``)."""
     tied_head: bool = True
-    """An LM head whose weight is the token embedding (``tie_word_embeddings``: GPT-2, BERT; not
-    Llama 3 8B): the weight's gradient is made twice and summed in every backward
-    (:mod:`simtune.model.operators`)."""
+    """The LM head's weight is the token embedding (``tie_word_embeddings``: GPT-2, BERT; not Llama
+    3 8B); meaningful with an LM head only (:attr:`sums_tied_gradients`)."""
+
+    @property
+    def sums_tied_gradients(self) -> bool:
+        """An LM head tied to the token embedding: autograd makes that weight's gradient twice (the
+        head's and the embedding's) and adds them out of place in every backward
+        (:mod:`simtune.model.operators`, :mod:`simtune.model.fresh_memory`)."""
+        return self.head == "lm" and self.tied_head
 
     def __post_init__(self) -> None:
         _require(self.norm in ("layer_norm", "rms_norm"), WorkloadError,
@@ -848,14 +854,11 @@ class HardwareSpec:
                                "cannot be estimated.")
         return self.cpu_adam_s_per_param
 
-    def algorithm_rate(self, algorithm: str) -> Optional[AlgorithmRate]:
-        """The measured rate of ``algorithm`` (:attr:`algorithm_rates`), None where not measured."""
-        return next((rate for rate in self.algorithm_rates if rate.algorithm == algorithm), None)
-
-    def host_algorithm_rate(self, algorithm: str) -> Optional[AlgorithmRate]:
-        """The measured rate of ``algorithm``'s DeepSpeed CPU kernel (:attr:`host_algorithm_rates`),
-        None where not measured."""
-        return next((rate for rate in self.host_algorithm_rates if rate.algorithm == algorithm), None)
+    def algorithm_rate(self, algorithm: str, host: bool = False) -> Optional[AlgorithmRate]:
+        """The measured rate of ``algorithm`` on the device (:attr:`algorithm_rates`) or, ``host``,
+        of its DeepSpeed CPU kernel (:attr:`host_algorithm_rates`); None where not measured."""
+        rates = self.host_algorithm_rates if host else self.algorithm_rates
+        return next((rate for rate in rates if rate.algorithm == algorithm), None)
 
     def host_optimizer_rate(self, torch_adamw: bool) -> tuple[float, str]:
         """Seconds per parameter of an offloaded AdamW step, and how that step launches

@@ -356,7 +356,7 @@ def _build(m: ModelSpec, fused_attention: bool) -> Operators:
     outer: list[Streaming] = [Streaming("embedding", sh, lookups, 2, lookups, 2),
                               Streaming("embedding.grad", v * h, 0, 1, 0, 1, per_batch=True),
                               _norm(block, "final_norm", sh)]
-    if block.head == "lm" and block.tied_head:
+    if block.sums_tied_gradients:
         # the head's weight gradient and the embedding's arrive apart; autograd adds them out of
         # place (aten::add of two [V, h] tensors in every backward; the head's is a transposed view)
         outer.append(Streaming("embedding.tied_grad_sum", v * h, 0, 3, 0, 1, per_batch=True))

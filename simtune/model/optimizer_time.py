@@ -107,9 +107,12 @@ def host_step_s_per_param(hw: HardwareSpec, c: TrainConfig) -> float:
     rate times the algorithm's relative cost. DeepSpeed's CPU Adagrad stepped 0.53 of its CPU
     Adam's time per element where the bytes say 0.71, its Lion 0.72
     (benchmarks/results/optimizer_algorithms.txt)."""
-    rate, implementation = hw.host_optimizer_rate(torch_adamw=torch_steps_on_host(c))
-    measured = hw.host_algorithm_rate(c.optimizer.algorithm) if not torch_steps_on_host(c) else None
-    return measured.s_per_param if measured is not None else rate * c.optimizer.relative_cost(implementation)
+    torch_on_host = torch_steps_on_host(c)
+    measured = None if torch_on_host else hw.algorithm_rate(c.optimizer.algorithm, host=True)
+    if measured is not None:
+        return measured.s_per_param
+    rate, implementation = hw.host_optimizer_rate(torch_adamw=torch_on_host)
+    return rate * c.optimizer.relative_cost(implementation)
 
 
 def idle_local_elements(m: ModelSpec, s: Shards, c: TrainConfig) -> float:

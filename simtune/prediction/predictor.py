@@ -317,8 +317,7 @@ class Predictor:
         fits, or another algorithm's fit beside the device's, or offloaded its DeepSpeed CPU
         kernel's; else AdamW's rate scaled to its bytes (docs/cost-model.md 3.4)."""
         algorithm = self.optimizer.algorithm
-        rate = self.hardware.host_algorithm_rate if offloaded else self.hardware.algorithm_rate
-        return algorithm == "adamw" or rate(algorithm) is not None
+        return algorithm == "adamw" or self.hardware.algorithm_rate(algorithm, host=offloaded) is not None
 
     def with_hardware(self, hardware: HardwareSpec) -> "Predictor":
         """The same predictor on other hardware numbers (everything else kept)."""
