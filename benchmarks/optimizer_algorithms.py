@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from simtune.calib.optimizer import DEEPSPEED_CPU_KERNELS, deepspeed_cpu_optimizer  # noqa: E402
 from simtune.optimizers import OptimizerChoice  # noqa: E402
 
 ALGORITHMS = {  # simtune's algorithm: torch's optimizer over the parameters (lr, and its state's options)
@@ -36,11 +37,6 @@ ALGORITHMS = {  # simtune's algorithm: torch's optimizer over the parameters (lr
     "sgd": lambda params, **kw: torch.optim.SGD(params, lr=1e-3, **kw),
 }
 IMPLEMENTATIONS = {"for_loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
-DEEPSPEED_CPU = {  # simtune's algorithm: DeepSpeed's CPU kernel (module, class), as ZeRO-Offload builds it
-    "adamw": ("deepspeed.ops.adam", "DeepSpeedCPUAdam"),
-    "adagrad": ("deepspeed.ops.adagrad", "DeepSpeedCPUAdagrad"),
-    "lion": ("deepspeed.ops.lion", "DeepSpeedCPULion"),
-}
 STEPS, WARM_UP = 7, 2
 
 
@@ -48,11 +44,8 @@ def build_optimizer(algorithm: str, implementation: str, params: list[torch.nn.P
     """torch's optimizer in ``implementation``, or DeepSpeed's CPU kernel (``deepspeed_cpu``)."""
     if implementation != "deepspeed_cpu":
         return ALGORITHMS[algorithm](params, **IMPLEMENTATIONS[implementation])
-    import importlib
-
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    module, name = DEEPSPEED_CPU[algorithm]
-    return getattr(importlib.import_module(module), name)(params, lr=1e-3, weight_decay=0.01)
+    return deepspeed_cpu_optimizer(algorithm)(params, lr=1e-3, weight_decay=0.01)
 
 
 def step_seconds(algorithm: str, implementation: str, elements: int) -> float | None:
@@ -87,7 +80,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"# one flat fp32 tensor of {args.elements:,} elements, random gradients; per round every "
           f"(algorithm, implementation) once, the order reversed every other round")
-    cases = [(a, i) for i in IMPLEMENTATIONS for a in ALGORITHMS] + [(a, "deepspeed_cpu") for a in DEEPSPEED_CPU]
+    cases = [(a, i) for i in IMPLEMENTATIONS for a in ALGORITHMS] + [(a, "deepspeed_cpu") for a in DEEPSPEED_CPU_KERNELS]
     ratios: dict[tuple[str, str], list[float]] = {case: [] for case in cases}
     per_element: dict[tuple[str, str], list[float]] = {case: [] for case in cases}
     for round_index in range(args.rounds):

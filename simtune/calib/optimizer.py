@@ -34,7 +34,7 @@ import torch
 
 from simtune.calib.device import Device
 from simtune.calib.timing import measure_in_turn
-from simtune.optimizers import CALIBRATED_ALGORITHMS, HOST_KERNEL_FITS, fit_name
+from simtune.optimizers import ALGORITHMS, CALIBRATED_ALGORITHMS, HOST_KERNEL_FITS, fit_name
 
 CPU_PARAMS = [2**18, 2**20, 2**21, 2**22]
 CPU_PARAMS_QUICK = [2**18, 2**20, 2**22]
@@ -101,26 +101,32 @@ def _deepspeed_cpu_kernel(algorithm: str):
     with), available where its op is already built."""
 
     def resolve():
-        import importlib
-
         from deepspeed.ops import op_builder  # a missing or broken op fails only this optimizer
 
-        builder, module, name = DEEPSPEED_CPU_KERNELS[algorithm]
+        builder, _ = DEEPSPEED_CPU_KERNELS[algorithm]
         reason = _op_prebuilt(getattr(op_builder, builder)())
         if reason:
             return None, reason
-        kernel = getattr(importlib.import_module(module), name)  # a missing or broken op fails only this optimizer
+        kernel = deepspeed_cpu_optimizer(algorithm)  # a missing or broken op fails only this optimizer
         extra = {"adamw_mode": True} if algorithm == "adamw" else {}
         return (lambda params: kernel(params, lr=1e-4, **extra)), None
 
     return resolve
 
 
-DEEPSPEED_CPU_KERNELS = {  # algorithm: (op builder, module, class), by simtune.optimizers.HOST_KERNEL_FITS
-    "adamw": ("CPUAdamBuilder", "deepspeed.ops.adam", "DeepSpeedCPUAdam"),
-    "adagrad": ("CPUAdagradBuilder", "deepspeed.ops.adagrad", "DeepSpeedCPUAdagrad"),
-    "lion": ("CPULionBuilder", "deepspeed.ops.lion", "DeepSpeedCPULion"),
+DEEPSPEED_CPU_KERNELS = {  # algorithm: (op builder, module of its class), as simtune.optimizers.HOST_KERNEL_FITS
+    "adamw": ("CPUAdamBuilder", "deepspeed.ops.adam"),
+    "adagrad": ("CPUAdagradBuilder", "deepspeed.ops.adagrad"),
+    "lion": ("CPULionBuilder", "deepspeed.ops.lion"),
 }
+
+
+def deepspeed_cpu_optimizer(algorithm: str):
+    """DeepSpeed's CPU optimizer class for ``algorithm`` (``Algorithm.offload_impl``, in its module
+    of :data:`DEEPSPEED_CPU_KERNELS`); constructing one JIT-builds its op where it is not built."""
+    import importlib
+
+    return getattr(importlib.import_module(DEEPSPEED_CPU_KERNELS[algorithm][1]), ALGORITHMS[algorithm].offload_impl)
 
 
 def _deepspeed_fused_adam():
