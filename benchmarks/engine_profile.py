@@ -49,24 +49,41 @@ def minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def count_reduction_faults(engine: object, into: list[list[int]]) -> None:
-    """Add the pages the engine's gradient reduction touches first, and those its collectives
-    touch (deepspeed.comm's all_reduce and reduce_scatter), to ``into[-1]``."""
+def counted(call, into: list[dict[str, int]], key: str, when=lambda: True):  # type: ignore[no-untyped-def]
+    """``call``, adding the pages each call of it touches first to ``into[-1][key]`` (the step
+    being timed) while ``when()`` holds."""
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        before = minor_faults()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            if into and when():
+                into[-1][key] = into[-1].get(key, 0) + minor_faults() - before
+    return wrapper
+
+
+REDUCTION, COLLECTIVES = "reduction", "collectives"
+
+
+def count_reduction_faults(engine: object, into: list[dict[str, int]]) -> None:
+    """Count the pages the engine's gradient reduction touches first (:data:`REDUCTION`), and
+    those the collectives it calls touch (deepspeed.comm's all_reduce, reduce_scatter and
+    allgather into one tensor: :data:`COLLECTIVES`; not the step's allgather), in ``into[-1]``."""
     from deepspeed import comm
 
-    def counted(call, slot):  # type: ignore[no-untyped-def]
-        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
-            before = minor_faults()
-            try:
-                return call(*args, **kwargs)
-            finally:
-                if into:
-                    into[-1][slot] += minor_faults() - before
-        return wrapper
+    reducing = [False]
+    reduce = engine.allreduce_gradients  # type: ignore[attr-defined]
 
-    engine.allreduce_gradients = counted(engine.allreduce_gradients, 0)  # type: ignore[attr-defined]
+    def reduction(*args, **kwargs):  # type: ignore[no-untyped-def]
+        reducing[0] = True
+        try:
+            return reduce(*args, **kwargs)
+        finally:
+            reducing[0] = False
+
+    engine.allreduce_gradients = counted(reduction, into, REDUCTION)  # type: ignore[attr-defined]
     for name in ("all_reduce", "reduce_scatter_tensor", "all_gather_into_tensor"):
-        setattr(comm, name, counted(getattr(comm, name), 1))
+        setattr(comm, name, counted(getattr(comm, name), into, COLLECTIVES, when=lambda: reducing[0]))
 
 
 FAULTS_IN_ENV = "SIMTUNE_PROFILE_FAULTS_IN"
@@ -74,9 +91,9 @@ FAULTS_IN_ENV = "SIMTUNE_PROFILE_FAULTS_IN"
 
 
 def count_faults_in(engine: object, names: list[str], into: list[dict[str, int]]) -> None:
-    """Add the pages each named call touches first to ``into[-1][name]``: a method of the engine's
-    optimizer (``scaled_global_norm``) or a module's function (``module.path:function``, replaced
-    in that module, so its callers there see the counted one)."""
+    """Count the pages each named call touches first in ``into[-1][name]``: a method of the
+    engine's optimizer (``scaled_global_norm``) or a module's function (``module.path:function``,
+    replaced in that module, so its callers there see the counted one)."""
     import importlib
 
     for name in names:
@@ -85,15 +102,12 @@ def count_faults_in(engine: object, names: list[str], into: list[dict[str, int]]
         call = getattr(owner, function, None)
         if call is None:
             raise SystemExit(f"--faults-in {name}: {type(owner).__name__} has no {function!r}")
+        setattr(owner, function, counted(call, into, name))
 
-        def wrapper(*args, _call=call, _name=name, **kwargs):  # type: ignore[no-untyped-def]
-            before = minor_faults()
-            try:
-                return _call(*args, **kwargs)
-            finally:
-                if into:
-                    into[-1][_name] = into[-1].get(_name, 0) + minor_faults() - before
-        setattr(owner, function, wrapper)
+
+def median_mib(pages: list[int]) -> float:
+    """The median of a few steps' page counts, in MiB."""
+    return sorted(pages)[len(pages) // 2] * PAGE / 2**20
 
 
 def rank_program(argv: list[str]) -> int:
@@ -120,19 +134,17 @@ def rank_program(argv: list[str]) -> int:
     data = SyntheticTokens(workload, engine.train_micro_batch_size_per_gpu(), engine.device, seed=2 + rank)
 
     faults: list[tuple[int, int, int]] = []
-    reduce_faults: list[list[int]] = []  # per step: the reduction's faults, then the collectives' alone
-    count_reduction_faults(engine, reduce_faults)
-    named_faults: list[dict[str, int]] = []
+    call_faults: list[dict[str, int]] = []  # per step: the pages the counted calls touch first
+    count_reduction_faults(engine, call_faults)
     names = [n for n in os.environ.get(FAULTS_IN_ENV, "").split(",") if n]
-    count_faults_in(engine, names, named_faults)
+    count_faults_in(engine, names, call_faults)
 
     gas = engine.gradient_accumulation_steps()
 
     def step() -> tuple[float, float, float]:
         """One optimizer step: its micro-steps' forward, backward and step calls, each summed over
         them (DeepSpeed's loop calls ``step`` after every backward; it updates at the boundary)."""
-        reduce_faults.append([0, 0])
-        named_faults.append({})
+        call_faults.append({})
         times, counts = [0.0, 0.0, 0.0], [0, 0, 0]
         for _ in range(gas):
             f0, t0 = minor_faults(), time.perf_counter()
@@ -166,15 +178,14 @@ def rank_program(argv: list[str]) -> int:
               f"micro-batch {engine.train_micro_batch_size_per_gpu()}{f' x {gas} micro-steps' if gas > 1 else ''}, "
               f"{torch.distributed.get_world_size()} processes "
               f"of {threads} thread(s): median of 3 steps forward {fwd:.1f} ms, backward {bwd:.1f} ms, step {stp:.1f} ms")
-        mib = [sorted(f[i] for f in faults[-3:])[1] * PAGE / 2**20 for i in range(3)]
+        mib = [median_mib([f[i] for f in faults[-3:]]) for i in range(3)]
         print(f"pages first touched (this rank's minor faults x {PAGE // 1024} KiB, median of the 3 timed steps): "
               f"forward {mib[0]:.0f} MiB, backward {mib[1]:.0f} MiB, step {mib[2]:.0f} MiB")
-        within = [sorted(f[i] for f in reduce_faults[-3:])[1] * PAGE / 2**20 for i in range(2)]
-        print(f"  of the backward's: gradient reduction (engine.allreduce_gradients) {within[0]:.0f} MiB, "
-              f"of which inside the collectives {within[1]:.0f} MiB")
+        within = {key: median_mib([f.get(key, 0) for f in call_faults[-3:]]) for key in (REDUCTION, COLLECTIVES, *names)}
+        print(f"  of the backward's: gradient reduction (engine.allreduce_gradients) {within[REDUCTION]:.0f} MiB, "
+              f"of which inside the collectives {within[COLLECTIVES]:.0f} MiB")
         if names:
-            print("  in named calls (median per step): " + ", ".join(
-                f"{n} {sorted(f.get(n, 0) for f in named_faults[-3:])[1] * PAGE / 2**20:.0f} MiB" for n in names))
+            print("  in named calls (median per step): " + ", ".join(f"{n} {within[n]:.0f} MiB" for n in names))
         print("operators by their own time over the 2 profiled steps (the engine calls' own rows are the time spent "
               "outside operators: Python, waits, collectives run outside torch):")
         rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:TOP_OPS]

@@ -39,10 +39,10 @@ def test_the_reduction_counts_the_pages_it_touches_first(monkeypatch):
         def allreduce_gradients(self):
             torch.ones(16 * 2**20)  # 64 MiB: mapped afresh and written
 
-    engine, counts = Engine(), [[0, 0]]
+    engine, counts = Engine(), [{}]
     script.count_reduction_faults(engine, counts)
     engine.allreduce_gradients()
-    assert counts[0][0] * script.PAGE >= 60 * 2**20 and counts[0][1] == 0
+    assert counts[0][script.REDUCTION] * script.PAGE >= 60 * 2**20 and counts[0].get(script.COLLECTIVES, 0) == 0
 
 
 def test_a_named_call_counts_its_first_touches_and_a_missing_one_is_refused():
