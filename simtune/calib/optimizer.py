@@ -20,8 +20,9 @@ momentum SGD and SGD in the implementation torch runs on this device (the for-lo
 tensors, foreach for CUDA ones), which DeepSpeed builds from a config naming them
 (:data:`simtune.optimizers.CALIBRATED_ALGORITHMS`); DeepSpeed's CPU Adagrad and Lion, which step
 those algorithms offloaded (:data:`simtune.optimizers.HOST_KERNEL_FITS`). DeepSpeed's ops are
-used only when already built (installed with the package or present in the JIT cache): building
-them takes tens of seconds, so a missing op is recorded as unavailable, never built here.
+used only when already built (installed with the package, or present and up to date in the JIT
+cache): building them takes tens of seconds, so a missing or outdated op is recorded as
+unavailable, never built here.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
+import subprocess
 
 import torch
 
@@ -44,7 +47,8 @@ TENSORS_PER_MODEL = 8
 
 
 def _op_prebuilt(builder) -> str | None:
-    """None if the DeepSpeed op can be loaded without compiling, else why not."""
+    """None if the DeepSpeed op can be loaded without compiling, else why not: installed with
+    DeepSpeed, or JIT-built and up to date (:func:`jit_build_outdated`)."""
     from deepspeed.git_version_info import installed_ops  # a missing or broken op fails only this optimizer
 
     if installed_ops.get(builder.name, False):
@@ -53,8 +57,30 @@ def _op_prebuilt(builder) -> str | None:
 
     build_dir = _get_build_directory(builder.name, verbose=False)
     if os.path.exists(os.path.join(build_dir, f"{builder.name}.so")):
-        return None
+        return jit_build_outdated(build_dir, builder.name)
     return f"op {builder.name} is not built (it is JIT-compiled on first use, which calibration does not wait for)"
+
+
+def jit_build_outdated(build_dir: str, name: str) -> str | None:
+    """None if loading the JIT-built op in ``build_dir`` compiles nothing, else why it would.
+
+    torch's loader runs the first ``ninja`` on ``PATH`` over the op's build folder, even when its
+    library is there, and ninja compiles again whatever its log says is stale: a source or header
+    newer than the library (torch or DeepSpeed upgraded), or a log written by another ninja version
+    (a virtual environment's ``ninja`` and the system's read each other's logs as stale). Either
+    costs one to two minutes per op on a few cores, so such an op is left out, as an unbuilt one
+    is. ``ninja -n`` (a dry run) tells without building."""
+    ninja = shutil.which("ninja")
+    if ninja is None:
+        return f"op {name} cannot be loaded: torch's loader needs ninja on PATH, even for a built op"
+    try:
+        done = subprocess.run([ninja, "-n", "-C", build_dir], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"op {name}: {ninja} -n failed ({exc})"
+    if done.returncode == 0 and "no work to do" in done.stdout:
+        return None
+    return (f"op {name} is built but out of date for {ninja} (loading it would compile it again, which "
+            f"calibration does not wait for)")
 
 
 def _make_params(total: int, device: torch.device, zero_gradients: bool = False) -> list[torch.nn.Parameter]:

@@ -103,3 +103,31 @@ def test_deepspeeds_cpu_optimizers_ask_for_the_cpus_vendor_once_while_calibratio
     with optimizer._cpu_info_asked_once():
         assert cpuinfo.get_cpu_info() is cpuinfo.get_cpu_info()  # the first answer kept
     assert cpuinfo.get_cpu_info is original
+
+
+def test_a_jit_built_op_counts_as_built_only_while_ninja_would_compile_nothing(tmp_path, monkeypatch):
+    """A real ninja over a build folder shaped as torch's (a build.ninja and the library it
+    makes): up to date it is loadable; with a source newer than its library, or no ninja on PATH,
+    loading it would compile or fail, so calibration leaves it out and says why."""
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("PATH", os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+    folder = tmp_path / "demo_op"
+    folder.mkdir()
+    (folder / "demo.cpp").write_text("int demo() { return 1; }\n")
+    (folder / "build.ninja").write_text("rule copy\n  command = cp $in $out\nbuild demo_op.so: copy demo.cpp\n"
+                                        "default demo_op.so\n")
+    subprocess.run(["ninja", "-C", str(folder)], check=True, capture_output=True)
+    assert optimizer.jit_build_outdated(str(folder), "demo_op") is None
+
+    later = (folder / "demo_op.so").stat().st_mtime + 10
+    os.utime(folder / "demo.cpp", (later, later))  # a source changed since the build: ninja compiles again
+    reason = optimizer.jit_build_outdated(str(folder), "demo_op")
+    assert reason is not None and "out of date" in reason and "demo_op" in reason
+    assert (folder / "demo_op.so").stat().st_mtime < later  # the dry run built nothing
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    reason = optimizer.jit_build_outdated(str(folder), "demo_op")
+    assert reason is not None and "needs ninja on PATH" in reason
