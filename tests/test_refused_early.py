@@ -92,6 +92,12 @@ def test_calibrate_refuses_a_zero_timeout_before_launching(workdir, capsys):
     assert "--timeout must be a positive number of seconds, not 0" in message
 
 
+def test_calibrate_refuses_zero_ranks_without_announcing_a_calibration(workdir, capsys):
+    assert main(["calibrate", "--gpus", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["simtune: error: --gpus must be a whole number of at least 1, not 0."]
+
+
 def test_an_unknown_communication_data_type_is_refused(workdir, capsys):
     config = {"train_micro_batch_size_per_gpu": 1, "bf16": {"enabled": True}, "communication_data_type": "int8",
               "zero_optimization": {"stage": "all"}}

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 from simtune.calibration.launch import LaunchResult, launch
 from simtune.errors import InputError
@@ -105,8 +105,10 @@ def save_measured_profile(raw: dict, *, command: str, note: str, name: Optional[
 
 def run_calibration(num_gpus: int, num_nodes: int = 1, hostfile: PathArg = None, name: Optional[str] = None,
                     out: PathArg = None, quick: bool = False, *, timeout_s: float = 900.0,
-                    command: Optional[str] = None) -> CalibrationResult:
-    """Calibrate and save; also returns where the profile went and how long the launch took."""
+                    command: Optional[str] = None, say: Optional[Callable[[str], None]] = None
+                    ) -> CalibrationResult:
+    """Calibrate and save; also returns where the profile went and how long the launch took.
+    ``say`` hears what is launched, once the request is found valid."""
     if name is not None:
         check_name(name)
     _check_request(num_gpus, num_nodes, hostfile)
@@ -117,6 +119,8 @@ def run_calibration(num_gpus: int, num_nodes: int = 1, hostfile: PathArg = None,
     if not hostfile:
         Resources.local(num_gpus=num_gpus, accelerator=accelerator)  # refuses more GPUs than this machine has
     hostfile = str(Path(hostfile).resolve()) if hostfile else None
+    if say is not None:
+        say(f"calibrating {num_gpus} rank(s) per node on {num_nodes} node(s){' (quick)' if quick else ''}...")
     work_dir = Path(tempfile.mkdtemp(prefix="simtune-calibrate-"))
     result = launch(
         num_gpus, work_dir, num_nodes=num_nodes, hostfile=hostfile, quick=quick, accelerator=accelerator,

@@ -83,11 +83,8 @@ class CalibrateCommand(Command):
         from simtune.calibration import run_calibration
 
         num_gpus = args.num_gpus if args.num_gpus is not None else _default_gpus()
-        if not args.quiet:
-            print(f"simtune: calibrating {num_gpus} rank(s) per node on {args.num_nodes} node(s)"
-                  f"{' (quick)' if args.quick else ''}...", file=sys.stderr, flush=True)
         result = run_calibration(num_gpus, args.num_nodes, args.hostfile, args.name, args.out, args.quick,
-                                 timeout_s=args.timeout)
+                                 timeout_s=args.timeout, say=None if args.quiet else _say)
         profile = result.profile
         print(f"Calibrated {profile.device.name} x {profile.device.count} in {result.wall_s:.1f} s.")
         print(f"Saved {profile.name} to {result.path}")
@@ -117,7 +114,7 @@ def learn_engine_costs(profile: HardwareProfile, num_gpus: int, *, timeout_s: fl
         import torch
 
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    log = None if quiet else (lambda line: print(f"simtune: {line}", file=sys.stderr, flush=True))
+    log = None if quiet else _say
     measured = []
     for reference, scope in ((engine_reference(), MeasureScope(checkpointing=False, bucket_engines=num_gpus > 1)),
                              (engine_reference_heavy(), HEAVY_SCOPE)):
@@ -167,3 +164,7 @@ def summary_lines(profile) -> list[str]:
             lines.append(f"  {scope} {op:<15} latency {fit.latency_s * 1e6:8.1f} us  "
                          f"bus bandwidth {fit.bandwidth_bytes_per_s / 1e9:8.2f} GB/s  R^2 {r2}")
     return lines
+
+
+def _say(line: str) -> None:
+    print(f"simtune: {line}", file=sys.stderr, flush=True)
