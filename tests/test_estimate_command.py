@@ -281,3 +281,23 @@ def test_an_offloaded_algorithm_whose_cpu_kernel_was_timed_steps_at_that_kernels
     assert timed["time_s"]["optimizer"] < scaled["time_s"]["optimizer"]  # 0.3 of Adam's rate against 20/28
     main(["estimate", *argv, "--profile", str(path)])
     assert "optimizer adagrad on the host (deepspeed_cpu_adagrad, measured)" in capsys.readouterr().out
+
+
+def test_nvme_offload_swaps_at_stage_3_at_the_profiles_nvme_rates_and_says_where_none_is_known(capsys):
+    argv = ["--model", "gpt2-xl", "--gpus", "8", "--mbs", "4", "--offload-optimizer"]
+    cpu = run_json(capsys, ["--profile", "hgx-h200-141gb", "--stage", "3", *argv, "cpu"])
+    nvme = run_json(capsys, ["--profile", "hgx-h200-141gb", "--stage", "3", *argv, "nvme"])
+    assert nvme["config"]["offload_optimizer"] == "nvme" and nvme["config"]["nvme_uncosted"] is None
+    # 16 bytes per partition element read and as many written, eight ranks sharing the node's
+    # 46 GB/s of reads and 26 GB/s of writes (the spec profile's ND-H200-v5 measurement)
+    partition = -(-1_557_611_200 // 8)
+    swap = 16 * partition * 8 * (1 / 46e9 + 1 / 26e9)
+    assert nvme["time_s"]["offload_transfer"] - cpu["time_s"]["offload_transfer"] == pytest.approx(swap, rel=0.01)
+    assert nvme["host_memory_bytes"] == cpu["host_memory_bytes"]  # the default sub-group holds it all
+    main(["estimate", "--profile", "dgx-a100-80gb", "--stage", "3", *argv, "nvme"])
+    out = capsys.readouterr().out
+    assert "optimizer offload to nvme" in out
+    assert "note: dgx-a100-80gb gives no read and write rates for the node's NVMe" in out
+    main(["estimate", "--profile", "dgx-a100-80gb", "--stage", "2", *argv, "nvme"])
+    out = capsys.readouterr().out
+    assert "optimizer offload to nvme (host memory at this stage)" in out and "note:" not in out

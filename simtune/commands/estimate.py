@@ -12,8 +12,10 @@ from simtune.commands.base import Command
 from simtune.errors import InputError
 from simtune.model.step_time import STEP_TERMS
 from simtune.model.adapters import host_optimizer_fit
+from simtune.model.nvme_swap import nvme_rates_missing
 from simtune.model.optimizer_time import torch_steps_on_host
 from simtune.optimizers import ALGORITHMS, OptimizerChoice, fit_algorithm
+from simtune.space import OFFLOAD_DEVICES
 
 MEMORY_TERMS = ("parameters", "gradients", "master_weights", "optimizer_states", "gradient_buckets",
                 "gathered_parameters", "comm_scratch", "activations", "logits", "step_transient",
@@ -127,9 +129,11 @@ class EstimateCommand(Command):
                                  "reduction; deepspeed: DeepSpeed's torch_autocast section, its fp32 master kept and "
                                  "linear layers communicated in 16-bit")
         parser.add_argument("--offload-optimizer", "--offload_optimizer", dest="offload_optimizer",
-                            choices=("none", "cpu"), default="none", help="optimizer offload (stages 1-3)")
+                            choices=OFFLOAD_DEVICES, default="none",
+                            help="optimizer offload (stages 1-3; nvme swaps at stage 3 only, DeepSpeed's stages "
+                                 "1/2 offload to host memory whatever the device)")
         parser.add_argument("--offload-param", "--offload_param", dest="offload_param",
-                            choices=("none", "cpu"), default="none", help="parameter offload (stage 3)")
+                            choices=OFFLOAD_DEVICES, default="none", help="parameter offload (stage 3)")
         parser.add_argument("--pin-memory", "--pin_memory", dest="pin_memory", type=_bool, metavar="true|false",
                             help="offload's host buffers page-locked (DeepSpeed's pin_memory; default true, "
                                  "DeepSpeed's since 0.19.5): false copies through pageable memory, at the "
@@ -240,6 +244,7 @@ class EstimateCommand(Command):
                                                   algorithm=predictor.optimizer.algorithm)
                                if trial.offload_optimizer != "none" else None),
             "gradient_clipping": predictor.gradient_clipping,
+            "nvme_uncosted": nvme_rates_missing(predictor.hardware, predictor.config(trial)),
             **knobs,
             "compute_source": "workload calibration on this hardware" if predictor.measured_compute_used
             else "FLOPs / profile compute curve",
@@ -308,7 +313,8 @@ def _choose(predictor: Any, stages: tuple[int, ...], args: argparse.Namespace, s
 def _text(estimate: Any, config: dict[str, Any], profile: Any, largest: dict[int, int]) -> list[str]:
     m, t, metrics = estimate.memory, estimate.time, estimate.metrics
     device = profile.device
-    offload = [f"{what} offload to cpu" + ("" if config.get("pin_memory", True) else " (pageable)")
+    offload = [f"{what} offload to {_offload_target(config[key], config['stage'])}"
+               + ("" if config.get("pin_memory", True) else " (pageable)")
                for what, key in (("optimizer", "offload_optimizer"), ("parameter", "offload_param"))
                if config[key] != "none"]
     lines = [
@@ -350,11 +356,20 @@ def _text(estimate: Any, config: dict[str, Any], profile: Any, largest: dict[int
     lines.append(f"  {'step':<22} {fmt_seconds(t.step_s):>10}")
     lines += ["", f"throughput {metrics.throughput_samples_per_s:.4g} samples/s, latency {metrics.latency_ms:.4g} ms, "
                   f"{metrics.flops_per_gpu / 1e12:.3g} TFLOP/s per GPU"]
+    if config.get("nvme_uncosted"):
+        lines += ["", f"note: {profile.name} gives no {config['nvme_uncosted']} for the node's NVMe: what "
+                      "ZeRO-Infinity swaps there is not costed"]
     if largest:
         lines += ["", "largest micro-batch size predicted to fit, per ZeRO stage:"]
         for stage, mbs in largest.items():
             lines.append(f"  stage {stage}: {mbs if mbs else 'none (one sample does not fit)'}")
     return lines
+
+
+def _offload_target(device: str, stage: int) -> str:
+    if device == "nvme" and stage != 3:
+        return "nvme (host memory at this stage)"
+    return device
 
 
 def _optimizer_text(config: dict) -> str:

@@ -383,6 +383,10 @@ class OffloadProfile:
     of its own: DeepSpeed's offload buffers where a config sets ``pin_memory: false``, and the
     copies that cast on the host before they upload. None where not measured (spec profiles,
     CPU profiles: there is no link to stage for)."""
+    nvme_read_bytes_per_s: Optional[float] = None
+    nvme_write_bytes_per_s: Optional[float] = None
+    """Sequential reads and writes of the node's NVMe storage (all its drives, shared by its
+    ranks), what ZeRO-Infinity swaps to at stage 3; None where unknown."""
 
 
 @dataclass(frozen=True)

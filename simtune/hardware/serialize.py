@@ -436,6 +436,8 @@ def _offload(node: _Node) -> OffloadProfile:
         points=points,
         h2d_pageable_bytes_per_s=node.number("h2d_pageable_bytes_per_s", positive=True, optional=True),
         d2h_pageable_bytes_per_s=node.number("d2h_pageable_bytes_per_s", positive=True, optional=True),
+        nvme_read_bytes_per_s=node.number("nvme_read_bytes_per_s", positive=True, optional=True),
+        nvme_write_bytes_per_s=node.number("nvme_write_bytes_per_s", positive=True, optional=True),
     )
 
 

@@ -171,6 +171,10 @@ class SpecSheet:
     """16-bit dtype -> (forward, backward) fraction of peak a fused attention kernel reaches
     (FlashAttention-2, from ATTENTION_SOURCES); None where none is published (Volta: no
     FlashAttention-2, the memory-efficient kernel runs at the matmul curve's rate here)."""
+    nvme_read_bytes_per_s: Optional[float] = None
+    nvme_write_bytes_per_s: Optional[float] = None
+    """The node's NVMe storage, where a source gives it (its own entry in ``sources``); None
+    leaves ZeRO-Infinity's swaps uncosted on this profile."""
 
 
 _TF32_NOTE = "fp32 uses the CUDA-core peak: torch leaves TF32 matmuls off by default."
@@ -263,7 +267,10 @@ SHEETS = (
             "to any GPU (bidirectional)",
             "pcper.com/2018/03/nvidia-announces-dgx-2-with-16-gv100s-8-100gb-nics: eight EDR InfiniBand NICs "
             "(100 Gb/s each), 1600 Gb/s bidirectional",
+            "deepspeed.ai/assets/files/SC21-ZeRO-Infinity.pdf (the ZeRO-Infinity authors' SC'21 slides 8-9): "
+            "NVMe to GPU 28 GB/s per DGX-2 node (1.8 TB/s over 64 nodes); no write rate given",
         ),
+        nvme_read_bytes_per_s=28e9,
         notes=(
             "No bf16 on V100: only fp16 and fp32 curves.",
             "DGX-2 GPUs may be SXM3 parts with other clocks than SXM2; the peak assumes the V100 datasheet "
@@ -319,7 +326,12 @@ SHEETS = (
             "4.8 TB/s, same compute as H100 (989 TFLOPS bf16 dense; 1979 is the sparse figure)",
             "glennklockwood.com/garden/processors/h100: NVLink4 900 GB/s bidirectional (450 per direction)",
             _DGX_H100_NIC_SOURCE,
+            "github.com/deepspeedai/DeepSpeed blogs/deepnvme/06-2025/README.md ('I/O performance scaling'): "
+            "Azure ND-H200-v5 (HGX H200), 8 PCIe Gen5 NVMe in RAID-0, 1 GB transfers between NVMe and host "
+            "memory with DeepSpeed's ds_io (libaio): about 46 GB/s read, 26 GB/s write (measured)",
         ),
+        nvme_read_bytes_per_s=46e9,
+        nvme_write_bytes_per_s=26e9,
     ),
 )
 
@@ -458,6 +470,8 @@ def build(sheet: SpecSheet) -> HardwareProfile:
             cpu_adam_impl="spec",
             host_memory_bytes=sheet.host_memory_bytes,
             points=(),
+            nvme_read_bytes_per_s=sheet.nvme_read_bytes_per_s,
+            nvme_write_bytes_per_s=sheet.nvme_write_bytes_per_s,
         ),
         provenance=Provenance(
             kind="spec",

@@ -674,6 +674,10 @@ class HardwareSpec:
     hold SMs), so overlapped compute runs that much slower while it runs."""
     host_memory_bytes: Optional[int] = None
     """Host memory per node, checked against offloaded states when given."""
+    nvme_read_bytes_per_s: Optional[float] = None
+    nvme_write_bytes_per_s: Optional[float] = None
+    """Sequential reads and writes of the node's NVMe storage that ZeRO-Infinity swaps to, shared
+    by the node's ranks; None where unknown (swaps are then not costed)."""
     dropout_mask_bytes: Optional[int] = 1
     """Bytes per element of a dropout mask autograd keeps: 1 on CUDA (a bool mask); None where
     dropout keeps its scaled noise in the compute precision (torch's CPU dropout)."""
@@ -907,6 +911,11 @@ class TrainConfig:
     """ZeRO-3 steps its optimizer over sub-groups of about this many partition elements."""
     offload_optimizer: bool = False
     offload_param: bool = False
+    offload_optimizer_nvme: bool = False
+    offload_param_nvme: bool = False
+    """The offload section's ``device`` is ``"nvme"`` (ZeRO-Infinity). Only stage 3 swaps to NVMe:
+    DeepSpeed 0.19.8's stages 1/2 take it as ``"cpu"`` (stage_1_and_2.py ``cpu_offload``), and
+    the model does too (:attr:`swaps_optimizer_states`, :attr:`swaps_parameters`)."""
     offload_optimizer_pinned: bool = True
     offload_param_pinned: bool = True
     """Each offload section's ``pin_memory`` (DeepSpeed 0.19.8's default: true): its host buffers
@@ -957,6 +966,10 @@ class TrainConfig:
                  f"Parameter offload needs ZeRO stage 3, got stage {self.stage}.")
         _require(not self.offload_optimizer or self.stage >= 1, ConfigError,
                  "Optimizer offload needs ZeRO stage 1, 2 or 3, got stage 0.")
+        _require(self.offload_optimizer or not self.offload_optimizer_nvme, ConfigError,
+                 "Optimizer offload to NVMe is optimizer offload: set offload_optimizer too.")
+        _require(self.offload_param or not self.offload_param_nvme, ConfigError,
+                 "Parameter offload to NVMe is parameter offload: set offload_param too.")
         check_checkpointing_policy(self.checkpointing_policy)
         _require(not self.autocast or self.precision != "fp32", ConfigError,
                  "Autocast needs a 16-bit precision (fp16 or bf16), got fp32.")
@@ -990,6 +1003,18 @@ class TrainConfig:
         if self.communication_precision is None or self.deepspeed_autocast:
             return None
         return BYTES_PER_ELEMENT[self.communication_precision]
+
+    @property
+    def swaps_optimizer_states(self) -> bool:
+        """Whether the offloaded optimizer's fp32 states live on NVMe and are swapped through host
+        buffers every step (stage 3 with ``offload_optimizer_nvme``)."""
+        return self.stage == 3 and self.offload_optimizer_nvme
+
+    @property
+    def swaps_parameters(self) -> bool:
+        """Whether offloaded parameters beyond the host's share (``offload_param.max_in_cpu``) live
+        on NVMe (stage 3 with ``offload_param_nvme``)."""
+        return self.stage == 3 and self.offload_param_nvme
 
     @property
     def allreduces_gradients(self) -> bool:

@@ -31,6 +31,7 @@ Offload moves the master, moments and (stages 2/3) gradient partitions to host m
 from __future__ import annotations
 
 from simtune.model.inputs import TrainConfig
+from simtune.model.nvme_swap import nvme_host_bytes
 from simtune.model.shards import Shards
 
 FP32_BYTES = 4
@@ -112,18 +113,19 @@ def host_bytes(s: Shards, c: TrainConfig) -> int:
     slice (16 bytes per element; :func:`host_state_bytes`), a b-byte copy of the slice for the parameter upload, a b-byte
     staging buffer of the largest tensor, and with accumulation the b-byte gradients of the
     tensors touching the slice. Stage 3 (stage3.py): those 16 bytes per partition element plus the
-    b-byte gradient partition; parameter offload adds the b-byte parameter partition."""
+    b-byte gradient partition; parameter offload adds the b-byte parameter partition. What stage 3
+    swaps to NVMe holds buffers instead (:func:`simtune.model.nvme_swap.nvme_host_bytes`)."""
     if not (c.offload_optimizer or c.offload_param):
         return 0
     b = c.bytes_per_element
-    total = 0
+    total = nvme_host_bytes(s, c)
     if c.offload_optimizer:
         if c.stage in (1, 2):
             total += (host_state_bytes(c) + b) * s.flat_partition + b * s.largest_tensor
             if c.gradient_accumulation_steps > 1:
                 total += b * s.grads_in_partition
-        else:
+        elif not c.swaps_optimizer_states:
             total += (host_state_bytes(c) + b) * s.partition
-    if c.offload_param:
+    if c.offload_param and not c.swaps_parameters:
         total += b * s.partition
     return total

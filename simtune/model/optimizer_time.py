@@ -44,6 +44,8 @@ the model keeps them), as DeepSpeed 0.19.8 moves them, counted as exposed time:
   from pageable memory, whatever ``pin_memory`` says); in fp32 it goes up directly. With the
   parameters offloaded too the 16-bit partition is on the host: a host copy only.
 - parameter offload (stage 3): every gather first uploads the partitions it needs (h2d).
+- what stage 3 swaps to NVMe (``device: nvme``): its reads and writes at the node's NVMe rates
+  over its ranks (:func:`simtune.model.nvme_swap.nvme_swap_s`).
 
 A host copy of n elements from fp32 to b bytes moves (4 + b) n bytes: (4 + b) n / (2 x the
 host's copy rate), a copy of N bytes reading N and writing N (uncosted where the profile has no
@@ -60,6 +62,7 @@ import dataclasses
 
 from simtune.model.inputs import BYTES_PER_ELEMENT, HardwareSpec, ModelSpec, TrainConfig
 from simtune.model.memory_buffers import kept_gathered_elements
+from simtune.model.nvme_swap import nvme_swap_s
 from simtune.model.shards import Shards
 from simtune.optimizers import implementation_of
 
@@ -204,4 +207,4 @@ def offload_transfer_s(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig
     device_bandwidth = hw.plain_bandwidth()
     if c.offload_optimizer and b != MASTER_BYTES and device_bandwidth is not None:
         seconds += (MASTER_BYTES + b) * local_elements(s, c) / device_bandwidth
-    return seconds
+    return seconds + nvme_swap_s(s, hw, c)

@@ -37,6 +37,16 @@ def test_train_config_takes_trial_knobs_and_offload():
     assert config.offload_optimizer and not config.offload_param and config.activation_checkpointing
     auto = train_config(Trial(2, 1), dp_degree=2, precision="fp32", knobs={"reduce_bucket_size": None})
     assert auto.reduce_bucket_size == 500_000_000 and not auto.overlap
+    nvme = train_config(Trial(3, 4, offload_optimizer="nvme", offload_param="nvme"), dp_degree=8, precision="bf16")
+    assert nvme.offload_optimizer and nvme.offload_optimizer_nvme and nvme.swaps_optimizer_states
+    assert nvme.offload_param and nvme.offload_param_nvme and nvme.swaps_parameters
+    assert not config.offload_optimizer_nvme
+
+
+def test_a_profiles_nvme_rates_reach_the_model():
+    spec = hardware_spec(load_profile("hgx-h200-141gb"))
+    assert (spec.nvme_read_bytes_per_s, spec.nvme_write_bytes_per_s) == (46e9, 26e9)
+    assert hardware_spec(load_profile("dgx-a100-80gb")).nvme_read_bytes_per_s is None
 
 
 def test_a_shipped_preset_on_a_shipped_profile_estimates():

@@ -1,0 +1,101 @@
+"""ZeRO-Infinity's NVMe offload: what stage 3 swaps each step, what the host holds for it, and
+that stages 1/2 take an NVMe device as host memory (simtune.model.nvme_swap)."""
+
+import dataclasses
+
+import pytest
+
+from simtune.errors import ConfigError
+from simtune.model.estimate import estimate
+from simtune.model.inputs import ModelSpec, TrainConfig
+from simtune.model.memory_states import host_bytes
+from simtune.model.nvme_swap import (PARAMETER_SWAP_BUFFER_ELEMENTS, PARAMETER_SWAP_BUFFERS, PARAMETERS_KEPT_ON_HOST,
+                                     nvme_rates_missing, nvme_swap_s, optimizer_swap_bytes, parameter_swap_bytes)
+from simtune.model.optimizer_time import offload_transfer_s
+from simtune.model.shards import shards
+from simtune.optimizers import OptimizerChoice
+
+GIB = 2**30
+
+
+def model(parameters: int) -> ModelSpec:
+    """A model of 64 equal tensors (no padding at 8 ranks)."""
+    return ModelSpec(parameter_count=parameters, num_layers=32, hidden_size=4096, num_heads=32,
+                     intermediate_size=16384, vocab_size=32000, seq_len=2048, flops_per_sample_forward=6.0 * parameters,
+                     largest_layer_params=parameters // 64, param_tensor_numels=(parameters // 64,) * 64)
+
+
+def nvme(stage=3, **fields) -> TrainConfig:
+    return TrainConfig(stage=stage, micro_batch_size=1, dp_degree=8, precision="bf16", offload_optimizer=True,
+                       offload_optimizer_nvme=True, **fields)
+
+
+def test_stage3_swaps_32_bytes_per_adam_element_each_way_at_the_nodes_rate_over_its_ranks(make_hardware):
+    m, c = model(1_600_000_000), nvme()
+    s = shards(m, c)
+    assert s.partition == 200_000_000
+    # master and two moments (12 bytes) and the fp32 gradient (4) read, and as many written
+    assert optimizer_swap_bytes(s, c) == 16 * s.partition
+    hw = make_hardware(ranks_per_node=8, nvme_read_bytes_per_s=40e9, nvme_write_bytes_per_s=20e9)
+    assert nvme_swap_s(s, hw, c) == pytest.approx(16 * s.partition * 8 / 40e9 + 16 * s.partition * 8 / 20e9)
+    cpu = dataclasses.replace(c, offload_optimizer_nvme=False)
+    assert offload_transfer_s(m, s, hw, c) - offload_transfer_s(m, s, hw, cpu) == pytest.approx(nvme_swap_s(s, hw, c))
+    # one state fewer (Adagrad) swaps 4 bytes less each way
+    adagrad = dataclasses.replace(c, optimizer=OptimizerChoice("adagrad"))
+    assert optimizer_swap_bytes(s, adagrad) == 12 * s.partition
+
+
+def test_the_host_holds_four_sub_group_buffers_and_the_gradient_partition_instead_of_the_states():
+    m = model(1_600_000_000)
+    cpu = dataclasses.replace(nvme(), offload_optimizer_nvme=False)
+    s = shards(m, cpu)
+    # DeepSpeed's default sub-group (1e9 elements) holds the whole 2e8-element partition: 4 buffers
+    # of it in fp32 are the 16 bytes per element CPU offload keeps, so the default saves nothing
+    assert host_bytes(s, nvme()) == 4 * 4 * s.partition + 2 * s.partition == host_bytes(s, cpu)
+    small = nvme(sub_group_size=10_000_000)
+    assert host_bytes(s, small) == 4 * 4 * 10_000_000 + 2 * s.partition
+    assert host_bytes(s, small) < host_bytes(s, cpu) / 6  # the b-byte gradient partition stays
+
+
+def test_parameters_beyond_max_in_cpu_live_on_nvme_and_are_read_at_every_fetch():
+    m = model(70_000_000_000)
+    c = nvme(offload_param=True, offload_param_nvme=True, gradient_accumulation_steps=2)
+    s = shards(m, c)
+    on_nvme = s.partition - PARAMETERS_KEPT_ON_HOST
+    assert on_nvme > 0
+    # forward and backward of each of 2 micro-steps read them; the step writes them once
+    assert parameter_swap_bytes(s, c) == (2 * on_nvme * 2 * 2, 2 * on_nvme)
+    checkpointed = dataclasses.replace(c, activation_checkpointing=True)
+    assert parameter_swap_bytes(s, checkpointed)[0] == 2 * on_nvme * 3 * 2  # the recomputing forward too
+    buffers = PARAMETER_SWAP_BUFFERS * PARAMETER_SWAP_BUFFER_ELEMENTS
+    optimizer_part = host_bytes(s, dataclasses.replace(c, offload_param_nvme=False)) - 2 * s.partition
+    assert host_bytes(s, c) == optimizer_part + 2 * (PARAMETERS_KEPT_ON_HOST + buffers)
+    # a partition within max_in_cpu stays on the host: nothing read or written
+    small = shards(model(1_600_000_000), c)
+    assert parameter_swap_bytes(small, c) == (0, 0)
+
+
+def test_stages_1_and_2_offload_to_host_memory_whatever_the_device(gpt2, make_hardware):
+    hw = make_hardware(nvme_read_bytes_per_s=40e9, nvme_write_bytes_per_s=20e9)
+    for stage in (1, 2):
+        cpu = TrainConfig(stage=stage, micro_batch_size=4, dp_degree=8, offload_optimizer=True)
+        swapped = dataclasses.replace(cpu, offload_optimizer_nvme=True)
+        assert not swapped.swaps_optimizer_states
+        assert estimate(gpt2, hw, swapped) == estimate(gpt2, hw, cpu)
+
+
+def test_a_profile_without_nvme_rates_costs_no_swap_and_says_which_rates_it_lacks(make_hardware):
+    c = nvme()
+    s = shards(model(1_600_000_000), c)
+    assert nvme_swap_s(s, make_hardware(), c) == 0.0
+    assert nvme_rates_missing(make_hardware(), c) == "read and write rates"
+    assert nvme_rates_missing(make_hardware(nvme_read_bytes_per_s=28e9), c) == "write rate"
+    assert nvme_rates_missing(make_hardware(nvme_read_bytes_per_s=28e9, nvme_write_bytes_per_s=9e9), c) is None
+    assert nvme_rates_missing(make_hardware(), dataclasses.replace(c, stage=2)) is None
+
+
+def test_nvme_is_a_kind_of_offload():
+    with pytest.raises(ConfigError, match="set offload_optimizer too"):
+        TrainConfig(stage=3, micro_batch_size=1, offload_optimizer_nvme=True)
+    with pytest.raises(ConfigError, match="set offload_param too"):
+        TrainConfig(stage=3, micro_batch_size=1, offload_param_nvme=True)
