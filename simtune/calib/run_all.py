@@ -39,6 +39,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="simtune.calib.run_all", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="also write the JSON result to this file (rank 0)")
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    parser.add_argument("--nvme-path", default=None, help="also time the storage under this folder (simtune.calib.nvme)")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -85,12 +86,14 @@ def _versions(device, dist) -> dict:
     }
 
 
-def measure(quick: bool = False, local_rank: int | None = None, after_baseline=None) -> dict | None:
+def measure(quick: bool = False, local_rank: int | None = None, after_baseline=None,
+            nvme_path: str | None = None) -> dict | None:
     """Every section on every rank (joining the process group when no one has); the raw result on
     rank 0, None on the others. The process group is left as it was found, so a program can run
     this first and go on with its own work (``simtune.calib.workload_rank`` does);
     ``after_baseline()``, when given, runs once the memory baseline is read, before any benchmark
-    allocates."""
+    allocates; ``nvme_path``, when given, is where the storage ZeRO-Infinity would swap to is
+    timed (:mod:`simtune.calib.nvme`)."""
     started = time.perf_counter()
     import torch  # imported here, not at the top: startup_s counts what a rank's start costs
     from deepspeed import comm as dist
@@ -142,9 +145,14 @@ def measure(quick: bool = False, local_rank: int | None = None, after_baseline=N
             )
 
     pool = timed("thread_pool", lambda: thread_pool.wake_cost(dist, device, rank, quick))
+    storage = None
+    if nvme_path:
+        from simtune.calib import nvme
+
+        storage = timed("nvme", lambda: nvme.run(nvme_path, quick, rank, dist.barrier))
 
     gathered: list = [None] * world
-    dist.all_gather_object(gathered, {"memory": mem, "samples": samples})
+    dist.all_gather_object(gathered, {"memory": mem, "samples": samples, "nvme": storage})
     dist.barrier()
 
     if rank != 0:
@@ -191,13 +199,17 @@ def measure(quick: bool = False, local_rank: int | None = None, after_baseline=N
         "thread_pool": pool,
         "sections_s": sections,
     }
+    if storage is not None:
+        from simtune.calib import nvme
+
+        result["nvme"] = {"path": nvme_path, **nvme.node_rates([gathered[r]["nvme"] for r in layout.members(0)])}
     result["elapsed_s"] = time.perf_counter() - started
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    result = measure(args.quick, args.local_rank)
+    result = measure(args.quick, args.local_rank, nvme_path=args.nvme_path)
     import torch  # loaded by measure(), which imports it so that startup_s counts it
     from deepspeed import comm as dist
 

@@ -37,7 +37,7 @@ class CalibrationResult:
     launch: LaunchResult
 
 
-def calibrate_command(num_gpus: int, num_nodes: int, hostfile, name, out, quick: bool) -> str:
+def calibrate_command(num_gpus: int, num_nodes: int, hostfile, name, out, quick: bool, nvme_path=None) -> str:
     """The ``simtune calibrate`` command line that asks for this calibration (for provenance)."""
     parts = ["simtune", "calibrate", "--gpus", str(num_gpus)]
     if num_nodes != 1 or hostfile:
@@ -50,6 +50,8 @@ def calibrate_command(num_gpus: int, num_nodes: int, hostfile, name, out, quick:
         parts += ["--out", str(out)]
     if quick:
         parts.append("--quick")
+    if nvme_path:
+        parts += ["--nvme-path", str(nvme_path)]
     return shlex.join(parts)
 
 
@@ -81,6 +83,16 @@ def _check_request(num_gpus: int, num_nodes: int, hostfile) -> None:
         parse_hostfile(hostfile)  # a missing or malformed hostfile, before anything is launched
 
 
+def _check_nvme_path(path: PathArg) -> str:
+    """``--nvme-path`` as an absolute folder that exists and can be written to."""
+    folder = Path(str(path)).expanduser().resolve()
+    if not folder.is_dir():
+        raise InputError(f"--nvme-path {path} is not a folder (name a folder on the storage to swap to).")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"--nvme-path {path} cannot be written to.")
+    return str(folder)
+
+
 def _reference_peaks(device_name: str) -> tuple[dict, Optional[str]]:
     """Vendor peaks from a spec profile of the same device (any count), if one is known."""
     wanted = same_hardware_key(device_name, 0)[0]
@@ -105,10 +117,11 @@ def save_measured_profile(raw: dict, *, command: str, note: str, name: Optional[
 
 def run_calibration(num_gpus: int, num_nodes: int = 1, hostfile: PathArg = None, name: Optional[str] = None,
                     out: PathArg = None, quick: bool = False, *, timeout_s: float = 900.0,
-                    command: Optional[str] = None, say: Optional[Callable[[str], None]] = None
-                    ) -> CalibrationResult:
+                    command: Optional[str] = None, say: Optional[Callable[[str], None]] = None,
+                    nvme_path: PathArg = None) -> CalibrationResult:
     """Calibrate and save; also returns where the profile went and how long the launch took.
-    ``say`` hears what is launched, once the request is found valid."""
+    ``say`` hears what is launched, once the request is found valid; ``nvme_path``: a folder on
+    the storage ZeRO-Infinity would swap to, timed too (:mod:`simtune.calib.nvme`)."""
     if name is not None:
         check_name(name)
     _check_request(num_gpus, num_nodes, hostfile)
@@ -119,16 +132,18 @@ def run_calibration(num_gpus: int, num_nodes: int = 1, hostfile: PathArg = None,
     if not hostfile:
         Resources.local(num_gpus=num_gpus, accelerator=accelerator)  # refuses more GPUs than this machine has
     hostfile = str(Path(hostfile).resolve()) if hostfile else None
+    if nvme_path is not None:
+        nvme_path = _check_nvme_path(nvme_path)
     if say is not None:
         say(f"calibrating {num_gpus} rank(s) per node on {num_nodes} node(s){' (quick)' if quick else ''}...")
     work_dir = Path(tempfile.mkdtemp(prefix="simtune-calibrate-"))
     result = launch(
         num_gpus, work_dir, num_nodes=num_nodes, hostfile=hostfile, quick=quick, accelerator=accelerator,
-        timeout_s=timeout_s,
+        timeout_s=timeout_s, nvme_path=nvme_path,
     )
     launcher_note = "launcher: " + shlex.join(result.command[1:]).replace(str(work_dir), "<tmp>")
     profile, path = save_measured_profile(
-        result.raw, command=command or calibrate_command(num_gpus, num_nodes, hostfile, name, out, quick),
+        result.raw, command=command or calibrate_command(num_gpus, num_nodes, hostfile, name, out, quick, nvme_path),
         note=launcher_note, name=name, out=out)
     shutil.rmtree(work_dir, ignore_errors=True)
     return CalibrationResult(profile=profile, path=path, wall_s=result.wall_s, launch=result)

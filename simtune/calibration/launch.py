@@ -5,6 +5,7 @@ DeepSpeed's launcher::
 
     deepspeed --hostfile F --num_nodes M (--num_gpus N | --num_accelerators N on CPU)
               --master_port P --module simtune.calib.run_all --out <dir>/calib_raw.json [--quick]
+              [--nvme-path DIR]
 
 and on one node :mod:`simtune.runner.local_ranks`, which starts the same ranks with the same
 variables without the launcher's two DeepSpeed-importing interpreters (2.7 s less)::
@@ -54,9 +55,10 @@ class LaunchResult:
 
 
 def build_command(
-    num_gpus: int, num_nodes: int, hostfile: Optional[str], port: int, raw_path: Path, quick: bool, accelerator: str
+    num_gpus: int, num_nodes: int, hostfile: Optional[str], port: int, raw_path: Path, quick: bool, accelerator: str,
+    nvme_path: Optional[str] = None,
 ) -> list[str]:
-    args = ["--out", str(raw_path)] + (["--quick"] if quick else [])
+    args = ["--out", str(raw_path)] + (["--quick"] if quick else []) + (["--nvme-path", nvme_path] if nvme_path else [])
     if not hostfile and num_nodes == 1:
         return local_ranks.command(num_gpus, port, RANK_MODULE, args)
     placement = ["--hostfile", str(hostfile), "--num_nodes", str(num_nodes)] if hostfile else []
@@ -104,8 +106,10 @@ def launch(
     quick: bool = False,
     accelerator: Optional[str] = None,
     timeout_s: float = 600.0,
+    nvme_path: Optional[str] = None,
 ) -> LaunchResult:
-    """Run the calibration program once on ``num_gpus`` x ``num_nodes`` ranks."""
+    """Run the calibration program once on ``num_gpus`` x ``num_nodes`` ranks (timing the storage
+    under ``nvme_path`` too when given)."""
     accelerator = accelerator or detect_accelerator()
     work_dir.mkdir(parents=True, exist_ok=True)
     raw_path = work_dir / RAW_FILE_NAME
@@ -114,7 +118,7 @@ def launch(
     stdout_path, stderr_path = work_dir / "stdout.log", work_dir / "stderr.log"
     port = free_port()
     try:
-        command = build_command(num_gpus, num_nodes, hostfile, port, raw_path, quick, accelerator)
+        command = build_command(num_gpus, num_nodes, hostfile, port, raw_path, quick, accelerator, nvme_path)
         with open(stdout_path, "w", encoding="utf-8") as out, open(stderr_path, "w", encoding="utf-8") as err:
             returncode, timed_out, wall_s = run_process_group(
                 command, build_env(num_gpus, accelerator), work_dir, out, err, timeout_s,

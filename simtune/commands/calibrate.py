@@ -76,6 +76,9 @@ class CalibrateCommand(Command):
         parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
         parser.add_argument("--timeout", type=float, default=900.0, metavar="SECONDS",
                             help="stop the calibration run after this long (default 900)")
+        parser.add_argument("--nvme-path", "--nvme_path", dest="nvme_path", metavar="FOLDER",
+                            help="also time the storage ZeRO-Infinity would swap to (DeepSpeed's nvme_path), "
+                                 "every rank of a node at once: the profile's NVMe read and write rates")
         parser.add_argument("--no-engines", dest="engines", action="store_false",
                             help="do not measure DeepSpeed's engine costs on two tiny built-in models")
 
@@ -84,7 +87,7 @@ class CalibrateCommand(Command):
 
         num_gpus = args.num_gpus if args.num_gpus is not None else _default_gpus()
         result = run_calibration(num_gpus, args.num_nodes, args.hostfile, args.name, args.out, args.quick,
-                                 timeout_s=args.timeout, say=None if args.quiet else _say)
+                                 timeout_s=args.timeout, say=None if args.quiet else _say, nvme_path=args.nvme_path)
         profile = result.profile
         print(f"Calibrated {profile.device.name} x {profile.device.count} in {result.wall_s:.1f} s.")
         print(f"Saved {profile.name} to {result.path}")
@@ -153,6 +156,10 @@ def summary_lines(profile) -> list[str]:
         lines.append(f"  optimizer {impl:<26} {fit.s_per_param * 1e9:.3g} ns/param ({fit.device}{zero})")
     for impl, why in profile.optimizer.unavailable.items():
         lines.append(f"  optimizer {impl:<26} unavailable: {why}")
+    offload = profile.offload
+    if offload.nvme_read_bytes_per_s and offload.nvme_write_bytes_per_s:
+        lines.append(f"  nvme (node)         read {offload.nvme_read_bytes_per_s / 1e9:.2f} GB/s  "
+                     f"write {offload.nvme_write_bytes_per_s / 1e9:.2f} GB/s")
     collectives = profile.collectives
     if not collectives.applicable:
         lines.append(f"  collectives         not applicable: {collectives.note}")
