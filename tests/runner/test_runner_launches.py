@@ -77,7 +77,9 @@ def test_zero3_run_measures_steps_split_flops_and_memory(first_run):
     assert m["throughput"] == pytest.approx(16 / m["step_time_s"])
     assert m["latency"] == pytest.approx(1000 * m["step_time_s"])
     assert 0 < m["fwd_s"] and 0 < m["bwd_s"] and 0 < m["step_s"]
-    assert m["fwd_s"] + m["bwd_s"] + m["step_s"] <= m["step_time_max_s"]
+    # each phase's median over the window is at most the longest step (their sum need not be: the
+    # medians may come from different steps)
+    assert max(m["fwd_s"], m["bwd_s"], m["step_s"]) <= m["step_time_max_s"]
     # 2 flop per multiply-add: forward of both layers, backward of both (no input gradient for the
     # first layer): 5 products of 4 * h * 4h each, per micro-step, times 2 micro-steps.
     assert m["flops_per_step"] == 2 * 5 * 2 * 4 * HIDDEN * 4 * HIDDEN

@@ -15,6 +15,7 @@ from simtune.model.adapters import model_spec
 from simtune.model.inputs import MeasuredCompute, TrainConfig
 from simtune.model.step_time import framework_costs
 from simtune.prediction.learnt_engine_costs import PER_PARAMETER_KEY, learnt_costs_path, learnt_engine_costs
+from simtune.prediction.residual import residual_path
 from simtune.search import model_inputs
 from simtune.search.model_inputs import (engine_reference, engine_reference_heavy, engines_by_reference,
                                          reference_scope, workload_key)
@@ -132,6 +133,8 @@ def test_a_first_search_of_a_large_workload_measures_the_references_engines_inst
     # The machine has its profile but has lost its engine costs: the reference's engines are
     # measured in place of the workload's again, outside a calibration (here from the cache).
     learnt_costs_path(profile.name).unlink()
+    # and the residual the first verification taught, which may move another configuration to the top
+    residual_path(profile.name).unlink()
     shared_log = tmp_path / "autotuning_results" / "shared_launch" / "stdout.log"
     first_launch = shared_log.stat().st_mtime_ns
     code = main(["search", "--model", "bert-tiny", "--seq-len", "32", "--num_gpus", "2", "--verify-top", "1",
