@@ -92,6 +92,11 @@ def test_calibrate_refuses_a_zero_timeout_before_launching(workdir, capsys):
     assert "--timeout must be a positive number of seconds, not 0" in message
 
 
+def test_calibrate_refuses_an_nvme_path_that_is_not_a_folder_before_launching(workdir, capsys):
+    message = calibrate_error(capsys, "--nvme-path", str(workdir / "missing"))
+    assert "is not a folder" in message
+
+
 def test_calibrate_refuses_zero_ranks_without_announcing_a_calibration(workdir, capsys):
     assert main(["calibrate", "--gpus", "0"]) == 2
     err = capsys.readouterr().err

@@ -118,6 +118,16 @@ def test_vendor_peak_is_used_when_known():
     assert any("spec-x" in s for s in profile.provenance.sources)
 
 
+def test_a_timed_storage_gives_the_nvme_rates_and_a_note():
+    raw = raw_output()
+    assert build_profile(raw).offload.nvme_read_bytes_per_s is None
+    raw["nvme"] = {"path": "/local_nvme", "read_bytes_per_s": 6e9, "write_bytes_per_s": 3e9, "direct": True,
+                   "ranks": 2, "bytes_per_rank": 2**30}
+    profile = validate(build_profile(raw))
+    assert (profile.offload.nvme_read_bytes_per_s, profile.offload.nvme_write_bytes_per_s) == (6e9, 3e9)
+    assert any("1024 MiB under /local_nvme" in note and "O_DIRECT" in note for note in profile.provenance.notes)
+
+
 def test_one_rank_has_no_collectives():
     profile = validate(build_profile(raw_output(ranks=1, applicable=False)))
     assert not profile.collectives.applicable and profile.collectives.intra_node == {}

@@ -22,8 +22,10 @@ def test_quick_two_process_calibration_writes_a_valid_profile(tmp_path, monkeypa
     monkeypatch.setenv("DS_ACCELERATOR", "cpu")  # also on a GPU machine: this test is about CPU ranks
     out = tmp_path / "profiles"
     started = time.perf_counter()
+    disk = tmp_path / "nvme"
+    disk.mkdir()
     assert main(["calibrate", "--gpus", "2", "--quick", "--no-engines", "--out", str(out), "--name",
-                 "ci-cpu-2proc"]) == 0
+                 "ci-cpu-2proc", "--nvme-path", str(disk)]) == 0
     wall_s = time.perf_counter() - started
     stdout = capsys.readouterr().out
     assert f"Saved ci-cpu-2proc to {out / 'ci-cpu-2proc.json'}" in stdout
@@ -32,6 +34,10 @@ def test_quick_two_process_calibration_writes_a_valid_profile(tmp_path, monkeypa
     assert profile.kind == "measured" and profile.device.kind == "cpu"
     assert profile.device.count == 2 and profile.device.usable_memory_bytes > 0
     assert "--gpus 2" in profile.provenance.command and "--quick" in profile.provenance.command
+    # both ranks wrote and read their files under --nvme-path at once, and removed them
+    assert profile.offload.nvme_read_bytes_per_s > 0 and profile.offload.nvme_write_bytes_per_s > 0
+    assert f"--nvme-path {disk}" in profile.provenance.command and list(disk.iterdir()) == []
+    assert "nvme (node)" in stdout
     assert profile.provenance.torch_version and profile.provenance.deepspeed_version
     assert profile.collectives.applicable and profile.collectives.backend == "gloo"
     assert set(profile.collectives.intra_node) == set(COLLECTIVE_OPS)
