@@ -4,8 +4,10 @@ Every rank of the node at once (between barriers) writes, then reads back, its o
 ``FILE_BYTES`` under the given folder, as DeepSpeed's swappers give each rank a folder of its own
 on one ``nvme_path``: in blocks of ``BLOCK_BYTES`` (the aio ``block_size``, 1 MiB) from
 ``QUEUE_DEPTH`` threads at once (the aio ``queue_depth``, 8), with ``O_DIRECT`` where the file
-system takes it (DeepSpeed opens its swap files so: no page cache) and otherwise through the page
-cache, written back with ``fsync`` and dropped (``POSIX_FADV_DONTNEED``) before the read. The
+system takes it (DeepSpeed opens its swap files so: no page cache; and it never calls ``fsync``,
+so neither does this: a flush of the device's own write cache is not part of a swap) and
+otherwise through the page cache, written back with ``fsync`` and dropped
+(``POSIX_FADV_DONTNEED``) before the read. The
 node's rate is the bytes its ranks moved over the slowest rank's time. The files are removed.
 """
 
@@ -77,7 +79,8 @@ def measure_rank(folder: Path, file_bytes: int, barrier: Callable[[], None]) -> 
             barrier()
             started = time.perf_counter()
             _in_threads(lambda i, buf: [os.pwrite(fd, buf, b * BLOCK_BYTES) for b in _blocks(i, total_blocks)])
-            os.fsync(fd)
+            if not direct:  # through the page cache: until written back, nothing reached the device
+                os.fsync(fd)
             write_s = time.perf_counter() - started
         finally:
             os.close(fd)
