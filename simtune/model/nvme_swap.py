@@ -11,9 +11,12 @@ Adam) and b the bytes of a 16-bit parameter or gradient element:
   (``PartitionedOptimizerSwapper``: each read and write waits, the default without
   ``pipeline_read`` / ``pipeline_write``). Per step:
 
-      read  = 4 (1 + S) P + 4 P        write = 4 (1 + S) P + 4 P
+      read  = 4 (1 + S) P + 4 G        write = 4 (1 + S) P + 4 G
 
-  32 bytes each way per element for Adam. The host holds ``buffer_count`` (4) page-locked swap
+  with G the gradient elements swapped: of each tensor's partition fragment, ceil(n / ranks)
+  elements, only those of 1 MiB and more (the aio ``block_size``) go to NVMe, smaller ones stay in
+  memory (``optimizer_utils.py``). 32 bytes each way per element for Adam where every fragment
+  is that large. The host holds ``buffer_count`` (4) page-locked swap
   buffers of the largest sub-group's fp32 elements, and the b-byte gradient partition
   (``grad_accum_dtype``, the model's dtype by default), instead of the 4 (2 + S) P bytes of
   states that CPU offload keeps:
@@ -39,7 +42,7 @@ default swapper waits on each). Stages 1/2 offload to host memory whatever the d
 
 from __future__ import annotations
 
-from simtune.model.inputs import BYTES_PER_ELEMENT, HardwareSpec, TrainConfig
+from simtune.model.inputs import BYTES_PER_ELEMENT, HardwareSpec, ModelSpec, TrainConfig
 from simtune.model.shards import Shards
 
 OPTIMIZER_SWAP_BUFFERS = 4
@@ -50,13 +53,22 @@ PARAMETER_SWAP_BUFFERS = 5
 PARAMETER_SWAP_BUFFER_ELEMENTS = 100_000_000
 """``offload_param.buffer_count`` and ``buffer_size`` (elements)."""
 FP32 = BYTES_PER_ELEMENT["fp32"]
+SWAP_BLOCK_ELEMENTS = (1 << 20) // FP32
+"""The aio ``block_size`` (1 MiB) in fp32 elements: a gradient fragment under it is not swapped."""
 
 
-def optimizer_swap_bytes(s: Shards, c: TrainConfig) -> int:
+def swapped_gradient_elements(m: ModelSpec, c: TrainConfig) -> int:
+    """Elements of one rank's fp32 gradients that go to NVMe: its fragments of the tensors
+    (ceil(n / ranks) each) of at least :data:`SWAP_BLOCK_ELEMENTS`."""
+    ranks = c.dp_degree
+    return sum(f for f in (-(-n // ranks) for n in m.layout.numels) if f >= SWAP_BLOCK_ELEMENTS)
+
+
+def optimizer_swap_bytes(m: ModelSpec, s: Shards, c: TrainConfig) -> int:
     """Bytes one rank reads from NVMe in a step for its optimizer, and as many it writes."""
     if not c.swaps_optimizer_states:
         return 0
-    return FP32 * (2 + c.optimizer.states) * s.partition
+    return FP32 * (1 + c.optimizer.states) * s.partition + FP32 * swapped_gradient_elements(m, c)
 
 
 def parameters_on_nvme(s: Shards, c: TrainConfig) -> int:
@@ -86,10 +98,10 @@ def nvme_host_bytes(s: Shards, c: TrainConfig) -> int:
     return total
 
 
-def nvme_swap_s(s: Shards, hw: HardwareSpec, c: TrainConfig) -> float:
+def nvme_swap_s(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig) -> float:
     """Seconds one rank spends reading and writing NVMe in a step; 0 where the profile gives no
     NVMe rate."""
-    optimizer = optimizer_swap_bytes(s, c)
+    optimizer = optimizer_swap_bytes(m, s, c)
     param_read, param_written = parameter_swap_bytes(s, c)
     read, written = optimizer + param_read, optimizer + param_written
     seconds = 0.0

@@ -207,4 +207,4 @@ def offload_transfer_s(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig
     device_bandwidth = hw.plain_bandwidth()
     if c.offload_optimizer and b != MASTER_BYTES and device_bandwidth is not None:
         seconds += (MASTER_BYTES + b) * local_elements(s, c) / device_bandwidth
-    return seconds + nvme_swap_s(s, hw, c)
+    return seconds + nvme_swap_s(m, s, hw, c)

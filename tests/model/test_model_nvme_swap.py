@@ -1,6 +1,8 @@
 """ZeRO-Infinity's NVMe offload: what stage 3 swaps each step, what the host holds for it, and
 that stages 1/2 take an NVMe device as host memory (simtune.model.nvme_swap)."""
 
+from __future__ import annotations
+
 import dataclasses
 
 import pytest
@@ -35,14 +37,18 @@ def test_stage3_swaps_32_bytes_per_adam_element_each_way_at_the_nodes_rate_over_
     s = shards(m, c)
     assert s.partition == 200_000_000
     # master and two moments (12 bytes) and the fp32 gradient (4) read, and as many written
-    assert optimizer_swap_bytes(s, c) == 16 * s.partition
+    assert optimizer_swap_bytes(m, s, c) == 16 * s.partition
     hw = make_hardware(ranks_per_node=8, nvme_read_bytes_per_s=40e9, nvme_write_bytes_per_s=20e9)
-    assert nvme_swap_s(s, hw, c) == pytest.approx(16 * s.partition * 8 / 40e9 + 16 * s.partition * 8 / 20e9)
+    assert nvme_swap_s(m, s, hw, c) == pytest.approx(16 * s.partition * 8 / 40e9 + 16 * s.partition * 8 / 20e9)
     cpu = dataclasses.replace(c, offload_optimizer_nvme=False)
-    assert offload_transfer_s(m, s, hw, c) - offload_transfer_s(m, s, hw, cpu) == pytest.approx(nvme_swap_s(s, hw, c))
+    assert offload_transfer_s(m, s, hw, c) - offload_transfer_s(m, s, hw, cpu) == pytest.approx(nvme_swap_s(m, s, hw, c))
     # one state fewer (Adagrad) swaps 4 bytes less each way
     adagrad = dataclasses.replace(c, optimizer=OptimizerChoice("adagrad"))
-    assert optimizer_swap_bytes(s, adagrad) == 12 * s.partition
+    assert optimizer_swap_bytes(m, s, adagrad) == 12 * s.partition
+    # gradient fragments under 1 MiB (262,144 fp32 elements) stay in memory: 64 tensors of 1M
+    # elements leave each of 8 ranks fragments of 125,000
+    small = model(64_000_000)
+    assert optimizer_swap_bytes(small, shards(small, c), c) == 12 * shards(small, c).partition
 
 
 def test_the_host_holds_four_sub_group_buffers_and_the_gradient_partition_instead_of_the_states():
@@ -85,9 +91,9 @@ def test_stages_1_and_2_offload_to_host_memory_whatever_the_device(gpt2, make_ha
 
 
 def test_a_profile_without_nvme_rates_costs_no_swap_and_says_which_rates_it_lacks(make_hardware):
-    c = nvme()
-    s = shards(model(1_600_000_000), c)
-    assert nvme_swap_s(s, make_hardware(), c) == 0.0
+    c, m = nvme(), model(1_600_000_000)
+    s = shards(m, c)
+    assert nvme_swap_s(m, s, make_hardware(), c) == 0.0
     assert nvme_rates_missing(make_hardware(), c) == "read and write rates"
     assert nvme_rates_missing(make_hardware(nvme_read_bytes_per_s=28e9), c) == "write rate"
     assert nvme_rates_missing(make_hardware(nvme_read_bytes_per_s=28e9, nvme_write_bytes_per_s=9e9), c) is None
@@ -99,3 +105,72 @@ def test_nvme_is_a_kind_of_offload():
         TrainConfig(stage=3, micro_batch_size=1, offload_optimizer_nvme=True)
     with pytest.raises(ConfigError, match="set offload_param too"):
         TrainConfig(stage=3, micro_batch_size=1, offload_param_nvme=True)
+
+
+def _async_io_unavailable() -> str | None:
+    """Why DeepSpeed's async_io op cannot be built here, or None."""
+    import os
+
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    from deepspeed.ops.op_builder import AsyncIOBuilder  # a broken op only skips this test
+
+    return None if AsyncIOBuilder().is_compatible(verbose=False) else (
+        "DeepSpeed's async_io op needs libaio (apt-get install libaio-dev; .ci/services/libaio.sh)")
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("launches-2")  # nothing timed: beside the timed launches (tests/conftest.py)
+def test_deepspeed_swaps_to_nvme_what_the_model_counts(tmp_path):
+    """Two CPU ranks train gpt2-tiny-heavy at stage 3 with the optimizer offloaded to NVMe (a folder
+    of this machine's disk): each rank's swap files are its fp32 master and two moments over its
+    partition, and the gradient fragments of 1 MiB and more (the position table's), as the model
+    counts them."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from simtune.model.adapters import model_spec
+    from simtune.model.nvme_swap import swapped_gradient_elements
+    from simtune.runner.launcher import deepspeed_launcher, free_port, own_tools_first, release_port
+    from simtune.watchdog import remove_shm_buffers
+    from simtune.workloads import load_workload
+
+    reason = _async_io_unavailable()
+    if reason:
+        pytest.skip(reason)
+    swap = tmp_path / "nvme"
+    swap.mkdir()
+    config = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
+              "zero_optimization": {"stage": 3, "offload_optimizer": {"device": "nvme", "nvme_path": str(swap)}},
+              "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}}}
+    (tmp_path / "ds.json").write_text(json.dumps(config))
+    program = Path(__file__).resolve().parents[2] / "simtune" / "workloads" / "train.py"
+    port = free_port()
+    env = own_tools_first({**os.environ, "DS_ACCELERATOR": "cpu", "LOCAL_SIZE": "2", "OMP_NUM_THREADS": "1"})
+    try:
+        done = subprocess.run([deepspeed_launcher(), "--num_accelerators", "2", "--master_port", str(port),
+                               str(program), "--deepspeed", str(tmp_path / "ds.json"), "--model", "gpt2-tiny-heavy",
+                               "--seq-len", "64", "--steps", "2"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        remove_shm_buffers(port)
+        release_port(port)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+
+    m = model_spec(load_workload("gpt2-tiny-heavy", seq_len=64))
+    c = TrainConfig(stage=3, micro_batch_size=1, dp_degree=2, precision="fp32", offload_optimizer=True,
+                    offload_optimizer_nvme=True)
+    s = shards(m, c)
+    gradient_elements = swapped_gradient_elements(m, c)
+    assert gradient_elements > 0  # the position table's 4,194,304-element fragment
+    for rank in (0, 1):
+        files = {f.name: f.stat().st_size for f in (swap / "zero_stage_3" / "optimizer" / f"rank{rank}").iterdir()}
+        gradients = sum(size for name, size in files.items() if "_gradient_" in name)
+        states = {name: size for name, size in files.items() if "_gradient_" not in name}
+        assert gradients == 4 * gradient_elements, files
+        # the master and each moment: the partition in fp32, aligned to 1 KiB per sub-group
+        assert len(states) == 3 and all(abs(size - 4 * s.partition) <= 1024 for size in states.values()), (
+            files, s.partition)
+        assert optimizer_swap_bytes(m, s, c) == 3 * 4 * s.partition + gradients
