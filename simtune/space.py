@@ -261,6 +261,8 @@ class TuningSpace:
         knob_spaces, fixed_knobs = _read_knobs(zero, stages, stage_fixed, autotuning.fast)
         oo = _read_offload(zero, "offload_optimizer", autotuning.tune_offload)
         op = _read_offload(zero, "offload_param", autotuning.tune_offload)
+        if 3 in stages:
+            _require_nvme_path(zero, (("offload_optimizer", oo), ("offload_param", op)))
         ac = _read_checkpointing(autotuning, user_args)
 
         user_tbs = ds_config.get(TBS_KEY)
@@ -725,6 +727,17 @@ def _read_offload(zero: Mapping[str, Any], key: str, tune: bool) -> tuple[str, .
     if tune:
         return tuple(dict.fromkeys([device, "none", "cpu"]))
     return (device,)
+
+
+def _require_nvme_path(zero: Mapping[str, Any], sections: tuple[tuple[str, tuple[str, ...]], ...]) -> None:
+    """At stage 3 an offload to NVMe swaps under the section's ``nvme_path``: without one
+    DeepSpeed's engine fails as it starts (stage3.py joins the path), so it is refused here.
+    (Stages 1/2 offload to host memory whatever the device, and read no path.)"""
+    for key, devices in sections:
+        section = zero.get(key)
+        if "nvme" in devices and isinstance(section, Mapping) and not section.get("nvme_path"):
+            raise ConfigError(f"zero_optimization.{key}.device nvme needs nvme_path: the folder on the NVMe "
+                              f"drive that ZeRO-3 swaps to.")
 
 
 _TRUE = {"true", "1", "yes", "on", "t", "y"}

@@ -110,3 +110,11 @@ def test_an_unknown_communication_data_type_is_refused(workdir, capsys):
     message = error_of(capsys, [*PLANNED, "--model", "gpt2", "--deepspeed", str(workdir / "ds.json")])
     assert message == "communication_data_type must be one of fp32, fp16, bf16, not 'int8'."
     assert not (workdir / "autotuning_results").exists()
+
+
+def test_an_nvme_offload_at_stage_3_without_its_folder_is_refused(workdir, capsys):
+    config = {"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "nvme"}}}
+    (workdir / "ds.json").write_text(json.dumps(config))
+    message = error_of(capsys, [*PLANNED, "--model", "gpt2", "--deepspeed", str(workdir / "ds.json")])
+    assert message.startswith("zero_optimization.offload_optimizer.device nvme needs nvme_path")
+    assert not (workdir / "autotuning_results").exists()

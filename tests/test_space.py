@@ -427,6 +427,16 @@ def test_bad_offload(section, match):
         space({"zero_optimization": {"stage": 3, "offload_optimizer": section}})
 
 
+def test_an_nvme_offload_at_stage_3_needs_its_path():
+    with pytest.raises(ConfigError, match="offload_param.device nvme needs nvme_path"):
+        space({"zero_optimization": {"stage": 3, "offload_param": {"device": "nvme"}}})
+    with pytest.raises(ConfigError, match="offload_optimizer.device nvme needs nvme_path"):
+        space({"zero_optimization": {"stage": [2, 3], "offload_optimizer": {"device": ["cpu", "nvme"]}}})
+    # stages 1/2 offload to host memory whatever the device, and read no path
+    assert space({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "nvme"}}}) \
+        .offload_optimizer_choices(2) == ("nvme",)
+
+
 def test_activation_checkpointing_choices():
     assert space({}).activation_checkpointing_choices == (False,)
     assert space({}, tune_activation_checkpointing=True).activation_checkpointing_choices == (False, True)
