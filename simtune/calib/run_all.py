@@ -98,7 +98,7 @@ def measure(quick: bool = False, local_rank: int | None = None, after_baseline=N
     import torch  # imported here, not at the top: startup_s counts what a rank's start costs
     from deepspeed import comm as dist
 
-    from simtune.calib import collectives, compute, memory, optimizer, thread_pool
+    from simtune.calib import collectives, compute, memory, nvme, optimizer, thread_pool
     from simtune.calib.device import current_device, dtype_support
     from simtune.calib.topology import NODE_IDS_ENV, node_layout
 
@@ -145,11 +145,7 @@ def measure(quick: bool = False, local_rank: int | None = None, after_baseline=N
             )
 
     pool = timed("thread_pool", lambda: thread_pool.wake_cost(dist, device, rank, quick))
-    storage = None
-    if nvme_path:
-        from simtune.calib import nvme
-
-        storage = timed("nvme", lambda: nvme.run(nvme_path, quick, rank, dist.barrier))
+    storage = timed("nvme", lambda: nvme.run(nvme_path, quick, rank, dist.barrier)) if nvme_path else None
 
     gathered: list = [None] * world
     dist.all_gather_object(gathered, {"memory": mem, "samples": samples, "nvme": storage})
@@ -200,8 +196,6 @@ def measure(quick: bool = False, local_rank: int | None = None, after_baseline=N
         "sections_s": sections,
     }
     if storage is not None:
-        from simtune.calib import nvme
-
         result["nvme"] = {"path": nvme_path, **nvme.node_rates([gathered[r]["nvme"] for r in layout.members(0)])}
     result["elapsed_s"] = time.perf_counter() - started
     return result

@@ -224,6 +224,7 @@ class EstimateCommand(Command):
                 largest[stage] = predictor.max_micro_batch_size(stage, **settings)
         trial = _choose(predictor, stages, args, settings, largest)
         estimate = predictor.predict(trial)
+        train = predictor.config(trial)
         config = {
             "model": workload.name, "parameters": predictor.model.parameter_count, "seq_len": workload.seq_len,
             "precision": precision, "autocast": args.autocast or False, "stage": trial.stage,
@@ -240,11 +241,11 @@ class EstimateCommand(Command):
             "algorithm_rate": ("measured" if predictor.optimizer_step_measured(trial.offload_optimizer != "none")
                                else "scaled from AdamW"),
             "optimizer": predictor.hardware.optimizer_impl,
-            "host_optimizer": (host_optimizer_fit(profile, torch_adamw=torch_steps_on_host(predictor.config(trial)),
+            "host_optimizer": (host_optimizer_fit(profile, torch_adamw=torch_steps_on_host(train),
                                                   algorithm=predictor.optimizer.algorithm)
                                if trial.offload_optimizer != "none" else None),
             "gradient_clipping": predictor.gradient_clipping,
-            "nvme_uncosted": nvme_rates_missing(predictor.hardware, predictor.config(trial)),
+            "nvme_uncosted": nvme_rates_missing(predictor.hardware, train),
             **knobs,
             "compute_source": "workload calibration on this hardware" if predictor.measured_compute_used
             else "FLOPs / profile compute curve",
