@@ -28,6 +28,8 @@ buckets of that dtype); parameters in their own dtype.
   the same allgather after the optimizer.
 - stage 3 (stage3.py, partitioned_param_coordinator.py): in every micro-step, one allgather per
   non-persistent tensor in forward, again in backward for the parameters released after forward,
+  and a tied LM head's table once more in each pass where it is released between its two uses
+  (:func:`simtune.model.memory_buffers.tied_table_regathered`),
   and a bucketed reduce-scatter of the b*P gradients during backward; with ``reduce_scatter``
   off and contiguous gradients a bucket is allreduced instead (``__reduce_and_partition_ipg_grads``
   -> ``__avg_scatter_contiguous_grads``), all but a gradient larger than the bucket, which
@@ -42,7 +44,7 @@ from dataclasses import dataclass
 
 from simtune.model.inputs import CollectiveCost, HardwareSpec, ModelSpec, TrainConfig
 from simtune.model.links import ring_collectives
-from simtune.model.memory_buffers import STAGE0_ALLREDUCE_ELEMENTS, kept_gathered_elements
+from simtune.model.memory_buffers import STAGE0_ALLREDUCE_ELEMENTS, kept_gathered_elements, tied_table_regathered
 from simtune.model.operators import linear_parameters
 from simtune.model.shards import Shards
 
@@ -164,9 +166,10 @@ def communication(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig) -> 
     nonpersistent = s.params - s.persistent
     gather_calls = max(1, len(m.layout.numels) - s.persistent_tensors)
     released = nonpersistent - kept_gathered_elements(m, s, c)
-    forward_s = collective_s(costs.allgather, part_f, b * nonpersistent, gather_calls)
+    tied = tied_table_regathered(m, s, c)
+    forward_s = collective_s(costs.allgather, part_f, b * (nonpersistent + tied), gather_calls + (1 if tied else 0))
     backward_calls = -(-gather_calls * released // nonpersistent) if nonpersistent else 0
-    backward_s = collective_s(costs.allgather, part_f, b * released, backward_calls)
+    backward_s = collective_s(costs.allgather, part_f, b * (released + tied), backward_calls + (1 if tied else 0))
     first_s = collective_s(costs.allgather, part_f, b * nonpersistent / gather_calls, 1)
     persistent_s = collective_s(costs.allgather, part_f, b * s.persistent, s.persistent_tensors)
     return CommTimes(reduce_per_micro_s=reduce_s, reduce_last_call_s=last_s, gather_forward_s=forward_s,

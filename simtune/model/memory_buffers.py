@@ -104,6 +104,38 @@ def kept_gathered_elements(model: ModelSpec, s: Shards, c: TrainConfig) -> int:
     return min(nonpersistent, max(reuse, live))
 
 
+def tied_table_regathered(model: ModelSpec, s: Shards, c: TrainConfig) -> int:
+    """Elements of a tied LM head's table (the token embedding, :attr:`Block.sums_tied_gradients`)
+    stage 3 gathers a second time in each pass: forward uses it first and last, backward first and
+    last, and where not every parameter stays gathered (some are released after forward) it is
+    released between its two uses and gathered at each. 0 for an untied or persistent table, or
+    where everything stays gathered (benchmarks/results/checkpoint_fetches.txt: gpt2-tiny's table
+    gathered 4 times per step with every parameter released, once with DeepSpeed's defaults)."""
+    if c.stage != 3 or not model.block.sums_tied_gradients:
+        return 0
+    table = model.vocab_size * model.hidden_size
+    if table <= c.stage3_param_persistence_threshold:
+        return 0
+    if kept_gathered_elements(model, s, c) >= s.params - s.persistent:
+        return 0
+    return -(-table // c.mp_degree)
+
+
+def fetched_elements(model: ModelSpec, s: Shards, c: TrainConfig) -> int:
+    """Parameter elements stage 3 gathers in one micro-step: every non-persistent one in forward,
+    in backward again those released after forward (all but :func:`kept_gathered_elements`), and
+    a released tied table once more in each pass (:func:`tied_table_regathered`).
+
+    Activation checkpointing adds no fetch: the recomputing forward gathers what the layer's
+    backward then uses. DeepSpeed 0.19.8 gathered the same elements in as many calls with and
+    without checkpointing, with parameters kept and with every one released
+    (benchmarks/results/checkpoint_fetches.txt)."""
+    if c.stage != 3:
+        return 0
+    nonpersistent = s.params - s.persistent
+    return 2 * nonpersistent - kept_gathered_elements(model, s, c) + 2 * tied_table_regathered(model, s, c)
+
+
 def gathered_parameter_bytes(model: ModelSpec, s: Shards, c: TrainConfig) -> int:
     """b * min(non-persistent, kept + the largest module in flight + one prefetch bucket)."""
     if c.stage != 3:

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from simtune.model.comm_time import (allreduce_factor, collective_s, communication, gather_scatter_factor)
@@ -51,13 +53,20 @@ def test_smaller_buckets_pay_more_latency(gpt2, hardware):
 
 
 def test_stage3_gathers_in_forward_and_only_released_parameters_in_backward(gpt2, hardware):
-    kept = comm(gpt2, hardware, stage=3, dp_degree=8)
-    released = comm(gpt2, hardware, stage=3, dp_degree=8, stage3_max_reuse_distance=0, stage3_prefetch_bucket_size=0)
+    untied = dataclasses.replace(gpt2, block=dataclasses.replace(gpt2.block, tied_head=False))
+    kept = comm(untied, hardware, stage=3, dp_degree=8)
+    released = comm(untied, hardware, stage=3, dp_degree=8, stage3_max_reuse_distance=0, stage3_prefetch_bucket_size=0)
     assert kept.gather_forward_s == pytest.approx(released.gather_forward_s)
     assert kept.gather_forward_s > 0
     assert kept.gather_backward_s == 0  # a 124M model is reused within the default distance
     assert released.gather_backward_s == pytest.approx(released.gather_forward_s)
     assert kept.reduce_per_micro_s > 0 and kept.gather_after_step_s == 0
+    # GPT-2's tied table, released between its two uses in each pass, is gathered at both
+    tied_kept = comm(gpt2, hardware, stage=3, dp_degree=8)
+    tied = comm(gpt2, hardware, stage=3, dp_degree=8, stage3_max_reuse_distance=0, stage3_prefetch_bucket_size=0)
+    assert tied_kept.gather_forward_s == pytest.approx(kept.gather_forward_s)
+    table_s = tied.gather_forward_s - released.gather_forward_s
+    assert table_s > 0 and tied.gather_backward_s - released.gather_backward_s == pytest.approx(table_s)
 
 
 def test_groups_spanning_nodes_use_inter_node_costs(gpt2, make_hardware):

@@ -101,3 +101,24 @@ def test_optimizer_temporaries_follow_the_implementation(gpt2):
     assert optimizer_temporary_bytes(s0, fp32, "torch_adamw_fused") == 0
     assert optimizer_temporary_bytes(s0, fp32, None) == 0
     assert optimizer_temporary_bytes(shards(gpt2, offload), offload, "torch_adamw_for_loop") == 0
+
+
+def test_stage3_gathers_what_deepspeed_gathered_per_step_with_and_without_checkpointing():
+    """gpt2-tiny at stage 3 on 2 ranks: DeepSpeed 0.19.8 gathered 544,256 elements per step with its
+    defaults and 937,472 with every parameter released, checkpointing on or off
+    (benchmarks/results/checkpoint_fetches.txt): the non-persistent ones in forward, the released
+    ones in backward, the tied table at both of its uses in each pass once released, and the
+    persistent ones after the step."""
+    from simtune.model.adapters import model_spec
+    from simtune.model.memory_buffers import fetched_elements, tied_table_regathered
+    from simtune.workloads import load_workload
+
+    m = model_spec(load_workload("gpt2-tiny", seq_len=64))
+    release_all = {"stage3_max_reuse_distance": 0, "stage3_max_live_parameters": 0, "stage3_prefetch_bucket_size": 0}
+    for zero, gathered, tied in (({}, 544_256, 0), (release_all, 937_472, 1024 * 128)):
+        for checkpointing in (False, True):
+            c = TrainConfig(stage=3, micro_batch_size=2, dp_degree=2, precision="fp32",
+                            activation_checkpointing=checkpointing, **zero)
+            s = shards(m, c)
+            assert fetched_elements(m, s, c) + s.persistent == gathered
+            assert tied_table_regathered(m, s, c) == tied
