@@ -25,6 +25,7 @@ from simtune.dsconfig import AutotuningConfig, ConfigWarning, clips_gradients, j
 from simtune.errors import ConfigError
 from simtune.knobs import STAGES
 from simtune.naming import experiment_name
+from simtune.nvme_settings import NvmeSwapSettings
 from simtune.optimizers import OptimizerChoice, optimizer_choice
 from simtune.precision import communication_precision_of
 
@@ -176,6 +177,8 @@ class TuningSpace:
     offload_optimizer_pinned: bool = True
     offload_param_pinned: bool = True
     """Each offload section's ``pin_memory`` (:func:`simtune.dsconfig.pins_offload_memory`)."""
+    nvme_swap: NvmeSwapSettings = NvmeSwapSettings()
+    """The offload sections' NVMe swap settings (:class:`simtune.nvme_settings.NvmeSwapSettings`)."""
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -287,6 +290,7 @@ class TuningSpace:
             gradient_clipping=gradient_clipping,
             offload_optimizer_pinned=pins_offload_memory(ds_config, "offload_optimizer"),
             offload_param_pinned=pins_offload_memory(ds_config, "offload_param"),
+            nvme_swap=NvmeSwapSettings.from_ds_config(ds_config),
         )
 
     # ------------------------------------------------------------------ dimensions

@@ -301,3 +301,25 @@ def test_nvme_offload_swaps_at_stage_3_at_the_profiles_nvme_rates_and_says_where
     main(["estimate", "--profile", "dgx-a100-80gb", "--stage", "2", *argv, "nvme"])
     out = capsys.readouterr().out
     assert "optimizer offload to nvme (host memory at this stage)" in out and "note:" not in out
+
+
+def test_nvme_swap_settings_from_the_flags_change_host_memory_and_what_the_step_waits_for(capsys):
+    argv = ["--model", "gpt2-xl", "--profile", "hgx-h200-141gb", "--gpus", "8", "--stage", "3", "--mbs", "4",
+            "--offload-optimizer", "nvme"]
+    plain = run_json(capsys, [*argv, "--sub-group-size", "2e7"])
+    pipelined = run_json(capsys, [*argv, "--sub-group-size", "2e7", "--nvme-pipeline", "true",
+                                  "--nvme-buffer-count", "12"])
+    assert plain["config"]["sub_group_size"] == 20_000_000
+    assert plain["config"]["nvme_swap"]["pipeline_read"] is False
+    assert pipelined["config"]["nvme_swap"]["pipeline_read"] and pipelined["config"]["nvme_swap"]["pipeline_write"]
+    # the drive stays busy: the pipeline hides the host's steps of all but the first and last sub-groups
+    saved = plain["time_s"]["offload_transfer"] - pipelined["time_s"]["offload_transfer"]
+    assert 0 < saved < plain["time_s"]["optimizer"]
+    # eight more buffers of the largest sub-group (fp32), against the default sub-group's whole partition
+    assert pipelined["host_memory_bytes"] > plain["host_memory_bytes"]
+    default = run_json(capsys, argv)
+    assert plain["host_memory_bytes"] < default["host_memory_bytes"]
+    main(["estimate", *argv, "--sub-group-size", "2e7", "--nvme-pipeline", "true"])
+    assert "optimizer offload to nvme (pipelined)" in capsys.readouterr().out
+    assert main(["estimate", *argv, "--nvme-buffer-count", "0"]) != 0
+    assert "--nvme-buffer-count must be at least 1, not 0." in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import sys
@@ -138,6 +139,17 @@ class EstimateCommand(Command):
                             help="offload's host buffers page-locked (DeepSpeed's pin_memory; default true, "
                                  "DeepSpeed's since 0.19.5): false copies through pageable memory, at the "
                                  "profile's pageable rates where it measured them")
+        parser.add_argument("--sub-group-size", "--sub_group_size", dest="sub_group_size", type=_size,
+                            help="sub_group_size in elements: stage 3 steps its optimizer, and swaps it to NVMe, "
+                                 "one sub-group of about this many partition elements at a time (default "
+                                 "DeepSpeed's 1e9)")
+        parser.add_argument("--nvme-pipeline", "--nvme_pipeline", dest="nvme_pipeline", type=_bool,
+                            metavar="true|false",
+                            help="the optimizer's NVMe swaps pipelined (DeepSpeed's pipeline_read and "
+                                 "pipeline_write): sub-groups read and written while others step (default false)")
+        parser.add_argument("--nvme-buffer-count", "--nvme_buffer_count", dest="nvme_buffer_count", type=int,
+                            help="the optimizer's NVMe swap buffers (DeepSpeed's offload_optimizer.buffer_count, "
+                                 "default 4), each the size of the largest sub-group")
         parser.add_argument("--checkpointing", "--activation-checkpointing", dest="checkpointing",
                             type=_bool, nargs="?", const=True, default=False, metavar="true|false",
                             help="activation checkpointing (default off; the flag alone turns it on)")
@@ -202,7 +214,7 @@ class EstimateCommand(Command):
                                          communication_precision=args.communication_data_type,
                                          optimizer_impl=args.optimizer, gradient_clipping=args.gradient_clipping,
                                          pin_memory=args.pin_memory, optimizer=OptimizerChoice(args.algorithm),
-                                         **autocast)
+                                         nvme_swap=_nvme_swap(args), **autocast)
         knobs = {}
         if args.reduce_bucket_size is not None:
             knobs["reduce_bucket_size"] = args.reduce_bucket_size
@@ -210,6 +222,8 @@ class EstimateCommand(Command):
             knobs["overlap_comm"] = args.overlap_comm
         if args.reduce_scatter is not None:
             knobs["reduce_scatter"] = args.reduce_scatter
+        if args.sub_group_size is not None:
+            knobs["sub_group_size"] = args.sub_group_size
         settings = dict(gradient_accumulation_steps=args.gas, zero_knobs=knobs,
                         offload_optimizer=args.offload_optimizer, offload_param=args.offload_param,
                         activation_checkpointing=args.checkpointing or args.checkpointing_policy != "full")
@@ -246,6 +260,8 @@ class EstimateCommand(Command):
                                if trial.offload_optimizer != "none" else None),
             "gradient_clipping": predictor.gradient_clipping,
             "nvme_uncosted": nvme_rates_missing(predictor.hardware, train),
+            "nvme_swap": (dataclasses.asdict(train.nvme) if train.swaps_optimizer_states or train.swaps_parameters
+                          else None),
             **knobs,
             "compute_source": "workload calibration on this hardware" if predictor.measured_compute_used
             else "FLOPs / profile compute curve",
@@ -259,6 +275,20 @@ class EstimateCommand(Command):
         for line in _text(estimate, config, profile, largest):
             print(line)
         return 0
+
+
+def _nvme_swap(args: argparse.Namespace) -> Any:
+    """The NVMe swap settings the flags give (DeepSpeed's defaults for those not given)."""
+    from simtune.nvme_settings import NvmeSwapSettings
+
+    values: dict[str, Any] = {}
+    if args.nvme_pipeline is not None:
+        values.update(pipeline_read=args.nvme_pipeline, pipeline_write=args.nvme_pipeline)
+    if args.nvme_buffer_count is not None:
+        if args.nvme_buffer_count < 1:
+            raise InputError(f"--nvme-buffer-count must be at least 1, not {args.nvme_buffer_count}.")
+        values["optimizer_buffer_count"] = args.nvme_buffer_count
+    return NvmeSwapSettings(**values)
 
 
 def _check_offload(args: argparse.Namespace) -> None:
@@ -314,8 +344,11 @@ def _choose(predictor: Any, stages: tuple[int, ...], args: argparse.Namespace, s
 def _text(estimate: Any, config: dict[str, Any], profile: Any, largest: dict[int, int]) -> list[str]:
     m, t, metrics = estimate.memory, estimate.time, estimate.metrics
     device = profile.device
+    swap = config.get("nvme_swap") or {}
     offload = [f"{what} offload to {_offload_target(config[key], config['stage'])}"
                + ("" if config.get("pin_memory", True) else " (pageable)")
+               + (" (pipelined)" if key == "offload_optimizer" and config[key] == "nvme"
+                  and (swap.get("pipeline_read") or swap.get("pipeline_write")) else "")
                for what, key in (("optimizer", "offload_optimizer"), ("parameter", "offload_param"))
                if config[key] != "none"]
     lines = [

@@ -13,6 +13,7 @@ from simtune.hardware.spec import ENGINE_COSTS
 from simtune.model.inputs import (AlgorithmRate, Block, CollectiveCost, Collectives, ComputeCurves, EfficiencyCurve,
                                   FrameworkCosts, FusedAttentionRate, HardwareSpec, ModelSpec, TrainConfig, WeightCost,
                                   least_squares_line)
+from simtune.nvme_settings import NvmeSwapSettings
 from simtune.optimizers import (ADAMW, CALIBRATED_ALGORITHMS, HOST_KERNEL_FITS, OptimizerChoice, fit_algorithm,
                                 fit_name, implementation_of)
 from simtune.space import Trial
@@ -353,7 +354,8 @@ def train_config(trial: Trial, *, dp_degree: int, precision: str, mp_degree: int
                  knobs: Optional[Mapping[str, Any]] = None, checkpointing_policy: str = "full",
                  autocast: bool = False, deepspeed_autocast: bool = False, fused_adam: bool = True,
                  communication_precision: Optional[str] = None, gradient_clipping: bool = False,
-                 offload_pinned: tuple[bool, bool] = (True, True), optimizer: OptimizerChoice = ADAMW) -> TrainConfig:
+                 offload_pinned: tuple[bool, bool] = (True, True), optimizer: OptimizerChoice = ADAMW,
+                 nvme_swap: NvmeSwapSettings = NvmeSwapSettings()) -> TrainConfig:
     """The model's configuration for a trial. ``knobs`` are the experiment's ZeRO values
     (``TuningSpace.knob_values``; default: the trial's tuned ones); keys the model does not use
     and None ("auto") values leave DeepSpeed's defaults. ``checkpointing_policy``: what the
@@ -362,7 +364,8 @@ def train_config(trial: Trial, *, dp_degree: int, precision: str, mp_degree: int
     ``deepspeed_autocast``; ``fused_adam``: the optimizer is DeepSpeed's FusedAdam;
     ``communication_precision``: the config's ``communication_data_type``; ``gradient_clipping``: the
     config clips gradients; ``offload_pinned``: the ``pin_memory`` of the optimizer's and the
-    parameters' offload sections; ``optimizer``: the algorithm it trains with."""
+    parameters' offload sections; ``optimizer``: the algorithm it trains with; ``nvme_swap``: the
+    offload sections' NVMe swap settings."""
     values = dict(trial.zero_knobs if knobs is None else knobs)
     fields: dict[str, Any] = {key: (bool(values[key]) if knob_table.is_flag(key) else int(float(values[key])))
                               for key in knob_table.modelled_keys() if values.get(key) is not None}
@@ -375,4 +378,4 @@ def train_config(trial: Trial, *, dp_degree: int, precision: str, mp_degree: int
         checkpointing_policy=checkpointing_policy, autocast=autocast, deepspeed_autocast=deepspeed_autocast,
         fused_adam=fused_adam, communication_precision=communication_precision,
         gradient_clipping=gradient_clipping, offload_optimizer_pinned=offload_pinned[0],
-        offload_param_pinned=offload_pinned[1], optimizer=optimizer, **fields)
+        offload_param_pinned=offload_pinned[1], optimizer=optimizer, nvme=nvme_swap, **fields)

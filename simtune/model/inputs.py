@@ -20,6 +20,7 @@ from simtune.errors import ConfigError, ProfileError, WorkloadError
 from simtune.hardware.profile import DTYPE_BYTES
 from simtune.knobs import knob
 from simtune.model.layout import ParamLayout, transformer_param_numels
+from simtune.nvme_settings import NvmeSwapSettings
 from simtune.optimizers import ADAMW, ALGORITHMS, OptimizerChoice
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -916,6 +917,8 @@ class TrainConfig:
     """The offload section's ``device`` is ``"nvme"`` (ZeRO-Infinity). Only stage 3 swaps to NVMe:
     DeepSpeed 0.19.8's stages 1/2 take it as ``"cpu"`` (stage_1_and_2.py ``cpu_offload``), and
     the model does too (:attr:`swaps_optimizer_states`, :attr:`swaps_parameters`)."""
+    nvme: NvmeSwapSettings = NvmeSwapSettings()
+    """The offload sections' swap settings (read where the configuration swaps)."""
     offload_optimizer_pinned: bool = True
     offload_param_pinned: bool = True
     """Each offload section's ``pin_memory`` (DeepSpeed 0.19.8's default: true): its host buffers

@@ -25,7 +25,7 @@ def transformer_param_numels(num_layers: int, hidden_size: int, intermediate_siz
 class ParamLayout:
     """Cached per-tensor queries over one model's parameter tensor sizes."""
 
-    __slots__ = ("numels", "total", "largest", "_sorted", "_sorted_prefix", "_cache")
+    __slots__ = ("numels", "total", "largest", "_sorted", "_sorted_prefix", "_cache", "_sub_groups")
 
     def __init__(self, numels: tuple[int, ...]) -> None:
         self.numels = numels
@@ -34,6 +34,7 @@ class ParamLayout:
         self._sorted = tuple(sorted(numels))
         self._sorted_prefix = (0,) + tuple(accumulate(self._sorted))
         self._cache: dict[tuple[object, ...], int] = {}
+        self._sub_groups: dict[tuple[int, int, int], tuple[tuple[int, int], ...]] = {}
 
     def at_most(self, elements: int) -> tuple[int, int]:
         """(elements, tensors) of the tensors with at most ``elements`` elements."""
@@ -107,6 +108,28 @@ class ParamLayout:
                 largest, filled = max(largest, filled), 0
         self._cache[key] = max(largest, filled)
         return self._cache[key]
+
+    def sub_groups(self, sub_group_size: int, dp: int, swap_block: int) -> tuple[tuple[int, int], ...]:
+        """Each ZeRO-3 optimizer sub-group of a rank, grouped as :meth:`largest_sub_group` groups
+        them, as (elements, elements of its tensors' partitions of at least ``swap_block``
+        elements): the fp32 gradients NVMe offload swaps, where smaller ones stay in memory."""
+        key = (sub_group_size, dp, swap_block)
+        hit = self._sub_groups.get(key)
+        if hit is not None:
+            return hit
+        groups: list[tuple[int, int]] = []
+        filled = swapped = 0
+        for n in self.numels:
+            piece = -(-n // dp)
+            filled += piece
+            swapped += piece if piece >= swap_block else 0
+            if filled >= sub_group_size:
+                groups.append((filled, swapped))
+                filled = swapped = 0
+        if filled or not groups:
+            groups.append((filled, swapped))
+        self._sub_groups[key] = tuple(groups)
+        return self._sub_groups[key]
 
     def bucket_count(self, bucket_elements: int) -> int:
         """Reductions issued while gradients fill buckets of ``bucket_elements`` in backward

@@ -43,9 +43,11 @@ the model keeps them), as DeepSpeed 0.19.8 moves them, counted as exposed time:
   casts on the host into a new, pageable tensor before it goes up (a host copy and b * partition
   from pageable memory, whatever ``pin_memory`` says); in fp32 it goes up directly. With the
   parameters offloaded too the 16-bit partition is on the host: a host copy only.
-- parameter offload (stage 3): every gather first uploads the partitions it needs (h2d).
-- what stage 3 swaps to NVMe (``device: nvme``): its reads and writes at the node's NVMe rates
-  over its ranks (:func:`simtune.model.nvme_swap.nvme_swap_s`).
+- parameter offload (stage 3): every gather first uploads the partitions it needs (h2d): b times
+  the elements gathered per micro-step (:func:`simtune.model.memory_buffers.fetched_elements`)
+  over the ranks, per micro-step.
+- what stage 3 swaps to NVMe (``device: nvme``): what the step waits for of its reads and writes
+  at the node's NVMe rates over its ranks (:func:`simtune.model.nvme_swap.nvme_swap_s`).
 
 A host copy of n elements from fp32 to b bytes moves (4 + b) n bytes: (4 + b) n / (2 x the
 host's copy rate), a copy of N bytes reading N and writing N (uncosted where the profile has no
@@ -61,7 +63,7 @@ from __future__ import annotations
 import dataclasses
 
 from simtune.model.inputs import BYTES_PER_ELEMENT, HardwareSpec, ModelSpec, TrainConfig
-from simtune.model.memory_buffers import kept_gathered_elements
+from simtune.model.memory_buffers import fetched_elements
 from simtune.model.nvme_swap import nvme_swap_s
 from simtune.model.shards import Shards
 from simtune.optimizers import implementation_of
@@ -198,13 +200,14 @@ def offload_transfer_s(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig
     seconds = (down / hw.link_rate(upload=False, pinned=pinned) + up / hw.link_rate(upload=True, pinned=pinned)
                + pageable_up / hw.link_rate(upload=True, pinned=False))
     if c.offload_param:
-        nonpersistent = s.params - s.persistent
-        released = nonpersistent - kept_gathered_elements(m, s, c)
-        seconds += (gas * b * (nonpersistent + released) / c.dp_degree
+        seconds += (gas * b * fetched_elements(m, s, c) / c.dp_degree
                     / hw.link_rate(upload=True, pinned=c.offload_param_pinned))
     if hw.host_copy_bytes_per_s is not None:
         seconds += host_copied * (MASTER_BYTES + b) / (2 * hw.host_copy_bytes_per_s)
     device_bandwidth = hw.plain_bandwidth()
     if c.offload_optimizer and b != MASTER_BYTES and device_bandwidth is not None:
         seconds += (MASTER_BYTES + b) * local_elements(s, c) / device_bandwidth
-    return seconds + nvme_swap_s(m, s, hw, c)
+    if c.swaps_optimizer_states or c.swaps_parameters:
+        seconds += nvme_swap_s(m, s, hw, c, fetched=fetched_elements(m, s, c),
+                               host_step_s_per_param=host_step_s_per_param(hw, c) if c.swaps_optimizer_states else 0.0)
+    return seconds

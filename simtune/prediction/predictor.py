@@ -41,6 +41,7 @@ from simtune.model.adapters import hardware_spec, model_spec, structure_of, trai
 from simtune.model.estimate import Estimate, estimate, metrics
 from simtune.model.inputs import PRECISIONS, HardwareSpec, ModelSpec, TrainConfig, check_checkpointing_policy
 from simtune.model.memory import estimate_memory
+from simtune.nvme_settings import NvmeSwapSettings
 from simtune.optimizers import ADAMW, OptimizerChoice
 from simtune.precision import autocast_label, autocast_parts, precision_of
 from simtune.space import Trial, TuningSpace
@@ -147,7 +148,8 @@ class Predictor:
                  residual: Optional[Residual] = None, checkpointing_policy: str = "full",
                  autocast: bool = False, deepspeed_autocast: bool = False,
                  communication_precision: Optional[str] = None, gradient_clipping: Optional[bool] = None,
-                 pin_memory: Optional[bool] = None, optimizer: Optional[OptimizerChoice] = None) -> None:
+                 pin_memory: Optional[bool] = None, optimizer: Optional[OptimizerChoice] = None,
+                 nvme_swap: Optional[NvmeSwapSettings] = None) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"Precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
         self.model = model
@@ -186,6 +188,8 @@ class Predictor:
             self.gradient_clipping = gradient_clipping
         if pin_memory is not None:
             self.offload_pinned = (pin_memory, pin_memory)
+        if nvme_swap is not None:
+            self.nvme_swap = nvme_swap
 
     def _read_space(self, space: Optional[TuningSpace]) -> None:
         """What the trials take from the space's config besides their own values (without a space,
@@ -205,6 +209,8 @@ class Predictor:
                                else (True, True))
         """The ``pin_memory`` of the space's offload sections, the optimizer's and the parameters'
         (``TrainConfig.offload_optimizer_pinned``, ``offload_param_pinned``)."""
+        self.nvme_swap = space.nvme_swap if space is not None else NvmeSwapSettings()
+        """The space's offload sections' NVMe swap settings (``TrainConfig.nvme``)."""
 
     @property
     def precision_label(self) -> str:
@@ -221,7 +227,8 @@ class Predictor:
                    autocast: bool = False, deepspeed_autocast: bool = False,
                    communication_precision: Optional[str] = None,
                    gradient_clipping: Optional[bool] = None, pin_memory: Optional[bool] = None,
-                   optimizer: Optional[OptimizerChoice] = None) -> "Predictor":
+                   optimizer: Optional[OptimizerChoice] = None,
+                   nvme_swap: Optional[NvmeSwapSettings] = None) -> "Predictor":
         """A predictor for ``world_size`` ranks (``nodes`` nodes; default: as many nodes of the
         profile's size as the ranks need).
 
@@ -241,7 +248,8 @@ class Predictor:
         DeepSpeed: the Hugging Face Trainer clips by default); ``pin_memory``: whether offload's host
         buffers are page-locked (default: each offload section's ``pin_memory`` in the space's
         config, else DeepSpeed's default, true); ``optimizer``: the algorithm trained with (default:
-        the space's config's, else AdamW; :mod:`simtune.optimizers`)."""
+        the space's config's, else AdamW; :mod:`simtune.optimizers`); ``nvme_swap``: the offload
+        sections' NVMe swap settings (default: the space's config's, else DeepSpeed's defaults)."""
         if isinstance(profile, str):
             from simtune.hardware.registry import load_profile
 
@@ -284,7 +292,8 @@ class Predictor:
                    space=space, profile=profile, calibration=calibration, measured_compute_used=measured,
                    residual=residual, checkpointing_policy=checkpointing_policy, autocast=autocast,
                    deepspeed_autocast=deepspeed_autocast, communication_precision=communication_precision,
-                   gradient_clipping=gradient_clipping, pin_memory=pin_memory, optimizer=optimizer)
+                   gradient_clipping=gradient_clipping, pin_memory=pin_memory, optimizer=optimizer,
+                   nvme_swap=nvme_swap)
 
     def with_residual(self, residual: Optional[Residual]) -> "Predictor":
         """The same predictor with another step-time correction (None removes it)."""
@@ -352,7 +361,7 @@ class Predictor:
                             autocast=self.autocast, deepspeed_autocast=self.deepspeed_autocast,
                             fused_adam=self.fused_adam, communication_precision=self.communication_precision,
                             gradient_clipping=self.gradient_clipping, offload_pinned=self.offload_pinned,
-                            optimizer=self.optimizer)
+                            optimizer=self.optimizer, nvme_swap=self.nvme_swap)
 
     def predict(self, trial: Trial) -> Estimate:
         """Memory, time and metrics of one trial (the residual correction applied to the step)."""

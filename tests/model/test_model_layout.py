@@ -45,3 +45,7 @@ def test_sub_groups_gather_partitions_in_order_until_they_reach_the_size():
     # groups close at 200, then 225 (25 + 200), then the last two (10): the largest is 225
     assert layout.largest_sub_group(200, 2) == 225
     assert layout.largest_sub_group(1, 2) == 200  # one tensor a group
+    # each group with the partitions of at least 30 elements among its own (the swapped gradients)
+    assert layout.sub_groups(200, 2, 30) == ((200, 200), (225, 200), (10, 0))
+    assert sum(n for n, _ in layout.sub_groups(1, 2, 1)) == layout.partition_numel(2)
+    assert layout.sub_groups(10**9, 2, 1) == ((435, 435),)

@@ -11,10 +11,12 @@ from simtune.errors import ConfigError
 from simtune.model.estimate import estimate
 from simtune.model.inputs import ModelSpec, TrainConfig
 from simtune.model.memory_states import host_bytes
-from simtune.model.nvme_swap import (PARAMETER_SWAP_BUFFER_ELEMENTS, PARAMETER_SWAP_BUFFERS, PARAMETERS_KEPT_ON_HOST,
-                                     nvme_rates_missing, nvme_swap_s, optimizer_swap_bytes, parameter_swap_bytes)
-from simtune.model.optimizer_time import offload_transfer_s
+from simtune.model.memory_buffers import fetched_elements
+from simtune.model.nvme_swap import (exposed_swap_s, nvme_rates_missing, nvme_swap_s, optimizer_swap_bytes,
+                                     parameter_swap_bytes, sub_groups)
+from simtune.model.optimizer_time import host_step_s_per_param, offload_transfer_s
 from simtune.model.shards import shards
+from simtune.nvme_settings import NvmeSwapSettings
 from simtune.optimizers import OptimizerChoice
 
 GIB = 2**30
@@ -39,9 +41,10 @@ def test_stage3_swaps_32_bytes_per_adam_element_each_way_at_the_nodes_rate_over_
     # master and two moments (12 bytes) and the fp32 gradient (4) read, and as many written
     assert optimizer_swap_bytes(m, s, c) == 16 * s.partition
     hw = make_hardware(ranks_per_node=8, nvme_read_bytes_per_s=40e9, nvme_write_bytes_per_s=20e9)
-    assert nvme_swap_s(m, s, hw, c) == pytest.approx(16 * s.partition * 8 / 40e9 + 16 * s.partition * 8 / 20e9)
+    waited = nvme_swap_s(m, s, hw, c, host_step_s_per_param=1e-9, fetched=0)
+    assert waited == pytest.approx(16 * s.partition * 8 / 40e9 + 16 * s.partition * 8 / 20e9)
     cpu = dataclasses.replace(c, offload_optimizer_nvme=False)
-    assert offload_transfer_s(m, s, hw, c) - offload_transfer_s(m, s, hw, cpu) == pytest.approx(nvme_swap_s(m, s, hw, c))
+    assert offload_transfer_s(m, s, hw, c) - offload_transfer_s(m, s, hw, cpu) == pytest.approx(waited)
     # one state fewer (Adagrad) swaps 4 bytes less each way
     adagrad = dataclasses.replace(c, optimizer=OptimizerChoice("adagrad"))
     assert optimizer_swap_bytes(m, s, adagrad) == 12 * s.partition
@@ -58,27 +61,84 @@ def test_the_host_holds_four_sub_group_buffers_and_the_gradient_partition_instea
     # DeepSpeed's default sub-group (1e9 elements) holds the whole 2e8-element partition: 4 buffers
     # of it in fp32 are the 16 bytes per element CPU offload keeps, so the default saves nothing
     assert host_bytes(s, nvme()) == 4 * 4 * s.partition + 2 * s.partition == host_bytes(s, cpu)
+    # sub-groups close once they reach 1e7 elements: four 3,125,000-element fragments each
     small = nvme(sub_group_size=10_000_000)
-    assert host_bytes(s, small) == 4 * 4 * 10_000_000 + 2 * s.partition
-    assert host_bytes(s, small) < host_bytes(s, cpu) / 6  # the b-byte gradient partition stays
+    assert host_bytes(shards(m, small), small) == 4 * 4 * 12_500_000 + 2 * s.partition
+    assert host_bytes(shards(m, small), small) < host_bytes(s, cpu) / 5  # the b-byte gradient partition stays
+    # the config's buffer_count sets how many buffers
+    eight = dataclasses.replace(small, nvme=NvmeSwapSettings(optimizer_buffer_count=8))
+    assert host_bytes(shards(m, eight), eight) - host_bytes(shards(m, small), small) == 4 * 4 * 12_500_000
+
+
+def test_sub_groups_close_at_sub_group_size_and_count_the_gradients_they_swap():
+    m = model(1_600_000_000)
+    c = nvme(sub_group_size=10_000_000)
+    groups = sub_groups(m, c)
+    assert groups == ((12_500_000, 12_500_000),) * 16
+    assert sum(n for n, _ in groups) == shards(m, c).partition
+    # 1M-element tensors leave 125,000-element fragments, under the 1 MiB block: none swapped
+    assert {g for _, g in sub_groups(model(64_000_000), c)} == {0}
+
+
+def test_a_pipelined_swapper_hides_transfers_behind_the_steps_of_other_sub_groups():
+    reads, writes, steps = [2.0] * 4, [1.0] * 4, [3.0] * 4
+    plain = exposed_swap_s(reads, writes, steps, read_ahead=False, write_behind=False)
+    assert plain == pytest.approx(sum(reads) + sum(writes))
+    both = exposed_swap_s(reads, writes, steps, read_ahead=True, write_behind=True)
+    # steps longer than the transfers beside them: the first read and the last write remain
+    assert both == pytest.approx(2.0 + 1.0)
+    read_ahead = exposed_swap_s(reads, writes, steps, read_ahead=True, write_behind=False)
+    assert both < read_ahead < plain
+    # the drive serves one transfer at a time: where transfers outlast the steps the step takes
+    # the drive's time, the steps hidden behind it
+    slow = exposed_swap_s([5.0] * 4, [5.0] * 4, [1.0] * 4, read_ahead=True, write_behind=True)
+    assert slow == pytest.approx(5.0 * 8 - 4 * 1.0)
+    # one sub-group overlaps nothing whatever the flags
+    assert exposed_swap_s([2.0], [1.0], [3.0], read_ahead=True, write_behind=True) == pytest.approx(3.0)
+
+
+def test_the_config_pipeline_flags_shorten_the_step_only_with_several_sub_groups(make_hardware):
+    m = model(1_600_000_000)
+    hw = make_hardware(ranks_per_node=8, nvme_read_bytes_per_s=40e9, nvme_write_bytes_per_s=20e9)
+    pipelined = NvmeSwapSettings(pipeline_read=True, pipeline_write=True, optimizer_buffer_count=11)
+    for sub_group_size, shorter in ((10_000_000, True), (1_000_000_000, False)):
+        c = nvme(sub_group_size=sub_group_size)
+        s = shards(m, c)
+        rate = host_step_s_per_param(hw, c)
+        waits = [nvme_swap_s(m, s, hw, config, host_step_s_per_param=rate, fetched=0)
+                 for config in (c, dataclasses.replace(c, nvme=pipelined))]
+        assert (waits[1] < 0.9 * waits[0]) is shorter
 
 
 def test_parameters_beyond_max_in_cpu_live_on_nvme_and_are_read_at_every_fetch():
     m = model(70_000_000_000)
     c = nvme(offload_param=True, offload_param_nvme=True, gradient_accumulation_steps=2)
     s = shards(m, c)
-    on_nvme = s.partition - PARAMETERS_KEPT_ON_HOST
+    settings = NvmeSwapSettings()
+    on_nvme = s.partition - settings.max_in_cpu
     assert on_nvme > 0
-    # forward and backward of each of 2 micro-steps read them; the step writes them once
-    assert parameter_swap_bytes(s, c) == (2 * on_nvme * 2 * 2, 2 * on_nvme)
+    # each gather of the 2 micro-steps reads its share; the step writes them once
+    fetched = fetched_elements(m, s, c)
+    read, written = parameter_swap_bytes(s, c, fetched)
+    assert written == 2 * on_nvme
+    assert read == pytest.approx(2 * on_nvme * fetched / (8 * s.partition) * 2, rel=1e-9)
+    # with the defaults only 1e9 of the 70e9 elements stay gathered: nearly two reads per micro-step
+    assert 3.9 * 2 * on_nvme < read < 4 * 2 * on_nvme
+    # parameters that stay gathered from forward to backward are read once per micro-step
+    kept = dataclasses.replace(c, stage3_max_live_parameters=10**12)
+    assert parameter_swap_bytes(s, kept, fetched_elements(m, s, kept))[0] == pytest.approx(2 * on_nvme * 2, rel=1e-3)
+    # checkpointing adds no fetch (the recomputing forward gathers what backward then uses)
     checkpointed = dataclasses.replace(c, activation_checkpointing=True)
-    assert parameter_swap_bytes(s, checkpointed)[0] == 2 * on_nvme * 3 * 2  # the recomputing forward too
-    buffers = PARAMETER_SWAP_BUFFERS * PARAMETER_SWAP_BUFFER_ELEMENTS
+    assert fetched_elements(m, s, checkpointed) == fetched
+    buffers = settings.param_buffer_count * settings.param_buffer_size
     optimizer_part = host_bytes(s, dataclasses.replace(c, offload_param_nvme=False)) - 2 * s.partition
-    assert host_bytes(s, c) == optimizer_part + 2 * (PARAMETERS_KEPT_ON_HOST + buffers)
+    assert host_bytes(s, c) == optimizer_part + 2 * (settings.max_in_cpu + buffers)
     # a partition within max_in_cpu stays on the host: nothing read or written
     small = shards(model(1_600_000_000), c)
-    assert parameter_swap_bytes(small, c) == (0, 0)
+    assert parameter_swap_bytes(small, c, fetched_elements(m, small, c)) == (0, 0)
+    # the config's max_in_cpu moves the line
+    fewer = dataclasses.replace(c, nvme=NvmeSwapSettings(max_in_cpu=10**8))
+    assert parameter_swap_bytes(s, fewer, fetched)[1] == 2 * (s.partition - 10**8)
 
 
 def test_stages_1_and_2_offload_to_host_memory_whatever_the_device(gpt2, make_hardware):
@@ -93,7 +153,7 @@ def test_stages_1_and_2_offload_to_host_memory_whatever_the_device(gpt2, make_ha
 def test_a_profile_without_nvme_rates_costs_no_swap_and_says_which_rates_it_lacks(make_hardware):
     c, m = nvme(), model(1_600_000_000)
     s = shards(m, c)
-    assert nvme_swap_s(m, s, make_hardware(), c) == 0.0
+    assert nvme_swap_s(m, s, make_hardware(), c, host_step_s_per_param=1e-9, fetched=0) == 0.0
     assert nvme_rates_missing(make_hardware(), c) == "read and write rates"
     assert nvme_rates_missing(make_hardware(nvme_read_bytes_per_s=28e9), c) == "write rate"
     assert nvme_rates_missing(make_hardware(nvme_read_bytes_per_s=28e9, nvme_write_bytes_per_s=9e9), c) is None

@@ -398,6 +398,26 @@ def test_offload_copies_through_pageable_memory_where_the_config_turns_pinning_o
     assert forced.predict(trial).time.offload_transfer_s == pytest.approx(fast.offload_transfer_s)
 
 
+def test_the_offload_sections_nvme_settings_reach_the_model():
+    """A space whose optimizer section pipelines its NVMe swaps over small sub-groups is predicted
+    to wait less for NVMe than the same space without the pipeline."""
+    offload = {"device": "nvme", "nvme_path": "/local_nvme", "buffer_count": 11}
+    zero = {"stage": 3, "sub_group_size": 2_000_000}
+    config = {"train_micro_batch_size_per_gpu": 4,
+              "zero_optimization": {**zero, "offload_optimizer": {**offload, "pipeline_read": True,
+                                                                  "pipeline_write": True}}}
+    pipelined = Predictor.from_parts(TuningSpace.from_config(config, world_size=8), load_workload("gpt2"),
+                                     "hgx-h200-141gb", world_size=8, precision="bf16")
+    plain = pipelined.for_space(TuningSpace.from_config(
+        {**config, "zero_optimization": {**zero, "offload_optimizer": offload}}, world_size=8))
+    trial = Trial(stage=3, micro_batch_size=4, offload_optimizer="nvme")
+    settings = pipelined.config(trial).nvme
+    assert settings.pipeline_read and settings.pipeline_write and settings.optimizer_buffer_count == 11
+    assert not plain.config(trial).nvme.pipeline_read
+    waits, plain_waits = pipelined.predict(trial).time, plain.predict(trial).time
+    assert waits.offload_transfer_s < plain_waits.offload_transfer_s and waits.step_s < plain_waits.step_s
+
+
 def test_the_predictor_says_how_another_optimizer_is_modelled():
     from simtune.model.inputs import AlgorithmRate
     from simtune.optimizers import OptimizerChoice
