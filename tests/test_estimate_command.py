@@ -319,7 +319,14 @@ def test_nvme_swap_settings_from_the_flags_change_host_memory_and_what_the_step_
     assert pipelined["host_memory_bytes"] > plain["host_memory_bytes"]
     default = run_json(capsys, argv)
     assert plain["host_memory_bytes"] < default["host_memory_bytes"]
-    main(["estimate", *argv, "--sub-group-size", "2e7", "--nvme-pipeline", "true"])
+    main(["estimate", *argv, "--sub-group-size", "2e7", "--nvme-pipeline", "true", "--nvme-buffer-count", "12"])
     assert "optimizer offload to nvme (pipelined)" in capsys.readouterr().out
+    # DeepSpeed's pipelined swapper holds three sub-groups' 2 + 2 buffers at once: 4 stop it
+    assert main(["estimate", *argv, "--sub-group-size", "2e7", "--nvme-pipeline", "true"]) == 2
+    assert ("4 NVMe swap buffers are too few: DeepSpeed's swapper holds 12 at once here (10 optimizer sub-groups "
+            "of 2 + 2 buffers, pipeline_read and pipeline_write)") in capsys.readouterr().err
+    # one sub-group (the default sub_group_size) overlaps nothing, and 4 are enough
+    assert main(["estimate", *argv, "--nvme-pipeline", "true", "--json"]) == 0
+    capsys.readouterr()
     assert main(["estimate", *argv, "--nvme-buffer-count", "0"]) != 0
     assert "--nvme-buffer-count must be at least 1, not 0." in capsys.readouterr().err

@@ -118,3 +118,13 @@ def test_an_nvme_offload_at_stage_3_without_its_folder_is_refused(workdir, capsy
     message = error_of(capsys, [*PLANNED, "--model", "gpt2", "--deepspeed", str(workdir / "ds.json")])
     assert message.startswith("zero_optimization.offload_optimizer.device nvme needs nvme_path")
     assert not (workdir / "autotuning_results").exists()
+
+
+def test_a_pipelined_nvme_swap_short_of_buffers_is_refused(workdir, capsys):
+    offload = {"device": "nvme", "nvme_path": str(workdir), "pipeline_read": True}
+    config = {"zero_optimization": {"stage": 3, "sub_group_size": 2_000_000, "offload_optimizer": offload}}
+    (workdir / "ds.json").write_text(json.dumps(config))
+    message = error_of(capsys, [*PLANNED, "--model", "gpt2", "--num_gpus", "8", "--deepspeed", str(workdir / "ds.json")])
+    assert message.startswith("zero_optimization.offload_optimizer.buffer_count 4 is too few at stage 3")
+    assert message.endswith("so set it to at least 8.")
+    assert not (workdir / "autotuning_results").exists()

@@ -239,6 +239,7 @@ class EstimateCommand(Command):
         trial = _choose(predictor, stages, args, settings, largest)
         estimate = predictor.predict(trial)
         train = predictor.config(trial)
+        _check_swap_buffers(predictor.model, train)
         config = {
             "model": workload.name, "parameters": predictor.model.parameter_count, "seq_len": workload.seq_len,
             "precision": precision, "autocast": args.autocast or False, "stage": trial.stage,
@@ -289,6 +290,19 @@ def _nvme_swap(args: argparse.Namespace) -> Any:
             raise InputError(f"--nvme-buffer-count must be at least 1, not {args.nvme_buffer_count}.")
         values["optimizer_buffer_count"] = args.nvme_buffer_count
     return NvmeSwapSettings(**values)
+
+
+def _check_swap_buffers(model: Any, train: Any) -> None:
+    """Refuse NVMe swaps with fewer optimizer swap buffers than DeepSpeed's swapper holds at once."""
+    from simtune.model.nvme_swap import swap_buffers_needed, swap_buffers_why
+
+    if not train.swaps_optimizer_states:
+        return
+    needed, have = swap_buffers_needed(model, train), train.nvme.optimizer_buffer_count
+    if have < needed:
+        raise InputError(f"{have} NVMe swap buffers are too few: DeepSpeed's swapper holds {needed} at once here "
+                         f"({swap_buffers_why(model, train)}) and stops in the first step, so give "
+                         f"--nvme-buffer-count {needed} or more.")
 
 
 def _check_offload(args: argparse.Namespace) -> None:

@@ -116,6 +116,29 @@ def nvme_host_bytes(s: Shards, c: TrainConfig) -> int:
     return total
 
 
+def swap_buffers_needed(m: ModelSpec, c: TrainConfig) -> int:
+    """Optimizer swap buffers (``offload_optimizer.buffer_count``) DeepSpeed's swapper holds at once:
+    2 + S per sub-group in flight (its fp32 master, its S states and its gradients), one sub-group
+    without a pipeline or where the partition is one sub-group, one more with ``pipeline_read``
+    (the next sub-group read ahead) and one more with ``pipeline_write`` (the last one's write).
+    Short of them DeepSpeed stops in the first step ("ran out of swap buffers"):
+    benchmarks/results/nvme_swap_buffers.txt."""
+    per_group = 2 + c.optimizer.states
+    if len(sub_groups(m, c)) < 2:
+        return per_group
+    return per_group * (1 + int(c.nvme.pipeline_read) + int(c.nvme.pipeline_write))
+
+
+def swap_buffers_why(m: ModelSpec, c: TrainConfig) -> str:
+    """Why :func:`swap_buffers_needed` says what it says, in words ("7 optimizer sub-groups of
+    2 + 2 buffers, pipeline_read and pipeline_write")."""
+    groups = len(sub_groups(m, c))
+    flags = [name for name, on in (("pipeline_read", c.nvme.pipeline_read), ("pipeline_write", c.nvme.pipeline_write))
+             if on]
+    what = f"{groups} optimizer sub-group{'s' if groups != 1 else ''} of 2 + {c.optimizer.states} buffers"
+    return what + (", " + " and ".join(flags) if flags and groups > 1 else "")
+
+
 def exposed_swap_s(reads: Sequence[float], writes: Sequence[float], steps: Sequence[float], *,
                    read_ahead: bool, write_behind: bool) -> float:
     """Seconds the sub-groups' swaps add to their host steps (module docstring): sub-group i's read

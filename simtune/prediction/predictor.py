@@ -41,6 +41,7 @@ from simtune.model.adapters import hardware_spec, model_spec, structure_of, trai
 from simtune.model.estimate import Estimate, estimate, metrics
 from simtune.model.inputs import PRECISIONS, HardwareSpec, ModelSpec, TrainConfig, check_checkpointing_policy
 from simtune.model.memory import estimate_memory
+from simtune.model.nvme_swap import swap_buffers_needed, swap_buffers_why
 from simtune.nvme_settings import NvmeSwapSettings
 from simtune.optimizers import ADAMW, OptimizerChoice
 from simtune.precision import autocast_label, autocast_parts, precision_of
@@ -211,6 +212,8 @@ class Predictor:
         (``TrainConfig.offload_optimizer_pinned``, ``offload_param_pinned``)."""
         self.nvme_swap = space.nvme_swap if space is not None else NvmeSwapSettings()
         """The space's offload sections' NVMe swap settings (``TrainConfig.nvme``)."""
+        if space is not None:
+            check_swap_buffers(space, self.model, dp_degree=self.dp_degree, mp_degree=self.mp_degree)
 
     @property
     def precision_label(self) -> str:
@@ -415,6 +418,23 @@ def runs_fused_adam(space: Optional[TuningSpace], hardware: HardwareSpec,
     if optimizer.algorithm != "adamw":
         return False
     return hardware.overlap_capable and not asks_for_torch_adam(space.ds_config if space is not None else None)
+
+
+def check_swap_buffers(space: TuningSpace, model: ModelSpec, *, dp_degree: int, mp_degree: int = 1) -> None:
+    """Refuse a space whose stage-3 optimizer swaps to NVMe with fewer swap buffers than
+    DeepSpeed's swapper holds at once for this model (it stops in the first step:
+    :func:`simtune.model.nvme_swap.swap_buffers_needed`), before anything is launched."""
+    if 3 not in space.stages or "nvme" not in space.offload_optimizer_devices:
+        return
+    trial = Trial(stage=3, micro_batch_size=1, offload_optimizer="nvme")
+    config = train_config(trial, dp_degree=dp_degree, mp_degree=mp_degree, precision="fp32",
+                          knobs=_stage_knobs(space)[3], optimizer=space.optimizer, nvme_swap=space.nvme_swap)
+    needed, have = swap_buffers_needed(model, config), config.nvme.optimizer_buffer_count
+    if have < needed:
+        raise ConfigError(
+            f"zero_optimization.offload_optimizer.buffer_count {have} is too few at stage 3: DeepSpeed's "
+            f"swapper holds {needed} fp32 swap buffers at once here ({swap_buffers_why(model, config)}) "
+            f"and stops in the first step, so set it to at least {needed}.")
 
 
 def _stage_knobs(space: Optional[TuningSpace]) -> dict[int, dict[str, Any]]:

@@ -19,7 +19,8 @@ from typing import Any
 from simtune.dsconfig import AutotuningConfig, load_ds_config
 from simtune.errors import InputError
 from simtune.hardware import HardwareProfile, load_profile
-from simtune.prediction.predictor import default_precision, precision_of
+from simtune.model.adapters import model_spec
+from simtune.prediction.predictor import check_swap_buffers, default_precision, precision_of
 from simtune.runner.executors import Executor, LocalExecutor
 from simtune.runner.resources import DEFAULT_HOSTFILE, Resources, detect_accelerator
 from simtune.runner.slurm import allocation_resources, job_resources
@@ -239,6 +240,10 @@ class SearchRequest:
         space = TuningSpace.from_config(ds_config, autotuning, world_size=resources.world_size,
                                         user_args=program.args)
         request = cls(flags, program, resources, ds_config, space)
+        workload = program.workload()
+        if workload is not None:
+            check_swap_buffers(space, model_spec(workload), dp_degree=resources.world_size // space.mp_size,
+                               mp_degree=space.mp_size)
         if not request.predicted_only and resources.accelerator == "cpu" and not space.optimizer.spec.runs_on_cpu \
                 and (0 in space.stages or "none" in space.offload_optimizer_devices):
             kind = ds_config["optimizer"]["type"]

@@ -13,7 +13,7 @@ from simtune.model.inputs import ModelSpec, TrainConfig
 from simtune.model.memory_states import host_bytes
 from simtune.model.memory_buffers import fetched_elements
 from simtune.model.nvme_swap import (exposed_swap_s, nvme_rates_missing, nvme_swap_s, optimizer_swap_bytes,
-                                     parameter_swap_bytes, sub_groups)
+                                     parameter_swap_bytes, sub_groups, swap_buffers_needed, swap_buffers_why)
 from simtune.model.optimizer_time import host_step_s_per_param, offload_transfer_s
 from simtune.model.shards import shards
 from simtune.nvme_settings import NvmeSwapSettings
@@ -100,7 +100,7 @@ def test_a_pipelined_swapper_hides_transfers_behind_the_steps_of_other_sub_group
 def test_the_config_pipeline_flags_shorten_the_step_only_with_several_sub_groups(make_hardware):
     m = model(1_600_000_000)
     hw = make_hardware(ranks_per_node=8, nvme_read_bytes_per_s=40e9, nvme_write_bytes_per_s=20e9)
-    pipelined = NvmeSwapSettings(pipeline_read=True, pipeline_write=True, optimizer_buffer_count=11)
+    pipelined = NvmeSwapSettings(pipeline_read=True, pipeline_write=True, optimizer_buffer_count=12)
     for sub_group_size, shorter in ((10_000_000, True), (1_000_000_000, False)):
         c = nvme(sub_group_size=sub_group_size)
         s = shards(m, c)
@@ -235,3 +235,20 @@ def test_deepspeed_swaps_to_nvme_what_the_model_counts(tmp_path):
         assert len(states) == 3 and all(abs(size - 4 * s.partition) <= 1024 for size in states.values()), (
             files, s.partition)
         assert optimizer_swap_bytes(m, s, c) == 3 * 4 * s.partition + gradients
+
+
+def test_the_swapper_holds_two_plus_s_buffers_per_sub_group_in_flight():
+    """2 + S buffers a sub-group (master, states, gradients); a read ahead and a write behind each
+    keep one more sub-group in flight (benchmarks/results/nvme_swap_buffers.txt)."""
+    m = model(1_600_000_000)
+    several = nvme(sub_group_size=10_000_000)
+    for read, write, needed in ((False, False, 4), (True, False, 8), (False, True, 8), (True, True, 12)):
+        c = dataclasses.replace(several, nvme=NvmeSwapSettings(pipeline_read=read, pipeline_write=write))
+        assert swap_buffers_needed(m, c) == needed
+    both = dataclasses.replace(several, nvme=NvmeSwapSettings(pipeline_read=True, pipeline_write=True))
+    assert swap_buffers_why(m, both) == "16 optimizer sub-groups of 2 + 2 buffers, pipeline_read and pipeline_write"
+    # one sub-group: nothing read ahead or written behind
+    one = dataclasses.replace(both, sub_group_size=10**9)
+    assert swap_buffers_needed(m, one) == 4 and swap_buffers_why(m, one) == "1 optimizer sub-group of 2 + 2 buffers"
+    adagrad = dataclasses.replace(both, optimizer=OptimizerChoice("adagrad"))
+    assert swap_buffers_needed(m, adagrad) == 9

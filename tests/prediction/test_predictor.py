@@ -6,7 +6,7 @@ import time
 import pytest
 
 from simtune.calibration.workload import MicroBatchMeasurement, ModelShape, TimeStats, WorkloadCalibration
-from simtune.errors import ProfileError
+from simtune.errors import ConfigError, ProfileError
 from simtune.hardware.profile import ComputeCurve, RatePoint
 from simtune.hardware.registry import load_profile
 from simtune.model import compute_time
@@ -401,7 +401,7 @@ def test_offload_copies_through_pageable_memory_where_the_config_turns_pinning_o
 def test_the_offload_sections_nvme_settings_reach_the_model():
     """A space whose optimizer section pipelines its NVMe swaps over small sub-groups is predicted
     to wait less for NVMe than the same space without the pipeline."""
-    offload = {"device": "nvme", "nvme_path": "/local_nvme", "buffer_count": 11}
+    offload = {"device": "nvme", "nvme_path": "/local_nvme", "buffer_count": 12}
     zero = {"stage": 3, "sub_group_size": 2_000_000}
     config = {"train_micro_batch_size_per_gpu": 4,
               "zero_optimization": {**zero, "offload_optimizer": {**offload, "pipeline_read": True,
@@ -412,10 +412,15 @@ def test_the_offload_sections_nvme_settings_reach_the_model():
         {**config, "zero_optimization": {**zero, "offload_optimizer": offload}}, world_size=8))
     trial = Trial(stage=3, micro_batch_size=4, offload_optimizer="nvme")
     settings = pipelined.config(trial).nvme
-    assert settings.pipeline_read and settings.pipeline_write and settings.optimizer_buffer_count == 11
+    assert settings.pipeline_read and settings.pipeline_write and settings.optimizer_buffer_count == 12
     assert not plain.config(trial).nvme.pipeline_read
     waits, plain_waits = pipelined.predict(trial).time, plain.predict(trial).time
     assert waits.offload_transfer_s < plain_waits.offload_transfer_s and waits.step_s < plain_waits.step_s
+    # with DeepSpeed's 4 buffers its pipelined swapper stops in the first step: refused before any launch
+    short = {**config, "zero_optimization": {**zero, "offload_optimizer": {**offload, "buffer_count": 4,
+                                                                           "pipeline_read": True}}}
+    with pytest.raises(ConfigError, match=r"buffer_count 4 is too few at stage 3: DeepSpeed's swapper holds 8 "):
+        pipelined.for_space(TuningSpace.from_config(short, world_size=8))
 
 
 def test_the_predictor_says_how_another_optimizer_is_modelled():
