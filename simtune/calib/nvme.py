@@ -1,14 +1,17 @@
 """Sequential writes and reads of the storage ZeRO-Infinity swaps to, as it swaps.
 
-Every rank of the node at once (between barriers) writes, then reads back, its own file of
+Every rank of the node at once (between barriers) overwrites, then reads back, its own file of
 ``FILE_BYTES`` under the given folder, as DeepSpeed's swappers give each rank a folder of its own
-on one ``nvme_path``: in blocks of ``BLOCK_BYTES`` (the aio ``block_size``, 1 MiB) from
-``QUEUE_DEPTH`` threads at once (the aio ``queue_depth``, 8), with ``O_DIRECT`` where the file
-system takes it (DeepSpeed opens its swap files so: no page cache; and it never calls ``fsync``,
-so neither does this: a flush of the device's own write cache is not part of a swap) and
-otherwise through the page cache, written back with ``fsync`` and dropped
-(``POSIX_FADV_DONTNEED``) before the read. The
-node's rate is the bytes its ranks moved over the slowest rank's time. The files are removed.
+on one ``nvme_path``. The file is written once before the timed write: a swap file is created in
+the first step and overwritten in place at every later one, and a first write also allocates the
+file's blocks (on this project's VM it took 1.5-1.8x an overwrite's time:
+benchmarks/results/storage_overwrite.txt). Both move blocks of ``BLOCK_BYTES`` (the aio
+``block_size``, 1 MiB) from ``QUEUE_DEPTH`` threads at once (the aio ``queue_depth``, 8), with
+``O_DIRECT`` where the file system takes it (DeepSpeed opens its swap files so: no page cache;
+and it never calls ``fsync``, so neither does this: a flush of the device's own write cache is
+not part of a swap) and otherwise through the page cache, written back with ``fsync`` and dropped
+(``POSIX_FADV_DONTNEED``) before the read. The node's rate is the bytes its ranks moved over the
+slowest rank's time. The files are removed.
 """
 
 from __future__ import annotations
@@ -76,9 +79,13 @@ def measure_rank(folder: Path, file_bytes: int, barrier: Callable[[], None]) -> 
     try:
         fd, direct = _open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         try:
+            write = lambda i, buf: [os.pwrite(fd, buf, b * BLOCK_BYTES) for b in _blocks(i, total_blocks)]  # noqa: E731
+            _in_threads(write)  # the first write allocates the file's blocks, as a swap's first step does
+            if not direct:
+                os.fsync(fd)
             barrier()
             started = time.perf_counter()
-            _in_threads(lambda i, buf: [os.pwrite(fd, buf, b * BLOCK_BYTES) for b in _blocks(i, total_blocks)])
+            _in_threads(write)  # what every later step does: overwrite the blocks in place
             if not direct:  # through the page cache: until written back, nothing reached the device
                 os.fsync(fd)
             write_s = time.perf_counter() - started
