@@ -1,0 +1,151 @@
+"""What DeepSpeed's parameter swapper reads from NVMe in each pass, against the model's count.
+
+Runs the 13.2M-parameter GPT-2 shape of benchmarks/nvme_offload.py (width 512, 4 layers, tied
+embedding) at stage 3 on 2 CPU ranks, micro-batch 4, with the optimizer in host memory and every
+parameter on NVMe (``offload_param``, ``max_in_cpu`` 0; every parameter released after use, as
+DeepSpeed's 5 parameter swap buffers need here). Rank 0 wraps the swapper's ``swap_in`` and
+``synchronize_reads`` and counts, in steps 4-5, the calls, elements and seconds of each pass, and
+the script prints them beside the model's elements per rank and pass
+(``memory_buffers.fetched_elements``) and what they take at the calibrated rate given.
+
+    python benchmarks/param_swap_counts.py --folder /tmp [--read-gbps 3.89]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHAPE = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": 1024, "n_positions": 64,
+         "n_embd": 512, "n_layer": 4, "n_head": 8, "activation_function": "gelu_new"}
+RANKS, SEQ, MBS, STEPS, COUNTED = 2, 64, 4, 5, 2
+RELEASE_ALL = {"stage3_max_reuse_distance": 0, "stage3_max_live_parameters": 0, "stage3_prefetch_bucket_size": 0}
+
+
+def rank_program(config_path: str, model_path: str, out: str) -> None:
+    import deepspeed
+    import torch
+    from deepspeed.runtime.swap_tensor import partitioned_param_swapper as swapper
+
+    from simtune.workloads import load_workload
+    from simtune.workloads.train import SyntheticTokens, build_training_model
+
+    phase = ["init"]
+    counts: collections.Counter[str] = collections.Counter()
+    cls = swapper.AsyncPartitionedParameterSwapper
+    swap_in, synchronize = cls.swap_in, cls.synchronize_reads
+
+    def counted_swap_in(self, params, async_op=True, swap_in_buffers=None):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        done = swap_in(self, params, async_op=async_op, swap_in_buffers=swap_in_buffers)
+        counts[f"{phase[0]} calls"] += 1
+        counts[f"{phase[0]} elements"] += sum(p.ds_tensor.ds_numel for p in params)
+        counts[f"{phase[0]} seconds"] += time.perf_counter() - started
+        return done
+
+    def counted_synchronize(self):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        done = synchronize(self)
+        counts[f"{phase[0]} seconds"] += time.perf_counter() - started
+        return done
+
+    cls.swap_in, cls.synchronize_reads = counted_swap_in, counted_synchronize
+    ds_config = json.loads(Path(config_path).read_text())
+    workload = load_workload(model_path, seq_len=SEQ)
+    model, keep_alive = build_training_model(workload, ds_config, False)
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds_config)
+    batches = SyntheticTokens(workload, MBS, torch.device("cpu"), seed=1)
+    for step in range(STEPS):
+        if step == STEPS - COUNTED:
+            counts.clear()
+        phase[0] = "forward"
+        loss = engine(**batches.next()).loss
+        phase[0] = "backward"
+        engine.backward(loss)
+        phase[0] = "step"
+        engine.step()
+    if engine.global_rank == 0:
+        Path(out).write_text(json.dumps({k: v / COUNTED for k, v in counts.items()}))
+    del keep_alive
+
+
+def model_count(model_path: str) -> tuple[float, int]:
+    from simtune.model.adapters import model_spec
+    from simtune.model.inputs import TrainConfig
+    from simtune.model.memory_buffers import fetched_elements
+    from simtune.model.shards import shards
+    from simtune.workloads import load_workload
+
+    m = model_spec(load_workload(model_path, seq_len=SEQ))
+    c = TrainConfig(stage=3, micro_batch_size=MBS, dp_degree=RANKS, precision="fp32", offload_optimizer=True,
+                    offload_param=True, offload_param_nvme=True, nvme=_settings(), **RELEASE_ALL)
+    s = shards(m, c)
+    return fetched_elements(m, s, c) / RANKS / 2, s.partition
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from simtune.nvme_settings import NvmeSwapSettings
+
+    return NvmeSwapSettings(max_in_cpu=0)
+
+
+def main() -> int:
+    argv = [a for a in sys.argv[1:] if not a.startswith("--local_rank")]  # the launcher adds it
+    if argv and argv[0] == "--rank":
+        rank_program(argv[1], argv[2], argv[3])
+        return 0
+    from simtune.runner.launcher import deepspeed_launcher, free_port, own_tools_first, release_port
+    from simtune.watchdog import remove_shm_buffers
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folder", default="/tmp", help="where the swap files go")
+    parser.add_argument("--read-gbps", type=float, default=3.89, help="the node's calibrated NVMe read rate")
+    args = parser.parse_args(argv)
+    print(f"Command: python benchmarks/param_swap_counts.py --folder {args.folder} --read-gbps {args.read_gbps}")
+    with tempfile.TemporaryDirectory(dir=args.folder) as name:
+        folder = Path(name)
+        model_path = folder / "gpt2-wide.json"
+        model_path.write_text(json.dumps(SHAPE))
+        config = {"train_micro_batch_size_per_gpu": MBS, "gradient_accumulation_steps": 1,
+                  "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
+                  "zero_optimization": {"stage": 3, **RELEASE_ALL, "offload_optimizer": {"device": "cpu"},
+                                        "offload_param": {"device": "nvme", "nvme_path": str(folder / "swap"),
+                                                          "max_in_cpu": 0}}}
+        (folder / "swap").mkdir()
+        (folder / "ds.json").write_text(json.dumps(config))
+        out = folder / "counts.json"
+        env = own_tools_first({**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"})
+        port = free_port()
+        try:
+            done = subprocess.run([deepspeed_launcher(), "--num_accelerators", str(RANKS), "--master_port", str(port),
+                                   __file__, "--rank", str(folder / "ds.json"), str(model_path), str(out)],
+                                  env=env, capture_output=True, text=True, timeout=600)
+        finally:
+            remove_shm_buffers(port)
+            release_port(port)
+        if done.returncode != 0:
+            sys.exit(f"the run failed ({done.returncode}): {done.stderr[-2000:]}")
+        counts = json.loads(out.read_text())
+        per_pass, partition = model_count(str(model_path))
+    rate = args.read_gbps * 1e9 / RANKS
+    print(f"GPT-2 shape, 13.2M parameters, rank partition {partition:,} elements; stage 3, {RANKS} CPU ranks, "
+          f"micro-batch {MBS}; per step, rank 0, steps {STEPS - COUNTED + 1}-{STEPS}\n")
+    print(f"{'pass':<9} {'swap-ins':>8} {'elements':>11} {'waited ms':>9} | {'model elements':>14} {'at rate ms':>10}")
+    for phase in ("forward", "backward", "step"):
+        elements = counts.get(f"{phase} elements", 0.0)
+        modelled = per_pass if phase != "step" else 0.0
+        print(f"{phase:<9} {counts.get(f'{phase} calls', 0):>8.0f} {elements:>11,.0f} "
+              f"{counts.get(f'{phase} seconds', 0.0) * 1e3:>9.1f} | {modelled:>14,.0f} {4 * modelled / rate * 1e3:>10.1f}")
+    print(f"\nrate: the node's {args.read_gbps} GB/s over its {RANKS} ranks; fp32 elements")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
