@@ -22,8 +22,6 @@ it predicted 131,072 more).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -88,10 +86,8 @@ def main() -> int:
     if argv and argv[0] == "--rank":
         rank_program(argv[1], argv[2] == "1", argv[3])
         return 0
-    from simtune.runner.launcher import deepspeed_launcher, free_port, own_tools_first, release_port
-    from simtune.watchdog import remove_shm_buffers
+    from simtune.runner.launcher import run_on_cpu_ranks
 
-    env = own_tools_first({**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"})
     print("Command: python benchmarks/checkpoint_fetches.py")
     print(f"{MODEL}, seq {SEQ}, micro-batch {MBS}, stage 3, fp32, {RANKS} CPU ranks; counts per step over steps "
           f"{STEPS - COUNTED + 1}-{STEPS}\n")
@@ -106,14 +102,8 @@ def main() -> int:
                 path = Path(folder) / "ds.json"
                 path.write_text(json.dumps(config))
                 out = Path(folder) / "counts.json"
-                port = free_port()
-                try:
-                    done = subprocess.run([deepspeed_launcher(), "--num_accelerators", str(RANKS), "--master_port",
-                                           str(port), __file__, "--rank", str(path), "1" if checkpointing else "0",
-                                           str(out)], env=env, capture_output=True, text=True, timeout=600)
-                finally:
-                    remove_shm_buffers(port)
-                    release_port(port)
+                done = run_on_cpu_ranks([__file__, "--rank", str(path), "1" if checkpointing else "0", str(out)],
+                                        RANKS)
                 if done.returncode != 0:
                     sys.exit(f"the run failed ({done.returncode}): {done.stderr[-2000:]}")
                 counts = json.loads(out.read_text())

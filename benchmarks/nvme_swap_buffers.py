@@ -13,9 +13,7 @@ DeepSpeed ran or stopped, and where, beside ``simtune.model.nvme_swap.swap_buffe
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -41,8 +39,7 @@ def needed(model_path: Path, read: bool, write: bool, sub_group_size: int) -> in
 
 
 def run(folder: Path, model_path: Path, read: bool, write: bool, buffers: int, sub_group_size: int) -> str:
-    from simtune.runner.launcher import deepspeed_launcher, free_port, own_tools_first, release_port
-    from simtune.watchdog import remove_shm_buffers
+    from simtune.runner.launcher import run_on_cpu_ranks
 
     swap = folder / f"swap-{read}-{write}-{buffers}-{sub_group_size}"
     swap.mkdir()
@@ -53,16 +50,8 @@ def run(folder: Path, model_path: Path, read: bool, write: bool, buffers: int, s
                   "pipeline_read": read, "pipeline_write": write}}}
     path = folder / "ds.json"
     path.write_text(json.dumps(config))
-    env = own_tools_first({**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"})
-    port = free_port()
-    try:
-        done = subprocess.run([deepspeed_launcher(), "--num_accelerators", str(RANKS), "--master_port", str(port),
-                               str(ROOT / "simtune" / "workloads" / "train.py"), "--deepspeed", str(path),
-                               "--model", str(model_path), "--seq-len", str(SEQ), "--steps", "3"],
-                              env=env, capture_output=True, text=True, timeout=600)
-    finally:
-        remove_shm_buffers(port)
-        release_port(port)
+    done = run_on_cpu_ranks([str(ROOT / "simtune" / "workloads" / "train.py"), "--deepspeed", str(path), "--model",
+                             str(model_path), "--seq-len", str(SEQ), "--steps", "3"], RANKS)
     if done.returncode == 0:
         return "ran"
     text = done.stdout + done.stderr

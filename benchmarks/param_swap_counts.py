@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -101,8 +99,7 @@ def main() -> int:
     if argv and argv[0] == "--rank":
         rank_program(argv[1], argv[2], argv[3])
         return 0
-    from simtune.runner.launcher import deepspeed_launcher, free_port, own_tools_first, release_port
-    from simtune.watchdog import remove_shm_buffers
+    from simtune.runner.launcher import run_on_cpu_ranks
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", default="/tmp", help="where the swap files go")
@@ -121,15 +118,7 @@ def main() -> int:
         (folder / "swap").mkdir()
         (folder / "ds.json").write_text(json.dumps(config))
         out = folder / "counts.json"
-        env = own_tools_first({**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"})
-        port = free_port()
-        try:
-            done = subprocess.run([deepspeed_launcher(), "--num_accelerators", str(RANKS), "--master_port", str(port),
-                                   __file__, "--rank", str(folder / "ds.json"), str(model_path), str(out)],
-                                  env=env, capture_output=True, text=True, timeout=600)
-        finally:
-            remove_shm_buffers(port)
-            release_port(port)
+        done = run_on_cpu_ranks([__file__, "--rank", str(folder / "ds.json"), str(model_path), str(out)], RANKS)
         if done.returncode != 0:
             sys.exit(f"the run failed ({done.returncode}): {done.stderr[-2000:]}")
         counts = json.loads(out.read_text())

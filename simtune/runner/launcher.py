@@ -328,6 +328,24 @@ def own_tools_first(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def run_on_cpu_ranks(program: Sequence[str], ranks: int, *, timeout_s: float = 600,
+                     env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``program`` (a script and its arguments) under DeepSpeed's launcher on ``ranks`` CPU
+    processes of this machine (gloo, one OpenMP thread each), on a port of its own, with its
+    shared-memory buffers removed after; the launcher's output is captured."""
+    from simtune.watchdog import remove_shm_buffers
+
+    run_env = own_tools_first({**(env if env is not None else os.environ), "DS_ACCELERATOR": "cpu",
+                               "OMP_NUM_THREADS": "1"})
+    port = free_port()
+    try:
+        return subprocess.run([deepspeed_launcher(), "--num_accelerators", str(ranks), "--master_port", str(port),
+                               *program], env=run_env, capture_output=True, text=True, timeout=timeout_s)
+    finally:
+        remove_shm_buffers(port)
+        release_port(port)
+
+
 def _read_env_file(path: Path) -> dict[str, str]:
     values: dict[str, str] = {}
     if path.is_file():
