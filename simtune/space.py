@@ -300,6 +300,12 @@ class TuningSpace:
         config: dict[str, Any] = json.loads(self.config_json)
         return config
 
+    @property
+    def swaps_optimizer_to_nvme(self) -> bool:
+        """Whether a stage-3 trial of this space offloads its optimizer to NVMe (ZeRO-Infinity's
+        swapper: stages 1/2 take the device as host memory)."""
+        return 3 in self.stages and "nvme" in self.offload_optimizer_devices
+
     @functools.cached_property
     def optimizer(self) -> OptimizerChoice:
         """The optimizer the config trains with, as the cost model knows it

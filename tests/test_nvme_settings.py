@@ -43,5 +43,10 @@ def test_a_value_of_the_wrong_kind_is_refused_in_one_sentence(section, key, valu
 def test_the_tuning_space_carries_them():
     config = {"zero_optimization": {"stage": 3, "offload_optimizer": {
         "device": "nvme", "nvme_path": "/local_nvme", "pipeline_write": True}}}
-    assert TuningSpace.from_config(config, world_size=8).nvme_swap.pipeline_write
-    assert TuningSpace.from_config({"zero_optimization": {"stage": 3}}, world_size=8).nvme_swap == NvmeSwapSettings()
+    space = TuningSpace.from_config(config, world_size=8)
+    assert space.nvme_swap.pipeline_write and space.swaps_optimizer_to_nvme
+    plain = TuningSpace.from_config({"zero_optimization": {"stage": 3}}, world_size=8)
+    assert plain.nvme_swap == NvmeSwapSettings() and not plain.swaps_optimizer_to_nvme
+    # stages 1/2 take an NVMe device as host memory: nothing swaps
+    staged = {"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "nvme"}}}
+    assert not TuningSpace.from_config(staged, world_size=8).swaps_optimizer_to_nvme

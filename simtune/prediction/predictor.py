@@ -424,7 +424,7 @@ def check_swap_buffers(space: TuningSpace, model: ModelSpec, *, dp_degree: int, 
     """Refuse a space whose stage-3 optimizer swaps to NVMe with fewer swap buffers than
     DeepSpeed's swapper holds at once for this model (it stops in the first step:
     :func:`simtune.model.nvme_swap.swap_buffers_needed`), before anything is launched."""
-    if 3 not in space.stages or "nvme" not in space.offload_optimizer_devices:
+    if not space.swaps_optimizer_to_nvme:
         return
     trial = Trial(stage=3, micro_batch_size=1, offload_optimizer="nvme")
     config = train_config(trial, dp_degree=dp_degree, mp_degree=mp_degree, precision="fp32",

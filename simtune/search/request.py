@@ -240,7 +240,7 @@ class SearchRequest:
         space = TuningSpace.from_config(ds_config, autotuning, world_size=resources.world_size,
                                         user_args=program.args)
         request = cls(flags, program, resources, ds_config, space)
-        workload = program.workload()
+        workload = program.workload() if space.swaps_optimizer_to_nvme else None
         if workload is not None:
             check_swap_buffers(space, model_spec(workload), dp_degree=resources.world_size // space.mp_size,
                                mp_degree=space.mp_size)
