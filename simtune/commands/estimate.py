@@ -294,12 +294,11 @@ def _nvme_swap(args: argparse.Namespace) -> Any:
 
 def _check_swap_buffers(model: Any, train: Any) -> None:
     """Refuse NVMe swaps with fewer optimizer swap buffers than DeepSpeed's swapper holds at once."""
-    from simtune.model.nvme_swap import swap_buffers_needed, swap_buffers_why
+    from simtune.model.nvme_swap import swap_buffers_short, swap_buffers_why
 
-    if not train.swaps_optimizer_states:
-        return
-    needed, have = swap_buffers_needed(model, train), train.nvme.optimizer_buffer_count
-    if have < needed:
+    short = swap_buffers_short(model, train)
+    if short is not None:
+        have, needed = short
         raise InputError(f"{have} NVMe swap buffers are too few: DeepSpeed's swapper holds {needed} at once here "
                          f"({swap_buffers_why(model, train)}) and stops in the first step, so give "
                          f"--nvme-buffer-count {needed} or more.")

@@ -129,6 +129,16 @@ def swap_buffers_needed(m: ModelSpec, c: TrainConfig) -> int:
     return per_group * (1 + int(c.nvme.pipeline_read) + int(c.nvme.pipeline_write))
 
 
+def swap_buffers_short(m: ModelSpec, c: TrainConfig) -> tuple[int, int] | None:
+    """(given, needed) where the configuration swaps its optimizer to NVMe with fewer
+    ``buffer_count`` buffers than :func:`swap_buffers_needed`, else None."""
+    if not c.swaps_optimizer_states:
+        return None
+    needed = swap_buffers_needed(m, c)
+    given = c.nvme.optimizer_buffer_count
+    return (given, needed) if given < needed else None
+
+
 def swap_buffers_why(m: ModelSpec, c: TrainConfig) -> str:
     """Why :func:`swap_buffers_needed` says what it says, in words ("7 optimizer sub-groups of
     2 + 2 buffers, pipeline_read and pipeline_write")."""

@@ -41,7 +41,7 @@ from simtune.model.adapters import hardware_spec, model_spec, structure_of, trai
 from simtune.model.estimate import Estimate, estimate, metrics
 from simtune.model.inputs import PRECISIONS, HardwareSpec, ModelSpec, TrainConfig, check_checkpointing_policy
 from simtune.model.memory import estimate_memory
-from simtune.model.nvme_swap import swap_buffers_needed, swap_buffers_why
+from simtune.model.nvme_swap import swap_buffers_short, swap_buffers_why
 from simtune.nvme_settings import NvmeSwapSettings
 from simtune.optimizers import ADAMW, OptimizerChoice
 from simtune.precision import autocast_label, autocast_parts, precision_of
@@ -429,8 +429,9 @@ def check_swap_buffers(space: TuningSpace, model: ModelSpec, *, dp_degree: int, 
     trial = Trial(stage=3, micro_batch_size=1, offload_optimizer="nvme")
     config = train_config(trial, dp_degree=dp_degree, mp_degree=mp_degree, precision="fp32",
                           knobs=_stage_knobs(space)[3], optimizer=space.optimizer, nvme_swap=space.nvme_swap)
-    needed, have = swap_buffers_needed(model, config), config.nvme.optimizer_buffer_count
-    if have < needed:
+    short = swap_buffers_short(model, config)
+    if short is not None:
+        have, needed = short
         raise ConfigError(
             f"zero_optimization.offload_optimizer.buffer_count {have} is too few at stage 3: DeepSpeed's "
             f"swapper holds {needed} fp32 swap buffers at once here ({swap_buffers_why(model, config)}) "

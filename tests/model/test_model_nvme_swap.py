@@ -13,7 +13,8 @@ from simtune.model.inputs import ModelSpec, TrainConfig
 from simtune.model.memory_states import host_bytes
 from simtune.model.memory_buffers import fetched_elements
 from simtune.model.nvme_swap import (exposed_swap_s, nvme_rates_missing, nvme_swap_s, optimizer_swap_bytes,
-                                     parameter_swap_bytes, sub_groups, swap_buffers_needed, swap_buffers_why)
+                                     parameter_swap_bytes, sub_groups, swap_buffers_needed, swap_buffers_short,
+                                     swap_buffers_why)
 from simtune.model.optimizer_time import host_step_s_per_param, offload_transfer_s
 from simtune.model.shards import shards
 from simtune.nvme_settings import NvmeSwapSettings
@@ -252,3 +253,8 @@ def test_the_swapper_holds_two_plus_s_buffers_per_sub_group_in_flight():
     assert swap_buffers_needed(m, one) == 4 and swap_buffers_why(m, one) == "1 optimizer sub-group of 2 + 2 buffers"
     adagrad = dataclasses.replace(both, optimizer=OptimizerChoice("adagrad"))
     assert swap_buffers_needed(m, adagrad) == 9
+    # DeepSpeed's 4 buffers fall short of the pipelined swapper, not of the default one
+    assert swap_buffers_short(m, both) == (4, 12) and swap_buffers_short(m, several) is None
+    enough = dataclasses.replace(both, nvme=dataclasses.replace(both.nvme, optimizer_buffer_count=12))
+    assert swap_buffers_short(m, enough) is None
+    assert swap_buffers_short(m, dataclasses.replace(both, offload_optimizer_nvme=False)) is None  # host memory
