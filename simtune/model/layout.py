@@ -93,26 +93,16 @@ class ParamLayout:
         return hit
 
     def largest_sub_group(self, sub_group_size: int, dp: int) -> int:
-        """Elements of the largest ZeRO-3 optimizer sub-group on a rank: the tensors' partitions
-        (ceil(n / dp) each, in registration order) grouped until a group reaches
-        ``sub_group_size``, the last group closing at the last tensor (stage3.py
-        ``_create_fp16_sub_groups``); the whole partition when it is no larger."""
-        key = ("sub_group", sub_group_size, dp)
-        hit = self._cache.get(key)
-        if hit is not None:
-            return hit
-        largest = filled = 0
-        for n in self.numels:
-            filled += -(-n // dp)
-            if filled >= sub_group_size:
-                largest, filled = max(largest, filled), 0
-        self._cache[key] = max(largest, filled)
-        return self._cache[key]
+        """Elements of the largest ZeRO-3 optimizer sub-group on a rank (:meth:`sub_groups`); the
+        whole partition when it is no larger than ``sub_group_size``."""
+        return max(n for n, _ in self.sub_groups(sub_group_size, dp))
 
-    def sub_groups(self, sub_group_size: int, dp: int, swap_block: int) -> tuple[tuple[int, int], ...]:
-        """Each ZeRO-3 optimizer sub-group of a rank, grouped as :meth:`largest_sub_group` groups
-        them, as (elements, elements of its tensors' partitions of at least ``swap_block``
-        elements): the fp32 gradients NVMe offload swaps, where smaller ones stay in memory."""
+    def sub_groups(self, sub_group_size: int, dp: int, swap_block: int = 0) -> tuple[tuple[int, int], ...]:
+        """Each ZeRO-3 optimizer sub-group of a rank: the tensors' partitions (ceil(n / dp) each, in
+        registration order) grouped until a group reaches ``sub_group_size``, the last group
+        closing at the last tensor (stage3.py ``_create_fp16_sub_groups``), as (elements, elements
+        of its tensors' partitions of at least ``swap_block`` elements: the fp32 gradients NVMe
+        offload swaps, where smaller ones stay in memory)."""
         key = (sub_group_size, dp, swap_block)
         hit = self._sub_groups.get(key)
         if hit is not None:

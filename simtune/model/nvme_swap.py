@@ -4,7 +4,7 @@ for, and the host memory it holds.
 As DeepSpeed 0.19.8 runs it (``deepspeed/runtime/swap_tensor``, ``runtime/zero/stage3.py``), per
 rank, with P the rank's partition elements, S the optimizer's fp32 states per element (2 for
 Adam), b the bytes of a 16-bit parameter or gradient element, and the offload sections' settings
-(:class:`simtune.model.inputs.NvmeSwapSettings`):
+(:class:`simtune.nvme_settings.NvmeSwapSettings`):
 
 - optimizer states (``offload_optimizer.device: nvme``): at the end of the last micro-step's
   backward the partition's gradients are cast to fp32 and written to NVMe; then the step takes
@@ -77,12 +77,19 @@ def swapped_gradient_elements(m: ModelSpec, c: TrainConfig) -> int:
     return sum(g for _, g in sub_groups(m, c))
 
 
-def optimizer_swap_bytes(m: ModelSpec, s: Shards, c: TrainConfig) -> int:
+def sub_group_transfers(m: ModelSpec, c: TrainConfig) -> tuple[tuple[int, int], ...]:
+    """Per optimizer sub-group of one rank, the bytes the step reads (fp32 master, states and
+    swapped gradients) and writes back (master and states)."""
+    state = FP32 * (1 + c.optimizer.states)
+    return tuple((state * n + FP32 * g, state * n) for n, g in sub_groups(m, c))
+
+
+def optimizer_swap_bytes(m: ModelSpec, c: TrainConfig) -> int:
     """Bytes one rank reads from NVMe in a step for its optimizer, and as many it writes
     (its states in the step, its gradients at the end of backward)."""
     if not c.swaps_optimizer_states:
         return 0
-    return FP32 * (1 + c.optimizer.states) * s.partition + FP32 * swapped_gradient_elements(m, c)
+    return sum(read for read, _ in sub_group_transfers(m, c))
 
 
 def parameters_on_nvme(s: Shards, c: TrainConfig) -> int:
@@ -197,13 +204,12 @@ def nvme_swap_s(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig, *,
 
     seconds = 0.0
     if c.swaps_optimizer_states:
-        state = FP32 * (1 + c.optimizer.states)
-        groups = sub_groups(m, c)
-        seconds += exposed_swap_s([read_s(state * n + FP32 * g) for n, g in groups],
-                                  [write_s(state * n) for n, _ in groups],
-                                  [host_step_s_per_param * n for n, _ in groups],
+        transfers = sub_group_transfers(m, c)
+        seconds += exposed_swap_s([read_s(read) for read, _ in transfers],
+                                  [write_s(written) for _, written in transfers],
+                                  [host_step_s_per_param * n for n, _ in sub_groups(m, c)],
                                   read_ahead=c.nvme.pipeline_read, write_behind=c.nvme.pipeline_write)
-        seconds += write_s(FP32 * sum(g for _, g in groups))
+        seconds += write_s(FP32 * swapped_gradient_elements(m, c))
     param_read, param_written = parameter_swap_bytes(s, c, fetched)
     return seconds + read_s(param_read) + write_s(param_written)
 

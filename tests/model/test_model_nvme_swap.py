@@ -40,7 +40,7 @@ def test_stage3_swaps_32_bytes_per_adam_element_each_way_at_the_nodes_rate_over_
     s = shards(m, c)
     assert s.partition == 200_000_000
     # master and two moments (12 bytes) and the fp32 gradient (4) read, and as many written
-    assert optimizer_swap_bytes(m, s, c) == 16 * s.partition
+    assert optimizer_swap_bytes(m, c) == 16 * s.partition
     hw = make_hardware(ranks_per_node=8, nvme_read_bytes_per_s=40e9, nvme_write_bytes_per_s=20e9)
     waited = nvme_swap_s(m, s, hw, c, host_step_s_per_param=1e-9, fetched=0)
     assert waited == pytest.approx(16 * s.partition * 8 / 40e9 + 16 * s.partition * 8 / 20e9)
@@ -48,11 +48,11 @@ def test_stage3_swaps_32_bytes_per_adam_element_each_way_at_the_nodes_rate_over_
     assert offload_transfer_s(m, s, hw, c) - offload_transfer_s(m, s, hw, cpu) == pytest.approx(waited)
     # one state fewer (Adagrad) swaps 4 bytes less each way
     adagrad = dataclasses.replace(c, optimizer=OptimizerChoice("adagrad"))
-    assert optimizer_swap_bytes(m, s, adagrad) == 12 * s.partition
+    assert optimizer_swap_bytes(m, adagrad) == 12 * s.partition
     # gradient fragments under 1 MiB (262,144 fp32 elements) stay in memory: 64 tensors of 1M
     # elements leave each of 8 ranks fragments of 125,000
     small = model(64_000_000)
-    assert optimizer_swap_bytes(small, shards(small, c), c) == 12 * shards(small, c).partition
+    assert optimizer_swap_bytes(small, c) == 12 * shards(small, c).partition
 
 
 def test_the_host_holds_four_sub_group_buffers_and_the_gradient_partition_instead_of_the_states():
@@ -235,7 +235,7 @@ def test_deepspeed_swaps_to_nvme_what_the_model_counts(tmp_path):
         # the master and each moment: the partition in fp32, aligned to 1 KiB per sub-group
         assert len(states) == 3 and all(abs(size - 4 * s.partition) <= 1024 for size in states.values()), (
             files, s.partition)
-        assert optimizer_swap_bytes(m, s, c) == 3 * 4 * s.partition + gradients
+        assert optimizer_swap_bytes(m, c) == 3 * 4 * s.partition + gradients
 
 
 def test_the_swapper_holds_two_plus_s_buffers_per_sub_group_in_flight():
