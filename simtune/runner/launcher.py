@@ -329,10 +329,11 @@ def own_tools_first(env: dict[str, str]) -> dict[str, str]:
 
 
 def run_on_cpu_ranks(program: Sequence[str], ranks: int, *, timeout_s: float = 600,
-                     env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+                     env: Mapping[str, str] | None = None,
+                     cwd: str | os.PathLike[str] | None = None) -> subprocess.CompletedProcess[str]:
     """``program`` (a script and its arguments) under DeepSpeed's launcher on ``ranks`` CPU
-    processes of this machine (gloo, one OpenMP thread each), on a port of its own, with its
-    shared-memory buffers removed after; the launcher's output is captured."""
+    processes of this machine (gloo, one OpenMP thread each), in ``cwd``, on a port of its own,
+    with its shared-memory buffers removed after; the launcher's output is captured."""
     from simtune.watchdog import remove_shm_buffers
 
     run_env = own_tools_first({**(env if env is not None else os.environ), "DS_ACCELERATOR": "cpu",
@@ -340,7 +341,7 @@ def run_on_cpu_ranks(program: Sequence[str], ranks: int, *, timeout_s: float = 6
     port = free_port()
     try:
         return subprocess.run([deepspeed_launcher(), "--num_accelerators", str(ranks), "--master_port", str(port),
-                               *program], env=run_env, capture_output=True, text=True, timeout=timeout_s)
+                               *program], cwd=cwd, env=run_env, capture_output=True, text=True, timeout=timeout_s)
     finally:
         remove_shm_buffers(port)
         release_port(port)

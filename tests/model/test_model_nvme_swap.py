@@ -189,14 +189,11 @@ def test_deepspeed_swaps_to_nvme_what_the_model_counts(tmp_path):
     counts them."""
     import json
     import os
-    import subprocess
-    import sys
     from pathlib import Path
 
     from simtune.model.adapters import model_spec
     from simtune.model.nvme_swap import swapped_gradient_elements
-    from simtune.runner.launcher import deepspeed_launcher, free_port, own_tools_first, release_port
-    from simtune.watchdog import remove_shm_buffers
+    from simtune.runner.launcher import run_on_cpu_ranks
     from simtune.workloads import load_workload
 
     reason = _async_io_unavailable()
@@ -209,16 +206,9 @@ def test_deepspeed_swaps_to_nvme_what_the_model_counts(tmp_path):
               "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}}}
     (tmp_path / "ds.json").write_text(json.dumps(config))
     program = Path(__file__).resolve().parents[2] / "simtune" / "workloads" / "train.py"
-    port = free_port()
-    env = own_tools_first({**os.environ, "DS_ACCELERATOR": "cpu", "LOCAL_SIZE": "2", "OMP_NUM_THREADS": "1"})
-    try:
-        done = subprocess.run([deepspeed_launcher(), "--num_accelerators", "2", "--master_port", str(port),
-                               str(program), "--deepspeed", str(tmp_path / "ds.json"), "--model", "gpt2-tiny-heavy",
-                               "--seq-len", "64", "--steps", "2"],
-                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    finally:
-        remove_shm_buffers(port)
-        release_port(port)
+    done = run_on_cpu_ranks([str(program), "--deepspeed", str(tmp_path / "ds.json"), "--model", "gpt2-tiny-heavy",
+                             "--seq-len", "64", "--steps", "2"], 2, timeout_s=300,
+                            env={**os.environ, "LOCAL_SIZE": "2"}, cwd=tmp_path)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
 
     m = model_spec(load_workload("gpt2-tiny-heavy", seq_len=64))
