@@ -25,7 +25,7 @@ def transformer_param_numels(num_layers: int, hidden_size: int, intermediate_siz
 class ParamLayout:
     """Cached per-tensor queries over one model's parameter tensor sizes."""
 
-    __slots__ = ("numels", "total", "largest", "_sorted", "_sorted_prefix", "_cache", "_sub_groups")
+    __slots__ = ("numels", "total", "largest", "_sorted", "_sorted_prefix", "_cache", "_sub_groups", "_flags")
 
     def __init__(self, numels: tuple[int, ...]) -> None:
         self.numels = numels
@@ -35,6 +35,7 @@ class ParamLayout:
         self._sorted_prefix = (0,) + tuple(accumulate(self._sorted))
         self._cache: dict[tuple[object, ...], int] = {}
         self._sub_groups: dict[tuple[int, int, int], tuple[tuple[int, int], ...]] = {}
+        self._flags: dict[tuple[object, ...], tuple[int, ...]] = {}
 
     def at_most(self, elements: int) -> tuple[int, int]:
         """(elements, tensors) of the tensors with at most ``elements`` elements."""
@@ -98,9 +99,7 @@ class ParamLayout:
         return max(n for n, _ in self.sub_groups(sub_group_size, dp))
 
     def sub_groups(self, sub_group_size: int, dp: int, swap_block: int = 0) -> tuple[tuple[int, int], ...]:
-        """Each ZeRO-3 optimizer sub-group of a rank: the tensors' partitions (ceil(n / dp) each, in
-        registration order) grouped until a group reaches ``sub_group_size``, the last group
-        closing at the last tensor (stage3.py ``_create_fp16_sub_groups``), as (elements, elements
+        """Each ZeRO-3 optimizer sub-group of a rank (:meth:`sub_group_ends`), as (elements, elements
         of its tensors' partitions of at least ``swap_block`` elements: the fp32 gradients NVMe
         offload swaps, where smaller ones stay in memory)."""
         key = (sub_group_size, dp, swap_block)
@@ -108,18 +107,56 @@ class ParamLayout:
         if hit is not None:
             return hit
         groups: list[tuple[int, int]] = []
-        filled = swapped = 0
-        for n in self.numels:
-            piece = -(-n // dp)
-            filled += piece
-            swapped += piece if piece >= swap_block else 0
-            if filled >= sub_group_size:
-                groups.append((filled, swapped))
-                filled = swapped = 0
-        if filled or not groups:
-            groups.append((filled, swapped))
+        start = 0
+        for end in self.sub_group_ends(sub_group_size, dp):
+            pieces = [-(-n // dp) for n in self.numels[start:end]]
+            groups.append((sum(pieces), sum(p for p in pieces if p >= swap_block)))
+            start = end
         self._sub_groups[key] = tuple(groups)
         return self._sub_groups[key]
+
+    def sub_group_ends(self, sub_group_size: int, dp: int) -> tuple[int, ...]:
+        """Where each ZeRO-3 optimizer sub-group of a rank ends (the index after its last tensor):
+        the tensors' partitions (ceil(n / dp) each, in registration order) are grouped until a
+        group reaches ``sub_group_size``, the last group closing at the last tensor (stage3.py
+        ``_create_fp16_sub_groups``)."""
+        key = ("ends", sub_group_size, dp)
+        hit = self._flags.get(key)
+        if hit is not None:
+            return hit
+        ends: list[int] = []
+        filled = 0
+        for i, n in enumerate(self.numels):
+            filled += -(-n // dp)
+            if filled >= sub_group_size:
+                ends.append(i + 1)
+                filled = 0
+        if not ends or ends[-1] != len(self.numels):
+            ends.append(len(self.numels))
+        self._flags[key] = tuple(ends)
+        return self._flags[key]
+
+    def beyond_host_buffer(self, sub_group_size: int, dp: int, host_elements: int) -> tuple[int, ...]:
+        """Per tensor, 1 where its partition is in a sub-group (:meth:`sub_group_ends`) that does
+        not fit a rank's host buffer of ``host_elements`` (``offload_param.max_in_cpu``): stage3.py
+        ``_create_fp16_partitions_with_defragmentation`` gives sub-groups host memory in order
+        while the running total fits, so from the first that does not, every later one stays on
+        NVMe. With the partition no larger than the buffer, none."""
+        key = ("beyond", sub_group_size, dp, host_elements)
+        hit = self._flags.get(key)
+        if hit is not None:
+            return hit
+        flags: list[int] = []
+        offset = start = 0
+        if self.partition_numel(dp) <= host_elements:
+            flags = [0] * len(self.numels)
+        else:
+            for end in self.sub_group_ends(sub_group_size, dp):
+                offset += sum(-(-n // dp) for n in self.numels[start:end])
+                flags += [int(offset > host_elements)] * (end - start)
+                start = end
+        self._flags[key] = tuple(flags)
+        return self._flags[key]
 
     def bucket_count(self, bucket_elements: int) -> int:
         """Reductions issued while gradients fill buckets of ``bucket_elements`` in backward
@@ -144,18 +181,29 @@ class ParamLayout:
 
     def reuse_kept_numel(self, threshold: int, reuse_distance: int) -> int:
         """Elements of non-persistent tensors ZeRO-3 keeps gathered after their forward use
-        because the backward reuses them within ``reuse_distance`` elements of trace
-        (stage3_max_reuse_distance). From a tensor's forward use to its backward use the trace
-        visits every later tensor twice (rest of forward, start of backward): 2 * after."""
+        (:meth:`kept_after_forward`)."""
         key = ("reuse", threshold, reuse_distance)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        kept = 0
-        after = 0
-        for n in reversed(self.numels):
-            if n > threshold and 2 * after < reuse_distance:
-                kept += n
-            after += n
+        kept = sum(n for n, k in zip(self.numels, self.kept_after_forward(threshold, reuse_distance)) if k)
         self._cache[key] = kept
         return kept
+
+    def kept_after_forward(self, threshold: int, reuse_distance: int) -> tuple[int, ...]:
+        """Per tensor, 1 where ZeRO-3 keeps it gathered after its forward use because the backward
+        reuses it within ``reuse_distance`` elements of trace (stage3_max_reuse_distance), for a
+        tensor of more than ``threshold`` elements (persistent ones are never released). From a
+        tensor's forward use to its backward use the trace visits every later tensor twice (rest
+        of forward, start of backward): kept where 2 * after < reuse_distance."""
+        key = ("kept", threshold, reuse_distance)
+        hit = self._flags.get(key)
+        if hit is not None:
+            return hit
+        flags: list[int] = []
+        after = 0
+        for n in reversed(self.numels):
+            flags.append(int(n > threshold and 2 * after < reuse_distance))
+            after += n
+        self._flags[key] = tuple(reversed(flags))
+        return self._flags[key]

@@ -49,3 +49,18 @@ def test_sub_groups_gather_partitions_in_order_until_they_reach_the_size():
     assert layout.sub_groups(200, 2, 30) == ((200, 200), (225, 200), (10, 0))
     assert sum(n for n, _ in layout.sub_groups(1, 2, 1)) == layout.partition_numel(2)
     assert layout.sub_groups(10**9, 2, 1) == ((435, 435),)
+
+
+def test_reuse_flags_each_tensor_kept_and_sub_groups_past_the_host_buffer_stay_beyond_it():
+    layout = ParamLayout((10, 10, 10))
+    assert layout.kept_after_forward(0, 21) == (0, 1, 1)
+    assert layout.kept_after_forward(10, 41) == (0, 0, 0)
+    layout = ParamLayout((100, 300, 50, 400, 10, 10))  # partitions at dp 2: 50, 150, 25, 200, 5, 5
+    assert layout.sub_group_ends(200, 2) == (2, 4, 6)
+    assert layout.sub_group_ends(10**9, 2) == (6,)
+    # groups of 200, 225 and 10 elements: 200 fit a host buffer of 300, the second and, after it,
+    # the third do not, although the third alone would
+    assert layout.beyond_host_buffer(200, 2, 300) == (0, 0, 1, 1, 1, 1)
+    assert layout.beyond_host_buffer(200, 2, 435) == (0,) * 6
+    # one sub-group larger than the buffer: all of it beyond
+    assert layout.beyond_host_buffer(10**9, 2, 434) == (1,) * 6
