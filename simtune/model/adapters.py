@@ -17,8 +17,9 @@ from simtune.nvme_settings import NvmeSwapSettings
 from simtune.optimizers import (ADAMW, CALIBRATED_ALGORITHMS, HOST_KERNEL_FITS, OptimizerChoice, fit_algorithm,
                                 fit_name, implementation_of)
 from simtune.space import Trial
-from simtune.workloads.analysis import (classification_pooled, forward_flops, idle_elements, largest_layer_params,
-                                        module_parameters, parameter_count, parameter_tensor_numels)
+from simtune.workloads.analysis import (classification_pooled, construction_gathers, forward_flops, idle_elements,
+                                        largest_layer_params, module_parameters, parameter_count,
+                                        parameter_tensor_numels)
 from simtune.workloads.presets import Workload
 
 def block_of(workload: Workload) -> Block:
@@ -73,6 +74,7 @@ def structure_of(workload: Workload) -> dict[str, Any]:
     and counts."""
     return dict(attention=workload.attention, attention_dropout=workload.attention_dropout > 0, loss=workload.loss,
                 block=block_of(workload), idle_elements=idle_elements(workload),
+                construction_gathers=construction_gathers(workload),
                 parameter_modules=sum(m.repeats for m in module_parameters(workload) if m.tensors or m.shared))
 
 

@@ -165,6 +165,10 @@ class ModelSpec:
     """Parameter elements no training sample gives a gradient (learned position rows beyond the
     sequence, token-type rows beyond the first, ...: :func:`simtune.workloads.analysis.idle_elements`):
     their Adam moments stay exactly 0, which costs a CPU step more (:mod:`simtune.model.optimizer_time`)."""
+    construction_gathers: tuple[tuple[int, ...], ...] = ()
+    """Element counts of the parameter tensors gathered together while the model's weights are
+    initialised under ZeRO-3 (:func:`simtune.workloads.analysis.construction_gathers`); empty
+    where unknown (one tensor at a time)."""
 
     def __post_init__(self) -> None:
         _positive(WorkloadError, "ModelSpec", parameter_count=self.parameter_count,

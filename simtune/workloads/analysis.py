@@ -52,6 +52,8 @@ class ModuleParams:
     """How many such modules the model has (one per layer: L)."""
     idle: int = 0
     """Elements of its tensors no training sample gives a gradient (:func:`idle_elements`)."""
+    head: bool = False
+    """Registered on the task model (its LM head or classifier), outside the base model."""
 
     @property
     def own_params(self) -> int:
@@ -112,6 +114,30 @@ def parameter_tensor_numels(workload: Workload) -> tuple[int, ...]:
         return tuple(n for m in modules for n in m.tensors)
 
     return flat(plan.before) + flat(plan.layer) * plan.num_layers + flat(plan.after)
+
+
+def construction_gathers(workload: Workload) -> tuple[tuple[int, ...], ...]:
+    """Element counts of the parameter tensors transformers gathers together as it initialises
+    the weights of a model built from its config under ZeRO-3 (``initialize_weights_zero3`` in
+    transformers/integrations/deepspeed.py: each module's own parameters with its direct
+    children's, outside nested pretrained models), one group per kind of module that holds or
+    parents parameters; a tied tensor once per group. Modules named without a parent path are
+    the base model's (the layer's, within a layer; the task model's, for a head)."""
+    plan = _param_plan(workload)
+    groups: dict[tuple[str, str], list[ModuleParams]] = {}
+    for section, modules in (("model", plan.before + plan.after), ("layer", plan.layer)):
+        for module in modules:
+            where = "head" if module.head else section
+            parent = module.name.rpartition(".")[0]
+            groups.setdefault((where, module.name), []).append(module)
+            groups.setdefault((where, parent), []).append(module)
+    gathered = []
+    for members in groups.values():
+        own = [n for m in dict.fromkeys(members) for n in m.tensors]
+        shared = [n for m in dict.fromkeys(members) for n in m.shared if n not in own]
+        if own or shared:
+            gathered.append(tuple(own + shared))
+    return tuple(dict.fromkeys(gathered))
 
 
 def idle_elements(workload: Workload) -> int:
@@ -181,12 +207,12 @@ def _head(w: Workload, lm: tuple[ModuleParams, ...]) -> tuple[ModuleParams, ...]
     """The model's head modules: the family's LM head ``lm``, or for a sequence-classification
     workload its classifier (a pooler, or the score at every position)."""
     if w.task != "sequence-classification":
-        return lm
+        return tuple(replace(m, head=True) for m in lm)
     h, c = w.hidden_size, w.num_labels
     if classification_pooled(w):
         pool, classifier = POOLED_HEADS[w.model_type]
-        return (ModuleParams(pool, _linear(h, h)), ModuleParams(classifier, _linear(h, c)))
-    return (ModuleParams("score", _linear(h, c, bias=False)),)
+        return (ModuleParams(pool, _linear(h, h), head=True), ModuleParams(classifier, _linear(h, c), head=True))
+    return (ModuleParams("score", _linear(h, c, bias=False), head=True),)
 
 
 def _head_flops(w: Workload, lm: int) -> int:

@@ -23,6 +23,7 @@ from simtune.workloads import (
     parameter_tensor_numels,
 )
 from simtune.workloads.presets import _from_document
+from simtune.workloads.analysis import construction_gathers
 from simtune.workloads.train import enable_activation_checkpointing
 
 # The counts the models' authors publish (model cards and papers; see docs/workloads.md).
@@ -142,6 +143,27 @@ def test_closed_form_counts_equal_the_built_model(name):
     assert parameter_tensor_numels(workload) == tuple(p.numel() for p in model.parameters())
     layer_modules = [m for m in module_parameters(workload) if m.repeats > 1]
     assert layer_modules and all(m.repeats == workload.num_layers for m in layer_modules)
+
+
+@pytest.mark.parametrize("name", list_presets() + sorted(EXTRA_CONFIGS))
+def test_the_tensors_gathered_together_at_construction_are_the_built_models(name):
+    """transformers' ZeRO-3 weight initialisation gathers each module's own parameters with its
+    direct children's (those of nested pretrained models apart): the same groups as the closed form."""
+    from transformers import PreTrainedModel
+
+    workload = _workload(name)
+    with torch.device("meta"):
+        model = build_model(workload)
+    built = set()
+    for module in model.modules():
+        params = list(module.parameters(recurse=False))
+        for child in module.children():
+            if not isinstance(child, PreTrainedModel):
+                params.extend(child.parameters(recurse=False))
+        unique = {id(p): p for p in params}.values()
+        if unique:
+            built.add(tuple(sorted(p.numel() for p in unique)))
+    assert {tuple(sorted(group)) for group in construction_gathers(workload)} == built
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMETERS))
