@@ -6,7 +6,7 @@ parameter on NVMe (``offload_param``, ``max_in_cpu`` 0; every parameter released
 DeepSpeed's 5 parameter swap buffers need here). Rank 0 wraps the swapper's ``swap_in`` and
 ``synchronize_reads`` and counts, in steps 4-5, the calls, elements and seconds of each pass, and
 the script prints them beside the model's elements per rank and pass
-(``memory_buffers.fetched_elements``) and what they take at the calibrated rate given.
+(``nvme_swap.parameter_swap_bytes``) and what they take at the calibrated rate given.
 
     python benchmarks/param_swap_counts.py --folder /tmp [--read-gbps 3.89]
 """
@@ -75,17 +75,17 @@ def rank_program(config_path: str, model_path: str, out: str) -> None:
 
 
 def model_count(model_path: str) -> tuple[float, int]:
+    """(elements the model reads per rank and pass, the rank's partition elements)."""
     from simtune.model.adapters import model_spec
     from simtune.model.inputs import TrainConfig
-    from simtune.model.memory_buffers import fetched_elements
+    from simtune.model.nvme_swap import parameter_swap_bytes
     from simtune.model.shards import shards
     from simtune.workloads import load_workload
 
     m = model_spec(load_workload(model_path, seq_len=SEQ))
     c = TrainConfig(stage=3, micro_batch_size=MBS, dp_degree=RANKS, precision="fp32", offload_optimizer=True,
                     offload_param=True, offload_param_nvme=True, nvme=_settings(), **RELEASE_ALL)
-    s = shards(m, c)
-    return fetched_elements(m, s, c) / RANKS / 2, s.partition
+    return parameter_swap_bytes(m, c)[0] / 4 / 2, shards(m, c).partition
 
 
 def _settings():  # type: ignore[no-untyped-def]

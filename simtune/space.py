@@ -306,6 +306,11 @@ class TuningSpace:
         swapper: stages 1/2 take the device as host memory)."""
         return 3 in self.stages and "nvme" in self.offload_optimizer_devices
 
+    @property
+    def swaps_parameters_to_nvme(self) -> bool:
+        """Whether a stage-3 trial of this space keeps its parameters on NVMe (``offload_param``)."""
+        return 3 in self.stages and "nvme" in self.offload_param_devices
+
     @functools.cached_property
     def optimizer(self) -> OptimizerChoice:
         """The optimizer the config trains with, as the cost model knows it

@@ -128,3 +128,24 @@ def test_a_pipelined_nvme_swap_short_of_buffers_is_refused(workdir, capsys):
     assert message.startswith("zero_optimization.offload_optimizer.buffer_count 4 is too few at stage 3")
     assert message.endswith("so set it to at least 8.")
     assert not (workdir / "autotuning_results").exists()
+
+
+def test_parameters_on_nvme_short_of_swap_buffers_are_refused(workdir, capsys):
+    offload = {"device": "nvme", "nvme_path": str(workdir), "max_in_cpu": 0}
+    config = {"zero_optimization": {"stage": 3, "offload_param": offload}}
+    (workdir / "ds.json").write_text(json.dumps(config))
+    argv = [*PLANNED, "--model", "gpt2", "--num_gpus", "8", "--deepspeed", str(workdir / "ds.json")]
+    # gpt2's 25 partitions of 1 MiB or more per rank all stay gathered from forward to backward
+    message = error_of(capsys, argv)
+    assert message.startswith("zero_optimization.offload_param.buffer_count 5 is too few: DeepSpeed's parameter "
+                              "swapper holds 25 partitions at once here")
+    assert message.endswith("so set it to at least 25.")
+    # with prefetch on (DeepSpeed's default) a spare buffer stops the second step too
+    config["zero_optimization"]["offload_param"] = {**offload, "buffer_count": 26}
+    (workdir / "ds.json").write_text(json.dumps(config))
+    assert "is too many" in error_of(capsys, argv) and "exactly 25" in error_of(capsys, argv)
+    # buffers smaller than the largest partition (the token table's 4,824,672 elements) stop it as it starts
+    config["zero_optimization"]["offload_param"] = {**offload, "buffer_count": 25, "buffer_size": 1_000_000}
+    (workdir / "ds.json").write_text(json.dumps(config))
+    assert error_of(capsys, argv).startswith("zero_optimization.offload_param.buffer_size 1,000,000 is too small")
+    assert not (workdir / "autotuning_results").exists()

@@ -45,14 +45,19 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
 
 
-def _size(text: str) -> int:
+def _size(text: str, least: int = 1) -> int:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of elements such as 5e8, not {text!r}") from None
-    if value < 1 or not value.is_integer():
-        raise argparse.ArgumentTypeError(f"expected a positive whole number of elements, not {text!r}")
+    if value < least or not value.is_integer():
+        what = "positive" if least else "non-negative"
+        raise argparse.ArgumentTypeError(f"expected a {what} whole number of elements, not {text!r}")
     return int(value)
+
+
+def _size_or_zero(text: str) -> int:
+    return _size(text, least=0)
 
 
 def fmt_bytes(value: float) -> str:
@@ -150,6 +155,15 @@ class EstimateCommand(Command):
         parser.add_argument("--nvme-buffer-count", "--nvme_buffer_count", dest="nvme_buffer_count", type=int,
                             help="the optimizer's NVMe swap buffers (DeepSpeed's offload_optimizer.buffer_count, "
                                  "default 4), each the size of the largest sub-group")
+        parser.add_argument("--param-buffer-count", "--param_buffer_count", dest="param_buffer_count", type=int,
+                            help="NVMe parameter offload: page-locked swap buffers (offload_param.buffer_count; "
+                                 "default 5)")
+        parser.add_argument("--param-buffer-size", "--param_buffer_size", dest="param_buffer_size", type=_size,
+                            help="NVMe parameter offload: elements per swap buffer (offload_param.buffer_size; "
+                                 "default 1e8)")
+        parser.add_argument("--max-in-cpu", "--max_in_cpu", dest="max_in_cpu", type=_size_or_zero,
+                            help="NVMe parameter offload: partition elements kept in host memory "
+                                 "(offload_param.max_in_cpu; default 1e9)")
         parser.add_argument("--checkpointing", "--activation-checkpointing", dest="checkpointing",
                             type=_bool, nargs="?", const=True, default=False, metavar="true|false",
                             help="activation checkpointing (default off; the flag alone turns it on)")
@@ -285,16 +299,22 @@ def _nvme_swap(args: argparse.Namespace) -> Any:
     values: dict[str, Any] = {}
     if args.nvme_pipeline is not None:
         values.update(pipeline_read=args.nvme_pipeline, pipeline_write=args.nvme_pipeline)
-    if args.nvme_buffer_count is not None:
-        if args.nvme_buffer_count < 1:
-            raise InputError(f"--nvme-buffer-count must be at least 1, not {args.nvme_buffer_count}.")
-        values["optimizer_buffer_count"] = args.nvme_buffer_count
+    for flag, name, low in (("--nvme-buffer-count", "optimizer_buffer_count", 1),
+                            ("--param-buffer-count", "param_buffer_count", 1),
+                            ("--param-buffer-size", "param_buffer_size", 1), ("--max-in-cpu", "max_in_cpu", 0)):
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is None:
+            continue
+        if value < low:
+            raise InputError(f"{flag} must be at least {low}, not {value}.")
+        values[name] = value
     return NvmeSwapSettings(**values)
 
 
 def _check_swap_buffers(model: Any, train: Any) -> None:
-    """Refuse NVMe swaps with fewer optimizer swap buffers than DeepSpeed's swapper holds at once."""
-    from simtune.model.nvme_swap import swap_buffers_short, swap_buffers_why
+    """Refuse NVMe swaps with swap buffers DeepSpeed's swappers cannot run with, naming the flags."""
+    from simtune.model.nvme_swap import (parameter_buffer_size_short, parameter_buffers_short, parameter_buffers_why,
+                                         swap_buffers_short, swap_buffers_why)
 
     short = swap_buffers_short(model, train)
     if short is not None:
@@ -302,6 +322,14 @@ def _check_swap_buffers(model: Any, train: Any) -> None:
         raise InputError(f"{have} NVMe swap buffers are too few: DeepSpeed's swapper holds {needed} at once here "
                          f"({swap_buffers_why(model, train)}) and stops in the first step, so give "
                          f"--nvme-buffer-count {needed} or more.")
+    small = parameter_buffer_size_short(model, train)
+    if small is not None:
+        have, needed = small
+        raise InputError(f"--param-buffer-size {have} is too small: the largest parameter partition DeepSpeed's "
+                         f"swapper places in a buffer has {needed:,} elements here, so give "
+                         f"--param-buffer-size {needed} or more.")
+    if parameter_buffers_short(model, train) is not None:
+        raise InputError(f"--param-buffer-count {parameter_buffers_why(model, train)}.")
 
 
 def _check_offload(args: argparse.Namespace) -> None:

@@ -35,17 +35,28 @@ Adam), b the bytes of a 16-bit parameter or gradient element, and the offload se
 
   With DeepSpeed's defaults (4 buffers, sub-groups of 1e9) that is as much as offload to host
   memory keeps: NVMe saves host memory only with smaller sub-groups.
-- parameters (``offload_param.device: nvme``): the first ``max_in_cpu`` partition elements are
-  kept in a page-locked host buffer, so only the rest, P_n = max(0, P - max_in_cpu), stays on
-  NVMe. Every fetch reads its share of them: with F the elements stage 3 gathers in a
-  micro-step (forward, and backward for those released after forward:
-  :func:`simtune.model.memory_buffers.fetched_elements`, no more under activation
-  checkpointing), and the step writes the updated ones back once:
+- parameters (``offload_param.device: nvme``): the host keeps a page-locked buffer of
+  ``max_in_cpu`` partition elements, given to the optimizer's sub-groups in order while their
+  running total fits (stage3.py ``_create_fp16_partitions_with_defragmentation``); from the first
+  sub-group that does not fit, every tensor partition of at least 1 MiB (2^20 / b elements) lives
+  on NVMe and smaller ones in host memory (:func:`nvme_parameter_partitions`). Each such
+  partition p_i is read at its forward fetch and again at its backward fetch unless it stays
+  gathered in between (``stage3_max_reuse_distance``, the rule DeepSpeed releases by:
+  :meth:`simtune.model.layout.ParamLayout.kept_after_forward`); a tied LM head's table, released,
+  is read at each of its two uses per pass. The step writes the updated ones back once:
 
-      read  = b P_n (F / ranks) / P x micro-steps        write = b P_n
+      read  = b (sum_i p_i (2 - kept_i) + 2 p_table) x micro-steps        write = b sum_i p_i
 
   The host holds min(P, max_in_cpu) b-byte elements and ``buffer_count`` x ``buffer_size``
   b-byte page-locked swap buffers. Parameter reads and writes are counted as waited for.
+- parameter swap buffers (``partitioned_param_swapper.py``): a partition on NVMe occupies one
+  buffer from its read until it is released, and every partition of 1 MiB or more is placed in
+  one as the model is partitioned, whatever ``max_in_cpu`` says. So ``buffer_size`` must hold the
+  largest such partition (:func:`parameter_buffer_size_short`), and ``buffer_count`` must cover
+  the partitions held at once (:func:`parameter_buffers_needed`). Short of either DeepSpeed
+  stops: "More elements ... than buffer size" as it starts, "Not enough buffers ... for
+  swapping" in the second step (the first, recording the trace, releases every parameter after
+  its use): benchmarks/results/nvme_param_buffers.txt.
 
 Stages 1/2 offload to host memory whatever the device says (``stage_1_and_2.py``:
 ``cpu_offload``), so nothing here applies to them.
@@ -59,8 +70,11 @@ from simtune.model.inputs import BYTES_PER_ELEMENT, HardwareSpec, ModelSpec, Tra
 from simtune.model.shards import Shards
 
 FP32 = BYTES_PER_ELEMENT["fp32"]
-SWAP_BLOCK_ELEMENTS = (1 << 20) // FP32
-"""The aio ``block_size`` (1 MiB) in fp32 elements: a gradient fragment under it is not swapped."""
+MIN_SWAP_BYTES = 1 << 20
+"""The smallest tensor DeepSpeed swaps (``MIN_AIO_BYTES`` in swap_tensor/utils.py, 1 MiB): a
+smaller gradient fragment or parameter partition stays in host memory."""
+SWAP_BLOCK_ELEMENTS = MIN_SWAP_BYTES // FP32
+""":data:`MIN_SWAP_BYTES` in fp32 elements."""
 
 
 def sub_groups(m: ModelSpec, c: TrainConfig) -> tuple[tuple[int, int], ...]:
@@ -92,22 +106,123 @@ def optimizer_swap_bytes(m: ModelSpec, c: TrainConfig) -> int:
     return sum(read for read, _ in sub_group_transfers(m, c))
 
 
-def parameters_on_nvme(s: Shards, c: TrainConfig) -> int:
-    """Partition elements of this rank that live on NVMe."""
+def nvme_parameter_partitions(m: ModelSpec, c: TrainConfig) -> tuple[tuple[int, int, bool], ...]:
+    """(tensor index, partition elements, kept gathered from forward to backward) of each of one
+    rank's parameter tensors whose partition lives on NVMe (module docstring): in a sub-group
+    beyond ``max_in_cpu``, not persistent, and of at least 1 MiB."""
     if not c.swaps_parameters:
-        return 0
-    return max(0, s.partition - c.nvme.max_in_cpu)
+        return ()
+    layout = m.layout
+    beyond = layout.beyond_host_buffer(c.sub_group_size, c.dp_degree, c.nvme.max_in_cpu)
+    threshold = c.stage3_param_persistence_threshold
+    kept = layout.kept_after_forward(threshold, c.stage3_max_reuse_distance)
+    smallest = _smallest_swapped_partition(c)
+    return tuple((i, piece, bool(kept[i])) for i, (n, piece) in enumerate(_partitions(m, c))
+                 if beyond[i] and n > threshold and piece >= smallest)
 
 
-def parameter_swap_bytes(s: Shards, c: TrainConfig, fetched: int) -> tuple[int, int]:
-    """(read, written) bytes of one rank's NVMe-resident parameters in a step, with ``fetched``
-    the elements stage 3 gathers in a micro-step."""
-    on_nvme = parameters_on_nvme(s, c)
-    if not on_nvme:
+def _partitions(m: ModelSpec, c: TrainConfig) -> tuple[tuple[int, int], ...]:
+    """(elements, one rank's partition elements: ceil(ceil(n / dp) / mp)) of every tensor."""
+    dp, mp = c.dp_degree, c.mp_degree
+    return tuple((n, -(-(-(-n // dp)) // mp)) for n in m.layout.numels)
+
+
+def _smallest_swapped_partition(c: TrainConfig) -> int:
+    """Elements of the smallest parameter partition DeepSpeed swaps: 1 MiB of b-byte elements."""
+    return -(-MIN_SWAP_BYTES // c.state_bytes)
+
+
+def parameters_on_nvme(m: ModelSpec, c: TrainConfig) -> int:
+    """Partition elements of this rank that live on NVMe (:func:`nvme_parameter_partitions`)."""
+    return sum(piece for _, piece, _ in nvme_parameter_partitions(m, c))
+
+
+def _tied_table_index(m: ModelSpec) -> int | None:
+    """Index of a tied LM head's table (the token embedding) among the tensors, or None."""
+    if not m.block.sums_tied_gradients:
+        return None
+    table = m.vocab_size * m.hidden_size
+    return m.layout.numels.index(table) if table in m.layout.numels else None
+
+
+def parameter_swap_bytes(m: ModelSpec, c: TrainConfig) -> tuple[int, int]:
+    """(read, written) bytes of one rank's NVMe-resident parameters in a step (module docstring):
+    a tied table released after forward is read at both of its uses in each pass."""
+    parts = nvme_parameter_partitions(m, c)
+    if not parts:
         return 0, 0
     b = c.state_bytes
-    read = b * on_nvme * fetched / (c.dp_degree * s.partition) * c.gradient_accumulation_steps
-    return round(read), b * on_nvme
+    table = _tied_table_index(m)
+    per_micro_step = sum(piece * (1 if kept else 4 if i == table else 2) for i, piece, kept in parts)
+    return b * per_micro_step * c.gradient_accumulation_steps, b * sum(piece for _, piece, _ in parts)
+
+
+def parameter_buffers_needed(m: ModelSpec, c: TrainConfig) -> int:
+    """Parameter swap buffers (``offload_param.buffer_count``) DeepSpeed's swapper holds at once
+    (module docstring): the NVMe partitions kept gathered from forward to backward, all held as
+    forward ends, and one more where a tied table released after its first use comes back for
+    the head; one at a time where none is kept. As the model is built, every partition of 1 MiB
+    or more is on NVMe, and the tensors initialised together
+    (:attr:`~simtune.model.inputs.ModelSpec.construction_gathers`) are read together.
+    0 where nothing is swapped."""
+    if not c.swaps_parameters:
+        return 0
+    smallest = _smallest_swapped_partition(c)
+    pieces = dict(_partitions(m, c))
+    swapped = [piece >= smallest for _, piece in _partitions(m, c)]
+    if not any(swapped):
+        return 0
+    built = max((sum(pieces[n] >= smallest for n in group) for group in m.construction_gathers), default=0)
+    parts = nvme_parameter_partitions(m, c)
+    kept = sum(1 for _, _, k in parts if k)
+    table = _tied_table_index(m)
+    tied = any(i == table and not k for i, _, k in parts) and kept > 0
+    return max(1, built, kept + int(tied), int(bool(parts)))
+
+
+def parameter_buffers_exact(m: ModelSpec, c: TrainConfig) -> bool:
+    """Whether DeepSpeed 0.19.8 runs only with exactly :func:`parameter_buffers_needed` parameter
+    swap buffers: where every NVMe partition stays gathered from forward to backward and stage 3
+    prefetches (``stage3_prefetch_bucket_size`` > 0), a spare buffer lets the NVMe prefetcher
+    list forward's last partition twice (its forward use and, right after, its backward use) in
+    one read, which stops the second step ("param ... already assigned swap buffer id ...":
+    benchmarks/results/nvme_param_buffers.txt)."""
+    parts = nvme_parameter_partitions(m, c)
+    return bool(parts) and c.stage3_prefetch_bucket_size > 0 and all(kept for _, _, kept in parts)
+
+
+def parameter_buffers_short(m: ModelSpec, c: TrainConfig) -> tuple[int, int] | None:
+    """(given, needed) where the configuration's ``offload_param.buffer_count`` is under
+    :func:`parameter_buffers_needed`, or over it where DeepSpeed needs it exact
+    (:func:`parameter_buffers_exact`), else None."""
+    needed = parameter_buffers_needed(m, c)
+    given = c.nvme.param_buffer_count
+    wrong = given < needed or (given > needed and parameter_buffers_exact(m, c))
+    return (given, needed) if wrong else None
+
+
+def parameter_buffers_why(m: ModelSpec, c: TrainConfig) -> str:
+    """What :func:`parameter_buffers_short` found, as the clause of a sentence that names
+    ``buffer_count`` and the count to set."""
+    given, needed = parameter_buffers_short(m, c) or (c.nvme.param_buffer_count, parameter_buffers_needed(m, c))
+    if given < needed:
+        return (f"{given} is too few: DeepSpeed's parameter swapper holds {needed} partitions at once here "
+                f"and stops, so set it to at least {needed}")
+    return (f"{given} is too many: with every partition on NVMe kept gathered from forward to backward and "
+            f"prefetch on, DeepSpeed's NVMe prefetch reads forward's last partition twice when a buffer is "
+            f"spare and stops in the second step, so set it to exactly {needed} (or "
+            f"stage3_prefetch_bucket_size to 0 and it to at least {needed})")
+
+
+def parameter_buffer_size_short(m: ModelSpec, c: TrainConfig) -> tuple[int, int] | None:
+    """(given, needed) where ``offload_param.buffer_size`` (elements) is under the largest
+    parameter partition the swapper places in a buffer (one of 1 MiB or more), else None."""
+    if not c.swaps_parameters:
+        return None
+    smallest = _smallest_swapped_partition(c)
+    largest = max((piece for _, piece in _partitions(m, c) if piece >= smallest), default=0)
+    given = c.nvme.param_buffer_size
+    return (given, largest) if given < largest else None
 
 
 def nvme_host_bytes(s: Shards, c: TrainConfig) -> int:
@@ -187,11 +302,11 @@ def exposed_swap_s(reads: Sequence[float], writes: Sequence[float], steps: Seque
 
 
 def nvme_swap_s(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig, *,
-                host_step_s_per_param: float, fetched: int) -> float:
+                host_step_s_per_param: float) -> float:
     """Seconds one rank waits for NVMe in a step: the optimizer's sub-groups through
     :func:`exposed_swap_s` (their steps at ``host_step_s_per_param``), its gradients' write, and
-    its parameters' reads and write (``fetched``: :func:`parameter_swap_bytes`); 0 for a
-    transfer whose rate the profile does not give."""
+    its parameters' reads and write (:func:`parameter_swap_bytes`); 0 for a transfer whose rate
+    the profile does not give."""
     ranks = hw.ranks_per_node
     read_rate = hw.nvme_read_bytes_per_s / ranks if hw.nvme_read_bytes_per_s else None
     write_rate = hw.nvme_write_bytes_per_s / ranks if hw.nvme_write_bytes_per_s else None
@@ -210,7 +325,7 @@ def nvme_swap_s(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig, *,
                                   [host_step_s_per_param * n for n, _ in sub_groups(m, c)],
                                   read_ahead=c.nvme.pipeline_read, write_behind=c.nvme.pipeline_write)
         seconds += write_s(FP32 * swapped_gradient_elements(m, c))
-    param_read, param_written = parameter_swap_bytes(s, c, fetched)
+    param_read, param_written = parameter_swap_bytes(m, c)
     return seconds + read_s(param_read) + write_s(param_written)
 
 

@@ -208,6 +208,6 @@ def offload_transfer_s(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig
     if c.offload_optimizer and b != MASTER_BYTES and device_bandwidth is not None:
         seconds += (MASTER_BYTES + b) * local_elements(s, c) / device_bandwidth
     if c.swaps_optimizer_states or c.swaps_parameters:
-        seconds += nvme_swap_s(m, s, hw, c, fetched=fetched_elements(m, s, c),
+        seconds += nvme_swap_s(m, s, hw, c,
                                host_step_s_per_param=host_step_s_per_param(hw, c) if c.swaps_optimizer_states else 0.0)
     return seconds

@@ -41,7 +41,8 @@ from simtune.model.adapters import hardware_spec, model_spec, structure_of, trai
 from simtune.model.estimate import Estimate, estimate, metrics
 from simtune.model.inputs import PRECISIONS, HardwareSpec, ModelSpec, TrainConfig, check_checkpointing_policy
 from simtune.model.memory import estimate_memory
-from simtune.model.nvme_swap import swap_buffers_short, swap_buffers_why
+from simtune.model.nvme_swap import (parameter_buffer_size_short, parameter_buffers_short, parameter_buffers_why,
+                                     swap_buffers_short, swap_buffers_why)
 from simtune.nvme_settings import NvmeSwapSettings
 from simtune.optimizers import ADAMW, OptimizerChoice
 from simtune.precision import autocast_label, autocast_parts, precision_of
@@ -213,7 +214,8 @@ class Predictor:
         self.nvme_swap = space.nvme_swap if space is not None else NvmeSwapSettings()
         """The space's offload sections' NVMe swap settings (``TrainConfig.nvme``)."""
         if space is not None:
-            check_swap_buffers(space, self.model, dp_degree=self.dp_degree, mp_degree=self.mp_degree)
+            check_swap_buffers(space, self.model, dp_degree=self.dp_degree, mp_degree=self.mp_degree,
+                               precision="fp32" if self.deepspeed_autocast else self.precision)
 
     @property
     def precision_label(self) -> str:
@@ -420,22 +422,44 @@ def runs_fused_adam(space: Optional[TuningSpace], hardware: HardwareSpec,
     return hardware.overlap_capable and not asks_for_torch_adam(space.ds_config if space is not None else None)
 
 
-def check_swap_buffers(space: TuningSpace, model: ModelSpec, *, dp_degree: int, mp_degree: int = 1) -> None:
-    """Refuse a space whose stage-3 optimizer swaps to NVMe with fewer swap buffers than
-    DeepSpeed's swapper holds at once for this model (it stops in the first step:
-    :func:`simtune.model.nvme_swap.swap_buffers_needed`), before anything is launched."""
-    if not space.swaps_optimizer_to_nvme:
+def check_swap_buffers(space: TuningSpace, model: ModelSpec, *, dp_degree: int, mp_degree: int = 1,
+                       precision: str = "fp32") -> None:
+    """Refuse a space whose stage-3 trials swap to NVMe with swap buffers DeepSpeed's swappers
+    cannot run with for this model (:func:`swap_buffers_problem`), before anything is launched.
+    ``precision``: the dtype the model's parameters are kept in."""
+    if not (space.swaps_optimizer_to_nvme or space.swaps_parameters_to_nvme):
         return
-    trial = Trial(stage=3, micro_batch_size=1, offload_optimizer="nvme")
-    config = train_config(trial, dp_degree=dp_degree, mp_degree=mp_degree, precision="fp32",
+    trial = Trial(stage=3, micro_batch_size=1,
+                  offload_optimizer="nvme" if space.swaps_optimizer_to_nvme else "cpu",
+                  offload_param="nvme" if space.swaps_parameters_to_nvme else "none")
+    config = train_config(trial, dp_degree=dp_degree, mp_degree=mp_degree, precision=precision,
                           knobs=_stage_knobs(space)[3], optimizer=space.optimizer, nvme_swap=space.nvme_swap)
+    problem = swap_buffers_problem(model, config)
+    if problem is not None:
+        raise ConfigError(problem)
+
+
+def swap_buffers_problem(model: ModelSpec, config: TrainConfig) -> Optional[str]:
+    """The sentence that says why DeepSpeed's NVMe swappers stop with this configuration's swap
+    buffers and what to set, naming the config's keys, or None: too few optimizer buffers
+    (:func:`simtune.model.nvme_swap.swap_buffers_short`), parameter buffers smaller than the
+    largest partition (:func:`~simtune.model.nvme_swap.parameter_buffer_size_short`) or a
+    parameter buffer count it cannot run with (:func:`~simtune.model.nvme_swap.parameter_buffers_short`)."""
     short = swap_buffers_short(model, config)
     if short is not None:
         have, needed = short
-        raise ConfigError(
-            f"zero_optimization.offload_optimizer.buffer_count {have} is too few at stage 3: DeepSpeed's "
-            f"swapper holds {needed} fp32 swap buffers at once here ({swap_buffers_why(model, config)}) "
-            f"and stops in the first step, so set it to at least {needed}.")
+        return (f"zero_optimization.offload_optimizer.buffer_count {have} is too few at stage 3: DeepSpeed's "
+                f"swapper holds {needed} fp32 swap buffers at once here ({swap_buffers_why(model, config)}) "
+                f"and stops in the first step, so set it to at least {needed}.")
+    small = parameter_buffer_size_short(model, config)
+    if small is not None:
+        have, needed = small
+        return (f"zero_optimization.offload_param.buffer_size {have:,} is too small: the largest parameter "
+                f"partition DeepSpeed's swapper places in a buffer has {needed:,} elements here, and it stops as "
+                f"it starts, so set it to at least {needed}.")
+    if parameter_buffers_short(model, config) is not None:
+        return f"zero_optimization.offload_param.buffer_count {parameter_buffers_why(model, config)}."
+    return None
 
 
 def _stage_knobs(space: Optional[TuningSpace]) -> dict[int, dict[str, Any]]:

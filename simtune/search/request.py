@@ -21,6 +21,7 @@ from simtune.errors import InputError
 from simtune.hardware import HardwareProfile, load_profile
 from simtune.model.adapters import model_spec
 from simtune.prediction.predictor import check_swap_buffers, default_precision, precision_of
+from simtune.precision import autocast_parts
 from simtune.runner.executors import Executor, LocalExecutor
 from simtune.runner.resources import DEFAULT_HOSTFILE, Resources, detect_accelerator
 from simtune.runner.slurm import allocation_resources, job_resources
@@ -240,10 +241,11 @@ class SearchRequest:
         space = TuningSpace.from_config(ds_config, autotuning, world_size=resources.world_size,
                                         user_args=program.args)
         request = cls(flags, program, resources, ds_config, space)
-        workload = program.workload() if space.swaps_optimizer_to_nvme else None
+        workload = program.workload() if space.swaps_optimizer_to_nvme or space.swaps_parameters_to_nvme else None
         if workload is not None:
+            precision, autocast = autocast_parts(request.precision)
             check_swap_buffers(space, model_spec(workload), dp_degree=resources.world_size // space.mp_size,
-                               mp_degree=space.mp_size)
+                               mp_degree=space.mp_size, precision="fp32" if autocast else precision)
         if not request.predicted_only and resources.accelerator == "cpu" and not space.optimizer.spec.runs_on_cpu \
                 and (0 in space.stages or "none" in space.offload_optimizer_devices):
             kind = ds_config["optimizer"]["type"]

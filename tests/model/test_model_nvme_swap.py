@@ -12,13 +12,17 @@ from simtune.model.estimate import estimate
 from simtune.model.inputs import ModelSpec, TrainConfig
 from simtune.model.memory_states import host_bytes
 from simtune.model.memory_buffers import fetched_elements
-from simtune.model.nvme_swap import (exposed_swap_s, nvme_rates_missing, nvme_swap_s, optimizer_swap_bytes,
-                                     parameter_swap_bytes, sub_groups, swap_buffers_needed, swap_buffers_short,
-                                     swap_buffers_why)
+from simtune.model.adapters import model_spec
+from simtune.model.nvme_swap import (exposed_swap_s, nvme_parameter_partitions, nvme_rates_missing, nvme_swap_s,
+                                     optimizer_swap_bytes, parameter_buffer_size_short, parameter_buffers_exact,
+                                     parameter_buffers_needed, parameter_buffers_short, parameter_buffers_why,
+                                     parameter_swap_bytes, parameters_on_nvme, sub_groups, swap_buffers_needed,
+                                     swap_buffers_short, swap_buffers_why)
 from simtune.model.optimizer_time import host_step_s_per_param, offload_transfer_s
 from simtune.model.shards import shards
 from simtune.nvme_settings import NvmeSwapSettings
 from simtune.optimizers import OptimizerChoice
+from simtune.workloads.presets import workload_from_config
 
 GIB = 2**30
 
@@ -42,7 +46,7 @@ def test_stage3_swaps_32_bytes_per_adam_element_each_way_at_the_nodes_rate_over_
     # master and two moments (12 bytes) and the fp32 gradient (4) read, and as many written
     assert optimizer_swap_bytes(m, c) == 16 * s.partition
     hw = make_hardware(ranks_per_node=8, nvme_read_bytes_per_s=40e9, nvme_write_bytes_per_s=20e9)
-    waited = nvme_swap_s(m, s, hw, c, host_step_s_per_param=1e-9, fetched=0)
+    waited = nvme_swap_s(m, s, hw, c, host_step_s_per_param=1e-9)
     assert waited == pytest.approx(16 * s.partition * 8 / 40e9 + 16 * s.partition * 8 / 20e9)
     cpu = dataclasses.replace(c, offload_optimizer_nvme=False)
     assert offload_transfer_s(m, s, hw, c) - offload_transfer_s(m, s, hw, cpu) == pytest.approx(waited)
@@ -106,40 +110,103 @@ def test_the_config_pipeline_flags_shorten_the_step_only_with_several_sub_groups
         c = nvme(sub_group_size=sub_group_size)
         s = shards(m, c)
         rate = host_step_s_per_param(hw, c)
-        waits = [nvme_swap_s(m, s, hw, config, host_step_s_per_param=rate, fetched=0)
+        waits = [nvme_swap_s(m, s, hw, config, host_step_s_per_param=rate)
                  for config in (c, dataclasses.replace(c, nvme=pipelined))]
         assert (waits[1] < 0.9 * waits[0]) is shorter
 
 
-def test_parameters_beyond_max_in_cpu_live_on_nvme_and_are_read_at_every_fetch():
+def test_parameters_from_the_first_sub_group_beyond_max_in_cpu_live_on_nvme_and_are_read_at_every_fetch():
     m = model(70_000_000_000)
     c = nvme(offload_param=True, offload_param_nvme=True, gradient_accumulation_steps=2)
     s = shards(m, c)
+    piece = s.partition // 64
     settings = NvmeSwapSettings()
-    on_nvme = s.partition - settings.max_in_cpu
-    assert on_nvme > 0
-    # each gather of the 2 micro-steps reads its share; the step writes them once
-    fetched = fetched_elements(m, s, c)
-    read, written = parameter_swap_bytes(s, c, fetched)
-    assert written == 2 * on_nvme
-    assert read == pytest.approx(2 * on_nvme * fetched / (8 * s.partition) * 2, rel=1e-9)
-    # with the defaults only 1e9 of the 70e9 elements stay gathered: nearly two reads per micro-step
-    assert 3.9 * 2 * on_nvme < read < 4 * 2 * on_nvme
-    # parameters that stay gathered from forward to backward are read once per micro-step
-    kept = dataclasses.replace(c, stage3_max_live_parameters=10**12)
-    assert parameter_swap_bytes(s, kept, fetched_elements(m, s, kept))[0] == pytest.approx(2 * on_nvme * 2, rel=1e-3)
+    # the first sub-group (8 tensors, 1.09e9 elements) does not fit 1e9 elements of host memory,
+    # so every partition lives on NVMe, not only those beyond the first 1e9 elements
+    assert parameters_on_nvme(m, c) == s.partition
+    # sub-groups of one tensor: the first 7 (957M elements) fit, the other 57 do not
+    assert parameters_on_nvme(m, dataclasses.replace(c, sub_group_size=10**8)) == 57 * piece
+    # each is read at its forward and its backward fetch, but the last one stays gathered in between
+    # (within stage3_max_reuse_distance of its backward use); the step writes them once
+    read, written = parameter_swap_bytes(m, c)
+    assert written == 2 * s.partition
+    assert read == 2 * 2 * (2 * s.partition - piece)
+    kept = dataclasses.replace(c, stage3_max_reuse_distance=10**12)
+    assert parameter_swap_bytes(m, kept)[0] == 2 * 2 * s.partition
     # checkpointing adds no fetch (the recomputing forward gathers what backward then uses)
     checkpointed = dataclasses.replace(c, activation_checkpointing=True)
-    assert fetched_elements(m, s, checkpointed) == fetched
+    assert fetched_elements(m, s, checkpointed) == fetched_elements(m, s, c)
     buffers = settings.param_buffer_count * settings.param_buffer_size
     optimizer_part = host_bytes(s, dataclasses.replace(c, offload_param_nvme=False)) - 2 * s.partition
     assert host_bytes(s, c) == optimizer_part + 2 * (settings.max_in_cpu + buffers)
     # a partition within max_in_cpu stays on the host: nothing read or written
-    small = shards(model(1_600_000_000), c)
-    assert parameter_swap_bytes(small, c, fetched_elements(m, small, c)) == (0, 0)
-    # the config's max_in_cpu moves the line
-    fewer = dataclasses.replace(c, nvme=NvmeSwapSettings(max_in_cpu=10**8))
-    assert parameter_swap_bytes(s, fewer, fetched)[1] == 2 * (s.partition - 10**8)
+    assert parameter_swap_bytes(model(1_600_000_000), c) == (0, 0)
+    # partitions under 1 MiB (524,288 bf16 elements) stay in host memory: 64 tensors of 1M
+    # elements leave each of 8 ranks 125,000
+    assert parameters_on_nvme(model(64_000_000), dataclasses.replace(c, nvme=NvmeSwapSettings(max_in_cpu=0))) == 0
+
+
+def wide_gpt2(**shape) -> ModelSpec:
+    """The 13.2M-parameter GPT-2 shape of benchmarks/nvme_param_buffers.py (tied head)."""
+    config = {"model_type": "gpt2", "vocab_size": 1024, "n_positions": 64, "n_embd": 512, "n_layer": 4,
+              "n_head": 8, **shape}
+    return model_spec(workload_from_config("wide", config, seq_len=64))
+
+
+def params_on_nvme(**fields) -> TrainConfig:
+    """Every parameter on NVMe (max_in_cpu 0) at stage 3 on 2 fp32 ranks."""
+    settings = fields.pop("nvme", {})
+    return TrainConfig(stage=3, micro_batch_size=1, dp_degree=2, precision="fp32", offload_optimizer=True,
+                       offload_param=True, offload_param_nvme=True, nvme=NvmeSwapSettings(max_in_cpu=0, **settings),
+                       **fields)
+
+
+RELEASE_ALL = {"stage3_max_reuse_distance": 0, "stage3_max_live_parameters": 0, "stage3_prefetch_bucket_size": 0}
+
+
+def test_parameter_swap_buffers_cover_the_partitions_kept_gathered_through_forward():
+    m = wide_gpt2()
+    # 13 partitions of 1 MiB or more per rank: the table and each layer's QKV and two MLP matrices
+    parts = nvme_parameter_partitions(m, params_on_nvme())
+    assert len(parts) == 13 and all(kept for _, _, kept in parts)
+    # DeepSpeed's defaults keep all of them gathered from forward to backward: 13 held at once
+    assert parameter_buffers_needed(m, params_on_nvme()) == 13
+    assert parameter_buffers_short(m, params_on_nvme()) == (5, 13)
+    # released after each use, one at a time; but transformers initialises the MLP's two
+    # matrices together while the model is built, so 2
+    released = params_on_nvme(**RELEASE_ALL)
+    assert parameter_buffers_needed(m, released) == 2
+    assert parameter_buffers_short(m, released) is None
+    assert parameter_buffers_needed(dataclasses.replace(m, construction_gathers=()), released) == 1
+    # a reuse distance of 6e6 keeps the last layer's three: 4 with the tied table's return for the head
+    middle = params_on_nvme(stage3_max_reuse_distance=6_000_000, stage3_prefetch_bucket_size=0)
+    assert sum(kept for _, _, kept in nvme_parameter_partitions(m, middle)) == 3
+    assert parameter_buffers_needed(m, middle) == 4
+    # the table, released, is read at both of its uses in each pass: 2 x 13 partitions + 2 tables
+    # per micro-step (what benchmarks/results/param_swap_counts.txt counted)
+    read, written = parameter_swap_bytes(m, released)
+    table = 1024 * 512 // 2
+    assert read == 4 * (2 * written // 4 + 2 * table)
+    # with max_in_cpu's default nothing stays on NVMe, but the model is built on it: 2
+    host = dataclasses.replace(released, nvme=NvmeSwapSettings())
+    assert parameters_on_nvme(m, host) == 0 and parameter_buffers_needed(m, host) == 2
+
+
+def test_kept_parameters_with_prefetch_need_exactly_their_count_and_buffers_the_largest_partition():
+    m = wide_gpt2()
+    exact = params_on_nvme(nvme={"param_buffer_count": 14})
+    assert parameter_buffers_exact(m, exact) and parameter_buffers_short(m, exact) == (14, 13)
+    assert "exactly 13" in parameter_buffers_why(m, exact)
+    assert parameter_buffers_short(m, params_on_nvme(nvme={"param_buffer_count": 13})) is None
+    no_prefetch = params_on_nvme(stage3_prefetch_bucket_size=0, nvme={"param_buffer_count": 20})
+    assert not parameter_buffers_exact(m, no_prefetch) and parameter_buffers_short(m, no_prefetch) is None
+    assert "at least 13" in parameter_buffers_why(m, params_on_nvme())
+    # the MLP's matrices have partitions of 524,288 fp32 elements: the buffers must hold them
+    assert parameter_buffer_size_short(m, params_on_nvme(nvme={"param_buffer_size": 524_287})) == (524_287, 524_288)
+    assert parameter_buffer_size_short(m, params_on_nvme(nvme={"param_buffer_size": 524_288})) is None
+    # whatever max_in_cpu says: every partition of 1 MiB or more is placed in one as the model is built
+    assert parameter_buffer_size_short(m, dataclasses.replace(
+        params_on_nvme(), nvme=NvmeSwapSettings(param_buffer_size=10**5))) == (10**5, 524_288)
 
 
 def test_stages_1_and_2_offload_to_host_memory_whatever_the_device(gpt2, make_hardware):
@@ -154,7 +221,7 @@ def test_stages_1_and_2_offload_to_host_memory_whatever_the_device(gpt2, make_ha
 def test_a_profile_without_nvme_rates_costs_no_swap_and_says_which_rates_it_lacks(make_hardware):
     c, m = nvme(), model(1_600_000_000)
     s = shards(m, c)
-    assert nvme_swap_s(m, s, make_hardware(), c, host_step_s_per_param=1e-9, fetched=0) == 0.0
+    assert nvme_swap_s(m, s, make_hardware(), c, host_step_s_per_param=1e-9) == 0.0
     assert nvme_rates_missing(make_hardware(), c) == "read and write rates"
     assert nvme_rates_missing(make_hardware(nvme_read_bytes_per_s=28e9), c) == "write rate"
     assert nvme_rates_missing(make_hardware(nvme_read_bytes_per_s=28e9, nvme_write_bytes_per_s=9e9), c) is None
