@@ -122,9 +122,13 @@ def nvme_parameter_partitions(m: ModelSpec, c: TrainConfig) -> tuple[tuple[int, 
 
 
 def _partitions(m: ModelSpec, c: TrainConfig) -> tuple[tuple[int, int], ...]:
-    """(elements, one rank's partition elements: ceil(ceil(n / dp) / mp)) of every tensor."""
-    dp, mp = c.dp_degree, c.mp_degree
-    return tuple((n, -(-(-(-n // dp)) // mp)) for n in m.layout.numels)
+    """(elements, one rank's partition elements) of every tensor."""
+    return tuple((n, _partition(n, c)) for n in m.layout.numels)
+
+
+def _partition(elements: int, c: TrainConfig) -> int:
+    """One rank's partition of a tensor: ceil(ceil(n / dp) / mp) elements."""
+    return -(-(-(-elements // c.dp_degree)) // c.mp_degree)
 
 
 def _smallest_swapped_partition(c: TrainConfig) -> int:
@@ -168,16 +172,14 @@ def parameter_buffers_needed(m: ModelSpec, c: TrainConfig) -> int:
     if not c.swaps_parameters:
         return 0
     smallest = _smallest_swapped_partition(c)
-    pieces = dict(_partitions(m, c))
-    swapped = [piece >= smallest for _, piece in _partitions(m, c)]
-    if not any(swapped):
+    if not any(piece >= smallest for _, piece in _partitions(m, c)):
         return 0
-    built = max((sum(pieces[n] >= smallest for n in group) for group in m.construction_gathers), default=0)
+    built = max((sum(_partition(n, c) >= smallest for n in group) for group in m.construction_gathers), default=0)
     parts = nvme_parameter_partitions(m, c)
     kept = sum(1 for _, _, k in parts if k)
     table = _tied_table_index(m)
-    tied = any(i == table and not k for i, _, k in parts) and kept > 0
-    return max(1, built, kept + int(tied), int(bool(parts)))
+    tied = kept > 0 and any(i == table and not k for i, _, k in parts)
+    return max(1, built, kept + int(tied))
 
 
 def parameter_buffers_exact(m: ModelSpec, c: TrainConfig) -> bool:
