@@ -149,3 +149,16 @@ def test_parameters_on_nvme_short_of_swap_buffers_are_refused(workdir, capsys):
     (workdir / "ds.json").write_text(json.dumps(config))
     assert error_of(capsys, argv).startswith("zero_optimization.offload_param.buffer_size 1,000,000 is too small")
     assert not (workdir / "autotuning_results").exists()
+
+
+def test_nvme_offload_where_deepspeeds_async_io_op_cannot_be_built_is_refused(workdir, capsys, monkeypatch):
+    offload = {"device": "nvme", "nvme_path": str(workdir)}
+    config = {"zero_optimization": {"stage": 3, "offload_optimizer": offload}}
+    (workdir / "ds.json").write_text(json.dumps(config))
+    # the op's builder compiles and links a call of libaio's io_submit with the compiler CC names
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    message = error_of(capsys, ["search", "--model", "gpt2-tiny", "--deepspeed", str(workdir / "ds.json")])
+    assert message.startswith("Offload to NVMe at stage 3 swaps through DeepSpeed's async_io op, which cannot be "
+                              "built here")
+    assert message.endswith("or predict without running anything: --verify-top 0.")
+    assert not (workdir / "autotuning_results").exists()

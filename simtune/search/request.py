@@ -22,6 +22,7 @@ from simtune.hardware import HardwareProfile, load_profile
 from simtune.model.adapters import model_spec
 from simtune.prediction.predictor import check_swap_buffers, default_precision, precision_of
 from simtune.precision import autocast_parts
+from simtune.runner.aio_op import async_io_missing
 from simtune.runner.executors import Executor, LocalExecutor
 from simtune.runner.resources import DEFAULT_HOSTFILE, Resources, detect_accelerator
 from simtune.runner.slurm import allocation_resources, job_resources
@@ -252,6 +253,12 @@ class SearchRequest:
             raise InputError(f"Optimizer {kind!r} runs on DeepSpeed's CPU accelerator only offloaded "
                              f"({space.optimizer.spec.offload_impl}): tune stages 1-3 with the optimizer "
                              "offloaded to cpu, or predict a GPU profile with --verify-top 0.")
+        if not request.predicted_only and (space.swaps_optimizer_to_nvme or space.swaps_parameters_to_nvme) \
+                and flags.executor == "local":
+            missing = async_io_missing(resources.accelerator)
+            if missing is not None:
+                raise InputError(f"Offload to NVMe at stage 3 swaps through DeepSpeed's async_io op, which {missing}; "
+                                 "or predict without running anything: --verify-top 0.")
         if request.strategy == "simulate" and flags.run and autotuning.profile is not None:
             profile = load_profile(autotuning.profile)
             if not describes_this_machine(profile, resources):
