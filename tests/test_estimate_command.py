@@ -343,6 +343,17 @@ def test_parameters_on_nvme_need_the_swap_buffers_deepspeed_holds_at_once(capsys
     document = run_json(capsys, [*argv, "--param-buffer-count", "50"])
     assert document["config"]["nvme_swap"]["param_buffer_count"] == 50
     assert document["config"]["nvme_swap"]["max_in_cpu"] == 0
+    # 145 partitions of 1 MiB or more (3 of each layer's 12 tensors, and the table): read at forward and, all
+    # but the kept, again at backward
+    traffic = document["config"]["nvme_traffic"]
+    assert traffic["parameter_partitions"] == 145 and traffic["parameter_buffers_needed"] == 50
+    assert traffic["parameter_written_bytes"] == 2 * traffic["parameter_elements"]
+    assert traffic["parameter_written_bytes"] < traffic["parameter_read_bytes"] < 2 * traffic["parameter_written_bytes"]
+    assert traffic["optimizer_buffers_needed"] == 4 and traffic["optimizer_read_bytes"] > 0
+    main(["estimate", *argv, "--param-buffer-count", "50"])
+    out = capsys.readouterr().out
+    assert "NVMe swaps per rank and step" in out and "(145 partitions, " in out
+    assert "swap buffers: offload_optimizer.buffer_count at least 4, offload_param.buffer_count at least 50" in out
     # all on NVMe costs reads that a host copy of 1e9 elements does not
     host = run_json(capsys, [*argv[:-1], "1000000000", "--param-buffer-count", "50"])
     assert document["time_s"]["offload_transfer"] > host["time_s"]["offload_transfer"]

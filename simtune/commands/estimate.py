@@ -13,7 +13,7 @@ from simtune.commands.base import Command
 from simtune.errors import InputError
 from simtune.model.step_time import STEP_TERMS
 from simtune.model.adapters import host_optimizer_fit
-from simtune.model.nvme_swap import nvme_rates_missing
+from simtune.model.nvme_swap import nvme_rates_missing, nvme_traffic
 from simtune.model.optimizer_time import torch_steps_on_host
 from simtune.optimizers import ALGORITHMS, OptimizerChoice, fit_algorithm
 from simtune.space import OFFLOAD_DEVICES
@@ -277,6 +277,8 @@ class EstimateCommand(Command):
             "nvme_uncosted": nvme_rates_missing(predictor.hardware, train),
             "nvme_swap": (dataclasses.asdict(train.nvme) if train.swaps_optimizer_states or train.swaps_parameters
                           else None),
+            "nvme_traffic": (dataclasses.asdict(nvme_traffic(predictor.model, train))
+                             if train.swaps_optimizer_states or train.swaps_parameters else None),
             **knobs,
             "compute_source": "workload calibration on this hardware" if predictor.measured_compute_used
             else "FLOPs / profile compute curve",
@@ -431,6 +433,7 @@ def _text(estimate: Any, config: dict[str, Any], profile: Any, largest: dict[int
     lines.append(f"  {'step':<22} {fmt_seconds(t.step_s):>10}")
     lines += ["", f"throughput {metrics.throughput_samples_per_s:.4g} samples/s, latency {metrics.latency_ms:.4g} ms, "
                   f"{metrics.flops_per_gpu / 1e12:.3g} TFLOP/s per GPU"]
+    lines += _nvme_lines(config.get("nvme_traffic"))
     if config.get("nvme_uncosted"):
         lines += ["", f"note: {profile.name} gives no {config['nvme_uncosted']} for the node's NVMe: what "
                       "ZeRO-Infinity swaps there is not costed"]
@@ -438,6 +441,29 @@ def _text(estimate: Any, config: dict[str, Any], profile: Any, largest: dict[int
         lines += ["", "largest micro-batch size predicted to fit, per ZeRO stage:"]
         for stage, mbs in largest.items():
             lines.append(f"  stage {stage}: {mbs if mbs else 'none (one sample does not fit)'}")
+    return lines
+
+
+def _nvme_lines(traffic: Optional[dict[str, Any]]) -> list[str]:
+    """What one rank swaps through NVMe in a step, and the swap buffers it takes (``config.nvme_traffic``)."""
+    if not traffic:
+        return []
+    lines = ["", "NVMe swaps per rank and step"]
+    if traffic["optimizer_buffers_needed"]:
+        lines.append(f"  {'optimizer read':<22} {fmt_bytes(traffic['optimizer_read_bytes']):>10}")
+        lines.append(f"  {'optimizer written':<22} {fmt_bytes(traffic['optimizer_written_bytes']):>10}")
+    if traffic["parameter_partitions"]:
+        lines.append(f"  {'parameters read':<22} {fmt_bytes(traffic['parameter_read_bytes']):>10}")
+        lines.append(f"  {'parameters written':<22} {fmt_bytes(traffic['parameter_written_bytes']):>10}   "
+                     f"({traffic['parameter_partitions']:,} partitions, {traffic['parameter_elements']:,} elements)")
+    needs = []
+    if traffic["optimizer_buffers_needed"]:
+        needs.append(f"offload_optimizer.buffer_count at least {traffic['optimizer_buffers_needed']}")
+    if traffic["parameter_buffers_needed"]:
+        needs.append(f"offload_param.buffer_count {'exactly' if traffic['parameter_buffers_exact'] else 'at least'} "
+                     f"{traffic['parameter_buffers_needed']}")
+    if needs:
+        lines.append("  swap buffers: " + ", ".join(needs))
     return lines
 
 

@@ -64,6 +64,7 @@ Stages 1/2 offload to host memory whatever the device says (``stage_1_and_2.py``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 from simtune.model.inputs import BYTES_PER_ELEMENT, HardwareSpec, ModelSpec, TrainConfig
@@ -329,6 +330,42 @@ def nvme_swap_s(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig, *,
         seconds += write_s(FP32 * swapped_gradient_elements(m, c))
     param_read, param_written = parameter_swap_bytes(m, c)
     return seconds + read_s(param_read) + write_s(param_written)
+
+
+@dataclass(frozen=True)
+class NvmeTraffic:
+    """What one rank swaps through NVMe in a step, and the swap buffers that takes."""
+
+    optimizer_read_bytes: int
+    optimizer_written_bytes: int
+    """Its fp32 master and states of every sub-group, and its gradients' write at the end of backward."""
+    parameter_partitions: int
+    parameter_elements: int
+    """Its parameter partitions on NVMe (:func:`nvme_parameter_partitions`) and their elements."""
+    parameter_read_bytes: int
+    parameter_written_bytes: int
+    optimizer_buffers_needed: int
+    """``offload_optimizer.buffer_count`` at least (:func:`swap_buffers_needed`; 0 where not swapped)."""
+    parameter_buffers_needed: int
+    parameter_buffers_exact: bool
+    """``offload_param.buffer_count`` at least, or exactly (:func:`parameter_buffers_needed`)."""
+
+
+def nvme_traffic(m: ModelSpec, c: TrainConfig) -> NvmeTraffic:
+    """One rank's NVMe swaps in a step (module docstring), in one record."""
+    optimizer = c.swaps_optimizer_states
+    transfers = sub_group_transfers(m, c) if optimizer else ()
+    parts = nvme_parameter_partitions(m, c)
+    read, written = parameter_swap_bytes(m, c)
+    return NvmeTraffic(
+        optimizer_read_bytes=sum(r for r, _ in transfers),
+        optimizer_written_bytes=sum(w for _, w in transfers) + (FP32 * swapped_gradient_elements(m, c)
+                                                                if optimizer else 0),
+        parameter_partitions=len(parts), parameter_elements=sum(piece for _, piece, _ in parts),
+        parameter_read_bytes=read, parameter_written_bytes=written,
+        optimizer_buffers_needed=swap_buffers_needed(m, c) if optimizer else 0,
+        parameter_buffers_needed=parameter_buffers_needed(m, c),
+        parameter_buffers_exact=parameter_buffers_exact(m, c))
 
 
 def nvme_rates_missing(hw: HardwareSpec, c: TrainConfig) -> str | None:
