@@ -6,7 +6,8 @@ write. This times both on this machine, one process, in the calibration's 1 MiB 
 threads with ``O_DIRECT`` where the file system takes it: the first write of a new file (it
 allocates its blocks as it goes) and a second write of the same bytes; then, where DeepSpeed's
 async_io op is built, its ``aio_handle`` (DeepSpeed's default aio settings: 1 MiB blocks, queue
-depth 8, one thread) writing the same file over and reading it back, from one tensor.
+depth 8, one thread) writing the same file over and reading it back, from a pageable tensor and
+from a page-locked one (``new_cpu_locked_tensor``, as DeepSpeed's swappers allocate their buffers).
 
     python benchmarks/storage_overwrite.py --folder /tmp [--mib 256] [--rounds 3]
 """
@@ -72,16 +73,20 @@ def aio_rounds(path: Path, size: int, rounds: int) -> None:
         print(f"aio_handle not timed: {reason}")
         return
     handle = AsyncIOBuilder().load(verbose=False).aio_handle(1 << 20, 8, False, True, 1)
-    tensor = torch.randint(0, 255, (size,), dtype=torch.uint8)
+    pageable = torch.randint(0, 255, (size,), dtype=torch.uint8)
+    locked = handle.new_cpu_locked_tensor(size, torch.empty(0, dtype=torch.uint8))  # as the swappers' buffers
+    locked.copy_(pageable)
     for round_index in range(rounds):
-        started = time.perf_counter()
-        handle.sync_pwrite(tensor, str(path))
-        written = time.perf_counter() - started
-        started = time.perf_counter()
-        handle.sync_pread(tensor, str(path))
-        read = time.perf_counter() - started
-        print(f"aio_handle round {round_index + 1}: overwrite {size / written / 1e9:.2f} GB/s, "
-              f"read {size / read / 1e9:.2f} GB/s")
+        for kind, tensor in (("pageable", pageable), ("page-locked", locked)):
+            started = time.perf_counter()
+            handle.sync_pwrite(tensor, str(path))
+            written = time.perf_counter() - started
+            started = time.perf_counter()
+            handle.sync_pread(tensor, str(path))
+            read = time.perf_counter() - started
+            print(f"aio_handle round {round_index + 1}, {kind} tensor: overwrite {size / written / 1e9:.2f} GB/s, "
+                  f"read {size / read / 1e9:.2f} GB/s")
+    handle.free_cpu_locked_tensor(locked)
 
 
 if __name__ == "__main__":
