@@ -131,7 +131,8 @@ def main() -> int:
                   f"{'yes' if ran == says_runs else 'NO':<6} {said}", flush=True)
     print(f"\nthe model said right whether DeepSpeed runs in {agree} of {total} runs")
     print("release settings: kept = DeepSpeed's stage3_max_reuse_distance 1e9 (every parameter reused within it); "
-          "reuse 6e6 = stage3_max_reuse_distance 6e6 (the gpt2 shape's last layer kept); all released = reuse distance, live parameters and prefetch bucket 0; "
+          "reuse 6e6 = stage3_max_reuse_distance 6e6 (the gpt2 shape's last layer kept); "
+          "all released = reuse distance, live parameters and prefetch bucket 0; "
           "no prefetch = stage3_prefetch_bucket_size 0")
     return 0 if agree == total else 1
 
