@@ -13,11 +13,11 @@ from simtune.model.inputs import ModelSpec, TrainConfig
 from simtune.model.memory_states import host_bytes
 from simtune.model.memory_buffers import fetched_elements
 from simtune.model.adapters import model_spec
-from simtune.model.nvme_swap import (exposed_swap_s, nvme_parameter_partitions, nvme_rates_missing, nvme_swap_s,
-                                     optimizer_swap_bytes, parameter_buffer_size_short, parameter_buffers_exact,
-                                     parameter_buffers_needed, parameter_buffers_short, parameter_buffers_why,
-                                     parameter_swap_bytes, parameters_on_nvme, sub_groups, swap_buffers_needed,
-                                     swap_buffers_short, swap_buffers_why)
+from simtune.model.nvme_swap import (NvmeTraffic, exposed_swap_s, nvme_parameter_partitions, nvme_rates_missing,
+                                     nvme_swap_s, nvme_traffic, optimizer_swap_bytes, parameter_buffer_size_short,
+                                     parameter_buffers_exact, parameter_buffers_needed, parameter_buffers_short,
+                                     parameter_buffers_why, parameter_swap_bytes, parameters_on_nvme, sub_groups,
+                                     swap_buffers_needed, swap_buffers_short, swap_buffers_why)
 from simtune.model.optimizer_time import host_step_s_per_param, offload_transfer_s
 from simtune.model.shards import shards
 from simtune.nvme_settings import NvmeSwapSettings
@@ -315,3 +315,19 @@ def test_the_swapper_holds_two_plus_s_buffers_per_sub_group_in_flight():
     enough = dataclasses.replace(both, nvme=dataclasses.replace(both.nvme, optimizer_buffer_count=12))
     assert swap_buffers_short(m, enough) is None
     assert swap_buffers_short(m, dataclasses.replace(both, offload_optimizer_nvme=False)) is None  # host memory
+
+
+def test_the_traffic_record_gathers_what_a_rank_swaps_and_the_buffers_it_takes():
+    m = wide_gpt2()
+    released = dataclasses.replace(params_on_nvme(**RELEASE_ALL), offload_optimizer_nvme=True)
+    traffic = nvme_traffic(m, released)
+    assert (traffic.parameter_read_bytes, traffic.parameter_written_bytes) == parameter_swap_bytes(m, released)
+    assert traffic.parameter_partitions == 13 and traffic.parameter_elements == parameters_on_nvme(m, released)
+    assert traffic.optimizer_read_bytes == optimizer_swap_bytes(m, released)
+    # the step writes master and moments back; the gradients went out at the end of backward
+    assert traffic.optimizer_written_bytes == traffic.optimizer_read_bytes
+    assert (traffic.optimizer_buffers_needed, traffic.parameter_buffers_needed) == (4, 2)
+    assert not traffic.parameter_buffers_exact
+    # nothing swapped: nothing counted
+    host = nvme_traffic(m, dataclasses.replace(released, offload_optimizer_nvme=False, offload_param_nvme=False))
+    assert host == NvmeTraffic(0, 0, 0, 0, 0, 0, 0, 0, False)
