@@ -4,10 +4,10 @@ Trains the 13.2M-parameter GPT-2 shape of benchmarks/nvme_swap_buffers.py (width
 tied head; 13 partitions of 1 MiB or more per rank), or with ``--model llama`` a Llama shape of
 27.8M (width 1024, 2 layers, untied head; 16), at stage 3 on 2 CPU ranks for 3 steps with
 every parameter on NVMe (``offload_param.device: nvme``, ``max_in_cpu`` 0; a folder of this
-machine's disk, DeepSpeed's async_io op, which needs libaio), under four release settings, at the
+machine's disk, DeepSpeed's async_io op, which needs libaio), under five release settings, at the
 buffer count the model says (``simtune.model.nvme_swap.parameter_buffers_needed``), one fewer,
 and more; and at a ``buffer_size`` of the largest partition and one element less
-(``parameter_buffer_size_short``). Prints whether DeepSpeed ran or stopped, with its message,
+(``parameter_buffer_problem``). Prints whether DeepSpeed ran or stopped, with its message,
 and whether the model said so.
 
     python benchmarks/nvme_param_buffers.py [--folder /tmp] [--model gpt2|llama]
@@ -50,8 +50,7 @@ def model_view(model_path: Path, knobs: dict[str, int], buffers: int, size: int)
     """(buffers needed, whether exactly that many, whether the model says DeepSpeed runs)."""
     from simtune.model.adapters import model_spec
     from simtune.model.inputs import TrainConfig
-    from simtune.model.nvme_swap import (parameter_buffer_size_short, parameter_buffers_exact,
-                                         parameter_buffers_needed, parameter_buffers_short)
+    from simtune.model.nvme_swap import parameter_buffer_problem, parameter_buffers_exact, parameter_buffers_needed
     from simtune.nvme_settings import NvmeSwapSettings
     from simtune.workloads import load_workload
 
@@ -59,7 +58,7 @@ def model_view(model_path: Path, knobs: dict[str, int], buffers: int, size: int)
     c = TrainConfig(stage=3, micro_batch_size=1, dp_degree=RANKS, precision="fp32", offload_optimizer=True,
                     offload_param=True, offload_param_nvme=True, **knobs,
                     nvme=NvmeSwapSettings(max_in_cpu=0, param_buffer_count=buffers, param_buffer_size=size))
-    runs = parameter_buffers_short(m, c) is None and parameter_buffer_size_short(m, c) is None
+    runs = parameter_buffer_problem(m, c) is None
     return parameter_buffers_needed(m, c), parameter_buffers_exact(m, c), runs
 
 

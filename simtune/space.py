@@ -311,6 +311,11 @@ class TuningSpace:
         """Whether a stage-3 trial of this space keeps its parameters on NVMe (``offload_param``)."""
         return 3 in self.stages and "nvme" in self.offload_param_devices
 
+    @property
+    def swaps_to_nvme(self) -> bool:
+        """Whether a stage-3 trial of this space swaps its optimizer or its parameters to NVMe."""
+        return self.swaps_optimizer_to_nvme or self.swaps_parameters_to_nvme
+
     @functools.cached_property
     def optimizer(self) -> OptimizerChoice:
         """The optimizer the config trains with, as the cost model knows it

@@ -315,8 +315,7 @@ def _nvme_swap(args: argparse.Namespace) -> Any:
 
 def _check_swap_buffers(model: Any, train: Any) -> None:
     """Refuse NVMe swaps with swap buffers DeepSpeed's swappers cannot run with, naming the flags."""
-    from simtune.model.nvme_swap import (parameter_buffer_size_short, parameter_buffers_short, parameter_buffers_why,
-                                         swap_buffers_short, swap_buffers_why)
+    from simtune.model.nvme_swap import parameter_buffer_problem, swap_buffers_short, swap_buffers_why
 
     short = swap_buffers_short(model, train)
     if short is not None:
@@ -324,14 +323,10 @@ def _check_swap_buffers(model: Any, train: Any) -> None:
         raise InputError(f"{have} NVMe swap buffers are too few: DeepSpeed's swapper holds {needed} at once here "
                          f"({swap_buffers_why(model, train)}) and stops in the first step, so give "
                          f"--nvme-buffer-count {needed} or more.")
-    small = parameter_buffer_size_short(model, train)
-    if small is not None:
-        have, needed = small
-        raise InputError(f"--param-buffer-size {have} is too small: the largest parameter partition DeepSpeed's "
-                         f"swapper places in a buffer has {needed:,} elements here, so give "
-                         f"--param-buffer-size {needed} or more.")
-    if parameter_buffers_short(model, train) is not None:
-        raise InputError(f"--param-buffer-count {parameter_buffers_why(model, train)}.")
+    problem = parameter_buffer_problem(model, train)
+    if problem is not None:
+        key, value, why = problem
+        raise InputError(f"--param-{key.replace('_', '-')} {value} {why}.")
 
 
 def _check_offload(args: argparse.Namespace) -> None:

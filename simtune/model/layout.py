@@ -25,7 +25,7 @@ def transformer_param_numels(num_layers: int, hidden_size: int, intermediate_siz
 class ParamLayout:
     """Cached per-tensor queries over one model's parameter tensor sizes."""
 
-    __slots__ = ("numels", "total", "largest", "_sorted", "_sorted_prefix", "_cache", "_sub_groups", "_flags")
+    __slots__ = ("numels", "total", "largest", "_sorted", "_sorted_prefix", "_cache", "_sub_groups", "_flags", "_nvme")
 
     def __init__(self, numels: tuple[int, ...]) -> None:
         self.numels = numels
@@ -36,6 +36,7 @@ class ParamLayout:
         self._cache: dict[tuple[object, ...], int] = {}
         self._sub_groups: dict[tuple[int, int, int], tuple[tuple[int, int], ...]] = {}
         self._flags: dict[tuple[object, ...], tuple[int, ...]] = {}
+        self._nvme: dict[tuple[object, ...], tuple[tuple[int, int, bool], ...]] = {}
 
     def at_most(self, elements: int) -> tuple[int, int]:
         """(elements, tensors) of the tensors with at most ``elements`` elements."""
@@ -85,12 +86,20 @@ class ParamLayout:
         return best
 
     def partition_numel(self, dp: int) -> int:
-        """Elements of one rank's ZeRO-3 parameter partition: each tensor is split on its own
-        into dp pieces of ceil(n / dp) elements (``partition_numel`` in partition_parameters.py)."""
+        """Elements of one rank's ZeRO-3 parameter partition (:meth:`pieces`)."""
         key = ("partition", dp)
         hit = self._cache.get(key)
         if hit is None:
-            hit = self._cache[key] = sum(-(-n // dp) for n in self.numels)
+            hit = self._cache[key] = sum(self.pieces(dp))
+        return hit
+
+    def pieces(self, dp: int) -> tuple[int, ...]:
+        """Each tensor's piece of one rank's ZeRO-3 partition: every tensor is split on its own
+        into dp pieces of ceil(n / dp) elements (``partition_numel`` in partition_parameters.py)."""
+        key = ("pieces", dp)
+        hit = self._flags.get(key)
+        if hit is None:
+            hit = self._flags[key] = tuple(-(-n // dp) for n in self.numels)
         return hit
 
     def largest_sub_group(self, sub_group_size: int, dp: int) -> int:
@@ -109,7 +118,7 @@ class ParamLayout:
         groups: list[tuple[int, int]] = []
         start = 0
         for end in self.sub_group_ends(sub_group_size, dp):
-            pieces = [-(-n // dp) for n in self.numels[start:end]]
+            pieces = self.pieces(dp)[start:end]
             groups.append((sum(pieces), sum(p for p in pieces if p >= swap_block)))
             start = end
         self._sub_groups[key] = tuple(groups)
@@ -126,8 +135,8 @@ class ParamLayout:
             return hit
         ends: list[int] = []
         filled = 0
-        for i, n in enumerate(self.numels):
-            filled += -(-n // dp)
+        for i, piece in enumerate(self.pieces(dp)):
+            filled += piece
             if filled >= sub_group_size:
                 ends.append(i + 1)
                 filled = 0
@@ -151,12 +160,34 @@ class ParamLayout:
         if self.partition_numel(dp) <= host_elements:
             flags = [0] * len(self.numels)
         else:
-            for end in self.sub_group_ends(sub_group_size, dp):
-                offset += sum(-(-n // dp) for n in self.numels[start:end])
+            groups = self.sub_groups(sub_group_size, dp)
+            for (elements, _), end in zip(groups, self.sub_group_ends(sub_group_size, dp)):
+                offset += elements
                 flags += [int(offset > host_elements)] * (end - start)
                 start = end
         self._flags[key] = tuple(flags)
         return self._flags[key]
+
+    def nvme_partitions(self, dp: int, mp: int, sub_group_size: int, host_elements: int, threshold: int,
+                        reuse_distance: int, smallest: int) -> tuple[tuple[int, int, bool], ...]:
+        """(tensor index, piece, kept after forward) of each tensor whose piece of a rank's
+        partition, divided by the model-parallel degree ``mp``, ZeRO-Infinity keeps on NVMe: in a
+        sub-group beyond the host buffer (:meth:`beyond_host_buffer`), more than ``threshold``
+        elements whole (not persistent), and a piece of at least ``smallest`` elements
+        (:meth:`kept_after_forward` says which stay gathered)."""
+        key = ("nvme", dp, mp, sub_group_size, host_elements, threshold, reuse_distance, smallest)
+        hit = self._nvme.get(key)
+        if hit is not None:
+            return hit
+        beyond = self.beyond_host_buffer(sub_group_size, dp, host_elements)
+        kept = self.kept_after_forward(threshold, reuse_distance)
+        parts = []
+        for i, (n, piece) in enumerate(zip(self.numels, self.pieces(dp))):
+            piece = -(-piece // mp)
+            if beyond[i] and n > threshold and piece >= smallest:
+                parts.append((i, piece, bool(kept[i])))
+        self._nvme[key] = tuple(parts)
+        return self._nvme[key]
 
     def bucket_count(self, bucket_elements: int) -> int:
         """Reductions issued while gradients fill buckets of ``bucket_elements`` in backward

@@ -110,21 +110,19 @@ def optimizer_swap_bytes(m: ModelSpec, c: TrainConfig) -> int:
 def nvme_parameter_partitions(m: ModelSpec, c: TrainConfig) -> tuple[tuple[int, int, bool], ...]:
     """(tensor index, partition elements, kept gathered from forward to backward) of each of one
     rank's parameter tensors whose partition lives on NVMe (module docstring): in a sub-group
-    beyond ``max_in_cpu``, not persistent, and of at least 1 MiB."""
+    beyond ``max_in_cpu``, not persistent, and of at least 1 MiB
+    (:meth:`simtune.model.layout.ParamLayout.nvme_partitions`)."""
     if not c.swaps_parameters:
         return ()
-    layout = m.layout
-    beyond = layout.beyond_host_buffer(c.sub_group_size, c.dp_degree, c.nvme.max_in_cpu)
-    threshold = c.stage3_param_persistence_threshold
-    kept = layout.kept_after_forward(threshold, c.stage3_max_reuse_distance)
-    smallest = _smallest_swapped_partition(c)
-    return tuple((i, piece, bool(kept[i])) for i, (n, piece) in enumerate(_partitions(m, c))
-                 if beyond[i] and n > threshold and piece >= smallest)
+    return m.layout.nvme_partitions(c.dp_degree, c.mp_degree, c.sub_group_size, c.nvme.max_in_cpu,
+                                    c.stage3_param_persistence_threshold, c.stage3_max_reuse_distance,
+                                    _smallest_swapped_partition(c))
 
 
-def _partitions(m: ModelSpec, c: TrainConfig) -> tuple[tuple[int, int], ...]:
-    """(elements, one rank's partition elements) of every tensor."""
-    return tuple((n, _partition(n, c)) for n in m.layout.numels)
+def _partitions(m: ModelSpec, c: TrainConfig) -> tuple[int, ...]:
+    """One rank's partition elements of every tensor (:func:`_partition`)."""
+    pieces = m.layout.pieces(c.dp_degree)
+    return pieces if c.mp_degree == 1 else tuple(-(-piece // c.mp_degree) for piece in pieces)
 
 
 def _partition(elements: int, c: TrainConfig) -> int:
@@ -173,7 +171,7 @@ def parameter_buffers_needed(m: ModelSpec, c: TrainConfig) -> int:
     if not c.swaps_parameters:
         return 0
     smallest = _smallest_swapped_partition(c)
-    if not any(piece >= smallest for _, piece in _partitions(m, c)):
+    if max(_partitions(m, c)) < smallest:
         return 0
     built = max((sum(_partition(n, c) >= smallest for n in group) for group in m.construction_gathers), default=0)
     parts = nvme_parameter_partitions(m, c)
@@ -205,14 +203,17 @@ def parameter_buffers_short(m: ModelSpec, c: TrainConfig) -> tuple[int, int] | N
 
 
 def parameter_buffers_why(m: ModelSpec, c: TrainConfig) -> str:
-    """What :func:`parameter_buffers_short` found, as the clause of a sentence that names
-    ``buffer_count`` and the count to set."""
-    given, needed = parameter_buffers_short(m, c) or (c.nvme.param_buffer_count, parameter_buffers_needed(m, c))
+    """Why the configuration's ``offload_param.buffer_count`` is too few or too many, and the count
+    to set, as the rest of a sentence that names the setting and its value."""
+    return _count_clause(c.nvme.param_buffer_count, parameter_buffers_needed(m, c))
+
+
+def _count_clause(given: int, needed: int) -> str:
     if given < needed:
-        return (f"{given} is too few: DeepSpeed's parameter swapper holds {needed} partitions at once here "
+        return (f"is too few: DeepSpeed's parameter swapper holds {needed} partitions at once here "
                 f"and stops, so set it to at least {needed}")
-    return (f"{given} is too many: with every partition on NVMe kept gathered from forward to backward and "
-            f"prefetch on, DeepSpeed's NVMe prefetch reads forward's last partition twice when a buffer is "
+    return ("is too many: with every partition on NVMe kept gathered from forward to backward and "
+            "prefetch on, DeepSpeed's NVMe prefetch reads forward's last partition twice when a buffer is "
             f"spare and stops in the second step, so set it to exactly {needed} (or "
             f"stage3_prefetch_bucket_size to 0 and it to at least {needed})")
 
@@ -222,10 +223,25 @@ def parameter_buffer_size_short(m: ModelSpec, c: TrainConfig) -> tuple[int, int]
     parameter partition the swapper places in a buffer (one of 1 MiB or more), else None."""
     if not c.swaps_parameters:
         return None
-    smallest = _smallest_swapped_partition(c)
-    largest = max((piece for _, piece in _partitions(m, c) if piece >= smallest), default=0)
+    largest = max(_partitions(m, c))
     given = c.nvme.param_buffer_size
-    return (given, largest) if given < largest else None
+    return (given, largest) if largest >= _smallest_swapped_partition(c) and given < largest else None
+
+
+def parameter_buffer_problem(m: ModelSpec, c: TrainConfig) -> tuple[str, int, str] | None:
+    """Where DeepSpeed's parameter swapper cannot run with the ``offload_param`` buffers: (the
+    setting, ``buffer_size`` or ``buffer_count``; its value; the rest of a sentence that names
+    them, saying why and what to set), the size first; else None."""
+    small = parameter_buffer_size_short(m, c)
+    if small is not None:
+        given, needed = small
+        return ("buffer_size", given, f"is too small: the largest parameter partition DeepSpeed's swapper places "
+                                      f"in a buffer has {needed:,} elements here, and it stops as it starts, so "
+                                      f"set it to at least {needed}")
+    short = parameter_buffers_short(m, c)
+    if short is not None:
+        return ("buffer_count", short[0], _count_clause(*short))
+    return None
 
 
 def nvme_host_bytes(s: Shards, c: TrainConfig) -> int:

@@ -41,8 +41,7 @@ from simtune.model.adapters import hardware_spec, model_spec, structure_of, trai
 from simtune.model.estimate import Estimate, estimate, metrics
 from simtune.model.inputs import PRECISIONS, HardwareSpec, ModelSpec, TrainConfig, check_checkpointing_policy
 from simtune.model.memory import estimate_memory
-from simtune.model.nvme_swap import (parameter_buffer_size_short, parameter_buffers_short, parameter_buffers_why,
-                                     swap_buffers_short, swap_buffers_why)
+from simtune.model.nvme_swap import parameter_buffer_problem, swap_buffers_short, swap_buffers_why
 from simtune.nvme_settings import NvmeSwapSettings
 from simtune.optimizers import ADAMW, OptimizerChoice
 from simtune.precision import autocast_label, autocast_parts, precision_of
@@ -427,7 +426,7 @@ def check_swap_buffers(space: TuningSpace, model: ModelSpec, *, dp_degree: int, 
     """Refuse a space whose stage-3 trials swap to NVMe with swap buffers DeepSpeed's swappers
     cannot run with for this model (:func:`swap_buffers_problem`), before anything is launched.
     ``precision``: the dtype the model's parameters are kept in."""
-    if not (space.swaps_optimizer_to_nvme or space.swaps_parameters_to_nvme):
+    if not space.swaps_to_nvme:
         return
     trial = Trial(stage=3, micro_batch_size=1,
                   offload_optimizer="nvme" if space.swaps_optimizer_to_nvme else "cpu",
@@ -442,23 +441,18 @@ def check_swap_buffers(space: TuningSpace, model: ModelSpec, *, dp_degree: int, 
 def swap_buffers_problem(model: ModelSpec, config: TrainConfig) -> Optional[str]:
     """The sentence that says why DeepSpeed's NVMe swappers stop with this configuration's swap
     buffers and what to set, naming the config's keys, or None: too few optimizer buffers
-    (:func:`simtune.model.nvme_swap.swap_buffers_short`), parameter buffers smaller than the
-    largest partition (:func:`~simtune.model.nvme_swap.parameter_buffer_size_short`) or a
-    parameter buffer count it cannot run with (:func:`~simtune.model.nvme_swap.parameter_buffers_short`)."""
+    (:func:`simtune.model.nvme_swap.swap_buffers_short`), or parameter buffers it cannot run with
+    (:func:`~simtune.model.nvme_swap.parameter_buffer_problem`)."""
     short = swap_buffers_short(model, config)
     if short is not None:
         have, needed = short
         return (f"zero_optimization.offload_optimizer.buffer_count {have} is too few at stage 3: DeepSpeed's "
                 f"swapper holds {needed} fp32 swap buffers at once here ({swap_buffers_why(model, config)}) "
                 f"and stops in the first step, so set it to at least {needed}.")
-    small = parameter_buffer_size_short(model, config)
-    if small is not None:
-        have, needed = small
-        return (f"zero_optimization.offload_param.buffer_size {have:,} is too small: the largest parameter "
-                f"partition DeepSpeed's swapper places in a buffer has {needed:,} elements here, and it stops as "
-                f"it starts, so set it to at least {needed}.")
-    if parameter_buffers_short(model, config) is not None:
-        return f"zero_optimization.offload_param.buffer_count {parameter_buffers_why(model, config)}."
+    problem = parameter_buffer_problem(model, config)
+    if problem is not None:
+        key, value, why = problem
+        return f"zero_optimization.offload_param.{key} {value:,} {why}."
     return None
 
 

@@ -242,7 +242,7 @@ class SearchRequest:
         space = TuningSpace.from_config(ds_config, autotuning, world_size=resources.world_size,
                                         user_args=program.args)
         request = cls(flags, program, resources, ds_config, space)
-        workload = program.workload() if space.swaps_optimizer_to_nvme or space.swaps_parameters_to_nvme else None
+        workload = program.workload() if space.swaps_to_nvme else None
         if workload is not None:
             precision, autocast = autocast_parts(request.precision)
             check_swap_buffers(space, model_spec(workload), dp_degree=resources.world_size // space.mp_size,
@@ -253,7 +253,7 @@ class SearchRequest:
             raise InputError(f"Optimizer {kind!r} runs on DeepSpeed's CPU accelerator only offloaded "
                              f"({space.optimizer.spec.offload_impl}): tune stages 1-3 with the optimizer "
                              "offloaded to cpu, or predict a GPU profile with --verify-top 0.")
-        if not request.predicted_only and (space.swaps_optimizer_to_nvme or space.swaps_parameters_to_nvme) \
+        if not request.predicted_only and space.swaps_to_nvme \
                 and flags.executor == "local":
             missing = async_io_missing(resources.accelerator)
             if missing is not None:
