@@ -27,13 +27,24 @@ RANKS, SEQ, MBS, STEPS, COUNTED = 2, 64, 4, 5, 2
 RELEASE_ALL = {"stage3_max_reuse_distance": 0, "stage3_max_live_parameters": 0, "stage3_prefetch_bucket_size": 0}
 
 
-def rank_program(config_path: str, model_path: str, out: str) -> None:
+def engine_and_batches(config_path: str, model_path: str) -> tuple:
+    """DeepSpeed's engine over the shape at ``model_path`` with the config at ``config_path``, its
+    synthetic batches of :data:`MBS` x :data:`SEQ` tokens, and what must outlive the training."""
     import deepspeed
     import torch
-    from deepspeed.runtime.swap_tensor import partitioned_param_swapper as swapper
 
     from simtune.workloads import load_workload
     from simtune.workloads.train import SyntheticTokens, build_training_model
+
+    ds_config = json.loads(Path(config_path).read_text())
+    workload = load_workload(model_path, seq_len=SEQ)
+    model, keep_alive = build_training_model(workload, ds_config, False)
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds_config)
+    return engine, SyntheticTokens(workload, MBS, torch.device("cpu"), seed=1), keep_alive
+
+
+def rank_program(config_path: str, model_path: str, out: str) -> None:
+    from deepspeed.runtime.swap_tensor import partitioned_param_swapper as swapper
 
     phase = ["init"]
     counts: collections.Counter[str] = collections.Counter()
@@ -62,11 +73,7 @@ def rank_program(config_path: str, model_path: str, out: str) -> None:
         return done
 
     cls.swap_in, cls.synchronize_reads = counted_swap_in, counted_synchronize
-    ds_config = json.loads(Path(config_path).read_text())
-    workload = load_workload(model_path, seq_len=SEQ)
-    model, keep_alive = build_training_model(workload, ds_config, False)
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds_config)
-    batches = SyntheticTokens(workload, MBS, torch.device("cpu"), seed=1)
+    engine, batches, keep_alive = engine_and_batches(config_path, model_path)
     for step in range(STEPS):
         if step == STEPS - COUNTED:
             counts.clear()
@@ -81,24 +88,27 @@ def rank_program(config_path: str, model_path: str, out: str) -> None:
     del keep_alive
 
 
-def model_count(model_path: str) -> tuple[float, int]:
-    """(elements the model reads per rank and pass, the rank's partition elements)."""
+def modelled_run(model_path: str) -> tuple:
+    """The model's (ModelSpec, TrainConfig) of the run: the shape at ``model_path``, stage 3 on
+    :data:`RANKS` ranks, the optimizer in host memory, every parameter on NVMe and released after use."""
     from simtune.model.adapters import model_spec
     from simtune.model.inputs import TrainConfig
-    from simtune.model.nvme_swap import parameter_swap_bytes
-    from simtune.model.shards import shards
+    from simtune.nvme_settings import NvmeSwapSettings
     from simtune.workloads import load_workload
 
     m = model_spec(load_workload(model_path, seq_len=SEQ))
     c = TrainConfig(stage=3, micro_batch_size=MBS, dp_degree=RANKS, precision="fp32", offload_optimizer=True,
-                    offload_param=True, offload_param_nvme=True, nvme=_settings(), **RELEASE_ALL)
+                    offload_param=True, offload_param_nvme=True, nvme=NvmeSwapSettings(max_in_cpu=0), **RELEASE_ALL)
+    return m, c
+
+
+def model_count(model_path: str) -> tuple[float, int]:
+    """(elements the model reads per rank and pass, the rank's partition elements)."""
+    from simtune.model.nvme_swap import parameter_swap_bytes
+    from simtune.model.shards import shards
+
+    m, c = modelled_run(model_path)
     return parameter_swap_bytes(m, c)[0] / 4 / 2, shards(m, c).partition
-
-
-def _settings():  # type: ignore[no-untyped-def]
-    from simtune.nvme_settings import NvmeSwapSettings
-
-    return NvmeSwapSettings(max_in_cpu=0)
 
 
 def main() -> int:
