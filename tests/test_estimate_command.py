@@ -362,3 +362,19 @@ def test_parameters_on_nvme_need_the_swap_buffers_deepspeed_holds_at_once(capsys
             "in a buffer has 10,051,400 elements here") in capsys.readouterr().err
     assert main(["estimate", *argv, "--param-buffer-count", "0"]) == 2
     assert "--param-buffer-count must be at least 1, not 0." in capsys.readouterr().err
+
+
+def test_parameters_offloaded_to_nvme_that_all_stay_in_host_memory_are_explained_not_costed(capsys):
+    argv = ["--model", "gpt2", "--profile", "dgx-h100-80gb", "--gpus", "8", "--stage", "3", "--mbs", "4",
+            "--offload-param", "nvme"]
+    assert main(["estimate", *argv]) == 0
+    out = capsys.readouterr().out
+    assert ("parameters: none on NVMe: offload_param.max_in_cpu (1,000,000,000 elements) holds the rank's whole "
+            "partition") in out
+    # the spec profile has no NVMe rates, but nothing is swapped there: no note that swaps go uncosted
+    assert "not costed" not in out
+    traffic = run_json(capsys, argv)["config"]["nvme_traffic"]
+    assert traffic["parameter_partitions"] == 0 and traffic["parameters_in_host_why"].startswith("offload_param.")
+    # with the optimizer's states on NVMe too, something is swapped and the missing rates are said
+    assert main(["estimate", *argv, "--offload-optimizer", "nvme"]) == 0
+    assert "gives no read and write rates for the node's NVMe" in capsys.readouterr().out

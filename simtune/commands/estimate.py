@@ -254,6 +254,10 @@ class EstimateCommand(Command):
         estimate = predictor.predict(trial)
         train = predictor.config(trial)
         _check_swap_buffers(predictor.model, train)
+        traffic = (nvme_traffic(predictor.model, train) if train.swaps_optimizer_states or train.swaps_parameters
+                   else None)
+        # the profile's missing NVMe rates matter only where something is swapped there
+        swapped = traffic is not None and bool(traffic.optimizer_buffers_needed or traffic.parameter_partitions)
         config = {
             "model": workload.name, "parameters": predictor.model.parameter_count, "seq_len": workload.seq_len,
             "precision": precision, "autocast": args.autocast or False, "stage": trial.stage,
@@ -274,11 +278,9 @@ class EstimateCommand(Command):
                                                   algorithm=predictor.optimizer.algorithm)
                                if trial.offload_optimizer != "none" else None),
             "gradient_clipping": predictor.gradient_clipping,
-            "nvme_uncosted": nvme_rates_missing(predictor.hardware, train),
-            "nvme_swap": (dataclasses.asdict(train.nvme) if train.swaps_optimizer_states or train.swaps_parameters
-                          else None),
-            "nvme_traffic": (dataclasses.asdict(nvme_traffic(predictor.model, train))
-                             if train.swaps_optimizer_states or train.swaps_parameters else None),
+            "nvme_uncosted": nvme_rates_missing(predictor.hardware, train) if swapped else None,
+            "nvme_swap": dataclasses.asdict(train.nvme) if traffic is not None else None,
+            "nvme_traffic": dataclasses.asdict(traffic) if traffic is not None else None,
             **knobs,
             "compute_source": "workload calibration on this hardware" if predictor.measured_compute_used
             else "FLOPs / profile compute curve",
@@ -451,6 +453,8 @@ def _nvme_lines(traffic: Optional[dict[str, Any]]) -> list[str]:
         lines.append(f"  {'parameters read':<22} {fmt_bytes(traffic['parameter_read_bytes']):>10}")
         lines.append(f"  {'parameters written':<22} {fmt_bytes(traffic['parameter_written_bytes']):>10}   "
                      f"({traffic['parameter_partitions']:,} partitions, {traffic['parameter_elements']:,} elements)")
+    if traffic.get("parameters_in_host_why"):
+        lines.append(f"  parameters: none on NVMe: {traffic['parameters_in_host_why']}")
     needs = []
     if traffic["optimizer_buffers_needed"]:
         needs.append(f"offload_optimizer.buffer_count at least {traffic['optimizer_buffers_needed']}")

@@ -140,6 +140,21 @@ def parameters_on_nvme(m: ModelSpec, c: TrainConfig) -> int:
     return sum(piece for _, piece, _ in nvme_parameter_partitions(m, c))
 
 
+def parameters_in_host_why(m: ModelSpec, c: TrainConfig) -> str:
+    """Why none of one rank's parameter partitions lives on NVMe although its parameters are
+    offloaded there (:func:`nvme_parameter_partitions` empty); "" where some do, or where they are
+    not offloaded to NVMe. Either the rank's whole partition fits ``max_in_cpu`` (no sub-group
+    goes beyond it), or every partition beyond it is persistent or under 1 MiB."""
+    if not c.swaps_parameters or nvme_parameter_partitions(m, c):
+        return ""
+    partition = m.layout.partition_numel(c.dp_degree)
+    if not any(m.layout.beyond_host_buffer(c.sub_group_size, c.dp_degree, c.nvme.max_in_cpu)):
+        return (f"offload_param.max_in_cpu ({c.nvme.max_in_cpu:,} elements) holds the rank's whole partition "
+                f"({partition:,}) in host memory")
+    return ("each partition beyond offload_param.max_in_cpu is under 1 MiB or persistent "
+            "(stage3_param_persistence_threshold), and DeepSpeed keeps those in host memory")
+
+
 def _tied_table_index(m: ModelSpec) -> int | None:
     """Index of a tied LM head's table (the token embedding) among the tensors, or None."""
     if not m.block.sums_tied_gradients:
@@ -365,6 +380,8 @@ class NvmeTraffic:
     parameter_buffers_needed: int
     parameter_buffers_exact: bool
     """``offload_param.buffer_count`` at least, or exactly (:func:`parameter_buffers_needed`)."""
+    parameters_in_host_why: str = ""
+    """Where parameters are offloaded to NVMe and none lives there, why (:func:`parameters_in_host_why`)."""
 
 
 def nvme_traffic(m: ModelSpec, c: TrainConfig) -> NvmeTraffic:
@@ -381,7 +398,8 @@ def nvme_traffic(m: ModelSpec, c: TrainConfig) -> NvmeTraffic:
         parameter_read_bytes=read, parameter_written_bytes=written,
         optimizer_buffers_needed=swap_buffers_needed(m, c) if optimizer else 0,
         parameter_buffers_needed=parameter_buffers_needed(m, c),
-        parameter_buffers_exact=parameter_buffers_exact(m, c))
+        parameter_buffers_exact=parameter_buffers_exact(m, c),
+        parameters_in_host_why=parameters_in_host_why(m, c))
 
 
 def nvme_rates_missing(hw: HardwareSpec, c: TrainConfig) -> str | None:

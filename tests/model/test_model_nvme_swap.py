@@ -16,8 +16,9 @@ from simtune.model.adapters import model_spec
 from simtune.model.nvme_swap import (NvmeTraffic, exposed_swap_s, nvme_parameter_partitions, nvme_rates_missing,
                                      nvme_swap_s, nvme_traffic, optimizer_swap_bytes, parameter_buffer_size_short,
                                      parameter_buffers_exact, parameter_buffers_needed, parameter_buffers_short,
-                                     parameter_buffers_why, parameter_swap_bytes, parameters_on_nvme, sub_groups,
-                                     swap_buffers_needed, swap_buffers_short, swap_buffers_why)
+                                     parameter_buffers_why, parameter_swap_bytes, parameters_in_host_why,
+                                     parameters_on_nvme, sub_groups, swap_buffers_needed, swap_buffers_short,
+                                     swap_buffers_why)
 from simtune.model.optimizer_time import host_step_s_per_param, offload_transfer_s
 from simtune.model.shards import shards
 from simtune.nvme_settings import NvmeSwapSettings
@@ -331,3 +332,22 @@ def test_the_traffic_record_gathers_what_a_rank_swaps_and_the_buffers_it_takes()
     # nothing swapped: nothing counted
     host = nvme_traffic(m, dataclasses.replace(released, offload_optimizer_nvme=False, offload_param_nvme=False))
     assert host == NvmeTraffic(0, 0, 0, 0, 0, 0, 0, 0, False)
+
+
+def test_where_no_parameter_lands_on_nvme_the_record_says_why():
+    m = model(1_600_000_000)
+    c = nvme(offload_param=True, offload_param_nvme=True)
+    # 200M elements a rank: the default max_in_cpu of 1e9 holds them all
+    assert parameters_on_nvme(m, c) == 0
+    why = parameters_in_host_why(m, c)
+    assert why == ("offload_param.max_in_cpu (1,000,000,000 elements) holds the rank's whole partition "
+                   "(200,000,000) in host memory")
+    assert nvme_traffic(m, c).parameters_in_host_why == why
+    # beyond a max_in_cpu of 0, each of 64 tensors' 125,000-element pieces is under 1 MiB
+    small = dataclasses.replace(c, nvme=NvmeSwapSettings(max_in_cpu=0))
+    assert parameters_on_nvme(model(64_000_000), small) == 0
+    assert parameters_in_host_why(model(64_000_000), small).startswith("each partition beyond offload_param.max_in_cpu "
+                                                                     "is under 1 MiB or persistent")
+    # some on NVMe, or none offloaded there: nothing to explain
+    assert parameters_on_nvme(m, small) > 0 and parameters_in_host_why(m, small) == ""
+    assert parameters_in_host_why(m, dataclasses.replace(c, offload_param_nvme=False)) == ""
