@@ -20,6 +20,10 @@ through the predictor with the same config:
 
     python benchmarks/nvme_offload.py --work-dir /tmp/simtune-nvme-params --rounds 3 --params --model wide
 
+Whole launches of one configuration on a small VM differ by tens of ms in step time, so the
+difference of two variants' medians is coarse; benchmarks/nvme_param_time.py times, inside the
+same kind of run, the DeepSpeed functions that swap the parameters.
+
 ``--model wide`` is a GPT-2 shape of 13.2M parameters (width 512, 4 layers) whose partition on 2
 ranks makes 7 sub-groups of 1e6 (gpt2-tiny-heavy's one 8.4M-element position table keeps most of
 it in one).
