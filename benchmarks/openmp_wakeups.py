@@ -8,10 +8,13 @@ that runs tensor operations on the process group's own thread starts a second Op
 which stays alive with that thread. From then on every parallel region of the training thread
 wakes its worker from a futex sleep. A rank with one thread has no worker to wake.
 
-Two parts, each case in a fresh process:
+Each case in a fresh process:
 
 1. A 65,536-element copy at two threads, alone and once a second thread holds an OpenMP team,
    with a gap of busy Python between copies (the median of 400).
+1b. Matrix products of bert-tiny's linear layers (and one larger) at two threads, alone and after
+   a gloo all-gather, and at one thread: what waking the pool costs a product, which the
+   calibration (simtune.calib.thread_pool) times with the copy only.
 2. One rank (no launcher, train.py's model, data and loop) of bert-tiny at 128 tokens,
    micro-batch 4, ZeRO stage 0 and 3, at one and two threads, with OpenMP's default wait policy
    and with OMP_WAIT_POLICY=ACTIVE (workers spin 1,000 iterations when throttled): milliseconds
@@ -97,6 +100,42 @@ def copy_case(kind: str) -> dict[str, float]:
     return result
 
 
+PRODUCT_SHAPES = ((512, 128, 128), (512, 128, 512), (512, 512, 128), (512, 512, 512))
+"""(rows, depth, cols) of the products of part 1b: bert-tiny's linear layers at micro-batch 4 and 128
+tokens (512 rows; hidden 128, MLP 512), and a larger one."""
+PRODUCT_GAPS_S = (20e-6, 200e-6)
+
+
+def product_case(kind: str) -> dict[str, dict[str, float]]:
+    """Part 1b, in this (fresh) process: each product's median seconds at two threads, before
+    (``alone``) or after (``all_gather``) a gloo all-gather in a world of one, and at one thread."""
+    import torch
+
+    from simtune.calib.thread_pool import timed_calls
+
+    torch.set_num_threads(2)
+    operands = {f"{r}x{d}x{c}": (torch.randn(r, d), torch.randn(c, d)) for r, d, c in PRODUCT_SHAPES}
+    if kind == "all_gather":
+        import torch.distributed as dist
+
+        from simtune.runner.launcher import free_port
+
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+        dist.init_process_group("gloo", rank=0, world_size=1)
+        dist.all_gather_into_tensor(torch.empty(ELEMENTS), torch.ones(ELEMENTS))
+
+    def medians() -> dict[str, float]:
+        out = {}
+        for name, (a, w) in operands.items():
+            timed_calls(lambda: torch.mm(a, w.t()), 30, PRODUCT_GAPS_S)
+            out[name] = statistics.median(timed_calls(lambda: torch.mm(a, w.t()), 300, PRODUCT_GAPS_S))
+        return out
+
+    two = medians()
+    torch.set_num_threads(1)
+    return {"two_threads": two, "one_thread": medians()}
+
+
 def engine_case(stage: int, threads: int) -> dict:
     """Part 2, in this (fresh) process: one rank of the built-in program's model and loop."""
     os.environ["DS_ACCELERATOR"] = "cpu"
@@ -157,9 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="rounds of every case (default 2)")
     parser.add_argument("--case", nargs=2, metavar=("STAGE", "THREADS"), type=int, help=argparse.SUPPRESS)
     parser.add_argument("--copy", choices=COPY_CASES, help=argparse.SUPPRESS)
+    parser.add_argument("--products", choices=("alone", "all_gather"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.copy:
         print(json.dumps(copy_case(args.copy)))
+        return 0
+    if args.products:
+        print(json.dumps(product_case(args.products)))
         return 0
     if args.case:
         print(json.dumps(engine_case(*args.case)))
@@ -183,6 +226,18 @@ def main(argv: list[str] | None = None) -> int:
     for kind in COPY_CASES:
         for c in copies[kind]:
             print(f"| {labels[kind]} | {c['threads']:.0f} | " + " | ".join(f"{c[str(g)]:.1f}" for g in GAPS_US) + " |")
+
+    products = {kind: [_run(["--products", kind], base) for _ in range(args.rounds)] for kind in ("alone", "all_gather")}
+    print("\n## 1b. Matrix products at 2 threads, alone and after a gloo all-gather (world of one), and at 1 thread: "
+          "median us over 300, busy gaps of 20 and 200 us in turn; one row per pair of processes\n")
+    print("| product (rows x depth x cols) | 1 thread | 2 threads alone | 2 threads after the all-gather | "
+          "after less alone |")
+    print("|:--|--:|--:|--:|--:|")
+    for alone, after in zip(products["alone"], products["all_gather"]):
+        for name, seconds in alone["two_threads"].items():
+            throttled = after["two_threads"][name]
+            print(f"| {name} | {alone['one_thread'][name] * 1e6:.1f} | {seconds * 1e6:.1f} | {throttled * 1e6:.1f} | "
+                  f"{(throttled - seconds) * 1e6:+.1f} |")
 
     cases = [(stage, threads, policy) for policy in ("default", "ACTIVE") for threads in (1, 2) for stage in (0, 3)
              if not (policy == "ACTIVE" and threads == 1)]

@@ -19,7 +19,7 @@ with it, end).
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -32,17 +32,22 @@ GAPS_S = (20e-6, 200e-6)
 COPIES = 200
 
 
-def timed_copies(x: torch.Tensor, y: torch.Tensor, count: int, gaps_s: tuple[float, ...] = GAPS_S) -> list[float]:
-    """Seconds of ``count`` copies of ``y`` into ``x``, each after a busy gap (``gaps_s`` in turn)."""
+def timed_calls(call: Callable[[], object], count: int, gaps_s: tuple[float, ...] = GAPS_S) -> list[float]:
+    """Seconds of ``count`` calls of ``call``, each after a busy gap (``gaps_s`` in turn)."""
     times = []
     for i in range(count):
         end = time.perf_counter() + gaps_s[i % len(gaps_s)]
         while time.perf_counter() < end:
             pass
         start = time.perf_counter()
-        x.copy_(y)
+        call()
         times.append(time.perf_counter() - start)
     return times
+
+
+def timed_copies(x: torch.Tensor, y: torch.Tensor, count: int, gaps_s: tuple[float, ...] = GAPS_S) -> list[float]:
+    """Seconds of ``count`` copies of ``y`` into ``x``, each after a busy gap (``gaps_s`` in turn)."""
+    return timed_calls(lambda: x.copy_(y), count, gaps_s)
 
 
 def wake_cost(dist: Any, device: Device, rank: int, quick: bool) -> Optional[dict]:
