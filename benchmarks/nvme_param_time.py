@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import importlib
 import json
 import os
@@ -35,8 +36,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
-from param_swap_counts import MBS, RANKS, RELEASE_ALL, SHAPE, engine_and_batches, modelled_run
+from param_swap_counts import (RANKS, SHAPE, ds_config, engine_and_batches, launch_ranks, modelled_run,
+                               nvme_offload, own_arguments)
 
 STEPS, COUNTED = 10, 6
 PASSES = ("forward", "backward", "step")
@@ -64,6 +67,13 @@ def rank_program(config_path: str, model_path: str, out: str) -> None:
 
         setattr(cls, name, wrapper)
 
+    @contextlib.contextmanager
+    def timed_pass(name: str) -> Iterator[None]:
+        phase[0] = name
+        started = time.perf_counter()
+        yield
+        seconds[f"{name} pass"] += time.perf_counter() - started
+
     for module, cls, method, label in TIMED:
         timed(getattr(importlib.import_module(module), cls), method, label)
     engine, batches, keep_alive = engine_and_batches(config_path, model_path)
@@ -71,38 +81,22 @@ def rank_program(config_path: str, model_path: str, out: str) -> None:
         if step == STEPS - COUNTED:
             seconds.clear()
         batch = batches.next()
-        for name, call in (("forward", lambda: engine(**batch).loss), ("backward", lambda: engine.backward(loss)),
-                           ("step", engine.step)):
-            phase[0] = name
-            started = time.perf_counter()
-            result = call()
-            seconds[f"{name} pass"] += time.perf_counter() - started
-            if name == "forward":
-                loss = result
+        with timed_pass("forward"):
+            loss = engine(**batch).loss
+        with timed_pass("backward"):
+            engine.backward(loss)
+        with timed_pass("step"):
+            engine.step()
     Path(f"{out}.{engine.global_rank}").write_text(json.dumps({k: v / COUNTED for k, v in seconds.items()}))
     del keep_alive
 
 
-def launch(device: str, folder: Path) -> dict[str, float]:
+def launch(device: str, folder: Path, model_path: Path) -> dict[str, float]:
     """One launch with the parameters offloaded to ``device``: each timed quantity in seconds per
     step, the mean over the ranks."""
-    from simtune.runner.launcher import run_on_cpu_ranks
-
-    section: dict = {"device": device}
-    if device == "nvme":
-        (folder / "swap").mkdir()
-        section.update(nvme_path=str(folder / "swap"), max_in_cpu=0)
-    config = {"train_micro_batch_size_per_gpu": MBS, "gradient_accumulation_steps": 1,
-              "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
-              "zero_optimization": {"stage": 3, **RELEASE_ALL, "offload_optimizer": {"device": "cpu"},
-                                    "offload_param": section}}
-    (folder / "ds.json").write_text(json.dumps(config))
-    (folder / "model.json").write_text(json.dumps(SHAPE))
     out = folder / "seconds.json"
-    done = run_on_cpu_ranks([__file__, "--rank", str(folder / "ds.json"), str(folder / "model.json"), str(out)],
-                            RANKS)
-    if done.returncode != 0:
-        sys.exit(f"the {device} launch failed ({done.returncode}): {done.stderr[-2000:]}")
+    offload = nvme_offload(folder / "swap") if device == "nvme" else {"device": device}
+    launch_ranks(__file__, folder, ds_config(offload), model_path, out)
     ranks = [json.loads(Path(f"{out}.{rank}").read_text()) for rank in range(RANKS)]
     keys = {key for rank in ranks for key in rank}
     return {key: statistics.fmean(rank.get(key, 0.0) for rank in ranks) for key in keys}
@@ -130,9 +124,8 @@ def modelled_bytes(model_path: str) -> tuple[int, int]:
 
 
 def main() -> int:
-    argv = [a for a in sys.argv[1:] if not a.startswith("--local_rank")]  # the launcher adds it
-    if argv and argv[0] == "--rank":
-        rank_program(argv[1], argv[2], argv[3])
+    argv = own_arguments(rank_program)
+    if argv is None:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", default="/tmp", help="where the swap files go")
@@ -144,13 +137,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(dir=args.folder) as name:
         folder = Path(name)
         read_rate, write_rate = calibrated_rates(folder)
-        (folder / "model.json").write_text(json.dumps(SHAPE))
-        read_bytes, written_bytes = modelled_bytes(str(folder / "model.json"))
+        model_path = folder / "model.json"
+        model_path.write_text(json.dumps(SHAPE))
+        read_bytes, written_bytes = modelled_bytes(str(model_path))
         for round_index in range(args.rounds):
             for device in ("cpu", "nvme") if round_index % 2 == 0 else ("nvme", "cpu"):
                 run = folder / f"round{round_index}-{device}"
                 run.mkdir()
-                runs[device].append(launch(device, run))
+                runs[device].append(launch(device, run, model_path))
                 t = runs[device][-1]
                 print(f"round {round_index + 1} {device:<4}: " + ", ".join(
                     f"{p} {t.get(f'{p} pass', 0.0) * 1e3:.1f} ms" for p in PASSES)

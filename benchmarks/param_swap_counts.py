@@ -20,11 +20,48 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 SHAPE = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": 1024, "n_positions": 64,
          "n_embd": 512, "n_layer": 4, "n_head": 8, "activation_function": "gelu_new"}
 RANKS, SEQ, MBS, STEPS, COUNTED = 2, 64, 4, 5, 2
 RELEASE_ALL = {"stage3_max_reuse_distance": 0, "stage3_max_live_parameters": 0, "stage3_prefetch_bucket_size": 0}
+
+
+def ds_config(offload_param: dict) -> dict:
+    """The run's DeepSpeed config: stage 3, every parameter released after use, the optimizer in
+    host memory, the parameters offloaded as ``offload_param`` says."""
+    return {"train_micro_batch_size_per_gpu": MBS, "gradient_accumulation_steps": 1,
+            "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
+            "zero_optimization": {"stage": 3, **RELEASE_ALL, "offload_optimizer": {"device": "cpu"},
+                                  "offload_param": offload_param}}
+
+
+def nvme_offload(swap: Path) -> dict:
+    """``offload_param`` with every parameter on NVMe (``max_in_cpu`` 0), swapped in ``swap``."""
+    swap.mkdir()
+    return {"device": "nvme", "nvme_path": str(swap), "max_in_cpu": 0}
+
+
+def launch_ranks(script: str, folder: Path, config: dict, model_path: Path, out: Path) -> None:
+    """``script --rank`` with ``config`` (written to ``folder``) and the shape at ``model_path`` on
+    :data:`RANKS` CPU processes under DeepSpeed's launcher; exits with its output if it fails."""
+    from simtune.runner.launcher import run_on_cpu_ranks
+
+    (folder / "ds.json").write_text(json.dumps(config))
+    done = run_on_cpu_ranks([script, "--rank", str(folder / "ds.json"), str(model_path), str(out)], RANKS)
+    if done.returncode != 0:
+        sys.exit(f"the launch in {folder} failed ({done.returncode}): {done.stderr[-2000:]}")
+
+
+def own_arguments(rank_program: Callable[[str, str, str], None]) -> list[str] | None:
+    """The script's own arguments; None where this process is one of the ranks
+    :func:`launch_ranks` started, which then ran ``rank_program`` (config, model, output)."""
+    argv = [a for a in sys.argv[1:] if not a.startswith("--local_rank")]  # the launcher adds it
+    if argv and argv[0] == "--rank":
+        rank_program(argv[1], argv[2], argv[3])
+        return None
+    return argv
 
 
 def engine_and_batches(config_path: str, model_path: str) -> tuple:
@@ -112,12 +149,9 @@ def model_count(model_path: str) -> tuple[float, int]:
 
 
 def main() -> int:
-    argv = [a for a in sys.argv[1:] if not a.startswith("--local_rank")]  # the launcher adds it
-    if argv and argv[0] == "--rank":
-        rank_program(argv[1], argv[2], argv[3])
+    argv = own_arguments(rank_program)
+    if argv is None:
         return 0
-    from simtune.runner.launcher import run_on_cpu_ranks
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", default="/tmp", help="where the swap files go")
     parser.add_argument("--read-gbps", type=float, default=3.89, help="the node's calibrated NVMe read rate")
@@ -127,17 +161,8 @@ def main() -> int:
         folder = Path(name)
         model_path = folder / "gpt2-wide.json"
         model_path.write_text(json.dumps(SHAPE))
-        config = {"train_micro_batch_size_per_gpu": MBS, "gradient_accumulation_steps": 1,
-                  "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
-                  "zero_optimization": {"stage": 3, **RELEASE_ALL, "offload_optimizer": {"device": "cpu"},
-                                        "offload_param": {"device": "nvme", "nvme_path": str(folder / "swap"),
-                                                          "max_in_cpu": 0}}}
-        (folder / "swap").mkdir()
-        (folder / "ds.json").write_text(json.dumps(config))
         out = folder / "counts.json"
-        done = run_on_cpu_ranks([__file__, "--rank", str(folder / "ds.json"), str(model_path), str(out)], RANKS)
-        if done.returncode != 0:
-            sys.exit(f"the run failed ({done.returncode}): {done.stderr[-2000:]}")
+        launch_ranks(__file__, folder, ds_config(nvme_offload(folder / "swap")), model_path, out)
         counts = json.loads(out.read_text())
         per_pass, partition = model_count(str(model_path))
     rate = args.read_gbps * 1e9 / RANKS

@@ -93,13 +93,15 @@ class ParamLayout:
             hit = self._cache[key] = sum(self.pieces(dp))
         return hit
 
-    def pieces(self, dp: int) -> tuple[int, ...]:
+    def pieces(self, dp: int, mp: int = 1) -> tuple[int, ...]:
         """Each tensor's piece of one rank's ZeRO-3 partition: every tensor is split on its own
-        into dp pieces of ceil(n / dp) elements (``partition_numel`` in partition_parameters.py)."""
-        key = ("pieces", dp)
+        into dp pieces of ceil(n / dp) elements (``partition_numel`` in partition_parameters.py),
+        each held in ceil(piece / mp) elements by each of ``mp`` model-parallel ranks."""
+        key = ("pieces", dp, mp)
         hit = self._flags.get(key)
         if hit is None:
-            hit = self._flags[key] = tuple(-(-n // dp) for n in self.numels)
+            whole = tuple(-(-n // dp) for n in self.numels)
+            hit = self._flags[key] = whole if mp == 1 else tuple(-(-piece // mp) for piece in whole)
         return hit
 
     def largest_sub_group(self, sub_group_size: int, dp: int) -> int:
@@ -181,12 +183,9 @@ class ParamLayout:
             return hit
         beyond = self.beyond_host_buffer(sub_group_size, dp, host_elements)
         kept = self.kept_after_forward(threshold, reuse_distance)
-        parts = []
-        for i, (n, piece) in enumerate(zip(self.numels, self.pieces(dp))):
-            piece = -(-piece // mp)
-            if beyond[i] and n > threshold and piece >= smallest:
-                parts.append((i, piece, bool(kept[i])))
-        self._nvme[key] = tuple(parts)
+        pieces = self.pieces(dp, mp)
+        self._nvme[key] = tuple((i, piece, bool(kept[i])) for i, (n, piece) in enumerate(zip(self.numels, pieces))
+                                if beyond[i] and n > threshold and piece >= smallest)
         return self._nvme[key]
 
     def bucket_count(self, bucket_elements: int) -> int:

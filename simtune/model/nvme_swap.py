@@ -121,8 +121,7 @@ def nvme_parameter_partitions(m: ModelSpec, c: TrainConfig) -> tuple[tuple[int, 
 
 def _partitions(m: ModelSpec, c: TrainConfig) -> tuple[int, ...]:
     """One rank's partition elements of every tensor (:func:`_partition`)."""
-    pieces = m.layout.pieces(c.dp_degree)
-    return pieces if c.mp_degree == 1 else tuple(-(-piece // c.mp_degree) for piece in pieces)
+    return m.layout.pieces(c.dp_degree, c.mp_degree)
 
 
 def _partition(elements: int, c: TrainConfig) -> int:
@@ -147,10 +146,9 @@ def parameters_in_host_why(m: ModelSpec, c: TrainConfig) -> str:
     goes beyond it), or every partition beyond it is persistent or under 1 MiB."""
     if not c.swaps_parameters or nvme_parameter_partitions(m, c):
         return ""
-    partition = m.layout.partition_numel(c.dp_degree)
     if not any(m.layout.beyond_host_buffer(c.sub_group_size, c.dp_degree, c.nvme.max_in_cpu)):
         return (f"offload_param.max_in_cpu ({c.nvme.max_in_cpu:,} elements) holds the rank's whole partition "
-                f"({partition:,}) in host memory")
+                f"({m.layout.partition_numel(c.dp_degree):,}) in host memory")
     return ("each partition beyond offload_param.max_in_cpu is under 1 MiB or persistent "
             "(stage3_param_persistence_threshold), and DeepSpeed keeps those in host memory")
 
