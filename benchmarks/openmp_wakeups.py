@@ -15,6 +15,9 @@ Each case in a fresh process:
 1b. Matrix products of bert-tiny's linear layers (and one larger) at two threads, alone and after
    a gloo all-gather, and at one thread: what waking the pool costs a product, which the
    calibration (simtune.calib.thread_pool) times with the copy only.
+1c. The calibration's own reading (simtune.calib.thread_pool.wake_cost, as a calibration launch
+   runs it on rank 0): the copy and three products alone and then throttled in one process, the
+   rate the model charges a parallel kernel and a product; one row per fresh process.
 2. One rank (no launcher, train.py's model, data and loop) of bert-tiny at 128 tokens,
    micro-batch 4, ZeRO stage 0 and 3, at one and two threads, with OpenMP's default wait policy
    and with OMP_WAIT_POLICY=ACTIVE (workers spin 1,000 iterations when throttled): milliseconds
@@ -24,6 +27,7 @@ Each case in a fresh process:
 Run from the repository root (no GPU needed; DS_ACCELERATOR=cpu is set here):
 
     python benchmarks/openmp_wakeups.py --rounds 2 > benchmarks/results/openmp_wakeups.txt
+    python benchmarks/openmp_wakeups.py --rounds 2 --part 1c > benchmarks/results/openmp_wakeups_calibration.txt
 """
 
 from __future__ import annotations
@@ -136,6 +140,23 @@ def product_case(kind: str) -> dict[str, dict[str, float]]:
     return {"two_threads": two, "one_thread": medians()}
 
 
+def calibration_case() -> dict:
+    """Part 1c, in this (fresh) process: ``wake_cost`` on a gloo world of one, as rank 0 of a
+    calibration launch runs it (full counts, not ``--quick``)."""
+    import torch.distributed as dist
+
+    from simtune.calib.device import current_device
+    from simtune.calib.thread_pool import wake_cost
+    from simtune.runner.launcher import free_port
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    result = wake_cost(dist, current_device(0), 0, quick=False)
+    if result is None:
+        raise SystemExit("the calibration times no wake-up here (one usable core, or not a CPU)")
+    return result
+
+
 def engine_case(stage: int, threads: int) -> dict:
     """Part 2, in this (fresh) process: one rank of the built-in program's model and loop."""
     os.environ["DS_ACCELERATOR"] = "cpu"
@@ -191,13 +212,22 @@ def _run(args: list[str], env: dict[str, str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+PARTS = ("1", "1b", "1c", "2")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="rounds of every case (default 2)")
     parser.add_argument("--case", nargs=2, metavar=("STAGE", "THREADS"), type=int, help=argparse.SUPPRESS)
     parser.add_argument("--copy", choices=COPY_CASES, help=argparse.SUPPRESS)
     parser.add_argument("--products", choices=("alone", "all_gather"), help=argparse.SUPPRESS)
+    parser.add_argument("--calibration", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--part", choices=PARTS, action="append",
+                        help="run only these parts (default: all; 1c runs 2 x rounds + 1 processes)")
     args = parser.parse_args(argv)
+    if args.calibration:
+        print(json.dumps(calibration_case()))
+        return 0
     if args.copy:
         print(json.dumps(copy_case(args.copy)))
         return 0
@@ -210,11 +240,26 @@ def main(argv: list[str] | None = None) -> int:
 
     base = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     base["DS_ACCELERATOR"] = "cpu"
-    print(f"# command: python benchmarks/openmp_wakeups.py --rounds {args.rounds}")
+    parts = args.part or list(PARTS)
+    print(f"# command: python benchmarks/openmp_wakeups.py --rounds {args.rounds}"
+          + "".join(f" --part {p}" for p in args.part or ()))
     print(f"# host {platform.node()}, {os.cpu_count()} cores, python {platform.python_version()}; "
           f"load average at start {os.getloadavg()[0]:.2f}; nothing else running")
 
-    copies = {kind: [_run(["--copy", kind], base) for _ in range(args.rounds)] for kind in COPY_CASES}
+    if "1" in parts:
+        copy_part(args.rounds, base)
+    if "1b" in parts:
+        product_part(args.rounds, base)
+    if "1c" in parts:
+        calibration_part(2 * args.rounds + 1, base)
+    if "2" in parts:
+        engine_part(args.rounds, base)
+    print(f"# load average at end {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+def copy_part(rounds: int, base: dict[str, str]) -> None:
+    copies = {kind: [_run(["--copy", kind], base) for _ in range(rounds)] for kind in COPY_CASES}
     print(f"\n## 1. A {ELEMENTS:,}-element copy at 2 threads: median us over 400, one row per process\n")
     print("| run once before the copies | threads in the process | "
           + " | ".join(f"busy gap {g} us" for g in GAPS_US) + " |")
@@ -227,7 +272,10 @@ def main(argv: list[str] | None = None) -> int:
         for c in copies[kind]:
             print(f"| {labels[kind]} | {c['threads']:.0f} | " + " | ".join(f"{c[str(g)]:.1f}" for g in GAPS_US) + " |")
 
-    products = {kind: [_run(["--products", kind], base) for _ in range(args.rounds)] for kind in ("alone", "all_gather")}
+
+
+def product_part(rounds: int, base: dict[str, str]) -> None:
+    products = {kind: [_run(["--products", kind], base) for _ in range(rounds)] for kind in ("alone", "all_gather")}
     print("\n## 1b. Matrix products at 2 threads, alone and after a gloo all-gather (world of one), and at 1 thread: "
           "median us over 300, busy gaps of 20 and 200 us in turn; one row per pair of processes\n")
     print("| product (rows x depth x cols) | 1 thread | 2 threads alone | 2 threads after the all-gather | "
@@ -239,10 +287,32 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {name} | {alone['one_thread'][name] * 1e6:.1f} | {seconds * 1e6:.1f} | {throttled * 1e6:.1f} | "
                   f"{(throttled - seconds) * 1e6:+.1f} |")
 
+
+
+def calibration_part(processes: int, base: dict[str, str]) -> None:
+    from simtune.calib.thread_pool import PRODUCT_SHAPES
+
+    print(f"\n## 1c. The calibration's reading (simtune.calib.thread_pool.wake_cost, full counts), at 2 threads: "
+          f"throttled less alone, medians in us; one row per process\n")
+    names = [f"{r}x{d}x{c}" for r, d, c in PRODUCT_SHAPES]
+    print("| copy alone | copy's wake | " + " | ".join(f"{n} alone | {n}'s wake" for n in names)
+          + " | products' wake (their median) |")
+    print("|--:|--:|" + "--:|--:|" * len(names) + "--:|")
+    us = lambda seconds: f"{seconds * 1e6:.1f}"  # noqa: E731
+    for _ in range(processes):
+        r = _run(["--calibration"], base)
+        wake = lambda entry: max(0.0, entry["throttled"]["median_s"] - entry["alone"]["median_s"])  # noqa: E731
+        cells = [us(r["alone"]["median_s"]), us(wake(r))]
+        for p in r["products"]:
+            cells += [us(p["alone"]["median_s"]), us(wake(p))]
+        print("| " + " | ".join(cells) + f" | {us(statistics.median(wake(p) for p in r['products']))} |")
+
+
+def engine_part(rounds: int, base: dict[str, str]) -> None:
     cases = [(stage, threads, policy) for policy in ("default", "ACTIVE") for threads in (1, 2) for stage in (0, 3)
              if not (policy == "ACTIVE" and threads == 1)]
     results: dict[tuple[int, int, str], list[dict]] = {case: [] for case in cases}
-    for round_index in range(args.rounds):
+    for round_index in range(rounds):
         for case in (cases if round_index % 2 == 0 else list(reversed(cases))):
             stage, threads, policy = case
             env = dict(base, OMP_NUM_THREADS=str(threads))
@@ -251,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             results[case].append(_run(["--case", str(stage), str(threads)], env))
 
     print(f"\n## 2. One rank, {MODEL} at {SEQ_LEN} tokens, micro-batch {MICRO_BATCH}, AdamW fp32: "
-          f"{TIMED} steps after {WARM_UP}; medians over {args.rounds} processes\n")
+          f"{TIMED} steps after {WARM_UP}; medians over {rounds} processes\n")
     print("| OpenMP wait policy | threads | stage | ms/step | training thread sleeps/step "
           "| busiest other thread sleeps/step | runs (ms/step) |")
     print("|:--|--:|--:|--:|--:|--:|:--|")
@@ -269,8 +339,6 @@ def main(argv: list[str] | None = None) -> int:
     for threads, policy in ((1, "default"), (2, "default"), (2, "ACTIVE")):
         extra = median[(3, threads, policy)] - median[(0, threads, policy)]
         print(f"stage 3 over stage 0 at {threads} thread{'s' if threads > 1 else ''}, {policy} policy: {extra:+.1f} ms/step")
-    print(f"# load average at end {os.getloadavg()[0]:.2f}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -130,8 +130,9 @@ def without_first_touch(profile: Any) -> Any:
 
 
 def compute_without(profile: Any, **emptied: Any) -> Any:
-    """``profile`` with these compute measurements emptied: ``thread_pool=None`` (parallel kernels
-    then wake no one), ``weight_points=()`` (linear layers then cost their FLOPs alone)."""
+    """``profile`` with these compute measurements emptied or replaced: ``thread_pool=None``
+    (parallel kernels then wake no one), one without ``products`` (products then pay the copy's
+    wake), ``weight_points=()`` (linear layers then cost their FLOPs alone)."""
     return dataclasses.replace(profile, compute=dataclasses.replace(profile.compute, **emptied))
 
 
@@ -288,9 +289,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     touch = first_touch_cost(profile)
     if touch is not None:
         print(f"page faults of memory mapped afresh (calibration's fresh copy): {touch * 1e9:.3f} ns per byte")
-    if profile.compute.thread_pool is not None:
-        print(f"a throttled OpenMP pool's wake-up (calibration's parallel copy at {profile.compute.thread_pool.threads} "
-              f"threads): {profile.compute.thread_pool.wake_s * 1e6:.1f} us per parallel kernel")
+    pool = profile.compute.thread_pool
+    if pool is not None:
+        products = ("" if pool.product_wake_s is None
+                    else f", {pool.product_wake_s * 1e6:.1f} us per matrix product (its products)")
+        print(f"a throttled OpenMP pool's wake-up (calibration's parallel copy at {pool.threads} "
+              f"threads): {pool.wake_s * 1e6:.1f} us per parallel kernel{products}")
     print(f"workload A: {workload_a.name}, seq {workload_a.seq_len}, fp32, calibrated in {calibration.seconds:.1f} s"
           f"{' (cached)' if calibration.from_cache else ''}, others {others:.2f} cores")
     config = ds_config()
@@ -458,6 +462,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         ablations.append((without_first_touch(profile), "the page faults of memory mapped afresh (docs/cost-model.md 3.5"))
     if profile.compute.thread_pool is not None:
         ablations.append((compute_without(profile, thread_pool=None), "the throttled OpenMP pool's wake-ups (docs/cost-model.md 3.6"))
+    if profile.compute.thread_pool is not None and profile.compute.thread_pool.products:
+        copy_only = dataclasses.replace(profile.compute.thread_pool, products=())
+        ablations.append((compute_without(profile, thread_pool=copy_only),
+                          "the products' own wake-up, each paying the copy's (docs/cost-model.md 3.6"))
     if profile.compute.weight_points:
         ablations.append((compute_without(profile, weight_points=()), "the matmul weights' cost (docs/cost-model.md 3.1"))
     if any(fit.tail_points for fit in profile.collectives.intra_node.values()):

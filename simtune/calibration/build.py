@@ -52,6 +52,7 @@ from simtune.hardware.profile import (
     OffloadProfile,
     OptimizerFit,
     OptimizerProfile,
+    ProductWake,
     Provenance,
     RatePoint,
     SizePoint,
@@ -150,8 +151,12 @@ def _thread_pool(raw: object) -> Optional[ThreadPoolWake]:
     """The throttled OpenMP pool's measurement (``simtune.calib.thread_pool``); None without one."""
     if not isinstance(raw, Mapping):
         return None
+    products = tuple(ProductWake(rows=int(p["rows"]), depth=int(p["depth"]), cols=int(p["cols"]),
+                                 alone=stats_from_dict(p["alone"]), throttled=stats_from_dict(p["throttled"]))
+                     for p in raw.get("products", ()))
     return ThreadPoolWake(threads=int(raw["threads"]), elements=int(raw["elements"]),
-                          alone=stats_from_dict(raw["alone"]), throttled=stats_from_dict(raw["throttled"]))
+                          alone=stats_from_dict(raw["alone"]), throttled=stats_from_dict(raw["throttled"]),
+                          products=products)
 
 
 def _attention(raw: object, peaks: Mapping[str, float], notes: list[str]) -> dict[str, AttentionRate]:

@@ -148,6 +148,9 @@ def summary_lines(profile) -> list[str]:
     if pool is not None:
         lines.append(f"  thread pool wake    {pool.wake_s * 1e6:.1f} us per parallel kernel once throttled "
                      f"({pool.threads} threads; {pool.alone.median_s * 1e6:.1f} us alone)")
+        if pool.product_wake_s is not None:
+            lines.append(f"                      {pool.product_wake_s * 1e6:.1f} us per matrix product "
+                         f"(the median of {len(pool.products)} products)")
     for impl, fit in profile.optimizer.fits.items():
         algorithm = fit_algorithm(impl)
         takes_root = algorithm is not None and ALGORITHMS[algorithm].sqrt_of_state

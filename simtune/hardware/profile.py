@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Mapping, Optional, TypeVar
 
@@ -184,6 +185,23 @@ class AttentionRate:
 
 
 @dataclass(frozen=True)
+class ProductWake:
+    """A matrix product of [rows, depth] by the transpose of [cols, depth] (a linear layer's
+    forward), timed at the pool's threads alone and throttled (:class:`ThreadPoolWake`)."""
+
+    rows: int
+    depth: int
+    cols: int
+    alone: Stats
+    throttled: Stats
+
+    @property
+    def wake_s(self) -> float:
+        """The medians' difference (0 if negative)."""
+        return max(0.0, self.throttled.median_s - self.alone.median_s)
+
+
+@dataclass(frozen=True)
 class ThreadPoolWake:
     """A parallel kernel of a CPU rank with ``threads`` intra-op threads (a copy of ``elements``
     fp32 elements, above torch's grain size), timed with its OpenMP pool alone and after a gloo
@@ -196,11 +214,21 @@ class ThreadPoolWake:
     elements: int
     alone: Stats
     throttled: Stats
+    products: tuple[ProductWake, ...] = ()
+    """Matrix products timed the same way (empty: not measured; products then pay ``wake_s``)."""
 
     @property
     def wake_s(self) -> float:
         """What the wake-up adds to one parallel kernel: the medians' difference (0 if negative)."""
         return max(0.0, self.throttled.median_s - self.alone.median_s)
+
+    @property
+    def product_wake_s(self) -> Optional[float]:
+        """What it adds to one matrix product: the median over the products timed of their
+        medians' difference (None: none timed)."""
+        if not self.products:
+            return None
+        return statistics.median(p.wake_s for p in self.products)
 
 
 @dataclass(frozen=True)

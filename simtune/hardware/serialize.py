@@ -39,6 +39,7 @@ from simtune.hardware.profile import (
     OffloadProfile,
     OptimizerFit,
     OptimizerProfile,
+    ProductWake,
     Provenance,
     RatePoint,
     SizePoint,
@@ -65,8 +66,9 @@ def profile_fingerprint(profile: HardwareProfile) -> str:
 
 def profile_to_dict(profile: HardwareProfile) -> dict:
     """A JSON-ready dict of plain dicts, lists and scalars (an empty ``framework.param_pass_s``,
-    ``compute.weight_points``, ``compute.attention``, ``collectives.compute_share`` or collective
-    ``tail_points``, an absent ``compute.thread_pool`` or optimizer fit's ``zero_state``, and a
+    ``compute.weight_points``, ``compute.attention``, ``collectives.compute_share``, collective
+    ``tail_points`` or ``compute.thread_pool.products``, an absent ``compute.thread_pool`` or
+    optimizer fit's ``zero_state``, and a
     ``framework.zero3_module_backward_s`` equal to ``zero3_module_s``, is left out, so that
     profiles written before them keep their fingerprint)."""
     data = _plain(dataclasses.asdict(profile))
@@ -79,6 +81,9 @@ def profile_to_dict(profile: HardwareProfile) -> dict:
                        *((fit, "tail_points") for fit in fits), *((fit, "zero_state") for fit in optimizer_fits)]:
         if isinstance(owner, dict) and not owner.get(key):
             owner.pop(key, None)
+    pool = data["compute"].get("thread_pool") if isinstance(data["compute"], dict) else None
+    if isinstance(pool, dict) and not pool.get("products"):
+        pool.pop("products", None)
     framework = data["framework"]
     if isinstance(framework, dict) and framework.get("zero3_module_backward_s") == framework.get("zero3_module_s"):
         framework.pop("zero3_module_backward_s", None)
@@ -311,8 +316,12 @@ def _thread_pool(node: _Node) -> Optional[ThreadPoolWake]:
     if node.get("thread_pool", optional=True) is None:
         return None
     pool = node.child("thread_pool")
+    products = tuple(ProductWake(rows=p.integer("rows", 1), depth=p.integer("depth", 1), cols=p.integer("cols", 1),
+                                 alone=_stats(p.child("alone")), throttled=_stats(p.child("throttled")))
+                     for p in pool.children("products", optional=True))
     return ThreadPoolWake(threads=pool.integer("threads", 2), elements=pool.integer("elements", 1),
-                          alone=_stats(pool.child("alone")), throttled=_stats(pool.child("throttled")))
+                          alone=_stats(pool.child("alone")), throttled=_stats(pool.child("throttled")),
+                          products=products)
 
 
 def _attention(node: _Node, peaks: dict[str, float]) -> dict[str, AttentionRate]:

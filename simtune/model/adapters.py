@@ -316,6 +316,7 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
         fit = min(on_device, key=lambda f: f.s_per_param)
     collectives = profile.collectives
     device = profile.device
+    pool = profile.compute.thread_pool
     streaming = streaming_bandwidth(profile)
     assert streaming is not None
     narrow = tuple((dtype, bw) for dtype in ("bf16", "fp16")
@@ -347,7 +348,8 @@ def hardware_spec(profile: HardwareProfile, optimizer_impl: Optional[str] = None
         cache_bytes=device.cache_bytes, cached_plain_bytes_per_s=cached_plain_bandwidth(profile),
         framework=framework_costs(profile), first_touch_s_per_byte=first_touch_cost(profile),
         threads_per_rank=threads_per_rank(profile), dropout_s_per_element=dropout_cost(profile, streaming),
-        pool_wake_s=None if profile.compute.thread_pool is None else profile.compute.thread_pool.wake_s,
+        pool_wake_s=None if pool is None else pool.wake_s,
+        pool_product_wake_s=None if pool is None else pool.product_wake_s,
         matmul_weights=matmul_weight_cost(profile),
         reduce_scatter_staging=device.kind == "cpu", resident_on_touch=device.kind == "cpu")
 

@@ -732,6 +732,9 @@ class HardwareSpec:
     """What a parallel kernel of a CPU rank with two or more threads pays to wake its OpenMP
     workers once the pool is throttled (measured: ``ThreadPoolWake``); None where not measured
     (accelerators, older calibrations). :mod:`simtune.model.thread_pool` says when it applies."""
+    pool_product_wake_s: Optional[float] = None
+    """What a matrix product pays for the same wake-up (measured: ``ThreadPoolWake.product_wake_s``);
+    None: products pay ``pool_wake_s``."""
     calibrated: Optional["HardwareSpec"] = dataclasses.field(default=None, repr=False, compare=False)
     """The layout the profile was measured in, which :meth:`with_ranks_per_node` starts from
     (None: this is it)."""

@@ -133,6 +133,13 @@ class Operators:
         total = layers * count(self.layer_matmuls, self.layer_streaming)
         return total + (count(self.outer_matmuls, self.outer_streaming) if outer else 0)
 
+    def products(self, layers: int, backward: bool, outer: bool = True) -> int:
+        """Of :meth:`kernels`, the BLAS products (a fused attention kernel is not one): one per
+        product forward, two backward (the input's and the weight's gradients)."""
+        def count(matmuls: tuple[Matmul, ...]) -> int:
+            return (2 if backward else 1) * sum(not m.fused_attention for m in matmuls)
+        return layers * count(self.layer_matmuls) + (count(self.outer_matmuls) if outer else 0)
+
 
 def _norm(block: Block, name: str, n: int) -> Streaming:
     """LayerNorm is one fused kernel each way (its backward a second one for the weights);

@@ -18,11 +18,16 @@ and then, per micro-step,
     forward_s  = wake_s x (parallel kernels of the forward  + 2 x hooked modules at stage 3)
     backward_s = wake_s x (parallel kernels of the backward + 2 x hooked modules at stage 3
                            + parallel kernels of the recomputed layers)
+                 + (product_wake_s - wake_s) x (the matrix products among those kernels)
 
 with ``wake_s`` the calibration's measurement (``HardwareSpec.pool_wake_s``: a 65,536-element
-copy at two threads after gaps of 20 and 200 us, throttled minus alone) and the kernels those of
+copy at two threads after gaps of 20 and 200 us, throttled minus alone), ``product_wake_s`` the
+same for matrix products (``HardwareSpec.pool_product_wake_s``: the median over three products of
+4 to 134 MFLOPs; ``wake_s`` where not measured) and the kernels those of
 :mod:`simtune.model.operators` whose tensors reach the grain size (every matrix product; a
-memory-bound operator where its elements per micro-batch do). Stage 3 fetches and releases each
+memory-bound operator where its elements per micro-batch do). A product pays more than a copy
+(benchmarks/results/openmp_wakeups.txt, part 1b: bert-tiny's products 111-180 us more at two
+threads once throttled, the copy about 40). Stage 3 fetches and releases each
 module with parameters once per pass (one parallel copy each way). Counted for bert-tiny at 128
 tokens and micro-batch 4: 119 kernels and 96 fetches and releases, 215 wake-ups a step where the
 benchmark counted 236 sleeps of the training thread.
@@ -58,8 +63,18 @@ def wake_ups(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> tuple[int, int]:
     return forward, backward
 
 
+def product_wake_ups(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> tuple[int, int]:
+    """Of :func:`wake_ups`, the (forward, backward) matrix products."""
+    if not throttled(hw, c):
+        return 0, 0
+    ops = model_operators(m, hw, c.autocast)
+    return (ops.products(m.num_layers, False),
+            ops.products(m.num_layers, True) + ops.products(checkpointed_layers(m, c), False, outer=False))
+
+
 def pool_wake_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> tuple[float, float]:
     """(forward, backward) seconds one micro-step spends waking a throttled pool's workers."""
-    forward, backward = wake_ups(m, hw, c)
     wake = hw.pool_wake_s or 0.0
-    return forward * wake, backward * wake
+    extra = 0.0 if hw.pool_product_wake_s is None else hw.pool_product_wake_s - wake
+    (forward, backward), (products_fwd, products_bwd) = wake_ups(m, hw, c), product_wake_ups(m, hw, c)
+    return forward * wake + products_fwd * extra, backward * wake + products_bwd * extra

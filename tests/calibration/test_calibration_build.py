@@ -257,6 +257,27 @@ def test_a_parallel_copy_timed_alone_and_throttled_gives_the_thread_pool_wake(tm
     older = build_profile(raw_output(), name="older")
     assert older.compute.thread_pool is None and hardware_spec(older).pool_wake_s is None
     assert "thread_pool" not in profile_to_dict(older)["compute"]  # older profiles keep their fingerprint
+    assert loaded.compute.thread_pool.product_wake_s is None and hardware_spec(loaded).pool_product_wake_s is None
+    assert "products" not in profile_to_dict(loaded)["compute"]["thread_pool"]  # nor those without products
+
+
+def test_products_timed_alone_and_throttled_give_the_products_wake(tmp_path):
+    from simtune.model.adapters import hardware_spec
+
+    raw = raw_output()
+    products = [{"rows": 512, "depth": d, "cols": c, "alone": stats(alone), "throttled": stats(throttled)}
+                for d, c, alone, throttled in [(128, 128, 1e-4, 2e-4), (128, 512, 3e-4, 5e-4), (512, 512, 1e-3, 1.05e-3)]]
+    raw["thread_pool"] = {"threads": 2, "elements": 65536, "alone": stats(4e-6), "throttled": stats(3e-5),
+                          "products": products}
+    profile = build_profile(raw, name="pool")
+    save_profile(profile, tmp_path / "pool.json")
+    loaded = load_profile(str(tmp_path / "pool.json"))
+    assert loaded == profile and loaded.compute.thread_pool is not None
+    pool = loaded.compute.thread_pool
+    assert [(p.depth, p.cols) for p in pool.products] == [(128, 128), (128, 512), (512, 512)]
+    assert pool.product_wake_s == pytest.approx(1.1 * 1e-4)  # the median of 110, 220 and 55 us
+    assert hardware_spec(loaded).pool_product_wake_s == pytest.approx(pool.product_wake_s)
+    assert hardware_spec(loaded).pool_wake_s == pytest.approx(pool.wake_s)
 
 
 def test_pairs_of_products_of_equal_flops_give_the_matmul_weight_cost(tmp_path):

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from simtune.calib.thread_pool import PRODUCT_SHAPES
 from simtune.cli import main
 from simtune.hardware import COLLECTIVE_OPS, load_profile
 from simtune.model.adapters import hardware_spec
@@ -81,6 +82,10 @@ def test_quick_two_process_calibration_writes_a_valid_profile(tmp_path, monkeypa
     assert pool.alone.repeats == pool.throttled.repeats >= 50 and pool.alone.min_s > 0
     assert hardware_spec(profile).pool_wake_s == pool.wake_s >= 0
     assert "thread pool wake" in stdout
+    assert [(p.rows, p.depth, p.cols) for p in pool.products] == list(PRODUCT_SHAPES)
+    assert all(p.alone.repeats == p.throttled.repeats >= 50 and p.alone.min_s > 0 for p in pool.products)
+    assert hardware_spec(profile).pool_product_wake_s == pool.product_wake_s >= 0
+    assert "per matrix product" in stdout
 
     port = re.search(r"--master_port (\d+)", " ".join(profile.provenance.notes)).group(1)
     assert glob.glob(f"/dev/shm/deepspeed_allreduce_buffer_*_{port}_*") == []

@@ -4,7 +4,7 @@ import pytest
 
 from simtune.model.adapters import model_spec
 from simtune.model.step_time import estimate_time
-from simtune.model.thread_pool import GRAIN_ELEMENTS, pool_wake_s, throttled, wake_ups
+from simtune.model.thread_pool import GRAIN_ELEMENTS, pool_wake_s, product_wake_ups, throttled, wake_ups
 from simtune.model.inputs import TrainConfig
 from simtune.workloads import load_workload
 
@@ -63,6 +63,23 @@ def test_the_step_pays_each_micro_steps_wake_ups_in_its_forward_and_backward(gpt
     assert a.step_s - b.step_s == pytest.approx(a.thread_pool_s)
     assert a.forward_phase_s - b.forward_phase_s == pytest.approx(3 * forward)
     assert a.backward_phase_s - b.backward_phase_s == pytest.approx(3 * backward)
+
+
+def test_matrix_products_pay_their_own_measured_wake_and_the_other_kernels_the_copys(make_hardware):
+    """A product's wake is timed beside the copy's (simtune.calib.thread_pool). bert-tiny under a
+    fused attention kernel (no BLAS product) runs 6 products a layer forward (q, k, v, output, two
+    MLP) and 2 outside its 2 layers (the MLM transform and head); backward twice as many."""
+    bert = model_spec(load_workload("bert-tiny", seq_len=128))
+    config = TrainConfig(stage=3, micro_batch_size=4, precision="fp32")
+    copy_only, both = cpu(make_hardware, 2), dataclasses.replace(cpu(make_hardware, 2), pool_product_wake_s=4 * WAKE)
+    products = product_wake_ups(bert, both, config)
+    assert products[0] == 2 * 6 + 2 and products[1] == 2 * products[0]
+    assert all(p < k for p, k in zip(products, wake_ups(bert, both, config)))
+    for plain, more, count in zip(pool_wake_s(bert, copy_only, config), pool_wake_s(bert, both, config), products):
+        assert more - plain == pytest.approx(count * 3 * WAKE)
+    recomputing = dataclasses.replace(config, activation_checkpointing=True)
+    assert product_wake_ups(bert, both, recomputing)[1] == products[1] + 2 * 6  # the layers' forward again
+    assert product_wake_ups(bert, both, dataclasses.replace(config, stage=0)) == (0, 0)
 
 
 def test_one_rank_of_the_calibrated_two_pays_where_they_did_not(make_hardware):
