@@ -296,8 +296,14 @@ ZERO_KNOBS = ("sub_group_size",)
 """DeepSpeed ZeRO settings a row's ``parallel`` may carry where the source's config sets them."""
 
 
-def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
-    """The cost model's prediction of one row."""
+HIDING_NOTHING = 1.0 - 1e-9
+"""A collective's share of the device that leaves overlap nothing to hide: the compute beside it
+runs as much longer as the collective lasts (docs/cost-model.md 3.3), the ablation ``main`` prints."""
+
+
+def predict(row: dict[str, Any], source: dict[str, Any], compute_share: float | None = None) -> Prediction:
+    """The cost model's prediction of one row (with ``compute_share``, a collective's share of the
+    device set to it on every profile that overlaps)."""
     profile = as_stated(load_profile(str(profile_of(source["hardware"]["gpu"]))), source["hardware"])
     software = source.get("software") or {}
     profile = with_attention_kernel(profile, software.get("attention_kernel"),
@@ -323,6 +329,8 @@ def predict(row: dict[str, Any], source: dict[str, Any]) -> Prediction:
                                      communication_precision=precision_of(reduce_dtype) if reduce_dtype else None,
                                      optimizer_impl=software.get("optimizer"),
                                      gradient_clipping=software.get("gradient_clipping"))
+    if compute_share is not None and predictor.hardware.collective_compute_share:
+        predictor = predictor.with_hardware(dataclasses.replace(predictor.hardware, collective_compute_share=compute_share))
     if "fsdp" in framework:
         predictor = predictor.with_model(dataclasses.replace(predictor.model, parameter_modules=workload.num_layers + 1))
     if software.get("mlp"):  # how the source's code builds its MLP, where the model type's default is not it
@@ -433,8 +441,9 @@ def main() -> int:
     print("# predicted with the shipped spec profiles and closed-form workloads; tokens/s per GPU")
     rows, skipped, fits, memories, largest = [], [], [], [], []
     doubted: list[tuple[str, dict[str, Any], str, float, float]] = []
+    sources: dict[str, dict[str, Any]] = {}
     for path in sorted(DATA.glob("*.json")):
-        source = json.loads(path.read_text())
+        source = sources[path.stem] = json.loads(path.read_text())
         for row in source["measurements"]:
             reason = skip_reason(row, source)
             if reason is not None:
@@ -485,6 +494,19 @@ def main() -> int:
         print("  multi-GPU rows by the collectives' predicted time over the compute's:")
         for line in by_communication([(int(row["gpus"]), p.communication_share, p.tokens_per_s / published - 1)
                                       for _, row, _, p, published in rows]):
+            print(line)
+        hiding_nothing = [(p.profile, int(row["gpus"]), p.communication_share,
+                           predict(row, sources[name], HIDING_NOTHING).tokens_per_s / published - 1)
+                          for name, row, _, p, published in rows]
+        exposed = [e for *_, e in hiding_nothing]
+        print(f"\nablation, not a fit: the same rows with overlap hiding nothing (a collective's share of the device "
+              f"at 1: the compute beside it waits for it): median |error| {statistics.median(abs(e) for e in exposed):.1%}, "
+              f"MAPE {statistics.mean(abs(e) for e in exposed):.1%}")
+        for profile in sorted(errors):
+            es = [e for name, *_, e in hiding_nothing if name == profile]
+            print(f"  {profile}: {len(es)} rows, median error {statistics.median(es):+.0%}, "
+                  f"MAPE {statistics.mean(abs(e) for e in es):.0%}")
+        for line in by_communication([entry[1:] for entry in hiding_nothing]):
             print(line)
     if doubted:
         everything_too = everything + [t / m - 1 for *_, m, t in doubted]
