@@ -16,19 +16,20 @@ at one thread and 15.0 ms at two with ``OMP_WAIT_POLICY=ACTIVE``). It applies wh
 and then, per micro-step,
 
     forward_s  = wake_s x (parallel kernels of the forward  + 2 x hooked modules at stage 3)
+                 + (product_wake_s - wake_s) x (the forward's matrix products)
     backward_s = wake_s x (parallel kernels of the backward + 2 x hooked modules at stage 3
                            + parallel kernels of the recomputed layers)
-                 + (product_wake_s - wake_s) x (the matrix products among those kernels)
+                 + (product_wake_s - wake_s) x (the backward's and the recomputation's products)
 
 with ``wake_s`` the calibration's measurement (``HardwareSpec.pool_wake_s``: a 65,536-element
 copy at two threads after gaps of 20 and 200 us, throttled minus alone), ``product_wake_s`` the
 same for matrix products (``HardwareSpec.pool_product_wake_s``: the median over three products of
 4 to 134 MFLOPs; ``wake_s`` where not measured) and the kernels those of
 :mod:`simtune.model.operators` whose tensors reach the grain size (every matrix product; a
-memory-bound operator where its elements per micro-batch do). A product pays more than a copy
-(benchmarks/results/openmp_wakeups.txt, part 1b: bert-tiny's products 111-180 us more at two
-threads once throttled, the copy about 40). Stage 3 fetches and releases each
-module with parameters once per pass (one parallel copy each way). Counted for bert-tiny at 128
+memory-bound operator where its elements per micro-batch do). A product pays about twice what a
+copy pays (benchmarks/results/openmp_wakeups_calibration.txt: 57-127 us against 39-54 us at two
+threads, read as the calibration reads them). Stage 3 fetches and releases each module with
+parameters once per pass (one parallel copy each way). Counted for bert-tiny at 128
 tokens and micro-batch 4: 119 kernels and 96 fetches and releases, 215 wake-ups a step where the
 benchmark counted 236 sleeps of the training thread.
 """
