@@ -5,6 +5,8 @@ Run from the repository root (no GPU needed; DS_ACCELERATOR=cpu is set here):
     python benchmarks/engine_profile.py > benchmarks/results/engine_profile.txt
     python benchmarks/engine_profile.py --case gpt2:32:1:2     # one case of your own
     python benchmarks/engine_profile.py --case gpt2:32:1:2 --faults-in scaled_global_norm   # a call's pages
+    python benchmarks/engine_profile.py --top 40 --case bert-tiny:128:0:1:4 --case bert-tiny:128:3:1:4 \
+        --case bert-tiny:128:0:2:4 --case bert-tiny:128:3:2:4 > benchmarks/results/engine_profile_bert_threads.txt
 
 For each case (model, sequence length, ZeRO stage, processes) it launches simtune's training
 program's model and DeepSpeed's engine through the DeepSpeed launcher, trains three steps
@@ -88,6 +90,8 @@ def count_reduction_faults(engine: object, into: list[dict[str, int]]) -> None:
 
 FAULTS_IN_ENV = "SIMTUNE_PROFILE_FAULTS_IN"
 """How main passes ``--faults-in`` to the ranks (the training program's arguments are its own)."""
+TOP_OPS_ENV = "SIMTUNE_PROFILE_TOP_OPS"
+"""How main passes ``--top``, the operators rank 0 lists (:data:`TOP_OPS` unless set)."""
 
 
 def count_faults_in(engine: object, names: list[str], into: list[dict[str, int]]) -> None:
@@ -188,7 +192,8 @@ def rank_program(argv: list[str]) -> int:
             print("  in named calls (median per step): " + ", ".join(f"{n} {within[n]:.0f} MiB" for n in names))
         print("operators by their own time over the 2 profiled steps (the engine calls' own rows are the time spent "
               "outside operators: Python, waits, collectives run outside torch):")
-        rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:TOP_OPS]
+        top = int(os.environ.get(TOP_OPS_ENV) or TOP_OPS)
+        rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
         for e in rows:
             print(f"  {e.key:<44} {e.self_cpu_time_total / 1e3 / 2:9.1f} ms per step  {e.count // 2:5d} calls per step")
         print(f"the {TOP_SHAPES} largest calls of the copying operators by input shapes (first shapes shown):")
@@ -226,11 +231,12 @@ def main(argv: list[str]) -> int:
                         help="also count the pages a call touches first (repeatable): a method of the engine's "
                              "optimizer, e.g. scaled_global_norm, or module:function, e.g. "
                              "deepspeed.runtime.zero.stage_1_and_2:all_gather_dp_groups")
+    parser.add_argument("--top", type=int, default=TOP_OPS, help=f"operators listed per case (default {TOP_OPS})")
     args = parser.parse_args(argv)
     print(f"# command: python benchmarks/engine_profile.py{''.join(' ' + a for a in argv)}")
     print(f"# machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"{datetime.datetime.now().isoformat(timespec='seconds')}; load average {os.getloadavg()[0]:.2f}\n")
-    env = dict(os.environ, DS_ACCELERATOR="cpu", **{FAULTS_IN_ENV: ",".join(args.faults_in)})
+    env = dict(os.environ, DS_ACCELERATOR="cpu", **{FAULTS_IN_ENV: ",".join(args.faults_in), TOP_OPS_ENV: str(args.top)})
     deepspeed = Path(sys.executable).with_name("deepspeed")
     for model, seq, stage, ranks, mbs, gas in args.case or CASES:
         with tempfile.TemporaryDirectory() as tmp, socket.socket() as sock:
