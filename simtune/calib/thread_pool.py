@@ -91,17 +91,17 @@ def wake_cost(dist: Any, device: Device, rank: int, quick: bool) -> Optional[dic
         threads = torch.get_num_threads()
         torch.set_num_threads(THREADS)
         try:
-            count, products = (COPIES // 2, PRODUCTS // 2) if quick else (COPIES, PRODUCTS)
+            count, product_count = (COPIES // 2, PRODUCTS // 2) if quick else (COPIES, PRODUCTS)
             x, y = torch.ones(ELEMENTS), torch.ones(ELEMENTS)
             calls = _products()
             timed_copies(x, y, 20)
             alone = timed_copies(x, y, count)
-            products_alone = _timed_products(calls, products)
+            products_alone = _timed_products(calls, product_count)
             out = torch.empty(ELEMENTS)
             dist.all_gather_into_tensor(out, torch.ones(ELEMENTS), group=group)
             timed_copies(x, y, 20)
             throttled = timed_copies(x, y, count)
-            products_throttled = _timed_products(calls, products)
+            products_throttled = _timed_products(calls, product_count)
         finally:
             torch.set_num_threads(threads)
         result = {"threads": THREADS, "elements": ELEMENTS, "alone": stats(alone), "throttled": stats(throttled),

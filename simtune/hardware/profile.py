@@ -184,6 +184,11 @@ class AttentionRate:
     """What the rates are: the shape measured, or the published figure and its source."""
 
 
+def _wake_s(alone: Stats, throttled: Stats) -> float:
+    """What a throttled pool adds to a call: the medians' difference (0 if negative)."""
+    return max(0.0, throttled.median_s - alone.median_s)
+
+
 @dataclass(frozen=True)
 class ProductWake:
     """A matrix product of [rows, depth] by the transpose of [cols, depth] (a linear layer's
@@ -198,7 +203,7 @@ class ProductWake:
     @property
     def wake_s(self) -> float:
         """The medians' difference (0 if negative)."""
-        return max(0.0, self.throttled.median_s - self.alone.median_s)
+        return _wake_s(self.alone, self.throttled)
 
 
 @dataclass(frozen=True)
@@ -220,7 +225,7 @@ class ThreadPoolWake:
     @property
     def wake_s(self) -> float:
         """What the wake-up adds to one parallel kernel: the medians' difference (0 if negative)."""
-        return max(0.0, self.throttled.median_s - self.alone.median_s)
+        return _wake_s(self.alone, self.throttled)
 
     @property
     def product_wake_s(self) -> Optional[float]:

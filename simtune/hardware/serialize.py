@@ -75,15 +75,13 @@ def profile_to_dict(profile: HardwareProfile) -> dict:
     collectives = data["collectives"]
     fits = [fit for table in ("intra_node", "inter_node") for fit in collectives[table].values()]
     optimizer_fits = list(data["optimizer"]["fits"].values())
+    pool = data["compute"].get("thread_pool") if isinstance(data["compute"], dict) else None
     for owner, key in [(data["framework"], "param_pass_s"), (data["compute"], "weight_points"),
-                       (data["compute"], "attention"), (data["compute"], "thread_pool"),
+                       (data["compute"], "attention"), (pool, "products"), (data["compute"], "thread_pool"),
                        (collectives, "compute_share"),
                        *((fit, "tail_points") for fit in fits), *((fit, "zero_state") for fit in optimizer_fits)]:
         if isinstance(owner, dict) and not owner.get(key):
             owner.pop(key, None)
-    pool = data["compute"].get("thread_pool") if isinstance(data["compute"], dict) else None
-    if isinstance(pool, dict) and not pool.get("products"):
-        pool.pop("products", None)
     framework = data["framework"]
     if isinstance(framework, dict) and framework.get("zero3_module_backward_s") == framework.get("zero3_module_s"):
         framework.pop("zero3_module_backward_s", None)

@@ -75,6 +75,8 @@ def product_wake_ups(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> tuple[in
 
 def pool_wake_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> tuple[float, float]:
     """(forward, backward) seconds one micro-step spends waking a throttled pool's workers."""
+    if not throttled(hw, c):
+        return 0.0, 0.0
     wake = hw.pool_wake_s or 0.0
     extra = 0.0 if hw.pool_product_wake_s is None else hw.pool_product_wake_s - wake
     (forward, backward), (products_fwd, products_bwd) = wake_ups(m, hw, c), product_wake_ups(m, hw, c)
