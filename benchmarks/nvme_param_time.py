@@ -24,7 +24,6 @@ Each launch trains 10 steps and counts the last 6. Needs DeepSpeed's async_io op
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import importlib
@@ -38,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from param_swap_counts import (RANKS, SHAPE, ds_config, engine_and_batches, launch_ranks, modelled_run,
+from param_swap_counts import (RANKS, SHAPE, ds_config, engine_and_batches, folder_parser, launch_ranks, modelled_run,
                                nvme_offload, own_arguments)
 
 STEPS, COUNTED = 10, 6
@@ -127,8 +126,7 @@ def main() -> int:
     argv = own_arguments(rank_program)
     if argv is None:
         return 0
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--folder", default="/tmp", help="where the swap files go")
+    parser = folder_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     print(f"# command: python benchmarks/nvme_param_time.py --folder {args.folder} --rounds {args.rounds}")

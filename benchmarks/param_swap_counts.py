@@ -64,6 +64,13 @@ def own_arguments(rank_program: Callable[[str, str, str], None]) -> list[str] | 
     return argv
 
 
+def folder_parser(doc: str) -> argparse.ArgumentParser:
+    """The script's argument parser (described by its docstring's first line), with ``--folder``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--folder", default="/tmp", help="where the swap files go")
+    return parser
+
+
 def engine_and_batches(config_path: str, model_path: str) -> tuple:
     """DeepSpeed's engine over the shape at ``model_path`` with the config at ``config_path``, its
     synthetic batches of :data:`MBS` x :data:`SEQ` tokens, and what must outlive the training."""
@@ -152,8 +159,7 @@ def main() -> int:
     argv = own_arguments(rank_program)
     if argv is None:
         return 0
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--folder", default="/tmp", help="where the swap files go")
+    parser = folder_parser(__doc__)
     parser.add_argument("--read-gbps", type=float, default=3.89, help="the node's calibrated NVMe read rate")
     args = parser.parse_args(argv)
     print(f"Command: python benchmarks/param_swap_counts.py --folder {args.folder} --read-gbps {args.read_gbps}")
