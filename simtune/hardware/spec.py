@@ -195,6 +195,12 @@ NCCL_SOURCES = (
     "arXiv 2507.03114 (Characterizing Compute-Communication Overlap in GPU-Accelerated Distributed Deep Learning), "
     "abstract: on GPT and Llama models over 4 A100, H100, MI250 or MI210, overlapped communication slowed the "
     "computation by 18.9% on average, 40.0% at most",
+    "Echo (Feng et al., arXiv 2412.12487), Table 2: one 8-GPU A100 node under PyTorch DDP, a GEMM beside a 25 MB "
+    "all-reduce ran 1.269 times as long as alone (24/108 SMs gives 1.29), the common kernels 1.378 on average "
+    "(sum 1.508, gradient 1.613); Table 3: the GEMM 1.134-1.178 on an A800 by CUDA version",
+    "NVIDIA/nccl issue #1428: on A100-SXM4-80GB a GEMM overlapped with an all-gather in GPT training took 2.08 ms "
+    "against 1.18 ms alone; NCCL's maintainer puts it in memory bandwidth (NVLink traffic costs 2-3x as much HBM "
+    "traffic)",
 )
 HOPPER_STREAMING_16BIT = 0.65
 """simtune calibrate on one H200 (benchmarks/results/gpu/h200-2026-12-04-kit and -search): the
