@@ -383,8 +383,9 @@ def _assumptions(sheet: SpecSheet) -> dict[str, str]:
            if sheet.streaming_16bit_efficiency != MEMORY_EFFICIENCY else " (no 16-bit measurement: as fp32)")
         + "; stated as GELU forward+backward rates (5 elements moved per element)",
         "collective_compute_share": f"{NCCL_BLOCKS} NCCL blocks of the GPU's {sheet.sms} SMs "
-        f"({NCCL_BLOCKS / sheet.sms:.2f}): compute beside a running collective runs that much slower "
-        "(the block count measured on an H100, assumed elsewhere)",
+        f"({NCCL_BLOCKS / sheet.sms:.2f}) (the block count measured on an H100, assumed elsewhere); compute "
+        "beside a running collective runs slower by the larger of it and the share of the memory bandwidth "
+        "the collective's traffic takes, 3 bytes of HBM per byte of bus bandwidth (simtune.model.overlap)",
         "intra_node_latency_s": f"{INTRA_NODE_LATENCY_S} (order of nccl-tests small-message times on NVLink)",
         "inter_node_latency_s": f"{INTER_NODE_LATENCY_S} (order of small-message times over InfiniBand)",
         "inter_node_network": nic

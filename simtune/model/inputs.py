@@ -675,8 +675,9 @@ class HardwareSpec:
     overlap_capable: bool = True
     """False where communication cannot run beside compute (DeepSpeed on CPU has no streams)."""
     collective_compute_share: float = 0.0
-    """The share of the device's compute a collective running beside it takes (NCCL's channels
-    hold SMs), so overlapped compute runs that much slower while it runs."""
+    """The share of the device's SMs a collective running beside the compute holds (NCCL's channels
+    are thread blocks); overlapped compute runs slower by the larger of it and the share of the
+    memory bandwidth the collective's traffic takes (:func:`simtune.model.overlap.collective_share`)."""
     host_memory_bytes: Optional[int] = None
     """Host memory per node, checked against offloaded states when given."""
     nvme_read_bytes_per_s: Optional[float] = None

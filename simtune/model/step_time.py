@@ -22,9 +22,9 @@ the step call); the boundary reduction of stages 0/1 runs inside the engine's ba
 
 Overlap (overlap_comm, on hardware that can run communication beside compute): the
 overlappable communication of a phase runs beside its compute except its last call, which
-starts when the compute ends; while a collective runs it holds a share f of the device's compute
-(``HardwareSpec.collective_compute_share``: NCCL's channels are thread blocks on SMs), so the
-compute beside it runs that much slower:
+starts when the compute ends; while a collective runs it holds a share f of the device
+(:func:`simtune.model.overlap.collective_share`: the SMs NCCL's channels hold, or the memory
+bandwidth its traffic takes, whichever is larger), so the compute beside it runs that much slower:
 
     phase_s = max(compute_s + f x min(compute_s, comm_s - last_call_s), comm_s - last_call_s)
               + last_call_s
@@ -47,6 +47,7 @@ from simtune.model.fresh_memory import first_touch_s
 from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
 from simtune.model.links import ring_collectives
 from simtune.model.optimizer_time import offload_transfer_s, optimizer_s, steps_model_tensors
+from simtune.model.overlap import collective_share, side_by_side
 from simtune.model.shards import Shards, shards
 from simtune.model.thread_pool import pool_wake_s
 
@@ -96,14 +97,6 @@ STEP_TERMS = (("forward", "forward"), ("backward", "backward"), ("recompute", "r
               ("first_touch", "first-touch page faults"), ("thread_pool", "thread pool wake-ups"))
 """(TimeEstimate attribute without ``_s``, label) of the terms that add up to the step:
 exposed communication = gradient reduction + parameter gathers - what overlap hid."""
-
-
-def _side_by_side(compute_s: float, comm_s: float, last_call_s: float, share: float = 0.0) -> float:
-    if comm_s <= 0.0:
-        return compute_s
-    last = min(last_call_s, comm_s)
-    beside = comm_s - last
-    return max(compute_s + share * min(compute_s, beside), beside) + last
 
 
 def _reduce_calls(m: ModelSpec, c: TrainConfig) -> int:
@@ -319,11 +312,11 @@ def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
     rec = ct.micro_recompute_s(model, hardware, c)
     comm = communication(model, s, hardware, c)
     overlap = c.overlap and hardware.overlap_capable
-    share = hardware.collective_compute_share
+    share = collective_share(hardware, c) if overlap else 0.0
     prefetch = overlap and c.stage == 3 and c.stage3_prefetch_bucket_size > 0
 
     if prefetch:
-        fwd_phase = _side_by_side(fwd, comm.gather_forward_s, comm.gather_first_call_s, share)
+        fwd_phase = side_by_side(fwd, comm.gather_forward_s, comm.gather_first_call_s, share)
         bwd_serial, bwd_hidable = bwd + rec, comm.reduce_per_micro_s + comm.gather_backward_s
     else:
         fwd_phase = fwd + comm.gather_forward_s
@@ -332,7 +325,7 @@ def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
     def backward_phase(extra_reduce_s: float) -> float:
         hidable = bwd_hidable + extra_reduce_s
         if overlap:
-            return _side_by_side(bwd_serial, hidable, comm.reduce_last_call_s, share)
+            return side_by_side(bwd_serial, hidable, comm.reduce_last_call_s, share)
         return bwd_serial + hidable
 
     boundary_in_hooks = comm.reduce_at_boundary_s if c.stage == 1 and overlap else 0.0

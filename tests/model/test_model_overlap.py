@@ -1,0 +1,63 @@
+"""What a collective beside the compute takes from it: the SMs NCCL holds or the memory bandwidth
+its traffic takes, whichever is larger."""
+
+import dataclasses
+
+import pytest
+
+from simtune.model.inputs import CollectiveCost, Collectives, TrainConfig
+from simtune.model.overlap import HBM_BYTES_PER_BUS_BYTE, LARGEST_SHARE, collective_share, memory_share, side_by_side
+from simtune.model.step_time import estimate_time
+
+NODE = dict(stage=3, micro_batch_size=4, dp_degree=8, overlap_comm=True)
+
+
+def links(bandwidth: float) -> Collectives:
+    link = CollectiveCost(latency_s=20e-6, bandwidth_bytes_per_s=bandwidth)
+    return Collectives(link, link, link)
+
+
+def test_the_phase_runs_the_compute_slowed_while_all_but_the_last_call_run_beside_it():
+    assert side_by_side(10.0, 4.0, 1.0, 0.2) == pytest.approx(10.0 + 0.2 * 3.0 + 1.0)  # compute-bound
+    assert side_by_side(2.0, 9.0, 1.0, 0.2) == pytest.approx(8.0 + 1.0)  # the slowed compute still hides
+    assert side_by_side(5.0, 0.0, 0.0, 0.5) == 5.0
+
+
+def test_within_a_node_the_memory_traffic_takes_more_than_the_sms(make_hardware):
+    # an A100-like node: 240 GB/s of bus bandwidth against 1.6 TB/s that kernels stream
+    hw = make_hardware(collectives=links(240e9), streaming_bytes_per_s=1.6e12, collective_compute_share=24 / 108)
+    c = TrainConfig(**NODE)
+    assert memory_share(hw, c) == pytest.approx(HBM_BYTES_PER_BUS_BYTE * 240e9 / 1.6e12)
+    assert collective_share(hw, c) == pytest.approx(0.45)
+
+
+def test_a_ring_over_a_slow_network_leaves_the_sms_share(make_hardware):
+    hw = make_hardware(collectives=links(240e9), inter_node_collectives=links(12.5e9), ranks_per_node=8, nodes=2,
+                       streaming_bytes_per_s=1.6e12, collective_compute_share=24 / 108)
+    within, across = TrainConfig(**NODE), TrainConfig(**{**NODE, "dp_degree": 16})
+    assert memory_share(hw, across) == pytest.approx(3 * 12.5e9 / 1.6e12)
+    assert collective_share(hw, across) == pytest.approx(24 / 108)
+    assert collective_share(hw, within) == pytest.approx(0.45)
+
+
+def test_no_share_without_a_collective_or_a_streaming_rate_and_never_the_whole_device(make_hardware):
+    hw = make_hardware(collectives=links(240e9), streaming_bytes_per_s=1.6e12, collective_compute_share=0.1)
+    assert memory_share(hw, TrainConfig(**{**NODE, "dp_degree": 1})) == 0.0
+    unknown = dataclasses.replace(hw, streaming_bytes_per_s=None)
+    assert collective_share(unknown, TrainConfig(**NODE)) == pytest.approx(0.1)
+    slow_memory = dataclasses.replace(hw, streaming_bytes_per_s=100e9)  # 3 x 240 GB/s is more than it has
+    assert collective_share(slow_memory, TrainConfig(**NODE)) == LARGEST_SHARE
+
+
+def test_the_memory_share_slows_the_overlapped_step_and_only_where_overlap_runs(gpt2, make_hardware, monkeypatch):
+    import simtune.model.overlap as overlap
+
+    hw = make_hardware(collectives=links(240e9), streaming_bytes_per_s=1.6e12, collective_compute_share=24 / 108)
+    c, serial = TrainConfig(**NODE), TrainConfig(**{**NODE, "overlap_comm": False})
+    memory, memory_serial = estimate_time(gpt2, hw, c), estimate_time(gpt2, hw, serial)
+    monkeypatch.setattr(overlap, "HBM_BYTES_PER_BUS_BYTE", 0.0)  # the SMs' share alone
+    sms, sms_serial = estimate_time(gpt2, hw, c), estimate_time(gpt2, hw, serial)
+    assert memory.step_s > sms.step_s and memory.hidden_comm_s < sms.hidden_comm_s
+    # what overlap hides shrinks by no more than the extra share of what ran beside the compute
+    assert memory.step_s - sms.step_s <= (0.45 - 24 / 108) * (sms.param_gather_s + sms.grad_reduce_s) + 1e-12
+    assert memory_serial.step_s == sms_serial.step_s
