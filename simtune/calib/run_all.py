@@ -172,6 +172,8 @@ def measure(quick: bool = False, local_rank: int | None = None, after_baseline=N
             "host": socket.gethostname(),
             "device_kind": device.kind,
             "device_name": device.name,
+            "multiprocessors": (torch.cuda.get_device_properties(device.torch_device).multi_processor_count
+                                if device.kind == "cuda" else None),
             "world_size": world,
             "ranks_per_node": ranks_per_node,
             "nodes": nodes,

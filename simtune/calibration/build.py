@@ -34,6 +34,7 @@ from typing import Mapping, Optional
 
 from simtune.calibration.fit import FitError, fit_collective, fit_line, stats_from_dict
 from simtune.errors import SimtuneError
+from simtune.hardware.spec import NCCL_BLOCKS
 from simtune.hardware.profile import (
     SCHEMA_VERSION,
     AttentionRate,
@@ -224,6 +225,8 @@ def _collectives(raw: Mapping, env: Mapping) -> CollectivesProfile:
     backend = env.get("backend")
     if not raw.get("applicable"):
         return CollectivesProfile(False, raw.get("reason", "not applicable"), backend, {}, {})
+    sms = env.get("multiprocessors") if env.get("device_kind") == "cuda" else None
+    share = NCCL_BLOCKS / int(sms) if sms else None  # the SMs NCCL's channels hold (docs/cost-model.md 3.3)
     intra: dict[str, CollectiveFit] = {}
     inter: dict[str, CollectiveFit] = {}
     for key in ("world", "intra_node"):
@@ -232,13 +235,13 @@ def _collectives(raw: Mapping, env: Mapping) -> CollectivesProfile:
     nodes, per_node = int(env["nodes"]), int(env["ranks_per_node"])
     if nodes == 1:
         return CollectivesProfile(True, f"measured on {env['world_size']} ranks of one node ({backend})", backend,
-                                  intra, inter)
+                                  intra, inter, compute_share=share)
     within = (f"intra-node from each node's {per_node} ranks at once" if intra
               else "intra-node not applicable (one rank per node)")
     grouping = env.get("node_grouping", "hostname")
     note = (f"measured on {nodes} nodes x {per_node} ranks ({backend}, nodes grouped by {grouping}): "
             f"inter-node from all {nodes * per_node} ranks, {within}")
-    return CollectivesProfile(True, note, backend, intra, inter)
+    return CollectivesProfile(True, note, backend, intra, inter, compute_share=share)
 
 
 def _copy_rate(points: tuple[CopyPoint, ...], direction: str, notes: list[str]) -> Optional[float]:

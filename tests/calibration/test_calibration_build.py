@@ -404,3 +404,18 @@ def test_copy_times_that_do_not_grow_with_size_leave_the_largest_copys_rate_and_
     assert memory_bw == pytest.approx(2 * 2**26 / 8e-3)
     assert notes == ["The host_memcpy copy times did not grow with size, so no bandwidth can be fitted (rerun "
                      "calibration). The largest host_memcpy copy's own rate stands in."]
+
+
+def test_a_cuda_calibration_keeps_the_sms_nccl_holds_and_a_cpu_one_none():
+    """NCCL runs a channel per thread block: a CUDA calibration reads the GPU's SM count and keeps
+    NCCL's blocks over it as the collectives' share of the device; CPU ranks hold no SMs."""
+    from simtune.hardware.spec import NCCL_BLOCKS
+
+    raw = raw_output()
+    raw["environment"].update(device_kind="cuda", multiprocessors=132)
+    assert build_profile(raw, date="2026-01-01").collectives.compute_share == pytest.approx(NCCL_BLOCKS / 132)
+    raw["environment"].update(device_kind="cpu", multiprocessors=None)
+    assert build_profile(raw, date="2026-01-01").collectives.compute_share is None
+    raw["environment"].update(device_kind="cuda")
+    del raw["environment"]["multiprocessors"]  # an older calibration program's output
+    assert build_profile(raw, date="2026-01-01").collectives.compute_share is None
