@@ -22,13 +22,24 @@ on average and a user's GPT run on A100-SXM4-80GB (nccl issue #1428) a GEMM at 1
 against 1.18) and attention at 1.83; a DGX H100 (360 GB/s, 2.68 TB/s) gives 0.40 (1.68 times), an
 HGX H200 (360 GB/s, 3.84 TB/s) 0.28, a DGX-2 V100 (120 GB/s, 0.72 TB/s) 0.50. Smaller messages
 than the large-message bus bandwidth assumes take less: Echo's GEMM beside a 25 MB all-reduce ran
-1.27 times as long (Table 2). The phase time is then :func:`side_by_side`.
+1.27 times as long (Table 2). So each phase's memory share is scaled by the part of its
+collectives' time that moves bytes, the rest being per-call latency, which holds the SMs but moves
+little (:func:`phase_shares`):
+
+    f_phase = max(sm_share, memory_share x bandwidth_s / (bandwidth_s + calls x latency_s))
+
+The phase time is then :func:`side_by_side`.
 """
 
 from __future__ import annotations
 
-from simtune.model.inputs import HardwareSpec, TrainConfig
+import dataclasses
+from dataclasses import dataclass
+
+from simtune.model.comm_time import CommTimes, communication
+from simtune.model.inputs import CollectiveCost, Collectives, HardwareSpec, ModelSpec, TrainConfig
 from simtune.model.links import ring_collectives
+from simtune.model.shards import Shards
 
 HBM_BYTES_PER_BUS_BYTE = 3.0
 """Bytes of device memory traffic per byte of bus bandwidth a ring collective moves: the received
@@ -48,9 +59,49 @@ def memory_share(hw: HardwareSpec, c: TrainConfig) -> float:
     return min(LARGEST_SHARE, HBM_BYTES_PER_BUS_BYTE * ring.allgather.bandwidth_bytes_per_s / hw.streaming_bytes_per_s)
 
 
-def collective_share(hw: HardwareSpec, c: TrainConfig) -> float:
-    """f above: the share of the device a collective running beside the compute takes."""
-    return max(hw.collective_compute_share, memory_share(hw, c))
+def collective_share(hw: HardwareSpec, c: TrainConfig, moving: float = 1.0) -> float:
+    """f above: the share of the device a collective running beside the compute takes, for
+    collectives that spend ``moving`` of their time moving bytes at the bus bandwidth."""
+    return max(hw.collective_compute_share, moving * memory_share(hw, c))
+
+
+@dataclass(frozen=True)
+class PhaseShares:
+    """The share of the device the collectives beside each phase's compute take."""
+
+    forward: float
+    backward: float
+
+
+def without_latency(hw: HardwareSpec) -> HardwareSpec:
+    """``hw`` with collectives that cost their bytes only: what part of a call moves data."""
+    def costs(group: Collectives | None) -> Collectives | None:
+        if group is None:
+            return None
+        free = {name: dataclasses.replace(getattr(group, name), latency_s=0.0)
+                for name in ("allreduce", "allgather", "reduce_scatter")}
+        return Collectives(**free)
+
+    return dataclasses.replace(hw, collectives=costs(hw.collectives),
+                               inter_node_collectives=costs(hw.inter_node_collectives))
+
+
+def _moving(total_s: float, bandwidth_s: float) -> float:
+    return min(1.0, bandwidth_s / total_s) if total_s > 0 else 1.0
+
+
+def phase_shares(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig, comm: CommTimes) -> PhaseShares:
+    """:func:`collective_share` of the forward's gathers and of the backward's reductions and
+    gathers, each with the part of their time ``comm`` spends moving bytes."""
+    sms, memory = hw.collective_compute_share, memory_share(hw, c)
+    if memory <= sms:
+        return PhaseShares(sms, sms)
+    bytes_only = communication(m, s, without_latency(hw), c)
+    backward = comm.reduce_per_micro_s + comm.reduce_at_boundary_s + comm.gather_backward_s
+    backward_bytes = bytes_only.reduce_per_micro_s + bytes_only.reduce_at_boundary_s + bytes_only.gather_backward_s
+    return PhaseShares(
+        forward=max(sms, memory * _moving(comm.gather_forward_s, bytes_only.gather_forward_s)),
+        backward=max(sms, memory * _moving(backward, backward_bytes)))
 
 
 def side_by_side(compute_s: float, comm_s: float, last_call_s: float, share: float = 0.0) -> float:

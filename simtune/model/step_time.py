@@ -47,7 +47,7 @@ from simtune.model.fresh_memory import first_touch_s
 from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
 from simtune.model.links import ring_collectives
 from simtune.model.optimizer_time import offload_transfer_s, optimizer_s, steps_model_tensors
-from simtune.model.overlap import collective_share, side_by_side
+from simtune.model.overlap import PhaseShares, phase_shares, side_by_side
 from simtune.model.shards import Shards, shards
 from simtune.model.thread_pool import pool_wake_s
 
@@ -312,11 +312,11 @@ def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
     rec = ct.micro_recompute_s(model, hardware, c)
     comm = communication(model, s, hardware, c)
     overlap = c.overlap and hardware.overlap_capable
-    share = collective_share(hardware, c) if overlap else 0.0
+    share = phase_shares(model, s, hardware, c, comm) if overlap else PhaseShares(0.0, 0.0)
     prefetch = overlap and c.stage == 3 and c.stage3_prefetch_bucket_size > 0
 
     if prefetch:
-        fwd_phase = side_by_side(fwd, comm.gather_forward_s, comm.gather_first_call_s, share)
+        fwd_phase = side_by_side(fwd, comm.gather_forward_s, comm.gather_first_call_s, share.forward)
         bwd_serial, bwd_hidable = bwd + rec, comm.reduce_per_micro_s + comm.gather_backward_s
     else:
         fwd_phase = fwd + comm.gather_forward_s
@@ -325,7 +325,7 @@ def estimate_time(model: ModelSpec, hardware: HardwareSpec, config: TrainConfig,
     def backward_phase(extra_reduce_s: float) -> float:
         hidable = bwd_hidable + extra_reduce_s
         if overlap:
-            return side_by_side(bwd_serial, hidable, comm.reduce_last_call_s, share)
+            return side_by_side(bwd_serial, hidable, comm.reduce_last_call_s, share.backward)
         return bwd_serial + hidable
 
     boundary_in_hooks = comm.reduce_at_boundary_s if c.stage == 1 and overlap else 0.0

@@ -5,15 +5,18 @@ import dataclasses
 
 import pytest
 
+from simtune.model.comm_time import communication
 from simtune.model.inputs import CollectiveCost, Collectives, TrainConfig
-from simtune.model.overlap import HBM_BYTES_PER_BUS_BYTE, LARGEST_SHARE, collective_share, memory_share, side_by_side
+from simtune.model.overlap import (HBM_BYTES_PER_BUS_BYTE, LARGEST_SHARE, collective_share, memory_share,
+                                   phase_shares, side_by_side)
+from simtune.model.shards import shards
 from simtune.model.step_time import estimate_time
 
 NODE = dict(stage=3, micro_batch_size=4, dp_degree=8, overlap_comm=True)
 
 
-def links(bandwidth: float) -> Collectives:
-    link = CollectiveCost(latency_s=20e-6, bandwidth_bytes_per_s=bandwidth)
+def links(bandwidth: float, latency_s: float = 20e-6) -> Collectives:
+    link = CollectiveCost(latency_s=latency_s, bandwidth_bytes_per_s=bandwidth)
     return Collectives(link, link, link)
 
 
@@ -52,7 +55,8 @@ def test_no_share_without_a_collective_or_a_streaming_rate_and_never_the_whole_d
 def test_the_memory_share_slows_the_overlapped_step_and_only_where_overlap_runs(gpt2, make_hardware, monkeypatch):
     import simtune.model.overlap as overlap
 
-    hw = make_hardware(collectives=links(240e9), streaming_bytes_per_s=1.6e12, collective_compute_share=24 / 108)
+    hw = make_hardware(collectives=links(240e9, latency_s=0.0), streaming_bytes_per_s=1.6e12,
+                       collective_compute_share=24 / 108)
     c, serial = TrainConfig(**NODE), TrainConfig(**{**NODE, "overlap_comm": False})
     memory, memory_serial = estimate_time(gpt2, hw, c), estimate_time(gpt2, hw, serial)
     monkeypatch.setattr(overlap, "HBM_BYTES_PER_BUS_BYTE", 0.0)  # the SMs' share alone
@@ -61,3 +65,19 @@ def test_the_memory_share_slows_the_overlapped_step_and_only_where_overlap_runs(
     # what overlap hides shrinks by no more than the extra share of what ran beside the compute
     assert memory.step_s - sms.step_s <= (0.45 - 24 / 108) * (sms.param_gather_s + sms.grad_reduce_s) + 1e-12
     assert memory_serial.step_s == sms_serial.step_s
+
+
+def test_collectives_that_mostly_wait_on_latency_take_less_memory(gpt2, make_hardware):
+    """GPT-2's ZeRO-3 gathers are one call per tensor of at most a few MB: at 20 us a call their
+    time is mostly latency, which holds NCCL's SMs but moves few bytes."""
+    c = TrainConfig(**NODE)
+    for latency_s, expect_memory in ((0.0, True), (200e-6, False)):
+        hw = make_hardware(collectives=links(240e9, latency_s), streaming_bytes_per_s=1.6e12,
+                           collective_compute_share=24 / 108)
+        comm = communication(gpt2, shards(gpt2, c), hw, c)
+        shares = phase_shares(gpt2, shards(gpt2, c), hw, c, comm)
+        if expect_memory:
+            assert shares.forward == shares.backward == pytest.approx(0.45)
+        else:
+            assert 24 / 108 <= shares.forward < 0.45 and 24 / 108 <= shares.backward < 0.45
+    assert collective_share(hw, c, moving=0.5) == pytest.approx(max(24 / 108, 0.225))
