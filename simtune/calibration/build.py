@@ -34,7 +34,6 @@ from typing import Mapping, Optional
 
 from simtune.calibration.fit import FitError, fit_collective, fit_line, stats_from_dict
 from simtune.errors import SimtuneError
-from simtune.hardware.spec import NCCL_BLOCKS
 from simtune.hardware.profile import (
     SCHEMA_VERSION,
     AttentionRate,
@@ -59,6 +58,7 @@ from simtune.hardware.profile import (
     SizePoint,
     ThreadPoolWake,
 )
+from simtune.hardware.spec import NCCL_BLOCKS
 
 RAW_SCHEMA = 1
 HOST_OPTIMIZER_PREFERENCE = (

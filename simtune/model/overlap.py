@@ -37,7 +37,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from simtune.model.comm_time import CommTimes, communication
-from simtune.model.inputs import CollectiveCost, Collectives, HardwareSpec, ModelSpec, TrainConfig
+from simtune.model.inputs import Collectives, HardwareSpec, ModelSpec, TrainConfig
 from simtune.model.links import ring_collectives
 from simtune.model.shards import Shards
 
