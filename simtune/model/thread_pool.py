@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from simtune.model.checkpointing import checkpointed_layers
 from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
-from simtune.model.operators import model_operators
+from simtune.model.operators import Operators, model_operators
 
 GRAIN_ELEMENTS = 32768
 """torch's ``at::internal::GRAIN_SIZE``: element-wise kernels below it run on the calling thread."""
@@ -51,11 +51,7 @@ def throttled(hw: HardwareSpec, c: TrainConfig) -> bool:
     return c.stage == 3 or (c.stage in (1, 2) and c.dp_degree > 1)
 
 
-def wake_ups(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> tuple[int, int]:
-    """(forward, backward) wake-ups of one micro-step where the pool is throttled, else (0, 0)."""
-    if not throttled(hw, c):
-        return 0, 0
-    ops = model_operators(m, hw, c.autocast)
+def _kernel_wake_ups(ops: Operators, m: ModelSpec, c: TrainConfig) -> tuple[int, int]:
     grain, mbs = GRAIN_ELEMENTS * c.mp_degree, c.micro_batch_size  # a rank holds 1/mp of the elements
     modules = 2 * m.hooked_modules if c.stage == 3 else 0
     forward = ops.kernels(m.num_layers, False, min_elements=grain, samples=mbs) + modules
@@ -64,20 +60,34 @@ def wake_ups(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> tuple[int, int]:
     return forward, backward
 
 
+def _product_wake_ups(ops: Operators, m: ModelSpec, c: TrainConfig) -> tuple[int, int]:
+    return (ops.products(m.num_layers, False),
+            ops.products(m.num_layers, True) + ops.products(checkpointed_layers(m, c), False, outer=False))
+
+
+def wake_ups(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> tuple[int, int]:
+    """(forward, backward) wake-ups of one micro-step where the pool is throttled, else (0, 0)."""
+    if not throttled(hw, c):
+        return 0, 0
+    return _kernel_wake_ups(model_operators(m, hw, c.autocast), m, c)
+
+
 def product_wake_ups(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> tuple[int, int]:
     """Of :func:`wake_ups`, the (forward, backward) matrix products."""
     if not throttled(hw, c):
         return 0, 0
-    ops = model_operators(m, hw, c.autocast)
-    return (ops.products(m.num_layers, False),
-            ops.products(m.num_layers, True) + ops.products(checkpointed_layers(m, c), False, outer=False))
+    return _product_wake_ups(model_operators(m, hw, c.autocast), m, c)
 
 
 def pool_wake_s(m: ModelSpec, hw: HardwareSpec, c: TrainConfig) -> tuple[float, float]:
     """(forward, backward) seconds one micro-step spends waking a throttled pool's workers."""
     if not throttled(hw, c):
         return 0.0, 0.0
+    ops = model_operators(m, hw, c.autocast)
     wake = hw.pool_wake_s or 0.0
-    extra = 0.0 if hw.pool_product_wake_s is None else hw.pool_product_wake_s - wake
-    (forward, backward), (products_fwd, products_bwd) = wake_ups(m, hw, c), product_wake_ups(m, hw, c)
+    forward, backward = _kernel_wake_ups(ops, m, c)
+    if hw.pool_product_wake_s is None:
+        return forward * wake, backward * wake
+    extra = hw.pool_product_wake_s - wake
+    products_fwd, products_bwd = _product_wake_ups(ops, m, c)
     return forward * wake + products_fwd * extra, backward * wake + products_bwd * extra
