@@ -40,9 +40,10 @@ buckets of that dtype); parameters in their own dtype.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from simtune.model.inputs import CollectiveCost, HardwareSpec, ModelSpec, TrainConfig
+from simtune.model.inputs import CollectiveCost, Collectives, HardwareSpec, ModelSpec, TrainConfig
 from simtune.model.links import ring_collectives
 from simtune.model.memory_buffers import STAGE0_ALLREDUCE_ELEMENTS, kept_gathered_elements, tied_table_regathered
 from simtune.model.operators import linear_parameters
@@ -141,11 +142,21 @@ def gradient_reduction(m: ModelSpec, s: Shards, c: TrainConfig) -> GradientReduc
                              alone, oversized, bucket)
 
 
-def communication(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig) -> CommTimes:
+def _bytes_only(costs: Collectives) -> Collectives:
+    """``costs`` without their per-call latency."""
+    return Collectives(*(dataclasses.replace(cost, latency_s=0.0)
+                         for cost in (costs.allreduce, costs.allgather, costs.reduce_scatter)))
+
+
+def communication(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig, latency: bool = True) -> CommTimes:
+    """Each stage's collectives (the module's docstring); with ``latency`` False, only the time
+    their bytes take (what part of a call moves data: :func:`simtune.model.overlap.phase_shares`)."""
     n = c.dp_degree
     if n == 1:
         return NO_COMMUNICATION
     costs = ring_collectives(hw, n * c.mp_degree)
+    if not latency:
+        costs = _bytes_only(costs)
     b = element_bytes(m, c)
     red = gradient_reduction(m, s, c)
     all_f, part_f = allreduce_factor(n), gather_scatter_factor(n)

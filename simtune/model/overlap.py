@@ -33,11 +33,10 @@ The phase time is then :func:`side_by_side`.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from simtune.model.comm_time import CommTimes, communication
-from simtune.model.inputs import Collectives, HardwareSpec, ModelSpec, TrainConfig
+from simtune.model.inputs import HardwareSpec, ModelSpec, TrainConfig
 from simtune.model.links import ring_collectives
 from simtune.model.shards import Shards
 
@@ -73,19 +72,6 @@ class PhaseShares:
     backward: float
 
 
-def without_latency(hw: HardwareSpec) -> HardwareSpec:
-    """``hw`` with collectives that cost their bytes only: what part of a call moves data."""
-    def costs(group: Collectives | None) -> Collectives | None:
-        if group is None:
-            return None
-        free = {name: dataclasses.replace(getattr(group, name), latency_s=0.0)
-                for name in ("allreduce", "allgather", "reduce_scatter")}
-        return Collectives(**free)
-
-    return dataclasses.replace(hw, collectives=costs(hw.collectives),
-                               inter_node_collectives=costs(hw.inter_node_collectives))
-
-
 def _moving(total_s: float, bandwidth_s: float) -> float:
     return min(1.0, bandwidth_s / total_s) if total_s > 0 else 1.0
 
@@ -96,7 +82,7 @@ def phase_shares(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig, comm
     sms, memory = hw.collective_compute_share, memory_share(hw, c)
     if memory <= sms:
         return PhaseShares(sms, sms)
-    bytes_only = communication(m, s, without_latency(hw), c)
+    bytes_only = communication(m, s, hw, c, latency=False)
     backward = comm.reduce_per_micro_s + comm.reduce_at_boundary_s + comm.gather_backward_s
     backward_bytes = bytes_only.reduce_per_micro_s + bytes_only.reduce_at_boundary_s + bytes_only.gather_backward_s
     return PhaseShares(
