@@ -273,7 +273,6 @@ def copy_part(rounds: int, base: dict[str, str]) -> None:
             print(f"| {labels[kind]} | {c['threads']:.0f} | " + " | ".join(f"{c[str(g)]:.1f}" for g in GAPS_US) + " |")
 
 
-
 def product_part(rounds: int, base: dict[str, str]) -> None:
     products = {kind: [_run(["--products", kind], base) for _ in range(rounds)] for kind in ("alone", "all_gather")}
     print("\n## 1b. Matrix products at 2 threads, alone and after a gloo all-gather (world of one), and at 1 thread: "
@@ -288,9 +287,9 @@ def product_part(rounds: int, base: dict[str, str]) -> None:
                   f"{(throttled - seconds) * 1e6:+.1f} |")
 
 
-
 def calibration_part(processes: int, base: dict[str, str]) -> None:
     from simtune.calib.thread_pool import PRODUCT_SHAPES
+    from simtune.calibration.build import thread_pool_wake
 
     print(f"\n## 1c. The calibration's reading (simtune.calib.thread_pool.wake_cost, full counts), at 2 threads: "
           f"throttled less alone, medians in us; one row per process\n")
@@ -300,12 +299,12 @@ def calibration_part(processes: int, base: dict[str, str]) -> None:
     print("|--:|--:|" + "--:|--:|" * len(names) + "--:|")
     us = lambda seconds: f"{seconds * 1e6:.1f}"  # noqa: E731
     for _ in range(processes):
-        r = _run(["--calibration"], base)
-        wake = lambda entry: max(0.0, entry["throttled"]["median_s"] - entry["alone"]["median_s"])  # noqa: E731
-        cells = [us(r["alone"]["median_s"]), us(wake(r))]
-        for p in r["products"]:
-            cells += [us(p["alone"]["median_s"]), us(wake(p))]
-        print("| " + " | ".join(cells) + f" | {us(statistics.median(wake(p) for p in r['products']))} |")
+        pool = thread_pool_wake(_run(["--calibration"], base))
+        assert pool is not None and pool.product_wake_s is not None
+        cells = [us(pool.alone.median_s), us(pool.wake_s)]
+        for product in pool.products:
+            cells += [us(product.alone.median_s), us(product.wake_s)]
+        print("| " + " | ".join(cells) + f" | {us(pool.product_wake_s)} |")
 
 
 def engine_part(rounds: int, base: dict[str, str]) -> None:

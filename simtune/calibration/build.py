@@ -148,7 +148,7 @@ def _compute(raw: Mapping, reference_peaks: Mapping[str, float]) -> tuple[Comput
                            attention=_attention(raw.get("attention", ()), peaks, notes)), peaks, notes)
 
 
-def _thread_pool(raw: object) -> Optional[ThreadPoolWake]:
+def thread_pool_wake(raw: object) -> Optional[ThreadPoolWake]:
     """The throttled OpenMP pool's measurement (``simtune.calib.thread_pool``); None without one."""
     if not isinstance(raw, Mapping):
         return None
@@ -349,7 +349,7 @@ def build_profile(
     try:
         env = raw["environment"]
         compute, peaks, notes = _compute(raw["compute"], reference_peaks or {})
-        compute = dataclasses.replace(compute, thread_pool=_thread_pool(raw.get("thread_pool")))
+        compute = dataclasses.replace(compute, thread_pool=thread_pool_wake(raw.get("thread_pool")))
         optimizer = _optimizer(raw["optimizer"])
         host_memory = raw["memory"].get("host_total_bytes")
         offload, memory_bw = _offload_and_bandwidth(raw["copy"], optimizer, int(host_memory) if host_memory else None,
