@@ -92,13 +92,18 @@ def phase_shares(m: ModelSpec, s: Shards, hw: HardwareSpec, c: TrainConfig, comm
 
 def side_by_side(compute_s: float, comm_s: float, last_call_s: float, share: float = 0.0) -> float:
     """One phase's time with ``comm_s`` of collectives beside ``compute_s`` of compute: all but the
-    last call run beside it and slow it by ``share`` for as long as they run; the last starts when
-    the compute ends.
+    last call run beside it and the compute moves at ``1 - share`` of its speed for as long as they
+    run; the last starts when the compute ends. The compute alone would take ``compute_s``; beside
+    the collectives it takes up to ``compute_s / (1 - share)``, and each second the collectives run
+    while it does costs it ``share`` of a second:
 
-        phase_s = max(compute_s + share x min(compute_s, comm_s - last_s), comm_s - last_s) + last_s
+        phase_s = max(compute_s + share x min(beside_s, compute_s / (1 - share)), beside_s) + last_s
+
+    with ``beside_s = comm_s - last_s``.
     """
     if comm_s <= 0.0:
         return compute_s
     last = min(last_call_s, comm_s)
     beside = comm_s - last
-    return max(compute_s + share * min(compute_s, beside), beside) + last
+    slowed = beside if share >= 1.0 else min(beside, compute_s / (1.0 - share))
+    return max(compute_s + share * slowed, beside) + last

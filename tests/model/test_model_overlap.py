@@ -24,6 +24,9 @@ def test_the_phase_runs_the_compute_slowed_while_all_but_the_last_call_run_besid
     assert side_by_side(10.0, 4.0, 1.0, 0.2) == pytest.approx(10.0 + 0.2 * 3.0 + 1.0)  # compute-bound
     assert side_by_side(2.0, 9.0, 1.0, 0.2) == pytest.approx(8.0 + 1.0)  # the slowed compute still hides
     assert side_by_side(5.0, 0.0, 0.0, 0.5) == 5.0
+    # collectives a little longer than the compute: it runs at half speed for all of their 5 s
+    assert side_by_side(4.0, 6.0, 1.0, 0.5) == pytest.approx(4.0 + 0.5 * 5.0 + 1.0)
+    assert side_by_side(4.0, 9.0, 0.0, 0.5) == pytest.approx(9.0)  # its 8 s at half speed end first
 
 
 def test_within_a_node_the_memory_traffic_takes_more_than_the_sms(make_hardware):
