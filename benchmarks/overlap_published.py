@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from simtune.hardware import load_profile
+from simtune.hardware.profile import bus_factor
 from simtune.model.adapters import hardware_spec
-from simtune.model.comm_time import allreduce_factor, gather_scatter_factor
 from simtune.model.inputs import HardwareSpec, TrainConfig
 from simtune.model.links import ring_collectives
 from simtune.model.overlap import collective_share, side_by_side
@@ -92,8 +92,8 @@ def collective_call(hw: HardwareSpec, gpus: int, spec: dict[str, Any]) -> Collec
     """One call of ``spec['op']`` over the node's ring; ``bytes_per_rank`` None: large messages."""
     ring = ring_collectives(hw, gpus)
     op = spec["op"]
-    cost = {"allgather": ring.allgather, "allreduce": ring.allreduce, "reduce_scatter": ring.reduce_scatter}[op]
-    factor = allreduce_factor(gpus) if op == "allreduce" else gather_scatter_factor(gpus)
+    cost = getattr(ring, op)
+    factor = bus_factor(op, gpus)
     per_rank = spec.get("bytes_per_rank")
     if per_rank is None:
         return Collective(0.0, 0.0, cost.bandwidth_bytes_per_s, None)
