@@ -58,7 +58,7 @@ from simtune.hardware.profile import (
     SizePoint,
     ThreadPoolWake,
 )
-from simtune.hardware.spec import NCCL_BLOCKS
+from simtune.hardware.spec import nccl_sm_share
 
 RAW_SCHEMA = 1
 HOST_OPTIMIZER_PREFERENCE = (
@@ -226,7 +226,7 @@ def _collectives(raw: Mapping, env: Mapping) -> CollectivesProfile:
     if not raw.get("applicable"):
         return CollectivesProfile(False, raw.get("reason", "not applicable"), backend, {}, {})
     sms = env.get("multiprocessors") if env.get("device_kind") == "cuda" else None
-    share = NCCL_BLOCKS / int(sms) if sms else None  # the SMs NCCL's channels hold (docs/cost-model.md 3.3)
+    share = nccl_sm_share(int(sms)) if sms else None  # docs/cost-model.md 3.3
     intra: dict[str, CollectiveFit] = {}
     inter: dict[str, CollectiveFit] = {}
     for key in ("world", "intra_node"):

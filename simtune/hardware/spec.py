@@ -187,6 +187,13 @@ NCCL_BLOCKS = 24
 """Thread blocks (one per channel, each holding an SM) an NCCL allgather launched beside a GEMM
 on an H100 in an FSDP-like overlap (NCCL_SOURCES); the GEMM then ran slower for as long as the
 collective ran. The same count is assumed on the other GPUs."""
+
+
+def nccl_sm_share(sms: int) -> float:
+    """The share of a GPU's ``sms`` SMs NCCL's :data:`NCCL_BLOCKS` hold while a collective runs."""
+    return NCCL_BLOCKS / sms
+
+
 NCCL_SOURCES = (
     "forums.developer.nvidia.com/t/337991 ('Compute-Communication Overlap Causes Severe GEMM Performance "
     "Degradation'): on an H100 (132 SMs) an ncclAllGather beside a one-wave GEMM launched 24 blocks, the GEMM's "
@@ -383,7 +390,7 @@ def _assumptions(sheet: SpecSheet) -> dict[str, str]:
            if sheet.streaming_16bit_efficiency != MEMORY_EFFICIENCY else " (no 16-bit measurement: as fp32)")
         + "; stated as GELU forward+backward rates (5 elements moved per element)",
         "collective_compute_share": f"{NCCL_BLOCKS} NCCL blocks of the GPU's {sheet.sms} SMs "
-        f"({NCCL_BLOCKS / sheet.sms:.2f}) (the block count measured on an H100, assumed elsewhere); compute "
+        f"({nccl_sm_share(sheet.sms):.2f}) (the block count measured on an H100, assumed elsewhere); compute "
         "beside a running collective runs slower by the larger of it and the share of the memory bandwidth "
         "the collective's traffic takes, 3 bytes of HBM per byte of bus bandwidth (simtune.model.overlap)",
         "intra_node_latency_s": f"{INTRA_NODE_LATENCY_S} (order of nccl-tests small-message times on NVLink)",
@@ -466,7 +473,7 @@ def build(sheet: SpecSheet) -> HardwareProfile:
             backend=None,
             intra_node=intra,
             inter_node=inter,
-            compute_share=NCCL_BLOCKS / sheet.sms,
+            compute_share=nccl_sm_share(sheet.sms),
         ),
         offload=OffloadProfile(
             kind="spec",
