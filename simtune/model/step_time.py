@@ -24,10 +24,11 @@ Overlap (overlap_comm, on hardware that can run communication beside compute): t
 overlappable communication of a phase runs beside its compute except its last call, which
 starts when the compute ends; while a collective runs it holds a share f of the device
 (:func:`simtune.model.overlap.collective_share`: the SMs NCCL's channels hold, or the memory
-bandwidth its traffic takes, whichever is larger), so the compute beside it runs that much slower:
+bandwidth its traffic takes, whichever is larger), and the compute beside it moves at 1 - f of
+its speed while it runs (:func:`simtune.model.overlap.side_by_side`):
 
-    phase_s = max(compute_s + f x min(compute_s, comm_s - last_call_s), comm_s - last_call_s)
-              + last_call_s
+    beside_s = comm_s - last_call_s
+    phase_s  = max(compute_s + f x min(beside_s, compute_s / (1 - f)), beside_s) + last_call_s
 
 Backward overlaps gradient reductions issued by the gradient hooks (stage 2 every micro-step,
 stage 1 at the boundary micro-step); stage 3 with prefetch also overlaps parameter allgathers
