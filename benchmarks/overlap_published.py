@@ -28,6 +28,7 @@ alone, and nothing taken (the collective hidden for free).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import statistics
 import sys
@@ -74,18 +75,24 @@ class Predicted:
     matmul_s: float | None
     collective: Collective
 
-    @property
-    def error(self) -> float:
-        return self.predicted / self.published - 1
+    def error(self, value: float) -> float:
+        """``value`` (one of the three predictions) against the published figure."""
+        return value / self.published - 1
+
+
+@functools.lru_cache(maxsize=None)
+def node_hardware(gpu: str, gpus: int) -> HardwareSpec:
+    """The spec profile of ``gpu``, laid out over ``gpus`` GPUs on one node (read once)."""
+    name = profile_of(gpu)
+    if name is None:
+        raise SystemExit(f"No spec profile for GPU {gpu!r}.")
+    return layout_hardware(hardware_spec(load_profile(name)), gpus)
 
 
 def node(source: dict[str, Any]) -> tuple[HardwareSpec, int]:
-    """The spec profile of the source's GPU, laid out over its GPUs on one node."""
+    """The source's node: its GPU's spec profile over its GPUs, and their count."""
     gpus = int(source["hardware"]["gpus"])
-    name = profile_of(source["hardware"]["gpu"])
-    if name is None:
-        raise SystemExit(f"{source['source']['url']}: no spec profile for GPU {source['hardware']['gpu']!r}.")
-    return layout_hardware(hardware_spec(load_profile(name)), gpus), gpus
+    return node_hardware(source["hardware"]["gpu"], gpus), gpus
 
 
 def collective_call(hw: HardwareSpec, gpus: int, spec: dict[str, Any]) -> Collective:
@@ -142,12 +149,11 @@ def main() -> int:
     for name, source in sources().items():
         for row in source["measurements"]:
             p = predict(row, source)
-            errors["model"].append(p.error)
-            errors["sms"].append(p.sms_only / p.published - 1)
-            errors["free"].append(p.hidden_free / p.published - 1)
+            for key, value in (("model", p.predicted), ("sms", p.sms_only), ("free", p.hidden_free)):
+                errors[key].append(p.error(value))
             print(f"{name:24s}{row['id']:26s}{source['hardware']['gpu']:16s}{source['hardware']['gpus']:2d} "
-                  f"{p.unit:8s}{p.published:10.2f}{p.predicted:10.2f}{p.error:+7.0%} | {p.sms_only:9.2f}"
-                  f"{p.sms_only / p.published - 1:+7.0%} | {p.hidden_free:11.2f}{p.hidden_free / p.published - 1:+7.0%}")
+                  f"{p.unit:8s}{p.published:10.2f}{p.predicted:10.2f}{p.error(p.predicted):+7.0%} | {p.sms_only:9.2f}"
+                  f"{p.error(p.sms_only):+7.0%} | {p.hidden_free:11.2f}{p.error(p.hidden_free):+7.0%}")
             call = p.collective
             size = (f"{row['collective']['op']} of {call.total_bytes / 2**20:.0f} MiB in {call.seconds * 1e3:.3f} ms"
                     if call.total_bytes else f"{row['collective']['op']} of a size not given (large)")
@@ -155,7 +161,7 @@ def main() -> int:
             details.append(f"  {name} {row['id']}: {product}{size}, bus {call.bus_bytes_per_s / 1e9:.0f} GB/s; "
                            f"f {p.share:.2f} (NCCL's SMs {p.sms_share:.2f})")
     print("\nwhat each prediction is made of:")
-    print("\n".join(dict.fromkeys(details)))
+    print("\n".join(details))
     print("\nmedian |error| over the rows: "
           + ", ".join(f"{label} {statistics.median(abs(e) for e in errors[key]):.0%}"
                       for key, label in (("model", "the model"), ("sms", "NCCL's SMs only"),
