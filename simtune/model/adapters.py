@@ -34,7 +34,7 @@ def block_of(workload: Workload) -> Block:
         heads = int(cfg.get("num_key_value_heads") or 0)
         return Block(norm="rms_norm", mlp="swiglu", fused_qkv=False, linear_bias=False,
                      hidden_dropout=False, rotary=True, learned_positions=False, kv_heads=heads,
-                     head_norms=kind == "qwen3", **_head_of(workload))
+                     head_norms=kind == "qwen3", softmax_fp32=True, **_head_of(workload))
     if kind == "gpt2":
         act = str(cfg.get("activation_function", "gelu_new"))
         return Block(mlp="gelu_python" if act == "gelu_new" else "gelu", hidden_dropout=dropout("resid_pdrop"),

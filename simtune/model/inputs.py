@@ -58,13 +58,19 @@ MLPS = ("gelu", "gelu_python", "gelu_python_compiled", "swiglu")
 """The MLPs :class:`Block` knows (its ``mlp``)."""
 
 
+NORMS = ("layer_norm", "rms_norm", "rms_norm_fused")
+"""The norms :class:`Block` knows (its ``norm``)."""
+
+
 @dataclass(frozen=True)
 class Block:
     """How one transformer layer is built, as far as its kernels differ (the operator list of
     :mod:`simtune.model.operators`). The default is GPT-2's layer."""
 
     norm: str = "layer_norm"
-    """"layer_norm" (one fused kernel) or "rms_norm" (Llama's, written in Python)."""
+    """"layer_norm" (one fused kernel), "rms_norm" (Llama's, written in Python) or "rms_norm_fused"
+    (an RMSNorm in one kernel each way, as torchtitan's Triton ``fused_rmsnorm``: it runs and keeps
+    what a fused LayerNorm does, its input and per-row statistics)."""
     mlp: str = "gelu_python"
     """"gelu" (one kernel), "gelu_python" (GPT-2's tanh approximation in eight ops),
     "gelu_python_compiled" (the same approximation fused into one kernel by ``torch.compile``, which
@@ -85,6 +91,9 @@ class Block:
     """Key/value heads (grouped-query attention); 0 means as many as the query heads."""
     head_norms: bool = False
     """An RMSNorm over each head's query and key before the rotary embedding (Qwen3)."""
+    softmax_fp32: bool = False
+    """Eager attention takes its softmax in fp32 whatever the compute precision and casts the
+    probabilities back (transformers' Llama family: ``softmax(..., dtype=torch.float32)``)."""
     head: str = "lm"
     """What the model ends in: "lm" (the vocabulary projection at every position), or a
     sequence-classification head: "pooled" (a dense layer over the first token, then the
@@ -107,8 +116,8 @@ class Block:
         return self.head == "lm" and self.tied_head
 
     def __post_init__(self) -> None:
-        _require(self.norm in ("layer_norm", "rms_norm"), WorkloadError,
-                 f"Block.norm must be layer_norm or rms_norm, not {self.norm!r}.")
+        _require(self.norm in NORMS, WorkloadError,
+                 f"Block.norm must be one of {', '.join(NORMS)}, not {self.norm!r}.")
         _require(self.mlp in MLPS, WorkloadError, f"Block.mlp must be one of {', '.join(MLPS)}, not {self.mlp!r}.")
         _require(self.kv_heads >= 0, WorkloadError, f"Block.kv_heads must be >= 0, got {self.kv_heads!r}.")
         _require(self.head in ("lm", "pooled", "scored"), WorkloadError,

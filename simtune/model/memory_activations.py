@@ -51,6 +51,12 @@ output for its backward (FlashAttention's backward
 reads O, Dao et al. 2022, algorithm 4), a tensor besides the contiguous copy the output projection
 keeps: b*s*h more bytes.
 
+The Llama family as transformers builds it departs from that GPT-style layer where its build
+does (:func:`block_build_bytes`): Python RMSNorms that keep an fp32 copy of their input and the
+normalised tensor, SwiGLU's four s x I tensors, K and V at the grouped width in a fused kernel,
+eager attention's fp32 softmax, and no dropout masks (docs/cost-model.md 2.3, counted on
+transformers' LlamaForCausalLM and Qwen3ForCausalLM).
+
 Logits: the loss (transformers' ``ForCausalLMLoss`` and ``ForMaskedLMLoss``) upcasts the logits to
 fp32 and takes the cross-entropy; the training program keeps only the loss, so what the backward
 holds of them is the fp32 log-softmax (4*s*V) and, while the log-softmax's backward runs, the fp32
@@ -97,7 +103,7 @@ def layer_activation_bytes_per_sample(m: ModelSpec, c: TrainConfig, hw: Hardware
         return m.activation_bytes_per_sample_per_layer
     s, h, a, t = m.seq_len, m.hidden_size, m.num_heads, c.mp_degree
     ratio = m.intermediate_size / h
-    extra = attention_score_bytes(m, c, hw)
+    extra = attention_score_bytes(m, c, hw) + block_build_bytes(m, c, hw)
     if m.block.head_norms:  # Qwen3's norms of each head's query and key keep their inputs
         extra += s * (h + m.kv_width) * c.bytes_per_element / t
     # under autocast its pow is on the fp32 list, so the chain after it keeps fp32 tensors
@@ -109,6 +115,33 @@ def layer_activation_bytes_per_sample(m: ModelSpec, c: TrainConfig, hw: Hardware
         copies = len(norm_input_products(model_operators(m, hw)))  # the formula has two: QKV and MLP inputs
         extra += 4 * s * h + 2 * s * h * (copies - 2) / t
     return s * h * (10 + (8 + 4 * ratio) / t) + extra
+
+
+def block_build_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> float:
+    """What one layer of the Llama family's build keeps per sample beyond the formula's GPT-style
+    layer (module docstring; counted on transformers' LlamaForCausalLM): each Python RMSNorm its
+    fp32 input and the normalised copy before the weight (4*s*h + 4*s more than a fused norm's
+    input, in every precision: the fp32 input replaces a 16-bit one, or the normalised fp32 copy
+    is kept beside an fp32 input); SwiGLU four s x I tensors (the gate's output, its SiLU, the up
+    projection's output and the product the down projection reads) where a GELU keeps two,
+    2*b*s*I more; Qwen3's norms of each head's Q and K likewise 4*s*(h + kv) more than the 16-bit
+    inputs counted for them; a fused kernel K and V at their own width kv (grouped-query
+    attention), 2*b*s*(h - kv) less; and without dropout after attention and the MLP, no masks,
+    2*s*h less."""
+    s, h, t, b = m.seq_len, m.hidden_size, c.mp_degree, c.bytes_per_element
+    block = m.block
+    extra = 0.0
+    if block.norm == "rms_norm":
+        extra += 2 * (4 * s * h + 4 * s)
+    if block.head_norms:  # the same per head of Q and K: 4 bytes an element and one per row more
+        extra += 4 * s * (h + m.kv_width + m.num_heads + (block.kv_heads or m.num_heads)) / t
+    if block.mlp == "swiglu":
+        extra += 2 * b * s * m.intermediate_size / t
+    if not keeps_attention_scores(m, hw):
+        extra -= 2 * b * s * (h - m.kv_width) / t
+    if not block.hidden_dropout:
+        extra -= 2 * s * h
+    return extra
 
 
 def autocast_weight_copy_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec, layers: int) -> int:
@@ -130,8 +163,9 @@ def attention_score_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> flo
     s, a, t, b = m.seq_len, m.num_heads, c.mp_degree, c.bytes_per_element
     if not keeps_attention_scores(m, hw):
         return (4 * a * s + b * s * m.hidden_size) / t  # log-sum-exp and the kernel's own output
-    softmax = 4 if c.autocast else b  # autocast runs the softmax in fp32, then casts for the product
-    per_element = softmax + (b if c.autocast else 0)
+    upcast = c.autocast or (m.block.softmax_fp32 and b < 4)  # a 16-bit copy for the product with V
+    softmax = 4 if upcast else b  # autocast (or the model's own code) runs the softmax in fp32
+    per_element = softmax + (b if upcast else 0)
     if m.attention_dropout:
         per_element += (hw.dropout_mask_bytes or b) + softmax
     return per_element * a * s * s / t

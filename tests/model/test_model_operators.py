@@ -160,7 +160,9 @@ def test_qwen3_normalises_each_heads_query_and_key_and_zero3_hooks_those_norms()
     config = TrainConfig(stage=0, micro_batch_size=1, precision="bf16")
     extra = (layer_activation_bytes_per_sample(qwen3, config, None)
              - layer_activation_bytes_per_sample(llama, config, None))
-    assert extra == 64 * (64 + 32) * 2  # the norms' inputs: the query (s x h) and the key (s x kv), 2 bytes each
+    # the norms' inputs, the query (s x h) and the key (s x kv), as fp32 copies beside the 16-bit
+    # normalised ones (2 + 4 bytes an element), and each row's fp32 reciprocal norm (4 heads, 2 keys)
+    assert extra == 64 * (64 + 32) * (2 + 4) + 64 * (4 + 2) * 4
 
 
 @pytest.mark.parametrize("preset, tied", [("gpt2-tiny", True), ("gpt2-tiny", False), ("bert-tiny", True)])
