@@ -197,7 +197,8 @@ def test_a_source_with_a_torch_client_optimizer_and_sub_groups_is_predicted_with
     assert row["parallel"]["sub_group_size"] == 100_000_000
     whole = copy.deepcopy(row)
     del whole["parallel"]["sub_group_size"]
-    assert published.predict(row, source).peak_gib < published.predict(whole, source).peak_gib - 3
+    # the step's transient is the whole partition's without sub-groups: its peak passes the backward's
+    assert published.predict(row, source).peak_gib < published.predict(whole, source).peak_gib - 2
 
 
 def test_memory_is_compared_as_each_source_counted_it():
@@ -215,3 +216,19 @@ def test_memory_is_compared_as_each_source_counted_it():
     assert published.compared_peak_gib(prediction, device, "x") == (prediction.peak_gib, "device")
     with pytest.raises(SystemExit, match="^x: a row gives memory_gib but the file's memory_basis.kind is None"):
         published.compared_peak_gib(prediction, {k: v for k, v in source.items() if k != "memory_basis"}, "x")
+
+
+def test_a_row_run_with_a_fused_rmsnorm_is_predicted_with_it():
+    """torchtitan's Llama 2 13B table ran its Triton ``fused_rmsnorm`` (the row's ``norm``): one
+    kernel each way that keeps its input, where transformers' Python RMSNorm runs eight ops and
+    keeps an fp32 copy of its input and the normalised tensor too. Without checkpointing the
+    Python norms' memory would not fit the 80 GB the run had."""
+    published = _published()
+    source, row = _row("torchtitan_a100_80gb", "titan-a100-l2-13b-noac")
+    assert row["norm"] == "rms_norm_fused" and "fused_rmsnorm" in row["norm_basis"]
+    python_norms = {k: v for k, v in row.items() if k not in ("norm", "norm_basis")}
+    fused, python = published.predict(row, source), published.predict(python_norms, source)
+    assert fused.fits and not python.fits
+    assert fused.peak_gib < python.peak_gib and fused.tokens_per_s > python.tokens_per_s
+    # the 70B rows ran the Python norm (llama2_70b.toml: norm_type = "rmsnorm")
+    assert "norm" not in _row("torchtitan_a100_80gb", "titan-a100-l2-70b-full-mbs2")[1]
