@@ -168,10 +168,10 @@ class EstimateCommand(Command):
                             type=_bool, nargs="?", const=True, default=False, metavar="true|false",
                             help="activation checkpointing (default off; the flag alone turns it on)")
         parser.add_argument("--checkpointing-policy", "--checkpointing_policy", dest="checkpointing_policy",
-                            default="full", metavar="full|selective-op|every-N-layers",
-                            help="what activation checkpointing keeps: full (DeepSpeed's and Hugging Face's; default) "
-                                 "or torchtitan's selective-op or every-N-layers; another policy than full turns "
-                                 "checkpointing on")
+                            default="full", metavar="full|selective-op|every-N-layers|first-N-layers",
+                            help="what activation checkpointing keeps: full (DeepSpeed's and Hugging Face's; default), "
+                                 "torchtitan's selective-op or every-N-layers, or first-N-layers (N layers, as "
+                                 "Megatron-LM's block method); another policy than full turns checkpointing on")
         parser.add_argument("--reduce-bucket-size", "--reduce_bucket_size", dest="reduce_bucket_size", type=_size,
                             help="reduce_bucket_size in elements (default DeepSpeed's 5e8)")
         parser.add_argument("--overlap-comm", "--overlap_comm", dest="overlap_comm", type=_bool, metavar="true|false",

@@ -13,19 +13,22 @@
   operator.
 - ``every-N-layers``: torchtitan's layer option ``N``. Layers 0, N, 2N ... are checkpointed fully;
   the others keep everything.
+- ``first-N-layers``: N layers checkpointed fully, the others keep everything (Megatron-LM's
+  ``--recompute-method block --recompute-num-layers N``). Only the count matters to memory and
+  time.
 
 Memory per sample, with L layers, n of them checkpointed, ``per_layer`` a layer's activations
 without checkpointing (:mod:`simtune.model.memory_activations`), s tokens, h the hidden size, b
 the compute precision's bytes:
 
-    full, selective-op: n = L;  every-N-layers: n = ceil(L / N)
+    full, selective-op: n = L;  every-N-layers: n = ceil(L / N);  first-N-layers: n = min(N, L)
     kept (full)         = s*h*b                                  (the layer's input)
     kept (selective-op) = s*h*b + b * (outputs of the kept linear products)
                           + the attention kernel's output s*h*b and what it keeps (fused: the
                             log-sum-exp, 4*a*s; eager attention runs no saved kernel)
     activations         = n*kept + (L - n)*per_layer + per_layer    (one layer recomputing)
 
-Recomputation per micro-step: ``n / L`` of the layers' forward (full and every-N-layers); for
+Recomputation per micro-step: ``n / L`` of the layers' forward (full and the layer policies); for
 selective-op, the layers' forward less the kept products and the fused attention kernel.
 """
 
@@ -43,8 +46,11 @@ def checkpointed_layers(m: ModelSpec, c: TrainConfig) -> int:
     """How many of the model's layers are checkpointed (0 without checkpointing)."""
     if not c.activation_checkpointing:
         return 0
-    every = CHECKPOINTING_POLICY.fullmatch(c.checkpointing_policy)
-    return math.ceil(m.num_layers / int(every.group(1))) if every and every.group(1) else m.num_layers
+    layers = CHECKPOINTING_POLICY.fullmatch(c.checkpointing_policy)
+    if not layers or not layers.group(1):
+        return m.num_layers
+    n = int(layers.group(2))
+    return math.ceil(m.num_layers / n) if layers.group(1) == "every" else min(n, m.num_layers)
 
 
 def kept_products(ops: Operators) -> tuple[Matmul, ...]:

@@ -893,15 +893,16 @@ class HardwareSpec:
         return self.cpu_adam_rate(), "fused"
 
 
-CHECKPOINTING_POLICY = re.compile(r"full|selective-op|every-([1-9][0-9]*)-layers")
-"""The activation checkpointing policies (:mod:`simtune.model.checkpointing`); the group is N."""
+CHECKPOINTING_POLICY = re.compile(r"full|selective-op|(every|first)-([1-9][0-9]*)-layers")
+"""The activation checkpointing policies (:mod:`simtune.model.checkpointing`); the groups are the
+kind of layer policy and its N."""
 
 
 def check_checkpointing_policy(name: str) -> None:
     """Refuse a name that is none of :data:`CHECKPOINTING_POLICY`'s, in one sentence."""
     _require(bool(CHECKPOINTING_POLICY.fullmatch(name)), ConfigError,
-             f"The activation checkpointing policy must be full, selective-op or every-N-layers (N a positive "
-             f"integer), not {name!r}.")
+             f"The activation checkpointing policy must be full, selective-op, every-N-layers or first-N-layers "
+             f"(N a positive integer), not {name!r}.")
 
 
 @dataclass(frozen=True)
@@ -943,7 +944,8 @@ class TrainConfig:
     activation_checkpointing: bool = False
     checkpointing_policy: str = "full"
     """What checkpointing keeps when it is on (:mod:`simtune.model.checkpointing`): ``full``
-    (DeepSpeed's and Hugging Face's), ``selective-op`` or ``every-N-layers`` (torchtitan's)."""
+    (DeepSpeed's and Hugging Face's), ``selective-op`` or ``every-N-layers`` (torchtitan's), or
+    ``first-N-layers`` (N layers: Megatron-LM's block method)."""
     autocast: bool = False
     """torch autocast around an fp32 model (the Hugging Face Trainer's fp16 and bf16 without
     DeepSpeed, llm.c's PyTorch reference): parameters, gradients and their reduction stay fp32;

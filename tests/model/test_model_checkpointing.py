@@ -67,6 +67,16 @@ def test_every_n_layers_checkpoints_layers_zero_n_2n(llama, a100):
     assert activation_bytes(llama, config("every-2-layers"), a100) == int(2 * expected)
 
 
+def test_first_n_layers_checkpoints_n_of_them(llama, a100):
+    assert checkpointed_layers(llama, config("first-2-layers")) == 2
+    assert checkpointed_layers(llama, config("first-9-layers")) == LAYERS  # no more than there are
+    per_layer = layer_activation_bytes_per_sample(llama, config(), a100)
+    expected = 2 * SEQ * HIDDEN * 2 + 3 * per_layer + per_layer
+    assert activation_bytes(llama, config("first-2-layers"), a100) == int(2 * expected)
+    full = compute_time.micro_recompute_s(llama, a100, config())
+    assert compute_time.micro_recompute_s(llama, a100, config("first-2-layers")) == pytest.approx(full * 2 / LAYERS)
+
+
 def test_recomputation_follows_the_policy(llama, a100):
     full = compute_time.micro_recompute_s(llama, a100, config())
     assert full == pytest.approx(compute_time.pass_time(llama, a100, config(), backward=False,
