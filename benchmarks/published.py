@@ -292,8 +292,9 @@ def with_attention_kernel(profile: HardwareProfile, kernel: str | None, head_dim
     return dataclasses.replace(profile, compute=dataclasses.replace(profile.compute, attention=attention))
 
 
-ZERO_KNOBS = ("sub_group_size",)
-"""DeepSpeed ZeRO settings a row's ``parallel`` may carry where the source's config sets them."""
+ZERO_KNOBS = {"sub_group_size": int, "overlap_comm": bool}
+"""DeepSpeed ZeRO settings a row's ``parallel`` may carry where the source's config sets them,
+with their types."""
 
 
 HIDING_NOTHING = 1.0 - 1e-9
@@ -313,7 +314,7 @@ def predict(row: dict[str, Any], source: dict[str, Any], compute_share: float | 
     parallel = row.get("parallel") or {}
     gpus = int(row["gpus"])
     framework = str(parallel.get("framework", "")).lower()
-    knobs = {key: int(parallel[key]) for key in ZERO_KNOBS if parallel.get(key) is not None}
+    knobs = {key: kind(parallel[key]) for key, kind in ZERO_KNOBS.items() if parallel.get(key) is not None}
     if "fsdp" in framework:
         knobs.setdefault("sub_group_size", 1)  # FSDP steps each flat parameter (or parameter) on its own
     trial = Trial(stage=int(parallel.get("zero_stage") or 0), micro_batch_size=int(row.get("micro_batch_size") or 1),

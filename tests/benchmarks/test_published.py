@@ -232,3 +232,14 @@ def test_a_row_run_with_a_fused_rmsnorm_is_predicted_with_it():
     assert fused.peak_gib < python.peak_gib and fused.tokens_per_s > python.tokens_per_s
     # the 70B rows ran the Python norm (llama2_70b.toml: norm_type = "rmsnorm")
     assert "norm" not in _row("torchtitan_a100_80gb", "titan-a100-l2-70b-full-mbs2")[1]
+
+
+def test_a_source_that_turns_overlap_on_at_stage_2_is_predicted_with_it():
+    """The ml-engineering H200 run sets overlap_comm at ZeRO-2, where DeepSpeed's default is off:
+    the row's ``parallel.overlap_comm`` reaches the prediction, and hides some of the reduction."""
+    published = _published()
+    source, row = _row("ml_engineering_h200", "mleng-h200-llama31-8b-z2-s8192")
+    assert row["parallel"]["overlap_comm"] is True and row["parallel"]["zero_stage"] == 2
+    default = copy.deepcopy(row)
+    del default["parallel"]["overlap_comm"]
+    assert published.predict(row, source).tokens_per_s > published.predict(default, source).tokens_per_s
