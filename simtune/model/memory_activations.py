@@ -46,7 +46,7 @@ under autocast. Measured on GPT-2 XL's layer under bf16 autocast with CUDA's fp3
 hidden element more with this GELU than with torch's one-op tanh GELU (one fp32 s x 4h tensor),
 eager 48 more (three); DDP's graph breaks at its buckets change nothing.
 Qwen3 normalises each head's query and key before the rotary embedding: those norms keep their
-inputs, b*s*(h + kv) more bytes (kv the key width). A fused attention kernel also keeps its own
+inputs (:func:`block_build_bytes`). A fused attention kernel also keeps its own
 output for its backward (FlashAttention's backward
 reads O, Dao et al. 2022, algorithm 4), a tensor besides the contiguous copy the output projection
 keeps: b*s*h more bytes.
@@ -104,8 +104,6 @@ def layer_activation_bytes_per_sample(m: ModelSpec, c: TrainConfig, hw: Hardware
     s, h, a, t = m.seq_len, m.hidden_size, m.num_heads, c.mp_degree
     ratio = m.intermediate_size / h
     extra = attention_score_bytes(m, c, hw) + block_build_bytes(m, c, hw)
-    if m.block.head_norms:  # Qwen3's norms of each head's query and key keep their inputs
-        extra += s * (h + m.kv_width) * c.bytes_per_element / t
     # under autocast its pow is on the fp32 list, so the chain after it keeps fp32 tensors
     gelu_kept = GELU_KEPT_TENSORS.get(m.block.mlp, 0)
     extra += gelu_kept * s * m.intermediate_size * (4 if c.autocast else c.bytes_per_element) / t
@@ -118,23 +116,24 @@ def layer_activation_bytes_per_sample(m: ModelSpec, c: TrainConfig, hw: Hardware
 
 
 def block_build_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> float:
-    """What one layer of the Llama family's build keeps per sample beyond the formula's GPT-style
-    layer (module docstring; counted on transformers' LlamaForCausalLM): each Python RMSNorm its
-    fp32 input and the normalised copy before the weight (4*s*h + 4*s more than a fused norm's
-    input, in every precision: the fp32 input replaces a 16-bit one, or the normalised fp32 copy
-    is kept beside an fp32 input); SwiGLU four s x I tensors (the gate's output, its SiLU, the up
-    projection's output and the product the down projection reads) where a GELU keeps two,
-    2*b*s*I more; Qwen3's norms of each head's Q and K likewise 4*s*(h + kv) more than the 16-bit
-    inputs counted for them; a fused kernel K and V at their own width kv (grouped-query
-    attention), 2*b*s*(h - kv) less; and without dropout after attention and the MLP, no masks,
-    2*s*h less."""
+    """What one layer keeps per sample beyond the formula's GPT-style layer with dropout (module
+    docstring), by how it is built (counted on transformers' LlamaForCausalLM and
+    Qwen3ForCausalLM): each Python RMSNorm its fp32 input and the normalised copy before the weight
+    (4*s*h + 4*s more than a fused norm's input, in every precision: the fp32 input replaces a
+    16-bit one, or the normalised fp32 copy is kept beside an fp32 input); Qwen3's norms of each
+    head's Q and K their inputs likewise, (b + 4)*s*(h + kv) + 4*s*(a + a_kv); SwiGLU four s x I
+    tensors (the gate's output, its SiLU, the up projection's output and the product the down
+    projection reads) where a GELU keeps two, 2*b*s*I more; a fused kernel K and V at their own
+    width kv (grouped-query attention), 2*b*s*(h - kv) less; and without dropout after attention
+    and the MLP, no masks, 2*s*h less."""
     s, h, t, b = m.seq_len, m.hidden_size, c.mp_degree, c.bytes_per_element
     block = m.block
     extra = 0.0
     if block.norm == "rms_norm":
         extra += 2 * (4 * s * h + 4 * s)
-    if block.head_norms:  # the same per head of Q and K: 4 bytes an element and one per row more
-        extra += 4 * s * (h + m.kv_width + m.num_heads + (block.kv_heads or m.num_heads)) / t
+    if block.head_norms:
+        rows = m.num_heads + (block.kv_heads or m.num_heads)
+        extra += ((b + 4) * s * (h + m.kv_width) + 4 * s * rows) / t
     if block.mlp == "swiglu":
         extra += 2 * b * s * m.intermediate_size / t
     if not keeps_attention_scores(m, hw):
