@@ -84,8 +84,6 @@ def main() -> int:
                     gpt_style = layer_activation_bytes_per_sample(plain, c, hw) - block_build_bytes(m, c, hw)
                     print(f"{model_type:<7}{attention:<10}{precision:<10}{measured / unit:>10.2f}{formula / unit:>10.2f}"
                           f"{formula / measured - 1:>+8.1%}{gpt_style / unit:>11.2f}{gpt_style / measured - 1:>+8.1%}")
-    print("# SDPA's formula keeps the fused kernel's output beside the output projection's input (one unit:")
-    print("# a copy on CUDA, measured for GPT-2 on an H200); CPU's flash kernel leaves it where the projection reads it.")
     return 0
 
 

@@ -63,7 +63,7 @@ def kept_products(ops: Operators) -> tuple[Matmul, ...]:
 def kept_bytes_per_sample(m: ModelSpec, c: TrainConfig, ops: Operators, attention_kept_bytes: float) -> float:
     """What one checkpointed layer keeps per sample under ``c``'s policy (see the module
     docstring); ``attention_kept_bytes``: what a fused attention kernel keeps (its output and
-    log-sum-exp, :func:`simtune.model.memory_activations.attention_score_bytes`)."""
+    log-sum-exp, :func:`simtune.model.memory_activations.fused_attention_kept_bytes`)."""
     b, t = c.bytes_per_element, c.mp_degree
     layer_input = m.seq_len * m.hidden_size * c.residual_bytes
     if c.checkpointing_policy != SELECTIVE_OP:

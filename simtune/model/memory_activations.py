@@ -46,10 +46,12 @@ under autocast. Measured on GPT-2 XL's layer under bf16 autocast with CUDA's fp3
 hidden element more with this GELU than with torch's one-op tanh GELU (one fp32 s x 4h tensor),
 eager 48 more (three); DDP's graph breaks at its buckets change nothing.
 Qwen3 normalises each head's query and key before the rotary embedding: those norms keep their
-inputs (:func:`block_build_bytes`). A fused attention kernel also keeps its own
-output for its backward (FlashAttention's backward
-reads O, Dao et al. 2022, algorithm 4), a tensor besides the contiguous copy the output projection
-keeps: b*s*h more bytes.
+inputs (:func:`block_build_bytes`). A fused attention kernel also keeps its own output for its
+backward (FlashAttention's backward reads O, Dao et al. 2022, algorithm 4), but that output is the
+output projection's input, the same storage (torch's flash and memory-efficient kernels return it
+in the layout the projection reads, so transformers' ``.contiguous()`` copies nothing; counted on
+CPU for GPT-2 and Llama), so it adds nothing beyond the formula's projection input; selective
+checkpointing keeps it (:func:`fused_attention_kept_bytes`).
 
 The Llama family as transformers builds it departs from that GPT-style layer where its build
 does (:func:`block_build_bytes`): Python RMSNorms that keep an fp32 copy of their input and the
@@ -125,7 +127,9 @@ def block_build_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> float:
     tensors (the gate's output, its SiLU, the up projection's output and the product the down
     projection reads) where a GELU keeps two, 2*b*s*I more; a fused kernel K and V at their own
     width kv (grouped-query attention), 2*b*s*(h - kv) less; and without dropout after attention
-    and the MLP, no masks, 2*s*h less."""
+    and the MLP, no masks, 2*s*h less, and with it on a device whose dropout keeps its noise in the
+    compute precision (torch's CPU dropout: ``HardwareSpec.dropout_mask_bytes`` None), masks of b
+    bytes, 2*s*h*(b - 1) more than the formula's 1-byte ones."""
     s, h, t, b = m.seq_len, m.hidden_size, c.mp_degree, c.bytes_per_element
     block = m.block
     extra = 0.0
@@ -140,6 +144,8 @@ def block_build_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> float:
         extra -= 2 * b * s * (h - m.kv_width) / t
     if not block.hidden_dropout:
         extra -= 2 * s * h
+    elif hw is not None and hw.dropout_mask_bytes != 1:  # the formula's masks are 1 byte (CUDA's)
+        extra += 2 * s * h * ((hw.dropout_mask_bytes or b) - 1)
     return extra
 
 
@@ -158,16 +164,23 @@ def autocast_weight_copy_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec, l
 def attention_score_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> float:
     """What one layer's attention keeps per sample beyond Q, K, V and the projection's input: the
     s x s probabilities (and their dropout mask and dropped copy), or a fused kernel's log-sum-exp
-    and output."""
+    (its output is the projection's input: the same storage)."""
     s, a, t, b = m.seq_len, m.num_heads, c.mp_degree, c.bytes_per_element
     if not keeps_attention_scores(m, hw):
-        return (4 * a * s + b * s * m.hidden_size) / t  # log-sum-exp and the kernel's own output
+        return 4 * a * s / t
     upcast = c.autocast or (m.block.softmax_fp32 and b < 4)  # a 16-bit copy for the product with V
     softmax = 4 if upcast else b  # autocast (or the model's own code) runs the softmax in fp32
     per_element = softmax + (b if upcast else 0)
     if m.attention_dropout:
         per_element += (hw.dropout_mask_bytes or b) + softmax
     return per_element * a * s * s / t
+
+
+def fused_attention_kept_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> float:
+    """What a fused attention kernel keeps for its backward per layer and sample: its output and
+    log-sum-exp (FlashAttention's backward reads O, Dao et al. 2022, algorithm 4), what selective
+    checkpointing keeps of attention (the full layer counts the output as the projection's input)."""
+    return attention_score_bytes(m, c, hw) + c.bytes_per_element * m.seq_len * m.hidden_size / c.mp_degree
 
 
 def _activations(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> tuple[int, int]:
@@ -177,7 +190,7 @@ def _activations(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> tuple[int, i
     if not checkpointed:
         copies = autocast_weight_copy_bytes(m, c, hw, m.num_layers)
         return int(c.micro_batch_size * m.num_layers * per_layer) + copies, 0
-    kept = kept_bytes_per_sample(m, c, model_operators(m, hw), attention_score_bytes(m, c, hw))
+    kept = kept_bytes_per_sample(m, c, model_operators(m, hw), fused_attention_kept_bytes(m, c, hw))
     per_sample = checkpointed * kept + (m.num_layers - checkpointed) * per_layer + per_layer
     copies = autocast_weight_copy_bytes(m, c, hw, m.num_layers - checkpointed + 1)
     return int(c.micro_batch_size * per_sample) + copies, int(c.micro_batch_size * per_layer)
