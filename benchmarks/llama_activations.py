@@ -8,7 +8,8 @@ transformers' own ``LlamaForCausalLM`` and ``Qwen3ForCausalLM`` (a small grouped
 hidden 256, 8 heads of 32, 2 key/value heads, MLP 896, 256 tokens, micro-batch 2) run one forward
 and loss in training mode under ``torch.autograd.graph.saved_tensors_hooks``, in bf16 and fp32,
 with eager attention and with SDPA: every tensor autograd saves is counted once by its storage
-(:func:`attention_memory.saved_bytes`), and the layers' share (the model less one without layers)
+(:func:`simtune.calib.workload_measure.saved_tensor_bytes`, as the workload calibration counts
+them), and the layers' share (the model less one without layers)
 per layer and sample is printed beside :func:`simtune.model.memory_activations.layer_activation_bytes_per_sample`
 on the H200 profile's hardware, with and without the Llama family's own terms
 (:func:`simtune.model.memory_activations.block_build_bytes` and eager attention's fp32 softmax;
@@ -27,15 +28,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from attention_memory import saved_bytes  # noqa: E402
-
-from simtune.hardware import load_profile  # noqa: E402
-from simtune.model.adapters import hardware_spec, model_spec  # noqa: E402
-from simtune.model.inputs import HardwareSpec, TrainConfig  # noqa: E402
-from simtune.model.memory_activations import block_build_bytes, layer_activation_bytes_per_sample  # noqa: E402
-from simtune.workloads.presets import Workload, build_model, load_workload  # noqa: E402
+from simtune.calib.workload_measure import saved_tensor_bytes
+from simtune.hardware import load_profile
+from simtune.model.adapters import hardware_spec, model_spec
+from simtune.model.inputs import HardwareSpec, TrainConfig
+from simtune.model.memory_activations import block_build_bytes, layer_activation_bytes_per_sample
+from simtune.workloads.presets import Workload, build_model, load_workload
 
 SHAPE = {"hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 2,
          "head_dim": 32, "intermediate_size": 896, "vocab_size": 1000, "max_position_embeddings": 4096,
@@ -60,7 +58,8 @@ def per_layer_sample(wl: Workload, precision: str) -> float:
         variant = dataclasses.replace(wl, hf_config={**wl.hf_config, "num_hidden_layers": layers}, num_layers=layers)
         torch.manual_seed(0)
         model = build_model(variant).train().to(DTYPES[precision])
-        results.append(saved_bytes(model, torch.randint(0, wl.vocab_size, (MICRO_BATCH, SEQ_LEN))))
+        tokens = torch.randint(0, wl.vocab_size, (MICRO_BATCH, SEQ_LEN))
+        results.append(saved_tensor_bytes(model, lambda: model(input_ids=tokens, labels=tokens).loss, [])[0])
     return (results[0] - results[1]) / (wl.num_layers * MICRO_BATCH)
 
 

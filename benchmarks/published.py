@@ -334,7 +334,7 @@ def predict(row: dict[str, Any], source: dict[str, Any], compute_share: float | 
         predictor = predictor.with_hardware(dataclasses.replace(predictor.hardware, collective_compute_share=compute_share))
     if "fsdp" in framework:
         predictor = predictor.with_model(dataclasses.replace(predictor.model, parameter_modules=workload.num_layers + 1))
-    built = {key: str(row.get(key) or software.get(key)) for key in ("mlp", "norm") if row.get(key) or software.get(key)}
+    built = {key: str(value) for key in ("mlp", "norm") if (value := row.get(key) or software.get(key))}
     if built:  # how the source's code builds its MLP or norms, where the model type's default is not it
         model = predictor.model
         predictor = predictor.with_model(dataclasses.replace(model, block=dataclasses.replace(model.block, **built)))

@@ -144,9 +144,15 @@ def block_build_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> float:
         extra -= 2 * b * s * (h - m.kv_width) / t
     if not block.hidden_dropout:
         extra -= 2 * s * h
-    elif hw is not None and hw.dropout_mask_bytes != 1:  # the formula's masks are 1 byte (CUDA's)
-        extra += 2 * s * h * ((hw.dropout_mask_bytes or b) - 1)
+    else:  # the formula's masks are 1 byte (CUDA's)
+        extra += 2 * s * h * (mask_bytes(hw, b) - 1)
     return extra
+
+
+def mask_bytes(hw: HardwareSpec, b: int) -> int:
+    """Bytes per element of a dropout mask autograd keeps on ``hw``: its own (1 on CUDA), else the
+    compute precision's ``b`` (torch's CPU dropout keeps its scaled noise)."""
+    return hw.dropout_mask_bytes or b
 
 
 def autocast_weight_copy_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec, layers: int) -> int:
@@ -172,7 +178,7 @@ def attention_score_bytes(m: ModelSpec, c: TrainConfig, hw: HardwareSpec) -> flo
     softmax = 4 if upcast else b  # autocast (or the model's own code) runs the softmax in fp32
     per_element = softmax + (b if upcast else 0)
     if m.attention_dropout:
-        per_element += (hw.dropout_mask_bytes or b) + softmax
+        per_element += mask_bytes(hw, b) + softmax
     return per_element * a * s * s / t
 
 

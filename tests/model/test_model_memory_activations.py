@@ -172,23 +172,16 @@ def test_autocast_keeps_fp32_norm_inputs_and_each_layers_16_bit_weight_copy(hard
 
 
 def saved_bytes(model, vocab_size, micro_batch_size, seq_len):
-    """Bytes of the distinct storages autograd saves in one forward and loss of ``model`` (its
-    parameters' own left out): what the backward holds, without allocator noise."""
+    """Bytes of the distinct storages autograd saves in one forward and loss of ``model``, its
+    parameters' own left out, as the workload calibration counts them: what the backward holds,
+    without allocator noise."""
     import torch
 
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in weights:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return tensor
+    from simtune.calib.workload_measure import saved_tensor_bytes
 
     tokens = torch.randint(0, vocab_size, (micro_batch_size, seq_len))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=tokens, labels=tokens).loss.backward()
-    return sum(seen.values())
+    total, _, _ = saved_tensor_bytes(model, lambda: model(input_ids=tokens, labels=tokens).loss, [])
+    return total
 
 
 def test_autocasts_weight_copies_are_what_autograd_saves_for_a_real_model(hardware):
